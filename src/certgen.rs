@@ -1,0 +1,202 @@
+//! `ferry hub gen-cert`: a private CA, the hub's server certificate and one
+//! client certificate per ep, all ECDSA P-256.
+
+use anyhow::{Context, Result, bail};
+use rcgen::{
+    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
+    KeyUsagePurpose, SanType, SerialNumber,
+};
+use std::{
+    fs,
+    io::Write,
+    net::IpAddr,
+    path::{Path, PathBuf},
+};
+use time::{Duration, OffsetDateTime};
+
+/// The CA outlives many rounds of leaf certificates.
+pub const CA_DAYS: i64 = 3650;
+/// Hub and ep certificates: re-issue with `gen-cert` (and `--force`) before then.
+pub const LEAF_DAYS: i64 = 730;
+
+#[derive(Debug, Clone, Default)]
+pub struct GenCert {
+    pub dir: PathBuf,
+    /// DNS names for the hub certificate.
+    pub hub_names: Vec<String>,
+    /// IP addresses for the hub certificate.
+    pub hub_ips: Vec<IpAddr>,
+    /// One client certificate per name.
+    pub eps: Vec<String>,
+    /// Replace existing hub/ep files instead of refusing.
+    pub force: bool,
+}
+
+/// Paths of the files an ep needs besides its config.
+pub fn ep_files(dir: &Path, name: &str) -> (PathBuf, PathBuf) {
+    (
+        dir.join(format!("ep-{name}.pem")),
+        dir.join(format!("ep-{name}.key")),
+    )
+}
+
+impl GenCert {
+    /// Writes what is missing or asked for; returns the files written.
+    pub fn run(&self) -> Result<Vec<PathBuf>> {
+        create_private_dir(&self.dir)?;
+        let mut written = Vec::new();
+        let (ca_pem, ca_key) = (self.dir.join("ca.pem"), self.dir.join("ca.key"));
+        let issuer = match (ca_pem.exists(), ca_key.exists()) {
+            (true, true) => load_ca(&ca_pem, &ca_key)?,
+            (false, false) => {
+                let (params, key, pem) = new_ca()?;
+                write_file(&ca_pem, pem.as_bytes(), 0o644, false)?;
+                write_file(&ca_key, key.serialize_pem().as_bytes(), 0o600, false)?;
+                written.extend([ca_pem.clone(), ca_key.clone()]);
+                Issuer::new(params, key)
+            }
+            _ => bail!(
+                "{} and {} must both exist or both be absent; restore the missing one \
+                 or move both away to start a new CA",
+                ca_pem.display(),
+                ca_key.display()
+            ),
+        };
+
+        let hub_pem = self.dir.join("hub.pem");
+        let asked_for_hub = !self.hub_names.is_empty() || !self.hub_ips.is_empty();
+        if asked_for_hub || !hub_pem.exists() {
+            let mut sans: Vec<SanType> = Vec::new();
+            let mut names = self.hub_names.clone();
+            let mut ips = self.hub_ips.clone();
+            if !asked_for_hub {
+                names.push("localhost".into());
+                ips.extend(["127.0.0.1".parse::<IpAddr>()?, "::1".parse()?]);
+            }
+            for n in &names {
+                sans.push(SanType::DnsName(
+                    n.clone()
+                        .try_into()
+                        .with_context(|| format!("--hub-name {n:?} is not a DNS name"))?,
+                ));
+            }
+            sans.extend(ips.iter().copied().map(SanType::IpAddress));
+            let cn = names
+                .first()
+                .cloned()
+                .or_else(|| ips.first().map(|i| i.to_string()))
+                .unwrap_or_else(|| "ferry hub".into());
+            let (cert, key) = leaf(&issuer, &cn, sans, ExtendedKeyUsagePurpose::ServerAuth)?;
+            let hub_key = self.dir.join("hub.key");
+            write_file(&hub_pem, cert.as_bytes(), 0o644, self.force)?;
+            write_file(&hub_key, key.as_bytes(), 0o600, self.force)?;
+            written.extend([hub_pem, hub_key]);
+        }
+
+        for name in &self.eps {
+            crate::config::check_service_name(name).map_err(|_| {
+                anyhow::anyhow!("ep name {name:?} must be 1-64 letters, digits, '-' or '_'")
+            })?;
+            let (pem, keyfile) = ep_files(&self.dir, name);
+            let (cert, key) = leaf(&issuer, name, vec![], ExtendedKeyUsagePurpose::ClientAuth)?;
+            write_file(&pem, cert.as_bytes(), 0o644, self.force)?;
+            write_file(&keyfile, key.as_bytes(), 0o600, self.force)?;
+            written.extend([pem, keyfile]);
+        }
+        Ok(written)
+    }
+}
+
+fn random_serial() -> SerialNumber {
+    let mut bytes = [0u8; 16];
+    ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut bytes)
+        .expect("the operating system's random source failed");
+    bytes[0] &= 0x7f; // a positive INTEGER
+    SerialNumber::from_slice(&bytes)
+}
+
+fn validity(params: &mut CertificateParams, days: i64) {
+    // An hour back so a hub whose clock runs a little behind still accepts it.
+    let now = OffsetDateTime::now_utc();
+    params.not_before = now - Duration::hours(1);
+    params.not_after = now + Duration::days(days);
+}
+
+fn new_ca() -> Result<(CertificateParams, KeyPair, String)> {
+    let key = KeyPair::generate().context("cannot generate the CA key")?;
+    let mut params = CertificateParams::default();
+    params.distinguished_name = rcgen::DistinguishedName::new();
+    params
+        .distinguished_name
+        .push(DnType::CommonName, "ferry CA");
+    params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
+    params.key_usages = vec![
+        KeyUsagePurpose::KeyCertSign,
+        KeyUsagePurpose::CrlSign,
+        KeyUsagePurpose::DigitalSignature,
+    ];
+    params.serial_number = Some(random_serial());
+    validity(&mut params, CA_DAYS);
+    let pem = params.self_signed(&key)?.pem();
+    Ok((params, key, pem))
+}
+
+fn load_ca(pem: &Path, key: &Path) -> Result<Issuer<'static, KeyPair>> {
+    let read =
+        |p: &Path| fs::read_to_string(p).with_context(|| format!("cannot read {}", p.display()));
+    let keypair = KeyPair::from_pem(&read(key)?)
+        .with_context(|| format!("{} is not a PEM private key", key.display()))?;
+    Issuer::from_ca_cert_pem(&read(pem)?, keypair)
+        .with_context(|| format!("{} is not a PEM CA certificate", pem.display()))
+}
+
+fn leaf(
+    issuer: &Issuer<'_, KeyPair>,
+    cn: &str,
+    sans: Vec<SanType>,
+    usage: ExtendedKeyUsagePurpose,
+) -> Result<(String, String)> {
+    let key = KeyPair::generate()?;
+    let mut params = CertificateParams::default();
+    params.distinguished_name = rcgen::DistinguishedName::new();
+    params.distinguished_name.push(DnType::CommonName, cn);
+    params.subject_alt_names = sans;
+    params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+    params.extended_key_usages = vec![usage];
+    params.use_authority_key_identifier_extension = true;
+    params.serial_number = Some(random_serial());
+    validity(&mut params, LEAF_DAYS);
+    let cert = params.signed_by(&key, issuer)?;
+    Ok((cert.pem(), key.serialize_pem()))
+}
+
+fn create_private_dir(dir: &Path) -> Result<()> {
+    fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    Ok(())
+}
+
+/// Writes a file with `mode` from its creation (a key is never briefly
+/// world-readable). Refuses to replace an existing file unless `force`.
+pub(crate) fn write_file(path: &Path, data: &[u8], mode: u32, force: bool) -> Result<()> {
+    if path.exists() && !force {
+        bail!(
+            "{} already exists; pass --force to replace it (this invalidates the old one)",
+            path.display()
+        );
+    }
+    let tmp = path.with_extension("tmp");
+    let _ = fs::remove_file(&tmp);
+    let mut opts = fs::OpenOptions::new();
+    opts.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut opts, mode);
+    #[cfg(not(unix))]
+    let _ = mode;
+    let mut f = opts
+        .open(&tmp)
+        .with_context(|| format!("cannot write {}", tmp.display()))?;
+    f.write_all(data)?;
+    f.sync_all()?;
+    fs::rename(&tmp, path).with_context(|| format!("cannot write {}", path.display()))?;
+    Ok(())
+}

@@ -1,0 +1,231 @@
+//! Command-line interface: parses arguments and calls the library.
+
+use crate::{
+    certgen::GenCert,
+    config::{
+        ep::{EpConfig, EpFlags, EpSettings},
+        hub::{HubConfig, HubFlags, HubSettings},
+    },
+    secret::Secret,
+    token,
+};
+use anyhow::{Context, Result};
+use clap::{Args, Parser, Subcommand};
+use std::{io::Read, net::IpAddr, net::SocketAddr, path::PathBuf, process::ExitCode};
+use tokio_util::sync::CancellationToken;
+
+#[derive(Parser)]
+#[command(
+    name = "ferry",
+    version,
+    about = "Self-hosted reverse tunnel: expose services at home through a hub over mutual TLS"
+)]
+struct Cli {
+    #[command(subcommand)]
+    role: Role,
+}
+
+#[derive(Subcommand)]
+enum Role {
+    /// The public side: serves players and eps.
+    Hub(HubArgs),
+    /// The home side: connects out to the hub and dials local services.
+    Ep(EpArgs),
+    /// Try ferry on this machine: certificates on first run, hub, ep and a
+    /// demo web service from the shipped configs.
+    Demo(DemoArgs),
+}
+
+#[derive(Args)]
+struct HubArgs {
+    #[command(subcommand)]
+    cmd: Option<HubCmd>,
+    #[command(flatten)]
+    run: HubRun,
+}
+
+#[derive(Args, Clone)]
+struct HubRun {
+    /// Config file.
+    #[arg(short, long, global = true, default_value = "config/hub.toml")]
+    config: PathBuf,
+    /// Overrides `control`.
+    #[arg(long)]
+    control: Option<SocketAddr>,
+    /// Overrides `channel`.
+    #[arg(long)]
+    channel: Option<SocketAddr>,
+}
+
+#[derive(Subcommand)]
+enum HubCmd {
+    /// Validate the config and print what would run (secrets masked).
+    Check,
+    /// Create the CA, the hub certificate and ep certificates.
+    GenCert(GenCertArgs),
+    /// Print a new random token and its Argon2id hash.
+    Token,
+    /// Read a token on stdin and print its Argon2id hash.
+    HashToken,
+}
+
+#[derive(Args)]
+struct GenCertArgs {
+    /// Output folder.
+    #[arg(long, default_value = "certs")]
+    dir: PathBuf,
+    /// DNS name eps use to reach the hub (repeatable).
+    #[arg(long = "hub-name")]
+    hub_names: Vec<String>,
+    /// IP address eps use to reach the hub (repeatable).
+    #[arg(long = "hub-ip")]
+    hub_ips: Vec<IpAddr>,
+    /// Issue a client certificate for this ep (repeatable).
+    #[arg(long = "ep")]
+    eps: Vec<String>,
+    /// Replace existing hub/ep certificates.
+    #[arg(long)]
+    force: bool,
+}
+
+#[derive(Args)]
+struct EpArgs {
+    #[command(subcommand)]
+    cmd: Option<EpCmd>,
+    /// Config file.
+    #[arg(short, long, global = true, default_value = "config/ep.toml")]
+    config: PathBuf,
+    /// Overrides `hub`.
+    #[arg(long)]
+    hub: Option<String>,
+    /// Overrides `channel`.
+    #[arg(long)]
+    channel: Option<String>,
+}
+
+#[derive(Subcommand)]
+enum EpCmd {
+    /// Validate the config and print what would run (secrets masked).
+    Check,
+}
+
+#[derive(Args)]
+pub struct DemoArgs {
+    /// Folder holding config/ and certs/.
+    #[arg(long, default_value = ".")]
+    pub root: PathBuf,
+}
+
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    crate::logging::init();
+    match dispatch(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")
+}
+
+fn load_hub(run: &HubRun) -> Result<HubSettings> {
+    let flags = HubFlags {
+        control: run.control,
+        channel: run.channel,
+    };
+    HubConfig::load(&run.config, flags)?.check(&run.config)
+}
+
+fn load_ep(args: &EpArgs) -> Result<EpSettings> {
+    let flags = EpFlags {
+        hub: args.hub.clone(),
+        channel: args.channel.clone(),
+    };
+    EpConfig::load(&args.config, flags)?.check(&args.config)
+}
+
+fn dispatch(cli: Cli) -> Result<()> {
+    match cli.role {
+        Role::Hub(args) => match args.cmd {
+            Some(HubCmd::Check) => {
+                print!("{}", load_hub(&args.run)?);
+                println!("ok");
+                Ok(())
+            }
+            Some(HubCmd::GenCert(g)) => gen_cert(g),
+            Some(HubCmd::Token) => {
+                let t = token::generate();
+                println!("token: {}", t.expose());
+                println!(
+                    "token_hash = \"{}\"",
+                    token::hash(&t).map_err(anyhow::Error::msg)?
+                );
+                eprintln!(
+                    "Put token_hash in hub.toml and the token in the ep's config (or FERRY_TOKEN)."
+                );
+                Ok(())
+            }
+            Some(HubCmd::HashToken) => {
+                let mut input = String::new();
+                std::io::stdin()
+                    .read_to_string(&mut input)
+                    .context("cannot read stdin")?;
+                let t = Secret::new(input.trim());
+                anyhow::ensure!(!t.is_empty(), "no token on stdin");
+                println!("{}", token::hash(&t).map_err(anyhow::Error::msg)?);
+                Ok(())
+            }
+            None => {
+                let settings = load_hub(&args.run)?;
+                runtime()?.block_on(async {
+                    let shutdown = CancellationToken::new();
+                    crate::shutdown::on_signal(shutdown.clone());
+                    crate::hub::Hub::bind(settings).await?.run(shutdown).await
+                })
+            }
+        },
+        Role::Ep(args) => match args.cmd {
+            Some(EpCmd::Check) => {
+                print!("{}", load_ep(&args)?);
+                println!("ok");
+                Ok(())
+            }
+            None => {
+                let settings = load_ep(&args)?;
+                runtime()?.block_on(async {
+                    let shutdown = CancellationToken::new();
+                    crate::shutdown::on_signal(shutdown.clone());
+                    crate::ep::run(settings, shutdown).await
+                })
+            }
+        },
+        Role::Demo(args) => runtime()?.block_on(crate::demo::run(args)),
+    }
+}
+
+fn gen_cert(g: GenCertArgs) -> Result<()> {
+    let written = GenCert {
+        dir: g.dir,
+        hub_names: g.hub_names,
+        hub_ips: g.hub_ips,
+        eps: g.eps,
+        force: g.force,
+    }
+    .run()?;
+    if written.is_empty() {
+        println!(
+            "nothing to do: the CA and hub certificate exist (add --ep NAME for an ep certificate)"
+        );
+    }
+    for f in written {
+        println!("wrote {}", f.display());
+    }
+    Ok(())
+}

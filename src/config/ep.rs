@@ -1,0 +1,217 @@
+//! `ep.toml`: which hub to reach, how to prove who we are, what we serve.
+
+use super::{
+    ConfigError, Seconds, TlsFiles, check_err, check_service_name, join_host_port, split_host_port,
+};
+use crate::secret::Secret;
+use anyhow::{Context, Result};
+use figment::value::magic::RelativePathBuf;
+use rustls::pki_types::ServerName;
+use serde::{Deserialize, Serialize};
+use std::{
+    collections::BTreeMap,
+    path::{Path, PathBuf},
+    sync::Arc,
+    time::Duration,
+};
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EpConfig {
+    /// The hub's control port, `host:port`.
+    pub hub: String,
+    /// The hub's channel port; default: same host, control port + 1.
+    pub channel: Option<String>,
+    /// Name checked against the hub's certificate; default: the host of `hub`.
+    pub server_name: Option<String>,
+    pub token: Option<Secret>,
+    /// A file holding the token (first line), instead of `token`.
+    pub token_file: Option<RelativePathBuf>,
+    pub tls: TlsFiles,
+    #[serde(default)]
+    pub services: BTreeMap<String, EpServiceConfig>,
+    /// Deadline for reaching the hub (TCP, TLS and login) and the local service.
+    #[serde(default = "defaults::connect_timeout")]
+    pub connect_timeout: Seconds,
+    /// First reconnect delay; doubles per failure up to `backoff_max`.
+    #[serde(default = "defaults::backoff_min")]
+    pub backoff_min: Seconds,
+    #[serde(default = "defaults::backoff_max")]
+    pub backoff_max: Seconds,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EpServiceConfig {
+    /// The real service at home, `host:port`.
+    pub local: String,
+}
+
+mod defaults {
+    use super::Seconds;
+    pub fn connect_timeout() -> Seconds {
+        Seconds::secs(10)
+    }
+    pub fn backoff_min() -> Seconds {
+        Seconds::millis(500)
+    }
+    pub fn backoff_max() -> Seconds {
+        Seconds::secs(30)
+    }
+}
+
+const KEYS: &[&str] = &[
+    "hub",
+    "channel",
+    "server_name",
+    "token",
+    "token_file",
+    "tls",
+    "services",
+    "connect_timeout",
+    "backoff_min",
+    "backoff_max",
+];
+
+#[derive(Debug, Default, Serialize)]
+pub struct EpFlags {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub hub: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub channel: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct EpTiming {
+    pub connect_timeout: Duration,
+    pub backoff_min: Duration,
+    pub backoff_max: Duration,
+}
+
+/// A checked ep configuration.
+#[derive(Clone)]
+pub struct EpSettings {
+    pub file: PathBuf,
+    pub hub: String,
+    pub channel: String,
+    pub server_name: ServerName<'static>,
+    pub token: Secret,
+    pub tls: Arc<rustls::ClientConfig>,
+    pub identity: String,
+    /// Service name → local `host:port`.
+    pub services: BTreeMap<String, String>,
+    pub timing: EpTiming,
+}
+
+impl EpConfig {
+    pub fn load(path: &Path, flags: EpFlags) -> Result<Self, ConfigError> {
+        super::load(path, KEYS, flags)
+    }
+
+    pub fn check(self, file: &Path) -> Result<EpSettings> {
+        let err = |m: String| anyhow::Error::new(check_err(file, m));
+        let (host, port) = split_host_port(&self.hub).map_err(|e| err(format!("hub: {e}")))?;
+        let channel = match self.channel {
+            Some(c) => {
+                split_host_port(&c).map_err(|e| err(format!("channel: {e}")))?;
+                c
+            }
+            None => join_host_port(
+                &host,
+                port.checked_add(1).ok_or_else(|| {
+                    err("hub port 65535 leaves no room for channel = port + 1".into())
+                })?,
+            ),
+        };
+        let name = self.server_name.unwrap_or(host);
+        let server_name = ServerName::try_from(name.clone()).map_err(|_| {
+            err(format!(
+                "server_name {name:?} is not a DNS name or IP address"
+            ))
+        })?;
+        let token = match (self.token, self.token_file) {
+            (Some(t), None) => t,
+            (None, Some(path)) => {
+                let path = path.relative();
+                let text = std::fs::read_to_string(&path)
+                    .with_context(|| format!("cannot read token_file {}", path.display()))?;
+                Secret::new(text.lines().next().unwrap_or("").trim())
+            }
+            (Some(_), Some(_)) => return Err(err("set token or token_file, not both".into())),
+            (None, None) => {
+                return Err(err(
+                    "no token: set token, token_file or FERRY_TOKEN (from `ferry hub token`)"
+                        .into(),
+                ));
+            }
+        };
+        if token.is_empty() {
+            return Err(err("the token is empty".into()));
+        }
+        if self.services.is_empty() {
+            return Err(err(
+                "no [services.NAME] with local = \"host:port\": nothing to serve".into(),
+            ));
+        }
+        let mut services = BTreeMap::new();
+        for (name, svc) in self.services {
+            check_service_name(&name).map_err(err)?;
+            split_host_port(&svc.local).map_err(|e| err(format!("services.{name}.local: {e}")))?;
+            services.insert(name, svc.local);
+        }
+        let (ca, cert, key) = (
+            self.tls.ca.relative(),
+            self.tls.cert.relative(),
+            self.tls.key.relative(),
+        );
+        let tls = crate::tls::client_config(&ca, &cert, &key)
+            .with_context(|| format!("{}: [tls]", file.display()))?;
+        let identity = crate::tls::load_certs(&cert)?
+            .first()
+            .and_then(crate::tls::common_name)
+            .unwrap_or_else(|| "?".into());
+        if self.backoff_min.get().is_zero() || self.backoff_max.get() < self.backoff_min.get() {
+            return Err(err(
+                "backoff_min must be positive and at most backoff_max".into()
+            ));
+        }
+        Ok(EpSettings {
+            file: file.to_path_buf(),
+            hub: self.hub,
+            channel,
+            server_name,
+            token,
+            tls,
+            identity,
+            services,
+            timing: EpTiming {
+                connect_timeout: self.connect_timeout.get(),
+                backoff_min: self.backoff_min.get(),
+                backoff_max: self.backoff_max.get(),
+            },
+        })
+    }
+}
+
+impl std::fmt::Display for EpSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        writeln!(f, "ep config {}", self.file.display())?;
+        writeln!(
+            f,
+            "  identity  {} (from the client certificate)",
+            self.identity
+        )?;
+        writeln!(
+            f,
+            "  hub       {} (certificate must name {:?})",
+            self.hub,
+            self.server_name.to_str()
+        )?;
+        writeln!(f, "  channel   {}", self.channel)?;
+        writeln!(f, "  token     {}", self.token)?;
+        for (name, local) in &self.services {
+            writeln!(f, "  service {name:<12} → {local}")?;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,280 @@
+//! `hub.toml`: what the hub listens on, whom it lets in, what it serves.
+
+use super::{Allowlist, ConfigError, Seconds, TlsFiles, check_err, check_service_name};
+use crate::token;
+use anyhow::{Context, Result, bail};
+use serde::{Deserialize, Serialize};
+use std::{
+    collections::{BTreeMap, HashSet},
+    net::SocketAddr,
+    path::{Path, PathBuf},
+    sync::Arc,
+    time::Duration,
+};
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HubConfig {
+    /// TLS port for ep control connections.
+    pub control: SocketAddr,
+    /// TLS port for ep channel connections.
+    pub channel: SocketAddr,
+    /// Source networks allowed on the control and channel ports.
+    pub ep_allowlist: Allowlist,
+    /// Argon2id PHC string of the eps' token (`ferry hub token`).
+    pub token_hash: Option<String>,
+    /// A file holding `token_hash` instead (what `ferry demo` writes).
+    pub token_hash_file: Option<figment::value::magic::RelativePathBuf>,
+    pub tls: TlsFiles,
+    #[serde(default)]
+    pub services: BTreeMap<String, HubServiceConfig>,
+    /// Ready channels kept per service so players skip the TLS handshake.
+    #[serde(default = "defaults::pool_size")]
+    pub pool_size: usize,
+    /// An unused pooled channel is closed and replaced after this long.
+    #[serde(default = "defaults::idle_timeout")]
+    pub idle_timeout: Seconds,
+    #[serde(default = "defaults::heartbeat_interval")]
+    pub heartbeat_interval: Seconds,
+    /// Silence on a control connection for this long ends the session.
+    #[serde(default = "defaults::heartbeat_timeout")]
+    pub heartbeat_timeout: Seconds,
+    /// Deadline for an ep's TLS handshake plus its first message.
+    #[serde(default = "defaults::handshake_timeout")]
+    pub handshake_timeout: Seconds,
+    /// How long an arriving player waits for a channel (or for the ep to
+    /// come back) before the hub closes the connection.
+    #[serde(default = "defaults::player_wait")]
+    pub player_wait: Seconds,
+    /// On shutdown, active players get this long to finish.
+    #[serde(default = "defaults::drain_timeout")]
+    pub drain_timeout: Seconds,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HubServiceConfig {
+    /// Plain TCP address players connect to.
+    pub bind: SocketAddr,
+    /// Overrides the hub-wide `pool_size` for this service.
+    pub pool_size: Option<usize>,
+}
+
+mod defaults {
+    use super::Seconds;
+    pub fn pool_size() -> usize {
+        4
+    }
+    pub fn idle_timeout() -> Seconds {
+        Seconds::secs(60)
+    }
+    pub fn heartbeat_interval() -> Seconds {
+        Seconds::secs(5)
+    }
+    pub fn heartbeat_timeout() -> Seconds {
+        Seconds::secs(15)
+    }
+    pub fn handshake_timeout() -> Seconds {
+        Seconds::secs(10)
+    }
+    pub fn player_wait() -> Seconds {
+        Seconds::secs(10)
+    }
+    pub fn drain_timeout() -> Seconds {
+        Seconds::secs(10)
+    }
+}
+
+const KEYS: &[&str] = &[
+    "control",
+    "channel",
+    "ep_allowlist",
+    "token_hash",
+    "token_hash_file",
+    "tls",
+    "services",
+    "pool_size",
+    "idle_timeout",
+    "heartbeat_interval",
+    "heartbeat_timeout",
+    "handshake_timeout",
+    "player_wait",
+    "drain_timeout",
+];
+
+/// Command-line overrides, the last layer.
+#[derive(Debug, Default, Serialize)]
+pub struct HubFlags {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub control: Option<SocketAddr>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub channel: Option<SocketAddr>,
+}
+
+/// Timings the hub's tasks follow.
+#[derive(Debug, Clone, Copy)]
+pub struct HubTiming {
+    pub idle_timeout: Duration,
+    pub heartbeat_interval: Duration,
+    pub heartbeat_timeout: Duration,
+    pub handshake_timeout: Duration,
+    pub player_wait: Duration,
+    pub drain_timeout: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct ServiceSettings {
+    pub name: String,
+    pub bind: SocketAddr,
+    pub pool_size: usize,
+}
+
+/// A checked hub configuration: files read, everything parsed.
+#[derive(Clone)]
+pub struct HubSettings {
+    pub file: PathBuf,
+    pub control: SocketAddr,
+    pub channel: SocketAddr,
+    pub allowlist: Allowlist,
+    pub token_hash: String,
+    pub tls: Arc<rustls::ServerConfig>,
+    pub cert_days_left: Option<i64>,
+    pub services: Vec<ServiceSettings>,
+    pub timing: HubTiming,
+}
+
+impl HubConfig {
+    pub fn load(path: &Path, flags: HubFlags) -> Result<Self, ConfigError> {
+        super::load(path, KEYS, flags)
+    }
+
+    /// Validates everything that can be checked without binding a port.
+    pub fn check(self, file: &Path) -> Result<HubSettings> {
+        let err = |m: String| anyhow::Error::new(check_err(file, m));
+        if self.ep_allowlist.is_empty() {
+            return Err(err("ep_allowlist is empty: no ep could connect. List the \
+                 addresses your eps connect from (\"0.0.0.0/0\" admits everyone)"
+                .into()));
+        }
+        let token_hash = match (self.token_hash, &self.token_hash_file) {
+            (Some(h), None) => h,
+            (None, Some(path)) => {
+                let path = path.relative();
+                std::fs::read_to_string(&path)
+                    .with_context(|| format!("cannot read token_hash_file {}", path.display()))?
+                    .trim()
+                    .to_string()
+            }
+            (Some(_), Some(_)) => {
+                return Err(err("set token_hash or token_hash_file, not both".into()));
+            }
+            (None, None) => {
+                return Err(err("no token_hash: make one with `ferry hub token`".into()));
+            }
+        };
+        token::check_hash(&token_hash).map_err(|e| err(format!("token_hash: {e}")))?;
+        if self.heartbeat_timeout.get() <= self.heartbeat_interval.get() {
+            return Err(err(
+                "heartbeat_timeout must be longer than heartbeat_interval".into(),
+            ));
+        }
+        if self.pool_size > 64 {
+            return Err(err("pool_size is at most 64".into()));
+        }
+        let mut binds = HashSet::from([self.control, self.channel]);
+        if binds.len() != 2 && self.control.port() != 0 {
+            return Err(err("control and channel must be different addresses".into()));
+        }
+        let mut services = Vec::new();
+        for (name, svc) in self.services {
+            check_service_name(&name).map_err(err)?;
+            if svc.bind.port() != 0 && !binds.insert(svc.bind) {
+                return Err(err(format!(
+                    "services.{name}.bind {} is used twice",
+                    svc.bind
+                )));
+            }
+            let pool_size = svc.pool_size.unwrap_or(self.pool_size);
+            if pool_size > 64 {
+                bail!(
+                    "{}: services.{name}.pool_size is at most 64",
+                    file.display()
+                );
+            }
+            services.push(ServiceSettings {
+                name,
+                bind: svc.bind,
+                pool_size,
+            });
+        }
+        let (ca, cert, key) = (
+            self.tls.ca.relative(),
+            self.tls.cert.relative(),
+            self.tls.key.relative(),
+        );
+        let tls = crate::tls::server_config(&ca, &cert, &key)
+            .with_context(|| format!("{}: [tls]", file.display()))?;
+        let cert_days_left = crate::tls::load_certs(&cert)?
+            .first()
+            .and_then(crate::tls::days_left);
+        Ok(HubSettings {
+            file: file.to_path_buf(),
+            control: self.control,
+            channel: self.channel,
+            allowlist: self.ep_allowlist,
+            token_hash,
+            tls,
+            cert_days_left,
+            services,
+            timing: HubTiming {
+                idle_timeout: self.idle_timeout.get(),
+                heartbeat_interval: self.heartbeat_interval.get(),
+                heartbeat_timeout: self.heartbeat_timeout.get(),
+                handshake_timeout: self.handshake_timeout.get(),
+                player_wait: self.player_wait.get(),
+                drain_timeout: self.drain_timeout.get(),
+            },
+        })
+    }
+}
+
+impl std::fmt::Display for HubSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        writeln!(f, "hub config {}", self.file.display())?;
+        writeln!(
+            f,
+            "  control  {} (TLS 1.3, client certificate)",
+            self.control
+        )?;
+        writeln!(
+            f,
+            "  channel  {} (TLS 1.3, client certificate)",
+            self.channel
+        )?;
+        let nets: Vec<String> = self
+            .allowlist
+            .nets()
+            .iter()
+            .map(|n| n.to_string())
+            .collect();
+        writeln!(f, "  ep_allowlist {}", nets.join(", "))?;
+        writeln!(f, "  token_hash argon2id (hash set, token not stored)")?;
+        if let Some(days) = self.cert_days_left {
+            writeln!(f, "  hub certificate expires in {days} days")?;
+        }
+        let t = &self.timing;
+        writeln!(
+            f,
+            "  heartbeat every {:?}, timeout {:?}; idle channels closed after {:?}; players wait up to {:?}",
+            t.heartbeat_interval, t.heartbeat_timeout, t.idle_timeout, t.player_wait
+        )?;
+        for s in &self.services {
+            writeln!(
+                f,
+                "  service {:<12} players on {} (pool {})",
+                s.name, s.bind, s.pool_size
+            )?;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,78 @@
+//! `ep_allowlist`: source networks allowed on the control and channel ports.
+
+use ipnet::IpNet;
+use serde::{Deserialize, Deserializer, Serialize, Serializer, de};
+use std::net::IpAddr;
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Allowlist(Vec<IpNet>);
+
+impl Allowlist {
+    pub fn new(nets: Vec<IpNet>) -> Self {
+        Allowlist(nets)
+    }
+
+    /// IPv4 peers reach a dual-stack listener as `::ffff:a.b.c.d`; they are
+    /// matched as the IPv4 address the operator wrote.
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        let ip = ip.to_canonical();
+        self.0.iter().any(|net| net.contains(&ip))
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// True when some entry admits every address (0.0.0.0/0 or ::/0).
+    pub fn is_wide_open(&self) -> bool {
+        self.0.iter().any(|n| n.prefix_len() == 0)
+    }
+
+    pub fn nets(&self) -> &[IpNet] {
+        &self.0
+    }
+}
+
+/// Accepts CIDR notation or a bare address (meaning that one host).
+fn parse_entry(s: &str) -> Result<IpNet, String> {
+    let s = s.trim();
+    s.parse::<IpNet>()
+        .or_else(|_| s.parse::<IpAddr>().map(IpNet::from))
+        .map_err(|_| format!("{s:?} is not an address or CIDR network (e.g. \"203.0.113.0/24\")"))
+}
+
+impl<'de> Deserialize<'de> for Allowlist {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let raw = Vec::<String>::deserialize(d)?;
+        raw.iter()
+            .map(|s| parse_entry(s))
+            .collect::<Result<Vec<_>, _>>()
+            .map(Allowlist)
+            .map_err(de::Error::custom)
+    }
+}
+
+impl Serialize for Allowlist {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_seq(self.0.iter().map(|n| n.to_string()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn matches_cidrs_hosts_and_mapped_v4() {
+        let list = Allowlist(vec![
+            parse_entry("10.0.0.0/8").unwrap(),
+            parse_entry("127.0.0.1").unwrap(),
+        ]);
+        assert!(list.contains("10.1.2.3".parse().unwrap()));
+        assert!(list.contains("127.0.0.1".parse().unwrap()));
+        assert!(list.contains("::ffff:127.0.0.1".parse().unwrap()));
+        assert!(!list.contains("127.0.0.2".parse().unwrap()));
+        assert!(!list.is_wide_open());
+        assert!(parse_entry("nope").is_err());
+    }
+}

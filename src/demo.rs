@@ -1,0 +1,115 @@
+//! `ferry demo`: the whole tunnel on one machine, for a first look.
+//! Generates certificates and a token on first run, then runs the hub and
+//! the ep from the shipped configs plus a small web service for the ep to
+//! expose.
+
+use crate::{
+    certgen::{GenCert, write_file},
+    cli::DemoArgs,
+    config::{
+        ep::{EpConfig, EpFlags},
+        hub::{HubConfig, HubFlags},
+    },
+    token,
+};
+use anyhow::{Context, Result};
+use tokio::{
+    io::{AsyncReadExt, AsyncWriteExt},
+    net::TcpListener,
+};
+use tokio_util::sync::CancellationToken;
+
+/// Creates `certs/` (CA, hub and `home` ep certificates, a token and its
+/// hash) unless it is already there.
+pub fn first_run(root: &std::path::Path) -> Result<()> {
+    let dir = root.join("certs");
+    if !dir.join("ca.pem").exists() {
+        GenCert {
+            dir: dir.clone(),
+            eps: vec!["home".into()],
+            ..Default::default()
+        }
+        .run()?;
+        eprintln!("created a CA and certificates in {}", dir.display());
+    }
+    if !dir.join("ep-token").exists() {
+        let t = token::generate();
+        let hash = token::hash(&t).map_err(anyhow::Error::msg)?;
+        write_file(
+            &dir.join("ep-token"),
+            format!("{}\n", t.expose()).as_bytes(),
+            0o600,
+            true,
+        )?;
+        write_file(
+            &dir.join("token.hash"),
+            format!("{hash}\n").as_bytes(),
+            0o600,
+            true,
+        )?;
+    }
+    Ok(())
+}
+
+pub async fn run(args: DemoArgs) -> Result<()> {
+    first_run(&args.root)?;
+    let hub_file = args.root.join("config/hub.toml");
+    let ep_file = args.root.join("config/ep.toml");
+    let hub_settings = HubConfig::load(&hub_file, HubFlags::default())?.check(&hub_file)?;
+    let mut ep_settings = EpConfig::load(&ep_file, EpFlags::default())?.check(&ep_file)?;
+    let local = ep_settings
+        .services
+        .get("web")
+        .cloned()
+        .context("config/ep.toml has no [services.web] for the demo to serve")?;
+
+    let shutdown = CancellationToken::new();
+    crate::shutdown::on_signal(shutdown.clone());
+    let hub = crate::hub::Hub::bind(hub_settings).await?;
+    let player_addr = hub
+        .service_addr("web")
+        .context("config/hub.toml has no [services.web]")?;
+    // Both sides run here, so the ep dials whatever the hub really bound.
+    ep_settings.hub = hub.control_addr().to_string();
+    ep_settings.channel = hub.channel_addr().to_string();
+    let web = TcpListener::bind(&local)
+        .await
+        .with_context(|| format!("cannot start the demo web service on {local}"))?;
+    eprintln!(
+        "\nferry demo is up. In another terminal try:\n    curl http://{player_addr}/\nCtrl-C stops it.\n"
+    );
+    let (h, e, _) = tokio::join!(
+        hub.run(shutdown.clone()),
+        crate::ep::run(ep_settings, shutdown.clone()),
+        serve_web(web, shutdown.clone()),
+    );
+    h?;
+    e
+}
+
+/// A tiny HTTP responder standing in for the service at home.
+async fn serve_web(listener: TcpListener, shutdown: CancellationToken) {
+    loop {
+        let (mut tcp, _) = tokio::select! {
+            r = listener.accept() => match r { Ok(c) => c, Err(_) => continue },
+            _ = shutdown.cancelled() => return,
+        };
+        tokio::spawn(async move {
+            let mut buf = vec![0u8; 8192];
+            let mut n = 0;
+            while n < buf.len() && !buf[..n].windows(4).any(|w| w == b"\r\n\r\n") {
+                match tcp.read(&mut buf[n..]).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(k) => n += k,
+                }
+            }
+            let body = "hello from home, through ferry\n";
+            let reply = format!(
+                "HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                body.len()
+            );
+            let _ = tcp.write_all(reply.as_bytes()).await;
+            let _ = tcp.shutdown().await;
+        });
+    }
+}

@@ -1,0 +1,78 @@
+//! One channel: dialled on the hub's request, parked until a player comes,
+//! then joined to a fresh connection to the local service.
+
+use super::{Ep, login::connect_tls};
+use crate::{
+    net,
+    proto::{self, EpMsg, HubMsg},
+    relay,
+};
+use std::{sync::Arc, time::Duration};
+use tokio::net::TcpStream;
+
+/// Extra wait beyond the hub's idle timeout before the ep gives up on a
+/// parked channel itself (the hub normally closes it first).
+const IDLE_GRACE: Duration = Duration::from_secs(30);
+
+pub(super) async fn run(ep: Arc<Ep>, service: String, ticket: String, idle_timeout: Duration) {
+    let Some(local) = ep.settings.services.get(&service).cloned() else {
+        tracing::warn!(
+            service,
+            "hub asked for a channel of a service this ep does not serve"
+        );
+        return;
+    };
+    let s = &ep.settings;
+    let open = async {
+        let mut tls = connect_tls(s, &s.channel).await?;
+        let hello = EpMsg::Channel {
+            service: service.clone(),
+            ticket,
+        };
+        proto::write_msg(&mut tls, &hello)
+            .await
+            .map_err(|e| super::LoginError::Protocol(e.to_string()))?;
+        Ok::<_, super::LoginError>(tls)
+    };
+    let mut tls = match tokio::time::timeout(s.timing.connect_timeout, open).await {
+        Ok(Ok(tls)) => tls,
+        Ok(Err(e)) => return tracing::warn!(service, "cannot open a channel: {e}"),
+        Err(_) => return tracing::warn!(service, "cannot open a channel: timed out"),
+    };
+    let waited = tokio::select! {
+        r = tokio::time::timeout(idle_timeout + IDLE_GRACE, proto::read_msg::<_, HubMsg>(&mut tls)) => r,
+        _ = ep.shutdown.cancelled() => return,
+    };
+    let player = match waited {
+        Ok(Ok(HubMsg::Start { player })) => player,
+        Ok(Ok(_)) => return tracing::warn!(service, "channel: unexpected message before start"),
+        // Closed by the hub (idle, session replaced, hub restart): routine.
+        Ok(Err(e)) => return tracing::debug!(service, "idle channel ended: {e}"),
+        Err(_) => return tracing::debug!(service, "idle channel expired"),
+    };
+    let dial = tokio::time::timeout(s.timing.connect_timeout, TcpStream::connect(&local)).await;
+    let mut svc = match dial {
+        Ok(Ok(tcp)) => tcp,
+        Ok(Err(e)) => {
+            return tracing::warn!(service, %player, local, "cannot reach the local service: {e}; player closed");
+        }
+        Err(_) => {
+            return tracing::warn!(service, %player, local, "local service did not accept within {:?}; player closed", s.timing.connect_timeout);
+        }
+    };
+    net::tune_plain(&svc);
+    tracing::info!(service, %player, "player connected");
+    let relayed = tokio::select! {
+        r = relay::relay(&mut tls, &mut svc) => Some(r),
+        _ = ep.hard_stop.cancelled() => None,
+    };
+    match relayed {
+        Some((st, None)) => {
+            tracing::info!(service, %player, up = st.up, down = st.down, secs = st.elapsed.as_secs_f64(), "player disconnected")
+        }
+        Some((st, Some(e))) => {
+            tracing::info!(service, %player, secs = st.elapsed.as_secs_f64(), "player disconnected: {e}")
+        }
+        None => tracing::info!(service, %player, "player closed: ep shutting down"),
+    }
+}

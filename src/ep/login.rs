@@ -1,0 +1,154 @@
+//! Reaching the hub: TCP, TLS, hello, and a reason in words when it fails.
+
+use crate::{
+    config::ep::EpSettings,
+    net,
+    proto::{self, EpMsg, FrameError, HubMsg, PROTOCOL_VERSION},
+};
+use std::{io, time::Duration};
+use tokio::net::TcpStream;
+use tokio_rustls::{TlsConnector, client::TlsStream};
+
+pub type Tunnel = TlsStream<TcpStream>;
+
+/// Why a login failed, in words an operator can act on.
+#[derive(Debug, thiserror::Error)]
+pub enum LoginError {
+    #[error("cannot reach the hub at {addr}: {source}")]
+    Connect { addr: String, source: io::Error },
+    #[error("the hub at {addr} did not complete the login within {after:?}")]
+    Timeout { addr: String, after: Duration },
+    #[error(
+        "the hub closed the connection during the TLS handshake (is this ep's address in the hub's ep_allowlist?)"
+    )]
+    ClosedEarly,
+    #[error(
+        "the hub's certificate is not trusted: {0} (is tls.ca the CA that issued the hub's certificate, and does server_name match it?)"
+    )]
+    HubCertificate(String),
+    #[error(
+        "the hub rejected this ep's certificate ({0}): was it issued by the hub's CA, for an ep, and is it still valid?"
+    )]
+    OwnCertificate(String),
+    #[error("TLS failed: {0}")]
+    Tls(String),
+    #[error("the hub refused the login: {0}")]
+    Refused(String),
+    #[error("protocol error: {0}")]
+    Protocol(String),
+}
+
+impl LoginError {
+    /// Failures that retrying will not fix until someone changes something.
+    pub fn is_permanent(&self) -> bool {
+        matches!(
+            self,
+            LoginError::HubCertificate(_) | LoginError::OwnCertificate(_) | LoginError::Refused(_)
+        )
+    }
+}
+
+/// Classifies a TLS-level I/O error from a hub connection.
+fn tls_error(e: io::Error) -> LoginError {
+    if let Some(tls) = e.get_ref().and_then(|i| i.downcast_ref::<rustls::Error>()) {
+        return match tls {
+            rustls::Error::InvalidCertificate(c) => LoginError::HubCertificate(format!("{c:?}")),
+            rustls::Error::AlertReceived(alert) => {
+                use rustls::AlertDescription as A;
+                match alert {
+                    A::BadCertificate
+                    | A::UnknownCA
+                    | A::CertificateRequired
+                    | A::CertificateExpired
+                    | A::CertificateRevoked
+                    | A::UnsupportedCertificate
+                    | A::CertificateUnknown
+                    | A::AccessDenied => LoginError::OwnCertificate(format!("TLS alert {alert:?}")),
+                    other => LoginError::Tls(format!("the hub sent TLS alert {other:?}")),
+                }
+            }
+            other => LoginError::Tls(other.to_string()),
+        };
+    }
+    match e.kind() {
+        io::ErrorKind::UnexpectedEof
+        | io::ErrorKind::ConnectionReset
+        | io::ErrorKind::BrokenPipe => LoginError::ClosedEarly,
+        _ => LoginError::Tls(e.to_string()),
+    }
+}
+
+fn frame_error(e: FrameError) -> LoginError {
+    match e {
+        FrameError::Io(io) => tls_error(io),
+        FrameError::Closed => {
+            LoginError::Protocol("the hub closed the connection before answering".into())
+        }
+        other => LoginError::Protocol(other.to_string()),
+    }
+}
+
+/// Dials `addr` and completes the TLS handshake with the hub.
+pub async fn connect_tls(s: &EpSettings, addr: &str) -> Result<Tunnel, LoginError> {
+    let tcp = TcpStream::connect(addr)
+        .await
+        .map_err(|source| LoginError::Connect {
+            addr: addr.to_string(),
+            source,
+        })?;
+    net::tune_tunnel(&tcp);
+    TlsConnector::from(s.tls.clone())
+        .connect(s.server_name.clone(), tcp)
+        .await
+        .map_err(tls_error)
+}
+
+/// Timings the hub asked for in its welcome.
+#[derive(Debug, Clone, Copy)]
+pub struct Welcome {
+    pub heartbeat: Duration,
+    pub heartbeat_timeout: Duration,
+    pub idle_timeout: Duration,
+}
+
+/// Logs in on the control port. Returns only once the hub said welcome: with
+/// TLS 1.3 the hub judges our certificate after our handshake "completes",
+/// so "connected" is never claimed before the hub's answer.
+pub async fn login(s: &EpSettings) -> Result<(Tunnel, Welcome), LoginError> {
+    let deadline = s.timing.connect_timeout;
+    let attempt = async {
+        let mut tls = connect_tls(s, &s.hub).await?;
+        let hello = EpMsg::Hello {
+            version: PROTOCOL_VERSION,
+            token: s.token.clone(),
+            services: s.services.keys().cloned().collect(),
+        };
+        proto::write_msg(&mut tls, &hello)
+            .await
+            .map_err(frame_error)?;
+        match proto::read_msg(&mut tls).await.map_err(frame_error)? {
+            HubMsg::Welcome {
+                heartbeat_ms,
+                heartbeat_timeout_ms,
+                idle_timeout_ms,
+            } => Ok((
+                tls,
+                Welcome {
+                    heartbeat: Duration::from_millis(heartbeat_ms.max(100)),
+                    heartbeat_timeout: Duration::from_millis(heartbeat_timeout_ms.max(200)),
+                    idle_timeout: Duration::from_millis(idle_timeout_ms),
+                },
+            )),
+            HubMsg::Refused { reason } => Err(LoginError::Refused(reason)),
+            _ => Err(LoginError::Protocol("expected welcome or refusal".into())),
+        }
+    };
+    tokio::time::timeout(deadline, attempt)
+        .await
+        .unwrap_or_else(|_| {
+            Err(LoginError::Timeout {
+                addr: s.hub.clone(),
+                after: deadline,
+            })
+        })
+}

@@ -1,0 +1,196 @@
+//! The hub: three doors (service ports for players, the control port and the
+//! channel port for eps) sharing one state.
+
+mod channel;
+mod control;
+mod player;
+mod service;
+mod sessions;
+
+use crate::config::hub::HubSettings;
+use anyhow::{Context, Result};
+use service::Service;
+use sessions::Sessions;
+use std::{collections::HashMap, net::SocketAddr, sync::Arc};
+use tokio::{net::TcpListener, sync::watch};
+use tokio_rustls::TlsAcceptor;
+use tokio_util::{sync::CancellationToken, task::TaskTracker};
+use tracing::Instrument;
+
+pub(crate) struct Shared {
+    pub settings: HubSettings,
+    pub acceptor: TlsAcceptor,
+    pub services: HashMap<String, Arc<Service>>,
+    pub sessions: Arc<Sessions>,
+    pub tracker: TaskTracker,
+    /// Stop accepting, end sessions and pooled channels.
+    pub shutdown: CancellationToken,
+    /// End relays still running when the drain time is over.
+    pub hard_stop: CancellationToken,
+}
+
+/// A hub with all its ports bound, ready to `run`.
+pub struct Hub {
+    shared: Arc<Shared>,
+    control: TcpListener,
+    channel: TcpListener,
+    players: Vec<(Arc<Service>, TcpListener)>,
+}
+
+/// Read-only view of a running hub, for tests and status.
+#[derive(Clone)]
+pub struct HubHandle {
+    shared: Arc<Shared>,
+}
+
+async fn bind(addr: SocketAddr, what: &str) -> Result<TcpListener> {
+    TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("cannot listen on {addr} ({what})"))
+}
+
+impl Hub {
+    /// Binds every port named in `settings`; a port in use fails here,
+    /// before anything is served.
+    pub async fn bind(settings: HubSettings) -> Result<Hub> {
+        let control = bind(settings.control, "control").await?;
+        let channel = bind(settings.channel, "channel").await?;
+        let shutdown = CancellationToken::new();
+        let tracker = TaskTracker::new();
+        let t = settings.timing;
+        let mut services = HashMap::new();
+        let mut players = Vec::new();
+        for s in &settings.services {
+            let listener = bind(s.bind, &format!("service {}", s.name)).await?;
+            let svc = Arc::new(Service::new(
+                s.name.clone(),
+                s.pool_size,
+                t.idle_timeout,
+                t.handshake_timeout * 2,
+                shutdown.clone(),
+                tracker.clone(),
+            ));
+            services.insert(s.name.clone(), svc.clone());
+            players.push((svc, listener));
+        }
+        let acceptor = TlsAcceptor::from(settings.tls.clone());
+        Ok(Hub {
+            shared: Arc::new(Shared {
+                settings,
+                acceptor,
+                services,
+                sessions: Arc::new(Sessions::new()),
+                tracker,
+                shutdown,
+                hard_stop: CancellationToken::new(),
+            }),
+            control,
+            channel,
+            players,
+        })
+    }
+
+    pub fn control_addr(&self) -> SocketAddr {
+        self.control
+            .local_addr()
+            .expect("bound listener has an address")
+    }
+
+    pub fn channel_addr(&self) -> SocketAddr {
+        self.channel
+            .local_addr()
+            .expect("bound listener has an address")
+    }
+
+    /// Where players of `service` connect.
+    pub fn service_addr(&self, service: &str) -> Option<SocketAddr> {
+        self.players
+            .iter()
+            .find(|(s, _)| s.name == service)
+            .and_then(|(_, l)| l.local_addr().ok())
+    }
+
+    pub fn handle(&self) -> HubHandle {
+        HubHandle {
+            shared: self.shared.clone(),
+        }
+    }
+
+    /// Serves until `shutdown`, then stops accepting, ends ep sessions, lets
+    /// active players finish for `drain_timeout` and closes the rest.
+    pub async fn run(self, shutdown: CancellationToken) -> Result<()> {
+        let (control, channel) = (self.control_addr(), self.channel_addr());
+        let shared = self.shared;
+        let s = &shared.settings;
+        tracing::info!(%control, %channel, "hub listening");
+        if s.allowlist.is_wide_open() {
+            tracing::warn!(
+                "ep_allowlist admits every address; list your eps' addresses to keep scanners off the TLS ports"
+            );
+        }
+        if let Some(days) = s.cert_days_left
+            && days < 30
+        {
+            tracing::warn!(
+                "the hub certificate expires in {days} days; re-issue it with `ferry hub gen-cert --force`"
+            );
+        }
+        let sh = shared.clone();
+        shared.tracker.spawn(
+            crate::net::accept_loop(self.control, shared.shutdown.clone(), move |tcp, addr| {
+                control::on_accept(sh.clone(), tcp, addr);
+                std::future::ready(())
+            })
+            .instrument(tracing::info_span!("control-door")),
+        );
+        let sh = shared.clone();
+        shared.tracker.spawn(
+            crate::net::accept_loop(self.channel, shared.shutdown.clone(), move |tcp, addr| {
+                channel::on_accept(sh.clone(), tcp, addr);
+                std::future::ready(())
+            })
+            .instrument(tracing::info_span!("channel-door")),
+        );
+        for (svc, listener) in self.players {
+            tracing::info!(service = %svc.name, addr = %listener.local_addr()?, "players welcome");
+            let sh = shared.clone();
+            let span = tracing::info_span!("service", name = %svc.name);
+            shared.tracker.spawn(
+                crate::net::accept_loop(listener, shared.shutdown.clone(), move |tcp, addr| {
+                    player::on_accept(sh.clone(), svc.clone(), tcp, addr);
+                    std::future::ready(())
+                })
+                .instrument(span),
+            );
+        }
+        shutdown.cancelled().await;
+        shared.shutdown.cancel();
+        shared.tracker.close();
+        let drain = shared.settings.timing.drain_timeout;
+        if tokio::time::timeout(drain, shared.tracker.wait())
+            .await
+            .is_err()
+        {
+            tracing::info!("drain time of {drain:?} over; closing remaining players");
+            shared.hard_stop.cancel();
+            shared.tracker.wait().await;
+        }
+        tracing::info!("hub stopped");
+        Ok(())
+    }
+}
+
+impl HubHandle {
+    /// Number of logged-in eps, updated as they come and go.
+    pub fn sessions(&self) -> watch::Receiver<usize> {
+        self.shared.sessions.watch_count()
+    }
+
+    /// Ready channels pooled for `service`.
+    pub fn pooled(&self, service: &str) -> usize {
+        self.shared
+            .services
+            .get(service)
+            .map_or(0, |s| s.idle_count())
+    }
+}

@@ -1,0 +1,63 @@
+//! The service door: players on plain TCP, each relayed through a channel.
+
+use super::{Shared, service::Service};
+use crate::{
+    net,
+    proto::{self, HubMsg},
+    relay,
+};
+use std::{net::SocketAddr, sync::Arc};
+use tokio::net::TcpStream;
+use tracing::Instrument;
+
+pub(super) fn on_accept(shared: Arc<Shared>, svc: Arc<Service>, tcp: TcpStream, addr: SocketAddr) {
+    net::tune_plain(&tcp);
+    let span = tracing::info_span!("player", service = %svc.name, player = %addr);
+    shared
+        .tracker
+        .clone()
+        .spawn(serve(shared, svc, tcp, addr).instrument(span));
+}
+
+async fn serve(shared: Arc<Shared>, svc: Arc<Service>, mut tcp: TcpStream, addr: SocketAddr) {
+    tracing::info!("player connected");
+    let wait = shared.settings.timing.player_wait;
+    let taken = tokio::select! {
+        r = svc.take(wait) => r,
+        _ = shared.shutdown.cancelled() => return,
+    };
+    let mut tunnel = match taken {
+        Ok(t) => t,
+        Err(e) => {
+            tracing::info!("player closed: {e}");
+            return;
+        }
+    };
+    let start = HubMsg::Start { player: addr };
+    match tokio::time::timeout(
+        shared.settings.timing.handshake_timeout,
+        proto::write_msg(&mut tunnel, &start),
+    )
+    .await
+    {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => return tracing::info!("player closed: channel failed at start: {e}"),
+        Err(_) => return tracing::info!("player closed: channel stalled at start"),
+    }
+    let relayed = tokio::select! {
+        r = relay::relay(&mut tcp, &mut tunnel) => Some(r),
+        _ = shared.hard_stop.cancelled() => None,
+    };
+    match relayed {
+        Some((s, None)) => tracing::info!(
+            up = s.up,
+            down = s.down,
+            secs = s.elapsed.as_secs_f64(),
+            "player disconnected"
+        ),
+        Some((s, Some(e))) => {
+            tracing::info!(secs = s.elapsed.as_secs_f64(), "player disconnected: {e}")
+        }
+        None => tracing::info!("player closed: hub shutting down"),
+    }
+}

@@ -1,0 +1,144 @@
+//! Who is logged in: one session per ep name, and the addresses the channel
+//! port accepts (those of logged-in eps).
+
+use super::service::{Attached, Service};
+use crate::proto::HubMsg;
+use std::{
+    collections::HashMap,
+    net::IpAddr,
+    sync::{Arc, Mutex, MutexGuard},
+};
+use tokio::sync::{mpsc, watch};
+use tokio_util::sync::CancellationToken;
+
+struct Entry {
+    session: u64,
+    replaced: CancellationToken,
+}
+
+#[derive(Default)]
+struct State {
+    by_ep: HashMap<String, Entry>,
+    ips: HashMap<IpAddr, usize>,
+    next_id: u64,
+}
+
+pub(crate) struct Sessions {
+    state: Mutex<State>,
+    count: watch::Sender<usize>,
+}
+
+/// A registered session; dropping it detaches its services and forgets it.
+pub(crate) struct SessionGuard {
+    sessions: Arc<Sessions>,
+    pub id: u64,
+    pub ep: String,
+    ip: IpAddr,
+    services: Vec<Arc<Service>>,
+    /// Tripped when a newer login of the same ep replaces this one.
+    pub replaced: CancellationToken,
+}
+
+impl Sessions {
+    pub fn new() -> Self {
+        Sessions {
+            state: Mutex::default(),
+            count: watch::Sender::new(0),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn has_ip(&self, ip: IpAddr) -> bool {
+        self.lock().ips.contains_key(&ip.to_canonical())
+    }
+
+    pub fn watch_count(&self) -> watch::Receiver<usize> {
+        self.count.subscribe()
+    }
+
+    /// Registers `ep` as serving `services`. An earlier session of the same
+    /// ep is replaced; a service held by another ep refuses the login.
+    pub fn register(
+        self: &Arc<Self>,
+        ep: &str,
+        ip: IpAddr,
+        services: Vec<Arc<Service>>,
+        ctrl: mpsc::Sender<HubMsg>,
+    ) -> Result<SessionGuard, String> {
+        let ip = ip.to_canonical();
+        let mut st = self.lock();
+        for svc in &services {
+            if let Some(holder) = svc.served_by()
+                && holder != ep
+            {
+                return Err(format!(
+                    "service {} is already served by ep {holder}",
+                    svc.name
+                ));
+            }
+        }
+        st.next_id += 1;
+        let id = st.next_id;
+        let replaced = CancellationToken::new();
+        if let Some(old) = st.by_ep.insert(
+            ep.to_string(),
+            Entry {
+                session: id,
+                replaced: replaced.clone(),
+            },
+        ) {
+            tracing::info!(
+                ep,
+                old_session = old.session,
+                "new login replaces the ep's earlier session"
+            );
+            old.replaced.cancel();
+        }
+        *st.ips.entry(ip).or_default() += 1;
+        for svc in &services {
+            svc.attach(Attached {
+                session: id,
+                ep: ep.to_string(),
+                ip,
+                ctrl: ctrl.clone(),
+            });
+        }
+        self.count.send_replace(st.by_ep.len());
+        Ok(SessionGuard {
+            sessions: self.clone(),
+            id,
+            ep: ep.to_string(),
+            ip,
+            services,
+            replaced,
+        })
+    }
+}
+
+impl SessionGuard {
+    pub fn services(&self) -> &[Arc<Service>] {
+        &self.services
+    }
+}
+
+impl Drop for SessionGuard {
+    fn drop(&mut self) {
+        let mut st = self.sessions.lock();
+        if st.by_ep.get(&self.ep).is_some_and(|e| e.session == self.id) {
+            st.by_ep.remove(&self.ep);
+        }
+        if let Some(n) = st.ips.get_mut(&self.ip) {
+            *n -= 1;
+            if *n == 0 {
+                st.ips.remove(&self.ip);
+            }
+        }
+        for svc in &self.services {
+            svc.detach(self.id);
+        }
+        self.sessions.count.send_replace(st.by_ep.len());
+    }
+}

@@ -1,0 +1,21 @@
+//! ferry: a self-hosted reverse tunnel. A hub on a public server accepts
+//! players on plain TCP ports and carries each connection over mutual TLS to
+//! an ep at home, which dials the real service.
+//!
+//! `main` only parses arguments; everything runs through this library so that
+//! tests drive the same code with listeners bound to port 0.
+
+pub mod certgen;
+pub mod cli;
+pub mod config;
+pub mod demo;
+pub mod ep;
+pub mod hub;
+pub mod logging;
+pub mod net;
+pub mod proto;
+pub mod relay;
+pub mod secret;
+pub mod shutdown;
+pub mod tls;
+pub mod token;

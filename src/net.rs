@@ -1,0 +1,68 @@
+//! Socket options and the accept loop shared by every listener.
+
+use socket2::{SockRef, TcpKeepalive};
+use std::{future::Future, io, net::SocketAddr, time::Duration};
+use tokio::net::{TcpListener, TcpStream};
+use tokio_util::sync::CancellationToken;
+
+/// Player and service legs: latency matters more than packet count.
+pub fn tune_plain(tcp: &TcpStream) {
+    let _ = tcp.set_nodelay(true);
+}
+
+/// Hub–ep legs: also detect a black-holed peer in seconds rather than the
+/// kernel's default of hours (keepalive) or ~15 minutes (unacked data).
+pub fn tune_tunnel(tcp: &TcpStream) {
+    tune_plain(tcp);
+    let sock = SockRef::from(tcp);
+    let ka = TcpKeepalive::new()
+        .with_time(Duration::from_secs(15))
+        .with_interval(Duration::from_secs(5));
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    let ka = ka.with_retries(3);
+    let _ = sock.set_tcp_keepalive(&ka);
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    let _ = sock.set_tcp_user_timeout(Some(Duration::from_secs(30)));
+}
+
+/// Accepts until `shutdown`, handing each connection to `on_conn`, which must
+/// not wait on the peer (it spawns). Errors such as EMFILE back off instead
+/// of spinning: the loop sleeps, doubling up to a second, and recovers.
+pub async fn accept_loop<F, Fut>(listener: TcpListener, shutdown: CancellationToken, mut on_conn: F)
+where
+    F: FnMut(TcpStream, SocketAddr) -> Fut,
+    Fut: Future<Output = ()>,
+{
+    let mut pause = Duration::from_millis(10);
+    loop {
+        let accepted = tokio::select! {
+            _ = shutdown.cancelled() => return,
+            r = listener.accept() => r,
+        };
+        match accepted {
+            Ok((tcp, addr)) => {
+                pause = Duration::from_millis(10);
+                on_conn(tcp, addr).await;
+            }
+            Err(e) if is_per_connection(&e) => {}
+            Err(e) => {
+                tracing::warn!(error = %e, "accept failed; pausing {pause:?}");
+                tokio::select! {
+                    _ = shutdown.cancelled() => return,
+                    _ = tokio::time::sleep(pause) => {}
+                }
+                pause = (pause * 2).min(Duration::from_secs(1));
+            }
+        }
+    }
+}
+
+/// Errors that concern one aborted connection, not the listener.
+fn is_per_connection(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::ConnectionAborted
+            | io::ErrorKind::ConnectionReset
+            | io::ErrorKind::Interrupted
+    )
+}

@@ -1,0 +1,116 @@
+//! TLS material and rustls configurations for both ends.
+//!
+//! Both ends trust only ferry's own CA (never system roots), speak TLS 1.3
+//! only and require certificates both ways: the hub a client-auth certificate
+//! from the ep, the ep a server-auth certificate naming the hub.
+
+use crate::proto::ALPN;
+use anyhow::{Context, Result, bail};
+use rustls::{
+    ClientConfig, RootCertStore, ServerConfig,
+    client::WebPkiServerVerifier,
+    crypto::CryptoProvider,
+    pki_types::{CertificateDer, PrivateKeyDer, pem::PemObject},
+    server::WebPkiClientVerifier,
+};
+use std::{path::Path, sync::Arc};
+
+fn provider() -> Arc<CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+pub fn load_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>> {
+    let certs = CertificateDer::pem_file_iter(path)
+        .and_then(|it| it.collect::<Result<Vec<_>, _>>())
+        .map_err(|e| anyhow::anyhow!("cannot read certificate file {}: {e}", path.display()))?;
+    if certs.is_empty() {
+        bail!("{} holds no PEM certificate", path.display());
+    }
+    Ok(certs)
+}
+
+/// Loads a private key, refusing one that other users could read: a leaked
+/// ep key is a way into the hub.
+pub fn load_key(path: &Path) -> Result<PrivateKeyDer<'static>> {
+    check_key_mode(path)?;
+    PrivateKeyDer::from_pem_file(path)
+        .map_err(|e| anyhow::anyhow!("cannot read private key file {}: {e}", path.display()))
+}
+
+#[cfg(unix)]
+fn check_key_mode(path: &Path) -> Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let meta = std::fs::metadata(path)
+        .with_context(|| format!("cannot read private key file {}", path.display()))?;
+    let mode = meta.permissions().mode() & 0o777;
+    if mode & 0o077 != 0 {
+        bail!(
+            "private key file {} is readable by group or others (mode {mode:o}); \
+             fix it with: chmod 600 {}",
+            path.display(),
+            path.display()
+        );
+    }
+    Ok(())
+}
+
+#[cfg(not(unix))]
+fn check_key_mode(_: &Path) -> Result<()> {
+    Ok(())
+}
+
+fn roots(ca: &Path) -> Result<Arc<RootCertStore>> {
+    let mut store = RootCertStore::empty();
+    for cert in load_certs(ca)? {
+        store
+            .add(cert)
+            .with_context(|| format!("{} is not a usable CA certificate", ca.display()))?;
+    }
+    Ok(Arc::new(store))
+}
+
+/// The hub's configuration, shared by the control and channel ports.
+pub fn server_config(ca: &Path, cert: &Path, key: &Path) -> Result<Arc<ServerConfig>> {
+    let verifier = WebPkiClientVerifier::builder_with_provider(roots(ca)?, provider())
+        .build()
+        .context("cannot build the client-certificate verifier")?;
+    let mut config = ServerConfig::builder_with_provider(provider())
+        .with_protocol_versions(&[&rustls::version::TLS13])?
+        .with_client_cert_verifier(verifier)
+        .with_single_cert(load_certs(cert)?, load_key(key)?)
+        .with_context(|| format!("{} does not match {}", key.display(), cert.display()))?;
+    config.alpn_protocols = vec![ALPN.to_vec()];
+    Ok(Arc::new(config))
+}
+
+/// The ep's configuration for both its control and channel connections.
+pub fn client_config(ca: &Path, cert: &Path, key: &Path) -> Result<Arc<ClientConfig>> {
+    let verifier = WebPkiServerVerifier::builder_with_provider(roots(ca)?, provider())
+        .build()
+        .context("cannot build the server-certificate verifier")?;
+    let mut config = ClientConfig::builder_with_provider(provider())
+        .with_protocol_versions(&[&rustls::version::TLS13])?
+        .with_webpki_verifier(verifier)
+        .with_client_auth_cert(load_certs(cert)?, load_key(key)?)
+        .with_context(|| format!("{} does not match {}", key.display(), cert.display()))?;
+    config.alpn_protocols = vec![ALPN.to_vec()];
+    Ok(Arc::new(config))
+}
+
+/// The common name of a certificate: an ep's name as `gen-cert` wrote it.
+pub fn common_name(cert: &CertificateDer<'_>) -> Option<String> {
+    let (_, parsed) = x509_parser::parse_x509_certificate(cert.as_ref()).ok()?;
+    let cn = parsed.subject().iter_common_name().next()?;
+    cn.as_str().ok().map(str::to_owned)
+}
+
+/// Days until a certificate expires (negative once expired).
+pub fn days_left(cert: &CertificateDer<'_>) -> Option<i64> {
+    let (_, parsed) = x509_parser::parse_x509_certificate(cert.as_ref()).ok()?;
+    let not_after = parsed.validity().not_after.timestamp();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .ok()?
+        .as_secs() as i64;
+    Some((not_after - now) / 86_400)
+}

@@ -1,0 +1,76 @@
+//! Pre-shared ep tokens: generation, Argon2id hashing and verification.
+
+use crate::secret::Secret;
+use argon2::{
+    Argon2, PasswordHash, PasswordHasher, PasswordVerifier,
+    password_hash::{SaltString, rand_core::OsRng},
+};
+use ring::rand::{SecureRandom, SystemRandom};
+
+/// Longest token the hub will hash; a longer one is refused unhashed so a
+/// stranger cannot make Argon2 chew on megabytes.
+pub const MAX_TOKEN_LEN: usize = 256;
+
+/// `n` random bytes from the operating system, hex-encoded.
+pub fn random_hex(n: usize) -> String {
+    let mut buf = vec![0u8; n];
+    SystemRandom::new()
+        .fill(&mut buf)
+        .expect("the operating system's random source failed");
+    buf.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// A fresh token: 256 bits, hex.
+pub fn generate() -> Secret {
+    Secret::new(random_hex(32))
+}
+
+/// The Argon2id PHC string for `token`, with default (OWASP-level) costs.
+pub fn hash(token: &Secret) -> Result<String, String> {
+    let salt = SaltString::generate(&mut OsRng);
+    Argon2::default()
+        .hash_password(token.expose().as_bytes(), &salt)
+        .map(|h| h.to_string())
+        .map_err(|e| format!("cannot hash the token: {e}"))
+}
+
+/// Checks that `phc` is an Argon2 hash we can verify against.
+pub fn check_hash(phc: &str) -> Result<(), String> {
+    let parsed = PasswordHash::new(phc)
+        .map_err(|e| format!("not a PHC hash string ({e}); make one with `ferry hub token`"))?;
+    if !parsed.algorithm.as_str().starts_with("argon2") {
+        return Err(format!("algorithm {} is not Argon2", parsed.algorithm));
+    }
+    Ok(())
+}
+
+/// Constant-time check of `token` against `phc`. Slow by design (tens of
+/// milliseconds): call it off the async runtime, once per login.
+pub fn verify(token: &Secret, phc: &str) -> bool {
+    if token.expose().len() > MAX_TOKEN_LEN {
+        return false;
+    }
+    match PasswordHash::new(phc) {
+        Ok(parsed) => Argon2::default()
+            .verify_password(token.expose().as_bytes(), &parsed)
+            .is_ok(),
+        Err(_) => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hash_then_verify() {
+        let t = generate();
+        assert_eq!(t.expose().len(), 64);
+        let h = hash(&t).unwrap();
+        assert!(h.starts_with("$argon2id$"));
+        check_hash(&h).unwrap();
+        assert!(verify(&t, &h));
+        assert!(!verify(&Secret::new("wrong"), &h));
+        assert!(check_hash("plain").is_err());
+    }
+}
