@@ -63,7 +63,9 @@ fn tls_error(e: io::Error) -> LoginError {
                     | A::CertificateRevoked
                     | A::UnsupportedCertificate
                     | A::CertificateUnknown
-                    | A::AccessDenied => LoginError::OwnCertificate(format!("TLS alert {alert:?}")),
+                    | A::AccessDenied
+                    // A same-named CA whose signature does not verify.
+                    | A::DecryptError => LoginError::OwnCertificate(format!("TLS alert {alert:?}")),
                     other => LoginError::Tls(format!("the hub sent TLS alert {other:?}")),
                 }
             }

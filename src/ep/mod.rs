@@ -6,7 +6,15 @@ mod backoff;
 mod channel;
 mod login;
 
-pub use login::{LoginError, Welcome, login};
+pub use login::{LoginError, Tunnel, Welcome, login};
+
+/// A bare TLS connection to a hub port with the ep's identity, for tests
+/// that speak the protocol by hand.
+pub async fn connect_for_tests(settings: &EpSettings, addr: &str) -> Tunnel {
+    login::connect_tls(settings, addr)
+        .await
+        .expect("TLS connection to the hub")
+}
 
 use crate::{
     config::ep::EpSettings,

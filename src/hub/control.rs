@@ -103,12 +103,12 @@ async fn login(
         heartbeat_timeout_ms: millis(shared.settings.timing.heartbeat_timeout),
         idle_timeout_ms: millis(shared.settings.timing.idle_timeout),
     };
-    // Welcome goes out before registering so it precedes any `Open`.
-    proto::write_msg(&mut tls, &welcome).await?;
     let guard = match shared.sessions.register(&ep, addr.ip(), wanted, ctrl) {
         Ok(g) => g,
         Err(reason) => return Err(refuse(&mut tls, &ep, reason).await),
     };
+    // Written directly, so it precedes the `Open`s registering just queued.
+    proto::write_msg(&mut tls, &welcome).await?;
     Ok((tls, guard))
 }
 

@@ -1,0 +1,310 @@
+//! Test harness: certificates made at test time, a hub and an ep running
+//! in-process on 127.0.0.1 port 0, and small services to talk to.
+#![allow(dead_code)]
+
+use ferry::{
+    certgen::GenCert,
+    config::{
+        ep::{EpConfig, EpFlags, EpSettings},
+        hub::{HubConfig, HubFlags, HubSettings},
+    },
+    ep::LoginError,
+    hub::{Hub, HubHandle},
+    secret::Secret,
+};
+use std::{
+    net::SocketAddr,
+    path::{Path, PathBuf},
+    sync::OnceLock,
+    time::Duration,
+};
+use tokio::{
+    io::{AsyncReadExt, AsyncWriteExt},
+    net::{TcpListener, TcpStream},
+    task::JoinHandle,
+};
+use tokio_util::sync::CancellationToken;
+
+pub const TOKEN: &str = "test-token-0123456789abcdef";
+
+/// The Argon2 hash of `TOKEN`, computed once per test binary.
+pub fn token_hash() -> &'static str {
+    static H: OnceLock<String> = OnceLock::new();
+    H.get_or_init(|| ferry::token::hash(&Secret::new(TOKEN)).unwrap())
+}
+
+/// A folder with a CA, a hub certificate (localhost, 127.0.0.1) and ep
+/// certificates `home` and `other`.
+pub struct Certs {
+    pub dir: tempfile::TempDir,
+}
+
+impl Certs {
+    pub fn new() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        GenCert {
+            dir: dir.path().to_path_buf(),
+            eps: vec!["home".into(), "other".into()],
+            ..Default::default()
+        }
+        .run()
+        .unwrap();
+        Certs { dir }
+    }
+
+    pub fn path(&self, f: &str) -> PathBuf {
+        self.dir.path().join(f)
+    }
+}
+
+pub fn toml_path(p: &Path) -> String {
+    format!("{:?}", p.display().to_string())
+}
+
+pub struct HubOpts {
+    pub control: String,
+    pub channel: String,
+    pub allowlist: String,
+    pub services: Vec<String>,
+    pub extra: String,
+}
+
+impl Default for HubOpts {
+    fn default() -> Self {
+        HubOpts {
+            control: "127.0.0.1:0".into(),
+            channel: "127.0.0.1:0".into(),
+            allowlist: "127.0.0.1/32".into(),
+            services: vec!["echo".into()],
+            extra: String::new(),
+        }
+    }
+}
+
+pub fn hub_settings(certs: &Certs, o: &HubOpts) -> HubSettings {
+    let mut text = format!(
+        "control = {:?}\nchannel = {:?}\nep_allowlist = [{:?}]\ntoken_hash = {:?}\n\
+         heartbeat_interval = \"200ms\"\nheartbeat_timeout = \"2s\"\ndrain_timeout = \"1s\"\n\
+         player_wait = \"10s\"\n{}\n[tls]\nca = {}\ncert = {}\nkey = {}\n",
+        o.control,
+        o.channel,
+        o.allowlist,
+        token_hash(),
+        o.extra,
+        toml_path(&certs.path("ca.pem")),
+        toml_path(&certs.path("hub.pem")),
+        toml_path(&certs.path("hub.key")),
+    );
+    for s in &o.services {
+        text += &format!("[services.{s}]\nbind = \"127.0.0.1:0\"\n");
+    }
+    let file = certs.dir.path().join(format!("hub-{}.toml", unique()));
+    std::fs::write(&file, text).unwrap();
+    HubConfig::load(&file, HubFlags::default())
+        .unwrap()
+        .check(&file)
+        .unwrap()
+}
+
+fn unique() -> u64 {
+    static N: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    N.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+}
+
+/// A hub running in this process; stops when dropped.
+pub struct TestHub {
+    pub control: SocketAddr,
+    pub channel: SocketAddr,
+    pub services: Vec<(String, SocketAddr)>,
+    pub handle: HubHandle,
+    stop: CancellationToken,
+    task: Option<JoinHandle<anyhow::Result<()>>>,
+}
+
+impl TestHub {
+    pub async fn start(certs: &Certs, o: &HubOpts) -> Self {
+        let hub = Hub::bind(hub_settings(certs, o)).await.unwrap();
+        let services = o
+            .services
+            .iter()
+            .map(|s| (s.clone(), hub.service_addr(s).unwrap()))
+            .collect();
+        let stop = CancellationToken::new();
+        let (control, channel, handle) = (hub.control_addr(), hub.channel_addr(), hub.handle());
+        let task = tokio::spawn(hub.run(stop.clone()));
+        TestHub {
+            control,
+            channel,
+            services,
+            handle,
+            stop,
+            task: Some(task),
+        }
+    }
+
+    pub fn service(&self, name: &str) -> SocketAddr {
+        self.services.iter().find(|(n, _)| n == name).unwrap().1
+    }
+
+    /// Waits until `n` eps are logged in.
+    pub async fn wait_sessions(&self, n: usize) {
+        let mut rx = self.handle.sessions();
+        tokio::time::timeout(Duration::from_secs(20), rx.wait_for(|c| *c == n))
+            .await
+            .expect("eps did not log in")
+            .unwrap();
+    }
+
+    /// Stops the hub and waits until its ports are closed.
+    pub async fn stop(mut self) {
+        self.stop.cancel();
+        self.task.take().unwrap().await.unwrap().unwrap();
+    }
+}
+
+impl Drop for TestHub {
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
+}
+
+pub struct EpOpts {
+    pub cert: String,
+    pub ca: PathBuf,
+    pub token: String,
+    pub services: Vec<(String, SocketAddr)>,
+}
+
+impl EpOpts {
+    pub fn new(certs: &Certs, services: Vec<(String, SocketAddr)>) -> Self {
+        EpOpts {
+            cert: "home".into(),
+            ca: certs.path("ca.pem"),
+            token: TOKEN.into(),
+            services,
+        }
+    }
+}
+
+pub fn ep_settings(certs: &Certs, hub: &TestHub, o: &EpOpts) -> EpSettings {
+    ep_settings_for(certs, hub.control, hub.channel, o)
+}
+
+pub fn ep_settings_for(
+    certs: &Certs,
+    control: SocketAddr,
+    channel: SocketAddr,
+    o: &EpOpts,
+) -> EpSettings {
+    let mut text = format!(
+        "hub = \"{control}\"\nchannel = \"{channel}\"\nserver_name = \"localhost\"\ntoken = {:?}\n\
+         backoff_min = \"50ms\"\nbackoff_max = \"500ms\"\nconnect_timeout = \"5s\"\n\
+         [tls]\nca = {}\ncert = {}\nkey = {}\n",
+        o.token,
+        toml_path(&o.ca),
+        toml_path(&certs.path(&format!("ep-{}.pem", o.cert))),
+        toml_path(&certs.path(&format!("ep-{}.key", o.cert))),
+    );
+    for (name, addr) in &o.services {
+        text += &format!("[services.{name}]\nlocal = \"{addr}\"\n");
+    }
+    let file = certs.dir.path().join(format!("ep-{}.toml", unique()));
+    std::fs::write(&file, text).unwrap();
+    EpConfig::load(&file, EpFlags::default())
+        .unwrap()
+        .check(&file)
+        .unwrap()
+}
+
+/// An ep running in this process; stops when dropped.
+pub struct TestEp {
+    stop: CancellationToken,
+    task: Option<JoinHandle<anyhow::Result<()>>>,
+}
+
+impl TestEp {
+    pub fn start(settings: EpSettings) -> Self {
+        let stop = CancellationToken::new();
+        let task = tokio::spawn(ferry::ep::run(settings, stop.clone()));
+        TestEp {
+            stop,
+            task: Some(task),
+        }
+    }
+
+    pub async fn stop(mut self) {
+        self.stop.cancel();
+        self.task.take().unwrap().await.unwrap().unwrap();
+    }
+}
+
+impl Drop for TestEp {
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
+}
+
+/// One login attempt; the error an ep would report.
+pub async fn login_error(settings: &EpSettings) -> LoginError {
+    match ferry::ep::login(settings).await {
+        Ok(_) => panic!("login unexpectedly succeeded"),
+        Err(e) => e,
+    }
+}
+
+/// An echo service: echoes until the peer's FIN, then closes its write side.
+pub async fn echo_server() -> SocketAddr {
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = l.accept().await {
+            tokio::spawn(async move {
+                let (mut r, mut w) = s.split();
+                let _ = tokio::io::copy(&mut r, &mut w).await;
+                let _ = w.shutdown().await;
+            });
+        }
+    });
+    addr
+}
+
+/// Deterministic pseudo-random bytes (xorshift), so failures reproduce.
+pub fn random_bytes(n: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed | 1;
+    (0..n)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}
+
+/// Sends `data` through `addr`, half-closes, and returns all that came back.
+pub async fn echo_through(addr: SocketAddr, data: &[u8]) -> Vec<u8> {
+    let s = TcpStream::connect(addr).await.unwrap();
+    let (mut r, mut w) = s.into_split();
+    let data = data.to_vec();
+    let writer = tokio::spawn(async move {
+        w.write_all(&data).await.unwrap();
+        w.shutdown().await.unwrap();
+    });
+    let mut back = Vec::new();
+    r.read_to_end(&mut back).await.unwrap();
+    writer.await.unwrap();
+    back
+}
+
+/// A hub with one ep serving `echo`, ready for players.
+pub async fn echo_tunnel(certs: &Certs) -> (TestHub, TestEp) {
+    let echo = echo_server().await;
+    let hub = TestHub::start(certs, &HubOpts::default()).await;
+    let ep = TestEp::start(ep_settings(
+        certs,
+        &hub,
+        &EpOpts::new(certs, vec![("echo".into(), echo)]),
+    ));
+    hub.wait_sessions(1).await;
+    (hub, ep)
+}

@@ -1,0 +1,145 @@
+//! End-to-end: players through the hub and the ep to real services.
+
+mod common;
+
+use common::*;
+use std::time::Duration;
+use tokio::{
+    io::{AsyncReadExt, AsyncWriteExt},
+    net::{TcpListener, TcpStream},
+};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sixteen_mib_of_random_bytes_echo_exactly() {
+    let certs = Certs::new();
+    let (hub, _ep) = echo_tunnel(&certs).await;
+    let data = random_bytes(16 << 20, 7);
+    let back = echo_through(hub.service("echo"), &data).await;
+    assert_eq!(back.len(), data.len());
+    assert!(back == data, "echoed bytes differ");
+}
+
+/// The player sends a request, shuts its write side, and still gets the
+/// whole (large) reply the service sends after seeing the FIN.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn player_half_close_still_receives_the_reply() {
+    let certs = Certs::new();
+    let svc = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let svc_addr = svc.local_addr().unwrap();
+    let reply = random_bytes(1 << 20, 3);
+    let expected = reply.clone();
+    tokio::spawn(async move {
+        let (mut s, _) = svc.accept().await.unwrap();
+        let mut req = Vec::new();
+        s.read_to_end(&mut req).await.unwrap(); // waits for the player's FIN
+        assert_eq!(req, b"GET /big");
+        s.write_all(&reply).await.unwrap();
+        s.shutdown().await.unwrap();
+    });
+    let hub = TestHub::start(&certs, &HubOpts::default()).await;
+    let _ep = TestEp::start(ep_settings(
+        &certs,
+        &hub,
+        &EpOpts::new(&certs, vec![("echo".into(), svc_addr)]),
+    ));
+    let mut p = TcpStream::connect(hub.service("echo")).await.unwrap();
+    p.write_all(b"GET /big").await.unwrap();
+    p.shutdown().await.unwrap();
+    let mut got = Vec::new();
+    p.read_to_end(&mut got).await.unwrap();
+    assert!(
+        got == expected,
+        "reply truncated: {} of {} bytes",
+        got.len(),
+        expected.len()
+    );
+}
+
+/// The service says its piece and closes its write side first; the player
+/// sees EOF and can still send, and the service receives it all.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn service_half_close_still_receives_from_the_player() {
+    let certs = Certs::new();
+    let svc = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let svc_addr = svc.local_addr().unwrap();
+    let upload = random_bytes(1 << 20, 5);
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    tokio::spawn(async move {
+        let (mut s, _) = svc.accept().await.unwrap();
+        s.write_all(b"banner").await.unwrap();
+        s.shutdown().await.unwrap();
+        let mut got = Vec::new();
+        s.read_to_end(&mut got).await.unwrap();
+        tx.send(got).unwrap();
+    });
+    let hub = TestHub::start(&certs, &HubOpts::default()).await;
+    let _ep = TestEp::start(ep_settings(
+        &certs,
+        &hub,
+        &EpOpts::new(&certs, vec![("echo".into(), svc_addr)]),
+    ));
+    let mut p = TcpStream::connect(hub.service("echo")).await.unwrap();
+    let mut banner = Vec::new();
+    p.read_to_end(&mut banner).await.unwrap(); // EOF: the service's FIN passed through
+    assert_eq!(banner, b"banner");
+    p.write_all(&upload).await.unwrap();
+    p.shutdown().await.unwrap();
+    let got = tokio::time::timeout(Duration::from_secs(20), rx)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        got == upload,
+        "upload truncated: {} of {} bytes",
+        got.len(),
+        upload.len()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hundred_concurrent_players_on_two_services() {
+    let certs = Certs::new();
+    let (echo_a, echo_b) = (echo_server().await, echo_server().await);
+    let opts = HubOpts {
+        services: vec!["alpha".into(), "beta".into()],
+        ..Default::default()
+    };
+    let hub = TestHub::start(&certs, &opts).await;
+    let eps = vec![("alpha".to_string(), echo_a), ("beta".to_string(), echo_b)];
+    let _ep = TestEp::start(ep_settings(&certs, &hub, &EpOpts::new(&certs, eps)));
+    let mut players = Vec::new();
+    for i in 0..100u64 {
+        let addr = hub.service(if i % 2 == 0 { "alpha" } else { "beta" });
+        players.push(tokio::spawn(async move {
+            let data = random_bytes(64 * 1024, i + 1);
+            echo_through(addr, &data).await == data
+        }));
+    }
+    let mut ok = 0;
+    for p in players {
+        ok += p.await.unwrap() as usize;
+    }
+    assert_eq!(ok, 100, "players served intact");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_eps_serve_different_services_on_one_hub() {
+    let certs = Certs::new();
+    let (echo_a, echo_b) = (echo_server().await, echo_server().await);
+    let opts = HubOpts {
+        services: vec!["alpha".into(), "beta".into()],
+        ..Default::default()
+    };
+    let hub = TestHub::start(&certs, &opts).await;
+    let _a = TestEp::start(ep_settings(
+        &certs,
+        &hub,
+        &EpOpts::new(&certs, vec![("alpha".into(), echo_a)]),
+    ));
+    let mut other = EpOpts::new(&certs, vec![("beta".into(), echo_b)]);
+    other.cert = "other".into();
+    let _b = TestEp::start(ep_settings(&certs, &hub, &other));
+    hub.wait_sessions(2).await;
+    assert_eq!(echo_through(hub.service("alpha"), b"a").await, b"a");
+    assert_eq!(echo_through(hub.service("beta"), b"b").await, b"b");
+}
