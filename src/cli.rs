@@ -50,10 +50,10 @@ struct HubRun {
     #[arg(short, long, global = true, default_value = "config/hub.toml")]
     config: PathBuf,
     /// Overrides `control`.
-    #[arg(long)]
+    #[arg(long, global = true)]
     control: Option<SocketAddr>,
     /// Overrides `channel`.
-    #[arg(long)]
+    #[arg(long, global = true)]
     channel: Option<SocketAddr>,
 }
 
@@ -96,10 +96,10 @@ struct EpArgs {
     #[arg(short, long, global = true, default_value = "config/ep.toml")]
     config: PathBuf,
     /// Overrides `hub`.
-    #[arg(long)]
+    #[arg(long, global = true)]
     hub: Option<String>,
     /// Overrides `channel`.
-    #[arg(long)]
+    #[arg(long, global = true)]
     channel: Option<String>,
 }
 

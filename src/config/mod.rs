@@ -45,11 +45,11 @@ pub(crate) fn load<T: DeserializeOwned>(
     }
     Figment::new()
         .merge(Toml::file_exact(path))
-        .merge(
-            Env::prefixed(ENV_PREFIX)
-                .split("__")
-                .filter(move |k| keys.contains(&top_key(k.as_str()))),
-        )
+        .merge(Env::prefixed(ENV_PREFIX).split("__").filter(move |k| {
+            // Keys arrive here before figment lowercases them.
+            let top = top_key(k.as_str());
+            keys.iter().any(|known| known.eq_ignore_ascii_case(top))
+        }))
         .merge(Serialized::defaults(flags))
         .extract()
         .map_err(|e| ConfigError::Invalid(Box::new(e)))

@@ -1,0 +1,299 @@
+//! The real binary, as a user runs it.
+
+mod common;
+
+use common::*;
+use std::{
+    io::{BufRead, BufReader, Write},
+    path::Path,
+    process::{Child, Command, Stdio},
+};
+
+fn ferry() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_ferry"));
+    c.env_remove("RUST_LOG");
+    for (k, _) in std::env::vars() {
+        if k.starts_with("FERRY_") {
+            c.env_remove(k);
+        }
+    }
+    c
+}
+
+fn run_ok(cmd: &mut Command) -> String {
+    let out = cmd.output().unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "command failed: {text}");
+    text
+}
+
+fn run_err(cmd: &mut Command) -> String {
+    let out = cmd.output().unwrap();
+    assert!(!out.status.success(), "command unexpectedly succeeded");
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// A copy of the shipped `config/` beside a `certs/` made by the binary.
+fn shipped_layout() -> tempfile::TempDir {
+    let root = tempfile::tempdir().unwrap();
+    let cfg = root.path().join("config");
+    std::fs::create_dir(&cfg).unwrap();
+    for f in std::fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/config")).unwrap() {
+        let f = f.unwrap().path();
+        std::fs::copy(&f, cfg.join(f.file_name().unwrap())).unwrap();
+    }
+    ferry::demo::first_run(root.path()).unwrap();
+    root
+}
+
+#[test]
+fn every_shipped_config_parses_and_checks() {
+    let root = shipped_layout();
+    let mut seen = 0;
+    for f in std::fs::read_dir(root.path().join("config")).unwrap() {
+        let f = f.unwrap().path();
+        let role = if f.file_name().unwrap().to_string_lossy().starts_with("hub") {
+            "hub"
+        } else {
+            "ep"
+        };
+        let out = run_ok(ferry().args([role, "check", "-c"]).arg(&f));
+        assert!(out.contains("ok"), "{out}");
+        seen += 1;
+    }
+    assert!(seen >= 2);
+}
+
+#[test]
+fn check_masks_secrets() {
+    let root = shipped_layout();
+    let token = std::fs::read_to_string(root.path().join("certs/ep-token")).unwrap();
+    let out = run_ok(
+        ferry()
+            .args(["ep", "check", "-c"])
+            .arg(root.path().join("config/ep.toml")),
+    );
+    assert!(out.contains("token     ***"), "{out}");
+    assert!(!out.contains(token.trim()), "token printed: {out}");
+    let out = run_ok(
+        ferry()
+            .args(["hub", "check", "-c"])
+            .arg(root.path().join("config/hub.toml")),
+    );
+    assert!(!out.contains("$argon2id$"), "hash printed: {out}");
+}
+
+#[test]
+fn unknown_key_is_named_with_its_file() {
+    let root = shipped_layout();
+    let file = root.path().join("config/hub.toml");
+    let mut text = std::fs::read_to_string(&file).unwrap();
+    text = text.replace("[tls]", "controll = \"1.2.3.4:5\"\n[tls]");
+    std::fs::write(&file, text).unwrap();
+    let err = run_err(ferry().args(["hub", "check", "-c"]).arg(&file));
+    assert!(
+        err.contains("controll") && err.contains("hub.toml"),
+        "{err}"
+    );
+}
+
+#[test]
+fn environment_and_flags_override_the_file() {
+    let root = shipped_layout();
+    let file = root.path().join("config/hub.toml");
+    let out = run_ok(
+        ferry()
+            .env("FERRY_CONTROL", "127.0.0.1:9100")
+            .args(["hub", "check", "-c"])
+            .arg(&file),
+    );
+    assert!(out.contains("control  127.0.0.1:9100"), "{out}");
+    let out = run_ok(
+        ferry()
+            .env("FERRY_CONTROL", "127.0.0.1:9100")
+            .args(["hub", "check", "--control", "127.0.0.1:9200", "-c"])
+            .arg(&file),
+    );
+    assert!(out.contains("control  127.0.0.1:9200"), "{out}");
+}
+
+#[test]
+fn missing_config_and_bad_values_say_what_is_wrong() {
+    let err = run_err(ferry().args(["hub", "check", "-c", "/nonexistent/hub.toml"]));
+    assert!(
+        err.contains("/nonexistent/hub.toml") && err.contains("not found"),
+        "{err}"
+    );
+    let root = shipped_layout();
+    let file = root.path().join("config/ep.toml");
+    let err = run_err(
+        ferry()
+            .env("FERRY_HUB", "no-port-here")
+            .args(["ep", "check", "-c"])
+            .arg(&file),
+    );
+    assert!(err.contains("hub") && err.contains("host:port"), "{err}");
+}
+
+#[test]
+fn token_and_hash_token_make_matching_hashes() {
+    let out = run_ok(ferry().args(["hub", "token"]));
+    let token = out
+        .lines()
+        .find_map(|l| l.strip_prefix("token: "))
+        .unwrap()
+        .to_string();
+    let hash = out
+        .lines()
+        .find_map(|l| l.strip_prefix("token_hash = "))
+        .unwrap();
+    let hash = hash.trim_matches('"');
+    assert!(ferry::token::verify(
+        &ferry::secret::Secret::new(token.clone()),
+        hash
+    ));
+    let mut child = ferry()
+        .args(["hub", "hash-token"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(token.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    let h2 = String::from_utf8(out.stdout).unwrap();
+    assert!(ferry::token::verify(
+        &ferry::secret::Secret::new(token),
+        h2.trim()
+    ));
+}
+
+#[test]
+fn gen_cert_writes_the_named_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = run_ok(
+        ferry()
+            .args([
+                "hub",
+                "gen-cert",
+                "--hub-name",
+                "play.example.com",
+                "--hub-ip",
+                "203.0.113.5",
+                "--ep",
+                "home",
+                "--dir",
+            ])
+            .arg(dir.path()),
+    );
+    for f in [
+        "ca.pem",
+        "ca.key",
+        "hub.pem",
+        "hub.key",
+        "ep-home.pem",
+        "ep-home.key",
+    ] {
+        assert!(dir.path().join(f).exists(), "{f} missing: {out}");
+    }
+    let again = run_err(
+        ferry()
+            .args(["hub", "gen-cert", "--hub-name", "x.example", "--dir"])
+            .arg(dir.path()),
+    );
+    assert!(
+        again.contains("already exists") && again.contains("--force"),
+        "{again}"
+    );
+    let out = run_ok(
+        ferry()
+            .args(["hub", "gen-cert", "--ep", "cabin", "--dir"])
+            .arg(dir.path()),
+    );
+    assert!(
+        out.contains("ep-cabin.pem") && !out.contains("hub.pem"),
+        "{out}"
+    );
+}
+
+/// A child process killed when the test ends, whatever happens.
+struct Proc(Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Reads the child's stderr until a line contains `needle`; returns it.
+fn wait_line(lines: &mut impl Iterator<Item = std::io::Result<String>>, needle: &str) -> String {
+    for line in lines {
+        let line = line.unwrap();
+        if line.contains(needle) {
+            return line;
+        }
+    }
+    panic!("process ended before logging {needle:?}");
+}
+
+fn field<'a>(line: &'a str, key: &str) -> &'a str {
+    let start = line.find(&format!("{key}=")).unwrap() + key.len() + 1;
+    line[start..].split_whitespace().next().unwrap()
+}
+
+#[test]
+fn hub_and_ep_binaries_carry_a_player() {
+    let root = shipped_layout();
+    let certs = root.path().join("certs");
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let echo = rt.block_on(echo_server());
+    let hub_file = root.path().join("config/hub.toml");
+    let mut hub = Proc(
+        ferry()
+            .args(["hub", "-c"])
+            .arg(&hub_file)
+            .env("FERRY_CONTROL", "127.0.0.1:0")
+            .env("FERRY_CHANNEL", "127.0.0.1:0")
+            .env("FERRY_SERVICES__WEB__BIND", "127.0.0.1:0")
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let mut lines = BufReader::new(hub.0.stderr.take().unwrap()).lines();
+    let listening = wait_line(&mut lines, "hub listening");
+    let (control, channel) = (
+        field(&listening, "control").to_string(),
+        field(&listening, "channel").to_string(),
+    );
+    let player_addr = field(&wait_line(&mut lines, "players welcome"), "addr").to_string();
+    let _ep = Proc(
+        ferry()
+            .args(["ep", "-c"])
+            .arg(root.path().join("config/ep.toml"))
+            .env("FERRY_HUB", &control)
+            .env("FERRY_CHANNEL", &channel)
+            .env("FERRY_SERVICES__WEB__LOCAL", echo.to_string())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    wait_line(&mut lines, "ep logged in");
+    let data = random_bytes(1 << 20, 11);
+    let back = rt.block_on(echo_through(player_addr.parse().unwrap(), &data));
+    assert!(back == data);
+    let disconnected = wait_line(&mut lines, "player disconnected");
+    assert!(
+        disconnected.contains("up=1048576") && disconnected.contains("down=1048576"),
+        "{disconnected}"
+    );
+    let _ = Path::new(&certs);
+}

@@ -1,0 +1,86 @@
+//! The tunnel comes back by itself after an ep or hub restart.
+
+mod common;
+
+use common::*;
+use std::time::Instant;
+use tokio::{
+    io::{AsyncReadExt, AsyncWriteExt},
+    net::TcpStream,
+};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ep_restart_recovers_and_a_waiting_player_is_served() {
+    let certs = Certs::new();
+    let echo = echo_server().await;
+    let hub = TestHub::start(&certs, &HubOpts::default()).await;
+    let settings = ep_settings(
+        &certs,
+        &hub,
+        &EpOpts::new(&certs, vec![("echo".into(), echo)]),
+    );
+    let ep = TestEp::start(settings.clone());
+    hub.wait_sessions(1).await;
+    assert_eq!(
+        echo_through(hub.service("echo"), b"before").await,
+        b"before"
+    );
+    ep.stop().await;
+    hub.wait_sessions(0).await;
+    // A player arrives while no ep is there: the hub holds it (port lease).
+    let waiting = tokio::spawn(echo_through(hub.service("echo"), b"patient"));
+    let _ep = TestEp::start(settings);
+    assert_eq!(waiting.await.unwrap(), b"patient");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hub_restart_recovers_by_itself() {
+    let certs = Certs::new();
+    let echo = echo_server().await;
+    let hub = TestHub::start(&certs, &HubOpts::default()).await;
+    let (control, channel) = (hub.control, hub.channel);
+    let _ep = TestEp::start(ep_settings(
+        &certs,
+        &hub,
+        &EpOpts::new(&certs, vec![("echo".into(), echo)]),
+    ));
+    hub.wait_sessions(1).await;
+    assert_eq!(
+        echo_through(hub.service("echo"), b"before").await,
+        b"before"
+    );
+    hub.stop().await;
+    let started = Instant::now();
+    // Same control and channel ports (the ep's config names them).
+    let opts = HubOpts {
+        control: control.to_string(),
+        channel: channel.to_string(),
+        ..Default::default()
+    };
+    let hub = TestHub::start(&certs, &opts).await;
+    assert_eq!(echo_through(hub.service("echo"), b"after").await, b"after");
+    println!(
+        "hub restart: new player served {:?} after the new hub bound",
+        started.elapsed()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_player_mid_game_survives_a_replaced_control_session() {
+    let certs = Certs::new();
+    let (hub, _ep) = echo_tunnel(&certs).await;
+    let mut player = TcpStream::connect(hub.service("echo")).await.unwrap();
+    player.write_all(b"one").await.unwrap();
+    let mut buf = [0u8; 3];
+    player.read_exact(&mut buf).await.unwrap();
+    // The same ep identity logs in again: the old control session ends.
+    let settings = ep_settings(
+        &certs,
+        &hub,
+        &EpOpts::new(&certs, vec![("echo".into(), hub.control)]),
+    );
+    let (_tls, _welcome) = ferry::ep::login(&settings).await.unwrap();
+    player.write_all(b"two").await.unwrap();
+    player.read_exact(&mut buf).await.unwrap();
+    assert_eq!(&buf, b"two", "the relaying channel kept flowing");
+}
