@@ -1,0 +1,288 @@
+//! `cargo bench --bench tunnel [-- --smoke] [--json PATH]`
+//!
+//! Runs the release `ferry` as two processes (hub and ep) on loopback with
+//! certificates made here, plus this process's own sink and echo services
+//! and load generator. Every ferry figure is taken in the same run as the
+//! same figure over a direct connection, alternating, medians of rounds.
+
+mod measure;
+mod procs;
+mod services;
+
+use measure::*;
+use procs::{Proc, field};
+use serde_json::json;
+use std::{fmt::Write as _, net::SocketAddr, time::Duration};
+
+struct Plan {
+    rounds: usize,
+    one_stream: u64,
+    parallel_each: u64,
+    pings: usize,
+    first_bytes: usize,
+    rate_secs: u64,
+    idle: Vec<usize>,
+}
+
+const MIB: u64 = 1 << 20;
+
+fn plan(smoke: bool) -> Plan {
+    if smoke {
+        Plan {
+            rounds: 1,
+            one_stream: 4 * MIB,
+            parallel_each: MIB / 2,
+            pings: 20,
+            first_bytes: 5,
+            rate_secs: 1,
+            idle: vec![20],
+        }
+    } else {
+        Plan {
+            rounds: 5,
+            one_stream: 512 * MIB,
+            parallel_each: 64 * MIB,
+            pings: 2000,
+            first_bytes: 200,
+            rate_secs: 5,
+            idle: vec![1000, 10000],
+        }
+    }
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let smoke = args.iter().any(|a| a == "--smoke");
+    let json_path = args
+        .iter()
+        .position(|a| a == "--json")
+        .and_then(|i| args.get(i + 1).cloned())
+        .unwrap_or_else(|| "target/bench-tunnel.json".into());
+    let fd_limit = procs::raise_fd_limit();
+    let plan = plan(smoke);
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let report = rt.block_on(run(&plan, fd_limit));
+    println!("{}", report.0);
+    if let Some(dir) = std::path::Path::new(&json_path).parent() {
+        let _ = std::fs::create_dir_all(dir);
+    }
+    std::fs::write(&json_path, serde_json::to_string_pretty(&report.1).unwrap()).unwrap();
+    println!("JSON written to {json_path}");
+}
+
+struct Setup {
+    _dir: tempfile::TempDir,
+    hub: Proc,
+    ep: Proc,
+    sink: (SocketAddr, SocketAddr),
+    echo: (SocketAddr, SocketAddr),
+    cold: SocketAddr,
+}
+
+async fn setup() -> Setup {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    ferry::certgen::GenCert {
+        dir: d.to_path_buf(),
+        eps: vec!["bench".into()],
+        ..Default::default()
+    }
+    .run()
+    .unwrap();
+    let token = ferry::token::generate();
+    let hash = ferry::token::hash(&token).unwrap();
+    let (sink, echo) = (services::sink().await, services::echo().await);
+    let hub_toml = format!(
+        "control = \"127.0.0.1:0\"\nchannel = \"127.0.0.1:0\"\nep_allowlist = [\"127.0.0.1\"]\n\
+         token_hash = \"{hash}\"\nplayer_wait = \"60s\"\n\
+         [tls]\nca = \"ca.pem\"\ncert = \"hub.pem\"\nkey = \"hub.key\"\n\
+         [services.sink]\nbind = \"127.0.0.1:0\"\n[services.echo]\nbind = \"127.0.0.1:0\"\n\
+         [services.cold]\nbind = \"127.0.0.1:0\"\npool_size = 0\n"
+    );
+    std::fs::write(d.join("hub.toml"), hub_toml).unwrap();
+    let hub = Proc::spawn("hub", &d.join("hub.toml"), &[]);
+    let listening = hub.wait_line("hub listening");
+    let (control, channel) = (
+        field(&listening, "control").to_string(),
+        field(&listening, "channel").to_string(),
+    );
+    let mut ports = std::collections::HashMap::new();
+    for _ in 0..3 {
+        let l = hub.wait_line("players welcome");
+        ports.insert(
+            field(&l, "service").to_string(),
+            field(&l, "addr").parse::<SocketAddr>().unwrap(),
+        );
+    }
+    let ep_toml = format!(
+        "hub = \"{control}\"\nchannel = \"{channel}\"\nserver_name = \"localhost\"\ntoken = \"{}\"\n\
+         [tls]\nca = \"ca.pem\"\ncert = \"ep-bench.pem\"\nkey = \"ep-bench.key\"\n\
+         [services.sink]\nlocal = \"{sink}\"\n[services.echo]\nlocal = \"{echo}\"\n[services.cold]\nlocal = \"{echo}\"\n",
+        token.expose()
+    );
+    std::fs::write(d.join("ep.toml"), ep_toml).unwrap();
+    let ep = Proc::spawn("ep", &d.join("ep.toml"), &[]);
+    hub.wait_line("ep logged in");
+    Setup {
+        _dir: dir,
+        hub,
+        ep,
+        sink: (sink, ports["sink"]),
+        echo: (echo, ports["echo"]),
+        cold: ports["cold"],
+    }
+}
+
+fn us(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e6
+}
+
+async fn run(p: &Plan, fd_limit: u64) -> (String, serde_json::Value) {
+    let s = setup().await;
+    let mut out = String::new();
+    let mut js = serde_json::Map::new();
+    let machine = procs::machine();
+    writeln!(
+        out,
+        "ferry tunnel benchmark — {machine}; open-file limit {fd_limit}"
+    )
+    .unwrap();
+    js.insert("machine".into(), json!(machine));
+
+    // Throughput: one stream, then 8, alternating direct and ferry.
+    let (cpu_hub0, cpu_ep0) = (s.hub.cpu_secs(), s.ep.cpu_secs());
+    let mut ferry_bytes = 0u64;
+    for (label, streams, each) in [
+        ("1 stream", 1usize, p.one_stream),
+        ("8 streams", 8, p.parallel_each),
+    ] {
+        let (mut direct, mut tunnel) = (Vec::new(), Vec::new());
+        for _ in 0..p.rounds {
+            direct.push(throughput_parallel(s.sink.0, streams, each).await);
+            tunnel.push(throughput_parallel(s.sink.1, streams, each).await);
+            ferry_bytes += streams as u64 * each;
+        }
+        let (d, f) = (median(&mut direct), median(&mut tunnel));
+        writeln!(
+            out,
+            "throughput {label:<10} direct {d:>9.0} MB/s   ferry {f:>9.0} MB/s   ratio {:.2}",
+            f / d
+        )
+        .unwrap();
+        js.insert(
+            format!("throughput_{}", label.replace(' ', "_")),
+            json!({"direct_mbps": d, "ferry_mbps": f, "ratio": f / d}),
+        );
+    }
+    let gib = ferry_bytes as f64 / (1u64 << 30) as f64;
+    let (hub_cpu, ep_cpu) = (
+        (s.hub.cpu_secs() - cpu_hub0) / gib,
+        (s.ep.cpu_secs() - cpu_ep0) / gib,
+    );
+    writeln!(
+        out,
+        "cpu per GiB forwarded: hub {hub_cpu:.2} s, ep {ep_cpu:.2} s"
+    )
+    .unwrap();
+    js.insert(
+        "cpu_seconds_per_gib".into(),
+        json!({"hub": hub_cpu, "ep": ep_cpu}),
+    );
+
+    // Round-trip latency of small messages.
+    for size in [1usize, 1024, 16 * 1024] {
+        let mut d = ping_pong(s.echo.0, size, p.pings).await;
+        let mut f = ping_pong(s.echo.1, size, p.pings).await;
+        let (d50, d99, f50, f99) = (
+            percentile(&mut d, 0.5),
+            percentile(&mut d, 0.99),
+            percentile(&mut f, 0.5),
+            percentile(&mut f, 0.99),
+        );
+        writeln!(
+            out,
+            "rtt {size:>6} B  direct p50 {:>7.1} µs p99 {:>7.1} µs   ferry p50 {:>7.1} µs p99 {:>7.1} µs   added p50 {:>7.1} µs p99 {:>7.1} µs",
+            us(d50), us(d99), us(f50), us(f99), us(f50) - us(d50), us(f99) - us(d99)
+        )
+        .unwrap();
+        js.insert(format!("rtt_{size}B_us"), json!({"direct_p50": us(d50), "direct_p99": us(d99), "ferry_p50": us(f50), "ferry_p99": us(f99), "added_p50": us(f50) - us(d50), "added_p99": us(f99) - us(d99)}));
+    }
+
+    // Connect to first echoed byte.
+    let gap = Duration::from_millis(20);
+    let mut d = first_byte(s.echo.0, p.first_bytes, gap).await;
+    let mut warm = first_byte(s.echo.1, p.first_bytes, gap).await;
+    let mut cold = first_byte(s.cold, p.first_bytes, gap).await;
+    let row = |v: &mut Vec<Duration>| (us(percentile(v, 0.5)), us(percentile(v, 0.99)));
+    let (d, w, c) = (row(&mut d), row(&mut warm), row(&mut cold));
+    writeln!(
+        out,
+        "first byte   direct p50 {:>7.1} µs p99 {:>7.1} µs",
+        d.0, d.1
+    )
+    .unwrap();
+    writeln!(
+        out,
+        "first byte   pool warm p50 {:>7.1} µs p99 {:>7.1} µs ({:.1}× direct p50)",
+        w.0,
+        w.1,
+        w.0 / d.0
+    )
+    .unwrap();
+    writeln!(
+        out,
+        "first byte   pool off  p50 {:>7.1} µs p99 {:>7.1} µs",
+        c.0, c.1
+    )
+    .unwrap();
+    js.insert(
+        "first_byte_us".into(),
+        json!({"direct": [d.0, d.1], "warm": [w.0, w.1], "cold": [c.0, c.1]}),
+    );
+
+    // Sustained new connections.
+    let dur = Duration::from_secs(p.rate_secs);
+    let rd = connection_rate(s.echo.0, 16, dur).await;
+    let rf = connection_rate(s.echo.1, 16, dur).await;
+    writeln!(
+        out,
+        "new connections/s (16 at a time): direct {rd:.0}, ferry {rf:.0}"
+    )
+    .unwrap();
+    js.insert(
+        "connections_per_sec".into(),
+        json!({"direct": rd, "ferry": rf}),
+    );
+
+    // Memory with idle players.
+    let (hub0, ep0) = (s.hub.rss(), s.ep.rss());
+    writeln!(
+        out,
+        "memory   0 idle players: hub {:>7.1} MiB, ep {:>7.1} MiB",
+        hub0 as f64 / MIB as f64,
+        ep0 as f64 / MIB as f64
+    )
+    .unwrap();
+    let mut mem = vec![json!({"players": 0, "hub_rss": hub0, "ep_rss": ep0})];
+    let mut held = Vec::new();
+    for &n in &p.idle {
+        idle_players(s.echo.1, n - held.len(), &mut held).await;
+        let (h, e) = (s.hub.rss(), s.ep.rss());
+        let (per_hub, per_ep) = (
+            (h.saturating_sub(hub0)) / n as u64,
+            (e.saturating_sub(ep0)) / n as u64,
+        );
+        writeln!(
+            out,
+            "memory {n:>5} idle players: hub {:>7.1} MiB, ep {:>7.1} MiB; per player hub {:.1} KiB, ep {:.1} KiB",
+            h as f64 / MIB as f64, e as f64 / MIB as f64, per_hub as f64 / 1024.0, per_ep as f64 / 1024.0
+        )
+        .unwrap();
+        mem.push(json!({"players": n, "hub_rss": h, "ep_rss": e, "hub_bytes_per_player": per_hub, "ep_bytes_per_player": per_ep}));
+    }
+    js.insert("memory".into(), json!(mem));
+    (out, serde_json::Value::Object(js))
+}
