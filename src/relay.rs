@@ -1,12 +1,25 @@
 //! Moves bytes between a player-side and a service-side stream.
+//!
+//! Like `tokio::io::copy_bidirectional`, but a direction holds heap memory
+//! only while the writer is behind: reads land in a stack buffer and are
+//! written straight on. An idle player therefore costs no copy buffers at
+//! all, which is what lets a small hub hold thousands of them.
 
-use std::time::{Duration, Instant};
-use tokio::io::{AsyncRead, AsyncWrite};
+use std::{
+    future::poll_fn,
+    io,
+    mem::MaybeUninit,
+    pin::Pin,
+    task::{Context, Poll, ready},
+    time::{Duration, Instant},
+};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
-/// Large enough to fill a TLS record (16 KiB) in one write.
-const BUF: usize = 64 * 1024;
+/// Bytes read per call: two full TLS records, so a bulk transfer writes
+/// large records and few syscalls.
+const CHUNK: usize = 32 * 1024;
 
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, Default)]
 pub struct RelayStats {
     /// Bytes from the first stream to the second.
     pub up: u64,
@@ -15,32 +28,149 @@ pub struct RelayStats {
     pub elapsed: Duration,
 }
 
-/// Copies both ways until both directions end. A FIN on one side becomes a
-/// shutdown of the other side's write half (a TLS close_notify plus FIN on
-/// tunnel legs); the opposite direction keeps flowing until it ends too.
-/// Memory is bounded by the two buffers.
-pub async fn relay<A, B>(a: &mut A, b: &mut B) -> (RelayStats, Option<std::io::Error>)
+/// One direction of the relay.
+#[derive(Default)]
+struct Pipe {
+    /// Bytes read but not yet accepted by the writer; empty (unallocated)
+    /// whenever the writer keeps up.
+    pending: Vec<u8>,
+    pos: usize,
+    unflushed: bool,
+    read_done: bool,
+    done: bool,
+    total: u64,
+}
+
+impl Pipe {
+    fn poll_copy<R, W>(
+        &mut self,
+        cx: &mut Context<'_>,
+        mut r: Pin<&mut R>,
+        mut w: Pin<&mut W>,
+    ) -> Poll<io::Result<()>>
+    where
+        R: AsyncRead + ?Sized,
+        W: AsyncWrite + ?Sized,
+    {
+        if self.done {
+            return Poll::Ready(Ok(()));
+        }
+        loop {
+            while self.pos < self.pending.len() {
+                let n = ready!(w.as_mut().poll_write(cx, &self.pending[self.pos..]))?;
+                if n == 0 {
+                    return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
+                }
+                self.pos += n;
+                self.total += n as u64;
+                self.unflushed = true;
+            }
+            if !self.pending.is_empty() {
+                self.pending = Vec::new();
+                self.pos = 0;
+            }
+            if self.read_done {
+                // A FIN read on one side becomes a shutdown of the other's
+                // write half (close_notify + FIN on a TLS leg).
+                ready!(w.as_mut().poll_shutdown(cx))?;
+                self.done = true;
+                return Poll::Ready(Ok(()));
+            }
+            let mut stack = [const { MaybeUninit::<u8>::uninit() }; CHUNK];
+            let mut buf = ReadBuf::uninit(&mut stack);
+            match r.as_mut().poll_read(cx, &mut buf) {
+                Poll::Pending => {
+                    if self.unflushed {
+                        ready!(w.as_mut().poll_flush(cx))?;
+                        self.unflushed = false;
+                    }
+                    return Poll::Pending;
+                }
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                Poll::Ready(Ok(())) => {}
+            }
+            let data = buf.filled();
+            if data.is_empty() {
+                self.read_done = true;
+                continue;
+            }
+            let mut off = 0;
+            while off < data.len() {
+                match w.as_mut().poll_write(cx, &data[off..]) {
+                    Poll::Ready(Ok(0)) => return Poll::Ready(Err(io::ErrorKind::WriteZero.into())),
+                    Poll::Ready(Ok(n)) => {
+                        off += n;
+                        self.total += n as u64;
+                        self.unflushed = true;
+                    }
+                    Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                    Poll::Pending => {
+                        // The writer is behind: keep the rest until it drains.
+                        self.pending = data[off..].to_vec();
+                        self.pos = 0;
+                        return Poll::Pending;
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Copies both ways until both directions end. The opposite direction keeps
+/// flowing after one side's FIN. Memory is bounded by one chunk per
+/// direction, and only while a writer is slower than its reader.
+pub async fn relay<A, B>(a: &mut A, b: &mut B) -> (RelayStats, Option<io::Error>)
 where
     A: AsyncRead + AsyncWrite + Unpin + ?Sized,
     B: AsyncRead + AsyncWrite + Unpin + ?Sized,
 {
     let start = Instant::now();
-    match tokio::io::copy_bidirectional_with_sizes(a, b, BUF, BUF).await {
-        Ok((up, down)) => (
-            RelayStats {
-                up,
-                down,
-                elapsed: start.elapsed(),
-            },
-            None,
-        ),
-        Err(e) => (
-            RelayStats {
-                up: 0,
-                down: 0,
-                elapsed: start.elapsed(),
-            },
-            Some(e),
-        ),
+    let (mut up, mut down) = (Pipe::default(), Pipe::default());
+    let result = poll_fn(|cx| {
+        let u = up.poll_copy(cx, Pin::new(&mut *a), Pin::new(&mut *b))?;
+        let d = down.poll_copy(cx, Pin::new(&mut *b), Pin::new(&mut *a))?;
+        match (u, d) {
+            (Poll::Ready(()), Poll::Ready(())) => Poll::Ready(Ok(())),
+            _ => Poll::Pending,
+        }
+    })
+    .await;
+    let stats = RelayStats {
+        up: up.total,
+        down: down.total,
+        elapsed: start.elapsed(),
+    };
+    (stats, result.err())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt, duplex};
+
+    #[tokio::test]
+    async fn copies_both_ways_through_a_slow_writer_and_half_closes() {
+        // Tiny duplex buffers force the pending (writer-behind) path.
+        let (mut a_out, mut a) = duplex(64);
+        let (mut b, mut b_out) = duplex(64);
+        let relay = tokio::spawn(async move { relay(&mut a, &mut b).await });
+        let data: Vec<u8> = (0..200_000u32).map(|i| (i * 7) as u8).collect();
+        let sent = data.clone();
+        let writer = tokio::spawn(async move {
+            a_out.write_all(&sent).await.unwrap();
+            a_out.shutdown().await.unwrap();
+            let mut back = Vec::new();
+            a_out.read_to_end(&mut back).await.unwrap();
+            back
+        });
+        let mut got = Vec::new();
+        b_out.read_to_end(&mut got).await.unwrap();
+        assert_eq!(got, data);
+        b_out.write_all(b"reply after FIN").await.unwrap();
+        b_out.shutdown().await.unwrap();
+        assert_eq!(writer.await.unwrap(), b"reply after FIN");
+        let (stats, err) = relay.await.unwrap();
+        assert!(err.is_none());
+        assert_eq!((stats.up, stats.down), (200_000, 15));
     }
 }

@@ -12,7 +12,7 @@ mod services;
 use measure::*;
 use procs::{Proc, field};
 use serde_json::json;
-use std::{fmt::Write as _, net::SocketAddr, time::Duration};
+use std::{net::SocketAddr, time::Duration};
 
 struct Plan {
     rounds: usize,
@@ -25,6 +25,16 @@ struct Plan {
 }
 
 const MIB: u64 = 1 << 20;
+
+/// Prints a result line as soon as it is known, and keeps it for the summary.
+macro_rules! say {
+    ($out:expr, $($t:tt)*) => {{
+        let line = format!($($t)*);
+        println!("{line}");
+        $out.push_str(&line);
+        $out.push('\n');
+    }};
+}
 
 fn plan(smoke: bool) -> Plan {
     if smoke {
@@ -65,7 +75,6 @@ fn main() {
         .build()
         .unwrap();
     let report = rt.block_on(run(&plan, fd_limit));
-    println!("{}", report.0);
     if let Some(dir) = std::path::Path::new(&json_path).parent() {
         let _ = std::fs::create_dir_all(dir);
     }
@@ -145,11 +154,10 @@ async fn run(p: &Plan, fd_limit: u64) -> (String, serde_json::Value) {
     let mut out = String::new();
     let mut js = serde_json::Map::new();
     let machine = procs::machine();
-    writeln!(
+    say!(
         out,
         "ferry tunnel benchmark — {machine}; open-file limit {fd_limit}"
-    )
-    .unwrap();
+    );
     js.insert("machine".into(), json!(machine));
 
     // Throughput: one stream, then 8, alternating direct and ferry.
@@ -166,12 +174,11 @@ async fn run(p: &Plan, fd_limit: u64) -> (String, serde_json::Value) {
             ferry_bytes += streams as u64 * each;
         }
         let (d, f) = (median(&mut direct), median(&mut tunnel));
-        writeln!(
+        say!(
             out,
             "throughput {label:<10} direct {d:>9.0} MB/s   ferry {f:>9.0} MB/s   ratio {:.2}",
             f / d
-        )
-        .unwrap();
+        );
         js.insert(
             format!("throughput_{}", label.replace(' ', "_")),
             json!({"direct_mbps": d, "ferry_mbps": f, "ratio": f / d}),
@@ -182,11 +189,10 @@ async fn run(p: &Plan, fd_limit: u64) -> (String, serde_json::Value) {
         (s.hub.cpu_secs() - cpu_hub0) / gib,
         (s.ep.cpu_secs() - cpu_ep0) / gib,
     );
-    writeln!(
+    say!(
         out,
         "cpu per GiB forwarded: hub {hub_cpu:.2} s, ep {ep_cpu:.2} s"
-    )
-    .unwrap();
+    );
     js.insert(
         "cpu_seconds_per_gib".into(),
         json!({"hub": hub_cpu, "ep": ep_cpu}),
@@ -202,12 +208,16 @@ async fn run(p: &Plan, fd_limit: u64) -> (String, serde_json::Value) {
             percentile(&mut f, 0.5),
             percentile(&mut f, 0.99),
         );
-        writeln!(
+        say!(
             out,
             "rtt {size:>6} B  direct p50 {:>7.1} µs p99 {:>7.1} µs   ferry p50 {:>7.1} µs p99 {:>7.1} µs   added p50 {:>7.1} µs p99 {:>7.1} µs",
-            us(d50), us(d99), us(f50), us(f99), us(f50) - us(d50), us(f99) - us(d99)
-        )
-        .unwrap();
+            us(d50),
+            us(d99),
+            us(f50),
+            us(f99),
+            us(f50) - us(d50),
+            us(f99) - us(d99)
+        );
         js.insert(format!("rtt_{size}B_us"), json!({"direct_p50": us(d50), "direct_p99": us(d99), "ferry_p50": us(f50), "ferry_p99": us(f99), "added_p50": us(f50) - us(d50), "added_p99": us(f99) - us(d99)}));
     }
 
@@ -218,26 +228,25 @@ async fn run(p: &Plan, fd_limit: u64) -> (String, serde_json::Value) {
     let mut cold = first_byte(s.cold, p.first_bytes, gap).await;
     let row = |v: &mut Vec<Duration>| (us(percentile(v, 0.5)), us(percentile(v, 0.99)));
     let (d, w, c) = (row(&mut d), row(&mut warm), row(&mut cold));
-    writeln!(
+    say!(
         out,
         "first byte   direct p50 {:>7.1} µs p99 {:>7.1} µs",
-        d.0, d.1
-    )
-    .unwrap();
-    writeln!(
+        d.0,
+        d.1
+    );
+    say!(
         out,
         "first byte   pool warm p50 {:>7.1} µs p99 {:>7.1} µs ({:.1}× direct p50)",
         w.0,
         w.1,
         w.0 / d.0
-    )
-    .unwrap();
-    writeln!(
+    );
+    say!(
         out,
         "first byte   pool off  p50 {:>7.1} µs p99 {:>7.1} µs",
-        c.0, c.1
-    )
-    .unwrap();
+        c.0,
+        c.1
+    );
     js.insert(
         "first_byte_us".into(),
         json!({"direct": [d.0, d.1], "warm": [w.0, w.1], "cold": [c.0, c.1]}),
@@ -247,11 +256,10 @@ async fn run(p: &Plan, fd_limit: u64) -> (String, serde_json::Value) {
     let dur = Duration::from_secs(p.rate_secs);
     let rd = connection_rate(s.echo.0, 16, dur).await;
     let rf = connection_rate(s.echo.1, 16, dur).await;
-    writeln!(
+    say!(
         out,
         "new connections/s (16 at a time): direct {rd:.0}, ferry {rf:.0}"
-    )
-    .unwrap();
+    );
     js.insert(
         "connections_per_sec".into(),
         json!({"direct": rd, "ferry": rf}),
@@ -259,28 +267,36 @@ async fn run(p: &Plan, fd_limit: u64) -> (String, serde_json::Value) {
 
     // Memory with idle players.
     let (hub0, ep0) = (s.hub.rss(), s.ep.rss());
-    writeln!(
+    say!(
         out,
         "memory   0 idle players: hub {:>7.1} MiB, ep {:>7.1} MiB",
         hub0 as f64 / MIB as f64,
         ep0 as f64 / MIB as f64
-    )
-    .unwrap();
+    );
     let mut mem = vec![json!({"players": 0, "hub_rss": hub0, "ep_rss": ep0})];
     let mut held = Vec::new();
     for &n in &p.idle {
-        idle_players(s.echo.1, n - held.len(), &mut held).await;
+        let failed = idle_players(s.echo.1, n - held.len(), &mut held).await;
+        if failed > 0 {
+            say!(
+                out,
+                "memory: {failed} of {n} idle players could not connect (fd limit {fd_limit}?)"
+            );
+        }
+        let n = held.len();
         let (h, e) = (s.hub.rss(), s.ep.rss());
         let (per_hub, per_ep) = (
             (h.saturating_sub(hub0)) / n as u64,
             (e.saturating_sub(ep0)) / n as u64,
         );
-        writeln!(
+        say!(
             out,
             "memory {n:>5} idle players: hub {:>7.1} MiB, ep {:>7.1} MiB; per player hub {:.1} KiB, ep {:.1} KiB",
-            h as f64 / MIB as f64, e as f64 / MIB as f64, per_hub as f64 / 1024.0, per_ep as f64 / 1024.0
-        )
-        .unwrap();
+            h as f64 / MIB as f64,
+            e as f64 / MIB as f64,
+            per_hub as f64 / 1024.0,
+            per_ep as f64 / 1024.0
+        );
         mem.push(json!({"players": n, "hub_rss": h, "ep_rss": e, "hub_bytes_per_player": per_hub, "ep_bytes_per_player": per_ep}));
     }
     js.insert("memory".into(), json!(mem));

@@ -107,27 +107,32 @@ pub async fn connection_rate(addr: SocketAddr, workers: usize, dur: Duration) ->
     total as f64 / dur.as_secs_f64()
 }
 
-/// Opens `n` players that each echo one byte and then stay idle.
-pub async fn idle_players(addr: SocketAddr, n: usize, into: &mut Vec<TcpStream>) {
-    let mut opened = 0;
+/// Opens `n` players that each echo one byte and then stay idle; returns
+/// how many failed.
+pub async fn idle_players(addr: SocketAddr, n: usize, into: &mut Vec<TcpStream>) -> usize {
+    let (mut opened, mut failed) = (0, 0);
     while opened < n {
         let batch = (n - opened).min(200);
         let tasks: Vec<_> = (0..batch)
             .map(|_| {
                 tokio::spawn(async move {
-                    let mut s = connect(addr).await;
-                    s.write_all(b"x").await.unwrap();
+                    let mut s = TcpStream::connect(addr).await?;
+                    s.write_all(b"x").await?;
                     let mut b = [0u8; 1];
-                    s.read_exact(&mut b).await.unwrap();
-                    s
+                    s.read_exact(&mut b).await?;
+                    Ok::<_, std::io::Error>(s)
                 })
             })
             .collect();
         for t in tasks {
-            into.push(t.await.unwrap());
+            match t.await.unwrap() {
+                Ok(s) => into.push(s),
+                Err(_) => failed += 1,
+            }
         }
         opened += batch;
     }
+    failed
 }
 
 pub fn percentile(samples: &mut [Duration], p: f64) -> Duration {

@@ -95,8 +95,16 @@ pub fn field<'a>(line: &'a str, key: &str) -> &'a str {
 pub fn raise_fd_limit() -> u64 {
     use rustix::process::{Resource, getrlimit, setrlimit};
     let mut lim = getrlimit(Resource::Nofile);
-    lim.current = lim.maximum;
-    let _ = setrlimit(Resource::Nofile, lim.clone());
+    // Root may raise the hard limit too; 10,000 players need ~20,000 fds
+    // in this process and in each of hub and ep.
+    let want = lim.maximum.unwrap_or(u64::MAX).max(200_000);
+    lim.maximum = Some(want);
+    lim.current = Some(want);
+    if setrlimit(Resource::Nofile, lim).is_err() {
+        lim = getrlimit(Resource::Nofile);
+        lim.current = lim.maximum;
+    }
+    let _ = setrlimit(Resource::Nofile, lim);
     getrlimit(Resource::Nofile).current.unwrap_or(u64::MAX)
 }
 
