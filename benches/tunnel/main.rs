@@ -6,6 +6,7 @@
 //! same figure over a direct connection, alternating, medians of rounds.
 
 mod measure;
+mod plainhop;
 mod procs;
 mod services;
 
@@ -62,6 +63,9 @@ fn plan(smoke: bool) -> Plan {
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
+    if let Some(i) = args.iter().position(|a| a == "--plain-hop") {
+        plainhop::serve(&args[i + 1]);
+    }
     let smoke = args.iter().any(|a| a == "--smoke");
     let json_path = args
         .iter()
@@ -86,6 +90,9 @@ struct Setup {
     _dir: tempfile::TempDir,
     hub: Proc,
     ep: Proc,
+    _hops: (plainhop::Hop, plainhop::Hop),
+    /// Sink and echo through two plain-TCP forwarding processes.
+    plain: (SocketAddr, SocketAddr),
     sink: (SocketAddr, SocketAddr),
     echo: (SocketAddr, SocketAddr),
     cold: SocketAddr,
@@ -135,10 +142,14 @@ async fn setup() -> Setup {
     std::fs::write(d.join("ep.toml"), ep_toml).unwrap();
     let ep = Proc::spawn("ep", &d.join("ep.toml"), &[]);
     hub.wait_line("ep logged in");
+    let (far, far_addrs) = plainhop::spawn(&[sink, echo]);
+    let (near, plain) = plainhop::spawn(&far_addrs);
     Setup {
         _dir: dir,
         hub,
         ep,
+        _hops: (near, far),
+        plain: (plain[0], plain[1]),
         sink: (sink, ports["sink"]),
         echo: (echo, ports["echo"]),
         cold: ports["cold"],
@@ -167,21 +178,23 @@ async fn run(p: &Plan, fd_limit: u64) -> (String, serde_json::Value) {
         ("1 stream", 1usize, p.one_stream),
         ("8 streams", 8, p.parallel_each),
     ] {
-        let (mut direct, mut tunnel) = (Vec::new(), Vec::new());
+        let (mut direct, mut plain, mut tunnel) = (Vec::new(), Vec::new(), Vec::new());
         for _ in 0..p.rounds {
             direct.push(throughput_parallel(s.sink.0, streams, each).await);
+            plain.push(throughput_parallel(s.plain.0, streams, each).await);
             tunnel.push(throughput_parallel(s.sink.1, streams, each).await);
             ferry_bytes += streams as u64 * each;
         }
-        let (d, f) = (median(&mut direct), median(&mut tunnel));
+        let (d, pl, f) = (median(&mut direct), median(&mut plain), median(&mut tunnel));
         say!(
             out,
-            "throughput {label:<10} direct {d:>9.0} MB/s   ferry {f:>9.0} MB/s   ratio {:.2}",
-            f / d
+            "throughput {label:<10} direct {d:>6.0} MB/s  plain 2-hop {pl:>6.0} MB/s  ferry {f:>6.0} MB/s  ferry/direct {:.2}  ferry/plain {:.2}",
+            f / d,
+            f / pl
         );
         js.insert(
             format!("throughput_{}", label.replace(' ', "_")),
-            json!({"direct_mbps": d, "ferry_mbps": f, "ratio": f / d}),
+            json!({"direct_mbps": d, "plain_2hop_mbps": pl, "ferry_mbps": f, "ratio": f / d, "ratio_to_plain": f / pl}),
         );
     }
     let gib = ferry_bytes as f64 / (1u64 << 30) as f64;
@@ -201,24 +214,28 @@ async fn run(p: &Plan, fd_limit: u64) -> (String, serde_json::Value) {
     // Round-trip latency of small messages.
     for size in [1usize, 1024, 16 * 1024] {
         let mut d = ping_pong(s.echo.0, size, p.pings).await;
+        let mut pl = ping_pong(s.plain.1, size, p.pings).await;
         let mut f = ping_pong(s.echo.1, size, p.pings).await;
-        let (d50, d99, f50, f99) = (
-            percentile(&mut d, 0.5),
-            percentile(&mut d, 0.99),
-            percentile(&mut f, 0.5),
-            percentile(&mut f, 0.99),
-        );
+        let q = |v: &mut Vec<Duration>| (us(percentile(v, 0.5)), us(percentile(v, 0.99)));
+        let (d, pl, f) = (q(&mut d), q(&mut pl), q(&mut f));
         say!(
             out,
-            "rtt {size:>6} B  direct p50 {:>7.1} µs p99 {:>7.1} µs   ferry p50 {:>7.1} µs p99 {:>7.1} µs   added p50 {:>7.1} µs p99 {:>7.1} µs",
-            us(d50),
-            us(d99),
-            us(f50),
-            us(f99),
-            us(f50) - us(d50),
-            us(f99) - us(d99)
+            "rtt {size:>5} B  p50/p99 µs: direct {:.0}/{:.0}  plain 2-hop {:.0}/{:.0}  ferry {:.0}/{:.0}  ferry-direct {:.0}/{:.0}  ferry-plain {:.0}/{:.0}",
+            d.0,
+            d.1,
+            pl.0,
+            pl.1,
+            f.0,
+            f.1,
+            f.0 - d.0,
+            f.1 - d.1,
+            f.0 - pl.0,
+            f.1 - pl.1
         );
-        js.insert(format!("rtt_{size}B_us"), json!({"direct_p50": us(d50), "direct_p99": us(d99), "ferry_p50": us(f50), "ferry_p99": us(f99), "added_p50": us(f50) - us(d50), "added_p99": us(f99) - us(d99)}));
+        js.insert(
+            format!("rtt_{size}B_us"),
+            json!({"direct": [d.0, d.1], "plain_2hop": [pl.0, pl.1], "ferry": [f.0, f.1], "added_vs_direct": [f.0 - d.0, f.1 - d.1], "added_vs_plain": [f.0 - pl.0, f.1 - pl.1]}),
+        );
     }
 
     // Connect to first echoed byte.
