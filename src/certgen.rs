@@ -141,7 +141,7 @@ fn new_ca() -> Result<(CertificateParams, KeyPair, String)> {
     Ok((params, key, pem))
 }
 
-fn load_ca(pem: &Path, key: &Path) -> Result<Issuer<'static, KeyPair>> {
+pub(crate) fn load_ca(pem: &Path, key: &Path) -> Result<Issuer<'static, KeyPair>> {
     let read =
         |p: &Path| fs::read_to_string(p).with_context(|| format!("cannot read {}", p.display()));
     let keypair = KeyPair::from_pem(&read(key)?)
@@ -199,4 +199,66 @@ pub(crate) fn write_file(path: &Path, data: &[u8], mode: u32, force: bool) -> Re
     f.sync_all()?;
     fs::rename(&tmp, path).with_context(|| format!("cannot write {}", path.display()))?;
     Ok(())
+}
+
+/// `ferry hub revoke`: adds ep certificates to `DIR/crl.pem`, signed by the
+/// CA in `DIR`. A hub whose `tls.crl` names that file picks it up within a
+/// second and closes the revoked eps' sessions.
+pub fn revoke(dir: &Path, eps: &[String], serials: &[String]) -> Result<(PathBuf, Vec<String>)> {
+    let issuer = load_ca(&dir.join("ca.pem"), &dir.join("ca.key"))?;
+    let crl_path = dir.join("crl.pem");
+    let mut revoked: std::collections::BTreeSet<String> = if crl_path.exists() {
+        crate::tls::crl_serials(&crl_path)?.into_iter().collect()
+    } else {
+        Default::default()
+    };
+    let mut added = Vec::new();
+    for name in eps {
+        let (pem, _) = ep_files(dir, name);
+        let cert = crate::tls::load_certs(&pem)?;
+        let serial = crate::tls::serial_hex(&cert[0])
+            .with_context(|| format!("{} is not a readable certificate", pem.display()))?;
+        added.push(format!("ep {name} (serial {serial})"));
+        revoked.insert(serial);
+    }
+    for s in serials {
+        let s = s
+            .trim()
+            .trim_start_matches("0x")
+            .replace(':', "")
+            .to_ascii_lowercase();
+        if s.is_empty() || s.len() % 2 != 0 || !s.chars().all(|c| c.is_ascii_hexdigit()) {
+            bail!("serial {s:?} is not a hex serial number (e.g. \"1f0a...\")");
+        }
+        added.push(format!("serial {s}"));
+        revoked.insert(s);
+    }
+    let now = OffsetDateTime::now_utc();
+    let revoked_certs = revoked
+        .iter()
+        .map(|hex| rcgen::RevokedCertParams {
+            serial_number: SerialNumber::from_slice(&unhex(hex)),
+            revocation_time: now,
+            reason_code: None,
+            invalidity_date: None,
+        })
+        .collect();
+    let params = rcgen::CertificateRevocationListParams {
+        this_update: now - Duration::hours(1),
+        next_update: now + Duration::days(CA_DAYS),
+        crl_number: SerialNumber::from(now.unix_timestamp() as u64),
+        issuing_distribution_point: None,
+        revoked_certs,
+        key_identifier_method: rcgen::KeyIdMethod::Sha256,
+    };
+    let pem = params.signed_by(&issuer)?.pem()?;
+    write_file(&crl_path, pem.as_bytes(), 0o644, true)?;
+    Ok((crl_path, added))
+}
+
+fn unhex(s: &str) -> Vec<u8> {
+    (0..s.len())
+        .step_by(2)
+        .filter_map(|i| u8::from_str_radix(&s[i..i + 2], 16).ok())
+        .collect()
 }

@@ -67,6 +67,21 @@ enum HubCmd {
     Token,
     /// Read a token on stdin and print its Argon2id hash.
     HashToken,
+    /// Revoke ep certificates: writes DIR/crl.pem for the hub's tls.crl.
+    Revoke(RevokeArgs),
+}
+
+#[derive(Args)]
+struct RevokeArgs {
+    /// Folder with the CA (and the ep certificates).
+    #[arg(long, default_value = "certs")]
+    dir: PathBuf,
+    /// Ep whose certificate DIR/ep-NAME.pem to revoke (repeatable).
+    #[arg(long = "ep")]
+    eps: Vec<String>,
+    /// Certificate serial number in hex (repeatable).
+    #[arg(long = "serial")]
+    serials: Vec<String>,
 }
 
 #[derive(Args)]
@@ -160,6 +175,22 @@ fn dispatch(cli: Cli) -> Result<()> {
                 Ok(())
             }
             Some(HubCmd::GenCert(g)) => gen_cert(g),
+            Some(HubCmd::Revoke(r)) => {
+                anyhow::ensure!(
+                    !r.eps.is_empty() || !r.serials.is_empty(),
+                    "name --ep NAME or --serial HEX to revoke"
+                );
+                let (path, added) = crate::certgen::revoke(&r.dir, &r.eps, &r.serials)?;
+                for a in added {
+                    println!("revoked {a}");
+                }
+                println!(
+                    "wrote {}; a hub with tls.crl = \"{}\" applies it within seconds",
+                    path.display(),
+                    path.display()
+                );
+                Ok(())
+            }
             Some(HubCmd::Token) => {
                 let t = token::generate();
                 println!("token: {}", t.expose());

@@ -47,7 +47,12 @@ pub enum HubMsg {
         idle_timeout_ms: u64,
     },
     /// Login refused; `reason` is safe to show to the ep's operator.
-    Refused { reason: String },
+    /// `retry` says the cause is passing (the hub is busy), not the ep's.
+    Refused {
+        reason: String,
+        #[serde(default)]
+        retry: bool,
+    },
     /// Keeps the control connection alive.
     Heartbeat,
     /// Asks the ep to open one channel for `service`, presenting `ticket`.

@@ -10,7 +10,7 @@ use rustls::{
     ClientConfig, RootCertStore, ServerConfig,
     client::WebPkiServerVerifier,
     crypto::CryptoProvider,
-    pki_types::{CertificateDer, PrivateKeyDer, pem::PemObject},
+    pki_types::{CertificateDer, CertificateRevocationListDer, PrivateKeyDer, pem::PemObject},
     server::WebPkiClientVerifier,
 };
 use std::{path::Path, sync::Arc};
@@ -69,9 +69,28 @@ fn roots(ca: &Path) -> Result<Arc<RootCertStore>> {
     Ok(Arc::new(store))
 }
 
+/// Reads a PEM certificate revocation list.
+pub fn load_crls(path: &Path) -> Result<Vec<CertificateRevocationListDer<'static>>> {
+    CertificateRevocationListDer::pem_file_iter(path)
+        .and_then(|it| it.collect::<Result<Vec<_>, _>>())
+        .map_err(|e| anyhow::anyhow!("cannot read revocation list {}: {e}", path.display()))
+}
+
 /// The hub's configuration, shared by the control and channel ports.
-pub fn server_config(ca: &Path, cert: &Path, key: &Path) -> Result<Arc<ServerConfig>> {
-    let verifier = WebPkiClientVerifier::builder_with_provider(roots(ca)?, provider())
+pub fn server_config(
+    ca: &Path,
+    cert: &Path,
+    key: &Path,
+    crl: Option<&Path>,
+) -> Result<Arc<ServerConfig>> {
+    let mut builder = WebPkiClientVerifier::builder_with_provider(roots(ca)?, provider());
+    if let Some(crl) = crl {
+        // Only ep certificates are ever revoked; the CA is ours.
+        builder = builder
+            .with_crls(load_crls(crl)?)
+            .only_check_end_entity_revocation();
+    }
+    let verifier = builder
         .build()
         .context("cannot build the client-certificate verifier")?;
     let mut config = ServerConfig::builder_with_provider(provider())
@@ -113,4 +132,27 @@ pub fn days_left(cert: &CertificateDer<'_>) -> Option<i64> {
         .ok()?
         .as_secs() as i64;
     Some((not_after - now) / 86_400)
+}
+
+/// A certificate's serial number: its DER bytes in hex, the same form
+/// `crl_serials` gives, so the two compare directly.
+pub fn serial_hex(cert: &CertificateDer<'_>) -> Option<String> {
+    let (_, parsed) = x509_parser::parse_x509_certificate(cert.as_ref()).ok()?;
+    Some(hex(parsed.raw_serial()))
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Serial numbers listed in the PEM revocation list at `path`.
+pub fn crl_serials(path: &Path) -> Result<std::collections::HashSet<String>> {
+    let mut out = std::collections::HashSet::new();
+    for der in load_crls(path)? {
+        let (_, crl) = x509_parser::parse_x509_crl(der.as_ref()).map_err(|e| {
+            anyhow::anyhow!("{} is not a valid revocation list: {e}", path.display())
+        })?;
+        out.extend(crl.iter_revoked_certificates().map(|r| hex(r.raw_serial())));
+    }
+    Ok(out)
 }

@@ -159,6 +159,11 @@ impl EpConfig {
             split_host_port(&svc.local).map_err(|e| err(format!("services.{name}.local: {e}")))?;
             services.insert(name, svc.local);
         }
+        if self.tls.crl.is_some() {
+            return Err(err(
+                "tls.crl is a hub setting; the ep does not read it".into()
+            ));
+        }
         let (ca, cert, key) = (
             self.tls.ca.relative(),
             self.tls.cert.relative(),

@@ -49,6 +49,20 @@ pub struct HubConfig {
     /// On shutdown, active players get this long to finish.
     #[serde(default = "defaults::drain_timeout")]
     pub drain_timeout: Seconds,
+    /// Connections still authenticating on the control port, at most.
+    #[serde(default = "defaults::max_pending_auth")]
+    pub max_pending_auth: usize,
+    /// Of those, at most this many from one source address.
+    #[serde(default = "defaults::max_pending_per_source")]
+    pub max_pending_per_source: usize,
+    /// Argon2 verifications running at once; more logins are told to retry.
+    #[serde(default = "defaults::argon2_concurrency")]
+    pub argon2_concurrency: usize,
+    /// First penalty for a failed login; doubles per failure.
+    #[serde(default = "defaults::penalty_base")]
+    pub penalty_base: Seconds,
+    #[serde(default = "defaults::penalty_max")]
+    pub penalty_max: Seconds,
 }
 
 #[derive(Debug, Deserialize)]
@@ -83,6 +97,21 @@ mod defaults {
     pub fn drain_timeout() -> Seconds {
         Seconds::secs(10)
     }
+    pub fn max_pending_auth() -> usize {
+        256
+    }
+    pub fn max_pending_per_source() -> usize {
+        8
+    }
+    pub fn argon2_concurrency() -> usize {
+        2
+    }
+    pub fn penalty_base() -> Seconds {
+        Seconds::secs(2)
+    }
+    pub fn penalty_max() -> Seconds {
+        Seconds::secs(600)
+    }
 }
 
 const KEYS: &[&str] = &[
@@ -100,6 +129,11 @@ const KEYS: &[&str] = &[
     "handshake_timeout",
     "player_wait",
     "drain_timeout",
+    "max_pending_auth",
+    "max_pending_per_source",
+    "argon2_concurrency",
+    "penalty_base",
+    "penalty_max",
 ];
 
 /// Command-line overrides, the last layer.
@@ -122,6 +156,16 @@ pub struct HubTiming {
     pub drain_timeout: Duration,
 }
 
+/// Bounds on what unauthenticated peers can consume.
+#[derive(Debug, Clone, Copy)]
+pub struct HubLimits {
+    pub max_pending_auth: usize,
+    pub max_pending_per_source: usize,
+    pub argon2_concurrency: usize,
+    pub penalty_base: Duration,
+    pub penalty_max: Duration,
+}
+
 #[derive(Debug, Clone)]
 pub struct ServiceSettings {
     pub name: String,
@@ -141,6 +185,11 @@ pub struct HubSettings {
     pub cert_days_left: Option<i64>,
     pub services: Vec<ServiceSettings>,
     pub timing: HubTiming,
+    pub limits: HubLimits,
+    /// Revoked ep certificates, re-read when the file changes.
+    pub crl: Option<PathBuf>,
+    /// The three TLS files, to rebuild the TLS config with a new CRL.
+    pub tls_files: (PathBuf, PathBuf, PathBuf),
 }
 
 impl HubConfig {
@@ -178,6 +227,14 @@ impl HubConfig {
                 "heartbeat_timeout must be longer than heartbeat_interval".into(),
             ));
         }
+        if self.max_pending_auth == 0
+            || self.max_pending_per_source == 0
+            || self.argon2_concurrency == 0
+        {
+            return Err(err(
+                "max_pending_auth, max_pending_per_source and argon2_concurrency must be at least 1".into(),
+            ));
+        }
         if self.pool_size > 64 {
             return Err(err("pool_size is at most 64".into()));
         }
@@ -212,7 +269,8 @@ impl HubConfig {
             self.tls.cert.relative(),
             self.tls.key.relative(),
         );
-        let tls = crate::tls::server_config(&ca, &cert, &key)
+        let crl = self.tls.crl.as_ref().map(|c| c.relative());
+        let tls = crate::tls::server_config(&ca, &cert, &key, crl.as_deref())
             .with_context(|| format!("{}: [tls]", file.display()))?;
         let cert_days_left = crate::tls::load_certs(&cert)?
             .first()
@@ -234,6 +292,15 @@ impl HubConfig {
                 player_wait: self.player_wait.get(),
                 drain_timeout: self.drain_timeout.get(),
             },
+            limits: HubLimits {
+                max_pending_auth: self.max_pending_auth,
+                max_pending_per_source: self.max_pending_per_source,
+                argon2_concurrency: self.argon2_concurrency,
+                penalty_base: self.penalty_base.get(),
+                penalty_max: self.penalty_max.get(),
+            },
+            crl,
+            tls_files: (ca, cert, key),
         })
     }
 }

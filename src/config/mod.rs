@@ -86,6 +86,8 @@ pub struct TlsFiles {
     pub ca: figment::value::magic::RelativePathBuf,
     pub cert: figment::value::magic::RelativePathBuf,
     pub key: figment::value::magic::RelativePathBuf,
+    /// Hub only: revoked ep certificates (`ferry hub revoke` writes it).
+    pub crl: Option<figment::value::magic::RelativePathBuf>,
 }
 
 /// Service names appear in logs, config keys and the protocol; keep them tame.

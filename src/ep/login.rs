@@ -34,6 +34,8 @@ pub enum LoginError {
     Tls(String),
     #[error("the hub refused the login: {0}")]
     Refused(String),
+    #[error("the hub is busy: {0}")]
+    Busy(String),
     #[error("protocol error: {0}")]
     Protocol(String),
 }
@@ -141,7 +143,11 @@ pub async fn login(s: &EpSettings) -> Result<(Tunnel, Welcome), LoginError> {
                     idle_timeout: Duration::from_millis(idle_timeout_ms),
                 },
             )),
-            HubMsg::Refused { reason } => Err(LoginError::Refused(reason)),
+            HubMsg::Refused {
+                reason,
+                retry: true,
+            } => Err(LoginError::Busy(reason)),
+            HubMsg::Refused { reason, .. } => Err(LoginError::Refused(reason)),
             _ => Err(LoginError::Protocol("expected welcome or refusal".into())),
         }
     };

@@ -15,22 +15,33 @@ pub(super) fn on_accept(shared: Arc<Shared>, tcp: TcpStream, addr: SocketAddr) {
     // Channels come only from where a logged-in ep is: everyone else is
     // dropped before a TLS byte, which also spares the handshake CPU.
     if !shared.settings.allowlist.contains(ip) || !shared.sessions.has_ip(ip) {
-        tracing::debug!(%addr, "channel: source is not a logged-in ep; closed before TLS");
+        shared
+            .refusals
+            .record("channel from a stranger", ip, "closed before TLS", true);
         return;
     }
+    let Ok(permit) = shared.channel_gate.enter(ip) else {
+        shared
+            .refusals
+            .record("too many channels pending", ip, "closed before TLS", false);
+        return;
+    };
     net::tune_tunnel(&tcp);
     let span = tracing::debug_span!("channel", peer = %addr);
-    shared
-        .tracker
-        .clone()
-        .spawn(handle(shared, tcp, addr).instrument(span));
+    shared.tracker.clone().spawn(
+        async move {
+            handle(shared, tcp, addr).await;
+            drop(permit);
+        }
+        .instrument(span),
+    );
 }
 
 async fn handle(shared: Arc<Shared>, tcp: TcpStream, addr: SocketAddr) {
     let deadline = shared.settings.timing.handshake_timeout;
     let opened = async {
         let mut tls = shared
-            .acceptor
+            .acceptor()
             .accept(tcp)
             .await
             .map_err(|e| format!("TLS handshake failed: {e}"))?;
@@ -57,6 +68,8 @@ async fn handle(shared: Arc<Shared>, tcp: TcpStream, addr: SocketAddr) {
         }
     };
     if let Err(why) = outcome {
-        tracing::warn!(%addr, "channel refused: {why}");
+        shared
+            .refusals
+            .record("channel refused", addr.ip(), &why, false);
     }
 }

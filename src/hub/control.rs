@@ -1,6 +1,11 @@
 //! The control door: ep logins and their sessions.
+//!
+//! Order of checks, cheapest first: source in `ep_allowlist` → the gate
+//! (penalties, caps on pending logins) → TLS with a client certificate →
+//! hello → Argon2 (bounded concurrency) → services. All but the first two
+//! run in the connection's own task under one deadline.
 
-use super::Shared;
+use super::{Shared, gate::Turned};
 use crate::{
     net,
     proto::{self, EpMsg, FrameError, HubMsg, PROTOCOL_VERSION},
@@ -16,18 +21,40 @@ use tracing::Instrument;
 const CTRL_QUEUE: usize = 256;
 
 pub(super) fn on_accept(shared: Arc<Shared>, tcp: TcpStream, addr: SocketAddr) {
-    if !shared.settings.allowlist.contains(addr.ip()) {
-        tracing::debug!(%addr, "control: source not in ep_allowlist; closed before TLS");
+    let ip = addr.ip();
+    if !shared.settings.allowlist.contains(ip) {
+        shared
+            .refusals
+            .record("not in ep_allowlist", ip, "closed before TLS", true);
         return;
     }
+    let permit = match shared.gate.enter(ip) {
+        Ok(p) => p,
+        Err(turned) => {
+            let (kind, quiet) = match turned {
+                Turned::Penalised => ("penalised address", true),
+                Turned::TooManyPending => ("too many logins pending", false),
+                Turned::TooManyFromSource => ("too many logins pending from one address", false),
+            };
+            shared.refusals.record(kind, ip, "closed before TLS", quiet);
+            return;
+        }
+    };
     net::tune_tunnel(&tcp);
     let span = tracing::info_span!("control", peer = %addr);
-    shared
-        .tracker
-        .clone()
-        .spawn(handle(shared, tcp, addr).instrument(span));
+    shared.tracker.clone().spawn(
+        async move {
+            let login = handle_login(&shared, tcp, addr).await;
+            drop(permit);
+            if let Some((tls, guard, ctrl_rx)) = login {
+                session(shared, tls, guard, ctrl_rx).await;
+            }
+        }
+        .instrument(span),
+    );
 }
 
+/// Why a login failed; `strike` says whether it counts against the address.
 #[derive(Debug, thiserror::Error)]
 enum Refusal {
     #[error("TLS handshake failed: {0}")]
@@ -38,19 +65,53 @@ enum Refusal {
     NotHello,
     #[error("{0}")]
     Told(String),
+    #[error("{0}")]
+    Busy(String),
 }
 
-async fn handle(shared: Arc<Shared>, tcp: TcpStream, addr: SocketAddr) {
+impl Refusal {
+    fn kind(&self) -> &'static str {
+        match self {
+            Refusal::Tls(_) => "TLS handshake failed",
+            Refusal::Frame(_) | Refusal::NotHello => "bad hello",
+            Refusal::Told(_) => "login refused",
+            Refusal::Busy(_) => "Argon2 busy",
+        }
+    }
+}
+
+type LoggedIn = (
+    TlsStream<TcpStream>,
+    super::sessions::SessionGuard,
+    mpsc::Receiver<HubMsg>,
+);
+
+async fn handle_login(shared: &Arc<Shared>, tcp: TcpStream, addr: SocketAddr) -> Option<LoggedIn> {
     let deadline = shared.settings.timing.handshake_timeout;
     let (ctrl_tx, ctrl_rx) = mpsc::channel(CTRL_QUEUE);
     let login = tokio::select! {
-        r = tokio::time::timeout(deadline, login(&shared, tcp, addr, ctrl_tx)) => r,
-        _ = shared.shutdown.cancelled() => return,
+        r = tokio::time::timeout(deadline, login(shared, tcp, addr, ctrl_tx)) => r,
+        _ = shared.shutdown.cancelled() => return None,
     };
+    let ip = addr.ip();
     match login {
-        Err(_) => tracing::info!("login refused: not completed within {deadline:?}"),
-        Ok(Err(e)) => tracing::warn!("login refused: {e}"),
-        Ok(Ok((tls, guard))) => session(shared, tls, guard, ctrl_rx).await,
+        Ok(Ok((tls, guard))) => {
+            shared.gate.forgive(ip);
+            Some((tls, guard, ctrl_rx))
+        }
+        Ok(Err(e)) => {
+            if !matches!(e, Refusal::Busy(_)) {
+                shared.gate.strike(ip);
+            }
+            shared.refusals.record(e.kind(), ip, &e.to_string(), false);
+            None
+        }
+        Err(_) => {
+            shared.gate.strike(ip);
+            let why = format!("login not completed within {deadline:?}");
+            shared.refusals.record("login timeout", ip, &why, false);
+            None
+        }
     }
 }
 
@@ -60,7 +121,7 @@ async fn login(
     addr: SocketAddr,
     ctrl: mpsc::Sender<HubMsg>,
 ) -> Result<(TlsStream<TcpStream>, super::sessions::SessionGuard), Refusal> {
-    let mut tls = shared.acceptor.accept(tcp).await.map_err(Refusal::Tls)?;
+    let mut tls = shared.acceptor().accept(tcp).await.map_err(Refusal::Tls)?;
     let ep = peer_name(&tls);
     let EpMsg::Hello {
         version,
@@ -75,10 +136,33 @@ async fn login(
             format!("protocol version {version} not supported (hub speaks {PROTOCOL_VERSION})");
         return Err(refuse(&mut tls, &ep, why).await);
     }
+    if token.expose().len() > token::MAX_TOKEN_LEN {
+        return Err(refuse(&mut tls, &ep, "wrong token".into()).await);
+    }
+    // A few verifications at a time; more are told to come back rather
+    // than queued, so a burst of logins cannot pile up Argon2 work.
+    let Ok(permit) = shared.argon2.clone().try_acquire_owned() else {
+        let why = "busy verifying other logins; retry shortly".to_string();
+        let _ = proto::write_msg(
+            &mut tls,
+            &HubMsg::Refused {
+                reason: why.clone(),
+                retry: true,
+            },
+        )
+        .await;
+        return Err(Refusal::Busy(format!("ep {ep}: {why}")));
+    };
     let hash = shared.settings.token_hash.clone();
-    let good = tokio::task::spawn_blocking(move || token::verify(&token, &hash))
-        .await
-        .unwrap_or(false);
+    let stats = shared.argon2_stats.clone();
+    let good = tokio::task::spawn_blocking(move || {
+        let _running = stats.enter();
+        let ok = token::verify(&token, &hash);
+        drop(permit);
+        ok
+    })
+    .await
+    .unwrap_or(false);
     if !good {
         return Err(refuse(&mut tls, &ep, "wrong token".into()).await);
     }
@@ -103,7 +187,11 @@ async fn login(
         heartbeat_timeout_ms: millis(shared.settings.timing.heartbeat_timeout),
         idle_timeout_ms: millis(shared.settings.timing.idle_timeout),
     };
-    let guard = match shared.sessions.register(&ep, addr.ip(), wanted, ctrl) {
+    let serial = peer_serial(&tls);
+    let guard = match shared
+        .sessions
+        .register(&ep, &serial, addr.ip(), wanted, ctrl)
+    {
         Ok(g) => g,
         Err(reason) => return Err(refuse(&mut tls, &ep, reason).await),
     };
@@ -114,13 +202,11 @@ async fn login(
 
 /// Tells the ep why (its operator needs the reason) and closes.
 async fn refuse(tls: &mut TlsStream<TcpStream>, ep: &str, reason: String) -> Refusal {
-    let _ = proto::write_msg(
-        tls,
-        &HubMsg::Refused {
-            reason: reason.clone(),
-        },
-    )
-    .await;
+    let msg = HubMsg::Refused {
+        reason: reason.clone(),
+        retry: false,
+    };
+    let _ = proto::write_msg(tls, &msg).await;
     let _ = tls.shutdown().await;
     Refusal::Told(format!("ep {ep}: {reason}"))
 }
@@ -129,14 +215,21 @@ fn millis(d: Duration) -> u64 {
     d.as_millis().try_into().unwrap_or(u64::MAX)
 }
 
+fn peer_cert(tls: &TlsStream<TcpStream>) -> Option<&rustls::pki_types::CertificateDer<'static>> {
+    tls.get_ref().1.peer_certificates().and_then(|c| c.first())
+}
+
 /// The ep's name: the common name of its client certificate.
 pub(super) fn peer_name(tls: &TlsStream<TcpStream>) -> String {
-    tls.get_ref()
-        .1
-        .peer_certificates()
-        .and_then(|c| c.first())
+    peer_cert(tls)
         .and_then(crate::tls::common_name)
         .unwrap_or_else(|| "?".into())
+}
+
+fn peer_serial(tls: &TlsStream<TcpStream>) -> String {
+    peer_cert(tls)
+        .and_then(crate::tls::serial_hex)
+        .unwrap_or_default()
 }
 
 async fn session(
@@ -180,7 +273,7 @@ async fn session(
     let reason = tokio::select! {
         r = reader => r,
         r = writer => r,
-        _ = guard.replaced.cancelled() => "replaced by a newer login of the same ep".to_string(),
+        why = guard.ended() => why,
         _ = shared.shutdown.cancelled() => "hub shutting down".to_string(),
     };
     tracing::info!(ep = %guard.ep, session = guard.id, "ep session ended: {reason}");

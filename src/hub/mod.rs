@@ -3,9 +3,13 @@
 
 mod channel;
 mod control;
+mod crl;
+mod gate;
 mod player;
+mod refusals;
 mod service;
 mod sessions;
+mod stats;
 
 use crate::config::hub::HubSettings;
 use anyhow::{Context, Result};
@@ -19,7 +23,15 @@ use tracing::Instrument;
 
 pub(crate) struct Shared {
     pub settings: HubSettings,
-    pub acceptor: TlsAcceptor,
+    /// Swapped when the revocation list changes.
+    tls: std::sync::RwLock<TlsAcceptor>,
+    /// Strangers on the control port.
+    pub gate: Arc<gate::Gate>,
+    /// Channel connections from logged-in eps' addresses.
+    pub channel_gate: Arc<gate::Gate>,
+    pub refusals: refusals::Refusals,
+    pub argon2: Arc<tokio::sync::Semaphore>,
+    pub argon2_stats: Arc<stats::InFlight>,
     pub services: HashMap<String, Arc<Service>>,
     pub sessions: Arc<Sessions>,
     pub tracker: TaskTracker,
@@ -74,10 +86,30 @@ impl Hub {
             players.push((svc, listener));
         }
         let acceptor = TlsAcceptor::from(settings.tls.clone());
+        let l = settings.limits;
+        let gate = gate::Gate::new(gate::GateLimits {
+            max_pending: l.max_pending_auth,
+            per_source: l.max_pending_per_source,
+            penalty_base: l.penalty_base,
+            penalty_max: l.penalty_max,
+        });
+        // A logged-in ep opens many channels at once; its address gets a
+        // roomier gate of its own, so strangers cannot crowd it out.
+        let channel_gate = gate::Gate::new(gate::GateLimits {
+            max_pending: 4 * l.max_pending_auth,
+            per_source: 4 * l.max_pending_auth,
+            penalty_base: l.penalty_base,
+            penalty_max: l.penalty_max,
+        });
         Ok(Hub {
             shared: Arc::new(Shared {
+                tls: std::sync::RwLock::new(acceptor),
+                gate: Arc::new(gate),
+                channel_gate: Arc::new(channel_gate),
+                refusals: refusals::Refusals::default(),
+                argon2: Arc::new(tokio::sync::Semaphore::new(l.argon2_concurrency)),
+                argon2_stats: Arc::default(),
                 settings,
-                acceptor,
                 services,
                 sessions: Arc::new(Sessions::new()),
                 tracker,
@@ -135,6 +167,9 @@ impl Hub {
                 "the hub certificate expires in {days} days; re-issue it with `ferry hub gen-cert --force`"
             );
         }
+        if let Some(path) = shared.settings.crl.clone() {
+            shared.tracker.spawn(crl::watch(shared.clone(), path));
+        }
         let sh = shared.clone();
         shared.tracker.spawn(
             crate::net::accept_loop(self.control, shared.shutdown.clone(), move |tcp, addr| {
@@ -180,7 +215,40 @@ impl Hub {
     }
 }
 
+impl Shared {
+    pub fn acceptor(&self) -> TlsAcceptor {
+        self.tls.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    fn set_acceptor(&self, acceptor: TlsAcceptor) {
+        *self.tls.write().unwrap_or_else(|p| p.into_inner()) = acceptor;
+    }
+}
+
 impl HubHandle {
+    /// Control-port connections authenticating right now.
+    pub fn pending_logins(&self) -> usize {
+        self.shared.gate.pending()
+    }
+
+    /// The most control-port connections ever authenticating at once.
+    pub fn peak_pending_logins(&self) -> usize {
+        self.shared.gate.peak()
+    }
+
+    /// The most Argon2 verifications ever running at once, and their total.
+    pub fn argon2_runs(&self) -> (usize, u64) {
+        (
+            self.shared.argon2_stats.peak(),
+            self.shared.argon2_stats.total(),
+        )
+    }
+
+    /// Refusals since start, by kind.
+    pub fn refusals(&self) -> std::collections::BTreeMap<&'static str, u64> {
+        self.shared.refusals.totals()
+    }
+
     /// Number of logged-in eps, updated as they come and go.
     pub fn sessions(&self) -> watch::Receiver<usize> {
         self.shared.sessions.watch_count()

@@ -13,7 +13,22 @@ use tokio_util::sync::CancellationToken;
 
 struct Entry {
     session: u64,
-    replaced: CancellationToken,
+    serial: String,
+    end: Arc<EndSignal>,
+}
+
+/// Ends a session from outside (a newer login, a revocation) with a reason.
+#[derive(Default)]
+pub(crate) struct EndSignal {
+    token: CancellationToken,
+    reason: Mutex<String>,
+}
+
+impl EndSignal {
+    fn end(&self, reason: &str) {
+        *self.reason.lock().unwrap_or_else(|p| p.into_inner()) = reason.to_string();
+        self.token.cancel();
+    }
 }
 
 #[derive(Default)]
@@ -35,8 +50,7 @@ pub(crate) struct SessionGuard {
     pub ep: String,
     ip: IpAddr,
     services: Vec<Arc<Service>>,
-    /// Tripped when a newer login of the same ep replaces this one.
-    pub replaced: CancellationToken,
+    end: Arc<EndSignal>,
 }
 
 impl Sessions {
@@ -64,6 +78,7 @@ impl Sessions {
     pub fn register(
         self: &Arc<Self>,
         ep: &str,
+        serial: &str,
         ip: IpAddr,
         services: Vec<Arc<Service>>,
         ctrl: mpsc::Sender<HubMsg>,
@@ -82,20 +97,19 @@ impl Sessions {
         }
         st.next_id += 1;
         let id = st.next_id;
-        let replaced = CancellationToken::new();
-        if let Some(old) = st.by_ep.insert(
-            ep.to_string(),
-            Entry {
-                session: id,
-                replaced: replaced.clone(),
-            },
-        ) {
+        let end = Arc::new(EndSignal::default());
+        let entry = Entry {
+            session: id,
+            serial: serial.to_string(),
+            end: end.clone(),
+        };
+        if let Some(old) = st.by_ep.insert(ep.to_string(), entry) {
             tracing::info!(
                 ep,
                 old_session = old.session,
                 "new login replaces the ep's earlier session"
             );
-            old.replaced.cancel();
+            old.end.end("replaced by a newer login of the same ep");
         }
         *st.ips.entry(ip).or_default() += 1;
         for svc in &services {
@@ -113,14 +127,38 @@ impl Sessions {
             ep: ep.to_string(),
             ip,
             services,
-            replaced,
+            end,
         })
+    }
+
+    /// Ends the sessions of eps whose certificate serial is in `revoked`.
+    pub fn revoke(&self, revoked: &std::collections::HashSet<String>) -> usize {
+        let st = self.lock();
+        let mut n = 0;
+        for (ep, e) in &st.by_ep {
+            if revoked.contains(&e.serial) {
+                tracing::warn!(ep, "ep certificate revoked; closing its session");
+                e.end.end("certificate revoked");
+                n += 1;
+            }
+        }
+        n
     }
 }
 
 impl SessionGuard {
     pub fn services(&self) -> &[Arc<Service>] {
         &self.services
+    }
+
+    /// Resolves when the session is ended from outside, with the reason.
+    pub async fn ended(&self) -> String {
+        self.end.token.cancelled().await;
+        self.end
+            .reason
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 }
 
