@@ -25,6 +25,26 @@ pub fn tune_tunnel(tcp: &TcpStream) {
     let _ = sock.set_tcp_user_timeout(Some(Duration::from_secs(30)));
 }
 
+/// Closes a connection whose TLS handshake failed so that the peer reads
+/// the alert saying why: close our write side, then drain what the peer
+/// already sent (briefly, boundedly). Closing with unread data would send
+/// a reset, which can destroy the alert before the peer reads it.
+pub async fn linger_close(mut tcp: TcpStream) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let _ = tcp.shutdown().await;
+    let mut sink = [0u8; 4096];
+    let drain = async {
+        let mut total = 0;
+        while total < 64 * 1024 {
+            match tcp.read(&mut sink).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => total += n,
+            }
+        }
+    };
+    let _ = tokio::time::timeout(Duration::from_secs(1), drain).await;
+}
+
 /// Accepts until `shutdown`, handing each connection to `on_conn`, which must
 /// not wait on the peer (it spawns). Errors such as EMFILE back off instead
 /// of spinning: the loop sleeps, doubling up to a second, and recovers.

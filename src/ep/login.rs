@@ -19,7 +19,7 @@ pub enum LoginError {
     #[error("the hub at {addr} did not complete the login within {after:?}")]
     Timeout { addr: String, after: Duration },
     #[error(
-        "the hub closed the connection during the TLS handshake (is this ep's address in the hub's ep_allowlist?)"
+        "the hub closed the connection before the TLS handshake finished: this ep's address is not in the hub's ep_allowlist, or the hub refuses it for a while after failed logins (see the hub's log)"
     )]
     ClosedEarly,
     #[error(

@@ -121,7 +121,13 @@ async fn login(
     addr: SocketAddr,
     ctrl: mpsc::Sender<HubMsg>,
 ) -> Result<(TlsStream<TcpStream>, super::sessions::SessionGuard), Refusal> {
-    let mut tls = shared.acceptor().accept(tcp).await.map_err(Refusal::Tls)?;
+    let mut tls = match shared.acceptor().accept(tcp).into_fallible().await {
+        Ok(tls) => tls,
+        Err((e, tcp)) => {
+            net::linger_close(tcp).await;
+            return Err(Refusal::Tls(e));
+        }
+    };
     let ep = peer_name(&tls);
     let EpMsg::Hello {
         version,

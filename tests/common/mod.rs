@@ -82,6 +82,10 @@ impl Default for HubOpts {
 }
 
 pub fn hub_settings(certs: &Certs, o: &HubOpts) -> HubSettings {
+    hub_settings_crl(certs, o, None)
+}
+
+pub fn hub_settings_crl(certs: &Certs, o: &HubOpts, crl: Option<&Path>) -> HubSettings {
     let mut text = format!(
         "control = {:?}\nchannel = {:?}\nep_allowlist = [{:?}]\ntoken_hash = {:?}\n\
          heartbeat_interval = \"200ms\"\nheartbeat_timeout = \"2s\"\ndrain_timeout = \"1s\"\n\
@@ -95,6 +99,9 @@ pub fn hub_settings(certs: &Certs, o: &HubOpts) -> HubSettings {
         toml_path(&certs.path("hub.pem")),
         toml_path(&certs.path("hub.key")),
     );
+    if let Some(crl) = crl {
+        text += &format!("crl = {}\n", toml_path(crl));
+    }
     for s in &o.services {
         text += &format!("[services.{s}]\nbind = \"127.0.0.1:0\"\n");
     }
@@ -123,7 +130,15 @@ pub struct TestHub {
 
 impl TestHub {
     pub async fn start(certs: &Certs, o: &HubOpts) -> Self {
-        let hub = Hub::bind(hub_settings(certs, o)).await.unwrap();
+        Self::from_settings(hub_settings(certs, o), o).await
+    }
+
+    pub async fn start_with_crl(certs: &Certs, o: &HubOpts, crl: &Path) -> Self {
+        Self::from_settings(hub_settings_crl(certs, o, Some(crl)), o).await
+    }
+
+    async fn from_settings(settings: HubSettings, o: &HubOpts) -> Self {
+        let hub = Hub::bind(settings).await.unwrap();
         let services = o
             .services
             .iter()
@@ -307,4 +322,24 @@ pub async fn echo_tunnel(certs: &Certs) -> (TestHub, TestEp) {
     ));
     hub.wait_sessions(1).await;
     (hub, ep)
+}
+
+/// A TCP connection from a chosen loopback source address ("another host").
+pub async fn connect_from(src: &str, to: SocketAddr) -> std::io::Result<TcpStream> {
+    let sock = tokio::net::TcpSocket::new_v4()?;
+    sock.bind(format!("{src}:0").parse().unwrap())?;
+    sock.connect(to).await
+}
+
+/// Waits (bounded) until the peer closes `s`; returns whether it did.
+pub async fn closed_by_peer(s: &mut TcpStream, within: Duration) -> bool {
+    let mut buf = [0u8; 1024];
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        match tokio::time::timeout_at(deadline, s.read(&mut buf)).await {
+            Err(_) => return false,
+            Ok(Ok(0)) | Ok(Err(_)) => return true,
+            Ok(Ok(_)) => {}
+        }
+    }
 }

@@ -1,0 +1,389 @@
+//! The hub's doors under hostile input. Each test prints its figure.
+
+mod common;
+
+use common::*;
+use ferry::{
+    ep::LoginError,
+    proto::{self, EpMsg, HubMsg},
+};
+use std::{
+    sync::Arc,
+    time::{Duration, Instant},
+};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn silent_connections_beyond_the_caps_are_bounded_and_closed_at_the_deadline() {
+    let certs = Certs::new();
+    let opts = HubOpts {
+        allowlist: "127.0.0.0/8".into(),
+        extra: "handshake_timeout = \"1s\"\nmax_pending_auth = 20\nmax_pending_per_source = 4\n"
+            .into(),
+        ..Default::default()
+    };
+    let hub = TestHub::start(&certs, &opts).await;
+    // 10 sources × 6 silent connections: 60 tries against a cap of 20 (4 each).
+    let mut conns = Vec::new();
+    for src in 2..12 {
+        for _ in 0..6 {
+            conns.push(
+                connect_from(&format!("127.0.0.{src}"), hub.control)
+                    .await
+                    .unwrap(),
+            );
+        }
+    }
+    let start = Instant::now();
+    let mut closed = 0;
+    for c in &mut conns {
+        closed += closed_by_peer(c, Duration::from_secs(10)).await as usize;
+    }
+    let peak = hub.handle.peak_pending_logins();
+    println!(
+        "figure: 60 silent connections, peak pending {peak} (cap 20), all closed after {:?}",
+        start.elapsed()
+    );
+    assert_eq!(closed, 60, "every silent connection was closed");
+    assert!(peak <= 20, "pending logins {peak} exceeded the cap");
+    assert!(
+        start.elapsed() < Duration::from_secs(5),
+        "closed at the 1 s deadline, not later"
+    );
+    assert_eq!(hub.handle.pending_logins(), 0);
+    let r = hub.handle.refusals();
+    println!("figure: refusals {r:?}");
+    let turned: u64 = [
+        "too many logins pending",
+        "too many logins pending from one address",
+    ]
+    .iter()
+    .map(|k| r.get(k).copied().unwrap_or(0))
+    .sum();
+    assert_eq!(turned, 40, "the 40 over the cap were turned away at once");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dribbled_client_hello_is_cut_at_the_overall_deadline() {
+    let certs = Certs::new();
+    let opts = HubOpts {
+        extra: "handshake_timeout = \"1s\"\n".into(),
+        ..Default::default()
+    };
+    let hub = TestHub::start(&certs, &opts).await;
+    let mut s = tokio::net::TcpStream::connect(hub.control).await.unwrap();
+    // A TLS record header promising a long ClientHello, then a byte every 100 ms.
+    let start = Instant::now();
+    s.write_all(&[0x16, 0x03, 0x01, 0x02, 0x00]).await.unwrap();
+    let mut alive = true;
+    while alive && start.elapsed() < Duration::from_secs(10) {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        alive = s.write_all(&[0x01]).await.is_ok()
+            && !closed_by_peer(&mut s, Duration::from_millis(1)).await;
+    }
+    println!(
+        "figure: dribbling client cut after {:?} (deadline 1 s)",
+        start.elapsed()
+    );
+    assert!(!alive);
+    assert!(start.elapsed() < Duration::from_secs(3));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls12_only_client_is_refused() {
+    let certs = Certs::new();
+    let hub = TestHub::start(&certs, &HubOpts::default()).await;
+    let mut roots = rustls::RootCertStore::empty();
+    for c in ferry::tls::load_certs(&certs.path("ca.pem")).unwrap() {
+        roots.add(c).unwrap();
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let cfg = rustls::ClientConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS12])
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_client_auth_cert(
+            ferry::tls::load_certs(&certs.path("ep-home.pem")).unwrap(),
+            ferry::tls::load_key(&certs.path("ep-home.key")).unwrap(),
+        )
+        .unwrap();
+    let tcp = tokio::net::TcpStream::connect(hub.control).await.unwrap();
+    let r = tokio_rustls::TlsConnector::from(Arc::new(cfg))
+        .connect(
+            rustls::pki_types::ServerName::try_from("localhost").unwrap(),
+            tcp,
+        )
+        .await;
+    let err = r.expect_err("TLS 1.2 handshake succeeded");
+    println!("figure: TLS 1.2 client refused: {err}");
+}
+
+/// Issues an ep certificate from the test CA with chosen validity/usage.
+fn issue(certs: &Certs, name: &str, expired: bool, server_auth: bool) {
+    use rcgen::{CertificateParams, DnType, ExtendedKeyUsagePurpose, Issuer, KeyPair};
+    let ca_key =
+        KeyPair::from_pem(&std::fs::read_to_string(certs.path("ca.key")).unwrap()).unwrap();
+    let issuer = Issuer::from_ca_cert_pem(
+        &std::fs::read_to_string(certs.path("ca.pem")).unwrap(),
+        ca_key,
+    )
+    .unwrap();
+    let key = KeyPair::generate().unwrap();
+    let mut p = CertificateParams::default();
+    p.distinguished_name = rcgen::DistinguishedName::new();
+    p.distinguished_name.push(DnType::CommonName, name);
+    p.extended_key_usages = vec![if server_auth {
+        ExtendedKeyUsagePurpose::ServerAuth
+    } else {
+        ExtendedKeyUsagePurpose::ClientAuth
+    }];
+    if expired {
+        p.not_before = rcgen::date_time_ymd(2020, 1, 1);
+        p.not_after = rcgen::date_time_ymd(2021, 1, 1);
+    }
+    let cert = p.signed_by(&key, &issuer).unwrap();
+    std::fs::write(certs.path(&format!("ep-{name}.pem")), cert.pem()).unwrap();
+    let keyfile = certs.path(&format!("ep-{name}.key"));
+    std::fs::write(&keyfile, key.serialize_pem()).unwrap();
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&keyfile, std::fs::Permissions::from_mode(0o600)).unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn expired_and_server_auth_certificates_are_refused_and_the_ep_says_why() {
+    let certs = Certs::new();
+    issue(&certs, "old", true, false);
+    issue(&certs, "wrongusage", false, true);
+    for name in ["old", "wrongusage"] {
+        // A refusal penalises 127.0.0.1, so each case gets a fresh hub.
+        let hub = TestHub::start(&certs, &HubOpts::default()).await;
+        let mut o = EpOpts::new(&certs, vec![("echo".into(), hub.control)]);
+        o.cert = name.into();
+        let err = login_error(&ep_settings(&certs, &hub, &o)).await;
+        println!("figure: {name} certificate → {err}");
+        assert!(
+            matches!(err, LoginError::OwnCertificate(_)),
+            "{name}: {err}"
+        );
+        assert_eq!(
+            hub.handle.argon2_runs().1,
+            0,
+            "no Argon2 before a valid certificate"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revoked_ep_is_refused_and_its_session_closed_without_restart() {
+    let certs = Certs::new();
+    // A list revoking some other serial, so the hub starts with a CRL.
+    ferry::certgen::revoke(certs.dir.path(), &[], &["01".into()]).unwrap();
+    let echo = echo_server().await;
+    let hub = TestHub::start_with_crl(&certs, &HubOpts::default(), &certs.path("crl.pem")).await;
+    let settings = ep_settings(
+        &certs,
+        &hub,
+        &EpOpts::new(&certs, vec![("echo".into(), echo)]),
+    );
+    let _ep = TestEp::start(settings.clone());
+    hub.wait_sessions(1).await;
+    let start = Instant::now();
+    ferry::certgen::revoke(certs.dir.path(), &["home".into()], &[]).unwrap();
+    hub.wait_sessions(0).await;
+    println!(
+        "figure: revoked ep's session closed {:?} after the CRL was written",
+        start.elapsed()
+    );
+    let err = login_error(&settings).await;
+    println!("figure: revoked ep's next login → {err}");
+    assert!(matches!(err, LoginError::OwnCertificate(_)), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_hundred_wrong_tokens_in_parallel_stay_within_the_argon2_bound() {
+    let certs = Certs::new();
+    let opts = HubOpts {
+        allowlist: "127.0.0.0/8".into(),
+        extra: "max_pending_per_source = 256\n".into(),
+        ..Default::default()
+    };
+    let echo = echo_server().await;
+    let hub = TestHub::start(&certs, &opts).await;
+    let _ep = TestEp::start(ep_settings(
+        &certs,
+        &hub,
+        &EpOpts::new(&certs, vec![("echo".into(), echo)]),
+    ));
+    hub.wait_sessions(1).await;
+    // The attacker holds a valid certificate but not the token, from 127.0.0.9.
+    let mut bad = EpOpts::new(&certs, vec![("echo".into(), echo)]);
+    bad.cert = "other".into();
+    bad.token = "guess".into();
+    let bad = ep_settings(&certs, &hub, &bad);
+    let tasks: Vec<_> = (0..200)
+        .map(|_| {
+            let s = bad.clone();
+            let control = hub.control;
+            tokio::spawn(async move { wrong_token_attempt(&s, control).await })
+        })
+        .collect();
+    let mut outcomes = std::collections::BTreeMap::new();
+    for t in tasks {
+        *outcomes.entry(t.await.unwrap()).or_insert(0) += 1;
+    }
+    let (peak, runs) = hub.handle.argon2_runs();
+    println!(
+        "figure: 200 wrong-token logins → {outcomes:?}; Argon2 runs {runs}, at most {peak} at once (limit 2)"
+    );
+    assert!(peak <= 2);
+    assert!(
+        runs < 200,
+        "penalties and the semaphore cut the work: {runs} runs"
+    );
+    // The offender is now refused before TLS.
+    let mut s = connect_from("127.0.0.9", hub.control).await.unwrap();
+    assert!(
+        closed_by_peer(&mut s, Duration::from_secs(1)).await,
+        "penalised address still served"
+    );
+    // The established ep never noticed.
+    assert_eq!(*hub.handle.sessions().borrow(), 1);
+    assert_eq!(
+        echo_through(hub.service("echo"), b"unaffected").await,
+        b"unaffected"
+    );
+}
+
+/// One login from 127.0.0.9 with the given (wrong) settings; the outcome.
+async fn wrong_token_attempt(
+    s: &ferry::config::ep::EpSettings,
+    control: std::net::SocketAddr,
+) -> String {
+    let Ok(tcp) = connect_from("127.0.0.9", control).await else {
+        return "connect failed".into();
+    };
+    let connector = tokio_rustls::TlsConnector::from(s.tls.clone());
+    let Ok(mut tls) = connector.connect(s.server_name.clone(), tcp).await else {
+        return "closed before TLS".into();
+    };
+    let hello = EpMsg::Hello {
+        version: proto::PROTOCOL_VERSION,
+        token: s.token.clone(),
+        services: vec!["echo".into()],
+    };
+    if proto::write_msg(&mut tls, &hello).await.is_err() {
+        return "closed".into();
+    }
+    match proto::read_msg::<_, HubMsg>(&mut tls).await {
+        Ok(HubMsg::Refused { reason, retry }) => {
+            if retry {
+                "busy".into()
+            } else {
+                reason
+            }
+        }
+        Ok(other) => panic!("a wrong token got {other:?}"),
+        Err(_) => "closed".into(),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn non_allowlisted_source_with_valid_credentials_costs_no_argon2() {
+    let certs = Certs::new();
+    let hub = TestHub::start(&certs, &HubOpts::default()).await; // allows 127.0.0.1 only
+    let good = ep_settings(
+        &certs,
+        &hub,
+        &EpOpts::new(&certs, vec![("echo".into(), hub.control)]),
+    );
+    for _ in 0..20 {
+        let r = wrong_token_attempt(&good, hub.control).await; // from 127.0.0.9
+        assert_eq!(r, "closed before TLS");
+    }
+    println!(
+        "figure: 20 logins from a non-allowlisted address, Argon2 runs {}",
+        hub.handle.argon2_runs().1
+    );
+    assert_eq!(hub.handle.argon2_runs().1, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn channel_tickets_replayed_foreign_or_from_elsewhere_are_refused() {
+    let certs = Certs::new();
+    let opts = HubOpts {
+        allowlist: "127.0.0.0/8".into(),
+        ..Default::default()
+    };
+    let hub = TestHub::start(&certs, &opts).await;
+    let settings = ep_settings(
+        &certs,
+        &hub,
+        &EpOpts::new(&certs, vec![("echo".into(), hub.control)]),
+    );
+    // Log in by hand to see the tickets the hub issues.
+    let (ctrl, _) = ferry::ep::login(&settings).await.unwrap();
+    let (mut rd, _wr) = tokio::io::split(ctrl);
+    let ticket = loop {
+        match proto::read_msg::<_, HubMsg>(&mut rd).await.unwrap() {
+            HubMsg::Open { ticket, .. } => break ticket,
+            _ => continue,
+        }
+    };
+    let channel = hub.channel.to_string();
+    let present = |ticket: String| {
+        let settings = settings.clone();
+        let channel = channel.clone();
+        async move {
+            let mut tls = ferry::ep::connect_for_tests(&settings, &channel).await;
+            let msg = EpMsg::Channel {
+                service: "echo".into(),
+                ticket,
+            };
+            proto::write_msg(&mut tls, &msg).await.unwrap();
+            tls
+        }
+    };
+    let _first = present(ticket.clone()).await; // legitimate use
+    let mut replay = present(ticket.clone()).await;
+    let mut buf = [0u8; 16];
+    assert_eq!(
+        replay.read(&mut buf).await.unwrap_or(0),
+        0,
+        "replayed ticket accepted"
+    );
+    let mut forged = present("00".repeat(32)).await;
+    assert_eq!(
+        forged.read(&mut buf).await.unwrap_or(0),
+        0,
+        "forged ticket accepted"
+    );
+    // From another address: the channel door drops it before TLS.
+    let mut elsewhere = connect_from("127.0.0.3", hub.channel).await.unwrap();
+    assert!(closed_by_peer(&mut elsewhere, Duration::from_secs(2)).await);
+    let refused = hub.handle.refusals();
+    println!("figure: ticket refusals {refused:?}");
+    assert!(refused.get("channel refused").copied().unwrap_or(0) >= 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_out_of_order_closes_only_that_connection() {
+    let certs = Certs::new();
+    let (hub, _ep) = echo_tunnel(&certs).await;
+    let settings = ep_settings(
+        &certs,
+        &hub,
+        &EpOpts::new(&certs, vec![("echo".into(), hub.control)]),
+    );
+    let mut tls = ferry::ep::connect_for_tests(&settings, &hub.control.to_string()).await;
+    let msg = EpMsg::Channel {
+        service: "echo".into(),
+        ticket: "x".into(),
+    };
+    proto::write_msg(&mut tls, &msg).await.unwrap();
+    let mut buf = [0u8; 16];
+    assert_eq!(tls.read(&mut buf).await.unwrap_or(0), 0);
+    assert_eq!(echo_through(hub.service("echo"), b"fine").await, b"fine");
+}
