@@ -25,6 +25,13 @@ pub fn tune_tunnel(tcp: &TcpStream) {
     let _ = sock.set_tcp_user_timeout(Some(Duration::from_secs(30)));
 }
 
+/// Makes the coming close of `tcp` a reset rather than a FIN: when the
+/// other leg of a relay broke, the peer on this leg should see a break too,
+/// not a clean end of data.
+pub fn abort_on_close(tcp: &TcpStream) {
+    let _ = SockRef::from(tcp).set_linger(Some(Duration::ZERO));
+}
+
 /// Closes a connection whose TLS handshake failed so that the peer reads
 /// the alert saying why: close our write side, then drain what the peer
 /// already sent (briefly, boundedly). Closing with unread data would send

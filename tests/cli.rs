@@ -2,11 +2,13 @@
 
 mod common;
 
-use common::*;
+use common::{
+    procs::{Ferry, HubProc},
+    *,
+};
 use std::{
-    io::{BufRead, BufReader, Write},
-    path::Path,
-    process::{Child, Command, Stdio},
+    io::Write,
+    process::{Command, Stdio},
 };
 
 fn ferry() -> Command {
@@ -224,76 +226,38 @@ fn gen_cert_writes_the_named_files() {
     );
 }
 
-/// A child process killed when the test ends, whatever happens.
-struct Proc(Child);
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// Reads the child's stderr until a line contains `needle`; returns it.
-fn wait_line(lines: &mut impl Iterator<Item = std::io::Result<String>>, needle: &str) -> String {
-    for line in lines {
-        let line = line.unwrap();
-        if line.contains(needle) {
-            return line;
-        }
-    }
-    panic!("process ended before logging {needle:?}");
-}
-
-fn field<'a>(line: &'a str, key: &str) -> &'a str {
-    let start = line.find(&format!("{key}=")).unwrap() + key.len() + 1;
-    line[start..].split_whitespace().next().unwrap()
-}
-
 #[test]
 fn hub_and_ep_binaries_carry_a_player() {
     let root = shipped_layout();
-    let certs = root.path().join("certs");
     let rt = tokio::runtime::Runtime::new().unwrap();
     let echo = rt.block_on(echo_server());
-    let hub_file = root.path().join("config/hub.toml");
-    let mut hub = Proc(
-        ferry()
-            .args(["hub", "-c"])
-            .arg(&hub_file)
-            .env("FERRY_CONTROL", "127.0.0.1:0")
-            .env("FERRY_CHANNEL", "127.0.0.1:0")
-            .env("FERRY_SERVICES__WEB__BIND", "127.0.0.1:0")
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap(),
+    // The shipped configs with every port moved to 0 by environment.
+    let any = |k: &'static str| (k, "127.0.0.1:0".to_string());
+    let hub = HubProc::start(
+        &root.path().join("config/hub.toml"),
+        &[
+            any("FERRY_CONTROL"),
+            any("FERRY_CHANNEL"),
+            any("FERRY_SERVICES__WEB__BIND"),
+        ],
+        1,
     );
-    let mut lines = BufReader::new(hub.0.stderr.take().unwrap()).lines();
-    let listening = wait_line(&mut lines, "hub listening");
-    let (control, channel) = (
-        field(&listening, "control").to_string(),
-        field(&listening, "channel").to_string(),
+    let _ep = Ferry::spawn(
+        "ep",
+        &root.path().join("config/ep.toml"),
+        &[
+            ("FERRY_HUB", hub.control.to_string()),
+            ("FERRY_CHANNEL", hub.channel.to_string()),
+            ("FERRY_SERVICES__WEB__LOCAL", echo.to_string()),
+        ],
     );
-    let player_addr = field(&wait_line(&mut lines, "players welcome"), "addr").to_string();
-    let _ep = Proc(
-        ferry()
-            .args(["ep", "-c"])
-            .arg(root.path().join("config/ep.toml"))
-            .env("FERRY_HUB", &control)
-            .env("FERRY_CHANNEL", &channel)
-            .env("FERRY_SERVICES__WEB__LOCAL", echo.to_string())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
-    wait_line(&mut lines, "ep logged in");
+    hub.proc.wait_line("ep logged in");
     let data = random_bytes(1 << 20, 11);
-    let back = rt.block_on(echo_through(player_addr.parse().unwrap(), &data));
+    let back = rt.block_on(echo_through(hub.services["web"], &data));
     assert!(back == data);
-    let disconnected = wait_line(&mut lines, "player disconnected");
+    let disconnected = hub.proc.wait_line("player disconnected");
     assert!(
         disconnected.contains("up=1048576") && disconnected.contains("down=1048576"),
         "{disconnected}"
     );
-    let _ = Path::new(&certs);
 }

@@ -3,11 +3,9 @@
 
 mod common;
 
-use common::*;
+use common::{procs::HubProc, *};
 use std::{
-    io::{BufRead, BufReader},
     net::SocketAddr,
-    process::{Command, Stdio},
     sync::{
         Arc,
         atomic::{AtomicBool, AtomicU64, Ordering},
@@ -15,29 +13,6 @@ use std::{
     time::{Duration, Instant},
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-
-struct Child(std::process::Child);
-
-impl Drop for Child {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn status_kib(pid: u32, key: &str) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap_or_default()
-        .lines()
-        .find_map(|l| l.strip_prefix(key))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap_or(0)
-}
-
-fn field(line: &str, key: &str) -> String {
-    let start = line.find(&format!("{key}=")).unwrap() + key.len() + 1;
-    line[start..].split_whitespace().next().unwrap().to_string()
-}
 
 async fn junk(src: String, to: SocketAddr, seed: u64) {
     if let Ok(mut s) = connect_from(&src, to).await {
@@ -50,49 +25,8 @@ async fn junk(src: String, to: SocketAddr, seed: u64) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn junk_floods_cost_bounded_memory_and_disturb_no_player() {
     let certs = Certs::new();
-    let file = certs.path("flood-hub.toml");
-    let text = format!(
-        "control = \"127.0.0.1:0\"\nchannel = \"127.0.0.1:0\"\nep_allowlist = [\"127.0.0.0/8\"]\n\
-         token_hash = {:?}\n[tls]\nca = \"ca.pem\"\ncert = \"hub.pem\"\nkey = \"hub.key\"\n\
-         [services.echo]\nbind = \"127.0.0.1:0\"\n[services.beta]\nbind = \"127.0.0.1:0\"\n",
-        token_hash()
-    );
-    std::fs::write(&file, text).unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_ferry"))
-        .args(["hub", "-c"])
-        .arg(&file)
-        .env("RUST_LOG", "info")
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let pid = child.id();
-    let (tx, rx) = std::sync::mpsc::channel::<String>();
-    let stderr = child.stderr.take().unwrap();
-    std::thread::spawn(move || {
-        for l in BufReader::new(stderr).lines().map_while(Result::ok) {
-            let _ = tx.send(l);
-        }
-    });
-    let hub = Child(child);
-    let wait = |needle: &str| loop {
-        let l = rx
-            .recv_timeout(Duration::from_secs(30))
-            .expect("hub log line");
-        if l.contains(needle) {
-            return l;
-        }
-    };
-    let listening = wait("hub listening");
-    let control: SocketAddr = field(&listening, "control").parse().unwrap();
-    let channel: SocketAddr = field(&listening, "channel").parse().unwrap();
-    let mut players = std::collections::HashMap::new();
-    for _ in 0..2 {
-        let l = wait("players welcome");
-        players.insert(
-            field(&l, "service"),
-            field(&l, "addr").parse::<SocketAddr>().unwrap(),
-        );
-    }
+    let mut hub = HubProc::start(&hub_toml(&certs, &["echo", "beta"], ""), &[], 2);
+    let (control, channel) = (hub.control, hub.channel);
     let echo = echo_server().await;
     let _ep = TestEp::start(ep_settings_for(
         &certs,
@@ -100,15 +34,15 @@ async fn junk_floods_cost_bounded_memory_and_disturb_no_player() {
         channel,
         &EpOpts::new(&certs, vec![("echo".into(), echo)]),
     ));
-    wait("ep logged in");
-    let rss_before = status_kib(pid, "VmRSS:");
+    hub.proc.wait_line("ep logged in");
+    let rss_before = hub.proc.status_kib("VmRSS:");
 
     // A player pings through the tunnel for the whole flood.
     let stop = Arc::new(AtomicBool::new(false));
     let (pings, errors) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
     let player = {
         let (stop, pings, errors) = (stop.clone(), pings.clone(), errors.clone());
-        let addr = players["echo"];
+        let addr = hub.services["echo"];
         tokio::spawn(async move {
             let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
             let mut back = [0u8; 64];
@@ -162,7 +96,7 @@ async fn junk_floods_cost_bounded_memory_and_disturb_no_player() {
     let flood_time = start.elapsed();
     stop.store(true, Ordering::Relaxed);
     player.await.unwrap();
-    let peak = status_kib(pid, "VmHWM:");
+    let peak = hub.proc.status_kib("VmHWM:");
     println!(
         "figure: 10,000 junk connections (5,000 per TLS port) in {flood_time:?}; hub RSS {rss_before} KiB before, peak {peak} KiB; player pings {} with {} errors",
         pings.load(Ordering::Relaxed),
@@ -174,12 +108,8 @@ async fn junk_floods_cost_bounded_memory_and_disturb_no_player() {
         "the player noticed the flood"
     );
     assert!(pings.load(Ordering::Relaxed) > 0);
-    let mut hub = hub;
-    assert!(
-        hub.0.try_wait().unwrap().is_none(),
-        "the hub died under the flood"
-    );
+    assert!(hub.proc.alive(), "the hub died under the flood");
     assert!(peak < 64 * 1024, "hub peak RSS {peak} KiB");
     // And it still serves a new player.
-    assert_eq!(echo_through(players["echo"], b"after").await, b"after");
+    assert_eq!(echo_through(hub.services["echo"], b"after").await, b"after");
 }

@@ -272,9 +272,16 @@ impl HubConfig {
         let crl = self.tls.crl.as_ref().map(|c| c.relative());
         let tls = crate::tls::server_config(&ca, &cert, &key, crl.as_deref())
             .with_context(|| format!("{}: [tls]", file.display()))?;
-        let cert_days_left = crate::tls::load_certs(&cert)?
-            .first()
-            .and_then(crate::tls::days_left);
+        // The sooner of the hub certificate's and the CA's expiry.
+        let cert_days_left = [&cert, &ca]
+            .iter()
+            .filter_map(|p| {
+                crate::tls::load_certs(p)
+                    .ok()?
+                    .first()
+                    .and_then(crate::tls::days_left)
+            })
+            .min();
         Ok(HubSettings {
             file: file.to_path_buf(),
             control: self.control,
@@ -327,7 +334,7 @@ impl std::fmt::Display for HubSettings {
         writeln!(f, "  ep_allowlist {}", nets.join(", "))?;
         writeln!(f, "  token_hash argon2id (hash set, token not stored)")?;
         if let Some(days) = self.cert_days_left {
-            writeln!(f, "  hub certificate expires in {days} days")?;
+            writeln!(f, "  hub certificate (or CA) expires in {days} days")?;
         }
         let t = &self.timing;
         writeln!(

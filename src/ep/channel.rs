@@ -71,7 +71,8 @@ pub(super) async fn run(ep: Arc<Ep>, service: String, ticket: String, idle_timeo
             tracing::info!(service, %player, up = st.up, down = st.down, secs = st.elapsed.as_secs_f64(), "player disconnected")
         }
         Some((st, Some(e))) => {
-            tracing::info!(service, %player, secs = st.elapsed.as_secs_f64(), "player disconnected: {e}")
+            net::abort_on_close(&svc);
+            tracing::info!(service, %player, up = st.up, down = st.down, secs = st.elapsed.as_secs_f64(), "player connection broken: {e}");
         }
         None => tracing::info!(service, %player, "player closed: ep shutting down"),
     }

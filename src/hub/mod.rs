@@ -164,7 +164,7 @@ impl Hub {
             && days < 30
         {
             tracing::warn!(
-                "the hub certificate expires in {days} days; re-issue it with `ferry hub gen-cert --force`"
+                "the hub certificate or its CA expires in {days} days; re-issue with `ferry hub gen-cert --force`"
             );
         }
         if let Some(path) = shared.settings.crl.clone() {
@@ -252,6 +252,11 @@ impl HubHandle {
     /// Number of logged-in eps, updated as they come and go.
     pub fn sessions(&self) -> watch::Receiver<usize> {
         self.shared.sessions.watch_count()
+    }
+
+    /// Successful ep logins since start.
+    pub fn logins(&self) -> watch::Receiver<u64> {
+        self.shared.sessions.watch_logins()
     }
 
     /// Ready channels pooled for `service`.

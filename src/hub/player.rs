@@ -56,7 +56,13 @@ async fn serve(shared: Arc<Shared>, svc: Arc<Service>, mut tcp: TcpStream, addr:
             "player disconnected"
         ),
         Some((s, Some(e))) => {
-            tracing::info!(secs = s.elapsed.as_secs_f64(), "player disconnected: {e}")
+            net::abort_on_close(&tcp);
+            tracing::info!(
+                up = s.up,
+                down = s.down,
+                secs = s.elapsed.as_secs_f64(),
+                "player connection broken: {e}"
+            );
         }
         None => tracing::info!("player closed: hub shutting down"),
     }

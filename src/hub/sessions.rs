@@ -41,6 +41,7 @@ struct State {
 pub(crate) struct Sessions {
     state: Mutex<State>,
     count: watch::Sender<usize>,
+    logins: watch::Sender<u64>,
 }
 
 /// A registered session; dropping it detaches its services and forgets it.
@@ -58,6 +59,7 @@ impl Sessions {
         Sessions {
             state: Mutex::default(),
             count: watch::Sender::new(0),
+            logins: watch::Sender::new(0),
         }
     }
 
@@ -71,6 +73,10 @@ impl Sessions {
 
     pub fn watch_count(&self) -> watch::Receiver<usize> {
         self.count.subscribe()
+    }
+
+    pub fn watch_logins(&self) -> watch::Receiver<u64> {
+        self.logins.subscribe()
     }
 
     /// Registers `ep` as serving `services`. An earlier session of the same
@@ -121,6 +127,7 @@ impl Sessions {
             });
         }
         self.count.send_replace(st.by_ep.len());
+        self.logins.send_modify(|n| *n += 1);
         Ok(SessionGuard {
             sessions: self.clone(),
             id,

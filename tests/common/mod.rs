@@ -2,6 +2,9 @@
 //! in-process on 127.0.0.1 port 0, and small services to talk to.
 #![allow(dead_code)]
 
+pub mod faultproxy;
+pub mod procs;
+
 use ferry::{
     certgen::GenCert,
     config::{
@@ -342,4 +345,40 @@ pub async fn closed_by_peer(s: &mut TcpStream, within: Duration) -> bool {
             Ok(Ok(_)) => {}
         }
     }
+}
+
+/// A hub config file for the binary: port 0 everywhere, `services` echo-like.
+pub fn hub_toml(certs: &Certs, services: &[&str], extra: &str) -> PathBuf {
+    let mut text = format!(
+        "control = \"127.0.0.1:0\"\nchannel = \"127.0.0.1:0\"\nep_allowlist = [\"127.0.0.0/8\"]\n\
+         token_hash = {:?}\nheartbeat_interval = \"200ms\"\nheartbeat_timeout = \"2s\"\n{extra}\n\
+         [tls]\nca = \"ca.pem\"\ncert = \"hub.pem\"\nkey = \"hub.key\"\n",
+        token_hash()
+    );
+    for s in services {
+        text += &format!("[services.{s}]\nbind = \"127.0.0.1:0\"\n");
+    }
+    let file = certs.path(&format!("hub-bin-{}.toml", unique()));
+    std::fs::write(&file, text).unwrap();
+    file
+}
+
+/// An ep config file for the binary.
+pub fn ep_toml(
+    certs: &Certs,
+    control: SocketAddr,
+    channel: SocketAddr,
+    services: &[(&str, SocketAddr)],
+) -> PathBuf {
+    let mut text = format!(
+        "hub = \"{control}\"\nchannel = \"{channel}\"\nserver_name = \"localhost\"\ntoken = {TOKEN:?}\n\
+         backoff_min = \"50ms\"\nbackoff_max = \"500ms\"\n\
+         [tls]\nca = \"ca.pem\"\ncert = \"ep-home.pem\"\nkey = \"ep-home.key\"\n"
+    );
+    for (name, addr) in services {
+        text += &format!("[services.{name}]\nlocal = \"{addr}\"\n");
+    }
+    let file = certs.path(&format!("ep-bin-{}.toml", unique()));
+    std::fs::write(&file, text).unwrap();
+    file
 }

@@ -1,0 +1,156 @@
+//! The real `ferry` binary as a child process, its log lines and /proc.
+
+use std::{
+    io::{BufRead, BufReader},
+    net::SocketAddr,
+    path::Path,
+    process::{Child, Command, Stdio},
+    sync::mpsc,
+    time::Duration,
+};
+
+pub struct Ferry {
+    child: Child,
+    lines: mpsc::Receiver<String>,
+}
+
+impl Ferry {
+    /// Runs `ferry ROLE -c CONFIG` with `env`, RUST_LOG=info.
+    pub fn spawn(role: &str, config: &Path, env: &[(&str, String)]) -> Ferry {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_ferry"));
+        cmd.arg(role).arg("-c").arg(config);
+        Self::run(cmd, env)
+    }
+
+    /// The same, with the open-file limit lowered to `fds` first.
+    pub fn spawn_with_fd_limit(role: &str, config: &Path, fds: u32) -> Ferry {
+        let mut cmd = Command::new("bash");
+        cmd.arg("-c")
+            .arg(format!("ulimit -n {fds} && exec \"$0\" {role} -c \"$1\""))
+            .arg(env!("CARGO_BIN_EXE_ferry"))
+            .arg(config);
+        Self::run(cmd, &[])
+    }
+
+    fn run(mut cmd: Command, env: &[(&str, String)]) -> Ferry {
+        cmd.env("RUST_LOG", "info");
+        for (k, _) in std::env::vars() {
+            if k.starts_with("FERRY_") {
+                cmd.env_remove(k);
+            }
+        }
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.stderr(Stdio::piped()).spawn().expect("spawn ferry");
+        let (tx, rx) = mpsc::channel();
+        let stderr = child.stderr.take().unwrap();
+        // Drain stderr for the child's whole life, so logging never blocks it.
+        std::thread::spawn(move || {
+            for l in BufReader::new(stderr).lines().map_while(Result::ok) {
+                let _ = tx.send(l);
+            }
+        });
+        Ferry { child, lines: rx }
+    }
+
+    /// The next log line containing `needle` (60 s at most).
+    pub fn wait_line(&self, needle: &str) -> String {
+        loop {
+            match self.lines.recv_timeout(Duration::from_secs(60)) {
+                Ok(l) if l.contains(needle) => return l,
+                Ok(_) => {}
+                Err(_) => panic!("ferry never logged {needle:?}"),
+            }
+        }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// A `/proc/PID/status` figure in KiB (VmRSS:, VmHWM:).
+    pub fn status_kib(&self, key: &str) -> u64 {
+        std::fs::read_to_string(format!("/proc/{}/status", self.pid()))
+            .unwrap_or_default()
+            .lines()
+            .find_map(|l| l.strip_prefix(key))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .unwrap_or(0)
+    }
+
+    pub fn signal(&self, sig: &str) {
+        let ok = Command::new("kill")
+            .arg(format!("-{sig}"))
+            .arg(self.pid().to_string())
+            .status()
+            .unwrap();
+        assert!(ok.success());
+    }
+
+    pub fn alive(&mut self) -> bool {
+        self.child.try_wait().unwrap().is_none()
+    }
+
+    /// Waits for the process to exit.
+    pub fn wait(&mut self) -> std::process::ExitStatus {
+        self.child.wait().unwrap()
+    }
+
+    /// User + system CPU seconds so far.
+    pub fn cpu_secs(&self) -> f64 {
+        let stat =
+            std::fs::read_to_string(format!("/proc/{}/stat", self.pid())).unwrap_or_default();
+        let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+        let f: Vec<&str> = rest.split_whitespace().collect();
+        let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+        (ticks(11) + ticks(12)) / rustix::param::clock_ticks_per_second() as f64
+    }
+}
+
+impl Drop for Ferry {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub fn field(line: &str, key: &str) -> String {
+    let start = line.find(&format!("{key}=")).expect("field in log line") + key.len() + 1;
+    line[start..].split_whitespace().next().unwrap().to_string()
+}
+
+/// A hub process and the addresses it bound.
+pub struct HubProc {
+    pub proc: Ferry,
+    pub control: SocketAddr,
+    pub channel: SocketAddr,
+    pub services: std::collections::HashMap<String, SocketAddr>,
+}
+
+impl HubProc {
+    /// Starts `ferry hub` and reads its addresses from its log.
+    pub fn start(config: &Path, env: &[(&str, String)], services: usize) -> HubProc {
+        Self::attach(Ferry::spawn("hub", config, env), services)
+    }
+
+    /// Reads the addresses of a hub process started some other way.
+    pub fn attach(proc: Ferry, services: usize) -> HubProc {
+        let l = proc.wait_line("hub listening");
+        let (control, channel) = (
+            field(&l, "control").parse().unwrap(),
+            field(&l, "channel").parse().unwrap(),
+        );
+        let mut map = std::collections::HashMap::new();
+        for _ in 0..services {
+            let l = proc.wait_line("players welcome");
+            map.insert(field(&l, "service"), field(&l, "addr").parse().unwrap());
+        }
+        HubProc {
+            proc,
+            control,
+            channel,
+            services: map,
+        }
+    }
+}

@@ -1,0 +1,252 @@
+//! Players keep playing while the path between ep and hub misbehaves.
+//! Each test prints its figure.
+
+mod common;
+
+use common::{
+    faultproxy::{FaultProxy, Mode},
+    *,
+};
+use std::time::{Duration, Instant};
+use tokio::{
+    io::{AsyncReadExt, AsyncWriteExt},
+    net::{TcpListener, TcpStream},
+};
+
+/// A hub whose control port the ep reaches through a fault proxy; the
+/// channel port is reached directly, as players' traffic is not at issue.
+async fn proxied(certs: &Certs) -> (TestHub, FaultProxy, TestEp) {
+    let echo = echo_server().await;
+    let hub = TestHub::start(certs, &HubOpts::default()).await;
+    let proxy = FaultProxy::start(hub.control).await;
+    let settings = ep_settings_for(
+        certs,
+        proxy.addr,
+        hub.channel,
+        &EpOpts::new(certs, vec![("echo".into(), echo)]),
+    );
+    let ep = TestEp::start(settings);
+    hub.wait_sessions(1).await;
+    // Served once: the ep has its welcome and is opening channels.
+    assert_eq!(echo_through(hub.service("echo"), b"ready").await, b"ready");
+    (hub, proxy, ep)
+}
+
+/// Echoes `rounds` chunks of 4 KiB, checking each; used by long streams.
+async fn echo_rounds(s: &mut TcpStream, seed: u64, rounds: usize) -> Result<(), String> {
+    let mut back = vec![0u8; 4096];
+    for i in 0..rounds {
+        let chunk = random_bytes(4096, seed * 1000 + i as u64);
+        s.write_all(&chunk).await.map_err(|e| e.to_string())?;
+        s.read_exact(&mut back).await.map_err(|e| e.to_string())?;
+        if back != chunk {
+            return Err("corrupted".into());
+        }
+    }
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn twenty_streams_survive_a_control_reset() {
+    let certs = Certs::new();
+    let (hub, proxy, _ep) = proxied(&certs).await;
+    let mut streams = Vec::new();
+    for i in 0..20u64 {
+        let mut s = TcpStream::connect(hub.service("echo")).await.unwrap();
+        echo_rounds(&mut s, i, 5).await.unwrap();
+        streams.push(s);
+    }
+    let logins = *hub.handle.logins().borrow();
+    let reset_at = Instant::now();
+    proxy.reset_all();
+    let mut rx = hub.handle.logins();
+    tokio::time::timeout(Duration::from_secs(20), rx.wait_for(|n| *n > logins))
+        .await
+        .unwrap()
+        .unwrap();
+    let back_in = reset_at.elapsed();
+    let tasks: Vec<_> = streams
+        .into_iter()
+        .enumerate()
+        .map(|(i, mut s)| {
+            tokio::spawn(async move { echo_rounds(&mut s, 100 + i as u64, 50).await })
+        })
+        .collect();
+    let mut broken = 0;
+    for t in tasks {
+        broken += t.await.unwrap().is_err() as usize;
+    }
+    println!(
+        "figure: control reset with 20 streams flowing: {broken} broken, ep back in control after {back_in:?}"
+    );
+    assert_eq!(broken, 0);
+    assert!(
+        back_in < Duration::from_secs(5),
+        "backoff budget: {back_in:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_black_holed_control_connection_is_detected_both_ways() {
+    let certs = Certs::new();
+    let (hub, proxy, _ep) = proxied(&certs).await;
+    let before = proxy.accepted();
+    let mut sessions = hub.handle.sessions();
+    let start = Instant::now();
+    proxy.set(Mode::BlackHole);
+    // Hub side: the session ends when heartbeats stop (timeout 2 s).
+    tokio::time::timeout(Duration::from_secs(20), sessions.wait_for(|n| *n == 0))
+        .await
+        .unwrap()
+        .unwrap();
+    let hub_noticed = start.elapsed();
+    // Ep side: it gives up on the silent connection and dials again.
+    proxy.wait_accepted_over(before).await;
+    let ep_noticed = start.elapsed();
+    println!(
+        "figure: black hole noticed by the hub after {hub_noticed:?}, by the ep after {ep_noticed:?} (heartbeat timeout 2 s)"
+    );
+    assert!(hub_noticed < Duration::from_secs(5) && ep_noticed < Duration::from_secs(5));
+    proxy.set(Mode::Pass);
+    hub.wait_sessions(1).await;
+    assert_eq!(echo_through(hub.service("echo"), b"back").await, b"back");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_path_still_logs_in_and_serves() {
+    let certs = Certs::new();
+    let echo = echo_server().await;
+    let hub = TestHub::start(&certs, &HubOpts::default()).await;
+    let proxy = FaultProxy::start(hub.control).await;
+    proxy.set(Mode::Delay(Duration::from_millis(150)));
+    let settings = ep_settings_for(
+        &certs,
+        proxy.addr,
+        hub.channel,
+        &EpOpts::new(&certs, vec![("echo".into(), echo)]),
+    );
+    let _ep = TestEp::start(settings);
+    hub.wait_sessions(1).await;
+    assert_eq!(echo_through(hub.service("echo"), b"slow").await, b"slow");
+}
+
+fn fd_count() -> usize {
+    std::fs::read_dir("/proc/self/fd")
+        .map(|d| d.count())
+        .unwrap_or(0)
+}
+
+/// Waits (bounded) until `f` is at most `target`; returns the last value.
+async fn settles(f: impl Fn() -> usize, target: usize) -> usize {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let v = f();
+        if v <= target || Instant::now() > deadline {
+            return v;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn local_service_down_closes_each_player_and_leaks_nothing() {
+    let certs = Certs::new();
+    // A port with nobody listening.
+    let dead = TcpListener::bind("127.0.0.1:0")
+        .await
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let hub = TestHub::start(&certs, &HubOpts::default()).await;
+    let _ep = TestEp::start(ep_settings(
+        &certs,
+        &hub,
+        &EpOpts::new(&certs, vec![("echo".into(), dead)]),
+    ));
+    hub.wait_sessions(1).await;
+    let player = hub.service("echo");
+    // Warm-up: one player, so the pool and every lazy resource exist.
+    let mut s = TcpStream::connect(player).await.unwrap();
+    assert!(closed_by_peer(&mut s, Duration::from_secs(5)).await);
+    drop(s);
+    let tasks = || {
+        tokio::runtime::Handle::current()
+            .metrics()
+            .num_alive_tasks()
+    };
+    let (fds0, tasks0) = (settles(fd_count, 0).await, tasks());
+    let start = Instant::now();
+    let players: Vec<_> = (0..200)
+        .map(|_| {
+            tokio::spawn(async move {
+                let t = Instant::now();
+                let mut s = TcpStream::connect(player).await.unwrap();
+                let _ = s.write_all(b"hello?").await;
+                (
+                    closed_by_peer(&mut s, Duration::from_secs(10)).await,
+                    t.elapsed(),
+                )
+            })
+        })
+        .collect();
+    let mut slowest = Duration::ZERO;
+    for p in players {
+        let (closed, took) = p.await.unwrap();
+        assert!(closed, "a player was left hanging");
+        slowest = slowest.max(took);
+    }
+    let fds = settles(fd_count, fds0).await;
+    let alive = settles(tasks, tasks0).await;
+    println!(
+        "figure: 200 players with the service down: all closed, slowest after {slowest:?} (all in {:?}); fds {fds0} → {fds}, tasks {tasks0} → {alive}",
+        start.elapsed()
+    );
+    assert!(slowest < Duration::from_secs(5));
+    assert!(fds <= fds0, "file descriptors leaked: {fds0} → {fds}");
+    assert!(alive <= tasks0, "tasks leaked: {tasks0} → {alive}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn resets_propagate_both_ways() {
+    let certs = Certs::new();
+    let svc = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let svc_addr = svc.local_addr().unwrap();
+    let hub = TestHub::start(&certs, &HubOpts::default()).await;
+    let _ep = TestEp::start(ep_settings(
+        &certs,
+        &hub,
+        &EpOpts::new(&certs, vec![("echo".into(), svc_addr)]),
+    ));
+
+    // The player resets: the service sees a reset, not a clean end.
+    let mut p = TcpStream::connect(hub.service("echo")).await.unwrap();
+    p.write_all(b"hi").await.unwrap();
+    let (mut s, _) = svc.accept().await.unwrap();
+    let mut two = [0u8; 2];
+    s.read_exact(&mut two).await.unwrap();
+    socket2::SockRef::from(&p)
+        .set_linger(Some(Duration::ZERO))
+        .unwrap();
+    drop(p);
+    let mut buf = [0u8; 16];
+    let seen = tokio::time::timeout(Duration::from_secs(10), s.read(&mut buf))
+        .await
+        .unwrap();
+    println!("figure: player reset → service read {seen:?}");
+    assert!(seen.is_err(), "service saw {seen:?}, not a reset");
+
+    // The service resets: the player sees a reset.
+    let mut p = TcpStream::connect(hub.service("echo")).await.unwrap();
+    p.write_all(b"hi").await.unwrap();
+    let (mut s, _) = svc.accept().await.unwrap();
+    s.read_exact(&mut two).await.unwrap();
+    socket2::SockRef::from(&s)
+        .set_linger(Some(Duration::ZERO))
+        .unwrap();
+    drop(s);
+    let seen = tokio::time::timeout(Duration::from_secs(10), p.read(&mut buf))
+        .await
+        .unwrap();
+    println!("figure: service reset → player read {seen:?}");
+    assert!(seen.is_err(), "player saw {seen:?}, not a reset");
+}

@@ -1,0 +1,237 @@
+//! Faults of whole processes: killed, frozen, stopped, starved of files.
+//! The hub and the ep run as the real binary. Each test prints its figure.
+
+mod common;
+
+use common::{
+    procs::{Ferry, HubProc},
+    *,
+};
+use std::time::{Duration, Instant};
+use tokio::{
+    io::{AsyncReadExt, AsyncWriteExt},
+    net::{TcpListener, TcpStream},
+};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hub_killed_and_restarted_is_rejoined_by_itself() {
+    let certs = Certs::new();
+    let echo = echo_server().await;
+    let config = hub_toml(&certs, &["echo"], "");
+    let hub = HubProc::start(&config, &[], 1);
+    let ep = Ferry::spawn(
+        "ep",
+        &ep_toml(&certs, hub.control, hub.channel, &[("echo", echo)]),
+        &[],
+    );
+    hub.proc.wait_line("ep logged in");
+    assert_eq!(echo_through(hub.services["echo"], b"one").await, b"one");
+    let (control, channel, player) = (hub.control, hub.channel, hub.services["echo"]);
+    hub.proc.signal("KILL");
+    drop(hub);
+    let killed = Instant::now();
+    let same = |a: std::net::SocketAddr| a.to_string();
+    let hub = HubProc::start(
+        &config,
+        &[
+            ("FERRY_CONTROL", same(control)),
+            ("FERRY_CHANNEL", same(channel)),
+            ("FERRY_SERVICES__ECHO__BIND", same(player)),
+        ],
+        1,
+    );
+    // The player arrives at once; the hub holds it until the ep is back.
+    assert_eq!(echo_through(player, b"two").await, b"two");
+    let n = killed.elapsed();
+    println!("figure: hub SIGKILL → restart → a new player served after {n:?}");
+    assert!(n < Duration::from_secs(10));
+    drop((ep, hub));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ep_killed_while_a_player_waits_serves_it_when_back() {
+    let certs = Certs::new();
+    let echo = echo_server().await;
+    let hub = HubProc::start(
+        &hub_toml(&certs, &["echo"], "player_wait = \"30s\"\n"),
+        &[],
+        1,
+    );
+    let ep_config = ep_toml(&certs, hub.control, hub.channel, &[("echo", echo)]);
+    let ep = Ferry::spawn("ep", &ep_config, &[]);
+    hub.proc.wait_line("ep logged in");
+    ep.signal("KILL");
+    drop(ep);
+    hub.proc.wait_line("ep session ended");
+    let player = tokio::spawn(echo_through(hub.services["echo"], b"waiting"));
+    let start = Instant::now();
+    let _ep = Ferry::spawn("ep", &ep_config, &[]);
+    assert_eq!(player.await.unwrap(), b"waiting");
+    println!(
+        "figure: ep SIGKILL, player waiting: served {:?} after the ep restarted",
+        start.elapsed()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_frozen_ep_is_noticed_and_recovers_after_sigcont() {
+    let certs = Certs::new();
+    let echo = echo_server().await;
+    let hub = HubProc::start(&hub_toml(&certs, &["echo"], ""), &[], 1);
+    let ep = Ferry::spawn(
+        "ep",
+        &ep_toml(&certs, hub.control, hub.channel, &[("echo", echo)]),
+        &[],
+    );
+    hub.proc.wait_line("ep logged in");
+    assert_eq!(echo_through(hub.services["echo"], b"a").await, b"a");
+    let frozen = Instant::now();
+    ep.signal("STOP");
+    hub.proc.wait_line("ep session ended: no heartbeat");
+    let noticed = frozen.elapsed();
+    ep.signal("CONT");
+    hub.proc.wait_line("ep logged in");
+    let back = frozen.elapsed();
+    assert_eq!(echo_through(hub.services["echo"], b"b").await, b"b");
+    println!(
+        "figure: ep frozen (SIGSTOP): hub noticed after {noticed:?} (timeout 2 s); after SIGCONT logged in again at {back:?}"
+    );
+    assert!(noticed < Duration::from_secs(5));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_reader_keeps_hub_and_ep_memory_small() {
+    let certs = Certs::new();
+    const TOTAL: usize = 100 << 20;
+    // A service that pushes 100 MB as fast as it can.
+    let svc = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let svc_addr = svc.local_addr().unwrap();
+    tokio::spawn(async move {
+        let (mut s, _) = svc.accept().await.unwrap();
+        let chunk = vec![0xabu8; 256 * 1024];
+        let mut sent = 0;
+        while sent < TOTAL {
+            s.write_all(&chunk).await.unwrap();
+            sent += chunk.len();
+        }
+        s.shutdown().await.unwrap();
+    });
+    let hub = HubProc::start(&hub_toml(&certs, &["push"], ""), &[], 1);
+    let ep = Ferry::spawn(
+        "ep",
+        &ep_toml(&certs, hub.control, hub.channel, &[("push", svc_addr)]),
+        &[],
+    );
+    hub.proc.wait_line("ep logged in");
+    let (hub0, ep0) = (hub.proc.status_kib("VmRSS:"), ep.status_kib("VmRSS:"));
+    let mut p = TcpStream::connect(hub.services["push"]).await.unwrap();
+    // Read 1 KiB per 10 ms for 3 s (the service keeps pushing meanwhile),
+    // then the rest at full speed.
+    let mut buf = vec![0u8; 1024];
+    let mut got = 0;
+    let slow_until = Instant::now() + Duration::from_secs(3);
+    while Instant::now() < slow_until {
+        got += p.read(&mut buf).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let (hub_mid, ep_mid) = (hub.proc.status_kib("VmRSS:"), ep.status_kib("VmRSS:"));
+    let mut big = vec![0u8; 256 * 1024];
+    loop {
+        let n = p.read(&mut big).await.unwrap();
+        if n == 0 {
+            break;
+        }
+        assert!(big[..n].iter().all(|&b| b == 0xab));
+        got += n;
+    }
+    let (hub_peak, ep_peak) = (hub.proc.status_kib("VmHWM:"), ep.status_kib("VmHWM:"));
+    println!(
+        "figure: slow reader, 100 MiB pushed: hub RSS {hub0} → {hub_mid} KiB while stalled (peak {hub_peak}), ep {ep0} → {ep_mid} KiB (peak {ep_peak})"
+    );
+    assert_eq!(got, TOTAL);
+    assert!(
+        hub_mid < hub0 + 4096 && ep_mid < ep0 + 4096,
+        "memory grew with the backlog"
+    );
+    assert!(
+        hub_peak < 64 * 1024 && ep_peak < 64 * 1024,
+        "peak RSS over the 64 MiB bound"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_drains_active_players_then_exits() {
+    let certs = Certs::new();
+    let echo = echo_server().await;
+    let mut hub = HubProc::start(
+        &hub_toml(&certs, &["echo"], "drain_timeout = \"2s\"\n"),
+        &[],
+        1,
+    );
+    let _ep = Ferry::spawn(
+        "ep",
+        &ep_toml(&certs, hub.control, hub.channel, &[("echo", echo)]),
+        &[],
+    );
+    hub.proc.wait_line("ep logged in");
+    let mut p = TcpStream::connect(hub.services["echo"]).await.unwrap();
+    let mut back = [0u8; 3];
+    p.write_all(b"abc").await.unwrap();
+    p.read_exact(&mut back).await.unwrap();
+    let start = Instant::now();
+    hub.proc.signal("TERM");
+    hub.proc.wait_line("shutting down");
+    // New players are no longer accepted, but this one keeps playing.
+    assert!(TcpStream::connect(hub.services["echo"]).await.is_err());
+    p.write_all(b"def").await.unwrap();
+    p.read_exact(&mut back).await.unwrap();
+    assert_eq!(&back, b"def");
+    let status = hub.proc.wait();
+    println!(
+        "figure: SIGTERM with a player active: hub exited {status} after {:?} (drain 2 s)",
+        start.elapsed()
+    );
+    assert!(status.success());
+    assert!(closed_by_peer(&mut p, Duration::from_secs(5)).await);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn running_out_of_files_backs_off_and_recovers() {
+    let certs = Certs::new();
+    let echo = echo_server().await;
+    let config = hub_toml(&certs, &["echo"], "pool_size = 0\n");
+    let hub = HubProc::attach(Ferry::spawn_with_fd_limit("hub", &config, 48), 1);
+    let _ep = Ferry::spawn(
+        "ep",
+        &ep_toml(&certs, hub.control, hub.channel, &[("echo", echo)]),
+        &[],
+    );
+    hub.proc.wait_line("ep logged in");
+    // Hold idle players until the hub cannot accept more.
+    let mut held = Vec::new();
+    for _ in 0..60 {
+        held.push(TcpStream::connect(hub.services["echo"]).await.unwrap());
+    }
+    hub.proc.wait_line("accept failed");
+    let cpu0 = hub.proc.cpu_secs();
+    let t0 = Instant::now();
+    // While starved, the accept loop must not spin.
+    let mut extra = Vec::new();
+    for _ in 0..20 {
+        extra.push(TcpStream::connect(hub.services["echo"]).await.unwrap());
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let cpu = hub.proc.cpu_secs() - cpu0;
+    let window = t0.elapsed();
+    drop(held);
+    drop(extra);
+    // Files free again: a new player is served.
+    assert_eq!(echo_through(hub.services["echo"], b"alive").await, b"alive");
+    println!(
+        "figure: fd limit 48 exhausted: hub used {cpu:.2} CPU-s over {window:?} while starved, then served a new player"
+    );
+    assert!(
+        cpu < 0.5 * window.as_secs_f64(),
+        "accept loop spun: {cpu} CPU-s"
+    );
+}
