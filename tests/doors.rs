@@ -372,12 +372,7 @@ async fn channel_tickets_replayed_foreign_or_from_elsewhere_are_refused() {
 async fn a_message_out_of_order_closes_only_that_connection() {
     let certs = Certs::new();
     let (hub, _ep) = echo_tunnel(&certs).await;
-    let settings = ep_settings(
-        &certs,
-        &hub,
-        &EpOpts::new(&certs, vec![("echo".into(), hub.control)]),
-    );
-    let mut tls = ferry::ep::connect_for_tests(&settings, &hub.control.to_string()).await;
+    let mut tls = raw_control(&certs, &hub).await;
     let msg = EpMsg::Channel {
         service: "echo".into(),
         ticket: "x".into(),

@@ -146,12 +146,7 @@ async fn missing_client_certificate_is_refused() {
 async fn oversized_control_frame_closes_only_that_connection() {
     let certs = Certs::new();
     let (hub, _ep) = echo_tunnel(&certs).await;
-    let settings = ep_settings(
-        &certs,
-        &hub,
-        &EpOpts::new(&certs, vec![("echo".into(), hub.control)]),
-    );
-    let mut tls = ferry::ep::connect_for_tests(&settings, &hub.control.to_string()).await;
+    let mut tls = raw_control(&certs, &hub).await;
     // A 4 GiB length prefix, then silence: the hub must close, not allocate.
     tls.write_all(&u32::MAX.to_be_bytes()).await.unwrap();
     tls.flush().await.unwrap();

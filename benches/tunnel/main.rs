@@ -8,10 +8,14 @@
 mod measure;
 mod plainhop;
 mod procs;
+// The tests' process harness: the same spawn, log and /proc reading.
+#[allow(dead_code)]
+#[path = "../../tests/common/procs.rs"]
+mod ferryproc;
 mod services;
 
+use ferryproc::{Ferry as Proc, HubProc};
 use measure::*;
-use procs::{Proc, field};
 use serde_json::json;
 use std::{net::SocketAddr, time::Duration};
 
@@ -119,20 +123,12 @@ async fn setup() -> Setup {
          [services.cold]\nbind = \"127.0.0.1:0\"\npool_size = 0\n"
     );
     std::fs::write(d.join("hub.toml"), hub_toml).unwrap();
-    let hub = Proc::spawn("hub", &d.join("hub.toml"), &[]);
-    let listening = hub.wait_line("hub listening");
-    let (control, channel) = (
-        field(&listening, "control").to_string(),
-        field(&listening, "channel").to_string(),
-    );
-    let mut ports = std::collections::HashMap::new();
-    for _ in 0..3 {
-        let l = hub.wait_line("players welcome");
-        ports.insert(
-            field(&l, "service").to_string(),
-            field(&l, "addr").parse::<SocketAddr>().unwrap(),
-        );
-    }
+    let HubProc {
+        proc: hub,
+        control,
+        channel,
+        services: ports,
+    } = HubProc::start(&d.join("hub.toml"), &[], 3);
     let ep_toml = format!(
         "hub = \"{control}\"\nchannel = \"{channel}\"\nserver_name = \"localhost\"\ntoken = \"{}\"\n\
          [tls]\nca = \"ca.pem\"\ncert = \"ep-bench.pem\"\nkey = \"ep-bench.key\"\n\
@@ -283,7 +279,10 @@ async fn run(p: &Plan, fd_limit: u64) -> (String, serde_json::Value) {
     );
 
     // Memory with idle players.
-    let (hub0, ep0) = (s.hub.rss(), s.ep.rss());
+    let (hub0, ep0) = (
+        s.hub.status_kib("VmRSS:") * 1024,
+        s.ep.status_kib("VmRSS:") * 1024,
+    );
     say!(
         out,
         "memory   0 idle players: hub {:>7.1} MiB, ep {:>7.1} MiB",
@@ -301,7 +300,10 @@ async fn run(p: &Plan, fd_limit: u64) -> (String, serde_json::Value) {
             );
         }
         let n = held.len();
-        let (h, e) = (s.hub.rss(), s.ep.rss());
+        let (h, e) = (
+            s.hub.status_kib("VmRSS:") * 1024,
+            s.ep.status_kib("VmRSS:") * 1024,
+        );
         let (per_hub, per_ep) = (
             (h.saturating_sub(hub0)) / n as u64,
             (e.saturating_sub(ep0)) / n as u64,

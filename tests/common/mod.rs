@@ -382,3 +382,14 @@ pub fn ep_toml(
     std::fs::write(&file, text).unwrap();
     file
 }
+
+/// A TLS connection to the hub's control port with the `home` ep's
+/// identity, for speaking the protocol by hand.
+pub async fn raw_control(certs: &Certs, hub: &TestHub) -> ferry::ep::Tunnel {
+    let settings = ep_settings(
+        certs,
+        hub,
+        &EpOpts::new(certs, vec![("echo".into(), hub.control)]),
+    );
+    ferry::ep::connect_for_tests(&settings, &hub.control.to_string()).await
+}
