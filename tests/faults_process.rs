@@ -235,3 +235,68 @@ async fn running_out_of_files_backs_off_and_recovers() {
         "accept loop spun: {cpu} CPU-s"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ep_sigterm_lets_its_player_finish_then_exits() {
+    let certs = Certs::new();
+    let echo = echo_server().await;
+    let hub = HubProc::start(&hub_toml(&certs, &["echo"], ""), &[], 1);
+    let mut ep = Ferry::spawn(
+        "ep",
+        &ep_toml(&certs, hub.control, hub.channel, &[("echo", echo)]),
+        &[],
+    );
+    hub.proc.wait_line("ep logged in");
+    let mut p = TcpStream::connect(hub.services["echo"]).await.unwrap();
+    let mut back = [0u8; 3];
+    p.write_all(b"abc").await.unwrap();
+    p.read_exact(&mut back).await.unwrap();
+    ep.signal("TERM");
+    ep.wait_line("shutting down");
+    // The player is mid-game: it keeps being served, then leaves.
+    p.write_all(b"def").await.unwrap();
+    p.read_exact(&mut back).await.unwrap();
+    assert_eq!(&back, b"def");
+    let left = Instant::now();
+    p.shutdown().await.unwrap();
+    assert!(closed_by_peer(&mut p, Duration::from_secs(5)).await);
+    let status = ep.wait();
+    println!(
+        "figure: ep SIGTERM with a player: served until it left; ep exited {status} {:?} later",
+        left.elapsed()
+    );
+    assert!(status.success());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_ep_facing_a_dead_hub_idles() {
+    let certs = Certs::new();
+    // Addresses where nothing listens: a hub that is down.
+    let dead = TcpListener::bind("127.0.0.1:0")
+        .await
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let cfg = ep_toml(&certs, dead, dead, &[("echo", dead)]);
+    let text = std::fs::read_to_string(&cfg)
+        .unwrap()
+        .replace("backoff_max = \"500ms\"", "backoff_max = \"2s\"");
+    std::fs::write(&cfg, text).unwrap();
+    let ep = Ferry::spawn("ep", &cfg, &[]);
+    ep.wait_line("login failed");
+    let cpu0 = ep.cpu_secs();
+    let t0 = Instant::now();
+    // Count the attempts over a few seconds by their log lines.
+    let mut attempts = 0;
+    while t0.elapsed() < Duration::from_secs(6) {
+        ep.wait_line("login failed");
+        attempts += 1;
+    }
+    let cpu = ep.cpu_secs() - cpu0;
+    println!(
+        "figure: ep facing a dead hub: {attempts} attempts and {cpu:.3} CPU-s in {:?}",
+        t0.elapsed()
+    );
+    assert!(cpu < 0.2, "ep busy while the hub is down");
+    assert!(attempts <= 12, "ep hammering: {attempts} attempts");
+}

@@ -38,6 +38,9 @@ pub struct EpConfig {
     pub backoff_min: Seconds,
     #[serde(default = "defaults::backoff_max")]
     pub backoff_max: Seconds,
+    /// On shutdown, active players get this long to finish.
+    #[serde(default = "defaults::drain_timeout")]
+    pub drain_timeout: Seconds,
 }
 
 #[derive(Debug, Deserialize)]
@@ -58,6 +61,9 @@ mod defaults {
     pub fn backoff_max() -> Seconds {
         Seconds::secs(30)
     }
+    pub fn drain_timeout() -> Seconds {
+        Seconds::secs(10)
+    }
 }
 
 const KEYS: &[&str] = &[
@@ -71,6 +77,7 @@ const KEYS: &[&str] = &[
     "connect_timeout",
     "backoff_min",
     "backoff_max",
+    "drain_timeout",
 ];
 
 #[derive(Debug, Default, Serialize)]
@@ -86,6 +93,7 @@ pub struct EpTiming {
     pub connect_timeout: Duration,
     pub backoff_min: Duration,
     pub backoff_max: Duration,
+    pub drain_timeout: Duration,
 }
 
 /// A checked ep configuration.
@@ -193,6 +201,7 @@ impl EpConfig {
                 connect_timeout: self.connect_timeout.get(),
                 backoff_min: self.backoff_min.get(),
                 backoff_max: self.backoff_max.get(),
+                drain_timeout: self.drain_timeout.get(),
             },
         })
     }

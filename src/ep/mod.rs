@@ -22,7 +22,7 @@ use crate::{
 };
 use anyhow::Result;
 use backoff::Backoff;
-use std::{sync::Arc, time::Duration};
+use std::sync::Arc;
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 use tracing::Instrument;
 
@@ -32,9 +32,6 @@ pub(crate) struct Ep {
     shutdown: CancellationToken,
     hard_stop: CancellationToken,
 }
-
-/// How long players may finish after the ep is asked to stop.
-pub const DRAIN: Duration = Duration::from_secs(10);
 
 /// Runs the ep until `shutdown`: logs in, serves, reconnects with backoff.
 pub async fn run(settings: EpSettings, shutdown: CancellationToken) -> Result<()> {
@@ -82,11 +79,12 @@ pub async fn run(settings: EpSettings, shutdown: CancellationToken) -> Result<()
         }
     }
     ep.tracker.close();
-    if tokio::time::timeout(DRAIN, ep.tracker.wait())
+    let drain = t.drain_timeout;
+    if tokio::time::timeout(drain, ep.tracker.wait())
         .await
         .is_err()
     {
-        tracing::info!("drain time of {DRAIN:?} over; closing remaining players");
+        tracing::info!("drain time of {drain:?} over; closing remaining players");
         ep.hard_stop.cancel();
         ep.tracker.wait().await;
     }

@@ -194,6 +194,11 @@ async fn login(
         idle_timeout_ms: millis(shared.settings.timing.idle_timeout),
     };
     let serial = peer_serial(&tls);
+    if let Some(days) = peer_cert(&tls).and_then(crate::tls::days_left)
+        && days < 30
+    {
+        tracing::warn!(ep = %ep, "this ep's certificate expires in {days} days; issue a new one with `ferry hub gen-cert --ep {ep} --force`");
+    }
     let guard = match shared
         .sessions
         .register(&ep, &serial, addr.ip(), wanted, ctrl)

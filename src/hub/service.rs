@@ -24,6 +24,15 @@ use tracing::Instrument;
 
 pub(crate) type Tunnel = TlsStream<TcpStream>;
 
+type TicketKey = [u8; 32];
+
+fn ticket_key(ticket: &str) -> TicketKey {
+    let d = ring::digest::digest(&ring::digest::SHA256, ticket.as_bytes());
+    let mut key = [0u8; 32];
+    key.copy_from_slice(d.as_ref());
+    key
+}
+
 /// Channel requests in flight beyond the pool size, so a burst of players
 /// cannot make the hub ask one ep for thousands of handshakes at once.
 const MAX_EXTRA_PENDING: usize = 64;
@@ -46,8 +55,10 @@ struct PoolState {
     attached: Option<Attached>,
     idle: Vec<Idle>,
     waiters: VecDeque<oneshot::Sender<Tunnel>>,
-    /// Ticket → (session, expiry).
-    pending: HashMap<String, (u64, Instant)>,
+    /// SHA-256 of a ticket → (session, expiry). Keyed by the digest so
+    /// the map's comparisons never touch the secret itself: whatever a
+    /// lookup's timing reveals is about a hash, not a usable ticket.
+    pending: HashMap<TicketKey, (u64, Instant)>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -146,7 +157,7 @@ impl Service {
                 break; // control queue full or closed; the next tick retries
             }
             st.pending
-                .insert(ticket, (att.session, now + self.ticket_ttl));
+                .insert(ticket_key(&ticket), (att.session, now + self.ticket_ttl));
         }
     }
 
@@ -161,7 +172,7 @@ impl Service {
         let mut st = self.lock();
         let (session, expiry) = st
             .pending
-            .remove(ticket)
+            .remove(&ticket_key(ticket))
             .ok_or("unknown or already used ticket")?;
         if expiry <= Instant::now() {
             return Err("expired ticket");
