@@ -180,7 +180,7 @@ async fn sigterm_drains_active_players_then_exits() {
     p.read_exact(&mut back).await.unwrap();
     let start = Instant::now();
     hub.proc.signal("TERM");
-    hub.proc.wait_line("shutting down");
+    hub.proc.wait_line("stopped accepting");
     // New players are no longer accepted, but this one keeps playing.
     assert!(TcpStream::connect(hub.services["echo"]).await.is_err());
     p.write_all(b"def").await.unwrap();

@@ -170,38 +170,50 @@ impl Hub {
         if let Some(path) = shared.settings.crl.clone() {
             shared.tracker.spawn(crl::watch(shared.clone(), path));
         }
+        let mut doors = Vec::new();
         let sh = shared.clone();
-        shared.tracker.spawn(
-            crate::net::accept_loop(self.control, shared.shutdown.clone(), move |tcp, addr| {
-                control::on_accept(sh.clone(), tcp, addr);
-                std::future::ready(())
-            })
-            .instrument(tracing::info_span!("control-door")),
+        doors.push(
+            shared.tracker.spawn(
+                crate::net::accept_loop(self.control, shared.shutdown.clone(), move |tcp, addr| {
+                    control::on_accept(sh.clone(), tcp, addr);
+                    std::future::ready(())
+                })
+                .instrument(tracing::info_span!("control-door")),
+            ),
         );
         let sh = shared.clone();
-        shared.tracker.spawn(
-            crate::net::accept_loop(self.channel, shared.shutdown.clone(), move |tcp, addr| {
-                channel::on_accept(sh.clone(), tcp, addr);
-                std::future::ready(())
-            })
-            .instrument(tracing::info_span!("channel-door")),
+        doors.push(
+            shared.tracker.spawn(
+                crate::net::accept_loop(self.channel, shared.shutdown.clone(), move |tcp, addr| {
+                    channel::on_accept(sh.clone(), tcp, addr);
+                    std::future::ready(())
+                })
+                .instrument(tracing::info_span!("channel-door")),
+            ),
         );
         for (svc, listener) in self.players {
             tracing::info!(service = %svc.name, addr = %listener.local_addr()?, "players welcome");
             let sh = shared.clone();
             let span = tracing::info_span!("service", name = %svc.name);
-            shared.tracker.spawn(
-                crate::net::accept_loop(listener, shared.shutdown.clone(), move |tcp, addr| {
-                    player::on_accept(sh.clone(), svc.clone(), tcp, addr);
-                    std::future::ready(())
-                })
-                .instrument(span),
+            doors.push(
+                shared.tracker.spawn(
+                    crate::net::accept_loop(listener, shared.shutdown.clone(), move |tcp, addr| {
+                        player::on_accept(sh.clone(), svc.clone(), tcp, addr);
+                        std::future::ready(())
+                    })
+                    .instrument(span),
+                ),
             );
         }
         shutdown.cancelled().await;
         shared.shutdown.cancel();
         shared.tracker.close();
+        // Every listener is closed once its accept loop has returned.
+        for door in doors {
+            let _ = door.await;
+        }
         let drain = shared.settings.timing.drain_timeout;
+        tracing::info!("stopped accepting; active players may finish for up to {drain:?}");
         if tokio::time::timeout(drain, shared.tracker.wait())
             .await
             .is_err()
