@@ -71,13 +71,18 @@ fn main() {
         plainhop::serve(&args[i + 1]);
     }
     let smoke = args.iter().any(|a| a == "--smoke");
+    // For trying levers quickly: skip the idle-player memory section.
+    let no_memory = args.iter().any(|a| a == "--no-memory");
     let json_path = args
         .iter()
         .position(|a| a == "--json")
         .and_then(|i| args.get(i + 1).cloned())
         .unwrap_or_else(|| "target/bench-tunnel.json".into());
     let fd_limit = procs::raise_fd_limit();
-    let plan = plan(smoke);
+    let mut plan = plan(smoke);
+    if no_memory {
+        plan.idle.clear();
+    }
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
