@@ -84,3 +84,31 @@ async fn a_player_mid_game_survives_a_replaced_control_session() {
     player.read_exact(&mut buf).await.unwrap();
     assert_eq!(&buf, b"two", "the relaying channel kept flowing");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_player_who_leaves_while_waiting_never_reaches_the_service() {
+    let certs = Certs::new();
+    let svc = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let svc_addr = svc.local_addr().unwrap();
+    let hub = TestHub::start(&certs, &HubOpts::default()).await;
+    // No ep yet: the player waits at the port, then gives up.
+    let p = TcpStream::connect(hub.service("echo")).await.unwrap();
+    drop(p);
+    let settings = ep_settings(
+        &certs,
+        &hub,
+        &EpOpts::new(&certs, vec![("echo".into(), svc_addr)]),
+    );
+    let _ep = TestEp::start(settings);
+    hub.wait_sessions(1).await;
+    // The next real player is the first connection the service sees.
+    let mut p = TcpStream::connect(hub.service("echo")).await.unwrap();
+    p.write_all(b"real").await.unwrap();
+    let (mut s, _) = svc.accept().await.unwrap();
+    let mut got = [0u8; 4];
+    s.read_exact(&mut got).await.unwrap();
+    assert_eq!(
+        &got, b"real",
+        "a phantom connection reached the service first"
+    );
+}

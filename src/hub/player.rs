@@ -24,6 +24,7 @@ async fn serve(shared: Arc<Shared>, svc: Arc<Service>, mut tcp: TcpStream, addr:
     let wait = shared.settings.timing.player_wait;
     let taken = tokio::select! {
         r = svc.take(wait) => r,
+        _ = gone(&tcp) => return tracing::info!("player left before a channel was ready"),
         _ = shared.shutdown.cancelled() => return,
     };
     let mut tunnel = match taken {
@@ -65,5 +66,16 @@ async fn serve(shared: Arc<Shared>, svc: Arc<Service>, mut tcp: TcpStream, addr:
             );
         }
         None => tracing::info!("player closed: hub shutting down"),
+    }
+}
+
+/// Resolves if the player hangs up while waiting for a channel, so the ep is
+/// never told to dial the service for a player who already left (a phantom
+/// player in a game). A player who sends data is real: stop watching.
+async fn gone(tcp: &TcpStream) {
+    let mut b = [0u8; 1];
+    match tcp.peek(&mut b).await {
+        Ok(0) | Err(_) => {}
+        Ok(_) => std::future::pending().await,
     }
 }
