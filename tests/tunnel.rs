@@ -143,3 +143,24 @@ async fn two_eps_serve_different_services_on_one_hub() {
     assert_eq!(echo_through(hub.service("alpha"), b"a").await, b"a");
     assert_eq!(echo_through(hub.service("beta"), b"b").await, b"b");
 }
+
+/// `localhost` may resolve to ::1 before 127.0.0.1; channels must still come
+/// from the address the ep logged in from.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hub_named_by_host_name_serves_players() {
+    let certs = Certs::new();
+    let echo = echo_server().await;
+    let hub = TestHub::start(&certs, &HubOpts::default()).await;
+    let mut settings = ep_settings(
+        &certs,
+        &hub,
+        &EpOpts::new(&certs, vec![("echo".into(), echo)]),
+    );
+    settings.hub = format!("localhost:{}", hub.control.port());
+    settings.channel = format!("localhost:{}", hub.channel.port());
+    let _ep = TestEp::start(settings);
+    assert_eq!(
+        echo_through(hub.service("echo"), b"by name").await,
+        b"by name"
+    );
+}

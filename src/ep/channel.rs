@@ -14,7 +14,13 @@ use tokio::net::TcpStream;
 /// parked channel itself (the hub normally closes it first).
 const IDLE_GRACE: Duration = Duration::from_secs(30);
 
-pub(super) async fn run(ep: Arc<Ep>, service: String, ticket: String, idle_timeout: Duration) {
+pub(super) async fn run(
+    ep: Arc<Ep>,
+    service: String,
+    ticket: String,
+    channel: Arc<str>,
+    idle_timeout: Duration,
+) {
     let Some(local) = ep.settings.services.get(&service).cloned() else {
         tracing::warn!(
             service,
@@ -24,7 +30,7 @@ pub(super) async fn run(ep: Arc<Ep>, service: String, ticket: String, idle_timeo
     };
     let s = &ep.settings;
     let open = async {
-        let mut tls = connect_tls(s, &s.channel).await?;
+        let mut tls = connect_tls(s, &channel).await?;
         let hello = EpMsg::Channel {
             service: service.clone(),
             ticket,

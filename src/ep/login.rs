@@ -107,12 +107,34 @@ pub async fn connect_tls(s: &EpSettings, addr: &str) -> Result<Tunnel, LoginErro
         .map_err(tls_error)
 }
 
-/// Timings the hub asked for in its welcome.
-#[derive(Debug, Clone, Copy)]
+/// What a session needs from its login: the hub's timings, and where
+/// channels go.
+#[derive(Debug, Clone)]
 pub struct Welcome {
     pub heartbeat: Duration,
     pub heartbeat_timeout: Duration,
     pub idle_timeout: Duration,
+    /// The channel address to dial for this session. When the channel port
+    /// is on the hub's own host, it is dialled at the very address control
+    /// reached: the hub accepts channels only from a logged-in ep's address,
+    /// and a name resolving to IPv4 and IPv6 could otherwise send control
+    /// and channels out through different source addresses.
+    pub channel: String,
+}
+
+/// `settings.channel`, pinned to `hub_ip` when it names the hub's host.
+fn channel_for(s: &EpSettings, hub_ip: Option<std::net::IpAddr>) -> String {
+    use crate::config::split_host_port;
+    let (Some(ip), Ok((hub_host, _)), Ok((host, port))) =
+        (hub_ip, split_host_port(&s.hub), split_host_port(&s.channel))
+    else {
+        return s.channel.clone();
+    };
+    if host == hub_host {
+        std::net::SocketAddr::new(ip, port).to_string()
+    } else {
+        s.channel.clone()
+    }
 }
 
 /// Logs in on the control port. Returns only once the hub said welcome: with
@@ -122,6 +144,7 @@ pub async fn login(s: &EpSettings) -> Result<(Tunnel, Welcome), LoginError> {
     let deadline = s.timing.connect_timeout;
     let attempt = async {
         let mut tls = connect_tls(s, &s.hub).await?;
+        let hub_ip = tls.get_ref().0.peer_addr().ok().map(|a| a.ip());
         let hello = EpMsg::Hello {
             version: PROTOCOL_VERSION,
             token: s.token.clone(),
@@ -141,6 +164,7 @@ pub async fn login(s: &EpSettings) -> Result<(Tunnel, Welcome), LoginError> {
                     heartbeat: Duration::from_millis(heartbeat_ms.max(100)),
                     heartbeat_timeout: Duration::from_millis(heartbeat_timeout_ms.max(200)),
                     idle_timeout: Duration::from_millis(idle_timeout_ms),
+                    channel: channel_for(s, hub_ip),
                 },
             )),
             HubMsg::Refused {

@@ -94,6 +94,7 @@ pub async fn run(settings: EpSettings, shutdown: CancellationToken) -> Result<()
 
 /// Serves one control session; returns why it ended.
 async fn session(ep: &Arc<Ep>, tls: login::Tunnel, w: Welcome) -> String {
+    let channel: Arc<str> = w.channel.as_str().into();
     let (mut rd, mut wr) = tokio::io::split(tls);
     let reader = async {
         loop {
@@ -108,7 +109,8 @@ async fn session(ep: &Arc<Ep>, tls: login::Tunnel, w: Welcome) -> String {
                 Ok(Ok(HubMsg::Open { service, ticket })) => {
                     let span = tracing::info_span!("channel", service = %service);
                     ep.tracker.spawn(
-                        channel::run(ep.clone(), service, ticket, w.idle_timeout).instrument(span),
+                        channel::run(ep.clone(), service, ticket, channel.clone(), w.idle_timeout)
+                            .instrument(span),
                     );
                 }
                 Ok(Ok(other)) => return format!("unexpected message from the hub: {other:?}"),
