@@ -26,7 +26,7 @@ pub const ENV_PREFIX: &str = "FERRY_";
 pub enum ConfigError {
     #[error("config file {0} not found")]
     Missing(PathBuf),
-    #[error("{0}")]
+    #[error("{}", tidy(.0))]
     Invalid(Box<figment::Error>),
     #[error("{file}: {msg}")]
     Check { file: String, msg: String },
@@ -53,6 +53,12 @@ pub(crate) fn load<T: DeserializeOwned>(
         .merge(Serialized::defaults(flags))
         .extract()
         .map_err(|e| ConfigError::Invalid(Box::new(e)))
+}
+
+/// figment names keys with their profile ("default.control"); ferry has
+/// no profiles, so the prefix only confuses.
+fn tidy(e: &figment::Error) -> String {
+    e.to_string().replace("key \"default.", "key \"")
 }
 
 fn top_key(key: &str) -> &str {
