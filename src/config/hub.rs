@@ -332,9 +332,20 @@ impl std::fmt::Display for HubSettings {
             .map(|n| n.to_string())
             .collect();
         writeln!(f, "  ep_allowlist {}", nets.join(", "))?;
+        if self.allowlist.is_wide_open() {
+            writeln!(
+                f,
+                "  warning: ep_allowlist admits every address; list your eps' addresses"
+            )?;
+        }
         writeln!(f, "  token_hash argon2id (hash set, token not stored)")?;
         if let Some(days) = self.cert_days_left {
-            writeln!(f, "  hub certificate (or CA) expires in {days} days")?;
+            let note = if days < 30 {
+                " — warning: re-issue soon"
+            } else {
+                ""
+            };
+            writeln!(f, "  hub certificate (or CA) expires in {days} days{note}")?;
         }
         let t = &self.timing;
         writeln!(
