@@ -298,5 +298,6 @@ async fn an_ep_facing_a_dead_hub_idles() {
         t0.elapsed()
     );
     assert!(cpu < 0.2, "ep busy while the hub is down");
-    assert!(attempts <= 12, "ep hammering: {attempts} attempts");
+    // Backoff 50 ms doubling to 2 s, jittered down to half: at most ~12.
+    assert!(attempts <= 20, "ep hammering: {attempts} attempts");
 }
