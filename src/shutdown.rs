@@ -32,3 +32,18 @@ async fn wait_for_signal() {
 async fn wait_for_signal() {
     let _ = tokio::signal::ctrl_c().await;
 }
+
+/// The end of a role's life: wait for `tracker`'s tasks (players finishing)
+/// up to `drain`, then trip `hard_stop` so the rest close, and wait again.
+pub async fn drain(
+    tracker: &tokio_util::task::TaskTracker,
+    hard_stop: &CancellationToken,
+    drain: std::time::Duration,
+) {
+    tracker.close();
+    if tokio::time::timeout(drain, tracker.wait()).await.is_err() {
+        tracing::info!("drain time of {drain:?} over; closing remaining players");
+        hard_stop.cancel();
+        tracker.wait().await;
+    }
+}

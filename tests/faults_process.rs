@@ -77,13 +77,7 @@ async fn ep_killed_while_a_player_waits_serves_it_when_back() {
 async fn a_frozen_ep_is_noticed_and_recovers_after_sigcont() {
     let certs = Certs::new();
     let echo = echo_server().await;
-    let hub = HubProc::start(&hub_toml(&certs, &["echo"], ""), &[], 1);
-    let ep = Ferry::spawn(
-        "ep",
-        &ep_toml(&certs, hub.control, hub.channel, &[("echo", echo)]),
-        &[],
-    );
-    hub.proc.wait_line("ep logged in");
+    let (hub, ep) = proc_tunnel(&certs, "", "echo", echo);
     assert_eq!(echo_through(hub.services["echo"], b"a").await, b"a");
     let frozen = Instant::now();
     ep.signal("STOP");
@@ -116,13 +110,7 @@ async fn a_slow_reader_keeps_hub_and_ep_memory_small() {
         }
         s.shutdown().await.unwrap();
     });
-    let hub = HubProc::start(&hub_toml(&certs, &["push"], ""), &[], 1);
-    let ep = Ferry::spawn(
-        "ep",
-        &ep_toml(&certs, hub.control, hub.channel, &[("push", svc_addr)]),
-        &[],
-    );
-    hub.proc.wait_line("ep logged in");
+    let (hub, ep) = proc_tunnel(&certs, "", "push", svc_addr);
     let (hub0, ep0) = (hub.proc.status_kib("VmRSS:"), ep.status_kib("VmRSS:"));
     let mut p = TcpStream::connect(hub.services["push"]).await.unwrap();
     // Read 1 KiB per 10 ms for 3 s (the service keeps pushing meanwhile),
@@ -163,17 +151,7 @@ async fn a_slow_reader_keeps_hub_and_ep_memory_small() {
 async fn sigterm_drains_active_players_then_exits() {
     let certs = Certs::new();
     let echo = echo_server().await;
-    let mut hub = HubProc::start(
-        &hub_toml(&certs, &["echo"], "drain_timeout = \"2s\"\n"),
-        &[],
-        1,
-    );
-    let _ep = Ferry::spawn(
-        "ep",
-        &ep_toml(&certs, hub.control, hub.channel, &[("echo", echo)]),
-        &[],
-    );
-    hub.proc.wait_line("ep logged in");
+    let (mut hub, _ep) = proc_tunnel(&certs, "drain_timeout = \"2s\"\n", "echo", echo);
     let mut p = TcpStream::connect(hub.services["echo"]).await.unwrap();
     let mut back = [0u8; 3];
     p.write_all(b"abc").await.unwrap();
@@ -240,13 +218,7 @@ async fn running_out_of_files_backs_off_and_recovers() {
 async fn ep_sigterm_lets_its_player_finish_then_exits() {
     let certs = Certs::new();
     let echo = echo_server().await;
-    let hub = HubProc::start(&hub_toml(&certs, &["echo"], ""), &[], 1);
-    let mut ep = Ferry::spawn(
-        "ep",
-        &ep_toml(&certs, hub.control, hub.channel, &[("echo", echo)]),
-        &[],
-    );
-    hub.proc.wait_line("ep logged in");
+    let (hub, mut ep) = proc_tunnel(&certs, "", "echo", echo);
     let mut p = TcpStream::connect(hub.services["echo"]).await.unwrap();
     let mut back = [0u8; 3];
     p.write_all(b"abc").await.unwrap();

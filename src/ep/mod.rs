@@ -78,16 +78,7 @@ pub async fn run(settings: EpSettings, shutdown: CancellationToken) -> Result<()
             _ = shutdown.cancelled() => break,
         }
     }
-    ep.tracker.close();
-    let drain = t.drain_timeout;
-    if tokio::time::timeout(drain, ep.tracker.wait())
-        .await
-        .is_err()
-    {
-        tracing::info!("drain time of {drain:?} over; closing remaining players");
-        ep.hard_stop.cancel();
-        ep.tracker.wait().await;
-    }
+    crate::shutdown::drain(&ep.tracker, &ep.hard_stop, t.drain_timeout).await;
     tracing::info!("ep stopped");
     Ok(())
 }

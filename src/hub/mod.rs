@@ -207,21 +207,13 @@ impl Hub {
         }
         shutdown.cancelled().await;
         shared.shutdown.cancel();
-        shared.tracker.close();
         // Every listener is closed once its accept loop has returned.
         for door in doors {
             let _ = door.await;
         }
         let drain = shared.settings.timing.drain_timeout;
         tracing::info!("stopped accepting; active players may finish for up to {drain:?}");
-        if tokio::time::timeout(drain, shared.tracker.wait())
-            .await
-            .is_err()
-        {
-            tracing::info!("drain time of {drain:?} over; closing remaining players");
-            shared.hard_stop.cancel();
-            shared.tracker.wait().await;
-        }
+        crate::shutdown::drain(&shared.tracker, &shared.hard_stop, drain).await;
         tracing::info!("hub stopped");
         Ok(())
     }

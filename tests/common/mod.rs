@@ -393,3 +393,21 @@ pub async fn raw_control(certs: &Certs, hub: &TestHub) -> ferry::ep::Tunnel {
     );
     ferry::ep::connect_for_tests(&settings, &hub.control.to_string()).await
 }
+
+/// A hub process with `extra` config and one `echo`-named service served
+/// by an ep process from `local`; returns once the ep is logged in.
+pub fn proc_tunnel(
+    certs: &Certs,
+    extra: &str,
+    service: &str,
+    local: SocketAddr,
+) -> (procs::HubProc, procs::Ferry) {
+    let hub = procs::HubProc::start(&hub_toml(certs, &[service], extra), &[], 1);
+    let ep = procs::Ferry::spawn(
+        "ep",
+        &ep_toml(certs, hub.control, hub.channel, &[(service, local)]),
+        &[],
+    );
+    hub.proc.wait_line("ep logged in");
+    (hub, ep)
+}
