@@ -9,7 +9,10 @@ use crate::{proto::HubMsg, token};
 use std::{
     collections::{HashMap, VecDeque},
     net::IpAddr,
-    sync::{Arc, Mutex, MutexGuard},
+    sync::{
+        Arc, Mutex, MutexGuard,
+        atomic::{AtomicBool, Ordering},
+    },
     time::Duration,
 };
 use tokio::{
@@ -75,9 +78,15 @@ pub(crate) struct Service {
     idle_timeout: Duration,
     ticket_ttl: Duration,
     state: Mutex<PoolState>,
+    refill_scheduled: AtomicBool,
     shutdown: CancellationToken,
     tracker: TaskTracker,
 }
+
+/// A replacement channel costs a TLS handshake on both ends. Started at the
+/// very moment a player takes a channel, it competes for the CPU with that
+/// player's first bytes; a short delay keeps it off the player's path.
+const REFILL_DELAY: Duration = Duration::from_millis(5);
 
 impl Service {
     pub fn new(
@@ -94,6 +103,7 @@ impl Service {
             idle_timeout,
             ticket_ttl,
             state: Mutex::default(),
+            refill_scheduled: AtomicBool::new(false),
             shutdown,
             tracker,
         }
@@ -135,6 +145,22 @@ impl Service {
     pub fn top_up(&self) {
         let mut st = self.lock();
         self.refill(&mut st);
+    }
+
+    /// `top_up` after `REFILL_DELAY`; calls meanwhile coalesce into one.
+    fn top_up_soon(self: &Arc<Self>) {
+        if self.refill_scheduled.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let me = self.clone();
+        self.tracker.spawn(async move {
+            tokio::select! {
+                _ = tokio::time::sleep(REFILL_DELAY) => {}
+                _ = me.shutdown.cancelled() => {}
+            }
+            me.refill_scheduled.store(false, Ordering::Release);
+            me.top_up();
+        });
     }
 
     fn refill(&self, st: &mut PoolState) {
@@ -261,7 +287,7 @@ impl Service {
                     if idle.claim.send(tx).is_ok()
                         && let Ok(tunnel) = rx.await
                     {
-                        self.top_up();
+                        self.top_up_soon();
                         return Ok(tunnel);
                     }
                 }
