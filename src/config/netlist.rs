@@ -8,10 +8,6 @@ use std::net::IpAddr;
 pub struct Allowlist(Vec<IpNet>);
 
 impl Allowlist {
-    pub fn new(nets: Vec<IpNet>) -> Self {
-        Allowlist(nets)
-    }
-
     /// IPv4 peers reach a dual-stack listener as `::ffff:a.b.c.d`; they are
     /// matched as the IPv4 address the operator wrote.
     pub fn contains(&self, ip: IpAddr) -> bool {

@@ -262,12 +262,4 @@ impl HubHandle {
     pub fn logins(&self) -> watch::Receiver<u64> {
         self.shared.sessions.watch_logins()
     }
-
-    /// Ready channels pooled for `service`.
-    pub fn pooled(&self, service: &str) -> usize {
-        self.shared
-            .services
-            .get(service)
-            .map_or(0, |s| s.idle_count())
-    }
 }

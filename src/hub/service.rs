@@ -301,11 +301,4 @@ impl Service {
             }
         }
     }
-
-    /// Ready channels now in the pool (for tests and status).
-    pub fn idle_count(&self) -> usize {
-        let mut st = self.lock();
-        st.idle.retain(|i| !i.claim.is_closed());
-        st.idle.len()
-    }
 }
