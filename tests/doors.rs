@@ -382,3 +382,49 @@ async fn a_message_out_of_order_closes_only_that_connection() {
     assert_eq!(tls.read(&mut buf).await.unwrap_or(0), 0);
     assert_eq!(echo_through(hub.service("echo"), b"fine").await, b"fine");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_proven_ep_logs_in_while_strangers_fill_the_pending_cap() {
+    let certs = Certs::new();
+    let opts = HubOpts {
+        allowlist: "127.0.0.0/8".into(),
+        services: vec!["echo".into(), "beta".into()],
+        extra: "max_pending_auth = 4\nmax_pending_per_source = 2\nhandshake_timeout = \"5s\"\n"
+            .into(),
+        ..Default::default()
+    };
+    let echo = echo_server().await;
+    let hub = TestHub::start(&certs, &opts).await;
+    let _ep = TestEp::start(ep_settings(
+        &certs,
+        &hub,
+        &EpOpts::new(&certs, vec![("echo".into(), echo)]),
+    ));
+    hub.wait_sessions(1).await; // 127.0.0.1 is now a proven address
+    // Strangers hold every place of the global cap with silent connections.
+    let mut silent = Vec::new();
+    for src in ["127.0.0.2", "127.0.0.3"] {
+        for _ in 0..2 {
+            silent.push(connect_from(src, hub.control).await.unwrap());
+        }
+    }
+    let mut turned = connect_from("127.0.0.4", hub.control).await.unwrap();
+    assert!(
+        closed_by_peer(&mut turned, Duration::from_secs(1)).await,
+        "cap not full"
+    );
+    let mut o = EpOpts::new(&certs, vec![("beta".into(), echo)]);
+    o.cert = "other".into();
+    let t = Instant::now();
+    let login = ferry::ep::login(&ep_settings(&certs, &hub, &o)).await;
+    println!(
+        "figure: with the pending cap full of strangers, a proven address logged in after {:?}",
+        t.elapsed()
+    );
+    assert!(login.is_ok(), "{:?}", login.err());
+    assert!(
+        t.elapsed() < Duration::from_secs(4),
+        "waited for the strangers' deadline"
+    );
+    drop(silent);
+}

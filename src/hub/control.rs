@@ -96,7 +96,7 @@ async fn handle_login(shared: &Arc<Shared>, tcp: TcpStream, addr: SocketAddr) ->
     let ip = addr.ip();
     match login {
         Ok(Ok((tls, guard))) => {
-            shared.gate.forgive(ip);
+            shared.gate.proven(ip);
             Some((tls, guard, ctrl_rx))
         }
         Ok(Err(e)) => {

@@ -4,7 +4,10 @@
 //! `max_pending` connections are authenticating at once, at most
 //! `per_source` of them from one address, and an address that fails earns
 //! a growing penalty during which it is refused before TLS (in the spirit of
-//! OpenSSH's PerSourcePenalties).
+//! OpenSSH's PerSourcePenalties). An address that logged in successfully in
+//! the last day is "proven": it is not counted against the global cap, so a
+//! crowd of strangers holding connections open cannot lock a known ep out
+//! while it reconnects (it still obeys the per-source cap).
 
 use std::{
     collections::HashMap,
@@ -20,6 +23,10 @@ use tokio::time::Instant;
 /// Addresses remembered for penalties; beyond this, new offenders are not
 /// recorded (the global cap still bounds them), so memory stays bounded.
 const MAX_PENALISED: usize = 65_536;
+
+/// Proven addresses remembered, and for how long.
+const MAX_PROVEN: usize = 4_096;
+const PROVEN_FOR: Duration = Duration::from_secs(24 * 3600);
 
 #[derive(Debug, Clone, Copy)]
 pub struct GateLimits {
@@ -38,6 +45,8 @@ struct Penalty {
 struct State {
     per_ip: HashMap<IpAddr, usize>,
     penalties: HashMap<IpAddr, Penalty>,
+    /// Address → time of its last successful login.
+    proven: HashMap<IpAddr, Instant>,
 }
 
 pub(crate) struct Gate {
@@ -59,6 +68,8 @@ pub(crate) enum Turned {
 pub(crate) struct Permit {
     gate: Arc<Gate>,
     ip: IpAddr,
+    /// Counted against the global cap (a stranger, not a proven address).
+    counted: bool,
 }
 
 impl Gate {
@@ -84,7 +95,8 @@ impl Gate {
         {
             return Err(Turned::Penalised);
         }
-        if self.pending.load(Ordering::Relaxed) >= self.limits.max_pending {
+        let proven = st.proven.get(&ip).is_some_and(|t| t.elapsed() < PROVEN_FOR);
+        if !proven && self.pending.load(Ordering::Relaxed) >= self.limits.max_pending {
             return Err(Turned::TooManyPending);
         }
         let from_ip = st.per_ip.entry(ip).or_default();
@@ -92,11 +104,14 @@ impl Gate {
             return Err(Turned::TooManyFromSource);
         }
         *from_ip += 1;
-        let now = self.pending.fetch_add(1, Ordering::Relaxed) + 1;
-        self.peak.fetch_max(now, Ordering::Relaxed);
+        if !proven {
+            let now = self.pending.fetch_add(1, Ordering::Relaxed) + 1;
+            self.peak.fetch_max(now, Ordering::Relaxed);
+        }
         Ok(Permit {
             gate: self.clone(),
             ip,
+            counted: !proven,
         })
     }
 
@@ -124,9 +139,18 @@ impl Gate {
         p.until = now + (self.limits.penalty_base * factor).min(self.limits.penalty_max);
     }
 
-    /// Clears an address's strikes after it authenticated.
-    pub fn forgive(&self, ip: IpAddr) {
-        self.lock().penalties.remove(&ip.to_canonical());
+    /// An address authenticated: clear its strikes and remember it as proven.
+    pub fn proven(&self, ip: IpAddr) {
+        let ip = ip.to_canonical();
+        let mut st = self.lock();
+        st.penalties.remove(&ip);
+        if st.proven.len() >= MAX_PROVEN && !st.proven.contains_key(&ip) {
+            st.proven.retain(|_, t| t.elapsed() < PROVEN_FOR);
+            if st.proven.len() >= MAX_PROVEN {
+                return;
+            }
+        }
+        st.proven.insert(ip, Instant::now());
     }
 
     pub fn pending(&self) -> usize {
@@ -141,7 +165,9 @@ impl Gate {
 
 impl Drop for Permit {
     fn drop(&mut self) {
-        self.gate.pending.fetch_sub(1, Ordering::Relaxed);
+        if self.counted {
+            self.gate.pending.fetch_sub(1, Ordering::Relaxed);
+        }
         let mut st = self.gate.lock();
         if let Some(n) = st.per_ip.get_mut(&self.ip) {
             *n -= 1;
@@ -180,7 +206,17 @@ mod tests {
         assert_eq!(g.peak(), 3);
         g.strike(b);
         assert_eq!(g.enter(b).err(), Some(Turned::Penalised));
-        g.forgive(b);
-        assert!(g.enter(b).is_ok());
+        g.proven(b);
+        // A stranger fills the global cap (a and b's first permit hold 2 of 3).
+        let c: IpAddr = "10.0.0.3".parse().unwrap();
+        let _p4 = g.enter(c).unwrap();
+        assert_eq!(
+            g.enter("10.0.0.4".parse().unwrap()).err(),
+            Some(Turned::TooManyPending)
+        );
+        // Proven b still gets in, up to its own per-source cap (2).
+        let _p5 = g.enter(b).unwrap();
+        assert_eq!(g.enter(b).err(), Some(Turned::TooManyFromSource));
+        assert_eq!(g.pending(), 3, "proven permits are not counted");
     }
 }
