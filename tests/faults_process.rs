@@ -244,11 +244,7 @@ async fn ep_sigterm_lets_its_player_finish_then_exits() {
 async fn an_ep_facing_a_dead_hub_idles() {
     let certs = Certs::new();
     // Addresses where nothing listens: a hub that is down.
-    let dead = TcpListener::bind("127.0.0.1:0")
-        .await
-        .unwrap()
-        .local_addr()
-        .unwrap();
+    let (_hold, dead) = dead_port();
     let cfg = ep_toml(&certs, dead, dead, &[("echo", dead)]);
     let text = std::fs::read_to_string(&cfg)
         .unwrap()

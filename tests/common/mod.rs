@@ -411,3 +411,13 @@ pub fn proc_tunnel(
     hub.proc.wait_line("ep logged in");
     (hub, ep)
 }
+
+/// An address where nothing listens, held (bound, never listening) so that
+/// no other test can take the port while it is in use: connecting to it is
+/// refused. Keep the socket alive as long as the address matters.
+pub fn dead_port() -> (tokio::net::TcpSocket, SocketAddr) {
+    let hold = tokio::net::TcpSocket::new_v4().unwrap();
+    hold.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let addr = hold.local_addr().unwrap();
+    (hold, addr)
+}
