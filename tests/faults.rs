@@ -164,12 +164,7 @@ async fn refused_or_closed(player: std::net::SocketAddr, within: Duration) -> bo
 async fn local_service_down_closes_each_player_and_leaks_nothing() {
     let certs = Certs::new();
     let (_hold, dead) = dead_port();
-    let hub = TestHub::start(&certs, &HubOpts::default()).await;
-    let _ep = TestEp::start(ep_settings(
-        &certs,
-        &hub,
-        &EpOpts::new(&certs, vec![("echo".into(), dead)]),
-    ));
+    let (hub, _ep) = tunnel_to(&certs, dead).await;
     hub.wait_sessions(1).await;
     let player = hub.service("echo");
     // Warm-up: one player, so the pool and every lazy resource exist.
@@ -214,12 +209,7 @@ async fn resets_propagate_both_ways() {
     let certs = Certs::new();
     let svc = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let svc_addr = svc.local_addr().unwrap();
-    let hub = TestHub::start(&certs, &HubOpts::default()).await;
-    let _ep = TestEp::start(ep_settings(
-        &certs,
-        &hub,
-        &EpOpts::new(&certs, vec![("echo".into(), svc_addr)]),
-    ));
+    let (hub, _ep) = tunnel_to(&certs, svc_addr).await;
 
     // The player resets: the service sees a reset, not a clean end.
     let mut p = TcpStream::connect(hub.service("echo")).await.unwrap();

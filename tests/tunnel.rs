@@ -36,12 +36,7 @@ async fn player_half_close_still_receives_the_reply() {
         s.write_all(&reply).await.unwrap();
         s.shutdown().await.unwrap();
     });
-    let hub = TestHub::start(&certs, &HubOpts::default()).await;
-    let _ep = TestEp::start(ep_settings(
-        &certs,
-        &hub,
-        &EpOpts::new(&certs, vec![("echo".into(), svc_addr)]),
-    ));
+    let (hub, _ep) = tunnel_to(&certs, svc_addr).await;
     let mut p = TcpStream::connect(hub.service("echo")).await.unwrap();
     p.write_all(b"GET /big").await.unwrap();
     p.shutdown().await.unwrap();
@@ -72,12 +67,7 @@ async fn service_half_close_still_receives_from_the_player() {
         s.read_to_end(&mut got).await.unwrap();
         tx.send(got).unwrap();
     });
-    let hub = TestHub::start(&certs, &HubOpts::default()).await;
-    let _ep = TestEp::start(ep_settings(
-        &certs,
-        &hub,
-        &EpOpts::new(&certs, vec![("echo".into(), svc_addr)]),
-    ));
+    let (hub, _ep) = tunnel_to(&certs, svc_addr).await;
     let mut p = TcpStream::connect(hub.service("echo")).await.unwrap();
     let mut banner = Vec::new();
     p.read_to_end(&mut banner).await.unwrap(); // EOF: the service's FIN passed through
@@ -96,15 +86,20 @@ async fn service_half_close_still_receives_from_the_player() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_hundred_concurrent_players_on_two_services() {
-    let certs = Certs::new();
-    let (echo_a, echo_b) = (echo_server().await, echo_server().await);
+/// A hub with services `alpha` and `beta`, and an echo service for each.
+async fn two_service_hub(certs: &Certs) -> (TestHub, std::net::SocketAddr, std::net::SocketAddr) {
     let opts = HubOpts {
         services: vec!["alpha".into(), "beta".into()],
         ..Default::default()
     };
-    let hub = TestHub::start(&certs, &opts).await;
+    let hub = TestHub::start(certs, &opts).await;
+    (hub, echo_server().await, echo_server().await)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hundred_concurrent_players_on_two_services() {
+    let certs = Certs::new();
+    let (hub, echo_a, echo_b) = two_service_hub(&certs).await;
     let eps = vec![("alpha".to_string(), echo_a), ("beta".to_string(), echo_b)];
     let _ep = TestEp::start(ep_settings(&certs, &hub, &EpOpts::new(&certs, eps)));
     let mut players = Vec::new();
@@ -125,12 +120,7 @@ async fn a_hundred_concurrent_players_on_two_services() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_eps_serve_different_services_on_one_hub() {
     let certs = Certs::new();
-    let (echo_a, echo_b) = (echo_server().await, echo_server().await);
-    let opts = HubOpts {
-        services: vec!["alpha".into(), "beta".into()],
-        ..Default::default()
-    };
-    let hub = TestHub::start(&certs, &opts).await;
+    let (hub, echo_a, echo_b) = two_service_hub(&certs).await;
     let _a = TestEp::start(ep_settings(
         &certs,
         &hub,

@@ -314,15 +314,21 @@ pub async fn echo_through(addr: SocketAddr, data: &[u8]) -> Vec<u8> {
     back
 }
 
-/// A hub with one ep serving `echo`, ready for players.
-pub async fn echo_tunnel(certs: &Certs) -> (TestHub, TestEp) {
-    let echo = echo_server().await;
+/// A hub with one ep serving `local` as service `echo`. Players may connect
+/// at once: the hub holds them until the ep's channels arrive.
+pub async fn tunnel_to(certs: &Certs, local: SocketAddr) -> (TestHub, TestEp) {
     let hub = TestHub::start(certs, &HubOpts::default()).await;
     let ep = TestEp::start(ep_settings(
         certs,
         &hub,
-        &EpOpts::new(certs, vec![("echo".into(), echo)]),
+        &EpOpts::new(certs, vec![("echo".into(), local)]),
     ));
+    (hub, ep)
+}
+
+/// A hub with one ep serving an echo service, the ep logged in.
+pub async fn echo_tunnel(certs: &Certs) -> (TestHub, TestEp) {
+    let (hub, ep) = tunnel_to(certs, echo_server().await).await;
     hub.wait_sessions(1).await;
     (hub, ep)
 }
