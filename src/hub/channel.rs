@@ -60,6 +60,7 @@ async fn handle(shared: Arc<Shared>, tcp: TcpStream, addr: SocketAddr) {
         Err(_) => Err(format!("not completed within {deadline:?}")),
         Ok(Err(e)) => Err(e),
         Ok(Ok((tls, service, ticket))) => {
+            tracing::debug!(handshake = ?tls.get_ref().1.handshake_kind(), "channel TLS established");
             let ep = super::control::peer_name(&tls);
             match shared.services.get(&service) {
                 Some(svc) => svc
