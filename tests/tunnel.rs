@@ -154,3 +154,26 @@ async fn hub_named_by_host_name_serves_players() {
         b"by name"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn eps_can_reach_the_hub_over_ipv6() {
+    if std::net::TcpListener::bind("[::1]:0").is_err() {
+        println!("skipped: no IPv6 loopback on this machine");
+        return;
+    }
+    let certs = Certs::new();
+    let echo = echo_server().await;
+    let opts = HubOpts {
+        control: "[::1]:0".into(),
+        channel: "[::1]:0".into(),
+        allowlist: "::1/128".into(),
+        ..Default::default()
+    };
+    let hub = TestHub::start(&certs, &opts).await;
+    let _ep = TestEp::start(ep_settings(
+        &certs,
+        &hub,
+        &EpOpts::new(&certs, vec![("echo".into(), echo)]),
+    ));
+    assert_eq!(echo_through(hub.service("echo"), b"v6").await, b"v6");
+}
