@@ -59,6 +59,9 @@ pub enum HubMsg {
     Open { service: String, ticket: String },
     /// On a channel: a player arrived; the ep dials the service now.
     Start { player: SocketAddr },
+    /// On control: the hub is ending this session on purpose (replaced by a
+    /// newer login, certificate revoked, hub shutting down).
+    Closing { reason: String },
 }
 
 #[derive(Debug, thiserror::Error)]

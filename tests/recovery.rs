@@ -112,3 +112,27 @@ async fn a_player_who_leaves_while_waiting_never_reaches_the_service() {
         "a phantom connection reached the service first"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replaced_session_is_told_why() {
+    let certs = Certs::new();
+    let hub = TestHub::start(&certs, &HubOpts::default()).await;
+    let settings = ep_settings(
+        &certs,
+        &hub,
+        &EpOpts::new(&certs, vec![("echo".into(), hub.control)]),
+    );
+    let (first, _) = ferry::ep::login(&settings).await.unwrap();
+    let (_second, _) = ferry::ep::login(&settings).await.unwrap();
+    let (mut rd, _wr) = tokio::io::split(first);
+    let reason = loop {
+        match ferry::proto::read_msg::<_, ferry::proto::HubMsg>(&mut rd)
+            .await
+            .unwrap()
+        {
+            ferry::proto::HubMsg::Closing { reason } => break reason,
+            _ => continue,
+        }
+    };
+    assert!(reason.contains("replaced by a newer login"), "{reason}");
+}

@@ -104,6 +104,9 @@ async fn session(ep: &Arc<Ep>, tls: login::Tunnel, w: Welcome) -> String {
                             .instrument(span),
                     );
                 }
+                Ok(Ok(HubMsg::Closing { reason })) => {
+                    return format!("the hub closed the session: {reason}");
+                }
                 Ok(Ok(other)) => return format!("unexpected message from the hub: {other:?}"),
             }
         }

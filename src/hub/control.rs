@@ -281,12 +281,20 @@ async fn session(
             }
         }
     };
-    let reason = tokio::select! {
-        r = reader => r,
-        r = writer => r,
-        why = guard.ended() => why,
-        _ = shared.shutdown.cancelled() => "hub shutting down".to_string(),
+    let (reason, tell) = tokio::select! {
+        r = reader => (r, false),
+        r = writer => (r, false),
+        why = guard.ended() => (why, true),
+        _ = shared.shutdown.cancelled() => ("hub shutting down".to_string(), true),
     };
+    if tell {
+        // Ended on purpose: say why, so the ep's operator can act on it.
+        let bye = HubMsg::Closing {
+            reason: reason.clone(),
+        };
+        let _ =
+            tokio::time::timeout(Duration::from_millis(500), proto::write_msg(&mut wr, &bye)).await;
+    }
     tracing::info!(ep = %guard.ep, session = guard.id, "ep session ended: {reason}");
 }
 

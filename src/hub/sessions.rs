@@ -115,7 +115,7 @@ impl Sessions {
                 old_session = old.session,
                 "new login replaces the ep's earlier session"
             );
-            old.end.end("replaced by a newer login of the same ep");
+            old.end.end("replaced by a newer login of the same ep (are two eps running with one certificate?)");
         }
         *st.ips.entry(ip).or_default() += 1;
         for svc in &services {
