@@ -9,7 +9,8 @@ mod login;
 pub use login::{LoginError, Tunnel, Welcome, login};
 
 /// A bare TLS connection to a hub port with the ep's identity, for tests
-/// that speak the protocol by hand.
+/// that speak the protocol by hand (panics if it cannot connect).
+#[doc(hidden)]
 pub async fn connect_for_tests(settings: &EpSettings, addr: &str) -> Tunnel {
     login::connect_tls(settings, addr)
         .await
