@@ -28,6 +28,12 @@ pub(super) async fn run(
         );
         return;
     };
+    let Ok(waiting) = ep.waiting.clone().try_acquire_owned() else {
+        return tracing::warn!(
+            service,
+            "hub asked for more waiting channels than the ep keeps; ignored"
+        );
+    };
     let s = &ep.settings;
     let open = async {
         let mut tls = connect_tls(s, &channel).await?;
@@ -56,6 +62,7 @@ pub(super) async fn run(
         Ok(Err(e)) => return tracing::debug!(service, "idle channel ended: {e}"),
         Err(_) => return tracing::debug!(service, "idle channel expired"),
     };
+    drop(waiting); // carrying a player now, no longer waiting
     let dial = tokio::time::timeout(s.timing.connect_timeout, TcpStream::connect(&local)).await;
     let mut svc = match dial {
         Ok(Ok(tcp)) => tcp,

@@ -27,8 +27,15 @@ use std::sync::Arc;
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 use tracing::Instrument;
 
+/// Channels the ep keeps opening or waiting at once (see `Ep::waiting`).
+const MAX_WAITING_CHANNELS: usize = 1024;
+
 pub(crate) struct Ep {
     settings: EpSettings,
+    /// Channels opening or waiting for a player. The hub asks for a few
+    /// per service; this bound keeps a misbehaving hub from making the ep
+    /// open connections without end.
+    waiting: Arc<tokio::sync::Semaphore>,
     tracker: TaskTracker,
     shutdown: CancellationToken,
     hard_stop: CancellationToken,
@@ -38,6 +45,7 @@ pub(crate) struct Ep {
 pub async fn run(settings: EpSettings, shutdown: CancellationToken) -> Result<()> {
     let ep = Arc::new(Ep {
         settings,
+        waiting: Arc::new(tokio::sync::Semaphore::new(MAX_WAITING_CHANNELS)),
         tracker: TaskTracker::new(),
         shutdown: shutdown.clone(),
         hard_stop: CancellationToken::new(),
