@@ -1,7 +1,7 @@
 //! Socket options and the accept loop shared by every listener.
 
 use socket2::{SockRef, TcpKeepalive};
-use std::{future::Future, io, net::SocketAddr, time::Duration};
+use std::{io, net::SocketAddr, time::Duration};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 
@@ -52,13 +52,13 @@ pub async fn linger_close(mut tcp: TcpStream) {
     let _ = tokio::time::timeout(Duration::from_secs(1), drain).await;
 }
 
-/// Accepts until `shutdown`, handing each connection to `on_conn`, which must
-/// not wait on the peer (it spawns). Errors such as EMFILE back off instead
+/// Accepts until `shutdown`, handing each connection to `on_conn`. The
+/// handler is synchronous on purpose: it checks and spawns, and can never
+/// wait on a peer inside the loop. Errors such as EMFILE back off instead
 /// of spinning: the loop sleeps, doubling up to a second, and recovers.
-pub async fn accept_loop<F, Fut>(listener: TcpListener, shutdown: CancellationToken, mut on_conn: F)
+pub async fn accept_loop<F>(listener: TcpListener, shutdown: CancellationToken, mut on_conn: F)
 where
-    F: FnMut(TcpStream, SocketAddr) -> Fut,
-    Fut: Future<Output = ()>,
+    F: FnMut(TcpStream, SocketAddr),
 {
     let mut pause = Duration::from_millis(10);
     loop {
@@ -69,7 +69,7 @@ where
         match accepted {
             Ok((tcp, addr)) => {
                 pause = Duration::from_millis(10);
-                on_conn(tcp, addr).await;
+                on_conn(tcp, addr);
             }
             Err(e) if is_per_connection(&e) => {}
             Err(e) => {

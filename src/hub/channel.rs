@@ -40,13 +40,10 @@ pub(super) fn on_accept(shared: Arc<Shared>, tcp: TcpStream, addr: SocketAddr) {
 async fn handle(shared: Arc<Shared>, tcp: TcpStream, addr: SocketAddr) {
     let deadline = shared.settings.timing.handshake_timeout;
     let opened = async {
-        let mut tls = match shared.acceptor().accept(tcp).into_fallible().await {
-            Ok(tls) => tls,
-            Err((e, tcp)) => {
-                net::linger_close(tcp).await;
-                return Err(format!("TLS handshake failed: {e}"));
-            }
-        };
+        let mut tls = shared
+            .accept_tls(tcp)
+            .await
+            .map_err(|e| format!("TLS handshake failed: {e}"))?;
         match proto::read_msg(&mut tls).await.map_err(|e| e.to_string())? {
             EpMsg::Channel { service, ticket } => Ok((tls, service, ticket)),
             _ => Err("first message was not a channel ticket".to_string()),

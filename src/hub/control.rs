@@ -121,13 +121,7 @@ async fn login(
     addr: SocketAddr,
     ctrl: mpsc::Sender<HubMsg>,
 ) -> Result<(TlsStream<TcpStream>, super::sessions::SessionGuard), Refusal> {
-    let mut tls = match shared.acceptor().accept(tcp).into_fallible().await {
-        Ok(tls) => tls,
-        Err((e, tcp)) => {
-            net::linger_close(tcp).await;
-            return Err(Refusal::Tls(e));
-        }
-    };
+    let mut tls = shared.accept_tls(tcp).await.map_err(Refusal::Tls)?;
     let ep = peer_name(&tls);
     let EpMsg::Hello {
         version,

@@ -172,38 +172,24 @@ impl Hub {
         }
         let mut doors = Vec::new();
         let sh = shared.clone();
-        doors.push(
-            shared.tracker.spawn(
-                crate::net::accept_loop(self.control, shared.shutdown.clone(), move |tcp, addr| {
-                    control::on_accept(sh.clone(), tcp, addr);
-                    std::future::ready(())
-                })
-                .instrument(tracing::info_span!("control-door")),
-            ),
-        );
+        doors.push(shared.open_door(
+            self.control,
+            tracing::info_span!("control-door"),
+            move |tcp, addr| control::on_accept(sh.clone(), tcp, addr),
+        ));
         let sh = shared.clone();
-        doors.push(
-            shared.tracker.spawn(
-                crate::net::accept_loop(self.channel, shared.shutdown.clone(), move |tcp, addr| {
-                    channel::on_accept(sh.clone(), tcp, addr);
-                    std::future::ready(())
-                })
-                .instrument(tracing::info_span!("channel-door")),
-            ),
-        );
+        doors.push(shared.open_door(
+            self.channel,
+            tracing::info_span!("channel-door"),
+            move |tcp, addr| channel::on_accept(sh.clone(), tcp, addr),
+        ));
         for (svc, listener) in self.players {
             tracing::info!(service = %svc.name, addr = %listener.local_addr()?, "players welcome");
             let sh = shared.clone();
             let span = tracing::info_span!("service", name = %svc.name);
-            doors.push(
-                shared.tracker.spawn(
-                    crate::net::accept_loop(listener, shared.shutdown.clone(), move |tcp, addr| {
-                        player::on_accept(sh.clone(), svc.clone(), tcp, addr);
-                        std::future::ready(())
-                    })
-                    .instrument(span),
-                ),
-            );
+            doors.push(shared.open_door(listener, span, move |tcp, addr| {
+                player::on_accept(sh.clone(), svc.clone(), tcp, addr)
+            }));
         }
         shutdown.cancelled().await;
         shared.shutdown.cancel();
@@ -220,8 +206,32 @@ impl Hub {
 }
 
 impl Shared {
-    pub fn acceptor(&self) -> TlsAcceptor {
-        self.tls.read().unwrap_or_else(|p| p.into_inner()).clone()
+    /// Runs one door's accept loop as a tracked task; its handle resolves
+    /// once the listener is closed.
+    fn open_door(
+        &self,
+        listener: TcpListener,
+        span: tracing::Span,
+        on_conn: impl FnMut(tokio::net::TcpStream, SocketAddr) + Send + 'static,
+    ) -> tokio::task::JoinHandle<()> {
+        let accept = crate::net::accept_loop(listener, self.shutdown.clone(), on_conn);
+        self.tracker.spawn(accept.instrument(span))
+    }
+
+    /// The TLS handshake of the control and channel doors. On failure the
+    /// connection is closed so that the peer reads the alert saying why.
+    pub async fn accept_tls(
+        &self,
+        tcp: tokio::net::TcpStream,
+    ) -> std::io::Result<tokio_rustls::server::TlsStream<tokio::net::TcpStream>> {
+        let acceptor = self.tls.read().unwrap_or_else(|p| p.into_inner()).clone();
+        match acceptor.accept(tcp).into_fallible().await {
+            Ok(tls) => Ok(tls),
+            Err((e, tcp)) => {
+                crate::net::linger_close(tcp).await;
+                Err(e)
+            }
+        }
     }
 
     fn set_acceptor(&self, acceptor: TlsAcceptor) {
