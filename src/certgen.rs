@@ -32,6 +32,15 @@ pub struct GenCert {
     pub force: bool,
 }
 
+/// What `gen-cert` did.
+#[derive(Debug, Default)]
+pub struct Report {
+    /// Files written.
+    pub written: Vec<PathBuf>,
+    /// Replaced ep certificates, now listed in `crl.pem`.
+    pub revoked: Vec<String>,
+}
+
 /// Paths of the files an ep needs besides its config.
 pub fn ep_files(dir: &Path, name: &str) -> (PathBuf, PathBuf) {
     (
@@ -41,10 +50,13 @@ pub fn ep_files(dir: &Path, name: &str) -> (PathBuf, PathBuf) {
 }
 
 impl GenCert {
-    /// Writes what is missing or asked for; returns the files written.
-    pub fn run(&self) -> Result<Vec<PathBuf>> {
+    /// Writes what is missing or asked for. An empty revocation list is
+    /// written beside a new CA, so a hub can follow it from the start; an ep
+    /// certificate replaced with `force` is revoked in it.
+    pub fn run(&self) -> Result<Report> {
         create_private_dir(&self.dir)?;
         let mut written = Vec::new();
+        let mut replaced = Vec::new();
         let (ca_pem, ca_key) = (self.dir.join("ca.pem"), self.dir.join("ca.key"));
         let issuer = match (ca_pem.exists(), ca_key.exists()) {
             (true, true) => load_ca(&ca_pem, &ca_key)?,
@@ -98,13 +110,71 @@ impl GenCert {
                 anyhow::anyhow!("ep name {name:?} must be 1-64 letters, digits, '-' or '_'")
             })?;
             let (pem, keyfile) = ep_files(&self.dir, name);
+            let old_serial = if self.force && pem.exists() {
+                crate::tls::load_certs(&pem)
+                    .ok()
+                    .and_then(|c| crate::tls::serial_hex(&c[0]))
+            } else {
+                None
+            };
             let (cert, key) = leaf(&issuer, name, vec![], ExtendedKeyUsagePurpose::ClientAuth)?;
             write_file(&pem, cert.as_bytes(), 0o644, self.force)?;
             write_file(&keyfile, key.as_bytes(), 0o600, self.force)?;
             written.extend([pem, keyfile]);
+            if let Some(serial) = old_serial {
+                replaced.push((name.clone(), serial));
+            }
         }
-        Ok(written)
+
+        let crl_path = self.dir.join("crl.pem");
+        let mut revoked = Vec::new();
+        if !replaced.is_empty() || !crl_path.exists() {
+            let mut serials = read_revoked(&crl_path)?;
+            for (name, serial) in replaced {
+                revoked.push(format!("ep {name} (serial {serial})"));
+                serials.insert(serial);
+            }
+            write_crl(&crl_path, &issuer, &serials)?;
+            written.push(crl_path);
+        }
+        Ok(Report { written, revoked })
     }
+}
+
+fn read_revoked(crl_path: &Path) -> Result<std::collections::BTreeSet<String>> {
+    Ok(if crl_path.exists() {
+        crate::tls::crl_serials(crl_path)?.into_iter().collect()
+    } else {
+        Default::default()
+    })
+}
+
+/// Writes `serials` as the CA's revocation list (possibly empty).
+fn write_crl(
+    crl_path: &Path,
+    issuer: &Issuer<'_, KeyPair>,
+    serials: &std::collections::BTreeSet<String>,
+) -> Result<()> {
+    let now = OffsetDateTime::now_utc();
+    let revoked_certs = serials
+        .iter()
+        .map(|hex| rcgen::RevokedCertParams {
+            serial_number: SerialNumber::from_slice(&unhex(hex)),
+            revocation_time: now,
+            reason_code: None,
+            invalidity_date: None,
+        })
+        .collect();
+    let params = rcgen::CertificateRevocationListParams {
+        this_update: now - Duration::hours(1),
+        next_update: now + Duration::days(CA_DAYS),
+        crl_number: SerialNumber::from(now.unix_timestamp() as u64),
+        issuing_distribution_point: None,
+        revoked_certs,
+        key_identifier_method: rcgen::KeyIdMethod::Sha256,
+    };
+    let pem = params.signed_by(issuer)?.pem()?;
+    write_file(crl_path, pem.as_bytes(), 0o644, true)
 }
 
 fn random_serial() -> SerialNumber {
@@ -180,7 +250,7 @@ fn create_private_dir(dir: &Path) -> Result<()> {
 pub(crate) fn write_file(path: &Path, data: &[u8], mode: u32, force: bool) -> Result<()> {
     if path.exists() && !force {
         bail!(
-            "{} already exists; pass --force to replace it (this invalidates the old one)",
+            "{} already exists; pass --force to replace it (a replaced ep certificate is revoked in crl.pem)",
             path.display()
         );
     }
@@ -207,11 +277,7 @@ pub(crate) fn write_file(path: &Path, data: &[u8], mode: u32, force: bool) -> Re
 pub fn revoke(dir: &Path, eps: &[String], serials: &[String]) -> Result<(PathBuf, Vec<String>)> {
     let issuer = load_ca(&dir.join("ca.pem"), &dir.join("ca.key"))?;
     let crl_path = dir.join("crl.pem");
-    let mut revoked: std::collections::BTreeSet<String> = if crl_path.exists() {
-        crate::tls::crl_serials(&crl_path)?.into_iter().collect()
-    } else {
-        Default::default()
-    };
+    let mut revoked = read_revoked(&crl_path)?;
     let mut added = Vec::new();
     for name in eps {
         let (pem, _) = ep_files(dir, name);
@@ -233,26 +299,7 @@ pub fn revoke(dir: &Path, eps: &[String], serials: &[String]) -> Result<(PathBuf
         added.push(format!("serial {s}"));
         revoked.insert(s);
     }
-    let now = OffsetDateTime::now_utc();
-    let revoked_certs = revoked
-        .iter()
-        .map(|hex| rcgen::RevokedCertParams {
-            serial_number: SerialNumber::from_slice(&unhex(hex)),
-            revocation_time: now,
-            reason_code: None,
-            invalidity_date: None,
-        })
-        .collect();
-    let params = rcgen::CertificateRevocationListParams {
-        this_update: now - Duration::hours(1),
-        next_update: now + Duration::days(CA_DAYS),
-        crl_number: SerialNumber::from(now.unix_timestamp() as u64),
-        issuing_distribution_point: None,
-        revoked_certs,
-        key_identifier_method: rcgen::KeyIdMethod::Sha256,
-    };
-    let pem = params.signed_by(&issuer)?.pem()?;
-    write_file(&crl_path, pem.as_bytes(), 0o644, true)?;
+    write_crl(&crl_path, &issuer, &revoked)?;
     Ok((crl_path, added))
 }
 

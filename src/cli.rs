@@ -55,6 +55,11 @@ struct HubRun {
     /// Overrides `channel`.
     #[arg(long, global = true)]
     channel: Option<SocketAddr>,
+    /// Once every port is bound, write them here as JSON
+    /// ({"control", "channel", "services": {NAME: ADDR}}), for scripts and
+    /// tests that bind port 0.
+    #[arg(long, value_name = "PATH")]
+    ready_file: Option<PathBuf>,
 }
 
 #[derive(Subcommand)]
@@ -216,9 +221,15 @@ fn dispatch(cli: Cli) -> Result<()> {
             None => {
                 let settings = load_hub(&args.run)?;
                 runtime()?.block_on(async {
-                    let shutdown = CancellationToken::new();
-                    crate::shutdown::on_signal(shutdown.clone());
-                    crate::hub::Hub::bind(settings).await?.run(shutdown).await
+                    let (shutdown, immediate) =
+                        (CancellationToken::new(), CancellationToken::new());
+                    crate::shutdown::on_signal(shutdown.clone(), immediate.clone());
+                    let hub = crate::hub::Hub::bind(settings).await?;
+                    if let Some(path) = &args.run.ready_file {
+                        crate::certgen::write_file(path, hub.ready_json().as_bytes(), 0o644, true)
+                            .with_context(|| format!("--ready-file {}", path.display()))?;
+                    }
+                    hub.run_until(shutdown, immediate).await
                 })
             }
         },
@@ -231,9 +242,10 @@ fn dispatch(cli: Cli) -> Result<()> {
             None => {
                 let settings = load_ep(&args)?;
                 runtime()?.block_on(async {
-                    let shutdown = CancellationToken::new();
-                    crate::shutdown::on_signal(shutdown.clone());
-                    crate::ep::run(settings, shutdown).await
+                    let (shutdown, immediate) =
+                        (CancellationToken::new(), CancellationToken::new());
+                    crate::shutdown::on_signal(shutdown.clone(), immediate.clone());
+                    crate::ep::run_until(settings, shutdown, immediate).await
                 })
             }
         },
@@ -242,7 +254,7 @@ fn dispatch(cli: Cli) -> Result<()> {
 }
 
 fn gen_cert(g: GenCertArgs) -> Result<()> {
-    let written = GenCert {
+    let report = GenCert {
         dir: g.dir,
         hub_names: g.hub_names,
         hub_ips: g.hub_ips,
@@ -250,13 +262,18 @@ fn gen_cert(g: GenCertArgs) -> Result<()> {
         force: g.force,
     }
     .run()?;
-    if written.is_empty() {
+    if report.written.is_empty() {
         println!(
             "nothing to do: the CA and hub certificate exist (add --ep NAME for an ep certificate)"
         );
     }
-    for f in written {
+    for f in report.written {
         println!("wrote {}", f.display());
+    }
+    for r in report.revoked {
+        println!(
+            "revoked the replaced certificate of {r} in crl.pem: a hub whose tls.crl follows it refuses that certificate within seconds"
+        );
     }
     Ok(())
 }

@@ -23,14 +23,23 @@ use tokio_util::sync::CancellationToken;
 /// hash) unless it is already there.
 pub fn first_run(root: &std::path::Path) -> Result<()> {
     let dir = root.join("certs");
-    if !dir.join("ca.pem").exists() {
+    let fresh = !dir.join("ca.pem").exists();
+    // Also fills in what an older ferry did not write (crl.pem).
+    if fresh || !dir.join("crl.pem").exists() {
+        let eps = if dir.join("ep-home.pem").exists() {
+            vec![]
+        } else {
+            vec!["home".into()]
+        };
         GenCert {
             dir: dir.clone(),
-            eps: vec!["home".into()],
+            eps,
             ..Default::default()
         }
         .run()?;
-        eprintln!("created a CA and certificates in {}", dir.display());
+        if fresh {
+            eprintln!("created a CA and certificates in {}", dir.display());
+        }
     }
     if !dir.join("ep-token").exists() {
         let t = token::generate();
@@ -63,8 +72,8 @@ pub async fn run(args: DemoArgs) -> Result<()> {
         .cloned()
         .context("config/ep.toml has no [services.web] for the demo to serve")?;
 
-    let shutdown = CancellationToken::new();
-    crate::shutdown::on_signal(shutdown.clone());
+    let (shutdown, immediate) = (CancellationToken::new(), CancellationToken::new());
+    crate::shutdown::on_signal(shutdown.clone(), immediate.clone());
     let hub = crate::hub::Hub::bind(hub_settings).await?;
     let player_addr = hub
         .service_addr("web")
@@ -79,8 +88,8 @@ pub async fn run(args: DemoArgs) -> Result<()> {
         "\nferry demo is up. In another terminal try:\n    curl http://{player_addr}/\nCtrl-C stops it.\n"
     );
     let (h, e, _) = tokio::join!(
-        hub.run(shutdown.clone()),
-        crate::ep::run(ep_settings, shutdown.clone()),
+        hub.run_until(shutdown.clone(), immediate.clone()),
+        crate::ep::run_until(ep_settings, shutdown.clone(), immediate.clone()),
         serve_web(web, shutdown.clone()),
     );
     h?;

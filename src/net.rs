@@ -5,24 +5,45 @@ use std::{io, net::SocketAddr, time::Duration};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 
-/// Player and service legs: latency matters more than packet count.
-pub fn tune_plain(tcp: &TcpStream) {
-    let _ = tcp.set_nodelay(true);
+fn keepalive(tcp: &TcpStream, idle: Duration, interval: Duration, probes: u32) {
+    let ka = TcpKeepalive::new().with_time(idle).with_interval(interval);
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    let ka = ka.with_retries(probes);
+    #[cfg(not(any(target_os = "linux", target_os = "android")))]
+    let _ = probes;
+    let _ = SockRef::from(tcp).set_tcp_keepalive(&ka);
 }
 
-/// Hub–ep legs: also detect a black-holed peer in seconds rather than the
-/// kernel's default of hours (keepalive) or ~15 minutes (unacked data).
-pub fn tune_tunnel(tcp: &TcpStream) {
-    tune_plain(tcp);
-    let sock = SockRef::from(tcp);
-    let ka = TcpKeepalive::new()
-        .with_time(Duration::from_secs(15))
-        .with_interval(Duration::from_secs(5));
+/// Player and service legs: latency matters more than packet count, and a
+/// peer that vanished without a FIN (a player whose router died) must not
+/// pin a channel and a home connection forever. Keepalive probes are
+/// answered by any live peer, however slowly it reads, so a paused player
+/// is never cut: a vanished one is found within about two minutes.
+pub fn tune_plain(tcp: &TcpStream) {
+    let _ = tcp.set_nodelay(true);
+    keepalive(tcp, Duration::from_secs(60), Duration::from_secs(10), 6);
+}
+
+/// Control connections: heartbeats guarantee traffic both ways, so unacked
+/// data for 30 s means a dead path, never a slow reader; detect a
+/// black-holed peer in seconds rather than the kernel's default of hours
+/// (keepalive) or ~15 minutes (unacked data).
+pub fn tune_control(tcp: &TcpStream) {
+    let _ = tcp.set_nodelay(true);
+    keepalive(tcp, Duration::from_secs(15), Duration::from_secs(5), 3);
     #[cfg(any(target_os = "linux", target_os = "android"))]
-    let ka = ka.with_retries(3);
-    let _ = sock.set_tcp_keepalive(&ka);
-    #[cfg(any(target_os = "linux", target_os = "android"))]
-    let _ = sock.set_tcp_user_timeout(Some(Duration::from_secs(30)));
+    let _ = SockRef::from(tcp).set_tcp_user_timeout(Some(Duration::from_secs(30)));
+}
+
+/// Channels: keepalive only. TCP_USER_TIMEOUT would count time spent
+/// behind a zero window, which is what a player who stops reading produces
+/// through backpressure (a paused download, a suspended ssh client), and
+/// reset them after 30 s. Zero-window probes and keepalives are answered
+/// by a live peer however long it does not read; a dead one stops
+/// answering and is dropped after the kernel's retries.
+pub fn tune_channel(tcp: &TcpStream) {
+    let _ = tcp.set_nodelay(true);
+    keepalive(tcp, Duration::from_secs(15), Duration::from_secs(5), 3);
 }
 
 /// Makes the coming close of `tcp` a reset rather than a FIN: when the

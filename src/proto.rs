@@ -3,14 +3,37 @@
 //! Control connections carry frames both ways for their whole life. A channel
 //! connection carries exactly two frames (`EpMsg::Channel` up, `HubMsg::Start`
 //! down) and then the player's raw bytes.
+//!
+//! The protocol grows without breaking: `Hello` and `Welcome` carry the
+//! version and the features each side has; both ends ignore fields they do
+//! not know and skip message types they do not know (logged at debug), so a
+//! hub and an ep can be upgraded one at a time. A sender uses a feature only
+//! once the peer has named it.
 
 use crate::secret::Secret;
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
 use std::net::SocketAddr;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
-/// Bumped when a message changes incompatibly; the hub refuses other versions.
+/// The highest protocol version this build speaks. A peer with a higher
+/// version talks down to this one; one lower than `MIN_PROTOCOL_VERSION` is
+/// refused.
 pub const PROTOCOL_VERSION: u32 = 1;
+pub const MIN_PROTOCOL_VERSION: u32 = 1;
+
+/// Features this build has, named in `Hello` and `Welcome`.
+pub mod feature {
+    /// The ep reports a channel it could not open (`EpMsg::ChannelFailed`).
+    pub const CHANNEL_FAILED: &str = "channel_failed";
+    /// `Refused` and `Closing` carry a machine-readable `kind`.
+    pub const REASON_KINDS: &str = "reason_kinds";
+    pub const ALL: &[&str] = &[CHANNEL_FAILED, REASON_KINDS];
+}
+
+/// This build's feature list, as sent on the wire.
+pub fn features() -> Vec<String> {
+    feature::ALL.iter().map(|f| f.to_string()).collect()
+}
 
 /// Largest frame either side accepts. Control messages are tiny; the cap keeps
 /// a hostile length prefix from allocating anything large.
@@ -22,29 +45,76 @@ pub const ALPN: &[u8] = b"ferry/1";
 
 /// Messages an ep sends.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+#[serde(tag = "type", rename_all = "snake_case")]
 pub enum EpMsg {
     /// First frame on a control connection: the token and the services served.
     Hello {
         version: u32,
         token: Secret,
         services: Vec<String>,
+        /// Absent from eps older than feature negotiation.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        features: Vec<String>,
     },
     /// Keeps the control connection alive and proves the ep is responsive.
     Heartbeat,
     /// First frame on a channel connection: the one-time ticket from `Open`.
     Channel { service: String, ticket: String },
+    /// On control (feature `channel_failed`): the channel asked for with
+    /// `ticket` will not come, so the hub stops counting on it.
+    ChannelFailed {
+        service: String,
+        ticket: String,
+        reason: String,
+    },
+    /// A message type from a newer ep; skipped.
+    #[serde(other)]
+    Unknown,
+}
+
+/// Why the hub refused a login, for the ep to act on (feature `reason_kinds`).
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum RefusalKind {
+    WrongToken,
+    UnknownService,
+    ServiceTaken,
+    NoServices,
+    Version,
+    /// Too many failed logins with this ep's certificate; passing.
+    Penalised,
+    Busy,
+    #[serde(other)]
+    Other,
+}
+
+/// Why the hub ended a session on purpose.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum CloseKind {
+    /// A newer login with the same certificate took over.
+    Replaced,
+    Revoked,
+    ShuttingDown,
+    #[serde(other)]
+    Other,
 }
 
 /// Messages the hub sends.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+#[serde(tag = "type", rename_all = "snake_case")]
 pub enum HubMsg {
-    /// Login accepted; timings the ep must follow for this session.
+    /// Login accepted; timings the ep must follow for this session. Eps that
+    /// sent no features get exactly the three timings (they predate
+    /// negotiation and refuse unknown fields).
     Welcome {
         heartbeat_ms: u64,
         heartbeat_timeout_ms: u64,
         idle_timeout_ms: u64,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        version: Option<u32>,
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        features: Vec<String>,
     },
     /// Login refused; `reason` is safe to show to the ep's operator.
     /// `retry` says the cause is passing (the hub is busy), not the ep's.
@@ -52,6 +122,8 @@ pub enum HubMsg {
         reason: String,
         #[serde(default)]
         retry: bool,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        kind: Option<RefusalKind>,
     },
     /// Keeps the control connection alive.
     Heartbeat,
@@ -61,7 +133,31 @@ pub enum HubMsg {
     Start { player: SocketAddr },
     /// On control: the hub is ending this session on purpose (replaced by a
     /// newer login, certificate revoked, hub shutting down).
-    Closing { reason: String },
+    Closing {
+        reason: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        kind: Option<CloseKind>,
+    },
+    /// A message type from a newer hub; skipped.
+    #[serde(other)]
+    Unknown,
+}
+
+/// Messages with a catch-all for types from a newer peer.
+pub trait Message: DeserializeOwned {
+    fn is_unknown(&self) -> bool;
+}
+
+impl Message for EpMsg {
+    fn is_unknown(&self) -> bool {
+        matches!(self, EpMsg::Unknown)
+    }
+}
+
+impl Message for HubMsg {
+    fn is_unknown(&self) -> bool {
+        matches!(self, HubMsg::Unknown)
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -104,8 +200,9 @@ where
     Ok(())
 }
 
-/// Reads one frame. Not cancel-safe: callers keep the future alive until it
-/// completes (a long-lived reader loop), never race it in a `select!` loop.
+/// Reads exactly one frame and nothing beyond it, for the first frames of a
+/// connection whose later bytes belong to someone else (a channel's player
+/// bytes). Not cancel-safe: use `FrameReader` where a read is raced.
 pub async fn read_msg<R, T>(r: &mut R) -> Result<T, FrameError>
 where
     R: AsyncRead + Unpin,
@@ -120,6 +217,62 @@ where
     let mut body = vec![0u8; len];
     r.read_exact(&mut body).await?;
     Ok(serde_json::from_slice(&body)?)
+}
+
+/// Reads frames from a stream it owns together with its buffer, so `read`
+/// can be raced in `select!`: a read cancelled halfway loses nothing, the
+/// next call carries on from the bytes already buffered.
+pub struct FrameReader<R> {
+    inner: R,
+    buf: Vec<u8>,
+}
+
+impl<R: AsyncRead + Unpin> FrameReader<R> {
+    pub fn new(inner: R) -> Self {
+        FrameReader {
+            inner,
+            buf: Vec::new(),
+        }
+    }
+
+    /// The next frame, skipping message types from a newer peer.
+    pub async fn read<T: Message>(&mut self) -> Result<T, FrameError> {
+        loop {
+            if let Some(body) = self.take_frame()? {
+                let msg: T = serde_json::from_slice(&body)?;
+                if msg.is_unknown() {
+                    tracing::debug!(
+                        "skipping a message type this build does not know: {}",
+                        String::from_utf8_lossy(&body[..body.len().min(64)])
+                    );
+                    continue;
+                }
+                return Ok(msg);
+            }
+            // The length was checked, so the buffer stays below one frame
+            // plus one read.
+            self.buf.reserve(4096);
+            if self.inner.read_buf(&mut self.buf).await? == 0 {
+                return Err(FrameError::Closed);
+            }
+        }
+    }
+
+    fn take_frame(&mut self) -> Result<Option<Vec<u8>>, FrameError> {
+        if self.buf.len() < 4 {
+            return Ok(None);
+        }
+        let len = u32::from_be_bytes([self.buf[0], self.buf[1], self.buf[2], self.buf[3]]) as usize;
+        if len > MAX_FRAME {
+            return Err(FrameError::TooLarge(len));
+        }
+        if self.buf.len() < 4 + len {
+            return Ok(None);
+        }
+        let body = self.buf[4..4 + len].to_vec();
+        self.buf.drain(..4 + len);
+        Ok(Some(body))
+    }
 }
 
 #[cfg(test)]
@@ -144,6 +297,10 @@ mod tests {
         a.write_all(&u32::MAX.to_be_bytes()).await.unwrap();
         let err = read_msg::<_, HubMsg>(&mut b).await.unwrap_err();
         assert!(matches!(err, FrameError::TooLarge(_)), "{err}");
+        let (mut a, b) = tokio::io::duplex(64);
+        a.write_all(&u32::MAX.to_be_bytes()).await.unwrap();
+        let err = FrameReader::new(b).read::<HubMsg>().await.unwrap_err();
+        assert!(matches!(err, FrameError::TooLarge(_)), "{err}");
     }
 
     #[tokio::test]
@@ -155,12 +312,71 @@ mod tests {
         assert!(matches!(err, FrameError::Malformed(_)), "{err}");
     }
 
+    async fn raw_frame(w: &mut (impl AsyncWrite + Unpin), json: &str) {
+        w.write_all(&(json.len() as u32).to_be_bytes())
+            .await
+            .unwrap();
+        w.write_all(json.as_bytes()).await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn unknown_fields_and_message_types_from_a_newer_peer_are_tolerated() {
+        let (mut a, b) = tokio::io::duplex(4096);
+        raw_frame(&mut a, r#"{"type":"quic_offer","port":7002}"#).await;
+        raw_frame(
+            &mut a,
+            r#"{"type":"closing","reason":"bye","kind":"moved_to_mars","extra":[1,2]}"#,
+        )
+        .await;
+        let mut r = FrameReader::new(b);
+        let got: HubMsg = r.read().await.unwrap();
+        assert_eq!(
+            got,
+            HubMsg::Closing {
+                reason: "bye".into(),
+                kind: Some(CloseKind::Other)
+            }
+        );
+    }
+
+    #[tokio::test]
+    async fn a_read_cancelled_midway_loses_nothing() {
+        let (mut a, b) = tokio::io::duplex(4096);
+        let mut r = FrameReader::new(b);
+        let body = serde_json::to_vec(&EpMsg::Heartbeat).unwrap();
+        a.write_all(&(body.len() as u32).to_be_bytes())
+            .await
+            .unwrap();
+        a.write_all(&body[..3]).await.unwrap();
+        // Half a frame is buffered when the read is cancelled.
+        let cut =
+            tokio::time::timeout(std::time::Duration::from_millis(20), r.read::<EpMsg>()).await;
+        assert!(cut.is_err());
+        a.write_all(&body[3..]).await.unwrap();
+        assert_eq!(r.read::<EpMsg>().await.unwrap(), EpMsg::Heartbeat);
+    }
+
+    #[test]
+    fn an_old_ep_gets_a_welcome_without_new_fields() {
+        let w = HubMsg::Welcome {
+            heartbeat_ms: 1,
+            heartbeat_timeout_ms: 2,
+            idle_timeout_ms: 3,
+            version: None,
+            features: vec![],
+        };
+        let v: serde_json::Value = serde_json::to_value(&w).unwrap();
+        let keys: Vec<&String> = v.as_object().unwrap().keys().collect();
+        assert_eq!(keys.len(), 4, "{keys:?}");
+    }
+
     #[test]
     fn token_never_in_debug() {
         let m = EpMsg::Hello {
             version: 1,
             token: Secret::new("s3cret"),
             services: vec![],
+            features: vec![],
         };
         assert!(!format!("{m:?}").contains("s3cret"));
     }

@@ -3,12 +3,16 @@
 
 use tokio_util::sync::CancellationToken;
 
-/// Cancels `token` on the first Ctrl-C or SIGTERM.
-pub fn on_signal(token: CancellationToken) {
+/// Cancels `token` on the first Ctrl-C or SIGTERM, and `immediate` on the
+/// second: an operator who asks twice does not want to wait for the drain.
+pub fn on_signal(token: CancellationToken, immediate: CancellationToken) {
     tokio::spawn(async move {
         wait_for_signal().await;
-        tracing::info!("shutting down (signal received)");
+        tracing::info!("shutting down (signal received; a second one stops at once)");
         token.cancel();
+        wait_for_signal().await;
+        tracing::info!("second signal: stopping now");
+        immediate.cancel();
     });
 }
 
@@ -34,15 +38,21 @@ async fn wait_for_signal() {
 }
 
 /// The end of a role's life: wait for `tracker`'s tasks (players finishing)
-/// up to `drain`, then trip `hard_stop` so the rest close, and wait again.
+/// up to `drain` (or until `immediate`), then trip `hard_stop` so the rest
+/// close with a reset, and wait again.
 pub async fn drain(
     tracker: &tokio_util::task::TaskTracker,
     hard_stop: &CancellationToken,
     drain: std::time::Duration,
+    immediate: &CancellationToken,
 ) {
     tracker.close();
-    if tokio::time::timeout(drain, tracker.wait()).await.is_err() {
-        tracing::info!("drain time of {drain:?} over; closing remaining players");
+    let finished = tokio::select! {
+        r = tokio::time::timeout(drain, tracker.wait()) => r.is_ok(),
+        _ = immediate.cancelled() => false,
+    };
+    if !finished {
+        tracing::info!("drain over; cutting remaining players off");
         hard_stop.cancel();
         tracker.wait().await;
     }

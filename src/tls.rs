@@ -85,30 +85,69 @@ pub fn load_crls(path: &Path) -> Result<Vec<CertificateRevocationListDer<'static
         .map_err(|e| anyhow::anyhow!("cannot read revocation list {}: {e}", path.display()))
 }
 
-/// The hub's configuration, shared by the control and channel ports.
-pub fn server_config(
-    ca: &Path,
-    cert: &Path,
-    key: &Path,
-    crl: Option<&Path>,
-) -> Result<Arc<ServerConfig>> {
-    let mut builder = WebPkiClientVerifier::builder_with_provider(roots(ca)?, provider());
-    if let Some(crl) = crl {
-        // Only ep certificates are ever revoked; the CA is ours.
-        builder = builder
-            .with_crls(load_crls(crl)?)
-            .only_check_end_entity_revocation();
+/// The hub's CA, certificate and key as loaded at start, so that a new
+/// revocation list rebuilds only the verifier: a key file broken meanwhile
+/// is not re-read, and a CRL problem is reported as one.
+pub struct ServerMaterial {
+    roots: Arc<RootCertStore>,
+    certs: Vec<CertificateDer<'static>>,
+    key: PrivateKeyDer<'static>,
+}
+
+impl ServerMaterial {
+    pub fn load(paths: &crate::config::hub::TlsPaths) -> Result<Self> {
+        let certs = load_certs(&paths.cert)?;
+        let key = load_key(&paths.key)?;
+        // Pair them now, so a mismatch is named at start-up.
+        rustls::crypto::ring::sign::any_supported_type(&key)
+            .with_context(|| format!("{} is not a usable private key", paths.key.display()))?;
+        Ok(ServerMaterial {
+            roots: roots(&paths.ca)?,
+            certs,
+            key,
+        })
     }
-    let verifier = builder
-        .build()
-        .context("cannot build the client-certificate verifier")?;
-    let mut config = ServerConfig::builder_with_provider(provider())
-        .with_protocol_versions(&[&rustls::version::TLS13])?
-        .with_client_cert_verifier(verifier)
-        .with_single_cert(load_certs(cert)?, load_key(key)?)
-        .with_context(|| format!("{} does not match {}", key.display(), cert.display()))?;
-    config.alpn_protocols = vec![ALPN.to_vec()];
-    Ok(Arc::new(config))
+
+    /// The hub's configuration, shared by the control and channel ports.
+    pub fn server_config(&self, crl: Option<&Path>) -> Result<Arc<ServerConfig>> {
+        let mut builder =
+            WebPkiClientVerifier::builder_with_provider(self.roots.clone(), provider());
+        if let Some(crl) = crl {
+            // Only ep certificates are ever revoked; the CA is ours.
+            builder = builder
+                .with_crls(load_crls(crl)?)
+                .only_check_end_entity_revocation();
+        }
+        let verifier = builder.build().with_context(|| match crl {
+            Some(crl) => format!("the revocation list {} is not usable", crl.display()),
+            None => "cannot build the client-certificate verifier".to_string(),
+        })?;
+        let mut config = ServerConfig::builder_with_provider(provider())
+            .with_protocol_versions(&[&rustls::version::TLS13])?
+            .with_client_cert_verifier(verifier)
+            .with_single_cert(self.certs.clone(), self.key.clone_key())
+            .context("the hub certificate does not match its key")?;
+        config.alpn_protocols = vec![ALPN.to_vec()];
+        Ok(Arc::new(config))
+    }
+}
+
+/// A resumed TLS session skips certificate verification: rustls restores
+/// the client certificate from the session. Checks what verification would:
+/// the validity window and the revocation list.
+pub fn check_resumed(
+    cert: &CertificateDer<'_>,
+    revoked: &std::collections::HashSet<String>,
+) -> Result<(), &'static str> {
+    let (_, parsed) =
+        x509_parser::parse_x509_certificate(cert.as_ref()).map_err(|_| "unreadable certificate")?;
+    if !parsed.validity().is_valid() {
+        return Err("certificate expired or not yet valid");
+    }
+    if revoked.contains(&hex(parsed.raw_serial())) {
+        return Err("certificate revoked");
+    }
+    Ok(())
 }
 
 /// The ep's configuration for both its control and channel connections.

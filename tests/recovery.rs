@@ -130,7 +130,7 @@ async fn a_replaced_session_is_told_why() {
             .await
             .unwrap()
         {
-            ferry::proto::HubMsg::Closing { reason } => break reason,
+            ferry::proto::HubMsg::Closing { reason, .. } => break reason,
             _ => continue,
         }
     };

@@ -135,6 +135,7 @@ async fn missing_client_certificate_is_refused() {
         version: proto::PROTOCOL_VERSION,
         token: ferry::secret::Secret::new(TOKEN),
         services: vec!["echo".into()],
+        features: vec![],
     };
     let _ = proto::write_msg(&mut tls, &hello).await;
     let answer = proto::read_msg::<_, HubMsg>(&mut tls).await;
@@ -178,7 +179,7 @@ fn gen_cert_refuses_to_overwrite_and_issues_more_eps() {
     }
     .run()
     .unwrap();
-    assert_eq!(more.len(), 2, "only the new ep's files: {more:?}");
+    assert_eq!(more.written.len(), 2, "only the new ep's files: {more:?}");
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;

@@ -24,12 +24,29 @@ impl Seconds {
 impl fmt::Debug for Seconds {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let ms = self.0.as_millis();
-        if ms.is_multiple_of(1000) {
-            write!(f, "{}s", ms / 1000)
-        } else {
+        if ms == 0 || !ms.is_multiple_of(1000) {
             write!(f, "{ms}ms")
+        } else if ms.is_multiple_of(3_600_000) {
+            write!(f, "{}h", ms / 3_600_000)
+        } else if ms.is_multiple_of(60_000) {
+            write!(f, "{}m", ms / 60_000)
+        } else {
+            write!(f, "{}s", ms / 1000)
         }
     }
+}
+
+/// Checks that `key`'s value lies in `[min, max]`, naming both on failure.
+pub fn check_range(key: &str, value: Duration, min: Duration, max: Duration) -> Result<(), String> {
+    if value < min || value > max {
+        return Err(format!(
+            "{key} = {:?} is out of range: allowed {:?} to {:?}",
+            Seconds(value),
+            Seconds(min),
+            Seconds(max)
+        ));
+    }
+    Ok(())
 }
 
 pub fn parse(text: &str) -> Result<Duration, String> {

@@ -1,7 +1,8 @@
 //! `ep.toml`: which hub to reach, how to prove who we are, what we serve.
 
 use super::{
-    ConfigError, Seconds, TlsFiles, check_err, check_service_name, join_host_port, split_host_port,
+    ConfigError, Seconds, TlsFiles, check_err, check_range, check_service_name, join_host_port,
+    split_host_port,
 };
 use crate::secret::Secret;
 use anyhow::{Context, Result};
@@ -66,14 +67,17 @@ mod defaults {
     }
 }
 
+/// Every key path `FERRY_…` / `FERRY_EP_…` variables may set.
 const KEYS: &[&str] = &[
     "hub",
     "channel",
     "server_name",
     "token",
     "token_file",
-    "tls",
-    "services",
+    "tls.ca",
+    "tls.cert",
+    "tls.key",
+    "services.*.local",
     "connect_timeout",
     "backoff_min",
     "backoff_max",
@@ -113,7 +117,7 @@ pub struct EpSettings {
 
 impl EpConfig {
     pub fn load(path: &Path, flags: EpFlags) -> Result<Self, ConfigError> {
-        super::load(path, KEYS, flags)
+        super::load(path, KEYS, "FERRY_EP_", flags)
     }
 
     pub fn check(self, file: &Path) -> Result<EpSettings> {
@@ -183,10 +187,21 @@ impl EpConfig {
             .first()
             .and_then(crate::tls::common_name)
             .unwrap_or_else(|| "?".into());
-        if self.backoff_min.get().is_zero() || self.backoff_max.get() < self.backoff_min.get() {
-            return Err(err(
-                "backoff_min must be positive and at most backoff_max".into()
-            ));
+        let (ms, secs) = (Duration::from_millis, Duration::from_secs);
+        let ranges = [
+            ("connect_timeout", self.connect_timeout, ms(100), secs(300)),
+            ("backoff_min", self.backoff_min, ms(10), secs(3600)),
+            ("backoff_max", self.backoff_max, ms(10), secs(3600)),
+            ("drain_timeout", self.drain_timeout, ms(0), secs(3600)),
+        ];
+        for (key, value, min, max) in ranges {
+            check_range(key, value.get(), min, max).map_err(err)?;
+        }
+        if self.backoff_max.get() < self.backoff_min.get() {
+            return Err(err(format!(
+                "backoff_max = {:?} is out of range: allowed backoff_min ({:?}) to 1h",
+                self.backoff_max, self.backoff_min
+            )));
         }
         Ok(EpSettings {
             file: file.to_path_buf(),

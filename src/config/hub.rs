@@ -1,11 +1,13 @@
 //! `hub.toml`: what the hub listens on, whom it lets in, what it serves.
 
-use super::{Allowlist, ConfigError, Seconds, TlsFiles, check_err, check_service_name};
+use super::{
+    Allowlist, ConfigError, Seconds, TlsFiles, check_err, check_range, check_service_name,
+};
 use crate::token;
 use anyhow::{Context, Result, bail};
 use serde::{Deserialize, Serialize};
 use std::{
-    collections::{BTreeMap, HashSet},
+    collections::{BTreeMap, HashMap, HashSet},
     net::SocketAddr,
     path::{Path, PathBuf},
     sync::Arc,
@@ -25,6 +27,10 @@ pub struct HubConfig {
     pub token_hash: Option<String>,
     /// A file holding `token_hash` instead (what `ferry demo` writes).
     pub token_hash_file: Option<figment::value::magic::RelativePathBuf>,
+    /// Per-ep credentials, keyed by the name in the ep's certificate; an ep
+    /// without an entry uses the top-level `token_hash`.
+    #[serde(default)]
+    pub eps: BTreeMap<String, EpCredentialConfig>,
     pub tls: TlsFiles,
     #[serde(default)]
     pub services: BTreeMap<String, HubServiceConfig>,
@@ -63,6 +69,13 @@ pub struct HubConfig {
     pub penalty_base: Seconds,
     #[serde(default = "defaults::penalty_max")]
     pub penalty_max: Seconds,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EpCredentialConfig {
+    pub token_hash: Option<String>,
+    pub token_hash_file: Option<figment::value::magic::RelativePathBuf>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -114,14 +127,21 @@ mod defaults {
     }
 }
 
+/// Every key path `FERRY_…` / `FERRY_HUB_…` variables may set.
 const KEYS: &[&str] = &[
     "control",
     "channel",
     "ep_allowlist",
     "token_hash",
     "token_hash_file",
-    "tls",
-    "services",
+    "eps.*.token_hash",
+    "eps.*.token_hash_file",
+    "tls.ca",
+    "tls.cert",
+    "tls.key",
+    "tls.crl",
+    "services.*.bind",
+    "services.*.pool_size",
     "pool_size",
     "idle_timeout",
     "heartbeat_interval",
@@ -173,6 +193,31 @@ pub struct ServiceSettings {
     pub pool_size: usize,
 }
 
+/// Token hashes: one per named ep, and the one for every other ep.
+#[derive(Clone, Default)]
+pub struct Credentials {
+    pub default: Option<String>,
+    pub per_ep: HashMap<String, String>,
+}
+
+impl Credentials {
+    /// The hash `ep`'s token must match, if it may log in at all.
+    pub fn for_ep(&self, ep: &str) -> Option<&str> {
+        self.per_ep
+            .get(ep)
+            .or(self.default.as_ref())
+            .map(String::as_str)
+    }
+}
+
+/// The TLS files named under `[tls]`, resolved.
+#[derive(Debug, Clone)]
+pub struct TlsPaths {
+    pub ca: PathBuf,
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
 /// A checked hub configuration: files read, everything parsed.
 #[derive(Clone)]
 pub struct HubSettings {
@@ -180,7 +225,7 @@ pub struct HubSettings {
     pub control: SocketAddr,
     pub channel: SocketAddr,
     pub allowlist: Allowlist,
-    pub token_hash: String,
+    pub credentials: Credentials,
     pub tls: Arc<rustls::ServerConfig>,
     pub cert_days_left: Option<i64>,
     pub services: Vec<ServiceSettings>,
@@ -188,13 +233,43 @@ pub struct HubSettings {
     pub limits: HubLimits,
     /// Revoked ep certificates, re-read when the file changes.
     pub crl: Option<PathBuf>,
-    /// The three TLS files, to rebuild the TLS config with a new CRL.
-    pub tls_files: (PathBuf, PathBuf, PathBuf),
+    /// The TLS material as loaded, so a new CRL changes only the verifier.
+    pub tls_material: Arc<crate::tls::ServerMaterial>,
+}
+
+/// Reads a token hash given inline or in a file; `key` names it in errors.
+fn read_hash(
+    key: &str,
+    inline: Option<String>,
+    file: Option<&figment::value::magic::RelativePathBuf>,
+) -> Result<Option<String>, String> {
+    let hash = match (inline, file) {
+        (Some(h), None) => h,
+        (None, Some(path)) => {
+            let path = path.relative();
+            std::fs::read_to_string(&path)
+                .map_err(|e| format!("cannot read {key}_file {}: {e}", path.display()))?
+                .trim()
+                .to_string()
+        }
+        (Some(_), Some(_)) => return Err(format!("set {key} or {key}_file, not both")),
+        (None, None) => return Ok(None),
+    };
+    token::check_hash(&hash).map_err(|e| format!("{key}: {e}"))?;
+    Ok(Some(hash))
+}
+
+fn ms(n: u64) -> Duration {
+    Duration::from_millis(n)
+}
+
+fn secs(n: u64) -> Duration {
+    Duration::from_secs(n)
 }
 
 impl HubConfig {
     pub fn load(path: &Path, flags: HubFlags) -> Result<Self, ConfigError> {
-        super::load(path, KEYS, flags)
+        super::load(path, KEYS, "FERRY_HUB_", flags)
     }
 
     /// Validates everything that can be checked without binding a port.
@@ -205,27 +280,69 @@ impl HubConfig {
                  addresses your eps connect from (\"0.0.0.0/0\" admits everyone)"
                 .into()));
         }
-        let token_hash = match (self.token_hash, &self.token_hash_file) {
-            (Some(h), None) => h,
-            (None, Some(path)) => {
-                let path = path.relative();
-                std::fs::read_to_string(&path)
-                    .with_context(|| format!("cannot read token_hash_file {}", path.display()))?
-                    .trim()
-                    .to_string()
-            }
-            (Some(_), Some(_)) => {
-                return Err(err("set token_hash or token_hash_file, not both".into()));
-            }
-            (None, None) => {
-                return Err(err("no token_hash: make one with `ferry hub token`".into()));
-            }
+        let mut credentials = Credentials {
+            default: read_hash("token_hash", self.token_hash, self.token_hash_file.as_ref())
+                .map_err(err)?,
+            per_ep: HashMap::new(),
         };
-        token::check_hash(&token_hash).map_err(|e| err(format!("token_hash: {e}")))?;
+        for (name, c) in self.eps {
+            check_service_name(&name).map_err(|_| {
+                err(format!(
+                    "eps.{name}: an ep name is 1-64 letters, digits, '-' or '_'"
+                ))
+            })?;
+            let key = format!("eps.{name}.token_hash");
+            match read_hash(&key, c.token_hash, c.token_hash_file.as_ref()).map_err(err)? {
+                Some(h) => credentials.per_ep.insert(name, h),
+                None => return Err(err(format!("{key}: set token_hash or token_hash_file"))),
+            };
+        }
+        if credentials.default.is_none() && credentials.per_ep.is_empty() {
+            return Err(err(
+                "no token_hash: make one with `ferry hub token` (or give each ep its own under [eps.NAME])"
+                    .into(),
+            ));
+        }
+        // Zero or absurd timings pass parsing but break the runtime (a zero
+        // heartbeat panics the timer; a zero idle timeout churns handshakes).
+        let ranges = [
+            (
+                "heartbeat_interval",
+                self.heartbeat_interval,
+                ms(100),
+                secs(600),
+            ),
+            (
+                "heartbeat_timeout",
+                self.heartbeat_timeout,
+                ms(200),
+                secs(3600),
+            ),
+            ("idle_timeout", self.idle_timeout, secs(1), secs(86_400)),
+            (
+                "handshake_timeout",
+                self.handshake_timeout,
+                ms(100),
+                secs(300),
+            ),
+            ("player_wait", self.player_wait, ms(100), secs(600)),
+            ("drain_timeout", self.drain_timeout, ms(0), secs(3600)),
+            ("penalty_base", self.penalty_base, ms(0), secs(86_400)),
+            ("penalty_max", self.penalty_max, ms(0), secs(86_400)),
+        ];
+        for (key, value, min, max) in ranges {
+            check_range(key, value.get(), min, max).map_err(err)?;
+        }
         if self.heartbeat_timeout.get() <= self.heartbeat_interval.get() {
             return Err(err(
                 "heartbeat_timeout must be longer than heartbeat_interval".into(),
             ));
+        }
+        if self.penalty_base.get() > self.penalty_max.get() {
+            return Err(err(format!(
+                "penalty_base = {:?} is out of range: allowed 0ms to penalty_max ({:?})",
+                self.penalty_base, self.penalty_max
+            )));
         }
         if self.max_pending_auth == 0
             || self.max_pending_per_source == 0
@@ -270,7 +387,16 @@ impl HubConfig {
             self.tls.key.relative(),
         );
         let crl = self.tls.crl.as_ref().map(|c| c.relative());
-        let tls = crate::tls::server_config(&ca, &cert, &key, crl.as_deref())
+        let tls_material = Arc::new(
+            crate::tls::ServerMaterial::load(&TlsPaths {
+                ca: ca.clone(),
+                cert: cert.clone(),
+                key: key.clone(),
+            })
+            .with_context(|| format!("{}: [tls]", file.display()))?,
+        );
+        let tls = tls_material
+            .server_config(crl.as_deref())
             .with_context(|| format!("{}: [tls]", file.display()))?;
         // The sooner of the hub certificate's and the CA's expiry.
         let cert_days_left = [&cert, &ca]
@@ -287,7 +413,7 @@ impl HubConfig {
             control: self.control,
             channel: self.channel,
             allowlist: self.ep_allowlist,
-            token_hash,
+            credentials,
             tls,
             cert_days_left,
             services,
@@ -307,7 +433,7 @@ impl HubConfig {
                 penalty_max: self.penalty_max.get(),
             },
             crl,
-            tls_files: (ca, cert, key),
+            tls_material,
         })
     }
 }
@@ -338,7 +464,14 @@ impl std::fmt::Display for HubSettings {
                 "  warning: ep_allowlist admits every address; list your eps' addresses"
             )?;
         }
-        writeln!(f, "  token_hash argon2id (hash set, token not stored)")?;
+        if self.credentials.default.is_some() {
+            writeln!(f, "  token_hash argon2id (hash set, token not stored)")?;
+        }
+        let mut named: Vec<&String> = self.credentials.per_ep.keys().collect();
+        named.sort();
+        for ep in named {
+            writeln!(f, "  ep {ep:<15} own token_hash (argon2id)")?;
+        }
         if let Some(days) = self.cert_days_left {
             let note = if days < 30 {
                 " — warning: re-issue soon"

@@ -9,7 +9,7 @@ pub mod ep;
 pub mod hub;
 mod netlist;
 
-pub use duration::Seconds;
+pub use duration::{Seconds, check_range};
 pub use netlist::Allowlist;
 
 use figment::{
@@ -32,37 +32,53 @@ pub enum ConfigError {
     Check { file: String, msg: String },
 }
 
-/// Layers the sources for one role. `keys` are the role's top-level keys:
-/// the hub and the ep share the `FERRY_` prefix on one machine, so each
-/// reads only its own variables rather than failing on the other's.
+/// Layers the sources for one role. The hub and the ep share the `FERRY_`
+/// prefix on a host that runs both (the demo does), so each role reads only
+/// the variables whose key path it knows (`known`, with `*` for a service
+/// or ep name), rather than failing on the other's. `role_prefix`
+/// (`FERRY_HUB_`, `FERRY_EP_`) names one role only and wins over `FERRY_`:
+/// use it for keys both roles have (`channel`, `tls.*`, `drain_timeout`).
 pub(crate) fn load<T: DeserializeOwned>(
     path: &Path,
-    keys: &'static [&'static str],
+    known: &'static [&'static str],
+    role_prefix: &'static str,
     flags: impl Serialize,
 ) -> Result<T, ConfigError> {
     if !path.is_file() {
         return Err(ConfigError::Missing(path.to_path_buf()));
     }
+    let env = |prefix: &'static str| {
+        Env::prefixed(prefix)
+            .split("__")
+            .filter(move |k| is_known(known, k.as_str()))
+    };
     Figment::new()
         .merge(Toml::file_exact(path))
-        .merge(Env::prefixed(ENV_PREFIX).split("__").filter(move |k| {
-            // Keys arrive here before figment lowercases them.
-            let top = top_key(k.as_str());
-            keys.iter().any(|known| known.eq_ignore_ascii_case(top))
-        }))
+        .merge(env(ENV_PREFIX))
+        .merge(env(role_prefix))
         .merge(Serialized::defaults(flags))
         .extract()
         .map_err(|e| ConfigError::Invalid(Box::new(e)))
+}
+
+/// Whether `key` (dotted, any case: figment lowercases later) matches one
+/// of the `known` paths segment for segment.
+fn is_known(known: &[&str], key: &str) -> bool {
+    let parts: Vec<&str> = key.split('.').collect();
+    known.iter().any(|pattern| {
+        let pat: Vec<&str> = pattern.split('.').collect();
+        pat.len() == parts.len()
+            && pat
+                .iter()
+                .zip(&parts)
+                .all(|(p, k)| *p == "*" || p.eq_ignore_ascii_case(k))
+    })
 }
 
 /// figment names keys with their profile ("default.control"); ferry has
 /// no profiles, so the prefix only confuses.
 fn tidy(e: &figment::Error) -> String {
     e.to_string().replace("key \"default.", "key \"")
-}
-
-fn top_key(key: &str) -> &str {
-    key.split('.').next().unwrap_or(key)
 }
 
 /// A check failure that names the config file it concerns.
@@ -78,9 +94,15 @@ mod tests {
     use super::*;
 
     #[test]
-    fn top_key_takes_first_segment() {
-        assert_eq!(top_key("services.web.bind"), "services");
-        assert_eq!(top_key("control"), "control");
+    fn only_known_key_paths_are_taken_from_the_environment() {
+        let known = &["control", "services.*.bind", "tls.ca"];
+        assert!(is_known(known, "CONTROL"));
+        assert!(is_known(known, "SERVICES.WEB.BIND"));
+        assert!(is_known(known, "tls.ca"));
+        assert!(!is_known(known, "SERVICES.WEB.LOCAL"));
+        assert!(!is_known(known, "SERVICES.WEB"));
+        assert!(!is_known(known, "HUB_CONTROL"));
+        assert!(!is_known(known, "tls"));
     }
 }
 

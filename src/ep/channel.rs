@@ -1,45 +1,62 @@
 //! One channel: dialled on the hub's request, parked until a player comes,
 //! then joined to a fresh connection to the local service.
 
-use super::{Ep, login::connect_tls};
+use super::{Ep, Leg, login::connect_tls};
 use crate::{
     net,
     proto::{self, EpMsg, HubMsg},
     relay,
 };
 use std::{sync::Arc, time::Duration};
-use tokio::net::TcpStream;
+use tokio::{net::TcpStream, sync::mpsc};
 
 /// Extra wait beyond the hub's idle timeout before the ep gives up on a
 /// parked channel itself (the hub normally closes it first).
 const IDLE_GRACE: Duration = Duration::from_secs(30);
 
-pub(super) async fn run(
-    ep: Arc<Ep>,
-    service: String,
-    ticket: String,
-    channel: Arc<str>,
-    idle_timeout: Duration,
-) {
+/// Where and how this session's channels are opened.
+#[derive(Clone)]
+pub(super) struct Target {
+    pub addr: Arc<str>,
+    pub leg: Leg,
+    pub idle_timeout: Duration,
+    /// Where to report a channel that cannot be opened, if the hub listens.
+    pub report: Option<mpsc::Sender<EpMsg>>,
+}
+
+impl Target {
+    fn failed(&self, service: &str, ticket: String, reason: String) {
+        if let Some(tx) = &self.report {
+            let _ = tx.try_send(EpMsg::ChannelFailed {
+                service: service.to_string(),
+                ticket,
+                reason,
+            });
+        }
+    }
+}
+
+pub(super) async fn run(ep: Arc<Ep>, service: String, ticket: String, target: Target) {
     let Some(local) = ep.settings.services.get(&service).cloned() else {
         tracing::warn!(
             service,
             "hub asked for a channel of a service this ep does not serve"
         );
-        return;
+        return target.failed(&service, ticket, "not served by this ep".into());
     };
     let Ok(waiting) = ep.waiting.clone().try_acquire_owned() else {
-        return tracing::warn!(
+        tracing::warn!(
             service,
             "hub asked for more waiting channels than the ep keeps; ignored"
         );
+        return target.failed(&service, ticket, "the ep's channel limit is reached".into());
     };
     let s = &ep.settings;
     let open = async {
-        let mut tls = connect_tls(s, &channel).await?;
+        let mut tls = connect_tls(s, &target.addr, target.leg).await?;
         let hello = EpMsg::Channel {
             service: service.clone(),
-            ticket,
+            ticket: ticket.clone(),
         };
         proto::write_msg(&mut tls, &hello)
             .await
@@ -48,11 +65,17 @@ pub(super) async fn run(
     };
     let mut tls = match tokio::time::timeout(s.timing.connect_timeout, open).await {
         Ok(Ok(tls)) => tls,
-        Ok(Err(e)) => return tracing::warn!(service, "cannot open a channel: {e}"),
-        Err(_) => return tracing::warn!(service, "cannot open a channel: timed out"),
+        Ok(Err(e)) => {
+            tracing::warn!(service, "cannot open a channel: {e}");
+            return target.failed(&service, ticket, e.to_string());
+        }
+        Err(_) => {
+            tracing::warn!(service, "cannot open a channel: timed out");
+            return target.failed(&service, ticket, "timed out".into());
+        }
     };
     let waited = tokio::select! {
-        r = tokio::time::timeout(idle_timeout + IDLE_GRACE, proto::read_msg::<_, HubMsg>(&mut tls)) => r,
+        r = tokio::time::timeout(target.idle_timeout + IDLE_GRACE, proto::read_msg::<_, HubMsg>(&mut tls)) => r,
         _ = ep.shutdown.cancelled() => return,
     };
     let player = match waited {
@@ -87,6 +110,10 @@ pub(super) async fn run(
             net::abort_on_close(&svc);
             tracing::info!(service, %player, up = st.up, down = st.down, secs = st.elapsed.as_secs_f64(), "player connection broken: {e}");
         }
-        None => tracing::info!(service, %player, "player closed: ep shutting down"),
+        None => {
+            net::abort_on_close(&svc);
+            net::abort_on_close(tls.get_ref().0);
+            tracing::info!(service, %player, "player cut off: ep shutting down")
+        }
     }
 }

@@ -3,10 +3,14 @@
 use crate::{
     config::ep::EpSettings,
     net,
-    proto::{self, EpMsg, FrameError, HubMsg, PROTOCOL_VERSION},
+    proto::{self, EpMsg, FrameError, HubMsg, MIN_PROTOCOL_VERSION, PROTOCOL_VERSION, RefusalKind},
 };
-use std::{io, time::Duration};
-use tokio::net::TcpStream;
+use std::{
+    io,
+    net::{IpAddr, SocketAddr},
+    time::Duration,
+};
+use tokio::net::{TcpSocket, TcpStream};
 use tokio_rustls::{TlsConnector, client::TlsStream};
 
 pub type Tunnel = TlsStream<TcpStream>;
@@ -34,6 +38,10 @@ pub enum LoginError {
     Tls(String),
     #[error("the hub refused the login: {0}")]
     Refused(String),
+    #[error(
+        "the hub closed the channel connection before the TLS handshake finished: the hub accepts channels only from the address of this ep's control connection ({0}); see the hub's log"
+    )]
+    ChannelClosedEarly(String),
     #[error("the hub is busy: {0}")]
     Busy(String),
     #[error("protocol error: {0}")]
@@ -92,19 +100,79 @@ fn frame_error(e: FrameError) -> LoginError {
     }
 }
 
+/// Which hub port a connection is for; they differ in socket options and
+/// in where they leave from.
+#[derive(Debug, Clone, Copy)]
+pub enum Leg {
+    Control,
+    /// A channel, sent from the control connection's local address when
+    /// known: the hub accepts channels only from a logged-in ep's address,
+    /// and a host with several (a rotating IPv6 temporary address, a
+    /// multi-WAN router) could otherwise pick another.
+    Channel {
+        from: Option<IpAddr>,
+    },
+}
+
+async fn dial(addr: &str, from: Option<IpAddr>) -> io::Result<TcpStream> {
+    let Some(from) = from else {
+        return TcpStream::connect(addr).await;
+    };
+    let targets: Vec<SocketAddr> = tokio::net::lookup_host(addr).await?.collect();
+    let mut last = None;
+    // Only targets of the control address's family can leave from it.
+    for target in targets.iter().filter(|t| t.is_ipv4() == from.is_ipv4()) {
+        let sock = if from.is_ipv4() {
+            TcpSocket::new_v4()?
+        } else {
+            TcpSocket::new_v6()?
+        };
+        if let Err(e) = sock.bind(SocketAddr::new(from, 0)) {
+            last = Some(e);
+            continue;
+        }
+        match sock.connect(*target).await {
+            Ok(tcp) => return Ok(tcp),
+            Err(e) => last = Some(e),
+        }
+    }
+    match last {
+        Some(e) => Err(e),
+        // No target of that family: the best the host can do.
+        None => TcpStream::connect(addr).await,
+    }
+}
+
 /// Dials `addr` and completes the TLS handshake with the hub.
-pub async fn connect_tls(s: &EpSettings, addr: &str) -> Result<Tunnel, LoginError> {
-    let tcp = TcpStream::connect(addr)
+pub async fn connect_tls(s: &EpSettings, addr: &str, leg: Leg) -> Result<Tunnel, LoginError> {
+    let from = match leg {
+        Leg::Control => None,
+        Leg::Channel { from } => from,
+    };
+    let tcp = dial(addr, from)
         .await
         .map_err(|source| LoginError::Connect {
             addr: addr.to_string(),
             source,
         })?;
-    net::tune_tunnel(&tcp);
-    TlsConnector::from(s.tls.clone())
+    match leg {
+        Leg::Control => net::tune_control(&tcp),
+        Leg::Channel { .. } => net::tune_channel(&tcp),
+    }
+    let local = tcp
+        .local_addr()
+        .map(|a| a.ip().to_string())
+        .unwrap_or_default();
+    let tls = TlsConnector::from(s.tls.clone())
         .connect(s.server_name.clone(), tcp)
         .await
-        .map_err(tls_error)
+        .map_err(tls_error);
+    match (leg, tls) {
+        (Leg::Channel { .. }, Err(LoginError::ClosedEarly)) => {
+            Err(LoginError::ChannelClosedEarly(local))
+        }
+        (_, r) => r,
+    }
 }
 
 /// What a session needs from its login: the hub's timings, and where
@@ -120,6 +188,16 @@ pub struct Welcome {
     /// and a name resolving to IPv4 and IPv6 could otherwise send control
     /// and channels out through different source addresses.
     pub channel: String,
+    /// The control connection's local address, where channels leave from.
+    pub local_ip: Option<IpAddr>,
+    /// Features the hub named (none from hubs older than negotiation).
+    pub features: Vec<String>,
+}
+
+impl Welcome {
+    pub fn hub_has(&self, feature: &str) -> bool {
+        self.features.iter().any(|f| f == feature)
+    }
 }
 
 /// `settings.channel`, pinned to `hub_ip` when it names the hub's host.
@@ -143,33 +221,50 @@ fn channel_for(s: &EpSettings, hub_ip: Option<std::net::IpAddr>) -> String {
 pub async fn login(s: &EpSettings) -> Result<(Tunnel, Welcome), LoginError> {
     let deadline = s.timing.connect_timeout;
     let attempt = async {
-        let mut tls = connect_tls(s, &s.hub).await?;
+        let mut tls = connect_tls(s, &s.hub, Leg::Control).await?;
         let hub_ip = tls.get_ref().0.peer_addr().ok().map(|a| a.ip());
+        let local_ip = tls.get_ref().0.local_addr().ok().map(|a| a.ip());
         let hello = EpMsg::Hello {
             version: PROTOCOL_VERSION,
             token: s.token.clone(),
             services: s.services.keys().cloned().collect(),
+            features: proto::features(),
         };
         proto::write_msg(&mut tls, &hello)
             .await
             .map_err(frame_error)?;
         match proto::read_msg(&mut tls).await.map_err(frame_error)? {
             HubMsg::Welcome {
+                version: Some(v), ..
+            } if v < MIN_PROTOCOL_VERSION => Err(LoginError::Protocol(format!(
+                "the hub speaks protocol version {v}; this ep needs {MIN_PROTOCOL_VERSION} or later"
+            ))),
+            HubMsg::Welcome {
                 heartbeat_ms,
                 heartbeat_timeout_ms,
                 idle_timeout_ms,
+                features,
+                ..
             } => Ok((
                 tls,
                 Welcome {
                     heartbeat: Duration::from_millis(heartbeat_ms.max(100)),
                     heartbeat_timeout: Duration::from_millis(heartbeat_timeout_ms.max(200)),
-                    idle_timeout: Duration::from_millis(idle_timeout_ms),
+                    idle_timeout: Duration::from_millis(idle_timeout_ms.max(1000)),
                     channel: channel_for(s, hub_ip),
+                    local_ip,
+                    features,
                 },
             )),
             HubMsg::Refused {
                 reason,
                 retry: true,
+                ..
+            } => Err(LoginError::Busy(reason)),
+            HubMsg::Refused {
+                reason,
+                kind: Some(RefusalKind::Penalised),
+                ..
             } => Err(LoginError::Busy(reason)),
             HubMsg::Refused { reason, .. } => Err(LoginError::Refused(reason)),
             _ => Err(LoginError::Protocol("expected welcome or refusal".into())),

@@ -6,29 +6,37 @@ mod backoff;
 mod channel;
 mod login;
 
-pub use login::{LoginError, Tunnel, Welcome, login};
+pub use login::{Leg, LoginError, Tunnel, Welcome, login};
 
 /// A bare TLS connection to a hub port with the ep's identity, for tests
 /// that speak the protocol by hand (panics if it cannot connect).
 #[doc(hidden)]
 pub async fn connect_for_tests(settings: &EpSettings, addr: &str) -> Tunnel {
-    login::connect_tls(settings, addr)
+    login::connect_tls(settings, addr, Leg::Control)
         .await
         .expect("TLS connection to the hub")
 }
 
 use crate::{
     config::ep::EpSettings,
-    proto::{self, EpMsg, HubMsg},
+    proto::{self, CloseKind, EpMsg, FrameReader, HubMsg, feature},
 };
 use anyhow::Result;
 use backoff::Backoff;
-use std::sync::Arc;
+use std::{sync::Arc, time::Duration};
+use tokio::sync::mpsc;
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 use tracing::Instrument;
 
 /// Channels the ep keeps opening or waiting at once (see `Ep::waiting`).
 const MAX_WAITING_CHANNELS: usize = 1024;
+
+/// A session that lasted this long was a real one: the next reconnect
+/// starts from the shortest delay again. A session that dies sooner (two
+/// eps with one certificate replacing each other, a hub that closes it at
+/// once) keeps the backoff growing, so such a loop costs the hub one
+/// Argon2 run per backoff step rather than several a second.
+const STABLE_SESSION: Duration = Duration::from_secs(10);
 
 pub(crate) struct Ep {
     settings: EpSettings,
@@ -41,8 +49,23 @@ pub(crate) struct Ep {
     hard_stop: CancellationToken,
 }
 
+/// How a session ended.
+struct End {
+    reason: String,
+    kind: Option<CloseKind>,
+}
+
 /// Runs the ep until `shutdown`: logs in, serves, reconnects with backoff.
 pub async fn run(settings: EpSettings, shutdown: CancellationToken) -> Result<()> {
+    run_until(settings, shutdown, CancellationToken::new()).await
+}
+
+/// `run`, where `immediate` (a second Ctrl-C) cuts the drain short.
+pub async fn run_until(
+    settings: EpSettings,
+    shutdown: CancellationToken,
+    immediate: CancellationToken,
+) -> Result<()> {
     let ep = Arc::new(Ep {
         settings,
         waiting: Arc::new(tokio::sync::Semaphore::new(MAX_WAITING_CHANNELS)),
@@ -60,16 +83,31 @@ pub async fn run(settings: EpSettings, shutdown: CancellationToken) -> Result<()
         };
         let delay = match attempt {
             Ok((tls, welcome)) => {
-                backoff.reset();
                 let services: Vec<&String> = ep.settings.services.keys().collect();
                 tracing::info!(hub = %ep.settings.hub, ep = %ep.settings.identity, ?services, "connected to hub");
-                let reason = session(&ep, tls, welcome).await;
+                let began = tokio::time::Instant::now();
+                let end = session(&ep, tls, welcome).await;
                 if shutdown.is_cancelled() {
                     break;
                 }
-                let delay = backoff.next(false);
-                tracing::warn!("control connection lost: {reason}; reconnecting in {delay:.1?}");
-                delay
+                if began.elapsed() >= STABLE_SESSION {
+                    backoff.reset();
+                }
+                if end.kind == Some(CloseKind::Replaced) {
+                    let delay = backoff.next(true);
+                    tracing::error!(
+                        "{}; another ep runs with this ep's certificate and needs a person to stop it: waiting the maximum, {delay:.1?}",
+                        end.reason
+                    );
+                    delay
+                } else {
+                    let delay = backoff.next(false);
+                    tracing::warn!(
+                        "control connection lost: {}; reconnecting in {delay:.1?}",
+                        end.reason
+                    );
+                    delay
+                }
             }
             Err(e) => {
                 let delay = backoff.next(e.is_permanent());
@@ -87,51 +125,62 @@ pub async fn run(settings: EpSettings, shutdown: CancellationToken) -> Result<()
             _ = shutdown.cancelled() => break,
         }
     }
-    crate::shutdown::drain(&ep.tracker, &ep.hard_stop, t.drain_timeout).await;
+    crate::shutdown::drain(&ep.tracker, &ep.hard_stop, t.drain_timeout, &immediate).await;
     tracing::info!("ep stopped");
     Ok(())
 }
 
 /// Serves one control session; returns why it ended.
-async fn session(ep: &Arc<Ep>, tls: login::Tunnel, w: Welcome) -> String {
-    let channel: Arc<str> = w.channel.as_str().into();
-    let (mut rd, mut wr) = tokio::io::split(tls);
-    let reader = async {
-        loop {
-            match tokio::time::timeout(w.heartbeat_timeout, proto::read_msg::<_, HubMsg>(&mut rd))
-                .await
-            {
-                Err(_) => {
-                    return format!("no heartbeat from the hub for {:?}", w.heartbeat_timeout);
-                }
-                Ok(Err(e)) => return e.to_string(),
-                Ok(Ok(HubMsg::Heartbeat)) => {}
-                Ok(Ok(HubMsg::Open { service, ticket })) => {
-                    let span = tracing::info_span!("channel", service = %service);
-                    ep.tracker.spawn(
-                        channel::run(ep.clone(), service, ticket, channel.clone(), w.idle_timeout)
-                            .instrument(span),
-                    );
-                }
-                Ok(Ok(HubMsg::Closing { reason })) => {
-                    return format!("the hub closed the session: {reason}");
-                }
-                Ok(Ok(other)) => return format!("unexpected message from the hub: {other:?}"),
-            }
-        }
+async fn session(ep: &Arc<Ep>, tls: login::Tunnel, w: Welcome) -> End {
+    let (rd, mut wr) = tokio::io::split(tls);
+    let mut rd = FrameReader::new(rd);
+    // Channel tasks report failures here when the hub wants to hear them.
+    let (failed_tx, mut failed_rx) = mpsc::channel::<EpMsg>(64);
+    let report = w.hub_has(feature::CHANNEL_FAILED).then_some(failed_tx);
+    let target = channel::Target {
+        addr: w.channel.as_str().into(),
+        leg: Leg::Channel { from: w.local_ip },
+        idle_timeout: w.idle_timeout,
+        report,
     };
-    let writer = async {
-        let mut tick = tokio::time::interval(w.heartbeat);
-        loop {
-            tick.tick().await;
-            if let Err(e) = proto::write_msg(&mut wr, &EpMsg::Heartbeat).await {
-                return e.to_string();
+    let mut tick = tokio::time::interval(w.heartbeat);
+    let mut silence = Box::pin(tokio::time::sleep(w.heartbeat_timeout));
+    loop {
+        let out = tokio::select! {
+            msg = rd.read::<HubMsg>() => {
+                silence.as_mut().reset(tokio::time::Instant::now() + w.heartbeat_timeout);
+                match msg {
+                    Ok(HubMsg::Heartbeat) => continue,
+                    Ok(HubMsg::Open { service, ticket }) => {
+                        let span = tracing::info_span!("channel", service = %service);
+                        ep.tracker.spawn(
+                            channel::run(ep.clone(), service, ticket, target.clone()).instrument(span),
+                        );
+                        continue;
+                    }
+                    Ok(HubMsg::Closing { reason, kind }) => {
+                        return End {
+                            reason: format!("the hub closed the session: {reason}"),
+                            kind,
+                        };
+                    }
+                    Ok(other) => return end(format!("unexpected message from the hub: {other:?}")),
+                    Err(e) => return end(e.to_string()),
+                }
             }
+            _ = silence.as_mut() => {
+                return end(format!("no heartbeat from the hub for {:?}", w.heartbeat_timeout));
+            }
+            _ = tick.tick() => EpMsg::Heartbeat,
+            Some(m) = failed_rx.recv() => m,
+            _ = ep.shutdown.cancelled() => return end("ep shutting down".into()),
+        };
+        if let Err(e) = proto::write_msg(&mut wr, &out).await {
+            return end(e.to_string());
         }
-    };
-    tokio::select! {
-        r = reader => r,
-        r = writer => r,
-        _ = ep.shutdown.cancelled() => "ep shutting down".into(),
     }
+}
+
+fn end(reason: String) -> End {
+    End { reason, kind: None }
 }

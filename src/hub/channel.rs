@@ -1,7 +1,7 @@
 //! The channel door: TLS connections from logged-in eps, each presenting a
 //! one-time ticket, that become ready channels in a service's pool.
 
-use super::Shared;
+use super::{Shared, refusals::Reason};
 use crate::{
     net,
     proto::{self, EpMsg},
@@ -12,21 +12,34 @@ use tracing::Instrument;
 
 pub(super) fn on_accept(shared: Arc<Shared>, tcp: TcpStream, addr: SocketAddr) {
     let ip = addr.ip();
-    // Channels come only from where a logged-in ep is: everyone else is
-    // dropped before a TLS byte, which also spares the handshake CPU.
-    if !shared.settings.allowlist.contains(ip) || !shared.sessions.has_ip(ip) {
+    if !shared.settings.allowlist.contains(ip) {
         shared
             .refusals
-            .record("channel from a stranger", ip, "closed before TLS", true);
+            .record(Reason::NotAllowlisted, ip, "channel closed before TLS");
         return;
     }
-    let Ok(permit) = shared.channel_gate.enter(ip) else {
-        shared
-            .refusals
-            .record("too many channels pending", ip, "closed before TLS", false);
+    // Channels come only from where a logged-in ep is: everyone else is
+    // dropped before a TLS byte, which also spares the handshake CPU. An
+    // ep whose channels leave from another address than its control
+    // connection (a multi-homed host) lands here, so say so plainly.
+    if !shared.sessions.has_ip(ip) {
+        shared.refusals.record(
+            Reason::ChannelFromStranger,
+            ip,
+            "channel closed before TLS: no ep is logged in from this address \
+             (an ep's channels must come from the address of its control connection)",
+        );
+        return;
+    }
+    let Ok(permit) = shared.channel_gate.enter(ip, true) else {
+        shared.refusals.record(
+            Reason::TooManyChannelsPending,
+            ip,
+            "channel closed before TLS",
+        );
         return;
     };
-    net::tune_tunnel(&tcp);
+    net::tune_channel(&tcp);
     let span = tracing::debug_span!("channel", peer = %addr);
     shared.tracker.clone().spawn(
         async move {
@@ -43,10 +56,14 @@ async fn handle(shared: Arc<Shared>, tcp: TcpStream, addr: SocketAddr) {
         let mut tls = shared
             .accept_tls(tcp)
             .await
-            .map_err(|e| format!("TLS handshake failed: {e}"))?;
-        match proto::read_msg(&mut tls).await.map_err(|e| e.to_string())? {
+            .map_err(|e| (true, format!("TLS handshake failed: {e}")))?;
+        shared.channel_gate.vouch(addr.ip());
+        match proto::read_msg(&mut tls)
+            .await
+            .map_err(|e| (false, e.to_string()))?
+        {
             EpMsg::Channel { service, ticket } => Ok((tls, service, ticket)),
-            _ => Err("first message was not a channel ticket".to_string()),
+            _ => Err((false, "first message was not a channel ticket".to_string())),
         }
     };
     let result = tokio::select! {
@@ -54,7 +71,7 @@ async fn handle(shared: Arc<Shared>, tcp: TcpStream, addr: SocketAddr) {
         _ = shared.shutdown.cancelled() => return,
     };
     let outcome = match result {
-        Err(_) => Err(format!("not completed within {deadline:?}")),
+        Err(_) => Err((true, format!("not completed within {deadline:?}"))),
         Ok(Err(e)) => Err(e),
         Ok(Ok((tls, service, ticket))) => {
             tracing::debug!(handshake = ?tls.get_ref().1.handshake_kind(), "channel TLS established");
@@ -62,14 +79,19 @@ async fn handle(shared: Arc<Shared>, tcp: TcpStream, addr: SocketAddr) {
             match shared.services.get(&service) {
                 Some(svc) => svc
                     .offer(&ticket, &ep, addr.ip(), tls)
-                    .map_err(str::to_string),
-                None => Err(format!("unknown service {service:?}")),
+                    .map_err(|e| (false, e.to_string())),
+                None => Err((false, format!("unknown service {service:?}"))),
             }
         }
     };
-    if let Err(why) = outcome {
+    if let Err((before_cert, why)) = outcome {
+        // Junk without a valid certificate costs its address a penalty
+        // (with the probation slot a live ep's address keeps, see `gate`).
+        if before_cert {
+            shared.channel_gate.strike(addr.ip());
+        }
         shared
             .refusals
-            .record("channel refused", addr.ip(), &why, false);
+            .record(Reason::ChannelRefused, addr.ip(), &why);
     }
 }

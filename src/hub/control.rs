@@ -2,13 +2,18 @@
 //!
 //! Order of checks, cheapest first: source in `ep_allowlist` → the gate
 //! (penalties, caps on pending logins) → TLS with a client certificate →
-//! hello → Argon2 (bounded concurrency) → services. All but the first two
-//! run in the connection's own task under one deadline.
+//! this certificate's own penalty → hello → Argon2 (bounded concurrency) →
+//! services. All but the first two run in the connection's own task under
+//! one deadline. A failure before a valid certificate is charged to the
+//! address; after it, to the ep's identity.
 
-use super::{Shared, gate::Turned};
+use super::{Shared, gate::Turned, refusals::Reason};
 use crate::{
     net,
-    proto::{self, EpMsg, FrameError, HubMsg, PROTOCOL_VERSION},
+    proto::{
+        self, CloseKind, EpMsg, FrameError, FrameReader, HubMsg, MIN_PROTOCOL_VERSION,
+        PROTOCOL_VERSION, RefusalKind,
+    },
     token,
 };
 use std::{net::SocketAddr, sync::Arc, time::Duration};
@@ -25,36 +30,37 @@ pub(super) fn on_accept(shared: Arc<Shared>, tcp: TcpStream, addr: SocketAddr) {
     if !shared.settings.allowlist.contains(ip) {
         shared
             .refusals
-            .record("not in ep_allowlist", ip, "closed before TLS", true);
+            .record(Reason::NotAllowlisted, ip, "closed before TLS");
         return;
     }
-    let permit = match shared.gate.enter(ip) {
+    let live = shared.sessions.has_ip(ip);
+    let permit = match shared.gate.enter(ip, live) {
         Ok(p) => p,
         Err(turned) => {
-            let (kind, quiet) = match turned {
-                Turned::Penalised => ("penalised address", true),
-                Turned::TooManyPending => ("too many logins pending", false),
-                Turned::TooManyFromSource => ("too many logins pending from one address", false),
+            let reason = match turned {
+                Turned::Penalised => Reason::Penalised,
+                Turned::TooManyPending => Reason::TooManyPending,
+                Turned::TooManyFromSource => Reason::TooManyFromSource,
             };
-            shared.refusals.record(kind, ip, "closed before TLS", quiet);
+            shared.refusals.record(reason, ip, "closed before TLS");
             return;
         }
     };
-    net::tune_tunnel(&tcp);
+    net::tune_control(&tcp);
     let span = tracing::info_span!("control", peer = %addr);
     shared.tracker.clone().spawn(
         async move {
             let login = handle_login(&shared, tcp, addr).await;
             drop(permit);
-            if let Some((tls, guard, ctrl_rx)) = login {
-                session(shared, tls, guard, ctrl_rx).await;
+            if let Some(s) = login {
+                session(shared, s).await;
             }
         }
         .instrument(span),
     );
 }
 
-/// Why a login failed; `strike` says whether it counts against the address.
+/// Why a login failed.
 #[derive(Debug, thiserror::Error)]
 enum Refusal {
     #[error("TLS handshake failed: {0}")]
@@ -63,28 +69,38 @@ enum Refusal {
     Frame(#[from] FrameError),
     #[error("first message was not a hello")]
     NotHello,
-    #[error("{0}")]
-    Told(String),
-    #[error("{0}")]
-    Busy(String),
+    /// Refused after the certificate was verified: told to the ep.
+    #[error("ep {ep}: {why}")]
+    Told {
+        ep: String,
+        kind: RefusalKind,
+        why: String,
+    },
 }
 
 impl Refusal {
-    fn kind(&self) -> &'static str {
+    fn reason(&self) -> Reason {
         match self {
-            Refusal::Tls(_) => "TLS handshake failed",
-            Refusal::Frame(_) | Refusal::NotHello => "bad hello",
-            Refusal::Told(_) => "login refused",
-            Refusal::Busy(_) => "Argon2 busy",
+            Refusal::Tls(_) => Reason::TlsFailed,
+            Refusal::Frame(_) | Refusal::NotHello => Reason::BadHello,
+            Refusal::Told { kind, .. } => match kind {
+                RefusalKind::WrongToken => Reason::WrongToken,
+                RefusalKind::Busy => Reason::Argon2Busy,
+                RefusalKind::Penalised => Reason::IdentityPenalised,
+                _ => Reason::LoginRefused,
+            },
         }
     }
 }
 
-type LoggedIn = (
-    TlsStream<TcpStream>,
-    super::sessions::SessionGuard,
-    mpsc::Receiver<HubMsg>,
-);
+/// A logged-in ep, ready for its session loop.
+struct LoggedIn {
+    tls: TlsStream<TcpStream>,
+    guard: super::sessions::SessionGuard,
+    ctrl_rx: mpsc::Receiver<HubMsg>,
+    /// The ep negotiated features (it is newer than negotiation itself).
+    modern: bool,
+}
 
 async fn handle_login(shared: &Arc<Shared>, tcp: TcpStream, addr: SocketAddr) -> Option<LoggedIn> {
     let deadline = shared.settings.timing.handshake_timeout;
@@ -95,21 +111,32 @@ async fn handle_login(shared: &Arc<Shared>, tcp: TcpStream, addr: SocketAddr) ->
     };
     let ip = addr.ip();
     match login {
-        Ok(Ok((tls, guard))) => {
+        Ok(Ok((tls, guard, modern))) => {
             shared.gate.proven(ip);
-            Some((tls, guard, ctrl_rx))
+            Some(LoggedIn {
+                tls,
+                guard,
+                ctrl_rx,
+                modern,
+            })
         }
         Ok(Err(e)) => {
-            if !matches!(e, Refusal::Busy(_)) {
-                shared.gate.strike(ip);
+            match &e {
+                // A verified certificate failed: charge that identity.
+                Refusal::Told { ep, kind, .. } => {
+                    if !matches!(kind, RefusalKind::Busy | RefusalKind::Penalised) {
+                        shared.identities_lock().strike(ep);
+                    }
+                }
+                _ => shared.gate.strike(ip),
             }
-            shared.refusals.record(e.kind(), ip, &e.to_string(), false);
+            shared.refusals.record(e.reason(), ip, &e.to_string());
             None
         }
         Err(_) => {
             shared.gate.strike(ip);
             let why = format!("login not completed within {deadline:?}");
-            shared.refusals.record("login timeout", ip, &why, false);
+            shared.refusals.record(Reason::LoginTimeout, ip, &why);
             None
         }
     }
@@ -120,40 +147,52 @@ async fn login(
     tcp: TcpStream,
     addr: SocketAddr,
     ctrl: mpsc::Sender<HubMsg>,
-) -> Result<(TlsStream<TcpStream>, super::sessions::SessionGuard), Refusal> {
+) -> Result<(TlsStream<TcpStream>, super::sessions::SessionGuard, bool), Refusal> {
     let mut tls = shared.accept_tls(tcp).await.map_err(Refusal::Tls)?;
+    // A certificate from our CA: whatever junk came from this address
+    // before, a real ep is behind it.
+    shared.gate.vouch(addr.ip());
     let ep = peer_name(&tls);
+    let penalised = shared.identities_lock().remaining(&ep);
+    if let Some(left) = penalised {
+        let why = format!(
+            "too many failed logins with this ep's certificate; retry in {}s",
+            left.as_secs() + 1
+        );
+        return Err(refuse(&mut tls, &ep, RefusalKind::Penalised, why, true, true).await);
+    }
     let EpMsg::Hello {
         version,
         token,
         services,
+        features,
     } = proto::read_msg(&mut tls).await?
     else {
         return Err(Refusal::NotHello);
     };
-    if version != PROTOCOL_VERSION {
-        let why =
-            format!("protocol version {version} not supported (hub speaks {PROTOCOL_VERSION})");
-        return Err(refuse(&mut tls, &ep, why).await);
+    let modern = !features.is_empty();
+    let told = async |tls: &mut TlsStream<TcpStream>, kind, why: String| {
+        refuse(tls, &ep, kind, why, false, modern).await
+    };
+    if version < MIN_PROTOCOL_VERSION {
+        let why = format!(
+            "protocol version {version} is too old (this hub speaks {MIN_PROTOCOL_VERSION} to {PROTOCOL_VERSION}); upgrade the ep"
+        );
+        return Err(told(&mut tls, RefusalKind::Version, why).await);
     }
+    let Some(hash) = shared.settings.credentials.for_ep(&ep).map(str::to_owned) else {
+        let why = format!("no token_hash for ep {ep:?} (add [eps.{ep}] or a top-level token_hash)");
+        return Err(told(&mut tls, RefusalKind::WrongToken, why).await);
+    };
     if token.expose().len() > token::MAX_TOKEN_LEN {
-        return Err(refuse(&mut tls, &ep, "wrong token".into()).await);
+        return Err(told(&mut tls, RefusalKind::WrongToken, "wrong token".into()).await);
     }
     // A few verifications at a time; more are told to come back rather
     // than queued, so a burst of logins cannot pile up Argon2 work.
     let Ok(permit) = shared.argon2.clone().try_acquire_owned() else {
         let why = "busy verifying other logins; retry shortly".to_string();
-        let _ = proto::write_msg(
-            &mut tls,
-            &HubMsg::Refused {
-                reason: why.clone(),
-                retry: true,
-            },
-        )
-        .await;
-        return Err(Refusal::Busy(format!("ep {ep}: {why}")));
+        return Err(refuse(&mut tls, &ep, RefusalKind::Busy, why, true, modern).await);
     };
-    let hash = shared.settings.token_hash.clone();
     let stats = shared.argon2_stats.clone();
     let good = tokio::task::spawn_blocking(move || {
         let _running = stats.enter();
@@ -164,7 +203,7 @@ async fn login(
     .await
     .unwrap_or(false);
     if !good {
-        return Err(refuse(&mut tls, &ep, "wrong token".into()).await);
+        return Err(told(&mut tls, RefusalKind::WrongToken, "wrong token".into()).await);
     }
     let mut wanted = Vec::new();
     for name in &services {
@@ -175,17 +214,26 @@ async fn login(
             Some(_) => {}
             None => {
                 let why = format!("unknown service {name:?}: the hub has no [services.{name}]");
-                return Err(refuse(&mut tls, &ep, why).await);
+                return Err(told(&mut tls, RefusalKind::UnknownService, why).await);
             }
         }
     }
     if wanted.is_empty() {
-        return Err(refuse(&mut tls, &ep, "no services named".into()).await);
+        return Err(told(
+            &mut tls,
+            RefusalKind::NoServices,
+            "no services named".into(),
+        )
+        .await);
     }
+    let t = shared.settings.timing;
     let welcome = HubMsg::Welcome {
-        heartbeat_ms: millis(shared.settings.timing.heartbeat_interval),
-        heartbeat_timeout_ms: millis(shared.settings.timing.heartbeat_timeout),
-        idle_timeout_ms: millis(shared.settings.timing.idle_timeout),
+        heartbeat_ms: millis(t.heartbeat_interval),
+        heartbeat_timeout_ms: millis(t.heartbeat_timeout),
+        idle_timeout_ms: millis(t.idle_timeout),
+        // Only eps that negotiate accept fields beyond the three timings.
+        version: modern.then_some(PROTOCOL_VERSION.min(version)),
+        features: if modern { proto::features() } else { vec![] },
     };
     let serial = peer_serial(&tls);
     if let Some(days) = peer_cert(&tls).and_then(crate::tls::days_left)
@@ -198,22 +246,35 @@ async fn login(
         .register(&ep, &serial, addr.ip(), wanted, ctrl)
     {
         Ok(g) => g,
-        Err(reason) => return Err(refuse(&mut tls, &ep, reason).await),
+        Err((kind, why)) => return Err(told(&mut tls, kind, why).await),
     };
+    shared.identities_lock().clear(&ep);
     // Written directly, so it precedes the `Open`s registering just queued.
     proto::write_msg(&mut tls, &welcome).await?;
-    Ok((tls, guard))
+    Ok((tls, guard, modern))
 }
 
 /// Tells the ep why (its operator needs the reason) and closes.
-async fn refuse(tls: &mut TlsStream<TcpStream>, ep: &str, reason: String) -> Refusal {
+async fn refuse(
+    tls: &mut TlsStream<TcpStream>,
+    ep: &str,
+    kind: RefusalKind,
+    why: String,
+    retry: bool,
+    modern: bool,
+) -> Refusal {
     let msg = HubMsg::Refused {
-        reason: reason.clone(),
-        retry: false,
+        reason: why.clone(),
+        retry,
+        kind: modern.then_some(kind),
     };
     let _ = proto::write_msg(tls, &msg).await;
     let _ = tls.shutdown().await;
-    Refusal::Told(format!("ep {ep}: {reason}"))
+    Refusal::Told {
+        ep: ep.to_string(),
+        kind,
+        why,
+    }
 }
 
 fn millis(d: Duration) -> u64 {
@@ -237,59 +298,68 @@ fn peer_serial(tls: &TlsStream<TcpStream>) -> String {
         .unwrap_or_default()
 }
 
-async fn session(
-    shared: Arc<Shared>,
-    tls: TlsStream<TcpStream>,
-    guard: super::sessions::SessionGuard,
-    mut ctrl_rx: mpsc::Receiver<HubMsg>,
-) {
+async fn session(shared: Arc<Shared>, s: LoggedIn) {
+    let LoggedIn {
+        tls,
+        guard,
+        mut ctrl_rx,
+        modern,
+    } = s;
     let t = shared.settings.timing;
     let names: Vec<&str> = guard.services().iter().map(|s| s.name.as_str()).collect();
     tracing::info!(ep = %guard.ep, session = guard.id, services = ?names, "ep logged in");
-    let (mut rd, mut wr) = tokio::io::split(tls);
-    let reader = async {
-        loop {
-            match tokio::time::timeout(t.heartbeat_timeout, proto::read_msg::<_, EpMsg>(&mut rd))
-                .await
-            {
-                Err(_) => return format!("no heartbeat for {:?}", t.heartbeat_timeout),
-                Ok(Err(e)) => return format!("control connection: {e}"),
-                Ok(Ok(EpMsg::Heartbeat)) => {}
-                Ok(Ok(other)) => return format!("unexpected message {:?}", kind(&other)),
-            }
-        }
-    };
+    let (rd, mut wr) = tokio::io::split(tls);
+    let mut rd = FrameReader::new(rd);
     let services = guard.services();
-    let writer = async {
-        let mut tick = tokio::time::interval(t.heartbeat_interval);
-        loop {
-            let msg = tokio::select! {
-                Some(m) = ctrl_rx.recv() => m,
-                _ = tick.tick() => {
-                    services.iter().for_each(|s| s.top_up());
-                    HubMsg::Heartbeat
+    let mut tick = tokio::time::interval(t.heartbeat_interval);
+    let mut silence = Box::pin(tokio::time::sleep(t.heartbeat_timeout));
+    let (reason, told) = loop {
+        let out = tokio::select! {
+            msg = rd.read::<EpMsg>() => match msg {
+                Ok(EpMsg::Heartbeat) => {
+                    silence.as_mut().reset(tokio::time::Instant::now() + t.heartbeat_timeout);
+                    continue;
                 }
-            };
-            if let Err(e) = proto::write_msg(&mut wr, &msg).await {
-                return format!("control connection: {e}");
+                Ok(EpMsg::ChannelFailed { service, ticket, reason }) => {
+                    silence.as_mut().reset(tokio::time::Instant::now() + t.heartbeat_timeout);
+                    if let Some(svc) = services.iter().find(|s| s.name == service)
+                        && svc.channel_failed(&ticket, guard.id)
+                    {
+                        tracing::warn!(ep = %guard.ep, service, "the ep could not open a channel: {reason}");
+                    }
+                    continue;
+                }
+                Ok(other) => break (format!("unexpected message {:?}", kind(&other)), None),
+                Err(e) => break (format!("control connection: {e}"), None),
+            },
+            _ = silence.as_mut() => break (format!("no heartbeat for {:?}", t.heartbeat_timeout), None),
+            Some(m) = ctrl_rx.recv() => m,
+            _ = tick.tick() => {
+                services.iter().for_each(|s| s.top_up());
+                HubMsg::Heartbeat
             }
+            (kind, why) = guard.ended() => break (why, Some(kind)),
+        };
+        if let Err(e) = proto::write_msg(&mut wr, &out).await {
+            break (format!("control connection: {e}"), None);
         }
     };
-    let (reason, tell) = tokio::select! {
-        r = reader => (r, false),
-        r = writer => (r, false),
-        why = guard.ended() => (why, true),
-        _ = shared.shutdown.cancelled() => ("hub shutting down".to_string(), true),
-    };
-    if tell {
+    if let Some(kind) = told {
         // Ended on purpose: say why, so the ep's operator can act on it.
         let bye = HubMsg::Closing {
             reason: reason.clone(),
+            kind: modern.then_some(kind),
         };
         let _ =
             tokio::time::timeout(Duration::from_millis(500), proto::write_msg(&mut wr, &bye)).await;
     }
-    tracing::info!(ep = %guard.ep, session = guard.id, "ep session ended: {reason}");
+    // Proven for a day after the session ends, not after it began.
+    shared.gate.proven(guard.ip);
+    if told == Some(CloseKind::ShuttingDown) {
+        tracing::debug!(ep = %guard.ep, session = guard.id, "ep session ended: {reason}");
+    } else {
+        tracing::info!(ep = %guard.ep, session = guard.id, "ep session ended: {reason}");
+    }
 }
 
 fn kind(m: &EpMsg) -> &'static str {
@@ -297,5 +367,7 @@ fn kind(m: &EpMsg) -> &'static str {
         EpMsg::Hello { .. } => "hello",
         EpMsg::Heartbeat => "heartbeat",
         EpMsg::Channel { .. } => "channel",
+        EpMsg::ChannelFailed { .. } => "channel_failed",
+        EpMsg::Unknown => "unknown",
     }
 }

@@ -1,5 +1,6 @@
 //! Follows the revocation list: when the file changes, new handshakes use
-//! it and sessions of revoked eps are closed, without a restart.
+//! it and sessions of revoked eps are closed, without a restart. Only the
+//! verifier is rebuilt: the hub's certificate and key stay as loaded.
 
 use super::Shared;
 use std::{
@@ -35,14 +36,21 @@ pub(super) async fn watch(shared: Arc<Shared>, path: PathBuf) {
     }
 }
 
+/// The serials listed at start, for checking resumed sessions.
+pub(super) fn initial(path: Option<&Path>) -> std::collections::HashSet<String> {
+    path.and_then(|p| crate::tls::crl_serials(p).ok())
+        .unwrap_or_default()
+}
+
 fn reload(shared: &Shared, path: &Path) -> anyhow::Result<()> {
-    let (ca, cert, key) = &shared.settings.tls_files;
-    let config = crate::tls::server_config(ca, cert, key, Some(path))?;
+    let config = shared.settings.tls_material.server_config(Some(path))?;
     let serials = crate::tls::crl_serials(path)?;
     shared.set_acceptor(TlsAcceptor::from(config));
+    let count = serials.len();
     let closed = shared.sessions.revoke(&serials);
+    *shared.revoked.write().unwrap_or_else(|p| p.into_inner()) = serials;
     tracing::info!(
-        revoked = serials.len(),
+        revoked = count,
         sessions_closed = closed,
         "revocation list reloaded"
     );

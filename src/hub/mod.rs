@@ -25,6 +25,12 @@ pub(crate) struct Shared {
     pub settings: HubSettings,
     /// Swapped when the revocation list changes.
     tls: std::sync::RwLock<TlsAcceptor>,
+    /// Serials in the revocation list, for resumed sessions (which skip
+    /// certificate verification).
+    pub revoked: std::sync::RwLock<std::collections::HashSet<String>>,
+    /// Failed logins charged to the ep certificate that failed, not to its
+    /// address (see `gate`).
+    pub identities: std::sync::Mutex<gate::penalties::Penalties<String>>,
     /// Strangers on the control port.
     pub gate: Arc<gate::Gate>,
     /// Channel connections from logged-in eps' addresses.
@@ -79,7 +85,7 @@ impl Hub {
                 s.pool_size,
                 t.idle_timeout,
                 t.handshake_timeout * 2,
-                shutdown.clone(),
+                shutdown.child_token(),
                 tracker.clone(),
             ));
             services.insert(s.name.clone(), svc.clone());
@@ -87,23 +93,31 @@ impl Hub {
         }
         let acceptor = TlsAcceptor::from(settings.tls.clone());
         let l = settings.limits;
-        let gate = gate::Gate::new(gate::GateLimits {
-            max_pending: l.max_pending_auth,
-            per_source: l.max_pending_per_source,
-            penalty_base: l.penalty_base,
-            penalty_max: l.penalty_max,
-        });
+        let penalties = gate::PenaltyRange {
+            base: l.penalty_base,
+            max: l.penalty_max,
+        };
+        let gate = gate::Gate::new(
+            gate::PendingCaps {
+                max_pending: l.max_pending_auth,
+                per_source: l.max_pending_per_source,
+            },
+            penalties,
+        );
         // A logged-in ep opens many channels at once; its address gets a
         // roomier gate of its own, so strangers cannot crowd it out.
-        let channel_gate = gate::Gate::new(gate::GateLimits {
-            max_pending: 4 * l.max_pending_auth,
-            per_source: 4 * l.max_pending_auth,
-            penalty_base: l.penalty_base,
-            penalty_max: l.penalty_max,
-        });
+        let channel_gate = gate::Gate::new(
+            gate::PendingCaps {
+                max_pending: 4 * l.max_pending_auth,
+                per_source: 4 * l.max_pending_auth,
+            },
+            penalties,
+        );
         Ok(Hub {
             shared: Arc::new(Shared {
                 tls: std::sync::RwLock::new(acceptor),
+                revoked: std::sync::RwLock::new(crl::initial(settings.crl.as_deref())),
+                identities: std::sync::Mutex::new(gate::penalties::Penalties::new(penalties)),
                 gate: Arc::new(gate),
                 channel_gate: Arc::new(channel_gate),
                 refusals: refusals::Refusals::default(),
@@ -111,7 +125,7 @@ impl Hub {
                 argon2_stats: Arc::default(),
                 settings,
                 services,
-                sessions: Arc::new(Sessions::new()),
+                sessions: Arc::new(Sessions::new(shutdown.clone())),
                 tracker,
                 shutdown,
                 hard_stop: CancellationToken::new(),
@@ -148,9 +162,34 @@ impl Hub {
         }
     }
 
+    /// Every bound address as JSON, for `--ready-file`: tests and scripts
+    /// learn the ports from it instead of from log lines.
+    pub fn ready_json(&self) -> String {
+        let services: serde_json::Map<String, serde_json::Value> = self
+            .players
+            .iter()
+            .filter_map(|(s, l)| Some((s.name.clone(), l.local_addr().ok()?.to_string().into())))
+            .collect();
+        serde_json::json!({
+            "control": self.control_addr().to_string(),
+            "channel": self.channel_addr().to_string(),
+            "services": services,
+        })
+        .to_string()
+    }
+
     /// Serves until `shutdown`, then stops accepting, ends ep sessions, lets
     /// active players finish for `drain_timeout` and closes the rest.
     pub async fn run(self, shutdown: CancellationToken) -> Result<()> {
+        self.run_until(shutdown, CancellationToken::new()).await
+    }
+
+    /// `run`, where `immediate` (a second Ctrl-C) cuts the drain short.
+    pub async fn run_until(
+        self,
+        shutdown: CancellationToken,
+        immediate: CancellationToken,
+    ) -> Result<()> {
         let (control, channel) = (self.control_addr(), self.channel_addr());
         let shared = self.shared;
         let s = &shared.settings;
@@ -199,7 +238,7 @@ impl Hub {
         }
         let drain = shared.settings.timing.drain_timeout;
         tracing::info!("stopped accepting; active players may finish for up to {drain:?}");
-        crate::shutdown::drain(&shared.tracker, &shared.hard_stop, drain).await;
+        crate::shutdown::drain(&shared.tracker, &shared.hard_stop, drain, &immediate).await;
         tracing::info!("hub stopped");
         Ok(())
     }
@@ -225,13 +264,34 @@ impl Shared {
         tcp: tokio::net::TcpStream,
     ) -> std::io::Result<tokio_rustls::server::TlsStream<tokio::net::TcpStream>> {
         let acceptor = self.tls.read().unwrap_or_else(|p| p.into_inner()).clone();
-        match acceptor.accept(tcp).into_fallible().await {
-            Ok(tls) => Ok(tls),
+        let tls = match acceptor.accept(tcp).into_fallible().await {
+            Ok(tls) => tls,
             Err((e, tcp)) => {
                 crate::net::linger_close(tcp).await;
-                Err(e)
+                return Err(e);
+            }
+        };
+        if tls.get_ref().1.handshake_kind() == Some(rustls::HandshakeKind::Resumed) {
+            let cert = tls.get_ref().1.peer_certificates().and_then(|c| c.first());
+            let revoked = self.revoked.read().unwrap_or_else(|p| p.into_inner());
+            let verdict = match cert {
+                Some(c) => crate::tls::check_resumed(c, &revoked),
+                None => Err("no client certificate"),
+            };
+            drop(revoked);
+            if let Err(why) = verdict {
+                let (tcp, _) = tls.into_inner();
+                crate::net::abort_on_close(&tcp);
+                return Err(std::io::Error::other(format!(
+                    "resumed TLS session refused: {why}"
+                )));
             }
         }
+        Ok(tls)
+    }
+
+    fn identities_lock(&self) -> std::sync::MutexGuard<'_, gate::penalties::Penalties<String>> {
+        self.identities.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     fn set_acceptor(&self, acceptor: TlsAcceptor) {
@@ -261,6 +321,11 @@ impl HubHandle {
     /// Refusals since start, by kind.
     pub fn refusals(&self) -> std::collections::BTreeMap<&'static str, u64> {
         self.shared.refusals.totals()
+    }
+
+    /// Ready channels of `service`, updated as they come and go.
+    pub fn pool_ready(&self, service: &str) -> Option<watch::Receiver<usize>> {
+        self.shared.services.get(service).map(|s| s.watch_ready())
     }
 
     /// Number of logged-in eps, updated as they come and go.

@@ -65,7 +65,13 @@ async fn serve(shared: Arc<Shared>, svc: Arc<Service>, mut tcp: TcpStream, addr:
                 "player connection broken: {e}"
             );
         }
-        None => tracing::info!("player closed: hub shutting down"),
+        None => {
+            // Cut off by the end of the drain: a reset, so a download cut
+            // short never looks complete.
+            net::abort_on_close(&tcp);
+            net::abort_on_close(tunnel.get_ref().0);
+            tracing::info!("player cut off: hub shutting down");
+        }
     }
 }
 

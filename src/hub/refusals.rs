@@ -1,6 +1,7 @@
-//! Counting refusals and logging them without drowning the operator: the
-//! first refusal of each kind in a window is logged with its address; the
-//! rest of the window is summed up in one line when the next one arrives.
+//! Counting refusals by reason and logging them without drowning the
+//! operator: the first refusal of each reason in a window is logged with its
+//! address; the rest of the window is summed up in one line when the next
+//! one arrives.
 
 use std::{
     collections::BTreeMap,
@@ -12,8 +13,57 @@ use tokio::time::Instant;
 
 const WINDOW: Duration = Duration::from_secs(10);
 
+/// Why a door turned a connection away. Bounded, so it can label counters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Reason {
+    NotAllowlisted,
+    Penalised,
+    TooManyPending,
+    TooManyFromSource,
+    TlsFailed,
+    BadHello,
+    LoginTimeout,
+    /// Too many failed logins with one ep certificate.
+    IdentityPenalised,
+    WrongToken,
+    /// A login with a good token the hub cannot serve (unknown or taken
+    /// service, version).
+    LoginRefused,
+    Argon2Busy,
+    ChannelFromStranger,
+    TooManyChannelsPending,
+    ChannelRefused,
+}
+
+impl Reason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Reason::NotAllowlisted => "not in ep_allowlist",
+            Reason::Penalised => "penalised address",
+            Reason::TooManyPending => "too many logins pending",
+            Reason::TooManyFromSource => "too many logins pending from one address",
+            Reason::TlsFailed => "TLS handshake failed",
+            Reason::BadHello => "bad hello",
+            Reason::LoginTimeout => "login timeout",
+            Reason::IdentityPenalised => "penalised ep certificate",
+            Reason::WrongToken => "wrong token",
+            Reason::LoginRefused => "login refused",
+            Reason::Argon2Busy => "Argon2 busy",
+            Reason::ChannelFromStranger => "channel from a stranger",
+            Reason::TooManyChannelsPending => "too many channels pending",
+            Reason::ChannelRefused => "channel refused",
+        }
+    }
+
+    /// Before-TLS drops that scanners cause all day log at debug; the
+    /// others at warn.
+    fn quiet(self) -> bool {
+        matches!(self, Reason::NotAllowlisted | Reason::Penalised)
+    }
+}
+
 #[derive(Default)]
-struct Kind {
+struct Count {
     total: u64,
     window_start: Option<Instant>,
     suppressed: u64,
@@ -21,21 +71,19 @@ struct Kind {
 
 #[derive(Default)]
 pub(crate) struct Refusals {
-    kinds: Mutex<BTreeMap<&'static str, Kind>>,
+    counts: Mutex<BTreeMap<Reason, Count>>,
 }
 
 impl Refusals {
-    fn lock(&self) -> MutexGuard<'_, BTreeMap<&'static str, Kind>> {
-        self.kinds.lock().unwrap_or_else(|p| p.into_inner())
+    fn lock(&self) -> MutexGuard<'_, BTreeMap<Reason, Count>> {
+        self.counts.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Counts one refusal of `kind` and logs it if the window allows.
-    /// `quiet` kinds (before-TLS drops that scanners cause all day) log at
-    /// debug; the others at warn.
-    pub fn record(&self, kind: &'static str, ip: IpAddr, detail: &str, quiet: bool) {
+    /// Counts one refusal and logs it if the window allows.
+    pub fn record(&self, reason: Reason, ip: IpAddr, detail: &str) {
         let now = Instant::now();
-        let mut kinds = self.lock();
-        let k = kinds.entry(kind).or_default();
+        let mut counts = self.lock();
+        let k = counts.entry(reason).or_default();
         k.total += 1;
         let fresh = k
             .window_start
@@ -46,21 +94,25 @@ impl Refusals {
         }
         let suppressed = std::mem::take(&mut k.suppressed);
         k.window_start = Some(now);
-        drop(kinds);
+        drop(counts);
         let more = if suppressed > 0 {
             format!(" (and {suppressed} more of this kind in the previous window)")
         } else {
             String::new()
         };
-        if quiet {
+        let kind = reason.as_str();
+        if reason.quiet() {
             tracing::debug!(%ip, "refused: {kind}: {detail}{more}");
         } else {
             tracing::warn!(%ip, "refused: {kind}: {detail}{more}");
         }
     }
 
-    /// Totals per kind since start.
+    /// Totals per reason since start.
     pub fn totals(&self) -> BTreeMap<&'static str, u64> {
-        self.lock().iter().map(|(k, v)| (*k, v.total)).collect()
+        self.lock()
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.total))
+            .collect()
     }
 }

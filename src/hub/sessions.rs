@@ -2,7 +2,7 @@
 //! port accepts (those of logged-in eps).
 
 use super::service::{Attached, Service};
-use crate::proto::HubMsg;
+use crate::proto::{CloseKind, HubMsg, RefusalKind};
 use std::{
     collections::HashMap,
     net::IpAddr,
@@ -18,15 +18,16 @@ struct Entry {
 }
 
 /// Ends a session from outside (a newer login, a revocation) with a reason.
-#[derive(Default)]
+/// Its token is a child of the hub's shutdown token, so shutting down ends
+/// every session through the same signal.
 pub(crate) struct EndSignal {
     token: CancellationToken,
-    reason: Mutex<String>,
+    reason: Mutex<Option<(CloseKind, String)>>,
 }
 
 impl EndSignal {
-    fn end(&self, reason: &str) {
-        *self.reason.lock().unwrap_or_else(|p| p.into_inner()) = reason.to_string();
+    fn end(&self, kind: CloseKind, reason: &str) {
+        *self.reason.lock().unwrap_or_else(|p| p.into_inner()) = Some((kind, reason.to_string()));
         self.token.cancel();
     }
 }
@@ -40,6 +41,7 @@ struct State {
 
 pub(crate) struct Sessions {
     state: Mutex<State>,
+    shutdown: CancellationToken,
     count: watch::Sender<usize>,
     logins: watch::Sender<u64>,
 }
@@ -49,15 +51,16 @@ pub(crate) struct SessionGuard {
     sessions: Arc<Sessions>,
     pub id: u64,
     pub ep: String,
-    ip: IpAddr,
+    pub ip: IpAddr,
     services: Vec<Arc<Service>>,
     end: Arc<EndSignal>,
 }
 
 impl Sessions {
-    pub fn new() -> Self {
+    pub fn new(shutdown: CancellationToken) -> Self {
         Sessions {
             state: Mutex::default(),
+            shutdown,
             count: watch::Sender::new(0),
             logins: watch::Sender::new(0),
         }
@@ -88,22 +91,25 @@ impl Sessions {
         ip: IpAddr,
         services: Vec<Arc<Service>>,
         ctrl: mpsc::Sender<HubMsg>,
-    ) -> Result<SessionGuard, String> {
+    ) -> Result<SessionGuard, (RefusalKind, String)> {
         let ip = ip.to_canonical();
         let mut st = self.lock();
         for svc in &services {
             if let Some(holder) = svc.served_by()
                 && holder != ep
             {
-                return Err(format!(
-                    "service {} is already served by ep {holder}",
-                    svc.name
+                return Err((
+                    RefusalKind::ServiceTaken,
+                    format!("service {} is already served by ep {holder}", svc.name),
                 ));
             }
         }
         st.next_id += 1;
         let id = st.next_id;
-        let end = Arc::new(EndSignal::default());
+        let end = Arc::new(EndSignal {
+            token: self.shutdown.child_token(),
+            reason: Mutex::new(None),
+        });
         let entry = Entry {
             session: id,
             serial: serial.to_string(),
@@ -115,7 +121,10 @@ impl Sessions {
                 old_session = old.session,
                 "new login replaces the ep's earlier session"
             );
-            old.end.end("replaced by a newer login of the same ep (are two eps running with one certificate?)");
+            old.end.end(
+                CloseKind::Replaced,
+                "replaced by a newer login of the same ep (are two eps running with one certificate?)",
+            );
         }
         *st.ips.entry(ip).or_default() += 1;
         for svc in &services {
@@ -145,7 +154,7 @@ impl Sessions {
         for (ep, e) in &st.by_ep {
             if revoked.contains(&e.serial) {
                 tracing::warn!(ep, "ep certificate revoked; closing its session");
-                e.end.end("certificate revoked");
+                e.end.end(CloseKind::Revoked, "certificate revoked");
                 n += 1;
             }
         }
@@ -158,14 +167,16 @@ impl SessionGuard {
         &self.services
     }
 
-    /// Resolves when the session is ended from outside, with the reason.
-    pub async fn ended(&self) -> String {
+    /// Resolves when the session is ended from outside (or the hub shuts
+    /// down), with the reason.
+    pub async fn ended(&self) -> (CloseKind, String) {
         self.end.token.cancelled().await;
         self.end
             .reason
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .clone()
+            .unwrap_or((CloseKind::ShuttingDown, "hub shutting down".into()))
     }
 }
 

@@ -1,5 +1,5 @@
-//! A counter of work in flight with its high-water mark and total, for the
-//! hub's guarded resources (Argon2 runs) and the tests that check them.
+//! A counter of work in flight with its high-water mark and total: Argon2
+//! runs, connections authenticating. The one counter type the hub uses.
 
 use std::sync::{
     Arc,
@@ -13,6 +13,7 @@ pub(crate) struct InFlight {
     total: AtomicU64,
 }
 
+/// One unit of work in flight; counted down on drop.
 pub(crate) struct Running(Arc<InFlight>);
 
 impl InFlight {
@@ -21,6 +22,10 @@ impl InFlight {
         self.peak.fetch_max(n, Ordering::Relaxed);
         self.total.fetch_add(1, Ordering::Relaxed);
         Running(self.clone())
+    }
+
+    pub fn now(&self) -> usize {
+        self.now.load(Ordering::Relaxed)
     }
 
     pub fn peak(&self) -> usize {

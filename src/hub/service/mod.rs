@@ -1,0 +1,381 @@
+//! One service on the hub: the ep session serving it (`Attached`), its
+//! one-time tickets (`tickets`) and its pool of ready channels (`pool`).
+//!
+//! A ready channel is a TLS connection from the ep waiting for a player. Each
+//! waits in its own small task that notices the ep closing it, closes it
+//! after `idle_timeout`, or hands it over when a player claims it. The pool
+//! keeps `pool_size` channels ready or requested, plus one per waiting player.
+//! A handover is cancel-safe: a channel claimed by a player who left in the
+//! same instant goes back to the pool rather than being lost.
+
+mod pool;
+mod tickets;
+
+use crate::proto::HubMsg;
+use pool::{Idle, Pool};
+use std::{
+    net::IpAddr,
+    sync::{
+        Arc, Mutex, MutexGuard,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::Duration,
+};
+use tickets::Tickets;
+use tokio::{
+    io::{AsyncReadExt, AsyncWriteExt},
+    net::TcpStream,
+    sync::{mpsc, oneshot, watch},
+    time::Instant,
+};
+use tokio_rustls::server::TlsStream;
+use tokio_util::{sync::CancellationToken, task::TaskTracker};
+use tracing::Instrument;
+
+pub(crate) type Tunnel = TlsStream<TcpStream>;
+
+/// A ready path to home and the session that opened it.
+pub(crate) struct Channel {
+    pub session: u64,
+    pub tunnel: Tunnel,
+}
+
+/// Channel requests in flight beyond the pool size, so a burst of players
+/// cannot make the hub ask one ep for thousands of handshakes at once.
+const MAX_EXTRA_PENDING: usize = 64;
+
+/// A replacement channel costs a TLS handshake on both ends. Started at the
+/// very moment a player takes a channel, it competes for the CPU with that
+/// player's first bytes; a short delay keeps it off the player's path.
+const REFILL_DELAY: Duration = Duration::from_millis(5);
+
+/// After the ep reports a channel it could not open, wait this long before
+/// asking again, so an ep that cannot open any is not asked in a tight loop.
+const RETRY_DELAY: Duration = Duration::from_millis(250);
+
+/// The ep session currently serving a service.
+pub(crate) struct Attached {
+    pub session: u64,
+    pub ep: String,
+    pub ip: IpAddr,
+    pub ctrl: mpsc::Sender<HubMsg>,
+}
+
+struct State {
+    attached: Option<Attached>,
+    tickets: Tickets,
+    pool: Pool,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum TakeError {
+    #[error("no ep is serving this service (waited {0:?})")]
+    NoEp(Duration),
+    #[error("the ep sent no channel within {0:?}")]
+    Timeout(Duration),
+}
+
+pub(crate) struct Service {
+    pub name: String,
+    pool_size: usize,
+    idle_timeout: Duration,
+    state: Mutex<State>,
+    refill_scheduled: AtomicBool,
+    /// Ready channels now, for tests and status.
+    ready: watch::Sender<usize>,
+    /// This service's subtree: a child of the hub's shutdown token.
+    token: CancellationToken,
+    tracker: TaskTracker,
+}
+
+impl Service {
+    pub fn new(
+        name: String,
+        pool_size: usize,
+        idle_timeout: Duration,
+        ticket_ttl: Duration,
+        token: CancellationToken,
+        tracker: TaskTracker,
+    ) -> Self {
+        Service {
+            name,
+            pool_size,
+            idle_timeout,
+            state: Mutex::new(State {
+                attached: None,
+                tickets: Tickets::new(ticket_ttl),
+                pool: Pool::default(),
+            }),
+            refill_scheduled: AtomicBool::new(false),
+            ready: watch::Sender::new(0),
+            token,
+            tracker,
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // A panic elsewhere must not take the service down with it.
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The ep name serving this service, if any.
+    pub fn served_by(&self) -> Option<String> {
+        self.lock().attached.as_ref().map(|a| a.ep.clone())
+    }
+
+    pub fn watch_ready(&self) -> watch::Receiver<usize> {
+        self.ready.subscribe()
+    }
+
+    fn publish(&self, st: &State) {
+        self.ready.send_if_modified(|n| {
+            let now = st.pool.ready();
+            std::mem::replace(n, now) != now
+        });
+    }
+
+    /// Makes `att` the serving session; channels of any earlier session go.
+    pub fn attach(&self, att: Attached) {
+        let mut st = self.lock();
+        let session = att.session;
+        st.attached = Some(att);
+        st.tickets.clear();
+        st.pool.retain_sessions(|s| s == session);
+        self.refill(&mut st);
+    }
+
+    /// Ends `session`'s hold on the service. Its idle channels close; players
+    /// already relaying are untouched; waiting players keep waiting.
+    pub fn detach(&self, session: u64) {
+        let mut st = self.lock();
+        if st.attached.as_ref().is_some_and(|a| a.session == session) {
+            st.attached = None;
+            st.tickets.clear();
+        }
+        st.pool.retain_sessions(|s| s != session);
+        self.publish(&st);
+    }
+
+    /// Tops the pool up; called on every change and on each heartbeat tick
+    /// (which also expires unanswered tickets).
+    pub fn top_up(&self) {
+        let mut st = self.lock();
+        self.refill(&mut st);
+    }
+
+    /// `top_up` after `delay`; calls meanwhile coalesce into one.
+    fn top_up_after(self: &Arc<Self>, delay: Duration) {
+        if self.refill_scheduled.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let me = self.clone();
+        self.tracker.spawn(async move {
+            tokio::select! {
+                _ = tokio::time::sleep(delay) => {}
+                _ = me.token.cancelled() => {}
+            }
+            me.refill_scheduled.store(false, Ordering::Release);
+            me.top_up();
+        });
+    }
+
+    fn refill(&self, st: &mut State) {
+        st.tickets.expire();
+        st.pool.prune();
+        self.publish(st);
+        let Some(att) = &st.attached else { return };
+        if self.token.is_cancelled() {
+            return;
+        }
+        let want = self.pool_size + st.pool.waiting().min(MAX_EXTRA_PENDING);
+        while st.pool.ready() + st.tickets.len() < want {
+            let ticket = st.tickets.issue(att.session);
+            let open = HubMsg::Open {
+                service: self.name.clone(),
+                ticket: ticket.clone(),
+            };
+            if att.ctrl.try_send(open).is_err() {
+                // Control queue full or closed; the next tick retries.
+                st.tickets.withdraw(&ticket);
+                break;
+            }
+        }
+    }
+
+    /// Accepts a channel presented with `ticket` by `ep` from `ip`.
+    pub fn offer(
+        self: &Arc<Self>,
+        ticket: &str,
+        ep: &str,
+        ip: IpAddr,
+        tunnel: Tunnel,
+    ) -> Result<(), &'static str> {
+        let mut st = self.lock();
+        let session = st.tickets.redeem(ticket)?;
+        match &st.attached {
+            Some(a) if a.session == session => {
+                if a.ep != ep || a.ip != ip.to_canonical() {
+                    return Err("ticket presented by a different ep or address");
+                }
+            }
+            _ => return Err("ticket of a session that has ended"),
+        }
+        self.place(&mut st, Channel { session, tunnel });
+        Ok(())
+    }
+
+    /// The ep of `session` could not open the channel for `ticket`.
+    pub fn channel_failed(self: &Arc<Self>, ticket: &str, session: u64) -> bool {
+        let cancelled = self.lock().tickets.cancel(ticket, session);
+        if cancelled {
+            self.top_up_after(RETRY_DELAY);
+        }
+        cancelled
+    }
+
+    /// A channel ready for a player: to the longest waiter, else parked.
+    fn place(self: &Arc<Self>, st: &mut State, ch: Channel) {
+        let Some(ch) = st.pool.serve_waiter(ch) else {
+            return self.refill(st);
+        };
+        let (claim, claimed) = oneshot::channel();
+        st.pool.push(Idle {
+            session: ch.session,
+            claim,
+        });
+        self.publish(st);
+        let me = self.clone();
+        self.tracker.spawn(
+            me.park(ch, claimed)
+                .instrument(tracing::debug_span!("pooled", service = %self.name)),
+        );
+    }
+
+    /// A channel that was handed out but not used (its player left in the
+    /// same instant): back to the pool while its session still serves.
+    fn give_back(self: &Arc<Self>, ch: Channel) {
+        let mut st = self.lock();
+        let current = st.attached.as_ref().map(|a| a.session) == Some(ch.session);
+        if current && !self.token.is_cancelled() {
+            self.place(&mut st, ch);
+        } else {
+            drop(st);
+            self.close(ch.tunnel);
+        }
+    }
+
+    fn close(self: &Arc<Self>, mut tunnel: Tunnel) {
+        let me = self.clone();
+        self.tracker.spawn(async move {
+            let _ = tokio::time::timeout(Duration::from_secs(1), tunnel.shutdown()).await;
+            me.top_up();
+        });
+    }
+
+    async fn park(
+        self: Arc<Self>,
+        mut ch: Channel,
+        claimed: oneshot::Receiver<oneshot::Sender<Channel>>,
+    ) {
+        let mut probe = [0u8; 1];
+        let reply = tokio::select! {
+            biased;
+            r = claimed => r.ok(),
+            r = ch.tunnel.read(&mut probe) => {
+                tracing::debug!(?r, "pooled channel closed by the ep");
+                None
+            }
+            _ = tokio::time::sleep(self.idle_timeout) => {
+                tracing::debug!("pooled channel idle for {:?}; replacing it", self.idle_timeout);
+                None
+            }
+            _ = self.token.cancelled() => None,
+        };
+        match reply {
+            Some(reply) => {
+                if let Err(ch) = reply.send(ch) {
+                    self.give_back(ch);
+                }
+            }
+            None => {
+                let _ = tokio::time::timeout(Duration::from_secs(1), ch.tunnel.shutdown()).await;
+                self.top_up();
+            }
+        }
+    }
+
+    /// A channel for an arriving player: a ready one at once, else the next
+    /// to arrive, waiting at most `wait` (also while no ep is attached).
+    /// Cancel-safe: dropped at any point, no channel is lost.
+    pub async fn take(self: &Arc<Self>, wait: Duration) -> Result<Tunnel, TakeError> {
+        let deadline = Instant::now() + wait;
+        loop {
+            let next = {
+                let mut st = self.lock();
+                let next = match st.pool.pop() {
+                    Some(idle) => Err(idle),
+                    None => {
+                        let rx = st.pool.wait();
+                        self.refill(&mut st);
+                        Ok(rx)
+                    }
+                };
+                self.publish(&st);
+                next
+            };
+            match next {
+                Err(idle) => {
+                    let (tx, rx) = oneshot::channel();
+                    if idle.claim.send(tx).is_ok()
+                        && let Some(ch) = Handover::new(self, rx).recv().await
+                    {
+                        self.top_up_after(REFILL_DELAY);
+                        return Ok(ch.tunnel);
+                    }
+                }
+                Ok(rx) => {
+                    let mut handover = Handover::new(self, rx);
+                    return match tokio::time::timeout_at(deadline, handover.recv()).await {
+                        Ok(Some(ch)) => Ok(ch.tunnel),
+                        _ if self.served_by().is_none() => Err(TakeError::NoEp(wait)),
+                        _ => Err(TakeError::Timeout(wait)),
+                    };
+                }
+            }
+        }
+    }
+}
+
+/// The receiving end of a handover. Dropped before it received, it closes
+/// the slot and returns a channel already sent into it to the pool.
+struct Handover {
+    svc: Arc<Service>,
+    rx: Option<oneshot::Receiver<Channel>>,
+}
+
+impl Handover {
+    fn new(svc: &Arc<Service>, rx: oneshot::Receiver<Channel>) -> Self {
+        Handover {
+            svc: svc.clone(),
+            rx: Some(rx),
+        }
+    }
+
+    async fn recv(&mut self) -> Option<Channel> {
+        let rx = self.rx.as_mut()?;
+        let got = rx.await.ok();
+        self.rx = None;
+        got
+    }
+}
+
+impl Drop for Handover {
+    fn drop(&mut self) {
+        if let Some(mut rx) = self.rx.take() {
+            rx.close();
+            if let Ok(ch) = rx.try_recv() {
+                self.svc.give_back(ch);
+            }
+        }
+    }
+}
