@@ -17,7 +17,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 async fn silent_connections_beyond_the_caps_are_bounded_and_closed_at_the_deadline() {
     let certs = Certs::new();
     let opts = HubOpts {
-        allowlist: "127.0.0.0/8".into(),
+        allowlist: vec!["127.0.0.0/8".into()],
         extra: "handshake_timeout = \"1s\"\nmax_pending_auth = 20\nmax_pending_per_source = 4\n"
             .into(),
         ..Default::default()
@@ -206,7 +206,7 @@ async fn a_revoked_ep_is_refused_and_its_session_closed_without_restart() {
 async fn two_hundred_wrong_tokens_in_parallel_stay_within_the_argon2_bound() {
     let certs = Certs::new();
     let opts = HubOpts {
-        allowlist: "127.0.0.0/8".into(),
+        allowlist: vec!["127.0.0.0/8".into()],
         extra: "max_pending_per_source = 256\n".into(),
         ..Default::default()
     };
@@ -318,7 +318,7 @@ async fn non_allowlisted_source_with_valid_credentials_costs_no_argon2() {
 async fn channel_tickets_replayed_foreign_or_from_elsewhere_are_refused() {
     let certs = Certs::new();
     let opts = HubOpts {
-        allowlist: "127.0.0.0/8".into(),
+        allowlist: vec!["127.0.0.0/8".into()],
         ..Default::default()
     };
     let hub = TestHub::start(&certs, &opts).await;
@@ -391,7 +391,7 @@ async fn a_message_out_of_order_closes_only_that_connection() {
 async fn a_proven_ep_logs_in_while_strangers_fill_the_pending_cap() {
     let certs = Certs::new();
     let opts = HubOpts {
-        allowlist: "127.0.0.0/8".into(),
+        allowlist: vec!["127.0.0.0/8".into()],
         services: vec!["echo".into(), "beta".into()],
         extra: "max_pending_auth = 4\nmax_pending_per_source = 2\nhandshake_timeout = \"5s\"\n"
             .into(),

@@ -4,7 +4,7 @@
 mod common;
 
 use common::{
-    procs::{Ferry, HubProc},
+    procs::{Ferry, HubProc, ready_path},
     *,
 };
 use std::time::{Duration, Instant};
@@ -178,7 +178,16 @@ async fn running_out_of_files_backs_off_and_recovers() {
     let certs = Certs::new();
     let echo = echo_server().await;
     let config = hub_toml(&certs, &["echo"], "pool_size = 0\n");
-    let hub = HubProc::attach(Ferry::spawn_with_fd_limit("hub", &config, 48), 1);
+    let hub = HubProc::attach(
+        Ferry::spawn_with_fd_limit(
+            "hub",
+            &config,
+            &["--ready-file".as_ref(), ready_path(&config).as_os_str()],
+            48,
+        ),
+        &ready_path(&config),
+        1,
+    );
     let _ep = Ferry::spawn(
         "ep",
         &ep_toml(&certs, hub.control, hub.channel, &[("echo", echo)]),

@@ -80,7 +80,7 @@ async fn unknown_service_is_refused_with_the_reason() {
 async fn address_outside_the_allowlist_is_dropped_before_tls() {
     let certs = Certs::new();
     let opts = HubOpts {
-        allowlist: "127.0.0.2/32".into(),
+        allowlist: vec!["127.0.0.2/32".into()],
         ..Default::default()
     };
     let hub = TestHub::start(&certs, &opts).await;

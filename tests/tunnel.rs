@@ -166,7 +166,7 @@ async fn eps_can_reach_the_hub_over_ipv6() {
     let opts = HubOpts {
         control: "[::1]:0".into(),
         channel: "[::1]:0".into(),
-        allowlist: "::1/128".into(),
+        allowlist: vec!["::1/128".into()],
         ..Default::default()
     };
     let hub = TestHub::start(&certs, &opts).await;

@@ -31,13 +31,18 @@ pub(super) fn on_accept(shared: Arc<Shared>, tcp: TcpStream, addr: SocketAddr) {
         );
         return;
     }
-    let Ok(permit) = shared.channel_gate.enter(ip, true) else {
-        shared.refusals.record(
-            Reason::TooManyChannelsPending,
-            ip,
-            "channel closed before TLS",
-        );
-        return;
+    let permit = match shared.channel_gate.enter(ip, true) {
+        Ok(p) => p,
+        Err(turned) => {
+            let reason = match turned {
+                super::gate::Turned::Penalised => Reason::Penalised,
+                _ => Reason::TooManyChannelsPending,
+            };
+            shared
+                .refusals
+                .record(reason, ip, "channel closed before TLS");
+            return;
+        }
     };
     net::tune_channel(&tcp);
     let span = tracing::debug_span!("channel", peer = %addr);

@@ -354,7 +354,7 @@ async fn session(shared: Arc<Shared>, s: LoggedIn) {
             tokio::time::timeout(Duration::from_millis(500), proto::write_msg(&mut wr, &bye)).await;
     }
     // Proven for a day after the session ends, not after it began.
-    shared.gate.proven(guard.ip);
+    shared.gate.session_ended(guard.ip);
     if told == Some(CloseKind::ShuttingDown) {
         tracing::debug!(ep = %guard.ep, session = guard.id, "ep session ended: {reason}");
     } else {

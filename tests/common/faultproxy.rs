@@ -22,6 +22,8 @@ pub enum Mode {
     BlackHole,
     /// Forward everything after this delay.
     Delay(Duration),
+    /// Close each new connection at once, as a hub that refuses it would.
+    Refuse,
 }
 
 pub struct FaultProxy {
@@ -50,6 +52,10 @@ impl FaultProxy {
             while let Ok((client, _)) = l.accept().await {
                 let n = a.fetch_add(1, Ordering::Relaxed) + 1;
                 aw.send_replace(n);
+                if *m.borrow() == Mode::Refuse {
+                    drop(client);
+                    continue;
+                }
                 let (m, r) = (m.clone(), r.clone());
                 tokio::spawn(async move {
                     let Ok(server) = TcpStream::connect(target).await else {
@@ -148,7 +154,7 @@ async fn pump(
                 continue;
             }
             Mode::Delay(d) => tokio::time::sleep(d).await,
-            Mode::Pass => {}
+            Mode::Pass | Mode::Refuse => {}
         }
         if w.write_all(&buf[..n]).await.is_err() {
             return;

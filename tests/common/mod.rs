@@ -64,11 +64,14 @@ pub fn toml_path(p: &Path) -> String {
     format!("{:?}", p.display().to_string())
 }
 
+/// The one hub config builder: in-process hubs and hub processes alike.
 pub struct HubOpts {
     pub control: String,
     pub channel: String,
-    pub allowlist: String,
+    pub allowlist: Vec<String>,
     pub services: Vec<String>,
+    /// Top-level keys (they replace the test defaults they name), then
+    /// optionally tables such as `[eps.NAME]`.
     pub extra: String,
 }
 
@@ -77,27 +80,48 @@ impl Default for HubOpts {
         HubOpts {
             control: "127.0.0.1:0".into(),
             channel: "127.0.0.1:0".into(),
-            allowlist: "127.0.0.1/32".into(),
+            allowlist: vec!["127.0.0.1/32".into()],
             services: vec!["echo".into()],
             extra: String::new(),
         }
     }
 }
 
-pub fn hub_settings(certs: &Certs, o: &HubOpts) -> HubSettings {
-    hub_settings_crl(certs, o, None)
+/// `key = value` unless `extra` sets `key` itself.
+fn unless_set(extra: &str, key: &str, value: &str) -> String {
+    let set = extra
+        .lines()
+        .any(|l| l.split('=').next().is_some_and(|k| k.trim() == key));
+    if set {
+        String::new()
+    } else {
+        format!("{key} = {value:?}\n")
+    }
 }
 
-pub fn hub_settings_crl(certs: &Certs, o: &HubOpts, crl: Option<&Path>) -> HubSettings {
+/// A hub config file for `o`, in the certificates' folder.
+pub fn write_hub_toml(certs: &Certs, o: &HubOpts, crl: Option<&Path>) -> PathBuf {
+    let x = &o.extra;
     let mut text = format!(
-        "control = {:?}\nchannel = {:?}\nep_allowlist = [{:?}]\ntoken_hash = {:?}\n\
-         heartbeat_interval = \"200ms\"\nheartbeat_timeout = \"2s\"\ndrain_timeout = \"1s\"\n\
-         player_wait = \"10s\"\n{}\n[tls]\nca = {}\ncert = {}\nkey = {}\n",
+        "control = {:?}\nchannel = {:?}\nep_allowlist = {:?}\n{}{}{}{}{}",
         o.control,
         o.channel,
         o.allowlist,
-        token_hash(),
-        o.extra,
+        unless_set(x, "token_hash", token_hash()),
+        unless_set(x, "heartbeat_interval", "200ms"),
+        unless_set(x, "heartbeat_timeout", "2s"),
+        unless_set(x, "drain_timeout", "1s"),
+        unless_set(x, "player_wait", "10s"),
+    );
+    // Top-level keys must precede the first table; tables in `extra` follow.
+    let (keys, tables) = match x.find("\n[") {
+        Some(i) => x.split_at(i + 1),
+        None if x.trim_start().starts_with('[') => ("", x.as_str()),
+        None => (x.as_str(), ""),
+    };
+    text += keys;
+    text += &format!(
+        "\n[tls]\nca = {}\ncert = {}\nkey = {}\n",
         toml_path(&certs.path("ca.pem")),
         toml_path(&certs.path("hub.pem")),
         toml_path(&certs.path("hub.key")),
@@ -108,8 +132,18 @@ pub fn hub_settings_crl(certs: &Certs, o: &HubOpts, crl: Option<&Path>) -> HubSe
     for s in &o.services {
         text += &format!("[services.{s}]\nbind = \"127.0.0.1:0\"\n");
     }
-    let file = certs.dir.path().join(format!("hub-{}.toml", unique()));
+    text += tables;
+    let file = certs.path(&format!("hub-{}.toml", unique()));
     std::fs::write(&file, text).unwrap();
+    file
+}
+
+pub fn hub_settings(certs: &Certs, o: &HubOpts) -> HubSettings {
+    hub_settings_crl(certs, o, None)
+}
+
+pub fn hub_settings_crl(certs: &Certs, o: &HubOpts, crl: Option<&Path>) -> HubSettings {
+    let file = write_hub_toml(certs, o, crl);
     HubConfig::load(&file, HubFlags::default())
         .unwrap()
         .check(&file)
@@ -186,11 +220,14 @@ impl Drop for TestHub {
     }
 }
 
+/// The one ep config builder: in-process eps and ep processes alike.
 pub struct EpOpts {
     pub cert: String,
     pub ca: PathBuf,
     pub token: String,
     pub services: Vec<(String, SocketAddr)>,
+    /// Top-level keys; they replace the test defaults they name.
+    pub extra: String,
 }
 
 impl EpOpts {
@@ -200,8 +237,37 @@ impl EpOpts {
             ca: certs.path("ca.pem"),
             token: TOKEN.into(),
             services,
+            extra: String::new(),
         }
     }
+}
+
+/// An ep config file for `o`, in the certificates' folder.
+pub fn write_ep_toml(
+    certs: &Certs,
+    control: SocketAddr,
+    channel: SocketAddr,
+    o: &EpOpts,
+) -> PathBuf {
+    let x = &o.extra;
+    let mut text = format!(
+        "hub = \"{control}\"\n{}server_name = \"localhost\"\ntoken = {:?}\n{}{}{}{x}\n\
+         [tls]\nca = {}\ncert = {}\nkey = {}\n",
+        unless_set(x, "channel", &channel.to_string()),
+        o.token,
+        unless_set(x, "backoff_min", "50ms"),
+        unless_set(x, "backoff_max", "500ms"),
+        unless_set(x, "connect_timeout", "5s"),
+        toml_path(&o.ca),
+        toml_path(&certs.path(&format!("ep-{}.pem", o.cert))),
+        toml_path(&certs.path(&format!("ep-{}.key", o.cert))),
+    );
+    for (name, addr) in &o.services {
+        text += &format!("[services.{name}]\nlocal = \"{addr}\"\n");
+    }
+    let file = certs.path(&format!("ep-{}.toml", unique()));
+    std::fs::write(&file, text).unwrap();
+    file
 }
 
 pub fn ep_settings(certs: &Certs, hub: &TestHub, o: &EpOpts) -> EpSettings {
@@ -214,20 +280,7 @@ pub fn ep_settings_for(
     channel: SocketAddr,
     o: &EpOpts,
 ) -> EpSettings {
-    let mut text = format!(
-        "hub = \"{control}\"\nchannel = \"{channel}\"\nserver_name = \"localhost\"\ntoken = {:?}\n\
-         backoff_min = \"50ms\"\nbackoff_max = \"500ms\"\nconnect_timeout = \"5s\"\n\
-         [tls]\nca = {}\ncert = {}\nkey = {}\n",
-        o.token,
-        toml_path(&o.ca),
-        toml_path(&certs.path(&format!("ep-{}.pem", o.cert))),
-        toml_path(&certs.path(&format!("ep-{}.key", o.cert))),
-    );
-    for (name, addr) in &o.services {
-        text += &format!("[services.{name}]\nlocal = \"{addr}\"\n");
-    }
-    let file = certs.dir.path().join(format!("ep-{}.toml", unique()));
-    std::fs::write(&file, text).unwrap();
+    let file = write_ep_toml(certs, control, channel, o);
     EpConfig::load(&file, EpFlags::default())
         .unwrap()
         .check(&file)
@@ -355,18 +408,13 @@ pub async fn closed_by_peer(s: &mut TcpStream, within: Duration) -> bool {
 
 /// A hub config file for the binary: port 0 everywhere, `services` echo-like.
 pub fn hub_toml(certs: &Certs, services: &[&str], extra: &str) -> PathBuf {
-    let mut text = format!(
-        "control = \"127.0.0.1:0\"\nchannel = \"127.0.0.1:0\"\nep_allowlist = [\"127.0.0.0/8\"]\n\
-         token_hash = {:?}\nheartbeat_interval = \"200ms\"\nheartbeat_timeout = \"2s\"\n{extra}\n\
-         [tls]\nca = \"ca.pem\"\ncert = \"hub.pem\"\nkey = \"hub.key\"\n",
-        token_hash()
-    );
-    for s in services {
-        text += &format!("[services.{s}]\nbind = \"127.0.0.1:0\"\n");
-    }
-    let file = certs.path(&format!("hub-bin-{}.toml", unique()));
-    std::fs::write(&file, text).unwrap();
-    file
+    let o = HubOpts {
+        allowlist: vec!["127.0.0.0/8".into()],
+        services: services.iter().map(|s| s.to_string()).collect(),
+        extra: extra.into(),
+        ..Default::default()
+    };
+    write_hub_toml(certs, &o, None)
 }
 
 /// An ep config file for the binary.
@@ -376,17 +424,8 @@ pub fn ep_toml(
     channel: SocketAddr,
     services: &[(&str, SocketAddr)],
 ) -> PathBuf {
-    let mut text = format!(
-        "hub = \"{control}\"\nchannel = \"{channel}\"\nserver_name = \"localhost\"\ntoken = {TOKEN:?}\n\
-         backoff_min = \"50ms\"\nbackoff_max = \"500ms\"\n\
-         [tls]\nca = \"ca.pem\"\ncert = \"ep-home.pem\"\nkey = \"ep-home.key\"\n"
-    );
-    for (name, addr) in services {
-        text += &format!("[services.{name}]\nlocal = \"{addr}\"\n");
-    }
-    let file = certs.path(&format!("ep-bin-{}.toml", unique()));
-    std::fs::write(&file, text).unwrap();
-    file
+    let services = services.iter().map(|(n, a)| (n.to_string(), *a)).collect();
+    write_ep_toml(certs, control, channel, &EpOpts::new(certs, services))
 }
 
 /// A TLS connection to the hub's control port with the `home` ep's

@@ -17,18 +17,34 @@ pub struct Ferry {
 impl Ferry {
     /// Runs `ferry ROLE -c CONFIG` with `env`, RUST_LOG=info.
     pub fn spawn(role: &str, config: &Path, env: &[(&str, String)]) -> Ferry {
+        Self::spawn_args(role, config, &[], env)
+    }
+
+    /// The same with more arguments.
+    pub fn spawn_args(
+        role: &str,
+        config: &Path,
+        args: &[&std::ffi::OsStr],
+        env: &[(&str, String)],
+    ) -> Ferry {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_ferry"));
-        cmd.arg(role).arg("-c").arg(config);
+        cmd.arg(role).arg("-c").arg(config).args(args);
         Self::run(cmd, env)
     }
 
     /// The same, with the open-file limit lowered to `fds` first.
-    pub fn spawn_with_fd_limit(role: &str, config: &Path, fds: u32) -> Ferry {
+    pub fn spawn_with_fd_limit(
+        role: &str,
+        config: &Path,
+        args: &[&std::ffi::OsStr],
+        fds: u32,
+    ) -> Ferry {
         let mut cmd = Command::new("bash");
         cmd.arg("-c")
-            .arg(format!("ulimit -n {fds} && exec \"$0\" {role} -c \"$1\""))
+            .arg(format!("ulimit -n {fds} && exec \"$0\" {role} -c \"$@\""))
             .arg(env!("CARGO_BIN_EXE_ferry"))
-            .arg(config);
+            .arg(config)
+            .args(args);
         Self::run(cmd, &[])
     }
 
@@ -97,6 +113,20 @@ impl Ferry {
         self.child.wait().unwrap()
     }
 
+    /// Waits at most `within` for the process to exit (its stderr closing
+    /// is the signal); None if it is still running.
+    pub fn wait_within(&mut self, within: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = std::time::Instant::now() + within;
+        loop {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(_) => {}
+                Err(mpsc::RecvTimeoutError::Disconnected) => return Some(self.wait()),
+                Err(mpsc::RecvTimeoutError::Timeout) => return None,
+            }
+        }
+    }
+
     /// User + system CPU seconds so far.
     pub fn cpu_secs(&self) -> f64 {
         let stat =
@@ -128,29 +158,61 @@ pub struct HubProc {
     pub services: std::collections::HashMap<String, SocketAddr>,
 }
 
+/// Where a hub process started by the harness writes its `--ready-file`.
+pub fn ready_path(config: &Path) -> std::path::PathBuf {
+    config.with_extension("ready.json")
+}
+
 impl HubProc {
-    /// Starts `ferry hub` and reads its addresses from its log.
+    /// Starts `ferry hub --ready-file …` and reads its addresses from that
+    /// file, the machine-readable signal that every port is bound.
     pub fn start(config: &Path, env: &[(&str, String)], services: usize) -> HubProc {
-        Self::attach(Ferry::spawn("hub", config, env), services)
+        let ready = ready_path(config);
+        let _ = std::fs::remove_file(&ready);
+        let args = [std::ffi::OsStr::new("--ready-file"), ready.as_os_str()];
+        Self::attach(
+            Ferry::spawn_args("hub", config, &args, env),
+            &ready,
+            services,
+        )
     }
 
-    /// Reads the addresses of a hub process started some other way.
-    pub fn attach(proc: Ferry, services: usize) -> HubProc {
-        let l = proc.wait_line("hub listening");
-        let (control, channel) = (
-            field(&l, "control").parse().unwrap(),
-            field(&l, "channel").parse().unwrap(),
-        );
-        let mut map = std::collections::HashMap::new();
-        for _ in 0..services {
-            let l = proc.wait_line("players welcome");
-            map.insert(field(&l, "service"), field(&l, "addr").parse().unwrap());
-        }
+    /// Reads the addresses of a hub process started some other way with
+    /// `--ready-file ready`. Between looks at the file it waits for the
+    /// process's next log line (or its exit), never a fixed sleep.
+    pub fn attach(proc: Ferry, ready: &Path, services: usize) -> HubProc {
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        let json: serde_json::Value = loop {
+            if let Some(v) = std::fs::read_to_string(ready)
+                .ok()
+                .and_then(|t| serde_json::from_str(&t).ok())
+            {
+                break v;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "hub never became ready"
+            );
+            match proc.lines.recv_timeout(Duration::from_millis(200)) {
+                Err(mpsc::RecvTimeoutError::Disconnected) => {
+                    panic!("hub exited before it was ready")
+                }
+                _ => {}
+            }
+        };
+        let addr = |v: &serde_json::Value| -> SocketAddr { v.as_str().unwrap().parse().unwrap() };
+        let map: std::collections::HashMap<String, SocketAddr> = json["services"]
+            .as_object()
+            .unwrap()
+            .iter()
+            .map(|(k, v)| (k.clone(), addr(v)))
+            .collect();
+        assert_eq!(map.len(), services, "{json}");
         HubProc {
-            proc,
-            control,
-            channel,
+            control: addr(&json["control"]),
+            channel: addr(&json["channel"]),
             services: map,
+            proc,
         }
     }
 }

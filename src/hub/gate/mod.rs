@@ -145,13 +145,24 @@ impl Gate {
         st.probation.remove(&ip);
     }
 
-    /// An ep logged in from `ip`, or its session from there just ended:
-    /// clear its strikes and remember it as proven for another day.
+    /// An ep logged in from `ip`: clear its strikes and remember it as
+    /// proven for a day.
     pub fn proven(&self, ip: IpAddr) {
         let ip = ip.to_canonical();
         let mut st = self.lock();
         st.penalties.clear(&ip);
         st.probation.remove(&ip);
+        Self::remember(&mut st, ip);
+    }
+
+    /// An ep's session from `ip` just ended: proven for a day from now, so
+    /// a session that lived for days does not leave its address a stranger.
+    pub fn session_ended(&self, ip: IpAddr) {
+        let ip = ip.to_canonical();
+        Self::remember(&mut self.lock(), ip);
+    }
+
+    fn remember(st: &mut State, ip: IpAddr) {
         if st.proven.len() >= MAX_PROVEN && !st.proven.contains_key(&ip) {
             st.proven.retain(|_, t| t.elapsed() < PROVEN_FOR);
             if st.proven.len() >= MAX_PROVEN {
@@ -258,5 +269,24 @@ mod tests {
         drop(probe);
         let _a = g.enter(ip, false).expect("cleared by a valid certificate");
         let _b = g.enter(ip, false).expect("cleared by a valid certificate");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_address_stays_proven_while_its_session_lives_and_a_day_after() {
+        let g = gate();
+        let ip: IpAddr = "10.0.0.7".parse().unwrap();
+        g.proven(ip); // login
+        tokio::time::advance(PROVEN_FOR + Duration::from_secs(3600)).await;
+        g.strike(ip);
+        // Days into a live session the address is still the ep's.
+        assert!(g.enter(ip, true).is_ok(), "a live session's address lapsed");
+        assert_eq!(g.enter(ip, false).err(), Some(Turned::Penalised));
+        tokio::time::advance(PROBATION_EVERY).await;
+        g.session_ended(ip);
+        tokio::time::advance(Duration::from_secs(3600)).await;
+        assert!(
+            g.enter(ip, false).is_ok(),
+            "proven for a day after the session"
+        );
     }
 }

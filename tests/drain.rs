@@ -1,0 +1,89 @@
+//! The end of a shutdown drain: players still relaying are cut off with a
+//! reset (a download cut short must never look complete), and a second
+//! signal skips the drain.
+
+mod common;
+
+use common::*;
+use std::time::Duration;
+use tokio::{
+    io::{AsyncReadExt, AsyncWriteExt},
+    net::TcpListener,
+};
+
+/// A service that streams forever, a little at a time.
+async fn endless() -> std::net::SocketAddr {
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = l.accept().await {
+            tokio::spawn(async move {
+                let chunk = [7u8; 1024];
+                let mut tick = tokio::time::interval(Duration::from_millis(5));
+                loop {
+                    tick.tick().await;
+                    if s.write_all(&chunk).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    addr
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_download_cut_off_by_the_drain_ends_in_a_reset_not_a_fin() {
+    let certs = Certs::new();
+    let (hub, _ep) = tunnel_to(&certs, endless().await).await; // drain_timeout 1s
+    let mut player = tokio::net::TcpStream::connect(hub.service("echo"))
+        .await
+        .unwrap();
+    let mut buf = [0u8; 4096];
+    player.read_exact(&mut buf[..1024]).await.unwrap();
+    let stopping = tokio::spawn(hub.stop());
+    let end = loop {
+        match tokio::time::timeout(Duration::from_secs(20), player.read(&mut buf)).await {
+            Err(_) => panic!("the drain never ended the download"),
+            Ok(Ok(0)) => break Ok(0),
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => break Err(e),
+        }
+    };
+    println!("figure: the player's download ended with {end:?}");
+    let err = end.expect_err("the cut-off download ended with a clean FIN");
+    assert_eq!(err.kind(), std::io::ErrorKind::ConnectionReset);
+    stopping.await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_sigterm_during_the_drain_stops_at_once() {
+    let certs = Certs::new();
+    let (mut hub, _ep) = proc_tunnel(&certs, "drain_timeout = \"60s\"\n", "echo", endless().await);
+    let mut player = tokio::net::TcpStream::connect(hub.services["echo"])
+        .await
+        .unwrap();
+    let mut buf = [0u8; 4096];
+    player.read_exact(&mut buf[..1024]).await.unwrap();
+    hub.proc.signal("TERM");
+    hub.proc.wait_line("stopped accepting");
+    let t = std::time::Instant::now();
+    hub.proc.signal("TERM");
+    let exit = hub.proc.wait_within(Duration::from_secs(20));
+    println!(
+        "figure: with a 60 s drain, the second SIGTERM ended the hub after {:?}",
+        t.elapsed()
+    );
+    assert!(
+        exit.is_some(),
+        "the hub kept draining after a second signal"
+    );
+    let end = loop {
+        match player.read(&mut buf).await {
+            Ok(0) => break Ok(0),
+            Ok(_) => {}
+            Err(e) => break Err(e),
+        }
+    };
+    assert!(end.is_err(), "the player saw a clean end: {end:?}");
+}

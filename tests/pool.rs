@@ -1,0 +1,86 @@
+//! The hub's pool of ready channels: no channel is lost when a player leaves
+//! at the moment of the handover, and a channel the ep could not open is
+//! replaced at once rather than after its ticket expires.
+
+mod common;
+
+use common::{faultproxy::*, *};
+use std::time::Duration;
+use tokio::{io::AsyncWriteExt, net::TcpStream};
+
+/// Waits until `service`'s pool holds `n` ready channels; false on timeout.
+async fn pool_reaches(hub: &TestHub, service: &str, n: usize, within: Duration) -> bool {
+    let mut rx = hub.handle.pool_ready(service).unwrap();
+    tokio::time::timeout(within, rx.wait_for(|r| *r >= n))
+        .await
+        .is_ok()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn players_who_leave_at_the_handover_lose_no_channel() {
+    let certs = Certs::new();
+    // Heartbeat ticks (which also top the pool up) far apart, so only the
+    // handover itself can keep the pool full.
+    let opts = HubOpts {
+        extra: "pool_size = 1\nheartbeat_interval = \"30s\"\nheartbeat_timeout = \"90s\"\n".into(),
+        ..Default::default()
+    };
+    let hub = TestHub::start(&certs, &opts).await;
+    let _ep = TestEp::start(ep_settings(
+        &certs,
+        &hub,
+        &EpOpts::new(&certs, vec![("echo".into(), echo_server().await)]),
+    ));
+    for i in 0..20 {
+        let ready = pool_reaches(&hub, "echo", 1, Duration::from_secs(5)).await;
+        assert!(
+            ready,
+            "player {i}: the channel was lost until the next heartbeat tick"
+        );
+        let mut s = TcpStream::connect(hub.service("echo")).await.unwrap();
+        s.shutdown().await.unwrap(); // gone as the channel is handed over
+        assert!(closed_by_peer(&mut s, Duration::from_secs(5)).await);
+    }
+    println!("figure: 20 players left at the handover; the pool stayed full");
+    assert!(pool_reaches(&hub, "echo", 1, Duration::from_secs(5)).await);
+    assert_eq!(
+        echo_through(hub.service("echo"), b"still fine").await,
+        b"still fine"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_channel_the_ep_could_not_open_is_replaced_promptly() {
+    let certs = Certs::new();
+    // Unanswered tickets count toward the pool for 2 × handshake_timeout.
+    let opts = HubOpts {
+        extra: "pool_size = 1\nhandshake_timeout = \"10s\"\n".into(),
+        ..Default::default()
+    };
+    let hub = TestHub::start(&certs, &opts).await;
+    let proxy = FaultProxy::start(hub.channel).await;
+    proxy.set(Mode::Refuse);
+    let _ep = TestEp::start(ep_settings_for(
+        &certs,
+        hub.control,
+        proxy.addr,
+        &EpOpts::new(&certs, vec![("echo".into(), echo_server().await)]),
+    ));
+    hub.wait_sessions(1).await;
+    proxy.wait_accepted_over(0).await; // the first channel failed
+    proxy.set(Mode::Pass);
+    let t = std::time::Instant::now();
+    let ready = pool_reaches(&hub, "echo", 1, Duration::from_secs(8)).await;
+    println!(
+        "figure: after a failed channel the pool was ready again in {:?}",
+        t.elapsed()
+    );
+    assert!(
+        ready,
+        "the hub waited for the failed channel's ticket to expire"
+    );
+    assert_eq!(
+        echo_through(hub.service("echo"), b"served").await,
+        b"served"
+    );
+}
