@@ -193,11 +193,10 @@ impl HubProc {
                 std::time::Instant::now() < deadline,
                 "hub never became ready"
             );
-            match proc.lines.recv_timeout(Duration::from_millis(200)) {
-                Err(mpsc::RecvTimeoutError::Disconnected) => {
-                    panic!("hub exited before it was ready")
-                }
-                _ => {}
+            if let Err(mpsc::RecvTimeoutError::Disconnected) =
+                proc.lines.recv_timeout(Duration::from_millis(200))
+            {
+                panic!("hub exited before it was ready");
             }
         };
         let addr = |v: &serde_json::Value| -> SocketAddr { v.as_str().unwrap().parse().unwrap() };
