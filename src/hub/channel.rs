@@ -62,6 +62,9 @@ async fn handle(shared: Arc<Shared>, tcp: TcpStream, addr: SocketAddr) {
             .accept_tls(tcp)
             .await
             .map_err(|e| (true, format!("TLS handshake failed: {e}")))?;
+        shared
+            .check_resumed(&tls)
+            .map_err(|why| (false, format!("resumed TLS session: {why}")))?;
         shared.channel_gate.vouch(addr.ip());
         match proto::read_msg(&mut tls)
             .await

@@ -124,7 +124,10 @@ async fn handle_login(shared: &Arc<Shared>, tcp: TcpStream, addr: SocketAddr) ->
             match &e {
                 // A verified certificate failed: charge that identity.
                 Refusal::Told { ep, kind, .. } => {
-                    if !matches!(kind, RefusalKind::Busy | RefusalKind::Penalised) {
+                    if !matches!(
+                        kind,
+                        RefusalKind::Busy | RefusalKind::Penalised | RefusalKind::Other
+                    ) {
                         shared.identities_lock().strike(ep);
                     }
                 }
@@ -149,10 +152,14 @@ async fn login(
     ctrl: mpsc::Sender<HubMsg>,
 ) -> Result<(TlsStream<TcpStream>, super::sessions::SessionGuard, bool), Refusal> {
     let mut tls = shared.accept_tls(tcp).await.map_err(Refusal::Tls)?;
+    let ep = peer_name(&tls);
+    if let Err(why) = shared.check_resumed(&tls) {
+        let why = format!("this ep's {why} (resumed TLS session)");
+        return Err(refuse(&mut tls, &ep, RefusalKind::Other, why, false, false).await);
+    }
     // A certificate from our CA: whatever junk came from this address
     // before, a real ep is behind it.
     shared.gate.vouch(addr.ip());
-    let ep = peer_name(&tls);
     let penalised = shared.identities_lock().remaining(&ep);
     if let Some(left) = penalised {
         let why = format!(

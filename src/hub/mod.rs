@@ -271,23 +271,25 @@ impl Shared {
                 return Err(e);
             }
         };
-        if tls.get_ref().1.handshake_kind() == Some(rustls::HandshakeKind::Resumed) {
-            let cert = tls.get_ref().1.peer_certificates().and_then(|c| c.first());
-            let revoked = self.revoked.read().unwrap_or_else(|p| p.into_inner());
-            let verdict = match cert {
-                Some(c) => crate::tls::check_resumed(c, &revoked),
-                None => Err("no client certificate"),
-            };
-            drop(revoked);
-            if let Err(why) = verdict {
-                let (tcp, _) = tls.into_inner();
-                crate::net::abort_on_close(&tcp);
-                return Err(std::io::Error::other(format!(
-                    "resumed TLS session refused: {why}"
-                )));
-            }
-        }
         Ok(tls)
+    }
+
+    /// A resumed TLS session skips certificate verification (rustls
+    /// restores the client certificate from the session), so check what
+    /// verification would have: the validity window and the CRL.
+    pub fn check_resumed<S>(
+        &self,
+        tls: &tokio_rustls::server::TlsStream<S>,
+    ) -> Result<(), &'static str> {
+        let conn = tls.get_ref().1;
+        if conn.handshake_kind() != Some(rustls::HandshakeKind::Resumed) {
+            return Ok(());
+        }
+        let Some(cert) = conn.peer_certificates().and_then(|c| c.first()) else {
+            return Err("no client certificate");
+        };
+        let revoked = self.revoked.read().unwrap_or_else(|p| p.into_inner());
+        crate::tls::check_resumed(cert, &revoked)
     }
 
     fn identities_lock(&self) -> std::sync::MutexGuard<'_, gate::penalties::Penalties<String>> {

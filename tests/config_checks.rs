@@ -1,0 +1,144 @@
+//! Configurations that would misbehave are refused by `check` and at
+//! start-up with the key named; each role takes only its own `FERRY_`
+//! variables.
+
+mod common;
+
+use std::{path::Path, process::Command};
+
+fn ferry() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_ferry"));
+    c.env_remove("RUST_LOG");
+    for (k, _) in std::env::vars() {
+        if k.starts_with("FERRY_") {
+            c.env_remove(k);
+        }
+    }
+    c
+}
+
+fn output(cmd: &mut Command) -> (bool, String) {
+    let out = cmd.output().unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), text)
+}
+
+/// The shipped configs beside certificates made as `ferry demo` makes them.
+fn shipped() -> tempfile::TempDir {
+    let root = tempfile::tempdir().unwrap();
+    let cfg = root.path().join("config");
+    std::fs::create_dir(&cfg).unwrap();
+    for f in ["hub.toml", "ep.toml"] {
+        std::fs::copy(
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("config").join(f),
+            cfg.join(f),
+        )
+        .unwrap();
+    }
+    ferry::demo::first_run(root.path()).unwrap();
+    root
+}
+
+/// The shipped `role` config with `line` added at the top.
+fn with_line(root: &Path, role: &str, line: &str) -> std::path::PathBuf {
+    let file = root.join(format!("config/{role}.toml"));
+    let text = std::fs::read_to_string(&file).unwrap();
+    let out = root.join(format!("config/{role}-{}.toml", line.len() + text.len()));
+    std::fs::write(&out, format!("{line}\n{text}")).unwrap();
+    out
+}
+
+#[test]
+fn timings_that_would_break_the_runtime_are_refused_with_the_key_and_range() {
+    let root = shipped();
+    let cases = [
+        ("hub", "heartbeat_interval = \"0s\"", "heartbeat_interval"),
+        ("hub", "idle_timeout = \"0s\"", "idle_timeout"),
+        ("hub", "handshake_timeout = \"0s\"", "handshake_timeout"),
+        ("hub", "player_wait = \"0s\"", "player_wait"),
+        (
+            "hub",
+            "penalty_base = \"20m\"\npenalty_max = \"10m\"",
+            "penalty_base",
+        ),
+        ("ep", "connect_timeout = \"0s\"", "connect_timeout"),
+    ];
+    for (role, line, key) in cases {
+        let file = with_line(root.path(), role, line);
+        for cmd in [vec![role, "check", "-c"], vec![role, "-c"]] {
+            let (ok, text) = output(ferry().args(&cmd).arg(&file));
+            println!(
+                "figure: `{}` with {line:?} → {}",
+                cmd.join(" "),
+                text.trim()
+            );
+            assert!(!ok, "{line} was accepted: {text}");
+            assert!(
+                text.contains(key) && text.contains("allowed"),
+                "{line}: the error names neither the key nor the range: {text}"
+            );
+        }
+    }
+}
+
+#[test]
+fn each_role_takes_only_its_own_environment_variables() {
+    let root = shipped();
+    let hub = root.path().join("config/hub.toml");
+    let ep = root.path().join("config/ep.toml");
+    // An ep's variables on a host that also runs the hub.
+    let (ok, text) = output(
+        ferry()
+            .env("FERRY_SERVICES__WEB__LOCAL", "127.0.0.1:1")
+            .env("FERRY_TOKEN", "not-for-the-hub")
+            .env("FERRY_EP_CHANNEL", "hub.example.com:7001")
+            .args(["hub", "check", "-c"])
+            .arg(&hub),
+    );
+    assert!(ok, "the hub tripped over the ep's variables: {text}");
+    // And the hub's on a host that also runs the ep.
+    let (ok, text) = output(
+        ferry()
+            .env("FERRY_SERVICES__WEB__BIND", "127.0.0.1:1")
+            .env("FERRY_EP_ALLOWLIST", "[\"10.0.0.0/8\"]")
+            .env("FERRY_HUB_CHANNEL", "0.0.0.0:7001")
+            .args(["ep", "check", "-c"])
+            .arg(&ep),
+    );
+    assert!(ok, "the ep tripped over the hub's variables: {text}");
+    // Role prefixes reach their role, for keys both roles have.
+    let (ok, text) = output(
+        ferry()
+            .env("FERRY_HUB_CHANNEL", "127.0.0.1:7999")
+            .env("FERRY_SERVICES__WEB__BIND", "127.0.0.1:8999")
+            .args(["hub", "check", "-c"])
+            .arg(&hub),
+    );
+    assert!(
+        ok && text.contains("127.0.0.1:7999") && text.contains("127.0.0.1:8999"),
+        "{text}"
+    );
+    let (ok, text) = output(
+        ferry()
+            .env("FERRY_EP_CHANNEL", "127.0.0.1:7998")
+            .env("FERRY_SERVICES__WEB__LOCAL", "127.0.0.1:8998")
+            .args(["ep", "check", "-c"])
+            .arg(&ep),
+    );
+    assert!(
+        ok && text.contains("127.0.0.1:7998") && text.contains("127.0.0.1:8998"),
+        "{text}"
+    );
+    // A known key with a bad value is still an error naming it.
+    let (ok, text) = output(
+        ferry()
+            .env("FERRY_HUB_CHANNEL", "nowhere")
+            .args(["hub", "check", "-c"])
+            .arg(&hub),
+    );
+    assert!(!ok && text.to_lowercase().contains("channel"), "{text}");
+}

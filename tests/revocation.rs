@@ -1,0 +1,155 @@
+//! Revocation without a restart, from the first one on, and certificates
+//! that stop being valid while a TLS session for them is cached.
+
+mod common;
+
+use common::*;
+use ferry::ep::LoginError;
+use std::{process::Command, time::Duration};
+
+fn ferry_bin() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_ferry"));
+    c.env_remove("RUST_LOG");
+    c
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_first_revoke_closes_the_session_on_a_running_hub() {
+    let certs = Certs::new(); // gen-cert, as a user runs it
+    let crl = certs.path("crl.pem");
+    assert!(crl.exists(), "gen-cert wrote no empty revocation list");
+    let hub = TestHub::start_with_crl(&certs, &HubOpts::default(), &crl).await;
+    let _ep = TestEp::start(ep_settings(
+        &certs,
+        &hub,
+        &EpOpts::new(&certs, vec![("echo".into(), echo_server().await)]),
+    ));
+    hub.wait_sessions(1).await;
+    let out = ferry_bin()
+        .args(["hub", "revoke", "--ep", "home", "--dir"])
+        .arg(certs.dir.path())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let t = std::time::Instant::now();
+    hub.wait_sessions(0).await;
+    println!(
+        "figure: the first revocation closed the ep's session in {:?}",
+        t.elapsed()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gen_cert_force_revokes_the_certificate_it_replaces() {
+    let certs = Certs::new();
+    for ext in ["pem", "key"] {
+        std::fs::copy(
+            certs.path(&format!("ep-home.{ext}")),
+            certs.path(&format!("ep-old.{ext}")),
+        )
+        .unwrap();
+    }
+    let out = ferry_bin()
+        .args(["hub", "gen-cert", "--ep", "home", "--force", "--dir"])
+        .arg(certs.dir.path())
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    println!("figure: gen-cert --force said: {}", text.trim());
+    assert!(
+        out.status.success() && text.contains("revoked the replaced certificate"),
+        "{text}"
+    );
+    let hub = TestHub::start_with_crl(&certs, &HubOpts::default(), &certs.path("crl.pem")).await;
+    let mut old = EpOpts::new(&certs, vec![("echo".into(), hub.control)]);
+    old.cert = "old".into();
+    let err = login_error(&ep_settings(&certs, &hub, &old)).await;
+    assert!(
+        matches!(&err, LoginError::OwnCertificate(m) if m.contains("Revoked")),
+        "the replaced certificate still works: {err:?}"
+    );
+    // The refusal penalised 127.0.0.1, so the new certificate meets a fresh hub.
+    let hub = TestHub::start_with_crl(&certs, &HubOpts::default(), &certs.path("crl.pem")).await;
+    let new = EpOpts::new(&certs, vec![("echo".into(), hub.control)]);
+    assert!(
+        ferry::ep::login(&ep_settings(&certs, &hub, &new))
+            .await
+            .is_ok()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crl_change_reloads_only_the_verifier() {
+    let certs = Certs::new();
+    let hub = TestHub::start_with_crl(&certs, &HubOpts::default(), &certs.path("crl.pem")).await;
+    let _ep = TestEp::start(ep_settings(
+        &certs,
+        &hub,
+        &EpOpts::new(&certs, vec![("echo".into(), echo_server().await)]),
+    ));
+    hub.wait_sessions(1).await;
+    // The key file breaks while the hub runs (a botched copy, a full disk).
+    std::fs::write(certs.path("hub.key"), "not a key\n").unwrap();
+    ferry::certgen::revoke(certs.dir.path(), &["home".into()], &[]).unwrap();
+    let mut rx = hub.handle.sessions();
+    let closed = tokio::time::timeout(Duration::from_secs(10), rx.wait_for(|n| *n == 0)).await;
+    assert!(
+        closed.is_ok(),
+        "the revocation was not applied: the reload re-read the key"
+    );
+}
+
+/// An ep certificate from the test CA that expires `secs` from now.
+fn short_lived(certs: &Certs, name: &str, secs: i64) {
+    use rcgen::{CertificateParams, DnType, ExtendedKeyUsagePurpose, Issuer, KeyPair};
+    let ca_key =
+        KeyPair::from_pem(&std::fs::read_to_string(certs.path("ca.key")).unwrap()).unwrap();
+    let issuer = Issuer::from_ca_cert_pem(
+        &std::fs::read_to_string(certs.path("ca.pem")).unwrap(),
+        ca_key,
+    )
+    .unwrap();
+    let key = KeyPair::generate().unwrap();
+    let mut p = CertificateParams::default();
+    p.distinguished_name = rcgen::DistinguishedName::new();
+    p.distinguished_name.push(DnType::CommonName, name);
+    p.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+    let now = time::OffsetDateTime::now_utc();
+    p.not_before = now - time::Duration::hours(1);
+    p.not_after = now + time::Duration::seconds(secs);
+    let cert = p.signed_by(&key, &issuer).unwrap();
+    std::fs::write(certs.path(&format!("ep-{name}.pem")), cert.pem()).unwrap();
+    let keyfile = certs.path(&format!("ep-{name}.key"));
+    std::fs::write(&keyfile, key.serialize_pem()).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&keyfile, std::fs::Permissions::from_mode(0o600)).unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_expired_certificate_cannot_ride_a_resumed_session() {
+    let certs = Certs::new();
+    short_lived(&certs, "brief", 3);
+    let hub = TestHub::start(&certs, &HubOpts::default()).await;
+    let mut o = EpOpts::new(&certs, vec![("echo".into(), hub.control)]);
+    o.cert = "brief".into();
+    let settings = ep_settings(&certs, &hub, &o);
+    // A full handshake while valid leaves a resumable session in the ep.
+    let (first, _) = ferry::ep::login(&settings).await.expect("valid at first");
+    drop(first);
+    // The certificate's validity ends (time passing is the scenario).
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let again = ferry::ep::login(&settings).await;
+    println!(
+        "figure: expired certificate, second login → {:?}",
+        again.as_ref().err()
+    );
+    let err = again.err().expect("an expired certificate logged in");
+    assert!(
+        err.to_string().contains("expired") || matches!(err, LoginError::OwnCertificate(_)),
+        "{err}"
+    );
+}
