@@ -147,7 +147,9 @@ async fn an_expired_certificate_cannot_ride_a_resumed_session() {
         "figure: expired certificate, second login → {:?}",
         again.as_ref().err()
     );
-    let err = again.err().expect("an expired certificate logged in");
+    let Err(err) = again else {
+        panic!("an expired certificate logged in")
+    };
     assert!(
         err.to_string().contains("expired") || matches!(err, LoginError::OwnCertificate(_)),
         "{err}"
