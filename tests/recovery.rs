@@ -3,7 +3,7 @@
 mod common;
 
 use common::*;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
     net::TcpStream,
@@ -135,4 +135,31 @@ async fn a_replaced_session_is_told_why() {
         }
     };
     assert!(reason.contains("replaced by a newer login"), "{reason}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_eps_sharing_a_certificate_do_not_spin_on_logins() {
+    let certs = Certs::new();
+    let hub = TestHub::start(&certs, &HubOpts::default()).await;
+    let mut o = EpOpts::new(&certs, vec![("echo".into(), echo_server().await)]);
+    o.extra = "backoff_max = \"5s\"\n".into();
+    let settings = ep_settings(&certs, &hub, &o);
+    let _a = TestEp::start(settings.clone());
+    let _b = TestEp::start(settings);
+    // The second login replaces the first; from then on, count.
+    let mut logins = hub.handle.logins();
+    tokio::time::timeout(Duration::from_secs(20), logins.wait_for(|n| *n >= 2))
+        .await
+        .unwrap()
+        .unwrap();
+    let start = *logins.borrow();
+    let (peak, runs) = hub.handle.argon2_runs();
+    // A window of time is what is measured here, not a readiness wait.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let n = *hub.handle.logins().borrow() - start;
+    let runs = hub.handle.argon2_runs().1 - runs;
+    println!(
+        "figure: two eps with one certificate: {n} more logins and {runs} Argon2 runs in 3 s (peak {peak})"
+    );
+    assert!(n <= 3, "{n} logins in 3 s: the replaced eps spin");
 }

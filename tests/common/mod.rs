@@ -101,24 +101,23 @@ fn unless_set(extra: &str, key: &str, value: &str) -> String {
 
 /// A hub config file for `o`, in the certificates' folder.
 pub fn write_hub_toml(certs: &Certs, o: &HubOpts, crl: Option<&Path>) -> PathBuf {
-    let x = &o.extra;
+    // Top-level keys must precede the first table; tables in `extra` follow.
+    let (keys, tables) = match o.extra.find("\n[") {
+        Some(i) => o.extra.split_at(i + 1),
+        None if o.extra.trim_start().starts_with('[') => ("", o.extra.as_str()),
+        None => (o.extra.as_str(), ""),
+    };
     let mut text = format!(
         "control = {:?}\nchannel = {:?}\nep_allowlist = {:?}\n{}{}{}{}{}",
         o.control,
         o.channel,
         o.allowlist,
-        unless_set(x, "token_hash", token_hash()),
-        unless_set(x, "heartbeat_interval", "200ms"),
-        unless_set(x, "heartbeat_timeout", "2s"),
-        unless_set(x, "drain_timeout", "1s"),
-        unless_set(x, "player_wait", "10s"),
+        unless_set(keys, "token_hash", token_hash()),
+        unless_set(keys, "heartbeat_interval", "200ms"),
+        unless_set(keys, "heartbeat_timeout", "2s"),
+        unless_set(keys, "drain_timeout", "1s"),
+        unless_set(keys, "player_wait", "10s"),
     );
-    // Top-level keys must precede the first table; tables in `extra` follow.
-    let (keys, tables) = match x.find("\n[") {
-        Some(i) => x.split_at(i + 1),
-        None if x.trim_start().starts_with('[') => ("", x.as_str()),
-        None => (x.as_str(), ""),
-    };
     text += keys;
     text += &format!(
         "\n[tls]\nca = {}\ncert = {}\nkey = {}\n",
@@ -174,7 +173,7 @@ impl TestHub {
         Self::from_settings(hub_settings_crl(certs, o, Some(crl)), o).await
     }
 
-    async fn from_settings(settings: HubSettings, o: &HubOpts) -> Self {
+    pub async fn from_settings(settings: HubSettings, o: &HubOpts) -> Self {
         let hub = Hub::bind(settings).await.unwrap();
         let services = o
             .services
