@@ -177,3 +177,93 @@ async fn eps_can_reach_the_hub_over_ipv6() {
     ));
     assert_eq!(echo_through(hub.service("echo"), b"v6").await, b"v6");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn channels_leave_from_the_control_connections_address_and_say_so_when_they_cannot() {
+    let certs = Certs::new();
+    let opts = HubOpts {
+        allowlist: vec!["127.0.0.0/8".into()],
+        ..Default::default()
+    };
+    let hub = TestHub::start(&certs, &opts).await;
+    let settings = ep_settings(
+        &certs,
+        &hub,
+        &EpOpts::new(&certs, vec![("echo".into(), echo_server().await)]),
+    );
+    let _ep = TestEp::start(settings.clone());
+    hub.wait_sessions(1).await; // control from 127.0.0.1
+    assert_eq!(echo_through(hub.service("echo"), b"same").await, b"same");
+    // A channel from another address of the same host (a rotated IPv6
+    // temporary address, a second WAN link) is refused before TLS...
+    let ch = hub.channel.to_string();
+    let from = Some("127.0.0.2".parse().unwrap());
+    let err = match ferry::ep::connect_channel_for_tests(&settings, &ch, from).await {
+        Ok(_) => panic!("a channel from another address was accepted"),
+        Err(e) => e,
+    };
+    println!("figure: the ep says: {err}");
+    // ...and the ep says what happened rather than blaming the allowlist,
+    assert!(
+        matches!(err, ferry::ep::LoginError::ChannelClosedEarly(_))
+            && err
+                .to_string()
+                .contains("only from the address of this ep's control connection"),
+        "{err}"
+    );
+    // ...and so does the hub (a warning, counted by reason).
+    let refusals = hub.handle.refusals();
+    assert!(
+        refusals
+            .get("channel from a stranger")
+            .copied()
+            .unwrap_or(0)
+            >= 1,
+        "{refusals:?}"
+    );
+    // Bound to the control connection's address, the same dial is accepted.
+    let from = Some("127.0.0.1".parse().unwrap());
+    assert!(
+        ferry::ep::connect_channel_for_tests(&settings, &ch, from)
+            .await
+            .is_ok()
+    );
+}
+
+/// The kernel's timer for the TCP socket from `local` to `remote`
+/// (/proc/net/tcp's `tr`: 2 is the keepalive timer, 0 none).
+fn tcp_timer(local: std::net::SocketAddr, remote: std::net::SocketAddr) -> Option<u8> {
+    let hex = |a: std::net::SocketAddr| {
+        let std::net::IpAddr::V4(ip) = a.ip() else {
+            panic!("IPv4 only")
+        };
+        format!("{:08X}:{:04X}", u32::from_le_bytes(ip.octets()), a.port())
+    };
+    let (l, r) = (hex(local), hex(remote));
+    std::fs::read_to_string("/proc/net/tcp")
+        .unwrap()
+        .lines()
+        .skip(1)
+        .find_map(|line| {
+            let f: Vec<&str> = line.split_whitespace().collect();
+            (f[1] == l && f[2] == r).then(|| f[5].split(':').next().unwrap().parse().unwrap())
+        })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn player_and_service_legs_keep_alive_so_a_vanished_peer_is_found() {
+    let certs = Certs::new();
+    let service = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let (hub, _ep) = tunnel_to(&certs, service.local_addr().unwrap()).await;
+    let player = TcpStream::connect(hub.service("echo")).await.unwrap();
+    let (home_leg, ep_side) = service.accept().await.unwrap();
+    // The hub's end of the player's connection, and the ep's end of the
+    // service's connection: both idle now.
+    let hub_player_leg = tcp_timer(hub.service("echo"), player.local_addr().unwrap());
+    let ep_service_leg = tcp_timer(ep_side, home_leg.local_addr().unwrap());
+    println!(
+        "figure: kernel timers, hub player leg {hub_player_leg:?}, ep service leg {ep_service_leg:?} (2 = keepalive)"
+    );
+    assert_eq!(hub_player_leg, Some(2), "no keepalive on the player leg");
+    assert_eq!(ep_service_leg, Some(2), "no keepalive on the service leg");
+}

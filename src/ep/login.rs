@@ -39,7 +39,7 @@ pub enum LoginError {
     #[error("the hub refused the login: {0}")]
     Refused(String),
     #[error(
-        "the hub closed the channel connection before the TLS handshake finished: the hub accepts channels only from the address of this ep's control connection ({0}); see the hub's log"
+        "the hub closed a channel connection (sent from {0}) before the TLS handshake finished: the hub accepts channels only from the address of this ep's control connection; see the hub's log"
     )]
     ChannelClosedEarly(String),
     #[error("the hub is busy: {0}")]

@@ -17,6 +17,17 @@ pub async fn connect_for_tests(settings: &EpSettings, addr: &str) -> Tunnel {
         .expect("TLS connection to the hub")
 }
 
+/// A channel connection as the ep dials it, leaving from `from`, for tests
+/// of where channels come from.
+#[doc(hidden)]
+pub async fn connect_channel_for_tests(
+    settings: &EpSettings,
+    addr: &str,
+    from: Option<std::net::IpAddr>,
+) -> Result<Tunnel, LoginError> {
+    login::connect_tls(settings, addr, Leg::Channel { from }).await
+}
+
 use crate::{
     config::ep::EpSettings,
     proto::{self, CloseKind, EpMsg, FrameReader, HubMsg, feature},

@@ -75,3 +75,21 @@ impl Pool {
         self.waiters.len()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_oldest_ready_channel_goes_first() {
+        let mut pool = Pool::default();
+        let mut parked = Vec::new();
+        for session in 1..=3 {
+            let (claim, claimed) = oneshot::channel();
+            pool.push(Idle { session, claim });
+            parked.push(claimed);
+        }
+        let order: Vec<u64> = std::iter::from_fn(|| pool.pop().map(|i| i.session)).collect();
+        assert_eq!(order, [1, 2, 3]);
+    }
+}
