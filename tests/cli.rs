@@ -11,16 +11,7 @@ use std::{
     process::{Command, Stdio},
 };
 
-fn ferry() -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_ferry"));
-    c.env_remove("RUST_LOG");
-    for (k, _) in std::env::vars() {
-        if k.starts_with("FERRY_") {
-            c.env_remove(k);
-        }
-    }
-    c
-}
+use common::procs::ferry_cmd as ferry;
 
 fn run_ok(cmd: &mut Command) -> String {
     let out = cmd.output().unwrap();

@@ -6,16 +6,7 @@ mod common;
 
 use std::{path::Path, process::Command};
 
-fn ferry() -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_ferry"));
-    c.env_remove("RUST_LOG");
-    for (k, _) in std::env::vars() {
-        if k.starts_with("FERRY_") {
-            c.env_remove(k);
-        }
-    }
-    c
-}
+use common::procs::ferry_cmd as ferry;
 
 fn output(cmd: &mut Command) -> (bool, String) {
     let out = cmd.output().unwrap();

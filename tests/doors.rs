@@ -118,45 +118,11 @@ async fn tls12_only_client_is_refused() {
     println!("figure: TLS 1.2 client refused: {err}");
 }
 
-/// Issues an ep certificate from the test CA with chosen validity/usage.
-fn issue(certs: &Certs, name: &str, expired: bool, server_auth: bool) {
-    use rcgen::{CertificateParams, DnType, ExtendedKeyUsagePurpose, Issuer, KeyPair};
-    let ca_key =
-        KeyPair::from_pem(&std::fs::read_to_string(certs.path("ca.key")).unwrap()).unwrap();
-    let issuer = Issuer::from_ca_cert_pem(
-        &std::fs::read_to_string(certs.path("ca.pem")).unwrap(),
-        ca_key,
-    )
-    .unwrap();
-    let key = KeyPair::generate().unwrap();
-    let mut p = CertificateParams::default();
-    p.distinguished_name = rcgen::DistinguishedName::new();
-    p.distinguished_name.push(DnType::CommonName, name);
-    p.extended_key_usages = vec![if server_auth {
-        ExtendedKeyUsagePurpose::ServerAuth
-    } else {
-        ExtendedKeyUsagePurpose::ClientAuth
-    }];
-    if expired {
-        p.not_before = rcgen::date_time_ymd(2020, 1, 1);
-        p.not_after = rcgen::date_time_ymd(2021, 1, 1);
-    }
-    let cert = p.signed_by(&key, &issuer).unwrap();
-    std::fs::write(certs.path(&format!("ep-{name}.pem")), cert.pem()).unwrap();
-    let keyfile = certs.path(&format!("ep-{name}.key"));
-    std::fs::write(&keyfile, key.serialize_pem()).unwrap();
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(&keyfile, std::fs::Permissions::from_mode(0o600)).unwrap();
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn expired_and_server_auth_certificates_are_refused_and_the_ep_says_why() {
     let certs = Certs::new();
-    issue(&certs, "old", true, false);
-    issue(&certs, "wrongusage", false, true);
+    issue_ep_cert(&certs, "old", Validity::Expired, false);
+    issue_ep_cert(&certs, "wrongusage", Validity::Now, true);
     for name in ["old", "wrongusage"] {
         // A refusal penalises 127.0.0.1, so each case gets a fresh hub.
         let hub = TestHub::start(&certs, &HubOpts::default()).await;

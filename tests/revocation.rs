@@ -5,13 +5,7 @@ mod common;
 
 use common::*;
 use ferry::ep::LoginError;
-use std::{process::Command, time::Duration};
-
-fn ferry_bin() -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_ferry"));
-    c.env_remove("RUST_LOG");
-    c
-}
+use std::time::Duration;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_first_revoke_closes_the_session_on_a_running_hub() {
@@ -25,7 +19,7 @@ async fn the_first_revoke_closes_the_session_on_a_running_hub() {
         &EpOpts::new(&certs, vec![("echo".into(), echo_server().await)]),
     ));
     hub.wait_sessions(1).await;
-    let out = ferry_bin()
+    let out = procs::ferry_cmd()
         .args(["hub", "revoke", "--ep", "home", "--dir"])
         .arg(certs.dir.path())
         .output()
@@ -53,7 +47,7 @@ async fn gen_cert_force_revokes_the_certificate_it_replaces() {
         )
         .unwrap();
     }
-    let out = ferry_bin()
+    let out = procs::ferry_cmd()
         .args(["hub", "gen-cert", "--ep", "home", "--force", "--dir"])
         .arg(certs.dir.path())
         .output()
@@ -103,36 +97,11 @@ async fn a_crl_change_reloads_only_the_verifier() {
     );
 }
 
-/// An ep certificate from the test CA that expires `secs` from now.
-fn short_lived(certs: &Certs, name: &str, secs: i64) {
-    use rcgen::{CertificateParams, DnType, ExtendedKeyUsagePurpose, Issuer, KeyPair};
-    let ca_key =
-        KeyPair::from_pem(&std::fs::read_to_string(certs.path("ca.key")).unwrap()).unwrap();
-    let issuer = Issuer::from_ca_cert_pem(
-        &std::fs::read_to_string(certs.path("ca.pem")).unwrap(),
-        ca_key,
-    )
-    .unwrap();
-    let key = KeyPair::generate().unwrap();
-    let mut p = CertificateParams::default();
-    p.distinguished_name = rcgen::DistinguishedName::new();
-    p.distinguished_name.push(DnType::CommonName, name);
-    p.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
-    let now = time::OffsetDateTime::now_utc();
-    p.not_before = now - time::Duration::hours(1);
-    p.not_after = now + time::Duration::seconds(secs);
-    let cert = p.signed_by(&key, &issuer).unwrap();
-    std::fs::write(certs.path(&format!("ep-{name}.pem")), cert.pem()).unwrap();
-    let keyfile = certs.path(&format!("ep-{name}.key"));
-    std::fs::write(&keyfile, key.serialize_pem()).unwrap();
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(&keyfile, std::fs::Permissions::from_mode(0o600)).unwrap();
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_expired_certificate_cannot_ride_a_resumed_session() {
     let certs = Certs::new();
-    short_lived(&certs, "brief", 3);
+    let until = time::OffsetDateTime::now_utc() + time::Duration::seconds(3);
+    issue_ep_cert(&certs, "brief", Validity::Until(until), false);
     let hub = TestHub::start(&certs, &HubOpts::default()).await;
     let mut o = EpOpts::new(&certs, vec![("echo".into(), hub.control)]);
     o.cert = "brief".into();

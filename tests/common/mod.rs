@@ -465,3 +465,53 @@ pub fn dead_port() -> (tokio::net::TcpSocket, SocketAddr) {
     let addr = hold.local_addr().unwrap();
     (hold, addr)
 }
+
+/// When a certificate made by `issue_ep_cert` is valid.
+pub enum Validity {
+    Now,
+    Expired,
+    /// Valid from an hour ago until then.
+    Until(time::OffsetDateTime),
+}
+
+/// Issues an ep certificate `ep-NAME.pem`/`.key` from the test CA with a
+/// chosen validity and usage (server-auth usage is wrong for an ep).
+pub fn issue_ep_cert(certs: &Certs, name: &str, validity: Validity, server_auth: bool) {
+    use rcgen::{CertificateParams, DnType, ExtendedKeyUsagePurpose, Issuer, KeyPair};
+    let ca_key =
+        KeyPair::from_pem(&std::fs::read_to_string(certs.path("ca.key")).unwrap()).unwrap();
+    let issuer = Issuer::from_ca_cert_pem(
+        &std::fs::read_to_string(certs.path("ca.pem")).unwrap(),
+        ca_key,
+    )
+    .unwrap();
+    let key = KeyPair::generate().unwrap();
+    let mut p = CertificateParams::default();
+    p.distinguished_name = rcgen::DistinguishedName::new();
+    p.distinguished_name.push(DnType::CommonName, name);
+    p.extended_key_usages = vec![if server_auth {
+        ExtendedKeyUsagePurpose::ServerAuth
+    } else {
+        ExtendedKeyUsagePurpose::ClientAuth
+    }];
+    match validity {
+        Validity::Now => {}
+        Validity::Expired => {
+            p.not_before = rcgen::date_time_ymd(2020, 1, 1);
+            p.not_after = rcgen::date_time_ymd(2021, 1, 1);
+        }
+        Validity::Until(t) => {
+            p.not_before = time::OffsetDateTime::now_utc() - time::Duration::hours(1);
+            p.not_after = t;
+        }
+    }
+    let cert = p.signed_by(&key, &issuer).unwrap();
+    std::fs::write(certs.path(&format!("ep-{name}.pem")), cert.pem()).unwrap();
+    let keyfile = certs.path(&format!("ep-{name}.key"));
+    std::fs::write(&keyfile, key.serialize_pem()).unwrap();
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&keyfile, std::fs::Permissions::from_mode(0o600)).unwrap();
+    }
+}

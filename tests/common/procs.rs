@@ -9,6 +9,19 @@ use std::{
     time::Duration,
 };
 
+/// The `ferry` binary as a command, with no `FERRY_` variables or
+/// `RUST_LOG` inherited from the test's environment.
+pub fn ferry_cmd() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_ferry"));
+    c.env_remove("RUST_LOG");
+    for (k, _) in std::env::vars() {
+        if k.starts_with("FERRY_") {
+            c.env_remove(k);
+        }
+    }
+    c
+}
+
 pub struct Ferry {
     child: Child,
     lines: mpsc::Receiver<String>,
