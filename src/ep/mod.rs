@@ -104,12 +104,19 @@ pub async fn run_until(
                 if began.elapsed() >= STABLE_SESSION {
                     backoff.reset();
                 }
-                if end.kind == Some(CloseKind::Replaced) {
+                // Both need a person: retrying soon only costs the hub Argon2.
+                let person = match end.kind {
+                    Some(CloseKind::Replaced) => Some(
+                        "another ep runs with this ep's certificate and needs a person to stop it",
+                    ),
+                    Some(CloseKind::Revoked) => Some(
+                        "this ep needs a new certificate (`ferry hub gen-cert --ep NAME --force` on the hub)",
+                    ),
+                    _ => None,
+                };
+                if let Some(why) = person {
                     let delay = backoff.next(true);
-                    tracing::error!(
-                        "{}; another ep runs with this ep's certificate and needs a person to stop it: waiting the maximum, {delay:.1?}",
-                        end.reason
-                    );
+                    tracing::error!("{}; {why}: waiting the maximum, {delay:.1?}", end.reason);
                     delay
                 } else {
                     let delay = backoff.next(false);
