@@ -130,7 +130,13 @@ pub enum HubMsg {
     /// Asks the ep to open one channel for `service`, presenting `ticket`.
     Open { service: String, ticket: String },
     /// On a channel: a player arrived; the ep dials the service now.
-    Start { player: SocketAddr },
+    /// `service` is the hub's address the player reached (for the PROXY
+    /// header's destination); sent only to eps that negotiate.
+    Start {
+        player: SocketAddr,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        service: Option<SocketAddr>,
+    },
     /// On control: the hub is ending this session on purpose (replaced by a
     /// newer login, certificate revoked, hub shutting down).
     Closing {

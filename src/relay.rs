@@ -5,6 +5,7 @@
 //! written straight on. An idle player therefore costs no copy buffers at
 //! all, which is what lets a small hub hold thousands of them.
 
+use std::future::Future;
 use std::{
     future::poll_fn,
     io,
@@ -124,15 +125,44 @@ where
     A: AsyncRead + AsyncWrite + Unpin + ?Sized,
     B: AsyncRead + AsyncWrite + Unpin + ?Sized,
 {
+    relay_idle(a, b, None).await
+}
+
+/// `relay`, ended with a `TimedOut` error once no byte has moved either way
+/// for `idle` (a player-door limit; None: never).
+pub async fn relay_idle<A, B>(
+    a: &mut A,
+    b: &mut B,
+    idle: Option<Duration>,
+) -> (RelayStats, Option<io::Error>)
+where
+    A: AsyncRead + AsyncWrite + Unpin + ?Sized,
+    B: AsyncRead + AsyncWrite + Unpin + ?Sized,
+{
     let start = Instant::now();
     let (mut up, mut down) = (Pipe::default(), Pipe::default());
+    let mut quiet = idle.map(|d| (d, Box::pin(tokio::time::sleep(d))));
+    let mut moved = 0u64;
     let result = poll_fn(|cx| {
         let u = up.poll_copy(cx, Pin::new(&mut *a), Pin::new(&mut *b))?;
         let d = down.poll_copy(cx, Pin::new(&mut *b), Pin::new(&mut *a))?;
-        match (u, d) {
-            (Poll::Ready(()), Poll::Ready(())) => Poll::Ready(Ok(())),
-            _ => Poll::Pending,
+        if let (Poll::Ready(()), Poll::Ready(())) = (u, d) {
+            return Poll::Ready(Ok(()));
         }
+        if let Some((limit, sleep)) = quiet.as_mut() {
+            let now = up.total + down.total;
+            if now != moved {
+                moved = now;
+                sleep.as_mut().reset(tokio::time::Instant::now() + *limit);
+            }
+            if sleep.as_mut().poll(cx).is_ready() {
+                return Poll::Ready(Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    format!("no traffic either way for {limit:?} (player_idle_timeout)"),
+                )));
+            }
+        }
+        Poll::Pending
     })
     .await;
     let stats = RelayStats {

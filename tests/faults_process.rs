@@ -177,7 +177,12 @@ async fn sigterm_drains_active_players_then_exits() {
 async fn running_out_of_files_backs_off_and_recovers() {
     let certs = Certs::new();
     let echo = echo_server().await;
-    let config = hub_toml(&certs, &["echo"], "pool_size = 0\n");
+    // A player cap above what 48 files hold, so the accept loop itself runs dry.
+    let config = hub_toml(
+        &certs,
+        &["echo"],
+        "pool_size = 0\nmax_players_total = 1000\n",
+    );
     let hub = HubProc::attach(
         Ferry::spawn_with_fd_limit(
             "hub",

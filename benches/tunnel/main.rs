@@ -125,7 +125,10 @@ async fn setup() -> Setup {
          token_hash = \"{hash}\"\nplayer_wait = \"60s\"\n\
          [tls]\nca = \"ca.pem\"\ncert = \"hub.pem\"\nkey = \"hub.key\"\n\
          [services.sink]\nbind = \"127.0.0.1:0\"\n[services.echo]\nbind = \"127.0.0.1:0\"\n\
-         [services.cold]\nbind = \"127.0.0.1:0\"\npool_size = 0\n"
+         [services.cold]\nbind = \"127.0.0.1:0\"\npool_size = 0\n\
+         # One load generator on loopback: the player door's per-address\n\
+         # limits would refuse it, so they are lifted here.\n\
+         [players]\nmax_players_per_ip = 1000000\nplayer_rate_per_ip = \"1000000/s\"\n"
     );
     std::fs::write(d.join("hub.toml"), hub_toml).unwrap();
     let HubProc {

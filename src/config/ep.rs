@@ -49,6 +49,28 @@ pub struct EpConfig {
 pub struct EpServiceConfig {
     /// The real service at home, `host:port`.
     pub local: String,
+    /// Tell the service each player's real address with a PROXY header.
+    pub proxy_protocol: Option<crate::proxy_header::Version>,
+    /// For UDP services: the header on the `first` datagram of each flow
+    /// (the default) or on `every` one.
+    pub proxy_protocol_udp: Option<UdpHeaders>,
+}
+
+/// Where UDP flows carry the PROXY header.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum UdpHeaders {
+    First,
+    Every,
+}
+
+/// A service at home as the ep dials it.
+#[derive(Debug, Clone)]
+pub struct LocalService {
+    /// `host:port`.
+    pub addr: String,
+    pub proxy_protocol: Option<crate::proxy_header::Version>,
+    pub proxy_protocol_udp: UdpHeaders,
 }
 
 mod defaults {
@@ -78,6 +100,8 @@ const KEYS: &[&str] = &[
     "tls.cert",
     "tls.key",
     "services.*.local",
+    "services.*.proxy_protocol",
+    "services.*.proxy_protocol_udp",
     "connect_timeout",
     "backoff_min",
     "backoff_max",
@@ -110,8 +134,8 @@ pub struct EpSettings {
     pub token: Secret,
     pub tls: Arc<rustls::ClientConfig>,
     pub identity: String,
-    /// Service name → local `host:port`.
-    pub services: BTreeMap<String, String>,
+    /// Service name → the service at home.
+    pub services: BTreeMap<String, LocalService>,
     pub timing: EpTiming,
 }
 
@@ -169,7 +193,14 @@ impl EpConfig {
         for (name, svc) in self.services {
             check_service_name(&name).map_err(err)?;
             split_host_port(&svc.local).map_err(|e| err(format!("services.{name}.local: {e}")))?;
-            services.insert(name, svc.local);
+            services.insert(
+                name,
+                LocalService {
+                    addr: svc.local,
+                    proxy_protocol: svc.proxy_protocol,
+                    proxy_protocol_udp: svc.proxy_protocol_udp.unwrap_or(UdpHeaders::First),
+                },
+            );
         }
         if self.tls.crl.is_some() {
             return Err(err(
@@ -239,7 +270,11 @@ impl std::fmt::Display for EpSettings {
         writeln!(f, "  channel   {}", self.channel)?;
         writeln!(f, "  token     {}", self.token)?;
         for (name, local) in &self.services {
-            writeln!(f, "  service {name:<12} → {local}")?;
+            let proxy = match local.proxy_protocol {
+                Some(v) => format!(" (PROXY protocol {v:?}, player addresses passed on)"),
+                None => String::new(),
+            };
+            writeln!(f, "  service {name:<12} → {}{proxy}", local.addr)?;
         }
         Ok(())
     }

@@ -2,6 +2,7 @@
 
 use super::{
     Allowlist, ConfigError, Seconds, TlsFiles, check_err, check_range, check_service_name,
+    players::{PlayerLimits, PlayersConfig},
 };
 use crate::token;
 use anyhow::{Context, Result, bail};
@@ -69,6 +70,12 @@ pub struct HubConfig {
     pub penalty_base: Seconds,
     #[serde(default = "defaults::penalty_max")]
     pub penalty_max: Seconds,
+    /// Players at once across all services; default: what the open-file
+    /// limit allows after a reserve for the control and channel doors.
+    pub max_players_total: Option<usize>,
+    /// Player-door limits every service inherits.
+    #[serde(default)]
+    pub players: PlayersConfig,
 }
 
 #[derive(Debug, Deserialize)]
@@ -85,6 +92,29 @@ pub struct HubServiceConfig {
     pub bind: SocketAddr,
     /// Overrides the hub-wide `pool_size` for this service.
     pub pool_size: Option<usize>,
+    // The player-door keys, as in `[players]` (serde cannot flatten them
+    // into a struct that refuses unknown keys).
+    pub allow: Option<super::Allowlist>,
+    pub deny: Option<super::Allowlist>,
+    pub max_players: Option<usize>,
+    pub max_players_per_ip: Option<usize>,
+    pub player_rate_per_ip: Option<super::players::Rate>,
+    pub ban_for: Option<Seconds>,
+    pub player_idle_timeout: Option<Seconds>,
+}
+
+impl HubServiceConfig {
+    fn limits(&self) -> PlayersConfig {
+        PlayersConfig {
+            allow: self.allow.clone(),
+            deny: self.deny.clone(),
+            max_players: self.max_players,
+            max_players_per_ip: self.max_players_per_ip,
+            player_rate_per_ip: self.player_rate_per_ip,
+            ban_for: self.ban_for,
+            player_idle_timeout: self.player_idle_timeout,
+        }
+    }
 }
 
 mod defaults {
@@ -142,6 +172,21 @@ const KEYS: &[&str] = &[
     "tls.crl",
     "services.*.bind",
     "services.*.pool_size",
+    "services.*.allow",
+    "services.*.deny",
+    "services.*.max_players",
+    "services.*.max_players_per_ip",
+    "services.*.player_rate_per_ip",
+    "services.*.ban_for",
+    "services.*.player_idle_timeout",
+    "players.allow",
+    "players.deny",
+    "players.max_players",
+    "players.max_players_per_ip",
+    "players.player_rate_per_ip",
+    "players.ban_for",
+    "players.player_idle_timeout",
+    "max_players_total",
     "pool_size",
     "idle_timeout",
     "heartbeat_interval",
@@ -184,6 +229,8 @@ pub struct HubLimits {
     pub argon2_concurrency: usize,
     pub penalty_base: Duration,
     pub penalty_max: Duration,
+    /// Players at once across services (None: from the open-file limit).
+    pub max_players_total: Option<usize>,
 }
 
 #[derive(Debug, Clone)]
@@ -191,6 +238,7 @@ pub struct ServiceSettings {
     pub name: String,
     pub bind: SocketAddr,
     pub pool_size: usize,
+    pub limits: PlayerLimits,
 }
 
 /// Token hashes: one per named ep, and the one for every other ep.
@@ -375,10 +423,14 @@ impl HubConfig {
                     file.display()
                 );
             }
+            let limits =
+                PlayerLimits::merge(svc.limits(), &self.players, &format!("services.{name}."))
+                    .map_err(err)?;
             services.push(ServiceSettings {
                 name,
                 bind: svc.bind,
                 pool_size,
+                limits,
             });
         }
         let (ca, cert, key) = (
@@ -431,6 +483,7 @@ impl HubConfig {
                 argon2_concurrency: self.argon2_concurrency,
                 penalty_base: self.penalty_base.get(),
                 penalty_max: self.penalty_max.get(),
+                max_players_total: self.max_players_total,
             },
             crl,
             tls_material,
@@ -489,8 +542,8 @@ impl std::fmt::Display for HubSettings {
         for s in &self.services {
             writeln!(
                 f,
-                "  service {:<12} players on {} (pool {})",
-                s.name, s.bind, s.pool_size
+                "  service {:<12} players on {} (pool {}); {}",
+                s.name, s.bind, s.pool_size, s.limits
             )?;
         }
         Ok(())

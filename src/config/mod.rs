@@ -8,6 +8,7 @@ mod duration;
 pub mod ep;
 pub mod hub;
 mod netlist;
+pub mod players;
 
 pub use duration::{Seconds, check_range};
 pub use netlist::Allowlist;

@@ -5,10 +5,10 @@ use super::{Ep, Leg, login::connect_tls};
 use crate::{
     net,
     proto::{self, EpMsg, HubMsg},
-    relay,
+    proxy_header, relay,
 };
 use std::{sync::Arc, time::Duration};
-use tokio::{net::TcpStream, sync::mpsc};
+use tokio::{io::AsyncWriteExt, net::TcpStream, sync::mpsc};
 
 /// Extra wait beyond the hub's idle timeout before the ep gives up on a
 /// parked channel itself (the hub normally closes it first).
@@ -20,6 +20,8 @@ pub(super) struct Target {
     pub addr: Arc<str>,
     pub leg: Leg,
     pub idle_timeout: Duration,
+    /// The hub's address as this session reached it.
+    pub hub_ip: std::net::IpAddr,
     /// Where to report a channel that cannot be opened, if the hub listens.
     pub report: Option<mpsc::Sender<EpMsg>>,
 }
@@ -78,16 +80,27 @@ pub(super) async fn run(ep: Arc<Ep>, service: String, ticket: String, target: Ta
         r = tokio::time::timeout(target.idle_timeout + IDLE_GRACE, proto::read_msg::<_, HubMsg>(&mut tls)) => r,
         _ = ep.shutdown.cancelled() => return,
     };
-    let player = match waited {
-        Ok(Ok(HubMsg::Start { player })) => player,
+    let (player, public) = match waited {
+        Ok(Ok(HubMsg::Start { player, service })) => (player, service),
         Ok(Ok(_)) => return tracing::warn!(service, "channel: unexpected message before start"),
         // Closed by the hub (idle, session replaced, hub restart): routine.
         Ok(Err(e)) => return tracing::debug!(service, "idle channel ended: {e}"),
         Err(_) => return tracing::debug!(service, "idle channel expired"),
     };
     drop(waiting); // carrying a player now, no longer waiting
-    let dial = tokio::time::timeout(s.timing.connect_timeout, TcpStream::connect(&local)).await;
-    let mut svc = match dial {
+    let dial = async {
+        let mut tcp = TcpStream::connect(&local.addr).await?;
+        if let Some(version) = local.proxy_protocol {
+            // A hub older than PROXY support does not say where the player
+            // arrived; the hub's address with port 0 is the best there is.
+            let dst = public.unwrap_or_else(|| std::net::SocketAddr::new(target.hub_ip, 0));
+            tcp.write_all(&proxy_header::tcp_header(version, player, dst))
+                .await?;
+        }
+        Ok::<_, std::io::Error>(tcp)
+    };
+    let local = &local.addr;
+    let mut svc = match tokio::time::timeout(s.timing.connect_timeout, dial).await {
         Ok(Ok(tcp)) => tcp,
         Ok(Err(e)) => {
             return tracing::warn!(service, %player, local, "cannot reach the local service: {e}; player closed");

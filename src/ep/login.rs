@@ -190,6 +190,8 @@ pub struct Welcome {
     pub channel: String,
     /// The control connection's local address, where channels leave from.
     pub local_ip: Option<IpAddr>,
+    /// The hub's address as the control connection reached it.
+    pub hub_ip: IpAddr,
     /// Features the hub named (none from hubs older than negotiation).
     pub features: Vec<String>,
 }
@@ -253,6 +255,7 @@ pub async fn login(s: &EpSettings) -> Result<(Tunnel, Welcome), LoginError> {
                     idle_timeout: Duration::from_millis(idle_timeout_ms.max(1000)),
                     channel: channel_for(s, hub_ip),
                     local_ip,
+                    hub_ip: hub_ip.unwrap_or(IpAddr::V6(std::net::Ipv6Addr::UNSPECIFIED)),
                     features,
                 },
             )),

@@ -159,6 +159,7 @@ async fn session(ep: &Arc<Ep>, tls: login::Tunnel, w: Welcome) -> End {
         addr: w.channel.as_str().into(),
         leg: Leg::Channel { from: w.local_ip },
         idle_timeout: w.idle_timeout,
+        hub_ip: w.hub_ip,
         report,
     };
     let mut tick = tokio::time::interval(w.heartbeat);

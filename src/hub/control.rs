@@ -250,7 +250,7 @@ async fn login(
     }
     let guard = match shared
         .sessions
-        .register(&ep, &serial, addr.ip(), wanted, ctrl)
+        .register(&ep, &serial, addr.ip(), wanted, ctrl, modern)
     {
         Ok(g) => g,
         Err((kind, why)) => return Err(told(&mut tls, kind, why).await),

@@ -1,6 +1,7 @@
 //! The hub: three doors (service ports for players, the control port and the
 //! channel port for eps) sharing one state.
 
+mod admission;
 mod channel;
 mod control;
 mod crl;
@@ -39,6 +40,8 @@ pub(crate) struct Shared {
     pub argon2: Arc<tokio::sync::Semaphore>,
     pub argon2_stats: Arc<stats::InFlight>,
     pub services: HashMap<String, Arc<Service>>,
+    /// Each service's player door.
+    pub doors: HashMap<String, Arc<admission::Door>>,
     pub sessions: Arc<Sessions>,
     pub tracker: TaskTracker,
     /// Stop accepting, end sessions and pooled channels.
@@ -52,7 +55,8 @@ pub struct Hub {
     shared: Arc<Shared>,
     control: TcpListener,
     channel: TcpListener,
-    players: Vec<(Arc<Service>, TcpListener)>,
+    players: Vec<(Arc<Service>, Arc<admission::Door>, TcpListener)>,
+    cap: Arc<admission::HubCap>,
 }
 
 /// Read-only view of a running hub, for tests and status.
@@ -76,7 +80,14 @@ impl Hub {
         let shutdown = CancellationToken::new();
         let tracker = TaskTracker::new();
         let t = settings.timing;
+        let l = settings.limits;
+        let reserve = 5 * l.max_pending_auth as u64 + 64 * settings.services.len() as u64 + 64;
+        let cap = admission::HubCap::new(
+            l.max_players_total
+                .unwrap_or_else(|| crate::fdlimit::player_cap(crate::fdlimit::raise(), reserve)),
+        );
         let mut services = HashMap::new();
+        let mut doors = HashMap::new();
         let mut players = Vec::new();
         for s in &settings.services {
             let listener = bind(s.bind, &format!("service {}", s.name)).await?;
@@ -89,10 +100,11 @@ impl Hub {
                 tracker.clone(),
             ));
             services.insert(s.name.clone(), svc.clone());
-            players.push((svc, listener));
+            let door = admission::Door::new(s.limits.clone(), cap.clone());
+            doors.insert(s.name.clone(), door.clone());
+            players.push((svc, door, listener));
         }
         let acceptor = TlsAcceptor::from(settings.tls.clone());
-        let l = settings.limits;
         let penalties = gate::PenaltyRange {
             base: l.penalty_base,
             max: l.penalty_max,
@@ -125,6 +137,7 @@ impl Hub {
                 argon2_stats: Arc::default(),
                 settings,
                 services,
+                doors,
                 sessions: Arc::new(Sessions::new(shutdown.clone())),
                 tracker,
                 shutdown,
@@ -133,6 +146,7 @@ impl Hub {
             control,
             channel,
             players,
+            cap,
         })
     }
 
@@ -152,8 +166,8 @@ impl Hub {
     pub fn service_addr(&self, service: &str) -> Option<SocketAddr> {
         self.players
             .iter()
-            .find(|(s, _)| s.name == service)
-            .and_then(|(_, l)| l.local_addr().ok())
+            .find(|(s, _, _)| s.name == service)
+            .and_then(|(_, _, l)| l.local_addr().ok())
     }
 
     pub fn handle(&self) -> HubHandle {
@@ -168,7 +182,7 @@ impl Hub {
         let services: serde_json::Map<String, serde_json::Value> = self
             .players
             .iter()
-            .filter_map(|(s, l)| Some((s.name.clone(), l.local_addr().ok()?.to_string().into())))
+            .filter_map(|(s, _, l)| Some((s.name.clone(), l.local_addr().ok()?.to_string().into())))
             .collect();
         serde_json::json!({
             "control": self.control_addr().to_string(),
@@ -193,7 +207,7 @@ impl Hub {
         let (control, channel) = (self.control_addr(), self.channel_addr());
         let shared = self.shared;
         let s = &shared.settings;
-        tracing::info!(%control, %channel, "hub listening");
+        tracing::info!(%control, %channel, players_at_most = self.cap.max(), "hub listening");
         if s.allowlist.is_wide_open() {
             tracing::warn!(
                 "ep_allowlist admits every address; list your eps' addresses to keep scanners off the TLS ports"
@@ -222,12 +236,12 @@ impl Hub {
             tracing::info_span!("channel-door"),
             move |tcp, addr| channel::on_accept(sh.clone(), tcp, addr),
         ));
-        for (svc, listener) in self.players {
-            tracing::info!(service = %svc.name, addr = %listener.local_addr()?, "players welcome");
+        for (svc, door, listener) in self.players {
+            tracing::info!(service = %svc.name, addr = %listener.local_addr()?, limits = %door.limits(), "players welcome");
             let sh = shared.clone();
             let span = tracing::info_span!("service", name = %svc.name);
             doors.push(shared.open_door(listener, span, move |tcp, addr| {
-                player::on_accept(sh.clone(), svc.clone(), tcp, addr)
+                player::on_accept(sh.clone(), svc.clone(), &door, tcp, addr)
             }));
         }
         shutdown.cancelled().await;
@@ -328,6 +342,11 @@ impl HubHandle {
     /// Ready channels of `service`, updated as they come and go.
     pub fn pool_ready(&self, service: &str) -> Option<watch::Receiver<usize>> {
         self.shared.services.get(service).map(|s| s.watch_ready())
+    }
+
+    /// Players on `service` now (admitted by its door).
+    pub fn players(&self, service: &str) -> Option<usize> {
+        self.shared.doors.get(service).map(|d| d.players())
     }
 
     /// Number of logged-in eps, updated as they come and go.

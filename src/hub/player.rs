@@ -1,6 +1,6 @@
 //! The service door: players on plain TCP, each relayed through a channel.
 
-use super::{Shared, service::Service};
+use super::{Shared, admission::Door, service::Service};
 use crate::{
     net,
     proto::{self, HubMsg},
@@ -10,16 +10,43 @@ use std::{net::SocketAddr, sync::Arc};
 use tokio::net::TcpStream;
 use tracing::Instrument;
 
-pub(super) fn on_accept(shared: Arc<Shared>, svc: Arc<Service>, tcp: TcpStream, addr: SocketAddr) {
+pub(super) fn on_accept(
+    shared: Arc<Shared>,
+    svc: Arc<Service>,
+    door: &Arc<Door>,
+    tcp: TcpStream,
+    addr: SocketAddr,
+) {
+    // The door's limits come before anything costs the ep: no channel, no
+    // dial at home for a refused player, who gets a reset.
+    let admitted = match door.admit(addr.ip()) {
+        Ok(a) => a,
+        Err(reason) => {
+            net::abort_on_close(&tcp);
+            let detail = format!("player refused by service {} with a reset", svc.name);
+            shared.refusals.record(reason, addr.ip(), &detail);
+            return;
+        }
+    };
     net::tune_plain(&tcp);
+    let idle = door.limits().idle_timeout;
     let span = tracing::info_span!("player", service = %svc.name, player = %addr);
-    shared
-        .tracker
-        .clone()
-        .spawn(serve(shared, svc, tcp, addr).instrument(span));
+    shared.tracker.clone().spawn(
+        async move {
+            serve(shared, svc, tcp, addr, idle).await;
+            drop(admitted);
+        }
+        .instrument(span),
+    );
 }
 
-async fn serve(shared: Arc<Shared>, svc: Arc<Service>, mut tcp: TcpStream, addr: SocketAddr) {
+async fn serve(
+    shared: Arc<Shared>,
+    svc: Arc<Service>,
+    mut tcp: TcpStream,
+    addr: SocketAddr,
+    idle: Option<std::time::Duration>,
+) {
     tracing::info!("player connected");
     let wait = shared.settings.timing.player_wait;
     let taken = tokio::select! {
@@ -27,14 +54,17 @@ async fn serve(shared: Arc<Shared>, svc: Arc<Service>, mut tcp: TcpStream, addr:
         _ = gone(&tcp) => return tracing::info!("player left before a channel was ready"),
         _ = shared.shutdown.cancelled() => return,
     };
-    let mut tunnel = match taken {
-        Ok(t) => t,
+    let (mut tunnel, modern) = match taken {
+        Ok(ch) => (ch.tunnel, ch.modern),
         Err(e) => {
             tracing::info!("player closed: {e}");
             return;
         }
     };
-    let start = HubMsg::Start { player: addr };
+    let start = HubMsg::Start {
+        player: addr,
+        service: tcp.local_addr().ok().filter(|_| modern),
+    };
     match tokio::time::timeout(
         shared.settings.timing.handshake_timeout,
         proto::write_msg(&mut tunnel, &start),
@@ -46,7 +76,7 @@ async fn serve(shared: Arc<Shared>, svc: Arc<Service>, mut tcp: TcpStream, addr:
         Err(_) => return tracing::info!("player closed: channel stalled at start"),
     }
     let relayed = tokio::select! {
-        r = relay::relay(&mut tcp, &mut tunnel) => Some(r),
+        r = relay::relay_idle(&mut tcp, &mut tunnel, idle) => Some(r),
         _ = shared.hard_stop.cancelled() => None,
     };
     match relayed {

@@ -33,6 +33,13 @@ pub enum Reason {
     ChannelFromStranger,
     TooManyChannelsPending,
     ChannelRefused,
+    PlayerDenied,
+    PlayerNotAllowed,
+    ServiceFull,
+    PlayerAddressFull,
+    PlayerRate,
+    PlayerBanned,
+    HubFull,
 }
 
 impl Reason {
@@ -52,6 +59,13 @@ impl Reason {
             Reason::ChannelFromStranger => "channel from a stranger",
             Reason::TooManyChannelsPending => "too many channels pending",
             Reason::ChannelRefused => "channel refused",
+            Reason::PlayerDenied => "player address denied",
+            Reason::PlayerNotAllowed => "player address not allowed",
+            Reason::ServiceFull => "service full",
+            Reason::PlayerAddressFull => "too many players from one address",
+            Reason::PlayerRate => "player connection rate exceeded",
+            Reason::PlayerBanned => "banned player address",
+            Reason::HubFull => "hub player cap reached",
         }
     }
 

@@ -91,6 +91,7 @@ impl Sessions {
         ip: IpAddr,
         services: Vec<Arc<Service>>,
         ctrl: mpsc::Sender<HubMsg>,
+        modern: bool,
     ) -> Result<SessionGuard, (RefusalKind, String)> {
         let ip = ip.to_canonical();
         let mut st = self.lock();
@@ -133,6 +134,7 @@ impl Sessions {
                 ep: ep.to_string(),
                 ip,
                 ctrl: ctrl.clone(),
+                modern,
             });
         }
         self.count.send_replace(st.by_ep.len());

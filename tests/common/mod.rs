@@ -132,6 +132,11 @@ pub fn write_hub_toml(certs: &Certs, o: &HubOpts, crl: Option<&Path>) -> PathBuf
         text += &format!("[services.{s}]\nbind = \"127.0.0.1:0\"\n");
     }
     text += tables;
+    // Tests open many connections from loopback; the player door's
+    // defaults would refuse them. Tests of the door set their own.
+    if !o.extra.contains("[players]") {
+        text += "[players]\nmax_players_per_ip = 1000000\nplayer_rate_per_ip = \"1000000/s\"\n";
+    }
     let file = certs.path(&format!("hub-{}.toml", unique()));
     std::fs::write(&file, text).unwrap();
     file
@@ -227,6 +232,8 @@ pub struct EpOpts {
     pub services: Vec<(String, SocketAddr)>,
     /// Top-level keys; they replace the test defaults they name.
     pub extra: String,
+    /// Keys added to every `[services.NAME]` table.
+    pub service_extra: String,
 }
 
 impl EpOpts {
@@ -237,6 +244,7 @@ impl EpOpts {
             token: TOKEN.into(),
             services,
             extra: String::new(),
+            service_extra: String::new(),
         }
     }
 }
@@ -262,7 +270,7 @@ pub fn write_ep_toml(
         toml_path(&certs.path(&format!("ep-{}.key", o.cert))),
     );
     for (name, addr) in &o.services {
-        text += &format!("[services.{name}]\nlocal = \"{addr}\"\n");
+        text += &format!("[services.{name}]\nlocal = \"{addr}\"\n{}", o.service_extra);
     }
     let file = certs.path(&format!("ep-{}.toml", unique()));
     std::fs::write(&file, text).unwrap();

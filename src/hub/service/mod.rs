@@ -37,6 +37,8 @@ pub(crate) type Tunnel = TlsStream<TcpStream>;
 /// A ready path to home and the session that opened it.
 pub(crate) struct Channel {
     pub session: u64,
+    /// That session's ep negotiates (it accepts newer message fields).
+    pub modern: bool,
     pub tunnel: Tunnel,
 }
 
@@ -59,6 +61,7 @@ pub(crate) struct Attached {
     pub ep: String,
     pub ip: IpAddr,
     pub ctrl: mpsc::Sender<HubMsg>,
+    pub modern: bool,
 }
 
 struct State {
@@ -212,15 +215,23 @@ impl Service {
     ) -> Result<(), &'static str> {
         let mut st = self.lock();
         let session = st.tickets.redeem(ticket)?;
-        match &st.attached {
+        let modern = match &st.attached {
             Some(a) if a.session == session => {
                 if a.ep != ep || a.ip != ip.to_canonical() {
                     return Err("ticket presented by a different ep or address");
                 }
+                a.modern
             }
             _ => return Err("ticket of a session that has ended"),
-        }
-        self.place(&mut st, Channel { session, tunnel });
+        };
+        self.place(
+            &mut st,
+            Channel {
+                session,
+                modern,
+                tunnel,
+            },
+        );
         Ok(())
     }
 
@@ -307,7 +318,7 @@ impl Service {
     /// A channel for an arriving player: a ready one at once, else the next
     /// to arrive, waiting at most `wait` (also while no ep is attached).
     /// Cancel-safe: dropped at any point, no channel is lost.
-    pub async fn take(self: &Arc<Self>, wait: Duration) -> Result<Tunnel, TakeError> {
+    pub async fn take(self: &Arc<Self>, wait: Duration) -> Result<Channel, TakeError> {
         let deadline = Instant::now() + wait;
         loop {
             let next = {
@@ -330,13 +341,13 @@ impl Service {
                         && let Some(ch) = Handover::new(self, rx).recv().await
                     {
                         self.top_up_after(REFILL_DELAY);
-                        return Ok(ch.tunnel);
+                        return Ok(ch);
                     }
                 }
                 Ok(rx) => {
                     let mut handover = Handover::new(self, rx);
                     return match tokio::time::timeout_at(deadline, handover.recv()).await {
-                        Ok(Some(ch)) => Ok(ch.tunnel),
+                        Ok(Some(ch)) => Ok(ch),
                         _ if self.served_by().is_none() => Err(TakeError::NoEp(wait)),
                         _ => Err(TakeError::Timeout(wait)),
                     };

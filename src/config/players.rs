@@ -1,0 +1,196 @@
+//! Limits at the player door: who may connect to a service, how many at
+//! once, how fast, and for how long a flooding address is banned. Set per
+//! service, with hub-wide defaults in `[players]`.
+
+use super::{Allowlist, Seconds};
+use serde::{Deserialize, Deserializer, de};
+use std::{fmt, time::Duration};
+
+/// `"30/min"`: `count` new connections per `per`.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct Rate {
+    pub count: u32,
+    pub per: Duration,
+}
+
+impl fmt::Debug for Rate {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let unit = match self.per.as_secs() {
+            1 => "s",
+            60 => "min",
+            _ => "h",
+        };
+        write!(f, "{}/{unit}", self.count)
+    }
+}
+
+fn parse_rate(text: &str) -> Result<Rate, String> {
+    let bad = || format!("invalid rate {text:?}: expected e.g. \"30/min\", \"5/s\" or \"600/h\"");
+    let (n, unit) = text.trim().split_once('/').ok_or_else(bad)?;
+    let count: u32 = n.trim().parse().map_err(|_| bad())?;
+    let per = match unit.trim() {
+        "s" | "sec" => Duration::from_secs(1),
+        "m" | "min" => Duration::from_secs(60),
+        "h" | "hour" => Duration::from_secs(3600),
+        _ => return Err(bad()),
+    };
+    if count == 0 {
+        return Err(format!("rate {text:?} admits nobody; the smallest is 1/h"));
+    }
+    Ok(Rate { count, per })
+}
+
+impl<'de> Deserialize<'de> for Rate {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        parse_rate(&String::deserialize(d)?).map_err(de::Error::custom)
+    }
+}
+
+/// The keys a service and `[players]` share; absent keys fall through
+/// service → `[players]` → built-in default.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PlayersConfig {
+    pub allow: Option<Allowlist>,
+    pub deny: Option<Allowlist>,
+    pub max_players: Option<usize>,
+    pub max_players_per_ip: Option<usize>,
+    pub player_rate_per_ip: Option<Rate>,
+    pub ban_for: Option<Seconds>,
+    pub player_idle_timeout: Option<Seconds>,
+}
+
+/// Built-in defaults. A LAN party of twenty friends behind one router,
+/// each with a game, a voice connection and a browser tab on the server's
+/// map, reconnecting a few times a minute, stays well below them; a single
+/// address opening connections in a loop uses up its rate within a second
+/// and is banned after twice its allowance.
+pub const DEFAULT_PER_IP: usize = 64;
+pub const DEFAULT_RATE: Rate = Rate {
+    count: 120,
+    per: Duration::from_secs(60),
+};
+pub const DEFAULT_BAN: Duration = Duration::from_secs(600);
+
+/// The checked limits of one service.
+#[derive(Debug, Clone)]
+pub struct PlayerLimits {
+    /// Empty: everyone (but `deny`).
+    pub allow: Allowlist,
+    /// Checked before `allow`.
+    pub deny: Allowlist,
+    /// At once on this service; None: only the hub-wide cap.
+    pub max_players: Option<usize>,
+    /// At once from one address (an IPv6 /64 counts as one).
+    pub max_players_per_ip: usize,
+    pub rate: Rate,
+    /// Zero: never ban.
+    pub ban_for: Duration,
+    /// A player silent both ways this long is closed; None: never.
+    pub idle_timeout: Option<Duration>,
+}
+
+impl PlayerLimits {
+    /// `svc` over `hub` over the defaults; `key` prefixes errors.
+    pub fn merge(svc: PlayersConfig, hub: &PlayersConfig, key: &str) -> Result<Self, String> {
+        let max_players_per_ip = svc
+            .max_players_per_ip
+            .or(hub.max_players_per_ip)
+            .unwrap_or(DEFAULT_PER_IP);
+        if max_players_per_ip == 0 {
+            return Err(format!(
+                "{key}max_players_per_ip = 0 admits nobody; at least 1"
+            ));
+        }
+        let max_players = svc.max_players.or(hub.max_players);
+        if max_players == Some(0) {
+            return Err(format!("{key}max_players = 0 admits nobody; at least 1"));
+        }
+        let ban_for = svc
+            .ban_for
+            .or(hub.ban_for)
+            .map_or(DEFAULT_BAN, Seconds::get);
+        super::check_range(
+            &format!("{key}ban_for"),
+            ban_for,
+            Duration::ZERO,
+            Duration::from_secs(7 * 86_400),
+        )?;
+        let idle = svc
+            .player_idle_timeout
+            .or(hub.player_idle_timeout)
+            .map_or(Duration::ZERO, Seconds::get);
+        if !idle.is_zero() {
+            super::check_range(
+                &format!("{key}player_idle_timeout"),
+                idle,
+                Duration::from_secs(1),
+                Duration::from_secs(7 * 86_400),
+            )?;
+        }
+        Ok(PlayerLimits {
+            allow: svc.allow.or_else(|| hub.allow.clone()).unwrap_or_default(),
+            deny: svc.deny.or_else(|| hub.deny.clone()).unwrap_or_default(),
+            max_players,
+            max_players_per_ip,
+            rate: svc
+                .player_rate_per_ip
+                .or(hub.player_rate_per_ip)
+                .unwrap_or(DEFAULT_RATE),
+            ban_for,
+            idle_timeout: (!idle.is_zero()).then_some(idle),
+        })
+    }
+}
+
+impl fmt::Display for PlayerLimits {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let list = |l: &Allowlist| {
+            l.nets()
+                .iter()
+                .map(|n| n.to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        if !self.allow.is_empty() {
+            write!(f, "allow {}; ", list(&self.allow))?;
+        }
+        if !self.deny.is_empty() {
+            write!(f, "deny {}; ", list(&self.deny))?;
+        }
+        if let Some(n) = self.max_players {
+            write!(f, "at most {n} players; ")?;
+        }
+        write!(
+            f,
+            "{} per address, {:?} per address",
+            self.max_players_per_ip, self.rate
+        )?;
+        if !self.ban_for.is_zero() {
+            write!(f, ", ban {:?}", Seconds(self.ban_for))?;
+        }
+        if let Some(idle) = self.idle_timeout {
+            write!(f, ", idle players closed after {:?}", Seconds(idle))?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rates() {
+        assert_eq!(
+            parse_rate("30/min").unwrap(),
+            Rate {
+                count: 30,
+                per: Duration::from_secs(60)
+            }
+        );
+        assert!(parse_rate("5/s").is_ok());
+        assert!(parse_rate("0/min").is_err());
+        assert!(parse_rate("lots").is_err());
+    }
+}

@@ -1,0 +1,319 @@
+//! The player door: the player's real address for the service (PROXY
+//! protocol, checked by an independent parser and by nginx), and limits
+//! checked before a channel is taken.
+
+mod common;
+
+use common::*;
+use std::{
+    net::SocketAddr,
+    sync::{
+        Arc,
+        atomic::{AtomicUsize, Ordering},
+    },
+    time::Duration,
+};
+use tokio::{
+    io::{AsyncReadExt, AsyncWriteExt},
+    net::{TcpListener, TcpStream},
+};
+
+/// A service that hands each connection's first `n` bytes to the test.
+async fn header_catcher(n: usize) -> (SocketAddr, tokio::sync::mpsc::Receiver<Vec<u8>>) {
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    let (tx, rx) = tokio::sync::mpsc::channel(8);
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = l.accept().await {
+            let tx = tx.clone();
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; n];
+                if s.read_exact(&mut buf).await.is_ok() {
+                    let _ = tx.send(buf).await;
+                }
+            });
+        }
+    });
+    (addr, rx)
+}
+
+async fn tunnel_with_proxy(certs: &Certs, local: SocketAddr, version: &str) -> (TestHub, TestEp) {
+    let hub = TestHub::start(certs, &HubOpts::default()).await;
+    let mut o = EpOpts::new(certs, vec![("echo".into(), local)]);
+    o.service_extra = format!("proxy_protocol = {version:?}\n");
+    let ep = TestEp::start(ep_settings(certs, &hub, &o));
+    (hub, ep)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_service_reads_the_players_address_in_a_v1_or_v2_header() {
+    let certs = Certs::new();
+    for version in ["v1", "v2"] {
+        let len = if version == "v1" { 256 } else { 28 };
+        let (local, mut headers) = header_catcher(len).await;
+        let (hub, _ep) = tunnel_with_proxy(&certs, local, version).await;
+        let mut player = TcpStream::connect(hub.service("echo")).await.unwrap();
+        // v1 is text up to CRLF; pad so the catcher's fixed read completes.
+        player.write_all(&[b'x'; 256]).await.unwrap();
+        let got = tokio::time::timeout(Duration::from_secs(10), headers.recv())
+            .await
+            .unwrap()
+            .unwrap();
+        let (src, dst) = (player.local_addr().unwrap(), hub.service("echo"));
+        let expect = ppp::v2::Addresses::from((src, dst));
+        match version {
+            "v1" => {
+                let end = got.windows(2).position(|w| w == b"\r\n").unwrap() + 2;
+                let text = std::str::from_utf8(&got[..end]).unwrap();
+                println!("figure: v1 header {text:?}");
+                let h = ppp::v1::Header::try_from(text).expect("ppp parses the v1 header");
+                let ppp::v2::Addresses::IPv4(ip) = expect else {
+                    unreachable!()
+                };
+                assert_eq!(h.addresses, ppp::v1::Addresses::Tcp4(ip));
+                assert!(
+                    got[end..].iter().all(|b| *b == b'x'),
+                    "player bytes follow the header"
+                );
+            }
+            _ => {
+                println!("figure: v2 header {:02x?}", &got);
+                let h = ppp::v2::Header::try_from(&got[..]).expect("ppp parses the v2 header");
+                assert_eq!(h.command, ppp::v2::Command::Proxy);
+                assert_eq!(h.protocol, ppp::v2::Protocol::Stream);
+                assert_eq!(h.addresses, expect);
+            }
+        }
+    }
+}
+
+/// nginx with `listen … proxy_protocol`, answering each request with the
+/// addresses its PROXY header named. None where nginx is not installed
+/// (`.ci/run` installs it, and there the test requires it).
+struct Nginx {
+    dir: tempfile::TempDir,
+    addr: SocketAddr,
+    _hold: socket2::Socket,
+}
+
+impl Nginx {
+    fn start() -> Option<Nginx> {
+        let bin = ["/usr/sbin/nginx", "/usr/bin/nginx"]
+            .into_iter()
+            .find(|p| std::path::Path::new(p).exists());
+        let Some(bin) = bin else {
+            assert!(
+                std::env::var_os("CI").is_none(),
+                "CI must install nginx (.ci/run)"
+            );
+            println!("skipped: nginx is not installed (.ci/run installs it)");
+            return None;
+        };
+        // Hold the port with SO_REUSEPORT (never listening), so no other
+        // test takes it; nginx's `reuseport` listener shares it.
+        let hold =
+            socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+        hold.set_reuse_port(true).unwrap();
+        hold.bind(&"127.0.0.1:0".parse::<SocketAddr>().unwrap().into())
+            .unwrap();
+        let addr = hold.local_addr().unwrap().as_socket().unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path().display();
+        let conf = format!(
+            "daemon on; pid {d}/nginx.pid; error_log {d}/error.log;\n\
+             events {{ worker_connections 64; }}\n\
+             http {{ access_log off; client_body_temp_path {d}; proxy_temp_path {d};\n\
+               fastcgi_temp_path {d}; uwsgi_temp_path {d}; scgi_temp_path {d};\n\
+               server {{ listen {addr} proxy_protocol reuseport;\n\
+                 location / {{ return 200 \"$proxy_protocol_addr:$proxy_protocol_port $proxy_protocol_server_addr:$proxy_protocol_server_port\\n\"; }} }} }}\n"
+        );
+        std::fs::write(dir.path().join("nginx.conf"), conf).unwrap();
+        // With `daemon on` the command returns once nginx listens.
+        let out = std::process::Command::new(bin)
+            .args(["-p", &d.to_string(), "-c"])
+            .arg(dir.path().join("nginx.conf"))
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "nginx: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Some(Nginx {
+            dir,
+            addr,
+            _hold: hold,
+        })
+    }
+}
+
+impl Drop for Nginx {
+    fn drop(&mut self) {
+        if let Ok(pid) = std::fs::read_to_string(self.dir.path().join("nginx.pid")) {
+            let _ = std::process::Command::new("kill").arg(pid.trim()).status();
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nginx_logs_the_players_real_address() {
+    let Some(nginx) = Nginx::start() else { return };
+    let certs = Certs::new();
+    for version in ["v1", "v2"] {
+        let (hub, _ep) = tunnel_with_proxy(&certs, nginx.addr, version).await;
+        let mut player = TcpStream::connect(hub.service("echo")).await.unwrap();
+        player
+            .write_all(b"GET / HTTP/1.0\r\nHost: x\r\n\r\n")
+            .await
+            .unwrap();
+        let mut reply = String::new();
+        player.read_to_string(&mut reply).await.unwrap();
+        let body = reply.rsplit("\r\n\r\n").next().unwrap().trim().to_string();
+        println!("figure: nginx behind ferry ({version}) saw {body:?}");
+        let want = format!("{} {}", player.local_addr().unwrap(), hub.service("echo"));
+        assert_eq!(body, want);
+    }
+}
+
+/// A service that greets every connection with one byte and counts them:
+/// each count is a channel taken and a dial at home.
+async fn counting_greeter() -> (SocketAddr, Arc<AtomicUsize>) {
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    let n = Arc::new(AtomicUsize::new(0));
+    let count = n.clone();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = l.accept().await {
+            count.fetch_add(1, Ordering::Relaxed);
+            tokio::spawn(async move {
+                let _ = s.write_all(b"!").await;
+                let mut sink = [0u8; 64];
+                while matches!(s.read(&mut sink).await, Ok(n) if n > 0) {}
+            });
+        }
+    });
+    (addr, n)
+}
+
+/// Connects from `src`; Some(stream) if admitted (greeted), None if the
+/// hub refused it.
+async fn try_player(src: &str, to: SocketAddr) -> Option<TcpStream> {
+    let mut s = connect_from(src, to).await.ok()?;
+    let mut b = [0u8; 1];
+    match tokio::time::timeout(Duration::from_secs(10), s.read(&mut b)).await {
+        Ok(Ok(1)) => Some(s),
+        Ok(_) => None,
+        Err(_) => panic!("neither greeted nor refused"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn limits_refuse_before_a_channel_is_taken() {
+    let certs = Certs::new();
+    let (local, dials) = counting_greeter().await;
+    let opts = HubOpts {
+        extra: "[services.echo]\nbind = \"127.0.0.1:0\"\nmax_players_per_ip = 2\n\
+                player_rate_per_ip = \"4/min\"\nban_for = \"10m\"\ndeny = [\"127.0.0.9\"]\n"
+            .into(),
+        services: vec![],
+        ..Default::default()
+    };
+    let settings = hub_settings(&certs, &opts);
+    let hub = TestHub::from_settings(
+        settings,
+        &HubOpts {
+            services: vec!["echo".into()],
+            ..Default::default()
+        },
+    )
+    .await;
+    let _ep = TestEp::start(ep_settings(
+        &certs,
+        &hub,
+        &EpOpts::new(&certs, vec![("echo".into(), local)]),
+    ));
+    let svc = hub.service("echo");
+    // Two at once from one address; the third is refused.
+    let a = try_player("127.0.0.5", svc).await.expect("first");
+    let b = try_player("127.0.0.5", svc).await.expect("second");
+    assert!(
+        try_player("127.0.0.5", svc).await.is_none(),
+        "a third at once"
+    );
+    drop((a, b));
+    // Denied outright.
+    assert!(
+        try_player("127.0.0.9", svc).await.is_none(),
+        "denied address served"
+    );
+    // Rate: 4 a minute (two used); then refusals, then a ban.
+    let mut admitted = 2;
+    for _ in 0..12 {
+        if let Some(p) = try_player("127.0.0.5", svc).await {
+            admitted += 1;
+            drop(p);
+        }
+    }
+    assert_eq!(admitted, 4, "the rate admits 4 a minute");
+    let refusals = hub.handle.refusals();
+    println!(
+        "figure: refusals {refusals:?}; dials at home {}",
+        dials.load(Ordering::Relaxed)
+    );
+    assert!(
+        refusals.get("banned player address").copied().unwrap_or(0) >= 1,
+        "{refusals:?}"
+    );
+    // A banned address costs no channel; another address is still served.
+    let before = dials.load(Ordering::Relaxed);
+    assert!(try_player("127.0.0.5", svc).await.is_none());
+    assert!(
+        try_player("127.0.0.6", svc).await.is_some(),
+        "a second address was not served"
+    );
+    assert_eq!(
+        dials.load(Ordering::Relaxed),
+        before + 1,
+        "a refused player reached home"
+    );
+    assert_eq!(dials.load(Ordering::Relaxed), admitted + 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_hub_wide_cap_keeps_the_doors_working() {
+    let certs = Certs::new();
+    let (local, _) = counting_greeter().await;
+    let opts = HubOpts {
+        allowlist: vec!["127.0.0.0/8".into()],
+        services: vec!["echo".into(), "beta".into()],
+        extra: "max_players_total = 3\n".into(),
+        ..Default::default()
+    };
+    let hub = TestHub::start(&certs, &opts).await;
+    let _ep = TestEp::start(ep_settings(
+        &certs,
+        &hub,
+        &EpOpts::new(&certs, vec![("echo".into(), local)]),
+    ));
+    let mut held = Vec::new();
+    for i in 0..3 {
+        held.push(
+            try_player(&format!("127.0.1.{i}"), hub.service("echo"))
+                .await
+                .expect("under the cap"),
+        );
+    }
+    assert!(
+        try_player("127.0.1.9", hub.service("echo")).await.is_none(),
+        "over the hub's cap"
+    );
+    // The control door still works: another ep logs in for the other service.
+    let mut o = EpOpts::new(&certs, vec![("beta".into(), local)]);
+    o.cert = "other".into();
+    assert!(
+        ferry::ep::login(&ep_settings(&certs, &hub, &o))
+            .await
+            .is_ok()
+    );
+    drop(held);
+}
