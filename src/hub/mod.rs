@@ -253,7 +253,7 @@ impl Hub {
         let drain = shared.settings.timing.drain_timeout;
         tracing::info!("stopped accepting; active players may finish for up to {drain:?}");
         crate::shutdown::drain(&shared.tracker, &shared.hard_stop, drain, &immediate).await;
-        tracing::info!("hub stopped");
+        tracing::info!(refusals = ?shared.refusals.totals(), "hub stopped");
         Ok(())
     }
 }
