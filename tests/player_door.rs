@@ -317,3 +317,40 @@ async fn the_hub_wide_cap_keeps_the_doors_working() {
     );
     drop(held);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_player_silent_both_ways_is_closed_after_the_idle_timeout() {
+    let certs = Certs::new();
+    let (local, _) = counting_greeter().await;
+    let opts = HubOpts {
+        extra: "[players]\nplayer_idle_timeout = \"1s\"\n".into(),
+        ..Default::default()
+    };
+    let hub = TestHub::start(&certs, &opts).await;
+    let _ep = TestEp::start(ep_settings(
+        &certs,
+        &hub,
+        &EpOpts::new(&certs, vec![("echo".into(), local)]),
+    ));
+    let mut talker = try_player("127.0.0.1", hub.service("echo")).await.unwrap();
+    let mut silent = try_player("127.0.0.1", hub.service("echo")).await.unwrap();
+    let t = std::time::Instant::now();
+    // One player keeps talking, the other says nothing.
+    let chatter = tokio::spawn(async move {
+        for _ in 0..30 {
+            if talker.write_all(b".").await.is_err() {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        true
+    });
+    assert!(closed_by_peer(&mut silent, Duration::from_secs(10)).await);
+    let after = t.elapsed();
+    println!("figure: a silent player was closed after {after:?} (player_idle_timeout 1s)");
+    assert!(
+        after >= Duration::from_millis(900),
+        "closed too early: {after:?}"
+    );
+    assert!(chatter.await.unwrap(), "a talking player was closed");
+}

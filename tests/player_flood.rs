@@ -68,7 +68,12 @@ async fn ten_thousand_connections_from_fifty_addresses_take_channels_only_for_ad
     let mut hub = HubProc::start(&config, &[], 2);
     let _ep = Ferry::spawn(
         "ep",
-        &ep_toml(&certs, hub.control, hub.channel, &[("game", game), ("chat", chat)]),
+        &ep_toml(
+            &certs,
+            hub.control,
+            hub.channel,
+            &[("game", game), ("chat", chat)],
+        ),
         &[],
     );
     hub.proc.wait_line("ep logged in");
@@ -82,7 +87,10 @@ async fn ten_thousand_connections_from_fifty_addresses_take_channels_only_for_ad
         let mut buf = vec![0u8; 1024];
         while !halt.load(Ordering::Relaxed) {
             let data = random_bytes(1024, rounds);
-            if s.write_all(&data).await.is_err() || s.read_exact(&mut buf).await.is_err() || buf != data {
+            if s.write_all(&data).await.is_err()
+                || s.read_exact(&mut buf).await.is_err()
+                || buf != data
+            {
                 errors += 1;
                 break;
             }
@@ -123,8 +131,14 @@ async fn ten_thousand_connections_from_fifty_addresses_take_channels_only_for_ad
     // A banned address is refused before any channel is taken; a second
     // address is served meanwhile.
     let before = dials.load(Ordering::Relaxed);
-    assert!(player("127.0.2.1".into(), target).await.is_none(), "a banned address was served");
-    assert!(player("127.0.3.1".into(), target).await.is_some(), "a fresh address was not served");
+    assert!(
+        player("127.0.2.1".into(), target).await.is_none(),
+        "a banned address was served"
+    );
+    assert!(
+        player("127.0.3.1".into(), target).await.is_some(),
+        "a fresh address was not served"
+    );
     let taken = dials.load(Ordering::Relaxed);
     stop.store(true, Ordering::Relaxed);
     let (rounds, errors) = streamer.await.unwrap();
@@ -138,9 +152,23 @@ async fn ten_thousand_connections_from_fifty_addresses_take_channels_only_for_ad
         hwm as f64 / 1024.0,
         peak_files.load(Ordering::Relaxed)
     );
-    println!("figure: {}", summary.split("refusals=").nth(1).unwrap_or(&summary));
+    println!(
+        "figure: {}",
+        summary.split("refusals=").nth(1).unwrap_or(&summary)
+    );
     assert_eq!(errors, 0, "the streaming player was disturbed");
-    assert_eq!(taken, before + 1, "the banned address's attempt reached home");
-    assert_eq!(taken, admitted + 1, "channels were taken for refused players");
-    assert!(admitted <= 50 * 30, "more admitted than the rate allows: {admitted}");
+    assert_eq!(
+        taken,
+        before + 1,
+        "the banned address's attempt reached home"
+    );
+    assert_eq!(
+        taken,
+        admitted + 1,
+        "channels were taken for refused players"
+    );
+    assert!(
+        admitted <= 50 * 30,
+        "more admitted than the rate allows: {admitted}"
+    );
 }

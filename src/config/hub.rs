@@ -400,6 +400,9 @@ impl HubConfig {
                 "max_pending_auth, max_pending_per_source and argon2_concurrency must be at least 1".into(),
             ));
         }
+        if self.max_players_total == Some(0) {
+            return Err(err("max_players_total = 0 admits nobody; at least 1".into()));
+        }
         if self.pool_size > 64 {
             return Err(err("pool_size is at most 64".into()));
         }
