@@ -65,7 +65,7 @@ async fn ten_thousand_connections_from_fifty_addresses_take_channels_only_for_ad
         &["game", "chat"],
         "[players]\nmax_players_per_ip = 8\nplayer_rate_per_ip = \"30/min\"\nban_for = \"10m\"\n",
     );
-    let mut hub = HubProc::start(&config, &[], 2);
+    let hub = HubProc::start(&config, &[], 2);
     let _ep = Ferry::spawn(
         "ep",
         &ep_toml(
