@@ -74,6 +74,8 @@ enum HubCmd {
     HashToken,
     /// Revoke ep certificates: writes DIR/crl.pem for the hub's tls.crl.
     Revoke(RevokeArgs),
+    /// Print the running hub's status from its admin door.
+    Status(StatusArgs),
 }
 
 #[derive(Args)]
@@ -121,12 +123,30 @@ struct EpArgs {
     /// Overrides `channel`.
     #[arg(long, global = true)]
     channel: Option<String>,
+    /// Once the admin port (if any) is bound, write it here as JSON.
+    #[arg(long, value_name = "PATH")]
+    ready_file: Option<PathBuf>,
 }
 
 #[derive(Subcommand)]
 enum EpCmd {
     /// Validate the config and print what would run (secrets masked).
     Check,
+    /// Print the running ep's status from its admin door.
+    Status(StatusArgs),
+}
+
+#[derive(Args)]
+struct StatusArgs {
+    /// The admin door's address, instead of the config's `admin.bind`.
+    #[arg(long, value_name = "ADDR")]
+    admin: Option<SocketAddr>,
+    /// The admin token, if the admin door asks for one.
+    #[arg(long, env = "FERRY_ADMIN_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+    /// Print the JSON instead of a table.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Args)]
@@ -138,7 +158,6 @@ pub struct DemoArgs {
 
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    crate::logging::init();
     match dispatch(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -196,6 +215,10 @@ fn dispatch(cli: Cli) -> Result<()> {
                 );
                 Ok(())
             }
+            Some(HubCmd::Status(st)) => {
+                let admin = load_hub(&args.run)?.admin;
+                status(admin.map(|a| a.bind), &st, "hub")
+            }
             Some(HubCmd::Token) => {
                 let t = token::generate();
                 println!("token: {}", t.expose());
@@ -220,6 +243,7 @@ fn dispatch(cli: Cli) -> Result<()> {
             }
             None => {
                 let settings = load_hub(&args.run)?;
+                crate::logging::init(settings.log_format);
                 runtime()?.block_on(async {
                     let (shutdown, immediate) =
                         (CancellationToken::new(), CancellationToken::new());
@@ -233,24 +257,68 @@ fn dispatch(cli: Cli) -> Result<()> {
                 })
             }
         },
-        Role::Ep(args) => match args.cmd {
+        Role::Ep(args) => match &args.cmd {
             Some(EpCmd::Check) => {
                 print!("{}", load_ep(&args)?);
                 println!("ok");
                 Ok(())
             }
+            Some(EpCmd::Status(st)) => {
+                let admin = load_ep(&args)?.admin;
+                status(admin.map(|a| a.bind), st, "ep")
+            }
             None => {
                 let settings = load_ep(&args)?;
+                crate::logging::init(settings.log_format);
                 runtime()?.block_on(async {
                     let (shutdown, immediate) =
                         (CancellationToken::new(), CancellationToken::new());
                     crate::shutdown::on_signal(shutdown.clone(), immediate.clone());
-                    crate::ep::run_until(settings, shutdown, immediate).await
+                    let ep = crate::ep::bind(settings, shutdown, immediate).await?;
+                    if let Some(path) = &args.ready_file {
+                        let json =
+                            serde_json::json!({ "admin": ep.admin_addr().map(|a| a.to_string()) });
+                        crate::certgen::write_file(path, json.to_string().as_bytes(), 0o644, true)
+                            .with_context(|| format!("--ready-file {}", path.display()))?;
+                    }
+                    ep.run().await
                 })
             }
         },
-        Role::Demo(args) => runtime()?.block_on(crate::demo::run(args)),
+        Role::Demo(args) => {
+            crate::logging::init(Default::default());
+            runtime()?.block_on(crate::demo::run(args))
+        }
     }
+}
+
+fn status(bind: Option<SocketAddr>, st: &StatusArgs, role: &str) -> Result<()> {
+    let Some(mut addr) = st.admin.or(bind) else {
+        anyhow::bail!(
+            "the {role} config has no [admin] bind = \"127.0.0.1:…\": no admin door to ask"
+        );
+    };
+    anyhow::ensure!(
+        addr.port() != 0,
+        "admin.bind has port 0 (chosen at start): pass --admin ADDR"
+    );
+    // A door listening on every address is reached on loopback.
+    if addr.ip().is_unspecified() {
+        addr.set_ip(if addr.is_ipv4() {
+            std::net::Ipv4Addr::LOCALHOST.into()
+        } else {
+            std::net::Ipv6Addr::LOCALHOST.into()
+        });
+    }
+    let body = crate::admin::client::get(addr, "/api/status", st.token.as_deref())?;
+    if st.json {
+        println!("{body}");
+    } else {
+        let v: serde_json::Value =
+            serde_json::from_str(&body).context("the admin door sent no JSON")?;
+        print!("{}", crate::admin::client::render(&v));
+    }
+    Ok(())
 }
 
 fn gen_cert(g: GenCertArgs) -> Result<()> {

@@ -84,8 +84,14 @@ pub async fn run(args: DemoArgs) -> Result<()> {
     let web = TcpListener::bind(&local)
         .await
         .with_context(|| format!("cannot start the demo web service on {local}"))?;
+    let pages = [hub.admin_addr(), ep_settings.admin.as_ref().map(|a| a.bind)];
+    let pages = match pages {
+        [Some(h), Some(e)] => format!("Status pages: http://{h}/ (hub), http://{e}/ (ep)\n"),
+        [Some(h), None] => format!("Status page: http://{h}/\n"),
+        _ => String::new(),
+    };
     eprintln!(
-        "\nferry demo is up. In another terminal try:\n    curl http://{player_addr}/\nCtrl-C stops it.\n"
+        "\nferry demo is up. In another terminal try:\n    curl http://{player_addr}/\n{pages}Ctrl-C stops it.\n"
     );
     let (h, e, _) = tokio::join!(
         hub.run_until(shutdown.clone(), immediate.clone()),

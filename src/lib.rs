@@ -5,6 +5,7 @@
 //! `main` only parses arguments; everything runs through this library so that
 //! tests drive the same code with listeners bound to port 0.
 
+pub mod admin;
 pub mod certgen;
 pub mod cli;
 pub mod config;
@@ -13,6 +14,7 @@ pub mod ep;
 pub mod fdlimit;
 pub mod hub;
 pub mod logging;
+pub mod metrics;
 pub mod net;
 pub mod proto;
 pub mod proxy_header;

@@ -55,6 +55,9 @@ pub enum EpMsg {
         /// Absent from eps older than feature negotiation.
         #[serde(default, skip_serializing_if = "Vec::is_empty")]
         features: Vec<String>,
+        /// The ep's ferry version, for the operator's status page.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        software: Option<String>,
     },
     /// Keeps the control connection alive and proves the ep is responsive.
     Heartbeat,
@@ -383,6 +386,7 @@ mod tests {
             token: Secret::new("s3cret"),
             services: vec![],
             features: vec![],
+            software: None,
         };
         assert!(!format!("{m:?}").contains("s3cret"));
     }

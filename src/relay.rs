@@ -125,27 +125,56 @@ where
     A: AsyncRead + AsyncWrite + Unpin + ?Sized,
     B: AsyncRead + AsyncWrite + Unpin + ?Sized,
 {
-    relay_idle(a, b, None).await
+    relay_watched(a, b, Watch::default()).await
 }
 
-/// `relay`, ended with a `TimedOut` error once no byte has moved either way
-/// for `idle` (a player-door limit; None: never).
-pub async fn relay_idle<A, B>(
+/// What a relay watches besides the bytes.
+#[derive(Default)]
+pub struct Watch {
+    /// End with a `TimedOut` error once no byte has moved either way this
+    /// long (a player-door limit).
+    pub idle: Option<Duration>,
+    /// Counters the bytes are added to as they move.
+    pub meter: Option<crate::metrics::Meter>,
+    /// Observes the time from this instant to the first byte from the
+    /// second stream (home → player).
+    pub first_down: Option<(Instant, prometheus_client::metrics::histogram::Histogram)>,
+}
+
+/// `relay`, with the extras of `watch`.
+pub async fn relay_watched<A, B>(
     a: &mut A,
     b: &mut B,
-    idle: Option<Duration>,
+    watch: Watch,
 ) -> (RelayStats, Option<io::Error>)
 where
     A: AsyncRead + AsyncWrite + Unpin + ?Sized,
     B: AsyncRead + AsyncWrite + Unpin + ?Sized,
 {
+    let Watch {
+        idle,
+        meter,
+        mut first_down,
+    } = watch;
     let start = Instant::now();
     let (mut up, mut down) = (Pipe::default(), Pipe::default());
+    let (mut counted_up, mut counted_down) = (0u64, 0u64);
     let mut quiet = idle.map(|d| (d, Box::pin(tokio::time::sleep(d))));
     let mut moved = 0u64;
     let result = poll_fn(|cx| {
-        let u = up.poll_copy(cx, Pin::new(&mut *a), Pin::new(&mut *b))?;
-        let d = down.poll_copy(cx, Pin::new(&mut *b), Pin::new(&mut *a))?;
+        let u = up.poll_copy(cx, Pin::new(&mut *a), Pin::new(&mut *b));
+        let d = down.poll_copy(cx, Pin::new(&mut *b), Pin::new(&mut *a));
+        if let Some(m) = &meter {
+            m.up.inc_by(up.total - counted_up);
+            m.down.inc_by(down.total - counted_down);
+            (counted_up, counted_down) = (up.total, down.total);
+        }
+        if down.total > 0
+            && let Some((since, h)) = first_down.take()
+        {
+            h.observe(since.elapsed().as_secs_f64());
+        }
+        let (u, d) = (u?, d?);
         if let (Poll::Ready(()), Poll::Ready(())) = (u, d) {
             return Poll::Ready(Ok(()));
         }

@@ -243,6 +243,7 @@ async fn wrong_token_attempt(
         token: s.token.clone(),
         services: vec!["echo".into()],
         features: vec![],
+        software: None,
     };
     if proto::write_msg(&mut tls, &hello).await.is_err() {
         return "closed".into();

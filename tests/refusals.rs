@@ -136,6 +136,7 @@ async fn missing_client_certificate_is_refused() {
         token: ferry::secret::Secret::new(TOKEN),
         services: vec!["echo".into()],
         features: vec![],
+        software: None,
     };
     let _ = proto::write_msg(&mut tls, &hello).await;
     let answer = proto::read_msg::<_, HubMsg>(&mut tls).await;

@@ -42,6 +42,10 @@ pub struct EpConfig {
     /// On shutdown, active players get this long to finish.
     #[serde(default = "defaults::drain_timeout")]
     pub drain_timeout: Seconds,
+    /// The admin door (metrics, status page); absent: none.
+    pub admin: Option<super::admin::AdminConfig>,
+    #[serde(default)]
+    pub log_format: super::admin::LogFormat,
 }
 
 #[derive(Debug, Deserialize)]
@@ -106,6 +110,10 @@ const KEYS: &[&str] = &[
     "backoff_min",
     "backoff_max",
     "drain_timeout",
+    "admin.bind",
+    "admin.token_hash",
+    "admin.token_hash_file",
+    "log_format",
 ];
 
 #[derive(Debug, Default, Serialize)]
@@ -137,6 +145,8 @@ pub struct EpSettings {
     /// Service name → the service at home.
     pub services: BTreeMap<String, LocalService>,
     pub timing: EpTiming,
+    pub admin: Option<super::admin::AdminSettings>,
+    pub log_format: super::admin::LogFormat,
 }
 
 impl EpConfig {
@@ -234,6 +244,10 @@ impl EpConfig {
                 self.backoff_max, self.backoff_min
             )));
         }
+        let admin = match self.admin {
+            Some(a) => Some(a.check().map_err(err)?),
+            None => None,
+        };
         Ok(EpSettings {
             file: file.to_path_buf(),
             hub: self.hub,
@@ -249,6 +263,8 @@ impl EpConfig {
                 backoff_max: self.backoff_max.get(),
                 drain_timeout: self.drain_timeout.get(),
             },
+            admin,
+            log_format: self.log_format,
         })
     }
 }
@@ -269,6 +285,14 @@ impl std::fmt::Display for EpSettings {
         )?;
         writeln!(f, "  channel   {}", self.channel)?;
         writeln!(f, "  token     {}", self.token)?;
+        if let Some(a) = &self.admin {
+            let auth = if a.token_hash.is_some() {
+                "token required"
+            } else {
+                "loopback, no token"
+            };
+            writeln!(f, "  admin     http://{}/ ({auth})", a.bind)?;
+        }
         for (name, local) in &self.services {
             let proxy = match local.proxy_protocol {
                 Some(v) => format!(" (PROXY protocol {v:?}, player addresses passed on)"),

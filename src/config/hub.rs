@@ -4,7 +4,6 @@ use super::{
     Allowlist, ConfigError, Seconds, TlsFiles, check_err, check_range, check_service_name,
     players::{PlayerLimits, PlayersConfig},
 };
-use crate::token;
 use anyhow::{Context, Result, bail};
 use serde::{Deserialize, Serialize};
 use std::{
@@ -76,6 +75,10 @@ pub struct HubConfig {
     /// Player-door limits every service inherits.
     #[serde(default)]
     pub players: PlayersConfig,
+    /// The admin door (metrics, status page); absent: none.
+    pub admin: Option<super::admin::AdminConfig>,
+    #[serde(default)]
+    pub log_format: super::admin::LogFormat,
 }
 
 #[derive(Debug, Deserialize)]
@@ -187,6 +190,10 @@ const KEYS: &[&str] = &[
     "players.ban_for",
     "players.player_idle_timeout",
     "max_players_total",
+    "admin.bind",
+    "admin.token_hash",
+    "admin.token_hash_file",
+    "log_format",
     "pool_size",
     "idle_timeout",
     "heartbeat_interval",
@@ -283,28 +290,8 @@ pub struct HubSettings {
     pub crl: Option<PathBuf>,
     /// The TLS material as loaded, so a new CRL changes only the verifier.
     pub tls_material: Arc<crate::tls::ServerMaterial>,
-}
-
-/// Reads a token hash given inline or in a file; `key` names it in errors.
-fn read_hash(
-    key: &str,
-    inline: Option<String>,
-    file: Option<&figment::value::magic::RelativePathBuf>,
-) -> Result<Option<String>, String> {
-    let hash = match (inline, file) {
-        (Some(h), None) => h,
-        (None, Some(path)) => {
-            let path = path.relative();
-            std::fs::read_to_string(&path)
-                .map_err(|e| format!("cannot read {key}_file {}: {e}", path.display()))?
-                .trim()
-                .to_string()
-        }
-        (Some(_), Some(_)) => return Err(format!("set {key} or {key}_file, not both")),
-        (None, None) => return Ok(None),
-    };
-    token::check_hash(&hash).map_err(|e| format!("{key}: {e}"))?;
-    Ok(Some(hash))
+    pub admin: Option<super::admin::AdminSettings>,
+    pub log_format: super::admin::LogFormat,
 }
 
 fn ms(n: u64) -> Duration {
@@ -329,8 +316,12 @@ impl HubConfig {
                 .into()));
         }
         let mut credentials = Credentials {
-            default: read_hash("token_hash", self.token_hash, self.token_hash_file.as_ref())
-                .map_err(err)?,
+            default: super::read_token_hash(
+                "token_hash",
+                self.token_hash,
+                self.token_hash_file.as_ref(),
+            )
+            .map_err(err)?,
             per_ep: HashMap::new(),
         };
         for (name, c) in self.eps {
@@ -340,7 +331,9 @@ impl HubConfig {
                 ))
             })?;
             let key = format!("eps.{name}.token_hash");
-            match read_hash(&key, c.token_hash, c.token_hash_file.as_ref()).map_err(err)? {
+            match super::read_token_hash(&key, c.token_hash, c.token_hash_file.as_ref())
+                .map_err(err)?
+            {
                 Some(h) => credentials.per_ep.insert(name, h),
                 None => return Err(err(format!("{key}: set token_hash or token_hash_file"))),
             };
@@ -400,6 +393,10 @@ impl HubConfig {
                 "max_pending_auth, max_pending_per_source and argon2_concurrency must be at least 1".into(),
             ));
         }
+        let admin = match self.admin {
+            Some(a) => Some(a.check().map_err(err)?),
+            None => None,
+        };
         if self.max_players_total == Some(0) {
             return Err(err("max_players_total = 0 admits nobody; at least 1".into()));
         }
@@ -490,6 +487,8 @@ impl HubConfig {
             },
             crl,
             tls_material,
+            admin,
+            log_format: self.log_format,
         })
     }
 }
@@ -535,6 +534,14 @@ impl std::fmt::Display for HubSettings {
                 ""
             };
             writeln!(f, "  hub certificate (or CA) expires in {days} days{note}")?;
+        }
+        if let Some(a) = &self.admin {
+            let auth = if a.token_hash.is_some() {
+                "token required"
+            } else {
+                "loopback, no token"
+            };
+            writeln!(f, "  admin    http://{}/ ({auth})", a.bind)?;
         }
         let t = &self.timing;
         writeln!(

@@ -4,6 +4,7 @@
 //! and a checked form built from it (files read, addresses parsed) that the
 //! runtime uses. `ferry … check` prints the checked form.
 
+pub mod admin;
 mod duration;
 pub mod ep;
 pub mod hub;
@@ -80,6 +81,28 @@ fn is_known(known: &[&str], key: &str) -> bool {
 /// no profiles, so the prefix only confuses.
 fn tidy(e: &figment::Error) -> String {
     e.to_string().replace("key \"default.", "key \"")
+}
+
+/// Reads a token hash given inline or in a file; `key` names it in errors.
+pub(crate) fn read_token_hash(
+    key: &str,
+    inline: Option<String>,
+    file: Option<&figment::value::magic::RelativePathBuf>,
+) -> Result<Option<String>, String> {
+    let hash = match (inline, file) {
+        (Some(h), None) => h,
+        (None, Some(path)) => {
+            let path = path.relative();
+            std::fs::read_to_string(&path)
+                .map_err(|e| format!("cannot read {key}_file {}: {e}", path.display()))?
+                .trim()
+                .to_string()
+        }
+        (Some(_), Some(_)) => return Err(format!("set {key} or {key}_file, not both")),
+        (None, None) => return Ok(None),
+    };
+    crate::token::check_hash(&hash).map_err(|e| format!("{key}: {e}"))?;
+    Ok(Some(hash))
 }
 
 /// A check failure that names the config file it concerns.

@@ -100,21 +100,40 @@ pub(super) async fn run(ep: Arc<Ep>, service: String, ticket: String, target: Ta
         Ok::<_, std::io::Error>(tcp)
     };
     let local = &local.addr;
-    let mut svc = match tokio::time::timeout(s.timing.connect_timeout, dial).await {
+    let label = crate::metrics::ServiceLabel {
+        service: service.clone(),
+    };
+    let dialled = tokio::time::timeout(s.timing.connect_timeout, dial).await;
+    let failed = |why: String| {
+        ep.metrics.local_dial_failures.get_or_create(&label).inc();
+        ep.state.dialled(&service, Err(why));
+    };
+    let mut svc = match dialled {
         Ok(Ok(tcp)) => tcp,
         Ok(Err(e)) => {
+            failed(e.to_string());
             return tracing::warn!(service, %player, local, "cannot reach the local service: {e}; player closed");
         }
         Err(_) => {
+            failed(format!("no answer within {:?}", s.timing.connect_timeout));
             return tracing::warn!(service, %player, local, "local service did not accept within {:?}; player closed", s.timing.connect_timeout);
         }
     };
+    ep.state.dialled(&service, Ok(()));
     net::tune_plain(&svc);
+    let players = ep.metrics.players.get_or_create(&label).clone();
+    ep.metrics.players_total.get_or_create(&label).inc();
+    players.inc();
+    let watch = relay::Watch {
+        meter: Some(ep.metrics.meter(&service)),
+        ..Default::default()
+    };
     tracing::info!(service, %player, "player connected");
     let relayed = tokio::select! {
-        r = relay::relay(&mut tls, &mut svc) => Some(r),
+        r = relay::relay_watched(&mut tls, &mut svc, watch) => Some(r),
         _ = ep.hard_stop.cancelled() => None,
     };
+    players.dec();
     match relayed {
         Some((st, None)) => {
             tracing::info!(service, %player, up = st.up, down = st.down, secs = st.elapsed.as_secs_f64(), "player disconnected")

@@ -231,6 +231,7 @@ pub async fn login(s: &EpSettings) -> Result<(Tunnel, Welcome), LoginError> {
             token: s.token.clone(),
             services: s.services.keys().cloned().collect(),
             features: proto::features(),
+            software: Some(env!("CARGO_PKG_VERSION").to_string()),
         };
         proto::write_msg(&mut tls, &hello)
             .await

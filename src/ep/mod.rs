@@ -5,6 +5,7 @@
 mod backoff;
 mod channel;
 mod login;
+mod status;
 
 pub use login::{Leg, LoginError, Tunnel, Welcome, login};
 
@@ -58,6 +59,9 @@ pub(crate) struct Ep {
     tracker: TaskTracker,
     shutdown: CancellationToken,
     hard_stop: CancellationToken,
+    pub metrics: crate::metrics::ep::EpMetrics,
+    /// What the status page says of the hub connection and the services.
+    pub state: status::State,
 }
 
 /// How a session ended.
@@ -77,13 +81,84 @@ pub async fn run_until(
     shutdown: CancellationToken,
     immediate: CancellationToken,
 ) -> Result<()> {
+    bind(settings, shutdown, immediate).await?.run().await
+}
+
+/// An ep with its admin port (if any) bound, ready to `run`.
+pub struct Bound {
+    ep: Arc<Ep>,
+    admin: Option<tokio::net::TcpListener>,
+    immediate: CancellationToken,
+}
+
+/// Binds the admin port named in `settings`; a port in use fails here.
+pub async fn bind(
+    settings: EpSettings,
+    shutdown: CancellationToken,
+    immediate: CancellationToken,
+) -> Result<Bound> {
+    let admin = match &settings.admin {
+        Some(a) => Some(
+            tokio::net::TcpListener::bind(a.bind)
+                .await
+                .map_err(|e| anyhow::anyhow!("cannot listen on {} (admin): {e}", a.bind))?,
+        ),
+        None => None,
+    };
+    let metrics = crate::metrics::ep::EpMetrics::new(settings.services.keys().map(String::as_str));
+    let state = status::State::new(&settings.hub);
     let ep = Arc::new(Ep {
         settings,
         waiting: Arc::new(tokio::sync::Semaphore::new(MAX_WAITING_CHANNELS)),
         tracker: TaskTracker::new(),
-        shutdown: shutdown.clone(),
+        shutdown,
         hard_stop: CancellationToken::new(),
+        metrics,
+        state,
     });
+    Ok(Bound {
+        ep,
+        admin,
+        immediate,
+    })
+}
+
+impl Bound {
+    /// Where the admin door listens, if it is on.
+    pub fn admin_addr(&self) -> Option<std::net::SocketAddr> {
+        self.admin.as_ref().and_then(|l| l.local_addr().ok())
+    }
+
+    pub async fn run(self) -> Result<()> {
+        let Bound {
+            ep,
+            admin,
+            immediate,
+        } = self;
+        if let (Some(listener), Some(a)) = (admin, &ep.settings.admin) {
+            tracing::info!("admin page at http://{}/", listener.local_addr()?);
+            let auth = a
+                .token_hash
+                .clone()
+                .map(|h| Arc::new(crate::admin::Auth::new(h)));
+            let source: Arc<dyn crate::admin::Source> = ep.clone();
+            ep.tracker.spawn(
+                crate::admin::serve(
+                    listener,
+                    source,
+                    auth,
+                    ep.shutdown.clone(),
+                    ep.tracker.clone(),
+                )
+                .instrument(tracing::info_span!("admin-door")),
+            );
+        }
+        main_loop(ep, immediate).await
+    }
+}
+
+async fn main_loop(ep: Arc<Ep>, immediate: CancellationToken) -> Result<()> {
+    let shutdown = ep.shutdown.clone();
     let t = ep.settings.timing;
     let mut backoff = Backoff::new(t.backoff_min, t.backoff_max);
     while !shutdown.is_cancelled() {
@@ -94,10 +169,15 @@ pub async fn run_until(
         };
         let delay = match attempt {
             Ok((tls, welcome)) => {
+                ep.state.connected();
+                ep.metrics.hub_connected.set(1);
+                ep.metrics.logins.inc();
                 let services: Vec<&String> = ep.settings.services.keys().collect();
                 tracing::info!(hub = %ep.settings.hub, ep = %ep.settings.identity, ?services, "connected to hub");
                 let began = tokio::time::Instant::now();
                 let end = session(&ep, tls, welcome).await;
+                ep.metrics.hub_connected.set(0);
+                ep.state.disconnected(&end.reason);
                 if shutdown.is_cancelled() {
                     break;
                 }
@@ -128,6 +208,7 @@ pub async fn run_until(
                 }
             }
             Err(e) => {
+                ep.state.disconnected(&format!("login failed: {e}"));
                 let delay = backoff.next(e.is_permanent());
                 let hint = if e.is_permanent() {
                     " (this will not fix itself)"

@@ -11,6 +11,7 @@
 
 use super::refusals::Reason;
 use crate::config::players::PlayerLimits;
+use prometheus_client::metrics::{counter::Counter, gauge::Gauge};
 use std::{
     collections::HashMap,
     net::IpAddr,
@@ -87,6 +88,9 @@ pub(crate) struct Door {
     limits: PlayerLimits,
     cap: Arc<HubCap>,
     state: Mutex<State>,
+    /// Players now and admitted, in the hub's metrics.
+    gauge: Gauge,
+    admitted: Counter,
 }
 
 /// An admitted player's place; given back on drop.
@@ -96,11 +100,18 @@ pub(crate) struct Admitted {
 }
 
 impl Door {
-    pub fn new(limits: PlayerLimits, cap: Arc<HubCap>) -> Arc<Self> {
+    pub fn new(
+        limits: PlayerLimits,
+        cap: Arc<HubCap>,
+        gauge: Gauge,
+        admitted: Counter,
+    ) -> Arc<Self> {
         Arc::new(Door {
             limits,
             cap,
             state: Mutex::default(),
+            gauge,
+            admitted,
         })
     }
 
@@ -181,6 +192,8 @@ impl Door {
         src.tokens -= 1.0;
         src.players += 1;
         st.players += 1;
+        self.gauge.inc();
+        self.admitted.inc();
         Ok(Admitted {
             door: self.clone(),
             key,
@@ -208,6 +221,7 @@ impl Door {
 impl Drop for Admitted {
     fn drop(&mut self) {
         self.door.cap.leave();
+        self.door.gauge.dec();
         let mut st = self.door.lock();
         st.players -= 1;
         if let Some(s) = st.sources.get_mut(&self.key) {
@@ -236,7 +250,7 @@ mod tests {
             idle_timeout: None,
         };
         limits(&mut l);
-        Door::new(l, HubCap::new(cap))
+        Door::new(l, HubCap::new(cap), Gauge::default(), Counter::default())
     }
 
     #[tokio::test(start_paused = true)]

@@ -56,6 +56,7 @@ pub(super) fn on_accept(shared: Arc<Shared>, tcp: TcpStream, addr: SocketAddr) {
 }
 
 async fn handle(shared: Arc<Shared>, tcp: TcpStream, addr: SocketAddr) {
+    let began = std::time::Instant::now();
     let deadline = shared.settings.timing.handshake_timeout;
     let opened = async {
         let mut tls = shared
@@ -92,6 +93,12 @@ async fn handle(shared: Arc<Shared>, tcp: TcpStream, addr: SocketAddr) {
             }
         }
     };
+    if outcome.is_ok() {
+        shared
+            .metrics
+            .channel_handshake
+            .observe(began.elapsed().as_secs_f64());
+    }
     if let Err((before_cert, why)) = outcome {
         // Junk without a valid certificate costs its address a penalty
         // (with the probation slot a live ep's address keeps, see `gate`).

@@ -173,6 +173,7 @@ async fn login(
         token,
         services,
         features,
+        software,
     } = proto::read_msg(&mut tls).await?
     else {
         return Err(Refusal::NotHello);
@@ -196,7 +197,12 @@ async fn login(
     }
     // A few verifications at a time; more are told to come back rather
     // than queued, so a burst of logins cannot pile up Argon2 work.
+    let checks = &shared.metrics.argon2;
+    let outcome = |o: crate::metrics::Outcome| o.label();
     let Ok(permit) = shared.argon2.clone().try_acquire_owned() else {
+        checks
+            .get_or_create(&outcome(crate::metrics::Outcome::Busy))
+            .inc();
         let why = "busy verifying other logins; retry shortly".to_string();
         return Err(refuse(&mut tls, &ep, RefusalKind::Busy, why, true, modern).await);
     };
@@ -209,6 +215,12 @@ async fn login(
     })
     .await
     .unwrap_or(false);
+    let result = if good {
+        crate::metrics::Outcome::Ok
+    } else {
+        crate::metrics::Outcome::Wrong
+    };
+    checks.get_or_create(&outcome(result)).inc();
     if !good {
         return Err(told(&mut tls, RefusalKind::WrongToken, "wrong token".into()).await);
     }
@@ -248,10 +260,17 @@ async fn login(
     {
         tracing::warn!(ep = %ep, "this ep's certificate expires in {days} days; issue a new one with `ferry hub gen-cert --ep {ep} --force`");
     }
-    let guard = match shared
-        .sessions
-        .register(&ep, &serial, addr.ip(), wanted, ctrl, modern)
-    {
+    let guard = match shared.sessions.register(
+        super::sessions::Login {
+            ep: &ep,
+            serial: &serial,
+            ip: addr.ip(),
+            version: software.as_deref().unwrap_or("unknown"),
+            modern,
+        },
+        wanted,
+        ctrl,
+    ) {
         Ok(g) => g,
         Err((kind, why)) => return Err(told(&mut tls, kind, why).await),
     };

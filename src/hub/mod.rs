@@ -11,6 +11,7 @@ mod refusals;
 mod service;
 mod sessions;
 mod stats;
+mod status;
 
 use crate::config::hub::HubSettings;
 use anyhow::{Context, Result};
@@ -48,6 +49,8 @@ pub(crate) struct Shared {
     pub shutdown: CancellationToken,
     /// End relays still running when the drain time is over.
     pub hard_stop: CancellationToken,
+    pub metrics: Arc<crate::metrics::HubMetrics>,
+    pub started: tokio::time::Instant,
 }
 
 /// A hub with all its ports bound, ready to `run`.
@@ -57,6 +60,7 @@ pub struct Hub {
     channel: TcpListener,
     players: Vec<(Arc<Service>, Arc<admission::Door>, TcpListener)>,
     cap: Arc<admission::HubCap>,
+    admin: Option<TcpListener>,
 }
 
 /// Read-only view of a running hub, for tests and status.
@@ -77,6 +81,13 @@ impl Hub {
     pub async fn bind(settings: HubSettings) -> Result<Hub> {
         let control = bind(settings.control, "control").await?;
         let channel = bind(settings.channel, "channel").await?;
+        let admin = match &settings.admin {
+            Some(a) => Some(bind(a.bind, "admin").await?),
+            None => None,
+        };
+        let metrics = Arc::new(crate::metrics::HubMetrics::new(
+            settings.services.iter().map(|s| s.name.as_str()),
+        ));
         let shutdown = CancellationToken::new();
         let tracker = TaskTracker::new();
         let t = settings.timing;
@@ -91,6 +102,7 @@ impl Hub {
         let mut players = Vec::new();
         for s in &settings.services {
             let listener = bind(s.bind, &format!("service {}", s.name)).await?;
+            let label = metrics.service(&s.name);
             let svc = Arc::new(Service::new(
                 s.name.clone(),
                 s.pool_size,
@@ -98,9 +110,15 @@ impl Hub {
                 t.handshake_timeout * 2,
                 shutdown.child_token(),
                 tracker.clone(),
+                metrics.pool_ready.get_or_create(&label).clone(),
             ));
             services.insert(s.name.clone(), svc.clone());
-            let door = admission::Door::new(s.limits.clone(), cap.clone());
+            let door = admission::Door::new(
+                s.limits.clone(),
+                cap.clone(),
+                metrics.players.get_or_create(&label).clone(),
+                metrics.players_total.get_or_create(&label).clone(),
+            );
             doors.insert(s.name.clone(), door.clone());
             players.push((svc, door, listener));
         }
@@ -132,21 +150,27 @@ impl Hub {
                 identities: std::sync::Mutex::new(gate::penalties::Penalties::new(penalties)),
                 gate: Arc::new(gate),
                 channel_gate: Arc::new(channel_gate),
-                refusals: refusals::Refusals::default(),
+                refusals: refusals::Refusals::new(
+                    metrics.refusals.clone(),
+                    metrics.player_refusals.clone(),
+                ),
                 argon2: Arc::new(tokio::sync::Semaphore::new(l.argon2_concurrency)),
                 argon2_stats: Arc::default(),
                 settings,
                 services,
                 doors,
-                sessions: Arc::new(Sessions::new(shutdown.clone())),
+                sessions: Arc::new(Sessions::new(shutdown.clone(), metrics.clone())),
                 tracker,
                 shutdown,
                 hard_stop: CancellationToken::new(),
+                metrics,
+                started: tokio::time::Instant::now(),
             }),
             control,
             channel,
             players,
             cap,
+            admin,
         })
     }
 
@@ -184,12 +208,23 @@ impl Hub {
             .iter()
             .filter_map(|(s, _, l)| Some((s.name.clone(), l.local_addr().ok()?.to_string().into())))
             .collect();
+        let admin = self
+            .admin
+            .as_ref()
+            .and_then(|l| l.local_addr().ok())
+            .map(|a| a.to_string());
         serde_json::json!({
             "control": self.control_addr().to_string(),
             "channel": self.channel_addr().to_string(),
             "services": services,
+            "admin": admin,
         })
         .to_string()
+    }
+
+    /// Where the admin door listens, if it is on.
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.admin.as_ref().and_then(|l| l.local_addr().ok())
     }
 
     /// Serves until `shutdown`, then stops accepting, ends ep sessions, lets
@@ -222,6 +257,24 @@ impl Hub {
         }
         if let Some(path) = shared.settings.crl.clone() {
             shared.tracker.spawn(crl::watch(shared.clone(), path));
+        }
+        if let (Some(listener), Some(a)) = (self.admin, &shared.settings.admin) {
+            tracing::info!(addr = %listener.local_addr()?, "admin page at http://{}/", listener.local_addr()?);
+            let auth = a
+                .token_hash
+                .clone()
+                .map(|h| Arc::new(crate::admin::Auth::new(h)));
+            let source: Arc<dyn crate::admin::Source> = shared.clone();
+            shared.tracker.spawn(
+                crate::admin::serve(
+                    listener,
+                    source,
+                    auth,
+                    shared.shutdown.clone(),
+                    shared.tracker.clone(),
+                )
+                .instrument(tracing::info_span!("admin-door")),
+            );
         }
         let mut doors = Vec::new();
         let sh = shared.clone();

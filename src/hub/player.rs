@@ -24,16 +24,29 @@ pub(super) fn on_accept(
         Err(reason) => {
             net::abort_on_close(&tcp);
             let detail = format!("player refused by service {} with a reset", svc.name);
-            shared.refusals.record(reason, addr.ip(), &detail);
+            shared
+                .refusals
+                .record_player(&svc.name, reason, addr.ip(), &detail);
             return;
         }
     };
     net::tune_plain(&tcp);
-    let idle = door.limits().idle_timeout;
+    let watch = relay::Watch {
+        idle: door.limits().idle_timeout,
+        meter: Some(shared.metrics.meter(&svc.name)),
+        first_down: Some((
+            std::time::Instant::now(),
+            shared
+                .metrics
+                .first_byte
+                .get_or_create(&shared.metrics.service(&svc.name))
+                .clone(),
+        )),
+    };
     let span = tracing::info_span!("player", service = %svc.name, player = %addr);
     shared.tracker.clone().spawn(
         async move {
-            serve(shared, svc, tcp, addr, idle).await;
+            serve(shared, svc, tcp, addr, watch).await;
             drop(admitted);
         }
         .instrument(span),
@@ -45,7 +58,7 @@ async fn serve(
     svc: Arc<Service>,
     mut tcp: TcpStream,
     addr: SocketAddr,
-    idle: Option<std::time::Duration>,
+    watch: relay::Watch,
 ) {
     tracing::info!("player connected");
     let wait = shared.settings.timing.player_wait;
@@ -76,7 +89,7 @@ async fn serve(
         Err(_) => return tracing::info!("player closed: channel stalled at start"),
     }
     let relayed = tokio::select! {
-        r = relay::relay_idle(&mut tcp, &mut tunnel, idle) => Some(r),
+        r = relay::relay_watched(&mut tcp, &mut tunnel, watch) => Some(r),
         _ = shared.hard_stop.cancelled() => None,
     };
     match relayed {

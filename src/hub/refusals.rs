@@ -3,6 +3,8 @@
 //! address; the rest of the window is summed up in one line when the next
 //! one arrives.
 
+use crate::metrics::{PlayerRefusalLabel, RefusalLabel};
+use prometheus_client::metrics::{counter::Counter, family::Family};
 use std::{
     collections::BTreeMap,
     net::IpAddr,
@@ -69,6 +71,33 @@ impl Reason {
         }
     }
 
+    /// The door that refused: a label for the refusal counters.
+    pub fn door(self) -> &'static str {
+        match self {
+            Reason::NotAllowlisted
+            | Reason::Penalised
+            | Reason::TooManyPending
+            | Reason::TooManyFromSource
+            | Reason::TlsFailed
+            | Reason::BadHello
+            | Reason::LoginTimeout
+            | Reason::IdentityPenalised
+            | Reason::WrongToken
+            | Reason::LoginRefused
+            | Reason::Argon2Busy => "control",
+            Reason::ChannelFromStranger
+            | Reason::TooManyChannelsPending
+            | Reason::ChannelRefused => "channel",
+            Reason::PlayerDenied
+            | Reason::PlayerNotAllowed
+            | Reason::ServiceFull
+            | Reason::PlayerAddressFull
+            | Reason::PlayerRate
+            | Reason::PlayerBanned
+            | Reason::HubFull => "player",
+        }
+    }
+
     /// Before-TLS drops that scanners cause all day log at debug; the
     /// others at warn.
     fn quiet(self) -> bool {
@@ -83,9 +112,13 @@ struct Count {
     suppressed: u64,
 }
 
-#[derive(Default)]
 pub(crate) struct Refusals {
     counts: Mutex<BTreeMap<Reason, Count>>,
+    metrics: Family<RefusalLabel, Counter>,
+    /// Player-door refusals by service and reason.
+    players: Family<PlayerRefusalLabel, Counter>,
+    /// The same summed per service, for the status page.
+    per_service: Mutex<std::collections::HashMap<String, u64>>,
 }
 
 impl Refusals {
@@ -93,8 +126,51 @@ impl Refusals {
         self.counts.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    pub fn new(
+        metrics: Family<RefusalLabel, Counter>,
+        players: Family<PlayerRefusalLabel, Counter>,
+    ) -> Self {
+        Refusals {
+            counts: Mutex::default(),
+            metrics,
+            players,
+            per_service: Mutex::default(),
+        }
+    }
+
+    /// A player refused at `service`'s door.
+    pub fn record_player(&self, service: &str, reason: Reason, ip: IpAddr, detail: &str) {
+        self.players
+            .get_or_create(&PlayerRefusalLabel {
+                service: service.to_string(),
+                reason: reason.as_str(),
+            })
+            .inc();
+        *self
+            .per_service
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(service.to_string())
+            .or_default() += 1;
+        self.record(reason, ip, detail);
+    }
+
+    /// Player refusals per service since start.
+    pub fn by_service(&self) -> std::collections::HashMap<String, u64> {
+        self.per_service
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
     /// Counts one refusal and logs it if the window allows.
     pub fn record(&self, reason: Reason, ip: IpAddr, detail: &str) {
+        self.metrics
+            .get_or_create(&RefusalLabel {
+                door: reason.door(),
+                reason: reason.as_str(),
+            })
+            .inc();
         let now = Instant::now();
         let mut counts = self.lock();
         let k = counts.entry(reason).or_default();

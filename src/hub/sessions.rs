@@ -14,7 +14,29 @@ use tokio_util::sync::CancellationToken;
 struct Entry {
     session: u64,
     serial: String,
+    ip: IpAddr,
+    version: String,
+    since: tokio::time::Instant,
     end: Arc<EndSignal>,
+}
+
+/// Who is logging in, as the control door verified it.
+pub(crate) struct Login<'a> {
+    pub ep: &'a str,
+    pub serial: &'a str,
+    pub ip: IpAddr,
+    /// The ep's ferry version.
+    pub version: &'a str,
+    /// It negotiates features.
+    pub modern: bool,
+}
+
+/// A logged-in ep, for the status page.
+pub(crate) struct EpStatus {
+    pub name: String,
+    pub ip: IpAddr,
+    pub version: String,
+    pub since: tokio::time::Instant,
 }
 
 /// Ends a session from outside (a newer login, a revocation) with a reason.
@@ -42,6 +64,7 @@ struct State {
 pub(crate) struct Sessions {
     state: Mutex<State>,
     shutdown: CancellationToken,
+    metrics: Arc<crate::metrics::HubMetrics>,
     count: watch::Sender<usize>,
     logins: watch::Sender<u64>,
 }
@@ -57,10 +80,11 @@ pub(crate) struct SessionGuard {
 }
 
 impl Sessions {
-    pub fn new(shutdown: CancellationToken) -> Self {
+    pub fn new(shutdown: CancellationToken, metrics: Arc<crate::metrics::HubMetrics>) -> Self {
         Sessions {
             state: Mutex::default(),
             shutdown,
+            metrics,
             count: watch::Sender::new(0),
             logins: watch::Sender::new(0),
         }
@@ -86,13 +110,17 @@ impl Sessions {
     /// ep is replaced; a service held by another ep refuses the login.
     pub fn register(
         self: &Arc<Self>,
-        ep: &str,
-        serial: &str,
-        ip: IpAddr,
+        login: Login<'_>,
         services: Vec<Arc<Service>>,
         ctrl: mpsc::Sender<HubMsg>,
-        modern: bool,
     ) -> Result<SessionGuard, (RefusalKind, String)> {
+        let Login {
+            ep,
+            serial,
+            ip,
+            version,
+            modern,
+        } = login;
         let ip = ip.to_canonical();
         let mut st = self.lock();
         for svc in &services {
@@ -114,9 +142,22 @@ impl Sessions {
         let entry = Entry {
             session: id,
             serial: serial.to_string(),
+            ip,
+            version: version.to_string(),
+            since: tokio::time::Instant::now(),
             end: end.clone(),
         };
+        self.metrics
+            .ep_connected
+            .get_or_create(&crate::metrics::EpLabel {
+                ep: ep.to_string(),
+                version: version.to_string(),
+            })
+            .set(1);
         if let Some(old) = st.by_ep.insert(ep.to_string(), entry) {
+            if old.version != version {
+                self.mark_gone(ep, &old.version);
+            }
             tracing::info!(
                 ep,
                 old_session = old.session,
@@ -147,6 +188,33 @@ impl Sessions {
             services,
             end,
         })
+    }
+
+    fn mark_gone(&self, ep: &str, version: &str) {
+        self.metrics
+            .ep_connected
+            .get_or_create(&crate::metrics::EpLabel {
+                ep: ep.to_string(),
+                version: version.to_string(),
+            })
+            .set(0);
+    }
+
+    /// Logged-in eps, by name.
+    pub fn list(&self) -> Vec<EpStatus> {
+        let st = self.lock();
+        let mut out: Vec<EpStatus> = st
+            .by_ep
+            .iter()
+            .map(|(name, e)| EpStatus {
+                name: name.clone(),
+                ip: e.ip,
+                version: e.version.clone(),
+                since: e.since,
+            })
+            .collect();
+        out.sort_by(|a, b| a.name.cmp(&b.name));
+        out
     }
 
     /// Ends the sessions of eps whose certificate serial is in `revoked`.
@@ -185,8 +253,10 @@ impl SessionGuard {
 impl Drop for SessionGuard {
     fn drop(&mut self) {
         let mut st = self.sessions.lock();
-        if st.by_ep.get(&self.ep).is_some_and(|e| e.session == self.id) {
-            st.by_ep.remove(&self.ep);
+        if st.by_ep.get(&self.ep).is_some_and(|e| e.session == self.id)
+            && let Some(e) = st.by_ep.remove(&self.ep)
+        {
+            self.sessions.mark_gone(&self.ep, &e.version);
         }
         if let Some(n) = st.ips.get_mut(&self.ip) {
             *n -= 1;

@@ -163,6 +163,8 @@ fn unique() -> u64 {
 pub struct TestHub {
     pub control: SocketAddr,
     pub channel: SocketAddr,
+    /// The admin door, when the config has `[admin]`.
+    pub admin: Option<SocketAddr>,
     pub services: Vec<(String, SocketAddr)>,
     pub handle: HubHandle,
     stop: CancellationToken,
@@ -187,10 +189,12 @@ impl TestHub {
             .collect();
         let stop = CancellationToken::new();
         let (control, channel, handle) = (hub.control_addr(), hub.channel_addr(), hub.handle());
+        let admin = hub.admin_addr();
         let task = tokio::spawn(hub.run(stop.clone()));
         TestHub {
             control,
             channel,
+            admin,
             services,
             handle,
             stop,

@@ -126,6 +126,12 @@ impl Ferry {
         self.child.wait().unwrap()
     }
 
+    /// The next log line within `within`; None once the process has
+    /// exited (its stderr closed) or the time is up.
+    pub fn next_line(&self, within: Duration) -> Option<String> {
+        self.lines.recv_timeout(within).ok()
+    }
+
     /// Waits at most `within` for the process to exit (its stderr closing
     /// is the signal); None if it is still running.
     pub fn wait_within(&mut self, within: Duration) -> Option<std::process::ExitStatus> {

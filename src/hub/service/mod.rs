@@ -89,6 +89,8 @@ pub(crate) struct Service {
     /// This service's subtree: a child of the hub's shutdown token.
     token: CancellationToken,
     tracker: TaskTracker,
+    /// Ready channels, in the hub's metrics.
+    gauge: prometheus_client::metrics::gauge::Gauge,
 }
 
 impl Service {
@@ -99,6 +101,7 @@ impl Service {
         ticket_ttl: Duration,
         token: CancellationToken,
         tracker: TaskTracker,
+        gauge: prometheus_client::metrics::gauge::Gauge,
     ) -> Self {
         Service {
             name,
@@ -113,6 +116,7 @@ impl Service {
             ready: watch::Sender::new(0),
             token,
             tracker,
+            gauge,
         }
     }
 
@@ -131,6 +135,7 @@ impl Service {
     }
 
     fn publish(&self, st: &State) {
+        self.gauge.set(st.pool.ready() as i64);
         self.ready.send_if_modified(|n| {
             let now = st.pool.ready();
             std::mem::replace(n, now) != now

@@ -1,0 +1,119 @@
+//! `ferry hub status` / `ferry ep status`: the local admin door's
+//! `/api/status`, printed as a table.
+
+use anyhow::{Context, Result, bail};
+use serde_json::Value;
+use std::{io::Read, io::Write, net::SocketAddr, time::Duration};
+
+/// GETs `path` from the admin door at `addr`.
+pub fn get(addr: SocketAddr, path: &str, token: Option<&str>) -> Result<String> {
+    let mut tcp = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(5))
+        .with_context(|| {
+            format!("cannot reach the admin door at {addr} (is the process running with [admin]?)")
+        })?;
+    tcp.set_read_timeout(Some(Duration::from_secs(10)))?;
+    let auth = token
+        .map(|t| format!("Authorization: Bearer {t}\r\n"))
+        .unwrap_or_default();
+    write!(
+        tcp,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\n{auth}Connection: close\r\n\r\n"
+    )?;
+    let mut reply = String::new();
+    tcp.read_to_string(&mut reply)?;
+    let (head, body) = reply.split_once("\r\n\r\n").unwrap_or((&reply, ""));
+    let status = head.split(' ').nth(1).unwrap_or("");
+    match status {
+        "200" => Ok(body.to_string()),
+        "401" => bail!("the admin door wants a token: --token or FERRY_ADMIN_TOKEN"),
+        other => bail!("the admin door answered {other}: {}", body.trim()),
+    }
+}
+
+fn text(v: &Value) -> String {
+    match v {
+        Value::String(s) => s.clone(),
+        Value::Null => "-".into(),
+        other => other.to_string(),
+    }
+}
+
+/// A table of `rows` with `cols`, columns as wide as their widest cell.
+fn table(rows: &[Value], cols: &[&str]) -> String {
+    let cells: Vec<Vec<String>> = rows
+        .iter()
+        .map(|r| cols.iter().map(|c| text(&r[*c])).collect())
+        .collect();
+    let width = |i: usize| {
+        cells
+            .iter()
+            .map(|r| r[i].len())
+            .chain([cols[i].len()])
+            .max()
+            .unwrap_or(0)
+    };
+    let widths: Vec<usize> = (0..cols.len()).map(width).collect();
+    let line = |vals: Vec<String>| {
+        vals.iter()
+            .zip(&widths)
+            .map(|(v, w)| format!("{v:<w$}"))
+            .collect::<Vec<_>>()
+            .join("  ")
+            .trim_end()
+            .to_string()
+    };
+    let mut out = line(cols.iter().map(|c| c.replace('_', " ")).collect()) + "\n";
+    for r in cells {
+        out += &(line(r) + "\n");
+    }
+    out
+}
+
+/// The status JSON as a person reads it.
+pub fn render(status: &Value) -> String {
+    let empty = Vec::new();
+    let list = |k: &str| status[k].as_array().unwrap_or(&empty).clone();
+    let mut out = format!(
+        "ferry {} {}, up {}s\n\n",
+        text(&status["role"]),
+        text(&status["version"]),
+        text(&status["uptime_s"])
+    );
+    if status["role"] == "hub" {
+        out += &table(
+            &list("eps"),
+            &["name", "address", "version", "connected_for"],
+        );
+        out += "\n";
+        out += &table(
+            &list("services"),
+            &[
+                "name",
+                "bind",
+                "served_by",
+                "players",
+                "players_total",
+                "bytes_up",
+                "bytes_down",
+                "refusals",
+                "pool_ready",
+            ],
+        );
+    } else {
+        out += &table(&list("hub"), &["hub", "state", "transport", "since"]);
+        out += "\n";
+        out += &table(
+            &list("services"),
+            &[
+                "name",
+                "local",
+                "players",
+                "players_total",
+                "bytes_up",
+                "bytes_down",
+                "local_reachable",
+            ],
+        );
+    }
+    out
+}

@@ -1,0 +1,173 @@
+//! The admin door: `/metrics` (Prometheus text), `/api/status` (JSON), `/`
+//! (a status page in one file, readable without scripts) and `/events`
+//! (server-sent status snapshots for the page's live chart).
+//!
+//! Off unless configured; loopback by default. Bound elsewhere it requires
+//! a token (`admin.token_hash`). Bounded like every door: at most
+//! `MAX_CONNECTIONS` at once, a deadline on each request, small requests
+//! only, so a flood of slow or junk requests cannot touch players.
+
+mod auth;
+pub mod client;
+mod http;
+mod page;
+
+pub use auth::Auth;
+
+use std::{sync::Arc, time::Duration};
+use tokio::{io::AsyncWriteExt, net::TcpListener, net::TcpStream, sync::Semaphore};
+use tokio_util::{sync::CancellationToken, task::TaskTracker};
+use tracing::Instrument;
+
+/// Admin connections at once; more are closed at accept.
+const MAX_CONNECTIONS: usize = 64;
+/// Of those, live event streams (each holds a connection open).
+const MAX_STREAMS: usize = 16;
+/// Deadline for a request to arrive whole.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+/// How often `/events` sends a snapshot.
+pub const EVENT_EVERY: Duration = Duration::from_secs(1);
+
+/// What a role shows on its admin door.
+pub trait Source: Send + Sync + 'static {
+    /// "hub" or "ep".
+    fn role(&self) -> &'static str;
+    fn metrics(&self) -> String;
+    fn status(&self) -> serde_json::Value;
+}
+
+struct Door {
+    source: Arc<dyn Source>,
+    auth: Option<Arc<Auth>>,
+    streams: Arc<Semaphore>,
+    shutdown: CancellationToken,
+}
+
+/// Serves `listener` until `shutdown`.
+pub async fn serve(
+    listener: TcpListener,
+    source: Arc<dyn Source>,
+    auth: Option<Arc<Auth>>,
+    shutdown: CancellationToken,
+    tracker: TaskTracker,
+) {
+    let door = Arc::new(Door {
+        source,
+        auth,
+        streams: Arc::new(Semaphore::new(MAX_STREAMS)),
+        shutdown: shutdown.clone(),
+    });
+    let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    crate::net::accept_loop(listener, shutdown, move |tcp, peer| {
+        let Ok(slot) = slots.clone().try_acquire_owned() else {
+            crate::net::abort_on_close(&tcp);
+            return;
+        };
+        let door = door.clone();
+        tracker.spawn(
+            async move {
+                door.handle(tcp).await;
+                drop(slot);
+            }
+            .instrument(tracing::debug_span!("admin", %peer)),
+        );
+    })
+    .await;
+}
+
+impl Door {
+    async fn handle(&self, mut tcp: TcpStream) {
+        let req = tokio::select! {
+            r = tokio::time::timeout(REQUEST_TIMEOUT, http::read_request(&mut tcp)) => r,
+            _ = self.shutdown.cancelled() => return,
+        };
+        let req = match req {
+            Ok(Ok(r)) => r,
+            Ok(Err(e)) => {
+                let _ = http::respond(&mut tcp, 400, "text/plain", &[], e.as_bytes()).await;
+                return;
+            }
+            Err(_) => return,
+        };
+        if req.method != "GET" {
+            let _ = http::respond(&mut tcp, 405, "text/plain", &[], b"GET only\n").await;
+            return;
+        }
+        if let Some(auth) = &self.auth
+            && let Err(status) = auth.check(req.token.as_deref()).await
+        {
+            let body: &[u8] = if status == 401 {
+                b"a valid admin token is required (Authorization: Bearer TOKEN, or ?token=TOKEN)\n"
+            } else {
+                b"busy checking other tokens; retry\n"
+            };
+            let _ = http::respond(
+                &mut tcp,
+                status,
+                "text/plain",
+                &[("WWW-Authenticate", "Bearer")],
+                body,
+            )
+            .await;
+            return;
+        }
+        let s = &self.source;
+        match req.path.as_str() {
+            "/metrics" => {
+                let body = s.metrics();
+                let ct = "text/plain; version=0.0.4; charset=utf-8";
+                let _ = http::respond(&mut tcp, 200, ct, &[], body.as_bytes()).await;
+            }
+            "/api/status" => {
+                let body = s.status().to_string();
+                let _ =
+                    http::respond(&mut tcp, 200, "application/json", &[], body.as_bytes()).await;
+            }
+            "/" | "/index.html" => {
+                let body = page::render(s.role(), &s.status());
+                let ct = "text/html; charset=utf-8";
+                let _ = http::respond(&mut tcp, 200, ct, &[], body.as_bytes()).await;
+            }
+            "/events" => self.events(tcp).await,
+            _ => {
+                let _ = http::respond(&mut tcp, 404, "text/plain", &[], b"not found\n").await;
+            }
+        }
+    }
+
+    async fn events(&self, mut tcp: TcpStream) {
+        let Ok(_stream) = self.streams.clone().try_acquire_owned() else {
+            let _ = http::respond(
+                &mut tcp,
+                503,
+                "text/plain",
+                &[],
+                b"too many event streams\n",
+            )
+            .await;
+            return;
+        };
+        let head = "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nCache-Control: no-store\r\nConnection: close\r\n\r\n";
+        if tcp.write_all(head.as_bytes()).await.is_err() {
+            return;
+        }
+        let mut tick = tokio::time::interval(EVENT_EVERY);
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {}
+                _ = self.shutdown.cancelled() => return,
+            }
+            let event = format!("data: {}\n\n", self.source.status());
+            // A reader that stops reading is dropped rather than buffered for.
+            match tokio::time::timeout(REQUEST_TIMEOUT, tcp.write_all(event.as_bytes())).await {
+                Ok(Ok(())) => {}
+                _ => return,
+            }
+        }
+    }
+}
+
+/// Whether `addr` is loopback, where the admin door may run without a token.
+pub fn is_loopback(addr: std::net::SocketAddr) -> bool {
+    addr.ip().to_canonical().is_loopback()
+}

@@ -1,0 +1,50 @@
+//! `[admin]` in hub.toml and ep.toml: where the admin door listens and the
+//! token it asks for, and `log_format`.
+
+use serde::{Deserialize, Serialize};
+use std::net::SocketAddr;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdminConfig {
+    pub bind: SocketAddr,
+    pub token_hash: Option<String>,
+    pub token_hash_file: Option<figment::value::magic::RelativePathBuf>,
+}
+
+/// A checked `[admin]`.
+#[derive(Debug, Clone)]
+pub struct AdminSettings {
+    pub bind: SocketAddr,
+    /// Required unless `bind` is loopback.
+    pub token_hash: Option<String>,
+}
+
+impl AdminConfig {
+    pub fn check(self) -> Result<AdminSettings, String> {
+        let token_hash = super::read_token_hash(
+            "admin.token_hash",
+            self.token_hash,
+            self.token_hash_file.as_ref(),
+        )?;
+        if token_hash.is_none() && !crate::admin::is_loopback(self.bind) {
+            return Err(format!(
+                "admin.bind = {} is not loopback: set admin.token_hash (from `ferry hub token`) so strangers cannot read the status",
+                self.bind
+            ));
+        }
+        Ok(AdminSettings {
+            bind: self.bind,
+            token_hash,
+        })
+    }
+}
+
+/// `log_format`: how log lines look on stderr.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    #[default]
+    Human,
+    Json,
+}

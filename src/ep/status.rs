@@ -1,0 +1,115 @@
+//! The ep as its admin door shows it: the hub connection, and per service
+//! its players, traffic and whether the service at home answered the last
+//! dial (the ep never dials just to check: a game would see a phantom).
+
+use super::Ep;
+use crate::metrics::{BytesLabel, Direction, ServiceLabel};
+use serde_json::{Value, json};
+use std::{collections::HashMap, sync::Mutex};
+use tokio::time::Instant;
+
+struct Inner {
+    hub: String,
+    /// "connecting", "connected" or why not.
+    state: String,
+    since: Instant,
+    started: Instant,
+    /// Service → the last dial's outcome.
+    dials: HashMap<String, Result<(), String>>,
+}
+
+pub(crate) struct State(Mutex<Inner>);
+
+impl State {
+    pub fn new(hub: &str) -> Self {
+        let now = Instant::now();
+        State(Mutex::new(Inner {
+            hub: hub.to_string(),
+            state: "connecting".into(),
+            since: now,
+            started: now,
+            dials: HashMap::new(),
+        }))
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn connected(&self) {
+        let mut s = self.lock();
+        s.state = "connected".into();
+        s.since = Instant::now();
+    }
+
+    pub fn disconnected(&self, why: &str) {
+        let mut s = self.lock();
+        s.state = format!("reconnecting ({why})");
+        s.since = Instant::now();
+    }
+
+    pub fn dialled(&self, service: &str, outcome: Result<(), String>) {
+        self.lock().dials.insert(service.to_string(), outcome);
+    }
+}
+
+impl crate::admin::Source for Ep {
+    fn role(&self) -> &'static str {
+        "ep"
+    }
+
+    fn metrics(&self) -> String {
+        self.metrics.encode()
+    }
+
+    fn status(&self) -> Value {
+        let s = self.state.lock();
+        let now = Instant::now();
+        let m = &self.metrics;
+        let services: Vec<Value> = self
+            .settings
+            .services
+            .iter()
+            .map(|(name, local)| {
+                let label = ServiceLabel {
+                    service: name.clone(),
+                };
+                let bytes = |direction: Direction| {
+                    m.bytes
+                        .get_or_create(&BytesLabel {
+                            service: name.clone(),
+                            direction: direction.as_str(),
+                        })
+                        .get()
+                };
+                let reachable = match s.dials.get(name) {
+                    None => "not dialled yet".to_string(),
+                    Some(Ok(())) => "yes (last dial)".to_string(),
+                    Some(Err(e)) => format!("no: {e}"),
+                };
+                json!({
+                    "name": name,
+                    "local": local.addr,
+                    "players": m.players.get_or_create(&label).get(),
+                    "players_total": m.players_total.get_or_create(&label).get(),
+                    "bytes_up": bytes(Direction::Up),
+                    "bytes_down": bytes(Direction::Down),
+                    "local_reachable": reachable,
+                })
+            })
+            .collect();
+        json!({
+            "role": "ep",
+            "version": env!("CARGO_PKG_VERSION"),
+            "uptime_s": now.duration_since(s.started).as_secs(),
+            "ep": self.settings.identity,
+            "hub": [{
+                "hub": s.hub,
+                "state": s.state,
+                "transport": "tls",
+                "since": format!("{}s ago", now.duration_since(s.since).as_secs()),
+            }],
+            "services": services,
+        })
+    }
+}

@@ -1,0 +1,70 @@
+//! The hub as its admin door shows it: metrics, and the status as JSON.
+
+use super::Shared;
+use crate::metrics::{BytesLabel, Direction};
+use serde_json::{Value, json};
+
+impl crate::admin::Source for Shared {
+    fn role(&self) -> &'static str {
+        "hub"
+    }
+
+    fn metrics(&self) -> String {
+        self.metrics.encode()
+    }
+
+    fn status(&self) -> Value {
+        let now = tokio::time::Instant::now();
+        let eps: Vec<Value> = self
+            .sessions
+            .list()
+            .into_iter()
+            .map(|e| {
+                json!({
+                    "name": e.name,
+                    "address": e.ip.to_string(),
+                    "version": e.version,
+                    "connected_for": format!("{}s", now.duration_since(e.since).as_secs()),
+                    "connected_for_s": now.duration_since(e.since).as_secs(),
+                })
+            })
+            .collect();
+        let m = &self.metrics;
+        let refused = self.refusals.by_service();
+        let services: Vec<Value> = self
+            .settings
+            .services
+            .iter()
+            .map(|s| {
+                let label = m.service(&s.name);
+                let bytes = |direction: Direction| {
+                    m.bytes
+                        .get_or_create(&BytesLabel {
+                            service: s.name.clone(),
+                            direction: direction.as_str(),
+                        })
+                        .get()
+                };
+                json!({
+                    "name": s.name,
+                    "bind": s.bind.to_string(),
+                    "served_by": self.services.get(&s.name).and_then(|svc| svc.served_by()),
+                    "players": m.players.get_or_create(&label).get(),
+                    "players_total": m.players_total.get_or_create(&label).get(),
+                    "bytes_up": bytes(Direction::Up),
+                    "bytes_down": bytes(Direction::Down),
+                    "refusals": refused.get(&s.name).copied().unwrap_or(0),
+                    "pool_ready": m.pool_ready.get_or_create(&label).get(),
+                })
+            })
+            .collect();
+        json!({
+            "role": "hub",
+            "version": env!("CARGO_PKG_VERSION"),
+            "uptime_s": now.duration_since(self.started).as_secs(),
+            "eps": eps,
+            "services": services,
+            "refusals": self.refusals.totals(),
+        })
+    }
+}

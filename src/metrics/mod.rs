@@ -1,0 +1,224 @@
+//! What the tunnel is doing, as numbers: one `HubMetrics` owned by the hub
+//! (and one `EpMetrics` by the ep), with counters labelled by bounded
+//! values (service and ep names, reasons; never a player address),
+//! updated where the event happens. The admin door only reads them.
+
+pub mod ep;
+
+use prometheus_client::{
+    encoding::EncodeLabelSet,
+    metrics::{counter::Counter, family::Family, gauge::Gauge, histogram::Histogram},
+    registry::Registry,
+};
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ServiceLabel {
+    pub service: String,
+}
+
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq)]
+pub enum Direction {
+    /// Player → home.
+    Up,
+    /// Home → player.
+    Down,
+}
+
+impl Direction {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Direction::Up => "up",
+            Direction::Down => "down",
+        }
+    }
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct BytesLabel {
+    pub service: String,
+    /// "up" (player → home) or "down".
+    pub direction: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct EpLabel {
+    pub ep: String,
+    pub version: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RefusalLabel {
+    pub door: &'static str,
+    pub reason: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PlayerRefusalLabel {
+    pub service: String,
+    pub reason: &'static str,
+}
+
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq)]
+pub enum Outcome {
+    Ok,
+    Wrong,
+    Busy,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OutcomeLabel {
+    /// "ok", "wrong" or "busy".
+    pub outcome: &'static str,
+}
+
+impl Outcome {
+    pub fn label(self) -> OutcomeLabel {
+        OutcomeLabel {
+            outcome: match self {
+                Outcome::Ok => "ok",
+                Outcome::Wrong => "wrong",
+                Outcome::Busy => "busy",
+            },
+        }
+    }
+}
+
+/// Seconds from 100 µs to ~6.5 s, doubling.
+fn latency_buckets() -> impl Iterator<Item = f64> {
+    prometheus_client::metrics::histogram::exponential_buckets(0.0001, 2.0, 17)
+}
+
+fn new_latency() -> Histogram {
+    Histogram::new(latency_buckets())
+}
+
+type LatencyFamily = Family<ServiceLabel, Histogram, fn() -> Histogram>;
+
+pub struct HubMetrics {
+    registry: Registry,
+    pub ep_connected: Family<EpLabel, Gauge>,
+    pub players: Family<ServiceLabel, Gauge>,
+    pub players_total: Family<ServiceLabel, Counter>,
+    pub bytes: Family<BytesLabel, Counter>,
+    pub refusals: Family<RefusalLabel, Counter>,
+    pub player_refusals: Family<PlayerRefusalLabel, Counter>,
+    pub pool_ready: Family<ServiceLabel, Gauge>,
+    pub channel_handshake: Histogram,
+    pub first_byte: LatencyFamily,
+    pub argon2: Family<OutcomeLabel, Counter>,
+}
+
+impl HubMetrics {
+    /// Metrics for a hub serving `services`; each service's series exist
+    /// (at zero) before its first player.
+    pub fn new<'a>(services: impl IntoIterator<Item = &'a str>) -> Self {
+        let mut registry = Registry::with_prefix("ferry");
+        let m = HubMetrics {
+            ep_connected: Family::default(),
+            players: Family::default(),
+            players_total: Family::default(),
+            bytes: Family::default(),
+            refusals: Family::default(),
+            player_refusals: Family::default(),
+            pool_ready: Family::default(),
+            channel_handshake: new_latency(),
+            first_byte: Family::new_with_constructor(new_latency),
+            argon2: Family::default(),
+            registry: Registry::default(),
+        };
+        registry.register(
+            "ep_connected",
+            "Whether an ep is logged in (1) or not (0), with its version",
+            m.ep_connected.clone(),
+        );
+        registry.register("players", "Players connected now", m.players.clone());
+        registry.register("players", "Players admitted", m.players_total.clone());
+        registry.register("bytes", "Bytes relayed", m.bytes.clone());
+        registry.register(
+            "refusals",
+            "Connections refused, by door and reason",
+            m.refusals.clone(),
+        );
+        registry.register(
+            "player_refusals",
+            "Players refused at a service's door, by reason",
+            m.player_refusals.clone(),
+        );
+        registry.register(
+            "pool_ready",
+            "Ready channels in the pool",
+            m.pool_ready.clone(),
+        );
+        registry.register(
+            "channel_handshake_seconds",
+            "From a channel's accept to its place in the pool",
+            m.channel_handshake.clone(),
+        );
+        registry.register(
+            "player_first_byte_seconds",
+            "From a player's accept to the first byte from home",
+            m.first_byte.clone(),
+        );
+        registry.register(
+            "argon2_checks",
+            "Token checks, by outcome",
+            m.argon2.clone(),
+        );
+        for s in services {
+            let service = ServiceLabel {
+                service: s.to_string(),
+            };
+            let _ = m.players.get_or_create(&service);
+            let _ = m.players_total.get_or_create(&service);
+            let _ = m.pool_ready.get_or_create(&service);
+            let _ = m.first_byte.get_or_create(&service);
+            for direction in [Direction::Up, Direction::Down] {
+                let _ = m.bytes.get_or_create(&BytesLabel {
+                    service: s.to_string(),
+                    direction: direction.as_str(),
+                });
+            }
+        }
+        for outcome in [Outcome::Ok, Outcome::Wrong, Outcome::Busy] {
+            let _ = m.argon2.get_or_create(&outcome.label());
+        }
+        HubMetrics { registry, ..m }
+    }
+
+    /// The Prometheus text format.
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        out
+    }
+
+    pub fn service(&self, s: &str) -> ServiceLabel {
+        ServiceLabel {
+            service: s.to_string(),
+        }
+    }
+
+    /// The two byte counters of `service`, for a relay to add to.
+    pub fn meter(&self, service: &str) -> Meter {
+        let bytes = |direction: Direction| {
+            self.bytes
+                .get_or_create(&BytesLabel {
+                    service: service.to_string(),
+                    direction: direction.as_str(),
+                })
+                .clone()
+        };
+        Meter {
+            up: bytes(Direction::Up),
+            down: bytes(Direction::Down),
+        }
+    }
+}
+
+/// Byte counters a relay adds to as it goes, so traffic shows while a
+/// long session is still running.
+#[derive(Clone, Default)]
+pub struct Meter {
+    pub up: Counter,
+    pub down: Counter,
+}

@@ -1,0 +1,333 @@
+//! The admin door: Prometheus metrics a real parser reads, counters that
+//! move with players, status as JSON and as a table, a token where it is
+//! not loopback, and no effect on players under a flood of junk requests.
+
+mod common;
+
+use common::{procs::*, *};
+use std::{net::SocketAddr, time::Duration};
+use tokio::{
+    io::{AsyncReadExt, AsyncWriteExt},
+    net::TcpStream,
+};
+
+async fn get(addr: SocketAddr, path: &str, token: Option<&str>) -> (u16, String) {
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    let auth = token
+        .map(|t| format!("Authorization: Bearer {t}\r\n"))
+        .unwrap_or_default();
+    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\n{auth}\r\n").as_bytes())
+        .await
+        .unwrap();
+    let mut reply = String::new();
+    s.read_to_string(&mut reply).await.unwrap();
+    let (head, body) = reply.split_once("\r\n\r\n").unwrap();
+    (
+        head.split(' ').nth(1).unwrap().parse().unwrap(),
+        body.to_string(),
+    )
+}
+
+/// The value of the sample `name{labels}` in Prometheus text.
+fn sample(text: &str, name_and_labels: &str) -> f64 {
+    text.lines()
+        .find(|l| l.starts_with(name_and_labels) && l[name_and_labels.len()..].starts_with(' '))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no {name_and_labels} in:\n{text}"))
+}
+
+/// Checks `text` with the Prometheus project's own Python parser; false
+/// where it is not installed (`.ci/run` installs it; there it is required).
+fn parses_with_prometheus_client(text: &str) -> bool {
+    let check = std::process::Command::new("python3")
+        .args(["-c", "import prometheus_client"])
+        .output();
+    if !check.is_ok_and(|o| o.status.success()) {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "CI must install prometheus-client (.ci/run)"
+        );
+        println!("skipped the parser check: python3 prometheus_client is not installed");
+        return false;
+    }
+    let mut child = std::process::Command::new("python3")
+        .args([
+            "-c",
+            "import sys\nfrom prometheus_client.parser import text_string_to_metric_families\n\
+             fams = list(text_string_to_metric_families(sys.stdin.read()))\nprint(len(fams))",
+        ])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::io::Write::write_all(&mut child.stdin.take().unwrap(), text.as_bytes()).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "the parser refused the metrics: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    println!(
+        "figure: prometheus_client parsed {} metric families",
+        String::from_utf8_lossy(&out.stdout).trim()
+    );
+    true
+}
+
+fn admin_opts() -> HubOpts {
+    HubOpts {
+        services: vec!["echo".into(), "idle".into()],
+        extra: "[admin]\nbind = \"127.0.0.1:0\"\n".into(),
+        ..Default::default()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_parse_and_move_as_players_come_and_go() {
+    let certs = Certs::new();
+    let hub = TestHub::start(&certs, &admin_opts()).await;
+    let admin = hub.admin.unwrap();
+    let _ep = TestEp::start(ep_settings(
+        &certs,
+        &hub,
+        &EpOpts::new(&certs, vec![("echo".into(), echo_server().await)]),
+    ));
+    hub.wait_sessions(1).await;
+    let (code, before) = get(admin, "/metrics", None).await;
+    assert_eq!(code, 200);
+    parses_with_prometheus_client(&before);
+    // Every configured service has its series at zero before a player.
+    assert_eq!(
+        sample(&before, "ferry_players_total{service=\"idle\"}"),
+        0.0
+    );
+    assert_eq!(
+        sample(
+            &before,
+            "ferry_bytes_total{service=\"idle\",direction=\"up\"}"
+        ),
+        0.0
+    );
+    assert_eq!(
+        sample(&before, "ferry_argon2_checks_total{outcome=\"ok\"}"),
+        1.0
+    );
+    assert!(
+        before.contains("ferry_ep_connected{ep=\"home\",version=\""),
+        "{before}"
+    );
+    // A player comes…
+    let mut p = TcpStream::connect(hub.service("echo")).await.unwrap();
+    p.write_all(&[7u8; 1000]).await.unwrap();
+    let mut back = [0u8; 1000];
+    p.read_exact(&mut back).await.unwrap();
+    let (_, during) = get(admin, "/metrics", None).await;
+    assert_eq!(sample(&during, "ferry_players{service=\"echo\"}"), 1.0);
+    assert_eq!(
+        sample(
+            &during,
+            "ferry_bytes_total{service=\"echo\",direction=\"up\"}"
+        ),
+        1000.0
+    );
+    assert_eq!(
+        sample(
+            &during,
+            "ferry_bytes_total{service=\"echo\",direction=\"down\"}"
+        ),
+        1000.0
+    );
+    assert_eq!(
+        sample(
+            &during,
+            "ferry_player_first_byte_seconds_count{service=\"echo\"}"
+        ),
+        1.0
+    );
+    // …and goes.
+    drop(p);
+    let mut players = 1.0;
+    for _ in 0..100 {
+        let (_, after) = get(admin, "/metrics", None).await;
+        players = sample(&after, "ferry_players{service=\"echo\"}");
+        if players == 0.0 {
+            assert_eq!(sample(&after, "ferry_players_total{service=\"echo\"}"), 1.0);
+            break;
+        }
+        tokio::task::yield_now().await;
+    }
+    assert_eq!(players, 0.0, "the player gauge did not come down");
+    let (code, status) = get(admin, "/api/status", None).await;
+    assert_eq!(code, 200);
+    let v: serde_json::Value = serde_json::from_str(&status).unwrap();
+    assert_eq!(v["eps"][0]["name"], "home");
+    assert_eq!(v["services"][0]["name"], "echo");
+    assert_eq!(v["services"][0]["players_total"], 1);
+    let (code, page) = get(admin, "/", None).await;
+    assert_eq!(code, 200);
+    assert!(
+        page.contains("<td data-k=\"name\">echo</td>"),
+        "no server-side table: {page}"
+    );
+}
+
+#[test]
+fn a_non_loopback_admin_door_needs_a_token() {
+    let certs = Certs::new();
+    let file = hub_toml(&certs, &["echo"], "[admin]\nbind = \"0.0.0.0:0\"\n");
+    let out = ferry_cmd()
+        .args(["hub", "check", "-c"])
+        .arg(&file)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("admin.token_hash"),
+        "{err}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_is_required_checked_and_never_logged() {
+    let certs = Certs::new();
+    let token = "admin-secret-4242";
+    let hash = ferry::token::hash(&ferry::secret::Secret::new(token)).unwrap();
+    let config = hub_toml(
+        &certs,
+        &["echo"],
+        &format!("[admin]\nbind = \"127.0.0.1:0\"\ntoken_hash = {hash:?}\n"),
+    );
+    let hub = HubProc::start(&config, &[("RUST_LOG", "debug".into())], 1);
+    let ready: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(ready_path(&config)).unwrap()).unwrap();
+    let admin: SocketAddr = ready["admin"].as_str().unwrap().parse().unwrap();
+    assert_eq!(get(admin, "/metrics", None).await.0, 401);
+    assert_eq!(get(admin, "/metrics", Some("wrong")).await.0, 401);
+    assert_eq!(get(admin, "/metrics", Some(token)).await.0, 200);
+    assert_eq!(
+        get(admin, "/api/status", Some(token)).await.0,
+        200,
+        "the cached check"
+    );
+    assert_eq!(
+        get(admin, &format!("/api/status?token={token}"), None)
+            .await
+            .0,
+        200
+    );
+    // `ferry hub status` with the token prints the table.
+    let out = ferry_cmd()
+        .args(["hub", "status", "--admin", &admin.to_string(), "-c"])
+        .arg(&config)
+        .env("FERRY_ADMIN_TOKEN", token)
+        .output()
+        .unwrap();
+    let table = String::from_utf8_lossy(&out.stdout);
+    println!("figure: ferry hub status →\n{table}");
+    assert!(out.status.success() && table.contains("echo"), "{table}");
+    hub.proc.signal("TERM");
+    let mut logged = Vec::new();
+    while let Some(l) = hub.proc.next_line(Duration::from_secs(20)) {
+        logged.push(l);
+    }
+    assert!(
+        !logged.iter().any(|l| l.contains(token)),
+        "the token reached the log"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn junk_and_slow_admin_requests_do_not_touch_players() {
+    let certs = Certs::new();
+    let hub = TestHub::start(&certs, &admin_opts()).await;
+    let admin = hub.admin.unwrap();
+    let _ep = TestEp::start(ep_settings(
+        &certs,
+        &hub,
+        &EpOpts::new(&certs, vec![("echo".into(), echo_server().await)]),
+    ));
+    hub.wait_sessions(1).await;
+    // 200 connections that send half a request and stall, and 500 of junk.
+    let mut slow = Vec::new();
+    for _ in 0..200 {
+        // Beyond the door's cap of 64 a connection may be reset at once.
+        if let Ok(mut s) = TcpStream::connect(admin).await {
+            let _ = s.write_all(b"GET /metr").await;
+            slow.push(s);
+        }
+    }
+    let stalled = slow.len();
+    for i in 0..500u64 {
+        if let Ok(mut s) = TcpStream::connect(admin).await {
+            let _ = s.write_all(&random_bytes(300, i)).await;
+        }
+    }
+    // Players are untouched meanwhile.
+    for round in 0..20u64 {
+        let data = random_bytes(4096, round);
+        assert_eq!(echo_through(hub.service("echo"), &data).await, data);
+    }
+    // The stalled requests are cut at the request deadline, freeing the door.
+    let t = std::time::Instant::now();
+    let mut cut = 0;
+    for s in &mut slow {
+        cut += closed_by_peer(s, Duration::from_secs(10)).await as usize;
+    }
+    println!(
+        "figure: {stalled} stalled admin requests all closed after {:?}; players unaffected",
+        t.elapsed()
+    );
+    assert_eq!(cut, stalled);
+    assert_eq!(get(admin, "/api/status", None).await.0, 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_ep_admin_door_shows_the_hub_connection_and_services() {
+    let certs = Certs::new();
+    let hub = TestHub::start(&certs, &HubOpts::default()).await;
+    let echo = echo_server().await;
+    let config = ep_toml(&certs, hub.control, hub.channel, &[("echo", echo)]);
+    let mut text = std::fs::read_to_string(&config).unwrap();
+    text = text.replace("[tls]", "[admin]\nbind = \"127.0.0.1:0\"\n[tls]");
+    std::fs::write(&config, text).unwrap();
+    let ready = ready_path(&config);
+    let ep = Ferry::spawn_args(
+        "ep",
+        &config,
+        &["--ready-file".as_ref(), ready.as_os_str()],
+        &[("FERRY_LOG_FORMAT", "json".into())],
+    );
+    hub.wait_sessions(1).await;
+    let admin: SocketAddr = loop {
+        if let Some(a) = std::fs::read_to_string(&ready)
+            .ok()
+            .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
+            .and_then(|v| v["admin"].as_str().map(|s| s.parse().unwrap()))
+        {
+            break a;
+        }
+        // Between looks at the file, wait for the ep's next log line.
+        let _ = ep.next_line(Duration::from_millis(200));
+    };
+    assert_eq!(echo_through(hub.service("echo"), b"hi").await, b"hi");
+    let (code, status) = get(admin, "/api/status", None).await;
+    assert_eq!(code, 200);
+    let v: serde_json::Value = serde_json::from_str(&status).unwrap();
+    println!("figure: the ep's status {v}");
+    assert_eq!(v["hub"][0]["state"], "connected");
+    assert_eq!(v["services"][0]["local_reachable"], "yes (last dial)");
+    let (_, metrics) = get(admin, "/metrics", None).await;
+    assert_eq!(sample(&metrics, "ferry_hub_connected"), 1.0);
+    parses_with_prometheus_client(&metrics);
+    // Its logs are JSON objects, one a line (FERRY_LOG_FORMAT=json).
+    let line = ep.wait_line("connected to hub");
+    let parsed: serde_json::Value = serde_json::from_str(&line).expect("a JSON log line");
+    assert!(
+        parsed["fields"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("connected")
+    );
+}
