@@ -63,6 +63,7 @@ pub async fn read_request(tcp: &mut TcpStream) -> Result<Request, String> {
 fn reason(status: u16) -> &'static str {
     match status {
         200 => "OK",
+        204 => "No Content",
         400 => "Bad Request",
         401 => "Unauthorized",
         404 => "Not Found",

@@ -129,6 +129,10 @@ impl Door {
                 let _ = http::respond(&mut tcp, 200, ct, &[], body.as_bytes()).await;
             }
             "/events" => self.events(tcp).await,
+            // Browsers ask for it; an empty answer keeps their console clean.
+            "/favicon.ico" => {
+                let _ = http::respond(&mut tcp, 204, "image/x-icon", &[], b"").await;
+            }
             _ => {
                 let _ = http::respond(&mut tcp, 404, "text/plain", &[], b"not found\n").await;
             }

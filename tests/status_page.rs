@@ -1,0 +1,96 @@
+//! The status page in a real headless browser (Debian's Chromium, driven
+//! by playwright-core; `.ci/run` installs both): it loads without console
+//! errors, shows the service, and its player count follows a player in
+//! and out without a reload.
+
+mod common;
+
+use common::*;
+use std::{
+    io::{BufRead, BufReader, Write},
+    path::Path,
+    process::{Command, Stdio},
+};
+
+/// Whether the browser and its driver are here; in CI they must be.
+fn browser_ready(dir: &Path) -> bool {
+    let ok = dir.join("node_modules/playwright-core").exists()
+        && Path::new("/usr/bin/chromium").exists();
+    if !ok {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "CI must install chromium and tests/browser's packages (.ci/run)"
+        );
+        println!("skipped: chromium or tests/browser/node_modules missing (.ci/run installs them)");
+    }
+    ok
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_status_page_follows_a_player_live_in_a_real_browser() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser");
+    if !browser_ready(&dir) {
+        return;
+    }
+    let certs = Certs::new();
+    let opts = HubOpts {
+        extra: "[admin]\nbind = \"127.0.0.1:0\"\n".into(),
+        ..Default::default()
+    };
+    let hub = TestHub::start(&certs, &opts).await;
+    let _ep = TestEp::start(ep_settings(
+        &certs,
+        &hub,
+        &EpOpts::new(&certs, vec![("echo".into(), echo_server().await)]),
+    ));
+    hub.wait_sessions(1).await;
+    // Kept out of git: target/ is ignored.
+    let shot = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/status-page.png");
+    let mut driver = Command::new("node")
+        .arg(dir.join("status_page.mjs"))
+        .arg(format!("http://{}/", hub.admin.unwrap()))
+        .arg("echo")
+        .arg(&shot)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("node");
+    let mut stdin = driver.stdin.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel::<serde_json::Value>();
+    let stdout = driver.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if let Ok(v) = serde_json::from_str(&line) {
+                let _ = tx.send(v);
+            }
+        }
+    });
+    let next = || {
+        let v = rx
+            .recv_timeout(std::time::Duration::from_secs(60))
+            .expect("the browser driver went quiet");
+        assert_ne!(v["event"], "failed", "{v}");
+        v
+    };
+    assert_eq!(next()["players"], "0");
+    let player = tokio::net::TcpStream::connect(hub.service("echo"))
+        .await
+        .unwrap();
+    writeln!(stdin, "connected").unwrap();
+    let one = next();
+    println!("figure: the page showed {one} while a player was connected");
+    assert_eq!(one["players"], "1");
+    drop(player);
+    writeln!(stdin, "left").unwrap();
+    assert_eq!(next()["players"], "0");
+    let mut done = next();
+    if done["event"] == "note" {
+        println!("figure: {}", done["note"]);
+        done = next();
+    }
+    assert_eq!(done["event"], "done");
+    assert_eq!(done["errors"], serde_json::json!([]), "console errors");
+    drop(stdin);
+    assert!(driver.wait().unwrap().success());
+    println!("figure: screenshot at {}", shot.display());
+}
