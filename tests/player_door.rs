@@ -5,14 +5,7 @@
 mod common;
 
 use common::*;
-use std::{
-    net::SocketAddr,
-    sync::{
-        Arc,
-        atomic::{AtomicUsize, Ordering},
-    },
-    time::Duration,
-};
+use std::{net::SocketAddr, sync::atomic::Ordering, time::Duration};
 use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
     net::{TcpListener, TcpStream},
@@ -173,26 +166,6 @@ async fn nginx_logs_the_players_real_address() {
         let want = format!("{} {}", player.local_addr().unwrap(), hub.service("echo"));
         assert_eq!(body, want);
     }
-}
-
-/// A service that greets every connection with one byte and counts them:
-/// each count is a channel taken and a dial at home.
-async fn counting_greeter() -> (SocketAddr, Arc<AtomicUsize>) {
-    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = l.local_addr().unwrap();
-    let n = Arc::new(AtomicUsize::new(0));
-    let count = n.clone();
-    tokio::spawn(async move {
-        while let Ok((mut s, _)) = l.accept().await {
-            count.fetch_add(1, Ordering::Relaxed);
-            tokio::spawn(async move {
-                let _ = s.write_all(b"!").await;
-                let mut sink = [0u8; 64];
-                while matches!(s.read(&mut sink).await, Ok(n) if n > 0) {}
-            });
-        }
-    });
-    (addr, n)
 }
 
 /// Connects from `src`; Some(stream) if admitted (greeted), None if the

@@ -15,28 +15,8 @@ use std::{
 };
 use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
-    net::{TcpListener, TcpStream},
+    net::TcpStream,
 };
-
-/// Greets every connection with one byte and counts them: each count is a
-/// channel taken and a dial at home.
-async fn counting_greeter() -> (SocketAddr, Arc<AtomicUsize>) {
-    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = l.local_addr().unwrap();
-    let n = Arc::new(AtomicUsize::new(0));
-    let count = n.clone();
-    tokio::spawn(async move {
-        while let Ok((mut s, _)) = l.accept().await {
-            count.fetch_add(1, Ordering::Relaxed);
-            tokio::spawn(async move {
-                let _ = s.write_all(b"!").await;
-                let mut sink = [0u8; 64];
-                while matches!(s.read(&mut sink).await, Ok(n) if n > 0) {}
-            });
-        }
-    });
-    (addr, n)
-}
 
 /// Some(()) if the player from `src` was admitted (greeted), None if refused.
 async fn player(src: String, to: SocketAddr) -> Option<()> {

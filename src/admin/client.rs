@@ -79,41 +79,10 @@ pub fn render(status: &Value) -> String {
         text(&status["version"]),
         text(&status["uptime_s"])
     );
-    if status["role"] == "hub" {
-        out += &table(
-            &list("eps"),
-            &["name", "address", "version", "connected_for"],
-        );
-        out += "\n";
-        out += &table(
-            &list("services"),
-            &[
-                "name",
-                "bind",
-                "served_by",
-                "players",
-                "players_total",
-                "bytes_up",
-                "bytes_down",
-                "refusals",
-                "pool_ready",
-            ],
-        );
-    } else {
-        out += &table(&list("hub"), &["hub", "state", "transport", "since"]);
-        out += "\n";
-        out += &table(
-            &list("services"),
-            &[
-                "name",
-                "local",
-                "players",
-                "players_total",
-                "bytes_up",
-                "bytes_down",
-                "local_reachable",
-            ],
-        );
-    }
+    let (first_key, first_cols, service_cols) =
+        super::columns(status["role"].as_str().unwrap_or(""));
+    out += &table(&list(first_key), first_cols);
+    out += "\n";
+    out += &table(&list("services"), service_cols);
     out
 }

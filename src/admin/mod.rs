@@ -28,6 +28,47 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 /// How often `/events` sends a snapshot.
 pub const EVENT_EVERY: Duration = Duration::from_secs(1);
 
+/// The two tables each role shows, by the status JSON's keys: the first
+/// list's key, the first table's columns, the services' columns.
+pub fn columns(
+    role: &str,
+) -> (
+    &'static str,
+    &'static [&'static str],
+    &'static [&'static str],
+) {
+    if role == "hub" {
+        (
+            "eps",
+            &["name", "address", "version", "connected_for"],
+            &[
+                "name",
+                "served_by",
+                "players",
+                "players_total",
+                "bytes_up",
+                "bytes_down",
+                "refusals",
+                "pool_ready",
+            ],
+        )
+    } else {
+        (
+            "hub",
+            &["hub", "state", "transport", "since"],
+            &[
+                "name",
+                "local",
+                "players",
+                "players_total",
+                "bytes_up",
+                "bytes_down",
+                "local_reachable",
+            ],
+        )
+    }
+}
+
 /// What a role shows on its admin door.
 pub trait Source: Send + Sync + 'static {
     /// "hub" or "ep".
@@ -41,6 +82,24 @@ struct Door {
     auth: Option<Arc<Auth>>,
     streams: Arc<Semaphore>,
     shutdown: CancellationToken,
+}
+
+/// Runs the admin door of `settings` on `listener` as a tracked task.
+pub fn spawn(
+    listener: TcpListener,
+    source: Arc<dyn Source>,
+    settings: &crate::config::admin::AdminSettings,
+    shutdown: &CancellationToken,
+    tracker: &TaskTracker,
+) {
+    if let Ok(addr) = listener.local_addr() {
+        tracing::info!("admin page at http://{addr}/");
+    }
+    let auth = settings.token_hash.clone().map(|h| Arc::new(Auth::new(h)));
+    tracker.spawn(
+        serve(listener, source, auth, shutdown.clone(), tracker.clone())
+            .instrument(tracing::info_span!("admin-door")),
+    );
 }
 
 /// Serves `listener` until `shutdown`.

@@ -38,50 +38,17 @@ fn table(items: &[Value], id_key: &str, keys: &[&str]) -> String {
 
 pub fn render(role: &str, status: &Value) -> String {
     let empty = Vec::new();
+    let (first_key, first_cols, service_cols) = super::columns(role);
     let list = |k: &str| status[k].as_array().unwrap_or(&empty).clone();
-    let (first, second) = match role {
-        "hub" => (
-            table(
-                &list("eps"),
-                "name",
-                &["name", "address", "version", "connected_for"],
-            ),
-            table(
-                &list("services"),
-                "name",
-                &[
-                    "name",
-                    "players",
-                    "players_total",
-                    "bytes_up",
-                    "bytes_down",
-                    "refusals",
-                    "pool_ready",
-                ],
-            ),
-        ),
-        _ => (
-            table(&list("hub"), "hub", &["hub", "state", "transport", "since"]),
-            table(
-                &list("services"),
-                "name",
-                &[
-                    "name",
-                    "local",
-                    "players",
-                    "players_total",
-                    "bytes_up",
-                    "bytes_down",
-                    "local_reachable",
-                ],
-            ),
-        ),
-    };
+    let first = table(&list(first_key), first_cols[0], first_cols);
+    let second = table(&list("services"), "name", service_cols);
+    let heads = serde_json::json!([first_key, first_cols, service_cols]);
     TEMPLATE
         .replace("{{ROLE}}", role)
         .replace("{{VERSION}}", &cell(&status["version"]))
         .replace("{{FIRST}}", &first)
         .replace("{{SECOND}}", &second)
+        .replace("{{HEADS}}", &heads.to_string())
         // JSON inside <script> is not HTML-decoded; only `<` could end it.
         .replace("{{STATUS}}", &status.to_string().replace('<', "\\u003c"))
 }

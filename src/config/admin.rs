@@ -40,6 +40,17 @@ impl AdminConfig {
     }
 }
 
+impl std::fmt::Display for AdminSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let auth = if self.token_hash.is_some() {
+            "token required"
+        } else {
+            "loopback, no token"
+        };
+        write!(f, "http://{}/ ({auth})", self.bind)
+    }
+}
+
 /// `log_format`: how log lines look on stderr.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]

@@ -286,12 +286,7 @@ impl std::fmt::Display for EpSettings {
         writeln!(f, "  channel   {}", self.channel)?;
         writeln!(f, "  token     {}", self.token)?;
         if let Some(a) = &self.admin {
-            let auth = if a.token_hash.is_some() {
-                "token required"
-            } else {
-                "loopback, no token"
-            };
-            writeln!(f, "  admin     http://{}/ ({auth})", a.bind)?;
+            writeln!(f, "  admin     {a}")?;
         }
         for (name, local) in &self.services {
             let proxy = match local.proxy_protocol {

@@ -536,12 +536,7 @@ impl std::fmt::Display for HubSettings {
             writeln!(f, "  hub certificate (or CA) expires in {days} days{note}")?;
         }
         if let Some(a) = &self.admin {
-            let auth = if a.token_hash.is_some() {
-                "token required"
-            } else {
-                "loopback, no token"
-            };
-            writeln!(f, "  admin    http://{}/ ({auth})", a.bind)?;
+            writeln!(f, "  admin    {a}")?;
         }
         let t = &self.timing;
         writeln!(

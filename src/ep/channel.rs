@@ -121,11 +121,11 @@ pub(super) async fn run(ep: Arc<Ep>, service: String, ticket: String, target: Ta
     };
     ep.state.dialled(&service, Ok(()));
     net::tune_plain(&svc);
-    let players = ep.metrics.players.get_or_create(&label).clone();
-    ep.metrics.players_total.get_or_create(&label).inc();
+    let players = ep.metrics.traffic.players.get_or_create(&label).clone();
+    ep.metrics.traffic.players_total.get_or_create(&label).inc();
     players.inc();
     let watch = relay::Watch {
-        meter: Some(ep.metrics.meter(&service)),
+        meter: Some(ep.metrics.traffic.meter(&service)),
         ..Default::default()
     };
     tracing::info!(service, %player, "player connected");

@@ -136,22 +136,8 @@ impl Bound {
             immediate,
         } = self;
         if let (Some(listener), Some(a)) = (admin, &ep.settings.admin) {
-            tracing::info!("admin page at http://{}/", listener.local_addr()?);
-            let auth = a
-                .token_hash
-                .clone()
-                .map(|h| Arc::new(crate::admin::Auth::new(h)));
             let source: Arc<dyn crate::admin::Source> = ep.clone();
-            ep.tracker.spawn(
-                crate::admin::serve(
-                    listener,
-                    source,
-                    auth,
-                    ep.shutdown.clone(),
-                    ep.tracker.clone(),
-                )
-                .instrument(tracing::info_span!("admin-door")),
-            );
+            crate::admin::spawn(listener, source, a, &ep.shutdown, &ep.tracker);
         }
         main_loop(ep, immediate).await
     }

@@ -3,7 +3,7 @@
 //! dial (the ep never dials just to check: a game would see a phantom).
 
 use super::Ep;
-use crate::metrics::{BytesLabel, Direction, ServiceLabel};
+use crate::metrics::{Direction, ServiceLabel};
 use serde_json::{Value, json};
 use std::{collections::HashMap, sync::Mutex};
 use tokio::time::Instant;
@@ -74,14 +74,7 @@ impl crate::admin::Source for Ep {
                 let label = ServiceLabel {
                     service: name.clone(),
                 };
-                let bytes = |direction: Direction| {
-                    m.bytes
-                        .get_or_create(&BytesLabel {
-                            service: name.clone(),
-                            direction: direction.as_str(),
-                        })
-                        .get()
-                };
+                let bytes = |d: Direction| m.traffic.bytes(name, d);
                 let reachable = match s.dials.get(name) {
                     None => "not dialled yet".to_string(),
                     Some(Ok(())) => "yes (last dial)".to_string(),
@@ -90,8 +83,8 @@ impl crate::admin::Source for Ep {
                 json!({
                     "name": name,
                     "local": local.addr,
-                    "players": m.players.get_or_create(&label).get(),
-                    "players_total": m.players_total.get_or_create(&label).get(),
+                    "players": m.traffic.players.get_or_create(&label).get(),
+                    "players_total": m.traffic.players_total.get_or_create(&label).get(),
                     "bytes_up": bytes(Direction::Up),
                     "bytes_down": bytes(Direction::Down),
                     "local_reachable": reachable,

@@ -116,8 +116,8 @@ impl Hub {
             let door = admission::Door::new(
                 s.limits.clone(),
                 cap.clone(),
-                metrics.players.get_or_create(&label).clone(),
-                metrics.players_total.get_or_create(&label).clone(),
+                metrics.traffic.players.get_or_create(&label).clone(),
+                metrics.traffic.players_total.get_or_create(&label).clone(),
             );
             doors.insert(s.name.clone(), door.clone());
             players.push((svc, door, listener));
@@ -259,22 +259,8 @@ impl Hub {
             shared.tracker.spawn(crl::watch(shared.clone(), path));
         }
         if let (Some(listener), Some(a)) = (self.admin, &shared.settings.admin) {
-            tracing::info!(addr = %listener.local_addr()?, "admin page at http://{}/", listener.local_addr()?);
-            let auth = a
-                .token_hash
-                .clone()
-                .map(|h| Arc::new(crate::admin::Auth::new(h)));
             let source: Arc<dyn crate::admin::Source> = shared.clone();
-            shared.tracker.spawn(
-                crate::admin::serve(
-                    listener,
-                    source,
-                    auth,
-                    shared.shutdown.clone(),
-                    shared.tracker.clone(),
-                )
-                .instrument(tracing::info_span!("admin-door")),
-            );
+            crate::admin::spawn(listener, source, a, &shared.shutdown, &shared.tracker);
         }
         let mut doors = Vec::new();
         let sh = shared.clone();

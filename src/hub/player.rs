@@ -33,7 +33,7 @@ pub(super) fn on_accept(
     net::tune_plain(&tcp);
     let watch = relay::Watch {
         idle: door.limits().idle_timeout,
-        meter: Some(shared.metrics.meter(&svc.name)),
+        meter: Some(shared.metrics.traffic.meter(&svc.name)),
         first_down: Some((
             std::time::Instant::now(),
             shared

@@ -1,7 +1,7 @@
 //! The hub as its admin door shows it: metrics, and the status as JSON.
 
 use super::Shared;
-use crate::metrics::{BytesLabel, Direction};
+use crate::metrics::Direction;
 use serde_json::{Value, json};
 
 impl crate::admin::Source for Shared {
@@ -37,20 +37,13 @@ impl crate::admin::Source for Shared {
             .iter()
             .map(|s| {
                 let label = m.service(&s.name);
-                let bytes = |direction: Direction| {
-                    m.bytes
-                        .get_or_create(&BytesLabel {
-                            service: s.name.clone(),
-                            direction: direction.as_str(),
-                        })
-                        .get()
-                };
+                let bytes = |d: Direction| m.traffic.bytes(&s.name, d);
                 json!({
                     "name": s.name,
                     "bind": s.bind.to_string(),
                     "served_by": self.services.get(&s.name).and_then(|svc| svc.served_by()),
-                    "players": m.players.get_or_create(&label).get(),
-                    "players_total": m.players_total.get_or_create(&label).get(),
+                    "players": m.traffic.players.get_or_create(&label).get(),
+                    "players_total": m.traffic.players_total.get_or_create(&label).get(),
                     "bytes_up": bytes(Direction::Up),
                     "bytes_down": bytes(Direction::Down),
                     "refusals": refused.get(&s.name).copied().unwrap_or(0),

@@ -94,12 +94,66 @@ fn new_latency() -> Histogram {
 
 type LatencyFamily = Family<ServiceLabel, Histogram, fn() -> Histogram>;
 
-pub struct HubMetrics {
-    registry: Registry,
-    pub ep_connected: Family<EpLabel, Gauge>,
+/// Players and bytes per service: what hub and ep both count.
+#[derive(Default)]
+pub struct Traffic {
     pub players: Family<ServiceLabel, Gauge>,
     pub players_total: Family<ServiceLabel, Counter>,
     pub bytes: Family<BytesLabel, Counter>,
+}
+
+impl Traffic {
+    fn register(&self, registry: &mut Registry, total_help: &str) {
+        registry.register("players", "Players connected now", self.players.clone());
+        registry.register("players", total_help, self.players_total.clone());
+        registry.register("bytes", "Bytes relayed", self.bytes.clone());
+    }
+
+    /// Makes `service`'s series exist, at zero.
+    fn init(&self, service: &str) {
+        let l = ServiceLabel {
+            service: service.to_string(),
+        };
+        let _ = self.players.get_or_create(&l);
+        let _ = self.players_total.get_or_create(&l);
+        for d in [Direction::Up, Direction::Down] {
+            let _ = self.bytes.get_or_create(&bytes_label(service, d));
+        }
+    }
+
+    /// Bytes of `service` one way so far.
+    pub fn bytes(&self, service: &str, d: Direction) -> u64 {
+        self.bytes.get_or_create(&bytes_label(service, d)).get()
+    }
+
+    /// The two byte counters of `service`, for a relay to add to.
+    pub fn meter(&self, service: &str) -> Meter {
+        let counter = |d| self.bytes.get_or_create(&bytes_label(service, d)).clone();
+        Meter {
+            up: counter(Direction::Up),
+            down: counter(Direction::Down),
+        }
+    }
+}
+
+fn bytes_label(service: &str, d: Direction) -> BytesLabel {
+    BytesLabel {
+        service: service.to_string(),
+        direction: d.as_str(),
+    }
+}
+
+/// The Prometheus text format of `registry`.
+fn encode(registry: &Registry) -> String {
+    let mut out = String::new();
+    let _ = prometheus_client::encoding::text::encode(&mut out, registry);
+    out
+}
+
+pub struct HubMetrics {
+    registry: Registry,
+    pub ep_connected: Family<EpLabel, Gauge>,
+    pub traffic: Traffic,
     pub refusals: Family<RefusalLabel, Counter>,
     pub player_refusals: Family<PlayerRefusalLabel, Counter>,
     pub pool_ready: Family<ServiceLabel, Gauge>,
@@ -115,9 +169,7 @@ impl HubMetrics {
         let mut registry = Registry::with_prefix("ferry");
         let m = HubMetrics {
             ep_connected: Family::default(),
-            players: Family::default(),
-            players_total: Family::default(),
-            bytes: Family::default(),
+            traffic: Traffic::default(),
             refusals: Family::default(),
             player_refusals: Family::default(),
             pool_ready: Family::default(),
@@ -131,9 +183,7 @@ impl HubMetrics {
             "Whether an ep is logged in (1) or not (0), with its version",
             m.ep_connected.clone(),
         );
-        registry.register("players", "Players connected now", m.players.clone());
-        registry.register("players", "Players admitted", m.players_total.clone());
-        registry.register("bytes", "Bytes relayed", m.bytes.clone());
+        m.traffic.register(&mut registry, "Players admitted");
         registry.register(
             "refusals",
             "Connections refused, by door and reason",
@@ -168,16 +218,9 @@ impl HubMetrics {
             let service = ServiceLabel {
                 service: s.to_string(),
             };
-            let _ = m.players.get_or_create(&service);
-            let _ = m.players_total.get_or_create(&service);
+            m.traffic.init(s);
             let _ = m.pool_ready.get_or_create(&service);
             let _ = m.first_byte.get_or_create(&service);
-            for direction in [Direction::Up, Direction::Down] {
-                let _ = m.bytes.get_or_create(&BytesLabel {
-                    service: s.to_string(),
-                    direction: direction.as_str(),
-                });
-            }
         }
         for outcome in [Outcome::Ok, Outcome::Wrong, Outcome::Busy] {
             let _ = m.argon2.get_or_create(&outcome.label());
@@ -187,30 +230,12 @@ impl HubMetrics {
 
     /// The Prometheus text format.
     pub fn encode(&self) -> String {
-        let mut out = String::new();
-        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
-        out
+        encode(&self.registry)
     }
 
     pub fn service(&self, s: &str) -> ServiceLabel {
         ServiceLabel {
             service: s.to_string(),
-        }
-    }
-
-    /// The two byte counters of `service`, for a relay to add to.
-    pub fn meter(&self, service: &str) -> Meter {
-        let bytes = |direction: Direction| {
-            self.bytes
-                .get_or_create(&BytesLabel {
-                    service: service.to_string(),
-                    direction: direction.as_str(),
-                })
-                .clone()
-        };
-        Meter {
-            up: bytes(Direction::Up),
-            down: bytes(Direction::Down),
         }
     }
 }

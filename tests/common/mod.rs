@@ -527,3 +527,24 @@ pub fn issue_ep_cert(certs: &Certs, name: &str, validity: Validity, server_auth:
         std::fs::set_permissions(&keyfile, std::fs::Permissions::from_mode(0o600)).unwrap();
     }
 }
+
+/// A service that greets every connection with one byte and counts them:
+/// each count is a channel taken and a dial at home.
+pub async fn counting_greeter() -> (SocketAddr, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+    use std::sync::atomic::Ordering;
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    let n = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let count = n.clone();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = l.accept().await {
+            count.fetch_add(1, Ordering::Relaxed);
+            tokio::spawn(async move {
+                let _ = s.write_all(b"!").await;
+                let mut sink = [0u8; 64];
+                while matches!(s.read(&mut sink).await, Ok(n) if n > 0) {}
+            });
+        }
+    });
+    (addr, n)
+}
