@@ -159,36 +159,42 @@ where
     let start = Instant::now();
     let (mut up, mut down) = (Pipe::default(), Pipe::default());
     let (mut counted_up, mut counted_down) = (0u64, 0u64);
+    // The idle deadline is re-armed lazily, when it fires, from the time
+    // bytes last moved: no timer work per chunk on the forwarding path.
     let mut quiet = idle.map(|d| (d, Box::pin(tokio::time::sleep(d))));
-    let mut moved = 0u64;
+    let mut last_moved = tokio::time::Instant::now();
     let result = poll_fn(|cx| {
         let u = up.poll_copy(cx, Pin::new(&mut *a), Pin::new(&mut *b));
         let d = down.poll_copy(cx, Pin::new(&mut *b), Pin::new(&mut *a));
-        if let Some(m) = &meter {
-            m.up.inc_by(up.total - counted_up);
-            m.down.inc_by(down.total - counted_down);
+        if up.total != counted_up || down.total != counted_down {
+            if let Some(m) = &meter {
+                m.up.inc_by(up.total - counted_up);
+                m.down.inc_by(down.total - counted_down);
+            }
+            if down.total > 0
+                && let Some((since, h)) = first_down.take()
+            {
+                h.observe(since.elapsed().as_secs_f64());
+            }
+            if quiet.is_some() {
+                last_moved = tokio::time::Instant::now();
+            }
             (counted_up, counted_down) = (up.total, down.total);
-        }
-        if down.total > 0
-            && let Some((since, h)) = first_down.take()
-        {
-            h.observe(since.elapsed().as_secs_f64());
         }
         let (u, d) = (u?, d?);
         if let (Poll::Ready(()), Poll::Ready(())) = (u, d) {
             return Poll::Ready(Ok(()));
         }
         if let Some((limit, sleep)) = quiet.as_mut() {
-            let now = up.total + down.total;
-            if now != moved {
-                moved = now;
-                sleep.as_mut().reset(tokio::time::Instant::now() + *limit);
-            }
-            if sleep.as_mut().poll(cx).is_ready() {
-                return Poll::Ready(Err(io::Error::new(
-                    io::ErrorKind::TimedOut,
-                    format!("no traffic either way for {limit:?} (player_idle_timeout)"),
-                )));
+            while sleep.as_mut().poll(cx).is_ready() {
+                let due = last_moved + *limit;
+                if due <= tokio::time::Instant::now() {
+                    return Poll::Ready(Err(io::Error::new(
+                        io::ErrorKind::TimedOut,
+                        format!("no traffic either way for {limit:?} (player_idle_timeout)"),
+                    )));
+                }
+                sleep.as_mut().reset(due);
             }
         }
         Poll::Pending

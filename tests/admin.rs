@@ -87,13 +87,8 @@ fn admin_opts() -> HubOpts {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_parse_and_move_as_players_come_and_go() {
     let certs = Certs::new();
-    let hub = TestHub::start(&certs, &admin_opts()).await;
+    let (hub, _ep) = tunnel_with(&certs, &admin_opts(), echo_server().await).await;
     let admin = hub.admin.unwrap();
-    let _ep = TestEp::start(ep_settings(
-        &certs,
-        &hub,
-        &EpOpts::new(&certs, vec![("echo".into(), echo_server().await)]),
-    ));
     hub.wait_sessions(1).await;
     let (code, before) = get(admin, "/metrics", None).await;
     assert_eq!(code, 200);
@@ -241,13 +236,8 @@ async fn a_token_is_required_checked_and_never_logged() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn junk_and_slow_admin_requests_do_not_touch_players() {
     let certs = Certs::new();
-    let hub = TestHub::start(&certs, &admin_opts()).await;
+    let (hub, _ep) = tunnel_with(&certs, &admin_opts(), echo_server().await).await;
     let admin = hub.admin.unwrap();
-    let _ep = TestEp::start(ep_settings(
-        &certs,
-        &hub,
-        &EpOpts::new(&certs, vec![("echo".into(), echo_server().await)]),
-    ));
     hub.wait_sessions(1).await;
     // 200 connections that send half a request and stall, and 500 of junk.
     let mut slow = Vec::new();

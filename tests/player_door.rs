@@ -262,12 +262,7 @@ async fn the_hub_wide_cap_keeps_the_doors_working() {
         extra: "max_players_total = 3\n".into(),
         ..Default::default()
     };
-    let hub = TestHub::start(&certs, &opts).await;
-    let _ep = TestEp::start(ep_settings(
-        &certs,
-        &hub,
-        &EpOpts::new(&certs, vec![("echo".into(), local)]),
-    ));
+    let (hub, _ep) = tunnel_with(&certs, &opts, local).await;
     let mut held = Vec::new();
     for i in 0..3 {
         held.push(
@@ -299,12 +294,7 @@ async fn a_player_silent_both_ways_is_closed_after_the_idle_timeout() {
         extra: "[players]\nplayer_idle_timeout = \"1s\"\n".into(),
         ..Default::default()
     };
-    let hub = TestHub::start(&certs, &opts).await;
-    let _ep = TestEp::start(ep_settings(
-        &certs,
-        &hub,
-        &EpOpts::new(&certs, vec![("echo".into(), local)]),
-    ));
+    let (hub, _ep) = tunnel_with(&certs, &opts, local).await;
     let mut talker = try_player("127.0.0.1", hub.service("echo")).await.unwrap();
     let mut silent = try_player("127.0.0.1", hub.service("echo")).await.unwrap();
     let t = std::time::Instant::now();

@@ -25,12 +25,7 @@ async fn players_who_leave_at_the_handover_lose_no_channel() {
         extra: "pool_size = 1\nheartbeat_interval = \"30s\"\nheartbeat_timeout = \"90s\"\n".into(),
         ..Default::default()
     };
-    let hub = TestHub::start(&certs, &opts).await;
-    let _ep = TestEp::start(ep_settings(
-        &certs,
-        &hub,
-        &EpOpts::new(&certs, vec![("echo".into(), echo_server().await)]),
-    ));
+    let (hub, _ep) = tunnel_with(&certs, &opts, echo_server().await).await;
     for i in 0..20 {
         let ready = pool_reaches(&hub, "echo", 1, Duration::from_secs(5)).await;
         assert!(

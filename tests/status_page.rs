@@ -37,12 +37,7 @@ async fn the_status_page_follows_a_player_live_in_a_real_browser() {
         extra: "[admin]\nbind = \"127.0.0.1:0\"\n".into(),
         ..Default::default()
     };
-    let hub = TestHub::start(&certs, &opts).await;
-    let _ep = TestEp::start(ep_settings(
-        &certs,
-        &hub,
-        &EpOpts::new(&certs, vec![("echo".into(), echo_server().await)]),
-    ));
+    let (hub, _ep) = tunnel_with(&certs, &opts, echo_server().await).await;
     hub.wait_sessions(1).await;
     // Kept out of git: target/ is ignored.
     let shot = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/status-page.png");

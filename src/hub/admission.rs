@@ -11,7 +11,7 @@
 
 use super::refusals::Reason;
 use crate::config::players::PlayerLimits;
-use prometheus_client::metrics::{counter::Counter, gauge::Gauge};
+use crate::metrics::ServiceMeters;
 use std::{
     collections::HashMap,
     net::IpAddr,
@@ -88,9 +88,8 @@ pub(crate) struct Door {
     limits: PlayerLimits,
     cap: Arc<HubCap>,
     state: Mutex<State>,
-    /// Players now and admitted, in the hub's metrics.
-    gauge: Gauge,
-    admitted: Counter,
+    /// This service's series in the hub's metrics.
+    meters: ServiceMeters,
 }
 
 /// An admitted player's place; given back on drop.
@@ -100,23 +99,21 @@ pub(crate) struct Admitted {
 }
 
 impl Door {
-    pub fn new(
-        limits: PlayerLimits,
-        cap: Arc<HubCap>,
-        gauge: Gauge,
-        admitted: Counter,
-    ) -> Arc<Self> {
+    pub fn new(limits: PlayerLimits, cap: Arc<HubCap>, meters: ServiceMeters) -> Arc<Self> {
         Arc::new(Door {
             limits,
             cap,
             state: Mutex::default(),
-            gauge,
-            admitted,
+            meters,
         })
     }
 
     pub fn limits(&self) -> &PlayerLimits {
         &self.limits
+    }
+
+    pub fn meters(&self) -> &ServiceMeters {
+        &self.meters
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
@@ -192,8 +189,8 @@ impl Door {
         src.tokens -= 1.0;
         src.players += 1;
         st.players += 1;
-        self.gauge.inc();
-        self.admitted.inc();
+        self.meters.players.inc();
+        self.meters.admitted.inc();
         Ok(Admitted {
             door: self.clone(),
             key,
@@ -221,7 +218,7 @@ impl Door {
 impl Drop for Admitted {
     fn drop(&mut self) {
         self.door.cap.leave();
-        self.door.gauge.dec();
+        self.door.meters.players.dec();
         let mut st = self.door.lock();
         st.players -= 1;
         if let Some(s) = st.sources.get_mut(&self.key) {
@@ -250,7 +247,7 @@ mod tests {
             idle_timeout: None,
         };
         limits(&mut l);
-        Door::new(l, HubCap::new(cap), Gauge::default(), Counter::default())
+        Door::new(l, HubCap::new(cap), ServiceMeters::default())
     }
 
     #[tokio::test(start_paused = true)]

@@ -113,12 +113,8 @@ impl Hub {
                 metrics.pool_ready.get_or_create(&label).clone(),
             ));
             services.insert(s.name.clone(), svc.clone());
-            let door = admission::Door::new(
-                s.limits.clone(),
-                cap.clone(),
-                metrics.traffic.players.get_or_create(&label).clone(),
-                metrics.traffic.players_total.get_or_create(&label).clone(),
-            );
+            let door =
+                admission::Door::new(s.limits.clone(), cap.clone(), metrics.for_service(&s.name));
             doors.insert(s.name.clone(), door.clone());
             players.push((svc, door, listener));
         }

@@ -33,15 +33,8 @@ pub(super) fn on_accept(
     net::tune_plain(&tcp);
     let watch = relay::Watch {
         idle: door.limits().idle_timeout,
-        meter: Some(shared.metrics.traffic.meter(&svc.name)),
-        first_down: Some((
-            std::time::Instant::now(),
-            shared
-                .metrics
-                .first_byte
-                .get_or_create(&shared.metrics.service(&svc.name))
-                .clone(),
-        )),
+        meter: Some(door.meters().meter.clone()),
+        first_down: Some((std::time::Instant::now(), door.meters().first_byte.clone())),
     };
     let span = tracing::info_span!("player", service = %svc.name, player = %addr);
     shared.tracker.clone().spawn(

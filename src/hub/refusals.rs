@@ -71,6 +71,17 @@ impl Reason {
         }
     }
 
+    /// Reasons the player door gives.
+    pub const PLAYER: [Reason; 7] = [
+        Reason::PlayerDenied,
+        Reason::PlayerNotAllowed,
+        Reason::ServiceFull,
+        Reason::PlayerAddressFull,
+        Reason::PlayerRate,
+        Reason::PlayerBanned,
+        Reason::HubFull,
+    ];
+
     /// The door that refused: a label for the refusal counters.
     pub fn door(self) -> &'static str {
         match self {
@@ -117,8 +128,6 @@ pub(crate) struct Refusals {
     metrics: Family<RefusalLabel, Counter>,
     /// Player-door refusals by service and reason.
     players: Family<PlayerRefusalLabel, Counter>,
-    /// The same summed per service, for the status page.
-    per_service: Mutex<std::collections::HashMap<String, u64>>,
 }
 
 impl Refusals {
@@ -134,7 +143,6 @@ impl Refusals {
             counts: Mutex::default(),
             metrics,
             players,
-            per_service: Mutex::default(),
         }
     }
 
@@ -146,21 +154,7 @@ impl Refusals {
                 reason: reason.as_str(),
             })
             .inc();
-        *self
-            .per_service
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .entry(service.to_string())
-            .or_default() += 1;
         self.record(reason, ip, detail);
-    }
-
-    /// Player refusals per service since start.
-    pub fn by_service(&self) -> std::collections::HashMap<String, u64> {
-        self.per_service
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
     }
 
     /// Counts one refusal and logs it if the window allows.

@@ -30,7 +30,7 @@ impl crate::admin::Source for Shared {
             })
             .collect();
         let m = &self.metrics;
-        let refused = self.refusals.by_service();
+        let player_reasons = super::refusals::Reason::PLAYER.map(|r| r.as_str());
         let services: Vec<Value> = self
             .settings
             .services
@@ -46,7 +46,7 @@ impl crate::admin::Source for Shared {
                     "players_total": m.traffic.players_total.get_or_create(&label).get(),
                     "bytes_up": bytes(Direction::Up),
                     "bytes_down": bytes(Direction::Down),
-                    "refusals": refused.get(&s.name).copied().unwrap_or(0),
+                    "refusals": m.player_refusals_of(&s.name, &player_reasons),
                     "pool_ready": m.pool_ready.get_or_create(&label).get(),
                 })
             })

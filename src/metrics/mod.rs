@@ -238,6 +238,53 @@ impl HubMetrics {
             service: s.to_string(),
         }
     }
+
+    /// `service`'s per-player series, looked up once so that admitting
+    /// and relaying a player costs no label lookups.
+    pub fn for_service(&self, service: &str) -> ServiceMeters {
+        let label = self.service(service);
+        ServiceMeters {
+            players: self.traffic.players.get_or_create(&label).clone(),
+            admitted: self.traffic.players_total.get_or_create(&label).clone(),
+            meter: self.traffic.meter(service),
+            first_byte: self.first_byte.get_or_create(&label).clone(),
+        }
+    }
+
+    /// Players refused at `service`'s door, all reasons.
+    pub fn player_refusals_of(&self, service: &str, reasons: &[&'static str]) -> u64 {
+        reasons
+            .iter()
+            .filter_map(|reason| {
+                self.player_refusals
+                    .get(&PlayerRefusalLabel {
+                        service: service.to_string(),
+                        reason,
+                    })
+                    .map(|c| c.get())
+            })
+            .sum()
+    }
+}
+
+/// One service's per-player series.
+#[derive(Clone)]
+pub struct ServiceMeters {
+    pub players: Gauge,
+    pub admitted: Counter,
+    pub meter: Meter,
+    pub first_byte: Histogram,
+}
+
+impl Default for ServiceMeters {
+    fn default() -> Self {
+        ServiceMeters {
+            players: Gauge::default(),
+            admitted: Counter::default(),
+            meter: Meter::default(),
+            first_byte: new_latency(),
+        }
+    }
 }
 
 /// Byte counters a relay adds to as it goes, so traffic shows while a

@@ -381,7 +381,12 @@ pub async fn echo_through(addr: SocketAddr, data: &[u8]) -> Vec<u8> {
 /// A hub with one ep serving `local` as service `echo`. Players may connect
 /// at once: the hub holds them until the ep's channels arrive.
 pub async fn tunnel_to(certs: &Certs, local: SocketAddr) -> (TestHub, TestEp) {
-    let hub = TestHub::start(certs, &HubOpts::default()).await;
+    tunnel_with(certs, &HubOpts::default(), local).await
+}
+
+/// `tunnel_to`, with a hub built from `opts`.
+pub async fn tunnel_with(certs: &Certs, opts: &HubOpts, local: SocketAddr) -> (TestHub, TestEp) {
+    let hub = TestHub::start(certs, opts).await;
     let ep = TestEp::start(ep_settings(
         certs,
         &hub,

@@ -148,21 +148,15 @@ impl Gate {
     /// An ep logged in from `ip`: clear its strikes and remember it as
     /// proven for a day.
     pub fn proven(&self, ip: IpAddr) {
-        let ip = ip.to_canonical();
-        let mut st = self.lock();
-        st.penalties.clear(&ip);
-        st.probation.remove(&ip);
-        Self::remember(&mut st, ip);
+        self.vouch(ip);
+        self.session_ended(ip);
     }
 
     /// An ep's session from `ip` just ended: proven for a day from now, so
     /// a session that lived for days does not leave its address a stranger.
     pub fn session_ended(&self, ip: IpAddr) {
         let ip = ip.to_canonical();
-        Self::remember(&mut self.lock(), ip);
-    }
-
-    fn remember(st: &mut State, ip: IpAddr) {
+        let mut st = self.lock();
         if st.proven.len() >= MAX_PROVEN && !st.proven.contains_key(&ip) {
             st.proven.retain(|_, t| t.elapsed() < PROVEN_FOR);
             if st.proven.len() >= MAX_PROVEN {
