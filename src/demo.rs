@@ -69,7 +69,7 @@ pub async fn run(args: DemoArgs) -> Result<()> {
     let local = ep_settings
         .services
         .get("web")
-        .map(|l| l.addr.clone())
+        .map(|l| l.addr.at(0))
         .context("config/ep.toml has no [services.web] for the demo to serve")?;
 
     let (shutdown, immediate) = (CancellationToken::new(), CancellationToken::new());

@@ -9,6 +9,7 @@ pub mod admin;
 pub mod certgen;
 pub mod cli;
 pub mod config;
+pub mod datagram;
 pub mod demo;
 pub mod ep;
 pub mod fdlimit;

@@ -10,9 +10,10 @@
 //! hub and an ep can be upgraded one at a time. A sender uses a feature only
 //! once the peer has named it.
 
+use crate::config::ports::ServiceKind;
 use crate::secret::Secret;
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
-use std::net::SocketAddr;
+use std::{collections::BTreeMap, net::SocketAddr};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 /// The highest protocol version this build speaks. A peer with a higher
@@ -27,7 +28,10 @@ pub mod feature {
     pub const CHANNEL_FAILED: &str = "channel_failed";
     /// `Refused` and `Closing` carry a machine-readable `kind`.
     pub const REASON_KINDS: &str = "reason_kinds";
-    pub const ALL: &[&str] = &[CHANNEL_FAILED, REASON_KINDS];
+    /// UDP services and port ranges: `Hello`/`Welcome` carry each
+    /// service's shape, `Start` a flow's protocol and port offset.
+    pub const UDP: &str = "udp";
+    pub const ALL: &[&str] = &[CHANNEL_FAILED, REASON_KINDS, UDP];
 }
 
 /// This build's feature list, as sent on the wire.
@@ -58,6 +62,9 @@ pub enum EpMsg {
         /// The ep's ferry version, for the operator's status page.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         software: Option<String>,
+        /// (feature `udp`) Each service's shape as ep.toml has it.
+        #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+        shapes: BTreeMap<String, Shape>,
     },
     /// Keeps the control connection alive and proves the ep is responsive.
     Heartbeat,
@@ -75,6 +82,15 @@ pub enum EpMsg {
     Unknown,
 }
 
+/// A service's protocols and how many ports its range has.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Shape {
+    /// From the ep: absent unless ep.toml repeats `type`.
+    #[serde(rename = "type", default, skip_serializing_if = "Option::is_none")]
+    pub kind: Option<ServiceKind>,
+    pub ports: u16,
+}
+
 /// Why the hub refused a login, for the ep to act on (feature `reason_kinds`).
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "snake_case")]
@@ -82,6 +98,8 @@ pub enum RefusalKind {
     WrongToken,
     UnknownService,
     ServiceTaken,
+    /// The ep's `type` or port range differs from the hub's.
+    ServiceMismatch,
     NoServices,
     Version,
     /// Too many failed logins with this ep's certificate; passing.
@@ -118,6 +136,9 @@ pub enum HubMsg {
         version: Option<u32>,
         #[serde(default, skip_serializing_if = "Vec::is_empty")]
         features: Vec<String>,
+        /// (feature `udp`) The hub's shape of each service of this session.
+        #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+        services: BTreeMap<String, Shape>,
     },
     /// Login refused; `reason` is safe to show to the ep's operator.
     /// `retry` says the cause is passing (the hub is busy), not the ep's.
@@ -139,6 +160,13 @@ pub enum HubMsg {
         player: SocketAddr,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         service: Option<SocketAddr>,
+        /// (feature `udp`) The channel carries a UDP flow as framed
+        /// datagrams (see `datagram`), not a byte stream.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        udp: bool,
+        /// (feature `udp`) The player's port within the service's range.
+        #[serde(default, skip_serializing_if = "is_zero")]
+        offset: u16,
     },
     /// On control: the hub is ending this session on purpose (replaced by a
     /// newer login, certificate revoked, hub shutting down).
@@ -150,6 +178,10 @@ pub enum HubMsg {
     /// A message type from a newer hub; skipped.
     #[serde(other)]
     Unknown,
+}
+
+fn is_zero(n: &u16) -> bool {
+    *n == 0
 }
 
 /// Messages with a catch-all for types from a newer peer.
@@ -373,6 +405,7 @@ mod tests {
             idle_timeout_ms: 3,
             version: None,
             features: vec![],
+            services: BTreeMap::new(),
         };
         let v: serde_json::Value = serde_json::to_value(&w).unwrap();
         let keys: Vec<&String> = v.as_object().unwrap().keys().collect();
@@ -387,6 +420,7 @@ mod tests {
             services: vec![],
             features: vec![],
             software: None,
+            shapes: BTreeMap::new(),
         };
         assert!(!format!("{m:?}").contains("s3cret"));
     }

@@ -58,6 +58,13 @@ pub fn tcp_header(version: Version, src: SocketAddr, dst: SocketAddr) -> Vec<u8>
     }
 }
 
+/// The v2 header for a UDP flow (v1 has no form for datagrams), put in
+/// front of a datagram's payload.
+pub fn udp_header(src: SocketAddr, dst: SocketAddr) -> Vec<u8> {
+    let (src, dst) = same_family(src, dst);
+    v2(0x2, src, dst)
+}
+
 /// A v2 header; `transport` is 1 for a stream, 2 for datagrams.
 fn v2(transport: u8, src: SocketAddr, dst: SocketAddr) -> Vec<u8> {
     let mut out = Vec::with_capacity(16 + 36);

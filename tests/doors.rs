@@ -244,6 +244,7 @@ async fn wrong_token_attempt(
         services: vec!["echo".into()],
         features: vec![],
         software: None,
+        shapes: Default::default(),
     };
     if proto::write_msg(&mut tls, &hello).await.is_err() {
         return "closed".into();

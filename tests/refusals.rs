@@ -137,6 +137,7 @@ async fn missing_client_certificate_is_refused() {
         services: vec!["echo".into()],
         features: vec![],
         software: None,
+        shapes: Default::default(),
     };
     let _ = proto::write_msg(&mut tls, &hello).await;
     let answer = proto::read_msg::<_, HubMsg>(&mut tls).await;

@@ -2,6 +2,7 @@
 
 use super::{
     ConfigError, Seconds, TlsFiles, check_err, check_range, check_service_name, join_host_port,
+    ports::{LocalRange, ServiceKind},
     split_host_port,
 };
 use crate::secret::Secret;
@@ -51,8 +52,11 @@ pub struct EpConfig {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct EpServiceConfig {
-    /// The real service at home, `host:port`.
+    /// The real service at home, `host:port` or `host:first-last`.
     pub local: String,
+    /// Repeats the hub's `type`; a mismatch is refused at login.
+    #[serde(rename = "type")]
+    pub kind: Option<ServiceKind>,
     /// Tell the service each player's real address with a PROXY header.
     pub proxy_protocol: Option<crate::proxy_header::Version>,
     /// For UDP services: the header on the `first` datagram of each flow
@@ -71,8 +75,9 @@ pub enum UdpHeaders {
 /// A service at home as the ep dials it.
 #[derive(Debug, Clone)]
 pub struct LocalService {
-    /// `host:port`.
-    pub addr: String,
+    pub addr: LocalRange,
+    /// As written in ep.toml, if it was; the hub's `type` decides.
+    pub kind: Option<ServiceKind>,
     pub proxy_protocol: Option<crate::proxy_header::Version>,
     pub proxy_protocol_udp: UdpHeaders,
 }
@@ -104,6 +109,7 @@ const KEYS: &[&str] = &[
     "tls.cert",
     "tls.key",
     "services.*.local",
+    "services.*.type",
     "services.*.proxy_protocol",
     "services.*.proxy_protocol_udp",
     "connect_timeout",
@@ -202,11 +208,13 @@ impl EpConfig {
         let mut services = BTreeMap::new();
         for (name, svc) in self.services {
             check_service_name(&name).map_err(err)?;
-            split_host_port(&svc.local).map_err(|e| err(format!("services.{name}.local: {e}")))?;
+            let addr = LocalRange::parse(&svc.local)
+                .map_err(|e| err(format!("services.{name}.local: {e}")))?;
             services.insert(
                 name,
                 LocalService {
-                    addr: svc.local,
+                    addr,
+                    kind: svc.kind,
                     proxy_protocol: svc.proxy_protocol,
                     proxy_protocol_udp: svc.proxy_protocol_udp.unwrap_or(UdpHeaders::First),
                 },
@@ -293,7 +301,8 @@ impl std::fmt::Display for EpSettings {
                 Some(v) => format!(" (PROXY protocol {v:?}, player addresses passed on)"),
                 None => String::new(),
             };
-            writeln!(f, "  service {name:<12} → {}{proxy}", local.addr)?;
+            let kind = local.kind.map(|k| format!(" ({k})")).unwrap_or_default();
+            writeln!(f, "  service {name:<12} → {}{kind}{proxy}", local.addr)?;
         }
         Ok(())
     }

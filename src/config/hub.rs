@@ -3,11 +3,12 @@
 use super::{
     Allowlist, ConfigError, Seconds, TlsFiles, check_err, check_range, check_service_name,
     players::{PlayerLimits, PlayersConfig},
+    ports::{BindRange, ServiceKind},
 };
 use anyhow::{Context, Result, bail};
 use serde::{Deserialize, Serialize};
 use std::{
-    collections::{BTreeMap, HashMap, HashSet},
+    collections::{BTreeMap, HashMap},
     net::SocketAddr,
     path::{Path, PathBuf},
     sync::Arc,
@@ -91,8 +92,11 @@ pub struct EpCredentialConfig {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct HubServiceConfig {
-    /// Plain TCP address players connect to.
-    pub bind: SocketAddr,
+    /// Where players connect: `"ip:port"` or a range `"ip:first-last"`.
+    pub bind: BindRange,
+    /// `"tcp"` (the default), `"udp"` or `"tcp+udp"`.
+    #[serde(default, rename = "type")]
+    pub kind: ServiceKind,
     /// Overrides the hub-wide `pool_size` for this service.
     pub pool_size: Option<usize>,
     // The player-door keys, as in `[players]` (serde cannot flatten them
@@ -104,6 +108,9 @@ pub struct HubServiceConfig {
     pub player_rate_per_ip: Option<super::players::Rate>,
     pub ban_for: Option<Seconds>,
     pub player_idle_timeout: Option<Seconds>,
+    pub max_udp_flows: Option<usize>,
+    pub max_udp_flows_per_ip: Option<usize>,
+    pub udp_idle_timeout: Option<Seconds>,
 }
 
 impl HubServiceConfig {
@@ -116,6 +123,9 @@ impl HubServiceConfig {
             player_rate_per_ip: self.player_rate_per_ip,
             ban_for: self.ban_for,
             player_idle_timeout: self.player_idle_timeout,
+            max_udp_flows: self.max_udp_flows,
+            max_udp_flows_per_ip: self.max_udp_flows_per_ip,
+            udp_idle_timeout: self.udp_idle_timeout,
         }
     }
 }
@@ -174,6 +184,10 @@ const KEYS: &[&str] = &[
     "tls.key",
     "tls.crl",
     "services.*.bind",
+    "services.*.type",
+    "services.*.max_udp_flows",
+    "services.*.max_udp_flows_per_ip",
+    "services.*.udp_idle_timeout",
     "services.*.pool_size",
     "services.*.allow",
     "services.*.deny",
@@ -189,6 +203,9 @@ const KEYS: &[&str] = &[
     "players.player_rate_per_ip",
     "players.ban_for",
     "players.player_idle_timeout",
+    "players.max_udp_flows",
+    "players.max_udp_flows_per_ip",
+    "players.udp_idle_timeout",
     "max_players_total",
     "admin.bind",
     "admin.token_hash",
@@ -243,7 +260,8 @@ pub struct HubLimits {
 #[derive(Debug, Clone)]
 pub struct ServiceSettings {
     pub name: String,
-    pub bind: SocketAddr,
+    pub bind: BindRange,
+    pub kind: ServiceKind,
     pub pool_size: usize,
     pub limits: PlayerLimits,
 }
@@ -300,6 +318,12 @@ fn ms(n: u64) -> Duration {
 
 fn secs(n: u64) -> Duration {
     Duration::from_secs(n)
+}
+
+impl HubSettings {
+    pub fn service(&self, name: &str) -> Option<&ServiceSettings> {
+        self.services.iter().find(|s| s.name == name)
+    }
 }
 
 impl HubConfig {
@@ -403,18 +427,36 @@ impl HubConfig {
         if self.pool_size > 64 {
             return Err(err("pool_size is at most 64".into()));
         }
-        let mut binds = HashSet::from([self.control, self.channel]);
-        if binds.len() != 2 && self.control.port() != 0 {
+        if self.control == self.channel && self.control.port() != 0 {
             return Err(err("control and channel must be different addresses".into()));
         }
+        // TCP ports in use so far, and UDP ports: a `tcp+udp` service may
+        // share its numbers with nothing else of either protocol.
+        let single = |a: SocketAddr| BindRange {
+            ip: a.ip(),
+            first: a.port(),
+            count: 1,
+        };
+        let mut tcp_binds = vec![("control".to_string(), single(self.control))];
+        tcp_binds.push(("channel".into(), single(self.channel)));
+        let mut udp_binds: Vec<(String, BindRange)> = Vec::new();
         let mut services = Vec::new();
         for (name, svc) in self.services {
             check_service_name(&name).map_err(err)?;
-            if svc.bind.port() != 0 && !binds.insert(svc.bind) {
-                return Err(err(format!(
-                    "services.{name}.bind {} is used twice",
-                    svc.bind
-                )));
+            for (on, taken) in [
+                (svc.kind.tcp(), &mut tcp_binds),
+                (svc.kind.udp(), &mut udp_binds),
+            ] {
+                if !on {
+                    continue;
+                }
+                if let Some((other, _)) = taken.iter().find(|(_, b)| b.overlaps(&svc.bind)) {
+                    return Err(err(format!(
+                        "services.{name}.bind {} overlaps {other}'s ports",
+                        svc.bind
+                    )));
+                }
+                taken.push((format!("services.{name}"), svc.bind));
             }
             let pool_size = svc.pool_size.unwrap_or(self.pool_size);
             if pool_size > 64 {
@@ -429,6 +471,7 @@ impl HubConfig {
             services.push(ServiceSettings {
                 name,
                 bind: svc.bind,
+                kind: svc.kind,
                 pool_size,
                 limits,
             });
@@ -547,9 +590,19 @@ impl std::fmt::Display for HubSettings {
         for s in &self.services {
             writeln!(
                 f,
-                "  service {:<12} players on {} (pool {}); {}",
-                s.name, s.bind, s.pool_size, s.limits
+                "  service {:<12} {} players on {} (pool {}); {}",
+                s.name, s.kind, s.bind, s.pool_size, s.limits
             )?;
+            if s.kind.udp() {
+                let u = &s.limits.udp;
+                writeln!(
+                    f,
+                    "               udp: at most {} flows, {} per address, idle flows end after {:?}",
+                    u.max_flows,
+                    u.max_flows_per_ip,
+                    super::Seconds(u.idle_timeout)
+                )?;
+            }
         }
         Ok(())
     }

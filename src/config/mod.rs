@@ -10,6 +10,7 @@ pub mod ep;
 pub mod hub;
 mod netlist;
 pub mod players;
+pub mod ports;
 
 pub use duration::{Seconds, check_range};
 pub use netlist::Allowlist;
@@ -161,21 +162,24 @@ pub(crate) fn check_service_name(name: &str) -> Result<(), String> {
 /// Splits `host:port` or `[v6]:port`.
 pub fn split_host_port(s: &str) -> Result<(String, u16), String> {
     let bad = || format!("{s:?} is not host:port (e.g. \"play.example.com:7000\")");
-    let (host, port) = if let Some(rest) = s.strip_prefix('[') {
-        let (h, p) = rest.split_once("]:").ok_or_else(bad)?;
-        (h, p)
-    } else {
-        let (h, p) = s.rsplit_once(':').ok_or_else(bad)?;
-        if h.contains(':') {
-            return Err(bad());
-        }
-        (h, p)
-    };
-    if host.is_empty() {
-        return Err(bad());
-    }
+    let (host, port) = split_host(s).ok_or_else(bad)?;
     let port = port.parse::<u16>().map_err(|_| bad())?;
     Ok((host.to_string(), port))
+}
+
+/// `host` and the text after its colon; IPv6 literals are bracketed.
+pub(crate) fn split_host(s: &str) -> Option<(&str, &str)> {
+    let (host, rest) = match s.strip_prefix('[') {
+        Some(rest) => rest.split_once("]:")?,
+        None => {
+            let (h, p) = s.rsplit_once(':')?;
+            if h.contains(':') {
+                return None;
+            }
+            (h, p)
+        }
+    };
+    (!host.is_empty()).then_some((host, rest))
 }
 
 /// Joins a host and port back, bracketing IPv6 literals.

@@ -58,6 +58,9 @@ pub struct PlayersConfig {
     pub player_rate_per_ip: Option<Rate>,
     pub ban_for: Option<Seconds>,
     pub player_idle_timeout: Option<Seconds>,
+    pub max_udp_flows: Option<usize>,
+    pub max_udp_flows_per_ip: Option<usize>,
+    pub udp_idle_timeout: Option<Seconds>,
 }
 
 /// Built-in defaults. A LAN party of twenty friends behind one router,
@@ -71,6 +74,22 @@ pub const DEFAULT_RATE: Rate = Rate {
     per: Duration::from_secs(60),
 };
 pub const DEFAULT_BAN: Duration = Duration::from_secs(600);
+/// A UDP flow is one player address on one port. A busy DNS service or a
+/// game with a hundred players stays below 1,024; per address, as for TCP,
+/// room for a LAN party or a carrier's NAT.
+pub const DEFAULT_UDP_FLOWS: usize = 1024;
+pub const DEFAULT_UDP_FLOWS_PER_IP: usize = 64;
+pub const DEFAULT_UDP_IDLE: Duration = Duration::from_secs(60);
+
+/// Limits on a service's UDP flows.
+#[derive(Debug, Clone, Copy)]
+pub struct UdpLimits {
+    pub max_flows: usize,
+    /// At once from one address (an IPv6 /64 counts as one).
+    pub max_flows_per_ip: usize,
+    /// No datagram either way for this long ends a flow.
+    pub idle_timeout: Duration,
+}
 
 /// The checked limits of one service.
 #[derive(Debug, Clone)]
@@ -88,6 +107,7 @@ pub struct PlayerLimits {
     pub ban_for: Duration,
     /// A player silent both ways this long is closed; None: never.
     pub idle_timeout: Option<Duration>,
+    pub udp: UdpLimits,
 }
 
 impl PlayerLimits {
@@ -128,6 +148,31 @@ impl PlayerLimits {
                 Duration::from_secs(7 * 86_400),
             )?;
         }
+        let udp = UdpLimits {
+            max_flows: svc
+                .max_udp_flows
+                .or(hub.max_udp_flows)
+                .unwrap_or(DEFAULT_UDP_FLOWS),
+            max_flows_per_ip: svc
+                .max_udp_flows_per_ip
+                .or(hub.max_udp_flows_per_ip)
+                .unwrap_or(DEFAULT_UDP_FLOWS_PER_IP),
+            idle_timeout: svc
+                .udp_idle_timeout
+                .or(hub.udp_idle_timeout)
+                .map_or(DEFAULT_UDP_IDLE, Seconds::get),
+        };
+        if udp.max_flows == 0 || udp.max_flows_per_ip == 0 {
+            return Err(format!(
+                "{key}max_udp_flows and max_udp_flows_per_ip admit nobody at 0; at least 1"
+            ));
+        }
+        super::check_range(
+            &format!("{key}udp_idle_timeout"),
+            udp.idle_timeout,
+            Duration::from_secs(1),
+            Duration::from_secs(86_400),
+        )?;
         Ok(PlayerLimits {
             allow: svc.allow.or_else(|| hub.allow.clone()).unwrap_or_default(),
             deny: svc.deny.or_else(|| hub.deny.clone()).unwrap_or_default(),
@@ -139,6 +184,7 @@ impl PlayerLimits {
                 .unwrap_or(DEFAULT_RATE),
             ban_for,
             idle_timeout: (!idle.is_zero()).then_some(idle),
+            udp,
         })
     }
 }

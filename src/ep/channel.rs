@@ -80,8 +80,28 @@ pub(super) async fn run(ep: Arc<Ep>, service: String, ticket: String, target: Ta
         r = tokio::time::timeout(target.idle_timeout + IDLE_GRACE, proto::read_msg::<_, HubMsg>(&mut tls)) => r,
         _ = ep.shutdown.cancelled() => return,
     };
-    let (player, public) = match waited {
-        Ok(Ok(HubMsg::Start { player, service })) => (player, service),
+    let (player, public, offset) = match waited {
+        Ok(Ok(HubMsg::Start {
+            player,
+            service: public,
+            udp: true,
+            offset,
+        })) => {
+            drop(waiting);
+            let flow = super::udp::Flow {
+                service,
+                player,
+                public: public.unwrap_or_else(|| std::net::SocketAddr::new(target.hub_ip, 0)),
+                offset,
+            };
+            return flow.run(&ep, &local, tls).await;
+        }
+        Ok(Ok(HubMsg::Start {
+            player,
+            service,
+            offset,
+            ..
+        })) => (player, service, offset),
         Ok(Ok(_)) => return tracing::warn!(service, "channel: unexpected message before start"),
         // Closed by the hub (idle, session replaced, hub restart): routine.
         Ok(Err(e)) => return tracing::debug!(service, "idle channel ended: {e}"),
@@ -89,7 +109,7 @@ pub(super) async fn run(ep: Arc<Ep>, service: String, ticket: String, target: Ta
     };
     drop(waiting); // carrying a player now, no longer waiting
     let dial = async {
-        let mut tcp = TcpStream::connect(&local.addr).await?;
+        let mut tcp = TcpStream::connect(local.addr.at(offset)).await?;
         if let Some(version) = local.proxy_protocol {
             // A hub older than PROXY support does not say where the player
             // arrived; the hub's address with port 0 is the best there is.
@@ -99,7 +119,7 @@ pub(super) async fn run(ep: Arc<Ep>, service: String, ticket: String, target: Ta
         }
         Ok::<_, std::io::Error>(tcp)
     };
-    let local = &local.addr;
+    let local = &local.addr.at(offset);
     let label = crate::metrics::ServiceLabel {
         service: service.clone(),
     };

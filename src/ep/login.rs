@@ -1,7 +1,7 @@
 //! Reaching the hub: TCP, TLS, hello, and a reason in words when it fails.
 
 use crate::{
-    config::ep::EpSettings,
+    config::{ep::EpSettings, ports::ServiceKind},
     net,
     proto::{self, EpMsg, FrameError, HubMsg, MIN_PROTOCOL_VERSION, PROTOCOL_VERSION, RefusalKind},
 };
@@ -232,6 +232,17 @@ pub async fn login(s: &EpSettings) -> Result<(Tunnel, Welcome), LoginError> {
             services: s.services.keys().cloned().collect(),
             features: proto::features(),
             software: Some(env!("CARGO_PKG_VERSION").to_string()),
+            shapes: s
+                .services
+                .iter()
+                .map(|(name, l)| {
+                    let shape = proto::Shape {
+                        kind: l.kind,
+                        ports: l.addr.count,
+                    };
+                    (name.clone(), shape)
+                })
+                .collect(),
         };
         proto::write_msg(&mut tls, &hello)
             .await
@@ -242,6 +253,16 @@ pub async fn login(s: &EpSettings) -> Result<(Tunnel, Welcome), LoginError> {
             } if v < MIN_PROTOCOL_VERSION => Err(LoginError::Protocol(format!(
                 "the hub speaks protocol version {v}; this ep needs {MIN_PROTOCOL_VERSION} or later"
             ))),
+            HubMsg::Welcome { features, .. }
+                if !features.iter().any(|f| f == proto::feature::UDP)
+                && s.services.values().any(|l| {
+                    l.addr.count > 1 || l.kind.is_some_and(|k| k != ServiceKind::Tcp)
+                }) =>
+            {
+                Err(LoginError::Refused(
+                    "this hub's ferry predates UDP services and port ranges, which ep.toml uses; upgrade the hub".into(),
+                ))
+            }
             HubMsg::Welcome {
                 heartbeat_ms,
                 heartbeat_timeout_ms,

@@ -6,6 +6,7 @@ mod backoff;
 mod channel;
 mod login;
 mod status;
+mod udp;
 
 pub use login::{Leg, LoginError, Tunnel, Welcome, login};
 

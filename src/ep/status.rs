@@ -82,7 +82,7 @@ impl crate::admin::Source for Ep {
                 };
                 json!({
                     "name": name,
-                    "local": local.addr,
+                    "local": local.addr.to_string(),
                     "players": m.traffic.players.get_or_create(&label).get(),
                     "players_total": m.traffic.players_total.get_or_create(&label).get(),
                     "bytes_up": bytes(Direction::Up),

@@ -43,7 +43,7 @@ impl HubCap {
         self.max
     }
 
-    fn enter(&self) -> bool {
+    pub(super) fn enter(&self) -> bool {
         self.now
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
                 (n < self.max).then_some(n + 1)
@@ -51,13 +51,13 @@ impl HubCap {
             .is_ok()
     }
 
-    fn leave(&self) {
+    pub(super) fn leave(&self) {
         self.now.fetch_sub(1, Ordering::AcqRel);
     }
 }
 
 /// The address a player counts as: itself, or its /64 for IPv6.
-fn key(ip: IpAddr) -> IpAddr {
+pub(super) fn key(ip: IpAddr) -> IpAddr {
     match ip.to_canonical() {
         IpAddr::V6(v6) => {
             let bits = u128::from(v6) & !((1u128 << 64) - 1);
@@ -245,6 +245,11 @@ mod tests {
             },
             ban_for: Duration::from_secs(600),
             idle_timeout: None,
+            udp: crate::config::players::UdpLimits {
+                max_flows: 10,
+                max_flows_per_ip: 10,
+                idle_timeout: Duration::from_secs(60),
+            },
         };
         limits(&mut l);
         Door::new(l, HubCap::new(cap), ServiceMeters::default())

@@ -9,6 +9,7 @@
 
 use super::{Shared, gate::Turned, refusals::Reason};
 use crate::{
+    config::ports::ServiceKind,
     net,
     proto::{
         self, CloseKind, EpMsg, FrameError, FrameReader, HubMsg, MIN_PROTOCOL_VERSION,
@@ -174,6 +175,7 @@ async fn login(
         services,
         features,
         software,
+        shapes,
     } = proto::read_msg(&mut tls).await?
     else {
         return Err(Refusal::NotHello);
@@ -237,6 +239,23 @@ async fn login(
             }
         }
     }
+    let ep_udp = features.iter().any(|f| f == proto::feature::UDP);
+    let mut services_shape = std::collections::BTreeMap::new();
+    for svc in &wanted {
+        let hub = shared
+            .settings
+            .service(&svc.name)
+            .map(|s| (s.kind, s.bind.count));
+        let Some((kind, ports)) = hub else { continue };
+        if let Err(why) = check_shape(&svc.name, kind, ports, ep_udp, shapes.get(&svc.name)) {
+            return Err(told(&mut tls, RefusalKind::ServiceMismatch, why).await);
+        }
+        let shape = proto::Shape {
+            kind: Some(kind),
+            ports,
+        };
+        services_shape.insert(svc.name.clone(), shape);
+    }
     if wanted.is_empty() {
         return Err(told(
             &mut tls,
@@ -253,6 +272,11 @@ async fn login(
         // Only eps that negotiate accept fields beyond the three timings.
         version: modern.then_some(PROTOCOL_VERSION.min(version)),
         features: if modern { proto::features() } else { vec![] },
+        services: if ep_udp {
+            services_shape
+        } else {
+            Default::default()
+        },
     };
     let serial = peer_serial(&tls);
     if let Some(days) = peer_cert(&tls).and_then(crate::tls::days_left)
@@ -278,6 +302,40 @@ async fn login(
     // Written directly, so it precedes the `Open`s registering just queued.
     proto::write_msg(&mut tls, &welcome).await?;
     Ok((tls, guard, modern))
+}
+
+/// Whether an ep that declared `ep` (and knows UDP, or not) can serve a
+/// service the hub binds as `kind` on `ports` ports.
+fn check_shape(
+    name: &str,
+    kind: ServiceKind,
+    ports: u16,
+    ep_udp: bool,
+    ep: Option<&proto::Shape>,
+) -> Result<(), String> {
+    if !ep_udp {
+        if kind != ServiceKind::Tcp || ports > 1 {
+            return Err(format!(
+                "service {name:?} is type = \"{kind}\" on {ports} port(s); this ep's ferry predates UDP services and port ranges: upgrade the ep"
+            ));
+        }
+        return Ok(());
+    }
+    let Some(ep) = ep else { return Ok(()) };
+    if let Some(theirs) = ep.kind
+        && theirs != kind
+    {
+        return Err(format!(
+            "service {name:?}: the hub has type = \"{kind}\", the ep's config says \"{theirs}\""
+        ));
+    }
+    if ep.ports != ports {
+        return Err(format!(
+            "service {name:?}: the hub binds {ports} port(s), the ep's local maps {}; the ranges must be the same size",
+            ep.ports
+        ));
+    }
+    Ok(())
 }
 
 /// Tells the ep why (its operator needs the reason) and closes.

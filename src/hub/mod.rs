@@ -12,6 +12,7 @@ mod service;
 mod sessions;
 mod stats;
 mod status;
+mod udp;
 
 use crate::config::hub::HubSettings;
 use anyhow::{Context, Result};
@@ -43,6 +44,8 @@ pub(crate) struct Shared {
     pub services: HashMap<String, Arc<Service>>,
     /// Each service's player door.
     pub doors: HashMap<String, Arc<admission::Door>>,
+    /// Each UDP service's flow table.
+    pub udp_doors: HashMap<String, Arc<udp::UdpDoor>>,
     pub sessions: Arc<Sessions>,
     pub tracker: TaskTracker,
     /// Stop accepting, end sessions and pooled channels.
@@ -58,9 +61,19 @@ pub struct Hub {
     shared: Arc<Shared>,
     control: TcpListener,
     channel: TcpListener,
-    players: Vec<(Arc<Service>, Arc<admission::Door>, TcpListener)>,
+    players: Vec<PlayerPort>,
+    udp_ports: Vec<udp::UdpPort>,
     cap: Arc<admission::HubCap>,
     admin: Option<TcpListener>,
+}
+
+/// One TCP port of a service.
+struct PlayerPort {
+    svc: Arc<Service>,
+    door: Arc<admission::Door>,
+    listener: TcpListener,
+    /// Its place in the service's range.
+    offset: u16,
 }
 
 /// Read-only view of a running hub, for tests and status.
@@ -99,9 +112,10 @@ impl Hub {
         );
         let mut services = HashMap::new();
         let mut doors = HashMap::new();
+        let mut udp_doors = HashMap::new();
         let mut players = Vec::new();
+        let mut udp_ports = Vec::new();
         for s in &settings.services {
-            let listener = bind(s.bind, &format!("service {}", s.name)).await?;
             let label = metrics.service(&s.name);
             let svc = Arc::new(Service::new(
                 s.name.clone(),
@@ -113,10 +127,39 @@ impl Hub {
                 metrics.pool_ready.get_or_create(&label).clone(),
             ));
             services.insert(s.name.clone(), svc.clone());
-            let door =
-                admission::Door::new(s.limits.clone(), cap.clone(), metrics.for_service(&s.name));
+            let meters = metrics.for_service(&s.name);
+            let door = admission::Door::new(s.limits.clone(), cap.clone(), meters.clone());
             doors.insert(s.name.clone(), door.clone());
-            players.push((svc, door, listener));
+            let udp_door = s.kind.udp().then(|| {
+                let d = udp::UdpDoor::new(
+                    s.name.clone(),
+                    s.limits.clone(),
+                    cap.clone(),
+                    metrics.udp.for_service(&s.name),
+                    meters.meter.clone(),
+                );
+                udp_doors.insert(s.name.clone(), d.clone());
+                d
+            });
+            for offset in 0..s.bind.count {
+                let (tcp, udp) = bind_port(s, offset).await?;
+                if let Some(listener) = tcp {
+                    players.push(PlayerPort {
+                        svc: svc.clone(),
+                        door: door.clone(),
+                        listener,
+                        offset,
+                    });
+                }
+                if let (Some(socket), Some(door)) = (udp, &udp_door) {
+                    udp_ports.push(udp::UdpPort {
+                        svc: svc.clone(),
+                        door: door.clone(),
+                        socket: Arc::new(socket),
+                        offset,
+                    });
+                }
+            }
         }
         let acceptor = TlsAcceptor::from(settings.tls.clone());
         let penalties = gate::PenaltyRange {
@@ -155,6 +198,7 @@ impl Hub {
                 settings,
                 services,
                 doors,
+                udp_doors,
                 sessions: Arc::new(Sessions::new(shutdown.clone(), metrics.clone())),
                 tracker,
                 shutdown,
@@ -165,6 +209,7 @@ impl Hub {
             control,
             channel,
             players,
+            udp_ports,
             cap,
             admin,
         })
@@ -182,12 +227,19 @@ impl Hub {
             .expect("bound listener has an address")
     }
 
-    /// Where players of `service` connect.
+    /// Where players of `service` connect (its first port; a `tcp+udp`
+    /// service has the same number for both).
     pub fn service_addr(&self, service: &str) -> Option<SocketAddr> {
-        self.players
+        let tcp = self
+            .players
             .iter()
-            .find(|(s, _, _)| s.name == service)
-            .and_then(|(_, _, l)| l.local_addr().ok())
+            .find(|p| p.svc.name == service && p.offset == 0);
+        let udp = self
+            .udp_ports
+            .iter()
+            .find(|p| p.svc.name == service && p.offset == 0);
+        tcp.and_then(|p| p.listener.local_addr().ok())
+            .or_else(|| udp.and_then(|p| p.socket.local_addr().ok()))
     }
 
     pub fn handle(&self) -> HubHandle {
@@ -200,9 +252,16 @@ impl Hub {
     /// learn the ports from it instead of from log lines.
     pub fn ready_json(&self) -> String {
         let services: serde_json::Map<String, serde_json::Value> = self
-            .players
+            .shared
+            .settings
+            .services
             .iter()
-            .filter_map(|(s, _, l)| Some((s.name.clone(), l.local_addr().ok()?.to_string().into())))
+            .filter_map(|s| {
+                Some((
+                    s.name.clone(),
+                    self.service_addr(&s.name)?.to_string().into(),
+                ))
+            })
             .collect();
         let admin = self
             .admin
@@ -271,13 +330,29 @@ impl Hub {
             tracing::info_span!("channel-door"),
             move |tcp, addr| channel::on_accept(sh.clone(), tcp, addr),
         ));
-        for (svc, door, listener) in self.players {
-            tracing::info!(service = %svc.name, addr = %listener.local_addr()?, limits = %door.limits(), "players welcome");
+        for s in &shared.settings.services {
+            tracing::info!(service = %s.name, kind = %s.kind, ports = %s.bind, limits = %s.limits, "players welcome");
+        }
+        for PlayerPort {
+            svc,
+            door,
+            listener,
+            offset,
+        } in self.players
+        {
             let sh = shared.clone();
             let span = tracing::info_span!("service", name = %svc.name);
             doors.push(shared.open_door(listener, span, move |tcp, addr| {
-                player::on_accept(sh.clone(), svc.clone(), &door, tcp, addr)
+                player::on_accept(sh.clone(), svc.clone(), &door, tcp, addr, offset)
             }));
+        }
+        for port in self.udp_ports {
+            let span = tracing::info_span!("service", name = %port.svc.name);
+            doors.push(
+                shared
+                    .tracker
+                    .spawn(port.serve(shared.clone()).instrument(span)),
+            );
         }
         shutdown.cancelled().await;
         shared.shutdown.cancel();
@@ -290,6 +365,42 @@ impl Hub {
         crate::shutdown::drain(&shared.tracker, &shared.hard_stop, drain, &immediate).await;
         tracing::info!(refusals = ?shared.refusals.totals(), "hub stopped");
         Ok(())
+    }
+}
+
+/// Binds port `offset` of `s`: TCP, UDP or both on the same number. For
+/// port 0 (tests) both protocols get the number the first bind chose,
+/// retried if UDP has it taken.
+async fn bind_port(
+    s: &crate::config::hub::ServiceSettings,
+    offset: u16,
+) -> Result<(Option<TcpListener>, Option<tokio::net::UdpSocket>)> {
+    let what = format!("service {}", s.name);
+    let addr = s.bind.at(offset);
+    let mut tries = 0;
+    loop {
+        let tcp = match s.kind.tcp() {
+            true => Some(bind(addr, &what).await?),
+            false => None,
+        };
+        if !s.kind.udp() {
+            return Ok((tcp, None));
+        }
+        let at = match &tcp {
+            Some(l) => l.local_addr()?,
+            None => addr,
+        };
+        match tokio::net::UdpSocket::bind(at).await {
+            Ok(u) => {
+                crate::net::tune_udp(&u);
+                return Ok((tcp, Some(u)));
+            }
+            Err(e) if addr.port() == 0 && tries < 16 => {
+                tries += 1;
+                tracing::debug!("udp port {} taken ({e}); trying another", at.port());
+            }
+            Err(e) => return Err(e).with_context(|| format!("cannot listen on udp {at} ({what})")),
+        }
     }
 }
 
@@ -377,6 +488,11 @@ impl HubHandle {
     /// Ready channels of `service`, updated as they come and go.
     pub fn pool_ready(&self, service: &str) -> Option<watch::Receiver<usize>> {
         self.shared.services.get(service).map(|s| s.watch_ready())
+    }
+
+    /// UDP flows of `service` now.
+    pub fn udp_flows(&self, service: &str) -> Option<usize> {
+        self.shared.udp_doors.get(service).map(|d| d.flows())
     }
 
     /// Players on `service` now (admitted by its door).

@@ -16,6 +16,7 @@ pub(super) fn on_accept(
     door: &Arc<Door>,
     tcp: TcpStream,
     addr: SocketAddr,
+    offset: u16,
 ) {
     // The door's limits come before anything costs the ep: no channel, no
     // dial at home for a refused player, who gets a reset.
@@ -39,7 +40,7 @@ pub(super) fn on_accept(
     let span = tracing::info_span!("player", service = %svc.name, player = %addr);
     shared.tracker.clone().spawn(
         async move {
-            serve(shared, svc, tcp, addr, watch).await;
+            serve(shared, svc, tcp, addr, watch, offset).await;
             drop(admitted);
         }
         .instrument(span),
@@ -52,6 +53,7 @@ async fn serve(
     mut tcp: TcpStream,
     addr: SocketAddr,
     watch: relay::Watch,
+    offset: u16,
 ) {
     tracing::info!("player connected");
     let wait = shared.settings.timing.player_wait;
@@ -70,6 +72,8 @@ async fn serve(
     let start = HubMsg::Start {
         player: addr,
         service: tcp.local_addr().ok().filter(|_| modern),
+        udp: false,
+        offset,
     };
     match tokio::time::timeout(
         shared.settings.timing.handshake_timeout,

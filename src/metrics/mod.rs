@@ -4,6 +4,7 @@
 //! updated where the event happens. The admin door only reads them.
 
 pub mod ep;
+pub mod udp;
 
 use prometheus_client::{
     encoding::EncodeLabelSet,
@@ -160,6 +161,7 @@ pub struct HubMetrics {
     pub channel_handshake: Histogram,
     pub first_byte: LatencyFamily,
     pub argon2: Family<OutcomeLabel, Counter>,
+    pub udp: udp::UdpMetrics,
 }
 
 impl HubMetrics {
@@ -176,6 +178,7 @@ impl HubMetrics {
             channel_handshake: new_latency(),
             first_byte: Family::new_with_constructor(new_latency),
             argon2: Family::default(),
+            udp: udp::UdpMetrics::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -214,11 +217,13 @@ impl HubMetrics {
             "Token checks, by outcome",
             m.argon2.clone(),
         );
+        m.udp.register(&mut registry);
         for s in services {
             let service = ServiceLabel {
                 service: s.to_string(),
             };
             m.traffic.init(s);
+            let _ = m.udp.for_service(s);
             let _ = m.pool_ready.get_or_create(&service);
             let _ = m.first_byte.get_or_create(&service);
         }

@@ -4,6 +4,7 @@
 
 pub mod faultproxy;
 pub mod procs;
+pub mod udp;
 
 use ferry::{
     certgen::GenCert,
@@ -73,6 +74,8 @@ pub struct HubOpts {
     /// Top-level keys (they replace the test defaults they name), then
     /// optionally tables such as `[eps.NAME]`.
     pub extra: String,
+    /// Keys added to every `[services.NAME]` table (`type = "udp"`).
+    pub service_extra: String,
 }
 
 impl Default for HubOpts {
@@ -83,6 +86,7 @@ impl Default for HubOpts {
             allowlist: vec!["127.0.0.1/32".into()],
             services: vec!["echo".into()],
             extra: String::new(),
+            service_extra: String::new(),
         }
     }
 }
@@ -129,13 +133,17 @@ pub fn write_hub_toml(certs: &Certs, o: &HubOpts, crl: Option<&Path>) -> PathBuf
         text += &format!("crl = {}\n", toml_path(crl));
     }
     for s in &o.services {
-        text += &format!("[services.{s}]\nbind = \"127.0.0.1:0\"\n");
+        text += &format!(
+            "[services.{s}]\nbind = \"127.0.0.1:0\"\n{}",
+            o.service_extra
+        );
     }
     text += tables;
     // Tests open many connections from loopback; the player door's
     // defaults would refuse them. Tests of the door set their own.
     if !o.extra.contains("[players]") {
-        text += "[players]\nmax_players_per_ip = 1000000\nplayer_rate_per_ip = \"1000000/s\"\n";
+        text += "[players]\nmax_players_per_ip = 1000000\nplayer_rate_per_ip = \"1000000/s\"\n\
+             max_udp_flows_per_ip = 1000000\n";
     }
     let file = certs.path(&format!("hub-{}.toml", unique()));
     std::fs::write(&file, text).unwrap();

@@ -1,0 +1,137 @@
+//! One UDP flow's life on the hub: wait for a channel with its first
+//! datagrams queued, tell the ep where the player is, then carry
+//! datagrams both ways until the flow idles out or either side ends it.
+
+use super::{Flow, UdpDoor};
+use crate::{
+    datagram,
+    hub::{Shared, service::Service},
+    proto::{self, HubMsg},
+};
+use std::{
+    net::SocketAddr,
+    sync::{Arc, atomic::Ordering},
+    time::Duration,
+};
+use tokio::{io::AsyncWriteExt, net::UdpSocket};
+
+pub(super) struct Run {
+    pub shared: Arc<Shared>,
+    pub svc: Arc<Service>,
+    pub door: Arc<UdpDoor>,
+    pub socket: Arc<UdpSocket>,
+    pub offset: u16,
+    pub player: SocketAddr,
+    pub flow: Arc<Flow>,
+}
+
+/// Datagrams and bytes sent to the player.
+#[derive(Default)]
+struct Down {
+    datagrams: u64,
+    bytes: u64,
+}
+
+impl Run {
+    pub async fn run(self) {
+        let key = (self.offset, self.player);
+        tracing::info!("udp flow started");
+        let mut down = Down::default();
+        let why = self.carry(&mut down).await;
+        self.door.ended(key, &self.flow);
+        let f = &self.flow;
+        tracing::info!(
+            up_datagrams = f.up_datagrams.load(Ordering::Relaxed),
+            up_bytes = f.up_bytes.load(Ordering::Relaxed),
+            down_datagrams = down.datagrams,
+            down_bytes = down.bytes,
+            "udp flow ended: {why}"
+        );
+    }
+
+    /// Everything from taking a channel to the end; why it ended.
+    async fn carry(&self, down: &mut Down) -> String {
+        let idle = self.door.limits.udp.idle_timeout;
+        // A player who stops sending while the ep is away needs no channel
+        // when it comes back: idleness counts from the start.
+        let taken = tokio::select! {
+            r = self.svc.take(self.shared.settings.timing.player_wait) => r,
+            _ = self.idle(idle) => return format!("idle for {idle:?} before a channel was ready"),
+            _ = self.flow.end.cancelled() => return "made room for a newer flow (not established)".into(),
+            _ = self.shared.shutdown.cancelled() => return "hub shutting down".into(),
+        };
+        let mut tunnel = match taken {
+            Ok(ch) => ch.tunnel,
+            Err(e) => return e.to_string(),
+        };
+        self.door.started(&self.flow);
+        let start = HubMsg::Start {
+            player: self.player,
+            service: self.socket.local_addr().ok(),
+            udp: true,
+            offset: self.offset,
+        };
+        let timeout = self.shared.settings.timing.handshake_timeout;
+        match tokio::time::timeout(timeout, proto::write_msg(&mut tunnel, &start)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => return format!("channel failed at start: {e}"),
+            Err(_) => return "channel stalled at start".into(),
+        }
+        let (mut rd, mut wr) = tokio::io::split(tunnel);
+        let up = async {
+            let mut out = Vec::new();
+            loop {
+                out.clear();
+                self.flow.queue.drain_into(&mut out).await;
+                if let Err(e) = write_flush(&mut wr, &out).await {
+                    return e;
+                }
+            }
+        };
+        let back = async {
+            while let Some(d) = datagram::read(&mut rd).await? {
+                self.door.touch(&self.flow);
+                self.flow.answered.store(true, Ordering::Relaxed);
+                down.datagrams += 1;
+                down.bytes += d.len() as u64;
+                self.door.bytes.down.inc_by(d.len() as u64);
+                // A full socket buffer or an unreachable player loses this
+                // datagram only, as the network would.
+                if let Err(e) = self.socket.send_to(&d, self.player).await {
+                    tracing::debug!("udp send to player: {e}");
+                }
+            }
+            Ok::<_, std::io::Error>(())
+        };
+        let why = tokio::select! {
+            e = up => format!("channel broken: {e}"),
+            r = back => match r {
+                Ok(()) => "the ep ended it".into(),
+                Err(e) => format!("channel broken: {e}"),
+            },
+            _ = self.idle(idle) => format!("idle for {idle:?}"),
+            _ = self.flow.end.cancelled() => "made room for a newer flow (not established)".into(),
+            _ = self.shared.shutdown.cancelled() => "hub shutting down".into(),
+        };
+        let mut tunnel = rd.unsplit(wr);
+        // close_notify tells the ep the flow is over, so it closes its socket.
+        let _ = tokio::time::timeout(Duration::from_secs(1), tunnel.shutdown()).await;
+        why
+    }
+
+    /// Resolves once the flow has been silent both ways for `idle`.
+    async fn idle(&self, idle: Duration) {
+        loop {
+            let quiet = self.door.idle_for(&self.flow);
+            if quiet >= idle {
+                return;
+            }
+            tokio::time::sleep(idle - quiet).await;
+        }
+    }
+}
+
+async fn write_flush(w: &mut (impl AsyncWriteExt + Unpin), bytes: &[u8]) -> std::io::Result<()> {
+    w.write_all(bytes).await?;
+    w.flush().await
+}

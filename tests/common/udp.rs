@@ -1,0 +1,107 @@
+//! UDP helpers: an echo service at home that remembers who spoke to it,
+//! players that send and wait for answers, and free port ranges.
+
+use std::{
+    collections::HashSet,
+    net::SocketAddr,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+use tokio::net::UdpSocket;
+
+/// The sources an echo service has seen.
+pub type Seen = Arc<Mutex<HashSet<SocketAddr>>>;
+
+/// A UDP echo service on `addr` (port 0: any); its address and the
+/// sources it has answered.
+pub async fn udp_echo_at(addr: SocketAddr) -> (SocketAddr, Seen) {
+    let sock = UdpSocket::bind(addr).await.unwrap();
+    let addr = sock.local_addr().unwrap();
+    let seen: Seen = Arc::default();
+    let s = seen.clone();
+    tokio::spawn(async move {
+        let mut buf = vec![0u8; 65_536];
+        loop {
+            let Ok((n, from)) = sock.recv_from(&mut buf).await else {
+                continue;
+            };
+            s.lock().unwrap().insert(from);
+            let _ = sock.send_to(&buf[..n], from).await;
+        }
+    });
+    (addr, seen)
+}
+
+pub async fn udp_echo() -> (SocketAddr, Seen) {
+    udp_echo_at("127.0.0.1:0".parse().unwrap()).await
+}
+
+/// A player: a UDP socket on 127.0.0.1 (or another loopback address).
+pub async fn player_from(ip: &str) -> UdpSocket {
+    UdpSocket::bind(format!("{ip}:0")).await.unwrap()
+}
+
+pub async fn player() -> UdpSocket {
+    player_from("127.0.0.1").await
+}
+
+/// Sends `d` to `to` once and waits up to `wait` for one answer.
+pub async fn ask(p: &UdpSocket, to: SocketAddr, d: &[u8], wait: Duration) -> Option<Vec<u8>> {
+    p.send_to(d, to).await.unwrap();
+    let mut buf = vec![0u8; 65_536];
+    match tokio::time::timeout(wait, p.recv_from(&mut buf)).await {
+        Ok(Ok((n, _))) => Some(buf[..n].to_vec()),
+        _ => None,
+    }
+}
+
+/// Asks until answered (the path may be coming back), up to `within`.
+pub async fn ask_until(p: &UdpSocket, to: SocketAddr, d: &[u8], within: Duration) -> Vec<u8> {
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        if let Some(a) = ask(p, to, d, Duration::from_millis(200)).await {
+            return a;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no answer within {within:?}"
+        );
+    }
+}
+
+/// The first of `n` consecutive ports free for both TCP and UDP on
+/// 127.0.0.1 right now. Another program could take one before the test
+/// binds it; the tests that need a range accept that small race.
+pub fn free_range(n: u16) -> u16 {
+    for _ in 0..200 {
+        let probe = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let first = probe.local_addr().unwrap().port();
+        drop(probe);
+        if first.checked_add(n).is_none() {
+            continue;
+        }
+        let held: Vec<_> = (first..first + n)
+            .map(|p| {
+                let u = std::net::UdpSocket::bind(("127.0.0.1", p)).ok()?;
+                let t = std::net::TcpListener::bind(("127.0.0.1", p)).ok()?;
+                Some((u, t))
+            })
+            .collect();
+        if held.iter().all(Option::is_some) {
+            return first;
+        }
+    }
+    panic!("no {n} consecutive free ports on 127.0.0.1");
+}
+
+/// Polls `f` until it holds, for state with no event to wait on.
+pub async fn eventually(what: &str, within: Duration, mut f: impl FnMut() -> bool) {
+    let deadline = tokio::time::Instant::now() + within;
+    while !f() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{what}: not within {within:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}

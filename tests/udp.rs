@@ -1,0 +1,281 @@
+//! UDP services: each player a flow of its own, first datagrams kept,
+//! every size whole, idle flows ended, ranges mapped, floods bounded.
+
+mod common;
+
+use common::udp::*;
+use common::*;
+use std::{net::SocketAddr, time::Duration};
+
+const UDP: &str = "type = \"udp\"\n";
+
+/// A hub with one UDP service `echo` and an ep serving it from `local`.
+async fn udp_tunnel(certs: &Certs, extra: &str, local: SocketAddr) -> (TestHub, TestEp) {
+    let opts = HubOpts {
+        service_extra: format!("{UDP}{extra}"),
+        ..Default::default()
+    };
+    let hub = TestHub::start(certs, &opts).await;
+    let ep = TestEp::start(ep_settings(
+        certs,
+        &hub,
+        &EpOpts::new(certs, vec![("echo".into(), local)]),
+    ));
+    hub.wait_sessions(1).await;
+    (hub, ep)
+}
+
+#[tokio::test]
+async fn fifty_new_flows_at_once_each_get_their_first_answer() {
+    let certs = Certs::new();
+    let (home, seen) = udp_echo().await;
+    let (hub, _ep) = udp_tunnel(&certs, "", home).await;
+    let to = hub.service("echo");
+    let mut players = Vec::new();
+    for _ in 0..50 {
+        players.push(player().await);
+    }
+    // One datagram each, all at once, no retry: as a game's server ping.
+    let start = std::sync::Arc::new(tokio::sync::Barrier::new(50));
+    let mut asks = tokio::task::JoinSet::new();
+    for (i, p) in players.into_iter().enumerate() {
+        let start = start.clone();
+        asks.spawn(async move {
+            start.wait().await;
+            let msg = format!("ping {i}");
+            let a = ask(&p, to, msg.as_bytes(), Duration::from_secs(15)).await;
+            (a.as_deref() == Some(msg.as_bytes()), i)
+        });
+    }
+    let mut lost = Vec::new();
+    while let Some(r) = asks.join_next().await {
+        if let (false, i) = r.unwrap() {
+            lost.push(i);
+        }
+    }
+    assert!(lost.is_empty(), "players without an answer: {lost:?}");
+    // Each player is a peer of its own at home, as without the tunnel.
+    assert_eq!(seen.lock().unwrap().len(), 50);
+    assert_eq!(hub.handle.udp_flows("echo"), Some(50));
+}
+
+#[tokio::test]
+async fn datagrams_of_every_size_arrive_whole_one_for_one() {
+    let certs = Certs::new();
+    let (home, _) = udp_echo().await;
+    let (hub, _ep) = udp_tunnel(&certs, "", home).await;
+    let to = hub.service("echo");
+    let p = player().await;
+    for size in [1usize, 1_472, 8_192, 65_507, 0] {
+        let d: Vec<u8> = (0..size).map(|i| (i * 7 + size) as u8).collect();
+        let back = ask(&p, to, &d, Duration::from_secs(10)).await;
+        assert_eq!(back.as_ref().map(Vec::len), Some(size), "size {size}");
+        assert_eq!(back.unwrap(), d, "size {size}: bytes changed");
+    }
+    // A burst keeps its boundaries: twenty datagrams in, twenty out.
+    for i in 0..20u8 {
+        p.send_to(&vec![i; 100 + i as usize], to).await.unwrap();
+    }
+    let mut buf = vec![0u8; 65_536];
+    for i in 0..20u8 {
+        let (n, _) = tokio::time::timeout(Duration::from_secs(5), p.recv_from(&mut buf))
+            .await
+            .expect("burst answered")
+            .unwrap();
+        assert_eq!(&buf[..n], &vec![i; 100 + i as usize][..]);
+    }
+}
+
+#[tokio::test]
+async fn an_idle_flow_ends_and_the_player_gets_a_new_one() {
+    let certs = Certs::new();
+    let (home, seen) = udp_echo().await;
+    let (hub, _ep) = udp_tunnel(&certs, "udp_idle_timeout = \"1s\"\n", home).await;
+    let to = hub.service("echo");
+    let p = player().await;
+    assert!(ask(&p, to, b"one", Duration::from_secs(10)).await.is_some());
+    assert_eq!(hub.handle.udp_flows("echo"), Some(1));
+    // Answers count as activity: a flow kept busy by the service lives.
+    eventually("idle flow ended", Duration::from_secs(5), || {
+        hub.handle.udp_flows("echo") == Some(0)
+    })
+    .await;
+    // The same player comes back: a new flow, a new socket at home.
+    assert_eq!(
+        ask(&p, to, b"two", Duration::from_secs(10))
+            .await
+            .as_deref(),
+        Some(&b"two"[..])
+    );
+    assert_eq!(hub.handle.udp_flows("echo"), Some(1));
+    assert_eq!(
+        seen.lock().unwrap().len(),
+        2,
+        "a fresh socket at home for the new flow"
+    );
+}
+
+#[tokio::test]
+async fn flows_come_back_after_the_ep_restarts() {
+    let certs = Certs::new();
+    let (home, _) = udp_echo().await;
+    let (hub, ep) = udp_tunnel(&certs, "", home).await;
+    let to = hub.service("echo");
+    let p = player().await;
+    assert!(
+        ask(&p, to, b"before", Duration::from_secs(10))
+            .await
+            .is_some()
+    );
+    ep.stop().await;
+    hub.wait_sessions(0).await;
+    let _ep = TestEp::start(ep_settings(
+        &certs,
+        &hub,
+        &EpOpts::new(&certs, vec![("echo".into(), home)]),
+    ));
+    // The player keeps sending as a game would; answers resume.
+    let back = ask_until(&p, to, b"after", Duration::from_secs(15)).await;
+    assert_eq!(back, b"after");
+}
+
+#[tokio::test]
+async fn a_port_range_maps_onto_the_same_range_at_home_for_tcp_and_udp() {
+    let certs = Certs::new();
+    let home_first = free_range(3);
+    let mut homes = Vec::new();
+    for port in home_first..home_first + 3 {
+        let at: SocketAddr = ([127, 0, 0, 1], port).into();
+        homes.push(udp_echo_at(at).await.0);
+        let tcp = tokio::net::TcpListener::bind(at).await.unwrap();
+        tokio::spawn(async move {
+            while let Ok((mut s, _)) = tcp.accept().await {
+                tokio::spawn(async move {
+                    use tokio::io::AsyncWriteExt;
+                    let port = s.local_addr().unwrap().port();
+                    let _ = s.write_all(format!("tcp {port}").as_bytes()).await;
+                });
+            }
+        });
+    }
+    let hub_first = free_range(3);
+    let opts = HubOpts {
+        services: vec![],
+        extra: format!(
+            "[services.game]\nbind = \"127.0.0.1:{hub_first}-{}\"\ntype = \"tcp+udp\"\n",
+            hub_first + 2
+        ),
+        ..Default::default()
+    };
+    let hub = TestHub::start(&certs, &opts).await;
+    let mut eo = EpOpts::new(&certs, vec![]);
+    eo.extra = String::new();
+    let file = write_ep_toml(&certs, hub.control, hub.channel, &eo);
+    let mut text = std::fs::read_to_string(&file).unwrap();
+    text += &format!(
+        "[services.game]\nlocal = \"127.0.0.1:{home_first}-{}\"\n",
+        home_first + 2
+    );
+    std::fs::write(&file, text).unwrap();
+    let settings = ferry::config::ep::EpConfig::load(&file, Default::default())
+        .unwrap()
+        .check(&file)
+        .unwrap();
+    let _ep = TestEp::start(settings);
+    hub.wait_sessions(1).await;
+    for i in 0..3u16 {
+        let to: SocketAddr = ([127, 0, 0, 1], hub_first + i).into();
+        let p = player().await;
+        let msg = format!("udp to {}", hub_first + i);
+        let back = ask(&p, to, msg.as_bytes(), Duration::from_secs(10)).await;
+        assert_eq!(
+            back.as_deref(),
+            Some(msg.as_bytes()),
+            "udp port {i} of the range"
+        );
+        let mut tcp = tokio::net::TcpStream::connect(to).await.unwrap();
+        let mut got = String::new();
+        use tokio::io::AsyncReadExt;
+        tcp.read_to_string(&mut got).await.unwrap();
+        assert_eq!(
+            got,
+            format!("tcp {}", home_first + i),
+            "tcp port {i} of the range"
+        );
+    }
+}
+
+#[tokio::test]
+async fn an_ep_that_disagrees_on_type_or_range_is_refused_with_the_reason() {
+    let certs = Certs::new();
+    let opts = HubOpts {
+        service_extra: UDP.into(),
+        ..Default::default()
+    };
+    let hub = TestHub::start(&certs, &opts).await;
+    let (home, _) = udp_echo().await;
+    let mut eo = EpOpts::new(&certs, vec![("echo".into(), home)]);
+    eo.service_extra = "type = \"tcp\"\n".into();
+    let e = login_error(&ep_settings(&certs, &hub, &eo))
+        .await
+        .to_string();
+    assert!(e.contains("type = \"udp\"") && e.contains("\"tcp\""), "{e}");
+    // Another ep (a refused login counts against its certificate).
+    let mut eo = EpOpts::new(&certs, vec![]);
+    eo.cert = "other".into();
+    let file = write_ep_toml(&certs, hub.control, hub.channel, &eo);
+    let mut text = std::fs::read_to_string(&file).unwrap();
+    text += "[services.echo]\nlocal = \"127.0.0.1:5000-5001\"\n";
+    std::fs::write(&file, text).unwrap();
+    let settings = ferry::config::ep::EpConfig::load(&file, Default::default())
+        .unwrap()
+        .check(&file)
+        .unwrap();
+    let e = login_error(&settings).await.to_string();
+    assert!(e.contains("binds 1 port(s), the ep's local maps 2"), "{e}");
+}
+
+#[tokio::test]
+async fn a_flood_of_new_sources_stays_bounded_and_never_starves_a_player() {
+    let certs = Certs::new();
+    let (home, _) = udp_echo().await;
+    let (hub, _ep) = udp_tunnel(&certs, "max_udp_flows = 16\n", home).await;
+    let to = hub.service("echo");
+    // A player in conversation: answered, and spoke again.
+    let p = player().await;
+    for _ in 0..2 {
+        assert!(
+            ask(&p, to, b"hello", Duration::from_secs(10))
+                .await
+                .is_some()
+        );
+    }
+    // 2,000 datagrams from 500 sources the hub has never seen (other
+    // loopback addresses: a forged flood looks like this to the hub).
+    let flood = tokio::spawn(async move {
+        for round in 0..4 {
+            for host in 2..127u8 {
+                let s = player_from(&format!("127.0.{round}.{host}")).await;
+                let _ = s.send_to(b"flood", to).await;
+            }
+        }
+    });
+    let mut answered = 0;
+    let mut peak = 0;
+    for i in 0..100 {
+        let msg = format!("still here {i}");
+        if ask(&p, to, msg.as_bytes(), Duration::from_secs(2))
+            .await
+            .as_deref()
+            == Some(msg.as_bytes())
+        {
+            answered += 1;
+        }
+        peak = peak.max(hub.handle.udp_flows("echo").unwrap());
+    }
+    flood.await.unwrap();
+    assert!(peak <= 16, "flows peaked at {peak}, over max_udp_flows");
+    assert_eq!(answered, 100, "the player lost answers during the flood");
+    let refused: u64 = hub.handle.refusals().values().sum();
+    println!("flood: peak {peak} flows, player answered {answered}/100, refusals {refused}");
+}
