@@ -4,6 +4,7 @@
 
 pub mod faultproxy;
 pub mod procs;
+pub mod programs;
 pub mod udp;
 
 use ferry::{
