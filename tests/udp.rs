@@ -279,3 +279,51 @@ async fn a_flood_of_new_sources_stays_bounded_and_never_starves_a_player() {
     let refused: u64 = hub.handle.refusals().values().sum();
     println!("flood: peak {peak} flows, player answered {answered}/100, refusals {refused}");
 }
+
+#[tokio::test]
+async fn the_service_learns_each_players_address_from_a_proxy_header() {
+    let certs = Certs::new();
+    for (mode, headed) in [("first", [true, false]), ("every", [true, true])] {
+        let home = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let opts = HubOpts {
+            service_extra: UDP.into(),
+            ..Default::default()
+        };
+        let hub = TestHub::start(&certs, &opts).await;
+        let mut eo = EpOpts::new(&certs, vec![("echo".into(), home.local_addr().unwrap())]);
+        eo.service_extra = format!("proxy_protocol = \"v2\"\nproxy_protocol_udp = \"{mode}\"\n");
+        let _ep = TestEp::start(ep_settings(&certs, &hub, &eo));
+        hub.wait_sessions(1).await;
+        let p = player().await;
+        let public = hub.service("echo");
+        let mut buf = vec![0u8; 65_536];
+        for (i, want_header) in headed.iter().enumerate() {
+            p.send_to(format!("game {i}").as_bytes(), public)
+                .await
+                .unwrap();
+            let (n, _) = tokio::time::timeout(Duration::from_secs(10), home.recv_from(&mut buf))
+                .await
+                .expect("datagram at home")
+                .unwrap();
+            let d = &buf[..n];
+            let body = if *want_header {
+                assert_eq!(&d[..12], b"\r\n\r\n\0\r\nQUIT\n", "{mode}: datagram {i}");
+                assert_eq!(d[13], 0x12, "IPv4 over UDP");
+                let len = u16::from_be_bytes([d[14], d[15]]) as usize;
+                let a = &d[16..16 + len];
+                let src =
+                    SocketAddr::from(([a[0], a[1], a[2], a[3]], u16::from_be_bytes([a[8], a[9]])));
+                let dst = SocketAddr::from((
+                    [a[4], a[5], a[6], a[7]],
+                    u16::from_be_bytes([a[10], a[11]]),
+                ));
+                assert_eq!(src, p.local_addr().unwrap(), "the player's real address");
+                assert_eq!(dst, public);
+                &d[16 + len..]
+            } else {
+                d
+            };
+            assert_eq!(body, format!("game {i}").as_bytes(), "{mode}: datagram {i}");
+        }
+    }
+}

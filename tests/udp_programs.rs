@@ -130,7 +130,10 @@ async fn iperf3_udp(client_args: &[&str]) -> Option<serde_json::Value> {
     // Ready once its TCP port accepts.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     while tokio::net::TcpStream::connect(home).await.is_err() {
-        assert!(tokio::time::Instant::now() < deadline, "iperf3 did not start");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "iperf3 did not start"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let certs = Certs::new();

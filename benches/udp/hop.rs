@@ -1,0 +1,80 @@
+//! The like-for-like baseline: a plain UDP relay process, one connected
+//! socket per flow toward its target, no TLS, no framing. Two in a chain
+//! have the shape of hub + ep.
+
+use std::{
+    collections::HashMap,
+    io::{BufRead, BufReader},
+    net::SocketAddr,
+    process::{Command, Stdio},
+    sync::Arc,
+};
+use tokio::net::UdpSocket;
+
+/// Child mode: relay one socket per target; print the sockets' addresses.
+pub fn serve(targets: &str) -> ! {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        for t in targets.split(',') {
+            let target: SocketAddr = t.parse().unwrap();
+            let front = Arc::new(UdpSocket::bind("127.0.0.1:0").await.unwrap());
+            println!("{}", front.local_addr().unwrap());
+            tokio::spawn(async move {
+                let mut flows: HashMap<SocketAddr, Arc<UdpSocket>> = HashMap::new();
+                let mut buf = vec![0u8; 65_536];
+                loop {
+                    let Ok((n, from)) = front.recv_from(&mut buf).await else {
+                        continue;
+                    };
+                    let back = match flows.get(&from) {
+                        Some(b) => b.clone(),
+                        None => {
+                            let b = Arc::new(UdpSocket::bind("127.0.0.1:0").await.unwrap());
+                            b.connect(target).await.unwrap();
+                            flows.insert(from, b.clone());
+                            let (b2, f2) = (b.clone(), front.clone());
+                            tokio::spawn(async move {
+                                let mut buf = vec![0u8; 65_536];
+                                while let Ok(n) = b2.recv(&mut buf).await {
+                                    let _ = f2.send_to(&buf[..n], from).await;
+                                }
+                            });
+                            b
+                        }
+                    };
+                    let _ = back.send(&buf[..n]).await;
+                }
+            });
+        }
+        std::future::pending::<()>().await
+    });
+    unreachable!()
+}
+
+pub struct Hop(std::process::Child);
+
+impl Drop for Hop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+pub fn spawn(targets: &[SocketAddr]) -> (Hop, Vec<SocketAddr>) {
+    let list: Vec<String> = targets.iter().map(|t| t.to_string()).collect();
+    let mut child = Command::new(std::env::current_exe().unwrap())
+        .arg("--udp-hop")
+        .arg(list.join(","))
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let addrs = targets
+        .iter()
+        .map(|_| lines.next().unwrap().unwrap().parse().unwrap())
+        .collect();
+    (Hop(child), addrs)
+}
