@@ -136,7 +136,7 @@ impl Hub {
                     s.limits.clone(),
                     cap.clone(),
                     metrics.udp.for_service(&s.name),
-                    meters.meter.clone(),
+                    meters.clone(),
                 );
                 udp_doors.insert(s.name.clone(), d.clone());
                 d

@@ -94,7 +94,7 @@ impl Run {
                 self.flow.answered.store(true, Ordering::Relaxed);
                 down.datagrams += 1;
                 down.bytes += d.len() as u64;
-                self.door.bytes.down.inc_by(d.len() as u64);
+                self.door.traffic.meter.down.inc_by(d.len() as u64);
                 // A full socket buffer or an unreachable player loses this
                 // datagram only, as the network would.
                 if let Err(e) = self.socket.send_to(&d, self.player).await {

@@ -25,7 +25,7 @@ use super::{
 use crate::{
     config::players::PlayerLimits,
     datagram::Queue,
-    metrics::{Meter, udp::UdpMeters},
+    metrics::{ServiceMeters, udp::UdpMeters},
 };
 use std::{
     collections::{HashMap, VecDeque},
@@ -81,7 +81,8 @@ pub(crate) struct UdpDoor {
     limits: PlayerLimits,
     cap: Arc<HubCap>,
     meters: UdpMeters,
-    bytes: Meter,
+    /// The service's players and bytes, which flows count in too.
+    traffic: ServiceMeters,
     table: Mutex<Table>,
     epoch: Instant,
 }
@@ -100,14 +101,14 @@ impl UdpDoor {
         limits: PlayerLimits,
         cap: Arc<HubCap>,
         meters: UdpMeters,
-        bytes: Meter,
+        traffic: ServiceMeters,
     ) -> Arc<Self> {
         Arc::new(UdpDoor {
             service,
             limits,
             cap,
             meters,
-            bytes,
+            traffic,
             table: Mutex::default(),
             epoch: Instant::now(),
         })
@@ -177,6 +178,8 @@ impl UdpDoor {
         drop(t);
         self.meters.flows.inc();
         self.meters.started.inc();
+        self.traffic.players.inc();
+        self.traffic.admitted.inc();
         self.count_up(&flow, len);
         flow.queue.push(d);
         Delivered::New(flow)
@@ -186,7 +189,7 @@ impl UdpDoor {
         self.touch(flow);
         flow.up_datagrams.fetch_add(1, Ordering::Relaxed);
         flow.up_bytes.fetch_add(len, Ordering::Relaxed);
-        self.bytes.up.inc_by(len);
+        self.traffic.meter.up.inc_by(len);
     }
 
     /// The door's rules for a new flow; makes room by ending the oldest
@@ -266,6 +269,7 @@ impl UdpDoor {
         }
         self.cap.leave();
         self.meters.flows.dec();
+        self.traffic.players.dec();
     }
 
     /// `flow` has its channel.
@@ -354,7 +358,7 @@ mod tests {
             limits,
             HubCap::new(1000),
             UdpMeters::default(),
-            Meter::default(),
+            ServiceMeters::default(),
         )
     }
 
