@@ -133,3 +133,67 @@ fn each_role_takes_only_its_own_environment_variables() {
     );
     assert!(!ok && text.to_lowercase().contains("channel"), "{text}");
 }
+
+/// The shipped `role` config with `table` appended at the end.
+fn with_table(root: &Path, role: &str, table: &str) -> std::path::PathBuf {
+    let file = root.join(format!("config/{role}.toml"));
+    let text = std::fs::read_to_string(&file).unwrap();
+    let out = root.join(format!("config/{role}-t{}.toml", table.len() + text.len()));
+    std::fs::write(&out, format!("{text}\n{table}")).unwrap();
+    out
+}
+
+#[test]
+fn service_types_and_port_ranges_are_checked_and_printed() {
+    let root = shipped();
+    let good = "[services.valheim]\nbind = \"0.0.0.0:2456-2458\"\ntype = \"udp\"\n\
+                [services.site]\nbind = \"0.0.0.0:2457\"\n";
+    let (ok, text) = output(ferry().args(["hub", "check", "-c"]).arg(with_table(
+        root.path(),
+        "hub",
+        good,
+    )));
+    assert!(ok, "{text}");
+    assert!(
+        text.contains("valheim      udp players on 0.0.0.0:2456-2458"),
+        "{text}"
+    );
+    assert!(text.contains("at most 1024 flows"), "{text}");
+    let bad = [
+        (
+            "[services.a]\nbind = \"0.0.0.0:2456-2458\"\ntype = \"udp\"\n[services.b]\nbind = \"0.0.0.0:2458\"\ntype = \"tcp+udp\"\n",
+            "overlaps",
+        ),
+        (
+            "[services.a]\nbind = \"0.0.0.0:10-5\"\n",
+            "ends before it starts",
+        ),
+        (
+            "[services.a]\nbind = \"0.0.0.0:1000-60000\"\n",
+            "at most 1024 ports",
+        ),
+        (
+            "[services.a]\nbind = \"0.0.0.0:53\"\ntype = \"sctp\"\n",
+            "services.a.type",
+        ),
+        (
+            "[services.a]\nbind = \"0.0.0.0:53\"\ntype = \"udp\"\nudp_idle_timeout = \"0s\"\n",
+            "udp_idle_timeout",
+        ),
+    ];
+    for (table, says) in bad {
+        let (ok, text) = output(ferry().args(["hub", "check", "-c"]).arg(with_table(
+            root.path(),
+            "hub",
+            table,
+        )));
+        println!("figure: {table:?} → {}", text.trim());
+        assert!(!ok && text.contains(says), "{table}: {text}");
+    }
+    let (ok, text) = output(ferry().args(["ep", "check", "-c"]).arg(with_table(
+        root.path(),
+        "ep",
+        "[services.valheim]\nlocal = \"127.0.0.1:2456-2458\"\ntype = \"udp\"\n",
+    )));
+    assert!(ok && text.contains("127.0.0.1:2456-2458 (udp)"), "{text}");
+}
