@@ -36,10 +36,17 @@ fn shipped() -> tempfile::TempDir {
 
 /// The shipped `role` config with `line` added at the top.
 fn with_line(root: &Path, role: &str, line: &str) -> std::path::PathBuf {
+    edited(root, role, |text| format!("{line}\n{text}"))
+}
+
+/// The shipped `role` config changed by `edit`, in a file of its own.
+fn edited(root: &Path, role: &str, edit: impl FnOnce(&str) -> String) -> std::path::PathBuf {
     let file = root.join(format!("config/{role}.toml"));
-    let text = std::fs::read_to_string(&file).unwrap();
-    let out = root.join(format!("config/{role}-{}.toml", line.len() + text.len()));
-    std::fs::write(&out, format!("{line}\n{text}")).unwrap();
+    let text = edit(&std::fs::read_to_string(&file).unwrap());
+    static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let out = root.join(format!("config/{role}-{n}.toml"));
+    std::fs::write(&out, text).unwrap();
     out
 }
 
@@ -136,11 +143,7 @@ fn each_role_takes_only_its_own_environment_variables() {
 
 /// The shipped `role` config with `table` appended at the end.
 fn with_table(root: &Path, role: &str, table: &str) -> std::path::PathBuf {
-    let file = root.join(format!("config/{role}.toml"));
-    let text = std::fs::read_to_string(&file).unwrap();
-    let out = root.join(format!("config/{role}-t{}.toml", table.len() + text.len()));
-    std::fs::write(&out, format!("{text}\n{table}")).unwrap();
-    out
+    edited(root, role, |text| format!("{text}\n{table}"))
 }
 
 #[test]

@@ -11,18 +11,7 @@ const UDP: &str = "type = \"udp\"\n";
 
 /// A hub with one UDP service `echo` and an ep serving it from `local`.
 async fn udp_tunnel(certs: &Certs, extra: &str, local: SocketAddr) -> (TestHub, TestEp) {
-    let opts = HubOpts {
-        service_extra: format!("{UDP}{extra}"),
-        ..Default::default()
-    };
-    let hub = TestHub::start(certs, &opts).await;
-    let ep = TestEp::start(ep_settings(
-        certs,
-        &hub,
-        &EpOpts::new(certs, vec![("echo".into(), local)]),
-    ));
-    hub.wait_sessions(1).await;
-    (hub, ep)
+    service_tunnel(certs, &format!("{UDP}{extra}"), local).await
 }
 
 #[tokio::test]

@@ -9,20 +9,9 @@ use common::udp::*;
 use common::*;
 use std::{net::SocketAddr, process::Command, time::Duration};
 
-/// A hub whose service `svc` has `kind`, and an ep serving it from `local`.
+/// A hub whose service `echo` has `kind`, and an ep serving it from `local`.
 async fn tunnel(certs: &Certs, kind: &str, local: SocketAddr) -> (TestHub, TestEp) {
-    let opts = HubOpts {
-        service_extra: format!("type = \"{kind}\"\n"),
-        ..Default::default()
-    };
-    let hub = TestHub::start(certs, &opts).await;
-    let ep = TestEp::start(ep_settings(
-        certs,
-        &hub,
-        &EpOpts::new(certs, vec![("echo".into(), local)]),
-    ));
-    hub.wait_sessions(1).await;
-    (hub, ep)
+    service_tunnel(certs, &format!("type = \"{kind}\"\n"), local).await
 }
 
 /// dnsmasq answering `ferry.test` with 10.1.2.3 on a free port; ready

@@ -49,9 +49,15 @@ impl Drop for Hop {
 
 /// Starts a forwarder process for `targets`; returns it and its addresses.
 pub fn spawn(targets: &[SocketAddr]) -> (Hop, Vec<SocketAddr>) {
+    spawn_mode("--plain-hop", targets)
+}
+
+/// This bench binary re-executed with `flag` (its relay mode) for
+/// `targets`; it prints one address per target.
+pub fn spawn_mode(flag: &str, targets: &[SocketAddr]) -> (Hop, Vec<SocketAddr>) {
     let list: Vec<String> = targets.iter().map(|t| t.to_string()).collect();
     let mut child = Command::new(std::env::current_exe().unwrap())
-        .arg("--plain-hop")
+        .arg(flag)
         .arg(list.join(","))
         .stdout(Stdio::piped())
         .spawn()

@@ -2,13 +2,13 @@
 //! socket per flow toward its target, no TLS, no framing. Two in a chain
 //! have the shape of hub + ep.
 
-use std::{
-    collections::HashMap,
-    io::{BufRead, BufReader},
-    net::SocketAddr,
-    process::{Command, Stdio},
-    sync::Arc,
-};
+// The TCP bench's relay process harness, shared.
+#[allow(dead_code)]
+#[path = "../tunnel/plainhop.rs"]
+mod plainhop;
+
+pub use plainhop::Hop;
+use std::{collections::HashMap, net::SocketAddr, sync::Arc};
 use tokio::net::UdpSocket;
 
 /// Child mode: relay one socket per target; print the sockets' addresses.
@@ -76,27 +76,6 @@ pub fn serve(targets: &str) -> ! {
     unreachable!()
 }
 
-pub struct Hop(std::process::Child);
-
-impl Drop for Hop {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 pub fn spawn(targets: &[SocketAddr]) -> (Hop, Vec<SocketAddr>) {
-    let list: Vec<String> = targets.iter().map(|t| t.to_string()).collect();
-    let mut child = Command::new(std::env::current_exe().unwrap())
-        .arg("--udp-hop")
-        .arg(list.join(","))
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let addrs = targets
-        .iter()
-        .map(|_| lines.next().unwrap().unwrap().parse().unwrap())
-        .collect();
-    (Hop(child), addrs)
+    plainhop::spawn_mode("--udp-hop", targets)
 }

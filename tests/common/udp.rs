@@ -1,6 +1,7 @@
 //! UDP helpers: an echo service at home that remembers who spoke to it,
 //! players that send and wait for answers, and free port ranges.
 
+use super::{Certs, EpOpts, HubOpts, TestEp, TestHub, ep_settings};
 use std::{
     collections::HashSet,
     net::SocketAddr,
@@ -104,4 +105,25 @@ pub async fn eventually(what: &str, within: Duration, mut f: impl FnMut() -> boo
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+}
+
+/// A hub whose one service `echo` has `service_keys` (its `type` among
+/// them), and an ep serving it from `local`, logged in.
+pub async fn service_tunnel(
+    certs: &Certs,
+    service_keys: &str,
+    local: SocketAddr,
+) -> (TestHub, TestEp) {
+    let opts = HubOpts {
+        service_extra: service_keys.to_string(),
+        ..Default::default()
+    };
+    let hub = TestHub::start(certs, &opts).await;
+    let ep = TestEp::start(ep_settings(
+        certs,
+        &hub,
+        &EpOpts::new(certs, vec![("echo".into(), local)]),
+    ));
+    hub.wait_sessions(1).await;
+    (hub, ep)
 }
