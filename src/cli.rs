@@ -194,8 +194,10 @@ fn dispatch(cli: Cli) -> Result<()> {
     match cli.role {
         Role::Hub(args) => match args.cmd {
             Some(HubCmd::Check) => {
-                print!("{}", load_hub(&args.run)?);
+                let settings = load_hub(&args.run)?;
+                print!("{settings}");
                 println!("ok");
+                print_plan(&settings);
                 Ok(())
             }
             Some(HubCmd::GenCert(g)) => gen_cert(g),
@@ -250,8 +252,7 @@ fn dispatch(cli: Cli) -> Result<()> {
                     crate::shutdown::on_signal(shutdown.clone(), immediate.clone());
                     let hub = crate::hub::Hub::bind(settings).await?;
                     if let Some(path) = &args.run.ready_file {
-                        crate::certgen::write_file(path, hub.ready_json().as_bytes(), 0o644, true)
-                            .with_context(|| format!("--ready-file {}", path.display()))?;
+                        hub.set_ready_file(path.clone())?;
                     }
                     hub.run_until(shutdown, immediate).await
                 })
@@ -292,6 +293,39 @@ fn dispatch(cli: Cli) -> Result<()> {
     }
 }
 
+/// What reloading `settings` would change in a hub running with its admin
+/// door: the same plan the hub logs when it reloads, applied nowhere.
+fn print_plan(settings: &HubSettings) {
+    use crate::config::plan::{Plan, Summary};
+    let Some(addr) = settings.admin.as_ref().map(|a| loopback(a.bind)) else {
+        println!("reload plan: not shown (no [admin] door to ask the running hub)");
+        return;
+    };
+    let token = std::env::var("FERRY_ADMIN_TOKEN").ok();
+    let running = crate::admin::client::get(addr, "/api/config", token.as_deref())
+        .ok()
+        .and_then(|body| serde_json::from_str::<Summary>(&body).ok());
+    match running {
+        Some(running) => {
+            let plan = Plan::between(&running, &Summary::of(settings));
+            println!("reload plan against the hub running at {addr}: {plan}");
+        }
+        None => println!("reload plan: no running hub answered at {addr}"),
+    }
+}
+
+/// A door listening on every address is reached on loopback.
+fn loopback(mut addr: SocketAddr) -> SocketAddr {
+    if addr.ip().is_unspecified() {
+        addr.set_ip(if addr.is_ipv4() {
+            std::net::Ipv4Addr::LOCALHOST.into()
+        } else {
+            std::net::Ipv6Addr::LOCALHOST.into()
+        });
+    }
+    addr
+}
+
 fn status(bind: Option<SocketAddr>, st: &StatusArgs, role: &str) -> Result<()> {
     let Some(mut addr) = st.admin.or(bind) else {
         anyhow::bail!(
@@ -302,14 +336,7 @@ fn status(bind: Option<SocketAddr>, st: &StatusArgs, role: &str) -> Result<()> {
         addr.port() != 0,
         "admin.bind has port 0 (chosen at start): pass --admin ADDR"
     );
-    // A door listening on every address is reached on loopback.
-    if addr.ip().is_unspecified() {
-        addr.set_ip(if addr.is_ipv4() {
-            std::net::Ipv4Addr::LOCALHOST.into()
-        } else {
-            std::net::Ipv6Addr::LOCALHOST.into()
-        });
-    }
+    addr = loopback(addr);
     let body = crate::admin::client::get(addr, "/api/status", st.token.as_deref())?;
     if st.json {
         println!("{body}");

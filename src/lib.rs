@@ -20,6 +20,8 @@ pub mod net;
 pub mod proto;
 pub mod proxy_header;
 pub mod relay;
+pub mod reload;
+pub mod sdnotify;
 pub mod secret;
 pub mod shutdown;
 pub mod tls;

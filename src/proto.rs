@@ -31,7 +31,10 @@ pub mod feature {
     /// UDP services and port ranges: `Hello`/`Welcome` carry each
     /// service's shape, `Start` a flow's protocol and port offset.
     pub const UDP: &str = "udp";
-    pub const ALL: &[&str] = &[CHANNEL_FAILED, REASON_KINDS, UDP];
+    /// The ep re-announces its services on a live session
+    /// (`EpMsg::Services`), answered with `HubMsg::Services`.
+    pub const LIVE_SERVICES: &str = "live_services";
+    pub const ALL: &[&str] = &[CHANNEL_FAILED, REASON_KINDS, UDP, LIVE_SERVICES];
 }
 
 /// This build's feature list, as sent on the wire.
@@ -76,6 +79,13 @@ pub enum EpMsg {
         service: String,
         ticket: String,
         reason: String,
+    },
+    /// On control (feature `live_services`): the services this ep serves
+    /// now, after its configuration changed; replaces the `Hello`'s list.
+    Services {
+        services: Vec<String>,
+        #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+        shapes: BTreeMap<String, Shape>,
     },
     /// A message type from a newer ep; skipped.
     #[serde(other)]
@@ -174,6 +184,14 @@ pub enum HubMsg {
         reason: String,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         kind: Option<CloseKind>,
+    },
+    /// On control (feature `live_services`): the answer to
+    /// `EpMsg::Services`: what this session serves now, and why the rest
+    /// is not served.
+    Services {
+        services: BTreeMap<String, Shape>,
+        #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+        refused: BTreeMap<String, String>,
     },
     /// A message type from a newer hub; skipped.
     #[serde(other)]

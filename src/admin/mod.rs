@@ -75,6 +75,11 @@ pub trait Source: Send + Sync + 'static {
     fn role(&self) -> &'static str;
     fn metrics(&self) -> String;
     fn status(&self) -> serde_json::Value;
+    /// The running configuration as a reload compares it (`/api/config`),
+    /// for `check` to print a reload's plan; secrets only as digests.
+    fn config(&self) -> Option<serde_json::Value> {
+        None
+    }
 }
 
 struct Door {
@@ -182,6 +187,16 @@ impl Door {
                 let _ =
                     http::respond(&mut tcp, 200, "application/json", &[], body.as_bytes()).await;
             }
+            "/api/config" => match s.config() {
+                Some(v) => {
+                    let body = v.to_string();
+                    let ct = "application/json";
+                    let _ = http::respond(&mut tcp, 200, ct, &[], body.as_bytes()).await;
+                }
+                None => {
+                    let _ = http::respond(&mut tcp, 404, "text/plain", &[], b"not found\n").await;
+                }
+            },
             "/" | "/index.html" => {
                 let body = page::render(s.role(), &s.status());
                 let ct = "text/html; charset=utf-8";

@@ -80,6 +80,11 @@ pub struct HubConfig {
     pub admin: Option<super::admin::AdminConfig>,
     #[serde(default)]
     pub log_format: super::admin::LogFormat,
+    /// Reload when the file changes (SIGHUP always reloads).
+    #[serde(default = "defaults::watch_config")]
+    pub watch_config: bool,
+    #[serde(skip)]
+    pub flags: HubFlags,
 }
 
 #[derive(Debug, Deserialize)]
@@ -132,6 +137,9 @@ impl HubServiceConfig {
 
 mod defaults {
     use super::Seconds;
+    pub fn watch_config() -> bool {
+        true
+    }
     pub fn pool_size() -> usize {
         4
     }
@@ -211,6 +219,7 @@ const KEYS: &[&str] = &[
     "admin.token_hash",
     "admin.token_hash_file",
     "log_format",
+    "watch_config",
     "pool_size",
     "idle_timeout",
     "heartbeat_interval",
@@ -225,8 +234,8 @@ const KEYS: &[&str] = &[
     "penalty_max",
 ];
 
-/// Command-line overrides, the last layer.
-#[derive(Debug, Default, Serialize)]
+/// Command-line overrides, the last layer (kept for reloads).
+#[derive(Debug, Default, Clone, Serialize)]
 pub struct HubFlags {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub control: Option<SocketAddr>,
@@ -310,6 +319,11 @@ pub struct HubSettings {
     pub tls_material: Arc<crate::tls::ServerMaterial>,
     pub admin: Option<super::admin::AdminSettings>,
     pub log_format: super::admin::LogFormat,
+    pub watch_config: bool,
+    /// A digest of the TLS files as loaded, so a reload sees a change.
+    pub tls_digest: String,
+    /// The flags this was loaded with, re-applied on reload.
+    pub flags: HubFlags,
 }
 
 fn ms(n: u64) -> Duration {
@@ -328,7 +342,9 @@ impl HubSettings {
 
 impl HubConfig {
     pub fn load(path: &Path, flags: HubFlags) -> Result<Self, ConfigError> {
-        super::load(path, KEYS, "FERRY_HUB_", flags)
+        let mut c: HubConfig = super::load(path, KEYS, "FERRY_HUB_", flags.clone())?;
+        c.flags = flags;
+        Ok(c)
     }
 
     /// Validates everything that can be checked without binding a port.
@@ -482,6 +498,12 @@ impl HubConfig {
             self.tls.key.relative(),
         );
         let crl = self.tls.crl.as_ref().map(|c| c.relative());
+        let mut tls_bytes = Vec::new();
+        for p in [&ca, &cert, &key] {
+            tls_bytes.extend(std::fs::read(p).unwrap_or_default());
+        }
+        tls_bytes.extend(format!("{crl:?}").into_bytes());
+        let tls_digest = super::plan::digest(&tls_bytes);
         let tls_material = Arc::new(
             crate::tls::ServerMaterial::load(&TlsPaths {
                 ca: ca.clone(),
@@ -532,7 +554,15 @@ impl HubConfig {
             tls_material,
             admin,
             log_format: self.log_format,
+            watch_config: self.watch_config,
+            tls_digest,
+            flags: self.flags,
         })
+    }
+
+    /// Loads and checks `file` again with the flags `s` was loaded with.
+    pub fn reload(s: &HubSettings) -> Result<HubSettings> {
+        HubConfig::load(&s.file, s.flags.clone())?.check(&s.file)
     }
 }
 

@@ -9,6 +9,7 @@ mod duration;
 pub mod ep;
 pub mod hub;
 mod netlist;
+pub mod plan;
 pub mod players;
 pub mod ports;
 

@@ -85,7 +85,8 @@ struct State {
 }
 
 pub(crate) struct Door {
-    limits: PlayerLimits,
+    /// Replaced on reload; the addresses' counts and bans carry over.
+    limits: std::sync::RwLock<Arc<PlayerLimits>>,
     cap: Arc<HubCap>,
     state: Mutex<State>,
     /// This service's series in the hub's metrics.
@@ -101,15 +102,22 @@ pub(crate) struct Admitted {
 impl Door {
     pub fn new(limits: PlayerLimits, cap: Arc<HubCap>, meters: ServiceMeters) -> Arc<Self> {
         Arc::new(Door {
-            limits,
+            limits: std::sync::RwLock::new(Arc::new(limits)),
             cap,
             state: Mutex::default(),
             meters,
         })
     }
 
-    pub fn limits(&self) -> &PlayerLimits {
-        &self.limits
+    pub fn limits(&self) -> Arc<PlayerLimits> {
+        self.limits
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    pub fn set_limits(&self, limits: PlayerLimits) {
+        *self.limits.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(limits);
     }
 
     pub fn meters(&self) -> &ServiceMeters {
@@ -122,7 +130,7 @@ impl Door {
 
     /// Admits a player from `ip`, or says why not. Cheap: no I/O.
     pub fn admit(self: &Arc<Self>, ip: IpAddr) -> Result<Admitted, Reason> {
-        let l = &self.limits;
+        let l = &*self.limits();
         let ip = ip.to_canonical();
         if l.deny.contains(ip) {
             return Err(Reason::PlayerDenied);

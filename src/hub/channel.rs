@@ -12,7 +12,7 @@ use tracing::Instrument;
 
 pub(super) fn on_accept(shared: Arc<Shared>, tcp: TcpStream, addr: SocketAddr) {
     let ip = addr.ip();
-    if !shared.settings.allowlist.contains(ip) {
+    if !shared.settings().allowlist.contains(ip) {
         shared
             .refusals
             .record(Reason::NotAllowlisted, ip, "channel closed before TLS");
@@ -57,7 +57,7 @@ pub(super) fn on_accept(shared: Arc<Shared>, tcp: TcpStream, addr: SocketAddr) {
 
 async fn handle(shared: Arc<Shared>, tcp: TcpStream, addr: SocketAddr) {
     let began = std::time::Instant::now();
-    let deadline = shared.settings.timing.handshake_timeout;
+    let deadline = shared.settings().timing.handshake_timeout;
     let opened = async {
         let mut tls = shared
             .accept_tls(tcp)
@@ -85,7 +85,7 @@ async fn handle(shared: Arc<Shared>, tcp: TcpStream, addr: SocketAddr) {
         Ok(Ok((tls, service, ticket))) => {
             tracing::debug!(handshake = ?tls.get_ref().1.handshake_kind(), "channel TLS established");
             let ep = super::control::peer_name(&tls);
-            match shared.services.get(&service) {
+            match shared.service(&service) {
                 Some(svc) => svc
                     .offer(&ticket, &ep, addr.ip(), tls)
                     .map_err(|e| (false, e.to_string())),

@@ -7,9 +7,9 @@
 //! one deadline. A failure before a valid certificate is charged to the
 //! address; after it, to the ep's identity.
 
+use super::offer::Offer;
 use super::{Shared, gate::Turned, refusals::Reason};
 use crate::{
-    config::ports::ServiceKind,
     net,
     proto::{
         self, CloseKind, EpMsg, FrameError, FrameReader, HubMsg, MIN_PROTOCOL_VERSION,
@@ -28,7 +28,7 @@ const CTRL_QUEUE: usize = 256;
 
 pub(super) fn on_accept(shared: Arc<Shared>, tcp: TcpStream, addr: SocketAddr) {
     let ip = addr.ip();
-    if !shared.settings.allowlist.contains(ip) {
+    if !shared.settings().allowlist.contains(ip) {
         shared
             .refusals
             .record(Reason::NotAllowlisted, ip, "closed before TLS");
@@ -104,7 +104,7 @@ struct LoggedIn {
 }
 
 async fn handle_login(shared: &Arc<Shared>, tcp: TcpStream, addr: SocketAddr) -> Option<LoggedIn> {
-    let deadline = shared.settings.timing.handshake_timeout;
+    let deadline = shared.settings().timing.handshake_timeout;
     let (ctrl_tx, ctrl_rx) = mpsc::channel(CTRL_QUEUE);
     let login = tokio::select! {
         r = tokio::time::timeout(deadline, login(shared, tcp, addr, ctrl_tx)) => r,
@@ -190,7 +190,7 @@ async fn login(
         );
         return Err(told(&mut tls, RefusalKind::Version, why).await);
     }
-    let Some(hash) = shared.settings.credentials.for_ep(&ep).map(str::to_owned) else {
+    let Some(hash) = shared.settings().credentials.for_ep(&ep).map(str::to_owned) else {
         let why = format!("no token_hash for ep {ep:?} (add [eps.{ep}] or a top-level token_hash)");
         return Err(told(&mut tls, RefusalKind::WrongToken, why).await);
     };
@@ -226,45 +226,35 @@ async fn login(
     if !good {
         return Err(told(&mut tls, RefusalKind::WrongToken, "wrong token".into()).await);
     }
-    let mut wanted = Vec::new();
-    for name in &services {
-        match shared.services.get(name) {
-            Some(svc) if !wanted.iter().any(|w: &Arc<_>| Arc::ptr_eq(w, svc)) => {
-                wanted.push(svc.clone())
-            }
-            Some(_) => {}
-            None => {
-                let why = format!("unknown service {name:?}: the hub has no [services.{name}]");
-                return Err(told(&mut tls, RefusalKind::UnknownService, why).await);
-            }
-        }
+    let offer = Offer {
+        names: services,
+        shapes,
+        udp: features.iter().any(|f| f == proto::feature::UDP),
+    };
+    let matched = offer.resolve(shared);
+    if let Some((_, why)) = matched.mismatch.into_iter().next() {
+        return Err(told(&mut tls, RefusalKind::ServiceMismatch, why).await);
     }
-    let ep_udp = features.iter().any(|f| f == proto::feature::UDP);
-    let mut services_shape = std::collections::BTreeMap::new();
-    for svc in &wanted {
-        let hub = shared
-            .settings
-            .service(&svc.name)
-            .map(|s| (s.kind, s.bind.count));
-        let Some((kind, ports)) = hub else { continue };
-        if let Err(why) = check_shape(&svc.name, kind, ports, ep_udp, shapes.get(&svc.name)) {
-            return Err(told(&mut tls, RefusalKind::ServiceMismatch, why).await);
-        }
-        let shape = proto::Shape {
-            kind: Some(kind),
-            ports,
+    if matched.services.is_empty() {
+        let (kind, why) = match matched.refused.iter().next() {
+            Some((name, why)) => (
+                RefusalKind::UnknownService,
+                format!("unknown service {name:?}: {why}"),
+            ),
+            None => (RefusalKind::NoServices, "no services named".to_string()),
         };
-        services_shape.insert(svc.name.clone(), shape);
+        return Err(told(&mut tls, kind, why).await);
     }
-    if wanted.is_empty() {
-        return Err(told(
-            &mut tls,
-            RefusalKind::NoServices,
-            "no services named".into(),
-        )
-        .await);
+    for (name, why) in &matched.refused {
+        tracing::warn!(%ep, service = %name, "the ep offers a service this hub does not serve: {why}");
     }
-    let t = shared.settings.timing;
+    let wanted = matched.services.clone();
+    let services_shape = if offer.udp {
+        matched.shapes.clone()
+    } else {
+        Default::default()
+    };
+    let t = shared.settings().timing;
     let welcome = HubMsg::Welcome {
         heartbeat_ms: millis(t.heartbeat_interval),
         heartbeat_timeout_ms: millis(t.heartbeat_timeout),
@@ -272,11 +262,7 @@ async fn login(
         // Only eps that negotiate accept fields beyond the three timings.
         version: modern.then_some(PROTOCOL_VERSION.min(version)),
         features: if modern { proto::features() } else { vec![] },
-        services: if ep_udp {
-            services_shape
-        } else {
-            Default::default()
-        },
+        services: services_shape,
     };
     let serial = peer_serial(&tls);
     if let Some(days) = peer_cert(&tls).and_then(crate::tls::days_left)
@@ -292,6 +278,7 @@ async fn login(
             version: software.as_deref().unwrap_or("unknown"),
             modern,
         },
+        offer,
         wanted,
         ctrl,
     ) {
@@ -302,40 +289,6 @@ async fn login(
     // Written directly, so it precedes the `Open`s registering just queued.
     proto::write_msg(&mut tls, &welcome).await?;
     Ok((tls, guard, modern))
-}
-
-/// Whether an ep that declared `ep` (and knows UDP, or not) can serve a
-/// service the hub binds as `kind` on `ports` ports.
-fn check_shape(
-    name: &str,
-    kind: ServiceKind,
-    ports: u16,
-    ep_udp: bool,
-    ep: Option<&proto::Shape>,
-) -> Result<(), String> {
-    if !ep_udp {
-        if kind != ServiceKind::Tcp || ports > 1 {
-            return Err(format!(
-                "service {name:?} is type = \"{kind}\" on {ports} port(s); this ep's ferry predates UDP services and port ranges: upgrade the ep"
-            ));
-        }
-        return Ok(());
-    }
-    let Some(ep) = ep else { return Ok(()) };
-    if let Some(theirs) = ep.kind
-        && theirs != kind
-    {
-        return Err(format!(
-            "service {name:?}: the hub has type = \"{kind}\", the ep's config says \"{theirs}\""
-        ));
-    }
-    if ep.ports != ports {
-        return Err(format!(
-            "service {name:?}: the hub binds {ports} port(s), the ep's local maps {}; the ranges must be the same size",
-            ep.ports
-        ));
-    }
-    Ok(())
 }
 
 /// Tells the ep why (its operator needs the reason) and closes.
@@ -389,12 +342,11 @@ async fn session(shared: Arc<Shared>, s: LoggedIn) {
         mut ctrl_rx,
         modern,
     } = s;
-    let t = shared.settings.timing;
-    let names: Vec<&str> = guard.services().iter().map(|s| s.name.as_str()).collect();
+    let t = shared.settings().timing;
+    let names: Vec<String> = guard.services().iter().map(|s| s.name.clone()).collect();
     tracing::info!(ep = %guard.ep, session = guard.id, services = ?names, "ep logged in");
     let (rd, mut wr) = tokio::io::split(tls);
     let mut rd = FrameReader::new(rd);
-    let services = guard.services();
     let mut tick = tokio::time::interval(t.heartbeat_interval);
     let mut silence = Box::pin(tokio::time::sleep(t.heartbeat_timeout));
     let (reason, told) = loop {
@@ -406,12 +358,16 @@ async fn session(shared: Arc<Shared>, s: LoggedIn) {
                 }
                 Ok(EpMsg::ChannelFailed { service, ticket, reason }) => {
                     silence.as_mut().reset(tokio::time::Instant::now() + t.heartbeat_timeout);
-                    if let Some(svc) = services.iter().find(|s| s.name == service)
+                    if let Some(svc) = guard.services().iter().find(|s| s.name == service)
                         && svc.channel_failed(&ticket, guard.id)
                     {
                         tracing::warn!(ep = %guard.ep, service, "the ep could not open a channel: {reason}");
                     }
                     continue;
+                }
+                Ok(EpMsg::Services { services, shapes }) => {
+                    silence.as_mut().reset(tokio::time::Instant::now() + t.heartbeat_timeout);
+                    reannounced(&shared, &guard, services, shapes)
                 }
                 Ok(other) => break (format!("unexpected message {:?}", kind(&other)), None),
                 Err(e) => break (format!("control connection: {e}"), None),
@@ -419,7 +375,7 @@ async fn session(shared: Arc<Shared>, s: LoggedIn) {
             _ = silence.as_mut() => break (format!("no heartbeat for {:?}", t.heartbeat_timeout), None),
             Some(m) = ctrl_rx.recv() => m,
             _ = tick.tick() => {
-                services.iter().for_each(|s| s.top_up());
+                guard.services().iter().for_each(|s| s.top_up());
                 HubMsg::Heartbeat
             }
             (kind, why) = guard.ended() => break (why, Some(kind)),
@@ -446,12 +402,44 @@ async fn session(shared: Arc<Shared>, s: LoggedIn) {
     }
 }
 
+/// The ep's services changed (its configuration was reloaded): serve what
+/// it offers now, and tell it what that is.
+fn reannounced(
+    shared: &Shared,
+    guard: &super::sessions::SessionGuard,
+    names: Vec<String>,
+    shapes: std::collections::BTreeMap<String, proto::Shape>,
+) -> HubMsg {
+    let offer = Offer {
+        names,
+        shapes,
+        udp: true,
+    };
+    let mut matched = offer.resolve(shared);
+    // A contradicted shape refuses that service, not the session.
+    matched.refused.append(&mut matched.mismatch);
+    let taken = shared
+        .sessions
+        .reoffer(guard.id, offer, matched.services.clone());
+    for (name, why) in taken {
+        matched.shapes.remove(&name);
+        matched.refused.insert(name, why);
+    }
+    let now: Vec<&String> = matched.shapes.keys().collect();
+    tracing::info!(ep = %guard.ep, session = guard.id, services = ?now, refused = ?matched.refused, "the ep re-announced its services");
+    HubMsg::Services {
+        services: matched.shapes,
+        refused: matched.refused,
+    }
+}
+
 fn kind(m: &EpMsg) -> &'static str {
     match m {
         EpMsg::Hello { .. } => "hello",
         EpMsg::Heartbeat => "heartbeat",
         EpMsg::Channel { .. } => "channel",
         EpMsg::ChannelFailed { .. } => "channel_failed",
+        EpMsg::Services { .. } => "services",
         EpMsg::Unknown => "unknown",
     }
 }

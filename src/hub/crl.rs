@@ -18,19 +18,29 @@ fn stamp(path: &Path) -> Option<(SystemTime, u64)> {
     Some((m.modified().ok()?, m.len()))
 }
 
-pub(super) async fn watch(shared: Arc<Shared>, path: PathBuf) {
-    let mut seen = stamp(&path);
+/// Follows `tls.crl` of the running settings (a reload may move it).
+pub(super) async fn watch(shared: Arc<Shared>) {
+    let mut path: Option<PathBuf> = shared.settings().crl.clone();
+    let mut seen = path.as_deref().and_then(stamp);
     loop {
         tokio::select! {
             _ = tokio::time::sleep(POLL) => {}
             _ = shared.shutdown.cancelled() => return,
         }
-        let now = stamp(&path);
+        let current = shared.settings().crl.clone();
+        if current != path {
+            // A reload already built its acceptor with the new list.
+            seen = current.as_deref().and_then(stamp);
+            path = current;
+            continue;
+        }
+        let Some(path) = &path else { continue };
+        let now = stamp(path);
         if now == seen {
             continue;
         }
         seen = now;
-        if let Err(e) = reload(&shared, &path) {
+        if let Err(e) = reload(&shared, path) {
             tracing::warn!("keeping the previous revocation list: {e:#}");
         }
     }
@@ -43,9 +53,14 @@ pub(super) fn initial(path: Option<&Path>) -> std::collections::HashSet<String> 
 }
 
 fn reload(shared: &Shared, path: &Path) -> anyhow::Result<()> {
-    let config = shared.settings.tls_material.server_config(Some(path))?;
-    let serials = crate::tls::crl_serials(path)?;
+    let config = shared.settings().tls_material.server_config(Some(path))?;
     shared.set_acceptor(TlsAcceptor::from(config));
+    apply_serials(shared, path)
+}
+
+/// Takes the serials listed in `path` as revoked, closing their sessions.
+pub(super) fn apply_serials(shared: &Shared, path: &Path) -> anyhow::Result<()> {
+    let serials = crate::tls::crl_serials(path)?;
     let count = serials.len();
     let closed = shared.sessions.revoke(&serials);
     *shared.revoked.write().unwrap_or_else(|p| p.into_inner()) = serials;

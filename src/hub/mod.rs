@@ -6,8 +6,11 @@ mod channel;
 mod control;
 mod crl;
 mod gate;
+mod offer;
 mod player;
 mod refusals;
+mod reload;
+mod served;
 mod service;
 mod sessions;
 mod stats;
@@ -25,7 +28,8 @@ use tokio_util::{sync::CancellationToken, task::TaskTracker};
 use tracing::Instrument;
 
 pub(crate) struct Shared {
-    pub settings: HubSettings,
+    /// Swapped whole on reload; read with `settings()`.
+    settings: std::sync::RwLock<Arc<HubSettings>>,
     /// Swapped when the revocation list changes.
     tls: std::sync::RwLock<TlsAcceptor>,
     /// Serials in the revocation list, for resumed sessions (which skip
@@ -41,11 +45,13 @@ pub(crate) struct Shared {
     pub refusals: refusals::Refusals,
     pub argon2: Arc<tokio::sync::Semaphore>,
     pub argon2_stats: Arc<stats::InFlight>,
-    pub services: HashMap<String, Arc<Service>>,
-    /// Each service's player door.
-    pub doors: HashMap<String, Arc<admission::Door>>,
-    /// Each UDP service's flow table.
-    pub udp_doors: HashMap<String, Arc<udp::UdpDoor>>,
+    /// The services served now, by name (changed by reloads).
+    served: std::sync::RwLock<HashMap<String, Arc<served::Served>>>,
+    /// Every serving player port.
+    ports: std::sync::Mutex<HashMap<served::PortKey, served::Listening>>,
+    pub cap: Arc<admission::HubCap>,
+    /// Rewritten with the bound addresses after each reload.
+    ready_file: std::sync::Mutex<Option<std::path::PathBuf>>,
     pub sessions: Arc<Sessions>,
     pub tracker: TaskTracker,
     /// Stop accepting, end sessions and pooled channels.
@@ -54,6 +60,8 @@ pub(crate) struct Shared {
     pub hard_stop: CancellationToken,
     pub metrics: Arc<crate::metrics::HubMetrics>,
     pub started: tokio::time::Instant,
+    /// Reloads done, with the last one's outcome.
+    pub reloads: watch::Sender<(u64, Result<String, String>)>,
 }
 
 /// A hub with all its ports bound, ready to `run`.
@@ -61,19 +69,9 @@ pub struct Hub {
     shared: Arc<Shared>,
     control: TcpListener,
     channel: TcpListener,
-    players: Vec<PlayerPort>,
-    udp_ports: Vec<udp::UdpPort>,
-    cap: Arc<admission::HubCap>,
+    /// Player ports bound, served once `run` starts.
+    ports: Vec<(served::PortKey, served::Bound)>,
     admin: Option<TcpListener>,
-}
-
-/// One TCP port of a service.
-struct PlayerPort {
-    svc: Arc<Service>,
-    door: Arc<admission::Door>,
-    listener: TcpListener,
-    /// Its place in the service's range.
-    offset: u16,
 }
 
 /// Read-only view of a running hub, for tests and status.
@@ -103,64 +101,27 @@ impl Hub {
         ));
         let shutdown = CancellationToken::new();
         let tracker = TaskTracker::new();
-        let t = settings.timing;
         let l = settings.limits;
         let reserve = 5 * l.max_pending_auth as u64 + 64 * settings.services.len() as u64 + 64;
         let cap = admission::HubCap::new(
             l.max_players_total
                 .unwrap_or_else(|| crate::fdlimit::player_cap(crate::fdlimit::raise(), reserve)),
         );
-        let mut services = HashMap::new();
-        let mut doors = HashMap::new();
-        let mut udp_doors = HashMap::new();
-        let mut players = Vec::new();
-        let mut udp_ports = Vec::new();
+        let hard_stop = CancellationToken::new();
+        let mut served = HashMap::new();
+        let mut wanted = Vec::new();
+        let parts = served::Parts {
+            metrics: &metrics,
+            cap: &cap,
+            shutdown: &shutdown,
+            hard_stop: &hard_stop,
+            tracker: &tracker,
+        };
         for s in &settings.services {
-            let label = metrics.service(&s.name);
-            let svc = Arc::new(Service::new(
-                s.name.clone(),
-                s.pool_size,
-                t.idle_timeout,
-                t.handshake_timeout * 2,
-                shutdown.child_token(),
-                tracker.clone(),
-                metrics.pool_ready.get_or_create(&label).clone(),
-            ));
-            services.insert(s.name.clone(), svc.clone());
-            let meters = metrics.for_service(&s.name);
-            let door = admission::Door::new(s.limits.clone(), cap.clone(), meters.clone());
-            doors.insert(s.name.clone(), door.clone());
-            let udp_door = s.kind.udp().then(|| {
-                let d = udp::UdpDoor::new(
-                    s.name.clone(),
-                    s.limits.clone(),
-                    cap.clone(),
-                    metrics.udp.for_service(&s.name),
-                    meters.clone(),
-                );
-                udp_doors.insert(s.name.clone(), d.clone());
-                d
-            });
-            for offset in 0..s.bind.count {
-                let (tcp, udp) = bind_port(s, offset).await?;
-                if let Some(listener) = tcp {
-                    players.push(PlayerPort {
-                        svc: svc.clone(),
-                        door: door.clone(),
-                        listener,
-                        offset,
-                    });
-                }
-                if let (Some(socket), Some(door)) = (udp, &udp_door) {
-                    udp_ports.push(udp::UdpPort {
-                        svc: svc.clone(),
-                        door: door.clone(),
-                        socket: Arc::new(socket),
-                        offset,
-                    });
-                }
-            }
+            served.insert(s.name.clone(), parts.build(s, &settings));
+            wanted.extend(served::keys(s));
         }
+        let ports = served::bind_all(&wanted).await?;
         let acceptor = TlsAcceptor::from(settings.tls.clone());
         let penalties = gate::PenaltyRange {
             base: l.penalty_base,
@@ -195,22 +156,22 @@ impl Hub {
                 ),
                 argon2: Arc::new(tokio::sync::Semaphore::new(l.argon2_concurrency)),
                 argon2_stats: Arc::default(),
-                settings,
-                services,
-                doors,
-                udp_doors,
+                settings: std::sync::RwLock::new(Arc::new(settings)),
+                served: std::sync::RwLock::new(served),
+                ports: std::sync::Mutex::default(),
+                cap,
+                ready_file: std::sync::Mutex::default(),
                 sessions: Arc::new(Sessions::new(shutdown.clone(), metrics.clone())),
                 tracker,
                 shutdown,
-                hard_stop: CancellationToken::new(),
+                hard_stop,
                 metrics,
                 started: tokio::time::Instant::now(),
+                reloads: watch::Sender::new((0, Ok(String::new()))),
             }),
             control,
             channel,
-            players,
-            udp_ports,
-            cap,
+            ports,
             admin,
         })
     }
@@ -230,16 +191,13 @@ impl Hub {
     /// Where players of `service` connect (its first port; a `tcp+udp`
     /// service has the same number for both).
     pub fn service_addr(&self, service: &str) -> Option<SocketAddr> {
-        let tcp = self
-            .players
-            .iter()
-            .find(|p| p.svc.name == service && p.offset == 0);
-        let udp = self
-            .udp_ports
-            .iter()
-            .find(|p| p.svc.name == service && p.offset == 0);
-        tcp.and_then(|p| p.listener.local_addr().ok())
-            .or_else(|| udp.and_then(|p| p.socket.local_addr().ok()))
+        let first = |udp: bool| {
+            self.ports
+                .iter()
+                .find(|(k, _)| k.service == service && k.offset == 0 && k.udp == udp)
+                .and_then(|(_, b)| b.local_addr().ok())
+        };
+        first(false).or_else(|| first(true))
     }
 
     pub fn handle(&self) -> HubHandle {
@@ -251,9 +209,8 @@ impl Hub {
     /// Every bound address as JSON, for `--ready-file`: tests and scripts
     /// learn the ports from it instead of from log lines.
     pub fn ready_json(&self) -> String {
-        let services: serde_json::Map<String, serde_json::Value> = self
-            .shared
-            .settings
+        let settings = self.shared.settings();
+        let services: serde_json::Map<String, serde_json::Value> = settings
             .services
             .iter()
             .filter_map(|s| {
@@ -263,18 +220,23 @@ impl Hub {
                 ))
             })
             .collect();
-        let admin = self
-            .admin
-            .as_ref()
-            .and_then(|l| l.local_addr().ok())
-            .map(|a| a.to_string());
-        serde_json::json!({
-            "control": self.control_addr().to_string(),
-            "channel": self.channel_addr().to_string(),
-            "services": services,
-            "admin": admin,
-        })
-        .to_string()
+        ready_json(
+            self.control_addr(),
+            self.channel_addr(),
+            services,
+            self.admin_addr(),
+        )
+    }
+
+    /// Writes `ready_json` to `path` now and again after every reload.
+    pub fn set_ready_file(&self, path: std::path::PathBuf) -> Result<()> {
+        write_ready(&path, &self.ready_json())?;
+        *self
+            .shared
+            .ready_file
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = Some(path);
+        Ok(())
     }
 
     /// Where the admin door listens, if it is on.
@@ -295,9 +257,11 @@ impl Hub {
         immediate: CancellationToken,
     ) -> Result<()> {
         let (control, channel) = (self.control_addr(), self.channel_addr());
+        let admin_addr = self.admin_addr();
         let shared = self.shared;
-        let s = &shared.settings;
-        tracing::info!(%control, %channel, players_at_most = self.cap.max(), "hub listening");
+        let s = shared.settings();
+        let cap = shared.cap.max();
+        tracing::info!(%control, %channel, players_at_most = cap, "hub listening");
         if s.allowlist.is_wide_open() {
             tracing::warn!(
                 "ep_allowlist admits every address; list your eps' addresses to keep scanners off the TLS ports"
@@ -310,10 +274,10 @@ impl Hub {
                 "the hub certificate or its CA expires in {days} days; re-issue with `ferry hub gen-cert --force`"
             );
         }
-        if let Some(path) = shared.settings.crl.clone() {
-            shared.tracker.spawn(crl::watch(shared.clone(), path));
+        if s.crl.is_some() {
+            shared.tracker.spawn(crl::watch(shared.clone()));
         }
-        if let (Some(listener), Some(a)) = (self.admin, &shared.settings.admin) {
+        if let (Some(listener), Some(a)) = (self.admin, &s.admin) {
             let source: Arc<dyn crate::admin::Source> = shared.clone();
             crate::admin::spawn(listener, source, a, &shared.shutdown, &shared.tracker);
         }
@@ -330,37 +294,32 @@ impl Hub {
             tracing::info_span!("channel-door"),
             move |tcp, addr| channel::on_accept(sh.clone(), tcp, addr),
         ));
-        for s in &shared.settings.services {
-            tracing::info!(service = %s.name, kind = %s.kind, ports = %s.bind, limits = %s.limits, "players welcome");
+        for svc in &s.services {
+            tracing::info!(service = %svc.name, kind = %svc.kind, ports = %svc.bind, limits = %svc.limits, "players welcome");
         }
-        for PlayerPort {
-            svc,
-            door,
-            listener,
-            offset,
-        } in self.players
-        {
-            let sh = shared.clone();
-            let span = tracing::info_span!("service", name = %svc.name);
-            doors.push(shared.open_door(listener, span, move |tcp, addr| {
-                player::on_accept(sh.clone(), svc.clone(), &door, tcp, addr, offset)
-            }));
+        for (key, bound) in self.ports {
+            let Some(one) = shared.served(&key.service) else {
+                continue;
+            };
+            doors.push(shared.serve_port(key, bound, &one));
         }
-        for port in self.udp_ports {
-            let span = tracing::info_span!("service", name = %port.svc.name);
-            doors.push(
-                shared
-                    .tracker
-                    .spawn(port.serve(shared.clone()).instrument(span)),
-            );
-        }
+        shared.tracker.spawn(reload::watch(
+            shared.clone(),
+            ControlAddrs {
+                control,
+                channel,
+                admin: admin_addr,
+            },
+        ));
+        crate::sdnotify::ready();
         shutdown.cancelled().await;
+        crate::sdnotify::stopping();
         shared.shutdown.cancel();
         // Every listener is closed once its accept loop has returned.
         for door in doors {
             let _ = door.await;
         }
-        let drain = shared.settings.timing.drain_timeout;
+        let drain = shared.settings().timing.drain_timeout;
         tracing::info!("stopped accepting; active players may finish for up to {drain:?}");
         crate::shutdown::drain(&shared.tracker, &shared.hard_stop, drain, &immediate).await;
         tracing::info!(refusals = ?shared.refusals.totals(), "hub stopped");
@@ -368,43 +327,58 @@ impl Hub {
     }
 }
 
-/// Binds port `offset` of `s`: TCP, UDP or both on the same number. For
-/// port 0 (tests) both protocols get the number the first bind chose,
-/// retried if UDP has it taken.
-async fn bind_port(
-    s: &crate::config::hub::ServiceSettings,
-    offset: u16,
-) -> Result<(Option<TcpListener>, Option<tokio::net::UdpSocket>)> {
-    let what = format!("service {}", s.name);
-    let addr = s.bind.at(offset);
-    let mut tries = 0;
-    loop {
-        let tcp = match s.kind.tcp() {
-            true => Some(bind(addr, &what).await?),
-            false => None,
-        };
-        if !s.kind.udp() {
-            return Ok((tcp, None));
-        }
-        let at = match &tcp {
-            Some(l) => l.local_addr()?,
-            None => addr,
-        };
-        match tokio::net::UdpSocket::bind(at).await {
-            Ok(u) => {
-                crate::net::tune_udp(&u);
-                return Ok((tcp, Some(u)));
-            }
-            Err(e) if addr.port() == 0 && tries < 16 => {
-                tries += 1;
-                tracing::debug!("udp port {} taken ({e}); trying another", at.port());
-            }
-            Err(e) => return Err(e).with_context(|| format!("cannot listen on udp {at} ({what})")),
-        }
-    }
+/// The addresses that never change while the hub runs.
+#[derive(Clone, Copy)]
+pub(crate) struct ControlAddrs {
+    pub control: SocketAddr,
+    pub channel: SocketAddr,
+    pub admin: Option<SocketAddr>,
+}
+
+fn ready_json(
+    control: SocketAddr,
+    channel: SocketAddr,
+    services: serde_json::Map<String, serde_json::Value>,
+    admin: Option<SocketAddr>,
+) -> String {
+    serde_json::json!({
+        "control": control.to_string(),
+        "channel": channel.to_string(),
+        "services": services,
+        "admin": admin.map(|a| a.to_string()),
+    })
+    .to_string()
+}
+
+fn write_ready(path: &std::path::Path, json: &str) -> Result<()> {
+    crate::certgen::write_file(path, json.as_bytes(), 0o644, true)
+        .with_context(|| format!("--ready-file {}", path.display()))
 }
 
 impl Shared {
+    pub(crate) fn settings(&self) -> Arc<HubSettings> {
+        self.settings
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    pub(crate) fn served(&self, name: &str) -> Option<Arc<served::Served>> {
+        self.served
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(name)
+            .cloned()
+    }
+
+    pub(crate) fn service(&self, name: &str) -> Option<Arc<Service>> {
+        self.served(name).map(|s| s.svc.clone())
+    }
+
+    fn ports_lock(&self) -> std::sync::MutexGuard<'_, HashMap<served::PortKey, served::Listening>> {
+        self.ports.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
     /// Runs one door's accept loop as a tracked task; its handle resolves
     /// once the listener is closed.
     fn open_door(
@@ -487,17 +461,29 @@ impl HubHandle {
 
     /// Ready channels of `service`, updated as they come and go.
     pub fn pool_ready(&self, service: &str) -> Option<watch::Receiver<usize>> {
-        self.shared.services.get(service).map(|s| s.watch_ready())
+        self.shared.service(service).map(|s| s.watch_ready())
     }
 
     /// UDP flows of `service` now.
     pub fn udp_flows(&self, service: &str) -> Option<usize> {
-        self.shared.udp_doors.get(service).map(|d| d.flows())
+        self.shared.served(service)?.udp.as_ref().map(|d| d.flows())
     }
 
     /// Players on `service` now (admitted by its door).
     pub fn players(&self, service: &str) -> Option<usize> {
-        self.shared.doors.get(service).map(|d| d.players())
+        self.shared.served(service).map(|s| s.door.players())
+    }
+
+    /// Where players of `service` connect now (it may have been added or
+    /// moved by a reload).
+    pub fn service_addr(&self, service: &str) -> Option<SocketAddr> {
+        self.shared.service_addr(service)
+    }
+
+    /// Reloads finished since start (applied or refused), and the last
+    /// outcome: the plan line, or why the new configuration was refused.
+    pub fn reloads(&self) -> watch::Receiver<(u64, Result<String, String>)> {
+        self.shared.reloads.subscribe()
     }
 
     /// Number of logged-in eps, updated as they come and go.

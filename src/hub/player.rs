@@ -1,6 +1,6 @@
 //! The service door: players on plain TCP, each relayed through a channel.
 
-use super::{Shared, admission::Door, service::Service};
+use super::{Shared, served::Served, service::Service};
 use crate::{
     net,
     proto::{self, HubMsg},
@@ -12,12 +12,12 @@ use tracing::Instrument;
 
 pub(super) fn on_accept(
     shared: Arc<Shared>,
-    svc: Arc<Service>,
-    door: &Arc<Door>,
+    served: Arc<Served>,
     tcp: TcpStream,
     addr: SocketAddr,
     offset: u16,
 ) {
+    let (svc, door) = (&served.svc, &served.door);
     // The door's limits come before anything costs the ep: no channel, no
     // dial at home for a refused player, who gets a reset.
     let admitted = match door.admit(addr.ip()) {
@@ -38,9 +38,10 @@ pub(super) fn on_accept(
         first_down: Some((std::time::Instant::now(), door.meters().first_byte.clone())),
     };
     let span = tracing::info_span!("player", service = %svc.name, player = %addr);
+    let (svc, cut) = (svc.clone(), served.cut.clone());
     shared.tracker.clone().spawn(
         async move {
-            serve(shared, svc, tcp, addr, watch, offset).await;
+            serve(shared, svc, tcp, addr, watch, offset, cut).await;
             drop(admitted);
         }
         .instrument(span),
@@ -54,9 +55,10 @@ async fn serve(
     addr: SocketAddr,
     watch: relay::Watch,
     offset: u16,
+    cut: tokio_util::sync::CancellationToken,
 ) {
     tracing::info!("player connected");
-    let wait = shared.settings.timing.player_wait;
+    let wait = shared.settings().timing.player_wait;
     let taken = tokio::select! {
         r = svc.take(wait) => r,
         _ = gone(&tcp) => return tracing::info!("player left before a channel was ready"),
@@ -76,7 +78,7 @@ async fn serve(
         offset,
     };
     match tokio::time::timeout(
-        shared.settings.timing.handshake_timeout,
+        shared.settings().timing.handshake_timeout,
         proto::write_msg(&mut tunnel, &start),
     )
     .await
@@ -87,7 +89,8 @@ async fn serve(
     }
     let relayed = tokio::select! {
         r = relay::relay_watched(&mut tcp, &mut tunnel, watch) => Some(r),
-        _ = shared.hard_stop.cancelled() => None,
+        // The hub's hard stop, or the service removed and drained.
+        _ = cut.cancelled() => None,
     };
     match relayed {
         Some((s, None)) => tracing::info!(
@@ -110,7 +113,12 @@ async fn serve(
             // short never looks complete.
             net::abort_on_close(&tcp);
             net::abort_on_close(tunnel.get_ref().0);
-            tracing::info!("player cut off: hub shutting down");
+            let why = if shared.hard_stop.is_cancelled() {
+                "hub shutting down"
+            } else {
+                "service removed from the configuration"
+            };
+            tracing::info!("player cut off: {why}");
         }
     }
 }

@@ -1,7 +1,10 @@
 //! Who is logged in: one session per ep name, and the addresses the channel
 //! port accepts (those of logged-in eps).
 
-use super::service::{Attached, Service};
+use super::{
+    offer::Offer,
+    service::{Attached, Service},
+};
 use crate::proto::{CloseKind, HubMsg, RefusalKind};
 use std::{
     collections::HashMap,
@@ -11,6 +14,10 @@ use std::{
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
+/// The services a session serves now; shared by its entry (which
+/// reloads change) and its guard (which detaches them at the end).
+type Serving = Arc<Mutex<Vec<Arc<Service>>>>;
+
 struct Entry {
     session: u64,
     serial: String,
@@ -18,6 +25,11 @@ struct Entry {
     version: String,
     since: tokio::time::Instant,
     end: Arc<EndSignal>,
+    /// What the ep offered; a service the hub adds later is matched to it.
+    offer: Offer,
+    serving: Serving,
+    ctrl: mpsc::Sender<HubMsg>,
+    modern: bool,
 }
 
 /// Who is logging in, as the control door verified it.
@@ -75,7 +87,7 @@ pub(crate) struct SessionGuard {
     pub id: u64,
     pub ep: String,
     pub ip: IpAddr,
-    services: Vec<Arc<Service>>,
+    serving: Serving,
     end: Arc<EndSignal>,
 }
 
@@ -111,6 +123,7 @@ impl Sessions {
     pub fn register(
         self: &Arc<Self>,
         login: Login<'_>,
+        offer: Offer,
         services: Vec<Arc<Service>>,
         ctrl: mpsc::Sender<HubMsg>,
     ) -> Result<SessionGuard, (RefusalKind, String)> {
@@ -139,6 +152,7 @@ impl Sessions {
             token: self.shutdown.child_token(),
             reason: Mutex::new(None),
         });
+        let serving: Serving = Arc::new(Mutex::new(services.clone()));
         let entry = Entry {
             session: id,
             serial: serial.to_string(),
@@ -146,6 +160,10 @@ impl Sessions {
             version: version.to_string(),
             since: tokio::time::Instant::now(),
             end: end.clone(),
+            offer,
+            serving: serving.clone(),
+            ctrl: ctrl.clone(),
+            modern,
         };
         self.metrics
             .ep_connected
@@ -185,7 +203,7 @@ impl Sessions {
             id,
             ep: ep.to_string(),
             ip,
-            services,
+            serving,
             end,
         })
     }
@@ -217,6 +235,80 @@ impl Sessions {
         out
     }
 
+    /// A service the hub just added: the session whose ep offered it
+    /// starts serving it, if the ep can (`fits`).
+    pub fn adopt(&self, svc: &Arc<Service>, fits: impl Fn(&Offer) -> Result<(), String>) {
+        let st = self.lock();
+        for (ep, e) in &st.by_ep {
+            if !e.offer.names.contains(&svc.name) {
+                continue;
+            }
+            if let Err(why) = fits(&e.offer) {
+                tracing::warn!(ep, service = %svc.name, "the ep cannot serve the added service: {why}");
+                continue;
+            }
+            attach(svc, e, ep);
+            tracing::info!(ep, service = %svc.name, "the ep serves the added service");
+        }
+    }
+
+    /// A service the hub removed: no session serves it any more.
+    pub fn forget(&self, svc: &Arc<Service>) {
+        let st = self.lock();
+        for e in st.by_ep.values() {
+            lock(&e.serving).retain(|s| !Arc::ptr_eq(s, svc));
+        }
+    }
+
+    /// The ep of `session` re-announced: it serves `services` from now on.
+    /// Services taken by another ep stay with it; they are returned as
+    /// refused with the reason.
+    pub fn reoffer(
+        &self,
+        session: u64,
+        offer: Offer,
+        services: Vec<Arc<Service>>,
+    ) -> Vec<(String, String)> {
+        let mut st = self.lock();
+        let Some((ep, e)) = st.by_ep.iter_mut().find(|(_, e)| e.session == session) else {
+            return Vec::new();
+        };
+        e.offer = offer;
+        let mut refused = Vec::new();
+        let old = std::mem::take(&mut *lock(&e.serving));
+        for svc in &old {
+            if !services.iter().any(|s| Arc::ptr_eq(s, svc)) {
+                svc.detach(session);
+            }
+        }
+        for svc in services {
+            match svc.served_by() {
+                Some(holder) if holder != *ep => {
+                    let why = format!("already served by ep {holder}");
+                    refused.push((svc.name.clone(), why));
+                }
+                _ if old.iter().any(|s| Arc::ptr_eq(s, &svc)) => lock(&e.serving).push(svc),
+                _ => attach(&svc, e, ep),
+            }
+        }
+        refused
+    }
+
+    /// Ends the sessions `doomed` picks (by ep name and address), saying
+    /// why; how many.
+    pub fn close_where(&self, doomed: impl Fn(&str, IpAddr) -> bool, reason: &str) -> usize {
+        let st = self.lock();
+        let mut n = 0;
+        for (ep, e) in &st.by_ep {
+            if doomed(ep, e.ip) {
+                tracing::warn!(ep, "closing the ep's session: {reason}");
+                e.end.end(CloseKind::Other, reason);
+                n += 1;
+            }
+        }
+        n
+    }
+
     /// Ends the sessions of eps whose certificate serial is in `revoked`.
     pub fn revoke(&self, revoked: &std::collections::HashSet<String>) -> usize {
         let st = self.lock();
@@ -232,9 +324,26 @@ impl Sessions {
     }
 }
 
+fn lock(serving: &Serving) -> MutexGuard<'_, Vec<Arc<Service>>> {
+    serving.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// `svc` starts being served by entry `e` of `ep`.
+fn attach(svc: &Arc<Service>, e: &Entry, ep: &str) {
+    svc.attach(Attached {
+        session: e.session,
+        ep: ep.to_string(),
+        ip: e.ip,
+        ctrl: e.ctrl.clone(),
+        modern: e.modern,
+    });
+    lock(&e.serving).push(svc.clone());
+}
+
 impl SessionGuard {
-    pub fn services(&self) -> &[Arc<Service>] {
-        &self.services
+    /// The services this session serves now.
+    pub fn services(&self) -> Vec<Arc<Service>> {
+        lock(&self.serving).clone()
     }
 
     /// Resolves when the session is ended from outside (or the hub shuts
@@ -264,7 +373,7 @@ impl Drop for SessionGuard {
                 st.ips.remove(&self.ip);
             }
         }
-        for svc in &self.services {
+        for svc in lock(&self.serving).iter() {
             svc.detach(self.id);
         }
         self.sessions.count.send_replace(st.by_ep.len());

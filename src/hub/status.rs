@@ -13,6 +13,11 @@ impl crate::admin::Source for Shared {
         self.metrics.encode()
     }
 
+    fn config(&self) -> Option<Value> {
+        let summary = crate::config::plan::Summary::of(&self.settings());
+        serde_json::to_value(summary).ok()
+    }
+
     fn status(&self) -> Value {
         let now = tokio::time::Instant::now();
         let eps: Vec<Value> = self
@@ -31,8 +36,8 @@ impl crate::admin::Source for Shared {
             .collect();
         let m = &self.metrics;
         let player_reasons = super::refusals::Reason::PLAYER.map(|r| r.as_str());
-        let services: Vec<Value> = self
-            .settings
+        let settings = self.settings();
+        let services: Vec<Value> = settings
             .services
             .iter()
             .map(|s| {
@@ -41,7 +46,9 @@ impl crate::admin::Source for Shared {
                 json!({
                     "name": s.name,
                     "bind": s.bind.to_string(),
-                    "served_by": self.services.get(&s.name).and_then(|svc| svc.served_by()),
+                    "type": s.kind.as_str(),
+                    "served_by": self.service(&s.name).and_then(|svc| svc.served_by()),
+                    "udp_flows": self.served(&s.name).and_then(|x| x.udp.as_ref().map(|u| u.flows())),
                     "players": m.traffic.players.get_or_create(&label).get(),
                     "players_total": m.traffic.players_total.get_or_create(&label).get(),
                     "bytes_up": bytes(Direction::Up),

@@ -17,7 +17,7 @@ use std::{
     net::IpAddr,
     sync::{
         Arc, Mutex, MutexGuard,
-        atomic::{AtomicBool, Ordering},
+        atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering},
     },
     time::Duration,
 };
@@ -80,8 +80,9 @@ pub(crate) enum TakeError {
 
 pub(crate) struct Service {
     pub name: String,
-    pool_size: usize,
-    idle_timeout: Duration,
+    /// Both change on reload, for the channels that come after.
+    pool_size: AtomicUsize,
+    idle_timeout_ms: AtomicU64,
     state: Mutex<State>,
     refill_scheduled: AtomicBool,
     /// Ready channels now, for tests and status.
@@ -105,8 +106,8 @@ impl Service {
     ) -> Self {
         Service {
             name,
-            pool_size,
-            idle_timeout,
+            pool_size: AtomicUsize::new(pool_size),
+            idle_timeout_ms: AtomicU64::new(idle_timeout.as_millis() as u64),
             state: Mutex::new(State {
                 attached: None,
                 tickets: Tickets::new(ticket_ttl),
@@ -118,6 +119,33 @@ impl Service {
             tracker,
             gauge,
         }
+    }
+
+    /// A reload's new pool size and idle timeout; the pool follows at once.
+    pub fn retune(&self, pool_size: usize, idle_timeout: Duration) {
+        self.pool_size.store(pool_size, Ordering::Relaxed);
+        self.idle_timeout_ms
+            .store(idle_timeout.as_millis() as u64, Ordering::Relaxed);
+        let mut st = self.lock();
+        // A smaller pool: the extra idle channels go (their park tasks
+        // see the claim dropped and close them).
+        while st.pool.ready() > pool_size && st.pool.pop().is_some() {}
+        self.refill(&mut st);
+    }
+
+    fn idle_timeout(&self) -> Duration {
+        Duration::from_millis(self.idle_timeout_ms.load(Ordering::Relaxed))
+    }
+
+    /// The service is gone from the configuration: its pooled channels
+    /// close and no more are asked for. Players relaying are not touched.
+    pub fn retire(&self) {
+        self.token.cancel();
+        let mut st = self.lock();
+        st.attached = None;
+        st.tickets.clear();
+        st.pool.retain_sessions(|_| false);
+        self.publish(&st);
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
@@ -195,7 +223,8 @@ impl Service {
         if self.token.is_cancelled() {
             return;
         }
-        let want = self.pool_size + st.pool.waiting().min(MAX_EXTRA_PENDING);
+        let pool_size = self.pool_size.load(Ordering::Relaxed);
+        let want = pool_size + st.pool.waiting().min(MAX_EXTRA_PENDING);
         while st.pool.ready() + st.tickets.len() < want {
             let ticket = st.tickets.issue(att.session);
             let open = HubMsg::Open {
@@ -301,8 +330,8 @@ impl Service {
                 tracing::debug!(?r, "pooled channel closed by the ep");
                 None
             }
-            _ = tokio::time::sleep(self.idle_timeout) => {
-                tracing::debug!("pooled channel idle for {:?}; replacing it", self.idle_timeout);
+            _ = tokio::time::sleep(self.idle_timeout()) => {
+                tracing::debug!("pooled channel idle for {:?}; replacing it", self.idle_timeout());
                 None
             }
             _ = self.token.cancelled() => None,

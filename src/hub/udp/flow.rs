@@ -23,6 +23,7 @@ pub(super) struct Run {
     pub offset: u16,
     pub player: SocketAddr,
     pub flow: Arc<Flow>,
+    pub cut: tokio_util::sync::CancellationToken,
 }
 
 /// Datagrams and bytes sent to the player.
@@ -51,11 +52,11 @@ impl Run {
 
     /// Everything from taking a channel to the end; why it ended.
     async fn carry(&self, down: &mut Down) -> String {
-        let idle = self.door.limits.udp.idle_timeout;
+        let idle = self.door.limits().udp.idle_timeout;
         // A player who stops sending while the ep is away needs no channel
         // when it comes back: idleness counts from the start.
         let taken = tokio::select! {
-            r = self.svc.take(self.shared.settings.timing.player_wait) => r,
+            r = self.svc.take(self.shared.settings().timing.player_wait) => r,
             _ = self.idle(idle) => return format!("idle for {idle:?} before a channel was ready"),
             _ = self.flow.end.cancelled() => return "made room for a newer flow (not established)".into(),
             _ = self.shared.shutdown.cancelled() => return "hub shutting down".into(),
@@ -71,7 +72,7 @@ impl Run {
             udp: true,
             offset: self.offset,
         };
-        let timeout = self.shared.settings.timing.handshake_timeout;
+        let timeout = self.shared.settings().timing.handshake_timeout;
         match tokio::time::timeout(timeout, proto::write_msg(&mut tunnel, &start)).await {
             Ok(Ok(())) => {}
             Ok(Err(e)) => return format!("channel failed at start: {e}"),
@@ -112,6 +113,7 @@ impl Run {
             _ = self.idle(idle) => format!("idle for {idle:?}"),
             _ = self.flow.end.cancelled() => "made room for a newer flow (not established)".into(),
             _ = self.shared.shutdown.cancelled() => "hub shutting down".into(),
+            _ = self.cut.cancelled() => "service removed from the configuration".into(),
         };
         let mut tunnel = rd.unsplit(wr);
         // close_notify tells the ep the flow is over, so it closes its socket.

@@ -78,7 +78,8 @@ struct Table {
 
 pub(crate) struct UdpDoor {
     pub service: String,
-    limits: PlayerLimits,
+    /// Replaced on reload; flows and their counts carry over.
+    limits: std::sync::RwLock<Arc<PlayerLimits>>,
     cap: Arc<HubCap>,
     meters: UdpMeters,
     /// The service's players and bytes, which flows count in too.
@@ -105,13 +106,24 @@ impl UdpDoor {
     ) -> Arc<Self> {
         Arc::new(UdpDoor {
             service,
-            limits,
+            limits: std::sync::RwLock::new(Arc::new(limits)),
             cap,
             meters,
             traffic,
             table: Mutex::default(),
             epoch: Instant::now(),
         })
+    }
+
+    pub fn limits(&self) -> Arc<PlayerLimits> {
+        self.limits
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    pub fn set_limits(&self, limits: PlayerLimits) {
+        *self.limits.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(limits);
     }
 
     fn lock(&self) -> MutexGuard<'_, Table> {
@@ -195,7 +207,7 @@ impl UdpDoor {
     /// The door's rules for a new flow; makes room by ending the oldest
     /// unanswered flow where a cap is reached.
     fn admit(&self, t: &mut Table, k: FlowKey) -> Result<(), Reason> {
-        let l = &self.limits;
+        let l = &*self.limits();
         let ip = k.1.ip();
         if l.deny.contains(ip) {
             return Err(Reason::PlayerDenied);
@@ -292,17 +304,19 @@ pub(crate) struct UdpPort {
     pub door: Arc<UdpDoor>,
     pub socket: Arc<UdpSocket>,
     pub offset: u16,
+    /// Ends the service's flows (hub hard stop, service removed).
+    pub cut: CancellationToken,
 }
 
 impl UdpPort {
     /// The receive loop: until the hub stops, every datagram goes to its
     /// flow; new flows get their task here.
-    pub async fn serve(self, shared: Arc<Shared>) {
+    pub async fn serve(self, shared: Arc<Shared>, stop: CancellationToken) {
         let mut buf = vec![0u8; crate::datagram::RECV_BUF];
         loop {
             let got = tokio::select! {
                 r = self.socket.recv_from(&mut buf) => r,
-                _ = shared.shutdown.cancelled() => break,
+                _ = stop.cancelled() => break,
             };
             let (n, src) = match got {
                 Ok(x) => x,
@@ -336,6 +350,7 @@ impl UdpPort {
             offset: self.offset,
             player,
             flow,
+            cut: self.cut.clone(),
         };
         shared.tracker.spawn(run.run().instrument(span));
     }

@@ -1,0 +1,220 @@
+//! Reloading a running hub's configuration without dropping a player:
+//! check the new file in full, bind every new port, and only then apply;
+//! anything wrong (a syntax error, an unknown key, a port in use) keeps
+//! the running state and says why. One line per reload says what changed.
+
+use super::{
+    ControlAddrs, Shared,
+    served::{self, Parts, PortKey},
+};
+use crate::{
+    config::{
+        hub::{HubConfig, HubSettings},
+        plan::{Plan, Summary},
+    },
+    reload::Trigger,
+};
+use std::{collections::HashSet, sync::Arc};
+use tokio_rustls::TlsAcceptor;
+
+/// Reloads on every trigger (SIGHUP, the file saved) until shutdown.
+pub(super) async fn watch(shared: Arc<Shared>, fixed: ControlAddrs) {
+    let s = shared.settings();
+    let mut triggers =
+        crate::reload::triggers(s.file.clone(), s.watch_config, shared.shutdown.clone());
+    drop(s);
+    while let Some(why) = triggers.recv().await {
+        crate::sdnotify::reloading();
+        let outcome = reload(&shared, why).await;
+        match &outcome {
+            Ok(plan) => tracing::info!("configuration reloaded ({}): {plan}", why.as_str()),
+            Err(e) => tracing::warn!(
+                "configuration reload ({}) refused, the running configuration stays: {e}",
+                why.as_str()
+            ),
+        }
+        write_ready(&shared, fixed);
+        shared.reloads.send_modify(|(n, last)| {
+            *n += 1;
+            *last = outcome;
+        });
+        crate::sdnotify::ready();
+    }
+}
+
+async fn reload(shared: &Arc<Shared>, _why: Trigger) -> Result<String, String> {
+    let old = shared.settings();
+    // Reading files and parsing certificates: off the async threads.
+    let new = tokio::task::spawn_blocking(move || HubConfig::reload(&old))
+        .await
+        .map_err(|e| e.to_string())?
+        .map_err(|e| format!("{e:#}"))?;
+    apply(shared, new).await
+}
+
+/// Keys a running hub cannot change keep their running values.
+fn keep_running(old: &HubSettings, mut new: HubSettings) -> HubSettings {
+    new.control = old.control;
+    new.channel = old.channel;
+    new.admin = old.admin.clone();
+    new.log_format = old.log_format;
+    new.watch_config = old.watch_config;
+    new.limits = old.limits;
+    new
+}
+
+/// Applies checked settings; the plan line, or why nothing changed.
+async fn apply(shared: &Arc<Shared>, new: HubSettings) -> Result<String, String> {
+    let old = shared.settings();
+    let plan = Plan::between(&Summary::of(&old), &Summary::of(&new));
+    let new = keep_running(&old, new);
+    let wanted: Vec<PortKey> = new.services.iter().flat_map(served::keys).collect();
+    let have: HashSet<PortKey> = shared.ports_lock().keys().cloned().collect();
+    let fresh: Vec<PortKey> = wanted
+        .iter()
+        .filter(|k| !have.contains(*k))
+        .cloned()
+        .collect();
+    // Every new port is bound before anything changes: a port in use
+    // leaves the hub exactly as it was.
+    let bound = served::bind_all(&fresh)
+        .await
+        .map_err(|e| format!("{e:#}; nothing changed"))?;
+    let new = Arc::new(new);
+    *shared.settings.write().unwrap_or_else(|p| p.into_inner()) = new.clone();
+    if old.tls_digest != new.tls_digest {
+        shared.set_acceptor(TlsAcceptor::from(new.tls.clone()));
+        if let Some(crl) = &new.crl
+            && let Err(e) = super::crl::apply_serials(shared, crl)
+        {
+            tracing::warn!("revocation list: {e:#}");
+        }
+    }
+    services(shared, &new);
+    for (key, b) in bound {
+        if let Some(one) = shared.served(&key.service) {
+            tracing::info!(service = %key.service, addr = %b.local_addr().map(|a| a.to_string()).unwrap_or_default(), udp = key.udp, "players welcome");
+            shared.serve_port(key, b, &one);
+        }
+    }
+    let wanted: HashSet<PortKey> = wanted.into_iter().collect();
+    let mut ports = shared.ports_lock();
+    let gone: Vec<PortKey> = ports
+        .keys()
+        .filter(|k| !wanted.contains(*k))
+        .cloned()
+        .collect();
+    for k in gone {
+        if let Some(l) = ports.remove(&k) {
+            tracing::info!(service = %k.service, addr = %l.bound, udp = k.udp, "port closed");
+            l.stop.cancel();
+        }
+    }
+    drop(ports);
+    let creds = (&old.credentials, &new.credentials);
+    shared.sessions.close_where(
+        |ep, _| creds.0.for_ep(ep) != creds.1.for_ep(ep),
+        "this ep's token changed on the hub; it logs in again with its token",
+    );
+    shared.sessions.close_where(
+        |_, ip| !new.allowlist.contains(ip),
+        "the ep's address is no longer in ep_allowlist",
+    );
+    Ok(plan.to_string())
+}
+
+/// Services added, changed in place, or removed (their players finish,
+/// within `drain_timeout`).
+fn services(shared: &Arc<Shared>, new: &HubSettings) {
+    let parts = Parts {
+        metrics: &shared.metrics,
+        cap: &shared.cap,
+        shutdown: &shared.shutdown,
+        hard_stop: &shared.hard_stop,
+        tracker: &shared.tracker,
+    };
+    let mut served = shared.served.write().unwrap_or_else(|p| p.into_inner());
+    let mut added = Vec::new();
+    for s in &new.services {
+        let Some(cur) = served.get(&s.name).cloned() else {
+            let one = parts.build(s, new);
+            served.insert(s.name.clone(), one.clone());
+            added.push((one, s.kind, s.bind.count));
+            continue;
+        };
+        cur.svc.retune(s.pool_size, new.timing.idle_timeout);
+        cur.door.set_limits(s.limits.clone());
+        let udp = match (&cur.udp, s.kind.udp()) {
+            (Some(u), true) => {
+                u.set_limits(s.limits.clone());
+                Some(u.clone())
+            }
+            (None, true) => Some(parts.udp_door(s, shared.metrics.for_service(&s.name))),
+            (_, false) => None,
+        };
+        if cur.kind != s.kind {
+            let one = served::Served {
+                svc: cur.svc.clone(),
+                door: cur.door.clone(),
+                udp,
+                kind: s.kind,
+                cut: cur.cut.clone(),
+            };
+            served.insert(s.name.clone(), Arc::new(one));
+        }
+    }
+    let gone: Vec<String> = served
+        .keys()
+        .filter(|n| new.service(n).is_none())
+        .cloned()
+        .collect();
+    let mut removed = Vec::new();
+    for name in gone {
+        if let Some(one) = served.remove(&name) {
+            removed.push(one);
+        }
+    }
+    drop(served);
+    for (one, kind, ports) in added {
+        let name = one.svc.name.clone();
+        shared
+            .sessions
+            .adopt(&one.svc, |offer| offer.fits(&name, kind, ports));
+    }
+    let drain = new.timing.drain_timeout;
+    for one in removed {
+        one.svc.retire();
+        shared.sessions.forget(&one.svc);
+        let (cut, stop) = (one.cut.clone(), shared.hard_stop.clone());
+        shared.tracker.spawn(async move {
+            tokio::select! {
+                _ = tokio::time::sleep(drain) => cut.cancel(),
+                _ = stop.cancelled() => {}
+            }
+        });
+    }
+}
+
+fn write_ready(shared: &Shared, fixed: ControlAddrs) {
+    let path = shared
+        .ready_file
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .clone();
+    let Some(path) = path else { return };
+    let settings = shared.settings();
+    let services = settings
+        .services
+        .iter()
+        .filter_map(|s| {
+            Some((
+                s.name.clone(),
+                shared.service_addr(&s.name)?.to_string().into(),
+            ))
+        })
+        .collect();
+    let json = super::ready_json(fixed.control, fixed.channel, services, fixed.admin);
+    if let Err(e) = super::write_ready(&path, &json) {
+        tracing::warn!("{e:#}");
+    }
+}

@@ -1,0 +1,303 @@
+//! Changing a running hub's configuration: services added, moved and
+//! removed, limits and pools changed, bad files refused, editors' ways of
+//! saving noticed, a rotated token closing one session only; no player
+//! who is not affected notices anything.
+
+mod common;
+
+use common::udp::{eventually, free_range};
+use common::*;
+use std::{
+    net::SocketAddr,
+    path::{Path, PathBuf},
+    time::Duration,
+};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+/// The hub's file as `o` makes it, saved over `file` the way editors do:
+/// a new file renamed over the old one.
+fn save(certs: &Certs, o: &HubOpts, file: &Path) {
+    let fresh = write_hub_toml(certs, o, None);
+    std::fs::rename(fresh, file).unwrap();
+}
+
+fn opts(extra: &str) -> HubOpts {
+    HubOpts {
+        services: vec!["a".into()],
+        extra: extra.into(),
+        ..Default::default()
+    }
+}
+
+/// Waits for the next reload to finish; its outcome.
+async fn next_reload(hub: &TestHub, after: u64) -> Result<String, String> {
+    let mut rx = hub.handle.reloads();
+    let (_, outcome) =
+        tokio::time::timeout(Duration::from_secs(10), rx.wait_for(|(n, _)| *n > after))
+            .await
+            .expect("the hub reloaded")
+            .unwrap()
+            .clone();
+    outcome
+}
+
+fn reloads(hub: &TestHub) -> u64 {
+    hub.handle.reloads().borrow().0
+}
+
+/// Streams through `to` until told to stop: sends numbered chunks and
+/// checks every echoed byte; the total echoed.
+fn stream(
+    to: SocketAddr,
+) -> (
+    tokio::sync::oneshot::Sender<()>,
+    tokio::task::JoinHandle<u64>,
+) {
+    let (stop, mut stopped) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(async move {
+        let mut s = tokio::net::TcpStream::connect(to).await.unwrap();
+        let mut total = 0u64;
+        let mut i = 0u32;
+        loop {
+            if stopped.try_recv().is_ok() {
+                return total;
+            }
+            let chunk: Vec<u8> = (0..4096u32)
+                .map(|j| (i.wrapping_mul(31) + j) as u8)
+                .collect();
+            s.write_all(&chunk).await.expect("stream write");
+            let mut back = vec![0u8; chunk.len()];
+            s.read_exact(&mut back).await.expect("stream read");
+            assert_eq!(back, chunk, "bytes changed in chunk {i}");
+            total += back.len() as u64;
+            i += 1;
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    });
+    (stop, task)
+}
+
+async fn echo_once(to: SocketAddr, msg: &[u8]) -> std::io::Result<Vec<u8>> {
+    let mut s = tokio::net::TcpStream::connect(to).await?;
+    s.write_all(msg).await?;
+    let mut back = vec![0u8; msg.len()];
+    tokio::time::timeout(Duration::from_secs(5), s.read_exact(&mut back))
+        .await
+        .map_err(|_| std::io::Error::other("no echo"))??;
+    Ok(back)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn twenty_rewrites_of_the_hub_file_drop_no_player() {
+    let certs = Certs::new();
+    let (echo_a, echo_b) = (echo_server().await, echo_server().await);
+    let o = opts("drain_timeout = \"30s\"\n");
+    let settings = hub_settings(&certs, &o);
+    let file = settings.file.clone();
+    let hub = TestHub::from_settings(settings, &o).await;
+    let eo = EpOpts::new(&certs, vec![("a".into(), echo_a), ("b".into(), echo_b)]);
+    let _ep = TestEp::start(ep_settings(&certs, &hub, &eo));
+    hub.wait_sessions(1).await;
+    let logins = *hub.handle.logins().borrow();
+    let (stop, streaming) = stream(hub.service("a"));
+    let mut b_player: Option<tokio::net::TcpStream> = None;
+    for round in 0..20u32 {
+        let with_b = round % 2 == 0;
+        let port = free_range(1);
+        let pool = 1 + round % 5;
+        let b = if with_b {
+            format!("[services.b]\nbind = \"127.0.0.1:{port}\"\n")
+        } else {
+            String::new()
+        };
+        // Removed services' players may finish for drain_timeout.
+        let mut o = opts(&format!("pool_size = {pool}\ndrain_timeout = \"30s\"\n{b}"));
+        o.service_extra = format!("max_players = {}\n", 100 + round);
+        let before = reloads(&hub);
+        save(&certs, &o, &file);
+        let outcome = next_reload(&hub, before).await;
+        let plan = outcome.unwrap_or_else(|e| panic!("round {round}: {e}"));
+        println!("figure: round {round}: {plan}");
+        if with_b {
+            let at = hub.handle.service_addr("b").expect("b is bound");
+            assert_eq!(at.port(), port);
+            // Reachable within a second of the reload.
+            let t = std::time::Instant::now();
+            let back = loop {
+                match echo_once(at, b"to b").await {
+                    Ok(b) => break b,
+                    Err(e) => assert!(t.elapsed() < Duration::from_secs(1), "b unreachable: {e}"),
+                }
+            };
+            assert_eq!(back, b"to b");
+            if b_player.is_none() {
+                let mut p = tokio::net::TcpStream::connect(at).await.unwrap();
+                p.write_all(b"x").await.unwrap();
+                let mut one = [0u8; 1];
+                p.read_exact(&mut one).await.unwrap();
+                b_player = Some(p);
+            }
+        } else {
+            assert!(hub.handle.service_addr("b").is_none());
+            // A player who was on b when it went keeps going, then
+            // hangs up.
+            if let Some(mut p) = b_player.take() {
+                p.write_all(b"still").await.unwrap();
+                let mut back = [0u8; 5];
+                p.read_exact(&mut back).await.unwrap();
+                assert_eq!(&back, b"still");
+            }
+        }
+    }
+    stop.send(()).unwrap();
+    let total = streaming.await.expect("a's player saw no error");
+    println!("figure: a's player streamed {total} bytes through 20 reloads, no error");
+    assert!(total > 0);
+    assert_eq!(
+        *hub.handle.logins().borrow(),
+        logins,
+        "the ep logged in again"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bad_file_changes_nothing_and_says_why() {
+    let certs = Certs::new();
+    let echo = echo_server().await;
+    let o = opts("");
+    let settings = hub_settings(&certs, &o);
+    let file = settings.file.clone();
+    let hub = TestHub::from_settings(settings, &o).await;
+    let _ep = TestEp::start(ep_settings(
+        &certs,
+        &hub,
+        &EpOpts::new(&certs, vec![("a".into(), echo)]),
+    ));
+    hub.wait_sessions(1).await;
+    let a = hub.service("a");
+    let good = std::fs::read_to_string(&file).unwrap();
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let taken_port = taken.local_addr().unwrap().port();
+    let cases = [
+        (format!("{good}\n[services.b\n"), "hub-"),
+        (format!("nonsense_key = 1\n{good}"), "nonsense_key"),
+        (
+            format!("{good}\n[services.b]\nbind = \"127.0.0.1:{taken_port}\"\n"),
+            "nothing changed",
+        ),
+    ];
+    for (text, says) in cases {
+        let before = reloads(&hub);
+        let tmp = file.with_extension("tmp");
+        std::fs::write(&tmp, text).unwrap();
+        std::fs::rename(&tmp, &file).unwrap();
+        let e = next_reload(&hub, before)
+            .await
+            .expect_err("the bad file was applied");
+        println!("figure: refused reload: {e}");
+        assert!(e.contains(says), "{e}");
+        assert!(hub.handle.service_addr("b").is_none());
+        assert_eq!(echo_once(a, b"a works").await.unwrap(), b"a works");
+    }
+}
+
+/// Replaces the symlink `link` with one pointing at `target`, atomically.
+fn swap_symlink(link: &Path, target: &Path) {
+    let tmp: PathBuf = link.with_extension("new-link");
+    let _ = std::fs::remove_file(&tmp);
+    std::os::unix::fs::symlink(target, &tmp).unwrap();
+    std::fs::rename(&tmp, link).unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writes_in_place_and_symlink_swaps_are_noticed() {
+    let certs = Certs::new();
+    let echo = echo_server().await;
+    let o = opts("");
+    let real = write_hub_toml(&certs, &o, None);
+    let link = certs.path("hub-link.toml");
+    std::os::unix::fs::symlink(&real, &link).unwrap();
+    let settings = ferry::config::hub::HubConfig::load(&link, Default::default())
+        .unwrap()
+        .check(&link)
+        .unwrap();
+    let hub = TestHub::from_settings(settings, &o).await;
+    let _ep = TestEp::start(ep_settings(
+        &certs,
+        &hub,
+        &EpOpts::new(&certs, vec![("a".into(), echo)]),
+    ));
+    hub.wait_sessions(1).await;
+    // Written in place (truncate and write, as some editors do).
+    let before = reloads(&hub);
+    let text = std::fs::read_to_string(&real).unwrap();
+    std::fs::write(&real, format!("pool_size = 2\n{text}")).unwrap();
+    let plan = next_reload(&hub, before).await.unwrap();
+    assert!(
+        plan.contains("pool_size") || plan.contains("changed: a"),
+        "{plan}"
+    );
+    // A symlink swapped to another file (as configuration managers do).
+    let other = write_hub_toml(&certs, &opts("pool_size = 3\n"), None);
+    let before = reloads(&hub);
+    swap_symlink(&link, &other);
+    let plan = next_reload(&hub, before).await.unwrap();
+    assert!(plan.contains("changed: a (pool_size)"), "{plan}");
+    eventually("pool of 3", Duration::from_secs(5), || {
+        *hub.handle.pool_ready("a").unwrap().borrow() == 3
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rotated_token_closes_that_eps_session_only() {
+    let certs = Certs::new();
+    let (echo_a, echo_b) = (echo_server().await, echo_server().await);
+    let new_token = "the-rotated-token-0123456789";
+    let new_hash = ferry::token::hash(&ferry::secret::Secret::new(new_token)).unwrap();
+    let creds = |home: &str| {
+        format!(
+            "[eps.home]\ntoken_hash = {home:?}\n[eps.other]\ntoken_hash = {:?}\n",
+            token_hash()
+        )
+    };
+    let mut o = opts(&creds(token_hash()));
+    o.services = vec!["a".into(), "b".into()];
+    let settings = hub_settings(&certs, &o);
+    let file = settings.file.clone();
+    let hub = TestHub::from_settings(settings, &o).await;
+    let home = TestEp::start(ep_settings(
+        &certs,
+        &hub,
+        &EpOpts::new(&certs, vec![("a".into(), echo_a)]),
+    ));
+    let mut eo = EpOpts::new(&certs, vec![("b".into(), echo_b)]);
+    eo.cert = "other".into();
+    let _other = TestEp::start(ep_settings(&certs, &hub, &eo));
+    hub.wait_sessions(2).await;
+    let (stop, streaming) = stream(hub.service("b"));
+    let logins = *hub.handle.logins().borrow();
+    let before = reloads(&hub);
+    let mut o2 = opts(&creds(&new_hash));
+    o2.services = o.services.clone();
+    save(&certs, &o2, &file);
+    let plan = next_reload(&hub, before).await.unwrap();
+    assert!(
+        plan.contains("credentials changed (sessions closed): home"),
+        "{plan}"
+    );
+    hub.wait_sessions(1).await;
+    home.stop().await;
+    let mut eo = EpOpts::new(&certs, vec![("a".into(), echo_a)]);
+    eo.token = new_token.into();
+    let _home = TestEp::start(ep_settings(&certs, &hub, &eo));
+    hub.wait_sessions(2).await;
+    assert_eq!(echo_once(hub.service("a"), b"back").await.unwrap(), b"back");
+    stop.send(()).unwrap();
+    streaming.await.expect("other's player saw no error");
+    assert_eq!(
+        *hub.handle.logins().borrow(),
+        logins + 1,
+        "only home logged in again"
+    );
+}
