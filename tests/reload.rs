@@ -301,3 +301,76 @@ async fn a_rotated_token_closes_that_eps_session_only() {
         "only home logged in again"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn twenty_rewrites_of_the_ep_file_need_no_new_login() {
+    let certs = Certs::new();
+    let (echo_a, echo_b, echo_c) = (
+        echo_server().await,
+        echo_server().await,
+        echo_server().await,
+    );
+    let mut o = opts("");
+    o.services = vec!["a".into(), "b".into()];
+    let hub = TestHub::start(&certs, &o).await;
+    let eo = |with_b: bool, a_at: SocketAddr| {
+        let mut v = vec![("a".to_string(), a_at)];
+        if with_b {
+            v.push(("b".into(), echo_b));
+        }
+        EpOpts::new(&certs, v)
+    };
+    let file = write_ep_toml(&certs, hub.control, hub.channel, &eo(false, echo_a));
+    let settings = ferry::config::ep::EpConfig::load(&file, Default::default())
+        .unwrap()
+        .check(&file)
+        .unwrap();
+    let _ep = TestEp::start(settings);
+    hub.wait_sessions(1).await;
+    let logins = *hub.handle.logins().borrow();
+    let (stop, streaming) = stream(hub.service("a"));
+    for round in 0..20u32 {
+        let with_b = round % 2 == 0;
+        // Re-point a between two equal echo services as well.
+        let a_at = if round % 4 < 2 { echo_c } else { echo_a };
+        let fresh = write_ep_toml(&certs, hub.control, hub.channel, &eo(with_b, a_at));
+        std::fs::rename(fresh, &file).unwrap();
+        let b = hub.service("b");
+        if with_b {
+            let t = std::time::Instant::now();
+            eventually("b served", Duration::from_secs(3), || {
+                hub.handle.served_by("b").is_some()
+            })
+            .await;
+            // The ep polls its file every 500 ms; then one message on the
+            // live session and a channel from the pool.
+            loop {
+                if let Ok(back) = echo_once(b, b"to b").await {
+                    assert_eq!(back, b"to b");
+                    break;
+                }
+                assert!(
+                    t.elapsed() < Duration::from_secs(3),
+                    "round {round}: b not served"
+                );
+            }
+            println!(
+                "figure: round {round}: b answered {:?} after the save",
+                t.elapsed()
+            );
+        } else {
+            eventually("b no longer served", Duration::from_secs(3), || {
+                hub.handle.served_by("b").is_none()
+            })
+            .await;
+        }
+    }
+    stop.send(()).unwrap();
+    let total = streaming.await.expect("a's player saw no error");
+    println!("figure: a's player streamed {total} bytes through 20 ep reloads");
+    assert_eq!(
+        *hub.handle.logins().borrow(),
+        logins,
+        "the ep logged in again"
+    );
+}

@@ -47,6 +47,11 @@ pub struct EpConfig {
     pub admin: Option<super::admin::AdminConfig>,
     #[serde(default)]
     pub log_format: super::admin::LogFormat,
+    /// Reload when the file changes (SIGHUP always reloads).
+    #[serde(default = "defaults::watch_config")]
+    pub watch_config: bool,
+    #[serde(skip)]
+    pub flags: EpFlags,
 }
 
 #[derive(Debug, Deserialize)]
@@ -73,7 +78,7 @@ pub enum UdpHeaders {
 }
 
 /// A service at home as the ep dials it.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct LocalService {
     pub addr: LocalRange,
     /// As written in ep.toml, if it was; the hub's `type` decides.
@@ -84,6 +89,9 @@ pub struct LocalService {
 
 mod defaults {
     use super::Seconds;
+    pub fn watch_config() -> bool {
+        true
+    }
     pub fn connect_timeout() -> Seconds {
         Seconds::secs(10)
     }
@@ -120,9 +128,10 @@ const KEYS: &[&str] = &[
     "admin.token_hash",
     "admin.token_hash_file",
     "log_format",
+    "watch_config",
 ];
 
-#[derive(Debug, Default, Serialize)]
+#[derive(Debug, Default, Clone, Serialize)]
 pub struct EpFlags {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub hub: Option<String>,
@@ -153,11 +162,21 @@ pub struct EpSettings {
     pub timing: EpTiming,
     pub admin: Option<super::admin::AdminSettings>,
     pub log_format: super::admin::LogFormat,
+    pub watch_config: bool,
+    /// The flags this was loaded with, re-applied on reload.
+    pub flags: EpFlags,
 }
 
 impl EpConfig {
     pub fn load(path: &Path, flags: EpFlags) -> Result<Self, ConfigError> {
-        super::load(path, KEYS, "FERRY_EP_", flags)
+        let mut c: EpConfig = super::load(path, KEYS, "FERRY_EP_", flags.clone())?;
+        c.flags = flags;
+        Ok(c)
+    }
+
+    /// Loads and checks `s.file` again with the flags `s` was loaded with.
+    pub fn reload(s: &EpSettings) -> Result<EpSettings> {
+        EpConfig::load(&s.file, s.flags.clone())?.check(&s.file)
     }
 
     pub fn check(self, file: &Path) -> Result<EpSettings> {
@@ -273,6 +292,8 @@ impl EpConfig {
             },
             admin,
             log_format: self.log_format,
+            watch_config: self.watch_config,
+            flags: self.flags,
         })
     }
 }

@@ -39,7 +39,8 @@ impl Target {
 }
 
 pub(super) async fn run(ep: Arc<Ep>, service: String, ticket: String, target: Target) {
-    let Some(local) = ep.settings.services.get(&service).cloned() else {
+    let s = ep.settings();
+    let Some(local) = s.services.get(&service).cloned() else {
         tracing::warn!(
             service,
             "hub asked for a channel of a service this ep does not serve"
@@ -53,9 +54,8 @@ pub(super) async fn run(ep: Arc<Ep>, service: String, ticket: String, target: Ta
         );
         return target.failed(&service, ticket, "the ep's channel limit is reached".into());
     };
-    let s = &ep.settings;
     let open = async {
-        let mut tls = connect_tls(s, &target.addr, target.leg).await?;
+        let mut tls = connect_tls(&s, &target.addr, target.leg).await?;
         let hello = EpMsg::Channel {
             service: service.clone(),
             ticket: ticket.clone(),

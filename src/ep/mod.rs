@@ -5,6 +5,7 @@
 mod backoff;
 mod channel;
 mod login;
+mod reload;
 mod status;
 mod udp;
 
@@ -52,7 +53,13 @@ const MAX_WAITING_CHANNELS: usize = 1024;
 const STABLE_SESSION: Duration = Duration::from_secs(10);
 
 pub(crate) struct Ep {
-    settings: EpSettings,
+    /// Swapped whole on reload; read with `settings()`.
+    settings: std::sync::RwLock<Arc<EpSettings>>,
+    /// Bumped when a reload changes the services offered, so the live
+    /// session re-announces them.
+    offered: tokio::sync::watch::Sender<u64>,
+    /// A reload changed the ep's identity: the session logs in again.
+    relogin: tokio::sync::Notify,
     /// Channels opening or waiting for a player. The hub asks for a few
     /// per service; this bound keeps a misbehaving hub from making the ep
     /// open connections without end.
@@ -109,7 +116,9 @@ pub async fn bind(
     let metrics = crate::metrics::ep::EpMetrics::new(settings.services.keys().map(String::as_str));
     let state = status::State::new(&settings.hub);
     let ep = Arc::new(Ep {
-        settings,
+        settings: std::sync::RwLock::new(Arc::new(settings)),
+        offered: tokio::sync::watch::Sender::new(0),
+        relogin: tokio::sync::Notify::new(),
         waiting: Arc::new(tokio::sync::Semaphore::new(MAX_WAITING_CHANNELS)),
         tracker: TaskTracker::new(),
         shutdown,
@@ -124,6 +133,15 @@ pub async fn bind(
     })
 }
 
+impl Ep {
+    pub(crate) fn settings(&self) -> Arc<EpSettings> {
+        self.settings
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+}
+
 impl Bound {
     /// Where the admin door listens, if it is on.
     pub fn admin_addr(&self) -> Option<std::net::SocketAddr> {
@@ -136,22 +154,28 @@ impl Bound {
             admin,
             immediate,
         } = self;
-        if let (Some(listener), Some(a)) = (admin, &ep.settings.admin) {
+        let s = ep.settings();
+        if let (Some(listener), Some(a)) = (admin, &s.admin) {
             let source: Arc<dyn crate::admin::Source> = ep.clone();
             crate::admin::spawn(listener, source, a, &ep.shutdown, &ep.tracker);
         }
+        ep.tracker.spawn(reload::watch(ep.clone()));
+        crate::sdnotify::ready();
         main_loop(ep, immediate).await
     }
 }
 
 async fn main_loop(ep: Arc<Ep>, immediate: CancellationToken) -> Result<()> {
     let shutdown = ep.shutdown.clone();
-    let t = ep.settings.timing;
+    let t = ep.settings().timing;
     let mut backoff = Backoff::new(t.backoff_min, t.backoff_max);
     while !shutdown.is_cancelled() {
-        tracing::info!(hub = %ep.settings.hub, "connecting to hub");
+        // Each attempt with the settings as they are now (a reload may
+        // have changed the token or the certificate).
+        let s = ep.settings();
+        tracing::info!(hub = %s.hub, "connecting to hub");
         let attempt = tokio::select! {
-            r = login(&ep.settings) => r,
+            r = login(&s) => r,
             _ = shutdown.cancelled() => break,
         };
         let delay = match attempt {
@@ -159,8 +183,8 @@ async fn main_loop(ep: Arc<Ep>, immediate: CancellationToken) -> Result<()> {
                 ep.state.connected();
                 ep.metrics.hub_connected.set(1);
                 ep.metrics.logins.inc();
-                let services: Vec<&String> = ep.settings.services.keys().collect();
-                tracing::info!(hub = %ep.settings.hub, ep = %ep.settings.identity, ?services, "connected to hub");
+                let services: Vec<&String> = s.services.keys().collect();
+                tracing::info!(hub = %s.hub, ep = %s.identity, ?services, "connected to hub");
                 let began = tokio::time::Instant::now();
                 let end = session(&ep, tls, welcome).await;
                 ep.metrics.hub_connected.set(0);
@@ -211,7 +235,9 @@ async fn main_loop(ep: Arc<Ep>, immediate: CancellationToken) -> Result<()> {
             _ = shutdown.cancelled() => break,
         }
     }
-    crate::shutdown::drain(&ep.tracker, &ep.hard_stop, t.drain_timeout, &immediate).await;
+    crate::sdnotify::stopping();
+    let drain = ep.settings().timing.drain_timeout;
+    crate::shutdown::drain(&ep.tracker, &ep.hard_stop, drain, &immediate).await;
     tracing::info!("ep stopped");
     Ok(())
 }
@@ -232,6 +258,8 @@ async fn session(ep: &Arc<Ep>, tls: login::Tunnel, w: Welcome) -> End {
     };
     let mut tick = tokio::time::interval(w.heartbeat);
     let mut silence = Box::pin(tokio::time::sleep(w.heartbeat_timeout));
+    let mut offered = ep.offered.subscribe();
+    offered.mark_unchanged();
     loop {
         let out = tokio::select! {
             msg = rd.read::<HubMsg>() => {
@@ -243,6 +271,15 @@ async fn session(ep: &Arc<Ep>, tls: login::Tunnel, w: Welcome) -> End {
                         ep.tracker.spawn(
                             channel::run(ep.clone(), service, ticket, target.clone()).instrument(span),
                         );
+                        continue;
+                    }
+                    Ok(HubMsg::Services { services, refused }) => {
+                        let now: Vec<&String> = services.keys().collect();
+                        if refused.is_empty() {
+                            tracing::info!(services = ?now, "the hub took the new service list");
+                        } else {
+                            tracing::warn!(services = ?now, ?refused, "the hub took the new service list but not all of it");
+                        }
                         continue;
                     }
                     Ok(HubMsg::Closing { reason, kind }) => {
@@ -259,6 +296,15 @@ async fn session(ep: &Arc<Ep>, tls: login::Tunnel, w: Welcome) -> End {
                 return end(format!("no heartbeat from the hub for {:?}", w.heartbeat_timeout));
             }
             _ = tick.tick() => EpMsg::Heartbeat,
+            _ = ep.relogin.notified() => {
+                return end("the ep's certificate changed; logging in with it".into());
+            }
+            Ok(()) = offered.changed() => {
+                if !w.hub_has(feature::LIVE_SERVICES) {
+                    return end("the hub predates live service changes; logging in again to announce them".into());
+                }
+                reload::offer(&ep.settings())
+            }
             Some(m) = failed_rx.recv() => m,
             _ = ep.shutdown.cancelled() => return end("ep shutting down".into()),
         };

@@ -67,7 +67,7 @@ impl crate::admin::Source for Ep {
         let now = Instant::now();
         let m = &self.metrics;
         let services: Vec<Value> = self
-            .settings
+            .settings()
             .services
             .iter()
             .map(|(name, local)| {
@@ -95,7 +95,7 @@ impl crate::admin::Source for Ep {
             "role": "ep",
             "version": env!("CARGO_PKG_VERSION"),
             "uptime_s": now.duration_since(s.started).as_secs(),
-            "ep": self.settings.identity,
+            "ep": self.settings().identity,
             "hub": [{
                 "hub": s.hub,
                 "state": s.state,

@@ -464,6 +464,11 @@ impl HubHandle {
         self.shared.service(service).map(|s| s.watch_ready())
     }
 
+    /// The ep serving `service` now, if any.
+    pub fn served_by(&self, service: &str) -> Option<String> {
+        self.shared.service(service)?.served_by()
+    }
+
     /// UDP flows of `service` now.
     pub fn udp_flows(&self, service: &str) -> Option<usize> {
         self.shared.served(service)?.udp.as_ref().map(|d| d.flows())

@@ -1,0 +1,140 @@
+//! Reloading a running ep's configuration: services added, removed or
+//! re-pointed are announced to the hub over the live control session (no
+//! new login, no player dropped); a new token or certificate is used from
+//! the next connection on. What needs a restart is named and kept.
+
+use super::Ep;
+use crate::{
+    config::ep::{EpConfig, EpSettings},
+    proto::{EpMsg, Shape},
+};
+use std::{collections::BTreeMap, sync::Arc};
+
+/// The `Services` message for what `s` serves.
+pub(super) fn offer(s: &EpSettings) -> EpMsg {
+    let shapes: BTreeMap<String, Shape> = s
+        .services
+        .iter()
+        .map(|(name, l)| {
+            let shape = Shape {
+                kind: l.kind,
+                ports: l.addr.count,
+            };
+            (name.clone(), shape)
+        })
+        .collect();
+    EpMsg::Services {
+        services: s.services.keys().cloned().collect(),
+        shapes,
+    }
+}
+
+/// Reloads on every trigger until shutdown.
+pub(super) async fn watch(ep: Arc<Ep>) {
+    let s = ep.settings();
+    let mut triggers = crate::reload::triggers(s.file.clone(), s.watch_config, ep.shutdown.clone());
+    drop(s);
+    while let Some(why) = triggers.recv().await {
+        crate::sdnotify::reloading();
+        let old = ep.settings();
+        let loaded = tokio::task::spawn_blocking(move || EpConfig::reload(&old)).await;
+        match loaded {
+            Ok(Ok(new)) => {
+                let plan = apply(&ep, new);
+                tracing::info!("configuration reloaded ({}): {plan}", why.as_str());
+            }
+            Ok(Err(e)) => tracing::warn!(
+                "configuration reload ({}) refused, the running configuration stays: {e:#}",
+                why.as_str()
+            ),
+            Err(e) => tracing::warn!("configuration reload failed: {e}"),
+        }
+        crate::sdnotify::ready();
+    }
+}
+
+/// Swaps in `new`, keeping what a running ep cannot change; the plan line.
+fn apply(ep: &Ep, mut new: EpSettings) -> String {
+    let old = ep.settings();
+    let mut restart = Vec::new();
+    let mut keep = |key: &'static str, same: bool| {
+        if !same {
+            restart.push(key);
+        }
+    };
+    keep("hub", old.hub == new.hub);
+    keep("channel", old.channel == new.channel);
+    keep("server_name", old.server_name == new.server_name);
+    keep(
+        "admin",
+        old.admin.as_ref().map(|a| a.to_string()) == new.admin.as_ref().map(|a| a.to_string()),
+    );
+    keep("log_format", old.log_format == new.log_format);
+    keep("watch_config", old.watch_config == new.watch_config);
+    new.hub = old.hub.clone();
+    new.channel = old.channel.clone();
+    new.server_name = old.server_name.clone();
+    new.admin = old.admin.clone();
+    new.log_format = old.log_format;
+    new.watch_config = old.watch_config;
+    let added: Vec<&String> = new
+        .services
+        .keys()
+        .filter(|k| !old.services.contains_key(*k))
+        .collect();
+    let removed: Vec<&String> = old
+        .services
+        .keys()
+        .filter(|k| !new.services.contains_key(*k))
+        .collect();
+    let changed: Vec<&String> = new
+        .services
+        .iter()
+        .filter(|(k, v)| old.services.get(*k).is_some_and(|o| o != *v))
+        .map(|(k, _)| k)
+        .collect();
+    let shapes_changed = added.len() + removed.len() > 0
+        || new.services.iter().any(|(k, v)| {
+            old.services
+                .get(k)
+                .is_some_and(|o| o.kind != v.kind || o.addr.count != v.addr.count)
+        });
+    let mut line = format!(
+        "services added: {}; removed: {}; changed: {}",
+        names(&added),
+        names(&removed),
+        names(&changed)
+    );
+    if old.token.expose() != new.token.expose() {
+        line += "; token changed (used from the next login)";
+    }
+    if old.identity != new.identity {
+        line += &format!(
+            "; the certificate names {} now, not {} (logging in again with it)",
+            new.identity, old.identity
+        );
+    }
+    if !restart.is_empty() {
+        line += &format!(
+            "; restart required for: {} (kept as running until then)",
+            restart.join(", ")
+        );
+    }
+    let relogin = old.identity != new.identity;
+    *ep.settings.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(new);
+    if relogin {
+        // Channels must carry the session's identity: log in with the new one.
+        ep.relogin.notify_one();
+    } else if shapes_changed {
+        ep.offered.send_modify(|n| *n += 1);
+    }
+    line
+}
+
+fn names(v: &[&String]) -> String {
+    if v.is_empty() {
+        "none".into()
+    } else {
+        v.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", ")
+    }
+}
