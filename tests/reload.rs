@@ -374,3 +374,53 @@ async fn twenty_rewrites_of_the_ep_file_need_no_new_login() {
         "the ep logged in again"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn udp_flows_outlive_a_limits_change_and_a_service_gains_udp() {
+    use common::udp::*;
+    let certs = Certs::new();
+    let (home_udp, _) = udp_echo().await;
+    let port = free_range(1);
+    let base = |kind: &str, flows: u32| {
+        opts(&format!(
+            "[services.g]\nbind = \"127.0.0.1:{port}\"\ntype = \"{kind}\"\nmax_udp_flows = {flows}\n"
+        ))
+    };
+    let o = base("udp", 100);
+    let settings = hub_settings(&certs, &o);
+    let file = settings.file.clone();
+    let hub = TestHub::from_settings(settings, &o).await;
+    let echo = echo_server().await;
+    let eo = EpOpts::new(&certs, vec![("a".into(), echo), ("g".into(), home_udp)]);
+    let _ep = TestEp::start(ep_settings(&certs, &hub, &eo));
+    hub.wait_sessions(1).await;
+    let to: SocketAddr = ([127, 0, 0, 1], port).into();
+    let p = player().await;
+    assert!(ask(&p, to, b"one", Duration::from_secs(10)).await.is_some());
+    // The limit changes: the same flow carries on (no second flow).
+    let before = reloads(&hub);
+    save(&certs, &base("udp", 50), &file);
+    let plan = next_reload(&hub, before).await.unwrap();
+    assert!(plan.contains("changed: g (limits)"), "{plan}");
+    assert_eq!(
+        ask(&p, to, b"two", Duration::from_secs(5)).await.as_deref(),
+        Some(&b"two"[..])
+    );
+    assert_eq!(hub.handle.udp_flows("g"), Some(1));
+    // The service gains TCP on the same port; its UDP flow is untouched.
+    let before = reloads(&hub);
+    save(&certs, &base("tcp+udp", 50), &file);
+    let plan = next_reload(&hub, before).await.unwrap();
+    assert!(plan.contains("g (type)"), "{plan}");
+    assert_eq!(
+        ask(&p, to, b"three", Duration::from_secs(5))
+            .await
+            .as_deref(),
+        Some(&b"three"[..])
+    );
+    assert_eq!(hub.handle.udp_flows("g"), Some(1));
+    assert!(
+        tokio::net::TcpStream::connect(to).await.is_ok(),
+        "tcp now listens on the port"
+    );
+}

@@ -1,0 +1,94 @@
+//! Reloading the real `ferry hub` process: SIGHUP with systemd's readiness
+//! protocol around it, `watch_config = false`, and `check`'s plan against
+//! the running hub.
+
+mod common;
+
+use common::procs::{HubProc, ferry_cmd, ready_path};
+use common::udp::free_range;
+use common::*;
+use std::{os::unix::net::UnixDatagram, time::Duration};
+
+fn notified(sock: &UnixDatagram) -> String {
+    let mut buf = [0u8; 256];
+    let n = sock.recv(&mut buf).expect("an sd_notify message");
+    String::from_utf8_lossy(&buf[..n]).into_owned()
+}
+
+#[test]
+fn sighup_reloads_between_reloading_and_ready_and_check_prints_the_plan() {
+    let certs = Certs::new();
+    let admin = free_range(1);
+    let o = HubOpts {
+        extra: format!("watch_config = false\n[admin]\nbind = \"127.0.0.1:{admin}\"\n"),
+        ..Default::default()
+    };
+    let file = write_hub_toml(&certs, &o, None);
+    let notify = certs.path("notify.sock");
+    let sock = UnixDatagram::bind(&notify).unwrap();
+    sock.set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    let hub = HubProc::start(&file, &[("NOTIFY_SOCKET", notify.display().to_string())], 1);
+    assert_eq!(notified(&sock), "READY=1");
+
+    // Service b added in the file; with watch_config = false nothing
+    // happens until SIGHUP (the file watcher would have fired in < 1 s).
+    let mut o2 = HubOpts {
+        extra: o.extra.clone(),
+        ..Default::default()
+    };
+    o2.services.push("b".into());
+    let fresh = write_hub_toml(&certs, &o2, None);
+    std::fs::rename(fresh, &file).unwrap();
+    let until = std::time::Instant::now() + Duration::from_millis(1500);
+    while let Some(left) = until.checked_duration_since(std::time::Instant::now()) {
+        if let Some(line) = hub.proc.next_line(left) {
+            assert!(!line.contains("configuration reloaded"), "{line}");
+        }
+    }
+
+    // `check` shows the plan against the running hub, applying nothing.
+    let out = ferry_cmd()
+        .args(["hub", "check", "-c"])
+        .arg(&file)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    println!("figure: {}", text.lines().last().unwrap_or_default());
+    assert!(
+        text.contains("reload plan against the hub running at")
+            && text.contains("services added: b; removed: none"),
+        "{text}"
+    );
+
+    hub.proc.signal("HUP");
+    let reloading = notified(&sock);
+    assert!(
+        reloading.starts_with("RELOADING=1\nMONOTONIC_USEC="),
+        "{reloading}"
+    );
+    let line = hub.proc.wait_line("configuration reloaded (SIGHUP)");
+    assert!(line.contains("services added: b"), "{line}");
+    assert_eq!(notified(&sock), "READY=1");
+    let ready: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(ready_path(&file)).unwrap()).unwrap();
+    assert!(ready["services"]["b"].is_string(), "{ready}");
+    // A port in use: refused, said why, READY again, nothing changed.
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port();
+    let text = std::fs::read_to_string(&file).unwrap();
+    std::fs::write(
+        &file,
+        format!("{text}[services.c]\nbind = \"127.0.0.1:{port}\"\n"),
+    )
+    .unwrap();
+    hub.proc.signal("HUP");
+    assert!(notified(&sock).starts_with("RELOADING=1"));
+    let line = hub
+        .proc
+        .wait_line("refused, the running configuration stays");
+    assert!(line.contains(&format!("127.0.0.1:{port}")), "{line}");
+    assert_eq!(notified(&sock), "READY=1");
+    hub.proc.signal("TERM");
+    assert_eq!(notified(&sock), "STOPPING=1");
+}
