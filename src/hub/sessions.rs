@@ -196,8 +196,9 @@ impl Sessions {
                 modern,
             });
         }
-        self.count.send_replace(st.by_ep.len());
+        // Logins first: whoever sees the session count sees its login too.
         self.logins.send_modify(|n| *n += 1);
+        self.count.send_replace(st.by_ep.len());
         Ok(SessionGuard {
             sessions: self.clone(),
             id,
