@@ -424,3 +424,52 @@ async fn udp_flows_outlive_a_limits_change_and_a_service_gains_udp() {
         "tcp now listens on the port"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_hub_certificate_is_used_for_new_handshakes() {
+    let certs = Certs::new();
+    let echo = echo_server().await;
+    let o = opts("");
+    let settings = hub_settings(&certs, &o);
+    let file = settings.file.clone();
+    let hub = TestHub::from_settings(settings, &o).await;
+    let eo = EpOpts::new(&certs, vec![("a".into(), echo)]);
+    let _ep = TestEp::start(ep_settings(&certs, &hub, &eo));
+    hub.wait_sessions(1).await;
+    let (stop, streaming) = stream(hub.service("a"));
+    // A hub certificate from the same CA that names another host only.
+    let other = tempfile::tempdir().unwrap();
+    for f in ["ca.pem", "ca.key"] {
+        std::fs::copy(certs.path(f), other.path().join(f)).unwrap();
+    }
+    ferry::certgen::GenCert {
+        dir: other.path().to_path_buf(),
+        hub_names: vec!["elsewhere.example".into()],
+        ..Default::default()
+    }
+    .run()
+    .unwrap();
+    let text = std::fs::read_to_string(&file).unwrap();
+    let swap = |f: &str| toml_path(&other.path().join(f));
+    let text = text
+        .replace(&toml_path(&certs.path("hub.pem")), &swap("hub.pem"))
+        .replace(&toml_path(&certs.path("hub.key")), &swap("hub.key"));
+    let before = reloads(&hub);
+    let tmp = file.with_extension("tmp");
+    std::fs::write(&tmp, text).unwrap();
+    std::fs::rename(&tmp, &file).unwrap();
+    let plan = next_reload(&hub, before).await.unwrap();
+    assert!(plan.contains("also applied: tls"), "{plan}");
+    // A new login checks the new certificate (which does not name
+    // localhost); the session and the player already in are untouched.
+    let e = login_error(&ep_settings(&certs, &hub, &eo))
+        .await
+        .to_string();
+    assert!(
+        e.contains("not trusted") || e.contains("certificate"),
+        "{e}"
+    );
+    assert_eq!(*hub.handle.sessions().borrow(), 1);
+    stop.send(()).unwrap();
+    streaming.await.expect("the player saw no error");
+}
