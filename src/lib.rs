@@ -24,5 +24,6 @@ pub mod reload;
 pub mod sdnotify;
 pub mod secret;
 pub mod shutdown;
+pub mod swap;
 pub mod tls;
 pub mod token;

@@ -41,6 +41,18 @@ async fn next_reload(hub: &TestHub, after: u64) -> Result<String, String> {
     outcome
 }
 
+/// A hub from `o` serving service `a` (an echo) through an ep, and the
+/// hub's config file.
+async fn hub_serving_a(certs: &Certs, o: &HubOpts) -> (TestHub, TestEp, PathBuf) {
+    let settings = hub_settings(certs, o);
+    let file = settings.file.clone();
+    let hub = TestHub::from_settings(settings, o).await;
+    let eo = EpOpts::new(certs, vec![("a".into(), echo_server().await)]);
+    let ep = TestEp::start(ep_settings(certs, &hub, &eo));
+    hub.wait_sessions(1).await;
+    (hub, ep, file)
+}
+
 fn reloads(hub: &TestHub) -> u64 {
     hub.handle.reloads().borrow().0
 }
@@ -163,17 +175,7 @@ async fn twenty_rewrites_of_the_hub_file_drop_no_player() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_bad_file_changes_nothing_and_says_why() {
     let certs = Certs::new();
-    let echo = echo_server().await;
-    let o = opts("");
-    let settings = hub_settings(&certs, &o);
-    let file = settings.file.clone();
-    let hub = TestHub::from_settings(settings, &o).await;
-    let _ep = TestEp::start(ep_settings(
-        &certs,
-        &hub,
-        &EpOpts::new(&certs, vec![("a".into(), echo)]),
-    ));
-    hub.wait_sessions(1).await;
+    let (hub, _ep, file) = hub_serving_a(&certs, &opts("")).await;
     let a = hub.service("a");
     let good = std::fs::read_to_string(&file).unwrap();
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
@@ -428,14 +430,7 @@ async fn udp_flows_outlive_a_limits_change_and_a_service_gains_udp() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_new_hub_certificate_is_used_for_new_handshakes() {
     let certs = Certs::new();
-    let echo = echo_server().await;
-    let o = opts("");
-    let settings = hub_settings(&certs, &o);
-    let file = settings.file.clone();
-    let hub = TestHub::from_settings(settings, &o).await;
-    let eo = EpOpts::new(&certs, vec![("a".into(), echo)]);
-    let _ep = TestEp::start(ep_settings(&certs, &hub, &eo));
-    hub.wait_sessions(1).await;
+    let (hub, _ep, file) = hub_serving_a(&certs, &opts("")).await;
     let (stop, streaming) = stream(hub.service("a"));
     // A hub certificate from the same CA that names another host only.
     let other = tempfile::tempdir().unwrap();
@@ -462,6 +457,7 @@ async fn a_new_hub_certificate_is_used_for_new_handshakes() {
     assert!(plan.contains("also applied: tls"), "{plan}");
     // A new login checks the new certificate (which does not name
     // localhost); the session and the player already in are untouched.
+    let eo = EpOpts::new(&certs, vec![("a".into(), hub.control)]);
     let e = login_error(&ep_settings(&certs, &hub, &eo))
         .await
         .to_string();

@@ -54,7 +54,7 @@ const STABLE_SESSION: Duration = Duration::from_secs(10);
 
 pub(crate) struct Ep {
     /// Swapped whole on reload; read with `settings()`.
-    settings: std::sync::RwLock<Arc<EpSettings>>,
+    settings: crate::swap::Swap<EpSettings>,
     /// Bumped when a reload changes the services offered, so the live
     /// session re-announces them.
     offered: tokio::sync::watch::Sender<u64>,
@@ -116,7 +116,7 @@ pub async fn bind(
     let metrics = crate::metrics::ep::EpMetrics::new(settings.services.keys().map(String::as_str));
     let state = status::State::new(&settings.hub);
     let ep = Arc::new(Ep {
-        settings: std::sync::RwLock::new(Arc::new(settings)),
+        settings: crate::swap::Swap::new(settings),
         offered: tokio::sync::watch::Sender::new(0),
         relogin: tokio::sync::Notify::new(),
         waiting: Arc::new(tokio::sync::Semaphore::new(MAX_WAITING_CHANNELS)),
@@ -135,10 +135,7 @@ pub async fn bind(
 
 impl Ep {
     pub(crate) fn settings(&self) -> Arc<EpSettings> {
-        self.settings
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
+        self.settings.get()
     }
 }
 

@@ -121,7 +121,7 @@ fn apply(ep: &Ep, mut new: EpSettings) -> String {
         );
     }
     let relogin = old.identity != new.identity;
-    *ep.settings.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(new);
+    ep.settings.set(new);
     if relogin {
         // Channels must carry the session's identity: log in with the new one.
         ep.relogin.notify_one();

@@ -86,7 +86,7 @@ struct State {
 
 pub(crate) struct Door {
     /// Replaced on reload; the addresses' counts and bans carry over.
-    limits: std::sync::RwLock<Arc<PlayerLimits>>,
+    limits: crate::swap::Swap<PlayerLimits>,
     cap: Arc<HubCap>,
     state: Mutex<State>,
     /// This service's series in the hub's metrics.
@@ -102,7 +102,7 @@ pub(crate) struct Admitted {
 impl Door {
     pub fn new(limits: PlayerLimits, cap: Arc<HubCap>, meters: ServiceMeters) -> Arc<Self> {
         Arc::new(Door {
-            limits: std::sync::RwLock::new(Arc::new(limits)),
+            limits: crate::swap::Swap::new(limits),
             cap,
             state: Mutex::default(),
             meters,
@@ -110,14 +110,11 @@ impl Door {
     }
 
     pub fn limits(&self) -> Arc<PlayerLimits> {
-        self.limits
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
+        self.limits.get()
     }
 
     pub fn set_limits(&self, limits: PlayerLimits) {
-        *self.limits.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(limits);
+        self.limits.set(limits)
     }
 
     pub fn meters(&self) -> &ServiceMeters {

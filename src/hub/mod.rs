@@ -29,7 +29,7 @@ use tracing::Instrument;
 
 pub(crate) struct Shared {
     /// Swapped whole on reload; read with `settings()`.
-    settings: std::sync::RwLock<Arc<HubSettings>>,
+    settings: crate::swap::Swap<HubSettings>,
     /// Swapped when the revocation list changes.
     tls: std::sync::RwLock<TlsAcceptor>,
     /// Serials in the revocation list, for resumed sessions (which skip
@@ -156,7 +156,7 @@ impl Hub {
                 ),
                 argon2: Arc::new(tokio::sync::Semaphore::new(l.argon2_concurrency)),
                 argon2_stats: Arc::default(),
-                settings: std::sync::RwLock::new(Arc::new(settings)),
+                settings: crate::swap::Swap::new(settings),
                 served: std::sync::RwLock::new(served),
                 ports: std::sync::Mutex::default(),
                 cap,
@@ -209,17 +209,7 @@ impl Hub {
     /// Every bound address as JSON, for `--ready-file`: tests and scripts
     /// learn the ports from it instead of from log lines.
     pub fn ready_json(&self) -> String {
-        let settings = self.shared.settings();
-        let services: serde_json::Map<String, serde_json::Value> = settings
-            .services
-            .iter()
-            .filter_map(|s| {
-                Some((
-                    s.name.clone(),
-                    self.service_addr(&s.name)?.to_string().into(),
-                ))
-            })
-            .collect();
+        let services = services_json(&self.shared.settings(), |n| self.service_addr(n));
         ready_json(
             self.control_addr(),
             self.channel_addr(),
@@ -335,6 +325,18 @@ pub(crate) struct ControlAddrs {
     pub admin: Option<SocketAddr>,
 }
 
+/// Each service's first address, as `--ready-file` lists them.
+fn services_json(
+    settings: &HubSettings,
+    addr: impl Fn(&str) -> Option<SocketAddr>,
+) -> serde_json::Map<String, serde_json::Value> {
+    settings
+        .services
+        .iter()
+        .filter_map(|s| Some((s.name.clone(), addr(&s.name)?.to_string().into())))
+        .collect()
+}
+
 fn ready_json(
     control: SocketAddr,
     channel: SocketAddr,
@@ -357,10 +359,7 @@ fn write_ready(path: &std::path::Path, json: &str) -> Result<()> {
 
 impl Shared {
     pub(crate) fn settings(&self) -> Arc<HubSettings> {
-        self.settings
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
+        self.settings.get()
     }
 
     pub(crate) fn served(&self, name: &str) -> Option<Arc<served::Served>> {

@@ -80,8 +80,8 @@ async fn apply(shared: &Arc<Shared>, new: HubSettings) -> Result<String, String>
     let bound = served::bind_all(&fresh)
         .await
         .map_err(|e| format!("{e:#}; nothing changed"))?;
-    let new = Arc::new(new);
-    *shared.settings.write().unwrap_or_else(|p| p.into_inner()) = new.clone();
+    shared.settings.set(new);
+    let new = shared.settings();
     if old.tls_digest != new.tls_digest {
         shared.set_acceptor(TlsAcceptor::from(new.tls.clone()));
         if let Some(crl) = &new.crl
@@ -202,17 +202,7 @@ fn write_ready(shared: &Shared, fixed: ControlAddrs) {
         .unwrap_or_else(|p| p.into_inner())
         .clone();
     let Some(path) = path else { return };
-    let settings = shared.settings();
-    let services = settings
-        .services
-        .iter()
-        .filter_map(|s| {
-            Some((
-                s.name.clone(),
-                shared.service_addr(&s.name)?.to_string().into(),
-            ))
-        })
-        .collect();
+    let services = super::services_json(&shared.settings(), |n| shared.service_addr(n));
     let json = super::ready_json(fixed.control, fixed.channel, services, fixed.admin);
     if let Err(e) = super::write_ready(&path, &json) {
         tracing::warn!("{e:#}");

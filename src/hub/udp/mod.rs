@@ -79,7 +79,7 @@ struct Table {
 pub(crate) struct UdpDoor {
     pub service: String,
     /// Replaced on reload; flows and their counts carry over.
-    limits: std::sync::RwLock<Arc<PlayerLimits>>,
+    limits: crate::swap::Swap<PlayerLimits>,
     cap: Arc<HubCap>,
     meters: UdpMeters,
     /// The service's players and bytes, which flows count in too.
@@ -106,7 +106,7 @@ impl UdpDoor {
     ) -> Arc<Self> {
         Arc::new(UdpDoor {
             service,
-            limits: std::sync::RwLock::new(Arc::new(limits)),
+            limits: crate::swap::Swap::new(limits),
             cap,
             meters,
             traffic,
@@ -116,14 +116,11 @@ impl UdpDoor {
     }
 
     pub fn limits(&self) -> Arc<PlayerLimits> {
-        self.limits
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
+        self.limits.get()
     }
 
     pub fn set_limits(&self, limits: PlayerLimits) {
-        *self.limits.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(limits);
+        self.limits.set(limits)
     }
 
     fn lock(&self) -> MutexGuard<'_, Table> {
