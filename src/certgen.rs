@@ -227,6 +227,26 @@ fn leaf(
     usage: ExtendedKeyUsagePurpose,
 ) -> Result<(String, String)> {
     let key = KeyPair::generate()?;
+    let params = leaf_params(cn, sans, usage);
+    let cert = params.signed_by(&key, issuer)?;
+    Ok((cert.pem(), key.serialize_pem()))
+}
+
+/// An ep certificate for the key in `csr_pem` (whose signature proves the
+/// requester holds it), named `cn` whatever the request asks for; the
+/// certificate and its serial.
+pub fn sign_csr(ca_pem: &Path, ca_key: &Path, csr_pem: &str, cn: &str) -> Result<(String, String)> {
+    let issuer = load_ca(ca_pem, ca_key)?;
+    let csr = rcgen::CertificateSigningRequestParams::from_pem(csr_pem)
+        .context("the certificate request is malformed or its signature is wrong")?;
+    let params = leaf_params(cn, vec![], ExtendedKeyUsagePurpose::ClientAuth);
+    let cert = params.signed_by(&csr.public_key, &issuer)?;
+    let der = rustls::pki_types::CertificateDer::from(cert.der().to_vec());
+    let serial = crate::tls::serial_hex(&der).context("the new certificate has no serial")?;
+    Ok((cert.pem(), serial))
+}
+
+fn leaf_params(cn: &str, sans: Vec<SanType>, usage: ExtendedKeyUsagePurpose) -> CertificateParams {
     let mut params = CertificateParams::default();
     params.distinguished_name = rcgen::DistinguishedName::new();
     params.distinguished_name.push(DnType::CommonName, cn);
@@ -236,8 +256,7 @@ fn leaf(
     params.use_authority_key_identifier_extension = true;
     params.serial_number = Some(random_serial());
     validity(&mut params, LEAF_DAYS);
-    let cert = params.signed_by(&key, issuer)?;
-    Ok((cert.pem(), key.serialize_pem()))
+    params
 }
 
 fn create_private_dir(dir: &Path) -> Result<()> {

@@ -14,10 +14,18 @@ use clap::{Args, Parser, Subcommand};
 use std::{io::Read, net::IpAddr, net::SocketAddr, path::PathBuf, process::ExitCode};
 use tokio_util::sync::CancellationToken;
 
+/// `ferry --version`: the release and the commit it was built from.
+const VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (commit ",
+    env!("FERRY_COMMIT"),
+    ")"
+);
+
 #[derive(Parser)]
 #[command(
     name = "ferry",
-    version,
+    version = VERSION,
     about = "Self-hosted reverse tunnel: expose services at home through a hub over mutual TLS"
 )]
 struct Cli {
@@ -34,6 +42,10 @@ enum Role {
     /// Try ferry on this machine: certificates on first run, hub, ep and a
     /// demo web service from the shipped configs.
     Demo(DemoArgs),
+    /// Print shell completions (bash, zsh, fish, elvish, powershell).
+    Completions { shell: clap_complete::Shell },
+    /// Print the manual page (roff), generated from these definitions.
+    Man,
 }
 
 #[derive(Args)]
@@ -76,6 +88,32 @@ enum HubCmd {
     Revoke(RevokeArgs),
     /// Print the running hub's status from its admin door.
     Status(StatusArgs),
+    /// Make a one-line invite for an ep (`ferry ep join LINE` at home);
+    /// also list and revoke open invites.
+    Invite(InviteArgs),
+}
+
+#[derive(Args)]
+struct InviteArgs {
+    /// The ep's name (its certificate's name on the hub).
+    #[arg(long, required_unless_present_any = ["list", "revoke"])]
+    ep: Option<String>,
+    /// How long the invite stays usable ("30m", "24h", up to "30d" as "720h").
+    #[arg(long, default_value = "24h")]
+    expires: String,
+    /// Only from this network (repeatable), e.g. the home's address.
+    #[arg(long = "from", value_name = "CIDR")]
+    from: Vec<String>,
+    /// The hub's host name in the line; default: the first name in the
+    /// hub's certificate.
+    #[arg(long, value_name = "HOST")]
+    hub: Option<String>,
+    /// List invites (open, used, revoked) instead.
+    #[arg(long)]
+    list: bool,
+    /// Revoke the invite with this id.
+    #[arg(long, value_name = "ID")]
+    revoke: Option<String>,
 }
 
 #[derive(Args)]
@@ -134,6 +172,21 @@ enum EpCmd {
     Check,
     /// Print the running ep's status from its admin door.
     Status(StatusArgs),
+    /// Enrol this machine with an invite line from `ferry hub invite`:
+    /// writes DIR/ep.toml and DIR/certs/ (the key is made here).
+    Join(JoinArgs),
+}
+
+#[derive(Args)]
+struct JoinArgs {
+    /// The line `ferry hub invite` printed.
+    line: String,
+    /// Where to write ep.toml and certs/.
+    #[arg(long, default_value = ".")]
+    dir: PathBuf,
+    /// Replace an existing ep.toml and key.
+    #[arg(long)]
+    force: bool,
 }
 
 #[derive(Args)]
@@ -221,6 +274,7 @@ fn dispatch(cli: Cli) -> Result<()> {
                 let admin = load_hub(&args.run)?.admin;
                 status(admin.map(|a| a.bind), &st, "hub")
             }
+            Some(HubCmd::Invite(inv)) => invite(&load_hub(&args.run)?, inv),
             Some(HubCmd::Token) => {
                 let t = token::generate();
                 println!("token: {}", t.expose());
@@ -264,6 +318,20 @@ fn dispatch(cli: Cli) -> Result<()> {
                 println!("ok");
                 Ok(())
             }
+            Some(EpCmd::Join(j)) => {
+                let joined =
+                    runtime()?.block_on(crate::ep::join::join(&j.line, &j.dir, j.force))?;
+                println!(
+                    "enrolled as ep {}; wrote {} and its certs/",
+                    joined.ep,
+                    joined.config.display()
+                );
+                println!(
+                    "check the services' local addresses in it, then run: ferry ep -c {}",
+                    joined.config.display()
+                );
+                Ok(())
+            }
             Some(EpCmd::Status(st)) => {
                 let admin = load_ep(&args)?.admin;
                 status(admin.map(|a| a.bind), st, "ep")
@@ -286,6 +354,17 @@ fn dispatch(cli: Cli) -> Result<()> {
                 })
             }
         },
+        Role::Completions { shell } => {
+            let mut cmd = <Cli as clap::CommandFactory>::command();
+            clap_complete::generate(shell, &mut cmd, "ferry", &mut std::io::stdout());
+            Ok(())
+        }
+        Role::Man => {
+            let cmd = <Cli as clap::CommandFactory>::command();
+            clap_mangen::Man::new(cmd)
+                .render(&mut std::io::stdout())
+                .context("cannot write the manual page")
+        }
         Role::Demo(args) => {
             crate::logging::init(Default::default());
             runtime()?.block_on(crate::demo::run(args))
@@ -345,6 +424,59 @@ fn status(bind: Option<SocketAddr>, st: &StatusArgs, role: &str) -> Result<()> {
             serde_json::from_str(&body).context("the admin door sent no JSON")?;
         print!("{}", crate::admin::client::render(&v));
     }
+    Ok(())
+}
+
+fn invite(settings: &HubSettings, a: InviteArgs) -> Result<()> {
+    use crate::enrol::invites::{Store, now};
+    let store = || {
+        settings
+            .enrol
+            .as_ref()
+            .map(|e| Store::new(&e.state))
+            .ok_or_else(|| {
+                anyhow::anyhow!(
+                    "enrolment is off: add [enrol] bind = \"0.0.0.0:7003\" to {}",
+                    settings.file.display()
+                )
+            })
+    };
+    if a.list {
+        let now = now();
+        for i in store()?.invites()? {
+            let state = match i.state {
+                crate::enrol::invites::State::Open if i.expires <= now => "expired".to_string(),
+                s => format!("{s:?}").to_lowercase(),
+            };
+            let left = i.expires.saturating_sub(now);
+            println!(
+                "{}  ep {:<16} {state:<8} {}h{:02}m left",
+                i.id,
+                i.ep,
+                left / 3600,
+                left % 3600 / 60
+            );
+        }
+        return Ok(());
+    }
+    if let Some(id) = &a.revoke {
+        let i = store()?.revoke(id)?;
+        println!("revoked invite {} for ep {}", i.id, i.ep);
+        return Ok(());
+    }
+    let ep = a.ep.as_deref().unwrap_or_default();
+    let ttl = crate::config::parse_duration(&a.expires).map_err(anyhow::Error::msg)?;
+    let from = if a.from.is_empty() {
+        None
+    } else {
+        Some(serde_json::from_value(serde_json::json!(a.from)).context("--from")?)
+    };
+    let issued = crate::enrol::invite(settings, ep, ttl, from, a.hub.as_deref())?;
+    println!(
+        "invite {} for ep {}, usable once within {} (secret stored only as a hash)",
+        issued.line.id, issued.ep, a.expires
+    );
+    println!("at home, run:\n\n  ferry ep join {}\n", issued.line);
     Ok(())
 }
 

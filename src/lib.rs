@@ -11,6 +11,7 @@ pub mod cli;
 pub mod config;
 pub mod datagram;
 pub mod demo;
+pub mod enrol;
 pub mod ep;
 pub mod fdlimit;
 pub mod hub;

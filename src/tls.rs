@@ -130,6 +130,36 @@ impl ServerMaterial {
         config.alpn_protocols = vec![ALPN.to_vec()];
         Ok(Arc::new(config))
     }
+
+    /// The enrol door's configuration: the hub proves itself, the client
+    /// (an ep without a certificate yet) proves nothing here.
+    pub fn enrol_config(&self) -> Result<Arc<ServerConfig>> {
+        let mut config = ServerConfig::builder_with_provider(provider())
+            .with_protocol_versions(&[&rustls::version::TLS13])?
+            .with_no_client_auth()
+            .with_single_cert(self.certs.clone(), self.key.clone_key())
+            .context("the hub certificate does not match its key")?;
+        config.alpn_protocols = vec![crate::enrol::ALPN.to_vec()];
+        Ok(Arc::new(config))
+    }
+}
+
+/// The client side of the enrol door: only the CA whose fingerprint the
+/// invite carries is trusted, and no client certificate is offered.
+pub fn enrol_client_config(ca_der: &[u8]) -> Result<Arc<ClientConfig>> {
+    let mut roots = RootCertStore::empty();
+    roots
+        .add(CertificateDer::from(ca_der.to_vec()))
+        .context("the hub's CA certificate is not usable")?;
+    let verifier = WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider())
+        .build()
+        .context("cannot build the server-certificate verifier")?;
+    let mut config = ClientConfig::builder_with_provider(provider())
+        .with_protocol_versions(&[&rustls::version::TLS13])?
+        .with_webpki_verifier(verifier)
+        .with_no_client_auth();
+    config.alpn_protocols = vec![crate::enrol::ALPN.to_vec()];
+    Ok(Arc::new(config))
 }
 
 /// A resumed TLS session skips certificate verification: rustls restores
@@ -169,6 +199,38 @@ pub fn common_name(cert: &CertificateDer<'_>) -> Option<String> {
     let (_, parsed) = x509_parser::parse_x509_certificate(cert.as_ref()).ok()?;
     let cn = parsed.subject().iter_common_name().next()?;
     cn.as_str().ok().map(str::to_owned)
+}
+
+/// The names and addresses a certificate is valid for, names first.
+pub fn subject_names(cert: &CertificateDer<'_>) -> Vec<String> {
+    use x509_parser::extensions::GeneralName;
+    let Ok((_, parsed)) = x509_parser::parse_x509_certificate(cert.as_ref()) else {
+        return Vec::new();
+    };
+    let Ok(Some(san)) = parsed.subject_alternative_name() else {
+        return Vec::new();
+    };
+    let mut names = Vec::new();
+    let mut ips = Vec::new();
+    for n in &san.value.general_names {
+        match n {
+            GeneralName::DNSName(d) => names.push(d.to_string()),
+            GeneralName::IPAddress(b) => match b.len() {
+                4 => ips.push(
+                    std::net::Ipv4Addr::from(<[u8; 4]>::try_from(*b).unwrap_or_default())
+                        .to_string(),
+                ),
+                16 => ips.push(
+                    std::net::Ipv6Addr::from(<[u8; 16]>::try_from(*b).unwrap_or_default())
+                        .to_string(),
+                ),
+                _ => {}
+            },
+            _ => {}
+        }
+    }
+    names.extend(ips);
+    names
 }
 
 /// Days until a certificate expires (negative once expired).

@@ -50,7 +50,11 @@ async fn silent_connections_beyond_the_caps_are_bounded_and_closed_at_the_deadli
         start.elapsed() < Duration::from_secs(5),
         "closed at the 1 s deadline, not later"
     );
-    assert_eq!(hub.handle.pending_logins(), 0);
+    // The last slot is given back just after its connection is closed.
+    common::udp::eventually("no login pending", Duration::from_secs(2), || {
+        hub.handle.pending_logins() == 0
+    })
+    .await;
     let r = hub.handle.refusals();
     println!("figure: refusals {r:?}");
     let turned: u64 = [

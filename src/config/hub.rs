@@ -78,6 +78,8 @@ pub struct HubConfig {
     pub players: PlayersConfig,
     /// The admin door (metrics, status page); absent: none.
     pub admin: Option<super::admin::AdminConfig>,
+    /// The enrol door for `ferry ep join`; absent: none.
+    pub enrol: Option<super::enrol::EnrolConfig>,
     #[serde(default)]
     pub log_format: super::admin::LogFormat,
     /// Reload when the file changes (SIGHUP always reloads).
@@ -218,6 +220,9 @@ const KEYS: &[&str] = &[
     "admin.bind",
     "admin.token_hash",
     "admin.token_hash_file",
+    "enrol.bind",
+    "enrol.ca_key",
+    "enrol.state",
     "log_format",
     "watch_config",
     "pool_size",
@@ -318,6 +323,11 @@ pub struct HubSettings {
     /// The TLS material as loaded, so a new CRL changes only the verifier.
     pub tls_material: Arc<crate::tls::ServerMaterial>,
     pub admin: Option<super::admin::AdminSettings>,
+    pub enrol: Option<super::enrol::EnrolSettings>,
+    /// Eps enrolled with `ferry ep join` (their credentials are merged in).
+    pub enrolled: Vec<String>,
+    /// The names and addresses in the hub's certificate.
+    pub cert_names: Vec<String>,
     pub log_format: super::admin::LogFormat,
     pub watch_config: bool,
     /// A digest of the TLS files as loaded, so a reload sees a change.
@@ -498,6 +508,24 @@ impl HubConfig {
             self.tls.key.relative(),
         );
         let crl = self.tls.crl.as_ref().map(|c| c.relative());
+        let enrol = match self.enrol {
+            Some(e) => Some(e.check(&ca).map_err(err)?),
+            None => None,
+        };
+        let mut allowlist = self.ep_allowlist;
+        let mut enrolled = Vec::new();
+        if let Some(e) = &enrol {
+            let store = crate::enrol::invites::Store::new(&e.state);
+            for (name, ep) in store.enrolled()?.eps {
+                allowlist.add(ep.address);
+                if credentials.per_ep.contains_key(&name) {
+                    tracing::warn!(ep = %name, "[eps.{name}] in the config wins over its enrolment");
+                    continue;
+                }
+                credentials.per_ep.insert(name.clone(), ep.token_hash);
+                enrolled.push(name);
+            }
+        }
         let mut tls_bytes = Vec::new();
         for p in [&ca, &cert, &key] {
             tls_bytes.extend(std::fs::read(p).unwrap_or_default());
@@ -515,6 +543,10 @@ impl HubConfig {
         let tls = tls_material
             .server_config(crl.as_deref())
             .with_context(|| format!("{}: [tls]", file.display()))?;
+        let cert_names = crate::tls::load_certs(&cert)
+            .ok()
+            .and_then(|c| c.first().map(crate::tls::subject_names))
+            .unwrap_or_default();
         // The sooner of the hub certificate's and the CA's expiry.
         let cert_days_left = [&cert, &ca]
             .iter()
@@ -529,7 +561,7 @@ impl HubConfig {
             file: file.to_path_buf(),
             control: self.control,
             channel: self.channel,
-            allowlist: self.ep_allowlist,
+            allowlist,
             credentials,
             tls,
             cert_days_left,
@@ -553,6 +585,9 @@ impl HubConfig {
             crl,
             tls_material,
             admin,
+            enrol,
+            enrolled,
+            cert_names,
             log_format: self.log_format,
             watch_config: self.watch_config,
             tls_digest,
@@ -610,6 +645,19 @@ impl std::fmt::Display for HubSettings {
         }
         if let Some(a) = &self.admin {
             writeln!(f, "  admin    {a}")?;
+        }
+        if let Some(e) = &self.enrol {
+            writeln!(
+                f,
+                "  enrol    {} (ferry ep join; invites in {}); enrolled eps: {}",
+                e.bind,
+                e.state.display(),
+                if self.enrolled.is_empty() {
+                    "none".into()
+                } else {
+                    self.enrolled.join(", ")
+                }
+            )?;
         }
         let t = &self.timing;
         writeln!(

@@ -6,6 +6,7 @@
 
 pub mod admin;
 mod duration;
+pub mod enrol;
 pub mod ep;
 pub mod hub;
 mod netlist;
@@ -13,7 +14,7 @@ pub mod plan;
 pub mod players;
 pub mod ports;
 
-pub use duration::{Seconds, check_range};
+pub use duration::{Seconds, check_range, parse as parse_duration};
 pub use netlist::Allowlist;
 
 use figment::{

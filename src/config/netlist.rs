@@ -27,6 +27,13 @@ impl Allowlist {
     pub fn nets(&self) -> &[IpNet] {
         &self.0
     }
+
+    /// Adds one host (an enrolled ep's address).
+    pub fn add(&mut self, ip: IpAddr) {
+        if !self.contains(ip) {
+            self.0.push(IpNet::from(ip.to_canonical()));
+        }
+    }
 }
 
 /// Accepts CIDR notation or a bare address (meaning that one host).

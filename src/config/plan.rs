@@ -84,6 +84,13 @@ impl Summary {
                 "admin",
                 s.admin.as_ref().map(|a| a.to_string()).unwrap_or_default(),
             ),
+            (
+                "enrol",
+                s.enrol
+                    .as_ref()
+                    .map(|e| e.bind.to_string())
+                    .unwrap_or_default(),
+            ),
             ("log_format", format!("{:?}", s.log_format)),
             ("watch_config", s.watch_config.to_string()),
             ("max_pending_auth", l.max_pending_auth.to_string()),

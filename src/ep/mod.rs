@@ -4,6 +4,7 @@
 
 mod backoff;
 mod channel;
+pub mod join;
 mod login;
 mod reload;
 mod status;

@@ -5,6 +5,7 @@ mod admission;
 mod channel;
 mod control;
 mod crl;
+mod enrol;
 mod gate;
 mod offer;
 mod player;
@@ -50,6 +51,11 @@ pub(crate) struct Shared {
     /// Every serving player port.
     ports: std::sync::Mutex<HashMap<served::PortKey, served::Listening>>,
     pub cap: Arc<admission::HubCap>,
+    /// Enrolments in progress (the enrol door's cap).
+    pub enrol_slots: Arc<tokio::sync::Semaphore>,
+    pub enrol_sources: Arc<enrol::Sources>,
+    /// The control, channel and admin addresses as bound.
+    pub addrs: std::sync::OnceLock<ControlAddrs>,
     /// Rewritten with the bound addresses after each reload.
     ready_file: std::sync::Mutex<Option<std::path::PathBuf>>,
     pub sessions: Arc<Sessions>,
@@ -72,6 +78,7 @@ pub struct Hub {
     /// Player ports bound, served once `run` starts.
     ports: Vec<(served::PortKey, served::Bound)>,
     admin: Option<TcpListener>,
+    enrol: Option<TcpListener>,
 }
 
 /// Read-only view of a running hub, for tests and status.
@@ -94,6 +101,10 @@ impl Hub {
         let channel = bind(settings.channel, "channel").await?;
         let admin = match &settings.admin {
             Some(a) => Some(bind(a.bind, "admin").await?),
+            None => None,
+        };
+        let enrol = match &settings.enrol {
+            Some(e) => Some(bind(e.bind, "enrol").await?),
             None => None,
         };
         let metrics = Arc::new(crate::metrics::HubMetrics::new(
@@ -161,6 +172,9 @@ impl Hub {
                 ports: std::sync::Mutex::default(),
                 cap,
                 ready_file: std::sync::Mutex::default(),
+                enrol_slots: Arc::new(tokio::sync::Semaphore::new(enrol::SLOTS)),
+                enrol_sources: Arc::default(),
+                addrs: std::sync::OnceLock::new(),
                 sessions: Arc::new(Sessions::new(shutdown.clone(), metrics.clone())),
                 tracker,
                 shutdown,
@@ -173,6 +187,7 @@ impl Hub {
             channel,
             ports,
             admin,
+            enrol,
         })
     }
 
@@ -210,12 +225,13 @@ impl Hub {
     /// learn the ports from it instead of from log lines.
     pub fn ready_json(&self) -> String {
         let services = services_json(&self.shared.settings(), |n| self.service_addr(n));
-        ready_json(
-            self.control_addr(),
-            self.channel_addr(),
-            services,
-            self.admin_addr(),
-        )
+        let fixed = ControlAddrs {
+            control: self.control_addr(),
+            channel: self.channel_addr(),
+            admin: self.admin_addr(),
+            enrol: self.enrol.as_ref().and_then(|l| l.local_addr().ok()),
+        };
+        ready_json(fixed, services)
     }
 
     /// Writes `ready_json` to `path` now and again after every reload.
@@ -278,6 +294,22 @@ impl Hub {
             tracing::info_span!("control-door"),
             move |tcp, addr| control::on_accept(sh.clone(), tcp, addr),
         ));
+        let fixed = ControlAddrs {
+            control,
+            channel,
+            admin: admin_addr,
+            enrol: self.enrol.as_ref().and_then(|l| l.local_addr().ok()),
+        };
+        let _ = shared.addrs.set(fixed);
+        if let Some(listener) = self.enrol {
+            tracing::info!(addr = %listener.local_addr()?, "enrol door open (ferry ep join)");
+            let sh = shared.clone();
+            doors.push(shared.open_door(
+                listener,
+                tracing::info_span!("enrol-door"),
+                move |tcp, addr| enrol::on_accept(sh.clone(), tcp, addr),
+            ));
+        }
         let sh = shared.clone();
         doors.push(shared.open_door(
             self.channel,
@@ -293,14 +325,7 @@ impl Hub {
             };
             doors.push(shared.serve_port(key, bound, &one));
         }
-        shared.tracker.spawn(reload::watch(
-            shared.clone(),
-            ControlAddrs {
-                control,
-                channel,
-                admin: admin_addr,
-            },
-        ));
+        shared.tracker.spawn(reload::watch(shared.clone(), fixed));
         crate::sdnotify::ready();
         shutdown.cancelled().await;
         crate::sdnotify::stopping();
@@ -323,6 +348,7 @@ pub(crate) struct ControlAddrs {
     pub control: SocketAddr,
     pub channel: SocketAddr,
     pub admin: Option<SocketAddr>,
+    pub enrol: Option<SocketAddr>,
 }
 
 /// Each service's first address, as `--ready-file` lists them.
@@ -337,17 +363,13 @@ fn services_json(
         .collect()
 }
 
-fn ready_json(
-    control: SocketAddr,
-    channel: SocketAddr,
-    services: serde_json::Map<String, serde_json::Value>,
-    admin: Option<SocketAddr>,
-) -> String {
+fn ready_json(a: ControlAddrs, services: serde_json::Map<String, serde_json::Value>) -> String {
     serde_json::json!({
-        "control": control.to_string(),
-        "channel": channel.to_string(),
+        "control": a.control.to_string(),
+        "channel": a.channel.to_string(),
         "services": services,
-        "admin": admin.map(|a| a.to_string()),
+        "admin": a.admin.map(|a| a.to_string()),
+        "enrol": a.enrol.map(|a| a.to_string()),
     })
     .to_string()
 }
@@ -466,6 +488,16 @@ impl HubHandle {
     /// The ep serving `service` now, if any.
     pub fn served_by(&self, service: &str) -> Option<String> {
         self.shared.service(service)?.served_by()
+    }
+
+    /// Eps enrolled with an invite since start.
+    pub fn enrolments(&self) -> u64 {
+        self.shared.metrics.enrolments.get()
+    }
+
+    /// Where `ferry ep join` connects, if enrolment is on.
+    pub fn enrol_addr(&self) -> Option<SocketAddr> {
+        self.shared.addrs.get()?.enrol
     }
 
     /// UDP flows of `service` now.

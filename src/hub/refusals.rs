@@ -42,6 +42,8 @@ pub enum Reason {
     PlayerRate,
     PlayerBanned,
     HubFull,
+    /// An enrolment with no valid invite (or a wrong secret).
+    EnrolRefused,
 }
 
 impl Reason {
@@ -68,6 +70,7 @@ impl Reason {
             Reason::PlayerRate => "player connection rate exceeded",
             Reason::PlayerBanned => "banned player address",
             Reason::HubFull => "hub player cap reached",
+            Reason::EnrolRefused => "enrolment refused",
         }
     }
 
@@ -106,6 +109,7 @@ impl Reason {
             | Reason::PlayerRate
             | Reason::PlayerBanned
             | Reason::HubFull => "player",
+            Reason::EnrolRefused => "enrol",
         }
     }
 

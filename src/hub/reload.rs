@@ -57,6 +57,7 @@ fn keep_running(old: &HubSettings, mut new: HubSettings) -> HubSettings {
     new.control = old.control;
     new.channel = old.channel;
     new.admin = old.admin.clone();
+    new.enrol = old.enrol.clone();
     new.log_format = old.log_format;
     new.watch_config = old.watch_config;
     new.limits = old.limits;
@@ -203,7 +204,7 @@ fn write_ready(shared: &Shared, fixed: ControlAddrs) {
         .clone();
     let Some(path) = path else { return };
     let services = super::services_json(&shared.settings(), |n| shared.service_addr(n));
-    let json = super::ready_json(fixed.control, fixed.channel, services, fixed.admin);
+    let json = super::ready_json(fixed, services);
     if let Err(e) = super::write_ready(&path, &json) {
         tracing::warn!("{e:#}");
     }

@@ -162,6 +162,7 @@ pub struct HubMetrics {
     pub first_byte: LatencyFamily,
     pub argon2: Family<OutcomeLabel, Counter>,
     pub udp: udp::UdpMetrics,
+    pub enrolments: Counter,
 }
 
 impl HubMetrics {
@@ -179,6 +180,7 @@ impl HubMetrics {
             first_byte: Family::new_with_constructor(new_latency),
             argon2: Family::default(),
             udp: udp::UdpMetrics::default(),
+            enrolments: Counter::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -218,6 +220,11 @@ impl HubMetrics {
             m.argon2.clone(),
         );
         m.udp.register(&mut registry);
+        registry.register(
+            "enrolments",
+            "Eps enrolled with an invite",
+            m.enrolments.clone(),
+        );
         for s in services {
             let service = ServiceLabel {
                 service: s.to_string(),

@@ -1,0 +1,233 @@
+//! One-line enrolment of an ep: what the line says and what crosses the
+//! wire. `ferry hub invite` writes an invite (`invites`) and prints the
+//! line; `ferry ep join LINE` (`ep::join`) enrols through the hub's enrol
+//! door (`hub::enrol`).
+//!
+//! The line: `ferry1:HOST:PORT/CA/ID.SECRET`: the enrol door's address, the
+//! first 16 bytes of the SHA-256 of the hub's CA certificate (hex), the
+//! invite's id and its 128-bit secret (hex). On the wire:
+//!
+//! 1. ep → hub, plain: `ferry-enrol/1 ID\n`. The hub looks the id up (no
+//!    cryptography): unknown, used, expired, revoked or from the wrong
+//!    address gets `no REASON\n` and the connection closes.
+//! 2. hub → ep: `ca HEX\n`, its CA certificate. The ep checks it against the
+//!    line's fingerprint and stops if it differs, before sending anything.
+//! 3. TLS 1.3, the hub's certificate verified against that CA only.
+//! 4. ep → hub: `Request` (the secret, a certificate request for a key
+//!    made at home); hub → ep: `Reply` (the certificate, the CA, the ep's
+//!    own token, the ports and services) or the reason it refused.
+
+pub mod invites;
+
+use anyhow::{Result, bail};
+use serde::{Deserialize, Serialize};
+
+/// ALPN on the enrol door's TLS.
+pub const ALPN: &[u8] = b"ferry-enrol/1";
+/// The first line's prefix.
+pub const HELLO: &str = "ferry-enrol/1";
+const SCHEME: &str = "ferry1:";
+
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+pub fn unhex(s: &str) -> Option<Vec<u8>> {
+    if !s.len().is_multiple_of(2) {
+        return None;
+    }
+    (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok())
+        .collect()
+}
+
+/// The CA fingerprint a line carries: 16 bytes of SHA-256, in hex.
+pub fn fingerprint(ca_der: &[u8]) -> String {
+    let d = ring::digest::digest(&ring::digest::SHA256, ca_der);
+    hex(&d.as_ref()[..16])
+}
+
+/// A parsed invite line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Line {
+    /// The enrol door, `host:port`.
+    pub door: String,
+    pub ca: String,
+    pub id: String,
+    pub secret: String,
+}
+
+impl Line {
+    pub fn parse(text: &str) -> Result<Line> {
+        let bad = |why: &str| {
+            anyhow::anyhow!(
+                "not an invite line ({why}); it looks like ferry1:HOST:PORT/CA/ID.SECRET"
+            )
+        };
+        let rest = text
+            .trim()
+            .strip_prefix(SCHEME)
+            .ok_or_else(|| bad("no ferry1: prefix"))?;
+        let mut parts = rest.rsplitn(3, '/');
+        let (Some(code), Some(ca), Some(door)) = (parts.next(), parts.next(), parts.next()) else {
+            return Err(bad("missing parts"));
+        };
+        let (id, secret) = code.split_once('.').ok_or_else(|| bad("no ID.SECRET"))?;
+        let hexlen = |s: &str, n: usize| s.len() == n && s.chars().all(|c| c.is_ascii_hexdigit());
+        if !hexlen(ca, 32) || !hexlen(id, 16) || !hexlen(secret, 32) {
+            bail!(
+                "the invite line is damaged (a part has the wrong length or a non-hex character); copy it again whole"
+            );
+        }
+        crate::config::split_host_port(door).map_err(|e| bad(&e))?;
+        Ok(Line {
+            door: door.to_string(),
+            ca: ca.to_ascii_lowercase(),
+            id: id.to_ascii_lowercase(),
+            secret: secret.to_ascii_lowercase(),
+        })
+    }
+}
+
+impl std::fmt::Display for Line {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{SCHEME}{}/{}/{}.{}",
+            self.door, self.ca, self.id, self.secret
+        )
+    }
+}
+
+/// An invite just made.
+pub struct Issued {
+    pub line: Line,
+    pub ep: String,
+    pub expires: u64,
+}
+
+/// Longest an invite may live.
+pub const MAX_TTL: std::time::Duration = std::time::Duration::from_secs(30 * 86_400);
+
+/// Makes an invite for `ep` on the hub configured by `s`: stored (secret
+/// hashed) in the enrol state folder, returned as the line to paste.
+pub fn invite(
+    s: &crate::config::hub::HubSettings,
+    ep: &str,
+    ttl: std::time::Duration,
+    from: Option<crate::config::Allowlist>,
+    host: Option<&str>,
+) -> Result<Issued> {
+    let Some(e) = &s.enrol else {
+        bail!(
+            "enrolment is off: add [enrol] with bind = \"0.0.0.0:7003\" to {} (and open that TCP port)",
+            s.file.display()
+        );
+    };
+    crate::config::check_service_name(ep)
+        .map_err(|_| anyhow::anyhow!("an ep name is 1-64 letters, digits, '-' or '_'"))?;
+    if s.credentials.per_ep.contains_key(ep) && !s.enrolled.iter().any(|n| n == ep) {
+        bail!(
+            "[eps.{ep}] in {} already sets this ep's token; remove it or pick another name",
+            s.file.display()
+        );
+    }
+    if ttl.is_zero() || ttl > MAX_TTL {
+        bail!("--expires {ttl:?} is out of range: allowed 1s to 30 days");
+    }
+    if e.bind.port() == 0 {
+        bail!("enrol.bind has port 0 (chosen at start); give it a fixed port");
+    }
+    let host =
+        match host {
+            Some(h) => h.to_string(),
+            None => s.cert_names.first().cloned().ok_or_else(|| {
+                anyhow::anyhow!("the hub certificate names no host; pass --hub HOST")
+            })?,
+        };
+    let ca = crate::tls::load_certs(&e.ca)?;
+    let ca = ca
+        .first()
+        .ok_or_else(|| anyhow::anyhow!("{} holds no certificate", e.ca.display()))?;
+    let store = invites::Store::new(&e.state);
+    let (id, secret) = store.create(ep, ttl, from)?;
+    let line = Line {
+        door: crate::config::join_host_port(&host, e.bind.port()),
+        ca: fingerprint(ca.as_ref()),
+        id,
+        secret,
+    };
+    Ok(Issued {
+        line,
+        ep: ep.to_string(),
+        expires: invites::now() + ttl.as_secs(),
+    })
+}
+
+/// What the ep sends inside TLS.
+#[derive(Serialize, Deserialize)]
+pub struct Request {
+    pub secret: crate::secret::Secret,
+    /// PEM certificate signing request for the key made at home.
+    pub csr: String,
+}
+
+/// A service as the hub serves it, for the ep's config.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Offered {
+    pub name: String,
+    pub kind: crate::config::ports::ServiceKind,
+    pub first_port: u16,
+    pub ports: u16,
+}
+
+/// What the hub answers.
+#[derive(Serialize, Deserialize)]
+#[serde(tag = "result", rename_all = "snake_case")]
+pub enum Reply {
+    Enrolled {
+        ep: String,
+        cert: String,
+        ca: String,
+        token: crate::secret::Secret,
+        control_port: u16,
+        channel_port: u16,
+        services: Vec<Offered>,
+    },
+    Refused {
+        reason: String,
+    },
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lines_round_trip_and_damage_is_named() {
+        let l = Line {
+            door: "play.example.com:7003".into(),
+            ca: "0123456789abcdef0123456789abcdef".into(),
+            id: "0011223344556677".into(),
+            secret: "ffeeddccbbaa99887766554433221100".into(),
+        };
+        let text = l.to_string();
+        assert_eq!(Line::parse(&text).unwrap(), l);
+        assert_eq!(Line::parse(&format!("  {text}\n")).unwrap(), l);
+        let v6 = Line {
+            door: "[2001:db8::1]:7003".into(),
+            ..l.clone()
+        };
+        assert_eq!(Line::parse(&v6.to_string()).unwrap(), v6);
+        let cut = &text[..text.len() - 1];
+        assert!(
+            Line::parse(cut)
+                .unwrap_err()
+                .to_string()
+                .contains("damaged")
+        );
+        assert!(Line::parse("https://example.com").is_err());
+        assert_eq!(unhex(&hex(b"\x00\xff")).unwrap(), b"\x00\xff");
+    }
+}

@@ -1,0 +1,245 @@
+//! The enrol door (`[enrol] bind`): where `ferry ep join` turns an invite
+//! into an ep certificate and token (protocol in `crate::enrol`). Open to
+//! every address, because a new ep's home address is not known yet; what
+//! keeps strangers out is that nothing costly happens before the invite id
+//! is found usable: no TLS, no hash, no signature, no Argon2. The secret is
+//! then checked inside TLS, the invite burned, and only then a certificate
+//! signed and a token hashed. The new credential (and the address the ep
+//! enrolled from, for `ep_allowlist`) applies at once, without a reload.
+
+use super::{Shared, refusals::Reason};
+use crate::{
+    enrol::{
+        HELLO, Offered, Reply, Request,
+        invites::{Enrolled, Store, now},
+    },
+    proto,
+};
+use std::{net::SocketAddr, sync::Arc, time::Duration};
+use tokio::{
+    io::{AsyncReadExt, AsyncWriteExt},
+    net::TcpStream,
+};
+use tokio_rustls::TlsAcceptor;
+
+/// Enrolments in progress at once, and from one address; more connections
+/// are closed at once, so strangers holding connections open cannot keep
+/// a real ep out for long.
+pub(super) const SLOTS: usize = 16;
+const PER_SOURCE: usize = 2;
+/// The first line must come quickly; the whole exchange within `DEADLINE`.
+const FIRST_LINE: Duration = Duration::from_secs(3);
+const DEADLINE: Duration = Duration::from_secs(15);
+
+/// Connections in progress per source address.
+#[derive(Default)]
+pub(crate) struct Sources(std::sync::Mutex<std::collections::HashMap<std::net::IpAddr, usize>>);
+
+impl Sources {
+    fn enter(self: &Arc<Self>, ip: std::net::IpAddr) -> Option<SourceSlot> {
+        let mut m = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        let n = m.entry(ip).or_default();
+        if *n >= PER_SOURCE {
+            return None;
+        }
+        *n += 1;
+        Some(SourceSlot(self.clone(), ip))
+    }
+}
+
+struct SourceSlot(Arc<Sources>, std::net::IpAddr);
+
+impl Drop for SourceSlot {
+    fn drop(&mut self) {
+        let mut m = (self.0).0.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(n) = m.get_mut(&self.1) {
+            *n -= 1;
+            if *n == 0 {
+                m.remove(&self.1);
+            }
+        }
+    }
+}
+/// The first line is short: the prefix and a 16-hex-digit id.
+const MAX_LINE: usize = 64;
+
+pub(super) fn on_accept(shared: Arc<Shared>, tcp: TcpStream, addr: SocketAddr) {
+    let ip = addr.ip().to_canonical();
+    let slots = shared.enrol_slots.clone().try_acquire_owned();
+    let (Ok(permit), Some(source)) = (slots, shared.enrol_sources.enter(ip)) else {
+        crate::net::abort_on_close(&tcp);
+        let why = "too many enrolments in progress (from this address or in all)";
+        shared.refusals.record(Reason::EnrolRefused, ip, why);
+        return;
+    };
+    let sh = shared.clone();
+    shared.tracker.spawn(async move {
+        let outcome = tokio::select! {
+            r = tokio::time::timeout(DEADLINE, serve(&sh, tcp, addr)) => r,
+            _ = sh.shutdown.cancelled() => return,
+        };
+        drop((permit, source));
+        match outcome {
+            Ok(Ok(ep)) => tracing::info!(ep, from = %addr, "ep enrolled"),
+            Ok(Err(why)) => sh.refusals.record(Reason::EnrolRefused, addr.ip(), &why),
+            Err(_) => {
+                let why = format!("enrolment not completed within {DEADLINE:?}");
+                sh.refusals.record(Reason::EnrolRefused, addr.ip(), &why);
+            }
+        }
+    });
+}
+
+/// Reads one `\n`-terminated line of at most `MAX_LINE` bytes.
+async fn read_line(tcp: &mut TcpStream) -> Result<String, String> {
+    let mut line = Vec::with_capacity(MAX_LINE);
+    let mut b = [0u8; 1];
+    while line.len() < MAX_LINE {
+        match tcp.read(&mut b).await {
+            Ok(1) if b[0] == b'\n' => {
+                return String::from_utf8(line).map_err(|_| "not text".into());
+            }
+            Ok(1) => line.push(b[0]),
+            _ => return Err("closed before the first line".into()),
+        }
+    }
+    Err("first line too long".into())
+}
+
+async fn serve(
+    shared: &Arc<Shared>,
+    mut tcp: TcpStream,
+    addr: SocketAddr,
+) -> Result<String, String> {
+    let settings = shared.settings();
+    let Some(e) = settings.enrol.clone() else {
+        return Err("enrolment is off".into());
+    };
+    let line = tokio::time::timeout(FIRST_LINE, read_line(&mut tcp))
+        .await
+        .map_err(|_| format!("no first line within {FIRST_LINE:?}"))??;
+    let id = line
+        .strip_prefix(HELLO)
+        .map(str::trim)
+        .ok_or("not an enrolment request")?
+        .to_string();
+    let store = Store::new(&e.state);
+    if let Err(why) = store.usable(&id, addr.ip()) {
+        let _ = tcp.write_all(format!("no {why}\n").as_bytes()).await;
+        crate::net::linger_close(tcp).await;
+        return Err(format!("invite {id}: {why}"));
+    }
+    let ca = crate::tls::load_certs(&e.ca).map_err(|e| format!("{e:#}"))?;
+    let ca_der = ca.first().ok_or("no CA certificate")?;
+    let hello = format!("ca {}\n", crate::enrol::hex(ca_der.as_ref()));
+    tcp.write_all(hello.as_bytes())
+        .await
+        .map_err(|e| e.to_string())?;
+    let config = settings
+        .tls_material
+        .enrol_config()
+        .map_err(|e| format!("{e:#}"))?;
+    let mut tls = TlsAcceptor::from(config)
+        .accept(tcp)
+        .await
+        .map_err(|e| format!("TLS: {e}"))?;
+    let req: Request = proto::read_msg(&mut tls)
+        .await
+        .map_err(|e| format!("request: {e}"))?;
+    let reply = enrol(shared, &e, &id, req, addr).await;
+    let _ = proto::write_msg(&mut tls, &reply).await;
+    let _ = tls.shutdown().await;
+    match reply {
+        Reply::Enrolled { ep, .. } => Ok(ep),
+        Reply::Refused { reason } => Err(format!("invite {id}: {reason}")),
+    }
+}
+
+async fn enrol(
+    shared: &Arc<Shared>,
+    e: &crate::config::enrol::EnrolSettings,
+    id: &str,
+    req: Request,
+    addr: SocketAddr,
+) -> Reply {
+    let refused = |reason: String| Reply::Refused { reason };
+    let store = Store::new(&e.state);
+    let invite = match store.redeem(id, req.secret.expose(), addr.ip()) {
+        Ok(i) => i,
+        Err(why) => return refused(why),
+    };
+    let ep = invite.ep.clone();
+    let (ca, key, csr) = (e.ca.clone(), e.ca_key.clone(), req.csr);
+    let name = ep.clone();
+    let token = crate::token::generate();
+    let t = token.clone();
+    let made = tokio::task::spawn_blocking(move || {
+        let signed = crate::certgen::sign_csr(&ca, &key, &csr, &name)?;
+        let hash = crate::token::hash(&t).map_err(anyhow::Error::msg)?;
+        anyhow::Ok((signed, hash))
+    })
+    .await;
+    let ((cert, serial), hash) = match made {
+        Ok(Ok(m)) => m,
+        Ok(Err(err)) => return refused(format!("{err:#}")),
+        Err(err) => return refused(err.to_string()),
+    };
+    let ip = addr.ip().to_canonical();
+    let record = Enrolled {
+        token_hash: hash.clone(),
+        serial: serial.clone(),
+        address: ip,
+        enrolled: now(),
+    };
+    match store.record(&ep, record) {
+        Ok(Some(old)) => revoke_replaced(e, &ep, &old),
+        Ok(None) => {}
+        Err(err) => return refused(format!("cannot record the enrolment: {err:#}")),
+    }
+    shared.metrics.enrolments.inc();
+    // The credential and the address apply now; the next reload reads the
+    // same from enrolled.json.
+    let mut s = (*shared.settings()).clone();
+    s.credentials.per_ep.insert(ep.clone(), hash);
+    s.allowlist.add(ip);
+    s.enrolled.push(ep.clone());
+    shared.settings.set(s);
+    let s = shared.settings();
+    let ca_pem = std::fs::read_to_string(&e.ca).unwrap_or_default();
+    let addrs = shared.addrs.get().copied();
+    Reply::Enrolled {
+        ep,
+        cert,
+        ca: ca_pem,
+        token,
+        control_port: addrs.map_or(s.control.port(), |a| a.control.port()),
+        channel_port: addrs.map_or(s.channel.port(), |a| a.channel.port()),
+        services: s
+            .services
+            .iter()
+            .map(|svc| Offered {
+                name: svc.name.clone(),
+                kind: svc.kind,
+                first_port: svc.bind.first,
+                ports: svc.bind.count,
+            })
+            .collect(),
+    }
+}
+
+/// An ep enrolled again: its earlier certificate is revoked.
+fn revoke_replaced(e: &crate::config::enrol::EnrolSettings, ep: &str, serial: &str) {
+    let Some(dir) = e.ca.parent() else { return };
+    match crate::certgen::revoke(dir, &[], &[serial.to_string()]) {
+        Ok(_) => tracing::info!(
+            ep,
+            serial,
+            "the ep enrolled again; its earlier certificate is revoked"
+        ),
+        Err(err) => tracing::warn!(
+            ep,
+            serial,
+            "the ep enrolled again but its earlier certificate could not be revoked: {err:#}"
+        ),
+    }
+}
