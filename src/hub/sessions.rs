@@ -248,6 +248,11 @@ impl Sessions {
                 tracing::warn!(ep, service = %svc.name, "the ep cannot serve the added service: {why}");
                 continue;
             }
+            // Two eps offering it: the first keeps it, as at login.
+            if let Some(holder) = svc.served_by() {
+                tracing::warn!(ep, service = %svc.name, "the added service is already served by ep {holder}");
+                continue;
+            }
             attach(svc, e, ep);
             tracing::info!(ep, service = %svc.name, "the ep serves the added service");
         }
