@@ -43,8 +43,10 @@ pub fn columns(
             &["name", "address", "version", "connected_for"],
             &[
                 "name",
+                "type",
                 "served_by",
                 "players",
+                "udp_flows",
                 "players_total",
                 "bytes_up",
                 "bytes_down",

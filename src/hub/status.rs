@@ -48,7 +48,11 @@ impl crate::admin::Source for Shared {
                     "bind": s.bind.to_string(),
                     "type": s.kind.as_str(),
                     "served_by": self.service(&s.name).and_then(|svc| svc.served_by()),
-                    "udp_flows": self.served(&s.name).and_then(|x| x.udp.as_ref().map(|u| u.flows())),
+                    // A TCP-only service has no flows: a dash, not a zero.
+                    "udp_flows": self
+                        .served(&s.name)
+                        .and_then(|x| x.udp.as_ref().map(|u| json!(u.flows())))
+                        .unwrap_or(json!("-")),
                     "players": m.traffic.players.get_or_create(&label).get(),
                     "players_total": m.traffic.players_total.get_or_create(&label).get(),
                     "bytes_up": bytes(Direction::Up),
