@@ -149,6 +149,17 @@ async fn expired_revoked_and_tampered_invites_are_refused_with_the_reason() {
     };
     let (ok, text) = try_join(expired.to_string()).await;
     assert!(!ok && text.contains("expired"), "{text}");
+    // `--list` shows each invite with its state.
+    let (ok, listed) = run(&["hub", "invite", "-c", file.to_str().unwrap(), "--list"]);
+    assert!(ok, "{listed}");
+    assert!(
+        listed.contains(&parsed.id) && listed.contains("ep x1") && listed.contains("open"),
+        "{listed}"
+    );
+    assert!(
+        listed.contains("ep late") && listed.contains("expired"),
+        "{listed}"
+    );
     // Revoked with `ferry hub invite --revoke`.
     let (ok, text) = run(&[
         "hub",

@@ -316,3 +316,44 @@ async fn the_service_learns_each_players_address_from_a_proxy_header() {
         }
     }
 }
+
+#[tokio::test]
+async fn flows_come_back_after_the_hub_restarts() {
+    let certs = Certs::new();
+    let (home, _) = udp_echo().await;
+    let first = free_range(3);
+    let opts = HubOpts {
+        control: format!("127.0.0.1:{first}"),
+        channel: format!("127.0.0.1:{}", first + 1),
+        services: vec![],
+        extra: format!(
+            "[services.echo]\nbind = \"127.0.0.1:{}\"\ntype = \"udp\"\n",
+            first + 2
+        ),
+        ..Default::default()
+    };
+    let hub = TestHub::start(&certs, &opts).await;
+    let _ep = TestEp::start(ep_settings(
+        &certs,
+        &hub,
+        &EpOpts::new(&certs, vec![("echo".into(), home)]),
+    ));
+    hub.wait_sessions(1).await;
+    let to: SocketAddr = ([127, 0, 0, 1], first + 2).into();
+    let p = player().await;
+    assert!(
+        ask(&p, to, b"before", Duration::from_secs(10))
+            .await
+            .is_some()
+    );
+    hub.stop().await;
+    // The same hub comes back on the same ports; the ep reconnects by
+    // itself and the player, still sending, gets answers again.
+    let hub = TestHub::start(&certs, &opts).await;
+    hub.wait_sessions(1).await;
+    assert_eq!(
+        ask_until(&p, to, b"after", Duration::from_secs(15)).await,
+        b"after"
+    );
+    assert_eq!(hub.handle.udp_flows("echo"), Some(1));
+}
