@@ -20,6 +20,7 @@ pub mod metrics;
 pub mod net;
 pub mod proto;
 pub mod proxy_header;
+pub mod quic;
 pub mod relay;
 pub mod reload;
 pub mod sdnotify;

@@ -34,7 +34,10 @@ pub mod feature {
     /// The ep re-announces its services on a live session
     /// (`EpMsg::Services`), answered with `HubMsg::Services`.
     pub const LIVE_SERVICES: &str = "live_services";
-    pub const ALL: &[&str] = &[CHANNEL_FAILED, REASON_KINDS, UDP, LIVE_SERVICES];
+    /// The hub has a QUIC door (`Welcome.quic`); UDP flows over QUIC use
+    /// datagrams (`Start.flow`).
+    pub const QUIC: &str = "quic";
+    pub const ALL: &[&str] = &[CHANNEL_FAILED, REASON_KINDS, UDP, LIVE_SERVICES, QUIC];
 }
 
 /// This build's feature list, as sent on the wire.
@@ -149,6 +152,9 @@ pub enum HubMsg {
         /// (feature `udp`) The hub's shape of each service of this session.
         #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
         services: BTreeMap<String, Shape>,
+        /// (feature `quic`) The hub's QUIC port, when it has one.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        quic: Option<u16>,
     },
     /// Login refused; `reason` is safe to show to the ep's operator.
     /// `retry` says the cause is passing (the hub is busy), not the ep's.
@@ -177,6 +183,10 @@ pub enum HubMsg {
         /// (feature `udp`) The player's port within the service's range.
         #[serde(default, skip_serializing_if = "is_zero")]
         offset: u16,
+        /// (feature `quic`) The UDP flow's datagrams ride QUIC datagrams
+        /// tagged with this id (those too large for the path, the stream).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        flow: Option<u32>,
     },
     /// On control: the hub is ending this session on purpose (replaced by a
     /// newer login, certificate revoked, hub shutting down).
@@ -424,6 +434,7 @@ mod tests {
             version: None,
             features: vec![],
             services: BTreeMap::new(),
+            quic: None,
         };
         let v: serde_json::Value = serde_json::to_value(&w).unwrap();
         let keys: Vec<&String> = v.as_object().unwrap().keys().collect();

@@ -24,6 +24,13 @@ pub struct EpConfig {
     pub hub: String,
     /// The hub's channel port; default: same host, control port + 1.
     pub channel: Option<String>,
+    /// "auto" (QUIC when the hub offers it and it works, else TLS over
+    /// TCP), "quic" or "tls".
+    #[serde(default)]
+    pub transport: Transport,
+    /// The hub's QUIC port, `host:port`; default: what the hub says at
+    /// login, or the host of `hub` with its port + 2.
+    pub quic: Option<String>,
     /// Name checked against the hub's certificate; default: the host of `hub`.
     pub server_name: Option<String>,
     pub token: Option<Secret>,
@@ -69,6 +76,16 @@ pub struct EpServiceConfig {
     pub proxy_protocol_udp: Option<UdpHeaders>,
 }
 
+/// How the ep reaches the hub.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Transport {
+    #[default]
+    Auto,
+    Quic,
+    Tls,
+}
+
 /// Where UDP flows carry the PROXY header.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -110,6 +127,8 @@ mod defaults {
 const KEYS: &[&str] = &[
     "hub",
     "channel",
+    "transport",
+    "quic",
     "server_name",
     "token",
     "token_file",
@@ -153,6 +172,9 @@ pub struct EpSettings {
     pub file: PathBuf,
     pub hub: String,
     pub channel: String,
+    pub transport: Transport,
+    /// The hub's QUIC address if set (`quic`), else derived at login.
+    pub quic: Option<String>,
     pub server_name: ServerName<'static>,
     pub token: Secret,
     pub tls: Arc<rustls::ClientConfig>,
@@ -194,6 +216,9 @@ impl EpConfig {
                 })?,
             ),
         };
+        if let Some(q) = &self.quic {
+            split_host_port(q).map_err(|e| err(format!("quic: {e}")))?;
+        }
         let name = self.server_name.unwrap_or(host);
         let server_name = ServerName::try_from(name.clone()).map_err(|_| {
             err(format!(
@@ -279,6 +304,8 @@ impl EpConfig {
             file: file.to_path_buf(),
             hub: self.hub,
             channel,
+            transport: self.transport,
+            quic: self.quic,
             server_name,
             token,
             tls,
@@ -313,6 +340,15 @@ impl std::fmt::Display for EpSettings {
             self.server_name.to_str()
         )?;
         writeln!(f, "  channel   {}", self.channel)?;
+        writeln!(
+            f,
+            "  transport {:?}{}",
+            self.transport,
+            self.quic
+                .as_ref()
+                .map(|q| format!(" (QUIC at {q})"))
+                .unwrap_or_default()
+        )?;
         writeln!(f, "  token     {}", self.token)?;
         if let Some(a) = &self.admin {
             writeln!(f, "  admin     {a}")?;

@@ -22,6 +22,8 @@ pub struct HubConfig {
     pub control: SocketAddr,
     /// TLS port for ep channel connections.
     pub channel: SocketAddr,
+    /// UDP port for the QUIC transport; absent: QUIC is off.
+    pub quic: Option<SocketAddr>,
     /// Source networks allowed on the control and channel ports.
     pub ep_allowlist: Allowlist,
     /// Argon2id PHC string of the eps' token (`ferry hub token`).
@@ -184,6 +186,7 @@ mod defaults {
 const KEYS: &[&str] = &[
     "control",
     "channel",
+    "quic",
     "ep_allowlist",
     "token_hash",
     "token_hash_file",
@@ -311,6 +314,7 @@ pub struct HubSettings {
     pub file: PathBuf,
     pub control: SocketAddr,
     pub channel: SocketAddr,
+    pub quic: Option<SocketAddr>,
     pub allowlist: Allowlist,
     pub credentials: Credentials,
     pub tls: Arc<rustls::ServerConfig>,
@@ -561,6 +565,7 @@ impl HubConfig {
             file: file.to_path_buf(),
             control: self.control,
             channel: self.channel,
+            quic: self.quic,
             allowlist,
             credentials,
             tls,
@@ -614,6 +619,9 @@ impl std::fmt::Display for HubSettings {
             "  channel  {} (TLS 1.3, client certificate)",
             self.channel
         )?;
+        if let Some(q) = self.quic {
+            writeln!(f, "  quic     {q} (UDP; TLS 1.3, client certificate)")?;
+        }
         let nets: Vec<String> = self
             .allowlist
             .nets()

@@ -80,6 +80,7 @@ impl Summary {
         let restart = [
             ("control", s.control.to_string()),
             ("channel", s.channel.to_string()),
+            ("quic", format!("{:?}", s.quic)),
             (
                 "admin",
                 s.admin.as_ref().map(|a| a.to_string()).unwrap_or_default(),

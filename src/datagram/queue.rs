@@ -56,6 +56,21 @@ impl Queue {
         dropped
     }
 
+    /// Waits for datagrams, then takes all of them.
+    pub async fn drain_all(&self) -> Vec<Vec<u8>> {
+        loop {
+            let ready = self.ready.notified();
+            {
+                let mut q = self.lock();
+                if !q.items.is_empty() {
+                    q.bytes = 0;
+                    return q.items.drain(..).collect();
+                }
+            }
+            ready.await;
+        }
+    }
+
     /// Waits for datagrams, then frames all of them into `out` (one write
     /// for a burst); how many.
     pub async fn drain_into(&self, out: &mut Vec<u8>) -> usize {

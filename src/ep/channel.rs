@@ -1,7 +1,10 @@
 //! One channel: dialled on the hub's request, parked until a player comes,
 //! then joined to a fresh connection to the local service.
 
-use super::{Ep, Leg, login::connect_tls};
+use super::{
+    Ep, Leg,
+    login::{Path, connect_tls},
+};
 use crate::{
     net,
     proto::{self, EpMsg, HubMsg},
@@ -55,7 +58,24 @@ pub(super) async fn run(ep: Arc<Ep>, service: String, ticket: String, target: Ta
         return target.failed(&service, ticket, "the ep's channel limit is reached".into());
     };
     let open = async {
-        let mut tls = connect_tls(&s, &target.addr, target.leg).await?;
+        let mut tls = match &target.leg {
+            Leg::Quic(link) => {
+                let (send, recv) =
+                    link.conn
+                        .open_bi()
+                        .await
+                        .map_err(|e| super::LoginError::Quic {
+                            addr: link.conn.remote_address().to_string(),
+                            why: e.to_string(),
+                        })?;
+                Path::Quic(crate::quic::QuicStream {
+                    send,
+                    recv,
+                    link: Some(link.clone()),
+                })
+            }
+            leg => Path::Tls(connect_tls(&s, &target.addr, leg.clone()).await?),
+        };
         let hello = EpMsg::Channel {
             service: service.clone(),
             ticket: ticket.clone(),
@@ -86,6 +106,7 @@ pub(super) async fn run(ep: Arc<Ep>, service: String, ticket: String, target: Ta
             service: public,
             udp: true,
             offset,
+            flow,
         })) => {
             drop(waiting);
             let flow = super::udp::Flow {
@@ -93,6 +114,7 @@ pub(super) async fn run(ep: Arc<Ep>, service: String, ticket: String, target: Ta
                 player,
                 public: public.unwrap_or_else(|| std::net::SocketAddr::new(target.hub_ip, 0)),
                 offset,
+                id: flow,
             };
             return flow.run(&ep, &local, tls).await;
         }
@@ -164,7 +186,7 @@ pub(super) async fn run(ep: Arc<Ep>, service: String, ticket: String, target: Ta
         }
         None => {
             net::abort_on_close(&svc);
-            net::abort_on_close(tls.get_ref().0);
+            tls.abort();
             tracing::info!(service, %player, "player cut off: ep shutting down")
         }
     }

@@ -14,6 +14,9 @@ use tokio::net::{TcpSocket, TcpStream};
 use tokio_rustls::{TlsConnector, client::TlsStream};
 
 pub type Tunnel = TlsStream<TcpStream>;
+/// A control connection or a channel: its own TLS connection, or a stream
+/// of the ep's QUIC connection.
+pub type Path = crate::quic::Tunnel<Tunnel>;
 
 /// Why a login failed, in words an operator can act on.
 #[derive(Debug, thiserror::Error)]
@@ -46,6 +49,8 @@ pub enum LoginError {
     Busy(String),
     #[error("protocol error: {0}")]
     Protocol(String),
+    #[error("QUIC to the hub at {addr} failed: {why}")]
+    Quic { addr: String, why: String },
 }
 
 impl LoginError {
@@ -60,6 +65,24 @@ impl LoginError {
 
 /// Classifies a TLS-level I/O error from a hub connection.
 fn tls_error(e: io::Error) -> LoginError {
+    // Over QUIC, the hub's verdict on our certificate arrives as the
+    // connection closing under the first stream.
+    let lost = e.get_ref().and_then(|i| {
+        match (
+            i.downcast_ref::<quinn::ReadError>(),
+            i.downcast_ref::<quinn::WriteError>(),
+        ) {
+            (Some(quinn::ReadError::ConnectionLost(c)), _)
+            | (_, Some(quinn::WriteError::ConnectionLost(c))) => Some(c.clone()),
+            _ => None,
+        }
+    });
+    if let Some(c) = lost {
+        let addr = "the hub"
+            .parse()
+            .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)));
+        return quic_error(addr, c);
+    }
     if let Some(tls) = e.get_ref().and_then(|i| i.downcast_ref::<rustls::Error>()) {
         return match tls {
             rustls::Error::InvalidCertificate(c) => LoginError::HubCertificate(format!("{c:?}")),
@@ -102,7 +125,7 @@ fn frame_error(e: FrameError) -> LoginError {
 
 /// Which hub port a connection is for; they differ in socket options and
 /// in where they leave from.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub enum Leg {
     Control,
     /// A channel, sent from the control connection's local address when
@@ -112,6 +135,8 @@ pub enum Leg {
     Channel {
         from: Option<IpAddr>,
     },
+    /// A stream of this session's QUIC connection.
+    Quic(crate::quic::Link),
 }
 
 async fn dial(addr: &str, from: Option<IpAddr>) -> io::Result<TcpStream> {
@@ -145,9 +170,9 @@ async fn dial(addr: &str, from: Option<IpAddr>) -> io::Result<TcpStream> {
 
 /// Dials `addr` and completes the TLS handshake with the hub.
 pub async fn connect_tls(s: &EpSettings, addr: &str, leg: Leg) -> Result<Tunnel, LoginError> {
-    let from = match leg {
-        Leg::Control => None,
-        Leg::Channel { from } => from,
+    let from = match &leg {
+        Leg::Control | Leg::Quic(_) => None,
+        Leg::Channel { from } => *from,
     };
     let tcp = dial(addr, from)
         .await
@@ -157,7 +182,7 @@ pub async fn connect_tls(s: &EpSettings, addr: &str, leg: Leg) -> Result<Tunnel,
         })?;
     match leg {
         Leg::Control => net::tune_control(&tcp),
-        Leg::Channel { .. } => net::tune_channel(&tcp),
+        Leg::Channel { .. } | Leg::Quic(_) => net::tune_channel(&tcp),
     }
     let local = tcp
         .local_addr()
@@ -194,6 +219,10 @@ pub struct Welcome {
     pub hub_ip: IpAddr,
     /// Features the hub named (none from hubs older than negotiation).
     pub features: Vec<String>,
+    /// The hub's QUIC port, if it has one.
+    pub quic_port: Option<u16>,
+    /// This session's QUIC connection, when it rides QUIC.
+    pub link: Option<crate::quic::Link>,
 }
 
 impl Welcome {
@@ -220,34 +249,53 @@ fn channel_for(s: &EpSettings, hub_ip: Option<std::net::IpAddr>) -> String {
 /// Logs in on the control port. Returns only once the hub said welcome: with
 /// TLS 1.3 the hub judges our certificate after our handshake "completes",
 /// so "connected" is never claimed before the hub's answer.
-pub async fn login(s: &EpSettings) -> Result<(Tunnel, Welcome), LoginError> {
+pub async fn login(s: &EpSettings) -> Result<(Path, Welcome), LoginError> {
     let deadline = s.timing.connect_timeout;
     let attempt = async {
-        let mut tls = connect_tls(s, &s.hub, Leg::Control).await?;
+        let tls = connect_tls(s, &s.hub, Leg::Control).await?;
         let hub_ip = tls.get_ref().0.peer_addr().ok().map(|a| a.ip());
         let local_ip = tls.get_ref().0.local_addr().ok().map(|a| a.ip());
-        let hello = EpMsg::Hello {
-            version: PROTOCOL_VERSION,
-            token: s.token.clone(),
-            services: s.services.keys().cloned().collect(),
-            features: proto::features(),
-            software: Some(env!("CARGO_PKG_VERSION").to_string()),
-            shapes: s
-                .services
-                .iter()
-                .map(|(name, l)| {
-                    let shape = proto::Shape {
-                        kind: l.kind,
-                        ports: l.addr.count,
-                    };
-                    (name.clone(), shape)
-                })
-                .collect(),
-        };
-        proto::write_msg(&mut tls, &hello)
-            .await
-            .map_err(frame_error)?;
-        match proto::read_msg(&mut tls).await.map_err(frame_error)? {
+        let mut path = Path::Tls(tls);
+        let welcome = greet(s, &mut path, hub_ip, local_ip).await?;
+        Ok((path, welcome))
+    };
+    tokio::time::timeout(deadline, attempt)
+        .await
+        .unwrap_or_else(|_| {
+            Err(LoginError::Timeout {
+                addr: s.hub.clone(),
+                after: deadline,
+            })
+        })
+}
+
+/// The hello and the hub's answer, over a fresh control connection.
+async fn greet(
+    s: &EpSettings,
+    tls: &mut Path,
+    hub_ip: Option<IpAddr>,
+    local_ip: Option<IpAddr>,
+) -> Result<Welcome, LoginError> {
+    let hello = EpMsg::Hello {
+        version: PROTOCOL_VERSION,
+        token: s.token.clone(),
+        services: s.services.keys().cloned().collect(),
+        features: proto::features(),
+        software: Some(env!("CARGO_PKG_VERSION").to_string()),
+        shapes: s
+            .services
+            .iter()
+            .map(|(name, l)| {
+                let shape = proto::Shape {
+                    kind: l.kind,
+                    ports: l.addr.count,
+                };
+                (name.clone(), shape)
+            })
+            .collect(),
+    };
+    proto::write_msg(tls, &hello).await.map_err(frame_error)?;
+    match proto::read_msg(tls).await.map_err(frame_error)? {
             HubMsg::Welcome {
                 version: Some(v), ..
             } if v < MIN_PROTOCOL_VERSION => Err(LoginError::Protocol(format!(
@@ -268,10 +316,9 @@ pub async fn login(s: &EpSettings) -> Result<(Tunnel, Welcome), LoginError> {
                 heartbeat_timeout_ms,
                 idle_timeout_ms,
                 features,
+                quic,
                 ..
-            } => Ok((
-                tls,
-                Welcome {
+            } => Ok(Welcome {
                     heartbeat: Duration::from_millis(heartbeat_ms.max(100)),
                     heartbeat_timeout: Duration::from_millis(heartbeat_timeout_ms.max(200)),
                     idle_timeout: Duration::from_millis(idle_timeout_ms.max(1000)),
@@ -279,8 +326,9 @@ pub async fn login(s: &EpSettings) -> Result<(Tunnel, Welcome), LoginError> {
                     local_ip,
                     hub_ip: hub_ip.unwrap_or(IpAddr::V6(std::net::Ipv6Addr::UNSPECIFIED)),
                     features,
-                },
-            )),
+                    quic_port: quic,
+                    link: None,
+                }),
             HubMsg::Refused {
                 reason,
                 retry: true,
@@ -294,13 +342,82 @@ pub async fn login(s: &EpSettings) -> Result<(Tunnel, Welcome), LoginError> {
             HubMsg::Refused { reason, .. } => Err(LoginError::Refused(reason)),
             _ => Err(LoginError::Protocol("expected welcome or refusal".into())),
         }
+}
+
+/// A QUIC client endpoint for this ep (its certificate, ALPN, keep-alives),
+/// on a fresh UDP port of `hub`'s family.
+pub fn quic_endpoint(s: &EpSettings, hub: SocketAddr) -> Result<quinn::Endpoint, LoginError> {
+    let err = |why: String| LoginError::Quic {
+        addr: hub.to_string(),
+        why,
     };
-    tokio::time::timeout(deadline, attempt)
-        .await
-        .unwrap_or_else(|_| {
-            Err(LoginError::Timeout {
-                addr: s.hub.clone(),
-                after: deadline,
-            })
-        })
+    let mut tls = (*s.tls).clone();
+    tls.enable_early_data = false;
+    let crypto =
+        quinn::crypto::rustls::QuicClientConfig::try_from(tls).map_err(|e| err(e.to_string()))?;
+    let mut config = quinn::ClientConfig::new(std::sync::Arc::new(crypto));
+    // The hub's heartbeat timeout is not known before the welcome; its
+    // default, as the hub's own QUIC idle timeout normally is.
+    config.transport_config(crate::quic::transport(Duration::from_secs(15)));
+    let bind: SocketAddr = if hub.is_ipv4() {
+        (std::net::Ipv4Addr::UNSPECIFIED, 0).into()
+    } else {
+        (std::net::Ipv6Addr::UNSPECIFIED, 0).into()
+    };
+    let mut endpoint = quinn::Endpoint::client(bind).map_err(|e| err(e.to_string()))?;
+    endpoint.set_default_client_config(config);
+    Ok(endpoint)
+}
+
+/// Logs in over QUIC: the connection, its first stream as control.
+pub async fn login_quic(
+    s: &EpSettings,
+    endpoint: &quinn::Endpoint,
+    hub: SocketAddr,
+) -> Result<(Path, Welcome), LoginError> {
+    let name = s.server_name.to_str();
+    let connecting = endpoint.connect(hub, &name).map_err(|e| LoginError::Quic {
+        addr: hub.to_string(),
+        why: e.to_string(),
+    })?;
+    let conn = connecting.await.map_err(|e| quic_error(hub, e))?;
+    let (send, recv) = conn.open_bi().await.map_err(|e| quic_error(hub, e))?;
+    let mut path = Path::Quic(crate::quic::QuicStream {
+        send,
+        recv,
+        link: None,
+    });
+    let mut welcome = greet(s, &mut path, Some(hub.ip()), None).await?;
+    welcome.link = Some(crate::quic::Link::new(conn));
+    Ok((path, welcome))
+}
+
+/// A QUIC connection error in words an operator can act on.
+fn quic_error(hub: SocketAddr, e: quinn::ConnectionError) -> LoginError {
+    use quinn::ConnectionError as C;
+    let crypto = |code: quinn::TransportErrorCode| {
+        let n = u64::from(code);
+        (0x100..0x200)
+            .contains(&n)
+            .then(|| rustls::AlertDescription::from((n - 0x100) as u8))
+    };
+    match e {
+        // The hub closed the handshake with a TLS alert about our certificate.
+        C::ConnectionClosed(ref c) if crypto(c.error_code).is_some() => {
+            LoginError::OwnCertificate(format!("TLS alert {:?}", crypto(c.error_code).unwrap_or(rustls::AlertDescription::Unknown(0))))
+        }
+        // Our side refused the hub's certificate.
+        C::TransportError(ref t) if crypto(t.code).is_some() => LoginError::HubCertificate(t.to_string()),
+        C::ConnectionClosed(ref c) if c.error_code == quinn::TransportErrorCode::CONNECTION_REFUSED => {
+            LoginError::ClosedEarly
+        }
+        C::TimedOut => LoginError::Quic {
+            addr: hub.to_string(),
+            why: "no answer (UDP blocked on the way, the hub's quic port closed, or this address not in its ep_allowlist)".into(),
+        },
+        other => LoginError::Quic {
+            addr: hub.to_string(),
+            why: other.to_string(),
+        },
+    }
 }

@@ -33,7 +33,7 @@ pub async fn connect_channel_for_tests(
 }
 
 use crate::{
-    config::ep::EpSettings,
+    config::ep::{EpSettings, Transport},
     proto::{self, CloseKind, EpMsg, FrameReader, HubMsg, feature},
 };
 use anyhow::Result;
@@ -53,6 +53,21 @@ const MAX_WAITING_CHANNELS: usize = 1024;
 /// Argon2 run per backoff step rather than several a second.
 const STABLE_SESSION: Duration = Duration::from_secs(10);
 
+/// In `transport = "auto"`, how long a QUIC attempt may take before the ep
+/// serves over TLS instead, and how long before it tries QUIC again.
+const QUIC_TRY: Duration = Duration::from_secs(3);
+const QUIC_RETRY: Duration = Duration::from_secs(300);
+
+/// What the ep knows of the hub's QUIC door.
+#[derive(Default)]
+struct QuicState {
+    /// One UDP socket for the ep's life; rebinding it is a migration.
+    endpoint: Option<quinn::Endpoint>,
+    /// The port the hub's welcome named.
+    port: Option<u16>,
+    failed: Option<tokio::time::Instant>,
+}
+
 pub(crate) struct Ep {
     /// Swapped whole on reload; read with `settings()`.
     settings: crate::swap::Swap<EpSettings>,
@@ -61,6 +76,7 @@ pub(crate) struct Ep {
     offered: tokio::sync::watch::Sender<u64>,
     /// A reload changed the ep's identity: the session logs in again.
     relogin: tokio::sync::Notify,
+    quic: std::sync::Mutex<QuicState>,
     /// Channels opening or waiting for a player. The hub asks for a few
     /// per service; this bound keeps a misbehaving hub from making the ep
     /// open connections without end.
@@ -77,6 +93,8 @@ pub(crate) struct Ep {
 struct End {
     reason: String,
     kind: Option<CloseKind>,
+    /// Ended to log in again over QUIC at once (not a failure).
+    switch: bool,
 }
 
 /// Runs the ep until `shutdown`: logs in, serves, reconnects with backoff.
@@ -120,6 +138,7 @@ pub async fn bind(
         settings: crate::swap::Swap::new(settings),
         offered: tokio::sync::watch::Sender::new(0),
         relogin: tokio::sync::Notify::new(),
+        quic: std::sync::Mutex::default(),
         waiting: Arc::new(tokio::sync::Semaphore::new(MAX_WAITING_CHANNELS)),
         tracker: TaskTracker::new(),
         shutdown,
@@ -140,7 +159,40 @@ impl Ep {
     }
 }
 
+/// A running ep, for tests: a NAT re-mapping simulated by moving its QUIC
+/// connection to a new UDP port.
+#[doc(hidden)]
+#[derive(Clone)]
+pub struct Handle(Arc<Ep>);
+
+impl Handle {
+    pub fn rebind_quic(&self) -> std::io::Result<()> {
+        self.0.rebind_quic()
+    }
+}
+
+/// One QUIC login attempt to `hub`, for tests of the QUIC door's refusals.
+#[doc(hidden)]
+pub async fn login_quic_once(
+    settings: &EpSettings,
+    hub: std::net::SocketAddr,
+) -> Result<(), LoginError> {
+    let endpoint = login::quic_endpoint(settings, hub)?;
+    let deadline = settings.timing.connect_timeout;
+    match tokio::time::timeout(deadline, login::login_quic(settings, &endpoint, hub)).await {
+        Ok(r) => r.map(|_| ()),
+        Err(_) => Err(LoginError::Timeout {
+            addr: hub.to_string(),
+            after: deadline,
+        }),
+    }
+}
+
 impl Bound {
+    pub fn handle(&self) -> Handle {
+        Handle(self.ep.clone())
+    }
+
     /// Where the admin door listens, if it is on.
     pub fn admin_addr(&self) -> Option<std::net::SocketAddr> {
         self.admin.as_ref().and_then(|l| l.local_addr().ok())
@@ -173,7 +225,7 @@ async fn main_loop(ep: Arc<Ep>, immediate: CancellationToken) -> Result<()> {
         let s = ep.settings();
         tracing::info!(hub = %s.hub, "connecting to hub");
         let attempt = tokio::select! {
-            r = login(&s) => r,
+            r = ep.connect(&s) => r,
             _ = shutdown.cancelled() => break,
         };
         let delay = match attempt {
@@ -189,6 +241,10 @@ async fn main_loop(ep: Arc<Ep>, immediate: CancellationToken) -> Result<()> {
                 ep.state.disconnected(&end.reason);
                 if shutdown.is_cancelled() {
                     break;
+                }
+                if end.switch {
+                    tracing::info!("{}", end.reason);
+                    continue;
                 }
                 if began.elapsed() >= STABLE_SESSION {
                     backoff.reset();
@@ -241,7 +297,24 @@ async fn main_loop(ep: Arc<Ep>, immediate: CancellationToken) -> Result<()> {
 }
 
 /// Serves one control session; returns why it ended.
-async fn session(ep: &Arc<Ep>, tls: login::Tunnel, w: Welcome) -> End {
+async fn session(ep: &Arc<Ep>, tls: login::Path, w: Welcome) -> End {
+    if let Some(port) = w.quic_port {
+        ep.quic_lock().port = Some(port);
+    }
+    let s = ep.settings();
+    // Over TLS with a hub that offers QUIC: log in over QUIC now (players
+    // already on TLS channels keep them).
+    if s.transport == Transport::Auto
+        && w.link.is_none()
+        && w.quic_port.is_some()
+        && ep.quic_allowed()
+    {
+        return End {
+            reason: "the hub offers QUIC; logging in over it".into(),
+            kind: None,
+            switch: true,
+        };
+    }
     let (rd, mut wr) = tokio::io::split(tls);
     let mut rd = FrameReader::new(rd);
     // Channel tasks report failures here when the hub wants to hear them.
@@ -249,7 +322,10 @@ async fn session(ep: &Arc<Ep>, tls: login::Tunnel, w: Welcome) -> End {
     let report = w.hub_has(feature::CHANNEL_FAILED).then_some(failed_tx);
     let target = channel::Target {
         addr: w.channel.as_str().into(),
-        leg: Leg::Channel { from: w.local_ip },
+        leg: match &w.link {
+            Some(link) => Leg::Quic(link.clone()),
+            None => Leg::Channel { from: w.local_ip },
+        },
         idle_timeout: w.idle_timeout,
         hub_ip: w.hub_ip,
         report,
@@ -284,6 +360,7 @@ async fn session(ep: &Arc<Ep>, tls: login::Tunnel, w: Welcome) -> End {
                         return End {
                             reason: format!("the hub closed the session: {reason}"),
                             kind,
+                            switch: false,
                         };
                     }
                     Ok(other) => return end(format!("unexpected message from the hub: {other:?}")),
@@ -313,5 +390,122 @@ async fn session(ep: &Arc<Ep>, tls: login::Tunnel, w: Welcome) -> End {
 }
 
 fn end(reason: String) -> End {
-    End { reason, kind: None }
+    End {
+        reason,
+        kind: None,
+        switch: false,
+    }
+}
+
+impl Ep {
+    fn quic_lock(&self) -> std::sync::MutexGuard<'_, QuicState> {
+        self.quic.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// QUIC has not failed lately.
+    fn quic_allowed(&self) -> bool {
+        self.quic_lock()
+            .failed
+            .is_none_or(|t| t.elapsed() >= QUIC_RETRY)
+    }
+
+    /// Where the hub's QUIC door is: `quic` if set, else the port its
+    /// welcome named, else (`transport = "quic"` only) the control port + 2.
+    async fn quic_target(&self, s: &EpSettings, guess: bool) -> Option<std::net::SocketAddr> {
+        let text = match &s.quic {
+            Some(q) => q.clone(),
+            None => {
+                let (host, port) = crate::config::split_host_port(&s.hub).ok()?;
+                let port = match self.quic_lock().port {
+                    Some(p) => p,
+                    None if guess => port.checked_add(2)?,
+                    None => return None,
+                };
+                crate::config::join_host_port(&host, port)
+            }
+        };
+        tokio::net::lookup_host(text).await.ok()?.next()
+    }
+
+    async fn login_quic(
+        &self,
+        s: &EpSettings,
+        hub: std::net::SocketAddr,
+    ) -> Result<(login::Path, Welcome), LoginError> {
+        let endpoint = {
+            let mut q = self.quic_lock();
+            match &q.endpoint {
+                Some(e) if e.local_addr().is_ok_and(|a| a.is_ipv4() == hub.is_ipv4()) => e.clone(),
+                _ => {
+                    let e = login::quic_endpoint(s, hub)?;
+                    q.endpoint = Some(e.clone());
+                    e
+                }
+            }
+        };
+        login::login_quic(s, &endpoint, hub).await
+    }
+
+    /// Logs in over the transport `s` asks for (see `Transport`).
+    async fn connect(&self, s: &EpSettings) -> Result<(login::Path, Welcome), LoginError> {
+        match s.transport {
+            Transport::Tls => login(s).await,
+            Transport::Quic => {
+                let hub = self
+                    .quic_target(s, true)
+                    .await
+                    .ok_or_else(|| LoginError::Quic {
+                        addr: s.quic.clone().unwrap_or_else(|| s.hub.clone()),
+                        why: "cannot resolve the hub's QUIC address".into(),
+                    })?;
+                let deadline = s.timing.connect_timeout;
+                tokio::time::timeout(deadline, self.login_quic(s, hub))
+                    .await
+                    .unwrap_or_else(|_| {
+                        Err(LoginError::Timeout {
+                            addr: hub.to_string(),
+                            after: deadline,
+                        })
+                    })
+            }
+            Transport::Auto => {
+                let hub = match self.quic_allowed() {
+                    true => self.quic_target(s, false).await,
+                    false => None,
+                };
+                let Some(hub) = hub else {
+                    return login(s).await;
+                };
+                let why = match tokio::time::timeout(QUIC_TRY, self.login_quic(s, hub)).await {
+                    Ok(Ok(x)) => return Ok(x),
+                    // Refused for who we are, not for how we came: TLS
+                    // would be refused alike.
+                    Ok(Err(e)) if e.is_permanent() => return Err(e),
+                    Ok(Err(e)) => e.to_string(),
+                    Err(_) => format!("no QUIC login within {QUIC_TRY:?}"),
+                };
+                self.quic_lock().failed = Some(tokio::time::Instant::now());
+                tracing::warn!(
+                    "QUIC to {hub}: {why}; serving over TLS over TCP, trying QUIC again in {QUIC_RETRY:?}"
+                );
+                login(s).await
+            }
+        }
+    }
+
+    /// Moves the QUIC connection to a fresh UDP port, as a NAT re-mapping
+    /// would (a test hook for migration).
+    pub(crate) fn rebind_quic(&self) -> std::io::Result<()> {
+        let q = self.quic_lock();
+        let Some(endpoint) = &q.endpoint else {
+            return Err(std::io::Error::other("no QUIC endpoint"));
+        };
+        let family = endpoint.local_addr()?;
+        let any: std::net::SocketAddr = if family.is_ipv4() {
+            (std::net::Ipv4Addr::UNSPECIFIED, 0).into()
+        } else {
+            (std::net::Ipv6Addr::UNSPECIFIED, 0).into()
+        };
+        endpoint.rebind(std::net::UdpSocket::bind(any)?)
+    }
 }

@@ -4,7 +4,13 @@
 
 use super::Ep;
 use crate::{config::ep::LocalService, config::ep::UdpHeaders, datagram, net, proxy_header};
-use std::{net::SocketAddr, sync::Arc};
+use std::{
+    net::SocketAddr,
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering::Relaxed},
+    },
+};
 use tokio::{
     io::{AsyncWriteExt, ReadHalf, WriteHalf},
     net::UdpSocket,
@@ -16,16 +22,25 @@ pub(super) struct Flow {
     /// The hub's address the player sent to, for the PROXY header.
     pub public: SocketAddr,
     pub offset: u16,
+    /// Over QUIC: the id its datagrams carry.
+    pub id: Option<u32>,
 }
 
 #[derive(Default)]
 struct Counts {
-    datagrams: u64,
-    bytes: u64,
+    datagrams: AtomicU64,
+    bytes: AtomicU64,
+}
+
+impl Counts {
+    fn add(&self, len: usize) {
+        self.datagrams.fetch_add(1, Relaxed);
+        self.bytes.fetch_add(len as u64, Relaxed);
+    }
 }
 
 impl Flow {
-    pub async fn run(self, ep: &Arc<Ep>, local: &LocalService, tls: super::Tunnel) {
+    pub async fn run(self, ep: &Arc<Ep>, local: &LocalService, tls: super::login::Path) {
         let target = local.addr.at(self.offset);
         let (service, player) = (&self.service, self.player);
         let socket = match connect(&target).await {
@@ -50,24 +65,42 @@ impl Flow {
                 local.proxy_protocol_udp,
             )
         });
-        let (mut up, mut down) = (Counts::default(), Counts::default());
+        let (up, down) = (Counts::default(), Counts::default());
+        let link = match (&tls, self.id) {
+            (crate::quic::Tunnel::Quic(q), Some(id)) => q.link.clone().map(|l| (l, id)),
+            _ => None,
+        };
+        let (from_link, _registered) = match &link {
+            Some((l, id)) => {
+                let (rx, reg) = l.register(*id);
+                (Some(rx), Some(reg))
+            }
+            None => (None, None),
+        };
         let (rd, wr) = tokio::io::split(tls);
+        let to_svc = ToService {
+            socket: &socket,
+            header: std::sync::Mutex::new(header),
+            meter: &meter.up,
+            n: &up,
+        };
         let why = tokio::select! {
-            r = to_service(rd, &socket, header, &meter.up, &mut up) => match r {
+            r = to_svc.relay_stream(rd) => match r {
                 Ok(()) => "the hub ended it".to_string(),
                 Err(e) => format!("channel broken: {e}"),
             },
-            e = to_hub(wr, &socket, &meter.down, &mut down) => format!("channel broken: {e}"),
+            _ = to_svc.relay_link(from_link) => "the QUIC connection ended".into(),
+            e = to_hub(wr, link.as_ref(), &socket, &meter.down, &down) => format!("channel broken: {e}"),
             _ = ep.hard_stop.cancelled() => "ep shutting down".into(),
         };
         players.dec();
         tracing::info!(
             service,
             %player,
-            up_datagrams = up.datagrams,
-            up_bytes = up.bytes,
-            down_datagrams = down.datagrams,
-            down_bytes = down.bytes,
+            up_datagrams = up.datagrams.load(Relaxed),
+            up_bytes = up.bytes.load(Relaxed),
+            down_datagrams = down.datagrams.load(Relaxed),
+            down_bytes = down.bytes.load(Relaxed),
             "udp flow ended: {why}"
         );
     }
@@ -91,51 +124,69 @@ async fn connect(target: &str) -> std::io::Result<UdpSocket> {
     Ok(socket)
 }
 
-/// Datagrams from the channel to the service, with the PROXY header on
-/// the first (or every) one when asked for. Ends when the hub closes.
-async fn to_service(
-    mut rd: ReadHalf<super::Tunnel>,
-    socket: &UdpSocket,
-    header: Option<(Vec<u8>, UdpHeaders)>,
-    meter: &prometheus_client::metrics::counter::Counter,
-    n: &mut Counts,
-) -> std::io::Result<()> {
-    let mut header = header;
-    let mut warned = false;
-    while let Some(d) = datagram::read(&mut rd).await? {
-        n.datagrams += 1;
-        n.bytes += d.len() as u64;
-        meter.inc_by(d.len() as u64);
-        let sent = match &header {
-            Some((h, every)) => {
-                let mut with = Vec::with_capacity(h.len() + d.len());
-                with.extend_from_slice(h);
-                with.extend_from_slice(&d);
-                if *every == UdpHeaders::First {
-                    header = None;
+/// Datagrams from the hub to the service, with the PROXY header on the
+/// first (or every) one when asked for; from the channel's stream and, over
+/// QUIC, from the connection's datagrams.
+struct ToService<'a> {
+    socket: &'a UdpSocket,
+    header: std::sync::Mutex<Option<(Vec<u8>, UdpHeaders)>>,
+    meter: &'a prometheus_client::metrics::counter::Counter,
+    n: &'a Counts,
+}
+
+impl ToService<'_> {
+    async fn send(&self, d: Vec<u8>) {
+        self.n.add(d.len());
+        self.meter.inc_by(d.len() as u64);
+        let with = {
+            let mut header = self.header.lock().unwrap_or_else(|p| p.into_inner());
+            match header.as_ref() {
+                Some((h, every)) => {
+                    let mut with = Vec::with_capacity(h.len() + d.len());
+                    with.extend_from_slice(h);
+                    with.extend_from_slice(&d);
+                    if *every == UdpHeaders::First {
+                        *header = None;
+                    }
+                    with
                 }
-                socket.send(&with).await
+                None => d,
             }
-            None => socket.send(&d).await,
         };
         // Refused (nothing listening yet) or a full buffer: this datagram
         // is lost, as it would be on the network; the flow goes on.
-        if let Err(e) = sent
-            && !std::mem::replace(&mut warned, true)
-        {
-            tracing::warn!("cannot send to the local service: {e}");
+        if let Err(e) = self.socket.send(&with).await {
+            tracing::debug!("cannot send to the local service: {e}");
         }
     }
-    Ok(())
+
+    /// Ends when the hub closes the stream.
+    async fn relay_stream(&self, mut rd: ReadHalf<super::login::Path>) -> std::io::Result<()> {
+        while let Some(d) = datagram::read(&mut rd).await? {
+            self.send(d).await;
+        }
+        Ok(())
+    }
+
+    async fn relay_link(&self, rx: Option<tokio::sync::mpsc::Receiver<Vec<u8>>>) {
+        let Some(mut rx) = rx else {
+            return std::future::pending().await;
+        };
+        while let Some(d) = rx.recv().await {
+            self.send(d).await;
+        }
+    }
 }
 
-/// Datagrams from the service to the channel; returns the error that
+/// Datagrams from the service to the hub: QUIC datagrams when the flow has
+/// a link and they fit, else framed on the stream. Returns the error that
 /// ended it.
 async fn to_hub(
-    mut wr: WriteHalf<super::Tunnel>,
+    mut wr: WriteHalf<super::login::Path>,
+    link: Option<&(crate::quic::Link, u32)>,
     socket: &UdpSocket,
     meter: &prometheus_client::metrics::counter::Counter,
-    n: &mut Counts,
+    n: &Counts,
 ) -> std::io::Error {
     let mut buf = vec![0u8; datagram::RECV_BUF];
     let mut out = Vec::new();
@@ -147,22 +198,24 @@ async fn to_hub(
             Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => continue,
             Err(e) => return e,
         };
-        n.datagrams += 1;
-        n.bytes += len as u64;
-        meter.inc_by(len as u64);
         out.clear();
-        datagram::encode(&mut out, &buf[..len]);
+        let take = |d: &[u8], out: &mut Vec<u8>| {
+            n.add(d.len());
+            meter.inc_by(d.len() as u64);
+            if !link.is_some_and(|(l, id)| l.send(*id, d)) {
+                datagram::encode(out, d);
+            }
+        };
+        take(&buf[..len], &mut out);
         // Whatever else arrived meanwhile goes in the same write.
         while out.len() < 256 * 1024 {
             match socket.try_recv(&mut buf) {
-                Ok(len) => {
-                    n.datagrams += 1;
-                    n.bytes += len as u64;
-                    meter.inc_by(len as u64);
-                    datagram::encode(&mut out, &buf[..len]);
-                }
+                Ok(len) => take(&buf[..len], &mut out),
                 Err(_) => break,
             }
+        }
+        if out.is_empty() {
+            continue;
         }
         if let Err(e) = wr.write_all(&out).await {
             return e;

@@ -84,10 +84,10 @@ async fn handle(shared: Arc<Shared>, tcp: TcpStream, addr: SocketAddr) {
         Ok(Err(e)) => Err(e),
         Ok(Ok((tls, service, ticket))) => {
             tracing::debug!(handshake = ?tls.get_ref().1.handshake_kind(), "channel TLS established");
-            let ep = super::control::peer_name(&tls);
+            let ep = super::control::Peer::of(tls.get_ref().1.peer_certificates()).ep;
             match shared.service(&service) {
                 Some(svc) => svc
-                    .offer(&ticket, &ep, addr.ip(), tls)
+                    .offer(&ticket, &ep, addr.ip(), crate::quic::Tunnel::Tls(tls))
                     .map_err(|e| (false, e.to_string())),
                 None => Err((false, format!("unknown service {service:?}"))),
             }

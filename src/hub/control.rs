@@ -8,6 +8,7 @@
 //! address; after it, to the ep's identity.
 
 use super::offer::Offer;
+use super::service::Tunnel;
 use super::{Shared, gate::Turned, refusals::Reason};
 use crate::{
     net,
@@ -19,12 +20,11 @@ use crate::{
 };
 use std::{net::SocketAddr, sync::Arc, time::Duration};
 use tokio::{io::AsyncWriteExt, net::TcpStream, sync::mpsc};
-use tokio_rustls::server::TlsStream;
 use tracing::Instrument;
 
 /// Control messages queued for one ep; `Open` requests beyond this wait for
 /// the next heartbeat tick rather than piling up.
-const CTRL_QUEUE: usize = 256;
+pub(super) const CTRL_QUEUE: usize = 256;
 
 pub(super) fn on_accept(shared: Arc<Shared>, tcp: TcpStream, addr: SocketAddr) {
     let ip = addr.ip();
@@ -38,12 +38,9 @@ pub(super) fn on_accept(shared: Arc<Shared>, tcp: TcpStream, addr: SocketAddr) {
     let permit = match shared.gate.enter(ip, live) {
         Ok(p) => p,
         Err(turned) => {
-            let reason = match turned {
-                Turned::Penalised => Reason::Penalised,
-                Turned::TooManyPending => Reason::TooManyPending,
-                Turned::TooManyFromSource => Reason::TooManyFromSource,
-            };
-            shared.refusals.record(reason, ip, "closed before TLS");
+            shared
+                .refusals
+                .record(turned_reason(turned), ip, "closed before TLS");
             return;
         }
     };
@@ -61,9 +58,18 @@ pub(super) fn on_accept(shared: Arc<Shared>, tcp: TcpStream, addr: SocketAddr) {
     );
 }
 
+/// The refusal a gate's verdict counts as.
+pub(super) fn turned_reason(turned: Turned) -> Reason {
+    match turned {
+        Turned::Penalised => Reason::Penalised,
+        Turned::TooManyPending => Reason::TooManyPending,
+        Turned::TooManyFromSource => Reason::TooManyFromSource,
+    }
+}
+
 /// Why a login failed.
 #[derive(Debug, thiserror::Error)]
-enum Refusal {
+pub(super) enum Refusal {
     #[error("TLS handshake failed: {0}")]
     Tls(std::io::Error),
     #[error("no hello: {0}")]
@@ -94,9 +100,15 @@ impl Refusal {
     }
 }
 
+impl LoggedIn {
+    pub fn ep(&self) -> &str {
+        &self.guard.ep
+    }
+}
+
 /// A logged-in ep, ready for its session loop.
-struct LoggedIn {
-    tls: TlsStream<TcpStream>,
+pub(super) struct LoggedIn {
+    tls: Tunnel,
     guard: super::sessions::SessionGuard,
     ctrl_rx: mpsc::Receiver<HubMsg>,
     /// The ep negotiated features (it is newer than negotiation itself).
@@ -104,10 +116,29 @@ struct LoggedIn {
 }
 
 async fn handle_login(shared: &Arc<Shared>, tcp: TcpStream, addr: SocketAddr) -> Option<LoggedIn> {
-    let deadline = shared.settings().timing.handshake_timeout;
     let (ctrl_tx, ctrl_rx) = mpsc::channel(CTRL_QUEUE);
+    let login = async {
+        let tls = shared.accept_tls(tcp).await.map_err(Refusal::Tls)?;
+        let peer = Peer::of(tls.get_ref().1.peer_certificates());
+        let resumed = shared.check_resumed(&tls);
+        authenticate(shared, Tunnel::Tls(tls), peer, resumed, addr, ctrl_tx).await
+    };
+    finish_login(shared, addr, login, ctrl_rx).await
+}
+
+/// A login's outcome, whichever door it came through: penalties charged
+/// to the address or the ep's identity, refusals counted, or a session.
+pub(super) async fn finish_login(
+    shared: &Arc<Shared>,
+    addr: SocketAddr,
+    login: impl std::future::Future<
+        Output = Result<(Tunnel, super::sessions::SessionGuard, bool), Refusal>,
+    >,
+    ctrl_rx: mpsc::Receiver<HubMsg>,
+) -> Option<LoggedIn> {
+    let deadline = shared.settings().timing.handshake_timeout;
     let login = tokio::select! {
-        r = tokio::time::timeout(deadline, login(shared, tcp, addr, ctrl_tx)) => r,
+        r = tokio::time::timeout(deadline, login) => r,
         _ = shared.shutdown.cancelled() => return None,
     };
     let ip = addr.ip();
@@ -146,15 +177,41 @@ async fn handle_login(shared: &Arc<Shared>, tcp: TcpStream, addr: SocketAddr) ->
     }
 }
 
-async fn login(
+/// Who the verified client certificate names.
+pub(super) struct Peer {
+    pub ep: String,
+    pub serial: String,
+    pub cert: Option<rustls::pki_types::CertificateDer<'static>>,
+}
+
+impl Peer {
+    pub fn of(certs: Option<&[rustls::pki_types::CertificateDer<'static>]>) -> Peer {
+        let cert = certs.and_then(|c| c.first()).cloned();
+        Peer {
+            ep: cert
+                .as_ref()
+                .and_then(crate::tls::common_name)
+                .unwrap_or_else(|| "?".into()),
+            serial: cert
+                .as_ref()
+                .and_then(crate::tls::serial_hex)
+                .unwrap_or_default(),
+            cert,
+        }
+    }
+}
+
+/// The login after the handshake: hello, token, services, session.
+pub(super) async fn authenticate(
     shared: &Arc<Shared>,
-    tcp: TcpStream,
+    mut tls: Tunnel,
+    peer: Peer,
+    resumed: Result<(), &'static str>,
     addr: SocketAddr,
     ctrl: mpsc::Sender<HubMsg>,
-) -> Result<(TlsStream<TcpStream>, super::sessions::SessionGuard, bool), Refusal> {
-    let mut tls = shared.accept_tls(tcp).await.map_err(Refusal::Tls)?;
-    let ep = peer_name(&tls);
-    if let Err(why) = shared.check_resumed(&tls) {
+) -> Result<(Tunnel, super::sessions::SessionGuard, bool), Refusal> {
+    let ep = peer.ep.clone();
+    if let Err(why) = resumed {
         let why = format!("this ep's {why} (resumed TLS session)");
         return Err(refuse(&mut tls, &ep, RefusalKind::Other, why, false, false).await);
     }
@@ -181,7 +238,7 @@ async fn login(
         return Err(Refusal::NotHello);
     };
     let modern = !features.is_empty();
-    let told = async |tls: &mut TlsStream<TcpStream>, kind, why: String| {
+    let told = async |tls: &mut Tunnel, kind, why: String| {
         refuse(tls, &ep, kind, why, false, modern).await
     };
     if version < MIN_PROTOCOL_VERSION {
@@ -263,9 +320,12 @@ async fn login(
         version: modern.then_some(PROTOCOL_VERSION.min(version)),
         features: if modern { proto::features() } else { vec![] },
         services: services_shape,
+        quic: shared
+            .quic_port()
+            .filter(|_| features.iter().any(|f| f == proto::feature::QUIC)),
     };
-    let serial = peer_serial(&tls);
-    if let Some(days) = peer_cert(&tls).and_then(crate::tls::days_left)
+    let serial = peer.serial.clone();
+    if let Some(days) = peer.cert.as_ref().and_then(crate::tls::days_left)
         && days < 30
     {
         tracing::warn!(ep = %ep, "this ep's certificate expires in {days} days; issue a new one with `ferry hub gen-cert --ep {ep} --force`");
@@ -277,6 +337,7 @@ async fn login(
             ip: addr.ip(),
             version: software.as_deref().unwrap_or("unknown"),
             modern,
+            quic: matches!(tls, Tunnel::Quic(_)),
         },
         offer,
         wanted,
@@ -293,7 +354,7 @@ async fn login(
 
 /// Tells the ep why (its operator needs the reason) and closes.
 async fn refuse(
-    tls: &mut TlsStream<TcpStream>,
+    tls: &mut Tunnel,
     ep: &str,
     kind: RefusalKind,
     why: String,
@@ -307,6 +368,11 @@ async fn refuse(
     };
     let _ = proto::write_msg(tls, &msg).await;
     let _ = tls.shutdown().await;
+    // Over QUIC the connection closes when this task ends, which would
+    // discard the answer unless the ep has read it.
+    if let Tunnel::Quic(q) = tls {
+        let _ = tokio::time::timeout(Duration::from_secs(1), q.send.stopped()).await;
+    }
     Refusal::Told {
         ep: ep.to_string(),
         kind,
@@ -318,24 +384,7 @@ fn millis(d: Duration) -> u64 {
     d.as_millis().try_into().unwrap_or(u64::MAX)
 }
 
-fn peer_cert(tls: &TlsStream<TcpStream>) -> Option<&rustls::pki_types::CertificateDer<'static>> {
-    tls.get_ref().1.peer_certificates().and_then(|c| c.first())
-}
-
-/// The ep's name: the common name of its client certificate.
-pub(super) fn peer_name(tls: &TlsStream<TcpStream>) -> String {
-    peer_cert(tls)
-        .and_then(crate::tls::common_name)
-        .unwrap_or_else(|| "?".into())
-}
-
-fn peer_serial(tls: &TlsStream<TcpStream>) -> String {
-    peer_cert(tls)
-        .and_then(crate::tls::serial_hex)
-        .unwrap_or_default()
-}
-
-async fn session(shared: Arc<Shared>, s: LoggedIn) {
+pub(super) async fn session(shared: Arc<Shared>, s: LoggedIn) {
     let LoggedIn {
         tls,
         guard,

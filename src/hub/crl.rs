@@ -8,7 +8,6 @@ use std::{
     sync::Arc,
     time::{Duration, SystemTime},
 };
-use tokio_rustls::TlsAcceptor;
 
 /// How often the file's modification time is looked at.
 pub const POLL: Duration = Duration::from_secs(1);
@@ -54,7 +53,7 @@ pub(super) fn initial(path: Option<&Path>) -> std::collections::HashSet<String> 
 
 fn reload(shared: &Shared, path: &Path) -> anyhow::Result<()> {
     let config = shared.settings().tls_material.server_config(Some(path))?;
-    shared.set_acceptor(TlsAcceptor::from(config));
+    shared.set_tls(config);
     apply_serials(shared, path)
 }
 

@@ -9,6 +9,7 @@ mod enrol;
 mod gate;
 mod offer;
 mod player;
+mod quic;
 mod refusals;
 mod reload;
 mod served;
@@ -33,6 +34,8 @@ pub(crate) struct Shared {
     settings: crate::swap::Swap<HubSettings>,
     /// Swapped when the revocation list changes.
     tls: std::sync::RwLock<TlsAcceptor>,
+    /// The QUIC door, whose configuration follows the TLS one.
+    quic: Option<quinn::Endpoint>,
     /// Serials in the revocation list, for resumed sessions (which skip
     /// certificate verification).
     pub revoked: std::sync::RwLock<std::collections::HashSet<String>>,
@@ -107,6 +110,10 @@ impl Hub {
             Some(e) => Some(bind(e.bind, "enrol").await?),
             None => None,
         };
+        let quic = match settings.quic {
+            Some(addr) => Some(quic::bind(&settings, addr)?),
+            None => None,
+        };
         let metrics = Arc::new(crate::metrics::HubMetrics::new(
             settings.services.iter().map(|s| s.name.as_str()),
         ));
@@ -157,6 +164,7 @@ impl Hub {
         Ok(Hub {
             shared: Arc::new(Shared {
                 tls: std::sync::RwLock::new(acceptor),
+                quic,
                 revoked: std::sync::RwLock::new(crl::initial(settings.crl.as_deref())),
                 identities: std::sync::Mutex::new(gate::penalties::Penalties::new(penalties)),
                 gate: Arc::new(gate),
@@ -301,6 +309,16 @@ impl Hub {
             enrol: self.enrol.as_ref().and_then(|l| l.local_addr().ok()),
         };
         let _ = shared.addrs.set(fixed);
+        if let Some(endpoint) = shared.quic.clone() {
+            tracing::info!(addr = %endpoint.local_addr()?, "QUIC door open");
+            let stop = shared.shutdown.child_token();
+            doors.push(
+                shared.tracker.spawn(
+                    quic::serve(shared.clone(), endpoint, stop)
+                        .instrument(tracing::info_span!("quic-door")),
+                ),
+            );
+        }
         if let Some(listener) = self.enrol {
             tracing::info!(addr = %listener.local_addr()?, "enrol door open (ferry ep join)");
             let sh = shared.clone();
@@ -392,6 +410,11 @@ impl Shared {
             .cloned()
     }
 
+    /// The QUIC door's port, if it is open.
+    pub(crate) fn quic_port(&self) -> Option<u16> {
+        self.quic.as_ref()?.local_addr().ok().map(|a| a.port())
+    }
+
     pub(crate) fn service(&self, name: &str) -> Option<Arc<Service>> {
         self.served(name).map(|s| s.svc.clone())
     }
@@ -451,8 +474,15 @@ impl Shared {
         self.identities.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn set_acceptor(&self, acceptor: TlsAcceptor) {
-        *self.tls.write().unwrap_or_else(|p| p.into_inner()) = acceptor;
+    /// New handshakes on the control, channel and QUIC doors use `config`.
+    fn set_tls(&self, config: Arc<rustls::ServerConfig>) {
+        if let Some(endpoint) = &self.quic {
+            match quic::server_config(&config, &self.settings()) {
+                Ok(q) => endpoint.set_server_config(Some(q)),
+                Err(e) => tracing::warn!("QUIC keeps its TLS configuration: {e:#}"),
+            }
+        }
+        *self.tls.write().unwrap_or_else(|p| p.into_inner()) = TlsAcceptor::from(config);
     }
 }
 
@@ -488,6 +518,16 @@ impl HubHandle {
     /// The ep serving `service` now, if any.
     pub fn served_by(&self, service: &str) -> Option<String> {
         self.shared.service(service)?.served_by()
+    }
+
+    /// Whether `ep`'s session rides QUIC (None: not logged in).
+    pub fn over_quic(&self, ep: &str) -> Option<bool> {
+        self.shared.sessions.over_quic(ep)
+    }
+
+    /// Where the QUIC door listens, if it is on.
+    pub fn quic_addr(&self) -> Option<SocketAddr> {
+        self.shared.quic.as_ref().and_then(|e| e.local_addr().ok())
     }
 
     /// Eps enrolled with an invite since start.

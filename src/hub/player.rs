@@ -76,6 +76,7 @@ async fn serve(
         service: tcp.local_addr().ok().filter(|_| modern),
         udp: false,
         offset,
+        flow: None,
     };
     match tokio::time::timeout(
         shared.settings().timing.handshake_timeout,
@@ -112,7 +113,7 @@ async fn serve(
             // Cut off by the end of the drain: a reset, so a download cut
             // short never looks complete.
             net::abort_on_close(&tcp);
-            net::abort_on_close(tunnel.get_ref().0);
+            tunnel.abort();
             let why = if shared.hard_stop.is_cancelled() {
                 "hub shutting down"
             } else {

@@ -15,7 +15,6 @@ use crate::{
     reload::Trigger,
 };
 use std::{collections::HashSet, sync::Arc};
-use tokio_rustls::TlsAcceptor;
 
 /// Reloads on every trigger (SIGHUP, the file saved) until shutdown.
 pub(super) async fn watch(shared: Arc<Shared>, fixed: ControlAddrs) {
@@ -56,6 +55,7 @@ async fn reload(shared: &Arc<Shared>, _why: Trigger) -> Result<String, String> {
 fn keep_running(old: &HubSettings, mut new: HubSettings) -> HubSettings {
     new.control = old.control;
     new.channel = old.channel;
+    new.quic = old.quic;
     new.admin = old.admin.clone();
     new.enrol = old.enrol.clone();
     new.log_format = old.log_format;
@@ -84,7 +84,7 @@ async fn apply(shared: &Arc<Shared>, new: HubSettings) -> Result<String, String>
     shared.settings.set(new);
     let new = shared.settings();
     if old.tls_digest != new.tls_digest {
-        shared.set_acceptor(TlsAcceptor::from(new.tls.clone()));
+        shared.set_tls(new.tls.clone());
         if let Some(crl) = &new.crl
             && let Err(e) = super::crl::apply_serials(shared, crl)
         {

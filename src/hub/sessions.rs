@@ -30,6 +30,8 @@ struct Entry {
     serving: Serving,
     ctrl: mpsc::Sender<HubMsg>,
     modern: bool,
+    /// The session rides QUIC.
+    quic: bool,
 }
 
 /// Who is logging in, as the control door verified it.
@@ -41,6 +43,8 @@ pub(crate) struct Login<'a> {
     pub version: &'a str,
     /// It negotiates features.
     pub modern: bool,
+    /// It came through the QUIC door.
+    pub quic: bool,
 }
 
 /// A logged-in ep, for the status page.
@@ -133,6 +137,7 @@ impl Sessions {
             ip,
             version,
             modern,
+            quic,
         } = login;
         let ip = ip.to_canonical();
         let mut st = self.lock();
@@ -164,6 +169,7 @@ impl Sessions {
             serving: serving.clone(),
             ctrl: ctrl.clone(),
             modern,
+            quic,
         };
         self.metrics
             .ep_connected
@@ -217,6 +223,11 @@ impl Sessions {
                 version: version.to_string(),
             })
             .set(0);
+    }
+
+    /// Whether `ep`'s session rides QUIC, if it is logged in.
+    pub fn over_quic(&self, ep: &str) -> Option<bool> {
+        self.lock().by_ep.get(ep).map(|e| e.quic)
     }
 
     /// Logged-in eps, by name.

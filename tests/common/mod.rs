@@ -327,6 +327,23 @@ impl TestEp {
         self.stop.cancel();
         self.task.take().unwrap().await.unwrap().unwrap();
     }
+
+    /// `start`, with a handle on the running ep.
+    pub async fn start_with_handle(settings: EpSettings) -> (Self, ferry::ep::Handle) {
+        let stop = CancellationToken::new();
+        let bound = ferry::ep::bind(settings, stop.clone(), CancellationToken::new())
+            .await
+            .unwrap();
+        let handle = bound.handle();
+        let task = tokio::spawn(bound.run());
+        (
+            TestEp {
+                stop,
+                task: Some(task),
+            },
+            handle,
+        )
+    }
 }
 
 impl Drop for TestEp {

@@ -32,7 +32,8 @@ use tokio_rustls::server::TlsStream;
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 use tracing::Instrument;
 
-pub(crate) type Tunnel = TlsStream<TcpStream>;
+/// A channel: a TLS connection, or a stream of the ep's QUIC connection.
+pub(crate) type Tunnel = crate::quic::Tunnel<TlsStream<TcpStream>>;
 
 /// A ready path to home and the session that opened it.
 pub(crate) struct Channel {

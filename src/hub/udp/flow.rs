@@ -26,32 +26,33 @@ pub(super) struct Run {
     pub cut: tokio_util::sync::CancellationToken,
 }
 
-/// Datagrams and bytes sent to the player.
+/// Datagrams and bytes sent to the player (counted from two loops of one
+/// task: the stream's and the QUIC datagrams').
 #[derive(Default)]
 struct Down {
-    datagrams: u64,
-    bytes: u64,
+    datagrams: std::sync::atomic::AtomicU64,
+    bytes: std::sync::atomic::AtomicU64,
 }
 
 impl Run {
     pub async fn run(self) {
         let key = (self.offset, self.player);
         tracing::info!("udp flow started");
-        let mut down = Down::default();
-        let why = self.carry(&mut down).await;
+        let down = Down::default();
+        let why = self.carry(&down).await;
         self.door.ended(key, &self.flow);
         let f = &self.flow;
         tracing::info!(
             up_datagrams = f.up_datagrams.load(Ordering::Relaxed),
             up_bytes = f.up_bytes.load(Ordering::Relaxed),
-            down_datagrams = down.datagrams,
-            down_bytes = down.bytes,
+            down_datagrams = down.datagrams.load(Ordering::Relaxed),
+            down_bytes = down.bytes.load(Ordering::Relaxed),
             "udp flow ended: {why}"
         );
     }
 
     /// Everything from taking a channel to the end; why it ended.
-    async fn carry(&self, down: &mut Down) -> String {
+    async fn carry(&self, down: &Down) -> String {
         let idle = self.door.limits().udp.idle_timeout;
         // A player who stops sending while the ep is away needs no channel
         // when it comes back: idleness counts from the start.
@@ -66,11 +67,25 @@ impl Run {
             Err(e) => return e.to_string(),
         };
         self.door.started(&self.flow);
+        // Over QUIC the datagrams ride QUIC datagrams, tagged with an id.
+        let link = match &tunnel {
+            crate::quic::Tunnel::Quic(q) => q.link.clone(),
+            crate::quic::Tunnel::Tls(_) => None,
+        };
+        let id = link.as_ref().map(|l| l.next_id());
+        let (mut from_link, _registered) = match (&link, id) {
+            (Some(l), Some(id)) => {
+                let (rx, reg) = l.register(id);
+                (Some(rx), Some(reg))
+            }
+            _ => (None, None),
+        };
         let start = HubMsg::Start {
             player: self.player,
             service: self.socket.local_addr().ok(),
             udp: true,
             offset: self.offset,
+            flow: id,
         };
         let timeout = self.shared.settings().timing.handshake_timeout;
         match tokio::time::timeout(timeout, proto::write_msg(&mut tunnel, &start)).await {
@@ -83,29 +98,59 @@ impl Run {
             let mut out = Vec::new();
             loop {
                 out.clear();
-                self.flow.queue.drain_into(&mut out).await;
+                match (&link, id) {
+                    (Some(link), Some(id)) => {
+                        // What does not fit a QUIC datagram goes on the
+                        // stream, whole.
+                        for d in self.flow.queue.drain_all().await {
+                            if !link.send(id, &d) {
+                                datagram::encode(&mut out, &d);
+                            }
+                        }
+                        if out.is_empty() {
+                            continue;
+                        }
+                    }
+                    _ => {
+                        self.flow.queue.drain_into(&mut out).await;
+                    }
+                }
                 if let Err(e) = write_flush(&mut wr, &out).await {
                     return e;
                 }
             }
         };
+        let to_player = async |d: Vec<u8>| {
+            self.door.touch(&self.flow);
+            self.flow.answered.store(true, Ordering::Relaxed);
+            down.datagrams.fetch_add(1, Ordering::Relaxed);
+            down.bytes.fetch_add(d.len() as u64, Ordering::Relaxed);
+            self.door.traffic.meter.down.inc_by(d.len() as u64);
+            // A full socket buffer or an unreachable player loses this
+            // datagram only, as the network would.
+            if let Err(e) = self.socket.send_to(&d, self.player).await {
+                tracing::debug!("udp send to player: {e}");
+            }
+        };
         let back = async {
             while let Some(d) = datagram::read(&mut rd).await? {
-                self.door.touch(&self.flow);
-                self.flow.answered.store(true, Ordering::Relaxed);
-                down.datagrams += 1;
-                down.bytes += d.len() as u64;
-                self.door.traffic.meter.down.inc_by(d.len() as u64);
-                // A full socket buffer or an unreachable player loses this
-                // datagram only, as the network would.
-                if let Err(e) = self.socket.send_to(&d, self.player).await {
-                    tracing::debug!("udp send to player: {e}");
-                }
+                to_player(d).await;
             }
             Ok::<_, std::io::Error>(())
         };
+        let back_datagrams = async {
+            match from_link.as_mut() {
+                Some(rx) => {
+                    while let Some(d) = rx.recv().await {
+                        to_player(d).await;
+                    }
+                }
+                None => std::future::pending::<()>().await,
+            }
+        };
         let why = tokio::select! {
             e = up => format!("channel broken: {e}"),
+            _ = back_datagrams => "the QUIC connection ended".into(),
             r = back => match r {
                 Ok(()) => "the ep ended it".into(),
                 Err(e) => format!("channel broken: {e}"),

@@ -1,0 +1,291 @@
+//! The QUIC transport's pieces both ends share: a bidirectional stream as
+//! one byte stream (so channels, the relay and the control loop work on it
+//! as on a TLS connection), the transport settings, and a channel-like
+//! `Tunnel` that is either a TLS connection or a QUIC stream.
+
+use std::{
+    io,
+    pin::Pin,
+    task::{Context, Poll},
+    time::Duration,
+};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+
+/// Application error code on a stream reset: the other side broke off.
+pub const RESET: quinn::VarInt = quinn::VarInt::from_u32(1);
+
+/// One QUIC bidirectional stream, and the connection's datagram link for
+/// a UDP flow riding it.
+pub struct QuicStream {
+    pub send: quinn::SendStream,
+    pub recv: quinn::RecvStream,
+    pub link: Option<Link>,
+}
+
+impl QuicStream {
+    /// Ends both directions abruptly, the QUIC form of a TCP reset.
+    pub fn abort(&mut self) {
+        let _ = self.send.reset(RESET);
+        let _ = self.recv.stop(RESET);
+    }
+}
+
+impl AsyncRead for QuicStream {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.recv).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for QuicStream {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.send)
+            .poll_write(cx, buf)
+            .map_err(io::Error::from)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.send).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.send).poll_shutdown(cx)
+    }
+}
+
+/// Keep-alives hold NAT mappings open; a silent path ends the connection
+/// within `idle` (the hub's heartbeat timeout), as heartbeats do on TLS.
+pub fn transport(idle: Duration) -> std::sync::Arc<quinn::TransportConfig> {
+    let mut t = quinn::TransportConfig::default();
+    t.keep_alive_interval(Some(idle / 3));
+    t.max_idle_timeout(quinn::IdleTimeout::try_from(idle).ok());
+    // Many players at once: one stream each.
+    t.max_concurrent_bidi_streams(quinn::VarInt::from_u32(65_536));
+    t.datagram_receive_buffer_size(Some(4 << 20));
+    t.datagram_send_buffer_size(4 << 20);
+    std::sync::Arc::new(t)
+}
+
+/// Ends a connection abruptly (a TCP reset, a QUIC stream reset).
+pub trait Abort {
+    fn abort(&mut self);
+}
+
+impl Abort for tokio_rustls::server::TlsStream<tokio::net::TcpStream> {
+    fn abort(&mut self) {
+        crate::net::abort_on_close(self.get_ref().0);
+    }
+}
+
+impl Abort for tokio_rustls::client::TlsStream<tokio::net::TcpStream> {
+    fn abort(&mut self) {
+        crate::net::abort_on_close(self.get_ref().0);
+    }
+}
+
+impl Abort for QuicStream {
+    fn abort(&mut self) {
+        QuicStream::abort(self);
+    }
+}
+
+/// A path between hub and ep for one player or control: a TLS connection
+/// of its own, or a stream of the ep's QUIC connection.
+pub enum Tunnel<T> {
+    Tls(T),
+    Quic(QuicStream),
+}
+
+impl<T: Abort> Tunnel<T> {
+    pub fn abort(&mut self) {
+        match self {
+            Tunnel::Tls(t) => t.abort(),
+            Tunnel::Quic(q) => q.abort(),
+        }
+    }
+}
+
+impl<T: AsyncRead + Unpin> AsyncRead for Tunnel<T> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Tunnel::Tls(t) => Pin::new(t).poll_read(cx, buf),
+            Tunnel::Quic(q) => Pin::new(q).poll_read(cx, buf),
+        }
+    }
+}
+
+impl<T: AsyncWrite + Unpin> AsyncWrite for Tunnel<T> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Tunnel::Tls(t) => Pin::new(t).poll_write(cx, buf),
+            Tunnel::Quic(q) => Pin::new(q).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Tunnel::Tls(t) => Pin::new(t).poll_flush(cx),
+            Tunnel::Quic(q) => Pin::new(q).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Tunnel::Tls(t) => Pin::new(t).poll_shutdown(cx),
+            Tunnel::Quic(q) => Pin::new(q).poll_shutdown(cx),
+        }
+    }
+}
+
+/// A QUIC connection as UDP flows use it: datagrams tagged with a flow id
+/// (four bytes, big-endian) and handed to the flow that registered it. A
+/// flow whose queue is full loses the datagram, as the network would.
+#[derive(Clone)]
+pub struct Link {
+    pub conn: quinn::Connection,
+    flows: std::sync::Arc<std::sync::Mutex<Flows>>,
+    next: std::sync::Arc<std::sync::atomic::AtomicU32>,
+}
+
+/// Flows by id, and datagrams that arrived before their flow's `Start`
+/// (a stream) was read: QUIC does not order datagrams with streams, and a
+/// flow's first datagram must not be lost.
+#[derive(Default)]
+struct Flows {
+    open: std::collections::HashMap<u32, tokio::sync::mpsc::Sender<Vec<u8>>>,
+    early: std::collections::HashMap<u32, (tokio::time::Instant, Vec<Vec<u8>>)>,
+}
+
+/// Early datagrams kept, per flow and in all, and for how long.
+const EARLY_PER_FLOW: usize = 16;
+const EARLY_FLOWS: usize = 256;
+const EARLY_FOR: std::time::Duration = std::time::Duration::from_secs(5);
+
+impl Flows {
+    fn early(&mut self, id: u32, d: Vec<u8>) {
+        let now = tokio::time::Instant::now();
+        if !self.early.contains_key(&id) {
+            self.early
+                .retain(|_, (t, _)| now.duration_since(*t) < EARLY_FOR);
+            if self.early.len() >= EARLY_FLOWS {
+                return;
+            }
+        }
+        let (_, q) = self.early.entry(id).or_insert_with(|| (now, Vec::new()));
+        if q.len() < EARLY_PER_FLOW {
+            q.push(d);
+        }
+    }
+}
+
+impl std::fmt::Debug for Link {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Link({})", self.conn.remote_address())
+    }
+}
+
+/// Datagrams a flow may have waiting before the newest are dropped.
+const FLOW_QUEUE: usize = 256;
+
+/// Removes a flow from its link when dropped.
+pub struct Registration {
+    link: Link,
+    id: u32,
+}
+
+impl Drop for Registration {
+    fn drop(&mut self) {
+        self.link.lock().open.remove(&self.id);
+    }
+}
+
+impl Link {
+    /// Starts reading `conn`'s datagrams.
+    pub fn new(conn: quinn::Connection) -> Link {
+        let link = Link {
+            conn,
+            flows: Default::default(),
+            next: Default::default(),
+        };
+        let l = link.clone();
+        tokio::spawn(async move {
+            while let Ok(d) = l.conn.read_datagram().await {
+                if d.len() < 4 {
+                    continue;
+                }
+                let id = u32::from_be_bytes([d[0], d[1], d[2], d[3]]);
+                let mut flows = l.lock();
+                match flows.open.get(&id) {
+                    Some(tx) => {
+                        let _ = tx.try_send(d[4..].to_vec());
+                    }
+                    None => flows.early(id, d[4..].to_vec()),
+                }
+            }
+        });
+        link
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Flows> {
+        self.flows.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// A fresh flow id (the hub numbers the flows of its connections).
+    pub fn next_id(&self) -> u32 {
+        self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Datagrams for flow `id` arrive on the receiver until the
+    /// registration is dropped.
+    pub fn register(&self, id: u32) -> (tokio::sync::mpsc::Receiver<Vec<u8>>, Registration) {
+        let (tx, rx) = tokio::sync::mpsc::channel(FLOW_QUEUE);
+        let mut flows = self.lock();
+        if let Some((_, early)) = flows.early.remove(&id) {
+            for d in early {
+                let _ = tx.try_send(d);
+            }
+        }
+        flows.open.insert(id, tx);
+        (
+            rx,
+            Registration {
+                link: self.clone(),
+                id,
+            },
+        )
+    }
+
+    /// Sends `d` for flow `id` as one datagram; false if it does not fit
+    /// the path's datagram size (the caller sends it on the flow's stream,
+    /// so it arrives whole rather than truncated).
+    pub fn send(&self, id: u32, d: &[u8]) -> bool {
+        let fits = self
+            .conn
+            .max_datagram_size()
+            .is_some_and(|max| d.len() + 4 <= max);
+        if !fits {
+            return false;
+        }
+        let mut frame = Vec::with_capacity(4 + d.len());
+        frame.extend_from_slice(&id.to_be_bytes());
+        frame.extend_from_slice(d);
+        // A full send buffer drops the datagram: late game state is no use.
+        let _ = self.conn.send_datagram(frame.into());
+        true
+    }
+}

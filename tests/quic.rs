@@ -1,0 +1,298 @@
+//! The QUIC transport: TCP players as streams and UDP flows as datagrams
+//! over one connection, the TLS doors' refusals on the QUIC door, `auto`
+//! falling back to TLS when UDP is black-holed, and a migration that keeps
+//! a player's stream intact.
+
+mod common;
+
+use common::udp::*;
+use common::*;
+use std::{net::SocketAddr, time::Duration};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+/// A hub with QUIC on, a TCP service `echo` and a UDP service `dns`.
+async fn quic_hub(certs: &Certs, extra: &str) -> TestHub {
+    let o = HubOpts {
+        services: vec!["echo".into()],
+        extra: format!(
+            "quic = \"127.0.0.1:0\"\n{extra}[services.dns]\nbind = \"127.0.0.1:0\"\ntype = \"udp\"\n"
+        ),
+        ..Default::default()
+    };
+    TestHub::start(certs, &o).await
+}
+
+fn quic_ep(
+    certs: &Certs,
+    hub: &TestHub,
+    services: Vec<(String, SocketAddr)>,
+    transport: &str,
+) -> ferry::config::ep::EpSettings {
+    let mut eo = EpOpts::new(certs, services);
+    eo.extra = format!(
+        "transport = \"{transport}\"\nquic = \"{}\"\n",
+        hub.handle.quic_addr().unwrap()
+    );
+    ep_settings(certs, hub, &eo)
+}
+
+async fn echo_through(to: SocketAddr, msg: &[u8]) -> Vec<u8> {
+    let mut s = tokio::net::TcpStream::connect(to).await.unwrap();
+    s.write_all(msg).await.unwrap();
+    let mut back = vec![0u8; msg.len()];
+    tokio::time::timeout(Duration::from_secs(10), s.read_exact(&mut back))
+        .await
+        .expect("echo in time")
+        .unwrap();
+    back
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tcp_players_and_udp_flows_ride_one_quic_connection() {
+    let certs = Certs::new();
+    let hub = quic_hub(&certs, "").await;
+    let (tcp_home, (udp_home, _)) = (echo_server().await, udp_echo().await);
+    let settings = quic_ep(
+        &certs,
+        &hub,
+        vec![("echo".into(), tcp_home), ("dns".into(), udp_home)],
+        "quic",
+    );
+    let _ep = TestEp::start(settings);
+    hub.wait_sessions(1).await;
+    assert_eq!(hub.handle.over_quic("home"), Some(true));
+    // TCP: several players at once, each a stream.
+    let mut players = tokio::task::JoinSet::new();
+    for i in 0..20u32 {
+        let to = hub.service("echo");
+        players.spawn(async move {
+            let msg: Vec<u8> = (0..50_000u32).map(|j| (i + j) as u8).collect();
+            assert_eq!(echo_through(to, &msg).await, msg);
+        });
+    }
+    while let Some(r) = players.join_next().await {
+        r.unwrap();
+    }
+    // UDP: small datagrams ride QUIC datagrams, large ones the stream;
+    // every size arrives whole.
+    let p = player().await;
+    let to = hub.handle.service_addr("dns").unwrap();
+    for size in [1usize, 1_200, 8_192, 65_507] {
+        let d: Vec<u8> = (0..size).map(|i| (i * 13) as u8).collect();
+        let back = ask(&p, to, &d, Duration::from_secs(10)).await;
+        assert_eq!(back.as_deref(), Some(&d[..]), "size {size}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn auto_moves_to_quic_and_falls_back_to_tls_when_udp_is_black_holed() {
+    let certs = Certs::new();
+    let hub = quic_hub(&certs, "").await;
+    let home = echo_server().await;
+    // Offered at login over TLS, QUIC is taken at once.
+    let mut eo = EpOpts::new(&certs, vec![("echo".into(), home)]);
+    eo.extra = "transport = \"auto\"\n".into();
+    let ep = TestEp::start(ep_settings(&certs, &hub, &eo));
+    let mut logins = hub.handle.logins();
+    tokio::time::timeout(Duration::from_secs(10), logins.wait_for(|n| *n >= 2))
+        .await
+        .unwrap()
+        .unwrap();
+    hub.wait_sessions(1).await;
+    assert_eq!(hub.handle.over_quic("home"), Some(true));
+    assert_eq!(echo_through(hub.service("echo"), b"quic").await, b"quic");
+    ep.stop().await;
+    hub.wait_sessions(0).await;
+    // A QUIC address where every datagram vanishes: TLS within seconds.
+    let hole = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    eo.extra = format!(
+        "transport = \"auto\"\nquic = \"{}\"\n",
+        hole.local_addr().unwrap()
+    );
+    let began = std::time::Instant::now();
+    let _ep = TestEp::start(ep_settings(&certs, &hub, &eo));
+    hub.wait_sessions(1).await;
+    let took = began.elapsed();
+    println!("figure: black-holed QUIC, serving over TLS after {took:?}");
+    assert!(took < Duration::from_secs(8), "{took:?}");
+    assert_eq!(hub.handle.over_quic("home"), Some(false));
+    assert_eq!(echo_through(hub.service("echo"), b"tls").await, b"tls");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_player_keeps_its_stream_when_the_ep_moves_to_another_port() {
+    let certs = Certs::new();
+    let hub = quic_hub(&certs, "").await;
+    let settings = quic_ep(
+        &certs,
+        &hub,
+        vec![("echo".into(), echo_server().await)],
+        "quic",
+    );
+    let (_ep, handle) = TestEp::start_with_handle(settings).await;
+    hub.wait_sessions(1).await;
+    let mut s = tokio::net::TcpStream::connect(hub.service("echo"))
+        .await
+        .unwrap();
+    let mut total = 0usize;
+    for round in 0..40u32 {
+        if round == 20 {
+            // A home router re-mapping the ep's NAT port.
+            handle.rebind_quic().unwrap();
+        }
+        let chunk: Vec<u8> = (0..8192u32).map(|j| (round * 7 + j) as u8).collect();
+        s.write_all(&chunk).await.unwrap();
+        let mut back = vec![0u8; chunk.len()];
+        tokio::time::timeout(Duration::from_secs(10), s.read_exact(&mut back))
+            .await
+            .expect("the stream survived the move")
+            .unwrap();
+        assert_eq!(back, chunk, "round {round}");
+        total += back.len();
+    }
+    println!("figure: {total} bytes echoed across a migration");
+    assert_eq!(hub.handle.sessions().borrow().to_owned(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_quic_door_refuses_what_the_tls_doors_refuse() {
+    let certs = Certs::new();
+    let crl = certs.path("crl.pem");
+    ferry::certgen::revoke(certs.dir.path(), &["other".into()], &[]).unwrap();
+    // No penalties here, so each refusal is seen on its own.
+    let o = HubOpts {
+        services: vec!["echo".into()],
+        extra: "quic = \"127.0.0.1:0\"\npenalty_base = \"0s\"\npenalty_max = \"0s\"\n".into(),
+        ..Default::default()
+    };
+    let hub = TestHub::start_with_crl(&certs, &o, &crl).await;
+    let quic = hub.handle.quic_addr().unwrap();
+    let home = echo_server().await;
+    let attempt = async |eo: &EpOpts| {
+        let s = ep_settings(&certs, &hub, eo);
+        ferry::ep::login_quic_once(&s, quic).await
+    };
+    // Wrong token.
+    let mut eo = EpOpts::new(&certs, vec![("echo".into(), home)]);
+    eo.token = "not-the-token".into();
+    let e = attempt(&eo).await.unwrap_err().to_string();
+    assert!(e.contains("wrong token"), "{e}");
+    // Revoked.
+    let mut eo = EpOpts::new(&certs, vec![("echo".into(), home)]);
+    eo.cert = "other".into();
+    let e = attempt(&eo).await.unwrap_err().to_string();
+    assert!(
+        e.contains("CertificateRevoked"),
+        "{e} / hub: {:?}",
+        hub.handle.refusals()
+    );
+    // Expired.
+    issue_ep_cert(&certs, "old", Validity::Expired, false);
+    let mut eo = EpOpts::new(&certs, vec![("echo".into(), home)]);
+    eo.cert = "old".into();
+    let e = attempt(&eo).await.unwrap_err().to_string();
+    assert!(e.contains("CertificateExpired"), "{e}");
+    // A certificate from a foreign CA.
+    let foreign = Certs::new();
+    let mut eo = EpOpts::new(&certs, vec![("echo".into(), home)]);
+    eo.ca = certs.path("ca.pem");
+    let s = {
+        let file = write_ep_toml(&certs, hub.control, hub.channel, &eo);
+        let text = std::fs::read_to_string(&file)
+            .unwrap()
+            .replace(
+                &toml_path(&certs.path("ep-home.pem")),
+                &toml_path(&foreign.path("ep-home.pem")),
+            )
+            .replace(
+                &toml_path(&certs.path("ep-home.key")),
+                &toml_path(&foreign.path("ep-home.key")),
+            );
+        std::fs::write(&file, text).unwrap();
+        ferry::config::ep::EpConfig::load(&file, Default::default())
+            .unwrap()
+            .check(&file)
+            .unwrap()
+    };
+    let e = ferry::ep::login_quic_once(&s, quic)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("rejected this ep's certificate"), "{e}");
+    // No certificate at all.
+    let e = no_certificate(&certs, quic).await;
+    assert_eq!(e, "CertificateRequired");
+    let (_, argon2) = hub.handle.argon2_runs();
+    assert_eq!(argon2, 1, "only the wrong token reached Argon2");
+    // Not in the allowlist: ignored before any cryptography.
+    let o = HubOpts {
+        services: vec!["echo".into()],
+        allowlist: vec!["127.0.0.2/32".into()],
+        extra: "quic = \"127.0.0.1:0\"\n".into(),
+        ..Default::default()
+    };
+    let closed = TestHub::start(&certs, &o).await;
+    let mut eo = EpOpts::new(&certs, vec![("echo".into(), home)]);
+    eo.extra = "connect_timeout = \"1s\"\n".into();
+    let s = ep_settings(&certs, &closed, &eo);
+    let e = ferry::ep::login_quic_once(&s, closed.handle.quic_addr().unwrap())
+        .await
+        .unwrap_err()
+        .to_string();
+    println!("figure: a stranger on the QUIC door: {e}");
+    assert!(
+        closed
+            .handle
+            .refusals()
+            .get("not in ep_allowlist")
+            .copied()
+            .unwrap_or(0)
+            >= 1
+    );
+    assert_eq!(closed.handle.argon2_runs().1, 0);
+}
+
+/// A QUIC client with no certificate: the hub's answer.
+async fn no_certificate(certs: &Certs, hub: SocketAddr) -> String {
+    let mut roots = rustls::RootCertStore::empty();
+    for c in ferry::tls::load_certs(&certs.path("ca.pem")).unwrap() {
+        roots.add(c).unwrap();
+    }
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let mut tls = rustls::ClientConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    tls.alpn_protocols = vec![ferry::proto::ALPN.to_vec()];
+    let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(tls).unwrap();
+    let mut endpoint = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
+    endpoint.set_default_client_config(quinn::ClientConfig::new(std::sync::Arc::new(crypto)));
+    let conn = endpoint.connect(hub, "localhost").unwrap().await;
+    match conn {
+        Err(e) => e.to_string(),
+        Ok(conn) => {
+            // TLS 1.3: the refusal can come just after the handshake.
+            let (mut send, mut recv) = match conn.open_bi().await {
+                Ok(s) => s,
+                Err(e) => return e.to_string(),
+            };
+            let _ = send.write_all(b"x").await;
+            let mut b = [0u8; 1];
+            let _ = recv.read(&mut b).await;
+            // The hub's verdict: a TLS alert as a QUIC crypto error code.
+            match conn.closed().await {
+                quinn::ConnectionError::ConnectionClosed(c) => {
+                    let code = u64::from(c.error_code);
+                    match code.checked_sub(0x100) {
+                        Some(alert) if alert < 0x100 => {
+                            format!("{:?}", rustls::AlertDescription::from(alert as u8))
+                        }
+                        _ => format!("closed with {code:#x}"),
+                    }
+                }
+                other => other.to_string(),
+            }
+        }
+    }
+}
