@@ -238,6 +238,7 @@ impl Hub {
             channel: self.channel_addr(),
             admin: self.admin_addr(),
             enrol: self.enrol.as_ref().and_then(|l| l.local_addr().ok()),
+            quic: self.shared.quic.as_ref().and_then(|e| e.local_addr().ok()),
         };
         ready_json(fixed, services)
     }
@@ -307,6 +308,7 @@ impl Hub {
             channel,
             admin: admin_addr,
             enrol: self.enrol.as_ref().and_then(|l| l.local_addr().ok()),
+            quic: shared.quic.as_ref().and_then(|e| e.local_addr().ok()),
         };
         let _ = shared.addrs.set(fixed);
         if let Some(endpoint) = shared.quic.clone() {
@@ -367,6 +369,7 @@ pub(crate) struct ControlAddrs {
     pub channel: SocketAddr,
     pub admin: Option<SocketAddr>,
     pub enrol: Option<SocketAddr>,
+    pub quic: Option<SocketAddr>,
 }
 
 /// Each service's first address, as `--ready-file` lists them.
@@ -388,6 +391,7 @@ fn ready_json(a: ControlAddrs, services: serde_json::Map<String, serde_json::Val
         "services": services,
         "admin": a.admin.map(|a| a.to_string()),
         "enrol": a.enrol.map(|a| a.to_string()),
+        "quic": a.quic.map(|a| a.to_string()),
     })
     .to_string()
 }
