@@ -187,6 +187,9 @@ pub enum HubMsg {
         /// tagged with this id (those too large for the path, the stream).
         #[serde(default, skip_serializing_if = "Option::is_none")]
         flow: Option<u32>,
+        /// (feature `quic`) On a stream the hub opened: which service.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        name: Option<String>,
     },
     /// On control: the hub is ending this session on purpose (replaced by a
     /// newer login, certificate revoked, hub shutting down).

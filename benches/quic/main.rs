@@ -60,7 +60,11 @@ struct Paths {
 
 impl Paths {
     fn each(&self) -> [(&'static str, SocketAddr); 3] {
-        [("direct", self.direct), ("tls", self.tls), ("quic", self.quic)]
+        [
+            ("direct", self.direct),
+            ("tls", self.tls),
+            ("quic", self.quic),
+        ]
     }
 }
 
@@ -191,7 +195,8 @@ fn main() {
     .unwrap();
     let token = ferry::token::generate();
     let hash = ferry::token::hash(&token).unwrap();
-    let (echo, sink) = rt.block_on(async { (tcp_services::echo().await, tcp_services::sink().await) });
+    let (echo, sink) =
+        rt.block_on(async { (tcp_services::echo().await, tcp_services::sink().await) });
     let udp_echo_home = udp_services::echo();
     let mut services = String::new();
     for t in ["q", "t"] {
@@ -251,7 +256,10 @@ fn main() {
     let mut out = String::new();
     let mut js = serde_json::Map::new();
     let m = machine::machine();
-    say!(out, "ferry QUIC benchmark — {m}; open-file limit {fd_limit}");
+    say!(
+        out,
+        "ferry QUIC benchmark — {m}; open-file limit {fd_limit}"
+    );
     js.insert("machine".into(), json!(m));
 
     rt.block_on(async {
@@ -330,20 +338,30 @@ fn main() {
             None
         };
         let mut row = serde_json::Map::new();
-        let mut line = format!("udp echo 64 B, {loss} % loss each way on the hub–ep path, p50/p99 µs (lost):");
+        let mut line =
+            format!("udp echo 64 B, {loss} % loss each way on the hub–ep path, p50/p99 µs (lost):");
         for (name, to) in udp_paths.each() {
             let (mut rtts, lost) = udp_echo(to, p.pings);
             let (a, b) = if rtts.is_empty() {
                 (f64::NAN, f64::NAN)
             } else {
-                (us(percentile(&mut rtts, 0.5)), us(percentile(&mut rtts, 0.99)))
+                (
+                    us(percentile(&mut rtts, 0.5)),
+                    us(percentile(&mut rtts, 0.99)),
+                )
             };
             let pct = 100.0 * lost as f64 / p.pings as f64;
             line += &format!("  {name} {a:.0}/{b:.0} ({pct:.1} %)");
-            row.insert(name.into(), json!({"p50_us": a, "p99_us": b, "lost_percent": pct}));
+            row.insert(
+                name.into(),
+                json!({"p50_us": a, "p99_us": b, "lost_percent": pct}),
+            );
         }
         say!(out, "{line}");
-        js.insert(format!("udp_echo_loss_{loss}"), serde_json::Value::Object(row));
+        js.insert(
+            format!("udp_echo_loss_{loss}"),
+            serde_json::Value::Object(row),
+        );
     }
     drop(eps);
     if let Some(dir) = std::path::Path::new(&json_path).parent() {

@@ -100,42 +100,59 @@ pub(super) async fn run(ep: Arc<Ep>, service: String, ticket: String, target: Ta
         r = tokio::time::timeout(target.idle_timeout + IDLE_GRACE, proto::read_msg::<_, HubMsg>(&mut tls)) => r,
         _ = ep.shutdown.cancelled() => return,
     };
-    let (player, public, offset) = match waited {
-        Ok(Ok(HubMsg::Start {
-            player,
-            service: public,
-            udp: true,
-            offset,
-            flow,
-        })) => {
-            drop(waiting);
-            let flow = super::udp::Flow {
-                service,
-                player,
-                public: public.unwrap_or_else(|| std::net::SocketAddr::new(target.hub_ip, 0)),
-                offset,
-                id: flow,
-            };
-            return flow.run(&ep, &local, tls).await;
-        }
-        Ok(Ok(HubMsg::Start {
-            player,
-            service,
-            offset,
-            ..
-        })) => (player, service, offset),
+    let msg = match waited {
+        Ok(Ok(msg @ HubMsg::Start { .. })) => msg,
         Ok(Ok(_)) => return tracing::warn!(service, "channel: unexpected message before start"),
         // Closed by the hub (idle, session replaced, hub restart): routine.
         Ok(Err(e)) => return tracing::debug!(service, "idle channel ended: {e}"),
         Err(_) => return tracing::debug!(service, "idle channel expired"),
     };
     drop(waiting); // carrying a player now, no longer waiting
+    started(ep, service, local, tls, msg, target.hub_ip).await;
+}
+
+/// A player (or a UDP flow) arrived on `tls` with `msg` (a `Start`).
+pub(super) async fn started(
+    ep: Arc<Ep>,
+    service: String,
+    local: crate::config::ep::LocalService,
+    mut tls: Path,
+    msg: HubMsg,
+    hub_ip: std::net::IpAddr,
+) {
+    let s = ep.settings();
+    let (player, public, offset) = match msg {
+        HubMsg::Start {
+            player,
+            service: public,
+            udp: true,
+            offset,
+            flow,
+            ..
+        } => {
+            let flow = super::udp::Flow {
+                service,
+                player,
+                public: public.unwrap_or_else(|| std::net::SocketAddr::new(hub_ip, 0)),
+                offset,
+                id: flow,
+            };
+            return flow.run(&ep, &local, tls).await;
+        }
+        HubMsg::Start {
+            player,
+            service,
+            offset,
+            ..
+        } => (player, service, offset),
+        _ => return,
+    };
     let dial = async {
         let mut tcp = TcpStream::connect(local.addr.at(offset)).await?;
         if let Some(version) = local.proxy_protocol {
             // A hub older than PROXY support does not say where the player
             // arrived; the hub's address with port 0 is the best there is.
-            let dst = public.unwrap_or_else(|| std::net::SocketAddr::new(target.hub_ip, 0));
+            let dst = public.unwrap_or_else(|| std::net::SocketAddr::new(hub_ip, 0));
             tcp.write_all(&proxy_header::tcp_header(version, player, dst))
                 .await?;
         }

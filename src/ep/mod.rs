@@ -330,6 +330,12 @@ async fn session(ep: &Arc<Ep>, tls: login::Path, w: Welcome) -> End {
         hub_ip: w.hub_ip,
         report,
     };
+    // Over QUIC the hub opens a stream per player itself.
+    if let Some(link) = &w.link {
+        let streams = hub_streams(ep.clone(), link.clone(), w.hub_ip);
+        ep.tracker
+            .spawn(streams.instrument(tracing::info_span!("quic")));
+    }
     let mut tick = tokio::time::interval(w.heartbeat);
     let mut silence = Box::pin(tokio::time::sleep(w.heartbeat_timeout));
     let mut offered = ep.offered.subscribe();
@@ -386,6 +392,56 @@ async fn session(ep: &Arc<Ep>, tls: login::Path, w: Welcome) -> End {
         if let Err(e) = proto::write_msg(&mut wr, &out).await {
             return end(e.to_string());
         }
+    }
+}
+
+/// Streams the hub opens on this session's QUIC connection: each starts
+/// with a `Start` naming its service, then carries a player or a flow.
+async fn hub_streams(ep: Arc<Ep>, link: crate::quic::Link, hub_ip: std::net::IpAddr) {
+    loop {
+        let stream = tokio::select! {
+            s = link.conn.accept_bi() => s,
+            _ = ep.shutdown.cancelled() => return,
+        };
+        let Ok((send, recv)) = stream else { return };
+        let (ep2, link2) = (ep.clone(), link.clone());
+        ep.tracker.spawn(async move {
+            let mut path = login::Path::Quic(crate::quic::QuicStream {
+                send,
+                recv,
+                link: Some(link2),
+            });
+            let deadline = Duration::from_secs(10);
+            let msg = match tokio::time::timeout(deadline, proto::read_msg::<_, HubMsg>(&mut path))
+                .await
+            {
+                Ok(Ok(msg @ HubMsg::Start { .. })) => msg,
+                Ok(Ok(_)) => {
+                    return tracing::warn!("a hub stream began with something other than a start");
+                }
+                Ok(Err(e)) => return tracing::debug!("hub stream: {e}"),
+                Err(_) => return tracing::debug!("hub stream: no start within {deadline:?}"),
+            };
+            let HubMsg::Start {
+                name: Some(service),
+                ..
+            } = &msg
+            else {
+                return tracing::warn!("a hub stream's start names no service");
+            };
+            let service = service.clone();
+            let Some(local) = ep2.settings().services.get(&service).cloned() else {
+                path.abort();
+                return tracing::warn!(
+                    service,
+                    "the hub sent a player of a service this ep does not serve"
+                );
+            };
+            let span = tracing::info_span!("channel", service = %service);
+            channel::started(ep2, service, local, path, msg, hub_ip)
+                .instrument(span)
+                .await;
+        });
     }
 }
 

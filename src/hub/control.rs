@@ -121,7 +121,7 @@ async fn handle_login(shared: &Arc<Shared>, tcp: TcpStream, addr: SocketAddr) ->
         let tls = shared.accept_tls(tcp).await.map_err(Refusal::Tls)?;
         let peer = Peer::of(tls.get_ref().1.peer_certificates());
         let resumed = shared.check_resumed(&tls);
-        authenticate(shared, Tunnel::Tls(tls), peer, resumed, addr, ctrl_tx).await
+        authenticate(shared, Tunnel::Tls(tls), None, peer, resumed, addr, ctrl_tx).await
     };
     finish_login(shared, addr, login, ctrl_rx).await
 }
@@ -205,6 +205,7 @@ impl Peer {
 pub(super) async fn authenticate(
     shared: &Arc<Shared>,
     mut tls: Tunnel,
+    link: Option<crate::quic::Link>,
     peer: Peer,
     resumed: Result<(), &'static str>,
     addr: SocketAddr,
@@ -337,7 +338,7 @@ pub(super) async fn authenticate(
             ip: addr.ip(),
             version: software.as_deref().unwrap_or("unknown"),
             modern,
-            quic: matches!(tls, Tunnel::Quic(_)),
+            link,
         },
         offer,
         wanted,

@@ -64,8 +64,8 @@ async fn serve(
         _ = gone(&tcp) => return tracing::info!("player left before a channel was ready"),
         _ = shared.shutdown.cancelled() => return,
     };
-    let (mut tunnel, modern) = match taken {
-        Ok(ch) => (ch.tunnel, ch.modern),
+    let (mut tunnel, modern, named) = match taken {
+        Ok(ch) => (ch.tunnel, ch.modern, ch.named),
         Err(e) => {
             tracing::info!("player closed: {e}");
             return;
@@ -77,6 +77,7 @@ async fn serve(
         udp: false,
         offset,
         flow: None,
+        name: named.then(|| svc.name.clone()),
     };
     match tokio::time::timeout(
         shared.settings().timing.handshake_timeout,

@@ -120,20 +120,20 @@ fn on_incoming(shared: &Arc<Shared>, incoming: quinn::Incoming) {
                     .accept_bi()
                     .await
                     .map_err(|e| Refusal::Tls(std::io::Error::other(e)))?;
-                conn_slot = Some(conn);
+                let link = crate::quic::Link::new(conn.clone());
+                conn_slot = Some(link.clone());
                 let control = Tunnel::Quic(QuicStream {
                     send,
                     recv,
                     link: None,
                 });
-                authenticate(&sh, control, peer, Ok(()), addr, ctrl_tx).await
+                authenticate(&sh, control, Some(link), peer, Ok(()), addr, ctrl_tx).await
             };
             let logged_in = finish_login(&sh, addr, login, ctrl_rx).await;
             drop(permit);
-            let (Some(s), Some(conn)) = (logged_in, conn_slot) else {
+            let (Some(s), Some(link)) = (logged_in, conn_slot) else {
                 return;
             };
-            let link = crate::quic::Link::new(conn);
             let channels = channels(sh.clone(), link, s.ep().to_string(), ip);
             sh.tracker.spawn(channels);
             session(sh, s).await;

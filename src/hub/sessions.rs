@@ -30,8 +30,8 @@ struct Entry {
     serving: Serving,
     ctrl: mpsc::Sender<HubMsg>,
     modern: bool,
-    /// The session rides QUIC.
-    quic: bool,
+    /// The session's QUIC connection, if it rides QUIC.
+    link: Option<crate::quic::Link>,
 }
 
 /// Who is logging in, as the control door verified it.
@@ -43,8 +43,8 @@ pub(crate) struct Login<'a> {
     pub version: &'a str,
     /// It negotiates features.
     pub modern: bool,
-    /// It came through the QUIC door.
-    pub quic: bool,
+    /// Its QUIC connection, if it came through the QUIC door.
+    pub link: Option<crate::quic::Link>,
 }
 
 /// A logged-in ep, for the status page.
@@ -137,7 +137,7 @@ impl Sessions {
             ip,
             version,
             modern,
-            quic,
+            link,
         } = login;
         let ip = ip.to_canonical();
         let mut st = self.lock();
@@ -169,7 +169,7 @@ impl Sessions {
             serving: serving.clone(),
             ctrl: ctrl.clone(),
             modern,
-            quic,
+            link: link.clone(),
         };
         self.metrics
             .ep_connected
@@ -200,6 +200,7 @@ impl Sessions {
                 ip,
                 ctrl: ctrl.clone(),
                 modern,
+                link: link.clone(),
             });
         }
         // Logins first: whoever sees the session count sees its login too.
@@ -227,7 +228,7 @@ impl Sessions {
 
     /// Whether `ep`'s session rides QUIC, if it is logged in.
     pub fn over_quic(&self, ep: &str) -> Option<bool> {
-        self.lock().by_ep.get(ep).map(|e| e.quic)
+        self.lock().by_ep.get(ep).map(|e| e.link.is_some())
     }
 
     /// Logged-in eps, by name.
@@ -353,6 +354,7 @@ fn attach(svc: &Arc<Service>, e: &Entry, ep: &str) {
         ip: e.ip,
         ctrl: e.ctrl.clone(),
         modern: e.modern,
+        link: e.link.clone(),
     });
     lock(&e.serving).push(svc.clone());
 }

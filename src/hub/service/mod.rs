@@ -41,6 +41,8 @@ pub(crate) struct Channel {
     /// That session's ep negotiates (it accepts newer message fields).
     pub modern: bool,
     pub tunnel: Tunnel,
+    /// Opened by the hub (over QUIC): `Start` must name the service.
+    pub named: bool,
 }
 
 /// Channel requests in flight beyond the pool size, so a burst of players
@@ -63,6 +65,9 @@ pub(crate) struct Attached {
     pub ip: IpAddr,
     pub ctrl: mpsc::Sender<HubMsg>,
     pub modern: bool,
+    /// The session's QUIC connection: players get a stream the hub opens
+    /// itself, no pool, no ticket.
+    pub link: Option<crate::quic::Link>,
 }
 
 struct State {
@@ -221,7 +226,7 @@ impl Service {
         st.pool.prune();
         self.publish(st);
         let Some(att) = &st.attached else { return };
-        if self.token.is_cancelled() {
+        if self.token.is_cancelled() || att.link.is_some() {
             return;
         }
         let pool_size = self.pool_size.load(Ordering::Relaxed);
@@ -265,6 +270,7 @@ impl Service {
                 session,
                 modern,
                 tunnel,
+                named: false,
             },
         );
         Ok(())
@@ -356,6 +362,39 @@ impl Service {
     pub async fn take(self: &Arc<Self>, wait: Duration) -> Result<Channel, TakeError> {
         let deadline = Instant::now() + wait;
         loop {
+            // Over QUIC a stream is as cheap as a pooled channel: open one.
+            let quic = {
+                let st = self.lock();
+                st.attached
+                    .as_ref()
+                    .and_then(|a| Some((a.session, a.modern, a.link.clone()?)))
+            };
+            if let Some((session, modern, link)) = quic {
+                let opened = tokio::time::timeout_at(deadline, link.conn.open_bi()).await;
+                match opened {
+                    Ok(Ok((send, recv))) => {
+                        return Ok(Channel {
+                            session,
+                            modern,
+                            tunnel: Tunnel::Quic(crate::quic::QuicStream {
+                                send,
+                                recv,
+                                link: Some(link),
+                            }),
+                            named: true,
+                        });
+                    }
+                    Ok(Err(_)) => {
+                        // The connection is gone; the ep will log in again.
+                        tokio::time::sleep(RETRY_DELAY.min(deadline - Instant::now())).await;
+                        if Instant::now() >= deadline {
+                            return Err(TakeError::Timeout(wait));
+                        }
+                        continue;
+                    }
+                    Err(_) => return Err(TakeError::Timeout(wait)),
+                }
+            }
             let next = {
                 let mut st = self.lock();
                 let next = match st.pool.pop() {

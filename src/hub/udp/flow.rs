@@ -62,8 +62,8 @@ impl Run {
             _ = self.flow.end.cancelled() => return "made room for a newer flow (not established)".into(),
             _ = self.shared.shutdown.cancelled() => return "hub shutting down".into(),
         };
-        let mut tunnel = match taken {
-            Ok(ch) => ch.tunnel,
+        let (mut tunnel, named) = match taken {
+            Ok(ch) => (ch.tunnel, ch.named),
             Err(e) => return e.to_string(),
         };
         self.door.started(&self.flow);
@@ -86,6 +86,7 @@ impl Run {
             udp: true,
             offset: self.offset,
             flow: id,
+            name: named.then(|| self.svc.name.clone()),
         };
         let timeout = self.shared.settings().timing.handshake_timeout;
         match tokio::time::timeout(timeout, proto::write_msg(&mut tunnel, &start)).await {
