@@ -230,7 +230,7 @@ async fn main_loop(ep: Arc<Ep>, immediate: CancellationToken) -> Result<()> {
         };
         let delay = match attempt {
             Ok((tls, welcome)) => {
-                ep.state.connected();
+                ep.state.connected(welcome.link.is_some());
                 ep.metrics.hub_connected.set(1);
                 ep.metrics.logins.inc();
                 let services: Vec<&String> = s.services.keys().collect();

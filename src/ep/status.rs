@@ -12,6 +12,8 @@ struct Inner {
     hub: String,
     /// "connecting", "connected" or why not.
     state: String,
+    /// "tls" or "quic", while connected.
+    transport: &'static str,
     since: Instant,
     started: Instant,
     /// Service → the last dial's outcome.
@@ -26,6 +28,7 @@ impl State {
         State(Mutex::new(Inner {
             hub: hub.to_string(),
             state: "connecting".into(),
+            transport: "-",
             since: now,
             started: now,
             dials: HashMap::new(),
@@ -36,15 +39,17 @@ impl State {
         self.0.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    pub fn connected(&self) {
+    pub fn connected(&self, quic: bool) {
         let mut s = self.lock();
         s.state = "connected".into();
+        s.transport = if quic { "quic" } else { "tls" };
         s.since = Instant::now();
     }
 
     pub fn disconnected(&self, why: &str) {
         let mut s = self.lock();
         s.state = format!("reconnecting ({why})");
+        s.transport = "-";
         s.since = Instant::now();
     }
 
@@ -99,7 +104,7 @@ impl crate::admin::Source for Ep {
             "hub": [{
                 "hub": s.hub,
                 "state": s.state,
-                "transport": "tls",
+                "transport": s.transport,
                 "since": format!("{}s ago", now.duration_since(s.since).as_secs()),
             }],
             "services": services,
