@@ -58,24 +58,7 @@ pub(super) async fn run(ep: Arc<Ep>, service: String, ticket: String, target: Ta
         return target.failed(&service, ticket, "the ep's channel limit is reached".into());
     };
     let open = async {
-        let mut tls = match &target.leg {
-            Leg::Quic(link) => {
-                let (send, recv) =
-                    link.conn
-                        .open_bi()
-                        .await
-                        .map_err(|e| super::LoginError::Quic {
-                            addr: link.conn.remote_address().to_string(),
-                            why: e.to_string(),
-                        })?;
-                Path::Quic(crate::quic::QuicStream {
-                    send,
-                    recv,
-                    link: Some(link.clone()),
-                })
-            }
-            leg => Path::Tls(connect_tls(&s, &target.addr, leg.clone()).await?),
-        };
+        let mut tls = Path::Tls(connect_tls(&s, &target.addr, target.leg).await?);
         let hello = EpMsg::Channel {
             service: service.clone(),
             ticket: ticket.clone(),

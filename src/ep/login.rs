@@ -125,7 +125,7 @@ fn frame_error(e: FrameError) -> LoginError {
 
 /// Which hub port a connection is for; they differ in socket options and
 /// in where they leave from.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Copy)]
 pub enum Leg {
     Control,
     /// A channel, sent from the control connection's local address when
@@ -135,8 +135,6 @@ pub enum Leg {
     Channel {
         from: Option<IpAddr>,
     },
-    /// A stream of this session's QUIC connection.
-    Quic(crate::quic::Link),
 }
 
 async fn dial(addr: &str, from: Option<IpAddr>) -> io::Result<TcpStream> {
@@ -170,9 +168,9 @@ async fn dial(addr: &str, from: Option<IpAddr>) -> io::Result<TcpStream> {
 
 /// Dials `addr` and completes the TLS handshake with the hub.
 pub async fn connect_tls(s: &EpSettings, addr: &str, leg: Leg) -> Result<Tunnel, LoginError> {
-    let from = match &leg {
-        Leg::Control | Leg::Quic(_) => None,
-        Leg::Channel { from } => *from,
+    let from = match leg {
+        Leg::Control => None,
+        Leg::Channel { from } => from,
     };
     let tcp = dial(addr, from)
         .await
@@ -182,7 +180,7 @@ pub async fn connect_tls(s: &EpSettings, addr: &str, leg: Leg) -> Result<Tunnel,
         })?;
     match leg {
         Leg::Control => net::tune_control(&tcp),
-        Leg::Channel { .. } | Leg::Quic(_) => net::tune_channel(&tcp),
+        Leg::Channel { .. } => net::tune_channel(&tcp),
     }
     let local = tcp
         .local_addr()

@@ -322,10 +322,9 @@ async fn session(ep: &Arc<Ep>, tls: login::Path, w: Welcome) -> End {
     let report = w.hub_has(feature::CHANNEL_FAILED).then_some(failed_tx);
     let target = channel::Target {
         addr: w.channel.as_str().into(),
-        leg: match &w.link {
-            Some(link) => Leg::Quic(link.clone()),
-            None => Leg::Channel { from: w.local_ip },
-        },
+        // Over QUIC the hub asks for no channels: it opens a stream per
+        // player itself (`hub_streams`).
+        leg: Leg::Channel { from: w.local_ip },
         idle_timeout: w.idle_timeout,
         hub_ip: w.hub_ip,
         report,

@@ -100,12 +100,6 @@ impl Refusal {
     }
 }
 
-impl LoggedIn {
-    pub fn ep(&self) -> &str {
-        &self.guard.ep
-    }
-}
-
 /// A logged-in ep, ready for its session loop.
 pub(super) struct LoggedIn {
     tls: Tunnel,

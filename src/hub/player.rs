@@ -64,8 +64,8 @@ async fn serve(
         _ = gone(&tcp) => return tracing::info!("player left before a channel was ready"),
         _ = shared.shutdown.cancelled() => return,
     };
-    let (mut tunnel, modern, named) = match taken {
-        Ok(ch) => (ch.tunnel, ch.modern, ch.named),
+    let (named, modern, mut tunnel) = match taken {
+        Ok(ch) => (ch.opened_by_hub(), ch.modern, ch.tunnel),
         Err(e) => {
             tracing::info!("player closed: {e}");
             return;

@@ -10,8 +10,8 @@
 //! certificate from ferry's CA and the CRL (session resumption off, so
 //! every connection's certificate is verified in full), the Argon2 token
 //! once per connection, per-ep credentials, as on the control port.
-//! Streams the ep opens after its control stream are channels: a ticket
-//! first, as on the channel port.
+//! Players are streams the hub opens (`Service::take`); the ep opens only
+//! its control stream, so there is no ticket to check on this door.
 
 use super::{
     Shared,
@@ -19,11 +19,7 @@ use super::{
     refusals::Reason,
     service::Tunnel,
 };
-use crate::{
-    config::hub::HubSettings,
-    proto::{self, EpMsg},
-    quic::QuicStream,
-};
+use crate::{config::hub::HubSettings, quic::QuicStream};
 use anyhow::{Context, Result};
 use std::{net::SocketAddr, sync::Arc};
 use tokio::sync::mpsc;
@@ -103,7 +99,6 @@ fn on_incoming(shared: &Arc<Shared>, incoming: quinn::Incoming) {
     shared.tracker.spawn(
         async move {
             let (ctrl_tx, ctrl_rx) = mpsc::channel(super::control::CTRL_QUEUE);
-            let mut conn_slot = None;
             let login = async {
                 let connecting = incoming
                     .accept()
@@ -120,8 +115,7 @@ fn on_incoming(shared: &Arc<Shared>, incoming: quinn::Incoming) {
                     .accept_bi()
                     .await
                     .map_err(|e| Refusal::Tls(std::io::Error::other(e)))?;
-                let link = crate::quic::Link::new(conn.clone());
-                conn_slot = Some(link.clone());
+                let link = crate::quic::Link::new(conn);
                 let control = Tunnel::Quic(QuicStream {
                     send,
                     recv,
@@ -131,53 +125,12 @@ fn on_incoming(shared: &Arc<Shared>, incoming: quinn::Incoming) {
             };
             let logged_in = finish_login(&sh, addr, login, ctrl_rx).await;
             drop(permit);
-            let (Some(s), Some(link)) = (logged_in, conn_slot) else {
-                return;
-            };
-            let channels = channels(sh.clone(), link, s.ep().to_string(), ip);
-            sh.tracker.spawn(channels);
-            session(sh, s).await;
+            // The connection lives on in the session's services (through
+            // the link) and in each player's stream.
+            if let Some(s) = logged_in {
+                session(sh, s).await;
+            }
         }
         .instrument(span),
     );
-}
-
-/// Streams the ep opens after its control stream: channels, each first
-/// presenting its one-time ticket.
-async fn channels(shared: Arc<Shared>, link: crate::quic::Link, ep: String, ip: std::net::IpAddr) {
-    loop {
-        let stream = tokio::select! {
-            s = link.conn.accept_bi() => s,
-            _ = shared.shutdown.cancelled() => return,
-        };
-        let Ok((send, recv)) = stream else { return };
-        let (sh, ep, link) = (shared.clone(), ep.clone(), link.clone());
-        shared.tracker.spawn(async move {
-            let mut stream = QuicStream {
-                send,
-                recv,
-                link: Some(link),
-            };
-            let deadline = sh.settings().timing.handshake_timeout;
-            let first =
-                tokio::time::timeout(deadline, proto::read_msg::<_, EpMsg>(&mut stream)).await;
-            let outcome = match first {
-                Ok(Ok(EpMsg::Channel { service, ticket })) => match sh.service(&service) {
-                    // The connection is authenticated and the stream is
-                    // its own: the address is the session's, even after
-                    // the ep's address migrated.
-                    Some(svc) => svc
-                        .offer(&ticket, &ep, ip, Tunnel::Quic(stream))
-                        .map_err(str::to_string),
-                    None => Err(format!("unknown service {service:?}")),
-                },
-                Ok(Ok(_)) => Err("first message was not a channel ticket".into()),
-                Ok(Err(e)) => Err(format!("channel: {e}")),
-                Err(_) => Err(format!("no ticket within {deadline:?}")),
-            };
-            if let Err(why) = outcome {
-                sh.refusals.record(Reason::ChannelRefused, ip, &why);
-            }
-        });
-    }
 }

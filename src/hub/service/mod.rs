@@ -41,8 +41,14 @@ pub(crate) struct Channel {
     /// That session's ep negotiates (it accepts newer message fields).
     pub modern: bool,
     pub tunnel: Tunnel,
-    /// Opened by the hub (over QUIC): `Start` must name the service.
-    pub named: bool,
+}
+
+impl Channel {
+    /// A stream the hub opened (over QUIC), not a channel the ep opened
+    /// for a ticket: its `Start` must name the service.
+    pub fn opened_by_hub(&self) -> bool {
+        matches!(self.tunnel, Tunnel::Quic(_))
+    }
 }
 
 /// Channel requests in flight beyond the pool size, so a burst of players
@@ -270,7 +276,6 @@ impl Service {
                 session,
                 modern,
                 tunnel,
-                named: false,
             },
         );
         Ok(())
@@ -381,7 +386,6 @@ impl Service {
                                 recv,
                                 link: Some(link),
                             }),
-                            named: true,
                         });
                     }
                     Ok(Err(_)) => {

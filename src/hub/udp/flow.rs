@@ -62,8 +62,8 @@ impl Run {
             _ = self.flow.end.cancelled() => return "made room for a newer flow (not established)".into(),
             _ = self.shared.shutdown.cancelled() => return "hub shutting down".into(),
         };
-        let (mut tunnel, named) = match taken {
-            Ok(ch) => (ch.tunnel, ch.named),
+        let (named, mut tunnel) = match taken {
+            Ok(ch) => (ch.opened_by_hub(), ch.tunnel),
             Err(e) => return e.to_string(),
         };
         self.door.started(&self.flow);
