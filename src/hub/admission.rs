@@ -97,6 +97,8 @@ pub(crate) struct Door {
 pub(crate) struct Admitted {
     door: Arc<Door>,
     key: IpAddr,
+    /// The limits it was admitted under (read once per player).
+    pub limits: Arc<PlayerLimits>,
 }
 
 impl Door {
@@ -127,7 +129,8 @@ impl Door {
 
     /// Admits a player from `ip`, or says why not. Cheap: no I/O.
     pub fn admit(self: &Arc<Self>, ip: IpAddr) -> Result<Admitted, Reason> {
-        let l = &*self.limits();
+        let limits = self.limits();
+        let l = &*limits;
         let ip = ip.to_canonical();
         if l.deny.contains(ip) {
             return Err(Reason::PlayerDenied);
@@ -199,6 +202,7 @@ impl Door {
         Ok(Admitted {
             door: self.clone(),
             key,
+            limits,
         })
     }
 

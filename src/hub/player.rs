@@ -33,7 +33,7 @@ pub(super) fn on_accept(
     };
     net::tune_plain(&tcp);
     let watch = relay::Watch {
-        idle: door.limits().idle_timeout,
+        idle: admitted.limits.idle_timeout,
         meter: Some(door.meters().meter.clone()),
         first_down: Some((std::time::Instant::now(), door.meters().first_byte.clone())),
     };
