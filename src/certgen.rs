@@ -266,6 +266,10 @@ fn create_private_dir(dir: &Path) -> Result<()> {
 
 /// Writes a file with `mode` from its creation (a key is never briefly
 /// world-readable). Refuses to replace an existing file unless `force`.
+/// The new content goes to a temp file of this writer's own and is renamed
+/// over `path`, so a reader sees the old file or the new one, whole, and
+/// writers at the same time (the hub and `ferry hub invite`, two
+/// enrolments) never write into or rename each other's temp file.
 pub(crate) fn write_file(path: &Path, data: &[u8], mode: u32, force: bool) -> Result<()> {
     if path.exists() && !force {
         bail!(
@@ -273,8 +277,7 @@ pub(crate) fn write_file(path: &Path, data: &[u8], mode: u32, force: bool) -> Re
             path.display()
         );
     }
-    let tmp = path.with_extension("tmp");
-    let _ = fs::remove_file(&tmp);
+    let tmp = temp_beside(path);
     let mut opts = fs::OpenOptions::new();
     opts.write(true).create_new(true);
     #[cfg(unix)]
@@ -283,20 +286,40 @@ pub(crate) fn write_file(path: &Path, data: &[u8], mode: u32, force: bool) -> Re
     let _ = mode;
     let mut f = opts
         .open(&tmp)
-        .with_context(|| format!("cannot write {}", tmp.display()))?;
-    f.write_all(data)?;
-    f.sync_all()?;
-    fs::rename(&tmp, path).with_context(|| format!("cannot write {}", path.display()))?;
-    Ok(())
+        .with_context(|| format!("cannot write {} (as {})", path.display(), tmp.display()))?;
+    let written = f
+        .write_all(data)
+        .and_then(|()| f.sync_all())
+        .and_then(|()| fs::rename(&tmp, path))
+        .with_context(|| format!("cannot write {}", path.display()));
+    if written.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    written
+}
+
+/// A temp file name in `path`'s folder (so the rename stays on one file
+/// system) that no other writer picks: the process, a counter within it,
+/// and a random part for a process id reused after a crash.
+fn temp_beside(path: &Path) -> PathBuf {
+    static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    path.with_file_name(format!(
+        ".{name}.{}.{n}.{}.tmp",
+        std::process::id(),
+        crate::token::random_hex(4)
+    ))
 }
 
 /// `ferry hub revoke`: adds ep certificates to `DIR/crl.pem`, signed by the
 /// CA in `DIR`. A hub whose `tls.crl` names that file picks it up within a
 /// second and closes the revoked eps' sessions.
 pub fn revoke(dir: &Path, eps: &[String], serials: &[String]) -> Result<(PathBuf, Vec<String>)> {
-    let issuer = load_ca(&dir.join("ca.pem"), &dir.join("ca.key"))?;
-    let crl_path = dir.join("crl.pem");
-    let mut revoked = read_revoked(&crl_path)?;
+    let mut all = Vec::new();
     let mut added = Vec::new();
     for name in eps {
         let (pem, _) = ep_files(dir, name);
@@ -304,22 +327,53 @@ pub fn revoke(dir: &Path, eps: &[String], serials: &[String]) -> Result<(PathBuf
         let serial = crate::tls::serial_hex(&cert[0])
             .with_context(|| format!("{} is not a readable certificate", pem.display()))?;
         added.push(format!("ep {name} (serial {serial})"));
-        revoked.insert(serial);
+        all.push(serial);
     }
-    for s in serials {
-        let s = s
-            .trim()
-            .trim_start_matches("0x")
-            .replace(':', "")
-            .to_ascii_lowercase();
-        if s.is_empty() || s.len() % 2 != 0 || !s.chars().all(|c| c.is_ascii_hexdigit()) {
-            bail!("serial {s:?} is not a hex serial number (e.g. \"1f0a...\")");
-        }
-        added.push(format!("serial {s}"));
-        revoked.insert(s);
+    let typed = serials
+        .iter()
+        .map(|s| normal_serial(s))
+        .collect::<Result<Vec<_>>>()?;
+    added.extend(typed.iter().map(|s| format!("serial {s}")));
+    all.extend(typed);
+    let ca = CaFiles {
+        cert: dir.join("ca.pem"),
+        key: dir.join("ca.key"),
+        crl: dir.join("crl.pem"),
+    };
+    revoke_serials(&ca, &all)?;
+    Ok((ca.crl, added))
+}
+
+/// Where a CA's files are: its certificate, its key, and the revocation
+/// list it signs (the hub's `tls.ca`, `enrol.ca_key` and `tls.crl` need not
+/// share a folder).
+pub struct CaFiles {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    pub crl: PathBuf,
+}
+
+/// Adds `serials` (lowercase hex, as `normal_serial` makes them) to the
+/// list in `ca.crl`, signed again by that CA.
+pub fn revoke_serials(ca: &CaFiles, serials: &[String]) -> Result<()> {
+    let issuer = load_ca(&ca.cert, &ca.key)?;
+    let mut revoked = read_revoked(&ca.crl)?;
+    revoked.extend(serials.iter().cloned());
+    write_crl(&ca.crl, &issuer, &revoked)
+}
+
+/// A serial as a user may type it ("0x1F:0A…") in the form the list and
+/// `tls::serial_hex` use.
+fn normal_serial(s: &str) -> Result<String> {
+    let s = s
+        .trim()
+        .trim_start_matches("0x")
+        .replace(':', "")
+        .to_ascii_lowercase();
+    if s.is_empty() || !s.len().is_multiple_of(2) || !s.chars().all(|c| c.is_ascii_hexdigit()) {
+        bail!("serial {s:?} is not a hex serial number (e.g. \"1f0a...\")");
     }
-    write_crl(&crl_path, &issuer, &revoked)?;
-    Ok((crl_path, added))
+    Ok(s)
 }
 
 fn unhex(s: &str) -> Vec<u8> {

@@ -26,6 +26,7 @@ pub mod reload;
 pub mod sdnotify;
 pub mod secret;
 pub mod shutdown;
+pub mod sources;
 pub mod swap;
 pub mod tls;
 pub mod token;

@@ -14,19 +14,72 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 /// Application error code on a stream reset: the other side broke off.
 pub const RESET: quinn::VarInt = quinn::VarInt::from_u32(1);
 
+/// Connection close codes: the session ended and its players are gone;
+/// the login failed; the hub is shutting down.
+pub const SESSION_OVER: quinn::VarInt = quinn::VarInt::from_u32(2);
+pub const LOGIN_FAILED: quinn::VarInt = quinn::VarInt::from_u32(3);
+pub const SHUTTING_DOWN: quinn::VarInt = quinn::VarInt::from_u32(4);
+
 /// One QUIC bidirectional stream, and the connection's datagram link for
 /// a UDP flow riding it.
+///
+/// Dropped before its sending side was finished, it is reset, never
+/// finished: quinn finishes a dropped stream, which would make a transfer
+/// cut short by an error look complete at the far end (a TCP connection
+/// dropped the same way ends in a reset too, see `net::abort_on_close`).
 pub struct QuicStream {
     pub send: quinn::SendStream,
     pub recv: quinn::RecvStream,
     pub link: Option<Link>,
+    /// `poll_shutdown` finished the sending side (a clean end), or the
+    /// stream is the control stream, whose frames say where they end.
+    finished: bool,
+    /// Counts this stream among its connection's players.
+    _hold: Option<Hold>,
 }
 
 impl QuicStream {
+    /// The control stream: not a player's, and dropped it finishes, so a
+    /// last `Closing` or `Refused` still reaches the ep.
+    pub fn control(send: quinn::SendStream, recv: quinn::RecvStream) -> QuicStream {
+        QuicStream {
+            send,
+            recv,
+            link: None,
+            finished: true,
+            _hold: None,
+        }
+    }
+
     /// Ends both directions abruptly, the QUIC form of a TCP reset.
     pub fn abort(&mut self) {
+        self.finished = true;
         let _ = self.send.reset(RESET);
         let _ = self.recv.stop(RESET);
+    }
+}
+
+/// How long a finished player stream still counts on its connection while
+/// the peer acknowledges its last bytes.
+const ACK_WAIT: Duration = Duration::from_secs(10);
+
+impl Drop for QuicStream {
+    fn drop(&mut self) {
+        if !self.finished {
+            let _ = self.send.reset(RESET);
+            let _ = self.recv.stop(RESET);
+            return;
+        }
+        // Finished cleanly: the stream counts until its tail is
+        // acknowledged, so closing the connection for being idle
+        // (`close_when_idle`) cannot discard bytes still in flight.
+        if let (Some(hold), Ok(rt)) = (self._hold.take(), tokio::runtime::Handle::try_current()) {
+            let acked = self.send.stopped();
+            rt.spawn(async move {
+                let _ = tokio::time::timeout(ACK_WAIT, acked).await;
+                drop(hold);
+            });
+        }
     }
 }
 
@@ -56,20 +109,46 @@ impl AsyncWrite for QuicStream {
     }
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.send).poll_shutdown(cx)
+        let done = Pin::new(&mut self.send).poll_shutdown(cx);
+        if let Poll::Ready(Ok(())) = done {
+            self.finished = true;
+        }
+        done
     }
 }
 
 /// Keep-alives hold NAT mappings open; a silent path ends the connection
 /// within `idle` (the hub's heartbeat timeout), as heartbeats do on TLS.
-pub fn transport(idle: Duration) -> std::sync::Arc<quinn::TransportConfig> {
+fn transport(idle: Duration) -> quinn::TransportConfig {
     let mut t = quinn::TransportConfig::default();
     t.keep_alive_interval(Some(idle / 3));
     t.max_idle_timeout(quinn::IdleTimeout::try_from(idle).ok());
-    // Many players at once: one stream each.
-    t.max_concurrent_bidi_streams(quinn::VarInt::from_u32(65_536));
     t.datagram_receive_buffer_size(Some(4 << 20));
     t.datagram_send_buffer_size(4 << 20);
+    // Neither side uses unidirectional streams.
+    t.max_concurrent_uni_streams(quinn::VarInt::from_u32(0));
+    t
+}
+
+/// The hub's side: the ep opens one stream (control) and no more, and all
+/// it may send on streams the hub did not open is bounded, so a client
+/// with a valid certificate and no token cannot make the hub buffer
+/// without end. Players' streams are opened by the hub: the ep's
+/// configuration (`ep_transport`) allows those.
+pub fn hub_transport(idle: Duration) -> std::sync::Arc<quinn::TransportConfig> {
+    let mut t = transport(idle);
+    // The ep's one stream holds at most a stream window (1.25 MB). No
+    // window across the connection: unread bytes keep using it, so a few
+    // players who stop reading would stall every other player of the ep
+    // and its heartbeats (the player door's limits bound the streams).
+    t.max_concurrent_bidi_streams(quinn::VarInt::from_u32(1));
+    std::sync::Arc::new(t)
+}
+
+/// The ep's side: the hub opens a stream per player.
+pub fn ep_transport(idle: Duration) -> std::sync::Arc<quinn::TransportConfig> {
+    let mut t = transport(idle);
+    t.max_concurrent_bidi_streams(quinn::VarInt::from_u32(65_536));
     std::sync::Arc::new(t)
 }
 
@@ -160,6 +239,17 @@ pub struct Link {
     pub conn: quinn::Connection,
     flows: std::sync::Arc<std::sync::Mutex<Flows>>,
     next: std::sync::Arc<std::sync::atomic::AtomicU32>,
+    /// Player streams (TCP players and UDP flows) open on the connection.
+    streams: std::sync::Arc<tokio::sync::watch::Sender<usize>>,
+}
+
+/// One player stream counted on its connection while it lives.
+struct Hold(std::sync::Arc<tokio::sync::watch::Sender<usize>>);
+
+impl Drop for Hold {
+    fn drop(&mut self) {
+        self.0.send_modify(|n| *n -= 1);
+    }
 }
 
 /// Flows by id, and datagrams that arrived before their flow's `Start`
@@ -215,12 +305,14 @@ impl Drop for Registration {
 }
 
 impl Link {
-    /// Starts reading `conn`'s datagrams.
+    /// A logged-in session's connection; its datagrams are read from now
+    /// on (before the login, quinn's bounded buffer holds them).
     pub fn new(conn: quinn::Connection) -> Link {
         let link = Link {
             conn,
             flows: Default::default(),
             next: Default::default(),
+            streams: std::sync::Arc::new(tokio::sync::watch::Sender::new(0)),
         };
         let l = link.clone();
         tokio::spawn(async move {
@@ -243,6 +335,44 @@ impl Link {
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Flows> {
         self.flows.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// A player's stream on this connection, counted while it lives.
+    pub fn stream(&self, send: quinn::SendStream, recv: quinn::RecvStream) -> QuicStream {
+        self.streams.send_modify(|n| *n += 1);
+        QuicStream {
+            send,
+            recv,
+            link: Some(self.clone()),
+            finished: false,
+            _hold: Some(Hold(self.streams.clone())),
+        }
+    }
+
+    /// Closes the connection once its session is over: when its last
+    /// player stream has ended (and its tail was acknowledged), after
+    /// `within` at the latest if given, or at once when `now` fires.
+    /// Keep-alives would otherwise hold it open for ever.
+    pub async fn close_when_idle(
+        &self,
+        within: Option<Duration>,
+        now: &tokio_util::sync::CancellationToken,
+        why: &str,
+    ) {
+        let mut streams = self.streams.subscribe();
+        let deadline = async {
+            match within {
+                Some(d) => tokio::time::sleep(d).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            _ = streams.wait_for(|n| *n == 0) => {}
+            _ = deadline => {}
+            _ = now.cancelled() => {}
+            _ = self.conn.closed() => return,
+        }
+        self.conn.close(SESSION_OVER, why.as_bytes());
     }
 
     /// A fresh flow id (the hub numbers the flows of its connections).

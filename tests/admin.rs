@@ -199,8 +199,9 @@ async fn a_token_is_required_checked_and_never_logged() {
         serde_json::from_str(&std::fs::read_to_string(ready_path(&config)).unwrap()).unwrap();
     let admin: SocketAddr = ready["admin"].as_str().unwrap().parse().unwrap();
     assert_eq!(get(admin, "/metrics", None).await.0, 401);
-    assert_eq!(get(admin, "/metrics", Some("wrong")).await.0, 401);
     assert_eq!(get(admin, "/metrics", Some(token)).await.0, 200);
+    assert_eq!(get(admin, "/metrics", Some("wrong")).await.0, 401);
+    // Verified once, the token passes the penalty the wrong one earned.
     assert_eq!(
         get(admin, "/api/status", Some(token)).await.0,
         200,
@@ -320,4 +321,94 @@ async fn the_ep_admin_door_shows_the_hub_connection_and_services() {
             .unwrap()
             .contains("connected")
     );
+}
+
+/// A hub whose admin door on loopback needs `token`.
+async fn hub_with_admin_token(certs: &Certs, token: &str) -> (TestHub, SocketAddr) {
+    let hash = ferry::token::hash(&ferry::secret::Secret::new(token)).unwrap();
+    let o = HubOpts {
+        extra: format!("[admin]\nbind = \"127.0.0.1:0\"\ntoken_hash = {hash:?}\n"),
+        ..Default::default()
+    };
+    let hub = TestHub::start(certs, &o).await;
+    let admin = hub.admin.unwrap();
+    (hub, admin)
+}
+
+/// GET from the local address `src`: the status, or None when the door
+/// closed the connection without an answer.
+async fn get_from(src: &str, addr: SocketAddr, path: &str, token: Option<&str>) -> Option<u16> {
+    let mut s = connect_from(src, addr).await.ok()?;
+    let auth = token
+        .map(|t| format!("Authorization: Bearer {t}\r\n"))
+        .unwrap_or_default();
+    let req = format!("GET {path} HTTP/1.1\r\nHost: x\r\n{auth}\r\n");
+    s.write_all(req.as_bytes()).await.ok()?;
+    let mut reply = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(20), s.read_to_end(&mut reply)).await;
+    let reply = String::from_utf8_lossy(&reply);
+    if read.is_err() {
+        panic!("the admin door neither answered nor closed: {reply}");
+    }
+    reply.split(' ').nth(1)?.parse().ok()
+}
+
+/// A wrong token earns its source a penalty: until it is over, that source
+/// is told 429 before any Argon2 run (so a stranger cannot keep the one
+/// Argon2 slot busy), while a token already verified still works and other
+/// sources are untouched.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wrong_admin_token_costs_its_source_a_penalty_before_any_argon2_run() {
+    let certs = Certs::new();
+    let token = "admin-secret-penalty";
+    let (_hub, admin) = hub_with_admin_token(&certs, token).await;
+    let here = "127.0.0.1";
+    assert_eq!(
+        get_from(here, admin, "/metrics", Some(token)).await,
+        Some(200)
+    );
+    assert_eq!(
+        get_from(here, admin, "/metrics", Some("wrong-1")).await,
+        Some(401)
+    );
+    let t = std::time::Instant::now();
+    let penalised = get_from(here, admin, "/metrics", Some("wrong-2")).await;
+    let unknown = get_from(here, admin, "/metrics", Some("another-token")).await;
+    let remembered = get_from(here, admin, "/metrics", Some(token)).await;
+    let elsewhere = get_from("127.0.0.2", admin, "/metrics", Some("wrong-3")).await;
+    println!(
+        "figure: after a wrong admin token its source got {penalised:?} and {unknown:?} within \
+         {:?}; a verified token {remembered:?}; another source {elsewhere:?}",
+        t.elapsed()
+    );
+    assert_eq!(penalised, Some(429));
+    assert_eq!(unknown, Some(429));
+    assert_eq!(remembered, Some(200));
+    assert_eq!(elsewhere, Some(401));
+}
+
+/// One source cannot hold every slot of the door with requests it never
+/// finishes: beyond a few unauthenticated connections its next one is
+/// closed at once, while another source still gets in.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_source_cannot_hold_the_admin_door_with_unfinished_requests() {
+    let certs = Certs::new();
+    let token = "admin-secret-slots";
+    let (_hub, admin) = hub_with_admin_token(&certs, token).await;
+    let mut stalled = Vec::new();
+    for _ in 0..16 {
+        // Beyond the per-source cap a connection is reset at once.
+        if let Ok(mut s) = connect_from("127.0.0.1", admin).await {
+            let _ = s.write_all(b"GET /metrics HTTP/1.1\r\n").await;
+            stalled.push(s);
+        }
+    }
+    let same = get_from("127.0.0.1", admin, "/metrics", Some(token)).await;
+    let other = get_from("127.0.0.2", admin, "/metrics", Some(token)).await;
+    println!(
+        "figure: with 16 stalled requests from one source its next got {same:?}, another source {other:?}"
+    );
+    assert_eq!(same, None, "the stalling source got another request in");
+    assert_eq!(other, Some(200));
+    drop(stalled);
 }

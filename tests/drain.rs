@@ -32,10 +32,16 @@ async fn endless() -> std::net::SocketAddr {
     addr
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_download_cut_off_by_the_drain_ends_in_a_reset_not_a_fin() {
+on_every_transport!(
+    a_download_cut_off_by_the_drain_ends_in_a_reset_not_a_fin,
+    a_download_goes_on_for_the_whole_drain,
+);
+
+async fn a_download_cut_off_by_the_drain_ends_in_a_reset_not_a_fin(t: Transport) {
     let certs = Certs::new();
-    let (hub, _ep) = tunnel_to(&certs, endless().await).await; // drain_timeout 1s
+    // drain_timeout 1s
+    let (hub, _ep) = tunnel_over(&certs, t, HubOpts::default(), endless().await).await;
+    hub.wait_sessions(1).await;
     let mut player = tokio::net::TcpStream::connect(hub.service("echo"))
         .await
         .unwrap();
@@ -53,6 +59,44 @@ async fn a_download_cut_off_by_the_drain_ends_in_a_reset_not_a_fin() {
     println!("figure: the player's download ended with {end:?}");
     let err = end.expect_err("the cut-off download ended with a clean FIN");
     assert_eq!(err.kind(), std::io::ErrorKind::ConnectionReset);
+    stopping.await.unwrap();
+}
+
+/// A shutdown stops new players at once and lets those playing go on for
+/// `drain_timeout`: the download keeps flowing until then, and only then
+/// ends, with a reset.
+async fn a_download_goes_on_for_the_whole_drain(t: Transport) {
+    let certs = Certs::new();
+    let o = HubOpts {
+        extra: "drain_timeout = \"3s\"\n".into(),
+        ..Default::default()
+    };
+    let (hub, _ep) = tunnel_over(&certs, t, o, endless().await).await;
+    hub.wait_sessions(1).await;
+    let door = hub.service("echo");
+    let mut player = tokio::net::TcpStream::connect(door).await.unwrap();
+    let mut buf = [0u8; 4096];
+    player.read_exact(&mut buf[..1024]).await.unwrap();
+    let began = std::time::Instant::now();
+    let stopping = tokio::spawn(hub.stop());
+    let mut last_byte = began;
+    let end = loop {
+        match tokio::time::timeout(Duration::from_secs(20), player.read(&mut buf)).await {
+            Err(_) => panic!("the drain never ended the download"),
+            Ok(Ok(0)) => break Ok(0),
+            Ok(Ok(_)) => last_byte = std::time::Instant::now(),
+            Ok(Err(e)) => break Err(e),
+        }
+    };
+    let flowed = last_byte - began;
+    println!(
+        "figure ({t:?}): with a 3 s drain, the download flowed {flowed:?} after the stop, then {end:?}"
+    );
+    assert!(
+        flowed >= Duration::from_millis(2500),
+        "the player was cut off {flowed:?} into a 3 s drain"
+    );
+    assert!(end.is_err(), "the cut-off download ended with a clean FIN");
     stopping.await.unwrap();
 }
 

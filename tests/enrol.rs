@@ -273,3 +273,192 @@ async fn strangers_on_the_enrol_door_cost_no_argon2_and_no_signature() {
     let (ok, text) = join(&line, dir.path()).await;
     assert!(ok, "{text}");
 }
+
+/// `ferry hub invite` and `--revoke` run from several processes while the
+/// hub burns invites that eps join with: every invite made is still
+/// listed, a used one stays used, a revoked one stays revoked. Before the
+/// state had a lock and each writer its own temp file, writers lost each
+/// other's changes (a used invite came back open) or failed on the shared
+/// temp file.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn invites_written_by_the_cli_and_the_hub_at_once_are_never_lost_or_reopened() {
+    use ferry::enrol::invites::{State, Store};
+    let certs = Certs::new();
+    let (hub, file, _, _) = enrol_hub(&certs).await;
+    const JOINS: usize = 8;
+    const WRITERS: usize = 3;
+    const PER_WRITER: usize = 12;
+    let lines: Vec<ferry::enrol::Line> = (0..JOINS)
+        .map(|i| ferry::enrol::Line::parse(&invite(&file, &format!("j{i}"), &[])).unwrap())
+        .collect();
+    // Writers: each makes invites and revokes every other one it made,
+    // reporting (id, revoked) or what failed.
+    let writers: Vec<_> = (0..WRITERS)
+        .map(|w| {
+            let file = file.clone();
+            std::thread::spawn(move || {
+                let mut made = Vec::new();
+                let mut failed = Vec::new();
+                for k in 0..PER_WRITER {
+                    let args = [
+                        "hub",
+                        "invite",
+                        "-c",
+                        file.to_str().unwrap(),
+                        "--ep",
+                        &format!("w{w}k{k}"),
+                    ];
+                    let (ok, text) = run(&args);
+                    let line = text
+                        .lines()
+                        .find_map(|l| l.trim().strip_prefix("ferry ep join "));
+                    let Some(line) = line.filter(|_| ok) else {
+                        failed.push(format!("invite: {text}"));
+                        continue;
+                    };
+                    let id = ferry::enrol::Line::parse(line).unwrap().id;
+                    let revoke = k % 2 == 1;
+                    if revoke {
+                        let args = [
+                            "hub",
+                            "invite",
+                            "-c",
+                            file.to_str().unwrap(),
+                            "--revoke",
+                            &id,
+                        ];
+                        let (ok, text) = run(&args);
+                        if !ok {
+                            failed.push(format!("revoke {id}: {text}"));
+                            continue;
+                        }
+                    }
+                    made.push((id, revoke));
+                }
+                (made, failed)
+            })
+        })
+        .collect();
+    // Meanwhile eps join, one after another (the door takes two at once
+    // from one address).
+    let mut joined = Vec::new();
+    let mut join_failures = Vec::new();
+    for (i, line) in lines.iter().enumerate() {
+        let dir = tempfile::tempdir().unwrap();
+        let (ok, text) = join(&line.to_string(), &dir.path().join(format!("j{i}"))).await;
+        if ok {
+            joined.push(line.id.clone());
+        } else {
+            join_failures.push(text);
+        }
+    }
+    let mut made = Vec::new();
+    let mut failed = Vec::new();
+    for w in writers {
+        let (m, f) = w.join().unwrap();
+        made.extend(m);
+        failed.extend(f);
+    }
+    let listed = Store::new(certs.dir.path()).invites().unwrap();
+    let state = |id: &str| listed.iter().find(|i| i.id == id).map(|i| i.state);
+    let lost: Vec<&String> = made
+        .iter()
+        .map(|(id, _)| id)
+        .filter(|id| state(id).is_none())
+        .collect();
+    let reopened: Vec<&String> = joined
+        .iter()
+        .filter(|id| state(id) != Some(State::Used))
+        .collect();
+    let unrevoked: Vec<&String> = made
+        .iter()
+        .filter(|(id, revoked)| *revoked && state(id).is_some_and(|s| s != State::Revoked))
+        .map(|(id, _)| id)
+        .collect();
+    println!(
+        "figure: {} CLI invites ({} revoked) during {} joins: {} CLI failures, {} join failures, \
+         {} invites lost, {} used invites reopened, {} revocations undone",
+        made.len(),
+        made.iter().filter(|(_, r)| *r).count(),
+        joined.len(),
+        failed.len(),
+        join_failures.len(),
+        lost.len(),
+        reopened.len(),
+        unrevoked.len()
+    );
+    assert!(failed.is_empty(), "CLI runs failed: {failed:#?}");
+    assert!(join_failures.is_empty(), "joins failed: {join_failures:#?}");
+    assert!(
+        lost.is_empty(),
+        "invites made but no longer listed: {lost:?}"
+    );
+    assert!(
+        reopened.is_empty(),
+        "used invites no longer used: {reopened:?}"
+    );
+    assert!(
+        unrevoked.is_empty(),
+        "revoked invites no longer revoked: {unrevoked:?}"
+    );
+    assert_eq!(made.len(), WRITERS * PER_WRITER);
+    assert_eq!(hub.handle.enrolments(), JOINS as u64);
+    // A used line is still refused as used.
+    let again = tempfile::tempdir().unwrap();
+    let (ok, text) = join(&lines[0].to_string(), again.path()).await;
+    assert!(!ok && text.contains("already used"), "{text}");
+    // No writer left a temp file behind.
+    let leftovers: Vec<String> = std::fs::read_dir(certs.dir.path())
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().into_string().ok())
+        .filter(|n| n.ends_with(".tmp"))
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+}
+
+/// The CA key and the revocation list kept apart from `tls.ca` (as
+/// `enrol.ca_key` and `tls.crl` allow): an ep that enrols again has its
+/// earlier certificate revoked in the list the hub follows.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn re_enrolling_revokes_the_earlier_certificate_in_the_configured_crl() {
+    let certs = Certs::new();
+    let pki = tempfile::tempdir().unwrap();
+    let (key, crl) = (
+        pki.path().join("signing.key"),
+        pki.path().join("revoked.pem"),
+    );
+    std::fs::rename(certs.path("ca.key"), &key).unwrap();
+    std::fs::rename(certs.path("crl.pem"), &crl).unwrap();
+    let door = free_range(1);
+    let o = HubOpts {
+        services: vec![],
+        allowlist: vec!["127.0.0.2/32".into()],
+        extra: format!(
+            "[enrol]\nbind = \"127.0.0.1:{door}\"\nca_key = {}\n",
+            toml_path(&key)
+        ),
+        ..Default::default()
+    };
+    let settings = hub_settings_crl(&certs, &o, Some(&crl));
+    let file = settings.file.clone();
+    let _hub = TestHub::from_settings(settings, &o).await;
+    let serial_in = |dir: &Path| {
+        let cert = ferry::tls::load_certs(&dir.join("certs/ep.pem")).unwrap();
+        ferry::tls::serial_hex(&cert[0]).unwrap()
+    };
+    let homes = tempfile::tempdir().unwrap();
+    let (first, second) = (homes.path().join("1"), homes.path().join("2"));
+    let (ok, text) = join(&invite(&file, "cabin", &[]), &first).await;
+    assert!(ok, "{text}");
+    let (ok, text) = join(&invite(&file, "cabin", &[]), &second).await;
+    assert!(ok, "{text}");
+    let (old, new) = (serial_in(&first), serial_in(&second));
+    let revoked = ferry::tls::crl_serials(&crl).unwrap();
+    println!("figure: revoked serials in tls.crl after re-enrolment: {revoked:?}");
+    assert!(revoked.contains(&old), "{old} not in {revoked:?}");
+    assert!(!revoked.contains(&new));
+    assert!(
+        !certs.path("crl.pem").exists(),
+        "a list beside tls.ca that nobody follows"
+    );
+}

@@ -160,11 +160,16 @@ async fn refused_or_closed(player: std::net::SocketAddr, within: Duration) -> bo
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn local_service_down_closes_each_player_and_leaks_nothing() {
+on_every_transport!(
+    local_service_down_closes_each_player_and_leaks_nothing,
+    resets_propagate_both_ways,
+    a_reset_after_megabytes_is_a_reset_not_an_end,
+);
+
+async fn local_service_down_closes_each_player_and_leaks_nothing(t: Transport) {
     let certs = Certs::new();
     let (_hold, dead) = dead_port();
-    let (hub, _ep) = tunnel_to(&certs, dead).await;
+    let (hub, _ep) = tunnel_over(&certs, t, HubOpts::default(), dead).await;
     hub.wait_sessions(1).await;
     let player = hub.service("echo");
     // Warm-up: one player, so the pool and every lazy resource exist.
@@ -204,12 +209,11 @@ async fn local_service_down_closes_each_player_and_leaks_nothing() {
     assert!(alive <= tasks0, "tasks leaked: {tasks0} → {alive}");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn resets_propagate_both_ways() {
+async fn resets_propagate_both_ways(t: Transport) {
     let certs = Certs::new();
     let svc = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let svc_addr = svc.local_addr().unwrap();
-    let (hub, _ep) = tunnel_to(&certs, svc_addr).await;
+    let (hub, _ep) = tunnel_over(&certs, t, HubOpts::default(), svc_addr).await;
 
     // The player resets: the service sees a reset, not a clean end.
     let mut p = TcpStream::connect(hub.service("echo")).await.unwrap();
@@ -242,4 +246,68 @@ async fn resets_propagate_both_ways() {
         .unwrap();
     println!("figure: service reset → player read {seen:?}");
     assert!(seen.is_err(), "player saw {seen:?}, not a reset");
+}
+
+/// Reads until the stream ends: the bytes, and how it ended.
+async fn read_all(s: &mut TcpStream) -> (usize, std::io::Result<()>) {
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut n = 0;
+    loop {
+        match tokio::time::timeout(Duration::from_secs(20), s.read(&mut buf)).await {
+            Err(_) => panic!("the stream neither ended nor broke"),
+            Ok(Ok(0)) => return (n, Ok(())),
+            Ok(Ok(k)) => n += k,
+            Ok(Err(e)) => return (n, Err(e)),
+        }
+    }
+}
+
+/// Writes `n` bytes then resets (SO_LINGER 0): a transfer cut short.
+async fn send_then_reset(mut s: TcpStream, n: usize) {
+    let data = random_bytes(n, 7);
+    s.write_all(&data).await.unwrap();
+    socket2::SockRef::from(&s)
+        .set_linger(Some(Duration::ZERO))
+        .unwrap();
+    drop(s);
+}
+
+/// A download or upload cut short by a reset after 2 MiB must not look
+/// whole at the far end: the bytes that made it, then a reset, never a
+/// clean end of stream.
+async fn a_reset_after_megabytes_is_a_reset_not_an_end(t: Transport) {
+    const SIZE: usize = 2 << 20;
+    let certs = Certs::new();
+    let svc = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let svc_addr = svc.local_addr().unwrap();
+    let (hub, _ep) = tunnel_over(&certs, t, HubOpts::default(), svc_addr).await;
+    hub.wait_sessions(1).await;
+
+    // Home sends 2 MiB and resets: the player's download.
+    let mut p = TcpStream::connect(hub.service("echo")).await.unwrap();
+    p.write_all(b"go").await.unwrap();
+    let (s, _) = svc.accept().await.unwrap();
+    send_then_reset(s, SIZE).await;
+    let (got, end) = read_all(&mut p).await;
+    println!(
+        "figure ({t:?}): service sent {SIZE} bytes then reset → player read {got} bytes, then {end:?}"
+    );
+    assert!(
+        end.is_err(),
+        "the player's cut download ended cleanly after {got} bytes"
+    );
+
+    // The player sends 2 MiB and resets: the service's upload.
+    let p = TcpStream::connect(hub.service("echo")).await.unwrap();
+    let reset = tokio::spawn(send_then_reset(p, SIZE));
+    let (mut s, _) = svc.accept().await.unwrap();
+    let (got, end) = read_all(&mut s).await;
+    reset.await.unwrap();
+    println!(
+        "figure ({t:?}): player sent {SIZE} bytes then reset → service read {got} bytes, then {end:?}"
+    );
+    assert!(
+        end.is_err(),
+        "the service's cut upload ended cleanly after {got} bytes"
+    );
 }

@@ -83,3 +83,51 @@ async fn junk_from_the_eps_own_address_does_not_lock_it_out() {
     // Bounded cost: most junk never reached a TLS handshake.
     assert!(before_tls >= 2500, "junk reached TLS: {refusals:?}");
 }
+
+on_every_transport!(quic_junk_from_the_eps_own_address_does_not_lock_it_out);
+
+/// The QUIC door flooded from the ep's own address: handshakes that stall
+/// after their first packet, all through the ep's restart, and handshakes
+/// with no certificate before it. The ep, over either transport, is back
+/// within seconds: a UDP source that never answered a retry holds no slot
+/// and earns no penalty for the address it names.
+async fn quic_junk_from_the_eps_own_address_does_not_lock_it_out(t: Transport) {
+    use tokio_util::sync::CancellationToken;
+    let certs = Certs::new();
+    let opts = HubOpts {
+        allowlist: vec!["127.0.0.0/8".into()],
+        extra: "quic = \"127.0.0.1:0\"\npenalty_base = \"2s\"\npenalty_max = \"10m\"\n".into(),
+        ..Default::default()
+    };
+    let hub = TestHub::start(&certs, &opts).await;
+    let quic = hub.handle.quic_addr().unwrap();
+    let echo = echo_server().await;
+    let eo = t.ep_opts(&hub, EpOpts::new(&certs, vec![("echo".into(), echo)]));
+    let settings = ep_settings(&certs, &hub, &eo);
+    let ep = TestEp::start(settings.clone());
+    hub.wait_sessions(1).await;
+    let stop = CancellationToken::new();
+    let stalled =
+        common::quic::stalled_initials(&certs, quic, Duration::from_millis(2), stop.clone());
+    let anonymous =
+        common::quic::anonymous_handshakes(&certs, quic, 200, CancellationToken::new()).await;
+    let refusals = hub.handle.refusals();
+    println!("figure ({t:?}): {anonymous} certificate-less QUIC handshakes; refusals {refusals:?}");
+    ep.stop().await;
+    hub.wait_sessions(0).await;
+    let logins = *hub.handle.logins().borrow();
+    let began = Instant::now();
+    let _ep = TestEp::start(settings);
+    let mut rx = hub.handle.logins();
+    let back = tokio::time::timeout(Duration::from_secs(10), rx.wait_for(|n| *n > logins)).await;
+    let took = began.elapsed();
+    stop.cancel();
+    let sent = stalled.await.unwrap();
+    println!(
+        "figure ({t:?}): during {sent} stalled QUIC handshakes from its address, the ep logged in again in {took:?}; refusals {:?}",
+        hub.handle.refusals()
+    );
+    assert!(back.is_ok(), "the real ep was locked out by QUIC junk");
+    assert!(took < Duration::from_secs(5), "{took:?}");
+    assert_eq!(echo_through(hub.service("echo"), b"back").await, b"back");
+}

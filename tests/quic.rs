@@ -252,47 +252,217 @@ async fn the_quic_door_refuses_what_the_tls_doors_refuse() {
     assert_eq!(closed.handle.argon2_runs().1, 0);
 }
 
-/// A QUIC client with no certificate: the hub's answer.
+/// A QUIC client with no certificate: the hub's answer, which may end the
+/// handshake itself or come just after it (TLS 1.3).
 async fn no_certificate(certs: &Certs, hub: SocketAddr) -> String {
-    let mut roots = rustls::RootCertStore::empty();
-    for c in ferry::tls::load_certs(&certs.path("ca.pem")).unwrap() {
-        roots.add(c).unwrap();
-    }
-    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
-    let mut tls = rustls::ClientConfig::builder_with_provider(provider)
-        .with_protocol_versions(&[&rustls::version::TLS13])
-        .unwrap()
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    tls.alpn_protocols = vec![ferry::proto::ALPN.to_vec()];
-    let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(tls).unwrap();
-    let mut endpoint = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
-    endpoint.set_default_client_config(quinn::ClientConfig::new(std::sync::Arc::new(crypto)));
-    let conn = endpoint.connect(hub, "localhost").unwrap().await;
-    match conn {
-        Err(e) => e.to_string(),
-        Ok(conn) => {
-            // TLS 1.3: the refusal can come just after the handshake.
-            let (mut send, mut recv) = match conn.open_bi().await {
-                Ok(s) => s,
-                Err(e) => return e.to_string(),
-            };
-            let _ = send.write_all(b"x").await;
-            let mut b = [0u8; 1];
-            let _ = recv.read(&mut b).await;
-            // The hub's verdict: a TLS alert as a QUIC crypto error code.
-            match conn.closed().await {
-                quinn::ConnectionError::ConnectionClosed(c) => {
-                    let code = u64::from(c.error_code);
-                    match code.checked_sub(0x100) {
-                        Some(alert) if alert < 0x100 => {
-                            format!("{:?}", rustls::AlertDescription::from(alert as u8))
-                        }
-                        _ => format!("closed with {code:#x}"),
-                    }
+    let endpoint = common::quic::anonymous_client(certs);
+    let verdict = |e: quinn::ConnectionError| match e {
+        quinn::ConnectionError::ConnectionClosed(c) => {
+            let code = u64::from(c.error_code);
+            match code.checked_sub(0x100) {
+                Some(alert) if alert < 0x100 => {
+                    format!("{:?}", rustls::AlertDescription::from(alert as u8))
                 }
-                other => other.to_string(),
+                _ => format!("closed with {code:#x}"),
             }
         }
+        other => other.to_string(),
+    };
+    match endpoint.connect(hub, "localhost").unwrap().await {
+        Err(e) => verdict(e),
+        Ok(conn) => {
+            if let Ok((mut send, mut recv)) = conn.open_bi().await {
+                let _ = send.write_all(b"x").await;
+                let mut b = [0u8; 1];
+                let _ = recv.read(&mut b).await;
+            }
+            verdict(conn.closed().await)
+        }
     }
+}
+
+/// Holding an ep's certificate but not its token: the hub lets such a
+/// client open its one control stream and no other, holds little for it,
+/// and closes the connection once the login has failed or timed out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_certificate_without_the_token_costs_little_and_is_disconnected() {
+    let certs = Certs::new();
+    let config = hub_toml(
+        &certs,
+        &["echo"],
+        "quic = \"127.0.0.1:0\"\nhandshake_timeout = \"2s\"\n",
+    );
+    let hub = common::procs::HubProc::start(&config, &[], 1);
+    let quic = hub.quic.expect("the hub's QUIC door");
+    let rss0 = hub.proc.status_kib("VmRSS:");
+    let client = common::quic::ep_client(&certs, "home");
+    let conn = client.connect(quic, "localhost").unwrap().await.unwrap();
+    let began = std::time::Instant::now();
+    // As many streams as the hub allows, each pushing 64 KiB of junk; no
+    // hello on any of them.
+    let mut opened = 0;
+    let mut pushers = tokio::task::JoinSet::new();
+    while opened < 2_000 {
+        match tokio::time::timeout(Duration::from_millis(300), conn.open_bi()).await {
+            Ok(Ok((mut send, _recv))) => {
+                opened += 1;
+                pushers.spawn(async move {
+                    let junk = vec![0xa5u8; 64 * 1024];
+                    let _ = send.write_all(&junk).await;
+                    let _ = send.finish();
+                    let _ = send.stopped().await;
+                    drop(_recv);
+                });
+            }
+            _ => break,
+        }
+    }
+    let closed = tokio::time::timeout(Duration::from_secs(10), conn.closed()).await;
+    let took = began.elapsed();
+    let peak = hub.proc.status_kib("VmHWM:");
+    pushers.abort_all();
+    println!(
+        "figure: a client with a certificate and no token opened {opened} stream(s); hub RSS {rss0} KiB → peak {peak} KiB; disconnected after {took:?} ({:?})",
+        closed.as_ref().map(|e| e.to_string())
+    );
+    assert!(opened <= 1, "the hub let a stranger open {opened} streams");
+    assert!(
+        closed.is_ok(),
+        "the connection of a failed login stayed open"
+    );
+    assert!(took < Duration::from_secs(4), "{took:?}");
+    assert!(
+        peak.saturating_sub(rss0) < 16 * 1024,
+        "the hub grew from {rss0} KiB to {peak} KiB"
+    );
+}
+
+/// A session ended on purpose (here: the ep's token hash rewritten, so it
+/// logs in again) leaves no QUIC connection behind on either side: its
+/// keep-alives would otherwise hold it open for ever.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_ended_on_purpose_leaves_no_connection_behind() {
+    let certs = Certs::new();
+    let creds = |hash: &str| format!("quic = \"127.0.0.1:0\"\n[eps.home]\ntoken_hash = {hash:?}\n");
+    let mut o = HubOpts {
+        extra: creds(token_hash()),
+        ..Default::default()
+    };
+    let settings = hub_settings(&certs, &o);
+    let file = settings.file.clone();
+    let hub = TestHub::from_settings(settings, &o).await;
+    let eo = Transport::Quic.ep_opts(
+        &hub,
+        EpOpts::new(&certs, vec![("echo".into(), echo_server().await)]),
+    );
+    let _ep = TestEp::start(ep_settings(&certs, &hub, &eo));
+    hub.wait_sessions(1).await;
+    assert_eq!(hub.handle.quic_connections(), 1);
+    for round in 0..3 {
+        // The same token hashed again (a fresh salt): a credential change.
+        let logins = *hub.handle.logins().borrow();
+        let fresh = ferry::token::hash(&ferry::secret::Secret::new(TOKEN)).unwrap();
+        o.extra = creds(&fresh);
+        let next = write_hub_toml(&certs, &o, None);
+        std::fs::rename(next, &file).unwrap();
+        let mut rx = hub.handle.logins();
+        tokio::time::timeout(Duration::from_secs(15), rx.wait_for(|n| *n > logins))
+            .await
+            .expect("the ep logged in again")
+            .unwrap();
+        eventually(
+            &format!("round {round}: one QUIC connection left"),
+            Duration::from_secs(10),
+            || hub.handle.quic_connections() == 1,
+        )
+        .await;
+        assert_eq!(echo_through(hub.service("echo"), b"again").await, b"again");
+    }
+}
+
+/// Migration may move a session to a new port or address, but never to an
+/// address outside `ep_allowlist`: nothing from there reaches the session,
+/// which ends, and the ep is not served from there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn migration_cannot_take_a_session_outside_the_allowlist() {
+    let certs = Certs::new();
+    let hub = quic_hub(&certs, "").await; // ep_allowlist 127.0.0.1/32
+    let settings = quic_ep(
+        &certs,
+        &hub,
+        vec![("echo".into(), echo_server().await)],
+        "quic",
+    );
+    let (_ep, handle) = TestEp::start_with_handle(settings).await;
+    hub.wait_sessions(1).await;
+    let mut player = tokio::net::TcpStream::connect(hub.service("echo"))
+        .await
+        .unwrap();
+    player.write_all(b"one").await.unwrap();
+    let mut back = [0u8; 3];
+    player.read_exact(&mut back).await.unwrap();
+    // The ep's connection moves to 127.0.0.2, an address not allowed.
+    handle
+        .rebind_quic_to("127.0.0.2:0".parse().unwrap())
+        .unwrap();
+    let _ = player.write_all(b"two").await;
+    let got = tokio::time::timeout(Duration::from_secs(8), player.read(&mut back)).await;
+    println!("figure: after the ep moved outside the allowlist the player read {got:?}");
+    assert!(
+        !matches!(got, Ok(Ok(3))),
+        "the session went on from an address outside ep_allowlist"
+    );
+    hub.wait_sessions(0).await;
+}
+
+/// Players who arrive while the ep is away are held (`player_wait`) and
+/// served by whichever session attaches first: here `auto`, which logs in
+/// over TLS and moves to QUIC at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn players_waiting_for_an_ep_in_auto_mode_are_served() {
+    let certs = Certs::new();
+    let hub = quic_hub(&certs, "").await;
+    let waiting: Vec<_> = (0..10u8)
+        .map(|i| {
+            let to = hub.service("echo");
+            tokio::spawn(async move { common::echo_through(to, &[i; 100]).await })
+        })
+        .collect();
+    let home = echo_server().await;
+    let mut eo = EpOpts::new(&certs, vec![("echo".into(), home)]);
+    eo.extra = "transport = \"auto\"\n".into();
+    let _ep = TestEp::start(ep_settings(&certs, &hub, &eo));
+    for (i, w) in waiting.into_iter().enumerate() {
+        let back = tokio::time::timeout(Duration::from_secs(20), w)
+            .await
+            .expect("a waiting player was served")
+            .unwrap();
+        assert_eq!(back, vec![i as u8; 100]);
+    }
+    assert_eq!(hub.handle.over_quic("home"), Some(true));
+}
+
+/// The ep's log says which transport it logged in over, and where.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_eps_log_names_its_transport_and_address() {
+    let certs = Certs::new();
+    let home = echo_server().await;
+    let config = hub_toml(&certs, &["echo"], "quic = \"127.0.0.1:0\"\n");
+    let hub = common::procs::HubProc::start(&config, &[], 1);
+    let quic = hub.quic.unwrap();
+    let ep_config = ep_toml(&certs, hub.control, hub.channel, &[("echo", home)]);
+    let text = std::fs::read_to_string(&ep_config).unwrap();
+    std::fs::write(
+        &ep_config,
+        format!("transport = \"quic\"\nquic = \"{quic}\"\n{text}"),
+    )
+    .unwrap();
+    let ep = common::procs::Ferry::spawn("ep", &ep_config, &[]);
+    let line = ep.wait_line("connected to hub");
+    println!("figure: {line}");
+    assert!(
+        line.contains("transport=\"quic\"") || line.contains("transport=quic"),
+        "{line}"
+    );
+    assert!(line.contains(&quic.to_string()), "{line}");
 }

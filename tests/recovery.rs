@@ -9,15 +9,58 @@ use tokio::{
     net::TcpStream,
 };
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn ep_restart_recovers_and_a_waiting_player_is_served() {
+on_every_transport!(
+    ep_restart_recovers_and_a_waiting_player_is_served,
+    a_udp_flow_that_arrives_while_the_ep_is_away_is_served,
+);
+
+/// A UDP flow whose first datagram arrives while the ep is away waits for
+/// it (as a TCP player does) and is answered once it is back: the first
+/// datagram is not lost.
+async fn a_udp_flow_that_arrives_while_the_ep_is_away_is_served(t: Transport) {
+    use common::udp::*;
     let certs = Certs::new();
-    let echo = echo_server().await;
-    let hub = TestHub::start(&certs, &HubOpts::default()).await;
+    let (home, _) = udp_echo().await;
+    let o = HubOpts {
+        service_extra: "type = \"udp\"\n".into(),
+        ..Default::default()
+    };
+    let hub = TestHub::start(&certs, &t.hub_opts(o)).await;
     let settings = ep_settings(
         &certs,
         &hub,
-        &EpOpts::new(&certs, vec![("echo".into(), echo)]),
+        &t.ep_opts(&hub, EpOpts::new(&certs, vec![("echo".into(), home)])),
+    );
+    let ep = TestEp::start(settings.clone());
+    hub.wait_sessions(1).await;
+    let to = hub.handle.service_addr("echo").unwrap();
+    let p = player().await;
+    assert_eq!(
+        ask_until(&p, to, b"before", Duration::from_secs(10)).await,
+        b"before"
+    );
+    ep.stop().await;
+    hub.wait_sessions(0).await;
+    // A new flow's first datagram while no ep is there.
+    let q = player().await;
+    q.send_to(b"patient", to).await.unwrap();
+    let _ep = TestEp::start(settings);
+    let mut buf = [0u8; 64];
+    let got = tokio::time::timeout(Duration::from_secs(10), q.recv_from(&mut buf))
+        .await
+        .expect("the waiting flow's first datagram was answered")
+        .unwrap();
+    assert_eq!(&buf[..got.0], b"patient");
+}
+
+async fn ep_restart_recovers_and_a_waiting_player_is_served(t: Transport) {
+    let certs = Certs::new();
+    let echo = echo_server().await;
+    let hub = TestHub::start(&certs, &t.hub_opts(HubOpts::default())).await;
+    let settings = ep_settings(
+        &certs,
+        &hub,
+        &t.ep_opts(&hub, EpOpts::new(&certs, vec![("echo".into(), echo)])),
     );
     let ep = TestEp::start(settings.clone());
     hub.wait_sessions(1).await;

@@ -218,6 +218,7 @@ fn main() {
         control,
         channel,
         services: ports,
+        ..
     } = HubProc::start(&d.join("hub.toml"), &[], 6);
     let ready: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(ready).unwrap()).unwrap();

@@ -136,6 +136,7 @@ async fn setup() -> Setup {
         control,
         channel,
         services: ports,
+        ..
     } = HubProc::start(&d.join("hub.toml"), &[], 3);
     let ep_toml = format!(
         "hub = \"{control}\"\nchannel = \"{channel}\"\nserver_name = \"localhost\"\ntoken = \"{}\"\n\

@@ -119,6 +119,7 @@ fn main() {
         control,
         channel,
         services: ports,
+        ..
     } = HubProc::start(&d.join("hub.toml"), &[], 3);
     let ep_toml = format!(
         "hub = \"{control}\"\nchannel = \"{channel}\"\nserver_name = \"localhost\"\ntoken = \"{}\"\n\

@@ -2,18 +2,49 @@
 //! that verified once is remembered by its SHA-256 for the life of the
 //! process, so a dashboard polling every second costs one Argon2 run, and
 //! later checks are a constant-time comparison of digests.
+//!
+//! A wrong token costs its source (an IPv4 address, an IPv6 /64) a growing
+//! penalty, during which that source's unknown tokens are refused before
+//! any Argon2 run: otherwise one stranger sending wrong tokens in a loop
+//! keeps the one Argon2 slot busy and the operator is told "busy" for ever.
 
-use crate::secret::Secret;
-use std::sync::{Arc, Mutex};
+use crate::{
+    hub::gate::penalties::{Penalties, PenaltyRange},
+    secret::Secret,
+};
+use std::{
+    net::IpAddr,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
 
 /// Verified tokens remembered; a new one beyond this replaces the oldest.
 const REMEMBERED: usize = 16;
+/// A source's first wrong token holds it off this long; each further one
+/// doubles it, up to `max` (strikes are forgotten after `max` of quiet).
+const PENALTY: PenaltyRange = PenaltyRange {
+    base: Duration::from_secs(2),
+    max: Duration::from_secs(300),
+};
+
+/// Why a request is not let in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Denied {
+    /// No token, or a wrong one (401).
+    Unauthorized,
+    /// This source sent a wrong token lately; retry after this (429).
+    Penalised(Duration),
+    /// Another token is being checked (503).
+    Busy,
+}
 
 pub struct Auth {
     hash: String,
     verified: Mutex<Vec<[u8; 32]>>,
     /// One Argon2 run at a time: wrong tokens cannot pile up CPU work.
     argon2: Arc<tokio::sync::Semaphore>,
+    /// Sources whose last token was wrong, by `sources::source_key`.
+    penalties: Mutex<Penalties<IpAddr>>,
 }
 
 fn digest(token: &str) -> [u8; 32] {
@@ -35,13 +66,18 @@ impl Auth {
             hash,
             verified: Mutex::new(Vec::new()),
             argon2: Arc::new(tokio::sync::Semaphore::new(1)),
+            penalties: Mutex::new(Penalties::new(PENALTY)),
         }
     }
 
-    /// Ok, or the HTTP status to answer: 401 (missing or wrong), 503 (busy).
-    pub async fn check(&self, token: Option<&str>) -> Result<(), u16> {
+    /// Whether `token`, sent from `from`, lets the request in. A token
+    /// verified before passes even while its source is penalised (the
+    /// operator's dashboard behind the same address as a stranger).
+    pub async fn check(&self, token: Option<&str>, from: IpAddr) -> Result<(), Denied> {
         let token = token.filter(|t| !t.is_empty() && t.len() <= crate::token::MAX_TOKEN_LEN);
-        let Some(token) = token else { return Err(401) };
+        let Some(token) = token else {
+            return Err(Denied::Unauthorized);
+        };
         let d = digest(token);
         {
             let known = self.verified.lock().unwrap_or_else(|p| p.into_inner());
@@ -49,8 +85,12 @@ impl Auth {
                 return Ok(());
             }
         }
+        let source = crate::sources::source_key(from);
+        if let Some(left) = self.penalties_lock().remaining(&source) {
+            return Err(Denied::Penalised(left));
+        }
         let Ok(permit) = self.argon2.clone().try_acquire_owned() else {
-            return Err(503);
+            return Err(Denied::Busy);
         };
         let (secret, hash) = (Secret::new(token), self.hash.clone());
         let good = tokio::task::spawn_blocking(move || {
@@ -61,13 +101,19 @@ impl Auth {
         .await
         .unwrap_or(false);
         if !good {
-            return Err(401);
+            self.penalties_lock().strike(&source);
+            return Err(Denied::Unauthorized);
         }
+        self.penalties_lock().clear(&source);
         let mut known = self.verified.lock().unwrap_or_else(|p| p.into_inner());
         if known.len() >= REMEMBERED {
             known.remove(0);
         }
         known.push(d);
         Ok(())
+    }
+
+    fn penalties_lock(&self) -> std::sync::MutexGuard<'_, Penalties<IpAddr>> {
+        self.penalties.lock().unwrap_or_else(|p| p.into_inner())
     }
 }

@@ -5,14 +5,18 @@
 //! Off unless configured; loopback by default. Bound elsewhere it requires
 //! a token (`admin.token_hash`). Bounded like every door: at most
 //! `MAX_CONNECTIONS` at once, a deadline on each request, small requests
-//! only, so a flood of slow or junk requests cannot touch players.
+//! only, so a flood of slow or junk requests cannot touch players. With a
+//! token, one source (an IPv4 address, an IPv6 /64) may hold at most
+//! `PENDING_PER_SOURCE` of those connections before its token is checked,
+//! and a wrong token earns it a penalty (`auth`), so one stranger can hold
+//! neither every slot nor the Argon2 check.
 
 mod auth;
 pub mod client;
 mod http;
 mod page;
 
-pub use auth::Auth;
+pub use auth::{Auth, Denied};
 
 use std::{sync::Arc, time::Duration};
 use tokio::{io::AsyncWriteExt, net::TcpListener, net::TcpStream, sync::Semaphore};
@@ -23,6 +27,8 @@ use tracing::Instrument;
 const MAX_CONNECTIONS: usize = 64;
 /// Of those, live event streams (each holds a connection open).
 const MAX_STREAMS: usize = 16;
+/// Of those, from one source and not yet past the token check.
+const PENDING_PER_SOURCE: usize = 8;
 /// Deadline for a request to arrive whole.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 /// How often `/events` sends a snapshot.
@@ -84,9 +90,13 @@ pub trait Source: Send + Sync + 'static {
     }
 }
 
+type Pending = crate::sources::PerSource<PENDING_PER_SOURCE>;
+
 struct Door {
     source: Arc<dyn Source>,
     auth: Option<Arc<Auth>>,
+    /// Connections per source not yet past the token check (with a token).
+    pending: Arc<Pending>,
     streams: Arc<Semaphore>,
     shutdown: CancellationToken,
 }
@@ -120,6 +130,7 @@ pub async fn serve(
     let door = Arc::new(Door {
         source,
         auth,
+        pending: Arc::default(),
         streams: Arc::new(Semaphore::new(MAX_STREAMS)),
         shutdown: shutdown.clone(),
     });
@@ -129,10 +140,19 @@ pub async fn serve(
             crate::net::abort_on_close(&tcp);
             return;
         };
+        let pending = if door.auth.is_some() {
+            let Some(p) = door.pending.enter(peer.ip()) else {
+                crate::net::abort_on_close(&tcp);
+                return;
+            };
+            Some(p)
+        } else {
+            None
+        };
         let door = door.clone();
         tracker.spawn(
             async move {
-                door.handle(tcp).await;
+                door.handle(tcp, peer, pending).await;
                 drop(slot);
             }
             .instrument(tracing::debug_span!("admin", %peer)),
@@ -142,7 +162,12 @@ pub async fn serve(
 }
 
 impl Door {
-    async fn handle(&self, mut tcp: TcpStream) {
+    async fn handle(
+        &self,
+        mut tcp: TcpStream,
+        peer: std::net::SocketAddr,
+        pending: Option<crate::sources::SourceSlot<PENDING_PER_SOURCE>>,
+    ) {
         let req = tokio::select! {
             r = tokio::time::timeout(REQUEST_TIMEOUT, http::read_request(&mut tcp)) => r,
             _ = self.shutdown.cancelled() => return,
@@ -160,23 +185,33 @@ impl Door {
             return;
         }
         if let Some(auth) = &self.auth
-            && let Err(status) = auth.check(req.token.as_deref()).await
+            && let Err(denied) = auth.check(req.token.as_deref(), peer.ip()).await
         {
-            let body: &[u8] = if status == 401 {
-                b"a valid admin token is required (Authorization: Bearer TOKEN, or ?token=TOKEN)\n"
-            } else {
-                b"busy checking other tokens; retry\n"
+            let (status, body, retry) = match denied {
+                Denied::Unauthorized => (
+                    401,
+                    "a valid admin token is required (Authorization: Bearer TOKEN, or ?token=TOKEN)\n"
+                        .to_string(),
+                    None,
+                ),
+                Denied::Penalised(left) => {
+                    let secs = left.as_secs() + 1;
+                    let why = format!(
+                        "a wrong admin token came from this address lately; retry in {secs} s\n"
+                    );
+                    (429, why, Some(secs.to_string()))
+                }
+                Denied::Busy => (503, "busy checking other tokens; retry\n".to_string(), None),
             };
-            let _ = http::respond(
-                &mut tcp,
-                status,
-                "text/plain",
-                &[("WWW-Authenticate", "Bearer")],
-                body,
-            )
-            .await;
+            let mut headers = vec![("WWW-Authenticate", "Bearer")];
+            if let Some(secs) = &retry {
+                headers.push(("Retry-After", secs.as_str()));
+            }
+            let _ = http::respond(&mut tcp, status, "text/plain", &headers, body.as_bytes()).await;
             return;
         }
+        // Past the token check: an event stream it opens is not pending.
+        drop(pending);
         let s = &self.source;
         match req.path.as_str() {
             "/metrics" => {

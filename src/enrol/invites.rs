@@ -6,6 +6,14 @@
 //! the address it enrolled from. The hub reads `enrolled.json` with its
 //! configuration; `ferry hub invite` and the running hub both write
 //! `invites.json`, each by replacing the whole file.
+//!
+//! Every change is a read, a change and a write, made while holding the
+//! lock `enrol.lock` in the same folder (a file lock, so it holds between
+//! the hub and `ferry hub invite` and between the hub's own enrolments):
+//! otherwise two writers each write back what they read and one's change
+//! is lost (a used or revoked invite open again, a new one gone). Readers
+//! take no lock: a file is replaced whole by a rename, never seen half
+//! written.
 
 use anyhow::{Context, Result, bail};
 use serde::{Deserialize, Serialize};
@@ -13,8 +21,13 @@ use std::{
     collections::BTreeMap,
     net::IpAddr,
     path::{Path, PathBuf},
-    time::{Duration, SystemTime, UNIX_EPOCH},
+    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
 };
+
+/// How long a writer waits for another to finish. Each holds the lock for
+/// one read and one write, milliseconds; only a stuck process holds it
+/// longer, and then saying so beats waiting for ever.
+const LOCK_WAIT: Duration = Duration::from_secs(10);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -113,6 +126,37 @@ impl Store {
         self.dir.join("invites.json")
     }
 
+    /// The state's lock, held until the returned file is dropped.
+    fn lock(&self) -> Result<std::fs::File> {
+        let path = self.dir.join("enrol.lock");
+        let mut opts = std::fs::OpenOptions::new();
+        opts.read(true).write(true).create(true).truncate(false);
+        #[cfg(unix)]
+        std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
+        let file = opts
+            .open(&path)
+            .with_context(|| format!("cannot open the lock {}", path.display()))?;
+        let deadline = Instant::now() + LOCK_WAIT;
+        let mut pause = Duration::from_millis(1);
+        loop {
+            match file.try_lock() {
+                Ok(()) => return Ok(file),
+                Err(std::fs::TryLockError::WouldBlock) if Instant::now() < deadline => {
+                    std::thread::sleep(pause);
+                    pause = (pause * 2).min(Duration::from_millis(50));
+                }
+                Err(std::fs::TryLockError::WouldBlock) => bail!(
+                    "{} is still held by another ferry process after {LOCK_WAIT:?} \
+                     (a stuck `ferry hub invite`?); try again",
+                    path.display()
+                ),
+                Err(std::fs::TryLockError::Error(e)) => {
+                    return Err(e).with_context(|| format!("cannot lock {}", path.display()));
+                }
+            }
+        }
+    }
+
     pub fn enrolled_path(&self) -> PathBuf {
         self.dir.join("enrolled.json")
     }
@@ -134,6 +178,7 @@ impl Store {
     ) -> Result<(String, String)> {
         let id = crate::token::random_hex(8);
         let secret = crate::token::random_hex(16);
+        let _lock = self.lock()?;
         let mut invites = self.invites()?;
         let now = now();
         // Forget invites that ended more than a week ago.
@@ -151,6 +196,7 @@ impl Store {
     }
 
     pub fn revoke(&self, id: &str) -> Result<Invite> {
+        let _lock = self.lock()?;
         let mut invites = self.invites()?;
         let Some(i) = invites.iter_mut().find(|i| i.id == id) else {
             bail!("no invite {id} (see `ferry hub invite --list`)");
@@ -168,36 +214,21 @@ impl Store {
             tracing::warn!("{e:#}");
             Unusable::Unknown
         })?;
-        let i = invites
-            .into_iter()
-            .find(|i| i.id == id)
-            .ok_or(Unusable::Unknown)?;
-        match i.state {
-            State::Used => return Err(Unusable::Used),
-            State::Revoked => return Err(Unusable::Revoked),
-            State::Open => {}
-        }
-        if i.expires <= now() {
-            return Err(Unusable::Expired);
-        }
-        if let Some(nets) = &i.from
-            && !nets.contains(from.to_canonical())
-        {
-            return Err(Unusable::WrongAddress);
-        }
-        Ok(i)
+        usable_in(&invites, id, from)
     }
 
-    /// Checks `secret` against the invite and marks it used, once: the
-    /// second of two simultaneous uses finds it used.
+    /// Checks `secret` against the invite and marks it used, once: under
+    /// the lock, so of two simultaneous uses the second finds it used, and
+    /// no other writer puts it back open.
     pub fn redeem(&self, id: &str, secret: &str, from: IpAddr) -> Result<Invite, String> {
-        let invite = self.usable(id, from).map_err(|e| e.to_string())?;
+        let _lock = self.lock().map_err(|e| format!("{e:#}"))?;
+        let mut invites = self.invites().map_err(|e| format!("{e:#}"))?;
+        let invite = usable_in(&invites, id, from).map_err(|e| e.to_string())?;
         // Digests compared: timing can at most tell a guesser how much of
         // the SHA-256 of its guess matched, which says nothing of the secret.
         if sha256_hex(secret) != invite.secret_sha256 {
             return Err("the invite's secret does not match (the line was changed?)".into());
         }
-        let mut invites = self.invites().map_err(|e| format!("{e:#}"))?;
         if let Some(i) = invites.iter_mut().find(|i| i.id == id) {
             i.state = State::Used;
         }
@@ -211,11 +242,34 @@ impl Store {
 
     /// Records `ep`'s credential; the serial it replaces, if any.
     pub fn record(&self, ep: &str, e: Enrolled) -> Result<Option<String>> {
+        let _lock = self.lock()?;
         let mut file = self.enrolled()?;
         let old = file.eps.insert(ep.to_string(), e).map(|o| o.serial);
         write_json(&self.enrolled_path(), &file)?;
         Ok(old)
     }
+}
+
+/// The invite `id` among `invites` if `from` may use it now.
+fn usable_in(invites: &[Invite], id: &str, from: IpAddr) -> Result<Invite, Unusable> {
+    let i = invites
+        .iter()
+        .find(|i| i.id == id)
+        .ok_or(Unusable::Unknown)?;
+    match i.state {
+        State::Used => return Err(Unusable::Used),
+        State::Revoked => return Err(Unusable::Revoked),
+        State::Open => {}
+    }
+    if i.expires <= now() {
+        return Err(Unusable::Expired);
+    }
+    if let Some(nets) = &i.from
+        && !nets.contains(from.to_canonical())
+    {
+        return Err(Unusable::WrongAddress);
+    }
+    Ok(i.clone())
 }
 
 #[cfg(test)]
@@ -247,5 +301,56 @@ mod tests {
         assert_eq!(s.usable(&id3, ip).unwrap_err(), Unusable::WrongAddress);
         s.revoke(&id3).unwrap();
         assert_eq!(s.usable(&id3, ip).unwrap_err(), Unusable::Revoked);
+    }
+
+    /// Writers at once (threads here, processes in `tests/enrol.rs`) each
+    /// change the file under the lock: nothing any of them wrote is lost,
+    /// and none leaves a temp file behind.
+    #[test]
+    fn writers_at_once_lose_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let ip: IpAddr = "203.0.113.9".parse().unwrap();
+        let base = Store::new(dir.path());
+        let (used, secret) = base.create("used", Duration::from_secs(60), None).unwrap();
+        let threads: Vec<_> = (0..4)
+            .map(|t| {
+                let dir = dir.path().to_path_buf();
+                std::thread::spawn(move || {
+                    let s = Store::new(&dir);
+                    (0..10)
+                        .map(|k| {
+                            let (id, _) = s
+                                .create(&format!("t{t}k{k}"), Duration::from_secs(60), None)
+                                .unwrap();
+                            if k % 2 == 1 {
+                                s.revoke(&id).unwrap();
+                            }
+                            (id, k % 2 == 1)
+                        })
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        base.redeem(&used, &secret, ip).unwrap();
+        let made: Vec<(String, bool)> = threads
+            .into_iter()
+            .flat_map(|t| t.join().unwrap())
+            .collect();
+        let listed = base.invites().unwrap();
+        let state = |id: &str| listed.iter().find(|i| i.id == id).map(|i| i.state);
+        assert_eq!(state(&used), Some(State::Used));
+        for (id, revoked) in &made {
+            let want = if *revoked {
+                State::Revoked
+            } else {
+                State::Open
+            };
+            assert_eq!(state(id), Some(want), "{id}");
+        }
+        let names: Vec<String> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .filter_map(|e| e.ok()?.file_name().into_string().ok())
+            .collect();
+        assert!(names.iter().all(|n| !n.ends_with(".tmp")), "{names:?}");
     }
 }

@@ -104,6 +104,31 @@ pub(super) async fn started(
     hub_ip: std::net::IpAddr,
 ) {
     let s = ep.settings();
+    // A port (or a protocol) the ep was never told to serve is out of the
+    // hub's reach, whatever it asks: a compromised hub reaches nothing
+    // else at home.
+    if let HubMsg::Start { offset, udp, .. } = &msg {
+        let why = if *offset >= local.addr.count {
+            Some(format!(
+                "a port outside this service's local range (offset {offset}, {} port(s))",
+                local.addr.count
+            ))
+        } else {
+            local
+                .kind
+                .filter(|k| if *udp { !k.udp() } else { !k.tcp() })
+                .map(|k| {
+                    format!(
+                        "{} for a service ep.toml declares type = \"{k}\"",
+                        if *udp { "UDP" } else { "TCP" }
+                    )
+                })
+        };
+        if let Some(why) = why {
+            tls.abort();
+            return tracing::warn!(service, "the hub asked for {why}; refused");
+        }
+    }
     let (player, public, offset) = match msg {
         HubMsg::Start {
             player,
@@ -181,7 +206,10 @@ pub(super) async fn started(
             tracing::info!(service, %player, up = st.up, down = st.down, secs = st.elapsed.as_secs_f64(), "player disconnected")
         }
         Some((st, Some(e))) => {
+            // A break on either side is a break on both (see the hub's
+            // player door).
             net::abort_on_close(&svc);
+            tls.abort();
             tracing::info!(service, %player, up = st.up, down = st.down, secs = st.elapsed.as_secs_f64(), "player connection broken: {e}");
         }
         None => {

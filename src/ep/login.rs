@@ -356,7 +356,7 @@ pub fn quic_endpoint(s: &EpSettings, hub: SocketAddr) -> Result<quinn::Endpoint,
     let mut config = quinn::ClientConfig::new(std::sync::Arc::new(crypto));
     // The hub's heartbeat timeout is not known before the welcome; its
     // default, as the hub's own QUIC idle timeout normally is.
-    config.transport_config(crate::quic::transport(Duration::from_secs(15)));
+    config.transport_config(crate::quic::ep_transport(Duration::from_secs(15)));
     let bind: SocketAddr = if hub.is_ipv4() {
         (std::net::Ipv4Addr::UNSPECIFIED, 0).into()
     } else {
@@ -380,11 +380,7 @@ pub async fn login_quic(
     })?;
     let conn = connecting.await.map_err(|e| quic_error(hub, e))?;
     let (send, recv) = conn.open_bi().await.map_err(|e| quic_error(hub, e))?;
-    let mut path = Path::Quic(crate::quic::QuicStream {
-        send,
-        recv,
-        link: None,
-    });
+    let mut path = Path::Quic(crate::quic::QuicStream::control(send, recv));
     let mut welcome = greet(s, &mut path, Some(hub.ip()), None).await?;
     welcome.link = Some(crate::quic::Link::new(conn));
     Ok((path, welcome))

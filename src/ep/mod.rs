@@ -167,7 +167,12 @@ pub struct Handle(Arc<Ep>);
 
 impl Handle {
     pub fn rebind_quic(&self) -> std::io::Result<()> {
-        self.0.rebind_quic()
+        self.0.rebind_quic(None)
+    }
+
+    /// The same, onto a socket bound to `addr` (another address).
+    pub fn rebind_quic_to(&self, addr: std::net::SocketAddr) -> std::io::Result<()> {
+        self.0.rebind_quic(Some(addr))
     }
 }
 
@@ -234,9 +239,26 @@ async fn main_loop(ep: Arc<Ep>, immediate: CancellationToken) -> Result<()> {
                 ep.metrics.hub_connected.set(1);
                 ep.metrics.logins.inc();
                 let services: Vec<&String> = s.services.keys().collect();
-                tracing::info!(hub = %s.hub, ep = %s.identity, ?services, "connected to hub");
+                let link = welcome.link.clone();
+                let (transport, addr) = match &link {
+                    Some(l) => ("quic", l.conn.remote_address().to_string()),
+                    None => ("tls", s.hub.clone()),
+                };
+                tracing::info!(hub = %addr, transport, ep = %s.identity, ?services, "connected to hub");
                 let began = tokio::time::Instant::now();
                 let end = session(&ep, tls, welcome).await;
+                if let Some(link) = link {
+                    // Its players keep the connection until they are done;
+                    // then nothing holds it open. No deadline of the ep's
+                    // own: a hub that ended the session bounds it with its
+                    // `drain_timeout`, and this ep's shutdown with its hard
+                    // stop.
+                    let ep2 = ep.clone();
+                    ep.tracker.spawn(async move {
+                        link.close_when_idle(None, &ep2.hard_stop, "session over")
+                            .await;
+                    });
+                }
                 ep.metrics.hub_connected.set(0);
                 ep.state.disconnected(&end.reason);
                 if shutdown.is_cancelled() {
@@ -405,11 +427,7 @@ async fn hub_streams(ep: Arc<Ep>, link: crate::quic::Link, hub_ip: std::net::IpA
         let Ok((send, recv)) = stream else { return };
         let (ep2, link2) = (ep.clone(), link.clone());
         ep.tracker.spawn(async move {
-            let mut path = login::Path::Quic(crate::quic::QuicStream {
-                send,
-                recv,
-                link: Some(link2),
-            });
+            let mut path = login::Path::Quic(link2.stream(send, recv));
             let deadline = Duration::from_secs(10);
             let msg = match tokio::time::timeout(deadline, proto::read_msg::<_, HubMsg>(&mut path))
                 .await
@@ -550,7 +568,7 @@ impl Ep {
 
     /// Moves the QUIC connection to a fresh UDP port, as a NAT re-mapping
     /// would (a test hook for migration).
-    pub(crate) fn rebind_quic(&self) -> std::io::Result<()> {
+    pub(crate) fn rebind_quic(&self, to: Option<std::net::SocketAddr>) -> std::io::Result<()> {
         let q = self.quic_lock();
         let Some(endpoint) = &q.endpoint else {
             return Err(std::io::Error::other("no QUIC endpoint"));
@@ -561,6 +579,6 @@ impl Ep {
         } else {
             (std::net::Ipv6Addr::UNSPECIFIED, 0).into()
         };
-        endpoint.rebind(std::net::UdpSocket::bind(any)?)
+        endpoint.rebind(std::net::UdpSocket::bind(to.unwrap_or(any))?)
     }
 }

@@ -56,15 +56,10 @@ impl HubCap {
     }
 }
 
-/// The address a player counts as: itself, or its /64 for IPv6.
+/// The address a player counts as: itself, or its /64 for IPv6 (the same
+/// key the enrol and admin doors count strangers by).
 pub(super) fn key(ip: IpAddr) -> IpAddr {
-    match ip.to_canonical() {
-        IpAddr::V6(v6) => {
-            let bits = u128::from(v6) & !((1u128 << 64) - 1);
-            IpAddr::V6(bits.into())
-        }
-        v4 => v4,
-    }
+    crate::sources::source_key(ip)
 }
 
 struct Source {

@@ -109,6 +109,13 @@ pub(super) struct LoggedIn {
     modern: bool,
 }
 
+impl LoggedIn {
+    /// The session's QUIC connection, if it came through the QUIC door.
+    pub fn link(&self) -> Option<crate::quic::Link> {
+        self.guard.link.clone()
+    }
+}
+
 async fn handle_login(shared: &Arc<Shared>, tcp: TcpStream, addr: SocketAddr) -> Option<LoggedIn> {
     let (ctrl_tx, ctrl_rx) = mpsc::channel(CTRL_QUEUE);
     let login = async {
@@ -199,7 +206,7 @@ impl Peer {
 pub(super) async fn authenticate(
     shared: &Arc<Shared>,
     mut tls: Tunnel,
-    link: Option<crate::quic::Link>,
+    quic: Option<quinn::Connection>,
     peer: Peer,
     resumed: Result<(), &'static str>,
     addr: SocketAddr,
@@ -332,7 +339,8 @@ pub(super) async fn authenticate(
             ip: addr.ip(),
             version: software.as_deref().unwrap_or("unknown"),
             modern,
-            link,
+            // Its datagrams are read from a session on, not before.
+            link: quic.map(crate::quic::Link::new),
         },
         offer,
         wanted,

@@ -22,44 +22,18 @@ use tokio::{
 };
 use tokio_rustls::TlsAcceptor;
 
-/// Enrolments in progress at once, and from one address; more connections
-/// are closed at once, so strangers holding connections open cannot keep
-/// a real ep out for long.
+/// Enrolments in progress at once, and from one source (an IPv4 address,
+/// an IPv6 /64); more connections are closed at once, so strangers holding
+/// connections open cannot keep a real ep out for long.
 pub(super) const SLOTS: usize = 16;
 const PER_SOURCE: usize = 2;
 /// The first line must come quickly; the whole exchange within `DEADLINE`.
 const FIRST_LINE: Duration = Duration::from_secs(3);
 const DEADLINE: Duration = Duration::from_secs(15);
 
-/// Connections in progress per source address.
-#[derive(Default)]
-pub(crate) struct Sources(std::sync::Mutex<std::collections::HashMap<std::net::IpAddr, usize>>);
+/// Connections in progress per source (an IPv4 address, an IPv6 /64).
+pub(crate) type Sources = crate::sources::PerSource<PER_SOURCE>;
 
-impl Sources {
-    fn enter(self: &Arc<Self>, ip: std::net::IpAddr) -> Option<SourceSlot> {
-        let mut m = self.0.lock().unwrap_or_else(|p| p.into_inner());
-        let n = m.entry(ip).or_default();
-        if *n >= PER_SOURCE {
-            return None;
-        }
-        *n += 1;
-        Some(SourceSlot(self.clone(), ip))
-    }
-}
-
-struct SourceSlot(Arc<Sources>, std::net::IpAddr);
-
-impl Drop for SourceSlot {
-    fn drop(&mut self) {
-        let mut m = (self.0).0.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(n) = m.get_mut(&self.1) {
-            *n -= 1;
-            if *n == 0 {
-                m.remove(&self.1);
-            }
-        }
-    }
-}
 /// The first line is short: the prefix and a 16-hex-digit id.
 const MAX_LINE: usize = 64;
 
@@ -68,7 +42,7 @@ pub(super) fn on_accept(shared: Arc<Shared>, tcp: TcpStream, addr: SocketAddr) {
     let slots = shared.enrol_slots.clone().try_acquire_owned();
     let (Ok(permit), Some(source)) = (slots, shared.enrol_sources.enter(ip)) else {
         crate::net::abort_on_close(&tcp);
-        let why = "too many enrolments in progress (from this address or in all)";
+        let why = "too many enrolments in progress (from this source or in all)";
         shared.refusals.record(Reason::EnrolRefused, ip, why);
         return;
     };
@@ -163,10 +137,16 @@ async fn enrol(
     addr: SocketAddr,
 ) -> Reply {
     let refused = |reason: String| Reply::Refused { reason };
-    let store = Store::new(&e.state);
-    let invite = match store.redeem(id, req.secret.expose(), addr.ip()) {
-        Ok(i) => i,
-        Err(why) => return refused(why),
+    // The state files are locked against `ferry hub invite` while they
+    // change: waits belong off the async threads.
+    let (state, id, secret, from) = (e.state.clone(), id.to_string(), req.secret, addr.ip());
+    let redeemed =
+        tokio::task::spawn_blocking(move || Store::new(&state).redeem(&id, secret.expose(), from))
+            .await;
+    let invite = match redeemed {
+        Ok(Ok(i)) => i,
+        Ok(Err(why)) => return refused(why),
+        Err(err) => return refused(err.to_string()),
     };
     let ep = invite.ep.clone();
     let (ca, key, csr) = (e.ca.clone(), e.ca_key.clone(), req.csr);
@@ -187,14 +167,32 @@ async fn enrol(
     let ip = addr.ip().to_canonical();
     let record = Enrolled {
         token_hash: hash.clone(),
-        serial: serial.clone(),
+        serial,
         address: ip,
         enrolled: now(),
     };
-    match store.record(&ep, record) {
-        Ok(Some(old)) => revoke_replaced(e, &ep, &old),
-        Ok(None) => {}
-        Err(err) => return refused(format!("cannot record the enrolment: {err:#}")),
+    // Recorded and applied while no reload runs: a reload that read
+    // enrolled.json before the record would otherwise set settings
+    // without this ep after the enrolment set them with it.
+    let update = shared.settings_update.lock().await;
+    let (state, e2, name, crl) = (
+        e.state.clone(),
+        e.clone(),
+        ep.clone(),
+        shared.settings().crl.clone(),
+    );
+    let recorded = tokio::task::spawn_blocking(move || {
+        let old = Store::new(&state).record(&name, record)?;
+        if let Some(old) = old {
+            revoke_replaced(&e2, crl.as_deref(), &name, &old);
+        }
+        anyhow::Ok(())
+    })
+    .await;
+    match recorded {
+        Ok(Ok(())) => {}
+        Ok(Err(err)) => return refused(format!("cannot record the enrolment: {err:#}")),
+        Err(err) => return refused(err.to_string()),
     }
     shared.metrics.enrolments.inc();
     // The credential and the address apply now; the next reload reads the
@@ -203,7 +201,8 @@ async fn enrol(
     s.credentials.per_ep.insert(ep.clone(), hash);
     s.allowlist.add(ip);
     s.enrolled.push(ep.clone());
-    shared.settings.set(s);
+    shared.set_settings(s);
+    drop(update);
     let s = shared.settings();
     let ca_pem = std::fs::read_to_string(&e.ca).unwrap_or_default();
     let addrs = shared.addrs.get().copied();
@@ -227,13 +226,34 @@ async fn enrol(
     }
 }
 
-/// An ep enrolled again: its earlier certificate is revoked.
-fn revoke_replaced(e: &crate::config::enrol::EnrolSettings, ep: &str, serial: &str) {
-    let Some(dir) = e.ca.parent() else { return };
-    match crate::certgen::revoke(dir, &[], &[serial.to_string()]) {
-        Ok(_) => tracing::info!(
+/// An ep enrolled again: its earlier certificate is revoked in the list
+/// the hub follows (`tls.crl`), signed with the key that signs enrolled
+/// eps (`enrol.ca_key`), wherever the two are kept.
+fn revoke_replaced(
+    e: &crate::config::enrol::EnrolSettings,
+    crl: Option<&std::path::Path>,
+    ep: &str,
+    serial: &str,
+) {
+    let Some(crl) = crl else {
+        tracing::warn!(
             ep,
             serial,
+            "the ep enrolled again; its earlier certificate cannot be revoked because \
+             tls.crl is not set (its old token no longer logs in)"
+        );
+        return;
+    };
+    let ca = crate::certgen::CaFiles {
+        cert: e.ca.clone(),
+        key: e.ca_key.clone(),
+        crl: crl.to_path_buf(),
+    };
+    match crate::certgen::revoke_serials(&ca, &[serial.to_string()]) {
+        Ok(()) => tracing::info!(
+            ep,
+            serial,
+            crl = %crl.display(),
             "the ep enrolled again; its earlier certificate is revoked"
         ),
         Err(err) => tracing::warn!(
@@ -241,5 +261,41 @@ fn revoke_replaced(e: &crate::config::enrol::EnrolSettings, ep: &str, serial: &s
             serial,
             "the ep enrolled again but its earlier certificate could not be revoked: {err:#}"
         ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::IpAddr;
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().unwrap()
+    }
+
+    /// One IPv6 subscriber usually holds a whole /64: counted per address,
+    /// it could take every slot of the door from one line.
+    #[test]
+    fn the_per_source_cap_counts_an_ipv6_64_as_one_source_and_ipv4_per_address() {
+        let s = Arc::new(Sources::default());
+        let _a = s.enter(ip("2001:db8:1:2::1")).unwrap();
+        let _b = s.enter(ip("2001:db8:1:2::2")).unwrap();
+        assert!(
+            s.enter(ip("2001:db8:1:2:ffff::3")).is_none(),
+            "a third address of the /64"
+        );
+        assert!(s.enter(ip("2001:db8:1:3::1")).is_some(), "the next /64");
+        let _c = s.enter(ip("192.0.2.1")).unwrap();
+        let _d = s.enter(ip("::ffff:192.0.2.1")).unwrap();
+        assert!(
+            s.enter(ip("192.0.2.1")).is_none(),
+            "v4-mapped is the same source"
+        );
+        assert!(s.enter(ip("192.0.2.2")).is_some(), "IPv4 stays per address");
+        drop(_a);
+        assert!(
+            s.enter(ip("2001:db8:1:2::9")).is_some(),
+            "a slot given back"
+        );
     }
 }

@@ -6,10 +6,11 @@ mod channel;
 mod control;
 mod crl;
 mod enrol;
-mod gate;
+pub(crate) mod gate;
 mod offer;
 mod player;
 mod quic;
+mod quic_socket;
 mod refusals;
 mod reload;
 mod served;
@@ -32,10 +33,17 @@ use tracing::Instrument;
 pub(crate) struct Shared {
     /// Swapped whole on reload; read with `settings()`.
     settings: crate::swap::Swap<HubSettings>,
+    /// Held by whoever makes new settings from the running ones and swaps
+    /// them in (a reload, an enrolment), so neither undoes the other's.
+    pub settings_update: tokio::sync::Mutex<()>,
     /// Swapped when the revocation list changes.
     tls: std::sync::RwLock<TlsAcceptor>,
     /// The QUIC door, whose configuration follows the TLS one.
     quic: Option<quinn::Endpoint>,
+    /// The sources the QUIC door's socket hears (follows `ep_allowlist`).
+    quic_allowed: Arc<quic_socket::Allowed>,
+    /// Seals the QUIC door's retry tokens for the hub's whole life.
+    quic_token_key: quic::TokenKey,
     /// Serials in the revocation list, for resumed sessions (which skip
     /// certificate verification).
     pub revoked: std::sync::RwLock<std::collections::HashSet<String>>,
@@ -46,7 +54,7 @@ pub(crate) struct Shared {
     pub gate: Arc<gate::Gate>,
     /// Channel connections from logged-in eps' addresses.
     pub channel_gate: Arc<gate::Gate>,
-    pub refusals: refusals::Refusals,
+    pub refusals: Arc<refusals::Refusals>,
     pub argon2: Arc<tokio::sync::Semaphore>,
     pub argon2_stats: Arc<stats::InFlight>,
     /// The services served now, by name (changed by reloads).
@@ -110,13 +118,24 @@ impl Hub {
             Some(e) => Some(bind(e.bind, "enrol").await?),
             None => None,
         };
-        let quic = match settings.quic {
-            Some(addr) => Some(quic::bind(&settings, addr)?),
-            None => None,
-        };
         let metrics = Arc::new(crate::metrics::HubMetrics::new(
             settings.services.iter().map(|s| s.name.as_str()),
         ));
+        let refusals = Arc::new(refusals::Refusals::new(
+            metrics.refusals.clone(),
+            metrics.player_refusals.clone(),
+        ));
+        let quic_allowed = quic_socket::Allowed::new(settings.allowlist.clone(), refusals.clone());
+        let quic_token_key = quic::token_key()?;
+        let quic = match settings.quic {
+            Some(addr) => Some(quic::bind(
+                &settings,
+                addr,
+                quic_allowed.clone(),
+                &quic_token_key,
+            )?),
+            None => None,
+        };
         let shutdown = CancellationToken::new();
         let tracker = TaskTracker::new();
         let l = settings.limits;
@@ -165,17 +184,17 @@ impl Hub {
             shared: Arc::new(Shared {
                 tls: std::sync::RwLock::new(acceptor),
                 quic,
+                quic_allowed,
+                quic_token_key,
                 revoked: std::sync::RwLock::new(crl::initial(settings.crl.as_deref())),
                 identities: std::sync::Mutex::new(gate::penalties::Penalties::new(penalties)),
                 gate: Arc::new(gate),
                 channel_gate: Arc::new(channel_gate),
-                refusals: refusals::Refusals::new(
-                    metrics.refusals.clone(),
-                    metrics.player_refusals.clone(),
-                ),
+                refusals,
                 argon2: Arc::new(tokio::sync::Semaphore::new(l.argon2_concurrency)),
                 argon2_stats: Arc::default(),
                 settings: crate::swap::Swap::new(settings),
+                settings_update: tokio::sync::Mutex::new(()),
                 served: std::sync::RwLock::new(served),
                 ports: std::sync::Mutex::default(),
                 cap,
@@ -406,6 +425,13 @@ impl Shared {
         self.settings.get()
     }
 
+    /// Replaces the settings (a reload, an enrolment); the QUIC door's
+    /// socket hears the new allowlist from its next datagram on.
+    pub(crate) fn set_settings(&self, new: HubSettings) {
+        self.quic_allowed.set(new.allowlist.clone());
+        self.settings.set(new);
+    }
+
     pub(crate) fn served(&self, name: &str) -> Option<Arc<served::Served>> {
         self.served
             .read()
@@ -480,8 +506,10 @@ impl Shared {
 
     /// New handshakes on the control, channel and QUIC doors use `config`.
     fn set_tls(&self, config: Arc<rustls::ServerConfig>) {
-        if let Some(endpoint) = &self.quic {
-            match quic::server_config(&config, &self.settings()) {
+        // A door closed by the shutdown stays closed: a reload or CRL
+        // change in the same instant must not reopen it to nobody.
+        if let Some(endpoint) = self.quic.as_ref().filter(|_| !self.shutdown.is_cancelled()) {
+            match quic::server_config(&config, &self.settings(), &self.quic_token_key) {
                 Ok(q) => endpoint.set_server_config(Some(q)),
                 Err(e) => tracing::warn!("QUIC keeps its TLS configuration: {e:#}"),
             }
@@ -532,6 +560,14 @@ impl HubHandle {
     /// Where the QUIC door listens, if it is on.
     pub fn quic_addr(&self) -> Option<SocketAddr> {
         self.shared.quic.as_ref().and_then(|e| e.local_addr().ok())
+    }
+
+    /// QUIC connections open now (logged in, logging in, or draining).
+    pub fn quic_connections(&self) -> usize {
+        self.shared
+            .quic
+            .as_ref()
+            .map_or(0, |e| e.open_connections())
     }
 
     /// Eps enrolled with an invite since start.

@@ -102,7 +102,10 @@ async fn serve(
             "player disconnected"
         ),
         Some((s, Some(e))) => {
+            // A break on either side is a break on both: a reset, never a
+            // clean end, so a cut transfer cannot look complete.
             net::abort_on_close(&tcp);
+            tunnel.abort();
             tracing::info!(
                 up = s.up,
                 down = s.down,

@@ -2,35 +2,57 @@
 //! carries its control stream, a stream per player and its UDP flows as
 //! QUIC datagrams.
 //!
-//! It promises what the TLS doors promise, in the same order: a source
-//! outside `ep_allowlist` is ignored before any cryptography (no handshake,
-//! no answer), the gate's caps and penalties apply, and under load a
-//! source must first prove its address with a stateless retry, so forged
-//! sources cannot make the hub hold state. Then TLS 1.3 with a client
-//! certificate from ferry's CA and the CRL (session resumption off, so
-//! every connection's certificate is verified in full), the Argon2 token
-//! once per connection, per-ep credentials, as on the control port.
-//! Players are streams the hub opens (`Service::take`); the ep opens only
-//! its control stream, so there is no ticket to check on this door.
+//! It promises what the TLS doors promise, in the same order: a datagram
+//! from outside `ep_allowlist` is dropped before quinn sees it
+//! (`quic_socket`), on every path a connection ever takes. A source
+//! address on UDP proves nothing until it has answered a stateless retry,
+//! so every connection attempt is retried first, and only a validated
+//! address meets the gate's caps and penalties: a forged source can hold
+//! no slot and earn no penalty for the address it forges. Then TLS 1.3
+//! with a client certificate from ferry's CA and the CRL (session
+//! resumption off, so every connection's certificate is verified in
+//! full), the Argon2 token once per connection, per-ep credentials, as on
+//! the control port. Players are streams the hub opens (`Service::take`);
+//! the ep may open its control stream and no other, and a connection
+//! whose login fails is closed at once.
 
 use super::{
     Shared,
     control::{Peer, Refusal, authenticate, finish_login, session},
-    refusals::Reason,
+    quic_socket::{Allowed, Filtered},
     service::Tunnel,
 };
-use crate::{config::hub::HubSettings, quic::QuicStream};
+use crate::{
+    config::hub::HubSettings,
+    quic::{LOGIN_FAILED, QuicStream, SHUTTING_DOWN},
+};
 use anyhow::{Context, Result};
 use std::{net::SocketAddr, sync::Arc};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
+/// The key that seals retry tokens, made once per hub: a configuration
+/// rebuilt for a new CRL or certificate keeps it, so a retry in flight
+/// stays valid across a reload.
+pub(super) type TokenKey = Arc<dyn quinn::crypto::HandshakeTokenKey>;
+
+pub(super) fn token_key() -> Result<TokenKey> {
+    use ring::rand::SecureRandom;
+    let mut secret = [0u8; 64];
+    ring::rand::SystemRandom::new()
+        .fill(&mut secret)
+        .map_err(|_| anyhow::anyhow!("the system's random source failed"))?;
+    let key = ring::hkdf::Salt::new(ring::hkdf::HKDF_SHA256, &[]).extract(&secret);
+    Ok(Arc::new(key))
+}
+
 /// The QUIC server configuration for `tls` (the control port's rustls
 /// configuration: client verifier, CRL, ALPN) without resumption.
 pub(super) fn server_config(
     tls: &Arc<rustls::ServerConfig>,
     settings: &HubSettings,
+    token_key: &TokenKey,
 ) -> Result<quinn::ServerConfig> {
     let mut tls = (**tls).clone();
     tls.session_storage = Arc::new(rustls::server::NoServerSessionStorage {});
@@ -38,20 +60,42 @@ pub(super) fn server_config(
     tls.max_early_data_size = 0;
     let crypto = quinn::crypto::rustls::QuicServerConfig::try_from(tls)
         .context("the TLS configuration cannot serve QUIC")?;
-    let mut config = quinn::ServerConfig::with_crypto(Arc::new(crypto));
-    config.transport_config(crate::quic::transport(settings.timing.heartbeat_timeout));
-    // A home router re-mapping its NAT port must not drop players.
+    let mut config = quinn::ServerConfig::new(Arc::new(crypto), token_key.clone());
+    config.transport_config(crate::quic::hub_transport(
+        settings.timing.heartbeat_timeout,
+    ));
+    // A home router re-mapping its NAT port must not drop players; the
+    // socket's filter keeps a move to an address not allowed from happening.
     config.migration(true);
     Ok(config)
 }
 
-pub(super) fn bind(settings: &HubSettings, addr: SocketAddr) -> Result<quinn::Endpoint> {
-    let config = server_config(&settings.tls, settings)?;
-    quinn::Endpoint::server(config, addr)
-        .with_context(|| format!("cannot listen on udp {addr} (quic)"))
+/// Binds the QUIC door on `addr`, hearing only `allowed` sources.
+pub(super) fn bind(
+    settings: &HubSettings,
+    addr: SocketAddr,
+    allowed: Arc<Allowed>,
+    token_key: &TokenKey,
+) -> Result<quinn::Endpoint> {
+    let config = server_config(&settings.tls, settings, token_key)?;
+    let bind = || -> std::io::Result<quinn::Endpoint> {
+        let socket = std::net::UdpSocket::bind(addr)?;
+        let runtime: Arc<dyn quinn::Runtime> = Arc::new(quinn::TokioRuntime);
+        let socket = Filtered::new(runtime.wrap_udp_socket(socket)?, allowed);
+        quinn::Endpoint::new_with_abstract_socket(
+            quinn::EndpointConfig::default(),
+            Some(config),
+            socket,
+            runtime,
+        )
+    };
+    bind().with_context(|| format!("cannot listen on udp {addr} (quic)"))
 }
 
-/// Accepts connections until `stop`.
+/// Accepts connections until `stop`, then refuses new ones. The endpoint
+/// itself closes once every connection has (each closes when its players
+/// are gone, see `Link::close_when_idle`), or at the hub's hard stop: a
+/// shutdown drains QUIC players as it drains TLS ones.
 pub(super) async fn serve(shared: Arc<Shared>, endpoint: quinn::Endpoint, stop: CancellationToken) {
     loop {
         let incoming = tokio::select! {
@@ -61,16 +105,35 @@ pub(super) async fn serve(shared: Arc<Shared>, endpoint: quinn::Endpoint, stop: 
         let Some(incoming) = incoming else { break };
         on_incoming(&shared, incoming);
     }
-    endpoint.close(quinn::VarInt::from_u32(0), b"hub shutting down");
+    endpoint.set_server_config(None);
+    let hard_stop = shared.hard_stop.clone();
+    shared.tracker.spawn(async move {
+        tokio::select! {
+            _ = endpoint.wait_idle() => {}
+            _ = hard_stop.cancelled() => {}
+        }
+        endpoint.close(SHUTTING_DOWN, b"hub shutting down");
+        endpoint.wait_idle().await;
+    });
 }
 
 fn on_incoming(shared: &Arc<Shared>, incoming: quinn::Incoming) {
     let addr = incoming.remote_address();
     let ip = addr.ip();
-    if !shared.settings().allowlist.contains(ip) {
+    // The socket dropped strangers' datagrams; an allowlist changed by a
+    // reload between the two is caught here.
+    if !shared.quic_allowed.contains(ip) {
         incoming.ignore();
-        let why = "ignored before the QUIC handshake";
-        shared.refusals.record(Reason::NotAllowlisted, ip, why);
+        return;
+    }
+    // Nothing about a source counts until it has echoed a retry token:
+    // anyone can put any address on a UDP datagram.
+    if !incoming.remote_address_validated() {
+        if incoming.may_retry() {
+            let _ = incoming.retry();
+        } else {
+            incoming.ignore();
+        }
         return;
     }
     let live = shared.sessions.has_ip(ip);
@@ -87,48 +150,50 @@ fn on_incoming(shared: &Arc<Shared>, incoming: quinn::Incoming) {
             return;
         }
     };
-    // Busy: a source must echo a retry token first, so a forged address
-    // costs the hub no connection state.
-    let busy = shared.gate.pending() > shared.settings().limits.max_pending_auth / 2;
-    if busy && !incoming.remote_address_validated() && incoming.may_retry() {
-        let _ = incoming.retry();
-        return;
-    }
     let sh = shared.clone();
     let span = tracing::info_span!("quic", peer = %addr);
     shared.tracker.spawn(
         async move {
             let (ctrl_tx, ctrl_rx) = mpsc::channel(super::control::CTRL_QUEUE);
+            let mut conn = None;
             let login = async {
                 let connecting = incoming
                     .accept()
                     .map_err(|e| Refusal::Tls(std::io::Error::other(e)))?;
-                let conn = connecting
+                let c = connecting
                     .await
                     .map_err(|e| Refusal::Tls(std::io::Error::other(e)))?;
-                let certs = conn.peer_identity().and_then(|a| {
+                conn = Some(c.clone());
+                let certs = c.peer_identity().and_then(|a| {
                     a.downcast::<Vec<rustls::pki_types::CertificateDer<'static>>>()
                         .ok()
                 });
                 let peer = Peer::of(certs.as_deref().map(Vec::as_slice));
-                let (send, recv) = conn
+                let (send, recv) = c
                     .accept_bi()
                     .await
                     .map_err(|e| Refusal::Tls(std::io::Error::other(e)))?;
-                let link = crate::quic::Link::new(conn);
-                let control = Tunnel::Quic(QuicStream {
-                    send,
-                    recv,
-                    link: None,
-                });
-                authenticate(&sh, control, Some(link), peer, Ok(()), addr, ctrl_tx).await
+                let control = Tunnel::Quic(QuicStream::control(send, recv));
+                authenticate(&sh, control, Some(c), peer, Ok(()), addr, ctrl_tx).await
             };
             let logged_in = finish_login(&sh, addr, login, ctrl_rx).await;
             drop(permit);
-            // The connection lives on in the session's services (through
-            // the link) and in each player's stream.
-            if let Some(s) = logged_in {
-                session(sh, s).await;
+            let Some(s) = logged_in else {
+                // Nothing of a failed login may linger: no stream, no
+                // buffer, no keep-alive.
+                if let Some(c) = conn {
+                    c.close(LOGIN_FAILED, b"login failed");
+                }
+                return;
+            };
+            let link = s.link();
+            session(sh.clone(), s).await;
+            // Its players keep the connection until they are done (or the
+            // drain is over); then nothing holds it open.
+            if let Some(link) = link {
+                let drain = sh.settings().timing.drain_timeout;
+                link.close_when_idle(Some(drain), &sh.hard_stop, "session over")
+                    .await;
             }
         }
         .instrument(span),

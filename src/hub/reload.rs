@@ -42,6 +42,9 @@ pub(super) async fn watch(shared: Arc<Shared>, fixed: ControlAddrs) {
 }
 
 async fn reload(shared: &Arc<Shared>, _why: Trigger) -> Result<String, String> {
+    // From reading enrolled.json to the swap: an enrolment in between
+    // would be swapped away.
+    let _update = shared.settings_update.lock().await;
     let old = shared.settings();
     // Reading files and parsing certificates: off the async threads.
     let new = tokio::task::spawn_blocking(move || HubConfig::reload(&old))
@@ -81,7 +84,7 @@ async fn apply(shared: &Arc<Shared>, new: HubSettings) -> Result<String, String>
     let bound = served::bind_all(&fresh)
         .await
         .map_err(|e| format!("{e:#}; nothing changed"))?;
-    shared.settings.set(new);
+    shared.set_settings(new);
     let new = shared.settings();
     if old.tls_digest != new.tls_digest {
         shared.set_tls(new.tls.clone());
@@ -176,6 +179,14 @@ fn services(shared: &Arc<Shared>, new: &HubSettings) {
         }
     }
     drop(served);
+    for s in &new.services {
+        if let Some(one) = shared.served(&s.name) {
+            let name = &s.name;
+            shared
+                .sessions
+                .recheck(&one.svc, |offer| offer.fits(name, s.kind, s.bind.count));
+        }
+    }
     for (one, kind, ports) in added {
         let name = one.svc.name.clone();
         shared

@@ -91,6 +91,8 @@ pub(crate) struct SessionGuard {
     pub id: u64,
     pub ep: String,
     pub ip: IpAddr,
+    /// The session's QUIC connection, if it rides QUIC.
+    pub link: Option<crate::quic::Link>,
     serving: Serving,
     end: Arc<EndSignal>,
 }
@@ -211,6 +213,7 @@ impl Sessions {
             id,
             ep: ep.to_string(),
             ip,
+            link,
             serving,
             end,
         })
@@ -270,6 +273,24 @@ impl Sessions {
         }
     }
 
+    /// A service whose type or ports a reload may have changed: the
+    /// session serving it keeps it only if its ep still fits the shape
+    /// (`fits`); otherwise it lets go, and its other services stay.
+    pub fn recheck(&self, svc: &Arc<Service>, fits: impl Fn(&Offer) -> Result<(), String>) {
+        let st = self.lock();
+        for (ep, e) in &st.by_ep {
+            let mut serving = lock(&e.serving);
+            if !serving.iter().any(|s| Arc::ptr_eq(s, svc)) {
+                continue;
+            }
+            if let Err(why) = fits(&e.offer) {
+                tracing::warn!(ep, service = %svc.name, "the ep no longer serves the changed service: {why}");
+                serving.retain(|s| !Arc::ptr_eq(s, svc));
+                svc.detach(e.session);
+            }
+        }
+    }
+
     /// A service the hub removed: no session serves it any more.
     pub fn forget(&self, svc: &Arc<Service>) {
         let st = self.lock();
@@ -312,13 +333,18 @@ impl Sessions {
         refused
     }
 
-    /// Ends the sessions `doomed` picks (by ep name and address), saying
-    /// why; how many.
+    /// Ends the sessions `doomed` picks (by ep name and address: for a
+    /// QUIC session the address its connection is on now, which migration
+    /// may have moved), saying why; how many.
     pub fn close_where(&self, doomed: impl Fn(&str, IpAddr) -> bool, reason: &str) -> usize {
         let st = self.lock();
         let mut n = 0;
         for (ep, e) in &st.by_ep {
-            if doomed(ep, e.ip) {
+            let ip = e
+                .link
+                .as_ref()
+                .map_or(e.ip, |l| l.conn.remote_address().ip());
+            if doomed(ep, ip) {
                 tracing::warn!(ep, "closing the ep's session: {reason}");
                 e.end.end(CloseKind::Other, reason);
                 n += 1;

@@ -5,6 +5,7 @@
 pub mod faultproxy;
 pub mod procs;
 pub mod programs;
+pub mod quic;
 pub mod udp;
 
 use ferry::{
@@ -402,6 +403,79 @@ pub async fn echo_through(addr: SocketAddr, data: &[u8]) -> Vec<u8> {
     r.read_to_end(&mut back).await.unwrap();
     writer.await.unwrap();
     back
+}
+
+/// The two carriers between hub and ep. Every fault or attack test runs
+/// on both (`on_every_transport!`): a break must look like a break, and a
+/// promise kept over TLS must be kept over QUIC.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transport {
+    Tls,
+    Quic,
+}
+
+impl Transport {
+    /// Top-level hub keys this transport needs.
+    pub fn hub_extra(self) -> &'static str {
+        match self {
+            Transport::Tls => "",
+            Transport::Quic => "quic = \"127.0.0.1:0\"\n",
+        }
+    }
+
+    /// Top-level ep keys for a hub whose QUIC door (if any) is `quic`.
+    pub fn ep_extra(self, quic: Option<SocketAddr>) -> String {
+        match self {
+            Transport::Tls => "transport = \"tls\"\n".into(),
+            Transport::Quic => format!(
+                "transport = \"quic\"\nquic = \"{}\"\n",
+                quic.expect("a hub with quic on")
+            ),
+        }
+    }
+
+    /// `o` with this transport's hub keys added.
+    pub fn hub_opts(self, mut o: HubOpts) -> HubOpts {
+        o.extra = format!("{}{}", self.hub_extra(), o.extra);
+        o
+    }
+
+    /// `o` with this transport's ep keys added, for `hub`.
+    pub fn ep_opts(self, hub: &TestHub, mut o: EpOpts) -> EpOpts {
+        o.extra = format!("{}{}", self.ep_extra(hub.handle.quic_addr()), o.extra);
+        o
+    }
+}
+
+/// Runs each `async fn NAME(t: Transport)` as two tests, `NAME::tls` and
+/// `NAME::quic`.
+#[macro_export]
+macro_rules! on_every_transport {
+    ($($name:ident),* $(,)?) => {$(
+        mod $name {
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn tls() {
+                super::$name($crate::common::Transport::Tls).await
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn quic() {
+                super::$name($crate::common::Transport::Quic).await
+            }
+        }
+    )*};
+}
+
+/// A hub (from `opts`) with one ep over `t` serving `local` as `echo`.
+pub async fn tunnel_over(
+    certs: &Certs,
+    t: Transport,
+    opts: HubOpts,
+    local: SocketAddr,
+) -> (TestHub, TestEp) {
+    let hub = TestHub::start(certs, &t.hub_opts(opts)).await;
+    let eo = t.ep_opts(&hub, EpOpts::new(certs, vec![("echo".into(), local)]));
+    let ep = TestEp::start(ep_settings(certs, &hub, &eo));
+    (hub, ep)
 }
 
 /// A hub with one ep serving `local` as service `echo`. Players may connect

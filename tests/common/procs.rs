@@ -175,6 +175,8 @@ pub struct HubProc {
     pub control: SocketAddr,
     pub channel: SocketAddr,
     pub services: std::collections::HashMap<String, SocketAddr>,
+    /// The QUIC door, when the config turns it on.
+    pub quic: Option<SocketAddr>,
 }
 
 /// Where a hub process started by the harness writes its `--ready-file`.
@@ -230,6 +232,7 @@ impl HubProc {
             control: addr(&json["control"]),
             channel: addr(&json["channel"]),
             services: map,
+            quic: json["quic"].as_str().map(|q| q.parse().unwrap()),
             proc,
         }
     }

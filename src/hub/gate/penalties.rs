@@ -1,5 +1,6 @@
-//! Growing penalties for whoever failed: an address that sent junk, or an
-//! ep identity (a valid certificate) whose login was refused.
+//! Growing penalties for whoever failed: an address that sent junk, an
+//! ep identity (a valid certificate) whose login was refused, or (on the
+//! admin door) the source of a wrong admin token.
 //!
 //! The penalty doubles per strike up to a cap, strikes decay after a quiet
 //! spell, and memory is bounded: beyond `MAX_ENTRIES` new offenders are not

@@ -99,6 +99,10 @@ pub(crate) struct Service {
     refill_scheduled: AtomicBool,
     /// Ready channels now, for tests and status.
     ready: watch::Sender<usize>,
+    /// Bumped whenever a session attaches: a player waiting in the pool
+    /// for a TLS channel is served by a QUIC session that attaches instead
+    /// (an ep back over QUIC, or `auto` moving from TLS to QUIC).
+    attached_gen: watch::Sender<u64>,
     /// This service's subtree: a child of the hub's shutdown token.
     token: CancellationToken,
     tracker: TaskTracker,
@@ -127,6 +131,7 @@ impl Service {
             }),
             refill_scheduled: AtomicBool::new(false),
             ready: watch::Sender::new(0),
+            attached_gen: watch::Sender::new(0),
             token,
             tracker,
             gauge,
@@ -190,6 +195,16 @@ impl Service {
         st.tickets.clear();
         st.pool.retain_sessions(|s| s == session);
         self.refill(&mut st);
+        self.attached_gen.send_modify(|g| *g += 1);
+    }
+
+    /// The serving session rides QUIC: players open streams, not wait in
+    /// the pool.
+    fn attached_over_quic(&self) -> bool {
+        self.lock()
+            .attached
+            .as_ref()
+            .is_some_and(|a| a.link.is_some())
     }
 
     /// Ends `session`'s hold on the service. Its idle channels close; players
@@ -381,11 +396,7 @@ impl Service {
                         return Ok(Channel {
                             session,
                             modern,
-                            tunnel: Tunnel::Quic(crate::quic::QuicStream {
-                                send,
-                                recv,
-                                link: Some(link),
-                            }),
+                            tunnel: Tunnel::Quic(link.stream(send, recv)),
                         });
                     }
                     Ok(Err(_)) => {
@@ -399,7 +410,7 @@ impl Service {
                     Err(_) => return Err(TakeError::Timeout(wait)),
                 }
             }
-            let next = {
+            let (next, mut attached) = {
                 let mut st = self.lock();
                 let next = match st.pool.pop() {
                     Some(idle) => Err(idle),
@@ -410,7 +421,9 @@ impl Service {
                     }
                 };
                 self.publish(&st);
-                next
+                // Subscribed under the lock `attach` takes: no attachment
+                // can slip between the check above and the wait below.
+                (next, self.attached_gen.subscribe())
             };
             match next {
                 Err(idle) => {
@@ -424,11 +437,26 @@ impl Service {
                 }
                 Ok(rx) => {
                     let mut handover = Handover::new(self, rx);
-                    return match tokio::time::timeout_at(deadline, handover.recv()).await {
-                        Ok(Some(ch)) => Ok(ch),
-                        _ if self.served_by().is_none() => Err(TakeError::NoEp(wait)),
-                        _ => Err(TakeError::Timeout(wait)),
+                    let got = loop {
+                        tokio::select! {
+                            r = tokio::time::timeout_at(deadline, handover.recv()) => break Some(r),
+                            Ok(()) = attached.changed() => {
+                                if self.attached_over_quic() {
+                                    // Leaves the pool's queue (a channel
+                                    // already handed over goes back).
+                                    break None;
+                                }
+                            }
+                        }
                     };
+                    match got {
+                        None => continue,
+                        Some(Ok(Some(ch))) => return Ok(ch),
+                        Some(_) if self.served_by().is_none() => {
+                            return Err(TakeError::NoEp(wait));
+                        }
+                        Some(_) => return Err(TakeError::Timeout(wait)),
+                    }
                 }
             }
         }

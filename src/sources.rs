@@ -1,0 +1,69 @@
+//! Who a source is, for the doors a stranger may reach before proving
+//! anything (enrol, admin): an IPv4 address, or an IPv6 /64. One IPv6
+//! subscriber usually holds a whole /64, so counted per address a single
+//! line could pose as 2^64 sources and take every slot of a door.
+
+use std::{
+    collections::HashMap,
+    net::{IpAddr, Ipv6Addr},
+    sync::{Arc, Mutex},
+};
+
+/// The key a per-source cap or penalty counts under: the address itself
+/// for IPv4 (an IPv4-mapped IPv6 address counts as the IPv4 one), the
+/// /64 for IPv6.
+pub fn source_key(ip: IpAddr) -> IpAddr {
+    match ip.to_canonical() {
+        IpAddr::V6(v6) => {
+            let s = v6.segments();
+            IpAddr::V6(Ipv6Addr::new(s[0], s[1], s[2], s[3], 0, 0, 0, 0))
+        }
+        v4 => v4,
+    }
+}
+
+/// Connections in progress per source, at most `MAX` each.
+#[derive(Default)]
+pub struct PerSource<const MAX: usize>(Mutex<HashMap<IpAddr, usize>>);
+
+impl<const MAX: usize> PerSource<MAX> {
+    /// A slot for a connection from `ip`, given back when dropped; None
+    /// when its source already holds `MAX`.
+    pub fn enter(self: &Arc<Self>, ip: IpAddr) -> Option<SourceSlot<MAX>> {
+        let key = source_key(ip);
+        let mut m = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        let n = m.entry(key).or_default();
+        if *n >= MAX {
+            return None;
+        }
+        *n += 1;
+        Some(SourceSlot(self.clone(), key))
+    }
+}
+
+pub struct SourceSlot<const MAX: usize>(Arc<PerSource<MAX>>, IpAddr);
+
+impl<const MAX: usize> Drop for SourceSlot<MAX> {
+    fn drop(&mut self) {
+        let mut m = (self.0).0.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(n) = m.get_mut(&self.1) {
+            *n -= 1;
+            if *n == 0 {
+                m.remove(&self.1);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ipv6_counts_by_the_64_and_ipv4_by_the_address() {
+        let k = |s: &str| source_key(s.parse().unwrap()).to_string();
+        assert_eq!(k("2001:db8:1:2:3:4:5:6"), "2001:db8:1:2::");
+        assert_eq!(k("::ffff:192.0.2.7"), "192.0.2.7");
+        assert_eq!(k("192.0.2.7"), "192.0.2.7");
+    }
+}
