@@ -56,9 +56,17 @@ impl GenCert {
     pub fn run(&self) -> Result<Report> {
         create_private_dir(&self.dir)?;
         let mut written = Vec::new();
-        let mut replaced = Vec::new();
+        let issuer = self.ca(&mut written)?;
+        self.hub_cert(&issuer, &mut written)?;
+        let replaced = self.ep_certs(&issuer, &mut written)?;
+        let revoked = self.update_crl(&issuer, replaced, &mut written)?;
+        Ok(Report { written, revoked })
+    }
+
+    /// The existing CA, or a new one when neither of its files exists.
+    fn ca(&self, written: &mut Vec<PathBuf>) -> Result<Issuer<'static, KeyPair>> {
         let (ca_pem, ca_key) = (self.dir.join("ca.pem"), self.dir.join("ca.key"));
-        let issuer = match (ca_pem.exists(), ca_key.exists()) {
+        Ok(match (ca_pem.exists(), ca_key.exists()) {
             (true, true) => load_ca(&ca_pem, &ca_key)?,
             (false, false) => {
                 let (params, key, pem) = new_ca()?;
@@ -73,38 +81,53 @@ impl GenCert {
                 ca_pem.display(),
                 ca_key.display()
             ),
-        };
+        })
+    }
 
+    /// The hub's certificate, when names were asked for or it is missing
+    /// (then for localhost).
+    fn hub_cert(&self, issuer: &Issuer<'_, KeyPair>, written: &mut Vec<PathBuf>) -> Result<()> {
         let hub_pem = self.dir.join("hub.pem");
         let asked_for_hub = !self.hub_names.is_empty() || !self.hub_ips.is_empty();
-        if asked_for_hub || !hub_pem.exists() {
-            let mut sans: Vec<SanType> = Vec::new();
-            let mut names = self.hub_names.clone();
-            let mut ips = self.hub_ips.clone();
-            if !asked_for_hub {
-                names.push("localhost".into());
-                ips.extend(["127.0.0.1".parse::<IpAddr>()?, "::1".parse()?]);
-            }
-            for n in &names {
-                sans.push(SanType::DnsName(
-                    n.clone()
-                        .try_into()
-                        .with_context(|| format!("--hub-name {n:?} is not a DNS name"))?,
-                ));
-            }
-            sans.extend(ips.iter().copied().map(SanType::IpAddress));
-            let cn = names
-                .first()
-                .cloned()
-                .or_else(|| ips.first().map(|i| i.to_string()))
-                .unwrap_or_else(|| "ferry hub".into());
-            let (cert, key) = leaf(&issuer, &cn, sans, ExtendedKeyUsagePurpose::ServerAuth)?;
-            let hub_key = self.dir.join("hub.key");
-            write_file(&hub_pem, cert.as_bytes(), 0o644, self.force)?;
-            write_file(&hub_key, key.as_bytes(), 0o600, self.force)?;
-            written.extend([hub_pem, hub_key]);
+        if !asked_for_hub && hub_pem.exists() {
+            return Ok(());
         }
+        let mut sans: Vec<SanType> = Vec::new();
+        let mut names = self.hub_names.clone();
+        let mut ips = self.hub_ips.clone();
+        if !asked_for_hub {
+            names.push("localhost".into());
+            ips.extend(["127.0.0.1".parse::<IpAddr>()?, "::1".parse()?]);
+        }
+        for n in &names {
+            sans.push(SanType::DnsName(
+                n.clone()
+                    .try_into()
+                    .with_context(|| format!("--hub-name {n:?} is not a DNS name"))?,
+            ));
+        }
+        sans.extend(ips.iter().copied().map(SanType::IpAddress));
+        let cn = names
+            .first()
+            .cloned()
+            .or_else(|| ips.first().map(|i| i.to_string()))
+            .unwrap_or_else(|| "ferry hub".into());
+        let (cert, key) = leaf(issuer, &cn, sans, ExtendedKeyUsagePurpose::ServerAuth)?;
+        let hub_key = self.dir.join("hub.key");
+        write_file(&hub_pem, cert.as_bytes(), 0o644, self.force)?;
+        write_file(&hub_key, key.as_bytes(), 0o600, self.force)?;
+        written.extend([hub_pem, hub_key]);
+        Ok(())
+    }
 
+    /// One certificate per ep asked for; returns the (name, serial) of each
+    /// certificate it replaced.
+    fn ep_certs(
+        &self,
+        issuer: &Issuer<'_, KeyPair>,
+        written: &mut Vec<PathBuf>,
+    ) -> Result<Vec<(String, String)>> {
+        let mut replaced = Vec::new();
         for name in &self.eps {
             crate::config::check_service_name(name).map_err(|_| {
                 anyhow::anyhow!("ep name {name:?} must be 1-64 letters, digits, '-' or '_'")
@@ -117,7 +140,7 @@ impl GenCert {
             } else {
                 None
             };
-            let (cert, key) = leaf(&issuer, name, vec![], ExtendedKeyUsagePurpose::ClientAuth)?;
+            let (cert, key) = leaf(issuer, name, vec![], ExtendedKeyUsagePurpose::ClientAuth)?;
             write_file(&pem, cert.as_bytes(), 0o644, self.force)?;
             write_file(&keyfile, key.as_bytes(), 0o600, self.force)?;
             written.extend([pem, keyfile]);
@@ -125,7 +148,17 @@ impl GenCert {
                 replaced.push((name.clone(), serial));
             }
         }
+        Ok(replaced)
+    }
 
+    /// Adds the `replaced` serials to the revocation list, writing it when
+    /// it changes or is missing; returns what it revoked, for the report.
+    fn update_crl(
+        &self,
+        issuer: &Issuer<'_, KeyPair>,
+        replaced: Vec<(String, String)>,
+        written: &mut Vec<PathBuf>,
+    ) -> Result<Vec<String>> {
         let crl_path = self.dir.join("crl.pem");
         let mut revoked = Vec::new();
         if !replaced.is_empty() || !crl_path.exists() {
@@ -134,10 +167,10 @@ impl GenCert {
                 revoked.push(format!("ep {name} (serial {serial})"));
                 serials.insert(serial);
             }
-            write_crl(&crl_path, &issuer, &serials)?;
+            write_crl(&crl_path, issuer, &serials)?;
             written.push(crl_path);
         }
-        Ok(Report { written, revoked })
+        Ok(revoked)
     }
 }
 

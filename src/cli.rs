@@ -202,12 +202,7 @@ struct StatusArgs {
     json: bool,
 }
 
-#[derive(Args)]
-pub struct DemoArgs {
-    /// Folder holding config/ and certs/.
-    #[arg(long, default_value = ".")]
-    pub root: PathBuf,
-}
+pub use crate::demo::DemoArgs;
 
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -245,115 +240,8 @@ fn load_ep(args: &EpArgs) -> Result<EpSettings> {
 
 fn dispatch(cli: Cli) -> Result<()> {
     match cli.role {
-        Role::Hub(args) => match args.cmd {
-            Some(HubCmd::Check) => {
-                let settings = load_hub(&args.run)?;
-                print!("{settings}");
-                println!("ok");
-                print_plan(&settings);
-                Ok(())
-            }
-            Some(HubCmd::GenCert(g)) => gen_cert(g),
-            Some(HubCmd::Revoke(r)) => {
-                anyhow::ensure!(
-                    !r.eps.is_empty() || !r.serials.is_empty(),
-                    "name --ep NAME or --serial HEX to revoke"
-                );
-                let (path, added) = crate::certgen::revoke(&r.dir, &r.eps, &r.serials)?;
-                for a in added {
-                    println!("revoked {a}");
-                }
-                println!(
-                    "wrote {}; a hub with tls.crl = \"{}\" applies it within seconds",
-                    path.display(),
-                    path.display()
-                );
-                Ok(())
-            }
-            Some(HubCmd::Status(st)) => {
-                let admin = load_hub(&args.run)?.admin;
-                status(admin.map(|a| a.bind), &st, "hub")
-            }
-            Some(HubCmd::Invite(inv)) => invite(&load_hub(&args.run)?, inv),
-            Some(HubCmd::Token) => {
-                let t = token::generate();
-                println!("token: {}", t.expose());
-                println!(
-                    "token_hash = \"{}\"",
-                    token::hash(&t).map_err(anyhow::Error::msg)?
-                );
-                eprintln!(
-                    "Put token_hash in hub.toml and the token in the ep's config (or FERRY_TOKEN)."
-                );
-                Ok(())
-            }
-            Some(HubCmd::HashToken) => {
-                let mut input = String::new();
-                std::io::stdin()
-                    .read_to_string(&mut input)
-                    .context("cannot read stdin")?;
-                let t = Secret::new(input.trim());
-                anyhow::ensure!(!t.is_empty(), "no token on stdin");
-                println!("{}", token::hash(&t).map_err(anyhow::Error::msg)?);
-                Ok(())
-            }
-            None => {
-                let settings = load_hub(&args.run)?;
-                crate::logging::init(settings.log_format);
-                runtime()?.block_on(async {
-                    let (shutdown, immediate) =
-                        (CancellationToken::new(), CancellationToken::new());
-                    crate::shutdown::on_signal(shutdown.clone(), immediate.clone());
-                    let hub = crate::hub::Hub::bind(settings).await?;
-                    if let Some(path) = &args.run.ready_file {
-                        hub.set_ready_file(path.clone())?;
-                    }
-                    hub.run_until(shutdown, immediate).await
-                })
-            }
-        },
-        Role::Ep(args) => match &args.cmd {
-            Some(EpCmd::Check) => {
-                print!("{}", load_ep(&args)?);
-                println!("ok");
-                Ok(())
-            }
-            Some(EpCmd::Join(j)) => {
-                let joined =
-                    runtime()?.block_on(crate::ep::join::join(&j.line, &j.dir, j.force))?;
-                println!(
-                    "enrolled as ep {}; wrote {} and its certs/",
-                    joined.ep,
-                    joined.config.display()
-                );
-                println!(
-                    "check the services' local addresses in it, then run: ferry ep -c {}",
-                    joined.config.display()
-                );
-                Ok(())
-            }
-            Some(EpCmd::Status(st)) => {
-                let admin = load_ep(&args)?.admin;
-                status(admin.map(|a| a.bind), st, "ep")
-            }
-            None => {
-                let settings = load_ep(&args)?;
-                crate::logging::init(settings.log_format);
-                runtime()?.block_on(async {
-                    let (shutdown, immediate) =
-                        (CancellationToken::new(), CancellationToken::new());
-                    crate::shutdown::on_signal(shutdown.clone(), immediate.clone());
-                    let ep = crate::ep::bind(settings, shutdown, immediate).await?;
-                    if let Some(path) = &args.ready_file {
-                        let json =
-                            serde_json::json!({ "admin": ep.admin_addr().map(|a| a.to_string()) });
-                        crate::certgen::write_file(path, json.to_string().as_bytes(), 0o644, true)
-                            .with_context(|| format!("--ready-file {}", path.display()))?;
-                    }
-                    ep.run().await
-                })
-            }
-        },
+        Role::Hub(args) => hub_cmd(args),
+        Role::Ep(args) => ep_cmd(args),
         Role::Completions { shell } => {
             let mut cmd = <Cli as clap::CommandFactory>::command();
             clap_complete::generate(shell, &mut cmd, "ferry", &mut std::io::stdout());
@@ -372,9 +260,141 @@ fn dispatch(cli: Cli) -> Result<()> {
     }
 }
 
+fn hub_cmd(args: HubArgs) -> Result<()> {
+    match args.cmd {
+        Some(HubCmd::Check) => hub_check(&args.run),
+        Some(HubCmd::GenCert(g)) => gen_cert(g),
+        Some(HubCmd::Revoke(r)) => revoke(r),
+        Some(HubCmd::Status(st)) => {
+            let admin = load_hub(&args.run)?.admin;
+            status(admin.map(|a| a.bind), &st, "hub")
+        }
+        Some(HubCmd::Invite(inv)) => invite(&load_hub(&args.run)?, inv),
+        Some(HubCmd::Token) => new_token(),
+        Some(HubCmd::HashToken) => hash_token(),
+        None => run_hub(&args.run),
+    }
+}
+
+fn ep_cmd(args: EpArgs) -> Result<()> {
+    match &args.cmd {
+        Some(EpCmd::Check) => ep_check(&args),
+        Some(EpCmd::Join(j)) => join(j),
+        Some(EpCmd::Status(st)) => {
+            let admin = load_ep(&args)?.admin;
+            status(admin.map(|a| a.bind), st, "ep")
+        }
+        None => run_ep(&args),
+    }
+}
+
+fn hub_check(run: &HubRun) -> Result<()> {
+    let (settings, tls) = crate::hub::load(load_hub(run)?)?;
+    print!("{settings}");
+    let certs = tls.describe();
+    if !certs.is_empty() {
+        println!("{certs}");
+    }
+    println!("ok");
+    print_plan(&settings, &tls.digest);
+    Ok(())
+}
+
+fn revoke(r: RevokeArgs) -> Result<()> {
+    anyhow::ensure!(
+        !r.eps.is_empty() || !r.serials.is_empty(),
+        "name --ep NAME or --serial HEX to revoke"
+    );
+    let (path, added) = crate::certgen::revoke(&r.dir, &r.eps, &r.serials)?;
+    for a in added {
+        println!("revoked {a}");
+    }
+    println!(
+        "wrote {}; a hub with tls.crl = \"{}\" applies it within seconds",
+        path.display(),
+        path.display()
+    );
+    Ok(())
+}
+
+fn new_token() -> Result<()> {
+    let t = token::generate();
+    println!("token: {}", t.expose());
+    println!(
+        "token_hash = \"{}\"",
+        token::hash(&t).map_err(anyhow::Error::msg)?
+    );
+    eprintln!("Put token_hash in hub.toml and the token in the ep's config (or FERRY_TOKEN).");
+    Ok(())
+}
+
+fn hash_token() -> Result<()> {
+    let mut input = String::new();
+    std::io::stdin()
+        .read_to_string(&mut input)
+        .context("cannot read stdin")?;
+    let t = Secret::new(input.trim());
+    anyhow::ensure!(!t.is_empty(), "no token on stdin");
+    println!("{}", token::hash(&t).map_err(anyhow::Error::msg)?);
+    Ok(())
+}
+
+fn run_hub(run: &HubRun) -> Result<()> {
+    let settings = load_hub(run)?;
+    crate::logging::init(settings.log_format);
+    runtime()?.block_on(async {
+        let (shutdown, immediate) = (CancellationToken::new(), CancellationToken::new());
+        crate::shutdown::on_signal(shutdown.clone(), immediate.clone());
+        let hub = crate::hub::Hub::bind(settings).await?;
+        if let Some(path) = &run.ready_file {
+            hub.set_ready_file(path.clone())?;
+        }
+        hub.run_until(shutdown, immediate).await
+    })
+}
+
+fn ep_check(args: &EpArgs) -> Result<()> {
+    let settings = load_ep(args)?;
+    let tls = crate::tls::EpTls::load(&settings)?;
+    print!("{settings}");
+    println!("  identity  {} (from the client certificate)", tls.identity);
+    println!("ok");
+    Ok(())
+}
+
+fn join(j: &JoinArgs) -> Result<()> {
+    let joined = runtime()?.block_on(crate::ep::join::join(&j.line, &j.dir, j.force))?;
+    println!(
+        "enrolled as ep {}; wrote {} and its certs/",
+        joined.ep,
+        joined.config.display()
+    );
+    println!(
+        "check the services' local addresses in it, then run: ferry ep -c {}",
+        joined.config.display()
+    );
+    Ok(())
+}
+
+fn run_ep(args: &EpArgs) -> Result<()> {
+    let settings = load_ep(args)?;
+    crate::logging::init(settings.log_format);
+    runtime()?.block_on(async {
+        let (shutdown, immediate) = (CancellationToken::new(), CancellationToken::new());
+        crate::shutdown::on_signal(shutdown.clone(), immediate.clone());
+        let ep = crate::ep::bind(settings, shutdown, immediate).await?;
+        if let Some(path) = &args.ready_file {
+            let json = serde_json::json!({ "admin": ep.admin_addr().map(|a| a.to_string()) });
+            crate::certgen::write_file(path, json.to_string().as_bytes(), 0o644, true)
+                .with_context(|| format!("--ready-file {}", path.display()))?;
+        }
+        ep.run().await
+    })
+}
+
 /// What reloading `settings` would change in a hub running with its admin
 /// door: the same plan the hub logs when it reloads, applied nowhere.
-fn print_plan(settings: &HubSettings) {
+fn print_plan(settings: &HubSettings, tls_digest: &str) {
     use crate::config::plan::{Plan, Summary};
     let Some(addr) = settings.admin.as_ref().map(|a| loopback(a.bind)) else {
         println!("reload plan: not shown (no [admin] door to ask the running hub)");
@@ -386,7 +406,7 @@ fn print_plan(settings: &HubSettings) {
         .and_then(|body| serde_json::from_str::<Summary>(&body).ok());
     match running {
         Some(running) => {
-            let plan = Plan::between(&running, &Summary::of(settings));
+            let plan = Plan::between(&running, &Summary::of(settings, tls_digest));
             println!("reload plan against the hub running at {addr}: {plan}");
         }
         None => println!("reload plan: no running hub answered at {addr}"),

@@ -5,7 +5,6 @@
 
 use crate::{
     certgen::{GenCert, write_file},
-    cli::DemoArgs,
     config::{
         ep::{EpConfig, EpFlags},
         hub::{HubConfig, HubFlags},
@@ -13,6 +12,7 @@ use crate::{
     token,
 };
 use anyhow::{Context, Result};
+use std::path::PathBuf;
 use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
     net::TcpListener,
@@ -58,6 +58,14 @@ pub fn first_run(root: &std::path::Path) -> Result<()> {
         )?;
     }
     Ok(())
+}
+
+/// `ferry demo`'s flags.
+#[derive(clap::Args)]
+pub struct DemoArgs {
+    /// Folder holding config/ and certs/.
+    #[arg(long, default_value = ".")]
+    pub root: PathBuf,
 }
 
 pub async fn run(args: DemoArgs) -> Result<()> {

@@ -18,6 +18,7 @@ pub mod hub;
 pub mod logging;
 pub mod metrics;
 pub mod net;
+pub mod penalties;
 pub mod proto;
 pub mod proxy_header;
 pub mod quic;

@@ -123,3 +123,8 @@ fn is_per_connection(e: &io::Error) -> bool {
             | io::ErrorKind::Interrupted
     )
 }
+
+/// Whether `addr` is loopback, where the admin door may run without a token.
+pub fn is_loopback(addr: std::net::SocketAddr) -> bool {
+    addr.ip().to_canonical().is_loopback()
+}

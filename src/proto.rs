@@ -53,6 +53,9 @@ pub const MAX_FRAME: usize = 16 * 1024;
 /// speaks something else fails the handshake instead of reaching our parser.
 pub const ALPN: &[u8] = b"ferry/1";
 
+/// ALPN on the enrol door's TLS.
+pub const ENROL_ALPN: &[u8] = b"ferry-enrol/1";
+
 /// Messages an ep sends.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(tag = "type", rename_all = "snake_case")]

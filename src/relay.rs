@@ -128,6 +128,14 @@ where
     relay_watched(a, b, Watch::default()).await
 }
 
+/// Byte counters a relay adds to as it goes, so traffic shows while a
+/// long session is still running.
+#[derive(Clone, Default)]
+pub struct Meter {
+    pub up: prometheus_client::metrics::counter::Counter,
+    pub down: prometheus_client::metrics::counter::Counter,
+}
+
 /// What a relay watches besides the bytes.
 #[derive(Default)]
 pub struct Watch {
@@ -135,7 +143,7 @@ pub struct Watch {
     /// long (a player-door limit).
     pub idle: Option<Duration>,
     /// Counters the bytes are added to as they move.
-    pub meter: Option<crate::metrics::Meter>,
+    pub meter: Option<Meter>,
     /// Observes the time from this instant to the first byte from the
     /// second stream (home → player).
     pub first_down: Option<(Instant, prometheus_client::metrics::histogram::Histogram)>,

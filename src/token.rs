@@ -34,15 +34,9 @@ pub fn hash(token: &Secret) -> Result<String, String> {
         .map_err(|e| format!("cannot hash the token: {e}"))
 }
 
-/// Checks that `phc` is an Argon2 hash we can verify against.
-pub fn check_hash(phc: &str) -> Result<(), String> {
-    let parsed = PasswordHash::new(phc)
-        .map_err(|e| format!("not a PHC hash string ({e}); make one with `ferry hub token`"))?;
-    if !parsed.algorithm.as_str().starts_with("argon2") {
-        return Err(format!("algorithm {} is not Argon2", parsed.algorithm));
-    }
-    Ok(())
-}
+/// Checks that `phc` is an Argon2 hash we can verify against (a question
+/// of the configuration's form, so it lives there).
+pub use crate::config::check_hash;
 
 /// Constant-time check of `token` against `phc`. Slow by design (tens of
 /// milliseconds): call it off the async runtime, once per login.

@@ -238,7 +238,7 @@ async fn wrong_token_attempt(
     let Ok(tcp) = connect_from("127.0.0.9", control).await else {
         return "connect failed".into();
     };
-    let connector = tokio_rustls::TlsConnector::from(s.tls.clone());
+    let connector = tokio_rustls::TlsConnector::from(ferry::tls::EpTls::load(s).unwrap().client);
     let Ok(mut tls) = connector.connect(s.server_name.clone(), tcp).await else {
         return "closed before TLS".into();
     };

@@ -108,7 +108,10 @@ async fn an_invite_line_enrols_an_ep_that_then_just_works() {
         .unwrap()
         .check(&config)
         .unwrap();
-    assert_eq!(settings.identity, "cabin");
+    assert_eq!(
+        ferry::tls::EpTls::load(&settings).unwrap().identity,
+        "cabin"
+    );
     let _ep = TestEp::start(settings);
     hub.wait_sessions(1).await;
     let to: SocketAddr = ([127, 0, 0, 1], game).into();

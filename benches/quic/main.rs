@@ -9,38 +9,21 @@
 //! chain: an output-hook drop is reported to the sending TCP stack, which
 //! retries at once and hides the very stall being measured.
 
-#[allow(dead_code)]
-#[path = "../../tests/common/procs.rs"]
-mod ferryproc;
-#[allow(dead_code)]
-#[path = "../tunnel/procs.rs"]
-mod machine;
-#[allow(dead_code)]
-#[path = "../tunnel/measure.rs"]
-mod measure;
-#[allow(dead_code)]
-#[path = "../tunnel/services.rs"]
-mod tcp_services;
-#[allow(dead_code)]
-#[path = "../udp/services.rs"]
-mod udp_services;
+#[path = "../common/mod.rs"]
+mod common;
 
-use ferryproc::{Ferry, HubProc};
-use measure::{connection_rate, first_byte, median, percentile, throughput_parallel};
+use common::{
+    Args,
+    cluster::Cluster,
+    machine,
+    measure::{connection_rate, first_byte, median, percentile, throughput_parallel, us},
+    say, tcp, udp,
+};
 use serde_json::json;
 use std::{
     net::{SocketAddr, UdpSocket},
     time::{Duration, Instant},
 };
-
-macro_rules! say {
-    ($out:expr, $($t:tt)*) => {{
-        let line = format!($($t)*);
-        println!("{line}");
-        $out.push_str(&line);
-        $out.push('\n');
-    }};
-}
 
 struct Plan {
     rounds: usize,
@@ -150,20 +133,10 @@ fn udp_echo(to: SocketAddr, n: usize) -> (Vec<Duration>, usize) {
     (rtts, lost)
 }
 
-fn us(d: Duration) -> f64 {
-    d.as_secs_f64() * 1e6
-}
-
 fn main() {
-    let args: Vec<String> = std::env::args().collect();
-    let smoke = args.iter().any(|a| a == "--smoke");
-    let json_path = args
-        .iter()
-        .position(|a| a == "--json")
-        .and_then(|i| args.get(i + 1).cloned())
-        .unwrap_or_else(|| "target/bench-quic.json".into());
+    let args = Args::parse("quic");
     let fd_limit = machine::raise_fd_limit();
-    let p = if smoke {
+    let p = if args.smoke {
         Plan {
             rounds: 1,
             first_bytes: 5,
@@ -184,20 +157,9 @@ fn main() {
         .enable_all()
         .build()
         .unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let d = dir.path();
-    ferry::certgen::GenCert {
-        dir: d.to_path_buf(),
-        eps: vec!["q".into(), "t".into()],
-        ..Default::default()
-    }
-    .run()
-    .unwrap();
-    let token = ferry::token::generate();
-    let hash = ferry::token::hash(&token).unwrap();
-    let (echo, sink) =
-        rt.block_on(async { (tcp_services::echo().await, tcp_services::sink().await) });
-    let udp_echo_home = udp_services::echo();
+    let cluster = Cluster::new(&["q", "t"]);
+    let (echo, sink) = rt.block_on(async { (tcp::echo().await, tcp::sink().await) });
+    let udp_echo_home = udp::echo();
     let mut services = String::new();
     for t in ["q", "t"] {
         services += &format!(
@@ -205,39 +167,24 @@ fn main() {
              [services.udp_{t}]\nbind = \"127.0.0.1:0\"\ntype = \"udp\"\n"
         );
     }
-    let hub_toml = format!(
-        "control = \"127.0.0.1:0\"\nchannel = \"127.0.0.1:0\"\nquic = \"127.0.0.1:0\"\n\
-         ep_allowlist = [\"127.0.0.1\"]\ntoken_hash = \"{hash}\"\nplayer_wait = \"60s\"\n\
-         [tls]\nca = \"ca.pem\"\ncert = \"hub.pem\"\nkey = \"hub.key\"\n{services}\
-         [players]\nmax_players_per_ip = 1000000\nplayer_rate_per_ip = \"1000000/s\"\nmax_udp_flows_per_ip = 1000000\n"
+    let hub = cluster.hub(
+        "quic = \"127.0.0.1:0\"\n",
+        &format!(
+            "{services}[players]\nmax_players_per_ip = 1000000\nplayer_rate_per_ip = \"1000000/s\"\nmax_udp_flows_per_ip = 1000000\n"
+        ),
+        6,
     );
-    std::fs::write(d.join("hub.toml"), hub_toml).unwrap();
-    let ready = ferryproc::ready_path(&d.join("hub.toml"));
-    let HubProc {
-        proc: hub,
-        control,
-        channel,
-        services: ports,
-        ..
-    } = HubProc::start(&d.join("hub.toml"), &[], 6);
-    let ready: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(ready).unwrap()).unwrap();
-    let quic: SocketAddr = ready["quic"].as_str().unwrap().parse().unwrap();
+    let quic = hub.quic.expect("the hub's QUIC door");
     let mut eps = Vec::new();
     for (t, transport) in [("q", "quic"), ("t", "tls")] {
-        let ep_toml = format!(
-            "hub = \"{control}\"\nchannel = \"{channel}\"\nserver_name = \"localhost\"\ntoken = \"{}\"\n\
-             transport = \"{transport}\"\nquic = \"{quic}\"\n\
-             [tls]\nca = \"ca.pem\"\ncert = \"ep-{t}.pem\"\nkey = \"ep-{t}.key\"\n\
-             [services.echo_{t}]\nlocal = \"{echo}\"\n[services.sink_{t}]\nlocal = \"{sink}\"\n\
-             [services.udp_{t}]\nlocal = \"{udp_echo_home}\"\n",
-            token.expose()
+        let top = format!("transport = \"{transport}\"\nquic = \"{quic}\"\n");
+        let tables = format!(
+            "[services.echo_{t}]\nlocal = \"{echo}\"\n[services.sink_{t}]\nlocal = \"{sink}\"\n\
+             [services.udp_{t}]\nlocal = \"{udp_echo_home}\"\n"
         );
-        let file = d.join(format!("ep-{t}.toml"));
-        std::fs::write(&file, ep_toml).unwrap();
-        eps.push(Ferry::spawn("ep", &file, &[]));
-        hub.wait_line("ep logged in");
+        eps.push(cluster.ep(&hub, t, &top, &tables));
     }
+    let ports = &hub.services;
     let echo_paths = Paths {
         direct: echo,
         tls: ports["echo_t"],
@@ -254,14 +201,7 @@ fn main() {
         quic: ports["udp_q"],
     };
 
-    let mut out = String::new();
-    let mut js = serde_json::Map::new();
-    let m = machine::machine();
-    say!(
-        out,
-        "ferry QUIC benchmark — {m}; open-file limit {fd_limit}"
-    );
-    js.insert("machine".into(), json!(m));
+    let (mut out, mut js) = common::begin("QUIC", fd_limit);
 
     rt.block_on(async {
         // Connect to first byte.
@@ -323,7 +263,7 @@ fn main() {
     for loss in [0u32, 2] {
         let _rules = if loss > 0 {
             let rules = if root {
-                Loss::apply(loss, &[control.port(), channel.port()], quic.port())
+                Loss::apply(loss, &[hub.control.port(), hub.channel.port()], quic.port())
             } else {
                 None
             };
@@ -365,9 +305,5 @@ fn main() {
         );
     }
     drop(eps);
-    if let Some(dir) = std::path::Path::new(&json_path).parent() {
-        let _ = std::fs::create_dir_all(dir);
-    }
-    std::fs::write(&json_path, serde_json::to_string_pretty(&js).unwrap()).unwrap();
-    println!("JSON written to {json_path}");
+    common::write_json(&args.json, &js);
 }

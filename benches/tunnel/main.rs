@@ -5,17 +5,13 @@
 //! and load generator. Every ferry figure is taken in the same run as the
 //! same figure over a direct connection, alternating, medians of rounds.
 
-mod measure;
+#[path = "../common/mod.rs"]
+mod common;
 mod plainhop;
-mod procs;
-// The tests' process harness: the same spawn, log and /proc reading.
-#[allow(dead_code)]
-#[path = "../../tests/common/procs.rs"]
-mod ferryproc;
-mod services;
 
-use ferryproc::{Ferry as Proc, HubProc};
-use measure::*;
+use common::{
+    Args, Json, cluster::Cluster, ferryproc::Ferry as Proc, hop::Hop, machine, measure::*, say, tcp,
+};
 use serde_json::json;
 use std::{net::SocketAddr, time::Duration};
 
@@ -30,16 +26,6 @@ struct Plan {
 }
 
 const MIB: u64 = 1 << 20;
-
-/// Prints a result line as soon as it is known, and keeps it for the summary.
-macro_rules! say {
-    ($out:expr, $($t:tt)*) => {{
-        let line = format!($($t)*);
-        println!("{line}");
-        $out.push_str(&line);
-        $out.push('\n');
-    }};
-}
 
 fn plan(smoke: bool) -> Plan {
     if smoke {
@@ -66,40 +52,27 @@ fn plan(smoke: bool) -> Plan {
 }
 
 fn main() {
-    let args: Vec<String> = std::env::args().collect();
-    if let Some(i) = args.iter().position(|a| a == "--plain-hop") {
-        plainhop::serve(&args[i + 1]);
-    }
-    let smoke = args.iter().any(|a| a == "--smoke");
+    let args = Args::parse("tunnel");
+    plainhop::serve_if_asked(&args);
+    let fd_limit = machine::raise_fd_limit();
+    let mut plan = plan(args.smoke);
     // For trying levers quickly: skip the idle-player memory section.
-    let no_memory = args.iter().any(|a| a == "--no-memory");
-    let json_path = args
-        .iter()
-        .position(|a| a == "--json")
-        .and_then(|i| args.get(i + 1).cloned())
-        .unwrap_or_else(|| "target/bench-tunnel.json".into());
-    let fd_limit = procs::raise_fd_limit();
-    let mut plan = plan(smoke);
-    if no_memory {
+    if args.has("--no-memory") {
         plan.idle.clear();
     }
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .unwrap();
-    let report = rt.block_on(run(&plan, fd_limit));
-    if let Some(dir) = std::path::Path::new(&json_path).parent() {
-        let _ = std::fs::create_dir_all(dir);
-    }
-    std::fs::write(&json_path, serde_json::to_string_pretty(&report.1).unwrap()).unwrap();
-    println!("JSON written to {json_path}");
+    let js = rt.block_on(run(&plan, fd_limit));
+    common::write_json(&args.json, &js);
 }
 
 struct Setup {
-    _dir: tempfile::TempDir,
+    _cluster: Cluster,
     hub: Proc,
     ep: Proc,
-    _hops: (plainhop::Hop, plainhop::Hop),
+    _hops: (Hop, Hop),
     /// Sink and echo through two plain-TCP forwarding processes.
     plain: (SocketAddr, SocketAddr),
     sink: (SocketAddr, SocketAddr),
@@ -108,49 +81,30 @@ struct Setup {
 }
 
 async fn setup() -> Setup {
-    let dir = tempfile::tempdir().unwrap();
-    let d = dir.path();
-    ferry::certgen::GenCert {
-        dir: d.to_path_buf(),
-        eps: vec!["bench".into()],
-        ..Default::default()
-    }
-    .run()
-    .unwrap();
-    let token = ferry::token::generate();
-    let hash = ferry::token::hash(&token).unwrap();
-    let (sink, echo) = (services::sink().await, services::echo().await);
-    let hub_toml = format!(
-        "control = \"127.0.0.1:0\"\nchannel = \"127.0.0.1:0\"\nep_allowlist = [\"127.0.0.1\"]\n\
-         token_hash = \"{hash}\"\nplayer_wait = \"60s\"\n\
-         [tls]\nca = \"ca.pem\"\ncert = \"hub.pem\"\nkey = \"hub.key\"\n\
-         [services.sink]\nbind = \"127.0.0.1:0\"\n[services.echo]\nbind = \"127.0.0.1:0\"\n\
+    let cluster = Cluster::new(&["bench"]);
+    let (sink, echo) = (tcp::sink().await, tcp::echo().await);
+    let hub = cluster.hub(
+        "",
+        "[services.sink]\nbind = \"127.0.0.1:0\"\n[services.echo]\nbind = \"127.0.0.1:0\"\n\
          [services.cold]\nbind = \"127.0.0.1:0\"\npool_size = 0\n\
          # One load generator on loopback: the player door's per-address\n\
          # limits would refuse it, so they are lifted here.\n\
-         [players]\nmax_players_per_ip = 1000000\nplayer_rate_per_ip = \"1000000/s\"\n"
+         [players]\nmax_players_per_ip = 1000000\nplayer_rate_per_ip = \"1000000/s\"\n",
+        3,
     );
-    std::fs::write(d.join("hub.toml"), hub_toml).unwrap();
-    let HubProc {
-        proc: hub,
-        control,
-        channel,
-        services: ports,
-        ..
-    } = HubProc::start(&d.join("hub.toml"), &[], 3);
-    let ep_toml = format!(
-        "hub = \"{control}\"\nchannel = \"{channel}\"\nserver_name = \"localhost\"\ntoken = \"{}\"\n\
-         [tls]\nca = \"ca.pem\"\ncert = \"ep-bench.pem\"\nkey = \"ep-bench.key\"\n\
-         [services.sink]\nlocal = \"{sink}\"\n[services.echo]\nlocal = \"{echo}\"\n[services.cold]\nlocal = \"{echo}\"\n",
-        token.expose()
+    let ep = cluster.ep(
+        &hub,
+        "bench",
+        "",
+        &format!(
+            "[services.sink]\nlocal = \"{sink}\"\n[services.echo]\nlocal = \"{echo}\"\n[services.cold]\nlocal = \"{echo}\"\n"
+        ),
     );
-    std::fs::write(d.join("ep.toml"), ep_toml).unwrap();
-    let ep = Proc::spawn("ep", &d.join("ep.toml"), &[]);
-    hub.wait_line("ep logged in");
+    let (hub, ports) = (hub.proc, hub.services);
     let (far, far_addrs) = plainhop::spawn(&[sink, echo]);
     let (near, plain) = plainhop::spawn(&far_addrs);
     Setup {
-        _dir: dir,
+        _cluster: cluster,
         hub,
         ep,
         _hops: (near, far),
@@ -161,20 +115,9 @@ async fn setup() -> Setup {
     }
 }
 
-fn us(d: Duration) -> f64 {
-    d.as_secs_f64() * 1e6
-}
-
-async fn run(p: &Plan, fd_limit: u64) -> (String, serde_json::Value) {
+async fn run(p: &Plan, fd_limit: u64) -> Json {
     let s = setup().await;
-    let mut out = String::new();
-    let mut js = serde_json::Map::new();
-    let machine = procs::machine();
-    say!(
-        out,
-        "ferry tunnel benchmark — {machine}; open-file limit {fd_limit}"
-    );
-    js.insert("machine".into(), json!(machine));
+    let (mut out, mut js) = common::begin("tunnel", fd_limit);
 
     // Throughput: one stream, then 8, alternating direct and ferry.
     let (cpu_hub0, cpu_ep0) = (s.hub.cpu_secs(), s.ep.cpu_secs());
@@ -336,5 +279,5 @@ async fn run(p: &Plan, fd_limit: u64) -> (String, serde_json::Value) {
         mem.push(json!({"players": n, "hub_rss": h, "ep_rss": e, "hub_bytes_per_player": per_hub, "ep_bytes_per_player": per_ep}));
     }
     js.insert("memory".into(), json!(mem));
-    (out, serde_json::Value::Object(js))
+    js
 }

@@ -7,17 +7,11 @@
 //! jitter of paced 1,200-byte datagrams, new flows per second, hub memory
 //! per idle flow, and CPU per GiB.
 
+#[path = "../common/mod.rs"]
+mod common;
 mod hop;
-mod services;
 
-#[allow(dead_code)]
-#[path = "../../tests/common/procs.rs"]
-mod ferryproc;
-#[allow(dead_code)]
-#[path = "../tunnel/procs.rs"]
-mod machine;
-
-use ferryproc::{Ferry, HubProc};
+use common::{Args, cluster::Cluster, machine, measure::median, say, udp};
 use serde_json::json;
 use std::{
     net::{SocketAddr, UdpSocket},
@@ -52,15 +46,6 @@ fn plan(smoke: bool) -> Plan {
     }
 }
 
-macro_rules! say {
-    ($out:expr, $($t:tt)*) => {{
-        let line = format!($($t)*);
-        println!("{line}");
-        $out.push_str(&line);
-        $out.push('\n');
-    }};
-}
-
 struct Paths {
     direct: SocketAddr,
     plain: SocketAddr,
@@ -78,60 +63,33 @@ impl Paths {
 }
 
 fn main() {
-    let args: Vec<String> = std::env::args().collect();
-    if let Some(i) = args.iter().position(|a| a == "--udp-hop") {
-        hop::serve(&args[i + 1]);
-    }
-    let smoke = args.iter().any(|a| a == "--smoke");
-    let json_path = args
-        .iter()
-        .position(|a| a == "--json")
-        .and_then(|i| args.get(i + 1).cloned())
-        .unwrap_or_else(|| "target/bench-udp.json".into());
+    let args = Args::parse("udp");
+    hop::serve_if_asked(&args);
     let fd_limit = machine::raise_fd_limit();
-    let p = plan(smoke);
-    let dir = tempfile::tempdir().unwrap();
-    let d = dir.path();
-    ferry::certgen::GenCert {
-        dir: d.to_path_buf(),
-        eps: vec!["bench".into()],
-        ..Default::default()
-    }
-    .run()
-    .unwrap();
-    let token = ferry::token::generate();
-    let hash = ferry::token::hash(&token).unwrap();
-    let echo = services::echo();
-    let sink = services::Sink::start();
-    let hub_toml = format!(
-        "control = \"127.0.0.1:0\"\nchannel = \"127.0.0.1:0\"\nep_allowlist = [\"127.0.0.1\"]\n\
-         token_hash = \"{hash}\"\nplayer_wait = \"60s\"\n\
-         [tls]\nca = \"ca.pem\"\ncert = \"hub.pem\"\nkey = \"hub.key\"\n\
-         [services.echo]\nbind = \"127.0.0.1:0\"\ntype = \"udp\"\n\
+    let p = plan(args.smoke);
+    let cluster = Cluster::new(&["bench"]);
+    let echo = udp::echo();
+    let sink = udp::Sink::start();
+    let hub = cluster.hub(
+        "",
+        "[services.echo]\nbind = \"127.0.0.1:0\"\ntype = \"udp\"\n\
          [services.sink]\nbind = \"127.0.0.1:0\"\ntype = \"udp\"\n\
          [services.burst]\nbind = \"127.0.0.1:0\"\ntype = \"udp\"\nudp_idle_timeout = \"2s\"\n\
          # One load generator on loopback: lift the per-address limits.\n\
-         [players]\nmax_udp_flows = 100000\nmax_udp_flows_per_ip = 1000000\n"
+         [players]\nmax_udp_flows = 100000\nmax_udp_flows_per_ip = 1000000\n",
+        3,
     );
-    std::fs::write(d.join("hub.toml"), hub_toml).unwrap();
-    let HubProc {
-        proc: hub,
-        control,
-        channel,
-        services: ports,
-        ..
-    } = HubProc::start(&d.join("hub.toml"), &[], 3);
-    let ep_toml = format!(
-        "hub = \"{control}\"\nchannel = \"{channel}\"\nserver_name = \"localhost\"\ntoken = \"{}\"\n\
-         [tls]\nca = \"ca.pem\"\ncert = \"ep-bench.pem\"\nkey = \"ep-bench.key\"\n\
-         [services.echo]\nlocal = \"{echo}\"\n[services.sink]\nlocal = \"{}\"\n\
-         [services.burst]\nlocal = \"{echo}\"\n",
-        token.expose(),
-        sink.addr
+    let ep = cluster.ep(
+        &hub,
+        "bench",
+        "",
+        &format!(
+            "[services.echo]\nlocal = \"{echo}\"\n[services.sink]\nlocal = \"{}\"\n\
+             [services.burst]\nlocal = \"{echo}\"\n",
+            sink.addr
+        ),
     );
-    std::fs::write(d.join("ep.toml"), ep_toml).unwrap();
-    let ep = Ferry::spawn("ep", &d.join("ep.toml"), &[]);
-    hub.wait_line("ep logged in");
+    let (hub, ports) = (hub.proc, hub.services);
     let (_far, far) = hop::spawn(&[echo, sink.addr, echo]);
     let (_near, near) = hop::spawn(&far);
     let echo_paths = Paths {
@@ -150,11 +108,7 @@ fn main() {
         ferry: ports["sink"],
     };
 
-    let mut out = String::new();
-    let mut js = serde_json::Map::new();
-    let m = machine::machine();
-    say!(out, "ferry UDP benchmark — {m}; open-file limit {fd_limit}");
-    js.insert("machine".into(), json!(m));
+    let (mut out, mut js) = common::begin("UDP", fd_limit);
 
     // Round trips of 64-byte datagrams, one flow per path, rounds alternating.
     let mut rtt: [Vec<Duration>; 3] = Default::default();
@@ -264,16 +218,7 @@ fn main() {
     say!(out, "{line}");
     js.insert("new_flows_per_sec".into(), serde_json::Value::Object(rates));
 
-    if let Some(dir) = std::path::Path::new(&json_path).parent() {
-        let _ = std::fs::create_dir_all(dir);
-    }
-    std::fs::write(&json_path, serde_json::to_string_pretty(&js).unwrap()).unwrap();
-    println!("JSON written to {json_path}");
-}
-
-fn median(v: &mut [f64]) -> f64 {
-    v.sort_by(|a, b| a.total_cmp(b));
-    v[v.len() / 2]
+    common::write_json(&args.json, &js);
 }
 
 /// `n` round trips of `size` bytes on one socket.

@@ -9,7 +9,7 @@
 //! keeps the one Argon2 slot busy and the operator is told "busy" for ever.
 
 use crate::{
-    hub::gate::penalties::{Penalties, PenaltyRange},
+    penalties::{Penalties, PenaltyRange},
     secret::Secret,
 };
 use std::{

@@ -168,52 +168,46 @@ impl Door {
         peer: std::net::SocketAddr,
         pending: Option<crate::sources::SourceSlot<PENDING_PER_SOURCE>>,
     ) {
-        let req = tokio::select! {
-            r = tokio::time::timeout(REQUEST_TIMEOUT, http::read_request(&mut tcp)) => r,
-            _ = self.shutdown.cancelled() => return,
-        };
-        let req = match req {
-            Ok(Ok(r)) => r,
-            Ok(Err(e)) => {
-                let _ = http::respond(&mut tcp, 400, "text/plain", &[], e.as_bytes()).await;
-                return;
-            }
-            Err(_) => return,
-        };
-        if req.method != "GET" {
-            let _ = http::respond(&mut tcp, 405, "text/plain", &[], b"GET only\n").await;
+        let Some(req) = self.request(&mut tcp).await else {
             return;
-        }
+        };
         if let Some(auth) = &self.auth
             && let Err(denied) = auth.check(req.token.as_deref(), peer.ip()).await
         {
-            let (status, body, retry) = match denied {
-                Denied::Unauthorized => (
-                    401,
-                    "a valid admin token is required (Authorization: Bearer TOKEN, or ?token=TOKEN)\n"
-                        .to_string(),
-                    None,
-                ),
-                Denied::Penalised(left) => {
-                    let secs = left.as_secs() + 1;
-                    let why = format!(
-                        "a wrong admin token came from this address lately; retry in {secs} s\n"
-                    );
-                    (429, why, Some(secs.to_string()))
-                }
-                Denied::Busy => (503, "busy checking other tokens; retry\n".to_string(), None),
-            };
-            let mut headers = vec![("WWW-Authenticate", "Bearer")];
-            if let Some(secs) = &retry {
-                headers.push(("Retry-After", secs.as_str()));
-            }
-            let _ = http::respond(&mut tcp, status, "text/plain", &headers, body.as_bytes()).await;
+            refuse(&mut tcp, denied).await;
             return;
         }
         // Past the token check: an event stream it opens is not pending.
         drop(pending);
+        self.route(tcp, &req.path).await;
+    }
+
+    /// A GET request that arrived whole in time; anything else is answered
+    /// (or dropped) here.
+    async fn request(&self, tcp: &mut TcpStream) -> Option<http::Request> {
+        let req = tokio::select! {
+            r = tokio::time::timeout(REQUEST_TIMEOUT, http::read_request(tcp)) => r,
+            _ = self.shutdown.cancelled() => return None,
+        };
+        let req = match req {
+            Ok(Ok(r)) => r,
+            Ok(Err(e)) => {
+                let _ = http::respond(tcp, 400, "text/plain", &[], e.as_bytes()).await;
+                return None;
+            }
+            Err(_) => return None,
+        };
+        if req.method != "GET" {
+            let _ = http::respond(tcp, 405, "text/plain", &[], b"GET only\n").await;
+            return None;
+        }
+        Some(req)
+    }
+
+    /// Answers an authorised request for `path`.
+    async fn route(&self, mut tcp: TcpStream, path: &str) {
         let s = &self.source;
-        match req.path.as_str() {
+        match path {
             "/metrics" => {
                 let body = s.metrics();
                 let ct = "text/plain; version=0.0.4; charset=utf-8";
@@ -282,7 +276,28 @@ impl Door {
     }
 }
 
-/// Whether `addr` is loopback, where the admin door may run without a token.
-pub fn is_loopback(addr: std::net::SocketAddr) -> bool {
-    addr.ip().to_canonical().is_loopback()
+/// Tells a client whose token the door did not take why, and when to retry.
+async fn refuse(tcp: &mut TcpStream, denied: Denied) {
+    let (status, body, retry) = match denied {
+        Denied::Unauthorized => (
+            401,
+            "a valid admin token is required (Authorization: Bearer TOKEN, or ?token=TOKEN)\n"
+                .to_string(),
+            None,
+        ),
+        Denied::Penalised(left) => {
+            let secs = left.as_secs() + 1;
+            let why =
+                format!("a wrong admin token came from this address lately; retry in {secs} s\n");
+            (429, why, Some(secs.to_string()))
+        }
+        Denied::Busy => (503, "busy checking other tokens; retry\n".to_string(), None),
+    };
+    let mut headers = vec![("WWW-Authenticate", "Bearer")];
+    if let Some(secs) = &retry {
+        headers.push(("Retry-After", secs.as_str()));
+    }
+    let _ = http::respond(tcp, status, "text/plain", &headers, body.as_bytes()).await;
 }
+
+pub use crate::net::is_loopback;

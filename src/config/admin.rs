@@ -27,7 +27,7 @@ impl AdminConfig {
             self.token_hash,
             self.token_hash_file.as_ref(),
         )?;
-        if token_hash.is_none() && !crate::admin::is_loopback(self.bind) {
+        if token_hash.is_none() && !crate::net::is_loopback(self.bind) {
             return Err(format!(
                 "admin.bind = {} is not loopback: set admin.token_hash (from `ferry hub token`) so strangers cannot read the status",
                 self.bind

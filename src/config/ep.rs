@@ -13,7 +13,6 @@ use serde::{Deserialize, Serialize};
 use std::{
     collections::BTreeMap,
     path::{Path, PathBuf},
-    sync::Arc,
     time::Duration,
 };
 
@@ -177,8 +176,8 @@ pub struct EpSettings {
     pub quic: Option<String>,
     pub server_name: ServerName<'static>,
     pub token: Secret,
-    pub tls: Arc<rustls::ClientConfig>,
-    pub identity: String,
+    /// The CA, certificate and key under `[tls]`, loaded by `tls::EpTls`.
+    pub tls_files: super::TlsPaths,
     /// Service name → the service at home.
     pub services: BTreeMap<String, LocalService>,
     pub timing: EpTiming,
@@ -201,10 +200,46 @@ impl EpConfig {
         EpConfig::load(&s.file, s.flags.clone())?.check(&s.file)
     }
 
-    pub fn check(self, file: &Path) -> Result<EpSettings> {
-        let err = |m: String| anyhow::Error::new(check_err(file, m));
+    pub fn check(mut self, file: &Path) -> Result<EpSettings> {
+        let err = checker(file);
+        let (channel, server_name) = self.hub_addresses(file)?;
+        let token = self.token(file)?;
+        let services = self.local_services(file)?;
+        if self.tls.crl.is_some() {
+            return Err(err(
+                "tls.crl is a hub setting; the ep does not read it".into()
+            ));
+        }
+        let tls_files = self.tls.paths();
+        self.check_timings(file)?;
+        let admin = match self.admin.take() {
+            Some(a) => Some(a.check().map_err(err)?),
+            None => None,
+        };
+        Ok(EpSettings {
+            file: file.to_path_buf(),
+            timing: self.timing(),
+            hub: self.hub,
+            channel,
+            transport: self.transport,
+            quic: self.quic,
+            server_name,
+            token,
+            tls_files,
+            services,
+            admin,
+            log_format: self.log_format,
+            watch_config: self.watch_config,
+            flags: self.flags,
+        })
+    }
+
+    /// The channel address (given or derived from `hub`) and the name the
+    /// hub's certificate must carry; `quic` is only checked for form.
+    fn hub_addresses(&mut self, file: &Path) -> Result<(String, ServerName<'static>)> {
+        let err = checker(file);
         let (host, port) = split_host_port(&self.hub).map_err(|e| err(format!("hub: {e}")))?;
-        let channel = match self.channel {
+        let channel = match self.channel.take() {
             Some(c) => {
                 split_host_port(&c).map_err(|e| err(format!("channel: {e}")))?;
                 c
@@ -219,13 +254,19 @@ impl EpConfig {
         if let Some(q) = &self.quic {
             split_host_port(q).map_err(|e| err(format!("quic: {e}")))?;
         }
-        let name = self.server_name.unwrap_or(host);
+        let name = self.server_name.take().unwrap_or(host);
         let server_name = ServerName::try_from(name.clone()).map_err(|_| {
             err(format!(
                 "server_name {name:?} is not a DNS name or IP address"
             ))
         })?;
-        let token = match (self.token, self.token_file) {
+        Ok((channel, server_name))
+    }
+
+    /// The token, inline or from `token_file`; exactly one, not empty.
+    fn token(&mut self, file: &Path) -> Result<Secret> {
+        let err = checker(file);
+        let token = match (self.token.take(), self.token_file.take()) {
             (Some(t), None) => t,
             (None, Some(path)) => {
                 let path = path.relative();
@@ -244,13 +285,19 @@ impl EpConfig {
         if token.is_empty() {
             return Err(err("the token is empty".into()));
         }
+        Ok(token)
+    }
+
+    /// The services at home, at least one, each with a valid address.
+    fn local_services(&mut self, file: &Path) -> Result<BTreeMap<String, LocalService>> {
+        let err = checker(file);
         if self.services.is_empty() {
             return Err(err(
                 "no [services.NAME] with local = \"host:port\": nothing to serve".into(),
             ));
         }
         let mut services = BTreeMap::new();
-        for (name, svc) in self.services {
+        for (name, svc) in std::mem::take(&mut self.services) {
             check_service_name(&name).map_err(err)?;
             let addr = LocalRange::parse(&svc.local)
                 .map_err(|e| err(format!("services.{name}.local: {e}")))?;
@@ -264,22 +311,11 @@ impl EpConfig {
                 },
             );
         }
-        if self.tls.crl.is_some() {
-            return Err(err(
-                "tls.crl is a hub setting; the ep does not read it".into()
-            ));
-        }
-        let (ca, cert, key) = (
-            self.tls.ca.relative(),
-            self.tls.cert.relative(),
-            self.tls.key.relative(),
-        );
-        let tls = crate::tls::client_config(&ca, &cert, &key)
-            .with_context(|| format!("{}: [tls]", file.display()))?;
-        let identity = crate::tls::load_certs(&cert)?
-            .first()
-            .and_then(crate::tls::common_name)
-            .unwrap_or_else(|| "?".into());
+        Ok(services)
+    }
+
+    fn check_timings(&self, file: &Path) -> Result<()> {
+        let err = checker(file);
         let (ms, secs) = (Duration::from_millis, Duration::from_secs);
         let ranges = [
             ("connect_timeout", self.connect_timeout, ms(100), secs(300)),
@@ -296,43 +332,27 @@ impl EpConfig {
                 self.backoff_max, self.backoff_min
             )));
         }
-        let admin = match self.admin {
-            Some(a) => Some(a.check().map_err(err)?),
-            None => None,
-        };
-        Ok(EpSettings {
-            file: file.to_path_buf(),
-            hub: self.hub,
-            channel,
-            transport: self.transport,
-            quic: self.quic,
-            server_name,
-            token,
-            tls,
-            identity,
-            services,
-            timing: EpTiming {
-                connect_timeout: self.connect_timeout.get(),
-                backoff_min: self.backoff_min.get(),
-                backoff_max: self.backoff_max.get(),
-                drain_timeout: self.drain_timeout.get(),
-            },
-            admin,
-            log_format: self.log_format,
-            watch_config: self.watch_config,
-            flags: self.flags,
-        })
+        Ok(())
     }
+
+    fn timing(&self) -> EpTiming {
+        EpTiming {
+            connect_timeout: self.connect_timeout.get(),
+            backoff_min: self.backoff_min.get(),
+            backoff_max: self.backoff_max.get(),
+            drain_timeout: self.drain_timeout.get(),
+        }
+    }
+}
+
+/// Turns a check's message into the error naming `file`.
+fn checker(file: &Path) -> impl Fn(String) -> anyhow::Error + Copy + '_ {
+    move |m| anyhow::Error::new(check_err(file, m))
 }
 
 impl std::fmt::Display for EpSettings {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         writeln!(f, "ep config {}", self.file.display())?;
-        writeln!(
-            f,
-            "  identity  {} (from the client certificate)",
-            self.identity
-        )?;
         writeln!(
             f,
             "  hub       {} (certificate must name {:?})",

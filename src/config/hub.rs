@@ -5,13 +5,12 @@ use super::{
     players::{PlayerLimits, PlayersConfig},
     ports::{BindRange, ServiceKind},
 };
-use anyhow::{Context, Result, bail};
+use anyhow::{Result, bail};
 use serde::{Deserialize, Serialize};
 use std::{
     collections::{BTreeMap, HashMap},
     net::SocketAddr,
     path::{Path, PathBuf},
-    sync::Arc,
     time::Duration,
 };
 
@@ -300,15 +299,11 @@ impl Credentials {
     }
 }
 
-/// The TLS files named under `[tls]`, resolved.
-#[derive(Debug, Clone)]
-pub struct TlsPaths {
-    pub ca: PathBuf,
-    pub cert: PathBuf,
-    pub key: PathBuf,
-}
+pub use super::TlsPaths;
 
-/// A checked hub configuration: files read, everything parsed.
+/// A checked hub configuration: the file parsed and every value checked.
+/// Data only: the TLS files it names are loaded by `tls::HubTls`, and eps
+/// enrolled with `ferry ep join` are merged in by `enrol::merge_enrolled`.
 #[derive(Clone)]
 pub struct HubSettings {
     pub file: PathBuf,
@@ -317,25 +312,20 @@ pub struct HubSettings {
     pub quic: Option<SocketAddr>,
     pub allowlist: Allowlist,
     pub credentials: Credentials,
-    pub tls: Arc<rustls::ServerConfig>,
-    pub cert_days_left: Option<i64>,
+    /// The CA, certificate and key under `[tls]`.
+    pub tls_files: TlsPaths,
     pub services: Vec<ServiceSettings>,
     pub timing: HubTiming,
     pub limits: HubLimits,
     /// Revoked ep certificates, re-read when the file changes.
     pub crl: Option<PathBuf>,
-    /// The TLS material as loaded, so a new CRL changes only the verifier.
-    pub tls_material: Arc<crate::tls::ServerMaterial>,
     pub admin: Option<super::admin::AdminSettings>,
     pub enrol: Option<super::enrol::EnrolSettings>,
-    /// Eps enrolled with `ferry ep join` (their credentials are merged in).
+    /// Eps enrolled with `ferry ep join` whose credentials were merged in
+    /// (none until `enrol::merge_enrolled`).
     pub enrolled: Vec<String>,
-    /// The names and addresses in the hub's certificate.
-    pub cert_names: Vec<String>,
     pub log_format: super::admin::LogFormat,
     pub watch_config: bool,
-    /// A digest of the TLS files as loaded, so a reload sees a change.
-    pub tls_digest: String,
     /// The flags this was loaded with, re-applied on reload.
     pub flags: HubFlags,
 }
@@ -346,6 +336,11 @@ fn ms(n: u64) -> Duration {
 
 fn secs(n: u64) -> Duration {
     Duration::from_secs(n)
+}
+
+/// Turns a check's message into the error naming `file`.
+fn checker(file: &Path) -> impl Fn(String) -> anyhow::Error + Copy + '_ {
+    move |m| anyhow::Error::new(check_err(file, m))
 }
 
 impl HubSettings {
@@ -362,23 +357,62 @@ impl HubConfig {
     }
 
     /// Validates everything that can be checked without binding a port.
-    pub fn check(self, file: &Path) -> Result<HubSettings> {
-        let err = |m: String| anyhow::Error::new(check_err(file, m));
+    pub fn check(mut self, file: &Path) -> Result<HubSettings> {
+        let err = checker(file);
         if self.ep_allowlist.is_empty() {
             return Err(err("ep_allowlist is empty: no ep could connect. List the \
                  addresses your eps connect from (\"0.0.0.0/0\" admits everyone)"
                 .into()));
         }
+        let credentials = self.credentials(file)?;
+        self.check_timings(file)?;
+        self.check_login_limits(file)?;
+        let admin = match self.admin.take() {
+            Some(a) => Some(a.check().map_err(err)?),
+            None => None,
+        };
+        self.check_doors(file)?;
+        let services = self.check_services(file)?;
+        let tls_files = self.tls.paths();
+        let crl = self.tls.crl.as_ref().map(|c| c.relative());
+        let enrol = match self.enrol.take() {
+            Some(e) => Some(e.check(&tls_files.ca).map_err(err)?),
+            None => None,
+        };
+        Ok(HubSettings {
+            file: file.to_path_buf(),
+            control: self.control,
+            channel: self.channel,
+            quic: self.quic,
+            timing: self.timing(),
+            limits: self.limits(),
+            allowlist: self.ep_allowlist,
+            credentials,
+            tls_files,
+            services,
+            crl,
+            admin,
+            enrol,
+            enrolled: Vec::new(),
+            log_format: self.log_format,
+            watch_config: self.watch_config,
+            flags: self.flags,
+        })
+    }
+
+    /// The default token hash and each named ep's own; at least one.
+    fn credentials(&mut self, file: &Path) -> Result<Credentials> {
+        let err = checker(file);
         let mut credentials = Credentials {
             default: super::read_token_hash(
                 "token_hash",
-                self.token_hash,
+                self.token_hash.take(),
                 self.token_hash_file.as_ref(),
             )
             .map_err(err)?,
             per_ep: HashMap::new(),
         };
-        for (name, c) in self.eps {
+        for (name, c) in std::mem::take(&mut self.eps) {
             check_service_name(&name).map_err(|_| {
                 err(format!(
                     "eps.{name}: an ep name is 1-64 letters, digits, '-' or '_'"
@@ -398,6 +432,11 @@ impl HubConfig {
                     .into(),
             ));
         }
+        Ok(credentials)
+    }
+
+    fn check_timings(&self, file: &Path) -> Result<()> {
+        let err = checker(file);
         // Zero or absurd timings pass parsing but break the runtime (a zero
         // heartbeat panics the timer; a zero idle timeout churns handshakes).
         let ranges = [
@@ -439,6 +478,11 @@ impl HubConfig {
                 self.penalty_base, self.penalty_max
             )));
         }
+        Ok(())
+    }
+
+    fn check_login_limits(&self, file: &Path) -> Result<()> {
+        let err = checker(file);
         if self.max_pending_auth == 0
             || self.max_pending_per_source == 0
             || self.argon2_concurrency == 0
@@ -447,10 +491,12 @@ impl HubConfig {
                 "max_pending_auth, max_pending_per_source and argon2_concurrency must be at least 1".into(),
             ));
         }
-        let admin = match self.admin {
-            Some(a) => Some(a.check().map_err(err)?),
-            None => None,
-        };
+        Ok(())
+    }
+
+    /// The hub-wide player total, the pool size and the two ep doors.
+    fn check_doors(&self, file: &Path) -> Result<()> {
+        let err = checker(file);
         if self.max_players_total == Some(0) {
             return Err(err("max_players_total = 0 admits nobody; at least 1".into()));
         }
@@ -460,6 +506,12 @@ impl HubConfig {
         if self.control == self.channel && self.control.port() != 0 {
             return Err(err("control and channel must be different addresses".into()));
         }
+        Ok(())
+    }
+
+    /// Each service with its ports, pool and player limits settled.
+    fn check_services(&mut self, file: &Path) -> Result<Vec<ServiceSettings>> {
+        let err = checker(file);
         // TCP ports in use so far, and UDP ports: a `tcp+udp` service may
         // share its numbers with nothing else of either protocol.
         let single = |a: SocketAddr| BindRange {
@@ -471,7 +523,7 @@ impl HubConfig {
         tcp_binds.push(("channel".into(), single(self.channel)));
         let mut udp_binds: Vec<(String, BindRange)> = Vec::new();
         let mut services = Vec::new();
-        for (name, svc) in self.services {
+        for (name, svc) in std::mem::take(&mut self.services) {
             check_service_name(&name).map_err(err)?;
             for (on, taken) in [
                 (svc.kind.tcp(), &mut tcp_binds),
@@ -488,116 +540,56 @@ impl HubConfig {
                 }
                 taken.push((format!("services.{name}"), svc.bind));
             }
-            let pool_size = svc.pool_size.unwrap_or(self.pool_size);
-            if pool_size > 64 {
-                bail!(
-                    "{}: services.{name}.pool_size is at most 64",
-                    file.display()
-                );
-            }
-            let limits =
-                PlayerLimits::merge(svc.limits(), &self.players, &format!("services.{name}."))
-                    .map_err(err)?;
-            services.push(ServiceSettings {
-                name,
-                bind: svc.bind,
-                kind: svc.kind,
-                pool_size,
-                limits,
-            });
+            services.push(self.check_service(file, name, svc)?);
         }
-        let (ca, cert, key) = (
-            self.tls.ca.relative(),
-            self.tls.cert.relative(),
-            self.tls.key.relative(),
-        );
-        let crl = self.tls.crl.as_ref().map(|c| c.relative());
-        let enrol = match self.enrol {
-            Some(e) => Some(e.check(&ca).map_err(err)?),
-            None => None,
-        };
-        let mut allowlist = self.ep_allowlist;
-        let mut enrolled = Vec::new();
-        if let Some(e) = &enrol {
-            let store = crate::enrol::invites::Store::new(&e.state);
-            for (name, ep) in store.enrolled()?.eps {
-                allowlist.add(ep.address);
-                if credentials.per_ep.contains_key(&name) {
-                    tracing::warn!(ep = %name, "[eps.{name}] in the config wins over its enrolment");
-                    continue;
-                }
-                credentials.per_ep.insert(name.clone(), ep.token_hash);
-                enrolled.push(name);
-            }
+        Ok(services)
+    }
+
+    /// One service's pool size and player limits, over the hub-wide ones.
+    fn check_service(
+        &self,
+        file: &Path,
+        name: String,
+        svc: HubServiceConfig,
+    ) -> Result<ServiceSettings> {
+        let pool_size = svc.pool_size.unwrap_or(self.pool_size);
+        if pool_size > 64 {
+            bail!(
+                "{}: services.{name}.pool_size is at most 64",
+                file.display()
+            );
         }
-        let mut tls_bytes = Vec::new();
-        for p in [&ca, &cert, &key] {
-            tls_bytes.extend(std::fs::read(p).unwrap_or_default());
-        }
-        tls_bytes.extend(format!("{crl:?}").into_bytes());
-        let tls_digest = super::plan::digest(&tls_bytes);
-        let tls_material = Arc::new(
-            crate::tls::ServerMaterial::load(&TlsPaths {
-                ca: ca.clone(),
-                cert: cert.clone(),
-                key: key.clone(),
-            })
-            .with_context(|| format!("{}: [tls]", file.display()))?,
-        );
-        let tls = tls_material
-            .server_config(crl.as_deref())
-            .with_context(|| format!("{}: [tls]", file.display()))?;
-        let cert_names = crate::tls::load_certs(&cert)
-            .ok()
-            .and_then(|c| c.first().map(crate::tls::subject_names))
-            .unwrap_or_default();
-        // The sooner of the hub certificate's and the CA's expiry.
-        let cert_days_left = [&cert, &ca]
-            .iter()
-            .filter_map(|p| {
-                crate::tls::load_certs(p)
-                    .ok()?
-                    .first()
-                    .and_then(crate::tls::days_left)
-            })
-            .min();
-        Ok(HubSettings {
-            file: file.to_path_buf(),
-            control: self.control,
-            channel: self.channel,
-            quic: self.quic,
-            allowlist,
-            credentials,
-            tls,
-            cert_days_left,
-            services,
-            timing: HubTiming {
-                idle_timeout: self.idle_timeout.get(),
-                heartbeat_interval: self.heartbeat_interval.get(),
-                heartbeat_timeout: self.heartbeat_timeout.get(),
-                handshake_timeout: self.handshake_timeout.get(),
-                player_wait: self.player_wait.get(),
-                drain_timeout: self.drain_timeout.get(),
-            },
-            limits: HubLimits {
-                max_pending_auth: self.max_pending_auth,
-                max_pending_per_source: self.max_pending_per_source,
-                argon2_concurrency: self.argon2_concurrency,
-                penalty_base: self.penalty_base.get(),
-                penalty_max: self.penalty_max.get(),
-                max_players_total: self.max_players_total,
-            },
-            crl,
-            tls_material,
-            admin,
-            enrol,
-            enrolled,
-            cert_names,
-            log_format: self.log_format,
-            watch_config: self.watch_config,
-            tls_digest,
-            flags: self.flags,
+        let limits = PlayerLimits::merge(svc.limits(), &self.players, &format!("services.{name}."))
+            .map_err(checker(file))?;
+        Ok(ServiceSettings {
+            name,
+            bind: svc.bind,
+            kind: svc.kind,
+            pool_size,
+            limits,
         })
+    }
+
+    fn timing(&self) -> HubTiming {
+        HubTiming {
+            idle_timeout: self.idle_timeout.get(),
+            heartbeat_interval: self.heartbeat_interval.get(),
+            heartbeat_timeout: self.heartbeat_timeout.get(),
+            handshake_timeout: self.handshake_timeout.get(),
+            player_wait: self.player_wait.get(),
+            drain_timeout: self.drain_timeout.get(),
+        }
+    }
+
+    fn limits(&self) -> HubLimits {
+        HubLimits {
+            max_pending_auth: self.max_pending_auth,
+            max_pending_per_source: self.max_pending_per_source,
+            argon2_concurrency: self.argon2_concurrency,
+            penalty_base: self.penalty_base.get(),
+            penalty_max: self.penalty_max.get(),
+            max_players_total: self.max_players_total,
+        }
     }
 
     /// Loads and checks `file` again with the flags `s` was loaded with.
@@ -642,14 +634,6 @@ impl std::fmt::Display for HubSettings {
         named.sort();
         for ep in named {
             writeln!(f, "  ep {ep:<15} own token_hash (argon2id)")?;
-        }
-        if let Some(days) = self.cert_days_left {
-            let note = if days < 30 {
-                " — warning: re-issue soon"
-            } else {
-                ""
-            };
-            writeln!(f, "  hub certificate (or CA) expires in {days} days{note}")?;
         }
         if let Some(a) = &self.admin {
             writeln!(f, "  admin    {a}")?;

@@ -104,7 +104,7 @@ pub(crate) fn read_token_hash(
         (Some(_), Some(_)) => return Err(format!("set {key} or {key}_file, not both")),
         (None, None) => return Ok(None),
     };
-    crate::token::check_hash(&hash).map_err(|e| format!("{key}: {e}"))?;
+    check_hash(&hash).map_err(|e| format!("{key}: {e}"))?;
     Ok(Some(hash))
 }
 
@@ -143,6 +143,24 @@ pub struct TlsFiles {
     pub key: figment::value::magic::RelativePathBuf,
     /// Hub only: revoked ep certificates (`ferry hub revoke` writes it).
     pub crl: Option<figment::value::magic::RelativePathBuf>,
+}
+
+/// The TLS files named under `[tls]`, resolved against the config file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsPaths {
+    pub ca: PathBuf,
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+impl TlsFiles {
+    pub fn paths(&self) -> TlsPaths {
+        TlsPaths {
+            ca: self.ca.relative(),
+            cert: self.cert.relative(),
+            key: self.key.relative(),
+        }
+    }
 }
 
 /// Service names appear in logs, config keys and the protocol; keep them tame.
@@ -206,4 +224,14 @@ mod addr_tests {
         assert!(split_host_port(":80").is_err());
         assert_eq!(join_host_port("::1", 7), "[::1]:7");
     }
+}
+
+/// Checks that `phc` is an Argon2 hash ferry can verify a token against.
+pub fn check_hash(phc: &str) -> Result<(), String> {
+    let parsed = argon2::PasswordHash::new(phc)
+        .map_err(|e| format!("not a PHC hash string ({e}); make one with `ferry hub token`"))?;
+    if !parsed.algorithm.as_str().starts_with("argon2") {
+        return Err(format!("algorithm {} is not Argon2", parsed.algorithm));
+    }
+    Ok(())
 }

@@ -40,7 +40,9 @@ pub fn digest(bytes: &[u8]) -> String {
 }
 
 impl Summary {
-    pub fn of(s: &HubSettings) -> Summary {
+    /// `s` with `tls_digest`, the digest of its TLS files as loaded
+    /// (`tls::HubTls`), so a new certificate shows in the plan.
+    pub fn of(s: &HubSettings, tls_digest: &str) -> Summary {
         let services = s
             .services
             .iter()
@@ -111,7 +113,7 @@ impl Summary {
             services,
             ep_allowlist: format!("{:?}", s.allowlist.nets()),
             credentials,
-            tls: s.tls_digest.clone(),
+            tls: tls_digest.to_string(),
             live,
             restart,
         }

@@ -22,11 +22,30 @@ pub mod invites;
 use anyhow::{Result, bail};
 use serde::{Deserialize, Serialize};
 
-/// ALPN on the enrol door's TLS.
-pub const ALPN: &[u8] = b"ferry-enrol/1";
+pub use crate::proto::ENROL_ALPN as ALPN;
 /// The first line's prefix.
 pub const HELLO: &str = "ferry-enrol/1";
 const SCHEME: &str = "ferry1:";
+
+/// `s` with the eps enrolled through `ferry ep join` merged in: each one's
+/// token hash and its enrolling address (which joins `ep_allowlist`). An
+/// `[eps.NAME]` written in the config wins over an enrolment of NAME.
+pub fn merge_enrolled(
+    mut s: crate::config::hub::HubSettings,
+) -> Result<crate::config::hub::HubSettings> {
+    let Some(e) = &s.enrol else { return Ok(s) };
+    let store = invites::Store::new(&e.state);
+    for (name, ep) in store.enrolled()?.eps {
+        s.allowlist.add(ep.address);
+        if s.credentials.per_ep.contains_key(&name) {
+            tracing::warn!(ep = %name, "[eps.{name}] in the config wins over its enrolment");
+            continue;
+        }
+        s.credentials.per_ep.insert(name.clone(), ep.token_hash);
+        s.enrolled.push(name);
+    }
+    Ok(s)
+}
 
 pub fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
@@ -139,13 +158,14 @@ pub fn invite(
     if e.bind.port() == 0 {
         bail!("enrol.bind has port 0 (chosen at start); give it a fixed port");
     }
-    let host =
-        match host {
-            Some(h) => h.to_string(),
-            None => s.cert_names.first().cloned().ok_or_else(|| {
-                anyhow::anyhow!("the hub certificate names no host; pass --hub HOST")
-            })?,
-        };
+    let host = match host {
+        Some(h) => h.to_string(),
+        None => crate::tls::load_certs(&s.tls_files.cert)?
+            .first()
+            .map(crate::tls::subject_names)
+            .and_then(|n| n.first().cloned())
+            .ok_or_else(|| anyhow::anyhow!("the hub certificate names no host; pass --hub HOST"))?,
+    };
     let ca = crate::tls::load_certs(&e.ca)?;
     let ca = ca
         .first()

@@ -58,7 +58,8 @@ pub(super) async fn run(ep: Arc<Ep>, service: String, ticket: String, target: Ta
         return target.failed(&service, ticket, "the ep's channel limit is reached".into());
     };
     let open = async {
-        let mut tls = Path::Tls(connect_tls(&s, &target.addr, target.leg).await?);
+        let client = ep.tls.get().client.clone();
+        let mut tls = Path::Tls(connect_tls(&s, &client, &target.addr, target.leg).await?);
         let hello = EpMsg::Channel {
             service: service.clone(),
             ticket: ticket.clone(),
@@ -103,96 +104,137 @@ pub(super) async fn started(
     msg: HubMsg,
     hub_ip: std::net::IpAddr,
 ) {
-    let s = ep.settings();
-    // A port (or a protocol) the ep was never told to serve is out of the
-    // hub's reach, whatever it asks: a compromised hub reaches nothing
-    // else at home.
-    if let HubMsg::Start { offset, udp, .. } = &msg {
-        let why = if *offset >= local.addr.count {
-            Some(format!(
-                "a port outside this service's local range (offset {offset}, {} port(s))",
-                local.addr.count
-            ))
-        } else {
-            local
-                .kind
-                .filter(|k| if *udp { !k.udp() } else { !k.tcp() })
-                .map(|k| {
-                    format!(
-                        "{} for a service ep.toml declares type = \"{k}\"",
-                        if *udp { "UDP" } else { "TCP" }
-                    )
-                })
+    if let Some(why) = out_of_reach(&local, &msg) {
+        tls.abort();
+        return tracing::warn!(service, "the hub asked for {why}; refused");
+    }
+    let HubMsg::Start {
+        player,
+        service: public,
+        udp,
+        offset,
+        flow,
+        ..
+    } = msg
+    else {
+        return;
+    };
+    // A hub older than PROXY support does not say where the player
+    // arrived; the hub's address with port 0 is the best there is.
+    let public = public.unwrap_or_else(|| std::net::SocketAddr::new(hub_ip, 0));
+    if udp {
+        let flow = super::udp::Flow {
+            service,
+            player,
+            public,
+            offset,
+            id: flow,
         };
-        if let Some(why) = why {
-            tls.abort();
-            return tracing::warn!(service, "the hub asked for {why}; refused");
+        return flow.run(&ep, &local, tls).await;
+    }
+    let at = Dial {
+        service: &service,
+        local: &local,
+        offset,
+        player,
+        public,
+    };
+    if let Some(svc) = at.dial(&ep).await {
+        relay_player(&ep, &service, player, tls, svc).await;
+    }
+}
+
+/// Why a `Start` asks for something this service does not let the hub
+/// reach: a port (or a protocol) the ep was never told to serve is out of
+/// the hub's reach, whatever it asks, so a compromised hub reaches nothing
+/// else at home.
+fn out_of_reach(local: &crate::config::ep::LocalService, msg: &HubMsg) -> Option<String> {
+    let HubMsg::Start { offset, udp, .. } = msg else {
+        return None;
+    };
+    if *offset >= local.addr.count {
+        return Some(format!(
+            "a port outside this service's local range (offset {offset}, {} port(s))",
+            local.addr.count
+        ));
+    }
+    let proto = if *udp { "UDP" } else { "TCP" };
+    local
+        .kind
+        .filter(|k| if *udp { !k.udp() } else { !k.tcp() })
+        .map(|k| format!("{proto} for a service ep.toml declares type = \"{k}\""))
+}
+
+/// Where one TCP player goes at home.
+struct Dial<'a> {
+    service: &'a str,
+    local: &'a crate::config::ep::LocalService,
+    offset: u16,
+    player: std::net::SocketAddr,
+    /// Where the player reached the hub, for the PROXY header.
+    public: std::net::SocketAddr,
+}
+
+impl Dial<'_> {
+    /// The local service, dialled (with its PROXY header written), or None
+    /// after counting and logging why not.
+    async fn dial(&self, ep: &Ep) -> Option<TcpStream> {
+        let s = ep.settings();
+        let (service, player) = (self.service, self.player);
+        let at = self.local.addr.at(self.offset);
+        let dial = async {
+            let mut tcp = TcpStream::connect(&at).await?;
+            if let Some(version) = self.local.proxy_protocol {
+                tcp.write_all(&proxy_header::tcp_header(version, player, self.public))
+                    .await?;
+            }
+            Ok::<_, std::io::Error>(tcp)
+        };
+        let dialled = tokio::time::timeout(s.timing.connect_timeout, dial).await;
+        let failed = |why: String| {
+            let label = crate::metrics::ServiceLabel {
+                service: service.to_string(),
+            };
+            ep.metrics.local_dial_failures.get_or_create(&label).inc();
+            ep.state.dialled(service, Err(why));
+        };
+        match dialled {
+            Ok(Ok(tcp)) => {
+                ep.state.dialled(service, Ok(()));
+                net::tune_plain(&tcp);
+                Some(tcp)
+            }
+            Ok(Err(e)) => {
+                failed(e.to_string());
+                tracing::warn!(service, %player, local = at, "cannot reach the local service: {e}; player closed");
+                None
+            }
+            Err(_) => {
+                failed(format!("no answer within {:?}", s.timing.connect_timeout));
+                tracing::warn!(service, %player, local = at, "local service did not accept within {:?}; player closed", s.timing.connect_timeout);
+                None
+            }
         }
     }
-    let (player, public, offset) = match msg {
-        HubMsg::Start {
-            player,
-            service: public,
-            udp: true,
-            offset,
-            flow,
-            ..
-        } => {
-            let flow = super::udp::Flow {
-                service,
-                player,
-                public: public.unwrap_or_else(|| std::net::SocketAddr::new(hub_ip, 0)),
-                offset,
-                id: flow,
-            };
-            return flow.run(&ep, &local, tls).await;
-        }
-        HubMsg::Start {
-            player,
-            service,
-            offset,
-            ..
-        } => (player, service, offset),
-        _ => return,
-    };
-    let dial = async {
-        let mut tcp = TcpStream::connect(local.addr.at(offset)).await?;
-        if let Some(version) = local.proxy_protocol {
-            // A hub older than PROXY support does not say where the player
-            // arrived; the hub's address with port 0 is the best there is.
-            let dst = public.unwrap_or_else(|| std::net::SocketAddr::new(hub_ip, 0));
-            tcp.write_all(&proxy_header::tcp_header(version, player, dst))
-                .await?;
-        }
-        Ok::<_, std::io::Error>(tcp)
-    };
-    let local = &local.addr.at(offset);
+}
+
+/// Carries one player between `tls` (the hub) and `svc` (home) until both
+/// directions end; a break on either side is a break on both.
+async fn relay_player(
+    ep: &Ep,
+    service: &str,
+    player: std::net::SocketAddr,
+    mut tls: Path,
+    mut svc: TcpStream,
+) {
     let label = crate::metrics::ServiceLabel {
-        service: service.clone(),
+        service: service.to_string(),
     };
-    let dialled = tokio::time::timeout(s.timing.connect_timeout, dial).await;
-    let failed = |why: String| {
-        ep.metrics.local_dial_failures.get_or_create(&label).inc();
-        ep.state.dialled(&service, Err(why));
-    };
-    let mut svc = match dialled {
-        Ok(Ok(tcp)) => tcp,
-        Ok(Err(e)) => {
-            failed(e.to_string());
-            return tracing::warn!(service, %player, local, "cannot reach the local service: {e}; player closed");
-        }
-        Err(_) => {
-            failed(format!("no answer within {:?}", s.timing.connect_timeout));
-            return tracing::warn!(service, %player, local, "local service did not accept within {:?}; player closed", s.timing.connect_timeout);
-        }
-    };
-    ep.state.dialled(&service, Ok(()));
-    net::tune_plain(&svc);
     let players = ep.metrics.traffic.players.get_or_create(&label).clone();
     ep.metrics.traffic.players_total.get_or_create(&label).inc();
     players.inc();
     let watch = relay::Watch {
-        meter: Some(ep.metrics.traffic.meter(&service)),
+        meter: Some(ep.metrics.traffic.meter(service)),
         ..Default::default()
     };
     tracing::info!(service, %player, "player connected");

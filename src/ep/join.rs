@@ -6,7 +6,7 @@
 use crate::{
     certgen::write_file,
     config::join_host_port,
-    enrol::{HELLO, Line, Reply, Request, fingerprint, unhex},
+    enrol::{HELLO, Line, Offered, Reply, Request, fingerprint, unhex},
     proto,
     secret::Secret,
 };
@@ -36,27 +36,10 @@ pub async fn join(line: &str, dir: &Path, force: bool) -> Result<Joined> {
     let config = dir.join("ep.toml");
     let certs = dir.join("certs");
     if !force {
-        for f in [config.clone(), certs.join("ep.key"), certs.join("ep.pem")] {
-            if f.exists() {
-                bail!("{} already exists; pass --force to replace it", f.display());
-            }
-        }
+        refuse_existing([config.clone(), certs.join("ep.key"), certs.join("ep.pem")])?;
     }
     let (host, _) = crate::config::split_host_port(&line.door).map_err(anyhow::Error::msg)?;
-    // The key is made before anything is sent, so a failure leaves no
-    // half-enrolled state on the hub.
-    let key = rcgen::KeyPair::generate().context("cannot generate the ep's key")?;
-    let csr = rcgen::CertificateParams::new(Vec::<String>::new())?
-        .serialize_request(&key)?
-        .pem()?;
-    let reply = tokio::time::timeout(DEADLINE, exchange(&line, &host, csr))
-        .await
-        .map_err(|_| {
-            anyhow::anyhow!(
-                "the hub at {} did not finish within {DEADLINE:?}",
-                line.door
-            )
-        })??;
+    let (key, reply) = enrol(&line, &host).await?;
     let (ep, cert, ca, token, control, channel, services) = match reply {
         Reply::Enrolled {
             ep,
@@ -85,15 +68,57 @@ pub async fn join(line: &str, dir: &Path, force: bool) -> Result<Joined> {
         0o600,
         force,
     )?;
+    let toml = ep_toml(&ep, &config, &host, (control, channel), &services);
+    write_file(&config, toml.as_bytes(), 0o644, force)?;
+    Ok(Joined { ep, config })
+}
+
+fn refuse_existing(files: [PathBuf; 3]) -> Result<()> {
+    for f in files {
+        if f.exists() {
+            bail!("{} already exists; pass --force to replace it", f.display());
+        }
+    }
+    Ok(())
+}
+
+/// Makes the ep's key and asks the hub to certify it, within `DEADLINE`.
+async fn enrol(line: &Line, host: &str) -> Result<(rcgen::KeyPair, Reply)> {
+    // The key is made before anything is sent, so a failure leaves no
+    // half-enrolled state on the hub.
+    let key = rcgen::KeyPair::generate().context("cannot generate the ep's key")?;
+    let csr = rcgen::CertificateParams::new(Vec::<String>::new())?
+        .serialize_request(&key)?
+        .pem()?;
+    let reply = tokio::time::timeout(DEADLINE, exchange(line, host, csr))
+        .await
+        .map_err(|_| {
+            anyhow::anyhow!(
+                "the hub at {} did not finish within {DEADLINE:?}",
+                line.door
+            )
+        })??;
+    Ok((key, reply))
+}
+
+/// The `ep.toml` a join writes: the hub's doors on `host`, the files in
+/// `certs/`, and each offered service on loopback for a person to check.
+fn ep_toml(
+    ep: &str,
+    config: &Path,
+    host: &str,
+    (control, channel): (u16, u16),
+    services: &[Offered],
+) -> String {
     let mut toml = format!(
         "# Written by `ferry ep join` for ep {ep}. Run: ferry ep -c {}\n\
          hub = {:?}\nchannel = {:?}\ntoken_file = \"certs/token\"\n\n\
          [tls]\nca = \"certs/ca.pem\"\ncert = \"certs/ep.pem\"\nkey = \"certs/ep.key\"\n",
         config.display(),
-        join_host_port(&host, control),
-        join_host_port(&host, channel),
+        join_host_port(host, control),
+        join_host_port(host, channel),
     );
-    for s in &services {
+    for s in services {
         let last = s.first_port + s.ports.saturating_sub(1);
         let ports = if s.ports > 1 {
             format!("{}-{last}", s.first_port)
@@ -109,8 +134,7 @@ pub async fn join(line: &str, dir: &Path, force: bool) -> Result<Joined> {
         toml +=
             "\n# The hub has no services yet: add [services.NAME] with local = \"host:port\".\n";
     }
-    write_file(&config, toml.as_bytes(), 0o644, force)?;
-    Ok(Joined { ep, config })
+    toml
 }
 
 /// The conversation with the enrol door (see `crate::enrol`).

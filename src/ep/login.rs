@@ -8,6 +8,7 @@ use crate::{
 use std::{
     io,
     net::{IpAddr, SocketAddr},
+    sync::Arc,
     time::Duration,
 };
 use tokio::net::{TcpSocket, TcpStream};
@@ -51,6 +52,8 @@ pub enum LoginError {
     Protocol(String),
     #[error("QUIC to the hub at {addr} failed: {why}")]
     Quic { addr: String, why: String },
+    #[error("this ep's TLS files cannot be used: {0}")]
+    Files(String),
 }
 
 impl LoginError {
@@ -58,9 +61,18 @@ impl LoginError {
     pub fn is_permanent(&self) -> bool {
         matches!(
             self,
-            LoginError::HubCertificate(_) | LoginError::OwnCertificate(_) | LoginError::Refused(_)
+            LoginError::HubCertificate(_)
+                | LoginError::OwnCertificate(_)
+                | LoginError::Refused(_)
+                | LoginError::Files(_)
         )
     }
+}
+
+/// The TLS files `s` names, loaded for one use (tests and one-off logins;
+/// the running ep keeps them loaded).
+pub(crate) fn load_tls(s: &EpSettings) -> Result<crate::tls::EpTls, LoginError> {
+    crate::tls::EpTls::load(s).map_err(|e| LoginError::Files(format!("{e:#}")))
 }
 
 /// Classifies a TLS-level I/O error from a hub connection.
@@ -167,7 +179,12 @@ async fn dial(addr: &str, from: Option<IpAddr>) -> io::Result<TcpStream> {
 }
 
 /// Dials `addr` and completes the TLS handshake with the hub.
-pub async fn connect_tls(s: &EpSettings, addr: &str, leg: Leg) -> Result<Tunnel, LoginError> {
+pub async fn connect_tls(
+    s: &EpSettings,
+    client: &Arc<rustls::ClientConfig>,
+    addr: &str,
+    leg: Leg,
+) -> Result<Tunnel, LoginError> {
     let from = match leg {
         Leg::Control => None,
         Leg::Channel { from } => from,
@@ -186,7 +203,7 @@ pub async fn connect_tls(s: &EpSettings, addr: &str, leg: Leg) -> Result<Tunnel,
         .local_addr()
         .map(|a| a.ip().to_string())
         .unwrap_or_default();
-    let tls = TlsConnector::from(s.tls.clone())
+    let tls = TlsConnector::from(client.clone())
         .connect(s.server_name.clone(), tcp)
         .await
         .map_err(tls_error);
@@ -248,9 +265,17 @@ fn channel_for(s: &EpSettings, hub_ip: Option<std::net::IpAddr>) -> String {
 /// TLS 1.3 the hub judges our certificate after our handshake "completes",
 /// so "connected" is never claimed before the hub's answer.
 pub async fn login(s: &EpSettings) -> Result<(Path, Welcome), LoginError> {
+    login_with(s, &load_tls(s)?.client).await
+}
+
+/// `login` with the ep's TLS configuration already loaded.
+pub async fn login_with(
+    s: &EpSettings,
+    client: &Arc<rustls::ClientConfig>,
+) -> Result<(Path, Welcome), LoginError> {
     let deadline = s.timing.connect_timeout;
     let attempt = async {
-        let tls = connect_tls(s, &s.hub, Leg::Control).await?;
+        let tls = connect_tls(s, client, &s.hub, Leg::Control).await?;
         let hub_ip = tls.get_ref().0.peer_addr().ok().map(|a| a.ip());
         let local_ip = tls.get_ref().0.local_addr().ok().map(|a| a.ip());
         let mut path = Path::Tls(tls);
@@ -344,12 +369,15 @@ async fn greet(
 
 /// A QUIC client endpoint for this ep (its certificate, ALPN, keep-alives),
 /// on a fresh UDP port of `hub`'s family.
-pub fn quic_endpoint(s: &EpSettings, hub: SocketAddr) -> Result<quinn::Endpoint, LoginError> {
+pub fn quic_endpoint(
+    client: &Arc<rustls::ClientConfig>,
+    hub: SocketAddr,
+) -> Result<quinn::Endpoint, LoginError> {
     let err = |why: String| LoginError::Quic {
         addr: hub.to_string(),
         why,
     };
-    let mut tls = (*s.tls).clone();
+    let mut tls = (**client).clone();
     tls.enable_early_data = false;
     let crypto =
         quinn::crypto::rustls::QuicClientConfig::try_from(tls).map_err(|e| err(e.to_string()))?;

@@ -16,7 +16,8 @@ pub use login::{Leg, LoginError, Tunnel, Welcome, login};
 /// that speak the protocol by hand (panics if it cannot connect).
 #[doc(hidden)]
 pub async fn connect_for_tests(settings: &EpSettings, addr: &str) -> Tunnel {
-    login::connect_tls(settings, addr, Leg::Control)
+    let tls = login::load_tls(settings).expect("the ep's TLS files");
+    login::connect_tls(settings, &tls.client, addr, Leg::Control)
         .await
         .expect("TLS connection to the hub")
 }
@@ -29,7 +30,8 @@ pub async fn connect_channel_for_tests(
     addr: &str,
     from: Option<std::net::IpAddr>,
 ) -> Result<Tunnel, LoginError> {
-    login::connect_tls(settings, addr, Leg::Channel { from }).await
+    let tls = login::load_tls(settings)?;
+    login::connect_tls(settings, &tls.client, addr, Leg::Channel { from }).await
 }
 
 use crate::{
@@ -71,6 +73,8 @@ struct QuicState {
 pub(crate) struct Ep {
     /// Swapped whole on reload; read with `settings()`.
     settings: crate::swap::Swap<EpSettings>,
+    /// The TLS files `settings` names, as loaded (swapped with them).
+    tls: crate::swap::Swap<crate::tls::EpTls>,
     /// Bumped when a reload changes the services offered, so the live
     /// session re-announces them.
     offered: tokio::sync::watch::Sender<u64>,
@@ -118,12 +122,14 @@ pub struct Bound {
     immediate: CancellationToken,
 }
 
-/// Binds the admin port named in `settings`; a port in use fails here.
+/// Loads the TLS files `settings` names and binds its admin port; a bad
+/// certificate or a port in use fails here.
 pub async fn bind(
     settings: EpSettings,
     shutdown: CancellationToken,
     immediate: CancellationToken,
 ) -> Result<Bound> {
+    let tls = crate::tls::EpTls::load(&settings)?;
     let admin = match &settings.admin {
         Some(a) => Some(
             tokio::net::TcpListener::bind(a.bind)
@@ -136,6 +142,7 @@ pub async fn bind(
     let state = status::State::new(&settings.hub);
     let ep = Arc::new(Ep {
         settings: crate::swap::Swap::new(settings),
+        tls: crate::swap::Swap::new(tls),
         offered: tokio::sync::watch::Sender::new(0),
         relogin: tokio::sync::Notify::new(),
         quic: std::sync::Mutex::default(),
@@ -182,7 +189,7 @@ pub async fn login_quic_once(
     settings: &EpSettings,
     hub: std::net::SocketAddr,
 ) -> Result<(), LoginError> {
-    let endpoint = login::quic_endpoint(settings, hub)?;
+    let endpoint = login::quic_endpoint(&login::load_tls(settings)?.client, hub)?;
     let deadline = settings.timing.connect_timeout;
     match tokio::time::timeout(deadline, login::login_quic(settings, &endpoint, hub)).await {
         Ok(r) => r.map(|_| ()),
@@ -235,29 +242,12 @@ async fn main_loop(ep: Arc<Ep>, immediate: CancellationToken) -> Result<()> {
         };
         let delay = match attempt {
             Ok((tls, welcome)) => {
-                ep.state.connected(welcome.link.is_some());
-                ep.metrics.hub_connected.set(1);
-                ep.metrics.logins.inc();
-                let services: Vec<&String> = s.services.keys().collect();
+                connected(&ep, &s, &welcome);
                 let link = welcome.link.clone();
-                let (transport, addr) = match &link {
-                    Some(l) => ("quic", l.conn.remote_address().to_string()),
-                    None => ("tls", s.hub.clone()),
-                };
-                tracing::info!(hub = %addr, transport, ep = %s.identity, ?services, "connected to hub");
                 let began = tokio::time::Instant::now();
                 let end = session(&ep, tls, welcome).await;
                 if let Some(link) = link {
-                    // Its players keep the connection until they are done;
-                    // then nothing holds it open. No deadline of the ep's
-                    // own: a hub that ended the session bounds it with its
-                    // `drain_timeout`, and this ep's shutdown with its hard
-                    // stop.
-                    let ep2 = ep.clone();
-                    ep.tracker.spawn(async move {
-                        link.close_when_idle(None, &ep2.hard_stop, "session over")
-                            .await;
-                    });
+                    close_when_idle(&ep, link);
                 }
                 ep.metrics.hub_connected.set(0);
                 ep.state.disconnected(&end.reason);
@@ -271,40 +261,9 @@ async fn main_loop(ep: Arc<Ep>, immediate: CancellationToken) -> Result<()> {
                 if began.elapsed() >= STABLE_SESSION {
                     backoff.reset();
                 }
-                // Both need a person: retrying soon only costs the hub Argon2.
-                let person = match end.kind {
-                    Some(CloseKind::Replaced) => Some(
-                        "another ep runs with this ep's certificate and needs a person to stop it",
-                    ),
-                    Some(CloseKind::Revoked) => Some(
-                        "this ep needs a new certificate (`ferry hub gen-cert --ep NAME --force` on the hub)",
-                    ),
-                    _ => None,
-                };
-                if let Some(why) = person {
-                    let delay = backoff.next(true);
-                    tracing::error!("{}; {why}: waiting the maximum, {delay:.1?}", end.reason);
-                    delay
-                } else {
-                    let delay = backoff.next(false);
-                    tracing::warn!(
-                        "control connection lost: {}; reconnecting in {delay:.1?}",
-                        end.reason
-                    );
-                    delay
-                }
+                retry_delay(&end, &mut backoff)
             }
-            Err(e) => {
-                ep.state.disconnected(&format!("login failed: {e}"));
-                let delay = backoff.next(e.is_permanent());
-                let hint = if e.is_permanent() {
-                    " (this will not fix itself)"
-                } else {
-                    ""
-                };
-                tracing::error!("login failed: {e}{hint}; retrying in {delay:.1?}");
-                delay
-            }
+            Err(e) => login_failed(&ep, &e, &mut backoff),
         };
         tokio::select! {
             _ = tokio::time::sleep(delay) => {}
@@ -316,6 +275,72 @@ async fn main_loop(ep: Arc<Ep>, immediate: CancellationToken) -> Result<()> {
     crate::shutdown::drain(&ep.tracker, &ep.hard_stop, drain, &immediate).await;
     tracing::info!("ep stopped");
     Ok(())
+}
+
+/// Records and logs a login that succeeded.
+fn connected(ep: &Ep, s: &EpSettings, welcome: &Welcome) {
+    ep.state.connected(welcome.link.is_some());
+    ep.metrics.hub_connected.set(1);
+    ep.metrics.logins.inc();
+    let services: Vec<&String> = s.services.keys().collect();
+    let (transport, addr) = match &welcome.link {
+        Some(l) => ("quic", l.conn.remote_address().to_string()),
+        None => ("tls", s.hub.clone()),
+    };
+    let ep_name = ep.tls.get().identity.clone();
+    tracing::info!(hub = %addr, transport, ep = %ep_name, ?services, "connected to hub");
+}
+
+/// Lets an ended session's QUIC connection go once its players are done.
+fn close_when_idle(ep: &Arc<Ep>, link: crate::quic::Link) {
+    // Its players keep the connection until they are done; then nothing
+    // holds it open. No deadline of the ep's own: a hub that ended the
+    // session bounds it with its `drain_timeout`, and this ep's shutdown
+    // with its hard stop.
+    let ep2 = ep.clone();
+    ep.tracker.spawn(async move {
+        link.close_when_idle(None, &ep2.hard_stop, "session over")
+            .await;
+    });
+}
+
+/// How long to wait before logging in again after the session `end`.
+fn retry_delay(end: &End, backoff: &mut Backoff) -> Duration {
+    // Both need a person: retrying soon only costs the hub Argon2.
+    let person = match end.kind {
+        Some(CloseKind::Replaced) => {
+            Some("another ep runs with this ep's certificate and needs a person to stop it")
+        }
+        Some(CloseKind::Revoked) => Some(
+            "this ep needs a new certificate (`ferry hub gen-cert --ep NAME --force` on the hub)",
+        ),
+        _ => None,
+    };
+    if let Some(why) = person {
+        let delay = backoff.next(true);
+        tracing::error!("{}; {why}: waiting the maximum, {delay:.1?}", end.reason);
+        delay
+    } else {
+        let delay = backoff.next(false);
+        tracing::warn!(
+            "control connection lost: {}; reconnecting in {delay:.1?}",
+            end.reason
+        );
+        delay
+    }
+}
+
+/// Records a failed login; returns how long to wait before the next.
+fn login_failed(ep: &Ep, e: &LoginError, backoff: &mut Backoff) -> Duration {
+    ep.state.disconnected(&format!("login failed: {e}"));
+    let delay = backoff.next(e.is_permanent());
+    let hint = if e.is_permanent() {
+        " (this will not fix itself)"
+    } else {
+        ""
+    };
+    tracing::error!("login failed: {e}{hint}; retrying in {delay:.1?}");
+    delay
 }
 
 /// Serves one control session; returns why it ended.
@@ -342,15 +367,7 @@ async fn session(ep: &Arc<Ep>, tls: login::Path, w: Welcome) -> End {
     // Channel tasks report failures here when the hub wants to hear them.
     let (failed_tx, mut failed_rx) = mpsc::channel::<EpMsg>(64);
     let report = w.hub_has(feature::CHANNEL_FAILED).then_some(failed_tx);
-    let target = channel::Target {
-        addr: w.channel.as_str().into(),
-        // Over QUIC the hub asks for no channels: it opens a stream per
-        // player itself (`hub_streams`).
-        leg: Leg::Channel { from: w.local_ip },
-        idle_timeout: w.idle_timeout,
-        hub_ip: w.hub_ip,
-        report,
-    };
+    let target = channel_target(&w, report);
     // Over QUIC the hub opens a stream per player itself.
     if let Some(link) = &w.link {
         let streams = hub_streams(ep.clone(), link.clone(), w.hub_ip);
@@ -365,33 +382,9 @@ async fn session(ep: &Arc<Ep>, tls: login::Path, w: Welcome) -> End {
         let out = tokio::select! {
             msg = rd.read::<HubMsg>() => {
                 silence.as_mut().reset(tokio::time::Instant::now() + w.heartbeat_timeout);
-                match msg {
-                    Ok(HubMsg::Heartbeat) => continue,
-                    Ok(HubMsg::Open { service, ticket }) => {
-                        let span = tracing::info_span!("channel", service = %service);
-                        ep.tracker.spawn(
-                            channel::run(ep.clone(), service, ticket, target.clone()).instrument(span),
-                        );
-                        continue;
-                    }
-                    Ok(HubMsg::Services { services, refused }) => {
-                        let now: Vec<&String> = services.keys().collect();
-                        if refused.is_empty() {
-                            tracing::info!(services = ?now, "the hub took the new service list");
-                        } else {
-                            tracing::warn!(services = ?now, ?refused, "the hub took the new service list but not all of it");
-                        }
-                        continue;
-                    }
-                    Ok(HubMsg::Closing { reason, kind }) => {
-                        return End {
-                            reason: format!("the hub closed the session: {reason}"),
-                            kind,
-                            switch: false,
-                        };
-                    }
-                    Ok(other) => return end(format!("unexpected message from the hub: {other:?}")),
-                    Err(e) => return end(e.to_string()),
+                match on_hub_msg(ep, msg, &target) {
+                    Some(end) => return end,
+                    None => continue,
                 }
             }
             _ = silence.as_mut() => {
@@ -413,6 +406,52 @@ async fn session(ep: &Arc<Ep>, tls: login::Path, w: Welcome) -> End {
         if let Err(e) = proto::write_msg(&mut wr, &out).await {
             return end(e.to_string());
         }
+    }
+}
+
+/// Where this session's channels go, as its welcome says.
+fn channel_target(w: &Welcome, report: Option<mpsc::Sender<EpMsg>>) -> channel::Target {
+    channel::Target {
+        addr: w.channel.as_str().into(),
+        // Over QUIC the hub asks for no channels: it opens a stream per
+        // player itself (`hub_streams`).
+        leg: Leg::Channel { from: w.local_ip },
+        idle_timeout: w.idle_timeout,
+        hub_ip: w.hub_ip,
+        report,
+    }
+}
+
+/// Acts on one message from the hub; `Some` when it ends the session.
+fn on_hub_msg(
+    ep: &Arc<Ep>,
+    msg: Result<HubMsg, proto::FrameError>,
+    target: &channel::Target,
+) -> Option<End> {
+    match msg {
+        Ok(HubMsg::Heartbeat) => None,
+        Ok(HubMsg::Open { service, ticket }) => {
+            let span = tracing::info_span!("channel", service = %service);
+            ep.tracker
+                .spawn(channel::run(ep.clone(), service, ticket, target.clone()).instrument(span));
+            None
+        }
+        Ok(HubMsg::Services { services, refused }) => {
+            let now: Vec<&String> = services.keys().collect();
+            if refused.is_empty() {
+                tracing::info!(services = ?now, "the hub took the new service list");
+            } else {
+                tracing::warn!(services = ?now, ?refused, "the hub took the new service list but not all of it");
+            }
+            None
+        }
+        Ok(HubMsg::Closing { reason, kind }) => Some(End {
+            reason: format!("the hub closed the session: {reason}"),
+            kind,
+            switch: false,
+        }),
+        Ok(other) => Some(end(format!("unexpected message from the hub: {other:?}"))),
+        Err(e) => Some(end(e.to_string())),
     }
 }
 
@@ -510,7 +549,7 @@ impl Ep {
             match &q.endpoint {
                 Some(e) if e.local_addr().is_ok_and(|a| a.is_ipv4() == hub.is_ipv4()) => e.clone(),
                 _ => {
-                    let e = login::quic_endpoint(s, hub)?;
+                    let e = login::quic_endpoint(&self.tls.get().client, hub)?;
                     q.endpoint = Some(e.clone());
                     e
                 }
@@ -522,7 +561,7 @@ impl Ep {
     /// Logs in over the transport `s` asks for (see `Transport`).
     async fn connect(&self, s: &EpSettings) -> Result<(login::Path, Welcome), LoginError> {
         match s.transport {
-            Transport::Tls => login(s).await,
+            Transport::Tls => login::login_with(s, &self.tls.get().client).await,
             Transport::Quic => {
                 let hub = self
                     .quic_target(s, true)
@@ -547,7 +586,7 @@ impl Ep {
                     false => None,
                 };
                 let Some(hub) = hub else {
-                    return login(s).await;
+                    return login::login_with(s, &self.tls.get().client).await;
                 };
                 let why = match tokio::time::timeout(QUIC_TRY, self.login_quic(s, hub)).await {
                     Ok(Ok(x)) => return Ok(x),
@@ -561,7 +600,7 @@ impl Ep {
                 tracing::warn!(
                     "QUIC to {hub}: {why}; serving over TLS over TCP, trying QUIC again in {QUIC_RETRY:?}"
                 );
-                login(s).await
+                login::login_with(s, &self.tls.get().client).await
             }
         }
     }

@@ -37,7 +37,12 @@ pub(super) async fn watch(ep: Arc<Ep>) {
     while let Some(why) = triggers.recv().await {
         crate::sdnotify::reloading();
         let old = ep.settings();
-        let loaded = tokio::task::spawn_blocking(move || EpConfig::reload(&old)).await;
+        let loaded = tokio::task::spawn_blocking(move || {
+            let new = EpConfig::reload(&old)?;
+            let tls = crate::tls::EpTls::load(&new)?;
+            anyhow::Ok((new, tls))
+        })
+        .await;
         match loaded {
             Ok(Ok(new)) => {
                 let plan = apply(&ep, new);
@@ -54,8 +59,8 @@ pub(super) async fn watch(ep: Arc<Ep>) {
 }
 
 /// Swaps in `new`, keeping what a running ep cannot change; the plan line.
-fn apply(ep: &Ep, mut new: EpSettings) -> String {
-    let old = ep.settings();
+fn apply(ep: &Ep, (mut new, new_tls): (EpSettings, crate::tls::EpTls)) -> String {
+    let (old, old_tls) = (ep.settings(), ep.tls.get());
     let mut restart = Vec::new();
     let mut keep = |key: &'static str, same: bool| {
         if !same {
@@ -108,10 +113,10 @@ fn apply(ep: &Ep, mut new: EpSettings) -> String {
     if old.token.expose() != new.token.expose() {
         line += "; token changed (used from the next login)";
     }
-    if old.identity != new.identity {
+    if old_tls.identity != new_tls.identity {
         line += &format!(
             "; the certificate names {} now, not {} (logging in again with it)",
-            new.identity, old.identity
+            new_tls.identity, old_tls.identity
         );
     }
     if !restart.is_empty() {
@@ -120,7 +125,8 @@ fn apply(ep: &Ep, mut new: EpSettings) -> String {
             restart.join(", ")
         );
     }
-    let relogin = old.identity != new.identity;
+    let relogin = old_tls.identity != new_tls.identity;
+    ep.tls.set(new_tls);
     ep.settings.set(new);
     if relogin {
         // Channels must carry the session's identity: log in with the new one.

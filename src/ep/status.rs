@@ -100,7 +100,7 @@ impl crate::admin::Source for Ep {
             "role": "ep",
             "version": env!("CARGO_PKG_VERSION"),
             "uptime_s": now.duration_since(s.started).as_secs(),
-            "ep": self.settings().identity,
+            "ep": self.tls.get().identity.clone(),
             "hub": [{
                 "hub": s.hub,
                 "state": s.state,

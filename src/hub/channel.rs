@@ -31,7 +31,7 @@ pub(super) fn on_accept(shared: Arc<Shared>, tcp: TcpStream, addr: SocketAddr) {
         );
         return;
     }
-    let permit = match shared.channel_gate.enter(ip, true) {
+    let permit = match shared.logins.channel_gate.enter(ip, true) {
         Ok(p) => p,
         Err(turned) => {
             let reason = match turned {
@@ -60,13 +60,15 @@ async fn handle(shared: Arc<Shared>, tcp: TcpStream, addr: SocketAddr) {
     let deadline = shared.settings().timing.handshake_timeout;
     let opened = async {
         let mut tls = shared
+            .trust
             .accept_tls(tcp)
             .await
             .map_err(|e| (true, format!("TLS handshake failed: {e}")))?;
         shared
+            .trust
             .check_resumed(&tls)
             .map_err(|why| (false, format!("resumed TLS session: {why}")))?;
-        shared.channel_gate.vouch(addr.ip());
+        shared.logins.channel_gate.vouch(addr.ip());
         match proto::read_msg(&mut tls)
             .await
             .map_err(|e| (false, e.to_string()))?
@@ -103,7 +105,7 @@ async fn handle(shared: Arc<Shared>, tcp: TcpStream, addr: SocketAddr) {
         // Junk without a valid certificate costs its address a penalty
         // (with the probation slot a live ep's address keeps, see `gate`).
         if before_cert {
-            shared.channel_gate.strike(addr.ip());
+            shared.logins.channel_gate.strike(addr.ip());
         }
         shared
             .refusals

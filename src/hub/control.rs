@@ -35,7 +35,7 @@ pub(super) fn on_accept(shared: Arc<Shared>, tcp: TcpStream, addr: SocketAddr) {
         return;
     }
     let live = shared.sessions.has_ip(ip);
-    let permit = match shared.gate.enter(ip, live) {
+    let permit = match shared.logins.gate.enter(ip, live) {
         Ok(p) => p,
         Err(turned) => {
             shared
@@ -119,9 +119,9 @@ impl LoggedIn {
 async fn handle_login(shared: &Arc<Shared>, tcp: TcpStream, addr: SocketAddr) -> Option<LoggedIn> {
     let (ctrl_tx, ctrl_rx) = mpsc::channel(CTRL_QUEUE);
     let login = async {
-        let tls = shared.accept_tls(tcp).await.map_err(Refusal::Tls)?;
+        let tls = shared.trust.accept_tls(tcp).await.map_err(Refusal::Tls)?;
         let peer = Peer::of(tls.get_ref().1.peer_certificates());
-        let resumed = shared.check_resumed(&tls);
+        let resumed = shared.trust.check_resumed(&tls);
         authenticate(shared, Tunnel::Tls(tls), None, peer, resumed, addr, ctrl_tx).await
     };
     finish_login(shared, addr, login, ctrl_rx).await
@@ -145,7 +145,7 @@ pub(super) async fn finish_login(
     let ip = addr.ip();
     match login {
         Ok(Ok((tls, guard, modern))) => {
-            shared.gate.proven(ip);
+            shared.logins.gate.proven(ip);
             Some(LoggedIn {
                 tls,
                 guard,
@@ -161,16 +161,16 @@ pub(super) async fn finish_login(
                         kind,
                         RefusalKind::Busy | RefusalKind::Penalised | RefusalKind::Other
                     ) {
-                        shared.identities_lock().strike(ep);
+                        shared.logins.identities().strike(ep);
                     }
                 }
-                _ => shared.gate.strike(ip),
+                _ => shared.logins.gate.strike(ip),
             }
             shared.refusals.record(e.reason(), ip, &e.to_string());
             None
         }
         Err(_) => {
-            shared.gate.strike(ip);
+            shared.logins.gate.strike(ip);
             let why = format!("login not completed within {deadline:?}");
             shared.refusals.record(Reason::LoginTimeout, ip, &why);
             None
@@ -202,6 +202,24 @@ impl Peer {
     }
 }
 
+/// A refusal to tell the ep: its kind, the reason, and whether it should
+/// come back soon (busy) rather than after its backoff.
+struct Verdict {
+    kind: RefusalKind,
+    why: String,
+    retry: bool,
+}
+
+impl Verdict {
+    fn no(kind: RefusalKind, why: impl Into<String>) -> Verdict {
+        Verdict {
+            kind,
+            why: why.into(),
+            retry: false,
+        }
+    }
+}
+
 /// The login after the handshake: hello, token, services, session.
 pub(super) async fn authenticate(
     shared: &Arc<Shared>,
@@ -219,8 +237,8 @@ pub(super) async fn authenticate(
     }
     // A certificate from our CA: whatever junk came from this address
     // before, a real ep is behind it.
-    shared.gate.vouch(addr.ip());
-    let penalised = shared.identities_lock().remaining(&ep);
+    shared.logins.gate.vouch(addr.ip());
+    let penalised = shared.logins.identities().remaining(&ep);
     if let Some(left) = penalised {
         let why = format!(
             "too many failed logins with this ep's certificate; retry in {}s",
@@ -240,34 +258,74 @@ pub(super) async fn authenticate(
         return Err(Refusal::NotHello);
     };
     let modern = !features.is_empty();
-    let told = async |tls: &mut Tunnel, kind, why: String| {
-        refuse(tls, &ep, kind, why, false, modern).await
+    let login = async {
+        check_version(version)?;
+        verify_token(shared, &ep, token).await?;
+        let (offer, matched) = match_offer(shared, &ep, services, shapes, &features)?;
+        let welcome = welcome(shared, modern, version, &features, &offer, &matched);
+        warn_if_expiring(&peer);
+        let login = super::sessions::Login {
+            ep: &ep,
+            serial: &peer.serial,
+            ip: addr.ip(),
+            version: software.as_deref().unwrap_or("unknown"),
+            modern,
+            // Its datagrams are read from a session on, not before.
+            link: quic.map(crate::quic::Link::new),
+        };
+        let guard = shared
+            .sessions
+            .register(login, offer, matched.services, ctrl)
+            .map_err(|(kind, why)| Verdict::no(kind, why))?;
+        Ok::<_, Verdict>((guard, welcome))
     };
+    let (guard, welcome) = match login.await {
+        Ok(done) => done,
+        Err(v) => return Err(refuse(&mut tls, &ep, v.kind, v.why, v.retry, modern).await),
+    };
+    shared.logins.identities().clear(&ep);
+    // Written directly, so it precedes the `Open`s registering just queued.
+    proto::write_msg(&mut tls, &welcome).await?;
+    Ok((tls, guard, modern))
+}
+
+fn check_version(version: u32) -> Result<(), Verdict> {
     if version < MIN_PROTOCOL_VERSION {
         let why = format!(
             "protocol version {version} is too old (this hub speaks {MIN_PROTOCOL_VERSION} to {PROTOCOL_VERSION}); upgrade the ep"
         );
-        return Err(told(&mut tls, RefusalKind::Version, why).await);
+        return Err(Verdict::no(RefusalKind::Version, why));
     }
-    let Some(hash) = shared.settings().credentials.for_ep(&ep).map(str::to_owned) else {
+    Ok(())
+}
+
+/// The Argon2 check of `token` against `ep`'s hash. A few verifications
+/// run at a time; more are told to come back rather than queued, so a
+/// burst of logins cannot pile up Argon2 work.
+async fn verify_token(
+    shared: &Arc<Shared>,
+    ep: &str,
+    token: crate::secret::Secret,
+) -> Result<(), Verdict> {
+    let wrong = || Verdict::no(RefusalKind::WrongToken, "wrong token");
+    let Some(hash) = shared.settings().credentials.for_ep(ep).map(str::to_owned) else {
         let why = format!("no token_hash for ep {ep:?} (add [eps.{ep}] or a top-level token_hash)");
-        return Err(told(&mut tls, RefusalKind::WrongToken, why).await);
+        return Err(Verdict::no(RefusalKind::WrongToken, why));
     };
     if token.expose().len() > token::MAX_TOKEN_LEN {
-        return Err(told(&mut tls, RefusalKind::WrongToken, "wrong token".into()).await);
+        return Err(wrong());
     }
-    // A few verifications at a time; more are told to come back rather
-    // than queued, so a burst of logins cannot pile up Argon2 work.
     let checks = &shared.metrics.argon2;
-    let outcome = |o: crate::metrics::Outcome| o.label();
-    let Ok(permit) = shared.argon2.clone().try_acquire_owned() else {
-        checks
-            .get_or_create(&outcome(crate::metrics::Outcome::Busy))
-            .inc();
-        let why = "busy verifying other logins; retry shortly".to_string();
-        return Err(refuse(&mut tls, &ep, RefusalKind::Busy, why, true, modern).await);
+    let count = |o: crate::metrics::Outcome| checks.get_or_create(&o.label()).inc();
+    let Ok(permit) = shared.logins.argon2.clone().try_acquire_owned() else {
+        count(crate::metrics::Outcome::Busy);
+        return Err(Verdict {
+            kind: RefusalKind::Busy,
+            why: "busy verifying other logins; retry shortly".into(),
+            retry: true,
+        });
     };
-    let stats = shared.argon2_stats.clone();
+    let stats = shared.logins.argon2_stats.clone();
     let good = tokio::task::spawn_blocking(move || {
         let _running = stats.enter();
         let ok = token::verify(&token, &hash);
@@ -276,83 +334,83 @@ pub(super) async fn authenticate(
     })
     .await
     .unwrap_or(false);
-    let result = if good {
-        crate::metrics::Outcome::Ok
+    if good {
+        count(crate::metrics::Outcome::Ok);
+        Ok(())
     } else {
-        crate::metrics::Outcome::Wrong
-    };
-    checks.get_or_create(&outcome(result)).inc();
-    if !good {
-        return Err(told(&mut tls, RefusalKind::WrongToken, "wrong token".into()).await);
+        count(crate::metrics::Outcome::Wrong);
+        Err(wrong())
     }
+}
+
+/// The ep's offer against the hub's services: a contradicted shape or no
+/// service at all refuses the login; services the hub lacks are skipped.
+fn match_offer(
+    shared: &Shared,
+    ep: &str,
+    names: Vec<String>,
+    shapes: std::collections::BTreeMap<String, proto::Shape>,
+    features: &[String],
+) -> Result<(Offer, super::offer::Matched), Verdict> {
     let offer = Offer {
-        names: services,
+        names,
         shapes,
         udp: features.iter().any(|f| f == proto::feature::UDP),
     };
-    let matched = offer.resolve(shared);
-    if let Some((_, why)) = matched.mismatch.into_iter().next() {
-        return Err(told(&mut tls, RefusalKind::ServiceMismatch, why).await);
+    let mut matched = offer.resolve(shared);
+    if let Some((_, why)) = std::mem::take(&mut matched.mismatch).into_iter().next() {
+        return Err(Verdict::no(RefusalKind::ServiceMismatch, why));
     }
     if matched.services.is_empty() {
-        let (kind, why) = match matched.refused.iter().next() {
-            Some((name, why)) => (
+        return Err(match matched.refused.iter().next() {
+            Some((name, why)) => Verdict::no(
                 RefusalKind::UnknownService,
                 format!("unknown service {name:?}: {why}"),
             ),
-            None => (RefusalKind::NoServices, "no services named".to_string()),
-        };
-        return Err(told(&mut tls, kind, why).await);
+            None => Verdict::no(RefusalKind::NoServices, "no services named"),
+        });
     }
     for (name, why) in &matched.refused {
         tracing::warn!(%ep, service = %name, "the ep offers a service this hub does not serve: {why}");
     }
-    let wanted = matched.services.clone();
-    let services_shape = if offer.udp {
-        matched.shapes.clone()
-    } else {
-        Default::default()
-    };
+    Ok((offer, matched))
+}
+
+/// The welcome for an ep that speaks `version` with `features`.
+fn welcome(
+    shared: &Shared,
+    modern: bool,
+    version: u32,
+    features: &[String],
+    offer: &Offer,
+    matched: &super::offer::Matched,
+) -> HubMsg {
     let t = shared.settings().timing;
-    let welcome = HubMsg::Welcome {
+    HubMsg::Welcome {
         heartbeat_ms: millis(t.heartbeat_interval),
         heartbeat_timeout_ms: millis(t.heartbeat_timeout),
         idle_timeout_ms: millis(t.idle_timeout),
         // Only eps that negotiate accept fields beyond the three timings.
         version: modern.then_some(PROTOCOL_VERSION.min(version)),
         features: if modern { proto::features() } else { vec![] },
-        services: services_shape,
+        services: if offer.udp {
+            matched.shapes.clone()
+        } else {
+            Default::default()
+        },
         quic: shared
             .quic_port()
             .filter(|_| features.iter().any(|f| f == proto::feature::QUIC)),
-    };
-    let serial = peer.serial.clone();
+    }
+}
+
+fn warn_if_expiring(peer: &Peer) {
     if let Some(days) = peer.cert.as_ref().and_then(crate::tls::days_left)
         && days < 30
     {
+        let ep = &peer.ep;
         tracing::warn!(ep = %ep, "this ep's certificate expires in {days} days; issue a new one with `ferry hub gen-cert --ep {ep} --force`");
     }
-    let guard = match shared.sessions.register(
-        super::sessions::Login {
-            ep: &ep,
-            serial: &serial,
-            ip: addr.ip(),
-            version: software.as_deref().unwrap_or("unknown"),
-            modern,
-            // Its datagrams are read from a session on, not before.
-            link: quic.map(crate::quic::Link::new),
-        },
-        offer,
-        wanted,
-        ctrl,
-    ) {
-        Ok(g) => g,
-        Err((kind, why)) => return Err(told(&mut tls, kind, why).await),
-    };
-    shared.identities_lock().clear(&ep);
-    // Written directly, so it precedes the `Open`s registering just queued.
-    proto::write_msg(&mut tls, &welcome).await?;
-    Ok((tls, guard, modern))
 }
 
 /// Tells the ep why (its operator needs the reason) and closes.
@@ -446,7 +504,7 @@ pub(super) async fn session(shared: Arc<Shared>, s: LoggedIn) {
             tokio::time::timeout(Duration::from_millis(500), proto::write_msg(&mut wr, &bye)).await;
     }
     // Proven for a day after the session ends, not after it began.
-    shared.gate.session_ended(guard.ip);
+    shared.logins.gate.session_ended(guard.ip);
     if told == Some(CloseKind::ShuttingDown) {
         tracing::debug!(ep = %guard.ep, session = guard.id, "ep session ended: {reason}");
     } else {

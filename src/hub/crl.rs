@@ -52,7 +52,12 @@ pub(super) fn initial(path: Option<&Path>) -> std::collections::HashSet<String> 
 }
 
 fn reload(shared: &Shared, path: &Path) -> anyhow::Result<()> {
-    let config = shared.settings().tls_material.server_config(Some(path))?;
+    let config = shared
+        .trust
+        .loaded
+        .get()
+        .material
+        .server_config(Some(path))?;
     shared.set_tls(config);
     apply_serials(shared, path)
 }
@@ -62,7 +67,11 @@ pub(super) fn apply_serials(shared: &Shared, path: &Path) -> anyhow::Result<()> 
     let serials = crate::tls::crl_serials(path)?;
     let count = serials.len();
     let closed = shared.sessions.revoke(&serials);
-    *shared.revoked.write().unwrap_or_else(|p| p.into_inner()) = serials;
+    *shared
+        .trust
+        .revoked
+        .write()
+        .unwrap_or_else(|p| p.into_inner()) = serials;
     tracing::info!(
         revoked = count,
         sessions_closed = closed,

@@ -109,8 +109,11 @@ async fn serve(
     tcp.write_all(hello.as_bytes())
         .await
         .map_err(|e| e.to_string())?;
-    let config = settings
-        .tls_material
+    let config = shared
+        .trust
+        .loaded
+        .get()
+        .material
         .enrol_config()
         .map_err(|e| format!("{e:#}"))?;
     let mut tls = TlsAcceptor::from(config)
@@ -137,72 +140,125 @@ async fn enrol(
     addr: SocketAddr,
 ) -> Reply {
     let refused = |reason: String| Reply::Refused { reason };
-    // The state files are locked against `ferry hub invite` while they
-    // change: waits belong off the async threads.
-    let (state, id, secret, from) = (e.state.clone(), id.to_string(), req.secret, addr.ip());
-    let redeemed =
-        tokio::task::spawn_blocking(move || Store::new(&state).redeem(&id, secret.expose(), from))
-            .await;
-    let invite = match redeemed {
-        Ok(Ok(i)) => i,
-        Ok(Err(why)) => return refused(why),
-        Err(err) => return refused(err.to_string()),
+    let invite = match redeem(e, id, req.secret, addr.ip()).await {
+        Ok(i) => i,
+        Err(why) => return refused(why),
     };
     let ep = invite.ep.clone();
-    let (ca, key, csr) = (e.ca.clone(), e.ca_key.clone(), req.csr);
-    let name = ep.clone();
     let token = crate::token::generate();
-    let t = token.clone();
+    let ((cert, serial), hash) = match sign(e, req.csr, &ep, &token).await {
+        Ok(m) => m,
+        Err(why) => return refused(why),
+    };
+    let record = Enrolled {
+        token_hash: hash,
+        serial,
+        address: addr.ip().to_canonical(),
+        enrolled: now(),
+    };
+    // Its own task: recorded and applied together even if this enrolment
+    // is cut off (deadline, shutdown) halfway through.
+    let apply = shared.tracker.spawn(record_and_apply(
+        shared.clone(),
+        e.clone(),
+        ep.clone(),
+        record,
+    ));
+    match apply.await {
+        Ok(Ok(())) => {}
+        Ok(Err(why)) => return refused(why),
+        Err(err) => return refused(err.to_string()),
+    }
+    reply(shared, e, ep, cert, token)
+}
+
+/// Burns the invite `id` if `secret` is its own (under the state files'
+/// lock, against `ferry hub invite`: waits belong off the async threads).
+async fn redeem(
+    e: &crate::config::enrol::EnrolSettings,
+    id: &str,
+    secret: crate::secret::Secret,
+    from: std::net::IpAddr,
+) -> Result<crate::enrol::invites::Invite, String> {
+    let (state, id) = (e.state.clone(), id.to_string());
+    tokio::task::spawn_blocking(move || Store::new(&state).redeem(&id, secret.expose(), from))
+        .await
+        .map_err(|err| err.to_string())?
+}
+
+/// The ep's certificate signed from its request (CN forced to `ep`), and
+/// the Argon2 hash of its new token: the certificate and its serial, the hash.
+async fn sign(
+    e: &crate::config::enrol::EnrolSettings,
+    csr: String,
+    ep: &str,
+    token: &crate::secret::Secret,
+) -> Result<((String, String), String), String> {
+    let (ca, key, name, t) = (
+        e.ca.clone(),
+        e.ca_key.clone(),
+        ep.to_string(),
+        token.clone(),
+    );
     let made = tokio::task::spawn_blocking(move || {
         let signed = crate::certgen::sign_csr(&ca, &key, &csr, &name)?;
         let hash = crate::token::hash(&t).map_err(anyhow::Error::msg)?;
         anyhow::Ok((signed, hash))
     })
     .await;
-    let ((cert, serial), hash) = match made {
-        Ok(Ok(m)) => m,
-        Ok(Err(err)) => return refused(format!("{err:#}")),
-        Err(err) => return refused(err.to_string()),
-    };
-    let ip = addr.ip().to_canonical();
-    let record = Enrolled {
-        token_hash: hash.clone(),
-        serial,
-        address: ip,
-        enrolled: now(),
-    };
-    // Recorded and applied while no reload runs: a reload that read
-    // enrolled.json before the record would otherwise set settings
-    // without this ep after the enrolment set them with it.
+    match made {
+        Ok(Ok(m)) => Ok(m),
+        Ok(Err(err)) => Err(format!("{err:#}")),
+        Err(err) => Err(err.to_string()),
+    }
+}
+
+/// Records the enrolment (revoking an earlier certificate of the same ep)
+/// and applies its credential and address at once; the next reload reads
+/// the same from enrolled.json. Both happen while no reload runs: a reload
+/// that read enrolled.json before the record would otherwise set settings
+/// without this ep after the enrolment set them with it.
+async fn record_and_apply(
+    shared: Arc<Shared>,
+    e: crate::config::enrol::EnrolSettings,
+    ep: String,
+    record: Enrolled,
+) -> Result<(), String> {
     let update = shared.settings_update.lock().await;
-    let (state, e2, name, crl) = (
-        e.state.clone(),
-        e.clone(),
-        ep.clone(),
-        shared.settings().crl.clone(),
-    );
+    let (hash, ip) = (record.token_hash.clone(), record.address);
+    let (state, name, crl) = (e.state.clone(), ep.clone(), shared.settings().crl.clone());
     let recorded = tokio::task::spawn_blocking(move || {
         let old = Store::new(&state).record(&name, record)?;
         if let Some(old) = old {
-            revoke_replaced(&e2, crl.as_deref(), &name, &old);
+            revoke_replaced(&e, crl.as_deref(), &name, &old);
         }
         anyhow::Ok(())
     })
     .await;
     match recorded {
         Ok(Ok(())) => {}
-        Ok(Err(err)) => return refused(format!("cannot record the enrolment: {err:#}")),
-        Err(err) => return refused(err.to_string()),
+        Ok(Err(err)) => return Err(format!("cannot record the enrolment: {err:#}")),
+        Err(err) => return Err(err.to_string()),
     }
     shared.metrics.enrolments.inc();
-    // The credential and the address apply now; the next reload reads the
-    // same from enrolled.json.
     let mut s = (*shared.settings()).clone();
     s.credentials.per_ep.insert(ep.clone(), hash);
     s.allowlist.add(ip);
-    s.enrolled.push(ep.clone());
+    s.enrolled.push(ep);
     shared.set_settings(s);
     drop(update);
+    Ok(())
+}
+
+/// What the new ep needs to run: its certificate, the CA, its token, the
+/// ports and the services.
+fn reply(
+    shared: &Shared,
+    e: &crate::config::enrol::EnrolSettings,
+    ep: String,
+    cert: String,
+    token: crate::secret::Secret,
+) -> Reply {
     let s = shared.settings();
     let ca_pem = std::fs::read_to_string(&e.ca).unwrap_or_default();
     let addrs = shared.addrs.get().copied();

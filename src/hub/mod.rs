@@ -6,11 +6,16 @@ mod channel;
 mod control;
 mod crl;
 mod enrol;
-pub(crate) mod gate;
+mod gate;
+mod handle;
+mod logins;
 mod offer;
 mod player;
 mod quic;
 mod quic_socket;
+mod ready;
+
+pub use handle::HubHandle;
 mod refusals;
 mod reload;
 mod served;
@@ -18,6 +23,7 @@ mod service;
 mod sessions;
 mod stats;
 mod status;
+mod trust;
 mod udp;
 
 use crate::config::hub::HubSettings;
@@ -26,7 +32,6 @@ use service::Service;
 use sessions::Sessions;
 use std::{collections::HashMap, net::SocketAddr, sync::Arc};
 use tokio::{net::TcpListener, sync::watch};
-use tokio_rustls::TlsAcceptor;
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 use tracing::Instrument;
 
@@ -36,27 +41,13 @@ pub(crate) struct Shared {
     /// Held by whoever makes new settings from the running ones and swaps
     /// them in (a reload, an enrolment), so neither undoes the other's.
     pub settings_update: tokio::sync::Mutex<()>,
-    /// Swapped when the revocation list changes.
-    tls: std::sync::RwLock<TlsAcceptor>,
+    /// The TLS the doors present and check against.
+    pub trust: trust::Trust,
     /// The QUIC door, whose configuration follows the TLS one.
-    quic: Option<quinn::Endpoint>,
-    /// The sources the QUIC door's socket hears (follows `ep_allowlist`).
-    quic_allowed: Arc<quic_socket::Allowed>,
-    /// Seals the QUIC door's retry tokens for the hub's whole life.
-    quic_token_key: quic::TokenKey,
-    /// Serials in the revocation list, for resumed sessions (which skip
-    /// certificate verification).
-    pub revoked: std::sync::RwLock<std::collections::HashSet<String>>,
-    /// Failed logins charged to the ep certificate that failed, not to its
-    /// address (see `gate`).
-    pub identities: std::sync::Mutex<gate::penalties::Penalties<String>>,
-    /// Strangers on the control port.
-    pub gate: Arc<gate::Gate>,
-    /// Channel connections from logged-in eps' addresses.
-    pub channel_gate: Arc<gate::Gate>,
+    quic: quic::QuicDoor,
+    /// Gates, identity penalties and Argon2 work of logins in progress.
+    pub logins: logins::Logins,
     pub refusals: Arc<refusals::Refusals>,
-    pub argon2: Arc<tokio::sync::Semaphore>,
-    pub argon2_stats: Arc<stats::InFlight>,
     /// The services served now, by name (changed by reloads).
     served: std::sync::RwLock<HashMap<String, Arc<served::Served>>>,
     /// Every serving player port.
@@ -92,10 +83,49 @@ pub struct Hub {
     enrol: Option<TcpListener>,
 }
 
-/// Read-only view of a running hub, for tests and status.
-#[derive(Clone)]
-pub struct HubHandle {
-    shared: Arc<Shared>,
+/// What the hub runs from `settings`: the eps enrolled with `ferry ep join`
+/// merged in, and the TLS files loaded. At start and on every reload.
+pub fn load(settings: HubSettings) -> Result<(HubSettings, crate::tls::HubTls)> {
+    let settings = crate::enrol::merge_enrolled(settings)?;
+    let tls = crate::tls::HubTls::load(&settings)?;
+    Ok((settings, tls))
+}
+
+/// The players the hub holds at most: the configured cap, or what the
+/// open-file limit allows once the doors' reserve is set aside.
+fn player_cap(settings: &HubSettings) -> Arc<admission::HubCap> {
+    let l = settings.limits;
+    let reserve = 5 * l.max_pending_auth as u64 + 64 * settings.services.len() as u64 + 64;
+    admission::HubCap::new(
+        l.max_players_total
+            .unwrap_or_else(|| crate::fdlimit::player_cap(crate::fdlimit::raise(), reserve)),
+    )
+}
+
+/// The TCP doors every hub has (control, channel) and may have (admin,
+/// enrol), bound before anything is served.
+struct Doors {
+    control: TcpListener,
+    channel: TcpListener,
+    admin: Option<TcpListener>,
+    enrol: Option<TcpListener>,
+}
+
+impl Doors {
+    async fn bind(settings: &HubSettings) -> Result<Doors> {
+        Ok(Doors {
+            control: bind(settings.control, "control").await?,
+            channel: bind(settings.channel, "channel").await?,
+            admin: match &settings.admin {
+                Some(a) => Some(bind(a.bind, "admin").await?),
+                None => None,
+            },
+            enrol: match &settings.enrol {
+                Some(e) => Some(bind(e.bind, "enrol").await?),
+                None => None,
+            },
+        })
+    }
 }
 
 async fn bind(addr: SocketAddr, what: &str) -> Result<TcpListener> {
@@ -105,19 +135,14 @@ async fn bind(addr: SocketAddr, what: &str) -> Result<TcpListener> {
 }
 
 impl Hub {
-    /// Binds every port named in `settings`; a port in use fails here,
-    /// before anything is served.
+    /// Loads the TLS files `settings` names and merges enrolled eps in,
+    /// then binds every port; a bad certificate or a port in use fails
+    /// here, before anything is served.
     pub async fn bind(settings: HubSettings) -> Result<Hub> {
-        let control = bind(settings.control, "control").await?;
-        let channel = bind(settings.channel, "channel").await?;
-        let admin = match &settings.admin {
-            Some(a) => Some(bind(a.bind, "admin").await?),
-            None => None,
-        };
-        let enrol = match &settings.enrol {
-            Some(e) => Some(bind(e.bind, "enrol").await?),
-            None => None,
-        };
+        let (settings, loaded_tls) = tokio::task::spawn_blocking(move || load(settings))
+            .await
+            .context("loading the TLS files")??;
+        let doors = Doors::bind(&settings).await?;
         let metrics = Arc::new(crate::metrics::HubMetrics::new(
             settings.services.iter().map(|s| s.name.as_str()),
         ));
@@ -125,28 +150,10 @@ impl Hub {
             metrics.refusals.clone(),
             metrics.player_refusals.clone(),
         ));
-        let quic_allowed = quic_socket::Allowed::new(settings.allowlist.clone(), refusals.clone());
-        let quic_token_key = quic::token_key()?;
-        let quic = match settings.quic {
-            Some(addr) => Some(quic::bind(
-                &settings,
-                addr,
-                quic_allowed.clone(),
-                &quic_token_key,
-            )?),
-            None => None,
-        };
-        let shutdown = CancellationToken::new();
+        let quic = quic::QuicDoor::bind(&loaded_tls.server, &settings, refusals.clone())?;
+        let (shutdown, hard_stop) = (CancellationToken::new(), CancellationToken::new());
         let tracker = TaskTracker::new();
-        let l = settings.limits;
-        let reserve = 5 * l.max_pending_auth as u64 + 64 * settings.services.len() as u64 + 64;
-        let cap = admission::HubCap::new(
-            l.max_players_total
-                .unwrap_or_else(|| crate::fdlimit::player_cap(crate::fdlimit::raise(), reserve)),
-        );
-        let hard_stop = CancellationToken::new();
-        let mut served = HashMap::new();
-        let mut wanted = Vec::new();
+        let cap = player_cap(&settings);
         let parts = served::Parts {
             metrics: &metrics,
             cap: &cap,
@@ -154,67 +161,42 @@ impl Hub {
             hard_stop: &hard_stop,
             tracker: &tracker,
         };
+        let mut served = HashMap::new();
+        let mut wanted = Vec::new();
         for s in &settings.services {
             served.insert(s.name.clone(), parts.build(s, &settings));
             wanted.extend(served::keys(s));
         }
         let ports = served::bind_all(&wanted).await?;
-        let acceptor = TlsAcceptor::from(settings.tls.clone());
-        let penalties = gate::PenaltyRange {
-            base: l.penalty_base,
-            max: l.penalty_max,
+        let shared = Shared {
+            trust: trust::Trust::new(loaded_tls, crl::initial(settings.crl.as_deref())),
+            quic,
+            logins: logins::Logins::new(&settings.limits),
+            refusals,
+            settings: crate::swap::Swap::new(settings),
+            settings_update: tokio::sync::Mutex::new(()),
+            served: std::sync::RwLock::new(served),
+            ports: std::sync::Mutex::default(),
+            cap,
+            ready_file: std::sync::Mutex::default(),
+            enrol_slots: Arc::new(tokio::sync::Semaphore::new(enrol::SLOTS)),
+            enrol_sources: Arc::default(),
+            addrs: std::sync::OnceLock::new(),
+            sessions: Arc::new(Sessions::new(shutdown.clone(), metrics.clone())),
+            tracker,
+            shutdown,
+            hard_stop,
+            metrics,
+            started: tokio::time::Instant::now(),
+            reloads: watch::Sender::new((0, Ok(String::new()))),
         };
-        let gate = gate::Gate::new(
-            gate::PendingCaps {
-                max_pending: l.max_pending_auth,
-                per_source: l.max_pending_per_source,
-            },
-            penalties,
-        );
-        // A logged-in ep opens many channels at once; its address gets a
-        // roomier gate of its own, so strangers cannot crowd it out.
-        let channel_gate = gate::Gate::new(
-            gate::PendingCaps {
-                max_pending: 4 * l.max_pending_auth,
-                per_source: 4 * l.max_pending_auth,
-            },
-            penalties,
-        );
         Ok(Hub {
-            shared: Arc::new(Shared {
-                tls: std::sync::RwLock::new(acceptor),
-                quic,
-                quic_allowed,
-                quic_token_key,
-                revoked: std::sync::RwLock::new(crl::initial(settings.crl.as_deref())),
-                identities: std::sync::Mutex::new(gate::penalties::Penalties::new(penalties)),
-                gate: Arc::new(gate),
-                channel_gate: Arc::new(channel_gate),
-                refusals,
-                argon2: Arc::new(tokio::sync::Semaphore::new(l.argon2_concurrency)),
-                argon2_stats: Arc::default(),
-                settings: crate::swap::Swap::new(settings),
-                settings_update: tokio::sync::Mutex::new(()),
-                served: std::sync::RwLock::new(served),
-                ports: std::sync::Mutex::default(),
-                cap,
-                ready_file: std::sync::Mutex::default(),
-                enrol_slots: Arc::new(tokio::sync::Semaphore::new(enrol::SLOTS)),
-                enrol_sources: Arc::default(),
-                addrs: std::sync::OnceLock::new(),
-                sessions: Arc::new(Sessions::new(shutdown.clone(), metrics.clone())),
-                tracker,
-                shutdown,
-                hard_stop,
-                metrics,
-                started: tokio::time::Instant::now(),
-                reloads: watch::Sender::new((0, Ok(String::new()))),
-            }),
-            control,
-            channel,
+            shared: Arc::new(shared),
+            control: doors.control,
+            channel: doors.channel,
             ports,
-            admin,
-            enrol,
+            admin: doors.admin,
+            enrol: doors.enrol,
         })
     }
 
@@ -251,20 +233,25 @@ impl Hub {
     /// Every bound address as JSON, for `--ready-file`: tests and scripts
     /// learn the ports from it instead of from log lines.
     pub fn ready_json(&self) -> String {
-        let services = services_json(&self.shared.settings(), |n| self.service_addr(n));
+        let services = ready::services_json(&self.shared.settings(), |n| self.service_addr(n));
         let fixed = ControlAddrs {
             control: self.control_addr(),
             channel: self.channel_addr(),
             admin: self.admin_addr(),
             enrol: self.enrol.as_ref().and_then(|l| l.local_addr().ok()),
-            quic: self.shared.quic.as_ref().and_then(|e| e.local_addr().ok()),
+            quic: self
+                .shared
+                .quic
+                .endpoint
+                .as_ref()
+                .and_then(|e| e.local_addr().ok()),
         };
-        ready_json(fixed, services)
+        ready::ready_json(fixed, services)
     }
 
     /// Writes `ready_json` to `path` now and again after every reload.
     pub fn set_ready_file(&self, path: std::path::PathBuf) -> Result<()> {
-        write_ready(&path, &self.ready_json())?;
+        ready::write_ready(&path, &self.ready_json())?;
         *self
             .shared
             .ready_file
@@ -296,18 +283,7 @@ impl Hub {
         let s = shared.settings();
         let cap = shared.cap.max();
         tracing::info!(%control, %channel, players_at_most = cap, "hub listening");
-        if s.allowlist.is_wide_open() {
-            tracing::warn!(
-                "ep_allowlist admits every address; list your eps' addresses to keep scanners off the TLS ports"
-            );
-        }
-        if let Some(days) = s.cert_days_left
-            && days < 30
-        {
-            tracing::warn!(
-                "the hub certificate or its CA expires in {days} days; re-issue with `ferry hub gen-cert --force`"
-            );
-        }
+        shared.warn_at_start();
         if s.crl.is_some() {
             shared.tracker.spawn(crl::watch(shared.clone()));
         }
@@ -315,46 +291,19 @@ impl Hub {
             let source: Arc<dyn crate::admin::Source> = shared.clone();
             crate::admin::spawn(listener, source, a, &shared.shutdown, &shared.tracker);
         }
-        let mut doors = Vec::new();
-        let sh = shared.clone();
-        doors.push(shared.open_door(
-            self.control,
-            tracing::info_span!("control-door"),
-            move |tcp, addr| control::on_accept(sh.clone(), tcp, addr),
-        ));
         let fixed = ControlAddrs {
             control,
             channel,
             admin: admin_addr,
             enrol: self.enrol.as_ref().and_then(|l| l.local_addr().ok()),
-            quic: shared.quic.as_ref().and_then(|e| e.local_addr().ok()),
+            quic: shared
+                .quic
+                .endpoint
+                .as_ref()
+                .and_then(|e| e.local_addr().ok()),
         };
         let _ = shared.addrs.set(fixed);
-        if let Some(endpoint) = shared.quic.clone() {
-            tracing::info!(addr = %endpoint.local_addr()?, "QUIC door open");
-            let stop = shared.shutdown.child_token();
-            doors.push(
-                shared.tracker.spawn(
-                    quic::serve(shared.clone(), endpoint, stop)
-                        .instrument(tracing::info_span!("quic-door")),
-                ),
-            );
-        }
-        if let Some(listener) = self.enrol {
-            tracing::info!(addr = %listener.local_addr()?, "enrol door open (ferry ep join)");
-            let sh = shared.clone();
-            doors.push(shared.open_door(
-                listener,
-                tracing::info_span!("enrol-door"),
-                move |tcp, addr| enrol::on_accept(sh.clone(), tcp, addr),
-            ));
-        }
-        let sh = shared.clone();
-        doors.push(shared.open_door(
-            self.channel,
-            tracing::info_span!("channel-door"),
-            move |tcp, addr| channel::on_accept(sh.clone(), tcp, addr),
-        ));
+        let mut doors = shared.open_ep_doors(self.control, self.channel, self.enrol)?;
         for svc in &s.services {
             tracing::info!(service = %svc.name, kind = %svc.kind, ports = %svc.bind, limits = %svc.limits, "players welcome");
         }
@@ -391,35 +340,6 @@ pub(crate) struct ControlAddrs {
     pub quic: Option<SocketAddr>,
 }
 
-/// Each service's first address, as `--ready-file` lists them.
-fn services_json(
-    settings: &HubSettings,
-    addr: impl Fn(&str) -> Option<SocketAddr>,
-) -> serde_json::Map<String, serde_json::Value> {
-    settings
-        .services
-        .iter()
-        .filter_map(|s| Some((s.name.clone(), addr(&s.name)?.to_string().into())))
-        .collect()
-}
-
-fn ready_json(a: ControlAddrs, services: serde_json::Map<String, serde_json::Value>) -> String {
-    serde_json::json!({
-        "control": a.control.to_string(),
-        "channel": a.channel.to_string(),
-        "services": services,
-        "admin": a.admin.map(|a| a.to_string()),
-        "enrol": a.enrol.map(|a| a.to_string()),
-        "quic": a.quic.map(|a| a.to_string()),
-    })
-    .to_string()
-}
-
-fn write_ready(path: &std::path::Path, json: &str) -> Result<()> {
-    crate::certgen::write_file(path, json.as_bytes(), 0o644, true)
-        .with_context(|| format!("--ready-file {}", path.display()))
-}
-
 impl Shared {
     pub(crate) fn settings(&self) -> Arc<HubSettings> {
         self.settings.get()
@@ -428,7 +348,7 @@ impl Shared {
     /// Replaces the settings (a reload, an enrolment); the QUIC door's
     /// socket hears the new allowlist from its next datagram on.
     pub(crate) fn set_settings(&self, new: HubSettings) {
-        self.quic_allowed.set(new.allowlist.clone());
+        self.quic.allowed.set(new.allowlist.clone());
         self.settings.set(new);
     }
 
@@ -442,7 +362,12 @@ impl Shared {
 
     /// The QUIC door's port, if it is open.
     pub(crate) fn quic_port(&self) -> Option<u16> {
-        self.quic.as_ref()?.local_addr().ok().map(|a| a.port())
+        self.quic
+            .endpoint
+            .as_ref()?
+            .local_addr()
+            .ok()
+            .map(|a| a.port())
     }
 
     pub(crate) fn service(&self, name: &str) -> Option<Arc<Service>> {
@@ -465,150 +390,71 @@ impl Shared {
         self.tracker.spawn(accept.instrument(span))
     }
 
-    /// The TLS handshake of the control and channel doors. On failure the
-    /// connection is closed so that the peer reads the alert saying why.
-    pub async fn accept_tls(
-        &self,
-        tcp: tokio::net::TcpStream,
-    ) -> std::io::Result<tokio_rustls::server::TlsStream<tokio::net::TcpStream>> {
-        let acceptor = self.tls.read().unwrap_or_else(|p| p.into_inner()).clone();
-        let tls = match acceptor.accept(tcp).into_fallible().await {
-            Ok(tls) => tls,
-            Err((e, tcp)) => {
-                crate::net::linger_close(tcp).await;
-                return Err(e);
-            }
-        };
-        Ok(tls)
-    }
-
-    /// A resumed TLS session skips certificate verification (rustls
-    /// restores the client certificate from the session), so check what
-    /// verification would have: the validity window and the CRL.
-    pub fn check_resumed<S>(
-        &self,
-        tls: &tokio_rustls::server::TlsStream<S>,
-    ) -> Result<(), &'static str> {
-        let conn = tls.get_ref().1;
-        if conn.handshake_kind() != Some(rustls::HandshakeKind::Resumed) {
-            return Ok(());
+    /// What an operator should hear at start-up about the configuration.
+    fn warn_at_start(&self) {
+        if self.settings().allowlist.is_wide_open() {
+            tracing::warn!(
+                "ep_allowlist admits every address; list your eps' addresses to keep scanners off the TLS ports"
+            );
         }
-        let Some(cert) = conn.peer_certificates().and_then(|c| c.first()) else {
-            return Err("no client certificate");
-        };
-        let revoked = self.revoked.read().unwrap_or_else(|p| p.into_inner());
-        crate::tls::check_resumed(cert, &revoked)
+        if let Some(days) = self.trust.loaded.get().days_left
+            && days < 30
+        {
+            tracing::warn!(
+                "the hub certificate or its CA expires in {days} days; re-issue with `ferry hub gen-cert --force`"
+            );
+        }
     }
 
-    fn identities_lock(&self) -> std::sync::MutexGuard<'_, gate::penalties::Penalties<String>> {
-        self.identities.lock().unwrap_or_else(|p| p.into_inner())
+    /// Opens the doors eps use (control, QUIC, enrol, channel); their
+    /// handles resolve once each is closed.
+    fn open_ep_doors(
+        self: &Arc<Self>,
+        control: TcpListener,
+        channel: TcpListener,
+        enrol: Option<TcpListener>,
+    ) -> Result<Vec<tokio::task::JoinHandle<()>>> {
+        let mut doors = Vec::new();
+        let sh = self.clone();
+        doors.push(self.open_door(
+            control,
+            tracing::info_span!("control-door"),
+            move |tcp, addr| control::on_accept(sh.clone(), tcp, addr),
+        ));
+        if let Some(endpoint) = self.quic.endpoint.clone() {
+            tracing::info!(addr = %endpoint.local_addr()?, "QUIC door open");
+            let stop = self.shutdown.child_token();
+            let door = quic::serve(self.clone(), endpoint, stop);
+            doors.push(
+                self.tracker
+                    .spawn(door.instrument(tracing::info_span!("quic-door"))),
+            );
+        }
+        if let Some(listener) = enrol {
+            tracing::info!(addr = %listener.local_addr()?, "enrol door open (ferry ep join)");
+            let sh = self.clone();
+            doors.push(self.open_door(
+                listener,
+                tracing::info_span!("enrol-door"),
+                move |tcp, addr| enrol::on_accept(sh.clone(), tcp, addr),
+            ));
+        }
+        let sh = self.clone();
+        doors.push(self.open_door(
+            channel,
+            tracing::info_span!("channel-door"),
+            move |tcp, addr| channel::on_accept(sh.clone(), tcp, addr),
+        ));
+        Ok(doors)
     }
 
     /// New handshakes on the control, channel and QUIC doors use `config`.
     fn set_tls(&self, config: Arc<rustls::ServerConfig>) {
         // A door closed by the shutdown stays closed: a reload or CRL
         // change in the same instant must not reopen it to nobody.
-        if let Some(endpoint) = self.quic.as_ref().filter(|_| !self.shutdown.is_cancelled()) {
-            match quic::server_config(&config, &self.settings(), &self.quic_token_key) {
-                Ok(q) => endpoint.set_server_config(Some(q)),
-                Err(e) => tracing::warn!("QUIC keeps its TLS configuration: {e:#}"),
-            }
+        if !self.shutdown.is_cancelled() {
+            self.quic.set_tls(&config, &self.settings());
         }
-        *self.tls.write().unwrap_or_else(|p| p.into_inner()) = TlsAcceptor::from(config);
-    }
-}
-
-impl HubHandle {
-    /// Control-port connections authenticating right now.
-    pub fn pending_logins(&self) -> usize {
-        self.shared.gate.pending()
-    }
-
-    /// The most control-port connections ever authenticating at once.
-    pub fn peak_pending_logins(&self) -> usize {
-        self.shared.gate.peak()
-    }
-
-    /// The most Argon2 verifications ever running at once, and their total.
-    pub fn argon2_runs(&self) -> (usize, u64) {
-        (
-            self.shared.argon2_stats.peak(),
-            self.shared.argon2_stats.total(),
-        )
-    }
-
-    /// Refusals since start, by kind.
-    pub fn refusals(&self) -> std::collections::BTreeMap<&'static str, u64> {
-        self.shared.refusals.totals()
-    }
-
-    /// Ready channels of `service`, updated as they come and go.
-    pub fn pool_ready(&self, service: &str) -> Option<watch::Receiver<usize>> {
-        self.shared.service(service).map(|s| s.watch_ready())
-    }
-
-    /// The ep serving `service` now, if any.
-    pub fn served_by(&self, service: &str) -> Option<String> {
-        self.shared.service(service)?.served_by()
-    }
-
-    /// Whether `ep`'s session rides QUIC (None: not logged in).
-    pub fn over_quic(&self, ep: &str) -> Option<bool> {
-        self.shared.sessions.over_quic(ep)
-    }
-
-    /// Where the QUIC door listens, if it is on.
-    pub fn quic_addr(&self) -> Option<SocketAddr> {
-        self.shared.quic.as_ref().and_then(|e| e.local_addr().ok())
-    }
-
-    /// QUIC connections open now (logged in, logging in, or draining).
-    pub fn quic_connections(&self) -> usize {
-        self.shared
-            .quic
-            .as_ref()
-            .map_or(0, |e| e.open_connections())
-    }
-
-    /// Eps enrolled with an invite since start.
-    pub fn enrolments(&self) -> u64 {
-        self.shared.metrics.enrolments.get()
-    }
-
-    /// Where `ferry ep join` connects, if enrolment is on.
-    pub fn enrol_addr(&self) -> Option<SocketAddr> {
-        self.shared.addrs.get()?.enrol
-    }
-
-    /// UDP flows of `service` now.
-    pub fn udp_flows(&self, service: &str) -> Option<usize> {
-        self.shared.served(service)?.udp.as_ref().map(|d| d.flows())
-    }
-
-    /// Players on `service` now (admitted by its door).
-    pub fn players(&self, service: &str) -> Option<usize> {
-        self.shared.served(service).map(|s| s.door.players())
-    }
-
-    /// Where players of `service` connect now (it may have been added or
-    /// moved by a reload).
-    pub fn service_addr(&self, service: &str) -> Option<SocketAddr> {
-        self.shared.service_addr(service)
-    }
-
-    /// Reloads finished since start (applied or refused), and the last
-    /// outcome: the plan line, or why the new configuration was refused.
-    pub fn reloads(&self) -> watch::Receiver<(u64, Result<String, String>)> {
-        self.shared.reloads.subscribe()
-    }
-
-    /// Number of logged-in eps, updated as they come and go.
-    pub fn sessions(&self) -> watch::Receiver<usize> {
-        self.shared.sessions.watch_count()
-    }
-
-    /// Successful ep logins since start.
-    pub fn logins(&self) -> watch::Receiver<u64> {
-        self.shared.sessions.watch_logins()
+        self.trust.set_acceptor(config);
     }
 }

@@ -1,6 +1,6 @@
 //! The service door: players on plain TCP, each relayed through a channel.
 
-use super::{Shared, served::Served, service::Service};
+use super::{Shared, admission::Door, service::Service};
 use crate::{
     net,
     proto::{self, HubMsg},
@@ -10,14 +10,19 @@ use std::{net::SocketAddr, sync::Arc};
 use tokio::net::TcpStream;
 use tracing::Instrument;
 
+/// A player accepted on a port of `svc`, admitted by `door`, cut off when
+/// `cut` fires (the service removed and drained, or the hard stop).
 pub(super) fn on_accept(
     shared: Arc<Shared>,
-    served: Arc<Served>,
+    (svc, door, cut): (
+        &Arc<Service>,
+        &Arc<Door>,
+        &tokio_util::sync::CancellationToken,
+    ),
     tcp: TcpStream,
     addr: SocketAddr,
     offset: u16,
 ) {
-    let (svc, door) = (&served.svc, &served.door);
     // The door's limits come before anything costs the ep: no channel, no
     // dial at home for a refused player, who gets a reset.
     let admitted = match door.admit(addr.ip()) {
@@ -38,7 +43,7 @@ pub(super) fn on_accept(
         first_down: Some((std::time::Instant::now(), door.meters().first_byte.clone())),
     };
     let span = tracing::info_span!("player", service = %svc.name, player = %addr);
-    let (svc, cut) = (svc.clone(), served.cut.clone());
+    let (svc, cut) = (svc.clone(), cut.clone());
     shared.tracker.clone().spawn(
         async move {
             serve(shared, svc, tcp, addr, watch, offset, cut).await;

@@ -35,9 +35,9 @@ use tracing::Instrument;
 /// The key that seals retry tokens, made once per hub: a configuration
 /// rebuilt for a new CRL or certificate keeps it, so a retry in flight
 /// stays valid across a reload.
-pub(super) type TokenKey = Arc<dyn quinn::crypto::HandshakeTokenKey>;
+type TokenKey = Arc<dyn quinn::crypto::HandshakeTokenKey>;
 
-pub(super) fn token_key() -> Result<TokenKey> {
+fn token_key() -> Result<TokenKey> {
     use ring::rand::SecureRandom;
     let mut secret = [0u8; 64];
     ring::rand::SystemRandom::new()
@@ -49,7 +49,7 @@ pub(super) fn token_key() -> Result<TokenKey> {
 
 /// The QUIC server configuration for `tls` (the control port's rustls
 /// configuration: client verifier, CRL, ALPN) without resumption.
-pub(super) fn server_config(
+fn server_config(
     tls: &Arc<rustls::ServerConfig>,
     settings: &HubSettings,
     token_key: &TokenKey,
@@ -70,14 +70,55 @@ pub(super) fn server_config(
     Ok(config)
 }
 
+/// The QUIC door's parts: its endpoint (when `quic` is set), the sources
+/// its socket hears (`ep_allowlist`, followed on reload) and the key that
+/// seals its retry tokens for the hub's whole life.
+pub(super) struct QuicDoor {
+    pub endpoint: Option<quinn::Endpoint>,
+    pub allowed: Arc<Allowed>,
+    token_key: TokenKey,
+}
+
+impl QuicDoor {
+    pub fn bind(
+        tls: &Arc<rustls::ServerConfig>,
+        settings: &HubSettings,
+        refusals: Arc<super::refusals::Refusals>,
+    ) -> Result<QuicDoor> {
+        let allowed = Allowed::new(settings.allowlist.clone(), refusals);
+        let token_key = token_key()?;
+        let endpoint = match settings.quic {
+            Some(addr) => Some(bind(tls, settings, addr, allowed.clone(), &token_key)?),
+            None => None,
+        };
+        Ok(QuicDoor {
+            endpoint,
+            allowed,
+            token_key,
+        })
+    }
+
+    /// New QUIC handshakes use `tls` (a new CRL or certificate).
+    pub fn set_tls(&self, tls: &Arc<rustls::ServerConfig>, settings: &HubSettings) {
+        let Some(endpoint) = &self.endpoint else {
+            return;
+        };
+        match server_config(tls, settings, &self.token_key) {
+            Ok(q) => endpoint.set_server_config(Some(q)),
+            Err(e) => tracing::warn!("QUIC keeps its TLS configuration: {e:#}"),
+        }
+    }
+}
+
 /// Binds the QUIC door on `addr`, hearing only `allowed` sources.
-pub(super) fn bind(
+fn bind(
+    tls: &Arc<rustls::ServerConfig>,
     settings: &HubSettings,
     addr: SocketAddr,
     allowed: Arc<Allowed>,
     token_key: &TokenKey,
 ) -> Result<quinn::Endpoint> {
-    let config = server_config(&settings.tls, settings, token_key)?;
+    let config = server_config(tls, settings, token_key)?;
     let bind = || -> std::io::Result<quinn::Endpoint> {
         let socket = std::net::UdpSocket::bind(addr)?;
         let runtime: Arc<dyn quinn::Runtime> = Arc::new(quinn::TokioRuntime);
@@ -119,36 +160,8 @@ pub(super) async fn serve(shared: Arc<Shared>, endpoint: quinn::Endpoint, stop: 
 
 fn on_incoming(shared: &Arc<Shared>, incoming: quinn::Incoming) {
     let addr = incoming.remote_address();
-    let ip = addr.ip();
-    // The socket dropped strangers' datagrams; an allowlist changed by a
-    // reload between the two is caught here.
-    if !shared.quic_allowed.contains(ip) {
-        incoming.ignore();
+    let Some((incoming, permit)) = admit(shared, incoming) else {
         return;
-    }
-    // Nothing about a source counts until it has echoed a retry token:
-    // anyone can put any address on a UDP datagram.
-    if !incoming.remote_address_validated() {
-        if incoming.may_retry() {
-            let _ = incoming.retry();
-        } else {
-            incoming.ignore();
-        }
-        return;
-    }
-    let live = shared.sessions.has_ip(ip);
-    let permit = match shared.gate.enter(ip, live) {
-        Ok(p) => p,
-        Err(turned) => {
-            // An allowlisted address (an ep's network) hears why, as on
-            // TCP: a refusal packet, no handshake, no state kept.
-            incoming.refuse();
-            let reason = super::control::turned_reason(turned);
-            shared
-                .refusals
-                .record(reason, ip, "refused before the QUIC handshake");
-            return;
-        }
     };
     let sh = shared.clone();
     let span = tracing::info_span!("quic", peer = %addr);
@@ -198,4 +211,46 @@ fn on_incoming(shared: &Arc<Shared>, incoming: quinn::Incoming) {
         }
         .instrument(span),
     );
+}
+
+/// The door's checks before any cryptography: the allowlist, a retry
+/// for an address not yet validated, then the gate. The connection to
+/// go on with and its place among the authenticating, or None (ignored,
+/// retried or refused, with no state kept).
+fn admit(
+    shared: &Arc<Shared>,
+    incoming: quinn::Incoming,
+) -> Option<(quinn::Incoming, super::gate::Permit)> {
+    let ip = incoming.remote_address().ip();
+    // The socket dropped strangers' datagrams; an allowlist changed by a
+    // reload between the two is caught here.
+    if !shared.quic.allowed.contains(ip) {
+        incoming.ignore();
+        return None;
+    }
+    // Nothing about a source counts until it has echoed a retry token:
+    // anyone can put any address on a UDP datagram.
+    if !incoming.remote_address_validated() {
+        if incoming.may_retry() {
+            let _ = incoming.retry();
+        } else {
+            incoming.ignore();
+        }
+        return None;
+    }
+    let live = shared.sessions.has_ip(ip);
+    let permit = match shared.logins.gate.enter(ip, live) {
+        Ok(p) => p,
+        Err(turned) => {
+            // An allowlisted address (an ep's network) hears why, as on
+            // TCP: a refusal packet, no handshake, no state kept.
+            incoming.refuse();
+            let reason = super::control::turned_reason(turned);
+            shared
+                .refusals
+                .record(reason, ip, "refused before the QUIC handshake");
+            return None;
+        }
+    };
+    Some((incoming, permit))
 }

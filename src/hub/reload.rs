@@ -47,7 +47,7 @@ async fn reload(shared: &Arc<Shared>, _why: Trigger) -> Result<String, String> {
     let _update = shared.settings_update.lock().await;
     let old = shared.settings();
     // Reading files and parsing certificates: off the async threads.
-    let new = tokio::task::spawn_blocking(move || HubConfig::reload(&old))
+    let new = tokio::task::spawn_blocking(move || super::load(HubConfig::reload(&old)?))
         .await
         .map_err(|e| e.to_string())?
         .map_err(|e| format!("{e:#}"))?;
@@ -68,9 +68,15 @@ fn keep_running(old: &HubSettings, mut new: HubSettings) -> HubSettings {
 }
 
 /// Applies checked settings; the plan line, or why nothing changed.
-async fn apply(shared: &Arc<Shared>, new: HubSettings) -> Result<String, String> {
-    let old = shared.settings();
-    let plan = Plan::between(&Summary::of(&old), &Summary::of(&new));
+async fn apply(
+    shared: &Arc<Shared>,
+    (new, new_tls): (HubSettings, crate::tls::HubTls),
+) -> Result<String, String> {
+    let (old, old_tls) = (shared.settings(), shared.trust.loaded.get());
+    let plan = Plan::between(
+        &Summary::of(&old, &old_tls.digest),
+        &Summary::of(&new, &new_tls.digest),
+    );
     let new = keep_running(&old, new);
     let wanted: Vec<PortKey> = new.services.iter().flat_map(served::keys).collect();
     let have: HashSet<PortKey> = shared.ports_lock().keys().cloned().collect();
@@ -86,8 +92,9 @@ async fn apply(shared: &Arc<Shared>, new: HubSettings) -> Result<String, String>
         .map_err(|e| format!("{e:#}; nothing changed"))?;
     shared.set_settings(new);
     let new = shared.settings();
-    if old.tls_digest != new.tls_digest {
-        shared.set_tls(new.tls.clone());
+    if old_tls.digest != new_tls.digest {
+        shared.set_tls(new_tls.server.clone());
+        shared.trust.loaded.set(new_tls);
         if let Some(crl) = &new.crl
             && let Err(e) = super::crl::apply_serials(shared, crl)
         {
@@ -214,9 +221,9 @@ fn write_ready(shared: &Shared, fixed: ControlAddrs) {
         .unwrap_or_else(|p| p.into_inner())
         .clone();
     let Some(path) = path else { return };
-    let services = super::services_json(&shared.settings(), |n| shared.service_addr(n));
-    let json = super::ready_json(fixed, services);
-    if let Err(e) = super::write_ready(&path, &json) {
+    let services = super::ready::services_json(&shared.settings(), |n| shared.service_addr(n));
+    let json = super::ready::ready_json(fixed, services);
+    if let Err(e) = super::ready::write_ready(&path, &json) {
         tracing::warn!("{e:#}");
     }
 }

@@ -175,7 +175,8 @@ impl Shared {
             Bound::Tcp(listener) => {
                 let (sh, served2, offset) = (self.clone(), served.clone(), key.offset);
                 let accept = crate::net::accept_loop(listener, stop.clone(), move |tcp, peer| {
-                    super::player::on_accept(sh.clone(), served2.clone(), tcp, peer, offset)
+                    let parts = (&served2.svc, &served2.door, &served2.cut);
+                    super::player::on_accept(sh.clone(), parts, tcp, peer, offset)
                 });
                 self.tracker.spawn(accept.instrument(span))
             }

@@ -143,16 +143,7 @@ impl Sessions {
         } = login;
         let ip = ip.to_canonical();
         let mut st = self.lock();
-        for svc in &services {
-            if let Some(holder) = svc.served_by()
-                && holder != ep
-            {
-                return Err((
-                    RefusalKind::ServiceTaken,
-                    format!("service {} is already served by ep {holder}", svc.name),
-                ));
-            }
-        }
+        free_for(&services, ep)?;
         st.next_id += 1;
         let id = st.next_id;
         let end = Arc::new(EndSignal {
@@ -366,6 +357,21 @@ impl Sessions {
         }
         n
     }
+}
+
+/// Whether `services` are free for `ep` (served by nobody, or by it).
+fn free_for(services: &[Arc<Service>], ep: &str) -> Result<(), (RefusalKind, String)> {
+    for svc in services {
+        if let Some(holder) = svc.served_by()
+            && holder != ep
+        {
+            return Err((
+                RefusalKind::ServiceTaken,
+                format!("service {} is already served by ep {holder}", svc.name),
+            ));
+        }
+    }
+    Ok(())
 }
 
 fn lock(serving: &Serving) -> MutexGuard<'_, Vec<Arc<Service>>> {

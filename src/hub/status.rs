@@ -14,7 +14,8 @@ impl crate::admin::Source for Shared {
     }
 
     fn config(&self) -> Option<Value> {
-        let summary = crate::config::plan::Summary::of(&self.settings());
+        let tls = self.trust.loaded.get();
+        let summary = crate::config::plan::Summary::of(&self.settings(), &tls.digest);
         serde_json::to_value(summary).ok()
     }
 

@@ -299,10 +299,4 @@ impl Default for ServiceMeters {
     }
 }
 
-/// Byte counters a relay adds to as it goes, so traffic shows while a
-/// long session is still running.
-#[derive(Clone, Default)]
-pub struct Meter {
-    pub up: Counter,
-    pub down: Counter,
-}
+pub use crate::relay::Meter;

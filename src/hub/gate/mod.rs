@@ -16,7 +16,7 @@
 //! token) are charged to that ep's identity, not to its address.
 
 mod limits;
-pub(crate) mod penalties;
+pub(crate) use crate::penalties;
 
 pub use limits::PendingCaps;
 use limits::{Full, Limits, Place};

@@ -383,32 +383,13 @@ impl Service {
         let deadline = Instant::now() + wait;
         loop {
             // Over QUIC a stream is as cheap as a pooled channel: open one.
-            let quic = {
-                let st = self.lock();
-                st.attached
-                    .as_ref()
-                    .and_then(|a| Some((a.session, a.modern, a.link.clone()?)))
-            };
-            if let Some((session, modern, link)) = quic {
-                let opened = tokio::time::timeout_at(deadline, link.conn.open_bi()).await;
-                match opened {
-                    Ok(Ok((send, recv))) => {
-                        return Ok(Channel {
-                            session,
-                            modern,
-                            tunnel: Tunnel::Quic(link.stream(send, recv)),
-                        });
-                    }
-                    Ok(Err(_)) => {
-                        // The connection is gone; the ep will log in again.
-                        tokio::time::sleep(RETRY_DELAY.min(deadline - Instant::now())).await;
-                        if Instant::now() >= deadline {
-                            return Err(TakeError::Timeout(wait));
-                        }
-                        continue;
-                    }
-                    Err(_) => return Err(TakeError::Timeout(wait)),
+            match self.open_stream(deadline).await {
+                Some(Ok(ch)) => return Ok(ch),
+                Some(Err(())) if Instant::now() >= deadline => {
+                    return Err(TakeError::Timeout(wait));
                 }
+                Some(Err(())) => continue,
+                None => {}
             }
             let (next, mut attached) = {
                 let mut st = self.lock();
@@ -460,6 +441,35 @@ impl Service {
                 }
             }
         }
+    }
+}
+
+impl Service {
+    /// A stream on the attached QUIC session's connection, if the session
+    /// rides QUIC (None: it does not). `Err` after a connection that is
+    /// gone (the ep will log in again; asked again after a short delay) or
+    /// at the deadline.
+    async fn open_stream(&self, deadline: Instant) -> Option<Result<Channel, ()>> {
+        let (session, modern, link) = {
+            let st = self.lock();
+            st.attached
+                .as_ref()
+                .and_then(|a| Some((a.session, a.modern, a.link.clone()?)))
+        }?;
+        Some(
+            match tokio::time::timeout_at(deadline, link.conn.open_bi()).await {
+                Ok(Ok((send, recv))) => Ok(Channel {
+                    session,
+                    modern,
+                    tunnel: Tunnel::Quic(link.stream(send, recv)),
+                }),
+                Ok(Err(_)) => {
+                    tokio::time::sleep(RETRY_DELAY.min(deadline - Instant::now())).await;
+                    Err(())
+                }
+                Err(_) => Err(()),
+            },
+        )
     }
 }
 

@@ -54,46 +54,19 @@ impl Run {
     /// Everything from taking a channel to the end; why it ended.
     async fn carry(&self, down: &Down) -> String {
         let idle = self.door.limits().udp.idle_timeout;
-        // A player who stops sending while the ep is away needs no channel
-        // when it comes back: idleness counts from the start.
-        let taken = tokio::select! {
-            r = self.svc.take(self.shared.settings().timing.player_wait) => r,
-            _ = self.idle(idle) => return format!("idle for {idle:?} before a channel was ready"),
-            _ = self.flow.end.cancelled() => return "made room for a newer flow (not established)".into(),
-            _ = self.shared.shutdown.cancelled() => return "hub shutting down".into(),
+        let (tunnel, link, id) = match self.open(idle).await {
+            Ok(opened) => opened,
+            Err(why) => return why,
         };
-        let (named, mut tunnel) = match taken {
-            Ok(ch) => (ch.opened_by_hub(), ch.tunnel),
-            Err(e) => return e.to_string(),
-        };
-        self.door.started(&self.flow);
-        // Over QUIC the datagrams ride QUIC datagrams, tagged with an id.
-        let link = match &tunnel {
-            crate::quic::Tunnel::Quic(q) => q.link.clone(),
-            crate::quic::Tunnel::Tls(_) => None,
-        };
-        let id = link.as_ref().map(|l| l.next_id());
-        let (mut from_link, _registered) = match (&link, id) {
+        let mut from_link = None;
+        let _registered = match (&link, id) {
             (Some(l), Some(id)) => {
                 let (rx, reg) = l.register(id);
-                (Some(rx), Some(reg))
+                from_link = Some(rx);
+                Some(reg)
             }
-            _ => (None, None),
+            _ => None,
         };
-        let start = HubMsg::Start {
-            player: self.player,
-            service: self.socket.local_addr().ok(),
-            udp: true,
-            offset: self.offset,
-            flow: id,
-            name: named.then(|| self.svc.name.clone()),
-        };
-        let timeout = self.shared.settings().timing.handshake_timeout;
-        match tokio::time::timeout(timeout, proto::write_msg(&mut tunnel, &start)).await {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => return format!("channel failed at start: {e}"),
-            Err(_) => return "channel stalled at start".into(),
-        }
         let (mut rd, mut wr) = tokio::io::split(tunnel);
         let up = async {
             let mut out = Vec::new();
@@ -121,18 +94,7 @@ impl Run {
                 }
             }
         };
-        let to_player = async |d: Vec<u8>| {
-            self.door.touch(&self.flow);
-            self.flow.answered.store(true, Ordering::Relaxed);
-            down.datagrams.fetch_add(1, Ordering::Relaxed);
-            down.bytes.fetch_add(d.len() as u64, Ordering::Relaxed);
-            self.door.traffic.meter.down.inc_by(d.len() as u64);
-            // A full socket buffer or an unreachable player loses this
-            // datagram only, as the network would.
-            if let Err(e) = self.socket.send_to(&d, self.player).await {
-                tracing::debug!("udp send to player: {e}");
-            }
-        };
+        let to_player = async |d: Vec<u8>| self.to_player(down, d).await;
         let back = async {
             while let Some(d) = datagram::read(&mut rd).await? {
                 to_player(d).await;
@@ -165,6 +127,68 @@ impl Run {
         // close_notify tells the ep the flow is over, so it closes its socket.
         let _ = tokio::time::timeout(Duration::from_secs(1), tunnel.shutdown()).await;
         why
+    }
+
+    /// One datagram from home to the player.
+    async fn to_player(&self, down: &Down, d: Vec<u8>) {
+        self.door.touch(&self.flow);
+        self.flow.answered.store(true, Ordering::Relaxed);
+        down.datagrams.fetch_add(1, Ordering::Relaxed);
+        down.bytes.fetch_add(d.len() as u64, Ordering::Relaxed);
+        self.door.traffic.meter.down.inc_by(d.len() as u64);
+        // A full socket buffer or an unreachable player loses this
+        // datagram only, as the network would.
+        if let Err(e) = self.socket.send_to(&d, self.player).await {
+            tracing::debug!("udp send to player: {e}");
+        }
+    }
+
+    /// A channel for this flow, started: the tunnel, and over QUIC the
+    /// connection's datagram link and this flow's id on it. Or why not.
+    async fn open(
+        &self,
+        idle: Duration,
+    ) -> Result<
+        (
+            crate::hub::service::Tunnel,
+            Option<crate::quic::Link>,
+            Option<u32>,
+        ),
+        String,
+    > {
+        // A player who stops sending while the ep is away needs no channel
+        // when it comes back: idleness counts from the start.
+        let taken = tokio::select! {
+            r = self.svc.take(self.shared.settings().timing.player_wait) => r,
+            _ = self.idle(idle) => return Err(format!("idle for {idle:?} before a channel was ready")),
+            _ = self.flow.end.cancelled() => return Err("made room for a newer flow (not established)".into()),
+            _ = self.shared.shutdown.cancelled() => return Err("hub shutting down".into()),
+        };
+        let (named, mut tunnel) = match taken {
+            Ok(ch) => (ch.opened_by_hub(), ch.tunnel),
+            Err(e) => return Err(e.to_string()),
+        };
+        self.door.started(&self.flow);
+        // Over QUIC the datagrams ride QUIC datagrams, tagged with an id.
+        let link = match &tunnel {
+            crate::quic::Tunnel::Quic(q) => q.link.clone(),
+            crate::quic::Tunnel::Tls(_) => None,
+        };
+        let id = link.as_ref().map(|l| l.next_id());
+        let start = HubMsg::Start {
+            player: self.player,
+            service: self.socket.local_addr().ok(),
+            udp: true,
+            offset: self.offset,
+            flow: id,
+            name: named.then(|| self.svc.name.clone()),
+        };
+        let timeout = self.shared.settings().timing.handshake_timeout;
+        match tokio::time::timeout(timeout, proto::write_msg(&mut tunnel, &start)).await {
+            Ok(Ok(())) => Ok((tunnel, link, id)),
+            Ok(Err(e)) => Err(format!("channel failed at start: {e}")),
+            Err(_) => Err("channel stalled at start".into()),
+        }
     }
 
     /// Resolves once the flow has been silent both ways for `idle`.

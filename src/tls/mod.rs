@@ -4,6 +4,10 @@
 //! only and require certificates both ways: the hub a client-auth certificate
 //! from the ep, the ep a server-auth certificate naming the hub.
 
+mod loaded;
+
+pub use loaded::{EpTls, HubTls};
+
 use crate::proto::ALPN;
 use anyhow::{Context, Result, bail};
 use rustls::{
@@ -95,7 +99,7 @@ pub struct ServerMaterial {
 }
 
 impl ServerMaterial {
-    pub fn load(paths: &crate::config::hub::TlsPaths) -> Result<Self> {
+    pub fn load(paths: &crate::config::TlsPaths) -> Result<Self> {
         let certs = load_certs(&paths.cert)?;
         let key = load_key(&paths.key)?;
         // Pair them now, so a mismatch is named at start-up.
@@ -139,7 +143,7 @@ impl ServerMaterial {
             .with_no_client_auth()
             .with_single_cert(self.certs.clone(), self.key.clone_key())
             .context("the hub certificate does not match its key")?;
-        config.alpn_protocols = vec![crate::enrol::ALPN.to_vec()];
+        config.alpn_protocols = vec![crate::proto::ENROL_ALPN.to_vec()];
         Ok(Arc::new(config))
     }
 }
@@ -158,7 +162,7 @@ pub fn enrol_client_config(ca_der: &[u8]) -> Result<Arc<ClientConfig>> {
         .with_protocol_versions(&[&rustls::version::TLS13])?
         .with_webpki_verifier(verifier)
         .with_no_client_auth();
-    config.alpn_protocols = vec![crate::enrol::ALPN.to_vec()];
+    config.alpn_protocols = vec![crate::proto::ENROL_ALPN.to_vec()];
     Ok(Arc::new(config))
 }
 

@@ -1,4 +1,5 @@
-//! The bench's own services at "home": a sink and an echo.
+//! The TCP services at "home", in the bench's own process: a sink and
+//! an echo, reached directly, through ferry and through the baselines.
 
 use std::net::SocketAddr;
 use tokio::{

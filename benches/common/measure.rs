@@ -1,5 +1,6 @@
-//! One measurement each: throughput, ping-pong latency, connect to first
-//! byte, connection rate, idle players.
+//! One TCP measurement each: throughput, ping-pong latency, connect to
+//! first byte, connection rate, idle players; and the statistics the
+//! reports take of them.
 
 use std::{
     net::SocketAddr,
@@ -13,6 +14,15 @@ use tokio::{
 async fn connect(addr: SocketAddr) -> TcpStream {
     let s = TcpStream::connect(addr).await.expect("connect");
     s.set_nodelay(true).unwrap();
+    s
+}
+
+/// A new connection that has had one byte echoed: a player served.
+async fn echo_one(addr: SocketAddr) -> TcpStream {
+    let mut s = connect(addr).await;
+    s.write_all(b"x").await.unwrap();
+    let mut b = [0u8; 1];
+    s.read_exact(&mut b).await.unwrap();
     s
 }
 
@@ -69,10 +79,7 @@ pub async fn first_byte(addr: SocketAddr, samples: usize, gap: Duration) -> Vec<
     let mut out = Vec::with_capacity(samples);
     for _ in 0..samples {
         let t = Instant::now();
-        let mut s = connect(addr).await;
-        s.write_all(b"x").await.unwrap();
-        let mut b = [0u8; 1];
-        s.read_exact(&mut b).await.unwrap();
+        let s = echo_one(addr).await;
         out.push(t.elapsed());
         drop(s);
         // Players do not arrive back to back; give the pool its chance.
@@ -90,10 +97,7 @@ pub async fn connection_rate(addr: SocketAddr, workers: usize, dur: Duration) ->
             tokio::spawn(async move {
                 let mut n = 0u64;
                 while Instant::now() < end {
-                    let mut s = connect(addr).await;
-                    s.write_all(b"x").await.unwrap();
-                    let mut b = [0u8; 1];
-                    s.read_exact(&mut b).await.unwrap();
+                    let _s = echo_one(addr).await;
                     n += 1;
                 }
                 n
@@ -141,7 +145,13 @@ pub fn percentile(samples: &mut [Duration], p: f64) -> Duration {
     samples[i.min(samples.len() - 1)]
 }
 
+// A total order, so a NaN (a run that measured nothing) cannot panic the
+// report; finite figures sort as before.
 pub fn median(values: &mut [f64]) -> f64 {
-    values.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    values.sort_by(|a, b| a.total_cmp(b));
     values[values.len() / 2]
+}
+
+pub fn us(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e6
 }

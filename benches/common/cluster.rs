@@ -1,0 +1,58 @@
+//! The ferry processes under test: certificates and a token made here,
+//! the hub and ep settings every bench shares, and the processes started
+//! (and killed on drop) by the tests' harness.
+
+use super::ferryproc::{Ferry, HubProc};
+
+/// A temporary folder with a CA, the hub's certificate and one per ep
+/// name, and the token every ep logs in with; removed on drop.
+pub struct Cluster {
+    dir: tempfile::TempDir,
+    token: ferry::secret::Secret,
+}
+
+impl Cluster {
+    pub fn new(eps: &[&str]) -> Cluster {
+        let dir = tempfile::tempdir().unwrap();
+        ferry::certgen::GenCert {
+            dir: dir.path().to_path_buf(),
+            eps: eps.iter().map(|e| e.to_string()).collect(),
+            ..Default::default()
+        }
+        .run()
+        .unwrap();
+        let token = ferry::token::generate();
+        Cluster { dir, token }
+    }
+
+    /// Starts a hub on loopback that serves `services` services; `top` adds
+    /// top-level keys, `tables` the services and limits.
+    pub fn hub(&self, top: &str, tables: &str, services: usize) -> HubProc {
+        let hash = ferry::token::hash(&self.token).unwrap();
+        let toml = format!(
+            "control = \"127.0.0.1:0\"\nchannel = \"127.0.0.1:0\"\n{top}ep_allowlist = [\"127.0.0.1\"]\n\
+             token_hash = \"{hash}\"\nplayer_wait = \"60s\"\n\
+             [tls]\nca = \"ca.pem\"\ncert = \"hub.pem\"\nkey = \"hub.key\"\n{tables}"
+        );
+        let file = self.dir.path().join("hub.toml");
+        std::fs::write(&file, toml).unwrap();
+        HubProc::start(&file, &[], services)
+    }
+
+    /// Starts the ep certified as `name` against `hub` and returns once the
+    /// hub has logged it in, so no figure includes the login.
+    pub fn ep(&self, hub: &HubProc, name: &str, top: &str, tables: &str) -> Ferry {
+        let toml = format!(
+            "hub = \"{}\"\nchannel = \"{}\"\nserver_name = \"localhost\"\ntoken = \"{}\"\n{top}\
+             [tls]\nca = \"ca.pem\"\ncert = \"ep-{name}.pem\"\nkey = \"ep-{name}.key\"\n{tables}",
+            hub.control,
+            hub.channel,
+            self.token.expose()
+        );
+        let file = self.dir.path().join(format!("ep-{name}.toml"));
+        std::fs::write(&file, toml).unwrap();
+        let ep = Ferry::spawn("ep", &file, &[]);
+        hub.proc.wait_line("ep logged in");
+        ep
+    }
+}

@@ -1,0 +1,112 @@
+//! A read-only view of a running hub: what tests, `--ready-file` users and
+//! the status page ask it (addresses, counts, watches), never a way in.
+
+use super::Shared;
+use std::{net::SocketAddr, sync::Arc};
+use tokio::sync::watch;
+
+/// Read-only view of a running hub, for tests and status.
+#[derive(Clone)]
+pub struct HubHandle {
+    pub(super) shared: Arc<Shared>,
+}
+
+impl HubHandle {
+    /// Control-port connections authenticating right now.
+    pub fn pending_logins(&self) -> usize {
+        self.shared.logins.gate.pending()
+    }
+
+    /// The most control-port connections ever authenticating at once.
+    pub fn peak_pending_logins(&self) -> usize {
+        self.shared.logins.gate.peak()
+    }
+
+    /// The most Argon2 verifications ever running at once, and their total.
+    pub fn argon2_runs(&self) -> (usize, u64) {
+        (
+            self.shared.logins.argon2_stats.peak(),
+            self.shared.logins.argon2_stats.total(),
+        )
+    }
+
+    /// Refusals since start, by kind.
+    pub fn refusals(&self) -> std::collections::BTreeMap<&'static str, u64> {
+        self.shared.refusals.totals()
+    }
+
+    /// Ready channels of `service`, updated as they come and go.
+    pub fn pool_ready(&self, service: &str) -> Option<watch::Receiver<usize>> {
+        self.shared.service(service).map(|s| s.watch_ready())
+    }
+
+    /// The ep serving `service` now, if any.
+    pub fn served_by(&self, service: &str) -> Option<String> {
+        self.shared.service(service)?.served_by()
+    }
+
+    /// Whether `ep`'s session rides QUIC (None: not logged in).
+    pub fn over_quic(&self, ep: &str) -> Option<bool> {
+        self.shared.sessions.over_quic(ep)
+    }
+
+    /// Where the QUIC door listens, if it is on.
+    pub fn quic_addr(&self) -> Option<SocketAddr> {
+        self.shared
+            .quic
+            .endpoint
+            .as_ref()
+            .and_then(|e| e.local_addr().ok())
+    }
+
+    /// QUIC connections open now (logged in, logging in, or draining).
+    pub fn quic_connections(&self) -> usize {
+        self.shared
+            .quic
+            .endpoint
+            .as_ref()
+            .map_or(0, |e| e.open_connections())
+    }
+
+    /// Eps enrolled with an invite since start.
+    pub fn enrolments(&self) -> u64 {
+        self.shared.metrics.enrolments.get()
+    }
+
+    /// Where `ferry ep join` connects, if enrolment is on.
+    pub fn enrol_addr(&self) -> Option<SocketAddr> {
+        self.shared.addrs.get()?.enrol
+    }
+
+    /// UDP flows of `service` now.
+    pub fn udp_flows(&self, service: &str) -> Option<usize> {
+        self.shared.served(service)?.udp.as_ref().map(|d| d.flows())
+    }
+
+    /// Players on `service` now (admitted by its door).
+    pub fn players(&self, service: &str) -> Option<usize> {
+        self.shared.served(service).map(|s| s.door.players())
+    }
+
+    /// Where players of `service` connect now (it may have been added or
+    /// moved by a reload).
+    pub fn service_addr(&self, service: &str) -> Option<SocketAddr> {
+        self.shared.service_addr(service)
+    }
+
+    /// Reloads finished since start (applied or refused), and the last
+    /// outcome: the plan line, or why the new configuration was refused.
+    pub fn reloads(&self) -> watch::Receiver<(u64, Result<String, String>)> {
+        self.shared.reloads.subscribe()
+    }
+
+    /// Number of logged-in eps, updated as they come and go.
+    pub fn sessions(&self) -> watch::Receiver<usize> {
+        self.shared.sessions.watch_count()
+    }
+
+    /// Successful ep logins since start.
+    pub fn logins(&self) -> watch::Receiver<u64> {
+        self.shared.sessions.watch_logins()
+    }
+}

@@ -1,0 +1,40 @@
+//! `--ready-file`: every bound address as JSON, written once every port
+//! listens and again after each reload, so scripts and tests learn the
+//! ports from a file rather than from log lines.
+
+use super::ControlAddrs;
+use crate::config::hub::HubSettings;
+use anyhow::{Context, Result};
+use std::net::SocketAddr;
+
+/// Each service's first address, as `--ready-file` lists them.
+pub(super) fn services_json(
+    settings: &HubSettings,
+    addr: impl Fn(&str) -> Option<SocketAddr>,
+) -> serde_json::Map<String, serde_json::Value> {
+    settings
+        .services
+        .iter()
+        .filter_map(|s| Some((s.name.clone(), addr(&s.name)?.to_string().into())))
+        .collect()
+}
+
+pub(super) fn ready_json(
+    a: ControlAddrs,
+    services: serde_json::Map<String, serde_json::Value>,
+) -> String {
+    serde_json::json!({
+        "control": a.control.to_string(),
+        "channel": a.channel.to_string(),
+        "services": services,
+        "admin": a.admin.map(|a| a.to_string()),
+        "enrol": a.enrol.map(|a| a.to_string()),
+        "quic": a.quic.map(|a| a.to_string()),
+    })
+    .to_string()
+}
+
+pub(super) fn write_ready(path: &std::path::Path, json: &str) -> Result<()> {
+    crate::certgen::write_file(path, json.as_bytes(), 0o644, true)
+        .with_context(|| format!("--ready-file {}", path.display()))
+}

@@ -1,0 +1,68 @@
+//! The hub's TLS as it stands: the acceptor the control and channel doors
+//! use (swapped when the revocation list or a certificate changes), the
+//! files as loaded, and the revoked serials that resumed sessions are
+//! checked against.
+
+use crate::tls::HubTls;
+use std::{
+    collections::HashSet,
+    sync::{Arc, RwLock},
+};
+use tokio::net::TcpStream;
+use tokio_rustls::{TlsAcceptor, server::TlsStream};
+
+pub(crate) struct Trust {
+    acceptor: RwLock<TlsAcceptor>,
+    /// The TLS files as loaded (swapped by a reload that changes them).
+    pub loaded: crate::swap::Swap<HubTls>,
+    /// Serials in the revocation list, for resumed sessions (which skip
+    /// certificate verification).
+    pub revoked: RwLock<HashSet<String>>,
+}
+
+impl Trust {
+    pub fn new(loaded: HubTls, revoked: HashSet<String>) -> Trust {
+        Trust {
+            acceptor: RwLock::new(TlsAcceptor::from(loaded.server.clone())),
+            loaded: crate::swap::Swap::new(loaded),
+            revoked: RwLock::new(revoked),
+        }
+    }
+
+    /// New handshakes use `config`.
+    pub fn set_acceptor(&self, config: Arc<rustls::ServerConfig>) {
+        *self.acceptor.write().unwrap_or_else(|p| p.into_inner()) = TlsAcceptor::from(config);
+    }
+
+    /// The TLS handshake of the control and channel doors. On failure the
+    /// connection is closed so that the peer reads the alert saying why.
+    pub async fn accept_tls(&self, tcp: TcpStream) -> std::io::Result<TlsStream<TcpStream>> {
+        let acceptor = self
+            .acceptor
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        match acceptor.accept(tcp).into_fallible().await {
+            Ok(tls) => Ok(tls),
+            Err((e, tcp)) => {
+                crate::net::linger_close(tcp).await;
+                Err(e)
+            }
+        }
+    }
+
+    /// A resumed TLS session skips certificate verification (rustls
+    /// restores the client certificate from the session), so check what
+    /// verification would have: the validity window and the CRL.
+    pub fn check_resumed<S>(&self, tls: &TlsStream<S>) -> Result<(), &'static str> {
+        let conn = tls.get_ref().1;
+        if conn.handshake_kind() != Some(rustls::HandshakeKind::Resumed) {
+            return Ok(());
+        }
+        let Some(cert) = conn.peer_certificates().and_then(|c| c.first()) else {
+            return Err("no client certificate");
+        };
+        let revoked = self.revoked.read().unwrap_or_else(|p| p.into_inner());
+        crate::tls::check_resumed(cert, &revoked)
+    }
+}
