@@ -412,3 +412,45 @@ async fn one_source_cannot_hold_the_admin_door_with_unfinished_requests() {
     assert_eq!(other, Some(200));
     drop(stalled);
 }
+
+/// What an ep says its version is becomes a metric label: only a short,
+/// plain string is kept, and an ep's series goes when the ep does, so eps
+/// that come and go (or lie) cannot grow the hub's metrics.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_eps_version_label_is_bounded_and_gone_with_the_ep() {
+    let certs = Certs::new();
+    let hub = TestHub::start(&certs, &admin_opts()).await;
+    let admin = hub.admin.unwrap();
+    let mut tls = raw_control(&certs, &hub).await;
+    let software = "x".repeat(10_000);
+    let hello = ferry::proto::EpMsg::Hello {
+        version: ferry::proto::PROTOCOL_VERSION,
+        token: ferry::secret::Secret::new(TOKEN),
+        services: vec!["echo".into()],
+        features: ferry::proto::features(),
+        software: Some(software.clone()),
+        shapes: Default::default(),
+    };
+    ferry::proto::write_msg(&mut tls, &hello).await.unwrap();
+    let welcome: ferry::proto::HubMsg = ferry::proto::read_msg(&mut tls).await.unwrap();
+    assert!(
+        matches!(welcome, ferry::proto::HubMsg::Welcome { .. }),
+        "{welcome:?}"
+    );
+    hub.wait_sessions(1).await;
+    let (_, during) = get(admin, "/metrics", None).await;
+    let line = during
+        .lines()
+        .find(|l| l.starts_with("ferry_ep_connected{ep=\"home\""))
+        .expect("the ep's series")
+        .to_string();
+    println!("figure: a 10,000-character version became: {line}");
+    assert!(line.len() < 100, "{line}");
+    drop(tls);
+    hub.wait_sessions(0).await;
+    let (_, after) = get(admin, "/metrics", None).await;
+    assert!(
+        !after.contains("ferry_ep_connected{ep=\"home\""),
+        "the gone ep's series stayed: {after}"
+    );
+}

@@ -224,3 +224,62 @@ async fn each_ep_can_have_its_own_token() {
             .is_ok()
     );
 }
+
+/// An ep configuration saved while the ep's login is in flight (after its
+/// hello, before the hub's welcome) is announced on the session at once,
+/// not lost until the next change.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_during_the_login_is_announced_once_the_session_starts() {
+    let certs = Certs::new();
+    let fake = FutureHub::start(&certs).await;
+    let (control, channel) = (
+        fake.control.local_addr().unwrap(),
+        fake.channel.local_addr().unwrap(),
+    );
+    let home = echo_server().await;
+    let eo = |services: &[&str]| {
+        let list = services.iter().map(|s| (s.to_string(), home)).collect();
+        EpOpts::new(&certs, list)
+    };
+    let file = write_ep_toml(&certs, control, channel, &eo(&["a"]));
+    let settings = ferry::config::ep::EpConfig::load(&file, Default::default())
+        .unwrap()
+        .check(&file)
+        .unwrap();
+    let (_ep, handle) = TestEp::start_with_handle(settings).await;
+    let (tcp, _) = fake.control.accept().await.unwrap();
+    let mut tls = fake.acceptor.accept(tcp).await.unwrap();
+    let EpMsg::Hello { services, .. } = proto::read_msg(&mut tls).await.unwrap() else {
+        panic!("no hello")
+    };
+    assert_eq!(services, vec!["a".to_string()]);
+    // Saved while the hub has not answered yet.
+    let mut reloads = handle.reloads();
+    let fresh = write_ep_toml(&certs, control, channel, &eo(&["a", "b"]));
+    std::fs::rename(fresh, &file).unwrap();
+    tokio::time::timeout(Duration::from_secs(10), reloads.wait_for(|n| *n >= 1))
+        .await
+        .expect("the ep reloaded")
+        .unwrap();
+    let welcome = HubMsg::Welcome {
+        heartbeat_ms: 200,
+        heartbeat_timeout_ms: 5000,
+        idle_timeout_ms: 60_000,
+        version: Some(proto::PROTOCOL_VERSION),
+        features: proto::features(),
+        services: Default::default(),
+        quic: None,
+    };
+    proto::write_msg(&mut tls, &welcome).await.unwrap();
+    let announced = tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            match proto::read_msg::<_, EpMsg>(&mut tls).await.unwrap() {
+                EpMsg::Services { services, .. } => return services,
+                _ => continue,
+            }
+        }
+    })
+    .await
+    .expect("the change saved during the login was announced");
+    assert_eq!(announced, vec!["a".to_string(), "b".to_string()]);
+}

@@ -43,13 +43,13 @@ impl Target {
 
 pub(super) async fn run(ep: Arc<Ep>, service: String, ticket: String, target: Target) {
     let s = ep.settings();
-    let Some(local) = s.services.get(&service).cloned() else {
+    if !s.services.contains_key(&service) {
         tracing::warn!(
             service,
             "hub asked for a channel of a service this ep does not serve"
         );
         return target.failed(&service, ticket, "not served by this ep".into());
-    };
+    }
     let Ok(waiting) = ep.waiting.clone().try_acquire_owned() else {
         tracing::warn!(
             service,
@@ -92,6 +92,15 @@ pub(super) async fn run(ep: Arc<Ep>, service: String, ticket: String, target: Ta
         Err(_) => return tracing::debug!(service, "idle channel expired"),
     };
     drop(waiting); // carrying a player now, no longer waiting
+    // The service as configured now, not when the channel opened: a reload
+    // meanwhile may have re-pointed `local` or turned PROXY headers on.
+    let Some(local) = ep.settings().services.get(&service).cloned() else {
+        tls.abort();
+        return tracing::warn!(
+            service,
+            "a player arrived for a service this ep no longer serves"
+        );
+    };
     started(ep, service, local, tls, msg, target.hub_ip).await;
 }
 

@@ -80,6 +80,8 @@ pub(crate) struct Ep {
     offered: tokio::sync::watch::Sender<u64>,
     /// A reload changed the ep's identity: the session logs in again.
     relogin: tokio::sync::Notify,
+    /// Reloads applied since start.
+    reloaded: tokio::sync::watch::Sender<u64>,
     quic: std::sync::Mutex<QuicState>,
     /// Channels opening or waiting for a player. The hub asks for a few
     /// per service; this bound keeps a misbehaving hub from making the ep
@@ -145,6 +147,7 @@ pub async fn bind(
         tls: crate::swap::Swap::new(tls),
         offered: tokio::sync::watch::Sender::new(0),
         relogin: tokio::sync::Notify::new(),
+        reloaded: tokio::sync::watch::Sender::new(0),
         quic: std::sync::Mutex::default(),
         waiting: Arc::new(tokio::sync::Semaphore::new(MAX_WAITING_CHANNELS)),
         tracker: TaskTracker::new(),
@@ -173,6 +176,11 @@ impl Ep {
 pub struct Handle(Arc<Ep>);
 
 impl Handle {
+    /// Reloads applied since start, updated as they land.
+    pub fn reloads(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.0.reloaded.subscribe()
+    }
+
     pub fn rebind_quic(&self) -> std::io::Result<()> {
         self.0.rebind_quic(None)
     }
@@ -233,7 +241,10 @@ async fn main_loop(ep: Arc<Ep>, immediate: CancellationToken) -> Result<()> {
     let mut backoff = Backoff::new(t.backoff_min, t.backoff_max);
     while !shutdown.is_cancelled() {
         // Each attempt with the settings as they are now (a reload may
-        // have changed the token or the certificate).
+        // have changed the token or the certificate). The services offered
+        // are read before them: a reload that lands during the login is
+        // then seen as one the session must announce.
+        let offered = *ep.offered.borrow();
         let s = ep.settings();
         tracing::info!(hub = %s.hub, "connecting to hub");
         let attempt = tokio::select! {
@@ -245,7 +256,7 @@ async fn main_loop(ep: Arc<Ep>, immediate: CancellationToken) -> Result<()> {
                 connected(&ep, &s, &welcome);
                 let link = welcome.link.clone();
                 let began = tokio::time::Instant::now();
-                let end = session(&ep, tls, welcome).await;
+                let end = session(&ep, tls, welcome, offered).await;
                 if let Some(link) = link {
                     close_when_idle(&ep, link);
                 }
@@ -344,7 +355,7 @@ fn login_failed(ep: &Ep, e: &LoginError, backoff: &mut Backoff) -> Duration {
 }
 
 /// Serves one control session; returns why it ended.
-async fn session(ep: &Arc<Ep>, tls: login::Path, w: Welcome) -> End {
+async fn session(ep: &Arc<Ep>, tls: login::Path, w: Welcome, offered_at_hello: u64) -> End {
     if let Some(port) = w.quic_port {
         ep.quic_lock().port = Some(port);
     }
@@ -377,7 +388,12 @@ async fn session(ep: &Arc<Ep>, tls: login::Path, w: Welcome) -> End {
     let mut tick = tokio::time::interval(w.heartbeat);
     let mut silence = Box::pin(tokio::time::sleep(w.heartbeat_timeout));
     let mut offered = ep.offered.subscribe();
-    offered.mark_unchanged();
+    if *offered.borrow() == offered_at_hello {
+        offered.mark_unchanged();
+    } else {
+        // Changed since the hello was built: announce at once.
+        offered.mark_changed();
+    }
     loop {
         let out = tokio::select! {
             msg = rd.read::<HubMsg>() => {

@@ -47,6 +47,7 @@ pub(super) async fn watch(ep: Arc<Ep>) {
             Ok(Ok(new)) => {
                 let plan = apply(&ep, new);
                 tracing::info!("configuration reloaded ({}): {plan}", why.as_str());
+                ep.reloaded.send_modify(|n| *n += 1);
             }
             Ok(Err(e)) => tracing::warn!(
                 "configuration reload ({}) refused, the running configuration stays: {e:#}",

@@ -268,7 +268,7 @@ pub(super) async fn authenticate(
             ep: &ep,
             serial: &peer.serial,
             ip: addr.ip(),
-            version: software.as_deref().unwrap_or("unknown"),
+            version: &software_label(software.as_deref()),
             modern,
             // Its datagrams are read from a session on, not before.
             link: quic.map(crate::quic::Link::new),
@@ -401,6 +401,26 @@ fn welcome(
         quic: shared
             .quic_port()
             .filter(|_| features.iter().any(|f| f == proto::feature::QUIC)),
+    }
+}
+
+/// The ep's ferry version as a metric label and a status-page line: what
+/// an ep says is its own business, so only a short, plain string is kept
+/// (labels are series; a label of any length and any content would let one
+/// ep grow the hub's metrics without bound).
+fn software_label(software: Option<&str>) -> String {
+    const MAX: usize = 32;
+    match software {
+        Some(s)
+            if !s.is_empty()
+                && s.len() <= MAX
+                && s.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "._+-".contains(c)) =>
+        {
+            s.to_string()
+        }
+        Some(_) => "other".into(),
+        None => "unknown".into(),
     }
 }
 

@@ -210,14 +210,13 @@ impl Sessions {
         })
     }
 
+    /// An ep (or its version) is gone: its series goes too, so eps come
+    /// and go without the hub's metrics growing.
     fn mark_gone(&self, ep: &str, version: &str) {
-        self.metrics
-            .ep_connected
-            .get_or_create(&crate::metrics::EpLabel {
-                ep: ep.to_string(),
-                version: version.to_string(),
-            })
-            .set(0);
+        self.metrics.ep_connected.remove(&crate::metrics::EpLabel {
+            ep: ep.to_string(),
+            version: version.to_string(),
+        });
     }
 
     /// Whether `ep`'s session rides QUIC, if it is logged in.
