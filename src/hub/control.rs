@@ -260,7 +260,7 @@ pub(super) async fn authenticate(
     let modern = !features.is_empty();
     let login = async {
         check_version(version)?;
-        verify_token(shared, &ep, token).await?;
+        let hash = verify_token(shared, &ep, token).await?;
         let (offer, matched) = match_offer(shared, &ep, services, shapes, &features)?;
         let welcome = welcome(shared, modern, version, &features, &offer, &matched);
         warn_if_expiring(&peer);
@@ -273,9 +273,10 @@ pub(super) async fn authenticate(
             // Its datagrams are read from a session on, not before.
             link: quic.map(crate::quic::Link::new),
         };
+        let still_valid = || still_valid(shared, &ep, &hash, addr.ip(), &peer.serial);
         let guard = shared
             .sessions
-            .register(login, offer, matched.services, ctrl)
+            .register(login, offer, matched.services, ctrl, still_valid)
             .map_err(|(kind, why)| Verdict::no(kind, why))?;
         Ok::<_, Verdict>((guard, welcome))
     };
@@ -287,6 +288,38 @@ pub(super) async fn authenticate(
     // Written directly, so it precedes the `Open`s registering just queued.
     proto::write_msg(&mut tls, &welcome).await?;
     Ok((tls, guard, modern))
+}
+
+/// What the login proved, against the settings and revocation list as
+/// they are at registration: a token hash, allowlist or CRL changed while
+/// Argon2 ran refuses the login (the reload's own sweep only sees
+/// sessions already registered).
+fn still_valid(
+    shared: &Shared,
+    ep: &str,
+    hash: &str,
+    ip: std::net::IpAddr,
+    serial: &str,
+) -> Result<(), (RefusalKind, String)> {
+    let s = shared.settings();
+    if s.credentials.for_ep(ep) != Some(hash) {
+        let why =
+            "this ep's token changed on the hub during the login; log in with the current one";
+        return Err((RefusalKind::WrongToken, why.into()));
+    }
+    if !s.allowlist.contains(ip) {
+        let why = "the ep's address left ep_allowlist during the login";
+        return Err((RefusalKind::Other, why.into()));
+    }
+    let revoked = shared
+        .trust
+        .revoked
+        .read()
+        .unwrap_or_else(|p| p.into_inner());
+    if revoked.contains(serial) {
+        return Err((RefusalKind::Other, "certificate revoked".into()));
+    }
+    Ok(())
 }
 
 fn check_version(version: u32) -> Result<(), Verdict> {
@@ -306,7 +339,7 @@ async fn verify_token(
     shared: &Arc<Shared>,
     ep: &str,
     token: crate::secret::Secret,
-) -> Result<(), Verdict> {
+) -> Result<String, Verdict> {
     let wrong = || Verdict::no(RefusalKind::WrongToken, "wrong token");
     let Some(hash) = shared.settings().credentials.for_ep(ep).map(str::to_owned) else {
         let why = format!("no token_hash for ep {ep:?} (add [eps.{ep}] or a top-level token_hash)");
@@ -326,6 +359,7 @@ async fn verify_token(
         });
     };
     let stats = shared.logins.argon2_stats.clone();
+    let hash_used = hash.clone();
     let good = tokio::task::spawn_blocking(move || {
         let _running = stats.enter();
         let ok = token::verify(&token, &hash);
@@ -336,7 +370,7 @@ async fn verify_token(
     .unwrap_or(false);
     if good {
         count(crate::metrics::Outcome::Ok);
-        Ok(())
+        Ok(hash_used)
     } else {
         count(crate::metrics::Outcome::Wrong);
         Err(wrong())

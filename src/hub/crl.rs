@@ -66,12 +66,15 @@ fn reload(shared: &Shared, path: &Path) -> anyhow::Result<()> {
 pub(super) fn apply_serials(shared: &Shared, path: &Path) -> anyhow::Result<()> {
     let serials = crate::tls::crl_serials(path)?;
     let count = serials.len();
-    let closed = shared.sessions.revoke(&serials);
+    // The list first, then the sweep: a login registering in between
+    // checks the new list (see `Sessions::register`), one registered
+    // before is swept.
     *shared
         .trust
         .revoked
         .write()
-        .unwrap_or_else(|p| p.into_inner()) = serials;
+        .unwrap_or_else(|p| p.into_inner()) = serials.clone();
+    let closed = shared.sessions.revoke(&serials);
     tracing::info!(
         revoked = count,
         sessions_closed = closed,

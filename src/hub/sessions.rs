@@ -126,12 +126,17 @@ impl Sessions {
 
     /// Registers `ep` as serving `services`. An earlier session of the same
     /// ep is replaced; a service held by another ep refuses the login.
+    /// `still_valid` re-checks the login's credential against the settings
+    /// current now, under the same lock a reload's or a CRL's sweep takes:
+    /// a rotation either finds this session to close or refuses it here,
+    /// never neither.
     pub fn register(
         self: &Arc<Self>,
         login: Login<'_>,
         offer: Offer,
         services: Vec<Arc<Service>>,
         ctrl: mpsc::Sender<HubMsg>,
+        still_valid: impl FnOnce() -> Result<(), (RefusalKind, String)>,
     ) -> Result<SessionGuard, (RefusalKind, String)> {
         let Login {
             ep,
@@ -143,6 +148,7 @@ impl Sessions {
         } = login;
         let ip = ip.to_canonical();
         let mut st = self.lock();
+        still_valid()?;
         free_for(&services, ep)?;
         st.next_id += 1;
         let id = st.next_id;
