@@ -82,3 +82,77 @@ async fn a_player_after_an_ep_reload_reaches_the_new_local_address(t: Transport)
         );
     }
 }
+
+/// A service moved from one ep to another by reloading both: even when the
+/// new ep's offer lands first (and is refused, the old one still holding
+/// it), the service is handed over as soon as the old ep lets it go.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_service_moved_between_eps_is_handed_over() {
+    let certs = Certs::new();
+    let o = HubOpts {
+        services: vec!["a".into(), "b".into(), "s".into()],
+        ..Default::default()
+    };
+    let hub = TestHub::start(&certs, &o).await;
+    let echo = echo_server().await;
+    let (at_home, at_other) = (tagged(b"A").await, tagged(b"B").await);
+    let ep_file = |cert: &str, services: Vec<(&str, SocketAddr)>| {
+        let mut eo = EpOpts::new(
+            &certs,
+            services
+                .into_iter()
+                .map(|(n, a)| (n.to_string(), a))
+                .collect(),
+        );
+        eo.cert = cert.into();
+        write_ep_toml(&certs, hub.control, hub.channel, &eo)
+    };
+    let load = |file: &std::path::Path| {
+        ferry::config::ep::EpConfig::load(file, Default::default())
+            .unwrap()
+            .check(file)
+            .unwrap()
+    };
+    let home_file = ep_file("home", vec![("a", echo), ("s", at_home)]);
+    let other_file = ep_file("other", vec![("b", echo)]);
+    let (_home, home) = TestEp::start_with_handle(load(&home_file)).await;
+    let (_other, other) = TestEp::start_with_handle(load(&other_file)).await;
+    hub.wait_sessions(2).await;
+    assert_eq!(hub.handle.served_by("s").as_deref(), Some("home"));
+    // The new ep's reload lands first: refused, home still holds s.
+    let mut reloads = other.reloads();
+    let fresh = ep_file("other", vec![("b", echo), ("s", at_other)]);
+    std::fs::rename(fresh, &other_file).unwrap();
+    tokio::time::timeout(Duration::from_secs(10), reloads.wait_for(|n| *n >= 1))
+        .await
+        .unwrap()
+        .unwrap();
+    common::udp::eventually(
+        "other's offer of s reached the hub",
+        Duration::from_secs(5),
+        || hub.handle.offered_by("s").contains(&"other".to_string()),
+    )
+    .await;
+    assert_eq!(hub.handle.served_by("s").as_deref(), Some("home"));
+    // Then the old ep lets it go.
+    let mut reloads = home.reloads();
+    let fresh = ep_file("home", vec![("a", echo)]);
+    std::fs::rename(fresh, &home_file).unwrap();
+    tokio::time::timeout(Duration::from_secs(10), reloads.wait_for(|n| *n >= 1))
+        .await
+        .unwrap()
+        .unwrap();
+    common::udp::eventually("s handed over to other", Duration::from_secs(5), || {
+        hub.handle.served_by("s").as_deref() == Some("other")
+    })
+    .await;
+    let mut p = tokio::net::TcpStream::connect(hub.service("s"))
+        .await
+        .unwrap();
+    let mut tag = [0u8; 1];
+    tokio::time::timeout(Duration::from_secs(10), p.read_exact(&mut tag))
+        .await
+        .expect("a player on s was served")
+        .unwrap();
+    assert_eq!(&tag, b"B");
+}

@@ -582,9 +582,20 @@ fn reannounced(
     let mut matched = offer.resolve(shared);
     // A contradicted shape refuses that service, not the session.
     matched.refused.append(&mut matched.mismatch);
-    let taken = shared
+    let (taken, released) = shared
         .sessions
         .reoffer(guard.id, offer, matched.services.clone());
+    // A service this ep let go goes to another ep that offered it (an ep
+    // whose reload offering it landed before this one's dropping it).
+    for svc in released {
+        let settings = shared.settings();
+        if let Some(s) = settings.service(&svc.name) {
+            let (kind, ports) = (s.kind, s.bind.count);
+            shared
+                .sessions
+                .adopt(&svc, |offer| offer.fits(&svc.name, kind, ports));
+        }
+    }
     for (name, why) in taken {
         matched.shapes.remove(&name);
         matched.refused.insert(name, why);

@@ -40,6 +40,11 @@ impl HubHandle {
         self.shared.service(service).map(|s| s.watch_ready())
     }
 
+    /// The eps whose latest offer names `service` (serving it or not).
+    pub fn offered_by(&self, service: &str) -> Vec<String> {
+        self.shared.sessions.offering(service)
+    }
+
     /// The ep serving `service` now, if any.
     pub fn served_by(&self, service: &str) -> Option<String> {
         self.shared.service(service)?.served_by()

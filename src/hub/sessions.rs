@@ -256,17 +256,30 @@ impl Sessions {
                 continue;
             }
             if let Err(why) = fits(&e.offer) {
-                tracing::warn!(ep, service = %svc.name, "the ep cannot serve the added service: {why}");
+                tracing::warn!(ep, service = %svc.name, "the ep cannot serve the service it offered: {why}");
                 continue;
             }
             // Two eps offering it: the first keeps it, as at login.
             if let Some(holder) = svc.served_by() {
-                tracing::warn!(ep, service = %svc.name, "the added service is already served by ep {holder}");
+                tracing::warn!(ep, service = %svc.name, "the service it offered is already served by ep {holder}");
                 continue;
             }
             attach(svc, e, ep);
-            tracing::info!(ep, service = %svc.name, "the ep serves the added service");
+            tracing::info!(ep, service = %svc.name, "the ep serves the service it offered");
         }
+    }
+
+    /// The eps whose latest offer names `service`.
+    pub fn offering(&self, service: &str) -> Vec<String> {
+        let st = self.lock();
+        let mut eps: Vec<String> = st
+            .by_ep
+            .iter()
+            .filter(|(_, e)| e.offer.names.iter().any(|n| n == service))
+            .map(|(ep, _)| ep.clone())
+            .collect();
+        eps.sort();
+        eps
     }
 
     /// A service whose type or ports a reload may have changed: the
@@ -297,23 +310,26 @@ impl Sessions {
 
     /// The ep of `session` re-announced: it serves `services` from now on.
     /// Services taken by another ep stay with it; they are returned as
-    /// refused with the reason.
+    /// refused with the reason. Services this ep let go are returned too,
+    /// for another ep that offers them to take over (`adopt`).
     pub fn reoffer(
         &self,
         session: u64,
         offer: Offer,
         services: Vec<Arc<Service>>,
-    ) -> Vec<(String, String)> {
+    ) -> (Vec<(String, String)>, Vec<Arc<Service>>) {
         let mut st = self.lock();
         let Some((ep, e)) = st.by_ep.iter_mut().find(|(_, e)| e.session == session) else {
-            return Vec::new();
+            return (Vec::new(), Vec::new());
         };
         e.offer = offer;
         let mut refused = Vec::new();
+        let mut released = Vec::new();
         let old = std::mem::take(&mut *lock(&e.serving));
         for svc in &old {
             if !services.iter().any(|s| Arc::ptr_eq(s, svc)) {
                 svc.detach(session);
+                released.push(svc.clone());
             }
         }
         for svc in services {
@@ -326,7 +342,7 @@ impl Sessions {
                 _ => attach(&svc, e, ep),
             }
         }
-        refused
+        (refused, released)
     }
 
     /// Ends the sessions `doomed` picks (by ep name and address: for a
