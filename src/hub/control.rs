@@ -277,7 +277,14 @@ pub(super) async fn authenticate(
         let guard = shared
             .sessions
             .register(login, offer, matched.services, ctrl, still_valid)
-            .map_err(|(kind, why)| Verdict::no(kind, why))?;
+            .map_err(|(kind, why)| Verdict {
+                // A credential that changed during the login: the ep
+                // may well hold the new one, so it comes back soon
+                // (and no identity penalty is charged).
+                retry: kind == RefusalKind::Other,
+                kind,
+                why,
+            })?;
         Ok::<_, Verdict>((guard, welcome))
     };
     let (guard, welcome) = match login.await {
@@ -305,7 +312,7 @@ fn still_valid(
     if s.credentials.for_ep(ep) != Some(hash) {
         let why =
             "this ep's token changed on the hub during the login; log in with the current one";
-        return Err((RefusalKind::WrongToken, why.into()));
+        return Err((RefusalKind::Other, why.into()));
     }
     if !s.allowlist.contains(ip) {
         let why = "the ep's address left ep_allowlist during the login";
@@ -589,7 +596,11 @@ fn reannounced(
     // whose reload offering it landed before this one's dropping it).
     for svc in released {
         let settings = shared.settings();
-        if let Some(s) = settings.service(&svc.name) {
+        // Not a service a reload removed meanwhile.
+        let current = shared
+            .service(&svc.name)
+            .is_some_and(|cur| Arc::ptr_eq(&cur, &svc));
+        if let Some(s) = settings.service(&svc.name).filter(|_| current) {
             let (kind, ports) = (s.kind, s.bind.count);
             shared
                 .sessions

@@ -189,9 +189,11 @@ fn services(shared: &Arc<Shared>, new: &HubSettings) {
     for s in &new.services {
         if let Some(one) = shared.served(&s.name) {
             let name = &s.name;
-            shared
-                .sessions
-                .recheck(&one.svc, |offer| offer.fits(name, s.kind, s.bind.count));
+            let fits = |offer: &super::offer::Offer| offer.fits(name, s.kind, s.bind.count);
+            // Reshaped out of one ep's reach, perhaps into another's.
+            if shared.sessions.recheck(&one.svc, fits) {
+                shared.sessions.adopt(&one.svc, fits);
+            }
         }
     }
     for (one, kind, ports) in added {

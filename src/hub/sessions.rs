@@ -252,7 +252,8 @@ impl Sessions {
     pub fn adopt(&self, svc: &Arc<Service>, fits: impl Fn(&Offer) -> Result<(), String>) {
         let st = self.lock();
         for (ep, e) in &st.by_ep {
-            if !e.offer.names.contains(&svc.name) {
+            // A session being closed would take the service down with it.
+            if !e.offer.names.contains(&svc.name) || e.end.token.is_cancelled() {
                 continue;
             }
             if let Err(why) = fits(&e.offer) {
@@ -285,8 +286,10 @@ impl Sessions {
     /// A service whose type or ports a reload may have changed: the
     /// session serving it keeps it only if its ep still fits the shape
     /// (`fits`); otherwise it lets go, and its other services stay.
-    pub fn recheck(&self, svc: &Arc<Service>, fits: impl Fn(&Offer) -> Result<(), String>) {
+    /// Whether a session let go.
+    pub fn recheck(&self, svc: &Arc<Service>, fits: impl Fn(&Offer) -> Result<(), String>) -> bool {
         let st = self.lock();
+        let mut let_go = false;
         for (ep, e) in &st.by_ep {
             let mut serving = lock(&e.serving);
             if !serving.iter().any(|s| Arc::ptr_eq(s, svc)) {
@@ -296,8 +299,10 @@ impl Sessions {
                 tracing::warn!(ep, service = %svc.name, "the ep no longer serves the changed service: {why}");
                 serving.retain(|s| !Arc::ptr_eq(s, svc));
                 svc.detach(e.session);
+                let_go = true;
             }
         }
+        let_go
     }
 
     /// A service the hub removed: no session serves it any more.
