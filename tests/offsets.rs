@@ -40,15 +40,11 @@ async fn a_hub_asking_for_a_port_outside_the_range_reaches_nothing() {
     let certs = Certs::new();
     let (local, beyond) = range_and_beyond().await;
     let _home = counter(local).await;
-    let material = ferry::tls::ServerMaterial::load(&ferry::config::hub::TlsPaths {
-        ca: certs.path("ca.pem"),
-        cert: certs.path("hub.pem"),
-        key: certs.path("hub.key"),
-    })
-    .unwrap();
-    let acceptor: tokio_rustls::TlsAcceptor = material.server_config(None).unwrap().into();
-    let control = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let channel = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let common::fake_hub::FakeHub {
+        control,
+        channel,
+        acceptor,
+    } = common::fake_hub::FakeHub::start(&certs).await;
     let _ep = TestEp::start(ep_settings_for(
         &certs,
         control.local_addr().unwrap(),
@@ -60,15 +56,7 @@ async fn a_hub_asking_for_a_port_outside_the_range_reaches_nothing() {
     let (tcp, _) = control.accept().await.unwrap();
     let mut tls = acceptor.accept(tcp).await.unwrap();
     let _hello: EpMsg = proto::read_msg(&mut tls).await.unwrap();
-    let welcome = HubMsg::Welcome {
-        heartbeat_ms: 200,
-        heartbeat_timeout_ms: 5000,
-        idle_timeout_ms: 60_000,
-        version: Some(proto::PROTOCOL_VERSION),
-        features: proto::features(),
-        services: Default::default(),
-        quic: None,
-    };
+    let welcome = common::fake_hub::welcome();
     proto::write_msg(&mut tls, &welcome).await.unwrap();
     let open = HubMsg::Open {
         service: "echo".into(),

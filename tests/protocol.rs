@@ -7,10 +7,7 @@ mod common;
 use common::*;
 use ferry::proto::{self, EpMsg, FrameReader, HubMsg};
 use std::time::Duration;
-use tokio::{
-    io::{AsyncRead, AsyncWrite, AsyncWriteExt},
-    net::TcpListener,
-};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 
 async fn raw_frame(w: &mut (impl AsyncWrite + Unpin), json: &str) {
     w.write_all(&(json.len() as u32).to_be_bytes())
@@ -98,27 +95,7 @@ async fn an_ep_older_than_negotiation_gets_a_welcome_it_can_read() {
 }
 
 /// A hub from the future: TLS like ferry's, frames written by hand.
-struct FutureHub {
-    control: TcpListener,
-    channel: TcpListener,
-    acceptor: tokio_rustls::TlsAcceptor,
-}
-
-impl FutureHub {
-    async fn start(certs: &Certs) -> Self {
-        let material = ferry::tls::ServerMaterial::load(&ferry::config::hub::TlsPaths {
-            ca: certs.path("ca.pem"),
-            cert: certs.path("hub.pem"),
-            key: certs.path("hub.key"),
-        })
-        .unwrap();
-        FutureHub {
-            control: TcpListener::bind("127.0.0.1:0").await.unwrap(),
-            channel: TcpListener::bind("127.0.0.1:0").await.unwrap(),
-            acceptor: material.server_config(None).unwrap().into(),
-        }
-    }
-}
+use common::fake_hub::FakeHub as FutureHub;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn this_ep_follows_a_future_hub_through_unknown_fields_and_messages() {
@@ -261,15 +238,7 @@ async fn a_reload_during_the_login_is_announced_once_the_session_starts() {
         .await
         .expect("the ep reloaded")
         .unwrap();
-    let welcome = HubMsg::Welcome {
-        heartbeat_ms: 200,
-        heartbeat_timeout_ms: 5000,
-        idle_timeout_ms: 60_000,
-        version: Some(proto::PROTOCOL_VERSION),
-        features: proto::features(),
-        services: Default::default(),
-        quic: None,
-    };
+    let welcome = common::fake_hub::welcome();
     proto::write_msg(&mut tls, &welcome).await.unwrap();
     let announced = tokio::time::timeout(Duration::from_secs(5), async {
         loop {
