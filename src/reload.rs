@@ -86,14 +86,22 @@ pub fn triggers(path: PathBuf, watch: bool, stop: CancellationToken) -> mpsc::Re
         Err(e) => tracing::warn!("cannot listen for SIGHUP ({e}); reload by saving the file"),
     }
     if watch {
-        tokio::spawn(poll(path, tx, stop));
+        // The first look is taken now, not when the task first runs: a
+        // save landing between the two would otherwise become the baseline
+        // and never be loaded.
+        let (seen, content) = (stamp(&path), digest(&path));
+        tokio::spawn(poll(path, seen, content, tx, stop));
     }
     rx
 }
 
-async fn poll(path: PathBuf, tx: mpsc::Sender<Trigger>, stop: CancellationToken) {
-    let mut seen = stamp(&path);
-    let mut content = digest(&path);
+async fn poll(
+    path: PathBuf,
+    mut seen: Option<Stamp>,
+    mut content: Option<Vec<u8>>,
+    tx: mpsc::Sender<Trigger>,
+    stop: CancellationToken,
+) {
     loop {
         tokio::select! {
             _ = tokio::time::sleep(POLL) => {}

@@ -229,7 +229,8 @@ impl Bound {
             let source: Arc<dyn crate::admin::Source> = ep.clone();
             crate::admin::spawn(listener, source, a, &ep.shutdown, &ep.tracker);
         }
-        ep.tracker.spawn(reload::watch(ep.clone()));
+        let triggers = reload::triggers(&ep);
+        ep.tracker.spawn(reload::watch(ep.clone(), triggers));
         crate::sdnotify::ready();
         main_loop(ep, immediate).await
     }

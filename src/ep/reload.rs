@@ -7,8 +7,10 @@ use super::Ep;
 use crate::{
     config::ep::{EpConfig, EpSettings},
     proto::{EpMsg, Shape},
+    reload::Trigger,
 };
 use std::{collections::BTreeMap, sync::Arc};
+use tokio::sync::mpsc;
 
 /// The `Services` message for what `s` serves.
 pub(super) fn offer(s: &EpSettings) -> EpMsg {
@@ -29,11 +31,15 @@ pub(super) fn offer(s: &EpSettings) -> EpMsg {
     }
 }
 
-/// Reloads on every trigger until shutdown.
-pub(super) async fn watch(ep: Arc<Ep>) {
+/// What asks for a reload; called before the session starts, so that a
+/// save during the first login is seen.
+pub(super) fn triggers(ep: &Ep) -> mpsc::Receiver<Trigger> {
     let s = ep.settings();
-    let mut triggers = crate::reload::triggers(s.file.clone(), s.watch_config, ep.shutdown.clone());
-    drop(s);
+    crate::reload::triggers(s.file.clone(), s.watch_config, ep.shutdown.clone())
+}
+
+/// Reloads on every trigger until shutdown.
+pub(super) async fn watch(ep: Arc<Ep>, mut triggers: mpsc::Receiver<Trigger>) {
     while let Some(why) = triggers.recv().await {
         crate::sdnotify::reloading();
         let old = ep.settings();

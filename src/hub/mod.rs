@@ -303,6 +303,7 @@ impl Hub {
                 .and_then(|e| e.local_addr().ok()),
         };
         let _ = shared.addrs.set(fixed);
+        let triggers = reload::triggers(&shared);
         let mut doors = shared.open_ep_doors(self.control, self.channel, self.enrol)?;
         for svc in &s.services {
             tracing::info!(service = %svc.name, kind = %svc.kind, ports = %svc.bind, limits = %svc.limits, "players welcome");
@@ -313,7 +314,9 @@ impl Hub {
             };
             doors.push(shared.serve_port(key, bound, &one));
         }
-        shared.tracker.spawn(reload::watch(shared.clone(), fixed));
+        shared
+            .tracker
+            .spawn(reload::watch(shared.clone(), fixed, triggers));
         crate::sdnotify::ready();
         shutdown.cancelled().await;
         crate::sdnotify::stopping();

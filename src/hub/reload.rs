@@ -15,13 +15,21 @@ use crate::{
     reload::Trigger,
 };
 use std::{collections::HashSet, sync::Arc};
+use tokio::sync::mpsc;
+
+/// What asks for a reload; called before the doors open, so that a save
+/// in the first moments is seen.
+pub(super) fn triggers(shared: &Shared) -> mpsc::Receiver<Trigger> {
+    let s = shared.settings();
+    crate::reload::triggers(s.file.clone(), s.watch_config, shared.shutdown.clone())
+}
 
 /// Reloads on every trigger (SIGHUP, the file saved) until shutdown.
-pub(super) async fn watch(shared: Arc<Shared>, fixed: ControlAddrs) {
-    let s = shared.settings();
-    let mut triggers =
-        crate::reload::triggers(s.file.clone(), s.watch_config, shared.shutdown.clone());
-    drop(s);
+pub(super) async fn watch(
+    shared: Arc<Shared>,
+    fixed: ControlAddrs,
+    mut triggers: mpsc::Receiver<Trigger>,
+) {
     while let Some(why) = triggers.recv().await {
         crate::sdnotify::reloading();
         let outcome = reload(&shared, why).await;
