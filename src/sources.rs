@@ -22,6 +22,21 @@ pub fn source_key(ip: IpAddr) -> IpAddr {
     }
 }
 
+/// The network a source belongs to, for caps one step wider than
+/// `source_key`: an IPv4 /24, an IPv6 /48 (a site's usual allocation).
+pub fn network_key(ip: IpAddr) -> IpAddr {
+    match ip.to_canonical() {
+        IpAddr::V6(v6) => {
+            let s = v6.segments();
+            IpAddr::V6(Ipv6Addr::new(s[0], s[1], s[2], 0, 0, 0, 0, 0))
+        }
+        IpAddr::V4(v4) => {
+            let o = v4.octets();
+            IpAddr::V4(std::net::Ipv4Addr::new(o[0], o[1], o[2], 0))
+        }
+    }
+}
+
 /// Connections in progress per source, at most `MAX` each.
 #[derive(Default)]
 pub struct PerSource<const MAX: usize>(Mutex<HashMap<IpAddr, usize>>);

@@ -103,6 +103,44 @@ async fn dig_and_dnsperf_reach_dnsmasq_through_ferry() {
     assert!(hub.handle.udp_flows("echo").unwrap() >= 8);
 }
 
+on_every_transport!(dig_gets_a_thousand_answers_in_a_row_from_one_address);
+
+/// dig asking one query after another, each from a fresh source port: a
+/// flow per query, answered once and never spoken to again.
+async fn dig_gets_a_thousand_answers_in_a_row_from_one_address(t: Transport) {
+    let Some(dig) = find("dig") else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let Some((_dns, home)) = dnsmasq(dir.path()).await else {
+        return;
+    };
+    let certs = Certs::new();
+    // The built-in per-address cap, not the test suite's lifted one.
+    let opts = HubOpts {
+        service_extra: "type = \"udp\"\nmax_udp_flows_per_ip = 64\n".into(),
+        ..Default::default()
+    };
+    let (hub, _ep) = tunnel_over(&certs, t, opts, home).await;
+    hub.wait_sessions(1).await;
+    let public = hub.service("echo");
+    let batch = dir.path().join("batch");
+    std::fs::write(&batch, "ferry.test A\n".repeat(1_000)).unwrap();
+    let mut cmd = Command::new(&dig);
+    cmd.args(["@127.0.0.1", "-p", &public.port().to_string()])
+        .args(["+short", "+tries=1", "+time=5", "-f"])
+        .arg(&batch);
+    let out = output(cmd).await;
+    let answered = out.lines().filter(|l| l.trim() == "10.1.2.3").count();
+    println!("figure: dig, 1,000 queries one after another: {answered} answered");
+    assert_eq!(
+        answered,
+        1_000,
+        "{}",
+        out.lines().find(|l| l.trim() != "10.1.2.3").unwrap_or("")
+    );
+}
+
 /// iperf3 at home (TCP control and UDP data on one port), its JSON report
 /// for a client run through the hub's `tcp+udp` service.
 async fn iperf3_udp(client_args: &[&str]) -> Option<serde_json::Value> {

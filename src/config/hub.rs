@@ -118,7 +118,9 @@ pub struct HubServiceConfig {
     pub player_idle_timeout: Option<Seconds>,
     pub max_udp_flows: Option<usize>,
     pub max_udp_flows_per_ip: Option<usize>,
+    pub max_udp_flows_per_net: Option<usize>,
     pub udp_idle_timeout: Option<Seconds>,
+    pub udp_oneshot_timeout: Option<Seconds>,
 }
 
 impl HubServiceConfig {
@@ -133,7 +135,9 @@ impl HubServiceConfig {
             player_idle_timeout: self.player_idle_timeout,
             max_udp_flows: self.max_udp_flows,
             max_udp_flows_per_ip: self.max_udp_flows_per_ip,
+            max_udp_flows_per_net: self.max_udp_flows_per_net,
             udp_idle_timeout: self.udp_idle_timeout,
+            udp_oneshot_timeout: self.udp_oneshot_timeout,
         }
     }
 }
@@ -199,7 +203,9 @@ const KEYS: &[&str] = &[
     "services.*.type",
     "services.*.max_udp_flows",
     "services.*.max_udp_flows_per_ip",
+    "services.*.max_udp_flows_per_net",
     "services.*.udp_idle_timeout",
+    "services.*.udp_oneshot_timeout",
     "services.*.pool_size",
     "services.*.allow",
     "services.*.deny",
@@ -217,7 +223,9 @@ const KEYS: &[&str] = &[
     "players.player_idle_timeout",
     "players.max_udp_flows",
     "players.max_udp_flows_per_ip",
+    "players.max_udp_flows_per_net",
     "players.udp_idle_timeout",
+    "players.udp_oneshot_timeout",
     "max_players_total",
     "admin.bind",
     "admin.token_hash",

@@ -60,7 +60,9 @@ pub struct PlayersConfig {
     pub player_idle_timeout: Option<Seconds>,
     pub max_udp_flows: Option<usize>,
     pub max_udp_flows_per_ip: Option<usize>,
+    pub max_udp_flows_per_net: Option<usize>,
     pub udp_idle_timeout: Option<Seconds>,
+    pub udp_oneshot_timeout: Option<Seconds>,
 }
 
 /// Built-in defaults. A LAN party of twenty friends behind one router,
@@ -80,6 +82,13 @@ pub const DEFAULT_BAN: Duration = Duration::from_secs(600);
 pub const DEFAULT_UDP_FLOWS: usize = 1024;
 pub const DEFAULT_UDP_FLOWS_PER_IP: usize = 64;
 pub const DEFAULT_UDP_IDLE: Duration = Duration::from_secs(60);
+/// A network (IPv4 /24, IPv6 /48) holds this many addresses' worth of
+/// flows: a forger who picks one victim's neighbourhood cannot fill the
+/// table, a campus or a carrier's NAT pool still has room.
+pub const DEFAULT_UDP_NETWORK_SHARE: usize = 4;
+/// A flow that is not a conversation (a DNS query, a server-list ping) is
+/// over once the answer has had time to arrive.
+pub const DEFAULT_UDP_ONESHOT: Duration = Duration::from_secs(5);
 
 /// Limits on a service's UDP flows.
 #[derive(Debug, Clone, Copy)]
@@ -87,8 +96,15 @@ pub struct UdpLimits {
     pub max_flows: usize,
     /// At once from one address (an IPv6 /64 counts as one).
     pub max_flows_per_ip: usize,
-    /// No datagram either way for this long ends a flow.
+    /// At once from one network (an IPv4 /24, an IPv6 /48).
+    pub max_flows_per_net: usize,
+    /// No datagram either way for this long ends a conversation.
     pub idle_timeout: Duration,
+    /// No datagram either way for this long ends a flow that is not a
+    /// conversation; a conversation with no two-way traffic for this long
+    /// may give its place to a newcomer when its address, its network or
+    /// the service is full.
+    pub oneshot_timeout: Duration,
 }
 
 /// The checked limits of one service.
@@ -148,23 +164,39 @@ impl PlayerLimits {
                 Duration::from_secs(7 * 86_400),
             )?;
         }
+        let max_flows_per_ip = svc
+            .max_udp_flows_per_ip
+            .or(hub.max_udp_flows_per_ip)
+            .unwrap_or(DEFAULT_UDP_FLOWS_PER_IP);
+        let idle_timeout = svc
+            .udp_idle_timeout
+            .or(hub.udp_idle_timeout)
+            .map_or(DEFAULT_UDP_IDLE, Seconds::get);
+        let oneshot = svc.udp_oneshot_timeout.or(hub.udp_oneshot_timeout);
         let udp = UdpLimits {
             max_flows: svc
                 .max_udp_flows
                 .or(hub.max_udp_flows)
                 .unwrap_or(DEFAULT_UDP_FLOWS),
-            max_flows_per_ip: svc
-                .max_udp_flows_per_ip
-                .or(hub.max_udp_flows_per_ip)
-                .unwrap_or(DEFAULT_UDP_FLOWS_PER_IP),
-            idle_timeout: svc
-                .udp_idle_timeout
-                .or(hub.udp_idle_timeout)
-                .map_or(DEFAULT_UDP_IDLE, Seconds::get),
+            max_flows_per_ip,
+            max_flows_per_net: svc
+                .max_udp_flows_per_net
+                .or(hub.max_udp_flows_per_net)
+                .unwrap_or(max_flows_per_ip.saturating_mul(DEFAULT_UDP_NETWORK_SHARE)),
+            idle_timeout,
+            // The default never outlives a short idle timeout.
+            oneshot_timeout: oneshot.map_or(DEFAULT_UDP_ONESHOT.min(idle_timeout), Seconds::get),
         };
         if udp.max_flows == 0 || udp.max_flows_per_ip == 0 {
             return Err(format!(
                 "{key}max_udp_flows and max_udp_flows_per_ip admit nobody at 0; at least 1"
+            ));
+        }
+        if udp.max_flows_per_net < udp.max_flows_per_ip {
+            return Err(format!(
+                "{key}max_udp_flows_per_net = {} is below max_udp_flows_per_ip = {}: \
+                 a network holds at least one address",
+                udp.max_flows_per_net, udp.max_flows_per_ip
             ));
         }
         super::check_range(
@@ -173,6 +205,13 @@ impl PlayerLimits {
             Duration::from_secs(1),
             Duration::from_secs(86_400),
         )?;
+        super::check_range(
+            &format!("{key}udp_oneshot_timeout"),
+            udp.oneshot_timeout,
+            Duration::from_millis(100),
+            udp.idle_timeout,
+        )
+        .map_err(|e| format!("{e} (at most udp_idle_timeout)"))?;
         Ok(PlayerLimits {
             allow: svc.allow.or_else(|| hub.allow.clone()).unwrap_or_default(),
             deny: svc.deny.or_else(|| hub.deny.clone()).unwrap_or_default(),

@@ -5,6 +5,7 @@
 //! datagrams) can replace the framing without touching it.
 
 mod queue;
+pub mod socket;
 
 pub use queue::Queue;
 
@@ -15,6 +16,22 @@ pub const MAX: usize = u16::MAX as usize;
 
 /// Receive buffer for one datagram of any size.
 pub const RECV_BUF: usize = MAX + 1;
+
+/// What a flow's write buffer keeps between bursts: a few game datagrams.
+/// A burst of large ones (up to a queue's 256 KiB) is given back after
+/// its write, so an idle flow holds no buffer of its busiest moment.
+pub const KEEP_BYTES: usize = 16 * 1024;
+
+/// Empties `out` after a write, giving back what a burst grew it to (all
+/// of it: a shrunk copy would be a new allocation kept for the flow's
+/// life, wedged between the burst's freed ones).
+pub fn written(out: &mut Vec<u8>) {
+    if out.capacity() > KEEP_BYTES {
+        *out = Vec::new();
+    } else {
+        out.clear();
+    }
+}
 
 /// Appends `d` to `out` as one frame. `d` is at most `MAX` bytes (a UDP
 /// payload always is).
@@ -42,6 +59,16 @@ pub async fn read<R: AsyncRead + Unpin>(r: &mut R) -> std::io::Result<Option<Vec
 mod tests {
     use super::*;
     use tokio::io::AsyncWriteExt;
+
+    #[test]
+    fn a_burst_buffer_is_given_back() {
+        let mut out = Vec::new();
+        for _ in 0..4 {
+            encode(&mut out, &[0u8; 65_000]);
+        }
+        written(&mut out);
+        assert!(out.is_empty() && out.capacity() <= KEEP_BYTES);
+    }
 
     #[tokio::test]
     async fn boundaries_and_sizes_survive() {

@@ -12,6 +12,8 @@ use tokio::sync::Notify;
 /// path behind by more than that drops rather than adds latency.
 const MAX_ITEMS: usize = 128;
 const MAX_BYTES: usize = 256 * 1024;
+/// Slots a drained queue keeps: a burst's deque is given back.
+const KEEP_SLOTS: usize = 8;
 
 #[derive(Default)]
 struct Inner {
@@ -64,7 +66,9 @@ impl Queue {
                 let mut q = self.lock();
                 if !q.items.is_empty() {
                     q.bytes = 0;
-                    return q.items.drain(..).collect();
+                    let all = q.items.drain(..).collect();
+                    q.items.shrink_to(KEEP_SLOTS);
+                    return all;
                 }
             }
             ready.await;
@@ -84,6 +88,7 @@ impl Queue {
                         super::encode(out, &d);
                     }
                     q.bytes = 0;
+                    q.items.shrink_to(KEEP_SLOTS);
                     return n;
                 }
             }
@@ -110,5 +115,8 @@ mod tests {
         // Large datagrams: the byte bound holds four of the largest.
         let big: u64 = (0..5).map(|_| q.push(vec![7; 65_507])).sum();
         assert_eq!(big, 1);
+        // Drained, a queue holds no burst's worth of slots.
+        assert_eq!(q.drain_all().await.len(), 4);
+        assert!(q.inner.lock().unwrap().items.capacity() <= KEEP_SLOTS);
     }
 }

@@ -79,6 +79,7 @@ impl Flow {
         };
         let (rd, wr) = tokio::io::split(tls);
         let to_svc = ToService {
+            max_payload: max_payload(&socket),
             socket: &socket,
             header: std::sync::Mutex::new(header),
             meter: &meter.up,
@@ -106,6 +107,14 @@ impl Flow {
     }
 }
 
+/// The largest UDP payload `socket`'s family can send.
+fn max_payload(socket: &UdpSocket) -> usize {
+    match socket.peer_addr() {
+        Ok(a) if a.is_ipv6() => 65_535 - 8,
+        _ => 65_535 - 20 - 8,
+    }
+}
+
 /// A socket of the local service's family, connected to it: only its
 /// answers come back, and each flow has its own source port.
 async fn connect(target: &str) -> std::io::Result<UdpSocket> {
@@ -129,6 +138,8 @@ async fn connect(target: &str) -> std::io::Result<UdpSocket> {
 /// QUIC, from the connection's datagrams.
 struct ToService<'a> {
     socket: &'a UdpSocket,
+    /// The largest datagram the socket can send (IPv4 65,507, IPv6 65,527).
+    max_payload: usize,
     header: std::sync::Mutex<Option<(Vec<u8>, UdpHeaders)>>,
     meter: &'a prometheus_client::metrics::counter::Counter,
     n: &'a Counts,
@@ -138,25 +149,45 @@ impl ToService<'_> {
     async fn send(&self, d: Vec<u8>) {
         self.n.add(d.len());
         self.meter.inc_by(d.len() as u64);
-        let with = {
-            let mut header = self.header.lock().unwrap_or_else(|p| p.into_inner());
-            match header.as_ref() {
-                Some((h, every)) => {
-                    let mut with = Vec::with_capacity(h.len() + d.len());
-                    with.extend_from_slice(h);
-                    with.extend_from_slice(&d);
-                    if *every == UdpHeaders::First {
-                        *header = None;
-                    }
-                    with
-                }
-                None => d,
-            }
-        };
+        let (header, d) = self.with_header(d);
         // Refused (nothing listening yet) or a full buffer: this datagram
         // is lost, as it would be on the network; the flow goes on.
-        if let Err(e) = self.socket.send(&with).await {
-            tracing::debug!("cannot send to the local service: {e}");
+        for out in header.iter().chain(d.iter()) {
+            if let Err(e) = self.socket.send(out).await {
+                tracing::debug!("cannot send to the local service: {e}");
+            }
+        }
+    }
+
+    /// What to send for `d`: a datagram of the header alone first when
+    /// the header cannot ride in front of `d` (UDP's size limit) but must
+    /// reach the service once, then `d`, headed if it fits. In `every`
+    /// mode a datagram with no room for its header is not sent: without
+    /// it the service would read the payload as a header.
+    fn with_header(&self, d: Vec<u8>) -> (Option<Vec<u8>>, Option<Vec<u8>>) {
+        let mut header = self.header.lock().unwrap_or_else(|p| p.into_inner());
+        let Some((h, every)) = header.as_ref() else {
+            return (None, Some(d));
+        };
+        let every = *every;
+        if h.len() + d.len() <= self.max_payload {
+            let mut with = Vec::with_capacity(h.len() + d.len());
+            with.extend_from_slice(h);
+            with.extend_from_slice(&d);
+            if every == UdpHeaders::First {
+                *header = None;
+            }
+            return (None, Some(with));
+        }
+        match every {
+            UdpHeaders::First => (header.take().map(|(h, _)| h), Some(d)),
+            UdpHeaders::Every => {
+                tracing::debug!(
+                    len = d.len(),
+                    "a datagram too large to carry its PROXY header was not sent"
+                );
+                (None, None)
+            }
         }
     }
 
@@ -188,17 +219,12 @@ async fn to_hub(
     meter: &prometheus_client::metrics::counter::Counter,
     n: &Counts,
 ) -> std::io::Error {
-    let mut buf = vec![0u8; datagram::RECV_BUF];
     let mut out = Vec::new();
     loop {
-        let len = match socket.recv(&mut buf).await {
-            Ok(len) => len,
-            // An ICMP "port unreachable" for an earlier send: the service
-            // is not up (yet); keep listening.
-            Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => continue,
-            Err(e) => return e,
-        };
-        out.clear();
+        if let Err(e) = socket.readable().await {
+            return e;
+        }
+        datagram::written(&mut out);
         let take = |d: &[u8], out: &mut Vec<u8>| {
             n.add(d.len());
             meter.inc_by(d.len() as u64);
@@ -206,13 +232,23 @@ async fn to_hub(
                 datagram::encode(out, d);
             }
         };
-        take(&buf[..len], &mut out);
-        // Whatever else arrived meanwhile goes in the same write.
-        while out.len() < 256 * 1024 {
-            match socket.try_recv(&mut buf) {
-                Ok(len) => take(&buf[..len], &mut out),
-                Err(_) => break,
+        // Everything that has arrived goes in one write, read through this
+        // thread's buffer: an idle flow holds none of its own.
+        let got = RECV.with_borrow_mut(|buf| {
+            while out.len() < 256 * 1024 {
+                match socket.try_recv(buf) {
+                    Ok(len) => take(&buf[..len], &mut out),
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                    // An ICMP "port unreachable" for an earlier send: the
+                    // service is not up (yet); keep listening.
+                    Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => continue,
+                    Err(e) => return Err(e),
+                }
             }
+            Ok(())
+        });
+        if let Err(e) = got {
+            return e;
         }
         if out.is_empty() {
             continue;
@@ -224,4 +260,9 @@ async fn to_hub(
             return e;
         }
     }
+}
+
+thread_local! {
+    /// One receive buffer per runtime thread, for a datagram of any size.
+    static RECV: std::cell::RefCell<Vec<u8>> = std::cell::RefCell::new(vec![0; datagram::RECV_BUF]);
 }

@@ -252,7 +252,9 @@ mod tests {
             udp: crate::config::players::UdpLimits {
                 max_flows: 10,
                 max_flows_per_ip: 10,
+                max_flows_per_net: 40,
                 idle_timeout: Duration::from_secs(60),
+                oneshot_timeout: Duration::from_secs(5),
             },
         };
         limits(&mut l);

@@ -39,6 +39,8 @@ pub enum Reason {
     PlayerNotAllowed,
     ServiceFull,
     PlayerAddressFull,
+    /// UDP flows from one IPv4 /24 or IPv6 /48.
+    PlayerNetworkFull,
     PlayerRate,
     PlayerBanned,
     HubFull,
@@ -67,6 +69,7 @@ impl Reason {
             Reason::PlayerNotAllowed => "player address not allowed",
             Reason::ServiceFull => "service full",
             Reason::PlayerAddressFull => "too many players from one address",
+            Reason::PlayerNetworkFull => "too many players from one network",
             Reason::PlayerRate => "player connection rate exceeded",
             Reason::PlayerBanned => "banned player address",
             Reason::HubFull => "hub player cap reached",
@@ -75,11 +78,12 @@ impl Reason {
     }
 
     /// Reasons the player door gives.
-    pub const PLAYER: [Reason; 7] = [
+    pub const PLAYER: [Reason; 8] = [
         Reason::PlayerDenied,
         Reason::PlayerNotAllowed,
         Reason::ServiceFull,
         Reason::PlayerAddressFull,
+        Reason::PlayerNetworkFull,
         Reason::PlayerRate,
         Reason::PlayerBanned,
         Reason::HubFull,
@@ -106,6 +110,7 @@ impl Reason {
             | Reason::PlayerNotAllowed
             | Reason::ServiceFull
             | Reason::PlayerAddressFull
+            | Reason::PlayerNetworkFull
             | Reason::PlayerRate
             | Reason::PlayerBanned
             | Reason::HubFull => "player",

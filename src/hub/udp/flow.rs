@@ -21,7 +21,12 @@ pub(super) struct Run {
     pub door: Arc<UdpDoor>,
     pub socket: Arc<UdpSocket>,
     pub offset: u16,
+    /// Canonical: the flow's key, the PROXY header's source, the logs.
     pub player: SocketAddr,
+    /// As the socket saw it, for answers.
+    pub reply_to: SocketAddr,
+    /// The hub address the player sent to.
+    pub reached: Option<SocketAddr>,
     pub flow: Arc<Flow>,
     pub cut: tokio_util::sync::CancellationToken,
 }
@@ -53,8 +58,7 @@ impl Run {
 
     /// Everything from taking a channel to the end; why it ended.
     async fn carry(&self, down: &Down) -> String {
-        let idle = self.door.limits().udp.idle_timeout;
-        let (tunnel, link, id) = match self.open(idle).await {
+        let (tunnel, link, id) = match self.open().await {
             Ok(opened) => opened,
             Err(why) => return why,
         };
@@ -71,7 +75,7 @@ impl Run {
         let up = async {
             let mut out = Vec::new();
             loop {
-                out.clear();
+                datagram::written(&mut out);
                 match (&link, id) {
                     (Some(link), Some(id)) => {
                         // What does not fit a QUIC datagram goes on the
@@ -118,8 +122,8 @@ impl Run {
                 Ok(()) => "the ep ended it".into(),
                 Err(e) => format!("channel broken: {e}"),
             },
-            _ = self.idle(idle) => format!("idle for {idle:?}"),
-            _ = self.flow.end.cancelled() => "made room for a newer flow (not established)".into(),
+            quiet = self.idle() => format!("idle for {quiet:?}"),
+            _ = self.flow.end.cancelled() => "made room for a newcomer".into(),
             _ = self.shared.shutdown.cancelled() => "hub shutting down".into(),
             _ = self.cut.cancelled() => "service removed from the configuration".into(),
         };
@@ -131,14 +135,12 @@ impl Run {
 
     /// One datagram from home to the player.
     async fn to_player(&self, down: &Down, d: Vec<u8>) {
-        self.door.touch(&self.flow);
-        self.flow.answered.store(true, Ordering::Relaxed);
+        self.door.count_down(&self.flow, d.len() as u64);
         down.datagrams.fetch_add(1, Ordering::Relaxed);
         down.bytes.fetch_add(d.len() as u64, Ordering::Relaxed);
-        self.door.traffic.meter.down.inc_by(d.len() as u64);
         // A full socket buffer or an unreachable player loses this
         // datagram only, as the network would.
-        if let Err(e) = self.socket.send_to(&d, self.player).await {
+        if let Err(e) = self.socket.send_to(&d, self.reply_to).await {
             tracing::debug!("udp send to player: {e}");
         }
     }
@@ -147,7 +149,6 @@ impl Run {
     /// connection's datagram link and this flow's id on it. Or why not.
     async fn open(
         &self,
-        idle: Duration,
     ) -> Result<
         (
             crate::hub::service::Tunnel,
@@ -160,8 +161,8 @@ impl Run {
         // when it comes back: idleness counts from the start.
         let taken = tokio::select! {
             r = self.svc.take(self.shared.settings().timing.player_wait) => r,
-            _ = self.idle(idle) => return Err(format!("idle for {idle:?} before a channel was ready")),
-            _ = self.flow.end.cancelled() => return Err("made room for a newer flow (not established)".into()),
+            quiet = self.idle() => return Err(format!("idle for {quiet:?} before a channel was ready")),
+            _ = self.flow.end.cancelled() => return Err("made room for a newcomer before a channel was ready".into()),
             _ = self.shared.shutdown.cancelled() => return Err("hub shutting down".into()),
         };
         let (named, mut tunnel) = match taken {
@@ -177,7 +178,7 @@ impl Run {
         let id = link.as_ref().map(|l| l.next_id());
         let start = HubMsg::Start {
             player: self.player,
-            service: self.socket.local_addr().ok(),
+            service: self.reached,
             udp: true,
             offset: self.offset,
             flow: id,
@@ -191,14 +192,18 @@ impl Run {
         }
     }
 
-    /// Resolves once the flow has been silent both ways for `idle`.
-    async fn idle(&self, idle: Duration) {
+    /// Resolves once the flow has been silent both ways for as long as it
+    /// may be (which grows when it becomes a conversation); how long.
+    async fn idle(&self) -> Duration {
         loop {
-            let quiet = self.door.idle_for(&self.flow);
-            if quiet >= idle {
-                return;
+            let (quiet, allowed) = (
+                self.door.idle_for(&self.flow),
+                self.door.allowed_silence(&self.flow),
+            );
+            if quiet >= allowed {
+                return allowed;
             }
-            tokio::time::sleep(idle - quiet).await;
+            tokio::time::sleep(allowed - quiet).await;
         }
     }
 }

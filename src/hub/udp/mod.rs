@@ -7,34 +7,30 @@
 //! so one slow path cannot delay another.
 //!
 //! UDP sources can be forged, so the table is bounded and nothing here
-//! bans: flows per service, per address, and flows still waiting for a
-//! channel are capped. When full, the oldest flow that is not yet
-//! established makes room. Established means a conversation: the service
-//! answered and the player spoke again after the answer. A forged source
-//! sends blind and one-shot floods never get there, so newcomers cannot
-//! push out players who are playing.
+//! bans: flows per service, per address, per network, and flows still
+//! waiting for a channel are capped, and at a cap the newcomer takes the
+//! place of a flow that has not proven itself (`table`). A flow that is not
+//! a conversation (nobody spoke after an answer) lives for the short
+//! one-shot timeout; a conversation for the idle timeout.
 
 mod flow;
+mod table;
 
-use super::{
-    Shared,
-    admission::{HubCap, key},
-    refusals::Reason,
-    service::Service,
-};
+use super::{Shared, admission::HubCap, refusals::Reason, service::Service};
 use crate::{
     config::players::PlayerLimits,
-    datagram::Queue,
+    datagram::{Queue, socket::Receiver},
     metrics::{ServiceMeters, udp::UdpMeters},
 };
 use std::{
-    collections::{HashMap, VecDeque},
-    net::{IpAddr, SocketAddr},
+    net::SocketAddr,
     sync::{
         Arc, Mutex, MutexGuard,
         atomic::{AtomicBool, AtomicU64, Ordering},
     },
+    time::Duration,
 };
+use table::{FlowKey, Scope, Table};
 use tokio::{net::UdpSocket, time::Instant};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
@@ -44,19 +40,19 @@ use tracing::Instrument;
 /// hold while the ep is slow or away.
 const MAX_WAITING: usize = 64;
 
-/// Where a flow is: the port's offset in the service's range, the player.
-type FlowKey = (u16, SocketAddr);
-
 /// One flow's shared state: its queue and what the table needs to know.
+/// Times are milliseconds since the door's epoch, plus one (0: never).
 pub(crate) struct Flow {
     id: u64,
     queue: Queue,
-    /// Milliseconds since the door's epoch of the last datagram either way.
+    /// The last datagram either way, or the channel's start.
     last: AtomicU64,
-    /// The service has sent something back.
-    answered: AtomicBool,
-    /// And the player spoke after it: kept when the table is full.
-    established: AtomicBool,
+    /// The last datagram from the player.
+    last_up: AtomicU64,
+    /// The last datagram from the service (0: never answered).
+    last_down: AtomicU64,
+    /// The player spoke after an answer.
+    conversation: AtomicBool,
     /// Has its channel (no longer counts as waiting).
     started: AtomicBool,
     /// Ended from outside (made room for another, the hub stopping).
@@ -65,15 +61,19 @@ pub(crate) struct Flow {
     up_bytes: AtomicU64,
 }
 
-#[derive(Default)]
-struct Table {
-    flows: HashMap<FlowKey, Arc<Flow>>,
-    per_ip: HashMap<IpAddr, usize>,
-    /// Flows not yet established, oldest first: the ones that make room.
-    /// Entries of flows since established or gone are pruned lazily.
-    young: VecDeque<(FlowKey, u64)>,
-    waiting: usize,
-    next_id: u64,
+impl Flow {
+    /// When traffic last went both ways: the older of the two directions.
+    fn two_way(&self) -> u64 {
+        let (up, down) = (
+            self.last_up.load(Ordering::Relaxed),
+            self.last_down.load(Ordering::Relaxed),
+        );
+        up.min(down)
+    }
+
+    fn is_conversation(&self) -> bool {
+        self.conversation.load(Ordering::Relaxed)
+    }
 }
 
 pub(crate) struct UdpDoor {
@@ -129,36 +129,49 @@ impl UdpDoor {
 
     /// Flows now.
     pub fn flows(&self) -> usize {
-        self.lock().flows.len()
+        self.lock().len()
     }
 
     fn now_ms(&self) -> u64 {
-        self.epoch.elapsed().as_millis() as u64
+        self.epoch.elapsed().as_millis() as u64 + 1
     }
 
     fn touch(&self, flow: &Flow) {
         flow.last.store(self.now_ms(), Ordering::Relaxed);
     }
 
-    /// How long `flow` has seen no datagram either way.
-    fn idle_for(&self, flow: &Flow) -> std::time::Duration {
-        let last = flow.last.load(Ordering::Relaxed);
-        std::time::Duration::from_millis(self.now_ms().saturating_sub(last))
+    /// How long `flow` may stay silent both ways: a flow waiting for its
+    /// channel or in conversation the idle timeout, any other the one-shot
+    /// timeout.
+    fn allowed_silence(&self, flow: &Flow) -> Duration {
+        let udp = self.limits().udp;
+        if flow.is_conversation() || !flow.started.load(Ordering::Relaxed) {
+            udp.idle_timeout
+        } else {
+            udp.oneshot_timeout
+        }
     }
 
-    /// Hands a datagram from `src` on port `offset` to its flow, making the
-    /// flow if the door admits it. Cheap and never waits.
+    /// How long `flow` has seen no datagram either way.
+    fn idle_for(&self, flow: &Flow) -> Duration {
+        let last = flow.last.load(Ordering::Relaxed);
+        Duration::from_millis(self.now_ms().saturating_sub(last))
+    }
+
+    /// Hands a datagram from `src` (canonical) on port `offset` to its
+    /// flow, making the flow if the door admits it. Cheap and never waits.
     fn deliver(&self, offset: u16, src: SocketAddr, d: Vec<u8>) -> Delivered {
-        let src = SocketAddr::new(src.ip().to_canonical(), src.port());
         let k = (offset, src);
         let len = d.len() as u64;
+        let now = self.now_ms();
         let mut t = self.lock();
-        if let Some(flow) = t.flows.get(&k) {
+        if let Some(flow) = t.get(&k) {
             let flow = flow.clone();
-            drop(t);
-            if flow.answered.load(Ordering::Relaxed) {
-                flow.established.store(true, Ordering::Relaxed);
+            flow.last_up.store(now, Ordering::Relaxed);
+            if flow.last_down.load(Ordering::Relaxed) > 0 {
+                t.became_conversation(k, &flow);
             }
+            drop(t);
             self.count_up(&flow, len);
             let dropped = flow.queue.push(d);
             self.meters.queue_full.inc_by(dropped);
@@ -172,18 +185,16 @@ impl UdpDoor {
         let flow = Arc::new(Flow {
             id: t.next_id,
             queue: Queue::default(),
-            last: AtomicU64::new(self.now_ms()),
-            answered: AtomicBool::new(false),
-            established: AtomicBool::new(false),
+            last: AtomicU64::new(now),
+            last_up: AtomicU64::new(now),
+            last_down: AtomicU64::new(0),
+            conversation: AtomicBool::new(false),
             started: AtomicBool::new(false),
             end: CancellationToken::new(),
             up_datagrams: AtomicU64::new(0),
             up_bytes: AtomicU64::new(0),
         });
-        *t.per_ip.entry(key(src.ip())).or_default() += 1;
-        t.waiting += 1;
-        t.young.push_back((k, flow.id));
-        t.flows.insert(k, flow.clone());
+        t.insert(k, flow.clone());
         drop(t);
         self.meters.flows.inc();
         self.meters.started.inc();
@@ -201,8 +212,16 @@ impl UdpDoor {
         self.traffic.meter.up.inc_by(len);
     }
 
-    /// The door's rules for a new flow; makes room by ending the oldest
-    /// unanswered flow where a cap is reached.
+    /// A datagram from home on its way to the player.
+    fn count_down(&self, flow: &Flow, len: u64) {
+        let now = self.now_ms();
+        flow.last.store(now, Ordering::Relaxed);
+        flow.last_down.store(now, Ordering::Relaxed);
+        self.traffic.meter.down.inc_by(len);
+    }
+
+    /// The door's rules for a new flow; where a cap is reached, a flow
+    /// that has not proven itself gives way (see `table`).
     fn admit(&self, t: &mut Table, k: FlowKey) -> Result<(), Reason> {
         let l = &*self.limits();
         let ip = k.1.ip();
@@ -212,78 +231,59 @@ impl UdpDoor {
         if !l.allow.is_empty() && !l.allow.contains(ip) {
             return Err(Reason::PlayerNotAllowed);
         }
-        if t.per_ip.get(&key(ip)).copied().unwrap_or(0) >= l.udp.max_flows_per_ip {
-            return Err(Reason::PlayerAddressFull);
+        let (from_ip, from_net) = t.counts(ip);
+        let full = if from_ip >= l.udp.max_flows_per_ip {
+            Some((Scope::Address, Reason::PlayerAddressFull))
+        } else if from_net >= l.udp.max_flows_per_net {
+            Some((Scope::Network, Reason::PlayerNetworkFull))
+        } else if t.len() >= l.udp.max_flows {
+            Some((Scope::Service, Reason::ServiceFull))
+        } else {
+            None
+        };
+        let stale = self
+            .now_ms()
+            .saturating_sub(l.udp.oneshot_timeout.as_millis() as u64);
+        let mut victims = Vec::new();
+        if let Some((scope, reason)) = full {
+            victims.push(t.victim(scope, ip, stale).ok_or(reason)?);
         }
-        if t.flows.len() >= l.udp.max_flows && !self.make_room(t, false) {
-            return Err(Reason::ServiceFull);
-        }
-        if t.waiting >= MAX_WAITING && !self.make_room(t, true) {
-            return Err(Reason::ServiceFull);
+        let waiting_after = t.waiting
+            - victims
+                .iter()
+                .filter(|(_, f)| !f.started.load(Ordering::Relaxed))
+                .count();
+        if waiting_after >= MAX_WAITING {
+            let v = t
+                .oldest_waiting()
+                .filter(|(_, f)| victims.iter().all(|(_, g)| g.id != f.id))
+                .ok_or(Reason::ServiceFull)?;
+            victims.push(v);
         }
         if !self.cap.enter() {
             return Err(Reason::HubFull);
         }
+        for (k, flow) in victims {
+            flow.end.cancel();
+            self.meters.evicted.inc_by(flow.queue.len() as u64);
+            self.remove(t, k, &flow);
+        }
         Ok(())
-    }
-
-    /// Ends the oldest flow not established (one still waiting for a
-    /// channel, if `waiting`); false if there is none.
-    fn make_room(&self, t: &mut Table, waiting: bool) -> bool {
-        let live = |t: &Table, (k, id): &(FlowKey, u64)| {
-            t.flows
-                .get(k)
-                .filter(|f| f.id == *id && !f.established.load(Ordering::Relaxed))
-                .cloned()
-        };
-        while let Some(front) = t.young.front() {
-            if live(t, front).is_some() {
-                break;
-            }
-            t.young.pop_front();
-        }
-        let found = t.young.iter().enumerate().find_map(|(i, e)| {
-            let f = live(t, e)?;
-            (!waiting || !f.started.load(Ordering::Relaxed)).then_some((i, e.0, f))
-        });
-        let Some((i, k, flow)) = found else {
-            return false;
-        };
-        t.young.remove(i);
-        flow.end.cancel();
-        self.meters.evicted.inc_by(flow.queue.len() as u64);
-        self.remove(t, k, &flow);
-        if t.young.len() > 2 * t.flows.len() + 64 {
-            let young = std::mem::take(&mut t.young);
-            t.young = young.into_iter().filter(|e| live(t, e).is_some()).collect();
-        }
-        true
     }
 
     /// Takes `flow` out of the table if it is still there; idempotent.
     fn remove(&self, t: &mut Table, k: FlowKey, flow: &Flow) {
-        if t.flows.get(&k).is_none_or(|f| f.id != flow.id) {
-            return;
+        if t.remove(k, flow) {
+            self.cap.leave();
+            self.meters.flows.dec();
+            self.traffic.players.dec();
         }
-        t.flows.remove(&k);
-        let ip = key(k.1.ip());
-        if let Some(n) = t.per_ip.get_mut(&ip) {
-            *n -= 1;
-            if *n == 0 {
-                t.per_ip.remove(&ip);
-            }
-        }
-        if !flow.started.load(Ordering::Relaxed) {
-            t.waiting -= 1;
-        }
-        self.cap.leave();
-        self.meters.flows.dec();
-        self.traffic.players.dec();
     }
 
-    /// `flow` has its channel.
+    /// `flow` has its channel: its silence counts from now.
     fn started(&self, flow: &Flow) {
         let mut t = self.lock();
+        self.touch(flow);
         if !flow.started.swap(true, Ordering::Relaxed) && !flow.end.is_cancelled() {
             t.waiting -= 1;
         }
@@ -310,13 +310,21 @@ impl UdpPort {
     /// flow; new flows get their task here.
     pub async fn serve(self, shared: Arc<Shared>, stop: CancellationToken) {
         let mut buf = vec![0u8; crate::datagram::RECV_BUF];
+        let mut rx = Receiver::default();
+        let local = self.socket.local_addr().ok();
+        if let Err(e) = crate::datagram::socket::report_destinations(&self.socket) {
+            tracing::warn!(
+                "the kernel will not say which address players reach ({e}); \
+                 PROXY headers name the bound address"
+            );
+        }
         loop {
             let got = tokio::select! {
-                r = self.socket.recv_from(&mut buf) => r,
+                r = rx.recv(&self.socket, &mut buf) => r,
                 _ = stop.cancelled() => break,
             };
-            let (n, src) = match got {
-                Ok(x) => x,
+            let r = match got {
+                Ok(r) => r,
                 Err(e) => {
                     // An ICMP error for an earlier send, or a datagram
                     // larger than the buffer: nothing to do for the port.
@@ -324,20 +332,41 @@ impl UdpPort {
                     continue;
                 }
             };
-            match self.door.deliver(self.offset, src, buf[..n].to_vec()) {
+            // One name per player however the socket saw it: a dual-stack
+            // socket sees an IPv4 player as ::ffff:a.b.c.d.
+            let player = SocketAddr::new(r.from.ip().to_canonical(), r.from.port());
+            match self
+                .door
+                .deliver(self.offset, player, buf[..r.len].to_vec())
+            {
                 Delivered::Queued => {}
-                Delivered::New(flow) => self.spawn(&shared, flow, src),
+                Delivered::New(flow) => {
+                    let reached = match (r.to, local) {
+                        (Some(ip), Some(l)) => Some(SocketAddr::new(ip.to_canonical(), l.port())),
+                        _ => local,
+                    };
+                    self.spawn(&shared, flow, player, r.from, reached)
+                }
                 Delivered::Refused(reason) => {
                     let detail = format!("udp flow refused by service {}", self.door.service);
                     shared
                         .refusals
-                        .record_player(&self.door.service, reason, src.ip(), &detail);
+                        .record_player(&self.door.service, reason, player.ip(), &detail);
                 }
             }
         }
     }
 
-    fn spawn(&self, shared: &Arc<Shared>, flow: Arc<Flow>, player: SocketAddr) {
+    /// A task for a new flow: `player` is its canonical address, `reply_to`
+    /// the one the socket answers, `reached` the hub address it sent to.
+    fn spawn(
+        &self,
+        shared: &Arc<Shared>,
+        flow: Arc<Flow>,
+        player: SocketAddr,
+        reply_to: SocketAddr,
+        reached: Option<SocketAddr>,
+    ) {
         let span = tracing::info_span!("udp", service = %self.door.service, player = %player);
         let run = flow::Run {
             shared: shared.clone(),
@@ -346,6 +375,8 @@ impl UdpPort {
             socket: self.socket.clone(),
             offset: self.offset,
             player,
+            reply_to,
+            reached,
             flow,
             cut: self.cut.clone(),
         };
@@ -357,64 +388,156 @@ impl UdpPort {
 mod tests {
     use super::*;
     use crate::config::players::{PlayerLimits, PlayersConfig};
+    use std::net::IpAddr;
 
-    fn door(max_flows: usize, per_ip: usize) -> Arc<UdpDoor> {
-        let cfg = PlayersConfig {
-            max_udp_flows: Some(max_flows),
-            max_udp_flows_per_ip: Some(per_ip),
-            ..Default::default()
-        };
+    fn door_with(cfg: PlayersConfig) -> Arc<UdpDoor> {
         let limits = PlayerLimits::merge(cfg, &PlayersConfig::default(), "").unwrap();
         UdpDoor::new(
             "game".into(),
             limits,
-            HubCap::new(1000),
+            HubCap::new(100_000),
             UdpMeters::default(),
             ServiceMeters::default(),
         )
+    }
+
+    fn door(max_flows: usize, per_ip: usize) -> Arc<UdpDoor> {
+        door_with(PlayersConfig {
+            max_udp_flows: Some(max_flows),
+            max_udp_flows_per_ip: Some(per_ip),
+            ..Default::default()
+        })
     }
 
     fn from(i: u32) -> SocketAddr {
         SocketAddr::new(IpAddr::V4(std::net::Ipv4Addr::from(0x0a00_0000 + i)), 4000)
     }
 
-    #[tokio::test]
-    async fn answered_flows_stay_when_a_flood_fills_the_table() {
-        let d = door(4, 2);
-        let mut flows = Vec::new();
-        for i in 0..4 {
-            match d.deliver(0, from(i), vec![1]) {
-                Delivered::New(f) => flows.push(f),
-                _ => panic!("flow {i} refused"),
+    fn new_flow(d: &UdpDoor, src: SocketAddr) -> Arc<Flow> {
+        match d.deliver(0, src, vec![1]) {
+            Delivered::New(f) => {
+                d.started(&f);
+                f
             }
+            Delivered::Queued => panic!("{src}: an existing flow"),
+            Delivered::Refused(r) => panic!("{src}: refused ({})", r.as_str()),
         }
-        // Two players got answers and spoke again; all four got answers
-        // (a service answers forged sources too).
+    }
+
+    /// The service answers and the player speaks again.
+    fn converse(d: &UdpDoor, src: SocketAddr, f: &Flow) {
+        d.count_down(f, 1);
+        assert!(matches!(d.deliver(0, src, vec![2]), Delivered::Queued));
+        assert!(f.is_conversation());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn conversations_stay_when_a_flood_fills_the_table() {
+        let d = door(4, 2);
+        let flows: Vec<_> = (0..4).map(|i| new_flow(&d, from(i))).collect();
+        // Two players converse; all four got answers (a service answers
+        // forged sources too).
         for f in &flows {
-            d.started(f);
-            f.answered.store(true, Ordering::Relaxed);
+            d.count_down(f, 1);
         }
         for i in 0..2 {
-            assert!(matches!(d.deliver(0, from(i), vec![1]), Delivered::Queued));
+            converse(&d, from(i), &flows[i as usize]);
         }
-        // A flood of new sources churns through the unanswered slots only.
+        // A flood of new sources churns through the other places only.
         for i in 100..200 {
             assert!(matches!(d.deliver(0, from(i), vec![1]), Delivered::New(_)));
         }
         assert_eq!(d.flows(), 4);
         assert!(!flows[0].end.is_cancelled() && !flows[1].end.is_cancelled());
         assert!(flows[2].end.is_cancelled() && flows[3].end.is_cancelled());
-        // The answered players' datagrams still reach their flows.
         assert!(matches!(d.deliver(0, from(0), vec![2]), Delivered::Queued));
-        // Once every flow is established, newcomers are refused.
-        let t = d.lock();
-        for f in t.flows.values() {
-            f.established.store(true, Ordering::Relaxed);
+        // Once every place holds an active conversation, newcomers wait.
+        let rest: Vec<_> = {
+            let t = d.lock();
+            (100..200)
+                .filter_map(|i| t.get(&(0, from(i))).map(|f| (i, f.clone())))
+                .collect()
+        };
+        for (i, f) in &rest {
+            converse(&d, from(*i), f);
         }
-        drop(t);
         assert!(matches!(
             d.deliver(0, from(500), vec![1]),
             Delivered::Refused(Reason::ServiceFull)
+        ));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn one_shot_flows_of_an_address_make_room_for_its_next_ones() {
+        let d = door(100, 4);
+        let ip = from(1).ip();
+        let at = |port| SocketAddr::new(ip, port);
+        // A DNS client: each query from a new port, answered, never again.
+        let mut flows = Vec::new();
+        for port in 1..=50u16 {
+            let f = new_flow(&d, at(port));
+            d.count_down(&f, 1);
+            flows.push(f);
+        }
+        assert_eq!(d.flows(), 4, "one address keeps its cap");
+        assert!(flows[..46].iter().all(|f| f.end.is_cancelled()));
+        assert!(flows[46..].iter().all(|f| !f.end.is_cancelled()));
+        // Another address is untouched by them.
+        let other = new_flow(&d, from(2));
+        for port in 51..60u16 {
+            new_flow(&d, at(port));
+        }
+        assert!(!other.end.is_cancelled());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_conversation_gone_quiet_gives_way_and_a_lively_one_does_not() {
+        let d = door_with(PlayersConfig {
+            max_udp_flows: Some(2),
+            udp_oneshot_timeout: Some(crate::config::Seconds::secs(5)),
+            ..Default::default()
+        });
+        let (quiet, lively) = (new_flow(&d, from(1)), new_flow(&d, from(2)));
+        converse(&d, from(1), &quiet);
+        converse(&d, from(2), &lively);
+        tokio::time::advance(Duration::from_secs(4)).await;
+        converse(&d, from(2), &lively);
+        assert!(matches!(
+            d.deliver(0, from(3), vec![1]),
+            Delivered::Refused(Reason::ServiceFull)
+        ));
+        tokio::time::advance(Duration::from_secs(2)).await;
+        // Six seconds without a reply for one, two for the other.
+        let newcomer = new_flow(&d, from(3));
+        assert!(quiet.end.is_cancelled());
+        assert!(!lively.end.is_cancelled() && !newcomer.end.is_cancelled());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_network_holds_a_few_addresses_worth() {
+        let d = door_with(PlayersConfig {
+            max_udp_flows_per_ip: Some(2),
+            max_udp_flows_per_net: Some(4),
+            ..Default::default()
+        });
+        // Eight addresses of one /24, each flow in conversation.
+        let mut held = 0;
+        for i in 1..=8 {
+            match d.deliver(0, from(i), vec![1]) {
+                Delivered::New(f) => {
+                    d.started(&f);
+                    converse(&d, from(i), &f);
+                    held += 1;
+                }
+                Delivered::Refused(r) => assert_eq!(r, Reason::PlayerNetworkFull),
+                Delivered::Queued => unreachable!(),
+            }
+        }
+        assert_eq!(held, 4);
+        // The next /24 has its own share.
+        assert!(matches!(
+            d.deliver(0, from(300), vec![1]),
+            Delivered::New(_)
         ));
     }
 
@@ -423,12 +546,14 @@ mod tests {
         let d = door(100, 2);
         let a = from(1);
         let b = SocketAddr::new(a.ip(), 4001);
-        assert!(matches!(d.deliver(0, a, vec![]), Delivered::New(_)));
+        let first = new_flow(&d, a);
+        d.count_down(&first, 1);
+        converse(&d, a, &first);
         assert!(matches!(d.deliver(1, a, vec![]), Delivered::New(_)));
-        assert!(matches!(
-            d.deliver(0, b, vec![]),
-            Delivered::Refused(Reason::PlayerAddressFull)
-        ));
+        // At the cap, the address's own flow that is not a conversation
+        // gives way; its conversation stays.
+        assert!(matches!(d.deliver(0, b, vec![]), Delivered::New(_)));
         assert_eq!(d.flows(), 2);
+        assert!(!first.end.is_cancelled());
     }
 }
