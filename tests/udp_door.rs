@@ -220,18 +220,33 @@ async fn forged_floods_leave_every_real_player_served(t: Transport) {
         newcomer(victim, to, Duration::from_secs(10)).await;
     }
     // Item 4: 1,024 sources over 16 addresses in 16 networks, each passed
-    // off as a conversation, then kept just alive (here: left quiet).
+    // off as a conversation, then kept alive: each flow every 3 s (~340
+    // datagrams/s in all; the forger sends 17/s).
+    let mut forged = Vec::new();
     for net in 0..16 {
-        held.push(forge(&format!("127.10.{net}.1"), 64, to, true).await);
+        forged.extend(forge(&format!("127.10.{net}.1"), 64, to, true).await);
     }
+    let forged = std::sync::Arc::new(forged);
+    let keepalive = {
+        let (forged, stop) = (forged.clone(), stop.clone());
+        tokio::spawn(async move {
+            while !stop.is_cancelled() {
+                for s in forged.iter() {
+                    let _ = s.send_to(b"still here", to).await;
+                }
+                tokio::time::sleep(Duration::from_secs(3)).await;
+            }
+        })
+    };
     let flows_in_flood = hub.handle.udp_flows("echo").unwrap();
     // New players arrive mid-flood, from the victim's address and from
-    // one nobody forged: in once the forged conversations have gone quiet
-    // for the one-shot timeout.
+    // ones nobody forged: each takes the place of a forged conversation
+    // whose last exchange is over a second old.
     for who in [victim, "127.0.3.1", "127.0.3.2"] {
         newcomer(who, to, Duration::from_secs(15)).await;
     }
     stop.cancel();
+    keepalive.await.unwrap();
     while let Some(r) = playing.join_next().await {
         let (i, asked, first_try) = r.unwrap();
         println!("figure: real player {i}: {first_try} of {asked} answered at the first try");

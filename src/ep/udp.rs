@@ -224,7 +224,6 @@ async fn to_hub(
         if let Err(e) = socket.readable().await {
             return e;
         }
-        datagram::written(&mut out);
         let take = |d: &[u8], out: &mut Vec<u8>| {
             n.add(d.len());
             meter.inc_by(d.len() as u64);
@@ -259,6 +258,8 @@ async fn to_hub(
         if let Err(e) = wr.flush().await {
             return e;
         }
+        // Given back before the flow waits again, idle maybe for long.
+        datagram::written(&mut out);
     }
 }
 

@@ -203,7 +203,9 @@ impl Run {
             if quiet >= allowed {
                 return allowed;
             }
-            tokio::time::sleep(allowed - quiet).await;
+            // Looked at again at least every few seconds: a reload may
+            // have shortened the timeouts.
+            tokio::time::sleep((allowed - quiet).min(Duration::from_secs(2))).await;
         }
     }
 }

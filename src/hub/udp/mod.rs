@@ -35,6 +35,13 @@ use tokio::{net::UdpSocket, time::Instant};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
+/// A conversation with two-way traffic this recent is never pushed out;
+/// one quieter than this may give way to a newcomer at a cap, the least
+/// recent first. Games exchange many datagrams a second; a forger who
+/// wants to hold K places must send to each of them this often, and the
+/// service must answer each (K datagrams per second each way).
+const ACTIVE: Duration = Duration::from_secs(1);
+
 /// Flows waiting for a channel at once, per service. Each holds queued
 /// datagrams; this bounds what a flood of new sources can make the hub
 /// hold while the ep is slow or away.
@@ -241,9 +248,7 @@ impl UdpDoor {
         } else {
             None
         };
-        let stale = self
-            .now_ms()
-            .saturating_sub(l.udp.oneshot_timeout.as_millis() as u64);
+        let stale = self.now_ms().saturating_sub(ACTIVE.as_millis() as u64);
         let mut victims = Vec::new();
         if let Some((scope, reason)) = full {
             victims.push(t.victim(scope, ip, stale).ok_or(reason)?);
@@ -260,15 +265,29 @@ impl UdpDoor {
                 .ok_or(Reason::ServiceFull)?;
             victims.push(v);
         }
-        if !self.cap.enter() {
-            return Err(Reason::HubFull);
-        }
+        // The places given up first: each hands its hub-wide slot back, so
+        // a hub at its cap still lets a newcomer replace a flow.
         for (k, flow) in victims {
-            flow.end.cancel();
-            self.meters.evicted.inc_by(flow.queue.len() as u64);
-            self.remove(t, k, &flow);
+            self.evict(t, k, &flow);
         }
-        Ok(())
+        if self.cap.enter() {
+            return Ok(());
+        }
+        // The hub is full: this service's own flow that has proven least
+        // may still give way to the newcomer.
+        match t.victim(Scope::Service, ip, stale) {
+            Some((k, flow)) => {
+                self.evict(t, k, &flow);
+                self.cap.enter().then_some(()).ok_or(Reason::HubFull)
+            }
+            None => Err(Reason::HubFull),
+        }
+    }
+
+    fn evict(&self, t: &mut Table, k: FlowKey, flow: &Flow) {
+        flow.end.cancel();
+        self.meters.evicted.inc_by(flow.queue.len() as u64);
+        self.remove(t, k, flow);
     }
 
     /// Takes `flow` out of the table if it is still there; idempotent.
@@ -492,25 +511,41 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn a_conversation_gone_quiet_gives_way_and_a_lively_one_does_not() {
-        let d = door_with(PlayersConfig {
-            max_udp_flows: Some(2),
-            udp_oneshot_timeout: Some(crate::config::Seconds::secs(5)),
-            ..Default::default()
-        });
+        let d = door(2, 64);
         let (quiet, lively) = (new_flow(&d, from(1)), new_flow(&d, from(2)));
         converse(&d, from(1), &quiet);
         converse(&d, from(2), &lively);
-        tokio::time::advance(Duration::from_secs(4)).await;
+        tokio::time::advance(Duration::from_millis(500)).await;
         converse(&d, from(2), &lively);
         assert!(matches!(
             d.deliver(0, from(3), vec![1]),
             Delivered::Refused(Reason::ServiceFull)
         ));
-        tokio::time::advance(Duration::from_secs(2)).await;
-        // Six seconds without a reply for one, two for the other.
+        tokio::time::advance(Duration::from_millis(700)).await;
+        // 1.2 s without an exchange for one, 0.7 s for the other.
         let newcomer = new_flow(&d, from(3));
         assert!(quiet.end.is_cancelled());
         assert!(!lively.end.is_cancelled() && !newcomer.end.is_cancelled());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_full_hub_still_lets_a_newcomer_replace_a_one_shot_flow() {
+        let limits =
+            PlayerLimits::merge(PlayersConfig::default(), &PlayersConfig::default(), "").unwrap();
+        let cap = HubCap::new(2);
+        let d = UdpDoor::new(
+            "game".into(),
+            limits,
+            cap.clone(),
+            UdpMeters::default(),
+            ServiceMeters::default(),
+        );
+        let (a, b) = (new_flow(&d, from(1)), new_flow(&d, from(2)));
+        converse(&d, from(1), &a);
+        // The hub is at its cap; b never conversed, so it gives way.
+        new_flow(&d, from(3));
+        assert!(b.end.is_cancelled() && !a.end.is_cancelled());
+        assert_eq!(d.flows(), 2);
     }
 
     #[tokio::test(start_paused = true)]

@@ -11,9 +11,9 @@
 //!    A forger must send a new datagram for every place it keeps this way,
 //!    and keeps it only until newer ones arrive.
 //! 2. else the conversation with the least recent two-way traffic, once
-//!    that is older than the one-shot timeout. Faking a conversation blind
-//!    is cheap once; keeping it ahead of real players means sending to
-//!    every place, again, faster than they play.
+//!    that is older than a second. Faking a conversation blind is cheap
+//!    once; keeping it ahead of real players means sending to every place,
+//!    again, every second, and having each answered.
 //!
 //! Conversations with recent two-way traffic are never replaced: they end
 //! only by going quiet.
