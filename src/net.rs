@@ -86,10 +86,12 @@ pub async fn linger_close(mut tcp: TcpStream) {
 /// handler is synchronous on purpose: it checks and spawns, and can never
 /// wait on a peer inside the loop. Errors such as EMFILE back off instead
 /// of spinning: the loop sleeps, doubling up to a second, and recovers.
-pub async fn accept_loop<F>(listener: TcpListener, shutdown: CancellationToken, mut on_conn: F)
+pub async fn accept_loop<L, F>(listener: L, shutdown: CancellationToken, mut on_conn: F)
 where
+    L: std::borrow::Borrow<TcpListener>,
     F: FnMut(TcpStream, SocketAddr),
 {
+    let listener = listener.borrow();
     let mut pause = Duration::from_millis(10);
     loop {
         let accepted = tokio::select! {

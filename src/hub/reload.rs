@@ -88,11 +88,7 @@ async fn apply(
     let new = keep_running(&old, new);
     let wanted: Vec<PortKey> = new.services.iter().flat_map(served::keys).collect();
     let have: HashSet<PortKey> = shared.ports_lock().keys().cloned().collect();
-    let fresh: Vec<PortKey> = wanted
-        .iter()
-        .filter(|k| !have.contains(*k))
-        .cloned()
-        .collect();
+    let (handed, fresh) = hand_overs(&have, &wanted);
     // Every new port is bound before anything changes: a port in use
     // leaves the hub exactly as it was.
     let bound = served::bind_all(&fresh)
@@ -110,6 +106,11 @@ async fn apply(
         }
     }
     services(shared, &new);
+    for (from, to) in handed {
+        if let Some(one) = shared.served(&to.service) {
+            shared.hand_over(&from, to, &one);
+        }
+    }
     for (key, b) in bound {
         if let Some(one) = shared.served(&key.service) {
             tracing::info!(service = %key.service, addr = %b.local_addr().map(|a| a.to_string()).unwrap_or_default(), udp = key.udp, "players welcome");
@@ -140,6 +141,29 @@ async fn apply(
         "the ep's address is no longer in ep_allowlist",
     );
     Ok(plan.to_string())
+}
+
+/// Which wanted ports the hub already holds under another name (a service
+/// renamed, a port moved to another service, a range extended downwards
+/// shifts the offsets), to be handed over rather than bound again; and
+/// which must be bound. A port 0 is never the same port twice.
+fn hand_overs(
+    have: &HashSet<PortKey>,
+    wanted: &[PortKey],
+) -> (Vec<(PortKey, PortKey)>, Vec<PortKey>) {
+    let wanted_set: HashSet<&PortKey> = wanted.iter().collect();
+    let mut free: Vec<&PortKey> = have.iter().filter(|k| !wanted_set.contains(k)).collect();
+    let (mut handed, mut fresh) = (Vec::new(), Vec::new());
+    for k in wanted.iter().filter(|k| !have.contains(*k)) {
+        let held = free
+            .iter()
+            .position(|o| k.addr.port() != 0 && o.udp == k.udp && o.addr == k.addr);
+        match held {
+            Some(i) => handed.push((free.swap_remove(i).clone(), k.clone())),
+            None => fresh.push(k.clone()),
+        }
+    }
+    (handed, fresh)
 }
 
 /// Services added, changed in place, or removed (their players finish,

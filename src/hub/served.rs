@@ -102,10 +102,39 @@ impl Bound {
     }
 }
 
+/// A bound socket, shared: a reload may hand it from one service (or
+/// offset) to another without closing it, so no player is refused and no
+/// second bind can fail on the hub's own port.
+#[derive(Clone)]
+pub(crate) enum Socket {
+    Tcp(Arc<TcpListener>),
+    Udp(Arc<UdpSocket>),
+}
+
+impl From<Bound> for Socket {
+    fn from(b: Bound) -> Self {
+        match b {
+            Bound::Tcp(l) => Socket::Tcp(Arc::new(l)),
+            Bound::Udp(u) => Socket::Udp(Arc::new(u)),
+        }
+    }
+}
+
+impl Socket {
+    fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        match self {
+            Socket::Tcp(l) => l.local_addr(),
+            Socket::Udp(u) => u.local_addr(),
+        }
+    }
+}
+
 /// A socket serving, and how to stop it.
 pub(crate) struct Listening {
+    /// Stops its accept or receive loop (and a UDP port's flows).
     pub stop: CancellationToken,
     pub bound: SocketAddr,
+    pub socket: Socket,
 }
 
 /// Every port `s` needs.
@@ -161,18 +190,19 @@ async fn bind_udp(k: &PortKey, twin: Option<SocketAddr>) -> Result<UdpSocket> {
 }
 
 impl Shared {
-    /// Starts serving `bound` for `served`; recorded under `key`.
+    /// Starts serving `socket` for `served`; recorded under `key`.
     pub(crate) fn serve_port(
         self: &Arc<Self>,
         key: PortKey,
-        bound: Bound,
+        socket: impl Into<Socket>,
         served: &Arc<Served>,
     ) -> tokio::task::JoinHandle<()> {
+        let socket = socket.into();
         let stop = self.shutdown.child_token();
-        let addr = bound.local_addr().unwrap_or(key.addr);
+        let addr = socket.local_addr().unwrap_or(key.addr);
         let span = tracing::info_span!("service", name = %key.service);
-        let task = match bound {
-            Bound::Tcp(listener) => {
+        let task = match socket.clone() {
+            Socket::Tcp(listener) => {
                 let (sh, served2, offset) = (self.clone(), served.clone(), key.offset);
                 let accept = crate::net::accept_loop(listener, stop.clone(), move |tcp, peer| {
                     let parts = (&served2.svc, &served2.door, &served2.cut);
@@ -180,14 +210,14 @@ impl Shared {
                 });
                 self.tracker.spawn(accept.instrument(span))
             }
-            Bound::Udp(socket) => {
+            Socket::Udp(socket) => {
                 let port = super::udp::UdpPort {
                     svc: served.svc.clone(),
                     door: served
                         .udp
                         .clone()
                         .expect("a UDP port belongs to a UDP service"),
-                    socket: Arc::new(socket),
+                    socket,
                     offset: key.offset,
                     cut: served.cut.clone(),
                 };
@@ -195,9 +225,33 @@ impl Shared {
                     .spawn(port.serve(self.clone(), stop.clone()).instrument(span))
             }
         };
-        self.ports_lock()
-            .insert(key, Listening { stop, bound: addr });
+        self.ports_lock().insert(
+            key,
+            Listening {
+                stop,
+                bound: addr,
+                socket,
+            },
+        );
         task
+    }
+
+    /// Moves the socket serving `from` to `to` (another service, or
+    /// another offset of one): the old loop stops, and a UDP port's old
+    /// flows end, since their datagrams now go to the new owner.
+    pub(crate) fn hand_over(self: &Arc<Self>, from: &PortKey, to: PortKey, served: &Arc<Served>) {
+        let Some(l) = self.ports_lock().remove(from) else {
+            return;
+        };
+        l.stop.cancel();
+        tracing::info!(
+            from = %from.service,
+            to = %to.service,
+            addr = %l.bound,
+            udp = to.udp,
+            "port handed over"
+        );
+        self.serve_port(to, l.socket, served);
     }
 
     /// Where players of `service` connect now: its first port, TCP first.

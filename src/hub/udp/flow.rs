@@ -9,7 +9,6 @@ use crate::{
     proto::{self, HubMsg},
 };
 use std::{
-    net::SocketAddr,
     sync::{Arc, atomic::Ordering},
     time::Duration,
 };
@@ -21,14 +20,11 @@ pub(super) struct Run {
     pub door: Arc<UdpDoor>,
     pub socket: Arc<UdpSocket>,
     pub offset: u16,
-    /// Canonical: the flow's key, the PROXY header's source, the logs.
-    pub player: SocketAddr,
-    /// As the socket saw it, for answers.
-    pub reply_to: SocketAddr,
-    /// The hub address the player sent to.
-    pub reached: Option<SocketAddr>,
+    pub at: super::Endpoints,
     pub flow: Arc<Flow>,
     pub cut: tokio_util::sync::CancellationToken,
+    /// Its port is no longer served (see `UdpPort::spawn`).
+    pub closed: tokio_util::sync::CancellationToken,
 }
 
 /// Datagrams and bytes sent to the player (counted from two loops of one
@@ -41,7 +37,7 @@ struct Down {
 
 impl Run {
     pub async fn run(self) {
-        let key = (self.offset, self.player);
+        let key = (self.offset, self.at.player);
         tracing::info!("udp flow started");
         let down = Down::default();
         let why = self.carry(&down).await;
@@ -126,6 +122,7 @@ impl Run {
             _ = self.flow.end.cancelled() => "made room for a newcomer".into(),
             _ = self.shared.shutdown.cancelled() => "hub shutting down".into(),
             _ = self.cut.cancelled() => "service removed from the configuration".into(),
+            _ = self.closed.cancelled() => "its port was closed or handed to another service".into(),
         };
         let mut tunnel = rd.unsplit(wr);
         // close_notify tells the ep the flow is over, so it closes its socket.
@@ -140,7 +137,7 @@ impl Run {
         down.bytes.fetch_add(d.len() as u64, Ordering::Relaxed);
         // A full socket buffer or an unreachable player loses this
         // datagram only, as the network would.
-        if let Err(e) = self.socket.send_to(&d, self.reply_to).await {
+        if let Err(e) = self.socket.send_to(&d, self.at.reply_to).await {
             tracing::debug!("udp send to player: {e}");
         }
     }
@@ -177,8 +174,8 @@ impl Run {
         };
         let id = link.as_ref().map(|l| l.next_id());
         let start = HubMsg::Start {
-            player: self.player,
-            service: self.reached,
+            player: self.at.player,
+            service: self.at.reached,
             udp: true,
             offset: self.offset,
             flow: id,

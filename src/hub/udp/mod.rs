@@ -364,7 +364,12 @@ impl UdpPort {
                         (Some(ip), Some(l)) => Some(SocketAddr::new(ip.to_canonical(), l.port())),
                         _ => local,
                     };
-                    self.spawn(&shared, flow, player, r.from, reached)
+                    let at = Endpoints {
+                        player,
+                        reply_to: r.from,
+                        reached,
+                    };
+                    self.spawn(&shared, flow, at, &stop)
                 }
                 Delivered::Refused(reason) => {
                     let detail = format!("udp flow refused by service {}", self.door.service);
@@ -376,31 +381,40 @@ impl UdpPort {
         }
     }
 
-    /// A task for a new flow: `player` is its canonical address, `reply_to`
-    /// the one the socket answers, `reached` the hub address it sent to.
+    /// A task for a new flow; it ends when `closed` (this port stops being
+    /// served: removed, or handed to another service) since it would hear
+    /// nothing from its player any more.
     fn spawn(
         &self,
         shared: &Arc<Shared>,
         flow: Arc<Flow>,
-        player: SocketAddr,
-        reply_to: SocketAddr,
-        reached: Option<SocketAddr>,
+        at: Endpoints,
+        closed: &CancellationToken,
     ) {
-        let span = tracing::info_span!("udp", service = %self.door.service, player = %player);
+        let span = tracing::info_span!("udp", service = %self.door.service, player = %at.player);
         let run = flow::Run {
             shared: shared.clone(),
             svc: self.svc.clone(),
             door: self.door.clone(),
             socket: self.socket.clone(),
             offset: self.offset,
-            player,
-            reply_to,
-            reached,
+            at,
             flow,
             cut: self.cut.clone(),
+            closed: closed.clone(),
         };
         shared.tracker.spawn(run.run().instrument(span));
     }
+}
+
+/// Who a flow is between.
+pub(crate) struct Endpoints {
+    /// Canonical: the flow's key, the PROXY header's source, the logs.
+    pub player: SocketAddr,
+    /// As the socket saw it, for answers.
+    pub reply_to: SocketAddr,
+    /// The hub address the player sent to.
+    pub reached: Option<SocketAddr>,
 }
 
 #[cfg(test)]

@@ -1,0 +1,187 @@
+//! Reloads that move ports the hub already holds: a service renamed, two
+//! services swapping ports, a range extended downwards, and a UDP port that
+//! is given up for good. The hub hands its own sockets over instead of
+//! failing to bind them a second time, and lets go of what it no longer
+//! serves.
+
+mod common;
+
+use common::udp::*;
+use common::*;
+use std::{net::SocketAddr, path::Path, time::Duration};
+
+fn save(certs: &Certs, o: &HubOpts, file: &Path) {
+    let fresh = write_hub_toml(certs, o, None);
+    std::fs::rename(fresh, file).unwrap();
+}
+
+fn tables(text: &str) -> HubOpts {
+    HubOpts {
+        services: vec![],
+        extra: text.into(),
+        ..Default::default()
+    }
+}
+
+/// Saves `o` over `file` and waits for that reload's outcome.
+async fn reload_to(
+    hub: &TestHub,
+    certs: &Certs,
+    o: &HubOpts,
+    file: &Path,
+) -> Result<String, String> {
+    let mut rx = hub.handle.reloads();
+    let before = rx.borrow().0;
+    save(certs, o, file);
+    let (_, outcome) =
+        tokio::time::timeout(Duration::from_secs(10), rx.wait_for(|(n, _)| *n > before))
+            .await
+            .expect("the hub reloaded")
+            .unwrap()
+            .clone();
+    outcome
+}
+
+fn local(port: u16) -> SocketAddr {
+    ([127, 0, 0, 1], port).into()
+}
+
+/// A TCP echo through `to`, and a UDP one.
+async fn both_answer(to: SocketAddr) {
+    let mut s = tokio::net::TcpStream::connect(to).await.unwrap();
+    assert_eq!(echo_roundtrip(&mut s, b"tcp").await, b"tcp", "{to}");
+    let p = player().await;
+    assert_eq!(
+        ask_until(&p, to, b"udp", Duration::from_secs(10)).await,
+        b"udp",
+        "{to}"
+    );
+}
+
+async fn echo_roundtrip(s: &mut tokio::net::TcpStream, msg: &[u8]) -> Vec<u8> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    s.write_all(msg).await.unwrap();
+    let mut back = vec![0u8; msg.len()];
+    tokio::time::timeout(Duration::from_secs(10), s.read_exact(&mut back))
+        .await
+        .expect("echoed")
+        .unwrap();
+    back
+}
+
+/// A TCP echo and a UDP echo on one port at home, for `tcp+udp`.
+async fn tcp_udp_echo() -> SocketAddr {
+    loop {
+        let tcp = echo_server().await;
+        if std::net::UdpSocket::bind(tcp).is_ok() {
+            return udp_echo_at(tcp).await.0;
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ports_the_hub_holds_move_between_services_and_offsets() {
+    let certs = Certs::new();
+    let p = free_range(4);
+    let svc = |name: &str, bind: &str| {
+        format!("[services.{name}]\nbind = \"127.0.0.1:{bind}\"\ntype = \"tcp+udp\"\n")
+    };
+    let o = tables(&(svc("a", &p.to_string()) + &svc("b", &(p + 1).to_string())));
+    let settings = hub_settings(&certs, &o);
+    let file = settings.file.clone();
+    let hub = TestHub::from_settings(settings, &o).await;
+    let both = tcp_udp_echo().await;
+    let names = ["a", "b", "c"].map(|n| (n.to_string(), both));
+    let _ep = TestEp::start(ep_settings(
+        &certs,
+        &hub,
+        &EpOpts::new(&certs, names.to_vec()),
+    ));
+    hub.wait_sessions(1).await;
+    both_answer(local(p)).await;
+    // A player connected before the moves keeps its connection.
+    let mut stays = tokio::net::TcpStream::connect(local(p)).await.unwrap();
+    assert_eq!(echo_roundtrip(&mut stays, b"before").await, b"before");
+
+    // `a` and `b` swap ports.
+    let o = tables(&(svc("a", &(p + 1).to_string()) + &svc("b", &p.to_string())));
+    let plan = reload_to(&hub, &certs, &o, &file).await;
+    println!("figure: swap → {plan:?}");
+    assert!(plan.is_ok(), "{plan:?}");
+    assert_eq!(hub.handle.service_addr("a"), Some(local(p + 1)));
+    both_answer(local(p)).await;
+    both_answer(local(p + 1)).await;
+
+    // `b` is renamed `c`, on the same port.
+    let o = tables(&(svc("a", &(p + 1).to_string()) + &svc("c", &p.to_string())));
+    let plan = reload_to(&hub, &certs, &o, &file).await;
+    println!("figure: rename → {plan:?}");
+    assert!(plan.is_ok(), "{plan:?}");
+    assert_eq!(hub.handle.service_addr("c"), Some(local(p)));
+    both_answer(local(p)).await;
+
+    // `a`'s single port becomes a range reaching one port lower: its port
+    // moves to offset 1 (the ep's range follows in its own file).
+    let o = tables(&(svc("a", &format!("{}-{}", p + 2, p + 3)) + &svc("c", &p.to_string())));
+    assert!(reload_to(&hub, &certs, &o, &file).await.is_ok());
+    let o = tables(&(svc("a", &format!("{}-{}", p + 1, p + 3)) + &svc("c", &p.to_string())));
+    let plan = reload_to(&hub, &certs, &o, &file).await;
+    println!("figure: range extended downwards → {plan:?}");
+    assert!(plan.is_ok(), "{plan:?}");
+    for port in p + 1..=p + 3 {
+        assert!(
+            tokio::net::TcpStream::connect(local(port)).await.is_ok(),
+            "port {port} listens"
+        );
+    }
+    assert_eq!(echo_roundtrip(&mut stays, b"after").await, b"after");
+}
+
+/// A service at home that, once a peer has spoken, keeps sending to it
+/// every 50 ms, as a game server streams its world.
+async fn talker() -> SocketAddr {
+    let s = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let addr = s.local_addr().unwrap();
+    tokio::spawn(async move {
+        let mut buf = [0u8; 64];
+        let (_, peer) = s.recv_from(&mut buf).await.unwrap();
+        loop {
+            let _ = s.send_to(b"tick", peer).await;
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    });
+    addr
+}
+
+on_every_transport!(a_udp_port_given_up_is_released_though_home_keeps_talking);
+
+async fn a_udp_port_given_up_is_released_though_home_keeps_talking(t: Transport) {
+    let certs = Certs::new();
+    let home = talker().await;
+    let port = free_range(1);
+    let svc = |kind: &str| {
+        tables(&format!(
+            "[services.echo]\nbind = \"127.0.0.1:{port}\"\ntype = \"{kind}\"\n"
+        ))
+    };
+    let o = t.hub_opts(svc("tcp+udp"));
+    let settings = hub_settings(&certs, &o);
+    let file = settings.file.clone();
+    let hub = TestHub::from_settings(settings, &o).await;
+    let eo = t.ep_opts(&hub, EpOpts::new(&certs, vec![("echo".into(), home)]));
+    let _ep = TestEp::start(ep_settings(&certs, &hub, &eo));
+    hub.wait_sessions(1).await;
+    let p = player().await;
+    assert_eq!(
+        ask_until(&p, local(port), b"hi", Duration::from_secs(10)).await,
+        b"tick"
+    );
+    // The service keeps its TCP port and gives up UDP; home keeps talking.
+    let plan = reload_to(&hub, &certs, &t.hub_opts(svc("tcp")), &file).await;
+    assert!(plan.is_ok(), "{plan:?}");
+    eventually("the UDP port is released", Duration::from_secs(5), || {
+        std::net::UdpSocket::bind(local(port)).is_ok()
+    })
+    .await;
+    assert_eq!(hub.handle.udp_flows("echo"), None);
+}
