@@ -95,6 +95,9 @@ where
     let mut pause = Duration::from_millis(10);
     loop {
         let accepted = tokio::select! {
+            // Stopped means stopped, even with a connection waiting: it
+            // belongs to whoever serves the socket next.
+            biased;
             _ = shutdown.cancelled() => return,
             r = listener.accept() => r,
         };

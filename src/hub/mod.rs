@@ -321,7 +321,13 @@ impl Hub {
         shutdown.cancelled().await;
         crate::sdnotify::stopping();
         shared.shutdown.cancel();
-        // Every listener is closed once its accept loop has returned.
+        // A reload in flight finishes first (it may have bound ports),
+        // then the hub lets go of every socket it holds for a reload to
+        // hand over: each closes once its loop has returned too.
+        {
+            let _update = shared.settings_update.lock().await;
+            shared.ports_lock().clear();
+        }
         for door in doors {
             let _ = door.await;
         }

@@ -14,7 +14,7 @@ use crate::{
     },
     reload::Trigger,
 };
-use std::{collections::HashSet, sync::Arc};
+use std::{collections::HashSet, net::SocketAddr, sync::Arc};
 use tokio::sync::mpsc;
 
 /// What asks for a reload; called before the doors open, so that a save
@@ -87,8 +87,14 @@ async fn apply(
     );
     let new = keep_running(&old, new);
     let wanted: Vec<PortKey> = new.services.iter().flat_map(served::keys).collect();
-    let have: HashSet<PortKey> = shared.ports_lock().keys().cloned().collect();
-    let (handed, fresh) = hand_overs(&have, &wanted);
+    let (have, bound_at): (HashSet<PortKey>, Vec<(PortKey, SocketAddr)>) = {
+        let ports = shared.ports_lock();
+        (
+            ports.keys().cloned().collect(),
+            ports.iter().map(|(k, l)| (k.clone(), l.bound)).collect(),
+        )
+    };
+    let (handed, fresh) = hand_overs(&have, &bound_at, &wanted);
     // Every new port is bound before anything changes: a port in use
     // leaves the hub exactly as it was.
     let bound = served::bind_all(&fresh)
@@ -149,15 +155,19 @@ async fn apply(
 /// which must be bound. A port 0 is never the same port twice.
 fn hand_overs(
     have: &HashSet<PortKey>,
+    bound_at: &[(PortKey, SocketAddr)],
     wanted: &[PortKey],
 ) -> (Vec<(PortKey, PortKey)>, Vec<PortKey>) {
     let wanted_set: HashSet<&PortKey> = wanted.iter().collect();
     let mut free: Vec<&PortKey> = have.iter().filter(|k| !wanted_set.contains(k)).collect();
+    let bound = |o: &PortKey| bound_at.iter().find(|(k, _)| k == o).map(|(_, a)| *a);
     let (mut handed, mut fresh) = (Vec::new(), Vec::new());
     for k in wanted.iter().filter(|k| !have.contains(*k)) {
-        let held = free
-            .iter()
-            .position(|o| k.addr.port() != 0 && o.udp == k.udp && o.addr == k.addr);
+        // As written, or as bound: a port 0 the kernel numbered, now
+        // pinned in the file, is the same socket.
+        let held = free.iter().position(|o| {
+            k.addr.port() != 0 && o.udp == k.udp && (o.addr == k.addr || bound(o) == Some(k.addr))
+        });
         match held {
             Some(i) => handed.push((free.swap_remove(i).clone(), k.clone())),
             None => fresh.push(k.clone()),

@@ -225,14 +225,18 @@ impl Shared {
                     .spawn(port.serve(self.clone(), stop.clone()).instrument(span))
             }
         };
-        self.ports_lock().insert(
-            key,
-            Listening {
-                stop,
-                bound: addr,
-                socket,
-            },
-        );
+        // Once the hub stops, nothing is held for a hand-over: the socket
+        // closes with its loop, which returns at once.
+        if !self.shutdown.is_cancelled() {
+            self.ports_lock().insert(
+                key,
+                Listening {
+                    stop,
+                    bound: addr,
+                    socket,
+                },
+            );
+        }
         task
     }
 

@@ -160,6 +160,8 @@ impl Run {
             r = self.svc.take(self.shared.settings().timing.player_wait) => r,
             quiet = self.idle() => return Err(format!("idle for {quiet:?} before a channel was ready")),
             _ = self.flow.end.cancelled() => return Err("made room for a newcomer before a channel was ready".into()),
+            _ = self.closed.cancelled() => return Err("its port was closed or handed to another service".into()),
+            _ = self.cut.cancelled() => return Err("service removed from the configuration".into()),
             _ = self.shared.shutdown.cancelled() => return Err("hub shutting down".into()),
         };
         let (named, mut tunnel) = match taken {

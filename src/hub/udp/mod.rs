@@ -339,8 +339,9 @@ impl UdpPort {
         }
         loop {
             let got = tokio::select! {
-                r = rx.recv(&self.socket, &mut buf) => r,
+                biased;
                 _ = stop.cancelled() => break,
+                r = rx.recv(&self.socket, &mut buf) => r,
             };
             let r = match got {
                 Ok(r) => r,
