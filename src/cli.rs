@@ -108,6 +108,10 @@ struct InviteArgs {
     /// hub's certificate.
     #[arg(long, value_name = "HOST")]
     hub: Option<String>,
+    /// A service the ep may serve (repeatable); without any, it may serve
+    /// none until hub.toml grants some (`[eps.NAME] services = [..]`).
+    #[arg(long = "service", value_name = "NAME")]
+    services: Vec<String>,
     /// List invites (open, used, revoked) instead.
     #[arg(long)]
     list: bool,
@@ -491,11 +495,20 @@ fn invite(settings: &HubSettings, a: InviteArgs) -> Result<()> {
     } else {
         Some(serde_json::from_value(serde_json::json!(a.from)).context("--from")?)
     };
-    let issued = crate::enrol::invite(settings, ep, ttl, from, a.hub.as_deref())?;
+    let issued = crate::enrol::invite(settings, ep, ttl, from, a.hub.as_deref(), &a.services)?;
     println!(
         "invite {} for ep {}, usable once within {} (secret stored only as a hash)",
         issued.line.id, issued.ep, a.expires
     );
+    if a.services.is_empty() {
+        println!(
+            "it grants no service: pass --service NAME, or grant later with \
+             [eps.{ep}] services = [..] in {}",
+            settings.file.display()
+        );
+    } else {
+        println!("it grants: {}", a.services.join(", "));
+    }
     println!("at home, run:\n\n  ferry ep join {}\n", issued.line);
     Ok(())
 }

@@ -45,6 +45,11 @@ fn run(args: &[&str]) -> (bool, String) {
 /// `ferry hub invite` for `ep`; the line it printed.
 fn invite(file: &Path, ep: &str, extra: &[&str]) -> String {
     let mut args = vec!["hub", "invite", "-c", file.to_str().unwrap(), "--ep", ep];
+    // The invite grants the hub's `game`, where it has one.
+    let hub_toml = std::fs::read_to_string(file).unwrap();
+    if hub_toml.contains("[services.game]") {
+        args.extend_from_slice(&["--service", "game"]);
+    }
     args.extend_from_slice(extra);
     let (ok, text) = run(&args);
     assert!(ok, "{text}");
@@ -142,7 +147,7 @@ async fn expired_revoked_and_tampered_invites_are_refused_with_the_reason() {
     };
     // Expired: made with no time to live, as the store allows.
     let store = ferry::enrol::invites::Store::new(certs.dir.path());
-    let (id, secret) = store.create("late", Duration::ZERO, None).unwrap();
+    let (id, secret) = store.create("late", Duration::ZERO, None, vec![]).unwrap();
     let good = invite(&file, "x1", &[]);
     let parsed = ferry::enrol::Line::parse(&good).unwrap();
     let expired = ferry::enrol::Line {

@@ -91,16 +91,26 @@ async fn address_outside_the_allowlist_is_dropped_before_tls() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_second_ep_cannot_take_a_served_service() {
+async fn a_second_ep_stands_by_and_takes_over_when_the_first_leaves() {
     let certs = Certs::new();
-    let (hub, _ep) = echo_tunnel(&certs).await;
-    let mut o = EpOpts::new(&certs, vec![("echo".into(), hub.control)]);
+    let (hub, first) = echo_tunnel(&certs).await;
+    // Another ep offering the same service logs in (it is not refused, nor
+    // its certificate penalised) and waits: players still reach the first.
+    let second_home = echo_server().await;
+    let mut o = EpOpts::new(&certs, vec![("echo".into(), second_home)]);
     o.cert = "other".into();
-    let err = login_error(&ep_settings(&certs, &hub, &o)).await;
-    assert!(
-        err.to_string().contains("already served by ep home"),
-        "{err}"
+    let second = TestEp::start(ep_settings(&certs, &hub, &o));
+    hub.wait_sessions(2).await;
+    assert_eq!(hub.handle.served_by("echo").as_deref(), Some("home"));
+    // The first leaves: the second serves at once, no new login.
+    first.stop().await;
+    hub.wait_sessions(1).await;
+    assert_eq!(hub.handle.served_by("echo").as_deref(), Some("other"));
+    assert_eq!(
+        echo_through(hub.service("echo"), b"still here").await,
+        b"still here"
     );
+    drop(second);
 }
 
 /// A TLS client of the right CA's trust but with no client certificate.

@@ -95,6 +95,9 @@ pub struct HubConfig {
 pub struct EpCredentialConfig {
     pub token_hash: Option<String>,
     pub token_hash_file: Option<figment::value::magic::RelativePathBuf>,
+    /// The services this ep may serve (`grants`); absent: any service no
+    /// other ep's list names.
+    pub services: Option<Vec<String>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -195,6 +198,7 @@ const KEYS: &[&str] = &[
     "token_hash_file",
     "eps.*.token_hash",
     "eps.*.token_hash_file",
+    "eps.*.services",
     "tls.ca",
     "tls.cert",
     "tls.key",
@@ -320,6 +324,8 @@ pub struct HubSettings {
     pub quic: Option<SocketAddr>,
     pub allowlist: Allowlist,
     pub credentials: Credentials,
+    /// Which ep may serve which service.
+    pub grants: super::grants::Grants,
     /// The CA, certificate and key under `[tls]`.
     pub tls_files: TlsPaths,
     pub services: Vec<ServiceSettings>,
@@ -372,7 +378,7 @@ impl HubConfig {
                  addresses your eps connect from (\"0.0.0.0/0\" admits everyone)"
                 .into()));
         }
-        let credentials = self.credentials(file)?;
+        let (credentials, grants) = self.credentials(file)?;
         self.check_timings(file)?;
         self.check_login_limits(file)?;
         let admin = match self.admin.take() {
@@ -396,6 +402,7 @@ impl HubConfig {
             limits: self.limits(),
             allowlist: self.ep_allowlist,
             credentials,
+            grants,
             tls_files,
             services,
             crl,
@@ -408,8 +415,9 @@ impl HubConfig {
         })
     }
 
-    /// The default token hash and each named ep's own; at least one.
-    fn credentials(&mut self, file: &Path) -> Result<Credentials> {
+    /// The default token hash and each named ep's own (at least one), and
+    /// the services each `[eps.NAME]` may serve.
+    fn credentials(&mut self, file: &Path) -> Result<(Credentials, super::grants::Grants)> {
         let err = checker(file);
         let mut credentials = Credentials {
             default: super::read_token_hash(
@@ -420,18 +428,38 @@ impl HubConfig {
             .map_err(err)?,
             per_ep: HashMap::new(),
         };
+        let mut grants = super::grants::Grants::default();
         for (name, c) in std::mem::take(&mut self.eps) {
             check_service_name(&name).map_err(|_| {
                 err(format!(
                     "eps.{name}: an ep name is 1-64 letters, digits, '-' or '_'"
                 ))
             })?;
+            if let Some(list) = c.services {
+                for svc in &list {
+                    if !self.services.contains_key(svc) {
+                        return Err(err(format!(
+                            "eps.{name}.services names {svc:?}, which is not a [services.{svc}]"
+                        )));
+                    }
+                }
+                grants.set(&name, list);
+            }
             let key = format!("eps.{name}.token_hash");
             match super::read_token_hash(&key, c.token_hash, c.token_hash_file.as_ref())
                 .map_err(err)?
             {
-                Some(h) => credentials.per_ep.insert(name, h),
-                None => return Err(err(format!("{key}: set token_hash or token_hash_file"))),
+                Some(h) => {
+                    credentials.per_ep.insert(name, h);
+                }
+                // Only a grant: the ep logs in with the shared hash (or
+                // the one its enrolment made).
+                None if grants.listed(&name) => {}
+                None => {
+                    return Err(err(format!(
+                        "{key}: set token_hash or token_hash_file (or services, to grant only)"
+                    )));
+                }
             };
         }
         if credentials.default.is_none() && credentials.per_ep.is_empty() {
@@ -440,7 +468,7 @@ impl HubConfig {
                     .into(),
             ));
         }
-        Ok(credentials)
+        Ok((credentials, grants))
     }
 
     fn check_timings(&self, file: &Path) -> Result<()> {
@@ -642,6 +670,9 @@ impl std::fmt::Display for HubSettings {
         named.sort();
         for ep in named {
             writeln!(f, "  ep {ep:<15} own token_hash (argon2id)")?;
+        }
+        for line in self.grants.lines() {
+            writeln!(f, "  grants   {line}")?;
         }
         if let Some(a) = &self.admin {
             writeln!(f, "  admin    {a}")?;

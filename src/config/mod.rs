@@ -8,6 +8,7 @@ pub mod admin;
 mod duration;
 pub mod enrol;
 pub mod ep;
+pub mod grants;
 pub mod hub;
 mod netlist;
 pub mod plan;

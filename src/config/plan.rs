@@ -77,6 +77,7 @@ impl Summary {
         ]
         .into_iter()
         .map(|(k, v)| (k.to_string(), format!("{v:?}")))
+        .chain([("grants".to_string(), s.grants.lines().join("; "))])
         .collect();
         let l = &s.limits;
         let restart = [

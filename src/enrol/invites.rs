@@ -47,6 +47,10 @@ pub struct Invite {
     /// Only from these networks, if set.
     #[serde(default)]
     pub from: Option<crate::config::Allowlist>,
+    /// The services the ep may serve once enrolled (absent in invites
+    /// made before grants existed).
+    #[serde(default)]
+    pub services: Option<Vec<String>>,
     pub state: State,
 }
 
@@ -63,6 +67,10 @@ pub struct Enrolled {
     /// Where it enrolled from; admitted by the hub's allowlist.
     pub address: IpAddr,
     pub enrolled: u64,
+    /// The services its invite granted (absent: enrolled before grants
+    /// existed; see `merge_enrolled`).
+    #[serde(default)]
+    pub services: Option<Vec<String>>,
 }
 
 #[derive(Debug, Default, Serialize, Deserialize)]
@@ -175,6 +183,7 @@ impl Store {
         ep: &str,
         ttl: Duration,
         from: Option<crate::config::Allowlist>,
+        services: Vec<String>,
     ) -> Result<(String, String)> {
         let id = crate::token::random_hex(8);
         let secret = crate::token::random_hex(16);
@@ -189,6 +198,7 @@ impl Store {
             secret_sha256: sha256_hex(&secret),
             expires: now + ttl.as_secs(),
             from,
+            services: Some(services),
             state: State::Open,
         });
         self.save_invites(invites)?;
@@ -281,7 +291,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let s = Store::new(dir.path());
         let ip: IpAddr = "203.0.113.9".parse().unwrap();
-        let (id, secret) = s.create("home", Duration::from_secs(60), None).unwrap();
+        let (id, secret) = s
+            .create("home", Duration::from_secs(60), None, vec![])
+            .unwrap();
         assert!(s.usable(&id, ip).is_ok());
         assert!(
             s.redeem(&id, "00", ip)
@@ -291,12 +303,12 @@ mod tests {
         assert_eq!(s.redeem(&id, &secret, ip).unwrap().ep, "home");
         assert_eq!(s.usable(&id, ip).unwrap_err(), Unusable::Used);
         assert_eq!(s.usable("nope", ip).unwrap_err(), Unusable::Unknown);
-        let (id2, _) = s.create("home", Duration::ZERO, None).unwrap();
+        let (id2, _) = s.create("home", Duration::ZERO, None, vec![]).unwrap();
         assert_eq!(s.usable(&id2, ip).unwrap_err(), Unusable::Expired);
         let only: crate::config::Allowlist =
             serde_json::from_str(r#"["198.51.100.0/24"]"#).unwrap();
         let (id3, _) = s
-            .create("home", Duration::from_secs(60), Some(only))
+            .create("home", Duration::from_secs(60), Some(only), vec![])
             .unwrap();
         assert_eq!(s.usable(&id3, ip).unwrap_err(), Unusable::WrongAddress);
         s.revoke(&id3).unwrap();
@@ -311,7 +323,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let ip: IpAddr = "203.0.113.9".parse().unwrap();
         let base = Store::new(dir.path());
-        let (used, secret) = base.create("used", Duration::from_secs(60), None).unwrap();
+        let (used, secret) = base
+            .create("used", Duration::from_secs(60), None, vec![])
+            .unwrap();
         let threads: Vec<_> = (0..4)
             .map(|t| {
                 let dir = dir.path().to_path_buf();
@@ -320,7 +334,7 @@ mod tests {
                     (0..10)
                         .map(|k| {
                             let (id, _) = s
-                                .create(&format!("t{t}k{k}"), Duration::from_secs(60), None)
+                                .create(&format!("t{t}k{k}"), Duration::from_secs(60), None, vec![])
                                 .unwrap();
                             if k % 2 == 1 {
                                 s.revoke(&id).unwrap();

@@ -42,9 +42,34 @@ pub fn merge_enrolled(
             continue;
         }
         s.credentials.per_ep.insert(name.clone(), ep.token_hash);
+        grant_enrolled(&mut s, &name, ep.services);
         s.enrolled.push(name);
     }
     Ok(s)
+}
+
+/// The services an enrolled ep's invite granted, unless hub.toml lists
+/// the ep's own (which wins).
+pub fn grant_enrolled(
+    s: &mut crate::config::hub::HubSettings,
+    name: &str,
+    services: Option<Vec<String>>,
+) {
+    match services {
+        _ if s.grants.listed(name) => {}
+        Some(list) => {
+            for svc in list.iter().filter(|svc| s.service(svc).is_none()) {
+                tracing::warn!(ep = %name, "its invite granted service {svc:?}, which this hub no longer serves");
+            }
+            s.grants.set(name, list);
+        }
+        None => tracing::warn!(
+            ep = %name,
+            "enrolled before invites granted services: it may serve any service no ep's list \
+             names; bind it with [eps.{name}] services = [..] in {}",
+            s.file.display()
+        ),
+    }
 }
 
 pub fn hex(bytes: &[u8]) -> String {
@@ -137,6 +162,7 @@ pub fn invite(
     ttl: std::time::Duration,
     from: Option<crate::config::Allowlist>,
     host: Option<&str>,
+    services: &[String],
 ) -> Result<Issued> {
     let Some(e) = &s.enrol else {
         bail!(
@@ -155,6 +181,12 @@ pub fn invite(
     if ttl.is_zero() || ttl > MAX_TTL {
         bail!("--expires {ttl:?} is out of range: allowed 1s to 30 days");
     }
+    if let Some(svc) = services.iter().find(|svc| s.service(svc).is_none()) {
+        bail!(
+            "--service {svc:?}: {} has no [services.{svc}]",
+            s.file.display()
+        );
+    }
     if e.bind.port() == 0 {
         bail!("enrol.bind has port 0 (chosen at start); give it a fixed port");
     }
@@ -171,7 +203,7 @@ pub fn invite(
         .first()
         .ok_or_else(|| anyhow::anyhow!("{} holds no certificate", e.ca.display()))?;
     let store = invites::Store::new(&e.state);
-    let (id, secret) = store.create(ep, ttl, from)?;
+    let (id, secret) = store.create(ep, ttl, from, services.to_vec())?;
     let line = Line {
         door: crate::config::join_host_port(&host, e.bind.port()),
         ca: fingerprint(ca.as_ref()),

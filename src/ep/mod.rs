@@ -456,9 +456,9 @@ fn on_hub_msg(
         Ok(HubMsg::Services { services, refused }) => {
             let now: Vec<&String> = services.keys().collect();
             if refused.is_empty() {
-                tracing::info!(services = ?now, "the hub took the new service list");
+                tracing::info!(services = ?now, "the hub serves these services through this ep");
             } else {
-                tracing::warn!(services = ?now, ?refused, "the hub took the new service list but not all of it");
+                tracing::warn!(services = ?now, ?refused, "the hub serves these services through this ep, not the others");
             }
             None
         }

@@ -156,11 +156,12 @@ pub(super) async fn finish_login(
         Ok(Err(e)) => {
             match &e {
                 // A verified certificate failed: charge that identity.
+                // A verified certificate with a wrong token: charge that
+                // identity. Refusals after the token is proven (a service
+                // not granted, taken, or shaped otherwise) are the hub's
+                // configuration talking, not a guess: they charge no one.
                 Refusal::Told { ep, kind, .. } => {
-                    if !matches!(
-                        kind,
-                        RefusalKind::Busy | RefusalKind::Penalised | RefusalKind::Other
-                    ) {
+                    if *kind == RefusalKind::WrongToken {
                         shared.logins.identities().strike(ep);
                     }
                 }
@@ -261,7 +262,7 @@ pub(super) async fn authenticate(
     let login = async {
         check_version(version)?;
         let hash = verify_token(shared, &ep, token).await?;
-        let (offer, matched) = match_offer(shared, &ep, services, shapes, &features)?;
+        let (offer, mut matched) = match_offer(shared, &ep, services, shapes, &features)?;
         let welcome = welcome(shared, modern, version, &features, &offer, &matched);
         warn_if_expiring(&peer);
         let login = super::sessions::Login {
@@ -274,6 +275,9 @@ pub(super) async fn authenticate(
             link: quic.map(crate::quic::Link::new),
         };
         let still_valid = || still_valid(shared, &ep, &hash, addr.ip(), &peer.serial);
+        let mut skipped = std::mem::take(&mut matched.unauthorised);
+        skipped.append(&mut matched.refused);
+        let offered = matched.services.clone();
         let guard = shared
             .sessions
             .register(login, offer, matched.services, ctrl, still_valid)
@@ -285,15 +289,42 @@ pub(super) async fn authenticate(
                 kind,
                 why,
             })?;
-        Ok::<_, Verdict>((guard, welcome))
+        let serving = guard.services();
+        for svc in offered
+            .iter()
+            .filter(|o| !serving.iter().any(|s| Arc::ptr_eq(s, o)))
+        {
+            let holder = svc.served_by().unwrap_or_default();
+            let why = format!("served by ep {holder}; this ep takes it over when {holder} lets go");
+            skipped.insert(svc.name.clone(), why);
+        }
+        Ok::<_, Verdict>((guard, welcome, skipped))
     };
-    let (guard, welcome) = match login.await {
+    let (guard, welcome, skipped) = match login.await {
         Ok(done) => done,
         Err(v) => return Err(refuse(&mut tls, &ep, v.kind, v.why, v.retry, modern).await),
     };
     shared.logins.identities().clear(&ep);
     // Written directly, so it precedes the `Open`s registering just queued.
     proto::write_msg(&mut tls, &welcome).await?;
+    // What it offered and does not serve, and why: in its log, not only
+    // in the hub's.
+    if modern && !skipped.is_empty() {
+        let serving = guard.services();
+        let HubMsg::Welcome { services, .. } = &welcome else {
+            unreachable!("a welcome")
+        };
+        let services = services
+            .iter()
+            .filter(|(name, _)| serving.iter().any(|s| &s.name == *name))
+            .map(|(n, s)| (n.clone(), *s))
+            .collect();
+        let told = HubMsg::Services {
+            services,
+            refused: skipped,
+        };
+        proto::write_msg(&mut tls, &told).await?;
+    }
     Ok((tls, guard, modern))
 }
 
@@ -398,9 +429,25 @@ fn match_offer(
         shapes,
         udp: features.iter().any(|f| f == proto::feature::UDP),
     };
-    let mut matched = offer.resolve(shared);
+    let mut matched = offer.resolve(shared, ep);
     if let Some((_, why)) = std::mem::take(&mut matched.mismatch).into_iter().next() {
         return Err(Verdict::no(RefusalKind::ServiceMismatch, why));
+    }
+    // Skipped, never refusing what else it offers.
+    for (name, why) in &matched.unauthorised {
+        tracing::warn!(%ep, service = %name, "the ep offers a service it is not granted; skipped: {why}");
+    }
+    if matched.services.is_empty() && !matched.unauthorised.is_empty() {
+        let why = matched
+            .unauthorised
+            .values()
+            .cloned()
+            .collect::<Vec<_>>()
+            .join("; ");
+        return Err(Verdict::no(
+            RefusalKind::UnknownService,
+            format!("this ep may serve none of the services it offers: {why}"),
+        ));
     }
     if matched.services.is_empty() {
         return Err(match matched.refused.iter().next() {
@@ -566,10 +613,17 @@ pub(super) async fn session(shared: Arc<Shared>, s: LoggedIn) {
     }
     // Proven for a day after the session ends, not after it began.
     shared.logins.gate.session_ended(guard.ip);
+    // What it served goes to another ep that offers it, if one does.
+    let served = guard.services();
+    let (ep, id) = (guard.ep.clone(), guard.id);
+    drop(guard);
+    for svc in served {
+        shared.hand_to_offering(&svc);
+    }
     if told == Some(CloseKind::ShuttingDown) {
-        tracing::debug!(ep = %guard.ep, session = guard.id, "ep session ended: {reason}");
+        tracing::debug!(ep = %ep, session = id, "ep session ended: {reason}");
     } else {
-        tracing::info!(ep = %guard.ep, session = guard.id, "ep session ended: {reason}");
+        tracing::info!(ep = %ep, session = id, "ep session ended: {reason}");
     }
 }
 
@@ -586,26 +640,18 @@ fn reannounced(
         shapes,
         udp: true,
     };
-    let mut matched = offer.resolve(shared);
-    // A contradicted shape refuses that service, not the session.
+    let mut matched = offer.resolve(shared, &guard.ep);
+    // A contradicted shape refuses that service, not the session; so does
+    // one this ep is not granted.
     matched.refused.append(&mut matched.mismatch);
+    matched.refused.append(&mut matched.unauthorised);
     let (taken, released) = shared
         .sessions
         .reoffer(guard.id, offer, matched.services.clone());
     // A service this ep let go goes to another ep that offered it (an ep
     // whose reload offering it landed before this one's dropping it).
     for svc in released {
-        let settings = shared.settings();
-        // Not a service a reload removed meanwhile.
-        let current = shared
-            .service(&svc.name)
-            .is_some_and(|cur| Arc::ptr_eq(&cur, &svc));
-        if let Some(s) = settings.service(&svc.name).filter(|_| current) {
-            let (kind, ports) = (s.kind, s.bind.count);
-            shared
-                .sessions
-                .adopt(&svc, |offer| offer.fits(&svc.name, kind, ports));
-        }
+        shared.hand_to_offering(&svc);
     }
     for (name, why) in taken {
         matched.shapes.remove(&name);

@@ -155,6 +155,7 @@ async fn enrol(
         serial,
         address: addr.ip().to_canonical(),
         enrolled: now(),
+        services: invite.services.clone(),
     };
     // Its own task: recorded and applied together even if this enrolment
     // is cut off (deadline, shutdown) halfway through.
@@ -225,7 +226,11 @@ async fn record_and_apply(
     record: Enrolled,
 ) -> Result<(), String> {
     let update = shared.settings_update.lock().await;
-    let (hash, ip) = (record.token_hash.clone(), record.address);
+    let (hash, ip, services) = (
+        record.token_hash.clone(),
+        record.address,
+        record.services.clone(),
+    );
     let (state, name, crl) = (e.state.clone(), ep.clone(), shared.settings().crl.clone());
     let recorded = tokio::task::spawn_blocking(move || {
         let old = Store::new(&state).record(&name, record)?;
@@ -244,6 +249,7 @@ async fn record_and_apply(
     let mut s = (*shared.settings()).clone();
     s.credentials.per_ep.insert(ep.clone(), hash);
     s.allowlist.add(ip);
+    crate::enrol::grant_enrolled(&mut s, &ep, services);
     s.enrolled.push(ep);
     shared.set_settings(s);
     drop(update);
@@ -260,6 +266,7 @@ fn reply(
     token: crate::secret::Secret,
 ) -> Reply {
     let s = shared.settings();
+    let name = ep.clone();
     let ca_pem = std::fs::read_to_string(&e.ca).unwrap_or_default();
     let addrs = shared.addrs.get().copied();
     Reply::Enrolled {
@@ -272,6 +279,9 @@ fn reply(
         services: s
             .services
             .iter()
+            // What it may serve: its config offers nothing it would be
+            // refused.
+            .filter(|svc| s.grants.may_serve(&name, &svc.name))
             .map(|svc| Offered {
                 name: svc.name.clone(),
                 kind: svc.kind,

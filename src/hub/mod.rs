@@ -168,6 +168,7 @@ impl Hub {
             wanted.extend(served::keys(s));
         }
         let ports = served::bind_all(&wanted).await?;
+        let grants = settings.grants.clone();
         let shared = Shared {
             trust: trust::Trust::new(loaded_tls, crl::initial(settings.crl.as_deref())),
             quic,
@@ -182,7 +183,7 @@ impl Hub {
             enrol_slots: Arc::new(tokio::sync::Semaphore::new(enrol::SLOTS)),
             enrol_sources: Arc::default(),
             addrs: std::sync::OnceLock::new(),
-            sessions: Arc::new(Sessions::new(shutdown.clone(), metrics.clone())),
+            sessions: Arc::new(Sessions::new(shutdown.clone(), metrics.clone(), grants)),
             tracker,
             shutdown,
             hard_stop,
@@ -358,7 +359,23 @@ impl Shared {
     /// socket hears the new allowlist from its next datagram on.
     pub(crate) fn set_settings(&self, new: HubSettings) {
         self.quic.allowed.set(new.allowlist.clone());
+        self.sessions.set_grants(new.grants.clone());
         self.settings.set(new);
+    }
+
+    /// `svc` lost its ep (it let go, its session ended, a reload took it
+    /// away): another logged-in ep that offers it, may serve it and fits
+    /// its shape takes it. Not a service a reload removed meanwhile.
+    pub(crate) fn hand_to_offering(&self, svc: &Arc<service::Service>) {
+        let current = self
+            .service(&svc.name)
+            .is_some_and(|cur| Arc::ptr_eq(&cur, svc));
+        let settings = self.settings();
+        if let Some(s) = settings.service(&svc.name).filter(|_| current) {
+            let (kind, ports) = (s.kind, s.bind.count);
+            self.sessions
+                .adopt(svc, |offer| offer.fits(&svc.name, kind, ports));
+        }
     }
 
     pub(crate) fn served(&self, name: &str) -> Option<Arc<served::Served>> {

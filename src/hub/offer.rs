@@ -25,10 +25,13 @@ pub(crate) struct Matched {
     pub refused: BTreeMap<String, String>,
     /// Services whose shape the ep contradicts, and how.
     pub mismatch: BTreeMap<String, String>,
+    /// Services this ep is not granted (`grants`), and why.
+    pub unauthorised: BTreeMap<String, String>,
 }
 
 impl Offer {
-    pub fn resolve(&self, shared: &Shared) -> Matched {
+    /// What `ep` may serve of its offer, and what not and why.
+    pub fn resolve(&self, shared: &Shared, ep: &str) -> Matched {
         let mut m = Matched::default();
         let settings = shared.settings();
         for name in &self.names {
@@ -40,6 +43,11 @@ impl Offer {
                     .insert(name.clone(), format!("the hub has no [services.{name}]"));
                 continue;
             };
+            if !settings.grants.may_serve(ep, name) {
+                m.unauthorised
+                    .insert(name.clone(), settings.grants.why_not(ep, name));
+                continue;
+            }
             if let Err(why) = self.fits(name, s.kind, s.bind.count) {
                 m.mismatch.insert(name.clone(), why);
                 continue;

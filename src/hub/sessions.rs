@@ -79,6 +79,8 @@ struct State {
 
 pub(crate) struct Sessions {
     state: Mutex<State>,
+    /// Which ep may serve which service, as the settings say now.
+    grants: crate::swap::Swap<crate::config::grants::Grants>,
     shutdown: CancellationToken,
     metrics: Arc<crate::metrics::HubMetrics>,
     count: watch::Sender<usize>,
@@ -98,9 +100,14 @@ pub(crate) struct SessionGuard {
 }
 
 impl Sessions {
-    pub fn new(shutdown: CancellationToken, metrics: Arc<crate::metrics::HubMetrics>) -> Self {
+    pub fn new(
+        shutdown: CancellationToken,
+        metrics: Arc<crate::metrics::HubMetrics>,
+        grants: crate::config::grants::Grants,
+    ) -> Self {
         Sessions {
             state: Mutex::default(),
+            grants: crate::swap::Swap::new(grants),
             shutdown,
             metrics,
             count: watch::Sender::new(0),
@@ -110,6 +117,10 @@ impl Sessions {
 
     fn lock(&self) -> MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn set_grants(&self, grants: crate::config::grants::Grants) {
+        self.grants.set(grants);
     }
 
     pub fn has_ip(&self, ip: IpAddr) -> bool {
@@ -125,7 +136,9 @@ impl Sessions {
     }
 
     /// Registers `ep` as serving `services`. An earlier session of the same
-    /// ep is replaced; a service held by another ep refuses the login.
+    /// ep is replaced. A service another ep holds stays with it if that ep
+    /// may serve it (this one takes it over when it lets go), and is taken
+    /// back from it if it may not (its grant was withdrawn).
     /// `still_valid` re-checks the login's credential against the settings
     /// current now, under the same lock a reload's or a CRL's sweep takes:
     /// a rotation either finds this session to close or refuses it here,
@@ -149,7 +162,7 @@ impl Sessions {
         let ip = ip.to_canonical();
         let mut st = self.lock();
         still_valid()?;
-        free_for(&services, ep)?;
+        let services = self.claim(&mut st, services, ep);
         st.next_id += 1;
         let id = st.next_id;
         let end = Arc::new(EndSignal {
@@ -216,6 +229,34 @@ impl Sessions {
         })
     }
 
+    /// Of `services`, those `ep` serves now: free ones, its own, and those
+    /// held by an ep no longer granted them (detached from it here).
+    fn claim(&self, st: &mut State, services: Vec<Arc<Service>>, ep: &str) -> Vec<Arc<Service>> {
+        let grants = self.grants.get();
+        let mut out = Vec::new();
+        for svc in services {
+            match svc.served_by() {
+                Some(holder) if holder != ep && grants.may_serve(&holder, &svc.name) => {
+                    tracing::warn!(
+                        ep,
+                        service = %svc.name,
+                        "already served by ep {holder}; this ep takes it over when {holder} lets go"
+                    );
+                }
+                Some(holder) if holder != ep => {
+                    if let Some(e) = st.by_ep.get(&holder) {
+                        lock(&e.serving).retain(|s| !Arc::ptr_eq(s, &svc));
+                        svc.detach(e.session);
+                    }
+                    tracing::warn!(ep, service = %svc.name, "taken back from ep {holder}, which is not granted it");
+                    out.push(svc);
+                }
+                _ => out.push(svc),
+            }
+        }
+        out
+    }
+
     /// An ep (or its version) is gone: its series goes too, so eps come
     /// and go without the hub's metrics growing.
     fn mark_gone(&self, ep: &str, version: &str) {
@@ -251,9 +292,13 @@ impl Sessions {
     /// starts serving it, if the ep can (`fits`).
     pub fn adopt(&self, svc: &Arc<Service>, fits: impl Fn(&Offer) -> Result<(), String>) {
         let st = self.lock();
+        let grants = self.grants.get();
         for (ep, e) in &st.by_ep {
             // A session being closed would take the service down with it.
-            if !e.offer.names.contains(&svc.name) || e.end.token.is_cancelled() {
+            if !e.offer.names.contains(&svc.name)
+                || e.end.token.is_cancelled()
+                || !grants.may_serve(ep, &svc.name)
+            {
                 continue;
             }
             if let Err(why) = fits(&e.offer) {
@@ -289,13 +334,19 @@ impl Sessions {
     /// Whether a session let go.
     pub fn recheck(&self, svc: &Arc<Service>, fits: impl Fn(&Offer) -> Result<(), String>) -> bool {
         let st = self.lock();
+        let grants = self.grants.get();
         let mut let_go = false;
         for (ep, e) in &st.by_ep {
             let mut serving = lock(&e.serving);
             if !serving.iter().any(|s| Arc::ptr_eq(s, svc)) {
                 continue;
             }
-            if let Err(why) = fits(&e.offer) {
+            let granted = if grants.may_serve(ep, &svc.name) {
+                Ok(())
+            } else {
+                Err(grants.why_not(ep, &svc.name))
+            };
+            if let Err(why) = granted.and_then(|()| fits(&e.offer)) {
                 tracing::warn!(ep, service = %svc.name, "the ep no longer serves the changed service: {why}");
                 serving.retain(|s| !Arc::ptr_eq(s, svc));
                 svc.detach(e.session);
@@ -383,21 +434,6 @@ impl Sessions {
         }
         n
     }
-}
-
-/// Whether `services` are free for `ep` (served by nobody, or by it).
-fn free_for(services: &[Arc<Service>], ep: &str) -> Result<(), (RefusalKind, String)> {
-    for svc in services {
-        if let Some(holder) = svc.served_by()
-            && holder != ep
-        {
-            return Err((
-                RefusalKind::ServiceTaken,
-                format!("service {} is already served by ep {holder}", svc.name),
-            ));
-        }
-    }
-    Ok(())
 }
 
 fn lock(serving: &Serving) -> MutexGuard<'_, Vec<Arc<Service>>> {

@@ -1,0 +1,175 @@
+//! Which ep may serve what: a friend's ep enrolled with an invite that
+//! grants one service cannot take the owner's other services, however it
+//! announces them; an offer it is not granted is skipped, never refusing
+//! the rest of its login or penalising anyone; and when the host moves a
+//! grant, the rightful ep takes the service back.
+
+mod common;
+
+use common::procs::ferry_cmd;
+use common::udp::free_range;
+use common::*;
+use std::{net::SocketAddr, path::Path, time::Duration};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+/// A TCP service at home that greets every player with `tag`.
+async fn tagged(tag: &'static str) -> SocketAddr {
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut s, _)) = l.accept().await else {
+                continue;
+            };
+            tokio::spawn(async move {
+                let _ = s.write_all(tag.as_bytes()).await;
+                let mut buf = [0u8; 64];
+                while let Ok(n) = s.read(&mut buf).await {
+                    if n == 0 {
+                        break;
+                    }
+                }
+            });
+        }
+    });
+    addr
+}
+
+/// Who answers a player on `port`: the greeting's first four bytes.
+async fn who_serves(port: u16) -> String {
+    let mut p = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .unwrap();
+    let mut tag = [0u8; 4];
+    tokio::time::timeout(Duration::from_secs(10), p.read_exact(&mut tag))
+        .await
+        .expect("a greeting")
+        .unwrap();
+    String::from_utf8_lossy(&tag).into_owned()
+}
+
+fn run(args: &[&str]) -> (bool, String) {
+    let out = ferry_cmd().args(args).output().unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), text)
+}
+
+fn hub_toml(door: u16, mc: u16, vh: u16, grants: &str) -> HubOpts {
+    HubOpts {
+        services: vec![],
+        extra: format!(
+            "[enrol]\nbind = \"127.0.0.1:{door}\"\n{grants}\
+             [services.minecraft]\nbind = \"127.0.0.1:{mc}\"\n\
+             [services.valheim]\nbind = \"127.0.0.1:{vh}\"\n"
+        ),
+        ..Default::default()
+    }
+}
+
+fn save(certs: &Certs, o: &HubOpts, file: &Path) {
+    std::fs::rename(write_hub_toml(certs, o, None), file).unwrap();
+}
+
+async fn reload(hub: &TestHub, certs: &Certs, o: &HubOpts, file: &Path) {
+    let mut rx = hub.handle.reloads();
+    let before = rx.borrow().0;
+    save(certs, o, file);
+    let (_, outcome) =
+        tokio::time::timeout(Duration::from_secs(10), rx.wait_for(|(n, _)| *n > before))
+            .await
+            .expect("reloaded")
+            .unwrap()
+            .clone();
+    assert!(outcome.is_ok(), "{outcome:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_invitee_serves_what_it_was_granted_and_never_the_owners_service() {
+    let certs = Certs::new();
+    let (door, mc, vh) = (free_range(1), free_range(1), free_range(1));
+    let o = hub_toml(door, mc, vh, "");
+    let settings = hub_settings(&certs, &o);
+    let file = settings.file.clone();
+    let hub = TestHub::from_settings(settings, &o).await;
+    // The host invites a friend's machine for Valheim only.
+    let (ok, text) = run(&[
+        "hub",
+        "invite",
+        "-c",
+        file.to_str().unwrap(),
+        "--ep",
+        "cabin",
+        "--service",
+        "valheim",
+    ]);
+    assert!(ok, "{text}");
+    assert!(text.contains("it grants: valheim"), "{text}");
+    let line = text
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("ferry ep join "))
+        .unwrap()
+        .to_string();
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().to_str().unwrap().to_string();
+    let (ok, text) = tokio::task::spawn_blocking(move || run(&["ep", "join", &line, "--dir", &d]))
+        .await
+        .unwrap();
+    assert!(ok, "{text}");
+    let config = dir.path().join("ep.toml");
+    let written = std::fs::read_to_string(&config).unwrap();
+    assert!(
+        !written.contains("[services.minecraft]"),
+        "the join offers only what was granted:\n{written}"
+    );
+    // The friend's ep (or whoever stole its key and token) announces
+    // Minecraft too, and logs in first.
+    let evil = tagged("EVIL").await;
+    let cabin_vh = tagged("CABN").await;
+    let text = written.replace(&format!("127.0.0.1:{vh}\""), &format!("{cabin_vh}\""))
+        + &format!("[services.minecraft]\nlocal = \"{evil}\"\n");
+    std::fs::write(&config, text).unwrap();
+    let cabin = ferry::config::ep::EpConfig::load(&config, Default::default())
+        .unwrap()
+        .check(&config)
+        .unwrap();
+    let _cabin = TestEp::start(cabin);
+    hub.wait_sessions(1).await;
+    // The owner's ep logs in after it and serves Minecraft.
+    let home = tagged("HOME").await;
+    let eo = EpOpts::new(&certs, vec![("minecraft".into(), home)]);
+    let _home = TestEp::start(ep_settings(&certs, &hub, &eo));
+    hub.wait_sessions(2).await;
+    assert_eq!(who_serves(mc).await, "HOME", "Minecraft players reach home");
+    assert_eq!(
+        who_serves(vh).await,
+        "CABN",
+        "Valheim players reach the cabin"
+    );
+    assert_eq!(
+        hub.handle
+            .refusals()
+            .get("login refused")
+            .copied()
+            .unwrap_or(0),
+        0,
+        "{:?}",
+        hub.handle.refusals()
+    );
+
+    // The host grants the cabin Minecraft too and home lets go (a reload
+    // naming home's services): the cabin serves it...
+    let grants =
+        "[eps.home]\nservices = []\n[eps.cabin]\nservices = [\"valheim\", \"minecraft\"]\n";
+    reload(&hub, &certs, &hub_toml(door, mc, vh, grants), &file).await;
+    assert_eq!(who_serves(mc).await, "EVIL");
+    // ...and takes it back: home, still logged in and offering it, is the
+    // rightful ep again at once.
+    let grants = "[eps.home]\nservices = [\"minecraft\"]\n";
+    reload(&hub, &certs, &hub_toml(door, mc, vh, grants), &file).await;
+    assert_eq!(who_serves(mc).await, "HOME");
+    assert_eq!(who_serves(vh).await, "CABN");
+}
