@@ -125,7 +125,8 @@ struct RevokeArgs {
     /// Folder with the CA (and the ep certificates).
     #[arg(long, default_value = "certs")]
     dir: PathBuf,
-    /// Ep whose certificate DIR/ep-NAME.pem to revoke (repeatable).
+    /// Ep whose certificate to revoke (repeatable): DIR/ep-NAME.pem, or
+    /// for an enrolled ep the serial in DIR/enrolled.json.
     #[arg(long = "ep")]
     eps: Vec<String>,
     /// Certificate serial number in hex (repeatable).
@@ -309,7 +310,29 @@ fn revoke(r: RevokeArgs) -> Result<()> {
         !r.eps.is_empty() || !r.serials.is_empty(),
         "name --ep NAME or --serial HEX to revoke"
     );
-    let (path, added) = crate::certgen::revoke(&r.dir, &r.eps, &r.serials)?;
+    // An enrolled ep's certificate never came to the hub: its serial is in
+    // the enrolment record.
+    let (mut eps, mut serials) = (Vec::new(), r.serials.clone());
+    let enrolled = || crate::enrol::invites::Store::new(&r.dir).enrolled();
+    for name in &r.eps {
+        if r.dir.join(format!("ep-{name}.pem")).exists() {
+            eps.push(name.clone());
+            continue;
+        }
+        match enrolled()?.eps.get(name) {
+            Some(e) => {
+                println!("ep {name} is enrolled: revoking its serial {}", e.serial);
+                serials.push(e.serial.clone());
+            }
+            None => anyhow::bail!(
+                "no {} and no enrolled ep {name:?} in {}; if enrol.state is elsewhere, \
+                 pass --dir that folder, or --serial HEX",
+                r.dir.join(format!("ep-{name}.pem")).display(),
+                r.dir.join("enrolled.json").display()
+            ),
+        }
+    }
+    let (path, added) = crate::certgen::revoke(&r.dir, &eps, &serials)?;
     for a in added {
         println!("revoked {a}");
     }

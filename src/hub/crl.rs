@@ -28,10 +28,10 @@ pub(super) async fn watch(shared: Arc<Shared>) {
         }
         let current = shared.settings().crl.clone();
         if current != path {
-            // A reload already built its acceptor with the new list.
-            seen = current.as_deref().and_then(stamp);
+            // A reload named another file (or a first one). It was read
+            // by the reload, but may have changed since: read it now.
+            seen = None;
             path = current;
-            continue;
         }
         let Some(path) = &path else { continue };
         let now = stamp(path);
@@ -40,31 +40,31 @@ pub(super) async fn watch(shared: Arc<Shared>) {
         }
         seen = now;
         if let Err(e) = reload(&shared, path) {
-            tracing::warn!("keeping the previous revocation list: {e:#}");
+            tracing::error!("keeping the previous revocation list: {e:#}");
         }
+        shared.trust.crl_reads.send_modify(|n| *n += 1);
     }
 }
 
 /// The serials listed at start, for checking resumed sessions.
-pub(super) fn initial(path: Option<&Path>) -> std::collections::HashSet<String> {
-    path.and_then(|p| crate::tls::crl_serials(p).ok())
+pub(super) fn initial(tls: &crate::tls::HubTls) -> std::collections::HashSet<String> {
+    tls.crl
+        .as_ref()
+        .map(|c| c.serials.clone())
         .unwrap_or_default()
 }
 
 fn reload(shared: &Shared, path: &Path) -> anyhow::Result<()> {
-    let config = shared
-        .trust
-        .loaded
-        .get()
-        .material
-        .server_config(Some(path))?;
+    let material = shared.trust.loaded.get().material.clone();
+    let crl = material.load_crl(path)?;
+    let config = material.server_config(Some(&crl))?;
     shared.set_tls(config);
-    apply_serials(shared, path)
+    apply_serials(shared, crl.serials);
+    Ok(())
 }
 
-/// Takes the serials listed in `path` as revoked, closing their sessions.
-pub(super) fn apply_serials(shared: &Shared, path: &Path) -> anyhow::Result<()> {
-    let serials = crate::tls::crl_serials(path)?;
+/// Takes `serials` as revoked, closing their sessions.
+pub(super) fn apply_serials(shared: &Shared, serials: std::collections::HashSet<String>) {
     let count = serials.len();
     // The list first, then the sweep: a login registering in between
     // checks the new list (see `Sessions::register`), one registered
@@ -80,5 +80,4 @@ pub(super) fn apply_serials(shared: &Shared, path: &Path) -> anyhow::Result<()> 
         sessions_closed = closed,
         "revocation list reloaded"
     );
-    Ok(())
 }

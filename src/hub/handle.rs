@@ -105,6 +105,11 @@ impl HubHandle {
         self.shared.reloads.subscribe()
     }
 
+    /// Times the followed revocation list was read after it changed.
+    pub fn crl_reads(&self) -> watch::Receiver<u64> {
+        self.shared.trust.crl_reads.subscribe()
+    }
+
     /// Number of logged-in eps, updated as they come and go.
     pub fn sessions(&self) -> watch::Receiver<usize> {
         self.shared.sessions.watch_count()

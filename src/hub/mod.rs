@@ -170,7 +170,10 @@ impl Hub {
         let ports = served::bind_all(&wanted).await?;
         let grants = settings.grants.clone();
         let shared = Shared {
-            trust: trust::Trust::new(loaded_tls, crl::initial(settings.crl.as_deref())),
+            trust: {
+                let revoked = crl::initial(&loaded_tls);
+                trust::Trust::new(loaded_tls, revoked)
+            },
             quic,
             logins: logins::Logins::new(&settings.limits),
             refusals,
@@ -285,9 +288,8 @@ impl Hub {
         let cap = shared.cap.max();
         tracing::info!(%control, %channel, players_at_most = cap, "hub listening");
         shared.warn_at_start();
-        if s.crl.is_some() {
-            shared.tracker.spawn(crl::watch(shared.clone()));
-        }
+        // Also without one at start: a reload may add `tls.crl`.
+        shared.tracker.spawn(crl::watch(shared.clone()));
         if let (Some(listener), Some(a)) = (self.admin, &s.admin) {
             let source: Arc<dyn crate::admin::Source> = shared.clone();
             crate::admin::spawn(listener, source, a, &shared.shutdown, &shared.tracker);

@@ -104,12 +104,9 @@ async fn apply(
     let new = shared.settings();
     if old_tls.digest != new_tls.digest {
         shared.set_tls(new_tls.server.clone());
+        let revoked = new_tls.crl.as_ref().map(|c| c.serials.clone());
         shared.trust.loaded.set(new_tls);
-        if let Some(crl) = &new.crl
-            && let Err(e) = super::crl::apply_serials(shared, crl)
-        {
-            tracing::warn!("revocation list: {e:#}");
-        }
+        super::crl::apply_serials(shared, revoked.unwrap_or_default());
     }
     services(shared, &new);
     for (from, to) in handed {

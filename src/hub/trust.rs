@@ -18,6 +18,9 @@ pub(crate) struct Trust {
     /// Serials in the revocation list, for resumed sessions (which skip
     /// certificate verification).
     pub revoked: RwLock<HashSet<String>>,
+    /// Times the followed revocation list was read after a change (taken
+    /// or refused), for whoever waits on it.
+    pub crl_reads: tokio::sync::watch::Sender<u64>,
 }
 
 impl Trust {
@@ -26,6 +29,7 @@ impl Trust {
             acceptor: RwLock::new(TlsAcceptor::from(loaded.server.clone())),
             loaded: crate::swap::Swap::new(loaded),
             revoked: RwLock::new(revoked),
+            crl_reads: tokio::sync::watch::Sender::new(0),
         }
     }
 

@@ -20,6 +20,8 @@ pub struct HubTls {
     pub days_left: Option<i64>,
     /// A digest of the files as loaded, so a reload sees a change.
     pub digest: String,
+    /// The revocation list `tls.crl` names, checked against the CA.
+    pub crl: Option<super::crl::Crl>,
 }
 
 impl HubTls {
@@ -32,9 +34,13 @@ impl HubTls {
         }
         bytes.extend(format!("{:?}", s.crl).into_bytes());
         let material = Arc::new(ServerMaterial::load(p).with_context(context)?);
-        let server = material
-            .server_config(s.crl.as_deref())
-            .with_context(context)?;
+        let crl = s
+            .crl
+            .as_deref()
+            .map(|path| material.load_crl(path))
+            .transpose()
+            .with_context(|| format!("{}: tls.crl", s.file.display()))?;
+        let server = material.server_config(crl.as_ref()).with_context(context)?;
         let names = load_certs(&p.cert)
             .ok()
             .and_then(|c| c.first().map(subject_names))
@@ -49,18 +55,29 @@ impl HubTls {
             names,
             days_left,
             digest: plan::digest(&bytes),
+            crl,
         })
     }
 
     /// What `ferry hub check` adds to the settings it prints.
     pub fn describe(&self) -> String {
-        match self.days_left {
+        let mut out = match self.days_left {
             Some(days) if days < 30 => {
                 format!("  hub certificate (or CA) expires in {days} days — warning: re-issue soon")
             }
             Some(days) => format!("  hub certificate (or CA) expires in {days} days"),
             None => String::new(),
+        };
+        if let Some(crl) = &self.crl {
+            if !out.is_empty() {
+                out.push('\n');
+            }
+            out += &format!(
+                "  revocation list signed by the CA: {} certificate(s) revoked",
+                crl.serials.len()
+            );
         }
+        out
     }
 }
 

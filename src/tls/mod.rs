@@ -4,6 +4,7 @@
 //! only and require certificates both ways: the hub a client-auth certificate
 //! from the ep, the ep a server-auth certificate naming the hub.
 
+pub mod crl;
 mod loaded;
 
 pub use loaded::{EpTls, HubTls};
@@ -94,6 +95,8 @@ pub fn load_crls(path: &Path) -> Result<Vec<CertificateRevocationListDer<'static
 /// is not re-read, and a CRL problem is reported as one.
 pub struct ServerMaterial {
     roots: Arc<RootCertStore>,
+    /// The CA certificate: what a revocation list must be signed by.
+    ca: CertificateDer<'static>,
     certs: Vec<CertificateDer<'static>>,
     key: PrivateKeyDer<'static>,
 }
@@ -105,27 +108,36 @@ impl ServerMaterial {
         // Pair them now, so a mismatch is named at start-up.
         rustls::crypto::ring::sign::any_supported_type(&key)
             .with_context(|| format!("{} is not a usable private key", paths.key.display()))?;
+        let ca = load_certs(&paths.ca)?
+            .into_iter()
+            .next()
+            .with_context(|| format!("{} holds no certificate", paths.ca.display()))?;
         Ok(ServerMaterial {
             roots: roots(&paths.ca)?,
+            ca,
             certs,
             key,
         })
     }
 
+    /// The revocation list at `path`, checked against this CA.
+    pub fn load_crl(&self, path: &Path) -> Result<crl::Crl> {
+        crl::load(path, &self.ca)
+    }
+
     /// The hub's configuration, shared by the control and channel ports.
-    pub fn server_config(&self, crl: Option<&Path>) -> Result<Arc<ServerConfig>> {
+    pub fn server_config(&self, crl: Option<&crl::Crl>) -> Result<Arc<ServerConfig>> {
         let mut builder =
             WebPkiClientVerifier::builder_with_provider(self.roots.clone(), provider());
         if let Some(crl) = crl {
             // Only ep certificates are ever revoked; the CA is ours.
             builder = builder
-                .with_crls(load_crls(crl)?)
+                .with_crls(crl.ders.clone())
                 .only_check_end_entity_revocation();
         }
-        let verifier = builder.build().with_context(|| match crl {
-            Some(crl) => format!("the revocation list {} is not usable", crl.display()),
-            None => "cannot build the client-certificate verifier".to_string(),
-        })?;
+        let verifier = builder
+            .build()
+            .context("cannot build the client-certificate verifier")?;
         let mut config = ServerConfig::builder_with_provider(provider())
             .with_protocol_versions(&[&rustls::version::TLS13])?
             .with_client_cert_verifier(verifier)
