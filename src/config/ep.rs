@@ -38,6 +38,10 @@ pub struct EpConfig {
     pub tls: TlsFiles,
     #[serde(default)]
     pub services: BTreeMap<String, EpServiceConfig>,
+    /// Players (and UDP flows) at once per service: what the hub can make
+    /// this machine open, whatever it asks.
+    #[serde(default = "defaults::max_players")]
+    pub max_players: usize,
     /// Deadline for reaching the hub (TCP, TLS and login) and the local service.
     #[serde(default = "defaults::connect_timeout")]
     pub connect_timeout: Seconds,
@@ -73,6 +77,9 @@ pub struct EpServiceConfig {
     /// For UDP services: the header on the `first` datagram of each flow
     /// (the default) or on `every` one.
     pub proxy_protocol_udp: Option<UdpHeaders>,
+    /// Players (and UDP flows) at once on this service; overrides the
+    /// top-level `max_players`.
+    pub max_players: Option<usize>,
 }
 
 /// How the ep reaches the hub.
@@ -101,10 +108,19 @@ pub struct LocalService {
     pub kind: Option<ServiceKind>,
     pub proxy_protocol: Option<crate::proxy_header::Version>,
     pub proxy_protocol_udp: UdpHeaders,
+    /// Players (and UDP flows) at once; more are refused here.
+    pub max_players: usize,
 }
 
 mod defaults {
     use super::Seconds;
+    /// Each player holds a socket at home and a channel (another socket
+    /// over TLS): 2,048 stays well inside a default 65,536-file limit for
+    /// a handful of services, and far above a game's or a home web app's
+    /// players.
+    pub fn max_players() -> usize {
+        2048
+    }
     pub fn watch_config() -> bool {
         true
     }
@@ -138,6 +154,8 @@ const KEYS: &[&str] = &[
     "services.*.type",
     "services.*.proxy_protocol",
     "services.*.proxy_protocol_udp",
+    "services.*.max_players",
+    "max_players",
     "connect_timeout",
     "backoff_min",
     "backoff_max",
@@ -301,6 +319,12 @@ impl EpConfig {
             check_service_name(&name).map_err(err)?;
             let addr = LocalRange::parse(&svc.local)
                 .map_err(|e| err(format!("services.{name}.local: {e}")))?;
+            let max_players = svc.max_players.unwrap_or(self.max_players);
+            if max_players == 0 {
+                return Err(err(format!(
+                    "services.{name}: max_players = 0 admits nobody; at least 1"
+                )));
+            }
             services.insert(
                 name,
                 LocalService {
@@ -308,6 +332,7 @@ impl EpConfig {
                     kind: svc.kind,
                     proxy_protocol: svc.proxy_protocol,
                     proxy_protocol_udp: svc.proxy_protocol_udp.unwrap_or(UdpHeaders::First),
+                    max_players,
                 },
             );
         }

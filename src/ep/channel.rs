@@ -117,6 +117,14 @@ pub(super) async fn started(
         tls.abort();
         return tracing::warn!(service, "the hub asked for {why}; refused");
     }
+    let Some(_slot) = ep.players.take(&service, local.max_players) else {
+        tls.abort();
+        return tracing::warn!(
+            service,
+            max_players = local.max_players,
+            "a player beyond this service's max_players at home; refused"
+        );
+    };
     let HubMsg::Start {
         player,
         service: public,

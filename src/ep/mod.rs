@@ -7,6 +7,7 @@ mod channel;
 pub mod join;
 mod login;
 mod reload;
+mod slots;
 mod status;
 mod udp;
 
@@ -87,6 +88,8 @@ pub(crate) struct Ep {
     /// per service; this bound keeps a misbehaving hub from making the ep
     /// open connections without end.
     waiting: Arc<tokio::sync::Semaphore>,
+    /// Players at once per service (`max_players`).
+    players: Arc<slots::Slots>,
     tracker: TaskTracker,
     shutdown: CancellationToken,
     hard_stop: CancellationToken,
@@ -150,6 +153,7 @@ pub async fn bind(
         reloaded: tokio::sync::watch::Sender::new(0),
         quic: std::sync::Mutex::default(),
         waiting: Arc::new(tokio::sync::Semaphore::new(MAX_WAITING_CHANNELS)),
+        players: Arc::default(),
         tracker: TaskTracker::new(),
         shutdown,
         hard_stop: CancellationToken::new(),

@@ -1,0 +1,147 @@
+//! What a hub can make the ep do at home is bounded by the ep itself: at
+//! most `max_players` players per service, however many the hub starts,
+//! and no UDP for a service ep.toml declares TCP-only. The hub here is
+//! written by hand, as a compromised one would be.
+
+mod common;
+
+use common::*;
+use ferry::proto::{self, EpMsg, HubMsg};
+use std::{
+    net::SocketAddr,
+    sync::{
+        Arc,
+        atomic::{AtomicUsize, Ordering},
+    },
+    time::Duration,
+};
+use tokio::net::TcpListener;
+use tokio_rustls::server::TlsStream;
+
+/// A home service that holds every connection open and counts them.
+async fn holder() -> (SocketAddr, Arc<AtomicUsize>) {
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    let n = Arc::new(AtomicUsize::new(0));
+    let count = n.clone();
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((s, _)) = l.accept().await {
+            count.fetch_add(1, Ordering::SeqCst);
+            held.push(s);
+        }
+    });
+    (addr, n)
+}
+
+struct Hub {
+    fake: common::fake_hub::FakeHub,
+    control: TlsStream<tokio::net::TcpStream>,
+}
+
+/// A hand-written hub with an ep logged in, serving `echo` from `local`
+/// with `keys` in its ep.toml service table.
+async fn logged_in(certs: &Certs, local: SocketAddr, extra: &str, keys: &str) -> (Hub, TestEp) {
+    let fake = common::fake_hub::FakeHub::start(certs).await;
+    let mut eo = EpOpts::new(certs, vec![("echo".into(), local)]);
+    eo.extra = extra.into();
+    eo.service_extra = keys.into();
+    let ep = TestEp::start(ep_settings_for(
+        certs,
+        fake.control.local_addr().unwrap(),
+        fake.channel.local_addr().unwrap(),
+        &eo,
+    ));
+    let (tcp, _) = fake.control.accept().await.unwrap();
+    let mut control = fake.acceptor.accept(tcp).await.unwrap();
+    let _hello: EpMsg = proto::read_msg(&mut control).await.unwrap();
+    proto::write_msg(&mut control, &common::fake_hub::welcome())
+        .await
+        .unwrap();
+    (Hub { fake, control }, ep)
+}
+
+impl Hub {
+    /// A channel the ep opened for `echo`, and a `Start` sent on it.
+    async fn start(&mut self, n: usize, udp: bool) -> TlsStream<tokio::net::TcpStream> {
+        let open = HubMsg::Open {
+            service: "echo".into(),
+            ticket: format!("t-{n}"),
+        };
+        proto::write_msg(&mut self.control, &open).await.unwrap();
+        let (tcp, _) = tokio::time::timeout(Duration::from_secs(10), self.fake.channel.accept())
+            .await
+            .expect("the ep opened the channel")
+            .unwrap();
+        let mut ch = self.fake.acceptor.accept(tcp).await.unwrap();
+        let _: EpMsg = proto::read_msg(&mut ch).await.unwrap();
+        let start = HubMsg::Start {
+            player: format!("198.51.100.7:{}", 40000 + n).parse().unwrap(),
+            service: None,
+            udp,
+            offset: 0,
+            flow: None,
+            name: None,
+        };
+        proto::write_msg(&mut ch, &start).await.unwrap();
+        ch
+    }
+}
+
+/// Whether the ep ended `ch` (rather than carrying a player on it).
+async fn ended(ch: &mut TlsStream<tokio::net::TcpStream>, within: Duration) -> bool {
+    let mut buf = [0u8; 64];
+    matches!(
+        tokio::time::timeout(within, tokio::io::AsyncReadExt::read(ch, &mut buf)).await,
+        Ok(Ok(0)) | Ok(Err(_))
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hub_cannot_start_more_players_than_max_players() {
+    let certs = Certs::new();
+    let (home, dialled) = holder().await;
+    let (mut hub, _ep) = logged_in(&certs, home, "max_players = 3\n", "").await;
+    let mut channels = Vec::new();
+    for n in 0..3 {
+        channels.push(hub.start(n, false).await);
+    }
+    common::udp::eventually("three players at home", Duration::from_secs(10), || {
+        dialled.load(Ordering::SeqCst) == 3
+    })
+    .await;
+    // A fourth, while three play: refused at home's door.
+    let mut fourth = hub.start(3, false).await;
+    assert!(
+        ended(&mut fourth, Duration::from_secs(10)).await,
+        "the ep carried a 4th player"
+    );
+    assert_eq!(dialled.load(Ordering::SeqCst), 3);
+    // One leaves: the next is carried.
+    drop(channels.pop());
+    let mut next = hub.start(4, false).await;
+    common::udp::eventually("the next player at home", Duration::from_secs(10), || {
+        dialled.load(Ordering::SeqCst) == 4
+    })
+    .await;
+    assert!(!ended(&mut next, Duration::from_millis(200)).await);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hub_cannot_start_udp_on_a_tcp_only_service() {
+    let certs = Certs::new();
+    let home = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let local = home.local_addr().unwrap();
+    let (mut hub, _ep) = logged_in(&certs, local, "", "type = \"tcp\"\n").await;
+    let mut ch = hub.start(0, true).await;
+    let mut frame = Vec::new();
+    ferry::datagram::encode(&mut frame, b"to a socket nobody opened");
+    let _ = tokio::io::AsyncWriteExt::write_all(&mut ch, &frame).await;
+    assert!(
+        ended(&mut ch, Duration::from_secs(10)).await,
+        "the ep opened UDP for a TCP service"
+    );
+    let mut buf = [0u8; 64];
+    let got = tokio::time::timeout(Duration::from_millis(300), home.recv_from(&mut buf)).await;
+    assert!(got.is_err(), "a datagram reached the TCP-only service");
+}
