@@ -145,3 +145,43 @@ async fn a_hub_cannot_start_udp_on_a_tcp_only_service() {
     let got = tokio::time::timeout(Duration::from_millis(300), home.recv_from(&mut buf)).await;
     assert!(got.is_err(), "a datagram reached the TCP-only service");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fixed_token_ends_a_long_backoff_at_once() {
+    let certs = Certs::new();
+    let hub = TestHub::start(&certs, &HubOpts::default()).await;
+    let echo = echo_server().await;
+    let mut eo = EpOpts::new(&certs, vec![("echo".into(), echo)]);
+    let good = eo.token.clone();
+    eo.token = "not-the-token".into();
+    // A wrong token waits the maximum: here an hour.
+    eo.extra = "backoff_max = \"1h\"\n".into();
+    let file = write_ep_toml(&certs, hub.control, hub.channel, &eo);
+    let settings = ferry::config::ep::EpConfig::load(&file, Default::default())
+        .unwrap()
+        .check(&file)
+        .unwrap();
+    let _ep = TestEp::start(settings);
+    common::udp::eventually(
+        "the hub refused the wrong token",
+        Duration::from_secs(10),
+        || {
+            hub.handle
+                .refusals()
+                .get("wrong token")
+                .copied()
+                .unwrap_or(0)
+                >= 1
+        },
+    )
+    .await;
+    // The operator fixes ep.toml: the ep logs in now, not in an hour.
+    eo.token = good;
+    std::fs::rename(write_ep_toml(&certs, hub.control, hub.channel, &eo), &file).unwrap();
+    let t = std::time::Instant::now();
+    hub.wait_sessions(1).await;
+    println!(
+        "figure: logged in {:?} after the token was fixed",
+        t.elapsed()
+    );
+}

@@ -81,6 +81,8 @@ pub(crate) struct Ep {
     offered: tokio::sync::watch::Sender<u64>,
     /// A reload changed the ep's identity: the session logs in again.
     relogin: tokio::sync::Notify,
+    /// A reload changed the token or the TLS files: a backoff ends now.
+    retry_now: tokio::sync::Notify,
     /// Reloads applied since start.
     reloaded: tokio::sync::watch::Sender<u64>,
     quic: std::sync::Mutex<QuicState>,
@@ -150,6 +152,7 @@ pub async fn bind(
         tls: crate::swap::Swap::new(tls),
         offered: tokio::sync::watch::Sender::new(0),
         relogin: tokio::sync::Notify::new(),
+        retry_now: tokio::sync::Notify::new(),
         reloaded: tokio::sync::watch::Sender::new(0),
         quic: std::sync::Mutex::default(),
         waiting: Arc::new(tokio::sync::Semaphore::new(MAX_WAITING_CHANNELS)),
@@ -283,6 +286,10 @@ async fn main_loop(ep: Arc<Ep>, immediate: CancellationToken) -> Result<()> {
         };
         tokio::select! {
             _ = tokio::time::sleep(delay) => {}
+            _ = ep.retry_now.notified() => {
+                tracing::info!("the token or certificate changed; logging in again now");
+                backoff.reset();
+            }
             _ = shutdown.cancelled() => break,
         }
     }

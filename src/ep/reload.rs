@@ -133,8 +133,14 @@ fn apply(ep: &Ep, (mut new, new_tls): (EpSettings, crate::tls::EpTls)) -> String
         );
     }
     let relogin = old_tls.identity != new_tls.identity;
+    // A login refused for a token or certificate that is fixed now need
+    // not sit out the rest of a long backoff.
+    let credentials = old.token.expose() != new.token.expose() || old_tls.digest != new_tls.digest;
     ep.tls.set(new_tls);
     ep.settings.set(new);
+    if credentials {
+        ep.retry_now.notify_one();
+    }
     if relogin {
         // Channels must carry the session's identity: log in with the new one.
         ep.relogin.notify_one();

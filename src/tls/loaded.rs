@@ -88,6 +88,8 @@ pub struct EpTls {
     pub client: Arc<rustls::ClientConfig>,
     /// The name in the ep's certificate: who it logs in as.
     pub identity: String,
+    /// A digest of the files as loaded, so a reload sees a new certificate.
+    pub digest: String,
 }
 
 impl EpTls {
@@ -99,6 +101,14 @@ impl EpTls {
             .first()
             .and_then(common_name)
             .unwrap_or_else(|| "?".into());
-        Ok(EpTls { client, identity })
+        let mut bytes = Vec::new();
+        for f in [&p.ca, &p.cert, &p.key] {
+            bytes.extend(std::fs::read(f).unwrap_or_default());
+        }
+        Ok(EpTls {
+            client,
+            identity,
+            digest: plan::digest(&bytes),
+        })
     }
 }
