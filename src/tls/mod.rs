@@ -178,6 +178,24 @@ pub fn enrol_client_config(ca_der: &[u8]) -> Result<Arc<ClientConfig>> {
     Ok(Arc::new(config))
 }
 
+/// Checks `cert` as the hub's control door will: a client certificate
+/// issued by the CA `ca_der` and valid now. `ferry ep join` runs it on the
+/// certificate the enrol door returns, so a broken or hostile answer is
+/// refused before anything is written, not at the first login.
+pub fn verify_client_cert(ca_der: &[u8], cert: &CertificateDer<'_>) -> Result<()> {
+    let mut roots = RootCertStore::empty();
+    roots
+        .add(CertificateDer::from(ca_der.to_vec()))
+        .context("the hub's CA certificate is not usable")?;
+    let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider())
+        .build()
+        .context("cannot build the client-certificate verifier")?;
+    verifier
+        .verify_client_cert(cert, &[], rustls::pki_types::UnixTime::now())
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    Ok(())
+}
+
 /// A resumed TLS session skips certificate verification: rustls restores
 /// the client certificate from the session. Checks what verification would:
 /// the validity window and the revocation list.

@@ -1,0 +1,105 @@
+//! The `ep.toml` a join writes: the hub's doors on the line's host, the
+//! files in `certs/`, and each offered service on loopback for a person
+//! to check. The names come from the hub: each is written as a TOML key or
+//! string with escapes, so a quote or a line break in one cannot end it
+//! and add keys of its own (a `local` that sends players to another
+//! machine at home, say).
+
+use super::answer::Enrolled;
+use crate::config::join_host_port;
+use std::path::Path;
+
+pub(super) fn render(e: &Enrolled, config: &Path, host: &str) -> String {
+    let mut toml = format!(
+        "# Written by `ferry ep join` for ep {}. Run: ferry ep -c {}\n\
+         hub = {}\nchannel = {}\ntoken_file = \"certs/token\"\n\n\
+         [tls]\nca = \"certs/ca.pem\"\ncert = \"certs/ep.pem\"\nkey = \"certs/ep.key\"\n",
+        comment(&e.ep),
+        comment(&config.display().to_string()),
+        string(&join_host_port(host, e.control)),
+        string(&join_host_port(host, e.channel)),
+    );
+    for s in &e.services {
+        // In u32: a range the hub claims runs past 65535 is written as
+        // claimed, for the config check to name, not a panic here.
+        let first = u32::from(s.first_port);
+        let last = first + u32::from(s.ports.saturating_sub(1));
+        let ports = if s.ports > 1 {
+            format!("{first}-{last}")
+        } else {
+            first.to_string()
+        };
+        toml += &format!(
+            "\n[services.{}]                 # {} on the hub\nlocal = {}   # where it listens at home: change if it differs\n",
+            key(&s.name),
+            s.kind,
+            string(&format!("127.0.0.1:{ports}")),
+        );
+    }
+    if e.services.is_empty() {
+        toml +=
+            "\n# The hub has no services yet: add [services.NAME] with local = \"host:port\".\n";
+    }
+    toml
+}
+
+/// A TOML basic string: `"`, `\` and control characters escaped.
+fn string(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 2);
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\t' => out.push_str("\\t"),
+            '\r' => out.push_str("\\r"),
+            c if c.is_control() => out.push_str(&format!("\\u{:04X}", u32::from(c))),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
+/// A TOML key: bare when it may be (as every valid ferry name is), quoted
+/// otherwise.
+fn key(s: &str) -> String {
+    let bare = !s.is_empty()
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+    if bare { s.to_string() } else { string(s) }
+}
+
+/// Text for a comment line: a control character cannot end the line.
+fn comment(s: &str) -> String {
+    s.chars()
+        .map(|c| if c.is_control() { '?' } else { c })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use figment::{Figment, providers::Format};
+
+    /// Whatever a name holds, it reads back whole as the one key or string
+    /// it was written as.
+    #[test]
+    fn names_read_back_exactly_whatever_they_hold() {
+        for s in [
+            "game",
+            "a\"b",
+            "x]\nlocal = \"10.0.0.9:22\"\n[services.y",
+            "back\\slash\t\r\u{0}\u{7f}\u{1b}[31m",
+            "é ünï",
+            "",
+        ] {
+            let text = format!("v = {}\n[t]\n{} = 1\n", string(s), key(s));
+            let f = Figment::from(figment::providers::Toml::string(&text));
+            assert_eq!(f.extract_inner::<String>("v").unwrap(), s, "{text}");
+            let t: std::collections::BTreeMap<String, u8> = f.extract_inner("t").unwrap();
+            assert_eq!(t.keys().collect::<Vec<_>>(), [s], "{text}");
+        }
+    }
+}

@@ -1,0 +1,438 @@
+//! `ferry ep join` against folders that cannot take its files and hubs
+//! that answer badly: an invite is never burned by a folder the join could
+//! have checked first, a token the hub gave is never lost, the hub's first
+//! line is read with a cap, and nothing the hub sends is written unchecked
+//! (the certificate must be for the key made at home, the CA is the one
+//! the invite's fingerprint matched, names cannot add keys to ep.toml).
+//!
+//! The misbehaving hubs are a hand-written enrol door in this file: the
+//! line protocol and TLS with the test's hub certificate, then whatever
+//! answer the test makes.
+
+mod common;
+
+use common::procs::ferry_cmd;
+use common::udp::free_range;
+use common::*;
+use ferry::{
+    config::ports::ServiceKind,
+    enrol::{Line, Offered, Reply, Request},
+    secret::Secret,
+};
+use std::{
+    path::{Path, PathBuf},
+    time::Instant,
+};
+use tokio::{
+    io::{AsyncReadExt, AsyncWriteExt},
+    net::{TcpListener, TcpStream},
+};
+
+/// A hub with `[enrol]` on a fixed port and a service `game`.
+async fn enrol_hub(certs: &Certs) -> (TestHub, PathBuf) {
+    let (door, game) = (free_range(1), free_range(1));
+    let o = HubOpts {
+        services: vec![],
+        allowlist: vec!["127.0.0.2/32".into()],
+        extra: format!(
+            "[enrol]\nbind = \"127.0.0.1:{door}\"\n[services.game]\nbind = \"127.0.0.1:{game}\"\n"
+        ),
+        ..Default::default()
+    };
+    let settings = hub_settings(certs, &o);
+    let file = settings.file.clone();
+    (TestHub::from_settings(settings, &o).await, file)
+}
+
+fn run(args: &[&str]) -> (bool, String) {
+    let out = ferry_cmd().args(args).output().unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), text)
+}
+
+/// `ferry hub invite` for `ep`; the line it printed.
+fn invite(file: &Path, ep: &str) -> String {
+    let (ok, text) = run(&["hub", "invite", "-c", file.to_str().unwrap(), "--ep", ep]);
+    assert!(ok, "{text}");
+    text.lines()
+        .find_map(|l| l.trim().strip_prefix("ferry ep join "))
+        .unwrap_or_else(|| panic!("no join line in {text}"))
+        .to_string()
+}
+
+/// `ferry ep join LINE --dir DIR` off the async threads (borrowing
+/// neither, to run beside a fake door).
+fn join(line: &str, dir: &Path) -> impl Future<Output = (bool, String)> + use<> {
+    let (line, dir) = (line.to_string(), dir.to_str().unwrap().to_string());
+    async move {
+        tokio::task::spawn_blocking(move || run(&["ep", "join", &line, "--dir", &dir]))
+            .await
+            .unwrap()
+    }
+}
+
+/// The staging folders a join left in `dir`.
+fn staging_in(dir: &Path) -> Vec<PathBuf> {
+    std::fs::read_dir(dir)
+        .map(|d| {
+            d.filter_map(|e| e.ok())
+                .map(|e| e.path())
+                .filter(|p| {
+                    p.file_name()
+                        .unwrap()
+                        .to_string_lossy()
+                        .starts_with(".ferry-join")
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// The token every fake door's enrolment gives.
+const GIVEN: &str = "given-token-5f3a9c0e1d2b4a6f";
+
+/// A hand-written enrol door.
+struct FakeDoor {
+    listener: TcpListener,
+    acceptor: tokio_rustls::TlsAcceptor,
+    ca_der: Vec<u8>,
+}
+
+impl FakeDoor {
+    async fn start(certs: &Certs) -> FakeDoor {
+        let material = ferry::tls::ServerMaterial::load(&ferry::config::TlsPaths {
+            ca: certs.path("ca.pem"),
+            cert: certs.path("hub.pem"),
+            key: certs.path("hub.key"),
+        })
+        .unwrap();
+        FakeDoor {
+            listener: TcpListener::bind("127.0.0.1:0").await.unwrap(),
+            acceptor: material.enrol_config().unwrap().into(),
+            ca_der: ferry::tls::load_certs(&certs.path("ca.pem")).unwrap()[0].to_vec(),
+        }
+    }
+
+    /// An invite line for this door and its CA.
+    fn line(&self) -> String {
+        Line {
+            door: self.listener.local_addr().unwrap().to_string(),
+            ca: ferry::enrol::fingerprint(&self.ca_der),
+            id: "0123456789abcdef".into(),
+            secret: "00112233445566778899aabbccddeeff".into(),
+        }
+        .to_string()
+    }
+
+    /// Takes one join up to its first line: the connection, the hello read.
+    async fn hello(&self) -> TcpStream {
+        let (mut tcp, _) = self.listener.accept().await.unwrap();
+        let mut b = [0u8; 1];
+        while tcp.read(&mut b).await.unwrap() == 1 && b[0] != b'\n' {}
+        tcp
+    }
+
+    /// Takes one join: the CA, TLS and the request; answers `reply(req)`.
+    async fn answer(&self, reply: impl FnOnce(Request) -> Reply) {
+        let mut tcp = self.hello().await;
+        let ca = format!("ca {}\n", ferry::enrol::hex(&self.ca_der));
+        tcp.write_all(ca.as_bytes()).await.unwrap();
+        let mut tls = self.acceptor.accept(tcp).await.unwrap();
+        let req: Request = ferry::proto::read_msg(&mut tls).await.unwrap();
+        ferry::proto::write_msg(&mut tls, &reply(req))
+            .await
+            .unwrap();
+        let _ = tls.shutdown().await;
+    }
+}
+
+/// What the real hub would answer: the request's key certified as `ep` by
+/// the test CA, a token, one service.
+fn granted(certs: &Certs, req: &Request, ep: &str) -> Reply {
+    let (cert, _) =
+        ferry::certgen::sign_csr(&certs.path("ca.pem"), &certs.path("ca.key"), &req.csr, ep)
+            .unwrap();
+    Reply::Enrolled {
+        ep: ep.into(),
+        cert,
+        ca: std::fs::read_to_string(certs.path("ca.pem")).unwrap(),
+        token: Secret::new(GIVEN),
+        control_port: 7001,
+        channel_port: 7002,
+        services: vec![offered("game", 25565, 1)],
+    }
+}
+
+fn offered(name: &str, first_port: u16, ports: u16) -> Offered {
+    Offered {
+        name: name.into(),
+        kind: ServiceKind::Tcp,
+        first_port,
+        ports,
+    }
+}
+
+/// (a) A folder under a regular file, and a leftover token from an
+/// earlier try without `--force`: both stop the join before the hub is
+/// contacted, so the same line then works in a good folder. Before, both
+/// burned the invite first and the second try said "already used".
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_folder_that_cannot_take_the_files_stops_the_join_before_the_invite_is_used() {
+    let certs = Certs::new();
+    let (hub, file) = enrol_hub(&certs).await;
+    let line = invite(&file, "cabin");
+    let home = tempfile::tempdir().unwrap();
+    let blocker = home.path().join("not-a-folder");
+    std::fs::write(&blocker, "a file where a folder should be\n").unwrap();
+    let (ok, text) = join(&line, &blocker.join("ferry")).await;
+    assert!(!ok, "{text}");
+    assert!(text.contains("nothing was sent to the hub"), "{text}");
+    let leftover = home.path().join("leftover");
+    std::fs::create_dir_all(leftover.join("certs")).unwrap();
+    std::fs::write(leftover.join("certs/token"), "from an earlier try\n").unwrap();
+    let (ok, text) = join(&line, &leftover).await;
+    assert!(!ok, "{text}");
+    assert!(
+        text.contains("already exists") && text.contains("nothing was sent to the hub"),
+        "{text}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(leftover.join("certs/token")).unwrap(),
+        "from an earlier try\n"
+    );
+    assert!(
+        staging_in(&leftover).is_empty(),
+        "{:?}",
+        staging_in(&leftover)
+    );
+    assert!(!leftover.join("certs/ep.key").exists());
+    assert_eq!(hub.handle.enrolments(), 0);
+    let good = home.path().join("good");
+    let (ok, text) = join(&line, &good).await;
+    assert!(ok, "{text}");
+    assert!(good.join("ep.toml").exists() && good.join("certs/token").exists());
+    assert!(staging_in(&good).is_empty(), "{:?}", staging_in(&good));
+    assert_eq!(hub.handle.enrolments(), 1);
+}
+
+/// (b) A door that answers `ca ` and then hex without end: the join stops
+/// reading at its cap and says so, quickly. Before, it read all of it into
+/// memory.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_endless_answer_line_is_cut_off_after_a_bounded_read() {
+    // The door stops by itself here, so the unbounded reader of old ends too.
+    const PUSH: usize = 256 << 20;
+    // What a reader that stopped at its cap can still have taken in: its
+    // cap plus both sockets' largest buffers here (tcp_rmem and tcp_wmem
+    // at most 32 MiB and 4 MiB).
+    const BOUND: usize = 40 << 20;
+    let certs = Certs::new();
+    let door = FakeDoor::start(&certs).await;
+    let home = tempfile::tempdir().unwrap();
+    let started = Instant::now();
+    let flood = async {
+        let mut tcp = door.hello().await;
+        let chunk = vec![b'a'; 64 << 10];
+        let mut sent = tcp.write_all(b"ca ").await.map_or(0, |()| 3);
+        while sent < PUSH {
+            match tcp.write(&chunk).await {
+                Ok(n) if n > 0 => sent += n,
+                _ => break,
+            }
+        }
+        sent
+    };
+    let ((ok, text), sent) = tokio::join!(join(&door.line(), home.path()), flood);
+    println!(
+        "figure: an endless answer line: the join took {sent} bytes before it closed, in {:?}",
+        started.elapsed()
+    );
+    assert!(!ok, "{text}");
+    assert!(text.contains("line longer than"), "{text}");
+    assert!(sent < BOUND, "{sent} bytes taken");
+    assert!(!home.path().join("ep.toml").exists());
+    assert!(staging_in(home.path()).is_empty());
+}
+
+/// (c) A certificate from the right CA but for a key the hub made itself:
+/// refused, nothing written. Before, it was written as the ep's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_certificate_for_another_key_is_refused_and_nothing_is_written() {
+    let certs = Certs::new();
+    let door = FakeDoor::start(&certs).await;
+    let home = tempfile::tempdir().unwrap();
+    let dir = home.path().join("ep");
+    let other = rcgen::KeyPair::generate().unwrap();
+    let csr = rcgen::CertificateParams::new(Vec::<String>::new())
+        .unwrap()
+        .serialize_request(&other)
+        .unwrap()
+        .pem()
+        .unwrap();
+    let serve = door.answer(|req| {
+        granted(
+            &certs,
+            &Request {
+                csr: csr.clone(),
+                ..req
+            },
+            "cabin",
+        )
+    });
+    let ((ok, text), ()) = tokio::join!(join(&door.line(), &dir), serve);
+    assert!(!ok, "{text}");
+    assert!(text.contains("not for the key made here"), "{text}");
+    assert!(!dir.exists(), "a refused join leaves no folder behind");
+}
+
+/// (d) The reply names another CA than the one whose fingerprint the
+/// invite carries (and that the TLS was checked against): the ep writes
+/// the checked one, so its later logins trust only that. Before, it wrote
+/// the reply's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_ca_written_is_the_one_the_invite_fingerprint_matched() {
+    let (certs, stranger) = (Certs::new(), Certs::new());
+    let door = FakeDoor::start(&certs).await;
+    let home = tempfile::tempdir().unwrap();
+    let serve = door.answer(|req| match granted(&certs, &req, "cabin") {
+        Reply::Enrolled {
+            ep,
+            cert,
+            token,
+            control_port,
+            channel_port,
+            services,
+            ..
+        } => Reply::Enrolled {
+            ep,
+            cert,
+            ca: std::fs::read_to_string(stranger.path("ca.pem")).unwrap(),
+            token,
+            control_port,
+            channel_port,
+            services,
+        },
+        refused => refused,
+    });
+    let ((ok, text), ()) = tokio::join!(join(&door.line(), home.path()), serve);
+    assert!(ok, "{text}");
+    let written = ferry::tls::load_certs(&home.path().join("certs/ca.pem")).unwrap();
+    assert_eq!(written.len(), 1);
+    assert_eq!(
+        ferry::enrol::fingerprint(&written[0]),
+        ferry::enrol::fingerprint(&door.ca_der),
+        "certs/ca.pem is not the CA the invite named"
+    );
+    // And the files work together: key, certificate and CA load as the ep's.
+    let config = home.path().join("ep.toml");
+    let settings = ferry::config::ep::EpConfig::load(&config, Default::default())
+        .unwrap()
+        .check(&config)
+        .unwrap();
+    assert_eq!(
+        ferry::tls::EpTls::load(&settings).unwrap().identity,
+        "cabin"
+    );
+}
+
+/// (e) Names from the hub with quotes and line breaks: a service name
+/// that would add `local = "10.0.0.9:22"` to another service reads back
+/// as one service of exactly that name; an ep name that would add
+/// `server_name` is refused. A port range past 65535 is written as
+/// claimed, not a panic. Before, both names added their keys.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn names_from_the_hub_cannot_add_keys_to_ep_toml() {
+    let certs = Certs::new();
+    let door = FakeDoor::start(&certs).await;
+    let home = tempfile::tempdir().unwrap();
+    let sneaky = "game]\nlocal = \"10.0.0.9:22\"\n[services.x";
+    let serve = door.answer(|req| match granted(&certs, &req, "cabin") {
+        Reply::Enrolled {
+            ep,
+            cert,
+            ca,
+            token,
+            control_port,
+            channel_port,
+            ..
+        } => Reply::Enrolled {
+            ep,
+            cert,
+            ca,
+            token,
+            control_port,
+            channel_port,
+            services: vec![offered(sneaky, 25565, 1), offered("wide", 65535, 3)],
+        },
+        refused => refused,
+    });
+    let dir = home.path().join("services");
+    let ((ok, text), ()) = tokio::join!(join(&door.line(), &dir), serve);
+    assert!(ok, "{text}");
+    let config = dir.join("ep.toml");
+    let written = std::fs::read_to_string(&config).unwrap();
+    let loaded = ferry::config::ep::EpConfig::load(&config, Default::default())
+        .unwrap_or_else(|e| panic!("{e}\n{written}"));
+    let names: Vec<&String> = loaded.services.keys().collect();
+    assert_eq!(names, [sneaky, "wide"], "{written}");
+    assert_eq!(
+        loaded.services[sneaky].local, "127.0.0.1:25565",
+        "{written}"
+    );
+    assert_eq!(loaded.services["wide"].local, "127.0.0.1:65535-65537");
+
+    let sneaky_ep = "cabin\nserver_name = \"evil.example\" #";
+    let serve = door.answer(|req| granted(&certs, &req, sneaky_ep));
+    let dir = home.path().join("ep-name");
+    let ((ok, text), ()) = tokio::join!(join(&door.line(), &dir), serve);
+    let written = std::fs::read_to_string(dir.join("ep.toml")).unwrap_or_default();
+    assert!(!ok, "{text}\n{written}");
+    assert!(text.contains("is not an ep name"), "{text}");
+    assert!(!dir.exists());
+}
+
+/// (f) The folder checked fine, then changed while the hub answered
+/// (`certs` became a file): the join fails after the invite is used, so
+/// everything stays in the staging folder and the token is printed.
+/// Before, the token existed only in the dead process's memory.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_that_fails_after_the_hub_answered_keeps_the_files_and_prints_the_token() {
+    let certs = Certs::new();
+    let door = FakeDoor::start(&certs).await;
+    let home = tempfile::tempdir().unwrap();
+    let serve = door.answer(|req| {
+        std::fs::write(home.path().join("certs"), "in the way\n").unwrap();
+        granted(&certs, &req, "cabin")
+    });
+    let ((ok, text), ()) = tokio::join!(join(&door.line(), home.path()), serve);
+    assert!(!ok, "{text}");
+    assert!(text.contains(GIVEN), "the token is not in: {text}");
+    let kept = staging_in(home.path());
+    assert_eq!(kept.len(), 1, "{text}");
+    let kept = &kept[0];
+    assert!(text.contains(&kept.display().to_string()), "{text}");
+    assert_eq!(
+        std::fs::read_to_string(kept.join("certs/token")).unwrap(),
+        format!("{GIVEN}\n")
+    );
+    for f in ["ep.toml", "certs/ep.key", "certs/ep.pem", "certs/ca.pem"] {
+        assert!(kept.join(f).exists(), "{f} not kept");
+    }
+    // Moved by hand, as the message says, it is a working enrolment.
+    std::fs::remove_file(home.path().join("certs")).unwrap();
+    std::fs::rename(kept.join("certs"), home.path().join("certs")).unwrap();
+    std::fs::rename(kept.join("ep.toml"), home.path().join("ep.toml")).unwrap();
+    let config = home.path().join("ep.toml");
+    let settings = ferry::config::ep::EpConfig::load(&config, Default::default())
+        .unwrap()
+        .check(&config)
+        .unwrap();
+    assert_eq!(
+        ferry::tls::EpTls::load(&settings).unwrap().identity,
+        "cabin"
+    );
+}
