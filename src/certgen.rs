@@ -245,11 +245,14 @@ fn new_ca() -> Result<(CertificateParams, KeyPair, String)> {
 }
 
 pub(crate) fn load_ca(pem: &Path, key: &Path) -> Result<Issuer<'static, KeyPair>> {
-    let read =
-        |p: &Path| fs::read_to_string(p).with_context(|| format!("cannot read {}", p.display()));
-    let keypair = KeyPair::from_pem(&read(key)?)
+    // Whoever can read the CA key can sign a hub certificate of their own.
+    let key_pem = String::from_utf8(crate::secret_file::read(key, "CA key")?)
+        .map_err(|_| anyhow::anyhow!("{} is not a PEM private key", key.display()))?;
+    let keypair = KeyPair::from_pem(&key_pem)
         .with_context(|| format!("{} is not a PEM private key", key.display()))?;
-    Issuer::from_ca_cert_pem(&read(pem)?, keypair)
+    let cert_pem =
+        fs::read_to_string(pem).with_context(|| format!("cannot read {}", pem.display()))?;
+    Issuer::from_ca_cert_pem(&cert_pem, keypair)
         .with_context(|| format!("{} is not a PEM CA certificate", pem.display()))
 }
 

@@ -26,6 +26,7 @@ pub mod relay;
 pub mod reload;
 pub mod sdnotify;
 pub mod secret;
+pub mod secret_file;
 pub mod shutdown;
 pub mod sources;
 pub mod swap;

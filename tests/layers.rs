@@ -23,6 +23,7 @@ const FLOORS: &[&[&str]] = &[
         "relay",
         "datagram",
         "secret",
+        "secret_file",
         "swap",
         "sources",
         "fdlimit",

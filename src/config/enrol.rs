@@ -38,6 +38,9 @@ impl EnrolConfig {
                 ca_key.display()
             ));
         }
+        // The hub reads it at each enrolment; a key others can read is
+        // refused now, at check and start, not at the first `ferry ep join`.
+        crate::secret_file::check(&ca_key, "CA key").map_err(|e| format!("enrol.ca_key: {e:#}"))?;
         Ok(EnrolSettings {
             bind: self.bind,
             ca: ca.to_path_buf(),

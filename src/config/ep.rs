@@ -6,7 +6,7 @@ use super::{
     split_host_port,
 };
 use crate::secret::Secret;
-use anyhow::{Context, Result};
+use anyhow::Result;
 use figment::value::magic::RelativePathBuf;
 use rustls::pki_types::ServerName;
 use serde::{Deserialize, Serialize};
@@ -288,8 +288,10 @@ impl EpConfig {
             (Some(t), None) => t,
             (None, Some(path)) => {
                 let path = path.relative();
-                let text = std::fs::read_to_string(&path)
-                    .with_context(|| format!("cannot read token_file {}", path.display()))?;
+                let bytes = crate::secret_file::read(&path, "token_file")
+                    .map_err(|e| err(format!("{e:#}")))?;
+                let text = String::from_utf8(bytes)
+                    .map_err(|_| err(format!("token_file {} is not text", path.display())))?;
                 Secret::new(text.lines().next().unwrap_or("").trim())
             }
             (Some(_), Some(_)) => return Err(err("set token or token_file, not both".into())),
@@ -370,6 +372,19 @@ impl EpConfig {
     }
 }
 
+impl EpSettings {
+    /// A line for an admin token hash weaker than `ferry hub token` makes:
+    /// printed by `check`, logged at start.
+    pub fn hash_warnings(&self) -> Vec<String> {
+        self.admin
+            .iter()
+            .filter_map(|a| a.token_hash.as_deref())
+            .filter_map(super::hash_weakness)
+            .map(|w| format!("admin.token_hash is {w}"))
+            .collect()
+    }
+}
+
 /// Turns a check's message into the error naming `file`.
 fn checker(file: &Path) -> impl Fn(String) -> anyhow::Error + Copy + '_ {
     move |m| anyhow::Error::new(check_err(file, m))
@@ -397,6 +412,9 @@ impl std::fmt::Display for EpSettings {
         writeln!(f, "  token     {}", self.token)?;
         if let Some(a) = &self.admin {
             writeln!(f, "  admin     {a}")?;
+        }
+        for w in self.hash_warnings() {
+            writeln!(f, "  warning: {w}")?;
         }
         for (name, local) in &self.services {
             let proxy = match local.proxy_protocol {

@@ -352,6 +352,15 @@ fn secs(n: u64) -> Duration {
     Duration::from_secs(n)
 }
 
+/// One address as a range of one port, to compare with services' binds.
+fn single(a: SocketAddr) -> BindRange {
+    BindRange {
+        ip: a.ip(),
+        first: a.port(),
+        count: 1,
+    }
+}
+
 /// Turns a check's message into the error naming `file`.
 fn checker(file: &Path) -> impl Fn(String) -> anyhow::Error + Copy + '_ {
     move |m| anyhow::Error::new(check_err(file, m))
@@ -360,6 +369,32 @@ fn checker(file: &Path) -> impl Fn(String) -> anyhow::Error + Copy + '_ {
 impl HubSettings {
     pub fn service(&self, name: &str) -> Option<&ServiceSettings> {
         self.services.iter().find(|s| s.name == name)
+    }
+
+    /// A line per token hash weaker than `ferry hub token` makes, naming
+    /// its key: printed by `check`, logged at start.
+    pub fn hash_warnings(&self) -> Vec<String> {
+        let mut named: Vec<(&String, &String)> = self.credentials.per_ep.iter().collect();
+        named.sort();
+        let hashes = self
+            .credentials
+            .default
+            .iter()
+            .map(|h| ("token_hash".to_string(), h))
+            .chain(
+                named
+                    .into_iter()
+                    .map(|(ep, h)| (format!("eps.{ep}.token_hash"), h)),
+            )
+            .chain(
+                self.admin
+                    .iter()
+                    .filter_map(|a| a.token_hash.as_ref())
+                    .map(|h| ("admin.token_hash".to_string(), h)),
+            );
+        hashes
+            .filter_map(|(key, h)| super::hash_weakness(h).map(|w| format!("{key} is {w}")))
+            .collect()
     }
 }
 
@@ -381,12 +416,12 @@ impl HubConfig {
         let (credentials, grants) = self.credentials(file)?;
         self.check_timings(file)?;
         self.check_login_limits(file)?;
+        self.check_doors(file)?;
+        let services = self.check_services(file)?;
         let admin = match self.admin.take() {
             Some(a) => Some(a.check().map_err(err)?),
             None => None,
         };
-        self.check_doors(file)?;
-        let services = self.check_services(file)?;
         let tls_files = self.tls.paths();
         let crl = self.tls.crl.as_ref().map(|c| c.relative());
         let enrol = match self.enrol.take() {
@@ -530,7 +565,7 @@ impl HubConfig {
         Ok(())
     }
 
-    /// The hub-wide player total, the pool size and the two ep doors.
+    /// The hub-wide player total, the pool size and the hub's own doors.
     fn check_doors(&self, file: &Path) -> Result<()> {
         let err = checker(file);
         if self.max_players_total == Some(0) {
@@ -542,35 +577,63 @@ impl HubConfig {
         if self.control == self.channel && self.control.port() != 0 {
             return Err(err("control and channel must be different addresses".into()));
         }
+        // The TCP doors among themselves (QUIC, the one UDP door, has no
+        // other UDP door to meet): caught here, not as "address in use".
+        let tcp = self.tcp_doors();
+        for (i, (name, bind)) in tcp.iter().enumerate() {
+            if let Some((other, _)) = tcp[..i].iter().find(|(_, b)| b.overlaps(bind)) {
+                return Err(err(format!(
+                    "{name} {bind} is the same TCP port as {other}; give one of them another port"
+                )));
+            }
+        }
         Ok(())
+    }
+
+    /// The hub's TCP doors with their keys: control, channel, and the
+    /// admin and enrol doors if configured.
+    fn tcp_doors(&self) -> Vec<(String, BindRange)> {
+        let mut doors = vec![
+            ("control".to_string(), single(self.control)),
+            ("channel".to_string(), single(self.channel)),
+        ];
+        if let Some(a) = &self.admin {
+            doors.push(("admin.bind".into(), single(a.bind)));
+        }
+        if let Some(e) = &self.enrol {
+            doors.push(("enrol.bind".into(), single(e.bind)));
+        }
+        doors
     }
 
     /// Each service with its ports, pool and player limits settled.
     fn check_services(&mut self, file: &Path) -> Result<Vec<ServiceSettings>> {
         let err = checker(file);
         // TCP ports in use so far, and UDP ports: a `tcp+udp` service may
-        // share its numbers with nothing else of either protocol.
-        let single = |a: SocketAddr| BindRange {
-            ip: a.ip(),
-            first: a.port(),
-            count: 1,
-        };
-        let mut tcp_binds = vec![("control".to_string(), single(self.control))];
-        tcp_binds.push(("channel".into(), single(self.channel)));
-        let mut udp_binds: Vec<(String, BindRange)> = Vec::new();
+        // share its numbers with nothing else of either protocol. The
+        // hub's own doors come first: a service on the QUIC port (UDP) or
+        // the admin or enrol port (TCP) would fail to bind at start, or,
+        // added by a reload, never open.
+        let mut tcp_binds = self.tcp_doors();
+        let mut udp_binds: Vec<(String, BindRange)> = self
+            .quic
+            .map(|q| ("quic".to_string(), single(q)))
+            .into_iter()
+            .collect();
         let mut services = Vec::new();
         for (name, svc) in std::mem::take(&mut self.services) {
             check_service_name(&name).map_err(err)?;
-            for (on, taken) in [
-                (svc.kind.tcp(), &mut tcp_binds),
-                (svc.kind.udp(), &mut udp_binds),
+            for (on, proto, taken) in [
+                (svc.kind.tcp(), "TCP", &mut tcp_binds),
+                (svc.kind.udp(), "UDP", &mut udp_binds),
             ] {
                 if !on {
                     continue;
                 }
-                if let Some((other, _)) = taken.iter().find(|(_, b)| b.overlaps(&svc.bind)) {
+                if let Some((other, b)) = taken.iter().find(|(_, b)| b.overlaps(&svc.bind)) {
                     return Err(err(format!(
-                        "services.{name}.bind {} overlaps {other}'s ports",
+                        "services.{name}.bind {} overlaps {other} ({proto} {b}); \
+                         give one of them another port",
                         svc.bind
                     )));
                 }
@@ -676,6 +739,9 @@ impl std::fmt::Display for HubSettings {
         }
         if let Some(a) = &self.admin {
             writeln!(f, "  admin    {a}")?;
+        }
+        for w in self.hash_warnings() {
+            writeln!(f, "  warning: {w}")?;
         }
         if let Some(e) = &self.enrol {
             writeln!(

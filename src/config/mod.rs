@@ -9,6 +9,7 @@ mod duration;
 pub mod enrol;
 pub mod ep;
 pub mod grants;
+mod hashes;
 pub mod hub;
 mod netlist;
 pub mod plan;
@@ -16,6 +17,8 @@ pub mod players;
 pub mod ports;
 
 pub use duration::{Seconds, check_range, parse as parse_duration};
+pub(crate) use hashes::read_token_hash;
+pub use hashes::{check_hash, weakness as hash_weakness};
 pub use netlist::Allowlist;
 
 use figment::{
@@ -85,28 +88,6 @@ fn is_known(known: &[&str], key: &str) -> bool {
 /// no profiles, so the prefix only confuses.
 fn tidy(e: &figment::Error) -> String {
     e.to_string().replace("key \"default.", "key \"")
-}
-
-/// Reads a token hash given inline or in a file; `key` names it in errors.
-pub(crate) fn read_token_hash(
-    key: &str,
-    inline: Option<String>,
-    file: Option<&figment::value::magic::RelativePathBuf>,
-) -> Result<Option<String>, String> {
-    let hash = match (inline, file) {
-        (Some(h), None) => h,
-        (None, Some(path)) => {
-            let path = path.relative();
-            std::fs::read_to_string(&path)
-                .map_err(|e| format!("cannot read {key}_file {}: {e}", path.display()))?
-                .trim()
-                .to_string()
-        }
-        (Some(_), Some(_)) => return Err(format!("set {key} or {key}_file, not both")),
-        (None, None) => return Ok(None),
-    };
-    check_hash(&hash).map_err(|e| format!("{key}: {e}"))?;
-    Ok(Some(hash))
 }
 
 /// A check failure that names the config file it concerns.
@@ -225,14 +206,4 @@ mod addr_tests {
         assert!(split_host_port(":80").is_err());
         assert_eq!(join_host_port("::1", 7), "[::1]:7");
     }
-}
-
-/// Checks that `phc` is an Argon2 hash ferry can verify a token against.
-pub fn check_hash(phc: &str) -> Result<(), String> {
-    let parsed = argon2::PasswordHash::new(phc)
-        .map_err(|e| format!("not a PHC hash string ({e}); make one with `ferry hub token`"))?;
-    if !parsed.algorithm.as_str().starts_with("argon2") {
-        return Err(format!("algorithm {} is not Argon2", parsed.algorithm));
-    }
-    Ok(())
 }

@@ -232,6 +232,9 @@ impl Bound {
             immediate,
         } = self;
         let s = ep.settings();
+        for w in s.hash_warnings() {
+            tracing::warn!("{w}");
+        }
         if let (Some(listener), Some(a)) = (admin, &s.admin) {
             let source: Arc<dyn crate::admin::Source> = ep.clone();
             crate::admin::spawn(listener, source, a, &ep.shutdown, &ep.tracker);

@@ -420,6 +420,9 @@ impl Shared {
 
     /// What an operator should hear at start-up about the configuration.
     fn warn_at_start(&self) {
+        for w in self.settings().hash_warnings() {
+            tracing::warn!("{w}");
+        }
         if self.settings().allowlist.is_wide_open() {
             tracing::warn!(
                 "ep_allowlist admits every address; list your eps' addresses to keep scanners off the TLS ports"

@@ -46,31 +46,9 @@ pub fn load_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>> {
 /// Loads a private key, refusing one that other users could read: a leaked
 /// ep key is a way into the hub.
 pub fn load_key(path: &Path) -> Result<PrivateKeyDer<'static>> {
-    check_key_mode(path)?;
-    PrivateKeyDer::from_pem_file(path)
+    let pem = crate::secret_file::read(path, "private key file")?;
+    PrivateKeyDer::from_pem_slice(&pem)
         .map_err(|e| anyhow::anyhow!("cannot read private key file {}: {e}", path.display()))
-}
-
-#[cfg(unix)]
-fn check_key_mode(path: &Path) -> Result<()> {
-    use std::os::unix::fs::PermissionsExt;
-    let meta = std::fs::metadata(path)
-        .with_context(|| format!("cannot read private key file {}", path.display()))?;
-    let mode = meta.permissions().mode() & 0o777;
-    if mode & 0o077 != 0 {
-        bail!(
-            "private key file {} is readable by group or others (mode {mode:o}); \
-             fix it with: chmod 600 {}",
-            path.display(),
-            path.display()
-        );
-    }
-    Ok(())
-}
-
-#[cfg(not(unix))]
-fn check_key_mode(_: &Path) -> Result<()> {
-    Ok(())
 }
 
 fn roots(ca: &Path) -> Result<Arc<RootCertStore>> {

@@ -1,0 +1,137 @@
+//! Token hashes in a config (`token_hash`, `eps.NAME.token_hash`,
+//! `admin.token_hash`, or their `_file` forms): read, held to Argon2id,
+//! and judged against what `ferry hub token` makes.
+//!
+//! A hash file is not treated as a secret (`crate::secret_file`): what it
+//! holds is a salted Argon2id hash of a random 256-bit token, which no one
+//! can turn back into the token.
+
+use argon2::{Algorithm, Params, PasswordHash, Version};
+
+/// What to run for a hash ferry accepts.
+const FIX: &str = "make one with `ferry hub token` (a new token and its hash) \
+                   or `ferry hub hash-token` (the hash of a token on stdin)";
+
+/// Reads a token hash given inline or in a file; `key` names it in errors.
+pub(crate) fn read_token_hash(
+    key: &str,
+    inline: Option<String>,
+    file: Option<&figment::value::magic::RelativePathBuf>,
+) -> Result<Option<String>, String> {
+    let hash = match (inline, file) {
+        (Some(h), None) => h,
+        (None, Some(path)) => {
+            let path = path.relative();
+            std::fs::read_to_string(&path)
+                .map_err(|e| format!("cannot read {key}_file {}: {e}", path.display()))?
+                .trim()
+                .to_string()
+        }
+        (Some(_), Some(_)) => return Err(format!("set {key} or {key}_file, not both")),
+        (None, None) => return Ok(None),
+    };
+    check_hash(&hash).map_err(|e| format!("{key}: {e}"))?;
+    Ok(Some(hash))
+}
+
+/// Checks that `phc` is an Argon2id hash ferry can verify a token against.
+/// Argon2i and Argon2d are refused: `check` promises Argon2id, and each
+/// lacks half of its defence (Argon2d against side channels, Argon2i
+/// against GPU cracking).
+pub fn check_hash(phc: &str) -> Result<(), String> {
+    let parsed =
+        PasswordHash::new(phc).map_err(|e| format!("not a PHC hash string ({e}); {FIX}"))?;
+    match Algorithm::try_from(parsed.algorithm) {
+        Ok(Algorithm::Argon2id) => {}
+        Ok(other) => {
+            return Err(format!(
+                "algorithm {other} is not argon2id, the only one ferry accepts; {FIX}"
+            ));
+        }
+        Err(_) => {
+            return Err(format!(
+                "algorithm {} is not Argon2id; {FIX}",
+                parsed.algorithm
+            ));
+        }
+    }
+    if let Some(v) = parsed.version {
+        Version::try_from(v).map_err(|_| format!("Argon2 version {v} is unknown; {FIX}"))?;
+    }
+    Params::try_from(&parsed).map_err(|e| format!("its parameters are not usable ({e}); {FIX}"))?;
+    if parsed.salt.is_none() || parsed.hash.is_none() {
+        return Err(format!("it has no salt or no hash part; {FIX}"));
+    }
+    Ok(())
+}
+
+/// Why `phc` is weaker than the hashes `ferry hub token` makes, if it is:
+/// less memory, fewer passes, or the old Argon2 version. Weak is allowed
+/// (the operator chose it), but said at `check` and at start.
+pub fn weakness(phc: &str) -> Option<String> {
+    let parsed = PasswordHash::new(phc).ok()?;
+    let params = Params::try_from(&parsed).ok()?;
+    let ours = Params::default();
+    let mut weak = Vec::new();
+    if params.m_cost() < ours.m_cost() {
+        weak.push(format!(
+            "memory m={} KiB (ferry makes m={})",
+            params.m_cost(),
+            ours.m_cost()
+        ));
+    }
+    if params.t_cost() < ours.t_cost() {
+        weak.push(format!(
+            "passes t={} (ferry makes t={})",
+            params.t_cost(),
+            ours.t_cost()
+        ));
+    }
+    let version = parsed.version.and_then(|v| Version::try_from(v).ok());
+    if version == Some(Version::V0x10) {
+        weak.push("version 16 (ferry makes 19)".into());
+    }
+    (!weak.is_empty()).then(|| {
+        format!(
+            "weaker than `ferry hub token` makes: {}; {FIX}",
+            weak.join(", ")
+        )
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SALT: &str = "c29tZXNhbHRzb21lc2FsdA";
+    const OUT: &str = "Fm8yLZzLkbhOqhKWeuE2yEUkPDPmsHvRUDoTZhJ6qXA";
+
+    fn phc(alg: &str, v: u32, m: u32, t: u32) -> String {
+        format!("${alg}$v={v}$m={m},t={t},p=1${SALT}${OUT}")
+    }
+
+    #[test]
+    fn only_argon2id_is_accepted() {
+        check_hash(&phc("argon2id", 19, 19456, 2)).unwrap();
+        for alg in ["argon2i", "argon2d"] {
+            let e = check_hash(&phc(alg, 19, 19456, 2)).unwrap_err();
+            assert!(e.contains(alg) && e.contains("ferry hub token"), "{e}");
+        }
+        assert!(check_hash("plain").is_err());
+        assert!(
+            check_hash(&phc("argon2id", 19, 1, 2)).is_err(),
+            "m too small"
+        );
+        assert!(check_hash(&format!("$argon2id$v=19$m=19456,t=2,p=1${SALT}")).is_err());
+    }
+
+    #[test]
+    fn weaker_parameters_than_ours_are_named() {
+        assert_eq!(weakness(&phc("argon2id", 19, 19456, 2)), None);
+        assert_eq!(weakness(&phc("argon2id", 19, 65536, 3)), None);
+        let w = weakness(&phc("argon2id", 19, 8, 1)).unwrap();
+        assert!(w.contains("m=8 KiB") && w.contains("t=1"), "{w}");
+        let w = weakness(&phc("argon2id", 16, 19456, 2)).unwrap();
+        assert!(w.contains("version 16"), "{w}");
+    }
+}
