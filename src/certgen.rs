@@ -174,12 +174,22 @@ impl GenCert {
     }
 }
 
+/// The serials `crl_path` lists now, to add to. A file there that holds
+/// no revocation list (emptied, cut short, DER, a certificate) is not
+/// rewritten: a new list from it would silently drop every earlier
+/// revocation.
 fn read_revoked(crl_path: &Path) -> Result<std::collections::BTreeSet<String>> {
-    Ok(if crl_path.exists() {
-        crate::tls::crl_serials(crl_path)?.into_iter().collect()
-    } else {
-        Default::default()
-    })
+    if !crl_path.exists() {
+        return Ok(Default::default());
+    }
+    if crate::tls::load_crls(crl_path)?.is_empty() {
+        anyhow::bail!(
+            "{} holds no revocation list, so the certificates it revoked are not known: \
+             restore it from a backup (or move it away to start a new, empty list) and run this again",
+            crl_path.display()
+        );
+    }
+    Ok(crate::tls::crl_serials(crl_path)?.into_iter().collect())
 }
 
 /// Writes `serials` as the CA's revocation list (possibly empty).

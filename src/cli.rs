@@ -315,15 +315,17 @@ fn revoke(r: RevokeArgs) -> Result<()> {
     let (mut eps, mut serials) = (Vec::new(), r.serials.clone());
     let enrolled = || crate::enrol::invites::Store::new(&r.dir).enrolled();
     for name in &r.eps {
-        if r.dir.join(format!("ep-{name}.pem")).exists() {
+        let made_here = r.dir.join(format!("ep-{name}.pem")).exists();
+        if made_here {
             eps.push(name.clone());
-            continue;
         }
+        // Every certificate the name has had: made here, and enrolled.
         match enrolled()?.eps.get(name) {
             Some(e) => {
                 println!("ep {name} is enrolled: revoking its serial {}", e.serial);
                 serials.push(e.serial.clone());
             }
+            None if made_here => {}
             None => anyhow::bail!(
                 "no {} and no enrolled ep {name:?} in {}; if enrol.state is elsewhere, \
                  pass --dir that folder, or --serial HEX",
@@ -531,6 +533,12 @@ fn invite(settings: &HubSettings, a: InviteArgs) -> Result<()> {
         );
     } else {
         println!("it grants: {}", a.services.join(", "));
+        for svc in a.services.iter().filter(|s| !settings.grants.claimed(s)) {
+            println!(
+                "note: {svc} is now granted by a list, so eps without one (your own ep on the \
+                 shared token, say) may no longer serve it: list them under [eps.NAME] services"
+            );
+        }
     }
     println!("at home, run:\n\n  ferry ep join {}\n", issued.line);
     Ok(())

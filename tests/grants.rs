@@ -173,3 +173,47 @@ async fn an_invitee_serves_what_it_was_granted_and_never_the_owners_service() {
     assert_eq!(who_serves(mc).await, "HOME");
     assert_eq!(who_serves(vh).await, "CABN");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_grant_added_by_reload_reaches_an_ep_already_logged_in() {
+    let certs = Certs::new();
+    let grants = |list: &str| HubOpts {
+        extra: format!("[eps.home]\nservices = [{list}]\n"),
+        ..Default::default()
+    };
+    let o = grants("");
+    let settings = hub_settings(&certs, &o);
+    let file = settings.file.clone();
+    let hub = TestHub::from_settings(settings, &o).await;
+    // Granted nothing: logged in all the same, serving nothing.
+    let home = tagged("HOME").await;
+    let _ep = TestEp::start(ep_settings(
+        &certs,
+        &hub,
+        &EpOpts::new(&certs, vec![("echo".into(), home)]),
+    ));
+    hub.wait_sessions(1).await;
+    assert_eq!(hub.handle.served_by("echo"), None);
+    reload(&hub, &certs, &grants("\"echo\""), &file).await;
+    assert_eq!(hub.handle.served_by("echo").as_deref(), Some("home"));
+    assert_eq!(who_serves(hub.service("echo").port()).await, "HOME");
+}
+
+#[test]
+fn an_enrolment_from_before_grants_serves_nothing_until_granted() {
+    let certs = Certs::new();
+    let o = HubOpts {
+        extra: "[enrol]\nbind = \"127.0.0.1:0\"\n".into(),
+        ..Default::default()
+    };
+    let file = write_hub_toml(&certs, &o, None);
+    // enrolled.json as a hub before grants wrote it: no services field.
+    let legacy = serde_json::json!({"eps": {"cabin": {
+        "token_hash": token_hash(), "serial": "01", "address": "127.0.0.9", "enrolled": 1
+    }}});
+    std::fs::write(certs.path("enrolled.json"), legacy.to_string()).unwrap();
+    let (ok, text) = run(&["hub", "check", "-c", file.to_str().unwrap()]);
+    println!("figure: check with a legacy enrolment:\n{text}");
+    assert!(ok, "{text}");
+    assert!(text.contains("grants   cabin: none"), "{text}");
+}

@@ -203,3 +203,24 @@ async fn an_enrolled_ep_is_revoked_by_its_name() {
         .await
         .expect("the enrolled ep's session closed");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn revoke_will_not_rewrite_a_list_it_cannot_read() {
+    let certs = Certs::new();
+    let crl = certs.path("crl.pem");
+    let (ok, text) = ferry(
+        &["hub", "revoke", "--ep", "home", "--dir"],
+        certs.dir.path(),
+    );
+    assert!(ok, "{text}");
+    // The list is emptied by mistake; the next revocation must not start a
+    // new list that forgets `home`.
+    std::fs::write(&crl, b"").unwrap();
+    let (ok, text) = ferry(
+        &["hub", "revoke", "--ep", "other", "--dir"],
+        certs.dir.path(),
+    );
+    println!("figure: revoke over an emptied list said: {}", text.trim());
+    assert!(!ok && text.contains("holds no revocation list"), "{text}");
+    assert_eq!(std::fs::read(&crl).unwrap(), b"", "the file was rewritten");
+}

@@ -45,19 +45,14 @@ impl Grants {
                 "service {service:?} is not granted to ep {ep:?} (it may serve: {})",
                 list.iter().cloned().collect::<Vec<_>>().join(", ")
             ),
-            None => {
-                let owners: Vec<&str> = self
-                    .by_ep
-                    .iter()
-                    .filter(|(_, l)| l.contains(service))
-                    .map(|(e, _)| e.as_str())
-                    .collect();
-                format!(
-                    "service {service:?} is granted to {} only",
-                    owners.join(", ")
-                )
-            }
+            // Told to the ep: who else serves what is not its business.
+            None => format!("service {service:?} is granted to another ep"),
         }
+    }
+
+    /// Services some list names (out of reach of eps without a list).
+    pub fn claimed(&self, service: &str) -> bool {
+        self.by_ep.values().any(|l| l.contains(service))
     }
 
     /// Each listed ep and its services, for `check` and the reload plan.

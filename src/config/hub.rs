@@ -371,6 +371,31 @@ impl HubSettings {
         self.services.iter().find(|s| s.name == name)
     }
 
+    /// Several eps without a services list may each serve any service no
+    /// list names, and stand by to take one over: said at check and start.
+    pub fn unlisted_warning(&self) -> Option<String> {
+        let mut unlisted: Vec<&String> = self
+            .credentials
+            .per_ep
+            .keys()
+            .filter(|ep| !self.grants.listed(ep))
+            .collect();
+        unlisted.sort();
+        let shared = self.credentials.default.is_some();
+        if unlisted.len() + usize::from(shared) < 2 || unlisted.is_empty() {
+            return None;
+        }
+        let mut who: Vec<String> = unlisted.iter().map(|s| s.to_string()).collect();
+        if shared {
+            who.push("any ep on the shared token_hash".into());
+        }
+        Some(format!(
+            "eps without a services list ({}) may each serve any service no list names, \
+             and take one over when its ep is away: give each its list under [eps.NAME] services",
+            who.join(", ")
+        ))
+    }
+
     /// A line per token hash weaker than `ferry hub token` makes, naming
     /// its key: printed by `check`, logged at start.
     pub fn hash_warnings(&self) -> Vec<String> {
@@ -736,6 +761,9 @@ impl std::fmt::Display for HubSettings {
         }
         for line in self.grants.lines() {
             writeln!(f, "  grants   {line}")?;
+        }
+        if let Some(w) = self.unlisted_warning() {
+            writeln!(f, "  warning: {w}")?;
         }
         if let Some(a) = &self.admin {
             writeln!(f, "  admin    {a}")?;

@@ -55,21 +55,24 @@ pub fn grant_enrolled(
     name: &str,
     services: Option<Vec<String>>,
 ) {
-    match services {
-        _ if s.grants.listed(name) => {}
-        Some(list) => {
-            for svc in list.iter().filter(|svc| s.service(svc).is_none()) {
-                tracing::warn!(ep = %name, "its invite granted service {svc:?}, which this hub no longer serves");
-            }
-            s.grants.set(name, list);
-        }
-        None => tracing::warn!(
-            ep = %name,
-            "enrolled before invites granted services: it may serve any service no ep's list \
-             names; bind it with [eps.{name}] services = [..] in {}",
-            s.file.display()
-        ),
+    if s.grants.listed(name) {
+        return;
     }
+    // An enrolment (or an invite) from before grants existed grants
+    // nothing: an invitee never gets the reach of the host's own ep.
+    let list = services.unwrap_or_else(|| {
+        tracing::warn!(
+            ep = %name,
+            "enrolled with an invite that granted no services: it may serve none until \
+             [eps.{name}] services = [..] in {} grants some",
+            s.file.display()
+        );
+        Vec::new()
+    });
+    for svc in list.iter().filter(|svc| s.service(svc).is_none()) {
+        tracing::warn!(ep = %name, "its invite granted service {svc:?}, which this hub no longer serves");
+    }
+    s.grants.set(name, list);
 }
 
 pub fn hex(bytes: &[u8]) -> String {
@@ -180,6 +183,14 @@ pub fn invite(
     }
     if ttl.is_zero() || ttl > MAX_TTL {
         bail!("--expires {ttl:?} is out of range: allowed 1s to 30 days");
+    }
+    let gen_cert_pem = s.tls_files.ca.with_file_name(format!("ep-{ep}.pem"));
+    if gen_cert_pem.exists() {
+        bail!(
+            "{} exists: an ep named {ep:?} already has a certificate (it may log in with the \
+             shared token); invite another name",
+            gen_cert_pem.display()
+        );
     }
     if let Some(svc) = services.iter().find(|svc| s.service(svc).is_none()) {
         bail!(

@@ -437,19 +437,9 @@ fn match_offer(
     for (name, why) in &matched.unauthorised {
         tracing::warn!(%ep, service = %name, "the ep offers a service it is not granted; skipped: {why}");
     }
-    if matched.services.is_empty() && !matched.unauthorised.is_empty() {
-        let why = matched
-            .unauthorised
-            .values()
-            .cloned()
-            .collect::<Vec<_>>()
-            .join("; ");
-        return Err(Verdict::no(
-            RefusalKind::UnknownService,
-            format!("this ep may serve none of the services it offers: {why}"),
-        ));
-    }
-    if matched.services.is_empty() {
+    // Granted nothing (yet): logged in all the same, serving nothing, so a
+    // grant a reload adds reaches it at once.
+    if matched.services.is_empty() && matched.unauthorised.is_empty() {
         return Err(match matched.refused.iter().next() {
             Some((name, why)) => Verdict::no(
                 RefusalKind::UnknownService,

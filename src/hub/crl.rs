@@ -21,10 +21,21 @@ fn stamp(path: &Path) -> Option<(SystemTime, u64)> {
 pub(super) async fn watch(shared: Arc<Shared>) {
     let mut path: Option<PathBuf> = shared.settings().crl.clone();
     let mut seen = path.as_deref().and_then(stamp);
+    let mut loaded = shared.trust.loaded.get();
     loop {
         tokio::select! {
             _ = tokio::time::sleep(POLL) => {}
             _ = shared.shutdown.cancelled() => return,
+        }
+        // One at a time with reloads (and enrolments): neither undoes the
+        // other's list or verifier.
+        let _update = shared.settings_update.lock().await;
+        let now_loaded = shared.trust.loaded.get();
+        if !Arc::ptr_eq(&loaded, &now_loaded) {
+            // A reload applied the list as it read it; the file may have
+            // changed since: read it again.
+            seen = None;
+            loaded = now_loaded;
         }
         let current = shared.settings().crl.clone();
         if current != path {

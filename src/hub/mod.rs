@@ -423,6 +423,9 @@ impl Shared {
         for w in self.settings().hash_warnings() {
             tracing::warn!("{w}");
         }
+        if let Some(w) = self.settings().unlisted_warning() {
+            tracing::warn!("{w}");
+        }
         if self.settings().allowlist.is_wide_open() {
             tracing::warn!(
                 "ep_allowlist admits every address; list your eps' addresses to keep scanners off the TLS ports"

@@ -103,9 +103,17 @@ async fn apply(
     shared.set_settings(new);
     let new = shared.settings();
     if old_tls.digest != new_tls.digest {
-        shared.set_tls(new_tls.server.clone());
         let revoked = new_tls.crl.as_ref().map(|c| c.serials.clone());
+        if let (Some(_), None) = (&old_tls.crl, &new_tls.crl) {
+            let n = old_tls.crl.as_ref().map_or(0, |c| c.serials.len());
+            tracing::warn!(
+                "tls.crl removed: revocation is off, and the {n} certificate(s) it revoked are accepted again"
+            );
+        }
+        // Loaded first: the CRL watcher builds on the material it finds.
+        let server = new_tls.server.clone();
         shared.trust.loaded.set(new_tls);
+        shared.set_tls(server);
         super::crl::apply_serials(shared, revoked.unwrap_or_default());
     }
     services(shared, &new);
@@ -240,6 +248,16 @@ fn services(shared: &Arc<Shared>, new: &HubSettings) {
         shared
             .sessions
             .adopt(&one.svc, |offer| offer.fits(&name, kind, ports));
+    }
+    // A grant added: an ep already logged in and offering a service nobody
+    // serves takes it now, not at its next login.
+    for s in &new.services {
+        if let Some(one) = shared.served(&s.name)
+            && one.svc.served_by().is_none()
+        {
+            let fits = |offer: &super::offer::Offer| offer.fits(&s.name, s.kind, s.bind.count);
+            shared.sessions.adopt(&one.svc, fits);
+        }
     }
     let drain = new.timing.drain_timeout;
     for one in removed {

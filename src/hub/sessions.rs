@@ -234,7 +234,12 @@ impl Sessions {
     fn claim(&self, st: &mut State, services: Vec<Arc<Service>>, ep: &str) -> Vec<Arc<Service>> {
         let grants = self.grants.get();
         let mut out = Vec::new();
-        for svc in services {
+        // Its own grants again, as they are now: a reload may have
+        // withdrawn one since the offer was matched.
+        for svc in services
+            .into_iter()
+            .filter(|s| grants.may_serve(ep, &s.name))
+        {
             match svc.served_by() {
                 Some(holder) if holder != ep && grants.may_serve(&holder, &svc.name) => {
                     tracing::warn!(
@@ -379,8 +384,15 @@ impl Sessions {
             return (Vec::new(), Vec::new());
         };
         e.offer = offer;
+        let grants = self.grants.get();
         let mut refused = Vec::new();
         let mut released = Vec::new();
+        let (services, ungranted): (Vec<_>, Vec<_>) = services
+            .into_iter()
+            .partition(|s| grants.may_serve(ep, &s.name));
+        for svc in ungranted {
+            refused.push((svc.name.clone(), grants.why_not(ep, &svc.name)));
+        }
         let old = std::mem::take(&mut *lock(&e.serving));
         for svc in &old {
             if !services.iter().any(|s| Arc::ptr_eq(s, svc)) {
