@@ -95,7 +95,8 @@ async fn setup() -> Setup {
     let ep = cluster.ep(
         &hub,
         "bench",
-        "",
+        // The memory figure holds 10,000 idle players on one service.
+        "max_players = 1000000\n",
         &format!(
             "[services.sink]\nlocal = \"{sink}\"\n[services.echo]\nlocal = \"{echo}\"\n[services.cold]\nlocal = \"{echo}\"\n"
         ),

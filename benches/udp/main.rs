@@ -82,7 +82,8 @@ fn main() {
     let ep = cluster.ep(
         &hub,
         "bench",
-        "",
+        // The new-flow figure holds thousands of one-shot flows at once.
+        "max_players = 1000000\n",
         &format!(
             "[services.echo]\nlocal = \"{echo}\"\n[services.sink]\nlocal = \"{}\"\n\
              [services.burst]\nlocal = \"{echo}\"\n",

@@ -115,11 +115,11 @@ pub struct LocalService {
 mod defaults {
     use super::Seconds;
     /// Each player holds a socket at home and a channel (another socket
-    /// over TLS): 2,048 stays well inside a default 65,536-file limit for
-    /// a handful of services, and far above a game's or a home web app's
-    /// players.
+    /// over TLS): 8,192 per service is far above a game's or a home web
+    /// app's players, and inside the open-file limit the ep raises itself
+    /// to at start (the hard limit, commonly 524,288 or more).
     pub fn max_players() -> usize {
-        2048
+        8192
     }
     pub fn watch_config() -> bool {
         true

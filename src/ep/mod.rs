@@ -137,6 +137,9 @@ pub async fn bind(
     immediate: CancellationToken,
 ) -> Result<Bound> {
     let tls = crate::tls::EpTls::load(&settings)?;
+    // Two files per player (its socket at home, its channel): what
+    // `max_players` allows should not fail for want of descriptors.
+    crate::fdlimit::raise();
     let admin = match &settings.admin {
         Some(a) => Some(
             tokio::net::TcpListener::bind(a.bind)
