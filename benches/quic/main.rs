@@ -177,7 +177,8 @@ fn main() {
     let quic = hub.quic.expect("the hub's QUIC door");
     let mut eps = Vec::new();
     for (t, transport) in [("q", "quic"), ("t", "tls")] {
-        let top = format!("transport = \"{transport}\"\nquic = \"{quic}\"\nmax_players = 1000000\n");
+        let top =
+            format!("transport = \"{transport}\"\nquic = \"{quic}\"\nmax_players = 1000000\n");
         let tables = format!(
             "[services.echo_{t}]\nlocal = \"{echo}\"\n[services.sink_{t}]\nlocal = \"{sink}\"\n\
              [services.udp_{t}]\nlocal = \"{udp_echo_home}\"\n"

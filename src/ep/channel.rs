@@ -119,11 +119,16 @@ pub(super) async fn started(
     }
     let Some(_slot) = ep.players.take(&service, local.max_players) else {
         tls.abort();
-        return tracing::warn!(
-            service,
-            max_players = local.max_players,
-            "a player beyond this service's max_players at home; refused"
-        );
+        let refused = ep.players.refused();
+        if refused.is_power_of_two() {
+            tracing::warn!(
+                service,
+                max_players = local.max_players,
+                refused,
+                "a player beyond this service's max_players at home; refused"
+            );
+        }
+        return;
     };
     let HubMsg::Start {
         player,

@@ -10,7 +10,12 @@ use std::{
 };
 
 #[derive(Default)]
-pub(crate) struct Slots(Mutex<HashMap<String, usize>>);
+pub(crate) struct Slots(
+    Mutex<HashMap<String, usize>>,
+    /// Players refused so far, so a hub that keeps asking cannot flood the
+    /// log with one line each.
+    std::sync::atomic::AtomicU64,
+);
 
 /// One player's place; given back when dropped.
 pub(crate) struct Slot(Arc<Slots>, String);
@@ -21,10 +26,19 @@ impl Slots {
         let mut m = self.0.lock().unwrap_or_else(|p| p.into_inner());
         let n = m.entry(service.to_string()).or_default();
         if *n >= max {
+            self.1.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             return None;
         }
         *n += 1;
         Some(Slot(self.clone(), service.to_string()))
+    }
+}
+
+impl Slots {
+    /// Refusals so far; a refusal is worth a log line when this is a power
+    /// of two (the 1st, 2nd, 4th, … 1024th).
+    pub fn refused(&self) -> u64 {
+        self.1.load(std::sync::atomic::Ordering::Relaxed)
     }
 }
 
