@@ -5,6 +5,7 @@
 
 use std::{
     collections::HashMap,
+    hash::Hash,
     net::{IpAddr, Ipv6Addr},
     sync::{Arc, Mutex},
 };
@@ -37,28 +38,34 @@ pub fn network_key(ip: IpAddr) -> IpAddr {
     }
 }
 
-/// Connections in progress per source, at most `MAX` each.
-#[derive(Default)]
-pub struct PerSource<const MAX: usize>(Mutex<HashMap<IpAddr, usize>>);
+/// Holders at once per key, each entry with its own limit; a slot gives
+/// its place back when dropped. The per-source caps below and the ep's
+/// players per service both count this way.
+pub struct Counts<K>(Mutex<HashMap<K, usize>>);
 
-impl<const MAX: usize> PerSource<MAX> {
-    /// A slot for a connection from `ip`, given back when dropped; None
-    /// when its source already holds `MAX`.
-    pub fn enter(self: &Arc<Self>, ip: IpAddr) -> Option<SourceSlot<MAX>> {
-        let key = source_key(ip);
-        let mut m = self.0.lock().unwrap_or_else(|p| p.into_inner());
-        let n = m.entry(key).or_default();
-        if *n >= MAX {
-            return None;
-        }
-        *n += 1;
-        Some(SourceSlot(self.clone(), key))
+impl<K> Default for Counts<K> {
+    fn default() -> Self {
+        Counts(Mutex::default())
     }
 }
 
-pub struct SourceSlot<const MAX: usize>(Arc<PerSource<MAX>>, IpAddr);
+impl<K: Hash + Eq + Clone> Counts<K> {
+    /// A place for `key` if it holds fewer than `max`.
+    pub fn enter(self: &Arc<Self>, key: K, max: usize) -> Option<Counted<K>> {
+        let mut m = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        let n = m.entry(key.clone()).or_default();
+        if *n >= max {
+            return None;
+        }
+        *n += 1;
+        Some(Counted(self.clone(), key))
+    }
+}
 
-impl<const MAX: usize> Drop for SourceSlot<MAX> {
+/// One place in a `Counts`.
+pub struct Counted<K: Hash + Eq + Clone>(Arc<Counts<K>>, K);
+
+impl<K: Hash + Eq + Clone> Drop for Counted<K> {
     fn drop(&mut self) {
         let mut m = (self.0).0.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(n) = m.get_mut(&self.1) {
@@ -67,6 +74,21 @@ impl<const MAX: usize> Drop for SourceSlot<MAX> {
                 m.remove(&self.1);
             }
         }
+    }
+}
+
+/// Connections in progress per source, at most `MAX` each.
+#[derive(Default)]
+pub struct PerSource<const MAX: usize>(Arc<Counts<IpAddr>>);
+
+/// A connection's place in a `PerSource`.
+pub type SourceSlot = Counted<IpAddr>;
+
+impl<const MAX: usize> PerSource<MAX> {
+    /// A slot for a connection from `ip`, given back when dropped; None
+    /// when its source already holds `MAX`.
+    pub fn enter(&self, ip: IpAddr) -> Option<SourceSlot> {
+        self.0.enter(source_key(ip), MAX)
     }
 }
 

@@ -6,7 +6,7 @@
 
 mod common;
 
-use common::procs::ferry_cmd;
+use common::procs::run;
 use common::udp::free_range;
 use common::*;
 use std::{net::SocketAddr, os::unix::fs::PermissionsExt, path::Path, time::Duration};
@@ -30,16 +30,6 @@ async fn enrol_hub(certs: &Certs) -> (TestHub, std::path::PathBuf, u16, SocketAd
     let file = settings.file.clone();
     let door = SocketAddr::from(([127, 0, 0, 1], door));
     (TestHub::from_settings(settings, &o).await, file, game, door)
-}
-
-fn run(args: &[&str]) -> (bool, String) {
-    let out = ferry_cmd().args(args).output().unwrap();
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    (out.status.success(), text)
 }
 
 /// `ferry hub invite` for `ep`; the line it printed.

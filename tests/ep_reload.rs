@@ -6,29 +6,13 @@ mod common;
 
 use common::*;
 use std::{net::SocketAddr, time::Duration};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncReadExt;
 
 fn opts() -> HubOpts {
     HubOpts {
         services: vec!["a".into()],
         ..Default::default()
     }
-}
-
-/// A service at home that names itself first, then echoes.
-async fn tagged(tag: &'static [u8]) -> SocketAddr {
-    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = l.local_addr().unwrap();
-    tokio::spawn(async move {
-        while let Ok((mut s, _)) = l.accept().await {
-            tokio::spawn(async move {
-                let _ = s.write_all(tag).await;
-                let (mut r, mut w) = s.split();
-                let _ = tokio::io::copy(&mut r, &mut w).await;
-            });
-        }
-    });
-    addr
 }
 
 on_every_transport!(a_player_after_an_ep_reload_reaches_the_new_local_address);
@@ -39,7 +23,7 @@ on_every_transport!(a_player_after_an_ep_reload_reaches_the_new_local_address);
 /// arrives, not when it opened).
 async fn a_player_after_an_ep_reload_reaches_the_new_local_address(t: Transport) {
     let certs = Certs::new();
-    let (home_a, home_b) = (tagged(b"A").await, tagged(b"B").await);
+    let (home_a, home_b) = (tagged_echo(b"A").await, tagged_echo(b"B").await);
     let hub = TestHub::start(&certs, &t.hub_opts(opts())).await;
     let eo = |at: SocketAddr| t.ep_opts(&hub, EpOpts::new(&certs, vec![("a".into(), at)]));
     let file = write_ep_toml(&certs, hub.control, hub.channel, &eo(home_a));
@@ -95,7 +79,7 @@ async fn a_service_moved_between_eps_is_handed_over() {
     };
     let hub = TestHub::start(&certs, &o).await;
     let echo = echo_server().await;
-    let (at_home, at_other) = (tagged(b"A").await, tagged(b"B").await);
+    let (at_home, at_other) = (tagged_echo(b"A").await, tagged_echo(b"B").await);
     let ep_file = |cert: &str, services: Vec<(&str, SocketAddr)>| {
         let mut eo = EpOpts::new(
             &certs,

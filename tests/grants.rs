@@ -6,34 +6,11 @@
 
 mod common;
 
-use common::procs::ferry_cmd;
+use common::procs::run;
 use common::udp::free_range;
 use common::*;
-use std::{net::SocketAddr, path::Path, time::Duration};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-
-/// A TCP service at home that greets every player with `tag`.
-async fn tagged(tag: &'static str) -> SocketAddr {
-    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = l.local_addr().unwrap();
-    tokio::spawn(async move {
-        loop {
-            let Ok((mut s, _)) = l.accept().await else {
-                continue;
-            };
-            tokio::spawn(async move {
-                let _ = s.write_all(tag.as_bytes()).await;
-                let mut buf = [0u8; 64];
-                while let Ok(n) = s.read(&mut buf).await {
-                    if n == 0 {
-                        break;
-                    }
-                }
-            });
-        }
-    });
-    addr
-}
+use std::{path::Path, time::Duration};
+use tokio::io::AsyncReadExt;
 
 /// Who answers a player on `port`: the greeting's first four bytes.
 async fn who_serves(port: u16) -> String {
@@ -48,16 +25,6 @@ async fn who_serves(port: u16) -> String {
     String::from_utf8_lossy(&tag).into_owned()
 }
 
-fn run(args: &[&str]) -> (bool, String) {
-    let out = ferry_cmd().args(args).output().unwrap();
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    (out.status.success(), text)
-}
-
 fn hub_toml(door: u16, mc: u16, vh: u16, grants: &str) -> HubOpts {
     HubOpts {
         services: vec![],
@@ -70,28 +37,18 @@ fn hub_toml(door: u16, mc: u16, vh: u16, grants: &str) -> HubOpts {
     }
 }
 
-fn save(certs: &Certs, o: &HubOpts, file: &Path) {
-    std::fs::rename(write_hub_toml(certs, o, None), file).unwrap();
-}
-
 async fn reload(hub: &TestHub, certs: &Certs, o: &HubOpts, file: &Path) {
-    let mut rx = hub.handle.reloads();
-    let before = rx.borrow().0;
-    save(certs, o, file);
-    let (_, outcome) =
-        tokio::time::timeout(Duration::from_secs(10), rx.wait_for(|(n, _)| *n > before))
-            .await
-            .expect("reloaded")
-            .unwrap()
-            .clone();
+    let outcome = hub.reload_to(certs, o, file).await;
     assert!(outcome.is_ok(), "{outcome:?}");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_invitee_serves_what_it_was_granted_and_never_the_owners_service() {
+on_every_transport!(an_invitee_serves_what_it_was_granted_and_never_the_owners_service);
+
+async fn an_invitee_serves_what_it_was_granted_and_never_the_owners_service(t: Transport) {
     let certs = Certs::new();
     let (door, mc, vh) = (free_range(1), free_range(1), free_range(1));
-    let o = hub_toml(door, mc, vh, "");
+    let hub_toml = |grants: &str| t.hub_opts(hub_toml(door, mc, vh, grants));
+    let o = hub_toml("");
     let settings = hub_settings(&certs, &o);
     let file = settings.file.clone();
     let hub = TestHub::from_settings(settings, &o).await;
@@ -127,9 +84,10 @@ async fn an_invitee_serves_what_it_was_granted_and_never_the_owners_service() {
     );
     // The friend's ep (or whoever stole its key and token) announces
     // Minecraft too, and logs in first.
-    let evil = tagged("EVIL").await;
-    let cabin_vh = tagged("CABN").await;
-    let text = written.replace(&format!("127.0.0.1:{vh}\""), &format!("{cabin_vh}\""))
+    let evil = tagged_echo(b"EVIL").await;
+    let cabin_vh = tagged_echo(b"CABN").await;
+    let text = t.ep_extra(hub.handle.quic_addr())
+        + &written.replace(&format!("127.0.0.1:{vh}\""), &format!("{cabin_vh}\""))
         + &format!("[services.minecraft]\nlocal = \"{evil}\"\n");
     std::fs::write(&config, text).unwrap();
     let cabin = ferry::config::ep::EpConfig::load(&config, Default::default())
@@ -139,8 +97,8 @@ async fn an_invitee_serves_what_it_was_granted_and_never_the_owners_service() {
     let _cabin = TestEp::start(cabin);
     hub.wait_sessions(1).await;
     // The owner's ep logs in after it and serves Minecraft.
-    let home = tagged("HOME").await;
-    let eo = EpOpts::new(&certs, vec![("minecraft".into(), home)]);
+    let home = tagged_echo(b"HOME").await;
+    let eo = t.ep_opts(&hub, EpOpts::new(&certs, vec![("minecraft".into(), home)]));
     let _home = TestEp::start(ep_settings(&certs, &hub, &eo));
     hub.wait_sessions(2).await;
     assert_eq!(who_serves(mc).await, "HOME", "Minecraft players reach home");
@@ -164,12 +122,12 @@ async fn an_invitee_serves_what_it_was_granted_and_never_the_owners_service() {
     // naming home's services): the cabin serves it...
     let grants =
         "[eps.home]\nservices = []\n[eps.cabin]\nservices = [\"valheim\", \"minecraft\"]\n";
-    reload(&hub, &certs, &hub_toml(door, mc, vh, grants), &file).await;
+    reload(&hub, &certs, &hub_toml(grants), &file).await;
     assert_eq!(who_serves(mc).await, "EVIL");
     // ...and takes it back: home, still logged in and offering it, is the
     // rightful ep again at once.
     let grants = "[eps.home]\nservices = [\"minecraft\"]\n";
-    reload(&hub, &certs, &hub_toml(door, mc, vh, grants), &file).await;
+    reload(&hub, &certs, &hub_toml(grants), &file).await;
     assert_eq!(who_serves(mc).await, "HOME");
     assert_eq!(who_serves(vh).await, "CABN");
 }
@@ -186,7 +144,7 @@ async fn a_grant_added_by_reload_reaches_an_ep_already_logged_in() {
     let file = settings.file.clone();
     let hub = TestHub::from_settings(settings, &o).await;
     // Granted nothing: logged in all the same, serving nothing.
-    let home = tagged("HOME").await;
+    let home = tagged_echo(b"HOME").await;
     let _ep = TestEp::start(ep_settings(
         &certs,
         &hub,

@@ -11,7 +11,7 @@
 
 mod common;
 
-use common::procs::ferry_cmd;
+use common::procs::run;
 use common::udp::free_range;
 use common::*;
 use ferry::{
@@ -42,16 +42,6 @@ async fn enrol_hub(certs: &Certs) -> (TestHub, PathBuf) {
     let settings = hub_settings(certs, &o);
     let file = settings.file.clone();
     (TestHub::from_settings(settings, &o).await, file)
-}
-
-fn run(args: &[&str]) -> (bool, String) {
-    let out = ferry_cmd().args(args).output().unwrap();
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    (out.status.success(), text)
 }
 
 /// `ferry hub invite` for `ep`; the line it printed.

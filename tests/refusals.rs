@@ -102,9 +102,16 @@ async fn a_second_ep_stands_by_and_takes_over_when_the_first_leaves() {
     let second = TestEp::start(ep_settings(&certs, &hub, &o));
     hub.wait_sessions(2).await;
     assert_eq!(hub.handle.served_by("echo").as_deref(), Some("home"));
-    // The first leaves: the second serves at once, no new login.
+    // The first leaves: the second serves, no new login (the hand-over
+    // follows the first session's end, which the count shows just before).
     first.stop().await;
     hub.wait_sessions(1).await;
+    common::udp::eventually(
+        "the second ep serves",
+        std::time::Duration::from_secs(5),
+        || hub.handle.served_by("echo").as_deref() == Some("other"),
+    )
+    .await;
     assert_eq!(hub.handle.served_by("echo").as_deref(), Some("other"));
     assert_eq!(
         echo_through(hub.service("echo"), b"still here").await,

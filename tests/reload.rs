@@ -14,13 +14,6 @@ use std::{
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-/// The hub's file as `o` makes it, saved over `file` the way editors do:
-/// a new file renamed over the old one.
-fn save(certs: &Certs, o: &HubOpts, file: &Path) {
-    let fresh = write_hub_toml(certs, o, None);
-    std::fs::rename(fresh, file).unwrap();
-}
-
 fn opts(extra: &str) -> HubOpts {
     HubOpts {
         services: vec!["a".into()],
@@ -126,7 +119,7 @@ async fn twenty_rewrites_of_the_hub_file_drop_no_player() {
         let mut o = opts(&format!("pool_size = {pool}\ndrain_timeout = \"30s\"\n{b}"));
         o.service_extra = format!("max_players = {}\n", 100 + round);
         let before = reloads(&hub);
-        save(&certs, &o, &file);
+        save_hub_toml(&certs, &o, &file);
         let outcome = next_reload(&hub, before).await;
         let plan = outcome.unwrap_or_else(|e| panic!("round {round}: {e}"));
         println!("figure: round {round}: {plan}");
@@ -282,7 +275,7 @@ async fn a_rotated_token_closes_that_eps_session_only() {
     let before = reloads(&hub);
     let mut o2 = opts(&creds(&new_hash));
     o2.services = o.services.clone();
-    save(&certs, &o2, &file);
+    save_hub_toml(&certs, &o2, &file);
     let plan = next_reload(&hub, before).await.unwrap();
     assert!(
         plan.contains("credentials changed (sessions closed): home"),
@@ -401,7 +394,7 @@ async fn udp_flows_outlive_a_limits_change_and_a_service_gains_udp() {
     assert!(ask(&p, to, b"one", Duration::from_secs(10)).await.is_some());
     // The limit changes: the same flow carries on (no second flow).
     let before = reloads(&hub);
-    save(&certs, &base("udp", 50), &file);
+    save_hub_toml(&certs, &base("udp", 50), &file);
     let plan = next_reload(&hub, before).await.unwrap();
     assert!(plan.contains("changed: g (limits)"), "{plan}");
     assert_eq!(
@@ -411,7 +404,7 @@ async fn udp_flows_outlive_a_limits_change_and_a_service_gains_udp() {
     assert_eq!(hub.handle.udp_flows("g"), Some(1));
     // The service gains TCP on the same port; its UDP flow is untouched.
     let before = reloads(&hub);
-    save(&certs, &base("tcp+udp", 50), &file);
+    save_hub_toml(&certs, &base("tcp+udp", 50), &file);
     let plan = next_reload(&hub, before).await.unwrap();
     assert!(plan.contains("g (type)"), "{plan}");
     assert_eq!(

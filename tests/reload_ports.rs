@@ -8,12 +8,7 @@ mod common;
 
 use common::udp::*;
 use common::*;
-use std::{net::SocketAddr, path::Path, time::Duration};
-
-fn save(certs: &Certs, o: &HubOpts, file: &Path) {
-    let fresh = write_hub_toml(certs, o, None);
-    std::fs::rename(fresh, file).unwrap();
-}
+use std::{net::SocketAddr, time::Duration};
 
 fn tables(text: &str) -> HubOpts {
     HubOpts {
@@ -21,25 +16,6 @@ fn tables(text: &str) -> HubOpts {
         extra: text.into(),
         ..Default::default()
     }
-}
-
-/// Saves `o` over `file` and waits for that reload's outcome.
-async fn reload_to(
-    hub: &TestHub,
-    certs: &Certs,
-    o: &HubOpts,
-    file: &Path,
-) -> Result<String, String> {
-    let mut rx = hub.handle.reloads();
-    let before = rx.borrow().0;
-    save(certs, o, file);
-    let (_, outcome) =
-        tokio::time::timeout(Duration::from_secs(10), rx.wait_for(|(n, _)| *n > before))
-            .await
-            .expect("the hub reloaded")
-            .unwrap()
-            .clone();
-    outcome
 }
 
 fn local(port: u16) -> SocketAddr {
@@ -105,7 +81,7 @@ async fn ports_the_hub_holds_move_between_services_and_offsets() {
 
     // `a` and `b` swap ports.
     let o = tables(&(svc("a", &(p + 1).to_string()) + &svc("b", &p.to_string())));
-    let plan = reload_to(&hub, &certs, &o, &file).await;
+    let plan = hub.reload_to(&certs, &o, &file).await;
     println!("figure: swap → {plan:?}");
     assert!(plan.is_ok(), "{plan:?}");
     assert_eq!(hub.handle.service_addr("a"), Some(local(p + 1)));
@@ -114,7 +90,7 @@ async fn ports_the_hub_holds_move_between_services_and_offsets() {
 
     // `b` is renamed `c`, on the same port.
     let o = tables(&(svc("a", &(p + 1).to_string()) + &svc("c", &p.to_string())));
-    let plan = reload_to(&hub, &certs, &o, &file).await;
+    let plan = hub.reload_to(&certs, &o, &file).await;
     println!("figure: rename → {plan:?}");
     assert!(plan.is_ok(), "{plan:?}");
     assert_eq!(hub.handle.service_addr("c"), Some(local(p)));
@@ -123,9 +99,9 @@ async fn ports_the_hub_holds_move_between_services_and_offsets() {
     // `a`'s single port becomes a range reaching one port lower: its port
     // moves to offset 1 (the ep's range follows in its own file).
     let o = tables(&(svc("a", &format!("{}-{}", p + 2, p + 3)) + &svc("c", &p.to_string())));
-    assert!(reload_to(&hub, &certs, &o, &file).await.is_ok());
+    assert!(hub.reload_to(&certs, &o, &file).await.is_ok());
     let o = tables(&(svc("a", &format!("{}-{}", p + 1, p + 3)) + &svc("c", &p.to_string())));
-    let plan = reload_to(&hub, &certs, &o, &file).await;
+    let plan = hub.reload_to(&certs, &o, &file).await;
     println!("figure: range extended downwards → {plan:?}");
     assert!(plan.is_ok(), "{plan:?}");
     for port in p + 1..=p + 3 {
@@ -177,7 +153,7 @@ async fn a_udp_port_given_up_is_released_though_home_keeps_talking(t: Transport)
         b"tick"
     );
     // The service keeps its TCP port and gives up UDP; home keeps talking.
-    let plan = reload_to(&hub, &certs, &t.hub_opts(svc("tcp")), &file).await;
+    let plan = hub.reload_to(&certs, &t.hub_opts(svc("tcp")), &file).await;
     assert!(plan.is_ok(), "{plan:?}");
     eventually("the UDP port is released", Duration::from_secs(5), || {
         std::net::UdpSocket::bind(local(port)).is_ok()

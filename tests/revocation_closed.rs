@@ -10,13 +10,9 @@ use common::*;
 use std::{path::Path, time::Duration};
 
 fn ferry(args: &[&str], dir: &Path) -> (bool, String) {
-    let out = procs::ferry_cmd().args(args).arg(dir).output().unwrap();
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    (out.status.success(), text)
+    let mut all = args.to_vec();
+    all.push(dir.to_str().unwrap());
+    procs::run(&all)
 }
 
 /// Writes `bytes` over the followed list and waits until the hub has read
@@ -33,12 +29,19 @@ async fn replace_crl(hub: &TestHub, crl: &Path, bytes: &[u8]) {
         .unwrap();
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_crl_file_without_a_crl_of_the_ca_keeps_revoked_eps_out() {
+on_every_transport!(a_crl_file_without_a_crl_of_the_ca_keeps_revoked_eps_out);
+
+async fn a_crl_file_without_a_crl_of_the_ca_keeps_revoked_eps_out(t: Transport) {
     let certs = Certs::new();
     let crl = certs.path("crl.pem");
-    let hub = TestHub::start_with_crl(&certs, &HubOpts::default(), &crl).await;
-    let home = EpOpts::new(&certs, vec![("echo".into(), echo_server().await)]);
+    let hub = TestHub::start_with_crl(&certs, &t.hub_opts(HubOpts::default()), &crl).await;
+    let home = t.ep_opts(
+        &hub,
+        EpOpts::new(&certs, vec![("echo".into(), echo_server().await)]),
+    );
+    // Not revoked yet: in over this transport.
+    let before = t.login_once(&ep_settings(&certs, &hub, &home), &hub).await;
+    assert!(before.is_ok(), "{before:?}");
     let (ok, text) = ferry(
         &["hub", "revoke", "--ep", "home", "--dir"],
         certs.dir.path(),
@@ -47,11 +50,8 @@ async fn a_crl_file_without_a_crl_of_the_ca_keeps_revoked_eps_out() {
     let good = std::fs::read(&crl).unwrap();
     // Read once by the running hub: the revoked ep is refused.
     replace_crl(&hub, &crl, &good).await;
-    assert!(
-        ferry::ep::login(&ep_settings(&certs, &hub, &home))
-            .await
-            .is_err()
-    );
+    let refused = t.login_once(&ep_settings(&certs, &hub, &home), &hub).await;
+    assert!(refused.is_err());
     // Another CA's list, for the mistakes a person makes with files.
     let other = tempfile::tempdir().unwrap();
     let (ok, text) = ferry(&["hub", "gen-cert", "--dir"], other.path());
@@ -77,11 +77,8 @@ async fn a_crl_file_without_a_crl_of_the_ca_keeps_revoked_eps_out() {
     ];
     for (what, bytes) in cases {
         replace_crl(&hub, &crl, &bytes).await;
-        let r = ferry::ep::login(&ep_settings(&certs, &hub, &home)).await;
-        println!(
-            "figure: crl.pem {what}: the revoked ep's login → {:?}",
-            r.as_ref().err().map(|e| e.to_string())
-        );
+        let r = t.login_once(&ep_settings(&certs, &hub, &home), &hub).await;
+        println!("figure: {t:?}: crl.pem {what}: the revoked ep's login → {r:?}");
         assert!(r.is_err(), "{what}: the revoked ep got back in");
     }
     // A hub starting on such a file refuses to start, naming it.

@@ -9,7 +9,7 @@
 mod common;
 
 use argon2::{Algorithm, Argon2, Params, PasswordHasher, Version, password_hash::SaltString};
-use common::procs::{Ferry, ferry_cmd};
+use common::procs::{Ferry, run};
 use common::udp::free_range;
 use common::*;
 use std::{
@@ -18,17 +18,6 @@ use std::{
     process::ExitStatus,
     time::{Duration, Instant},
 };
-
-/// `ferry ARGS…`, run to its end: whether it succeeded, and its output.
-fn run(args: &[&str]) -> (bool, String) {
-    let out = ferry_cmd().args(args).output().unwrap();
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    (out.status.success(), text)
-}
 
 fn check(role: &str, config: &Path) -> (bool, String) {
     run(&[role, "check", "-c", config.to_str().unwrap()])

@@ -166,7 +166,7 @@ impl Door {
         &self,
         mut tcp: TcpStream,
         peer: std::net::SocketAddr,
-        pending: Option<crate::sources::SourceSlot<PENDING_PER_SOURCE>>,
+        pending: Option<crate::sources::SourceSlot>,
     ) {
         let Some(req) = self.request(&mut tcp).await else {
             return;

@@ -91,7 +91,7 @@ pub(crate) struct Ep {
     /// open connections without end.
     waiting: Arc<tokio::sync::Semaphore>,
     /// Players at once per service (`max_players`).
-    players: Arc<slots::Slots>,
+    players: slots::Slots,
     tracker: TaskTracker,
     shutdown: CancellationToken,
     hard_stop: CancellationToken,
@@ -159,7 +159,7 @@ pub async fn bind(
         reloaded: tokio::sync::watch::Sender::new(0),
         quic: std::sync::Mutex::default(),
         waiting: Arc::new(tokio::sync::Semaphore::new(MAX_WAITING_CHANNELS)),
-        players: Arc::default(),
+        players: slots::Slots::default(),
         tracker: TaskTracker::new(),
         shutdown,
         hard_stop: CancellationToken::new(),

@@ -192,12 +192,9 @@ fn services(shared: &Arc<Shared>, new: &HubSettings) {
         tracker: &shared.tracker,
     };
     let mut served = shared.served.write().unwrap_or_else(|p| p.into_inner());
-    let mut added = Vec::new();
     for s in &new.services {
         let Some(cur) = served.get(&s.name).cloned() else {
-            let one = parts.build(s, new);
-            served.insert(s.name.clone(), one.clone());
-            added.push((one, s.kind, s.bind.count));
+            served.insert(s.name.clone(), parts.build(s, new));
             continue;
         };
         cur.svc.retune(s.pool_size, new.timing.idle_timeout);
@@ -235,28 +232,14 @@ fn services(shared: &Arc<Shared>, new: &HubSettings) {
     drop(served);
     for s in &new.services {
         if let Some(one) = shared.served(&s.name) {
-            let name = &s.name;
-            let fits = |offer: &super::offer::Offer| offer.fits(name, s.kind, s.bind.count);
-            // Reshaped out of one ep's reach, perhaps into another's.
-            if shared.sessions.recheck(&one.svc, fits) {
-                shared.sessions.adopt(&one.svc, fits);
-            }
-        }
-    }
-    for (one, kind, ports) in added {
-        let name = one.svc.name.clone();
-        shared
-            .sessions
-            .adopt(&one.svc, |offer| offer.fits(&name, kind, ports));
-    }
-    // A grant added: an ep already logged in and offering a service nobody
-    // serves takes it now, not at its next login.
-    for s in &new.services {
-        if let Some(one) = shared.served(&s.name)
-            && one.svc.served_by().is_none()
-        {
             let fits = |offer: &super::offer::Offer| offer.fits(&s.name, s.kind, s.bind.count);
-            shared.sessions.adopt(&one.svc, fits);
+            // Reshaped, or its grant withdrawn, out of its ep's reach.
+            shared.sessions.recheck(&one.svc, fits);
+            // Unserved (new, let go, or newly granted): an ep already
+            // logged in and offering it takes it now, not at its next login.
+            if one.svc.served_by().is_none() {
+                shared.hand_to_offering(&one.svc);
+            }
         }
     }
     let drain = new.timing.drain_timeout;

@@ -335,12 +335,11 @@ impl Sessions {
 
     /// A service whose type or ports a reload may have changed: the
     /// session serving it keeps it only if its ep still fits the shape
-    /// (`fits`); otherwise it lets go, and its other services stay.
-    /// Whether a session let go.
-    pub fn recheck(&self, svc: &Arc<Service>, fits: impl Fn(&Offer) -> Result<(), String>) -> bool {
+    /// (`fits`) and is still granted it; otherwise it lets go, and its
+    /// other services stay.
+    pub fn recheck(&self, svc: &Arc<Service>, fits: impl Fn(&Offer) -> Result<(), String>) {
         let st = self.lock();
         let grants = self.grants.get();
-        let mut let_go = false;
         for (ep, e) in &st.by_ep {
             let mut serving = lock(&e.serving);
             if !serving.iter().any(|s| Arc::ptr_eq(s, svc)) {
@@ -355,10 +354,8 @@ impl Sessions {
                 tracing::warn!(ep, service = %svc.name, "the ep no longer serves the changed service: {why}");
                 serving.retain(|s| !Arc::ptr_eq(s, svc));
                 svc.detach(e.session);
-                let_go = true;
             }
         }
-        let_go
     }
 
     /// A service the hub removed: no session serves it any more.

@@ -153,6 +153,29 @@ pub fn write_hub_toml(certs: &Certs, o: &HubOpts, crl: Option<&Path>) -> PathBuf
     file
 }
 
+/// The hub's file as `o` makes it, saved over `file` the way editors do:
+/// a new file renamed over the old one.
+pub fn save_hub_toml(certs: &Certs, o: &HubOpts, file: &Path) {
+    let fresh = write_hub_toml(certs, o, None);
+    std::fs::rename(fresh, file).unwrap();
+}
+
+/// A service at home that names itself with `tag` first, then echoes.
+pub async fn tagged_echo(tag: &'static [u8]) -> SocketAddr {
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = l.accept().await {
+            tokio::spawn(async move {
+                let _ = s.write_all(tag).await;
+                let (mut r, mut w) = s.split();
+                let _ = tokio::io::copy(&mut r, &mut w).await;
+            });
+        }
+    });
+    addr
+}
+
 pub fn hub_settings(certs: &Certs, o: &HubOpts) -> HubSettings {
     hub_settings_crl(certs, o, None)
 }
@@ -211,6 +234,26 @@ impl TestHub {
             stop,
             task: Some(task),
         }
+    }
+
+    /// Saves `o` over the hub's `file` and waits for that reload's
+    /// outcome: the plan line, or why it was refused.
+    pub async fn reload_to(
+        &self,
+        certs: &Certs,
+        o: &HubOpts,
+        file: &Path,
+    ) -> Result<String, String> {
+        let mut rx = self.handle.reloads();
+        let before = rx.borrow().0;
+        save_hub_toml(certs, o, file);
+        let (_, outcome) =
+            tokio::time::timeout(Duration::from_secs(10), rx.wait_for(|(n, _)| *n > before))
+                .await
+                .expect("the hub reloaded")
+                .unwrap()
+                .clone();
+        outcome
     }
 
     pub fn service(&self, name: &str) -> SocketAddr {
@@ -433,6 +476,19 @@ impl Transport {
                 quic.expect("a hub with quic on")
             ),
         }
+    }
+
+    /// One login of `s` to `hub` over this transport, for tests of who the
+    /// doors let in.
+    pub async fn login_once(self, s: &EpSettings, hub: &TestHub) -> Result<(), String> {
+        let r = match self {
+            Transport::Tls => ferry::ep::login(s).await.map(|_| ()),
+            Transport::Quic => {
+                let quic = hub.handle.quic_addr().expect("a hub with quic on");
+                ferry::ep::login_quic_once(s, quic).await
+            }
+        };
+        r.map_err(|e| e.to_string())
     }
 
     /// `o` with this transport's hub keys added.

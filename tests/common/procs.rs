@@ -22,6 +22,18 @@ pub fn ferry_cmd() -> Command {
     c
 }
 
+/// `ferry ARGS…`, run to its end: whether it succeeded, and its output
+/// (stdout, then stderr).
+pub fn run(args: &[&str]) -> (bool, String) {
+    let out = ferry_cmd().args(args).output().unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), text)
+}
+
 pub struct Ferry {
     child: Child,
     lines: mpsc::Receiver<String>,

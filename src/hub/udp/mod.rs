@@ -174,12 +174,11 @@ impl UdpDoor {
         let mut t = self.lock();
         if let Some(flow) = t.get(&k) {
             let flow = flow.clone();
-            flow.last_up.store(now, Ordering::Relaxed);
+            self.count_up(&flow, len, now);
             if flow.last_down.load(Ordering::Relaxed) > 0 {
                 t.became_conversation(k, &flow);
             }
             drop(t);
-            self.count_up(&flow, len);
             let dropped = flow.queue.push(d);
             self.meters.queue_full.inc_by(dropped);
             return Delivered::Queued;
@@ -207,13 +206,15 @@ impl UdpDoor {
         self.meters.started.inc();
         self.traffic.players.inc();
         self.traffic.admitted.inc();
-        self.count_up(&flow, len);
+        self.count_up(&flow, len, now);
         flow.queue.push(d);
         Delivered::New(flow)
     }
 
-    fn count_up(&self, flow: &Flow, len: u64) {
-        self.touch(flow);
+    /// A datagram from the player, at `now`.
+    fn count_up(&self, flow: &Flow, len: u64, now: u64) {
+        flow.last.store(now, Ordering::Relaxed);
+        flow.last_up.store(now, Ordering::Relaxed);
         flow.up_datagrams.fetch_add(1, Ordering::Relaxed);
         flow.up_bytes.fetch_add(len, Ordering::Relaxed);
         self.traffic.meter.up.inc_by(len);
