@@ -37,7 +37,10 @@ pub mod feature {
     /// The hub has a QUIC door (`Welcome.quic`); UDP flows over QUIC use
     /// datagrams (`Start.flow`).
     pub const QUIC: &str = "quic";
-    pub const ALL: &[&str] = &[CHANNEL_FAILED, REASON_KINDS, UDP, LIVE_SERVICES, QUIC];
+    /// The ep reports how its services at home are doing (`EpMsg::Home`)
+    /// and honours `Start.no_wake`.
+    pub const HOME: &str = "home";
+    pub const ALL: &[&str] = &[CHANNEL_FAILED, REASON_KINDS, UDP, LIVE_SERVICES, QUIC, HOME];
 }
 
 /// This build's feature list, as sent on the wire.
@@ -93,9 +96,28 @@ pub enum EpMsg {
         #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
         shapes: BTreeMap<String, Shape>,
     },
+    /// On control (feature `home`): how the services at home are doing,
+    /// each one the ep has seen since it logged in (the rest: unknown).
+    Home {
+        services: BTreeMap<String, HomeState>,
+    },
     /// A message type from a newer ep; skipped.
     #[serde(other)]
     Unknown,
+}
+
+/// A service at home as the ep last found it.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum HomeState {
+    /// It answered the last dial.
+    Up,
+    /// It refused the last dial and the ep cannot start it.
+    Down,
+    /// It refused the last dial; a joining player makes the ep start it.
+    Asleep,
+    /// The ep ran its `wake` command and waits for it to answer.
+    Waking,
 }
 
 /// A service's protocols and how many ports its range has.
@@ -193,6 +215,10 @@ pub enum HubMsg {
         /// (feature `quic`) On a stream the hub opened: which service.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         name: Option<String>,
+        /// A server-list ping, not a join: a service that is asleep at
+        /// home stays asleep (the ep does not run its `wake` command).
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        no_wake: bool,
     },
     /// On control: the hub is ending this session on purpose (replaced by a
     /// newer login, certificate revoked, hub shutting down).

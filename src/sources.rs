@@ -60,6 +60,12 @@ impl<K: Hash + Eq + Clone> Counts<K> {
         *n += 1;
         Some(Counted(self.clone(), key))
     }
+
+    /// Places `key` holds now.
+    pub fn held(&self, key: &K) -> usize {
+        let m = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        m.get(key).copied().unwrap_or(0)
+    }
 }
 
 /// One place in a `Counts`.

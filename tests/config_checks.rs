@@ -200,3 +200,90 @@ fn service_types_and_port_ranges_are_checked_and_printed() {
     )));
     assert!(ok && text.contains("127.0.0.1:2456-2458 (udp)"), "{text}");
 }
+
+#[test]
+fn game_keys_are_checked_and_ferry_hub_check_lists_which_names_go_where() {
+    let root = shipped();
+    let good = "[services.survival]\nbind = \"0.0.0.0:25565\"\ngame = \"minecraft\"\nhosts = [\"Survival.Example.com.\"]\n\
+                [services.creative]\nbind = \"0.0.0.0:25565\"\ngame = \"minecraft\"\nhosts = [\"creative.example.com\"]\ndefault_host = true\n\
+                [services.bedrock]\nbind = \"0.0.0.0:19132\"\ntype = \"udp\"\ngame = \"bedrock\"\noffline_motd = \"Asleep\"\n";
+    let (ok, text) = output(ferry().args(["hub", "check", "-c"]).arg(with_table(
+        root.path(),
+        "hub",
+        good,
+    )));
+    assert!(ok, "{text}");
+    assert!(
+        text.contains("players who typed survival.example.com (port shared with creative)"),
+        "{text}"
+    );
+    assert!(
+        text.contains("players who typed creative.example.com or any other name"),
+        "{text}"
+    );
+    let mc = |keys: &str| format!("[services.a]\nbind = \"0.0.0.0:25565\"\n{keys}\n");
+    let two = |a: &str, b: &str| {
+        format!(
+            "[services.a]\nbind = \"0.0.0.0:25565\"\ngame = \"minecraft\"\n{a}\n\
+             [services.b]\nbind = \"0.0.0.0:25565\"\ngame = \"minecraft\"\n{b}\n"
+        )
+    };
+    let bad = [
+        (
+            mc("offline_motd = \"x\""),
+            "services.a.offline_motd needs services.a.game",
+        ),
+        (
+            mc("hosts = [\"a.test\"]"),
+            "services.a.hosts needs services.a.game",
+        ),
+        (mc("game = \"bedrock\""), "needs type = \"udp\""),
+        (mc("game = \"quake\""), "services.a.game"),
+        (
+            mc("game = \"minecraft\"\nhosts = [\"a b\"]"),
+            "is not a host name",
+        ),
+        (
+            mc("game = \"minecraft\"\noffline_icon = \"/nonexistent.png\""),
+            "offline_icon",
+        ),
+        (two("hosts = [\"x.test\"]", ""), "overlaps"),
+        (
+            two("hosts = [\"x.test\"]", "hosts = [\"X.test\"]"),
+            "both name x.test",
+        ),
+        (
+            two("default_host = true", "default_host = true"),
+            "one at most",
+        ),
+    ];
+    for (table, says) in bad {
+        let (ok, text) = output(ferry().args(["hub", "check", "-c"]).arg(with_table(
+            root.path(),
+            "hub",
+            &table,
+        )));
+        assert!(!ok && text.contains(says), "{table}: {text}");
+    }
+    let ep_bad = [
+        ("wake = []", "services.game.wake is empty"),
+        ("wake_timeout = \"1m\"", "needs services.game.wake"),
+        (
+            "wake = [\"true\"]\nsleep = [\"true\"]",
+            "sleep needs sleep_after",
+        ),
+        (
+            "wake = [\"true\"]\nsleep_after = \"1m\"",
+            "sleep_after needs sleep",
+        ),
+    ];
+    for (keys, says) in ep_bad {
+        let table = format!("[services.game]\nlocal = \"127.0.0.1:25565\"\n{keys}\n");
+        let (ok, text) = output(ferry().args(["ep", "check", "-c"]).arg(with_table(
+            root.path(),
+            "ep",
+            &table,
+        )));
+        assert!(!ok && text.contains(says), "{table}: {text}");
+    }
+}

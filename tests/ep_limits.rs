@@ -82,6 +82,7 @@ impl Hub {
             offset: 0,
             flow: None,
             name: None,
+            no_wake: false,
         };
         proto::write_msg(&mut ch, &start).await.unwrap();
         ch

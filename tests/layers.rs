@@ -32,6 +32,7 @@ const FLOORS: &[&[&str]] = &[
         "proxy_header",
         "logging",
         "penalties",
+        "game",
     ],
     // Credentials and carriers.
     &["tls", "token", "certgen", "quic"],

@@ -76,6 +76,7 @@ async fn a_hub_asking_for_a_port_outside_the_range_reaches_nothing() {
         offset: 1,
         flow: None,
         name: None,
+        no_wake: false,
     };
     proto::write_msg(&mut ch, &start).await.unwrap();
     // The ep refuses at once: the channel ends, and nothing was dialled.

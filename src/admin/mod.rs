@@ -51,6 +51,7 @@ pub fn columns(
                 "name",
                 "type",
                 "served_by",
+                "home",
                 "players",
                 "udp_flows",
                 "players_total",

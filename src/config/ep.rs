@@ -80,6 +80,16 @@ pub struct EpServiceConfig {
     /// Players (and UDP flows) at once on this service; overrides the
     /// top-level `max_players`.
     pub max_players: Option<usize>,
+    /// A command (argv, no shell) that starts the service when a player
+    /// finds it not answering: `["systemctl", "start", "minecraft"]`, or
+    /// `["wakeonlan", "MAC"]` for a PC that is switched off.
+    pub wake: Option<Vec<String>>,
+    /// How long a woken service has to answer; players wait that long.
+    pub wake_timeout: Option<Seconds>,
+    /// A command that stops the service again after `sleep_after` with
+    /// no player.
+    pub sleep: Option<Vec<String>>,
+    pub sleep_after: Option<Seconds>,
 }
 
 /// How the ep reaches the hub.
@@ -110,6 +120,17 @@ pub struct LocalService {
     pub proxy_protocol_udp: UdpHeaders,
     /// Players (and UDP flows) at once; more are refused here.
     pub max_players: usize,
+    /// Starting the service on demand, and stopping it when idle.
+    pub wake: Option<Wake>,
+}
+
+/// `wake`, `wake_timeout`, `sleep` and `sleep_after` of a service.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Wake {
+    pub command: Vec<String>,
+    pub timeout: Duration,
+    /// The command that stops it and the idle time before it runs.
+    pub sleep: Option<(Vec<String>, Duration)>,
 }
 
 mod defaults {
@@ -155,6 +176,10 @@ const KEYS: &[&str] = &[
     "services.*.proxy_protocol",
     "services.*.proxy_protocol_udp",
     "services.*.max_players",
+    "services.*.wake",
+    "services.*.wake_timeout",
+    "services.*.sleep",
+    "services.*.sleep_after",
     "max_players",
     "connect_timeout",
     "backoff_min",
@@ -321,6 +346,7 @@ impl EpConfig {
             check_service_name(&name).map_err(err)?;
             let addr = LocalRange::parse(&svc.local)
                 .map_err(|e| err(format!("services.{name}.local: {e}")))?;
+            let wake = wake(&name, &svc).map_err(&err)?;
             let max_players = svc.max_players.unwrap_or(self.max_players);
             if max_players == 0 {
                 return Err(err(format!(
@@ -335,6 +361,7 @@ impl EpConfig {
                     proxy_protocol: svc.proxy_protocol,
                     proxy_protocol_udp: svc.proxy_protocol_udp.unwrap_or(UdpHeaders::First),
                     max_players,
+                    wake,
                 },
             );
         }
@@ -426,4 +453,59 @@ impl std::fmt::Display for EpSettings {
         }
         Ok(())
     }
+}
+
+/// A service's wake and sleep keys, checked together.
+fn wake(name: &str, svc: &EpServiceConfig) -> std::result::Result<Option<Wake>, String> {
+    let argv = |key: &str, v: &Option<Vec<String>>| match v {
+        Some(a) if a.is_empty() || a[0].is_empty() => Err(format!(
+            "services.{name}.{key} is empty; give the command as a list, e.g. [\"systemctl\", \"start\", \"{name}\"]"
+        )),
+        Some(a) => Ok(Some(a.clone())),
+        None => Ok(None),
+    };
+    let command = argv("wake", &svc.wake)?;
+    let sleep = argv("sleep", &svc.sleep)?;
+    let Some(command) = command else {
+        for (key, set) in [
+            ("wake_timeout", svc.wake_timeout.is_some()),
+            ("sleep", sleep.is_some()),
+            ("sleep_after", svc.sleep_after.is_some()),
+        ] {
+            if set {
+                return Err(format!(
+                    "services.{name}.{key} needs services.{name}.wake (the command that starts the service)"
+                ));
+            }
+        }
+        return Ok(None);
+    };
+    let timeout = svc
+        .wake_timeout
+        .map_or(Duration::from_secs(180), Seconds::get);
+    if timeout.is_zero() {
+        return Err(format!("services.{name}.wake_timeout must be more than 0"));
+    }
+    let sleep = match (sleep, svc.sleep_after) {
+        (Some(cmd), Some(after)) if !after.get().is_zero() => Some((cmd, after.get())),
+        (Some(_), Some(_)) => {
+            return Err(format!("services.{name}.sleep_after must be more than 0"));
+        }
+        (None, None) => None,
+        (Some(_), None) => {
+            return Err(format!(
+                "services.{name}.sleep needs sleep_after (how long without a player, e.g. \"15m\")"
+            ));
+        }
+        (None, Some(_)) => {
+            return Err(format!(
+                "services.{name}.sleep_after needs sleep (the command that stops the service)"
+            ));
+        }
+    };
+    Ok(Some(Wake {
+        command,
+        timeout,
+        sleep,
+    }))
 }

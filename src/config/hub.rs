@@ -124,9 +124,33 @@ pub struct HubServiceConfig {
     pub max_udp_flows_per_net: Option<usize>,
     pub udp_idle_timeout: Option<Seconds>,
     pub udp_oneshot_timeout: Option<Seconds>,
+    /// `"minecraft"` (Java) or `"bedrock"`: the hub answers the game's
+    /// server-list ping while home is away, and routes Java players by name.
+    pub game: Option<super::game::Game>,
+    pub offline_motd: Option<String>,
+    pub offline_message: Option<String>,
+    pub starting_motd: Option<String>,
+    pub offline_icon: Option<figment::value::magic::RelativePathBuf>,
+    /// Names players type for this service (several services may then
+    /// share one `bind`).
+    pub hosts: Option<Vec<String>>,
+    /// Players whose name matches no service's `hosts` go here.
+    pub default_host: Option<bool>,
 }
 
 impl HubServiceConfig {
+    fn game(&self) -> super::game::GameConfig {
+        super::game::GameConfig {
+            game: self.game,
+            offline_motd: self.offline_motd.clone(),
+            offline_message: self.offline_message.clone(),
+            starting_motd: self.starting_motd.clone(),
+            offline_icon: self.offline_icon.as_ref().map(|p| p.relative()),
+            hosts: self.hosts.clone(),
+            default_host: self.default_host,
+        }
+    }
+
     fn limits(&self) -> PlayersConfig {
         PlayersConfig {
             allow: self.allow.clone(),
@@ -218,6 +242,13 @@ const KEYS: &[&str] = &[
     "services.*.player_rate_per_ip",
     "services.*.ban_for",
     "services.*.player_idle_timeout",
+    "services.*.game",
+    "services.*.offline_motd",
+    "services.*.offline_message",
+    "services.*.starting_motd",
+    "services.*.offline_icon",
+    "services.*.hosts",
+    "services.*.default_host",
     "players.allow",
     "players.deny",
     "players.max_players",
@@ -292,6 +323,11 @@ pub struct ServiceSettings {
     pub kind: ServiceKind,
     pub pool_size: usize,
     pub limits: PlayerLimits,
+    pub game: Option<super::game::GameSettings>,
+    /// Routed by name on the TCP port of this (earlier) service, which
+    /// listens for the whole group: several `game = "minecraft"` services
+    /// with `hosts` on one `bind`.
+    pub shares_port_of: Option<String>,
 }
 
 /// Token hashes: one per named ep, and the one for every other ep.
@@ -646,8 +682,11 @@ impl HubConfig {
             .into_iter()
             .collect();
         let mut services = Vec::new();
+        // Services that listen for a group routed by name.
+        let mut routed: Vec<(String, BindRange)> = Vec::new();
         for (name, svc) in std::mem::take(&mut self.services) {
             check_service_name(&name).map_err(err)?;
+            let mut shares = None;
             for (on, proto, taken) in [
                 (svc.kind.tcp(), "TCP", &mut tcp_binds),
                 (svc.kind.udp(), "UDP", &mut udp_binds),
@@ -656,16 +695,38 @@ impl HubConfig {
                     continue;
                 }
                 if let Some((other, b)) = taken.iter().find(|(_, b)| b.overlaps(&svc.bind)) {
+                    if proto == "TCP"
+                        && let Some(owner) = routed
+                            .iter()
+                            .find(|(o, _)| format!("services.{o}") == *other)
+                        && routable(&svc)
+                        && *b == svc.bind
+                    {
+                        shares = Some(owner.0.clone());
+                        continue;
+                    }
                     return Err(err(format!(
                         "services.{name}.bind {} overlaps {other} ({proto} {b}); \
-                         give one of them another port",
-                        svc.bind
+                         give one of them another port{}",
+                        svc.bind,
+                        if svc.game == Some(super::game::Game::Minecraft) {
+                            " (Minecraft services share a port only with the same bind, \
+                             type = \"tcp\", and hosts = [...] or default_host = true on each)"
+                        } else {
+                            ""
+                        }
                     )));
                 }
                 taken.push((format!("services.{name}"), svc.bind));
             }
-            services.push(self.check_service(file, name, svc)?);
+            if shares.is_none() && routable(&svc) {
+                routed.push((name.clone(), svc.bind));
+            }
+            let mut one = self.check_service(file, name, svc)?;
+            one.shares_port_of = shares;
+            services.push(one);
         }
+        check_groups(&services).map_err(err)?;
         Ok(services)
     }
 
@@ -683,7 +744,12 @@ impl HubConfig {
                 file.display()
             );
         }
-        let limits = PlayerLimits::merge(svc.limits(), &self.players, &format!("services.{name}."))
+        let prefix = format!("services.{name}.");
+        let limits =
+            PlayerLimits::merge(svc.limits(), &self.players, &prefix).map_err(checker(file))?;
+        let game = svc
+            .game()
+            .check(&prefix, svc.kind.tcp(), svc.kind.udp())
             .map_err(checker(file))?;
         Ok(ServiceSettings {
             name,
@@ -691,6 +757,8 @@ impl HubConfig {
             kind: svc.kind,
             pool_size,
             limits,
+            game,
+            shares_port_of: None,
         })
     }
 
@@ -796,6 +864,29 @@ impl std::fmt::Display for HubSettings {
                 "  service {:<12} {} players on {} (pool {}); {}",
                 s.name, s.kind, s.bind, s.pool_size, s.limits
             )?;
+            if let Some(g) = &s.game {
+                let route = match (&s.shares_port_of, g.hosts.is_empty(), g.default_host) {
+                    (_, true, false) => String::new(),
+                    (owner, _, default) => format!(
+                        "; players who typed {}{}{}",
+                        if g.hosts.is_empty() {
+                            "-".into()
+                        } else {
+                            g.hosts.join(", ")
+                        },
+                        if default { " or any other name" } else { "" },
+                        owner
+                            .as_ref()
+                            .map(|o| format!(" (port shared with {o})"))
+                            .unwrap_or_default()
+                    ),
+                };
+                writeln!(
+                    f,
+                    "               game {}: the hub answers while home is away{route}",
+                    g.game
+                )?;
+            }
             if s.kind.udp() {
                 let u = &s.limits.udp;
                 writeln!(
@@ -809,4 +900,49 @@ impl std::fmt::Display for HubSettings {
         }
         Ok(())
     }
+}
+
+/// A service that may share its TCP port with others, routed by the name
+/// a Minecraft player typed.
+fn routable(svc: &HubServiceConfig) -> bool {
+    svc.game == Some(super::game::Game::Minecraft)
+        && svc.kind == ServiceKind::Tcp
+        && (svc.hosts.as_ref().is_some_and(|h| !h.is_empty()) || svc.default_host == Some(true))
+}
+
+/// Services sharing a port: one name goes to one service, and at most one
+/// takes the names nobody claims.
+fn check_groups(services: &[ServiceSettings]) -> std::result::Result<(), String> {
+    for owner in services.iter().filter(|s| s.shares_port_of.is_none()) {
+        let group: Vec<&ServiceSettings> = services
+            .iter()
+            .filter(|s| s.name == owner.name || s.shares_port_of.as_deref() == Some(&owner.name))
+            .collect();
+        if group.len() < 2 {
+            continue;
+        }
+        let mut seen: HashMap<&str, &str> = HashMap::new();
+        let mut default: Option<&str> = None;
+        for s in &group {
+            let g = s.game.as_ref().expect("a routed service has game settings");
+            for h in &g.hosts {
+                if let Some(other) = seen.insert(h, &s.name) {
+                    return Err(format!(
+                        "services.{}.hosts and services.{other}.hosts both name {h}, on the same port {}",
+                        s.name, owner.bind
+                    ));
+                }
+            }
+            if g.default_host {
+                if let Some(other) = default {
+                    return Err(format!(
+                        "services.{} and services.{other} both have default_host = true on port {}; one at most",
+                        s.name, owner.bind
+                    ));
+                }
+                default = Some(&s.name);
+            }
+        }
+    }
+    Ok(())
 }

@@ -8,6 +8,7 @@ pub mod admin;
 mod duration;
 pub mod enrol;
 pub mod ep;
+pub mod game;
 pub mod grants;
 mod hashes;
 pub mod hub;

@@ -136,6 +136,7 @@ pub(super) async fn started(
         udp,
         offset,
         flow,
+        no_wake,
         ..
     } = msg
     else {
@@ -160,6 +161,7 @@ pub(super) async fn started(
         offset,
         player,
         public,
+        join: !no_wake,
     };
     if let Some(svc) = at.dial(&ep).await {
         relay_player(&ep, &service, player, tls, svc).await;
@@ -195,12 +197,50 @@ struct Dial<'a> {
     player: std::net::SocketAddr,
     /// Where the player reached the hub, for the PROXY header.
     public: std::net::SocketAddr,
+    /// A player joining (not a server-list ping): a sleeping service wakes.
+    join: bool,
 }
 
 impl Dial<'_> {
     /// The local service, dialled (with its PROXY header written), or None
     /// after counting and logging why not.
     async fn dial(&self, ep: &Ep) -> Option<TcpStream> {
+        let first = self.dial_once(ep).await;
+        let s = ep.settings();
+        let local = super::wake::Local {
+            service: self.service.to_string(),
+            at: self.local.addr.at(self.offset),
+            connect_timeout: s.timing.connect_timeout,
+            stop: ep.shutdown.clone(),
+        };
+        let wake = self.local.wake.as_ref();
+        if first.is_some() {
+            let players = ep.players.clone();
+            let playing: super::wake::Playing = Arc::new(move |s: &str| players.playing(s));
+            ep.homes.answered(&local, wake, playing);
+            return first;
+        }
+        let mut woken = ep.homes.refused(&local, wake, self.join)?;
+        tracing::info!(service = self.service, player = %self.player, "player waits while the service wakes");
+        let outcome = tokio::select! {
+            r = woken.wait_for(|w| *w != super::wake::Woken::Starting) => r.map(|w| *w).ok(),
+            _ = ep.shutdown.cancelled() => None,
+        };
+        if outcome != Some(super::wake::Woken::Up) {
+            tracing::warn!(service = self.service, player = %self.player, "the service did not wake; player closed");
+            return None;
+        }
+        let again = self.dial_once(ep).await;
+        if again.is_some() {
+            let players = ep.players.clone();
+            let playing: super::wake::Playing = Arc::new(move |s: &str| players.playing(s));
+            ep.homes.answered(&local, wake, playing);
+        }
+        again
+    }
+
+    /// One try at the local service.
+    async fn dial_once(&self, ep: &Ep) -> Option<TcpStream> {
         let s = ep.settings();
         let (service, player) = (self.service, self.player);
         let at = self.local.addr.at(self.offset);

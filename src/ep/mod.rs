@@ -10,6 +10,7 @@ mod reload;
 mod slots;
 mod status;
 mod udp;
+mod wake;
 
 pub use login::{Leg, LoginError, Tunnel, Welcome, login};
 
@@ -91,7 +92,9 @@ pub(crate) struct Ep {
     /// open connections without end.
     waiting: Arc<tokio::sync::Semaphore>,
     /// Players at once per service (`max_players`).
-    players: slots::Slots,
+    players: Arc<slots::Slots>,
+    /// How each service at home was last found; wakes and sleeps.
+    homes: Arc<wake::Homes>,
     tracker: TaskTracker,
     shutdown: CancellationToken,
     hard_stop: CancellationToken,
@@ -159,7 +162,8 @@ pub async fn bind(
         reloaded: tokio::sync::watch::Sender::new(0),
         quic: std::sync::Mutex::default(),
         waiting: Arc::new(tokio::sync::Semaphore::new(MAX_WAITING_CHANNELS)),
-        players: slots::Slots::default(),
+        players: Arc::default(),
+        homes: Arc::default(),
         tracker: TaskTracker::new(),
         shutdown,
         hard_stop: CancellationToken::new(),
@@ -405,6 +409,13 @@ async fn session(ep: &Arc<Ep>, tls: login::Path, w: Welcome, offered_at_hello: u
     }
     let mut tick = tokio::time::interval(w.heartbeat);
     let mut silence = Box::pin(tokio::time::sleep(w.heartbeat_timeout));
+    // Over a hub that answers for services away from home: how they are.
+    let mut homes = ep.homes.watch();
+    if w.hub_has(feature::HOME) {
+        homes.mark_changed();
+    } else {
+        homes.mark_unchanged();
+    }
     let mut offered = ep.offered.subscribe();
     if *offered.borrow() == offered_at_hello {
         offered.mark_unchanged();
@@ -435,6 +446,9 @@ async fn session(ep: &Arc<Ep>, tls: login::Path, w: Welcome, offered_at_hello: u
                 reload::offer(&ep.settings())
             }
             Some(m) = failed_rx.recv() => m,
+            Ok(()) = homes.changed(), if w.hub_has(feature::HOME) => {
+                EpMsg::Home { services: homes.borrow_and_update().clone() }
+            }
             _ = ep.shutdown.cancelled() => return end("ep shutting down".into()),
         };
         if let Err(e) = proto::write_msg(&mut wr, &out).await {

@@ -137,6 +137,7 @@ fn apply(ep: &Ep, (mut new, new_tls): (EpSettings, crate::tls::EpTls)) -> String
     // not sit out the rest of a long backoff.
     let credentials = old.token.expose() != new.token.expose() || old_tls.digest != new_tls.digest;
     ep.tls.set(new_tls);
+    ep.homes.retain(|n| new.services.contains_key(n));
     ep.settings.set(new);
     if credentials {
         ep.retry_now.notify_one();

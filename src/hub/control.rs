@@ -573,6 +573,15 @@ pub(super) async fn session(shared: Arc<Shared>, s: LoggedIn) {
                     }
                     continue;
                 }
+                Ok(EpMsg::Home { services }) => {
+                    silence.as_mut().reset(tokio::time::Instant::now() + t.heartbeat_timeout);
+                    for (name, home) in services {
+                        if let Some(svc) = guard.services().iter().find(|s| s.name == name) {
+                            svc.set_home(guard.id, home);
+                        }
+                    }
+                    continue;
+                }
                 Ok(EpMsg::Services { services, shapes }) => {
                     silence.as_mut().reset(tokio::time::Instant::now() + t.heartbeat_timeout);
                     reannounced(&shared, &guard, services, shapes)
@@ -662,6 +671,7 @@ fn kind(m: &EpMsg) -> &'static str {
         EpMsg::Channel { .. } => "channel",
         EpMsg::ChannelFailed { .. } => "channel_failed",
         EpMsg::Services { .. } => "services",
+        EpMsg::Home { .. } => "home",
         EpMsg::Unknown => "unknown",
     }
 }

@@ -50,6 +50,12 @@ impl HubHandle {
         self.shared.service(service)?.served_by()
     }
 
+    /// Whether home is there for `service`: up, away, down, sleeping or
+    /// waking (as the status page says).
+    pub fn home(&self, service: &str) -> Option<&'static str> {
+        Some(self.shared.service(service)?.home().as_str())
+    }
+
     /// Whether `ep`'s session rides QUIC (None: not logged in).
     pub fn over_quic(&self, ep: &str) -> Option<bool> {
         self.shared.sessions.over_quic(ep)

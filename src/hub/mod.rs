@@ -6,6 +6,7 @@ mod channel;
 mod control;
 mod crl;
 mod enrol;
+mod game;
 mod gate;
 mod handle;
 mod logins;
@@ -53,6 +54,9 @@ pub(crate) struct Shared {
     /// Every serving player port.
     ports: std::sync::Mutex<HashMap<served::PortKey, served::Listening>>,
     pub cap: Arc<admission::HubCap>,
+    /// Connections still sending their first packet to a game port, per
+    /// source address (`game::java`).
+    pub game_readers: crate::sources::PerSource<8>,
     /// Enrolments in progress (the enrol door's cap).
     pub enrol_slots: Arc<tokio::sync::Semaphore>,
     pub enrol_sources: Arc<enrol::Sources>,
@@ -182,6 +186,7 @@ impl Hub {
             served: std::sync::RwLock::new(served),
             ports: std::sync::Mutex::default(),
             cap,
+            game_readers: Default::default(),
             ready_file: std::sync::Mutex::default(),
             enrol_slots: Arc::new(tokio::sync::Semaphore::new(enrol::SLOTS)),
             enrol_sources: Arc::default(),

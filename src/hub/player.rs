@@ -7,7 +7,10 @@ use crate::{
     relay,
 };
 use std::{net::SocketAddr, sync::Arc};
-use tokio::net::TcpStream;
+use tokio::{
+    io::{AsyncReadExt, AsyncWriteExt},
+    net::TcpStream,
+};
 use tracing::Instrument;
 
 /// A player accepted on a port of `svc`, admitted by `door`, cut off when
@@ -23,6 +26,15 @@ pub(super) fn on_accept(
     addr: SocketAddr,
     offset: u16,
 ) {
+    // A Minecraft port reads the first packet before it knows the service
+    // (the name the player typed picks it) and its door.
+    let game = shared
+        .settings()
+        .service(&svc.name)
+        .and_then(|s| s.game.as_ref().map(|g| g.game));
+    if game == Some(crate::config::game::Game::Minecraft) {
+        return super::game::java::on_accept(shared, svc.name.clone(), offset, tcp, addr);
+    }
     // The door's limits come before anything costs the ep: no channel, no
     // dial at home for a refused player, who gets a reset.
     let admitted = match door.admit(addr.ip()) {
@@ -37,43 +49,91 @@ pub(super) fn on_accept(
         }
     };
     net::tune_plain(&tcp);
-    let watch = relay::Watch {
-        idle: admitted.limits.idle_timeout,
-        meter: Some(door.meters().meter.clone()),
-        first_down: Some((std::time::Instant::now(), door.meters().first_byte.clone())),
-    };
+    let watch = watch(door, &admitted);
     let span = tracing::info_span!("player", service = %svc.name, player = %addr);
     let (svc, cut) = (svc.clone(), cut.clone());
     shared.tracker.clone().spawn(
         async move {
-            serve(shared, svc, tcp, addr, watch, offset, cut).await;
+            let mut tcp = tcp;
+            let to = Player {
+                addr,
+                offset,
+                watch,
+            };
+            serve(shared, svc, &mut tcp, to, cut, None).await;
             drop(admitted);
         }
         .instrument(span),
     );
 }
 
-async fn serve(
+/// A player's relay settings, as admitted.
+pub(super) fn watch(door: &Door, admitted: &super::admission::Admitted) -> relay::Watch {
+    relay::Watch {
+        idle: admitted.limits.idle_timeout,
+        meter: Some(door.meters().meter.clone()),
+        first_down: Some((std::time::Instant::now(), door.meters().first_byte.clone())),
+    }
+}
+
+/// Who arrived, on which port of the range, and how they are relayed.
+pub(super) struct Player {
+    pub addr: SocketAddr,
+    pub offset: u16,
+    pub watch: relay::Watch,
+}
+
+/// What a game door already read from the player: sent home first,
+/// untouched, and home must answer within `hold`.
+pub(super) struct Opening {
+    pub sent: Vec<u8>,
+    /// A server-list ping: a service asleep at home stays asleep.
+    pub no_wake: bool,
+    pub hold: std::time::Duration,
+}
+
+/// Why a player with an `Opening` heard nothing from home.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Unanswered {
+    /// No channel, or home closed it before a byte (the service at home
+    /// refused the ep, or is not there).
+    Silent,
+    /// Home said nothing within `hold` (a service still starting).
+    Held,
+}
+
+/// Carries `tcp` home through a channel of `svc`. With an `opening`, its
+/// bytes go first, and if home never answers the player is handed back
+/// (`Some`) for the caller to answer in home's stead.
+pub(super) async fn serve(
     shared: Arc<Shared>,
     svc: Arc<Service>,
-    mut tcp: TcpStream,
-    addr: SocketAddr,
-    watch: relay::Watch,
-    offset: u16,
+    tcp: &mut TcpStream,
+    to: Player,
     cut: tokio_util::sync::CancellationToken,
-) {
+    opening: Option<Opening>,
+) -> Option<Unanswered> {
+    let Player {
+        addr,
+        offset,
+        watch,
+    } = to;
+    let tcp = &mut *tcp;
     tracing::info!("player connected");
     let wait = shared.settings().timing.player_wait;
     let taken = tokio::select! {
         r = svc.take(wait) => r,
-        _ = gone(&tcp) => return tracing::info!("player left before a channel was ready"),
-        _ = shared.shutdown.cancelled() => return,
+        _ = gone(tcp) => {
+            tracing::info!("player left before a channel was ready");
+            return None;
+        }
+        _ = shared.shutdown.cancelled() => return None,
     };
     let (named, modern, mut tunnel) = match taken {
         Ok(ch) => (ch.opened_by_hub(), ch.modern, ch.tunnel),
         Err(e) => {
             tracing::info!("player closed: {e}");
-            return;
+            return opening.map(|_| Unanswered::Silent);
         }
     };
     let start = HubMsg::Start {
@@ -83,19 +143,45 @@ async fn serve(
         offset,
         flow: None,
         name: named.then(|| svc.name.clone()),
+        no_wake: opening.as_ref().is_some_and(|o| o.no_wake),
     };
-    match tokio::time::timeout(
-        shared.settings().timing.handshake_timeout,
-        proto::write_msg(&mut tunnel, &start),
-    )
-    .await
-    {
+    let sent = opening.as_ref().map(|o| &o.sent[..]).unwrap_or_default();
+    let begin = async {
+        proto::write_msg(&mut tunnel, &start)
+            .await
+            .map_err(|e| std::io::Error::other(e.to_string()))?;
+        tunnel.write_all(sent).await?;
+        tunnel.flush().await
+    };
+    match tokio::time::timeout(shared.settings().timing.handshake_timeout, begin).await {
         Ok(Ok(())) => {}
-        Ok(Err(e)) => return tracing::info!("player closed: channel failed at start: {e}"),
-        Err(_) => return tracing::info!("player closed: channel stalled at start"),
+        Ok(Err(e)) => {
+            tracing::info!("player closed: channel failed at start: {e}");
+            return opening.map(|_| Unanswered::Silent);
+        }
+        Err(_) => {
+            tracing::info!("player closed: channel stalled at start");
+            return opening.map(|_| Unanswered::Silent);
+        }
+    }
+    if let Some(o) = &opening {
+        match first_answer(tcp, &mut tunnel, o.hold, &cut).await {
+            Ok(()) => {}
+            Err(FirstAnswer::Home(why)) => {
+                tunnel.abort();
+                tracing::info!("home did not answer: {why:?}");
+                return Some(why);
+            }
+            Err(FirstAnswer::PlayerGone) => {
+                net::abort_on_close(tcp);
+                tunnel.abort();
+                tracing::info!("player left before home answered");
+                return None;
+            }
+        }
     }
     let relayed = tokio::select! {
-        r = relay::relay_watched(&mut tcp, &mut tunnel, watch) => Some(r),
+        r = relay::relay_watched(tcp, &mut tunnel, watch) => Some(r),
         // The hub's hard stop, or the service removed and drained.
         _ = cut.cancelled() => None,
     };
@@ -109,7 +195,7 @@ async fn serve(
         Some((s, Some(e))) => {
             // A break on either side is a break on both: a reset, never a
             // clean end, so a cut transfer cannot look complete.
-            net::abort_on_close(&tcp);
+            net::abort_on_close(tcp);
             tunnel.abort();
             tracing::info!(
                 up = s.up,
@@ -121,7 +207,7 @@ async fn serve(
         None => {
             // Cut off by the end of the drain: a reset, so a download cut
             // short never looks complete.
-            net::abort_on_close(&tcp);
+            net::abort_on_close(tcp);
             tunnel.abort();
             let why = if shared.hard_stop.is_cancelled() {
                 "hub shutting down"
@@ -129,6 +215,45 @@ async fn serve(
                 "service removed from the configuration"
             };
             tracing::info!("player cut off: {why}");
+        }
+    }
+    None
+}
+
+enum FirstAnswer {
+    Home(Unanswered),
+    PlayerGone,
+}
+
+/// Waits for home's first bytes and hands them to the player; what the
+/// player sends meanwhile goes home.
+async fn first_answer(
+    tcp: &mut TcpStream,
+    tunnel: &mut super::service::Tunnel,
+    hold: std::time::Duration,
+    cut: &tokio_util::sync::CancellationToken,
+) -> Result<(), FirstAnswer> {
+    let (mut down, mut up) = (vec![0u8; 8 * 1024], vec![0u8; 4 * 1024]);
+    let deadline = tokio::time::sleep(hold);
+    tokio::pin!(deadline);
+    loop {
+        tokio::select! {
+            r = tunnel.read(&mut down) => match r {
+                Ok(0) | Err(_) => return Err(FirstAnswer::Home(Unanswered::Silent)),
+                Ok(n) => {
+                    return tcp.write_all(&down[..n]).await.map_err(|_| FirstAnswer::PlayerGone);
+                }
+            },
+            r = tcp.read(&mut up) => match r {
+                Ok(0) | Err(_) => return Err(FirstAnswer::PlayerGone),
+                Ok(n) => {
+                    if tunnel.write_all(&up[..n]).await.is_err() {
+                        return Err(FirstAnswer::Home(Unanswered::Silent));
+                    }
+                }
+            },
+            _ = &mut deadline => return Err(FirstAnswer::Home(Unanswered::Held)),
+            _ = cut.cancelled() => return Err(FirstAnswer::PlayerGone),
         }
     }
 }

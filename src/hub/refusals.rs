@@ -44,6 +44,14 @@ pub enum Reason {
     PlayerRate,
     PlayerBanned,
     HubFull,
+    /// A game port's first packet: none within 5 s, too long, or not the
+    /// game's.
+    GameHandshake,
+    /// Too many connections from one address still sending their first
+    /// packet to a game port.
+    GameHandshakesFromSource,
+    /// A Minecraft name no service on the port has (and no default).
+    UnknownHost,
     /// An enrolment with no valid invite (or a wrong secret).
     EnrolRefused,
 }
@@ -73,12 +81,15 @@ impl Reason {
             Reason::PlayerRate => "player connection rate exceeded",
             Reason::PlayerBanned => "banned player address",
             Reason::HubFull => "hub player cap reached",
+            Reason::GameHandshake => "no game handshake",
+            Reason::GameHandshakesFromSource => "too many game handshakes from one address",
+            Reason::UnknownHost => "unknown server name",
             Reason::EnrolRefused => "enrolment refused",
         }
     }
 
     /// Reasons the player door gives.
-    pub const PLAYER: [Reason; 8] = [
+    pub const PLAYER: [Reason; 11] = [
         Reason::PlayerDenied,
         Reason::PlayerNotAllowed,
         Reason::ServiceFull,
@@ -87,6 +98,9 @@ impl Reason {
         Reason::PlayerRate,
         Reason::PlayerBanned,
         Reason::HubFull,
+        Reason::GameHandshake,
+        Reason::GameHandshakesFromSource,
+        Reason::UnknownHost,
     ];
 
     /// The door that refused: a label for the refusal counters.
@@ -113,7 +127,10 @@ impl Reason {
             | Reason::PlayerNetworkFull
             | Reason::PlayerRate
             | Reason::PlayerBanned
-            | Reason::HubFull => "player",
+            | Reason::HubFull
+            | Reason::GameHandshake
+            | Reason::GameHandshakesFromSource
+            | Reason::UnknownHost => "player",
             Reason::EnrolRefused => "enrol",
         }
     }

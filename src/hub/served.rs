@@ -141,7 +141,9 @@ pub(crate) struct Listening {
 pub(crate) fn keys(s: &ServiceSettings) -> Vec<PortKey> {
     let mut out = Vec::new();
     for offset in 0..s.bind.count {
-        for (on, udp) in [(s.kind.tcp(), false), (s.kind.udp(), true)] {
+        // A service routed by name on another's port listens on none itself.
+        let tcp = s.kind.tcp() && s.shares_port_of.is_none();
+        for (on, udp) in [(tcp, false), (s.kind.udp(), true)] {
             if on {
                 out.push(PortKey {
                     service: s.name.clone(),

@@ -49,6 +49,10 @@ impl crate::admin::Source for Shared {
                     "bind": s.bind.to_string(),
                     "type": s.kind.as_str(),
                     "served_by": self.service(&s.name).and_then(|svc| svc.served_by()),
+                    // up, away (no ep), down, sleeping or waking.
+                    "home": self.service(&s.name).map_or("away", |svc| svc.home().as_str()),
+                    "game": s.game.as_ref().map(|g| g.game.to_string()),
+                    "hosts": s.game.as_ref().map(|g| g.hosts.clone()).unwrap_or_default(),
                     // A TCP-only service has no flows: a dash, not a zero.
                     "udp_flows": self
                         .served(&s.name)

@@ -4,6 +4,7 @@
 
 pub mod fake_hub;
 pub mod faultproxy;
+pub mod minecraft;
 pub mod procs;
 pub mod programs;
 pub mod quic;

@@ -51,6 +51,30 @@ impl Channel {
     }
 }
 
+/// Whether home is there for a service.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Home {
+    /// No ep serves it.
+    Away,
+    /// An ep serves it and has not said how the service is.
+    Unknown,
+    Reported(crate::proto::HomeState),
+}
+
+impl Home {
+    /// For the status page and `/api/status`.
+    pub fn as_str(self) -> &'static str {
+        use crate::proto::HomeState as H;
+        match self {
+            Home::Away => "away",
+            Home::Unknown | Home::Reported(H::Up) => "up",
+            Home::Reported(H::Down) => "down",
+            Home::Reported(H::Asleep) => "sleeping",
+            Home::Reported(H::Waking) => "waking",
+        }
+    }
+}
+
 /// Channel requests in flight beyond the pool size, so a burst of players
 /// cannot make the hub ask one ep for thousands of handshakes at once.
 const MAX_EXTRA_PENDING: usize = 64;
@@ -78,6 +102,8 @@ pub(crate) struct Attached {
 
 struct State {
     attached: Option<Attached>,
+    /// How the attached session's ep last found the service at home.
+    home: Option<crate::proto::HomeState>,
     tickets: Tickets,
     pool: Pool,
 }
@@ -126,6 +152,7 @@ impl Service {
             idle_timeout_ms: AtomicU64::new(idle_timeout.as_millis() as u64),
             state: Mutex::new(State {
                 attached: None,
+                home: None,
                 tickets: Tickets::new(ticket_ttl),
                 pool: Pool::default(),
             }),
@@ -175,6 +202,24 @@ impl Service {
         self.lock().attached.as_ref().map(|a| a.ep.clone())
     }
 
+    /// Whether home is there for this service, as far as the hub knows.
+    pub fn home(&self) -> Home {
+        let st = self.lock();
+        match (&st.attached, st.home) {
+            (None, _) => Home::Away,
+            (Some(_), None) => Home::Unknown,
+            (Some(_), Some(h)) => Home::Reported(h),
+        }
+    }
+
+    /// The ep of `session` says how the service is doing at home.
+    pub fn set_home(&self, session: u64, home: crate::proto::HomeState) {
+        let mut st = self.lock();
+        if st.attached.as_ref().is_some_and(|a| a.session == session) {
+            st.home = Some(home);
+        }
+    }
+
     pub fn watch_ready(&self) -> watch::Receiver<usize> {
         self.ready.subscribe()
     }
@@ -192,6 +237,7 @@ impl Service {
         let mut st = self.lock();
         let session = att.session;
         st.attached = Some(att);
+        st.home = None;
         st.tickets.clear();
         st.pool.retain_sessions(|s| s == session);
         self.refill(&mut st);

@@ -182,6 +182,7 @@ impl Run {
             offset: self.offset,
             flow: id,
             name: named.then(|| self.svc.name.clone()),
+            no_wake: false,
         };
         let timeout = self.shared.settings().timing.handshake_timeout;
         match tokio::time::timeout(timeout, proto::write_msg(&mut tunnel, &start)).await {

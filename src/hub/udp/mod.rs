@@ -332,6 +332,8 @@ impl UdpPort {
         let mut buf = vec![0u8; crate::datagram::RECV_BUF];
         let mut rx = Receiver::default();
         let local = self.socket.local_addr().ok();
+        let mut pongs =
+            super::game::bedrock::Answerer::new(&self.svc.name, local.map_or(0, |l| l.port()));
         if let Err(e) = crate::datagram::socket::report_destinations(&self.socket) {
             tracing::warn!(
                 "the kernel will not say which address players reach ({e}); \
@@ -356,6 +358,16 @@ impl UdpPort {
             // One name per player however the socket saw it: a dual-stack
             // socket sees an IPv4 player as ::ffff:a.b.c.d.
             let player = SocketAddr::new(r.from.ip().to_canonical(), r.from.port());
+            // A Bedrock server-list ping while home is away: answered here.
+            if let Some(pong) = pongs.answer(
+                &shared,
+                &self.svc,
+                local.map_or(0, |l| l.port()),
+                &buf[..r.len],
+            ) {
+                let _ = self.socket.try_send_to(&pong, r.from);
+                continue;
+            }
             match self
                 .door
                 .deliver(self.offset, player, buf[..r.len].to_vec())

@@ -1,0 +1,145 @@
+//! A hub service's `game` keys: what the hub says for a game server that
+//! is away (issue: sleeping game servers) and which names route to it when
+//! several Minecraft servers share one port.
+
+use serde::Deserialize;
+use std::{path::Path, sync::Arc};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Game {
+    /// Java edition, on TCP.
+    Minecraft,
+    /// Bedrock edition, on UDP (RakNet).
+    Bedrock,
+}
+
+impl std::fmt::Display for Game {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Game::Minecraft => "minecraft",
+            Game::Bedrock => "bedrock",
+        })
+    }
+}
+
+/// The keys as written.
+#[derive(Debug, Default)]
+pub struct GameConfig {
+    pub game: Option<Game>,
+    pub offline_motd: Option<String>,
+    pub offline_message: Option<String>,
+    pub starting_motd: Option<String>,
+    pub offline_icon: Option<std::path::PathBuf>,
+    pub hosts: Option<Vec<String>>,
+    pub default_host: Option<bool>,
+}
+
+/// A game service's settings, checked.
+#[derive(Debug, Clone, PartialEq)]
+pub struct GameSettings {
+    pub game: Game,
+    /// None: the hub's words for the state it sees (asleep or offline).
+    pub offline_motd: Option<String>,
+    pub offline_message: Option<String>,
+    pub starting_motd: Option<String>,
+    /// `data:image/png;base64,…`, read when the configuration is.
+    pub icon: Option<Arc<str>>,
+    /// Lower case, without a trailing dot.
+    pub hosts: Vec<String>,
+    pub default_host: bool,
+}
+
+/// Minecraft shows a 64×64 PNG; anything much bigger is not an icon.
+const MAX_ICON: u64 = 64 * 1024;
+
+impl GameConfig {
+    /// `prefix` is `services.NAME.`; `tcp`/`udp` say what the service has.
+    pub fn check(self, prefix: &str, tcp: bool, udp: bool) -> Result<Option<GameSettings>, String> {
+        let Some(game) = self.game else {
+            let stray = [
+                ("offline_motd", self.offline_motd.is_some()),
+                ("offline_message", self.offline_message.is_some()),
+                ("starting_motd", self.starting_motd.is_some()),
+                ("offline_icon", self.offline_icon.is_some()),
+                ("hosts", self.hosts.is_some()),
+                ("default_host", self.default_host.is_some()),
+            ];
+            if let Some((key, _)) = stray.iter().find(|(_, set)| *set) {
+                return Err(format!(
+                    "{prefix}{key} needs {prefix}game = \"minecraft\" (or \"bedrock\")"
+                ));
+            }
+            return Ok(None);
+        };
+        match game {
+            Game::Minecraft if !tcp => {
+                return Err(format!(
+                    "{prefix}game = \"minecraft\" (Java) needs a TCP service; Bedrock is game = \"bedrock\""
+                ));
+            }
+            Game::Bedrock if !udp => {
+                return Err(format!(
+                    "{prefix}game = \"bedrock\" needs type = \"udp\" (Bedrock speaks RakNet over UDP)"
+                ));
+            }
+            _ => {}
+        }
+        if game == Game::Bedrock {
+            for (key, set) in [
+                ("offline_message", self.offline_message.is_some()),
+                ("starting_motd", self.starting_motd.is_some()),
+                ("offline_icon", self.offline_icon.is_some()),
+                ("hosts", self.hosts.is_some()),
+                ("default_host", self.default_host.is_some()),
+            ] {
+                if set {
+                    return Err(format!(
+                        "{prefix}{key} is for game = \"minecraft\" (Java) only"
+                    ));
+                }
+            }
+        }
+        let icon = match &self.offline_icon {
+            Some(p) => Some(icon(p).map_err(|e| format!("{prefix}offline_icon: {e}"))?),
+            None => None,
+        };
+        let mut hosts = Vec::new();
+        for h in self.hosts.unwrap_or_default() {
+            let n = crate::game::java::normalise_host(&h);
+            if n.is_empty() || n.len() > 255 || n.contains(|c: char| c.is_whitespace()) {
+                return Err(format!("{prefix}hosts: {h:?} is not a host name"));
+            }
+            if hosts.contains(&n) {
+                return Err(format!("{prefix}hosts names {n} twice"));
+            }
+            hosts.push(n);
+        }
+        Ok(Some(GameSettings {
+            game,
+            offline_motd: self.offline_motd,
+            offline_message: self.offline_message,
+            starting_motd: self.starting_motd,
+            icon,
+            hosts,
+            default_host: self.default_host.unwrap_or(false),
+        }))
+    }
+}
+
+fn icon(path: &Path) -> Result<Arc<str>, String> {
+    let meta =
+        std::fs::metadata(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    if meta.len() > MAX_ICON {
+        return Err(format!(
+            "{} is {} bytes; a server icon is a 64×64 PNG (at most {MAX_ICON} bytes)",
+            path.display(),
+            meta.len()
+        ));
+    }
+    let data = std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    if !data.starts_with(b"\x89PNG\r\n\x1a\n") {
+        return Err(format!("{} is not a PNG file", path.display()));
+    }
+    Ok(format!("data:image/png;base64,{}", crate::game::base64(&data)).into())
+}

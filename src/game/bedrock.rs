@@ -1,0 +1,88 @@
+//! Minecraft Bedrock's server-list ping: RakNet's Unconnected Ping and the
+//! Unconnected Pong that carries the `MCPE;…` description.
+
+/// RakNet's "offline message" magic, in every unconnected packet.
+pub const MAGIC: [u8; 16] = [
+    0x00, 0xff, 0xff, 0x00, 0xfe, 0xfe, 0xfe, 0xfe, 0xfd, 0xfd, 0xfd, 0xfd, 0x12, 0x34, 0x56, 0x78,
+];
+
+/// A ping's time field, echoed in the pong.
+pub fn ping_time(datagram: &[u8]) -> Option<[u8; 8]> {
+    // 0x01 Unconnected Ping, 0x02 the same "open connections only":
+    // id, time (8), magic (16), client GUID (8).
+    let [0x01 | 0x02, rest @ ..] = datagram else {
+        return None;
+    };
+    if rest.len() < 32 || rest[8..24] != MAGIC {
+        return None;
+    }
+    rest[..8].try_into().ok()
+}
+
+/// What the hub says about a Bedrock server that is away.
+pub struct Pong<'a> {
+    pub motd: &'a str,
+    pub guid: u64,
+    pub port: u16,
+}
+
+impl Pong<'_> {
+    /// The Unconnected Pong answering a ping sent at `time`.
+    pub fn answer(&self, time: [u8; 8]) -> Vec<u8> {
+        // `;` separates fields: a MOTD containing one would shift them.
+        let motd = self
+            .motd
+            .lines()
+            .next()
+            .unwrap_or_default()
+            .replace(';', ",");
+        // Protocol and version are the client's concern once home is up;
+        // while away, any current pair shows the entry.
+        let text = format!(
+            "MCPE;{motd};748;1.21.40;0;0;{};ferry;Survival;1;{};{};",
+            self.guid, self.port, self.port
+        );
+        let mut out = Vec::with_capacity(35 + text.len());
+        out.push(0x1c);
+        out.extend_from_slice(&time);
+        out.extend_from_slice(&self.guid.to_be_bytes());
+        out.extend_from_slice(&MAGIC);
+        let bytes = &text.as_bytes()[..text.len().min(u16::MAX as usize)];
+        out.extend_from_slice(&(bytes.len() as u16).to_be_bytes());
+        out.extend_from_slice(bytes);
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn answers_a_ping_with_its_time() {
+        let mut ping = vec![0x01];
+        ping.extend(7u64.to_be_bytes());
+        ping.extend(MAGIC);
+        ping.extend(9u64.to_be_bytes());
+        let t = ping_time(&ping).unwrap();
+        let p = Pong {
+            motd: "Sleeping; join",
+            guid: 5,
+            port: 19132,
+        }
+        .answer(t);
+        assert_eq!(p[0], 0x1c);
+        assert_eq!(&p[1..9], &7u64.to_be_bytes());
+        assert_eq!(&p[17..33], &MAGIC);
+        let n = u16::from_be_bytes([p[33], p[34]]) as usize;
+        let s = std::str::from_utf8(&p[35..35 + n]).unwrap();
+        assert!(s.starts_with("MCPE;Sleeping, join;"), "{s}");
+    }
+
+    #[test]
+    fn ignores_what_is_not_a_ping() {
+        assert_eq!(ping_time(&[]), None);
+        assert_eq!(ping_time(&[0x01; 33]), None);
+        assert_eq!(ping_time(&[0x05; 40]), None);
+    }
+}

@@ -1,0 +1,434 @@
+//! Minecraft Java players: the first packet read (bounded: 5 s, 1 KiB),
+//! routed by name, and passed home untouched; or answered here while home
+//! is away (status, Disconnect), or when home never answers.
+
+use super::{super::Shared, Words};
+use crate::{
+    config::game::{Game, GameSettings},
+    game::java::{self, First, Junk},
+    hub::{
+        player::{self, Opening, Unanswered},
+        refusals::Reason,
+        service::Home,
+    },
+    net,
+    proto::HomeState,
+};
+use std::{net::SocketAddr, sync::Arc, time::Duration};
+use tokio::{
+    io::{AsyncReadExt, AsyncWriteExt},
+    net::TcpStream,
+};
+use tracing::Instrument;
+
+/// A handshake must arrive this soon, or the connection is closed.
+const READ_WITHIN: Duration = Duration::from_secs(5);
+/// A Java client gives up on a login after 30 s without a packet: a join
+/// held while the server starts is told to come back before that.
+const LOGIN_HOLD: Duration = Duration::from_secs(25);
+/// A server-list ping home has this long to be answered.
+const STATUS_HOLD: Duration = Duration::from_secs(5);
+/// What the hub answers itself: one status request and one ping.
+const MAX_STATUS_PACKET: usize = 64;
+
+/// A connection on the TCP port `port` (the service that listens for
+/// the name-routed group, or the only one).
+pub(in crate::hub) fn on_accept(
+    shared: Arc<Shared>,
+    port: String,
+    offset: u16,
+    tcp: TcpStream,
+    addr: SocketAddr,
+) {
+    let Some(reading) = shared.game_readers.enter(addr.ip()) else {
+        net::abort_on_close(&tcp);
+        shared.refusals.record_player(
+            &port,
+            Reason::GameHandshakesFromSource,
+            addr.ip(),
+            "player refused with a reset: too many connections from one address still sending their first packet",
+        );
+        return;
+    };
+    net::tune_plain(&tcp);
+    let span = tracing::info_span!("player", port = %port, player = %addr);
+    let sh = shared.clone();
+    shared.tracker.spawn(
+        async move {
+            let mut tcp = tcp;
+            let read = tokio::select! {
+                r = tokio::time::timeout(READ_WITHIN, read_first(&mut tcp)) => r,
+                _ = sh.shutdown.cancelled() => return,
+            };
+            drop(reading);
+            let why = match read {
+                Ok(Ok((first, buf))) => {
+                    return routed(sh, &port, offset, tcp, addr, first, buf).await;
+                }
+                Ok(Err(j)) => j.0,
+                Err(_) => "no Minecraft handshake within 5 s",
+            };
+            net::abort_on_close(&tcp);
+            sh.refusals.record_player(
+                &port,
+                Reason::GameHandshake,
+                addr.ip(),
+                &format!("player closed: {why}"),
+            );
+        }
+        .instrument(span),
+    );
+}
+
+/// The first packet and every byte read so far.
+async fn read_first(tcp: &mut TcpStream) -> Result<(First, Vec<u8>), Junk> {
+    let mut buf = Vec::with_capacity(512);
+    loop {
+        if let Some((first, _)) = java::first(&buf)? {
+            return Ok((first, buf));
+        }
+        if buf.len() >= java::MAX_FIRST {
+            return Err(Junk("a first packet longer than 1 KiB"));
+        }
+        let mut chunk = [0u8; 512];
+        let room = (java::MAX_FIRST - buf.len()).min(chunk.len());
+        match tcp.read(&mut chunk[..room]).await {
+            Ok(0) | Err(_) => return Err(Junk("closed before a whole handshake")),
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+        }
+    }
+}
+
+/// Which service of the group on `port` a player's name goes to; the
+/// names there are if none.
+fn route(
+    settings: &crate::config::hub::HubSettings,
+    port: &str,
+    host: Option<&str>,
+) -> Result<String, Vec<String>> {
+    let group: Vec<_> = settings
+        .services
+        .iter()
+        .filter(|s| s.name == port || s.shares_port_of.as_deref() == Some(port))
+        .filter_map(|s| s.game.as_ref().map(|g| (s, g)))
+        .collect();
+    if let [(only, g)] = group[..]
+        && g.hosts.is_empty()
+    {
+        return Ok(only.name.clone());
+    }
+    if let Some(h) = host
+        && let Some((s, _)) = group.iter().find(|(_, g)| g.hosts.iter().any(|n| n == h))
+    {
+        return Ok(s.name.clone());
+    }
+    if let Some((s, _)) = group.iter().find(|(_, g)| g.default_host) {
+        return Ok(s.name.clone());
+    }
+    Err(group.iter().flat_map(|(_, g)| g.hosts.clone()).collect())
+}
+
+async fn routed(
+    shared: Arc<Shared>,
+    port: &str,
+    offset: u16,
+    mut tcp: TcpStream,
+    addr: SocketAddr,
+    first: First,
+    buf: Vec<u8>,
+) {
+    let settings = shared.settings();
+    let host = match &first {
+        First::Handshake(h) => Some(h.host()),
+        First::Legacy => None,
+    };
+    let name = match route(&settings, port, host.as_deref()) {
+        Ok(n) => n,
+        Err(names) => {
+            let shown = host.as_deref().unwrap_or("(none: a client before 1.7)");
+            shared.refusals.record_player(
+                port,
+                Reason::UnknownHost,
+                addr.ip(),
+                &format!("player told the names this port serves: they typed {shown}"),
+            );
+            let text = format!(
+                "No server is called {shown} here. Try: {}",
+                names.join(", ")
+            );
+            let _ = answer(&mut tcp, first, buf, &text, None).await;
+            return;
+        }
+    };
+    let (Some(served), Some(game)) = (
+        shared.served(&name),
+        settings.service(&name).and_then(|s| s.game.clone()),
+    ) else {
+        return;
+    };
+    if game.game != Game::Minecraft {
+        return;
+    }
+    let admitted = match served.door.admit(addr.ip()) {
+        Ok(a) => a,
+        Err(reason) => {
+            net::abort_on_close(&tcp);
+            let detail = format!("player refused by service {name} with a reset");
+            shared
+                .refusals
+                .record_player(&name, reason, addr.ip(), &detail);
+            return;
+        }
+    };
+    tracing::Span::current().record("port", name.as_str());
+    let to = player::Player {
+        addr,
+        offset,
+        watch: player::watch(&served.door, &admitted),
+    };
+    serve(&shared, &served, &game, &mut tcp, to, first, buf).await;
+    drop(admitted);
+}
+
+async fn serve(
+    shared: &Arc<Shared>,
+    served: &Arc<crate::hub::served::Served>,
+    game: &GameSettings,
+    tcp: &mut TcpStream,
+    to: player::Player,
+    first: First,
+    mut buf: Vec<u8>,
+) {
+    let words = Words(game);
+    let home = served.svc.home();
+    let icon = game.icon.as_deref();
+    let login = matches!(&first, First::Handshake(h) if h.is_login());
+    // A join while no ep serves the service, or home cannot start it.
+    if login && matches!(home, Home::Away | Home::Reported(HomeState::Down)) {
+        let _ = answer(tcp, first, buf, &words.offline_message(), icon).await;
+        return;
+    }
+    if !login {
+        if let Some(motd) = words.motd_for(home) {
+            let _ = answer(tcp, first, buf, &motd, icon).await;
+            return;
+        }
+        // Passed home whole with its status request, so that the hub can
+        // still answer it if home does not.
+        if let First::Handshake(_) = &first
+            && with_status_request(tcp, &mut buf).await.is_err()
+        {
+            return;
+        }
+    }
+    let opening = Opening {
+        sent: buf,
+        no_wake: !login,
+        hold: if login { LOGIN_HOLD } else { STATUS_HOLD },
+    };
+    let cut = served.cut.clone();
+    let unanswered = player::serve(
+        shared.clone(),
+        served.svc.clone(),
+        tcp,
+        to,
+        cut,
+        Some(opening),
+    )
+    .await;
+    let Some(why) = unanswered else { return };
+    let home = settled_home(&served.svc).await;
+    let text = match (why, login) {
+        (Unanswered::Held, true) => words.still_starting(),
+        (_, true) => words.offline_message(),
+        (Unanswered::Held, false) => words.starting_motd(),
+        (Unanswered::Silent, false) => words
+            .motd_for(home)
+            .unwrap_or_else(|| words.offline_motd(home)),
+    };
+    // The first packet (and the status request) went home; answer what
+    // follows them.
+    let _ = answered_after(tcp, first, &text, icon).await;
+}
+
+/// Home as the ep reports it after a dial that failed: its report rides
+/// the control connection, the failure the channel, so the report may
+/// come a moment later (it says whether the service sleeps or is down).
+async fn settled_home(svc: &crate::hub::service::Service) -> Home {
+    for _ in 0..25 {
+        let home = svc.home();
+        if !matches!(home, Home::Unknown | Home::Reported(HomeState::Up)) {
+            return home;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    svc.home()
+}
+
+/// Reads the status request that follows a status handshake into `buf`.
+async fn with_status_request(tcp: &mut TcpStream, buf: &mut Vec<u8>) -> Result<(), Junk> {
+    let (_, used) = java::first(buf)?.ok_or(Junk("no handshake"))?;
+    let read = async {
+        loop {
+            if java::packet(&buf[used..], MAX_STATUS_PACKET)?.is_some() {
+                return Ok(());
+            }
+            let mut chunk = [0u8; 64];
+            match tcp.read(&mut chunk).await {
+                Ok(0) | Err(_) => return Err(Junk("closed before the status request")),
+                Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            }
+        }
+    };
+    tokio::time::timeout(READ_WITHIN, read)
+        .await
+        .map_err(|_| Junk("no status request within 5 s"))?
+}
+
+/// Answers a player whose first packet the hub read: `text` as the
+/// server-list line, or as the Disconnect of a join.
+async fn answer(
+    tcp: &mut TcpStream,
+    first: First,
+    buf: Vec<u8>,
+    text: &str,
+    icon: Option<&str>,
+) -> std::io::Result<()> {
+    let used = match &first {
+        First::Legacy => buf.len(),
+        First::Handshake(_) => java::first(&buf)
+            .ok()
+            .flatten()
+            .map_or(buf.len(), |(_, u)| u),
+    };
+    let mut rest = Conversation {
+        buf: buf[used..].to_vec(),
+    };
+    reply(tcp, &first, &mut rest, text, icon).await
+}
+
+/// As `answer`, after the first packet went home (and the status
+/// request with it).
+async fn answered_after(
+    tcp: &mut TcpStream,
+    first: First,
+    text: &str,
+    icon: Option<&str>,
+) -> std::io::Result<()> {
+    let mut rest = Conversation { buf: Vec::new() };
+    match &first {
+        First::Handshake(h) if !h.is_login() => {
+            status(tcp, h.protocol, &mut rest, text, icon, false).await
+        }
+        _ => reply(tcp, &first, &mut rest, text, icon).await,
+    }
+}
+
+async fn reply(
+    tcp: &mut TcpStream,
+    first: &First,
+    rest: &mut Conversation,
+    text: &str,
+    icon: Option<&str>,
+) -> std::io::Result<()> {
+    match first {
+        First::Legacy => {
+            let s = java::Status {
+                motd: text,
+                version: "ferry",
+                protocol: 0,
+                favicon: None,
+            };
+            tcp.write_all(&s.legacy()).await?;
+            linger_close(tcp).await
+        }
+        First::Handshake(h) if h.is_login() => {
+            tcp.write_all(&java::disconnect(text)).await?;
+            linger_close(tcp).await
+        }
+        First::Handshake(h) => status(tcp, h.protocol, rest, text, icon, true).await,
+    }
+}
+
+/// The status conversation: the request (unless it went home already),
+/// the response, then the ping and its pong.
+async fn status(
+    tcp: &mut TcpStream,
+    protocol: i32,
+    rest: &mut Conversation,
+    motd: &str,
+    icon: Option<&str>,
+    expect_request: bool,
+) -> std::io::Result<()> {
+    let talk = async {
+        if expect_request {
+            let (id, _) = rest.packet(tcp).await?;
+            if id != 0 {
+                return Err(bad("expected a status request"));
+            }
+        }
+        let s = java::Status {
+            motd,
+            version: "ferry",
+            protocol,
+            favicon: icon,
+        };
+        tcp.write_all(&s.response()).await?;
+        let (id, payload) = rest.packet(tcp).await?;
+        if id != 1 {
+            return Err(bad("expected a ping"));
+        }
+        let pong = java::pong(&payload).map_err(|j| bad(j.0))?;
+        tcp.write_all(&pong).await?;
+        tcp.shutdown().await
+    };
+    tokio::time::timeout(READ_WITHIN, talk)
+        .await
+        .unwrap_or_else(|_| Err(bad("the client went quiet")))
+}
+
+/// Ends a connection after the last answer without a reset: what the
+/// client still sends (its Login Start) is read, not left unread.
+async fn linger_close(tcp: &mut TcpStream) -> std::io::Result<()> {
+    tcp.shutdown().await?;
+    let drain = async {
+        let mut sink = [0u8; 1024];
+        let mut total = 0;
+        while let Ok(n) = tcp.read(&mut sink).await {
+            total += n;
+            if n == 0 || total > 16 * 1024 {
+                break;
+            }
+        }
+    };
+    let _ = tokio::time::timeout(Duration::from_secs(2), drain).await;
+    Ok(())
+}
+
+fn bad(why: &str) -> std::io::Error {
+    std::io::Error::new(std::io::ErrorKind::InvalidData, why.to_string())
+}
+
+/// Bytes read beyond the first packet, then the socket.
+struct Conversation {
+    buf: Vec<u8>,
+}
+
+impl Conversation {
+    async fn packet(&mut self, tcp: &mut TcpStream) -> std::io::Result<(i32, Vec<u8>)> {
+        loop {
+            if let Some((id, body, used)) =
+                java::packet(&self.buf, MAX_STATUS_PACKET).map_err(|j| bad(j.0))?
+            {
+                let body = body.to_vec();
+                self.buf.drain(..used);
+                return Ok((id, body));
+            }
+            let mut chunk = [0u8; 64];
+            match tcp.read(&mut chunk).await? {
+                0 => return Err(bad("closed")),
+                n => self.buf.extend_from_slice(&chunk[..n]),
+            }
+        }
+    }
+}

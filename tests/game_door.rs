@@ -1,0 +1,387 @@
+//! The game door with a Minecraft client and server written from the
+//! protocol pages: the hub answers the server list and a join while home
+//! is away, passes both through when it is there, routes several servers
+//! on one port by the name typed, and closes what is not a handshake.
+//! (tests/game_clients.rs does the same with the real npm clients.)
+
+mod common;
+
+use common::minecraft::{self, disconnect_text, fake_server, join, motd, ping};
+use common::udp::free_range;
+use common::*;
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+fn mc_hub(t: Transport, port: u16, service_keys: &str) -> HubOpts {
+    t.hub_opts(HubOpts {
+        services: vec![],
+        extra: format!(
+            "[services.mc]\nbind = \"127.0.0.1:{port}\"\ngame = \"minecraft\"\n{service_keys}"
+        ),
+        ..Default::default()
+    })
+}
+
+fn at(port: u16) -> std::net::SocketAddr {
+    ([127, 0, 0, 1], port).into()
+}
+
+/// Waits until the hub sees `service` at home as `state`.
+async fn home_is(hub: &TestHub, service: &str, state: &str) {
+    let waited = tokio::time::timeout(Duration::from_secs(20), async {
+        while hub.handle.home(service) != Some(state) {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    assert!(
+        waited.is_ok(),
+        "{service} never {state}: {:?}",
+        hub.handle.home(service)
+    );
+}
+
+on_every_transport!(
+    the_hub_answers_for_a_server_that_is_away_and_passes_through_when_it_is_there,
+    hostnames_route_players_on_one_port,
+);
+
+async fn the_hub_answers_for_a_server_that_is_away_and_passes_through_when_it_is_there(
+    t: Transport,
+) {
+    let certs = Certs::new();
+    let port = free_range(1);
+    let o = mc_hub(
+        t,
+        port,
+        "offline_motd = \"Asleep, join to wake\"\noffline_message = \"Gone fishing\"\n",
+    );
+    let hub = TestHub::start(&certs, &o).await;
+    // No ep: the hub answers the list and the join itself.
+    let s = ping(at(port), "play.test").await.unwrap();
+    assert_eq!(motd(&s), "Asleep, join to wake");
+    assert_eq!(s["version"]["protocol"], 765, "the client's own protocol");
+    let (id, body) = join(at(port), "play.test").await.unwrap();
+    assert_eq!((id, disconnect_text(&body)), (0, "Gone fishing".into()));
+
+    // Home is there: the real server's answers.
+    let server = fake_server("REAL").await;
+    let eo = t.ep_opts(&hub, EpOpts::new(&certs, vec![("mc".into(), server)]));
+    let ep = TestEp::start(ep_settings(&certs, &hub, &eo));
+    hub.wait_sessions(1).await;
+    assert_eq!(motd(&ping(at(port), "play.test").await.unwrap()), "REAL");
+    let (_, body) = join(at(port), "play.test").await.unwrap();
+    assert_eq!(
+        disconnect_text(&body),
+        "REAL play.test",
+        "the handshake arrived untouched"
+    );
+    home_is(&hub, "mc", "up").await;
+
+    // The server stops while the ep stays: the ping that finds it gone is
+    // still answered (by the hub), and so are the ones after it.
+    let (_held, dead) = dead_port();
+    let eo2 = t.ep_opts(&hub, EpOpts::new(&certs, vec![("mc".into(), dead)]));
+    ep.stop().await;
+    let ep = TestEp::start(ep_settings(&certs, &hub, &eo2));
+    // Until the new session is in, the hub answers as for no ep; once it
+    // is, the ping that finds the server gone is answered all the same.
+    for _ in 0..200 {
+        let shown = motd(&ping(at(port), "play.test").await.unwrap());
+        assert_eq!(shown, "Asleep, join to wake");
+        if hub.handle.home("mc") == Some("down") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    home_is(&hub, "mc", "down").await;
+    assert_eq!(
+        motd(&ping(at(port), "play.test").await.unwrap()),
+        "Asleep, join to wake"
+    );
+    let (_, body) = join(at(port), "play.test").await.unwrap();
+    assert_eq!(disconnect_text(&body), "Gone fishing");
+    ep.stop().await;
+    hub.stop().await;
+}
+
+async fn hostnames_route_players_on_one_port(t: Transport) {
+    let certs = Certs::new();
+    let port = free_range(1);
+    let (a, b, c) = (
+        fake_server("A").await,
+        fake_server("B").await,
+        fake_server("C").await,
+    );
+    let o = t.hub_opts(HubOpts {
+        services: vec![],
+        extra: format!(
+            "[services.a]\nbind = \"127.0.0.1:{port}\"\ngame = \"minecraft\"\nhosts = [\"a.test\"]\n\
+             [services.b]\nbind = \"127.0.0.1:{port}\"\ngame = \"minecraft\"\nhosts = [\"B.test\", \"b2.test\"]\n\
+             [services.c]\nbind = \"127.0.0.1:{port}\"\ngame = \"minecraft\"\nhosts = [\"c.test\"]\n"
+        ),
+        ..Default::default()
+    });
+    let settings = hub_settings(&certs, &o);
+    let file = settings.file.clone();
+    let hub = TestHub::from_settings(settings, &o).await;
+    let svcs = vec![("a".into(), a), ("b".into(), b), ("c".into(), c)];
+    let eo = t.ep_opts(&hub, EpOpts::new(&certs, svcs));
+    let ep = TestEp::start(ep_settings(&certs, &hub, &eo));
+    hub.wait_sessions(1).await;
+    for (host, want) in [
+        ("a.test", "A"),
+        ("b.test", "B"),
+        ("B2.Test.", "B"),
+        ("c.test\0FML3\0", "C"),
+    ] {
+        assert_eq!(motd(&ping(at(port), host).await.unwrap()), want, "{host}");
+    }
+    let (_, body) = join(at(port), "b2.test").await.unwrap();
+    assert_eq!(disconnect_text(&body), "B b2.test");
+    // An unknown name: told which exist, and counted.
+    let (_, body) = join(at(port), "nope.test").await.unwrap();
+    let told = disconnect_text(&body);
+    assert!(
+        told.contains("nope.test") && told.contains("a.test") && told.contains("b2.test"),
+        "{told}"
+    );
+    assert!(
+        hub.handle
+            .refusals()
+            .get("unknown server name")
+            .is_some_and(|n| *n >= 1)
+    );
+
+    // Junk and silence are closed within 5 s and counted; a player in the
+    // middle of a session is not disturbed.
+    let mut playing = tokio::net::TcpStream::connect(at(port)).await.unwrap();
+    let mut hello = minecraft::handshake("a.test", 2);
+    hello.extend(minecraft::packet(0, b"\x05steve"));
+    playing.write_all(&hello).await.unwrap();
+    let _ = minecraft::read_packet(&mut playing).await.unwrap();
+    let before = hub
+        .handle
+        .refusals()
+        .get("no game handshake")
+        .copied()
+        .unwrap_or(0);
+    let mut junk = tokio::net::TcpStream::connect(at(port)).await.unwrap();
+    junk.write_all(&[0x7f; 2048]).await.unwrap_or(());
+    let mut silent = tokio::net::TcpStream::connect(at(port)).await.unwrap();
+    let started = std::time::Instant::now();
+    assert!(
+        closed_by_peer(&mut junk, Duration::from_secs(6)).await,
+        "junk closed"
+    );
+    assert!(
+        closed_by_peer(&mut silent, Duration::from_secs(7)).await,
+        "silence closed"
+    );
+    assert!(started.elapsed() < Duration::from_secs(7));
+    let after = hub
+        .handle
+        .refusals()
+        .get("no game handshake")
+        .copied()
+        .unwrap_or(0);
+    assert!(after >= before + 2, "{before} → {after}");
+
+    // default_host takes the names nobody claims, after a reload.
+    let o2 = HubOpts {
+        services: vec![],
+        extra: o
+            .extra
+            .replace("hosts = [\"c.test\"]", "default_host = true"),
+        ..Default::default()
+    };
+    let reloaded = hub.reload_to(&certs, &o2, &file).await;
+    assert!(reloaded.is_ok(), "{reloaded:?}");
+    assert_eq!(motd(&ping(at(port), "nope.test").await.unwrap()), "C");
+    assert_eq!(motd(&ping(at(port), "a.test").await.unwrap()), "A");
+    drop(playing);
+    let _ = junk.read(&mut [0u8; 1]).await;
+    ep.stop().await;
+    hub.stop().await;
+}
+
+/// A server that takes a second to start, started by the ep's `wake`
+/// command: it writes its pid, then answers a login with a Disconnect
+/// saying "WOKEN" and the host typed.
+const LATE_SERVER: &str = r#"
+import os, socket, sys, time
+port, pidfile = int(sys.argv[1]), sys.argv[2]
+open(pidfile, "w").write(str(os.getpid()))
+time.sleep(1)
+l = socket.socket()
+l.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+l.bind(("127.0.0.1", port))
+l.listen(16)
+def varint(n):
+    out = b""
+    while True:
+        b = n & 0x7F
+        n >>= 7
+        if n:
+            out += bytes([b | 0x80])
+        else:
+            return out + bytes([b])
+while True:
+    c, _ = l.accept()
+    data = b""
+    c.settimeout(5)
+    try:
+        while len(data) < 8:
+            chunk = c.recv(1024)
+            if not chunk:
+                break
+            data += chunk
+        host = data[5:5 + data[4]].decode()
+        text = ('{"text": "WOKEN %s"}' % host).encode()
+        body = b"\x00" + varint(len(text)) + text
+        c.sendall(varint(len(body)) + body)
+    except Exception:
+        pass
+    c.close()
+"#;
+
+on_every_transport!(a_join_wakes_a_sleeping_server_and_a_ping_does_not);
+
+async fn a_join_wakes_a_sleeping_server_and_a_ping_does_not(t: Transport) {
+    let certs = Certs::new();
+    let (port, local) = (free_range(1), free_range(1));
+    let o = mc_hub(t, port, "starting_motd = \"Warming up\"\n");
+    let hub = TestHub::start(&certs, &o).await;
+    let dir = tempfile::tempdir().unwrap();
+    let pidfile = dir.path().join("pid");
+    let pid = pidfile.to_str().unwrap();
+    let wake = format!(
+        "wake = [\"python3\", \"-c\", {:?}, \"{local}\", \"{pid}\"]\n\
+         sleep = [\"python3\", \"-c\", \"import os, sys; os.kill(int(open(sys.argv[1]).read()), 15)\", \"{pid}\"]\n\
+         sleep_after = \"2s\"\n",
+        LATE_SERVER
+    );
+    let mut eo = t.ep_opts(&hub, EpOpts::new(&certs, vec![("mc".into(), at(local))]));
+    eo.service_extra = wake;
+    let ep = TestEp::start(ep_settings(&certs, &hub, &eo));
+    hub.wait_sessions(1).await;
+    // A server-list ping finds it asleep and leaves it so.
+    assert_eq!(
+        motd(&ping(at(port), "play.test").await.unwrap()),
+        "Sleeping \u{2014} join to wake it"
+    );
+    home_is(&hub, "mc", "sleeping").await;
+    assert!(!pidfile.exists(), "a ping ran the wake command");
+
+    // A join wakes it, waits for it, and reaches it.
+    let joined = tokio::spawn(join(at(port), "play.test"));
+    home_is(&hub, "mc", "waking").await;
+    assert_eq!(
+        motd(&ping(at(port), "play.test").await.unwrap()),
+        "Warming up"
+    );
+    let started = std::time::Instant::now();
+    let (_, body) = joined.await.unwrap().unwrap();
+    assert_eq!(disconnect_text(&body), "WOKEN play.test");
+    println!(
+        "join → server answered: {:?} after waking",
+        started.elapsed()
+    );
+    home_is(&hub, "mc", "up").await;
+
+    // No player for `sleep_after`: the sleep command stops it.
+    home_is(&hub, "mc", "sleeping").await;
+    let stopped = tokio::time::timeout(Duration::from_secs(10), async {
+        while tokio::net::TcpStream::connect(at(local)).await.is_ok() {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await;
+    assert!(stopped.is_ok(), "the sleep command stopped the server");
+    ep.stop().await;
+    hub.stop().await;
+}
+
+/// A Bedrock server's list answer: an Unconnected Pong naming `motd`.
+async fn bedrock_server(motd: &'static str) -> std::net::SocketAddr {
+    let s = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let at = s.local_addr().unwrap();
+    tokio::spawn(async move {
+        let mut buf = [0u8; 2048];
+        while let Ok((n, from)) = s.recv_from(&mut buf).await {
+            if n >= 33 && buf[0] == 0x01 {
+                let _ = s.send_to(&pong(&buf[1..9], motd), from).await;
+            }
+        }
+    });
+    at
+}
+
+const MAGIC: [u8; 16] = [
+    0x00, 0xff, 0xff, 0x00, 0xfe, 0xfe, 0xfe, 0xfe, 0xfd, 0xfd, 0xfd, 0xfd, 0x12, 0x34, 0x56, 0x78,
+];
+
+fn pong(time: &[u8], motd: &str) -> Vec<u8> {
+    let text = format!("MCPE;{motd};748;1.21.40;1;10;1;x;Survival;1;1;1;");
+    let mut out = vec![0x1c];
+    out.extend_from_slice(time);
+    out.extend(7u64.to_be_bytes());
+    out.extend(MAGIC);
+    out.extend((text.len() as u16).to_be_bytes());
+    out.extend(text.as_bytes());
+    out
+}
+
+/// The MOTD a Bedrock server-list ping of `to` gets back.
+async fn bedrock_ping(to: std::net::SocketAddr) -> Option<String> {
+    let p = common::udp::player().await;
+    let mut ping = vec![0x01];
+    ping.extend(123u64.to_be_bytes());
+    ping.extend(MAGIC);
+    ping.extend(9u64.to_be_bytes());
+    let got = common::udp::ask(&p, to, &ping, Duration::from_secs(2)).await?;
+    assert_eq!((got[0], &got[1..9]), (0x1c, &123u64.to_be_bytes()[..]));
+    assert_eq!(&got[17..33], &MAGIC);
+    let n = u16::from_be_bytes([got[33], got[34]]) as usize;
+    let text = String::from_utf8_lossy(&got[35..35 + n]).into_owned();
+    Some(text.split(';').nth(1).unwrap_or_default().to_string())
+}
+
+on_every_transport!(bedrock_lists_the_offline_motd_while_home_is_away);
+
+async fn bedrock_lists_the_offline_motd_while_home_is_away(t: Transport) {
+    let certs = Certs::new();
+    let port = free_range(1);
+    let o = t.hub_opts(HubOpts {
+        services: vec![],
+        extra: format!(
+            "[services.be]\nbind = \"127.0.0.1:{port}\"\ntype = \"udp\"\ngame = \"bedrock\"\n\
+             offline_motd = \"Asleep; back soon\"\n"
+        ),
+        ..Default::default()
+    });
+    let hub = TestHub::start(&certs, &o).await;
+    assert_eq!(
+        bedrock_ping(at(port)).await.as_deref(),
+        Some("Asleep, back soon")
+    );
+    let server = bedrock_server("REAL").await;
+    let eo = t.ep_opts(&hub, EpOpts::new(&certs, vec![("be".into(), server)]));
+    let ep = TestEp::start(ep_settings(&certs, &hub, &eo));
+    hub.wait_sessions(1).await;
+    let mut got = None;
+    for _ in 0..20 {
+        got = bedrock_ping(at(port)).await;
+        if got.as_deref() == Some("REAL") {
+            break;
+        }
+    }
+    assert_eq!(got.as_deref(), Some("REAL"));
+    ep.stop().await;
+    hub.wait_sessions(0).await;
+    assert_eq!(
+        bedrock_ping(at(port)).await.as_deref(),
+        Some("Asleep, back soon")
+    );
+    hub.stop().await;
+}
