@@ -450,6 +450,21 @@ impl std::fmt::Display for EpSettings {
             };
             let kind = local.kind.map(|k| format!(" ({k})")).unwrap_or_default();
             writeln!(f, "  service {name:<12} → {}{kind}{proxy}", local.addr)?;
+            if let Some(w) = &local.wake {
+                writeln!(
+                    f,
+                    "               wake: {:?}, players wait up to {:?}",
+                    w.command,
+                    Seconds(w.timeout)
+                )?;
+                if let Some((cmd, after)) = &w.sleep {
+                    writeln!(
+                        f,
+                        "               sleep: {cmd:?} after {:?} with no player",
+                        Seconds(*after)
+                    )?;
+                }
+            }
         }
         Ok(())
     }
