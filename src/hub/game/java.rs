@@ -50,6 +50,19 @@ pub(in crate::hub) fn on_accept(
         );
         return;
     };
+    // A reader holds a file like a player: the hub-wide cap counts it, so
+    // strangers from many addresses cannot take the files the control and
+    // channel doors are promised.
+    let Some(held) = HubSlot::enter(&shared.cap) else {
+        net::abort_on_close(&tcp);
+        shared.refusals.record_player(
+            &port,
+            Reason::HubFull,
+            addr.ip(),
+            "player refused with a reset: the hub's player cap is reached",
+        );
+        return;
+    };
     net::tune_plain(&tcp);
     let span = tracing::info_span!("player", port = %port, player = %addr);
     let sh = shared.clone();
@@ -60,7 +73,7 @@ pub(in crate::hub) fn on_accept(
                 r = tokio::time::timeout(READ_WITHIN, read_first(&mut tcp)) => r,
                 _ = sh.shutdown.cancelled() => return,
             };
-            drop(reading);
+            drop((reading, held));
             let why = match read {
                 Ok(Ok((first, buf))) => {
                     return routed(sh, &port, offset, tcp, addr, first, buf).await;
@@ -78,6 +91,21 @@ pub(in crate::hub) fn on_accept(
         }
         .instrument(span),
     );
+}
+
+/// A place under the hub-wide cap while the first packet is read.
+struct HubSlot(Arc<crate::hub::admission::HubCap>);
+
+impl HubSlot {
+    fn enter(cap: &Arc<crate::hub::admission::HubCap>) -> Option<Self> {
+        cap.enter().then(|| HubSlot(cap.clone()))
+    }
+}
+
+impl Drop for HubSlot {
+    fn drop(&mut self) {
+        self.0.leave();
+    }
 }
 
 /// The first packet and every byte read so far.
