@@ -118,6 +118,9 @@ pub enum HomeState {
     Asleep,
     /// The ep ran its `wake` command and waits for it to answer.
     Waking,
+    /// A state from a newer ep: treated as no report.
+    #[serde(other)]
+    Unknown,
 }
 
 /// A service's protocols and how many ports its range has.

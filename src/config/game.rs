@@ -50,8 +50,13 @@ pub struct GameSettings {
     pub default_host: bool,
 }
 
-/// Minecraft shows a 64×64 PNG; anything much bigger is not an icon.
-const MAX_ICON: u64 = 64 * 1024;
+/// Minecraft shows a 64×64 PNG; the client refuses a status string over
+/// 32,767 characters, which the icon's base64 (4/3 of it) must fit in.
+const MAX_ICON: u64 = 20 * 1024;
+
+/// A server-list line or a kick reason; longer is not shown anyway, and
+/// a Bedrock pong must not grow into a reflector's payload.
+const MAX_TEXT: usize = 256;
 
 impl GameConfig {
     /// `prefix` is `services.NAME.`; `tcp`/`udp` say what the service has.
@@ -98,6 +103,17 @@ impl GameConfig {
                         "{prefix}{key} is for game = \"minecraft\" (Java) only"
                     ));
                 }
+            }
+        }
+        for (key, text) in [
+            ("offline_motd", &self.offline_motd),
+            ("offline_message", &self.offline_message),
+            ("starting_motd", &self.starting_motd),
+        ] {
+            if text.as_ref().is_some_and(|t| t.chars().count() > MAX_TEXT) {
+                return Err(format!(
+                    "{prefix}{key} is longer than {MAX_TEXT} characters"
+                ));
             }
         }
         let icon = match &self.offline_icon {

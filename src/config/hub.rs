@@ -751,6 +751,14 @@ impl HubConfig {
             .game()
             .check(&prefix, svc.kind.tcp(), svc.kind.udp())
             .map_err(checker(file))?;
+        // Home's state is known per service, not per port of a range.
+        if game.is_some() && svc.bind.count > 1 {
+            bail!(
+                "{}: services.{name}: a game service has one port, not a range ({})",
+                file.display(),
+                svc.bind
+            );
+        }
         Ok(ServiceSettings {
             name,
             bind: svc.bind,

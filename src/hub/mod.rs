@@ -57,6 +57,7 @@ pub(crate) struct Shared {
     /// Connections still sending their first packet to a game port, per
     /// source address (`game::java`).
     pub game_readers: crate::sources::PerSource<8>,
+    pub game_readers_total: Arc<crate::sources::Counts<()>>,
     /// Enrolments in progress (the enrol door's cap).
     pub enrol_slots: Arc<tokio::sync::Semaphore>,
     pub enrol_sources: Arc<enrol::Sources>,
@@ -187,6 +188,7 @@ impl Hub {
             ports: std::sync::Mutex::default(),
             cap,
             game_readers: Default::default(),
+            game_readers_total: Arc::default(),
             ready_file: std::sync::Mutex::default(),
             enrol_slots: Arc::new(tokio::sync::Semaphore::new(enrol::SLOTS)),
             enrol_sources: Arc::default(),

@@ -143,7 +143,8 @@ pub(super) async fn serve(
         offset,
         flow: None,
         name: named.then(|| svc.name.clone()),
-        no_wake: opening.as_ref().is_some_and(|o| o.no_wake),
+        // Eps from before negotiation refuse fields they do not know.
+        no_wake: modern && opening.as_ref().is_some_and(|o| o.no_wake),
     };
     let sent = opening.as_ref().map(|o| &o.sent[..]).unwrap_or_default();
     let begin = async {
@@ -247,8 +248,14 @@ async fn first_answer(
             r = tcp.read(&mut up) => match r {
                 Ok(0) | Err(_) => return Err(FirstAnswer::PlayerGone),
                 Ok(n) => {
-                    if tunnel.write_all(&up[..n]).await.is_err() {
-                        return Err(FirstAnswer::Home(Unanswered::Silent));
+                    // Home may not read while it wakes: the deadline and
+                    // the cut still hold while this write waits.
+                    tokio::select! {
+                        r = tunnel.write_all(&up[..n]) => if r.is_err() {
+                            return Err(FirstAnswer::Home(Unanswered::Silent));
+                        },
+                        _ = &mut deadline => return Err(FirstAnswer::Home(Unanswered::Held)),
+                        _ = cut.cancelled() => return Err(FirstAnswer::PlayerGone),
                     }
                 }
             },

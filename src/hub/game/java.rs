@@ -28,6 +28,8 @@ const READ_WITHIN: Duration = Duration::from_secs(5);
 const LOGIN_HOLD: Duration = Duration::from_secs(25);
 /// A server-list ping home has this long to be answered.
 const STATUS_HOLD: Duration = Duration::from_secs(5);
+/// Connections reading their first packet across the hub, at most.
+const MAX_READERS: usize = 1024;
 /// What the hub answers itself: one status request and one ping.
 const MAX_STATUS_PACKET: usize = 64;
 
@@ -53,6 +55,18 @@ pub(in crate::hub) fn on_accept(
     // A reader holds a file like a player: the hub-wide cap counts it, so
     // strangers from many addresses cannot take the files the control and
     // channel doors are promised.
+    // And readers together hold at most a part of it, so silent strangers
+    // from many addresses cannot fill the cap every service shares.
+    let Some(total) = shared.game_readers_total.enter((), MAX_READERS) else {
+        net::abort_on_close(&tcp);
+        shared.refusals.record_player(
+            &port,
+            Reason::GameHandshakesFromSource,
+            addr.ip(),
+            "player refused with a reset: too many connections still sending their first packet",
+        );
+        return;
+    };
     let Some(held) = HubSlot::enter(&shared.cap) else {
         net::abort_on_close(&tcp);
         shared.refusals.record_player(
@@ -73,10 +87,10 @@ pub(in crate::hub) fn on_accept(
                 r = tokio::time::timeout(READ_WITHIN, read_first(&mut tcp)) => r,
                 _ = sh.shutdown.cancelled() => return,
             };
-            drop((reading, held));
+            let slots = (reading, held, total);
             let why = match read {
                 Ok(Ok((first, buf))) => {
-                    return routed(sh, &port, offset, tcp, addr, first, buf).await;
+                    return routed(sh, &port, offset, tcp, addr, first, buf, slots).await;
                 }
                 Ok(Err(j)) => j.0,
                 Err(_) => "no Minecraft handshake within 5 s",
@@ -156,6 +170,15 @@ fn route(
     Err(group.iter().flat_map(|(_, g)| g.hosts.clone()).collect())
 }
 
+/// A reader's places: per source, under the hub cap, among all readers.
+/// Held until the player is admitted at its service's door, or answered.
+type Reading = (
+    crate::sources::SourceSlot,
+    HubSlot,
+    crate::sources::Counted<()>,
+);
+
+#[allow(clippy::too_many_arguments)]
 async fn routed(
     shared: Arc<Shared>,
     port: &str,
@@ -164,6 +187,7 @@ async fn routed(
     addr: SocketAddr,
     first: First,
     buf: Vec<u8>,
+    reading: Reading,
 ) {
     let settings = shared.settings();
     let host = match &first {
@@ -185,6 +209,7 @@ async fn routed(
                 names.join(", ")
             );
             let _ = answer(&mut tcp, first, buf, &text, None).await;
+            drop(reading);
             return;
         }
     };
@@ -197,6 +222,7 @@ async fn routed(
     if game.game != Game::Minecraft {
         return;
     }
+    drop(reading);
     let admitted = match served.door.admit(addr.ip()) {
         Ok(a) => a,
         Err(reason) => {

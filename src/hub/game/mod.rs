@@ -50,7 +50,7 @@ impl Words<'_> {
                 Some(self.offline_motd(home))
             }
             Home::Reported(HomeState::Waking) => Some(self.starting_motd()),
-            Home::Unknown | Home::Reported(HomeState::Up) => None,
+            Home::Unknown | Home::Reported(HomeState::Up | HomeState::Unknown) => None,
         }
     }
 }

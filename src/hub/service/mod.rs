@@ -67,7 +67,7 @@ impl Home {
         use crate::proto::HomeState as H;
         match self {
             Home::Away => "away",
-            Home::Unknown | Home::Reported(H::Up) => "up",
+            Home::Unknown | Home::Reported(H::Up | H::Unknown) => "up",
             Home::Reported(H::Down) => "down",
             Home::Reported(H::Asleep) => "sleeping",
             Home::Reported(H::Waking) => "waking",
@@ -207,7 +207,7 @@ impl Service {
         let st = self.lock();
         match (&st.attached, st.home) {
             (None, _) => Home::Away,
-            (Some(_), None) => Home::Unknown,
+            (Some(_), None | Some(crate::proto::HomeState::Unknown)) => Home::Unknown,
             (Some(_), Some(h)) => Home::Reported(h),
         }
     }
