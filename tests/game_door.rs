@@ -385,3 +385,69 @@ async fn bedrock_lists_the_offline_motd_while_home_is_away(t: Transport) {
     );
     hub.stop().await;
 }
+
+/// As `LATE_SERVER`, and it writes one line per connection that sends it
+/// anything (a probe that only connects is not a player) to argv[3].
+const COUNTING_SERVER: &str = r#"
+import os, socket, sys, time
+port, pidfile, log = int(sys.argv[1]), sys.argv[2], sys.argv[3]
+open(pidfile, "w").write(str(os.getpid()))
+time.sleep(1)
+l = socket.socket()
+l.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+l.bind(("127.0.0.1", port))
+l.listen(16)
+while True:
+    c, _ = l.accept()
+    c.settimeout(5)
+    try:
+        data = c.recv(1024)
+        if data:
+            with open(log, "a") as f:
+                f.write(data[5:5 + data[4]].decode() + "\n")
+            body = b'\x00\x11{"text": "HELLO"}'
+            c.sendall(bytes([len(body)]) + body)
+    except Exception:
+        pass
+    c.close()
+"#;
+
+on_every_transport!(a_player_who_leaves_while_the_server_wakes_is_never_dialled);
+
+async fn a_player_who_leaves_while_the_server_wakes_is_never_dialled(t: Transport) {
+    let certs = Certs::new();
+    let (port, local) = (free_range(1), free_range(1));
+    let hub = TestHub::start(&certs, &mc_hub(t, port, "")).await;
+    let dir = tempfile::tempdir().unwrap();
+    let (pidfile, log) = (dir.path().join("pid"), dir.path().join("log"));
+    let mut eo = t.ep_opts(&hub, EpOpts::new(&certs, vec![("mc".into(), at(local))]));
+    eo.service_extra = format!(
+        "wake = [\"python3\", \"-c\", {:?}, \"{local}\", {:?}, {:?}]\n",
+        COUNTING_SERVER,
+        pidfile.to_str().unwrap(),
+        log.to_str().unwrap()
+    );
+    let ep = TestEp::start(ep_settings(&certs, &hub, &eo));
+    hub.wait_sessions(1).await;
+    // A join that gives up while the server starts.
+    let mut gone = tokio::net::TcpStream::connect(at(port)).await.unwrap();
+    let mut hello = minecraft::handshake("quitter.test", 2);
+    hello.extend(minecraft::packet(0, b"\x05alice"));
+    gone.write_all(&hello).await.unwrap();
+    home_is(&hub, "mc", "waking").await;
+    drop(gone);
+    // One who stays is served once it is up, with what it sent first.
+    let (_, body) = join(at(port), "stayer.test").await.unwrap();
+    assert_eq!(disconnect_text(&body), "HELLO");
+    let seen = std::fs::read_to_string(&log).unwrap();
+    assert_eq!(
+        seen.lines().collect::<Vec<_>>(),
+        ["stayer.test"],
+        "dialled for: {seen:?}"
+    );
+    if let Ok(pid) = std::fs::read_to_string(&pidfile) {
+        let _ = std::process::Command::new("kill").arg(pid.trim()).status();
+    }
+    ep.stop().await;
+    hub.stop().await;
+}

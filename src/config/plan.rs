@@ -16,6 +16,10 @@ pub struct ServiceSummary {
     pub pool_size: usize,
     /// The player-door limits, as `check` prints them.
     pub limits: String,
+    /// `game`, `hosts`, `default_host`, and a digest of what the hub says
+    /// while home is away.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub game: Option<String>,
 }
 
 /// The settings a reload compares, in a form a running hub can serve.
@@ -53,6 +57,19 @@ impl Summary {
                     bind: svc.bind.to_string(),
                     pool_size: svc.pool_size,
                     limits,
+                    game: svc.game.as_ref().map(|g| {
+                        let words = format!(
+                            "{:?}{:?}{:?}{:?}",
+                            g.offline_motd, g.offline_message, g.starting_motd, g.icon
+                        );
+                        format!(
+                            "{} hosts [{}]{} words {}",
+                            g.game,
+                            g.hosts.join(", "),
+                            if g.default_host { " default" } else { "" },
+                            digest(words.as_bytes())
+                        )
+                    }),
                 };
                 (svc.name.clone(), summary)
             })
@@ -275,6 +292,7 @@ mod tests {
             bind: bind.into(),
             pool_size: pool,
             limits: "x".into(),
+            game: None,
         }
     }
 

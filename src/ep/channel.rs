@@ -11,7 +11,15 @@ use crate::{
     proxy_header, relay,
 };
 use std::{sync::Arc, time::Duration};
-use tokio::{io::AsyncWriteExt, net::TcpStream, sync::mpsc};
+use tokio::{
+    io::{AsyncReadExt, AsyncWriteExt},
+    net::TcpStream,
+    sync::mpsc,
+};
+
+/// What a waiting player may send before the woken service answers (a
+/// game's first packets are a few hundred bytes).
+const MAX_EARLY: usize = 64 * 1024;
 
 /// Extra wait beyond the hub's idle timeout before the ep gives up on a
 /// parked channel itself (the hub normally closes it first).
@@ -163,7 +171,10 @@ pub(super) async fn started(
         public,
         join: !no_wake,
     };
-    if let Some(svc) = at.dial(&ep).await {
+    if let Some((mut svc, early)) = at.dial(&ep, &mut tls).await {
+        if !early.is_empty() && svc.write_all(&early).await.is_err() {
+            return tls.abort();
+        }
         relay_player(&ep, &service, player, tls, svc).await;
     }
 }
@@ -203,8 +214,12 @@ struct Dial<'a> {
 
 impl Dial<'_> {
     /// The local service, dialled (with its PROXY header written), or None
-    /// after counting and logging why not.
-    async fn dial(&self, ep: &Ep) -> Option<TcpStream> {
+    /// after counting and logging why not. A service that wakes on a join
+    /// is woken and waited for; what the player sends meanwhile is kept
+    /// (returned, for the service first) and a player who leaves ends the
+    /// wait, so a service that comes up is never dialled for nobody.
+    async fn dial(&self, ep: &Arc<Ep>, tls: &mut Path) -> Option<(TcpStream, Vec<u8>)> {
+        let dialled = tokio::time::Instant::now();
         let first = self.dial_once(ep).await;
         let s = ep.settings();
         let local = super::wake::Local {
@@ -212,31 +227,39 @@ impl Dial<'_> {
             at: self.local.addr.at(self.offset),
             connect_timeout: s.timing.connect_timeout,
             stop: ep.shutdown.clone(),
+            udp: false,
         };
         let wake = self.local.wake.as_ref();
-        if first.is_some() {
-            let players = ep.players.clone();
-            let playing: super::wake::Playing = Arc::new(move |s: &str| players.playing(s));
+        let players = ep.players.clone();
+        let playing: super::wake::Playing = Arc::new(move |s: &str| players.playing(s));
+        if let Some(tcp) = first {
             ep.homes.answered(&local, wake, playing);
-            return first;
+            return Some((tcp, Vec::new()));
         }
-        let mut woken = ep.homes.refused(&local, wake, self.join)?;
+        let mut woken = ep.homes.refused(&local, wake, self.join, dialled)?;
         tracing::info!(service = self.service, player = %self.player, "player waits while the service wakes");
-        let outcome = tokio::select! {
-            r = woken.wait_for(|w| *w != super::wake::Woken::Starting) => r.map(|w| *w).ok(),
-            _ = ep.shutdown.cancelled() => None,
+        let mut early = Vec::new();
+        let mut chunk = [0u8; 4096];
+        let outcome = loop {
+            tokio::select! {
+                r = woken.wait_for(|w| *w != super::wake::Woken::Starting) => break r.map(|w| *w).ok(),
+                r = tls.read(&mut chunk), if early.len() < MAX_EARLY => match r {
+                    Ok(0) | Err(_) => {
+                        tracing::info!(service = self.service, player = %self.player, "player left while the service woke");
+                        return None;
+                    }
+                    Ok(n) => early.extend_from_slice(&chunk[..n]),
+                },
+                _ = ep.shutdown.cancelled() => break None,
+            }
         };
         if outcome != Some(super::wake::Woken::Up) {
             tracing::warn!(service = self.service, player = %self.player, "the service did not wake; player closed");
             return None;
         }
-        let again = self.dial_once(ep).await;
-        if again.is_some() {
-            let players = ep.players.clone();
-            let playing: super::wake::Playing = Arc::new(move |s: &str| players.playing(s));
-            ep.homes.answered(&local, wake, playing);
-        }
-        again
+        let again = self.dial_once(ep).await?;
+        ep.homes.answered(&local, wake, playing);
+        Some((again, early))
     }
 
     /// One try at the local service.

@@ -137,7 +137,13 @@ fn apply(ep: &Ep, (mut new, new_tls): (EpSettings, crate::tls::EpTls)) -> String
     // not sit out the rest of a long backoff.
     let credentials = old.token.expose() != new.token.expose() || old_tls.digest != new_tls.digest;
     ep.tls.set(new_tls);
-    ep.homes.retain(|n| new.services.contains_key(n));
+    // Removed, or moved or given another wake: what was known of it at
+    // home (and the tasks minding it) no longer holds.
+    for (name, was) in &old.services {
+        if new.services.get(name) != Some(was) {
+            ep.homes.forget(name);
+        }
+    }
     ep.settings.set(new);
     if credentials {
         ep.retry_now.notify_one();

@@ -8,7 +8,7 @@ use std::{
     net::SocketAddr,
     sync::{
         Arc,
-        atomic::{AtomicU64, Ordering::Relaxed},
+        atomic::{AtomicBool, AtomicU64, Ordering::Relaxed},
     },
 };
 use tokio::{
@@ -66,6 +66,20 @@ impl Flow {
             )
         });
         let (up, down) = (Counts::default(), Counts::default());
+        let found = Found {
+            ep: ep.clone(),
+            local: super::wake::Local {
+                service: service.clone(),
+                at: target.clone(),
+                connect_timeout: ep.settings().timing.connect_timeout,
+                stop: ep.shutdown.clone(),
+                udp: true,
+            },
+            wake: local.wake.clone(),
+            joined: AtomicBool::new(false),
+            answered: AtomicBool::new(false),
+            began: tokio::time::Instant::now(),
+        };
         let link = match (&tls, self.id) {
             (crate::quic::Tunnel::Quic(q), Some(id)) => q.link.clone().map(|l| (l, id)),
             _ => None,
@@ -84,6 +98,7 @@ impl Flow {
             header: std::sync::Mutex::new(header),
             meter: &meter.up,
             n: &up,
+            found: &found,
         };
         let why = tokio::select! {
             r = to_svc.relay_stream(rd) => match r {
@@ -91,7 +106,7 @@ impl Flow {
                 Err(e) => format!("channel broken: {e}"),
             },
             _ = to_svc.relay_link(from_link) => "the QUIC connection ended".into(),
-            e = to_hub(wr, link.as_ref(), &socket, &meter.down, &down) => format!("channel broken: {e}"),
+            e = to_hub(wr, link.as_ref(), &socket, (&meter.down, &down), &found) => format!("channel broken: {e}"),
             _ = ep.hard_stop.cancelled() => "ep shutting down".into(),
         };
         players.dec();
@@ -143,10 +158,54 @@ struct ToService<'a> {
     header: std::sync::Mutex<Option<(Vec<u8>, UdpHeaders)>>,
     meter: &'a prometheus_client::metrics::counter::Counter,
     n: &'a Counts,
+    found: &'a Found,
+}
+
+/// What a flow finds at home, told to the ep's `Homes` (and a join that
+/// finds the service away wakes it).
+struct Found {
+    ep: Arc<Ep>,
+    local: super::wake::Local,
+    wake: Option<crate::config::ep::Wake>,
+    /// A datagram other than a RakNet server-list ping went home: a
+    /// player joining, who may wake the service; a ping never does.
+    joined: AtomicBool,
+    answered: AtomicBool,
+    began: tokio::time::Instant,
+}
+
+impl Found {
+    fn sent(&self, d: &[u8]) {
+        if crate::game::bedrock::ping_time(d).is_none() {
+            self.joined.store(true, Relaxed);
+        }
+    }
+
+    fn heard(&self) {
+        if !self.answered.swap(true, Relaxed) {
+            let players = self.ep.players.clone();
+            let playing: super::wake::Playing = Arc::new(move |s: &str| players.playing(s));
+            self.ep
+                .homes
+                .answered(&self.local, self.wake.as_ref(), playing);
+        }
+    }
+
+    fn refused(&self) {
+        if self.answered.load(Relaxed) {
+            return;
+        }
+        let join = self.joined.load(Relaxed);
+        let _ = self
+            .ep
+            .homes
+            .refused(&self.local, self.wake.as_ref(), join, self.began);
+    }
 }
 
 impl ToService<'_> {
     async fn send(&self, d: Vec<u8>) {
+        self.found.sent(&d);
         self.n.add(d.len());
         self.meter.inc_by(d.len() as u64);
         let (header, d) = self.with_header(d);
@@ -216,8 +275,8 @@ async fn to_hub(
     mut wr: WriteHalf<super::login::Path>,
     link: Option<&(crate::quic::Link, u32)>,
     socket: &UdpSocket,
-    meter: &prometheus_client::metrics::counter::Counter,
-    n: &Counts,
+    (meter, n): (&prometheus_client::metrics::counter::Counter, &Counts),
+    found: &Found,
 ) -> std::io::Error {
     let mut out = Vec::new();
     loop {
@@ -236,11 +295,18 @@ async fn to_hub(
         let got = RECV.with_borrow_mut(|buf| {
             while out.len() < 256 * 1024 {
                 match socket.try_recv(buf) {
-                    Ok(len) => take(&buf[..len], &mut out),
+                    Ok(len) => {
+                        found.heard();
+                        take(&buf[..len], &mut out)
+                    }
                     Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
                     // An ICMP "port unreachable" for an earlier send: the
-                    // service is not up (yet); keep listening.
-                    Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => continue,
+                    // service is not up (yet); keep listening (a joining
+                    // player's next datagram reaches it once woken).
+                    Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
+                        found.refused();
+                        continue;
+                    }
                     Err(e) => return Err(e),
                 }
             }

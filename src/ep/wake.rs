@@ -6,19 +6,25 @@
 //! A wake runs its command once, however many players arrive meanwhile;
 //! they all wait for the same outcome. The command is not waited for (it
 //! may be the game server itself, or `systemctl start`, or `wakeonlan`):
-//! the ep polls the local port until it answers or `wake_timeout` passes.
+//! the ep polls the local port until it answers or `wake_timeout` passes,
+//! or the command fails. Each task (a wake, a recheck, a sleeper) holds
+//! an id; one a reload or a newer task replaced ends at its next look.
 
 use crate::{config::ep::Wake, proto::HomeState};
 use std::{
     collections::{BTreeMap, HashMap},
-    sync::{Arc, Mutex},
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicU64, Ordering},
+    },
     time::Duration,
 };
 use tokio::{
     io::{AsyncBufReadExt, BufReader},
     net::TcpStream,
     process::Command,
-    sync::watch,
+    sync::{oneshot, watch},
+    time::Instant,
 };
 use tokio_util::sync::CancellationToken;
 
@@ -40,13 +46,16 @@ pub(super) enum Woken {
 pub(crate) struct Homes {
     /// Each service as last found; sent to the hub when it changes.
     states: watch::Sender<BTreeMap<String, HomeState>>,
-    /// Wakes in progress, and services being watched for coming back.
-    busy: Mutex<HashMap<String, Busy>>,
+    /// The task looking after each service now, if any.
+    busy: Mutex<HashMap<String, (u64, Busy)>>,
+    /// When each service last answered.
+    up_at: Mutex<HashMap<String, Instant>>,
+    ids: AtomicU64,
 }
 
 enum Busy {
     Waking(watch::Receiver<Woken>),
-    /// Down or asleep: rechecked every `RECHECK` until it answers.
+    /// Down or asleep: tried every `RECHECK` until it answers.
     Rechecking,
     /// Up with a `sleep` command: watched for `sleep_after` without a
     /// player.
@@ -54,65 +63,98 @@ enum Busy {
 }
 
 /// Where a service at home is, and what stops its tasks.
+#[derive(Clone)]
 pub(super) struct Local {
     pub service: String,
     pub at: String,
     pub connect_timeout: Duration,
     pub stop: CancellationToken,
+    /// A UDP service: it answers when a flow hears from it (a port cannot
+    /// be tried without speaking its protocol).
+    pub udp: bool,
 }
+
+/// Players on a service now.
+pub(super) type Playing = Arc<dyn Fn(&str) -> usize + Send + Sync>;
 
 impl Homes {
     pub fn watch(&self) -> watch::Receiver<BTreeMap<String, HomeState>> {
         self.states.subscribe()
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Busy>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, (u64, Busy)>> {
         self.busy.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     fn set(&self, service: &str, state: HomeState) {
+        if state == HomeState::Up {
+            let mut up = self.up_at.lock().unwrap_or_else(|p| p.into_inner());
+            up.insert(service.to_string(), Instant::now());
+        }
         self.states
             .send_if_modified(|m| m.insert(service.to_string(), state) != Some(state));
     }
 
-    /// A service no longer served: forgotten (its tasks end on their own).
-    pub fn retain(&self, served: impl Fn(&str) -> bool) {
-        self.states.send_if_modified(|m| {
-            let before = m.len();
-            m.retain(|k, _| served(k));
-            m.len() != before
-        });
-        self.lock().retain(|k, _| served(k));
+    /// Makes `busy` the task for `service`; its id.
+    fn begin(&self, map: &mut HashMap<String, (u64, Busy)>, service: &str, busy: Busy) -> u64 {
+        let id = self.ids.fetch_add(1, Ordering::Relaxed);
+        map.insert(service.to_string(), (id, busy));
+        id
+    }
+
+    /// Whether task `id` still looks after `service`.
+    fn current(&self, service: &str, id: u64) -> bool {
+        self.lock().get(service).is_some_and(|(i, _)| *i == id)
+    }
+
+    /// Ends task `id`'s turn, if it still has it.
+    fn end(&self, service: &str, id: u64) -> bool {
+        let mut busy = self.lock();
+        if busy.get(service).is_some_and(|(i, _)| *i == id) {
+            busy.remove(service);
+            return true;
+        }
+        false
+    }
+
+    /// What is known of `service` is forgotten: it was removed, or a
+    /// reload changed where it is or how it wakes. Its tasks end at their
+    /// next look, and the hub hears nothing of it until the next dial.
+    pub fn forget(&self, service: &str) {
+        self.lock().remove(service);
+        self.states
+            .send_if_modified(|m| m.remove(service).is_some());
     }
 
     /// A dial of `service` answered.
     pub fn answered(self: &Arc<Self>, l: &Local, wake: Option<&Wake>, playing: Playing) {
         self.set(&l.service, HomeState::Up);
+        let mut busy = self.lock();
+        if matches!(busy.get(&l.service), Some((_, Busy::Rechecking))) {
+            busy.remove(&l.service);
+        }
         let Some((cmd, after)) = wake.and_then(|w| w.sleep.clone()) else {
             return;
         };
-        let mut busy = self.lock();
-        if matches!(
-            busy.get(&l.service),
-            Some(Busy::Sleeper) | Some(Busy::Waking(_))
-        ) {
+        if busy.contains_key(&l.service) {
             return;
         }
-        busy.insert(l.service.clone(), Busy::Sleeper);
+        let id = self.begin(&mut busy, &l.service, Busy::Sleeper);
         drop(busy);
-        let (me, service, stop) = (self.clone(), l.service.clone(), l.stop.clone());
+        let (me, l) = (self.clone(), l.clone());
         tokio::spawn(async move {
+            let service = &l.service;
             let step = (after / 10).clamp(Duration::from_millis(200), Duration::from_secs(30));
             let mut idle = Duration::ZERO;
             loop {
                 tokio::select! {
                     _ = tokio::time::sleep(step) => {}
-                    _ = stop.cancelled() => return,
+                    _ = l.stop.cancelled() => return,
                 }
-                if !matches!(me.lock().get(&service), Some(Busy::Sleeper)) {
+                if !me.current(service, id) {
                     return;
                 }
-                idle = if playing(&service) == 0 {
+                idle = if playing(service) == 0 {
                     idle + step
                 } else {
                     Duration::ZERO
@@ -121,27 +163,41 @@ impl Homes {
                     break;
                 }
             }
+            if !me.end(service, id) {
+                return;
+            }
             tracing::info!(
                 service,
                 "no player for {after:?}: running its sleep command"
             );
-            me.lock().remove(&service);
-            me.set(&service, HomeState::Asleep);
-            run(&service, "sleep", &cmd);
+            me.set(service, HomeState::Asleep);
+            // Its exit is logged; nothing waits on it.
+            drop(run(service, "sleep", &cmd));
+            me.recheck(&l);
         });
     }
 
-    /// A dial of `service` failed. With `wake` and a player who joins
-    /// (not a server-list ping), the service is started and the returned
-    /// watch says when it answers.
+    /// A dial of `service`, begun at `dialled`, failed. With `wake` and a
+    /// player who joins (not a server-list ping), the service is started
+    /// and the returned watch says when it answers.
     pub fn refused(
         self: &Arc<Self>,
         l: &Local,
         wake: Option<&Wake>,
         join: bool,
+        dialled: Instant,
     ) -> Option<watch::Receiver<Woken>> {
+        // It answered someone since this dial began (a wake that just
+        // ended, a server started by hand): try again, do not wake.
+        let answered_since = {
+            let up = self.up_at.lock().unwrap_or_else(|p| p.into_inner());
+            up.get(&l.service).is_some_and(|t| *t > dialled)
+        };
+        if answered_since {
+            return join.then(|| watch::channel(Woken::Up).1);
+        }
         let mut busy = self.lock();
-        if let Some(Busy::Waking(rx)) = busy.get(&l.service) {
+        if let Some((_, Busy::Waking(rx))) = busy.get(&l.service) {
             return join.then(|| rx.clone());
         }
         let Some(w) = wake.filter(|_| join) else {
@@ -150,49 +206,58 @@ impl Homes {
             } else {
                 HomeState::Down
             };
-            if !matches!(busy.get(&l.service), Some(Busy::Rechecking)) {
-                busy.insert(l.service.clone(), Busy::Rechecking);
-                drop(busy);
-                self.recheck(l);
-            } else {
-                drop(busy);
-            }
+            drop(busy);
             self.set(&l.service, state);
+            self.recheck(l);
             return None;
         };
         let (tx, rx) = watch::channel(Woken::Starting);
-        busy.insert(l.service.clone(), Busy::Waking(rx.clone()));
+        let id = self.begin(&mut busy, &l.service, Busy::Waking(rx.clone()));
         drop(busy);
         self.set(&l.service, HomeState::Waking);
         tracing::info!(service = l.service, command = ?w.command, "a player found the service away: waking it");
-        run(&l.service, "wake", &w.command);
-        let (me, at, service) = (self.clone(), l.at.clone(), l.service.clone());
-        let (timeout, connect, stop) = (w.timeout, l.connect_timeout, l.stop.clone());
+        let exited = run(&l.service, "wake", &w.command);
+        let (me, l, timeout) = (self.clone(), l.clone(), w.timeout);
         tokio::spawn(async move {
-            let started = tokio::time::Instant::now();
-            let up = tokio::select! {
-                r = tokio::time::timeout(timeout, until_answers(&at, connect)) => r.is_ok(),
-                _ = stop.cancelled() => false,
+            let started = Instant::now();
+            let failed = async {
+                match exited.await {
+                    Ok(false) => {}
+                    // Exited well (systemctl, wakeonlan), or still running
+                    // (the server itself): the port decides.
+                    _ => std::future::pending().await,
+                }
             };
-            me.lock().remove(&service);
+            let up = tokio::select! {
+                r = tokio::time::timeout(timeout, me.until_answers(&l)) => r.is_ok(),
+                _ = failed => false,
+                _ = l.stop.cancelled() => false,
+            };
+            let service = &l.service;
+            let mine = me.end(service, id);
             if up {
                 tracing::info!(
                     service,
                     secs = started.elapsed().as_secs_f64(),
                     "woken: the service answers"
                 );
-                me.set(&service, HomeState::Up);
+                if mine {
+                    me.set(service, HomeState::Up);
+                }
                 let _ = tx.send(Woken::Up);
             } else {
-                if !stop.is_cancelled() {
+                if !l.stop.is_cancelled() {
                     tracing::warn!(
                         service,
-                        local = at,
-                        "woken service did not answer within wake_timeout ({timeout:?})"
+                        local = l.at,
+                        "the woken service did not answer (wake_timeout {timeout:?}, or its command failed)"
                     );
                 }
-                me.set(&service, HomeState::Asleep);
                 let _ = tx.send(Woken::Failed);
+                if mine {
+                    me.set(service, HomeState::Asleep);
+                    me.recheck(&l);
+                }
             }
         });
         Some(rx)
@@ -201,32 +266,33 @@ impl Homes {
     /// Tries a service that is down or asleep now and then, so one started
     /// by hand is seen.
     fn recheck(self: &Arc<Self>, l: &Local) {
-        let (me, at, service, stop) = (
-            self.clone(),
-            l.at.clone(),
-            l.service.clone(),
-            l.stop.clone(),
-        );
-        let connect = l.connect_timeout;
+        if l.udp {
+            // The next flow that hears from it says it is up.
+            return;
+        }
+        let mut busy = self.lock();
+        if busy.contains_key(&l.service) {
+            return;
+        }
+        let id = self.begin(&mut busy, &l.service, Busy::Rechecking);
+        drop(busy);
+        let (me, l) = (self.clone(), l.clone());
         tokio::spawn(async move {
+            let service = &l.service;
             loop {
                 tokio::select! {
                     _ = tokio::time::sleep(RECHECK) => {}
-                    _ = stop.cancelled() => return,
+                    _ = l.stop.cancelled() => return,
                 }
-                if !matches!(me.lock().get(&service), Some(Busy::Rechecking)) {
+                if !me.current(service, id) {
                     return;
                 }
-                if tokio::time::timeout(connect, TcpStream::connect(&at))
-                    .await
-                    .is_ok_and(|r| r.is_ok())
-                {
-                    let mut busy = me.lock();
-                    if matches!(busy.get(&service), Some(Busy::Rechecking)) {
-                        busy.remove(&service);
-                        drop(busy);
+                let tried =
+                    tokio::time::timeout(l.connect_timeout, TcpStream::connect(&l.at)).await;
+                if tried.is_ok_and(|r| r.is_ok()) {
+                    if me.end(service, id) {
                         tracing::info!(service, "the service at home answers again");
-                        me.set(&service, HomeState::Up);
+                        me.set(service, HomeState::Up);
                     }
                     return;
                 }
@@ -235,21 +301,30 @@ impl Homes {
     }
 }
 
-/// Players on a service now.
-pub(super) type Playing = Arc<dyn Fn(&str) -> usize + Send + Sync>;
-
-async fn until_answers(at: &str, connect: Duration) {
-    loop {
-        if let Ok(Ok(_)) = tokio::time::timeout(connect, TcpStream::connect(at)).await {
+impl Homes {
+    /// Until the service answers: its TCP port accepts, or (UDP) a flow
+    /// hears from it.
+    async fn until_answers(&self, l: &Local) {
+        if l.udp {
+            let mut states = self.states.subscribe();
+            let _ = states
+                .wait_for(|m| m.get(&l.service) == Some(&HomeState::Up))
+                .await;
             return;
         }
-        tokio::time::sleep(POLL).await;
+        loop {
+            let tried = tokio::time::timeout(l.connect_timeout, TcpStream::connect(&l.at)).await;
+            if let Ok(Ok(_)) = tried {
+                return;
+            }
+            tokio::time::sleep(POLL).await;
+        }
     }
 }
 
-/// Starts `argv` without a shell; its output goes to the log, its exit is
-/// logged, and it is not waited for.
-fn run(service: &str, what: &'static str, argv: &[String]) {
+/// Starts `argv` without a shell; its output goes to the log, and its
+/// exit is logged and told (true: success), not waited for.
+fn run(service: &str, what: &'static str, argv: &[String]) -> oneshot::Receiver<bool> {
     let mut cmd = Command::new(&argv[0]);
     cmd.args(&argv[1..])
         .stdin(std::process::Stdio::null())
@@ -260,9 +335,13 @@ fn run(service: &str, what: &'static str, argv: &[String]) {
     let mut child = match cmd.spawn() {
         Ok(c) => c,
         Err(e) => {
-            return tracing::error!(service, command = ?argv, "cannot run the {what} command: {e}");
+            tracing::error!(service, command = ?argv, "cannot run the {what} command: {e}");
+            let (tx, rx) = oneshot::channel();
+            let _ = tx.send(false);
+            return rx;
         }
     };
+    let (tx, rx) = oneshot::channel();
     let service = service.to_string();
     let out = child.stdout.take();
     let err = child.stderr.take();
@@ -277,15 +356,21 @@ fn run(service: &str, what: &'static str, argv: &[String]) {
                 }
             }
         };
-        let (_, _, status) = tokio::join!(
+        // Its output is read while it runs: a full pipe would stop it.
+        let waited = async {
+            let status = child.wait().await;
+            let _ = tx.send(status.as_ref().is_ok_and(|s| s.success()));
+            match status {
+                Ok(s) if s.success() => tracing::info!(service, "{what} command finished"),
+                Ok(s) => tracing::warn!(service, "{what} command failed: {s}"),
+                Err(e) => tracing::warn!(service, "{what} command: {e}"),
+            }
+        };
+        tokio::join!(
             log(out.map(|o| Box::new(o) as _)),
             log(err.map(|e| Box::new(e) as _)),
-            child.wait()
+            waited,
         );
-        match status {
-            Ok(s) if s.success() => tracing::info!(service, "{what} command finished"),
-            Ok(s) => tracing::warn!(service, "{what} command failed: {s}"),
-            Err(e) => tracing::warn!(service, "{what} command: {e}"),
-        }
     });
+    rx
 }

@@ -122,6 +122,27 @@ impl Door {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// Why `ip` would be turned away whatever it sent: denied, not
+    /// allowed, or banned. Nothing is counted (a game port asks this
+    /// before it reads which service a player wants).
+    pub fn turned_away(&self, ip: IpAddr) -> Option<Reason> {
+        let l = self.limits();
+        let ip = ip.to_canonical();
+        if l.deny.contains(ip) {
+            return Some(Reason::PlayerDenied);
+        }
+        if !l.allow.is_empty() && !l.allow.contains(ip) {
+            return Some(Reason::PlayerNotAllowed);
+        }
+        let st = self.lock();
+        let banned = st
+            .sources
+            .get(&key(ip))
+            .and_then(|s| s.banned_until)
+            .is_some_and(|until| until > Instant::now());
+        banned.then_some(Reason::PlayerBanned)
+    }
+
     /// Admits a player from `ip`, or says why not. Cheap: no I/O.
     pub fn admit(self: &Arc<Self>, ip: IpAddr) -> Result<Admitted, Reason> {
         let limits = self.limits();

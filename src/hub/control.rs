@@ -575,10 +575,10 @@ pub(super) async fn session(shared: Arc<Shared>, s: LoggedIn) {
                 }
                 Ok(EpMsg::Home { services }) => {
                     silence.as_mut().reset(tokio::time::Instant::now() + t.heartbeat_timeout);
-                    for (name, home) in services {
-                        if let Some(svc) = guard.services().iter().find(|s| s.name == name) {
-                            svc.set_home(guard.id, home);
-                        }
+                    // The whole picture: a service left out is one the ep
+                    // knows nothing of (any more).
+                    for svc in guard.services().iter() {
+                        svc.set_home(guard.id, services.get(&svc.name).copied());
                     }
                     continue;
                 }

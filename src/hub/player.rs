@@ -26,15 +26,6 @@ pub(super) fn on_accept(
     addr: SocketAddr,
     offset: u16,
 ) {
-    // A Minecraft port reads the first packet before it knows the service
-    // (the name the player typed picks it) and its door.
-    let game = shared
-        .settings()
-        .service(&svc.name)
-        .and_then(|s| s.game.as_ref().map(|g| g.game));
-    if game == Some(crate::config::game::Game::Minecraft) {
-        return super::game::java::on_accept(shared, svc.name.clone(), offset, tcp, addr);
-    }
     // The door's limits come before anything costs the ep: no channel, no
     // dial at home for a refused player, who gets a reset.
     let admitted = match door.admit(addr.ip()) {

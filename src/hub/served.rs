@@ -207,6 +207,22 @@ impl Shared {
             Socket::Tcp(listener) => {
                 let (sh, served2, offset) = (self.clone(), served.clone(), key.offset);
                 let accept = crate::net::accept_loop(listener, stop.clone(), move |tcp, peer| {
+                    // A Minecraft port reads the first packet before it
+                    // knows the service (the name typed picks it).
+                    let name = &served2.svc.name;
+                    let game = sh
+                        .settings()
+                        .service(name)
+                        .and_then(|s| s.game.as_ref().map(|g| g.game));
+                    if game == Some(crate::config::game::Game::Minecraft) {
+                        return super::game::java::on_accept(
+                            sh.clone(),
+                            name.clone(),
+                            offset,
+                            tcp,
+                            peer,
+                        );
+                    }
                     let parts = (&served2.svc, &served2.door, &served2.cut);
                     super::player::on_accept(sh.clone(), parts, tcp, peer, offset)
                 });

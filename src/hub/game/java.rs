@@ -42,6 +42,16 @@ pub(in crate::hub) fn on_accept(
     tcp: TcpStream,
     addr: SocketAddr,
 ) {
+    // Turned away by every service on the port (denied, not allowed,
+    // banned): before a byte is read, as on any other port.
+    if let Some(reason) = turned_away(&shared, &port, addr.ip()) {
+        net::abort_on_close(&tcp);
+        let detail = format!("player refused by port {port} with a reset");
+        shared
+            .refusals
+            .record_player(&port, reason, addr.ip(), &detail);
+        return;
+    }
     let Some(reading) = shared.game_readers.enter(addr.ip()) else {
         net::abort_on_close(&tcp);
         shared.refusals.record_player(
@@ -52,11 +62,9 @@ pub(in crate::hub) fn on_accept(
         );
         return;
     };
-    // A reader holds a file like a player: the hub-wide cap counts it, so
-    // strangers from many addresses cannot take the files the control and
-    // channel doors are promised.
-    // And readers together hold at most a part of it, so silent strangers
-    // from many addresses cannot fill the cap every service shares.
+    // Readers together hold at most a part of the hub-wide cap, so silent
+    // strangers from many addresses cannot fill the cap every service
+    // shares.
     let Some(total) = shared.game_readers_total.enter((), MAX_READERS) else {
         net::abort_on_close(&tcp);
         shared.refusals.record_player(
@@ -67,6 +75,9 @@ pub(in crate::hub) fn on_accept(
         );
         return;
     };
+    // A reader holds a file like a player: the hub-wide cap counts it, so
+    // strangers cannot take the files the control and channel doors are
+    // promised.
     let Some(held) = HubSlot::enter(&shared.cap) else {
         net::abort_on_close(&tcp);
         shared.refusals.record_player(
@@ -105,6 +116,23 @@ pub(in crate::hub) fn on_accept(
         }
         .instrument(span),
     );
+}
+
+/// Why every service sharing `port` turns `ip` away, if they all do.
+fn turned_away(shared: &Shared, port: &str, ip: std::net::IpAddr) -> Option<Reason> {
+    let settings = shared.settings();
+    let mut why = None;
+    for s in settings
+        .services
+        .iter()
+        .filter(|s| s.name == port || s.shares_port_of.as_deref() == Some(port))
+    {
+        match shared.served(&s.name)?.door.turned_away(ip) {
+            Some(r) => why = Some(r),
+            None => return None,
+        }
+    }
+    why
 }
 
 /// A place under the hub-wide cap while the first packet is read.
@@ -240,13 +268,20 @@ async fn routed(
         offset,
         watch: player::watch(&served.door, &admitted),
     };
-    serve(&shared, &served, &game, &mut tcp, to, first, buf).await;
+    let home = (&served.svc, &served.cut);
+    serve(&shared, home, &game, &mut tcp, to, first, buf).await;
     drop(admitted);
 }
 
+/// The service's way home and what cuts its players off.
+type Way<'a> = (
+    &'a Arc<crate::hub::service::Service>,
+    &'a tokio_util::sync::CancellationToken,
+);
+
 async fn serve(
     shared: &Arc<Shared>,
-    served: &Arc<crate::hub::served::Served>,
+    (svc, cut): Way<'_>,
     game: &GameSettings,
     tcp: &mut TcpStream,
     to: player::Player,
@@ -254,7 +289,7 @@ async fn serve(
     mut buf: Vec<u8>,
 ) {
     let words = Words(game);
-    let home = served.svc.home();
+    let home = svc.home();
     let icon = game.icon.as_deref();
     let login = matches!(&first, First::Handshake(h) if h.is_login());
     // A join while no ep serves the service, or home cannot start it.
@@ -280,18 +315,17 @@ async fn serve(
         no_wake: !login,
         hold: if login { LOGIN_HOLD } else { STATUS_HOLD },
     };
-    let cut = served.cut.clone();
     let unanswered = player::serve(
         shared.clone(),
-        served.svc.clone(),
+        svc.clone(),
         tcp,
         to,
-        cut,
+        cut.clone(),
         Some(opening),
     )
     .await;
     let Some(why) = unanswered else { return };
-    let home = settled_home(&served.svc).await;
+    let home = settled_home(svc).await;
     let text = match (why, login) {
         (Unanswered::Held, true) => words.still_starting(),
         (_, true) => words.offline_message(),

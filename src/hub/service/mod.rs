@@ -213,10 +213,10 @@ impl Service {
     }
 
     /// The ep of `session` says how the service is doing at home.
-    pub fn set_home(&self, session: u64, home: crate::proto::HomeState) {
+    pub fn set_home(&self, session: u64, home: Option<crate::proto::HomeState>) {
         let mut st = self.lock();
         if st.attached.as_ref().is_some_and(|a| a.session == session) {
-            st.home = Some(home);
+            st.home = home;
         }
     }
 
