@@ -297,10 +297,15 @@ async fn a_reset_after_megabytes_is_a_reset_not_an_end(t: Transport) {
         "the player's cut download ended cleanly after {got} bytes"
     );
 
-    // The player sends 2 MiB and resets: the service's upload.
-    let p = TcpStream::connect(hub.service("echo")).await.unwrap();
-    let reset = tokio::spawn(send_then_reset(p, SIZE));
+    // The player sends 2 MiB and resets: the service's upload. (It starts
+    // once the service is dialled: a player who resets before that is
+    // never carried home at all, which is a test of something else.)
+    let mut p = TcpStream::connect(hub.service("echo")).await.unwrap();
+    p.write_all(b"up").await.unwrap();
     let (mut s, _) = svc.accept().await.unwrap();
+    let mut two = [0u8; 2];
+    s.read_exact(&mut two).await.unwrap();
+    let reset = tokio::spawn(send_then_reset(p, SIZE));
     let (got, end) = read_all(&mut s).await;
     reset.await.unwrap();
     println!(

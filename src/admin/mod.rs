@@ -73,6 +73,7 @@ pub fn columns(
                 "bytes_up",
                 "bytes_down",
                 "local_reachable",
+                "home",
             ],
         )
     }

@@ -4,6 +4,7 @@
 
 use super::Ep;
 use crate::metrics::{Direction, ServiceLabel};
+use crate::proto::HomeState;
 use serde_json::{Value, json};
 use std::{collections::HashMap, sync::Mutex};
 use tokio::time::Instant;
@@ -93,6 +94,15 @@ impl crate::admin::Source for Ep {
                     "bytes_up": bytes(Direction::Up),
                     "bytes_down": bytes(Direction::Down),
                     "local_reachable": reachable,
+                    // As told to the hub: up, down, asleep, waking, or
+                    // "-" before any dial.
+                    "home": self.homes.state_of(name).map_or("-", |h| match h {
+                        HomeState::Up => "up",
+                        HomeState::Down => "down",
+                        HomeState::Asleep => "sleeping",
+                        HomeState::Waking => "waking",
+                        HomeState::Unknown => "-",
+                    }),
                 })
             })
             .collect();

@@ -78,6 +78,11 @@ pub(super) struct Local {
 pub(super) type Playing = Arc<dyn Fn(&str) -> usize + Send + Sync>;
 
 impl Homes {
+    /// How `service` was last found, if it was.
+    pub fn state_of(&self, service: &str) -> Option<HomeState> {
+        self.states.borrow().get(service).copied()
+    }
+
     pub fn watch(&self) -> watch::Receiver<BTreeMap<String, HomeState>> {
         self.states.subscribe()
     }

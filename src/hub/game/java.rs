@@ -42,16 +42,33 @@ pub(in crate::hub) fn on_accept(
     tcp: TcpStream,
     addr: SocketAddr,
 ) {
-    // Turned away by every service on the port (denied, not allowed,
-    // banned): before a byte is read, as on any other port.
-    if let Some(reason) = turned_away(&shared, &port, addr.ip()) {
-        net::abort_on_close(&tcp);
-        let detail = format!("player refused by port {port} with a reset");
-        shared
-            .refusals
-            .record_player(&port, reason, addr.ip(), &detail);
-        return;
-    }
+    // A port of one service admits at its door before a byte is read, as
+    // any other port does (rates and bans count junk too); a shared port
+    // turns away, before reading, an address every service there refuses.
+    let early = match sole_service(&shared, &port) {
+        Some(door) => match door.admit(addr.ip()) {
+            Ok(a) => Some((port.clone(), a)),
+            Err(reason) => {
+                net::abort_on_close(&tcp);
+                let detail = format!("player refused by service {port} with a reset");
+                shared
+                    .refusals
+                    .record_player(&port, reason, addr.ip(), &detail);
+                return;
+            }
+        },
+        None => {
+            if let Some(reason) = turned_away(&shared, &port, addr.ip()) {
+                net::abort_on_close(&tcp);
+                let detail = format!("player refused by port {port} with a reset");
+                shared
+                    .refusals
+                    .record_player(&port, reason, addr.ip(), &detail);
+                return;
+            }
+            None
+        }
+    };
     let Some(reading) = shared.game_readers.enter(addr.ip()) else {
         net::abort_on_close(&tcp);
         shared.refusals.record_player(
@@ -78,7 +95,12 @@ pub(in crate::hub) fn on_accept(
     // A reader holds a file like a player: the hub-wide cap counts it, so
     // strangers cannot take the files the control and channel doors are
     // promised.
-    let Some(held) = HubSlot::enter(&shared.cap) else {
+    // (A player admitted already holds one.)
+    let held = if early.is_some() {
+        None
+    } else if let Some(h) = HubSlot::enter(&shared.cap) {
+        Some(h)
+    } else {
         net::abort_on_close(&tcp);
         shared.refusals.record_player(
             &port,
@@ -101,7 +123,8 @@ pub(in crate::hub) fn on_accept(
             let slots = (reading, held, total);
             let why = match read {
                 Ok(Ok((first, buf))) => {
-                    return routed(sh, &port, offset, tcp, addr, first, buf, slots).await;
+                    let at = (port.as_str(), offset);
+                    return routed(sh, at, tcp, addr, first, buf, slots, early).await;
                 }
                 Ok(Err(j)) => j.0,
                 Err(_) => "no Minecraft handshake within 5 s",
@@ -116,6 +139,19 @@ pub(in crate::hub) fn on_accept(
         }
         .instrument(span),
     );
+}
+
+/// The door of the one service on `port`, if it is not shared.
+fn sole_service(shared: &Shared, port: &str) -> Option<Arc<crate::hub::admission::Door>> {
+    let settings = shared.settings();
+    let shared_with = settings
+        .services
+        .iter()
+        .any(|s| s.shares_port_of.as_deref() == Some(port));
+    if shared_with {
+        return None;
+    }
+    shared.served(port).map(|s| s.door.clone())
 }
 
 /// Why every service sharing `port` turns `ip` away, if they all do.
@@ -202,20 +238,23 @@ fn route(
 /// Held until the player is admitted at its service's door, or answered.
 type Reading = (
     crate::sources::SourceSlot,
-    HubSlot,
+    Option<HubSlot>,
     crate::sources::Counted<()>,
 );
+
+/// A player admitted before the read, and at which service's door.
+type Early = Option<(String, crate::hub::admission::Admitted)>;
 
 #[allow(clippy::too_many_arguments)]
 async fn routed(
     shared: Arc<Shared>,
-    port: &str,
-    offset: u16,
+    (port, offset): (&str, u16),
     mut tcp: TcpStream,
     addr: SocketAddr,
     first: First,
     buf: Vec<u8>,
     reading: Reading,
+    early: Early,
 ) {
     let settings = shared.settings();
     let host = match &first {
@@ -251,7 +290,9 @@ async fn routed(
         return;
     }
     drop(reading);
-    let admitted = match served.door.admit(addr.ip()) {
+    // (A reload since the accept may have moved the name elsewhere.)
+    let early = early.and_then(|(at, a)| (at == name).then_some(a));
+    let admitted = match early.map_or_else(|| served.door.admit(addr.ip()), Ok) {
         Ok(a) => a,
         Err(reason) => {
             net::abort_on_close(&tcp);
