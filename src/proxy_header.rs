@@ -58,6 +58,23 @@ pub fn tcp_header(version: Version, src: SocketAddr, dst: SocketAddr) -> Vec<u8>
     }
 }
 
+/// The header of a connection the ep makes on its own behalf (seeing
+/// whether a sleeping service answers yet): v1's `UNKNOWN`, v2's `LOCAL`
+/// command. A service that requires the header takes it and uses the
+/// connection's own addresses.
+pub fn local_header(version: Version) -> Vec<u8> {
+    match version {
+        Version::V1 => b"PROXY UNKNOWN\r\n".to_vec(),
+        Version::V2 => {
+            let mut out = V2_SIGNATURE.to_vec();
+            // Version 2, command LOCAL; family and protocol unspecified;
+            // no address block.
+            out.extend_from_slice(&[0x20, 0x00, 0x00, 0x00]);
+            out
+        }
+    }
+}
+
 /// The v2 header for a UDP flow (v1 has no form for datagrams), put in
 /// front of a datagram's payload.
 pub fn udp_header(src: SocketAddr, dst: SocketAddr) -> Vec<u8> {
@@ -97,6 +114,19 @@ fn v2(transport: u8, src: SocketAddr, dst: SocketAddr) -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn local_headers_parse_as_local() {
+        let v2 = local_header(Version::V2);
+        let parsed = ppp_free_v2_check(&v2);
+        assert!(parsed);
+        assert_eq!(local_header(Version::V1), b"PROXY UNKNOWN\r\n");
+    }
+
+    /// The v2 layout by hand: signature, 0x20 (v2, LOCAL), no addresses.
+    fn ppp_free_v2_check(h: &[u8]) -> bool {
+        h.len() == 16 && h[..12] == V2_SIGNATURE && h[12] == 0x20 && h[14..16] == [0, 0]
+    }
 
     #[test]
     fn v1_text_and_mixed_families() {

@@ -118,7 +118,17 @@ async fn metrics_parse_and_move_as_players_come_and_go() {
     p.write_all(&[7u8; 1000]).await.unwrap();
     let mut back = [0u8; 1000];
     p.read_exact(&mut back).await.unwrap();
-    let (_, during) = get(admin, "/metrics", None).await;
+    // The relay counts a chunk just after writing it: the echo may reach
+    // the player a moment before the count of the last chunk lands.
+    let down = "ferry_bytes_total{service=\"echo\",direction=\"down\"}";
+    let mut during = String::new();
+    for _ in 0..100 {
+        during = get(admin, "/metrics", None).await.1;
+        if sample(&during, down) == 1000.0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
     assert_eq!(sample(&during, "ferry_players{service=\"echo\"}"), 1.0);
     assert_eq!(
         sample(

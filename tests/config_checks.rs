@@ -256,6 +256,17 @@ fn game_keys_are_checked_and_ferry_hub_check_lists_which_names_go_where() {
             two("default_host = true", "default_host = true"),
             "one at most",
         ),
+        (
+            mc(&format!(
+                "game = \"minecraft\"\noffline_motd = \"{}\"",
+                "z".repeat(300)
+            )),
+            "offline_motd is longer than 256 characters",
+        ),
+        (
+            "[services.a]\nbind = \"0.0.0.0:25565-25566\"\ngame = \"minecraft\"\n".to_string(),
+            "a game service has one port",
+        ),
     ];
     for (table, says) in bad {
         let (ok, text) = output(ferry().args(["hub", "check", "-c"]).arg(with_table(

@@ -178,7 +178,7 @@ async fn hostnames_route_players_on_one_port(t: Transport) {
         closed_by_peer(&mut silent, Duration::from_secs(7)).await,
         "silence closed"
     );
-    assert!(started.elapsed() < Duration::from_secs(7));
+    assert!(started.elapsed() < Duration::from_secs(12));
     let after = hub
         .handle
         .refusals()
@@ -249,11 +249,13 @@ on_every_transport!(a_join_wakes_a_sleeping_server_and_a_ping_does_not);
 
 async fn a_join_wakes_a_sleeping_server_and_a_ping_does_not(t: Transport) {
     let certs = Certs::new();
-    let (port, local) = (free_range(1), free_range(1));
+    let (port, (_held, local)) = (free_range(1), held_port());
+    let local = local.port();
     let o = mc_hub(t, port, "starting_motd = \"Warming up\"\n");
     let hub = TestHub::start(&certs, &o).await;
     let dir = tempfile::tempdir().unwrap();
     let pidfile = dir.path().join("pid");
+    let _server = KillPidFile(pidfile.clone());
     let pid = pidfile.to_str().unwrap();
     let wake = format!(
         "wake = [\"python3\", \"-c\", {:?}, \"{local}\", \"{pid}\"]\n\
@@ -265,12 +267,15 @@ async fn a_join_wakes_a_sleeping_server_and_a_ping_does_not(t: Transport) {
     eo.service_extra = wake;
     let ep = TestEp::start(ep_settings(&certs, &hub, &eo));
     hub.wait_sessions(1).await;
-    // A server-list ping finds it asleep and leaves it so.
+    // A server-list ping finds it asleep and leaves it so. (The ep's word
+    // that it sleeps rides the control connection, the failed dial the
+    // channel: the first answer may say "Offline" if it comes first.)
+    ping(at(port), "play.test").await.unwrap();
+    home_is(&hub, "mc", "sleeping").await;
     assert_eq!(
         motd(&ping(at(port), "play.test").await.unwrap()),
         "Sleeping \u{2014} join to wake it"
     );
-    home_is(&hub, "mc", "sleeping").await;
     assert!(!pidfile.exists(), "a ping ran the wake command");
 
     // A join wakes it, waits for it, and reaches it.
@@ -416,10 +421,12 @@ on_every_transport!(a_player_who_leaves_while_the_server_wakes_is_never_dialled)
 
 async fn a_player_who_leaves_while_the_server_wakes_is_never_dialled(t: Transport) {
     let certs = Certs::new();
-    let (port, local) = (free_range(1), free_range(1));
+    let (port, (_held, local)) = (free_range(1), held_port());
+    let local = local.port();
     let hub = TestHub::start(&certs, &mc_hub(t, port, "")).await;
     let dir = tempfile::tempdir().unwrap();
     let (pidfile, log) = (dir.path().join("pid"), dir.path().join("log"));
+    let _server = KillPidFile(pidfile.clone());
     let mut eo = t.ep_opts(&hub, EpOpts::new(&certs, vec![("mc".into(), at(local))]));
     eo.service_extra = format!(
         "wake = [\"python3\", \"-c\", {:?}, \"{local}\", {:?}, {:?}]\n",
@@ -445,9 +452,6 @@ async fn a_player_who_leaves_while_the_server_wakes_is_never_dialled(t: Transpor
         ["stayer.test"],
         "dialled for: {seen:?}"
     );
-    if let Ok(pid) = std::fs::read_to_string(&pidfile) {
-        let _ = std::process::Command::new("kill").arg(pid.trim()).status();
-    }
     ep.stop().await;
     hub.stop().await;
 }

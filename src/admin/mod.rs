@@ -90,6 +90,11 @@ pub trait Source: Send + Sync + 'static {
     fn config(&self) -> Option<serde_json::Value> {
         None
     }
+    /// `/health` (None: the process itself) and `/health/SERVICE`: whether
+    /// a DNS health check should send players here.
+    fn healthy(&self, service: Option<&str>) -> bool {
+        service.is_none()
+    }
 }
 
 type Pending = crate::sources::PerSource<PENDING_PER_SOURCE>;
@@ -97,6 +102,8 @@ type Pending = crate::sources::PerSource<PENDING_PER_SOURCE>;
 struct Door {
     source: Arc<dyn Source>,
     auth: Option<Arc<Auth>>,
+    /// The health door: `/health` and `/health/SERVICE`, nothing else.
+    health_only: bool,
     /// Connections per source not yet past the token check (with a token).
     pending: Arc<Pending>,
     streams: Arc<Semaphore>,
@@ -121,6 +128,30 @@ pub fn spawn(
     );
 }
 
+/// Runs the health door on `listener` as a tracked task: `/health` and
+/// `/health/SERVICE` without a token, bounded as the admin door is.
+pub fn spawn_health(
+    listener: TcpListener,
+    source: Arc<dyn Source>,
+    shutdown: &CancellationToken,
+    tracker: &TaskTracker,
+) {
+    if let Ok(addr) = listener.local_addr() {
+        tracing::info!("health checks at http://{addr}/health/SERVICE");
+    }
+    tracker.spawn(
+        run(
+            listener,
+            source,
+            None,
+            true,
+            shutdown.clone(),
+            tracker.clone(),
+        )
+        .instrument(tracing::info_span!("health-door")),
+    );
+}
+
 /// Serves `listener` until `shutdown`.
 pub async fn serve(
     listener: TcpListener,
@@ -129,9 +160,21 @@ pub async fn serve(
     shutdown: CancellationToken,
     tracker: TaskTracker,
 ) {
+    run(listener, source, auth, false, shutdown, tracker).await
+}
+
+async fn run(
+    listener: TcpListener,
+    source: Arc<dyn Source>,
+    auth: Option<Arc<Auth>>,
+    health_only: bool,
+    shutdown: CancellationToken,
+    tracker: TaskTracker,
+) {
     let door = Arc::new(Door {
         source,
         auth,
+        health_only,
         pending: Arc::default(),
         streams: Arc::new(Semaphore::new(MAX_STREAMS)),
         shutdown: shutdown.clone(),
@@ -173,6 +216,18 @@ impl Door {
         let Some(req) = self.request(&mut tcp).await else {
             return;
         };
+        // Health answers need no token and say nothing but up or down, so
+        // a DNS server's checker can ask without a secret.
+        if let Some(service) = health_path(&req.path) {
+            let up = self.source.healthy(service);
+            let (status, body) = if up { (200, "up\n") } else { (503, "down\n") };
+            let _ = http::respond(&mut tcp, status, "text/plain", &[], body.as_bytes()).await;
+            return;
+        }
+        if self.health_only {
+            let _ = http::respond(&mut tcp, 404, "text/plain", &[], b"not found\n").await;
+            return;
+        }
         if let Some(auth) = &self.auth
             && let Err(denied) = auth.check(req.token.as_deref(), peer.ip()).await
         {
@@ -275,6 +330,18 @@ impl Door {
                 _ => return,
             }
         }
+    }
+}
+
+/// `/health` → `Some(None)`, `/health/NAME` → `Some(Some(NAME))`.
+fn health_path(path: &str) -> Option<Option<&str>> {
+    let path = path.split('?').next().unwrap_or_default();
+    match path.strip_prefix("/health")? {
+        "" | "/" => Some(None),
+        rest => rest
+            .strip_prefix('/')
+            .filter(|n| !n.contains('/'))
+            .map(Some),
     }
 }
 

@@ -12,6 +12,14 @@ pub struct AdminConfig {
     pub token_hash_file: Option<figment::value::magic::RelativePathBuf>,
 }
 
+/// `[health]` in hub.toml: a door of its own answering only
+/// `/health` and `/health/SERVICE`, for a DNS server's health checks.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HealthConfig {
+    pub bind: SocketAddr,
+}
+
 /// A checked `[admin]`.
 #[derive(Debug, Clone)]
 pub struct AdminSettings {

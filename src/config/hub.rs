@@ -81,6 +81,9 @@ pub struct HubConfig {
     pub admin: Option<super::admin::AdminConfig>,
     /// The enrol door for `ferry ep join`; absent: none.
     pub enrol: Option<super::enrol::EnrolConfig>,
+    /// The health door (`/health/SERVICE` for DNS health checks); absent:
+    /// none (the admin door answers `/health` too).
+    pub health: Option<super::admin::HealthConfig>,
     #[serde(default)]
     pub log_format: super::admin::LogFormat,
     /// Reload when the file changes (SIGHUP always reloads).
@@ -266,6 +269,7 @@ const KEYS: &[&str] = &[
     "admin.token_hash",
     "admin.token_hash_file",
     "enrol.bind",
+    "health.bind",
     "enrol.ca_key",
     "enrol.state",
     "log_format",
@@ -371,6 +375,8 @@ pub struct HubSettings {
     pub crl: Option<PathBuf>,
     pub admin: Option<super::admin::AdminSettings>,
     pub enrol: Option<super::enrol::EnrolSettings>,
+    /// The health door's address (`[health] bind`).
+    pub health: Option<SocketAddr>,
     /// Eps enrolled with `ferry ep join` whose credentials were merged in
     /// (none until `enrol::merge_enrolled`).
     pub enrolled: Vec<String>,
@@ -504,6 +510,7 @@ impl HubConfig {
             crl,
             admin,
             enrol,
+            health: self.health.as_ref().map(|h| h.bind),
             enrolled: Vec::new(),
             log_format: self.log_format,
             watch_config: self.watch_config,
@@ -663,6 +670,9 @@ impl HubConfig {
         }
         if let Some(e) = &self.enrol {
             doors.push(("enrol.bind".into(), single(e.bind)));
+        }
+        if let Some(h) = &self.health {
+            doors.push(("health.bind".into(), single(h.bind)));
         }
         doors
     }
@@ -843,6 +853,12 @@ impl std::fmt::Display for HubSettings {
         }
         if let Some(a) = &self.admin {
             writeln!(f, "  admin    {a}")?;
+        }
+        if let Some(h) = self.health {
+            writeln!(
+                f,
+                "  health   http://{h}/health/SERVICE (200 up / 503 down, no token; nothing else)"
+            )?;
         }
         for w in self.hash_warnings() {
             writeln!(f, "  warning: {w}")?;

@@ -19,7 +19,7 @@ use tokio::{
 
 /// What a waiting player may send before the woken service answers (a
 /// game's first packets are a few hundred bytes).
-const MAX_EARLY: usize = 64 * 1024;
+const MAX_EARLY: usize = 16 * 1024;
 
 /// Extra wait beyond the hub's idle timeout before the ep gives up on a
 /// parked channel itself (the hub normally closes it first).
@@ -228,6 +228,7 @@ impl Dial<'_> {
             connect_timeout: s.timing.connect_timeout,
             stop: ep.shutdown.clone(),
             udp: false,
+            proxy: self.local.proxy_protocol,
         };
         let wake = self.local.wake.as_ref();
         let players = ep.players.clone();
@@ -236,16 +237,24 @@ impl Dial<'_> {
             ep.homes.answered(&local, wake, playing);
             return Some((tcp, Vec::new()));
         }
-        let mut woken = ep.homes.refused(&local, wake, self.join, dialled)?;
+        let mut woken = ep
+            .homes
+            .refused(&local, wake, (self.join, dialled), playing.clone())?;
         tracing::info!(service = self.service, player = %self.player, "player waits while the service wakes");
         let mut early = Vec::new();
         let mut chunk = [0u8; 4096];
         let outcome = loop {
             tokio::select! {
                 r = woken.wait_for(|w| *w != super::wake::Woken::Starting) => break r.map(|w| *w).ok(),
-                r = tls.read(&mut chunk), if early.len() < MAX_EARLY => match r {
+                r = tls.read(&mut chunk) => match r {
                     Ok(0) | Err(_) => {
                         tracing::info!(service = self.service, player = %self.player, "player left while the service woke");
+                        return None;
+                    }
+                    // A game's first packets are small: this much is not
+                    // a player waiting to join.
+                    Ok(n) if early.len() + n > MAX_EARLY => {
+                        tracing::warn!(service = self.service, player = %self.player, "player sent over {MAX_EARLY} bytes while the service woke; closed");
                         return None;
                     }
                     Ok(n) => early.extend_from_slice(&chunk[..n]),

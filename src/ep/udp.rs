@@ -74,6 +74,9 @@ impl Flow {
                 connect_timeout: ep.settings().timing.connect_timeout,
                 stop: ep.shutdown.clone(),
                 udp: true,
+                // A UDP service's header rides its datagrams; the ep
+                // never tries a UDP port on its own.
+                proxy: None,
             },
             wake: local.wake.clone(),
             joined: AtomicBool::new(false),
@@ -167,8 +170,9 @@ struct Found {
     ep: Arc<Ep>,
     local: super::wake::Local,
     wake: Option<crate::config::ep::Wake>,
-    /// A datagram other than a RakNet server-list ping went home: a
-    /// player joining, who may wake the service; a ping never does.
+    /// A player began to join (RakNet's Open Connection Request 1): it
+    /// may wake the service; a list ping, a scanner's probe or a forged
+    /// datagram never does.
     joined: AtomicBool,
     answered: AtomicBool,
     began: tokio::time::Instant,
@@ -176,7 +180,7 @@ struct Found {
 
 impl Found {
     fn sent(&self, d: &[u8]) {
-        if crate::game::bedrock::ping_time(d).is_none() {
+        if crate::game::bedrock::is_join(d) {
             self.joined.store(true, Relaxed);
         }
     }
@@ -196,10 +200,12 @@ impl Found {
             return;
         }
         let join = self.joined.load(Relaxed);
+        let players = self.ep.players.clone();
+        let playing: super::wake::Playing = Arc::new(move |s: &str| players.playing(s));
         let _ = self
             .ep
             .homes
-            .refused(&self.local, self.wake.as_ref(), join, self.began);
+            .refused(&self.local, self.wake.as_ref(), (join, self.began), playing);
     }
 }
 

@@ -20,7 +20,7 @@ use std::{
     time::Duration,
 };
 use tokio::{
-    io::{AsyncBufReadExt, BufReader},
+    io::AsyncWriteExt,
     net::TcpStream,
     process::Command,
     sync::{oneshot, watch},
@@ -50,6 +50,9 @@ pub(crate) struct Homes {
     busy: Mutex<HashMap<String, (u64, Busy)>>,
     /// When each service last answered.
     up_at: Mutex<HashMap<String, Instant>>,
+    /// When each service's last wake failed: no new wake for a while, so
+    /// a broken command is not run for every join.
+    failed_at: Mutex<HashMap<String, Instant>>,
     ids: AtomicU64,
 }
 
@@ -72,7 +75,14 @@ pub(super) struct Local {
     /// A UDP service: it answers when a flow hears from it (a port cannot
     /// be tried without speaking its protocol).
     pub udp: bool,
+    /// The service's PROXY header, if it takes one: the ep's own tries of
+    /// the port send the header's "local" form, so a service that requires
+    /// it does not log an error for each.
+    pub proxy: Option<crate::proxy_header::Version>,
 }
+
+/// Between a failed wake and the next: `wake_timeout`, at most this.
+const WAKE_COOLDOWN: Duration = Duration::from_secs(60);
 
 /// Players on a service now.
 pub(super) type Playing = Arc<dyn Fn(&str) -> usize + Send + Sync>;
@@ -127,6 +137,9 @@ impl Homes {
     /// next look, and the hub hears nothing of it until the next dial.
     pub fn forget(&self, service: &str) {
         self.lock().remove(service);
+        for m in [&self.up_at, &self.failed_at] {
+            m.lock().unwrap_or_else(|p| p.into_inner()).remove(service);
+        }
         self.states
             .send_if_modified(|m| m.remove(service).is_some());
     }
@@ -189,8 +202,8 @@ impl Homes {
         self: &Arc<Self>,
         l: &Local,
         wake: Option<&Wake>,
-        join: bool,
-        dialled: Instant,
+        (join, dialled): (bool, Instant),
+        playing: Playing,
     ) -> Option<watch::Receiver<Woken>> {
         // It answered someone since this dial began (a wake that just
         // ended, a server started by hand): try again, do not wake.
@@ -205,7 +218,13 @@ impl Homes {
         if let Some((_, Busy::Waking(rx))) = busy.get(&l.service) {
             return join.then(|| rx.clone());
         }
-        let Some(w) = wake.filter(|_| join) else {
+        let cooling = wake.is_some_and(|w| {
+            let failed = self.failed_at.lock().unwrap_or_else(|p| p.into_inner());
+            failed
+                .get(&l.service)
+                .is_some_and(|t| t.elapsed() < w.timeout.min(WAKE_COOLDOWN))
+        });
+        let Some(w) = wake.filter(|_| join && !cooling) else {
             let state = if wake.is_some() {
                 HomeState::Asleep
             } else {
@@ -222,7 +241,7 @@ impl Homes {
         self.set(&l.service, HomeState::Waking);
         tracing::info!(service = l.service, command = ?w.command, "a player found the service away: waking it");
         let exited = run(&l.service, "wake", &w.command);
-        let (me, l, timeout) = (self.clone(), l.clone(), w.timeout);
+        let (me, l, timeout, w) = (self.clone(), l.clone(), w.timeout, w.clone());
         tokio::spawn(async move {
             let started = Instant::now();
             let failed = async {
@@ -239,6 +258,12 @@ impl Homes {
                 _ = l.stop.cancelled() => false,
             };
             let service = &l.service;
+            if up {
+                // Up (and its time) before the wake's turn ends: a dial
+                // begun meanwhile then tries again rather than waking it
+                // a second time.
+                me.set(service, HomeState::Up);
+            }
             let mine = me.end(service, id);
             if up {
                 tracing::info!(
@@ -247,7 +272,8 @@ impl Homes {
                     "woken: the service answers"
                 );
                 if mine {
-                    me.set(service, HomeState::Up);
+                    // Its sleep timer, if it has one.
+                    me.answered(&l, Some(&w), playing);
                 }
                 let _ = tx.send(Woken::Up);
             } else {
@@ -259,6 +285,10 @@ impl Homes {
                     );
                 }
                 let _ = tx.send(Woken::Failed);
+                me.failed_at
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .insert(service.clone(), Instant::now());
                 if mine {
                     me.set(service, HomeState::Asleep);
                     me.recheck(&l);
@@ -292,9 +322,7 @@ impl Homes {
                 if !me.current(service, id) {
                     return;
                 }
-                let tried =
-                    tokio::time::timeout(l.connect_timeout, TcpStream::connect(&l.at)).await;
-                if tried.is_ok_and(|r| r.is_ok()) {
+                if l.answers().await {
                     if me.end(service, id) {
                         tracing::info!(service, "the service at home answers again");
                         me.set(service, HomeState::Up);
@@ -317,24 +345,38 @@ impl Homes {
                 .await;
             return;
         }
-        loop {
-            let tried = tokio::time::timeout(l.connect_timeout, TcpStream::connect(&l.at)).await;
-            if let Ok(Ok(_)) = tried {
-                return;
-            }
+        while !l.answers().await {
             tokio::time::sleep(POLL).await;
         }
     }
 }
 
-/// Starts `argv` without a shell; its output goes to the log, and its
-/// exit is logged and told (true: success), not waited for.
+impl Local {
+    /// One try of the port (with the PROXY header's local form if the
+    /// service takes one).
+    async fn answers(&self) -> bool {
+        let tried = async {
+            let mut tcp = TcpStream::connect(&self.at).await?;
+            if let Some(v) = self.proxy {
+                tcp.write_all(&crate::proxy_header::local_header(v)).await?;
+            }
+            Ok::<_, std::io::Error>(())
+        };
+        matches!(
+            tokio::time::timeout(self.connect_timeout, tried).await,
+            Ok(Ok(()))
+        )
+    }
+}
+
+/// Starts `argv` without a shell, its exit logged and told (true:
+/// success), not waited for. Its output goes where the ep's goes (the
+/// journal under systemd): not through a pipe, which would break the
+/// moment the ep restarts and take a server it started down with it.
 fn run(service: &str, what: &'static str, argv: &[String]) -> oneshot::Receiver<bool> {
     let mut cmd = Command::new(&argv[0]);
     cmd.args(&argv[1..])
         .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
         // It may be the game server itself: it outlives this task.
         .kill_on_drop(false);
     let mut child = match cmd.spawn() {
@@ -348,34 +390,14 @@ fn run(service: &str, what: &'static str, argv: &[String]) -> oneshot::Receiver<
     };
     let (tx, rx) = oneshot::channel();
     let service = service.to_string();
-    let out = child.stdout.take();
-    let err = child.stderr.take();
     tokio::spawn(async move {
-        let log = |r: Option<Box<dyn tokio::io::AsyncRead + Unpin + Send>>| {
-            let service = service.clone();
-            async move {
-                let Some(r) = r else { return };
-                let mut lines = BufReader::new(r).lines();
-                while let Ok(Some(line)) = lines.next_line().await {
-                    tracing::info!(service, "{what}: {line}");
-                }
-            }
-        };
-        // Its output is read while it runs: a full pipe would stop it.
-        let waited = async {
-            let status = child.wait().await;
-            let _ = tx.send(status.as_ref().is_ok_and(|s| s.success()));
-            match status {
-                Ok(s) if s.success() => tracing::info!(service, "{what} command finished"),
-                Ok(s) => tracing::warn!(service, "{what} command failed: {s}"),
-                Err(e) => tracing::warn!(service, "{what} command: {e}"),
-            }
-        };
-        tokio::join!(
-            log(out.map(|o| Box::new(o) as _)),
-            log(err.map(|e| Box::new(e) as _)),
-            waited,
-        );
+        let status = child.wait().await;
+        let _ = tx.send(status.as_ref().is_ok_and(|s| s.success()));
+        match status {
+            Ok(s) if s.success() => tracing::info!(service, "{what} command finished"),
+            Ok(s) => tracing::warn!(service, "{what} command failed: {s}"),
+            Err(e) => tracing::warn!(service, "{what} command: {e}"),
+        }
     });
     rx
 }

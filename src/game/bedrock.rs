@@ -19,6 +19,16 @@ pub fn ping_time(datagram: &[u8]) -> Option<[u8; 8]> {
     rest[..8].try_into().ok()
 }
 
+/// RakNet's Open Connection Request 1: a client starting to join (what
+/// wakes a sleeping server; a list ping or stray datagram does not).
+pub fn is_join(datagram: &[u8]) -> bool {
+    matches!(datagram, [0x05, rest @ ..] if rest.len() >= 16 && rest[..16] == MAGIC)
+}
+
+/// Bytes of the MOTD a pong carries at most: the answer stays a small
+/// multiple of the (forgeable) ping it answers.
+const MAX_MOTD_BYTES: usize = 64;
+
 /// What the hub says about a Bedrock server that is away.
 pub struct Pong<'a> {
     pub motd: &'a str,
@@ -30,12 +40,19 @@ impl Pong<'_> {
     /// The Unconnected Pong answering a ping sent at `time`.
     pub fn answer(&self, time: [u8; 8]) -> Vec<u8> {
         // `;` separates fields: a MOTD containing one would shift them.
-        let motd = self
+        let mut motd = self
             .motd
             .lines()
             .next()
             .unwrap_or_default()
             .replace(';', ",");
+        if motd.len() > MAX_MOTD_BYTES {
+            let mut cut = MAX_MOTD_BYTES;
+            while !motd.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            motd.truncate(cut);
+        }
         // Protocol and version are the client's concern once home is up;
         // while away, any current pair shows the entry.
         let text = format!(
@@ -77,6 +94,30 @@ mod tests {
         let n = u16::from_be_bytes([p[33], p[34]]) as usize;
         let s = std::str::from_utf8(&p[35..35 + n]).unwrap();
         assert!(s.starts_with("MCPE;Sleeping, join;"), "{s}");
+    }
+
+    #[test]
+    fn a_long_motd_is_cut_on_a_character_boundary() {
+        let p = Pong {
+            motd: &"é".repeat(100),
+            guid: 1,
+            port: 1,
+        }
+        .answer([0; 8]);
+        let n = u16::from_be_bytes([p[33], p[34]]) as usize;
+        let s = std::str::from_utf8(&p[35..35 + n]).unwrap();
+        assert!(s.starts_with(&format!("MCPE;{};", "é".repeat(32))), "{s}");
+        assert!(p.len() < 160);
+    }
+
+    #[test]
+    fn only_an_open_connection_request_is_a_join() {
+        let mut j = vec![0x05];
+        j.extend(MAGIC);
+        j.extend([0u8; 10]);
+        assert!(is_join(&j));
+        assert!(!is_join(&[0x05; 3]));
+        assert!(!is_join(&[0x01; 40]));
     }
 
     #[test]

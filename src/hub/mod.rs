@@ -58,6 +58,8 @@ pub(crate) struct Shared {
     /// source address (`game::java`).
     pub game_readers: crate::sources::PerSource<8>,
     pub game_readers_total: Arc<crate::sources::Counts<()>>,
+    /// The same per network (IPv4 /24, IPv6 /48).
+    pub game_reader_nets: Arc<crate::sources::Counts<std::net::IpAddr>>,
     /// Enrolments in progress (the enrol door's cap).
     pub enrol_slots: Arc<tokio::sync::Semaphore>,
     pub enrol_sources: Arc<enrol::Sources>,
@@ -86,6 +88,7 @@ pub struct Hub {
     ports: Vec<(served::PortKey, served::Bound)>,
     admin: Option<TcpListener>,
     enrol: Option<TcpListener>,
+    health: Option<TcpListener>,
 }
 
 /// What the hub runs from `settings`: the eps enrolled with `ferry ep join`
@@ -114,6 +117,7 @@ struct Doors {
     channel: TcpListener,
     admin: Option<TcpListener>,
     enrol: Option<TcpListener>,
+    health: Option<TcpListener>,
 }
 
 impl Doors {
@@ -127,6 +131,10 @@ impl Doors {
             },
             enrol: match &settings.enrol {
                 Some(e) => Some(bind(e.bind, "enrol").await?),
+                None => None,
+            },
+            health: match settings.health {
+                Some(h) => Some(bind(h, "health").await?),
                 None => None,
             },
         })
@@ -189,6 +197,7 @@ impl Hub {
             cap,
             game_readers: Default::default(),
             game_readers_total: Arc::default(),
+            game_reader_nets: Arc::default(),
             ready_file: std::sync::Mutex::default(),
             enrol_slots: Arc::new(tokio::sync::Semaphore::new(enrol::SLOTS)),
             enrol_sources: Arc::default(),
@@ -208,6 +217,7 @@ impl Hub {
             ports,
             admin: doors.admin,
             enrol: doors.enrol,
+            health: doors.health,
         })
     }
 
@@ -276,6 +286,11 @@ impl Hub {
         self.admin.as_ref().and_then(|l| l.local_addr().ok())
     }
 
+    /// Where the health door listens, if it is on.
+    pub fn health_addr(&self) -> Option<SocketAddr> {
+        self.health.as_ref().and_then(|l| l.local_addr().ok())
+    }
+
     /// Serves until `shutdown`, then stops accepting, ends ep sessions, lets
     /// active players finish for `drain_timeout` and closes the rest.
     pub async fn run(self, shutdown: CancellationToken) -> Result<()> {
@@ -300,6 +315,10 @@ impl Hub {
         if let (Some(listener), Some(a)) = (self.admin, &s.admin) {
             let source: Arc<dyn crate::admin::Source> = shared.clone();
             crate::admin::spawn(listener, source, a, &shared.shutdown, &shared.tracker);
+        }
+        if let Some(listener) = self.health {
+            let source: Arc<dyn crate::admin::Source> = shared.clone();
+            crate::admin::spawn_health(listener, source, &shared.shutdown, &shared.tracker);
         }
         let fixed = ControlAddrs {
             control,

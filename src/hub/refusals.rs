@@ -50,6 +50,9 @@ pub enum Reason {
     /// Too many connections from one address still sending their first
     /// packet to a game port.
     GameHandshakesFromSource,
+    /// Too many connections across the hub (or from one network) still
+    /// sending their first packet.
+    GameHandshakesPending,
     /// A Minecraft name no service on the port has (and no default).
     UnknownHost,
     /// An enrolment with no valid invite (or a wrong secret).
@@ -83,13 +86,14 @@ impl Reason {
             Reason::HubFull => "hub player cap reached",
             Reason::GameHandshake => "no game handshake",
             Reason::GameHandshakesFromSource => "too many game handshakes from one address",
+            Reason::GameHandshakesPending => "too many game handshakes pending",
             Reason::UnknownHost => "unknown server name",
             Reason::EnrolRefused => "enrolment refused",
         }
     }
 
     /// Reasons the player door gives.
-    pub const PLAYER: [Reason; 11] = [
+    pub const PLAYER: [Reason; 12] = [
         Reason::PlayerDenied,
         Reason::PlayerNotAllowed,
         Reason::ServiceFull,
@@ -100,6 +104,7 @@ impl Reason {
         Reason::HubFull,
         Reason::GameHandshake,
         Reason::GameHandshakesFromSource,
+        Reason::GameHandshakesPending,
         Reason::UnknownHost,
     ];
 
@@ -130,6 +135,7 @@ impl Reason {
             | Reason::HubFull
             | Reason::GameHandshake
             | Reason::GameHandshakesFromSource
+            | Reason::GameHandshakesPending
             | Reason::UnknownHost => "player",
             Reason::EnrolRefused => "enrol",
         }

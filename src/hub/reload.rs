@@ -69,6 +69,7 @@ fn keep_running(old: &HubSettings, mut new: HubSettings) -> HubSettings {
     new.quic = old.quic;
     new.admin = old.admin.clone();
     new.enrol = old.enrol.clone();
+    new.health = old.health;
     new.log_format = old.log_format;
     new.watch_config = old.watch_config;
     new.limits = old.limits;

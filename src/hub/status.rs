@@ -13,6 +13,21 @@ impl crate::admin::Source for Shared {
         self.metrics.encode()
     }
 
+    fn healthy(&self, service: Option<&str>) -> bool {
+        let Some(name) = service else {
+            return !self.shutdown.is_cancelled();
+        };
+        // Up while an ep serves it and home last answered (or has not been
+        // tried yet); an unknown name is simply down.
+        self.service(name).is_some_and(|svc| {
+            matches!(
+                svc.home(),
+                super::service::Home::Unknown
+                    | super::service::Home::Reported(crate::proto::HomeState::Up)
+            )
+        })
+    }
+
     fn config(&self) -> Option<Value> {
         let tls = self.trust.loaded.get();
         let summary = crate::config::plan::Summary::of(&self.settings(), &tls.digest);

@@ -200,6 +200,8 @@ pub struct TestHub {
     pub channel: SocketAddr,
     /// The admin door, when the config has `[admin]`.
     pub admin: Option<SocketAddr>,
+    /// The health door, when the config has `[health]`.
+    pub health: Option<SocketAddr>,
     pub services: Vec<(String, SocketAddr)>,
     pub handle: HubHandle,
     stop: CancellationToken,
@@ -224,12 +226,13 @@ impl TestHub {
             .collect();
         let stop = CancellationToken::new();
         let (control, channel, handle) = (hub.control_addr(), hub.channel_addr(), hub.handle());
-        let admin = hub.admin_addr();
+        let (admin, health) = (hub.admin_addr(), hub.health_addr());
         let task = tokio::spawn(hub.run(stop.clone()));
         TestHub {
             control,
             channel,
             admin,
+            health,
             services,
             handle,
             stop,
@@ -639,6 +642,30 @@ pub fn dead_port() -> (tokio::net::TcpSocket, SocketAddr) {
     hold.bind("127.0.0.1:0".parse().unwrap()).unwrap();
     let addr = hold.local_addr().unwrap();
     (hold, addr)
+}
+
+/// A TCP port kept for a server the test starts later (a woken game
+/// server): bound with SO_REUSEADDR and not listening, so nothing else
+/// takes it meanwhile, connections to it are refused, and a server that
+/// also sets SO_REUSEADDR (Python's, Node's) can bind it.
+pub fn held_port() -> (tokio::net::TcpSocket, SocketAddr) {
+    let hold = tokio::net::TcpSocket::new_v4().unwrap();
+    hold.set_reuseaddr(true).unwrap();
+    hold.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let addr = hold.local_addr().unwrap();
+    (hold, addr)
+}
+
+/// Kills the process whose pid a test's server wrote to a file, when the
+/// test ends however it ends.
+pub struct KillPidFile(pub PathBuf);
+
+impl Drop for KillPidFile {
+    fn drop(&mut self) {
+        if let Ok(pid) = std::fs::read_to_string(&self.0) {
+            let _ = std::process::Command::new("kill").arg(pid.trim()).status();
+        }
+    }
 }
 
 /// When a certificate made by `issue_ep_cert` is valid.

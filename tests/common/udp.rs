@@ -74,13 +74,16 @@ pub async fn ask_until(p: &UdpSocket, to: SocketAddr, d: &[u8], within: Duration
 /// 127.0.0.1 right now. Another program could take one before the test
 /// binds it; the tests that need a range accept that small race.
 pub fn free_range(n: u16) -> u16 {
+    // Below the kernel's ephemeral range: another test's outgoing
+    // connection (or port-0 listener) never takes a port from there
+    // between this check and the bind that follows it.
+    let low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse::<u16>().ok())
+        .unwrap_or(32768);
+    let (from, to) = (10_000u16, low.saturating_sub(n).max(10_001));
     for _ in 0..200 {
-        let probe = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
-        let first = probe.local_addr().unwrap().port();
-        drop(probe);
-        if first.checked_add(n).is_none() {
-            continue;
-        }
+        let first = from + (random() % u64::from(to - from)) as u16;
         let held: Vec<_> = (first..first + n)
             .map(|p| {
                 let u = std::net::UdpSocket::bind(("127.0.0.1", p)).ok()?;
@@ -93,6 +96,16 @@ pub fn free_range(n: u16) -> u16 {
         }
     }
     panic!("no {n} consecutive free ports on 127.0.0.1");
+}
+
+/// A different number each call, in every test process.
+fn random() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    static N: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u64(N.fetch_add(1, std::sync::atomic::Ordering::Relaxed));
+    h.write_u32(std::process::id());
+    h.finish()
 }
 
 /// Polls `f` until it holds, for state with no event to wait on.

@@ -15,6 +15,17 @@ use tokio::time::Instant;
 /// reflector for a flood aimed at someone else.
 const ANSWERS_PER_SEC: f64 = 100.0;
 
+/// What to do with a datagram on a Bedrock port.
+pub(in crate::hub) enum Ping {
+    /// Not a ping the hub answers: on to its flow.
+    Pass,
+    /// The hub's pong.
+    Pong(Vec<u8>),
+    /// A ping beyond this second's budget while home is away: dropped
+    /// (home is not there to answer it either).
+    Drop,
+}
+
 /// One UDP port's answers.
 pub(in crate::hub) struct Answerer {
     guid: u64,
@@ -37,28 +48,29 @@ impl Answerer {
         }
     }
 
-    /// The pong for `datagram`, if it is a ping the hub answers itself.
-    pub fn answer(
-        &mut self,
-        shared: &Shared,
-        svc: &Service,
-        port: u16,
-        datagram: &[u8],
-    ) -> Option<Vec<u8>> {
-        let time = ping_time(datagram)?;
+    /// What to do with `datagram`: a ping the hub answers itself while
+    /// home is away, or anything else.
+    pub fn answer(&mut self, shared: &Shared, svc: &Service, port: u16, datagram: &[u8]) -> Ping {
+        let Some(time) = ping_time(datagram) else {
+            return Ping::Pass;
+        };
         let settings = shared.settings();
-        let game = settings.service(&svc.name)?.game.as_ref()?;
+        let Some(game) = settings.service(&svc.name).and_then(|s| s.game.as_ref()) else {
+            return Ping::Pass;
+        };
         if game.game != Game::Bedrock {
-            return None;
+            return Ping::Pass;
         }
         let home = svc.home();
-        let motd = Words(game).motd_for(home)?;
+        let Some(motd) = Words(game).motd_for(home) else {
+            return Ping::Pass;
+        };
         let now = Instant::now();
         let refill = now.duration_since(self.refilled).as_secs_f64() * ANSWERS_PER_SEC;
         self.tokens = (self.tokens + refill).min(ANSWERS_PER_SEC);
         self.refilled = now;
         if self.tokens < 1.0 {
-            return None;
+            return Ping::Drop;
         }
         self.tokens -= 1.0;
         let pong = Pong {
@@ -66,6 +78,6 @@ impl Answerer {
             guid: self.guid,
             port,
         };
-        Some(pong.answer(time))
+        Ping::Pong(pong.answer(time))
     }
 }

@@ -28,8 +28,13 @@ const READ_WITHIN: Duration = Duration::from_secs(5);
 const LOGIN_HOLD: Duration = Duration::from_secs(25);
 /// A server-list ping home has this long to be answered.
 const STATUS_HOLD: Duration = Duration::from_secs(5);
-/// Connections reading their first packet across the hub, at most.
+/// Connections reading their first packet across the hub, at most (and
+/// never more than a quarter of the hub's player cap, nor fewer than
+/// `MIN_READERS`).
 const MAX_READERS: usize = 1024;
+const MIN_READERS: usize = 16;
+/// Of those, from one IPv4 /24 or IPv6 /48.
+const MAX_READERS_PER_NET: usize = 64;
 /// What the hub answers itself: one status request and one ping.
 const MAX_STATUS_PACKET: usize = 64;
 
@@ -79,16 +84,21 @@ pub(in crate::hub) fn on_accept(
         );
         return;
     };
-    // Readers together hold at most a part of the hub-wide cap, so silent
-    // strangers from many addresses cannot fill the cap every service
-    // shares.
-    let Some(total) = shared.game_readers_total.enter((), MAX_READERS) else {
+    // Readers together hold at most a quarter of the hub-wide cap (and one
+    // network a share of that), so silent strangers from many addresses
+    // cannot fill the cap every service shares.
+    let most = MAX_READERS.min(shared.cap.max() / 4).max(MIN_READERS);
+    let net = crate::sources::network_key(addr.ip());
+    let (Some(total), Some(in_net)) = (
+        shared.game_readers_total.enter((), most),
+        shared.game_reader_nets.enter(net, MAX_READERS_PER_NET),
+    ) else {
         net::abort_on_close(&tcp);
         shared.refusals.record_player(
             &port,
-            Reason::GameHandshakesFromSource,
+            Reason::GameHandshakesPending,
             addr.ip(),
-            "player refused with a reset: too many connections still sending their first packet",
+            "player refused with a reset: too many connections (hub-wide, or from its network) still sending their first packet",
         );
         return;
     };
@@ -120,7 +130,7 @@ pub(in crate::hub) fn on_accept(
                 r = tokio::time::timeout(READ_WITHIN, read_first(&mut tcp)) => r,
                 _ = sh.shutdown.cancelled() => return,
             };
-            let slots = (reading, held, total);
+            let slots = (reading, held, (total, in_net));
             let why = match read {
                 Ok(Ok((first, buf))) => {
                     let at = (port.as_str(), offset);
@@ -234,12 +244,37 @@ fn route(
     Err(group.iter().flat_map(|(_, g)| g.hosts.clone()).collect())
 }
 
+/// The names on `port` of the services that would let `ip` in: an
+/// address a service's `allow` leaves out is not told its names.
+fn names_for(
+    shared: &Shared,
+    settings: &crate::config::hub::HubSettings,
+    port: &str,
+    ip: std::net::IpAddr,
+) -> Vec<String> {
+    settings
+        .services
+        .iter()
+        .filter(|s| s.name == port || s.shares_port_of.as_deref() == Some(port))
+        .filter(|s| {
+            shared
+                .served(&s.name)
+                .is_some_and(|x| x.door.turned_away(ip).is_none())
+        })
+        .filter_map(|s| s.game.as_ref())
+        .flat_map(|g| g.hosts.clone())
+        .collect()
+}
+
 /// A reader's places: per source, under the hub cap, among all readers.
 /// Held until the player is admitted at its service's door, or answered.
 type Reading = (
     crate::sources::SourceSlot,
     Option<HubSlot>,
-    crate::sources::Counted<()>,
+    (
+        crate::sources::Counted<()>,
+        crate::sources::Counted<std::net::IpAddr>,
+    ),
 );
 
 /// A player admitted before the read, and at which service's door.
@@ -263,7 +298,8 @@ async fn routed(
     };
     let name = match route(&settings, port, host.as_deref()) {
         Ok(n) => n,
-        Err(names) => {
+        Err(_) => {
+            let names = names_for(&shared, &settings, port, addr.ip());
             let shown = host.as_deref().unwrap_or("(none: a client before 1.7)");
             shared.refusals.record_player(
                 port,
@@ -271,10 +307,14 @@ async fn routed(
                 addr.ip(),
                 &format!("player told the names this port serves: they typed {shown}"),
             );
-            let text = format!(
-                "No server is called {shown} here. Try: {}",
-                names.join(", ")
-            );
+            let text = if names.is_empty() {
+                format!("No server is called {shown} here.")
+            } else {
+                format!(
+                    "No server is called {shown} here. Try: {}",
+                    names.join(", ")
+                )
+            };
             let _ = answer(&mut tcp, first, buf, &text, None).await;
             drop(reading);
             return;
@@ -333,8 +373,10 @@ async fn serve(
     let home = svc.home();
     let icon = game.icon.as_deref();
     let login = matches!(&first, First::Handshake(h) if h.is_login());
-    // A join while no ep serves the service, or home cannot start it.
-    if login && matches!(home, Home::Away | Home::Reported(HomeState::Down)) {
+    // A join while no ep serves the service. (One while home was found
+    // down goes home all the same: one failed dial is not proof, and if
+    // it is still down, the answer below says so.)
+    if login && home == Home::Away {
         let _ = answer(tcp, first, buf, &words.offline_message(), icon).await;
         return;
     }

@@ -359,14 +359,14 @@ impl UdpPort {
             // socket sees an IPv4 player as ::ffff:a.b.c.d.
             let player = SocketAddr::new(r.from.ip().to_canonical(), r.from.port());
             // A Bedrock server-list ping while home is away: answered here.
-            if let Some(pong) = pongs.answer(
-                &shared,
-                &self.svc,
-                local.map_or(0, |l| l.port()),
-                &buf[..r.len],
-            ) {
-                let _ = self.socket.try_send_to(&pong, r.from);
-                continue;
+            let port = local.map_or(0, |l| l.port());
+            match pongs.answer(&shared, &self.svc, port, &buf[..r.len]) {
+                super::game::bedrock::Ping::Pass => {}
+                super::game::bedrock::Ping::Pong(pong) => {
+                    let _ = self.socket.try_send_to(&pong, r.from);
+                    continue;
+                }
+                super::game::bedrock::Ping::Drop => continue,
             }
             match self
                 .door

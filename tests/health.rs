@@ -1,0 +1,88 @@
+//! `/health/SERVICE` for a DNS server's health checks: 200 while an ep
+//! serves the service and home last answered, 503 otherwise (no ep, the
+//! service at home down, a name the hub does not have); no token, and the
+//! health door answers nothing else.
+
+mod common;
+
+use common::*;
+use std::{net::SocketAddr, time::Duration};
+use tokio::{
+    io::{AsyncReadExt, AsyncWriteExt},
+    net::TcpStream,
+};
+
+/// The status and body of `GET path`.
+async fn get(addr: SocketAddr, path: &str) -> (u16, String) {
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes())
+        .await
+        .unwrap();
+    let mut reply = String::new();
+    s.read_to_string(&mut reply).await.unwrap();
+    let (head, body) = reply.split_once("\r\n\r\n").unwrap();
+    (
+        head.split(' ').nth(1).unwrap().parse().unwrap(),
+        body.into(),
+    )
+}
+
+async fn becomes(addr: SocketAddr, path: &str, want: u16) {
+    let waited = tokio::time::timeout(Duration::from_secs(20), async {
+        while get(addr, path).await.0 != want {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    assert!(waited.is_ok(), "{path} never {want}");
+}
+
+on_every_transport!(health_says_whether_players_can_be_served);
+
+async fn health_says_whether_players_can_be_served(t: Transport) {
+    let certs = Certs::new();
+    let hash = ferry::token::hash(&ferry::secret::Secret::new("admin-token-123456")).unwrap();
+    let o = t.hub_opts(HubOpts {
+        extra: format!(
+            "[health]\nbind = \"127.0.0.1:0\"\n\
+             [admin]\nbind = \"127.0.0.1:0\"\ntoken_hash = {hash:?}\n"
+        ),
+        ..Default::default()
+    });
+    let hub = TestHub::start(&certs, &o).await;
+    let (health, admin) = (hub.health.unwrap(), hub.admin.unwrap());
+    // The hub is up; no ep serves `echo`; `nope` does not exist.
+    assert_eq!(get(health, "/health").await, (200, "up\n".into()));
+    assert_eq!(get(health, "/health/echo").await, (503, "down\n".into()));
+    assert_eq!(get(health, "/health/nope").await, (503, "down\n".into()));
+    // Nothing else on the health door; the admin door keeps its token.
+    assert_eq!(get(health, "/api/status").await.0, 404);
+    assert_eq!(get(health, "/metrics").await.0, 404);
+    assert_eq!(get(admin, "/health/echo").await.0, 503);
+    assert_eq!(get(admin, "/api/status").await.0, 401);
+
+    // An ep serves it: up.
+    let (_held, dead) = dead_port();
+    let local = echo_server().await;
+    let eo = t.ep_opts(&hub, EpOpts::new(&certs, vec![("echo".into(), local)]));
+    let ep = TestEp::start(ep_settings(&certs, &hub, &eo));
+    becomes(health, "/health/echo", 200).await;
+    assert_eq!(echo_through(hub.service("echo"), b"hi").await, b"hi");
+    ep.stop().await;
+    becomes(health, "/health/echo", 503).await;
+
+    // An ep whose service at home is down: down once a player finds it so.
+    let eo = t.ep_opts(&hub, EpOpts::new(&certs, vec![("echo".into(), dead)]));
+    let ep = TestEp::start(ep_settings(&certs, &hub, &eo));
+    becomes(health, "/health/echo", 200).await;
+    assert!(
+        closed_by_peer(
+            &mut TcpStream::connect(hub.service("echo")).await.unwrap(),
+            Duration::from_secs(10)
+        )
+        .await
+    );
+    becomes(health, "/health/echo", 503).await;
+    ep.stop().await;
+    hub.stop().await;
+}
