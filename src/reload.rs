@@ -1,6 +1,7 @@
 //! When to re-read the configuration: on SIGHUP, and (unless
-//! `watch_config = false`) shortly after the file changes, however the
-//! editor saved it. The file is polled rather than watched with inotify:
+//! `watch_config = false`) shortly after the file, or a file it names
+//! (TLS files, token hash files, enrolled.json), changes, however it was
+//! saved. The file is polled rather than watched with inotify:
 //! a poll sees a write in place, a rename over the file and a symlink swap
 //! alike (the path is followed each time), and works in containers where
 //! inotify events on bind mounts never arrive.
@@ -27,7 +28,7 @@ impl Trigger {
     pub fn as_str(self) -> &'static str {
         match self {
             Trigger::Signal => "SIGHUP",
-            Trigger::FileChanged => "the config file changed",
+            Trigger::FileChanged => "a configuration file changed",
         }
     }
 }
@@ -64,8 +65,12 @@ fn digest(path: &Path) -> Option<Vec<u8>> {
     )
 }
 
-/// Reload requests until `stop`: SIGHUP always, file changes if `watch`.
-pub fn triggers(path: PathBuf, watch: bool, stop: CancellationToken) -> mpsc::Receiver<Trigger> {
+/// The files to watch, asked each round (a reload may name others).
+pub type Files = Box<dyn Fn() -> Vec<PathBuf> + Send + Sync>;
+
+/// Reload requests until `stop`: SIGHUP always, changes to `files` if
+/// `watch`.
+pub fn triggers(files: Files, watch: bool, stop: CancellationToken) -> mpsc::Receiver<Trigger> {
     let (tx, rx) = mpsc::channel(4);
     match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
         Ok(mut hup) => {
@@ -89,43 +94,62 @@ pub fn triggers(path: PathBuf, watch: bool, stop: CancellationToken) -> mpsc::Re
         // The first look is taken now, not when the task first runs: a
         // save landing between the two would otherwise become the baseline
         // and never be loaded.
-        let (seen, content) = (stamp(&path), digest(&path));
-        tokio::spawn(poll(path, seen, content, tx, stop));
+        let seen: Looks = files()
+            .into_iter()
+            .map(|p| {
+                let look = (stamp(&p), digest(&p));
+                (p, look)
+            })
+            .collect();
+        tokio::spawn(poll(files, seen, tx, stop));
     }
     rx
 }
 
-async fn poll(
-    path: PathBuf,
-    mut seen: Option<Stamp>,
-    mut content: Option<Vec<u8>>,
-    tx: mpsc::Sender<Trigger>,
-    stop: CancellationToken,
-) {
+/// Each file's last look: where it led, and its bytes' hash.
+type Looks = std::collections::HashMap<PathBuf, (Option<Stamp>, Option<Vec<u8>>)>;
+
+async fn poll(files: Files, mut seen: Looks, tx: mpsc::Sender<Trigger>, stop: CancellationToken) {
     loop {
         tokio::select! {
             _ = tokio::time::sleep(POLL) => {}
             _ = stop.cancelled() => return,
         }
-        let now = stamp(&path);
-        if now == seen {
-            continue;
+        let now = files();
+        // A file named since the last look starts from what it is now.
+        seen.retain(|p, _| now.contains(p));
+        for p in &now {
+            seen.entry(p.clone())
+                .or_insert_with(|| (stamp(p), digest(p)));
         }
-        // Still being written? Wait until two looks agree.
-        tokio::time::sleep(POLL / 5).await;
-        if stamp(&path) != now {
-            continue;
+        let mut changed = false;
+        for p in &now {
+            changed |= looked_again(p, seen.get_mut(p).expect("entry made above")).await;
         }
-        seen = now;
-        let bytes = digest(&path);
-        if bytes == content || bytes.is_none() {
-            // Touched, or gone for a moment (between an unlink and a
-            // rename): nothing to read yet.
-            continue;
-        }
-        content = bytes;
-        if tx.send(Trigger::FileChanged).await.is_err() {
+        if changed && tx.send(Trigger::FileChanged).await.is_err() {
             return;
         }
     }
+}
+
+/// Whether `path` holds new bytes since `last` (which is updated).
+async fn looked_again(path: &Path, last: &mut (Option<Stamp>, Option<Vec<u8>>)) -> bool {
+    let now = stamp(path);
+    if now == last.0 {
+        return false;
+    }
+    // Still being written? Wait until two looks agree.
+    tokio::time::sleep(POLL / 5).await;
+    if stamp(path) != now {
+        return false;
+    }
+    last.0 = now;
+    let bytes = digest(path);
+    if bytes == last.1 || bytes.is_none() {
+        // Touched, or gone for a moment (between an unlink and a
+        // rename): nothing to read yet.
+        return false;
+    }
+    last.1 = bytes;
+    true
 }

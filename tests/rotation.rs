@@ -90,3 +90,54 @@ async fn a_token_rotated_during_a_login_leaves_no_session_on_the_old_token() {
     }
     assert_eq!(*hub.handle.sessions().borrow(), 0);
 }
+
+on_every_transport!(replacing_a_token_hash_file_is_a_rotation);
+
+/// The hub follows the files its configuration names, not only hub.toml:
+/// a token hash file replaced (synced from another hub, say) ends the
+/// sessions of the old token and admits the new one, with no edit to
+/// hub.toml and no signal.
+async fn replacing_a_token_hash_file_is_a_rotation(t: Transport) {
+    let certs = Certs::new();
+    let hash_file = certs.path("home.hash");
+    std::fs::write(&hash_file, token_hash()).unwrap();
+    let o = t.hub_opts(HubOpts {
+        extra: format!("[eps.home]\ntoken_hash_file = {}\n", toml_path(&hash_file)),
+        ..Default::default()
+    });
+    let hub = TestHub::start(&certs, &o).await;
+    let echo = echo_server().await;
+    let eo = t.ep_opts(&hub, EpOpts::new(&certs, vec![("echo".into(), echo)]));
+    let old = TestEp::start(ep_settings(&certs, &hub, &eo));
+    hub.wait_sessions(1).await;
+    let reloads = hub.handle.reloads().borrow().0;
+
+    // The new hash, written the way sync tools do: a new file renamed over.
+    let new_token = "a-brand-new-token-0123456789";
+    let new_hash = ferry::token::hash(&ferry::secret::Secret::new(new_token)).unwrap();
+    let tmp = certs.path("home.hash.new");
+    std::fs::write(&tmp, &new_hash).unwrap();
+    std::fs::rename(&tmp, &hash_file).unwrap();
+    let mut seen = hub.handle.reloads();
+    let reloaded = tokio::time::timeout(
+        Duration::from_secs(20),
+        seen.wait_for(|(n, _)| *n > reloads),
+    )
+    .await;
+    assert!(reloaded.is_ok(), "no reload after the token file changed");
+    let outcome = hub.handle.reloads().borrow().1.clone();
+    assert!(outcome.is_ok(), "{outcome:?}");
+    hub.wait_sessions(0).await;
+
+    // The old token is refused now; the new one logs in.
+    let mut eo_new = t.ep_opts(&hub, EpOpts::new(&certs, vec![("echo".into(), echo)]));
+    eo_new.token = new_token.into();
+    let refused = t.login_once(&ep_settings(&certs, &hub, &eo), &hub).await;
+    assert!(refused.is_err(), "the old token still logs in");
+    old.stop().await;
+    let new = TestEp::start(ep_settings(&certs, &hub, &eo_new));
+    hub.wait_sessions(1).await;
+    assert_eq!(echo_through(hub.service("echo"), b"hi").await, b"hi");
+    new.stop().await;
+    hub.stop().await;
+}

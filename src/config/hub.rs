@@ -377,6 +377,10 @@ pub struct HubSettings {
     pub enrol: Option<super::enrol::EnrolSettings>,
     /// The health door's address (`[health] bind`).
     pub health: Option<SocketAddr>,
+    /// Files besides this one that the settings are made from (TLS files,
+    /// token hash files, enrolled.json): a change to any reloads, so
+    /// syncing one across hubs (rsync, Ansible) is enough.
+    pub follows: Vec<PathBuf>,
     /// Eps enrolled with `ferry ep join` whose credentials were merged in
     /// (none until `enrol::merge_enrolled`).
     pub enrolled: Vec<String>,
@@ -480,6 +484,7 @@ impl HubConfig {
                  addresses your eps connect from (\"0.0.0.0/0\" admits everyone)"
                 .into()));
         }
+        let follows = self.follows();
         let (credentials, grants) = self.credentials(file)?;
         self.check_timings(file)?;
         self.check_login_limits(file)?;
@@ -511,11 +516,33 @@ impl HubConfig {
             admin,
             enrol,
             health: self.health.as_ref().map(|h| h.bind),
+            follows,
             enrolled: Vec::new(),
             log_format: self.log_format,
             watch_config: self.watch_config,
             flags: self.flags,
         })
+    }
+
+    /// Every file the settings are read from, other than this one.
+    fn follows(&self) -> Vec<PathBuf> {
+        let t = self.tls.paths();
+        let mut files = vec![t.ca.clone(), t.cert, t.key];
+        let hash_files = self
+            .token_hash_file
+            .iter()
+            .chain(self.eps.values().filter_map(|e| e.token_hash_file.as_ref()))
+            .chain(self.admin.as_ref().and_then(|a| a.token_hash_file.as_ref()));
+        files.extend(hash_files.map(|p| p.relative()));
+        if let Some(e) = &self.enrol {
+            let dir = e
+                .state
+                .as_ref()
+                .map(|p| p.relative())
+                .unwrap_or_else(|| t.ca.parent().map(PathBuf::from).unwrap_or_default());
+            files.push(dir.join("enrolled.json"));
+        }
+        files
     }
 
     /// The default token hash and each named ep's own (at least one), and

@@ -35,7 +35,9 @@ pub(super) fn offer(s: &EpSettings) -> EpMsg {
 /// save during the first login is seen.
 pub(super) fn triggers(ep: &Ep) -> mpsc::Receiver<Trigger> {
     let s = ep.settings();
-    crate::reload::triggers(s.file.clone(), s.watch_config, ep.shutdown.clone())
+    let file = s.file.clone();
+    let files: crate::reload::Files = Box::new(move || vec![file.clone()]);
+    crate::reload::triggers(files, s.watch_config, ep.shutdown.clone())
 }
 
 /// Reloads on every trigger until shutdown.

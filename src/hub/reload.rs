@@ -19,9 +19,21 @@ use tokio::sync::mpsc;
 
 /// What asks for a reload; called before the doors open, so that a save
 /// in the first moments is seen.
-pub(super) fn triggers(shared: &Shared) -> mpsc::Receiver<Trigger> {
+pub(super) fn triggers(shared: &Arc<Shared>) -> mpsc::Receiver<Trigger> {
     let s = shared.settings();
-    crate::reload::triggers(s.file.clone(), s.watch_config, shared.shutdown.clone())
+    // The files of the settings running now: a reload that names another
+    // token file is followed from then on.
+    let sh = Arc::downgrade(shared);
+    let files: crate::reload::Files = Box::new(move || {
+        let Some(sh) = sh.upgrade() else {
+            return Vec::new();
+        };
+        let s = sh.settings();
+        std::iter::once(s.file.clone())
+            .chain(s.follows.iter().cloned())
+            .collect()
+    });
+    crate::reload::triggers(files, s.watch_config, shared.shutdown.clone())
 }
 
 /// Reloads on every trigger (SIGHUP, the file saved) until shutdown.
