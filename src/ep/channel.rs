@@ -175,6 +175,8 @@ pub(super) async fn started(
         if !early.is_empty() && svc.write_all(&early).await.is_err() {
             return tls.abort();
         }
+        // A join keeps the service awake; a list ping passing through not.
+        let _playing = at.join.then(|| ep.homes.player(&service));
         relay_player(&ep, &service, player, tls, svc).await;
     }
 }
@@ -231,15 +233,11 @@ impl Dial<'_> {
             proxy: self.local.proxy_protocol,
         };
         let wake = self.local.wake.as_ref();
-        let players = ep.players.clone();
-        let playing: super::wake::Playing = Arc::new(move |s: &str| players.playing(s));
         if let Some(tcp) = first {
-            ep.homes.answered(&local, wake, playing);
+            ep.homes.answered(&local, wake);
             return Some((tcp, Vec::new()));
         }
-        let mut woken = ep
-            .homes
-            .refused(&local, wake, (self.join, dialled), playing.clone())?;
+        let mut woken = ep.homes.refused(&local, wake, (self.join, dialled))?;
         tracing::info!(service = self.service, player = %self.player, "player waits while the service wakes");
         let mut early = Vec::new();
         let mut chunk = [0u8; 4096];
@@ -267,7 +265,7 @@ impl Dial<'_> {
             return None;
         }
         let again = self.dial_once(ep).await?;
-        ep.homes.answered(&local, wake, playing);
+        ep.homes.answered(&local, wake);
         Some((again, early))
     }
 

@@ -28,11 +28,6 @@ impl Slots {
         slot
     }
 
-    /// Players on `service` now (TCP players and UDP flows).
-    pub fn playing(&self, service: &str) -> usize {
-        self.by_service.held(&service.to_string())
-    }
-
     /// Refusals so far; a refusal is worth a log line when this is a power
     /// of two (the 1st, 2nd, 4th, … 1024th).
     pub fn refused(&self) -> u64 {

@@ -82,6 +82,7 @@ impl Flow {
             joined: AtomicBool::new(false),
             answered: AtomicBool::new(false),
             began: tokio::time::Instant::now(),
+            playing: std::sync::Mutex::new(None),
         };
         let link = match (&tls, self.id) {
             (crate::quic::Tunnel::Quic(q), Some(id)) => q.link.clone().map(|l| (l, id)),
@@ -176,22 +177,22 @@ struct Found {
     joined: AtomicBool,
     answered: AtomicBool,
     began: tokio::time::Instant,
+    /// Held once the flow joined: the service does not sleep under it.
+    playing: std::sync::Mutex<Option<crate::sources::Counted<String>>>,
 }
 
 impl Found {
     fn sent(&self, d: &[u8]) {
-        if crate::game::bedrock::is_join(d) {
-            self.joined.store(true, Relaxed);
+        if crate::game::bedrock::is_join(d) && !self.joined.swap(true, Relaxed) {
+            // From now until the flow ends, a player on the service.
+            let mut p = self.playing.lock().unwrap_or_else(|p| p.into_inner());
+            *p = Some(self.ep.homes.player(&self.local.service));
         }
     }
 
     fn heard(&self) {
         if !self.answered.swap(true, Relaxed) {
-            let players = self.ep.players.clone();
-            let playing: super::wake::Playing = Arc::new(move |s: &str| players.playing(s));
-            self.ep
-                .homes
-                .answered(&self.local, self.wake.as_ref(), playing);
+            self.ep.homes.answered(&self.local, self.wake.as_ref());
         }
     }
 
@@ -200,12 +201,10 @@ impl Found {
             return;
         }
         let join = self.joined.load(Relaxed);
-        let players = self.ep.players.clone();
-        let playing: super::wake::Playing = Arc::new(move |s: &str| players.playing(s));
         let _ = self
             .ep
             .homes
-            .refused(&self.local, self.wake.as_ref(), (join, self.began), playing);
+            .refused(&self.local, self.wake.as_ref(), (join, self.began));
     }
 }
 

@@ -54,6 +54,9 @@ pub(crate) struct Homes {
     /// a broken command is not run for every join.
     failed_at: Mutex<HashMap<String, Instant>>,
     ids: AtomicU64,
+    /// Players who joined each service and are still there: what keeps it
+    /// from sleeping (a server-list ping passing through is not one).
+    playing: Arc<crate::sources::Counts<String>>,
 }
 
 enum Busy {
@@ -83,9 +86,6 @@ pub(super) struct Local {
 
 /// Between a failed wake and the next: `wake_timeout`, at most this.
 const WAKE_COOLDOWN: Duration = Duration::from_secs(60);
-
-/// Players on a service now.
-pub(super) type Playing = Arc<dyn Fn(&str) -> usize + Send + Sync>;
 
 impl Homes {
     /// How `service` was last found, if it was.
@@ -145,7 +145,14 @@ impl Homes {
     }
 
     /// A dial of `service` answered.
-    pub fn answered(self: &Arc<Self>, l: &Local, wake: Option<&Wake>, playing: Playing) {
+    /// A player who joined `service`, counted until dropped.
+    pub fn player(&self, service: &str) -> crate::sources::Counted<String> {
+        self.playing
+            .enter(service.to_string(), usize::MAX)
+            .expect("no limit")
+    }
+
+    pub fn answered(self: &Arc<Self>, l: &Local, wake: Option<&Wake>) {
         self.set(&l.service, HomeState::Up);
         let mut busy = self.lock();
         if matches!(busy.get(&l.service), Some((_, Busy::Rechecking))) {
@@ -172,7 +179,7 @@ impl Homes {
                 if !me.current(service, id) {
                     return;
                 }
-                idle = if playing(service) == 0 {
+                idle = if me.playing.held(service) == 0 {
                     idle + step
                 } else {
                     Duration::ZERO
@@ -203,7 +210,6 @@ impl Homes {
         l: &Local,
         wake: Option<&Wake>,
         (join, dialled): (bool, Instant),
-        playing: Playing,
     ) -> Option<watch::Receiver<Woken>> {
         // It answered someone since this dial began (a wake that just
         // ended, a server started by hand): try again, do not wake.
@@ -273,7 +279,7 @@ impl Homes {
                 );
                 if mine {
                     // Its sleep timer, if it has one.
-                    me.answered(&l, Some(&w), playing);
+                    me.answered(&l, Some(&w));
                 }
                 let _ = tx.send(Woken::Up);
             } else {
