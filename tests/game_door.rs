@@ -317,7 +317,11 @@ async fn a_join_wakes_a_sleeping_server_and_a_ping_does_not(t: Transport) {
 
 /// A Bedrock server's list answer: an Unconnected Pong naming `motd`.
 async fn bedrock_server(motd: &'static str) -> std::net::SocketAddr {
-    let s = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    bedrock_server_at("127.0.0.1:0".parse().unwrap(), motd).await
+}
+
+async fn bedrock_server_at(at: std::net::SocketAddr, motd: &'static str) -> std::net::SocketAddr {
+    let s = tokio::net::UdpSocket::bind(at).await.unwrap();
     let at = s.local_addr().unwrap();
     tokio::spawn(async move {
         let mut buf = [0u8; 2048];
@@ -460,6 +464,52 @@ async fn a_player_who_leaves_while_the_server_wakes_is_never_dialled(t: Transpor
         ["stayer.test"],
         "dialled for: {seen:?}"
     );
+    ep.stop().await;
+    hub.stop().await;
+}
+
+on_every_transport!(a_bedrock_server_found_down_is_seen_when_it_comes_back);
+
+async fn a_bedrock_server_found_down_is_seen_when_it_comes_back(t: Transport) {
+    let certs = Certs::new();
+    let (port, home) = (free_range(1), free_range(1));
+    let o = t.hub_opts(HubOpts {
+        services: vec![],
+        extra: format!(
+            "[services.be]\nbind = \"127.0.0.1:{port}\"\ntype = \"udp\"\ngame = \"bedrock\"\n\
+             offline_motd = \"Down\"\n"
+        ),
+        ..Default::default()
+    });
+    let hub = TestHub::start(&certs, &o).await;
+    let eo = t.ep_opts(&hub, EpOpts::new(&certs, vec![("be".into(), at(home))]));
+    let ep = TestEp::start(ep_settings(&certs, &hub, &eo));
+    hub.wait_sessions(1).await;
+    // Nothing at home: the first pings go there, are refused (ICMP), and
+    // the hub then answers for it.
+    let mut answered = None;
+    for _ in 0..40 {
+        answered = bedrock_ping(at(port)).await;
+        if hub.handle.home("be") == Some("down") && answered.is_some() {
+            break;
+        }
+    }
+    assert_eq!(hub.handle.home("be"), Some("down"));
+    assert_eq!(answered.as_deref(), Some("Down"));
+    // The server starts (by hand): a ping the hub lets through now and
+    // then finds it, and the list shows it again, without a join.
+    let _server = bedrock_server_at(at(home), "BACK").await;
+    // (A list pings every few seconds; the hub lets one through every 10.)
+    let deadline = std::time::Instant::now() + Duration::from_secs(40);
+    let mut shown = None;
+    while std::time::Instant::now() < deadline {
+        shown = bedrock_ping(at(port)).await;
+        if shown.as_deref() == Some("BACK") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    assert_eq!(shown.as_deref(), Some("BACK"));
     ep.stop().await;
     hub.stop().await;
 }

@@ -285,8 +285,27 @@ async fn to_hub(
 ) -> std::io::Error {
     let mut out = Vec::new();
     loop {
-        if let Err(e) = socket.readable().await {
-            return e;
+        // ERROR too: an ICMP "port unreachable" for a datagram sent home
+        // sets only the socket's error (no readable data), and it is how
+        // the ep learns the service is not there.
+        match socket
+            .ready(tokio::io::Interest::READABLE | tokio::io::Interest::ERROR)
+            .await
+        {
+            Ok(r) if r.is_error() => {
+                if let Ok(Some(e)) = socket.take_error()
+                    && e.kind() == std::io::ErrorKind::ConnectionRefused
+                {
+                    found.refused();
+                }
+                // Taken: clear the readiness too, or it would wake this
+                // loop again at once.
+                let _ = socket.try_io(tokio::io::Interest::ERROR, || {
+                    Err::<(), _>(std::io::ErrorKind::WouldBlock.into())
+                });
+            }
+            Ok(_) => {}
+            Err(e) => return e,
         }
         let take = |d: &[u8], out: &mut Vec<u8>| {
             n.add(d.len());

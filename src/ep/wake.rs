@@ -312,7 +312,12 @@ impl Homes {
             return;
         }
         let mut busy = self.lock();
-        if busy.contains_key(&l.service) {
+        // A wake or a recheck already minds it; a sleep timer gives way
+        // (the service it would stop is already down).
+        if matches!(
+            busy.get(&l.service),
+            Some((_, Busy::Waking(_) | Busy::Rechecking))
+        ) {
             return;
         }
         let id = self.begin(&mut busy, &l.service, Busy::Rechecking);

@@ -6,7 +6,8 @@ use super::{super::Shared, Words};
 use crate::{
     config::game::Game,
     game::bedrock::{Pong, ping_time},
-    hub::service::Service,
+    hub::service::{Home, Service},
+    proto::HomeState,
 };
 use tokio::time::Instant;
 
@@ -31,7 +32,14 @@ pub(in crate::hub) struct Answerer {
     guid: u64,
     tokens: f64,
     refilled: Instant,
+    /// When a ping last went home while the ep found the server down: one
+    /// every `PROBE_EVERY` does, so a server started again (by hand, or by
+    /// a restart) is seen without waiting for a join.
+    probed: Option<Instant>,
 }
+
+/// How often a ping goes home to a server the ep found down.
+const PROBE_EVERY: std::time::Duration = std::time::Duration::from_secs(10);
 
 impl Answerer {
     pub fn new(service: &str, port: u16) -> Self {
@@ -45,6 +53,7 @@ impl Answerer {
             guid,
             tokens: ANSWERS_PER_SEC,
             refilled: Instant::now(),
+            probed: None,
         }
     }
 
@@ -65,6 +74,12 @@ impl Answerer {
         let Some(motd) = Words(game).motd_for(home) else {
             return Ping::Pass;
         };
+        if matches!(home, Home::Reported(HomeState::Down | HomeState::Asleep))
+            && self.probed.is_none_or(|t| t.elapsed() >= PROBE_EVERY)
+        {
+            self.probed = Some(Instant::now());
+            return Ping::Pass;
+        }
         let now = Instant::now();
         let refill = now.duration_since(self.refilled).as_secs_f64() * ANSWERS_PER_SEC;
         self.tokens = (self.tokens + refill).min(ANSWERS_PER_SEC);
