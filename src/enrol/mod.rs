@@ -18,6 +18,7 @@
 //!    own token, the ports and services) or the reason it refused.
 
 pub mod invites;
+pub mod lines;
 
 use anyhow::{Result, bail};
 use serde::{Deserialize, Serialize};
