@@ -17,7 +17,10 @@ use ferry_fuzz::run;
 use serde::Serialize;
 use std::collections::BTreeMap;
 
-fn frames(msgs: &[&dyn Fn(&mut Vec<u8>)]) -> Vec<u8> {
+/// Appends one frame to a stream.
+type Frame<'a> = &'a dyn Fn(&mut Vec<u8>);
+
+fn frames(msgs: &[Frame]) -> Vec<u8> {
     let mut out = Vec::new();
     for m in msgs {
         m(&mut out);
@@ -91,6 +94,19 @@ fn main() {
             shapes: BTreeMap::new(),
         })]),
     );
+
+    // A login near the frame cap (16 KiB): an ep with many services.
+    let many = EpMsg::Hello {
+        version: proto::PROTOCOL_VERSION,
+        token: Secret::new("f67c8509b008415f947b1051a5958402"),
+        services: (0..1330).map(|i| format!("svc-{i:05}")).collect(),
+        features: features(),
+        software: None,
+        shapes: BTreeMap::new(),
+    };
+    let near = frames(&[&msg(many)]);
+    assert!(near.len() > 15_000 && near.len() <= 4 + proto::MAX_FRAME);
+    write("proto_frames", "ep-control-near-the-cap", &near);
 
     // The hub's side.
     write(

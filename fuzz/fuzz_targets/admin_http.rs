@@ -13,6 +13,7 @@
 #![no_main]
 
 use ferry::admin::http::{MAX_REQUEST, Request, parse};
+use ferry_fuzz::by_prefixes;
 use libfuzzer_sys::fuzz_target;
 
 /// Comparable without `Debug` on `Request` (it holds the token).
@@ -23,33 +24,11 @@ fn seen(r: Result<Option<Request>, String>) -> Seen {
 }
 
 fuzz_target!(|data: &[u8]| {
+    // Nothing past MAX_REQUEST counts.
     let whole = seen(parse(data));
     assert_eq!(seen(parse(&data[..data.len().min(MAX_REQUEST)])), whole);
-    // The door reads until `parse` decides; every cut of a short request,
-    // every 31st of a long one, and a few after the first decided.
-    let mut decided = None;
-    let end = data.len().min(MAX_REQUEST + 4);
-    let mut k = 0;
-    while k <= end {
-        let part = seen(parse(&data[..k]));
-        if part == Ok(None) {
-            assert!(decided.is_none(), "undecided at {k} after {decided:?}");
-        } else {
-            assert_eq!(part, whole, "cut at {k}");
-            decided.get_or_insert(k);
-        }
-        k += if decided.is_some_and(|d| k < d + 8) || k < 1024 {
-            1
-        } else {
-            31
-        };
-    }
-    if data.len() >= MAX_REQUEST {
-        assert!(
-            seen(parse(&data[..MAX_REQUEST])) != Ok(None),
-            "undecided at the cap"
-        );
-    }
+    // The door reads until `parse` decides.
+    let whole = by_prefixes(data, MAX_REQUEST, |d| seen(parse(d)), |r| *r == Ok(None));
     let Ok(Some((method, path, token))) = whole else {
         return;
     };

@@ -17,47 +17,15 @@ use ferry::enrol::{
     lines::{Answer, MAX_ANSWER, MAX_HELLO, answer, hello},
     unhex,
 };
+use ferry_fuzz::by_prefixes;
 use libfuzzer_sys::fuzz_target;
-use std::fmt::Debug;
 
-/// `parse` over prefixes of `data`: undecided, then decided for good,
-/// and decided by `cap` bytes. Every prefix of the first 512 bytes, then
-/// every 61st (every one of a 64 KiB line is slow) and the cap's, then
-/// 16 after the first decided one.
-fn prefixes<T: PartialEq + Debug, E: PartialEq + Debug>(
-    data: &[u8],
-    cap: usize,
-    parse: impl Fn(&[u8]) -> Result<Option<T>, E>,
-) -> Result<Option<T>, E> {
-    let whole = parse(data);
-    let end = data.len().min(cap + 4);
-    let mut cuts: Vec<usize> = (0..=end.min(512)).chain((512..=end).step_by(61)).collect();
-    cuts.extend([cap - 1, cap, cap + 1].into_iter().filter(|k| *k <= end));
-    cuts.sort_unstable();
-    cuts.dedup();
-    let mut decided = None;
-    for k in cuts {
-        let part = parse(&data[..k]);
-        if part.as_ref().is_ok_and(Option::is_none) {
-            assert!(decided.is_none(), "undecided at {k} after {decided:?}");
-            continue;
-        }
-        assert_eq!(part, whole, "cut at {k}");
-        if decided.is_none() {
-            decided = Some(k);
-            for k in k..=(k + 16).min(data.len()) {
-                assert_eq!(parse(&data[..k]), whole, "cut at {k}");
-            }
-        }
-    }
-    if data.len() >= cap {
-        assert!(decided.is_some_and(|k| k <= cap), "undecided at the cap");
-    }
-    whole
+fn undecided<T, E>(r: &Result<Option<T>, E>) -> bool {
+    matches!(r, Ok(None))
 }
 
 fn the_hub_side(data: &[u8]) {
-    let got = prefixes(data, MAX_HELLO, hello);
+    let got = by_prefixes(data, MAX_HELLO, hello, undecided);
     if let Ok(Some((id, used))) = got {
         assert!(used <= MAX_HELLO && data[used - 1] == b'\n');
         assert!(!data[..used - 1].contains(&b'\n'));
@@ -70,7 +38,7 @@ fn the_hub_side(data: &[u8]) {
 }
 
 fn the_ep_side(data: &[u8]) {
-    let got = prefixes(data, MAX_ANSWER + 1, answer);
+    let got = by_prefixes(data, MAX_ANSWER + 1, answer, undecided);
     if let Ok(Some((a, used))) = got {
         assert!(used <= MAX_ANSWER + 1 && data[used - 1] == b'\n');
         let line = match &a {

@@ -169,3 +169,63 @@ unsafe impl GlobalAlloc for Largest {
 
 #[global_allocator]
 static ALLOC: Largest = Largest;
+
+/// Checks a parser of "the bytes read so far" (`Ok(None)`: more needed)
+/// against the prefixes of `data`: undecided up to a point, and from
+/// there on what the whole input gives, so a reader that calls it after
+/// every read gets the same answer however the bytes were split; and
+/// decided by `cap` bytes, so a reader stops there. Every prefix of a
+/// short input; of a long one a sample, the first decided prefix (by
+/// bisection) and the 16 after it. Returns the whole input's answer.
+pub fn by_prefixes<R: PartialEq + std::fmt::Debug>(
+    data: &[u8],
+    cap: usize,
+    parse: impl Fn(&[u8]) -> R,
+    undecided: impl Fn(&R) -> bool,
+) -> R {
+    let whole = parse(data);
+    let len = data.len();
+    let mut cuts: Vec<usize> = if len <= 512 {
+        (0..=len).collect()
+    } else {
+        (0..=256)
+            .chain((1..16).map(|i| len * i / 16))
+            .chain([cap.saturating_sub(1), cap, cap + 1, len])
+            .filter(|k| *k <= len)
+            .collect()
+    };
+    cuts.sort_unstable();
+    cuts.dedup();
+    let mut decided_at = None;
+    for k in cuts {
+        let part = parse(&data[..k]);
+        if undecided(&part) {
+            assert!(
+                decided_at.is_none(),
+                "undecided at {k} after {decided_at:?}"
+            );
+        } else {
+            assert_eq!(part, whole, "cut at {k}");
+            decided_at.get_or_insert(k);
+        }
+    }
+    if len >= cap {
+        assert!(!undecided(&parse(&data[..cap])), "undecided at the cap");
+    }
+    if !undecided(&whole) {
+        // The first decided prefix, and the ones after it.
+        let (mut lo, mut hi) = (0, len.min(cap));
+        while lo < hi {
+            let mid = (lo + hi) / 2;
+            if undecided(&parse(&data[..mid])) {
+                lo = mid + 1;
+            } else {
+                hi = mid;
+            }
+        }
+        for k in lo..=(lo + 16).min(len) {
+            assert_eq!(parse(&data[..k]), whole, "cut at {k}");
+        }
+    }
+    whole
+}
