@@ -2,7 +2,7 @@
 //! `FERRY_COMMIT` in the environment wins (a build from a source tarball
 //! has no git); without either it says "unknown".
 
-use std::process::Command;
+use std::{path::PathBuf, process::Command};
 
 fn git(args: &[&str]) -> Option<String> {
     let out = Command::new("git").args(args).output().ok()?;
@@ -19,11 +19,26 @@ fn main() {
         .or_else(|| git(&["rev-parse", "--short=12", "HEAD"]))
         .unwrap_or_else(|| "unknown".into());
     println!("cargo:rustc-env=FERRY_COMMIT={commit}");
-    // A new commit moves the branch the HEAD file names.
-    if let Some(dir) = git(&["rev-parse", "--git-dir"]) {
-        println!("cargo:rerun-if-changed={dir}/HEAD");
-        if let Some(head) = git(&["symbolic-ref", "-q", "HEAD"]) {
-            println!("cargo:rerun-if-changed={dir}/{head}");
+    // A new commit moves the branch the HEAD file names. `--git-path`
+    // finds each file where git keeps it (a worktree's branches live in
+    // the main checkout's folder), and a missing file is never named:
+    // cargo would rerun this script, and rebuild ferry, on every build.
+    // A branch kept in `packed-refs` has no file yet; its folder is
+    // watched for the one its next commit writes.
+    let path = |name: &str| git(&["rev-parse", "--git-path", name]).map(PathBuf::from);
+    for file in [path("HEAD"), path("packed-refs")].into_iter().flatten() {
+        if file.exists() {
+            println!("cargo:rerun-if-changed={}", file.display());
+        }
+    }
+    if let Some(branch) = git(&["symbolic-ref", "-q", "HEAD"]).and_then(|b| path(&b)) {
+        let watched = if branch.exists() {
+            Some(branch.as_path())
+        } else {
+            branch.parent().filter(|p| p.exists())
+        };
+        if let Some(p) = watched {
+            println!("cargo:rerun-if-changed={}", p.display());
         }
     }
 }

@@ -13,7 +13,8 @@
 
 mod auth;
 pub mod client;
-mod http;
+// Public for the fuzz target (`fuzz/`), which drives its reader without a socket.
+pub mod http;
 mod page;
 
 pub use auth::{Auth, Denied};

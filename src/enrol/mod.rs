@@ -18,6 +18,7 @@
 //!    own token, the ports and services) or the reason it refused.
 
 pub mod invites;
+pub mod lines;
 
 use anyhow::{Result, bail};
 use serde::{Deserialize, Serialize};
@@ -79,13 +80,15 @@ pub fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
+/// Hex digits only: `u8::from_str_radix` alone also takes a sign, so
+/// `+f` read as 0x0f (found by the `enrol_lines` fuzz target).
 pub fn unhex(s: &str) -> Option<Vec<u8>> {
-    if !s.len().is_multiple_of(2) {
+    if !s.len().is_multiple_of(2) || !s.bytes().all(|b| b.is_ascii_hexdigit()) {
         return None;
     }
     (0..s.len())
         .step_by(2)
-        .map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok())
+        .map(|i| u8::from_str_radix(&s[i..i + 2], 16).ok())
         .collect()
 }
 
@@ -292,5 +295,16 @@ mod tests {
         );
         assert!(Line::parse("https://example.com").is_err());
         assert_eq!(unhex(&hex(b"\x00\xff")).unwrap(), b"\x00\xff");
+    }
+
+    /// The `enrol_lines` fuzz target's first finding: a sign in a pair.
+    #[test]
+    fn unhex_takes_hex_digits_only() {
+        assert_eq!(unhex("+0000001+000000100"), None);
+        assert_eq!(unhex("+f"), None);
+        assert_eq!(unhex("-0"), None);
+        assert_eq!(unhex(" f"), None);
+        assert_eq!(unhex("0A0b").unwrap(), [0x0a, 0x0b]);
+        assert_eq!(unhex("").unwrap(), b"");
     }
 }

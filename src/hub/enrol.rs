@@ -10,8 +10,9 @@
 use super::{Shared, refusals::Reason};
 use crate::{
     enrol::{
-        HELLO, Offered, Reply, Request,
+        Offered, Reply, Request,
         invites::{Enrolled, Store, now},
+        lines::{self, MAX_HELLO},
     },
     proto,
 };
@@ -33,9 +34,6 @@ const DEADLINE: Duration = Duration::from_secs(15);
 
 /// Connections in progress per source (an IPv4 address, an IPv6 /64).
 pub(crate) type Sources = crate::sources::PerSource<PER_SOURCE>;
-
-/// The first line is short: the prefix and a 16-hex-digit id.
-const MAX_LINE: usize = 64;
 
 pub(super) fn on_accept(shared: Arc<Shared>, tcp: TcpStream, addr: SocketAddr) {
     let ip = addr.ip().to_canonical();
@@ -64,20 +62,20 @@ pub(super) fn on_accept(shared: Arc<Shared>, tcp: TcpStream, addr: SocketAddr) {
     });
 }
 
-/// Reads one `\n`-terminated line of at most `MAX_LINE` bytes.
+/// Reads the first line a byte at a time (what follows it is TLS, and
+/// must be left unread) until `lines::hello` has its id or refuses it.
 async fn read_line(tcp: &mut TcpStream) -> Result<String, String> {
-    let mut line = Vec::with_capacity(MAX_LINE);
+    let mut line = Vec::with_capacity(MAX_HELLO);
     let mut b = [0u8; 1];
-    while line.len() < MAX_LINE {
+    loop {
+        if let Some((id, _)) = lines::hello(&line)? {
+            return Ok(id);
+        }
         match tcp.read(&mut b).await {
-            Ok(1) if b[0] == b'\n' => {
-                return String::from_utf8(line).map_err(|_| "not text".into());
-            }
             Ok(1) => line.push(b[0]),
             _ => return Err("closed before the first line".into()),
         }
     }
-    Err("first line too long".into())
 }
 
 async fn serve(
@@ -89,14 +87,9 @@ async fn serve(
     let Some(e) = settings.enrol.clone() else {
         return Err("enrolment is off".into());
     };
-    let line = tokio::time::timeout(FIRST_LINE, read_line(&mut tcp))
+    let id = tokio::time::timeout(FIRST_LINE, read_line(&mut tcp))
         .await
         .map_err(|_| format!("no first line within {FIRST_LINE:?}"))??;
-    let id = line
-        .strip_prefix(HELLO)
-        .map(str::trim)
-        .ok_or("not an enrolment request")?
-        .to_string();
     let store = Store::new(&e.state);
     if let Err(why) = store.usable(&id, addr.ip()) {
         let _ = tcp.write_all(format!("no {why}\n").as_bytes()).await;

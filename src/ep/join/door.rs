@@ -2,7 +2,10 @@
 //! protocol is in `crate::enrol`).
 
 use crate::{
-    enrol::{HELLO, Line, Reply, Request, fingerprint, unhex},
+    enrol::{
+        HELLO, Line, Reply, Request, fingerprint,
+        lines::{self, Answer, BadAnswer, MAX_ANSWER},
+    },
     proto,
     secret::Secret,
 };
@@ -10,17 +13,11 @@ use anyhow::{Context, Result, bail};
 use rustls::pki_types::ServerName;
 use std::time::Duration;
 use tokio::{
-    io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader},
+    io::{AsyncReadExt, AsyncWriteExt},
     net::TcpStream,
 };
 
 const DEADLINE: Duration = Duration::from_secs(30);
-
-/// The door's first answer is `ca HEX` (one certificate: a few kilobytes
-/// in hex) or `no REASON`. It comes before anything is authenticated, so
-/// whoever answers on that port could otherwise send one endless line
-/// into this machine's memory.
-pub(super) const MAX_ANSWER: usize = 64 * 1024;
 
 /// Asks the hub to certify `key`, within `DEADLINE`: the CA that matched
 /// the line's fingerprint (DER) and the hub's reply.
@@ -43,24 +40,16 @@ pub(super) async fn enrol(
 }
 
 async fn exchange(line: &Line, host: &str, csr: String) -> Result<(Vec<u8>, Reply)> {
-    let tcp = TcpStream::connect(&line.door)
+    let mut tcp = TcpStream::connect(&line.door)
         .await
         .with_context(|| format!("cannot reach the hub's enrol door at {}", line.door))?;
-    let mut tcp = BufReader::new(tcp);
-    tcp.get_mut()
-        .write_all(format!("{HELLO} {}\n", line.id).as_bytes())
+    tcp.write_all(format!("{HELLO} {}\n", line.id).as_bytes())
         .await?;
-    let answer = read_answer(&mut tcp, &line.door).await?;
-    let answer = answer.trim();
-    if let Some(why) = answer.strip_prefix("no ") {
-        bail!("the hub refused the invite: {why}");
-    }
-    let ca = answer.strip_prefix("ca ").and_then(unhex).ok_or_else(|| {
-        anyhow::anyhow!(
-            "the enrol door answered nonsense; is {} a ferry hub's enrol port?",
-            line.door
-        )
-    })?;
+    let (answer, more) = read_answer(&mut tcp, &line.door).await?;
+    let ca = match answer {
+        Answer::No(why) => bail!("the hub refused the invite: {why}"),
+        Answer::Ca(ca) => ca,
+    };
     // Nothing secret has been sent yet: a hub (or a man in the middle)
     // without the invite's CA learns only the invite id.
     if fingerprint(&ca) != line.ca {
@@ -72,7 +61,7 @@ async fn exchange(line: &Line, host: &str, csr: String) -> Result<(Vec<u8>, Repl
     }
     // The hub sends nothing more until our ClientHello; a byte already
     // buffered would be lost to TLS, so it is not a ferry hub talking.
-    if !tcp.buffer().is_empty() {
+    if more {
         bail!(
             "the enrol door at {} sent more than its CA line; is it a ferry hub's enrol port?",
             line.door
@@ -82,7 +71,7 @@ async fn exchange(line: &Line, host: &str, csr: String) -> Result<(Vec<u8>, Repl
     let name = ServerName::try_from(host.to_string())
         .map_err(|_| anyhow::anyhow!("{host:?} is not a host name or address"))?;
     let mut tls = tokio_rustls::TlsConnector::from(config)
-        .connect(name, tcp.into_inner())
+        .connect(name, tcp)
         .await
         .with_context(|| {
             format!(
@@ -101,24 +90,46 @@ async fn exchange(line: &Line, host: &str, csr: String) -> Result<(Vec<u8>, Repl
     Ok((ca, reply))
 }
 
-/// The door's first line, without its `\n`; at most `MAX_ANSWER` bytes
-/// are read.
-async fn read_answer(tcp: &mut BufReader<TcpStream>, door: &str) -> Result<String> {
-    let mut answer = Vec::new();
-    (&mut *tcp)
-        .take(MAX_ANSWER as u64 + 1)
-        .read_until(b'\n', &mut answer)
-        .await
-        .with_context(|| format!("the connection to the enrol door at {door} failed"))?;
-    if answer.pop() != Some(b'\n') {
-        if answer.len() >= MAX_ANSWER {
-            bail!(
-                "the enrol door at {door} sent a line longer than {MAX_ANSWER} bytes; stopped reading it (is it a ferry hub's enrol port?)"
-            );
+/// The door's answer (`lines::answer`) and whether more bytes came after
+/// its line; at most `MAX_ANSWER + 1` bytes are read.
+async fn read_answer(tcp: &mut TcpStream, door: &str) -> Result<(Answer, bool)> {
+    let too_long = || {
+        anyhow::anyhow!(
+            "the enrol door at {door} sent a line longer than {MAX_ANSWER} bytes; stopped reading it (is it a ferry hub's enrol port?)"
+        )
+    };
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 8192];
+    loop {
+        // The parser refuses a line at MAX_ANSWER + 1 bytes, so there is
+        // always room here.
+        let room = (MAX_ANSWER + 1 - buf.len()).min(chunk.len());
+        let n = tcp
+            .read(&mut chunk[..room])
+            .await
+            .with_context(|| format!("the connection to the enrol door at {door} failed"))?;
+        if n == 0 {
+            if buf.len() >= MAX_ANSWER {
+                return Err(too_long());
+            }
+            bail!("the enrol door at {door} closed the connection before answering");
         }
-        bail!("the enrol door at {door} closed the connection before answering");
+        buf.extend_from_slice(&chunk[..n]);
+        // Parsed once its end (or the cap) arrives: a line sent a byte at
+        // a time is not scanned again for every byte.
+        if !chunk[..n].contains(&b'\n') && buf.len() <= MAX_ANSWER {
+            continue;
+        }
+        match lines::answer(&buf) {
+            Ok(Some((answer, used))) => return Ok((answer, used < buf.len())),
+            Ok(None) => {}
+            Err(BadAnswer::TooLong) => return Err(too_long()),
+            Err(BadAnswer::NotText) => bail!(
+                "the enrol door at {door} answered with something that is not text; is it a ferry hub's enrol port?"
+            ),
+            Err(BadAnswer::Nonsense) => {
+                bail!("the enrol door answered nonsense; is {door} a ferry hub's enrol port?")
+            }
+        }
     }
-    String::from_utf8(answer).map_err(|_| {
-        anyhow::anyhow!("the enrol door at {door} answered with something that is not text; is it a ferry hub's enrol port?")
-    })
 }

@@ -1,0 +1,50 @@
+//! The admin door's HTTP request reader (`ferry::admin::http::parse`),
+//! open to anyone who can reach the admin port (`admin.bind` need not be
+//! loopback) before the token is checked. The input is the bytes sent.
+//! Checked:
+//!
+//! - the answer is decided by a prefix and never changes as more bytes
+//!   come, so the door's read loop gives the same whatever the split;
+//!   it is always decided by `MAX_REQUEST` bytes, and no byte past them
+//!   counts;
+//! - the method, path and token read, written again as a client writes
+//!   them, read back equal.
+
+#![no_main]
+
+use ferry::admin::http::{MAX_REQUEST, Request, parse};
+use ferry_fuzz::by_prefixes;
+use libfuzzer_sys::fuzz_target;
+
+/// Comparable without `Debug` on `Request` (it holds the token).
+type Seen = Result<Option<(String, String, Option<String>)>, String>;
+
+fn seen(r: Result<Option<Request>, String>) -> Seen {
+    r.map(|o| o.map(|r| (r.method, r.path, r.token)))
+}
+
+fuzz_target!(|data: &[u8]| {
+    // Nothing past MAX_REQUEST counts.
+    let whole = seen(parse(data));
+    assert_eq!(seen(parse(&data[..data.len().min(MAX_REQUEST)])), whole);
+    // The door reads until `parse` decides.
+    let whole = by_prefixes(data, MAX_REQUEST, |d| seen(parse(d)), |r| *r == Ok(None));
+    let Ok(Some((method, path, token))) = whole else {
+        return;
+    };
+    assert!(!method.contains(' ') && !path.contains(' ') && !path.contains('?'));
+    // Written again, with the token in the query (as an EventSource
+    // sends it) when it fits there.
+    let query = match &token {
+        Some(t) if !t.contains(['&', ' ']) && !t.contains("\r\n") => format!("?token={t}"),
+        _ => String::new(),
+    };
+    let again = format!("{method} {path}{query} HTTP/1.1\r\nHost: x\r\n\r\n");
+    if again.len() <= MAX_REQUEST {
+        let r = seen(parse(again.as_bytes())).unwrap().unwrap();
+        assert_eq!((&r.0, &r.1), (&method, &path), "{again:?}");
+        if !query.is_empty() {
+            assert_eq!(r.2, token);
+        }
+    }
+});
