@@ -54,29 +54,36 @@ pub(in crate::hub) fn on_accept(
         Some(door) => match door.admit(addr.ip()) {
             Ok(a) => Some((port.clone(), a)),
             Err(reason) => {
-                net::abort_on_close(&tcp);
-                let detail = format!("player refused by service {port} with a reset");
-                shared
-                    .refusals
-                    .record_player(&port, reason, addr.ip(), &detail);
+                refuse(
+                    &shared,
+                    &tcp,
+                    &port,
+                    reason,
+                    addr.ip(),
+                    &format!("player refused by service {port} with a reset"),
+                );
                 return;
             }
         },
         None => {
             if let Some(reason) = turned_away(&shared, &port, addr.ip()) {
-                net::abort_on_close(&tcp);
-                let detail = format!("player refused by port {port} with a reset");
-                shared
-                    .refusals
-                    .record_player(&port, reason, addr.ip(), &detail);
+                refuse(
+                    &shared,
+                    &tcp,
+                    &port,
+                    reason,
+                    addr.ip(),
+                    &format!("player refused by port {port} with a reset"),
+                );
                 return;
             }
             None
         }
     };
     let Some(reading) = shared.game_readers.enter(addr.ip()) else {
-        net::abort_on_close(&tcp);
-        shared.refusals.record_player(
+        refuse(
+            &shared,
+            &tcp,
             &port,
             Reason::GameHandshakesFromSource,
             addr.ip(),
@@ -93,8 +100,9 @@ pub(in crate::hub) fn on_accept(
         shared.game_readers_total.enter((), most),
         shared.game_reader_nets.enter(net, MAX_READERS_PER_NET),
     ) else {
-        net::abort_on_close(&tcp);
-        shared.refusals.record_player(
+        refuse(
+            &shared,
+            &tcp,
             &port,
             Reason::GameHandshakesPending,
             addr.ip(),
@@ -111,8 +119,9 @@ pub(in crate::hub) fn on_accept(
     } else if let Some(h) = HubSlot::enter(&shared.cap) {
         Some(h)
     } else {
-        net::abort_on_close(&tcp);
-        shared.refusals.record_player(
+        refuse(
+            &shared,
+            &tcp,
             &port,
             Reason::HubFull,
             addr.ip(),
@@ -139,8 +148,9 @@ pub(in crate::hub) fn on_accept(
                 Ok(Err(j)) => j.0,
                 Err(_) => "no Minecraft handshake within 5 s",
             };
-            net::abort_on_close(&tcp);
-            sh.refusals.record_player(
+            refuse(
+                &sh,
+                &tcp,
                 &port,
                 Reason::GameHandshake,
                 addr.ip(),
@@ -162,6 +172,20 @@ fn sole_service(shared: &Shared, port: &str) -> Option<Arc<crate::hub::admission
         return None;
     }
     shared.served(port).map(|s| s.door.clone())
+}
+
+/// A player turned away at `at` (a service or a port) with a reset, and
+/// counted.
+fn refuse(
+    shared: &Shared,
+    tcp: &TcpStream,
+    at: &str,
+    reason: Reason,
+    ip: std::net::IpAddr,
+    detail: &str,
+) {
+    net::abort_on_close(tcp);
+    shared.refusals.record_player(at, reason, ip, detail);
 }
 
 /// Why every service sharing `port` turns `ip` away, if they all do.
@@ -335,11 +359,14 @@ async fn routed(
     let admitted = match early.map_or_else(|| served.door.admit(addr.ip()), Ok) {
         Ok(a) => a,
         Err(reason) => {
-            net::abort_on_close(&tcp);
-            let detail = format!("player refused by service {name} with a reset");
-            shared
-                .refusals
-                .record_player(&name, reason, addr.ip(), &detail);
+            refuse(
+                &shared,
+                &tcp,
+                &name,
+                reason,
+                addr.ip(),
+                &format!("player refused by service {name} with a reset"),
+            );
             return;
         }
     };
