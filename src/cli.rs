@@ -105,9 +105,11 @@ struct InviteArgs {
     #[arg(long = "from", value_name = "CIDR")]
     from: Vec<String>,
     /// The hub's host name in the line; default: the first name in the
-    /// hub's certificate.
-    #[arg(long, value_name = "HOST")]
-    hub: Option<String>,
+    /// hub's certificate. Repeat it for several hubs (replicas sharing
+    /// the CA, credentials and ports): the first is where the ep enrols,
+    /// and `ferry ep join` serves every one.
+    #[arg(long = "hub", value_name = "HOST")]
+    hub: Vec<String>,
     /// A service the ep may serve (repeatable); without any, it may serve
     /// none until hub.toml grants some (`[eps.NAME] services = [..]`).
     #[arg(long = "service", value_name = "NAME")]
@@ -520,7 +522,7 @@ fn invite(settings: &HubSettings, a: InviteArgs) -> Result<()> {
     } else {
         Some(serde_json::from_value(serde_json::json!(a.from)).context("--from")?)
     };
-    let issued = crate::enrol::invite(settings, ep, ttl, from, a.hub.as_deref(), &a.services)?;
+    let issued = crate::enrol::invite(settings, ep, ttl, from, &a.hub, &a.services)?;
     println!(
         "invite {} for ep {}, usable once within {} (secret stored only as a hash)",
         issued.line.id, issued.ep, a.expires

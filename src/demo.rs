@@ -87,8 +87,8 @@ pub async fn run(args: DemoArgs) -> Result<()> {
         .service_addr("web")
         .context("config/hub.toml has no [services.web]")?;
     // Both sides run here, so the ep dials whatever the hub really bound.
-    ep_settings.hub = hub.control_addr().to_string();
-    ep_settings.channel = hub.channel_addr().to_string();
+    ep_settings.hubs[0].hub = hub.control_addr().to_string();
+    ep_settings.hubs[0].channel = hub.channel_addr().to_string();
     let web = TcpListener::bind(&local)
         .await
         .with_context(|| format!("cannot start the demo web service on {local}"))?;

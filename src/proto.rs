@@ -40,7 +40,18 @@ pub mod feature {
     /// The ep reports how its services at home are doing (`EpMsg::Home`)
     /// and honours `Start.no_wake`.
     pub const HOME: &str = "home";
-    pub const ALL: &[&str] = &[CHANNEL_FAILED, REASON_KINDS, UDP, LIVE_SERVICES, QUIC, HOME];
+    /// The hub answers `EpMsg::Ping` with `HubMsg::Pong` on control, so an
+    /// ep on TLS knows its round trip to each hub.
+    pub const PING: &str = "ping";
+    pub const ALL: &[&str] = &[
+        CHANNEL_FAILED,
+        REASON_KINDS,
+        UDP,
+        LIVE_SERVICES,
+        QUIC,
+        HOME,
+        PING,
+    ];
 }
 
 /// This build's feature list, as sent on the wire.
@@ -101,6 +112,9 @@ pub enum EpMsg {
     Home {
         services: BTreeMap<String, HomeState>,
     },
+    /// On control (feature `ping`): a heartbeat the hub answers with
+    /// `Pong` carrying the same `n`.
+    Ping { n: u64 },
     /// A message type from a newer ep; skipped.
     #[serde(other)]
     Unknown,
@@ -238,6 +252,8 @@ pub enum HubMsg {
         #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
         refused: BTreeMap<String, String>,
     },
+    /// On control (feature `ping`): the answer to `EpMsg::Ping`.
+    Pong { n: u64 },
     /// A message type from a newer hub; skipped.
     #[serde(other)]
     Unknown,

@@ -305,7 +305,13 @@ async fn the_ep_admin_door_shows_the_hub_connection_and_services() {
     assert_eq!(v["hub"][0]["state"], "connected");
     assert_eq!(v["services"][0]["local_reachable"], "yes (last dial)");
     let (_, metrics) = get(admin, "/metrics", None).await;
-    assert_eq!(sample(&metrics, "ferry_hub_connected"), 1.0);
+    assert_eq!(
+        sample(
+            &metrics,
+            &format!("ferry_hub_connected{{hub=\"{}\"}}", hub.control)
+        ),
+        1.0
+    );
     parses_with_prometheus_client(&metrics);
     // Its logs are JSON objects, one a line (FERRY_LOG_FORMAT=json).
     let line = ep.wait_line("connected to hub");

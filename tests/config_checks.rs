@@ -298,3 +298,63 @@ fn game_keys_are_checked_and_ferry_hub_check_lists_which_names_go_where() {
         assert!(!ok && text.contains(says), "{table}: {text}");
     }
 }
+
+#[test]
+fn several_hubs_are_checked_and_printed_and_one_hub_works_as_before() {
+    let root = shipped();
+    // The shipped single-hub file is unchanged and checks as before.
+    let (ok, text) = output(
+        ferry()
+            .args(["ep", "check", "-c"])
+            .arg(root.path().join("config/ep.toml")),
+    );
+    assert!(ok && text.contains("hub       127.0.0.1:7000"), "{text}");
+    let several = |hubs: &str| {
+        edited(root.path(), "ep", |text| {
+            let text = text.replace("hub = \"127.0.0.1:7000\"\n", "");
+            // Top-level keys first, then the tables.
+            let at = text.find("[tls]").unwrap();
+            format!("{}{hubs}\n{}", &text[..at], &text[at..])
+        })
+    };
+    let two = several(
+        "transport = \"tls\"\n\
+         [[hubs]]\nhub = \"a.example.net:7000\"\n\
+         [[hubs]]\nhub = \"b.example.net:7100\"\nchannel = \"b.example.net:7200\"\ntransport = \"quic\"\nserver_name = \"hub-b\"\n",
+    );
+    let (ok, text) = output(ferry().args(["ep", "check", "-c"]).arg(&two));
+    assert!(ok, "{text}");
+    for line in [
+        "hub       a.example.net:7000",
+        "channel   a.example.net:7001",
+        "transport Tls",
+        "hub       b.example.net:7100 (certificate must name \"hub-b\")",
+        "channel   b.example.net:7200",
+        "transport Quic",
+    ] {
+        assert!(text.contains(line), "no {line:?} in:\n{text}");
+    }
+    let refused = [
+        (
+            "hub = \"c.example.net:7000\"\n[[hubs]]\nhub = \"a.example.net:7000\"\n",
+            "hub is set at the top level and [[hubs]]",
+        ),
+        (
+            "[[hubs]]\nhub = \"a.example.net:7000\"\n[[hubs]]\nhub = \"a.example.net:7000\"\n",
+            "hubs[1].hub = \"a.example.net:7000\" is named twice",
+        ),
+        ("[[hubs]]\nhub = \"a.example.net\"\n", "hubs[0].hub"),
+        (
+            "[[hubs]]\nhub = \"a.example.net:7000\"\ntoken = \"x\"\n",
+            "found `token`",
+        ),
+        ("", "no hub: set hub"),
+    ];
+    for (hubs, why) in refused {
+        let (ok, text) = output(ferry().args(["ep", "check", "-c"]).arg(several(hubs)));
+        assert!(
+            !ok && text.contains(why),
+            "{hubs:?}: no {why:?} in:\n{text}"
+        );
+    }
+}

@@ -239,7 +239,7 @@ async fn wrong_token_attempt(
         return "connect failed".into();
     };
     let connector = tokio_rustls::TlsConnector::from(ferry::tls::EpTls::load(s).unwrap().client);
-    let Ok(mut tls) = connector.connect(s.server_name.clone(), tcp).await else {
+    let Ok(mut tls) = connector.connect(s.hubs[0].server_name.clone(), tcp).await else {
         return "closed before TLS".into();
     };
     let hello = EpMsg::Hello {

@@ -100,10 +100,17 @@ async fn a_download_goes_on_for_the_whole_drain(t: Transport) {
     stopping.await.unwrap();
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_second_sigterm_during_the_drain_stops_at_once() {
+on_every_transport!(a_second_sigterm_during_the_drain_stops_at_once);
+
+async fn a_second_sigterm_during_the_drain_stops_at_once(t: Transport) {
     let certs = Certs::new();
-    let (mut hub, _ep) = proc_tunnel(&certs, "drain_timeout = \"60s\"\n", "echo", endless().await);
+    let (mut hub, _ep) = proc_tunnel_over(
+        &certs,
+        t,
+        "drain_timeout = \"60s\"\n",
+        "echo",
+        endless().await,
+    );
     let mut player = tokio::net::TcpStream::connect(hub.services["echo"])
         .await
         .unwrap();
@@ -115,7 +122,7 @@ async fn a_second_sigterm_during_the_drain_stops_at_once() {
     hub.proc.signal("TERM");
     let exit = hub.proc.wait_within(Duration::from_secs(20));
     println!(
-        "figure: with a 60 s drain, the second SIGTERM ended the hub after {:?}",
+        "figure ({t:?}): with a 60 s drain, the second SIGTERM ended the hub after {:?}",
         t.elapsed()
     );
     assert!(

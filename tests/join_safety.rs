@@ -111,6 +111,7 @@ impl FakeDoor {
     fn line(&self) -> String {
         Line {
             door: self.listener.local_addr().unwrap().to_string(),
+            more: vec![],
             ca: ferry::enrol::fingerprint(&self.ca_der),
             id: "0123456789abcdef".into(),
             secret: "00112233445566778899aabbccddeeff".into(),

@@ -286,15 +286,16 @@ async fn the_hub_wide_cap_keeps_the_doors_working() {
     drop(held);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_player_silent_both_ways_is_closed_after_the_idle_timeout() {
+on_every_transport!(a_player_silent_both_ways_is_closed_after_the_idle_timeout);
+
+async fn a_player_silent_both_ways_is_closed_after_the_idle_timeout(t: Transport) {
     let certs = Certs::new();
     let (local, _) = counting_greeter().await;
     let opts = HubOpts {
         extra: "[players]\nplayer_idle_timeout = \"1s\"\n".into(),
         ..Default::default()
     };
-    let (hub, _ep) = tunnel_with(&certs, &opts, local).await;
+    let (hub, _ep) = tunnel_over(&certs, t, opts, local).await;
     let mut talker = try_player("127.0.0.1", hub.service("echo")).await.unwrap();
     let mut silent = try_player("127.0.0.1", hub.service("echo")).await.unwrap();
     let t = std::time::Instant::now();
@@ -310,7 +311,7 @@ async fn a_player_silent_both_ways_is_closed_after_the_idle_timeout() {
     });
     assert!(closed_by_peer(&mut silent, Duration::from_secs(10)).await);
     let after = t.elapsed();
-    println!("figure: a silent player was closed after {after:?} (player_idle_timeout 1s)");
+    println!("figure ({t:?}): a silent player was closed after {after:?} (player_idle_timeout 1s)");
     assert!(
         after >= Duration::from_millis(900),
         "closed too early: {after:?}"

@@ -462,3 +462,38 @@ async fn a_new_hub_certificate_is_used_for_new_handshakes() {
     stop.send(()).unwrap();
     streaming.await.expect("the player saw no error");
 }
+
+on_every_transport!(a_reload_that_drops_the_eps_address_ends_its_session);
+
+/// An ep's address taken out of `ep_allowlist` by a reload: its session
+/// ends (over QUIC, its connection too), and it cannot log in again.
+async fn a_reload_that_drops_the_eps_address_ends_its_session(t: Transport) {
+    let certs = Certs::new();
+    let mut o = t.hub_opts(opts(""));
+    let settings = hub_settings(&certs, &o);
+    let file = settings.file.clone();
+    let hub = TestHub::from_settings(settings, &o).await;
+    let eo = t.ep_opts(
+        &hub,
+        EpOpts::new(&certs, vec![("a".into(), echo_server().await)]),
+    );
+    let s = ep_settings(&certs, &hub, &eo);
+    let _ep = TestEp::start(s.clone());
+    hub.wait_sessions(1).await;
+    assert_eq!(echo_once(hub.service("a"), b"in").await.unwrap(), b"in");
+    let before = reloads(&hub);
+    o.allowlist = vec!["127.0.0.2/32".into()];
+    save_hub_toml(&certs, &o, &file);
+    next_reload(&hub, before).await.unwrap();
+    hub.wait_sessions(0).await;
+    eventually("no QUIC connection left", Duration::from_secs(10), || {
+        hub.handle.quic_connections() == 0
+    })
+    .await;
+    let again = t.login_once(&s, &hub).await;
+    assert!(again.is_err(), "logged in from outside the allowlist");
+    println!(
+        "figure ({t:?}): a login from the dropped address: {}",
+        again.unwrap_err()
+    );
+}

@@ -19,8 +19,30 @@ fn slow_hash(token: &str) -> String {
         .to_string()
 }
 
+/// What changes while the login's Argon2 check runs.
+#[derive(Debug, Clone, Copy)]
+enum Rotation {
+    Token,
+    Allowlist,
+    Revocation,
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_token_rotated_during_a_login_leaves_no_session_on_the_old_token() {
+    rotated_during_a_login(Rotation::Token).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_address_dropped_from_the_allowlist_during_a_login_gets_no_session() {
+    rotated_during_a_login(Rotation::Allowlist).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_certificate_revoked_during_a_login_gets_no_session() {
+    rotated_during_a_login(Rotation::Revocation).await
+}
+
+async fn rotated_during_a_login(change: Rotation) {
     let certs = Certs::new();
     // A long heartbeat timeout: a session that should not exist must not
     // end by itself before the test looks.
@@ -31,12 +53,14 @@ async fn a_token_rotated_during_a_login_leaves_no_session_on_the_old_token() {
     let argon2 = t.elapsed();
     let mut o = HubOpts {
         extra: creds(&slow),
+        allowlist: vec!["127.0.0.0/8".into()],
         ..Default::default()
     };
-    let settings = hub_settings(&certs, &o);
+    let crl = certs.path("crl.pem");
+    let settings = hub_settings_crl(&certs, &o, Some(&crl));
     let file = settings.file.clone();
     let hub = TestHub::from_settings(settings, &o).await;
-    // Whoever holds the leaked token logs in…
+    // Whoever holds the leaked token (or key) logs in…
     let mut tls = raw_control(&certs, &hub).await;
     let hello = ferry::proto::EpMsg::Hello {
         version: ferry::proto::PROTOCOL_VERSION,
@@ -50,25 +74,48 @@ async fn a_token_rotated_during_a_login_leaves_no_session_on_the_old_token() {
     // …while the operator rotates it.
     let began = Instant::now();
     let reloads = hub.handle.reloads().borrow().0;
-    let rotated =
-        ferry::token::hash(&ferry::secret::Secret::new("the-new-token-0123456789")).unwrap();
-    o.extra = creds(&rotated);
-    std::fs::rename(write_hub_toml(&certs, &o, None), &file).unwrap();
     let mut rx = hub.handle.reloads();
-    tokio::time::timeout(Duration::from_secs(10), rx.wait_for(|(n, _)| *n > reloads))
-        .await
-        .expect("the hub reloaded")
-        .unwrap();
-    let reloaded_after = began.elapsed();
+    match change {
+        Rotation::Token => {
+            let rotated =
+                ferry::token::hash(&ferry::secret::Secret::new("the-new-token-0123456789"))
+                    .unwrap();
+            o.extra = creds(&rotated);
+        }
+        // The ep's control connection comes from 127.0.0.1.
+        Rotation::Allowlist => o.allowlist = vec!["127.0.0.2/32".into()],
+        Rotation::Revocation => {
+            let (ok, text) = procs::run(&[
+                "hub",
+                "revoke",
+                "--ep",
+                "home",
+                "--dir",
+                certs.dir.path().to_str().unwrap(),
+            ]);
+            assert!(ok, "{text}");
+        }
+    }
+    let revoked = matches!(change, Rotation::Revocation);
+    if !revoked {
+        let next = write_hub_toml(&certs, &o, Some(&crl));
+        std::fs::rename(next, &file).unwrap();
+        tokio::time::timeout(Duration::from_secs(10), rx.wait_for(|(n, _)| *n > reloads))
+            .await
+            .expect("the hub reloaded")
+            .unwrap();
+    }
+    let applied_after = began.elapsed();
     let answer: Result<ferry::proto::HubMsg, _> =
         tokio::time::timeout(Duration::from_secs(30), ferry::proto::read_msg(&mut tls))
             .await
             .expect("the hub answered the login");
     println!(
-        "figure: Argon2 of the old hash ~{argon2:?}; reload applied {reloaded_after:?} into the login; the hub answered {answer:?}"
+        "figure ({change:?}): Argon2 of the old hash ~{argon2:?}; change made {applied_after:?} into the login; the hub answered {answer:?}"
     );
-    // Whatever the order, no session on the old token lives on: refused
-    // at registration, or registered first and then closed by the sweep.
+    // Whatever the order, no session on the old credential lives on:
+    // refused at registration, or registered first and then closed by the
+    // sweep.
     match answer {
         Ok(ferry::proto::HubMsg::Refused { .. }) => {}
         Ok(ferry::proto::HubMsg::Welcome { .. }) => {
@@ -83,7 +130,7 @@ async fn a_token_rotated_during_a_login_leaves_no_session_on_the_old_token() {
             .await;
             assert!(
                 closed.is_ok(),
-                "a session on the rotated-out token lived on"
+                "a session on the rotated-out credential lived on"
             );
         }
         other => panic!("unexpected answer {other:?}"),

@@ -146,8 +146,8 @@ async fn hub_named_by_host_name_serves_players() {
         &hub,
         &EpOpts::new(&certs, vec![("echo".into(), echo)]),
     );
-    settings.hub = format!("localhost:{}", hub.control.port());
-    settings.channel = format!("localhost:{}", hub.channel.port());
+    settings.hubs[0].hub = format!("localhost:{}", hub.control.port());
+    settings.hubs[0].channel = format!("localhost:{}", hub.channel.port());
     let _ep = TestEp::start(settings);
     assert_eq!(
         echo_through(hub.service("echo"), b"by name").await,

@@ -28,13 +28,18 @@ impl Cluster {
     /// Starts a hub on loopback that serves `services` services; `top` adds
     /// top-level keys, `tables` the services and limits.
     pub fn hub(&self, top: &str, tables: &str, services: usize) -> HubProc {
+        self.hub_named("hub", top, tables, services)
+    }
+
+    /// `hub`, configured in `NAME.toml`, for benches with several hubs.
+    pub fn hub_named(&self, name: &str, top: &str, tables: &str, services: usize) -> HubProc {
         let hash = ferry::token::hash(&self.token).unwrap();
         let toml = format!(
             "control = \"127.0.0.1:0\"\nchannel = \"127.0.0.1:0\"\n{top}ep_allowlist = [\"127.0.0.1\"]\n\
              token_hash = \"{hash}\"\nplayer_wait = \"60s\"\n\
              [tls]\nca = \"ca.pem\"\ncert = \"hub.pem\"\nkey = \"hub.key\"\n{tables}"
         );
-        let file = self.dir.path().join("hub.toml");
+        let file = self.dir.path().join(format!("{name}.toml"));
         std::fs::write(&file, toml).unwrap();
         HubProc::start(&file, &[], services)
     }
@@ -42,17 +47,27 @@ impl Cluster {
     /// Starts the ep certified as `name` against `hub` and returns once the
     /// hub has logged it in, so no figure includes the login.
     pub fn ep(&self, hub: &HubProc, name: &str, top: &str, tables: &str) -> Ferry {
-        let toml = format!(
-            "hub = \"{}\"\nchannel = \"{}\"\nserver_name = \"localhost\"\ntoken = \"{}\"\n{top}\
-             [tls]\nca = \"ca.pem\"\ncert = \"ep-{name}.pem\"\nkey = \"ep-{name}.key\"\n{tables}",
-            hub.control,
-            hub.channel,
-            self.token.expose()
+        self.ep_of(&[hub], name, top, tables)
+    }
+
+    /// `ep`, serving every hub in `hubs` (a `[[hubs]]` table each).
+    pub fn ep_of(&self, hubs: &[&HubProc], name: &str, top: &str, tables: &str) -> Ferry {
+        let mut toml = format!("token = \"{}\"\n{top}", self.token.expose());
+        for hub in hubs {
+            toml += &format!(
+                "[[hubs]]\nhub = \"{}\"\nchannel = \"{}\"\nserver_name = \"localhost\"\n",
+                hub.control, hub.channel
+            );
+        }
+        toml += &format!(
+            "[tls]\nca = \"ca.pem\"\ncert = \"ep-{name}.pem\"\nkey = \"ep-{name}.key\"\n{tables}"
         );
         let file = self.dir.path().join(format!("ep-{name}.toml"));
         std::fs::write(&file, toml).unwrap();
         let ep = Ferry::spawn("ep", &file, &[]);
-        hub.proc.wait_line("ep logged in");
+        for hub in hubs {
+            hub.proc.wait_line("ep logged in");
+        }
         ep
     }
 }

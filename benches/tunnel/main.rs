@@ -1,4 +1,4 @@
-//! `cargo bench --bench tunnel [-- --smoke] [--json PATH]`
+//! `cargo bench --bench tunnel [-- --smoke] [--json PATH] [--no-memory] [--second-hub]`
 //!
 //! Runs the release `ferry` as two processes (hub and ep) on loopback with
 //! certificates made here, plus this process's own sink and echo services
@@ -23,6 +23,8 @@ struct Plan {
     first_bytes: usize,
     rate_secs: u64,
     idle: Vec<usize>,
+    /// How long the second-hub figure watches two idle eps.
+    hub_idle_secs: u64,
 }
 
 const MIB: u64 = 1 << 20;
@@ -37,6 +39,7 @@ fn plan(smoke: bool) -> Plan {
             first_bytes: 5,
             rate_secs: 1,
             idle: vec![20],
+            hub_idle_secs: 2,
         }
     } else {
         Plan {
@@ -47,6 +50,7 @@ fn plan(smoke: bool) -> Plan {
             first_bytes: 200,
             rate_secs: 5,
             idle: vec![1000, 10000],
+            hub_idle_secs: 60,
         }
     }
 }
@@ -64,6 +68,14 @@ fn main() {
         .enable_all()
         .build()
         .unwrap();
+    // The second-hub figure alone (a minute of two idle eps).
+    if args.has("--second-hub") {
+        let mut out = String::new();
+        let v = rt.block_on(second_hub(&mut out, plan.hub_idle_secs));
+        let mut js = Json::new();
+        js.insert("second_hub".into(), v);
+        return common::write_json(&args.json, &js);
+    }
     let js = rt.block_on(run(&plan, fd_limit));
     common::write_json(&args.json, &js);
 }
@@ -280,5 +292,41 @@ async fn run(p: &Plan, fd_limit: u64) -> Json {
         mem.push(json!({"players": n, "hub_rss": h, "ep_rss": e, "hub_bytes_per_player": per_hub, "ep_bytes_per_player": per_ep}));
     }
     js.insert("memory".into(), json!(mem));
+    js.insert(
+        "second_hub".into(),
+        second_hub(&mut out, p.hub_idle_secs).await,
+    );
     js
+}
+
+/// What a second hub costs an ep at idle: RSS, and CPU over `secs`, of an
+/// ep serving one hub against one serving two (each hub its own process,
+/// heartbeats at the default 5 s).
+async fn second_hub(out: &mut String, secs: u64) -> serde_json::Value {
+    let cluster = Cluster::new(&["one", "two"]);
+    let echo = tcp::echo().await;
+    let tables = "[services.echo]\nbind = \"127.0.0.1:0\"\n";
+    let (a, b) = (
+        cluster.hub_named("hub-a", "", tables, 1),
+        cluster.hub_named("hub-b", "", tables, 1),
+    );
+    let service = format!("[services.echo]\nlocal = \"{echo}\"\n");
+    let one = cluster.ep_of(&[&a], "one", "", &service);
+    let two = cluster.ep_of(&[&a, &b], "two", "", &service);
+    let (cpu1, cpu2) = (one.cpu_secs(), two.cpu_secs());
+    tokio::time::sleep(Duration::from_secs(secs)).await;
+    let cpu = |p: &Proc, at: f64| (p.cpu_secs() - at) / secs as f64 * 100.0;
+    let (c1, c2) = (cpu(&one, cpu1), cpu(&two, cpu2));
+    let (r1, r2) = (
+        one.status_kib("VmRSS:") * 1024,
+        two.status_kib("VmRSS:") * 1024,
+    );
+    say!(
+        out,
+        "ep at idle over {secs} s: one hub {:.1} MiB, {c1:.3} % CPU; two hubs {:.1} MiB, {c2:.3} % CPU; the second hub costs {:.0} KiB",
+        r1 as f64 / MIB as f64,
+        r2 as f64 / MIB as f64,
+        (r2 as f64 - r1 as f64) / 1024.0
+    );
+    json!({"secs": secs, "one_hub": {"rss": r1, "cpu_percent": c1}, "two_hubs": {"rss": r2, "cpu_percent": c2}})
 }

@@ -1,11 +1,12 @@
-//! The invite line `ferry1:HOST:PORT/CA/ID.SECRET` (`ferry::enrol::Line`),
+//! The invite line `ferry1:HOST:PORT[,HOST…]/CA/ID.SECRET` (`ferry::enrol::Line`),
 //! pasted by a person from wherever it was sent (a chat, a mail). The
 //! input is the text. Checked:
 //!
 //! - a line read is printed back as a line that reads back equal;
 //! - the same with whitespace around it (as pasted);
 //! - its parts are what the line's shape promises: hex of the right
-//!   lengths, lowercase, and a door that splits into host and port.
+//!   lengths, lowercase, a door that splits into host and port, and
+//!   further hubs that are hosts only (no port, no separator).
 
 #![no_main]
 
@@ -29,4 +30,8 @@ fuzz_target!(|data: &[u8]| {
     };
     assert!(hex(&line.ca, 32) && hex(&line.id, 16) && hex(&line.secret, 32));
     assert!(split_host_port(&line.door).is_ok());
+    for h in &line.more {
+        assert_eq!(ferry::enrol::line_host(h).as_deref(), Some(h.as_str()));
+        assert!(!h.contains(['/', ',', '"', '\\']), "{h:?}");
+    }
 });

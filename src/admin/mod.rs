@@ -65,7 +65,7 @@ pub fn columns(
     } else {
         (
             "hub",
-            &["hub", "state", "transport", "since"],
+            &["hub", "state", "transport", "rtt", "players", "since"],
             &[
                 "name",
                 "local",

@@ -19,19 +19,21 @@ use std::{
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct EpConfig {
-    /// The hub's control port, `host:port`.
-    pub hub: String,
+    /// The hub's control port, `host:port` (one hub; `[[hubs]]` for several).
+    pub hub: Option<String>,
     /// The hub's channel port; default: same host, control port + 1.
     pub channel: Option<String>,
     /// "auto" (QUIC when the hub offers it and it works, else TLS over
-    /// TCP), "quic" or "tls".
-    #[serde(default)]
-    pub transport: Transport,
+    /// TCP), "quic" or "tls"; with `[[hubs]]`, the default for each.
+    pub transport: Option<Transport>,
     /// The hub's QUIC port, `host:port`; default: what the hub says at
     /// login, or the host of `hub` with its port + 2.
     pub quic: Option<String>,
     /// Name checked against the hub's certificate; default: the host of `hub`.
     pub server_name: Option<String>,
+    /// Several hubs, each served at once through its own session.
+    #[serde(default)]
+    pub hubs: Vec<HubConfig>,
     pub token: Option<Secret>,
     /// A file holding the token (first line), instead of `token`.
     pub token_file: Option<RelativePathBuf>,
@@ -63,6 +65,34 @@ pub struct EpConfig {
     #[serde(skip)]
     pub flags: EpFlags,
 }
+
+/// One `[[hubs]]` table: the keys a single hub has at the top level.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HubConfig {
+    pub hub: String,
+    pub channel: Option<String>,
+    pub transport: Option<Transport>,
+    pub quic: Option<String>,
+    pub server_name: Option<String>,
+}
+
+/// A hub the ep serves, checked: where its doors are and how to reach it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HubTarget {
+    /// The control port as written; also the hub's name in logs, the
+    /// status page and the metrics' `hub` label.
+    pub hub: String,
+    pub channel: String,
+    pub transport: Transport,
+    /// The hub's QUIC address if set (`quic`), else derived at login.
+    pub quic: Option<String>,
+    pub server_name: ServerName<'static>,
+}
+
+/// More hubs than this is a mistake, not a deployment: each is a session,
+/// a socket and a share of every player's channels.
+const MAX_HUBS: usize = 16;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -212,12 +242,8 @@ pub struct EpTiming {
 #[derive(Clone)]
 pub struct EpSettings {
     pub file: PathBuf,
-    pub hub: String,
-    pub channel: String,
-    pub transport: Transport,
-    /// The hub's QUIC address if set (`quic`), else derived at login.
-    pub quic: Option<String>,
-    pub server_name: ServerName<'static>,
+    /// Every hub served, in the order written; never empty.
+    pub hubs: Vec<HubTarget>,
     pub token: Secret,
     /// The CA, certificate and key under `[tls]`, loaded by `tls::EpTls`.
     pub tls_files: super::TlsPaths,
@@ -245,7 +271,7 @@ impl EpConfig {
 
     pub fn check(mut self, file: &Path) -> Result<EpSettings> {
         let err = checker(file);
-        let (channel, server_name) = self.hub_addresses(file)?;
+        let hubs = self.hub_targets(file)?;
         let token = self.token(file)?;
         let services = self.local_services(file)?;
         if self.tls.crl.is_some() {
@@ -262,11 +288,7 @@ impl EpConfig {
         Ok(EpSettings {
             file: file.to_path_buf(),
             timing: self.timing(),
-            hub: self.hub,
-            channel,
-            transport: self.transport,
-            quic: self.quic,
-            server_name,
+            hubs,
             token,
             tls_files,
             services,
@@ -277,33 +299,56 @@ impl EpConfig {
         })
     }
 
-    /// The channel address (given or derived from `hub`) and the name the
-    /// hub's certificate must carry; `quic` is only checked for form.
-    fn hub_addresses(&mut self, file: &Path) -> Result<(String, ServerName<'static>)> {
+    /// The hubs: the top-level keys (one hub) or `[[hubs]]` (several),
+    /// not both.
+    fn hub_targets(&mut self, file: &Path) -> Result<Vec<HubTarget>> {
         let err = checker(file);
-        let (host, port) = split_host_port(&self.hub).map_err(|e| err(format!("hub: {e}")))?;
-        let channel = match self.channel.take() {
-            Some(c) => {
-                split_host_port(&c).map_err(|e| err(format!("channel: {e}")))?;
-                c
-            }
-            None => join_host_port(
-                &host,
-                port.checked_add(1).ok_or_else(|| {
-                    err("hub port 65535 leaves no room for channel = port + 1".into())
-                })?,
-            ),
-        };
-        if let Some(q) = &self.quic {
-            split_host_port(q).map_err(|e| err(format!("quic: {e}")))?;
+        let default = self.transport.unwrap_or_default();
+        if self.hubs.is_empty() {
+            let Some(hub) = self.hub.take() else {
+                return Err(err(
+                    "no hub: set hub = \"host:port\" (or FERRY_HUB), or a [[hubs]] table per hub"
+                        .into(),
+                ));
+            };
+            let one = HubConfig {
+                hub,
+                channel: self.channel.take(),
+                transport: self.transport,
+                quic: self.quic.take(),
+                server_name: self.server_name.take(),
+            };
+            return Ok(vec![hub_target(one, default, "").map_err(err)?]);
         }
-        let name = self.server_name.take().unwrap_or(host);
-        let server_name = ServerName::try_from(name.clone()).map_err(|_| {
-            err(format!(
-                "server_name {name:?} is not a DNS name or IP address"
-            ))
-        })?;
-        Ok((channel, server_name))
+        let top = [
+            ("hub", self.hub.is_some()),
+            ("channel", self.channel.is_some()),
+            ("quic", self.quic.is_some()),
+            ("server_name", self.server_name.is_some()),
+        ];
+        if let Some((key, _)) = top.iter().find(|(_, set)| *set) {
+            return Err(err(format!(
+                "{key} is set at the top level and [[hubs]] is there too: with several hubs, give {key} inside each [[hubs]] table"
+            )));
+        }
+        if self.hubs.len() > MAX_HUBS {
+            return Err(err(format!(
+                "{} [[hubs]]: at most {MAX_HUBS}",
+                self.hubs.len()
+            )));
+        }
+        let mut targets: Vec<HubTarget> = Vec::new();
+        for (i, h) in std::mem::take(&mut self.hubs).into_iter().enumerate() {
+            let t = hub_target(h, default, &format!("hubs[{i}].")).map_err(err)?;
+            if targets.iter().any(|o| o.hub == t.hub) {
+                return Err(err(format!(
+                    "hubs[{i}].hub = {:?} is named twice; each hub once",
+                    t.hub
+                )));
+            }
+            targets.push(t);
+        }
+        Ok(targets)
     }
 
     /// The token, inline or from `token_file`; exactly one, not empty.
@@ -412,6 +457,42 @@ impl EpSettings {
     }
 }
 
+/// One hub's addresses checked: the channel address (given or derived from
+/// `hub`) and the name the hub's certificate must carry; `quic` is only
+/// checked for form. `at` prefixes keys in messages (`hubs[1].`).
+fn hub_target(
+    h: HubConfig,
+    default: Transport,
+    at: &str,
+) -> std::result::Result<HubTarget, String> {
+    let (host, port) = split_host_port(&h.hub).map_err(|e| format!("{at}hub: {e}"))?;
+    let channel = match h.channel {
+        Some(c) => {
+            split_host_port(&c).map_err(|e| format!("{at}channel: {e}"))?;
+            c
+        }
+        None => join_host_port(
+            &host,
+            port.checked_add(1).ok_or_else(|| {
+                format!("{at}hub port 65535 leaves no room for channel = port + 1")
+            })?,
+        ),
+    };
+    if let Some(q) = &h.quic {
+        split_host_port(q).map_err(|e| format!("{at}quic: {e}"))?;
+    }
+    let name = h.server_name.unwrap_or(host);
+    let server_name = ServerName::try_from(name.clone())
+        .map_err(|_| format!("{at}server_name {name:?} is not a DNS name or IP address"))?;
+    Ok(HubTarget {
+        hub: h.hub,
+        channel,
+        transport: h.transport.unwrap_or(default),
+        quic: h.quic,
+        server_name,
+    })
+}
+
 /// Turns a check's message into the error naming `file`.
 fn checker(file: &Path) -> impl Fn(String) -> anyhow::Error + Copy + '_ {
     move |m| anyhow::Error::new(check_err(file, m))
@@ -420,22 +501,24 @@ fn checker(file: &Path) -> impl Fn(String) -> anyhow::Error + Copy + '_ {
 impl std::fmt::Display for EpSettings {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         writeln!(f, "ep config {}", self.file.display())?;
-        writeln!(
-            f,
-            "  hub       {} (certificate must name {:?})",
-            self.hub,
-            self.server_name.to_str()
-        )?;
-        writeln!(f, "  channel   {}", self.channel)?;
-        writeln!(
-            f,
-            "  transport {:?}{}",
-            self.transport,
-            self.quic
-                .as_ref()
-                .map(|q| format!(" (QUIC at {q})"))
-                .unwrap_or_default()
-        )?;
+        for h in &self.hubs {
+            writeln!(
+                f,
+                "  hub       {} (certificate must name {:?})",
+                h.hub,
+                h.server_name.to_str()
+            )?;
+            writeln!(f, "  channel   {}", h.channel)?;
+            writeln!(
+                f,
+                "  transport {:?}{}",
+                h.transport,
+                h.quic
+                    .as_ref()
+                    .map(|q| format!(" (QUIC at {q})"))
+                    .unwrap_or_default()
+            )?;
+        }
         writeln!(f, "  token     {}", self.token)?;
         if let Some(a) = &self.admin {
             writeln!(f, "  admin     {a}")?;

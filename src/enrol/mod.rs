@@ -103,9 +103,34 @@ pub fn fingerprint(ca_der: &[u8]) -> String {
 pub struct Line {
     /// The enrol door, `host:port`.
     pub door: String,
+    /// Further hubs the ep serves (host names or addresses), replicas of
+    /// the door's hub that share its CA, credentials and ports:
+    /// `ferry1:HOST:PORT,HOST2,HOST3/CA/ID.SECRET`.
+    pub more: Vec<String>,
     pub ca: String,
     pub id: String,
     pub secret: String,
+}
+
+/// Most hubs one line names (an ep serves at most 16).
+pub const MAX_LINE_HUBS: usize = 16;
+
+/// A host a line may name, as `join_host_port` takes it: a DNS name, an
+/// IPv4 or an IPv6 address (bracketed or not), nothing that could add a
+/// port, a path or a TOML escape. None if it is none of those.
+pub fn line_host(h: &str) -> Option<String> {
+    let bare = h
+        .strip_prefix('[')
+        .and_then(|r| r.strip_suffix(']'))
+        .unwrap_or(h);
+    if let Ok(v6) = bare.parse::<std::net::Ipv6Addr>() {
+        return Some(v6.to_string());
+    }
+    let name = !h.is_empty()
+        && h.len() <= 253
+        && h.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-');
+    name.then(|| h.to_string())
 }
 
 impl Line {
@@ -130,9 +155,24 @@ impl Line {
                 "the invite line is damaged (a part has the wrong length or a non-hex character); copy it again whole"
             );
         }
+        let mut hubs = door.split(',');
+        let door = hubs.next().unwrap_or_default();
         crate::config::split_host_port(door).map_err(|e| bad(&e))?;
+        let more = hubs
+            .map(|h| {
+                line_host(h).ok_or_else(|| {
+                    bad(&format!(
+                        "{h:?} is not a host name or address (further hubs are HOST, comma-separated)"
+                    ))
+                })
+            })
+            .collect::<Result<Vec<String>>>()?;
+        if more.len() + 1 > MAX_LINE_HUBS {
+            return Err(bad(&format!("more than {MAX_LINE_HUBS} hubs")));
+        }
         Ok(Line {
             door: door.to_string(),
+            more,
             ca: ca.to_ascii_lowercase(),
             id: id.to_ascii_lowercase(),
             secret: secret.to_ascii_lowercase(),
@@ -142,11 +182,15 @@ impl Line {
 
 impl std::fmt::Display for Line {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "{SCHEME}{}/{}/{}.{}",
-            self.door, self.ca, self.id, self.secret
-        )
+        write!(f, "{SCHEME}{}", self.door)?;
+        for h in &self.more {
+            if h.contains(':') {
+                write!(f, ",[{h}]")?;
+            } else {
+                write!(f, ",{h}")?;
+            }
+        }
+        write!(f, "/{}/{}.{}", self.ca, self.id, self.secret)
     }
 }
 
@@ -167,7 +211,7 @@ pub fn invite(
     ep: &str,
     ttl: std::time::Duration,
     from: Option<crate::config::Allowlist>,
-    host: Option<&str>,
+    hosts: &[String],
     services: &[String],
 ) -> Result<Issued> {
     let Some(e) = &s.enrol else {
@@ -204,7 +248,27 @@ pub fn invite(
     if e.bind.port() == 0 {
         bail!("enrol.bind has port 0 (chosen at start); give it a fixed port");
     }
-    let host = match host {
+    let hosts = hosts
+        .iter()
+        .map(|h| {
+            line_host(h).ok_or_else(|| {
+                anyhow::anyhow!(
+                    "--hub {h:?}: give a host name or address (no port: every hub uses this hub's ports)"
+                )
+            })
+        })
+        .collect::<Result<Vec<String>>>()?;
+    if hosts.len() > MAX_LINE_HUBS {
+        bail!("{} --hub: at most {MAX_LINE_HUBS}", hosts.len());
+    }
+    if let Some((_, h)) = hosts
+        .iter()
+        .enumerate()
+        .find(|(i, h)| hosts[..*i].contains(h))
+    {
+        bail!("--hub {h:?} is given twice");
+    }
+    let host = match hosts.first() {
         Some(h) => h.to_string(),
         None => crate::tls::load_certs(&s.tls_files.cert)?
             .first()
@@ -220,6 +284,7 @@ pub fn invite(
     let (id, secret) = store.create(ep, ttl, from, services.to_vec())?;
     let line = Line {
         door: crate::config::join_host_port(&host, e.bind.port()),
+        more: hosts.iter().skip(1).cloned().collect(),
         ca: fingerprint(ca.as_ref()),
         id,
         secret,
@@ -274,6 +339,7 @@ mod tests {
     fn lines_round_trip_and_damage_is_named() {
         let l = Line {
             door: "play.example.com:7003".into(),
+            more: vec![],
             ca: "0123456789abcdef0123456789abcdef".into(),
             id: "0011223344556677".into(),
             secret: "ffeeddccbbaa99887766554433221100".into(),
@@ -286,6 +352,18 @@ mod tests {
             ..l.clone()
         };
         assert_eq!(Line::parse(&v6.to_string()).unwrap(), v6);
+        // Further hubs: names and addresses, v6 bracketed in the text.
+        let several = Line {
+            more: vec!["b.example.net".into(), "2001:db8::2".into()],
+            ..l.clone()
+        };
+        let text2 = several.to_string();
+        assert!(text2.starts_with("ferry1:play.example.com:7003,b.example.net,[2001:db8::2]/"));
+        assert_eq!(Line::parse(&text2).unwrap(), several);
+        for bad in ["b.example.net:7000", "", "b\"x", "a/b"] {
+            let t = text.replacen("7003/", &format!("7003,{bad}/"), 1);
+            assert!(Line::parse(&t).is_err(), "{t}");
+        }
         let cut = &text[..text.len() - 1];
         assert!(
             Line::parse(cut)

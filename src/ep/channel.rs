@@ -3,6 +3,7 @@
 
 use super::{
     Ep, Leg,
+    hubs::HubLink,
     login::{Path, connect_tls},
 };
 use crate::{
@@ -29,10 +30,14 @@ const IDLE_GRACE: Duration = Duration::from_secs(30);
 #[derive(Clone)]
 pub(super) struct Target {
     pub addr: Arc<str>,
+    /// The name the hub's certificate must carry.
+    pub server_name: rustls::pki_types::ServerName<'static>,
     pub leg: Leg,
     pub idle_timeout: Duration,
     /// The hub's address as this session reached it.
     pub hub_ip: std::net::IpAddr,
+    /// The hub this session serves.
+    pub link: Arc<HubLink>,
     /// Where to report a channel that cannot be opened, if the hub listens.
     pub report: Option<mpsc::Sender<EpMsg>>,
 }
@@ -67,7 +72,8 @@ pub(super) async fn run(ep: Arc<Ep>, service: String, ticket: String, target: Ta
     };
     let open = async {
         let client = ep.tls.get().client.clone();
-        let mut tls = Path::Tls(connect_tls(&s, &client, &target.addr, target.leg).await?);
+        let mut tls =
+            Path::Tls(connect_tls(&target.server_name, &client, &target.addr, target.leg).await?);
         let hello = EpMsg::Channel {
             service: service.clone(),
             ticket: ticket.clone(),
@@ -109,7 +115,18 @@ pub(super) async fn run(ep: Arc<Ep>, service: String, ticket: String, target: Ta
             "a player arrived for a service this ep no longer serves"
         );
     };
-    started(ep, service, local, tls, msg, target.hub_ip).await;
+    let via = Via {
+        hub_ip: target.hub_ip,
+        link: target.link,
+    };
+    started(ep, service, local, tls, msg, via).await;
+}
+
+/// The hub a player came through.
+pub(super) struct Via {
+    /// Its address as the session reached it.
+    pub hub_ip: std::net::IpAddr,
+    pub link: Arc<HubLink>,
 }
 
 /// A player (or a UDP flow) arrived on `tls` with `msg` (a `Start`).
@@ -119,7 +136,7 @@ pub(super) async fn started(
     local: crate::config::ep::LocalService,
     mut tls: Path,
     msg: HubMsg,
-    hub_ip: std::net::IpAddr,
+    via: Via,
 ) {
     if let Some(why) = out_of_reach(&local, &msg) {
         tls.abort();
@@ -138,6 +155,7 @@ pub(super) async fn started(
         }
         return;
     };
+    let _carrying = via.link.carrying();
     let HubMsg::Start {
         player,
         service: public,
@@ -152,7 +170,7 @@ pub(super) async fn started(
     };
     // A hub older than PROXY support does not say where the player
     // arrived; the hub's address with port 0 is the best there is.
-    let public = public.unwrap_or_else(|| std::net::SocketAddr::new(hub_ip, 0));
+    let public = public.unwrap_or_else(|| std::net::SocketAddr::new(via.hub_ip, 0));
     if udp {
         let flow = super::udp::Flow {
             service,

@@ -1,7 +1,10 @@
 //! Reaching the hub: TCP, TLS, hello, and a reason in words when it fails.
 
 use crate::{
-    config::{ep::EpSettings, ports::ServiceKind},
+    config::{
+        ep::{EpSettings, HubTarget},
+        ports::ServiceKind,
+    },
     net,
     proto::{self, EpMsg, FrameError, HubMsg, MIN_PROTOCOL_VERSION, PROTOCOL_VERSION, RefusalKind},
 };
@@ -180,7 +183,7 @@ async fn dial(addr: &str, from: Option<IpAddr>) -> io::Result<TcpStream> {
 
 /// Dials `addr` and completes the TLS handshake with the hub.
 pub async fn connect_tls(
-    s: &EpSettings,
+    server_name: &rustls::pki_types::ServerName<'static>,
     client: &Arc<rustls::ClientConfig>,
     addr: &str,
     leg: Leg,
@@ -204,7 +207,7 @@ pub async fn connect_tls(
         .map(|a| a.ip().to_string())
         .unwrap_or_default();
     let tls = TlsConnector::from(client.clone())
-        .connect(s.server_name.clone(), tcp)
+        .connect(server_name.clone(), tcp)
         .await
         .map_err(tls_error);
     match (leg, tls) {
@@ -246,47 +249,49 @@ impl Welcome {
     }
 }
 
-/// `settings.channel`, pinned to `hub_ip` when it names the hub's host.
-fn channel_for(s: &EpSettings, hub_ip: Option<std::net::IpAddr>) -> String {
+/// `h.channel`, pinned to `hub_ip` when it names the hub's host.
+fn channel_for(h: &HubTarget, hub_ip: Option<std::net::IpAddr>) -> String {
     use crate::config::split_host_port;
     let (Some(ip), Ok((hub_host, _)), Ok((host, port))) =
-        (hub_ip, split_host_port(&s.hub), split_host_port(&s.channel))
+        (hub_ip, split_host_port(&h.hub), split_host_port(&h.channel))
     else {
-        return s.channel.clone();
+        return h.channel.clone();
     };
     if host == hub_host {
         std::net::SocketAddr::new(ip, port).to_string()
     } else {
-        s.channel.clone()
+        h.channel.clone()
     }
 }
 
-/// Logs in on the control port. Returns only once the hub said welcome: with
-/// TLS 1.3 the hub judges our certificate after our handshake "completes",
-/// so "connected" is never claimed before the hub's answer.
+/// Logs in on the control port of the first hub `s` names. Returns only
+/// once the hub said welcome: with TLS 1.3 the hub judges our certificate
+/// after our handshake "completes", so "connected" is never claimed before
+/// the hub's answer.
 pub async fn login(s: &EpSettings) -> Result<(Path, Welcome), LoginError> {
-    login_with(s, &load_tls(s)?.client).await
+    login_with(s, &s.hubs[0], &load_tls(s)?.client).await
 }
 
-/// `login` with the ep's TLS configuration already loaded.
+/// `login` to hub `h` with the ep's TLS configuration already loaded.
 pub async fn login_with(
     s: &EpSettings,
+    h: &HubTarget,
     client: &Arc<rustls::ClientConfig>,
 ) -> Result<(Path, Welcome), LoginError> {
     let deadline = s.timing.connect_timeout;
     let attempt = async {
-        let tls = connect_tls(s, client, &s.hub, Leg::Control).await?;
+        let tls = connect_tls(&h.server_name, client, &h.hub, Leg::Control).await?;
         let hub_ip = tls.get_ref().0.peer_addr().ok().map(|a| a.ip());
         let local_ip = tls.get_ref().0.local_addr().ok().map(|a| a.ip());
         let mut path = Path::Tls(tls);
-        let welcome = greet(s, &mut path, hub_ip, local_ip).await?;
+        let welcome = greet(s, h, &mut path, hub_ip, local_ip).await?;
         Ok((path, welcome))
     };
     tokio::time::timeout(deadline, attempt)
         .await
         .unwrap_or_else(|_| {
             Err(LoginError::Timeout {
-                addr: s.hub.clone(),
+                addr: h.hub.clone(),
                 after: deadline,
             })
         })
@@ -295,6 +300,7 @@ pub async fn login_with(
 /// The hello and the hub's answer, over a fresh control connection.
 async fn greet(
     s: &EpSettings,
+    h: &HubTarget,
     tls: &mut Path,
     hub_ip: Option<IpAddr>,
     local_ip: Option<IpAddr>,
@@ -345,7 +351,7 @@ async fn greet(
                     heartbeat: Duration::from_millis(heartbeat_ms.max(100)),
                     heartbeat_timeout: Duration::from_millis(heartbeat_timeout_ms.max(200)),
                     idle_timeout: Duration::from_millis(idle_timeout_ms.max(1000)),
-                    channel: channel_for(s, hub_ip),
+                    channel: channel_for(h, hub_ip),
                     local_ip,
                     hub_ip: hub_ip.unwrap_or(IpAddr::V6(std::net::Ipv6Addr::UNSPECIFIED)),
                     features,
@@ -398,10 +404,11 @@ pub fn quic_endpoint(
 /// Logs in over QUIC: the connection, its first stream as control.
 pub async fn login_quic(
     s: &EpSettings,
+    h: &HubTarget,
     endpoint: &quinn::Endpoint,
     hub: SocketAddr,
 ) -> Result<(Path, Welcome), LoginError> {
-    let name = s.server_name.to_str();
+    let name = h.server_name.to_str();
     let connecting = endpoint.connect(hub, &name).map_err(|e| LoginError::Quic {
         addr: hub.to_string(),
         why: e.to_string(),
@@ -409,7 +416,7 @@ pub async fn login_quic(
     let conn = connecting.await.map_err(|e| quic_error(hub, e))?;
     let (send, recv) = conn.open_bi().await.map_err(|e| quic_error(hub, e))?;
     let mut path = Path::Quic(crate::quic::QuicStream::control(send, recv));
-    let mut welcome = greet(s, &mut path, Some(hub.ip()), None).await?;
+    let mut welcome = greet(s, h, &mut path, Some(hub.ip()), None).await?;
     welcome.link = Some(crate::quic::Link::new(conn));
     Ok((path, welcome))
 }

@@ -76,18 +76,23 @@ fn apply(ep: &Ep, (mut new, new_tls): (EpSettings, crate::tls::EpTls)) -> String
             restart.push(key);
         }
     };
-    keep("hub", old.hub == new.hub);
-    keep("channel", old.channel == new.channel);
-    keep("server_name", old.server_name == new.server_name);
+    // A session per hub runs from start: which hubs, and where each one's
+    // doors are, wait for a restart; a hub's transport is read at its
+    // next login.
+    let same_hubs = old.hubs.len() == new.hubs.len()
+        && old.hubs.iter().zip(&new.hubs).all(|(a, b)| {
+            a.hub == b.hub && a.channel == b.channel && a.server_name == b.server_name
+        });
+    keep("hub", same_hubs);
     keep(
         "admin",
         old.admin.as_ref().map(|a| a.to_string()) == new.admin.as_ref().map(|a| a.to_string()),
     );
     keep("log_format", old.log_format == new.log_format);
     keep("watch_config", old.watch_config == new.watch_config);
-    new.hub = old.hub.clone();
-    new.channel = old.channel.clone();
-    new.server_name = old.server_name.clone();
+    if !same_hubs {
+        new.hubs = old.hubs.clone();
+    }
     new.admin = old.admin.clone();
     new.log_format = old.log_format;
     new.watch_config = old.watch_config;
@@ -147,13 +152,18 @@ fn apply(ep: &Ep, (mut new, new_tls): (EpSettings, crate::tls::EpTls)) -> String
         }
     }
     ep.settings.set(new);
-    if credentials {
-        ep.retry_now.notify_one();
+    for link in &ep.hubs {
+        if credentials {
+            link.retry_now.notify_one();
+        }
+        if relogin {
+            // Channels must carry the session's identity: log in with the
+            // new one.
+            link.relogin.notify_one();
+        }
     }
-    if relogin {
-        // Channels must carry the session's identity: log in with the new one.
-        ep.relogin.notify_one();
-    } else if shapes_changed {
+    // A new login announces the services anyway.
+    if !relogin && shapes_changed {
         ep.offered.send_modify(|n| *n += 1);
     }
     line

@@ -1,4 +1,4 @@
-//! The ep as its admin door shows it: the hub connection, and per service
+//! The ep as its admin door shows it: each hub's session, and per service
 //! its players, traffic and whether the service at home answered the last
 //! dial (the ep never dials just to check: a game would see a phantom).
 
@@ -10,12 +10,6 @@ use std::{collections::HashMap, sync::Mutex};
 use tokio::time::Instant;
 
 struct Inner {
-    hub: String,
-    /// "connecting", "connected" or why not.
-    state: String,
-    /// "tls" or "quic", while connected.
-    transport: &'static str,
-    since: Instant,
     started: Instant,
     /// Service → the last dial's outcome.
     dials: HashMap<String, Result<(), String>>,
@@ -24,34 +18,15 @@ struct Inner {
 pub(crate) struct State(Mutex<Inner>);
 
 impl State {
-    pub fn new(hub: &str) -> Self {
-        let now = Instant::now();
+    pub fn new() -> Self {
         State(Mutex::new(Inner {
-            hub: hub.to_string(),
-            state: "connecting".into(),
-            transport: "-",
-            since: now,
-            started: now,
+            started: Instant::now(),
             dials: HashMap::new(),
         }))
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
         self.0.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    pub fn connected(&self, quic: bool) {
-        let mut s = self.lock();
-        s.state = "connected".into();
-        s.transport = if quic { "quic" } else { "tls" };
-        s.since = Instant::now();
-    }
-
-    pub fn disconnected(&self, why: &str) {
-        let mut s = self.lock();
-        s.state = format!("reconnecting ({why})");
-        s.transport = "-";
-        s.since = Instant::now();
     }
 
     pub fn dialled(&self, service: &str, outcome: Result<(), String>) {
@@ -111,12 +86,7 @@ impl crate::admin::Source for Ep {
             "version": env!("CARGO_PKG_VERSION"),
             "uptime_s": now.duration_since(s.started).as_secs(),
             "ep": self.tls.get().identity.clone(),
-            "hub": [{
-                "hub": s.hub,
-                "state": s.state,
-                "transport": s.transport,
-                "since": format!("{}s ago", now.duration_since(s.since).as_secs()),
-            }],
+            "hub": self.hubs.iter().map(|h| h.row()).collect::<Vec<_>>(),
             "services": services,
         })
     }

@@ -564,6 +564,10 @@ pub(super) async fn session(shared: Arc<Shared>, s: LoggedIn) {
                     silence.as_mut().reset(tokio::time::Instant::now() + t.heartbeat_timeout);
                     continue;
                 }
+                Ok(EpMsg::Ping { n }) => {
+                    silence.as_mut().reset(tokio::time::Instant::now() + t.heartbeat_timeout);
+                    HubMsg::Pong { n }
+                }
                 Ok(EpMsg::ChannelFailed { service, ticket, reason }) => {
                     silence.as_mut().reset(tokio::time::Instant::now() + t.heartbeat_timeout);
                     if let Some(svc) = guard.services().iter().find(|s| s.name == service)
@@ -672,6 +676,7 @@ fn kind(m: &EpMsg) -> &'static str {
         EpMsg::ChannelFailed { .. } => "channel_failed",
         EpMsg::Services { .. } => "services",
         EpMsg::Home { .. } => "home",
+        EpMsg::Ping { .. } => "ping",
         EpMsg::Unknown => "unknown",
     }
 }

@@ -1,40 +1,73 @@
-//! The ep's side of the numbers: its hub connection, its services' players
-//! and traffic, and whether the services at home answer.
+//! The ep's side of the numbers: each hub connection, its services'
+//! players and traffic, and whether the services at home answer.
 
 use super::{ServiceLabel, Traffic};
 use prometheus_client::{
+    encoding::EncodeLabelSet,
     metrics::{counter::Counter, family::Family, gauge::Gauge},
     registry::Registry,
 };
+use std::sync::atomic::AtomicU64;
+
+/// A hub as ep.toml names it (its control address): a handful per ep.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct HubLabel {
+    pub hub: String,
+}
 
 pub struct EpMetrics {
     registry: Registry,
-    pub hub_connected: Gauge,
-    pub logins: Counter,
+    pub hub_connected: Family<HubLabel, Gauge>,
+    pub logins: Family<HubLabel, Counter>,
+    /// Players and UDP flows carried for each hub now.
+    pub hub_players: Family<HubLabel, Gauge>,
+    pub hub_rtt: Family<HubLabel, Gauge<f64, AtomicU64>>,
     pub traffic: Traffic,
     pub local_dial_failures: Family<ServiceLabel, Counter>,
 }
 
 impl EpMetrics {
-    pub fn new<'a>(services: impl IntoIterator<Item = &'a str>) -> Self {
+    pub fn new<'a>(
+        hubs: impl IntoIterator<Item = &'a str>,
+        services: impl IntoIterator<Item = &'a str>,
+    ) -> Self {
         let mut registry = Registry::with_prefix("ferry");
         let m = EpMetrics {
             registry: Registry::default(),
-            hub_connected: Gauge::default(),
-            logins: Counter::default(),
+            hub_connected: Family::default(),
+            logins: Family::default(),
+            hub_players: Family::default(),
+            hub_rtt: Family::default(),
             traffic: Traffic::default(),
             local_dial_failures: Family::default(),
         };
         registry.register(
             "hub_connected",
-            "Whether the control session to the hub is up (1) or not (0)",
+            "Whether the control session to each hub is up (1) or not (0)",
             m.hub_connected.clone(),
         );
         registry.register(
             "hub_logins",
-            "Successful logins to the hub",
+            "Successful logins to each hub",
             m.logins.clone(),
         );
+        registry.register(
+            "hub_players",
+            "Players and UDP flows carried for each hub now",
+            m.hub_players.clone(),
+        );
+        registry.register(
+            "hub_rtt_seconds",
+            "Round trip to each hub: the QUIC path's, or a ping on the TLS control session (0 while unknown)",
+            m.hub_rtt.clone(),
+        );
+        for h in hubs {
+            let l = HubLabel { hub: h.to_string() };
+            let _ = m.hub_connected.get_or_create(&l);
+            let _ = m.logins.get_or_create(&l);
+            let _ = m.hub_players.get_or_create(&l);
+            let _ = m.hub_rtt.get_or_create(&l);
+        }
         m.traffic.register(&mut registry, "Players served");
         registry.register(
             "local_dial_failures",

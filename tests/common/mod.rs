@@ -634,6 +634,28 @@ pub fn proc_tunnel(
     (hub, ep)
 }
 
+/// `proc_tunnel` over transport `t`: the hub process with its QUIC door
+/// on for QUIC, the ep process told to use it.
+pub fn proc_tunnel_over(
+    certs: &Certs,
+    t: Transport,
+    extra: &str,
+    service: &str,
+    local: SocketAddr,
+) -> (procs::HubProc, procs::Ferry) {
+    let extra = format!("{}{extra}", t.hub_extra());
+    let hub = procs::HubProc::start(&hub_toml(certs, &[service], &extra), &[], 1);
+    let mut eo = EpOpts::new(certs, vec![(service.to_string(), local)]);
+    eo.extra = t.ep_extra(hub.quic);
+    let ep = procs::Ferry::spawn(
+        "ep",
+        &write_ep_toml(certs, hub.control, hub.channel, &eo),
+        &[],
+    );
+    hub.proc.wait_line("ep logged in");
+    (hub, ep)
+}
+
 /// An address where nothing listens, held (bound, never listening) so that
 /// no other test can take the port while it is in use: connecting to it is
 /// refused. Keep the socket alive as long as the address matters.

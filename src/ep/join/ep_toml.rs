@@ -1,5 +1,6 @@
-//! The `ep.toml` a join writes: the hub's doors on the line's host, the
-//! files in `certs/`, and each offered service on loopback for a person
+//! The `ep.toml` a join writes: the hub's doors on the line's host (a
+//! `[[hubs]]` table per host when the line names several), the files in
+//! `certs/`, and each offered service on loopback for a person
 //! to check. The names come from the hub: each is written as a TOML key or
 //! string with escapes, so a quote or a line break in one cannot end it
 //! and add keys of its own (a `local` that sends players to another
@@ -9,16 +10,30 @@ use super::answer::Enrolled;
 use crate::config::join_host_port;
 use std::path::Path;
 
-pub(super) fn render(e: &Enrolled, config: &Path, host: &str) -> String {
+pub(super) fn render(e: &Enrolled, config: &Path, hosts: &[String]) -> String {
+    let doors = |host: &str| {
+        format!(
+            "hub = {}\nchannel = {}\n",
+            string(&join_host_port(host, e.control)),
+            string(&join_host_port(host, e.channel)),
+        )
+    };
     let mut toml = format!(
         "# Written by `ferry ep join` for ep {}. Run: ferry ep -c {}\n\
-         hub = {}\nchannel = {}\ntoken_file = \"certs/token\"\n\n\
-         [tls]\nca = \"certs/ca.pem\"\ncert = \"certs/ep.pem\"\nkey = \"certs/ep.key\"\n",
+         token_file = \"certs/token\"\n",
         comment(&e.ep),
         comment(&config.display().to_string()),
-        string(&join_host_port(host, e.control)),
-        string(&join_host_port(host, e.channel)),
     );
+    match hosts {
+        [one] => toml += &doors(one),
+        several => {
+            toml += "\n# Served at once, each through its own session.\n";
+            for h in several {
+                toml += &format!("[[hubs]]\n{}", doors(h));
+            }
+        }
+    }
+    toml += "\n[tls]\nca = \"certs/ca.pem\"\ncert = \"certs/ep.pem\"\nkey = \"certs/ep.key\"\n";
     for s in &e.services {
         // In u32: a range the hub claims runs past 65535 is written as
         // claimed, for the config check to name, not a panic here.

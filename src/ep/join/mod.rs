@@ -41,7 +41,10 @@ pub async fn join(line: &str, dir: &Path, force: bool) -> Result<Joined> {
     let (ca_der, reply) = door::enrol(&line, &host, &key).await?;
     let enrolled = answer::check(reply, &key, &ca_der)?;
     let config = staging.config();
-    let toml = ep_toml::render(&enrolled, &config, &host);
+    let hubs: Vec<String> = std::iter::once(host)
+        .chain(line.more.iter().cloned())
+        .collect();
+    let toml = ep_toml::render(&enrolled, &config, &hubs);
     staging.install(&enrolled, &toml)?;
     Ok(Joined {
         ep: enrolled.ep,

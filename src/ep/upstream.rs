@@ -1,0 +1,513 @@
+//! The session to one hub: log in, serve, reconnect with backoff. Each hub
+//! the ep serves runs one of these loops, each with its own backoff and
+//! transport choice, so a hub that refuses or vanishes delays no other.
+
+use super::{
+    Ep, Leg, LoginError, Welcome, backoff::Backoff, channel, hubs::HubLink, login, reload,
+};
+use crate::{
+    config::ep::{EpSettings, HubTarget, Transport},
+    proto::{self, CloseKind, EpMsg, FrameReader, HubMsg, feature},
+};
+use std::{sync::Arc, time::Duration};
+use tokio::sync::mpsc;
+use tracing::Instrument;
+
+/// A session that lasted this long was a real one: the next reconnect
+/// starts from the shortest delay again. A session that dies sooner (two
+/// eps with one certificate replacing each other, a hub that closes it at
+/// once) keeps the backoff growing, so such a loop costs the hub one
+/// Argon2 run per backoff step rather than several a second.
+const STABLE_SESSION: Duration = Duration::from_secs(10);
+
+/// In `transport = "auto"`, how long a QUIC attempt may take before the ep
+/// serves over TLS instead, and how long before it tries QUIC again.
+const QUIC_TRY: Duration = Duration::from_secs(3);
+const QUIC_RETRY: Duration = Duration::from_secs(300);
+
+/// How a session ended.
+struct End {
+    reason: String,
+    kind: Option<CloseKind>,
+    /// Ended to log in again over QUIC at once (not a failure).
+    switch: bool,
+}
+
+/// One hub, as the loop and its session see it.
+struct Up {
+    ep: Arc<Ep>,
+    link: Arc<HubLink>,
+}
+
+/// Serves the hub `link` names until the ep shuts down.
+pub(super) async fn run(ep: Arc<Ep>, link: Arc<HubLink>) {
+    let up = Up { ep, link };
+    let span = tracing::info_span!("hub", hub = %up.link.name);
+    up.main_loop().instrument(span).await
+}
+
+impl Up {
+    /// This hub's entry in the settings as they are now (a reload may have
+    /// changed its transport; its addresses stay until a restart).
+    fn target(&self, s: &EpSettings) -> HubTarget {
+        s.hubs[self.link.index].clone()
+    }
+
+    async fn main_loop(&self) {
+        let (ep, link) = (&self.ep, &self.link);
+        let shutdown = ep.shutdown.clone();
+        let t = ep.settings().timing;
+        let mut backoff = Backoff::new(t.backoff_min, t.backoff_max);
+        while !shutdown.is_cancelled() {
+            // Each attempt with the settings as they are now (a reload may
+            // have changed the token or the certificate). The services
+            // offered are read before them: a reload that lands during the
+            // login is then seen as one the session must announce.
+            let offered = *ep.offered.borrow();
+            let s = ep.settings();
+            let h = self.target(&s);
+            tracing::info!("connecting to hub");
+            let attempt = tokio::select! {
+                r = self.connect(&s, &h) => r,
+                _ = shutdown.cancelled() => break,
+            };
+            let delay = match attempt {
+                Ok((tls, welcome)) => {
+                    self.connected(&s, &h, &welcome);
+                    let quic = welcome.link.clone();
+                    let began = tokio::time::Instant::now();
+                    let end = self.session(&h, tls, welcome, offered).await;
+                    if let Some(quic) = quic {
+                        self.close_when_idle(quic);
+                    }
+                    link.disconnected(&end.reason);
+                    if shutdown.is_cancelled() {
+                        break;
+                    }
+                    if end.switch {
+                        tracing::info!("{}", end.reason);
+                        continue;
+                    }
+                    if began.elapsed() >= STABLE_SESSION {
+                        backoff.reset();
+                    }
+                    retry_delay(&end, &mut backoff)
+                }
+                Err(e) => self.login_failed(&e, &mut backoff),
+            };
+            tokio::select! {
+                _ = tokio::time::sleep(delay) => {}
+                _ = link.retry_now.notified() => {
+                    tracing::info!("the token or certificate changed; logging in again now");
+                    backoff.reset();
+                }
+                _ = shutdown.cancelled() => break,
+            }
+        }
+    }
+
+    /// Records and logs a login that succeeded.
+    fn connected(&self, s: &EpSettings, h: &HubTarget, welcome: &Welcome) {
+        self.link.connected(welcome.link.is_some());
+        let services: Vec<&String> = s.services.keys().collect();
+        let (transport, addr) = match &welcome.link {
+            Some(l) => ("quic", l.conn.remote_address().to_string()),
+            None => ("tls", h.hub.clone()),
+        };
+        let ep_name = self.ep.tls.get().identity.clone();
+        tracing::info!(at = %addr, transport, ep = %ep_name, ?services, "connected to hub");
+    }
+
+    /// Lets an ended session's QUIC connection go once its players are done.
+    fn close_when_idle(&self, quic: crate::quic::Link) {
+        // Its players keep the connection until they are done; then nothing
+        // holds it open. No deadline of the ep's own: a hub that ended the
+        // session bounds it with its `drain_timeout`, and this ep's shutdown
+        // with its hard stop.
+        let ep = self.ep.clone();
+        self.ep.tracker.spawn(async move {
+            quic.close_when_idle(None, &ep.hard_stop, "session over")
+                .await;
+        });
+    }
+
+    /// Records a failed login; returns how long to wait before the next.
+    fn login_failed(&self, e: &LoginError, backoff: &mut Backoff) -> Duration {
+        self.link.disconnected(&format!("login failed: {e}"));
+        let delay = backoff.next(e.is_permanent());
+        let hint = if e.is_permanent() {
+            " (this will not fix itself)"
+        } else {
+            ""
+        };
+        tracing::error!("login failed: {e}{hint}; retrying in {delay:.1?}");
+        delay
+    }
+
+    /// Serves one control session; returns why it ended.
+    async fn session(
+        &self,
+        h: &HubTarget,
+        tls: login::Path,
+        w: Welcome,
+        offered_at_hello: u64,
+    ) -> End {
+        let (ep, link) = (&self.ep, &self.link);
+        if let Some(port) = w.quic_port {
+            link.quic_lock().port = Some(port);
+        }
+        // Over TLS with a hub that offers QUIC: log in over QUIC now (players
+        // already on TLS channels keep them).
+        if h.transport == Transport::Auto
+            && w.link.is_none()
+            && w.quic_port.is_some()
+            && self.quic_allowed()
+        {
+            return End {
+                reason: "the hub offers QUIC; logging in over it".into(),
+                kind: None,
+                switch: true,
+            };
+        }
+        let (rd, mut wr) = tokio::io::split(tls);
+        let mut rd = FrameReader::new(rd);
+        // Channel tasks report failures here when the hub wants to hear them.
+        let (failed_tx, mut failed_rx) = mpsc::channel::<EpMsg>(64);
+        let report = w.hub_has(feature::CHANNEL_FAILED).then_some(failed_tx);
+        let target = self.channel_target(h, &w, report);
+        // Over QUIC the hub opens a stream per player itself.
+        if let Some(quic) = &w.link {
+            let streams = hub_streams(ep.clone(), link.clone(), quic.clone(), w.hub_ip);
+            ep.tracker
+                .spawn(streams.instrument(tracing::info_span!("quic")));
+        }
+        let mut tick = tokio::time::interval(w.heartbeat);
+        let mut silence = Box::pin(tokio::time::sleep(w.heartbeat_timeout));
+        let mut ping = Ping::default();
+        // Over a hub that answers for services away from home: how they are.
+        let mut homes = ep.homes.watch();
+        if w.hub_has(feature::HOME) {
+            homes.mark_changed();
+        } else {
+            homes.mark_unchanged();
+        }
+        let mut offered = ep.offered.subscribe();
+        if *offered.borrow() == offered_at_hello {
+            offered.mark_unchanged();
+        } else {
+            // Changed since the hello was built: announce at once.
+            offered.mark_changed();
+        }
+        loop {
+            let out = tokio::select! {
+                msg = rd.read::<HubMsg>() => {
+                    silence.as_mut().reset(tokio::time::Instant::now() + w.heartbeat_timeout);
+                    if let Ok(HubMsg::Pong { n }) = &msg {
+                        if let Some(rtt) = ping.answered(*n) {
+                            link.set_rtt(rtt);
+                        }
+                        continue;
+                    }
+                    match self.on_hub_msg(msg, &target) {
+                        Some(end) => return end,
+                        None => continue,
+                    }
+                }
+                _ = silence.as_mut() => {
+                    return end(format!("no heartbeat from the hub for {:?}", w.heartbeat_timeout));
+                }
+                _ = tick.tick() => match &w.link {
+                    Some(quic) => {
+                        link.set_rtt(quic.conn.rtt());
+                        EpMsg::Heartbeat
+                    }
+                    None if w.hub_has(feature::PING) => ping.send(),
+                    None => EpMsg::Heartbeat,
+                },
+                _ = link.relogin.notified() => {
+                    return end("the ep's certificate changed; logging in with it".into());
+                }
+                Ok(()) = offered.changed() => {
+                    if !w.hub_has(feature::LIVE_SERVICES) {
+                        return end("the hub predates live service changes; logging in again to announce them".into());
+                    }
+                    reload::offer(&ep.settings())
+                }
+                Some(m) = failed_rx.recv() => m,
+                Ok(()) = homes.changed(), if w.hub_has(feature::HOME) => {
+                    EpMsg::Home { services: homes.borrow_and_update().clone() }
+                }
+                _ = ep.shutdown.cancelled() => return end("ep shutting down".into()),
+            };
+            if let Err(e) = proto::write_msg(&mut wr, &out).await {
+                return end(e.to_string());
+            }
+        }
+    }
+
+    /// Where this session's channels go, as its welcome says.
+    fn channel_target(
+        &self,
+        h: &HubTarget,
+        w: &Welcome,
+        report: Option<mpsc::Sender<EpMsg>>,
+    ) -> channel::Target {
+        channel::Target {
+            addr: w.channel.as_str().into(),
+            server_name: h.server_name.clone(),
+            // Over QUIC the hub asks for no channels: it opens a stream per
+            // player itself (`hub_streams`).
+            leg: Leg::Channel { from: w.local_ip },
+            idle_timeout: w.idle_timeout,
+            hub_ip: w.hub_ip,
+            link: self.link.clone(),
+            report,
+        }
+    }
+
+    /// Acts on one message from the hub; `Some` when it ends the session.
+    fn on_hub_msg(
+        &self,
+        msg: Result<HubMsg, proto::FrameError>,
+        target: &channel::Target,
+    ) -> Option<End> {
+        let ep = &self.ep;
+        match msg {
+            Ok(HubMsg::Heartbeat) => None,
+            Ok(HubMsg::Open { service, ticket }) => {
+                let span = tracing::info_span!("channel", service = %service);
+                ep.tracker.spawn(
+                    channel::run(ep.clone(), service, ticket, target.clone()).instrument(span),
+                );
+                None
+            }
+            Ok(HubMsg::Services { services, refused }) => {
+                let now: Vec<&String> = services.keys().collect();
+                if refused.is_empty() {
+                    tracing::info!(services = ?now, "the hub serves these services through this ep");
+                } else {
+                    tracing::warn!(services = ?now, ?refused, "the hub serves these services through this ep, not the others");
+                }
+                None
+            }
+            Ok(HubMsg::Closing { reason, kind }) => Some(End {
+                reason: format!("the hub closed the session: {reason}"),
+                kind,
+                switch: false,
+            }),
+            Ok(other) => Some(end(format!("unexpected message from the hub: {other:?}"))),
+            Err(e) => Some(end(e.to_string())),
+        }
+    }
+
+    /// QUIC has not failed lately at this hub.
+    fn quic_allowed(&self) -> bool {
+        self.link
+            .quic_lock()
+            .failed
+            .is_none_or(|t| t.elapsed() >= QUIC_RETRY)
+    }
+
+    /// Where the hub's QUIC door is: `quic` if set, else the port its
+    /// welcome named, else (`transport = "quic"` only) the control port + 2.
+    async fn quic_target(&self, h: &HubTarget, guess: bool) -> Option<std::net::SocketAddr> {
+        let text = match &h.quic {
+            Some(q) => q.clone(),
+            None => {
+                let (host, port) = crate::config::split_host_port(&h.hub).ok()?;
+                let port = match self.link.quic_lock().port {
+                    Some(p) => p,
+                    None if guess => port.checked_add(2)?,
+                    None => return None,
+                };
+                crate::config::join_host_port(&host, port)
+            }
+        };
+        tokio::net::lookup_host(text).await.ok()?.next()
+    }
+
+    async fn login_quic(
+        &self,
+        s: &EpSettings,
+        h: &HubTarget,
+        hub: std::net::SocketAddr,
+    ) -> Result<(login::Path, Welcome), LoginError> {
+        let endpoint = {
+            let mut q = self.link.quic_lock();
+            match &q.endpoint {
+                Some(e) if e.local_addr().is_ok_and(|a| a.is_ipv4() == hub.is_ipv4()) => e.clone(),
+                _ => {
+                    let e = login::quic_endpoint(&self.ep.tls.get().client, hub)?;
+                    q.endpoint = Some(e.clone());
+                    e
+                }
+            }
+        };
+        login::login_quic(s, h, &endpoint, hub).await
+    }
+
+    /// Logs in over the transport `h` asks for (see `Transport`).
+    async fn connect(
+        &self,
+        s: &EpSettings,
+        h: &HubTarget,
+    ) -> Result<(login::Path, Welcome), LoginError> {
+        let client = self.ep.tls.get().client.clone();
+        match h.transport {
+            Transport::Tls => login::login_with(s, h, &client).await,
+            Transport::Quic => {
+                let hub = self
+                    .quic_target(h, true)
+                    .await
+                    .ok_or_else(|| LoginError::Quic {
+                        addr: h.quic.clone().unwrap_or_else(|| h.hub.clone()),
+                        why: "cannot resolve the hub's QUIC address".into(),
+                    })?;
+                let deadline = s.timing.connect_timeout;
+                tokio::time::timeout(deadline, self.login_quic(s, h, hub))
+                    .await
+                    .unwrap_or_else(|_| {
+                        Err(LoginError::Timeout {
+                            addr: hub.to_string(),
+                            after: deadline,
+                        })
+                    })
+            }
+            Transport::Auto => {
+                let hub = match self.quic_allowed() {
+                    true => self.quic_target(h, false).await,
+                    false => None,
+                };
+                let Some(hub) = hub else {
+                    return login::login_with(s, h, &client).await;
+                };
+                let why = match tokio::time::timeout(QUIC_TRY, self.login_quic(s, h, hub)).await {
+                    Ok(Ok(x)) => return Ok(x),
+                    // Refused for who we are, not for how we came: TLS
+                    // would be refused alike.
+                    Ok(Err(e)) if e.is_permanent() => return Err(e),
+                    Ok(Err(e)) => e.to_string(),
+                    Err(_) => format!("no QUIC login within {QUIC_TRY:?}"),
+                };
+                self.link.quic_lock().failed = Some(tokio::time::Instant::now());
+                tracing::warn!(
+                    "QUIC to {hub}: {why}; serving over TLS over TCP, trying QUIC again in {QUIC_RETRY:?}"
+                );
+                login::login_with(s, h, &client).await
+            }
+        }
+    }
+}
+
+/// The round trip of the control session over TLS: one ping in flight,
+/// sent in place of a heartbeat.
+#[derive(Default)]
+struct Ping {
+    n: u64,
+    sent: Option<tokio::time::Instant>,
+}
+
+impl Ping {
+    fn send(&mut self) -> EpMsg {
+        self.n += 1;
+        self.sent = Some(tokio::time::Instant::now());
+        EpMsg::Ping { n: self.n }
+    }
+
+    /// The round trip, if `n` answers the ping in flight.
+    fn answered(&mut self, n: u64) -> Option<std::time::Duration> {
+        if n != self.n {
+            return None;
+        }
+        self.sent.take().map(|t| t.elapsed())
+    }
+}
+
+/// How long to wait before logging in again after the session `end`.
+fn retry_delay(end: &End, backoff: &mut Backoff) -> Duration {
+    // Both need a person: retrying soon only costs the hub Argon2.
+    let person = match end.kind {
+        Some(CloseKind::Replaced) => {
+            Some("another ep runs with this ep's certificate and needs a person to stop it")
+        }
+        Some(CloseKind::Revoked) => Some(
+            "this ep needs a new certificate (`ferry hub gen-cert --ep NAME --force` on the hub)",
+        ),
+        _ => None,
+    };
+    if let Some(why) = person {
+        let delay = backoff.next(true);
+        tracing::error!("{}; {why}: waiting the maximum, {delay:.1?}", end.reason);
+        delay
+    } else {
+        let delay = backoff.next(false);
+        tracing::warn!(
+            "control connection lost: {}; reconnecting in {delay:.1?}",
+            end.reason
+        );
+        delay
+    }
+}
+
+/// Streams the hub opens on this session's QUIC connection: each starts
+/// with a `Start` naming its service, then carries a player or a flow.
+async fn hub_streams(
+    ep: Arc<Ep>,
+    link: Arc<HubLink>,
+    quic: crate::quic::Link,
+    hub_ip: std::net::IpAddr,
+) {
+    loop {
+        let stream = tokio::select! {
+            s = quic.conn.accept_bi() => s,
+            _ = ep.shutdown.cancelled() => return,
+        };
+        let Ok((send, recv)) = stream else { return };
+        let (ep2, link2, quic2) = (ep.clone(), link.clone(), quic.clone());
+        ep.tracker.spawn(async move {
+            let mut path = login::Path::Quic(quic2.stream(send, recv));
+            let deadline = Duration::from_secs(10);
+            let msg = match tokio::time::timeout(deadline, proto::read_msg::<_, HubMsg>(&mut path))
+                .await
+            {
+                Ok(Ok(msg @ HubMsg::Start { .. })) => msg,
+                Ok(Ok(_)) => {
+                    return tracing::warn!("a hub stream began with something other than a start");
+                }
+                Ok(Err(e)) => return tracing::debug!("hub stream: {e}"),
+                Err(_) => return tracing::debug!("hub stream: no start within {deadline:?}"),
+            };
+            let HubMsg::Start {
+                name: Some(service),
+                ..
+            } = &msg
+            else {
+                return tracing::warn!("a hub stream's start names no service");
+            };
+            let service = service.clone();
+            let Some(local) = ep2.settings().services.get(&service).cloned() else {
+                path.abort();
+                return tracing::warn!(
+                    service,
+                    "the hub sent a player of a service this ep does not serve"
+                );
+            };
+            let span = tracing::info_span!("channel", service = %service);
+            let via = channel::Via {
+                hub_ip,
+                link: link2,
+            };
+            channel::started(ep2, service, local, path, msg, via)
+                .instrument(span)
+                .await;
+        });
+    }
+}
+
+fn end(reason: String) -> End {
+    End {
+        reason,
+        kind: None,
+        switch: false,
+    }
+}
