@@ -140,3 +140,93 @@ async fn a_service_moved_between_eps_is_handed_over() {
         .unwrap();
     assert_eq!(&tag, b"B");
 }
+
+on_every_transport!(proxy_headers_turned_on_by_an_ep_reload_reach_the_very_next_player);
+
+/// A service at home that answers `P` when a connection begins with a
+/// PROXY v1 header and `N` otherwise (the player sends `hello\n` first).
+async fn header_sniffer() -> SocketAddr {
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = l.accept().await {
+            tokio::spawn(async move {
+                use tokio::io::AsyncWriteExt;
+                // All the player sent, then the answer; the connection is
+                // left for the player to close (unread bytes would reset it).
+                let mut got = Vec::new();
+                let mut buf = [0u8; 512];
+                while !got.ends_with(b"hello\n") {
+                    match s.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => got.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let tag = if got.starts_with(b"PROXY ") { b"P" } else { b"N" };
+                let _ = s.write_all(tag).await;
+                while let Ok(n) = s.read(&mut buf).await {
+                    if n == 0 {
+                        break;
+                    }
+                }
+            });
+        }
+    });
+    addr
+}
+
+/// `proxy_protocol` turned on by an ep reload: the very next player's
+/// connection at home starts with the header, through a channel that
+/// waited in the pool since before the reload too.
+async fn proxy_headers_turned_on_by_an_ep_reload_reach_the_very_next_player(t: Transport) {
+    let certs = Certs::new();
+    let home = header_sniffer().await;
+    let hub = TestHub::start(&certs, &t.hub_opts(opts())).await;
+    let eo = |proxy: bool| {
+        let mut o = EpOpts::new(&certs, vec![("a".into(), home)]);
+        if proxy {
+            o.service_extra = "proxy_protocol = \"v1\"\n".into();
+        }
+        t.ep_opts(&hub, o)
+    };
+    let file = write_ep_toml(&certs, hub.control, hub.channel, &eo(false));
+    let settings = ferry::config::ep::EpConfig::load(&file, Default::default())
+        .unwrap()
+        .check(&file)
+        .unwrap();
+    let (_ep, handle) = TestEp::start_with_handle(settings).await;
+    hub.wait_sessions(1).await;
+    let tag = |to: SocketAddr| async move {
+        use tokio::io::AsyncWriteExt;
+        let mut s = tokio::net::TcpStream::connect(to).await.unwrap();
+        s.write_all(b"hello\n").await.unwrap();
+        let mut tag = [0u8; 1];
+        tokio::time::timeout(Duration::from_secs(10), s.read_exact(&mut tag))
+            .await
+            .expect("the service answered")
+            .unwrap();
+        tag[0]
+    };
+    assert_eq!(tag(hub.service("a")).await, b'N');
+    if t == Transport::Tls {
+        let mut ready = hub.handle.pool_ready("a").unwrap();
+        tokio::time::timeout(Duration::from_secs(10), ready.wait_for(|n| *n >= 1))
+            .await
+            .unwrap()
+            .unwrap();
+    }
+    let mut reloads = handle.reloads();
+    let fresh = write_ep_toml(&certs, hub.control, hub.channel, &eo(true));
+    std::fs::rename(fresh, &file).unwrap();
+    tokio::time::timeout(Duration::from_secs(10), reloads.wait_for(|n| *n >= 1))
+        .await
+        .expect("the ep reloaded")
+        .unwrap();
+    for i in 0..3 {
+        assert_eq!(
+            tag(hub.service("a")).await,
+            b'P',
+            "player {i} after the reload came without the header"
+        );
+    }
+}

@@ -9,16 +9,32 @@ use std::{net::SocketAddr, time::Duration};
 
 const UDP: &str = "type = \"udp\"\n";
 
-/// A hub with one UDP service `echo` and an ep serving it from `local`.
-async fn udp_tunnel(certs: &Certs, extra: &str, local: SocketAddr) -> (TestHub, TestEp) {
-    service_tunnel(certs, &format!("{UDP}{extra}"), local).await
+/// A hub with one UDP service `echo` on `door` and an ep serving it from
+/// `local`.
+async fn udp_tunnel(
+    certs: &Certs,
+    door: Door,
+    extra: &str,
+    local: SocketAddr,
+) -> (TestHub, TestEp) {
+    door_tunnel(certs, door, &format!("{UDP}{extra}"), local).await
 }
 
-#[tokio::test]
-async fn fifty_new_flows_at_once_each_get_their_first_answer() {
+on_every_udp_door!(
+    fifty_new_flows_at_once_each_get_their_first_answer,
+    datagrams_of_every_size_arrive_whole_one_for_one,
+    an_idle_flow_ends_and_the_player_gets_a_new_one,
+    flows_come_back_after_the_ep_restarts,
+    a_port_range_maps_onto_the_same_range_at_home_for_tcp_and_udp,
+    a_flood_of_new_sources_stays_bounded_and_never_starves_a_player,
+    the_service_learns_each_players_address_from_a_proxy_header,
+    flows_come_back_after_the_hub_restarts,
+);
+
+async fn fifty_new_flows_at_once_each_get_their_first_answer(door: Door) {
     let certs = Certs::new();
     let (home, seen) = udp_echo().await;
-    let (hub, _ep) = udp_tunnel(&certs, "", home).await;
+    let (hub, _ep) = udp_tunnel(&certs, door, "", home).await;
     let to = hub.service("echo");
     let mut players = Vec::new();
     for _ in 0..50 {
@@ -48,11 +64,10 @@ async fn fifty_new_flows_at_once_each_get_their_first_answer() {
     assert_eq!(hub.handle.udp_flows("echo"), Some(50));
 }
 
-#[tokio::test]
-async fn datagrams_of_every_size_arrive_whole_one_for_one() {
+async fn datagrams_of_every_size_arrive_whole_one_for_one(door: Door) {
     let certs = Certs::new();
     let (home, _) = udp_echo().await;
-    let (hub, _ep) = udp_tunnel(&certs, "", home).await;
+    let (hub, _ep) = udp_tunnel(&certs, door, "", home).await;
     let to = hub.service("echo");
     let p = player().await;
     for size in [1usize, 1_472, 8_192, 65_507, 0] {
@@ -75,11 +90,10 @@ async fn datagrams_of_every_size_arrive_whole_one_for_one() {
     }
 }
 
-#[tokio::test]
-async fn an_idle_flow_ends_and_the_player_gets_a_new_one() {
+async fn an_idle_flow_ends_and_the_player_gets_a_new_one(door: Door) {
     let certs = Certs::new();
     let (home, seen) = udp_echo().await;
-    let (hub, _ep) = udp_tunnel(&certs, "udp_idle_timeout = \"1s\"\n", home).await;
+    let (hub, _ep) = udp_tunnel(&certs, door, "udp_idle_timeout = \"1s\"\n", home).await;
     let to = hub.service("echo");
     let p = player().await;
     assert!(ask(&p, to, b"one", Duration::from_secs(10)).await.is_some());
@@ -104,11 +118,10 @@ async fn an_idle_flow_ends_and_the_player_gets_a_new_one() {
     );
 }
 
-#[tokio::test]
-async fn flows_come_back_after_the_ep_restarts() {
+async fn flows_come_back_after_the_ep_restarts(door: Door) {
     let certs = Certs::new();
     let (home, _) = udp_echo().await;
-    let (hub, ep) = udp_tunnel(&certs, "", home).await;
+    let (hub, ep) = udp_tunnel(&certs, door, "", home).await;
     let to = hub.service("echo");
     let p = player().await;
     assert!(
@@ -118,18 +131,14 @@ async fn flows_come_back_after_the_ep_restarts() {
     );
     ep.stop().await;
     hub.wait_sessions(0).await;
-    let _ep = TestEp::start(ep_settings(
-        &certs,
-        &hub,
-        &EpOpts::new(&certs, vec![("echo".into(), home)]),
-    ));
+    let eo = door.ep_opts(&hub, EpOpts::new(&certs, vec![("echo".into(), home)]));
+    let _ep = TestEp::start(ep_settings(&certs, &hub, &eo));
     // The player keeps sending as a game would; answers resume.
     let back = ask_until(&p, to, b"after", Duration::from_secs(15)).await;
     assert_eq!(back, b"after");
 }
 
-#[tokio::test]
-async fn a_port_range_maps_onto_the_same_range_at_home_for_tcp_and_udp() {
+async fn a_port_range_maps_onto_the_same_range_at_home_for_tcp_and_udp(door: Door) {
     let certs = Certs::new();
     let home_first = free_range(3);
     let mut homes = Vec::new();
@@ -148,17 +157,17 @@ async fn a_port_range_maps_onto_the_same_range_at_home_for_tcp_and_udp() {
         });
     }
     let hub_first = free_range(3);
-    let opts = HubOpts {
+    let opts = door.hub_opts(HubOpts {
         services: vec![],
         extra: format!(
-            "[services.game]\nbind = \"127.0.0.1:{hub_first}-{}\"\ntype = \"tcp+udp\"\n",
+            "[services.game]\nbind = \"{}:{hub_first}-{}\"\ntype = \"tcp+udp\"\n",
+            door.host(),
             hub_first + 2
         ),
         ..Default::default()
-    };
+    });
     let hub = TestHub::start(&certs, &opts).await;
-    let mut eo = EpOpts::new(&certs, vec![]);
-    eo.extra = String::new();
+    let eo = door.ep_opts(&hub, EpOpts::new(&certs, vec![]));
     let file = write_ep_toml(&certs, hub.control, hub.channel, &eo);
     let mut text = std::fs::read_to_string(&file).unwrap();
     text += &format!(
@@ -224,11 +233,10 @@ async fn an_ep_that_disagrees_on_type_or_range_is_refused_with_the_reason() {
     assert!(e.contains("binds 1 port(s), the ep's local maps 2"), "{e}");
 }
 
-#[tokio::test]
-async fn a_flood_of_new_sources_stays_bounded_and_never_starves_a_player() {
+async fn a_flood_of_new_sources_stays_bounded_and_never_starves_a_player(door: Door) {
     let certs = Certs::new();
     let (home, _) = udp_echo().await;
-    let (hub, _ep) = udp_tunnel(&certs, "max_udp_flows = 16\n", home).await;
+    let (hub, _ep) = udp_tunnel(&certs, door, "max_udp_flows = 16\n", home).await;
     let to = hub.service("echo");
     // A player in conversation: answered, and spoke again.
     let p = player().await;
@@ -269,17 +277,19 @@ async fn a_flood_of_new_sources_stays_bounded_and_never_starves_a_player() {
     println!("flood: peak {peak} flows, player answered {answered}/100, refusals {refused}");
 }
 
-#[tokio::test]
-async fn the_service_learns_each_players_address_from_a_proxy_header() {
+async fn the_service_learns_each_players_address_from_a_proxy_header(door: Door) {
     let certs = Certs::new();
     for (mode, headed) in [("first", [true, false]), ("every", [true, true])] {
         let home = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
-        let opts = HubOpts {
+        let opts = door.hub_opts(HubOpts {
             service_extra: UDP.into(),
             ..Default::default()
-        };
+        });
         let hub = TestHub::start(&certs, &opts).await;
-        let mut eo = EpOpts::new(&certs, vec![("echo".into(), home.local_addr().unwrap())]);
+        let mut eo = door.ep_opts(
+            &hub,
+            EpOpts::new(&certs, vec![("echo".into(), home.local_addr().unwrap())]),
+        );
         eo.service_extra = format!("proxy_protocol = \"v2\"\nproxy_protocol_udp = \"{mode}\"\n");
         let _ep = TestEp::start(ep_settings(&certs, &hub, &eo));
         hub.wait_sessions(1).await;
@@ -317,27 +327,29 @@ async fn the_service_learns_each_players_address_from_a_proxy_header() {
     }
 }
 
-#[tokio::test]
-async fn flows_come_back_after_the_hub_restarts() {
+async fn flows_come_back_after_the_hub_restarts(door: Door) {
     let certs = Certs::new();
     let (home, _) = udp_echo().await;
     let first = free_range(3);
-    let opts = HubOpts {
+    // A fixed QUIC port too: the ep comes back to the same one.
+    let quic = free_range(1);
+    let mut opts = door.hub_opts(HubOpts {
         control: format!("127.0.0.1:{first}"),
         channel: format!("127.0.0.1:{}", first + 1),
         services: vec![],
         extra: format!(
-            "[services.echo]\nbind = \"127.0.0.1:{}\"\ntype = \"udp\"\n",
+            "[services.echo]\nbind = \"{}:{}\"\ntype = \"udp\"\n",
+            door.host(),
             first + 2
         ),
         ..Default::default()
-    };
+    });
+    opts.extra = opts
+        .extra
+        .replace("quic = \"127.0.0.1:0\"", &format!("quic = \"127.0.0.1:{quic}\""));
     let hub = TestHub::start(&certs, &opts).await;
-    let _ep = TestEp::start(ep_settings(
-        &certs,
-        &hub,
-        &EpOpts::new(&certs, vec![("echo".into(), home)]),
-    ));
+    let eo = door.ep_opts(&hub, EpOpts::new(&certs, vec![("echo".into(), home)]));
+    let _ep = TestEp::start(ep_settings(&certs, &hub, &eo));
     hub.wait_sessions(1).await;
     let to: SocketAddr = ([127, 0, 0, 1], first + 2).into();
     let p = player().await;

@@ -94,11 +94,18 @@ async fn a_dual_stack_bind_lets_players_idle_out_and_come_back(t: Transport) {
 }
 
 async fn one_shot_queries_from_one_address_are_all_answered(t: Transport) {
+    // IPv4 players on an IPv4 bind and on a dual-stack one.
+    for bind in ["127.0.0.1:0", "[::]:0"] {
+        one_shot_queries_on(t, bind).await;
+    }
+}
+
+async fn one_shot_queries_on(t: Transport, bind: &str) {
     let certs = Certs::new();
     let (home, _) = udp_echo().await;
     // The built-in per-address cap (64), not the test suite's lifted one.
     let keys = "max_udp_flows_per_ip = 64\n";
-    let (hub, _ep, port) = udp_door(&certs, t, "127.0.0.1:0", keys, home).await;
+    let (hub, _ep, port) = udp_door(&certs, t, bind, keys, home).await;
     let to = at("127.0.0.1", port);
     let mut per_round = Vec::new();
     for round in 0..5 {
@@ -121,7 +128,7 @@ async fn one_shot_queries_from_one_address_are_all_answered(t: Transport) {
         }
         per_round.push(answered);
     }
-    println!("figure: one-shot answers per round of 50 from one address: {per_round:?}");
+    println!("figure ({bind}): one-shot answers per round of 50 from one address: {per_round:?}");
     assert_eq!(per_round, vec![50; 5]);
     let _ = hub;
 }
@@ -193,13 +200,19 @@ async fn newcomer(ip: &str, to: SocketAddr, within: Duration) -> Duration {
 }
 
 async fn forged_floods_leave_every_real_player_served(t: Transport) {
+    for bind in ["127.0.0.1:0", "[::]:0"] {
+        forged_floods_on(t, bind).await;
+    }
+}
+
+async fn forged_floods_on(t: Transport, bind: &str) {
     let certs = Certs::new();
     let (home, _) = udp_echo().await;
     // The built-in door (64 flows per address, 256 per network) with room
     // for 512 flows, so that the forged conversations overflow it, and a
     // one-shot timeout of 2 s instead of 5 to keep the test short.
     let keys = "max_udp_flows = 512\nmax_udp_flows_per_ip = 64\nudp_oneshot_timeout = \"2s\"\n";
-    let (hub, _ep, port) = udp_door(&certs, t, "127.0.0.1:0", keys, home).await;
+    let (hub, _ep, port) = udp_door(&certs, t, bind, keys, home).await;
     let to = at("127.0.0.1", port);
     let victim = "127.0.0.9";
     // Twenty real players, one of them on the address a forger will pick.
@@ -249,14 +262,14 @@ async fn forged_floods_leave_every_real_player_served(t: Transport) {
     keepalive.await.unwrap();
     while let Some(r) = playing.join_next().await {
         let (i, asked, first_try) = r.unwrap();
-        println!("figure: real player {i}: {first_try} of {asked} answered at the first try");
+        println!("figure ({bind}): real player {i}: {first_try} of {asked} answered at the first try");
         assert!(
             first_try * 10 >= asked * 9,
             "player {i} lost answers: {first_try}/{asked}"
         );
     }
     println!(
-        "figure: {flows_in_flood} flows after the flood (max 512); refusals {:?}",
+        "figure ({bind}): {flows_in_flood} flows after the flood (max 512); refusals {:?}",
         hub.handle.refusals()
     );
     drop(held);

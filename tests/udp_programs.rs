@@ -103,11 +103,11 @@ async fn dig_and_dnsperf_reach_dnsmasq_through_ferry() {
     assert!(hub.handle.udp_flows("echo").unwrap() >= 8);
 }
 
-on_every_transport!(dig_gets_a_thousand_answers_in_a_row_from_one_address);
+on_every_udp_door!(dig_gets_a_thousand_answers_in_a_row_from_one_address);
 
 /// dig asking one query after another, each from a fresh source port: a
 /// flow per query, answered once and never spoken to again.
-async fn dig_gets_a_thousand_answers_in_a_row_from_one_address(t: Transport) {
+async fn dig_gets_a_thousand_answers_in_a_row_from_one_address(door: Door) {
     let Some(dig) = find("dig") else {
         return;
     };
@@ -117,12 +117,8 @@ async fn dig_gets_a_thousand_answers_in_a_row_from_one_address(t: Transport) {
     };
     let certs = Certs::new();
     // The built-in per-address cap, not the test suite's lifted one.
-    let opts = HubOpts {
-        service_extra: "type = \"udp\"\nmax_udp_flows_per_ip = 64\n".into(),
-        ..Default::default()
-    };
-    let (hub, _ep) = tunnel_over(&certs, t, opts, home).await;
-    hub.wait_sessions(1).await;
+    let keys = "type = \"udp\"\nmax_udp_flows_per_ip = 64\n";
+    let (hub, _ep) = door_tunnel(&certs, door, keys, home).await;
     let public = hub.service("echo");
     let batch = dir.path().join("batch");
     std::fs::write(&batch, "ferry.test A\n".repeat(1_000)).unwrap();
@@ -132,7 +128,7 @@ async fn dig_gets_a_thousand_answers_in_a_row_from_one_address(t: Transport) {
         .arg(&batch);
     let out = output(cmd).await;
     let answered = out.lines().filter(|l| l.trim() == "10.1.2.3").count();
-    println!("figure: dig, 1,000 queries one after another: {answered} answered");
+    println!("figure ({door:?}): dig, 1,000 queries one after another: {answered} answered");
     assert_eq!(
         answered,
         1_000,

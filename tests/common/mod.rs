@@ -80,6 +80,9 @@ pub struct HubOpts {
     pub extra: String,
     /// Keys added to every `[services.NAME]` table (`type = "udp"`).
     pub service_extra: String,
+    /// Where `services` bind (port 0): `127.0.0.1`, or `[::]` for a
+    /// dual-stack socket.
+    pub service_host: String,
 }
 
 impl Default for HubOpts {
@@ -91,6 +94,7 @@ impl Default for HubOpts {
             services: vec!["echo".into()],
             extra: String::new(),
             service_extra: String::new(),
+            service_host: "127.0.0.1".into(),
         }
     }
 }
@@ -138,8 +142,8 @@ pub fn write_hub_toml(certs: &Certs, o: &HubOpts, crl: Option<&Path>) -> PathBuf
     }
     for s in &o.services {
         text += &format!(
-            "[services.{s}]\nbind = \"127.0.0.1:0\"\n{}",
-            o.service_extra
+            "[services.{s}]\nbind = \"{}:0\"\n{}",
+            o.service_host, o.service_extra
         );
     }
     text += tables;
@@ -219,10 +223,18 @@ impl TestHub {
 
     pub async fn from_settings(settings: HubSettings, o: &HubOpts) -> Self {
         let hub = Hub::bind(settings).await.unwrap();
+        // A service on `[::]` is reached on 127.0.0.1 (as an IPv4 player
+        // reaches a dual-stack socket).
         let services = o
             .services
             .iter()
-            .map(|s| (s.clone(), hub.service_addr(s).unwrap()))
+            .map(|s| {
+                let mut at = hub.service_addr(s).unwrap();
+                if at.ip().is_unspecified() {
+                    at.set_ip([127, 0, 0, 1].into());
+                }
+                (s.clone(), at)
+            })
             .collect();
         let stop = CancellationToken::new();
         let (control, channel, handle) = (hub.control_addr(), hub.channel_addr(), hub.handle());

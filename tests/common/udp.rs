@@ -1,7 +1,7 @@
 //! UDP helpers: an echo service at home that remembers who spoke to it,
 //! players that send and wait for answers, and free port ranges.
 
-use super::{Certs, EpOpts, HubOpts, TestEp, TestHub, ep_settings};
+use super::{Certs, EpOpts, HubOpts, TestEp, TestHub, Transport, ep_settings};
 use std::{
     collections::HashSet,
     net::SocketAddr,
@@ -118,6 +118,77 @@ pub async fn eventually(what: &str, within: Duration, mut f: impl FnMut() -> boo
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+}
+
+/// Where a UDP service listens and how its ep reaches the hub: every UDP
+/// behaviour is tested on an IPv4 bind and on a dual-stack `[::]` one
+/// (IPv4 players then arrive as `::ffff:a.b.c.d`), over TLS and QUIC.
+#[derive(Clone, Copy, Debug)]
+pub struct Door {
+    pub t: Transport,
+    pub dual_stack: bool,
+}
+
+impl Door {
+    /// The host a service binds on this door.
+    pub fn host(self) -> &'static str {
+        if self.dual_stack { "[::]" } else { "127.0.0.1" }
+    }
+
+    /// `o` with this door's transport keys and service host.
+    pub fn hub_opts(self, mut o: HubOpts) -> HubOpts {
+        o.service_host = self.host().into();
+        self.t.hub_opts(o)
+    }
+
+    pub fn ep_opts(self, hub: &TestHub, o: EpOpts) -> EpOpts {
+        self.t.ep_opts(hub, o)
+    }
+}
+
+/// Runs each `async fn NAME(door: Door)` as four tests: `NAME::tls_v4`,
+/// `NAME::tls_dual_stack`, `NAME::quic_v4`, `NAME::quic_dual_stack`.
+#[macro_export]
+macro_rules! on_every_udp_door {
+    ($($name:ident),* $(,)?) => {$(
+        mod $name {
+            use $crate::common::{Transport, udp::Door};
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn tls_v4() {
+                super::$name(Door { t: Transport::Tls, dual_stack: false }).await
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn tls_dual_stack() {
+                super::$name(Door { t: Transport::Tls, dual_stack: true }).await
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn quic_v4() {
+                super::$name(Door { t: Transport::Quic, dual_stack: false }).await
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn quic_dual_stack() {
+                super::$name(Door { t: Transport::Quic, dual_stack: true }).await
+            }
+        }
+    )*};
+}
+
+/// `service_tunnel` on `door`.
+pub async fn door_tunnel(
+    certs: &Certs,
+    door: Door,
+    service_keys: &str,
+    local: SocketAddr,
+) -> (TestHub, TestEp) {
+    let opts = door.hub_opts(HubOpts {
+        service_extra: service_keys.to_string(),
+        ..Default::default()
+    });
+    let hub = TestHub::start(certs, &opts).await;
+    let eo = door.ep_opts(&hub, EpOpts::new(certs, vec![("echo".into(), local)]));
+    let ep = TestEp::start(ep_settings(certs, &hub, &eo));
+    hub.wait_sessions(1).await;
+    (hub, ep)
 }
 
 /// A hub whose one service `echo` has `service_keys` (its `type` among

@@ -604,6 +604,49 @@ mod tests {
         ));
     }
 
+    /// IPv6: a forger who owns a /64 is one address, one who owns a /48
+    /// one network, however many addresses it sends from.
+    #[tokio::test(start_paused = true)]
+    async fn ipv6_counts_by_the_64_and_the_48() {
+        let d = door_with(PlayersConfig {
+            max_udp_flows_per_ip: Some(2),
+            max_udp_flows_per_net: Some(4),
+            ..Default::default()
+        });
+        let v6 = |s: &str| SocketAddr::new(s.parse().unwrap(), 5000);
+        let mut take = |at: SocketAddr| match d.deliver(0, at, vec![1]) {
+            Delivered::New(f) => {
+                d.started(&f);
+                converse(&d, at, &f);
+                Ok(f)
+            }
+            Delivered::Refused(r) => Err(r),
+            Delivered::Queued => unreachable!(),
+        };
+        // Many addresses of one /64: two flows, then the address is full.
+        let mut held = Vec::new();
+        for i in 1..=5 {
+            match take(v6(&format!("2001:db8:1:1::{i}"))) {
+                Ok(f) => held.push(f),
+                Err(r) => assert_eq!(r, Reason::PlayerAddressFull),
+            }
+        }
+        assert_eq!(held.len(), 2);
+        // Other /64s of the same /48: the network holds four in all.
+        for net in 2..=5 {
+            if let Ok(f) = take(v6(&format!("2001:db8:1:{net}::1"))) {
+                held.push(f);
+            }
+        }
+        assert_eq!(held.len(), 4);
+        assert_eq!(
+            take(v6("2001:db8:1:9::1")).err(),
+            Some(Reason::PlayerNetworkFull)
+        );
+        // Another /48 has its own share.
+        assert!(take(v6("2001:db8:2:1::1")).is_ok());
+    }
+
     #[tokio::test]
     async fn one_address_gets_its_share_and_a_port_counts_separately() {
         let d = door(100, 2);
