@@ -162,7 +162,11 @@ async fn header_sniffer() -> SocketAddr {
                         Ok(n) => got.extend_from_slice(&buf[..n]),
                     }
                 }
-                let tag = if got.starts_with(b"PROXY ") { b"P" } else { b"N" };
+                let tag = if got.starts_with(b"PROXY ") {
+                    b"P"
+                } else {
+                    b"N"
+                };
                 let _ = s.write_all(tag).await;
                 while let Ok(n) = s.read(&mut buf).await {
                     if n == 0 {

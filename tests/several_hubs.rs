@@ -207,10 +207,27 @@ async fn one_ep_serves_two_hubs_and_a_dead_one_costs_the_other_nothing(t: Transp
     );
     let a = TestHub::start(&certs, &hub_opts(t, &a_at, &shared)).await;
     let b = TestHub::start(&certs, &hub_opts(t, &b_at, &shared)).await;
+    // A third hub that takes connections and never answers (a hub whose
+    // machine hangs): its login waits out connect_timeout, again and again.
+    let silent_tcp = std::net::TcpListener::bind("127.0.0.3:0").unwrap();
+    let silent_udp = std::net::UdpSocket::bind("127.0.0.3:0").unwrap();
+    let (tcp_port, udp_port) = (
+        silent_tcp.local_addr().unwrap().port(),
+        silent_udp.local_addr().unwrap().port(),
+    );
+    let silent = Place {
+        ip: "127.0.0.3",
+        control: tcp_port,
+        channel: tcp_port,
+        quic: udp_port,
+    };
+    let silent_name = format!("127.0.0.3:{tcp_port}");
     let home = echo_server().await;
-    let (_ep, ep) = TestEp::start_with_handle(ep_config(&certs, t, &[&a_at, &b_at], home)).await;
+    let hubs = [&silent, &a_at, &b_at];
+    let (_ep, ep) = TestEp::start_with_handle(ep_config(&certs, t, &hubs, home)).await;
     a.wait_sessions(1).await;
     b.wait_sessions(1).await;
+    assert_ne!(hub_row(&ep.status(), &silent_name)["state"], "connected");
     let (on_a, on_b): (SocketAddr, SocketAddr) = (
         format!("{}:{}", a_at.ip, shared.service).parse().unwrap(),
         format!("{}:{}", b_at.ip, shared.service).parse().unwrap(),
@@ -234,6 +251,7 @@ async fn one_ep_serves_two_hubs_and_a_dead_one_costs_the_other_nothing(t: Transp
     })
     .await;
     println!("figure: the ep's hubs {}", ep.status()["hub"]);
+    assert_ne!(hub_row(&ep.status(), &silent_name)["state"], "connected");
     let m = ep.metrics();
     for h in [&a_name, &b_name] {
         let connected = sample(&m, &format!("ferry_hub_connected{{hub=\"{h}\"}}"));
@@ -400,11 +418,13 @@ async fn dns_sends_players_only_to_the_hubs_that_can_serve_them(t: Transport) {
         return;
     };
     let certs = Certs::new();
-    let a = TestHub::start(&certs, &hub_opts(t, &a_at, &shared)).await;
+    // Hub A is a process of its own, to be killed as a machine dies.
+    let a_file = write_hub_toml(&certs, &hub_opts(t, &a_at, &shared), None);
+    let a = procs::HubProc::start(&a_file, &[], 1);
     let b = TestHub::start(&certs, &hub_opts(t, &b_at, &shared)).await;
     let (home, home_task) = stoppable_echo().await;
     let _ep = TestEp::start(ep_config(&certs, t, &[&a_at, &b_at], home));
-    a.wait_sessions(1).await;
+    a.proc.wait_line("ep logged in");
     b.wait_sessions(1).await;
     let both = ["127.0.0.1", "127.0.0.2"];
     dns.until(&both).await;
@@ -416,12 +436,12 @@ async fn dns_sends_players_only_to_the_hubs_that_can_serve_them(t: Transport) {
     let on_b: SocketAddr = format!("127.0.0.2:{}", shared.service).parse().unwrap();
     let mut steady = Steady::start(on_b).await;
 
-    // Hub A dies: DNS answers only B, new players get in through B, and
-    // the player already on B never notices.
-    a.stop().await;
+    // Hub A dies (SIGKILL): DNS answers only B, new players get in
+    // through B, and the player already on B never notices.
+    a.proc.signal("KILL");
     let took = dns.until(&["127.0.0.2"]).await;
     println!(
-        "figure: hub A stopped → dig answers only hub B after {took:.2?} (lua-health-checks-interval = 1 s, ifurlup timeout 1 s, TTL 1 s)"
+        "figure ({t:?}): hub A killed → dig answers only hub B after {took:.2?} (lua-health-checks-interval = 1 s, ifurlup timeout 1 s, TTL 1 s)"
     );
     assert!(took < Duration::from_secs(15), "{took:?}");
     for ip in dns.resolve().await {
@@ -435,10 +455,12 @@ async fn dns_sends_players_only_to_the_hubs_that_can_serve_them(t: Transport) {
     );
     assert_eq!(error, None);
 
-    // A is back: DNS answers both again.
-    let a = TestHub::start(&certs, &hub_opts(t, &a_at, &shared)).await;
-    a.wait_sessions(1).await;
-    dns.until(&both).await;
+    // A is back: the ep logs in to it again, DNS answers both.
+    drop(a);
+    let a = procs::HubProc::start(&a_file, &[], 1);
+    a.proc.wait_line("ep logged in");
+    let back = dns.until(&both).await;
+    println!("figure ({t:?}): hub A back → dig answers both after {back:.2?}");
 
     // The service at home stops: the first player to find it so makes
     // the ep tell every hub, and both answer down.
@@ -459,7 +481,7 @@ async fn dns_sends_players_only_to_the_hubs_that_can_serve_them(t: Transport) {
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    a.stop().await;
+    drop(a);
     b.stop().await;
 }
 

@@ -344,9 +344,10 @@ async fn flows_come_back_after_the_hub_restarts(door: Door) {
         ),
         ..Default::default()
     });
-    opts.extra = opts
-        .extra
-        .replace("quic = \"127.0.0.1:0\"", &format!("quic = \"127.0.0.1:{quic}\""));
+    opts.extra = opts.extra.replace(
+        "quic = \"127.0.0.1:0\"",
+        &format!("quic = \"127.0.0.1:{quic}\""),
+    );
     let hub = TestHub::start(&certs, &opts).await;
     let eo = door.ep_opts(&hub, EpOpts::new(&certs, vec![("echo".into(), home)]));
     let _ep = TestEp::start(ep_settings(&certs, &hub, &eo));

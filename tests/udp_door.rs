@@ -262,7 +262,9 @@ async fn forged_floods_on(t: Transport, bind: &str) {
     keepalive.await.unwrap();
     while let Some(r) = playing.join_next().await {
         let (i, asked, first_try) = r.unwrap();
-        println!("figure ({bind}): real player {i}: {first_try} of {asked} answered at the first try");
+        println!(
+            "figure ({bind}): real player {i}: {first_try} of {asked} answered at the first try"
+        );
         assert!(
             first_try * 10 >= asked * 9,
             "player {i} lost answers: {first_try}/{asked}"
