@@ -47,20 +47,39 @@ impl Cluster {
     /// Starts the ep certified as `name` against `hub` and returns once the
     /// hub has logged it in, so no figure includes the login.
     pub fn ep(&self, hub: &HubProc, name: &str, top: &str, tables: &str) -> Ferry {
-        self.ep_of(&[hub], name, top, tables)
+        let doors = format!(
+            "hub = \"{}\"\nchannel = \"{}\"\nserver_name = \"localhost\"\n",
+            hub.control, hub.channel
+        );
+        self.spawn_ep(&[hub], name, &format!("{doors}{top}"), "", tables)
     }
 
     /// `ep`, serving every hub in `hubs` (a `[[hubs]]` table each).
     pub fn ep_of(&self, hubs: &[&HubProc], name: &str, top: &str, tables: &str) -> Ferry {
-        let mut toml = format!("token = \"{}\"\n{top}", self.token.expose());
-        for hub in hubs {
-            toml += &format!(
-                "[[hubs]]\nhub = \"{}\"\nchannel = \"{}\"\nserver_name = \"localhost\"\n",
-                hub.control, hub.channel
-            );
-        }
-        toml += &format!(
-            "[tls]\nca = \"ca.pem\"\ncert = \"ep-{name}.pem\"\nkey = \"ep-{name}.key\"\n{tables}"
+        let listed: String = hubs
+            .iter()
+            .map(|h| {
+                format!(
+                    "[[hubs]]\nhub = \"{}\"\nchannel = \"{}\"\nserver_name = \"localhost\"\n",
+                    h.control, h.channel
+                )
+            })
+            .collect();
+        self.spawn_ep(hubs, name, top, &listed, tables)
+    }
+
+    fn spawn_ep(
+        &self,
+        hubs: &[&HubProc],
+        name: &str,
+        top: &str,
+        listed: &str,
+        tables: &str,
+    ) -> Ferry {
+        let toml = format!(
+            "token = \"{}\"\n{top}{listed}\
+             [tls]\nca = \"ca.pem\"\ncert = \"ep-{name}.pem\"\nkey = \"ep-{name}.key\"\n{tables}",
+            self.token.expose()
         );
         let file = self.dir.path().join(format!("ep-{name}.toml"));
         std::fs::write(&file, toml).unwrap();

@@ -9,6 +9,7 @@ pub mod cluster;
 pub mod hop;
 pub mod machine;
 pub mod measure;
+pub mod plainhop;
 pub mod tcp;
 pub mod udp;
 

@@ -2,10 +2,13 @@
 //!
 //! One hub process with its QUIC door and two ep processes, one over QUIC
 //! and one over TLS/TCP, each serving its own copy of the same services,
-//! against a direct path, in the same run: connect to first byte and new
-//! TCP players per second, one-stream throughput, and 64-byte UDP echo
-//! round trips and loss at 0 % and (as root, with nftables) 2 % random
-//! loss each way on the hub–ep path only. The drops are in an input-hook
+//! against a direct path and two plain-TCP forwarding processes in a chain
+//! (the tunnel's shape with no security), in the same run: connect to
+//! first byte and new TCP players per second, one-stream throughput (also
+//! again, as root, inside a network namespace whose loopback MTU is 1500,
+//! the internet's), and 64-byte UDP echo round trips and loss at 0 % and
+//! (as root, with nftables) 2 % random loss each way on the hub–ep path
+//! only. The drops are in an input-hook
 //! chain: an output-hook drop is reported to the sending TCP stack, which
 //! retries at once and hides the very stall being measured.
 
@@ -17,7 +20,7 @@ use common::{
     cluster::Cluster,
     machine,
     measure::{connection_rate, first_byte, median, percentile, throughput_parallel, us},
-    say, tcp, udp,
+    plainhop, say, tcp, udp,
 };
 use serde_json::json;
 use std::{
@@ -33,21 +36,22 @@ struct Plan {
     pings: usize,
 }
 
-/// The three paths to one kind of service.
+/// The paths to one kind of service.
 #[derive(Clone, Copy)]
 struct Paths {
     direct: SocketAddr,
+    /// Through two plain-TCP forwarders (TCP services only).
+    plain: Option<SocketAddr>,
     tls: SocketAddr,
     quic: SocketAddr,
 }
 
 impl Paths {
-    fn each(&self) -> [(&'static str, SocketAddr); 3] {
-        [
-            ("direct", self.direct),
-            ("tls", self.tls),
-            ("quic", self.quic),
-        ]
+    fn each(&self) -> Vec<(&'static str, SocketAddr)> {
+        let mut v = vec![("direct", self.direct)];
+        v.extend(self.plain.map(|p| ("plain 2-hop", p)));
+        v.extend([("tls", self.tls), ("quic", self.quic)]);
+        v
     }
 }
 
@@ -135,6 +139,7 @@ fn udp_echo(to: SocketAddr, n: usize) -> (Vec<Duration>, usize) {
 
 fn main() {
     let args = Args::parse("quic");
+    plainhop::serve_if_asked(&args);
     let fd_limit = machine::raise_fd_limit();
     let p = if args.smoke {
         Plan {
@@ -157,114 +162,238 @@ fn main() {
         .enable_all()
         .build()
         .unwrap();
-    let cluster = Cluster::new(&["q", "t"]);
-    let (echo, sink) = rt.block_on(async { (tcp::echo().await, tcp::sink().await) });
-    let udp_echo_home = udp::echo();
-    let mut services = String::new();
-    for t in ["q", "t"] {
-        services += &format!(
-            "[services.echo_{t}]\nbind = \"127.0.0.1:0\"\n[services.sink_{t}]\nbind = \"127.0.0.1:0\"\n\
-             [services.udp_{t}]\nbind = \"127.0.0.1:0\"\ntype = \"udp\"\n"
-        );
+    let setup = rt.block_on(Setup::start());
+    // Child mode: the throughput figure alone, run by the parent inside a
+    // network namespace whose loopback MTU is 1500.
+    if args.has(THROUGHPUT_ONLY) {
+        let mut out = String::new();
+        let row = rt.block_on(throughput(&mut out, &p, &setup.sink));
+        let mut js = common::Json::new();
+        js.insert("throughput_1_stream_mbps".into(), row);
+        return common::write_json(&args.json, &js);
     }
-    let hub = cluster.hub(
-        "quic = \"127.0.0.1:0\"\n",
-        &format!(
-            "{services}[players]\nmax_players_per_ip = 1000000\nplayer_rate_per_ip = \"1000000/s\"\nmax_udp_flows_per_ip = 1000000\n"
-        ),
-        6,
-    );
-    let quic = hub.quic.expect("the hub's QUIC door");
-    let mut eps = Vec::new();
-    for (t, transport) in [("q", "quic"), ("t", "tls")] {
-        let top =
-            format!("transport = \"{transport}\"\nquic = \"{quic}\"\nmax_players = 1000000\n");
-        let tables = format!(
-            "[services.echo_{t}]\nlocal = \"{echo}\"\n[services.sink_{t}]\nlocal = \"{sink}\"\n\
-             [services.udp_{t}]\nlocal = \"{udp_echo_home}\"\n"
-        );
-        eps.push(cluster.ep(&hub, t, &top, &tables));
-    }
-    let ports = &hub.services;
-    let echo_paths = Paths {
-        direct: echo,
-        tls: ports["echo_t"],
-        quic: ports["echo_q"],
-    };
-    let sink_paths = Paths {
-        direct: sink,
-        tls: ports["sink_t"],
-        quic: ports["sink_q"],
-    };
-    let udp_paths = Paths {
-        direct: udp_echo_home,
-        tls: ports["udp_t"],
-        quic: ports["udp_q"],
-    };
-
     let (mut out, mut js) = common::begin("QUIC", fd_limit);
-
     rt.block_on(async {
-        // Connect to first byte.
-        let gap = Duration::from_millis(20);
-        let mut row = serde_json::Map::new();
-        let mut line = "connect → first byte p50/p99 µs:".to_string();
-        let mut p50 = [0.0; 3];
-        for (i, (name, to)) in echo_paths.each().into_iter().enumerate() {
-            let mut v = first_byte(to, p.first_bytes, gap).await;
-            let (a, b) = (us(percentile(&mut v, 0.5)), us(percentile(&mut v, 0.99)));
-            p50[i] = a;
-            line += &format!("  {name} {a:.0}/{b:.0}");
-            row.insert(name.into(), json!([a, b]));
-        }
-        line += &format!("  quic/direct {:.2}×", p50[2] / p50[0]);
+        let (row, line) = first_bytes(&p, &setup.echo).await;
         say!(out, "{line}");
-        js.insert("first_byte_us".into(), serde_json::Value::Object(row));
-
-        // New TCP players per second.
-        let dur = Duration::from_secs(p.rate_secs);
-        let mut rates = [0.0; 3];
-        for (i, (_, to)) in echo_paths.each().into_iter().enumerate() {
-            rates[i] = connection_rate(to, 16, dur).await;
-        }
-        say!(
-            out,
-            "new TCP players/s (16 at a time): direct {:.0}  tls {:.0}  quic {:.0}  quic/tls {:.1}×",
-            rates[0],
-            rates[1],
-            rates[2],
-            rates[2] / rates[1]
-        );
-        js.insert(
-            "players_per_sec".into(),
-            json!({"direct": rates[0], "tls": rates[1], "quic": rates[2]}),
-        );
-
-        // One-stream throughput, rounds alternating.
-        let mut tp: [Vec<f64>; 3] = Default::default();
-        for _ in 0..p.rounds {
-            for (i, (_, to)) in sink_paths.each().into_iter().enumerate() {
-                tp[i].push(throughput_parallel(to, 1, p.stream).await);
-            }
-        }
-        let [a, b, c] = tp.each_mut().map(|v| median(v));
-        say!(
-            out,
-            "throughput 1 stream MB/s: direct {a:.0}  tls {b:.0}  quic {c:.0}  quic/tls {:.2}",
-            c / b
-        );
-        js.insert(
-            "throughput_1_stream_mbps".into(),
-            json!({"direct": a, "tls": b, "quic": c}),
-        );
+        js.insert("first_byte_us".into(), row);
+        let (row, line) = players_per_sec(&p, &setup.echo).await;
+        say!(out, "{line}");
+        js.insert("players_per_sec".into(), row);
+        let row = throughput(&mut out, &p, &setup.sink).await;
+        js.insert("throughput_1_stream_mbps".into(), row);
     });
+    js.insert("mtu_1500".into(), at_mtu_1500(&mut out, &args));
+    udp_rows(&mut out, &mut js, &p, &setup);
+    drop(setup);
+    common::write_json(&args.json, &js);
+}
 
-    // UDP echo, without and with loss on the hub–ep path.
+/// The child flag: run only the throughput figure.
+const THROUGHPUT_ONLY: &str = "--throughput-only";
+
+/// The processes under test and the paths to each service.
+struct Setup {
+    _cluster: Cluster,
+    hub: common::ferryproc::HubProc,
+    _eps: Vec<common::ferryproc::Ferry>,
+    _hops: (common::hop::Hop, common::hop::Hop),
+    echo: Paths,
+    sink: Paths,
+    udp: Paths,
+    quic: SocketAddr,
+}
+
+impl Setup {
+    async fn start() -> Setup {
+        let cluster = Cluster::new(&["q", "t"]);
+        let (echo, sink) = (tcp::echo().await, tcp::sink().await);
+        let udp_echo_home = udp::echo();
+        let mut services = String::new();
+        for t in ["q", "t"] {
+            services += &format!(
+                "[services.echo_{t}]\nbind = \"127.0.0.1:0\"\n[services.sink_{t}]\nbind = \"127.0.0.1:0\"\n\
+                 [services.udp_{t}]\nbind = \"127.0.0.1:0\"\ntype = \"udp\"\n"
+            );
+        }
+        let hub = cluster.hub(
+            "quic = \"127.0.0.1:0\"\n",
+            &format!(
+                "{services}[players]\nmax_players_per_ip = 1000000\nplayer_rate_per_ip = \"1000000/s\"\nmax_udp_flows_per_ip = 1000000\n"
+            ),
+            6,
+        );
+        let quic = hub.quic.expect("the hub's QUIC door");
+        let mut eps = Vec::new();
+        for (t, transport) in [("q", "quic"), ("t", "tls")] {
+            let top =
+                format!("transport = \"{transport}\"\nquic = \"{quic}\"\nmax_players = 1000000\n");
+            let tables = format!(
+                "[services.echo_{t}]\nlocal = \"{echo}\"\n[services.sink_{t}]\nlocal = \"{sink}\"\n\
+                 [services.udp_{t}]\nlocal = \"{udp_echo_home}\"\n"
+            );
+            eps.push(cluster.ep(&hub, t, &top, &tables));
+        }
+        let (far, far_addrs) = plainhop::spawn(&[echo, sink]);
+        let (near, plain) = plainhop::spawn(&far_addrs);
+        let ports = &hub.services;
+        let (echo, sink, udp) = (
+            Paths {
+                direct: echo,
+                plain: Some(plain[0]),
+                tls: ports["echo_t"],
+                quic: ports["echo_q"],
+            },
+            Paths {
+                direct: sink,
+                plain: Some(plain[1]),
+                tls: ports["sink_t"],
+                quic: ports["sink_q"],
+            },
+            Paths {
+                direct: udp_echo_home,
+                plain: None,
+                tls: ports["udp_t"],
+                quic: ports["udp_q"],
+            },
+        );
+        Setup {
+            _cluster: cluster,
+            hub,
+            _eps: eps,
+            _hops: (near, far),
+            echo,
+            sink,
+            udp,
+            quic,
+        }
+    }
+}
+
+/// Connect to first byte, p50/p99 on each path, with QUIC's ratios.
+async fn first_bytes(p: &Plan, echo: &Paths) -> (serde_json::Value, String) {
+    let gap = Duration::from_millis(20);
+    let mut row = serde_json::Map::new();
+    let mut line = "connect → first byte p50/p99 µs:".to_string();
+    let mut p50 = std::collections::HashMap::new();
+    for (name, to) in echo.each() {
+        let mut v = first_byte(to, p.first_bytes, gap).await;
+        let (a, b) = (us(percentile(&mut v, 0.5)), us(percentile(&mut v, 0.99)));
+        p50.insert(name, a);
+        line += &format!("  {name} {a:.0}/{b:.0}");
+        row.insert(name.into(), json!([a, b]));
+    }
+    let q = p50["quic"];
+    line += &format!(
+        "  quic/direct {:.2}×, quic/plain 2-hop {:.2}×, quic/tls {:.2}×",
+        q / p50["direct"],
+        q / p50["plain 2-hop"],
+        q / p50["tls"]
+    );
+    (serde_json::Value::Object(row), line)
+}
+
+/// New TCP players per second, 16 at a time, on each path.
+async fn players_per_sec(p: &Plan, echo: &Paths) -> (serde_json::Value, String) {
+    let dur = Duration::from_secs(p.rate_secs);
+    let mut row = serde_json::Map::new();
+    let mut line = "new TCP players/s (16 at a time):".to_string();
+    let mut rate = std::collections::HashMap::new();
+    for (name, to) in echo.each() {
+        let r = connection_rate(to, 16, dur).await;
+        rate.insert(name, r);
+        line += &format!("  {name} {r:.0}");
+        row.insert(name.into(), json!(r));
+    }
+    line += &format!(
+        "  quic/plain 2-hop {:.2}×, quic/tls {:.1}×",
+        rate["quic"] / rate["plain 2-hop"],
+        rate["quic"] / rate["tls"]
+    );
+    (serde_json::Value::Object(row), line)
+}
+
+/// One-stream throughput on each path, rounds alternating, medians.
+async fn throughput(out: &mut String, p: &Plan, sink: &Paths) -> serde_json::Value {
+    let paths = sink.each();
+    let mut tp: Vec<Vec<f64>> = vec![Vec::new(); paths.len()];
+    for _ in 0..p.rounds {
+        for (i, (_, to)) in paths.iter().enumerate() {
+            tp[i].push(throughput_parallel(*to, 1, p.stream).await);
+        }
+    }
+    let mut row = serde_json::Map::new();
+    let mut line = "throughput 1 stream MB/s:".to_string();
+    let mut m = std::collections::HashMap::new();
+    for ((name, _), v) in paths.iter().zip(tp.iter_mut()) {
+        let x = median(v);
+        m.insert(*name, x);
+        line += &format!("  {name} {x:.0}");
+        row.insert((*name).into(), json!(x));
+    }
+    line += &format!("  quic/tls {:.2}", m["quic"] / m["tls"]);
+    say!(out, "{line}");
+    serde_json::Value::Object(row)
+}
+
+/// The throughput figure again, in a fresh network namespace whose
+/// loopback has the internet's MTU (1500): this bench run again there
+/// with `--throughput-only` (as root; skipped with a message otherwise).
+fn at_mtu_1500(out: &mut String, args: &Args) -> serde_json::Value {
+    let skipped = |out: &mut String, why: &str| {
+        say!(out, "throughput at MTU 1500: skipped ({why})");
+        serde_json::Value::Null
+    };
+    if !rustix::process::geteuid().is_root() {
+        return skipped(out, "needs root for a network namespace");
+    }
+    let json = std::env::temp_dir().join(format!("ferry-bench-mtu-{}.json", std::process::id()));
+    let mut cmd = std::process::Command::new("unshare");
+    cmd.args(["--net", "--", "sh", "-c"])
+        .arg("ip link set lo mtu 1500 up && exec \"$0\" \"$@\"")
+        .arg(std::env::current_exe().unwrap())
+        .arg(THROUGHPUT_ONLY)
+        .arg("--json")
+        .arg(&json);
+    if args.smoke {
+        cmd.arg("--smoke");
+    }
+    let ran = cmd.output();
+    let Ok(o) = ran else {
+        return skipped(out, "unshare is not installed");
+    };
+    if !o.status.success() {
+        let err = String::from_utf8_lossy(&o.stderr);
+        return skipped(out, err.lines().last().unwrap_or("unshare failed"));
+    }
+    let text = std::fs::read_to_string(&json).unwrap_or_default();
+    let _ = std::fs::remove_file(&json);
+    let v: serde_json::Value = serde_json::from_str(&text).unwrap_or_default();
+    let row = v["throughput_1_stream_mbps"].clone();
+    let f = |k: &str| row[k].as_f64().unwrap_or(f64::NAN);
+    say!(
+        out,
+        "throughput 1 stream MB/s at MTU 1500 (own netns):  direct {:.0}  plain 2-hop {:.0}  tls {:.0}  quic {:.0}  quic/tls {:.2}",
+        f("direct"),
+        f("plain 2-hop"),
+        f("tls"),
+        f("quic"),
+        f("quic") / f("tls")
+    );
+    row
+}
+
+/// UDP echo, without and with loss on the hub–ep path.
+fn udp_rows(out: &mut String, js: &mut common::Json, p: &Plan, s: &Setup) {
     let root = rustix::process::geteuid().is_root();
     for loss in [0u32, 2] {
         let _rules = if loss > 0 {
             let rules = if root {
-                Loss::apply(loss, &[hub.control.port(), hub.channel.port()], quic.port())
+                Loss::apply(
+                    loss,
+                    &[s.hub.control.port(), s.hub.channel.port()],
+                    s.quic.port(),
+                )
             } else {
                 None
             };
@@ -282,7 +411,7 @@ fn main() {
         let mut row = serde_json::Map::new();
         let mut line =
             format!("udp echo 64 B, {loss} % loss each way on the hub–ep path, p50/p99 µs (lost):");
-        for (name, to) in udp_paths.each() {
+        for (name, to) in s.udp.each() {
             let (mut rtts, lost) = udp_echo(to, p.pings);
             let (a, b) = if rtts.is_empty() {
                 (f64::NAN, f64::NAN)
@@ -305,6 +434,4 @@ fn main() {
             serde_json::Value::Object(row),
         );
     }
-    drop(eps);
-    common::write_json(&args.json, &js);
 }

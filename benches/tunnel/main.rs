@@ -7,10 +7,10 @@
 
 #[path = "../common/mod.rs"]
 mod common;
-mod plainhop;
 
 use common::{
-    Args, Json, cluster::Cluster, ferryproc::Ferry as Proc, hop::Hop, machine, measure::*, say, tcp,
+    Args, Json, cluster::Cluster, ferryproc::Ferry as Proc, hop::Hop, machine, measure::*,
+    plainhop, say, tcp,
 };
 use serde_json::json;
 use std::{net::SocketAddr, time::Duration};
@@ -311,7 +311,7 @@ async fn second_hub(out: &mut String, secs: u64) -> serde_json::Value {
         cluster.hub_named("hub-b", "", tables, 1),
     );
     let service = format!("[services.echo]\nlocal = \"{echo}\"\n");
-    let one = cluster.ep_of(&[&a], "one", "", &service);
+    let one = cluster.ep(&a, "one", "", &service);
     let two = cluster.ep_of(&[&a, &b], "two", "", &service);
     let (cpu1, cpu2) = (one.cpu_secs(), two.cpu_secs());
     tokio::time::sleep(Duration::from_secs(secs)).await;
