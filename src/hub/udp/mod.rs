@@ -614,7 +614,7 @@ mod tests {
             ..Default::default()
         });
         let v6 = |s: &str| SocketAddr::new(s.parse().unwrap(), 5000);
-        let mut take = |at: SocketAddr| match d.deliver(0, at, vec![1]) {
+        let take = |at: SocketAddr| match d.deliver(0, at, vec![1]) {
             Delivered::New(f) => {
                 d.started(&f);
                 converse(&d, at, &f);
