@@ -1,4 +1,4 @@
-//! `cargo bench --bench tunnel [-- --smoke] [--json PATH] [--no-memory] [--second-hub]`
+//! `cargo bench --bench tunnel [-- --smoke] [--json PATH] [--no-memory] [--memory-only] [--second-hub]`
 //!
 //! Runs the release `ferry` as two processes (hub and ep) on loopback with
 //! certificates made here, plus this process's own sink and echo services
@@ -25,6 +25,8 @@ struct Plan {
     idle: Vec<usize>,
     /// How long the second-hub figure watches two idle eps.
     hub_idle_secs: u64,
+    /// Only the idle-player memory section (`--memory-only`).
+    memory_only: bool,
 }
 
 const MIB: u64 = 1 << 20;
@@ -40,6 +42,7 @@ fn plan(smoke: bool) -> Plan {
             rate_secs: 1,
             idle: vec![20],
             hub_idle_secs: 2,
+            memory_only: false,
         }
     } else {
         Plan {
@@ -51,6 +54,7 @@ fn plan(smoke: bool) -> Plan {
             rate_secs: 5,
             idle: vec![1000, 10000],
             hub_idle_secs: 60,
+            memory_only: false,
         }
     }
 }
@@ -64,6 +68,7 @@ fn main() {
     if args.has("--no-memory") {
         plan.idle.clear();
     }
+    plan.memory_only = args.has("--memory-only");
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -131,7 +136,21 @@ async fn setup() -> Setup {
 async fn run(p: &Plan, fd_limit: u64) -> Json {
     let s = setup().await;
     let (mut out, mut js) = common::begin("tunnel", fd_limit);
+    if !p.memory_only {
+        speed(&s, p, &mut out, &mut js).await;
+    }
+    memory(&s, p, fd_limit, &mut out, &mut js).await;
+    if !p.memory_only {
+        js.insert(
+            "second_hub".into(),
+            second_hub(&mut out, p.hub_idle_secs).await,
+        );
+    }
+    js
+}
 
+/// Throughput, CPU per GiB, round trips, first bytes, new connections.
+async fn speed(s: &Setup, p: &Plan, out: &mut String, js: &mut Json) {
     // Throughput: one stream, then 8, alternating direct and ferry.
     let (cpu_hub0, cpu_ep0) = (s.hub.cpu_secs(), s.ep.cpu_secs());
     let mut ferry_bytes = 0u64;
@@ -250,8 +269,10 @@ async fn run(p: &Plan, fd_limit: u64) -> Json {
         "connections_per_sec".into(),
         json!({"direct": rd, "ferry": rf}),
     );
+}
 
-    // Memory with idle players.
+/// Memory with idle players.
+async fn memory(s: &Setup, p: &Plan, fd_limit: u64, out: &mut String, js: &mut Json) {
     let (hub0, ep0) = (
         s.hub.status_kib("VmRSS:") * 1024,
         s.ep.status_kib("VmRSS:") * 1024,
@@ -292,11 +313,6 @@ async fn run(p: &Plan, fd_limit: u64) -> Json {
         mem.push(json!({"players": n, "hub_rss": h, "ep_rss": e, "hub_bytes_per_player": per_hub, "ep_bytes_per_player": per_ep}));
     }
     js.insert("memory".into(), json!(mem));
-    js.insert(
-        "second_hub".into(),
-        second_hub(&mut out, p.hub_idle_secs).await,
-    );
-    js
 }
 
 /// What a second hub costs an ep at idle: RSS, and CPU over `secs`, of an

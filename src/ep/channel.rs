@@ -63,7 +63,7 @@ pub(super) async fn run(ep: Arc<Ep>, service: String, ticket: String, target: Ta
         );
         return target.failed(&service, ticket, "not served by this ep".into());
     }
-    let Ok(waiting) = ep.waiting.clone().try_acquire_owned() else {
+    let Ok(waiting) = target.link.waiting.clone().try_acquire_owned() else {
         tracing::warn!(
             service,
             "hub asked for more waiting channels than the ep keeps; ignored"
@@ -83,7 +83,7 @@ pub(super) async fn run(ep: Arc<Ep>, service: String, ticket: String, target: Ta
             .map_err(|e| super::LoginError::Protocol(e.to_string()))?;
         Ok::<_, super::LoginError>(tls)
     };
-    let mut tls = match tokio::time::timeout(s.timing.connect_timeout, open).await {
+    let mut tls = match tokio::time::timeout(s.timing.connect_timeout, Box::pin(open)).await {
         Ok(Ok(tls)) => tls,
         Ok(Err(e)) => {
             tracing::warn!(service, "cannot open a channel: {e}");
@@ -119,7 +119,7 @@ pub(super) async fn run(ep: Arc<Ep>, service: String, ticket: String, target: Ta
         hub_ip: target.hub_ip,
         link: target.link,
     };
-    started(ep, service, local, tls, msg, via).await;
+    Box::pin(started(ep, service, local, tls, msg, via)).await;
 }
 
 /// The hub a player came through.
@@ -179,7 +179,7 @@ pub(super) async fn started(
             offset,
             id: flow,
         };
-        return flow.run(&ep, &local, tls).await;
+        return Box::pin(flow.run(&ep, &local, tls)).await;
     }
     let at = Dial {
         service: &service,
@@ -189,13 +189,13 @@ pub(super) async fn started(
         public,
         join: !no_wake,
     };
-    if let Some((mut svc, early)) = at.dial(&ep, &mut tls).await {
+    if let Some((mut svc, early)) = Box::pin(at.dial(&ep, &mut tls)).await {
         if !early.is_empty() && svc.write_all(&early).await.is_err() {
             return tls.abort();
         }
         // A join keeps the service awake; a list ping passing through not.
         let _playing = at.join.then(|| ep.homes.player(&service));
-        relay_player(&ep, &service, player, tls, svc).await;
+        Box::pin(relay_player(&ep, &service, player, tls, svc)).await;
     }
 }
 
@@ -258,7 +258,9 @@ impl Dial<'_> {
         let mut woken = ep.homes.refused(&local, wake, (self.join, dialled))?;
         tracing::info!(service = self.service, player = %self.player, "player waits while the service wakes");
         let mut early = Vec::new();
-        let mut chunk = [0u8; 4096];
+        // On the heap: a task holds its largest state for its whole life, and
+        // this one is only for the rare wait, not for every relaying player.
+        let mut chunk = vec![0u8; 4096];
         let outcome = loop {
             tokio::select! {
                 r = woken.wait_for(|w| *w != super::wake::Woken::Starting) => break r.map(|w| *w).ok(),

@@ -10,7 +10,17 @@ use std::{
     sync::{Mutex, MutexGuard, atomic::AtomicU64},
     time::Duration,
 };
-use tokio::{sync::Notify, time::Instant};
+use tokio::{
+    sync::{Notify, Semaphore},
+    time::Instant,
+};
+
+/// Channels one hub may have the ep opening or waiting at once. The hub
+/// asks for a few per service; this bound keeps a misbehaving hub from
+/// making the ep open connections without end, and being per hub, one
+/// hub that parks channels and never sends players cannot use up the
+/// places another hub's players need.
+const MAX_WAITING_CHANNELS: usize = 1024;
 
 /// What the ep knows of one hub's QUIC door.
 #[derive(Default)]
@@ -42,6 +52,8 @@ pub(crate) struct HubLink {
     pub relogin: Notify,
     /// A reload changed the token or the TLS files: a backoff ends now.
     pub retry_now: Notify,
+    /// Channels opening or waiting for a player (`MAX_WAITING_CHANNELS`).
+    pub waiting: std::sync::Arc<Semaphore>,
     shown: Mutex<Shown>,
     connected: Gauge,
     logins: Counter,
@@ -73,6 +85,7 @@ impl HubLink {
             quic: Mutex::default(),
             relogin: Notify::new(),
             retry_now: Notify::new(),
+            waiting: std::sync::Arc::new(Semaphore::new(MAX_WAITING_CHANNELS)),
             shown: Mutex::new(Shown {
                 state: "connecting".into(),
                 transport: "-",

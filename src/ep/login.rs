@@ -181,6 +181,10 @@ async fn dial(addr: &str, from: Option<IpAddr>) -> io::Result<TcpStream> {
     }
 }
 
+/// The longest a hub may have the ep keep an idle channel: the most
+/// `idle_timeout` a hub accepts (a day).
+const MAX_IDLE_MS: u64 = 86_400 * 1000;
+
 /// Dials `addr` and completes the TLS handshake with the hub.
 pub async fn connect_tls(
     server_name: &rustls::pki_types::ServerName<'static>,
@@ -350,7 +354,7 @@ async fn greet(
             } => Ok(Welcome {
                     heartbeat: Duration::from_millis(heartbeat_ms.max(100)),
                     heartbeat_timeout: Duration::from_millis(heartbeat_timeout_ms.max(200)),
-                    idle_timeout: Duration::from_millis(idle_timeout_ms.max(1000)),
+                    idle_timeout: Duration::from_millis(idle_timeout_ms.clamp(1000, MAX_IDLE_MS)),
                     channel: channel_for(h, hub_ip),
                     local_ip,
                     hub_ip: hub_ip.unwrap_or(IpAddr::V6(std::net::Ipv6Addr::UNSPECIFIED)),

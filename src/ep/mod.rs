@@ -45,9 +45,6 @@ use anyhow::Result;
 use std::sync::Arc;
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
-/// Channels the ep keeps opening or waiting at once (see `Ep::waiting`).
-const MAX_WAITING_CHANNELS: usize = 1024;
-
 pub(crate) struct Ep {
     /// Swapped whole on reload; read with `settings()`.
     settings: crate::swap::Swap<EpSettings>,
@@ -60,10 +57,6 @@ pub(crate) struct Ep {
     reloaded: tokio::sync::watch::Sender<u64>,
     /// Each hub served, in `EpSettings::hubs` order (fixed until a restart).
     hubs: Vec<Arc<hubs::HubLink>>,
-    /// Channels opening or waiting for a player. The hub asks for a few
-    /// per service; this bound keeps a misbehaving hub from making the ep
-    /// open connections without end.
-    waiting: Arc<tokio::sync::Semaphore>,
     /// Players at once per service (`max_players`).
     players: Arc<slots::Slots>,
     /// How each service at home was last found; wakes and sleeps.
@@ -132,7 +125,6 @@ pub async fn bind(
         offered: tokio::sync::watch::Sender::new(0),
         reloaded: tokio::sync::watch::Sender::new(0),
         hubs: links,
-        waiting: Arc::new(tokio::sync::Semaphore::new(MAX_WAITING_CHANNELS)),
         players: Arc::default(),
         homes: Arc::default(),
         tracker: TaskTracker::new(),
