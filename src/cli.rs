@@ -416,7 +416,7 @@ fn run_ep(args: &EpArgs) -> Result<()> {
         let ep = crate::ep::bind(settings, shutdown, immediate).await?;
         if let Some(path) = &args.ready_file {
             let json = serde_json::json!({ "admin": ep.admin_addr().map(|a| a.to_string()) });
-            crate::certgen::write_file(path, json.to_string().as_bytes(), 0o644, true)
+            crate::files::write_file(path, json.to_string().as_bytes(), 0o644, true)
                 .with_context(|| format!("--ready-file {}", path.display()))?;
         }
         ep.run().await

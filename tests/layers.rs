@@ -33,6 +33,7 @@ const FLOORS: &[&[&str]] = &[
         "logging",
         "penalties",
         "game",
+        "files",
     ],
     // Credentials and carriers.
     &["tls", "token", "certgen", "quic"],
