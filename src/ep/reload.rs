@@ -45,12 +45,8 @@ pub(super) async fn watch(ep: Arc<Ep>, mut triggers: mpsc::Receiver<Trigger>) {
     while let Some(why) = triggers.recv().await {
         crate::sdnotify::reloading();
         let old = ep.settings();
-        let loaded = tokio::task::spawn_blocking(move || {
-            let new = EpConfig::reload(&old)?;
-            let tls = crate::tls::EpTls::load(&new)?;
-            anyhow::Ok((new, tls))
-        })
-        .await;
+        let loaded =
+            tokio::task::spawn_blocking(move || super::load(EpConfig::reload(&old)?)).await;
         match loaded {
             Ok(Ok(new)) => {
                 let plan = apply(&ep, new);
