@@ -860,6 +860,24 @@ impl std::fmt::Display for HubSettings {
         if let Some(q) = self.quic {
             writeln!(f, "  quic     {q} (UDP; TLS 1.3, client certificate)")?;
         }
+        self.write_access(f)?;
+        let t = &self.timing;
+        writeln!(
+            f,
+            "  heartbeat every {:?}, timeout {:?}; idle channels closed after {:?}; players wait up to {:?}",
+            t.heartbeat_interval, t.heartbeat_timeout, t.idle_timeout, t.player_wait
+        )?;
+        for s in &self.services {
+            write_service(f, s)?;
+        }
+        Ok(())
+    }
+}
+
+impl HubSettings {
+    /// Who may come in and how: the allowlist, token hashes, grants, the
+    /// admin, health and enrol doors, with their warnings.
+    fn write_access(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let nets: Vec<String> = self
             .allowlist
             .nets()
@@ -912,54 +930,51 @@ impl std::fmt::Display for HubSettings {
                 }
             )?;
         }
-        let t = &self.timing;
-        writeln!(
-            f,
-            "  heartbeat every {:?}, timeout {:?}; idle channels closed after {:?}; players wait up to {:?}",
-            t.heartbeat_interval, t.heartbeat_timeout, t.idle_timeout, t.player_wait
-        )?;
-        for s in &self.services {
-            writeln!(
-                f,
-                "  service {:<12} {} players on {} (pool {}); {}",
-                s.name, s.kind, s.bind, s.pool_size, s.limits
-            )?;
-            if let Some(g) = &s.game {
-                let route = match (&s.shares_port_of, g.hosts.is_empty(), g.default_host) {
-                    (_, true, false) => String::new(),
-                    (owner, _, default) => format!(
-                        "; players who typed {}{}{}",
-                        if g.hosts.is_empty() {
-                            "-".into()
-                        } else {
-                            g.hosts.join(", ")
-                        },
-                        if default { " or any other name" } else { "" },
-                        owner
-                            .as_ref()
-                            .map(|o| format!(" (port shared with {o})"))
-                            .unwrap_or_default()
-                    ),
-                };
-                writeln!(
-                    f,
-                    "               game {}: the hub answers while home is away{route}",
-                    g.game
-                )?;
-            }
-            if s.kind.udp() {
-                let u = &s.limits.udp;
-                writeln!(
-                    f,
-                    "               udp: at most {} flows, {} per address, idle flows end after {:?}",
-                    u.max_flows,
-                    u.max_flows_per_ip,
-                    super::Seconds(u.idle_timeout)
-                )?;
-            }
-        }
         Ok(())
     }
+}
+
+/// A service's line, and its game and UDP lines if it has them.
+fn write_service(f: &mut std::fmt::Formatter<'_>, s: &ServiceSettings) -> std::fmt::Result {
+    writeln!(
+        f,
+        "  service {:<12} {} players on {} (pool {}); {}",
+        s.name, s.kind, s.bind, s.pool_size, s.limits
+    )?;
+    if let Some(g) = &s.game {
+        let route = match (&s.shares_port_of, g.hosts.is_empty(), g.default_host) {
+            (_, true, false) => String::new(),
+            (owner, _, default) => format!(
+                "; players who typed {}{}{}",
+                if g.hosts.is_empty() {
+                    "-".into()
+                } else {
+                    g.hosts.join(", ")
+                },
+                if default { " or any other name" } else { "" },
+                owner
+                    .as_ref()
+                    .map(|o| format!(" (port shared with {o})"))
+                    .unwrap_or_default()
+            ),
+        };
+        writeln!(
+            f,
+            "               game {}: the hub answers while home is away{route}",
+            g.game
+        )?;
+    }
+    if s.kind.udp() {
+        let u = &s.limits.udp;
+        writeln!(
+            f,
+            "               udp: at most {} flows, {} per address, idle flows end after {:?}",
+            u.max_flows,
+            u.max_flows_per_ip,
+            super::Seconds(u.idle_timeout)
+        )?;
+    }
+    Ok(())
 }
 
 /// A service that may share its TCP port with others, routed by the name
