@@ -443,7 +443,8 @@ fn the_reader_sees_imports_and_not_comments_or_strings() {
 }
 
 /// The longest a function may be, from its `fn` line to its closing brace
-/// (DESIGN.md: a long piece hides the pieces it is made of).
+/// (DESIGN.md, under the floors): a longer one is several pieces that want
+/// names.
 const MAX_FN_LINES: usize = 80;
 
 /// Byte ranges of the items marked `#[cfg(test)]`: tests may be as long as

@@ -179,9 +179,9 @@ async fn bind(addr: SocketAddr, what: &str) -> Result<TcpListener> {
 }
 
 impl Hub {
-    /// Loads the TLS files `settings` names and merges enrolled eps in,
-    /// then binds every port; a bad certificate or a port in use fails
-    /// here, before anything is served.
+    /// Loads the files `settings` names and merges enrolled eps in
+    /// (`load`), then binds every port; a bad certificate, a missing hash
+    /// file or a port in use fails here, before anything is served.
     pub async fn bind(settings: HubSettings) -> Result<Hub> {
         let (settings, loaded_tls) = tokio::task::spawn_blocking(move || load(settings))
             .await
