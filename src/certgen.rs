@@ -1,6 +1,7 @@
 //! `ferry hub gen-cert`: a private CA, the hub's server certificate and one
 //! client certificate per ep, all ECDSA P-256.
 
+use crate::files::write_file;
 use anyhow::{Context, Result, bail};
 use rcgen::{
     BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
@@ -8,7 +9,6 @@ use rcgen::{
 };
 use std::{
     fs,
-    io::Write,
     net::IpAddr,
     path::{Path, PathBuf},
 };
@@ -308,57 +308,6 @@ fn leaf_params(cn: &str, sans: Vec<SanType>, usage: ExtendedKeyUsagePurpose) -> 
 fn create_private_dir(dir: &Path) -> Result<()> {
     fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
     Ok(())
-}
-
-/// Writes a file with `mode` from its creation (a key is never briefly
-/// world-readable). Refuses to replace an existing file unless `force`.
-/// The new content goes to a temp file of this writer's own and is renamed
-/// over `path`, so a reader sees the old file or the new one, whole, and
-/// writers at the same time (the hub and `ferry hub invite`, two
-/// enrolments) never write into or rename each other's temp file.
-pub(crate) fn write_file(path: &Path, data: &[u8], mode: u32, force: bool) -> Result<()> {
-    if path.exists() && !force {
-        bail!(
-            "{} already exists; pass --force to replace it (a replaced ep certificate is revoked in crl.pem)",
-            path.display()
-        );
-    }
-    let tmp = temp_beside(path);
-    let mut opts = fs::OpenOptions::new();
-    opts.write(true).create_new(true);
-    #[cfg(unix)]
-    std::os::unix::fs::OpenOptionsExt::mode(&mut opts, mode);
-    #[cfg(not(unix))]
-    let _ = mode;
-    let mut f = opts
-        .open(&tmp)
-        .with_context(|| format!("cannot write {} (as {})", path.display(), tmp.display()))?;
-    let written = f
-        .write_all(data)
-        .and_then(|()| f.sync_all())
-        .and_then(|()| fs::rename(&tmp, path))
-        .with_context(|| format!("cannot write {}", path.display()));
-    if written.is_err() {
-        let _ = fs::remove_file(&tmp);
-    }
-    written
-}
-
-/// A temp file name in `path`'s folder (so the rename stays on one file
-/// system) that no other writer picks: the process, a counter within it,
-/// and a random part for a process id reused after a crash.
-fn temp_beside(path: &Path) -> PathBuf {
-    static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-    let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    path.with_file_name(format!(
-        ".{name}.{}.{n}.{}.tmp",
-        std::process::id(),
-        crate::token::random_hex(4)
-    ))
 }
 
 /// `ferry hub revoke`: adds ep certificates to `DIR/crl.pem`, signed by the

@@ -229,7 +229,9 @@ fn runtime() -> Result<tokio::runtime::Runtime> {
         .context("cannot start the async runtime")
 }
 
-fn load_hub(run: &HubRun) -> Result<HubSettings> {
+/// The hub's config checked; the files it names are read by `hub::load`
+/// (`Hub::bind` at start, `check`) or `hub::read_files`.
+fn check_hub(run: &HubRun) -> Result<HubSettings> {
     let flags = HubFlags {
         control: run.control,
         channel: run.channel,
@@ -237,12 +239,24 @@ fn load_hub(run: &HubRun) -> Result<HubSettings> {
     HubConfig::load(&run.config, flags)?.check(&run.config)
 }
 
-fn load_ep(args: &EpArgs) -> Result<EpSettings> {
+/// The hub's config checked and the files it names read, but for TLS: for
+/// the commands that talk to a running hub or its state.
+fn load_hub(run: &HubRun) -> Result<HubSettings> {
+    crate::hub::read_files(check_hub(run)?)
+}
+
+/// The ep's config checked; the files it names are read by `ep::load`
+/// (`ep::bind` at start, `check`) or `ep::read_files`.
+fn check_ep(args: &EpArgs) -> Result<EpSettings> {
     let flags = EpFlags {
         hub: args.hub.clone(),
         channel: args.channel.clone(),
     };
     EpConfig::load(&args.config, flags)?.check(&args.config)
+}
+
+fn load_ep(args: &EpArgs) -> Result<EpSettings> {
+    crate::ep::read_files(check_ep(args)?)
 }
 
 fn dispatch(cli: Cli) -> Result<()> {
@@ -296,7 +310,7 @@ fn ep_cmd(args: EpArgs) -> Result<()> {
 }
 
 fn hub_check(run: &HubRun) -> Result<()> {
-    let (settings, tls) = crate::hub::load(load_hub(run)?)?;
+    let (settings, tls) = crate::hub::load(check_hub(run)?)?;
     print!("{settings}");
     let certs = tls.describe();
     if !certs.is_empty() {
@@ -371,7 +385,7 @@ fn hash_token() -> Result<()> {
 }
 
 fn run_hub(run: &HubRun) -> Result<()> {
-    let settings = load_hub(run)?;
+    let settings = check_hub(run)?;
     crate::logging::init(settings.log_format);
     runtime()?.block_on(async {
         let (shutdown, immediate) = (CancellationToken::new(), CancellationToken::new());
@@ -385,8 +399,7 @@ fn run_hub(run: &HubRun) -> Result<()> {
 }
 
 fn ep_check(args: &EpArgs) -> Result<()> {
-    let settings = load_ep(args)?;
-    let tls = crate::tls::EpTls::load(&settings)?;
+    let (settings, tls) = crate::ep::load(check_ep(args)?)?;
     print!("{settings}");
     println!("  identity  {} (from the client certificate)", tls.identity);
     println!("ok");
@@ -408,7 +421,7 @@ fn join(j: &JoinArgs) -> Result<()> {
 }
 
 fn run_ep(args: &EpArgs) -> Result<()> {
-    let settings = load_ep(args)?;
+    let settings = check_ep(args)?;
     crate::logging::init(settings.log_format);
     runtime()?.block_on(async {
         let (shutdown, immediate) = (CancellationToken::new(), CancellationToken::new());
@@ -416,7 +429,7 @@ fn run_ep(args: &EpArgs) -> Result<()> {
         let ep = crate::ep::bind(settings, shutdown, immediate).await?;
         if let Some(path) = &args.ready_file {
             let json = serde_json::json!({ "admin": ep.admin_addr().map(|a| a.to_string()) });
-            crate::certgen::write_file(path, json.to_string().as_bytes(), 0o644, true)
+            crate::files::write_file(path, json.to_string().as_bytes(), 0o644, true)
                 .with_context(|| format!("--ready-file {}", path.display()))?;
         }
         ep.run().await

@@ -4,11 +4,12 @@
 //! expose.
 
 use crate::{
-    certgen::{GenCert, write_file},
+    certgen::GenCert,
     config::{
         ep::{EpConfig, EpFlags},
         hub::{HubConfig, HubFlags},
     },
+    files::write_file,
     token,
 };
 use anyhow::{Context, Result};

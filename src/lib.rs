@@ -14,6 +14,7 @@ pub mod demo;
 pub mod enrol;
 pub mod ep;
 pub mod fdlimit;
+pub mod files;
 pub mod game;
 pub mod hub;
 pub mod logging;

@@ -38,6 +38,17 @@ pub fn hash(token: &Secret) -> Result<String, String> {
 /// of the configuration's form, so it lives there).
 pub use crate::config::check_hash;
 
+/// The token hash in the file `path` (`key`_file in the config, `key`
+/// naming it in errors), held to the same form as one written inline.
+pub fn read_hash_file(key: &str, path: &std::path::Path) -> Result<String, String> {
+    let hash = std::fs::read_to_string(path)
+        .map_err(|e| format!("cannot read {key}_file {}: {e}", path.display()))?
+        .trim()
+        .to_string();
+    check_hash(&hash).map_err(|e| format!("{key}: {e}"))?;
+    Ok(hash)
+}
+
 /// Constant-time check of `token` against `phc`. Slow by design (tens of
 /// milliseconds): call it off the async runtime, once per login.
 pub fn verify(token: &Secret, phc: &str) -> bool {

@@ -33,6 +33,7 @@ const FLOORS: &[&[&str]] = &[
         "logging",
         "penalties",
         "game",
+        "files",
     ],
     // Credentials and carriers.
     &["tls", "token", "certgen", "quic"],
@@ -73,7 +74,9 @@ fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
 }
 
 /// The source with comments, strings and character literals blanked, so
-/// that a path in a doc line or a message is not an import.
+/// that a path in a doc line or a message is not an import. Line breaks
+/// inside what is blanked are kept, so a line number in the result is the
+/// line number in the source.
 fn code_only(src: &str) -> String {
     let b: Vec<char> = src.chars().collect();
     let mut out = String::with_capacity(b.len());
@@ -86,6 +89,7 @@ fn code_only(src: &str) -> String {
                 i += 1;
             }
         } else if c == '/' && next == Some('*') {
+            let from = i;
             let mut depth = 0;
             while i < b.len() {
                 if b[i] == '/' && b.get(i + 1) == Some(&'*') {
@@ -102,6 +106,7 @@ fn code_only(src: &str) -> String {
                 }
             }
             out.push(' ');
+            keep_lines(&b[from..i.min(b.len())], &mut out);
         } else if c == 'r'
             && (next == Some('#') || next == Some('"'))
             && !ident(b.get(i.wrapping_sub(1)))
@@ -129,9 +134,11 @@ fn code_only(src: &str) -> String {
                 }
                 j += 1;
             }
-            i = j;
             out.push_str("\"\"");
+            keep_lines(&b[i..j.min(b.len())], &mut out);
+            i = j;
         } else if c == '"' {
+            let from = i;
             i += 1;
             while i < b.len() && b[i] != '"' {
                 if b[i] == '\\' {
@@ -141,6 +148,7 @@ fn code_only(src: &str) -> String {
             }
             i += 1;
             out.push_str("\"\"");
+            keep_lines(&b[from..i.min(b.len())], &mut out);
         } else if c == '\'' {
             // A character literal ('a', '\n', '\u{1F600}') or a lifetime.
             if next == Some('\\') {
@@ -163,6 +171,10 @@ fn code_only(src: &str) -> String {
         }
     }
     out
+}
+
+fn keep_lines(blanked: &[char], out: &mut String) {
+    out.extend(blanked.iter().filter(|c| **c == '\n'));
 }
 
 fn ident(c: Option<&char>) -> bool {
@@ -428,4 +440,131 @@ fn the_reader_sees_imports_and_not_comments_or_strings() {
     assert!(!code.contains("crate::z"));
     assert!(!code.contains("crate::q"));
     assert!(code.contains("crate::d::e"));
+}
+
+/// The longest a function may be, from its `fn` line to its closing brace
+/// (DESIGN.md, under the floors): a longer one is several pieces that want
+/// names.
+const MAX_FN_LINES: usize = 80;
+
+/// Byte ranges of the items marked `#[cfg(test)]`: tests may be as long as
+/// the story they tell.
+fn test_items(code: &[char]) -> Vec<(usize, usize)> {
+    let mark: Vec<char> = "#[cfg(test)]".chars().collect();
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i + mark.len() <= code.len() {
+        if code[i..i + mark.len()] != mark[..] {
+            i += 1;
+            continue;
+        }
+        let start = i;
+        let mut j = i + mark.len();
+        // The item ends at its body's closing brace, or at a `;` before any
+        // body (`mod tests;`, `use …;`).
+        while j < code.len() && code[j] != '{' && code[j] != ';' {
+            j += 1;
+        }
+        let end = if code.get(j) == Some(&'{') {
+            closing_brace(code, j)
+        } else {
+            j
+        };
+        out.push((start, end));
+        i = end + 1;
+    }
+    out
+}
+
+/// The index of the `}` that closes the `{` at `open`.
+fn closing_brace(code: &[char], open: usize) -> usize {
+    let mut depth = 0usize;
+    for (k, c) in code.iter().enumerate().skip(open) {
+        match c {
+            '{' => depth += 1,
+            '}' => {
+                depth -= 1;
+                if depth == 0 {
+                    return k;
+                }
+            }
+            _ => {}
+        }
+    }
+    code.len() - 1
+}
+
+/// Every function with a body outside test items in `code` (blanked by
+/// `code_only`): its name, first line (1-based) and length in lines.
+fn functions(code: &str) -> Vec<(String, usize, usize)> {
+    let chars: Vec<char> = code.chars().collect();
+    let tests = test_items(&chars);
+    let line_at = |k: usize| chars[..k].iter().filter(|c| **c == '\n').count() + 1;
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i + 2 < chars.len() {
+        let is_fn = chars[i] == 'f'
+            && chars[i + 1] == 'n'
+            && !ident(chars.get(i.wrapping_sub(1)))
+            && chars[i + 2].is_whitespace();
+        if !is_fn || tests.iter().any(|&(s, e)| s <= i && i <= e) {
+            i += 1;
+            continue;
+        }
+        let at = skip_ws(&chars, i + 2);
+        let mut name_end = at;
+        while ident(chars.get(name_end)) {
+            name_end += 1;
+        }
+        if name_end == at {
+            // `fn(u8) -> u8`, a pointer type.
+            i += 2;
+            continue;
+        }
+        let mut j = name_end;
+        while j < chars.len() && chars[j] != '{' && chars[j] != ';' {
+            j += 1;
+        }
+        if chars.get(j) == Some(&'{') {
+            let end = closing_brace(&chars, j);
+            let name = chars[at..name_end].iter().collect();
+            out.push((name, line_at(i), line_at(end) - line_at(i) + 1));
+        }
+        i = name_end;
+    }
+    out
+}
+
+#[test]
+fn no_function_is_longer_than_80_lines() {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let mut files = Vec::new();
+    rust_files(&src, &mut files);
+    files.sort();
+    let mut long = Vec::new();
+    for f in &files {
+        let code = code_only(&std::fs::read_to_string(f).unwrap());
+        for (name, line, len) in functions(&code) {
+            if len > MAX_FN_LINES {
+                let rel = f.strip_prefix(env!("CARGO_MANIFEST_DIR")).unwrap();
+                long.push(format!("{}:{line} fn {name}: {len} lines", rel.display()));
+            }
+        }
+    }
+    assert!(
+        long.is_empty(),
+        "functions over {MAX_FN_LINES} lines (split them into named pieces):\n{}",
+        long.join("\n")
+    );
+}
+
+#[test]
+fn the_length_count_runs_from_fn_to_its_brace_and_skips_tests() {
+    let code = code_only(
+        "fn a() {\n    let s = \"{\n\";\n}\ntrait T { fn b(&self); }\nfn c(f: fn(u8) -> u8) -> u8 where u8: Copy {\n    f(1)\n}\n#[cfg(test)]\nmod tests {\n    fn d() {}\n}\n",
+    );
+    assert_eq!(
+        functions(&code),
+        vec![("a".to_string(), 1, 4), ("c".to_string(), 6, 3)]
+    );
 }

@@ -18,6 +18,17 @@ use std::{
     time::Duration,
 };
 
+/// `settings` with its token hash read from `admin.token_hash_file`, if
+/// that is where it is kept: at start, by `check` and on every reload.
+pub fn read_hash_file(
+    mut settings: crate::config::admin::AdminSettings,
+) -> Result<crate::config::admin::AdminSettings, String> {
+    if let Some(path) = &settings.token_hash_file {
+        settings.token_hash = Some(crate::token::read_hash_file("admin.token_hash", path)?);
+    }
+    Ok(settings)
+}
+
 /// Verified tokens remembered; a new one beyond this replaces the oldest.
 const REMEMBERED: usize = 16;
 /// A source's first wrong token holds it off this long; each further one

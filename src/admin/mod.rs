@@ -17,7 +17,7 @@ pub mod client;
 pub mod http;
 mod page;
 
-pub use auth::{Auth, Denied};
+pub use auth::{Auth, Denied, read_hash_file};
 
 use std::{sync::Arc, time::Duration};
 use tokio::{io::AsyncWriteExt, net::TcpListener, net::TcpStream, sync::Semaphore};

@@ -1,8 +1,9 @@
 //! `[admin]` in hub.toml and ep.toml: where the admin door listens and the
 //! token it asks for, and `log_format`.
 
+use super::GivenHash;
 use serde::{Deserialize, Serialize};
-use std::net::SocketAddr;
+use std::{net::SocketAddr, path::PathBuf};
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -24,33 +25,42 @@ pub struct HealthConfig {
 #[derive(Debug, Clone)]
 pub struct AdminSettings {
     pub bind: SocketAddr,
-    /// Required unless `bind` is loopback.
+    /// Required unless `bind` is loopback. From `token_hash_file`, filled
+    /// in when the settings are loaded (`admin::read_hash_file`).
     pub token_hash: Option<String>,
+    /// `admin.token_hash_file`, if the hash is kept there.
+    pub token_hash_file: Option<PathBuf>,
 }
 
 impl AdminConfig {
     pub fn check(self) -> Result<AdminSettings, String> {
-        let token_hash = super::read_token_hash(
+        let given = super::token_hash(
             "admin.token_hash",
             self.token_hash,
             self.token_hash_file.as_ref(),
         )?;
-        if token_hash.is_none() && !crate::net::is_loopback(self.bind) {
+        if given.is_none() && !crate::net::is_loopback(self.bind) {
             return Err(format!(
                 "admin.bind = {} is not loopback: set admin.token_hash (from `ferry hub token`) so strangers cannot read the status",
                 self.bind
             ));
         }
+        let (token_hash, token_hash_file) = match given {
+            Some(GivenHash::Inline(hash)) => (Some(hash), None),
+            Some(GivenHash::File(path)) => (None, Some(path)),
+            None => (None, None),
+        };
         Ok(AdminSettings {
             bind: self.bind,
             token_hash,
+            token_hash_file,
         })
     }
 }
 
 impl std::fmt::Display for AdminSettings {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let auth = if self.token_hash.is_some() {
+        let auth = if self.token_hash.is_some() || self.token_hash_file.is_some() {
             "token required"
         } else {
             "loopback, no token"

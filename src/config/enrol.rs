@@ -26,26 +26,19 @@ pub struct EnrolSettings {
 }
 
 impl EnrolConfig {
-    pub fn check(self, ca: &std::path::Path) -> Result<EnrolSettings, String> {
+    /// The key's file is checked when the settings are loaded (by the
+    /// enrol door, which reads it at each enrolment), not here.
+    pub fn check(self, ca: &std::path::Path) -> EnrolSettings {
         let dir = ca.parent().map(PathBuf::from).unwrap_or_default();
         let ca_key = self
             .ca_key
             .map(|p| p.relative())
             .unwrap_or_else(|| dir.join("ca.key"));
-        if !ca_key.exists() {
-            return Err(format!(
-                "enrol.ca_key: {} does not exist (the CA key that signs new eps' certificates)",
-                ca_key.display()
-            ));
-        }
-        // The hub reads it at each enrolment; a key others can read is
-        // refused now, at check and start, not at the first `ferry ep join`.
-        crate::secret_file::check(&ca_key, "CA key").map_err(|e| format!("enrol.ca_key: {e:#}"))?;
-        Ok(EnrolSettings {
+        EnrolSettings {
             bind: self.bind,
             ca: ca.to_path_buf(),
             ca_key,
             state: self.state.map(|p| p.relative()).unwrap_or(dir),
-        })
+        }
     }
 }

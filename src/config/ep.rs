@@ -244,7 +244,9 @@ pub struct EpSettings {
     pub file: PathBuf,
     /// Every hub served, in the order written; never empty.
     pub hubs: Vec<HubTarget>,
+    /// Empty until `ep::load` reads it, when it is kept in `token_file`.
     pub token: Secret,
+    pub token_file: Option<PathBuf>,
     /// The CA, certificate and key under `[tls]`, loaded by `tls::EpTls`.
     pub tls_files: super::TlsPaths,
     /// Service name → the service at home.
@@ -272,7 +274,7 @@ impl EpConfig {
     pub fn check(mut self, file: &Path) -> Result<EpSettings> {
         let err = checker(file);
         let hubs = self.hub_targets(file)?;
-        let token = self.token(file)?;
+        let (token, token_file) = self.token(file)?;
         let services = self.local_services(file)?;
         if self.tls.crl.is_some() {
             return Err(err(
@@ -290,6 +292,7 @@ impl EpConfig {
             timing: self.timing(),
             hubs,
             token,
+            token_file,
             tls_files,
             services,
             admin,
@@ -351,19 +354,14 @@ impl EpConfig {
         Ok(targets)
     }
 
-    /// The token, inline or from `token_file`; exactly one, not empty.
-    fn token(&mut self, file: &Path) -> Result<Secret> {
+    /// The token written here, or the `token_file` it is kept in (read
+    /// when the settings are loaded, by `ep::load`); exactly one, and a
+    /// token written here not empty.
+    fn token(&mut self, file: &Path) -> Result<(Secret, Option<PathBuf>)> {
         let err = checker(file);
         let token = match (self.token.take(), self.token_file.take()) {
             (Some(t), None) => t,
-            (None, Some(path)) => {
-                let path = path.relative();
-                let bytes = crate::secret_file::read(&path, "token_file")
-                    .map_err(|e| err(format!("{e:#}")))?;
-                let text = String::from_utf8(bytes)
-                    .map_err(|_| err(format!("token_file {} is not text", path.display())))?;
-                Secret::new(text.lines().next().unwrap_or("").trim())
-            }
+            (None, Some(path)) => return Ok((Secret::new(""), Some(path.relative()))),
             (Some(_), Some(_)) => return Err(err("set token or token_file, not both".into())),
             (None, None) => {
                 return Err(err(
@@ -375,7 +373,7 @@ impl EpConfig {
         if token.is_empty() {
             return Err(err("the token is empty".into()));
         }
-        Ok(token)
+        Ok((token, None))
     }
 
     /// The services at home, at least one, each with a valid address.

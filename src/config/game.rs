@@ -3,7 +3,7 @@
 //! several Minecraft servers share one port.
 
 use serde::Deserialize;
-use std::{path::Path, sync::Arc};
+use std::{path::PathBuf, sync::Arc};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -43,16 +43,15 @@ pub struct GameSettings {
     pub offline_motd: Option<String>,
     pub offline_message: Option<String>,
     pub starting_motd: Option<String>,
-    /// `data:image/png;base64,…`, read when the configuration is.
+    /// `data:image/png;base64,…`, read from `icon_file` when the settings
+    /// are loaded (by the game door).
     pub icon: Option<Arc<str>>,
+    /// `offline_icon`: a PNG file.
+    pub icon_file: Option<PathBuf>,
     /// Lower case, without a trailing dot.
     pub hosts: Vec<String>,
     pub default_host: bool,
 }
-
-/// Minecraft shows a 64×64 PNG; the client refuses a status string over
-/// 32,767 characters, which the icon's base64 (4/3 of it) must fit in.
-const MAX_ICON: u64 = 20 * 1024;
 
 /// A server-list line or a kick reason; longer is not shown anyway, and
 /// a Bedrock pong must not grow into a reflector's payload.
@@ -116,10 +115,6 @@ impl GameConfig {
                 ));
             }
         }
-        let icon = match &self.offline_icon {
-            Some(p) => Some(icon(p).map_err(|e| format!("{prefix}offline_icon: {e}"))?),
-            None => None,
-        };
         let mut hosts = Vec::new();
         for h in self.hosts.unwrap_or_default() {
             let n = crate::game::java::normalise_host(&h);
@@ -136,26 +131,10 @@ impl GameConfig {
             offline_motd: self.offline_motd,
             offline_message: self.offline_message,
             starting_motd: self.starting_motd,
-            icon,
+            icon: None,
+            icon_file: self.offline_icon,
             hosts,
             default_host: self.default_host.unwrap_or(false),
         }))
     }
-}
-
-fn icon(path: &Path) -> Result<Arc<str>, String> {
-    let meta =
-        std::fs::metadata(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-    if meta.len() > MAX_ICON {
-        return Err(format!(
-            "{} is {} bytes; a server icon is a 64×64 PNG (at most {MAX_ICON} bytes)",
-            path.display(),
-            meta.len()
-        ));
-    }
-    let data = std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-    if !data.starts_with(b"\x89PNG\r\n\x1a\n") {
-        return Err(format!("{} is not a PNG file", path.display()));
-    }
-    Ok(format!("data:image/png;base64,{}", crate::game::base64(&data)).into())
 }

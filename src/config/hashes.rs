@@ -1,37 +1,44 @@
 //! Token hashes in a config (`token_hash`, `eps.NAME.token_hash`,
-//! `admin.token_hash`, or their `_file` forms): read, held to Argon2id,
-//! and judged against what `ferry hub token` makes.
+//! `admin.token_hash`, or their `_file` forms): held to Argon2id, and
+//! judged against what `ferry hub token` makes. A hash in a file is read
+//! by the role that uses it (`token::read_hash_file`), not here.
 //!
 //! A hash file is not treated as a secret (`crate::secret_file`): what it
 //! holds is a salted Argon2id hash of a random 256-bit token, which no one
 //! can turn back into the token.
 
 use argon2::{Algorithm, Params, PasswordHash, Version};
+use std::path::PathBuf;
 
 /// What to run for a hash ferry accepts.
 const FIX: &str = "make one with `ferry hub token` (a new token and its hash) \
                    or `ferry hub hash-token` (the hash of a token on stdin)";
 
-/// Reads a token hash given inline or in a file; `key` names it in errors.
-pub(crate) fn read_token_hash(
+/// A token hash as the config gives it.
+pub(crate) enum GivenHash {
+    /// Written in the config, and checked.
+    Inline(String),
+    /// The path of a file holding it, read and checked when the settings
+    /// are loaded.
+    File(PathBuf),
+}
+
+/// A token hash given inline or in a file, at most one; `key` names it in
+/// errors.
+pub(crate) fn token_hash(
     key: &str,
     inline: Option<String>,
     file: Option<&figment::value::magic::RelativePathBuf>,
-) -> Result<Option<String>, String> {
-    let hash = match (inline, file) {
-        (Some(h), None) => h,
-        (None, Some(path)) => {
-            let path = path.relative();
-            std::fs::read_to_string(&path)
-                .map_err(|e| format!("cannot read {key}_file {}: {e}", path.display()))?
-                .trim()
-                .to_string()
+) -> Result<Option<GivenHash>, String> {
+    match (inline, file) {
+        (Some(hash), None) => {
+            check_hash(&hash).map_err(|e| format!("{key}: {e}"))?;
+            Ok(Some(GivenHash::Inline(hash)))
         }
-        (Some(_), Some(_)) => return Err(format!("set {key} or {key}_file, not both")),
-        (None, None) => return Ok(None),
-    };
-    check_hash(&hash).map_err(|e| format!("{key}: {e}"))?;
-    Ok(Some(hash))
+        (None, Some(path)) => Ok(Some(GivenHash::File(path.relative()))),
+        (Some(_), Some(_)) => Err(format!("set {key} or {key}_file, not both")),
+        (None, None) => Ok(None),
+    }
 }
 
 /// Checks that `phc` is an Argon2id hash ferry can verify a token against.

@@ -1,7 +1,8 @@
 //! `hub.toml`: what the hub listens on, whom it lets in, what it serves.
 
 use super::{
-    Allowlist, ConfigError, Seconds, TlsFiles, check_err, check_range, check_service_name,
+    Allowlist, ConfigError, GivenHash, Seconds, TlsFiles, check_err, check_range,
+    check_service_name,
     players::{PlayerLimits, PlayersConfig},
     ports::{BindRange, ServiceKind},
 };
@@ -339,6 +340,10 @@ pub struct ServiceSettings {
 pub struct Credentials {
     pub default: Option<String>,
     pub per_ep: HashMap<String, String>,
+    /// Hashes kept in files (`token_hash_file`, `eps.NAME.token_hash_file`),
+    /// each with the ep it is for (none: the shared one). Read into
+    /// `default` and `per_ep` when the settings are loaded (`hub::load`).
+    pub files: Vec<(Option<String>, PathBuf)>,
 }
 
 impl Credentials {
@@ -354,8 +359,10 @@ impl Credentials {
 pub use super::TlsPaths;
 
 /// A checked hub configuration: the file parsed and every value checked.
-/// Data only: the TLS files it names are loaded by `tls::HubTls`, and eps
-/// enrolled with `ferry ep join` are merged in by `enrol::merge_enrolled`.
+/// Data only: the TLS files it names are loaded by `tls::HubTls`, the other
+/// files (token hashes, icons, the CA key) read by `hub::read_files`, and
+/// eps enrolled with `ferry ep join` are merged in by
+/// `enrol::merge_enrolled`; `hub::load` does all three.
 #[derive(Clone)]
 pub struct HubSettings {
     pub file: PathBuf,
@@ -496,10 +503,7 @@ impl HubConfig {
         };
         let tls_files = self.tls.paths();
         let crl = self.tls.crl.as_ref().map(|c| c.relative());
-        let enrol = match self.enrol.take() {
-            Some(e) => Some(e.check(&tls_files.ca).map_err(err)?),
-            None => None,
-        };
+        let enrol = self.enrol.take().map(|e| e.check(&tls_files.ca));
         Ok(HubSettings {
             file: file.to_path_buf(),
             control: self.control,
@@ -549,15 +553,18 @@ impl HubConfig {
     /// the services each `[eps.NAME]` may serve.
     fn credentials(&mut self, file: &Path) -> Result<(Credentials, super::grants::Grants)> {
         let err = checker(file);
-        let mut credentials = Credentials {
-            default: super::read_token_hash(
-                "token_hash",
-                self.token_hash.take(),
-                self.token_hash_file.as_ref(),
-            )
-            .map_err(err)?,
-            per_ep: HashMap::new(),
-        };
+        let mut credentials = Credentials::default();
+        match super::token_hash(
+            "token_hash",
+            self.token_hash.take(),
+            self.token_hash_file.as_ref(),
+        )
+        .map_err(err)?
+        {
+            Some(GivenHash::Inline(h)) => credentials.default = Some(h),
+            Some(GivenHash::File(path)) => credentials.files.push((None, path)),
+            None => {}
+        }
         let mut grants = super::grants::Grants::default();
         for (name, c) in std::mem::take(&mut self.eps) {
             check_service_name(&name).map_err(|_| {
@@ -576,12 +583,11 @@ impl HubConfig {
                 grants.set(&name, list);
             }
             let key = format!("eps.{name}.token_hash");
-            match super::read_token_hash(&key, c.token_hash, c.token_hash_file.as_ref())
-                .map_err(err)?
-            {
-                Some(h) => {
+            match super::token_hash(&key, c.token_hash, c.token_hash_file.as_ref()).map_err(err)? {
+                Some(GivenHash::Inline(h)) => {
                     credentials.per_ep.insert(name, h);
                 }
+                Some(GivenHash::File(path)) => credentials.files.push((Some(name), path)),
                 // Only a grant: the ep logs in with the shared hash (or
                 // the one its enrolment made).
                 None if grants.listed(&name) => {}
@@ -592,7 +598,10 @@ impl HubConfig {
                 }
             };
         }
-        if credentials.default.is_none() && credentials.per_ep.is_empty() {
+        if credentials.default.is_none()
+            && credentials.per_ep.is_empty()
+            && credentials.files.is_empty()
+        {
             return Err(err(
                 "no token_hash: make one with `ferry hub token` (or give each ep its own under [eps.NAME])"
                     .into(),
@@ -851,6 +860,24 @@ impl std::fmt::Display for HubSettings {
         if let Some(q) = self.quic {
             writeln!(f, "  quic     {q} (UDP; TLS 1.3, client certificate)")?;
         }
+        self.write_access(f)?;
+        let t = &self.timing;
+        writeln!(
+            f,
+            "  heartbeat every {:?}, timeout {:?}; idle channels closed after {:?}; players wait up to {:?}",
+            t.heartbeat_interval, t.heartbeat_timeout, t.idle_timeout, t.player_wait
+        )?;
+        for s in &self.services {
+            write_service(f, s)?;
+        }
+        Ok(())
+    }
+}
+
+impl HubSettings {
+    /// Who may come in and how: the allowlist, token hashes, grants, the
+    /// admin, health and enrol doors, with their warnings.
+    fn write_access(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let nets: Vec<String> = self
             .allowlist
             .nets()
@@ -903,54 +930,51 @@ impl std::fmt::Display for HubSettings {
                 }
             )?;
         }
-        let t = &self.timing;
-        writeln!(
-            f,
-            "  heartbeat every {:?}, timeout {:?}; idle channels closed after {:?}; players wait up to {:?}",
-            t.heartbeat_interval, t.heartbeat_timeout, t.idle_timeout, t.player_wait
-        )?;
-        for s in &self.services {
-            writeln!(
-                f,
-                "  service {:<12} {} players on {} (pool {}); {}",
-                s.name, s.kind, s.bind, s.pool_size, s.limits
-            )?;
-            if let Some(g) = &s.game {
-                let route = match (&s.shares_port_of, g.hosts.is_empty(), g.default_host) {
-                    (_, true, false) => String::new(),
-                    (owner, _, default) => format!(
-                        "; players who typed {}{}{}",
-                        if g.hosts.is_empty() {
-                            "-".into()
-                        } else {
-                            g.hosts.join(", ")
-                        },
-                        if default { " or any other name" } else { "" },
-                        owner
-                            .as_ref()
-                            .map(|o| format!(" (port shared with {o})"))
-                            .unwrap_or_default()
-                    ),
-                };
-                writeln!(
-                    f,
-                    "               game {}: the hub answers while home is away{route}",
-                    g.game
-                )?;
-            }
-            if s.kind.udp() {
-                let u = &s.limits.udp;
-                writeln!(
-                    f,
-                    "               udp: at most {} flows, {} per address, idle flows end after {:?}",
-                    u.max_flows,
-                    u.max_flows_per_ip,
-                    super::Seconds(u.idle_timeout)
-                )?;
-            }
-        }
         Ok(())
     }
+}
+
+/// A service's line, and its game and UDP lines if it has them.
+fn write_service(f: &mut std::fmt::Formatter<'_>, s: &ServiceSettings) -> std::fmt::Result {
+    writeln!(
+        f,
+        "  service {:<12} {} players on {} (pool {}); {}",
+        s.name, s.kind, s.bind, s.pool_size, s.limits
+    )?;
+    if let Some(g) = &s.game {
+        let route = match (&s.shares_port_of, g.hosts.is_empty(), g.default_host) {
+            (_, true, false) => String::new(),
+            (owner, _, default) => format!(
+                "; players who typed {}{}{}",
+                if g.hosts.is_empty() {
+                    "-".into()
+                } else {
+                    g.hosts.join(", ")
+                },
+                if default { " or any other name" } else { "" },
+                owner
+                    .as_ref()
+                    .map(|o| format!(" (port shared with {o})"))
+                    .unwrap_or_default()
+            ),
+        };
+        writeln!(
+            f,
+            "               game {}: the hub answers while home is away{route}",
+            g.game
+        )?;
+    }
+    if s.kind.udp() {
+        let u = &s.limits.udp;
+        writeln!(
+            f,
+            "               udp: at most {} flows, {} per address, idle flows end after {:?}",
+            u.max_flows,
+            u.max_flows_per_ip,
+            super::Seconds(u.idle_timeout)
+        )?;
+    }
+    Ok(())
 }
 
 /// A service that may share its TCP port with others, routed by the name

@@ -1,8 +1,10 @@
 //! Configuration: defaults → TOML file → `FERRY_…` environment → flags.
 //!
 //! Each role has a raw, serde-shaped config (`hub::HubConfig`, `ep::EpConfig`)
-//! and a checked form built from it (files read, addresses parsed) that the
-//! runtime uses. `ferry … check` prints the checked form.
+//! and a checked form built from it (addresses parsed, values in range) that
+//! the runtime uses. No file but the config itself is read here: the files
+//! it names are kept as paths, and read by the role's loader (`hub::load`,
+//! `ep::load`). `ferry … check` prints the checked form, as loaded.
 
 pub mod admin;
 mod duration;
@@ -18,7 +20,7 @@ pub mod players;
 pub mod ports;
 
 pub use duration::{Seconds, check_range, parse as parse_duration};
-pub(crate) use hashes::read_token_hash;
+pub(crate) use hashes::{GivenHash, token_hash};
 pub use hashes::{check_hash, weakness as hash_weakness};
 pub use netlist::Allowlist;
 

@@ -50,29 +50,7 @@ impl Summary {
         let services = s
             .services
             .iter()
-            .map(|svc| {
-                let limits = format!("{} / {:?}", svc.limits, svc.limits.udp);
-                let summary = ServiceSummary {
-                    kind: svc.kind.to_string(),
-                    bind: svc.bind.to_string(),
-                    pool_size: svc.pool_size,
-                    limits,
-                    game: svc.game.as_ref().map(|g| {
-                        let words = format!(
-                            "{:?}{:?}{:?}{:?}",
-                            g.offline_motd, g.offline_message, g.starting_motd, g.icon
-                        );
-                        format!(
-                            "{} hosts [{}]{} words {}",
-                            g.game,
-                            g.hosts.join(", "),
-                            if g.default_host { " default" } else { "" },
-                            digest(words.as_bytes())
-                        )
-                    }),
-                };
-                (svc.name.clone(), summary)
-            })
+            .map(|svc| (svc.name.clone(), ServiceSummary::of(svc)))
             .collect();
         let mut credentials: BTreeMap<String, String> = s
             .credentials
@@ -96,37 +74,7 @@ impl Summary {
         .map(|(k, v)| (k.to_string(), format!("{v:?}")))
         .chain([("grants".to_string(), s.grants.lines().join("; "))])
         .collect();
-        let l = &s.limits;
-        let restart = [
-            ("control", s.control.to_string()),
-            ("channel", s.channel.to_string()),
-            ("quic", format!("{:?}", s.quic)),
-            (
-                "admin",
-                s.admin.as_ref().map(|a| a.to_string()).unwrap_or_default(),
-            ),
-            (
-                "enrol",
-                s.enrol
-                    .as_ref()
-                    .map(|e| e.bind.to_string())
-                    .unwrap_or_default(),
-            ),
-            ("log_format", format!("{:?}", s.log_format)),
-            ("watch_config", s.watch_config.to_string()),
-            ("max_pending_auth", l.max_pending_auth.to_string()),
-            (
-                "max_pending_per_source",
-                l.max_pending_per_source.to_string(),
-            ),
-            ("argon2_concurrency", l.argon2_concurrency.to_string()),
-            ("penalty_base", format!("{:?}", l.penalty_base)),
-            ("penalty_max", format!("{:?}", l.penalty_max)),
-            ("max_players_total", format!("{:?}", l.max_players_total)),
-        ]
-        .into_iter()
-        .map(|(k, v)| (k.to_string(), v))
-        .collect();
+        let restart = restart_keys(s);
         Summary {
             services,
             ep_allowlist: format!("{:?}", s.allowlist.nets()),
@@ -136,6 +84,66 @@ impl Summary {
             restart,
         }
     }
+}
+
+impl ServiceSummary {
+    fn of(svc: &super::hub::ServiceSettings) -> ServiceSummary {
+        let limits = format!("{} / {:?}", svc.limits, svc.limits.udp);
+        ServiceSummary {
+            kind: svc.kind.to_string(),
+            bind: svc.bind.to_string(),
+            pool_size: svc.pool_size,
+            limits,
+            game: svc.game.as_ref().map(|g| {
+                let words = format!(
+                    "{:?}{:?}{:?}{:?}",
+                    g.offline_motd, g.offline_message, g.starting_motd, g.icon
+                );
+                format!(
+                    "{} hosts [{}]{} words {}",
+                    g.game,
+                    g.hosts.join(", "),
+                    if g.default_host { " default" } else { "" },
+                    digest(words.as_bytes())
+                )
+            }),
+        }
+    }
+}
+
+/// The keys a running hub cannot change, with their values.
+fn restart_keys(s: &HubSettings) -> BTreeMap<String, String> {
+    let l = &s.limits;
+    [
+        ("control", s.control.to_string()),
+        ("channel", s.channel.to_string()),
+        ("quic", format!("{:?}", s.quic)),
+        (
+            "admin",
+            s.admin.as_ref().map(|a| a.to_string()).unwrap_or_default(),
+        ),
+        (
+            "enrol",
+            s.enrol
+                .as_ref()
+                .map(|e| e.bind.to_string())
+                .unwrap_or_default(),
+        ),
+        ("log_format", format!("{:?}", s.log_format)),
+        ("watch_config", s.watch_config.to_string()),
+        ("max_pending_auth", l.max_pending_auth.to_string()),
+        (
+            "max_pending_per_source",
+            l.max_pending_per_source.to_string(),
+        ),
+        ("argon2_concurrency", l.argon2_concurrency.to_string()),
+        ("penalty_base", format!("{:?}", l.penalty_base)),
+        ("penalty_max", format!("{:?}", l.penalty_max)),
+        ("max_players_total", format!("{:?}", l.max_players_total)),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v))
+    .collect()
 }
 
 /// What changes from one summary to the next.

@@ -164,54 +164,7 @@ impl PlayerLimits {
                 Duration::from_secs(7 * 86_400),
             )?;
         }
-        let max_flows_per_ip = svc
-            .max_udp_flows_per_ip
-            .or(hub.max_udp_flows_per_ip)
-            .unwrap_or(DEFAULT_UDP_FLOWS_PER_IP);
-        let idle_timeout = svc
-            .udp_idle_timeout
-            .or(hub.udp_idle_timeout)
-            .map_or(DEFAULT_UDP_IDLE, Seconds::get);
-        let oneshot = svc.udp_oneshot_timeout.or(hub.udp_oneshot_timeout);
-        let udp = UdpLimits {
-            max_flows: svc
-                .max_udp_flows
-                .or(hub.max_udp_flows)
-                .unwrap_or(DEFAULT_UDP_FLOWS),
-            max_flows_per_ip,
-            max_flows_per_net: svc
-                .max_udp_flows_per_net
-                .or(hub.max_udp_flows_per_net)
-                .unwrap_or(max_flows_per_ip.saturating_mul(DEFAULT_UDP_NETWORK_SHARE)),
-            idle_timeout,
-            // The default never outlives a short idle timeout.
-            oneshot_timeout: oneshot.map_or(DEFAULT_UDP_ONESHOT.min(idle_timeout), Seconds::get),
-        };
-        if udp.max_flows == 0 || udp.max_flows_per_ip == 0 {
-            return Err(format!(
-                "{key}max_udp_flows and max_udp_flows_per_ip admit nobody at 0; at least 1"
-            ));
-        }
-        if udp.max_flows_per_net < udp.max_flows_per_ip {
-            return Err(format!(
-                "{key}max_udp_flows_per_net = {} is below max_udp_flows_per_ip = {}: \
-                 a network holds at least one address",
-                udp.max_flows_per_net, udp.max_flows_per_ip
-            ));
-        }
-        super::check_range(
-            &format!("{key}udp_idle_timeout"),
-            udp.idle_timeout,
-            Duration::from_secs(1),
-            Duration::from_secs(86_400),
-        )?;
-        super::check_range(
-            &format!("{key}udp_oneshot_timeout"),
-            udp.oneshot_timeout,
-            Duration::from_millis(100),
-            udp.idle_timeout,
-        )
-        .map_err(|e| format!("{e} (at most udp_idle_timeout)"))?;
+        let udp = udp_limits(&svc, hub, key)?;
         Ok(PlayerLimits {
             allow: svc.allow.or_else(|| hub.allow.clone()).unwrap_or_default(),
             deny: svc.deny.or_else(|| hub.deny.clone()).unwrap_or_default(),
@@ -226,6 +179,60 @@ impl PlayerLimits {
             udp,
         })
     }
+}
+
+/// The UDP keys of `svc` over `hub` over the defaults; `key` prefixes
+/// errors.
+fn udp_limits(svc: &PlayersConfig, hub: &PlayersConfig, key: &str) -> Result<UdpLimits, String> {
+    let max_flows_per_ip = svc
+        .max_udp_flows_per_ip
+        .or(hub.max_udp_flows_per_ip)
+        .unwrap_or(DEFAULT_UDP_FLOWS_PER_IP);
+    let idle_timeout = svc
+        .udp_idle_timeout
+        .or(hub.udp_idle_timeout)
+        .map_or(DEFAULT_UDP_IDLE, Seconds::get);
+    let oneshot = svc.udp_oneshot_timeout.or(hub.udp_oneshot_timeout);
+    let udp = UdpLimits {
+        max_flows: svc
+            .max_udp_flows
+            .or(hub.max_udp_flows)
+            .unwrap_or(DEFAULT_UDP_FLOWS),
+        max_flows_per_ip,
+        max_flows_per_net: svc
+            .max_udp_flows_per_net
+            .or(hub.max_udp_flows_per_net)
+            .unwrap_or(max_flows_per_ip.saturating_mul(DEFAULT_UDP_NETWORK_SHARE)),
+        idle_timeout,
+        // The default never outlives a short idle timeout.
+        oneshot_timeout: oneshot.map_or(DEFAULT_UDP_ONESHOT.min(idle_timeout), Seconds::get),
+    };
+    if udp.max_flows == 0 || udp.max_flows_per_ip == 0 {
+        return Err(format!(
+            "{key}max_udp_flows and max_udp_flows_per_ip admit nobody at 0; at least 1"
+        ));
+    }
+    if udp.max_flows_per_net < udp.max_flows_per_ip {
+        return Err(format!(
+            "{key}max_udp_flows_per_net = {} is below max_udp_flows_per_ip = {}: \
+             a network holds at least one address",
+            udp.max_flows_per_net, udp.max_flows_per_ip
+        ));
+    }
+    super::check_range(
+        &format!("{key}udp_idle_timeout"),
+        udp.idle_timeout,
+        Duration::from_secs(1),
+        Duration::from_secs(86_400),
+    )?;
+    super::check_range(
+        &format!("{key}udp_oneshot_timeout"),
+        udp.oneshot_timeout,
+        Duration::from_millis(100),
+        udp.idle_timeout,
+    )
+    .map_err(|e| format!("{e} (at most udp_idle_timeout)"))?;
+    Ok(udp)
 }
 
 impl fmt::Display for PlayerLimits {

@@ -100,7 +100,7 @@ fn read_json<T: for<'de> Deserialize<'de> + Default>(path: &Path) -> Result<T> {
 
 fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<()> {
     let bytes = serde_json::to_vec_pretty(value)?;
-    crate::certgen::write_file(path, &bytes, 0o600, true)
+    crate::files::write_file(path, &bytes, 0o600, true)
 }
 
 /// The enrolment state in `dir`.

@@ -248,26 +248,7 @@ pub fn invite(
     if e.bind.port() == 0 {
         bail!("enrol.bind has port 0 (chosen at start); give it a fixed port");
     }
-    let hosts = hosts
-        .iter()
-        .map(|h| {
-            line_host(h).ok_or_else(|| {
-                anyhow::anyhow!(
-                    "--hub {h:?}: give a host name or address (no port: every hub uses this hub's ports)"
-                )
-            })
-        })
-        .collect::<Result<Vec<String>>>()?;
-    if hosts.len() > MAX_LINE_HUBS {
-        bail!("{} --hub: at most {MAX_LINE_HUBS}", hosts.len());
-    }
-    if let Some((_, h)) = hosts
-        .iter()
-        .enumerate()
-        .find(|(i, h)| hosts[..*i].contains(h))
-    {
-        bail!("--hub {h:?} is given twice");
-    }
+    let hosts = line_hosts(hosts)?;
     let host = match hosts.first() {
         Some(h) => h.to_string(),
         None => crate::tls::load_certs(&s.tls_files.cert)?
@@ -294,6 +275,32 @@ pub fn invite(
         ep: ep.to_string(),
         expires: invites::now() + ttl.as_secs(),
     })
+}
+
+/// The hosts `--hub` names, as the line carries them: each a host (no
+/// port), at most `MAX_LINE_HUBS`, none twice.
+fn line_hosts(hosts: &[String]) -> Result<Vec<String>> {
+    let hosts = hosts
+        .iter()
+        .map(|h| {
+            line_host(h).ok_or_else(|| {
+                anyhow::anyhow!(
+                    "--hub {h:?}: give a host name or address (no port: every hub uses this hub's ports)"
+                )
+            })
+        })
+        .collect::<Result<Vec<String>>>()?;
+    if hosts.len() > MAX_LINE_HUBS {
+        bail!("{} --hub: at most {MAX_LINE_HUBS}", hosts.len());
+    }
+    if let Some((_, h)) = hosts
+        .iter()
+        .enumerate()
+        .find(|(i, h)| hosts[..*i].contains(h))
+    {
+        bail!("--hub {h:?} is given twice");
+    }
+    Ok(hosts)
 }
 
 /// What the ep sends inside TLS.

@@ -78,6 +78,19 @@ pub(crate) fn load_tls(s: &EpSettings) -> Result<crate::tls::EpTls, LoginError> 
     crate::tls::EpTls::load(s).map_err(|e| LoginError::Files(format!("{e:#}")))
 }
 
+/// The token in `path` (`token_file`): its first line, not empty. Read as
+/// a secret (`secret_file`): a file others may read is refused.
+pub(crate) fn read_token_file(path: &std::path::Path) -> Result<crate::secret::Secret, String> {
+    let bytes = crate::secret_file::read(path, "token_file").map_err(|e| format!("{e:#}"))?;
+    let text = String::from_utf8(bytes)
+        .map_err(|_| format!("token_file {} is not text", path.display()))?;
+    let token = crate::secret::Secret::new(text.lines().next().unwrap_or("").trim());
+    if token.is_empty() {
+        return Err("the token is empty".into());
+    }
+    Ok(token)
+}
+
 /// Classifies a TLS-level I/O error from a hub connection.
 fn tls_error(e: io::Error) -> LoginError {
     // Over QUIC, the hub's verdict on our certificate arrives as the

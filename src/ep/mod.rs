@@ -90,14 +90,39 @@ pub struct Bound {
     immediate: CancellationToken,
 }
 
-/// Loads the TLS files `settings` names and binds its admin port; a bad
-/// certificate or a port in use fails here.
+/// What the ep runs from `settings`: the files it names read in
+/// (`read_files`) and the TLS files loaded. At start, by `check` and on
+/// every reload.
+pub fn load(settings: EpSettings) -> Result<(EpSettings, crate::tls::EpTls)> {
+    let settings = read_files(settings)?;
+    let tls = crate::tls::EpTls::load(&settings)?;
+    Ok((settings, tls))
+}
+
+/// `settings` with what the files it names hold, other than TLS: the token
+/// from `token_file` and the admin door's hash from
+/// `admin.token_hash_file`. Errors name the config file and the key, as a
+/// check's do. Enough for `status`, which needs no TLS.
+pub fn read_files(mut settings: EpSettings) -> Result<EpSettings> {
+    let file = settings.file.clone();
+    let err = |m: String| anyhow::Error::new(crate::config::check_err(&file, m));
+    if let Some(path) = &settings.token_file {
+        settings.token = login::read_token_file(path).map_err(err)?;
+    }
+    if let Some(a) = settings.admin.take() {
+        settings.admin = Some(crate::admin::read_hash_file(a).map_err(err)?);
+    }
+    Ok(settings)
+}
+
+/// Loads the files `settings` names (`load`) and binds its admin port; a
+/// bad certificate or a port in use fails here.
 pub async fn bind(
     settings: EpSettings,
     shutdown: CancellationToken,
     immediate: CancellationToken,
 ) -> Result<Bound> {
-    let tls = crate::tls::EpTls::load(&settings)?;
+    let (settings, tls) = load(settings)?;
     // Two files per player (its socket at home, its channel): what
     // `max_players` allows should not fail for want of descriptors.
     crate::fdlimit::raise();

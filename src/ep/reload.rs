@@ -45,12 +45,8 @@ pub(super) async fn watch(ep: Arc<Ep>, mut triggers: mpsc::Receiver<Trigger>) {
     while let Some(why) = triggers.recv().await {
         crate::sdnotify::reloading();
         let old = ep.settings();
-        let loaded = tokio::task::spawn_blocking(move || {
-            let new = EpConfig::reload(&old)?;
-            let tls = crate::tls::EpTls::load(&new)?;
-            anyhow::Ok((new, tls))
-        })
-        .await;
+        let loaded =
+            tokio::task::spawn_blocking(move || super::load(EpConfig::reload(&old)?)).await;
         match loaded {
             Ok(Ok(new)) => {
                 let plan = apply(&ep, new);
@@ -70,60 +66,8 @@ pub(super) async fn watch(ep: Arc<Ep>, mut triggers: mpsc::Receiver<Trigger>) {
 /// Swaps in `new`, keeping what a running ep cannot change; the plan line.
 fn apply(ep: &Ep, (mut new, new_tls): (EpSettings, crate::tls::EpTls)) -> String {
     let (old, old_tls) = (ep.settings(), ep.tls.get());
-    let mut restart = Vec::new();
-    let mut keep = |key: &'static str, same: bool| {
-        if !same {
-            restart.push(key);
-        }
-    };
-    // A session per hub runs from start: which hubs, and where each one's
-    // doors are, wait for a restart; a hub's transport is read at its
-    // next login.
-    let same_hubs = old.hubs.len() == new.hubs.len()
-        && old.hubs.iter().zip(&new.hubs).all(|(a, b)| {
-            a.hub == b.hub && a.channel == b.channel && a.server_name == b.server_name
-        });
-    keep("hub", same_hubs);
-    keep(
-        "admin",
-        old.admin.as_ref().map(|a| a.to_string()) == new.admin.as_ref().map(|a| a.to_string()),
-    );
-    keep("log_format", old.log_format == new.log_format);
-    keep("watch_config", old.watch_config == new.watch_config);
-    if !same_hubs {
-        new.hubs = old.hubs.clone();
-    }
-    new.admin = old.admin.clone();
-    new.log_format = old.log_format;
-    new.watch_config = old.watch_config;
-    let added: Vec<&String> = new
-        .services
-        .keys()
-        .filter(|k| !old.services.contains_key(*k))
-        .collect();
-    let removed: Vec<&String> = old
-        .services
-        .keys()
-        .filter(|k| !new.services.contains_key(*k))
-        .collect();
-    let changed: Vec<&String> = new
-        .services
-        .iter()
-        .filter(|(k, v)| old.services.get(*k).is_some_and(|o| o != *v))
-        .map(|(k, _)| k)
-        .collect();
-    let shapes_changed = added.len() + removed.len() > 0
-        || new.services.iter().any(|(k, v)| {
-            old.services
-                .get(k)
-                .is_some_and(|o| o.kind != v.kind || o.addr.count != v.addr.count)
-        });
-    let mut line = format!(
-        "services added: {}; removed: {}; changed: {}",
-        names(&added),
-        names(&removed),
-        names(&changed)
-    );
+    let restart = keep_running(&old, &mut new);
+    let (mut line, shapes_changed) = services_changed(&old, &new);
     if old.token.expose() != new.token.expose() {
         line += "; token changed (used from the next login)";
     }
@@ -167,6 +111,73 @@ fn apply(ep: &Ep, (mut new, new_tls): (EpSettings, crate::tls::EpTls)) -> String
         ep.offered.send_modify(|n| *n += 1);
     }
     line
+}
+
+/// The keys of `new` a running ep cannot change, put back as `old` has
+/// them; their names, for the restart they wait for.
+fn keep_running(old: &EpSettings, new: &mut EpSettings) -> Vec<&'static str> {
+    let mut restart = Vec::new();
+    let mut keep = |key: &'static str, same: bool| {
+        if !same {
+            restart.push(key);
+        }
+    };
+    // A session per hub runs from start: which hubs, and where each one's
+    // doors are, wait for a restart; a hub's transport is read at its
+    // next login.
+    let same_hubs = old.hubs.len() == new.hubs.len()
+        && old.hubs.iter().zip(&new.hubs).all(|(a, b)| {
+            a.hub == b.hub && a.channel == b.channel && a.server_name == b.server_name
+        });
+    keep("hub", same_hubs);
+    keep(
+        "admin",
+        old.admin.as_ref().map(|a| a.to_string()) == new.admin.as_ref().map(|a| a.to_string()),
+    );
+    keep("log_format", old.log_format == new.log_format);
+    keep("watch_config", old.watch_config == new.watch_config);
+    if !same_hubs {
+        new.hubs = old.hubs.clone();
+    }
+    new.admin = old.admin.clone();
+    new.log_format = old.log_format;
+    new.watch_config = old.watch_config;
+    restart
+}
+
+/// The services added, removed and changed, as the plan line begins; and
+/// whether what the hub was told of them (names, types, port counts)
+/// changed.
+fn services_changed(old: &EpSettings, new: &EpSettings) -> (String, bool) {
+    let added: Vec<&String> = new
+        .services
+        .keys()
+        .filter(|k| !old.services.contains_key(*k))
+        .collect();
+    let removed: Vec<&String> = old
+        .services
+        .keys()
+        .filter(|k| !new.services.contains_key(*k))
+        .collect();
+    let changed: Vec<&String> = new
+        .services
+        .iter()
+        .filter(|(k, v)| old.services.get(*k).is_some_and(|o| o != *v))
+        .map(|(k, _)| k)
+        .collect();
+    let shapes_changed = added.len() + removed.len() > 0
+        || new.services.iter().any(|(k, v)| {
+            old.services
+                .get(k)
+                .is_some_and(|o| o.kind != v.kind || o.addr.count != v.addr.count)
+        });
+    let line = format!(
+        "services added: {}; removed: {}; changed: {}",
+        names(&added),
+        names(&removed),
+        names(&changed)
+    );
+    (line, shapes_changed)
 }
 
 fn names(v: &[&String]) -> String {

@@ -66,24 +66,7 @@ impl Flow {
             )
         });
         let (up, down) = (Counts::default(), Counts::default());
-        let found = Found {
-            ep: ep.clone(),
-            local: super::wake::Local {
-                service: service.clone(),
-                at: target.clone(),
-                connect_timeout: ep.settings().timing.connect_timeout,
-                stop: ep.shutdown.clone(),
-                udp: true,
-                // A UDP service's header rides its datagrams; the ep
-                // never tries a UDP port on its own.
-                proxy: None,
-            },
-            wake: local.wake.clone(),
-            joined: AtomicBool::new(false),
-            answered: AtomicBool::new(false),
-            began: tokio::time::Instant::now(),
-            playing: std::sync::Mutex::new(None),
-        };
+        let found = Found::new(ep, service, &target, local);
         let link = match (&tls, self.id) {
             (crate::quic::Tunnel::Quic(q), Some(id)) => q.link.clone().map(|l| (l, id)),
             _ => None,
@@ -182,6 +165,28 @@ struct Found {
 }
 
 impl Found {
+    /// A flow to `service` at `target` at home, beginning now.
+    fn new(ep: &Arc<Ep>, service: &str, target: &str, local: &LocalService) -> Found {
+        Found {
+            ep: ep.clone(),
+            local: super::wake::Local {
+                service: service.to_string(),
+                at: target.to_string(),
+                connect_timeout: ep.settings().timing.connect_timeout,
+                stop: ep.shutdown.clone(),
+                udp: true,
+                // A UDP service's header rides its datagrams; the ep
+                // never tries a UDP port on its own.
+                proxy: None,
+            },
+            wake: local.wake.clone(),
+            joined: AtomicBool::new(false),
+            answered: AtomicBool::new(false),
+            began: tokio::time::Instant::now(),
+            playing: std::sync::Mutex::new(None),
+        }
+    }
+
     fn sent(&self, d: &[u8]) {
         if crate::game::bedrock::is_join(d) && !self.joined.swap(true, Relaxed) {
             // From now until the flow ends, a player on the service.

@@ -156,18 +156,8 @@ impl Up {
         if let Some(port) = w.quic_port {
             link.quic_lock().port = Some(port);
         }
-        // Over TLS with a hub that offers QUIC: log in over QUIC now (players
-        // already on TLS channels keep them).
-        if h.transport == Transport::Auto
-            && w.link.is_none()
-            && w.quic_port.is_some()
-            && self.quic_allowed()
-        {
-            return End {
-                reason: "the hub offers QUIC; logging in over it".into(),
-                kind: None,
-                switch: true,
-            };
+        if let Some(switch) = self.quic_instead(h, &w) {
+            return switch;
         }
         let (rd, mut wr) = tokio::io::split(tls);
         let mut rd = FrameReader::new(rd);
@@ -184,20 +174,7 @@ impl Up {
         let mut tick = tokio::time::interval(w.heartbeat);
         let mut silence = Box::pin(tokio::time::sleep(w.heartbeat_timeout));
         let mut ping = Ping::default();
-        // Over a hub that answers for services away from home: how they are.
-        let mut homes = ep.homes.watch();
-        if w.hub_has(feature::HOME) {
-            homes.mark_changed();
-        } else {
-            homes.mark_unchanged();
-        }
-        let mut offered = ep.offered.subscribe();
-        if *offered.borrow() == offered_at_hello {
-            offered.mark_unchanged();
-        } else {
-            // Changed since the hello was built: announce at once.
-            offered.mark_changed();
-        }
+        let (mut homes, mut offered) = self.news(&w, offered_at_hello);
         loop {
             let out = tokio::select! {
                 msg = rd.read::<HubMsg>() => {
@@ -216,14 +193,7 @@ impl Up {
                 _ = silence.as_mut() => {
                     return end(format!("no heartbeat from the hub for {:?}", w.heartbeat_timeout));
                 }
-                _ = tick.tick() => match &w.link {
-                    Some(quic) => {
-                        link.set_rtt(quic.conn.rtt());
-                        EpMsg::Heartbeat
-                    }
-                    None if w.hub_has(feature::PING) => ping.send(),
-                    None => EpMsg::Heartbeat,
-                },
+                _ = tick.tick() => self.heartbeat(&w, &mut ping),
                 _ = link.relogin.notified() => {
                     return end("the ep's certificate changed; logging in with it".into());
                 }
@@ -242,6 +212,60 @@ impl Up {
             if let Err(e) = proto::write_msg(&mut wr, &out).await {
                 return end(e.to_string());
             }
+        }
+    }
+
+    /// Over TLS with a hub that offers QUIC: the session ends to log in
+    /// over QUIC now (players already on TLS channels keep them).
+    fn quic_instead(&self, h: &HubTarget, w: &Welcome) -> Option<End> {
+        (h.transport == Transport::Auto
+            && w.link.is_none()
+            && w.quic_port.is_some()
+            && self.quic_allowed())
+        .then(|| End {
+            reason: "the hub offers QUIC; logging in over it".into(),
+            kind: None,
+            switch: true,
+        })
+    }
+
+    /// What the session tells the hub of as it changes: how the services
+    /// at home are (to a hub that answers for services away from home),
+    /// and the services offered, marked changed if they changed since the
+    /// hello was built (announced at once).
+    fn news(
+        &self,
+        w: &Welcome,
+        offered_at_hello: u64,
+    ) -> (
+        tokio::sync::watch::Receiver<std::collections::BTreeMap<String, proto::HomeState>>,
+        tokio::sync::watch::Receiver<u64>,
+    ) {
+        let mut homes = self.ep.homes.watch();
+        if w.hub_has(feature::HOME) {
+            homes.mark_changed();
+        } else {
+            homes.mark_unchanged();
+        }
+        let mut offered = self.ep.offered.subscribe();
+        if *offered.borrow() == offered_at_hello {
+            offered.mark_unchanged();
+        } else {
+            offered.mark_changed();
+        }
+        (homes, offered)
+    }
+
+    /// The heartbeat tick's message: over QUIC the round trip is the
+    /// connection's own; a hub that answers pings measures it over TLS.
+    fn heartbeat(&self, w: &Welcome, ping: &mut Ping) -> EpMsg {
+        match &w.link {
+            Some(quic) => {
+                self.link.set_rtt(quic.conn.rtt());
+                EpMsg::Heartbeat
+            }
+            None if w.hub_has(feature::PING) => ping.send(),
+            None => EpMsg::Heartbeat,
         }
     }
 

@@ -247,61 +247,74 @@ impl Homes {
         self.set(&l.service, HomeState::Waking);
         tracing::info!(service = l.service, command = ?w.command, "a player found the service away: waking it");
         let exited = run(&l.service, "wake", &w.command);
-        let (me, l, timeout, w) = (self.clone(), l.clone(), w.timeout, w.clone());
-        tokio::spawn(async move {
-            let started = Instant::now();
-            let failed = async {
-                match exited.await {
-                    Ok(false) => {}
-                    // Exited well (systemctl, wakeonlan), or still running
-                    // (the server itself): the port decides.
-                    _ => std::future::pending().await,
-                }
-            };
-            let up = tokio::select! {
-                r = tokio::time::timeout(timeout, me.until_answers(&l)) => r.is_ok(),
-                _ = failed => false,
-                _ = l.stop.cancelled() => false,
-            };
-            let service = &l.service;
-            if up {
-                // Up (and its time) before the wake's turn ends: a dial
-                // begun meanwhile then tries again rather than waking it
-                // a second time.
-                me.set(service, HomeState::Up);
-            }
-            let mine = me.end(service, id);
-            if up {
-                tracing::info!(
-                    service,
-                    secs = started.elapsed().as_secs_f64(),
-                    "woken: the service answers"
-                );
-                if mine {
-                    // Its sleep timer, if it has one.
-                    me.answered(&l, Some(&w));
-                }
-                let _ = tx.send(Woken::Up);
-            } else {
-                if !l.stop.is_cancelled() {
-                    tracing::warn!(
-                        service,
-                        local = l.at,
-                        "the woken service did not answer (wake_timeout {timeout:?}, or its command failed)"
-                    );
-                }
-                let _ = tx.send(Woken::Failed);
-                me.failed_at
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .insert(service.clone(), Instant::now());
-                if mine {
-                    me.set(service, HomeState::Asleep);
-                    me.recheck(&l);
-                }
-            }
-        });
+        let me = self.clone();
+        tokio::spawn(me.woken(l.clone(), w.clone(), id, tx, exited));
         Some(rx)
+    }
+
+    /// A wake's outcome, once `exited` says its command failed or the
+    /// service answers or `w.timeout` passes: told on `tx`, logged, and the
+    /// state set if this wake (`id`) is still the service's turn.
+    async fn woken(
+        self: Arc<Self>,
+        l: Local,
+        w: Wake,
+        id: u64,
+        tx: watch::Sender<Woken>,
+        exited: oneshot::Receiver<bool>,
+    ) {
+        let (me, timeout) = (self, w.timeout);
+        let started = Instant::now();
+        let failed = async {
+            match exited.await {
+                Ok(false) => {}
+                // Exited well (systemctl, wakeonlan), or still running
+                // (the server itself): the port decides.
+                _ => std::future::pending().await,
+            }
+        };
+        let up = tokio::select! {
+            r = tokio::time::timeout(timeout, me.until_answers(&l)) => r.is_ok(),
+            _ = failed => false,
+            _ = l.stop.cancelled() => false,
+        };
+        let service = &l.service;
+        if up {
+            // Up (and its time) before the wake's turn ends: a dial
+            // begun meanwhile then tries again rather than waking it
+            // a second time.
+            me.set(service, HomeState::Up);
+        }
+        let mine = me.end(service, id);
+        if up {
+            tracing::info!(
+                service,
+                secs = started.elapsed().as_secs_f64(),
+                "woken: the service answers"
+            );
+            if mine {
+                // Its sleep timer, if it has one.
+                me.answered(&l, Some(&w));
+            }
+            let _ = tx.send(Woken::Up);
+        } else {
+            if !l.stop.is_cancelled() {
+                tracing::warn!(
+                    service,
+                    local = l.at,
+                    "the woken service did not answer (wake_timeout {timeout:?}, or its command failed)"
+                );
+            }
+            let _ = tx.send(Woken::Failed);
+            me.failed_at
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(service.clone(), Instant::now());
+            if mine {
+                me.set(service, HomeState::Asleep);
+                me.recheck(&l);
+            }
+        }
     }
 
     /// Tries a service that is down or asleep now and then, so one started

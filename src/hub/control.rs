@@ -259,48 +259,21 @@ pub(super) async fn authenticate(
         return Err(Refusal::NotHello);
     };
     let modern = !features.is_empty();
-    let login = async {
-        check_version(version)?;
-        let hash = verify_token(shared, &ep, token).await?;
-        let (offer, mut matched) = match_offer(shared, &ep, services, shapes, &features)?;
-        let welcome = welcome(shared, modern, version, &features, &offer, &matched);
-        warn_if_expiring(&peer);
-        let login = super::sessions::Login {
-            ep: &ep,
-            serial: &peer.serial,
-            ip: addr.ip(),
-            version: &software_label(software.as_deref()),
-            modern,
-            // Its datagrams are read from a session on, not before.
-            link: quic.map(crate::quic::Link::new),
-        };
-        let still_valid = || still_valid(shared, &ep, &hash, addr.ip(), &peer.serial);
-        let mut skipped = std::mem::take(&mut matched.unauthorised);
-        skipped.append(&mut matched.refused);
-        let offered = matched.services.clone();
-        let guard = shared
-            .sessions
-            .register(login, offer, matched.services, ctrl, still_valid)
-            .map_err(|(kind, why)| Verdict {
-                // A credential that changed during the login: the ep
-                // may well hold the new one, so it comes back soon
-                // (and no identity penalty is charged).
-                retry: kind == RefusalKind::Other,
-                kind,
-                why,
-            })?;
-        let serving = guard.services();
-        for svc in offered
-            .iter()
-            .filter(|o| !serving.iter().any(|s| Arc::ptr_eq(s, o)))
-        {
-            let holder = svc.served_by().unwrap_or_default();
-            let why = format!("served by ep {holder}; this ep takes it over when {holder} lets go");
-            skipped.insert(svc.name.clone(), why);
-        }
-        Ok::<_, Verdict>((guard, welcome, skipped))
+    let hello = Hello {
+        version,
+        token,
+        services,
+        features,
+        software,
+        shapes,
     };
-    let (guard, welcome, skipped) = match login.await {
+    let from = Arrival {
+        peer: &peer,
+        addr,
+        quic,
+        ctrl,
+    };
+    let (guard, welcome, skipped) = match log_in(shared, hello, from).await {
         Ok(done) => done,
         Err(v) => return Err(refuse(&mut tls, &ep, v.kind, v.why, v.retry, modern).await),
     };
@@ -310,22 +283,123 @@ pub(super) async fn authenticate(
     // What it offered and does not serve, and why: in its log, not only
     // in the hub's.
     if modern && !skipped.is_empty() {
-        let serving = guard.services();
-        let HubMsg::Welcome { services, .. } = &welcome else {
-            unreachable!("a welcome")
-        };
-        let services = services
-            .iter()
-            .filter(|(name, _)| serving.iter().any(|s| &s.name == *name))
-            .map(|(n, s)| (n.clone(), *s))
-            .collect();
-        let told = HubMsg::Services {
-            services,
-            refused: skipped,
-        };
+        let told = not_served(&guard, &welcome, skipped);
         proto::write_msg(&mut tls, &told).await?;
     }
     Ok((tls, guard, modern))
+}
+
+/// An ep's `Hello`, field by field.
+struct Hello {
+    version: u32,
+    token: crate::secret::Secret,
+    services: Vec<String>,
+    features: Vec<String>,
+    software: Option<String>,
+    shapes: std::collections::BTreeMap<String, proto::Shape>,
+}
+
+/// Who is logging in, from where, and what its session will carry.
+struct Arrival<'a> {
+    peer: &'a Peer,
+    addr: SocketAddr,
+    quic: Option<quinn::Connection>,
+    ctrl: mpsc::Sender<HubMsg>,
+}
+
+/// A session registered, its welcome, and what it offered but does not
+/// serve, with why.
+type Registered = (
+    super::sessions::SessionGuard,
+    HubMsg,
+    std::collections::BTreeMap<String, String>,
+);
+
+/// Version, token and offer checked, then the session registered: the
+/// guard, the welcome to send, and the services offered but not served
+/// with why.
+async fn log_in(
+    shared: &Arc<Shared>,
+    hello: Hello,
+    from: Arrival<'_>,
+) -> Result<Registered, Verdict> {
+    let Hello {
+        version,
+        token,
+        services,
+        features,
+        software,
+        shapes,
+    } = hello;
+    let Arrival {
+        peer,
+        addr,
+        quic,
+        ctrl,
+    } = from;
+    let ep = &peer.ep;
+    let modern = !features.is_empty();
+    check_version(version)?;
+    let hash = verify_token(shared, ep, token).await?;
+    let (offer, mut matched) = match_offer(shared, ep, services, shapes, &features)?;
+    let welcome = welcome(shared, modern, version, &features, &offer, &matched);
+    warn_if_expiring(peer);
+    let login = super::sessions::Login {
+        ep,
+        serial: &peer.serial,
+        ip: addr.ip(),
+        version: &software_label(software.as_deref()),
+        modern,
+        // Its datagrams are read from a session on, not before.
+        link: quic.map(crate::quic::Link::new),
+    };
+    let still_valid = || still_valid(shared, ep, &hash, addr.ip(), &peer.serial);
+    let mut skipped = std::mem::take(&mut matched.unauthorised);
+    skipped.append(&mut matched.refused);
+    let offered = matched.services.clone();
+    let guard = shared
+        .sessions
+        .register(login, offer, matched.services, ctrl, still_valid)
+        .map_err(|(kind, why)| Verdict {
+            // A credential that changed during the login: the ep may well
+            // hold the new one, so it comes back soon (and no identity
+            // penalty is charged).
+            retry: kind == RefusalKind::Other,
+            kind,
+            why,
+        })?;
+    let serving = guard.services();
+    for svc in offered
+        .iter()
+        .filter(|o| !serving.iter().any(|s| Arc::ptr_eq(s, o)))
+    {
+        let holder = svc.served_by().unwrap_or_default();
+        let why = format!("served by ep {holder}; this ep takes it over when {holder} lets go");
+        skipped.insert(svc.name.clone(), why);
+    }
+    Ok((guard, welcome, skipped))
+}
+
+/// `Services`: of the welcome's services, those the session serves, and
+/// the ones `skipped` with why.
+fn not_served(
+    guard: &super::sessions::SessionGuard,
+    welcome: &HubMsg,
+    skipped: std::collections::BTreeMap<String, String>,
+) -> HubMsg {
+    let serving = guard.services();
+    let HubMsg::Welcome { services, .. } = welcome else {
+        unreachable!("a welcome")
+    };
+    let services = services
+        .iter()
+        .filter(|(name, _)| serving.iter().any(|s| &s.name == *name))
+        .map(|(n, s)| (n.clone(), *s))
+        .collect();
+    HubMsg::Services {
+        services,
+        refused: skipped,
+    }
 }
 
 /// What the login proved, against the settings and revocation list as
@@ -559,40 +633,18 @@ pub(super) async fn session(shared: Arc<Shared>, s: LoggedIn) {
     let mut silence = Box::pin(tokio::time::sleep(t.heartbeat_timeout));
     let (reason, told) = loop {
         let out = tokio::select! {
-            msg = rd.read::<EpMsg>() => match msg {
-                Ok(EpMsg::Heartbeat) => {
-                    silence.as_mut().reset(tokio::time::Instant::now() + t.heartbeat_timeout);
-                    continue;
+            msg = rd.read::<EpMsg>() => {
+                let msg = match msg {
+                    Ok(m) => m,
+                    Err(e) => break (format!("control connection: {e}"), None),
+                };
+                silence.as_mut().reset(tokio::time::Instant::now() + t.heartbeat_timeout);
+                match heard(&shared, &guard, msg) {
+                    Ok(Some(answer)) => answer,
+                    Ok(None) => continue,
+                    Err(why) => break (why, None),
                 }
-                Ok(EpMsg::Ping { n }) => {
-                    silence.as_mut().reset(tokio::time::Instant::now() + t.heartbeat_timeout);
-                    HubMsg::Pong { n }
-                }
-                Ok(EpMsg::ChannelFailed { service, ticket, reason }) => {
-                    silence.as_mut().reset(tokio::time::Instant::now() + t.heartbeat_timeout);
-                    if let Some(svc) = guard.services().iter().find(|s| s.name == service)
-                        && svc.channel_failed(&ticket, guard.id)
-                    {
-                        tracing::warn!(ep = %guard.ep, service, "the ep could not open a channel: {reason}");
-                    }
-                    continue;
-                }
-                Ok(EpMsg::Home { services }) => {
-                    silence.as_mut().reset(tokio::time::Instant::now() + t.heartbeat_timeout);
-                    // The whole picture: a service left out is one the ep
-                    // knows nothing of (any more).
-                    for svc in guard.services().iter() {
-                        svc.set_home(guard.id, services.get(&svc.name).copied());
-                    }
-                    continue;
-                }
-                Ok(EpMsg::Services { services, shapes }) => {
-                    silence.as_mut().reset(tokio::time::Instant::now() + t.heartbeat_timeout);
-                    reannounced(&shared, &guard, services, shapes)
-                }
-                Ok(other) => break (format!("unexpected message {:?}", kind(&other)), None),
-                Err(e) => break (format!("control connection: {e}"), None),
-            },
+            }
             _ = silence.as_mut() => break (format!("no heartbeat for {:?}", t.heartbeat_timeout), None),
             Some(m) = ctrl_rx.recv() => m,
             _ = tick.tick() => {
@@ -614,6 +666,54 @@ pub(super) async fn session(shared: Arc<Shared>, s: LoggedIn) {
         let _ =
             tokio::time::timeout(Duration::from_millis(500), proto::write_msg(&mut wr, &bye)).await;
     }
+    ended(&shared, guard, &reason, told);
+}
+
+/// One message from the ep in a session: the answer to send, if any, or
+/// why the session ends (a message that has no place in one).
+fn heard(
+    shared: &Shared,
+    guard: &super::sessions::SessionGuard,
+    msg: EpMsg,
+) -> Result<Option<HubMsg>, String> {
+    match msg {
+        EpMsg::Heartbeat => Ok(None),
+        EpMsg::Ping { n } => Ok(Some(HubMsg::Pong { n })),
+        EpMsg::ChannelFailed {
+            service,
+            ticket,
+            reason,
+        } => {
+            if let Some(svc) = guard.services().iter().find(|s| s.name == service)
+                && svc.channel_failed(&ticket, guard.id)
+            {
+                tracing::warn!(ep = %guard.ep, service, "the ep could not open a channel: {reason}");
+            }
+            Ok(None)
+        }
+        EpMsg::Home { services } => {
+            // The whole picture: a service left out is one the ep knows
+            // nothing of (any more).
+            for svc in guard.services().iter() {
+                svc.set_home(guard.id, services.get(&svc.name).copied());
+            }
+            Ok(None)
+        }
+        EpMsg::Services { services, shapes } => {
+            Ok(Some(reannounced(shared, guard, services, shapes)))
+        }
+        other => Err(format!("unexpected message {:?}", kind(&other))),
+    }
+}
+
+/// After a session: the address proven from now, what it served handed to
+/// another ep that offers it, and the end logged.
+fn ended(
+    shared: &Shared,
+    guard: super::sessions::SessionGuard,
+    reason: &str,
+    told: Option<CloseKind>,
+) {
     // Proven for a day after the session ends, not after it began.
     shared.logins.gate.session_ended(guard.ip);
     // What it served goes to another ep that offers it, if one does.

@@ -35,6 +35,20 @@ const DEADLINE: Duration = Duration::from_secs(15);
 /// Connections in progress per source (an IPv4 address, an IPv6 /64).
 pub(crate) type Sources = crate::sources::PerSource<PER_SOURCE>;
 
+/// The CA key that signs new eps' certificates is there, and only its
+/// owner may read it: the door reads it at each enrolment, so a key others
+/// can read is refused at check, start and reload, not at the first
+/// `ferry ep join`.
+pub(super) fn check_ca_key(e: &crate::config::enrol::EnrolSettings) -> Result<(), String> {
+    if !e.ca_key.exists() {
+        return Err(format!(
+            "enrol.ca_key: {} does not exist (the CA key that signs new eps' certificates)",
+            e.ca_key.display()
+        ));
+    }
+    crate::secret_file::check(&e.ca_key, "CA key").map_err(|e| format!("enrol.ca_key: {e:#}"))
+}
+
 pub(super) fn on_accept(shared: Arc<Shared>, tcp: TcpStream, addr: SocketAddr) {
     let ip = addr.ip().to_canonical();
     let slots = shared.enrol_slots.clone().try_acquire_owned();

@@ -91,12 +91,43 @@ pub struct Hub {
     health: Option<TcpListener>,
 }
 
-/// What the hub runs from `settings`: the eps enrolled with `ferry ep join`
-/// merged in, and the TLS files loaded. At start and on every reload.
+/// What the hub runs from `settings`: the files it names read in
+/// (`read_files`), the eps enrolled with `ferry ep join` merged in, and the
+/// TLS files loaded. At start, by `check` and on every reload.
 pub fn load(settings: HubSettings) -> Result<(HubSettings, crate::tls::HubTls)> {
+    let settings = read_files(settings)?;
     let settings = crate::enrol::merge_enrolled(settings)?;
     let tls = crate::tls::HubTls::load(&settings)?;
     Ok((settings, tls))
+}
+
+/// `settings` with what the files it names hold, other than TLS: the token
+/// hashes kept in files, each game service's icon, the admin door's hash,
+/// and the CA key's mode checked. Errors name the config file and the key,
+/// as a check's do. Enough for `status` and `invite`, which need no TLS.
+pub fn read_files(mut settings: HubSettings) -> Result<HubSettings> {
+    let file = settings.file.clone();
+    let err = |m: String| anyhow::Error::new(crate::config::check_err(&file, m));
+    let c = &mut settings.credentials;
+    for (ep, path) in &c.files {
+        let key = match ep {
+            Some(name) => format!("eps.{name}.token_hash"),
+            None => "token_hash".to_string(),
+        };
+        let hash = crate::token::read_hash_file(&key, path).map_err(err)?;
+        match ep {
+            Some(name) => c.per_ep.insert(name.clone(), hash),
+            None => c.default.replace(hash),
+        };
+    }
+    game::read_icons(&mut settings).map_err(err)?;
+    if let Some(a) = settings.admin.take() {
+        settings.admin = Some(crate::admin::read_hash_file(a).map_err(err)?);
+    }
+    if let Some(e) = &settings.enrol {
+        enrol::check_ca_key(e).map_err(err)?;
+    }
+    Ok(settings)
 }
 
 /// The players the hub holds at most: the configured cap, or what the
@@ -148,9 +179,9 @@ async fn bind(addr: SocketAddr, what: &str) -> Result<TcpListener> {
 }
 
 impl Hub {
-    /// Loads the TLS files `settings` names and merges enrolled eps in,
-    /// then binds every port; a bad certificate or a port in use fails
-    /// here, before anything is served.
+    /// Loads the files `settings` names and merges enrolled eps in
+    /// (`load`), then binds every port; a bad certificate, a missing hash
+    /// file or a port in use fails here, before anything is served.
     pub async fn bind(settings: HubSettings) -> Result<Hub> {
         let (settings, loaded_tls) = tokio::task::spawn_blocking(move || load(settings))
             .await

@@ -138,23 +138,8 @@ pub(super) async fn serve(
         no_wake: modern && opening.as_ref().is_some_and(|o| o.no_wake),
     };
     let sent = opening.as_ref().map(|o| &o.sent[..]).unwrap_or_default();
-    let begin = async {
-        proto::write_msg(&mut tunnel, &start)
-            .await
-            .map_err(|e| std::io::Error::other(e.to_string()))?;
-        tunnel.write_all(sent).await?;
-        tunnel.flush().await
-    };
-    match tokio::time::timeout(shared.settings().timing.handshake_timeout, begin).await {
-        Ok(Ok(())) => {}
-        Ok(Err(e)) => {
-            tracing::info!("player closed: channel failed at start: {e}");
-            return opening.map(|_| Unanswered::Silent);
-        }
-        Err(_) => {
-            tracing::info!("player closed: channel stalled at start");
-            return opening.map(|_| Unanswered::Silent);
-        }
+    if !send_start(&shared, &mut tunnel, &start, sent).await {
+        return opening.map(|_| Unanswered::Silent);
     }
     if let Some(o) = &opening {
         match first_answer(tcp, &mut tunnel, o.hold, &cut).await {
@@ -172,8 +157,49 @@ pub(super) async fn serve(
             }
         }
     }
+    relay_home(&shared, tcp, &mut tunnel, watch, &cut).await;
+    None
+}
+
+/// `Start`, then the bytes a game door already read, within the handshake
+/// timeout; false (said in the log) if the channel failed or stalled.
+async fn send_start(
+    shared: &Shared,
+    tunnel: &mut super::service::Tunnel,
+    start: &HubMsg,
+    sent: &[u8],
+) -> bool {
+    let begin = async {
+        proto::write_msg(&mut *tunnel, start)
+            .await
+            .map_err(|e| std::io::Error::other(e.to_string()))?;
+        tunnel.write_all(sent).await?;
+        tunnel.flush().await
+    };
+    match tokio::time::timeout(shared.settings().timing.handshake_timeout, begin).await {
+        Ok(Ok(())) => true,
+        Ok(Err(e)) => {
+            tracing::info!("player closed: channel failed at start: {e}");
+            false
+        }
+        Err(_) => {
+            tracing::info!("player closed: channel stalled at start");
+            false
+        }
+    }
+}
+
+/// The player and home relayed until either ends, or `cut`; how it ended
+/// goes to the log.
+async fn relay_home(
+    shared: &Shared,
+    tcp: &mut TcpStream,
+    tunnel: &mut super::service::Tunnel,
+    watch: relay::Watch,
+    cut: &tokio_util::sync::CancellationToken,
+) {
     let relayed = tokio::select! {
-        r = relay::relay_watched(tcp, &mut tunnel, watch) => Some(r),
+        r = relay::relay_watched(tcp, tunnel, watch) => Some(r),
         // The hub's hard stop, or the service removed and drained.
         _ = cut.cancelled() => None,
     };
@@ -209,7 +235,6 @@ pub(super) async fn serve(
             tracing::info!("player cut off: {why}");
         }
     }
-    None
 }
 
 enum FirstAnswer {

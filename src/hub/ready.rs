@@ -35,6 +35,6 @@ pub(super) fn ready_json(
 }
 
 pub(super) fn write_ready(path: &std::path::Path, json: &str) -> Result<()> {
-    crate::certgen::write_file(path, json.as_bytes(), 0o644, true)
+    crate::files::write_file(path, json.as_bytes(), 0o644, true)
         .with_context(|| format!("--ready-file {}", path.display()))
 }

@@ -191,18 +191,7 @@ impl Sessions {
             })
             .set(1);
         if let Some(old) = st.by_ep.insert(ep.to_string(), entry) {
-            if old.version != version {
-                self.mark_gone(ep, &old.version);
-            }
-            tracing::info!(
-                ep,
-                old_session = old.session,
-                "new login replaces the ep's earlier session"
-            );
-            old.end.end(
-                CloseKind::Replaced,
-                "replaced by a newer login of the same ep (are two eps running with one certificate?)",
-            );
+            self.replaced(ep, version, old);
         }
         *st.ips.entry(ip).or_default() += 1;
         for svc in &services {
@@ -227,6 +216,23 @@ impl Sessions {
             serving,
             end,
         })
+    }
+
+    /// `ep`'s earlier session `old`, replaced by a login with `version`:
+    /// ended, and its version's gauge cleared if it differs.
+    fn replaced(&self, ep: &str, version: &str, old: Entry) {
+        if old.version != version {
+            self.mark_gone(ep, &old.version);
+        }
+        tracing::info!(
+            ep,
+            old_session = old.session,
+            "new login replaces the ep's earlier session"
+        );
+        old.end.end(
+            CloseKind::Replaced,
+            "replaced by a newer login of the same ep (are two eps running with one certificate?)",
+        );
     }
 
     /// Of `services`, those `ep` serves now: free ones, its own, and those

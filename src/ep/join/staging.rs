@@ -8,7 +8,7 @@
 //! only its hash, and the invite is used.
 
 use super::answer::Enrolled;
-use crate::certgen::write_file;
+use crate::files::write_file;
 use anyhow::{Context, Result, bail};
 use std::{
     fs,

@@ -47,86 +47,10 @@ pub(in crate::hub) fn on_accept(
     tcp: TcpStream,
     addr: SocketAddr,
 ) {
-    // A port of one service admits at its door before a byte is read, as
-    // any other port does (rates and bans count junk too); a shared port
-    // turns away, before reading, an address every service there refuses.
-    let early = match sole_service(&shared, &port) {
-        Some(door) => match door.admit(addr.ip()) {
-            Ok(a) => Some((port.clone(), a)),
-            Err(reason) => {
-                refuse(
-                    &shared,
-                    &tcp,
-                    &port,
-                    reason,
-                    addr.ip(),
-                    &format!("player refused by service {port} with a reset"),
-                );
-                return;
-            }
-        },
-        None => {
-            if let Some(reason) = turned_away(&shared, &port, addr.ip()) {
-                refuse(
-                    &shared,
-                    &tcp,
-                    &port,
-                    reason,
-                    addr.ip(),
-                    &format!("player refused by port {port} with a reset"),
-                );
-                return;
-            }
-            None
-        }
-    };
-    let Some(reading) = shared.game_readers.enter(addr.ip()) else {
-        refuse(
-            &shared,
-            &tcp,
-            &port,
-            Reason::GameHandshakesFromSource,
-            addr.ip(),
-            "player refused with a reset: too many connections from one address still sending their first packet",
-        );
+    let Some(early) = admit_early(&shared, &port, &tcp, addr) else {
         return;
     };
-    // Readers together hold at most a quarter of the hub-wide cap (and one
-    // network a share of that), so silent strangers from many addresses
-    // cannot fill the cap every service shares.
-    let most = MAX_READERS.min(shared.cap.max() / 4).max(MIN_READERS);
-    let net = crate::sources::network_key(addr.ip());
-    let (Some(total), Some(in_net)) = (
-        shared.game_readers_total.enter((), most),
-        shared.game_reader_nets.enter(net, MAX_READERS_PER_NET),
-    ) else {
-        refuse(
-            &shared,
-            &tcp,
-            &port,
-            Reason::GameHandshakesPending,
-            addr.ip(),
-            "player refused with a reset: too many connections (hub-wide, or from its network) still sending their first packet",
-        );
-        return;
-    };
-    // A reader holds a file like a player: the hub-wide cap counts it, so
-    // strangers cannot take the files the control and channel doors are
-    // promised.
-    // (A player admitted already holds one.)
-    let held = if early.is_some() {
-        None
-    } else if let Some(h) = HubSlot::enter(&shared.cap) {
-        Some(h)
-    } else {
-        refuse(
-            &shared,
-            &tcp,
-            &port,
-            Reason::HubFull,
-            addr.ip(),
-            "player refused with a reset: the hub's player cap is reached",
-        );
+    let Some(slots) = reader_slots(&shared, &port, &tcp, addr, early.is_some()) else {
         return;
     };
     net::tune_plain(&tcp);
@@ -139,7 +63,6 @@ pub(in crate::hub) fn on_accept(
                 r = tokio::time::timeout(READ_WITHIN, read_first(&mut tcp)) => r,
                 _ = sh.shutdown.cancelled() => return,
             };
-            let slots = (reading, held, (total, in_net));
             let why = match read {
                 Ok(Ok((first, buf))) => {
                     let at = (port.as_str(), offset);
@@ -159,6 +82,104 @@ pub(in crate::hub) fn on_accept(
         }
         .instrument(span),
     );
+}
+
+/// The door a port of one service admits at before a byte is read, as any
+/// other port does (rates and bans count junk too); a shared port turns
+/// away, before reading, an address every service there refuses. None:
+/// refused, with a reset.
+fn admit_early(shared: &Shared, port: &str, tcp: &TcpStream, addr: SocketAddr) -> Option<Early> {
+    let early = match sole_service(shared, port) {
+        Some(door) => match door.admit(addr.ip()) {
+            Ok(a) => Some((port.to_string(), a)),
+            Err(reason) => {
+                refuse(
+                    shared,
+                    tcp,
+                    port,
+                    reason,
+                    addr.ip(),
+                    &format!("player refused by service {port} with a reset"),
+                );
+                return None;
+            }
+        },
+        None => {
+            if let Some(reason) = turned_away(shared, port, addr.ip()) {
+                refuse(
+                    shared,
+                    tcp,
+                    port,
+                    reason,
+                    addr.ip(),
+                    &format!("player refused by port {port} with a reset"),
+                );
+                return None;
+            }
+            None
+        }
+    };
+    Some(early)
+}
+
+/// A reader's places, or None if one is full (refused, with a reset).
+fn reader_slots(
+    shared: &Shared,
+    port: &str,
+    tcp: &TcpStream,
+    addr: SocketAddr,
+    admitted: bool,
+) -> Option<Reading> {
+    let Some(reading) = shared.game_readers.enter(addr.ip()) else {
+        refuse(
+            shared,
+            tcp,
+            port,
+            Reason::GameHandshakesFromSource,
+            addr.ip(),
+            "player refused with a reset: too many connections from one address still sending their first packet",
+        );
+        return None;
+    };
+    // Readers together hold at most a quarter of the hub-wide cap (and one
+    // network a share of that), so silent strangers from many addresses
+    // cannot fill the cap every service shares.
+    let most = MAX_READERS.min(shared.cap.max() / 4).max(MIN_READERS);
+    let net = crate::sources::network_key(addr.ip());
+    let (Some(total), Some(in_net)) = (
+        shared.game_readers_total.enter((), most),
+        shared.game_reader_nets.enter(net, MAX_READERS_PER_NET),
+    ) else {
+        refuse(
+            shared,
+            tcp,
+            port,
+            Reason::GameHandshakesPending,
+            addr.ip(),
+            "player refused with a reset: too many connections (hub-wide, or from its network) still sending their first packet",
+        );
+        return None;
+    };
+    // A reader holds a file like a player: the hub-wide cap counts it, so
+    // strangers cannot take the files the control and channel doors are
+    // promised.
+    // (A player admitted already holds one.)
+    let held = if admitted {
+        None
+    } else if let Some(h) = HubSlot::enter(&shared.cap) {
+        Some(h)
+    } else {
+        refuse(
+            shared,
+            tcp,
+            port,
+            Reason::HubFull,
+            addr.ip(),
+            "player refused with a reset: the hub's player cap is reached",
+        );
+        return None;
+    };
+    Some((reading, held, (total, in_net)))
 }
 
 /// The door of the one service on `port`, if it is not shared.

@@ -8,7 +8,25 @@ pub(super) mod bedrock;
 pub(super) mod java;
 
 use super::service::Home;
-use crate::{config::game::GameSettings, proto::HomeState};
+use crate::{
+    config::{game::GameSettings, hub::HubSettings},
+    proto::HomeState,
+};
+use std::{path::Path, sync::Arc};
+
+/// Each game service's `offline_icon` read into the settings: at start, by
+/// `check` and on every reload, so a missing or wrong file is refused
+/// before anything is served. Errors name the key, not yet the config file.
+pub(super) fn read_icons(settings: &mut HubSettings) -> Result<(), String> {
+    for s in &mut settings.services {
+        let Some(g) = &mut s.game else { continue };
+        if let Some(path) = &g.icon_file {
+            let name = &s.name;
+            g.icon = Some(icon(path).map_err(|e| format!("services.{name}.offline_icon: {e}"))?);
+        }
+    }
+    Ok(())
+}
 
 /// What the hub says for a service, in the state it sees home in.
 pub(super) struct Words<'a>(pub &'a GameSettings);
@@ -53,4 +71,25 @@ impl Words<'_> {
             Home::Unknown | Home::Reported(HomeState::Up | HomeState::Unknown) => None,
         }
     }
+}
+
+/// Minecraft shows a 64×64 PNG; the client refuses a status string over
+/// 32,767 characters, which the icon's base64 (4/3 of it) must fit in.
+const MAX_ICON: u64 = 20 * 1024;
+
+fn icon(path: &Path) -> Result<Arc<str>, String> {
+    let meta =
+        std::fs::metadata(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    if meta.len() > MAX_ICON {
+        return Err(format!(
+            "{} is {} bytes; a server icon is a 64×64 PNG (at most {MAX_ICON} bytes)",
+            path.display(),
+            meta.len()
+        ));
+    }
+    let data = std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    if !data.starts_with(b"\x89PNG\r\n\x1a\n") {
+        return Err(format!("{} is not a PNG file", path.display()));
+    }
+    Ok(format!("data:image/png;base64,{}", crate::game::base64(&data)).into())
 }
