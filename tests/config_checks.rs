@@ -337,11 +337,19 @@ fn several_hubs_are_checked_and_printed_and_one_hub_works_as_before() {
     let refused = [
         (
             "hub = \"c.example.net:7000\"\n[[hubs]]\nhub = \"a.example.net:7000\"\n",
-            "hub is set at the top level and [[hubs]]",
+            "hub is set at the top level (in the file, a FERRY_ variable or a flag) and [[hubs]]",
         ),
         (
             "[[hubs]]\nhub = \"a.example.net:7000\"\n[[hubs]]\nhub = \"a.example.net:7000\"\n",
             "hubs[1].hub = \"a.example.net:7000\" is named twice",
+        ),
+        (
+            "[[hubs]]\nhub = \"A.Example.net:7000\"\n[[hubs]]\nhub = \"a.example.net:7000\"\n",
+            "is named twice",
+        ),
+        (
+            "[[hubs]]\nhub = \"[2001:db8::1]:7000\"\n[[hubs]]\nhub = \"[2001:0db8::1]:7000\"\n",
+            "is named twice",
         ),
         ("[[hubs]]\nhub = \"a.example.net\"\n", "hubs[0].hub"),
         (

@@ -234,3 +234,48 @@ async fn proxy_headers_turned_on_by_an_ep_reload_reach_the_very_next_player(t: T
         );
     }
 }
+
+on_every_transport!(an_ep_reloaded_with_another_certificate_logs_in_as_it);
+
+/// ep.toml pointed at another certificate: the ep logs in again as the
+/// ep that certificate names, over QUIC as over TLS (a QUIC login takes
+/// the TLS material as it is at that login, not as it was when the ep's
+/// QUIC socket was made).
+async fn an_ep_reloaded_with_another_certificate_logs_in_as_it(t: Transport) {
+    let certs = Certs::new();
+    let hub = TestHub::start(&certs, &t.hub_opts(opts())).await;
+    let home = echo_server().await;
+    let eo = |cert: &str| {
+        let mut o = EpOpts::new(&certs, vec![("a".into(), home)]);
+        o.cert = cert.into();
+        t.ep_opts(&hub, o)
+    };
+    let file = write_ep_toml(&certs, hub.control, hub.channel, &eo("home"));
+    let settings = ferry::config::ep::EpConfig::load(&file, Default::default())
+        .unwrap()
+        .check(&file)
+        .unwrap();
+    let (_ep, handle) = TestEp::start_with_handle(settings).await;
+    hub.wait_sessions(1).await;
+    assert_eq!(hub.handle.served_by("a").as_deref(), Some("home"));
+    let mut reloads = handle.reloads();
+    let fresh = write_ep_toml(&certs, hub.control, hub.channel, &eo("other"));
+    std::fs::rename(fresh, &file).unwrap();
+    tokio::time::timeout(Duration::from_secs(10), reloads.wait_for(|n| *n >= 1))
+        .await
+        .expect("the ep reloaded")
+        .unwrap();
+    common::udp::eventually(
+        "served by the new identity",
+        Duration::from_secs(20),
+        || hub.handle.served_by("a").as_deref() == Some("other"),
+    )
+    .await;
+    if t == Transport::Quic {
+        assert_eq!(hub.handle.over_quic("other"), Some(true));
+    }
+    assert_eq!(
+        echo_through(hub.service("a"), b"as other").await,
+        b"as other"
+    );
+}

@@ -588,3 +588,104 @@ async fn an_invite_naming_two_hubs_joins_an_ep_that_serves_both() {
     a.stop().await;
     b.stop().await;
 }
+
+on_every_transport!(a_hub_that_parks_a_thousand_channels_costs_another_hubs_players_nothing);
+
+/// A compromised or broken hub asks the ep for 1,100 channels and lets
+/// each hang mid-handshake: it may use up what the ep keeps for it (1,024
+/// opening or waiting), never another hub's share. The other hub's
+/// players, more than its pool holds, are all served meanwhile.
+async fn a_hub_that_parks_a_thousand_channels_costs_another_hubs_players_nothing(t: Transport) {
+    use ferry::proto::{self, EpMsg, HubMsg};
+    let certs = Certs::new();
+    let fake = common::fake_hub::FakeHub::start(&certs).await;
+    let b = TestHub::start(&certs, &t.hub_opts(HubOpts::default())).await;
+    let home = echo_server().await;
+    let b_transport = match t {
+        Transport::Tls => "transport = \"tls\"\n".to_string(),
+        Transport::Quic => format!(
+            "transport = \"quic\"\nquic = \"{}\"\n",
+            b.handle.quic_addr().unwrap()
+        ),
+    };
+    let text = format!(
+        "token = {TOKEN:?}\nbackoff_min = \"50ms\"\nbackoff_max = \"500ms\"\nconnect_timeout = \"60s\"\n\
+         [[hubs]]\nhub = \"{}\"\nchannel = \"{}\"\nserver_name = \"localhost\"\ntransport = \"tls\"\n\
+         [[hubs]]\nhub = \"{}\"\nchannel = \"{}\"\nserver_name = \"localhost\"\n{b_transport}\
+         [tls]\nca = {}\ncert = {}\nkey = {}\n[services.echo]\nlocal = \"{home}\"\n",
+        fake.control.local_addr().unwrap(),
+        fake.channel.local_addr().unwrap(),
+        b.control,
+        b.channel,
+        toml_path(&certs.path("ca.pem")),
+        toml_path(&certs.path("ep-home.pem")),
+        toml_path(&certs.path("ep-home.key")),
+    );
+    let file = certs.path("ep-parked.toml");
+    std::fs::write(&file, text).unwrap();
+    let settings = ferry::config::ep::EpConfig::load(&file, Default::default())
+        .unwrap()
+        .check(&file)
+        .unwrap();
+    let _ep = TestEp::start(settings);
+    // The hand-written hub logs the ep in, then asks for 1,100 channels.
+    let (tcp, _) = fake.control.accept().await.unwrap();
+    let mut control = fake.acceptor.accept(tcp).await.unwrap();
+    let _hello: EpMsg = proto::read_msg(&mut control).await.unwrap();
+    proto::write_msg(&mut control, &common::fake_hub::welcome())
+        .await
+        .unwrap();
+    // It asks without end (a place the ep frees is asked for again), takes
+    // each channel's TCP connection and never answers its TLS hello; the
+    // ep refuses the asks beyond what it keeps for this hub.
+    let (mut rd, mut wr) = tokio::io::split(control);
+    let asking = tokio::spawn(async move {
+        for i in 0u64.. {
+            let open = HubMsg::Open {
+                service: "echo".into(),
+                ticket: format!("t-{i}"),
+            };
+            if proto::write_msg(&mut wr, &open).await.is_err() {
+                return;
+            }
+            if i % 64 == 0 {
+                tokio::task::yield_now().await;
+            }
+        }
+    });
+    let parked = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((s, _)) = fake.channel.accept().await {
+            held.push(s);
+        }
+    });
+    let (full_tx, full) = tokio::sync::oneshot::channel();
+    let reading = tokio::spawn(async move {
+        let mut full_tx = Some(full_tx);
+        while let Ok(m) = proto::read_msg::<_, EpMsg>(&mut rd).await {
+            if matches!(m, EpMsg::ChannelFailed { .. })
+                && let Some(tx) = full_tx.take()
+            {
+                let _ = tx.send(());
+            }
+        }
+    });
+    tokio::time::timeout(Duration::from_secs(20), full)
+        .await
+        .expect("the ep refused channels beyond its bound")
+        .unwrap();
+    // Meanwhile hub B's players come and go, more than B's pool holds,
+    // so B asks the ep for new channels all along.
+    b.wait_sessions(1).await;
+    let began = Instant::now();
+    for i in 0..20u8 {
+        assert_eq!(echo_through(b.service("echo"), &[i; 64]).await, [i; 64]);
+    }
+    println!(
+        "figure ({t:?}): with another hub holding 1,024 channels open, 20 players through hub B took {:?}",
+        began.elapsed()
+    );
+    for task in [asking, parked, reading] {
+        task.abort();
+    }
+}

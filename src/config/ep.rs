@@ -331,7 +331,7 @@ impl EpConfig {
         ];
         if let Some((key, _)) = top.iter().find(|(_, set)| *set) {
             return Err(err(format!(
-                "{key} is set at the top level and [[hubs]] is there too: with several hubs, give {key} inside each [[hubs]] table"
+                "{key} is set at the top level (in the file, a FERRY_ variable or a flag) and [[hubs]] is there too: with several hubs, give {key} inside each [[hubs]] table"
             )));
         }
         if self.hubs.len() > MAX_HUBS {
@@ -343,7 +343,7 @@ impl EpConfig {
         let mut targets: Vec<HubTarget> = Vec::new();
         for (i, h) in std::mem::take(&mut self.hubs).into_iter().enumerate() {
             let t = hub_target(h, default, &format!("hubs[{i}].")).map_err(err)?;
-            if targets.iter().any(|o| o.hub == t.hub) {
+            if targets.iter().any(|o| same_place(&o.hub, &t.hub)) {
                 return Err(err(format!(
                     "hubs[{i}].hub = {:?} is named twice; each hub once",
                     t.hub
@@ -453,6 +453,21 @@ impl EpSettings {
             .map(|w| format!("admin.token_hash is {w}"))
             .collect()
     }
+}
+
+/// Whether two `host:port` name one place: names compared without case,
+/// addresses by value (`[2001:db8::1]` and `[2001:0db8::1]` alike).
+fn same_place(a: &str, b: &str) -> bool {
+    let key = |s: &str| {
+        split_host_port(s).ok().map(|(host, port)| {
+            let host = match host.parse::<std::net::IpAddr>() {
+                Ok(ip) => ip.to_string(),
+                Err(_) => host.to_ascii_lowercase(),
+            };
+            (host, port)
+        })
+    };
+    key(a).is_some() && key(a) == key(b)
 }
 
 /// One hub's addresses checked: the channel address (given or derived from

@@ -126,11 +126,24 @@ pub fn line_host(h: &str) -> Option<String> {
     if let Ok(v6) = bare.parse::<std::net::Ipv6Addr>() {
         return Some(v6.to_string());
     }
+    // Names as the hub's certificate is checked against them (the ep's
+    // `server_name` defaults to the host), lowercase so one hub is one
+    // string.
     let name = !h.is_empty()
         && h.len() <= 253
         && h.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-');
-    name.then(|| h.to_string())
+            .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-')
+        && rustls::pki_types::ServerName::try_from(h).is_ok();
+    name.then(|| h.to_ascii_lowercase())
+}
+
+/// The first host named twice in `hosts` (as `line_host` gives them).
+fn twice(hosts: &[String]) -> Option<&String> {
+    hosts
+        .iter()
+        .enumerate()
+        .find(|(i, h)| hosts[..*i].contains(h))
+        .map(|(_, h)| h)
 }
 
 impl Line {
@@ -169,6 +182,13 @@ impl Line {
             .collect::<Result<Vec<String>>>()?;
         if more.len() + 1 > MAX_LINE_HUBS {
             return Err(bad(&format!("more than {MAX_LINE_HUBS} hubs")));
+        }
+        let (door_host, _) = crate::config::split_host_port(door).map_err(|e| bad(&e))?;
+        let all: Vec<String> = std::iter::once(door_host.to_ascii_lowercase())
+            .chain(more.iter().cloned())
+            .collect();
+        if let Some(h) = twice(&all) {
+            return Err(bad(&format!("the hub {h:?} is named twice")));
         }
         Ok(Line {
             door: door.to_string(),
@@ -293,11 +313,7 @@ fn line_hosts(hosts: &[String]) -> Result<Vec<String>> {
     if hosts.len() > MAX_LINE_HUBS {
         bail!("{} --hub: at most {MAX_LINE_HUBS}", hosts.len());
     }
-    if let Some((_, h)) = hosts
-        .iter()
-        .enumerate()
-        .find(|(i, h)| hosts[..*i].contains(h))
-    {
+    if let Some(h) = twice(&hosts) {
         bail!("--hub {h:?} is given twice");
     }
     Ok(hosts)
@@ -367,7 +383,16 @@ mod tests {
         let text2 = several.to_string();
         assert!(text2.starts_with("ferry1:play.example.com:7003,b.example.net,[2001:db8::2]/"));
         assert_eq!(Line::parse(&text2).unwrap(), several);
-        for bad in ["b.example.net:7000", "", "b\"x", "a/b"] {
+        for bad in [
+            "b.example.net:7000",
+            "",
+            "b\"x",
+            "a/b",
+            "a..b",
+            "999.1.1.1",
+            "PLAY.example.com",
+            "[2001:db8::2],[2001:0db8::2]",
+        ] {
             let t = text.replacen("7003/", &format!("7003,{bad}/"), 1);
             assert!(Line::parse(&t).is_err(), "{t}");
         }

@@ -57,17 +57,23 @@ impl Target {
 pub(super) async fn run(ep: Arc<Ep>, service: String, ticket: String, target: Target) {
     let s = ep.settings();
     if !s.services.contains_key(&service) {
-        tracing::warn!(
-            service,
-            "hub asked for a channel of a service this ep does not serve"
-        );
+        if let Some(n) = target.link.odd_ask() {
+            tracing::warn!(
+                service,
+                asks = n,
+                "hub asked for a channel of a service this ep does not serve"
+            );
+        }
         return target.failed(&service, ticket, "not served by this ep".into());
     }
     let Ok(waiting) = target.link.waiting.clone().try_acquire_owned() else {
-        tracing::warn!(
-            service,
-            "hub asked for more waiting channels than the ep keeps; ignored"
-        );
+        if let Some(n) = target.link.odd_ask() {
+            tracing::warn!(
+                service,
+                asks = n,
+                "hub asked for more waiting channels than the ep keeps; ignored"
+            );
+        }
         return target.failed(&service, ticket, "the ep's channel limit is reached".into());
     };
     let open = async {

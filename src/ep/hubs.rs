@@ -54,6 +54,9 @@ pub(crate) struct HubLink {
     pub retry_now: Notify,
     /// Channels opening or waiting for a player (`MAX_WAITING_CHANNELS`).
     pub waiting: std::sync::Arc<Semaphore>,
+    /// Channels asked for that the ep refused, for a log line that a hub
+    /// asking without end cannot turn into a flood.
+    odd_asks: std::sync::atomic::AtomicU64,
     shown: Mutex<Shown>,
     connected: Gauge,
     logins: Counter,
@@ -86,6 +89,7 @@ impl HubLink {
             relogin: Notify::new(),
             retry_now: Notify::new(),
             waiting: std::sync::Arc::new(Semaphore::new(MAX_WAITING_CHANNELS)),
+            odd_asks: Default::default(),
             shown: Mutex::new(Shown {
                 state: "connecting".into(),
                 transport: "-",
@@ -127,6 +131,21 @@ impl HubLink {
     pub fn set_rtt(&self, rtt: Duration) {
         lock(&self.shown).rtt = Some(rtt);
         self.rtt.set(rtt.as_secs_f64());
+    }
+
+    /// Counts a refused ask; the count when it is worth a log line (the
+    /// 1st, 2nd, 4th, 8th, ...).
+    pub fn odd_ask(&self) -> Option<u64> {
+        let n = self
+            .odd_asks
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+            + 1;
+        n.is_power_of_two().then_some(n)
+    }
+
+    pub fn clear_rtt(&self) {
+        lock(&self.shown).rtt = None;
+        self.rtt.set(0.0);
     }
 
     /// Counts a player or flow for this hub while the guard lives.

@@ -390,46 +390,58 @@ async fn greet(
         }
 }
 
-/// A QUIC client endpoint for this ep (its certificate, ALPN, keep-alives),
-/// on a fresh UDP port of `hub`'s family.
-pub fn quic_endpoint(
+/// The QUIC side of the ep's TLS configuration (its certificate, ALPN,
+/// keep-alives), made afresh for each login so a reloaded certificate is
+/// the one presented.
+fn quic_client_config(
     client: &Arc<rustls::ClientConfig>,
     hub: SocketAddr,
-) -> Result<quinn::Endpoint, LoginError> {
-    let err = |why: String| LoginError::Quic {
-        addr: hub.to_string(),
-        why,
-    };
+) -> Result<quinn::ClientConfig, LoginError> {
     let mut tls = (**client).clone();
     tls.enable_early_data = false;
     let crypto =
-        quinn::crypto::rustls::QuicClientConfig::try_from(tls).map_err(|e| err(e.to_string()))?;
+        quinn::crypto::rustls::QuicClientConfig::try_from(tls).map_err(|e| LoginError::Quic {
+            addr: hub.to_string(),
+            why: e.to_string(),
+        })?;
     let mut config = quinn::ClientConfig::new(std::sync::Arc::new(crypto));
     // The hub's heartbeat timeout is not known before the welcome; its
     // default, as the hub's own QUIC idle timeout normally is.
     config.transport_config(crate::quic::ep_transport(Duration::from_secs(15)));
+    Ok(config)
+}
+
+/// A QUIC client endpoint for this ep, on a fresh UDP port of `hub`'s
+/// family (one per hub for the ep's life; rebinding it is a migration).
+pub fn quic_endpoint(hub: SocketAddr) -> Result<quinn::Endpoint, LoginError> {
     let bind: SocketAddr = if hub.is_ipv4() {
         (std::net::Ipv4Addr::UNSPECIFIED, 0).into()
     } else {
         (std::net::Ipv6Addr::UNSPECIFIED, 0).into()
     };
-    let mut endpoint = quinn::Endpoint::client(bind).map_err(|e| err(e.to_string()))?;
-    endpoint.set_default_client_config(config);
-    Ok(endpoint)
+    quinn::Endpoint::client(bind).map_err(|e| LoginError::Quic {
+        addr: hub.to_string(),
+        why: e.to_string(),
+    })
 }
 
-/// Logs in over QUIC: the connection, its first stream as control.
+/// Logs in over QUIC with the TLS configuration `client`: the connection,
+/// its first stream as control.
 pub async fn login_quic(
     s: &EpSettings,
     h: &HubTarget,
+    client: &Arc<rustls::ClientConfig>,
     endpoint: &quinn::Endpoint,
     hub: SocketAddr,
 ) -> Result<(Path, Welcome), LoginError> {
     let name = h.server_name.to_str();
-    let connecting = endpoint.connect(hub, &name).map_err(|e| LoginError::Quic {
-        addr: hub.to_string(),
-        why: e.to_string(),
-    })?;
+    let config = quic_client_config(client, hub)?;
+    let connecting = endpoint
+        .connect_with(config, hub, &name)
+        .map_err(|e| LoginError::Quic {
+            addr: hub.to_string(),
+            why: e.to_string(),
+        })?;
     let conn = connecting.await.map_err(|e| quic_error(hub, e))?;
     let (send, recv) = conn.open_bi().await.map_err(|e| quic_error(hub, e))?;
     let mut path = Path::Quic(crate::quic::QuicStream::control(send, recv));

@@ -209,10 +209,12 @@ pub async fn login_quic_once(
     settings: &EpSettings,
     hub: std::net::SocketAddr,
 ) -> Result<(), LoginError> {
-    let endpoint = login::quic_endpoint(&login::load_tls(settings)?.client, hub)?;
+    let client = login::load_tls(settings)?.client;
+    let endpoint = login::quic_endpoint(hub)?;
     let deadline = settings.timing.connect_timeout;
     let h = &settings.hubs[0];
-    match tokio::time::timeout(deadline, login::login_quic(settings, h, &endpoint, hub)).await {
+    let login = login::login_quic(settings, h, &client, &endpoint, hub);
+    match tokio::time::timeout(deadline, login).await {
         Ok(r) => r.map(|_| ()),
         Err(_) => Err(LoginError::Timeout {
             addr: hub.to_string(),

@@ -64,6 +64,7 @@ impl Up {
             // offered are read before them: a reload that lands during the
             // login is then seen as one the session must announce.
             let offered = *ep.offered.borrow();
+            let identity = ep.tls.get().identity.clone();
             let s = ep.settings();
             let h = self.target(&s);
             tracing::info!("connecting to hub");
@@ -76,7 +77,7 @@ impl Up {
                     self.connected(&s, &h, &welcome);
                     let quic = welcome.link.clone();
                     let began = tokio::time::Instant::now();
-                    let end = self.session(&h, tls, welcome, offered).await;
+                    let end = self.session(&h, tls, welcome, (offered, identity)).await;
                     if let Some(quic) = quic {
                         self.close_when_idle(quic);
                     }
@@ -150,7 +151,8 @@ impl Up {
         h: &HubTarget,
         tls: login::Path,
         w: Welcome,
-        offered_at_hello: u64,
+        // The services offered and the identity as the login had them.
+        (offered_at_hello, identity): (u64, String),
     ) -> End {
         let (ep, link) = (&self.ep, &self.link);
         if let Some(port) = w.quic_port {
@@ -195,6 +197,12 @@ impl Up {
                 }
                 _ = tick.tick() => self.heartbeat(&w, &mut ping),
                 _ = link.relogin.notified() => {
+                    // A reload's "log in again" is for a session of
+                    // another identity (it may be stale, stored while this
+                    // hub was away).
+                    if ep.tls.get().identity == identity {
+                        continue;
+                    }
                     return end("the ep's certificate changed; logging in with it".into());
                 }
                 Ok(()) = offered.changed() => {
@@ -209,8 +217,17 @@ impl Up {
                 }
                 _ = ep.shutdown.cancelled() => return end("ep shutting down".into()),
             };
-            if let Err(e) = proto::write_msg(&mut wr, &out).await {
-                return end(e.to_string());
+            // A hub that stops reading must not hold this loop (and the
+            // ep's shutdown) for ever.
+            match tokio::time::timeout(w.heartbeat_timeout, proto::write_msg(&mut wr, &out)).await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => return end(e.to_string()),
+                Err(_) => {
+                    return end(format!(
+                        "the hub read nothing for {:?}",
+                        w.heartbeat_timeout
+                    ));
+                }
             }
         }
     }
@@ -264,7 +281,13 @@ impl Up {
                 self.link.set_rtt(quic.conn.rtt());
                 EpMsg::Heartbeat
             }
-            None if w.hub_has(feature::PING) => ping.send(),
+            None if w.hub_has(feature::PING) => {
+                // Unanswered for a whole interval: the last figure is stale.
+                if ping.in_flight() {
+                    self.link.clear_rtt();
+                }
+                ping.send()
+            }
             None => EpMsg::Heartbeat,
         }
     }
@@ -361,13 +384,14 @@ impl Up {
             match &q.endpoint {
                 Some(e) if e.local_addr().is_ok_and(|a| a.is_ipv4() == hub.is_ipv4()) => e.clone(),
                 _ => {
-                    let e = login::quic_endpoint(&self.ep.tls.get().client, hub)?;
+                    let e = login::quic_endpoint(hub)?;
                     q.endpoint = Some(e.clone());
                     e
                 }
             }
         };
-        login::login_quic(s, h, &endpoint, hub).await
+        let client = self.ep.tls.get().client.clone();
+        login::login_quic(s, h, &client, &endpoint, hub).await
     }
 
     /// Logs in over the transport `h` asks for (see `Transport`).
@@ -436,6 +460,10 @@ impl Ping {
         self.n += 1;
         self.sent = Some(tokio::time::Instant::now());
         EpMsg::Ping { n: self.n }
+    }
+
+    fn in_flight(&self) -> bool {
+        self.sent.is_some()
     }
 
     /// The round trip, if `n` answers the ping in flight.

@@ -631,6 +631,7 @@ pub(super) async fn session(shared: Arc<Shared>, s: LoggedIn) {
     let mut rd = FrameReader::new(rd);
     let mut tick = tokio::time::interval(t.heartbeat_interval);
     let mut silence = Box::pin(tokio::time::sleep(t.heartbeat_timeout));
+    let mut pongs = Pongs::default();
     let (reason, told) = loop {
         let out = tokio::select! {
             msg = rd.read::<EpMsg>() => {
@@ -639,6 +640,9 @@ pub(super) async fn session(shared: Arc<Shared>, s: LoggedIn) {
                     Err(e) => break (format!("control connection: {e}"), None),
                 };
                 silence.as_mut().reset(tokio::time::Instant::now() + t.heartbeat_timeout);
+                if !pongs.answer(&msg, t.heartbeat_interval) {
+                    continue;
+                }
                 match heard(&shared, &guard, msg) {
                     Ok(Some(answer)) => answer,
                     Ok(None) => continue,
@@ -653,8 +657,21 @@ pub(super) async fn session(shared: Arc<Shared>, s: LoggedIn) {
             }
             (kind, why) = guard.ended() => break (why, Some(kind)),
         };
-        if let Err(e) = proto::write_msg(&mut wr, &out).await {
-            break (format!("control connection: {e}"), None);
+        // An ep that stops reading must not hold the session (and its
+        // services) past a revocation or a replacement, nor for ever.
+        let wrote = tokio::select! {
+            r = tokio::time::timeout(t.heartbeat_timeout, proto::write_msg(&mut wr, &out)) => r,
+            (kind, why) = guard.ended() => break (why, Some(kind)),
+        };
+        match wrote {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => break (format!("control connection: {e}"), None),
+            Err(_) => {
+                break (
+                    format!("the ep read nothing for {:?}", t.heartbeat_timeout),
+                    None,
+                );
+            }
         }
     };
     if let Some(kind) = told {
@@ -667,6 +684,27 @@ pub(super) async fn session(shared: Arc<Shared>, s: LoggedIn) {
             tokio::time::timeout(Duration::from_millis(500), proto::write_msg(&mut wr, &bye)).await;
     }
     ended(&shared, guard, &reason, told);
+}
+
+/// Pings answered at most twice a heartbeat interval: an ep that floods
+/// them (and stops reading) gets no stream of answers to fill its
+/// connection with.
+#[derive(Default)]
+struct Pongs(Option<tokio::time::Instant>);
+
+impl Pongs {
+    /// Whether `msg` is to be handled (a ping too soon after the last one
+    /// answered counts as a heartbeat only).
+    fn answer(&mut self, msg: &EpMsg, interval: Duration) -> bool {
+        if !matches!(msg, EpMsg::Ping { .. }) {
+            return true;
+        }
+        if self.0.is_some_and(|at| at.elapsed() < interval / 2) {
+            return false;
+        }
+        self.0 = Some(tokio::time::Instant::now());
+        true
+    }
 }
 
 /// One message from the ep in a session: the answer to send, if any, or
