@@ -366,3 +366,30 @@ fn several_hubs_are_checked_and_printed_and_one_hub_works_as_before() {
         );
     }
 }
+
+#[test]
+fn a_token_written_in_a_readable_ep_toml_is_warned_of() {
+    use std::os::unix::fs::PermissionsExt;
+    let root = shipped();
+    let file = edited(root.path(), "ep", |text| {
+        text.replace(
+            "token_file = \"../certs/ep-token\"",
+            "token = \"a-token-written-here-0123456789\"",
+        )
+    });
+    let warning = "holds the token and others on this machine may read it";
+    std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let (ok, text) = output(ferry().args(["ep", "check", "-c"]).arg(&file));
+    assert!(
+        ok && text.contains(warning) && text.contains("chmod 600"),
+        "{text}"
+    );
+    std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let (ok, text) = output(ferry().args(["ep", "check", "-c"]).arg(&file));
+    assert!(ok && !text.contains(warning), "{text}");
+    // The shipped file keeps it in token_file: nothing to warn of.
+    let shipped = root.path().join("config/ep.toml");
+    std::fs::set_permissions(&shipped, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let (ok, text) = output(ferry().args(["ep", "check", "-c"]).arg(&shipped));
+    assert!(ok && !text.contains(warning), "{text}");
+}

@@ -247,6 +247,9 @@ pub struct EpSettings {
     /// Empty until `ep::load` reads it, when it is kept in `token_file`.
     pub token: Secret,
     pub token_file: Option<PathBuf>,
+    /// Said by `check` and logged at start, found while reading the files
+    /// (`ep::read_files`).
+    pub file_warnings: Vec<String>,
     /// The CA, certificate and key under `[tls]`, loaded by `tls::EpTls`.
     pub tls_files: super::TlsPaths,
     /// Service name → the service at home.
@@ -293,6 +296,7 @@ impl EpConfig {
             hubs,
             token,
             token_file,
+            file_warnings: Vec::new(),
             tls_files,
             services,
             admin,
@@ -443,14 +447,16 @@ impl EpConfig {
 }
 
 impl EpSettings {
-    /// A line for an admin token hash weaker than `ferry hub token` makes:
-    /// printed by `check`, logged at start.
+    /// A line for an admin token hash weaker than `ferry hub token` makes,
+    /// and for what reading the files found: printed by `check`, logged at
+    /// start.
     pub fn hash_warnings(&self) -> Vec<String> {
         self.admin
             .iter()
             .filter_map(|a| a.token_hash.as_deref())
             .filter_map(super::hash_weakness)
             .map(|w| format!("admin.token_hash is {w}"))
+            .chain(self.file_warnings.iter().cloned())
             .collect()
     }
 }

@@ -108,11 +108,34 @@ pub fn read_files(mut settings: EpSettings) -> Result<EpSettings> {
     let err = |m: String| anyhow::Error::new(crate::config::check_err(&file, m));
     if let Some(path) = &settings.token_file {
         settings.token = login::read_token_file(path).map_err(err)?;
+    } else if let Some(w) = inline_token_readable(&file) {
+        settings.file_warnings.push(w);
     }
     if let Some(a) = settings.admin.take() {
         settings.admin = Some(crate::admin::read_hash_file(a).map_err(err)?);
     }
     Ok(settings)
+}
+
+/// A token written in ep.toml is a secret in that file: a warning when
+/// others on the machine may read it. (Not refused, as `token_file` is:
+/// the file is the configuration too, and FERRY_TOKEN keeps it out.)
+fn inline_token_readable(file: &std::path::Path) -> Option<String> {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(file).ok()?.permissions().mode();
+    if mode & 0o077 == 0 {
+        return None;
+    }
+    use figment::providers::Format;
+    let written = figment::Figment::from(figment::providers::Toml::file(file));
+    written.find_value("token").is_ok().then(|| {
+        format!(
+            "{} holds the token and others on this machine may read it (mode {:o}): \
+             chmod 600 it, or move the token to token_file (mode 0600)",
+            file.display(),
+            mode & 0o777
+        )
+    })
 }
 
 /// Loads the files `settings` names (`load`) and binds its admin port; a
