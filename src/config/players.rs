@@ -101,9 +101,9 @@ pub struct UdpLimits {
     /// No datagram either way for this long ends a conversation.
     pub idle_timeout: Duration,
     /// No datagram either way for this long ends a flow that is not a
-    /// conversation; a conversation with no two-way traffic for this long
-    /// may give its place to a newcomer when its address, its network or
-    /// the service is full.
+    /// conversation. (Which flow gives its place to a newcomer at a cap is
+    /// the UDP door's rule: a conversation only once it has had no two-way
+    /// traffic for a second, see `hub::udp`.)
     pub oneshot_timeout: Duration,
 }
 
