@@ -7,17 +7,20 @@ use common::*;
 use ferry::ep::LoginError;
 use std::time::Duration;
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_first_revoke_closes_the_session_on_a_running_hub() {
+on_every_transport!(the_first_revoke_closes_the_session_on_a_running_hub);
+
+/// The first revocation closes the session (over QUIC, its connection
+/// with it).
+async fn the_first_revoke_closes_the_session_on_a_running_hub(t: Transport) {
     let certs = Certs::new(); // gen-cert, as a user runs it
     let crl = certs.path("crl.pem");
     assert!(crl.exists(), "gen-cert wrote no empty revocation list");
-    let hub = TestHub::start_with_crl(&certs, &HubOpts::default(), &crl).await;
-    let _ep = TestEp::start(ep_settings(
-        &certs,
+    let hub = TestHub::start_with_crl(&certs, &t.hub_opts(HubOpts::default()), &crl).await;
+    let eo = t.ep_opts(
         &hub,
-        &EpOpts::new(&certs, vec![("echo".into(), echo_server().await)]),
-    ));
+        EpOpts::new(&certs, vec![("echo".into(), echo_server().await)]),
+    );
+    let _ep = TestEp::start(ep_settings(&certs, &hub, &eo));
     hub.wait_sessions(1).await;
     let out = procs::ferry_cmd()
         .args(["hub", "revoke", "--ep", "home", "--dir"])
@@ -29,12 +32,16 @@ async fn the_first_revoke_closes_the_session_on_a_running_hub() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let t = std::time::Instant::now();
+    let began = std::time::Instant::now();
     hub.wait_sessions(0).await;
     println!(
-        "figure: the first revocation closed the ep's session in {:?}",
-        t.elapsed()
+        "figure ({t:?}): the first revocation closed the ep's session in {:?}",
+        began.elapsed()
     );
+    common::udp::eventually("no QUIC connection left", Duration::from_secs(10), || {
+        hub.handle.quic_connections() == 0
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -163,16 +163,7 @@ impl Up {
         }
         let (rd, mut wr) = tokio::io::split(tls);
         let mut rd = FrameReader::new(rd);
-        // Channel tasks report failures here when the hub wants to hear them.
-        let (failed_tx, mut failed_rx) = mpsc::channel::<EpMsg>(64);
-        let report = w.hub_has(feature::CHANNEL_FAILED).then_some(failed_tx);
-        let target = self.channel_target(h, &w, report);
-        // Over QUIC the hub opens a stream per player itself.
-        if let Some(quic) = &w.link {
-            let streams = hub_streams(ep.clone(), link.clone(), quic.clone(), w.hub_ip);
-            ep.tracker
-                .spawn(streams.instrument(tracing::info_span!("quic")));
-        }
+        let (target, mut failed_rx) = self.begin(h, &w);
         let mut tick = tokio::time::interval(w.heartbeat);
         let mut silence = Box::pin(tokio::time::sleep(w.heartbeat_timeout));
         let mut ping = Ping::default();
@@ -217,19 +208,26 @@ impl Up {
                 }
                 _ = ep.shutdown.cancelled() => return end("ep shutting down".into()),
             };
-            // A hub that stops reading must not hold this loop (and the
-            // ep's shutdown) for ever.
-            match tokio::time::timeout(w.heartbeat_timeout, proto::write_msg(&mut wr, &out)).await {
-                Ok(Ok(())) => {}
-                Ok(Err(e)) => return end(e.to_string()),
-                Err(_) => {
-                    return end(format!(
-                        "the hub read nothing for {:?}",
-                        w.heartbeat_timeout
-                    ));
-                }
+            if let Some(end) = send(&mut wr, &out, w.heartbeat_timeout).await {
+                return end;
             }
         }
+    }
+
+    /// What a session sets going: where its channels go and where their
+    /// failures are reported (when the hub wants to hear them), and over
+    /// QUIC the hub's streams, one per player, served.
+    fn begin(&self, h: &HubTarget, w: &Welcome) -> (channel::Target, mpsc::Receiver<EpMsg>) {
+        let (failed_tx, failed_rx) = mpsc::channel::<EpMsg>(64);
+        let report = w.hub_has(feature::CHANNEL_FAILED).then_some(failed_tx);
+        let target = self.channel_target(h, w, report);
+        if let Some(quic) = &w.link {
+            let (ep, link) = (&self.ep, &self.link);
+            let streams = hub_streams(ep.clone(), link.clone(), quic.clone(), w.hub_ip);
+            ep.tracker
+                .spawn(streams.instrument(tracing::info_span!("quic")));
+        }
+        (target, failed_rx)
     }
 
     /// Over TLS with a hub that offers QUIC: the session ends to log in
@@ -553,6 +551,21 @@ async fn hub_streams(
                 .instrument(span)
                 .await;
         });
+    }
+}
+
+/// Writes `out` on the control session within `within`; why the session
+/// ends if it cannot. A hub that stops reading must not hold the session
+/// loop (and the ep's shutdown) for ever.
+async fn send<W: tokio::io::AsyncWrite + Unpin>(
+    wr: &mut W,
+    out: &EpMsg,
+    within: Duration,
+) -> Option<End> {
+    match tokio::time::timeout(within, proto::write_msg(wr, out)).await {
+        Ok(Ok(())) => None,
+        Ok(Err(e)) => Some(end(e.to_string())),
+        Err(_) => Some(end(format!("the hub read nothing for {within:?}"))),
     }
 }
 
