@@ -54,9 +54,59 @@ impl Target {
     }
 }
 
+/// A player's relay (or UDP flow) with what it holds, ready to run once
+/// the player is set up. Its own allocation: a task holds its largest
+/// state for its whole life, so the steps before the player (opening the
+/// channel, waiting in the pool, dialling home) are dropped before the
+/// relay runs and an idle player costs only this.
+pub(super) type Job = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>;
+
+/// A channel the hub asked for: opened, parked until a player comes, then
+/// the player carried.
 pub(super) async fn run(ep: Arc<Ep>, service: String, ticket: String, target: Target) {
-    let s = ep.settings();
-    if !s.services.contains_key(&service) {
+    let job = Box::pin(open_and_wait(ep, service, ticket, target)).await;
+    if let Some(job) = job {
+        job.await
+    }
+}
+
+/// The channel opened and parked; the player's job once one comes.
+async fn open_and_wait(
+    ep: Arc<Ep>,
+    service: String,
+    ticket: String,
+    target: Target,
+) -> Option<Job> {
+    let waiting = admit(&ep, &service, &ticket, &target)?;
+    let mut tls = open(&ep, &service, &ticket, &target).await?;
+    let msg = wait_for_player(&ep, &service, &target, &mut tls).await?;
+    drop(waiting); // carrying a player now, no longer waiting
+    // The service as configured now, not when the channel opened: a reload
+    // meanwhile may have re-pointed `local` or turned PROXY headers on.
+    let Some(local) = ep.settings().services.get(&service).cloned() else {
+        tls.abort();
+        tracing::warn!(
+            service,
+            "a player arrived for a service this ep no longer serves"
+        );
+        return None;
+    };
+    let via = Via {
+        hub_ip: target.hub_ip,
+        link: target.link,
+    };
+    started(ep, service, local, tls, msg, via).await
+}
+
+/// A place among this hub's waiting channels, if the ep serves `service`
+/// and the hub has one left; else the hub is told why not.
+fn admit(
+    ep: &Ep,
+    service: &str,
+    ticket: &str,
+    target: &Target,
+) -> Option<tokio::sync::OwnedSemaphorePermit> {
+    if !ep.settings().services.contains_key(service) {
         if let Some(n) = target.link.odd_ask() {
             tracing::warn!(
                 service,
@@ -64,7 +114,8 @@ pub(super) async fn run(ep: Arc<Ep>, service: String, ticket: String, target: Ta
                 "hub asked for a channel of a service this ep does not serve"
             );
         }
-        return target.failed(&service, ticket, "not served by this ep".into());
+        target.failed(service, ticket.to_string(), "not served by this ep".into());
+        return None;
     }
     let Ok(waiting) = target.link.waiting.clone().try_acquire_owned() else {
         if let Some(n) = target.link.odd_ask() {
@@ -74,58 +125,67 @@ pub(super) async fn run(ep: Arc<Ep>, service: String, ticket: String, target: Ta
                 "hub asked for more waiting channels than the ep keeps; ignored"
             );
         }
-        return target.failed(&service, ticket, "the ep's channel limit is reached".into());
+        let why = "the ep's channel limit is reached".into();
+        target.failed(service, ticket.to_string(), why);
+        return None;
     };
+    Some(waiting)
+}
+
+/// The channel connection, presented with its ticket (on its own
+/// allocation, gone once open); the hub is told if it cannot be.
+async fn open(ep: &Ep, service: &str, ticket: &str, target: &Target) -> Option<Path> {
     let open = async {
         let client = ep.tls.get().client.clone();
         let mut tls =
             Path::Tls(connect_tls(&target.server_name, &client, &target.addr, target.leg).await?);
         let hello = EpMsg::Channel {
-            service: service.clone(),
-            ticket: ticket.clone(),
+            service: service.to_string(),
+            ticket: ticket.to_string(),
         };
         proto::write_msg(&mut tls, &hello)
             .await
             .map_err(|e| super::LoginError::Protocol(e.to_string()))?;
         Ok::<_, super::LoginError>(tls)
     };
-    let mut tls = match tokio::time::timeout(s.timing.connect_timeout, Box::pin(open)).await {
-        Ok(Ok(tls)) => tls,
+    let within = ep.settings().timing.connect_timeout;
+    let why = match tokio::time::timeout(within, Box::pin(open)).await {
+        Ok(Ok(tls)) => return Some(tls),
+        Ok(Err(e)) => e.to_string(),
+        Err(_) => "timed out".to_string(),
+    };
+    tracing::warn!(service, "cannot open a channel: {why}");
+    target.failed(service, ticket.to_string(), why);
+    None
+}
+
+/// The hub's `Start` on a parked channel, or None when the channel ends
+/// first (idle, the session replaced, the hub restarting: routine).
+async fn wait_for_player(
+    ep: &Ep,
+    service: &str,
+    target: &Target,
+    tls: &mut Path,
+) -> Option<HubMsg> {
+    let waited = tokio::select! {
+        r = tokio::time::timeout(target.idle_timeout + IDLE_GRACE, proto::read_msg::<_, HubMsg>(tls)) => r,
+        _ = ep.shutdown.cancelled() => return None,
+    };
+    match waited {
+        Ok(Ok(msg @ HubMsg::Start { .. })) => Some(msg),
+        Ok(Ok(_)) => {
+            tracing::warn!(service, "channel: unexpected message before start");
+            None
+        }
         Ok(Err(e)) => {
-            tracing::warn!(service, "cannot open a channel: {e}");
-            return target.failed(&service, ticket, e.to_string());
+            tracing::debug!(service, "idle channel ended: {e}");
+            None
         }
         Err(_) => {
-            tracing::warn!(service, "cannot open a channel: timed out");
-            return target.failed(&service, ticket, "timed out".into());
+            tracing::debug!(service, "idle channel expired");
+            None
         }
-    };
-    let waited = tokio::select! {
-        r = tokio::time::timeout(target.idle_timeout + IDLE_GRACE, proto::read_msg::<_, HubMsg>(&mut tls)) => r,
-        _ = ep.shutdown.cancelled() => return,
-    };
-    let msg = match waited {
-        Ok(Ok(msg @ HubMsg::Start { .. })) => msg,
-        Ok(Ok(_)) => return tracing::warn!(service, "channel: unexpected message before start"),
-        // Closed by the hub (idle, session replaced, hub restart): routine.
-        Ok(Err(e)) => return tracing::debug!(service, "idle channel ended: {e}"),
-        Err(_) => return tracing::debug!(service, "idle channel expired"),
-    };
-    drop(waiting); // carrying a player now, no longer waiting
-    // The service as configured now, not when the channel opened: a reload
-    // meanwhile may have re-pointed `local` or turned PROXY headers on.
-    let Some(local) = ep.settings().services.get(&service).cloned() else {
-        tls.abort();
-        return tracing::warn!(
-            service,
-            "a player arrived for a service this ep no longer serves"
-        );
-    };
-    let via = Via {
-        hub_ip: target.hub_ip,
-        link: target.link,
-    };
-    Box::pin(started(ep, service, local, tls, msg, via)).await;
+    }
 }
 
 /// The hub a player came through.
@@ -135,7 +195,8 @@ pub(super) struct Via {
     pub link: Arc<HubLink>,
 }
 
-/// A player (or a UDP flow) arrived on `tls` with `msg` (a `Start`).
+/// A player (or a UDP flow) arrived on `tls` with `msg` (a `Start`): the
+/// job that carries it, once the service at home is dialled.
 pub(super) async fn started(
     ep: Arc<Ep>,
     service: String,
@@ -143,12 +204,13 @@ pub(super) async fn started(
     mut tls: Path,
     msg: HubMsg,
     via: Via,
-) {
+) -> Option<Job> {
     if let Some(why) = out_of_reach(&local, &msg) {
         tls.abort();
-        return tracing::warn!(service, "the hub asked for {why}; refused");
+        tracing::warn!(service, "the hub asked for {why}; refused");
+        return None;
     }
-    let Some(_slot) = ep.players.take(&service, local.max_players) else {
+    let Some(slot) = ep.players.take(&service, local.max_players) else {
         tls.abort();
         let refused = ep.players.refused();
         if refused.is_power_of_two() {
@@ -159,9 +221,9 @@ pub(super) async fn started(
                 "a player beyond this service's max_players at home; refused"
             );
         }
-        return;
+        return None;
     };
-    let _carrying = via.link.carrying();
+    let held = (slot, via.link.carrying());
     let HubMsg::Start {
         player,
         service: public,
@@ -172,7 +234,7 @@ pub(super) async fn started(
         ..
     } = msg
     else {
-        return;
+        return None;
     };
     // A hub older than PROXY support does not say where the player
     // arrived; the hub's address with port 0 is the best there is.
@@ -185,7 +247,10 @@ pub(super) async fn started(
             offset,
             id: flow,
         };
-        return Box::pin(flow.run(&ep, &local, tls)).await;
+        return Some(Box::pin(async move {
+            let _held = held;
+            flow.run(&ep, &local, tls).await
+        }));
     }
     let at = Dial {
         service: &service,
@@ -195,14 +260,17 @@ pub(super) async fn started(
         public,
         join: !no_wake,
     };
-    if let Some((mut svc, early)) = Box::pin(at.dial(&ep, &mut tls)).await {
-        if !early.is_empty() && svc.write_all(&early).await.is_err() {
-            return tls.abort();
-        }
-        // A join keeps the service awake; a list ping passing through not.
-        let _playing = at.join.then(|| ep.homes.player(&service));
-        Box::pin(relay_player(&ep, &service, player, tls, svc)).await;
+    let (mut svc, early) = Box::pin(at.dial(&ep, &mut tls)).await?;
+    if !early.is_empty() && svc.write_all(&early).await.is_err() {
+        tls.abort();
+        return None;
     }
+    // A join keeps the service awake; a list ping passing through not.
+    let playing = at.join.then(|| ep.homes.player(&service));
+    Some(Box::pin(async move {
+        let _held = (held, playing);
+        relay_player(&ep, &service, player, tls, svc).await
+    }))
 }
 
 /// Why a `Start` asks for something this service does not let the hub

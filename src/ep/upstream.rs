@@ -547,9 +547,12 @@ async fn hub_streams(
                 hub_ip,
                 link: link2,
             };
-            channel::started(ep2, service, local, path, msg, via)
-                .instrument(span)
-                .await;
+            let started = channel::started(ep2, service, local, path, msg, via);
+            // The steps before the player on their own allocation (see
+            // `channel::Job`).
+            if let Some(job) = Box::pin(started.instrument(span.clone())).await {
+                job.instrument(span).await;
+            }
         });
     }
 }
