@@ -1,4 +1,4 @@
-//! `cargo bench --bench tunnel [-- --smoke] [--json PATH] [--no-memory] [--memory-only] [--second-hub]`
+//! `cargo bench --bench tunnel [-- --smoke] [--json PATH] [--no-memory] [--memory-only] [--quic] [--second-hub]`
 //!
 //! Runs the release `ferry` as two processes (hub and ep) on loopback with
 //! certificates made here, plus this process's own sink and echo services
@@ -27,6 +27,8 @@ struct Plan {
     hub_idle_secs: u64,
     /// Only the idle-player memory section (`--memory-only`).
     memory_only: bool,
+    /// Hub and ep over QUIC instead of TLS over TCP (`--quic`).
+    quic: bool,
 }
 
 const MIB: u64 = 1 << 20;
@@ -43,6 +45,7 @@ fn plan(smoke: bool) -> Plan {
             idle: vec![20],
             hub_idle_secs: 2,
             memory_only: false,
+            quic: false,
         }
     } else {
         Plan {
@@ -55,6 +58,7 @@ fn plan(smoke: bool) -> Plan {
             idle: vec![1000, 10000],
             hub_idle_secs: 60,
             memory_only: false,
+            quic: false,
         }
     }
 }
@@ -69,6 +73,7 @@ fn main() {
         plan.idle.clear();
     }
     plan.memory_only = args.has("--memory-only");
+    plan.quic = args.has("--quic");
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -97,11 +102,13 @@ struct Setup {
     cold: SocketAddr,
 }
 
-async fn setup() -> Setup {
+/// `quic`: the hub opens its QUIC door and the ep serves over it
+/// (`--quic`); else TLS over TCP.
+async fn setup(quic: bool) -> Setup {
     let cluster = Cluster::new(&["bench"]);
     let (sink, echo) = (tcp::sink().await, tcp::echo().await);
     let hub = cluster.hub(
-        "",
+        if quic { "quic = \"127.0.0.1:0\"\n" } else { "" },
         "[services.sink]\nbind = \"127.0.0.1:0\"\n[services.echo]\nbind = \"127.0.0.1:0\"\n\
          [services.cold]\nbind = \"127.0.0.1:0\"\npool_size = 0\n\
          # One load generator on loopback: the player door's per-address\n\
@@ -109,11 +116,15 @@ async fn setup() -> Setup {
          [players]\nmax_players_per_ip = 1000000\nplayer_rate_per_ip = \"1000000/s\"\n",
         3,
     );
+    let transport = match hub.quic {
+        Some(q) if quic => format!("transport = \"quic\"\nquic = \"{q}\"\n"),
+        _ => "transport = \"tls\"\n".into(),
+    };
     let ep = cluster.ep(
         &hub,
         "bench",
         // The memory figure holds 10,000 idle players on one service.
-        "max_players = 1000000\n",
+        &format!("max_players = 1000000\n{transport}"),
         &format!(
             "[services.sink]\nlocal = \"{sink}\"\n[services.echo]\nlocal = \"{echo}\"\n[services.cold]\nlocal = \"{echo}\"\n"
         ),
@@ -134,7 +145,7 @@ async fn setup() -> Setup {
 }
 
 async fn run(p: &Plan, fd_limit: u64) -> Json {
-    let s = setup().await;
+    let s = setup(p.quic).await;
     let (mut out, mut js) = common::begin("tunnel", fd_limit);
     if !p.memory_only {
         speed(&s, p, &mut out, &mut js).await;
