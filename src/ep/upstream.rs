@@ -20,6 +20,10 @@ use tracing::Instrument;
 /// Argon2 run per backoff step rather than several a second.
 const STABLE_SESSION: Duration = Duration::from_secs(10);
 
+/// The longest a control write may wait for the hub to read, whatever
+/// heartbeat timeout the hub's welcome names.
+const MAX_WRITE: Duration = Duration::from_secs(60);
+
 /// In `transport = "auto"`, how long a QUIC attempt may take before the ep
 /// serves over TLS instead, and how long before it tries QUIC again.
 const QUIC_TRY: Duration = Duration::from_secs(3);
@@ -165,6 +169,8 @@ impl Up {
         let mut rd = FrameReader::new(rd);
         let (target, mut failed_rx) = self.begin(h, &w);
         let mut tick = tokio::time::interval(w.heartbeat);
+        // After a stall, one heartbeat (or ping), not a burst of them.
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut silence = Box::pin(tokio::time::sleep(w.heartbeat_timeout));
         let mut ping = Ping::default();
         let (mut homes, mut offered) = self.news(&w, offered_at_hello);
@@ -208,7 +214,8 @@ impl Up {
                 }
                 _ = ep.shutdown.cancelled() => return end("ep shutting down".into()),
             };
-            if let Some(end) = send(&mut wr, &out, w.heartbeat_timeout).await {
+            let within = w.heartbeat_timeout.min(MAX_WRITE);
+            if let Some(end) = send(&mut wr, &out, within, &ep.shutdown).await {
                 return end;
             }
         }
@@ -564,8 +571,13 @@ async fn send<W: tokio::io::AsyncWrite + Unpin>(
     wr: &mut W,
     out: &EpMsg,
     within: Duration,
+    shutdown: &tokio_util::sync::CancellationToken,
 ) -> Option<End> {
-    match tokio::time::timeout(within, proto::write_msg(wr, out)).await {
+    let wrote = tokio::select! {
+        r = tokio::time::timeout(within, proto::write_msg(wr, out)) => r,
+        _ = shutdown.cancelled() => return Some(end("ep shutting down".into())),
+    };
+    match wrote {
         Ok(Ok(())) => None,
         Ok(Err(e)) => Some(end(e.to_string())),
         Err(_) => Some(end(format!("the hub read nothing for {within:?}"))),

@@ -632,6 +632,9 @@ pub(super) async fn session(shared: Arc<Shared>, s: LoggedIn) {
     let mut tick = tokio::time::interval(t.heartbeat_interval);
     let mut silence = Box::pin(tokio::time::sleep(t.heartbeat_timeout));
     let mut pongs = Pongs::default();
+    // A write cut short by the session's end may have left half a frame:
+    // nothing more is written after it.
+    let mut cut = false;
     let (reason, told) = loop {
         let out = tokio::select! {
             msg = rd.read::<EpMsg>() => {
@@ -661,7 +664,10 @@ pub(super) async fn session(shared: Arc<Shared>, s: LoggedIn) {
         // services) past a revocation or a replacement, nor for ever.
         let wrote = tokio::select! {
             r = tokio::time::timeout(t.heartbeat_timeout, proto::write_msg(&mut wr, &out)) => r,
-            (kind, why) = guard.ended() => break (why, Some(kind)),
+            (kind, why) = guard.ended() => {
+                cut = true;
+                break (why, Some(kind));
+            }
         };
         match wrote {
             Ok(Ok(())) => {}
@@ -674,7 +680,7 @@ pub(super) async fn session(shared: Arc<Shared>, s: LoggedIn) {
             }
         }
     };
-    if let Some(kind) = told {
+    if let Some(kind) = told.filter(|_| !cut) {
         // Ended on purpose: say why, so the ep's operator can act on it.
         let bye = HubMsg::Closing {
             reason: reason.clone(),
@@ -686,9 +692,9 @@ pub(super) async fn session(shared: Arc<Shared>, s: LoggedIn) {
     ended(&shared, guard, &reason, told);
 }
 
-/// Pings answered at most twice a heartbeat interval: an ep that floods
-/// them (and stops reading) gets no stream of answers to fill its
-/// connection with.
+/// Pings answered at most four times a heartbeat interval (an honest ep
+/// sends one): an ep that floods them (and stops reading) gets no stream
+/// of answers to fill its connection with.
 #[derive(Default)]
 struct Pongs(Option<tokio::time::Instant>);
 
@@ -699,7 +705,7 @@ impl Pongs {
         if !matches!(msg, EpMsg::Ping { .. }) {
             return true;
         }
-        if self.0.is_some_and(|at| at.elapsed() < interval / 2) {
+        if self.0.is_some_and(|at| at.elapsed() < interval / 4) {
             return false;
         }
         self.0 = Some(tokio::time::Instant::now());
