@@ -68,12 +68,15 @@ impl Up {
             // offered are read before them: a reload that lands during the
             // login is then seen as one the session must announce.
             let offered = *ep.offered.borrow();
-            let identity = ep.tls.get().identity.clone();
+            // One look at the TLS material: the identity the session
+            // remembers is the one its login presented.
+            let material = ep.tls.get();
+            let identity = material.identity.clone();
             let s = ep.settings();
             let h = self.target(&s);
             tracing::info!("connecting to hub");
             let attempt = tokio::select! {
-                r = self.connect(&s, &h) => r,
+                r = self.connect(&s, &h, &material.client) => r,
                 _ = shutdown.cancelled() => break,
             };
             let delay = match attempt {
@@ -382,6 +385,7 @@ impl Up {
         &self,
         s: &EpSettings,
         h: &HubTarget,
+        client: &Arc<rustls::ClientConfig>,
         hub: std::net::SocketAddr,
     ) -> Result<(login::Path, Welcome), LoginError> {
         let endpoint = {
@@ -395,8 +399,7 @@ impl Up {
                 }
             }
         };
-        let client = self.ep.tls.get().client.clone();
-        login::login_quic(s, h, &client, &endpoint, hub).await
+        login::login_quic(s, h, client, &endpoint, hub).await
     }
 
     /// Logs in over the transport `h` asks for (see `Transport`).
@@ -404,10 +407,10 @@ impl Up {
         &self,
         s: &EpSettings,
         h: &HubTarget,
+        client: &Arc<rustls::ClientConfig>,
     ) -> Result<(login::Path, Welcome), LoginError> {
-        let client = self.ep.tls.get().client.clone();
         match h.transport {
-            Transport::Tls => login::login_with(s, h, &client).await,
+            Transport::Tls => login::login_with(s, h, client).await,
             Transport::Quic => {
                 let hub = self
                     .quic_target(h, true)
@@ -417,7 +420,7 @@ impl Up {
                         why: "cannot resolve the hub's QUIC address".into(),
                     })?;
                 let deadline = s.timing.connect_timeout;
-                tokio::time::timeout(deadline, self.login_quic(s, h, hub))
+                tokio::time::timeout(deadline, self.login_quic(s, h, client, hub))
                     .await
                     .unwrap_or_else(|_| {
                         Err(LoginError::Timeout {
@@ -432,9 +435,10 @@ impl Up {
                     false => None,
                 };
                 let Some(hub) = hub else {
-                    return login::login_with(s, h, &client).await;
+                    return login::login_with(s, h, client).await;
                 };
-                let why = match tokio::time::timeout(QUIC_TRY, self.login_quic(s, h, hub)).await {
+                let quic = self.login_quic(s, h, client, hub);
+                let why = match tokio::time::timeout(QUIC_TRY, quic).await {
                     Ok(Ok(x)) => return Ok(x),
                     // Refused for who we are, not for how we came: TLS
                     // would be refused alike.
@@ -446,7 +450,7 @@ impl Up {
                 tracing::warn!(
                     "QUIC to {hub}: {why}; serving over TLS over TCP, trying QUIC again in {QUIC_RETRY:?}"
                 );
-                login::login_with(s, h, &client).await
+                login::login_with(s, h, client).await
             }
         }
     }
