@@ -15,6 +15,30 @@ fn opts() -> HubOpts {
     }
 }
 
+/// Saves `fresh` over the ep's `file` the way editors do, and waits for
+/// that ep's next reload.
+async fn saved(ep: &ferry::ep::Handle, fresh: std::path::PathBuf, file: &std::path::Path) {
+    let mut reloads = ep.reloads();
+    let before = *reloads.borrow();
+    std::fs::rename(fresh, file).unwrap();
+    tokio::time::timeout(Duration::from_secs(10), reloads.wait_for(|n| *n > before))
+        .await
+        .expect("the ep reloaded")
+        .unwrap();
+}
+
+/// Over TLS, waits until service `a` has a channel waiting in the pool,
+/// opened before the reload that follows (QUIC has no pool).
+async fn pooled(hub: &TestHub, t: Transport) {
+    if t == Transport::Tls {
+        let mut ready = hub.handle.pool_ready("a").unwrap();
+        tokio::time::timeout(Duration::from_secs(10), ready.wait_for(|n| *n >= 1))
+            .await
+            .unwrap()
+            .unwrap();
+    }
+}
+
 on_every_transport!(a_player_after_an_ep_reload_reaches_the_new_local_address);
 
 /// `local` re-pointed on a running ep: the very next player reaches the new
@@ -43,21 +67,13 @@ async fn a_player_after_an_ep_reload_reaches_the_new_local_address(t: Transport)
         tag[0]
     };
     assert_eq!(first(hub.service("a")).await, b'A');
-    if t == Transport::Tls {
-        // Channels opened before the reload wait in the pool.
-        let mut ready = hub.handle.pool_ready("a").unwrap();
-        tokio::time::timeout(Duration::from_secs(10), ready.wait_for(|n| *n >= 1))
-            .await
-            .unwrap()
-            .unwrap();
-    }
-    let mut reloads = handle.reloads();
-    let fresh = write_ep_toml(&certs, hub.control, hub.channel, &eo(home_b));
-    std::fs::rename(fresh, &file).unwrap();
-    tokio::time::timeout(Duration::from_secs(10), reloads.wait_for(|n| *n >= 1))
-        .await
-        .expect("the ep reloaded")
-        .unwrap();
+    pooled(&hub, t).await;
+    saved(
+        &handle,
+        write_ep_toml(&certs, hub.control, hub.channel, &eo(home_b)),
+        &file,
+    )
+    .await;
     for i in 0..3 {
         let tag = first(hub.service("a")).await;
         assert_eq!(
@@ -104,13 +120,12 @@ async fn a_service_moved_between_eps_is_handed_over() {
     hub.wait_sessions(2).await;
     assert_eq!(hub.handle.served_by("s").as_deref(), Some("home"));
     // The new ep's reload lands first: refused, home still holds s.
-    let mut reloads = other.reloads();
-    let fresh = ep_file("other", vec![("b", echo), ("s", at_other)]);
-    std::fs::rename(fresh, &other_file).unwrap();
-    tokio::time::timeout(Duration::from_secs(10), reloads.wait_for(|n| *n >= 1))
-        .await
-        .unwrap()
-        .unwrap();
+    saved(
+        &other,
+        ep_file("other", vec![("b", echo), ("s", at_other)]),
+        &other_file,
+    )
+    .await;
     common::udp::eventually(
         "other's offer of s reached the hub",
         Duration::from_secs(5),
@@ -119,13 +134,7 @@ async fn a_service_moved_between_eps_is_handed_over() {
     .await;
     assert_eq!(hub.handle.served_by("s").as_deref(), Some("home"));
     // Then the old ep lets it go.
-    let mut reloads = home.reloads();
-    let fresh = ep_file("home", vec![("a", echo)]);
-    std::fs::rename(fresh, &home_file).unwrap();
-    tokio::time::timeout(Duration::from_secs(10), reloads.wait_for(|n| *n >= 1))
-        .await
-        .unwrap()
-        .unwrap();
+    saved(&home, ep_file("home", vec![("a", echo)]), &home_file).await;
     common::udp::eventually("s handed over to other", Duration::from_secs(5), || {
         hub.handle.served_by("s").as_deref() == Some("other")
     })
@@ -212,20 +221,13 @@ async fn proxy_headers_turned_on_by_an_ep_reload_reach_the_very_next_player(t: T
         tag[0]
     };
     assert_eq!(tag(hub.service("a")).await, b'N');
-    if t == Transport::Tls {
-        let mut ready = hub.handle.pool_ready("a").unwrap();
-        tokio::time::timeout(Duration::from_secs(10), ready.wait_for(|n| *n >= 1))
-            .await
-            .unwrap()
-            .unwrap();
-    }
-    let mut reloads = handle.reloads();
-    let fresh = write_ep_toml(&certs, hub.control, hub.channel, &eo(true));
-    std::fs::rename(fresh, &file).unwrap();
-    tokio::time::timeout(Duration::from_secs(10), reloads.wait_for(|n| *n >= 1))
-        .await
-        .expect("the ep reloaded")
-        .unwrap();
+    pooled(&hub, t).await;
+    saved(
+        &handle,
+        write_ep_toml(&certs, hub.control, hub.channel, &eo(true)),
+        &file,
+    )
+    .await;
     for i in 0..3 {
         assert_eq!(
             tag(hub.service("a")).await,
@@ -258,13 +260,12 @@ async fn an_ep_reloaded_with_another_certificate_logs_in_as_it(t: Transport) {
     let (_ep, handle) = TestEp::start_with_handle(settings).await;
     hub.wait_sessions(1).await;
     assert_eq!(hub.handle.served_by("a").as_deref(), Some("home"));
-    let mut reloads = handle.reloads();
-    let fresh = write_ep_toml(&certs, hub.control, hub.channel, &eo("other"));
-    std::fs::rename(fresh, &file).unwrap();
-    tokio::time::timeout(Duration::from_secs(10), reloads.wait_for(|n| *n >= 1))
-        .await
-        .expect("the ep reloaded")
-        .unwrap();
+    saved(
+        &handle,
+        write_ep_toml(&certs, hub.control, hub.channel, &eo("other")),
+        &file,
+    )
+    .await;
     common::udp::eventually(
         "served by the new identity",
         Duration::from_secs(20),
