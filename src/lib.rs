@@ -23,6 +23,7 @@ pub mod net;
 pub mod penalties;
 pub mod proto;
 pub mod proxy_header;
+pub mod rate;
 pub mod quic;
 pub mod relay;
 pub mod reload;

@@ -14,6 +14,7 @@ use std::{
     task::{Context, Poll, ready},
     time::{Duration, Instant},
 };
+use crate::rate::{Limiter, RelayLimits};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 /// Bytes read per call: two full TLS records, so a bulk transfer writes
@@ -48,6 +49,7 @@ impl Pipe {
         cx: &mut Context<'_>,
         mut r: Pin<&mut R>,
         mut w: Pin<&mut W>,
+        mut limit: Option<&mut Limiter>,
     ) -> Poll<io::Result<()>>
     where
         R: AsyncRead + ?Sized,
@@ -77,8 +79,21 @@ impl Pipe {
                 self.done = true;
                 return Poll::Ready(Ok(()));
             }
+            // Capped, the read takes no more than the budget: what is not
+            // read stays with the sender (TCP or flow control holds it).
+            let max = match limit.as_deref_mut().map(|l| l.poll_budget(cx, CHUNK)) {
+                None => CHUNK,
+                Some(Poll::Ready(n)) => n,
+                Some(Poll::Pending) => {
+                    if self.unflushed {
+                        ready!(w.as_mut().poll_flush(cx))?;
+                        self.unflushed = false;
+                    }
+                    return Poll::Pending;
+                }
+            };
             let mut stack = [const { MaybeUninit::<u8>::uninit() }; CHUNK];
-            let mut buf = ReadBuf::uninit(&mut stack);
+            let mut buf = ReadBuf::uninit(&mut stack[..max]);
             match r.as_mut().poll_read(cx, &mut buf) {
                 Poll::Pending => {
                     if self.unflushed {
@@ -94,6 +109,9 @@ impl Pipe {
             if data.is_empty() {
                 self.read_done = true;
                 continue;
+            }
+            if let Some(l) = limit.as_deref_mut() {
+                l.spend(data.len());
             }
             let mut off = 0;
             while off < data.len() {
@@ -147,6 +165,9 @@ pub struct Watch {
     /// Observes the time from this instant to the first byte from the
     /// second stream (home → player).
     pub first_down: Option<(Instant, prometheus_client::metrics::histogram::Histogram)>,
+    /// Byte-rate caps, each direction (boxed: an uncapped player's relay
+    /// carries one pointer's worth for them).
+    pub rate: Option<Box<RelayLimits>>,
 }
 
 /// `relay`, with the extras of `watch`.
@@ -163,6 +184,7 @@ where
         idle,
         meter,
         mut first_down,
+        mut rate,
     } = watch;
     let start = Instant::now();
     let (mut up, mut down) = (Pipe::default(), Pipe::default());
@@ -172,8 +194,12 @@ where
     let mut quiet = idle.map(|d| (d, Box::pin(tokio::time::sleep(d))));
     let mut last_moved = tokio::time::Instant::now();
     let result = poll_fn(|cx| {
-        let u = up.poll_copy(cx, Pin::new(&mut *a), Pin::new(&mut *b));
-        let d = down.poll_copy(cx, Pin::new(&mut *b), Pin::new(&mut *a));
+        let (lu, ld) = match rate.as_deref_mut() {
+            Some(r) => (Some(&mut r.up), Some(&mut r.down)),
+            None => (None, None),
+        };
+        let u = up.poll_copy(cx, Pin::new(&mut *a), Pin::new(&mut *b), lu);
+        let d = down.poll_copy(cx, Pin::new(&mut *b), Pin::new(&mut *a), ld);
         if up.total != counted_up || down.total != counted_down {
             if let Some(m) = &meter {
                 m.up.inc_by(up.total - counted_up);

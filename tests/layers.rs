@@ -34,6 +34,7 @@ const FLOORS: &[&[&str]] = &[
         "penalties",
         "game",
         "files",
+        "rate",
     ],
     // Credentials and carriers.
     &["tls", "token", "certgen", "quic"],

@@ -64,6 +64,7 @@ pub(super) fn watch(door: &Door, admitted: &super::admission::Admitted) -> relay
         idle: admitted.limits.idle_timeout,
         meter: Some(door.meters().meter.clone()),
         first_down: Some((std::time::Instant::now(), door.meters().first_byte.clone())),
+        rate: door.caps().relay_limits(),
     }
 }
 

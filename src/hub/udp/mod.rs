@@ -66,6 +66,8 @@ pub(crate) struct Flow {
     end: CancellationToken,
     up_datagrams: AtomicU64,
     up_bytes: AtomicU64,
+    /// Its byte-rate budgets; None when its service had no cap as it began.
+    rate: Option<crate::rate::Datagrams>,
 }
 
 impl Flow {
@@ -93,6 +95,8 @@ pub(crate) struct UdpDoor {
     traffic: ServiceMeters,
     table: Mutex<Table>,
     epoch: Instant,
+    /// The service's byte-rate caps, shared with its TCP door.
+    caps: Arc<crate::rate::Caps>,
 }
 
 /// What happened to a datagram.
@@ -110,8 +114,10 @@ impl UdpDoor {
         cap: Arc<HubCap>,
         meters: UdpMeters,
         traffic: ServiceMeters,
+        caps: Arc<crate::rate::Caps>,
     ) -> Arc<Self> {
         Arc::new(UdpDoor {
+            caps,
             service,
             limits: crate::swap::Swap::new(limits),
             cap,
@@ -174,6 +180,9 @@ impl UdpDoor {
         let mut t = self.lock();
         if let Some(flow) = t.get(&k) {
             let flow = flow.clone();
+            if !self.within_rate(&flow, crate::rate::Dir::Up, d.len()) {
+                return Delivered::Queued;
+            }
             self.count_up(&flow, len, now);
             if flow.last_down.load(Ordering::Relaxed) > 0 {
                 t.became_conversation(k, &flow);
@@ -199,7 +208,11 @@ impl UdpDoor {
             end: CancellationToken::new(),
             up_datagrams: AtomicU64::new(0),
             up_bytes: AtomicU64::new(0),
+            rate: self.caps.datagram_limits(),
         });
+        if let Some(r) = &flow.rate {
+            r.pass(crate::rate::Dir::Up, d.len());
+        }
         t.insert(k, flow.clone());
         drop(t);
         self.meters.flows.inc();
@@ -209,6 +222,17 @@ impl UdpDoor {
         self.count_up(&flow, len, now);
         flow.queue.push(d);
         Delivered::New(flow)
+    }
+
+    /// Whether a datagram of `len` bytes fits `flow`'s budgets; one that
+    /// does not is dropped, and counted.
+    fn within_rate(&self, flow: &Flow, dir: crate::rate::Dir, len: usize) -> bool {
+        let Some(r) = &flow.rate else { return true };
+        let pass = r.pass(dir, len);
+        if !pass {
+            self.meters.over_rate.inc();
+        }
+        pass
     }
 
     /// A datagram from the player, at `now`.
@@ -445,6 +469,7 @@ mod tests {
             HubCap::new(100_000),
             UdpMeters::default(),
             ServiceMeters::default(),
+            crate::rate::Caps::new(0, 0),
         )
     }
 
@@ -567,6 +592,7 @@ mod tests {
             cap.clone(),
             UdpMeters::default(),
             ServiceMeters::default(),
+            crate::rate::Caps::new(0, 0),
         );
         let (a, b) = (new_flow(&d, from(1)), new_flow(&d, from(2)));
         converse(&d, from(1), &a);
