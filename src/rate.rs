@@ -294,7 +294,10 @@ mod tests {
         assert_eq!(passed, MIN_BURST / 1000);
         assert!(d.pass(Dir::Up, 1000), "each direction has its own budget");
         caps.set(0, 0);
-        assert!(d.pass(Dir::Down, 1000), "a reload lifting the cap applies at once");
+        assert!(
+            d.pass(Dir::Down, 1000),
+            "a reload lifting the cap applies at once"
+        );
         assert!(Caps::new(0, 0).datagram_limits().is_none());
     }
 
@@ -303,7 +306,10 @@ mod tests {
         let caps = Caps::new(100_000, 0);
         let mut l = caps.relay_limits().unwrap();
         let mut cx = Context::from_waker(std::task::Waker::noop());
-        assert_eq!(l.down.poll_budget(&mut cx, 32 * 1024), Poll::Ready(32 * 1024));
+        assert_eq!(
+            l.down.poll_budget(&mut cx, 32 * 1024),
+            Poll::Ready(32 * 1024)
+        );
         l.down.spend(MIN_BURST as usize);
         assert!(l.down.poll_budget(&mut cx, 32 * 1024).is_pending());
         assert!(l.up.poll_budget(&mut cx, 32 * 1024).is_ready());

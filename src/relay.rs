@@ -5,6 +5,7 @@
 //! written straight on. An idle player therefore costs no copy buffers at
 //! all, which is what lets a small hub hold thousands of them.
 
+use crate::rate::{Limiter, RelayLimits};
 use std::future::Future;
 use std::{
     future::poll_fn,
@@ -14,7 +15,6 @@ use std::{
     task::{Context, Poll, ready},
     time::{Duration, Instant},
 };
-use crate::rate::{Limiter, RelayLimits};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 /// Bytes read per call: two full TLS records, so a bulk transfer writes

@@ -78,7 +78,12 @@ async fn at(got: &AtomicU64, n: u64) -> Instant {
         Instant::now()
     })
     .await
-    .unwrap_or_else(|_| panic!("{n} bytes within 30 s (got {})", got.load(Ordering::Relaxed)))
+    .unwrap_or_else(|_| {
+        panic!(
+            "{n} bytes within 30 s (got {})",
+            got.load(Ordering::Relaxed)
+        )
+    })
 }
 
 /// The rate `got` grows at after the warm-up, and asserts it is `RATE`
@@ -89,7 +94,11 @@ async fn holds_to_rate(what: &str, got: &AtomicU64) -> f64 {
     let rate = SPAN as f64 / (end - start).as_secs_f64();
     println!("figure: {what}: {:.0} B/s against a cap of {RATE}", rate);
     let off = (rate - RATE as f64).abs() / RATE as f64;
-    assert!(off <= 0.10, "{what}: {rate:.0} B/s is {:.1} % off {RATE}", off * 100.0);
+    assert!(
+        off <= 0.10,
+        "{what}: {rate:.0} B/s is {:.1} % off {RATE}",
+        off * 100.0
+    );
     rate
 }
 
@@ -149,7 +158,10 @@ async fn players_of_a_service_share_its_max_rate(t: Transport) {
         });
     }
     holds_to_rate(&format!("two downloads over {t:?}"), &total).await;
-    let (a, b) = (each[0].load(Ordering::Relaxed), each[1].load(Ordering::Relaxed));
+    let (a, b) = (
+        each[0].load(Ordering::Relaxed),
+        each[1].load(Ordering::Relaxed),
+    );
     println!("figure: the two players' shares over {t:?}: {a} and {b} bytes");
     assert!(a.min(b) * 4 > a.max(b), "one player starved: {a} vs {b}");
 }
@@ -160,7 +172,10 @@ async fn a_reload_changes_the_cap_of_a_running_player(t: Transport) {
     let settings = hub_settings(&certs, &opts);
     let file = settings.file.clone();
     let hub = TestHub::from_settings(settings, &opts).await;
-    let eo = t.ep_opts(&hub, EpOpts::new(&certs, vec![("echo".into(), source().await)]));
+    let eo = t.ep_opts(
+        &hub,
+        EpOpts::new(&certs, vec![("echo".into(), source().await)]),
+    );
     let _ep = TestEp::start(ep_settings(&certs, &hub, &eo));
     hub.wait_sessions(1).await;
     let got = Arc::new(AtomicU64::new(0));
@@ -176,7 +191,10 @@ async fn a_reload_changes_the_cap_of_a_running_player(t: Transport) {
     let end = at(&got, from + WARM + SPAN).await;
     let rate = SPAN as f64 / (end - start).as_secs_f64();
     println!("figure: after a reload from 500 KB/s to {RATE} over {t:?}: {rate:.0} B/s");
-    assert!((rate - RATE as f64).abs() <= RATE as f64 * 0.10, "{rate:.0}");
+    assert!(
+        (rate - RATE as f64).abs() <= RATE as f64 * 0.10,
+        "{rate:.0}"
+    );
 }
 
 on_every_transport!(

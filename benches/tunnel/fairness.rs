@@ -105,7 +105,10 @@ struct Download {
 
 impl Download {
     fn start(addr: SocketAddr) -> Download {
-        let (stop, bytes) = (Arc::new(AtomicBool::new(false)), Arc::new(AtomicU64::new(0)));
+        let (stop, bytes) = (
+            Arc::new(AtomicBool::new(false)),
+            Arc::new(AtomicU64::new(0)),
+        );
         let (st, by) = (stop.clone(), bytes.clone());
         let thread = std::thread::spawn(move || {
             let rt = tokio::runtime::Builder::new_current_thread()
@@ -155,11 +158,19 @@ async fn pings_beside(echo: SocketAddr, bulk: Option<SocketAddr>, pings: usize) 
     if let Some(d) = &download {
         d.under_way().await;
     }
-    let (t0, b0) = (Instant::now(), download.as_ref().map_or(0, |d| d.bytes.load(Ordering::Relaxed)));
+    let so_far = || {
+        download
+            .as_ref()
+            .map_or(0, |d| d.bytes.load(Ordering::Relaxed))
+    };
+    let (t0, b0) = (Instant::now(), so_far());
     let mut rtts = ping_pong(echo, 64, pings).await;
-    let moved = download.as_ref().map_or(0, |d| d.bytes.load(Ordering::Relaxed)) - b0;
-    let mbps = moved as f64 / t0.elapsed().as_secs_f64() / 1e6;
-    [us(percentile(&mut rtts, 0.5)), us(percentile(&mut rtts, 0.99)), mbps]
+    let mbps = (so_far() - b0) as f64 / t0.elapsed().as_secs_f64() / 1e6;
+    [
+        us(percentile(&mut rtts, 0.5)),
+        us(percentile(&mut rtts, 0.99)),
+        mbps,
+    ]
 }
 
 /// The three conditions, each a row of [p50, p99, MB/s] medians.
@@ -170,7 +181,9 @@ async fn one_transport(s: &Side, p: &Plan) -> [[f64; 3]; 3] {
         runs[1].push(pings_beside(s.echo, Some(s.bulk), p.pings).await);
         runs[2].push(pings_beside(s.echo, Some(s.capped), p.pings).await);
     }
-    runs.map(|rows| std::array::from_fn(|i| median(&mut rows.iter().map(|r| r[i]).collect::<Vec<_>>())))
+    runs.map(|rows| {
+        std::array::from_fn(|i| median(&mut rows.iter().map(|r| r[i]).collect::<Vec<_>>()))
+    })
 }
 
 pub async fn run(p: &Plan, out: &mut String, js: &mut Json) {

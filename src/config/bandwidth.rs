@@ -93,9 +93,9 @@ fn checked(bytes: f64) -> Result<Bandwidth, String> {
         return Ok(Bandwidth(0));
     }
     if n < MIN as f64 {
-        return Err(format!(
-            "is below the least cap, 1 KiB/s (1024); a unit left off? 0 means no cap"
-        ));
+        return Err(
+            "is below the least cap, 1 KiB/s (1024); a unit left off? 0 means no cap".into(),
+        );
     }
     if n > 1e15 {
         return Err("is beyond any link".into());
@@ -169,12 +169,15 @@ mod tests {
             r: Bandwidth,
         }
         let read = |text: &str| {
-            figment::Figment::from(figment::providers::Toml::string(text)).extract::<T>()
+            figment::Figment::from(figment::providers::Toml::string(text))
+                .extract::<T>()
+                .ok()
+                .map(|t| t.r)
         };
-        assert_eq!(read("r = 4096").unwrap().r, Bandwidth(4096));
-        assert_eq!(read("r = \"2 MB\"").unwrap().r, Bandwidth(2_000_000));
+        assert_eq!(read("r = 4096"), Some(Bandwidth(4096)));
+        assert_eq!(read("r = \"2 MB\""), Some(Bandwidth(2_000_000)));
         for junk in ["r = -1", "r = 10", "r = 1.5", "r = true"] {
-            assert!(read(junk).is_err(), "{junk}");
+            assert_eq!(read(junk), None, "{junk}");
         }
     }
 }

@@ -217,11 +217,7 @@ fn services(shared: &Arc<Shared>, new: &HubSettings) {
                 u.set_limits(s.limits.clone());
                 Some(u.clone())
             }
-            (None, true) => Some(parts.udp_door(
-                s,
-                shared.metrics.for_service(&s.name),
-                &cur.door,
-            )),
+            (None, true) => Some(parts.udp_door(s, shared.metrics.for_service(&s.name), &cur.door)),
             (_, false) => None,
         };
         if cur.kind != s.kind {
