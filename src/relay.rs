@@ -44,6 +44,53 @@ struct Pipe {
 }
 
 impl Pipe {
+    /// Writes what an earlier read left over, then gives its memory back.
+    fn poll_drain<W: AsyncWrite + ?Sized>(
+        &mut self,
+        cx: &mut Context<'_>,
+        mut w: Pin<&mut W>,
+    ) -> Poll<io::Result<()>> {
+        while self.pos < self.pending.len() {
+            let n = ready!(w.as_mut().poll_write(cx, &self.pending[self.pos..]))?;
+            if n == 0 {
+                return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
+            }
+            self.pos += n;
+            self.total += n as u64;
+            self.unflushed = true;
+        }
+        if !self.pending.is_empty() {
+            self.pending = Vec::new();
+            self.pos = 0;
+        }
+        Poll::Ready(Ok(()))
+    }
+
+    /// How much the next read may take: a chunk, or under a cap no more
+    /// than the budget (what is not read stays with the sender, held back
+    /// by TCP or QUIC flow control). Out of budget, what was written is
+    /// flushed and the limiter's timer wakes the relay.
+    fn read_budget<W: AsyncWrite + ?Sized>(
+        &mut self,
+        cx: &mut Context<'_>,
+        w: Pin<&mut W>,
+        limit: Option<&mut Limiter>,
+    ) -> Poll<io::Result<usize>> {
+        let Some(l) = limit else {
+            return Poll::Ready(Ok(CHUNK));
+        };
+        match l.poll_budget(cx, CHUNK) {
+            Poll::Ready(n) => Poll::Ready(Ok(n)),
+            Poll::Pending => {
+                if self.unflushed {
+                    ready!(w.poll_flush(cx))?;
+                    self.unflushed = false;
+                }
+                Poll::Pending
+            }
+        }
+    }
+
     fn poll_copy<R, W>(
         &mut self,
         cx: &mut Context<'_>,
@@ -59,19 +106,7 @@ impl Pipe {
             return Poll::Ready(Ok(()));
         }
         loop {
-            while self.pos < self.pending.len() {
-                let n = ready!(w.as_mut().poll_write(cx, &self.pending[self.pos..]))?;
-                if n == 0 {
-                    return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
-                }
-                self.pos += n;
-                self.total += n as u64;
-                self.unflushed = true;
-            }
-            if !self.pending.is_empty() {
-                self.pending = Vec::new();
-                self.pos = 0;
-            }
+            ready!(self.poll_drain(cx, w.as_mut()))?;
             if self.read_done {
                 // A FIN read on one side becomes a shutdown of the other's
                 // write half (close_notify + FIN on a TLS leg).
@@ -79,19 +114,7 @@ impl Pipe {
                 self.done = true;
                 return Poll::Ready(Ok(()));
             }
-            // Capped, the read takes no more than the budget: what is not
-            // read stays with the sender (TCP or flow control holds it).
-            let max = match limit.as_deref_mut().map(|l| l.poll_budget(cx, CHUNK)) {
-                None => CHUNK,
-                Some(Poll::Ready(n)) => n,
-                Some(Poll::Pending) => {
-                    if self.unflushed {
-                        ready!(w.as_mut().poll_flush(cx))?;
-                        self.unflushed = false;
-                    }
-                    return Poll::Pending;
-                }
-            };
+            let max = ready!(self.read_budget(cx, w.as_mut(), limit.as_deref_mut()))?;
             let mut stack = [const { MaybeUninit::<u8>::uninit() }; CHUNK];
             let mut buf = ReadBuf::uninit(&mut stack[..max]);
             match r.as_mut().poll_read(cx, &mut buf) {
