@@ -67,7 +67,8 @@ pub(crate) struct Flow {
     up_datagrams: AtomicU64,
     up_bytes: AtomicU64,
     /// Its byte-rate budgets; None when its service had no cap as it began.
-    rate: Option<crate::rate::Datagrams>,
+    /// Boxed: an uncapped flow holds one pointer's worth for it.
+    rate: Option<Box<crate::rate::Datagrams>>,
 }
 
 impl Flow {
@@ -208,7 +209,7 @@ impl UdpDoor {
             end: CancellationToken::new(),
             up_datagrams: AtomicU64::new(0),
             up_bytes: AtomicU64::new(0),
-            rate: self.caps.datagram_limits(),
+            rate: self.caps.datagram_limits().map(Box::new),
         });
         if let Some(r) = &flow.rate {
             r.pass(crate::rate::Dir::Up, d.len());
