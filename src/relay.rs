@@ -147,6 +147,8 @@ pub struct Watch {
     /// Observes the time from this instant to the first byte from the
     /// second stream (home → player).
     pub first_down: Option<(Instant, prometheus_client::metrics::histogram::Histogram)>,
+    /// The player's own counters (the players table), besides `meter`.
+    pub player: Option<Meter>,
 }
 
 /// `relay`, with the extras of `watch`.
@@ -163,6 +165,7 @@ where
         idle,
         meter,
         mut first_down,
+        player,
     } = watch;
     let start = Instant::now();
     let (mut up, mut down) = (Pipe::default(), Pipe::default());
@@ -175,7 +178,7 @@ where
         let u = up.poll_copy(cx, Pin::new(&mut *a), Pin::new(&mut *b));
         let d = down.poll_copy(cx, Pin::new(&mut *b), Pin::new(&mut *a));
         if up.total != counted_up || down.total != counted_down {
-            if let Some(m) = &meter {
+            for m in [&meter, &player].into_iter().flatten() {
                 m.up.inc_by(up.total - counted_up);
                 m.down.inc_by(down.total - counted_down);
             }

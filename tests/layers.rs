@@ -34,6 +34,8 @@ const FLOORS: &[&[&str]] = &[
         "penalties",
         "game",
         "files",
+        "tcp_info",
+        "history",
     ],
     // Credentials and carriers.
     &["tls", "token", "certgen", "quic"],

@@ -18,7 +18,7 @@ use crate::{
     },
     token,
 };
-use std::{net::SocketAddr, sync::Arc, time::Duration};
+use std::{net::SocketAddr, os::fd::RawFd, sync::Arc, time::Duration};
 use tokio::{io::AsyncWriteExt, net::TcpStream, sync::mpsc};
 use tracing::Instrument;
 
@@ -627,6 +627,10 @@ pub(super) async fn session(shared: Arc<Shared>, s: LoggedIn) {
     let t = shared.settings().timing;
     let names: Vec<String> = guard.services().iter().map(|s| s.name.clone()).collect();
     tracing::info!(ep = %guard.ep, session = guard.id, services = ?names, "ep logged in");
+    let fd = match &tls {
+        Tunnel::Tls(t) => Some(std::os::fd::AsRawFd::as_raw_fd(t.get_ref().0)),
+        Tunnel::Quic(_) => None,
+    };
     let (rd, mut wr) = tokio::io::split(tls);
     let mut rd = FrameReader::new(rd);
     let mut tick = tokio::time::interval(t.heartbeat_interval);
@@ -656,6 +660,7 @@ pub(super) async fn session(shared: Arc<Shared>, s: LoggedIn) {
             Some(m) = ctrl_rx.recv() => m,
             _ = tick.tick() => {
                 guard.services().iter().for_each(|s| s.top_up());
+                measure_rtt(&shared, &guard, fd);
                 HubMsg::Heartbeat
             }
             (kind, why) = guard.ended() => break (why, Some(kind)),
@@ -690,6 +695,28 @@ pub(super) async fn session(shared: Arc<Shared>, s: LoggedIn) {
             tokio::time::timeout(Duration::from_millis(500), proto::write_msg(&mut wr, &bye)).await;
     }
     ended(&shared, guard, &reason, told);
+}
+
+/// The session's round trip, for the players table and the ep's gauge:
+/// the control connection's TCP RTT over TLS (`fd`, open while the
+/// session loop runs), the path's RTT over QUIC.
+fn measure_rtt(shared: &Shared, guard: &super::sessions::SessionGuard, fd: Option<RawFd>) {
+    let rtt = match (&guard.link, fd) {
+        (Some(link), _) => Some(link.conn.rtt()),
+        (None, Some(fd)) => crate::tcp_info::rtt(fd),
+        (None, None) => None,
+    };
+    let Some(rtt) = rtt else { return };
+    let us = u64::try_from(rtt.as_micros()).unwrap_or(u64::MAX).max(1);
+    guard.rtt.store(us, std::sync::atomic::Ordering::Relaxed);
+    let label = crate::metrics::EpNameLabel {
+        ep: guard.ep.clone(),
+    };
+    shared
+        .metrics
+        .ep_rtt
+        .get_or_create(&label)
+        .set(rtt.as_secs_f64());
 }
 
 /// Pings answered at most four times a heartbeat interval (an honest ep
@@ -764,6 +791,10 @@ fn ended(
     let served = guard.services();
     let (ep, id) = (guard.ep.clone(), guard.id);
     drop(guard);
+    if shared.sessions.over_quic(&ep).is_none() {
+        let label = crate::metrics::EpNameLabel { ep: ep.clone() };
+        shared.metrics.ep_rtt.remove(&label);
+    }
     for svc in served {
         shared.hand_to_offering(&svc);
     }

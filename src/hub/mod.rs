@@ -12,6 +12,7 @@ mod handle;
 mod logins;
 mod offer;
 mod player;
+mod players;
 mod quic;
 mod quic_socket;
 mod ready;
@@ -19,6 +20,7 @@ mod ready;
 pub use handle::HubHandle;
 mod refusals;
 mod reload;
+mod sampler;
 mod served;
 mod service;
 mod sessions;
@@ -68,6 +70,10 @@ pub(crate) struct Shared {
     /// Rewritten with the bound addresses after each reload.
     ready_file: std::sync::Mutex<Option<std::path::PathBuf>>,
     pub sessions: Arc<Sessions>,
+    /// Every player and UDP flow now (the players table, kicks, bans).
+    pub players: Arc<players::Players>,
+    /// The last hour per service (`/api/history`).
+    pub history: crate::history::History,
     pub tracker: TaskTracker,
     /// Stop accepting, end sessions and pooled channels.
     pub shutdown: CancellationToken,
@@ -234,6 +240,8 @@ impl Hub {
             enrol_sources: Arc::default(),
             addrs: std::sync::OnceLock::new(),
             sessions: Arc::new(Sessions::new(shutdown.clone(), metrics.clone(), grants)),
+            players: Arc::default(),
+            history: Default::default(),
             tracker,
             shutdown,
             hard_stop,
@@ -343,6 +351,7 @@ impl Hub {
         shared.warn_at_start();
         // Also without one at start: a reload may add `tls.crl`.
         shared.tracker.spawn(crl::watch(shared.clone()));
+        shared.tracker.spawn(sampler::run(shared.clone()));
         if let (Some(listener), Some(a)) = (self.admin, &s.admin) {
             let source: Arc<dyn crate::admin::Source> = shared.clone();
             crate::admin::spawn(listener, source, a, &shared.shutdown, &shared.tracker);

@@ -64,6 +64,7 @@ pub(super) fn watch(door: &Door, admitted: &super::admission::Admitted) -> relay
         idle: admitted.limits.idle_timeout,
         meter: Some(door.meters().meter.clone()),
         first_down: Some((std::time::Instant::now(), door.meters().first_byte.clone())),
+        player: None,
     }
 }
 
@@ -107,10 +108,23 @@ pub(super) async fn serve(
     let Player {
         addr,
         offset,
-        watch,
+        mut watch,
     } = to;
     let tcp = &mut *tcp;
     tracing::info!("player connected");
+    // Dropped at the end of this call, before the caller closes `tcp`.
+    let seat = shared.players.add(
+        super::players::Arrival {
+            service: &svc.name,
+            addr,
+            udp: false,
+            fd: Some(std::os::fd::AsRawFd::as_raw_fd(&*tcp)),
+            cut: &cut,
+        },
+        relay::Meter::default(),
+    );
+    watch.player = Some(seat.player.meter.clone());
+    let cut = seat.player.cut().clone();
     let wait = shared.settings().timing.player_wait;
     let taken = tokio::select! {
         r = svc.take(wait) => r,
@@ -118,10 +132,18 @@ pub(super) async fn serve(
             tracing::info!("player left before a channel was ready");
             return None;
         }
+        _ = cut.cancelled() => {
+            net::abort_on_close(tcp);
+            tracing::info!("player closed before a channel was ready: {}", seat.player.ended_by().unwrap_or("cut off"));
+            return None;
+        }
         _ = shared.shutdown.cancelled() => return None,
     };
     let (named, modern, mut tunnel) = match taken {
-        Ok(ch) => (ch.opened_by_hub(), ch.modern, ch.tunnel),
+        Ok(ch) => {
+            seat.player.carried_by(ch.session, ch.opened_by_hub());
+            (ch.opened_by_hub(), ch.modern, ch.tunnel)
+        }
         Err(e) => {
             tracing::info!("player closed: {e}");
             return opening.map(|_| Unanswered::Silent);
@@ -157,7 +179,7 @@ pub(super) async fn serve(
             }
         }
     }
-    relay_home(&shared, tcp, &mut tunnel, watch, &cut).await;
+    relay_home(&shared, tcp, &mut tunnel, watch, &seat.player).await;
     None
 }
 
@@ -196,12 +218,13 @@ async fn relay_home(
     tcp: &mut TcpStream,
     tunnel: &mut super::service::Tunnel,
     watch: relay::Watch,
-    cut: &tokio_util::sync::CancellationToken,
+    seat: &super::players::Player,
 ) {
     let relayed = tokio::select! {
         r = relay::relay_watched(tcp, tunnel, watch) => Some(r),
-        // The hub's hard stop, or the service removed and drained.
-        _ = cut.cancelled() => None,
+        // The hub's hard stop, the service removed and drained, a kick or
+        // a ban.
+        _ = seat.cut().cancelled() => None,
     };
     match relayed {
         Some((s, None)) => tracing::info!(
@@ -229,6 +252,8 @@ async fn relay_home(
             tunnel.abort();
             let why = if shared.hard_stop.is_cancelled() {
                 "hub shutting down"
+            } else if let Some(why) = seat.ended_by() {
+                why
             } else {
                 "service removed from the configuration"
             };

@@ -65,7 +65,8 @@ pub(crate) struct Flow {
     /// Ended from outside (made room for another, the hub stopping).
     end: CancellationToken,
     up_datagrams: AtomicU64,
-    up_bytes: AtomicU64,
+    /// Its bytes each way, for the players table.
+    meter: crate::relay::Meter,
 }
 
 impl Flow {
@@ -198,7 +199,7 @@ impl UdpDoor {
             started: AtomicBool::new(false),
             end: CancellationToken::new(),
             up_datagrams: AtomicU64::new(0),
-            up_bytes: AtomicU64::new(0),
+            meter: crate::relay::Meter::default(),
         });
         t.insert(k, flow.clone());
         drop(t);
@@ -216,7 +217,7 @@ impl UdpDoor {
         flow.last.store(now, Ordering::Relaxed);
         flow.last_up.store(now, Ordering::Relaxed);
         flow.up_datagrams.fetch_add(1, Ordering::Relaxed);
-        flow.up_bytes.fetch_add(len, Ordering::Relaxed);
+        flow.meter.up.inc_by(len);
         self.traffic.meter.up.inc_by(len);
     }
 
@@ -225,6 +226,7 @@ impl UdpDoor {
         let now = self.now_ms();
         flow.last.store(now, Ordering::Relaxed);
         flow.last_down.store(now, Ordering::Relaxed);
+        flow.meter.down.inc_by(len);
         self.traffic.meter.down.inc_by(len);
     }
 

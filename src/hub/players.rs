@@ -1,0 +1,214 @@
+//! Who is playing now: one entry per TCP player and per UDP flow, for the
+//! players table (`/api/players`), kicks and bans. An entry holds only
+//! what the table shows and a token to end the player; its bytes are
+//! counted by the relay as it goes.
+
+use crate::relay::Meter;
+use std::{
+    collections::HashMap,
+    net::{IpAddr, SocketAddr},
+    os::fd::RawFd,
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicBool, AtomicU64, Ordering},
+    },
+    time::Duration,
+};
+use tokio_util::sync::CancellationToken;
+
+/// "None yet" in the atomics below.
+const UNSET: u64 = u64::MAX;
+
+pub(crate) struct Player {
+    pub service: Arc<str>,
+    pub addr: SocketAddr,
+    pub udp: bool,
+    /// Unix seconds at admission.
+    pub since: u64,
+    /// Bytes each way, added to by the relay.
+    pub meter: Meter,
+    /// The session that carries it (`UNSET` while it waits for a channel).
+    session: AtomicU64,
+    over_quic: AtomicBool,
+    /// The ep's dial of the service at home, in µs, as the ep reported.
+    dial_us: AtomicU64,
+    /// Bytes/s both ways over the last tick, and the totals it came from.
+    rate: AtomicU64,
+    counted: AtomicU64,
+    /// The player's TCP socket while it is open, for `TCP_INFO`.
+    fd: Mutex<Option<RawFd>>,
+    /// Ends the player's relay; why, for its log line.
+    cut: CancellationToken,
+    why: Mutex<Option<&'static str>>,
+}
+
+impl Player {
+    /// The token its relay ends on: a child of the service's own.
+    pub fn cut(&self) -> &CancellationToken {
+        &self.cut
+    }
+
+    /// Why it was ended from outside (a kick or a ban), if it was.
+    pub fn ended_by(&self) -> Option<&'static str> {
+        *self.why.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Carried by `session` from now.
+    pub fn carried_by(&self, session: u64, over_quic: bool) {
+        self.over_quic.store(over_quic, Ordering::Relaxed);
+        self.session.store(session, Ordering::Relaxed);
+    }
+
+    pub fn session(&self) -> Option<u64> {
+        Some(self.session.load(Ordering::Relaxed)).filter(|s| *s != UNSET)
+    }
+
+    pub fn over_quic(&self) -> bool {
+        self.over_quic.load(Ordering::Relaxed)
+    }
+
+    pub fn dial(&self) -> Option<Duration> {
+        let us = self.dial_us.load(Ordering::Relaxed);
+        (us != UNSET).then(|| Duration::from_micros(us))
+    }
+
+    /// Bytes/s both ways, as of the last tick.
+    pub fn rate(&self) -> u64 {
+        self.rate.load(Ordering::Relaxed)
+    }
+
+    /// The kernel's smoothed RTT to the player (TCP players only).
+    pub fn rtt(&self) -> Option<Duration> {
+        // Held while reading: the guard clears it (under this lock) before
+        // the socket closes, so the descriptor is never another's.
+        let fd = self.fd.lock().unwrap_or_else(|p| p.into_inner());
+        fd.and_then(crate::tcp_info::rtt)
+    }
+
+    fn end(&self, why: &'static str) {
+        self.why
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get_or_insert(why);
+        self.cut.cancel();
+    }
+}
+
+#[derive(Default)]
+pub(crate) struct Players {
+    next: AtomicU64,
+    all: Mutex<HashMap<u64, Arc<Player>>>,
+}
+
+/// A player's place in the table; dropping it removes the player. Drop it
+/// before the player's socket (declare it after).
+pub(crate) struct PlayerGuard {
+    players: Arc<Players>,
+    id: u64,
+    pub player: Arc<Player>,
+}
+
+impl Drop for PlayerGuard {
+    fn drop(&mut self) {
+        *self.player.fd.lock().unwrap_or_else(|p| p.into_inner()) = None;
+        self.players.lock().remove(&self.id);
+    }
+}
+
+/// Who a player is, at admission.
+pub(crate) struct Arrival<'a> {
+    pub service: &'a str,
+    pub addr: SocketAddr,
+    pub udp: bool,
+    pub fd: Option<RawFd>,
+    /// The service's token (removal, the hard stop).
+    pub cut: &'a CancellationToken,
+}
+
+impl Players {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Arc<Player>>> {
+        self.all.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn add(self: &Arc<Self>, a: Arrival<'_>, meter: Meter) -> PlayerGuard {
+        let id = self.next.fetch_add(1, Ordering::Relaxed);
+        let player = Arc::new(Player {
+            service: a.service.into(),
+            addr: a.addr,
+            udp: a.udp,
+            since: crate::history::unix_now(),
+            meter,
+            session: AtomicU64::new(UNSET),
+            over_quic: AtomicBool::new(false),
+            dial_us: AtomicU64::new(UNSET),
+            rate: AtomicU64::new(0),
+            counted: AtomicU64::new(0),
+            fd: Mutex::new(a.fd),
+            cut: a.cut.child_token(),
+            why: Mutex::new(None),
+        });
+        self.lock().insert(id, player.clone());
+        PlayerGuard {
+            players: self.clone(),
+            id,
+            player,
+        }
+    }
+
+    /// Everyone, oldest first.
+    pub fn list(&self) -> Vec<Arc<Player>> {
+        let mut all: Vec<(u64, Arc<Player>)> =
+            self.lock().iter().map(|(id, p)| (*id, p.clone())).collect();
+        all.sort_by_key(|(id, _)| *id);
+        all.into_iter().map(|(_, p)| p).collect()
+    }
+
+    /// Ends every player `doomed` picks, saying `why`; how many.
+    pub fn end_where(&self, doomed: impl Fn(&Player) -> bool, why: &'static str) -> usize {
+        let picked: Vec<Arc<Player>> = self
+            .lock()
+            .values()
+            .filter(|p| doomed(p))
+            .cloned()
+            .collect();
+        for p in &picked {
+            p.end(why);
+        }
+        picked.len()
+    }
+
+    /// The ep's report of how long it took to dial home for `player` of
+    /// `service`; only a player carried by the reporting `session` takes it,
+    /// so one ep cannot write another's figures. The duration, if taken.
+    pub fn dialed(
+        &self,
+        session: u64,
+        service: &str,
+        player: SocketAddr,
+        us: u64,
+    ) -> Option<Duration> {
+        let all = self.lock();
+        let p = all.values().find(|p| {
+            !p.udp && p.addr == player && &*p.service == service && p.session() == Some(session)
+        })?;
+        // An hour at most: a figure past that is a broken clock or a lie.
+        let us = us.min(3_600_000_000);
+        p.dial_us.store(us, Ordering::Relaxed);
+        Some(Duration::from_micros(us))
+    }
+
+    /// Updates every player's rate from its byte totals, over `secs`.
+    pub fn tick(&self, secs: f64) {
+        for p in self.lock().values() {
+            let total = p.meter.up.get() + p.meter.down.get();
+            let before = p.counted.swap(total, Ordering::Relaxed);
+            let rate = (total.saturating_sub(before) as f64 / secs.max(0.001)) as u64;
+            p.rate.store(rate, Ordering::Relaxed);
+        }
+    }
+
+    /// How many players `ip` has now.
+    pub fn of(&self, ip: IpAddr) -> usize {
+        self.lock().values().filter(|p| p.addr.ip() == ip).count()
+    }
+}
