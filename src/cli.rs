@@ -207,6 +207,10 @@ struct StatusArgs {
     /// Print the JSON instead of a table.
     #[arg(long)]
     json: bool,
+    /// (hub) Every player now, with where their lag comes from: player ↔
+    /// hub, hub ↔ ep, ep → service.
+    #[arg(long)]
+    players: bool,
 }
 
 pub use crate::demo::DemoArgs;
@@ -480,6 +484,17 @@ fn status(bind: Option<SocketAddr>, st: &StatusArgs, role: &str) -> Result<()> {
         "admin.bind has port 0 (chosen at start): pass --admin ADDR"
     );
     addr = loopback(addr);
+    if st.players {
+        let body = crate::admin::client::get(addr, "/api/players", st.token.as_deref())?;
+        if st.json {
+            println!("{body}");
+        } else {
+            let v: serde_json::Value =
+                serde_json::from_str(&body).context("the admin door sent no JSON")?;
+            print!("{}", crate::admin::client::render_players(&v));
+        }
+        return Ok(());
+    }
     let body = crate::admin::client::get(addr, "/api/status", st.token.as_deref())?;
     if st.json {
         println!("{body}");

@@ -30,8 +30,8 @@ pub struct Point {
 
 /// What the role counts now for one service: players, and byte totals
 /// since start each way.
-pub struct Sample<'a> {
-    pub service: &'a str,
+pub struct Sample {
+    pub service: String,
     pub players: u64,
     pub up: u64,
     pub down: u64,
@@ -52,11 +52,11 @@ pub struct History {
 impl History {
     /// Adds a point per sampled service at `t` (Unix seconds); services
     /// not sampled are forgotten.
-    pub fn record<'a>(&self, t: u64, samples: impl IntoIterator<Item = Sample<'a>>) {
+    pub fn record(&self, t: u64, samples: impl IntoIterator<Item = Sample>) {
         let mut all = self.services.lock().unwrap_or_else(|p| p.into_inner());
         let mut kept = BTreeMap::new();
         for s in samples {
-            let mut series = all.remove(s.service).unwrap_or_default();
+            let mut series = all.remove(&s.service).unwrap_or_default();
             let rate = |now: u64, then: u64, secs: u64| {
                 u32::try_from(now.saturating_sub(then) / secs.max(1)).unwrap_or(u32::MAX)
             };
@@ -76,19 +76,36 @@ impl History {
                 up,
                 down,
             });
-            kept.insert(s.service.to_string(), series);
+            kept.insert(s.service, series);
         }
         *all = kept;
     }
 
-    /// `{"every_s": 10, "services": {"NAME": [{t, players, up, down}…]}}`.
+    /// `{"every_s": 10, "now": UNIX_S, "services": {"NAME": [{t, players, up, down}…]}}`.
     pub fn json(&self) -> serde_json::Value {
         let all = self.services.lock().unwrap_or_else(|p| p.into_inner());
         let services: serde_json::Map<String, serde_json::Value> = all
             .iter()
             .map(|(name, s)| (name.clone(), serde_json::json!(s.points)))
             .collect();
-        serde_json::json!({ "every_s": EVERY.as_secs(), "services": services })
+        serde_json::json!({ "every_s": EVERY.as_secs(), "now": unix_now(), "services": services })
+    }
+}
+
+/// Records a point now and every `EVERY` until `stop`, from `sample`.
+pub async fn keep(
+    history: &History,
+    stop: &tokio_util::sync::CancellationToken,
+    sample: impl Fn() -> Vec<Sample>,
+) {
+    let mut tick = tokio::time::interval(EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = stop.cancelled() => return,
+        }
+        history.record(unix_now(), sample());
     }
 }
 
@@ -103,9 +120,9 @@ pub fn unix_now() -> u64 {
 mod tests {
     use super::*;
 
-    fn sample(service: &str, players: u64, up: u64, down: u64) -> Sample<'_> {
+    fn sample(service: &str, players: u64, up: u64, down: u64) -> Sample {
         Sample {
-            service,
+            service: service.to_string(),
             players,
             up,
             down,

@@ -86,3 +86,18 @@ pub fn render(status: &Value) -> String {
     out += &table(&list("services"), service_cols);
     out
 }
+
+/// `/api/players` as a person reads it: latencies in ms, "-" where there
+/// is none (a UDP flow's RTT, a figure not yet measured).
+pub fn render_players(rows: &Value) -> String {
+    let empty = Vec::new();
+    let rows = rows.as_array().unwrap_or(&empty);
+    let cols: Vec<&str> = super::page::PLAYER_COLUMNS
+        .iter()
+        .map(|(k, _)| *k)
+        .collect();
+    if rows.is_empty() {
+        return "no players\n".into();
+    }
+    format!("{} players\n\n{}", rows.len(), table(rows, &cols))
+}

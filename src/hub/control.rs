@@ -636,6 +636,9 @@ pub(super) async fn session(shared: Arc<Shared>, s: LoggedIn) {
     let mut tick = tokio::time::interval(t.heartbeat_interval);
     let mut silence = Box::pin(tokio::time::sleep(t.heartbeat_timeout));
     let mut pongs = Pongs::default();
+    // The ep tells its heartbeat round trip over TLS (a truer figure than
+    // TCP's for a connection this quiet): once it does, that is shown.
+    let mut told = false;
     // A write cut short by the session's end may have left half a frame:
     // nothing more is written after it.
     let mut cut = false;
@@ -647,6 +650,7 @@ pub(super) async fn session(shared: Arc<Shared>, s: LoggedIn) {
                     Err(e) => break (format!("control connection: {e}"), None),
                 };
                 silence.as_mut().reset(tokio::time::Instant::now() + t.heartbeat_timeout);
+                told |= told_rtt(&shared, &guard, &msg);
                 if !pongs.answer(&msg, t.heartbeat_interval) {
                     continue;
                 }
@@ -660,7 +664,9 @@ pub(super) async fn session(shared: Arc<Shared>, s: LoggedIn) {
             Some(m) = ctrl_rx.recv() => m,
             _ = tick.tick() => {
                 guard.services().iter().for_each(|s| s.top_up());
-                measure_rtt(&shared, &guard, fd);
+                if !told {
+                    measure_rtt(&shared, &guard, fd);
+                }
                 HubMsg::Heartbeat
             }
             (kind, why) = guard.ended() => break (why, Some(kind)),
@@ -706,7 +712,28 @@ fn measure_rtt(shared: &Shared, guard: &super::sessions::SessionGuard, fd: Optio
         (None, Some(fd)) => crate::tcp_info::rtt(fd),
         (None, None) => None,
     };
-    let Some(rtt) = rtt else { return };
+    if let Some(rtt) = rtt {
+        set_rtt(shared, guard, rtt);
+    }
+}
+
+/// The round trip an ep's ping tells (over TLS), if it tells one.
+fn told_rtt(shared: &Shared, guard: &super::sessions::SessionGuard, msg: &EpMsg) -> bool {
+    let EpMsg::Ping {
+        rtt_us: Some(us), ..
+    } = msg
+    else {
+        return false;
+    };
+    if guard.link.is_some() {
+        return false;
+    }
+    // A minute at most: more is a broken clock or a lie.
+    set_rtt(shared, guard, Duration::from_micros((*us).min(60_000_000)));
+    true
+}
+
+fn set_rtt(shared: &Shared, guard: &super::sessions::SessionGuard, rtt: Duration) {
     let us = u64::try_from(rtt.as_micros()).unwrap_or(u64::MAX).max(1);
     guard.rtt.store(us, std::sync::atomic::Ordering::Relaxed);
     let label = crate::metrics::EpNameLabel {
@@ -749,7 +776,19 @@ fn heard(
 ) -> Result<Option<HubMsg>, String> {
     match msg {
         EpMsg::Heartbeat => Ok(None),
-        EpMsg::Ping { n } => Ok(Some(HubMsg::Pong { n })),
+        EpMsg::Ping { n, .. } => Ok(Some(HubMsg::Pong { n })),
+        EpMsg::Dialed {
+            service,
+            player,
+            us,
+        } => {
+            if let Some(took) = shared.players.dialed(guard.id, &service, player, us) {
+                let label = shared.metrics.service(&service);
+                let h = shared.metrics.local_dial.get_or_create(&label);
+                h.observe(took.as_secs_f64());
+            }
+            Ok(None)
+        }
         EpMsg::ChannelFailed {
             service,
             ticket,
@@ -852,6 +891,7 @@ fn kind(m: &EpMsg) -> &'static str {
         EpMsg::Services { .. } => "services",
         EpMsg::Home { .. } => "home",
         EpMsg::Ping { .. } => "ping",
+        EpMsg::Dialed { .. } => "dialed",
         EpMsg::Unknown => "unknown",
     }
 }

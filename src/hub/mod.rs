@@ -13,6 +13,7 @@ mod logins;
 mod offer;
 mod player;
 mod players;
+mod players_view;
 mod quic;
 mod quic_socket;
 mod ready;

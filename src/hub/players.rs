@@ -6,7 +6,7 @@
 use crate::relay::Meter;
 use std::{
     collections::HashMap,
-    net::{IpAddr, SocketAddr},
+    net::SocketAddr,
     os::fd::RawFd,
     sync::{
         Arc, Mutex,
@@ -205,10 +205,5 @@ impl Players {
             let rate = (total.saturating_sub(before) as f64 / secs.max(0.001)) as u64;
             p.rate.store(rate, Ordering::Relaxed);
         }
-    }
-
-    /// How many players `ip` has now.
-    pub fn of(&self, ip: IpAddr) -> usize {
-        self.lock().values().filter(|p| p.addr.ip() == ip).count()
     }
 }

@@ -38,7 +38,7 @@ fn point(shared: &Shared) {
     let settings = shared.settings();
     let m = &shared.metrics;
     let samples = settings.services.iter().map(|s| Sample {
-        service: &s.name,
+        service: s.name.clone(),
         players: m
             .traffic
             .players

@@ -28,6 +28,19 @@ impl crate::admin::Source for Shared {
         })
     }
 
+    fn players(&self) -> Option<Value> {
+        let hide = self
+            .settings()
+            .admin
+            .as_ref()
+            .is_some_and(|a| a.hide_addresses);
+        Some(Value::Array(super::players_view::rows(self, hide)))
+    }
+
+    fn history(&self) -> Option<Value> {
+        Some(self.history.json())
+    }
+
     fn config(&self) -> Option<Value> {
         let tls = self.trust.loaded.get();
         let summary = crate::config::plan::Summary::of(&self.settings(), &tls.digest);
@@ -47,6 +60,9 @@ impl crate::admin::Source for Shared {
                     "version": e.version,
                     "connected_for": format!("{}s", now.duration_since(e.since).as_secs()),
                     "connected_for_s": now.duration_since(e.since).as_secs(),
+                    "transport": if e.over_quic { "quic" } else { "tls" },
+                    "rtt": e.rtt.map(|r| format!("{:.1} ms", r.as_secs_f64() * 1e3)),
+                    "rtt_ms": e.rtt.map(|r| r.as_secs_f64() * 1e3),
                 })
             })
             .collect();

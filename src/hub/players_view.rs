@@ -1,0 +1,54 @@
+//! The players table as the admin door shows it (`/api/players`, the
+//! page, `ferry hub status --players`): one row per TCP player or UDP
+//! flow, with the three latencies that say where lag comes from.
+
+use super::Shared;
+use serde_json::{Value, json};
+use std::time::Duration;
+
+fn ms(d: Option<Duration>) -> Value {
+    d.map_or(Value::Null, |d| {
+        json!((d.as_secs_f64() * 1e6).round() / 1e3)
+    })
+}
+
+/// Every player, oldest first; addresses masked with `hide`.
+pub(super) fn rows(shared: &Shared, hide: bool) -> Vec<Value> {
+    let now = crate::history::unix_now();
+    let mut eps: std::collections::HashMap<u64, (String, Option<Duration>)> = Default::default();
+    shared
+        .players
+        .list()
+        .into_iter()
+        .map(|p| {
+            let carrier = p.session().and_then(|id| {
+                eps.entry(id)
+                    .or_insert_with(|| shared.sessions.rtt(id).unwrap_or_default())
+                    .clone()
+                    .into()
+            });
+            let (ep, ep_rtt) = carrier.unwrap_or_default();
+            json!({
+                "service": &*p.service,
+                "player": crate::config::admin::shown_address(p.addr, hide),
+                "protocol": if p.udp { "udp" } else { "tcp" },
+                "transport": match p.session() {
+                    None => "waiting",
+                    Some(_) if p.over_quic() => "quic",
+                    Some(_) => "tls",
+                },
+                "ep": (!ep.is_empty()).then_some(ep),
+                "since": p.since,
+                "connected_for_s": now.saturating_sub(p.since),
+                "bytes_up": p.meter.up.get(),
+                "bytes_down": p.meter.down.get(),
+                "rate": p.rate(),
+                // A UDP flow has no round trip the hub can measure: the
+                // gap between a datagram and an answer is the game's.
+                "player_hub_ms": ms(p.rtt()),
+                "hub_ep_ms": ms(ep_rtt),
+                "ep_service_ms": ms(p.dial()),
+            })
+        })
+        .collect()
+}
