@@ -627,17 +627,12 @@ pub(super) async fn session(shared: Arc<Shared>, s: LoggedIn) {
     let t = shared.settings().timing;
     let names: Vec<String> = guard.services().iter().map(|s| s.name.clone()).collect();
     tracing::info!(ep = %guard.ep, session = guard.id, services = ?names, "ep logged in");
-    let fd = match &tls {
-        Tunnel::Tls(t) => Some(std::os::fd::AsRawFd::as_raw_fd(t.get_ref().0)),
-        Tunnel::Quic(_) => None,
-    };
+    let fd = control_fd(&tls);
     let (rd, mut wr) = tokio::io::split(tls);
     let mut rd = FrameReader::new(rd);
     let mut tick = tokio::time::interval(t.heartbeat_interval);
     let mut silence = Box::pin(tokio::time::sleep(t.heartbeat_timeout));
     let mut pongs = Pongs::default();
-    // The ep tells its heartbeat round trip over TLS (a truer figure than
-    // TCP's for a connection this quiet): once it does, that is shown.
     let mut told = false;
     // A write cut short by the session's end may have left half a frame:
     // nothing more is written after it.
@@ -664,9 +659,7 @@ pub(super) async fn session(shared: Arc<Shared>, s: LoggedIn) {
             Some(m) = ctrl_rx.recv() => m,
             _ = tick.tick() => {
                 guard.services().iter().for_each(|s| s.top_up());
-                if !told {
-                    measure_rtt(&shared, &guard, fd);
-                }
+                measure_rtt(&shared, &guard, fd, told);
                 HubMsg::Heartbeat
             }
             (kind, why) = guard.ended() => break (why, Some(kind)),
@@ -706,14 +699,30 @@ pub(super) async fn session(shared: Arc<Shared>, s: LoggedIn) {
 /// The session's round trip, for the players table and the ep's gauge:
 /// the control connection's TCP RTT over TLS (`fd`, open while the
 /// session loop runs), the path's RTT over QUIC.
-fn measure_rtt(shared: &Shared, guard: &super::sessions::SessionGuard, fd: Option<RawFd>) {
+/// Once the ep has `told` its own figure (its ping's round trip over
+/// TLS, truer than TCP's for a connection this quiet), that is kept.
+fn measure_rtt(
+    shared: &Shared,
+    guard: &super::sessions::SessionGuard,
+    fd: Option<RawFd>,
+    told: bool,
+) {
     let rtt = match (&guard.link, fd) {
+        (None, _) if told => None,
         (Some(link), _) => Some(link.conn.rtt()),
         (None, Some(fd)) => crate::tcp_info::rtt(fd),
         (None, None) => None,
     };
     if let Some(rtt) = rtt {
         set_rtt(shared, guard, rtt);
+    }
+}
+
+/// The control connection's socket, over TLS.
+fn control_fd(tls: &Tunnel) -> Option<RawFd> {
+    match tls {
+        Tunnel::Tls(t) => Some(std::os::fd::AsRawFd::as_raw_fd(t.get_ref().0)),
+        Tunnel::Quic(_) => None,
     }
 }
 

@@ -113,16 +113,7 @@ pub(super) async fn serve(
     let tcp = &mut *tcp;
     tracing::info!("player connected");
     // Dropped at the end of this call, before the caller closes `tcp`.
-    let seat = shared.players.add(
-        super::players::Arrival {
-            service: &svc.name,
-            addr,
-            udp: false,
-            fd: Some(std::os::fd::AsRawFd::as_raw_fd(&*tcp)),
-            cut: &cut,
-        },
-        relay::Meter::default(),
-    );
+    let seat = seat(&shared, &svc, tcp, addr, &cut);
     watch.player = Some(seat.player.meter.clone());
     let cut = seat.player.cut().clone();
     let wait = shared.settings().timing.player_wait;
@@ -181,6 +172,24 @@ pub(super) async fn serve(
     }
     relay_home(&shared, tcp, &mut tunnel, watch, &seat.player).await;
     None
+}
+
+/// `tcp`'s place in the players table, ended by `cut` or a kick.
+fn seat(
+    shared: &Shared,
+    svc: &Service,
+    tcp: &TcpStream,
+    addr: SocketAddr,
+    cut: &tokio_util::sync::CancellationToken,
+) -> super::players::PlayerGuard {
+    let arrival = super::players::Arrival {
+        service: &svc.name,
+        addr,
+        udp: false,
+        fd: Some(std::os::fd::AsRawFd::as_raw_fd(tcp)),
+        cut,
+    };
+    shared.players.add(arrival, relay::Meter::default())
 }
 
 /// `Start`, then the bytes a game door already read, within the handshake

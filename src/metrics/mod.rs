@@ -230,21 +230,7 @@ impl HubMetrics {
             "From a player's accept to the first byte from home",
             m.first_byte.clone(),
         );
-        registry.register(
-            "player_rtt_seconds",
-            "The kernel's smoothed RTT of TCP players to the hub, sampled every 10 s",
-            m.player_rtt.clone(),
-        );
-        registry.register(
-            "ep_rtt_seconds",
-            "Round trip between the hub and an ep (TCP's smoothed RTT of control over TLS, the path RTT over QUIC)",
-            m.ep_rtt.clone(),
-        );
-        registry.register(
-            "local_dial_seconds",
-            "How long the ep took to dial the service at home for a player, as the ep reports",
-            m.local_dial.clone(),
-        );
+        m.register_lag(&mut registry);
         registry.register(
             "argon2_checks",
             "Token checks, by outcome",
@@ -271,6 +257,25 @@ impl HubMetrics {
             let _ = m.argon2.get_or_create(&outcome.label());
         }
         HubMetrics { registry, ..m }
+    }
+
+    /// Where players' lag comes from: the three latencies.
+    fn register_lag(&self, registry: &mut Registry) {
+        registry.register(
+            "player_rtt_seconds",
+            "The kernel's smoothed RTT of TCP players to the hub, sampled every 10 s",
+            self.player_rtt.clone(),
+        );
+        registry.register(
+            "ep_rtt_seconds",
+            "Round trip between the hub and an ep (the ep's ping over TLS, else TCP's RTT; the path RTT over QUIC)",
+            self.ep_rtt.clone(),
+        );
+        registry.register(
+            "local_dial_seconds",
+            "How long the ep took to dial the service at home for a player, as the ep reports",
+            self.local_dial.clone(),
+        );
     }
 
     /// The Prometheus text format.
