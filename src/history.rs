@@ -67,6 +67,10 @@ impl History {
                 _ => (0, 0),
             };
             series.last = Some((t, s.up, s.down));
+            if series.points.capacity() == 0 {
+                // Exactly the hour, not the next power of two.
+                series.points.reserve_exact(POINTS);
+            }
             if series.points.len() == POINTS {
                 series.points.pop_front();
             }

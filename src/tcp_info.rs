@@ -17,7 +17,7 @@ pub fn rtt(fd: RawFd) -> Option<Duration> {
     // SAFETY: `info` is a writable `tcp_info` of `len` bytes, and the kernel
     // writes at most `len` bytes. No crate in ferry's tree (socket2, nix,
     // rustix) wraps TCP_INFO, and a whole crate for one call is not worth
-    // it. Measured: ~1 µs a call (`cargo bench --bench tunnel -- --tcp-info`),
+    // it. Measured: ~1.9 µs a call (`cargo bench --bench tunnel -- --memory-only`),
     // read once a second per player at most.
     let r = unsafe {
         libc::getsockopt(
