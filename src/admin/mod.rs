@@ -93,8 +93,9 @@ pub trait Source: Send + Sync + 'static {
     fn role(&self) -> &'static str;
     fn metrics(&self) -> String;
     fn status(&self) -> serde_json::Value;
-    /// `/api/players`: every player now (the hub).
-    fn players(&self) -> Option<serde_json::Value> {
+    /// `/api/players`: how many players there are now and the first
+    /// `limit` of them (the hub).
+    fn players(&self, _limit: usize) -> Option<(usize, serde_json::Value)> {
         None
     }
     /// `/api/history`: the last hour per service.
@@ -292,10 +293,11 @@ impl Door {
                     http::respond(&mut tcp, 200, "application/json", &[], body.as_bytes()).await;
             }
             "/api/config" => json_or_404(&mut tcp, s.config()).await,
-            "/api/players" => json_or_404(&mut tcp, s.players()).await,
+            "/api/players" => json_or_404(&mut tcp, s.players(usize::MAX).map(|(_, v)| v)).await,
             "/api/history" => json_or_404(&mut tcp, s.history()).await,
             "/" | "/index.html" => {
-                let (players, history) = (s.players(), s.history());
+                let players = s.players(page::MAX_PLAYER_ROWS).map(|(_, v)| v);
+                let history = s.history();
                 let body = page::render(s.role(), &s.status(), players.as_ref(), history.as_ref());
                 let ct = "text/html; charset=utf-8";
                 let _ = http::respond(&mut tcp, 200, ct, &[], body.as_bytes()).await;
@@ -314,10 +316,9 @@ impl Door {
     /// The status with the first players (the page's table), for `/events`.
     fn snapshot(&self) -> serde_json::Value {
         let mut v = self.source.status();
-        if let Some(serde_json::Value::Array(mut players)) = self.source.players() {
-            v["players_total"] = players.len().into();
-            players.truncate(page::MAX_PLAYER_ROWS);
-            v["players"] = players.into();
+        if let Some((total, players)) = self.source.players(page::MAX_PLAYER_ROWS) {
+            v["players_total"] = total.into();
+            v["players"] = players;
         }
         v
     }

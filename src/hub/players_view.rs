@@ -12,14 +12,16 @@ fn ms(d: Option<Duration>) -> Value {
     })
 }
 
-/// Every player, oldest first; addresses masked with `hide`.
-pub(super) fn rows(shared: &Shared, hide: bool) -> Vec<Value> {
+/// How many players there are, and the first `limit`, oldest first;
+/// addresses masked with `hide`.
+pub(super) fn rows(shared: &Shared, hide: bool, limit: usize) -> (usize, Vec<Value>) {
     let now = crate::history::unix_now();
     let mut eps: std::collections::HashMap<u64, (String, Option<Duration>)> = Default::default();
-    shared
-        .players
-        .list()
+    let all = shared.players.list();
+    let total = all.len();
+    let rows = all
         .into_iter()
+        .take(limit)
         .map(|p| {
             let carrier = p.session().and_then(|id| {
                 eps.entry(id)
@@ -50,5 +52,6 @@ pub(super) fn rows(shared: &Shared, hide: bool) -> Vec<Value> {
                 "ep_service_ms": ms(p.dial()),
             })
         })
-        .collect()
+        .collect();
+    (total, rows)
 }

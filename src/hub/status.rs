@@ -28,13 +28,11 @@ impl crate::admin::Source for Shared {
         })
     }
 
-    fn players(&self) -> Option<Value> {
-        let hide = self
-            .settings()
-            .admin
-            .as_ref()
-            .is_some_and(|a| a.hide_addresses);
-        Some(Value::Array(super::players_view::rows(self, hide)))
+    fn players(&self, limit: usize) -> Option<(usize, Value)> {
+        let s = self.settings();
+        let hide = s.admin.as_ref().is_some_and(|a| a.hide_addresses);
+        let (total, rows) = super::players_view::rows(self, hide, limit);
+        Some((total, Value::Array(rows)))
     }
 
     fn history(&self) -> Option<Value> {
