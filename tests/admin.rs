@@ -313,6 +313,18 @@ async fn the_ep_admin_door_shows_the_hub_connection_and_services() {
         1.0
     );
     parses_with_prometheus_client(&metrics);
+    assert!(
+        metrics.contains("ferry_local_dial_seconds_count{service=\"echo\"} 1"),
+        "{metrics}"
+    );
+    // Its history starts at start: a point per service.
+    let (code, history) = get(admin, "/api/history", None).await;
+    assert_eq!(code, 200);
+    let h: serde_json::Value = serde_json::from_str(&history).unwrap();
+    assert_eq!(h["every_s"], 10, "{h}");
+    assert!(!h["services"]["echo"].as_array().unwrap().is_empty(), "{h}");
+    // The players table is the hub's.
+    assert_eq!(get(admin, "/api/players", None).await.0, 404);
     // Its logs are JSON objects, one a line (FERRY_LOG_FORMAT=json).
     let line = ep.wait_line("connected to hub");
     let parsed: serde_json::Value = serde_json::from_str(&line).expect("a JSON log line");
