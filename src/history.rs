@@ -57,6 +57,11 @@ impl History {
         let mut kept = BTreeMap::new();
         for s in samples {
             let mut series = all.remove(&s.service).unwrap_or_default();
+            if series.last.is_some_and(|(t0, ..)| t <= t0) {
+                // The wall clock stepped back: points out of order would
+                // draw nonsense; start the service's hour again.
+                series = Series::default();
+            }
             let rate = |now: u64, then: u64, secs: u64| {
                 u32::try_from(now.saturating_sub(then) / secs.max(1)).unwrap_or(u32::MAX)
             };

@@ -117,7 +117,6 @@ async fn the_players_table_shows_where_a_players_lag_comes_from(t: Transport) {
     for name in [
         "ferry_local_dial_seconds_count{service=\"echo\"} 1",
         "ferry_ep_rtt_seconds{ep=\"home\"}",
-        "ferry_player_rtt_seconds_count{service=\"echo\"}",
     ] {
         assert!(metrics.contains(name), "{name} missing from:\n{metrics}");
     }
@@ -125,6 +124,19 @@ async fn the_players_table_shows_where_a_players_lag_comes_from(t: Transport) {
         !metrics.contains("127.0.0.2"),
         "a player's address in metrics"
     );
+    // The player's RTT is sampled every 10 s.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    loop {
+        let (_, metrics) = http_get(admin, "/metrics", None).await;
+        if metrics.contains("ferry_player_rtt_seconds_count{service=\"echo\"} 1") {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no RTT sample:\n{metrics}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
     // `ferry hub status --players` prints it.
     let config = write_hub_toml(&certs, &t.hub_opts(HubOpts::default()), None);
     let out = ferry_cmd()
@@ -208,7 +220,60 @@ async fn udp_flows_are_listed_without_a_round_trip_and_addresses_can_be_masked(t
     assert!(page.contains("127.0.0.x"), "the masked player on the page");
 }
 
+/// Polls until the players table is empty (ten seconds at most).
+async fn table_empties(admin: SocketAddr) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while !players(admin).await.is_empty() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{:?}",
+            players(admin).await
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// A player who gives up waiting for an ep leaves the table.
+async fn a_player_who_stops_waiting_leaves_the_table(t: Transport) {
+    let certs = Certs::new();
+    let opts = t.hub_opts(HubOpts {
+        extra: "[admin]\nbind = \"127.0.0.1:0\"\n".into(),
+        ..Default::default()
+    });
+    let hub = TestHub::start(&certs, &opts).await;
+    let admin = hub.admin.unwrap();
+    let waiting = tokio::net::TcpStream::connect(hub.service("echo"))
+        .await
+        .unwrap();
+    let row = row_where(admin, |r| r["transport"] == "waiting").await;
+    assert!(row["ep"].is_null(), "{row}");
+    drop(waiting);
+    table_empties(admin).await;
+}
+
+/// A UDP flow that idles out leaves the table.
+async fn a_udp_flow_that_idles_out_leaves_the_table(t: Transport) {
+    let certs = Certs::new();
+    let opts = HubOpts {
+        extra: "[admin]\nbind = \"127.0.0.1:0\"\n".into(),
+        service_extra: "type = \"udp\"\nudp_idle_timeout = 1\n".into(),
+        ..Default::default()
+    };
+    let (echo, _seen) = common::udp::udp_echo().await;
+    let (hub, _ep) = tunnel_over(&certs, t, opts, echo).await;
+    hub.wait_sessions(1).await;
+    let admin = hub.admin.unwrap();
+    let p = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let answer =
+        common::udp::ask_until(&p, hub.service("echo"), b"hi", Duration::from_secs(10)).await;
+    assert_eq!(answer, b"hi");
+    row_where(admin, |r| r["protocol"] == "udp").await;
+    table_empties(admin).await;
+}
+
 on_every_transport!(
+    a_player_who_stops_waiting_leaves_the_table,
+    a_udp_flow_that_idles_out_leaves_the_table,
     the_players_table_shows_where_a_players_lag_comes_from,
     udp_flows_are_listed_without_a_round_trip_and_addresses_can_be_masked,
 );

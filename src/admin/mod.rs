@@ -251,6 +251,14 @@ impl Door {
             refuse(&mut tcp, denied).await;
             return;
         }
+        if self.auth.is_none() && !req.names_an_address() {
+            // DNS rebinding: without a token, only a request that names
+            // the door by its address (as a browser on this machine does)
+            // may read who plays.
+            let why = b"ask by address (http://127.0.0.1:PORT/), not by a name\n";
+            let _ = http::respond(&mut tcp, 403, "text/plain", &[], why).await;
+            return;
+        }
         // Past the token check: an event stream it opens is not pending.
         drop(pending);
         self.route(tcp, &req.path).await;

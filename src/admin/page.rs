@@ -11,6 +11,8 @@ fn esc(s: &str) -> String {
         .replace('<', "&lt;")
         .replace('>', "&gt;")
         .replace('"', "&quot;")
+        // The page's placeholders are `{{…}}`: a name cannot make one.
+        .replace('{', "&#123;")
 }
 
 fn cell(v: &Value) -> String {
@@ -78,16 +80,16 @@ fn player_rows(players: &[Value]) -> String {
 fn ban_rows(bans: &[Value]) -> String {
     let mut out = String::new();
     for b in bans {
-        let when = |k: &str| match b[k].as_u64() {
+        let when = |k: &str, none: &str| match b[k].as_u64() {
             Some(t) => format!("{t} (unix)"),
-            None => "permanent".into(),
+            None => none.into(),
         };
         out += &format!(
             "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>\n",
             cell(&b["address"]),
             b["service"].as_str().map_or("all".into(), esc),
-            when("until"),
-            when("since"),
+            when("until", "permanent"),
+            when("since", "—"),
         );
     }
     out

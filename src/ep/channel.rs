@@ -291,7 +291,13 @@ fn dialed(ep: &Ep, via: &Via, service: &str, player: std::net::SocketAddr, took:
         .local_dial
         .get_or_create(&label)
         .observe(took.as_secs_f64());
-    if let Some(tx) = &via.dialed {
+    // Only while the queue is half empty: a channel's failure report
+    // shares it, and matters more.
+    if let Some(tx) = via
+        .dialed
+        .as_ref()
+        .filter(|tx| tx.capacity() * 2 > tx.max_capacity())
+    {
         let _ = tx.try_send(EpMsg::Dialed {
             service: service.to_string(),
             player,

@@ -633,7 +633,7 @@ pub(super) async fn session(shared: Arc<Shared>, s: LoggedIn) {
     let mut tick = tokio::time::interval(t.heartbeat_interval);
     let mut silence = Box::pin(tokio::time::sleep(t.heartbeat_timeout));
     let mut pongs = Pongs::default();
-    let mut told = false;
+    let mut told: Option<tokio::time::Instant> = None;
     // A write cut short by the session's end may have left half a frame:
     // nothing more is written after it.
     let mut cut = false;
@@ -645,7 +645,9 @@ pub(super) async fn session(shared: Arc<Shared>, s: LoggedIn) {
                     Err(e) => break (format!("control connection: {e}"), None),
                 };
                 silence.as_mut().reset(tokio::time::Instant::now() + t.heartbeat_timeout);
-                told |= told_rtt(&shared, &guard, &msg);
+                if told_rtt(&shared, &guard, &msg) {
+                    told = Some(tokio::time::Instant::now());
+                }
                 if !pongs.answer(&msg, t.heartbeat_interval) {
                     continue;
                 }
@@ -659,7 +661,8 @@ pub(super) async fn session(shared: Arc<Shared>, s: LoggedIn) {
             Some(m) = ctrl_rx.recv() => m,
             _ = tick.tick() => {
                 guard.services().iter().for_each(|s| s.top_up());
-                measure_rtt(&shared, &guard, fd, told);
+                let fresh = told.is_some_and(|at| at.elapsed() < t.heartbeat_interval * 3);
+                measure_rtt(&shared, &guard, fd, fresh);
                 HubMsg::Heartbeat
             }
             (kind, why) = guard.ended() => break (why, Some(kind)),
@@ -699,8 +702,8 @@ pub(super) async fn session(shared: Arc<Shared>, s: LoggedIn) {
 /// The session's round trip, for the players table and the ep's gauge:
 /// the control connection's TCP RTT over TLS (`fd`, open while the
 /// session loop runs), the path's RTT over QUIC.
-/// Once the ep has `told` its own figure (its ping's round trip over
-/// TLS, truer than TCP's for a connection this quiet), that is kept.
+/// While the ep has lately `told` its own figure (its ping's round trip
+/// over TLS, truer than TCP's for a connection this quiet), that is kept.
 fn measure_rtt(
     shared: &Shared,
     guard: &super::sessions::SessionGuard,

@@ -132,7 +132,8 @@ pub(super) async fn serve(
     };
     let (named, modern, mut tunnel) = match taken {
         Ok(ch) => {
-            seat.player.carried_by(ch.session, ch.opened_by_hub());
+            let ep = shared.sessions.rtt(ch.session).map(|(ep, _)| ep);
+            seat.player.carried_by(ch.session, ep, ch.opened_by_hub());
             (ch.opened_by_hub(), ch.modern, ch.tunnel)
         }
         Err(e) => {

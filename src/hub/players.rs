@@ -25,10 +25,14 @@ pub(crate) struct Player {
     pub udp: bool,
     /// Unix seconds at admission.
     pub since: u64,
+    /// For how long it has played (the wall clock may step).
+    pub started: std::time::Instant,
     /// Bytes each way, added to by the relay.
     pub meter: Meter,
     /// The session that carries it (`UNSET` while it waits for a channel).
     session: AtomicU64,
+    /// The ep of that session (it may log in again meanwhile).
+    ep: std::sync::OnceLock<Arc<str>>,
     over_quic: AtomicBool,
     /// The ep's dial of the service at home, in µs, as the ep reported.
     dial_us: AtomicU64,
@@ -53,10 +57,17 @@ impl Player {
         *self.why.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Carried by `session` from now.
-    pub fn carried_by(&self, session: u64, over_quic: bool) {
+    /// Carried by `session` of `ep` from now.
+    pub fn carried_by(&self, session: u64, ep: Option<String>, over_quic: bool) {
         self.over_quic.store(over_quic, Ordering::Relaxed);
+        if let Some(ep) = ep {
+            let _ = self.ep.set(ep.into());
+        }
         self.session.store(session, Ordering::Relaxed);
+    }
+
+    pub fn ep(&self) -> Option<&str> {
+        self.ep.get().map(|e| &**e)
     }
 
     pub fn session(&self) -> Option<u64> {
@@ -97,7 +108,14 @@ impl Player {
 #[derive(Default)]
 pub(crate) struct Players {
     next: AtomicU64,
-    all: Mutex<HashMap<u64, Arc<Player>>>,
+    state: Mutex<State>,
+}
+
+#[derive(Default)]
+struct State {
+    all: HashMap<u64, Arc<Player>>,
+    /// TCP players by address, so an ep's report finds its player at once.
+    tcp: HashMap<SocketAddr, Vec<u64>>,
 }
 
 /// A player's place in the table; dropping it removes the player. Drop it
@@ -111,7 +129,14 @@ pub(crate) struct PlayerGuard {
 impl Drop for PlayerGuard {
     fn drop(&mut self) {
         *self.player.fd.lock().unwrap_or_else(|p| p.into_inner()) = None;
-        self.players.lock().remove(&self.id);
+        let mut st = self.players.lock();
+        st.all.remove(&self.id);
+        if let Some(ids) = st.tcp.get_mut(&self.player.addr) {
+            ids.retain(|id| *id != self.id);
+            if ids.is_empty() {
+                st.tcp.remove(&self.player.addr);
+            }
+        }
     }
 }
 
@@ -126,8 +151,8 @@ pub(crate) struct Arrival<'a> {
 }
 
 impl Players {
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Arc<Player>>> {
-        self.all.lock().unwrap_or_else(|p| p.into_inner())
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     pub fn add(self: &Arc<Self>, a: Arrival<'_>, meter: Meter) -> PlayerGuard {
@@ -137,8 +162,10 @@ impl Players {
             addr: a.addr,
             udp: a.udp,
             since: crate::history::unix_now(),
+            started: std::time::Instant::now(),
             meter,
             session: AtomicU64::new(UNSET),
+            ep: std::sync::OnceLock::new(),
             over_quic: AtomicBool::new(false),
             dial_us: AtomicU64::new(UNSET),
             rate: AtomicU64::new(0),
@@ -147,7 +174,12 @@ impl Players {
             cut: a.cut.child_token(),
             why: Mutex::new(None),
         });
-        self.lock().insert(id, player.clone());
+        let mut st = self.lock();
+        st.all.insert(id, player.clone());
+        if !a.udp {
+            st.tcp.entry(a.addr).or_default().push(id);
+        }
+        drop(st);
         PlayerGuard {
             players: self.clone(),
             id,
@@ -157,8 +189,12 @@ impl Players {
 
     /// Everyone, oldest first.
     pub fn list(&self) -> Vec<Arc<Player>> {
-        let mut all: Vec<(u64, Arc<Player>)> =
-            self.lock().iter().map(|(id, p)| (*id, p.clone())).collect();
+        let mut all: Vec<(u64, Arc<Player>)> = self
+            .lock()
+            .all
+            .iter()
+            .map(|(id, p)| (*id, p.clone()))
+            .collect();
         all.sort_by_key(|(id, _)| *id);
         all.into_iter().map(|(_, p)| p).collect()
     }
@@ -167,6 +203,7 @@ impl Players {
     pub fn end_where(&self, doomed: impl Fn(&Player) -> bool, why: &'static str) -> usize {
         let picked: Vec<Arc<Player>> = self
             .lock()
+            .all
             .values()
             .filter(|p| doomed(p))
             .cloned()
@@ -187,19 +224,23 @@ impl Players {
         player: SocketAddr,
         us: u64,
     ) -> Option<Duration> {
-        let all = self.lock();
-        let p = all.values().find(|p| {
-            !p.udp && p.addr == player && &*p.service == service && p.session() == Some(session)
+        let st = self.lock();
+        let p = st.tcp.get(&player)?.iter().find_map(|id| {
+            let p = st.all.get(id)?;
+            (&*p.service == service && p.session() == Some(session)).then_some(p)
         })?;
         // An hour at most: a figure past that is a broken clock or a lie.
         let us = us.min(3_600_000_000);
-        p.dial_us.store(us, Ordering::Relaxed);
+        // One report per player: a second is not news, or not honest.
+        p.dial_us
+            .compare_exchange(UNSET, us, Ordering::Relaxed, Ordering::Relaxed)
+            .ok()?;
         Some(Duration::from_micros(us))
     }
 
     /// Updates every player's rate from its byte totals, over `secs`.
     pub fn tick(&self, secs: f64) {
-        for p in self.lock().values() {
+        for p in self.lock().all.values() {
             let total = p.meter.up.get() + p.meter.down.get();
             let before = p.counted.swap(total, Ordering::Relaxed);
             let rate = (total.saturating_sub(before) as f64 / secs.max(0.001)) as u64;

@@ -15,21 +15,19 @@ fn ms(d: Option<Duration>) -> Value {
 /// How many players there are, and the first `limit`, oldest first;
 /// addresses masked with `hide`.
 pub(super) fn rows(shared: &Shared, hide: bool, limit: usize) -> (usize, Vec<Value>) {
-    let now = crate::history::unix_now();
-    let mut eps: std::collections::HashMap<u64, (String, Option<Duration>)> = Default::default();
+    let mut eps: std::collections::HashMap<String, Option<Duration>> = Default::default();
     let all = shared.players.list();
     let total = all.len();
     let rows = all
         .into_iter()
         .take(limit)
         .map(|p| {
-            let carrier = p.session().and_then(|id| {
-                eps.entry(id)
-                    .or_insert_with(|| shared.sessions.rtt(id).unwrap_or_default())
-                    .clone()
-                    .into()
+            // By the ep's name: a TLS channel outlives its session, and
+            // the ep's next session is the same path home.
+            let ep_rtt = p.ep().and_then(|ep| {
+                *eps.entry(ep.to_string())
+                    .or_insert_with(|| shared.sessions.rtt_of_ep(ep))
             });
-            let (ep, ep_rtt) = carrier.unwrap_or_default();
             json!({
                 "service": &*p.service,
                 "player": crate::config::admin::shown_address(p.addr, hide),
@@ -39,9 +37,9 @@ pub(super) fn rows(shared: &Shared, hide: bool, limit: usize) -> (usize, Vec<Val
                     Some(_) if p.over_quic() => "quic",
                     Some(_) => "tls",
                 },
-                "ep": (!ep.is_empty()).then_some(ep),
+                "ep": p.ep(),
                 "since": p.since,
-                "connected_for_s": now.saturating_sub(p.since),
+                "connected_for_s": p.started.elapsed().as_secs(),
                 "bytes_up": p.meter.up.get(),
                 "bytes_down": p.meter.down.get(),
                 "rate": p.rate(),

@@ -28,7 +28,9 @@ pub(super) async fn run(shared: Arc<Shared>) {
         last = now;
         if n % per_point == 0 {
             point(&shared);
-            rtts(&shared);
+            // A system call per TCP player: off the async workers.
+            let s = shared.clone();
+            let _ = tokio::task::spawn_blocking(move || rtts(&s)).await;
         }
     }
 }

@@ -308,6 +308,13 @@ impl Sessions {
         Some((ep.clone(), rtt_of(&e.rtt, e.link.as_ref())))
     }
 
+    /// The round trip to `ep`, if it is logged in and measured.
+    pub fn rtt_of_ep(&self, ep: &str) -> Option<std::time::Duration> {
+        let st = self.lock();
+        let e = st.by_ep.get(ep)?;
+        rtt_of(&e.rtt, e.link.as_ref())
+    }
+
     /// Logged-in eps, by name.
     pub fn list(&self) -> Vec<EpStatus> {
         let st = self.lock();

@@ -47,6 +47,16 @@ impl crate::admin::Source for Shared {
 
     fn status(&self) -> Value {
         let now = tokio::time::Instant::now();
+        // A page shared with addresses hidden hides the eps' (homes') too.
+        let hide = self
+            .settings()
+            .admin
+            .as_ref()
+            .is_some_and(|a| a.hide_addresses);
+        let shown = |ip: std::net::IpAddr| match hide {
+            true => crate::config::admin::shown_address((ip, 0).into(), true),
+            false => ip.to_string(),
+        };
         let eps: Vec<Value> = self
             .sessions
             .list()
@@ -54,7 +64,7 @@ impl crate::admin::Source for Shared {
             .map(|e| {
                 json!({
                     "name": e.name,
-                    "address": e.ip.to_string(),
+                    "address": shown(e.ip),
                     "version": e.version,
                     "connected_for": format!("{}s", now.duration_since(e.since).as_secs()),
                     "connected_for_s": now.duration_since(e.since).as_secs(),

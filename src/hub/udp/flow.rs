@@ -179,7 +179,8 @@ impl Run {
         };
         let (named, mut tunnel) = match taken {
             Ok(ch) => {
-                seat.carried_by(ch.session, ch.opened_by_hub());
+                let ep = self.shared.sessions.rtt(ch.session).map(|(ep, _)| ep);
+                seat.carried_by(ch.session, ep, ch.opened_by_hub());
                 (ch.opened_by_hub(), ch.tunnel)
             }
             Err(e) => return Err(e.to_string()),
