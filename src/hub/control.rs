@@ -633,7 +633,7 @@ pub(super) async fn session(shared: Arc<Shared>, s: LoggedIn) {
     let mut tick = tokio::time::interval(t.heartbeat_interval);
     let mut silence = Box::pin(tokio::time::sleep(t.heartbeat_timeout));
     let mut pongs = Pongs::default();
-    let mut told: Option<tokio::time::Instant> = None;
+    let mut told = Told::default();
     // A write cut short by the session's end may have left half a frame:
     // nothing more is written after it.
     let mut cut = false;
@@ -645,9 +645,7 @@ pub(super) async fn session(shared: Arc<Shared>, s: LoggedIn) {
                     Err(e) => break (format!("control connection: {e}"), None),
                 };
                 silence.as_mut().reset(tokio::time::Instant::now() + t.heartbeat_timeout);
-                if told_rtt(&shared, &guard, &msg) {
-                    told = Some(tokio::time::Instant::now());
-                }
+                told.heard(&shared, &guard, &msg);
                 if !pongs.answer(&msg, t.heartbeat_interval) {
                     continue;
                 }
@@ -661,8 +659,7 @@ pub(super) async fn session(shared: Arc<Shared>, s: LoggedIn) {
             Some(m) = ctrl_rx.recv() => m,
             _ = tick.tick() => {
                 guard.services().iter().for_each(|s| s.top_up());
-                let fresh = told.is_some_and(|at| at.elapsed() < t.heartbeat_interval * 3);
-                measure_rtt(&shared, &guard, fd, fresh);
+                measure_rtt(&shared, &guard, fd, told.fresh(t.heartbeat_interval));
                 HubMsg::Heartbeat
             }
             (kind, why) = guard.ended() => break (why, Some(kind)),
@@ -718,6 +715,23 @@ fn measure_rtt(
     };
     if let Some(rtt) = rtt {
         set_rtt(shared, guard, rtt);
+    }
+}
+
+/// When the ep last told its round trip (over TLS).
+#[derive(Default)]
+struct Told(Option<tokio::time::Instant>);
+
+impl Told {
+    fn heard(&mut self, shared: &Shared, guard: &super::sessions::SessionGuard, msg: &EpMsg) {
+        if told_rtt(shared, guard, msg) {
+            self.0 = Some(tokio::time::Instant::now());
+        }
+    }
+
+    /// Told within three heartbeats: TCP's figure is not needed.
+    fn fresh(&self, interval: Duration) -> bool {
+        self.0.is_some_and(|at| at.elapsed() < interval * 3)
     }
 }
 
