@@ -27,8 +27,13 @@ pub(super) fn on_accept(
     offset: u16,
 ) {
     // The door's limits come before anything costs the ep: no channel, no
-    // dial at home for a refused player, who gets a reset.
-    let admitted = match door.admit(addr.ip()) {
+    // dial at home for a refused player, who gets a reset. A ban first,
+    // so a banned address spends none of the door's allowances.
+    let admitted = match shared
+        .bans
+        .check(&svc.name, addr.ip())
+        .and_then(|()| door.admit(addr.ip()))
+    {
         Ok(a) => a,
         Err(reason) => {
             net::abort_on_close(&tcp);
@@ -115,6 +120,7 @@ pub(super) async fn serve(
     // Dropped at the end of this call, before the caller closes `tcp`.
     let seat = seat(&shared, &svc, tcp, addr, &cut);
     watch.player = Some(seat.player.meter.clone());
+    super::bans::seated(&shared, &seat.player);
     let cut = seat.player.cut().clone();
     let wait = shared.settings().timing.player_wait;
     let taken = tokio::select! {
