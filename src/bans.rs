@@ -158,7 +158,9 @@ impl BanFile {
 
     /// The bans in force at `now`, in the order written.
     pub fn in_force(&self, now: u64) -> impl Iterator<Item = &Ban> {
-        self.bans.iter().filter(move |b| b.until.is_none_or(|u| u > now))
+        self.bans
+            .iter()
+            .filter(move |b| b.until.is_none_or(|u| u > now))
     }
 
     /// Expired bans and kicks older than `KICK_KEEP` dropped.
@@ -236,7 +238,11 @@ mod tests {
         let v6 = Net::parse("2001:db8::1").unwrap();
         assert!(v6.contains(ip("2001:db8::1")));
         assert!(!v6.contains(ip("2001:db8::2")));
-        assert!(Net::parse("2001:db8::/32").unwrap().contains(ip("2001:db8:1::5")));
+        assert!(
+            Net::parse("2001:db8::/32")
+                .unwrap()
+                .contains(ip("2001:db8:1::5"))
+        );
         assert!(Net::parse("nope").unwrap_err().contains("\"nope\""));
         assert!(Net::parse("10.0.0.0/33").is_err());
     }

@@ -337,6 +337,12 @@ fn hub_check(run: &HubRun) -> Result<()> {
     if !certs.is_empty() {
         println!("{certs}");
     }
+    // The hub would not start with a damaged one.
+    let bans = crate::bans::path(&settings);
+    let in_force = crate::bans::read(&bans)?
+        .in_force(crate::history::unix_now())
+        .count();
+    println!("  bans      {in_force} in force ({})", bans.display());
     println!("ok");
     print_plan(&settings, &tls.digest);
     Ok(())

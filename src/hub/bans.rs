@@ -141,10 +141,9 @@ fn apply(shared: &Shared, file: BanFile, applied: &mut HashSet<String>) {
     // The list first, then the sweep: a player admitted in between is
     // caught when seated (`seated`), one seated before is swept.
     shared.bans.set(file.clone());
-    let closed = shared.players.end_where(
-        |p| file.refuses(&p.service, p.addr.ip(), now),
-        "banned",
-    );
+    let closed = shared
+        .players
+        .end_where(|p| file.refuses(&p.service, p.addr.ip(), now), "banned");
     tracing::info!(bans = count, players_closed = closed, "ban list reloaded");
     for k in kicks {
         // Those connected when it was written: one who came back since
