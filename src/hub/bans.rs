@@ -82,6 +82,18 @@ pub(super) fn seated(shared: &Shared, player: &Arc<Player>) -> bool {
         > 0
 }
 
+/// A player door's admission with the bans before its limits, so a
+/// banned address spends none of the door's allowances.
+pub(super) fn admit(
+    shared: &Shared,
+    service: &str,
+    door: &Arc<super::admission::Door>,
+    ip: IpAddr,
+) -> Result<super::admission::Admitted, Reason> {
+    shared.bans.check(service, ip)?;
+    door.admit(ip)
+}
+
 fn stamp(path: &Path) -> Option<(SystemTime, u64)> {
     let m = std::fs::metadata(path).ok()?;
     Some((m.modified().ok()?, m.len()))

@@ -27,13 +27,8 @@ pub(super) fn on_accept(
     offset: u16,
 ) {
     // The door's limits come before anything costs the ep: no channel, no
-    // dial at home for a refused player, who gets a reset. A ban first,
-    // so a banned address spends none of the door's allowances.
-    let admitted = match shared
-        .bans
-        .check(&svc.name, addr.ip())
-        .and_then(|()| door.admit(addr.ip()))
-    {
+    // dial at home for a refused player, who gets a reset.
+    let admitted = match super::bans::admit(&shared, &svc.name, door, addr.ip()) {
         Ok(a) => a,
         Err(reason) => {
             net::abort_on_close(&tcp);

@@ -90,11 +90,7 @@ pub(in crate::hub) fn on_accept(
 /// refused, with a reset.
 fn admit_early(shared: &Shared, port: &str, tcp: &TcpStream, addr: SocketAddr) -> Option<Early> {
     let early = match sole_service(shared, port) {
-        Some(door) => match shared
-            .bans
-            .check(port, addr.ip())
-            .and_then(|()| door.admit(addr.ip()))
-        {
+        Some(door) => match crate::hub::bans::admit(shared, port, &door, addr.ip()) {
             Ok(a) => Some((port.to_string(), a)),
             Err(reason) => {
                 refuse(
@@ -382,12 +378,7 @@ async fn routed(
     drop(reading);
     // (A reload since the accept may have moved the name elsewhere.)
     let early = early.and_then(|(at, a)| (at == name).then_some(a));
-    let admit = || {
-        shared
-            .bans
-            .check(&name, addr.ip())
-            .and_then(|()| served.door.admit(addr.ip()))
-    };
+    let admit = || crate::hub::bans::admit(&shared, &name, &served.door, addr.ip());
     let admitted = match early.map_or_else(admit, Ok) {
         Ok(a) => a,
         Err(reason) => {
