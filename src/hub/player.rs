@@ -263,10 +263,9 @@ async fn relay_home(
             tunnel.abort();
             let why = if shared.hard_stop.is_cancelled() {
                 "hub shutting down"
-            } else if let Some(why) = seat.ended_by() {
-                why
             } else {
-                "service removed from the configuration"
+                seat.ended_by()
+                    .unwrap_or("service removed from the configuration")
             };
             tracing::info!("player cut off: {why}");
         }
