@@ -7,6 +7,7 @@
 
 mod common;
 
+use common::minecraft;
 use common::procs::{Ferry, HubProc, run};
 use common::udp::{ask, ask_until, eventually, player_from, udp_echo};
 use common::*;
@@ -438,7 +439,72 @@ async fn status_bans_lists_them(t: Transport) {
     );
 }
 
+/// A Minecraft join from `src` typing `host`: the first packet back.
+async fn join_from(src: &str, to: SocketAddr, host: &str) -> std::io::Result<(i32, Vec<u8>)> {
+    let mut s = connect_from(src, to).await?;
+    let mut out = minecraft::handshake(host, 2);
+    let mut login = Vec::new();
+    minecraft::varint(&mut login, 5);
+    login.extend(b"steve");
+    login.extend([0u8; 16]);
+    out.extend(minecraft::packet(0, &login));
+    s.write_all(&out).await?;
+    tokio::time::timeout(Duration::from_secs(10), minecraft::read_packet(&mut s))
+        .await
+        .map_err(|_| std::io::Error::other("no answer within 10 s"))?
+}
+
+async fn a_game_port_refuses_a_banned_address_by_service_and_before_reading(t: Transport) {
+    let certs = Certs::new();
+    let port = common::udp::free_range(1);
+    let (a, b) = (
+        minecraft::fake_server("A").await,
+        minecraft::fake_server("B").await,
+    );
+    let o = t.hub_opts(HubOpts {
+        services: vec![],
+        extra: format!(
+            "[services.a]\nbind = \"127.0.0.1:{port}\"\ngame = \"minecraft\"\nhosts = [\"a.test\"]\n\
+             [services.b]\nbind = \"127.0.0.1:{port}\"\ngame = \"minecraft\"\nhosts = [\"b.test\"]\n"
+        ),
+        ..Default::default()
+    });
+    let file = write_hub_toml(&certs, &o, None);
+    let settings = HubConfig::load(&file, HubFlags::default())
+        .unwrap()
+        .check(&file)
+        .unwrap();
+    let hub = TestHub::from_settings(settings, &o).await;
+    let eo = t.ep_opts(
+        &hub,
+        EpOpts::new(&certs, vec![("a".into(), a), ("b".into(), b)]),
+    );
+    let _ep = TestEp::start(ep_settings(&certs, &hub, &eo));
+    hub.wait_sessions(1).await;
+    let at: SocketAddr = ([127, 0, 0, 1], port).into();
+
+    // Banned from a only: its name is read, then a refuses it; b admits it.
+    let before = reads(&hub);
+    ferry_hub(&file, &["ban", "127.0.0.2", "--service", "a"]).await;
+    read_after(&hub, before).await;
+    let (_, body) = join_from("127.0.0.2", at, "b.test").await.unwrap();
+    assert_eq!(minecraft::disconnect_text(&body), "B b.test");
+    assert!(join_from("127.0.0.2", at, "a.test").await.is_err());
+    let (_, body) = join_from("127.0.0.3", at, "a.test").await.unwrap();
+    assert_eq!(minecraft::disconnect_text(&body), "A a.test");
+
+    // Banned from both: refused before a byte is read (not after the
+    // 5 s a silent player is given).
+    let before = reads(&hub);
+    ferry_hub(&file, &["ban", "127.0.0.2"]).await;
+    read_after(&hub, before).await;
+    let mut silent = connect_from("127.0.0.2", at).await.unwrap();
+    assert!(closed_by_peer(&mut silent, Duration::from_secs(1)).await);
+    assert!(hub.handle.refusals().get("banned").copied().unwrap_or(0) >= 2);
+}
+
 on_every_transport!(
+    a_game_port_refuses_a_banned_address_by_service_and_before_reading,
     a_ban_closes_players_at_once_and_unban_lets_them_back,
     a_service_ban_spares_other_services_and_a_timed_one_expires,
     a_kick_closes_players_once_and_they_may_come_back,

@@ -94,9 +94,13 @@ pub(super) fn admit(
     door.admit(ip)
 }
 
-fn stamp(path: &Path) -> Option<(SystemTime, u64)> {
+/// What tells one version of the file from the next. Every write is a new
+/// file renamed in, and the kernel's clock for file times is coarse (a
+/// few ms): two quick writes of one length differ by their inode.
+fn stamp(path: &Path) -> Option<(SystemTime, u64, u64)> {
     let m = std::fs::metadata(path).ok()?;
-    Some((m.modified().ok()?, m.len()))
+    let ino = std::os::unix::fs::MetadataExt::ino(&m);
+    Some((m.modified().ok()?, m.len(), ino))
 }
 
 /// Follows the file the running settings name (a reload may move the
