@@ -194,15 +194,20 @@ async fn a_service_ban_spares_other_services_and_a_timed_one_expires(t: Transpor
 
     // A ban for 2 s ends by itself, with no write to the file.
     let before = reads(&hub);
+    let start = Instant::now();
     ferry_hub(&file, &["ban", "127.0.0.3", "--for", "2s"]).await;
     read_after(&hub, before).await;
-    let start = Instant::now();
     assert!(refused("127.0.0.3", echo).await);
     let reads_then = reads(&hub);
     let took = admitted_within("127.0.0.3", echo, Duration::from_secs(10)).await;
-    println!("figure ({t:?}): a 2 s ban let the address in {took:?} after it was seen applied");
+    println!(
+        "figure ({t:?}): a 2 s ban let the address in {:?} after `ferry hub ban` started \
+         ({took:?} of retrying)",
+        start.elapsed()
+    );
+    // At least the 2 s asked for, counted from before the ban was written.
     assert!(
-        start.elapsed() >= Duration::from_millis(900),
+        start.elapsed() >= Duration::from_secs(2),
         "{:?}",
         start.elapsed()
     );
@@ -498,8 +503,12 @@ async fn a_game_port_refuses_a_banned_address_by_service_and_before_reading(t: T
     let before = reads(&hub);
     ferry_hub(&file, &["ban", "127.0.0.2"]).await;
     read_after(&hub, before).await;
-    let mut silent = connect_from("127.0.0.2", at).await.unwrap();
-    assert!(closed_by_peer(&mut silent, Duration::from_secs(1)).await);
+    let start = Instant::now();
+    // The reset may come before the connect returns.
+    if let Ok(mut silent) = connect_from("127.0.0.2", at).await {
+        assert!(closed_by_peer(&mut silent, Duration::from_secs(1)).await);
+    }
+    assert!(start.elapsed() < Duration::from_secs(1));
     assert!(hub.handle.refusals().get("banned").copied().unwrap_or(0) >= 2);
 }
 

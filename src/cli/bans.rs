@@ -88,7 +88,7 @@ pub(super) fn ban(settings: &HubSettings, a: BanArgs) -> Result<()> {
                 "--for {} is under a second; leave --for out to ban until unbanned",
                 a.duration.as_deref().unwrap_or_default()
             );
-            Some(d.as_secs())
+            Some(d)
         }
         None => None,
     };
@@ -96,7 +96,7 @@ pub(super) fn ban(settings: &HubSettings, a: BanArgs) -> Result<()> {
     let ban = Ban {
         address,
         service: service.clone(),
-        until: length.map(|l| now + l),
+        until: length.map(until),
         since: now,
     };
     let path = bans::path(settings);
@@ -121,6 +121,16 @@ pub(super) fn ban(settings: &HubSettings, a: BanArgs) -> Result<()> {
         path.display()
     );
     Ok(())
+}
+
+/// The whole second at which a ban of `length` from now ends: rounded
+/// up, so it lasts at least that long (the hub counts whole seconds).
+fn until(length: std::time::Duration) -> u64 {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    let end = now + length;
+    end.as_secs() + u64::from(end.subsec_nanos() > 0)
 }
 
 pub(super) fn unban(settings: &HubSettings, a: UnbanArgs) -> Result<()> {
