@@ -35,22 +35,28 @@ pub(crate) struct Bans {
     none: AtomicBool,
     /// Files read since start, good or bad (tests wait on it).
     pub reads: tokio::sync::watch::Sender<u64>,
+    /// The file's stamp as it was read at start (taken before the read,
+    /// so a change during it is read again).
+    first: Option<Stamp>,
 }
 
 impl Bans {
     /// The file named by `settings`, read at start; damage is an error.
     pub fn load(settings: &crate::config::hub::HubSettings) -> Result<Bans> {
-        let file = crate::bans::read(&crate::bans::path(settings))?;
+        let path = crate::bans::path(settings);
+        let first = stamp(&path);
+        let file = crate::bans::read(&path)?;
         Ok(Bans {
             none: AtomicBool::new(file.bans.is_empty()),
             list: crate::swap::Swap::new(file),
             reads: tokio::sync::watch::Sender::new(0),
+            first,
         })
     }
 
     /// `Err(Banned)` if a ban in force turns `ip` away from `service`.
     pub fn check(&self, service: &str, ip: IpAddr) -> Result<(), Reason> {
-        if self.none.load(Ordering::Relaxed) {
+        if self.none.load(Ordering::Acquire) {
             return Ok(());
         }
         let now = crate::history::unix_now();
@@ -65,7 +71,7 @@ impl Bans {
         // list.
         let none = file.bans.is_empty();
         self.list.set(file);
-        self.none.store(none, Ordering::Relaxed);
+        self.none.store(none, Ordering::Release);
     }
 }
 
@@ -97,7 +103,9 @@ pub(super) fn admit(
 /// What tells one version of the file from the next. Every write is a new
 /// file renamed in, and the kernel's clock for file times is coarse (a
 /// few ms): two quick writes of one length differ by their inode.
-fn stamp(path: &Path) -> Option<(SystemTime, u64, u64)> {
+type Stamp = (SystemTime, u64, u64);
+
+fn stamp(path: &Path) -> Option<Stamp> {
     let m = std::fs::metadata(path).ok()?;
     let ino = std::os::unix::fs::MetadataExt::ino(&m);
     Some((m.modified().ok()?, m.len(), ino))
@@ -109,7 +117,7 @@ pub(super) async fn watch(shared: Arc<Shared>) {
     let mut path: PathBuf = crate::bans::path(&shared.settings());
     // Read at start (`Bans::load`); kicks already there were written
     // before any of this hub's players arrived.
-    let mut seen = stamp(&path);
+    let mut seen = shared.bans.first;
     let mut applied: HashSet<String> = shared
         .bans
         .list
