@@ -512,7 +512,69 @@ async fn a_game_port_refuses_a_banned_address_by_service_and_before_reading(t: T
     assert!(hub.handle.refusals().get("banned").copied().unwrap_or(0) >= 2);
 }
 
+async fn a_dual_stack_port_matches_ipv4_bans_and_ipv6_bans(t: Transport) {
+    let certs = Certs::new();
+    let o = HubOpts {
+        service_host: "[::]".into(),
+        ..Default::default()
+    };
+    let (hub, _ep, file) = hub_and_ep(&certs, t, o, echo_server().await).await;
+    let port = hub.service("echo").port();
+    let (v4, v6): (SocketAddr, SocketAddr) = (
+        ([127, 0, 0, 1], port).into(),
+        (std::net::Ipv6Addr::LOCALHOST, port).into(),
+    );
+    // The socket sees ::ffff:127.0.0.2; the ban names 127.0.0.2.
+    let mut mapped = echoing("127.0.0.2", v4).await;
+    let mut six = TcpStream::connect(v6).await.unwrap();
+    six.write_all(b"hi").await.unwrap();
+    let mut buf = [0u8; 2];
+    six.read_exact(&mut buf).await.unwrap();
+    ferry_hub(&file, &["ban", "127.0.0.2"]).await;
+    ferry_hub(&file, &["ban", "::1"]).await;
+    assert!(closed_by_peer(&mut mapped, Duration::from_secs(1)).await);
+    assert!(closed_by_peer(&mut six, Duration::from_secs(1)).await);
+    assert!(refused("127.0.0.2", v4).await);
+    let six_refused = match TcpStream::connect(v6).await {
+        Err(_) => true,
+        Ok(mut s) => {
+            let _ = s.write_all(b"hi").await;
+            matches!(
+                tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf)).await,
+                Ok(Ok(0)) | Ok(Err(_))
+            )
+        }
+    };
+    assert!(six_refused, "::1 got in");
+    echoing("127.0.0.3", v4).await;
+}
+
+/// Eight `ferry hub ban` processes at once: the lock keeps every entry.
+#[test]
+fn writers_at_once_lose_no_entry() {
+    let certs = Certs::new();
+    let file = hub_toml(&certs, &["echo"], "");
+    let spawned: Vec<_> = (0..8)
+        .map(|i| {
+            common::procs::ferry_cmd()
+                .args(["hub", "-c"])
+                .arg(&file)
+                .args(["ban", &format!("10.1.0.{i}")])
+                .stdout(std::process::Stdio::null())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    for mut c in spawned {
+        assert!(c.wait().unwrap().success());
+    }
+    let text = std::fs::read_to_string(certs.path("bans.json")).unwrap();
+    let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(v["bans"].as_array().unwrap().len(), 8, "{text}");
+}
+
 on_every_transport!(
+    a_dual_stack_port_matches_ipv4_bans_and_ipv6_bans,
     a_game_port_refuses_a_banned_address_by_service_and_before_reading,
     a_ban_closes_players_at_once_and_unban_lets_them_back,
     a_service_ban_spares_other_services_and_a_timed_one_expires,
