@@ -6,6 +6,7 @@
 //! tests drive the same code with listeners bound to port 0.
 
 pub mod admin;
+pub mod bans;
 pub mod certgen;
 pub mod cli;
 pub mod config;

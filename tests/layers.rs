@@ -36,6 +36,7 @@ const FLOORS: &[&[&str]] = &[
         "files",
         "tcp_info",
         "history",
+        "bans",
     ],
     // Credentials and carriers.
     &["tls", "token", "certgen", "quic"],

@@ -101,3 +101,42 @@ pub fn render_players(rows: &Value) -> String {
     }
     format!("{} players\n\n{}", rows.len(), table(rows, &cols))
 }
+
+/// Unix seconds as a UTC date and time a person reads.
+pub fn utc(secs: u64) -> String {
+    match time::OffsetDateTime::from_unix_timestamp(secs.min(i64::MAX as u64) as i64) {
+        Ok(t) => format!(
+            "{:04}-{:02}-{:02} {:02}:{:02}:{:02} UTC",
+            t.year(),
+            t.month() as u8,
+            t.day(),
+            t.hour(),
+            t.minute(),
+            t.second()
+        ),
+        Err(_) => format!("{secs} (unix seconds)"),
+    }
+}
+
+/// The hub's bans in force (`"bans"` of its status) as a table.
+pub fn render_bans(status: &Value) -> String {
+    let Some(bans) = status["bans"].as_array() else {
+        return "this hub does not report bans (older than `ferry hub ban`)\n".into();
+    };
+    if bans.is_empty() {
+        return "no bans\n".into();
+    }
+    let time = |v: &Value, none: &str| v.as_u64().map_or(none.to_string(), utc);
+    let rows: Vec<Value> = bans
+        .iter()
+        .map(|b| {
+            serde_json::json!({
+                "address": b["address"],
+                "service": b["service"].as_str().unwrap_or("all"),
+                "until": time(&b["until"], "permanent"),
+                "since": time(&b["since"], "-"),
+            })
+        })
+        .collect();
+    table(&rows, &["address", "service", "until", "since"])
+}

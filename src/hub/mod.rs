@@ -2,6 +2,7 @@
 //! channel port for eps) sharing one state.
 
 mod admission;
+mod bans;
 mod channel;
 mod control;
 mod crl;
@@ -73,6 +74,8 @@ pub(crate) struct Shared {
     pub sessions: Arc<Sessions>,
     /// Every player and UDP flow now (the players table, kicks, bans).
     pub players: Arc<players::Players>,
+    /// `bans.json` as last read well.
+    pub bans: bans::Bans,
     /// The last hour per service (`/api/history`).
     pub history: crate::history::History,
     pub tracker: TaskTracker,
@@ -190,9 +193,13 @@ impl Hub {
     /// (`load`), then binds every port; a bad certificate, a missing hash
     /// file or a port in use fails here, before anything is served.
     pub async fn bind(settings: HubSettings) -> Result<Hub> {
-        let (settings, loaded_tls) = tokio::task::spawn_blocking(move || load(settings))
-            .await
-            .context("loading the TLS files")??;
+        let (settings, loaded_tls, bans) = tokio::task::spawn_blocking(move || {
+            let (settings, tls) = load(settings)?;
+            let bans = bans::Bans::load(&settings)?;
+            anyhow::Ok((settings, tls, bans))
+        })
+        .await
+        .context("loading the TLS files")??;
         let doors = Doors::bind(&settings).await?;
         let metrics = Arc::new(crate::metrics::HubMetrics::new(
             settings.services.iter().map(|s| s.name.as_str()),
@@ -242,6 +249,7 @@ impl Hub {
             addrs: std::sync::OnceLock::new(),
             sessions: Arc::new(Sessions::new(shutdown.clone(), metrics.clone(), grants)),
             players: Arc::default(),
+            bans,
             history: Default::default(),
             tracker,
             shutdown,
@@ -352,6 +360,7 @@ impl Hub {
         shared.warn_at_start();
         // Also without one at start: a reload may add `tls.crl`.
         shared.tracker.spawn(crl::watch(shared.clone()));
+        shared.tracker.spawn(bans::watch(shared.clone()));
         shared.tracker.spawn(sampler::run(shared.clone()));
         if let (Some(listener), Some(a)) = (self.admin, &s.admin) {
             let source: Arc<dyn crate::admin::Source> = shared.clone();

@@ -28,7 +28,7 @@ pub(super) fn on_accept(
 ) {
     // The door's limits come before anything costs the ep: no channel, no
     // dial at home for a refused player, who gets a reset.
-    let admitted = match door.admit(addr.ip()) {
+    let admitted = match super::bans::admit(&shared, &svc.name, door, addr.ip()) {
         Ok(a) => a,
         Err(reason) => {
             net::abort_on_close(&tcp);
@@ -115,6 +115,7 @@ pub(super) async fn serve(
     // Dropped at the end of this call, before the caller closes `tcp`.
     let seat = seat(&shared, &svc, tcp, addr, &cut);
     watch.player = Some(seat.player.meter.clone());
+    super::bans::seated(&shared, &seat.player);
     let cut = seat.player.cut().clone();
     let wait = shared.settings().timing.player_wait;
     let taken = tokio::select! {
@@ -262,10 +263,9 @@ async fn relay_home(
             tunnel.abort();
             let why = if shared.hard_stop.is_cancelled() {
                 "hub shutting down"
-            } else if let Some(why) = seat.ended_by() {
-                why
             } else {
-                "service removed from the configuration"
+                seat.ended_by()
+                    .unwrap_or("service removed from the configuration")
             };
             tracing::info!("player cut off: {why}");
         }

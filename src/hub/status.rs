@@ -113,6 +113,7 @@ impl crate::admin::Source for Shared {
             "eps": eps,
             "services": services,
             "refusals": self.refusals.totals(),
+            "bans": super::bans::status(self),
         })
     }
 }

@@ -48,6 +48,7 @@ impl Run {
             cut: &self.cut,
         };
         let seat = self.shared.players.add(arrival, self.flow.meter.clone());
+        crate::hub::bans::seated(&self.shared, &seat.player);
         let why = self.carry(&down, &seat.player).await;
         drop(seat);
         self.door.ended(key, &self.flow);

@@ -360,6 +360,16 @@ impl UdpPort {
             // One name per player however the socket saw it: a dual-stack
             // socket sees an IPv4 player as ::ffff:a.b.c.d.
             let player = SocketAddr::new(r.from.ip().to_canonical(), r.from.port());
+            // Every datagram, not only a new flow's: a banned flow's own
+            // stop at once, before its sweep ends it (and no server-list
+            // answer either).
+            if let Err(reason) = shared.bans.check(&self.svc.name, player.ip()) {
+                let detail = format!("udp datagram refused by service {}", self.door.service);
+                shared
+                    .refusals
+                    .record_player(&self.door.service, reason, player.ip(), &detail);
+                continue;
+            }
             // A Bedrock server-list ping while home is away: answered here.
             let port = local.map_or(0, |l| l.port());
             match pongs.answer(&shared, &self.svc, port, &buf[..r.len]) {
