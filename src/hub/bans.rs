@@ -79,7 +79,11 @@ impl Bans {
 /// at the door just before a new list was swapped in may have been seated
 /// after that list's sweep. True if it was closed.
 pub(super) fn seated(shared: &Shared, player: &Arc<Player>) -> bool {
-    if shared.bans.check(&player.service, player.addr.ip()).is_ok() {
+    if shared
+        .bans
+        .check(player.service(), player.addr.ip())
+        .is_ok()
+    {
         return false;
     }
     shared
@@ -167,13 +171,13 @@ fn apply(shared: &Shared, file: BanFile, applied: &mut HashSet<String>) {
     shared.bans.set(file.clone());
     let closed = shared
         .players
-        .end_where(|p| file.refuses(&p.service, p.addr.ip(), now), "banned");
+        .end_where(|p| file.refuses(p.service(), p.addr.ip(), now), "banned");
     tracing::info!(bans = count, players_closed = closed, "ban list reloaded");
     for k in kicks {
         // Those connected when it was written: one who came back since
         // (a kick is not a ban) stays.
         let kicked = shared.players.end_where(
-            |p| p.since <= k.at && k.applies(&p.service, p.addr.ip()),
+            |p| p.since <= k.at && k.applies(p.service(), p.addr.ip()),
             "kicked",
         );
         tracing::info!(address = %k.address, service = k.service.as_deref().unwrap_or("all"), players_closed = kicked, "kick applied");

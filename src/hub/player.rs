@@ -133,7 +133,7 @@ pub(super) async fn serve(
     };
     let (named, modern, mut tunnel) = match taken {
         Ok(ch) => {
-            let ep = shared.sessions.rtt(ch.session).map(|(ep, _)| ep);
+            let ep = shared.sessions.ep_of(ch.session);
             seat.player.carried_by(ch.session, ep, ch.opened_by_hub());
             (ch.opened_by_hub(), ch.modern, ch.tunnel)
         }
@@ -179,13 +179,13 @@ pub(super) async fn serve(
 /// `tcp`'s place in the players table, ended by `cut` or a kick.
 fn seat(
     shared: &Shared,
-    svc: &Service,
+    svc: &Arc<Service>,
     tcp: &TcpStream,
     addr: SocketAddr,
     cut: &tokio_util::sync::CancellationToken,
 ) -> super::players::PlayerGuard {
     let arrival = super::players::Arrival {
-        service: &svc.name,
+        svc,
         addr,
         udp: false,
         fd: Some(std::os::fd::AsRawFd::as_raw_fd(tcp)),

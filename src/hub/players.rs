@@ -20,7 +20,8 @@ use tokio_util::sync::CancellationToken;
 const UNSET: u64 = u64::MAX;
 
 pub(crate) struct Player {
-    pub service: Arc<str>,
+    /// Its service (shared, so a player costs no copy of the name).
+    svc: Arc<super::service::Service>,
     pub addr: SocketAddr,
     pub udp: bool,
     /// Unix seconds at admission.
@@ -58,12 +59,16 @@ impl Player {
     }
 
     /// Carried by `session` of `ep` from now.
-    pub fn carried_by(&self, session: u64, ep: Option<String>, over_quic: bool) {
+    pub fn carried_by(&self, session: u64, ep: Option<Arc<str>>, over_quic: bool) {
         self.over_quic.store(over_quic, Ordering::Relaxed);
         if let Some(ep) = ep {
-            let _ = self.ep.set(ep.into());
+            let _ = self.ep.set(ep);
         }
         self.session.store(session, Ordering::Relaxed);
+    }
+
+    pub fn service(&self) -> &str {
+        &self.svc.name
     }
 
     pub fn ep(&self) -> Option<&str> {
@@ -114,8 +119,9 @@ pub(crate) struct Players {
 #[derive(Default)]
 struct State {
     all: HashMap<u64, Arc<Player>>,
-    /// TCP players by address, so an ep's report finds its player at once.
-    tcp: HashMap<SocketAddr, Vec<u64>>,
+    /// TCP players by address, so an ep's report finds its player at once
+    /// (two at one address at once cannot be: the newest is kept).
+    tcp: HashMap<SocketAddr, u64>,
 }
 
 /// A player's place in the table; dropping it removes the player. Drop it
@@ -131,18 +137,15 @@ impl Drop for PlayerGuard {
         *self.player.fd.lock().unwrap_or_else(|p| p.into_inner()) = None;
         let mut st = self.players.lock();
         st.all.remove(&self.id);
-        if let Some(ids) = st.tcp.get_mut(&self.player.addr) {
-            ids.retain(|id| *id != self.id);
-            if ids.is_empty() {
-                st.tcp.remove(&self.player.addr);
-            }
+        if st.tcp.get(&self.player.addr) == Some(&self.id) {
+            st.tcp.remove(&self.player.addr);
         }
     }
 }
 
 /// Who a player is, at admission.
 pub(crate) struct Arrival<'a> {
-    pub service: &'a str,
+    pub svc: &'a Arc<super::service::Service>,
     pub addr: SocketAddr,
     pub udp: bool,
     pub fd: Option<RawFd>,
@@ -158,7 +161,7 @@ impl Players {
     pub fn add(self: &Arc<Self>, a: Arrival<'_>, meter: Meter) -> PlayerGuard {
         let id = self.next.fetch_add(1, Ordering::Relaxed);
         let player = Arc::new(Player {
-            service: a.service.into(),
+            svc: a.svc.clone(),
             addr: a.addr,
             udp: a.udp,
             since: crate::history::unix_now(),
@@ -177,7 +180,7 @@ impl Players {
         let mut st = self.lock();
         st.all.insert(id, player.clone());
         if !a.udp {
-            st.tcp.entry(a.addr).or_default().push(id);
+            st.tcp.insert(a.addr, id);
         }
         drop(st);
         PlayerGuard {
@@ -225,10 +228,10 @@ impl Players {
         us: u64,
     ) -> Option<Duration> {
         let st = self.lock();
-        let p = st.tcp.get(&player)?.iter().find_map(|id| {
-            let p = st.all.get(id)?;
-            (&*p.service == service && p.session() == Some(session)).then_some(p)
-        })?;
+        let p = st.all.get(st.tcp.get(&player)?)?;
+        if p.service() != service || p.session() != Some(session) {
+            return None;
+        }
         // An hour at most: a figure past that is a broken clock or a lie.
         let us = us.min(3_600_000_000);
         // One report per player: a second is not news, or not honest.

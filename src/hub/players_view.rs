@@ -29,7 +29,7 @@ pub(super) fn rows(shared: &Shared, hide: bool, limit: usize) -> (usize, Vec<Val
                     .or_insert_with(|| shared.sessions.rtt_of_ep(ep))
             });
             json!({
-                "service": &*p.service,
+                "service": p.service(),
                 "player": crate::config::admin::shown_address(p.addr, hide),
                 "protocol": if p.udp { "udp" } else { "tcp" },
                 "transport": match p.session() {

@@ -61,7 +61,7 @@ fn rtts(shared: &Shared) {
             shared
                 .metrics
                 .player_rtt
-                .get_or_create(&shared.metrics.service(&p.service))
+                .get_or_create(&shared.metrics.service(p.service()))
                 .observe(rtt.as_secs_f64());
         }
     }

@@ -20,6 +20,8 @@ type Serving = Arc<Mutex<Vec<Arc<Service>>>>;
 
 struct Entry {
     session: u64,
+    /// Its ep's name, shared with the players it carries.
+    name: Arc<str>,
     serial: String,
     ip: IpAddr,
     version: String,
@@ -189,6 +191,7 @@ impl Sessions {
         let rtt = Rtt::default();
         let entry = Entry {
             session: id,
+            name: ep.into(),
             serial: serial.to_string(),
             ip,
             version: version.to_string(),
@@ -301,11 +304,11 @@ impl Sessions {
         self.lock().by_ep.get(ep).map(|e| e.link.is_some())
     }
 
-    /// The ep carrying `session` and its round trip, if it is logged in.
-    pub fn rtt(&self, session: u64) -> Option<(String, Option<std::time::Duration>)> {
+    /// The ep carrying `session`, if it is logged in (its name shared).
+    pub fn ep_of(&self, session: u64) -> Option<Arc<str>> {
         let st = self.lock();
-        let (ep, e) = st.by_ep.iter().find(|(_, e)| e.session == session)?;
-        Some((ep.clone(), rtt_of(&e.rtt, e.link.as_ref())))
+        let e = st.by_ep.values().find(|e| e.session == session)?;
+        Some(e.name.clone())
     }
 
     /// The round trip to `ep`, if it is logged in and measured.

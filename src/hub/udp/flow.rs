@@ -41,7 +41,7 @@ impl Run {
         tracing::info!("udp flow started");
         let down = Down::default();
         let arrival = crate::hub::players::Arrival {
-            service: &self.svc.name,
+            svc: &self.svc,
             addr: self.at.player,
             udp: true,
             fd: None,
@@ -180,7 +180,7 @@ impl Run {
         };
         let (named, mut tunnel) = match taken {
             Ok(ch) => {
-                let ep = self.shared.sessions.rtt(ch.session).map(|(ep, _)| ep);
+                let ep = self.shared.sessions.ep_of(ch.session);
                 seat.carried_by(ch.session, ep, ch.opened_by_hub());
                 (ch.opened_by_hub(), ch.tunnel)
             }
