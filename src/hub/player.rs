@@ -116,7 +116,6 @@ pub(super) async fn serve(
     let seat = seat(&shared, &svc, tcp, addr, &cut);
     watch.player = Some(seat.player.meter.clone());
     super::bans::seated(&shared, &seat.player);
-    let cut = seat.player.cut().clone();
     let wait = shared.settings().timing.player_wait;
     let taken = tokio::select! {
         r = svc.take(wait) => r,
@@ -124,7 +123,7 @@ pub(super) async fn serve(
             tracing::info!("player left before a channel was ready");
             return None;
         }
-        _ = cut.cancelled() => {
+        _ = seat.player.ended() => {
             net::abort_on_close(tcp);
             tracing::info!("player closed before a channel was ready: {}", seat.player.ended_by().unwrap_or("cut off"));
             return None;
@@ -157,7 +156,7 @@ pub(super) async fn serve(
         return opening.map(|_| Unanswered::Silent);
     }
     if let Some(o) = &opening {
-        match first_answer(tcp, &mut tunnel, o.hold, &cut).await {
+        match first_answer(tcp, &mut tunnel, o.hold, &seat.player).await {
             Ok(()) => {}
             Err(FirstAnswer::Home(why)) => {
                 tunnel.abort();
@@ -235,7 +234,7 @@ async fn relay_home(
         r = relay::relay_watched(tcp, tunnel, watch) => Some(r),
         // The hub's hard stop, the service removed and drained, a kick or
         // a ban.
-        _ = seat.cut().cancelled() => None,
+        _ = seat.ended() => None,
     };
     match relayed {
         Some((s, None)) => tracing::info!(
@@ -283,7 +282,7 @@ async fn first_answer(
     tcp: &mut TcpStream,
     tunnel: &mut super::service::Tunnel,
     hold: std::time::Duration,
-    cut: &tokio_util::sync::CancellationToken,
+    seat: &super::players::Player,
 ) -> Result<(), FirstAnswer> {
     let (mut down, mut up) = (vec![0u8; 8 * 1024], vec![0u8; 4 * 1024]);
     let deadline = tokio::time::sleep(hold);
@@ -306,12 +305,12 @@ async fn first_answer(
                             return Err(FirstAnswer::Home(Unanswered::Silent));
                         },
                         _ = &mut deadline => return Err(FirstAnswer::Home(Unanswered::Held)),
-                        _ = cut.cancelled() => return Err(FirstAnswer::PlayerGone),
+                        _ = seat.ended() => return Err(FirstAnswer::PlayerGone),
                     }
                 }
             },
             _ = &mut deadline => return Err(FirstAnswer::Home(Unanswered::Held)),
-            _ = cut.cancelled() => return Err(FirstAnswer::PlayerGone),
+            _ = seat.ended() => return Err(FirstAnswer::PlayerGone),
         }
     }
 }

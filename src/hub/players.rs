@@ -42,20 +42,40 @@ pub(crate) struct Player {
     counted: AtomicU64,
     /// The player's TCP socket while it is open, for `TCP_INFO`.
     fd: Mutex<Option<RawFd>>,
-    /// Ends the player's relay; why, for its log line.
+    /// The service's token (removal, the hard stop): a clone, not a child,
+    /// so a player costs no node in the token's tree.
     cut: CancellationToken,
-    why: Mutex<Option<&'static str>>,
+    /// Why it was ended from outside (a kick, a ban), once it is; and the
+    /// wake-up for a relay waiting on `ended`.
+    why: std::sync::OnceLock<&'static str>,
+    kicked: tokio::sync::Notify,
 }
 
 impl Player {
-    /// The token its relay ends on: a child of the service's own.
-    pub fn cut(&self) -> &CancellationToken {
-        &self.cut
+    /// Resolves when the player is to be cut off: its service's token,
+    /// or a kick or ban (`ended_by` says which).
+    pub async fn ended(&self) {
+        let kicked = async {
+            loop {
+                let woken = self.kicked.notified();
+                tokio::pin!(woken);
+                // Registered before the look, so a kick in between wakes it.
+                woken.as_mut().enable();
+                if self.why.get().is_some() {
+                    return;
+                }
+                woken.await;
+            }
+        };
+        tokio::select! {
+            _ = self.cut.cancelled() => {}
+            _ = kicked => {}
+        }
     }
 
     /// Why it was ended from outside (a kick or a ban), if it was.
     pub fn ended_by(&self) -> Option<&'static str> {
-        *self.why.lock().unwrap_or_else(|p| p.into_inner())
+        self.why.get().copied()
     }
 
     /// Carried by `session` of `ep` from now.
@@ -102,11 +122,8 @@ impl Player {
     }
 
     fn end(&self, why: &'static str) {
-        self.why
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get_or_insert(why);
-        self.cut.cancel();
+        let _ = self.why.set(why);
+        self.kicked.notify_waiters();
     }
 }
 
@@ -174,8 +191,9 @@ impl Players {
             rate: AtomicU64::new(0),
             counted: AtomicU64::new(0),
             fd: Mutex::new(a.fd),
-            cut: a.cut.child_token(),
-            why: Mutex::new(None),
+            cut: a.cut.clone(),
+            why: std::sync::OnceLock::new(),
+            kicked: tokio::sync::Notify::new(),
         });
         let mut st = self.lock();
         st.all.insert(id, player.clone());

@@ -131,7 +131,7 @@ impl Run {
             quiet = self.idle() => format!("idle for {quiet:?}"),
             _ = self.flow.end.cancelled() => "made room for a newcomer".into(),
             _ = self.shared.shutdown.cancelled() => "hub shutting down".into(),
-            _ = seat.cut().cancelled() => match seat.ended_by() {
+            _ = seat.ended() => match seat.ended_by() {
                 Some(why) => why.into(),
                 None => "service removed from the configuration".into(),
             },
@@ -175,7 +175,7 @@ impl Run {
             quiet = self.idle() => return Err(format!("idle for {quiet:?} before a channel was ready")),
             _ = self.flow.end.cancelled() => return Err("made room for a newcomer before a channel was ready".into()),
             _ = self.closed.cancelled() => return Err("its port was closed or handed to another service".into()),
-            _ = seat.cut().cancelled() => return Err(seat.ended_by().unwrap_or("service removed from the configuration").into()),
+            _ = seat.ended() => return Err(seat.ended_by().unwrap_or("service removed from the configuration").into()),
             _ = self.shared.shutdown.cancelled() => return Err("hub shutting down".into()),
         };
         let (named, mut tunnel) = match taken {
