@@ -56,6 +56,22 @@ impl Net {
     pub fn contains(&self, ip: IpAddr) -> bool {
         self.0.contains(&ip.to_canonical())
     }
+
+    /// The one address it names, if it is a single host.
+    pub fn host(&self) -> Option<IpAddr> {
+        (self.0.prefix_len() == self.0.max_prefix_len()).then(|| self.0.addr())
+    }
+
+    /// As a page with addresses hidden shows it: no narrower than an
+    /// IPv4 /24 or an IPv6 /48.
+    pub fn masked(&self) -> String {
+        let widest = match self.0 {
+            IpNet::V4(_) => 24,
+            IpNet::V6(_) => 48,
+        };
+        let len = self.0.prefix_len().min(widest);
+        IpNet::new(self.0.addr(), len).map_or_else(|_| "?".into(), |n| n.trunc().to_string())
+    }
 }
 
 /// `::ffff:a.b.c.d/n` (n ≥ 96) as the IPv4 network it names.
@@ -188,16 +204,54 @@ pub fn path(settings: &HubSettings) -> PathBuf {
 /// The file at `path`; none there is an empty list. Damage is an error
 /// naming the file.
 pub fn read(path: &Path) -> Result<BanFile> {
-    match std::fs::read(path) {
-        Ok(bytes) => serde_json::from_slice(&bytes).with_context(|| {
-            format!(
-                "{} is damaged (not the JSON `ferry hub ban` writes); fix it or remove it",
-                path.display()
-            )
-        }),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(BanFile::default()),
-        Err(e) => Err(e).with_context(|| format!("cannot read {}", path.display())),
+    let bytes = match read_bounded(path) {
+        Ok(bytes) => bytes,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(BanFile::default()),
+        Err(e) => return Err(e).with_context(|| format!("cannot read {}", path.display())),
+    };
+    let file: BanFile = serde_json::from_slice(&bytes).with_context(|| {
+        format!(
+            "{} is damaged (not the JSON `ferry hub ban` writes); fix it or remove it",
+            path.display()
+        )
+    })?;
+    anyhow::ensure!(
+        file.bans.len() <= MAX_BANS,
+        "{} holds {} bans, more than the {MAX_BANS} a hub takes",
+        path.display(),
+        file.bans.len()
+    );
+    Ok(file)
+}
+
+/// Bans a file may hold: each door's check looks at an address's own bans
+/// and at every network banned.
+pub const MAX_BANS: usize = 10_000;
+/// Bytes a file may have (10,000 bans take about 1.3 MB).
+const MAX_BYTES: u64 = 4 << 20;
+
+/// The file's bytes, if it is a regular file of at most `MAX_BYTES`: a
+/// FIFO or a device in its place must not hang or flood the reader.
+fn read_bounded(path: &Path) -> std::io::Result<Vec<u8>> {
+    use std::io::Read;
+    let mut opts = std::fs::OpenOptions::new();
+    opts.read(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::custom_flags(&mut opts, libc::O_NONBLOCK);
+    let f = opts.open(path)?;
+    let meta = f.metadata()?;
+    if !meta.is_file() {
+        return Err(std::io::Error::other("not a regular file"));
     }
+    if meta.len() > MAX_BYTES {
+        return Err(std::io::Error::other(format!(
+            "{} bytes, more than the {MAX_BYTES} allowed",
+            meta.len()
+        )));
+    }
+    let mut bytes = Vec::with_capacity(meta.len() as usize);
+    f.take(MAX_BYTES + 1).read_to_end(&mut bytes)?;
+    Ok(bytes)
 }
 
 /// Reads the file at `path`, lets `change` alter it (expired entries
@@ -209,6 +263,12 @@ pub fn change<T>(path: &Path, now: u64, change: impl FnOnce(&mut BanFile) -> T) 
     let mut file = read(path)?;
     file.prune(now);
     let out = change(&mut file);
+    anyhow::ensure!(
+        file.bans.len() <= MAX_BANS,
+        "{} would hold {} bans, more than the {MAX_BANS} a hub takes: ban a network, or unban some",
+        path.display(),
+        file.bans.len()
+    );
     let bytes = serde_json::to_vec_pretty(&file)?;
     // Not secret (addresses, times), and readable by a hub running as
     // another user than the one who banned; who may *write* it is the
@@ -271,6 +331,29 @@ mod tests {
         assert!(!f.refuses("game", ip("10.0.0.1"), 99));
         assert!(f.refuses("game", ip("10.0.1.9"), u64::MAX - 1));
         assert_eq!(f.in_force(100).count(), 1);
+    }
+
+    #[test]
+    fn a_fifo_or_a_huge_file_in_its_place_is_refused_not_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(FILE);
+        let made = std::process::Command::new("mkfifo").arg(&path).status();
+        if made.is_ok_and(|s| s.success()) {
+            let e = format!("{:#}", read(&path).unwrap_err());
+            assert!(e.contains("not a regular file"), "{e}");
+            std::fs::remove_file(&path).unwrap();
+        }
+        std::fs::write(&path, vec![b' '; (MAX_BYTES + 1) as usize]).unwrap();
+        let e = format!("{:#}", read(&path).unwrap_err());
+        assert!(e.contains("more than"), "{e}");
+    }
+
+    #[test]
+    fn masked_networks_are_no_narrower_than_a_24_or_a_48() {
+        let m = |s: &str| Net::parse(s).unwrap().masked();
+        assert_eq!(m("203.0.113.7"), "203.0.113.0/24");
+        assert_eq!(m("10.0.0.0/8"), "10.0.0.0/8");
+        assert_eq!(m("2001:db8:1:2::9"), "2001:db8:1::/48");
     }
 
     #[test]

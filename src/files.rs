@@ -72,8 +72,14 @@ pub(crate) fn write_file(path: &Path, data: &[u8], mode: u32, force: bool) -> Re
     let mut f = opts
         .open(&tmp)
         .with_context(|| format!("cannot write {} (as {})", path.display(), tmp.display()))?;
-    let written = f
-        .write_all(data)
+    // The mode as asked, whatever the umask: a file meant for a reader
+    // running as another user (the ban list) must stay readable.
+    #[cfg(unix)]
+    let set = f.set_permissions(std::os::unix::fs::PermissionsExt::from_mode(mode));
+    #[cfg(not(unix))]
+    let set = Ok::<(), std::io::Error>(());
+    let written = set
+        .and_then(|()| f.write_all(data))
         .and_then(|()| f.sync_all())
         .and_then(|()| fs::rename(&tmp, path))
         .with_context(|| format!("cannot write {}", path.display()));

@@ -13,7 +13,7 @@ use super::{Shared, players::Player, refusals::Reason};
 use crate::bans::BanFile;
 use anyhow::Result;
 use std::{
-    collections::HashSet,
+    collections::{HashMap, HashSet},
     net::IpAddr,
     path::{Path, PathBuf},
     sync::{
@@ -27,9 +27,41 @@ use std::{
 /// second a ban promises, and a stat is cheap.
 pub const POLL: Duration = Duration::from_millis(250);
 
+/// The file as read, with its bans indexed: a door looks at its
+/// address's own bans and at the networks, not at every ban (UDP asks per
+/// datagram).
+struct Listed {
+    file: BanFile,
+    hosts: HashMap<IpAddr, Vec<usize>>,
+    nets: Vec<usize>,
+}
+
+impl Listed {
+    fn of(file: BanFile) -> Listed {
+        let (mut hosts, mut nets) = (HashMap::<IpAddr, Vec<usize>>::new(), Vec::new());
+        for (i, b) in file.bans.iter().enumerate() {
+            match b.address.host() {
+                Some(ip) => hosts.entry(ip).or_default().push(i),
+                None => nets.push(i),
+            }
+        }
+        Listed { file, hosts, nets }
+    }
+
+    fn refuses(&self, service: &str, ip: IpAddr, now: u64) -> bool {
+        let ip = ip.to_canonical();
+        let own = self.hosts.get(&ip).into_iter().flatten();
+        own.chain(&self.nets)
+            .any(|&i| self.file.bans[i].applies(service, ip, now))
+    }
+}
+
 /// The bans in force and the file's reads.
 pub(crate) struct Bans {
-    list: crate::swap::Swap<BanFile>,
+    list: crate::swap::Swap<Listed>,
+    /// The file followed: where it was at start (a reload that moves the
+    /// state folder takes a restart to move it).
+    pub path: std::path::PathBuf,
     /// No ban at all: the doors' check is one atomic load (UDP asks per
     /// datagram).
     none: AtomicBool,
@@ -48,7 +80,8 @@ impl Bans {
         let file = crate::bans::read(&path)?;
         Ok(Bans {
             none: AtomicBool::new(file.bans.is_empty()),
-            list: crate::swap::Swap::new(file),
+            list: crate::swap::Swap::new(Listed::of(file)),
+            path,
             reads: tokio::sync::watch::Sender::new(0),
             first,
         })
@@ -70,7 +103,7 @@ impl Bans {
         // The list before the flag: a door that sees "some" reads the new
         // list.
         let none = file.bans.is_empty();
-        self.list.set(file);
+        self.list.set(Listed::of(file));
         self.none.store(none, Ordering::Release);
     }
 }
@@ -118,7 +151,7 @@ fn stamp(path: &Path) -> Option<Stamp> {
 /// Follows the file the running settings name (a reload may move the
 /// state folder).
 pub(super) async fn watch(shared: Arc<Shared>) {
-    let mut path: PathBuf = crate::bans::path(&shared.settings());
+    let path: PathBuf = shared.bans.path.clone();
     // Read at start (`Bans::load`); kicks already there were written
     // before any of this hub's players arrived.
     let mut seen = shared.bans.first;
@@ -126,6 +159,7 @@ pub(super) async fn watch(shared: Arc<Shared>) {
         .bans
         .list
         .get()
+        .file
         .kicks
         .iter()
         .map(|k| k.id.clone())
@@ -135,14 +169,15 @@ pub(super) async fn watch(shared: Arc<Shared>) {
             _ = tokio::time::sleep(POLL) => {}
             _ = shared.shutdown.cancelled() => return,
         }
-        let current = crate::bans::path(&shared.settings());
-        if current != path {
-            seen = None;
-            path = current;
-        }
         let now = stamp(&path);
         if now == seen {
             continue;
+        }
+        if now.is_none() {
+            let lifted = shared.bans.list.get().file.bans.len();
+            if lifted > 0 {
+                tracing::warn!(file = %path.display(), lifted, "the ban list was removed: its bans are lifted");
+            }
         }
         seen = now;
         match crate::bans::read(&path) {
@@ -188,10 +223,16 @@ fn apply(shared: &Shared, file: BanFile, applied: &mut HashSet<String>) {
 pub(super) fn status(shared: &Shared) -> serde_json::Value {
     let now = crate::history::unix_now();
     let list = shared.bans.list.get();
-    list.in_force(now)
+    let hide = shared
+        .settings()
+        .admin
+        .as_ref()
+        .is_some_and(|a| a.hide_addresses);
+    list.file
+        .in_force(now)
         .map(|b| {
             serde_json::json!({
-                "address": b.address.to_string(),
+                "address": if hide { b.address.masked() } else { b.address.to_string() },
                 "service": b.service,
                 "until": b.until,
                 "since": b.since,

@@ -114,6 +114,9 @@ impl crate::admin::Source for Shared {
             "services": services,
             "refusals": self.refusals.totals(),
             "bans": super::bans::status(self),
+            // The ban list this hub follows, to compare with where
+            // `ferry hub ban` says it wrote.
+            "bans_file": self.bans.path.display().to_string(),
         })
     }
 }
