@@ -14,6 +14,8 @@ use clap::{Args, Parser, Subcommand};
 use std::{io::Read, net::IpAddr, net::SocketAddr, path::PathBuf, process::ExitCode};
 use tokio_util::sync::CancellationToken;
 
+mod bans;
+
 /// `ferry --version`: the release and the commit it was built from.
 const VERSION: &str = concat!(
     env!("CARGO_PKG_VERSION"),
@@ -88,6 +90,14 @@ enum HubCmd {
     Revoke(RevokeArgs),
     /// Print the running hub's status from its admin door.
     Status(StatusArgs),
+    /// Ban an address or network: the running hub closes its players and
+    /// refuses it within a second (written to bans.json in the state
+    /// folder; kept across restarts).
+    Ban(bans::BanArgs),
+    /// Lift a ban written by `ferry hub ban`.
+    Unban(bans::UnbanArgs),
+    /// Close an address's players now, without banning it.
+    Kick(bans::KickArgs),
     /// Make a one-line invite for an ep (`ferry ep join LINE` at home);
     /// also list and revoke open invites.
     Invite(InviteArgs),
@@ -207,6 +217,14 @@ struct StatusArgs {
     /// Print the JSON instead of a table.
     #[arg(long)]
     json: bool,
+    /// (hub) Every player now, with where their lag comes from: player ↔
+    /// hub, hub ↔ ep, ep → service.
+    #[arg(long)]
+    players: bool,
+    /// (hub) The bans in force (`ferry hub ban`): address, service, until
+    /// when, since when.
+    #[arg(long)]
+    bans: bool,
 }
 
 pub use crate::demo::DemoArgs;
@@ -290,6 +308,9 @@ fn hub_cmd(args: HubArgs) -> Result<()> {
             let admin = load_hub(&args.run)?.admin;
             status(admin.map(|a| a.bind), &st, "hub")
         }
+        Some(HubCmd::Ban(b)) => bans::ban(&check_hub(&args.run)?, b),
+        Some(HubCmd::Unban(u)) => bans::unban(&check_hub(&args.run)?, u),
+        Some(HubCmd::Kick(k)) => bans::kick(&check_hub(&args.run)?, k),
         Some(HubCmd::Invite(inv)) => invite(&load_hub(&args.run)?, inv),
         Some(HubCmd::Token) => new_token(),
         Some(HubCmd::HashToken) => hash_token(),
@@ -316,6 +337,12 @@ fn hub_check(run: &HubRun) -> Result<()> {
     if !certs.is_empty() {
         println!("{certs}");
     }
+    // The hub would not start with a damaged one.
+    let bans = crate::bans::path(&settings);
+    let in_force = crate::bans::read(&bans)?
+        .in_force(crate::history::unix_now())
+        .count();
+    println!("  bans      {in_force} in force ({})", bans.display());
     println!("ok");
     print_plan(&settings, &tls.digest);
     Ok(())
@@ -480,7 +507,27 @@ fn status(bind: Option<SocketAddr>, st: &StatusArgs, role: &str) -> Result<()> {
         "admin.bind has port 0 (chosen at start): pass --admin ADDR"
     );
     addr = loopback(addr);
+    if st.players {
+        let body = crate::admin::client::get(addr, "/api/players", st.token.as_deref())?;
+        if st.json {
+            println!("{body}");
+        } else {
+            let v: serde_json::Value =
+                serde_json::from_str(&body).context("the admin door sent no JSON")?;
+            print!("{}", crate::admin::client::render_players(&v));
+        }
+        return Ok(());
+    }
     let body = crate::admin::client::get(addr, "/api/status", st.token.as_deref())?;
+    if st.bans {
+        let v: serde_json::Value =
+            serde_json::from_str(&body).context("the admin door sent no JSON")?;
+        match st.json {
+            true => println!("{}", v["bans"]),
+            false => print!("{}", crate::admin::client::render_bans(&v)),
+        }
+        return Ok(());
+    }
     if st.json {
         println!("{body}");
     } else {

@@ -8,7 +8,46 @@ use std::{
     fs,
     io::Write,
     path::{Path, PathBuf},
+    time::{Duration, Instant},
 };
+
+/// How long a writer waits for another to finish. Each holds a lock for
+/// one read and one write, milliseconds; only a stuck process holds it
+/// longer, and then saying so beats waiting for ever.
+const LOCK_WAIT: Duration = Duration::from_secs(10);
+
+/// The file lock at `path` (made mode 0600 if missing), held until the
+/// returned file is dropped: between processes (the hub, `ferry hub
+/// invite`, `ferry hub ban`) and within one. For a read, a change and a
+/// write that must not interleave with another writer's.
+pub(crate) fn lock(path: &Path) -> Result<fs::File> {
+    let mut opts = fs::OpenOptions::new();
+    opts.read(true).write(true).create(true).truncate(false);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
+    let file = opts
+        .open(path)
+        .with_context(|| format!("cannot open the lock {}", path.display()))?;
+    let deadline = Instant::now() + LOCK_WAIT;
+    let mut pause = Duration::from_millis(1);
+    loop {
+        match file.try_lock() {
+            Ok(()) => return Ok(file),
+            Err(fs::TryLockError::WouldBlock) if Instant::now() < deadline => {
+                std::thread::sleep(pause);
+                pause = (pause * 2).min(Duration::from_millis(50));
+            }
+            Err(fs::TryLockError::WouldBlock) => bail!(
+                "{} is still held by another ferry process after {LOCK_WAIT:?} \
+                 (a stuck `ferry hub` command?); try again",
+                path.display()
+            ),
+            Err(fs::TryLockError::Error(e)) => {
+                return Err(e).with_context(|| format!("cannot lock {}", path.display()));
+            }
+        }
+    }
+}
 
 /// Writes a file with `mode` from its creation (a key is never briefly
 /// world-readable). Refuses to replace an existing file unless `force`.
@@ -33,8 +72,14 @@ pub(crate) fn write_file(path: &Path, data: &[u8], mode: u32, force: bool) -> Re
     let mut f = opts
         .open(&tmp)
         .with_context(|| format!("cannot write {} (as {})", path.display(), tmp.display()))?;
-    let written = f
-        .write_all(data)
+    // The mode as asked, whatever the umask: a file meant for a reader
+    // running as another user (the ban list) must stay readable.
+    #[cfg(unix)]
+    let set = f.set_permissions(std::os::unix::fs::PermissionsExt::from_mode(mode));
+    #[cfg(not(unix))]
+    let set = Ok::<(), std::io::Error>(());
+    let written = set
+        .and_then(|()| f.write_all(data))
         .and_then(|()| f.sync_all())
         .and_then(|()| fs::rename(&tmp, path))
         .with_context(|| format!("cannot write {}", path.display()));

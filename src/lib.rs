@@ -6,6 +6,7 @@
 //! tests drive the same code with listeners bound to port 0.
 
 pub mod admin;
+pub mod bans;
 pub mod certgen;
 pub mod cli;
 pub mod config;
@@ -16,6 +17,7 @@ pub mod ep;
 pub mod fdlimit;
 pub mod files;
 pub mod game;
+pub mod history;
 pub mod hub;
 pub mod logging;
 pub mod metrics;
@@ -33,5 +35,6 @@ pub mod secret_file;
 pub mod shutdown;
 pub mod sources;
 pub mod swap;
+pub mod tcp_info;
 pub mod tls;
 pub mod token;

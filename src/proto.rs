@@ -43,6 +43,9 @@ pub mod feature {
     /// The hub answers `EpMsg::Ping` with `HubMsg::Pong` on control, so an
     /// ep on TLS knows its round trip to each hub.
     pub const PING: &str = "ping";
+    /// The ep reports how long it took to dial home for a player
+    /// (`EpMsg::Dialed`), for the hub's players table.
+    pub const DIALED: &str = "dialed";
     pub const ALL: &[&str] = &[
         CHANNEL_FAILED,
         REASON_KINDS,
@@ -51,6 +54,7 @@ pub mod feature {
         QUIC,
         HOME,
         PING,
+        DIALED,
     ];
 }
 
@@ -113,8 +117,21 @@ pub enum EpMsg {
         services: BTreeMap<String, HomeState>,
     },
     /// On control (feature `ping`): a heartbeat the hub answers with
-    /// `Pong` carrying the same `n`.
-    Ping { n: u64 },
+    /// `Pong` carrying the same `n`; `rtt_us` is the last round trip it
+    /// measured, for the hub's players table.
+    Ping {
+        n: u64,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        rtt_us: Option<u64>,
+    },
+    /// On control (feature `dialed`): the service at home answered the
+    /// dial for the TCP player at `player` after `us` microseconds
+    /// (including a wake, if it slept).
+    Dialed {
+        service: String,
+        player: SocketAddr,
+        us: u64,
+    },
     /// A message type from a newer ep; skipped.
     #[serde(other)]
     Unknown,

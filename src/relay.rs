@@ -188,6 +188,8 @@ pub struct Watch {
     /// Observes the time from this instant to the first byte from the
     /// second stream (home → player).
     pub first_down: Option<(Instant, prometheus_client::metrics::histogram::Histogram)>,
+    /// The player's own counters (the players table), besides `meter`.
+    pub player: Option<Meter>,
     /// Byte-rate caps, each direction (boxed: an uncapped player's relay
     /// carries one pointer's worth for them).
     pub rate: Option<Box<RelayLimits>>,
@@ -207,6 +209,7 @@ where
         idle,
         meter,
         mut first_down,
+        player,
         mut rate,
     } = watch;
     let start = Instant::now();
@@ -224,7 +227,7 @@ where
         let u = up.poll_copy(cx, Pin::new(&mut *a), Pin::new(&mut *b), lu);
         let d = down.poll_copy(cx, Pin::new(&mut *b), Pin::new(&mut *a), ld);
         if up.total != counted_up || down.total != counted_down {
-            if let Some(m) = &meter {
+            for m in [&meter, &player].into_iter().flatten() {
                 m.up.inc_by(up.total - counted_up);
                 m.down.inc_by(down.total - counted_down);
             }

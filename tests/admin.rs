@@ -313,6 +313,18 @@ async fn the_ep_admin_door_shows_the_hub_connection_and_services() {
         1.0
     );
     parses_with_prometheus_client(&metrics);
+    assert!(
+        metrics.contains("ferry_local_dial_seconds_count{service=\"echo\"} 1"),
+        "{metrics}"
+    );
+    // Its history starts at start: a point per service.
+    let (code, history) = get(admin, "/api/history", None).await;
+    assert_eq!(code, 200);
+    let h: serde_json::Value = serde_json::from_str(&history).unwrap();
+    assert_eq!(h["every_s"], 10, "{h}");
+    assert!(!h["services"]["echo"].as_array().unwrap().is_empty(), "{h}");
+    // The players table is the hub's.
+    assert_eq!(get(admin, "/api/players", None).await.0, 404);
     // Its logs are JSON objects, one a line (FERRY_LOG_FORMAT=json).
     let line = ep.wait_line("connected to hub");
     let parsed: serde_json::Value = serde_json::from_str(&line).expect("a JSON log line");
@@ -343,7 +355,7 @@ async fn get_from(src: &str, addr: SocketAddr, path: &str, token: Option<&str>) 
     let auth = token
         .map(|t| format!("Authorization: Bearer {t}\r\n"))
         .unwrap_or_default();
-    let req = format!("GET {path} HTTP/1.1\r\nHost: x\r\n{auth}\r\n");
+    let req = format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n{auth}\r\n");
     s.write_all(req.as_bytes()).await.ok()?;
     let mut reply = Vec::new();
     let read = tokio::time::timeout(Duration::from_secs(20), s.read_to_end(&mut reply)).await;
@@ -454,4 +466,35 @@ async fn an_eps_version_label_is_bounded_and_gone_with_the_ep() {
         !after.contains("ferry_ep_connected{ep=\"home\""),
         "the gone ep's series stayed: {after}"
     );
+}
+
+/// A web page elsewhere that rebinds its own name to 127.0.0.1 cannot
+/// read a door without a token (who plays, from where): only a request
+/// naming the door by an address (or `localhost`) is answered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_door_without_a_token_answers_only_requests_that_name_it_by_address() {
+    let certs = Certs::new();
+    let (hub, _ep) = tunnel_with(&certs, &admin_opts(), echo_server().await).await;
+    let admin = hub.admin.unwrap();
+    let ask = |host: String| async move {
+        let mut s = tokio::net::TcpStream::connect(admin).await.unwrap();
+        let req = format!("GET /api/players HTTP/1.1\r\nHost: {host}\r\n\r\n");
+        s.write_all(req.as_bytes()).await.unwrap();
+        let mut reply = String::new();
+        s.read_to_string(&mut reply).await.unwrap();
+        reply.split(' ').nth(1).unwrap().to_string()
+    };
+    assert_eq!(ask("evil.example".into()).await, "403");
+    assert_eq!(ask(format!("evil.example:{}", admin.port())).await, "403");
+    assert_eq!(ask(admin.to_string()).await, "200");
+    assert_eq!(ask(format!("localhost:{}", admin.port())).await, "200");
+    assert_eq!(ask("[::1]:80".into()).await, "200");
+    // Health checks name the door as they like.
+    let mut s = tokio::net::TcpStream::connect(admin).await.unwrap();
+    s.write_all(b"GET /health HTTP/1.1\r\nHost: hub.example\r\n\r\n")
+        .await
+        .unwrap();
+    let mut reply = String::new();
+    s.read_to_string(&mut reply).await.unwrap();
+    assert!(reply.starts_with("HTTP/1.1 200"), "{reply}");
 }

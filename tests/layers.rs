@@ -34,6 +34,9 @@ const FLOORS: &[&[&str]] = &[
         "penalties",
         "game",
         "files",
+        "tcp_info",
+        "history",
+        "bans",
         "rate",
     ],
     // Credentials and carriers.

@@ -338,6 +338,33 @@ async fn memory(s: &Setup, p: &Plan, fd_limit: u64, out: &mut String, js: &mut J
         mem.push(json!({"players": n, "hub_rss": h, "ep_rss": e, "hub_bytes_per_player": per_hub, "ep_bytes_per_player": per_ep}));
     }
     js.insert("memory".into(), json!(mem));
+    lag_costs(&held, out, js);
+}
+
+/// What the players table costs: one `TCP_INFO` read per TCP player (the
+/// hub's sampler every 10 s, and each `/api/players`), timed over the
+/// idle players' sockets; and the history's memory per service.
+fn lag_costs(held: &[tokio::net::TcpStream], out: &mut String, js: &mut Json) {
+    use std::os::fd::AsRawFd;
+    let (began, mut reads) = (std::time::Instant::now(), 0u64);
+    for _ in 0..10 {
+        for s in held {
+            if ferry::tcp_info::rtt(s.as_raw_fd()).is_some() {
+                reads += 1;
+            }
+        }
+    }
+    let per_read_us = began.elapsed().as_secs_f64() * 1e6 / reads.max(1) as f64;
+    let history = ferry::history::POINTS * std::mem::size_of::<ferry::history::Point>();
+    say!(
+        out,
+        "players table: TCP_INFO {per_read_us:.2} µs per read ({reads} reads); history {:.1} KiB per service per hour",
+        history as f64 / 1024.0
+    );
+    js.insert(
+        "players_table".into(),
+        json!({"tcp_info_us": per_read_us, "history_bytes_per_service": history}),
+    );
 }
 
 /// What a second hub costs an ep at idle: RSS, and CPU over `secs`, of an

@@ -86,3 +86,57 @@ pub fn render(status: &Value) -> String {
     out += &table(&list("services"), service_cols);
     out
 }
+
+/// `/api/players` as a person reads it: latencies in ms, "-" where there
+/// is none (a UDP flow's RTT, a figure not yet measured).
+pub fn render_players(rows: &Value) -> String {
+    let empty = Vec::new();
+    let rows = rows.as_array().unwrap_or(&empty);
+    let cols: Vec<&str> = super::page::PLAYER_COLUMNS
+        .iter()
+        .map(|(k, _)| *k)
+        .collect();
+    if rows.is_empty() {
+        return "no players\n".into();
+    }
+    format!("{} players\n\n{}", rows.len(), table(rows, &cols))
+}
+
+/// Unix seconds as a UTC date and time a person reads.
+pub fn utc(secs: u64) -> String {
+    match time::OffsetDateTime::from_unix_timestamp(secs.min(i64::MAX as u64) as i64) {
+        Ok(t) => format!(
+            "{:04}-{:02}-{:02} {:02}:{:02}:{:02} UTC",
+            t.year(),
+            t.month() as u8,
+            t.day(),
+            t.hour(),
+            t.minute(),
+            t.second()
+        ),
+        Err(_) => format!("{secs} (unix seconds)"),
+    }
+}
+
+/// The hub's bans in force (`"bans"` of its status) as a table.
+pub fn render_bans(status: &Value) -> String {
+    let Some(bans) = status["bans"].as_array() else {
+        return "this hub does not report bans (older than `ferry hub ban`)\n".into();
+    };
+    if bans.is_empty() {
+        return "no bans\n".into();
+    }
+    let time = |v: &Value, none: &str| v.as_u64().map_or(none.to_string(), utc);
+    let rows: Vec<Value> = bans
+        .iter()
+        .map(|b| {
+            serde_json::json!({
+                "address": b["address"],
+                "service": b["service"].as_str().unwrap_or("all"),
+                "until": time(&b["until"], "permanent"),
+                "since": time(&b["since"], "-"),
+            })
+        })
+        .collect();
+    table(&rows, &["address", "service", "until", "since"])
+}

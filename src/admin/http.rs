@@ -19,6 +19,24 @@ pub struct Request {
     /// From `Authorization: Bearer …` or `?token=…` (an `EventSource`
     /// cannot set headers).
     pub token: Option<String>,
+    /// The `Host` header, if any.
+    pub host: Option<String>,
+}
+
+impl Request {
+    /// Whether the request names the door by an address (or `localhost`),
+    /// not by a DNS name: a page elsewhere that rebinds its own name to
+    /// 127.0.0.1 sends its name, and must not read a door without a token.
+    pub fn names_an_address(&self) -> bool {
+        let Some(host) = self.host.as_deref() else {
+            return true;
+        };
+        let bare = match host.strip_prefix('[') {
+            Some(v6) => v6.split(']').next().unwrap_or(""),
+            None => host.rsplit_once(':').map_or(host, |(h, _)| h),
+        };
+        bare.eq_ignore_ascii_case("localhost") || bare.parse::<std::net::IpAddr>().is_ok()
+    }
 }
 
 pub async fn read_request(tcp: &mut TcpStream) -> Result<Request, String> {
@@ -61,18 +79,25 @@ pub fn parse(buf: &[u8]) -> Result<Option<Request>, String> {
         .split('&')
         .find_map(|kv| kv.strip_prefix("token="))
         .map(|t| t.to_string());
+    let mut host = None;
     for line in lines {
-        if let Some((name, value)) = line.split_once(':')
-            && name.trim().eq_ignore_ascii_case("authorization")
+        let Some((name, value)) = line.split_once(':') else {
+            continue;
+        };
+        let name = name.trim();
+        if name.eq_ignore_ascii_case("authorization")
             && let Some(t) = value.trim().strip_prefix("Bearer ")
         {
             token = Some(t.trim().to_string());
+        } else if name.eq_ignore_ascii_case("host") {
+            host = Some(value.trim().to_string());
         }
     }
     Ok(Some(Request {
         method,
         path: path.to_string(),
         token,
+        host,
     }))
 }
 
@@ -82,6 +107,7 @@ fn reason(status: u16) -> &'static str {
         204 => "No Content",
         400 => "Bad Request",
         401 => "Unauthorized",
+        403 => "Forbidden",
         404 => "Not Found",
         405 => "Method Not Allowed",
         429 => "Too Many Requests",

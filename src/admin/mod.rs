@@ -15,7 +15,7 @@ mod auth;
 pub mod client;
 // Public for the fuzz target (`fuzz/`), which drives its reader without a socket.
 pub mod http;
-mod page;
+pub(crate) mod page;
 
 pub use auth::{Auth, Denied, read_hash_file};
 
@@ -47,7 +47,14 @@ pub fn columns(
     if role == "hub" {
         (
             "eps",
-            &["name", "address", "version", "connected_for"],
+            &[
+                "name",
+                "address",
+                "version",
+                "transport",
+                "rtt",
+                "connected_for",
+            ],
             &[
                 "name",
                 "type",
@@ -86,6 +93,15 @@ pub trait Source: Send + Sync + 'static {
     fn role(&self) -> &'static str;
     fn metrics(&self) -> String;
     fn status(&self) -> serde_json::Value;
+    /// `/api/players`: how many players there are now and the first
+    /// `limit` of them (the hub).
+    fn players(&self, _limit: usize) -> Option<(usize, serde_json::Value)> {
+        None
+    }
+    /// `/api/history`: the last hour per service.
+    fn history(&self) -> Option<serde_json::Value> {
+        None
+    }
     /// The running configuration as a reload compares it (`/api/config`),
     /// for `check` to print a reload's plan; secrets only as digests.
     fn config(&self) -> Option<serde_json::Value> {
@@ -235,6 +251,14 @@ impl Door {
             refuse(&mut tcp, denied).await;
             return;
         }
+        if self.auth.is_none() && !req.names_an_address() {
+            // DNS rebinding: without a token, only a request that names
+            // the door by its address (as a browser on this machine does)
+            // may read who plays.
+            let why = b"ask by address (http://127.0.0.1:PORT/), not by a name\n";
+            let _ = http::respond(&mut tcp, 403, "text/plain", &[], why).await;
+            return;
+        }
         // Past the token check: an event stream it opens is not pending.
         drop(pending);
         self.route(tcp, &req.path).await;
@@ -276,18 +300,13 @@ impl Door {
                 let _ =
                     http::respond(&mut tcp, 200, "application/json", &[], body.as_bytes()).await;
             }
-            "/api/config" => match s.config() {
-                Some(v) => {
-                    let body = v.to_string();
-                    let ct = "application/json";
-                    let _ = http::respond(&mut tcp, 200, ct, &[], body.as_bytes()).await;
-                }
-                None => {
-                    let _ = http::respond(&mut tcp, 404, "text/plain", &[], b"not found\n").await;
-                }
-            },
+            "/api/config" => json_or_404(&mut tcp, s.config()).await,
+            "/api/players" => json_or_404(&mut tcp, s.players(usize::MAX).map(|(_, v)| v)).await,
+            "/api/history" => json_or_404(&mut tcp, s.history()).await,
             "/" | "/index.html" => {
-                let body = page::render(s.role(), &s.status());
+                let players = s.players(page::MAX_PLAYER_ROWS).map(|(_, v)| v);
+                let history = s.history();
+                let body = page::render(s.role(), &s.status(), players.as_ref(), history.as_ref());
                 let ct = "text/html; charset=utf-8";
                 let _ = http::respond(&mut tcp, 200, ct, &[], body.as_bytes()).await;
             }
@@ -300,6 +319,16 @@ impl Door {
                 let _ = http::respond(&mut tcp, 404, "text/plain", &[], b"not found\n").await;
             }
         }
+    }
+
+    /// The status with the first players (the page's table), for `/events`.
+    fn snapshot(&self) -> serde_json::Value {
+        let mut v = self.source.status();
+        if let Some((total, players)) = self.source.players(page::MAX_PLAYER_ROWS) {
+            v["players_total"] = total.into();
+            v["players"] = players;
+        }
+        v
     }
 
     async fn events(&self, mut tcp: TcpStream) {
@@ -324,7 +353,7 @@ impl Door {
                 _ = tick.tick() => {}
                 _ = self.shutdown.cancelled() => return,
             }
-            let event = format!("data: {}\n\n", self.source.status());
+            let event = format!("data: {}\n\n", self.snapshot());
             // A reader that stops reading is dropped rather than buffered for.
             match tokio::time::timeout(REQUEST_TIMEOUT, tcp.write_all(event.as_bytes())).await {
                 Ok(Ok(())) => {}
@@ -332,6 +361,16 @@ impl Door {
             }
         }
     }
+}
+
+async fn json_or_404(tcp: &mut TcpStream, v: Option<serde_json::Value>) {
+    let _ = match v {
+        Some(v) => {
+            let body = v.to_string();
+            http::respond(tcp, 200, "application/json", &[], body.as_bytes()).await
+        }
+        None => http::respond(tcp, 404, "text/plain", &[], b"not found\n").await,
+    };
 }
 
 /// `/health` → `Some(None)`, `/health/NAME` → `Some(Some(NAME))`.

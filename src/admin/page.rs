@@ -11,6 +11,8 @@ fn esc(s: &str) -> String {
         .replace('<', "&lt;")
         .replace('>', "&gt;")
         .replace('"', "&quot;")
+        // The page's placeholders are `{{…}}`: a name cannot make one.
+        .replace('{', "&#123;")
 }
 
 fn cell(v: &Value) -> String {
@@ -36,19 +38,100 @@ fn table(items: &[Value], id_key: &str, keys: &[&str]) -> String {
     out
 }
 
-pub fn render(role: &str, status: &Value) -> String {
+/// The players table's columns (keys of `/api/players` rows) and heads.
+pub const PLAYER_COLUMNS: &[(&str, &str)] = &[
+    ("service", "service"),
+    ("player", "player"),
+    ("protocol", "protocol"),
+    ("transport", "transport"),
+    ("ep", "ep"),
+    ("connected_for_s", "connected"),
+    ("bytes_up", "bytes up"),
+    ("bytes_down", "bytes down"),
+    ("rate", "rate"),
+    ("player_hub_ms", "player ↔ hub"),
+    ("hub_ep_ms", "hub ↔ ep"),
+    ("ep_service_ms", "ep → service"),
+];
+
+/// Rows the page shows at most; the count says how many there are.
+pub const MAX_PLAYER_ROWS: usize = 500;
+
+fn player_rows(players: &[Value]) -> String {
+    let mut out = String::new();
+    for p in players.iter().take(MAX_PLAYER_ROWS) {
+        out += "<tr>";
+        for (k, _) in PLAYER_COLUMNS {
+            let v = &p[*k];
+            let unit = match *k {
+                _ if v.is_null() => "",
+                k if k.ends_with("_ms") => " ms",
+                "connected_for_s" => " s",
+                "rate" => " B/s",
+                _ => "",
+            };
+            out += &format!("<td data-k=\"{k}\">{}{unit}</td>", cell(v));
+        }
+        out += "</tr>\n";
+    }
+    out
+}
+
+fn ban_rows(bans: &[Value]) -> String {
+    let mut out = String::new();
+    for b in bans {
+        let when = |k: &str, none: &str| match b[k].as_u64() {
+            Some(t) => format!("{t} (unix)"),
+            None => none.into(),
+        };
+        out += &format!(
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>\n",
+            cell(&b["address"]),
+            b["service"].as_str().map_or("all".into(), esc),
+            when("until", "permanent"),
+            when("since", "—"),
+        );
+    }
+    out
+}
+
+/// The page: `status`, and on the hub `players`; `history` seeds the charts.
+pub fn render(
+    role: &str,
+    status: &Value,
+    players: Option<&Value>,
+    history: Option<&Value>,
+) -> String {
     let empty = Vec::new();
     let (first_key, first_cols, service_cols) = super::columns(role);
     let list = |k: &str| status[k].as_array().unwrap_or(&empty).clone();
     let first = table(&list(first_key), first_cols[0], first_cols);
     let second = table(&list("services"), "name", service_cols);
     let heads = serde_json::json!([first_key, first_cols, service_cols]);
-    TEMPLATE
-        .replace("{{ROLE}}", role)
+    let mut page = TEMPLATE.to_string();
+    if role != "hub" {
+        // The players and bans tables are the hub's.
+        if let (Some(a), Some(b)) = (page.find("<!--hub-->"), page.find("<!--/hub-->")) {
+            page.replace_range(a..b + "<!--/hub-->".len(), "");
+        }
+    }
+    let players = players.and_then(|p| p.as_array()).unwrap_or(&empty);
+    let player_heads: String = PLAYER_COLUMNS
+        .iter()
+        .map(|(_, h)| format!("<th>{h}</th>"))
+        .collect();
+    let cols: Vec<&str> = PLAYER_COLUMNS.iter().map(|(k, _)| *k).collect();
+    let script = |v: &Value| v.to_string().replace('<', "\\u003c");
+    page.replace("{{ROLE}}", role)
         .replace("{{VERSION}}", &cell(&status["version"]))
         .replace("{{FIRST}}", &first)
         .replace("{{SECOND}}", &second)
+        .replace("{{PLAYER_HEADS}}", &player_heads)
+        .replace("{{PLAYERS}}", &player_rows(players))
+        .replace("{{BANS}}", &ban_rows(&list("bans")))
         .replace("{{HEADS}}", &heads.to_string())
+        .replace("{{PLAYER_COLS}}", &serde_json::json!(cols).to_string())
         // JSON inside <script> is not HTML-decoded; only `<` could end it.
-        .replace("{{STATUS}}", &status.to_string().replace('<', "\\u003c"))
+        .replace("{{HISTORY}}", &script(history.unwrap_or(&Value::Null)))
+        .replace("{{STATUS}}", &script(status))
 }

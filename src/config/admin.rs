@@ -11,6 +11,10 @@ pub struct AdminConfig {
     pub bind: SocketAddr,
     pub token_hash: Option<String>,
     pub token_hash_file: Option<figment::value::magic::RelativePathBuf>,
+    /// Mask players' addresses in the players table (the last octet of
+    /// IPv4, the last 80 bits of IPv6).
+    #[serde(default)]
+    pub hide_addresses: bool,
 }
 
 /// `[health]` in hub.toml: a door of its own answering only
@@ -30,6 +34,7 @@ pub struct AdminSettings {
     pub token_hash: Option<String>,
     /// `admin.token_hash_file`, if the hash is kept there.
     pub token_hash_file: Option<PathBuf>,
+    pub hide_addresses: bool,
 }
 
 impl AdminConfig {
@@ -54,6 +59,7 @@ impl AdminConfig {
             bind: self.bind,
             token_hash,
             token_hash_file,
+            hide_addresses: self.hide_addresses,
         })
     }
 }
@@ -65,7 +71,12 @@ impl std::fmt::Display for AdminSettings {
         } else {
             "loopback, no token"
         };
-        write!(f, "http://{}/ ({auth})", self.bind)
+        let hidden = if self.hide_addresses {
+            ", players' addresses masked"
+        } else {
+            ""
+        };
+        write!(f, "http://{}/ ({auth}{hidden})", self.bind)
     }
 }
 
@@ -76,4 +87,37 @@ pub enum LogFormat {
     #[default]
     Human,
     Json,
+}
+
+/// `addr` as the players table shows it: whole, or with `hide` the last
+/// IPv4 octet / last 80 bits of IPv6 zeroed and marked, and no port.
+pub fn shown_address(addr: std::net::SocketAddr, hide: bool) -> String {
+    use std::net::IpAddr;
+    if !hide {
+        return addr.to_string();
+    }
+    match addr.ip().to_canonical() {
+        IpAddr::V4(v4) => {
+            let [a, b, c, _] = v4.octets();
+            format!("{a}.{b}.{c}.x")
+        }
+        IpAddr::V6(v6) => {
+            let s = v6.segments();
+            format!("{:x}:{:x}:{:x}::/48", s[0], s[1], s[2])
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn masked_addresses_keep_only_the_network() {
+        let v4: std::net::SocketAddr = "203.0.113.77:51000".parse().unwrap();
+        assert_eq!(super::shown_address(v4, false), "203.0.113.77:51000");
+        assert_eq!(super::shown_address(v4, true), "203.0.113.x");
+        let v6: std::net::SocketAddr = "[2001:db8:1:2:3:4:5:6]:1".parse().unwrap();
+        assert_eq!(super::shown_address(v6, true), "2001:db8:1::/48");
+        let mapped: std::net::SocketAddr = "[::ffff:198.51.100.9]:2".parse().unwrap();
+        assert_eq!(super::shown_address(mapped, true), "198.51.100.x");
+    }
 }

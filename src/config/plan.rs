@@ -73,6 +73,13 @@ impl Summary {
         .into_iter()
         .map(|(k, v)| (k.to_string(), format!("{v:?}")))
         .chain([("grants".to_string(), s.grants.lines().join("; "))])
+        .chain([(
+            "admin.hide_addresses".to_string(),
+            s.admin
+                .as_ref()
+                .is_some_and(|a| a.hide_addresses)
+                .to_string(),
+        )])
         .collect();
         let restart = restart_keys(s);
         Summary {
@@ -120,7 +127,17 @@ fn restart_keys(s: &HubSettings) -> BTreeMap<String, String> {
         ("quic", format!("{:?}", s.quic)),
         (
             "admin",
-            s.admin.as_ref().map(|a| a.to_string()).unwrap_or_default(),
+            // Where and how it listens; what it shows is live.
+            s.admin
+                .as_ref()
+                .map(|a| {
+                    let listening = super::admin::AdminSettings {
+                        hide_addresses: false,
+                        ..a.clone()
+                    };
+                    listening.to_string()
+                })
+                .unwrap_or_default(),
         ),
         (
             "enrol",

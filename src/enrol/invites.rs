@@ -21,13 +21,8 @@ use std::{
     collections::BTreeMap,
     net::IpAddr,
     path::{Path, PathBuf},
-    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
+    time::{Duration, SystemTime, UNIX_EPOCH},
 };
-
-/// How long a writer waits for another to finish. Each holds the lock for
-/// one read and one write, milliseconds; only a stuck process holds it
-/// longer, and then saying so beats waiting for ever.
-const LOCK_WAIT: Duration = Duration::from_secs(10);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -136,33 +131,7 @@ impl Store {
 
     /// The state's lock, held until the returned file is dropped.
     fn lock(&self) -> Result<std::fs::File> {
-        let path = self.dir.join("enrol.lock");
-        let mut opts = std::fs::OpenOptions::new();
-        opts.read(true).write(true).create(true).truncate(false);
-        #[cfg(unix)]
-        std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
-        let file = opts
-            .open(&path)
-            .with_context(|| format!("cannot open the lock {}", path.display()))?;
-        let deadline = Instant::now() + LOCK_WAIT;
-        let mut pause = Duration::from_millis(1);
-        loop {
-            match file.try_lock() {
-                Ok(()) => return Ok(file),
-                Err(std::fs::TryLockError::WouldBlock) if Instant::now() < deadline => {
-                    std::thread::sleep(pause);
-                    pause = (pause * 2).min(Duration::from_millis(50));
-                }
-                Err(std::fs::TryLockError::WouldBlock) => bail!(
-                    "{} is still held by another ferry process after {LOCK_WAIT:?} \
-                     (a stuck `ferry hub invite`?); try again",
-                    path.display()
-                ),
-                Err(std::fs::TryLockError::Error(e)) => {
-                    return Err(e).with_context(|| format!("cannot lock {}", path.display()));
-                }
-            }
-        }
+        crate::files::lock(&self.dir.join("enrol.lock"))
     }
 
     pub fn enrolled_path(&self) -> PathBuf {

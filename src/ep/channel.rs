@@ -40,6 +40,8 @@ pub(super) struct Target {
     pub link: Arc<HubLink>,
     /// Where to report a channel that cannot be opened, if the hub listens.
     pub report: Option<mpsc::Sender<EpMsg>>,
+    /// Where to report how long a dial home took, if the hub listens.
+    pub dialed: Option<mpsc::Sender<EpMsg>>,
 }
 
 impl Target {
@@ -94,6 +96,7 @@ async fn open_and_wait(
     let via = Via {
         hub_ip: target.hub_ip,
         link: target.link,
+        dialed: target.dialed,
     };
     started(ep, service, local, tls, msg, via).await
 }
@@ -189,10 +192,13 @@ async fn wait_for_player(
 }
 
 /// The hub a player came through.
+#[derive(Clone)]
 pub(super) struct Via {
     /// Its address as the session reached it.
     pub hub_ip: std::net::IpAddr,
     pub link: Arc<HubLink>,
+    /// The session's control, for `EpMsg::Dialed` (a hub that wants it).
+    pub dialed: Option<mpsc::Sender<EpMsg>>,
 }
 
 /// A player (or a UDP flow) arrived on `tls` with `msg` (a `Start`): the
@@ -260,7 +266,9 @@ pub(super) async fn started(
         public,
         join: !no_wake,
     };
+    let began = tokio::time::Instant::now();
     let (mut svc, early) = Box::pin(at.dial(&ep, &mut tls)).await?;
+    dialed(&ep, &via, &service, player, began.elapsed());
     if !early.is_empty() && svc.write_all(&early).await.is_err() {
         tls.abort();
         return None;
@@ -271,6 +279,31 @@ pub(super) async fn started(
         let _held = (held, playing);
         relay_player(&ep, &service, player, tls, svc).await
     }))
+}
+
+/// The dial home's time, into the ep's histogram and told to the hub
+/// (its players table); a full control queue drops the report.
+fn dialed(ep: &Ep, via: &Via, service: &str, player: std::net::SocketAddr, took: Duration) {
+    let label = crate::metrics::ServiceLabel {
+        service: service.to_string(),
+    };
+    ep.metrics
+        .local_dial
+        .get_or_create(&label)
+        .observe(took.as_secs_f64());
+    // Only while the queue is half empty: a channel's failure report
+    // shares it, and matters more.
+    if let Some(tx) = via
+        .dialed
+        .as_ref()
+        .filter(|tx| tx.capacity() * 2 > tx.max_capacity())
+    {
+        let _ = tx.try_send(EpMsg::Dialed {
+            service: service.to_string(),
+            player,
+            us: u64::try_from(took.as_micros()).unwrap_or(u64::MAX),
+        });
+    }
 }
 
 /// Why a `Start` asks for something this service does not let the hub

@@ -67,6 +67,8 @@ pub(crate) struct Ep {
     pub metrics: crate::metrics::ep::EpMetrics,
     /// What the status page says of the services.
     pub state: status::State,
+    /// The last hour per service (`/api/history`).
+    pub history: crate::history::History,
 }
 
 /// Runs the ep until `shutdown`: logs in, serves, reconnects with backoff.
@@ -180,6 +182,7 @@ pub async fn bind(
         hard_stop: CancellationToken::new(),
         metrics,
         state: status::State::new(),
+        history: Default::default(),
     });
     Ok(Bound {
         ep,
@@ -270,6 +273,10 @@ impl Bound {
             let source: Arc<dyn crate::admin::Source> = ep.clone();
             crate::admin::spawn(listener, source, a, &ep.shutdown, &ep.tracker);
         }
+        let e = ep.clone();
+        ep.tracker.spawn(async move {
+            crate::history::keep(&e.history, &e.shutdown, || e.samples()).await
+        });
         let triggers = reload::triggers(&ep);
         ep.tracker.spawn(reload::watch(ep.clone(), triggers));
         crate::sdnotify::ready();

@@ -34,7 +34,35 @@ impl State {
     }
 }
 
+impl Ep {
+    /// What each service counts now, for the history.
+    pub(super) fn samples(&self) -> Vec<crate::history::Sample> {
+        let m = &self.metrics;
+        self.settings()
+            .services
+            .keys()
+            .map(|name| crate::history::Sample {
+                service: name.clone(),
+                players: m
+                    .traffic
+                    .players
+                    .get_or_create(&ServiceLabel {
+                        service: name.clone(),
+                    })
+                    .get()
+                    .max(0) as u64,
+                up: m.traffic.bytes(name, Direction::Up),
+                down: m.traffic.bytes(name, Direction::Down),
+            })
+            .collect()
+    }
+}
+
 impl crate::admin::Source for Ep {
+    fn history(&self) -> Option<Value> {
+        Some(self.history.json())
+    }
+
     fn role(&self) -> &'static str {
         "ep"
     }

@@ -229,11 +229,17 @@ impl Up {
     /// QUIC the hub's streams, one per player, served.
     fn begin(&self, h: &HubTarget, w: &Welcome) -> (channel::Target, mpsc::Receiver<EpMsg>) {
         let (failed_tx, failed_rx) = mpsc::channel::<EpMsg>(64);
+        let dialed = w.hub_has(feature::DIALED).then(|| failed_tx.clone());
         let report = w.hub_has(feature::CHANNEL_FAILED).then_some(failed_tx);
-        let target = self.channel_target(h, w, report);
+        let target = self.channel_target(h, w, report, dialed.clone());
         if let Some(quic) = &w.link {
             let (ep, link) = (&self.ep, &self.link);
-            let streams = hub_streams(ep.clone(), link.clone(), quic.clone(), w.hub_ip);
+            let to = channel::Via {
+                hub_ip: w.hub_ip,
+                link: link.clone(),
+                dialed,
+            };
+            let streams = hub_streams(ep.clone(), quic.clone(), to);
             ep.tracker
                 .spawn(streams.instrument(tracing::info_span!("quic")));
         }
@@ -306,6 +312,7 @@ impl Up {
         h: &HubTarget,
         w: &Welcome,
         report: Option<mpsc::Sender<EpMsg>>,
+        dialed: Option<mpsc::Sender<EpMsg>>,
     ) -> channel::Target {
         channel::Target {
             addr: w.channel.as_str().into(),
@@ -317,6 +324,7 @@ impl Up {
             hub_ip: w.hub_ip,
             link: self.link.clone(),
             report,
+            dialed,
         }
     }
 
@@ -462,13 +470,20 @@ impl Up {
 struct Ping {
     n: u64,
     sent: Option<tokio::time::Instant>,
+    /// The last round trip, told to the hub with the next ping.
+    last: Option<std::time::Duration>,
 }
 
 impl Ping {
     fn send(&mut self) -> EpMsg {
         self.n += 1;
         self.sent = Some(tokio::time::Instant::now());
-        EpMsg::Ping { n: self.n }
+        EpMsg::Ping {
+            n: self.n,
+            rtt_us: self
+                .last
+                .map(|d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX)),
+        }
     }
 
     fn in_flight(&self) -> bool {
@@ -480,7 +495,8 @@ impl Ping {
         if n != self.n {
             return None;
         }
-        self.sent.take().map(|t| t.elapsed())
+        self.last = self.sent.take().map(|t| t.elapsed());
+        self.last
     }
 }
 
@@ -512,19 +528,14 @@ fn retry_delay(end: &End, backoff: &mut Backoff) -> Duration {
 
 /// Streams the hub opens on this session's QUIC connection: each starts
 /// with a `Start` naming its service, then carries a player or a flow.
-async fn hub_streams(
-    ep: Arc<Ep>,
-    link: Arc<HubLink>,
-    quic: crate::quic::Link,
-    hub_ip: std::net::IpAddr,
-) {
+async fn hub_streams(ep: Arc<Ep>, quic: crate::quic::Link, to: channel::Via) {
     loop {
         let stream = tokio::select! {
             s = quic.conn.accept_bi() => s,
             _ = ep.shutdown.cancelled() => return,
         };
         let Ok((send, recv)) = stream else { return };
-        let (ep2, link2, quic2) = (ep.clone(), link.clone(), quic.clone());
+        let (ep2, via, quic2) = (ep.clone(), to.clone(), quic.clone());
         ep.tracker.spawn(async move {
             let mut path = login::Path::Quic(quic2.stream(send, recv));
             let deadline = Duration::from_secs(10);
@@ -554,10 +565,6 @@ async fn hub_streams(
                 );
             };
             let span = tracing::info_span!("channel", service = %service);
-            let via = channel::Via {
-                hub_ip,
-                link: link2,
-            };
             let started = channel::started(ep2, service, local, path, msg, via);
             // The steps before the player on their own allocation (see
             // `channel::Job`).

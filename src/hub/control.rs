@@ -18,7 +18,7 @@ use crate::{
     },
     token,
 };
-use std::{net::SocketAddr, sync::Arc, time::Duration};
+use std::{net::SocketAddr, os::fd::RawFd, sync::Arc, time::Duration};
 use tokio::{io::AsyncWriteExt, net::TcpStream, sync::mpsc};
 use tracing::Instrument;
 
@@ -627,11 +627,13 @@ pub(super) async fn session(shared: Arc<Shared>, s: LoggedIn) {
     let t = shared.settings().timing;
     let names: Vec<String> = guard.services().iter().map(|s| s.name.clone()).collect();
     tracing::info!(ep = %guard.ep, session = guard.id, services = ?names, "ep logged in");
+    let fd = control_fd(&tls);
     let (rd, mut wr) = tokio::io::split(tls);
     let mut rd = FrameReader::new(rd);
     let mut tick = tokio::time::interval(t.heartbeat_interval);
     let mut silence = Box::pin(tokio::time::sleep(t.heartbeat_timeout));
     let mut pongs = Pongs::default();
+    let mut told = Told::default();
     // A write cut short by the session's end may have left half a frame:
     // nothing more is written after it.
     let mut cut = false;
@@ -643,6 +645,7 @@ pub(super) async fn session(shared: Arc<Shared>, s: LoggedIn) {
                     Err(e) => break (format!("control connection: {e}"), None),
                 };
                 silence.as_mut().reset(tokio::time::Instant::now() + t.heartbeat_timeout);
+                told.heard(&shared, &guard, &msg);
                 if !pongs.answer(&msg, t.heartbeat_interval) {
                     continue;
                 }
@@ -656,6 +659,7 @@ pub(super) async fn session(shared: Arc<Shared>, s: LoggedIn) {
             Some(m) = ctrl_rx.recv() => m,
             _ = tick.tick() => {
                 guard.services().iter().for_each(|s| s.top_up());
+                measure_rtt(&shared, &guard, fd, told.fresh(t.heartbeat_interval));
                 HubMsg::Heartbeat
             }
             (kind, why) = guard.ended() => break (why, Some(kind)),
@@ -692,6 +696,82 @@ pub(super) async fn session(shared: Arc<Shared>, s: LoggedIn) {
     ended(&shared, guard, &reason, told);
 }
 
+/// The session's round trip, for the players table and the ep's gauge:
+/// the control connection's TCP RTT over TLS (`fd`, open while the
+/// session loop runs), the path's RTT over QUIC.
+/// While the ep has lately `told` its own figure (its ping's round trip
+/// over TLS, truer than TCP's for a connection this quiet), that is kept.
+fn measure_rtt(
+    shared: &Shared,
+    guard: &super::sessions::SessionGuard,
+    fd: Option<RawFd>,
+    told: bool,
+) {
+    let rtt = match (&guard.link, fd) {
+        (None, _) if told => None,
+        (Some(link), _) => Some(link.conn.rtt()),
+        (None, Some(fd)) => crate::tcp_info::rtt(fd),
+        (None, None) => None,
+    };
+    if let Some(rtt) = rtt {
+        set_rtt(shared, guard, rtt);
+    }
+}
+
+/// When the ep last told its round trip (over TLS).
+#[derive(Default)]
+struct Told(Option<tokio::time::Instant>);
+
+impl Told {
+    fn heard(&mut self, shared: &Shared, guard: &super::sessions::SessionGuard, msg: &EpMsg) {
+        if told_rtt(shared, guard, msg) {
+            self.0 = Some(tokio::time::Instant::now());
+        }
+    }
+
+    /// Told within three heartbeats: TCP's figure is not needed.
+    fn fresh(&self, interval: Duration) -> bool {
+        self.0.is_some_and(|at| at.elapsed() < interval * 3)
+    }
+}
+
+/// The control connection's socket, over TLS.
+fn control_fd(tls: &Tunnel) -> Option<RawFd> {
+    match tls {
+        Tunnel::Tls(t) => Some(std::os::fd::AsRawFd::as_raw_fd(t.get_ref().0)),
+        Tunnel::Quic(_) => None,
+    }
+}
+
+/// The round trip an ep's ping tells (over TLS), if it tells one.
+fn told_rtt(shared: &Shared, guard: &super::sessions::SessionGuard, msg: &EpMsg) -> bool {
+    let EpMsg::Ping {
+        rtt_us: Some(us), ..
+    } = msg
+    else {
+        return false;
+    };
+    if guard.link.is_some() {
+        return false;
+    }
+    // A minute at most: more is a broken clock or a lie.
+    set_rtt(shared, guard, Duration::from_micros((*us).min(60_000_000)));
+    true
+}
+
+fn set_rtt(shared: &Shared, guard: &super::sessions::SessionGuard, rtt: Duration) {
+    let us = u64::try_from(rtt.as_micros()).unwrap_or(u64::MAX).max(1);
+    guard.rtt.store(us, std::sync::atomic::Ordering::Relaxed);
+    let label = crate::metrics::EpNameLabel {
+        ep: guard.ep.clone(),
+    };
+    shared
+        .metrics
+        .ep_rtt
+        .get_or_create(&label)
+        .set(rtt.as_secs_f64());
+}
+
 /// Pings answered at most four times a heartbeat interval (an honest ep
 /// sends one): an ep that floods them (and stops reading) gets no stream
 /// of answers to fill its connection with.
@@ -722,7 +802,19 @@ fn heard(
 ) -> Result<Option<HubMsg>, String> {
     match msg {
         EpMsg::Heartbeat => Ok(None),
-        EpMsg::Ping { n } => Ok(Some(HubMsg::Pong { n })),
+        EpMsg::Ping { n, .. } => Ok(Some(HubMsg::Pong { n })),
+        EpMsg::Dialed {
+            service,
+            player,
+            us,
+        } => {
+            if let Some(took) = shared.players.dialed(guard.id, &service, player, us) {
+                let label = shared.metrics.service(&service);
+                let h = shared.metrics.local_dial.get_or_create(&label);
+                h.observe(took.as_secs_f64());
+            }
+            Ok(None)
+        }
         EpMsg::ChannelFailed {
             service,
             ticket,
@@ -764,6 +856,10 @@ fn ended(
     let served = guard.services();
     let (ep, id) = (guard.ep.clone(), guard.id);
     drop(guard);
+    if shared.sessions.over_quic(&ep).is_none() {
+        let label = crate::metrics::EpNameLabel { ep: ep.clone() };
+        shared.metrics.ep_rtt.remove(&label);
+    }
     for svc in served {
         shared.hand_to_offering(&svc);
     }
@@ -821,6 +917,7 @@ fn kind(m: &EpMsg) -> &'static str {
         EpMsg::Services { .. } => "services",
         EpMsg::Home { .. } => "home",
         EpMsg::Ping { .. } => "ping",
+        EpMsg::Dialed { .. } => "dialed",
         EpMsg::Unknown => "unknown",
     }
 }

@@ -116,6 +116,12 @@ impl HubHandle {
         self.shared.trust.crl_reads.subscribe()
     }
 
+    /// Times the followed `bans.json` was read after it changed (well or
+    /// not).
+    pub fn bans_reads(&self) -> watch::Receiver<u64> {
+        self.shared.bans.reads.subscribe()
+    }
+
     /// Number of logged-in eps, updated as they come and go.
     pub fn sessions(&self) -> watch::Receiver<usize> {
         self.shared.sessions.watch_count()

@@ -2,6 +2,7 @@
 //! channel port for eps) sharing one state.
 
 mod admission;
+mod bans;
 mod channel;
 mod control;
 mod crl;
@@ -12,6 +13,8 @@ mod handle;
 mod logins;
 mod offer;
 mod player;
+mod players;
+mod players_view;
 mod quic;
 mod quic_socket;
 mod ready;
@@ -19,6 +22,7 @@ mod ready;
 pub use handle::HubHandle;
 mod refusals;
 mod reload;
+mod sampler;
 mod served;
 mod service;
 mod sessions;
@@ -68,6 +72,12 @@ pub(crate) struct Shared {
     /// Rewritten with the bound addresses after each reload.
     ready_file: std::sync::Mutex<Option<std::path::PathBuf>>,
     pub sessions: Arc<Sessions>,
+    /// Every player and UDP flow now (the players table, kicks, bans).
+    pub players: Arc<players::Players>,
+    /// `bans.json` as last read well.
+    pub bans: bans::Bans,
+    /// The last hour per service (`/api/history`).
+    pub history: crate::history::History,
     pub tracker: TaskTracker,
     /// Stop accepting, end sessions and pooled channels.
     pub shutdown: CancellationToken,
@@ -183,9 +193,13 @@ impl Hub {
     /// (`load`), then binds every port; a bad certificate, a missing hash
     /// file or a port in use fails here, before anything is served.
     pub async fn bind(settings: HubSettings) -> Result<Hub> {
-        let (settings, loaded_tls) = tokio::task::spawn_blocking(move || load(settings))
-            .await
-            .context("loading the TLS files")??;
+        let (settings, loaded_tls, bans) = tokio::task::spawn_blocking(move || {
+            let (settings, tls) = load(settings)?;
+            let bans = bans::Bans::load(&settings)?;
+            anyhow::Ok((settings, tls, bans))
+        })
+        .await
+        .context("loading the TLS files")??;
         let doors = Doors::bind(&settings).await?;
         let metrics = Arc::new(crate::metrics::HubMetrics::new(
             settings.services.iter().map(|s| s.name.as_str()),
@@ -234,6 +248,9 @@ impl Hub {
             enrol_sources: Arc::default(),
             addrs: std::sync::OnceLock::new(),
             sessions: Arc::new(Sessions::new(shutdown.clone(), metrics.clone(), grants)),
+            players: Arc::default(),
+            bans,
+            history: Default::default(),
             tracker,
             shutdown,
             hard_stop,
@@ -343,6 +360,8 @@ impl Hub {
         shared.warn_at_start();
         // Also without one at start: a reload may add `tls.crl`.
         shared.tracker.spawn(crl::watch(shared.clone()));
+        shared.tracker.spawn(bans::watch(shared.clone()));
+        shared.tracker.spawn(sampler::run(shared.clone()));
         if let (Some(listener), Some(a)) = (self.admin, &s.admin) {
             let source: Arc<dyn crate::admin::Source> = shared.clone();
             crate::admin::spawn(listener, source, a, &shared.shutdown, &shared.tracker);

@@ -28,7 +28,7 @@ pub(super) fn on_accept(
 ) {
     // The door's limits come before anything costs the ep: no channel, no
     // dial at home for a refused player, who gets a reset.
-    let admitted = match door.admit(addr.ip()) {
+    let admitted = match super::bans::admit(&shared, &svc.name, door, addr.ip()) {
         Ok(a) => a,
         Err(reason) => {
             net::abort_on_close(&tcp);
@@ -64,6 +64,7 @@ pub(super) fn watch(door: &Door, admitted: &super::admission::Admitted) -> relay
         idle: admitted.limits.idle_timeout,
         meter: Some(door.meters().meter.clone()),
         first_down: Some((std::time::Instant::now(), door.meters().first_byte.clone())),
+        player: None,
         rate: door.caps().relay_limits(),
     }
 }
@@ -108,10 +109,14 @@ pub(super) async fn serve(
     let Player {
         addr,
         offset,
-        watch,
+        mut watch,
     } = to;
     let tcp = &mut *tcp;
     tracing::info!("player connected");
+    // Dropped at the end of this call, before the caller closes `tcp`.
+    let seat = seat(&shared, &svc, tcp, addr, &cut);
+    watch.player = Some(seat.player.meter.clone());
+    super::bans::seated(&shared, &seat.player);
     let wait = shared.settings().timing.player_wait;
     let taken = tokio::select! {
         r = svc.take(wait) => r,
@@ -119,10 +124,19 @@ pub(super) async fn serve(
             tracing::info!("player left before a channel was ready");
             return None;
         }
+        _ = seat.player.ended() => {
+            net::abort_on_close(tcp);
+            tracing::info!("player closed before a channel was ready: {}", seat.player.ended_by().unwrap_or("cut off"));
+            return None;
+        }
         _ = shared.shutdown.cancelled() => return None,
     };
     let (named, modern, mut tunnel) = match taken {
-        Ok(ch) => (ch.opened_by_hub(), ch.modern, ch.tunnel),
+        Ok(ch) => {
+            let ep = shared.sessions.ep_of(ch.session);
+            seat.player.carried_by(ch.session, ep, ch.opened_by_hub());
+            (ch.opened_by_hub(), ch.modern, ch.tunnel)
+        }
         Err(e) => {
             tracing::info!("player closed: {e}");
             return opening.map(|_| Unanswered::Silent);
@@ -143,7 +157,7 @@ pub(super) async fn serve(
         return opening.map(|_| Unanswered::Silent);
     }
     if let Some(o) = &opening {
-        match first_answer(tcp, &mut tunnel, o.hold, &cut).await {
+        match first_answer(tcp, &mut tunnel, o.hold, &seat.player).await {
             Ok(()) => {}
             Err(FirstAnswer::Home(why)) => {
                 tunnel.abort();
@@ -158,8 +172,26 @@ pub(super) async fn serve(
             }
         }
     }
-    relay_home(&shared, tcp, &mut tunnel, watch, &cut).await;
+    relay_home(&shared, tcp, &mut tunnel, watch, &seat.player).await;
     None
+}
+
+/// `tcp`'s place in the players table, ended by `cut` or a kick.
+fn seat(
+    shared: &Shared,
+    svc: &Arc<Service>,
+    tcp: &TcpStream,
+    addr: SocketAddr,
+    cut: &tokio_util::sync::CancellationToken,
+) -> super::players::PlayerGuard {
+    let arrival = super::players::Arrival {
+        svc,
+        addr,
+        udp: false,
+        fd: Some(std::os::fd::AsRawFd::as_raw_fd(tcp)),
+        cut,
+    };
+    shared.players.add(arrival, relay::Meter::default())
 }
 
 /// `Start`, then the bytes a game door already read, within the handshake
@@ -197,12 +229,13 @@ async fn relay_home(
     tcp: &mut TcpStream,
     tunnel: &mut super::service::Tunnel,
     watch: relay::Watch,
-    cut: &tokio_util::sync::CancellationToken,
+    seat: &super::players::Player,
 ) {
     let relayed = tokio::select! {
         r = relay::relay_watched(tcp, tunnel, watch) => Some(r),
-        // The hub's hard stop, or the service removed and drained.
-        _ = cut.cancelled() => None,
+        // The hub's hard stop, the service removed and drained, a kick or
+        // a ban.
+        _ = seat.ended() => None,
     };
     match relayed {
         Some((s, None)) => tracing::info!(
@@ -231,7 +264,8 @@ async fn relay_home(
             let why = if shared.hard_stop.is_cancelled() {
                 "hub shutting down"
             } else {
-                "service removed from the configuration"
+                seat.ended_by()
+                    .unwrap_or("service removed from the configuration")
             };
             tracing::info!("player cut off: {why}");
         }
@@ -249,7 +283,7 @@ async fn first_answer(
     tcp: &mut TcpStream,
     tunnel: &mut super::service::Tunnel,
     hold: std::time::Duration,
-    cut: &tokio_util::sync::CancellationToken,
+    seat: &super::players::Player,
 ) -> Result<(), FirstAnswer> {
     let (mut down, mut up) = (vec![0u8; 8 * 1024], vec![0u8; 4 * 1024]);
     let deadline = tokio::time::sleep(hold);
@@ -272,12 +306,12 @@ async fn first_answer(
                             return Err(FirstAnswer::Home(Unanswered::Silent));
                         },
                         _ = &mut deadline => return Err(FirstAnswer::Home(Unanswered::Held)),
-                        _ = cut.cancelled() => return Err(FirstAnswer::PlayerGone),
+                        _ = seat.ended() => return Err(FirstAnswer::PlayerGone),
                     }
                 }
             },
             _ = &mut deadline => return Err(FirstAnswer::Home(Unanswered::Held)),
-            _ = cut.cancelled() => return Err(FirstAnswer::PlayerGone),
+            _ = seat.ended() => return Err(FirstAnswer::PlayerGone),
         }
     }
 }

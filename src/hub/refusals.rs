@@ -43,6 +43,9 @@ pub enum Reason {
     PlayerNetworkFull,
     PlayerRate,
     PlayerBanned,
+    /// An address banned with `ferry hub ban` (not the automatic ban of
+    /// a flood, `PlayerBanned`).
+    Banned,
     HubFull,
     /// A game port's first packet: none within 5 s, too long, or not the
     /// game's.
@@ -83,6 +86,7 @@ impl Reason {
             Reason::PlayerNetworkFull => "too many players from one network",
             Reason::PlayerRate => "player connection rate exceeded",
             Reason::PlayerBanned => "banned player address",
+            Reason::Banned => "banned",
             Reason::HubFull => "hub player cap reached",
             Reason::GameHandshake => "no game handshake",
             Reason::GameHandshakesFromSource => "too many game handshakes from one address",
@@ -93,7 +97,7 @@ impl Reason {
     }
 
     /// Reasons the player door gives.
-    pub const PLAYER: [Reason; 12] = [
+    pub const PLAYER: [Reason; 13] = [
         Reason::PlayerDenied,
         Reason::PlayerNotAllowed,
         Reason::ServiceFull,
@@ -101,6 +105,7 @@ impl Reason {
         Reason::PlayerNetworkFull,
         Reason::PlayerRate,
         Reason::PlayerBanned,
+        Reason::Banned,
         Reason::HubFull,
         Reason::GameHandshake,
         Reason::GameHandshakesFromSource,
@@ -132,6 +137,7 @@ impl Reason {
             | Reason::PlayerNetworkFull
             | Reason::PlayerRate
             | Reason::PlayerBanned
+            | Reason::Banned
             | Reason::HubFull
             | Reason::GameHandshake
             | Reason::GameHandshakesFromSource

@@ -79,7 +79,11 @@ fn keep_running(old: &HubSettings, mut new: HubSettings) -> HubSettings {
     new.control = old.control;
     new.channel = old.channel;
     new.quic = old.quic;
-    new.admin = old.admin.clone();
+    let hide = new.admin.as_ref().is_some_and(|a| a.hide_addresses);
+    new.admin = old.admin.clone().map(|mut a| {
+        a.hide_addresses = hide;
+        a
+    });
     new.enrol = old.enrol.clone();
     new.health = old.health;
     new.log_format = old.log_format;

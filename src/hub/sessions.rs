@@ -20,6 +20,8 @@ type Serving = Arc<Mutex<Vec<Arc<Service>>>>;
 
 struct Entry {
     session: u64,
+    /// Its ep's name, shared with the players it carries.
+    name: Arc<str>,
     serial: String,
     ip: IpAddr,
     version: String,
@@ -32,6 +34,18 @@ struct Entry {
     modern: bool,
     /// The session's QUIC connection, if it rides QUIC.
     link: Option<crate::quic::Link>,
+    rtt: Rtt,
+}
+
+/// A session's round trip in µs as last measured (0: not yet).
+pub(crate) type Rtt = Arc<std::sync::atomic::AtomicU64>;
+
+fn rtt_of(rtt: &Rtt, link: Option<&crate::quic::Link>) -> Option<std::time::Duration> {
+    if let Some(l) = link {
+        return Some(l.conn.rtt());
+    }
+    let us = rtt.load(std::sync::atomic::Ordering::Relaxed);
+    (us > 0).then(|| std::time::Duration::from_micros(us))
 }
 
 /// Who is logging in, as the control door verified it.
@@ -53,6 +67,8 @@ pub(crate) struct EpStatus {
     pub ip: IpAddr,
     pub version: String,
     pub since: tokio::time::Instant,
+    pub rtt: Option<std::time::Duration>,
+    pub over_quic: bool,
 }
 
 /// Ends a session from outside (a newer login, a revocation) with a reason.
@@ -95,6 +111,8 @@ pub(crate) struct SessionGuard {
     pub ip: IpAddr,
     /// The session's QUIC connection, if it rides QUIC.
     pub link: Option<crate::quic::Link>,
+    /// Set by the session loop over TLS (the control connection's RTT).
+    pub rtt: Rtt,
     serving: Serving,
     end: Arc<EndSignal>,
 }
@@ -170,8 +188,10 @@ impl Sessions {
             reason: Mutex::new(None),
         });
         let serving: Serving = Arc::new(Mutex::new(services.clone()));
+        let rtt = Rtt::default();
         let entry = Entry {
             session: id,
+            name: ep.into(),
             serial: serial.to_string(),
             ip,
             version: version.to_string(),
@@ -182,6 +202,7 @@ impl Sessions {
             ctrl: ctrl.clone(),
             modern,
             link: link.clone(),
+            rtt: rtt.clone(),
         };
         self.metrics
             .ep_connected
@@ -213,6 +234,7 @@ impl Sessions {
             ep: ep.to_string(),
             ip,
             link,
+            rtt,
             serving,
             end,
         })
@@ -282,6 +304,20 @@ impl Sessions {
         self.lock().by_ep.get(ep).map(|e| e.link.is_some())
     }
 
+    /// The ep carrying `session`, if it is logged in (its name shared).
+    pub fn ep_of(&self, session: u64) -> Option<Arc<str>> {
+        let st = self.lock();
+        let e = st.by_ep.values().find(|e| e.session == session)?;
+        Some(e.name.clone())
+    }
+
+    /// The round trip to `ep`, if it is logged in and measured.
+    pub fn rtt_of_ep(&self, ep: &str) -> Option<std::time::Duration> {
+        let st = self.lock();
+        let e = st.by_ep.get(ep)?;
+        rtt_of(&e.rtt, e.link.as_ref())
+    }
+
     /// Logged-in eps, by name.
     pub fn list(&self) -> Vec<EpStatus> {
         let st = self.lock();
@@ -293,6 +329,8 @@ impl Sessions {
                 ip: e.ip,
                 version: e.version.clone(),
                 since: e.since,
+                rtt: rtt_of(&e.rtt, e.link.as_ref()),
+                over_quic: e.link.is_some(),
             })
             .collect();
         out.sort_by(|a, b| a.name.cmp(&b.name));

@@ -28,6 +28,17 @@ impl crate::admin::Source for Shared {
         })
     }
 
+    fn players(&self, limit: usize) -> Option<(usize, Value)> {
+        let s = self.settings();
+        let hide = s.admin.as_ref().is_some_and(|a| a.hide_addresses);
+        let (total, rows) = super::players_view::rows(self, hide, limit);
+        Some((total, Value::Array(rows)))
+    }
+
+    fn history(&self) -> Option<Value> {
+        Some(self.history.json())
+    }
+
     fn config(&self) -> Option<Value> {
         let tls = self.trust.loaded.get();
         let summary = crate::config::plan::Summary::of(&self.settings(), &tls.digest);
@@ -36,6 +47,16 @@ impl crate::admin::Source for Shared {
 
     fn status(&self) -> Value {
         let now = tokio::time::Instant::now();
+        // A page shared with addresses hidden hides the eps' (homes') too.
+        let hide = self
+            .settings()
+            .admin
+            .as_ref()
+            .is_some_and(|a| a.hide_addresses);
+        let shown = |ip: std::net::IpAddr| match hide {
+            true => crate::config::admin::shown_address((ip, 0).into(), true),
+            false => ip.to_string(),
+        };
         let eps: Vec<Value> = self
             .sessions
             .list()
@@ -43,10 +64,13 @@ impl crate::admin::Source for Shared {
             .map(|e| {
                 json!({
                     "name": e.name,
-                    "address": e.ip.to_string(),
+                    "address": shown(e.ip),
                     "version": e.version,
                     "connected_for": format!("{}s", now.duration_since(e.since).as_secs()),
                     "connected_for_s": now.duration_since(e.since).as_secs(),
+                    "transport": if e.over_quic { "quic" } else { "tls" },
+                    "rtt": e.rtt.map(|r| format!("{:.1} ms", r.as_secs_f64() * 1e3)),
+                    "rtt_ms": e.rtt.map(|r| r.as_secs_f64() * 1e3),
                 })
             })
             .collect();
@@ -89,6 +113,10 @@ impl crate::admin::Source for Shared {
             "eps": eps,
             "services": services,
             "refusals": self.refusals.totals(),
+            "bans": super::bans::status(self),
+            // The ban list this hub follows, to compare with where
+            // `ferry hub ban` says it wrote.
+            "bans_file": self.bans.path.display().to_string(),
         })
     }
 }

@@ -24,6 +24,7 @@ pub struct EpMetrics {
     pub hub_rtt: Family<HubLabel, Gauge<f64, AtomicU64>>,
     pub traffic: Traffic,
     pub local_dial_failures: Family<ServiceLabel, Counter>,
+    pub local_dial: super::LatencyFamily,
 }
 
 impl EpMetrics {
@@ -40,6 +41,7 @@ impl EpMetrics {
             hub_rtt: Family::default(),
             traffic: Traffic::default(),
             local_dial_failures: Family::default(),
+            local_dial: Family::new_with_constructor(super::new_latency),
         };
         registry.register(
             "hub_connected",
@@ -74,12 +76,18 @@ impl EpMetrics {
             "Players closed because the service at home did not answer",
             m.local_dial_failures.clone(),
         );
+        registry.register(
+            "local_dial_seconds",
+            "How long dialling the service at home took for a player (a wake included)",
+            m.local_dial.clone(),
+        );
         for s in services {
             let l = ServiceLabel {
                 service: s.to_string(),
             };
             m.traffic.init(s);
             let _ = m.local_dial_failures.get_or_create(&l);
+            let _ = m.local_dial.get_or_create(&l);
         }
         EpMetrics { registry, ..m }
     }

@@ -48,6 +48,14 @@ pub struct EpLabel {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct EpNameLabel {
+    pub ep: String,
+}
+
+/// A gauge of seconds.
+pub type Seconds = Gauge<f64, std::sync::atomic::AtomicU64>;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RefusalLabel {
     pub door: &'static str,
     pub reason: &'static str,
@@ -160,6 +168,11 @@ pub struct HubMetrics {
     pub pool_ready: Family<ServiceLabel, Gauge>,
     pub channel_handshake: Histogram,
     pub first_byte: LatencyFamily,
+    /// The kernel's RTT of TCP players, sampled every `history::EVERY`.
+    pub player_rtt: LatencyFamily,
+    pub ep_rtt: Family<EpNameLabel, Seconds>,
+    /// How long the ep's dial of the local service took, as it reports.
+    pub local_dial: LatencyFamily,
     pub argon2: Family<OutcomeLabel, Counter>,
     pub udp: udp::UdpMetrics,
     pub enrolments: Counter,
@@ -178,6 +191,9 @@ impl HubMetrics {
             pool_ready: Family::default(),
             channel_handshake: new_latency(),
             first_byte: Family::new_with_constructor(new_latency),
+            player_rtt: Family::new_with_constructor(new_latency),
+            ep_rtt: Family::default(),
+            local_dial: Family::new_with_constructor(new_latency),
             argon2: Family::default(),
             udp: udp::UdpMetrics::default(),
             enrolments: Counter::default(),
@@ -214,6 +230,7 @@ impl HubMetrics {
             "From a player's accept to the first byte from home",
             m.first_byte.clone(),
         );
+        m.register_lag(&mut registry);
         registry.register(
             "argon2_checks",
             "Token checks, by outcome",
@@ -233,11 +250,32 @@ impl HubMetrics {
             let _ = m.udp.for_service(s);
             let _ = m.pool_ready.get_or_create(&service);
             let _ = m.first_byte.get_or_create(&service);
+            let _ = m.player_rtt.get_or_create(&service);
+            let _ = m.local_dial.get_or_create(&service);
         }
         for outcome in [Outcome::Ok, Outcome::Wrong, Outcome::Busy] {
             let _ = m.argon2.get_or_create(&outcome.label());
         }
         HubMetrics { registry, ..m }
+    }
+
+    /// Where players' lag comes from: the three latencies.
+    fn register_lag(&self, registry: &mut Registry) {
+        registry.register(
+            "player_rtt_seconds",
+            "The kernel's smoothed RTT of TCP players to the hub, sampled every 10 s",
+            self.player_rtt.clone(),
+        );
+        registry.register(
+            "ep_rtt_seconds",
+            "Round trip between the hub and an ep (the ep's ping over TLS, else TCP's RTT; the path RTT over QUIC)",
+            self.ep_rtt.clone(),
+        );
+        registry.register(
+            "local_dial_seconds",
+            "How long the ep took to dial the service at home for a player, as the ep reports",
+            self.local_dial.clone(),
+        );
     }
 
     /// The Prometheus text format.

@@ -779,7 +779,7 @@ pub async fn http_get(addr: SocketAddr, path: &str, token: Option<&str>) -> (u16
     let auth = token
         .map(|t| format!("Authorization: Bearer {t}\r\n"))
         .unwrap_or_default();
-    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\n{auth}\r\n").as_bytes())
+    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n{auth}\r\n").as_bytes())
         .await
         .unwrap();
     let mut reply = String::new();

@@ -90,7 +90,7 @@ pub(in crate::hub) fn on_accept(
 /// refused, with a reset.
 fn admit_early(shared: &Shared, port: &str, tcp: &TcpStream, addr: SocketAddr) -> Option<Early> {
     let early = match sole_service(shared, port) {
-        Some(door) => match door.admit(addr.ip()) {
+        Some(door) => match crate::hub::bans::admit(shared, port, &door, addr.ip()) {
             Ok(a) => Some((port.to_string(), a)),
             Err(reason) => {
                 refuse(
@@ -218,7 +218,8 @@ fn turned_away(shared: &Shared, port: &str, ip: std::net::IpAddr) -> Option<Reas
         .iter()
         .filter(|s| s.name == port || s.shares_port_of.as_deref() == Some(port))
     {
-        match shared.served(&s.name)?.door.turned_away(ip) {
+        let banned = shared.bans.check(&s.name, ip).err();
+        match banned.or_else(|| shared.served(&s.name)?.door.turned_away(ip)) {
             Some(r) => why = Some(r),
             None => return None,
         }
@@ -377,7 +378,8 @@ async fn routed(
     drop(reading);
     // (A reload since the accept may have moved the name elsewhere.)
     let early = early.and_then(|(at, a)| (at == name).then_some(a));
-    let admitted = match early.map_or_else(|| served.door.admit(addr.ip()), Ok) {
+    let admit = || crate::hub::bans::admit(&shared, &name, &served.door, addr.ip());
+    let admitted = match early.map_or_else(admit, Ok) {
         Ok(a) => a,
         Err(reason) => {
             refuse(

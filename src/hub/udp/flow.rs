@@ -40,12 +40,22 @@ impl Run {
         let key = (self.offset, self.at.player);
         tracing::info!("udp flow started");
         let down = Down::default();
-        let why = self.carry(&down).await;
+        let arrival = crate::hub::players::Arrival {
+            svc: &self.svc,
+            addr: self.at.player,
+            udp: true,
+            fd: None,
+            cut: &self.cut,
+        };
+        let seat = self.shared.players.add(arrival, self.flow.meter.clone());
+        crate::hub::bans::seated(&self.shared, &seat.player);
+        let why = self.carry(&down, &seat.player).await;
+        drop(seat);
         self.door.ended(key, &self.flow);
         let f = &self.flow;
         tracing::info!(
             up_datagrams = f.up_datagrams.load(Ordering::Relaxed),
-            up_bytes = f.up_bytes.load(Ordering::Relaxed),
+            up_bytes = f.meter.up.get(),
             down_datagrams = down.datagrams.load(Ordering::Relaxed),
             down_bytes = down.bytes.load(Ordering::Relaxed),
             "udp flow ended: {why}"
@@ -53,8 +63,8 @@ impl Run {
     }
 
     /// Everything from taking a channel to the end; why it ended.
-    async fn carry(&self, down: &Down) -> String {
-        let (tunnel, link, id) = match self.open().await {
+    async fn carry(&self, down: &Down, seat: &crate::hub::players::Player) -> String {
+        let (tunnel, link, id) = match self.open(seat).await {
             Ok(opened) => opened,
             Err(why) => return why,
         };
@@ -121,7 +131,10 @@ impl Run {
             quiet = self.idle() => format!("idle for {quiet:?}"),
             _ = self.flow.end.cancelled() => "made room for a newcomer".into(),
             _ = self.shared.shutdown.cancelled() => "hub shutting down".into(),
-            _ = self.cut.cancelled() => "service removed from the configuration".into(),
+            _ = seat.ended() => match seat.ended_by() {
+                Some(why) => why.into(),
+                None => "service removed from the configuration".into(),
+            },
             _ = self.closed.cancelled() => "its port was closed or handed to another service".into(),
         };
         let mut tunnel = rd.unsplit(wr);
@@ -153,6 +166,7 @@ impl Run {
     /// connection's datagram link and this flow's id on it. Or why not.
     async fn open(
         &self,
+        seat: &crate::hub::players::Player,
     ) -> Result<
         (
             crate::hub::service::Tunnel,
@@ -168,11 +182,15 @@ impl Run {
             quiet = self.idle() => return Err(format!("idle for {quiet:?} before a channel was ready")),
             _ = self.flow.end.cancelled() => return Err("made room for a newcomer before a channel was ready".into()),
             _ = self.closed.cancelled() => return Err("its port was closed or handed to another service".into()),
-            _ = self.cut.cancelled() => return Err("service removed from the configuration".into()),
+            _ = seat.ended() => return Err(seat.ended_by().unwrap_or("service removed from the configuration").into()),
             _ = self.shared.shutdown.cancelled() => return Err("hub shutting down".into()),
         };
         let (named, mut tunnel) = match taken {
-            Ok(ch) => (ch.opened_by_hub(), ch.tunnel),
+            Ok(ch) => {
+                let ep = self.shared.sessions.ep_of(ch.session);
+                seat.carried_by(ch.session, ep, ch.opened_by_hub());
+                (ch.opened_by_hub(), ch.tunnel)
+            }
             Err(e) => return Err(e.to_string()),
         };
         self.door.started(&self.flow);

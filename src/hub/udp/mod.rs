@@ -65,7 +65,8 @@ pub(crate) struct Flow {
     /// Ended from outside (made room for another, the hub stopping).
     end: CancellationToken,
     up_datagrams: AtomicU64,
-    up_bytes: AtomicU64,
+    /// Its bytes each way, for the players table.
+    meter: crate::relay::Meter,
     /// Its byte-rate budgets; None when its service had no cap as it began.
     /// Boxed: an uncapped flow holds one pointer's worth for it.
     rate: Option<Box<crate::rate::Datagrams>>,
@@ -208,7 +209,7 @@ impl UdpDoor {
             started: AtomicBool::new(false),
             end: CancellationToken::new(),
             up_datagrams: AtomicU64::new(0),
-            up_bytes: AtomicU64::new(0),
+            meter: crate::relay::Meter::default(),
             rate: self.caps.datagram_limits().map(Box::new),
         });
         if let Some(r) = &flow.rate {
@@ -241,7 +242,7 @@ impl UdpDoor {
         flow.last.store(now, Ordering::Relaxed);
         flow.last_up.store(now, Ordering::Relaxed);
         flow.up_datagrams.fetch_add(1, Ordering::Relaxed);
-        flow.up_bytes.fetch_add(len, Ordering::Relaxed);
+        flow.meter.up.inc_by(len);
         self.traffic.meter.up.inc_by(len);
     }
 
@@ -250,6 +251,7 @@ impl UdpDoor {
         let now = self.now_ms();
         flow.last.store(now, Ordering::Relaxed);
         flow.last_down.store(now, Ordering::Relaxed);
+        flow.meter.down.inc_by(len);
         self.traffic.meter.down.inc_by(len);
     }
 
@@ -383,6 +385,16 @@ impl UdpPort {
             // One name per player however the socket saw it: a dual-stack
             // socket sees an IPv4 player as ::ffff:a.b.c.d.
             let player = SocketAddr::new(r.from.ip().to_canonical(), r.from.port());
+            // Every datagram, not only a new flow's: a banned flow's own
+            // stop at once, before its sweep ends it (and no server-list
+            // answer either).
+            if let Err(reason) = shared.bans.check(&self.svc.name, player.ip()) {
+                let detail = format!("udp datagram refused by service {}", self.door.service);
+                shared
+                    .refusals
+                    .record_player(&self.door.service, reason, player.ip(), &detail);
+                continue;
+            }
             // A Bedrock server-list ping while home is away: answered here.
             let port = local.map_or(0, |l| l.port());
             match pongs.answer(&shared, &self.svc, port, &buf[..r.len]) {

@@ -1,0 +1,206 @@
+//! `ferry hub ban`, `unban` and `kick`: they change `bans.json` in the
+//! hub's state folder (see `crate::bans`), which the running hub follows
+//! within a second; nothing is sent to the hub, whose admin door stays
+//! read-only. They work whether the hub runs or not.
+
+use crate::{
+    bans::{self, Ban, Kick, Net},
+    config::hub::HubSettings,
+};
+use anyhow::{Context, Result};
+use clap::Args;
+
+#[derive(Args)]
+pub(super) struct BanArgs {
+    /// An address (203.0.113.7, 2001:db8::7) or a network (203.0.113.0/24).
+    #[arg(value_name = "ADDRESS|CIDR")]
+    address: String,
+    /// For how long ("30m", "1h", "72h"); without it, until `ferry hub
+    /// unban`.
+    #[arg(long = "for", value_name = "DURATION")]
+    duration: Option<String>,
+    /// Only from this service; without it, from every service.
+    #[arg(long, value_name = "NAME")]
+    service: Option<String>,
+}
+
+#[derive(Args)]
+pub(super) struct UnbanArgs {
+    /// The address or network exactly as banned.
+    #[arg(value_name = "ADDRESS|CIDR")]
+    address: String,
+    /// Only its ban from this service; without it, every ban of it.
+    #[arg(long, value_name = "NAME")]
+    service: Option<String>,
+}
+
+#[derive(Args)]
+pub(super) struct KickArgs {
+    /// The address (or network) whose players to close; they may come
+    /// back (`ferry hub ban` keeps them out).
+    #[arg(value_name = "ADDRESS|CIDR")]
+    address: String,
+    /// Only its players of this service.
+    #[arg(long, value_name = "NAME")]
+    service: Option<String>,
+}
+
+/// The address argument, parsed.
+fn net(s: &str) -> Result<Net> {
+    Net::parse(s).map_err(anyhow::Error::msg)
+}
+
+/// `--service`, checked against the services hub.toml names.
+fn service(settings: &HubSettings, name: Option<&str>) -> Result<Option<String>> {
+    let Some(name) = name else { return Ok(None) };
+    if settings.service(name).is_some() {
+        return Ok(Some(name.to_string()));
+    }
+    let known: Vec<&str> = settings.services.iter().map(|s| s.name.as_str()).collect();
+    anyhow::bail!(
+        "no service {name:?} in {}; its services: {}",
+        settings.file.display(),
+        if known.is_empty() {
+            "none".to_string()
+        } else {
+            known.join(", ")
+        }
+    )
+}
+
+fn scope(service: Option<&str>) -> String {
+    match service {
+        Some(s) => format!("service {s}"),
+        None => "every service".to_string(),
+    }
+}
+
+pub(super) fn ban(settings: &HubSettings, a: BanArgs) -> Result<()> {
+    let address = net(&a.address)?;
+    let service = service(settings, a.service.as_deref())?;
+    let length = match &a.duration {
+        Some(d) => {
+            let d = crate::config::parse_duration(d)
+                .map_err(anyhow::Error::msg)
+                .context("--for")?;
+            anyhow::ensure!(
+                d.as_secs() > 0,
+                "--for {} is under a second; leave --for out to ban until unbanned",
+                a.duration.as_deref().unwrap_or_default()
+            );
+            Some(d)
+        }
+        None => None,
+    };
+    let now = crate::history::unix_now();
+    let ban = Ban {
+        address,
+        service: service.clone(),
+        until: length.map(until),
+        since: now,
+    };
+    let path = bans::path(settings);
+    let replaced = bans::change(&path, now, |f| {
+        let before = f.bans.len();
+        f.bans
+            .retain(|b| !(b.address == ban.address && b.service == ban.service));
+        f.bans.push(ban.clone());
+        f.bans.len() == before
+    })?;
+    let until = match ban.until {
+        Some(u) => format!("until {}", crate::admin::client::utc(u)),
+        None => "until `ferry hub unban`".to_string(),
+    };
+    println!(
+        "{} {address} from {}, {until}",
+        if replaced { "banned again" } else { "banned" },
+        scope(service.as_deref())
+    );
+    println!(
+        "wrote {}; a running hub closes its players and refuses it within a second",
+        path.display()
+    );
+    Ok(())
+}
+
+/// The whole second at which a ban of `length` from now ends: rounded
+/// up, so it lasts at least that long (the hub counts whole seconds).
+fn until(length: std::time::Duration) -> u64 {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    let end = now + length;
+    end.as_secs() + u64::from(end.subsec_nanos() > 0)
+}
+
+pub(super) fn unban(settings: &HubSettings, a: UnbanArgs) -> Result<()> {
+    let address = net(&a.address)?;
+    // A service since removed from hub.toml may still have a ban to lift.
+    let only = a.service.clone();
+    let path = bans::path(settings);
+    let now = crate::history::unix_now();
+    let (removed, covering) = bans::change(&path, now, |f| {
+        let before = f.bans.len();
+        f.bans.retain(|b| {
+            b.address != address || only.as_ref().is_some_and(|s| b.service.as_ref() != Some(s))
+        });
+        let covering: Vec<String> = f
+            .bans
+            .iter()
+            .filter(|b| b.address != address)
+            .filter(|b| single(&address).is_some_and(|ip| b.address.contains(ip)))
+            .map(|b| b.address.to_string())
+            .collect();
+        (before - f.bans.len(), covering)
+    })?;
+    if removed == 0 {
+        println!(
+            "no ban of {address}{} in {}",
+            only.map(|s| format!(" from service {s}"))
+                .unwrap_or_default(),
+            path.display()
+        );
+    } else {
+        println!(
+            "lifted {removed} ban{} of {address}; wrote {}: a running hub lets it in within a second",
+            if removed == 1 { "" } else { "s" },
+            path.display()
+        );
+    }
+    if !covering.is_empty() {
+        println!(
+            "note: it is still inside banned networks: {}",
+            covering.join(", ")
+        );
+    }
+    Ok(())
+}
+
+/// The one address `net` is, if it is a host.
+fn single(net: &Net) -> Option<std::net::IpAddr> {
+    net.to_string().parse().ok()
+}
+
+pub(super) fn kick(settings: &HubSettings, a: KickArgs) -> Result<()> {
+    let address = net(&a.address)?;
+    let service = service(settings, a.service.as_deref())?;
+    let now = crate::history::unix_now();
+    let kick = Kick {
+        address,
+        service: service.clone(),
+        at: now,
+        id: crate::token::random_hex(6),
+    };
+    let path = bans::path(settings);
+    bans::change(&path, now, |f| f.kicks.push(kick))?;
+    println!(
+        "kick of {address} from {} written to {}",
+        scope(service.as_deref()),
+        path.display()
+    );
+    println!(
+        "a running hub closes the players it has from there now within a second; \
+         they may come back (`ferry hub ban` keeps them out)"
+    );
+    Ok(())
+}

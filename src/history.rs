@@ -1,0 +1,163 @@
+//! The last hour of a role's traffic, per service, in memory: a ring of
+//! 10-second points (players, bytes/s each way), so a status page opened
+//! now shows what happened before it was opened (`/api/history`).
+//!
+//! Bounded: `POINTS` points of 24 bytes per service, about 8.4 KiB per
+//! service for the hour; a service no longer configured is forgotten.
+
+use serde::Serialize;
+use std::{
+    collections::{BTreeMap, VecDeque},
+    sync::Mutex,
+    time::Duration,
+};
+
+/// One point per this long.
+pub const EVERY: Duration = Duration::from_secs(10);
+/// An hour of points.
+pub const POINTS: usize = 360;
+
+/// A service at one moment: players, and bytes/s each way over the
+/// interval before it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Point {
+    /// Seconds since the Unix epoch.
+    pub t: u64,
+    pub players: u32,
+    pub up: u32,
+    pub down: u32,
+}
+
+/// What the role counts now for one service: players, and byte totals
+/// since start each way.
+pub struct Sample {
+    pub service: String,
+    pub players: u64,
+    pub up: u64,
+    pub down: u64,
+}
+
+#[derive(Default)]
+struct Series {
+    points: VecDeque<Point>,
+    /// The totals at the last point (and when), for the next rate.
+    last: Option<(u64, u64, u64)>,
+}
+
+#[derive(Default)]
+pub struct History {
+    services: Mutex<BTreeMap<String, Series>>,
+}
+
+impl History {
+    /// Adds a point per sampled service at `t` (Unix seconds); services
+    /// not sampled are forgotten.
+    pub fn record(&self, t: u64, samples: impl IntoIterator<Item = Sample>) {
+        let mut all = self.services.lock().unwrap_or_else(|p| p.into_inner());
+        let mut kept = BTreeMap::new();
+        for s in samples {
+            let mut series = all.remove(&s.service).unwrap_or_default();
+            if series.last.is_some_and(|(t0, ..)| t <= t0) {
+                // The wall clock stepped back: points out of order would
+                // draw nonsense; start the service's hour again.
+                series = Series::default();
+            }
+            let rate = |now: u64, then: u64, secs: u64| {
+                u32::try_from(now.saturating_sub(then) / secs.max(1)).unwrap_or(u32::MAX)
+            };
+            let (up, down) = match series.last {
+                Some((t0, up0, down0)) if t > t0 => {
+                    (rate(s.up, up0, t - t0), rate(s.down, down0, t - t0))
+                }
+                _ => (0, 0),
+            };
+            series.last = Some((t, s.up, s.down));
+            if series.points.capacity() == 0 {
+                // Exactly the hour, not the next power of two.
+                series.points.reserve_exact(POINTS);
+            }
+            if series.points.len() == POINTS {
+                series.points.pop_front();
+            }
+            series.points.push_back(Point {
+                t,
+                players: u32::try_from(s.players).unwrap_or(u32::MAX),
+                up,
+                down,
+            });
+            kept.insert(s.service, series);
+        }
+        *all = kept;
+    }
+
+    /// `{"every_s": 10, "now": UNIX_S, "services": {"NAME": [{t, players, up, down}…]}}`.
+    pub fn json(&self) -> serde_json::Value {
+        let all = self.services.lock().unwrap_or_else(|p| p.into_inner());
+        let services: serde_json::Map<String, serde_json::Value> = all
+            .iter()
+            .map(|(name, s)| (name.clone(), serde_json::json!(s.points)))
+            .collect();
+        serde_json::json!({ "every_s": EVERY.as_secs(), "now": unix_now(), "services": services })
+    }
+}
+
+/// Records a point now and every `EVERY` until `stop`, from `sample`.
+pub async fn keep(
+    history: &History,
+    stop: &tokio_util::sync::CancellationToken,
+    sample: impl Fn() -> Vec<Sample>,
+) {
+    let mut tick = tokio::time::interval(EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = stop.cancelled() => return,
+        }
+        history.record(unix_now(), sample());
+    }
+}
+
+/// Seconds since the Unix epoch, now.
+pub fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample(service: &str, players: u64, up: u64, down: u64) -> Sample {
+        Sample {
+            service: service.to_string(),
+            players,
+            up,
+            down,
+        }
+    }
+
+    #[test]
+    fn rates_come_from_totals_and_the_ring_keeps_an_hour() {
+        let h = History::default();
+        h.record(100, [sample("a", 1, 0, 0)]);
+        h.record(110, [sample("a", 2, 1000, 5000)]);
+        let v = h.json();
+        let a = &v["services"]["a"];
+        assert_eq!(a[1]["up"], 100);
+        assert_eq!(a[1]["down"], 500);
+        assert_eq!(a[1]["players"], 2);
+        for i in 0..(POINTS as u64 + 50) {
+            h.record(
+                120 + i * 10,
+                [sample("a", 0, 1000, 5000), sample("b", 0, 0, 0)],
+            );
+        }
+        let v = h.json();
+        assert_eq!(v["services"]["a"].as_array().unwrap().len(), POINTS);
+        // A service gone from the configuration is forgotten.
+        h.record(100_000, [sample("b", 0, 0, 0)]);
+        assert!(h.json()["services"].get("a").is_none());
+    }
+}

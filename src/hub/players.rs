@@ -1,0 +1,271 @@
+//! Who is playing now: one entry per TCP player and per UDP flow, for the
+//! players table (`/api/players`), kicks and bans. An entry holds only
+//! what the table shows and a token to end the player; its bytes are
+//! counted by the relay as it goes.
+
+use crate::relay::Meter;
+use std::{
+    collections::HashMap,
+    net::SocketAddr,
+    os::fd::RawFd,
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicBool, AtomicU64, Ordering},
+    },
+    time::Duration,
+};
+use tokio_util::sync::CancellationToken;
+
+/// "None yet" in the atomics below.
+const UNSET: u64 = u64::MAX;
+
+pub(crate) struct Player {
+    /// Its service (shared, so a player costs no copy of the name).
+    svc: Arc<super::service::Service>,
+    pub addr: SocketAddr,
+    pub udp: bool,
+    /// Unix seconds at admission.
+    pub since: u64,
+    /// For how long it has played (the wall clock may step).
+    pub started: std::time::Instant,
+    /// Bytes each way, added to by the relay.
+    pub meter: Meter,
+    /// The session that carries it (`UNSET` while it waits for a channel).
+    session: AtomicU64,
+    /// The ep of that session (it may log in again meanwhile).
+    ep: std::sync::OnceLock<Arc<str>>,
+    over_quic: AtomicBool,
+    /// The ep's dial of the service at home, in µs, as the ep reported.
+    dial_us: AtomicU64,
+    /// Bytes/s both ways over the last tick, and the totals it came from.
+    rate: AtomicU64,
+    counted: AtomicU64,
+    /// The player's TCP socket while it is open, for `TCP_INFO`.
+    fd: Mutex<Option<RawFd>>,
+    /// The service's token (removal, the hard stop): a clone, not a child,
+    /// so a player costs no node in the token's tree.
+    cut: CancellationToken,
+    /// Why it was ended from outside (a kick, a ban), once it is; and the
+    /// wake-up for a relay waiting on `ended`.
+    why: std::sync::OnceLock<&'static str>,
+    kicked: tokio::sync::Notify,
+}
+
+impl Player {
+    /// Resolves when the player is to be cut off: its service's token,
+    /// or a kick or ban (`ended_by` says which).
+    pub async fn ended(&self) {
+        let kicked = async {
+            loop {
+                let woken = self.kicked.notified();
+                tokio::pin!(woken);
+                // Registered before the look, so a kick in between wakes it.
+                woken.as_mut().enable();
+                if self.why.get().is_some() {
+                    return;
+                }
+                woken.await;
+            }
+        };
+        tokio::select! {
+            _ = self.cut.cancelled() => {}
+            _ = kicked => {}
+        }
+    }
+
+    /// Why it was ended from outside (a kick or a ban), if it was.
+    pub fn ended_by(&self) -> Option<&'static str> {
+        self.why.get().copied()
+    }
+
+    /// Carried by `session` of `ep` from now.
+    pub fn carried_by(&self, session: u64, ep: Option<Arc<str>>, over_quic: bool) {
+        self.over_quic.store(over_quic, Ordering::Relaxed);
+        if let Some(ep) = ep {
+            let _ = self.ep.set(ep);
+        }
+        self.session.store(session, Ordering::Relaxed);
+    }
+
+    pub fn service(&self) -> &str {
+        &self.svc.name
+    }
+
+    pub fn ep(&self) -> Option<&str> {
+        self.ep.get().map(|e| &**e)
+    }
+
+    pub fn session(&self) -> Option<u64> {
+        Some(self.session.load(Ordering::Relaxed)).filter(|s| *s != UNSET)
+    }
+
+    pub fn over_quic(&self) -> bool {
+        self.over_quic.load(Ordering::Relaxed)
+    }
+
+    pub fn dial(&self) -> Option<Duration> {
+        let us = self.dial_us.load(Ordering::Relaxed);
+        (us != UNSET).then(|| Duration::from_micros(us))
+    }
+
+    /// Bytes/s both ways, as of the last tick.
+    pub fn rate(&self) -> u64 {
+        self.rate.load(Ordering::Relaxed)
+    }
+
+    /// The kernel's smoothed RTT to the player (TCP players only).
+    pub fn rtt(&self) -> Option<Duration> {
+        // Held while reading: the guard clears it (under this lock) before
+        // the socket closes, so the descriptor is never another's.
+        let fd = self.fd.lock().unwrap_or_else(|p| p.into_inner());
+        fd.and_then(crate::tcp_info::rtt)
+    }
+
+    fn end(&self, why: &'static str) {
+        let _ = self.why.set(why);
+        self.kicked.notify_waiters();
+    }
+}
+
+#[derive(Default)]
+pub(crate) struct Players {
+    next: AtomicU64,
+    state: Mutex<State>,
+}
+
+#[derive(Default)]
+struct State {
+    all: HashMap<u64, Arc<Player>>,
+    /// TCP players by address, so an ep's report finds its player at once
+    /// (two at one address at once cannot be: the newest is kept).
+    tcp: HashMap<SocketAddr, u64>,
+}
+
+/// A player's place in the table; dropping it removes the player. Drop it
+/// before the player's socket (declare it after).
+pub(crate) struct PlayerGuard {
+    players: Arc<Players>,
+    id: u64,
+    pub player: Arc<Player>,
+}
+
+impl Drop for PlayerGuard {
+    fn drop(&mut self) {
+        *self.player.fd.lock().unwrap_or_else(|p| p.into_inner()) = None;
+        let mut st = self.players.lock();
+        st.all.remove(&self.id);
+        if st.tcp.get(&self.player.addr) == Some(&self.id) {
+            st.tcp.remove(&self.player.addr);
+        }
+    }
+}
+
+/// Who a player is, at admission.
+pub(crate) struct Arrival<'a> {
+    pub svc: &'a Arc<super::service::Service>,
+    pub addr: SocketAddr,
+    pub udp: bool,
+    pub fd: Option<RawFd>,
+    /// The service's token (removal, the hard stop).
+    pub cut: &'a CancellationToken,
+}
+
+impl Players {
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn add(self: &Arc<Self>, a: Arrival<'_>, meter: Meter) -> PlayerGuard {
+        let id = self.next.fetch_add(1, Ordering::Relaxed);
+        let player = Arc::new(Player {
+            svc: a.svc.clone(),
+            addr: a.addr,
+            udp: a.udp,
+            since: crate::history::unix_now(),
+            started: std::time::Instant::now(),
+            meter,
+            session: AtomicU64::new(UNSET),
+            ep: std::sync::OnceLock::new(),
+            over_quic: AtomicBool::new(false),
+            dial_us: AtomicU64::new(UNSET),
+            rate: AtomicU64::new(0),
+            counted: AtomicU64::new(0),
+            fd: Mutex::new(a.fd),
+            cut: a.cut.clone(),
+            why: std::sync::OnceLock::new(),
+            kicked: tokio::sync::Notify::new(),
+        });
+        let mut st = self.lock();
+        st.all.insert(id, player.clone());
+        if !a.udp {
+            st.tcp.insert(a.addr, id);
+        }
+        drop(st);
+        PlayerGuard {
+            players: self.clone(),
+            id,
+            player,
+        }
+    }
+
+    /// Everyone, oldest first.
+    pub fn list(&self) -> Vec<Arc<Player>> {
+        let mut all: Vec<(u64, Arc<Player>)> = self
+            .lock()
+            .all
+            .iter()
+            .map(|(id, p)| (*id, p.clone()))
+            .collect();
+        all.sort_by_key(|(id, _)| *id);
+        all.into_iter().map(|(_, p)| p).collect()
+    }
+
+    /// Ends every player `doomed` picks, saying `why`; how many.
+    pub fn end_where(&self, doomed: impl Fn(&Player) -> bool, why: &'static str) -> usize {
+        let picked: Vec<Arc<Player>> = self
+            .lock()
+            .all
+            .values()
+            .filter(|p| doomed(p))
+            .cloned()
+            .collect();
+        for p in &picked {
+            p.end(why);
+        }
+        picked.len()
+    }
+
+    /// The ep's report of how long it took to dial home for `player` of
+    /// `service`; only a player carried by the reporting `session` takes it,
+    /// so one ep cannot write another's figures. The duration, if taken.
+    pub fn dialed(
+        &self,
+        session: u64,
+        service: &str,
+        player: SocketAddr,
+        us: u64,
+    ) -> Option<Duration> {
+        let st = self.lock();
+        let p = st.all.get(st.tcp.get(&player)?)?;
+        if p.service() != service || p.session() != Some(session) {
+            return None;
+        }
+        // An hour at most: a figure past that is a broken clock or a lie.
+        let us = us.min(3_600_000_000);
+        // One report per player: a second is not news, or not honest.
+        p.dial_us
+            .compare_exchange(UNSET, us, Ordering::Relaxed, Ordering::Relaxed)
+            .ok()?;
+        Some(Duration::from_micros(us))
+    }
+
+    /// Updates every player's rate from its byte totals, over `secs`.
+    pub fn tick(&self, secs: f64) {
+        for p in self.lock().all.values() {
+            let total = p.meter.up.get() + p.meter.down.get();
+            let before = p.counted.swap(total, Ordering::Relaxed);
+            let rate = (total.saturating_sub(before) as f64 / secs.max(0.001)) as u64;
+            p.rate.store(rate, Ordering::Relaxed);
+        }
+    }
+}

@@ -1,0 +1,600 @@
+//! `ferry hub ban`, `unban`, `kick` and `status --bans`, run as the real
+//! binary against a running hub's config file: a ban closes the address's
+//! players within a second and refuses it at the TCP and UDP doors, a kick
+//! closes them once, bans survive a restart, and a damaged file is named.
+//! Players come from 127.0.0.2 and 127.0.0.3 so that the ep, on
+//! 127.0.0.1, is never the address banned.
+
+mod common;
+
+use common::minecraft;
+use common::procs::{Ferry, HubProc, run};
+use common::udp::{ask, ask_until, eventually, player_from, udp_echo};
+use common::*;
+use ferry::config::hub::{HubConfig, HubFlags};
+use std::{
+    net::SocketAddr,
+    path::{Path, PathBuf},
+    time::{Duration, Instant},
+};
+use tokio::{
+    io::{AsyncReadExt, AsyncWriteExt},
+    net::TcpStream,
+};
+
+/// A hub in this process from `o` over `t`, its config file (for the
+/// CLI), and an ep serving each of its services from `local`, logged in.
+async fn hub_and_ep(
+    certs: &Certs,
+    t: Transport,
+    o: HubOpts,
+    local: SocketAddr,
+) -> (TestHub, TestEp, PathBuf) {
+    let o = t.hub_opts(o);
+    let file = write_hub_toml(certs, &o, None);
+    let settings = HubConfig::load(&file, HubFlags::default())
+        .unwrap()
+        .check(&file)
+        .unwrap();
+    let hub = TestHub::from_settings(settings, &o).await;
+    let services = o.services.iter().map(|s| (s.clone(), local)).collect();
+    let ep = TestEp::start(ep_settings(
+        certs,
+        &hub,
+        &t.ep_opts(&hub, EpOpts::new(certs, services)),
+    ));
+    hub.wait_sessions(1).await;
+    (hub, ep, file)
+}
+
+/// `ferry hub -c FILE ARGS…`, which must succeed; its output.
+async fn ferry_hub(file: &Path, args: &[&str]) -> String {
+    let mut all = vec!["hub".to_string(), "-c".into(), file.display().to_string()];
+    all.extend(args.iter().map(|a| a.to_string()));
+    let (ok, out) = tokio::task::spawn_blocking(move || {
+        let all: Vec<&str> = all.iter().map(String::as_str).collect();
+        run(&all)
+    })
+    .await
+    .unwrap();
+    assert!(ok, "ferry hub {args:?} failed: {out}");
+    out
+}
+
+/// A player from `src` whose bytes came back through the tunnel.
+async fn echoing(src: &str, to: SocketAddr) -> TcpStream {
+    let mut s = connect_from(src, to).await.unwrap();
+    s.write_all(b"hi").await.unwrap();
+    let mut buf = [0u8; 2];
+    tokio::time::timeout(Duration::from_secs(10), s.read_exact(&mut buf))
+        .await
+        .expect("an echo within 10 s")
+        .unwrap();
+    assert_eq!(&buf, b"hi");
+    s
+}
+
+/// Whether a new player from `src` is turned away: closed (reset or EOF)
+/// before any echo.
+async fn refused(src: &str, to: SocketAddr) -> bool {
+    let Ok(mut s) = connect_from(src, to).await else {
+        return true;
+    };
+    let _ = s.write_all(b"hi").await;
+    let mut buf = [0u8; 2];
+    matches!(
+        tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf)).await,
+        Ok(Ok(0)) | Ok(Err(_))
+    )
+}
+
+/// Tries players from `src` until one is echoed; how long it took.
+async fn admitted_within(src: &str, to: SocketAddr, within: Duration) -> Duration {
+    let start = Instant::now();
+    loop {
+        if !refused(src, to).await {
+            return start.elapsed();
+        }
+        assert!(
+            start.elapsed() < within,
+            "{src} still refused after {within:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Waits until the hub has read `bans.json` more than `before` times.
+async fn read_after(hub: &TestHub, before: u64) {
+    let mut rx = hub.handle.bans_reads();
+    tokio::time::timeout(Duration::from_secs(5), rx.wait_for(|n| *n > before))
+        .await
+        .expect("the hub read bans.json")
+        .unwrap();
+}
+
+fn reads(hub: &TestHub) -> u64 {
+    *hub.handle.bans_reads().borrow()
+}
+
+async fn a_ban_closes_players_at_once_and_unban_lets_them_back(t: Transport) {
+    let certs = Certs::new();
+    let (hub, _ep, file) = hub_and_ep(&certs, t, HubOpts::default(), echo_server().await).await;
+    let at = hub.service("echo");
+    let mut banned = echoing("127.0.0.2", at).await;
+    let mut other = echoing("127.0.0.3", at).await;
+
+    let start = Instant::now();
+    let out = ferry_hub(&file, &["ban", "127.0.0.2"]).await;
+    let written = Instant::now();
+    assert!(out.contains("banned 127.0.0.2 from every service"), "{out}");
+    assert!(
+        closed_by_peer(&mut banned, Duration::from_secs(5)).await,
+        "the banned player stayed connected"
+    );
+    let (since_cli, since_file) = (start.elapsed(), written.elapsed());
+    println!(
+        "figure ({t:?}): banned player closed {since_cli:?} after `ferry hub ban` started, \
+         {since_file:?} after it returned"
+    );
+    assert!(since_file < Duration::from_secs(1), "{since_file:?}");
+
+    assert!(
+        refused("127.0.0.2", at).await,
+        "a new player from the banned address got in"
+    );
+    assert!(hub.handle.refusals().get("banned").copied().unwrap_or(0) >= 1);
+    // The other address goes on, on its open connection and on new ones.
+    other.write_all(b"on").await.unwrap();
+    let mut buf = [0u8; 2];
+    other.read_exact(&mut buf).await.unwrap();
+    assert_eq!(&buf, b"on");
+    echoing("127.0.0.3", at).await;
+
+    let out = ferry_hub(&file, &["unban", "127.0.0.2"]).await;
+    assert!(out.contains("lifted 1 ban of 127.0.0.2"), "{out}");
+    let took = admitted_within("127.0.0.2", at, Duration::from_secs(5)).await;
+    println!("figure ({t:?}): let back in {took:?} after `ferry hub unban`");
+    let out = ferry_hub(&file, &["unban", "127.0.0.2"]).await;
+    assert!(out.contains("no ban of 127.0.0.2"), "{out}");
+}
+
+async fn a_service_ban_spares_other_services_and_a_timed_one_expires(t: Transport) {
+    let certs = Certs::new();
+    let o = HubOpts {
+        services: vec!["echo".into(), "other".into()],
+        ..Default::default()
+    };
+    let (hub, _ep, file) = hub_and_ep(&certs, t, o, echo_server().await).await;
+    let (echo, other) = (hub.service("echo"), hub.service("other"));
+    let mut on_other = echoing("127.0.0.2", other).await;
+    let mut on_echo = echoing("127.0.0.2", echo).await;
+
+    ferry_hub(&file, &["ban", "127.0.0.2", "--service", "other"]).await;
+    assert!(closed_by_peer(&mut on_other, Duration::from_secs(1)).await);
+    assert!(refused("127.0.0.2", other).await);
+    on_echo.write_all(b"on").await.unwrap();
+    let mut buf = [0u8; 2];
+    on_echo.read_exact(&mut buf).await.unwrap();
+    echoing("127.0.0.2", echo).await;
+
+    // A service hub.toml does not have is named with the ones it has.
+    let (ok, out) = run(&[
+        "hub",
+        "-c",
+        file.to_str().unwrap(),
+        "ban",
+        "127.0.0.2",
+        "--service",
+        "nope",
+    ]);
+    assert!(
+        !ok && out.contains("no service \"nope\"") && out.contains("echo, other"),
+        "{out}"
+    );
+
+    // A ban for 2 s ends by itself, with no write to the file.
+    let before = reads(&hub);
+    let start = Instant::now();
+    ferry_hub(&file, &["ban", "127.0.0.3", "--for", "2s"]).await;
+    read_after(&hub, before).await;
+    assert!(refused("127.0.0.3", echo).await);
+    let reads_then = reads(&hub);
+    let took = admitted_within("127.0.0.3", echo, Duration::from_secs(10)).await;
+    println!(
+        "figure ({t:?}): a 2 s ban let the address in {:?} after `ferry hub ban` started \
+         ({took:?} of retrying)",
+        start.elapsed()
+    );
+    // At least the 2 s asked for, counted from before the ban was written.
+    assert!(
+        start.elapsed() >= Duration::from_secs(2),
+        "{:?}",
+        start.elapsed()
+    );
+    assert_eq!(
+        reads(&hub),
+        reads_then,
+        "the file was not touched meanwhile"
+    );
+    // The next write drops it from the file.
+    ferry_hub(&file, &["ban", "10.9.9.9"]).await;
+    let text = std::fs::read_to_string(certs.path("bans.json")).unwrap();
+    assert!(
+        !text.contains("127.0.0.3") && text.contains("127.0.0.2"),
+        "{text}"
+    );
+}
+
+async fn a_kick_closes_players_once_and_they_may_come_back(t: Transport) {
+    let certs = Certs::new();
+    let (hub, _ep, file) = hub_and_ep(&certs, t, HubOpts::default(), echo_server().await).await;
+    let at = hub.service("echo");
+    let mut kicked = echoing("127.0.0.2", at).await;
+    let mut kept = echoing("127.0.0.3", at).await;
+    let out = ferry_hub(&file, &["kick", "127.0.0.2"]).await;
+    let written = Instant::now();
+    assert!(out.contains("kick of 127.0.0.2"), "{out}");
+    assert!(closed_by_peer(&mut kicked, Duration::from_secs(1)).await);
+    println!(
+        "figure ({t:?}): kicked player closed {:?} after `ferry hub kick`",
+        written.elapsed()
+    );
+    // Back at once, and not kicked again by a later change to the file.
+    let mut back = echoing("127.0.0.2", at).await;
+    let before = reads(&hub);
+    ferry_hub(&file, &["ban", "10.9.9.9"]).await;
+    read_after(&hub, before).await;
+    for s in [&mut back, &mut kept] {
+        s.write_all(b"on").await.unwrap();
+        let mut buf = [0u8; 2];
+        s.read_exact(&mut buf).await.unwrap();
+    }
+}
+
+async fn a_udp_flow_of_a_banned_address_ends_and_its_datagrams_are_refused(t: Transport) {
+    let certs = Certs::new();
+    let (local, _seen) = udp_echo().await;
+    let o = HubOpts {
+        service_extra: "type = \"udp\"\n".into(),
+        ..Default::default()
+    };
+    let (hub, _ep, file) = hub_and_ep(&certs, t, o, local).await;
+    let at = hub.service("echo");
+    let (banned, other) = (
+        player_from("127.0.0.2").await,
+        player_from("127.0.0.3").await,
+    );
+    ask_until(&banned, at, b"a", Duration::from_secs(10)).await;
+    ask_until(&other, at, b"b", Duration::from_secs(10)).await;
+    assert_eq!(hub.handle.udp_flows("echo"), Some(2));
+
+    ferry_hub(&file, &["ban", "127.0.0.2"]).await;
+    let written = Instant::now();
+    eventually("the banned flow ended", Duration::from_secs(1), || {
+        hub.handle.udp_flows("echo") == Some(1)
+    })
+    .await;
+    println!(
+        "figure ({t:?}): banned UDP flow ended {:?} after `ferry hub ban`",
+        written.elapsed()
+    );
+    let refusals = || hub.handle.refusals().get("banned").copied().unwrap_or(0);
+    let before = refusals();
+    assert_eq!(
+        ask(&banned, at, b"a", Duration::from_millis(300)).await,
+        None
+    );
+    assert!(refusals() > before);
+    assert_eq!(hub.handle.udp_flows("echo"), Some(1));
+    assert_eq!(
+        ask_until(&other, at, b"b", Duration::from_secs(5)).await,
+        b"b"
+    );
+
+    ferry_hub(&file, &["unban", "127.0.0.2"]).await;
+    assert_eq!(
+        ask_until(&banned, at, b"a", Duration::from_secs(5)).await,
+        b"a"
+    );
+}
+
+async fn a_damaged_file_keeps_the_previous_list(t: Transport) {
+    let certs = Certs::new();
+    let (hub, _ep, file) = hub_and_ep(&certs, t, HubOpts::default(), echo_server().await).await;
+    let at = hub.service("echo");
+    let before = reads(&hub);
+    ferry_hub(&file, &["ban", "127.0.0.2"]).await;
+    read_after(&hub, before).await;
+    assert!(refused("127.0.0.2", at).await);
+
+    // Half a file, as a careless editor saves it (renamed in, whole).
+    let path = certs.path("bans.json");
+    let before = reads(&hub);
+    std::fs::write(certs.path("bans.tmp"), "{\"bans\": [").unwrap();
+    std::fs::rename(certs.path("bans.tmp"), &path).unwrap();
+    read_after(&hub, before).await;
+    assert!(
+        refused("127.0.0.2", at).await,
+        "a damaged file let the banned address in"
+    );
+    echoing("127.0.0.3", at).await;
+
+    // The CLI will not write over it either: it names it.
+    let (ok, out) = run(&["hub", "-c", file.to_str().unwrap(), "ban", "127.0.0.4"]);
+    assert!(
+        !ok && out.contains(&path.display().to_string()) && out.contains("damaged"),
+        "{out}"
+    );
+
+    // `check` names it too.
+    let (ok, out) = run(&["hub", "check", "-c", file.to_str().unwrap()]);
+    assert!(!ok && out.contains(&path.display().to_string()), "{out}");
+}
+
+/// The hub process's log and exit status when it stops by itself within
+/// 30 s (None if it is still running then).
+fn stopped_at_start(file: &Path) -> Option<(std::process::ExitStatus, String)> {
+    let mut p = Ferry::spawn("hub", file, &[]);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut log = String::new();
+    while let Some(l) = p.next_line(deadline.saturating_duration_since(Instant::now())) {
+        log += &l;
+        log += "\n";
+    }
+    // Its stderr closed before the deadline: it exited (or is about to).
+    if Instant::now() >= deadline {
+        return None;
+    }
+    Some((p.wait(), log))
+}
+
+async fn a_ban_survives_a_restart_of_the_hub_process(t: Transport) {
+    let certs = Certs::new();
+    let local = echo_server().await;
+    let file = hub_toml(&certs, &["echo"], t.hub_extra());
+    let start = |file: &Path| {
+        let hub = HubProc::start(file, &[], 1);
+        let mut eo = EpOpts::new(&certs, vec![("echo".into(), local)]);
+        eo.extra = t.ep_extra(hub.quic);
+        let ep = Ferry::spawn(
+            "ep",
+            &write_ep_toml(&certs, hub.control, hub.channel, &eo),
+            &[],
+        );
+        hub.proc.wait_line("ep logged in");
+        (hub, ep)
+    };
+    let (hub, ep) = start(&file);
+    let at = hub.services["echo"];
+    let mut player = echoing("127.0.0.2", at).await;
+    ferry_hub(&file, &["ban", "127.0.0.2"]).await;
+    assert!(closed_by_peer(&mut player, Duration::from_secs(1)).await);
+    hub.proc.signal("TERM");
+    let mut proc = hub.proc;
+    proc.wait_within(Duration::from_secs(20))
+        .expect("the hub stopped");
+    drop(ep);
+
+    let (hub, _ep) = start(&file);
+    let at = hub.services["echo"];
+    echoing("127.0.0.3", at).await;
+    assert!(
+        refused("127.0.0.2", at).await,
+        "the ban did not survive the restart"
+    );
+}
+
+async fn status_bans_lists_them(t: Transport) {
+    let certs = Certs::new();
+    let o = HubOpts {
+        extra: "[admin]\nbind = \"127.0.0.1:0\"\n".into(),
+        ..Default::default()
+    };
+    let (hub, _ep, file) = hub_and_ep(&certs, t, o, echo_server().await).await;
+    let admin = hub.admin.unwrap().to_string();
+    ferry_hub(
+        &file,
+        &["ban", "127.0.0.2", "--service", "echo", "--for", "1h"],
+    )
+    .await;
+    ferry_hub(&file, &["ban", "2001:db8::/48"]).await;
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let v = loop {
+        let (_, body) = http_get(hub.admin.unwrap(), "/api/status", None).await;
+        let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+        if v["bans"].as_array().is_some_and(|b| b.len() == 2) {
+            break v;
+        }
+        assert!(Instant::now() < deadline, "{body}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let body = v.to_string();
+    let bans = v["bans"].as_array().unwrap();
+    assert_eq!(bans.len(), 2, "{body}");
+    assert_eq!(bans[0]["address"], "127.0.0.2");
+    assert_eq!(bans[0]["service"], "echo");
+    assert!(bans[0]["until"].as_u64().unwrap() > bans[0]["since"].as_u64().unwrap());
+    assert_eq!(bans[1]["address"], "2001:db8::/48");
+    assert!(bans[1]["service"].is_null() && bans[1]["until"].is_null());
+
+    let out = ferry_hub(&file, &["status", "--bans", "--admin", &admin]).await;
+    println!("{out}");
+    let row = out
+        .lines()
+        .find(|l| l.starts_with("127.0.0.2"))
+        .expect(&out);
+    assert!(row.contains("echo") && row.contains("UTC"), "{out}");
+    let row = out
+        .lines()
+        .find(|l| l.starts_with("2001:db8::/48"))
+        .expect(&out);
+    assert!(row.contains("all") && row.contains("permanent"), "{out}");
+    let plain = ferry_hub(&file, &["status", "--admin", &admin]).await;
+    assert!(
+        !plain.contains("permanent") && plain.contains("echo"),
+        "{plain}"
+    );
+    assert!(refused("127.0.0.2", hub.service("echo")).await);
+    let (_, metrics) = http_get(hub.admin.unwrap(), "/metrics", None).await;
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.starts_with("ferry_player_refusals") && l.contains("reason=\"banned\"")),
+        "{metrics}"
+    );
+}
+
+/// A Minecraft join from `src` typing `host`: the first packet back.
+async fn join_from(src: &str, to: SocketAddr, host: &str) -> std::io::Result<(i32, Vec<u8>)> {
+    let mut s = connect_from(src, to).await?;
+    let mut out = minecraft::handshake(host, 2);
+    let mut login = Vec::new();
+    minecraft::varint(&mut login, 5);
+    login.extend(b"steve");
+    login.extend([0u8; 16]);
+    out.extend(minecraft::packet(0, &login));
+    s.write_all(&out).await?;
+    tokio::time::timeout(Duration::from_secs(10), minecraft::read_packet(&mut s))
+        .await
+        .map_err(|_| std::io::Error::other("no answer within 10 s"))?
+}
+
+async fn a_game_port_refuses_a_banned_address_by_service_and_before_reading(t: Transport) {
+    let certs = Certs::new();
+    let port = common::udp::free_range(1);
+    let (a, b) = (
+        minecraft::fake_server("A").await,
+        minecraft::fake_server("B").await,
+    );
+    let o = t.hub_opts(HubOpts {
+        services: vec![],
+        extra: format!(
+            "[services.a]\nbind = \"127.0.0.1:{port}\"\ngame = \"minecraft\"\nhosts = [\"a.test\"]\n\
+             [services.b]\nbind = \"127.0.0.1:{port}\"\ngame = \"minecraft\"\nhosts = [\"b.test\"]\n"
+        ),
+        ..Default::default()
+    });
+    let file = write_hub_toml(&certs, &o, None);
+    let settings = HubConfig::load(&file, HubFlags::default())
+        .unwrap()
+        .check(&file)
+        .unwrap();
+    let hub = TestHub::from_settings(settings, &o).await;
+    let eo = t.ep_opts(
+        &hub,
+        EpOpts::new(&certs, vec![("a".into(), a), ("b".into(), b)]),
+    );
+    let _ep = TestEp::start(ep_settings(&certs, &hub, &eo));
+    hub.wait_sessions(1).await;
+    let at: SocketAddr = ([127, 0, 0, 1], port).into();
+
+    // Banned from a only: its name is read, then a refuses it; b admits it.
+    let before = reads(&hub);
+    ferry_hub(&file, &["ban", "127.0.0.2", "--service", "a"]).await;
+    read_after(&hub, before).await;
+    let (_, body) = join_from("127.0.0.2", at, "b.test").await.unwrap();
+    assert_eq!(minecraft::disconnect_text(&body), "B b.test");
+    assert!(join_from("127.0.0.2", at, "a.test").await.is_err());
+    let (_, body) = join_from("127.0.0.3", at, "a.test").await.unwrap();
+    assert_eq!(minecraft::disconnect_text(&body), "A a.test");
+
+    // Banned from both: refused before a byte is read (not after the
+    // 5 s a silent player is given).
+    let before = reads(&hub);
+    ferry_hub(&file, &["ban", "127.0.0.2"]).await;
+    read_after(&hub, before).await;
+    let start = Instant::now();
+    // The reset may come before the connect returns.
+    if let Ok(mut silent) = connect_from("127.0.0.2", at).await {
+        assert!(closed_by_peer(&mut silent, Duration::from_secs(1)).await);
+    }
+    assert!(start.elapsed() < Duration::from_secs(1));
+    assert!(hub.handle.refusals().get("banned").copied().unwrap_or(0) >= 2);
+}
+
+async fn a_dual_stack_port_matches_ipv4_bans_and_ipv6_bans(t: Transport) {
+    let certs = Certs::new();
+    let o = HubOpts {
+        service_host: "[::]".into(),
+        ..Default::default()
+    };
+    let (hub, _ep, file) = hub_and_ep(&certs, t, o, echo_server().await).await;
+    let port = hub.service("echo").port();
+    let (v4, v6): (SocketAddr, SocketAddr) = (
+        ([127, 0, 0, 1], port).into(),
+        (std::net::Ipv6Addr::LOCALHOST, port).into(),
+    );
+    // The socket sees ::ffff:127.0.0.2; the ban names 127.0.0.2.
+    let mut mapped = echoing("127.0.0.2", v4).await;
+    let mut six = TcpStream::connect(v6).await.unwrap();
+    six.write_all(b"hi").await.unwrap();
+    let mut buf = [0u8; 2];
+    six.read_exact(&mut buf).await.unwrap();
+    ferry_hub(&file, &["ban", "127.0.0.2"]).await;
+    ferry_hub(&file, &["ban", "::1"]).await;
+    assert!(closed_by_peer(&mut mapped, Duration::from_secs(1)).await);
+    assert!(closed_by_peer(&mut six, Duration::from_secs(1)).await);
+    assert!(refused("127.0.0.2", v4).await);
+    let six_refused = match TcpStream::connect(v6).await {
+        Err(_) => true,
+        Ok(mut s) => {
+            let _ = s.write_all(b"hi").await;
+            matches!(
+                tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf)).await,
+                Ok(Ok(0)) | Ok(Err(_))
+            )
+        }
+    };
+    assert!(six_refused, "::1 got in");
+    echoing("127.0.0.3", v4).await;
+}
+
+/// Eight `ferry hub ban` processes at once: the lock keeps every entry.
+#[test]
+fn writers_at_once_lose_no_entry() {
+    let certs = Certs::new();
+    let file = hub_toml(&certs, &["echo"], "");
+    let spawned: Vec<_> = (0..8)
+        .map(|i| {
+            common::procs::ferry_cmd()
+                .args(["hub", "-c"])
+                .arg(&file)
+                .args(["ban", &format!("10.1.0.{i}")])
+                .stdout(std::process::Stdio::null())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    for mut c in spawned {
+        assert!(c.wait().unwrap().success());
+    }
+    let text = std::fs::read_to_string(certs.path("bans.json")).unwrap();
+    let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(v["bans"].as_array().unwrap().len(), 8, "{text}");
+}
+
+on_every_transport!(
+    a_dual_stack_port_matches_ipv4_bans_and_ipv6_bans,
+    a_game_port_refuses_a_banned_address_by_service_and_before_reading,
+    a_ban_closes_players_at_once_and_unban_lets_them_back,
+    a_service_ban_spares_other_services_and_a_timed_one_expires,
+    a_kick_closes_players_once_and_they_may_come_back,
+    a_udp_flow_of_a_banned_address_ends_and_its_datagrams_are_refused,
+    a_damaged_file_keeps_the_previous_list,
+    a_ban_survives_a_restart_of_the_hub_process,
+    status_bans_lists_them,
+);
+
+#[test]
+fn a_damaged_file_stops_the_hub_at_start_naming_it() {
+    let certs = Certs::new();
+    let file = hub_toml(&certs, &["echo"], "");
+    let path = certs.path("bans.json");
+    std::fs::write(&path, "not json").unwrap();
+    let (status, log) = stopped_at_start(&file).expect("the hub stopped at start");
+    assert!(!status.success());
+    assert!(
+        log.contains(&path.display().to_string()) && log.contains("damaged"),
+        "{log}"
+    );
+}
