@@ -183,6 +183,7 @@ impl UdpDoor {
         if let Some(flow) = t.get(&k) {
             let flow = flow.clone();
             if !self.within_rate(&flow, crate::rate::Dir::Up, d.len()) {
+                // Dropped and counted: nothing more for the receive loop.
                 return Delivered::Queued;
             }
             self.count_up(&flow, len, now);
