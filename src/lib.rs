@@ -26,6 +26,7 @@ pub mod penalties;
 pub mod proto;
 pub mod proxy_header;
 pub mod quic;
+pub mod rate;
 pub mod relay;
 pub mod reload;
 pub mod sdnotify;

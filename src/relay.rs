@@ -5,6 +5,7 @@
 //! written straight on. An idle player therefore costs no copy buffers at
 //! all, which is what lets a small hub hold thousands of them.
 
+use crate::rate::{Limiter, RelayLimits};
 use std::future::Future;
 use std::{
     future::poll_fn,
@@ -43,11 +44,59 @@ struct Pipe {
 }
 
 impl Pipe {
+    /// Writes what an earlier read left over, then gives its memory back.
+    fn poll_drain<W: AsyncWrite + ?Sized>(
+        &mut self,
+        cx: &mut Context<'_>,
+        mut w: Pin<&mut W>,
+    ) -> Poll<io::Result<()>> {
+        while self.pos < self.pending.len() {
+            let n = ready!(w.as_mut().poll_write(cx, &self.pending[self.pos..]))?;
+            if n == 0 {
+                return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
+            }
+            self.pos += n;
+            self.total += n as u64;
+            self.unflushed = true;
+        }
+        if !self.pending.is_empty() {
+            self.pending = Vec::new();
+            self.pos = 0;
+        }
+        Poll::Ready(Ok(()))
+    }
+
+    /// How much the next read may take: a chunk, or under a cap no more
+    /// than the budget (what is not read stays with the sender, held back
+    /// by TCP or QUIC flow control). Out of budget, what was written is
+    /// flushed and the limiter's timer wakes the relay.
+    fn read_budget<W: AsyncWrite + ?Sized>(
+        &mut self,
+        cx: &mut Context<'_>,
+        w: Pin<&mut W>,
+        limit: Option<&mut Limiter>,
+    ) -> Poll<io::Result<usize>> {
+        let Some(l) = limit else {
+            return Poll::Ready(Ok(CHUNK));
+        };
+        match l.poll_budget(cx, CHUNK) {
+            Poll::Ready(n) => Poll::Ready(Ok(n)),
+            Poll::Pending => {
+                if self.unflushed {
+                    ready!(w.poll_flush(cx))?;
+                    self.unflushed = false;
+                }
+                Poll::Pending
+            }
+        }
+    }
+
     fn poll_copy<R, W>(
         &mut self,
         cx: &mut Context<'_>,
         mut r: Pin<&mut R>,
         mut w: Pin<&mut W>,
+        mut limit: Option<&mut Limiter>,
     ) -> Poll<io::Result<()>>
     where
         R: AsyncRead + ?Sized,
@@ -57,19 +106,7 @@ impl Pipe {
             return Poll::Ready(Ok(()));
         }
         loop {
-            while self.pos < self.pending.len() {
-                let n = ready!(w.as_mut().poll_write(cx, &self.pending[self.pos..]))?;
-                if n == 0 {
-                    return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
-                }
-                self.pos += n;
-                self.total += n as u64;
-                self.unflushed = true;
-            }
-            if !self.pending.is_empty() {
-                self.pending = Vec::new();
-                self.pos = 0;
-            }
+            ready!(self.poll_drain(cx, w.as_mut()))?;
             if self.read_done {
                 // A FIN read on one side becomes a shutdown of the other's
                 // write half (close_notify + FIN on a TLS leg).
@@ -77,8 +114,9 @@ impl Pipe {
                 self.done = true;
                 return Poll::Ready(Ok(()));
             }
+            let max = ready!(self.read_budget(cx, w.as_mut(), limit.as_deref_mut()))?;
             let mut stack = [const { MaybeUninit::<u8>::uninit() }; CHUNK];
-            let mut buf = ReadBuf::uninit(&mut stack);
+            let mut buf = ReadBuf::uninit(&mut stack[..max]);
             match r.as_mut().poll_read(cx, &mut buf) {
                 Poll::Pending => {
                     if self.unflushed {
@@ -94,6 +132,9 @@ impl Pipe {
             if data.is_empty() {
                 self.read_done = true;
                 continue;
+            }
+            if let Some(l) = limit.as_deref_mut() {
+                l.spend(data.len());
             }
             let mut off = 0;
             while off < data.len() {
@@ -149,6 +190,9 @@ pub struct Watch {
     pub first_down: Option<(Instant, prometheus_client::metrics::histogram::Histogram)>,
     /// The player's own counters (the players table), besides `meter`.
     pub player: Option<Meter>,
+    /// Byte-rate caps, each direction (boxed: an uncapped player's relay
+    /// carries one pointer's worth for them).
+    pub rate: Option<Box<RelayLimits>>,
 }
 
 /// `relay`, with the extras of `watch`.
@@ -166,6 +210,7 @@ where
         meter,
         mut first_down,
         player,
+        mut rate,
     } = watch;
     let start = Instant::now();
     let (mut up, mut down) = (Pipe::default(), Pipe::default());
@@ -175,8 +220,12 @@ where
     let mut quiet = idle.map(|d| (d, Box::pin(tokio::time::sleep(d))));
     let mut last_moved = tokio::time::Instant::now();
     let result = poll_fn(|cx| {
-        let u = up.poll_copy(cx, Pin::new(&mut *a), Pin::new(&mut *b));
-        let d = down.poll_copy(cx, Pin::new(&mut *b), Pin::new(&mut *a));
+        let (lu, ld) = match rate.as_deref_mut() {
+            Some(r) => (Some(&mut r.up), Some(&mut r.down)),
+            None => (None, None),
+        };
+        let u = up.poll_copy(cx, Pin::new(&mut *a), Pin::new(&mut *b), lu);
+        let d = down.poll_copy(cx, Pin::new(&mut *b), Pin::new(&mut *a), ld);
         if up.total != counted_up || down.total != counted_down {
             for m in [&meter, &player].into_iter().flatten() {
                 m.up.inc_by(up.total - counted_up);

@@ -393,3 +393,40 @@ fn a_token_written_in_a_readable_ep_toml_is_warned_of() {
     let (ok, text) = output(ferry().args(["ep", "check", "-c"]).arg(&shipped));
     assert!(ok && !text.contains(warning), "{text}");
 }
+
+#[test]
+fn byte_rate_caps_are_read_with_units_printed_and_junk_is_refused_naming_the_key() {
+    let root = shipped();
+    let good = "[services.films]\nbind = \"0.0.0.0:8096\"\nmax_rate = \"8 Mbit\"\n\
+                max_rate_per_player = 250000\n";
+    let (ok, text) = output(ferry().args(["hub", "check", "-c"]).arg(with_table(
+        root.path(),
+        "hub",
+        good,
+    )));
+    assert!(ok, "{text}");
+    let line = text.lines().find(|l| l.contains("films")).unwrap();
+    println!("figure: {}", line.trim());
+    assert!(
+        line.contains("at most 1000000 B/s (8 Mbit/s) for all")
+            && line.contains("at most 250000 B/s (2 Mbit/s) per player"),
+        "{text}"
+    );
+    let bad = [
+        ("max_rate = \"fast\"", "max_rate"),
+        ("max_rate_per_player = \"2 Mb\"", "max_rate_per_player"),
+        ("max_rate_per_player = 100", "max_rate_per_player"),
+        ("max_rate = -5", "max_rate"),
+        ("max_rate = \"5 MB/h\"", "max_rate"),
+    ];
+    for (key, says) in bad {
+        let table = format!("[services.a]\nbind = \"0.0.0.0:8096\"\n{key}\n");
+        let (ok, text) = output(ferry().args(["hub", "check", "-c"]).arg(with_table(
+            root.path(),
+            "hub",
+            &table,
+        )));
+        println!("figure: {key:?} → {}", text.trim());
+        assert!(!ok && text.contains(says), "{key}: {text}");
+    }
+}

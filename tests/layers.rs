@@ -37,6 +37,7 @@ const FLOORS: &[&[&str]] = &[
         "tcp_info",
         "history",
         "bans",
+        "rate",
     ],
     // Credentials and carriers.
     &["tls", "token", "certgen", "quic"],

@@ -1,4 +1,4 @@
-//! `cargo bench --bench tunnel [-- --smoke] [--json PATH] [--no-memory] [--memory-only] [--quic] [--second-hub]`
+//! `cargo bench --bench tunnel [-- --smoke] [--json PATH] [--no-memory] [--memory-only] [--quic] [--second-hub] [--fairness]`
 //!
 //! Runs the release `ferry` as two processes (hub and ep) on loopback with
 //! certificates made here, plus this process's own sink and echo services
@@ -7,6 +7,7 @@
 
 #[path = "../common/mod.rs"]
 mod common;
+mod fairness;
 
 use common::{
     Args, Json, cluster::Cluster, ferryproc::Ferry as Proc, hop::Hop, machine, measure::*,
@@ -84,6 +85,19 @@ fn main() {
         let v = rt.block_on(second_hub(&mut out, plan.hub_idle_secs));
         let mut js = Json::new();
         js.insert("second_hub".into(), v);
+        return common::write_json(&args.json, &js);
+    }
+    // Small round trips beside a bulk download (`--fairness`), alone.
+    if args.has("--fairness") {
+        let p = fairness::Plan {
+            rounds: if args.smoke { 1 } else { 5 },
+            pings: if args.smoke { 100 } else { 2000 },
+        };
+        let js = rt.block_on(async {
+            let (mut out, mut js) = common::begin("fairness", fd_limit);
+            fairness::run(&p, &mut out, &mut js).await;
+            js
+        });
         return common::write_json(&args.json, &js);
     }
     let js = rt.block_on(run(&plan, fd_limit));

@@ -128,6 +128,11 @@ pub struct HubServiceConfig {
     pub max_udp_flows_per_net: Option<usize>,
     pub udp_idle_timeout: Option<Seconds>,
     pub udp_oneshot_timeout: Option<Seconds>,
+    /// Bytes/s each way all its players share (`"2 MB"`, `"8 Mbit"`, see
+    /// `bandwidth`); 0 or absent: no cap.
+    pub max_rate: Option<super::bandwidth::Bandwidth>,
+    /// Bytes/s each way one player may move.
+    pub max_rate_per_player: Option<super::bandwidth::Bandwidth>,
     /// `"minecraft"` (Java) or `"bedrock"`: the hub answers the game's
     /// server-list ping while home is away, and routes Java players by name.
     pub game: Option<super::game::Game>,
@@ -169,6 +174,8 @@ impl HubServiceConfig {
             max_udp_flows_per_net: self.max_udp_flows_per_net,
             udp_idle_timeout: self.udp_idle_timeout,
             udp_oneshot_timeout: self.udp_oneshot_timeout,
+            max_rate: self.max_rate,
+            max_rate_per_player: self.max_rate_per_player,
         }
     }
 }
@@ -246,6 +253,8 @@ const KEYS: &[&str] = &[
     "services.*.player_rate_per_ip",
     "services.*.ban_for",
     "services.*.player_idle_timeout",
+    "services.*.max_rate",
+    "services.*.max_rate_per_player",
     "services.*.game",
     "services.*.offline_motd",
     "services.*.offline_message",
@@ -260,6 +269,8 @@ const KEYS: &[&str] = &[
     "players.player_rate_per_ip",
     "players.ban_for",
     "players.player_idle_timeout",
+    "players.max_rate",
+    "players.max_rate_per_player",
     "players.max_udp_flows",
     "players.max_udp_flows_per_ip",
     "players.max_udp_flows_per_net",

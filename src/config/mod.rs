@@ -7,6 +7,7 @@
 //! `ep::load`). `ferry … check` prints the checked form, as loaded.
 
 pub mod admin;
+pub mod bandwidth;
 mod duration;
 pub mod enrol;
 pub mod ep;

@@ -2,7 +2,7 @@
 //! once, how fast, and for how long a flooding address is banned. Set per
 //! service, with hub-wide defaults in `[players]`.
 
-use super::{Allowlist, Seconds};
+use super::{Allowlist, Seconds, bandwidth::Bandwidth};
 use serde::{Deserialize, Deserializer, de};
 use std::{fmt, time::Duration};
 
@@ -63,6 +63,8 @@ pub struct PlayersConfig {
     pub max_udp_flows_per_net: Option<usize>,
     pub udp_idle_timeout: Option<Seconds>,
     pub udp_oneshot_timeout: Option<Seconds>,
+    pub max_rate: Option<Bandwidth>,
+    pub max_rate_per_player: Option<Bandwidth>,
 }
 
 /// Built-in defaults. A LAN party of twenty friends behind one router,
@@ -124,6 +126,11 @@ pub struct PlayerLimits {
     /// A player silent both ways this long is closed; None: never.
     pub idle_timeout: Option<Duration>,
     pub udp: UdpLimits,
+    /// Bytes/s all players of the service share, each direction; 0: no cap.
+    pub max_rate: u64,
+    /// Bytes/s one player (a TCP connection, a UDP flow) may move, each
+    /// direction; 0: no cap.
+    pub max_rate_per_player: u64,
 }
 
 impl PlayerLimits {
@@ -177,6 +184,12 @@ impl PlayerLimits {
             ban_for,
             idle_timeout: (!idle.is_zero()).then_some(idle),
             udp,
+            max_rate: svc.max_rate.or(hub.max_rate).unwrap_or_default().0,
+            max_rate_per_player: svc
+                .max_rate_per_player
+                .or(hub.max_rate_per_player)
+                .unwrap_or_default()
+                .0,
         })
     }
 }
@@ -263,6 +276,16 @@ impl fmt::Display for PlayerLimits {
         }
         if let Some(idle) = self.idle_timeout {
             write!(f, ", idle players closed after {:?}", Seconds(idle))?;
+        }
+        if self.max_rate != 0 {
+            write!(f, "; at most {:?} for all", Bandwidth(self.max_rate))?;
+        }
+        if self.max_rate_per_player != 0 {
+            write!(
+                f,
+                "; at most {:?} per player",
+                Bandwidth(self.max_rate_per_player)
+            )?;
         }
         Ok(())
     }

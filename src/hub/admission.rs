@@ -86,6 +86,9 @@ pub(crate) struct Door {
     state: Mutex<State>,
     /// This service's series in the hub's metrics.
     meters: ServiceMeters,
+    /// Its byte-rate caps, changed in place on reload (players already
+    /// capped follow the new values); its UDP door shares them.
+    caps: Arc<crate::rate::Caps>,
 }
 
 /// An admitted player's place; given back on drop.
@@ -99,6 +102,7 @@ pub(crate) struct Admitted {
 impl Door {
     pub fn new(limits: PlayerLimits, cap: Arc<HubCap>, meters: ServiceMeters) -> Arc<Self> {
         Arc::new(Door {
+            caps: crate::rate::Caps::new(limits.max_rate, limits.max_rate_per_player),
             limits: crate::swap::Swap::new(limits),
             cap,
             state: Mutex::default(),
@@ -111,7 +115,12 @@ impl Door {
     }
 
     pub fn set_limits(&self, limits: PlayerLimits) {
+        self.caps.set(limits.max_rate, limits.max_rate_per_player);
         self.limits.set(limits)
+    }
+
+    pub fn caps(&self) -> &Arc<crate::rate::Caps> {
+        &self.caps
     }
 
     pub fn meters(&self) -> &ServiceMeters {
@@ -277,6 +286,8 @@ mod tests {
                 idle_timeout: Duration::from_secs(60),
                 oneshot_timeout: Duration::from_secs(5),
             },
+            max_rate: 0,
+            max_rate_per_player: 0,
         };
         limits(&mut l);
         Door::new(l, HubCap::new(cap), ServiceMeters::default())

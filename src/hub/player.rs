@@ -65,6 +65,7 @@ pub(super) fn watch(door: &Door, admitted: &super::admission::Admitted) -> relay
         meter: Some(door.meters().meter.clone()),
         first_down: Some((std::time::Instant::now(), door.meters().first_byte.clone())),
         player: None,
+        rate: door.caps().relay_limits(),
     }
 }
 

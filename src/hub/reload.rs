@@ -221,7 +221,7 @@ fn services(shared: &Arc<Shared>, new: &HubSettings) {
                 u.set_limits(s.limits.clone());
                 Some(u.clone())
             }
-            (None, true) => Some(parts.udp_door(s, shared.metrics.for_service(&s.name))),
+            (None, true) => Some(parts.udp_door(s, shared.metrics.for_service(&s.name), &cur.door)),
             (_, false) => None,
         };
         if cur.kind != s.kind {

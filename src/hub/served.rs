@@ -52,7 +52,7 @@ impl Parts<'_> {
         ));
         let meters = m.for_service(&s.name);
         let door = Door::new(s.limits.clone(), self.cap.clone(), meters.clone());
-        let udp = s.kind.udp().then(|| self.udp_door(s, meters));
+        let udp = s.kind.udp().then(|| self.udp_door(s, meters, &door));
         Arc::new(Served {
             svc,
             door,
@@ -66,6 +66,7 @@ impl Parts<'_> {
         &self,
         s: &ServiceSettings,
         meters: crate::metrics::ServiceMeters,
+        door: &Door,
     ) -> Arc<UdpDoor> {
         UdpDoor::new(
             s.name.clone(),
@@ -73,6 +74,7 @@ impl Parts<'_> {
             self.cap.clone(),
             self.metrics.udp.for_service(&s.name),
             meters,
+            door.caps().clone(),
         )
     }
 }

@@ -12,11 +12,12 @@ pub struct DropLabel {
     pub service: String,
     /// "queue_full" (a flow's path was behind; the oldest went), "refused"
     /// (from a source the door turned away), "evicted" (its unanswered
-    /// flow made room for a newer one).
+    /// flow made room for a newer one), "over_rate" (beyond the service's
+    /// `max_rate` or the flow's `max_rate_per_player`, either way).
     pub reason: &'static str,
 }
 
-pub const DROP_REASONS: [&str; 3] = ["queue_full", "refused", "evicted"];
+pub const DROP_REASONS: [&str; 4] = ["queue_full", "refused", "evicted", "over_rate"];
 
 #[derive(Default)]
 pub struct UdpMetrics {
@@ -55,6 +56,7 @@ impl UdpMetrics {
             queue_full: drop(DROP_REASONS[0]),
             refused: drop(DROP_REASONS[1]),
             evicted: drop(DROP_REASONS[2]),
+            over_rate: drop(DROP_REASONS[3]),
         }
     }
 }
@@ -67,4 +69,5 @@ pub struct UdpMeters {
     pub queue_full: Counter,
     pub refused: Counter,
     pub evicted: Counter,
+    pub over_rate: Counter,
 }

@@ -145,6 +145,13 @@ impl Run {
 
     /// One datagram from home to the player.
     async fn to_player(&self, down: &Down, d: Vec<u8>) {
+        // Over its budget the datagram is lost here, as on a full link.
+        if !self
+            .door
+            .within_rate(&self.flow, crate::rate::Dir::Down, d.len())
+        {
+            return;
+        }
         self.door.count_down(&self.flow, d.len() as u64);
         down.datagrams.fetch_add(1, Ordering::Relaxed);
         down.bytes.fetch_add(d.len() as u64, Ordering::Relaxed);

@@ -67,6 +67,9 @@ pub(crate) struct Flow {
     up_datagrams: AtomicU64,
     /// Its bytes each way, for the players table.
     meter: crate::relay::Meter,
+    /// Its byte-rate budgets; None when its service had no cap as it began.
+    /// Boxed: an uncapped flow holds one pointer's worth for it.
+    rate: Option<Box<crate::rate::Datagrams>>,
 }
 
 impl Flow {
@@ -94,6 +97,8 @@ pub(crate) struct UdpDoor {
     traffic: ServiceMeters,
     table: Mutex<Table>,
     epoch: Instant,
+    /// The service's byte-rate caps, shared with its TCP door.
+    caps: Arc<crate::rate::Caps>,
 }
 
 /// What happened to a datagram.
@@ -111,8 +116,10 @@ impl UdpDoor {
         cap: Arc<HubCap>,
         meters: UdpMeters,
         traffic: ServiceMeters,
+        caps: Arc<crate::rate::Caps>,
     ) -> Arc<Self> {
         Arc::new(UdpDoor {
+            caps,
             service,
             limits: crate::swap::Swap::new(limits),
             cap,
@@ -175,6 +182,10 @@ impl UdpDoor {
         let mut t = self.lock();
         if let Some(flow) = t.get(&k) {
             let flow = flow.clone();
+            if !self.within_rate(&flow, crate::rate::Dir::Up, d.len()) {
+                // Dropped and counted: nothing more for the receive loop.
+                return Delivered::Queued;
+            }
             self.count_up(&flow, len, now);
             if flow.last_down.load(Ordering::Relaxed) > 0 {
                 t.became_conversation(k, &flow);
@@ -200,7 +211,11 @@ impl UdpDoor {
             end: CancellationToken::new(),
             up_datagrams: AtomicU64::new(0),
             meter: crate::relay::Meter::default(),
+            rate: self.caps.datagram_limits().map(Box::new),
         });
+        if let Some(r) = &flow.rate {
+            r.pass(crate::rate::Dir::Up, d.len());
+        }
         t.insert(k, flow.clone());
         drop(t);
         self.meters.flows.inc();
@@ -210,6 +225,17 @@ impl UdpDoor {
         self.count_up(&flow, len, now);
         flow.queue.push(d);
         Delivered::New(flow)
+    }
+
+    /// Whether a datagram of `len` bytes fits `flow`'s budgets; one that
+    /// does not is dropped, and counted.
+    fn within_rate(&self, flow: &Flow, dir: crate::rate::Dir, len: usize) -> bool {
+        let Some(r) = &flow.rate else { return true };
+        let pass = r.pass(dir, len);
+        if !pass {
+            self.meters.over_rate.inc();
+        }
+        pass
     }
 
     /// A datagram from the player, at `now`.
@@ -457,6 +483,7 @@ mod tests {
             HubCap::new(100_000),
             UdpMeters::default(),
             ServiceMeters::default(),
+            crate::rate::Caps::new(0, 0),
         )
     }
 
@@ -579,6 +606,7 @@ mod tests {
             cap.clone(),
             UdpMeters::default(),
             ServiceMeters::default(),
+            crate::rate::Caps::new(0, 0),
         );
         let (a, b) = (new_flow(&d, from(1)), new_flow(&d, from(2)));
         converse(&d, from(1), &a);

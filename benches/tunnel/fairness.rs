@@ -1,0 +1,232 @@
+//! `--fairness`: does a player's small round trip wait behind another
+//! player's bulk download through the same ep? 64 B round trips alone,
+//! beside a download at full speed, and beside a download capped by
+//! `max_rate_per_player`, over TLS and over QUIC; p50/p99 and their ratio
+//! to the round trips alone, medians of rounds.
+//!
+//! The download's source and its reader each run on a thread of their
+//! own, so the bench's pinger does not queue behind them in this process.
+
+use super::common::{Json, cluster::Cluster, ferryproc::Ferry, measure::*, say, tcp};
+use serde_json::json;
+use std::{
+    net::SocketAddr,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, AtomicU64, Ordering},
+    },
+    time::{Duration, Instant},
+};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+/// The cap on the capped downloader (a home uplink's fair share).
+const CAP: &str = "10 MB";
+
+pub struct Plan {
+    pub rounds: usize,
+    pub pings: usize,
+}
+
+/// A hub and an ep over one transport serving an echo, an endless
+/// download, and the same download capped.
+struct Side {
+    _cluster: Cluster,
+    _hub: Ferry,
+    _ep: Ferry,
+    echo: SocketAddr,
+    bulk: SocketAddr,
+    capped: SocketAddr,
+}
+
+fn side(quic: bool, echo: SocketAddr, source: SocketAddr) -> Side {
+    let cluster = Cluster::new(&["bench"]);
+    let hub = cluster.hub(
+        if quic { "quic = \"127.0.0.1:0\"\n" } else { "" },
+        &format!(
+            "[services.echo]\nbind = \"127.0.0.1:0\"\n[services.bulk]\nbind = \"127.0.0.1:0\"\n\
+             [services.capped]\nbind = \"127.0.0.1:0\"\nmax_rate_per_player = \"{CAP}\"\n\
+             [players]\nmax_players_per_ip = 1000000\nplayer_rate_per_ip = \"1000000/s\"\n"
+        ),
+        3,
+    );
+    let transport = match hub.quic {
+        Some(q) if quic => format!("transport = \"quic\"\nquic = \"{q}\"\n"),
+        _ => "transport = \"tls\"\n".into(),
+    };
+    let ep = cluster.ep(
+        &hub,
+        "bench",
+        &transport,
+        &format!(
+            "[services.echo]\nlocal = \"{echo}\"\n[services.bulk]\nlocal = \"{source}\"\n\
+             [services.capped]\nlocal = \"{source}\"\n"
+        ),
+    );
+    let ports = hub.services;
+    Side {
+        _cluster: cluster,
+        _hub: hub.proc,
+        _ep: ep,
+        echo: ports["echo"],
+        bulk: ports["bulk"],
+        capped: ports["capped"],
+    }
+}
+
+/// A service at home that sends zeros to each connection until it goes,
+/// on a thread of its own.
+fn source() -> SocketAddr {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async move {
+            let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            tx.send(l.local_addr().unwrap()).unwrap();
+            while let Ok((mut s, _)) = l.accept().await {
+                tokio::spawn(async move {
+                    let buf = vec![0u8; 256 * 1024];
+                    while s.write_all(&buf).await.is_ok() {}
+                });
+            }
+        });
+    });
+    rx.recv().unwrap()
+}
+
+/// A player downloading from `addr` as fast as it can, on its own thread.
+struct Download {
+    stop: Arc<AtomicBool>,
+    bytes: Arc<AtomicU64>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Download {
+    fn start(addr: SocketAddr) -> Download {
+        let (stop, bytes) = (
+            Arc::new(AtomicBool::new(false)),
+            Arc::new(AtomicU64::new(0)),
+        );
+        let (st, by) = (stop.clone(), bytes.clone());
+        let thread = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async move {
+                let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+                let mut buf = vec![0u8; 256 * 1024];
+                while !st.load(Ordering::Relaxed) {
+                    match s.read(&mut buf).await {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => by.fetch_add(n as u64, Ordering::Relaxed),
+                    };
+                }
+            });
+        });
+        Download {
+            stop,
+            bytes,
+            thread: Some(thread),
+        }
+    }
+
+    /// Waits until the transfer is past its first 4 MiB (under way, past
+    /// a cap's burst).
+    async fn under_way(&self) {
+        while self.bytes.load(Ordering::Relaxed) < 4 << 20 {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    }
+}
+
+impl Drop for Download {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// p50, p99 (µs) of `pings` round trips of 64 B, and the download's MB/s
+/// meanwhile (None: alone).
+async fn pings_beside(echo: SocketAddr, bulk: Option<SocketAddr>, pings: usize) -> [f64; 3] {
+    let download = bulk.map(Download::start);
+    if let Some(d) = &download {
+        d.under_way().await;
+    }
+    let so_far = || {
+        download
+            .as_ref()
+            .map_or(0, |d| d.bytes.load(Ordering::Relaxed))
+    };
+    let (t0, b0) = (Instant::now(), so_far());
+    let mut rtts = ping_pong(echo, 64, pings).await;
+    let mbps = (so_far() - b0) as f64 / t0.elapsed().as_secs_f64() / 1e6;
+    [
+        us(percentile(&mut rtts, 0.5)),
+        us(percentile(&mut rtts, 0.99)),
+        mbps,
+    ]
+}
+
+/// The three conditions, each a row of [p50, p99, MB/s] medians.
+async fn one_transport(s: &Side, p: &Plan) -> [[f64; 3]; 3] {
+    let mut runs: [Vec<[f64; 3]>; 3] = Default::default();
+    for _ in 0..p.rounds {
+        runs[0].push(pings_beside(s.echo, None, p.pings).await);
+        runs[1].push(pings_beside(s.echo, Some(s.bulk), p.pings).await);
+        runs[2].push(pings_beside(s.echo, Some(s.capped), p.pings).await);
+    }
+    runs.map(|rows| {
+        std::array::from_fn(|i| median(&mut rows.iter().map(|r| r[i]).collect::<Vec<_>>()))
+    })
+}
+
+pub async fn run(p: &Plan, out: &mut String, js: &mut Json) {
+    let (echo, source) = (tcp::echo().await, source());
+    say!(
+        out,
+        "fairness: 64 B round trips through one ep, alone and beside another player's download; \
+         p50/p99 µs, medians of {} rounds of {} round trips",
+        p.rounds,
+        p.pings
+    );
+    say!(
+        out,
+        "{:<6} {:>14} {:>24} {:>10} {:>32} {:>10}",
+        "",
+        "alone",
+        "beside a download",
+        "p99 ratio",
+        format!("beside one capped at {CAP}/s"),
+        "p99 ratio"
+    );
+    for (name, quic) in [("TLS", false), ("QUIC", true)] {
+        let s = side(quic, echo, source);
+        let [alone, bulk, capped] = one_transport(&s, p).await;
+        let cell = |r: [f64; 3]| format!("{:.0}/{:.0} ({:.0} MB/s)", r[0], r[1], r[2]);
+        say!(
+            out,
+            "{name:<6} {:>14} {:>24} {:>9.1}× {:>32} {:>9.1}×",
+            format!("{:.0}/{:.0}", alone[0], alone[1]),
+            cell(bulk),
+            bulk[1] / alone[1],
+            cell(capped),
+            capped[1] / alone[1]
+        );
+        js.insert(
+            format!("fairness_{}", name.to_lowercase()),
+            json!({
+                "alone_us": [alone[0], alone[1]],
+                "download_us": [bulk[0], bulk[1]], "download_mbps": bulk[2],
+                "p99_ratio": bulk[1] / alone[1],
+                "capped_us": [capped[0], capped[1]], "capped_mbps": capped[2], "cap": CAP,
+                "capped_p99_ratio": capped[1] / alone[1],
+            }),
+        );
+    }
+}

@@ -1,0 +1,319 @@
+//! Token buckets for byte rates: a service's `max_rate` (one budget all its
+//! players share) and `max_rate_per_player`, each direction on its own,
+//! enforced where the hub reads, so a capped download is never read off the
+//! channel faster than the cap and the home uplink is spared.
+//!
+//! A bucket holds a quarter second of its rate, at least 64 KiB: a short
+//! burst (a page, a chunk of a map) passes at once, a transfer settles at
+//! the rate.
+
+use std::{
+    pin::Pin,
+    sync::{
+        Arc, Mutex, MutexGuard,
+        atomic::{AtomicU64, Ordering},
+    },
+    task::{Context, Poll},
+    time::Duration,
+};
+use tokio::time::{Instant, Sleep};
+
+/// The least a bucket holds when full.
+pub const MIN_BURST: u64 = 64 * 1024;
+
+/// What a full bucket of `rate` bytes/s holds.
+pub fn burst(rate: u64) -> u64 {
+    (rate / 4).max(MIN_BURST)
+}
+
+/// Bytes a reader that ran dry waits for before it reads again: about a
+/// hundredth of a second of rate, so a capped transfer wakes at most ~100
+/// times a second, in reads of 1 to 32 KiB.
+fn step(rate: u64) -> u64 {
+    (rate / 100).clamp(1024, 32 * 1024)
+}
+
+/// One direction's bucket. `rate` 0 is no cap. Tokens may go below zero:
+/// readers sharing a bucket check, read, then pay, and a debt is waited
+/// off like any other shortfall.
+#[derive(Debug)]
+pub struct Bucket {
+    rate: u64,
+    tokens: f64,
+    at: Instant,
+}
+
+impl Bucket {
+    /// Full, so a new player's first burst passes at once.
+    pub fn new(rate: u64) -> Self {
+        Bucket {
+            rate,
+            tokens: burst(rate) as f64,
+            at: Instant::now(),
+        }
+    }
+
+    pub fn rate(&self) -> u64 {
+        self.rate
+    }
+
+    /// A new rate from now on; what was saved stays, up to the new burst.
+    pub fn set_rate(&mut self, rate: u64) {
+        if rate == self.rate {
+            return;
+        }
+        self.refill(Instant::now());
+        if self.rate == 0 {
+            self.tokens = burst(rate) as f64;
+        }
+        self.rate = rate;
+        self.tokens = self.tokens.min(burst(rate) as f64);
+    }
+
+    fn refill(&mut self, now: Instant) {
+        let dt = now.saturating_duration_since(self.at).as_secs_f64();
+        self.tokens = (self.tokens + dt * self.rate as f64).min(burst(self.rate) as f64);
+        self.at = now;
+    }
+
+    /// Bytes that may pass now; no cap: all of them.
+    pub fn available(&mut self, now: Instant) -> u64 {
+        if self.rate == 0 {
+            return u64::MAX;
+        }
+        self.refill(now);
+        self.tokens.max(0.0) as u64
+    }
+
+    pub fn spend(&mut self, n: u64) {
+        if self.rate != 0 {
+            self.tokens -= n as f64;
+        }
+    }
+
+    /// How long after the last refill until `n` bytes may pass.
+    fn wait_for(&self, n: u64) -> Duration {
+        if self.rate == 0 || self.tokens >= n as f64 {
+            return Duration::ZERO;
+        }
+        Duration::from_secs_f64((n as f64 - self.tokens) / self.rate as f64)
+    }
+}
+
+/// Which way bytes go: `Up` from the player towards home.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dir {
+    Up,
+    Down,
+}
+
+/// One service's caps, changed in place on reload: its shared buckets
+/// (rate `max_rate`) and the rate each player's own buckets follow.
+#[derive(Debug)]
+pub struct Caps {
+    per_player: AtomicU64,
+    up: Mutex<Bucket>,
+    down: Mutex<Bucket>,
+}
+
+impl Caps {
+    pub fn new(max_rate: u64, per_player: u64) -> Arc<Self> {
+        Arc::new(Caps {
+            per_player: AtomicU64::new(per_player),
+            up: Mutex::new(Bucket::new(max_rate)),
+            down: Mutex::new(Bucket::new(max_rate)),
+        })
+    }
+
+    /// New values for players already capped and for those to come.
+    pub fn set(&self, max_rate: u64, per_player: u64) {
+        self.per_player.store(per_player, Ordering::Relaxed);
+        self.shared(Dir::Up).set_rate(max_rate);
+        self.shared(Dir::Down).set_rate(max_rate);
+    }
+
+    /// Either cap set.
+    pub fn any(&self) -> bool {
+        self.per_player() != 0 || self.shared(Dir::Up).rate() != 0
+    }
+
+    fn per_player(&self) -> u64 {
+        self.per_player.load(Ordering::Relaxed)
+    }
+
+    fn shared(&self, dir: Dir) -> MutexGuard<'_, Bucket> {
+        let m = match dir {
+            Dir::Up => &self.up,
+            Dir::Down => &self.down,
+        };
+        m.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// A new player's limiters, or None when no cap is set: an uncapped
+    /// player's relay has nothing to check (and a cap set later by a
+    /// reload reaches only players who come after it).
+    pub fn relay_limits(self: &Arc<Self>) -> Option<Box<RelayLimits>> {
+        self.any().then(|| {
+            Box::new(RelayLimits {
+                up: Limiter::new(self.clone(), Dir::Up),
+                down: Limiter::new(self.clone(), Dir::Down),
+            })
+        })
+    }
+
+    /// A new UDP flow's buckets, or None when no cap is set.
+    pub fn datagram_limits(self: &Arc<Self>) -> Option<Datagrams> {
+        self.any().then(|| {
+            let rate = self.per_player();
+            Datagrams {
+                caps: self.clone(),
+                up: Mutex::new(Bucket::new(rate)),
+                down: Mutex::new(Bucket::new(rate)),
+            }
+        })
+    }
+}
+
+/// A TCP player's two directions.
+pub struct RelayLimits {
+    pub up: Limiter,
+    pub down: Limiter,
+}
+
+/// What one relay direction obeys: the player's own bucket and the
+/// service's shared one, with one timer for when it runs dry.
+pub struct Limiter {
+    caps: Arc<Caps>,
+    dir: Dir,
+    own: Bucket,
+    timer: Pin<Box<Sleep>>,
+}
+
+impl Limiter {
+    fn new(caps: Arc<Caps>, dir: Dir) -> Self {
+        let own = Bucket::new(caps.per_player());
+        Limiter {
+            caps,
+            dir,
+            own,
+            timer: Box::pin(tokio::time::sleep(Duration::ZERO)),
+        }
+    }
+
+    /// Bytes this direction may read now, at most `max`; or Pending, with
+    /// the timer set for when a step's worth will be there.
+    pub fn poll_budget(&mut self, cx: &mut Context<'_>, max: usize) -> Poll<usize> {
+        loop {
+            let now = Instant::now();
+            self.own.set_rate(self.caps.per_player());
+            let mut shared = self.caps.shared(self.dir);
+            let have = self.own.available(now).min(shared.available(now));
+            let slowest = [self.own.rate(), shared.rate()]
+                .into_iter()
+                .filter(|r| *r != 0)
+                .min();
+            let Some(slowest) = slowest else {
+                return Poll::Ready(max);
+            };
+            let want = step(slowest).min(max as u64);
+            if have >= want {
+                return Poll::Ready(have.min(max as u64) as usize);
+            }
+            let wait = self.own.wait_for(want).max(shared.wait_for(want));
+            drop(shared);
+            self.timer.as_mut().reset(now + wait);
+            if self.timer.as_mut().poll(cx).is_pending() {
+                return Poll::Pending;
+            }
+        }
+    }
+
+    /// `n` bytes were read.
+    pub fn spend(&mut self, n: usize) {
+        self.own.spend(n as u64);
+        self.caps.shared(self.dir).spend(n as u64);
+    }
+}
+
+/// A UDP flow's own buckets, both directions, and its service's caps.
+pub struct Datagrams {
+    caps: Arc<Caps>,
+    up: Mutex<Bucket>,
+    down: Mutex<Bucket>,
+}
+
+impl Datagrams {
+    /// Whether a datagram of `len` bytes fits both budgets now; if it
+    /// does, it is paid for. One that does not is for the caller to drop.
+    pub fn pass(&self, dir: Dir, len: usize) -> bool {
+        let own = match dir {
+            Dir::Up => &self.up,
+            Dir::Down => &self.down,
+        };
+        let mut own = own.lock().unwrap_or_else(|p| p.into_inner());
+        own.set_rate(self.caps.per_player());
+        let mut shared = self.caps.shared(dir);
+        let now = Instant::now();
+        let n = len as u64;
+        if own.available(now) < n || shared.available(now) < n {
+            return false;
+        }
+        own.spend(n);
+        shared.spend(n);
+        true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn a_bucket_refills_at_its_rate_up_to_its_burst() {
+        let mut b = Bucket::new(1_000_000);
+        let now = Instant::now();
+        assert_eq!(b.available(now), 250_000);
+        b.spend(250_000);
+        assert_eq!(b.available(now), 0);
+        tokio::time::advance(Duration::from_millis(100)).await;
+        assert_eq!(b.available(Instant::now()), 100_000);
+        tokio::time::advance(Duration::from_secs(10)).await;
+        assert_eq!(b.available(Instant::now()), 250_000);
+        assert_eq!(Bucket::new(1000).available(now), MIN_BURST);
+        assert_eq!(Bucket::new(0).available(now), u64::MAX);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn datagrams_over_either_budget_do_not_pass() {
+        let caps = Caps::new(0, 10_000);
+        let d = caps.datagram_limits().unwrap();
+        let mut passed = 0;
+        while d.pass(Dir::Down, 1000) {
+            passed += 1;
+        }
+        assert_eq!(passed, MIN_BURST / 1000);
+        assert!(d.pass(Dir::Up, 1000), "each direction has its own budget");
+        caps.set(0, 0);
+        assert!(
+            d.pass(Dir::Down, 1000),
+            "a reload lifting the cap applies at once"
+        );
+        assert!(Caps::new(0, 0).datagram_limits().is_none());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_dry_limiter_waits_for_a_step() {
+        let caps = Caps::new(100_000, 0);
+        let mut l = caps.relay_limits().unwrap();
+        let mut cx = Context::from_waker(std::task::Waker::noop());
+        assert_eq!(
+            l.down.poll_budget(&mut cx, 32 * 1024),
+            Poll::Ready(32 * 1024)
+        );
+        l.down.spend(MIN_BURST as usize);
+        assert!(l.down.poll_budget(&mut cx, 32 * 1024).is_pending());
+        assert!(l.up.poll_budget(&mut cx, 32 * 1024).is_ready());
+        tokio::time::advance(Duration::from_millis(20)).await;
+        assert_eq!(l.down.poll_budget(&mut cx, 32 * 1024), Poll::Ready(2000));
+    }
+}
