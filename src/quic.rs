@@ -36,52 +36,6 @@ pub struct QuicStream {
     finished: bool,
     /// Counts this stream among its connection's players.
     _hold: Option<Hold>,
-    pace: Pace,
-}
-
-/// A stream that wrote this much within `BULK_WINDOW` is a bulk transfer:
-/// its data goes after every other stream's (`set_priority`), so a
-/// player's small writes do not wait behind another's download in the
-/// connection's packets. A window below it makes it an equal again. 64 KiB
-/// per 100 ms is 640 KB/s, above what a game sends. (QUIC datagrams go
-/// before any stream data already: quinn packs them first.)
-const BULK_BYTES: u64 = 64 * 1024;
-const BULK_WINDOW: Duration = Duration::from_millis(100);
-const BULK_PRIORITY: i32 = -1;
-
-/// What a stream wrote lately, for its priority.
-struct Pace {
-    since: std::time::Instant,
-    bytes: u64,
-    bulk: bool,
-}
-
-impl Pace {
-    fn new() -> Pace {
-        Pace {
-            since: std::time::Instant::now(),
-            bytes: 0,
-            bulk: false,
-        }
-    }
-
-    /// `n` bytes written to `send`; its priority follows.
-    fn wrote(&mut self, n: usize, send: &quinn::SendStream) {
-        let now = std::time::Instant::now();
-        let mut bulk = self.bulk;
-        if now.duration_since(self.since) >= BULK_WINDOW {
-            // The window just ended decides, unless this write alone does.
-            bulk = self.bytes >= BULK_BYTES && now.duration_since(self.since) < 2 * BULK_WINDOW;
-            self.since = now;
-            self.bytes = 0;
-        }
-        self.bytes += n as u64;
-        bulk |= self.bytes >= BULK_BYTES;
-        if bulk != self.bulk {
-            self.bulk = bulk;
-            let _ = send.set_priority(if bulk { BULK_PRIORITY } else { 0 });
-        }
-    }
 }
 
 impl QuicStream {
@@ -94,7 +48,6 @@ impl QuicStream {
             link: None,
             finished: true,
             _hold: None,
-            pace: Pace::new(),
         }
     }
 
@@ -146,12 +99,9 @@ impl AsyncWrite for QuicStream {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        let this = &mut *self;
-        let r = Pin::new(&mut this.send).poll_write(cx, buf);
-        if let Poll::Ready(Ok(n)) = r {
-            this.pace.wrote(n, &this.send);
-        }
-        r.map_err(io::Error::from)
+        Pin::new(&mut self.send)
+            .poll_write(cx, buf)
+            .map_err(io::Error::from)
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
@@ -396,7 +346,6 @@ impl Link {
             link: Some(self.clone()),
             finished: false,
             _hold: Some(Hold(self.streams.clone())),
-            pace: Pace::new(),
         }
     }
 

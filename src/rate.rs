@@ -33,6 +33,9 @@ fn step(rate: u64) -> u64 {
     (rate / 100).clamp(1024, 32 * 1024)
 }
 
+/// The least a woken reader reads rather than wait for a whole step.
+const FLOOR: u64 = 1024;
+
 /// One direction's bucket. `rate` 0 is no cap. Tokens may go below zero:
 /// readers sharing a bucket check, read, then pay, and a debt is waited
 /// off like any other shortfall.
@@ -216,7 +219,11 @@ impl Limiter {
                 return Poll::Ready(max);
             };
             let want = step(slowest).min(max as u64);
-            if have >= want {
+            // A reader woken with less than a step still reads what there
+            // is past a small floor: UDP datagrams spending the same shared
+            // budget a few hundred bytes at a time would otherwise keep it
+            // from ever holding a step.
+            if have >= want || have >= FLOOR.min(max as u64) {
                 return Poll::Ready(have.min(max as u64) as usize);
             }
             let wait = self.own.wait_for(want).max(shared.wait_for(want));

@@ -88,10 +88,11 @@ fn unit_bytes(unit: &str) -> Option<f64> {
 }
 
 fn checked(bytes: f64) -> Result<Bandwidth, String> {
-    let n = bytes.round();
-    if n == 0.0 {
+    // Only a true zero means no cap: "0.4 B" is a mistake, not "none".
+    if bytes == 0.0 {
         return Ok(Bandwidth(0));
     }
+    let n = bytes.round();
     if n < MIN as f64 {
         return Err(
             "is below the least cap, 1 KiB/s (1024); a unit left off? 0 means no cap".into(),
@@ -152,8 +153,21 @@ mod tests {
             assert_eq!(parse(text), Ok(Bandwidth(want)), "{text}");
         }
         for junk in [
-            "", "fast", "2 Mb", "8 b", "-5 MB", "1 TB", "5 MiBit", ".5M", "5.M", "2 MB/h", "100",
-            "1e6", "2mb",
+            "",
+            "fast",
+            "2 Mb",
+            "8 b",
+            "-5 MB",
+            "1 TB",
+            "5 MiBit",
+            ".5M",
+            "5.M",
+            "2 MB/h",
+            "100",
+            "1e6",
+            "2mb",
+            "0.4 B",
+            "0.0000000001 GB",
         ] {
             assert!(parse(junk).is_err(), "{junk:?} should be refused");
         }

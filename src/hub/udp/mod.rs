@@ -195,6 +195,14 @@ impl UdpDoor {
             self.meters.queue_full.inc_by(dropped);
             return Delivered::Queued;
         }
+        let rate = self.caps.datagram_limits().map(Box::new);
+        if let Some(r) = &rate
+            && !r.pass(crate::rate::Dir::Up, d.len())
+        {
+            // Over the service's shared budget: no flow for it either.
+            self.meters.over_rate.inc();
+            return Delivered::Queued;
+        }
         if let Err(reason) = self.admit(&mut t, k) {
             self.meters.refused.inc();
             return Delivered::Refused(reason);
@@ -211,11 +219,8 @@ impl UdpDoor {
             end: CancellationToken::new(),
             up_datagrams: AtomicU64::new(0),
             meter: crate::relay::Meter::default(),
-            rate: self.caps.datagram_limits().map(Box::new),
+            rate,
         });
-        if let Some(r) = &flow.rate {
-            r.pass(crate::rate::Dir::Up, d.len());
-        }
         t.insert(k, flow.clone());
         drop(t);
         self.meters.flows.inc();
