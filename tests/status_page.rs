@@ -26,19 +26,29 @@ fn browser_ready(dir: &Path) -> bool {
     ok
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_status_page_follows_a_player_live_in_a_real_browser() {
+/// The browser driver's folder and a hub with an admin door and one ep
+/// serving `echo`; None (skipped) without a browser.
+async fn page_hub() -> Option<(std::path::PathBuf, TestHub, (TestEp, Certs))> {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser");
     if !browser_ready(&dir) {
-        return;
+        return None;
     }
     let certs = Certs::new();
     let opts = HubOpts {
         extra: "[admin]\nbind = \"127.0.0.1:0\"\n".into(),
         ..Default::default()
     };
-    let (hub, _ep) = tunnel_with(&certs, &opts, echo_server().await).await;
+    let (hub, ep) = tunnel_with(&certs, &opts, echo_server().await).await;
     hub.wait_sessions(1).await;
+    // The certificates' folder lives as long as the ep that reads it.
+    Some((dir, hub, (ep, certs)))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_status_page_follows_a_player_live_in_a_real_browser() {
+    let Some((dir, hub, _ep)) = page_hub().await else {
+        return;
+    };
     // Kept out of git: target/ is ignored.
     let shot = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/status-page.png");
     let mut driver = Command::new("node")
@@ -94,17 +104,9 @@ async fn the_status_page_follows_a_player_live_in_a_real_browser() {
 /// those 30 s (the hub's history), and the players table the player.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_page_opened_late_shows_the_traffic_before_it_in_a_real_browser() {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser");
-    if !browser_ready(&dir) {
+    let Some((dir, hub, _ep)) = page_hub().await else {
         return;
-    }
-    let certs = Certs::new();
-    let opts = HubOpts {
-        extra: "[admin]\nbind = \"127.0.0.1:0\"\n".into(),
-        ..Default::default()
     };
-    let (hub, _ep) = tunnel_with(&certs, &opts, echo_server().await).await;
-    hub.wait_sessions(1).await;
     let admin = hub.admin.unwrap();
     let began = std::time::Instant::now();
     let mut player = tokio::net::TcpStream::connect(hub.service("echo"))

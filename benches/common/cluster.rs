@@ -54,6 +54,15 @@ impl Cluster {
         self.spawn_ep(&[hub], name, &format!("{doors}{top}"), "", tables)
     }
 
+    /// The ep's `transport` keys for `hub`: QUIC to its QUIC door when
+    /// `quic` and it has one, else TLS over TCP.
+    pub fn transport(hub: &HubProc, quic: bool) -> String {
+        match hub.quic {
+            Some(q) if quic => format!("transport = \"quic\"\nquic = \"{q}\"\n"),
+            _ => "transport = \"tls\"\n".into(),
+        }
+    }
+
     /// `ep`, serving every hub in `hubs` (a `[[hubs]]` table each).
     pub fn ep_of(&self, hubs: &[&HubProc], name: &str, top: &str, tables: &str) -> Ferry {
         let listed: String = hubs

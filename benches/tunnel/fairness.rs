@@ -49,10 +49,7 @@ fn side(quic: bool, echo: SocketAddr, source: SocketAddr) -> Side {
         ),
         3,
     );
-    let transport = match hub.quic {
-        Some(q) if quic => format!("transport = \"quic\"\nquic = \"{q}\"\n"),
-        _ => "transport = \"tls\"\n".into(),
-    };
+    let transport = Cluster::transport(&hub, quic);
     let ep = cluster.ep(
         &hub,
         "bench",

@@ -130,10 +130,7 @@ async fn setup(quic: bool) -> Setup {
          [players]\nmax_players_per_ip = 1000000\nplayer_rate_per_ip = \"1000000/s\"\n",
         3,
     );
-    let transport = match hub.quic {
-        Some(q) if quic => format!("transport = \"quic\"\nquic = \"{q}\"\n"),
-        _ => "transport = \"tls\"\n".into(),
-    };
+    let transport = Cluster::transport(&hub, quic);
     let ep = cluster.ep(
         &hub,
         "bench",
