@@ -40,7 +40,7 @@ impl Counts {
 }
 
 impl Flow {
-    pub async fn run(self, ep: &Arc<Ep>, local: &LocalService, tls: super::login::Path) {
+    pub async fn run(self, ep: &Arc<Ep>, local: &LocalService, tls: &mut super::login::Path) {
         let target = local.addr.at(self.offset);
         let (service, player) = (&self.service, self.player);
         let socket = match connect(&target).await {
@@ -67,7 +67,7 @@ impl Flow {
         });
         let (up, down) = (Counts::default(), Counts::default());
         let found = Found::new(ep, service, &target, local);
-        let link = match (&tls, self.id) {
+        let link = match (&*tls, self.id) {
             (crate::quic::Tunnel::Quic(q), Some(id)) => q.link.clone().map(|l| (l, id)),
             _ => None,
         };
@@ -261,7 +261,7 @@ impl ToService<'_> {
     }
 
     /// Ends when the hub closes the stream.
-    async fn relay_stream(&self, mut rd: ReadHalf<super::login::Path>) -> std::io::Result<()> {
+    async fn relay_stream(&self, mut rd: ReadHalf<&mut super::login::Path>) -> std::io::Result<()> {
         while let Some(d) = datagram::read(&mut rd).await? {
             self.send(d).await;
         }
@@ -282,7 +282,7 @@ impl ToService<'_> {
 /// a link and they fit, else framed on the stream. Returns the error that
 /// ended it.
 async fn to_hub(
-    mut wr: WriteHalf<super::login::Path>,
+    mut wr: WriteHalf<&mut super::login::Path>,
     link: Option<&(crate::quic::Link, u32)>,
     socket: &UdpSocket,
     (meter, n): (&prometheus_client::metrics::counter::Counter, &Counts),

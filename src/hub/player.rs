@@ -118,28 +118,33 @@ pub(super) async fn serve(
     watch.player = Some(seat.player.meter.clone());
     super::bans::seated(&shared, &seat.player);
     let wait = shared.settings().timing.player_wait;
-    let taken = tokio::select! {
-        r = svc.take(wait) => r,
-        _ = gone(tcp) => {
-            tracing::info!("player left before a channel was ready");
-            return None;
-        }
-        _ = seat.player.ended() => {
-            net::abort_on_close(tcp);
-            tracing::info!("player closed before a channel was ready: {}", seat.player.ended_by().unwrap_or("cut off"));
-            return None;
-        }
-        _ = shared.shutdown.cancelled() => return None,
-    };
-    let (named, modern, mut tunnel) = match taken {
-        Ok(ch) => {
-            let ep = shared.sessions.ep_of(ch.session);
-            seat.player.carried_by(ch.session, ep, ch.opened_by_hub());
-            (ch.opened_by_hub(), ch.modern, ch.tunnel)
-        }
-        Err(e) => {
-            tracing::info!("player closed: {e}");
-            return opening.map(|_| Unanswered::Silent);
+    // In a block of its own: a `Channel` partly moved out of would stay
+    // in the task's state (its other fields still to drop) beside the
+    // tunnel taken from it, 1.2 KiB more per idle player.
+    let (named, modern, mut tunnel) = {
+        let taken = tokio::select! {
+            r = svc.take(wait) => r,
+            _ = gone(tcp) => {
+                tracing::info!("player left before a channel was ready");
+                return None;
+            }
+            _ = seat.player.ended() => {
+                net::abort_on_close(tcp);
+                tracing::info!("player closed before a channel was ready: {}", seat.player.ended_by().unwrap_or("cut off"));
+                return None;
+            }
+            _ = shared.shutdown.cancelled() => return None,
+        };
+        match taken {
+            Ok(ch) => {
+                let ep = shared.sessions.ep_of(ch.session);
+                seat.player.carried_by(ch.session, ep, ch.opened_by_hub());
+                (ch.opened_by_hub(), ch.modern, ch.tunnel)
+            }
+            Err(e) => {
+                tracing::info!("player closed: {e}");
+                return opening.map(|_| Unanswered::Silent);
+            }
         }
     };
     let start = HubMsg::Start {
