@@ -254,8 +254,10 @@ pub(super) async fn started(
             id: flow,
         };
         return Some(Box::pin(async move {
-            let _held = held;
-            flow.run(&ep, &local, &mut tls).await
+            flow.run(&ep, &local, &mut tls).await;
+            // The channel closes before its slot is given back.
+            drop(tls);
+            drop(held);
         }));
     }
     let at = Dial {
@@ -280,8 +282,9 @@ pub(super) async fn started(
     // the nested futures (rustc keeps an argument's slot and its moved
     // copy both), 2.2 KiB more per idle player.
     Some(Box::pin(async move {
-        let _held = (held, playing);
-        relay_player(&ep, &service, player, &mut tls, &mut svc).await
+        relay_player(&ep, &service, player, &mut tls, &mut svc).await;
+        drop((tls, svc));
+        drop((held, playing));
     }))
 }
 
