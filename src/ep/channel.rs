@@ -283,7 +283,9 @@ pub(super) async fn started(
     // copy both), 2.2 KiB more per idle player.
     Some(Box::pin(async move {
         relay_player(&ep, &service, player, &mut tls, &mut svc).await;
-        drop((tls, svc));
+        // Home's socket, then the hub's channel, then the slot and the
+        // link's count: the order they had as `relay_player`'s arguments.
+        drop((svc, tls));
         drop((held, playing));
     }))
 }
