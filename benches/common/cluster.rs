@@ -9,6 +9,9 @@ use super::ferryproc::{Ferry, HubProc};
 pub struct Cluster {
     dir: tempfile::TempDir,
     token: ferry::secret::Secret,
+    /// The loopback address the hub's control, channel and QUIC doors
+    /// bind (players' ports stay on 127.0.0.1).
+    pub hub_ip: &'static str,
 }
 
 impl Cluster {
@@ -22,7 +25,11 @@ impl Cluster {
         .run()
         .unwrap();
         let token = ferry::token::generate();
-        Cluster { dir, token }
+        Cluster {
+            dir,
+            token,
+            hub_ip: "127.0.0.1",
+        }
     }
 
     /// Starts a hub on loopback that serves `services` services; `top` adds
@@ -35,9 +42,10 @@ impl Cluster {
     pub fn hub_named(&self, name: &str, top: &str, tables: &str, services: usize) -> HubProc {
         let hash = ferry::token::hash(&self.token).unwrap();
         let toml = format!(
-            "control = \"127.0.0.1:0\"\nchannel = \"127.0.0.1:0\"\n{top}ep_allowlist = [\"127.0.0.1\"]\n\
+            "control = \"{ip}:0\"\nchannel = \"{ip}:0\"\n{top}ep_allowlist = [\"127.0.0.1\"]\n\
              token_hash = \"{hash}\"\nplayer_wait = \"60s\"\n\
-             [tls]\nca = \"ca.pem\"\ncert = \"hub.pem\"\nkey = \"hub.key\"\n{tables}"
+             [tls]\nca = \"ca.pem\"\ncert = \"hub.pem\"\nkey = \"hub.key\"\n{tables}",
+            ip = self.hub_ip
         );
         let file = self.dir.path().join(format!("{name}.toml"));
         std::fs::write(&file, toml).unwrap();

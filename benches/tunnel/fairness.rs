@@ -25,7 +25,15 @@ const CAP: &str = "10 MB";
 pub struct Plan {
     pub rounds: usize,
     pub pings: usize,
+    /// Where the hub's doors for the ep bind: 127.0.0.2 when the hub–ep
+    /// path is a shaped uplink (`thin_uplink`).
+    pub hub_ip: &'static str,
 }
+
+/// The home uplink `--fairness` also measures through, as root, in a
+/// network namespace of its own: what the ep sends to the hub goes out at
+/// this rate, one 1,500-byte packet at a time, through a FIFO.
+pub const UPLINK: &str = "100mbit";
 
 /// A hub and an ep over one transport serving an echo, an endless
 /// download, and the same download capped.
@@ -38,10 +46,12 @@ struct Side {
     capped: SocketAddr,
 }
 
-fn side(quic: bool, echo: SocketAddr, source: SocketAddr) -> Side {
-    let cluster = Cluster::new(&["bench"]);
+fn side(quic: bool, echo: SocketAddr, source: SocketAddr, hub_ip: &'static str) -> Side {
+    let mut cluster = Cluster::new(&["bench"]);
+    cluster.hub_ip = hub_ip;
+    let quic_door = format!("quic = \"{hub_ip}:0\"\n");
     let hub = cluster.hub(
-        if quic { "quic = \"127.0.0.1:0\"\n" } else { "" },
+        if quic { &quic_door } else { "" },
         &format!(
             "[services.echo]\nbind = \"127.0.0.1:0\"\n[services.bulk]\nbind = \"127.0.0.1:0\"\n\
              [services.capped]\nbind = \"127.0.0.1:0\"\nmax_rate_per_player = \"{CAP}\"\n\
@@ -185,10 +195,16 @@ async fn one_transport(s: &Side, p: &Plan) -> [[f64; 3]; 3] {
 
 pub async fn run(p: &Plan, out: &mut String, js: &mut Json) {
     let (echo, source) = (tcp::echo().await, source());
+    let thin = p.hub_ip != "127.0.0.1";
     say!(
         out,
-        "fairness: 64 B round trips through one ep, alone and beside another player's download; \
+        "fairness{}: 64 B round trips through one ep, alone and beside another player's download; \
          p50/p99 µs, medians of {} rounds of {} round trips",
+        if thin {
+            format!(" on a {UPLINK} uplink (own netns, MTU 1500, FIFO)")
+        } else {
+            String::new()
+        },
         p.rounds,
         p.pings
     );
@@ -203,7 +219,7 @@ pub async fn run(p: &Plan, out: &mut String, js: &mut Json) {
         "p99 ratio"
     );
     for (name, quic) in [("TLS", false), ("QUIC", true)] {
-        let s = side(quic, echo, source);
+        let s = side(quic, echo, source, p.hub_ip);
         let [alone, bulk, capped] = one_transport(&s, p).await;
         let cell = |r: [f64; 3]| format!("{:.0}/{:.0} ({:.0} MB/s)", r[0], r[1], r[2]);
         say!(
@@ -216,7 +232,11 @@ pub async fn run(p: &Plan, out: &mut String, js: &mut Json) {
             capped[1] / alone[1]
         );
         js.insert(
-            format!("fairness_{}", name.to_lowercase()),
+            format!(
+                "fairness_{}{}",
+                if thin { "uplink_" } else { "" },
+                name.to_lowercase()
+            ),
             json!({
                 "alone_us": [alone[0], alone[1]],
                 "download_us": [bulk[0], bulk[1]], "download_mbps": bulk[2],
@@ -226,4 +246,53 @@ pub async fn run(p: &Plan, out: &mut String, js: &mut Json) {
             }),
         );
     }
+}
+
+/// The flag the bench re-executes itself with inside the namespace.
+pub const INSIDE: &str = "--fairness-uplink";
+
+/// The figure again where the hub–ep path, not this machine's two cores,
+/// is what the download fills: in a fresh network namespace (as root;
+/// skipped with a message otherwise) whose loopback has MTU 1500 and no
+/// segmentation offload, and where packets to the hub's doors (bound on
+/// 127.0.0.2) leave through an HTB class of `UPLINK` with a FIFO, as on a
+/// home connection's uplink; everything else is unshaped.
+pub fn on_thin_uplink(smoke: bool) -> Json {
+    let skipped = |why: &str| {
+        println!("fairness on a {UPLINK} uplink: skipped ({why})");
+        Json::new()
+    };
+    if !rustix::process::geteuid().is_root() {
+        return skipped("needs root for a network namespace and tc");
+    }
+    let json = std::env::temp_dir().join(format!("ferry-bench-uplink-{}.json", std::process::id()));
+    let shape = format!(
+        "ip link set lo mtu 1500 up && ip link set dev lo gso_max_size 1500 gso_max_segs 1 && \
+         tc qdisc add dev lo root handle 1: htb default 2 r2q 1000 && \
+         tc class add dev lo parent 1: classid 1:1 htb rate {UPLINK} quantum 1514 && \
+         tc qdisc add dev lo parent 1:1 pfifo limit 1000 && \
+         tc class add dev lo parent 1: classid 1:2 htb rate 40gbit quantum 60000 && \
+         tc filter add dev lo parent 1: protocol ip prio 1 u32 match ip dst 127.0.0.2/32 flowid 1:1 && \
+         exec \"$0\" \"$@\""
+    );
+    let mut cmd = std::process::Command::new("unshare");
+    cmd.args(["--net", "--", "sh", "-c", &shape])
+        .arg(std::env::current_exe().unwrap())
+        .arg(INSIDE)
+        .arg("--json")
+        .arg(&json);
+    if smoke {
+        cmd.arg("--smoke");
+    }
+    let ran = cmd.stdout(std::process::Stdio::inherit()).output();
+    let Ok(o) = ran else {
+        return skipped("unshare is not installed");
+    };
+    if !o.status.success() {
+        let err = String::from_utf8_lossy(&o.stderr);
+        return skipped(err.lines().last().unwrap_or("unshare failed"));
+    }
+    let text = std::fs::read_to_string(&json).unwrap_or_default();
+    let _ = std::fs::remove_file(&json);
+    serde_json::from_str(&text).unwrap_or_default()
 }

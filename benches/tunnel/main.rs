@@ -1,4 +1,6 @@
 //! `cargo bench --bench tunnel [-- --smoke] [--json PATH] [--no-memory] [--memory-only] [--quic] [--second-hub] [--fairness]`
+//! (`--fairness-uplink` is internal: `--fairness` again, in the shaped
+//! namespace it makes as root)
 //!
 //! Runs the release `ferry` as two processes (hub and ep) on loopback with
 //! certificates made here, plus this process's own sink and echo services
@@ -88,16 +90,23 @@ fn main() {
         return common::write_json(&args.json, &js);
     }
     // Small round trips beside a bulk download (`--fairness`), alone.
-    if args.has("--fairness") {
+    // (`--fairness-uplink`: the same inside the shaped namespace.)
+    let uplink = args.has(fairness::INSIDE);
+    if args.has("--fairness") || uplink {
         let p = fairness::Plan {
             rounds: if args.smoke { 1 } else { 5 },
             pings: if args.smoke { 100 } else { 2000 },
+            hub_ip: if uplink { "127.0.0.2" } else { "127.0.0.1" },
         };
         let js = rt.block_on(async {
             let (mut out, mut js) = common::begin("fairness", fd_limit);
             fairness::run(&p, &mut out, &mut js).await;
             js
         });
+        let mut js = js;
+        if !uplink {
+            js.extend(fairness::on_thin_uplink(args.smoke));
+        }
         return common::write_json(&args.json, &js);
     }
     let js = rt.block_on(run(&plan, fd_limit));
