@@ -175,23 +175,27 @@ impl Run {
         ),
         String,
     > {
-        // A player who stops sending while the ep is away needs no channel
-        // when it comes back: idleness counts from the start.
-        let taken = tokio::select! {
-            r = self.svc.take(self.shared.settings().timing.player_wait) => r,
-            quiet = self.idle() => return Err(format!("idle for {quiet:?} before a channel was ready")),
-            _ = self.flow.end.cancelled() => return Err("made room for a newcomer before a channel was ready".into()),
-            _ = self.closed.cancelled() => return Err("its port was closed or handed to another service".into()),
-            _ = seat.ended() => return Err(seat.ended_by().unwrap_or("service removed from the configuration").into()),
-            _ = self.shared.shutdown.cancelled() => return Err("hub shutting down".into()),
-        };
-        let (named, mut tunnel) = match taken {
-            Ok(ch) => {
-                let ep = self.shared.sessions.ep_of(ch.session);
-                seat.carried_by(ch.session, ep, ch.opened_by_hub());
-                (ch.opened_by_hub(), ch.tunnel)
+        // In a block of its own, as in `player::serve`: the `Channel` the
+        // tunnel is taken from must not stay in the task's state.
+        let (named, mut tunnel) = {
+            // A player who stops sending while the ep is away needs no
+            // channel when it comes back: idleness counts from the start.
+            let taken = tokio::select! {
+                r = self.svc.take(self.shared.settings().timing.player_wait) => r,
+                quiet = self.idle() => return Err(format!("idle for {quiet:?} before a channel was ready")),
+                _ = self.flow.end.cancelled() => return Err("made room for a newcomer before a channel was ready".into()),
+                _ = self.closed.cancelled() => return Err("its port was closed or handed to another service".into()),
+                _ = seat.ended() => return Err(seat.ended_by().unwrap_or("service removed from the configuration").into()),
+                _ = self.shared.shutdown.cancelled() => return Err("hub shutting down".into()),
+            };
+            match taken {
+                Ok(ch) => {
+                    let ep = self.shared.sessions.ep_of(ch.session);
+                    seat.carried_by(ch.session, ep, ch.opened_by_hub());
+                    (ch.opened_by_hub(), ch.tunnel)
+                }
+                Err(e) => return Err(e.to_string()),
             }
-            Err(e) => return Err(e.to_string()),
         };
         self.door.started(&self.flow);
         // Over QUIC the datagrams ride QUIC datagrams, tagged with an id.
