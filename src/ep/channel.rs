@@ -216,20 +216,7 @@ pub(super) async fn started(
         tracing::warn!(service, "the hub asked for {why}; refused");
         return None;
     }
-    let Some(slot) = ep.players.take(&service, local.max_players) else {
-        tls.abort();
-        let refused = ep.players.refused();
-        if refused.is_power_of_two() {
-            tracing::warn!(
-                service,
-                max_players = local.max_players,
-                refused,
-                "a player beyond this service's max_players at home; refused"
-            );
-        }
-        return None;
-    };
-    let held = (slot, via.link.carrying());
+    let held = (seat(&ep, &service, &local, &mut tls)?, via.link.carrying());
     let HubMsg::Start {
         player,
         service: public,
@@ -288,6 +275,30 @@ pub(super) async fn started(
         drop((svc, tls));
         drop((held, playing));
     }))
+}
+
+/// The player's place among the service's `max_players` at home, or the
+/// player refused (its channel reset).
+fn seat(
+    ep: &Ep,
+    service: &str,
+    local: &crate::config::ep::LocalService,
+    tls: &mut Path,
+) -> Option<crate::sources::Counted<String>> {
+    let slot = ep.players.take(service, local.max_players);
+    if slot.is_none() {
+        tls.abort();
+        let refused = ep.players.refused();
+        if refused.is_power_of_two() {
+            tracing::warn!(
+                service,
+                max_players = local.max_players,
+                refused,
+                "a player beyond this service's max_players at home; refused"
+            );
+        }
+    }
+    slot
 }
 
 /// The dial home's time, into the ep's histogram and told to the hub

@@ -117,36 +117,13 @@ pub(super) async fn serve(
     let seat = seat(&shared, &svc, tcp, addr, &cut);
     watch.player = Some(seat.player.meter.clone());
     super::bans::seated(&shared, &seat.player);
-    let wait = shared.settings().timing.player_wait;
-    // In a block of its own: rustc keeps a value partly moved out of (the
-    // `Channel` its tunnel is taken from) in the task's state until its
-    // scope ends, beside the tunnel: 1.2 KiB more per idle player.
-    let (named, modern, mut tunnel) = {
-        let taken = tokio::select! {
-            r = svc.take(wait) => r,
-            _ = gone(tcp) => {
-                tracing::info!("player left before a channel was ready");
-                return None;
-            }
-            _ = seat.player.ended() => {
-                net::abort_on_close(tcp);
-                tracing::info!("player closed before a channel was ready: {}", seat.player.ended_by().unwrap_or("cut off"));
-                return None;
-            }
-            _ = shared.shutdown.cancelled() => return None,
+    // Matched as a temporary: a named result would stay in the task's
+    // state beside the tunnel moved out of it.
+    let (named, modern, mut tunnel) =
+        match take_channel(&shared, &svc, tcp, &seat.player, opening.is_some()).await {
+            Ok(taken) => taken,
+            Err(back) => return back,
         };
-        match taken {
-            Ok(ch) => {
-                let ep = shared.sessions.ep_of(ch.session);
-                seat.player.carried_by(ch.session, ep, ch.opened_by_hub());
-                (ch.opened_by_hub(), ch.modern, ch.tunnel)
-            }
-            Err(e) => {
-                tracing::info!("player closed: {e}");
-                return opening.map(|_| Unanswered::Silent);
-            }
-        }
-    };
     let start = HubMsg::Start {
         player: addr,
         service: tcp.local_addr().ok().filter(|_| modern),
@@ -179,6 +156,46 @@ pub(super) async fn serve(
     }
     relay_home(&shared, tcp, &mut tunnel, watch, &seat.player).await;
     None
+}
+
+/// A channel of `svc` for the player: whether the hub opened it, whether
+/// its ep negotiates, and its tunnel. Or what `serve` returns without one
+/// (the player gone, cut off or the hub stopping while it waited; no
+/// channel in time). A function of its own: rustc keeps a value partly
+/// moved out of (the `Channel` the tunnel is taken from) in a task's
+/// state until its scope ends, beside the tunnel: 1.2 KiB per idle player.
+async fn take_channel(
+    shared: &Shared,
+    svc: &Arc<Service>,
+    tcp: &mut TcpStream,
+    seat: &super::players::Player,
+    opening: bool,
+) -> Result<(bool, bool, super::service::Tunnel), Option<Unanswered>> {
+    let wait = shared.settings().timing.player_wait;
+    let taken = tokio::select! {
+        r = svc.take(wait) => r,
+        _ = gone(tcp) => {
+            tracing::info!("player left before a channel was ready");
+            return Err(None);
+        }
+        _ = seat.ended() => {
+            net::abort_on_close(tcp);
+            tracing::info!("player closed before a channel was ready: {}", seat.ended_by().unwrap_or("cut off"));
+            return Err(None);
+        }
+        _ = shared.shutdown.cancelled() => return Err(None),
+    };
+    match taken {
+        Ok(ch) => {
+            let ep = shared.sessions.ep_of(ch.session);
+            seat.carried_by(ch.session, ep, ch.opened_by_hub());
+            Ok((ch.opened_by_hub(), ch.modern, ch.tunnel))
+        }
+        Err(e) => {
+            tracing::info!("player closed: {e}");
+            Err(opening.then_some(Unanswered::Silent))
+        }
+    }
 }
 
 /// `tcp`'s place in the players table, ended by `cut` or a kick.
