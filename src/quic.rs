@@ -232,8 +232,8 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for Tunnel<T> {
 }
 
 /// A QUIC connection as UDP flows use it: datagrams tagged with a flow id
-/// (four bytes, big-endian) and handed to the flow that registered it. A
-/// flow whose queue is full loses the datagram, as the network would.
+/// (four bytes, big-endian) and handed to the sink of the flow that
+/// registered it, on the task that reads the connection's datagrams.
 #[derive(Clone)]
 pub struct Link {
     pub conn: quinn::Connection,
@@ -257,7 +257,7 @@ impl Drop for Hold {
 /// flow's first datagram must not be lost.
 #[derive(Default)]
 struct Flows {
-    open: std::collections::HashMap<u32, tokio::sync::mpsc::Sender<Vec<u8>>>,
+    open: std::collections::HashMap<u32, Sink>,
     early: std::collections::HashMap<u32, (tokio::time::Instant, Vec<Vec<u8>>)>,
 }
 
@@ -289,8 +289,12 @@ impl std::fmt::Debug for Link {
     }
 }
 
-/// Datagrams a flow may have waiting before the newest are dropped.
-const FLOW_QUEUE: usize = 256;
+/// Where a flow's datagrams go. Called on the task that reads the
+/// connection, so it sends at once or drops (a full socket loses the
+/// datagram, as the network would) and never waits: a task hop per
+/// datagram each way is what kept a round trip over QUIC above TLS.
+/// It must not register or drop a flow of the same link.
+pub type Sink = std::sync::Arc<dyn Fn(&[u8]) + Send + Sync>;
 
 /// Removes a flow from its link when dropped.
 pub struct Registration {
@@ -321,12 +325,16 @@ impl Link {
                     continue;
                 }
                 let id = u32::from_be_bytes([d[0], d[1], d[2], d[3]]);
-                let mut flows = l.lock();
-                match flows.open.get(&id) {
-                    Some(tx) => {
-                        let _ = tx.try_send(d[4..].to_vec());
+                let sink = {
+                    let mut flows = l.lock();
+                    let sink = flows.open.get(&id).cloned();
+                    if sink.is_none() {
+                        flows.early(id, d[4..].to_vec());
                     }
-                    None => flows.early(id, d[4..].to_vec()),
+                    sink
+                };
+                if let Some(sink) = sink {
+                    sink(&d[4..]);
                 }
             }
         });
@@ -380,24 +388,32 @@ impl Link {
         self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
     }
 
-    /// Datagrams for flow `id` arrive on the receiver until the
-    /// registration is dropped.
-    pub fn register(&self, id: u32) -> (tokio::sync::mpsc::Receiver<Vec<u8>>, Registration) {
-        let (tx, rx) = tokio::sync::mpsc::channel(FLOW_QUEUE);
-        let mut flows = self.lock();
-        if let Some((_, early)) = flows.early.remove(&id) {
+    /// Datagrams for flow `id` go to `sink` until the registration is
+    /// dropped, those that came early first, in order.
+    pub fn register(&self, id: u32, sink: Sink) -> Registration {
+        // More may come early while these are sent (outside the lock):
+        // they are taken on the next turn. A few turns at most, so a peer
+        // flooding the id cannot hold this task here (the last turn's
+        // datagrams may then pass the newest).
+        for last in [false, false, false, true] {
+            let mut flows = self.lock();
+            let early = flows.early.remove(&id).map(|(_, e)| e).unwrap_or_default();
+            let done = last || early.is_empty();
+            if done {
+                flows.open.insert(id, sink.clone());
+            }
+            drop(flows);
             for d in early {
-                let _ = tx.try_send(d);
+                sink(&d);
+            }
+            if done {
+                break;
             }
         }
-        flows.open.insert(id, tx);
-        (
-            rx,
-            Registration {
-                link: self.clone(),
-                id,
-            },
-        )
+        Registration {
+            link: self.clone(),
+            id,
+        }
     }
 
     /// Sends `d` for flow `id` as one datagram; false if it does not fit

@@ -58,17 +58,31 @@ impl Queue {
         dropped
     }
 
-    /// Waits for datagrams, then takes all of them.
-    pub async fn drain_all(&self) -> Vec<Vec<u8>> {
+    /// Sends `d` at once with `send` when nothing is waiting before it
+    /// (under the queue's lock, so it cannot pass one being drained by
+    /// `drain_sending`), else queues it; how many were dropped.
+    pub fn push_or(&self, d: Vec<u8>, send: impl FnOnce(&[u8]) -> bool) -> u64 {
+        {
+            let q = self.lock();
+            if q.items.is_empty() && send(&d) {
+                return 0;
+            }
+        }
+        self.push(d)
+    }
+
+    /// Waits for datagrams, then offers each, in order and under the
+    /// queue's lock, to `send`; returns those it did not take.
+    pub async fn drain_sending(&self, mut send: impl FnMut(&[u8]) -> bool) -> Vec<Vec<u8>> {
         loop {
             let ready = self.ready.notified();
             {
                 let mut q = self.lock();
                 if !q.items.is_empty() {
                     q.bytes = 0;
-                    let all = q.items.drain(..).collect();
+                    let left = q.items.drain(..).filter(|d| !send(d)).collect();
                     q.items.shrink_to(KEEP_SLOTS);
-                    return all;
+                    return left;
                 }
             }
             ready.await;
@@ -116,7 +130,7 @@ mod tests {
         let big: u64 = (0..5).map(|_| q.push(vec![7; 65_507])).sum();
         assert_eq!(big, 1);
         // Drained, a queue holds no burst's worth of slots.
-        assert_eq!(q.drain_all().await.len(), 4);
+        assert_eq!(q.drain_sending(|_| false).await.len(), 4);
         assert!(q.inner.lock().unwrap().items.capacity() <= KEEP_SLOTS);
     }
 }

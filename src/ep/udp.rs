@@ -5,6 +5,7 @@
 use super::Ep;
 use crate::{config::ep::LocalService, config::ep::UdpHeaders, datagram, net, proxy_header};
 use std::{
+    borrow::Cow,
     net::SocketAddr,
     sync::{
         Arc,
@@ -65,38 +66,43 @@ impl Flow {
                 local.proxy_protocol_udp,
             )
         });
-        let (up, down) = (Counts::default(), Counts::default());
-        let found = Found::new(ep, service, &target, local);
+        let down = Counts::default();
         let link = match (&*tls, self.id) {
             (crate::quic::Tunnel::Quic(q), Some(id)) => q.link.clone().map(|l| (l, id)),
             _ => None,
         };
-        let (from_link, _registered) = match &link {
-            Some((l, id)) => {
-                let (rx, reg) = l.register(*id);
-                (Some(rx), Some(reg))
+        let to_svc = Arc::new(ToService {
+            max_payload: max_payload(&socket),
+            socket,
+            header: std::sync::Mutex::new(header),
+            meter: meter.up.clone(),
+            n: Counts::default(),
+            found: Found::new(ep, service, &target, local),
+        });
+        // Over QUIC the datagrams from the hub are sent home from the task
+        // that reads them (see `quic::Sink`).
+        let _registered = link.as_ref().map(|(l, id)| {
+            let to = to_svc.clone();
+            l.register(*id, Arc::new(move |d: &[u8]| to.send_now(d)))
+        });
+        let link_closed = async {
+            match &link {
+                Some((l, _)) => l.conn.closed().await,
+                None => std::future::pending().await,
             }
-            None => (None, None),
         };
         let (rd, wr) = tokio::io::split(tls);
-        let to_svc = ToService {
-            max_payload: max_payload(&socket),
-            socket: &socket,
-            header: std::sync::Mutex::new(header),
-            meter: &meter.up,
-            n: &up,
-            found: &found,
-        };
         let why = tokio::select! {
             r = to_svc.relay_stream(rd) => match r {
                 Ok(()) => "the hub ended it".to_string(),
                 Err(e) => format!("channel broken: {e}"),
             },
-            _ = to_svc.relay_link(from_link) => "the QUIC connection ended".into(),
-            e = to_hub(wr, link.as_ref(), &socket, (&meter.down, &down), &found) => format!("channel broken: {e}"),
+            _ = link_closed => "the QUIC connection ended".into(),
+            e = to_hub(wr, link.as_ref(), &to_svc, (&meter.down, &down)) => format!("channel broken: {e}"),
             _ = ep.hard_stop.cancelled() => "ep shutting down".into(),
         };
         players.dec();
+        let up = &to_svc.n;
         tracing::info!(
             service,
             %player,
@@ -132,20 +138,23 @@ async fn connect(target: &str) -> std::io::Result<UdpSocket> {
     let socket = UdpSocket::bind(any).await?;
     socket.connect(addr).await?;
     net::tune_udp(&socket);
+    // Until the reactor has seen it writable once, `try_send` refuses
+    // without trying, and the flow's first datagrams are sent that way.
+    socket.writable().await?;
     Ok(socket)
 }
 
 /// Datagrams from the hub to the service, with the PROXY header on the
 /// first (or every) one when asked for; from the channel's stream and, over
 /// QUIC, from the connection's datagrams.
-struct ToService<'a> {
-    socket: &'a UdpSocket,
+struct ToService {
+    socket: UdpSocket,
     /// The largest datagram the socket can send (IPv4 65,507, IPv6 65,527).
     max_payload: usize,
     header: std::sync::Mutex<Option<(Vec<u8>, UdpHeaders)>>,
-    meter: &'a prometheus_client::metrics::counter::Counter,
-    n: &'a Counts,
-    found: &'a Found,
+    meter: prometheus_client::metrics::counter::Counter,
+    n: Counts,
+    found: Found,
 }
 
 /// What a flow finds at home, told to the ep's `Homes` (and a join that
@@ -213,51 +222,52 @@ impl Found {
     }
 }
 
-impl ToService<'_> {
+impl ToService {
+    /// A datagram from the channel's stream: waits for room in the
+    /// socket's buffer.
     async fn send(&self, d: Vec<u8>) {
-        self.found.sent(&d);
-        self.n.add(d.len());
-        self.meter.inc_by(d.len() as u64);
-        let (header, d) = self.with_header(d);
-        // Refused (nothing listening yet) or a full buffer: this datagram
-        // is lost, as it would be on the network; the flow goes on.
-        for out in header.iter().chain(d.iter()) {
-            if let Err(e) = self.socket.send(out).await {
-                tracing::debug!("cannot send to the local service: {e}");
-            }
+        if self.lock_header().is_some() {
+            return self.send_now(&d);
+        }
+        self.count(&d);
+        // Refused (nothing listening yet): this datagram is lost, as it
+        // would be on the network; the flow goes on.
+        if let Err(e) = self.socket.send(&d).await {
+            tracing::debug!("cannot send to the local service: {e}");
         }
     }
 
-    /// What to send for `d`: a datagram of the header alone first when
-    /// the header cannot ride in front of `d` (UDP's size limit) but must
-    /// reach the service once, then `d`, headed if it fits. In `every`
-    /// mode a datagram with no room for its header is not sent: without
-    /// it the service would read the payload as a header.
-    fn with_header(&self, d: Vec<u8>) -> (Option<Vec<u8>>, Option<Vec<u8>>) {
-        let mut header = self.header.lock().unwrap_or_else(|p| p.into_inner());
-        let Some((h, every)) = header.as_ref() else {
-            return (None, Some(d));
-        };
-        let every = *every;
-        if h.len() + d.len() <= self.max_payload {
-            let mut with = Vec::with_capacity(h.len() + d.len());
-            with.extend_from_slice(h);
-            with.extend_from_slice(&d);
-            if every == UdpHeaders::First {
-                *header = None;
-            }
-            return (None, Some(with));
+    /// A datagram sent without waiting: a full socket buffer loses it.
+    fn send_now(&self, d: &[u8]) {
+        self.count(d);
+        let mut header = self.lock_header();
+        if header.is_none() {
+            drop(header);
+            return self.try_send(d);
         }
-        match every {
-            UdpHeaders::First => (header.take().map(|(h, _)| h), Some(d)),
-            UdpHeaders::Every => {
-                tracing::debug!(
-                    len = d.len(),
-                    "a datagram too large to carry its PROXY header was not sent"
-                );
-                (None, None)
-            }
+        // The QUIC link's reader and the stream's task both send: while a
+        // header is due, its lock is held through the sends, so the
+        // service sees the header before any datagram.
+        let (h, d) = with_header(&mut header, d, self.max_payload);
+        for out in h.as_deref().into_iter().chain(d.as_deref()) {
+            self.try_send(out);
         }
+    }
+
+    fn try_send(&self, d: &[u8]) {
+        if let Err(e) = self.socket.try_send(d) {
+            tracing::debug!("cannot send to the local service: {e}");
+        }
+    }
+
+    fn count(&self, d: &[u8]) {
+        self.found.sent(d);
+        self.n.add(d.len());
+        self.meter.inc_by(d.len() as u64);
+    }
+
+    fn lock_header(&self) -> std::sync::MutexGuard<'_, Option<(Vec<u8>, UdpHeaders)>> {
+        self.header.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Ends when the hub closes the stream.
@@ -267,13 +277,39 @@ impl ToService<'_> {
         }
         Ok(())
     }
+}
 
-    async fn relay_link(&self, rx: Option<tokio::sync::mpsc::Receiver<Vec<u8>>>) {
-        let Some(mut rx) = rx else {
-            return std::future::pending().await;
-        };
-        while let Some(d) = rx.recv().await {
-            self.send(d).await;
+/// What to send for `d` while `header` is due: a datagram of the header
+/// alone first when it cannot ride in front of `d` (UDP's size limit) but
+/// must reach the service once, then `d`, headed if it fits. In `every`
+/// mode a datagram with no room for its header is not sent: without it
+/// the service would read the payload as a header.
+fn with_header<'d>(
+    header: &mut Option<(Vec<u8>, UdpHeaders)>,
+    d: &'d [u8],
+    max_payload: usize,
+) -> (Option<Vec<u8>>, Option<Cow<'d, [u8]>>) {
+    let Some((h, every)) = header.as_ref() else {
+        return (None, Some(Cow::Borrowed(d)));
+    };
+    let every = *every;
+    if h.len() + d.len() <= max_payload {
+        let mut with = Vec::with_capacity(h.len() + d.len());
+        with.extend_from_slice(h);
+        with.extend_from_slice(d);
+        if every == UdpHeaders::First {
+            *header = None;
+        }
+        return (None, Some(Cow::Owned(with)));
+    }
+    match every {
+        UdpHeaders::First => (header.take().map(|(h, _)| h), Some(Cow::Borrowed(d))),
+        UdpHeaders::Every => {
+            tracing::debug!(
+                len = d.len(),
+                "a datagram too large to carry its PROXY header was not sent"
+            );
+            (None, None)
         }
     }
 }
@@ -284,10 +320,10 @@ impl ToService<'_> {
 async fn to_hub(
     mut wr: WriteHalf<&mut super::login::Path>,
     link: Option<&(crate::quic::Link, u32)>,
-    socket: &UdpSocket,
+    home: &ToService,
     (meter, n): (&prometheus_client::metrics::counter::Counter, &Counts),
-    found: &Found,
 ) -> std::io::Error {
+    let (socket, found) = (&home.socket, &home.found);
     let mut out = Vec::new();
     loop {
         // ERROR too: an ICMP "port unreachable" for a datagram sent home

@@ -35,11 +35,26 @@ struct Down {
     bytes: std::sync::atomic::AtomicU64,
 }
 
+impl Down {
+    /// Whether a datagram of `len` bytes for the player is within the
+    /// flow's budget (over it, it is lost here, as on a full link);
+    /// counted if so.
+    fn passes(&self, door: &UdpDoor, flow: &Flow, len: usize) -> bool {
+        if !door.within_rate(flow, crate::rate::Dir::Down, len) {
+            return false;
+        }
+        door.count_down(flow, len as u64);
+        self.datagrams.fetch_add(1, Ordering::Relaxed);
+        self.bytes.fetch_add(len as u64, Ordering::Relaxed);
+        true
+    }
+}
+
 impl Run {
     pub async fn run(self) {
         let key = (self.offset, self.at.player);
         tracing::info!("udp flow started");
-        let down = Down::default();
+        let down = Arc::new(Down::default());
         let arrival = crate::hub::players::Arrival {
             svc: &self.svc,
             addr: self.at.player,
@@ -63,17 +78,17 @@ impl Run {
     }
 
     /// Everything from taking a channel to the end; why it ended.
-    async fn carry(&self, down: &Down, seat: &crate::hub::players::Player) -> String {
+    async fn carry(&self, down: &Arc<Down>, seat: &crate::hub::players::Player) -> String {
         let (tunnel, link, id) = match self.open(seat).await {
             Ok(opened) => opened,
             Err(why) => return why,
         };
-        let mut from_link = None;
-        let _registered = match (&link, id) {
+        // Over QUIC, datagrams skip this task both ways (see `quic::Sink`):
+        // the door sends the player's, the link's reader sends home's.
+        let registered = match (&link, id) {
             (Some(l), Some(id)) => {
-                let (rx, reg) = l.register(id);
-                from_link = Some(rx);
-                Some(reg)
+                let _ = self.flow.direct.set((l.clone(), id));
+                Some(l.register(id, self.sink(down)))
             }
             _ => None,
         };
@@ -86,10 +101,9 @@ impl Run {
                     (Some(link), Some(id)) => {
                         // What does not fit a QUIC datagram goes on the
                         // stream, whole.
-                        for d in self.flow.queue.drain_all().await {
-                            if !link.send(id, &d) {
-                                datagram::encode(&mut out, &d);
-                            }
+                        let send = |d: &[u8]| link.send(id, d);
+                        for d in self.flow.queue.drain_sending(send).await {
+                            datagram::encode(&mut out, &d);
                         }
                         if out.is_empty() {
                             continue;
@@ -111,19 +125,15 @@ impl Run {
             }
             Ok::<_, std::io::Error>(())
         };
-        let back_datagrams = async {
-            match from_link.as_mut() {
-                Some(rx) => {
-                    while let Some(d) = rx.recv().await {
-                        to_player(d).await;
-                    }
-                }
-                None => std::future::pending::<()>().await,
+        let link_closed = async {
+            match &link {
+                Some(l) => l.conn.closed().await,
+                None => std::future::pending().await,
             }
         };
         let why = tokio::select! {
             e = up => format!("channel broken: {e}"),
-            _ = back_datagrams => "the QUIC connection ended".into(),
+            _ = link_closed => "the QUIC connection ended".into(),
             r = back => match r {
                 Ok(()) => "the ep ended it".into(),
                 Err(e) => format!("channel broken: {e}"),
@@ -137,29 +147,39 @@ impl Run {
             },
             _ = self.closed.cancelled() => "its port was closed or handed to another service".into(),
         };
+        // Nothing more either way while the tunnel closes.
+        self.flow.ending.store(true, Ordering::Relaxed);
+        drop(registered);
         let mut tunnel = rd.unsplit(wr);
         // close_notify tells the ep the flow is over, so it closes its socket.
         let _ = tokio::time::timeout(Duration::from_secs(1), tunnel.shutdown()).await;
         why
     }
 
-    /// One datagram from home to the player.
+    /// One datagram from home to the player, from the channel's stream.
     async fn to_player(&self, down: &Down, d: Vec<u8>) {
-        // Over its budget the datagram is lost here, as on a full link.
-        if !self
-            .door
-            .within_rate(&self.flow, crate::rate::Dir::Down, d.len())
-        {
+        if !down.passes(&self.door, &self.flow, d.len()) {
             return;
         }
-        self.door.count_down(&self.flow, d.len() as u64);
-        down.datagrams.fetch_add(1, Ordering::Relaxed);
-        down.bytes.fetch_add(d.len() as u64, Ordering::Relaxed);
         // A full socket buffer or an unreachable player loses this
         // datagram only, as the network would.
         if let Err(e) = self.socket.send_to(&d, self.at.reply_to).await {
             tracing::debug!("udp send to player: {e}");
         }
+    }
+
+    /// Where the link's datagrams for this flow go: to the player at once,
+    /// or lost if the socket's buffer is full.
+    fn sink(&self, down: &Arc<Down>) -> crate::quic::Sink {
+        let (door, flow, socket) = (self.door.clone(), self.flow.clone(), self.socket.clone());
+        let (down, to) = (down.clone(), self.at.reply_to);
+        Arc::new(move |d: &[u8]| {
+            if down.passes(&door, &flow, d.len())
+                && let Err(e) = socket.try_send_to(d, to)
+            {
+                tracing::debug!("udp send to player: {e}");
+            }
+        })
     }
 
     /// A channel for this flow, started: the tunnel, and over QUIC the

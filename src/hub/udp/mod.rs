@@ -70,6 +70,11 @@ pub(crate) struct Flow {
     /// Its byte-rate budgets; None when its service had no cap as it began.
     /// Boxed: an uncapped flow holds one pointer's worth for it.
     rate: Option<Box<crate::rate::Datagrams>>,
+    /// Over QUIC once its channel started: the link and its id there, so
+    /// the door sends the player's datagrams itself.
+    direct: std::sync::OnceLock<(crate::quic::Link, u32)>,
+    /// Its task is closing it: the door sends nothing more on `direct`.
+    ending: AtomicBool,
 }
 
 impl Flow {
@@ -103,6 +108,8 @@ pub(crate) struct UdpDoor {
 
 /// What happened to a datagram.
 enum Delivered {
+    /// Queued for its flow's task, sent on over QUIC, or dropped and
+    /// counted.
     Queued,
     /// It started a flow, which needs its task.
     New(Arc<Flow>),
@@ -191,7 +198,14 @@ impl UdpDoor {
                 t.became_conversation(k, &flow);
             }
             drop(t);
-            let dropped = flow.queue.push(d);
+            // What does not fit a QUIC datagram goes the flow's way: on
+            // its stream, whole.
+            let dropped = match flow.direct.get() {
+                Some((link, id)) if !flow.ending.load(Ordering::Relaxed) => {
+                    flow.queue.push_or(d, |d| link.send(*id, d))
+                }
+                _ => flow.queue.push(d),
+            };
             self.meters.queue_full.inc_by(dropped);
             return Delivered::Queued;
         }
@@ -220,6 +234,8 @@ impl UdpDoor {
             up_datagrams: AtomicU64::new(0),
             meter: crate::relay::Meter::default(),
             rate,
+            direct: Default::default(),
+            ending: AtomicBool::new(false),
         });
         t.insert(k, flow.clone());
         drop(t);
