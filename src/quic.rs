@@ -258,28 +258,60 @@ impl Drop for Hold {
 #[derive(Default)]
 struct Flows {
     open: std::collections::HashMap<u32, Sink>,
-    early: std::collections::HashMap<u32, (tokio::time::Instant, Vec<Vec<u8>>)>,
+    early: std::collections::HashMap<u32, Early>,
+    /// Bytes held in `early`, all flows.
+    early_bytes: usize,
 }
 
-/// Early datagrams kept, per flow and in all, and for how long.
-const EARLY_PER_FLOW: usize = 16;
-const EARLY_FLOWS: usize = 256;
+#[derive(Default)]
+struct Early {
+    since: Option<tokio::time::Instant>,
+    datagrams: Vec<Vec<u8>>,
+    bytes: usize,
+}
+
+/// Early datagrams kept: per flow what the hub holds for a flow waiting
+/// for its channel (it sends them all as the flow opens), for how long,
+/// and in all, bytes and flows (a hub that opens no flows cannot fill the
+/// ep's memory).
+const EARLY_PER_FLOW: usize = crate::datagram::QUEUE_ITEMS;
+const EARLY_BYTES_PER_FLOW: usize = crate::datagram::QUEUE_BYTES;
 const EARLY_FOR: std::time::Duration = std::time::Duration::from_secs(5);
+const EARLY_BYTES: usize = 4 << 20;
+const EARLY_FLOWS: usize = 256;
 
 impl Flows {
     fn early(&mut self, id: u32, d: Vec<u8>) {
         let now = tokio::time::Instant::now();
         if !self.early.contains_key(&id) {
-            self.early
-                .retain(|_, (t, _)| now.duration_since(*t) < EARLY_FOR);
+            let mut expired = 0;
+            self.early.retain(|_, e| {
+                let keep = e.since.is_some_and(|t| now.duration_since(t) < EARLY_FOR);
+                expired += if keep { 0 } else { e.bytes };
+                keep
+            });
+            self.early_bytes -= expired;
             if self.early.len() >= EARLY_FLOWS {
                 return;
             }
         }
-        let (_, q) = self.early.entry(id).or_insert_with(|| (now, Vec::new()));
-        if q.len() < EARLY_PER_FLOW {
-            q.push(d);
+        if self.early_bytes + d.len() > EARLY_BYTES {
+            return;
         }
+        let e = self.early.entry(id).or_default();
+        e.since.get_or_insert(now);
+        if e.datagrams.len() < EARLY_PER_FLOW && e.bytes + d.len() <= EARLY_BYTES_PER_FLOW {
+            e.bytes += d.len();
+            self.early_bytes += d.len();
+            e.datagrams.push(d);
+        }
+    }
+
+    /// The early datagrams of flow `id`, taken.
+    fn take_early(&mut self, id: u32) -> Vec<Vec<u8>> {
+        let e = self.early.remove(&id).unwrap_or_default();
+        self.early_bytes -= e.bytes;
+        e.datagrams
     }
 }
 
@@ -397,7 +429,7 @@ impl Link {
         // datagrams may then pass the newest).
         for last in [false, false, false, true] {
             let mut flows = self.lock();
-            let early = flows.early.remove(&id).map(|(_, e)| e).unwrap_or_default();
+            let early = flows.take_early(id);
             let done = last || early.is_empty();
             if done {
                 flows.open.insert(id, sink.clone());

@@ -29,6 +29,7 @@ on_every_udp_door!(
     a_flood_of_new_sources_stays_bounded_and_never_starves_a_player,
     the_service_learns_each_players_address_from_a_proxy_header,
     flows_come_back_after_the_hub_restarts,
+    datagrams_sent_while_home_is_away_reach_it_in_order,
 );
 
 async fn fifty_new_flows_at_once_each_get_their_first_answer(door: Door) {
@@ -369,4 +370,73 @@ async fn flows_come_back_after_the_hub_restarts(door: Door) {
         b"after"
     );
     assert_eq!(hub.handle.udp_flows("echo"), Some(1));
+}
+
+/// A player who keeps sending while the ep logs in: what waited at the hub
+/// and what comes after reach the service in the order sent (over QUIC the
+/// hub starts sending on its own as the flow opens: it must not pass what
+/// waited).
+async fn datagrams_sent_while_home_is_away_reach_it_in_order(door: Door) {
+    let certs = Certs::new();
+    let home = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let opts = door.hub_opts(HubOpts {
+        service_extra: UDP.into(),
+        ..Default::default()
+    });
+    let hub = TestHub::start(&certs, &opts).await;
+    let public = hub.service("echo");
+    let p = player().await;
+    const LAST: u32 = 3_000;
+    // Sent before the ep starts: they wait at the hub (its queue holds 128).
+    const WAITED: u32 = 50;
+    let (waited, all_waiting) = tokio::sync::oneshot::channel();
+    let (ep_in, logged_in) = tokio::sync::oneshot::channel();
+    let sender = tokio::spawn(async move {
+        for i in 0..WAITED {
+            p.send_to(&i.to_be_bytes(), public).await.unwrap();
+        }
+        waited.send(()).unwrap();
+        // The rest while the flow opens and after.
+        logged_in.await.unwrap();
+        let mut pace = tokio::time::interval(Duration::from_micros(500));
+        for i in WAITED..=LAST {
+            pace.tick().await;
+            p.send_to(&i.to_be_bytes(), public).await.unwrap();
+        }
+    });
+    all_waiting.await.unwrap();
+    let eo = door.ep_opts(
+        &hub,
+        EpOpts::new(&certs, vec![("echo".into(), home.local_addr().unwrap())]),
+    );
+    let _ep = TestEp::start(ep_settings(&certs, &hub, &eo));
+    hub.wait_sessions(1).await;
+    ep_in.send(()).unwrap();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 64];
+    while got.last() != Some(&LAST) {
+        let (n, _) = tokio::time::timeout(Duration::from_secs(15), home.recv_from(&mut buf))
+            .await
+            .expect("the flow's datagrams at home")
+            .unwrap();
+        assert_eq!(n, 4);
+        got.push(u32::from_be_bytes([buf[0], buf[1], buf[2], buf[3]]));
+    }
+    sender.await.unwrap();
+    // Every datagram that waited arrives, and none after a later one.
+    assert_eq!(
+        got[..WAITED as usize],
+        (0..WAITED).collect::<Vec<_>>(),
+        "what waited for home"
+    );
+    let out_of_order: Vec<_> = got.windows(2).filter(|w| w[0] >= w[1]).collect();
+    assert!(
+        out_of_order.is_empty(),
+        "out of order at home: {out_of_order:?}"
+    );
+    println!(
+        "{} of {} datagrams reached home, in order",
+        got.len(),
+        LAST + 1
+    );
 }

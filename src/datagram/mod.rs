@@ -7,7 +7,7 @@
 mod queue;
 pub mod socket;
 
-pub use queue::Queue;
+pub use queue::{MAX_BYTES as QUEUE_BYTES, MAX_ITEMS as QUEUE_ITEMS, Queue};
 
 use tokio::io::{AsyncRead, AsyncReadExt};
 

@@ -10,8 +10,8 @@ use tokio::sync::Notify;
 
 /// About 100 ms of a busy game flow, or a few ms of a bulk transfer; a
 /// path behind by more than that drops rather than adds latency.
-const MAX_ITEMS: usize = 128;
-const MAX_BYTES: usize = 256 * 1024;
+pub const MAX_ITEMS: usize = 128;
+pub const MAX_BYTES: usize = 256 * 1024;
 /// Slots a drained queue keeps: a burst's deque is given back.
 const KEEP_SLOTS: usize = 8;
 

@@ -224,7 +224,8 @@ impl Found {
 
 impl ToService {
     /// A datagram from the channel's stream: waits for room in the
-    /// socket's buffer.
+    /// socket's buffer, but while a PROXY header is due is sent as
+    /// `send_now` sends (the header first, whichever path is quicker).
     async fn send(&self, d: Vec<u8>) {
         if self.lock_header().is_some() {
             return self.send_now(&d);
