@@ -46,6 +46,11 @@ pub mod feature {
     /// The ep reports how long it took to dial home for a player
     /// (`EpMsg::Dialed`), for the hub's players table.
     pub const DIALED: &str = "dialed";
+    /// The hub tells the ep its services' byte-rate caps (`HubMsg::Pace`)
+    /// and which players it caps (`Start.pace`); the ep sends those
+    /// players' bytes home → hub no faster, so a capped download never
+    /// fills the home uplink in bursts.
+    pub const PACE: &str = "pace";
     pub const ALL: &[&str] = &[
         CHANNEL_FAILED,
         REASON_KINDS,
@@ -55,6 +60,7 @@ pub mod feature {
         HOME,
         PING,
         DIALED,
+        PACE,
     ];
 }
 
@@ -253,6 +259,12 @@ pub enum HubMsg {
         /// home stays asleep (the ep does not run its `wake` command).
         #[serde(default, skip_serializing_if = "std::ops::Not::not")]
         no_wake: bool,
+        /// (feature `pace`) The hub caps this player, at these rates as it
+        /// began: the ep paces what it sends of it home → hub to the
+        /// service's caps (as the last `HubMsg::Pace` said; these until
+        /// one has).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pace: Option<Rates>,
     },
     /// On control: the hub is ending this session on purpose (replaced by a
     /// newer login, certificate revoked, hub shutting down).
@@ -271,9 +283,21 @@ pub enum HubMsg {
     },
     /// On control (feature `ping`): the answer to `EpMsg::Ping`.
     Pong { n: u64 },
+    /// On control (feature `pace`): the caps of the services this session
+    /// serves, at login and after a reload changes them.
+    Pace { services: BTreeMap<String, Rates> },
     /// A message type from a newer hub; skipped.
     #[serde(other)]
     Unknown,
+}
+
+/// A service's byte-rate caps, bytes/s each direction (0: none).
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Rates {
+    #[serde(default)]
+    pub max_rate: u64,
+    #[serde(default)]
+    pub max_rate_per_player: u64,
 }
 
 fn is_zero(n: &u16) -> bool {

@@ -28,7 +28,9 @@ pub fn burst(rate: u64) -> u64 {
 
 /// Bytes a reader that ran dry waits for before it reads again: about a
 /// hundredth of a second of rate, so a capped transfer wakes at most ~100
-/// times a second, in reads of 1 to 32 KiB.
+/// times a second, in reads of 1 to 32 KiB. (Steps of a millisecond on
+/// the ep's side were measured: no lower delay for other players on a
+/// thin uplink, ten times the wake-ups.)
 fn step(rate: u64) -> u64 {
     (rate / 100).clamp(1024, 32 * 1024)
 }
@@ -135,6 +137,14 @@ impl Caps {
         self.shared(Dir::Down).set_rate(max_rate);
     }
 
+    /// The caps as set now.
+    pub fn rates(&self) -> crate::proto::Rates {
+        crate::proto::Rates {
+            max_rate: self.shared(Dir::Up).rate(),
+            max_rate_per_player: self.per_player(),
+        }
+    }
+
     /// Either cap set.
     pub fn any(&self) -> bool {
         self.per_player() != 0 || self.shared(Dir::Up).rate() != 0
@@ -158,9 +168,20 @@ impl Caps {
     pub fn relay_limits(self: &Arc<Self>) -> Option<Box<RelayLimits>> {
         self.any().then(|| {
             Box::new(RelayLimits {
-                up: Limiter::new(self.clone(), Dir::Up),
-                down: Limiter::new(self.clone(), Dir::Down),
+                up: Some(Limiter::new(self.clone(), Dir::Up)),
+                down: Some(Limiter::new(self.clone(), Dir::Down)),
             })
+        })
+    }
+
+    /// The ep's side of a capped player: only what goes home → hub is
+    /// paced (the hub already paces the other way at its reads). Made
+    /// whether or not a cap is set now, as the hub's own limiter was, so
+    /// it follows the caps a reload sets.
+    pub fn pacing_limits(self: &Arc<Self>) -> Box<RelayLimits> {
+        Box::new(RelayLimits {
+            up: None,
+            down: Some(Limiter::new(self.clone(), Dir::Down)),
         })
     }
 
@@ -177,10 +198,18 @@ impl Caps {
     }
 }
 
-/// A TCP player's two directions.
+/// A TCP player's two directions (None: that way is not capped).
 pub struct RelayLimits {
-    pub up: Limiter,
-    pub down: Limiter,
+    pub up: Option<Limiter>,
+    pub down: Option<Limiter>,
+}
+
+impl RelayLimits {
+    /// The caps its limiters follow, as set now.
+    pub fn rates(&self) -> Option<crate::proto::Rates> {
+        let l = self.down.as_ref().or(self.up.as_ref())?;
+        Some(l.caps.rates())
+    }
 }
 
 /// What one relay direction obeys: the player's own bucket and the
@@ -311,16 +340,14 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_dry_limiter_waits_for_a_step() {
         let caps = Caps::new(100_000, 0);
-        let mut l = caps.relay_limits().unwrap();
+        let RelayLimits { up, down } = *caps.relay_limits().unwrap();
+        let (mut up, mut down) = (up.unwrap(), down.unwrap());
         let mut cx = Context::from_waker(std::task::Waker::noop());
-        assert_eq!(
-            l.down.poll_budget(&mut cx, 32 * 1024),
-            Poll::Ready(32 * 1024)
-        );
-        l.down.spend(MIN_BURST as usize);
-        assert!(l.down.poll_budget(&mut cx, 32 * 1024).is_pending());
-        assert!(l.up.poll_budget(&mut cx, 32 * 1024).is_ready());
+        assert_eq!(down.poll_budget(&mut cx, 32 * 1024), Poll::Ready(32 * 1024));
+        down.spend(MIN_BURST as usize);
+        assert!(down.poll_budget(&mut cx, 32 * 1024).is_pending());
+        assert!(up.poll_budget(&mut cx, 32 * 1024).is_ready());
         tokio::time::advance(Duration::from_millis(20)).await;
-        assert_eq!(l.down.poll_budget(&mut cx, 32 * 1024), Poll::Ready(2000));
+        assert_eq!(down.poll_budget(&mut cx, 32 * 1024), Poll::Ready(2000));
     }
 }

@@ -221,7 +221,7 @@ where
     let mut last_moved = tokio::time::Instant::now();
     let result = poll_fn(|cx| {
         let (lu, ld) = match rate.as_deref_mut() {
-            Some(r) => (Some(&mut r.up), Some(&mut r.down)),
+            Some(r) => (r.up.as_mut(), r.down.as_mut()),
             None => (None, None),
         };
         let u = up.poll_copy(cx, Pin::new(&mut *a), Pin::new(&mut *b), lu);

@@ -83,6 +83,7 @@ impl Hub {
             flow: None,
             name: None,
             no_wake: false,
+            pace: None,
         };
         proto::write_msg(&mut ch, &start).await.unwrap();
         ch

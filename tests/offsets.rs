@@ -77,6 +77,7 @@ async fn a_hub_asking_for_a_port_outside_the_range_reaches_nothing() {
         flow: None,
         name: None,
         no_wake: false,
+        pace: None,
     };
     proto::write_msg(&mut ch, &start).await.unwrap();
     // The ep refuses at once: the channel ends, and nothing was dialled.

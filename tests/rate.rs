@@ -1,8 +1,9 @@
 //! Byte-rate caps at the hub: `max_rate_per_player` holds one player's
 //! download and upload to the rate (±10 % once the burst is spent),
 //! `max_rate` holds the sum of a service's players, a UDP flow over its
-//! budget loses datagrams, and a reload changes the cap of a running
-//! player. Over TLS and QUIC.
+//! budget loses datagrams, a reload changes the cap of a running player,
+//! and the ep sends a capped download home → hub at the cap. Over TLS and
+//! QUIC.
 
 mod common;
 
@@ -197,7 +198,50 @@ async fn a_reload_changes_the_cap_of_a_running_player(t: Transport) {
     );
 }
 
+/// What left home for a capped download (the ep's `bytes` counter, down)
+/// runs no further ahead of what the player has read than a burst and
+/// what is in flight: the ep paces it to the cap, so the home uplink
+/// carries the cap, not bursts as large as the buffers between home and
+/// hub (a QUIC stream window, a TCP receive buffer: up to megabytes).
+async fn a_capped_download_leaves_home_at_the_cap(t: Transport) {
+    const SLOW: u64 = 200_000;
+    let certs = Certs::new();
+    let opts = t.hub_opts(capped(&format!("max_rate_per_player = {SLOW}\n")));
+    let hub = TestHub::start(&certs, &opts).await;
+    let eo = t.ep_opts(
+        &hub,
+        EpOpts::new(&certs, vec![("echo".into(), source().await)]),
+    );
+    let (_ep, home) = TestEp::start_with_handle(ep_settings(&certs, &hub, &eo)).await;
+    hub.wait_sessions(1).await;
+    let got = Arc::new(AtomicU64::new(0));
+    count_reads(
+        TcpStream::connect(hub.service("echo")).await.unwrap(),
+        got.clone(),
+    );
+    let sent = || {
+        let m = home.metrics();
+        let line = "ferry_bytes_total{service=\"echo\",direction=\"down\"} ";
+        let v = m.lines().find_map(|l| l.strip_prefix(line));
+        v.and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0) as u64
+    };
+    // Past the burst: 64 KiB, then 2 s at the cap.
+    let mut ahead = 0;
+    for n in [200_000, 300_000, 400_000, 464_000] {
+        at(&got, n).await;
+        ahead = ahead.max(sent().saturating_sub(got.load(Ordering::Relaxed)));
+    }
+    println!(
+        "figure: over {t:?}, home ahead of the player by at most {ahead} bytes (cap {SLOW} B/s)"
+    );
+    assert!(
+        ahead <= 128 * 1024,
+        "home sent {ahead} bytes more than the player read: not paced"
+    );
+}
+
 on_every_transport!(
+    a_capped_download_leaves_home_at_the_cap,
     a_download_holds_to_max_rate_per_player,
     an_upload_holds_to_max_rate_per_player,
     players_of_a_service_share_its_max_rate,

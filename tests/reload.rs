@@ -414,10 +414,16 @@ async fn udp_flows_outlive_a_limits_change_and_a_service_gains_udp() {
         Some(&b"three"[..])
     );
     assert_eq!(hub.handle.udp_flows("g"), Some(1));
-    assert!(
-        tokio::net::TcpStream::connect(to).await.is_ok(),
-        "tcp now listens on the port"
-    );
+    // Something listens: the handshake completes (a reset after it, when
+    // home has no TCP service behind the port, can beat `connect`'s own
+    // check; only a refusal means no listener).
+    if let Err(e) = tokio::net::TcpStream::connect(to).await {
+        assert_ne!(
+            e.kind(),
+            std::io::ErrorKind::ConnectionRefused,
+            "tcp now listens on the port {to}"
+        );
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -140,10 +140,14 @@ impl Download {
         }
     }
 
-    /// Waits until the transfer is past its first 4 MiB (under way, past
-    /// a cap's burst).
+    /// Waits until the transfer is past its first 4 MiB and 1.5 s (under
+    /// way, and past a cap's burst: a quarter second of a 10 MB/s cap
+    /// takes the first second of a 100 Mbit/s uplink to drain).
     async fn under_way(&self) {
-        while self.bytes.load(Ordering::Relaxed) < 4 << 20 {
+        let begun = Instant::now();
+        while self.bytes.load(Ordering::Relaxed) < 4 << 20
+            || begun.elapsed() < Duration::from_millis(1500)
+        {
             tokio::time::sleep(Duration::from_millis(1)).await;
         }
     }

@@ -1,4 +1,4 @@
-//! `cargo bench --bench tunnel [-- --smoke] [--json PATH] [--no-memory] [--memory-only] [--quic] [--second-hub] [--fairness]`
+//! `cargo bench --bench tunnel [-- --smoke] [--json PATH] [--no-memory] [--memory-only] [--quic] [--second-hub] [--fairness [--no-uplink]]`
 //! (`--fairness-uplink` is internal: `--fairness` again, in the shaped
 //! namespace it makes as root)
 //!
@@ -104,7 +104,7 @@ fn main() {
             js
         });
         let mut js = js;
-        if !uplink {
+        if !uplink && !args.has("--no-uplink") {
             js.extend(fairness::on_thin_uplink(args.smoke));
         }
         return common::write_json(&args.json, &js);

@@ -224,6 +224,7 @@ pub(super) async fn started(
         offset,
         flow,
         no_wake,
+        pace,
         ..
     } = msg
     else {
@@ -264,12 +265,13 @@ pub(super) async fn started(
     }
     // A join keeps the service awake; a list ping passing through not.
     let playing = at.join.then(|| ep.homes.player(&service));
+    let rate = pace.map(|began| via.link.pace.limits(&service, began));
     // The streams stay where this block holds them, lent to the relay:
     // moved into an `async fn` they would be stored once per level of
     // the nested futures (rustc keeps an argument's slot and its moved
     // copy both), 2.2 KiB more per idle player.
     Some(Box::pin(async move {
-        relay_player(&ep, &service, player, &mut tls, &mut svc).await;
+        relay_player(&ep, (&service, player), &mut tls, &mut svc, rate).await;
         // Home's socket, then the hub's channel, then the slot and the
         // link's count: the order they had as `relay_player`'s arguments.
         drop((svc, tls));
@@ -459,12 +461,13 @@ impl Dial<'_> {
 
 /// Carries one player between `tls` (the hub) and `svc` (home) until both
 /// directions end; a break on either side is a break on both.
+/// `rate`: what home sends is paced to the hub's caps (`Start.pace`).
 async fn relay_player(
     ep: &Ep,
-    service: &str,
-    player: std::net::SocketAddr,
+    (service, player): (&str, std::net::SocketAddr),
     tls: &mut Path,
     svc: &mut TcpStream,
+    rate: Option<Box<crate::rate::RelayLimits>>,
 ) {
     let label = crate::metrics::ServiceLabel {
         service: service.to_string(),
@@ -474,6 +477,7 @@ async fn relay_player(
     players.inc();
     let watch = relay::Watch {
         meter: Some(ep.metrics.traffic.meter(service)),
+        rate,
         ..Default::default()
     };
     tracing::info!(service, %player, "player connected");

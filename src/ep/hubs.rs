@@ -62,6 +62,8 @@ pub(crate) struct HubLink {
     logins: Counter,
     players: Gauge,
     rtt: Gauge<f64, AtomicU64>,
+    /// Its services' caps, as it last told them (feature `pace`).
+    pub pace: super::pace::Pace,
 }
 
 /// A player or flow carried for a hub; counted until dropped.
@@ -100,6 +102,7 @@ impl HubLink {
             logins: m.logins.get_or_create(&l).clone(),
             players: m.hub_players.get_or_create(&l).clone(),
             rtt: m.hub_rtt.get_or_create(&l).clone(),
+            pace: Default::default(),
         }
     }
 

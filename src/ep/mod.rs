@@ -7,6 +7,7 @@ mod channel;
 mod hubs;
 pub mod join;
 mod login;
+mod pace;
 mod reload;
 mod slots;
 mod status;

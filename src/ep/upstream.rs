@@ -353,6 +353,12 @@ impl Up {
                 }
                 None
             }
+            Ok(HubMsg::Pace { services }) => {
+                let settings = ep.settings();
+                let serves = |name: &str| settings.services.contains_key(name);
+                self.link.pace.set(services, serves);
+                None
+            }
             Ok(HubMsg::Closing { reason, kind }) => Some(End {
                 reason: format!("the hub closed the session: {reason}"),
                 kind,

@@ -107,6 +107,8 @@ pub(super) struct LoggedIn {
     ctrl_rx: mpsc::Receiver<HubMsg>,
     /// The ep negotiated features (it is newer than negotiation itself).
     modern: bool,
+    /// It paces capped players to the caps it is told (feature `pace`).
+    pace: bool,
 }
 
 impl LoggedIn {
@@ -133,7 +135,7 @@ pub(super) async fn finish_login(
     shared: &Arc<Shared>,
     addr: SocketAddr,
     login: impl std::future::Future<
-        Output = Result<(Tunnel, super::sessions::SessionGuard, bool), Refusal>,
+        Output = Result<(Tunnel, super::sessions::SessionGuard, Vec<String>), Refusal>,
     >,
     ctrl_rx: mpsc::Receiver<HubMsg>,
 ) -> Option<LoggedIn> {
@@ -144,13 +146,14 @@ pub(super) async fn finish_login(
     };
     let ip = addr.ip();
     match login {
-        Ok(Ok((tls, guard, modern))) => {
+        Ok(Ok((tls, guard, features))) => {
             shared.logins.gate.proven(ip);
             Some(LoggedIn {
                 tls,
                 guard,
                 ctrl_rx,
-                modern,
+                modern: !features.is_empty(),
+                pace: features.iter().any(|f| f == proto::feature::PACE),
             })
         }
         Ok(Err(e)) => {
@@ -230,7 +233,7 @@ pub(super) async fn authenticate(
     resumed: Result<(), &'static str>,
     addr: SocketAddr,
     ctrl: mpsc::Sender<HubMsg>,
-) -> Result<(Tunnel, super::sessions::SessionGuard, bool), Refusal> {
+) -> Result<(Tunnel, super::sessions::SessionGuard, Vec<String>), Refusal> {
     let ep = peer.ep.clone();
     if let Err(why) = resumed {
         let why = format!("this ep's {why} (resumed TLS session)");
@@ -259,6 +262,7 @@ pub(super) async fn authenticate(
         return Err(Refusal::NotHello);
     };
     let modern = !features.is_empty();
+    let spoken = features.clone();
     let hello = Hello {
         version,
         token,
@@ -286,7 +290,7 @@ pub(super) async fn authenticate(
         let told = not_served(&guard, &welcome, skipped);
         proto::write_msg(&mut tls, &told).await?;
     }
-    Ok((tls, guard, modern))
+    Ok((tls, guard, spoken))
 }
 
 /// An ep's `Hello`, field by field.
@@ -623,6 +627,7 @@ pub(super) async fn session(shared: Arc<Shared>, s: LoggedIn) {
         guard,
         mut ctrl_rx,
         modern,
+        pace,
     } = s;
     let t = shared.settings().timing;
     let names: Vec<String> = guard.services().iter().map(|s| s.name.clone()).collect();
@@ -633,6 +638,7 @@ pub(super) async fn session(shared: Arc<Shared>, s: LoggedIn) {
     let mut tick = tokio::time::interval(t.heartbeat_interval);
     let mut silence = Box::pin(tokio::time::sleep(t.heartbeat_timeout));
     let mut pongs = Pongs::default();
+    let (mut paced, mut reloads) = (super::pace::Paced::new(pace), shared.reloads.subscribe());
     let mut told = Told::default();
     // A write cut short by the session's end may have left half a frame:
     // nothing more is written after it.
@@ -657,11 +663,11 @@ pub(super) async fn session(shared: Arc<Shared>, s: LoggedIn) {
             }
             _ = silence.as_mut() => break (format!("no heartbeat for {:?}", t.heartbeat_timeout), None),
             Some(m) = ctrl_rx.recv() => m,
-            _ = tick.tick() => {
-                guard.services().iter().for_each(|s| s.top_up());
-                measure_rtt(&shared, &guard, fd, told.fresh(t.heartbeat_interval));
-                HubMsg::Heartbeat
-            }
+            _ = tick.tick() => beat(&shared, &guard, fd, told.fresh(t.heartbeat_interval), &mut paced),
+            Ok(()) = reloads.changed(), if paced.on() => match paced.due(&shared, &guard) {
+                Some(m) => m,
+                None => continue,
+            },
             (kind, why) = guard.ended() => break (why, Some(kind)),
         };
         // An ep that stops reading must not hold the session (and its
@@ -694,6 +700,20 @@ pub(super) async fn session(shared: Arc<Shared>, s: LoggedIn) {
             tokio::time::timeout(Duration::from_millis(500), proto::write_msg(&mut wr, &bye)).await;
     }
     ended(&shared, guard, &reason, told);
+}
+
+/// A heartbeat's work: pools topped up, the round trip measured, and
+/// what goes to the ep (caps that changed, or a heartbeat).
+fn beat(
+    shared: &Shared,
+    guard: &super::sessions::SessionGuard,
+    fd: Option<RawFd>,
+    told: bool,
+    paced: &mut super::pace::Paced,
+) -> HubMsg {
+    guard.services().iter().for_each(|s| s.top_up());
+    measure_rtt(shared, guard, fd, told);
+    paced.due(shared, guard).unwrap_or(HubMsg::Heartbeat)
 }
 
 /// The session's round trip, for the players table and the ep's gauge:

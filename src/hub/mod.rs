@@ -12,6 +12,7 @@ mod gate;
 mod handle;
 mod logins;
 mod offer;
+mod pace;
 mod player;
 mod players;
 mod players_view;

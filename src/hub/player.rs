@@ -133,6 +133,11 @@ pub(super) async fn serve(
         name: named.then(|| svc.name.clone()),
         // Eps from before negotiation refuse fields they do not know.
         no_wake: modern && opening.as_ref().is_some_and(|o| o.no_wake),
+        pace: watch
+            .rate
+            .as_ref()
+            .filter(|_| modern)
+            .and_then(|r| r.rates()),
     };
     let sent = opening.as_ref().map(|o| &o.sent[..]).unwrap_or_default();
     if !send_start(&shared, &mut tunnel, &start, sent).await {

@@ -232,6 +232,9 @@ impl Run {
             flow: id,
             name: named.then(|| self.svc.name.clone()),
             no_wake: false,
+            // A datagram over the cap is dropped here, and counted: the ep
+            // sends what home sends (a game paces itself).
+            pace: None,
         };
         let timeout = self.shared.settings().timing.handshake_timeout;
         match tokio::time::timeout(timeout, proto::write_msg(&mut tunnel, &start)).await {
