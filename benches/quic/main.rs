@@ -4,7 +4,8 @@
 //! and one over TLS/TCP, each serving its own copy of the same services,
 //! against a direct path and two plain-TCP forwarding processes in a chain
 //! (the tunnel's shape with no security), in the same run: connect to
-//! first byte and new TCP players per second, one-stream throughput (also
+//! first byte and new TCP players per second, memory per idle player on the
+//! hub and each ep, one-stream throughput (also
 //! again, as root, inside a network namespace whose loopback MTU is 1500,
 //! the internet's), and 64-byte UDP echo round trips and loss at 0 % and
 //! (as root, with nftables) 2 % random loss each way on the hub–ep path
@@ -19,7 +20,9 @@ use common::{
     Args,
     cluster::Cluster,
     machine,
-    measure::{connection_rate, first_byte, median, percentile, throughput_parallel, us},
+    measure::{
+        connection_rate, first_byte, idle_players, median, percentile, throughput_parallel, us,
+    },
     plainhop, say, tcp, udp,
 };
 use serde_json::json;
@@ -30,6 +33,8 @@ use std::{
 
 struct Plan {
     rounds: usize,
+    /// Idle players held on each transport for the memory figure.
+    idle: usize,
     first_bytes: usize,
     rate_secs: u64,
     stream: u64,
@@ -144,6 +149,7 @@ fn main() {
     let p = if args.smoke {
         Plan {
             rounds: 1,
+            idle: 50,
             first_bytes: 5,
             rate_secs: 1,
             stream: 4 << 20,
@@ -152,6 +158,7 @@ fn main() {
     } else {
         Plan {
             rounds: 3,
+            idle: 2000,
             first_bytes: 200,
             rate_secs: 5,
             stream: 512 << 20,
@@ -174,6 +181,11 @@ fn main() {
     }
     let (mut out, mut js) = common::begin("QUIC", fd_limit);
     rt.block_on(async {
+        // First, while no traffic has grown the processes' heaps: freed
+        // memory they keep would take new players unseen.
+        let (row, line) = idle_memory(&p, &setup).await;
+        say!(out, "{line}");
+        js.insert("idle_memory_kib_per_player".into(), row);
         let (row, line) = first_bytes(&p, &setup.echo).await;
         say!(out, "{line}");
         js.insert("first_byte_us".into(), row);
@@ -196,7 +208,8 @@ const THROUGHPUT_ONLY: &str = "--throughput-only";
 struct Setup {
     _cluster: Cluster,
     hub: common::ferryproc::HubProc,
-    _eps: Vec<common::ferryproc::Ferry>,
+    /// The ep over QUIC, then the one over TLS.
+    eps: Vec<common::ferryproc::Ferry>,
     _hops: (common::hop::Hop, common::hop::Hop),
     echo: Paths,
     sink: Paths,
@@ -260,7 +273,7 @@ impl Setup {
         Setup {
             _cluster: cluster,
             hub,
-            _eps: eps,
+            eps,
             _hops: (near, far),
             echo,
             sink,
@@ -268,6 +281,42 @@ impl Setup {
             quic,
         }
     }
+}
+
+/// Memory per idle player: `p.idle` players held open over QUIC, then as
+/// many more over TLS, each through the hub and its own ep. The hub's
+/// figure for TLS is taken with the QUIC players still held, so neither
+/// set reuses memory the other freed.
+async fn idle_memory(p: &Plan, s: &Setup) -> (serde_json::Value, String) {
+    let mut held = Vec::new();
+    let mut row = serde_json::Map::new();
+    let mut line = format!("memory per idle player KiB ({} each):", p.idle);
+    let mut hub_per = std::collections::HashMap::new();
+    for (name, to, ep) in [
+        ("quic", s.echo.quic, &s.eps[0]),
+        ("tls", s.echo.tls, &s.eps[1]),
+    ] {
+        let rss = || {
+            (
+                s.hub.proc.status_kib("VmRSS:") as f64,
+                ep.status_kib("VmRSS:") as f64,
+            )
+        };
+        let (hub0, ep0) = rss();
+        let before = held.len();
+        let failed = idle_players(to, p.idle, &mut held).await;
+        let n = (held.len() - before).max(1) as f64;
+        let (hub1, ep1) = rss();
+        let (h, e) = ((hub1 - hub0).max(0.0) / n, (ep1 - ep0).max(0.0) / n);
+        hub_per.insert(name, h);
+        line += &format!("  {name} hub {h:.1}, ep {e:.1}");
+        if failed > 0 {
+            line += &format!(" ({failed} failed to connect)");
+        }
+        row.insert(name.into(), json!({"hub": h, "ep": e}));
+    }
+    line += &format!("  hub quic/tls {:.2}", hub_per["quic"] / hub_per["tls"]);
+    (serde_json::Value::Object(row), line)
 }
 
 /// Connect to first byte, p50/p99 on each path, with QUIC's ratios.
@@ -411,6 +460,7 @@ fn udp_rows(out: &mut String, js: &mut common::Json, p: &Plan, s: &Setup) {
         let mut row = serde_json::Map::new();
         let mut line =
             format!("udp echo 64 B, {loss} % loss each way on the hub–ep path, p50/p99 µs (lost):");
+        let mut p50 = std::collections::HashMap::new();
         for (name, to) in s.udp.each() {
             let (mut rtts, lost) = udp_echo(to, p.pings);
             let (a, b) = if rtts.is_empty() {
@@ -422,12 +472,14 @@ fn udp_rows(out: &mut String, js: &mut common::Json, p: &Plan, s: &Setup) {
                 )
             };
             let pct = 100.0 * lost as f64 / p.pings as f64;
+            p50.insert(name, a);
             line += &format!("  {name} {a:.0}/{b:.0} ({pct:.1} %)");
             row.insert(
                 name.into(),
                 json!({"p50_us": a, "p99_us": b, "lost_percent": pct}),
             );
         }
+        line += &format!("  p50 quic/tls {:.2}", p50["quic"] / p50["tls"]);
         say!(out, "{line}");
         js.insert(
             format!("udp_echo_loss_{loss}"),
