@@ -62,6 +62,11 @@ impl Net {
         (self.0.prefix_len() == self.0.max_prefix_len()).then(|| self.0.addr())
     }
 
+    /// The network, canonical and with host bits cleared.
+    pub fn net(&self) -> IpNet {
+        self.0
+    }
+
     /// As a page with addresses hidden shows it: no narrower than an
     /// IPv4 /24 or an IPv6 /48.
     pub fn masked(&self) -> String {
@@ -224,8 +229,8 @@ pub fn read(path: &Path) -> Result<BanFile> {
     Ok(file)
 }
 
-/// Bans a file may hold: each door's check looks at an address's own bans
-/// and at every network banned.
+/// Bans a file may hold (the hub indexes them by network: a door's check
+/// costs a lookup per prefix length banned, not one per ban).
 pub const MAX_BANS: usize = 10_000;
 /// Bytes a file may have (10,000 bans take about 1.3 MB).
 const MAX_BYTES: u64 = 4 << 20;

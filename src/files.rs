@@ -86,6 +86,19 @@ pub(crate) fn write_file(path: &Path, data: &[u8], mode: u32, force: bool) -> Re
     if written.is_err() {
         let _ = fs::remove_file(&tmp);
     }
+    // The rename itself made durable, so a ban or a revocation written
+    // just before a power cut is not rolled back with the folder (some
+    // file systems cannot sync a folder: nothing more to do there).
+    if written.is_ok()
+        && let Some(dir) = path.parent()
+        && let Ok(d) = fs::File::open(if dir.as_os_str().is_empty() {
+            Path::new(".")
+        } else {
+            dir
+        })
+    {
+        let _ = d.sync_all();
+    }
     written
 }
 

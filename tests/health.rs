@@ -69,3 +69,46 @@ async fn health_says_whether_players_can_be_served(t: Transport) {
     ep.stop().await;
     hub.stop().await;
 }
+
+on_every_transport!(strangers_holding_connections_do_not_shut_the_health_door);
+
+/// The health door is public (a DNS server's checker asks it without a
+/// secret), so strangers can reach it: from 36 addresses in nine networks
+/// they open connections that never send a request, more than the door
+/// holds. The door stays answerable: past a source's, a network's or the
+/// door's cap a newcomer takes the place of the oldest connection waiting
+/// there, which is reset, so the checker's question is answered.
+async fn strangers_holding_connections_do_not_shut_the_health_door(t: Transport) {
+    let certs = Certs::new();
+    let o = t.hub_opts(HubOpts {
+        extra: "[health]\nbind = \"127.0.0.1:0\"\n".into(),
+        ..Default::default()
+    });
+    let hub = TestHub::start(&certs, &o).await;
+    let health = hub.health.unwrap();
+    let mut held = Vec::new();
+    for net in 1..=9 {
+        for host in 1..=4 {
+            for _ in 0..16 {
+                held.push(
+                    connect_from(&format!("127.0.{net}.{host}"), health)
+                        .await
+                        .unwrap(),
+                );
+            }
+        }
+    }
+    // Accepted in order: by its answer, every stranger was taken in.
+    assert_eq!(get(health, "/health").await, (200, "up\n".into()));
+    let first: Vec<_> = held.drain(..16).collect();
+    let reset = reset_by_peer(first, Duration::from_secs(2)).await;
+    let reset = reset.iter().filter(|r| **r).count();
+    println!("figure: of the first stranger's 16 idle connections the door reset {reset}");
+    assert!(
+        reset >= 8,
+        "one source kept {} connections waiting",
+        16 - reset
+    );
+    drop(held);
+    hub.stop().await;
+}

@@ -503,3 +503,47 @@ async fn a_reload_that_drops_the_eps_address_ends_its_session(t: Transport) {
         again.unwrap_err()
     );
 }
+
+/// The admin token rotated on a running hub (its hash in hub.toml
+/// replaced): from the reload on the old token no longer opens the door,
+/// even where it was verified (and remembered) before, and the new one
+/// does, and an event stream (the page's live view) opened with the old
+/// one ends; the reload line says so and asks for no restart. With
+/// `hide_addresses`, `/api/config` (what `ferry hub check` reads, naming
+/// homes and denied networks) still answers on this machine (elsewhere
+/// it is refused: `admin::tests::only_this_machine_is_local`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rotated_admin_token_applies_at_once() {
+    let certs = Certs::new();
+    let (old, new) = ("admin-token-before-0123", "admin-token-after-4567");
+    let admin = |token: &str| {
+        let hash = ferry::token::hash(&ferry::secret::Secret::new(token)).unwrap();
+        format!("[admin]\nbind = \"127.0.0.1:0\"\ntoken_hash = {hash:?}\nhide_addresses = true\n")
+    };
+    let mut o = opts(&admin(old));
+    o.allowlist.push("198.51.100.7/32".into());
+    o.service_extra = "deny = [\"203.0.113.0/24\"]\n".into();
+    let (hub, _ep, file) = hub_serving_a(&certs, &o).await;
+    let door = hub.admin.unwrap();
+    assert_eq!(http_get(door, "/api/status", Some(old)).await.0, 200);
+    assert_eq!(http_get(door, "/api/config", Some(old)).await.0, 200);
+    let mut events = tokio::net::TcpStream::connect(door).await.unwrap();
+    let ask = format!("GET /events?token={old} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n");
+    events.write_all(ask.as_bytes()).await.unwrap();
+    let mut first = [0u8; 64];
+    let n = events.read(&mut first).await.unwrap();
+    assert!(first[..n].starts_with(b"HTTP/1.1 200"));
+    let before = reloads(&hub);
+    let mut o2 = opts(&admin(new));
+    (o2.allowlist, o2.service_extra) = (o.allowlist.clone(), o.service_extra.clone());
+    save_hub_toml(&certs, &o2, &file);
+    let plan = next_reload(&hub, before).await.unwrap();
+    assert!(plan.contains("also applied: admin.token_hash"), "{plan}");
+    assert!(!plan.contains("restart"), "{plan}");
+    // The new token first: a wrong one earns its source a penalty.
+    assert_eq!(http_get(door, "/api/status", Some(new)).await.0, 200);
+    assert_eq!(http_get(door, "/api/status", Some(old)).await.0, 401);
+    let mut rest = Vec::new();
+    let ended = tokio::time::timeout(Duration::from_secs(10), events.read_to_end(&mut rest)).await;
+    assert!(ended.is_ok(), "the old token's event stream went on");
+}

@@ -50,7 +50,8 @@ pub enum Denied {
 }
 
 pub struct Auth {
-    hash: String,
+    /// The hash tokens are checked against; `follow` replaces it.
+    hash: Mutex<String>,
     verified: Mutex<Vec<[u8; 32]>>,
     /// One Argon2 run at a time: wrong tokens cannot pile up CPU work.
     argon2: Arc<tokio::sync::Semaphore>,
@@ -74,17 +75,43 @@ fn same(a: &[u8; 32], b: &[u8; 32]) -> bool {
 impl Auth {
     pub fn new(hash: String) -> Self {
         Auth {
-            hash,
+            hash: Mutex::new(hash),
             verified: Mutex::new(Vec::new()),
             argon2: Arc::new(tokio::sync::Semaphore::new(1)),
             penalties: Mutex::new(Penalties::new(PENALTY)),
         }
     }
 
-    /// Whether `token`, sent from `from`, lets the request in. A token
-    /// verified before passes even while its source is penalised (the
-    /// operator's dashboard behind the same address as a stranger).
-    pub async fn check(&self, token: Option<&str>, from: IpAddr) -> Result<(), Denied> {
+    /// Checks tokens against `hash` from now on (a reload rotated it): the
+    /// tokens verified against the old one are forgotten.
+    fn follow(&self, hash: String) {
+        let mut now = self.hash.lock().unwrap_or_else(|p| p.into_inner());
+        if *now != hash {
+            *now = hash;
+            self.verified
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .clear();
+        }
+    }
+
+    fn hash(&self) -> String {
+        self.hash.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Whether `token`, sent from `from`, lets the request in, checked
+    /// against `current`, the hash the settings hold now (if it changed).
+    /// A token verified before passes even while its source is penalised
+    /// (the operator's dashboard behind the same address as a stranger).
+    pub async fn check(
+        &self,
+        token: Option<&str>,
+        from: IpAddr,
+        current: Option<String>,
+    ) -> Result<(), Denied> {
+        if let Some(hash) = current {
+            self.follow(hash);
+        }
         let token = token.filter(|t| !t.is_empty() && t.len() <= crate::token::MAX_TOKEN_LEN);
         let Some(token) = token else {
             return Err(Denied::Unauthorized);
@@ -103,7 +130,8 @@ impl Auth {
         let Ok(permit) = self.argon2.clone().try_acquire_owned() else {
             return Err(Denied::Busy);
         };
-        let (secret, hash) = (Secret::new(token), self.hash.clone());
+        let checked = self.hash();
+        let (secret, hash) = (Secret::new(token), checked.clone());
         let good = tokio::task::spawn_blocking(move || {
             let ok = crate::token::verify(&secret, &hash);
             drop(permit);
@@ -116,6 +144,12 @@ impl Auth {
             return Err(Denied::Unauthorized);
         }
         self.penalties_lock().clear(&source);
+        // Held while remembering, so a rotation cannot land in between.
+        let hash = self.hash.lock().unwrap_or_else(|p| p.into_inner());
+        if *hash != checked {
+            // Rotated while this token was checked: it proved the old one.
+            return Err(Denied::Unauthorized);
+        }
         let mut known = self.verified.lock().unwrap_or_else(|p| p.into_inner());
         if known.len() >= REMEMBERED {
             known.remove(0);

@@ -6,11 +6,13 @@
 //! a token (`admin.token_hash`). Bounded like every door: at most
 //! `MAX_CONNECTIONS` at once, a deadline on each request, small requests
 //! only, so a flood of slow or junk requests cannot touch players. With a
-//! token, one source (an IPv4 address, an IPv6 /64) may hold at most
-//! `PENDING_PER_SOURCE` of those connections before its token is checked,
-//! and a wrong token earns it a penalty (`auth`), so one stranger can hold
-//! neither every slot nor the Argon2 check.
+//! token, and on the public health door, one source or network may hold
+//! only a few connections not yet let in, and a full door lets a newcomer
+//! in in place of the oldest of those (`admission`); a wrong token earns
+//! its source a penalty (`auth`), so one stranger can hold neither every
+//! connection nor the Argon2 check.
 
+mod admission;
 mod auth;
 pub mod client;
 // Public for the fuzz target (`fuzz/`), which drives its reader without a socket.
@@ -19,17 +21,21 @@ pub(crate) mod page;
 
 pub use auth::{Auth, Denied, read_hash_file};
 
+use admission::{Admission, Ticket};
 use std::{sync::Arc, time::Duration};
 use tokio::{io::AsyncWriteExt, net::TcpListener, net::TcpStream, sync::Semaphore};
-use tokio_util::{sync::CancellationToken, task::TaskTracker};
+use tokio_util::{
+    sync::{CancellationToken, WaitForCancellationFutureOwned},
+    task::TaskTracker,
+};
 use tracing::Instrument;
 
-/// Admin connections at once; more are closed at accept.
-const MAX_CONNECTIONS: usize = 64;
+/// Connections at once on a door; when every one is taken, a newcomer
+/// takes the place of the oldest still waiting for its request
+/// (`admission`).
+const MAX_CONNECTIONS: usize = 256;
 /// Of those, live event streams (each holds a connection open).
 const MAX_STREAMS: usize = 16;
-/// Of those, from one source and not yet past the token check.
-const PENDING_PER_SOURCE: usize = 8;
 /// Deadline for a request to arrive whole.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 /// How often `/events` sends a snapshot.
@@ -107,6 +113,16 @@ pub trait Source: Send + Sync + 'static {
     fn config(&self) -> Option<serde_json::Value> {
         None
     }
+    /// Whether a page shared with others should hide addresses
+    /// (`hide_addresses`).
+    fn hides_addresses(&self) -> bool {
+        false
+    }
+    /// The admin token's hash as the settings say now, so a rotated one
+    /// applies without a restart (None: no token, or not followed).
+    fn admin_token_hash(&self) -> Option<String> {
+        None
+    }
     /// `/health` (None: the process itself) and `/health/SERVICE`: whether
     /// a DNS health check should send players here.
     fn healthy(&self, service: Option<&str>) -> bool {
@@ -114,15 +130,11 @@ pub trait Source: Send + Sync + 'static {
     }
 }
 
-type Pending = crate::sources::PerSource<PENDING_PER_SOURCE>;
-
 struct Door {
     source: Arc<dyn Source>,
     auth: Option<Arc<Auth>>,
     /// The health door: `/health` and `/health/SERVICE`, nothing else.
     health_only: bool,
-    /// Connections per source not yet past the token check (with a token).
-    pending: Arc<Pending>,
     streams: Arc<Semaphore>,
     shutdown: CancellationToken,
 }
@@ -188,49 +200,34 @@ async fn run(
     shutdown: CancellationToken,
     tracker: TaskTracker,
 ) {
+    // Strangers can reach a door with a token, and the health door; on a
+    // loopback door without one everyone is 127.0.0.1.
+    let admission = Admission::new(MAX_CONNECTIONS, auth.is_some() || health_only);
     let door = Arc::new(Door {
         source,
         auth,
         health_only,
-        pending: Arc::default(),
         streams: Arc::new(Semaphore::new(MAX_STREAMS)),
         shutdown: shutdown.clone(),
     });
-    let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
     crate::net::accept_loop(listener, shutdown, move |tcp, peer| {
-        let Ok(slot) = slots.clone().try_acquire_owned() else {
+        let Some(ticket) = admission.enter(peer.ip()) else {
             crate::net::abort_on_close(&tcp);
             return;
         };
-        let pending = if door.auth.is_some() {
-            let Some(p) = door.pending.enter(peer.ip()) else {
-                crate::net::abort_on_close(&tcp);
-                return;
-            };
-            Some(p)
-        } else {
-            None
-        };
         let door = door.clone();
         tracker.spawn(
-            async move {
-                door.handle(tcp, peer, pending).await;
-                drop(slot);
-            }
-            .instrument(tracing::debug_span!("admin", %peer)),
+            async move { door.handle(tcp, peer, ticket).await }
+                .instrument(tracing::debug_span!("admin", %peer)),
         );
     })
     .await;
 }
 
 impl Door {
-    async fn handle(
-        &self,
-        mut tcp: TcpStream,
-        peer: std::net::SocketAddr,
-        pending: Option<crate::sources::SourceSlot>,
-    ) {
-        let Some(req) = self.request(&mut tcp).await else {
+    async fn handle(&self, mut tcp: TcpStream, peer: std::net::SocketAddr, mut ticket: Ticket) {
+        let evicted = ticket.evicted();
+        let Some(req) = self.request(&mut tcp, evicted).await else {
             return;
         };
         // Health answers need no token and say nothing but up or down, so
@@ -246,7 +243,13 @@ impl Door {
             return;
         }
         if let Some(auth) = &self.auth
-            && let Err(denied) = auth.check(req.token.as_deref(), peer.ip()).await
+            && let Err(denied) = auth
+                .check(
+                    req.token.as_deref(),
+                    peer.ip(),
+                    self.source.admin_token_hash(),
+                )
+                .await
         {
             refuse(&mut tcp, denied).await;
             return;
@@ -259,17 +262,25 @@ impl Door {
             let _ = http::respond(&mut tcp, 403, "text/plain", &[], why).await;
             return;
         }
-        // Past the token check: an event stream it opens is not pending.
-        drop(pending);
+        // Past the token check: an event stream it opens is not waiting.
+        ticket.served();
         self.route(tcp, &req.path).await;
     }
 
     /// A GET request that arrived whole in time; anything else is answered
     /// (or dropped) here.
-    async fn request(&self, tcp: &mut TcpStream) -> Option<http::Request> {
+    async fn request(
+        &self,
+        tcp: &mut TcpStream,
+        evicted: WaitForCancellationFutureOwned,
+    ) -> Option<http::Request> {
         let req = tokio::select! {
             r = tokio::time::timeout(REQUEST_TIMEOUT, http::read_request(tcp)) => r,
             _ = self.shutdown.cancelled() => return None,
+            _ = evicted => {
+                crate::net::abort_on_close(tcp);
+                return None;
+            }
         };
         let req = match req {
             Ok(Ok(r)) => r,
@@ -299,6 +310,12 @@ impl Door {
                 let body = s.status().to_string();
                 let _ =
                     http::respond(&mut tcp, 200, "application/json", &[], body.as_bytes()).await;
+            }
+            "/api/config" if !from_here(&tcp) && s.hides_addresses() => {
+                // `ferry hub check` asks from the hub's own machine; the
+                // allowlist and deny lists name homes and players.
+                let why = b"the running configuration is shown only on this machine while hide_addresses is on\n";
+                let _ = http::respond(&mut tcp, 403, "text/plain", &[], why).await;
             }
             "/api/config" => json_or_404(&mut tcp, s.config()).await,
             "/api/players" => json_or_404(&mut tcp, s.players(usize::MAX).map(|(_, v)| v)).await,
@@ -348,10 +365,16 @@ impl Door {
             return;
         }
         let mut tick = tokio::time::interval(EVENT_EVERY);
+        // Opened with the token as it was: a rotation ends the stream, as
+        // it refuses the old token's next request.
+        let opened_with = self.source.admin_token_hash();
         loop {
             tokio::select! {
                 _ = tick.tick() => {}
                 _ = self.shutdown.cancelled() => return,
+            }
+            if self.auth.is_some() && self.source.admin_token_hash() != opened_with {
+                return;
             }
             let event = format!("data: {}\n\n", self.snapshot());
             // A reader that stops reading is dropped rather than buffered for.
@@ -371,6 +394,21 @@ async fn json_or_404(tcp: &mut TcpStream, v: Option<serde_json::Value>) {
         }
         None => http::respond(tcp, 404, "text/plain", &[], b"not found\n").await,
     };
+}
+
+/// Whether `tcp` comes from this machine: from loopback, or from the
+/// address it reached (a door bound to a public address, asked by a
+/// command on the same host).
+fn from_here(tcp: &TcpStream) -> bool {
+    match (tcp.peer_addr(), tcp.local_addr()) {
+        (Ok(peer), Ok(local)) => is_local(peer.ip(), local.ip()),
+        _ => false,
+    }
+}
+
+fn is_local(peer: std::net::IpAddr, local: std::net::IpAddr) -> bool {
+    let peer = peer.to_canonical();
+    peer.is_loopback() || peer == local.to_canonical()
 }
 
 /// `/health` → `Some(None)`, `/health/NAME` → `Some(Some(NAME))`.
@@ -410,3 +448,20 @@ async fn refuse(tcp: &mut TcpStream, denied: Denied) {
 }
 
 pub use crate::net::is_loopback;
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn only_this_machine_is_local() {
+        let ip = |s: &str| s.parse::<std::net::IpAddr>().unwrap();
+        let public = ip("203.0.113.5");
+        assert!(super::is_local(ip("127.0.0.1"), public));
+        assert!(super::is_local(ip("::1"), public));
+        assert!(
+            super::is_local(ip("::ffff:203.0.113.5"), public),
+            "its own address"
+        );
+        assert!(!super::is_local(ip("198.51.100.9"), public));
+        assert!(!super::is_local(ip("203.0.113.6"), public));
+    }
+}

@@ -64,6 +64,37 @@ impl AdminConfig {
     }
 }
 
+/// A reload's `[admin]` on a running door: where it listens, and whether
+/// it asks for a token, stay as running (a restart applies them); what
+/// it shows, and which token it takes, follow the new settings.
+pub fn keep_running(
+    old: Option<&AdminSettings>,
+    new: Option<AdminSettings>,
+) -> Option<AdminSettings> {
+    let mut kept = old?.clone();
+    if let Some(new) = new {
+        kept.hide_addresses = new.hide_addresses;
+        if kept.token_hash.is_some() && new.token_hash.is_some() {
+            kept.token_hash = new.token_hash;
+            kept.token_hash_file = new.token_hash_file;
+        }
+    }
+    Some(kept)
+}
+
+/// Where a door listens and whether it asks for a token: what a reload
+/// cannot change on a running door.
+pub fn listening(a: Option<&AdminSettings>) -> String {
+    a.map(|a| {
+        AdminSettings {
+            hide_addresses: false,
+            ..a.clone()
+        }
+        .to_string()
+    })
+    .unwrap_or_default()
+}
+
 impl std::fmt::Display for AdminSettings {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let auth = if self.token_hash.is_some() || self.token_hash_file.is_some() {

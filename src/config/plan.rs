@@ -38,6 +38,14 @@ pub struct Summary {
     pub restart: BTreeMap<String, String>,
 }
 
+/// A short digest of the admin token's hash, so a reload's line can say
+/// it changed ("" without one).
+pub fn token_digest(a: Option<&super::admin::AdminSettings>) -> String {
+    a.and_then(|a| a.token_hash.as_deref())
+        .map(|h| digest(h.as_bytes()))
+        .unwrap_or_default()
+}
+
 pub fn digest(bytes: &[u8]) -> String {
     let d = ring::digest::digest(&ring::digest::SHA256, bytes);
     d.as_ref()[..8].iter().map(|b| format!("{b:02x}")).collect()
@@ -73,6 +81,10 @@ impl Summary {
         .into_iter()
         .map(|(k, v)| (k.to_string(), format!("{v:?}")))
         .chain([("grants".to_string(), s.grants.lines().join("; "))])
+        .chain([(
+            "admin.token_hash".to_string(),
+            token_digest(s.admin.as_ref()),
+        )])
         .chain([(
             "admin.hide_addresses".to_string(),
             s.admin
@@ -127,17 +139,9 @@ fn restart_keys(s: &HubSettings) -> BTreeMap<String, String> {
         ("quic", format!("{:?}", s.quic)),
         (
             "admin",
-            // Where and how it listens; what it shows is live.
-            s.admin
-                .as_ref()
-                .map(|a| {
-                    let listening = super::admin::AdminSettings {
-                        hide_addresses: false,
-                        ..a.clone()
-                    };
-                    listening.to_string()
-                })
-                .unwrap_or_default(),
+            // Where and how it listens; what it shows, and which token it
+            // takes, are live.
+            super::admin::listening(s.admin.as_ref()),
         ),
         (
             "enrol",
@@ -243,6 +247,17 @@ impl Plan {
                 p.restart.push(k.clone());
             }
         }
+        // A token added to (or taken from) a running door waits for the
+        // restart with the rest of `[admin]`; one replaced applies at once,
+        // whatever else in `[admin]` waits.
+        let token = |s: &Summary| {
+            s.live
+                .get("admin.token_hash")
+                .is_some_and(|d| !d.is_empty())
+        };
+        if !(token(old) && token(new)) {
+            p.live.retain(|k| k != "admin.token_hash");
+        }
         p
     }
 
@@ -319,6 +334,29 @@ mod tests {
             limits: "x".into(),
             game: None,
         }
+    }
+
+    #[test]
+    fn a_replaced_admin_token_applies_and_one_added_waits_for_the_restart() {
+        let with = |listening: &str, token: &str| {
+            let mut s = Summary::default();
+            s.restart.insert("admin".into(), listening.into());
+            s.live.insert("admin.token_hash".into(), token.into());
+            s
+        };
+        let moved = Plan::between(
+            &with("http://a/ (token required)", "d1"),
+            &with("http://b/ (token required)", "d2"),
+        );
+        assert_eq!(
+            (moved.live, moved.restart),
+            (vec!["admin.token_hash".into()], vec!["admin".into()])
+        );
+        let added = Plan::between(
+            &with("http://a/ (loopback, no token)", ""),
+            &with("http://a/ (token required)", "d2"),
+        );
+        assert_eq!((added.live, added.restart), (vec![], vec!["admin".into()]));
     }
 
     #[test]

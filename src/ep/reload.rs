@@ -71,6 +71,10 @@ fn apply(ep: &Ep, (mut new, new_tls): (EpSettings, crate::tls::EpTls)) -> String
     if old.token.expose() != new.token.expose() {
         line += "; token changed (used from the next login)";
     }
+    use crate::config::plan::token_digest;
+    if token_digest(old.admin.as_ref()) != token_digest(new.admin.as_ref()) {
+        line += "; admin token changed (the old one no longer opens the admin door)";
+    }
     if old_tls.identity != new_tls.identity {
         line += &format!(
             "; the certificate names {} now, not {} (logging in again with it)",
@@ -130,16 +134,17 @@ fn keep_running(old: &EpSettings, new: &mut EpSettings) -> Vec<&'static str> {
             a.hub == b.hub && a.channel == b.channel && a.server_name == b.server_name
         });
     keep("hub", same_hubs);
+    use crate::config::admin::listening;
     keep(
         "admin",
-        old.admin.as_ref().map(|a| a.to_string()) == new.admin.as_ref().map(|a| a.to_string()),
+        listening(old.admin.as_ref()) == listening(new.admin.as_ref()),
     );
     keep("log_format", old.log_format == new.log_format);
     keep("watch_config", old.watch_config == new.watch_config);
     if !same_hubs {
         new.hubs = old.hubs.clone();
     }
-    new.admin = old.admin.clone();
+    new.admin = crate::config::admin::keep_running(old.admin.as_ref(), new.admin.take());
     new.log_format = old.log_format;
     new.watch_config = old.watch_config;
     restart

@@ -63,6 +63,10 @@ impl crate::admin::Source for Ep {
         Some(self.history.json())
     }
 
+    fn admin_token_hash(&self) -> Option<String> {
+        self.settings().admin.as_ref()?.token_hash.clone()
+    }
+
     fn role(&self) -> &'static str {
         "ep"
     }

@@ -27,31 +27,50 @@ use std::{
 /// second a ban promises, and a stat is cheap.
 pub const POLL: Duration = Duration::from_millis(250);
 
-/// The file as read, with its bans indexed: a door looks at its
-/// address's own bans and at the networks, not at every ban (UDP asks per
-/// datagram).
+/// The file as read, with its bans indexed by the network each names: a
+/// door looks up its address's network at each prefix length some ban
+/// uses (a few), never at every ban (UDP asks per datagram, and a list may
+/// hold `MAX_BANS`).
 struct Listed {
     file: BanFile,
-    hosts: HashMap<IpAddr, Vec<usize>>,
-    nets: Vec<usize>,
+    by_net: HashMap<ipnet::IpNet, Vec<usize>>,
+    /// The prefix lengths banned, IPv4 and IPv6.
+    lens: (Vec<u8>, Vec<u8>),
 }
 
 impl Listed {
     fn of(file: BanFile) -> Listed {
-        let (mut hosts, mut nets) = (HashMap::<IpAddr, Vec<usize>>::new(), Vec::new());
+        let mut by_net = HashMap::<ipnet::IpNet, Vec<usize>>::new();
+        let (mut v4, mut v6) = (Vec::new(), Vec::new());
         for (i, b) in file.bans.iter().enumerate() {
-            match b.address.host() {
-                Some(ip) => hosts.entry(ip).or_default().push(i),
-                None => nets.push(i),
+            let net = b.address.net();
+            by_net.entry(net).or_default().push(i);
+            match net {
+                ipnet::IpNet::V4(n) => v4.push(n.prefix_len()),
+                ipnet::IpNet::V6(n) => v6.push(n.prefix_len()),
             }
         }
-        Listed { file, hosts, nets }
+        for lens in [&mut v4, &mut v6] {
+            lens.sort_unstable();
+            lens.dedup();
+        }
+        Listed {
+            file,
+            by_net,
+            lens: (v4, v6),
+        }
     }
 
     fn refuses(&self, service: &str, ip: IpAddr, now: u64) -> bool {
         let ip = ip.to_canonical();
-        let own = self.hosts.get(&ip).into_iter().flatten();
-        own.chain(&self.nets)
+        let lens = match ip {
+            IpAddr::V4(_) => &self.lens.0,
+            IpAddr::V6(_) => &self.lens.1,
+        };
+        lens.iter()
+            .filter_map(|&len| ipnet::IpNet::new(ip, len).ok())
+            .filter_map(|net| self.by_net.get(&net.trunc()))
+            .flatten()
             .any(|&i| self.file.bans[i].applies(service, ip, now))
     }
 }
@@ -164,6 +183,8 @@ pub(super) async fn watch(shared: Arc<Shared>) {
         .iter()
         .map(|k| k.id.clone())
         .collect();
+    // The last read's failure, logged once.
+    let mut failed: Option<String> = None;
     loop {
         tokio::select! {
             _ = tokio::time::sleep(POLL) => {}
@@ -173,19 +194,39 @@ pub(super) async fn watch(shared: Arc<Shared>) {
         if now == seen {
             continue;
         }
-        if now.is_none() {
-            let lifted = shared.bans.list.get().file.bans.len();
-            if lifted > 0 {
-                tracing::warn!(file = %path.display(), lifted, "the ban list was removed: its bans are lifted");
-            }
-        }
-        seen = now;
         match crate::bans::read(&path) {
-            Ok(file) => apply(&shared, file, &mut applied),
-            Err(e) => tracing::error!("keeping the previous ban list: {e:#}"),
+            Ok(file) => {
+                // Read as empty with no stamp: the file is gone (one that
+                // cannot be looked at fails to read instead).
+                let lifted = shared.bans.list.get().file.bans.len();
+                if now.is_none() && lifted > 0 {
+                    tracing::warn!(file = %path.display(), lifted, "the ban list was removed: its bans are lifted");
+                }
+                (seen, failed) = (now, None);
+                apply(&shared, file, &mut applied);
+            }
+            Err(e) => {
+                let why = format!("{e:#}");
+                if failed.as_ref() != Some(&why) {
+                    tracing::error!("keeping the previous ban list: {why}");
+                }
+                if !read_again(&e) {
+                    seen = now;
+                }
+                failed = Some(why);
+            }
         }
         shared.bans.reads.send_modify(|n| *n += 1);
     }
+}
+
+/// Whether a failed read is tried again at the next look rather than at
+/// the file's next version. A damaged file waits for its next version; a
+/// read that failed (the file's mode, a full descriptor table) is tried
+/// again, since what fixes it may leave the file's stamp as it was
+/// (`chmod`), and the new list must not wait for an unrelated write.
+fn read_again(e: &anyhow::Error) -> bool {
+    e.root_cause().is::<std::io::Error>()
 }
 
 /// Takes `file` as the ban list: closes the players its bans name and,
@@ -203,10 +244,11 @@ fn apply(shared: &Shared, file: BanFile, applied: &mut HashSet<String>) {
     let count = file.in_force(now).count();
     // The list first, then the sweep: a player admitted in between is
     // caught when seated (`seated`), one seated before is swept.
-    shared.bans.set(file.clone());
+    shared.bans.set(file);
+    let list = shared.bans.list.get();
     let closed = shared
         .players
-        .end_where(|p| file.refuses(p.service(), p.addr.ip(), now), "banned");
+        .end_where(|p| list.refuses(p.service(), p.addr.ip(), now), "banned");
     tracing::info!(bans = count, players_closed = closed, "ban list reloaded");
     for k in kicks {
         // Those connected when it was written: one who came back since
@@ -239,4 +281,80 @@ pub(super) fn status(shared: &Shared) -> serde_json::Value {
             })
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::bans::{Ban, BanFile, Net};
+
+    fn ban(address: &str, service: Option<&str>, until: Option<u64>) -> Ban {
+        Ban {
+            address: Net::parse(address).unwrap(),
+            service: service.map(String::from),
+            until,
+            since: 0,
+        }
+    }
+
+    /// The index answers as a look at every ban does.
+    #[test]
+    fn the_indexed_list_refuses_exactly_whom_the_file_does() {
+        let file = BanFile {
+            bans: vec![
+                ban("192.0.2.7", None, None),
+                ban("198.51.100.0/24", Some("game"), None),
+                ban("203.0.113.0/25", None, Some(100)),
+                ban("::ffff:10.1.2.0/120", None, None),
+                ban("2001:db8:1::/48", None, None),
+                ban("2001:db8:2::5", Some("web"), None),
+            ],
+            kicks: vec![],
+        };
+        let listed = super::Listed::of(file.clone());
+        let addresses = [
+            "192.0.2.7",
+            "192.0.2.8",
+            "::ffff:192.0.2.7",
+            "198.51.100.200",
+            "203.0.113.1",
+            "203.0.113.200",
+            "10.1.2.3",
+            "10.1.3.3",
+            "2001:db8:1:ffff::1",
+            "2001:db8:2::5",
+            "2001:db8:2::6",
+        ];
+        for ip in addresses {
+            let ip = ip.parse().unwrap();
+            for service in ["game", "web"] {
+                for now in [50, 150] {
+                    assert_eq!(
+                        listed.refuses(service, ip, now),
+                        file.refuses(service, ip, now),
+                        "{ip} {service} at {now}"
+                    );
+                }
+            }
+        }
+        let everyone = super::Listed::of(BanFile {
+            bans: vec![ban("0.0.0.0/0", None, None)],
+            kicks: vec![],
+        });
+        assert!(everyone.refuses("game", "203.0.113.9".parse().unwrap(), 0));
+        assert!(!everyone.refuses("game", "2001:db8::1".parse().unwrap(), 0));
+    }
+
+    #[test]
+    fn a_failed_read_is_tried_again_and_a_damaged_file_waits_for_its_next_version() {
+        let dir = std::env::temp_dir().join(format!("ferry-bans-{}", std::process::id()));
+        std::fs::create_dir_all(dir.join("bans.json")).unwrap();
+        // A folder where the file should be fails to read, as a file the
+        // hub may not read does (as root, modes cannot make one here).
+        let unreadable = crate::bans::read(&dir.join("bans.json")).unwrap_err();
+        assert!(super::read_again(&unreadable), "{unreadable:#}");
+        std::fs::write(dir.join("damaged.json"), b"{\"bans\": [").unwrap();
+        let damaged = crate::bans::read(&dir.join("damaged.json")).unwrap_err();
+        assert!(!super::read_again(&damaged), "{damaged:#}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 }

@@ -79,11 +79,7 @@ fn keep_running(old: &HubSettings, mut new: HubSettings) -> HubSettings {
     new.control = old.control;
     new.channel = old.channel;
     new.quic = old.quic;
-    let hide = new.admin.as_ref().is_some_and(|a| a.hide_addresses);
-    new.admin = old.admin.clone().map(|mut a| {
-        a.hide_addresses = hide;
-        a
-    });
+    new.admin = crate::config::admin::keep_running(old.admin.as_ref(), new.admin.take());
     new.enrol = old.enrol.clone();
     new.health = old.health;
     new.log_format = old.log_format;

@@ -5,6 +5,17 @@ use crate::metrics::Direction;
 use serde_json::{Value, json};
 
 impl crate::admin::Source for Shared {
+    fn hides_addresses(&self) -> bool {
+        self.settings()
+            .admin
+            .as_ref()
+            .is_some_and(|a| a.hide_addresses)
+    }
+
+    fn admin_token_hash(&self) -> Option<String> {
+        self.settings().admin.as_ref()?.token_hash.clone()
+    }
+
     fn role(&self) -> &'static str {
         "hub"
     }

@@ -582,6 +582,29 @@ pub async fn connect_from(src: &str, to: SocketAddr) -> std::io::Result<TcpStrea
     sock.connect(to).await
 }
 
+/// Whether the peer resets each of `conns` within `within` (a close
+/// without a reset, or nothing, is false); all waited on at once.
+pub async fn reset_by_peer(conns: Vec<TcpStream>, within: Duration) -> Vec<bool> {
+    let waits = conns.into_iter().map(|mut s| {
+        tokio::spawn(async move {
+            let mut buf = [0u8; 1024];
+            let deadline = tokio::time::Instant::now() + within;
+            loop {
+                match tokio::time::timeout_at(deadline, s.read(&mut buf)).await {
+                    Ok(Err(e)) => return e.kind() == std::io::ErrorKind::ConnectionReset,
+                    Ok(Ok(0)) | Err(_) => return false,
+                    Ok(Ok(_)) => {}
+                }
+            }
+        })
+    });
+    let mut out = Vec::new();
+    for w in waits.collect::<Vec<_>>() {
+        out.push(w.await.unwrap_or(false));
+    }
+    out
+}
+
 /// Waits (bounded) until the peer closes `s`; returns whether it did.
 pub async fn closed_by_peer(s: &mut TcpStream, within: Duration) -> bool {
     let mut buf = [0u8; 1024];

@@ -1,0 +1,252 @@
+//! Who may hold one of a door's connections (the admin door with a token,
+//! and the health door, which is public by design: a DNS server's checker
+//! asks it without a secret).
+//!
+//! A connection is *waiting* until its request has arrived and, on the
+//! admin door, its token has been checked. A source (an IPv4 address, an
+//! IPv6 /64) may have `PER_SOURCE` connections waiting, a network (an IPv4
+//! /24, an IPv6 /48) `PER_NETWORK`, the door `max` connections in all. At
+//! any of these caps a newcomer is not turned away: it takes the place of
+//! the oldest connection waiting in that scope (its source's, its
+//! network's, or the door's), which is closed. A checker's or a browser's
+//! request arrives within a round trip of its connect, so to keep one out
+//! a stranger must open connections faster than that, from the same
+//! network or from many; holding places idle, which a few sources could
+//! do at a few connections a second, shuts out no one.
+
+use crate::sources::{network_key, source_key};
+use std::{
+    collections::{HashMap, VecDeque},
+    net::IpAddr,
+    sync::{Arc, Mutex},
+};
+use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
+
+/// Waiting connections from one source.
+pub const PER_SOURCE: usize = 8;
+/// Waiting connections from one network.
+pub const PER_NETWORK: usize = 32;
+
+pub struct Admission {
+    max: usize,
+    /// Whether waiting connections are capped by where they come from (not
+    /// on a loopback door without a token: everyone there is 127.0.0.1).
+    by_source: bool,
+    state: Mutex<State>,
+}
+
+#[derive(Default)]
+struct State {
+    /// Places taken (waiting or served); never above `max`.
+    held: usize,
+    next: u64,
+    /// Waiting connections, oldest first.
+    waiting: VecDeque<Waiting>,
+    /// Waiting connections per source and per network key.
+    counts: HashMap<IpAddr, usize>,
+}
+
+struct Waiting {
+    id: u64,
+    /// Its source's and its network's keys (None: not counted).
+    keys: Option<(IpAddr, IpAddr)>,
+    evicted: CancellationToken,
+}
+
+impl State {
+    fn count(&self, key: IpAddr) -> usize {
+        self.counts.get(&key).copied().unwrap_or(0)
+    }
+
+    fn add(&mut self, keys: Option<(IpAddr, IpAddr)>, by: isize) {
+        for key in keys.into_iter().flat_map(|(s, n)| [s, n]) {
+            let n = self.counts.entry(key).or_default();
+            *n = n.saturating_add_signed(by);
+            if *n == 0 {
+                self.counts.remove(&key);
+            }
+        }
+    }
+
+    /// Takes the oldest waiting connection `which` picks out of the queue
+    /// and its counts, and tells it it is closed.
+    fn evict(&mut self, which: impl Fn(&Waiting) -> bool) -> Option<()> {
+        let at = self.waiting.iter().position(which)?;
+        let gone = self.waiting.remove(at)?;
+        self.add(gone.keys, -1);
+        gone.evicted.cancel();
+        Some(())
+    }
+
+    /// No longer waiting (served, or closed): out of the queue and counts.
+    fn leave(&mut self, id: u64) {
+        if let Some(at) = self.waiting.iter().position(|w| w.id == id)
+            && let Some(w) = self.waiting.remove(at)
+        {
+            self.add(w.keys, -1);
+        }
+    }
+}
+
+/// One connection's place, given back when dropped.
+pub struct Ticket {
+    door: Arc<Admission>,
+    id: u64,
+    evicted: CancellationToken,
+}
+
+impl Admission {
+    pub fn new(max: usize, by_source: bool) -> Arc<Admission> {
+        Arc::new(Admission {
+            max,
+            by_source,
+            state: Mutex::default(),
+        })
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// A place for a connection from `ip`, taken from the oldest waiting
+    /// connection of its source or network if either is at its cap, or of
+    /// the door if the door is full; None only when every place is served
+    /// (none waiting to give way).
+    pub fn enter(self: &Arc<Self>, ip: IpAddr) -> Option<Ticket> {
+        let keys = self.by_source.then(|| (source_key(ip), network_key(ip)));
+        let mut st = self.lock();
+        // An evicted connection's place passes to the newcomer.
+        let took = match keys {
+            Some((s, _)) if st.count(s) >= PER_SOURCE => {
+                st.evict(|w| w.keys.is_some_and(|k| k.0 == s))
+            }
+            Some((_, n)) if st.count(n) >= PER_NETWORK => {
+                st.evict(|w| w.keys.is_some_and(|k| k.1 == n))
+            }
+            _ if st.held >= self.max => Some(st.evict(|_| true)?),
+            _ => None,
+        };
+        if took.is_none() {
+            st.held += 1;
+        }
+        st.add(keys, 1);
+        st.next += 1;
+        let (id, evicted) = (st.next, CancellationToken::new());
+        st.waiting.push_back(Waiting {
+            id,
+            keys,
+            evicted: evicted.clone(),
+        });
+        Some(Ticket {
+            door: self.clone(),
+            id,
+            evicted,
+        })
+    }
+}
+
+impl Ticket {
+    /// Resolves when a newer connection took this one's place.
+    pub fn evicted(&self) -> WaitForCancellationFutureOwned {
+        self.evicted.clone().cancelled_owned()
+    }
+
+    /// The request arrived and was let in: no longer waiting, so neither
+    /// counted for its source nor given away.
+    pub fn served(&mut self) {
+        self.door.lock().leave(self.id);
+    }
+}
+
+impl Drop for Ticket {
+    fn drop(&mut self) {
+        let mut st = self.door.lock();
+        st.leave(self.id);
+        // A place given away was taken over by the newcomer; only one still
+        // held is given back.
+        if !self.evicted.is_cancelled() {
+            st.held -= 1;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn a_full_door_gives_the_oldest_waiting_place_to_a_newcomer() {
+        let door = Admission::new(2, true);
+        let a = door.enter(ip("192.0.2.1")).unwrap();
+        let mut b = door.enter(ip("198.51.100.1")).unwrap();
+        b.served();
+        let c = door.enter(ip("203.0.113.1")).unwrap();
+        assert!(a.evicted.is_cancelled(), "the oldest waiting gave way");
+        assert!(!b.evicted.is_cancelled(), "a served one never does");
+        drop(a);
+        assert_eq!(
+            door.lock().held,
+            2,
+            "a place given away is not given back twice"
+        );
+        let d = door.enter(ip("203.0.113.2")).unwrap();
+        assert!(c.evicted.is_cancelled());
+        drop((b, c));
+        assert_eq!(door.lock().held, 1);
+        drop(d);
+        let st = door.lock();
+        assert_eq!(st.held, 0);
+        assert!(st.waiting.is_empty() && st.counts.is_empty());
+    }
+
+    #[test]
+    fn every_place_served_turns_a_newcomer_away() {
+        let door = Admission::new(1, false);
+        let mut a = door.enter(ip("127.0.0.1")).unwrap();
+        a.served();
+        assert!(door.enter(ip("127.0.0.1")).is_none());
+        drop(a);
+        assert!(door.enter(ip("127.0.0.1")).is_some());
+    }
+
+    #[test]
+    fn a_source_or_network_at_its_cap_gives_way_within_itself() {
+        let door = Admission::new(1000, true);
+        let mine: Vec<_> = (0..PER_SOURCE)
+            .map(|_| door.enter(ip("2001:db8:1:2::7")).unwrap())
+            .collect();
+        let again = door.enter(ip("2001:db8:1:2::8")).unwrap();
+        assert!(
+            mine[0].evicted.is_cancelled() && !mine[1].evicted.is_cancelled(),
+            "the same /64 is one source: its oldest gave way"
+        );
+        let mut net: Vec<_> = (0..PER_NETWORK - PER_SOURCE)
+            .map(|i| {
+                door.enter(ip(&format!("2001:db8:1:{}::1", 100 + i)))
+                    .unwrap()
+            })
+            .collect();
+        let other = door.enter(ip("2001:db8:2::1")).unwrap();
+        assert!(
+            !mine[1].evicted.is_cancelled(),
+            "another network takes nothing from this one"
+        );
+        let _late = door.enter(ip("2001:db8:1:ffff::1")).unwrap();
+        assert!(
+            mine[1].evicted.is_cancelled(),
+            "the same /48 is one network: its oldest waiting gave way"
+        );
+        net[0].served();
+        let _more = door.enter(ip("2001:db8:1:fffe::1")).unwrap();
+        assert!(
+            !net[0].evicted.is_cancelled() && !mine[2].evicted.is_cancelled(),
+            "a served connection no longer counts as waiting: room for one more"
+        );
+        drop((mine, again, net, other));
+        assert_eq!(door.lock().held, 2);
+    }
+}
