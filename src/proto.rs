@@ -436,8 +436,30 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
     }
 }
 
+/// Words the other side sent for a person to read (a refusal's or a
+/// close's reason), as they may be shown: control characters (a terminal's
+/// escape sequences, a line break forging a log line) as `?`, and no more
+/// than 300 characters.
+pub fn shown(words: &str) -> String {
+    words
+        .chars()
+        .take(300)
+        .map(|c| if c.is_control() { '?' } else { c })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn words_from_the_other_side_are_shown_without_control_characters() {
+        assert_eq!(super::shown("wrong token"), "wrong token");
+        assert_eq!(
+            super::shown("a\x1b]52;c;eA==\x07b\nc\u{9b}d"),
+            "a?]52;c;eA==?b?c?d"
+        );
+        assert_eq!(super::shown(&"é".repeat(1000)).chars().count(), 300);
+    }
+
     use super::*;
 
     #[tokio::test]

@@ -415,9 +415,15 @@ impl Link {
         self.conn.close(SESSION_OVER, why.as_bytes());
     }
 
-    /// A fresh flow id (the hub numbers the flows of its connections).
+    /// A fresh flow id (the hub numbers the flows of its connections):
+    /// never one a live flow holds, even after the count wraps.
     pub fn next_id(&self) -> u32 {
-        self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+        loop {
+            let id = self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            if !self.lock().open.contains_key(&id) {
+                return id;
+            }
+        }
     }
 
     /// Datagrams for flow `id` go to `sink` until the registration is
@@ -463,7 +469,11 @@ impl Link {
         frame.extend_from_slice(&id.to_be_bytes());
         frame.extend_from_slice(d);
         // A full send buffer drops the datagram: late game state is no use.
-        let _ = self.conn.send_datagram(frame.into());
-        true
+        // One the path no longer takes (its datagram size shrank since the
+        // check) goes on the stream instead.
+        !matches!(
+            self.conn.send_datagram(frame.into()),
+            Err(quinn::SendDatagramError::TooLarge)
+        )
     }
 }

@@ -403,6 +403,42 @@ async fn bedrock_lists_the_offline_motd_while_home_is_away(t: Transport) {
     hub.stop().await;
 }
 
+on_every_transport!(a_denied_source_gets_no_server_list_answer);
+
+/// A Bedrock port answers server-list pings itself while home is away: not
+/// to a source its `deny` list refuses, so a ping forged "from" a victim is
+/// not reflected (the pong is several times the ping) and the denied learn
+/// nothing.
+async fn a_denied_source_gets_no_server_list_answer(t: Transport) {
+    let certs = Certs::new();
+    let port = free_range(1);
+    let o = t.hub_opts(HubOpts {
+        services: vec![],
+        extra: format!(
+            "[services.be]\nbind = \"127.0.0.1:{port}\"\ntype = \"udp\"\ngame = \"bedrock\"\n\
+             deny = [\"127.0.0.2/32\"]\n"
+        ),
+        ..Default::default()
+    });
+    let hub = TestHub::start(&certs, &o).await;
+    let denied = tokio::net::UdpSocket::bind("127.0.0.2:0").await.unwrap();
+    let mut ping = vec![0x01];
+    ping.extend(123u64.to_be_bytes());
+    ping.extend(MAGIC);
+    ping.extend(9u64.to_be_bytes());
+    denied.send_to(&ping, at(port)).await.unwrap();
+    // Taken in order: once the allowed source's answer is back, any answer
+    // to the denied one would be in its socket already.
+    assert!(bedrock_ping(at(port)).await.is_some());
+    let mut buf = [0u8; 1500];
+    let answered = denied.try_recv_from(&mut buf);
+    assert!(
+        matches!(&answered, Err(e) if e.kind() == std::io::ErrorKind::WouldBlock),
+        "the denied source got {answered:?}"
+    );
+    hub.stop().await;
+}
+
 /// As `LATE_SERVER`, and it writes one line per connection that sends it
 /// anything (a probe that only connects is not a player) to argv[3].
 const COUNTING_SERVER: &str = r#"

@@ -295,3 +295,29 @@ async fn a_udp_flow_over_its_cap_loses_datagrams(door: Door) {
 }
 
 on_every_udp_door!(a_udp_flow_over_its_cap_loses_datagrams);
+
+/// Datagrams from a source the service's `deny` list refuses spend none
+/// of its shared `max_rate`: a denied flood (forged sources, say) leaves
+/// the budget to the players the door admits.
+async fn a_denied_flood_spends_none_of_the_shared_budget(door: Door) {
+    let certs = Certs::new();
+    let (echo, _) = udp_echo().await;
+    // A kilobyte a second after a 64 KiB burst: what the flood would
+    // spend takes minutes to come back.
+    let keys = "type = \"udp\"\nmax_rate = \"1024 B\"\ndeny = [\"127.0.0.2/32\"]\n";
+    let (hub, _ep) = door_tunnel(&certs, door, keys, echo).await;
+    let to = hub.service("echo");
+    let denied = player_from("127.0.0.2").await;
+    for _ in 0..200 {
+        denied.send_to(&[0u8; 1000], to).await.unwrap();
+    }
+    // Read in order after the flood, within a second of it.
+    let p = player().await;
+    let answer = ask(&p, to, &[1u8; 1000], Duration::from_millis(900)).await;
+    assert!(
+        answer.is_some(),
+        "the denied flood spent the admitted player's budget"
+    );
+}
+
+on_every_udp_door!(a_denied_flood_spends_none_of_the_shared_budget);

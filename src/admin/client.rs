@@ -30,9 +30,14 @@ pub fn get(addr: SocketAddr, path: &str, token: Option<&str>) -> Result<String> 
     }
 }
 
+/// A cell as the terminal shows it: text another process wrote (an ep's
+/// version, a hub's reason) with no control characters to act on.
 fn text(v: &Value) -> String {
     match v {
-        Value::String(s) => s.clone(),
+        Value::String(s) => s
+            .chars()
+            .map(|c| if c.is_control() { '?' } else { c })
+            .collect(),
         Value::Null => "-".into(),
         other => other.to_string(),
     }

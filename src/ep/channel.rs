@@ -213,7 +213,9 @@ pub(super) async fn started(
 ) -> Option<Job> {
     if let Some(why) = out_of_reach(&local, &msg) {
         tls.abort();
-        tracing::warn!(service, "the hub asked for {why}; refused");
+        if let Some(n) = via.link.odd_ask() {
+            tracing::warn!(service, asks = n, "the hub asked for {why}; refused");
+        }
         return None;
     }
     let held = (seat(&ep, &service, &local, &mut tls)?, via.link.carrying());

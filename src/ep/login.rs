@@ -379,13 +379,13 @@ async fn greet(
                 reason,
                 retry: true,
                 ..
-            } => Err(LoginError::Busy(reason)),
+            } => Err(LoginError::Busy(proto::shown(&reason))),
             HubMsg::Refused {
                 reason,
                 kind: Some(RefusalKind::Penalised),
                 ..
-            } => Err(LoginError::Busy(reason)),
-            HubMsg::Refused { reason, .. } => Err(LoginError::Refused(reason)),
+            } => Err(LoginError::Busy(proto::shown(&reason))),
+            HubMsg::Refused { reason, .. } => Err(LoginError::Refused(proto::shown(&reason))),
             _ => Err(LoginError::Protocol("expected welcome or refusal".into())),
         }
 }

@@ -360,7 +360,7 @@ impl Up {
                 None
             }
             Ok(HubMsg::Closing { reason, kind }) => Some(End {
-                reason: format!("the hub closed the session: {reason}"),
+                reason: format!("the hub closed the session: {}", proto::shown(&reason)),
                 kind,
                 switch: false,
             }),
@@ -550,7 +550,13 @@ async fn hub_streams(ep: Arc<Ep>, quic: crate::quic::Link, to: channel::Via) {
             {
                 Ok(Ok(msg @ HubMsg::Start { .. })) => msg,
                 Ok(Ok(_)) => {
-                    return tracing::warn!("a hub stream began with something other than a start");
+                    if let Some(n) = via.link.odd_ask() {
+                        tracing::warn!(
+                            asks = n,
+                            "a hub stream began with something other than a start"
+                        );
+                    }
+                    return;
                 }
                 Ok(Err(e)) => return tracing::debug!("hub stream: {e}"),
                 Err(_) => return tracing::debug!("hub stream: no start within {deadline:?}"),
@@ -560,15 +566,24 @@ async fn hub_streams(ep: Arc<Ep>, quic: crate::quic::Link, to: channel::Via) {
                 ..
             } = &msg
             else {
-                return tracing::warn!("a hub stream's start names no service");
+                if let Some(n) = via.link.odd_ask() {
+                    tracing::warn!(asks = n, "a hub stream's start names no service");
+                }
+                return;
             };
             let service = service.clone();
             let Some(local) = ep2.settings().services.get(&service).cloned() else {
                 path.abort();
-                return tracing::warn!(
-                    service,
-                    "the hub sent a player of a service this ep does not serve"
-                );
+                // Counted, and logged at the 1st, 2nd, 4th...: a hub sending
+                // such streams without end cannot flood the log.
+                if let Some(n) = via.link.odd_ask() {
+                    tracing::warn!(
+                        service,
+                        asks = n,
+                        "the hub sent a player of a service this ep does not serve"
+                    );
+                }
+                return;
             };
             let span = tracing::info_span!("channel", service = %service);
             let started = channel::started(ep2, service, local, path, msg, via);

@@ -209,6 +209,11 @@ impl UdpDoor {
             self.meters.queue_full.inc_by(dropped);
             return Delivered::Queued;
         }
+        // A source the lists refuse spends none of the shared budget.
+        if let Err(reason) = self.listed(src.ip()) {
+            self.meters.refused.inc();
+            return Delivered::Refused(reason);
+        }
         let rate = self.caps.datagram_limits().map(Box::new);
         if let Some(r) = &rate
             && !r.pass(crate::rate::Dir::Up, d.len())
@@ -277,17 +282,24 @@ impl UdpDoor {
         self.traffic.meter.down.inc_by(len);
     }
 
-    /// The door's rules for a new flow; where a cap is reached, a flow
-    /// that has not proven itself gives way (see `table`).
-    fn admit(&self, t: &mut Table, k: FlowKey) -> Result<(), Reason> {
+    /// The service's `deny` and `allow` lists for a source (canonical).
+    fn listed(&self, ip: std::net::IpAddr) -> Result<(), Reason> {
         let l = &*self.limits();
-        let ip = k.1.ip();
         if l.deny.contains(ip) {
             return Err(Reason::PlayerDenied);
         }
         if !l.allow.is_empty() && !l.allow.contains(ip) {
             return Err(Reason::PlayerNotAllowed);
         }
+        Ok(())
+    }
+
+    /// The door's rules for a new flow; where a cap is reached, a flow
+    /// that has not proven itself gives way (see `table`).
+    fn admit(&self, t: &mut Table, k: FlowKey) -> Result<(), Reason> {
+        let l = &*self.limits();
+        let ip = k.1.ip();
+        self.listed(ip)?;
         let (from_ip, from_net) = t.counts(ip);
         let full = if from_ip >= l.udp.max_flows_per_ip {
             Some((Scope::Address, Reason::PlayerAddressFull))
@@ -422,7 +434,11 @@ impl UdpPort {
             match pongs.answer(&shared, &self.svc, port, &buf[..r.len]) {
                 super::game::bedrock::Ping::Pass => {}
                 super::game::bedrock::Ping::Pong(pong) => {
-                    let _ = self.socket.try_send_to(&pong, r.from);
+                    // Never to a source the lists refuse: no reflection
+                    // off this port, no offline MOTD for the denied.
+                    if self.door.listed(player.ip()).is_ok() {
+                        let _ = self.socket.try_send_to(&pong, r.from);
+                    }
                     continue;
                 }
                 super::game::bedrock::Ping::Drop => continue,
