@@ -187,3 +187,67 @@ async fn a_fixed_token_ends_a_long_backoff_at_once() {
         t.elapsed()
     );
 }
+
+/// A hub that opens QUIC streams and never sends their `Start` (each may
+/// hold a window of bytes at the ep): past the ep's waiting places (1,024,
+/// as for TLS channels) each further one is reset at once, and once the
+/// hub lets those go a stream that starts a player is served.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hub_cannot_make_the_ep_hold_streams_without_a_start() {
+    let certs = Certs::new();
+    let local = echo_server().await;
+    let fake = common::fake_hub::FakeQuicHub::start(&certs);
+    let mut eo = EpOpts::new(&certs, vec![("echo".into(), local)]);
+    let at = fake.endpoint.local_addr().unwrap();
+    eo.extra = format!("transport = \"quic\"\nquic = \"{at}\"\n");
+    let _ep = TestEp::start(ep_settings_for(&certs, at, at, &eo));
+    let (conn, _control_send, _control_recv) = fake.login().await;
+    let mut held = Vec::new();
+    for _ in 0..1100 {
+        let (mut send, recv) = conn.open_bi().await.unwrap();
+        // Half a frame's length: the stream exists at the ep, unfinished.
+        send.write_all(&[0]).await.unwrap();
+        held.push((send, recv));
+    }
+    let mut reset = 0;
+    for (_, recv) in held.iter_mut().rev().take(76) {
+        let read = tokio::time::timeout(Duration::from_secs(10), recv.read_to_end(64)).await;
+        if matches!(read, Ok(Err(_))) {
+            reset += 1;
+        }
+    }
+    println!("figure: of 1,100 streams without a start the ep reset the last {reset} of 76");
+    assert_eq!(
+        reset, 76,
+        "the ep held more streams without a start than its waiting places"
+    );
+    drop(held);
+    // Let go, the places serve a player again.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let (mut send, mut recv) = conn.open_bi().await.unwrap();
+        let start = HubMsg::Start {
+            player: "198.51.100.7:40000".parse().unwrap(),
+            service: None,
+            udp: false,
+            offset: 0,
+            flow: None,
+            name: Some("echo".into()),
+            no_wake: false,
+            pace: None,
+        };
+        proto::write_msg(&mut send, &start).await.unwrap();
+        let _ = send.write_all(b"hi").await;
+        let mut got = [0u8; 2];
+        let echoed = tokio::time::timeout(Duration::from_secs(5), recv.read_exact(&mut got)).await;
+        if matches!(echoed, Ok(Ok(()))) {
+            assert_eq!(&got, b"hi");
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no player got through after"
+        );
+    }
+    conn.close(0u32.into(), b"done");
+}

@@ -541,9 +541,23 @@ async fn hub_streams(ep: Arc<Ep>, quic: crate::quic::Link, to: channel::Via) {
             _ = ep.shutdown.cancelled() => return,
         };
         let Ok((send, recv)) = stream else { return };
-        let (ep2, via, quic2) = (ep.clone(), to.clone(), quic.clone());
+        let mut path = login::Path::Quic(quic.stream(send, recv));
+        // A stream that has not named its player yet holds a waiting place,
+        // as a TLS channel does: a hub opening streams it never starts
+        // cannot make the ep hold more than that many (each may buffer a
+        // window of bytes).
+        let Ok(waiting) = to.link.waiting.clone().try_acquire_owned() else {
+            path.abort();
+            if let Some(n) = to.link.odd_ask() {
+                tracing::warn!(
+                    asks = n,
+                    "the hub opened more streams without a start than the ep keeps; reset"
+                );
+            }
+            continue;
+        };
+        let (ep2, via) = (ep.clone(), to.clone());
         ep.tracker.spawn(async move {
-            let mut path = login::Path::Quic(quic2.stream(send, recv));
             let deadline = Duration::from_secs(10);
             let msg = match tokio::time::timeout(deadline, proto::read_msg::<_, HubMsg>(&mut path))
                 .await
@@ -571,6 +585,7 @@ async fn hub_streams(ep: Arc<Ep>, quic: crate::quic::Link, to: channel::Via) {
                 }
                 return;
             };
+            drop(waiting);
             let service = service.clone();
             let Some(local) = ep2.settings().services.get(&service).cloned() else {
                 path.abort();
