@@ -404,3 +404,37 @@ async fn a_proven_ep_logs_in_while_strangers_fill_the_pending_cap() {
     );
     drop(silent);
 }
+
+on_every_transport!(an_ep_logging_in_again_and_again_costs_one_argon2_run);
+
+/// An ep that logs in again and again with its token (a flapping line, or
+/// an ep doing it on purpose to keep the few Argon2 slots busy so other
+/// eps' logins are told "busy") costs one Argon2 run: the token is
+/// remembered with the hash it matched. A wrong token still costs a run,
+/// and a rotated hash (tests/reload.rs) no longer matches what was kept.
+async fn an_ep_logging_in_again_and_again_costs_one_argon2_run(t: Transport) {
+    let certs = Certs::new();
+    let hub = TestHub::start(&certs, &t.hub_opts(HubOpts::default())).await;
+    let o = t.ep_opts(
+        &hub,
+        EpOpts::new(&certs, vec![("echo".into(), hub.control)]),
+    );
+    let s = ep_settings(&certs, &hub, &o);
+    for _ in 0..10 {
+        t.login_once(&s, &hub).await.unwrap();
+    }
+    let (_, runs) = hub.handle.argon2_runs();
+    println!("figure ({t:?}): 10 logins of one ep with its token: {runs} Argon2 run(s)");
+    assert_eq!(runs, 1);
+    let mut wrong = t.ep_opts(
+        &hub,
+        EpOpts::new(&certs, vec![("echo".into(), hub.control)]),
+    );
+    wrong.token = "not-the-token-0123456789".into();
+    assert!(
+        t.login_once(&ep_settings(&certs, &hub, &wrong), &hub)
+            .await
+            .is_err()
+    );
+    assert_eq!(hub.handle.argon2_runs().1, 2);
+}

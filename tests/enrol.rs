@@ -460,3 +460,64 @@ async fn re_enrolling_revokes_the_earlier_certificate_in_the_configured_crl() {
         "a list beside tls.ca that nobody follows"
     );
 }
+
+/// Helper: the settings of the ep `ferry ep join` wrote in `home`, its
+/// service pointed at `local`.
+fn joined_settings(home: &Path, game: u16, local: SocketAddr) -> ferry::config::ep::EpSettings {
+    let config = home.join("ep.toml");
+    let written = std::fs::read_to_string(&config).unwrap();
+    std::fs::write(
+        &config,
+        written.replace(&format!("127.0.0.1:{game}\""), &format!("{local}\"")),
+    )
+    .unwrap();
+    ferry::config::ep::EpConfig::load(&config, Default::default())
+        .unwrap()
+        .check(&config)
+        .unwrap()
+}
+
+/// An ep enrolled again (a stolen machine replaced, say) with no
+/// revocation list to follow: the earlier machine's session ends when the
+/// new enrolment lands, not when the new machine first logs in.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn enrolling_again_cuts_the_earlier_machine_off_at_once() {
+    let certs = Certs::new();
+    let (hub, file, game, _) = enrol_hub(&certs).await;
+    let homes = tempfile::tempdir().unwrap();
+    let (first, second) = (homes.path().join("1"), homes.path().join("2"));
+    let (ok, text) = join(&invite(&file, "cabin", &[]), &first).await;
+    assert!(ok, "{text}");
+    let _old = TestEp::start(joined_settings(&first, game, echo_server().await));
+    hub.wait_sessions(1).await;
+    let (ok, text) = join(&invite(&file, "cabin", &[]), &second).await;
+    assert!(ok, "{text}");
+    hub.wait_sessions(0).await;
+}
+
+/// A name hub.toml gives an ep on the shared token (`[eps.home]` with
+/// only its services): `ferry hub invite` refuses it, as an enrolment
+/// would give the name a token of its own, lock that ep out and hand its
+/// services to the new machine.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_invite_cannot_take_the_name_of_an_ep_on_the_shared_token() {
+    let certs = Certs::new();
+    let door = free_range(1);
+    let o = HubOpts {
+        services: vec!["game".into()],
+        extra: format!(
+            "[enrol]\nbind = \"127.0.0.1:{door}\"\n[eps.lodge]\nservices = [\"game\"]\n"
+        ),
+        ..Default::default()
+    };
+    let file = hub_settings(&certs, &o).file;
+    let (ok, text) = run(&[
+        "hub",
+        "invite",
+        "-c",
+        file.to_str().unwrap(),
+        "--ep",
+        "lodge",
+    ]);
+    assert!(!ok && text.contains("shared token"), "{text}");
+}

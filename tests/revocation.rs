@@ -131,3 +131,40 @@ async fn an_expired_certificate_cannot_ride_a_resumed_session() {
         "{err}"
     );
 }
+
+/// A revocation that lands while the hub starts (after it read the list,
+/// before it began following it) is read at the follower's first look, not
+/// left for the file's next change.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revocation_landing_while_the_hub_starts_is_not_missed() {
+    let certs = Certs::new();
+    let crl = certs.path("crl.pem");
+    let o = HubOpts::default();
+    let hub = ferry::hub::Hub::bind(hub_settings_crl(&certs, &o, Some(&crl)))
+        .await
+        .unwrap();
+    let out = procs::ferry_cmd()
+        .args(["hub", "revoke", "--ep", "home", "--dir"])
+        .arg(certs.dir.path())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let (control, channel, handle) = (hub.control_addr(), hub.channel_addr(), hub.handle());
+    let stop = tokio_util::sync::CancellationToken::new();
+    let running = tokio::spawn(hub.run(stop.clone()));
+    let mut reads = handle.crl_reads();
+    let read = tokio::time::timeout(Duration::from_secs(10), reads.wait_for(|n| *n >= 1)).await;
+    assert!(read.is_ok(), "the list revoked during start was never read");
+    let eo = EpOpts::new(&certs, vec![("echo".into(), control)]);
+    let err = login_error(&ep_settings_for(&certs, control, channel, &eo)).await;
+    assert!(
+        matches!(&err, LoginError::OwnCertificate(m) if m.contains("Revoked")),
+        "the revoked ep logged in: {err:?}"
+    );
+    stop.cancel();
+    let _ = running.await;
+}

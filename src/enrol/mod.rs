@@ -248,6 +248,12 @@ pub fn invite(
             s.file.display()
         );
     }
+    if s.grants.listed(ep) && !s.enrolled.iter().any(|n| n == ep) {
+        bail!(
+            "[eps.{ep}] in {} names an ep on the shared token; an invite would take its name              (and its services): pick another name",
+            s.file.display()
+        );
+    }
     if ttl.is_zero() || ttl > MAX_TTL {
         bail!("--expires {ttl:?} is out of range: allowed 1s to 30 days");
     }

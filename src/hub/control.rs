@@ -464,6 +464,9 @@ async fn verify_token(
     if token.expose().len() > token::MAX_TOKEN_LEN {
         return Err(wrong());
     }
+    if shared.logins.verified_before(ep, &hash, &token) {
+        return Ok(hash);
+    }
     let checks = &shared.metrics.argon2;
     let count = |o: crate::metrics::Outcome| checks.get_or_create(&o.label()).inc();
     let Ok(permit) = shared.logins.argon2.clone().try_acquire_owned() else {
@@ -475,7 +478,7 @@ async fn verify_token(
         });
     };
     let stats = shared.logins.argon2_stats.clone();
-    let hash_used = hash.clone();
+    let (hash_used, checked) = (hash.clone(), token.clone());
     let good = tokio::task::spawn_blocking(move || {
         let _running = stats.enter();
         let ok = token::verify(&token, &hash);
@@ -486,6 +489,7 @@ async fn verify_token(
     .unwrap_or(false);
     if good {
         count(crate::metrics::Outcome::Ok);
+        shared.logins.remember(ep, &hash_used, &checked);
         Ok(hash_used)
     } else {
         count(crate::metrics::Outcome::Wrong);

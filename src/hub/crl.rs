@@ -12,7 +12,10 @@ use std::{
 /// How often the file's modification time is looked at.
 pub const POLL: Duration = Duration::from_secs(1);
 
-fn stamp(path: &Path) -> Option<(SystemTime, u64)> {
+/// What tells one version of the file from the next.
+pub(super) type Stamp = (SystemTime, u64);
+
+pub(super) fn stamp(path: &Path) -> Option<Stamp> {
     let m = std::fs::metadata(path).ok()?;
     Some((m.modified().ok()?, m.len()))
 }
@@ -20,7 +23,10 @@ fn stamp(path: &Path) -> Option<(SystemTime, u64)> {
 /// Follows `tls.crl` of the running settings (a reload may move it).
 pub(super) async fn watch(shared: Arc<Shared>) {
     let mut path: Option<PathBuf> = shared.settings().crl.clone();
-    let mut seen = path.as_deref().and_then(stamp);
+    // As it was before the hub read it at start, so a list replaced
+    // between that read and now (a revocation landing while the hub
+    // starts) is read at the first look.
+    let mut seen = shared.trust.crl_first;
     let mut loaded = shared.trust.loaded.get();
     loop {
         tokio::select! {

@@ -233,6 +233,10 @@ async fn record_and_apply(
     record: Enrolled,
 ) -> Result<(), String> {
     let update = shared.settings_update.lock().await;
+    if let Some(why) = name_taken(&shared, &ep) {
+        tracing::warn!(ep, "enrolment refused: {why}");
+        return Err(why);
+    }
     let (hash, ip, services) = (
         record.token_hash.clone(),
         record.address,
@@ -241,26 +245,64 @@ async fn record_and_apply(
     let (state, name, crl) = (e.state.clone(), ep.clone(), shared.settings().crl.clone());
     let recorded = tokio::task::spawn_blocking(move || {
         let old = Store::new(&state).record(&name, record)?;
-        if let Some(old) = old {
-            revoke_replaced(&e, crl.as_deref(), &name, &old);
+        if let Some(old) = &old {
+            revoke_replaced(&e, crl.as_deref(), &name, old);
         }
-        anyhow::Ok(())
+        anyhow::Ok(old.is_some())
     })
     .await;
-    match recorded {
-        Ok(Ok(())) => {}
+    let again = match recorded {
+        Ok(Ok(again)) => again,
         Ok(Err(err)) => return Err(format!("cannot record the enrolment: {err:#}")),
         Err(err) => return Err(err.to_string()),
-    }
+    };
     shared.metrics.enrolments.inc();
     let mut s = (*shared.settings()).clone();
     s.credentials.per_ep.insert(ep.clone(), hash);
     s.allowlist.add(ip);
     crate::enrol::grant_enrolled(&mut s, &ep, services);
-    s.enrolled.push(ep);
+    s.enrolled.push(ep.clone());
     shared.set_settings(s);
+    if again {
+        // The machine the earlier certificate and token are on is cut off
+        // now, not when the new one first logs in (which may be hours).
+        shared.sessions.close_where(
+            |name, _| name == ep,
+            "this ep enrolled again; the earlier machine's token no longer logs in",
+        );
+    }
     drop(update);
     Ok(())
+}
+
+/// Why `ep` cannot be enrolled: the name is another ep's, one hub.toml
+/// knows (its own token, or a grant for an ep on the shared token) or one
+/// logged in on the shared token. An enrolment would give that name a
+/// token of its own and lock the ep out, or hand its services to the new
+/// machine. None for a new name or an ep enrolled before (enrolling again
+/// replaces it, on purpose).
+fn name_taken(shared: &Shared, ep: &str) -> Option<String> {
+    let s = shared.settings();
+    if s.enrolled.iter().any(|n| n == ep) {
+        return None;
+    }
+    if s.credentials.per_ep.contains_key(ep) || s.grants.listed(ep) {
+        return Some(format!(
+            "[eps.{ep}] in hub.toml names an ep that is not enrolled; the name is taken"
+        ));
+    }
+    if shared.sessions.list().iter().any(|st| st.name == ep) {
+        return Some(format!(
+            "an ep named {ep:?} is logged in with the shared token; the name is taken"
+        ));
+    }
+    s.tls_files
+        .ca
+        .with_file_name(format!("ep-{ep}.pem"))
+        .exists()
+        .then(|| {
+            format!("an ep named {ep:?} already has a certificate (ep-{ep}.pem); the name is taken")
+        })
 }
 
 /// What the new ep needs to run: its certificate, the CA, its token, the

@@ -1,13 +1,22 @@
 //! What the control, channel and QUIC doors share while eps log in: the
 //! gates (caps and penalties per address), the penalties charged to an ep
 //! identity once its certificate was verified, and the bounded Argon2 work.
+//!
+//! A token that verified for an ep is remembered by its SHA-256 with the
+//! hash it matched, so that ep logging in again with it (a reconnect, or
+//! an ep logging in over and over on purpose) costs no Argon2 run: one ep
+//! cannot keep the few Argon2 slots busy and leave other eps' logins told
+//! "busy". A rotated hash no longer matches what was remembered.
 
 use super::{gate, stats::InFlight};
 use crate::{
     config::hub::HubLimits,
     penalties::{Penalties, PenaltyRange},
 };
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex, MutexGuard},
+};
 use tokio::sync::Semaphore;
 
 pub(crate) struct Logins {
@@ -20,6 +29,16 @@ pub(crate) struct Logins {
     identities: Mutex<Penalties<String>>,
     pub argon2: Arc<Semaphore>,
     pub argon2_stats: Arc<InFlight>,
+    /// Per ep name: the hash a token verified against, and the token's
+    /// SHA-256. One entry per name a valid certificate carries.
+    verified: Mutex<HashMap<String, (String, [u8; 32])>>,
+}
+
+fn digest(token: &crate::secret::Secret) -> [u8; 32] {
+    let d = ring::digest::digest(&ring::digest::SHA256, token.expose().as_bytes());
+    let mut out = [0u8; 32];
+    out.copy_from_slice(d.as_ref());
+    out
 }
 
 impl Logins {
@@ -46,7 +65,29 @@ impl Logins {
             identities: Mutex::new(Penalties::new(penalties)),
             argon2: Arc::new(Semaphore::new(l.argon2_concurrency)),
             argon2_stats: Arc::default(),
+            verified: Mutex::default(),
         }
+    }
+
+    /// Whether `token` verified for `ep` against `hash` before (compared
+    /// without an early exit).
+    pub fn verified_before(&self, ep: &str, hash: &str, token: &crate::secret::Secret) -> bool {
+        let known = self.verified.lock().unwrap_or_else(|p| p.into_inner());
+        let Some((h, d)) = known.get(ep) else {
+            return false;
+        };
+        let same = d
+            .iter()
+            .zip(digest(token))
+            .fold(0u8, |acc, (x, y)| acc | (x ^ y))
+            == 0;
+        same && h == hash
+    }
+
+    /// `token` verified for `ep` against `hash`.
+    pub fn remember(&self, ep: &str, hash: &str, token: &crate::secret::Secret) {
+        let mut known = self.verified.lock().unwrap_or_else(|p| p.into_inner());
+        known.insert(ep.to_string(), (hash.to_string(), digest(token)));
     }
 
     pub fn identities(&self) -> MutexGuard<'_, Penalties<String>> {

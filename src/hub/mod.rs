@@ -194,10 +194,12 @@ impl Hub {
     /// (`load`), then binds every port; a bad certificate, a missing hash
     /// file or a port in use fails here, before anything is served.
     pub async fn bind(settings: HubSettings) -> Result<Hub> {
-        let (settings, loaded_tls, bans) = tokio::task::spawn_blocking(move || {
+        let (settings, loaded_tls, bans, crl_first) = tokio::task::spawn_blocking(move || {
+            // Before the read: a list replaced during it is read again.
+            let crl_first = settings.crl.as_deref().and_then(crl::stamp);
             let (settings, tls) = load(settings)?;
             let bans = bans::Bans::load(&settings)?;
-            anyhow::Ok((settings, tls, bans))
+            anyhow::Ok((settings, tls, bans, crl_first))
         })
         .await
         .context("loading the TLS files")??;
@@ -231,7 +233,7 @@ impl Hub {
         let shared = Shared {
             trust: {
                 let revoked = crl::initial(&loaded_tls);
-                trust::Trust::new(loaded_tls, revoked)
+                trust::Trust::new(loaded_tls, revoked, crl_first)
             },
             quic,
             logins: logins::Logins::new(&settings.limits),

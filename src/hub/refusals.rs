@@ -223,6 +223,9 @@ impl Refusals {
             String::new()
         };
         let kind = reason.as_str();
+        // The detail may quote what a stranger sent (a junk hello): no
+        // line breaks or escapes of theirs reach the log.
+        let detail = crate::proto::shown(detail);
         if reason.quiet() {
             tracing::debug!(%ip, "refused: {kind}: {detail}{more}");
         } else {

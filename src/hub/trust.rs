@@ -21,15 +21,23 @@ pub(crate) struct Trust {
     /// Times the followed revocation list was read after a change (taken
     /// or refused), for whoever waits on it.
     pub crl_reads: tokio::sync::watch::Sender<u64>,
+    /// The revocation list's stamp as it was before the hub read it at
+    /// start, for the follower to begin from.
+    pub crl_first: Option<super::crl::Stamp>,
 }
 
 impl Trust {
-    pub fn new(loaded: HubTls, revoked: HashSet<String>) -> Trust {
+    pub fn new(
+        loaded: HubTls,
+        revoked: HashSet<String>,
+        crl_first: Option<super::crl::Stamp>,
+    ) -> Trust {
         Trust {
             acceptor: RwLock::new(TlsAcceptor::from(loaded.server.clone())),
             loaded: crate::swap::Swap::new(loaded),
             revoked: RwLock::new(revoked),
             crl_reads: tokio::sync::watch::Sender::new(0),
+            crl_first,
         }
     }
 

@@ -47,7 +47,9 @@ async fn exchange(line: &Line, host: &str, csr: String) -> Result<(Vec<u8>, Repl
         .await?;
     let (answer, more) = read_answer(&mut tcp, &line.door).await?;
     let ca = match answer {
-        Answer::No(why) => bail!("the hub refused the invite: {why}"),
+        // Not yet known to be the hub: its words, shown, cannot drive the
+        // terminal.
+        Answer::No(why) => bail!("the hub refused the invite: {}", proto::shown(&why)),
         Answer::Ca(ca) => ca,
     };
     // Nothing secret has been sent yet: a hub (or a man in the middle)
