@@ -439,14 +439,21 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
 /// Words the other side sent for a person to read (a refusal's or a
 /// close's reason), as they may be shown: control characters (a terminal's
 /// escape sequences, a line break forging a log line) as `?`, and no more
-/// than 300 characters.
+/// than `SHOWN` characters (then an ellipsis).
 pub fn shown(words: &str) -> String {
-    words
+    let mut out: String = words
         .chars()
-        .take(300)
+        .take(SHOWN)
         .map(|c| if c.is_control() { '?' } else { c })
-        .collect()
+        .collect();
+    if words.chars().nth(SHOWN).is_some() {
+        out.push('…');
+    }
+    out
 }
+
+/// What `shown` keeps of longer words (a frame holds at most 16 KiB).
+const SHOWN: usize = 1000;
 
 #[cfg(test)]
 mod tests {
@@ -457,7 +464,8 @@ mod tests {
             super::shown("a\x1b]52;c;eA==\x07b\nc\u{9b}d"),
             "a?]52;c;eA==?b?c?d"
         );
-        assert_eq!(super::shown(&"é".repeat(1000)).chars().count(), 300);
+        assert_eq!(super::shown(&"é".repeat(1000)), "é".repeat(1000));
+        assert_eq!(super::shown(&"é".repeat(5000)).chars().count(), 1001);
     }
 
     use super::*;

@@ -490,6 +490,11 @@ async fn enrolling_again_cuts_the_earlier_machine_off_at_once() {
     assert!(ok, "{text}");
     let _old = TestEp::start(joined_settings(&first, game, echo_server().await));
     hub.wait_sessions(1).await;
+    // A grant for it added to hub.toml later (as README says to) does not
+    // make the name look like another ep's.
+    let mut toml = std::fs::read_to_string(&file).unwrap();
+    toml += "[eps.cabin]\nservices = [\"game\"]\n";
+    std::fs::write(&file, toml).unwrap();
     let (ok, text) = join(&invite(&file, "cabin", &[]), &second).await;
     assert!(ok, "{text}");
     hub.wait_sessions(0).await;

@@ -248,9 +248,13 @@ pub fn invite(
             s.file.display()
         );
     }
-    if s.grants.listed(ep) && !s.enrolled.iter().any(|n| n == ep) {
+    // The CLI's settings are hub.toml's alone: enrolled.json says which
+    // names were enrolled (a grant added for one later is its own).
+    let enrolled = invites::Store::new(&e.state).enrolled()?;
+    if s.grants.listed(ep) && !enrolled.eps.contains_key(ep) {
         bail!(
-            "[eps.{ep}] in {} names an ep on the shared token; an invite would take its name              (and its services): pick another name",
+            "[eps.{ep}] in {} names an ep on the shared token; an invite would take its name \
+             (and its services): pick another name",
             s.file.display()
         );
     }

@@ -338,7 +338,8 @@ impl Up {
         match msg {
             Ok(HubMsg::Heartbeat) => None,
             Ok(HubMsg::Open { service, ticket }) => {
-                let span = tracing::info_span!("channel", service = %service);
+                // Debug: the hub's words, quoted and escaped, until checked.
+                let span = tracing::info_span!("channel", service = ?service);
                 ep.tracker.spawn(
                     channel::run(ep.clone(), service, ticket, target.clone()).instrument(span),
                 );

@@ -517,7 +517,7 @@ fn match_offer(
     }
     // Skipped, never refusing what else it offers.
     for (name, why) in &matched.unauthorised {
-        tracing::warn!(%ep, service = %name, "the ep offers a service it is not granted; skipped: {why}");
+        tracing::warn!(%ep, service = ?name, "the ep offers a service it is not granted; skipped: {why}");
     }
     // Granted nothing (yet): logged in all the same, serving nothing, so a
     // grant a reload adds reaches it at once.
@@ -531,7 +531,7 @@ fn match_offer(
         });
     }
     for (name, why) in &matched.refused {
-        tracing::warn!(%ep, service = %name, "the ep offers a service this hub does not serve: {why}");
+        tracing::warn!(%ep, service = ?name, "the ep offers a service this hub does not serve: {why}");
     }
     Ok((offer, matched))
 }

@@ -429,19 +429,19 @@ impl UdpPort {
                     .record_player(&self.door.service, reason, player.ip(), &detail);
                 continue;
             }
-            // A Bedrock server-list ping while home is away: answered here.
+            // A Bedrock server-list ping while home is away: answered here,
+            // never to a source the lists refuse (no reflection off this
+            // port, no offline MOTD for the denied), whose pings spend
+            // none of the answers' budget either.
             let port = local.map_or(0, |l| l.port());
-            match pongs.answer(&shared, &self.svc, port, &buf[..r.len]) {
-                super::game::bedrock::Ping::Pass => {}
-                super::game::bedrock::Ping::Pong(pong) => {
-                    // Never to a source the lists refuse: no reflection
-                    // off this port, no offline MOTD for the denied.
-                    if self.door.listed(player.ip()).is_ok() {
-                        let _ = self.socket.try_send_to(&pong, r.from);
-                    }
+            let listed = self.door.listed(player.ip()).is_ok();
+            match listed.then(|| pongs.answer(&shared, &self.svc, port, &buf[..r.len])) {
+                None | Some(super::game::bedrock::Ping::Pass) => {}
+                Some(super::game::bedrock::Ping::Pong(pong)) => {
+                    let _ = self.socket.try_send_to(&pong, r.from);
                     continue;
                 }
-                super::game::bedrock::Ping::Drop => continue,
+                Some(super::game::bedrock::Ping::Drop) => continue,
             }
             match self
                 .door
