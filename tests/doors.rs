@@ -438,3 +438,61 @@ async fn an_ep_logging_in_again_and_again_costs_one_argon2_run(t: Transport) {
     );
     assert_eq!(hub.handle.argon2_runs().1, 2);
 }
+
+on_every_transport!(a_certificate_without_its_token_that_goes_silent_is_penalised_by_name);
+
+/// A certificate that completes TLS and then sends nothing (a leaked key
+/// without its token, or a broken ep) is charged under its own name: its
+/// next logins are refused at once until the penalty is over, so it cannot
+/// keep holding its address's login places, while another ep from the same
+/// address logs in.
+async fn a_certificate_without_its_token_that_goes_silent_is_penalised_by_name(t: Transport) {
+    let certs = Certs::new();
+    let hub = TestHub::start(&certs, &t.hub_opts(HubOpts::default())).await;
+    let eo = t.ep_opts(
+        &hub,
+        EpOpts::new(&certs, vec![("echo".into(), hub.control)]),
+    );
+    let s = ep_settings(&certs, &hub, &eo);
+    match t {
+        Transport::Tls => {
+            let tcp = tokio::net::TcpStream::connect(hub.control).await.unwrap();
+            let connector =
+                tokio_rustls::TlsConnector::from(ferry::tls::EpTls::load(&s).unwrap().client);
+            let mut tls = connector
+                .connect(s.hubs[0].server_name.clone(), tcp)
+                .await
+                .unwrap();
+            // Half a frame's length, then gone.
+            tls.write_all(&[0]).await.unwrap();
+            tls.shutdown().await.unwrap();
+            let mut rest = Vec::new();
+            let _ = tls.read_to_end(&mut rest).await;
+        }
+        Transport::Quic => {
+            let quic = hub.handle.quic_addr().unwrap();
+            let client = common::quic::ep_client(&certs, "home");
+            let conn = client.connect(quic, "localhost").unwrap().await.unwrap();
+            let (mut send, mut recv) = conn.open_bi().await.unwrap();
+            send.write_all(&[0]).await.unwrap();
+            send.finish().unwrap();
+            let _ = recv.read_to_end(1024).await;
+            conn.close(0u32.into(), b"gone");
+        }
+    }
+    let again = t.login_once(&s, &hub).await;
+    println!("figure ({t:?}): the silent certificate's next login: {again:?}");
+    assert!(
+        again
+            .as_ref()
+            .is_err_and(|e| e.contains("too many failed logins")),
+        "{again:?}"
+    );
+    let mut other = t.ep_opts(
+        &hub,
+        EpOpts::new(&certs, vec![("echo".into(), hub.control)]),
+    );
+    other.cert = "other".into();
+    let other = ep_settings(&certs, &hub, &other);
+    assert!(t.login_once(&other, &hub).await.is_ok());
+}

@@ -120,13 +120,31 @@ impl LoggedIn {
 
 async fn handle_login(shared: &Arc<Shared>, tcp: TcpStream, addr: SocketAddr) -> Option<LoggedIn> {
     let (ctrl_tx, ctrl_rx) = mpsc::channel(CTRL_QUEUE);
+    let named = Named::default();
     let login = async {
         let tls = shared.trust.accept_tls(tcp).await.map_err(Refusal::Tls)?;
         let peer = Peer::of(tls.get_ref().1.peer_certificates());
         let resumed = shared.trust.check_resumed(&tls);
-        authenticate(shared, Tunnel::Tls(tls), None, peer, resumed, addr, ctrl_tx).await
+        let from = (addr, &named);
+        authenticate(shared, Tunnel::Tls(tls), None, peer, resumed, from, ctrl_tx).await
     };
-    finish_login(shared, addr, login, ctrl_rx).await
+    finish_login(shared, addr, &named, login, ctrl_rx).await
+}
+
+/// Set once a login's certificate was verified: from then on a failure
+/// is charged to the certificate's name (or to no one), never to the
+/// address, where it would punish every ep behind it.
+#[derive(Default)]
+pub(super) struct Named(std::sync::atomic::AtomicBool);
+
+impl Named {
+    fn set(&self) {
+        self.0.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    fn is_set(&self) -> bool {
+        self.0.load(std::sync::atomic::Ordering::Relaxed)
+    }
 }
 
 /// A login's outcome, whichever door it came through: penalties charged
@@ -134,6 +152,7 @@ async fn handle_login(shared: &Arc<Shared>, tcp: TcpStream, addr: SocketAddr) ->
 pub(super) async fn finish_login(
     shared: &Arc<Shared>,
     addr: SocketAddr,
+    named: &Named,
     login: impl std::future::Future<
         Output = Result<(Tunnel, super::sessions::SessionGuard, Vec<String>), Refusal>,
     >,
@@ -168,13 +187,18 @@ pub(super) async fn finish_login(
                         shared.logins.identities().strike(ep);
                     }
                 }
+                // Silence or junk after a verified certificate: charged to
+                // its name already (`Unproven`).
+                _ if named.is_set() => {}
                 _ => shared.logins.gate.strike(ip),
             }
             shared.refusals.record(e.reason(), ip, &e.to_string());
             None
         }
         Err(_) => {
-            shared.logins.gate.strike(ip);
+            if !named.is_set() {
+                shared.logins.gate.strike(ip);
+            }
             let why = format!("login not completed within {deadline:?}");
             shared.refusals.record(Reason::LoginTimeout, ip, &why);
             None
@@ -231,7 +255,7 @@ pub(super) async fn authenticate(
     quic: Option<quinn::Connection>,
     peer: Peer,
     resumed: Result<(), &'static str>,
-    addr: SocketAddr,
+    (addr, named): (SocketAddr, &Named),
     ctrl: mpsc::Sender<HubMsg>,
 ) -> Result<(Tunnel, super::sessions::SessionGuard, Vec<String>), Refusal> {
     let ep = peer.ep.clone();
@@ -242,6 +266,7 @@ pub(super) async fn authenticate(
     // A certificate from our CA: whatever junk came from this address
     // before, a real ep is behind it.
     shared.logins.gate.vouch(addr.ip());
+    named.set();
     let penalised = shared.logins.identities().remaining(&ep);
     if let Some(left) = penalised {
         let why = format!(
@@ -250,6 +275,7 @@ pub(super) async fn authenticate(
         );
         return Err(refuse(&mut tls, &ep, RefusalKind::Penalised, why, true, true).await);
     }
+    let unproven = Unproven::new(shared, &ep);
     let EpMsg::Hello {
         version,
         token,
@@ -261,6 +287,7 @@ pub(super) async fn authenticate(
     else {
         return Err(Refusal::NotHello);
     };
+    unproven.heard();
     let modern = !features.is_empty();
     let spoken = features.clone();
     let hello = Hello {
@@ -291,6 +318,38 @@ pub(super) async fn authenticate(
         proto::write_msg(&mut tls, &told).await?;
     }
     Ok((tls, guard, spoken))
+}
+
+/// A verified certificate whose hello has not come yet. Dropped before
+/// `heard` (silence until the deadline, junk, a cut connection), the
+/// failure is charged to the certificate's name: charged to the address,
+/// as before any certificate, the next good handshake from there would
+/// clear it, and a certificate without its token could then hold its
+/// address's login places for ever without a penalty.
+struct Unproven<'a> {
+    shared: &'a Shared,
+    ep: Option<&'a str>,
+}
+
+impl<'a> Unproven<'a> {
+    fn new(shared: &'a Shared, ep: &'a str) -> Self {
+        Unproven {
+            shared,
+            ep: Some(ep),
+        }
+    }
+
+    fn heard(mut self) {
+        self.ep = None;
+    }
+}
+
+impl Drop for Unproven<'_> {
+    fn drop(&mut self) {
+        if let Some(ep) = self.ep {
+            self.shared.logins.identities().strike(&ep.to_string());
+        }
+    }
 }
 
 /// An ep's `Hello`, field by field.

@@ -169,6 +169,7 @@ fn on_incoming(shared: &Arc<Shared>, incoming: quinn::Incoming) {
         async move {
             let (ctrl_tx, ctrl_rx) = mpsc::channel(super::control::CTRL_QUEUE);
             let mut conn = None;
+            let named = super::control::Named::default();
             let login = async {
                 let connecting = incoming
                     .accept()
@@ -187,9 +188,10 @@ fn on_incoming(shared: &Arc<Shared>, incoming: quinn::Incoming) {
                     .await
                     .map_err(|e| Refusal::Tls(std::io::Error::other(e)))?;
                 let control = Tunnel::Quic(QuicStream::control(send, recv));
-                authenticate(&sh, control, Some(c), peer, Ok(()), addr, ctrl_tx).await
+                let from = (addr, &named);
+                authenticate(&sh, control, Some(c), peer, Ok(()), from, ctrl_tx).await
             };
-            let logged_in = finish_login(&sh, addr, login, ctrl_rx).await;
+            let logged_in = finish_login(&sh, addr, &named, login, ctrl_rx).await;
             drop(permit);
             let Some(s) = logged_in else {
                 // Nothing of a failed login may linger: no stream, no
