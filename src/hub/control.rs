@@ -138,7 +138,7 @@ async fn handle_login(shared: &Arc<Shared>, tcp: TcpStream, addr: SocketAddr) ->
 pub(super) struct Named(std::sync::atomic::AtomicBool);
 
 impl Named {
-    fn set(&self) {
+    pub(super) fn set(&self) {
         self.0.store(true, std::sync::atomic::Ordering::Relaxed);
     }
 
@@ -263,9 +263,6 @@ pub(super) async fn authenticate(
         let why = format!("this ep's {why} (resumed TLS session)");
         return Err(refuse(&mut tls, &ep, RefusalKind::Other, why, false, false).await);
     }
-    // A certificate from our CA: whatever junk came from this address
-    // before, a real ep is behind it.
-    shared.logins.gate.vouch(addr.ip());
     named.set();
     let penalised = shared.logins.identities().remaining(&ep);
     if let Some(left) = penalised {
@@ -275,6 +272,13 @@ pub(super) async fn authenticate(
         );
         return Err(refuse(&mut tls, &ep, RefusalKind::Penalised, why, true, true).await);
     }
+    // A certificate from our CA, not penalised: whatever junk came from
+    // this address before, a real ep is behind it. (A penalised one
+    // clears nothing others earned there.)
+    shared.logins.gate.vouch(addr.ip());
+    // Armed until the login has its verdict: the deadline passing while
+    // the ep is silent, or while its token is checked or its refusal
+    // written, is charged to its name.
     let unproven = Unproven::new(shared, &ep);
     let EpMsg::Hello {
         version,
@@ -287,7 +291,6 @@ pub(super) async fn authenticate(
     else {
         return Err(Refusal::NotHello);
     };
-    unproven.heard();
     let modern = !features.is_empty();
     let spoken = features.clone();
     let hello = Hello {
@@ -305,8 +308,16 @@ pub(super) async fn authenticate(
         ctrl,
     };
     let (guard, welcome, skipped) = match log_in(shared, hello, from).await {
-        Ok(done) => done,
-        Err(v) => return Err(refuse(&mut tls, &ep, v.kind, v.why, v.retry, modern).await),
+        Ok(done) => {
+            unproven.heard();
+            done
+        }
+        Err(v) => {
+            let refused = refuse(&mut tls, &ep, v.kind, v.why, v.retry, modern).await;
+            // Its verdict charges it, or no one (`finish_login`).
+            unproven.heard();
+            return Err(refused);
+        }
     };
     shared.logins.identities().clear(&ep);
     // Written directly, so it precedes the `Open`s registering just queued.
@@ -320,26 +331,27 @@ pub(super) async fn authenticate(
     Ok((tls, guard, spoken))
 }
 
-/// A verified certificate whose hello has not come yet. Dropped before
-/// `heard` (silence until the deadline, junk, a cut connection), the
-/// failure is charged to the certificate's name: charged to the address,
+/// A verified certificate whose login has no verdict yet. Dropped before
+/// `heard` (silence until the deadline, junk, a cut connection, a token
+/// check or refusal outlasting the deadline), the failure is charged to
+/// the certificate's name: charged to the address,
 /// as before any certificate, the next good handshake from there would
 /// clear it, and a certificate without its token could then hold its
 /// address's login places for ever without a penalty.
-struct Unproven<'a> {
+pub(super) struct Unproven<'a> {
     shared: &'a Shared,
     ep: Option<&'a str>,
 }
 
 impl<'a> Unproven<'a> {
-    fn new(shared: &'a Shared, ep: &'a str) -> Self {
+    pub(super) fn new(shared: &'a Shared, ep: &'a str) -> Self {
         Unproven {
             shared,
             ep: Some(ep),
         }
     }
 
-    fn heard(mut self) {
+    pub(super) fn heard(mut self) {
         self.ep = None;
     }
 }

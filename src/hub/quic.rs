@@ -183,10 +183,15 @@ fn on_incoming(shared: &Arc<Shared>, incoming: quinn::Incoming) {
                         .ok()
                 });
                 let peer = Peer::of(certs.as_deref().map(Vec::as_slice));
+                // The handshake verified the certificate: a connection
+                // that never opens its control stream is charged to it.
+                named.set();
+                let unproven = super::control::Unproven::new(&sh, &peer.ep);
                 let (send, recv) = c
                     .accept_bi()
                     .await
                     .map_err(|e| Refusal::Tls(std::io::Error::other(e)))?;
+                unproven.heard();
                 let control = Tunnel::Quic(QuicStream::control(send, recv));
                 let from = (addr, &named);
                 authenticate(&sh, control, Some(c), peer, Ok(()), from, ctrl_tx).await

@@ -434,7 +434,10 @@ impl UdpPort {
             // port, no offline MOTD for the denied), whose pings spend
             // none of the answers' budget either.
             let port = local.map_or(0, |l| l.port());
-            let listed = self.door.listed(player.ip()).is_ok();
+            // (RakNet's unconnected pings are 0x01 and 0x02: other
+            // datagrams skip the lists here.)
+            let ping = matches!(buf.first(), Some(0x01 | 0x02));
+            let listed = !ping || self.door.listed(player.ip()).is_ok();
             match listed.then(|| pongs.answer(&shared, &self.svc, port, &buf[..r.len])) {
                 None | Some(super::game::bedrock::Ping::Pass) => {}
                 Some(super::game::bedrock::Ping::Pong(pong)) => {
