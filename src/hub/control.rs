@@ -264,22 +264,25 @@ pub(super) async fn authenticate(
         return Err(refuse(&mut tls, &ep, RefusalKind::Other, why, false, false).await);
     }
     named.set();
+    // Armed until the login has its verdict: the deadline passing while
+    // the ep is silent, or while its token is checked or a refusal
+    // written (a QUIC peer giving no stream credit), is charged to its
+    // name.
+    let unproven = Unproven::new(shared, &ep);
     let penalised = shared.logins.identities().remaining(&ep);
     if let Some(left) = penalised {
         let why = format!(
             "too many failed logins with this ep's certificate; retry in {}s",
             left.as_secs() + 1
         );
-        return Err(refuse(&mut tls, &ep, RefusalKind::Penalised, why, true, true).await);
+        let refused = refuse(&mut tls, &ep, RefusalKind::Penalised, why, true, true).await;
+        unproven.heard();
+        return Err(refused);
     }
     // A certificate from our CA, not penalised: whatever junk came from
     // this address before, a real ep is behind it. (A penalised one
     // clears nothing others earned there.)
     shared.logins.gate.vouch(addr.ip());
-    // Armed until the login has its verdict: the deadline passing while
-    // the ep is silent, or while its token is checked or its refusal
-    // written, is charged to its name.
-    let unproven = Unproven::new(shared, &ep);
     let EpMsg::Hello {
         version,
         token,

@@ -436,7 +436,7 @@ impl UdpPort {
             let port = local.map_or(0, |l| l.port());
             // (RakNet's unconnected pings are 0x01 and 0x02: other
             // datagrams skip the lists here.)
-            let ping = matches!(buf.first(), Some(0x01 | 0x02));
+            let ping = matches!(buf[..r.len].first(), Some(0x01 | 0x02));
             let listed = !ping || self.door.listed(player.ip()).is_ok();
             match listed.then(|| pongs.answer(&shared, &self.svc, port, &buf[..r.len])) {
                 None | Some(super::game::bedrock::Ping::Pass) => {}
