@@ -269,13 +269,7 @@ pub(super) async fn authenticate(
     // written (a QUIC peer giving no stream credit), is charged to its
     // name.
     let unproven = Unproven::new(shared, &ep);
-    let penalised = shared.logins.identities().remaining(&ep);
-    if let Some(left) = penalised {
-        let why = format!(
-            "too many failed logins with this ep's certificate; retry in {}s",
-            left.as_secs() + 1
-        );
-        let refused = refuse(&mut tls, &ep, RefusalKind::Penalised, why, true, true).await;
+    if let Some(refused) = refused_if_penalised(shared, &mut tls, &ep).await {
         unproven.heard();
         return Err(refused);
     }
@@ -332,6 +326,16 @@ pub(super) async fn authenticate(
         proto::write_msg(&mut tls, &told).await?;
     }
     Ok((tls, guard, spoken))
+}
+
+/// The refusal told to `ep` if its certificate's name is penalised.
+async fn refused_if_penalised(shared: &Shared, tls: &mut Tunnel, ep: &str) -> Option<Refusal> {
+    let left = shared.logins.identities().remaining(&ep.to_string())?;
+    let why = format!(
+        "too many failed logins with this ep's certificate; retry in {}s",
+        left.as_secs() + 1
+    );
+    Some(refuse(tls, ep, RefusalKind::Penalised, why, true, true).await)
 }
 
 /// A verified certificate whose login has no verdict yet. Dropped before

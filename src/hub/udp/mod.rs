@@ -429,22 +429,9 @@ impl UdpPort {
                     .record_player(&self.door.service, reason, player.ip(), &detail);
                 continue;
             }
-            // A Bedrock server-list ping while home is away: answered here,
-            // never to a source the lists refuse (no reflection off this
-            // port, no offline MOTD for the denied), whose pings spend
-            // none of the answers' budget either.
             let port = local.map_or(0, |l| l.port());
-            // (RakNet's unconnected pings are 0x01 and 0x02: other
-            // datagrams skip the lists here.)
-            let ping = matches!(buf[..r.len].first(), Some(0x01 | 0x02));
-            let listed = !ping || self.door.listed(player.ip()).is_ok();
-            match listed.then(|| pongs.answer(&shared, &self.svc, port, &buf[..r.len])) {
-                None | Some(super::game::bedrock::Ping::Pass) => {}
-                Some(super::game::bedrock::Ping::Pong(pong)) => {
-                    let _ = self.socket.try_send_to(&pong, r.from);
-                    continue;
-                }
-                Some(super::game::bedrock::Ping::Drop) => continue,
+            if self.answered(&shared, &mut pongs, port, &buf[..r.len], r.from) {
+                continue;
             }
             match self
                 .door
@@ -470,6 +457,35 @@ impl UdpPort {
                         .record_player(&self.door.service, reason, player.ip(), &detail);
                 }
             }
+        }
+    }
+
+    /// Whether `d` from `from` was a Bedrock server-list ping taken care of
+    /// here while home is away (answered, or dropped over the budget).
+    /// Never answered to a source the lists refuse (no reflection off this
+    /// port, no offline MOTD for the denied), whose pings spend none of
+    /// the answers' budget either; RakNet's unconnected pings are 0x01 and
+    /// 0x02, so other datagrams skip the lists here.
+    fn answered(
+        &self,
+        shared: &Shared,
+        pongs: &mut super::game::bedrock::Answerer,
+        port: u16,
+        d: &[u8],
+        from: SocketAddr,
+    ) -> bool {
+        use super::game::bedrock::Ping;
+        let ping = matches!(d.first(), Some(0x01 | 0x02));
+        if ping && self.door.listed(from.ip().to_canonical()).is_err() {
+            return false;
+        }
+        match pongs.answer(shared, &self.svc, port, d) {
+            Ping::Pass => false,
+            Ping::Pong(pong) => {
+                let _ = self.socket.try_send_to(&pong, from);
+                true
+            }
+            Ping::Drop => true,
         }
     }
 
