@@ -51,6 +51,21 @@ pub fn read_hash_file(key: &str, path: &std::path::Path) -> Result<String, Strin
 
 /// Constant-time check of `token` against `phc`. Slow by design (tens of
 /// milliseconds): call it off the async runtime, once per login.
+/// A token's SHA-256, for remembering one that verified without keeping
+/// the token (Argon2 once, then a comparison of digests).
+pub fn digest(token: &str) -> [u8; 32] {
+    let d = ring::digest::digest(&ring::digest::SHA256, token.as_bytes());
+    let mut out = [0u8; 32];
+    out.copy_from_slice(d.as_ref());
+    out
+}
+
+/// Compares without an early exit, so timing says nothing of where two
+/// digests differ.
+pub fn same(a: &[u8; 32], b: &[u8; 32]) -> bool {
+    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
 pub fn verify(token: &Secret, phc: &str) -> bool {
     if token.expose().len() > MAX_TOKEN_LEN {
         return false;

@@ -349,14 +349,19 @@ fn pong(time: &[u8], motd: &str) -> Vec<u8> {
     out
 }
 
-/// The MOTD a Bedrock server-list ping of `to` gets back.
-async fn bedrock_ping(to: std::net::SocketAddr) -> Option<String> {
-    let p = common::udp::player().await;
+/// A RakNet Unconnected Ping (time 123).
+fn ping_datagram() -> Vec<u8> {
     let mut ping = vec![0x01];
     ping.extend(123u64.to_be_bytes());
     ping.extend(MAGIC);
     ping.extend(9u64.to_be_bytes());
-    let got = common::udp::ask(&p, to, &ping, Duration::from_secs(2)).await?;
+    ping
+}
+
+/// The MOTD a Bedrock server-list ping of `to` gets back.
+async fn bedrock_ping(to: std::net::SocketAddr) -> Option<String> {
+    let p = common::udp::player().await;
+    let got = common::udp::ask(&p, to, &ping_datagram(), Duration::from_secs(2)).await?;
     assert_eq!((got[0], &got[1..9]), (0x1c, &123u64.to_be_bytes()[..]));
     assert_eq!(&got[17..33], &MAGIC);
     let n = u16::from_be_bytes([got[33], got[34]]) as usize;
@@ -422,11 +427,7 @@ async fn a_denied_source_gets_no_server_list_answer(t: Transport) {
     });
     let hub = TestHub::start(&certs, &o).await;
     let denied = tokio::net::UdpSocket::bind("127.0.0.2:0").await.unwrap();
-    let mut ping = vec![0x01];
-    ping.extend(123u64.to_be_bytes());
-    ping.extend(MAGIC);
-    ping.extend(9u64.to_be_bytes());
-    denied.send_to(&ping, at(port)).await.unwrap();
+    denied.send_to(&ping_datagram(), at(port)).await.unwrap();
     // Taken in order: once the allowed source's answer is back, any answer
     // to the denied one would be in its socket already.
     assert!(bedrock_ping(at(port)).await.is_some());

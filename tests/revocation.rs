@@ -22,16 +22,7 @@ async fn the_first_revoke_closes_the_session_on_a_running_hub(t: Transport) {
     );
     let _ep = TestEp::start(ep_settings(&certs, &hub, &eo));
     hub.wait_sessions(1).await;
-    let out = procs::ferry_cmd()
-        .args(["hub", "revoke", "--ep", "home", "--dir"])
-        .arg(certs.dir.path())
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    revoke_home(&certs);
     let began = std::time::Instant::now();
     hub.wait_sessions(0).await;
     println!(
@@ -132,17 +123,8 @@ async fn an_expired_certificate_cannot_ride_a_resumed_session() {
     );
 }
 
-/// A revocation that lands while the hub starts (after it read the list,
-/// before it began following it) is read at the follower's first look, not
-/// left for the file's next change.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_revocation_landing_while_the_hub_starts_is_not_missed() {
-    let certs = Certs::new();
-    let crl = certs.path("crl.pem");
-    let o = HubOpts::default();
-    let hub = ferry::hub::Hub::bind(hub_settings_crl(&certs, &o, Some(&crl)))
-        .await
-        .unwrap();
+/// `ferry hub revoke --ep home`, as a user runs it.
+fn revoke_home(certs: &Certs) {
     let out = procs::ferry_cmd()
         .args(["hub", "revoke", "--ep", "home", "--dir"])
         .arg(certs.dir.path())
@@ -153,14 +135,37 @@ async fn a_revocation_landing_while_the_hub_starts_is_not_missed() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
+on_every_transport!(a_revocation_landing_while_the_hub_starts_is_not_missed);
+
+/// A revocation that lands while the hub starts (after it read the list,
+/// before it began following it) is read at the follower's first look, not
+/// left for the file's next change.
+async fn a_revocation_landing_while_the_hub_starts_is_not_missed(t: Transport) {
+    let certs = Certs::new();
+    let crl = certs.path("crl.pem");
+    let o = t.hub_opts(HubOpts::default());
+    let hub = ferry::hub::Hub::bind(hub_settings_crl(&certs, &o, Some(&crl)))
+        .await
+        .unwrap();
+    revoke_home(&certs);
     let (control, channel, handle) = (hub.control_addr(), hub.channel_addr(), hub.handle());
     let stop = tokio_util::sync::CancellationToken::new();
     let running = tokio::spawn(hub.run(stop.clone()));
     let mut reads = handle.crl_reads();
     let read = tokio::time::timeout(Duration::from_secs(10), reads.wait_for(|n| *n >= 1)).await;
     assert!(read.is_ok(), "the list revoked during start was never read");
-    let eo = EpOpts::new(&certs, vec![("echo".into(), control)]);
-    let err = login_error(&ep_settings_for(&certs, control, channel, &eo)).await;
+    let mut eo = EpOpts::new(&certs, vec![("echo".into(), control)]);
+    eo.extra = t.ep_extra(handle.quic_addr());
+    let s = ep_settings_for(&certs, control, channel, &eo);
+    let err = match t {
+        Transport::Tls => login_error(&s).await,
+        Transport::Quic => {
+            let quic = handle.quic_addr().unwrap();
+            ferry::ep::login_quic_once(&s, quic).await.unwrap_err()
+        }
+    };
     assert!(
         matches!(&err, LoginError::OwnCertificate(m) if m.contains("Revoked")),
         "the revoked ep logged in: {err:?}"

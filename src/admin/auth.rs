@@ -59,19 +59,6 @@ pub struct Auth {
     penalties: Mutex<Penalties<IpAddr>>,
 }
 
-fn digest(token: &str) -> [u8; 32] {
-    let d = ring::digest::digest(&ring::digest::SHA256, token.as_bytes());
-    let mut out = [0u8; 32];
-    out.copy_from_slice(d.as_ref());
-    out
-}
-
-/// Compares without an early exit, so timing says nothing of where two
-/// digests differ.
-fn same(a: &[u8; 32], b: &[u8; 32]) -> bool {
-    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
-}
-
 impl Auth {
     pub fn new(hash: String) -> Self {
         Auth {
@@ -116,10 +103,13 @@ impl Auth {
         let Some(token) = token else {
             return Err(Denied::Unauthorized);
         };
-        let d = digest(token);
+        let d = crate::token::digest(token);
         {
             let known = self.verified.lock().unwrap_or_else(|p| p.into_inner());
-            if known.iter().fold(false, |hit, k| hit | same(k, &d)) {
+            if known
+                .iter()
+                .fold(false, |hit, k| hit | crate::token::same(k, &d))
+            {
                 return Ok(());
             }
         }

@@ -34,13 +34,6 @@ pub(crate) struct Logins {
     verified: Mutex<HashMap<String, (String, [u8; 32])>>,
 }
 
-fn digest(token: &crate::secret::Secret) -> [u8; 32] {
-    let d = ring::digest::digest(&ring::digest::SHA256, token.expose().as_bytes());
-    let mut out = [0u8; 32];
-    out.copy_from_slice(d.as_ref());
-    out
-}
-
 impl Logins {
     pub fn new(l: &HubLimits) -> Logins {
         let penalties = PenaltyRange {
@@ -76,18 +69,16 @@ impl Logins {
         let Some((h, d)) = known.get(ep) else {
             return false;
         };
-        let same = d
-            .iter()
-            .zip(digest(token))
-            .fold(0u8, |acc, (x, y)| acc | (x ^ y))
-            == 0;
-        same && h == hash
+        crate::token::same(d, &crate::token::digest(token.expose())) && h == hash
     }
 
     /// `token` verified for `ep` against `hash`.
     pub fn remember(&self, ep: &str, hash: &str, token: &crate::secret::Secret) {
         let mut known = self.verified.lock().unwrap_or_else(|p| p.into_inner());
-        known.insert(ep.to_string(), (hash.to_string(), digest(token)));
+        known.insert(
+            ep.to_string(),
+            (hash.to_string(), crate::token::digest(token.expose())),
+        );
     }
 
     pub fn identities(&self) -> MutexGuard<'_, Penalties<String>> {
