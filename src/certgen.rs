@@ -162,6 +162,7 @@ impl GenCert {
         let crl_path = self.dir.join("crl.pem");
         let mut revoked = Vec::new();
         if !replaced.is_empty() || !crl_path.exists() {
+            let _held = lock_crl(&crl_path)?;
             let mut serials = read_revoked(&crl_path)?;
             for (name, serial) in replaced {
                 revoked.push(format!("ep {name} (serial {serial})"));
@@ -172,6 +173,14 @@ impl GenCert {
         }
         Ok(revoked)
     }
+}
+
+/// Held from reading the list to writing it back: `ferry hub revoke` and
+/// the hub revoking a re-enrolled ep's old certificate at the same moment
+/// would otherwise each write the list it read, and one revocation would
+/// be lost without a word (the revoked ep still let in).
+fn lock_crl(crl_path: &Path) -> Result<fs::File> {
+    crate::files::lock(&crl_path.with_extension("lock"))
 }
 
 /// The serials `crl_path` lists now, to add to. A file there that holds
@@ -352,6 +361,7 @@ pub struct CaFiles {
 /// list in `ca.crl`, signed again by that CA.
 pub fn revoke_serials(ca: &CaFiles, serials: &[String]) -> Result<()> {
     let issuer = load_ca(&ca.cert, &ca.key)?;
+    let _held = lock_crl(&ca.crl)?;
     let mut revoked = read_revoked(&ca.crl)?;
     revoked.extend(serials.iter().cloned());
     write_crl(&ca.crl, &issuer, &revoked)

@@ -25,9 +25,16 @@ pub(crate) fn lock(path: &Path) -> Result<fs::File> {
     opts.read(true).write(true).create(true).truncate(false);
     #[cfg(unix)]
     std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
-    let file = opts
-        .open(path)
-        .with_context(|| format!("cannot open the lock {}", path.display()))?;
+    let file = opts.open(path).map_err(|e| {
+        // Made by another user (a command run as root beside a hub running
+        // as `ferry`): say how to run it, not only that it failed.
+        let hint = if e.kind() == std::io::ErrorKind::PermissionDenied {
+            "; run ferry's commands as the user the hub runs as (`sudo -u ferry ferry ...`)"
+        } else {
+            ""
+        };
+        anyhow::Error::new(e).context(format!("cannot open the lock {}{hint}", path.display()))
+    })?;
     let deadline = Instant::now() + LOCK_WAIT;
     let mut pause = Duration::from_millis(1);
     loop {

@@ -173,3 +173,43 @@ async fn a_revocation_landing_while_the_hub_starts_is_not_missed(t: Transport) {
     stop.cancel();
     let _ = running.await;
 }
+
+/// Several `ferry hub revoke` at once (two operators, or a revoke while the
+/// hub revokes a re-enrolled ep's old certificate): every serial ends up
+/// in the list, none lost to a writer that read the list before another
+/// wrote it.
+#[test]
+fn revocations_written_at_the_same_moment_are_all_kept() {
+    let certs = Certs::new();
+    let serials: Vec<String> = (1..=12)
+        .map(|n| format!("{:02x}{:02x}", n, n * 7))
+        .collect();
+    let runs: Vec<_> = serials
+        .iter()
+        .map(|s| {
+            procs::ferry_cmd()
+                .args(["hub", "revoke", "--serial", s, "--dir"])
+                .arg(certs.dir.path())
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    for run in runs {
+        let out = run.wait_with_output().unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let listed = ferry::tls::crl_serials(&certs.path("crl.pem")).unwrap();
+    let lost: Vec<_> = serials.iter().filter(|s| !listed.contains(*s)).collect();
+    println!(
+        "figure: {} revocations at once, {} listed",
+        serials.len(),
+        listed.len()
+    );
+    assert!(lost.is_empty(), "revocations lost: {lost:?}");
+}
