@@ -188,6 +188,57 @@ async fn a_fixed_token_ends_a_long_backoff_at_once() {
     );
 }
 
+/// A hub that asks for more channels than it will ever start (each open
+/// channel holds a connection and a TLS session at the ep): the ep opens
+/// at most its 1,024 waiting places, ignores the rest, and once the hub
+/// lets those go a new channel carries a player again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hub_cannot_make_the_ep_open_channels_without_end() {
+    let certs = Certs::new();
+    let (mut hub, _ep) = logged_in(&certs, echo_server().await, "", "").await;
+    for n in 0..1100 {
+        let open = HubMsg::Open {
+            service: "echo".into(),
+            ticket: format!("t-{n}"),
+        };
+        proto::write_msg(&mut hub.control, &open).await.unwrap();
+    }
+    // Accepted and held without a handshake: each keeps its place taken.
+    let mut held = Vec::new();
+    loop {
+        let wait = if held.len() < 1024 { 20 } else { 1 };
+        match tokio::time::timeout(Duration::from_secs(wait), hub.fake.channel.accept()).await {
+            Ok(Ok((tcp, _))) => held.push(tcp),
+            Ok(Err(e)) => panic!("accept: {e}"),
+            Err(_) => break,
+        }
+    }
+    println!(
+        "figure: asked for 1,100 channels, the ep opened {}",
+        held.len()
+    );
+    assert_eq!(held.len(), 1024, "the ep's waiting channels are not capped");
+    drop(held);
+    // Let go, the places serve a player again.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    let mut n = 2000;
+    loop {
+        n += 1;
+        let mut ch = hub.start(n, false).await;
+        let _ = tokio::io::AsyncWriteExt::write_all(&mut ch, b"hi").await;
+        let mut got = [0u8; 2];
+        let read = tokio::io::AsyncReadExt::read_exact(&mut ch, &mut got);
+        if matches!(tokio::time::timeout(Duration::from_secs(5), read).await, Ok(Ok(_))) {
+            assert_eq!(&got, b"hi");
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no player got through after"
+        );
+    }
+}
+
 /// A hub that opens QUIC streams and never sends their `Start` (each may
 /// hold a window of bytes at the ep): past the ep's waiting places (1,024,
 /// as for TLS channels) each further one is reset at once, and once the
