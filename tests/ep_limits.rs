@@ -228,7 +228,10 @@ async fn a_hub_cannot_make_the_ep_open_channels_without_end() {
         let _ = tokio::io::AsyncWriteExt::write_all(&mut ch, b"hi").await;
         let mut got = [0u8; 2];
         let read = tokio::io::AsyncReadExt::read_exact(&mut ch, &mut got);
-        if matches!(tokio::time::timeout(Duration::from_secs(5), read).await, Ok(Ok(_))) {
+        if matches!(
+            tokio::time::timeout(Duration::from_secs(5), read).await,
+            Ok(Ok(_))
+        ) {
             assert_eq!(&got, b"hi");
             break;
         }

@@ -14,10 +14,15 @@
 //! so the real ep gets back in within seconds while the junk costs at most
 //! one handshake a second. Failures after a valid certificate (a wrong
 //! token) are charged to that ep's identity, not to its address.
+//!
+//! An "address" here is an IPv4 address or an IPv6 /64 (`source_key`): a
+//! host in an allowlisted IPv6 prefix could otherwise take a fresh address
+//! for every try and never meet its penalty or its per-source cap.
 
 mod limits;
 pub(crate) use crate::penalties;
 
+use crate::sources::source_key;
 pub use limits::PendingCaps;
 use limits::{Full, Limits, Place};
 use penalties::Penalties;
@@ -92,7 +97,7 @@ impl Gate {
     /// Admits `ip` to authenticate, or says why not. Cheap: no I/O. `live`
     /// says an ep is logged in from `ip` right now.
     pub fn enter(self: &Arc<Self>, ip: IpAddr, live: bool) -> Result<Permit, Turned> {
-        let ip = ip.to_canonical();
+        let ip = source_key(ip);
         let mut st = self.lock();
         let proven = live || st.proven.get(&ip).is_some_and(|t| t.elapsed() < PROVEN_FOR);
         let mut probation = false;
@@ -133,13 +138,13 @@ impl Gate {
 
     /// Records a failure before a valid certificate was shown.
     pub fn strike(&self, ip: IpAddr) {
-        self.lock().penalties.strike(&ip.to_canonical());
+        self.lock().penalties.strike(&source_key(ip));
     }
 
     /// A valid certificate came from `ip`: whatever junk came from there
     /// before, a real ep is behind it.
     pub fn vouch(&self, ip: IpAddr) {
-        let ip = ip.to_canonical();
+        let ip = source_key(ip);
         let mut st = self.lock();
         st.penalties.clear(&ip);
         st.probation.remove(&ip);
@@ -155,7 +160,7 @@ impl Gate {
     /// An ep's session from `ip` just ended: proven for a day from now, so
     /// a session that lived for days does not leave its address a stranger.
     pub fn session_ended(&self, ip: IpAddr) {
-        let ip = ip.to_canonical();
+        let ip = source_key(ip);
         let mut st = self.lock();
         if st.proven.len() >= MAX_PROVEN && !st.proven.contains_key(&ip) {
             st.proven.retain(|_, t| t.elapsed() < PROVEN_FOR);
@@ -235,6 +240,33 @@ mod tests {
         let _p5 = g.enter(b, false).unwrap();
         assert_eq!(g.enter(b, false).err(), Some(Turned::TooManyFromSource));
         assert_eq!(g.pending(), 3, "proven permits are not counted");
+    }
+
+    #[tokio::test]
+    async fn an_ipv6_64_is_one_address() {
+        let g = gate();
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        let _a = g.enter(ip("2001:db8:1:2::1"), false).unwrap();
+        let _b = g.enter(ip("2001:db8:1:2::2"), false).unwrap();
+        assert_eq!(
+            g.enter(ip("2001:db8:1:2:ffff::3"), false).err(),
+            Some(Turned::TooManyFromSource),
+            "a new address in the same /64 took another source's places"
+        );
+        g.strike(ip("2001:db8:1:3::1"));
+        assert_eq!(
+            g.enter(ip("2001:db8:1:3::2"), false).err(),
+            Some(Turned::Penalised),
+            "a new address in the same /64 escaped the penalty"
+        );
+        g.proven(ip("2001:db8:1:3::7"));
+        let _c = g.enter(ip("2001:db8:1:3::2"), false).expect("vouched for");
+        g.strike(ip("::ffff:10.0.0.5"));
+        assert_eq!(
+            g.enter(ip("10.0.0.5"), false).err(),
+            Some(Turned::Penalised),
+            "a mapped IPv4 address is the IPv4 one"
+        );
     }
 
     #[tokio::test(start_paused = true)]
