@@ -175,3 +175,52 @@ fn an_enrolment_from_before_grants_serves_nothing_until_granted() {
     assert!(ok, "{text}");
     assert!(text.contains("grants   cabin: none"), "{text}");
 }
+
+on_every_transport!(an_ep_whose_grant_is_withdrawn_loses_its_players_after_the_drain);
+
+/// The host withdraws a running ep's grant: its players finish within
+/// `drain_timeout`, as on a removed service, then are cut; over TLS their
+/// channels would otherwise keep them with the ep for as long as they play.
+async fn an_ep_whose_grant_is_withdrawn_loses_its_players_after_the_drain(t: Transport) {
+    use tokio::io::AsyncWriteExt;
+    let certs = Certs::new();
+    let grants = |list: &str| {
+        t.hub_opts(HubOpts {
+            extra: format!("drain_timeout = \"2s\"\n[eps.home]\nservices = [{list}]\n"),
+            ..Default::default()
+        })
+    };
+    let o = grants("\"echo\"");
+    let settings = hub_settings(&certs, &o);
+    let file = settings.file.clone();
+    let hub = TestHub::from_settings(settings, &o).await;
+    let eo = t.ep_opts(
+        &hub,
+        EpOpts::new(&certs, vec![("echo".into(), echo_server().await)]),
+    );
+    let _ep = TestEp::start(ep_settings(&certs, &hub, &eo));
+    hub.wait_sessions(1).await;
+    let mut p = tokio::net::TcpStream::connect(hub.service("echo"))
+        .await
+        .unwrap();
+    let mut got = [0u8; 2];
+    p.write_all(b"hi").await.unwrap();
+    p.read_exact(&mut got).await.unwrap();
+    reload(&hub, &certs, &grants(""), &file).await;
+    let withdrawn = std::time::Instant::now();
+    // Within the drain the player still plays.
+    p.write_all(b"hi").await.unwrap();
+    p.read_exact(&mut got).await.unwrap();
+    let mut buf = [0u8; 16];
+    let read = tokio::time::timeout(Duration::from_secs(15), p.read(&mut buf)).await;
+    assert!(
+        matches!(read, Ok(Ok(0) | Err(_))),
+        "the ep kept a player of a service it is no longer granted: {read:?}"
+    );
+    let after = withdrawn.elapsed();
+    println!("figure ({t:?}): the player was cut {after:?} after the grant was withdrawn");
+    assert!(
+        after >= Duration::from_millis(1500),
+        "cut before the drain: {after:?}"
+    );
+}

@@ -213,3 +213,54 @@ fn revocations_written_at_the_same_moment_are_all_kept() {
     );
     assert!(lost.is_empty(), "revocations lost: {lost:?}");
 }
+
+on_every_transport!(a_revoked_ep_s_players_are_cut_at_once);
+
+/// A player connected through an ep whose certificate is then revoked
+/// does not stay with it (over TLS its channel would outlive the session):
+/// cut at once, long before the drain.
+async fn a_revoked_ep_s_players_are_cut_at_once(t: Transport) {
+    let certs = Certs::new();
+    let crl = certs.path("crl.pem");
+    let o = HubOpts {
+        extra: "drain_timeout = \"60s\"\n".into(),
+        ..Default::default()
+    };
+    let hub = TestHub::start_with_crl(&certs, &t.hub_opts(o), &crl).await;
+    let eo = t.ep_opts(
+        &hub,
+        EpOpts::new(&certs, vec![("echo".into(), echo_server().await)]),
+    );
+    let _ep = TestEp::start(ep_settings(&certs, &hub, &eo));
+    hub.wait_sessions(1).await;
+    let mut player = connected_player(hub.service("echo")).await;
+    revoke_home(&certs);
+    let began = std::time::Instant::now();
+    let mut buf = [0u8; 16];
+    let read = tokio::time::timeout(
+        Duration::from_secs(10),
+        tokio::io::AsyncReadExt::read(&mut player, &mut buf),
+    )
+    .await;
+    assert!(
+        matches!(read, Ok(Ok(0) | Err(_))),
+        "the revoked ep's player was not cut: {read:?}"
+    );
+    println!(
+        "figure ({t:?}): the revoked ep's player was cut {:?} after the revoke",
+        began.elapsed()
+    );
+}
+
+/// A player through `addr` that has had one echo: relaying now.
+async fn connected_player(addr: std::net::SocketAddr) -> tokio::net::TcpStream {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut p = tokio::net::TcpStream::connect(addr).await.unwrap();
+    p.write_all(b"hi").await.unwrap();
+    let mut got = [0u8; 2];
+    tokio::time::timeout(Duration::from_secs(10), p.read_exact(&mut got))
+        .await
+        .expect("an echo")
+        .unwrap();
+    p
+}

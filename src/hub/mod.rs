@@ -444,6 +444,32 @@ impl Shared {
         self.settings.set(new);
     }
 
+    /// Ends the players `doomed` picks once `after` has passed (at once
+    /// for zero), unless the hub stops first: what an ep the hub no longer
+    /// trusts with them (revoked, its token or address no longer valid, a
+    /// grant withdrawn) still carries. Over TLS each player has a channel
+    /// of its own that outlives the session; nothing else would end them.
+    pub(crate) fn end_players_after(
+        &self,
+        after: std::time::Duration,
+        doomed: impl Fn(&players::Player) -> bool + Send + 'static,
+        why: &'static str,
+    ) {
+        if after.is_zero() {
+            self.players.end_where(doomed, why);
+            return;
+        }
+        let (players, stop) = (self.players.clone(), self.hard_stop.clone());
+        self.tracker.spawn(async move {
+            tokio::select! {
+                _ = tokio::time::sleep(after) => {
+                    players.end_where(doomed, why);
+                }
+                _ = stop.cancelled() => {}
+            }
+        });
+    }
+
     /// `svc` lost its ep (it let go, its session ended, a reload took it
     /// away): another logged-in ep that offers it, may serve it and fits
     /// its shape takes it. Not a service a reload removed meanwhile.

@@ -243,18 +243,7 @@ fn services(shared: &Arc<Shared>, new: &HubSettings) {
         }
     }
     drop(served);
-    for s in &new.services {
-        if let Some(one) = shared.served(&s.name) {
-            let fits = |offer: &super::offer::Offer| offer.fits(&s.name, s.kind, s.bind.count);
-            // Reshaped, or its grant withdrawn, out of its ep's reach.
-            shared.sessions.recheck(&one.svc, fits);
-            // Unserved (new, let go, or newly granted): an ep already
-            // logged in and offering it takes it now, not at its next login.
-            if one.svc.served_by().is_none() {
-                shared.hand_to_offering(&one.svc);
-            }
-        }
-    }
+    reassign(shared, new);
     let drain = new.timing.drain_timeout;
     for one in removed {
         one.svc.retire();
@@ -266,6 +255,34 @@ fn services(shared: &Arc<Shared>, new: &HubSettings) {
                 _ = stop.cancelled() => {}
             }
         });
+    }
+}
+
+/// Each service's ep checked against the new shape and grants (an ep no
+/// longer granted one loses its players too, within the drain, as for a
+/// removed service); an unserved one handed to an ep that offers it.
+fn reassign(shared: &Arc<Shared>, new: &HubSettings) {
+    let drain = new.timing.drain_timeout;
+    for s in &new.services {
+        if let Some(one) = shared.served(&s.name) {
+            let fits = |offer: &super::offer::Offer| offer.fits(&s.name, s.kind, s.bind.count);
+            // Reshaped, or its grant withdrawn, out of its ep's reach; an
+            // ep no longer granted it loses its players too (within the
+            // drain, as for a removed service).
+            for session in shared.sessions.recheck(&one.svc, fits) {
+                let svc = one.svc.clone();
+                let doomed = move |p: &super::players::Player| {
+                    p.session() == Some(session) && p.service() == svc.name
+                };
+                let why = "the ep is no longer granted this service";
+                shared.end_players_after(drain, doomed, why);
+            }
+            // Unserved (new, let go, or newly granted): an ep already
+            // logged in and offering it takes it now, not at its next login.
+            if one.svc.served_by().is_none() {
+                shared.hand_to_offering(&one.svc);
+            }
+        }
     }
 }
 

@@ -381,9 +381,15 @@ impl Sessions {
     /// session serving it keeps it only if its ep still fits the shape
     /// (`fits`) and is still granted it; otherwise it lets go, and its
     /// other services stay.
-    pub fn recheck(&self, svc: &Arc<Service>, fits: impl Fn(&Offer) -> Result<(), String>) {
+    /// Returns the sessions that lost it because their grant was withdrawn.
+    pub fn recheck(
+        &self,
+        svc: &Arc<Service>,
+        fits: impl Fn(&Offer) -> Result<(), String>,
+    ) -> Vec<u64> {
         let st = self.lock();
         let grants = self.grants.get();
+        let mut ungranted = Vec::new();
         for (ep, e) in &st.by_ep {
             let mut serving = lock(&e.serving);
             if !serving.iter().any(|s| Arc::ptr_eq(s, svc)) {
@@ -392,6 +398,7 @@ impl Sessions {
             let granted = if grants.may_serve(ep, &svc.name) {
                 Ok(())
             } else {
+                ungranted.push(e.session);
                 Err(grants.why_not(ep, &svc.name))
             };
             if let Err(why) = granted.and_then(|()| fits(&e.offer)) {
@@ -400,6 +407,7 @@ impl Sessions {
                 svc.detach(e.session);
             }
         }
+        ungranted
     }
 
     /// A service the hub removed: no session serves it any more.
