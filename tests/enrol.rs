@@ -526,3 +526,40 @@ async fn an_invite_cannot_take_the_name_of_an_ep_on_the_shared_token() {
     ]);
     assert!(!ok && text.contains("shared token"), "{text}");
 }
+
+/// The enrolment folder moved in hub.toml (`enrol.state`) on a running
+/// hub: the door keeps the folder it runs with until a restart, the
+/// reload line says so, and the eps enrolled there stay logged in rather
+/// than losing their credential to an empty new folder.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn moving_the_enrolment_folder_waits_for_a_restart() {
+    let certs = Certs::new();
+    let (hub, file, game, _) = enrol_hub(&certs).await;
+    let home = tempfile::tempdir().unwrap();
+    let (ok, text) = join(&invite(&file, "cabin", &[]), home.path()).await;
+    assert!(ok, "{text}");
+    let _ep = TestEp::start(joined_settings(home.path(), game, echo_server().await));
+    hub.wait_sessions(1).await;
+    let elsewhere = tempfile::tempdir().unwrap();
+    let mut rx = hub.handle.reloads();
+    let before = rx.borrow().0;
+    let toml = std::fs::read_to_string(&file).unwrap().replace(
+        "[enrol]\n",
+        &format!("[enrol]\nstate = {:?}\n", elsewhere.path()),
+    );
+    std::fs::write(&file, toml).unwrap();
+    let (_, outcome) =
+        tokio::time::timeout(Duration::from_secs(10), rx.wait_for(|(n, _)| *n > before))
+            .await
+            .expect("the hub reloaded")
+            .unwrap()
+            .clone();
+    let plan = outcome.expect("the reload applied");
+    assert!(plan.contains("restart") && plan.contains("enrol"), "{plan}");
+    assert!(!plan.contains("credentials changed"), "{plan}");
+    assert_eq!(
+        *hub.handle.sessions().borrow(),
+        1,
+        "the enrolled ep lost its session to the moved folder: {plan}"
+    );
+}

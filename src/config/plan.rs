@@ -145,11 +145,14 @@ fn restart_keys(s: &HubSettings) -> BTreeMap<String, String> {
         ),
         (
             "enrol",
+            // Where it listens, the folder it records enrolments in and
+            // the key it signs with: all held by the running door.
             s.enrol
                 .as_ref()
-                .map(|e| e.bind.to_string())
+                .map(|e| format!("{} {:?} {:?}", e.bind, e.state, e.ca_key))
                 .unwrap_or_default(),
         ),
+        ("health", format!("{:?}", s.health)),
         ("log_format", format!("{:?}", s.log_format)),
         ("watch_config", s.watch_config.to_string()),
         ("max_pending_auth", l.max_pending_auth.to_string()),

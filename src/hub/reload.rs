@@ -67,10 +67,20 @@ async fn reload(shared: &Arc<Shared>, _why: Trigger) -> Result<String, String> {
     let _update = shared.settings_update.lock().await;
     let old = shared.settings();
     // Reading files and parsing certificates: off the async threads.
-    let new = tokio::task::spawn_blocking(move || super::load(HubConfig::reload(&old)?))
-        .await
-        .map_err(|e| e.to_string())?
-        .map_err(|e| format!("{e:#}"))?;
+    let new = tokio::task::spawn_blocking(move || {
+        // The enrolled eps are read from the state folder the running
+        // enrol door writes to: a moved `enrol.state` (or `tls.ca`, its
+        // default) waits for a restart, as the door does, rather than
+        // dropping every enrolled ep's credential now.
+        let mut read = HubConfig::reload(&old)?;
+        let wanted = std::mem::replace(&mut read.enrol, old.enrol.clone());
+        let (mut new, tls) = super::load(read)?;
+        new.enrol = wanted;
+        anyhow::Ok((new, tls))
+    })
+    .await
+    .map_err(|e| e.to_string())?
+    .map_err(|e| format!("{e:#}"))?;
     apply(shared, new).await
 }
 
