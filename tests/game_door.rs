@@ -550,3 +550,54 @@ async fn a_bedrock_server_found_down_is_seen_when_it_comes_back(t: Transport) {
     ep.stop().await;
     hub.stop().await;
 }
+
+/// A wake command that outlives its wake (a modpack slower to open its
+/// port than `wake_timeout`, or a command that hangs): the next join after
+/// the cooldown waits on the port again and does not run it a second time
+/// (a second server on the same world).
+const HUNG_WAKE: &str = r#"
+import os, sys, time
+open(sys.argv[1], "a").write("ran\n")
+open(sys.argv[2], "w").write(str(os.getpid()))
+time.sleep(30)
+"#;
+
+on_every_transport!(a_wake_command_still_running_is_not_run_again);
+
+async fn a_wake_command_still_running_is_not_run_again(t: Transport) {
+    let certs = Certs::new();
+    let (port, (_held, local)) = (free_range(1), held_port());
+    let local = local.port();
+    let hub = TestHub::start(&certs, &mc_hub(t, port, "")).await;
+    let dir = tempfile::tempdir().unwrap();
+    let (log, pidfile) = (dir.path().join("log"), dir.path().join("pid"));
+    let _wake = KillPidFile(pidfile.clone());
+    let mut eo = t.ep_opts(&hub, EpOpts::new(&certs, vec![("mc".into(), at(local))]));
+    eo.service_extra = format!(
+        "wake = [\"python3\", \"-c\", {:?}, {:?}, {:?}]\nwake_timeout = \"1s\"\n",
+        HUNG_WAKE,
+        log.to_str().unwrap(),
+        pidfile.to_str().unwrap()
+    );
+    let ep = TestEp::start(ep_settings(&certs, &hub, &eo));
+    hub.wait_sessions(1).await;
+    for round in 0..2 {
+        let joined = tokio::spawn(join(at(port), "play.test"));
+        home_is(&hub, "mc", "waking").await;
+        // The wake gives up after wake_timeout; the player is told.
+        let _ = joined.await.unwrap();
+        home_is(&hub, "mc", "sleeping").await;
+        if round == 0 {
+            // The cooldown after a failed wake: min(wake_timeout, 60 s).
+            tokio::time::sleep(Duration::from_millis(1200)).await;
+        }
+    }
+    let runs = std::fs::read_to_string(&log).unwrap();
+    assert_eq!(
+        runs.lines().count(),
+        1,
+        "the wake command ran again: {runs:?}"
+    );
+    ep.stop().await;
+    hub.stop().await;
+}

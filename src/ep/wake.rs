@@ -3,11 +3,12 @@
 //! a player finds it not answering, and the `sleep` command run after
 //! `sleep_after` with no player.
 //!
-//! A wake runs its command once, however many players arrive meanwhile;
-//! they all wait for the same outcome. The command is not waited for (it
-//! may be the game server itself, or `systemctl start`, or `wakeonlan`):
-//! the ep polls the local port until it answers or `wake_timeout` passes,
-//! or the command fails. Each task (a wake, a recheck, a sleeper) holds
+//! A wake runs its command once, however many players arrive meanwhile
+//! (they all wait for the same outcome), and not again while that command
+//! still runs (a server slower than `wake_timeout`, a hung command). The
+//! command is not waited for (it may be the game server itself, or
+//! `systemctl start`, or `wakeonlan`): the ep polls the local port until
+//! it answers or `wake_timeout` passes, or the command fails. Each task (a wake, a recheck, a sleeper) holds
 //! an id; one a reload or a newer task replaced ends at its next look.
 
 use crate::{config::ep::Wake, proto::HomeState};
@@ -57,6 +58,24 @@ pub(crate) struct Homes {
     /// Players who joined each service and are still there: what keeps it
     /// from sleeping (a server-list ping passing through is not one).
     playing: Arc<crate::sources::Counts<String>>,
+    /// Services whose wake command is still running. A wake that gave up
+    /// (a server slower to open its port than `wake_timeout`, a command
+    /// that hangs) or a reload leaves it running; the next join waits on
+    /// the port again instead of starting a second server on one world.
+    wake_running: Arc<Mutex<std::collections::HashSet<String>>>,
+}
+
+/// One service's wake command, marked running until its process exits.
+struct Running {
+    set: Arc<Mutex<std::collections::HashSet<String>>>,
+    service: String,
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let mut set = self.set.lock().unwrap_or_else(|p| p.into_inner());
+        set.remove(&self.service);
+    }
 }
 
 enum Busy {
@@ -197,7 +216,7 @@ impl Homes {
             );
             me.set(service, HomeState::Asleep);
             // Its exit is logged; nothing waits on it.
-            drop(run(service, "sleep", &cmd));
+            drop(run(service, "sleep", &cmd, None));
             me.recheck(&l);
         });
     }
@@ -245,11 +264,31 @@ impl Homes {
         let id = self.begin(&mut busy, &l.service, Busy::Waking(rx.clone()));
         drop(busy);
         self.set(&l.service, HomeState::Waking);
-        tracing::info!(service = l.service, command = ?w.command, "a player found the service away: waking it");
-        let exited = run(&l.service, "wake", &w.command);
+        let exited = self.run_wake(&l.service, &w.command);
         let me = self.clone();
         tokio::spawn(me.woken(l.clone(), w.clone(), id, tx, exited));
         Some(rx)
+    }
+
+    /// Runs `service`'s wake command, unless the one run before is still
+    /// running: then only the port decides (the sender is dropped).
+    fn run_wake(&self, service: &str, argv: &[String]) -> oneshot::Receiver<bool> {
+        let mut running = self.wake_running.lock().unwrap_or_else(|p| p.into_inner());
+        if !running.insert(service.to_string()) {
+            tracing::info!(
+                service,
+                "a player found the service away; its wake command from before is still \
+                 running, so it is not run again: waiting for the port"
+            );
+            return oneshot::channel().1;
+        }
+        drop(running);
+        tracing::info!(service, command = ?argv, "a player found the service away: waking it");
+        let mark = Running {
+            set: self.wake_running.clone(),
+            service: service.to_string(),
+        };
+        run(service, "wake", argv, Some(mark))
     }
 
     /// A wake's outcome, once `exited` says its command failed or the
@@ -397,7 +436,13 @@ impl Local {
 /// success), not waited for. Its output goes where the ep's goes (the
 /// journal under systemd): not through a pipe, which would break the
 /// moment the ep restarts and take a server it started down with it.
-fn run(service: &str, what: &'static str, argv: &[String]) -> oneshot::Receiver<bool> {
+/// `mark` is held until the process exits.
+fn run(
+    service: &str,
+    what: &'static str,
+    argv: &[String],
+    mark: Option<Running>,
+) -> oneshot::Receiver<bool> {
     let mut cmd = Command::new(&argv[0]);
     cmd.args(&argv[1..])
         .stdin(std::process::Stdio::null())
@@ -416,6 +461,7 @@ fn run(service: &str, what: &'static str, argv: &[String]) -> oneshot::Receiver<
     let service = service.to_string();
     tokio::spawn(async move {
         let status = child.wait().await;
+        drop(mark);
         let _ = tx.send(status.as_ref().is_ok_and(|s| s.success()));
         match status {
             Ok(s) if s.success() => tracing::info!(service, "{what} command finished"),
