@@ -601,3 +601,62 @@ async fn a_wake_command_still_running_is_not_run_again(t: Transport) {
     ep.stop().await;
     hub.stop().await;
 }
+
+/// A Bedrock server the ep's `wake` starts a moment later: answers list
+/// pings, and writes its pid.
+const LATE_BEDROCK: &str = r#"
+import os, socket, sys, time
+time.sleep(0.5)
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.bind(("127.0.0.1", int(sys.argv[1])))
+open(sys.argv[2], "w").write(str(os.getpid()))
+magic = bytes([0, 255, 255, 0, 254, 254, 254, 254, 253, 253, 253, 253, 18, 52, 86, 120])
+text = b"MCPE;WOKEN;748;1.21.40;0;10;1;x;Survival;1;1;1;"
+while True:
+    d, a = s.recvfrom(2048)
+    if len(d) >= 33 and d[0] == 1:
+        s.sendto(b"\x1c" + d[1:9] + (7).to_bytes(8, "big") + magic + len(text).to_bytes(2, "big") + text, a)
+"#;
+
+on_every_transport!(a_bedrock_join_that_gives_up_still_sees_the_server_woken);
+
+/// A Bedrock client's join wakes the server and then gives up (RakNet's
+/// retries end before a PC boots): the ep sees the server answer of its
+/// own accord, so the list shows it up at once rather than "starting"
+/// until `wake_timeout`.
+async fn a_bedrock_join_that_gives_up_still_sees_the_server_woken(t: Transport) {
+    let certs = Certs::new();
+    let (port, home) = (free_range(1), free_range(1));
+    let o = t.hub_opts(HubOpts {
+        services: vec![],
+        extra: format!(
+            "[services.be]\nbind = \"127.0.0.1:{port}\"\ntype = \"udp\"\ngame = \"bedrock\"\n"
+        ),
+        ..Default::default()
+    });
+    let hub = TestHub::start(&certs, &o).await;
+    let dir = tempfile::tempdir().unwrap();
+    let pidfile = dir.path().join("pid");
+    let _server = KillPidFile(pidfile.clone());
+    let mut eo = t.ep_opts(&hub, EpOpts::new(&certs, vec![("be".into(), at(home))]));
+    eo.service_extra = format!(
+        "wake = [\"python3\", \"-c\", {:?}, \"{home}\", {:?}]\nwake_timeout = \"2m\"\n",
+        LATE_BEDROCK,
+        pidfile.to_str().unwrap()
+    );
+    let ep = TestEp::start(ep_settings(&certs, &hub, &eo));
+    hub.wait_sessions(1).await;
+    // One Open Connection Request 1, then the client is gone.
+    let mut join = vec![0x05];
+    join.extend(MAGIC);
+    join.push(11);
+    join.resize(600, 0);
+    let p = common::udp::player().await;
+    p.send_to(&join, at(port)).await.unwrap();
+    home_is(&hub, "be", "waking").await;
+    let woke = std::time::Instant::now();
+    home_is(&hub, "be", "up").await;
+    println!("figure ({t:?}): up {:?} after waking", woke.elapsed());
+    ep.stop().await;
+    hub.stop().await;
+}

@@ -403,9 +403,14 @@ impl Homes {
     async fn until_answers(&self, l: &Local) {
         if l.udp {
             let mut states = self.states.subscribe();
-            let _ = states
-                .wait_for(|m| m.get(&l.service) == Some(&HomeState::Up))
-                .await;
+            let heard = states.wait_for(|m| m.get(&l.service) == Some(&HomeState::Up));
+            // Only a Bedrock join wakes a UDP service, so the server can
+            // be asked as a server list would: the joining client may
+            // have given up, and no flow may ever hear from it.
+            tokio::select! {
+                _ = heard => {}
+                _ = l.pongs() => {}
+            }
             return;
         }
         while !l.answers().await {
@@ -415,6 +420,41 @@ impl Homes {
 }
 
 impl Local {
+    /// Until the Bedrock server at `at` answers a list ping of the ep's
+    /// own (tried every `POLL`).
+    async fn pongs(&self) {
+        loop {
+            if self.pong_once().await.unwrap_or(false) {
+                return;
+            }
+            tokio::time::sleep(POLL).await;
+        }
+    }
+
+    async fn pong_once(&self) -> std::io::Result<bool> {
+        let to = tokio::net::lookup_host(&self.at)
+            .await?
+            .next()
+            .ok_or(std::io::ErrorKind::AddrNotAvailable)?;
+        let any: std::net::SocketAddr = if to.is_ipv4() {
+            ([0, 0, 0, 0], 0).into()
+        } else {
+            (std::net::Ipv6Addr::UNSPECIFIED, 0).into()
+        };
+        let socket = tokio::net::UdpSocket::bind(any).await?;
+        socket.connect(to).await?;
+        socket
+            .send(&crate::game::bedrock::ping(rand_guid()))
+            .await?;
+        let mut buf = [0u8; 1500];
+        Ok(
+            match tokio::time::timeout(POLL, socket.recv(&mut buf)).await {
+                Ok(Ok(n)) => crate::game::bedrock::is_pong(&buf[..n]),
+                _ => false,
+            },
+        )
+    }
+
     /// One try of the port (with the PROXY header's local form if the
     /// service takes one).
     async fn answers(&self) -> bool {
@@ -470,4 +510,11 @@ fn run(
         }
     });
     rx
+}
+
+/// A client GUID for the ep's own pings (any value; not a secret).
+fn rand_guid() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64)
 }

@@ -19,6 +19,22 @@ pub fn ping_time(datagram: &[u8]) -> Option<[u8; 8]> {
     rest[..8].try_into().ok()
 }
 
+/// An Unconnected Ping from `guid`: how the ep asks a server it woke
+/// whether it is up.
+pub fn ping(guid: u64) -> Vec<u8> {
+    let mut p = Vec::with_capacity(33);
+    p.push(0x01);
+    p.extend_from_slice(&[0; 8]);
+    p.extend_from_slice(&MAGIC);
+    p.extend_from_slice(&guid.to_be_bytes());
+    p
+}
+
+/// An Unconnected Pong: id, time (8), server GUID (8), magic (16), text.
+pub fn is_pong(datagram: &[u8]) -> bool {
+    matches!(datagram, [0x1c, rest @ ..] if rest.len() >= 32 && rest[16..32] == MAGIC)
+}
+
 /// RakNet's Open Connection Request 1: a client starting to join (what
 /// wakes a sleeping server; a list ping or stray datagram does not).
 pub fn is_join(datagram: &[u8]) -> bool {
