@@ -35,6 +35,7 @@ pub(crate) fn lock(path: &Path) -> Result<fs::File> {
         };
         anyhow::Error::new(e).context(format!("cannot open the lock {}{hint}", path.display()))
     })?;
+    owned_like_folder(&file, path);
     let deadline = Instant::now() + LOCK_WAIT;
     let mut pause = Duration::from_millis(1);
     loop {
@@ -54,6 +55,31 @@ pub(crate) fn lock(path: &Path) -> Result<fs::File> {
             }
         }
     }
+}
+
+/// A file root makes in a folder another user owns (`sudo ferry hub ban`
+/// or `invite` beside a hub running as `ferry`, a lock a root command
+/// made before) goes to the folder's owner: otherwise the service could
+/// no longer read the list or take the lock, and an invite would be
+/// "unknown" to the hub. Anyone else's files are theirs already.
+fn owned_like_folder(file: &fs::File, path: &Path) {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::MetadataExt;
+        if file.metadata().is_ok_and(|m| m.uid() == 0)
+            && let Some(dir) = path.parent()
+            && let Ok(d) = fs::metadata(if dir.as_os_str().is_empty() {
+                Path::new(".")
+            } else {
+                dir
+            })
+            && d.uid() != 0
+        {
+            let _ = std::os::unix::fs::fchown(file, Some(d.uid()), Some(d.gid()));
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = (file, path);
 }
 
 /// Writes a file with `mode` from its creation (a key is never briefly
@@ -81,6 +107,7 @@ pub(crate) fn write_file(path: &Path, data: &[u8], mode: u32, force: bool) -> Re
         .with_context(|| format!("cannot write {} (as {})", path.display(), tmp.display()))?;
     // The mode as asked, whatever the umask: a file meant for a reader
     // running as another user (the ban list) must stay readable.
+    owned_like_folder(&f, path);
     #[cfg(unix)]
     let set = f.set_permissions(std::os::unix::fs::PermissionsExt::from_mode(mode));
     #[cfg(not(unix))]

@@ -40,9 +40,21 @@ pub fn check(path: &Path, what: &str) -> Result<()> {
     open(path, what).map(drop)
 }
 
+/// What to do about a file another user owns, for an error that says so.
+pub fn denied_hint(e: &std::io::Error) -> &'static str {
+    if e.kind() == std::io::ErrorKind::PermissionDenied {
+        " (another user's file: run ferry as the user the service runs as, \
+         `sudo -u ferry ferry ...`, or `chown ferry:ferry` it)"
+    } else {
+        ""
+    }
+}
+
 fn open(path: &Path, what: &str) -> Result<File> {
-    let file =
-        File::open(path).with_context(|| format!("cannot read {what} {}", path.display()))?;
+    let file = File::open(path).map_err(|e| {
+        let hint = denied_hint(&e);
+        anyhow::Error::new(e).context(format!("cannot read {what} {}{hint}", path.display()))
+    })?;
     let meta = file
         .metadata()
         .with_context(|| format!("cannot read {what} {}", path.display()))?;

@@ -264,3 +264,33 @@ async fn connected_player(addr: std::net::SocketAddr) -> tokio::net::TcpStream {
         .unwrap();
     p
 }
+
+/// `sudo ferry hub revoke` (root) in a certificate folder the hub's user
+/// owns: the list and its lock it writes belong to that user, so the hub
+/// can still read the list and a later `sudo -u ferry ferry hub revoke`
+/// can still take the lock.
+#[test]
+fn a_revoke_run_as_root_leaves_its_files_to_the_folder_s_owner() {
+    use std::os::unix::fs::MetadataExt;
+    let certs = Certs::new();
+    let dir = certs.dir.path();
+    if std::fs::metadata(certs.path("ca.pem")).unwrap().uid() != 0 {
+        return println!("skipped: needs root, as `sudo ferry hub revoke` runs");
+    }
+    // The hub's user: any uid but root's.
+    std::os::unix::fs::chown(dir, Some(65534), Some(65534)).unwrap();
+    let out = procs::ferry_cmd()
+        .args(["hub", "revoke", "--serial", "0a0b", "--dir"])
+        .arg(dir)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for name in ["crl.pem", "crl.lock"] {
+        let m = std::fs::metadata(certs.path(name)).unwrap();
+        assert_eq!((m.uid(), m.gid()), (65534, 65534), "{name} stayed root's");
+    }
+}

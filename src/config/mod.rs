@@ -39,6 +39,8 @@ pub const ENV_PREFIX: &str = "FERRY_";
 pub enum ConfigError {
     #[error("config file {0} not found")]
     Missing(PathBuf),
+    #[error("cannot read config file {0}: {1}")]
+    Unreadable(PathBuf, String),
     #[error("{}", tidy(.0))]
     Invalid(Box<figment::Error>),
     #[error("{file}: {msg}")]
@@ -57,8 +59,21 @@ pub(crate) fn load<T: DeserializeOwned>(
     role_prefix: &'static str,
     flags: impl Serialize,
 ) -> Result<T, ConfigError> {
-    if !path.is_file() {
-        return Err(ConfigError::Missing(path.to_path_buf()));
+    // Not "not found" for a file this user may not read (a folder of the
+    // service's user, a sandbox hiding /home): say what stops it.
+    match std::fs::File::open(path).and_then(|f| f.metadata()) {
+        Ok(m) if m.is_file() => {}
+        Ok(_) => {
+            let why = "not a regular file".to_string();
+            return Err(ConfigError::Unreadable(path.to_path_buf(), why));
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Err(ConfigError::Missing(path.to_path_buf()));
+        }
+        Err(e) => {
+            let why = format!("{e}{}", crate::secret_file::denied_hint(&e));
+            return Err(ConfigError::Unreadable(path.to_path_buf(), why));
+        }
     }
     let env = |prefix: &'static str| {
         Env::prefixed(prefix)

@@ -40,7 +40,7 @@ pub(crate) type Sources = crate::sources::PerSource<PER_SOURCE>;
 /// can read is refused at check, start and reload, not at the first
 /// `ferry ep join`.
 pub(super) fn check_ca_key(e: &crate::config::enrol::EnrolSettings) -> Result<(), String> {
-    if !e.ca_key.exists() {
+    if std::fs::metadata(&e.ca_key).is_err_and(|e| e.kind() == std::io::ErrorKind::NotFound) {
         return Err(format!(
             "enrol.ca_key: {} does not exist (the CA key that signs new eps' certificates)",
             e.ca_key.display()
