@@ -178,6 +178,8 @@ pub enum RefusalKind {
     ServiceTaken,
     /// The ep's `type` or port range differs from the hub's.
     ServiceMismatch,
+    /// Sent by earlier hubs for an ep offering nothing (now logged in,
+    /// serving nothing); still read.
     NoServices,
     Version,
     /// Too many failed logins with this ep's certificate; passing.

@@ -563,3 +563,34 @@ async fn moving_the_enrolment_folder_waits_for_a_restart() {
         "the enrolled ep lost its session to the moved folder: {plan}"
     );
 }
+
+/// An invite that grants nothing yet (README: "grants nothing until
+/// hub.toml does"): the ep it enrols starts and stays logged in, serving
+/// nothing, rather than refusing the ep.toml its join wrote.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_ep_invited_for_nothing_yet_logs_in_serving_nothing() {
+    let certs = Certs::new();
+    let (hub, file, game, _) = enrol_hub(&certs).await;
+    let (ok, text) = run(&[
+        "hub",
+        "invite",
+        "-c",
+        file.to_str().unwrap(),
+        "--ep",
+        "cabin",
+    ]);
+    assert!(ok, "{text}");
+    let line = text
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("ferry ep join "))
+        .unwrap()
+        .to_string();
+    let home = tempfile::tempdir().unwrap();
+    let (ok, text) = join(&line, home.path()).await;
+    assert!(ok, "{text}");
+    let toml = std::fs::read_to_string(home.path().join("ep.toml")).unwrap();
+    assert!(!toml.lines().any(|l| l.starts_with("[services.")), "{toml}");
+    let _ep = TestEp::start(joined_settings(home.path(), game, echo_server().await));
+    hub.wait_sessions(1).await;
+    assert_eq!(hub.handle.served_by("game"), None);
+}

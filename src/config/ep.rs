@@ -380,13 +380,18 @@ impl EpConfig {
         Ok((token, None))
     }
 
-    /// The services at home, at least one, each with a valid address.
+    /// The services at home, each with a valid address. None is allowed
+    /// (an ep enrolled with an invite that granted nothing yet): it logs
+    /// in and serves nothing until a service is added, which a reload
+    /// announces; start-up warns.
     fn local_services(&mut self, file: &Path) -> Result<BTreeMap<String, LocalService>> {
         let err = checker(file);
         if self.services.is_empty() {
-            return Err(err(
-                "no [services.NAME] with local = \"host:port\": nothing to serve".into(),
-            ));
+            tracing::warn!(
+                file = %file.display(),
+                "no [services.NAME] with local = \"host:port\": the ep logs in and serves \
+                 nothing until one is added (the file is followed)"
+            );
         }
         let mut services = BTreeMap::new();
         for (name, svc) in std::mem::take(&mut self.services) {

@@ -597,16 +597,19 @@ fn match_offer(
     for (name, why) in &matched.unauthorised {
         tracing::warn!(%ep, service = ?name, "the ep offers a service it is not granted; skipped: {why}");
     }
-    // Granted nothing (yet): logged in all the same, serving nothing, so a
-    // grant a reload adds reaches it at once.
-    if matched.services.is_empty() && matched.unauthorised.is_empty() {
-        return Err(match matched.refused.iter().next() {
-            Some((name, why)) => Verdict::no(
-                RefusalKind::UnknownService,
-                format!("unknown service {name:?}: {why}"),
-            ),
-            None => Verdict::no(RefusalKind::NoServices, "no services named"),
-        });
+    // Granted nothing (yet), or offering nothing (enrolled with an invite
+    // that granted nothing): logged in all the same, serving nothing, so a
+    // grant a reload adds, or a service its ep.toml adds, reaches it at
+    // once. Only an offer of nothing but names this hub does not serve
+    // (a typo) is refused, with the name.
+    if matched.services.is_empty()
+        && matched.unauthorised.is_empty()
+        && let Some((name, why)) = matched.refused.iter().next()
+    {
+        return Err(Verdict::no(
+            RefusalKind::UnknownService,
+            format!("unknown service {name:?}: {why}"),
+        ));
     }
     for (name, why) in &matched.refused {
         tracing::warn!(%ep, service = ?name, "the ep offers a service this hub does not serve: {why}");

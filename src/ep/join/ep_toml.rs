@@ -52,8 +52,8 @@ pub(super) fn render(e: &Enrolled, config: &Path, hosts: &[String]) -> String {
         );
     }
     if e.services.is_empty() {
-        toml +=
-            "\n# The hub has no services yet: add [services.NAME] with local = \"host:port\".\n";
+        toml += "\n# The invite granted no service: once hub.toml grants one ([eps.NAME] services),\n\
+             # add [services.NAME] with local = \"host:port\" here.\n";
     }
     toml
 }
