@@ -316,3 +316,25 @@ async fn a_reset_after_megabytes_is_a_reset_not_an_end(t: Transport) {
         "the service's cut upload ended cleanly after {got} bytes"
     );
 }
+
+/// No ep within `player_wait`: the player is reset, not closed cleanly
+/// with nothing, which a client reading to the end (a download, `nc`)
+/// would take for a complete, empty reply.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_player_no_ep_serves_in_time_is_reset_not_ended() {
+    let certs = Certs::new();
+    let o = HubOpts {
+        extra: "player_wait = \"1s\"\n".into(),
+        ..Default::default()
+    };
+    let hub = TestHub::start(&certs, &o).await;
+    let mut p = TcpStream::connect(hub.service("echo")).await.unwrap();
+    let mut buf = [0u8; 16];
+    let read = tokio::time::timeout(Duration::from_secs(10), p.read(&mut buf))
+        .await
+        .expect("closed after player_wait");
+    assert!(
+        matches!(&read, Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset),
+        "{read:?}"
+    );
+}

@@ -122,7 +122,7 @@ pub(super) async fn serve(
     let (named, modern, mut tunnel) =
         match take_channel(&shared, &svc, tcp, &seat.player, opening.is_some()).await {
             Ok(taken) => taken,
-            Err(back) => return back,
+            Err(back) => return ended_unserved(tcp, &opening, back),
         };
     let start = HubMsg::Start {
         player: addr,
@@ -141,7 +141,8 @@ pub(super) async fn serve(
     };
     let sent = opening.as_ref().map(|o| &o.sent[..]).unwrap_or_default();
     if !send_start(&shared, &mut tunnel, &start, sent).await {
-        return opening.map(|_| Unanswered::Silent);
+        let back = opening.as_ref().map(|_| Unanswered::Silent);
+        return ended_unserved(tcp, &opening, back);
     }
     if let Some(o) = &opening {
         match first_answer(tcp, &mut tunnel, o.hold, &seat.player).await {
@@ -161,6 +162,21 @@ pub(super) async fn serve(
     }
     relay_home(&shared, tcp, &mut tunnel, watch, &seat.player).await;
     None
+}
+
+/// A player never carried home (no channel in time, the hub stopping, a
+/// channel that failed at its start): reset, so a client that reads until
+/// the end does not take an empty, clean close for the whole reply. A game
+/// door's player (`opening`) goes back to the caller, which answers it.
+fn ended_unserved(
+    tcp: &TcpStream,
+    opening: &Option<Opening>,
+    back: Option<Unanswered>,
+) -> Option<Unanswered> {
+    if opening.is_none() {
+        net::abort_on_close(tcp);
+    }
+    back
 }
 
 /// A channel of `svc` for the player: whether the hub opened it, whether
