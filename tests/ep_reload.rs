@@ -280,3 +280,43 @@ async fn an_ep_reloaded_with_another_certificate_logs_in_as_it(t: Transport) {
         b"as other"
     );
 }
+
+on_every_transport!(an_ep_certificate_replaced_in_place_is_used_without_a_restart);
+
+/// The certificate and key files ep.toml names are replaced (a renewal,
+/// or `ferry ep join --force` on a running ep, whose old certificate the
+/// hub then revokes), ep.toml untouched: the ep follows those files and
+/// logs in with the new certificate, as the hub follows its own.
+async fn an_ep_certificate_replaced_in_place_is_used_without_a_restart(t: Transport) {
+    let certs = Certs::new();
+    let hub = TestHub::start(&certs, &t.hub_opts(opts())).await;
+    let mut o = EpOpts::new(&certs, vec![("a".into(), echo_server().await)]);
+    // Its own copy of home's files, to replace in place.
+    for ext in ["pem", "key"] {
+        std::fs::copy(
+            certs.path(&format!("ep-home.{ext}")),
+            certs.path(&format!("ep-mine.{ext}")),
+        )
+        .unwrap();
+    }
+    o.cert = "mine".into();
+    let file = write_ep_toml(&certs, hub.control, hub.channel, &t.ep_opts(&hub, o));
+    let settings = ferry::config::ep::EpConfig::load(&file, Default::default())
+        .unwrap()
+        .check(&file)
+        .unwrap();
+    let (_ep, _handle) = TestEp::start_with_handle(settings).await;
+    hub.wait_sessions(1).await;
+    assert_eq!(hub.handle.served_by("a").as_deref(), Some("home"));
+    for ext in ["key", "pem"] {
+        let fresh = certs.path(&format!("fresh.{ext}"));
+        std::fs::copy(certs.path(&format!("ep-other.{ext}")), &fresh).unwrap();
+        std::fs::rename(&fresh, certs.path(&format!("ep-mine.{ext}"))).unwrap();
+    }
+    common::udp::eventually(
+        "served by the replaced certificate's identity",
+        Duration::from_secs(20),
+        || hub.handle.served_by("a").as_deref() == Some("other"),
+    )
+    .await;
+}

@@ -18,6 +18,13 @@ impl Backoff {
         }
     }
 
+    /// New bounds (a reload changed `backoff_min`/`backoff_max`): the next
+    /// delay kept within them.
+    pub fn bound(&mut self, min: Duration, max: Duration) {
+        (self.min, self.max) = (min, max.max(min));
+        self.next = self.next.clamp(self.min, self.max);
+    }
+
     pub fn reset(&mut self) {
         self.next = self.min;
     }
@@ -44,6 +51,17 @@ fn unit_random() -> f64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn new_bounds_apply_to_the_next_delay() {
+        let mut b = Backoff::new(Duration::from_secs(1), Duration::from_secs(3600));
+        assert!(b.next(true) >= Duration::from_secs(1800));
+        // backoff_max lowered by a reload: the next wait is within it.
+        b.bound(Duration::from_millis(100), Duration::from_secs(2));
+        assert!(b.next(false) <= Duration::from_secs(2));
+        b.bound(Duration::from_secs(5), Duration::from_secs(1));
+        assert!(b.next(false) >= Duration::from_millis(2500), "min wins");
+    }
 
     #[test]
     fn grows_to_the_cap_and_resets() {

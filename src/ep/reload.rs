@@ -33,10 +33,23 @@ pub(super) fn offer(s: &EpSettings) -> EpMsg {
 
 /// What asks for a reload; called before the session starts, so that a
 /// save during the first login is seen.
-pub(super) fn triggers(ep: &Ep) -> mpsc::Receiver<Trigger> {
+pub(super) fn triggers(ep: &Arc<Ep>) -> mpsc::Receiver<Trigger> {
     let s = ep.settings();
-    let file = s.file.clone();
-    let files: crate::reload::Files = Box::new(move || vec![file.clone()]);
+    // ep.toml and the files it names, as running now: a certificate
+    // renewed, or replaced by `ferry ep join --force` while the ep runs
+    // (its old one then revoked), or a rotated token_file, is used from
+    // the next login without a restart.
+    let weak = Arc::downgrade(ep);
+    let files: crate::reload::Files = Box::new(move || {
+        let Some(ep) = weak.upgrade() else {
+            return Vec::new();
+        };
+        let s = ep.settings();
+        let t = &s.tls_files;
+        let mut files = vec![s.file.clone(), t.ca.clone(), t.cert.clone(), t.key.clone()];
+        files.extend(s.token_file.clone());
+        files
+    });
     crate::reload::triggers(files, s.watch_config, ep.shutdown.clone())
 }
 

@@ -63,8 +63,10 @@ impl Up {
         let t = ep.settings().timing;
         let mut backoff = Backoff::new(t.backoff_min, t.backoff_max);
         while !shutdown.is_cancelled() {
+            let t = ep.settings().timing;
+            backoff.bound(t.backoff_min, t.backoff_max);
             // Each attempt with the settings as they are now (a reload may
-            // have changed the token or the certificate). The services
+            // have changed the token, the certificate or the backoff). The services
             // offered are read before them: a reload that lands during the
             // login is then seen as one the session must announce.
             let offered = *ep.offered.borrow();
