@@ -205,6 +205,9 @@ impl Plan {
                     if o.limits != n.limits {
                         what.push("limits");
                     }
+                    if o.game != n.game {
+                        what.push("game");
+                    }
                     p.changed.push((name.clone(), what));
                 }
                 Some(_) => {}
