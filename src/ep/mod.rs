@@ -134,7 +134,9 @@ fn inline_token_readable(file: &std::path::Path) -> Option<String> {
     written.find_value("token").is_ok().then(|| {
         format!(
             "{} holds the token and others on this machine may read it (mode {:o}): \
-             chmod 600 it, or move the token to token_file (mode 0600)",
+             move the token to token_file (mode 0600, owned by the ep's user), or make \
+             this file the ep's user's and chmod 600 it (`chown ferry` first if it is root's, \
+             or the ep can no longer read it)",
             file.display(),
             mode & 0o777
         )
