@@ -202,6 +202,24 @@ async fn a_folder_that_cannot_take_the_files_stops_the_join_before_the_invite_is
     );
     assert!(!leftover.join("certs/ep.key").exists());
     assert_eq!(hub.handle.enrolments(), 0);
+    // A hub's own certificate folder (hub and ep on one machine): even
+    // with --force the join will not replace the hub's ca.pem.
+    let hub_dir = home.path().join("hub");
+    std::fs::create_dir_all(hub_dir.join("certs")).unwrap();
+    for f in ["ca.pem", "ca.key"] {
+        std::fs::copy(certs.path(f), hub_dir.join("certs").join(f)).unwrap();
+    }
+    let (line_, dir_) = (line.clone(), hub_dir.to_str().unwrap().to_string());
+    let (ok, text) = tokio::task::spawn_blocking(move || {
+        common::procs::run(&["ep", "join", &line_, "--dir", &dir_, "--force"])
+    })
+    .await
+    .unwrap();
+    assert!(!ok && text.contains("holds a CA key"), "{text}");
+    assert_eq!(
+        std::fs::read(hub_dir.join("certs/ca.pem")).unwrap(),
+        std::fs::read(certs.path("ca.pem")).unwrap()
+    );
     let good = home.path().join("good");
     let (ok, text) = join(&line, &good).await;
     assert!(ok, "{text}");

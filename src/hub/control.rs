@@ -928,6 +928,7 @@ fn heard(
             if let Some(svc) = guard.services().iter().find(|s| s.name == service)
                 && svc.channel_failed(&ticket, guard.id)
             {
+                let reason = crate::proto::shown(&reason);
                 tracing::warn!(ep = %guard.ep, service, "the ep could not open a channel: {reason}");
             }
             Ok(None)

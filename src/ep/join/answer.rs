@@ -37,7 +37,10 @@ pub(super) fn check(reply: Reply, key: &rcgen::KeyPair, ca_der: &[u8]) -> Result
             channel_port,
             services,
         } => (ep, cert, token, control_port, channel_port, services),
-        Reply::Refused { reason } => bail!("the hub refused the enrolment: {reason}"),
+        Reply::Refused { reason } => bail!(
+            "the hub refused the enrolment: {}",
+            crate::proto::shown(&reason)
+        ),
     };
     let cert = only_certificate(&cert).map_err(unusable)?;
     if !issued_for(&cert, key) {
