@@ -560,15 +560,24 @@ async fn reply(
                 protocol: 0,
                 favicon: None,
             };
-            tcp.write_all(&s.legacy()).await?;
+            write_within(tcp, &s.legacy()).await?;
             linger_close(tcp).await
         }
         First::Handshake(h) if h.is_login() => {
-            tcp.write_all(&java::disconnect(text)).await?;
+            write_within(tcp, &java::disconnect(text)).await?;
             linger_close(tcp).await
         }
         First::Handshake(h) => status(tcp, h.protocol, rest, text, icon, true).await,
     }
+}
+
+/// An answer to a client that may never read it (a long name list can
+/// outgrow the socket's buffer): given up after `READ_WITHIN`, as the
+/// status conversation is, so the door's places are not held.
+async fn write_within(tcp: &mut TcpStream, bytes: &[u8]) -> std::io::Result<()> {
+    tokio::time::timeout(READ_WITHIN, tcp.write_all(bytes))
+        .await
+        .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "the client read nothing"))?
 }
 
 /// The status conversation: the request (unless it went home already),
