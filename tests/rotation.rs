@@ -188,3 +188,27 @@ async fn replacing_a_token_hash_file_is_a_rotation(t: Transport) {
     new.stop().await;
     hub.stop().await;
 }
+
+on_every_transport!(a_new_ca_closes_the_sessions_of_certificates_it_did_not_issue);
+
+/// The hub's CA replaced in place (its certificate and key with it): an
+/// ep whose certificate the new CA did not issue is closed, rather than
+/// left looking served while (over TLS) every channel it opens is refused
+/// and players wait in vain.
+async fn a_new_ca_closes_the_sessions_of_certificates_it_did_not_issue(t: Transport) {
+    let certs = Certs::new();
+    let hub = TestHub::start(&certs, &t.hub_opts(HubOpts::default())).await;
+    let eo = t.ep_opts(
+        &hub,
+        EpOpts::new(&certs, vec![("echo".into(), echo_server().await)]),
+    );
+    let _ep = TestEp::start(ep_settings(&certs, &hub, &eo));
+    hub.wait_sessions(1).await;
+    let fresh = Certs::new();
+    for f in ["hub.key", "hub.pem", "ca.pem"] {
+        let tmp = certs.path(&format!("{f}.new"));
+        std::fs::copy(fresh.path(f), &tmp).unwrap();
+        std::fs::rename(&tmp, certs.path(f)).unwrap();
+    }
+    hub.wait_sessions(0).await;
+}

@@ -429,6 +429,7 @@ async fn log_in(
     let login = super::sessions::Login {
         ep,
         serial: &peer.serial,
+        cert: peer.cert.as_ref(),
         ip: addr.ip(),
         version: &software_label(software.as_deref()),
         modern,

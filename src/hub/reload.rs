@@ -134,8 +134,11 @@ async fn apply(
             );
         }
         // Loaded first: the CRL watcher builds on the material it finds.
-        let server = new_tls.server.clone();
+        let (server, material) = (new_tls.server.clone(), new_tls.material.clone());
         shared.trust.loaded.set(new_tls);
+        if !old_tls.material.same_ca(&material) {
+            shared.sessions.close_unissued(|c| material.issued(c));
+        }
         shared.set_tls(server);
         super::crl::apply_serials(shared, revoked.unwrap_or_default());
     }

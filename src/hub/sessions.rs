@@ -23,6 +23,7 @@ struct Entry {
     /// Its ep's name, shared with the players it carries.
     name: Arc<str>,
     serial: String,
+    cert: Option<rustls::pki_types::CertificateDer<'static>>,
     ip: IpAddr,
     version: String,
     since: tokio::time::Instant,
@@ -52,6 +53,8 @@ fn rtt_of(rtt: &Rtt, link: Option<&crate::quic::Link>) -> Option<std::time::Dura
 pub(crate) struct Login<'a> {
     pub ep: &'a str,
     pub serial: &'a str,
+    /// The certificate it presented (for a later change of CA).
+    pub cert: Option<&'a rustls::pki_types::CertificateDer<'static>>,
     pub ip: IpAddr,
     /// The ep's ferry version.
     pub version: &'a str,
@@ -172,6 +175,7 @@ impl Sessions {
         let Login {
             ep,
             serial,
+            cert,
             ip,
             version,
             modern,
@@ -193,6 +197,7 @@ impl Sessions {
             session: id,
             name: ep.into(),
             serial: serial.to_string(),
+            cert: cert.cloned(),
             ip,
             version: version.to_string(),
             since: tokio::time::Instant::now(),
@@ -474,6 +479,26 @@ impl Sessions {
                 .as_ref()
                 .map_or(e.ip, |l| l.conn.remote_address().ip());
             if doomed(ep, ip) {
+                tracing::warn!(ep, "closing the ep's session: {reason}");
+                e.end.end(CloseKind::Other, reason);
+                n += 1;
+            }
+        }
+        n
+    }
+
+    /// Ends the sessions whose certificate `issued` no longer accepts (the
+    /// hub's CA was replaced): over TLS they could open no channel, and
+    /// would look served while every player waited in vain.
+    pub fn close_unissued(
+        &self,
+        issued: impl Fn(&rustls::pki_types::CertificateDer<'static>) -> bool,
+    ) -> usize {
+        let st = self.lock();
+        let mut n = 0;
+        for (ep, e) in &st.by_ep {
+            if e.cert.as_ref().is_some_and(|c| !issued(c)) {
+                let reason = "its certificate is not from the hub's CA (tls.ca changed)";
                 tracing::warn!(ep, "closing the ep's session: {reason}");
                 e.end.end(CloseKind::Other, reason);
                 n += 1;

@@ -80,6 +80,18 @@ pub struct ServerMaterial {
 }
 
 impl ServerMaterial {
+    /// Whether `cert` is a client certificate this CA issued, valid now
+    /// (revocation aside): a session whose certificate is not, after the
+    /// CA was replaced, can open no channel any more.
+    pub fn issued(&self, cert: &CertificateDer<'_>) -> bool {
+        verify_client_cert(self.ca.as_ref(), cert).is_ok()
+    }
+
+    /// Whether `other` has the same CA.
+    pub fn same_ca(&self, other: &ServerMaterial) -> bool {
+        self.ca == other.ca
+    }
+
     pub fn load(paths: &crate::config::TlsPaths) -> Result<Self> {
         let certs = load_certs(&paths.cert)?;
         let key = load_key(&paths.key)?;
