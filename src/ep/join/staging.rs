@@ -44,23 +44,28 @@ enum AfterDrop {
     Nothing,
 }
 
+/// A hub's certificate folder (a hub and an ep on one machine, both in
+/// /var/lib/ferry) is refused, even with --force: its ca.pem is the hub's
+/// own CA, which the join would replace.
+fn not_a_hubs_folder(dir: &Path) -> Result<()> {
+    let hub_ca = dir.join("certs").join("ca.key");
+    if fs::symlink_metadata(&hub_ca).is_ok() {
+        bail!(
+            "{} holds a CA key: that folder is a hub's certificates, whose ca.pem the join \
+             would replace; join into another folder (--dir, e.g. {}) (nothing was sent to the hub)",
+            hub_ca.parent().unwrap_or(dir).display(),
+            dir.join("ep").display()
+        );
+    }
+    Ok(())
+}
+
 impl Staging {
     /// Checks that DIR can take the join's files (none there unless
     /// `force`) and writes the key into a new staging folder, all before
     /// the hub is contacted.
     pub fn prepare(dir: &Path, force: bool, key: &rcgen::KeyPair) -> Result<Staging> {
-        // A hub's certificate folder (a hub and an ep on one machine, both
-        // in /var/lib/ferry): its ca.pem is the hub's own CA, which the
-        // join would replace, even with --force.
-        let hub_ca = dir.join("certs").join("ca.key");
-        if fs::symlink_metadata(&hub_ca).is_ok() {
-            bail!(
-                "{} holds a CA key: that folder is a hub's certificates, whose ca.pem the join \
-                 would replace; join into another folder (--dir, e.g. {}) (nothing was sent to the hub)",
-                hub_ca.parent().unwrap_or(dir).display(),
-                dir.join("ep").display()
-            );
-        }
+        not_a_hubs_folder(dir)?;
         for target in targets(dir) {
             let Ok(meta) = fs::symlink_metadata(&target) else {
                 continue;
