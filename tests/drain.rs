@@ -138,3 +138,50 @@ async fn a_second_sigterm_during_the_drain_stops_at_once(t: Transport) {
     };
     assert!(end.is_err(), "the player saw a clean end: {end:?}");
 }
+
+on_every_transport!(an_ep_stopping_drains_its_players_for_its_own_drain_timeout);
+
+/// The ep stops (SIGTERM): its players go on for the ep's own
+/// `drain_timeout`, longer than the hub's here, over QUIC as over TLS (the
+/// hub let the connection go after its own drain), then end with a reset.
+async fn an_ep_stopping_drains_its_players_for_its_own_drain_timeout(t: Transport) {
+    let certs = Certs::new();
+    let o = HubOpts {
+        extra: "drain_timeout = \"1s\"\n".into(),
+        ..Default::default()
+    };
+    let hub = TestHub::start(&certs, &t.hub_opts(o)).await;
+    let mut eo = t.ep_opts(
+        &hub,
+        EpOpts::new(&certs, vec![("echo".into(), endless().await)]),
+    );
+    eo.extra += "drain_timeout = \"4s\"\n";
+    let ep = TestEp::start(ep_settings(&certs, &hub, &eo));
+    hub.wait_sessions(1).await;
+    let mut player = tokio::net::TcpStream::connect(hub.service("echo"))
+        .await
+        .unwrap();
+    let mut buf = [0u8; 4096];
+    player.read_exact(&mut buf[..1024]).await.unwrap();
+    let began = std::time::Instant::now();
+    let stopping = tokio::spawn(ep.stop());
+    let mut last_byte = began;
+    let end = loop {
+        match tokio::time::timeout(Duration::from_secs(20), player.read(&mut buf)).await {
+            Err(_) => panic!("the ep's drain never ended the download"),
+            Ok(Ok(0)) => break Ok(0),
+            Ok(Ok(_)) => last_byte = std::time::Instant::now(),
+            Ok(Err(e)) => break Err(e),
+        }
+    };
+    let flowed = last_byte - began;
+    println!(
+        "figure ({t:?}): with the ep's 4 s drain, the download flowed {flowed:?}, then {end:?}"
+    );
+    assert!(
+        flowed >= Duration::from_millis(3500),
+        "the player was cut off {flowed:?} into the ep's 4 s drain"
+    );
+    assert!(end.is_err(), "the cut-off download ended with a clean FIN");
+    stopping.await.unwrap();
+}

@@ -707,7 +707,9 @@ fn millis(d: Duration) -> u64 {
     d.as_millis().try_into().unwrap_or(u64::MAX)
 }
 
-pub(super) async fn session(shared: Arc<Shared>, s: LoggedIn) {
+/// Whether the hub ended it on purpose (rather than the ep leaving, or
+/// its connection failing).
+pub(super) async fn session(shared: Arc<Shared>, s: LoggedIn) -> bool {
     let LoggedIn {
         tls,
         guard,
@@ -786,6 +788,7 @@ pub(super) async fn session(shared: Arc<Shared>, s: LoggedIn) {
             tokio::time::timeout(Duration::from_millis(500), proto::write_msg(&mut wr, &bye)).await;
     }
     ended(&shared, guard, &reason, told);
+    told.is_some()
 }
 
 /// A heartbeat's work: pools topped up, the round trip measured, and

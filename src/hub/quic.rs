@@ -207,12 +207,16 @@ fn on_incoming(shared: &Arc<Shared>, incoming: quinn::Incoming) {
                 return;
             };
             let link = s.link();
-            session(sh.clone(), s).await;
-            // Its players keep the connection until they are done (or the
-            // drain is over); then nothing holds it open.
+            let by_hub = session(sh.clone(), s).await;
+            // Its players keep the connection until they are done; then
+            // nothing holds it open. Ended by the hub, they have the hub's
+            // drain; ended by the ep (its own drain on SIGTERM, a new
+            // login), the ep decides when, as its TLS channels would
+            // outlive the control connection: it closes the connection at
+            // the end of its drain, or the idle timeout does if it is gone.
             if let Some(link) = link {
-                let drain = sh.settings().timing.drain_timeout;
-                link.close_when_idle(Some(drain), &sh.hard_stop, "session over")
+                let drain = by_hub.then(|| sh.settings().timing.drain_timeout);
+                link.close_when_idle(drain, &sh.hard_stop, "session over")
                     .await;
             }
         }
