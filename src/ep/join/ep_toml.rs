@@ -117,4 +117,35 @@ mod tests {
             assert_eq!(t.keys().collect::<Vec<_>>(), [s], "{text}");
         }
     }
+
+    /// Every name of up to three characters from those that end or open
+    /// something in TOML (quotes, brackets, `=`, `#`, `.`, line ends,
+    /// escapes, a control character, a non-ASCII letter): read back as
+    /// exactly one key holding exactly itself.
+    #[test]
+    fn every_short_name_of_toml_s_special_characters_reads_back() {
+        let alphabet = [
+            '"', '\'', '\\', '[', ']', '=', '#', '.', '\n', '\r', '\t', '\u{0}', 'é', 'a', ' ',
+        ];
+        let mut names = vec![String::new()];
+        for len in 1..=3 {
+            let mut idx = vec![0usize; len];
+            loop {
+                names.push(idx.iter().map(|&i| alphabet[i]).collect());
+                let Some(pos) = (0..len).rev().find(|&p| idx[p] + 1 < alphabet.len()) else {
+                    break;
+                };
+                idx[pos] += 1;
+                idx[pos + 1..].fill(0);
+            }
+        }
+        assert!(names.len() > 3000);
+        for s in &names {
+            let text = format!("v = {}\n[t]\n{} = 1\n", string(s), key(s));
+            let f = Figment::from(figment::providers::Toml::string(&text));
+            assert_eq!(&f.extract_inner::<String>("v").unwrap(), s, "{text:?}");
+            let t: std::collections::BTreeMap<String, u8> = f.extract_inner("t").unwrap();
+            assert_eq!(t.keys().collect::<Vec<_>>(), [s], "{text:?}");
+        }
+    }
 }
