@@ -161,3 +161,27 @@ async fn a_udp_port_given_up_is_released_though_home_keeps_talking(t: Transport)
     .await;
     assert_eq!(hub.handle.udp_flows("echo"), None);
 }
+
+/// A service's port moved to another address of the same number (here
+/// from 127.0.0.1 to the dual-stack `[::]`): the bind meets the hub's own
+/// socket, and the refusal says so and how to get there, rather than
+/// reading as if another program held the port.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn moving_a_port_to_another_address_says_the_hub_holds_it() {
+    let certs = Certs::new();
+    let port = free_range(1);
+    let at = |host: &str| tables(&format!("[services.a]\nbind = \"{host}:{port}\"\n"));
+    let o = at("127.0.0.1");
+    let settings = hub_settings(&certs, &o);
+    let file = settings.file.clone();
+    let hub = TestHub::from_settings(settings, &o).await;
+    if std::net::TcpListener::bind("[::1]:0").is_err() {
+        return println!("skipped: no IPv6 on this machine");
+    }
+    let outcome = hub.reload_to(&certs, &at("[::]"), &file).await;
+    let err = outcome.expect_err("the move was applied");
+    assert!(
+        err.contains("the hub itself holds port") && err.contains("nothing changed"),
+        "{err}"
+    );
+}

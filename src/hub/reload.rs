@@ -122,7 +122,7 @@ async fn apply(
     // leaves the hub exactly as it was.
     let bound = served::bind_all(&fresh)
         .await
-        .map_err(|e| format!("{e:#}; nothing changed"))?;
+        .map_err(|e| format!("{e:#}{}; nothing changed", held_by_us(&fresh, &bound_at)))?;
     shared.set_settings(new);
     let new = shared.settings();
     if old_tls.digest != new_tls.digest {
@@ -178,6 +178,28 @@ async fn apply(
         "the ep's address is no longer in ep_allowlist",
     );
     Ok(plan.to_string())
+}
+
+/// When a port to bind is one the hub itself holds on another address
+/// (`0.0.0.0:25565` → `[::]:25565`), the "address in use" is the hub's
+/// own socket: say so, and how to get there.
+fn held_by_us(fresh: &[PortKey], bound_at: &[(PortKey, SocketAddr)]) -> String {
+    fresh
+        .iter()
+        .filter(|k| k.addr.port() != 0)
+        .find_map(|k| {
+            bound_at
+                .iter()
+                .find(|(o, at)| o.udp == k.udp && at.port() == k.addr.port() && *at != k.addr)
+                .map(|(_, at)| {
+                    format!(
+                        " (the hub itself holds port {} on {at}: moving a port to another \
+                         address takes a restart, or two reloads through a free port)",
+                        k.addr.port()
+                    )
+                })
+        })
+        .unwrap_or_default()
 }
 
 /// Which wanted ports the hub already holds under another name (a service
