@@ -21,11 +21,25 @@ const LOCK_WAIT: Duration = Duration::from_secs(10);
 /// invite`, `ferry hub ban`) and within one. For a read, a change and a
 /// write that must not interleave with another writer's.
 pub(crate) fn lock(path: &Path) -> Result<fs::File> {
+    // Made here (O_EXCL: never through a link someone planted) and then
+    // given to the folder's owner; one that exists is only opened.
+    let mut made = fs::OpenOptions::new();
+    made.read(true).write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut made, 0o600);
     let mut opts = fs::OpenOptions::new();
     opts.read(true).write(true).create(true).truncate(false);
     #[cfg(unix)]
     std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
-    let file = opts.open(path).map_err(|e| {
+    let opened = match made.open(path) {
+        Ok(f) => {
+            owned_like_folder(&f, path);
+            Ok(f)
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => opts.open(path),
+        Err(e) => Err(e),
+    };
+    let file = opened.map_err(|e| {
         // Made by another user (a command run as root beside a hub running
         // as `ferry`): say how to run it, not only that it failed.
         let hint = if e.kind() == std::io::ErrorKind::PermissionDenied {
@@ -35,7 +49,6 @@ pub(crate) fn lock(path: &Path) -> Result<fs::File> {
         };
         anyhow::Error::new(e).context(format!("cannot open the lock {}{hint}", path.display()))
     })?;
-    owned_like_folder(&file, path);
     let deadline = Instant::now() + LOCK_WAIT;
     let mut pause = Duration::from_millis(1);
     loop {
@@ -57,10 +70,11 @@ pub(crate) fn lock(path: &Path) -> Result<fs::File> {
     }
 }
 
-/// A file root makes in a folder another user owns (`sudo ferry hub ban`
-/// or `invite` beside a hub running as `ferry`, a lock a root command
-/// made before) goes to the folder's owner: otherwise the service could
-/// no longer read the list or take the lock, and an invite would be
+/// A file root just made (never one that was there: a link or a file the
+/// folder's owner planted must not be handed over) in a folder another
+/// user owns (`sudo ferry hub ban` or `invite` beside a hub running as
+/// `ferry`) goes to the folder's owner: otherwise the service could no
+/// longer read the list or take the lock, and an invite would be
 /// "unknown" to the hub. Anyone else's files are theirs already.
 fn owned_like_folder(file: &fs::File, path: &Path) {
     #[cfg(unix)]

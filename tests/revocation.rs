@@ -277,8 +277,15 @@ fn a_revoke_run_as_root_leaves_its_files_to_the_folder_s_owner() {
     if std::fs::metadata(certs.path("ca.pem")).unwrap().uid() != 0 {
         return println!("skipped: needs root, as `sudo ferry hub revoke` runs");
     }
-    // The hub's user: any uid but root's.
+    // The hub's user: any uid but root's. It planted a link where the
+    // list's lock goes, to a file of root's: root's command must not hand
+    // that file over (or make one there).
     std::os::unix::fs::chown(dir, Some(65534), Some(65534)).unwrap();
+    let elsewhere = tempfile::tempdir().unwrap();
+    let victim = elsewhere.path().join("shadow");
+    std::fs::write(&victim, "root's\n").unwrap();
+    let _ = std::fs::remove_file(certs.path("crl.lock"));
+    std::os::unix::fs::symlink(&victim, certs.path("crl.lock")).unwrap();
     let out = procs::ferry_cmd()
         .args(["hub", "revoke", "--serial", "0a0b", "--dir"])
         .arg(dir)
@@ -289,8 +296,26 @@ fn a_revoke_run_as_root_leaves_its_files_to_the_folder_s_owner() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    for name in ["crl.pem", "crl.lock"] {
-        let m = std::fs::metadata(certs.path(name)).unwrap();
-        assert_eq!((m.uid(), m.gid()), (65534, 65534), "{name} stayed root's");
-    }
+    let m = std::fs::metadata(certs.path("crl.pem")).unwrap();
+    assert_eq!((m.uid(), m.gid()), (65534, 65534), "crl.pem stayed root's");
+    let v = std::fs::metadata(&victim).unwrap();
+    assert_eq!(
+        v.uid(),
+        0,
+        "root's file behind a planted link was handed over"
+    );
+    // With no link planted, the lock root makes is the folder owner's too.
+    std::fs::remove_file(certs.path("crl.lock")).unwrap();
+    let out = procs::ferry_cmd()
+        .args(["hub", "revoke", "--serial", "0c0d", "--dir"])
+        .arg(dir)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let l = std::fs::metadata(certs.path("crl.lock")).unwrap();
+    assert_eq!((l.uid(), l.gid()), (65534, 65534), "crl.lock stayed root's");
 }
