@@ -75,6 +75,8 @@ pub struct ServerMaterial {
     roots: Arc<RootCertStore>,
     /// The CA certificate: what a revocation list must be signed by.
     ca: CertificateDer<'static>,
+    /// Every certificate `tls.ca` holds.
+    cas: Vec<CertificateDer<'static>>,
     certs: Vec<CertificateDer<'static>>,
     key: PrivateKeyDer<'static>,
 }
@@ -84,12 +86,19 @@ impl ServerMaterial {
     /// (revocation aside): a session whose certificate is not, after the
     /// CA was replaced, can open no channel any more.
     pub fn issued(&self, cert: &CertificateDer<'_>) -> bool {
-        verify_client_cert(self.ca.as_ref(), cert).is_ok()
+        // Against every CA `tls.ca` holds (a bundle during a rollover),
+        // as the doors' verifier checks.
+        WebPkiClientVerifier::builder_with_provider(self.roots.clone(), provider())
+            .build()
+            .is_ok_and(|v| {
+                v.verify_client_cert(cert, &[], rustls::pki_types::UnixTime::now())
+                    .is_ok()
+            })
     }
 
-    /// Whether `other` has the same CA.
+    /// Whether `other` trusts the same CAs.
     pub fn same_ca(&self, other: &ServerMaterial) -> bool {
-        self.ca == other.ca
+        self.cas == other.cas
     }
 
     pub fn load(paths: &crate::config::TlsPaths) -> Result<Self> {
@@ -98,13 +107,15 @@ impl ServerMaterial {
         // Pair them now, so a mismatch is named at start-up.
         rustls::crypto::ring::sign::any_supported_type(&key)
             .with_context(|| format!("{} is not a usable private key", paths.key.display()))?;
-        let ca = load_certs(&paths.ca)?
-            .into_iter()
-            .next()
+        let cas = load_certs(&paths.ca)?;
+        let ca = cas
+            .first()
+            .cloned()
             .with_context(|| format!("{} holds no certificate", paths.ca.display()))?;
         Ok(ServerMaterial {
             roots: roots(&paths.ca)?,
             ca,
+            cas,
             certs,
             key,
         })
