@@ -319,3 +319,48 @@ fn a_revoke_run_as_root_leaves_its_files_to_the_folder_s_owner() {
     let l = std::fs::metadata(certs.path("crl.lock")).unwrap();
     assert_eq!((l.uid(), l.gid()), (65534, 65534), "crl.lock stayed root's");
 }
+
+/// A player still on a channel of an earlier session of the ep (its
+/// control connection was reset and it logged in again; the channel
+/// lives on, as it should): a revocation of that certificate reaches it
+/// too, not only the players of the session open now.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revocation_reaches_players_of_the_ep_s_earlier_sessions() {
+    let certs = Certs::new();
+    let crl = certs.path("crl.pem");
+    let o = HubOpts {
+        extra: "drain_timeout = \"60s\"\n".into(),
+        ..Default::default()
+    };
+    let hub = TestHub::start_with_crl(&certs, &o, &crl).await;
+    let proxy = common::faultproxy::FaultProxy::start(hub.control).await;
+    let eo = EpOpts::new(&certs, vec![("echo".into(), echo_server().await)]);
+    let _ep = TestEp::start(ep_settings_for(&certs, proxy.addr, hub.channel, &eo));
+    hub.wait_sessions(1).await;
+    let mut player = connected_player(hub.service("echo")).await;
+    let logins = *hub.handle.logins().borrow();
+    proxy.reset_all();
+    let mut rx = hub.handle.logins();
+    tokio::time::timeout(Duration::from_secs(20), rx.wait_for(|n| *n > logins))
+        .await
+        .expect("the ep logged in again")
+        .unwrap();
+    // Still playing on the earlier session's channel.
+    {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        player.write_all(b"on").await.unwrap();
+        let mut got = [0u8; 2];
+        player.read_exact(&mut got).await.unwrap();
+    }
+    revoke_home(&certs);
+    let mut buf = [0u8; 16];
+    let read = tokio::time::timeout(
+        Duration::from_secs(10),
+        tokio::io::AsyncReadExt::read(&mut player, &mut buf),
+    )
+    .await;
+    assert!(
+        matches!(read, Ok(Ok(0) | Err(_))),
+        "a player of the revoked ep's earlier session was not cut: {read:?}"
+    );
+}

@@ -92,6 +92,16 @@ pub(super) fn apply_serials(shared: &Shared, serials: std::collections::HashSet<
         .write()
         .unwrap_or_else(|p| p.into_inner()) = serials.clone();
     let closed = shared.sessions.revoke(&serials);
+    // Every player a revoked certificate carries, on its current session
+    // or an earlier one (over TLS a channel outlives its session; over
+    // QUIC an earlier connection may still hold streams).
+    let cut = shared.players.end_where(
+        |p| p.serial().is_some_and(|s| serials.contains(s)),
+        super::REVOKED,
+    );
+    if cut > 0 {
+        tracing::warn!(players = cut, "players of revoked eps cut");
+    }
     tracing::info!(
         revoked = count,
         sessions_closed = closed,

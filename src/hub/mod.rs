@@ -431,6 +431,9 @@ pub(crate) struct ControlAddrs {
     pub quic: Option<SocketAddr>,
 }
 
+/// Why a revoked ep's players were cut.
+pub(crate) const REVOKED: &str = "the ep's certificate was revoked";
+
 impl Shared {
     pub(crate) fn settings(&self) -> Arc<HubSettings> {
         self.settings.get()
@@ -459,8 +462,10 @@ impl Shared {
             self.players.end_where(doomed, why);
             return;
         }
-        let (players, stop) = (self.players.clone(), self.hard_stop.clone());
-        self.tracker.spawn(async move {
+        // Not on the tracker: a shutdown's drain (which waits for the
+        // tracker) must not wait for this timer; its own end cuts them.
+        let (players, stop) = (self.players.clone(), self.shutdown.clone());
+        tokio::spawn(async move {
             tokio::select! {
                 _ = tokio::time::sleep(after) => {
                     players.end_where(doomed, why);
@@ -468,6 +473,29 @@ impl Shared {
                 _ = stop.cancelled() => {}
             }
         });
+    }
+
+    /// `seat` is carried by `session` from now: which ep and certificate
+    /// carry it are noted, and if that certificate is revoked already (a
+    /// revocation that landed while its channel was handed over) it is cut
+    /// at once. The revocation's own sweep (`crl::apply_serials`) finds
+    /// every player noted before it.
+    pub(crate) fn carried(&self, seat: &players::Player, session: u64, over_quic: bool) {
+        let carrier = (
+            self.sessions.ep_of(session),
+            self.sessions.serial_of(session),
+        );
+        let revoked = carrier.1.as_deref().is_some_and(|s| {
+            self.trust
+                .revoked
+                .read()
+                .unwrap_or_else(|p| p.into_inner())
+                .contains(s)
+        });
+        seat.carried_by(session, carrier, over_quic);
+        if revoked {
+            seat.cut_off(REVOKED);
+        }
     }
 
     /// `svc` lost its ep (it let go, its session ended, a reload took it

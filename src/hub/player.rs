@@ -119,8 +119,13 @@ pub(super) async fn serve(
     super::bans::seated(&shared, &seat.player);
     // Matched as a temporary: a named result would stay in the task's
     // state beside the tunnel moved out of it.
+    // A game door's `hold` counts from here, the wait for a channel
+    // included: the client's own timeout (a Java login's 30 s) does not
+    // wait for the hub's steps one after another.
+    let began = std::time::Instant::now();
+    let hold = opening.as_ref().map(|o| o.hold);
     let (named, modern, mut tunnel) =
-        match take_channel(&shared, &svc, tcp, &seat.player, opening.is_some()).await {
+        match take_channel(&shared, &svc, tcp, &seat.player, hold).await {
             Ok(taken) => taken,
             Err(back) => return ended_unserved(tcp, &opening, back),
         };
@@ -145,7 +150,8 @@ pub(super) async fn serve(
         return ended_unserved(tcp, &opening, back);
     }
     if let Some(o) = &opening {
-        match first_answer(tcp, &mut tunnel, o.hold, &seat.player).await {
+        let left = o.hold.saturating_sub(began.elapsed());
+        match first_answer(tcp, &mut tunnel, left, &seat.player).await {
             Ok(()) => {}
             Err(FirstAnswer::Home(why)) => {
                 tunnel.abort();
@@ -190,9 +196,11 @@ async fn take_channel(
     svc: &Arc<Service>,
     tcp: &mut TcpStream,
     seat: &super::players::Player,
-    opening: bool,
+    hold: Option<std::time::Duration>,
 ) -> Result<(bool, bool, super::service::Tunnel), Option<Unanswered>> {
+    let opening = hold.is_some();
     let wait = shared.settings().timing.player_wait;
+    let wait = hold.map_or(wait, |h| wait.min(h));
     let taken = tokio::select! {
         r = svc.take(wait) => r,
         _ = gone(tcp) => {
@@ -208,8 +216,7 @@ async fn take_channel(
     };
     match taken {
         Ok(ch) => {
-            let ep = shared.sessions.ep_of(ch.session);
-            seat.carried_by(ch.session, ep, ch.opened_by_hub());
+            shared.carried(seat, ch.session, ch.opened_by_hub());
             Ok((ch.opened_by_hub(), ch.modern, ch.tunnel))
         }
         Err(e) => {

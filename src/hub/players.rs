@@ -34,6 +34,9 @@ pub(crate) struct Player {
     session: AtomicU64,
     /// The ep of that session (it may log in again meanwhile).
     ep: std::sync::OnceLock<Arc<str>>,
+    /// The serial of that ep's certificate, so a revocation finds every
+    /// player it carries, on this session or an earlier one.
+    serial: std::sync::OnceLock<Arc<str>>,
     over_quic: AtomicBool,
     /// The ep's dial of the service at home, in µs, as the ep reported.
     dial_us: AtomicU64,
@@ -79,12 +82,30 @@ impl Player {
     }
 
     /// Carried by `session` of `ep` from now.
-    pub fn carried_by(&self, session: u64, ep: Option<Arc<str>>, over_quic: bool) {
+    pub fn carried_by(
+        &self,
+        session: u64,
+        (ep, serial): (Option<Arc<str>>, Option<Arc<str>>),
+        over_quic: bool,
+    ) {
         self.over_quic.store(over_quic, Ordering::Relaxed);
         if let Some(ep) = ep {
             let _ = self.ep.set(ep);
         }
+        if let Some(serial) = serial {
+            let _ = self.serial.set(serial);
+        }
         self.session.store(session, Ordering::Relaxed);
+    }
+
+    /// The serial of the certificate of the ep that carries it.
+    pub fn serial(&self) -> Option<&str> {
+        self.serial.get().map(|s| &**s)
+    }
+
+    /// Ends it from outside, saying `why` (as a kick does).
+    pub fn cut_off(&self, why: &'static str) {
+        self.end(why);
     }
 
     pub fn service(&self) -> &str {
@@ -186,6 +207,7 @@ impl Players {
             meter,
             session: AtomicU64::new(UNSET),
             ep: std::sync::OnceLock::new(),
+            serial: std::sync::OnceLock::new(),
             over_quic: AtomicBool::new(false),
             dial_us: AtomicU64::new(UNSET),
             rate: AtomicU64::new(0),

@@ -22,7 +22,7 @@ struct Entry {
     session: u64,
     /// Its ep's name, shared with the players it carries.
     name: Arc<str>,
-    serial: String,
+    serial: Arc<str>,
     cert: Option<rustls::pki_types::CertificateDer<'static>>,
     ip: IpAddr,
     version: String,
@@ -94,7 +94,15 @@ struct State {
     by_ep: HashMap<String, Entry>,
     ips: HashMap<IpAddr, usize>,
     next_id: u64,
+    /// The certificate serials of sessions that ended lately: a player
+    /// whose channel was taken just before its session ended still learns
+    /// whose certificate carries it (a revocation then reaches it).
+    gone: HashMap<u64, Arc<str>>,
 }
+
+/// Ended sessions' serials remembered (the window is a channel's hand-over,
+/// milliseconds); past this many the memory starts again.
+const GONE_KEPT: usize = 4096;
 
 pub(crate) struct Sessions {
     state: Mutex<State>,
@@ -196,7 +204,7 @@ impl Sessions {
         let entry = Entry {
             session: id,
             name: ep.into(),
-            serial: serial.to_string(),
+            serial: serial.into(),
             cert: cert.cloned(),
             ip,
             version: version.to_string(),
@@ -314,6 +322,15 @@ impl Sessions {
         let st = self.lock();
         let e = st.by_ep.values().find(|e| e.session == session)?;
         Some(e.name.clone())
+    }
+
+    /// The certificate serial of `session`, live or lately ended.
+    pub fn serial_of(&self, session: u64) -> Option<Arc<str>> {
+        let st = self.lock();
+        match st.by_ep.values().find(|e| e.session == session) {
+            Some(e) => Some(e.serial.clone()),
+            None => st.gone.get(&session).cloned(),
+        }
     }
 
     /// The round trip to `ep`, if it is logged in and measured.
@@ -512,7 +529,7 @@ impl Sessions {
         let st = self.lock();
         let mut n = 0;
         for (ep, e) in &st.by_ep {
-            if revoked.contains(&e.serial) {
+            if revoked.contains(&*e.serial) {
                 tracing::warn!(ep, "ep certificate revoked; closing its session");
                 e.end.end(CloseKind::Revoked, "certificate revoked");
                 n += 1;
@@ -565,6 +582,10 @@ impl Drop for SessionGuard {
             && let Some(e) = st.by_ep.remove(&self.ep)
         {
             self.sessions.mark_gone(&self.ep, &e.version);
+            if st.gone.len() >= GONE_KEPT {
+                st.gone.clear();
+            }
+            st.gone.insert(self.id, e.serial.clone());
         }
         if let Some(n) = st.ips.get_mut(&self.ip) {
             *n -= 1;

@@ -210,8 +210,7 @@ impl Run {
             };
             match taken {
                 Ok(ch) => {
-                    let ep = self.shared.sessions.ep_of(ch.session);
-                    seat.carried_by(ch.session, ep, ch.opened_by_hub());
+                    self.shared.carried(seat, ch.session, ch.opened_by_hub());
                     (ch.opened_by_hub(), ch.tunnel)
                 }
                 Err(e) => return Err(e.to_string()),
