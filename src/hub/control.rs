@@ -436,7 +436,7 @@ async fn log_in(
         // Its datagrams are read from a session on, not before.
         link: quic.map(crate::quic::Link::new),
     };
-    let still_valid = || still_valid(shared, ep, &hash, addr.ip(), &peer.serial);
+    let still_valid = || still_valid(shared, ep, &hash, addr.ip(), peer);
     let mut skipped = std::mem::take(&mut matched.unauthorised);
     skipped.append(&mut matched.refused);
     let offered = matched.services.clone();
@@ -494,7 +494,7 @@ fn still_valid(
     ep: &str,
     hash: &str,
     ip: std::net::IpAddr,
-    serial: &str,
+    peer: &Peer,
 ) -> Result<(), (RefusalKind, String)> {
     let s = shared.settings();
     if s.credentials.for_ep(ep) != Some(hash) {
@@ -511,8 +511,20 @@ fn still_valid(
         .revoked
         .read()
         .unwrap_or_else(|p| p.into_inner());
-    if revoked.contains(serial) {
+    if revoked.contains(&peer.serial) {
         return Err((RefusalKind::Other, "certificate revoked".into()));
+    }
+    drop(revoked);
+    // A CA replaced during the login (the reload's sweep ran before this
+    // session existed).
+    let trust = shared.trust.loaded.get();
+    if peer
+        .cert
+        .as_ref()
+        .is_some_and(|c| !trust.material.issued(c))
+    {
+        let why = "the hub's CA changed during the login and did not issue this certificate";
+        return Err((RefusalKind::Other, why.into()));
     }
     Ok(())
 }
@@ -707,9 +719,18 @@ fn millis(d: Duration) -> u64 {
     d.as_millis().try_into().unwrap_or(u64::MAX)
 }
 
-/// Whether the hub ended it on purpose (rather than the ep leaving, or
-/// its connection failing).
-pub(super) async fn session(shared: Arc<Shared>, s: LoggedIn) -> bool {
+/// Who ended a session.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Ended {
+    /// The hub, on purpose (revoked, replaced, a token or grant changed).
+    Hub,
+    /// The ep closed its control connection itself.
+    Ep,
+    /// The hub found it failing (silence, junk, an ep that reads nothing).
+    Failed,
+}
+
+pub(super) async fn session(shared: Arc<Shared>, s: LoggedIn) -> Ended {
     let LoggedIn {
         tls,
         guard,
@@ -729,14 +750,18 @@ pub(super) async fn session(shared: Arc<Shared>, s: LoggedIn) -> bool {
     let (mut paced, mut reloads) = (super::pace::Paced::new(pace), shared.reloads.subscribe());
     let mut told = Told::default();
     // A write cut short by the session's end may have left half a frame:
-    // nothing more is written after it.
-    let mut cut = false;
+    // nothing more is written after it. `ep_left`: the ep closed its
+    // control connection itself (its drain on SIGTERM), no failure found.
+    let (mut cut, mut ep_left) = (false, false);
     let (reason, told) = loop {
         let out = tokio::select! {
             msg = rd.read::<EpMsg>() => {
                 let msg = match msg {
                     Ok(m) => m,
-                    Err(e) => break (format!("control connection: {e}"), None),
+                    Err(e) => {
+                        ep_left = matches!(e, proto::FrameError::Closed);
+                        break (format!("control connection: {e}"), None);
+                    }
                 };
                 silence.as_mut().reset(tokio::time::Instant::now() + t.heartbeat_timeout);
                 told.heard(&shared, &guard, &msg);
@@ -770,25 +795,35 @@ pub(super) async fn session(shared: Arc<Shared>, s: LoggedIn) -> bool {
         match wrote {
             Ok(Ok(())) => {}
             Ok(Err(e)) => break (format!("control connection: {e}"), None),
-            Err(_) => {
-                break (
-                    format!("the ep read nothing for {:?}", t.heartbeat_timeout),
-                    None,
-                );
-            }
+            Err(_) => break (unread(t.heartbeat_timeout), None),
         }
     };
     if let Some(kind) = told.filter(|_| !cut) {
-        // Ended on purpose: say why, so the ep's operator can act on it.
-        let bye = HubMsg::Closing {
-            reason: reason.clone(),
-            kind: modern.then_some(kind),
-        };
-        let _ =
-            tokio::time::timeout(Duration::from_millis(500), proto::write_msg(&mut wr, &bye)).await;
+        goodbye(&mut wr, &reason, modern.then_some(kind)).await;
     }
     ended(&shared, guard, &reason, told);
-    told.is_some()
+    match (told, ep_left) {
+        (Some(_), _) => Ended::Hub,
+        (None, true) => Ended::Ep,
+        (None, false) => Ended::Failed,
+    }
+}
+
+fn unread(within: Duration) -> String {
+    format!("the ep read nothing for {within:?}")
+}
+
+/// Ended on purpose: say why, so the ep's operator can act on it.
+async fn goodbye<W: tokio::io::AsyncWrite + Unpin>(
+    wr: &mut W,
+    reason: &str,
+    kind: Option<CloseKind>,
+) {
+    let bye = HubMsg::Closing {
+        reason: reason.to_string(),
+        kind,
+    };
+    let _ = tokio::time::timeout(Duration::from_millis(500), proto::write_msg(wr, &bye)).await;
 }
 
 /// A heartbeat's work: pools topped up, the round trip measured, and
@@ -980,7 +1015,7 @@ fn ended(
     // logged in again) keeps its players on their own channels.
     let drain = shared.settings().timing.drain_timeout;
     let doom = match told {
-        Some(CloseKind::Revoked) => Some((Duration::ZERO, "the ep's certificate was revoked")),
+        Some(CloseKind::Revoked) => Some((Duration::ZERO, super::REVOKED)),
         Some(CloseKind::Other) => Some((drain, "the hub closed the ep's session")),
         _ => None,
     };

@@ -207,22 +207,30 @@ fn on_incoming(shared: &Arc<Shared>, incoming: quinn::Incoming) {
                 return;
             };
             let link = s.link();
-            let by_hub = session(sh.clone(), s).await;
+            let ended = session(sh.clone(), s).await;
             // Its players keep the connection until they are done; then
-            // nothing holds it open. Ended by the hub, they have the hub's
-            // drain; ended by the ep (its own drain on SIGTERM, a new
-            // login), the ep decides when, as its TLS channels would
+            // nothing holds it open. Ended by the hub, or found failing,
+            // they have the hub's drain; ended by the ep (its own drain on
+            // SIGTERM), the ep decides when, as its TLS channels would
             // outlive the control connection: it closes the connection at
-            // the end of its drain, or the idle timeout does if it is gone.
+            // the end of its drain (at most the longest drain there is),
+            // or the idle timeout does if it is gone.
             if let Some(link) = link {
-                let drain = by_hub.then(|| sh.settings().timing.drain_timeout);
-                link.close_when_idle(drain, &sh.hard_stop, "session over")
+                let drain = match ended {
+                    super::control::Ended::Ep => MAX_EP_DRAIN,
+                    _ => sh.settings().timing.drain_timeout,
+                };
+                link.close_when_idle(Some(drain), &sh.hard_stop, "session over")
                     .await;
             }
         }
         .instrument(span),
     );
 }
+
+/// The longest `drain_timeout` an ep may have: how long the hub keeps the
+/// connection of an ep that left (draining its players) at most.
+const MAX_EP_DRAIN: std::time::Duration = std::time::Duration::from_secs(3600);
 
 /// The door's checks before any cryptography: the allowlist, a retry
 /// for an address not yet validated, then the gate. The connection to
