@@ -61,7 +61,15 @@ pub(crate) fn load<T: DeserializeOwned>(
 ) -> Result<T, ConfigError> {
     // Not "not found" for a file this user may not read (a folder of the
     // service's user, a sandbox hiding /home): say what stops it.
-    match std::fs::File::open(path).and_then(|f| f.metadata()) {
+    // The type first: opening a FIFO put there would block for ever.
+    let read = std::fs::metadata(path).and_then(|m| {
+        if m.is_file() {
+            std::fs::File::open(path).map(|_| m)
+        } else {
+            Ok(m)
+        }
+    });
+    match read {
         Ok(m) if m.is_file() => {}
         Ok(_) => {
             let why = "not a regular file".to_string();

@@ -145,11 +145,12 @@ fn restart_keys(s: &HubSettings) -> BTreeMap<String, String> {
         ),
         (
             "enrol",
-            // Where it listens, the folder it records enrolments in and
-            // the key it signs with: all held by the running door.
+            // Where it listens, the folder it records enrolments in, the
+            // CA it hands out and the key it signs with: all held by the
+            // running door.
             s.enrol
                 .as_ref()
-                .map(|e| format!("{} {:?} {:?}", e.bind, e.state, e.ca_key))
+                .map(|e| format!("{} {:?} {:?} {:?}", e.bind, e.state, e.ca, e.ca_key))
                 .unwrap_or_default(),
         ),
         ("health", format!("{:?}", s.health)),

@@ -62,19 +62,30 @@ pub(crate) struct Homes {
     /// (a server slower to open its port than `wake_timeout`, a command
     /// that hangs) or a reload leaves it running; the next join waits on
     /// the port again instead of starting a second server on one world.
-    wake_running: Arc<Mutex<std::collections::HashSet<String>>>,
+    /// A reload that changes the command runs the new one.
+    wake_running: Arc<Mutex<HashMap<String, Started>>>,
+}
+
+/// A wake command running: which one, since when, and its mark's id.
+struct Started {
+    id: u64,
+    argv: Vec<String>,
+    at: Instant,
 }
 
 /// One service's wake command, marked running until its process exits.
 struct Running {
-    set: Arc<Mutex<std::collections::HashSet<String>>>,
+    map: Arc<Mutex<HashMap<String, Started>>>,
     service: String,
+    id: u64,
 }
 
 impl Drop for Running {
     fn drop(&mut self) {
-        let mut set = self.set.lock().unwrap_or_else(|p| p.into_inner());
-        set.remove(&self.service);
+        let mut map = self.map.lock().unwrap_or_else(|p| p.into_inner());
+        if map.get(&self.service).is_some_and(|s| s.id == self.id) {
+            map.remove(&self.service);
+        }
     }
 }
 
@@ -274,19 +285,29 @@ impl Homes {
     /// running: then only the port decides (the sender is dropped).
     fn run_wake(&self, service: &str, argv: &[String]) -> oneshot::Receiver<bool> {
         let mut running = self.wake_running.lock().unwrap_or_else(|p| p.into_inner());
-        if !running.insert(service.to_string()) {
-            tracing::info!(
+        if let Some(s) = running.get(service).filter(|s| s.argv == argv) {
+            tracing::warn!(
                 service,
+                running_for = ?s.at.elapsed(),
                 "a player found the service away; its wake command from before is still \
-                 running, so it is not run again: waiting for the port"
+                 running, so it is not run again: waiting for the port (a command that \
+                 hangs blocks wakes until it ends, is changed, or the ep restarts)"
             );
             return oneshot::channel().1;
         }
+        let id = self.ids.fetch_add(1, Ordering::Relaxed);
+        let started = Started {
+            id,
+            argv: argv.to_vec(),
+            at: Instant::now(),
+        };
+        running.insert(service.to_string(), started);
         drop(running);
         tracing::info!(service, command = ?argv, "a player found the service away: waking it");
         let mark = Running {
-            set: self.wake_running.clone(),
+            map: self.wake_running.clone(),
             service: service.to_string(),
+            id,
         };
         run(service, "wake", argv, Some(mark))
     }
