@@ -480,22 +480,27 @@ impl Shared {
     /// revocation that landed while its channel was handed over) it is cut
     /// at once. The revocation's own sweep (`crl::apply_serials`) finds
     /// every player noted before it.
-    pub(crate) fn carried(&self, seat: &players::Player, session: u64, over_quic: bool) {
+    /// Whether it may go on (false: cut, nothing more is sent on its
+    /// channel).
+    pub(crate) fn carried(&self, seat: &players::Player, session: u64, over_quic: bool) -> bool {
         let carrier = (
             self.sessions.ep_of(session),
             self.sessions.serial_of(session),
         );
-        let revoked = carrier.1.as_deref().is_some_and(|s| {
+        // Noted first, then the list read: a revocation written after the
+        // read sweeps this player (its serial is there to find).
+        seat.carried_by(session, carrier, over_quic);
+        let revoked = seat.serial().is_some_and(|s| {
             self.trust
                 .revoked
                 .read()
                 .unwrap_or_else(|p| p.into_inner())
                 .contains(s)
         });
-        seat.carried_by(session, carrier, over_quic);
         if revoked {
             seat.cut_off(REVOKED);
         }
+        !revoked
     }
 
     /// `svc` lost its ep (it let go, its session ended, a reload took it

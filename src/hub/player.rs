@@ -216,7 +216,13 @@ async fn take_channel(
     };
     match taken {
         Ok(ch) => {
-            shared.carried(seat, ch.session, ch.opened_by_hub());
+            if !shared.carried(seat, ch.session, ch.opened_by_hub()) {
+                let mut tunnel = ch.tunnel;
+                tunnel.abort();
+                net::abort_on_close(tcp);
+                tracing::info!("player closed: {}", super::REVOKED);
+                return Err(None);
+            }
             Ok((ch.opened_by_hub(), ch.modern, ch.tunnel))
         }
         Err(e) => {

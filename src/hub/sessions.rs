@@ -98,10 +98,25 @@ struct State {
     /// whose channel was taken just before its session ended still learns
     /// whose certificate carries it (a revocation then reaches it).
     gone: HashMap<u64, Arc<str>>,
+    /// Their order, oldest first, so the oldest is forgotten first.
+    gone_order: std::collections::VecDeque<u64>,
+}
+
+impl State {
+    fn remember_gone(&mut self, session: u64, serial: Arc<str>) {
+        if self.gone.len() >= GONE_KEPT
+            && let Some(oldest) = self.gone_order.pop_front()
+        {
+            self.gone.remove(&oldest);
+        }
+        if self.gone.insert(session, serial).is_none() {
+            self.gone_order.push_back(session);
+        }
+    }
 }
 
 /// Ended sessions' serials remembered (the window is a channel's hand-over,
-/// milliseconds); past this many the memory starts again.
+/// milliseconds); past this many the oldest is forgotten.
 const GONE_KEPT: usize = 4096;
 
 pub(crate) struct Sessions {
@@ -217,14 +232,11 @@ impl Sessions {
             link: link.clone(),
             rtt: rtt.clone(),
         };
-        self.metrics
-            .ep_connected
-            .get_or_create(&crate::metrics::EpLabel {
-                ep: ep.to_string(),
-                version: version.to_string(),
-            })
-            .set(1);
+        self.mark_connected(ep, version);
         if let Some(old) = st.by_ep.insert(ep.to_string(), entry) {
+            // Its guard will find the new session in its place: the old
+            // one's serial is remembered here.
+            st.remember_gone(old.session, old.serial.clone());
             self.replaced(ep, version, old);
         }
         *st.ips.entry(ip).or_default() += 1;
@@ -301,6 +313,14 @@ impl Sessions {
             }
         }
         out
+    }
+
+    fn mark_connected(&self, ep: &str, version: &str) {
+        let label = crate::metrics::EpLabel {
+            ep: ep.to_string(),
+            version: version.to_string(),
+        };
+        self.metrics.ep_connected.get_or_create(&label).set(1);
     }
 
     /// An ep (or its version) is gone: its series goes too, so eps come
@@ -582,10 +602,7 @@ impl Drop for SessionGuard {
             && let Some(e) = st.by_ep.remove(&self.ep)
         {
             self.sessions.mark_gone(&self.ep, &e.version);
-            if st.gone.len() >= GONE_KEPT {
-                st.gone.clear();
-            }
-            st.gone.insert(self.id, e.serial.clone());
+            st.remember_gone(self.id, e.serial.clone());
         }
         if let Some(n) = st.ips.get_mut(&self.ip) {
             *n -= 1;

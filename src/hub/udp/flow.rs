@@ -210,7 +210,11 @@ impl Run {
             };
             match taken {
                 Ok(ch) => {
-                    self.shared.carried(seat, ch.session, ch.opened_by_hub());
+                    if !self.shared.carried(seat, ch.session, ch.opened_by_hub()) {
+                        let mut tunnel = ch.tunnel;
+                        tunnel.abort();
+                        return Err(crate::hub::REVOKED.into());
+                    }
                     (ch.opened_by_hub(), ch.tunnel)
                 }
                 Err(e) => return Err(e.to_string()),
