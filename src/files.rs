@@ -27,10 +27,13 @@ pub(crate) fn lock(path: &Path) -> Result<fs::File> {
     made.read(true).write(true).create_new(true);
     #[cfg(unix)]
     std::os::unix::fs::OpenOptionsExt::mode(&mut made, 0o600);
+    // An existing lock is opened as itself only: not through a link (a
+    // dangling one would make root create its target), not a FIFO or a
+    // device (checked below), and never created here.
     let mut opts = fs::OpenOptions::new();
-    opts.read(true).write(true).create(true).truncate(false);
+    opts.read(true).write(true);
     #[cfg(unix)]
-    std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
+    std::os::unix::fs::OpenOptionsExt::custom_flags(&mut opts, libc::O_NOFOLLOW | libc::O_NONBLOCK);
     let opened = match made.open(path) {
         Ok(f) => {
             owned_like_folder(&f, path);
@@ -44,11 +47,16 @@ pub(crate) fn lock(path: &Path) -> Result<fs::File> {
         // as `ferry`): say how to run it, not only that it failed.
         let hint = if e.kind() == std::io::ErrorKind::PermissionDenied {
             "; run ferry's commands as the user the hub runs as (`sudo -u ferry ferry ...`)"
+        } else if e.raw_os_error() == Some(libc::ELOOP) {
+            " (it is a link: a lock must be a file of its own; move the link away)"
         } else {
             ""
         };
         anyhow::Error::new(e).context(format!("cannot open the lock {}{hint}", path.display()))
     })?;
+    if !file.metadata().is_ok_and(|m| m.is_file()) {
+        bail!("{} is not a regular file; move it away", path.display());
+    }
     let deadline = Instant::now() + LOCK_WAIT;
     let mut pause = Duration::from_millis(1);
     loop {
