@@ -123,7 +123,8 @@ async fn handle_login(shared: &Arc<Shared>, tcp: TcpStream, addr: SocketAddr) ->
     let named = Named::default();
     let login = async {
         let tls = shared.trust.accept_tls(tcp).await.map_err(Refusal::Tls)?;
-        let peer = Peer::of(tls.get_ref().1.peer_certificates());
+        let mut peer = Peer::of(tls.get_ref().1.peer_certificates());
+        peer.verified_by = Some(shared.trust.loaded.get().material.clone());
         let resumed = shared.trust.check_resumed(&tls);
         let from = (addr, &named);
         authenticate(shared, Tunnel::Tls(tls), None, peer, resumed, from, ctrl_tx).await
@@ -211,12 +212,16 @@ pub(super) struct Peer {
     pub ep: String,
     pub serial: String,
     pub cert: Option<rustls::pki_types::CertificateDer<'static>>,
+    /// The TLS material in force when it was verified (a login's): a CA
+    /// replaced since is checked again before the session registers.
+    pub verified_by: Option<Arc<crate::tls::ServerMaterial>>,
 }
 
 impl Peer {
     pub fn of(certs: Option<&[rustls::pki_types::CertificateDer<'static>]>) -> Peer {
         let cert = certs.and_then(|c| c.first()).cloned();
         Peer {
+            verified_by: None,
             ep: cert
                 .as_ref()
                 .and_then(crate::tls::common_name)
@@ -516,12 +521,18 @@ fn still_valid(
     }
     drop(revoked);
     // A CA replaced during the login (the reload's sweep ran before this
-    // session existed).
+    // session existed); nothing to check (no work under the sessions'
+    // lock) when the material is the one that verified it.
     let trust = shared.trust.loaded.get();
-    if peer
-        .cert
+    let same = peer
+        .verified_by
         .as_ref()
-        .is_some_and(|c| !trust.material.issued(c))
+        .is_some_and(|m| Arc::ptr_eq(m, &trust.material));
+    if !same
+        && peer
+            .cert
+            .as_ref()
+            .is_some_and(|c| !trust.material.issued(c))
     {
         let why = "the hub's CA changed during the login and did not issue this certificate";
         return Err((RefusalKind::Other, why.into()));
