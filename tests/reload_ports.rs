@@ -178,6 +178,13 @@ async fn moving_a_port_to_another_address_says_the_hub_holds_it() {
     if std::net::TcpListener::bind("[::1]:0").is_err() {
         return println!("skipped: no IPv6 on this machine");
     }
+    // The hub runs (its file watcher is set up before its ports serve): a
+    // player is seen at the door.
+    let _player = tokio::net::TcpStream::connect(local(port)).await.unwrap();
+    eventually("a player at the door", Duration::from_secs(10), || {
+        hub.handle.players("a") == Some(1)
+    })
+    .await;
     let outcome = hub.reload_to(&certs, &at("[::]"), &file).await;
     let err = outcome.expect_err("the move was applied");
     assert!(
