@@ -8,7 +8,11 @@
 //!   it is always decided by `MAX_REQUEST` bytes, and no byte past them
 //!   counts;
 //! - the method, path and token read, written again as a client writes
-//!   them, read back equal.
+//!   them, read back equal;
+//! - a request that names the door by an address (which a door without a
+//!   token answers: a page that rebinds its own DNS name sends that name)
+//!   carries no Host, or `localhost`, or an address's characters only,
+//!   with at most a port in digits.
 
 #![no_main]
 
@@ -24,6 +28,22 @@ fn seen(r: Result<Option<Request>, String>) -> Seen {
 }
 
 fuzz_target!(|data: &[u8]| {
+    if let Ok(Some(r)) = parse(data)
+        && r.names_an_address()
+        && let Some(h) = &r.host
+    {
+        let h = h.to_ascii_lowercase();
+        // Any `:digits` at the end is the port.
+        let name = match h.rsplit_once(':') {
+            Some((n, p)) if !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()) => n,
+            _ => h.as_str(),
+        };
+        assert!(
+            name == "localhost"
+                || name.bytes().all(|b| b.is_ascii_hexdigit() || b":.[]".contains(&b)),
+            "{h:?}"
+        );
+    }
     // Nothing past MAX_REQUEST counts.
     let whole = seen(parse(data));
     assert_eq!(seen(parse(&data[..data.len().min(MAX_REQUEST)])), whole);

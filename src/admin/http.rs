@@ -31,11 +31,25 @@ impl Request {
         let Some(host) = self.host.as_deref() else {
             return true;
         };
-        let bare = match host.strip_prefix('[') {
-            Some(v6) => v6.split(']').next().unwrap_or(""),
-            None => host.rsplit_once(':').map_or(host, |(h, _)| h),
+        // An address and nothing else: after it at most `:PORT`, in digits
+        // (`127.0.0.1:80@evil.example` is a name, not an address).
+        let (bare, port) = match host.strip_prefix('[') {
+            Some(v6) => match v6.split_once(']') {
+                Some((a, "")) => (a, None),
+                Some((a, rest)) => match rest.strip_prefix(':') {
+                    Some(p) => (a, Some(p)),
+                    None => return false,
+                },
+                None => return false,
+            },
+            None => match host.rsplit_once(':') {
+                Some((h, p)) => (h, Some(p)),
+                None => (host, None),
+            },
         };
-        bare.eq_ignore_ascii_case("localhost") || bare.parse::<std::net::IpAddr>().is_ok()
+        let port_ok = port.is_none_or(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()));
+        port_ok
+            && (bare.eq_ignore_ascii_case("localhost") || bare.parse::<std::net::IpAddr>().is_ok())
     }
 }
 
@@ -170,6 +184,36 @@ mod tests {
             parse(&over[..MAX_REQUEST]).err().unwrap(),
             "request too large\n"
         );
+    }
+
+    #[test]
+    fn only_an_address_or_localhost_names_the_door() {
+        let named = |host: &str| {
+            let req = format!("GET / HTTP/1.1\r\nHost: {host}\r\n\r\n");
+            parse(req.as_bytes()).unwrap().unwrap().names_an_address()
+        };
+        for yes in [
+            "127.0.0.1",
+            "127.0.0.1:7080",
+            "[::1]",
+            "[::1]:7080",
+            "localhost",
+            "LOCALHOST:80",
+        ] {
+            assert!(named(yes), "{yes}");
+        }
+        for no in [
+            "evil.example",
+            "127.0.0.1.evil.example",
+            "127.0.0.1:80@evil.example",
+            "localhost.evil.example",
+            "[::1]evil",
+            "[::1",
+            "127.0.0.1:",
+            "127.0.0.1:x",
+        ] {
+            assert!(!named(no), "{no}");
+        }
     }
 
     #[test]
