@@ -79,16 +79,7 @@ async fn a_download_goes_on_for_the_whole_drain(t: Transport) {
     player.read_exact(&mut buf[..1024]).await.unwrap();
     let began = std::time::Instant::now();
     let stopping = tokio::spawn(hub.stop());
-    let mut last_byte = began;
-    let end = loop {
-        match tokio::time::timeout(Duration::from_secs(20), player.read(&mut buf)).await {
-            Err(_) => panic!("the drain never ended the download"),
-            Ok(Ok(0)) => break Ok(0),
-            Ok(Ok(_)) => last_byte = std::time::Instant::now(),
-            Ok(Err(e)) => break Err(e),
-        }
-    };
-    let flowed = last_byte - began;
+    let (flowed, end) = flow_until_the_end(&mut player, began).await;
     println!(
         "figure ({t:?}): with a 3 s drain, the download flowed {flowed:?} after the stop, then {end:?}"
     );
@@ -98,6 +89,25 @@ async fn a_download_goes_on_for_the_whole_drain(t: Transport) {
     );
     assert!(end.is_err(), "the cut-off download ended with a clean FIN");
     stopping.await.unwrap();
+}
+
+/// Reads `player`'s download to its end: for how long after `began` bytes
+/// still came, and how it ended (a clean end, or the error).
+async fn flow_until_the_end(
+    player: &mut tokio::net::TcpStream,
+    began: std::time::Instant,
+) -> (Duration, std::io::Result<usize>) {
+    let mut buf = [0u8; 4096];
+    let mut last_byte = began;
+    let end = loop {
+        match tokio::time::timeout(Duration::from_secs(20), player.read(&mut buf)).await {
+            Err(_) => panic!("the drain never ended the download"),
+            Ok(Ok(0)) => break Ok(0),
+            Ok(Ok(_)) => last_byte = std::time::Instant::now(),
+            Ok(Err(e)) => break Err(e),
+        }
+    };
+    (last_byte - began, end)
 }
 
 on_every_transport!(a_second_sigterm_during_the_drain_stops_at_once);
@@ -165,16 +175,7 @@ async fn an_ep_stopping_drains_its_players_for_its_own_drain_timeout(t: Transpor
     player.read_exact(&mut buf[..1024]).await.unwrap();
     let began = std::time::Instant::now();
     let stopping = tokio::spawn(ep.stop());
-    let mut last_byte = began;
-    let end = loop {
-        match tokio::time::timeout(Duration::from_secs(20), player.read(&mut buf)).await {
-            Err(_) => panic!("the ep's drain never ended the download"),
-            Ok(Ok(0)) => break Ok(0),
-            Ok(Ok(_)) => last_byte = std::time::Instant::now(),
-            Ok(Err(e)) => break Err(e),
-        }
-    };
-    let flowed = last_byte - began;
+    let (flowed, end) = flow_until_the_end(&mut player, began).await;
     println!(
         "figure ({t:?}): with the ep's 4 s drain, the download flowed {flowed:?}, then {end:?}"
     );

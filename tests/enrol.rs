@@ -34,14 +34,21 @@ async fn enrol_hub(certs: &Certs) -> (TestHub, std::path::PathBuf, u16, SocketAd
 
 /// `ferry hub invite` for `ep`; the line it printed.
 fn invite(file: &Path, ep: &str, extra: &[&str]) -> String {
-    let mut args = vec!["hub", "invite", "-c", file.to_str().unwrap(), "--ep", ep];
     // The invite grants the hub's `game`, where it has one.
     let hub_toml = std::fs::read_to_string(file).unwrap();
+    let mut grants = vec![];
     if hub_toml.contains("[services.game]") {
-        args.extend_from_slice(&["--service", "game"]);
+        grants.extend_from_slice(&["--service", "game"]);
     }
-    args.extend_from_slice(extra);
-    let (ok, text) = run(&args);
+    grants.extend_from_slice(extra);
+    invite_granting(file, ep, &grants)
+}
+
+/// `ferry hub invite` for `ep` with exactly `args` after it; the line.
+fn invite_granting(file: &Path, ep: &str, args: &[&str]) -> String {
+    let mut all = vec!["hub", "invite", "-c", file.to_str().unwrap(), "--ep", ep];
+    all.extend_from_slice(args);
+    let (ok, text) = run(&all);
     assert!(ok, "{text}");
     text.lines()
         .find_map(|l| l.trim().strip_prefix("ferry ep join "))
@@ -541,19 +548,13 @@ async fn moving_the_enrolment_folder_waits_for_a_restart() {
     let _ep = TestEp::start(joined_settings(home.path(), game, echo_server().await));
     hub.wait_sessions(1).await;
     let elsewhere = tempfile::tempdir().unwrap();
-    let mut rx = hub.handle.reloads();
-    let before = rx.borrow().0;
     let toml = std::fs::read_to_string(&file).unwrap().replace(
         "[enrol]\n",
         &format!("[enrol]\nstate = {:?}\n", elsewhere.path()),
     );
-    std::fs::write(&file, toml).unwrap();
-    let (_, outcome) =
-        tokio::time::timeout(Duration::from_secs(10), rx.wait_for(|(n, _)| *n > before))
-            .await
-            .expect("the hub reloaded")
-            .unwrap()
-            .clone();
+    let outcome = hub
+        .reload_after(|| std::fs::write(&file, toml).unwrap())
+        .await;
     let plan = outcome.expect("the reload applied");
     assert!(plan.contains("restart") && plan.contains("enrol"), "{plan}");
     assert!(!plan.contains("credentials changed"), "{plan}");
@@ -571,20 +572,7 @@ async fn moving_the_enrolment_folder_waits_for_a_restart() {
 async fn an_ep_invited_for_nothing_yet_logs_in_serving_nothing() {
     let certs = Certs::new();
     let (hub, file, game, _) = enrol_hub(&certs).await;
-    let (ok, text) = run(&[
-        "hub",
-        "invite",
-        "-c",
-        file.to_str().unwrap(),
-        "--ep",
-        "cabin",
-    ]);
-    assert!(ok, "{text}");
-    let line = text
-        .lines()
-        .find_map(|l| l.trim().strip_prefix("ferry ep join "))
-        .unwrap()
-        .to_string();
+    let line = invite_granting(&file, "cabin", &[]);
     let home = tempfile::tempdir().unwrap();
     let (ok, text) = join(&line, home.path()).await;
     assert!(ok, "{text}");

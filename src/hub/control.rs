@@ -1019,19 +1019,16 @@ fn ended(
     for svc in served {
         shared.hand_to_offering(&svc);
     }
-    // Closed by the hub on purpose: the ep's players do not stay with it.
-    // A revoked certificate loses them at once; a token or an address no
-    // longer valid (or a re-enrolment) lets them finish as a removed
-    // service does, within the drain. An ep that merely went away (or
-    // logged in again) keeps its players on their own channels.
-    let drain = shared.settings().timing.drain_timeout;
-    let doom = match told {
-        Some(CloseKind::Revoked) => Some((Duration::ZERO, super::REVOKED)),
-        Some(CloseKind::Other) => Some((drain, "the hub closed the ep's session")),
-        _ => None,
-    };
-    if let Some((after, why)) = doom {
-        shared.end_players_after(after, move |p| p.session() == Some(id), why);
+    // Closed by the hub on purpose (a token or an address no longer
+    // valid, a re-enrolment): its players finish as a removed service's
+    // do, within the drain. A revoked certificate's players are cut by
+    // the revocation's own sweep (`crl::apply_serials`, by serial); an ep
+    // that merely went away (or logged in again) keeps its players on
+    // their own channels.
+    if told == Some(CloseKind::Other) {
+        let drain = shared.settings().timing.drain_timeout;
+        let why = "the hub closed the ep's session";
+        shared.end_players_after(drain, move |p| p.session() == Some(id), why);
     }
     if told == Some(CloseKind::ShuttingDown) {
         tracing::debug!(ep = %ep, session = id, "ep session ended: {reason}");

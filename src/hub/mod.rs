@@ -483,10 +483,7 @@ impl Shared {
     /// Whether it may go on (false: cut, nothing more is sent on its
     /// channel).
     pub(crate) fn carried(&self, seat: &players::Player, session: u64, over_quic: bool) -> bool {
-        let carrier = (
-            self.sessions.ep_of(session),
-            self.sessions.serial_of(session),
-        );
+        let carrier = self.sessions.carrier(session);
         // Noted first, then the list read: a revocation written after the
         // read sweeps this player (its serial is there to find).
         seat.carried_by(session, carrier, over_quic);

@@ -192,6 +192,10 @@ fn on_incoming(shared: &Arc<Shared>, incoming: quinn::Incoming) {
                     .accept_bi()
                     .await
                     .map_err(|e| Refusal::Tls(std::io::Error::other(e)))?;
+                // The ep opens this stream and no other: without this, the
+                // stream freed by a failed login would give back its credit
+                // and a stranger could open another before the close.
+                c.set_max_concurrent_bi_streams(quinn::VarInt::from_u32(0));
                 unproven.heard();
                 let control = Tunnel::Quic(QuicStream::control(send, recv));
                 let from = (addr, &named);

@@ -337,19 +337,14 @@ impl Sessions {
         self.lock().by_ep.get(ep).map(|e| e.link.is_some())
     }
 
-    /// The ep carrying `session`, if it is logged in (its name shared).
-    pub fn ep_of(&self, session: u64) -> Option<Arc<str>> {
-        let st = self.lock();
-        let e = st.by_ep.values().find(|e| e.session == session)?;
-        Some(e.name.clone())
-    }
-
-    /// The certificate serial of `session`, live or lately ended.
-    pub fn serial_of(&self, session: u64) -> Option<Arc<str>> {
+    /// Who carries `session`: its ep, if it is logged in (the name
+    /// shared), and its certificate's serial, live or lately ended. One
+    /// look under the lock, per player handed a channel.
+    pub fn carrier(&self, session: u64) -> (Option<Arc<str>>, Option<Arc<str>>) {
         let st = self.lock();
         match st.by_ep.values().find(|e| e.session == session) {
-            Some(e) => Some(e.serial.clone()),
-            None => st.gone.get(&session).cloned(),
+            Some(e) => (Some(e.name.clone()), Some(e.serial.clone())),
+            None => (None, st.gone.get(&session).cloned()),
         }
     }
 

@@ -260,9 +260,15 @@ impl TestHub {
         o: &HubOpts,
         file: &Path,
     ) -> Result<String, String> {
+        self.reload_after(|| save_hub_toml(certs, o, file)).await
+    }
+
+    /// Runs `change` (a file the hub follows written) and waits for that
+    /// reload's outcome.
+    pub async fn reload_after(&self, change: impl FnOnce()) -> Result<String, String> {
         let mut rx = self.handle.reloads();
         let before = rx.borrow().0;
-        save_hub_toml(certs, o, file);
+        change();
         let (_, outcome) =
             tokio::time::timeout(Duration::from_secs(10), rx.wait_for(|(n, _)| *n > before))
                 .await
