@@ -27,7 +27,7 @@ pub fn tune_plain(tcp: &TcpStream) {
 /// UDP sockets: room for a burst (a 200 Mbit/s flow delivers a default
 /// 208 KiB buffer's worth in 8 ms), so a moment of scheduling delay drops
 /// nothing. The kernel caps the size at `net.core.rmem_max`.
-pub fn tune_udp(udp: &tokio::net::UdpSocket) {
+pub fn tune_udp(udp: &impl std::os::fd::AsFd) {
     let s = SockRef::from(udp);
     let _ = s.set_recv_buffer_size(4 << 20);
     let _ = s.set_send_buffer_size(4 << 20);

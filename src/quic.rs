@@ -152,6 +152,17 @@ pub fn ep_transport(idle: Duration) -> std::sync::Arc<quinn::TransportConfig> {
     std::sync::Arc::new(t)
 }
 
+/// The UDP socket under a QUIC endpoint, bound to `addr`. Its buffers are
+/// those of every UDP socket ferry opens (`net::tune_udp`): quinn sets
+/// none, and the kernel's default 208 KiB holds well under a millisecond
+/// of a bulk stream, so a moment's scheduling delay drops packets, which
+/// the congestion controller takes for a congested path.
+pub fn udp_socket(addr: std::net::SocketAddr) -> std::io::Result<std::net::UdpSocket> {
+    let socket = std::net::UdpSocket::bind(addr)?;
+    crate::net::tune_udp(&socket);
+    Ok(socket)
+}
+
 /// Ends a connection abruptly (a TCP reset, a QUIC stream reset).
 pub trait Abort {
     fn abort(&mut self);

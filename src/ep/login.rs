@@ -419,7 +419,12 @@ pub fn quic_endpoint(hub: SocketAddr) -> Result<quinn::Endpoint, LoginError> {
     } else {
         (std::net::Ipv6Addr::UNSPECIFIED, 0).into()
     };
-    quinn::Endpoint::client(bind).map_err(|e| LoginError::Quic {
+    let endpoint = || -> std::io::Result<quinn::Endpoint> {
+        let socket = crate::quic::udp_socket(bind)?;
+        let runtime: Arc<dyn quinn::Runtime> = Arc::new(quinn::TokioRuntime);
+        quinn::Endpoint::new(quinn::EndpointConfig::default(), None, socket, runtime)
+    };
+    endpoint().map_err(|e| LoginError::Quic {
         addr: hub.to_string(),
         why: e.to_string(),
     })

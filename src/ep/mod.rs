@@ -316,6 +316,6 @@ impl Ep {
         } else {
             (std::net::Ipv6Addr::UNSPECIFIED, 0).into()
         };
-        endpoint.rebind(std::net::UdpSocket::bind(to.unwrap_or(any))?)
+        endpoint.rebind(crate::quic::udp_socket(to.unwrap_or(any))?)
     }
 }

@@ -120,7 +120,7 @@ fn bind(
 ) -> Result<quinn::Endpoint> {
     let config = server_config(tls, settings, token_key)?;
     let bind = || -> std::io::Result<quinn::Endpoint> {
-        let socket = std::net::UdpSocket::bind(addr)?;
+        let socket = crate::quic::udp_socket(addr)?;
         let runtime: Arc<dyn quinn::Runtime> = Arc::new(quinn::TokioRuntime);
         let socket = Filtered::new(runtime.wrap_udp_socket(socket)?, allowed);
         quinn::Endpoint::new_with_abstract_socket(
