@@ -273,10 +273,6 @@ fn check_ep(args: &EpArgs) -> Result<EpSettings> {
     EpConfig::load(&args.config, flags)?.check(&args.config)
 }
 
-fn load_ep(args: &EpArgs) -> Result<EpSettings> {
-    crate::ep::read_files(check_ep(args)?)
-}
-
 fn dispatch(cli: Cli) -> Result<()> {
     match cli.role {
         Role::Hub(args) => hub_cmd(args),
@@ -305,8 +301,14 @@ fn hub_cmd(args: HubArgs) -> Result<()> {
         Some(HubCmd::GenCert(g)) => gen_cert(g),
         Some(HubCmd::Revoke(r)) => revoke(r),
         Some(HubCmd::Status(st)) => {
-            let admin = load_hub(&args.run)?.admin;
-            status(admin.map(|a| a.bind), &st, "hub")
+            // Only the admin door's address is needed: not even the config
+            // when `--admin` names it, never the secret files it names
+            // (a user who may ask the door need not read the hub's keys).
+            let bind = match st.admin {
+                Some(_) => None,
+                None => check_hub(&args.run)?.admin.map(|a| a.bind),
+            };
+            status(bind, &st, "hub")
         }
         Some(HubCmd::Ban(b)) => bans::ban(&check_hub(&args.run)?, b),
         Some(HubCmd::Unban(u)) => bans::unban(&check_hub(&args.run)?, u),
@@ -323,8 +325,12 @@ fn ep_cmd(args: EpArgs) -> Result<()> {
         Some(EpCmd::Check) => ep_check(&args),
         Some(EpCmd::Join(j)) => join(j),
         Some(EpCmd::Status(st)) => {
-            let admin = load_ep(&args)?.admin;
-            status(admin.map(|a| a.bind), st, "ep")
+            // As for the hub's: the door's address, nothing secret.
+            let bind = match st.admin {
+                Some(_) => None,
+                None => check_ep(&args)?.admin.map(|a| a.bind),
+            };
+            status(bind, st, "ep")
         }
         None => run_ep(&args),
     }

@@ -218,6 +218,43 @@ async fn a_token_is_required_checked_and_never_logged() {
     let table = String::from_utf8_lossy(&out.stdout);
     println!("figure: ferry hub status →\n{table}");
     assert!(out.status.success() && table.contains("echo"), "{table}");
+    // Asking the door needs its address, nothing secret: a config whose
+    // token file this user cannot read (here: gone) names it, or `--admin`
+    // does without any config.
+    let door_only = certs.path("door-only.toml");
+    let text = std::fs::read_to_string(&config)
+        .unwrap()
+        .replace(
+            "[admin]\nbind = \"127.0.0.1:0\"",
+            &format!("[admin]\nbind = \"{admin}\""),
+        )
+        .replace(
+            &format!("token_hash = {hash:?}"),
+            "token_hash_file = \"/nonexistent/admin.hash\"",
+        );
+    std::fs::write(&door_only, text).unwrap();
+    for args in [
+        vec!["-c".to_string(), door_only.display().to_string()],
+        vec![
+            "--admin".into(),
+            admin.to_string(),
+            "-c".into(),
+            "/nonexistent/hub.toml".into(),
+        ],
+    ] {
+        let out = ferry_cmd()
+            .args(["hub", "status"])
+            .args(&args)
+            .env("FERRY_ADMIN_TOKEN", token)
+            .output()
+            .unwrap();
+        let table = String::from_utf8_lossy(&out.stdout);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            out.status.success() && table.contains("echo"),
+            "{args:?}: {err}"
+        );
+    }
     hub.proc.signal("TERM");
     let mut logged = Vec::new();
     while let Some(l) = hub.proc.next_line(Duration::from_secs(20)) {
