@@ -28,9 +28,13 @@ pub fn tune_plain(tcp: &TcpStream) {
 /// 208 KiB buffer's worth in 8 ms), so a moment of scheduling delay drops
 /// nothing. The kernel caps the size at `net.core.rmem_max`.
 pub fn tune_udp(udp: &impl std::os::fd::AsFd) {
-    let s = SockRef::from(udp);
-    let _ = s.set_recv_buffer_size(4 << 20);
-    let _ = s.set_send_buffer_size(4 << 20);
+    tune_udp_receive(udp);
+    let _ = SockRef::from(udp).set_send_buffer_size(4 << 20);
+}
+
+/// The receiving half of `tune_udp` alone.
+pub fn tune_udp_receive(udp: &impl std::os::fd::AsFd) {
+    let _ = SockRef::from(udp).set_recv_buffer_size(4 << 20);
 }
 
 /// Control connections: heartbeats guarantee traffic both ways, so unacked
@@ -41,7 +45,7 @@ pub fn tune_control(tcp: &TcpStream) {
     let _ = tcp.set_nodelay(true);
     keepalive(tcp, Duration::from_secs(15), Duration::from_secs(5), 3);
     #[cfg(any(target_os = "linux", target_os = "android"))]
-    let _ = SockRef::from(tcp).set_tcp_user_timeout(Some(Duration::from_secs(30)));
+    let _ = SockRef::from(tcp).set_tcp_user_timeout(Some(UNACKED_MAX));
 }
 
 /// Channels: keepalive only. TCP_USER_TIMEOUT would count time spent
@@ -53,6 +57,22 @@ pub fn tune_control(tcp: &TcpStream) {
 pub fn tune_channel(tcp: &TcpStream) {
     let _ = tcp.set_nodelay(true);
     keepalive(tcp, Duration::from_secs(15), Duration::from_secs(5), 3);
+}
+
+/// The longest ferry lets a hub–ep connection leave data unacknowledged.
+#[cfg(any(target_os = "linux", target_os = "android"))]
+const UNACKED_MAX: Duration = Duration::from_secs(30);
+
+/// A connection whose sent data goes unacknowledged for `within` (at most
+/// `UNACKED_MAX`, as control's) is broken, rather than after the kernel's
+/// ~15 minutes of retries. The timeout also replaces keepalive's count of
+/// probes, so it is never longer. Only where a zero window cannot last:
+/// see `quic::Unacked`.
+pub fn give_up_unacked(tcp: &TcpStream, within: Duration) {
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    let _ = SockRef::from(tcp).set_tcp_user_timeout(Some(within.min(UNACKED_MAX)));
+    #[cfg(not(any(target_os = "linux", target_os = "android")))]
+    let _ = (tcp, within);
 }
 
 /// Makes the coming close of `tcp` a reset rather than a FIN: when the

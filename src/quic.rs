@@ -152,14 +152,18 @@ pub fn ep_transport(idle: Duration) -> std::sync::Arc<quinn::TransportConfig> {
     std::sync::Arc::new(t)
 }
 
-/// The UDP socket under a QUIC endpoint, bound to `addr`. Its buffers are
-/// those of every UDP socket ferry opens (`net::tune_udp`): quinn sets
-/// none, and the kernel's default 208 KiB holds well under a millisecond
-/// of a bulk stream, so a moment's scheduling delay drops packets, which
-/// the congestion controller takes for a congested path.
+/// The UDP socket under a QUIC endpoint, bound to `addr`. It receives
+/// into the 4 MiB every UDP socket of ferry has (`net::tune_udp`): quinn
+/// sets none, and the kernel's default 208 KiB holds well under a
+/// millisecond of a bulk stream, so a moment's scheduling delay drops
+/// packets, which the congestion controller takes for a congested path.
+/// It sends from the kernel's default buffer: what it holds waits in the
+/// host's queue ahead of every player's next packet when the host's own
+/// link is the narrowest (4 MiB measured 96 ms of queue at 100 Mbit/s
+/// beside a download, the default 19 ms: BENCHMARKS.md, "Levers tried").
 pub fn udp_socket(addr: std::net::SocketAddr) -> std::io::Result<std::net::UdpSocket> {
     let socket = std::net::UdpSocket::bind(addr)?;
-    crate::net::tune_udp(&socket);
+    crate::net::tune_udp_receive(&socket);
     Ok(socket)
 }
 
@@ -186,6 +190,27 @@ impl Abort for QuicStream {
     }
 }
 
+/// Bounds how long a path may leave what was sent unacknowledged before
+/// it counts as broken. Only for a path no one can hold behind a zero
+/// window: a UDP flow's channel (its datagrams are sent on or lost, never
+/// held), never a TCP player's (see `net::tune_channel`). A QUIC stream's
+/// connection is bounded already, by its idle timeout.
+pub trait Unacked {
+    fn give_up_after(&self, within: std::time::Duration);
+}
+
+impl Unacked for tokio_rustls::server::TlsStream<tokio::net::TcpStream> {
+    fn give_up_after(&self, within: std::time::Duration) {
+        crate::net::give_up_unacked(self.get_ref().0, within);
+    }
+}
+
+impl Unacked for tokio_rustls::client::TlsStream<tokio::net::TcpStream> {
+    fn give_up_after(&self, within: std::time::Duration) {
+        crate::net::give_up_unacked(self.get_ref().0, within);
+    }
+}
+
 /// A path between hub and ep for one player or control: a TLS connection
 /// of its own, or a stream of the ep's QUIC connection.
 pub enum Tunnel<T> {
@@ -198,6 +223,15 @@ impl<T: Abort> Tunnel<T> {
         match self {
             Tunnel::Tls(t) => t.abort(),
             Tunnel::Quic(q) => q.abort(),
+        }
+    }
+}
+
+impl<T: Unacked> Tunnel<T> {
+    /// See `Unacked`; nothing over QUIC.
+    pub fn give_up_after(&self, within: std::time::Duration) {
+        if let Tunnel::Tls(t) = self {
+            t.give_up_after(within);
         }
     }
 }

@@ -12,7 +12,56 @@ use tokio::{
 on_every_transport!(
     ep_restart_recovers_and_a_waiting_player_is_served,
     a_udp_flow_that_arrives_while_the_ep_is_away_is_served,
+    a_udp_player_is_answered_again_after_the_home_s_address_changes,
 );
+
+/// The home's address changes under a UDP player mid-game: every
+/// connection the ep had open to the hub is lost without a word (the ep's
+/// old ports go dark for good), what it opens next gets through. The
+/// player, still sending, is answered again within seconds: over QUIC the
+/// connection moves to the new port; over TLS the flow's dead channel is
+/// given up within the heartbeat timeout (2 s here), not after the
+/// kernel's ~15 minutes of retries, and the next datagram starts a new
+/// flow through the ep's new session.
+async fn a_udp_player_is_answered_again_after_the_home_s_address_changes(t: Transport) {
+    use common::udp::*;
+    let certs = Certs::new();
+    let (home, _) = udp_echo().await;
+    let o = HubOpts {
+        service_extra: "type = \"udp\"\n".into(),
+        ..Default::default()
+    };
+    let hub = TestHub::start(&certs, &t.hub_opts(o)).await;
+    let eo = t.ep_opts(&hub, EpOpts::new(&certs, vec![("echo".into(), home)]));
+    let (_ep, handle) = TestEp::start_with_handle(ep_settings(&certs, &hub, &eo)).await;
+    hub.wait_sessions(1).await;
+    let to = hub.handle.service_addr("echo").unwrap();
+    let p = player().await;
+    // Asked once, so no second answer waits to be taken for the next.
+    let wait = Duration::from_secs(10);
+    assert_eq!(
+        ask(&p, to, b"before", wait).await.as_deref(),
+        Some(&b"before"[..])
+    );
+    let hub_ports = [hub.control.port(), hub.channel.port()];
+    let quic = handle.quic_local_addr().map(|a| a.port());
+    let udp = quic.zip(hub.handle.quic_addr().map(|a| a.port()));
+    let Some(_dark) = common::dark::Dark::now(&hub_ports, udp) else {
+        return;
+    };
+    if quic.is_some() {
+        handle.rebind_quic().unwrap();
+    }
+    let began = Instant::now();
+    assert_eq!(
+        ask_until(&p, to, b"after", Duration::from_secs(20)).await,
+        b"after"
+    );
+    println!(
+        "figure: answered again {:?} after the home's address changed",
+        began.elapsed()
+    );
+}
 
 /// A UDP flow whose first datagram arrives while the ep is away waits for
 /// it (as a TCP player does) and is answered once it is back: the first

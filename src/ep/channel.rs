@@ -42,6 +42,8 @@ pub(super) struct Target {
     pub report: Option<mpsc::Sender<EpMsg>>,
     /// Where to report how long a dial home took, if the hub listens.
     pub dialed: Option<mpsc::Sender<EpMsg>>,
+    /// The hub's heartbeat timeout (see `Via::dead_after`).
+    pub dead_after: Duration,
 }
 
 impl Target {
@@ -97,6 +99,7 @@ async fn open_and_wait(
         hub_ip: target.hub_ip,
         link: target.link,
         dialed: target.dialed,
+        dead_after: target.dead_after,
     };
     started(ep, service, local, tls, msg, via).await
 }
@@ -199,6 +202,9 @@ pub(super) struct Via {
     pub link: Arc<HubLink>,
     /// The session's control, for `EpMsg::Dialed` (a hub that wants it).
     pub dialed: Option<mpsc::Sender<EpMsg>>,
+    /// The hub's heartbeat timeout: how long a UDP flow's channel may
+    /// leave datagrams unacknowledged (`quic::Unacked`).
+    pub dead_after: Duration,
 }
 
 /// A player (or a UDP flow) arrived on `tls` with `msg` (a `Start`): the
@@ -236,6 +242,7 @@ pub(super) async fn started(
     // arrived; the hub's address with port 0 is the best there is.
     let public = public.unwrap_or_else(|| std::net::SocketAddr::new(via.hub_ip, 0));
     if udp {
+        tls.give_up_after(via.dead_after);
         let flow = super::udp::Flow {
             service,
             player,

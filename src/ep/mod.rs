@@ -230,6 +230,12 @@ impl Handle {
     pub fn rebind_quic_to(&self, addr: std::net::SocketAddr) -> std::io::Result<()> {
         self.0.rebind_quic(Some(addr))
     }
+
+    /// Where the first hub's QUIC connection leaves from, if it has one.
+    pub fn quic_local_addr(&self) -> Option<std::net::SocketAddr> {
+        let q = self.0.hubs[0].quic_lock();
+        q.endpoint.as_ref()?.local_addr().ok()
+    }
 }
 
 /// One QUIC login attempt to `hub`, for tests of the QUIC door's refusals.

@@ -240,6 +240,7 @@ impl Up {
                 hub_ip: w.hub_ip,
                 link: link.clone(),
                 dialed,
+                dead_after: w.heartbeat_timeout,
             };
             let streams = hub_streams(ep.clone(), quic.clone(), to);
             ep.tracker
@@ -327,6 +328,7 @@ impl Up {
             link: self.link.clone(),
             report,
             dialed,
+            dead_after: w.heartbeat_timeout,
         }
     }
 

@@ -2,6 +2,7 @@
 //! in-process on 127.0.0.1 port 0, and small services to talk to.
 #![allow(dead_code)]
 
+pub mod dark;
 pub mod fake_hub;
 pub mod faultproxy;
 pub mod minecraft;

@@ -220,6 +220,12 @@ impl Run {
                 Err(e) => return Err(e.to_string()),
             }
         };
+        // A flow's channel is never held behind a zero window, so datagrams
+        // left unacknowledged mean a dead path: the flow ends within the
+        // heartbeat timeout (at most 30 s), as over QUIC, and the player's next datagram
+        // starts another over the ep's new session, rather than feeding
+        // the dead one for the kernel's ~15 minutes of retries.
+        tunnel.give_up_after(self.shared.settings().timing.heartbeat_timeout);
         self.door.started(&self.flow);
         // Over QUIC the datagrams ride QUIC datagrams, tagged with an id.
         let link = match &tunnel {
