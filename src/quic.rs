@@ -167,6 +167,21 @@ pub fn udp_socket(addr: std::net::SocketAddr) -> std::io::Result<std::net::UdpSo
     Ok(socket)
 }
 
+/// The ep's socket toward a hub at `addr`'s family, bound to any address
+/// and port: for IPv6 also reaching IPv4-mapped addresses whatever the
+/// host's `net.ipv6.bindv6only`, as quinn's own client endpoint binds.
+pub fn client_socket(addr: std::net::SocketAddr) -> std::io::Result<std::net::UdpSocket> {
+    if addr.is_ipv4() {
+        return udp_socket(addr);
+    }
+    let socket = socket2::Socket::new(socket2::Domain::IPV6, socket2::Type::DGRAM, None)?;
+    socket.set_only_v6(false)?;
+    socket.bind(&addr.into())?;
+    let socket = std::net::UdpSocket::from(socket);
+    crate::net::tune_udp_receive(&socket);
+    Ok(socket)
+}
+
 /// Ends a connection abruptly (a TCP reset, a QUIC stream reset).
 pub trait Abort {
     fn abort(&mut self);

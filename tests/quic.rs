@@ -466,3 +466,14 @@ async fn the_eps_log_names_its_transport_and_address() {
     );
     assert!(line.contains(&quic.to_string()), "{line}");
 }
+
+/// The ep's QUIC socket toward an IPv6 hub also reaches IPv4-mapped
+/// addresses, whatever the host's `net.ipv6.bindv6only` (as quinn's own
+/// client endpoint binds); an IPv4 one is plain IPv4.
+#[test]
+fn the_ep_s_ipv6_quic_socket_is_dual_stack() {
+    let v6 = ferry::quic::client_socket("[::]:0".parse().unwrap()).unwrap();
+    assert!(!socket2::SockRef::from(&v6).only_v6().unwrap());
+    let v4 = ferry::quic::client_socket("0.0.0.0:0".parse().unwrap()).unwrap();
+    assert!(v4.local_addr().unwrap().is_ipv4());
+}

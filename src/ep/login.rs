@@ -420,7 +420,7 @@ pub fn quic_endpoint(hub: SocketAddr) -> Result<quinn::Endpoint, LoginError> {
         (std::net::Ipv6Addr::UNSPECIFIED, 0).into()
     };
     let endpoint = || -> std::io::Result<quinn::Endpoint> {
-        let socket = crate::quic::udp_socket(bind)?;
+        let socket = crate::quic::client_socket(bind)?;
         let runtime: Arc<dyn quinn::Runtime> = Arc::new(quinn::TokioRuntime);
         quinn::Endpoint::new(quinn::EndpointConfig::default(), None, socket, runtime)
     };

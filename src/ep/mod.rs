@@ -322,6 +322,6 @@ impl Ep {
         } else {
             (std::net::Ipv6Addr::UNSPECIFIED, 0).into()
         };
-        endpoint.rebind(crate::quic::udp_socket(to.unwrap_or(any))?)
+        endpoint.rebind(crate::quic::client_socket(to.unwrap_or(any))?)
     }
 }
