@@ -53,7 +53,9 @@ pub fn tune_control(tcp: &TcpStream) {
 /// through backpressure (a paused download, a suspended ssh client), and
 /// reset them after 30 s. Zero-window probes and keepalives are answered
 /// by a live peer however long it does not read; a dead one stops
-/// answering and is dropped after the kernel's retries.
+/// answering. Where data is in flight on a dead path the kernel would
+/// retry for ~15 minutes: hub and ep look for that in `TCP_INFO` instead
+/// (`hub::players`, `ep::dark`).
 pub fn tune_channel(tcp: &TcpStream) {
     let _ = tcp.set_nodelay(true);
     keepalive(tcp, Duration::from_secs(15), Duration::from_secs(5), 3);

@@ -13,6 +13,7 @@ on_every_transport!(
     ep_restart_recovers_and_a_waiting_player_is_served,
     a_udp_flow_that_arrives_while_the_ep_is_away_is_served,
     a_udp_player_is_answered_again_after_the_home_s_address_changes,
+    a_tcp_player_is_carried_on_or_broken_when_the_home_s_address_changes,
 );
 
 /// The home's address changes under a UDP player mid-game: every
@@ -71,6 +72,150 @@ async fn a_udp_player_is_answered_again_after_the_home_s_address_changes(t: Tran
         "figure: the ep back to one flow {:?} after the change",
         began.elapsed()
     );
+}
+
+/// The home's address changes under a TCP player who keeps talking (an
+/// ssh session, a game) to a service that talks too: over QUIC the
+/// connection moves to the new port and the player is carried on; over
+/// TLS its channel was a connection from the old address, which cannot
+/// move: the player is broken (a reset) within seconds of the heartbeat
+/// timeout, not left hanging for the kernel's ~15 minutes of retries; the
+/// ep lets go of the service at home as soon (no ghost player there); and
+/// the player joins again at once through the ep's new session.
+async fn a_tcp_player_is_carried_on_or_broken_when_the_home_s_address_changes(t: Transport) {
+    let certs = Certs::new();
+    let hub = TestHub::start(&certs, &t.hub_opts(HubOpts::default())).await;
+    let (home, mut home_ended) = chatty_tcp_echo().await;
+    let eo = t.ep_opts(&hub, EpOpts::new(&certs, vec![("echo".into(), home)]));
+    let (_ep, handle) = TestEp::start_with_handle(ep_settings(&certs, &hub, &eo)).await;
+    hub.wait_sessions(1).await;
+    let mut player = TcpStream::connect(hub.service("echo")).await.unwrap();
+    let mut heard = Vec::new();
+    let mut buf = [0u8; 256];
+    player.write_all(b"before").await.unwrap();
+    while !contains(&heard, b"before") {
+        let n = player.read(&mut buf).await.unwrap();
+        heard.extend_from_slice(&buf[..n]);
+    }
+    let hub_ports = [hub.control.port(), hub.channel.port()];
+    let quic = handle.quic_local_addr().map(|a| a.port());
+    let udp = quic.zip(hub.handle.quic_addr().map(|a| a.port()));
+    let Some(_dark) = common::dark::Dark::now(&hub_ports, udp) else {
+        return;
+    };
+    if quic.is_some() {
+        handle.rebind_quic().unwrap();
+    }
+    let began = Instant::now();
+    heard.clear();
+    // The player keeps talking, as a game or a typing user does.
+    let ended = loop {
+        assert!(
+            began.elapsed() < Duration::from_secs(30),
+            "the player neither carried on nor broken within 30 s"
+        );
+        if let Err(e) = player.write_all(b"again!").await {
+            break Some(e.kind());
+        }
+        match tokio::time::timeout(Duration::from_millis(500), player.read(&mut buf)).await {
+            Err(_) => continue,
+            Ok(Ok(0)) => panic!("a clean end: a cut session must look broken"),
+            Ok(Ok(n)) => heard.extend_from_slice(&buf[..n]),
+            Ok(Err(e)) => break Some(e.kind()),
+        }
+        if contains(&heard, b"again!") {
+            break None;
+        }
+    };
+    if quic.is_some() {
+        assert_eq!(ended, None, "over QUIC the player is carried on");
+        println!(
+            "figure: carried on, answered {:?} after the change",
+            began.elapsed()
+        );
+        return;
+    }
+    use std::io::ErrorKind::{BrokenPipe, ConnectionReset};
+    assert!(
+        matches!(ended, Some(ConnectionReset | BrokenPipe)),
+        "over TLS the player is broken, with a reset: {ended:?}"
+    );
+    println!("figure: broken {:?} after the change", began.elapsed());
+    // The ep's end: home still talks into the dead channel, and the ep
+    // lets go of it rather than keep a ghost player at home.
+    let players = || handle.status()["services"][0]["players"].as_i64();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while players() != Some(0) {
+        assert!(
+            Instant::now() < deadline,
+            "the ep holds {:?} players",
+            players()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    println!(
+        "figure: the ep let go of home {:?} after the change",
+        began.elapsed()
+    );
+    let home_saw = home_ended.recv().await.expect("home's connection ended");
+    assert!(
+        matches!(home_saw, Some(ConnectionReset | BrokenPipe)),
+        "home saw {home_saw:?}: a cut player must look broken at home too"
+    );
+    // Joining again works at once, through the ep's new session.
+    let mut again = TcpStream::connect(hub.service("echo")).await.unwrap();
+    again.write_all(b"rejoin").await.unwrap();
+    let mut heard = Vec::new();
+    let rejoined = async {
+        while !contains(&heard, b"rejoin") {
+            let n = again.read(&mut buf).await.unwrap();
+            assert!(n > 0, "closed");
+            heard.extend_from_slice(&buf[..n]);
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(10), rejoined)
+        .await
+        .expect("served again");
+}
+
+fn contains(heard: &[u8], what: &[u8]) -> bool {
+    heard.windows(what.len()).any(|w| w == what)
+}
+
+/// A TCP echo that also sends `t` every 100 ms, as a game server does;
+/// how each connection ended (`None`: a clean end) goes to the receiver.
+async fn chatty_tcp_echo() -> (
+    std::net::SocketAddr,
+    tokio::sync::mpsc::UnboundedReceiver<Option<std::io::ErrorKind>>,
+) {
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        while let Ok((s, _)) = l.accept().await {
+            let tx = tx.clone();
+            tokio::spawn(async move {
+                let (mut rd, mut wr) = s.into_split();
+                let mut tick = tokio::time::interval(Duration::from_millis(100));
+                let mut buf = vec![0u8; 2048];
+                let ended = loop {
+                    let wrote = tokio::select! {
+                        r = rd.read(&mut buf) => match r {
+                            Ok(0) => break None,
+                            Ok(n) => wr.write_all(&buf[..n]).await,
+                            Err(e) => break Some(e.kind()),
+                        },
+                        _ = tick.tick() => wr.write_all(b"t").await,
+                    };
+                    if let Err(e) = wrote {
+                        break Some(e.kind());
+                    }
+                };
+                let _ = tx.send(ended);
+            });
+        }
+    });
+    (addr, rx)
 }
 
 /// A UDP echo that also sends `tick` to each peer it has heard, every

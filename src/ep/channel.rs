@@ -203,7 +203,8 @@ pub(super) struct Via {
     /// The session's control, for `EpMsg::Dialed` (a hub that wants it).
     pub dialed: Option<mpsc::Sender<EpMsg>>,
     /// The hub's heartbeat timeout: how long a UDP flow's channel may
-    /// leave datagrams unacknowledged (`quic::Unacked`).
+    /// leave datagrams unacknowledged (`quic::Unacked`), and a TCP
+    /// player's what it sent (`dark`).
     pub dead_after: Duration,
 }
 
@@ -279,10 +280,12 @@ pub(super) async fn started(
     // moved into an `async fn` they would be stored once per level of
     // the nested futures (rustc keeps an argument's slot and its moved
     // copy both), 2.2 KiB more per idle player.
+    let watched = ep.dark.watch(&tls, via.dead_after);
     Some(Box::pin(async move {
         relay_player(&ep, (&service, player), &mut tls, &mut svc, rate).await;
-        // Home's socket, then the hub's channel, then the slot and the
-        // link's count: the order they had as `relay_player`'s arguments.
+        // The watch (its duplicate would hold the channel open), home's
+        // socket, the hub's channel, then the slot and the link's count.
+        drop(watched);
         drop((svc, tls));
         drop((held, playing));
     }))

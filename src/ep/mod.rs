@@ -4,6 +4,7 @@
 
 mod backoff;
 mod channel;
+mod dark;
 mod hubs;
 pub mod join;
 mod login;
@@ -70,6 +71,8 @@ pub(crate) struct Ep {
     pub state: status::State,
     /// The last hour per service (`/api/history`).
     pub history: crate::history::History,
+    /// TCP players' TLS channels, watched for a path gone dark.
+    dark: Arc<dark::Channels>,
 }
 
 /// Runs the ep until `shutdown`: logs in, serves, reconnects with backoff.
@@ -186,6 +189,7 @@ pub async fn bind(
         metrics,
         state: status::State::new(),
         history: Default::default(),
+        dark: Arc::default(),
     });
     Ok(Bound {
         ep,
@@ -286,6 +290,8 @@ impl Bound {
         ep.tracker.spawn(async move {
             crate::history::keep(&e.history, &e.shutdown, || e.samples()).await
         });
+        let weak = Arc::downgrade(&ep.dark);
+        tokio::spawn(dark::keep(weak, ep.hard_stop.clone()));
         let triggers = reload::triggers(&ep);
         ep.tracker.spawn(reload::watch(ep.clone(), triggers));
         crate::sdnotify::ready();

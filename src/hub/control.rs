@@ -752,7 +752,7 @@ pub(super) async fn session(shared: Arc<Shared>, s: LoggedIn) -> Ended {
     let t = shared.settings().timing;
     let names: Vec<String> = guard.services().iter().map(|s| s.name.clone()).collect();
     tracing::info!(ep = %guard.ep, session = guard.id, services = ?names, "ep logged in");
-    let fd = control_fd(&tls);
+    let fd = super::service::tcp_fd(&tls);
     let (rd, mut wr) = tokio::io::split(tls);
     let mut rd = FrameReader::new(rd);
     let mut tick = tokio::time::interval(t.heartbeat_interval);
@@ -887,14 +887,6 @@ impl Told {
     /// Told within three heartbeats: TCP's figure is not needed.
     fn fresh(&self, interval: Duration) -> bool {
         self.0.is_some_and(|at| at.elapsed() < interval * 3)
-    }
-}
-
-/// The control connection's socket, over TLS.
-fn control_fd(tls: &Tunnel) -> Option<RawFd> {
-    match tls {
-        Tunnel::Tls(t) => Some(std::os::fd::AsRawFd::as_raw_fd(t.get_ref().0)),
-        Tunnel::Quic(_) => None,
     }
 }
 

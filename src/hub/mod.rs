@@ -365,6 +365,8 @@ impl Hub {
         shared.tracker.spawn(crl::watch(shared.clone()));
         shared.tracker.spawn(bans::watch(shared.clone()));
         shared.tracker.spawn(sampler::run(shared.clone()));
+        let weak = Arc::downgrade(&shared);
+        tokio::spawn(sampler::dark(weak, shared.hard_stop.clone()));
         if let (Some(listener), Some(a)) = (self.admin, &s.admin) {
             let source: Arc<dyn crate::admin::Source> = shared.clone();
             crate::admin::spawn(listener, source, a, &shared.shutdown, &shared.tracker);

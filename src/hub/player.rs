@@ -129,6 +129,8 @@ pub(super) async fn serve(
             Ok(taken) => taken,
             Err(back) => return ended_unserved(tcp, &opening, back),
         };
+    // After the tunnel, so it drops first (see `Player::on_channel`).
+    let _channel = seat.player.on_channel(super::service::tcp_fd(&tunnel));
     let start = HubMsg::Start {
         player: addr,
         service: tcp.local_addr().ok().filter(|_| modern),

@@ -45,6 +45,11 @@ pub(crate) struct Player {
     counted: AtomicU64,
     /// The player's TCP socket while it is open, for `TCP_INFO`.
     fd: Mutex<Option<RawFd>>,
+    /// Its TLS channel's TCP socket while it is open, to find a path to
+    /// the ep that stopped answering (`Players::cut_dark`), and what the
+    /// last look found.
+    channel: Mutex<Option<RawFd>>,
+    dark: crate::tcp_info::Dark,
     /// The service's token (removal, the hard stop): a clone, not a child,
     /// so a player costs no node in the token's tree.
     cut: CancellationToken,
@@ -142,11 +147,41 @@ impl Player {
         fd.and_then(crate::tcp_info::rtt)
     }
 
+    /// Its channel is the TLS connection `fd` until the guard drops:
+    /// declare the guard after the channel, so it drops first and the
+    /// descriptor is never read once it may be another's.
+    pub fn on_channel(&self, fd: Option<RawFd>) -> ChannelGuard<'_> {
+        *lock(&self.channel) = fd;
+        ChannelGuard(self)
+    }
+
+    /// Whether its TLS channel's path stopped answering for `for_at_least`.
+    fn dark(&self, for_at_least: Duration) -> bool {
+        let fd = lock(&self.channel);
+        fd.is_some_and(|fd| self.dark.look(fd, for_at_least))
+    }
+
     fn end(&self, why: &'static str) {
         let _ = self.why.set(why);
         self.kicked.notify_waiters();
     }
 }
+
+/// See `Player::on_channel`.
+pub(crate) struct ChannelGuard<'a>(&'a Player);
+
+impl Drop for ChannelGuard<'_> {
+    fn drop(&mut self) {
+        *lock(&self.0.channel) = None;
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Why a player whose channel's path went dark was cut.
+const DARK: &str = "the path to its ep stopped answering";
 
 #[derive(Default)]
 pub(crate) struct Players {
@@ -213,6 +248,8 @@ impl Players {
             rate: AtomicU64::new(0),
             counted: AtomicU64::new(0),
             fd: Mutex::new(a.fd),
+            channel: Mutex::new(None),
+            dark: Default::default(),
             cut: a.cut.clone(),
             why: std::sync::OnceLock::new(),
             kicked: tokio::sync::Notify::new(),
@@ -279,6 +316,20 @@ impl Players {
             .compare_exchange(UNSET, us, Ordering::Relaxed, Ordering::Relaxed)
             .ok()?;
         Some(Duration::from_micros(us))
+    }
+
+    /// Cuts every player whose TLS channel left what it sent unanswered
+    /// for `for_at_least` (the hub's heartbeat timeout) over two looks
+    /// (`tcp_info::Dark`): the ep's path is gone (a new home address, a
+    /// router's lost mapping) and the kernel would retry for ~15 minutes
+    /// while the player waits. A QUIC player's connection moves or times
+    /// out by itself. A system call per TLS player, outside the table's
+    /// lock.
+    pub fn cut_dark(&self, for_at_least: Duration) {
+        let all: Vec<Arc<Player>> = self.lock().all.values().cloned().collect();
+        for p in all.iter().filter(|p| p.dark(for_at_least)) {
+            p.end(DARK);
+        }
     }
 
     /// Updates every player's rate from its byte totals, over `secs`.

@@ -1,6 +1,8 @@
 //! The hub's clock for what it shows: every second each player's rate,
 //! every `history::EVERY` a history point per service and each TCP
-//! player's RTT into `ferry_player_rtt_seconds`.
+//! player's RTT into `ferry_player_rtt_seconds`; and (`dark`) every
+//! `DARK_EVERY` a look for players whose TLS channel's path stopped
+//! answering.
 
 use super::Shared;
 use crate::{
@@ -8,8 +10,14 @@ use crate::{
     metrics::Direction,
 };
 use std::{sync::Arc, time::Duration};
+use tokio_util::sync::CancellationToken;
 
 const TICK: Duration = Duration::from_secs(1);
+
+/// How often TLS channels are looked at for a dead path: a player on one
+/// is cut within the heartbeat timeout and two of these (a system call
+/// per TLS player each time, ~1 µs).
+const DARK_EVERY: Duration = Duration::from_secs(5);
 
 pub(super) async fn run(shared: Arc<Shared>) {
     let mut tick = tokio::time::interval(TICK);
@@ -32,6 +40,24 @@ pub(super) async fn run(shared: Arc<Shared>) {
             let s = shared.clone();
             let _ = tokio::task::spawn_blocking(move || rtts(&s)).await;
         }
+    }
+}
+
+/// Looks for players on a dark channel every `DARK_EVERY` for as long as
+/// the hub has players, its drain included (so not on the tracker, which
+/// the drain waits for): until the hard stop, or the hub is gone.
+pub(super) async fn dark(shared: std::sync::Weak<Shared>, hard_stop: CancellationToken) {
+    let mut tick = tokio::time::interval(DARK_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = hard_stop.cancelled() => return,
+        }
+        let Some(s) = shared.upgrade() else { return };
+        let after = s.settings().timing.heartbeat_timeout;
+        // Each cut player's own line says why.
+        let _ = tokio::task::spawn_blocking(move || s.players.cut_dark(after)).await;
     }
 }
 

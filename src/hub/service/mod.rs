@@ -35,6 +35,14 @@ use tracing::Instrument;
 /// A channel: a TLS connection, or a stream of the ep's QUIC connection.
 pub(crate) type Tunnel = crate::quic::Tunnel<TlsStream<TcpStream>>;
 
+/// A TLS tunnel's TCP socket (for `TCP_INFO`); none over QUIC.
+pub(crate) fn tcp_fd(t: &Tunnel) -> Option<std::os::fd::RawFd> {
+    match t {
+        Tunnel::Tls(t) => Some(std::os::fd::AsRawFd::as_raw_fd(t.get_ref().0)),
+        Tunnel::Quic(_) => None,
+    }
+}
+
 /// A ready path to home and the session that opened it.
 pub(crate) struct Channel {
     pub session: u64,
