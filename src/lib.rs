@@ -10,6 +10,7 @@ pub mod bans;
 pub mod certgen;
 pub mod cli;
 pub mod config;
+pub mod dark_path;
 pub mod datagram;
 pub mod demo;
 pub mod enrol;

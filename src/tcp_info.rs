@@ -3,11 +3,7 @@
 //! the hub, and the hub from an ep, as the kernel measures it on the
 //! connection itself), and whether its path has stopped answering.
 
-use std::{
-    os::fd::RawFd,
-    sync::atomic::{AtomicU32, Ordering},
-    time::Duration,
-};
+use std::{os::fd::RawFd, time::Duration};
 
 /// The connection's smoothed RTT, or None (not a TCP socket, closed, or
 /// no sample yet).
@@ -21,38 +17,18 @@ pub fn rtt(fd: RawFd) -> Option<Duration> {
     (info.tcpi_rtt > 0).then(|| Duration::from_micros(info.tcpi_rtt.into()))
 }
 
-/// How long since anything at all was acknowledged, if something sent is
-/// going unanswered past a retransmission timeout: data in flight sent
-/// again at least once, or a probe (zero-window or keepalive) waiting
-/// for its answer. None while the connection is quiet or answered.
-fn unanswered(fd: RawFd) -> Option<Duration> {
+/// While something sent goes unanswered past a retransmission timeout
+/// (data in flight sent again at least once, or a probe, zero-window or
+/// keepalive, waiting for its answer): how long since anything at all was
+/// acknowledged, and the kernel's tries so far (retransmissions and
+/// probes). None while the connection is quiet or answered. Descriptors
+/// as for `rtt`; see `dark_path` for what it means.
+pub fn unanswered(fd: RawFd) -> Option<(Duration, u16)> {
     let needed = std::mem::offset_of!(libc::tcp_info, tcpi_last_ack_recv) + 4;
     let i = read(fd, needed)?;
     let waiting = (i.tcpi_unacked > 0 && i.tcpi_retransmits > 0) || i.tcpi_probes > 0;
-    waiting.then(|| Duration::from_millis(i.tcpi_last_ack_recv.into()))
-}
-
-/// A connection's path, looked at now and then (the players table's and
-/// the ep's sweeps): dark once two looks in a row find something sent
-/// going unanswered, nothing at all acknowledged between them and for at
-/// least `after`. A live peer answers within a round trip even when it
-/// reads nothing (a zero window's probes are answered), so only a dead
-/// path, or one losing everything for longer than a look's interval,
-/// stays this way; one look alone could catch a single lost segment
-/// after a long quiet spell (the age counts the quiet too).
-#[derive(Default)]
-pub struct Dark(AtomicU32);
-
-impl Dark {
-    /// Looks at `fd` (descriptors as for `rtt`).
-    pub fn look(&self, fd: RawFd, after: Duration) -> bool {
-        let age = unanswered(fd)
-            .filter(|a| *a >= after)
-            .map(|a| u32::try_from(a.as_millis()).unwrap_or(u32::MAX).max(1));
-        let before = self.0.swap(age.unwrap_or(0), Ordering::Relaxed);
-        // Older than at the last look: no acknowledgement in between.
-        age.is_some_and(|a| before != 0 && a > before)
-    }
+    let tries = u16::from(i.tcpi_retransmits) + u16::from(i.tcpi_probes);
+    waiting.then(|| (Duration::from_millis(i.tcpi_last_ack_recv.into()), tries))
 }
 
 /// `TCP_INFO`, if the kernel wrote at least `needed` bytes of it.
@@ -97,11 +73,8 @@ mod tests {
         assert!(rtt < std::time::Duration::from_secs(1), "{rtt:?}");
         let u = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
         assert_eq!(super::rtt(u.as_raw_fd()), None);
-        // Nothing in flight: never dark, however short the wait.
-        let dark = super::Dark::default();
-        for _ in 0..2 {
-            assert!(!dark.look(c.as_raw_fd(), std::time::Duration::ZERO));
-            assert!(!dark.look(u.as_raw_fd(), std::time::Duration::ZERO));
-        }
+        // Nothing in flight: nothing unanswered.
+        assert_eq!(super::unanswered(c.as_raw_fd()), None);
+        assert_eq!(super::unanswered(u.as_raw_fd()), None);
     }
 }

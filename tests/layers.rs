@@ -35,6 +35,7 @@ const FLOORS: &[&[&str]] = &[
         "game",
         "files",
         "tcp_info",
+        "dark_path",
         "history",
         "bans",
         "rate",

@@ -280,12 +280,11 @@ pub(super) async fn started(
     // moved into an `async fn` they would be stored once per level of
     // the nested futures (rustc keeps an argument's slot and its moved
     // copy both), 2.2 KiB more per idle player.
-    let watched = ep.dark.watch(&tls, via.dead_after);
+    let mut tls = ep.dark.watch(tls, via.dead_after);
     Some(Box::pin(async move {
-        relay_player(&ep, (&service, player), &mut tls, &mut svc, rate).await;
-        // The watch (its duplicate would hold the channel open), home's
-        // socket, the hub's channel, then the slot and the link's count.
-        drop(watched);
+        relay_player(&ep, (&service, player), &mut tls.path, &mut svc, rate).await;
+        // Home's socket, then the hub's channel (its watch first), then
+        // the slot and the link's count.
         drop((svc, tls));
         drop((held, playing));
     }))

@@ -20,8 +20,8 @@ use std::{
 };
 
 /// How often the channels are looked at: a ghost at home is reset within
-/// the heartbeat timeout and two of these (a system call per TLS player,
-/// ~1 µs).
+/// the heartbeat timeout and two or three of these (a system call per
+/// TLS player, ~1 µs).
 pub(super) const EVERY: Duration = Duration::from_secs(5);
 
 #[derive(Default)]
@@ -35,11 +35,20 @@ struct Watching {
     /// channel closes: under this lock the descriptor is never another's.
     fd: Mutex<Option<RawFd>>,
     after: Duration,
-    dark: crate::tcp_info::Dark,
+    dark: crate::dark_path::Dark,
 }
 
-/// A channel watched until dropped; drop it before the channel.
-pub(super) struct Watched {
+/// A player's channel and its watch: the watch is the field before the
+/// channel, so it drops first however the player's task ends (locals of a
+/// task dropped while suspended keep no order one can rely on), and the
+/// descriptor is never looked at once closed.
+pub(super) struct Carried {
+    _watched: Option<Watched>,
+    pub path: Path,
+}
+
+/// A channel watched until dropped.
+struct Watched {
     channels: Arc<Channels>,
     id: u64,
 }
@@ -59,24 +68,34 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 impl Channels {
-    /// Watches `path` (if a TLS channel) until the guard drops; the path
-    /// is dark once what was sent goes unanswered for `after` over two
-    /// looks (`tcp_info::Dark`). None over QUIC.
-    pub fn watch(self: &Arc<Self>, path: &Path, after: Duration) -> Option<Watched> {
-        let Path::Tls(tls) = path else {
-            return None;
+    /// Watches `path` (if a TLS channel) for as long as it is carried;
+    /// the path is dark once what was sent, and the kernel's next try, go
+    /// unanswered for `after` (`dark_path`). Not over QUIC.
+    pub fn watch(self: &Arc<Self>, path: Path, after: Duration) -> Carried {
+        let fd = match &path {
+            Path::Tls(tls) => tls.get_ref().0.as_raw_fd(),
+            Path::Quic(_) => {
+                return Carried {
+                    _watched: None,
+                    path,
+                };
+            }
         };
         let w = Arc::new(Watching {
-            fd: Mutex::new(Some(tls.get_ref().0.as_raw_fd())),
+            fd: Mutex::new(Some(fd)),
             after,
             dark: Default::default(),
         });
         let id = self.next.fetch_add(1, Ordering::Relaxed);
         lock(&self.all).insert(id, w);
-        Some(Watched {
+        let watched = Watched {
             channels: self.clone(),
             id,
-        })
+        };
+        Carried {
+            _watched: Some(watched),
+            path,
+        }
     }
 
     /// Shuts every channel whose path is dark: its relay reads an end

@@ -49,7 +49,7 @@ pub(crate) struct Player {
     /// the ep that stopped answering (`Players::cut_dark`), and what the
     /// last look found.
     channel: Mutex<Option<RawFd>>,
-    dark: crate::tcp_info::Dark,
+    dark: crate::dark_path::Dark,
     /// The service's token (removal, the hard stop): a clone, not a child,
     /// so a player costs no node in the token's tree.
     cut: CancellationToken,
@@ -318,9 +318,9 @@ impl Players {
         Some(Duration::from_micros(us))
     }
 
-    /// Cuts every player whose TLS channel left what it sent unanswered
-    /// for `for_at_least` (the hub's heartbeat timeout) over two looks
-    /// (`tcp_info::Dark`): the ep's path is gone (a new home address, a
+    /// Cuts every player whose TLS channel left what it sent, and the
+    /// kernel's next try, unanswered for `for_at_least` (the hub's
+    /// heartbeat timeout; `dark_path`): the ep's path is gone (a new home address, a
     /// router's lost mapping) and the kernel would retry for ~15 minutes
     /// while the player waits. A QUIC player's connection moves or times
     /// out by itself. A system call per TLS player, outside the table's

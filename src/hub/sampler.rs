@@ -15,8 +15,8 @@ use tokio_util::sync::CancellationToken;
 const TICK: Duration = Duration::from_secs(1);
 
 /// How often TLS channels are looked at for a dead path: a player on one
-/// is cut within the heartbeat timeout and two of these (a system call
-/// per TLS player each time, ~1 µs).
+/// is cut within the heartbeat timeout and two or three of these (a
+/// system call per TLS player each time, ~1 µs).
 const DARK_EVERY: Duration = Duration::from_secs(5);
 
 pub(super) async fn run(shared: Arc<Shared>) {
@@ -55,9 +55,12 @@ pub(super) async fn dark(shared: std::sync::Weak<Shared>, hard_stop: Cancellatio
             _ = hard_stop.cancelled() => return,
         }
         let Some(s) = shared.upgrade() else { return };
-        let after = s.settings().timing.heartbeat_timeout;
+        let (players, after) = (s.players.clone(), s.settings().timing.heartbeat_timeout);
+        // Not the hub itself across the look: a hub stopping meanwhile
+        // frees its sockets at once.
+        drop(s);
         // Each cut player's own line says why.
-        let _ = tokio::task::spawn_blocking(move || s.players.cut_dark(after)).await;
+        let _ = tokio::task::spawn_blocking(move || players.cut_dark(after)).await;
     }
 }
 
