@@ -9,15 +9,16 @@
 //! or a probe (zero-window or keepalive) not yet answered. A live peer
 //! answers within a round trip even when it reads nothing (a zero
 //! window's probes are answered), so waiting is brief on a live path,
-//! except where one segment or probe was lost: then the kernel waits a
-//! whole backed-off interval (up to two minutes for a probe) before it
-//! tries again. So a path is dark only once the looks have seen, with no
-//! acknowledgement at all in between: the connection waiting, the kernel
-//! then trying again (its count of retries grew), that try too left
-//! unanswered until a later look, and `after` passed since waiting was
-//! first seen. The time is the looks' own, not the kernel's "last
-//! acknowledgement" age, which counts quiet spells (and, on a connection
-//! that only receives, everything since it last sent).
+//! except where a segment or probe was lost, or the path went silent for
+//! a while and came back: then the kernel waits a whole backed-off
+//! interval (up to two minutes) before it tries again. So a path is dark
+//! only once a try the kernel sent after the wait had lasted `after` has
+//! itself gone unanswered until a later look, with nothing at all
+//! answered in between (for a zero window's probes, the third). The time
+//! is the looks' own, not the kernel's "last answer" age, which counts
+//! quiet spells too. On a dead path that is within about twice `after`
+//! and two looks with data in flight; behind a zero window, several probe
+//! intervals (minutes).
 
 use std::{os::fd::RawFd, sync::Mutex, time::Duration};
 
@@ -29,27 +30,33 @@ pub struct Dark(Mutex<Seen>);
 struct Seen {
     /// Since when (ms on the looks' clock; 0: not waiting) it waits.
     since: u64,
-    /// When it was last acknowledged, as of the first look that saw it
+    /// When it was last answered, as of the first look that saw it
     /// waiting (ms on the looks' clock).
     acked_at: u64,
-    /// The kernel's tries (retransmissions and probes) then.
+    /// The kernel's tries (retransmissions and probes) then, and at the
+    /// last look, and that look's time.
+    first_tries: u16,
     tries: u16,
-    /// A later look saw more tries, still unanswered.
-    retried: bool,
+    last_look: u64,
+    /// The latest try the looks saw: sent after `sent_after` (the look
+    /// before the one that saw it; 0: none yet), the count then.
+    sent_after: u64,
+    tries_then: u16,
 }
 
-/// What one look read: how long since the last acknowledgement, and the
-/// kernel's tries so far, while the connection waits.
+/// What one look read: how long since the peer last answered, the
+/// kernel's tries so far, and whether it only probes (no data in flight).
 #[derive(Clone, Copy)]
 struct Waiting {
     age: u64,
     tries: u16,
+    probing: bool,
 }
 
-/// How far apart two readings of the same last acknowledgement may fall
-/// (the kernel counts in jiffies, the looks read a clock of their own).
-/// An acknowledgement in between moves it by at least the earlier age,
-/// which is a retransmission timeout or more (200 ms at least).
+/// How far apart two readings of the same last answer may fall (the
+/// kernel counts in jiffies, the looks read a clock of their own). An
+/// answer in between moves it by at least the earlier age, which is a
+/// retransmission timeout or more (200 ms at least).
 const SAME_ACK_MS: u64 = 100;
 
 impl Dark {
@@ -57,39 +64,52 @@ impl Dark {
     /// descriptor the caller keeps open for the call.
     pub fn look(&self, fd: RawFd, after: Duration) -> bool {
         let now = clock_ms();
-        let waiting = crate::tcp_info::unanswered(fd).map(|(age, tries)| Waiting {
-            age: u64::try_from(age.as_millis()).unwrap_or(u64::MAX),
-            tries,
+        let waiting = crate::tcp_info::unanswered(fd).map(|u| Waiting {
+            age: u64::try_from(u.age.as_millis()).unwrap_or(u64::MAX),
+            tries: u.tries,
+            probing: u.probing,
         });
         let mut seen = self.0.lock().unwrap_or_else(|p| p.into_inner());
         step(&mut seen, now, waiting, after)
     }
 }
 
-/// One look's judgement, updating what was seen.
+/// One look's judgement, updating what was seen. Dark: a try the kernel
+/// sent once the wait had lasted `after`, seen by an earlier look, still
+/// unanswered now (a try sent early in the wait says nothing of a path
+/// that has come back since: the kernel's next one may be a minute off);
+/// while it only probes a zero window, the third probe unanswered at
+/// least (probes stay minutes apart on a live path, so two lost in a row
+/// would otherwise do).
 fn step(seen: &mut Seen, now: u64, waiting: Option<Waiting>, after: Duration) -> bool {
     let Some(w) = waiting else {
         *seen = Seen::default();
         return false;
     };
+    let now = now.max(1);
     let acked_at = now.saturating_sub(w.age);
     let same_ack = seen.since != 0 && acked_at.abs_diff(seen.acked_at) <= SAME_ACK_MS;
     if !same_ack {
         *seen = Seen {
-            since: now.max(1),
+            since: now,
             acked_at,
+            first_tries: w.tries,
             tries: w.tries,
-            retried: false,
+            last_look: now,
+            ..Seen::default()
         };
         return false;
     }
-    let waited = now.saturating_sub(seen.since);
-    if seen.retried && u128::from(waited) >= after.as_millis() {
-        return true;
+    let after = u64::try_from(after.as_millis()).unwrap_or(u64::MAX);
+    let late = seen.sent_after != 0 && seen.sent_after >= seen.since.saturating_add(after);
+    let enough = !w.probing || seen.tries_then >= seen.first_tries.saturating_add(2);
+    if w.tries > seen.tries {
+        seen.sent_after = seen.last_look;
+        seen.tries_then = w.tries;
     }
-    // Judged from the next look on: this try may be answered any moment.
-    seen.retried |= w.tries > seen.tries;
-    false
+    seen.tries = w.tries;
+    seen.last_look = now;
+    late && enough
 }
 
 /// Milliseconds on a monotonic clock, from the first call (so 0 is never
@@ -107,12 +127,17 @@ mod tests {
     const AFTER: Duration = Duration::from_secs(15);
 
     /// Looks every 5 s from `t0` (ms), each given what the kernel shows
-    /// then; the looks that judged the path dark.
-    fn looks(t0: u64, shown: &[Option<(u64, u16)>]) -> Vec<usize> {
+    /// then (age of the last answer, tries, only probing); the looks that
+    /// judged the path dark.
+    fn looks(t0: u64, shown: &[Option<(u64, u16, bool)>]) -> Vec<usize> {
         let mut seen = Seen::default();
         let mut dark = Vec::new();
         for (i, s) in shown.iter().enumerate() {
-            let w = s.map(|(age, tries)| Waiting { age, tries });
+            let w = s.map(|(age, tries, probing)| Waiting {
+                age,
+                tries,
+                probing,
+            });
             if step(&mut seen, t0 + 5_000 * i as u64, w, AFTER) {
                 dark.push(i);
             }
@@ -120,19 +145,51 @@ mod tests {
         dark
     }
 
+    /// Data sent at `sent` (ms before the first look) into a path silent
+    /// until `back` (ms after it, or never), retransmission timeout 200
+    /// ms doubling: what `n` looks see.
+    fn resending(sent: u64, back: Option<u64>, n: usize) -> Vec<Option<(u64, u16, bool)>> {
+        let tries_at = |t: u64| {
+            let mut at = 200;
+            let mut tries = 0u16;
+            while at <= t + sent {
+                tries += 1;
+                at = at * 2 + 200;
+            }
+            tries
+        };
+        (0..n as u64)
+            .map(|i| {
+                let t = 5_000 * i;
+                // The path back: the next try is answered.
+                let answered = back.is_some_and(|b| {
+                    let mut at = 200;
+                    while at < b + sent {
+                        at = at * 2 + 200;
+                    }
+                    t + sent >= at
+                });
+                let tries = tries_at(t);
+                (!answered && tries > 0).then_some((t + sent, tries, false))
+            })
+            .collect()
+    }
+
     #[test]
-    fn a_dead_path_is_dark_once_its_retries_went_unanswered_for_the_wait() {
-        // Data sent into a dead path at t0 - 1 s: retransmissions at 0.2,
-        // 0.6, 1.4, 3.0, 6.2, 12.6 s... ; nothing acknowledged since.
-        let t0 = 100_000;
-        let shown: Vec<_> = [1u16, 4, 5, 6, 6]
-            .iter()
-            .enumerate()
-            .map(|(i, &tries)| Some((1_000 + 5_000 * i as u64, tries)))
-            .collect();
-        // Waiting seen at look 0; 15 s later (look 3) with a retry seen
-        // unanswered: dark.
-        assert_eq!(looks(t0, &shown), vec![3, 4]);
+    fn a_dead_path_is_dark_once_a_late_try_goes_unanswered() {
+        // Tries at 0.2, 0.6, 1.4, 3.0, 6.2, 12.6, 25.4 s after sending.
+        let shown = resending(1_000, None, 9);
+        let dark = looks(100_000, &shown);
+        assert_eq!(dark.first(), Some(&6), "{shown:?}");
+    }
+
+    #[test]
+    fn a_blackout_shorter_than_the_wait_is_not_dark_though_the_next_try_is_late() {
+        // Back after 13 s; the kernel's next try, at 25.4 s, is answered.
+        for sent in [300, 1_000, 2_500, 4_000] {
+            let shown = resending(sent, Some(13_000), 8);
+            assert!(looks(50_000, &shown).is_empty(), "{shown:?}");
+        }
     }
 
     #[test]
@@ -140,48 +197,47 @@ mod tests {
         // Idle 15 s, a probe lost; the kernel's second probe 5 s later is
         // answered a round trip after it went out. Looks at the worst
         // moments: waiting, then the retry seen just before its answer.
-        let t0 = 50_000;
-        let shown = [Some((15_100, 1)), Some((20_099, 2)), None, None];
-        assert!(looks(t0, &shown).is_empty());
+        let shown = [Some((15_100, 1, true)), Some((20_099, 2, true)), None, None];
+        assert!(looks(50_000, &shown).is_empty());
     }
 
     #[test]
-    fn a_lost_zero_window_probe_is_not_dark_however_long_the_kernel_waits() {
-        // A player stopped reading a minute ago; one probe lost, the next
-        // due two minutes later: waiting all along, no new try.
-        let t0 = 200_000;
-        let shown: Vec<_> = (0..24).map(|i| Some((40_000 + 5_000 * i, 1))).collect();
-        assert!(looks(t0, &shown).is_empty());
+    fn lost_zero_window_probes_are_not_dark_until_a_third_goes_unanswered() {
+        // A player stopped reading a while ago; probes two minutes apart.
+        // One lost, then the next lost too: still a live path maybe.
+        let mut shown: Vec<_> = (0..24)
+            .map(|i| Some((40_000 + 5_000 * i, 1, true)))
+            .collect();
+        shown.extend((24..48).map(|i| Some((40_000 + 5_000 * i, 2, true))));
+        assert!(looks(200_000, &shown).is_empty());
+        // The third unanswered too: dark at the next look.
+        shown.extend((48..50).map(|i| Some((40_000 + 5_000 * i, 3, true))));
+        assert_eq!(looks(200_000, &shown), vec![49]);
     }
 
     #[test]
     fn a_connection_that_only_receives_is_judged_from_when_it_waits() {
-        // The last acknowledgement an hour old (it only received), then a
-        // keystroke into a 12 s blackout: retries at 0.2, 0.6, 1.4, 3, 6.2
-        // s, then answered. Not dark: it waited less than `after`.
+        // Its last answer an hour old (it only received, on the fast
+        // path), then a keystroke into a 12 s blackout.
         let t0 = 10_000_000;
         let shown = [
-            Some((3_600_000, 1)),
-            Some((3_605_000, 5)),
-            Some((3_610_000, 5)),
+            Some((3_600_000, 1, false)),
+            Some((3_605_000, 5, false)),
+            Some((3_610_000, 5, false)),
             None,
         ];
         assert!(looks(t0, &shown).is_empty());
     }
 
     #[test]
-    fn an_acknowledgement_between_looks_starts_the_wait_again() {
-        let t0 = 1_000_000;
-        // Waiting, retried, then acknowledged just after a look and
-        // waiting again: the clock starts again from there.
-        let shown = [
-            Some((1_000, 1)),
-            Some((6_000, 2)),
-            Some((4_000, 3)),
-            Some((9_000, 4)),
-            Some((14_000, 5)),
-            Some((19_000, 6)),
-        ];
-        assert_eq!(looks(t0, &shown), vec![5]);
+    fn an_answer_between_looks_starts_the_wait_again() {
+        // Waiting and retrying, then answered just after look 2 and
+        // waiting again: judged from look 2 on.
+        let mut shown = vec![Some((1_000, 1, false)), Some((6_000, 2, false))];
+        shown.extend(resending(4_000, None, 9));
+        let dark = looks(1_000_000, &shown);
+        let alone = looks(0, &resending(4_000, None, 9));
+        assert_eq!(dark, alone.iter().map(|i| i + 2).collect::<Vec<_>>());
+        assert!(!dark.is_empty());
     }
 }

@@ -19,16 +19,30 @@ pub fn rtt(fd: RawFd) -> Option<Duration> {
 
 /// While something sent goes unanswered past a retransmission timeout
 /// (data in flight sent again at least once, or a probe, zero-window or
-/// keepalive, waiting for its answer): how long since anything at all was
-/// acknowledged, and the kernel's tries so far (retransmissions and
-/// probes). None while the connection is quiet or answered. Descriptors
-/// as for `rtt`; see `dark_path` for what it means.
-pub fn unanswered(fd: RawFd) -> Option<(Duration, u16)> {
+/// keepalive, waiting for its answer): see `Unanswered`. None while the
+/// connection is quiet or answered. Descriptors as for `rtt`; see
+/// `dark_path` for what it means.
+pub fn unanswered(fd: RawFd) -> Option<Unanswered> {
     let needed = std::mem::offset_of!(libc::tcp_info, tcpi_last_ack_recv) + 4;
     let i = read(fd, needed)?;
-    let waiting = (i.tcpi_unacked > 0 && i.tcpi_retransmits > 0) || i.tcpi_probes > 0;
-    let tries = u16::from(i.tcpi_retransmits) + u16::from(i.tcpi_probes);
-    waiting.then(|| (Duration::from_millis(i.tcpi_last_ack_recv.into()), tries))
+    let resending = i.tcpi_unacked > 0 && i.tcpi_retransmits > 0;
+    (resending || i.tcpi_probes > 0).then(|| Unanswered {
+        // Data arriving is an answer too: a receive fast path takes it
+        // without touching the acknowledgement's time.
+        age: Duration::from_millis(i.tcpi_last_ack_recv.min(i.tcpi_last_data_recv).into()),
+        tries: u16::from(i.tcpi_retransmits) + u16::from(i.tcpi_probes),
+        probing: !resending,
+    })
+}
+
+/// What `unanswered` found.
+pub struct Unanswered {
+    /// Since the peer last answered (an acknowledgement or data).
+    pub age: Duration,
+    /// The kernel's tries so far: retransmissions and probes.
+    pub tries: u16,
+    /// Only probes wait (no data in flight sent again).
+    pub probing: bool,
 }
 
 /// `TCP_INFO`, if the kernel wrote at least `needed` bytes of it.
@@ -74,7 +88,7 @@ mod tests {
         let u = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
         assert_eq!(super::rtt(u.as_raw_fd()), None);
         // Nothing in flight: nothing unanswered.
-        assert_eq!(super::unanswered(c.as_raw_fd()), None);
-        assert_eq!(super::unanswered(u.as_raw_fd()), None);
+        assert!(super::unanswered(c.as_raw_fd()).is_none());
+        assert!(super::unanswered(u.as_raw_fd()).is_none());
     }
 }

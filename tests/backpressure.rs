@@ -57,9 +57,8 @@ async fn a_player_who_stops_reading_for_a_minute_receives_every_byte() {
     assert!(got == random_bytes(TOTAL, 7), "bytes differ");
 }
 
-/// Hub and ep look for TLS channels whose path went dark (what was sent,
-/// and the kernel's next try, unanswered for `heartbeat_timeout`, 2 s in
-/// tests, judged by looks 5 s apart, three at least): a service at home
+/// Hub and ep look for TLS channels whose path went dark (`dark_path`,
+/// `heartbeat_timeout` 2 s in tests, looks 5 s apart): a service at home
 /// that reads nothing for longer than three looks holds the hub's channel
 /// behind a zero window, and that must not look dark.
 const UPLOAD_PAUSE: Duration = Duration::from_secs(16);

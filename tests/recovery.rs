@@ -111,8 +111,8 @@ async fn a_tcp_player_is_carried_on_or_broken_when_the_home_s_address_changes(t:
     // The player keeps talking, as a game or a typing user does.
     let ended = loop {
         assert!(
-            began.elapsed() < Duration::from_secs(30),
-            "the player neither carried on nor broken within 30 s"
+            began.elapsed() < Duration::from_secs(45),
+            "the player neither carried on nor broken within 45 s"
         );
         if let Err(e) = player.write_all(b"again!").await {
             break Some(e.kind());
@@ -144,7 +144,7 @@ async fn a_tcp_player_is_carried_on_or_broken_when_the_home_s_address_changes(t:
     // The ep's end: home still talks into the dead channel, and the ep
     // lets go of it rather than keep a ghost player at home.
     let players = || handle.status()["services"][0]["players"].as_i64();
-    let deadline = Instant::now() + Duration::from_secs(20);
+    let deadline = Instant::now() + Duration::from_secs(30);
     while players() != Some(0) {
         assert!(
             Instant::now() < deadline,

@@ -20,8 +20,8 @@ use std::{
 };
 
 /// How often the channels are looked at: a ghost at home is reset within
-/// the heartbeat timeout and two or three of these (a system call per
-/// TLS player, ~1 µs).
+/// about twice the heartbeat timeout and two of these (`dark_path`; a
+/// system call per TLS player, ~1 µs).
 pub(super) const EVERY: Duration = Duration::from_secs(5);
 
 #[derive(Default)]

@@ -15,8 +15,8 @@ use tokio_util::sync::CancellationToken;
 const TICK: Duration = Duration::from_secs(1);
 
 /// How often TLS channels are looked at for a dead path: a player on one
-/// is cut within the heartbeat timeout and two or three of these (a
-/// system call per TLS player each time, ~1 µs).
+/// is cut within about twice the heartbeat timeout and two of these
+/// (`dark_path`; a system call per TLS player each time, ~1 µs).
 const DARK_EVERY: Duration = Duration::from_secs(5);
 
 pub(super) async fn run(shared: Arc<Shared>) {
