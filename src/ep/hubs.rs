@@ -27,6 +27,9 @@ const MAX_WAITING_CHANNELS: usize = 1024;
 pub(super) struct QuicState {
     /// One UDP socket per hub for the ep's life; rebinding it is a migration.
     pub endpoint: Option<quinn::Endpoint>,
+    /// The endpoint's socket and its connections' send rates, for sizing
+    /// its send buffer.
+    pub queue: Option<super::send_queue::Shared>,
     /// The port the hub's welcome named.
     pub port: Option<u16>,
     pub failed: Option<Instant>,

@@ -412,17 +412,22 @@ fn quic_client_config(
 }
 
 /// A QUIC client endpoint for this ep, on a fresh UDP port of `hub`'s
-/// family (one per hub for the ep's life; rebinding it is a migration).
-pub fn quic_endpoint(hub: SocketAddr) -> Result<quinn::Endpoint, LoginError> {
+/// family (one per hub for the ep's life; rebinding it is a migration),
+/// and a handle on its socket for `send_queue`.
+pub fn quic_endpoint(
+    hub: SocketAddr,
+) -> Result<(quinn::Endpoint, Arc<socket2::Socket>), LoginError> {
     let bind: SocketAddr = if hub.is_ipv4() {
         (std::net::Ipv4Addr::UNSPECIFIED, 0).into()
     } else {
         (std::net::Ipv6Addr::UNSPECIFIED, 0).into()
     };
-    let endpoint = || -> std::io::Result<quinn::Endpoint> {
+    let endpoint = || -> std::io::Result<_> {
         let socket = crate::quic::client_socket(bind)?;
+        let handle = Arc::new(socket2::Socket::from(socket.try_clone()?));
         let runtime: Arc<dyn quinn::Runtime> = Arc::new(quinn::TokioRuntime);
-        quinn::Endpoint::new(quinn::EndpointConfig::default(), None, socket, runtime)
+        let e = quinn::Endpoint::new(quinn::EndpointConfig::default(), None, socket, runtime)?;
+        Ok((e, handle))
     };
     endpoint().map_err(|e| LoginError::Quic {
         addr: hub.to_string(),

@@ -10,6 +10,7 @@ pub mod join;
 mod login;
 mod pace;
 mod reload;
+mod send_queue;
 mod slots;
 mod status;
 mod udp;
@@ -249,7 +250,7 @@ pub async fn login_quic_once(
     hub: std::net::SocketAddr,
 ) -> Result<(), LoginError> {
     let client = login::load_tls(settings)?.client;
-    let endpoint = login::quic_endpoint(hub)?;
+    let (endpoint, _) = login::quic_endpoint(hub)?;
     let deadline = settings.timing.connect_timeout;
     let h = &settings.hubs[0];
     let login = login::login_quic(settings, h, &client, &endpoint, hub);
@@ -319,7 +320,7 @@ impl Ep {
     /// re-mapping would (a test hook for migration).
     pub(crate) fn rebind_quic(&self, to: Option<std::net::SocketAddr>) -> std::io::Result<()> {
         let q = self.hubs[0].quic_lock();
-        let Some(endpoint) = &q.endpoint else {
+        let Some(endpoint) = q.endpoint.clone() else {
             return Err(std::io::Error::other("no QUIC endpoint"));
         };
         let family = endpoint.local_addr()?;
@@ -328,6 +329,12 @@ impl Ep {
         } else {
             (std::net::Ipv6Addr::UNSPECIFIED, 0).into()
         };
-        endpoint.rebind(crate::quic::client_socket(to.unwrap_or(any))?)
+        let socket = crate::quic::client_socket(to.unwrap_or(any))?;
+        let handle = std::sync::Arc::new(socket2::Socket::from(socket.try_clone()?));
+        endpoint.rebind(socket)?;
+        if let Some(queue) = &q.queue {
+            send_queue::moved(queue, handle);
+        }
+        Ok(())
     }
 }

@@ -245,6 +245,13 @@ impl Up {
             let streams = hub_streams(ep.clone(), quic.clone(), to);
             ep.tracker
                 .spawn(streams.instrument(tracing::info_span!("quic")));
+            let queue = link.quic_lock().queue.clone();
+            if let Some(queue) = queue {
+                let sizer = super::send_queue::follow(quic.conn.clone(), queue);
+                // Not tracked: it ends with the connection, and must not hold
+                // the ep's drain open once the players are done.
+                tokio::spawn(sizer);
+            }
         }
         (target, failed_rx)
     }
@@ -412,8 +419,9 @@ impl Up {
             match &q.endpoint {
                 Some(e) if e.local_addr().is_ok_and(|a| a.is_ipv4() == hub.is_ipv4()) => e.clone(),
                 _ => {
-                    let e = login::quic_endpoint(hub)?;
+                    let (e, socket) = login::quic_endpoint(hub)?;
                     q.endpoint = Some(e.clone());
+                    q.queue = Some(super::send_queue::new(socket));
                     e
                 }
             }
