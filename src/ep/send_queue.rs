@@ -7,8 +7,12 @@
 //! 100 Mbit/s uplink (BENCHMARKS.md, "The ep's QUIC send queue"). QUIC
 //! never sees a loss there (the socket blocks before the queue overflows),
 //! so its window does not shrink either. Held small, the queue stays in
-//! quinn, which builds each packet as the socket takes it and sends the
-//! streams of one priority round-robin, so a reply goes in the next packet.
+//! quinn, which builds packets as the socket takes them and sends the
+//! streams of one priority round-robin, so a reply waits behind what the
+//! socket holds and at most one batch quinn has built. Only a queue on
+//! the ep's own machine (its qdisc, its network card or Wi-Fi) is
+//! shortened: behind a home router whose uplink is narrower than the
+//! ep's link, the queue is the router's.
 //!
 //! A sent datagram leaves the buffer only once the device is done with it,
 //! so the buffer also bounds the rate: at most what it holds per device
@@ -49,6 +53,9 @@ pub struct Queue {
     socket: Arc<socket2::Socket>,
     rates: HashMap<usize, f64>,
     asked: usize,
+    /// When the socket was last sized: with several connections, once a
+    /// step, so a pause halves the buffer once a step, not once each.
+    sized_at: Option<Instant>,
 }
 
 pub type Shared = Arc<Mutex<Queue>>;
@@ -58,6 +65,7 @@ pub fn new(socket: Arc<socket2::Socket>) -> Shared {
         socket,
         rates: HashMap::new(),
         asked: 0,
+        sized_at: None,
     }))
 }
 
@@ -89,6 +97,12 @@ pub(super) async fn follow(conn: quinn::Connection, queue: Shared) {
         last = now;
         let mut q = lock(&queue);
         q.rates.insert(id, rate);
+        if q.sized_at
+            .is_some_and(|t| now.0.duration_since(t) < EVERY * 9 / 10)
+        {
+            continue;
+        }
+        q.sized_at = Some(now.0);
         let want = buffer_for(q.rates.values().sum(), q.asked);
         q.asked = want;
         // Each step, not only on a change: a rebound socket starts at the
