@@ -413,10 +413,10 @@ fn quic_client_config(
 
 /// A QUIC client endpoint for this ep, on a fresh UDP port of `hub`'s
 /// family (one per hub for the ep's life; rebinding it is a migration),
-/// and a handle on its socket for `send_queue`.
+/// and its socket's send queue (`send_queue`).
 pub fn quic_endpoint(
     hub: SocketAddr,
-) -> Result<(quinn::Endpoint, Arc<socket2::Socket>), LoginError> {
+) -> Result<(quinn::Endpoint, super::send_queue::Shared), LoginError> {
     let bind: SocketAddr = if hub.is_ipv4() {
         (std::net::Ipv4Addr::UNSPECIFIED, 0).into()
     } else {
@@ -424,10 +424,10 @@ pub fn quic_endpoint(
     };
     let endpoint = || -> std::io::Result<_> {
         let socket = crate::quic::client_socket(bind)?;
-        let handle = Arc::new(socket2::Socket::from(socket.try_clone()?));
+        let queue = super::send_queue::new(&socket)?;
         let runtime: Arc<dyn quinn::Runtime> = Arc::new(quinn::TokioRuntime);
         let e = quinn::Endpoint::new(quinn::EndpointConfig::default(), None, socket, runtime)?;
-        Ok((e, handle))
+        Ok((e, queue))
     };
     endpoint().map_err(|e| LoginError::Quic {
         addr: hub.to_string(),

@@ -320,7 +320,7 @@ impl Ep {
     /// re-mapping would (a test hook for migration).
     pub(crate) fn rebind_quic(&self, to: Option<std::net::SocketAddr>) -> std::io::Result<()> {
         let q = self.hubs[0].quic_lock();
-        let Some(endpoint) = q.endpoint.clone() else {
+        let Some(endpoint) = &q.endpoint else {
             return Err(std::io::Error::other("no QUIC endpoint"));
         };
         let family = endpoint.local_addr()?;
@@ -330,7 +330,7 @@ impl Ep {
             (std::net::Ipv6Addr::UNSPECIFIED, 0).into()
         };
         let socket = crate::quic::client_socket(to.unwrap_or(any))?;
-        let handle = std::sync::Arc::new(socket2::Socket::from(socket.try_clone()?));
+        let handle = socket.try_clone()?;
         endpoint.rebind(socket)?;
         if let Some(queue) = &q.queue {
             send_queue::moved(queue, handle);

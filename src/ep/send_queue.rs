@@ -60,18 +60,21 @@ pub struct Queue {
 
 pub type Shared = Arc<Mutex<Queue>>;
 
-pub fn new(socket: Arc<socket2::Socket>) -> Shared {
-    Arc::new(Mutex::new(Queue {
-        socket,
+/// The queue of the endpoint built on `socket` (a handle of its own: the
+/// endpoint takes the socket).
+pub fn new(socket: &std::net::UdpSocket) -> std::io::Result<Shared> {
+    Ok(Arc::new(Mutex::new(Queue {
+        socket: Arc::new(socket.try_clone()?.into()),
         rates: HashMap::new(),
         asked: 0,
         sized_at: None,
-    }))
+    })))
 }
 
-/// The endpoint moved to `socket` (a rebind): sized at the next step.
-pub fn moved(queue: &Shared, socket: Arc<socket2::Socket>) {
-    lock(queue).socket = socket;
+/// The endpoint moved (a rebind) to the socket `handle` is a handle of:
+/// sized at the next step.
+pub fn moved(queue: &Shared, handle: std::net::UdpSocket) {
+    lock(queue).socket = Arc::new(handle.into());
 }
 
 fn lock(q: &Shared) -> std::sync::MutexGuard<'_, Queue> {

@@ -419,9 +419,9 @@ impl Up {
             match &q.endpoint {
                 Some(e) if e.local_addr().is_ok_and(|a| a.is_ipv4() == hub.is_ipv4()) => e.clone(),
                 _ => {
-                    let (e, socket) = login::quic_endpoint(hub)?;
+                    let (e, queue) = login::quic_endpoint(hub)?;
                     q.endpoint = Some(e.clone());
-                    q.queue = Some(super::send_queue::new(socket));
+                    q.queue = Some(queue);
                     e
                 }
             }
