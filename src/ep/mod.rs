@@ -10,6 +10,7 @@ pub mod join;
 mod login;
 mod pace;
 mod reload;
+mod send_probe;
 mod send_queue;
 mod slots;
 mod status;

@@ -17,12 +17,18 @@
 //! A sent datagram leaves the buffer only once the device is done with it,
 //! so the buffer also bounds the rate: at most what it holds per device
 //! round (wired, a fraction of a millisecond; Wi-Fi, which frees a frame
-//! once its aggregate is acknowledged, a few). The buffer follows the send
-//! rate, four milliseconds of it, as Linux gives TCP over Wi-Fi: while a
-//! device round is shorter than what the kernel then grants (twice the
-//! asked, ~7 ms of data), a buffer that holds the rate back lets through
-//! more than it is sized for, and grows step by step.
+//! once its aggregate is acknowledged, a few, and on a busy medium tens).
+//! The buffer follows the send rate, four milliseconds of it, as Linux
+//! gives TCP over Wi-Fi: while a device round is shorter than the data in
+//! what the kernel then grants (twice the asked; ~7 ms where 90 % of what
+//! it charges is data, ~4 ms where a GSO batch is cut into datagrams for
+//! the device, as for Wi-Fi), a buffer that holds the rate back lets
+//! through more than it is sized for, and grows step by step. Where
+//! rounds are longer, it would hold the rate back for good: `send_probe`
+//! finds that out and sizes it larger, up to what the kernel's default
+//! would have granted.
 
+use super::send_probe::{Probe, Sizes};
 use std::{
     collections::HashMap,
     sync::{Arc, Mutex},
@@ -39,22 +45,87 @@ const CEILING: usize = 4 << 20;
 /// Asked: the send rate over this share of a second (4 ms).
 const HOLD_PER_SEC: f64 = 250.0;
 
-/// The send buffer to ask for at `rate` bytes/s, given what was asked the
-/// step before. A pause halves it step by step, so a stream that stalls
-/// for a moment does not start again at the floor.
-pub fn buffer_for(rate: f64, before: usize) -> usize {
+/// What the send rate asks at `rate` bytes/s, given what it asked the step
+/// before. A pause halves it step by step, so a stream that stalls for a
+/// moment does not start again at the floor.
+fn rate_part(rate: f64, before: usize) -> usize {
     let want = (rate / HOLD_PER_SEC) as usize;
     want.max(before / 2).clamp(FLOOR, CEILING)
 }
 
-/// One endpoint's socket and the send rates of its connections (a new
-/// login's beside an old one's that still drains its players).
+/// The size to ask step by step: what the rate asks, times what the probe
+/// found the device needs (the floor too: a device that holds the rate
+/// back at the floor needs more than the floor).
+pub struct Sizer {
+    /// What the rate alone asked; held still while the probe tries.
+    base: usize,
+    probe: Probe,
+    /// The probe's scale asks at most this (what the kernel's default
+    /// grants), unless the rate alone asks more: the worst a scale kept
+    /// in error can do is what the ep did before it sized the buffer.
+    most: usize,
+}
+
+impl Default for Sizer {
+    fn default() -> Sizer {
+        Sizer::new(212_992)
+    }
+}
+
+impl Sizer {
+    /// `granted`: the send buffer the kernel gives a socket by default
+    /// (`net.core.wmem_default`).
+    pub fn new(granted: usize) -> Sizer {
+        Sizer {
+            base: 0,
+            probe: Probe::new(EVERY),
+            most: granted / 2,
+        }
+    }
+
+    fn sized(&self, times: f64) -> usize {
+        let scaled = (self.base as f64 * times) as usize;
+        scaled.min(self.base.max(self.most)).clamp(FLOOR, CEILING)
+    }
+
+    /// Takes the last step's send rate (bytes/s); returns the size to ask.
+    pub fn step(&mut self, rate: f64) -> usize {
+        if !self.probe.trying() {
+            self.base = rate_part(rate, self.base);
+        }
+        let scale = f64::from(self.probe.scale());
+        let usual = self.sized(scale);
+        let sizes = Sizes {
+            usual,
+            up: self.sized(scale * 2.0) as f64 / usual as f64,
+            down: usual > self.sized(1.0),
+        };
+        let times = self.probe.step(rate, sizes);
+        if f64::from(self.probe.scale()) != scale {
+            tracing::debug!(
+                "the QUIC socket's send buffer is now {} times the rate's four milliseconds \
+                 (at most the kernel's default; was {scale}): a try found the device {} with it",
+                self.probe.scale(),
+                if f64::from(self.probe.scale()) > scale {
+                    "held back"
+                } else {
+                    "as fast"
+                }
+            );
+        }
+        self.sized(times)
+    }
+}
+
+/// One endpoint's socket and its connections (a new login's beside an
+/// old one's that still drains its players), each with the bytes it had
+/// sent at the last step.
 pub struct Queue {
     socket: Arc<socket2::Socket>,
-    rates: HashMap<usize, f64>,
-    asked: usize,
-    /// When the socket was last sized: with several connections, once a
-    /// step, so a pause halves the buffer once a step, not once each.
+    conns: HashMap<usize, (quinn::Connection, u64)>,
+    sizer: Sizer,
+    /// When the socket was last sized: once a step, whichever connection's
+    /// timer comes first, all of them read at the same moment.
     sized_at: Option<Instant>,
 }
 
@@ -65,109 +136,76 @@ pub type Shared = Arc<Mutex<Queue>>;
 pub fn new(socket: &std::net::UdpSocket) -> std::io::Result<Shared> {
     Ok(Arc::new(Mutex::new(Queue {
         socket: Arc::new(socket.try_clone()?.into()),
-        rates: HashMap::new(),
-        asked: 0,
+        conns: HashMap::new(),
+        sizer: Sizer::new(kernel_default()),
         sized_at: None,
     })))
+}
+
+/// The send buffer the kernel gives a socket unasked.
+fn kernel_default() -> usize {
+    std::fs::read_to_string("/proc/sys/net/core/wmem_default")
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(212_992)
 }
 
 /// The endpoint moved (a rebind) to the socket `handle` is a handle of:
 /// sized at the next step.
 pub fn moved(queue: &Shared, handle: std::net::UdpSocket) {
-    lock(queue).socket = Arc::new(handle.into());
+    let mut q = lock(queue);
+    q.socket = Arc::new(handle.into());
+    q.sizer.probe.moved();
 }
 
 fn lock(q: &Shared) -> std::sync::MutexGuard<'_, Queue> {
     q.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-/// Counts `conn`'s send rate in its endpoint's `queue` until it ends,
-/// sizing the socket each step to all of its connections together.
-pub(super) async fn follow(conn: quinn::Connection, queue: Shared) {
-    let id = conn.stable_id();
-    let mut last = (Instant::now(), conn.stats().udp_tx.bytes);
-    let mut tick = tokio::time::interval(EVERY);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    tick.tick().await;
-    loop {
-        tokio::select! {
-            _ = tick.tick() => {}
-            _ = conn.closed() => break,
+impl Queue {
+    /// Reads what every connection sent since the last step and sizes the
+    /// socket for it, at most once a step.
+    fn step(&mut self, now: Instant) {
+        let Some(since) = self.sized_at.map(|t| now.duration_since(t)) else {
+            self.sized_at = Some(now);
+            return;
+        };
+        if since < EVERY * 9 / 10 {
+            return;
         }
-        let now = (Instant::now(), conn.stats().udp_tx.bytes);
-        let secs = now.0.duration_since(last.0).as_secs_f64().max(1e-3);
-        let rate = now.1.saturating_sub(last.1) as f64 / secs;
-        last = now;
-        let mut q = lock(&queue);
-        q.rates.insert(id, rate);
-        if q.sized_at
-            .is_some_and(|t| now.0.duration_since(t) < EVERY * 9 / 10)
-        {
-            continue;
+        self.sized_at = Some(now);
+        let mut sent = 0;
+        for (conn, last) in self.conns.values_mut() {
+            let bytes = conn.stats().udp_tx.bytes;
+            sent += bytes.saturating_sub(*last);
+            *last = bytes;
         }
-        q.sized_at = Some(now.0);
-        let want = buffer_for(q.rates.values().sum(), q.asked);
-        q.asked = want;
+        let rate = sent as f64 / since.as_secs_f64();
+        let want = self.sizer.step(rate);
         // Each step, not only on a change: a rebound socket starts at the
         // kernel's default.
-        if let Err(e) = q.socket.set_send_buffer_size(want) {
+        if let Err(e) = self.socket.set_send_buffer_size(want) {
             tracing::debug!("could not size the QUIC socket's send buffer: {e}");
         }
     }
-    lock(&queue).rates.remove(&id);
+}
+
+/// Counts `conn` in its endpoint's `queue` until it ends, sizing the
+/// socket each step to all of the endpoint's connections together.
+pub(super) async fn follow(conn: quinn::Connection, queue: Shared) {
+    let id = conn.stable_id();
+    let sent = conn.stats().udp_tx.bytes;
+    lock(&queue).conns.insert(id, (conn.clone(), sent));
+    let mut tick = tokio::time::interval(EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => lock(&queue).step(Instant::now()),
+            _ = conn.closed() => break,
+        }
+    }
+    lock(&queue).conns.remove(&id);
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn idle_asks_the_floor() {
-        assert_eq!(buffer_for(0.0, 0), FLOOR);
-    }
-
-    #[test]
-    fn four_milliseconds_of_the_rate() {
-        // 100 Mbit/s: 12.5 MB/s; four milliseconds are 50 kB.
-        assert_eq!(buffer_for(12_500_000.0, FLOOR), 50_000);
-        // A fast link is capped.
-        assert_eq!(buffer_for(2e9, FLOOR), CEILING);
-    }
-
-    #[test]
-    fn a_pause_halves_it_step_by_step() {
-        let b = buffer_for(25_000_000.0, FLOOR);
-        assert_eq!(b, 100_000);
-        assert_eq!(buffer_for(0.0, b), 50_000);
-        assert_eq!(buffer_for(0.0, 50_000), 25_000);
-        let mut b = 25_000;
-        for _ in 0..10 {
-            b = buffer_for(0.0, b);
-        }
-        assert_eq!(b, FLOOR);
-    }
-
-    /// A buffer that holds the rate back lets through what the kernel
-    /// grants (twice the asked, ~90 % of it data) per device round: with
-    /// rounds up to ~7 ms it grows from the floor to what the link takes.
-    #[test]
-    fn a_buffer_that_holds_the_rate_back_grows() {
-        let link = 50e6; // 400 Mbit/s
-        for round_ms in [0.2, 1.0, 3.0, 5.0] {
-            let mut asked = FLOOR;
-            let mut steps = 0;
-            loop {
-                let held = 2.0 * asked as f64 * 0.9 + 14_500.0;
-                let rate = (held / (round_ms / 1000.0)).min(link);
-                let next = buffer_for(rate, asked);
-                steps += 1;
-                if rate >= link || steps > 50 {
-                    break;
-                }
-                assert!(next > asked, "stuck at {asked} with {round_ms} ms rounds");
-                asked = next;
-            }
-            assert!(steps <= 20, "{steps} steps with {round_ms} ms rounds");
-        }
-    }
-}
+mod tests;
