@@ -210,13 +210,15 @@ fn write_crl(
     let now = OffsetDateTime::now_utc();
     let revoked_certs = serials
         .iter()
-        .map(|hex| rcgen::RevokedCertParams {
-            serial_number: SerialNumber::from_slice(&unhex(hex)),
-            revocation_time: now,
-            reason_code: None,
-            invalidity_date: None,
+        .map(|hex| -> Result<_> {
+            Ok(rcgen::RevokedCertParams {
+                serial_number: SerialNumber::from_slice(&unhex(hex)?),
+                revocation_time: now,
+                reason_code: None,
+                invalidity_date: None,
+            })
         })
-        .collect();
+        .collect::<Result<_>>()?;
     let params = rcgen::CertificateRevocationListParams {
         this_update: now - Duration::hours(1),
         next_update: now + Duration::days(CA_DAYS),
@@ -363,7 +365,10 @@ pub fn revoke_serials(ca: &CaFiles, serials: &[String]) -> Result<()> {
     let issuer = load_ca(&ca.cert, &ca.key)?;
     let _held = lock_crl(&ca.crl)?;
     let mut revoked = read_revoked(&ca.crl)?;
-    revoked.extend(serials.iter().cloned());
+    for serial in serials {
+        // A serial from a file a person may have edited (enrolled.json).
+        revoked.insert(normal_serial(serial)?);
+    }
     write_crl(&ca.crl, &issuer, &revoked)
 }
 
@@ -381,9 +386,48 @@ fn normal_serial(s: &str) -> Result<String> {
     Ok(s)
 }
 
-fn unhex(s: &str) -> Vec<u8> {
-    (0..s.len())
+/// The bytes of serial `s`, refused unless it is hex (`normal_serial`).
+fn unhex(s: &str) -> Result<Vec<u8>> {
+    let s = normal_serial(s)?;
+    Ok((0..s.len())
         .step_by(2)
-        .filter_map(|i| u8::from_str_radix(&s[i..i + 2], 16).ok())
-        .collect()
+        .map(|i| u8::from_str_radix(&s[i..i + 2], 16))
+        .collect::<Result<_, _>>()?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A serial from enrolled.json, which a person may have edited, is
+    /// refused with its cause; the list is left as it was.
+    #[test]
+    fn a_serial_that_is_not_hex_is_refused_not_a_panic() {
+        let dir = tempfile::tempdir().unwrap();
+        GenCert {
+            dir: dir.path().into(),
+            ..Default::default()
+        }
+        .run()
+        .unwrap();
+        let ca = CaFiles {
+            cert: dir.path().join("ca.pem"),
+            key: dir.path().join("ca.key"),
+            crl: dir.path().join("crl.pem"),
+        };
+        let before = fs::read(&ca.crl).unwrap();
+        for bad in ["abc", "zz", "é1", "1é", ""] {
+            let e = revoke_serials(&ca, &[bad.to_string()]).unwrap_err();
+            assert!(e.to_string().contains("not a hex serial"), "{bad}: {e}");
+        }
+        assert_eq!(fs::read(&ca.crl).unwrap(), before);
+        revoke_serials(&ca, &["0x1F:0a".into()]).unwrap();
+        assert_eq!(
+            read_revoked(&ca.crl)
+                .unwrap()
+                .into_iter()
+                .collect::<Vec<_>>(),
+            ["1f0a"]
+        );
+    }
 }

@@ -5,6 +5,9 @@ use anyhow::{Context, Result, bail};
 use serde_json::Value;
 use std::{io::Read, io::Write, net::SocketAddr, time::Duration};
 
+/// The most of an answer read.
+const MOST: u64 = 64 << 20;
+
 /// GETs `path` from the admin door at `addr`.
 pub fn get(addr: SocketAddr, path: &str, token: Option<&str>) -> Result<String> {
     let mut tcp = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(5))
@@ -20,7 +23,16 @@ pub fn get(addr: SocketAddr, path: &str, token: Option<&str>) -> Result<String> 
         "GET {path} HTTP/1.1\r\nHost: {addr}\r\n{auth}Connection: close\r\n\r\n"
     )?;
     let mut reply = String::new();
-    tcp.read_to_string(&mut reply)?;
+    // A door that never stops sending (not ferry's) must not take the
+    // terminal's memory: the largest page ferry serves (10,000 players)
+    // is a few MB.
+    let read = (&mut tcp).take(MOST + 1).read_to_string(&mut reply)?;
+    if read as u64 > MOST {
+        bail!(
+            "the admin door at {addr} sent more than {} MiB: not ferry's answer",
+            MOST >> 20
+        );
+    }
     let (head, body) = reply.split_once("\r\n\r\n").unwrap_or((&reply, ""));
     let status = head.split(' ').nth(1).unwrap_or("");
     match status {
@@ -144,4 +156,26 @@ pub fn render_bans(status: &Value) -> String {
         })
         .collect();
     table(&rows, &["address", "service", "until", "since"])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Something else on the admin door's port that never stops sending
+    /// is cut off with a clear error, not read into memory for ever.
+    #[test]
+    fn an_endless_answer_is_refused() {
+        let door = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = door.local_addr().unwrap();
+        let talker = std::thread::spawn(move || {
+            let (mut s, _) = door.accept().unwrap();
+            let _ = s.write_all(b"HTTP/1.1 200 OK\r\n\r\n");
+            let chunk = vec![b'a'; 1 << 20];
+            while s.write_all(&chunk).is_ok() {}
+        });
+        let e = get(addr, "/api/status", None).unwrap_err();
+        assert!(e.to_string().contains("not ferry's answer"), "{e}");
+        talker.join().unwrap();
+    }
 }

@@ -65,9 +65,39 @@ pub fn check_hash(phc: &str) -> Result<(), String> {
     if let Some(v) = parsed.version {
         Version::try_from(v).map_err(|_| format!("Argon2 version {v} is unknown; {FIX}"))?;
     }
-    Params::try_from(&parsed).map_err(|e| format!("its parameters are not usable ({e}); {FIX}"))?;
+    let params = Params::try_from(&parsed)
+        .map_err(|e| format!("its parameters are not usable ({e}); {FIX}"))?;
+    bounded(&params)?;
     if parsed.salt.is_none() || parsed.hash.is_none() {
         return Err(format!("it has no salt or no hash part; {FIX}"));
+    }
+    Ok(())
+}
+
+/// Costs a hash may ask at most. Every token a stranger offers is checked
+/// against the hash (an admin request, an ep's login), so its memory cost
+/// is spent per check: unbounded, one edited hash could make each request
+/// take the host's memory. Thirteen times the memory and eight times the
+/// passes `ferry hub token` uses.
+const MOST_KIB: u32 = 256 * 1024;
+const MOST_PASSES: u32 = 16;
+const MOST_LANES: u32 = 16;
+
+fn bounded(p: &Params) -> Result<(), String> {
+    if p.m_cost() > MOST_KIB {
+        return Err(format!(
+            "its memory cost m={} KiB is more than ferry checks a token with (at most m={MOST_KIB}, \
+             256 MiB): each check would take that much; {FIX}",
+            p.m_cost()
+        ));
+    }
+    if p.t_cost() > MOST_PASSES || p.p_cost() > MOST_LANES {
+        return Err(format!(
+            "its passes t={} or lanes p={} are more than ferry checks a token with \
+             (at most t={MOST_PASSES}, p={MOST_LANES}); {FIX}",
+            p.t_cost(),
+            p.p_cost()
+        ));
     }
     Ok(())
 }
@@ -130,6 +160,19 @@ mod tests {
             "m too small"
         );
         assert!(check_hash(&format!("$argon2id$v=19$m=19456,t=2,p=1${SALT}")).is_err());
+    }
+
+    /// A hash is checked against every token a stranger offers: one that
+    /// would take gigabytes per check is refused at load, naming why.
+    #[test]
+    fn costs_beyond_what_a_check_may_take_are_refused() {
+        check_hash(&phc("argon2id", 19, 262_144, 16)).unwrap();
+        let e = check_hash(&phc("argon2id", 19, 4 << 20, 2)).unwrap_err();
+        assert!(e.contains("m=4194304 KiB") && e.contains("256 MiB"), "{e}");
+        let e = check_hash(&phc("argon2id", 19, 19456, 1000)).unwrap_err();
+        assert!(e.contains("t=1000"), "{e}");
+        let lanes = format!("$argon2id$v=19$m=19456,t=2,p=64${SALT}${OUT}");
+        assert!(check_hash(&lanes).unwrap_err().contains("p=64"));
     }
 
     #[test]

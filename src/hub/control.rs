@@ -635,8 +635,22 @@ fn match_offer(
             format!("unknown service {name:?}: {why}"),
         ));
     }
-    for (name, why) in &matched.refused {
-        tracing::warn!(%ep, service = ?name, "the ep offers a service this hub does not serve: {why}");
+    // One line however many: an ep's offer may name thousands.
+    if !matched.refused.is_empty() {
+        let shown: Vec<String> = (matched.refused.iter().take(8))
+            .map(|(name, why)| format!("{name:?} ({why})"))
+            .collect();
+        let more = matched.refused.len().saturating_sub(shown.len());
+        let more = if more > 0 {
+            format!(" and {more} more")
+        } else {
+            String::new()
+        };
+        tracing::warn!(
+            %ep,
+            "the ep offers services this hub does not serve: {}{more}",
+            shown.join(", ")
+        );
     }
     Ok((offer, matched))
 }
