@@ -3,6 +3,11 @@
 //! as on a TLS connection), the transport settings, and a channel-like
 //! `Tunnel` that is either a TLS connection or a QUIC stream.
 
+#[doc(hidden)]
+pub mod flows;
+
+use flows::Flows;
+pub use flows::Sink;
 use std::{
     io,
     pin::Pin,
@@ -312,81 +317,11 @@ impl Drop for Hold {
     }
 }
 
-/// Flows by id, and datagrams that arrived before their flow's `Start`
-/// (a stream) was read: QUIC does not order datagrams with streams, and a
-/// flow's first datagram must not be lost.
-#[derive(Default)]
-struct Flows {
-    open: std::collections::HashMap<u32, Sink>,
-    early: std::collections::HashMap<u32, Early>,
-    /// Bytes held in `early`, all flows.
-    early_bytes: usize,
-}
-
-#[derive(Default)]
-struct Early {
-    since: Option<tokio::time::Instant>,
-    datagrams: Vec<Vec<u8>>,
-    bytes: usize,
-}
-
-/// Early datagrams kept: per flow what the hub holds for a flow waiting
-/// for its channel (it sends them all as the flow opens), for how long,
-/// and in all, bytes and flows (a hub that opens no flows cannot fill the
-/// ep's memory).
-const EARLY_PER_FLOW: usize = crate::datagram::QUEUE_ITEMS;
-const EARLY_BYTES_PER_FLOW: usize = crate::datagram::QUEUE_BYTES;
-const EARLY_FOR: std::time::Duration = std::time::Duration::from_secs(5);
-const EARLY_BYTES: usize = 4 << 20;
-const EARLY_FLOWS: usize = 256;
-
-impl Flows {
-    fn early(&mut self, id: u32, d: Vec<u8>) {
-        let now = tokio::time::Instant::now();
-        if !self.early.contains_key(&id) {
-            let mut expired = 0;
-            self.early.retain(|_, e| {
-                let keep = e.since.is_some_and(|t| now.duration_since(t) < EARLY_FOR);
-                expired += if keep { 0 } else { e.bytes };
-                keep
-            });
-            self.early_bytes -= expired;
-            if self.early.len() >= EARLY_FLOWS {
-                return;
-            }
-        }
-        if self.early_bytes + d.len() > EARLY_BYTES {
-            return;
-        }
-        let e = self.early.entry(id).or_default();
-        e.since.get_or_insert(now);
-        if e.datagrams.len() < EARLY_PER_FLOW && e.bytes + d.len() <= EARLY_BYTES_PER_FLOW {
-            e.bytes += d.len();
-            self.early_bytes += d.len();
-            e.datagrams.push(d);
-        }
-    }
-
-    /// The early datagrams of flow `id`, taken.
-    fn take_early(&mut self, id: u32) -> Vec<Vec<u8>> {
-        let e = self.early.remove(&id).unwrap_or_default();
-        self.early_bytes -= e.bytes;
-        e.datagrams
-    }
-}
-
 impl std::fmt::Debug for Link {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "Link({})", self.conn.remote_address())
     }
 }
-
-/// Where a flow's datagrams go. Called on the task that reads the
-/// connection, so it sends at once or drops (a full socket loses the
-/// datagram, as the network would) and never waits: a task hop per
-/// datagram each way is what kept a round trip over QUIC above TLS.
-/// It must not register or drop a flow of the same link.
-pub type Sink = std::sync::Arc<dyn Fn(&[u8]) + Send + Sync>;
 
 /// Removes a flow from its link when dropped.
 pub struct Registration {
@@ -396,7 +331,7 @@ pub struct Registration {
 
 impl Drop for Registration {
     fn drop(&mut self) {
-        self.link.lock().open.remove(&self.id);
+        self.link.lock().close(self.id);
     }
 }
 
@@ -413,20 +348,10 @@ impl Link {
         let l = link.clone();
         tokio::spawn(async move {
             while let Ok(d) = l.conn.read_datagram().await {
-                if d.len() < 4 {
-                    continue;
-                }
-                let id = u32::from_be_bytes([d[0], d[1], d[2], d[3]]);
-                let sink = {
-                    let mut flows = l.lock();
-                    let sink = flows.open.get(&id).cloned();
-                    if sink.is_none() {
-                        flows.early(id, d[4..].to_vec());
-                    }
-                    sink
-                };
-                if let Some(sink) = sink {
-                    sink(&d[4..]);
+                let now = tokio::time::Instant::now().into_std();
+                let live = l.lock().arrived(&d, now);
+                if let Some(sink) = live {
+                    sink(flows::payload(&d));
                 }
             }
         });
@@ -480,7 +405,7 @@ impl Link {
     pub fn next_id(&self) -> u32 {
         loop {
             let id = self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            if !self.lock().open.contains_key(&id) {
+            if !self.lock().is_open(id) {
                 return id;
             }
         }
@@ -498,7 +423,7 @@ impl Link {
             let early = flows.take_early(id);
             let done = last || early.is_empty();
             if done {
-                flows.open.insert(id, sink.clone());
+                flows.open(id, sink.clone());
             }
             drop(flows);
             for d in early {
