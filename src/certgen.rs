@@ -198,7 +198,10 @@ fn read_revoked(crl_path: &Path) -> Result<std::collections::BTreeSet<String>> {
             crl_path.display()
         );
     }
-    Ok(crate::tls::crl_serials(crl_path)?.into_iter().collect())
+    crate::tls::crl_serials(crl_path)?
+        .iter()
+        .map(|s| normal_serial(s).with_context(|| format!("in {}", crl_path.display())))
+        .collect()
 }
 
 /// Writes `serials` as the CA's revocation list (possibly empty).
@@ -359,7 +362,7 @@ pub struct CaFiles {
     pub crl: PathBuf,
 }
 
-/// Adds `serials` (lowercase hex, as `normal_serial` makes them) to the
+/// Adds `serials` (hex, as a user may type them: `normal_serial`) to the
 /// list in `ca.crl`, signed again by that CA.
 pub fn revoke_serials(ca: &CaFiles, serials: &[String]) -> Result<()> {
     let issuer = load_ca(&ca.cert, &ca.key)?;

@@ -582,3 +582,28 @@ async fn an_ep_invited_for_nothing_yet_logs_in_serving_nothing() {
     hub.wait_sessions(1).await;
     assert_eq!(hub.handle.served_by("game"), None);
 }
+
+/// enrolled.json is a file a person may edit: an ep's token hash there is
+/// held to what one in hub.toml is, so one asking gigabytes for each of
+/// the ep's logins stops the hub's start with the file and the key named.
+#[test]
+fn an_edited_enrolment_asking_gigabytes_per_login_is_refused_naming_it() {
+    let certs = Certs::new();
+    let o = HubOpts {
+        extra: "[enrol]\nbind = \"127.0.0.1:0\"\n".into(),
+        ..Default::default()
+    };
+    let file = write_hub_toml(&certs, &o, None);
+    let heavy = token_hash().replace("m=19456", "m=4194304");
+    let edited = serde_json::json!({"eps": {"cabin": {
+        "token_hash": heavy, "serial": "01", "address": "127.0.0.9", "enrolled": 1,
+        "services": []
+    }}});
+    std::fs::write(certs.path("enrolled.json"), edited.to_string()).unwrap();
+    let (ok, text) = run(&["hub", "check", "-c", file.to_str().unwrap()]);
+    assert!(!ok, "{text}");
+    assert!(
+        text.contains("enrolled.json: eps.cabin.token_hash") && text.contains("m=4194304"),
+        "{text}"
+    );
+}

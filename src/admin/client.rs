@@ -5,8 +5,10 @@ use anyhow::{Context, Result, bail};
 use serde_json::Value;
 use std::{io::Read, io::Write, net::SocketAddr, time::Duration};
 
-/// The most of an answer read.
-const MOST: u64 = 64 << 20;
+/// The most of an answer read: `/api/players` lists every player, at
+/// most ~450 bytes each, and a hub holds at most ~500,000 (half of the
+/// 2^20 descriptors it may raise its limit to).
+const MOST: u64 = 256 << 20;
 
 /// GETs `path` from the admin door at `addr`.
 pub fn get(addr: SocketAddr, path: &str, token: Option<&str>) -> Result<String> {
@@ -22,17 +24,19 @@ pub fn get(addr: SocketAddr, path: &str, token: Option<&str>) -> Result<String> 
         tcp,
         "GET {path} HTTP/1.1\r\nHost: {addr}\r\n{auth}Connection: close\r\n\r\n"
     )?;
-    let mut reply = String::new();
+    let mut reply = Vec::new();
     // A door that never stops sending (not ferry's) must not take the
-    // terminal's memory: the largest page ferry serves (10,000 players)
-    // is a few MB.
-    let read = (&mut tcp).take(MOST + 1).read_to_string(&mut reply)?;
-    if read as u64 > MOST {
+    // terminal's memory.
+    (&mut tcp).take(MOST + 1).read_to_end(&mut reply)?;
+    if reply.len() as u64 > MOST {
         bail!(
-            "the admin door at {addr} sent more than {} MiB: not ferry's answer",
+            "the admin door at {addr} sent more than {} MiB; stopped reading",
             MOST >> 20
         );
     }
+    let reply = String::from_utf8(reply).with_context(|| {
+        format!("the admin door at {addr} answered with bytes that are not text")
+    })?;
     let (head, body) = reply.split_once("\r\n\r\n").unwrap_or((&reply, ""));
     let status = head.split(' ').nth(1).unwrap_or("");
     match status {
@@ -175,7 +179,7 @@ mod tests {
             while s.write_all(&chunk).is_ok() {}
         });
         let e = get(addr, "/api/status", None).unwrap_err();
-        assert!(e.to_string().contains("not ferry's answer"), "{e}");
+        assert!(e.to_string().contains("stopped reading"), "{e}");
         talker.join().unwrap();
     }
 }

@@ -42,6 +42,14 @@ pub fn merge_enrolled(
             tracing::warn!(ep = %name, "[eps.{name}] in the config wins over its enrolment");
             continue;
         }
+        // The file may have been edited: its hashes are held to what a
+        // hash in hub.toml is (each of the ep's logins is checked with it).
+        crate::config::check_hash(&ep.token_hash).map_err(|e| {
+            anyhow::anyhow!(
+                "{}: eps.{name}.token_hash: {e}",
+                store.enrolled_path().display()
+            )
+        })?;
         s.credentials.per_ep.insert(name.clone(), ep.token_hash);
         grant_enrolled(&mut s, &name, ep.services);
         s.enrolled.push(name);

@@ -648,6 +648,7 @@ fn match_offer(
         };
         tracing::warn!(
             %ep,
+            unknown = matched.refused.len(),
             "the ep offers services this hub does not serve: {}{more}",
             shown.join(", ")
         );
