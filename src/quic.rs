@@ -348,7 +348,7 @@ impl Link {
         let l = link.clone();
         tokio::spawn(async move {
             while let Ok(d) = l.conn.read_datagram().await {
-                let now = tokio::time::Instant::now().into_std();
+                let now = || tokio::time::Instant::now().into_std();
                 let live = l.lock().arrived(&d, now);
                 if let Some(sink) = live {
                     sink(flows::payload(&d));

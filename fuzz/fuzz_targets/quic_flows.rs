@@ -101,7 +101,7 @@ fuzz_target!(|data: &[u8]| {
             _ => (u32::MAX, bytes.by_ref().take(usize::from(b % 8)).collect()),
         };
         let before = seen.lock().unwrap().get(&id).copied();
-        let live = f.arrived(&d, now);
+        let live = f.arrived(&d, || now);
         assert_eq!(live.is_some(), flows::id(&d).is_some_and(|i| f.is_open(i)));
         match live {
             Some(s) => {

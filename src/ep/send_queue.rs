@@ -42,6 +42,9 @@ const EVERY: Duration = Duration::from_millis(100);
 const FLOOR: usize = 16 * 1024;
 /// Asked at most (the kernel also caps it at `net.core.wmem_max`).
 const CEILING: usize = 4 << 20;
+/// What the kernel grants a socket unasked on a stock host
+/// (`net.core.wmem_default`), where that cannot be read.
+const KERNEL_DEFAULT: usize = 212_992;
 /// Asked: the send rate over this share of a second (4 ms).
 const HOLD_PER_SEC: f64 = 250.0;
 
@@ -68,7 +71,7 @@ pub struct Sizer {
 
 impl Default for Sizer {
     fn default() -> Sizer {
-        Sizer::new(212_992)
+        Sizer::new(KERNEL_DEFAULT)
     }
 }
 
@@ -147,7 +150,7 @@ fn kernel_default() -> usize {
     std::fs::read_to_string("/proc/sys/net/core/wmem_default")
         .ok()
         .and_then(|s| s.trim().parse().ok())
-        .unwrap_or(212_992)
+        .unwrap_or(KERNEL_DEFAULT)
 }
 
 /// The endpoint moved (a rebind) to the socket `handle` is a handle of:

@@ -50,14 +50,15 @@ pub fn payload(d: &[u8]) -> &[u8] {
 }
 
 impl Flows {
-    /// A datagram read from the connection at `now`: the sink of its flow
-    /// if the flow is open (called outside the lock with `payload(d)`),
-    /// else kept early within the bounds, or dropped.
-    pub fn arrived(&mut self, d: &[u8], now: Instant) -> Option<Sink> {
+    /// A datagram read from the connection: the sink of its flow if the
+    /// flow is open (called outside the lock with `payload(d)`), else kept
+    /// early within the bounds, or dropped. The clock (`now`) is read only
+    /// for an early one, off the path of a flow's every datagram.
+    pub fn arrived(&mut self, d: &[u8], now: impl FnOnce() -> Instant) -> Option<Sink> {
         let id = id(d)?;
         let sink = self.open.get(&id).cloned();
         if sink.is_none() {
-            self.early(id, payload(d), now);
+            self.early(id, payload(d), now());
         }
         sink
     }

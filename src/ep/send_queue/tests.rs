@@ -29,7 +29,7 @@ fn a_pause_halves_it_step_by_step() {
 
 /// What the kernel grants by default, and so what the ep had before it
 /// sized the buffer.
-const DEFAULT: usize = 212_992;
+const DEFAULT: usize = KERNEL_DEFAULT;
 /// Quinn hands the socket ten datagrams at a time.
 const BATCH: f64 = 14_500.0;
 /// The model's time step.
