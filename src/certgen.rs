@@ -296,11 +296,21 @@ fn leaf(
 /// requester holds it), named `cn` whatever the request asks for; the
 /// certificate and its serial.
 pub fn sign_csr(ca_pem: &Path, ca_key: &Path, csr_pem: &str, cn: &str) -> Result<(String, String)> {
-    let issuer = load_ca(ca_pem, ca_key)?;
+    sign_request(&load_ca(ca_pem, ca_key)?, csr_pem, cn)
+}
+
+/// `sign_csr` by a CA already loaded (the fuzz target's way in: the
+/// request is what an invite holder sends the enrol door).
+#[doc(hidden)]
+pub fn sign_request(
+    issuer: &Issuer<'_, KeyPair>,
+    csr_pem: &str,
+    cn: &str,
+) -> Result<(String, String)> {
     let csr = rcgen::CertificateSigningRequestParams::from_pem(csr_pem)
         .context("the certificate request is malformed or its signature is wrong")?;
     let params = leaf_params(cn, vec![], ExtendedKeyUsagePurpose::ClientAuth);
-    let cert = params.signed_by(&csr.public_key, &issuer)?;
+    let cert = params.signed_by(&csr.public_key, issuer)?;
     let der = rustls::pki_types::CertificateDer::from(cert.der().to_vec());
     let serial = crate::tls::serial_hex(&der).context("the new certificate has no serial")?;
     Ok((cert.pem(), serial))
@@ -431,6 +441,62 @@ mod tests {
                 .into_iter()
                 .collect::<Vec<_>>(),
             ["1f0a"]
+        );
+    }
+    /// Whatever an invite holder's request asks for (another name, the
+    /// hub's names, a CA's powers, server use), the certificate signed is
+    /// an ep's: the name the invite gives, client use only, no names
+    /// besides, not a CA; and a request whose signature is not its key's
+    /// is refused.
+    #[test]
+    fn a_request_asking_for_more_than_an_ep_gets_only_an_ep_certificate() {
+        use x509_parser::prelude::{FromDer, X509Certificate};
+        let dir = tempfile::tempdir().unwrap();
+        GenCert {
+            dir: dir.path().into(),
+            ..Default::default()
+        }
+        .run()
+        .unwrap();
+        let mut asked = CertificateParams::new(vec!["hub.example".into()]).unwrap();
+        asked.distinguished_name.push(DnType::CommonName, "hub");
+        asked
+            .subject_alt_names
+            .push(SanType::IpAddress([127, 0, 0, 1].into()));
+        asked.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        asked.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+        asked.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+        let key = KeyPair::generate().unwrap();
+        let csr = asked.serialize_request(&key).unwrap().pem().unwrap();
+        let (ca, ca_key) = (dir.path().join("ca.pem"), dir.path().join("ca.key"));
+
+        let (pem, serial) = sign_csr(&ca, &ca_key, &csr, "friend").unwrap();
+        let der = ::pem::parse(&pem).unwrap().into_contents();
+        let (_, cert) = X509Certificate::from_der(&der).unwrap();
+        let cns: Vec<_> = cert.subject().iter_common_name().collect();
+        assert_eq!(cns.len(), 1);
+        assert_eq!(cns[0].as_str().unwrap(), "friend");
+        assert!(cert.subject_alternative_name().unwrap().is_none());
+        assert!(!cert.is_ca());
+        let eku = cert.extended_key_usage().unwrap().unwrap().value;
+        assert!(eku.client_auth && !eku.server_auth && eku.other.is_empty() && !eku.any);
+        let ku = cert.key_usage().unwrap().unwrap().value;
+        assert!(ku.digital_signature() && !ku.key_cert_sign() && !ku.crl_sign());
+        assert_eq!(
+            &*cert.public_key().subject_public_key.data,
+            key.public_key_raw()
+        );
+        assert_eq!(normal_serial(&cert.raw_serial_as_string()).unwrap(), serial);
+
+        // The same request with one bit of its signature changed (the
+        // last byte of the signature's last integer: still well-formed).
+        let mut forged = asked.serialize_request(&key).unwrap().der().to_vec();
+        *forged.last_mut().unwrap() ^= 1;
+        let forged = ::pem::Pem::new("CERTIFICATE REQUEST", forged);
+        let e = sign_csr(&ca, &ca_key, &::pem::encode(&forged), "friend").unwrap_err();
+        assert!(
+            format!("{e:#}").contains("malformed or its signature is wrong"),
+            "{e:#}"
         );
     }
 }

@@ -3,6 +3,8 @@
 //! login, a session, a channel's opening and a UDP flow, as the hub and
 //! the ep send them. The datagrams are real ones captured on loopback (a
 //! bedrock-protocol ping, a dig query) and given on the command line.
+//! And `enrol_csr`'s: certificate requests as `ferry ep join` makes them,
+//! for other key types, and one asking for a CA's powers.
 //!
 //!     cargo run --example seeds -- corpus bedrock-ping.bin dig-query.bin
 
@@ -168,6 +170,7 @@ fn main() {
         flow: Some(7),
         name: Some("mc".into()),
         no_wake: true,
+        pace: None,
     })]);
     datagram::encode(&mut start, b"\x01\x00\x00\x00\x00\x00\x00\x00\x01");
     write("proto_frames", "channel-start-udp", &start);
@@ -182,6 +185,10 @@ fn main() {
             flow: None,
             name: None,
             no_wake: false,
+            pace: Some(proto::Rates {
+                max_rate: 0,
+                max_rate_per_player: 1_250_000,
+            }),
         })]),
     );
 
@@ -214,6 +221,8 @@ fn main() {
         })]),
     );
 
+    csr_seeds(&write);
+
     // A UDP flow's datagrams: captured ones, then the edge sizes.
     let mut flow = Vec::new();
     for path in &args[1..] {
@@ -222,4 +231,44 @@ fn main() {
     datagram::encode(&mut flow, b"");
     datagram::encode(&mut flow, &[0x5a; 1472]);
     write("datagram", "flow", &flow);
+}
+
+/// `enrol_csr`'s seeds: a mode byte (0: DER, 1: PEM text), then the request.
+fn csr_seeds(write: &dyn Fn(&str, &str, &[u8])) {
+    use rcgen::{
+        BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair,
+        KeyUsagePurpose, SanType,
+    };
+    let seed = |name: &str, mode: u8, bytes: &[u8]| {
+        write("enrol_csr", name, &[&[mode], bytes].concat());
+    };
+    // As `ferry ep join` asks (`ep::join::door`).
+    let joins = CertificateParams::new(Vec::<String>::new()).unwrap();
+    let key = KeyPair::generate().unwrap();
+    let csr = joins.serialize_request(&key).unwrap();
+    seed("join-der", 0, csr.der());
+    seed("join-pem", 1, csr.pem().unwrap().as_bytes());
+    for (name, alg) in [
+        ("p384-der", &rcgen::PKCS_ECDSA_P384_SHA384),
+        ("ed25519-der", &rcgen::PKCS_ED25519),
+    ] {
+        let key = KeyPair::generate_for(alg).unwrap();
+        seed(name, 0, joins.serialize_request(&key).unwrap().der());
+    }
+    let mut greedy = CertificateParams::new(vec!["hub.example".into()]).unwrap();
+    greedy.distinguished_name.push(DnType::CommonName, "hub");
+    greedy
+        .distinguished_name
+        .push(DnType::OrganizationName, "x");
+    greedy
+        .subject_alt_names
+        .push(SanType::IpAddress([127, 0, 0, 1].into()));
+    greedy.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    greedy.key_usages = vec![KeyUsagePurpose::KeyCertSign];
+    greedy.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+    seed(
+        "asks-ca-der",
+        0,
+        greedy.serialize_request(&key).unwrap().der(),
+    );
 }

@@ -40,7 +40,9 @@ fuzz_target!(|data: &[u8]| {
         };
         assert!(
             name == "localhost"
-                || name.bytes().all(|b| b.is_ascii_hexdigit() || b":.[]".contains(&b)),
+                || name
+                    .bytes()
+                    .all(|b| b.is_ascii_hexdigit() || b":.[]".contains(&b)),
             "{h:?}"
         );
     }

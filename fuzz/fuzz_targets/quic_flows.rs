@@ -42,7 +42,10 @@ fn datagram(id: u32, seq: u64, len: usize) -> Vec<u8> {
 fn sink(id: u32, seen: &Seen) -> Sink {
     let seen = seen.clone();
     Arc::new(move |p: &[u8]| {
-        let Some(seq) = p.get(..8).map(|b| u64::from_be_bytes(b.try_into().unwrap())) else {
+        let Some(seq) = p
+            .get(..8)
+            .map(|b| u64::from_be_bytes(b.try_into().unwrap()))
+        else {
             return;
         };
         let mut seen = seen.lock().unwrap();
@@ -73,8 +76,13 @@ fuzz_target!(|data: &[u8]| {
         let wide = || u32::from(b) << 8 | u32::from(op);
         let (id, d) = match op % 6 {
             0 | 1 => {
-                let id = if op % 6 == 0 { u32::from(b % 8) } else { wide() };
-                let len = u16::from_be_bytes([bytes.next().unwrap_or(0), bytes.next().unwrap_or(8)]);
+                let id = if op % 6 == 0 {
+                    u32::from(b % 8)
+                } else {
+                    wide()
+                };
+                let len =
+                    u16::from_be_bytes([bytes.next().unwrap_or(0), bytes.next().unwrap_or(8)]);
                 seq += 1;
                 (id, datagram(id, seq, usize::from(len)))
             }
@@ -117,5 +125,9 @@ fuzz_target!(|data: &[u8]| {
     // One datagram (4 + 65,535 bytes) is the largest; the next is the
     // early map at 256 flows (up to 1,024 buckets of 56 bytes after churn,
     // ~58 KB): a larger `Early` would need this bound restated.
-    assert!(Largest::get() <= 65_535 + 4 + 64, "allocated {}", Largest::get());
+    assert!(
+        Largest::get() <= 65_535 + 4 + 64,
+        "allocated {}",
+        Largest::get()
+    );
 });
