@@ -68,11 +68,11 @@ impl Net {
     }
 
     /// As a page with addresses hidden shows it: no narrower than an
-    /// IPv4 /24 or an IPv6 /48.
+    /// IPv4 /24 or an IPv6 /48 (a /40 of 6to4's, which holds an IPv4).
     pub fn masked(&self) -> String {
         let widest = match self.0 {
             IpNet::V4(_) => 24,
-            IpNet::V6(_) => 48,
+            IpNet::V6(n) => crate::config::admin::shown_v6_prefix(n.addr()),
         };
         let len = self.0.prefix_len().min(widest);
         IpNet::new(self.0.addr(), len).map_or_else(|_| "?".into(), |n| n.trunc().to_string())
@@ -184,10 +184,25 @@ impl BanFile {
             .filter(move |b| b.until.is_none_or(|u| u > now))
     }
 
+    /// The bans in force at `now` as `/api/status` lists them, addresses
+    /// masked with `hide`.
+    pub fn listed(&self, now: u64, hide: bool) -> serde_json::Value {
+        self.in_force(now)
+            .map(|b| {
+                serde_json::json!({
+                    "address": if hide { b.address.masked() } else { b.address.to_string() },
+                    "service": b.service,
+                    "until": b.until,
+                    "since": b.since,
+                })
+            })
+            .collect()
+    }
+
     /// Expired bans and kicks older than `KICK_KEEP` dropped.
     fn prune(&mut self, now: u64) {
         self.bans.retain(|b| b.until.is_none_or(|u| u > now));
-        self.kicks.retain(|k| k.at + KICK_KEEP > now);
+        self.kicks.retain(|k| k.at.saturating_add(KICK_KEEP) > now);
     }
 }
 

@@ -412,10 +412,8 @@ fn unhex(s: &str) -> Result<Vec<u8>> {
 mod tests {
     use super::*;
 
-    /// A serial from enrolled.json, which a person may have edited, is
-    /// refused with its cause; the list is left as it was.
-    #[test]
-    fn a_serial_that_is_not_hex_is_refused_not_a_panic() {
+    /// A folder with a new CA (and its empty CRL).
+    fn ca_dir() -> tempfile::TempDir {
         let dir = tempfile::tempdir().unwrap();
         GenCert {
             dir: dir.path().into(),
@@ -423,6 +421,14 @@ mod tests {
         }
         .run()
         .unwrap();
+        dir
+    }
+
+    /// A serial from enrolled.json, which a person may have edited, is
+    /// refused with its cause; the list is left as it was.
+    #[test]
+    fn a_serial_that_is_not_hex_is_refused_not_a_panic() {
+        let dir = ca_dir();
         let ca = CaFiles {
             cert: dir.path().join("ca.pem"),
             key: dir.path().join("ca.key"),
@@ -443,6 +449,7 @@ mod tests {
             ["1f0a"]
         );
     }
+
     /// Whatever an invite holder's request asks for (another name, the
     /// hub's names, a CA's powers, server use), the certificate signed is
     /// an ep's: the name the invite gives, client use only, no names
@@ -451,13 +458,7 @@ mod tests {
     #[test]
     fn a_request_asking_for_more_than_an_ep_gets_only_an_ep_certificate() {
         use x509_parser::prelude::{FromDer, X509Certificate};
-        let dir = tempfile::tempdir().unwrap();
-        GenCert {
-            dir: dir.path().into(),
-            ..Default::default()
-        }
-        .run()
-        .unwrap();
+        let dir = ca_dir();
         let mut asked = CertificateParams::new(vec!["hub.example".into()]).unwrap();
         asked.distinguished_name.push(DnType::CommonName, "hub");
         asked

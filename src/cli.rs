@@ -304,11 +304,18 @@ fn hub_cmd(args: HubArgs) -> Result<()> {
             // Only the admin door's address is needed: not even the config
             // when `--admin` names it, never the secret files it names
             // (a user who may ask the door need not read the hub's keys).
-            let bind = match st.admin {
+            let settings = match st.admin {
                 Some(_) => None,
-                None => check_hub(&args.run)?.admin.map(|a| a.bind),
+                None => Some(check_hub(&args.run)?),
             };
-            status(bind, &st, "hub")
+            let bind = settings
+                .as_ref()
+                .and_then(|s| s.admin.as_ref().map(|a| a.bind));
+            match settings {
+                // No admin door to ask: the list is the file's.
+                Some(s) if st.bans && bind.is_none() => bans::list(&s, st.json),
+                _ => status(bind, &st, "hub"),
+            }
         }
         Some(HubCmd::Ban(b)) => bans::ban(&check_hub(&args.run)?, b),
         Some(HubCmd::Unban(u)) => bans::unban(&check_hub(&args.run)?, u),

@@ -20,6 +20,8 @@ pub struct PenaltyRange {
 struct Entry {
     strikes: u32,
     until: Instant,
+    /// Failures counted while penalised, since the penalty began.
+    tries: u32,
 }
 
 pub(crate) struct Penalties<K> {
@@ -57,14 +59,36 @@ impl<K: Hash + Eq + Clone> Penalties<K> {
         let e = self.entries.entry(key.clone()).or_insert(Entry {
             strikes: 0,
             until: now,
+            tries: 0,
         });
         // Strikes decay: quiet for the maximum penalty, start over.
         if e.until + self.range.max < now {
             e.strikes = 0;
         }
+        // A new penalty, not a longer one: its tries start over.
+        if e.until <= now {
+            e.tries = 0;
+        }
         e.strikes = e.strikes.saturating_add(1);
         let factor = 1u32 << (e.strikes - 1).min(16);
         e.until = now + (self.range.base * factor).min(self.range.max);
+    }
+
+    /// Whether `key` failed `budget` times during its penalty now.
+    pub fn spent(&self, key: &K, budget: u32) -> bool {
+        let now = Instant::now();
+        self.entries
+            .get(key)
+            .is_some_and(|e| e.until > now && e.tries >= budget)
+    }
+
+    /// A failure of `key` during its penalty: counted, not a strike (a
+    /// person retrying early must not lengthen their own wait).
+    pub fn missed(&mut self, key: &K) {
+        let now = Instant::now();
+        if let Some(e) = self.entries.get_mut(key).filter(|e| e.until > now) {
+            e.tries = e.tries.saturating_add(1);
+        }
     }
 
     pub fn clear(&mut self, key: &K) {

@@ -437,6 +437,41 @@ async fn a_wrong_admin_token_costs_its_source_a_penalty_before_any_argon2_run() 
     assert_eq!(elsewhere, Some(401));
 }
 
+/// While its source is penalised, a guesser gets a few tries against the
+/// tokens the door remembers, then the same answer whatever it sends: the
+/// right token after many guesses is not told apart from them, while
+/// another source sending it gets in. (Before, every guess was checked
+/// against the remembered tokens at the speed the guesser could connect.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_penalised_source_cannot_test_guesses_against_a_remembered_token() {
+    let certs = Certs::new();
+    let token = "admin-secret-guessed";
+    let (_hub, admin) = hub_with_admin_token(&certs, token).await;
+    assert_eq!(
+        get_from("127.0.0.1", admin, "/metrics", Some(token)).await,
+        Some(200),
+        "the operator's token, now remembered"
+    );
+    let guesser = "127.0.0.3";
+    assert_eq!(
+        get_from(guesser, admin, "/metrics", Some("guess-0")).await,
+        Some(401)
+    );
+    let mut told = Vec::new();
+    for i in 1..=10 {
+        let guess = format!("guess-{i}");
+        told.push(get_from(guesser, admin, "/metrics", Some(&guess)).await);
+    }
+    let right = get_from(guesser, admin, "/metrics", Some(token)).await;
+    let elsewhere = get_from("127.0.0.4", admin, "/metrics", Some(token)).await;
+    println!(
+        "figure: 10 guesses got {told:?}; then the right token {right:?}, from elsewhere {elsewhere:?}"
+    );
+    assert!(told.iter().all(|t| *t == Some(429)), "{told:?}");
+    assert_eq!(right, Some(429), "the right token was told apart");
+    assert_eq!(elsewhere, Some(200));
+}
+
 /// One source cannot hold the door with requests it never finishes:
 /// beyond a few waiting connections its newest takes the place of its
 /// oldest, which is reset, so its own next request and another source's

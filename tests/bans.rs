@@ -331,6 +331,89 @@ async fn a_damaged_file_keeps_the_previous_list(t: Transport) {
     assert!(!ok && out.contains(&path.display().to_string()), "{out}");
 }
 
+/// The state folder itself gone while the hub runs (a volume unmounted,
+/// a folder moved), or another in its place, is not "no bans": the hub
+/// keeps its list. Before, it read the missing file as empty and let
+/// everyone in.
+async fn a_state_folder_gone_keeps_the_previous_list(t: Transport) {
+    let certs = Certs::new();
+    let volume = tempfile::tempdir().unwrap();
+    let state = volume.path().join("state");
+    std::fs::create_dir(&state).unwrap();
+    let o = HubOpts {
+        extra: format!(
+            "[enrol]\nbind = \"127.0.0.1:0\"\nstate = {}\n",
+            toml_path(&state)
+        ),
+        ..Default::default()
+    };
+    let (hub, _ep, file) = hub_and_ep(&certs, t, o, echo_server().await).await;
+    let at = hub.service("echo");
+    let before = reads(&hub);
+    ferry_hub(&file, &["ban", "127.0.0.2"]).await;
+    read_after(&hub, before).await;
+    assert!(state.join("bans.json").exists());
+    assert!(refused("127.0.0.2", at).await);
+
+    let before = reads(&hub);
+    std::fs::rename(&state, volume.path().join("moved")).unwrap();
+    read_after(&hub, before).await;
+    assert!(
+        refused("127.0.0.2", at).await,
+        "the folder gone let the banned address in"
+    );
+    // An empty folder in its place, as an unmounted volume leaves its
+    // mount point: still not "no bans".
+    let before = reads(&hub);
+    std::fs::create_dir(&state).unwrap();
+    read_after(&hub, before).await;
+    assert!(
+        refused("127.0.0.2", at).await,
+        "an empty folder in its place let the banned address in"
+    );
+    echoing("127.0.0.3", at).await;
+}
+
+/// A ban written while a stopping hub lets its players finish (here a
+/// drain of 60 s) closes the banned address's players as at any other
+/// time, and the drain ends once the last player has. Before, the hub
+/// stopped following the file when the stop began.
+async fn a_ban_during_the_drain_closes_its_players(t: Transport) {
+    let certs = Certs::new();
+    let o = HubOpts {
+        extra: "drain_timeout = \"60s\"\n".into(),
+        ..Default::default()
+    };
+    let (hub, _ep, file) = hub_and_ep(&certs, t, o, echo_server().await).await;
+    let at = hub.service("echo");
+    let mut player = echoing("127.0.0.2", at).await;
+    let began = Instant::now();
+    let stopping = tokio::spawn(hub.stop());
+    // The stop has begun once the door no longer takes players.
+    while TcpStream::connect(at).await.is_ok() {
+        assert!(
+            began.elapsed() < Duration::from_secs(10),
+            "the door stayed open"
+        );
+        tokio::task::yield_now().await;
+    }
+    ferry_hub(&file, &["ban", "127.0.0.2"]).await;
+    let mut b = [0u8; 1];
+    let end = tokio::time::timeout(Duration::from_secs(5), player.read(&mut b)).await;
+    assert!(
+        matches!(end, Ok(Ok(0)) | Ok(Err(_))),
+        "the banned player was not closed during the drain: {end:?}"
+    );
+    tokio::time::timeout(Duration::from_secs(10), stopping)
+        .await
+        .expect("the drain went on after its last player was closed")
+        .unwrap();
+    println!(
+        "figure ({t:?}): stopped {:?} after the stop began, the drain 60 s",
+        began.elapsed()
+    );
+}
+
 /// The hub process's log and exit status when it stops by itself within
 /// 30 s (None if it is still running then).
 fn stopped_at_start(file: &Path) -> Option<(std::process::ExitStatus, String)> {
@@ -581,6 +664,8 @@ on_every_transport!(
     a_kick_closes_players_once_and_they_may_come_back,
     a_udp_flow_of_a_banned_address_ends_and_its_datagrams_are_refused,
     a_damaged_file_keeps_the_previous_list,
+    a_state_folder_gone_keeps_the_previous_list,
+    a_ban_during_the_drain_closes_its_players,
     a_ban_survives_a_restart_of_the_hub_process,
     status_bans_lists_them,
 );
@@ -596,5 +681,65 @@ fn a_damaged_file_stops_the_hub_at_start_naming_it() {
     assert!(
         log.contains(&path.display().to_string()) && log.contains("damaged"),
         "{log}"
+    );
+}
+
+/// hub.toml edited since the hub started so that its state folder moved
+/// (the hub takes that when restarted): `ferry hub ban` says the running
+/// hub follows the other file, rather than only that it acts within a
+/// second; written where the hub looks, it says nothing more.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_ban_written_where_the_running_hub_does_not_look_says_so() {
+    let certs = Certs::new();
+    let o = HubOpts {
+        extra: "[admin]\nbind = \"127.0.0.1:0\"\n".into(),
+        ..Default::default()
+    };
+    let (hub, _ep, file) = hub_and_ep(&certs, Transport::Tls, o, echo_server().await).await;
+    let started = std::fs::read_to_string(&file).unwrap();
+    let admin = "[admin]\nbind = \"127.0.0.1:0\"";
+    assert!(started.contains(admin));
+    let asked = started.replace(
+        admin,
+        &format!("[admin]\nbind = \"{}\"", hub.admin.unwrap()),
+    );
+    std::fs::write(&file, &asked).unwrap();
+    let out = ferry_hub(&file, &["ban", "127.0.0.2"]).await;
+    assert!(!out.contains("warning"), "{out}");
+
+    let moved = tempfile::tempdir().unwrap();
+    let ca = moved.path().join("ca.pem");
+    std::fs::copy(certs.path("ca.pem"), &ca).unwrap();
+    let old_ca = toml_path(&certs.path("ca.pem"));
+    assert!(asked.contains(&old_ca), "{asked}");
+    let edited = asked.replace(&old_ca, &toml_path(&ca));
+    std::fs::write(&file, edited).unwrap();
+    let out = ferry_hub(&file, &["ban", "127.0.0.3"]).await;
+    let followed = certs.path("bans.json").display().to_string();
+    assert!(
+        out.contains("warning: the running hub follows") && out.contains(&followed),
+        "{out}"
+    );
+}
+
+/// A hub without an admin door still lists its bans: `status --bans`
+/// reads the file (before, it said there was no admin door to ask).
+#[test]
+fn status_bans_without_an_admin_door_reads_the_file() {
+    let certs = Certs::new();
+    let file = hub_toml(&certs, &["echo"], "");
+    let file = file.to_str().unwrap();
+    let (ok, out) = run(&["hub", "-c", file, "ban", "127.0.0.2", "--for", "1h"]);
+    assert!(ok, "{out}");
+    let (ok, out) = run(&["hub", "-c", file, "status", "--bans"]);
+    assert!(
+        ok && out.contains("127.0.0.2") && out.contains("no admin door"),
+        "{out}"
+    );
+    let (ok, out) = run(&["hub", "-c", file, "status", "--bans", "--json"]);
+    let v: serde_json::Value = serde_json::from_str(out.trim()).expect(&out);
+    assert!(
+        ok && v[0]["address"] == "127.0.0.2" && v[0]["until"].is_u64(),
+        "{out}"
     );
 }

@@ -38,6 +38,11 @@ const PENALTY: PenaltyRange = PenaltyRange {
     max: Duration::from_secs(300),
 };
 
+/// Wrong tokens a penalised source may send in one penalty (each checked
+/// against the remembered ones only, no Argon2 run) before even a
+/// remembered one is refused until the penalty ends.
+const PENALISED_MISSES: u32 = 4;
+
 /// Why a request is not let in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Denied {
@@ -88,8 +93,9 @@ impl Auth {
 
     /// Whether `token`, sent from `from`, lets the request in, checked
     /// against `current`, the hash the settings hold now (if it changed).
-    /// A token verified before passes even while its source is penalised
-    /// (the operator's dashboard behind the same address as a stranger).
+    /// A token verified before passes while its source is penalised (the
+    /// operator's dashboard behind the same address as a stranger), unless
+    /// that source sent a few wrong ones during the penalty.
     pub async fn check(
         &self,
         token: Option<&str>,
@@ -104,20 +110,40 @@ impl Auth {
             return Err(Denied::Unauthorized);
         };
         let d = crate::token::digest(token);
+        let remembered = self
+            .verified
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .fold(false, |hit, k| hit | crate::token::same(k, &d));
+        let source = crate::sources::source_key(from);
         {
-            let known = self.verified.lock().unwrap_or_else(|p| p.into_inner());
-            if known
-                .iter()
-                .fold(false, |hit, k| hit | crate::token::same(k, &d))
-            {
-                return Ok(());
+            let mut penalties = self.penalties_lock();
+            if let Some(left) = penalties.remaining(&source) {
+                // A remembered token passes (the operator's page behind
+                // the same address as a stranger), until the source has
+                // missed a few times in this penalty: from then on every
+                // token gets the same answer and wait, so a guesser cannot
+                // test guesses against the remembered tokens at the speed
+                // it connects.
+                if penalties.spent(&source, PENALISED_MISSES) {
+                    return Err(Denied::Penalised(left));
+                }
+                if remembered {
+                    return Ok(());
+                }
+                penalties.missed(&source);
+                return Err(Denied::Penalised(left));
             }
         }
-        let source = crate::sources::source_key(from);
-        if let Some(left) = self.penalties_lock().remaining(&source) {
-            return Err(Denied::Penalised(left));
+        if remembered {
+            return Ok(());
         }
         let Ok(permit) = self.argon2.clone().try_acquire_owned() else {
+            // A miss told "busy" counts as a wrong token: else a guesser
+            // whose other addresses keep Argon2 busy tests its guesses
+            // against the remembered tokens unchecked.
+            self.penalties_lock().strike(&source);
             return Err(Denied::Busy);
         };
         let checked = self.hash();

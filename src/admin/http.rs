@@ -100,7 +100,7 @@ pub fn parse(buf: &[u8]) -> Result<Option<Request>, String> {
     let mut token = query
         .split('&')
         .find_map(|kv| kv.strip_prefix("token="))
-        .map(|t| t.to_string());
+        .and_then(form_decode);
     let mut host = None;
     for line in lines {
         let Some((name, value)) = line.split_once(':') else {
@@ -154,14 +154,125 @@ pub async fn respond(
         head += &format!("{k}: {v}\r\n");
     }
     head += "\r\n";
-    tcp.write_all(head.as_bytes()).await?;
-    tcp.write_all(body).await?;
-    tcp.shutdown().await
+    write_within(tcp, head.as_bytes(), STALL).await?;
+    write_within(tcp, body, STALL).await?;
+    tokio::time::timeout(STALL, tcp.shutdown())
+        .await
+        .map_err(|_| std::io::ErrorKind::TimedOut)?
+}
+
+/// A reader that takes nothing of an answer for this long is dropped: one
+/// that asks and never reads must not hold its place at the door (nor the
+/// hub's shutdown, which waits for the door's connections) for ever.
+pub const STALL: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Writes `bytes` as long as the reader takes some within every `stall`.
+pub async fn write_within(
+    tcp: &mut TcpStream,
+    mut bytes: &[u8],
+    stall: std::time::Duration,
+) -> std::io::Result<()> {
+    while !bytes.is_empty() {
+        let n = tokio::time::timeout(stall, tcp.write(bytes))
+            .await
+            .map_err(|_| std::io::ErrorKind::TimedOut)??;
+        if n == 0 {
+            return Err(std::io::ErrorKind::WriteZero.into());
+        }
+        bytes = &bytes[n..];
+    }
+    Ok(())
+}
+
+/// A query value as a browser writes it (`%XX` escapes, `+` for a space):
+/// the page hands its `?token=` to its event stream re-encoded, so a
+/// token with `+`, `%`, `&` or a space must read the same both ways.
+/// None if an escape is broken or the bytes are not UTF-8.
+pub fn form_decode(s: &str) -> Option<String> {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        match b[i] {
+            b'+' => out.push(b' '),
+            b'%' => {
+                let hex = b.get(i + 1..i + 3)?;
+                if !hex.iter().all(u8::is_ascii_hexdigit) {
+                    return None;
+                }
+                out.push(u8::from_str_radix(std::str::from_utf8(hex).ok()?, 16).ok()?);
+                i += 2;
+            }
+            c => out.push(c),
+        }
+        i += 1;
+    }
+    String::from_utf8(out).ok()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A token with characters a URL reserves reads the same typed
+    /// escaped in the page's address and as the page's script re-encodes
+    /// it for its event stream.
+    #[test]
+    fn a_query_token_is_read_as_a_browser_wrote_it() {
+        let token = |target: &str| {
+            let req = format!("GET {target} HTTP/1.1\r\n\r\n");
+            parse(req.as_bytes()).unwrap().unwrap().token
+        };
+        let want = Some("a+b c&d%é".to_string());
+        assert_eq!(token("/?token=a%2Bb+c%26d%25%C3%A9"), want);
+        assert_eq!(token("/events?x=1&token=a%2Bb%20c%26d%25%c3%a9"), want);
+        assert_eq!(
+            token("/?token=plain-hex-0123"),
+            Some("plain-hex-0123".into())
+        );
+        for broken in ["%", "%2", "%zz", "%+1", "%C3"] {
+            assert_eq!(token(&format!("/?token={broken}")), None, "{broken}");
+        }
+    }
+
+    /// A reader that asks and never reads is dropped once it has taken
+    /// nothing for `stall`, however large the answer; one that reads gets
+    /// all of it.
+    #[tokio::test]
+    async fn an_answer_nobody_reads_is_given_up() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let pair = || async {
+            let client = tokio::net::TcpSocket::new_v4().unwrap();
+            client.set_recv_buffer_size(4096).unwrap();
+            let client = client
+                .connect(listener.local_addr().unwrap())
+                .await
+                .unwrap();
+            let (door, _) = listener.accept().await.unwrap();
+            socket2::SockRef::from(&door)
+                .set_send_buffer_size(4096)
+                .unwrap();
+            (client, door)
+        };
+        let body = vec![b'x'; 8 << 20];
+        let stall = std::time::Duration::from_millis(200);
+
+        let (_silent, mut door) = pair().await;
+        let t = std::time::Instant::now();
+        let e = write_within(&mut door, &body, stall).await.unwrap_err();
+        assert_eq!(e.kind(), std::io::ErrorKind::TimedOut);
+        assert!(t.elapsed() < std::time::Duration::from_secs(10));
+
+        let (mut client, mut door) = pair().await;
+        let stall = std::time::Duration::from_secs(5);
+        let reader = tokio::spawn(async move {
+            let mut all = Vec::new();
+            client.read_to_end(&mut all).await.map(|_| all.len())
+        });
+        write_within(&mut door, &body, stall).await.unwrap();
+        drop(door);
+        assert_eq!(reader.await.unwrap().unwrap(), body.len());
+    }
 
     /// Before, the reader checked the size only between reads of up to
     /// 1 KiB: a head ending at byte 9000 was refused when the bytes came

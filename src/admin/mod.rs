@@ -264,7 +264,12 @@ impl Door {
         }
         // Past the token check: an event stream it opens is not waiting.
         ticket.served();
-        self.route(tcp, &req.path).await;
+        // An answer still being written when the hub stops is cut off: the
+        // hub's stop waits for the door's connections.
+        tokio::select! {
+            _ = self.route(tcp, &req.path) => {}
+            _ = self.shutdown.cancelled() => {}
+        }
     }
 
     /// A GET request that arrived whole in time; anything else is answered

@@ -120,6 +120,7 @@ pub(super) fn ban(settings: &HubSettings, a: BanArgs) -> Result<()> {
         "wrote {}; a running hub closes its players and refuses it within a second",
         path.display()
     );
+    followed_elsewhere(settings, &path);
     Ok(())
 }
 
@@ -173,6 +174,7 @@ pub(super) fn unban(settings: &HubSettings, a: UnbanArgs) -> Result<()> {
             covering.join(", ")
         );
     }
+    followed_elsewhere(settings, &path);
     Ok(())
 }
 
@@ -202,5 +204,59 @@ pub(super) fn kick(settings: &HubSettings, a: KickArgs) -> Result<()> {
         "a running hub closes the players it has from there now within a second; \
          they may come back (`ferry hub ban` keeps them out)"
     );
+    followed_elsewhere(settings, &path);
+    Ok(())
+}
+
+/// Warns when the running hub (asked on its admin door, if that is on
+/// this machine and answers without a token) follows another file than
+/// `wrote`: hub.toml moved the state folder since the hub started, and the
+/// hub takes that only when restarted. No token is sent: a stale one would
+/// earn this machine a penalty, and hub.toml may now name another door.
+fn followed_elsewhere(settings: &HubSettings, wrote: &std::path::Path) {
+    let Some(admin) = settings.admin.as_ref().filter(|a| a.bind.port() != 0) else {
+        return;
+    };
+    let door = super::loopback(admin.bind);
+    if !door.ip().is_loopback() {
+        return;
+    }
+    let asked = crate::admin::client::get(door, "/api/status", None);
+    let Some(status) = asked
+        .ok()
+        .and_then(|body| serde_json::from_str::<serde_json::Value>(&body).ok())
+    else {
+        return;
+    };
+    let Some(followed) = status["bans_file"].as_str().map(std::path::PathBuf::from) else {
+        return;
+    };
+    let same = followed == wrote
+        || matches!((followed.canonicalize(), wrote.canonicalize()), (Ok(a), Ok(b)) if a == b);
+    if !same {
+        eprintln!(
+            "warning: the running hub follows {}, not {}: hub.toml changed where the hub keeps \
+             its state since it started. It takes this change only when restarted, and then \
+             leaves the bans in {} behind",
+            followed.display(),
+            wrote.display(),
+            followed.display()
+        );
+    }
+}
+
+/// `status --bans` of a hub without an admin door: the bans in force as
+/// its file holds them (a running hub follows the file within a second).
+pub(super) fn list(settings: &HubSettings, json: bool) -> Result<()> {
+    let path = bans::path(settings);
+    let listed = bans::read(&path)?.listed(crate::history::unix_now(), false);
+    match json {
+        true => println!("{listed}"),
+        false => {
+            println!("from {} (no admin door to ask)", path.display());
+            let status = serde_json::json!({ "bans": listed });
+            print!("{}", crate::admin::client::render_bans(&status));
+        }
+    }
     Ok(())
 }

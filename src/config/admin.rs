@@ -133,9 +133,21 @@ pub fn shown_address(addr: std::net::SocketAddr, hide: bool) -> String {
             format!("{a}.{b}.{c}.x")
         }
         IpAddr::V6(v6) => {
-            let s = v6.segments();
-            format!("{:x}:{:x}:{:x}::/48", s[0], s[1], s[2])
+            let len = shown_v6_prefix(v6);
+            let net = ipnet::Ipv6Net::new(v6, len).map(|n| n.trunc());
+            net.map_or_else(|_| "?".into(), |n| n.to_string())
         }
+    }
+}
+
+/// The longest IPv6 prefix a page with addresses hidden shows: a /48,
+/// but a /40 of 6to4's `2002::/16`, whose next 32 bits are the player's
+/// IPv4 address (a /40 shows its first three octets, as an IPv4 player's
+/// are shown).
+pub fn shown_v6_prefix(v6: std::net::Ipv6Addr) -> u8 {
+    match v6.segments()[0] {
+        0x2002 => 40,
+        _ => 48,
     }
 }
 
@@ -150,5 +162,11 @@ mod tests {
         assert_eq!(super::shown_address(v6, true), "2001:db8:1::/48");
         let mapped: std::net::SocketAddr = "[::ffff:198.51.100.9]:2".parse().unwrap();
         assert_eq!(super::shown_address(mapped, true), "198.51.100.x");
+        // 6to4: 2002:cb00:7107::/48 would read as 203.0.113.7.
+        let six_to_four: std::net::SocketAddr = "[2002:cb00:7107::1]:3".parse().unwrap();
+        assert_eq!(
+            super::shown_address(six_to_four, true),
+            "2002:cb00:7100::/40"
+        );
     }
 }

@@ -167,10 +167,16 @@ fn stamp(path: &Path) -> Option<Stamp> {
     Some((m.modified().ok()?, m.len(), ino))
 }
 
-/// Follows the file the running settings name (a reload may move the
-/// state folder).
+/// Follows the file found at start (`Bans::path`), through the drain too:
+/// a ban or kick written while players finish still closes theirs. Ends
+/// when the last of them has (or at the hard stop). Holds the hub weakly
+/// between looks: a stopped hub frees its sockets at once.
 pub(super) async fn watch(shared: Arc<Shared>) {
     let path: PathBuf = shared.bans.path.clone();
+    let folder = folder_of(&path);
+    // The folder as it was at start: the same path holding another folder
+    // (a volume unmounted leaves its empty mount point) is not "no bans".
+    let at_start = folder_id(folder);
     // Read at start (`Bans::load`); kicks already there were written
     // before any of this hub's players arrived.
     let mut seen = shared.bans.first;
@@ -183,18 +189,34 @@ pub(super) async fn watch(shared: Arc<Shared>) {
         .iter()
         .map(|k| k.id.clone())
         .collect();
+    let (hard_stop, tracker) = (shared.hard_stop.clone(), shared.tracker.clone());
+    let weak = Arc::downgrade(&shared);
+    drop(shared);
     // The last read's failure, logged once.
     let mut failed: Option<String> = None;
     loop {
         tokio::select! {
             _ = tokio::time::sleep(POLL) => {}
-            _ = shared.shutdown.cancelled() => return,
+            _ = hard_stop.cancelled() => return,
+            // Closed at the start of the drain, empty once players are gone.
+            _ = tracker.wait() => return,
         }
+        let Some(shared) = weak.upgrade() else { return };
         let now = stamp(&path);
         if now == seen {
             continue;
         }
-        match crate::bans::read(&path) {
+        let read = match now.is_none() && at_start.is_some() && folder_id(folder) != at_start {
+            // The state folder itself is gone or replaced (a volume
+            // unmounted, a folder moved): that is not "no bans". Looked at
+            // again at each poll, as a failed read is.
+            true => Err(anyhow::anyhow!(std::io::Error::other(format!(
+                "{} is not the folder the hub started with (gone, moved or unmounted)",
+                folder.display()
+            )))),
+            false => crate::bans::read(&path),
+        };
+        match read {
             Ok(file) => {
                 // Read as empty with no stamp: the file is gone (one that
                 // cannot be looked at fails to read instead).
@@ -218,6 +240,21 @@ pub(super) async fn watch(shared: Arc<Shared>) {
         }
         shared.bans.reads.send_modify(|n| *n += 1);
     }
+}
+
+/// The folder `path` is in (`.` for a bare file name).
+fn folder_of(path: &Path) -> &Path {
+    match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    }
+}
+
+/// Which folder is at `folder` now (its device and inode), if any.
+fn folder_id(folder: &Path) -> Option<(u64, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    let m = std::fs::metadata(folder).ok().filter(|m| m.is_dir())?;
+    Some((m.dev(), m.ino()))
 }
 
 /// Whether a failed read is tried again at the next look rather than at
@@ -263,24 +300,13 @@ fn apply(shared: &Shared, file: BanFile, applied: &mut HashSet<String>) {
 
 /// The bans in force, for `/api/status`.
 pub(super) fn status(shared: &Shared) -> serde_json::Value {
-    let now = crate::history::unix_now();
-    let list = shared.bans.list.get();
     let hide = shared
         .settings()
         .admin
         .as_ref()
         .is_some_and(|a| a.hide_addresses);
-    list.file
-        .in_force(now)
-        .map(|b| {
-            serde_json::json!({
-                "address": if hide { b.address.masked() } else { b.address.to_string() },
-                "service": b.service,
-                "until": b.until,
-                "since": b.since,
-            })
-        })
-        .collect()
+    let list = shared.bans.list.get();
+    list.file.listed(crate::history::unix_now(), hide)
 }
 
 #[cfg(test)]

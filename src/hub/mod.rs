@@ -363,7 +363,6 @@ impl Hub {
         shared.warn_at_start();
         // Also without one at start: a reload may add `tls.crl`.
         shared.tracker.spawn(crl::watch(shared.clone()));
-        shared.tracker.spawn(bans::watch(shared.clone()));
         shared.tracker.spawn(sampler::run(shared.clone()));
         let weak = Arc::downgrade(&shared);
         tokio::spawn(sampler::dark(weak, shared.hard_stop.clone()));
@@ -389,6 +388,10 @@ impl Hub {
         let _ = shared.addrs.set(fixed);
         let triggers = reload::triggers(&shared);
         let mut doors = shared.open_ep_doors(self.control, self.channel, self.enrol)?;
+        // Not on the tracker (so after the last step that can fail): it
+        // follows the file through the drain, and ends when the tracker's
+        // tasks have.
+        tokio::spawn(bans::watch(shared.clone()));
         for svc in &s.services {
             tracing::info!(service = %svc.name, kind = %svc.kind, ports = %svc.bind, limits = %svc.limits, "players welcome");
         }

@@ -204,17 +204,20 @@ async fn take_channel(
     let wait = shared.settings().timing.player_wait;
     let wait = hold.map_or(wait, |h| wait.min(h));
     let taken = tokio::select! {
-        r = svc.take(wait) => r,
-        _ = gone(tcp) => {
-            tracing::info!("player left before a channel was ready");
-            return Err(None);
-        }
+        // A player banned as they arrived takes no channel, even one ready
+        // at once (a game door's first packet would go home on it).
+        biased;
         _ = seat.ended() => {
             net::abort_on_close(tcp);
             tracing::info!("player closed before a channel was ready: {}", seat.ended_by().unwrap_or("cut off"));
             return Err(None);
         }
         _ = shared.shutdown.cancelled() => return Err(None),
+        _ = gone(tcp) => {
+            tracing::info!("player left before a channel was ready");
+            return Err(None);
+        }
+        r = svc.take(wait) => r,
     };
     match taken {
         Ok(ch) => {
