@@ -607,3 +607,62 @@ fn an_edited_enrolment_asking_gigabytes_per_login_is_refused_naming_it() {
         "{text}"
     );
 }
+
+/// An invite lost and sent again: the one used retires the other for the
+/// same name, so whoever holds the first cannot later take the name (and
+/// its services) from the machine that enrolled; and `--revoke` of a used
+/// invite says it was used rather than hiding it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_invite_used_retires_older_ones_for_its_name() {
+    let certs = Certs::new();
+    let (_hub, file, _, _) = enrol_hub(&certs).await;
+    let lost = invite(&file, "cabin", &[]);
+    let again = invite(&file, "cabin", &[]);
+    let home = tempfile::tempdir().unwrap();
+    let (ok, text) = join(&again, home.path()).await;
+    assert!(ok, "{text}");
+    let thief = tempfile::tempdir().unwrap();
+    let (ok, text) = join(&lost, thief.path()).await;
+    assert!(!ok && text.contains("revoked"), "{text}");
+    let used = ferry::enrol::Line::parse(&again).unwrap().id;
+    let (ok, text) = run(&[
+        "hub",
+        "invite",
+        "-c",
+        file.to_str().unwrap(),
+        "--revoke",
+        &used,
+    ]);
+    assert!(
+        !ok && text.contains("already used") && text.contains("cabin"),
+        "{text}"
+    );
+    let (ok, listed) = run(&["hub", "invite", "-c", file.to_str().unwrap(), "--list"]);
+    assert!(ok && listed.contains(&used), "{listed}");
+    let line = listed.lines().find(|l| l.contains(&used)).unwrap();
+    assert!(line.contains("used"), "{line}");
+}
+
+/// Strangers holding the enrol door's connections idle (here 16 from 8
+/// addresses, which filled every place before) keep no ep out: a newcomer
+/// takes the place of the oldest one still waiting for its first line.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn strangers_holding_the_enrol_door_idle_keep_no_ep_out() {
+    let certs = Certs::new();
+    let (_hub, file, _, door) = enrol_hub(&certs).await;
+    let line = invite(&file, "cabin", &[]);
+    let mut idle = Vec::new();
+    for n in 0..64u8 {
+        let from = format!("127.0.0.{}", 10 + n % 8);
+        if let Ok(s) = connect_from(&from, door).await {
+            idle.push(s);
+        }
+    }
+    let home = tempfile::tempdir().unwrap();
+    let (ok, text) = join(&line, home.path()).await;
+    println!(
+        "figure: beside {} idle stranger connections the join said: {text}",
+        idle.len()
+    );
+    assert!(ok, "{text}");
+}

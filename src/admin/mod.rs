@@ -12,7 +12,7 @@
 //! its source a penalty (`auth`), so one stranger can hold neither every
 //! connection nor the Argon2 check.
 
-mod admission;
+pub(crate) mod admission;
 mod auth;
 pub mod client;
 // Public for the fuzz target (`fuzz/`), which drives its reader without a socket.

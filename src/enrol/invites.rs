@@ -180,6 +180,15 @@ impl Store {
         let Some(i) = invites.iter_mut().find(|i| i.id == id) else {
             bail!("no invite {id} (see `ferry hub invite --list`)");
         };
+        if i.state == State::Used {
+            // Marked revoked, the list would hide that a machine enrolled.
+            bail!(
+                "invite {id} was already used: ep {} enrolled with it; to cut that machine off, \
+                 `ferry hub revoke --dir STATE --ep {}` (the running hub follows crl.pem)",
+                i.ep,
+                i.ep
+            );
+        }
         i.state = State::Revoked;
         let out = i.clone();
         self.save_invites(invites)?;
@@ -208,8 +217,15 @@ impl Store {
         if sha256_hex(secret) != invite.secret_sha256 {
             return Err("the invite's secret does not match (the line was changed?)".into());
         }
-        if let Some(i) = invites.iter_mut().find(|i| i.id == id) {
-            i.state = State::Used;
+        for i in invites.iter_mut() {
+            if i.id == id {
+                i.state = State::Used;
+            } else if i.ep == invite.ep && i.state == State::Open {
+                // One name, one machine: an older invite for it, lost and
+                // sent again, must not later take the name from the
+                // machine this one enrols.
+                i.state = State::Revoked;
+            }
         }
         self.save_invites(invites).map_err(|e| format!("{e:#}"))?;
         Ok(invite)

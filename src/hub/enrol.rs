@@ -23,17 +23,18 @@ use tokio::{
 };
 use tokio_rustls::TlsAcceptor;
 
-/// Enrolments in progress at once, and from one source (an IPv4 address,
-/// an IPv6 /64); more connections are closed at once, so strangers holding
-/// connections open cannot keep a real ep out for long.
+/// Enrolments at work at once (past a usable invite id: a TLS handshake,
+/// a signature, an Argon2 hash each).
 pub(super) const SLOTS: usize = 16;
-const PER_SOURCE: usize = 2;
+/// Connections the door holds in all. Until its first line names a usable
+/// invite a connection is waiting, and a newcomer takes the place of the
+/// oldest waiting one of its source, its network or the door
+/// (`admin::admission`): an ep sends its line within a round trip of its
+/// connect, so strangers holding connections idle keep no one out.
+pub(super) const PLACES: usize = 64;
 /// The first line must come quickly; the whole exchange within `DEADLINE`.
 const FIRST_LINE: Duration = Duration::from_secs(3);
 const DEADLINE: Duration = Duration::from_secs(15);
-
-/// Connections in progress per source (an IPv4 address, an IPv6 /64).
-pub(crate) type Sources = crate::sources::PerSource<PER_SOURCE>;
 
 /// The CA key that signs new eps' certificates is there, and only its
 /// owner may read it: the door reads it at each enrolment, so a key others
@@ -51,20 +52,22 @@ pub(super) fn check_ca_key(e: &crate::config::enrol::EnrolSettings) -> Result<()
 
 pub(super) fn on_accept(shared: Arc<Shared>, tcp: TcpStream, addr: SocketAddr) {
     let ip = addr.ip().to_canonical();
-    let slots = shared.enrol_slots.clone().try_acquire_owned();
-    let (Ok(permit), Some(source)) = (slots, shared.enrol_sources.enter(ip)) else {
+    let Some(mut ticket) = shared.enrol_places.enter(ip) else {
         crate::net::abort_on_close(&tcp);
-        let why = "too many enrolments in progress (from this source or in all)";
+        let why = "every place of the door is taken by enrolments at work";
         shared.refusals.record(Reason::EnrolRefused, ip, why);
         return;
     };
     let sh = shared.clone();
     shared.tracker.spawn(async move {
+        let evicted = ticket.evicted();
         let outcome = tokio::select! {
-            r = tokio::time::timeout(DEADLINE, serve(&sh, tcp, addr)) => r,
+            r = tokio::time::timeout(DEADLINE, serve(&sh, tcp, addr, &mut ticket)) => r,
+            // Only while waiting: a place at work is never given away.
+            _ = evicted => Ok(Err("no first line yet; its place went to a newer connection".into())),
             _ = sh.shutdown.cancelled() => return,
         };
-        drop((permit, source));
+        drop(ticket);
         match outcome {
             Ok(Ok(ep)) => tracing::info!(ep, from = %addr, "ep enrolled"),
             Ok(Err(why)) => sh.refusals.record(Reason::EnrolRefused, addr.ip(), &why),
@@ -96,6 +99,7 @@ async fn serve(
     shared: &Arc<Shared>,
     mut tcp: TcpStream,
     addr: SocketAddr,
+    ticket: &mut crate::admin::admission::Ticket,
 ) -> Result<String, String> {
     let settings = shared.settings();
     let Some(e) = settings.enrol.clone() else {
@@ -110,6 +114,13 @@ async fn serve(
         crate::net::linger_close(tcp).await;
         return Err(format!("invite {id}: {why}"));
     }
+    ticket.served();
+    let Ok(_at_work) = shared.enrol_slots.clone().try_acquire_owned() else {
+        let why = "the hub is busy with other enrolments; try again in a minute";
+        let _ = tcp.write_all(format!("no {why}\n").as_bytes()).await;
+        crate::net::linger_close(tcp).await;
+        return Err(format!("invite {id}: {why}"));
+    };
     let ca = crate::tls::load_certs(&e.ca).map_err(|e| format!("{e:#}"))?;
     let ca_der = ca.first().ok_or("no CA certificate")?;
     let hello = format!("ca {}\n", crate::enrol::hex(ca_der.as_ref()));
@@ -376,41 +387,5 @@ fn revoke_replaced(
             serial,
             "the ep enrolled again but its earlier certificate could not be revoked: {err:#}"
         ),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use std::net::IpAddr;
-
-    fn ip(s: &str) -> IpAddr {
-        s.parse().unwrap()
-    }
-
-    /// One IPv6 subscriber usually holds a whole /64: counted per address,
-    /// it could take every slot of the door from one line.
-    #[test]
-    fn the_per_source_cap_counts_an_ipv6_64_as_one_source_and_ipv4_per_address() {
-        let s = Arc::new(Sources::default());
-        let _a = s.enter(ip("2001:db8:1:2::1")).unwrap();
-        let _b = s.enter(ip("2001:db8:1:2::2")).unwrap();
-        assert!(
-            s.enter(ip("2001:db8:1:2:ffff::3")).is_none(),
-            "a third address of the /64"
-        );
-        assert!(s.enter(ip("2001:db8:1:3::1")).is_some(), "the next /64");
-        let _c = s.enter(ip("192.0.2.1")).unwrap();
-        let _d = s.enter(ip("::ffff:192.0.2.1")).unwrap();
-        assert!(
-            s.enter(ip("192.0.2.1")).is_none(),
-            "v4-mapped is the same source"
-        );
-        assert!(s.enter(ip("192.0.2.2")).is_some(), "IPv4 stays per address");
-        drop(_a);
-        assert!(
-            s.enter(ip("2001:db8:1:2::9")).is_some(),
-            "a slot given back"
-        );
     }
 }

@@ -67,7 +67,8 @@ pub(crate) struct Shared {
     pub game_reader_nets: Arc<crate::sources::Counts<std::net::IpAddr>>,
     /// Enrolments in progress (the enrol door's cap).
     pub enrol_slots: Arc<tokio::sync::Semaphore>,
-    pub enrol_sources: Arc<enrol::Sources>,
+    /// The enrol door's connections (see `enrol::PLACES`).
+    pub enrol_places: Arc<crate::admin::admission::Admission>,
     /// The control, channel and admin addresses as bound.
     pub addrs: std::sync::OnceLock<ControlAddrs>,
     /// Rewritten with the bound addresses after each reload.
@@ -248,7 +249,7 @@ impl Hub {
             game_reader_nets: Arc::default(),
             ready_file: std::sync::Mutex::default(),
             enrol_slots: Arc::new(tokio::sync::Semaphore::new(enrol::SLOTS)),
-            enrol_sources: Arc::default(),
+            enrol_places: crate::admin::admission::Admission::new(enrol::PLACES, true),
             addrs: std::sync::OnceLock::new(),
             sessions: Arc::new(Sessions::new(shutdown.clone(), metrics.clone(), grants)),
             players: Arc::default(),
