@@ -344,8 +344,8 @@ async fn invites_written_by_the_cli_and_the_hub_at_once_are_never_lost_or_reopen
             })
         })
         .collect();
-    // Meanwhile eps join, one after another (the door takes two at once
-    // from one address).
+    // Meanwhile eps join, one after another (the door works on two at
+    // once from one address).
     let mut joined = Vec::new();
     let mut join_failures = Vec::new();
     for (i, line) in lines.iter().enumerate() {
@@ -643,17 +643,28 @@ async fn an_invite_used_retires_older_ones_for_its_name() {
     assert!(line.contains("used"), "{line}");
 }
 
-/// Strangers holding the enrol door's connections idle (here 16 from 8
-/// addresses, which filled every place before) keep no ep out: a newcomer
-/// takes the place of the oldest one still waiting for its first line.
+/// Strangers holding the enrol door's connections idle (here 64 from 8
+/// addresses in two networks, every place of the door; 16 filled it
+/// before) keep no ep out: a newcomer takes the place of the oldest one
+/// still waiting for its first line. Nor does one who knows an open
+/// invite's id and holds connections past its first line: one enrolment
+/// per id is at work, the rest are told "busy" while still waiting.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn strangers_holding_the_enrol_door_idle_keep_no_ep_out() {
     let certs = Certs::new();
     let (_hub, file, _, door) = enrol_hub(&certs).await;
     let line = invite(&file, "cabin", &[]);
+    let known = ferry::enrol::Line::parse(&invite(&file, "mallory", &[])).unwrap();
     let mut idle = Vec::new();
+    for _ in 0..20 {
+        if let Ok(mut s) = connect_from("127.0.3.10", door).await {
+            let hello = format!("ferry-enrol/1 {}\n", known.id);
+            let _ = s.write_all(hello.as_bytes()).await;
+            idle.push(s);
+        }
+    }
     for n in 0..64u8 {
-        let from = format!("127.0.0.{}", 10 + n % 8);
+        let from = format!("127.0.{}.{}", 1 + n % 2, 10 + n % 8 / 2);
         if let Ok(s) = connect_from(&from, door).await {
             idle.push(s);
         }

@@ -445,3 +445,30 @@ async fn a_write_that_fails_after_the_hub_answered_keeps_the_files_and_prints_th
         "cabin"
     );
 }
+
+/// A door that gave the join's place away (a reset before answering, as
+/// a door full of strangers' connections does to its oldest) or said it
+/// was busy: the join asks again after a wait, and enrols. Before, it
+/// stopped at the first reset.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_join_reset_or_told_busy_before_the_answer_asks_again() {
+    let certs = Certs::new();
+    let door = FakeDoor::start(&certs).await;
+    let home = tempfile::tempdir().unwrap();
+    let dir = home.path().join("ep");
+    let serve = async {
+        let tcp = door.hello().await;
+        ferry::net::abort_on_close(&tcp);
+        drop(tcp);
+        let mut tcp = door.hello().await;
+        tcp.write_all(b"no the hub is busy with other enrolments; try again in a minute\n")
+            .await
+            .unwrap();
+        drop(tcp);
+        door.answer(|req| granted(&certs, &req, "cabin")).await;
+    };
+    let ((ok, text), ()) = tokio::join!(join(&door.line(), &dir), serve);
+    assert!(ok, "{text}");
+    assert_eq!(text.matches("asking again").count(), 2, "{text}");
+    assert!(dir.join("ep.toml").exists());
+}

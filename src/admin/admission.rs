@@ -42,8 +42,10 @@ struct State {
     next: u64,
     /// Waiting connections, oldest first.
     waiting: VecDeque<Waiting>,
-    /// Waiting connections per source and per network key.
-    counts: HashMap<IpAddr, usize>,
+    /// Waiting connections per source key (false) and per network key
+    /// (true): apart, since an IPv4 `.0` address or the first /64 of a
+    /// /48 has a source key equal to its network's.
+    counts: HashMap<(bool, IpAddr), usize>,
 }
 
 struct Waiting {
@@ -54,12 +56,12 @@ struct Waiting {
 }
 
 impl State {
-    fn count(&self, key: IpAddr) -> usize {
+    fn count(&self, key: (bool, IpAddr)) -> usize {
         self.counts.get(&key).copied().unwrap_or(0)
     }
 
     fn add(&mut self, keys: Option<(IpAddr, IpAddr)>, by: isize) {
-        for key in keys.into_iter().flat_map(|(s, n)| [s, n]) {
+        for key in keys.into_iter().flat_map(|(s, n)| [(false, s), (true, n)]) {
             let n = self.counts.entry(key).or_default();
             *n = n.saturating_add_signed(by);
             if *n == 0 {
@@ -117,10 +119,10 @@ impl Admission {
         let mut st = self.lock();
         // An evicted connection's place passes to the newcomer.
         let took = match keys {
-            Some((s, _)) if st.count(s) >= PER_SOURCE => {
+            Some((s, _)) if st.count((false, s)) >= PER_SOURCE => {
                 st.evict(|w| w.keys.is_some_and(|k| k.0 == s))
             }
-            Some((_, n)) if st.count(n) >= PER_NETWORK => {
+            Some((_, n)) if st.count((true, n)) >= PER_NETWORK => {
                 st.evict(|w| w.keys.is_some_and(|k| k.1 == n))
             }
             _ if st.held >= self.max => Some(st.evict(|_| true)?),
@@ -152,9 +154,12 @@ impl Ticket {
     }
 
     /// The request arrived and was let in: no longer waiting, so neither
-    /// counted for its source nor given away.
-    pub fn served(&mut self) {
-        self.door.lock().leave(self.id);
+    /// counted for its source nor given away. False if its place was given
+    /// away first (the caller closes it).
+    pub fn served(&mut self) -> bool {
+        let mut st = self.door.lock();
+        st.leave(self.id);
+        !self.evicted.is_cancelled()
     }
 }
 
@@ -248,5 +253,23 @@ mod tests {
         );
         drop((mine, again, net, other));
         assert_eq!(door.lock().held, 2);
+    }
+
+    /// An IPv4 `.0` address and the first /64 of a /48 have a source key
+    /// equal to their network's: counted apart, such a source still gets
+    /// its 8 waiting places (before, each counted twice and the 5th took
+    /// the 1st's place).
+    #[test]
+    fn a_source_keyed_like_its_network_is_counted_once_for_each() {
+        for addr in ["10.0.0.0", "2001:db8:1::1"] {
+            let door = Admission::new(64, true);
+            let tickets: Vec<_> = (0..PER_SOURCE)
+                .map(|_| door.enter(ip(addr)).unwrap())
+                .collect();
+            assert!(
+                tickets.iter().all(|t| !t.evicted.is_cancelled()),
+                "{addr}: a place given away below the source's cap"
+            );
+        }
     }
 }

@@ -263,7 +263,10 @@ impl Door {
             return;
         }
         // Past the token check: an event stream it opens is not waiting.
-        ticket.served();
+        if !ticket.served() {
+            crate::net::abort_on_close(&tcp);
+            return;
+        }
         // An answer still being written when the hub stops is cut off: the
         // hub's stop waits for the door's connections.
         tokio::select! {

@@ -217,6 +217,7 @@ impl Store {
         if sha256_hex(secret) != invite.secret_sha256 {
             return Err("the invite's secret does not match (the line was changed?)".into());
         }
+        let mut retired = Vec::new();
         for i in invites.iter_mut() {
             if i.id == id {
                 i.state = State::Used;
@@ -225,9 +226,18 @@ impl Store {
                 // sent again, must not later take the name from the
                 // machine this one enrols.
                 i.state = State::Revoked;
+                retired.push(i.id.clone());
             }
         }
         self.save_invites(invites).map_err(|e| format!("{e:#}"))?;
+        if !retired.is_empty() {
+            tracing::info!(
+                ep = invite.ep,
+                used = id,
+                ?retired,
+                "the other open invites for this ep are revoked"
+            );
+        }
         Ok(invite)
     }
 

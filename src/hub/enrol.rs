@@ -32,9 +32,78 @@ pub(super) const SLOTS: usize = 16;
 /// (`admin::admission`): an ep sends its line within a round trip of its
 /// connect, so strangers holding connections idle keep no one out.
 pub(super) const PLACES: usize = 64;
-/// The first line must come quickly; the whole exchange within `DEADLINE`.
+/// Enrolments at work at once for one invite id, and from one source.
+const PER_ID: usize = 1;
+const PER_SOURCE: usize = 2;
+/// The first line must come quickly, the TLS handshake and the request
+/// after it too; the whole exchange within `DEADLINE`.
 const FIRST_LINE: Duration = Duration::from_secs(3);
+const REQUEST: Duration = Duration::from_secs(5);
 const DEADLINE: Duration = Duration::from_secs(15);
+
+/// Enrolments at work (past a usable invite id): at most `SLOTS`, `PER_ID`
+/// per invite and `PER_SOURCE` per source, so whoever knows an open
+/// invite's id (it is not secret: a line's holder, the hub's log) cannot
+/// take the door's work from one place or with one id.
+#[derive(Default)]
+pub(crate) struct AtWork {
+    state: std::sync::Mutex<Work>,
+}
+
+#[derive(Default)]
+struct Work {
+    total: usize,
+    ids: std::collections::HashMap<String, usize>,
+    sources: std::collections::HashMap<std::net::IpAddr, usize>,
+}
+
+/// One enrolment's share of `AtWork`, given back when dropped.
+pub(crate) struct Working {
+    work: Arc<AtWork>,
+    id: String,
+    source: std::net::IpAddr,
+}
+
+impl AtWork {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Work> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn begin(self: &Arc<Self>, id: &str, ip: std::net::IpAddr) -> Option<Working> {
+        let source = crate::sources::source_key(ip);
+        let mut w = self.lock();
+        let for_id = w.ids.get(id).copied().unwrap_or(0);
+        let for_source = w.sources.get(&source).copied().unwrap_or(0);
+        if w.total >= SLOTS || for_id >= PER_ID || for_source >= PER_SOURCE {
+            return None;
+        }
+        w.total += 1;
+        *w.ids.entry(id.to_string()).or_default() += 1;
+        *w.sources.entry(source).or_default() += 1;
+        Some(Working {
+            work: self.clone(),
+            id: id.to_string(),
+            source,
+        })
+    }
+}
+
+impl Drop for Working {
+    fn drop(&mut self) {
+        let mut w = self.work.lock();
+        w.total -= 1;
+        fn give_back<K: std::hash::Hash + Eq>(m: &mut std::collections::HashMap<K, usize>, k: &K) {
+            if let Some(n) = m.get_mut(k) {
+                *n -= 1;
+                if *n == 0 {
+                    m.remove(k);
+                }
+            }
+        }
+        give_back(&mut w.ids, &self.id);
+        give_back(&mut w.sources, &self.source);
+    }
+}
 
 /// The CA key that signs new eps' certificates is there, and only its
 /// owner may read it: the door reads it at each enrolment, so a key others
@@ -114,13 +183,17 @@ async fn serve(
         crate::net::linger_close(tcp).await;
         return Err(format!("invite {id}: {why}"));
     }
-    ticket.served();
-    let Ok(_at_work) = shared.enrol_slots.clone().try_acquire_owned() else {
-        let why = "the hub is busy with other enrolments; try again in a minute";
+    // Told "busy" while still waiting: that answer's linger keeps no
+    // place from being given to a newcomer.
+    let Some(_at_work) = shared.enrol_work.begin(&id, addr.ip()) else {
+        let why = "the hub is busy with other enrolments (or this invite's); try again in a minute";
         let _ = tcp.write_all(format!("no {why}\n").as_bytes()).await;
         crate::net::linger_close(tcp).await;
         return Err(format!("invite {id}: {why}"));
     };
+    if !ticket.served() {
+        return Err(format!("invite {id}: its place went to a newer connection"));
+    }
     let ca = crate::tls::load_certs(&e.ca).map_err(|e| format!("{e:#}"))?;
     let ca_der = ca.first().ok_or("no CA certificate")?;
     let hello = format!("ca {}\n", crate::enrol::hex(ca_der.as_ref()));
@@ -134,13 +207,19 @@ async fn serve(
         .material
         .enrol_config()
         .map_err(|e| format!("{e:#}"))?;
-    let mut tls = TlsAcceptor::from(config)
-        .accept(tcp)
+    let asked = tokio::time::timeout(REQUEST, async {
+        let mut tls = TlsAcceptor::from(config)
+            .accept(tcp)
+            .await
+            .map_err(|e| format!("TLS: {e}"))?;
+        let req: Request = proto::read_msg(&mut tls)
+            .await
+            .map_err(|e| format!("request: {e}"))?;
+        Ok::<_, String>((tls, req))
+    });
+    let (mut tls, req) = asked
         .await
-        .map_err(|e| format!("TLS: {e}"))?;
-    let req: Request = proto::read_msg(&mut tls)
-        .await
-        .map_err(|e| format!("request: {e}"))?;
+        .map_err(|_| format!("invite {id}: no request within {REQUEST:?} of the CA"))??;
     let reply = enrol(shared, &e, &id, req, addr).await;
     let _ = proto::write_msg(&mut tls, &reply).await;
     let _ = tls.shutdown().await;

@@ -66,7 +66,7 @@ pub(crate) struct Shared {
     /// The same per network (IPv4 /24, IPv6 /48).
     pub game_reader_nets: Arc<crate::sources::Counts<std::net::IpAddr>>,
     /// Enrolments in progress (the enrol door's cap).
-    pub enrol_slots: Arc<tokio::sync::Semaphore>,
+    pub enrol_work: Arc<enrol::AtWork>,
     /// The enrol door's connections (see `enrol::PLACES`).
     pub enrol_places: Arc<crate::admin::admission::Admission>,
     /// The control, channel and admin addresses as bound.
@@ -248,7 +248,7 @@ impl Hub {
             game_readers_total: Arc::default(),
             game_reader_nets: Arc::default(),
             ready_file: std::sync::Mutex::default(),
-            enrol_slots: Arc::new(tokio::sync::Semaphore::new(enrol::SLOTS)),
+            enrol_work: Arc::default(),
             enrol_places: crate::admin::admission::Admission::new(enrol::PLACES, true),
             addrs: std::sync::OnceLock::new(),
             sessions: Arc::new(Sessions::new(shutdown.clone(), metrics.clone(), grants)),

@@ -39,13 +39,33 @@ pub(super) async fn enrol(
         })?
 }
 
+/// Waits before asking the door again, when it closed on us or was busy
+/// before answering (a door full of strangers' connections gives their
+/// places to newcomers; the hub busy with other enrolments says so).
+/// Nothing secret is sent before the answer, so asking again is safe.
+const AGAIN: [Duration; 3] = [
+    Duration::from_secs(1),
+    Duration::from_secs(2),
+    Duration::from_secs(4),
+];
+
 async fn exchange(line: &Line, host: &str, csr: String) -> Result<(Vec<u8>, Reply)> {
-    let mut tcp = TcpStream::connect(&line.door)
-        .await
-        .with_context(|| format!("cannot reach the hub's enrol door at {}", line.door))?;
-    tcp.write_all(format!("{HELLO} {}\n", line.id).as_bytes())
-        .await?;
-    let (answer, more) = read_answer(&mut tcp, &line.door).await?;
+    let mut waits = AGAIN.into_iter();
+    let (tcp, answer, more) = loop {
+        let e = match ask(line).await {
+            Ok((_, Answer::No(why), _)) if why.contains("busy") => {
+                anyhow::anyhow!("the hub refused the invite: {}", proto::shown(&why))
+            }
+            Ok(answered) => break answered,
+            Err(e) if early(&e) => e,
+            Err(e) => return Err(e),
+        };
+        let Some(wait) = waits.next() else {
+            return Err(e);
+        };
+        eprintln!("{e:#}; asking again in {wait:?}");
+        tokio::time::sleep(wait).await;
+    };
     let ca = match answer {
         // Not yet known to be the hub: its words, shown, cannot drive the
         // terminal.
@@ -90,6 +110,31 @@ async fn exchange(line: &Line, host: &str, csr: String) -> Result<(Vec<u8>, Repl
         .await
         .context("the hub closed the enrolment without an answer")?;
     Ok((ca, reply))
+}
+
+/// The door's first answer to the invite's id.
+async fn ask(line: &Line) -> Result<(TcpStream, Answer, bool)> {
+    let mut tcp = TcpStream::connect(&line.door)
+        .await
+        .with_context(|| format!("cannot reach the hub's enrol door at {}", line.door))?;
+    tcp.write_all(format!("{HELLO} {}\n", line.id).as_bytes())
+        .await
+        .with_context(|| format!("the connection to the enrol door at {} failed", line.door))?;
+    let (answer, more) = read_answer(&mut tcp, &line.door).await?;
+    Ok((tcp, answer, more))
+}
+
+/// Whether `e` ended an ask before the door answered, as a door that gave
+/// our place to a newcomer does (a reset, or a close).
+fn early(e: &anyhow::Error) -> bool {
+    use std::io::ErrorKind::*;
+    let cut = e.chain().any(|c| {
+        c.downcast_ref::<std::io::Error>()
+            .is_some_and(|io| matches!(io.kind(), ConnectionReset | ConnectionAborted | BrokenPipe))
+    });
+    cut || e
+        .to_string()
+        .contains("closed the connection before answering")
 }
 
 /// The door's answer (`lines::answer`) and whether more bytes came after
