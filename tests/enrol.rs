@@ -677,3 +677,39 @@ async fn strangers_holding_the_enrol_door_idle_keep_no_ep_out() {
     );
     assert!(ok, "{text}");
 }
+
+/// One who knows an open invite's id (not a secret) and holds a
+/// connection past its CA line keeps the invite's ep out no longer than
+/// the ep takes to connect: the newer connection for the id takes the
+/// place over until a request has arrived. Before, the ep was told
+/// "busy" for as long as the holder kept it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_connection_holding_an_invites_id_does_not_keep_its_ep_out() {
+    let certs = Certs::new();
+    let (_hub, file, _, door) = enrol_hub(&certs).await;
+    let line = invite(&file, "cabin", &[]);
+    let id = ferry::enrol::Line::parse(&line).unwrap().id;
+    let mut holder = connect_from("127.0.3.10", door).await.unwrap();
+    holder
+        .write_all(format!("ferry-enrol/1 {id}\n").as_bytes())
+        .await
+        .unwrap();
+    let mut answered = Vec::new();
+    let mut b = [0u8; 1];
+    while holder.read(&mut b).await.unwrap() == 1 && b[0] != b'\n' {
+        answered.push(b[0]);
+    }
+    assert!(
+        answered.starts_with(b"ca "),
+        "{:?}",
+        String::from_utf8_lossy(&answered)
+    );
+    let home = tempfile::tempdir().unwrap();
+    let (ok, text) = join(&line, home.path()).await;
+    assert!(ok && !text.contains("asking again"), "{text}");
+    let closed = tokio::time::timeout(Duration::from_secs(5), holder.read(&mut b)).await;
+    assert!(
+        matches!(closed, Ok(Ok(0)) | Ok(Err(_))),
+        "the holder kept its connection: {closed:?}"
+    );
+}

@@ -23,87 +23,17 @@ use tokio::{
 };
 use tokio_rustls::TlsAcceptor;
 
-/// Enrolments at work at once (past a usable invite id: a TLS handshake,
-/// a signature, an Argon2 hash each).
-pub(super) const SLOTS: usize = 16;
 /// Connections the door holds in all. Until its first line names a usable
 /// invite a connection is waiting, and a newcomer takes the place of the
 /// oldest waiting one of its source, its network or the door
 /// (`admin::admission`): an ep sends its line within a round trip of its
 /// connect, so strangers holding connections idle keep no one out.
 pub(super) const PLACES: usize = 64;
-/// Enrolments at work at once for one invite id, and from one source.
-const PER_ID: usize = 1;
-const PER_SOURCE: usize = 2;
 /// The first line must come quickly, the TLS handshake and the request
 /// after it too; the whole exchange within `DEADLINE`.
 const FIRST_LINE: Duration = Duration::from_secs(3);
 const REQUEST: Duration = Duration::from_secs(5);
 const DEADLINE: Duration = Duration::from_secs(15);
-
-/// Enrolments at work (past a usable invite id): at most `SLOTS`, `PER_ID`
-/// per invite and `PER_SOURCE` per source, so whoever knows an open
-/// invite's id (it is not secret: a line's holder, the hub's log) cannot
-/// take the door's work from one place or with one id.
-#[derive(Default)]
-pub(crate) struct AtWork {
-    state: std::sync::Mutex<Work>,
-}
-
-#[derive(Default)]
-struct Work {
-    total: usize,
-    ids: std::collections::HashMap<String, usize>,
-    sources: std::collections::HashMap<std::net::IpAddr, usize>,
-}
-
-/// One enrolment's share of `AtWork`, given back when dropped.
-pub(crate) struct Working {
-    work: Arc<AtWork>,
-    id: String,
-    source: std::net::IpAddr,
-}
-
-impl AtWork {
-    fn lock(&self) -> std::sync::MutexGuard<'_, Work> {
-        self.state.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    fn begin(self: &Arc<Self>, id: &str, ip: std::net::IpAddr) -> Option<Working> {
-        let source = crate::sources::source_key(ip);
-        let mut w = self.lock();
-        let for_id = w.ids.get(id).copied().unwrap_or(0);
-        let for_source = w.sources.get(&source).copied().unwrap_or(0);
-        if w.total >= SLOTS || for_id >= PER_ID || for_source >= PER_SOURCE {
-            return None;
-        }
-        w.total += 1;
-        *w.ids.entry(id.to_string()).or_default() += 1;
-        *w.sources.entry(source).or_default() += 1;
-        Some(Working {
-            work: self.clone(),
-            id: id.to_string(),
-            source,
-        })
-    }
-}
-
-impl Drop for Working {
-    fn drop(&mut self) {
-        let mut w = self.work.lock();
-        w.total -= 1;
-        fn give_back<K: std::hash::Hash + Eq>(m: &mut std::collections::HashMap<K, usize>, k: &K) {
-            if let Some(n) = m.get_mut(k) {
-                *n -= 1;
-                if *n == 0 {
-                    m.remove(k);
-                }
-            }
-        }
-        give_back(&mut w.ids, &self.id);
-        give_back(&mut w.sources, &self.source);
-    }
-}
 
 /// The CA key that signs new eps' certificates is there, and only its
 /// owner may read it: the door reads it at each enrolment, so a key others
@@ -183,9 +113,9 @@ async fn serve(
         crate::net::linger_close(tcp).await;
         return Err(format!("invite {id}: {why}"));
     }
-    // Told "busy" while still waiting: that answer's linger keeps no
-    // place from being given to a newcomer.
-    let Some(_at_work) = shared.enrol_work.begin(&id, addr.ip()) else {
+    // Past `enrol_work`'s caps: told "busy" while still waiting, so that
+    // answer's linger keeps no place from being given to a newcomer.
+    let Some(work) = shared.enrol_work.begin(&id, addr.ip()) else {
         let why = "the hub is busy with other enrolments (or this invite's); try again in a minute";
         let _ = tcp.write_all(format!("no {why}\n").as_bytes()).await;
         crate::net::linger_close(tcp).await;
@@ -217,9 +147,14 @@ async fn serve(
             .map_err(|e| format!("request: {e}"))?;
         Ok::<_, String>((tls, req))
     });
-    let (mut tls, req) = asked
-        .await
-        .map_err(|_| format!("invite {id}: no request within {REQUEST:?} of the CA"))??;
+    let taken = || format!("invite {id}: a newer connection for it took its place");
+    let (mut tls, req) = tokio::select! {
+        r = asked => r.map_err(|_| format!("invite {id}: no request within {REQUEST:?} of the CA"))??,
+        _ = work.taken() => return Err(taken()),
+    };
+    if !work.asked() {
+        return Err(taken());
+    }
     let reply = enrol(shared, &e, &id, req, addr).await;
     let _ = proto::write_msg(&mut tls, &reply).await;
     let _ = tls.shutdown().await;

@@ -7,6 +7,7 @@ mod channel;
 mod control;
 mod crl;
 mod enrol;
+mod enrol_work;
 mod game;
 mod gate;
 mod handle;
@@ -66,7 +67,7 @@ pub(crate) struct Shared {
     /// The same per network (IPv4 /24, IPv6 /48).
     pub game_reader_nets: Arc<crate::sources::Counts<std::net::IpAddr>>,
     /// Enrolments in progress (the enrol door's cap).
-    pub enrol_work: Arc<enrol::AtWork>,
+    pub enrol_work: Arc<enrol_work::AtWork>,
     /// The enrol door's connections (see `enrol::PLACES`).
     pub enrol_places: Arc<crate::admin::admission::Admission>,
     /// The control, channel and admin addresses as bound.
