@@ -615,7 +615,35 @@ fn invite(settings: &HubSettings, a: InviteArgs) -> Result<()> {
             );
         }
     }
+    invite_notes(&store()?, &issued.line.id, ep)?;
     println!("at home, run:\n\n  ferry ep join {}\n", issued.line);
+    Ok(())
+}
+
+/// What using the new invite `id` for `ep` will do to what exists: other
+/// open invites for the name are revoked when one is used, and a machine
+/// enrolled under it is replaced.
+fn invite_notes(store: &crate::enrol::invites::Store, id: &str, ep: &str) -> Result<()> {
+    use crate::enrol::invites::{State, now};
+    let now = now();
+    let open: Vec<String> = store
+        .invites()?
+        .into_iter()
+        .filter(|i| i.ep == ep && i.id != id && i.state == State::Open && i.expires > now)
+        .map(|i| i.id)
+        .collect();
+    if !open.is_empty() {
+        println!(
+            "note: invite {} for ep {ep} is still open; the first of these used revokes the others",
+            open.join(", ")
+        );
+    }
+    if store.enrolled()?.eps.contains_key(ep) {
+        println!(
+            "note: ep {ep} is enrolled; a machine joining with this invite replaces it \
+             (its certificate is revoked)"
+        );
+    }
     Ok(())
 }
 

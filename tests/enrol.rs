@@ -617,7 +617,28 @@ async fn an_invite_used_retires_older_ones_for_its_name() {
     let certs = Certs::new();
     let (_hub, file, _, _) = enrol_hub(&certs).await;
     let lost = invite(&file, "cabin", &[]);
-    let again = invite(&file, "cabin", &[]);
+    let lost_id = ferry::enrol::Line::parse(&lost).unwrap().id;
+    let (ok, text) = run(&[
+        "hub",
+        "invite",
+        "-c",
+        file.to_str().unwrap(),
+        "--ep",
+        "cabin",
+        "--service",
+        "game",
+    ]);
+    assert!(
+        ok && text.contains(&format!(
+            "note: invite {lost_id} for ep cabin is still open"
+        )),
+        "{text}"
+    );
+    let again = text
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("ferry ep join "))
+        .unwrap()
+        .to_string();
     let home = tempfile::tempdir().unwrap();
     let (ok, text) = join(&again, home.path()).await;
     assert!(ok, "{text}");
@@ -641,6 +662,15 @@ async fn an_invite_used_retires_older_ones_for_its_name() {
     assert!(ok && listed.contains(&used), "{listed}");
     let line = listed.lines().find(|l| l.contains(&used)).unwrap();
     assert!(line.contains("used"), "{line}");
+    let (ok, text) = run(&[
+        "hub",
+        "invite",
+        "-c",
+        file.to_str().unwrap(),
+        "--ep",
+        "cabin",
+    ]);
+    assert!(ok && text.contains("note: ep cabin is enrolled"), "{text}");
 }
 
 /// Strangers holding the enrol door's connections idle (here 64 from 8

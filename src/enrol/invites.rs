@@ -159,8 +159,9 @@ impl Store {
         let _lock = self.lock()?;
         let mut invites = self.invites()?;
         let now = now();
-        // Forget invites that ended more than a week ago.
-        invites.retain(|i| i.state == State::Open || i.expires + 7 * 86_400 > now);
+        // Forget invites that ended more than a week ago (used, revoked,
+        // or expired unused: `--list` shows each for that week).
+        invites.retain(|i| i.expires.saturating_add(7 * 86_400) > now);
         invites.push(Invite {
             id: id.clone(),
             ep: ep.to_string(),
