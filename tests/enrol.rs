@@ -46,14 +46,21 @@ fn invite(file: &Path, ep: &str, extra: &[&str]) -> String {
 
 /// `ferry hub invite` for `ep` with exactly `args` after it; the line.
 fn invite_granting(file: &Path, ep: &str, args: &[&str]) -> String {
+    invite_saying(file, ep, args).0
+}
+
+/// `ferry hub invite`'s join line and all it printed.
+fn invite_saying(file: &Path, ep: &str, args: &[&str]) -> (String, String) {
     let mut all = vec!["hub", "invite", "-c", file.to_str().unwrap(), "--ep", ep];
     all.extend_from_slice(args);
     let (ok, text) = run(&all);
     assert!(ok, "{text}");
-    text.lines()
+    let line = text
+        .lines()
         .find_map(|l| l.trim().strip_prefix("ferry ep join "))
         .unwrap_or_else(|| panic!("no join line in {text}"))
-        .to_string()
+        .to_string();
+    (line, text)
 }
 
 /// `ferry ep join LINE --dir DIR` off the async threads.
@@ -618,27 +625,13 @@ async fn an_invite_used_retires_older_ones_for_its_name() {
     let (_hub, file, _, _) = enrol_hub(&certs).await;
     let lost = invite(&file, "cabin", &[]);
     let lost_id = ferry::enrol::Line::parse(&lost).unwrap().id;
-    let (ok, text) = run(&[
-        "hub",
-        "invite",
-        "-c",
-        file.to_str().unwrap(),
-        "--ep",
-        "cabin",
-        "--service",
-        "game",
-    ]);
+    let (again, text) = invite_saying(&file, "cabin", &["--service", "game"]);
     assert!(
-        ok && text.contains(&format!(
+        text.contains(&format!(
             "note: invite {lost_id} for ep cabin is still open"
         )),
         "{text}"
     );
-    let again = text
-        .lines()
-        .find_map(|l| l.trim().strip_prefix("ferry ep join "))
-        .unwrap()
-        .to_string();
     let home = tempfile::tempdir().unwrap();
     let (ok, text) = join(&again, home.path()).await;
     assert!(ok, "{text}");

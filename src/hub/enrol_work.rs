@@ -11,7 +11,7 @@
 //! keep it out one must take its place over faster than that, again and
 //! again, rather than hold it with one idle connection.
 
-use crate::sources::source_key;
+use crate::sources::{PerSource, SourceSlot};
 use std::{
     collections::HashMap,
     net::IpAddr,
@@ -25,6 +25,7 @@ const PER_SOURCE: usize = 2;
 #[derive(Default)]
 pub(crate) struct AtWork {
     state: Mutex<Work>,
+    sources: PerSource<PER_SOURCE>,
 }
 
 #[derive(Default)]
@@ -33,7 +34,6 @@ struct Work {
     next: u64,
     /// The one enrolment of each invite id.
     ids: HashMap<String, Holder>,
-    sources: HashMap<IpAddr, usize>,
 }
 
 struct Holder {
@@ -47,9 +47,9 @@ struct Holder {
 pub(crate) struct Working {
     work: Arc<AtWork>,
     id: String,
-    source: IpAddr,
     serial: u64,
     taken: CancellationToken,
+    _source: SourceSlot,
 }
 
 impl AtWork {
@@ -61,11 +61,8 @@ impl AtWork {
     /// over from an earlier one still waiting for its request; None past
     /// the caps.
     pub fn begin(self: &Arc<Self>, id: &str, ip: IpAddr) -> Option<Working> {
-        let source = source_key(ip);
+        let source = self.sources.enter(ip)?;
         let mut w = self.lock();
-        if w.sources.get(&source).copied().unwrap_or(0) >= PER_SOURCE {
-            return None;
-        }
         match w.ids.get(id) {
             Some(h) if h.asked => return None,
             // The earlier one is closed; its share goes when it notices.
@@ -75,7 +72,6 @@ impl AtWork {
         }
         w.total += 1;
         w.next += 1;
-        *w.sources.entry(source).or_default() += 1;
         let (serial, taken) = (w.next, CancellationToken::new());
         let holder = Holder {
             serial,
@@ -86,9 +82,9 @@ impl AtWork {
         Some(Working {
             work: self.clone(),
             id: id.to_string(),
-            source,
             serial,
             taken,
+            _source: source,
         })
     }
 }
@@ -119,12 +115,6 @@ impl Drop for Working {
         w.total -= 1;
         if w.ids.get(&self.id).is_some_and(|h| h.serial == self.serial) {
             w.ids.remove(&self.id);
-        }
-        if let Some(n) = w.sources.get_mut(&self.source) {
-            *n -= 1;
-            if *n == 0 {
-                w.sources.remove(&self.source);
-            }
         }
     }
 }
