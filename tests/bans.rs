@@ -525,6 +525,12 @@ async fn status_bans_lists_them(t: Transport) {
             .any(|l| l.starts_with("ferry_player_refusals") && l.contains("reason=\"banned\"")),
         "{metrics}"
     );
+    // A permanent ban banned again for a while is shortened, and says so.
+    let out = ferry_hub(&file, &["ban", "2001:db8::/48", "--for", "1h"]).await;
+    assert!(
+        out.contains("again") && out.contains("it was banned until `ferry hub unban`"),
+        "{out}"
+    );
 }
 
 /// A Minecraft join from `src` typing `host`: the first packet back.

@@ -736,3 +736,97 @@ async fn an_idle_connection_holding_an_invites_id_does_not_keep_its_ep_out() {
         "the holder kept its connection: {closed:?}"
     );
 }
+
+/// One enrolment made by hand as `ferry ep join` makes it, for `key`
+/// (which a join keeps only in memory): the hub's reply, or its refusal
+/// at the first line.
+async fn ask_by_hand(line: &str, key: &rcgen::KeyPair) -> ferry::enrol::Reply {
+    use ferry::enrol::{HELLO, Reply, Request};
+    let line = ferry::enrol::Line::parse(line).unwrap();
+    let mut tcp = tokio::net::TcpStream::connect(&line.door).await.unwrap();
+    let hello = format!("{HELLO} {}\n", line.id);
+    tcp.write_all(hello.as_bytes()).await.unwrap();
+    // A byte at a time: TLS follows the line.
+    let (mut text, mut b) = (Vec::new(), [0u8; 1]);
+    while tcp.read(&mut b).await.unwrap() == 1 && b[0] != b'\n' {
+        text.push(b[0]);
+    }
+    let text = String::from_utf8(text).unwrap();
+    if let Some(why) = text.strip_prefix("no ") {
+        return Reply::Refused { reason: why.into() };
+    }
+    let ca = ferry::enrol::unhex(text.strip_prefix("ca ").unwrap()).unwrap();
+    let config = ferry::tls::enrol_client_config(&ca).unwrap();
+    let name = rustls::pki_types::ServerName::try_from("127.0.0.1").unwrap();
+    let mut tls = tokio_rustls::TlsConnector::from(config)
+        .connect(name, tcp)
+        .await
+        .unwrap();
+    let csr = rcgen::CertificateParams::new(Vec::<String>::new())
+        .unwrap()
+        .serialize_request(key)
+        .unwrap()
+        .pem()
+        .unwrap();
+    let req = Request {
+        secret: ferry::secret::Secret::new(&line.secret),
+        csr,
+    };
+    ferry::proto::write_msg(&mut tls, &req).await.unwrap();
+    ferry::proto::read_msg(&mut tls).await.unwrap()
+}
+
+fn refusal(reply: &ferry::enrol::Reply) -> Option<&str> {
+    match reply {
+        ferry::enrol::Reply::Refused { reason } => Some(reason),
+        ferry::enrol::Reply::Enrolled { .. } => None,
+    }
+}
+
+/// The machine that used an invite may ask again with its key (its answer
+/// lost on the way), but asking again does not undo the operator: once
+/// `ferry hub revoke` revoked what the invite enrolled, the same key is
+/// refused, as another key always is.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn asking_again_with_a_used_invite_does_not_undo_a_revocation() {
+    let certs = Certs::new();
+    let door = free_range(1);
+    let o = HubOpts {
+        services: vec![],
+        allowlist: vec!["127.0.0.2/32".into()],
+        extra: format!("[enrol]\nbind = \"127.0.0.1:{door}\"\n"),
+        ..Default::default()
+    };
+    let settings = hub_settings_crl(&certs, &o, Some(&certs.path("crl.pem")));
+    let file = settings.file.clone();
+    let hub = TestHub::from_settings(settings, &o).await;
+    let line = invite(&file, "cabin", &[]);
+    let key = rcgen::KeyPair::generate().unwrap();
+    let first = ask_by_hand(&line, &key).await;
+    assert_eq!(refusal(&first), None);
+    let again = ask_by_hand(&line, &key).await;
+    assert_eq!(refusal(&again), None, "the same key asks again");
+    assert_eq!(hub.handle.enrolments(), 2);
+    let other = ask_by_hand(&line, &rcgen::KeyPair::generate().unwrap()).await;
+    assert!(refusal(&other).unwrap().contains("already used"));
+
+    let mut reads = hub.handle.crl_reads();
+    let seen = *reads.borrow_and_update();
+    let dir = certs
+        .path("ca.pem")
+        .parent()
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .to_string();
+    let (ok, text) = run(&["hub", "revoke", "--dir", &dir, "--ep", "cabin"]);
+    assert!(ok, "{text}");
+    tokio::time::timeout(Duration::from_secs(10), reads.wait_for(|n| *n > seen))
+        .await
+        .expect("the hub follows crl.pem")
+        .unwrap();
+    let after = ask_by_hand(&line, &key).await;
+    let why = refusal(&after).expect("refused after the revocation");
+    assert!(why.contains("revoked or replaced"), "{why}");
+    assert_eq!(hub.handle.enrolments(), 2);
+}

@@ -472,3 +472,87 @@ async fn a_join_reset_or_told_busy_before_the_answer_asks_again() {
     assert_eq!(text.matches("asking again").count(), 2, "{text}");
     assert!(dir.join("ep.toml").exists());
 }
+
+/// Relays joins to the door at `to`, but the first one only until the
+/// hub has used `id` (invites.json in `state` says so): then it resets
+/// the join's connection, so the hub's answer, the only copy of the
+/// token, is lost on the way. Later joins pass untouched.
+async fn losing_the_first_answer(to: String, state: PathBuf, id: String) -> String {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    tokio::spawn(async move {
+        let mut first = true;
+        loop {
+            let (ep, _) = listener.accept().await.unwrap();
+            let hub = TcpStream::connect(&to).await.unwrap();
+            let (state, id) = (state.clone(), id.clone());
+            if !std::mem::take(&mut first) {
+                tokio::spawn(async move {
+                    let (mut ep, mut hub) = (ep, hub);
+                    let _ = tokio::io::copy_bidirectional(&mut ep, &mut hub).await;
+                });
+                continue;
+            }
+            tokio::spawn(async move {
+                // Its end is a reset, as a connection cut on the way.
+                ferry::net::abort_on_close(&ep);
+                let (mut ep_r, mut ep_w) = ep.into_split();
+                let (mut hub_r, mut hub_w) = hub.into_split();
+                let up = tokio::spawn(async move { tokio::io::copy(&mut ep_r, &mut hub_w).await });
+                let used = || {
+                    std::fs::read_to_string(state.join("invites.json")).is_ok_and(|t| {
+                        let v: serde_json::Value = serde_json::from_str(&t).unwrap();
+                        let invites = v["invites"].as_array().unwrap();
+                        invites
+                            .iter()
+                            .any(|i| i["id"] == id.as_str() && i["state"] == "used")
+                    })
+                };
+                let mut buf = vec![0u8; 65536];
+                loop {
+                    let n = hub_r.read(&mut buf).await.unwrap_or(0);
+                    if n == 0 || used() {
+                        break;
+                    }
+                    ep_w.write_all(&buf[..n]).await.unwrap();
+                }
+                up.abort();
+                let _ = up.await;
+            });
+        }
+    });
+    addr
+}
+
+/// The hub enrols the machine but its answer is lost on the way (the
+/// connection reset as it comes): the join asks again with the same key
+/// and secret, the hub enrols it anew, and what is written is what the
+/// hub recorded. Before, the join failed and the invite was spent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_answer_lost_on_the_way_is_asked_again_with_the_same_key() {
+    let certs = Certs::new();
+    let (hub, file) = enrol_hub(&certs).await;
+    let line = invite(&file, "cabin");
+    let mut parsed = Line::parse(&line).unwrap();
+    // The enrol state sits beside the CA unless `[enrol] state` moves it.
+    let state = certs.path("ca.pem").parent().unwrap().to_path_buf();
+    parsed.door = losing_the_first_answer(parsed.door, state.clone(), parsed.id.clone()).await;
+    let home = tempfile::tempdir().unwrap();
+    let dir = home.path().join("ep");
+    let (ok, text) = join(&parsed.to_string(), &dir).await;
+    assert!(ok, "{text}");
+    assert!(text.contains("asking again with the same key"), "{text}");
+    assert_eq!(hub.handle.enrolments(), 2, "enrolled, then enrolled anew");
+    let enrolled: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(state.join("enrolled.json")).unwrap())
+            .unwrap();
+    let cert = ferry::tls::load_certs(&dir.join("certs/ep.pem")).unwrap();
+    let serial = ferry::tls::serial_hex(&cert[0]).unwrap();
+    assert_eq!(enrolled["eps"]["cabin"]["serial"], serial.as_str());
+    let token = std::fs::read_to_string(dir.join("certs/token")).unwrap();
+    let hash = enrolled["eps"]["cabin"]["token_hash"].as_str().unwrap();
+    assert!(ferry::token::verify(&Secret::new(token.trim()), hash));
+    // Another machine with the line (another key) is refused meanwhile.
+    let (ok, text) = join(&line, &home.path().join("other")).await;
+    assert!(!ok && text.contains("already used"), "{text}");
+}

@@ -100,22 +100,28 @@ pub(super) fn ban(settings: &HubSettings, a: BanArgs) -> Result<()> {
         since: now,
     };
     let path = bans::path(settings);
-    let replaced = bans::change(&path, now, |f| {
-        let before = f.bans.len();
-        f.bans
-            .retain(|b| !(b.address == ban.address && b.service == ban.service));
+    let same = |b: &Ban| b.address == ban.address && b.service == ban.service;
+    let before = bans::change(&path, now, |f| {
+        let before = f.in_force(now).find(|b| same(b)).map(|b| b.until);
+        f.bans.retain(|b| !same(b));
         f.bans.push(ban.clone());
-        f.bans.len() == before
+        before
     })?;
-    let until = match ban.until {
+    let ends = |until: Option<u64>| match until {
         Some(u) => format!("until {}", crate::admin::client::utc(u)),
         None => "until `ferry hub unban`".to_string(),
     };
-    println!(
-        "{} {address} from {}, {until}",
-        if replaced { "banned again" } else { "banned" },
-        scope(service.as_deref())
-    );
+    let scope = scope(service.as_deref());
+    match before {
+        // The new length replaces the old one, shorter or longer: said,
+        // so a permanent ban is not shortened unnoticed.
+        Some(was) => println!(
+            "banned {address} again from {scope}, {} (it was banned {})",
+            ends(ban.until),
+            ends(was)
+        ),
+        None => println!("banned {address} from {scope}, {}", ends(ban.until)),
+    }
     println!(
         "wrote {}; a running hub closes its players and refuses it within a second",
         path.display()

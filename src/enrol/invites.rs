@@ -47,6 +47,52 @@ pub struct Invite {
     #[serde(default)]
     pub services: Option<Vec<String>>,
     pub state: State,
+    /// Once used: when, and the SHA-256 of the key it certified, so the
+    /// same machine may ask again while `ASK_AGAIN` lasts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub used: Option<Use>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Use {
+    /// Unix seconds.
+    pub at: u64,
+    pub key_sha256: String,
+    /// Times its machine asked again.
+    #[serde(default)]
+    pub again: u32,
+    /// No more asking again: `--revoke` was asked for it, or a newer
+    /// invite for the name was used.
+    #[serde(default)]
+    pub ended: bool,
+}
+
+/// How long after an invite's use the machine that used it may ask again
+/// with the same key and secret: the hub's answer (the only copy of the
+/// token) can be lost on the way, and the invite is spent by then. Only
+/// the holder of that key can ask, so no one else can take the name with
+/// the line meanwhile. `ferry ep join` keeps the key in memory and asks
+/// for at most about two minutes (4 tries of 30 s and 7 s of waits).
+pub const ASK_AGAIN: u64 = 180;
+/// Times it may ask again: `ferry ep join` asks at most 3 times again, and
+/// each ask costs the hub a signature and an Argon2 hash.
+const MAX_AGAIN: u32 = 3;
+
+impl Use {
+    /// Whether its machine may still ask again at `now`. A clock stepped
+    /// back before the use ends it rather than stretching it.
+    fn open(&self, now: u64) -> bool {
+        !self.ended
+            && self.again < MAX_AGAIN
+            && self.at <= now
+            && now < self.at.saturating_add(ASK_AGAIN)
+    }
+}
+
+/// The SHA-256 an invite's use records of the key it certified (its
+/// SubjectPublicKeyInfo, DER).
+pub fn key_sha256(spki_der: &[u8]) -> String {
+    super::hex(ring::digest::digest(&ring::digest::SHA256, spki_der).as_ref())
 }
 
 #[derive(Debug, Default, Serialize, Deserialize)]
@@ -66,6 +112,10 @@ pub struct Enrolled {
     /// existed; see `merge_enrolled`).
     #[serde(default)]
     pub services: Option<Vec<String>>,
+    /// The invite it enrolled with (absent in records made before the
+    /// hub kept it): a machine asking again takes back only its own.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub invite: Option<String>,
 }
 
 #[derive(Debug, Default, Serialize, Deserialize)]
@@ -170,6 +220,7 @@ impl Store {
             from,
             services: Some(services),
             state: State::Open,
+            used: None,
         });
         self.save_invites(invites)?;
         Ok((id, secret))
@@ -183,11 +234,15 @@ impl Store {
         };
         if i.state == State::Used {
             // Marked revoked, the list would hide that a machine enrolled.
+            // Its machine may no longer ask again with it, though.
+            let (ep, now) = (i.ep.clone(), now());
+            if let Some(u) = i.used.as_mut().filter(|u| u.open(now)) {
+                u.ended = true;
+                self.save_invites(invites)?;
+            }
             bail!(
-                "invite {id} was already used: ep {} enrolled with it; to cut that machine off, \
-                 `ferry hub revoke --dir STATE --ep {}` (the running hub follows crl.pem)",
-                i.ep,
-                i.ep
+                "invite {id} was already used: ep {ep} enrolled with it; to cut that machine off, \
+                 `ferry hub revoke --dir STATE --ep {ep}` (the running hub follows crl.pem)"
             );
         }
         i.state = State::Revoked;
@@ -206,10 +261,18 @@ impl Store {
         usable_in(&invites, id, from)
     }
 
-    /// Checks `secret` against the invite and marks it used, once: under
-    /// the lock, so of two simultaneous uses the second finds it used, and
-    /// no other writer puts it back open.
-    pub fn redeem(&self, id: &str, secret: &str, from: IpAddr) -> Result<Invite, String> {
+    /// Checks `secret` against the invite and marks it used by the key
+    /// `key` names (its `key_sha256`, read only once the secret matched),
+    /// once: under the lock, so of two simultaneous uses the second finds
+    /// it used, and no other writer puts it back open. The same key asking
+    /// again while `Use::open` gets it again (true: asked again).
+    pub fn redeem(
+        &self,
+        id: &str,
+        secret: &str,
+        from: IpAddr,
+        key: impl FnOnce() -> Result<String, String>,
+    ) -> Result<(Invite, bool), String> {
         let _lock = self.lock().map_err(|e| format!("{e:#}"))?;
         let mut invites = self.invites().map_err(|e| format!("{e:#}"))?;
         let invite = usable_in(&invites, id, from).map_err(|e| e.to_string())?;
@@ -218,10 +281,34 @@ impl Store {
         if sha256_hex(secret) != invite.secret_sha256 {
             return Err("the invite's secret does not match (the line was changed?)".into());
         }
+        let key = key()?;
+        if let Some(used) = &invite.used {
+            // `usable_in` let it through only while `Use::open`.
+            if used.key_sha256 != key {
+                return Err(Unusable::Used.to_string());
+            }
+            if let Some(u) = invites.iter_mut().find(|i| i.id == id) {
+                u.used.as_mut().into_iter().for_each(|u| u.again += 1);
+            }
+            self.save_invites(invites).map_err(|e| format!("{e:#}"))?;
+            return Ok((invite, true));
+        }
         let mut retired = Vec::new();
         for i in invites.iter_mut() {
             if i.id == id {
                 i.state = State::Used;
+                i.used = Some(Use {
+                    at: now(),
+                    key_sha256: key.clone(),
+                    again: 0,
+                    ended: false,
+                });
+            } else if i.ep == invite.ep
+                && let Some(u) = i.used.as_mut()
+            {
+                // The name is this machine's now: an earlier one may no
+                // longer ask again.
+                u.ended = true;
             } else if i.ep == invite.ep && i.state == State::Open {
                 // One name, one machine: an older invite for it, lost and
                 // sent again, must not later take the name from the
@@ -239,7 +326,7 @@ impl Store {
                 "the other open invites for this ep are revoked"
             );
         }
-        Ok(invite)
+        Ok((invite, false))
     }
 
     pub fn enrolled(&self) -> Result<EnrolledFile> {
@@ -262,13 +349,15 @@ fn usable_in(invites: &[Invite], id: &str, from: IpAddr) -> Result<Invite, Unusa
         .iter()
         .find(|i| i.id == id)
         .ok_or(Unusable::Unknown)?;
+    let now = now();
     match i.state {
+        // Its machine may ask again for a while, even past the invite's
+        // expiry: it is the same enrolment (`redeem` checks the key).
+        State::Used if i.used.as_ref().is_some_and(|u| u.open(now)) => {}
         State::Used => return Err(Unusable::Used),
         State::Revoked => return Err(Unusable::Revoked),
+        State::Open if i.expires <= now => return Err(Unusable::Expired),
         State::Open => {}
-    }
-    if i.expires <= now() {
-        return Err(Unusable::Expired);
     }
     if let Some(nets) = &i.from
         && !nets.contains(from.to_canonical())
@@ -290,13 +379,26 @@ mod tests {
         let (id, secret) = s
             .create("home", Duration::from_secs(60), None, vec![])
             .unwrap();
+        let k1 = || Ok("k1".to_string());
         assert!(s.usable(&id, ip).is_ok());
         assert!(
-            s.redeem(&id, "00", ip)
+            s.redeem(&id, "00", ip, k1)
                 .unwrap_err()
                 .contains("does not match")
         );
-        assert_eq!(s.redeem(&id, &secret, ip).unwrap().ep, "home");
+        let (invite, again) = s.redeem(&id, &secret, ip, k1).unwrap();
+        assert_eq!((invite.ep.as_str(), again), ("home", false));
+        // Its machine may ask again with the same key; nobody else.
+        assert!(s.usable(&id, ip).is_ok());
+        assert!(s.redeem(&id, &secret, ip, k1).unwrap().1);
+        let k2 = || Ok("k2".to_string());
+        let used = s.redeem(&id, &secret, ip, k2).unwrap_err();
+        assert!(used.contains("already used"), "{used}");
+        let wrong = s.redeem(&id, "00", ip, k1).unwrap_err();
+        assert!(wrong.contains("does not match"), "{wrong}");
+        let mut file = read_json::<InviteFile>(&s.invites_path()).unwrap();
+        file.invites[0].used.as_mut().unwrap().at -= ASK_AGAIN;
+        write_json(&s.invites_path(), &file).unwrap();
         assert_eq!(s.usable(&id, ip).unwrap_err(), Unusable::Used);
         assert_eq!(s.usable("nope", ip).unwrap_err(), Unusable::Unknown);
         let (id2, _) = s.create("home", Duration::ZERO, None, vec![]).unwrap();
@@ -309,6 +411,42 @@ mod tests {
         assert_eq!(s.usable(&id3, ip).unwrap_err(), Unusable::WrongAddress);
         s.revoke(&id3).unwrap();
         assert_eq!(s.usable(&id3, ip).unwrap_err(), Unusable::Revoked);
+    }
+
+    /// Asking again ends after three asks, at `--revoke`, and when a newer
+    /// invite for the name is used.
+    #[test]
+    fn asking_again_ends() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::new(dir.path());
+        let ip: IpAddr = "203.0.113.9".parse().unwrap();
+        let k = |name: &'static str| move || Ok(name.to_string());
+        let make = || {
+            s.create("cabin", Duration::from_secs(60), None, vec![])
+                .unwrap()
+        };
+        let (id, secret) = make();
+        s.redeem(&id, &secret, ip, k("a")).unwrap();
+        for _ in 0..MAX_AGAIN {
+            assert!(s.redeem(&id, &secret, ip, k("a")).unwrap().1);
+        }
+        assert_eq!(s.usable(&id, ip).unwrap_err(), Unusable::Used);
+        let (id, secret) = make();
+        s.redeem(&id, &secret, ip, k("b")).unwrap();
+        assert!(
+            s.revoke(&id)
+                .unwrap_err()
+                .to_string()
+                .contains("already used")
+        );
+        assert_eq!(s.usable(&id, ip).unwrap_err(), Unusable::Used);
+        let (older, older_secret) = make();
+        s.redeem(&older, &older_secret, ip, k("c")).unwrap();
+        assert!(s.usable(&older, ip).is_ok());
+        let (newer, newer_secret) = make();
+        s.redeem(&newer, &newer_secret, ip, k("d")).unwrap();
+        assert_eq!(s.usable(&older, ip).unwrap_err(), Unusable::Used);
+        assert!(s.usable(&newer, ip).is_ok());
     }
 
     /// Writers at once (threads here, processes in `tests/enrol.rs`) each
@@ -341,7 +479,7 @@ mod tests {
                 })
             })
             .collect();
-        base.redeem(&used, &secret, ip).unwrap();
+        base.redeem(&used, &secret, ip, || Ok("k".into())).unwrap();
         let made: Vec<(String, bool)> = threads
             .into_iter()
             .flat_map(|t| t.join().unwrap())

@@ -11,7 +11,7 @@ use super::{Shared, refusals::Reason};
 use crate::{
     enrol::{
         Offered, Reply, Request,
-        invites::{Enrolled, Store, now},
+        invites::{Enrolled, Store, key_sha256, now},
         lines::{self, MAX_HELLO},
     },
     proto,
@@ -172,11 +172,22 @@ async fn enrol(
     addr: SocketAddr,
 ) -> Reply {
     let refused = |reason: String| Reply::Refused { reason };
-    let invite = match redeem(e, id, req.secret, addr.ip()).await {
+    let (invite, again) = match redeem(e, id, req.secret, &req.csr, addr.ip()).await {
         Ok(i) => i,
         Err(why) => return refused(why),
     };
     let ep = invite.ep.clone();
+    if again {
+        if let Err(why) = still_its_own(shared, e, id, &ep).await {
+            return refused(why);
+        }
+        tracing::info!(
+            ep,
+            invite = id,
+            "the machine that used this invite asked again with the same key (its answer was \
+             lost on the way); it is enrolled anew and the certificate it never got is replaced"
+        );
+    }
     let token = crate::token::generate();
     let ((cert, serial), hash) = match sign(e, req.csr, &ep, &token).await {
         Ok(m) => m,
@@ -188,6 +199,7 @@ async fn enrol(
         address: addr.ip().to_canonical(),
         enrolled: now(),
         services: invite.services.clone(),
+        invite: Some(id.to_string()),
     };
     // Its own task: recorded and applied together even if this enrolment
     // is cut off (deadline, shutdown) halfway through.
@@ -205,18 +217,65 @@ async fn enrol(
     reply(shared, e, ep, cert, token)
 }
 
-/// Burns the invite `id` if `secret` is its own (under the state files'
-/// lock, against `ferry hub invite`: waits belong off the async threads).
+/// Burns the invite `id` if `secret` is its own, for the key `csr` asks
+/// to certify (under the state files' lock, against `ferry hub invite`:
+/// waits belong off the async threads). A request that cannot be read
+/// leaves the invite unused. True: the same key asked again.
 async fn redeem(
     e: &crate::config::enrol::EnrolSettings,
     id: &str,
     secret: crate::secret::Secret,
+    csr: &str,
     from: std::net::IpAddr,
-) -> Result<crate::enrol::invites::Invite, String> {
-    let (state, id) = (e.state.clone(), id.to_string());
-    tokio::task::spawn_blocking(move || Store::new(&state).redeem(&id, secret.expose(), from))
+) -> Result<(crate::enrol::invites::Invite, bool), String> {
+    let (state, id, csr) = (e.state.clone(), id.to_string(), csr.to_string());
+    // The request is read once the secret matched: a stranger's costs
+    // no parse and no signature check.
+    let key = move || {
+        use rcgen::PublicKeyData;
+        let asked = rcgen::CertificateSigningRequestParams::from_pem(&csr).map_err(|_| {
+            "the certificate request is malformed or its signature is wrong".to_string()
+        })?;
+        Ok(key_sha256(&asked.public_key.subject_public_key_info()))
+    };
+    tokio::task::spawn_blocking(move || Store::new(&state).redeem(&id, secret.expose(), from, key))
         .await
         .map_err(|err| err.to_string())?
+}
+
+/// A machine asking again with invite `id` may take back only what its
+/// first ask made: `ep` still enrolled by that invite, with a certificate
+/// not revoked since. An operator who revoked it, or a newer invite's
+/// enrolment of the name, is not undone by asking again.
+async fn still_its_own(
+    shared: &Shared,
+    e: &crate::config::enrol::EnrolSettings,
+    id: &str,
+    ep: &str,
+) -> Result<(), String> {
+    let state = e.state.clone();
+    let file = tokio::task::spawn_blocking(move || Store::new(&state).enrolled())
+        .await
+        .map_err(|err| err.to_string())?
+        .map_err(|err| format!("{err:#}"))?;
+    let gone = || {
+        "this invite was already used, and what it enrolled has since been revoked or \
+        replaced; ask for a new one"
+            .to_string()
+    };
+    let record = file.eps.get(ep).ok_or_else(gone)?;
+    if record.invite.as_deref() != Some(id) {
+        return Err(gone());
+    }
+    let revoked = shared
+        .trust
+        .revoked
+        .read()
+        .unwrap_or_else(|p| p.into_inner());
+    if revoked.contains(&record.serial) {
+        return Err(gone());
+    }
+    Ok(())
 }
 
 /// The ep's certificate signed from its request (CN forced to `ep`), and

@@ -183,7 +183,11 @@ pub fn enrol_client_config(ca_der: &[u8]) -> Result<Arc<ClientConfig>> {
 /// issued by the CA `ca_der` and valid now. `ferry ep join` runs it on the
 /// certificate the enrol door returns, so a broken or hostile answer is
 /// refused before anything is written, not at the first login.
-pub fn verify_client_cert(ca_der: &[u8], cert: &CertificateDer<'_>) -> Result<()> {
+pub fn verify_client_cert(
+    ca_der: &[u8],
+    cert: &CertificateDer<'_>,
+    at: rustls::pki_types::UnixTime,
+) -> Result<()> {
     let mut roots = RootCertStore::empty();
     roots
         .add(CertificateDer::from(ca_der.to_vec()))
@@ -192,7 +196,7 @@ pub fn verify_client_cert(ca_der: &[u8], cert: &CertificateDer<'_>) -> Result<()
         .build()
         .context("cannot build the client-certificate verifier")?;
     verifier
-        .verify_client_cert(cert, &[], rustls::pki_types::UnixTime::now())
+        .verify_client_cert(cert, &[], at)
         .map_err(|e| anyhow::anyhow!("{e}"))?;
     Ok(())
 }

@@ -48,7 +48,7 @@ pub(super) fn check(reply: Reply, key: &rcgen::KeyPair, ca_der: &[u8]) -> Result
             "its certificate is not for the key made here".into(),
         ));
     }
-    crate::tls::verify_client_cert(ca_der, &cert).map_err(|e| {
+    crate::tls::verify_client_cert(ca_der, &cert, checked_at(&cert)).map_err(|e| {
         unusable(format!(
             "its certificate is not an ep certificate from the invite's CA ({e:#})"
         ))
@@ -72,6 +72,31 @@ pub(super) fn check(reply: Reply, key: &rcgen::KeyPair, ca_der: &[u8]) -> Result
         channel,
         services,
     })
+}
+
+/// When the new certificate is checked: now, or its start where this
+/// machine's clock is behind it. Only the hub checks it at log-in, by the
+/// hub's clock, so a slow clock here must not throw away a certificate
+/// the invite has already been spent on; it is said instead.
+fn checked_at(cert: &CertificateDer<'_>) -> rustls::pki_types::UnixTime {
+    let now = rustls::pki_types::UnixTime::now();
+    let start = x509_parser::parse_x509_certificate(cert.as_ref())
+        .map(|(_, c)| c.validity().not_before.timestamp())
+        .ok()
+        .and_then(|t| u64::try_from(t).ok());
+    match start {
+        Some(start) if start > now.as_secs() => {
+            let behind = start - now.as_secs();
+            // The hub starts certificates an hour back for slow clocks.
+            eprintln!(
+                "warning: this machine's clock is over an hour behind the hub's (the new \
+                 certificate starts {behind} s from now by this clock); set it right (NTP), \
+                 or TLS with the hub may fail"
+            );
+            rustls::pki_types::UnixTime::since_unix_epoch(std::time::Duration::from_secs(start))
+        }
+        _ => now,
+    }
 }
 
 /// Refuses an answer the hub should never send. The invite is used by
@@ -103,4 +128,42 @@ fn issued_for(cert: &CertificateDer<'_>, key: &rcgen::KeyPair) -> bool {
 fn to_pem(der: &[u8]) -> String {
     let lf = pem::EncodeConfig::new().set_line_ending(pem::LineEnding::LF);
     pem::encode_config(&pem::Pem::new("CERTIFICATE", der.to_vec()), lf)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rcgen::{CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair};
+    use time::{Duration, OffsetDateTime};
+
+    /// A hub whose clock runs two hours ahead of this machine's signs a
+    /// certificate that starts in the future here: kept (the invite is
+    /// spent), not refused as "not usable".
+    #[test]
+    fn a_certificate_from_a_hub_whose_clock_is_ahead_is_kept() {
+        let now = OffsetDateTime::now_utc();
+        let ca_key = KeyPair::generate().unwrap();
+        let mut ca = CertificateParams::default();
+        ca.is_ca = IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        ca.not_before = now - Duration::days(1);
+        let ca_cert = ca.self_signed(&ca_key).unwrap();
+        let issuer = rcgen::Issuer::new(ca, ca_key);
+        let key = KeyPair::generate().unwrap();
+        let mut leaf = CertificateParams::default();
+        leaf.distinguished_name.push(DnType::CommonName, "cabin");
+        leaf.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+        leaf.not_before = now + Duration::hours(2);
+        let cert = leaf.signed_by(&key, &issuer).unwrap();
+        let reply = Reply::Enrolled {
+            ep: "cabin".into(),
+            cert: cert.pem(),
+            ca: ca_cert.pem(),
+            token: Secret::new("t"),
+            control_port: 1,
+            channel_port: 2,
+            services: vec![],
+        };
+        let got = check(reply, &key, ca_cert.der()).expect("kept");
+        assert_eq!(got.ep, "cabin");
+    }
 }

@@ -29,14 +29,38 @@ pub(super) async fn enrol(
     let csr = rcgen::CertificateParams::new(Vec::<String>::new())?
         .serialize_request(key)?
         .pem()?;
-    tokio::time::timeout(DEADLINE, exchange(line, host, csr))
-        .await
-        .map_err(|_| {
-            anyhow::anyhow!(
+    let (mut waits, mut sent) = (AGAIN.into_iter(), false);
+    loop {
+        let tried = tokio::time::timeout(DEADLINE, exchange(line, host, &csr, &mut sent)).await;
+        let e = match tried {
+            Ok(Ok(done)) => return Ok(done),
+            Ok(Err(e)) => e,
+            Err(_) => anyhow::anyhow!(
                 "the hub at {} did not finish within {DEADLINE:?}",
                 line.door
-            )
-        })?
+            ),
+        };
+        if !sent || e.is::<Refused>() {
+            return Err(e);
+        }
+        // A request went out and no answer came back: the hub may have
+        // enrolled this machine and lost its answer on the way. It takes
+        // the same key and secret again for a while (`invites::ASK_AGAIN`),
+        // and the key stays in memory only for this run, so from here any
+        // failure (a hub restarting, busy) is asked again.
+        let Some(wait) = waits.next() else {
+            return Err(e.context(
+                "the hub did not answer the enrolment; if it enrolled this machine, the invite is \
+                 now used: ask the hub's operator for a new one (`ferry hub invite --list` shows \
+                 whether it was used)",
+            ));
+        };
+        eprintln!(
+            "{e:#}; the hub may have enrolled this machine and lost its answer: asking again \
+             with the same key in {wait:?}"
+        );
+        tokio::time::sleep(wait).await;
+    }
 }
 
 /// Waits before asking the door again, when it closed on us or was busy
@@ -49,7 +73,14 @@ const AGAIN: [Duration; 3] = [
     Duration::from_secs(4),
 ];
 
-async fn exchange(line: &Line, host: &str, csr: String) -> Result<(Vec<u8>, Reply)> {
+/// The door said no to the invite (not busy): asking again cannot help.
+#[derive(Debug, thiserror::Error)]
+#[error("the hub refused the invite: {0}")]
+struct Refused(String);
+
+/// One enrolment: `sent` turns true once the request (with the secret)
+/// starts out.
+async fn exchange(line: &Line, host: &str, csr: &str, sent: &mut bool) -> Result<(Vec<u8>, Reply)> {
     let mut waits = AGAIN.into_iter();
     let (tcp, answer, more) = loop {
         let e = match ask(line).await {
@@ -69,7 +100,7 @@ async fn exchange(line: &Line, host: &str, csr: String) -> Result<(Vec<u8>, Repl
     let ca = match answer {
         // Not yet known to be the hub: its words, shown, cannot drive the
         // terminal.
-        Answer::No(why) => bail!("the hub refused the invite: {}", proto::shown(&why)),
+        Answer::No(why) => return Err(Refused(proto::shown(&why)).into()),
         Answer::Ca(ca) => ca,
     };
     // Nothing secret has been sent yet: a hub (or a man in the middle)
@@ -103,8 +134,9 @@ async fn exchange(line: &Line, host: &str, csr: String) -> Result<(Vec<u8>, Repl
         })?;
     let req = Request {
         secret: Secret::new(&line.secret),
-        csr,
+        csr: csr.to_string(),
     };
+    *sent = true;
     proto::write_msg(&mut tls, &req).await?;
     let reply: Reply = proto::read_msg(&mut tls)
         .await
