@@ -369,17 +369,18 @@ fn revoke(r: RevokeArgs) -> Result<()> {
     // An enrolled ep's certificate never came to the hub: its serial is in
     // the enrolment record.
     let (mut eps, mut serials) = (Vec::new(), r.serials.clone());
-    let enrolled = || crate::enrol::invites::Store::new(&r.dir).enrolled();
+    let store = crate::enrol::invites::Store::new(&r.dir);
     for name in &r.eps {
         let made_here = r.dir.join(format!("ep-{name}.pem")).exists();
         if made_here {
             eps.push(name.clone());
         }
         // Every certificate the name has had: made here, and enrolled.
-        match enrolled()?.eps.get(name) {
-            Some(e) => {
-                println!("ep {name} is enrolled: revoking its serial {}", e.serial);
-                serials.push(e.serial.clone());
+        // Ends asking again with its invites too (`Store::revoking`).
+        match store.revoking(name)? {
+            Some(serial) => {
+                println!("ep {name} is enrolled: revoking its serial {serial}");
+                serials.push(serial);
             }
             None if made_here => {}
             None => anyhow::bail!(
@@ -584,8 +585,14 @@ fn invite(settings: &HubSettings, a: InviteArgs) -> Result<()> {
         return Ok(());
     }
     if let Some(id) = &a.revoke {
-        let i = store()?.revoke(id)?;
-        println!("revoked invite {} for ep {}", i.id, i.ep);
+        match store()?.revoke(id)? {
+            (i, false) => println!("revoked invite {} for ep {}", i.id, i.ep),
+            (i, true) => println!(
+                "invite {} was already used: ep {} enrolled with it; its machine may no longer \
+                 ask again with it. To cut that machine off, `ferry hub revoke --dir STATE --ep {}`",
+                i.id, i.ep, i.ep
+            ),
+        }
         return Ok(());
     }
     let ep = a.ep.as_deref().unwrap_or_default();

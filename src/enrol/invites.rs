@@ -72,11 +72,12 @@ pub struct Use {
 /// token) can be lost on the way, and the invite is spent by then. Only
 /// the holder of that key can ask, so no one else can take the name with
 /// the line meanwhile. `ferry ep join` keeps the key in memory and asks
-/// for at most about two minutes (4 tries of 30 s and 7 s of waits).
+/// again until 30 s before this ends (`ep::join::door::ASKING`).
 pub const ASK_AGAIN: u64 = 180;
-/// Times it may ask again: `ferry ep join` asks at most 3 times again, and
-/// each ask costs the hub a signature and an Argon2 hash.
-const MAX_AGAIN: u32 = 3;
+/// Times it may ask again past the secret: each costs the hub a signature
+/// and an Argon2 hash (a join's asks the door turns away before, a hub
+/// down or busy, cost nothing and are not counted).
+const MAX_AGAIN: u32 = 5;
 
 impl Use {
     /// Whether its machine may still ask again at `now`. A clock stepped
@@ -175,7 +176,7 @@ impl Store {
         }
     }
 
-    fn invites_path(&self) -> PathBuf {
+    pub(super) fn invites_path(&self) -> PathBuf {
         self.dir.join("invites.json")
     }
 
@@ -226,29 +227,62 @@ impl Store {
         Ok((id, secret))
     }
 
-    pub fn revoke(&self, id: &str) -> Result<Invite> {
+    /// Revokes the open invite `id`. A used one stays used (marked
+    /// revoked, the list would hide that a machine enrolled), but its
+    /// machine may no longer ask again with it: true then.
+    pub fn revoke(&self, id: &str) -> Result<(Invite, bool)> {
         let _lock = self.lock()?;
         let mut invites = self.invites()?;
         let Some(i) = invites.iter_mut().find(|i| i.id == id) else {
             bail!("no invite {id} (see `ferry hub invite --list`)");
         };
-        if i.state == State::Used {
-            // Marked revoked, the list would hide that a machine enrolled.
-            // Its machine may no longer ask again with it, though.
-            let (ep, now) = (i.ep.clone(), now());
-            if let Some(u) = i.used.as_mut().filter(|u| u.open(now)) {
+        let now = now();
+        let ended = match (i.state, i.used.as_mut()) {
+            (State::Used, Some(u)) if u.open(now) => {
                 u.ended = true;
-                self.save_invites(invites)?;
+                true
             }
-            bail!(
-                "invite {id} was already used: ep {ep} enrolled with it; to cut that machine off, \
-                 `ferry hub revoke --dir STATE --ep {ep}` (the running hub follows crl.pem)"
-            );
-        }
-        i.state = State::Revoked;
+            (State::Used, _) => bail!(
+                "invite {id} was already used: ep {} enrolled with it; to cut that machine off, \
+                 `ferry hub revoke --dir STATE --ep {}` (the running hub follows crl.pem)",
+                i.ep,
+                i.ep
+            ),
+            _ => {
+                i.state = State::Revoked;
+                false
+            }
+        };
         let out = i.clone();
         self.save_invites(invites)?;
-        Ok(out)
+        Ok((out, ended))
+    }
+
+    /// `ep`'s enrolled serial, for `ferry hub revoke`, and the end of
+    /// asking again with the invites it used: both under the lock, so an
+    /// ask again recording meanwhile is either refused or has its serial
+    /// read here.
+    pub fn revoking(&self, ep: &str) -> Result<Option<String>> {
+        if !self.enrolled_path().exists() && !self.invites_path().exists() {
+            // A hub that never enrolled: no lock file left behind.
+            return Ok(None);
+        }
+        let _lock = self.lock()?;
+        let mut invites = self.invites()?;
+        let mut ended = false;
+        for u in invites
+            .iter_mut()
+            .filter(|i| i.ep == ep)
+            .filter_map(|i| i.used.as_mut())
+            .filter(|u| !u.ended)
+        {
+            u.ended = true;
+            ended = true;
+        }
+        if ended {
+            self.save_invites(invites)?;
+        }
+        Ok(self.enrolled()?.eps.get(ep).map(|e| e.serial.clone()))
     }
 
     /// The invite `id` if `from` may use it now. No cryptography: this is
@@ -273,8 +307,8 @@ impl Store {
         from: IpAddr,
         key: impl FnOnce() -> Result<String, String>,
     ) -> Result<(Invite, bool), String> {
-        let _lock = self.lock().map_err(|e| format!("{e:#}"))?;
-        let mut invites = self.invites().map_err(|e| format!("{e:#}"))?;
+        let _lock = self.lock().map_err(hidden)?;
+        let mut invites = self.invites().map_err(hidden)?;
         let invite = usable_in(&invites, id, from).map_err(|e| e.to_string())?;
         // Digests compared: timing can at most tell a guesser how much of
         // the SHA-256 of its guess matched, which says nothing of the secret.
@@ -282,27 +316,27 @@ impl Store {
             return Err("the invite's secret does not match (the line was changed?)".into());
         }
         let key = key()?;
-        if let Some(used) = &invite.used {
+        let again = match &invite.used {
             // `usable_in` let it through only while `Use::open`.
-            if used.key_sha256 != key {
-                return Err(Unusable::Used.to_string());
-            }
-            if let Some(u) = invites.iter_mut().find(|i| i.id == id) {
-                u.used.as_mut().into_iter().for_each(|u| u.again += 1);
-            }
-            self.save_invites(invites).map_err(|e| format!("{e:#}"))?;
-            return Ok((invite, true));
-        }
+            Some(used) if used.key_sha256 != key => return Err(Unusable::Used.to_string()),
+            Some(_) => true,
+            None => false,
+        };
         let mut retired = Vec::new();
         for i in invites.iter_mut() {
             if i.id == id {
                 i.state = State::Used;
-                i.used = Some(Use {
-                    at: now(),
-                    key_sha256: key.clone(),
-                    again: 0,
-                    ended: false,
-                });
+                match i.used.as_mut() {
+                    Some(u) => u.again += 1,
+                    None => {
+                        i.used = Some(Use {
+                            at: now(),
+                            key_sha256: key.clone(),
+                            again: 0,
+                            ended: false,
+                        })
+                    }
+                }
             } else if i.ep == invite.ep
                 && let Some(u) = i.used.as_mut()
             {
@@ -317,7 +351,7 @@ impl Store {
                 retired.push(i.id.clone());
             }
         }
-        self.save_invites(invites).map_err(|e| format!("{e:#}"))?;
+        self.save_invites(invites).map_err(hidden)?;
         if !retired.is_empty() {
             tracing::info!(
                 ep = invite.ep,
@@ -326,25 +360,82 @@ impl Store {
                 "the other open invites for this ep are revoked"
             );
         }
-        Ok((invite, false))
+        Ok((invite, again))
     }
 
     pub fn enrolled(&self) -> Result<EnrolledFile> {
         read_json(&self.enrolled_path())
     }
 
-    /// Records `ep`'s credential; the serial it replaces, if any.
-    pub fn record(&self, ep: &str, e: Enrolled) -> Result<Option<String>> {
+    /// Records `ep`'s credential; the serial it replaces, if any. An
+    /// enrolment asked again is checked here, under the lock, against
+    /// what happened since its invite's use (`AskedAgain::check`).
+    pub fn record(
+        &self,
+        ep: &str,
+        e: Enrolled,
+        again: Option<AskedAgain<'_>>,
+    ) -> Result<Option<String>> {
         let _lock = self.lock()?;
         let mut file = self.enrolled()?;
+        if let Some(a) = again {
+            a.check(&self.invites()?, file.eps.get(ep))?;
+        }
         let old = file.eps.insert(ep.to_string(), e).map(|o| o.serial);
         write_json(&self.enrolled_path(), &file)?;
         Ok(old)
     }
 }
 
+/// An ask again refused at recording.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "this invite was already used, and what it enrolled has since been revoked or replaced; \
+     ask for a new one"
+)]
+pub struct NotItsOwn;
+
+/// An enrolment asked again with invite `id`, first used at `used_at`.
+pub struct AskedAgain<'a> {
+    pub id: &'a str,
+    pub used_at: u64,
+    /// Whether a serial is revoked now.
+    pub revoked: &'a dyn Fn(&str) -> bool,
+}
+
+impl AskedAgain<'_> {
+    /// It may take back only what its invite's first use made, or make
+    /// what that use never recorded (the hub stopped or failed halfway):
+    /// not once asking again ended (`--revoke`, `ferry hub revoke`, a
+    /// newer invite's use), not over a revoked certificate, not over a
+    /// newer enrolment of the name.
+    fn check(&self, invites: &[Invite], record: Option<&Enrolled>) -> Result<(), NotItsOwn> {
+        let ended = invites
+            .iter()
+            .find(|i| i.id == self.id)
+            .and_then(|i| i.used.as_ref())
+            .is_none_or(|u| u.ended);
+        match record {
+            _ if ended => Err(NotItsOwn),
+            Some(r) if r.invite.as_deref() == Some(self.id) => match (self.revoked)(&r.serial) {
+                true => Err(NotItsOwn),
+                false => Ok(()),
+            },
+            Some(r) if r.enrolled >= self.used_at => Err(NotItsOwn),
+            _ => Ok(()),
+        }
+    }
+}
+
+/// A failure of the hub's own files, told to one not yet known to hold
+/// the secret: the detail (paths) goes to the hub's log only.
+pub fn hidden(e: anyhow::Error) -> String {
+    tracing::warn!("enrolment state: {e:#}");
+    "the hub could not read or write its enrolment state (its log says why)".into()
+}
+
 /// The invite `id` among `invites` if `from` may use it now.
-fn usable_in(invites: &[Invite], id: &str, from: IpAddr) -> Result<Invite, Unusable> {
+pub(super) fn usable_in(invites: &[Invite], id: &str, from: IpAddr) -> Result<Invite, Unusable> {
     let i = invites
         .iter()
         .find(|i| i.id == id)
@@ -433,13 +524,10 @@ mod tests {
         assert_eq!(s.usable(&id, ip).unwrap_err(), Unusable::Used);
         let (id, secret) = make();
         s.redeem(&id, &secret, ip, k("b")).unwrap();
-        assert!(
-            s.revoke(&id)
-                .unwrap_err()
-                .to_string()
-                .contains("already used")
-        );
+        assert!(s.revoke(&id).unwrap().1, "asking again ended");
         assert_eq!(s.usable(&id, ip).unwrap_err(), Unusable::Used);
+        let twice = s.revoke(&id).unwrap_err().to_string();
+        assert!(twice.contains("already used"), "{twice}");
         let (older, older_secret) = make();
         s.redeem(&older, &older_secret, ip, k("c")).unwrap();
         assert!(s.usable(&older, ip).is_ok());
@@ -447,6 +535,57 @@ mod tests {
         s.redeem(&newer, &newer_secret, ip, k("d")).unwrap();
         assert_eq!(s.usable(&older, ip).unwrap_err(), Unusable::Used);
         assert!(s.usable(&newer, ip).is_ok());
+    }
+
+    /// What an ask again may take back: its own record (unless revoked),
+    /// or the name as it was before its use when that use never got
+    /// recorded; not a newer enrolment, not once ended.
+    #[test]
+    fn asking_again_takes_back_only_its_own() {
+        let record = |invite: &str, enrolled: u64| Enrolled {
+            token_hash: String::new(),
+            serial: format!("s-{invite}"),
+            address: "203.0.113.9".parse().unwrap(),
+            enrolled,
+            services: None,
+            invite: Some(invite.into()),
+        };
+        let used = |ended: bool| Invite {
+            id: "a".into(),
+            ep: "cabin".into(),
+            secret_sha256: String::new(),
+            expires: 0,
+            from: None,
+            services: None,
+            state: State::Used,
+            used: Some(Use {
+                at: 100,
+                key_sha256: "k".into(),
+                again: 1,
+                ended,
+            }),
+        };
+        fn none(_: &str) -> bool {
+            false
+        }
+        fn all(_: &str) -> bool {
+            true
+        }
+        fn asked(revoked: &dyn Fn(&str) -> bool) -> AskedAgain<'_> {
+            AskedAgain {
+                id: "a",
+                used_at: 100,
+                revoked,
+            }
+        }
+        let open = [used(false)];
+        assert!(asked(&none).check(&open, Some(&record("a", 101))).is_ok());
+        assert!(asked(&all).check(&open, Some(&record("a", 101))).is_err());
+        assert!(asked(&none).check(&open, None).is_ok(), "never recorded");
+        assert!(asked(&none).check(&open, Some(&record("old", 50))).is_ok());
+        assert!(asked(&none).check(&open, Some(&record("b", 120))).is_err());
+        assert!(asked(&none).check(&[used(true)], None).is_err());
+        assert!(asked(&none).check(&[], None).is_err(), "no such invite");
     }
 
     /// Writers at once (threads here, processes in `tests/enrol.rs`) each

@@ -19,6 +19,7 @@
 
 pub mod invites;
 pub mod lines;
+pub mod seen;
 
 use anyhow::{Result, bail};
 use serde::{Deserialize, Serialize};

@@ -11,7 +11,7 @@ use super::{Shared, refusals::Reason};
 use crate::{
     enrol::{
         Offered, Reply, Request,
-        invites::{Enrolled, Store, key_sha256, now},
+        invites::{AskedAgain, Enrolled, NotItsOwn, Store, key_sha256, now},
         lines::{self, MAX_HELLO},
     },
     proto,
@@ -107,8 +107,7 @@ async fn serve(
     let id = tokio::time::timeout(FIRST_LINE, read_line(&mut tcp))
         .await
         .map_err(|_| format!("no first line within {FIRST_LINE:?}"))??;
-    let store = Store::new(&e.state);
-    if let Err(why) = store.usable(&id, addr.ip()) {
+    if let Err(why) = shared.enrol_seen.usable(&e.state, &id, addr.ip()) {
         let _ = tcp.write_all(format!("no {why}\n").as_bytes()).await;
         crate::net::linger_close(tcp).await;
         return Err(format!("invite {id}: {why}"));
@@ -177,15 +176,16 @@ async fn enrol(
         Err(why) => return refused(why),
     };
     let ep = invite.ep.clone();
-    if again {
-        if let Err(why) = still_its_own(shared, e, id, &ep).await {
-            return refused(why);
-        }
+    // Asked again: checked when recorded, against what happened since.
+    let again = again
+        .then(|| invite.used.as_ref().map(|u| (id.to_string(), u.at)))
+        .flatten();
+    if again.is_some() {
         tracing::info!(
             ep,
             invite = id,
-            "the machine that used this invite asked again with the same key (its answer was \
-             lost on the way); it is enrolled anew and the certificate it never got is replaced"
+            "the machine that used this invite asks again with the same key (its answer was \
+             lost on the way, or the hub stopped before recording it)"
         );
     }
     let token = crate::token::generate();
@@ -208,6 +208,7 @@ async fn enrol(
         e.clone(),
         ep.clone(),
         record,
+        again,
     ));
     match apply.await {
         Ok(Ok(())) => {}
@@ -241,41 +242,6 @@ async fn redeem(
     tokio::task::spawn_blocking(move || Store::new(&state).redeem(&id, secret.expose(), from, key))
         .await
         .map_err(|err| err.to_string())?
-}
-
-/// A machine asking again with invite `id` may take back only what its
-/// first ask made: `ep` still enrolled by that invite, with a certificate
-/// not revoked since. An operator who revoked it, or a newer invite's
-/// enrolment of the name, is not undone by asking again.
-async fn still_its_own(
-    shared: &Shared,
-    e: &crate::config::enrol::EnrolSettings,
-    id: &str,
-    ep: &str,
-) -> Result<(), String> {
-    let state = e.state.clone();
-    let file = tokio::task::spawn_blocking(move || Store::new(&state).enrolled())
-        .await
-        .map_err(|err| err.to_string())?
-        .map_err(|err| format!("{err:#}"))?;
-    let gone = || {
-        "this invite was already used, and what it enrolled has since been revoked or \
-        replaced; ask for a new one"
-            .to_string()
-    };
-    let record = file.eps.get(ep).ok_or_else(gone)?;
-    if record.invite.as_deref() != Some(id) {
-        return Err(gone());
-    }
-    let revoked = shared
-        .trust
-        .revoked
-        .read()
-        .unwrap_or_else(|p| p.into_inner());
-    if revoked.contains(&record.serial) {
-        return Err(gone());
-    }
-    Ok(())
 }
 
 /// The ep's certificate signed from its request (CN forced to `ep`), and
@@ -315,6 +281,7 @@ async fn record_and_apply(
     e: crate::config::enrol::EnrolSettings,
     ep: String,
     record: Enrolled,
+    again: Option<(String, u64)>,
 ) -> Result<(), String> {
     let update = shared.settings_update.lock().await;
     if let Some(why) = name_taken(&shared, &ep) {
@@ -327,8 +294,25 @@ async fn record_and_apply(
         record.services.clone(),
     );
     let (state, name, crl) = (e.state.clone(), ep.clone(), shared.settings().crl.clone());
+    let mut revoked = shared
+        .trust
+        .revoked
+        .read()
+        .map(|r| r.clone())
+        .unwrap_or_default();
     let recorded = tokio::task::spawn_blocking(move || {
-        let old = Store::new(&state).record(&name, record)?;
+        // The list as the file has it now, not only as last followed: a
+        // `ferry hub revoke` a moment ago is not undone by asking again.
+        if let Some(c) = crl.as_deref().filter(|_| again.is_some()) {
+            revoked.extend(crate::tls::crl_serials(c).unwrap_or_default());
+        }
+        let is_revoked = |serial: &str| revoked.contains(serial);
+        let asked = again.as_ref().map(|(id, used_at)| AskedAgain {
+            id,
+            used_at: *used_at,
+            revoked: &is_revoked,
+        });
+        let old = Store::new(&state).record(&name, record, asked)?;
         if let Some(old) = &old {
             revoke_replaced(&e, crl.as_deref(), &name, old);
         }
@@ -337,6 +321,7 @@ async fn record_and_apply(
     .await;
     let again = match recorded {
         Ok(Ok(again)) => again,
+        Ok(Err(err)) if err.is::<NotItsOwn>() => return Err(err.to_string()),
         Ok(Err(err)) => return Err(format!("cannot record the enrolment: {err:#}")),
         Err(err) => return Err(err.to_string()),
     };

@@ -68,6 +68,8 @@ pub(crate) struct Shared {
     pub game_reader_nets: Arc<crate::sources::Counts<std::net::IpAddr>>,
     /// Enrolments in progress (the enrol door's cap).
     pub enrol_work: Arc<enrol_work::AtWork>,
+    /// The invites as the enrol door last read them.
+    pub enrol_seen: crate::enrol::seen::Seen,
     /// The enrol door's connections (see `enrol::PLACES`).
     pub enrol_places: Arc<crate::admin::admission::Admission>,
     /// The control, channel and admin addresses as bound.
@@ -250,6 +252,7 @@ impl Hub {
             game_reader_nets: Arc::default(),
             ready_file: std::sync::Mutex::default(),
             enrol_work: Arc::default(),
+            enrol_seen: Default::default(),
             enrol_places: crate::admin::admission::Admission::new(enrol::PLACES, true),
             addrs: std::sync::OnceLock::new(),
             sessions: Arc::new(Sessions::new(shutdown.clone(), metrics.clone(), grants)),

@@ -29,7 +29,7 @@ pub(super) async fn enrol(
     let csr = rcgen::CertificateParams::new(Vec::<String>::new())?
         .serialize_request(key)?
         .pem()?;
-    let (mut waits, mut sent) = (AGAIN.into_iter(), false);
+    let (mut sent, mut first_sent, mut wait) = (false, None, Duration::from_secs(1));
     loop {
         let tried = tokio::time::timeout(DEADLINE, exchange(line, host, &csr, &mut sent)).await;
         let e = match tried {
@@ -44,24 +44,31 @@ pub(super) async fn enrol(
             return Err(e);
         }
         // A request went out and no answer came back: the hub may have
-        // enrolled this machine and lost its answer on the way. It takes
-        // the same key and secret again for a while (`invites::ASK_AGAIN`),
-        // and the key stays in memory only for this run, so from here any
-        // failure (a hub restarting, busy) is asked again.
-        let Some(wait) = waits.next() else {
+        // enrolled this machine and lost its answer on the way, or stopped
+        // halfway. It takes the same key and secret again for a while
+        // (`invites::ASK_AGAIN`), and the key stays in memory only for this
+        // run, so from here any failure (a hub restarting, busy) is asked
+        // again, while an ask can still reach the hub within that while.
+        let first = *first_sent.get_or_insert_with(std::time::Instant::now);
+        if first.elapsed() + wait > ASKING {
             return Err(e.context(
                 "the hub did not answer the enrolment; if it enrolled this machine, the invite is \
                  now used: ask the hub's operator for a new one (`ferry hub invite --list` shows \
                  whether it was used)",
             ));
-        };
+        }
         eprintln!(
             "{e:#}; the hub may have enrolled this machine and lost its answer: asking again \
              with the same key in {wait:?}"
         );
         tokio::time::sleep(wait).await;
+        wait = (wait * 2).min(Duration::from_secs(16));
     }
 }
+
+/// How long after its first request the join asks again: an ask started
+/// by then reaches the hub within `DEADLINE`, inside the hub's window.
+const ASKING: Duration = Duration::from_secs(crate::enrol::invites::ASK_AGAIN - 30);
 
 /// Waits before asking the door again, when it closed on us or was busy
 /// before answering (a door full of strangers' connections gives their

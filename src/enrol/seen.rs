@@ -1,0 +1,104 @@
+//! The invites as the enrol door last read them. Every connection's first
+//! line is looked up, and a stranger can open connections as fast as the
+//! network carries them, so the file (up to a week of invites) is parsed
+//! again only when it changed, not once per connection. Each write renames
+//! a new file over it, so a change shows in its inode, size or time. What
+//! this decides is only whether the door goes on to TLS: redeeming reads
+//! the file again under its lock.
+
+use super::invites::{Invite, Store, Unusable, usable_in};
+use std::{
+    net::IpAddr,
+    os::unix::fs::MetadataExt,
+    path::{Path, PathBuf},
+    sync::{Arc, Mutex},
+};
+
+#[derive(Default)]
+pub struct Seen {
+    last: Mutex<Option<Read>>,
+}
+
+struct Read {
+    path: PathBuf,
+    stamp: Stamp,
+    invites: Arc<Vec<Invite>>,
+}
+
+/// (device, inode, size, mtime seconds, mtime nanoseconds)
+type Stamp = (u64, u64, u64, i64, i64);
+
+impl Seen {
+    /// `Store::usable` for the state in `dir`, from the file as last read
+    /// while it has not changed.
+    pub fn usable(&self, dir: &Path, id: &str, from: IpAddr) -> Result<Invite, Unusable> {
+        let invites = self.invites(dir).map_err(|e| {
+            tracing::warn!("{e:#}");
+            Unusable::Unknown
+        })?;
+        usable_in(&invites, id, from)
+    }
+
+    fn invites(&self, dir: &Path) -> anyhow::Result<Arc<Vec<Invite>>> {
+        let store = Store::new(dir);
+        let path = store.invites_path();
+        let stamp = match std::fs::metadata(&path) {
+            Ok(m) => (m.dev(), m.ino(), m.size(), m.mtime(), m.mtime_nsec()),
+            // None yet: nothing to keep.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Arc::default()),
+            Err(e) => anyhow::bail!("cannot read {}: {e}", path.display()),
+        };
+        let mut last = self.last.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(r) = last.as_ref().filter(|r| r.path == path && r.stamp == stamp) {
+            return Ok(r.invites.clone());
+        }
+        // Read after the stamp: a file replaced in between is read newer
+        // than its stamp, and read again at the next look.
+        let invites = Arc::new(store.invites()?);
+        *last = Some(Read {
+            path,
+            stamp,
+            invites: invites.clone(),
+        });
+        Ok(invites)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    /// A new invite, a revocation and a use are all seen at the next look;
+    /// an unchanged file is not read again.
+    #[test]
+    fn a_change_is_seen_and_an_unchanged_file_is_not_read_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let (seen, store) = (Seen::default(), Store::new(dir.path()));
+        let ip: IpAddr = "203.0.113.9".parse().unwrap();
+        assert_eq!(
+            seen.usable(dir.path(), "x", ip).unwrap_err(),
+            Unusable::Unknown
+        );
+        let (id, secret) = store
+            .create("a", Duration::from_secs(60), None, vec![])
+            .unwrap();
+        assert!(seen.usable(dir.path(), &id, ip).is_ok());
+        let first = seen.invites(dir.path()).unwrap();
+        assert!(Arc::ptr_eq(&first, &seen.invites(dir.path()).unwrap()));
+        store.redeem(&id, &secret, ip, || Ok("k".into())).unwrap();
+        let (other, _) = store
+            .create("b", Duration::from_secs(60), None, vec![])
+            .unwrap();
+        store.revoke(&other).unwrap();
+        assert_eq!(
+            seen.usable(dir.path(), &other, ip).unwrap_err(),
+            Unusable::Revoked
+        );
+        std::fs::remove_file(store.invites_path()).unwrap();
+        assert_eq!(
+            seen.usable(dir.path(), &id, ip).unwrap_err(),
+            Unusable::Unknown
+        );
+    }
+}
