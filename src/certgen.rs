@@ -387,7 +387,7 @@ pub fn revoke_serials(ca: &CaFiles, serials: &[String]) -> Result<()> {
 
 /// A serial as a user may type it ("0x1F:0A…") in the form the list and
 /// `tls::serial_hex` use.
-fn normal_serial(s: &str) -> Result<String> {
+pub(crate) fn normal_serial(s: &str) -> Result<String> {
     let s = s
         .trim()
         .trim_start_matches("0x")

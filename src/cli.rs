@@ -391,6 +391,11 @@ fn revoke(r: RevokeArgs) -> Result<()> {
             ),
         }
     }
+    for serial in &r.serials {
+        if let Some(ep) = store.revoking_serial(serial)? {
+            println!("serial {serial} is enrolled ep {ep}'s certificate");
+        }
+    }
     let (path, added) = crate::certgen::revoke(&r.dir, &eps, &serials)?;
     for a in added {
         println!("revoked {a}");

@@ -800,11 +800,11 @@ fn refusal(reply: &ferry::enrol::Reply) -> Option<&str> {
 }
 
 /// The machine that used an invite may ask again with its key (its answer
-/// lost on the way), but asking again does not undo the operator or a
-/// newer enrolment: not once the certificate it made is revoked (read
-/// from the file at once, before the hub follows it), not once a newer
-/// invite enrolled the name, not after `ferry hub revoke --ep` or
+/// lost on the way), but not once the operator acted on the name:
+/// `ferry hub revoke --serial` or `--ep`, a new invite for the name,
 /// `ferry hub invite --revoke` of the used invite; another key never.
+/// (What an ask again already past the door meets when it is recorded is
+/// `invites::tests::asking_again_takes_back_only_its_own`.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn asking_again_with_a_used_invite_does_not_undo_a_revocation() {
     let certs = Certs::new();
@@ -840,42 +840,39 @@ async fn asking_again_with_a_used_invite_does_not_undo_a_revocation() {
     let why = refusal(&other).unwrap_or_default();
     assert!(why.contains("already used"), "{why}");
 
-    // Its certificate revoked by serial (asking again not ended by that):
-    // refused at once, though the hub has not followed the list yet.
+    let refused = |reply: ferry::enrol::Reply| {
+        let why = refusal(&reply).unwrap_or_default().to_string();
+        assert!(why.contains("already used"), "{why}");
+    };
+    // Its certificate revoked by serial.
     let state: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(certs.path("enrolled.json")).unwrap())
             .unwrap();
     let serial = state["eps"]["cabin"]["serial"].as_str().unwrap();
     let (ok, text) = run(&["hub", "revoke", "--dir", &dir, "--serial", serial]);
-    assert!(ok, "{text}");
-    let why = refusal(&ask_by_hand(&line, &k).await).map(str::to_string);
-    assert!(
-        why.as_deref()
-            .unwrap_or_default()
-            .contains("revoked or replaced"),
-        "{why:?}"
-    );
+    assert!(ok && text.contains("enrolled ep cabin"), "{text}");
+    refused(ask_by_hand(&line, &k).await);
 
-    // A newer invite's enrolment ends the older one's asking again.
+    // A new invite for the name: the older one's machine may not take
+    // it back, before or after the new one is used.
     let older = invite(&file, "cabin", &[]);
     let ko = key();
     assert_eq!(refusal(&ask_by_hand(&older, &ko).await), None);
     let newer = invite(&file, "cabin", &[]);
+    refused(ask_by_hand(&older, &ko).await);
     assert_eq!(refusal(&ask_by_hand(&newer, &key()).await), None);
-    assert!(refusal(&ask_by_hand(&older, &ko).await).is_some());
 
-    // `ferry hub revoke --ep` and `ferry hub invite --revoke` end it.
-    let kn = key();
-    let last = invite(&file, "cabin", &[]);
+    // `ferry hub revoke --ep` and `ferry hub invite --revoke`.
+    let (last, kn) = (invite(&file, "cabin", &[]), key());
     assert_eq!(refusal(&ask_by_hand(&last, &kn).await), None);
     let (ok, text) = run(&["hub", "revoke", "--dir", &dir, "--ep", "cabin"]);
     assert!(ok, "{text}");
-    assert!(refusal(&ask_by_hand(&last, &kn).await).is_some());
+    refused(ask_by_hand(&last, &kn).await);
     let (line, kl) = (invite(&file, "cabin", &[]), key());
     assert_eq!(refusal(&ask_by_hand(&line, &kl).await), None);
     let id = ferry::enrol::Line::parse(&line).unwrap().id;
     let (ok, text) = revoke_invite(&file, &id);
     assert!(ok && text.contains("may no longer ask again"), "{text}");
-    assert!(refusal(&ask_by_hand(&line, &kl).await).is_some());
+    refused(ask_by_hand(&line, &kl).await);
     assert_eq!(hub.handle.enrolments(), 6);
 }

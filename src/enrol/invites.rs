@@ -213,6 +213,15 @@ impl Store {
         // Forget invites that ended more than a week ago (used, revoked,
         // or expired unused: `--list` shows each for that week).
         invites.retain(|i| i.expires.saturating_add(7 * 86_400) > now);
+        // A new invite for the name means a new machine: the one that used
+        // an earlier invite may no longer ask again and take it back.
+        for u in invites
+            .iter_mut()
+            .filter(|i| i.ep == ep)
+            .filter_map(|i| i.used.as_mut())
+        {
+            u.ended = true;
+        }
         invites.push(Invite {
             id: id.clone(),
             ep: ep.to_string(),
@@ -258,16 +267,48 @@ impl Store {
         Ok((out, ended))
     }
 
-    /// `ep`'s enrolled serial, for `ferry hub revoke`, and the end of
-    /// asking again with the invites it used: both under the lock, so an
-    /// ask again recording meanwhile is either refused or has its serial
-    /// read here.
+    /// `ep`'s enrolled serial, for `ferry hub revoke --ep`, and the end
+    /// of asking again with the invites for it: both under the lock, so
+    /// an ask again recording meanwhile is either refused or has its
+    /// serial read here.
     pub fn revoking(&self, ep: &str) -> Result<Option<String>> {
+        let file = self.ending_asking(|_| Some(ep.to_string()))?;
+        Ok(file.eps.get(ep).map(|e| e.serial.clone()))
+    }
+
+    /// The same for `ferry hub revoke --serial`: the enrolled ep whose
+    /// certificate it is, if any, may no longer ask again either.
+    pub fn revoking_serial(&self, serial: &str) -> Result<Option<String>> {
+        let Ok(want) = crate::certgen::normal_serial(serial) else {
+            return Ok(None);
+        };
+        let of = |f: &EnrolledFile| {
+            f.eps
+                .iter()
+                .find(|(_, e)| {
+                    crate::certgen::normal_serial(&e.serial).ok().as_ref() == Some(&want)
+                })
+                .map(|(name, _)| name.clone())
+        };
+        let file = self.ending_asking(of)?;
+        Ok(of(&file))
+    }
+
+    /// Ends asking again with every used invite for the ep `of` picks
+    /// from the enrolled file, under the lock; that file.
+    fn ending_asking(
+        &self,
+        of: impl FnOnce(&EnrolledFile) -> Option<String>,
+    ) -> Result<EnrolledFile> {
         if !self.enrolled_path().exists() && !self.invites_path().exists() {
             // A hub that never enrolled: no lock file left behind.
-            return Ok(None);
+            return Ok(EnrolledFile::default());
         }
         let _lock = self.lock()?;
+        let file = self.enrolled()?;
+        let Some(ep) = of(&file) else {
+            return Ok(file);
+        };
         let mut invites = self.invites()?;
         let mut ended = false;
         for u in invites
@@ -282,7 +323,7 @@ impl Store {
         if ended {
             self.save_invites(invites)?;
         }
-        Ok(self.enrolled()?.eps.get(ep).map(|e| e.serial.clone()))
+        Ok(file)
     }
 
     /// The invite `id` if `from` may use it now. No cryptography: this is
@@ -316,27 +357,29 @@ impl Store {
             return Err("the invite's secret does not match (the line was changed?)".into());
         }
         let key = key()?;
-        let again = match &invite.used {
-            // `usable_in` let it through only while `Use::open`.
-            Some(used) if used.key_sha256 != key => return Err(Unusable::Used.to_string()),
-            Some(_) => true,
-            None => false,
-        };
+        if let Some(used) = &invite.used {
+            // `usable_in` let it through only while `Use::open`. Counted,
+            // and nothing else changed: whether it may take the name back
+            // is decided when it is recorded (`AskedAgain::check`).
+            if used.key_sha256 != key {
+                return Err(Unusable::Used.to_string());
+            }
+            for u in invites.iter_mut().filter(|i| i.id == id) {
+                u.used.iter_mut().for_each(|u| u.again += 1);
+            }
+            self.save_invites(invites).map_err(hidden)?;
+            return Ok((invite, true));
+        }
         let mut retired = Vec::new();
         for i in invites.iter_mut() {
             if i.id == id {
                 i.state = State::Used;
-                match i.used.as_mut() {
-                    Some(u) => u.again += 1,
-                    None => {
-                        i.used = Some(Use {
-                            at: now(),
-                            key_sha256: key.clone(),
-                            again: 0,
-                            ended: false,
-                        })
-                    }
-                }
+                i.used = Some(Use {
+                    at: now(),
+                    key_sha256: key.clone(),
+                    again: 0,
+                    ended: false,
+                });
             } else if i.ep == invite.ep
                 && let Some(u) = i.used.as_mut()
             {
@@ -360,7 +403,7 @@ impl Store {
                 "the other open invites for this ep are revoked"
             );
         }
-        Ok((invite, again))
+        Ok((invite, false))
     }
 
     pub fn enrolled(&self) -> Result<EnrolledFile> {
@@ -417,7 +460,9 @@ impl AskedAgain<'_> {
             .is_none_or(|u| u.ended);
         match record {
             _ if ended => Err(NotItsOwn),
-            Some(r) if r.invite.as_deref() == Some(self.id) => match (self.revoked)(&r.serial) {
+            Some(r) if r.invite.as_deref() == Some(self.id) => match (self.revoked)(
+                &crate::certgen::normal_serial(&r.serial).unwrap_or_else(|_| r.serial.clone()),
+            ) {
                 true => Err(NotItsOwn),
                 false => Ok(()),
             },
@@ -532,6 +577,11 @@ mod tests {
         s.redeem(&older, &older_secret, ip, k("c")).unwrap();
         assert!(s.usable(&older, ip).is_ok());
         let (newer, newer_secret) = make();
+        assert_eq!(
+            s.usable(&older, ip).unwrap_err(),
+            Unusable::Used,
+            "ended by a new invite"
+        );
         s.redeem(&newer, &newer_secret, ip, k("d")).unwrap();
         assert_eq!(s.usable(&older, ip).unwrap_err(), Unusable::Used);
         assert!(s.usable(&newer, ip).is_ok());

@@ -25,6 +25,10 @@ struct Read {
     invites: Arc<Vec<Invite>>,
 }
 
+/// How old a file's time must be before its stamp is trusted: more than
+/// the coarsest file-system clock (whole seconds) could hide.
+const SETTLED: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// (device, inode, size, mtime seconds, mtime nanoseconds)
 type Stamp = (u64, u64, u64, i64, i64);
 
@@ -42,14 +46,32 @@ impl Seen {
     fn invites(&self, dir: &Path) -> anyhow::Result<Arc<Vec<Invite>>> {
         let store = Store::new(dir);
         let path = store.invites_path();
-        let stamp = match std::fs::metadata(&path) {
-            Ok(m) => (m.dev(), m.ino(), m.size(), m.mtime(), m.mtime_nsec()),
+        let meta = match std::fs::metadata(&path) {
+            Ok(m) => m,
             // None yet: nothing to keep.
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Arc::default()),
             Err(e) => anyhow::bail!("cannot read {}: {e}", path.display()),
         };
+        let stamp = (
+            meta.dev(),
+            meta.ino(),
+            meta.size(),
+            meta.mtime(),
+            meta.mtime_nsec(),
+        );
+        // Written within the file system's time granularity, a second
+        // write could leave the same stamp (an inode reused, the same
+        // size): such a file is read every time.
+        let settled = meta
+            .modified()
+            .ok()
+            .and_then(|t| t.elapsed().ok())
+            .is_some_and(|age| age > SETTLED);
         let mut last = self.last.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(r) = last.as_ref().filter(|r| r.path == path && r.stamp == stamp) {
+        if let Some(r) = last
+            .as_ref()
+            .filter(|r| settled && r.path == path && r.stamp == stamp)
+        {
             return Ok(r.invites.clone());
         }
         // Read after the stamp: a file replaced in between is read newer
@@ -84,6 +106,15 @@ mod tests {
             .create("a", Duration::from_secs(60), None, vec![])
             .unwrap();
         assert!(seen.usable(dir.path(), &id, ip).is_ok());
+        // Fresh, it is read each time; settled, only once.
+        let first = seen.invites(dir.path()).unwrap();
+        assert!(!Arc::ptr_eq(&first, &seen.invites(dir.path()).unwrap()));
+        let old = std::time::SystemTime::now() - Duration::from_secs(10);
+        let f = std::fs::File::options()
+            .write(true)
+            .open(store.invites_path())
+            .unwrap();
+        f.set_modified(old).unwrap();
         let first = seen.invites(dir.path()).unwrap();
         assert!(Arc::ptr_eq(&first, &seen.invites(dir.path()).unwrap()));
         store.redeem(&id, &secret, ip, || Ok("k".into())).unwrap();

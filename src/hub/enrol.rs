@@ -294,19 +294,28 @@ async fn record_and_apply(
         record.services.clone(),
     );
     let (state, name, crl) = (e.state.clone(), ep.clone(), shared.settings().crl.clone());
-    let mut revoked = shared
+    let followed = shared
         .trust
         .revoked
         .read()
-        .map(|r| r.clone())
-        .unwrap_or_default();
+        .unwrap_or_else(|p| p.into_inner())
+        .clone();
     let recorded = tokio::task::spawn_blocking(move || {
-        // The list as the file has it now, not only as last followed: a
-        // `ferry hub revoke` a moment ago is not undone by asking again.
-        if let Some(c) = crl.as_deref().filter(|_| again.is_some()) {
-            revoked.extend(crate::tls::crl_serials(c).unwrap_or_default());
-        }
-        let is_revoked = |serial: &str| revoked.contains(serial);
+        // Asked under the state's lock, from the file as it is then, not
+        // only as last followed: a `ferry hub revoke` a moment ago is not
+        // undone by asking again. A list that cannot be read refuses.
+        let is_revoked = |serial: &str| {
+            followed.contains(serial)
+                || crl
+                    .as_deref()
+                    .is_some_and(|c| match crate::tls::crl_serials(c) {
+                        Ok(listed) => listed.contains(serial),
+                        Err(err) => {
+                            tracing::warn!("an ep asks again; {err:#}: refused");
+                            true
+                        }
+                    })
+        };
         let asked = again.as_ref().map(|(id, used_at)| AskedAgain {
             id,
             used_at: *used_at,

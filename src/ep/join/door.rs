@@ -31,6 +31,7 @@ pub(super) async fn enrol(
         .pem()?;
     let (mut sent, mut first_sent, mut wait) = (false, None, Duration::from_secs(1));
     loop {
+        let began = std::time::Instant::now();
         let tried = tokio::time::timeout(DEADLINE, exchange(line, host, &csr, &mut sent)).await;
         let e = match tried {
             Ok(Ok(done)) => return Ok(done),
@@ -49,7 +50,9 @@ pub(super) async fn enrol(
         // (`invites::ASK_AGAIN`), and the key stays in memory only for this
         // run, so from here any failure (a hub restarting, busy) is asked
         // again, while an ask can still reach the hub within that while.
-        let first = *first_sent.get_or_insert_with(std::time::Instant::now);
+        // Counted from the try that first sent it (its start: no later
+        // than the hub's use of the invite).
+        let first = *first_sent.get_or_insert(began);
         if first.elapsed() + wait > ASKING {
             return Err(e.context(
                 "the hub did not answer the enrolment; if it enrolled this machine, the invite is \
