@@ -392,8 +392,16 @@ fn revoke(r: RevokeArgs) -> Result<()> {
         }
     }
     for serial in &r.serials {
-        if let Some(ep) = store.revoking_serial(serial)? {
-            println!("serial {serial} is enrolled ep {ep}'s certificate");
+        // The revocation is written whatever happens here: a hub that
+        // records an ask again reads the list itself.
+        match store.revoking_serial(serial) {
+            Ok(Some(ep)) => println!("serial {serial} is enrolled ep {ep}'s certificate"),
+            Ok(None) => {}
+            Err(err) => eprintln!(
+                "warning: could not end asking again for the ep of serial {serial} \
+                 (enrolment state in {}): {err:#}",
+                r.dir.display()
+            ),
         }
     }
     let (path, added) = crate::certgen::revoke(&r.dir, &eps, &serials)?;

@@ -844,11 +844,28 @@ async fn asking_again_with_a_used_invite_does_not_undo_a_revocation() {
         let why = refusal(&reply).unwrap_or_default().to_string();
         assert!(why.contains("already used"), "{why}");
     };
-    // Its certificate revoked by serial.
+    // Its certificate revoked in the list by another tool (asking again
+    // not ended): the ask passes the door and is refused as it records,
+    // by the list as the file has it then.
     let state: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(certs.path("enrolled.json")).unwrap())
             .unwrap();
     let serial = state["eps"]["cabin"]["serial"].as_str().unwrap();
+    let ca = ferry::certgen::CaFiles {
+        cert: certs.path("ca.pem"),
+        key: certs.path("ca.key"),
+        crl: certs.path("crl.pem"),
+    };
+    ferry::certgen::revoke_serials(&ca, &[serial.to_string()]).unwrap();
+    let why = refusal(&ask_by_hand(&line, &k).await).map(str::to_string);
+    assert!(
+        why.as_deref()
+            .unwrap_or_default()
+            .contains("revoked or replaced"),
+        "{why:?}"
+    );
+    assert_eq!(hub.handle.enrolments(), 2);
+    // `ferry hub revoke --serial` ends asking again: the door says no.
     let (ok, text) = run(&["hub", "revoke", "--dir", &dir, "--serial", serial]);
     assert!(ok && text.contains("enrolled ep cabin"), "{text}");
     refused(ask_by_hand(&line, &k).await);

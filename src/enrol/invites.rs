@@ -61,8 +61,9 @@ pub struct Use {
     /// Times its machine asked again.
     #[serde(default)]
     pub again: u32,
-    /// No more asking again: `--revoke` was asked for it, or a newer
-    /// invite for the name was used.
+    /// No more asking again: the operator acted on the name (a new
+    /// invite for it, `ferry hub revoke`, `--revoke` of this one) or a
+    /// newer invite for it was used.
     #[serde(default)]
     pub ended: bool,
 }
@@ -449,9 +450,8 @@ pub struct AskedAgain<'a> {
 impl AskedAgain<'_> {
     /// It may take back only what its invite's first use made, or make
     /// what that use never recorded (the hub stopped or failed halfway):
-    /// not once asking again ended (`--revoke`, `ferry hub revoke`, a
-    /// newer invite's use), not over a revoked certificate, not over a
-    /// newer enrolment of the name.
+    /// not once asking again ended (`Use::ended`), not over a revoked
+    /// certificate, not over a newer enrolment of the name.
     fn check(&self, invites: &[Invite], record: Option<&Enrolled>) -> Result<(), NotItsOwn> {
         let ended = invites
             .iter()
@@ -549,8 +549,8 @@ mod tests {
         assert_eq!(s.usable(&id3, ip).unwrap_err(), Unusable::Revoked);
     }
 
-    /// Asking again ends after three asks, at `--revoke`, and when a newer
-    /// invite for the name is used.
+    /// Asking again ends after `MAX_AGAIN` asks, at `--revoke`, and when a
+    /// new invite for the name is made.
     #[test]
     fn asking_again_ends() {
         let dir = tempfile::tempdir().unwrap();

@@ -76,12 +76,16 @@ impl Seen {
         }
         // Read after the stamp: a file replaced in between is read newer
         // than its stamp, and read again at the next look.
+        // Kept only when read settled: a copy read fresh could match a
+        // later rewrite's stamp once that has settled.
         let invites = Arc::new(store.invites()?);
-        *last = Some(Read {
-            path,
-            stamp,
-            invites: invites.clone(),
-        });
+        if settled {
+            *last = Some(Read {
+                path,
+                stamp,
+                invites: invites.clone(),
+            });
+        }
         Ok(invites)
     }
 }
@@ -106,15 +110,17 @@ mod tests {
             .create("a", Duration::from_secs(60), None, vec![])
             .unwrap();
         assert!(seen.usable(dir.path(), &id, ip).is_ok());
-        // Fresh, it is read each time; settled, only once.
-        let first = seen.invites(dir.path()).unwrap();
-        assert!(!Arc::ptr_eq(&first, &seen.invites(dir.path()).unwrap()));
-        let old = std::time::SystemTime::now() - Duration::from_secs(10);
+        // Fresh (here: a time ahead of now, whatever the test's pace), it
+        // is read each time; settled, only once.
         let f = std::fs::File::options()
             .write(true)
             .open(store.invites_path())
             .unwrap();
-        f.set_modified(old).unwrap();
+        let now = std::time::SystemTime::now();
+        f.set_modified(now + Duration::from_secs(60)).unwrap();
+        let first = seen.invites(dir.path()).unwrap();
+        assert!(!Arc::ptr_eq(&first, &seen.invites(dir.path()).unwrap()));
+        f.set_modified(now - Duration::from_secs(10)).unwrap();
         let first = seen.invites(dir.path()).unwrap();
         assert!(Arc::ptr_eq(&first, &seen.invites(dir.path()).unwrap()));
         store.redeem(&id, &secret, ip, || Ok("k".into())).unwrap();

@@ -306,15 +306,13 @@ async fn record_and_apply(
         // undone by asking again. A list that cannot be read refuses.
         let is_revoked = |serial: &str| {
             followed.contains(serial)
-                || crl
-                    .as_deref()
-                    .is_some_and(|c| match crate::tls::crl_serials(c) {
-                        Ok(listed) => listed.contains(serial),
-                        Err(err) => {
-                            tracing::warn!("an ep asks again; {err:#}: refused");
-                            true
-                        }
-                    })
+                || crl.as_deref().is_some_and(|c| match listed(c) {
+                    Ok(listed) => listed.contains(serial),
+                    Err(err) => {
+                        tracing::warn!("an ep asks again; {err:#}: refused");
+                        true
+                    }
+                })
         };
         let asked = again.as_ref().map(|(id, used_at)| AskedAgain {
             id,
@@ -351,6 +349,18 @@ async fn record_and_apply(
     }
     drop(update);
     Ok(())
+}
+
+/// The serials the revocation list at `path` holds; a file with no list
+/// in it (empty, another kind of PEM) is an error, as the hub's follower
+/// takes it.
+fn listed(path: &std::path::Path) -> anyhow::Result<std::collections::HashSet<String>> {
+    anyhow::ensure!(
+        !crate::tls::load_crls(path)?.is_empty(),
+        "{} holds no revocation list",
+        path.display()
+    );
+    crate::tls::crl_serials(path)
 }
 
 /// Why `ep` cannot be enrolled: the name is another ep's, one hub.toml
