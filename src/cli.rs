@@ -196,8 +196,9 @@ enum EpCmd {
 
 #[derive(Args)]
 struct JoinArgs {
-    /// The line `ferry hub invite` printed.
-    line: String,
+    /// The line `ferry hub invite` printed; `-` or none: read from
+    /// standard input, so it shows in neither `ps` nor the shell's history.
+    line: Option<String>,
     /// Where to write ep.toml and certs/.
     #[arg(long, default_value = ".")]
     dir: PathBuf,
@@ -461,7 +462,11 @@ fn ep_check(args: &EpArgs) -> Result<()> {
 }
 
 fn join(j: &JoinArgs) -> Result<()> {
-    let joined = runtime()?.block_on(crate::ep::join::join(&j.line, &j.dir, j.force))?;
+    let line = match j.line.as_deref() {
+        None | Some("-") => line_from_stdin()?,
+        Some(line) => line.to_string(),
+    };
+    let joined = runtime()?.block_on(crate::ep::join::join(&line, &j.dir, j.force))?;
     println!(
         "enrolled as ep {}; wrote {} and its certs/",
         joined.ep,
@@ -472,6 +477,28 @@ fn join(j: &JoinArgs) -> Result<()> {
         joined.config.display()
     );
     Ok(())
+}
+
+/// The invite line from standard input: its first line, asked for when
+/// a person types it.
+fn line_from_stdin() -> Result<String> {
+    use std::io::{BufRead, IsTerminal};
+    if std::io::stdin().is_terminal() {
+        eprint!("paste the line `ferry hub invite` printed, then Enter: ");
+    }
+    let mut line = String::new();
+    // Bounded: a line is under 200 bytes; this is not where to take a file.
+    std::io::stdin()
+        .lock()
+        .take(4096)
+        .read_line(&mut line)
+        .context("cannot read the invite line from standard input")?;
+    let line = line.trim();
+    anyhow::ensure!(
+        !line.is_empty(),
+        "no invite line: pass it as an argument, or on standard input"
+    );
+    Ok(line.to_string())
 }
 
 fn run_ep(args: &EpArgs) -> Result<()> {

@@ -6,10 +6,7 @@ use common::{
     procs::{Ferry, HubProc},
     *,
 };
-use std::{
-    io::Write,
-    process::{Command, Stdio},
-};
+use std::process::Command;
 
 use common::procs::ferry_cmd as ferry;
 
@@ -149,20 +146,8 @@ fn token_and_hash_token_make_matching_hashes() {
         &ferry::secret::Secret::new(token.clone()),
         hash
     ));
-    let mut child = ferry()
-        .args(["hub", "hash-token"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(token.as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    let h2 = String::from_utf8(out.stdout).unwrap();
+    let (ok, h2) = common::procs::run_with_input(&["hub", "hash-token"], &token);
+    assert!(ok, "{h2}");
     assert!(ferry::token::verify(
         &ferry::secret::Secret::new(token),
         h2.trim()

@@ -893,3 +893,37 @@ async fn asking_again_with_a_used_invite_does_not_undo_a_revocation() {
     refused(ask_by_hand(&line, &kl).await);
     assert_eq!(hub.handle.enrolments(), 6);
 }
+
+/// `ferry ep join` with no line (and with `-`) reads it from standard
+/// input, so the secret shows in neither `ps` nor the shell's history;
+/// nothing there is a clear error before anything is sent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_line_on_standard_input_enrols() {
+    let certs = Certs::new();
+    let (_hub, file, _, _) = enrol_hub(&certs).await;
+    let home = tempfile::tempdir().unwrap();
+    let join_reading = |input: String, extra: &'static [&'static str], dir: std::path::PathBuf| {
+        tokio::task::spawn_blocking(move || {
+            let dir = dir.to_str().unwrap().to_string();
+            let mut args = vec!["ep", "join", "--dir", &dir];
+            args.extend_from_slice(extra);
+            common::procs::run_with_input(&args, &input)
+        })
+    };
+    for (n, extra) in [&[][..], &["-"][..]].into_iter().enumerate() {
+        let line = invite(&file, &format!("cabin{n}"), &[]);
+        let dir = home.path().join(format!("ep{n}"));
+        let (ok, text) = join_reading(format!("  {line}\n"), extra, dir.clone())
+            .await
+            .unwrap();
+        assert!(
+            ok && text.contains(&format!("enrolled as ep cabin{n}")),
+            "{text}"
+        );
+        assert!(dir.join("ep.toml").exists());
+    }
+    let (ok, text) = join_reading(String::new(), &[], home.path().join("none"))
+        .await
+        .unwrap();
+    assert!(!ok && text.contains("no invite line"), "{text}");
+}
