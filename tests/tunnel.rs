@@ -258,9 +258,20 @@ async fn player_and_service_legs_keep_alive_so_a_vanished_peer_is_found() {
     let player = TcpStream::connect(hub.service("echo")).await.unwrap();
     let (home_leg, ep_side) = service.accept().await.unwrap();
     // The hub's end of the player's connection, and the ep's end of the
-    // service's connection: both idle now.
-    let hub_player_leg = tcp_timer(hub.service("echo"), player.local_addr().unwrap());
-    let ep_service_leg = tcp_timer(ep_side, home_leg.local_addr().unwrap());
+    // service's connection: both idle now. Each side sets keepalive just
+    // after its connect or accept returns, which may be a moment after
+    // ours: looked at until set, for a few seconds at most.
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    let (hub_player_leg, ep_service_leg) = loop {
+        let legs = (
+            tcp_timer(hub.service("echo"), player.local_addr().unwrap()),
+            tcp_timer(ep_side, home_leg.local_addr().unwrap()),
+        );
+        if legs == (Some(2), Some(2)) || std::time::Instant::now() > deadline {
+            break legs;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    };
     println!(
         "figure: kernel timers, hub player leg {hub_player_leg:?}, ep service leg {ep_service_leg:?} (2 = keepalive)"
     );
