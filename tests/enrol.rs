@@ -656,15 +656,8 @@ async fn an_invite_used_retires_older_ones_for_its_name() {
     assert!(ok && listed.contains(&used), "{listed}");
     let line = listed.lines().find(|l| l.contains(&used)).unwrap();
     assert!(line.contains("used"), "{line}");
-    let (ok, text) = run(&[
-        "hub",
-        "invite",
-        "-c",
-        file.to_str().unwrap(),
-        "--ep",
-        "cabin",
-    ]);
-    assert!(ok && text.contains("note: ep cabin is enrolled"), "{text}");
+    let (_, text) = invite_saying(&file, "cabin", &[]);
+    assert!(text.contains("note: ep cabin is enrolled"), "{text}");
 }
 
 /// Strangers holding the enrol door's connections idle (here 64 from 8

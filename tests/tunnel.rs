@@ -250,11 +250,13 @@ fn tcp_timer(local: std::net::SocketAddr, remote: std::net::SocketAddr) -> Optio
         })
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn player_and_service_legs_keep_alive_so_a_vanished_peer_is_found() {
+on_every_transport!(player_and_service_legs_keep_alive_so_a_vanished_peer_is_found);
+
+async fn player_and_service_legs_keep_alive_so_a_vanished_peer_is_found(t: Transport) {
     let certs = Certs::new();
     let service = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let (hub, _ep) = tunnel_to(&certs, service.local_addr().unwrap()).await;
+    let local = service.local_addr().unwrap();
+    let (hub, _ep) = tunnel_over(&certs, t, HubOpts::default(), local).await;
     let player = TcpStream::connect(hub.service("echo")).await.unwrap();
     let (home_leg, ep_side) = service.accept().await.unwrap();
     // The hub's end of the player's connection, and the ep's end of the

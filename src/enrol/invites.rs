@@ -216,13 +216,7 @@ impl Store {
         invites.retain(|i| i.expires.saturating_add(7 * 86_400) > now);
         // A new invite for the name means a new machine: the one that used
         // an earlier invite may no longer ask again and take it back.
-        for u in invites
-            .iter_mut()
-            .filter(|i| i.ep == ep)
-            .filter_map(|i| i.used.as_mut())
-        {
-            u.ended = true;
-        }
+        end_asking(&mut invites, ep);
         invites.push(Invite {
             id: id.clone(),
             ep: ep.to_string(),
@@ -311,24 +305,15 @@ impl Store {
             return Ok(file);
         };
         let mut invites = self.invites()?;
-        let mut ended = false;
-        for u in invites
-            .iter_mut()
-            .filter(|i| i.ep == ep)
-            .filter_map(|i| i.used.as_mut())
-            .filter(|u| !u.ended)
-        {
-            u.ended = true;
-            ended = true;
-        }
-        if ended {
+        if end_asking(&mut invites, &ep) {
             self.save_invites(invites)?;
         }
         Ok(file)
     }
 
-    /// The invite `id` if `from` may use it now. No cryptography: this is
-    /// all a stranger's connection costs.
+    /// The invite `id` if `from` may use it now, from the file as it is
+    /// (the door looks through `enrol::seen`).
+    #[cfg(test)]
     pub fn usable(&self, id: &str, from: IpAddr) -> Result<Invite, Unusable> {
         let invites = self.invites().map_err(|e| {
             tracing::warn!("{e:#}");
@@ -365,12 +350,15 @@ impl Store {
             if used.key_sha256 != key {
                 return Err(Unusable::Used.to_string());
             }
-            for u in invites.iter_mut().filter(|i| i.id == id) {
-                u.used.iter_mut().for_each(|u| u.again += 1);
+            for i in invites.iter_mut().filter(|i| i.id == id) {
+                i.used.iter_mut().for_each(|u| u.again += 1);
             }
             self.save_invites(invites).map_err(hidden)?;
             return Ok((invite, true));
         }
+        // The name is this machine's now: one that used an earlier invite
+        // may no longer ask again.
+        end_asking(&mut invites, &invite.ep);
         let mut retired = Vec::new();
         for i in invites.iter_mut() {
             if i.id == id {
@@ -381,12 +369,6 @@ impl Store {
                     again: 0,
                     ended: false,
                 });
-            } else if i.ep == invite.ep
-                && let Some(u) = i.used.as_mut()
-            {
-                // The name is this machine's now: an earlier one may no
-                // longer ask again.
-                u.ended = true;
             } else if i.ep == invite.ep && i.state == State::Open {
                 // One name, one machine: an older invite for it, lost and
                 // sent again, must not later take the name from the
@@ -460,16 +442,35 @@ impl AskedAgain<'_> {
             .is_none_or(|u| u.ended);
         match record {
             _ if ended => Err(NotItsOwn),
-            Some(r) if r.invite.as_deref() == Some(self.id) => match (self.revoked)(
-                &crate::certgen::normal_serial(&r.serial).unwrap_or_else(|_| r.serial.clone()),
-            ) {
-                true => Err(NotItsOwn),
-                false => Ok(()),
-            },
+            Some(r) if r.invite.as_deref() == Some(self.id) => {
+                let serial = crate::certgen::normal_serial(&r.serial);
+                let serial = serial.as_deref().unwrap_or(&r.serial);
+                if (self.revoked)(serial) {
+                    Err(NotItsOwn)
+                } else {
+                    Ok(())
+                }
+            }
             Some(r) if r.enrolled >= self.used_at => Err(NotItsOwn),
             _ => Ok(()),
         }
     }
+}
+
+/// Ends asking again with every used invite for `ep`; whether any was
+/// still open to it.
+fn end_asking(invites: &mut [Invite], ep: &str) -> bool {
+    let mut ended = false;
+    for u in invites
+        .iter_mut()
+        .filter(|i| i.ep == ep)
+        .filter_map(|i| i.used.as_mut())
+        .filter(|u| !u.ended)
+    {
+        u.ended = true;
+        ended = true;
+    }
+    ended
 }
 
 /// A failure of the hub's own files, told to one not yet known to hold

@@ -33,7 +33,8 @@ const SETTLED: std::time::Duration = std::time::Duration::from_secs(2);
 type Stamp = (u64, u64, u64, i64, i64);
 
 impl Seen {
-    /// `Store::usable` for the state in `dir`, from the file as last read
+    /// The invite `id` if `from` may use it now (no cryptography: this is
+    /// all a stranger's connection costs), from the file as last read
     /// while it has not changed.
     pub fn usable(&self, dir: &Path, id: &str, from: IpAddr) -> Result<Invite, Unusable> {
         let invites = self.invites(dir).map_err(|e| {

@@ -294,12 +294,13 @@ async fn record_and_apply(
         record.services.clone(),
     );
     let (state, name, crl) = (e.state.clone(), ep.clone(), shared.settings().crl.clone());
-    let followed = shared
-        .trust
-        .revoked
-        .read()
-        .unwrap_or_else(|p| p.into_inner())
-        .clone();
+    // Needed only when asked again: a copy of the list as followed.
+    let followed = match again {
+        Some(_) => (shared.trust.revoked.read())
+            .unwrap_or_else(|p| p.into_inner())
+            .clone(),
+        None => Default::default(),
+    };
     let recorded = tokio::task::spawn_blocking(move || {
         // Asked under the state's lock, from the file as it is then, not
         // only as last followed: a `ferry hub revoke` a moment ago is not

@@ -19,8 +19,9 @@ use tokio::{
 
 const DEADLINE: Duration = Duration::from_secs(30);
 
-/// Asks the hub to certify `key`, within `DEADLINE`: the CA that matched
-/// the line's fingerprint (DER) and the hub's reply.
+/// Asks the hub to certify `key`, each try within `DEADLINE`, asking again
+/// where that can help: the CA that matched the line's fingerprint (DER)
+/// and the hub's reply.
 pub(super) async fn enrol(
     line: &Line,
     host: &str,
@@ -41,29 +42,38 @@ pub(super) async fn enrol(
                 line.door
             ),
         };
-        if !sent || e.is::<Refused>() {
+        let busy = match e.downcast_ref::<Refused>() {
+            Some(r) if !r.busy => return Err(e),
+            refused => refused.is_some(),
+        };
+        let again = if sent {
+            // A request went out and no answer came back: the hub may have
+            // enrolled this machine and lost its answer on the way, or
+            // stopped halfway. It takes the same key and secret again for
+            // a while (`invites::ASK_AGAIN`), and the key stays in memory
+            // only for this run, so from here any failure (a hub
+            // restarting, busy) is asked again, while an ask can still
+            // reach the hub within that while. Counted from the try that
+            // first sent it (its start: no later than the hub's use).
+            let first = *first_sent.get_or_insert(began);
+            if first.elapsed() + wait > ASKING {
+                return Err(e.context(
+                    "the hub did not answer the enrolment; if it enrolled this machine, the \
+                     invite is now used: ask the hub's operator for a new one (`ferry hub \
+                     invite --list` shows whether it was used)",
+                ));
+            }
+            "the hub may have enrolled this machine and lost its answer: asking again with the \
+             same key"
+        } else if (busy || early(&e)) && wait <= LAST_EARLY_WAIT {
+            // Before anything secret went out, a door that gave our place
+            // to a newcomer (a door full of strangers' connections gives
+            // its oldest away) or said it was busy: asked again, 3 times.
+            "asking again"
+        } else {
             return Err(e);
-        }
-        // A request went out and no answer came back: the hub may have
-        // enrolled this machine and lost its answer on the way, or stopped
-        // halfway. It takes the same key and secret again for a while
-        // (`invites::ASK_AGAIN`), and the key stays in memory only for this
-        // run, so from here any failure (a hub restarting, busy) is asked
-        // again, while an ask can still reach the hub within that while.
-        // Counted from the try that first sent it (its start: no later
-        // than the hub's use of the invite).
-        let first = *first_sent.get_or_insert(began);
-        if first.elapsed() + wait > ASKING {
-            return Err(e.context(
-                "the hub did not answer the enrolment; if it enrolled this machine, the invite is \
-                 now used: ask the hub's operator for a new one (`ferry hub invite --list` shows \
-                 whether it was used)",
-            ));
-        }
-        eprintln!(
-            "{e:#}; the hub may have enrolled this machine and lost its answer: asking again \
-             with the same key in {wait:?}"
-        );
+        };
+        eprintln!("{e:#}; {again} in {wait:?}");
         tokio::time::sleep(wait).await;
         wait = (wait * 2).min(Duration::from_secs(16));
     }
@@ -73,44 +83,31 @@ pub(super) async fn enrol(
 /// by then reaches the hub within `DEADLINE`, inside the hub's window.
 const ASKING: Duration = Duration::from_secs(crate::enrol::invites::ASK_AGAIN - 30);
 
-/// Waits before asking the door again, when it closed on us or was busy
-/// before answering (a door full of strangers' connections gives their
-/// places to newcomers; the hub busy with other enrolments says so).
-/// Nothing secret is sent before the answer, so asking again is safe.
-const AGAIN: [Duration; 3] = [
-    Duration::from_secs(1),
-    Duration::from_secs(2),
-    Duration::from_secs(4),
-];
+/// The last wait before asking the door again when no request went out:
+/// waits of 1, 2 and 4 s.
+const LAST_EARLY_WAIT: Duration = Duration::from_secs(4);
 
-/// The door said no to the invite (not busy): asking again cannot help.
+/// The door said no to the invite: asking again cannot help, unless it
+/// was busy.
 #[derive(Debug, thiserror::Error)]
-#[error("the hub refused the invite: {0}")]
-struct Refused(String);
+#[error("the hub refused the invite: {why}")]
+struct Refused {
+    why: String,
+    busy: bool,
+}
 
 /// One enrolment: `sent` turns true once the request (with the secret)
 /// starts out.
 async fn exchange(line: &Line, host: &str, csr: &str, sent: &mut bool) -> Result<(Vec<u8>, Reply)> {
-    let mut waits = AGAIN.into_iter();
-    let (tcp, answer, more) = loop {
-        let e = match ask(line).await {
-            Ok((_, Answer::No(why), _)) if why.contains("busy") => {
-                anyhow::anyhow!("the hub refused the invite: {}", proto::shown(&why))
-            }
-            Ok(answered) => break answered,
-            Err(e) if early(&e) => e,
-            Err(e) => return Err(e),
-        };
-        let Some(wait) = waits.next() else {
-            return Err(e);
-        };
-        eprintln!("{e:#}; asking again in {wait:?}");
-        tokio::time::sleep(wait).await;
-    };
+    let (tcp, answer, more) = ask(line).await?;
     let ca = match answer {
         // Not yet known to be the hub: its words, shown, cannot drive the
         // terminal.
-        Answer::No(why) => return Err(Refused(proto::shown(&why)).into()),
+        Answer::No(why) => {
+            let busy = why.contains("busy");
+            let why = proto::shown(&why);
+            return Err(Refused { why, busy }.into());
+        }
         Answer::Ca(ca) => ca,
     };
     // Nothing secret has been sent yet: a hub (or a man in the middle)
