@@ -535,7 +535,11 @@ async fn status_bans_lists_them(t: Transport) {
 
 /// A Minecraft join from `src` typing `host`: the first packet back.
 async fn join_from(src: &str, to: SocketAddr, host: &str) -> std::io::Result<(i32, Vec<u8>)> {
-    let mut s = connect_from(src, to).await?;
+    join_on(connect_from(src, to).await?, host).await
+}
+
+/// The same on a connection already made.
+async fn join_on(mut s: TcpStream, host: &str) -> std::io::Result<(i32, Vec<u8>)> {
     let mut out = minecraft::handshake(host, 2);
     let mut login = Vec::new();
     minecraft::varint(&mut login, 5);
@@ -548,34 +552,43 @@ async fn join_from(src: &str, to: SocketAddr, host: &str) -> std::io::Result<(i3
         .map_err(|_| std::io::Error::other("no answer within 10 s"))?
 }
 
-async fn a_game_port_refuses_a_banned_address_by_service_and_before_reading(t: Transport) {
-    let certs = Certs::new();
+/// A hub whose Minecraft services `names` (each at `NAME.test`, answered
+/// by a fake server saying its name in capitals) share one port, and an
+/// ep serving them; the hub, its config file and the port.
+async fn minecraft_hub(
+    certs: &Certs,
+    t: Transport,
+    names: &[&str],
+) -> (TestHub, TestEp, PathBuf, SocketAddr) {
     let port = common::udp::free_range(1);
-    let (a, b) = (
-        minecraft::fake_server("A").await,
-        minecraft::fake_server("B").await,
-    );
+    let (mut extra, mut local) = (String::new(), vec![]);
+    for n in names {
+        extra += &format!(
+            "[services.{n}]\nbind = \"127.0.0.1:{port}\"\ngame = \"minecraft\"\nhosts = [\"{n}.test\"]\n"
+        );
+        let says: &'static str = n.to_uppercase().leak();
+        local.push((n.to_string(), minecraft::fake_server(says).await));
+    }
     let o = t.hub_opts(HubOpts {
         services: vec![],
-        extra: format!(
-            "[services.a]\nbind = \"127.0.0.1:{port}\"\ngame = \"minecraft\"\nhosts = [\"a.test\"]\n\
-             [services.b]\nbind = \"127.0.0.1:{port}\"\ngame = \"minecraft\"\nhosts = [\"b.test\"]\n"
-        ),
+        extra,
         ..Default::default()
     });
-    let file = write_hub_toml(&certs, &o, None);
+    let file = write_hub_toml(certs, &o, None);
     let settings = HubConfig::load(&file, HubFlags::default())
         .unwrap()
         .check(&file)
         .unwrap();
     let hub = TestHub::from_settings(settings, &o).await;
-    let eo = t.ep_opts(
-        &hub,
-        EpOpts::new(&certs, vec![("a".into(), a), ("b".into(), b)]),
-    );
-    let _ep = TestEp::start(ep_settings(&certs, &hub, &eo));
+    let eo = t.ep_opts(&hub, EpOpts::new(certs, local));
+    let ep = TestEp::start(ep_settings(certs, &hub, &eo));
     hub.wait_sessions(1).await;
-    let at: SocketAddr = ([127, 0, 0, 1], port).into();
+    (hub, ep, file, ([127, 0, 0, 1], port).into())
+}
+
+async fn a_game_port_refuses_a_banned_address_by_service_and_before_reading(t: Transport) {
+    let certs = Certs::new();
+    let (hub, _ep, file, at) = minecraft_hub(&certs, t, &["a", "b"]).await;
 
     // Banned from a only: its name is read, then a refuses it; b admits it.
     let before = reads(&hub);
@@ -599,6 +612,26 @@ async fn a_game_port_refuses_a_banned_address_by_service_and_before_reading(t: T
     }
     assert!(start.elapsed() < Duration::from_secs(1));
     assert!(hub.handle.refusals().get("banned").copied().unwrap_or(0) >= 2);
+}
+
+/// A player still in a game door's handshake when the kick is applied is
+/// not yet in the players table the kick sweeps: it is closed as it is
+/// seated. Before, it joined after the kick.
+async fn a_kick_reaches_a_game_player_still_in_its_handshake(t: Transport) {
+    let certs = Certs::new();
+    let (hub, _ep, file, at) = minecraft_hub(&certs, t, &["a"]).await;
+    let typing = connect_from("127.0.0.2", at).await.unwrap();
+    let before = reads(&hub);
+    ferry_hub(&file, &["kick", "127.0.0.2"]).await;
+    read_after(&hub, before).await;
+    let joined = join_on(typing, "a.test").await;
+    assert!(
+        joined.as_ref().is_err(),
+        "joined after the kick: {joined:?}"
+    );
+    // A kick is not a ban: the same address joins again.
+    let (_, body) = join_from("127.0.0.2", at, "a.test").await.unwrap();
+    assert_eq!(minecraft::disconnect_text(&body), "A a.test");
 }
 
 async fn a_dual_stack_port_matches_ipv4_bans_and_ipv6_bans(t: Transport) {
@@ -668,6 +701,7 @@ on_every_transport!(
     a_ban_closes_players_at_once_and_unban_lets_them_back,
     a_service_ban_spares_other_services_and_a_timed_one_expires,
     a_kick_closes_players_once_and_they_may_come_back,
+    a_kick_reaches_a_game_player_still_in_its_handshake,
     a_udp_flow_of_a_banned_address_ends_and_its_datagrams_are_refused,
     a_damaged_file_keeps_the_previous_list,
     a_state_folder_gone_keeps_the_previous_list,

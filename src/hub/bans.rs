@@ -20,8 +20,12 @@ use std::{
         Arc,
         atomic::{AtomicBool, Ordering},
     },
-    time::{Duration, SystemTime},
+    time::{Duration, Instant, SystemTime},
 };
+
+/// How long a kick applied still closes a player seated after it who had
+/// connected before it: well over a game door's wait for a handshake.
+const KICKS_KEPT: Duration = Duration::from_secs(60);
 
 /// How often the file's modification time is looked at: well under the
 /// second a ban promises, and a stat is cheap.
@@ -84,6 +88,8 @@ pub(crate) struct Bans {
     /// No ban at all: the doors' check is one atomic load (UDP asks per
     /// datagram).
     none: AtomicBool,
+    /// The kicks applied lately, and when (`kicked`).
+    kicks: std::sync::Mutex<Vec<(crate::bans::Kick, Instant)>>,
     /// Files read since start, good or bad (tests wait on it).
     pub reads: tokio::sync::watch::Sender<u64>,
     /// The file's stamp as it was read at start (taken before the read,
@@ -101,9 +107,29 @@ impl Bans {
             none: AtomicBool::new(file.bans.is_empty()),
             list: crate::swap::Swap::new(Listed::of(file)),
             path,
+            kicks: Default::default(),
             reads: tokio::sync::watch::Sender::new(0),
             first,
         })
+    }
+
+    /// Whether a kick this hub applied after `arrived` names `ip` on
+    /// `service`: the sweep closed the players seated then, and this finds
+    /// one that was still in a game door's handshake.
+    fn kicked(&self, service: &str, ip: IpAddr, arrived: Instant) -> bool {
+        let recent = self.kicks.lock().unwrap_or_else(|p| p.into_inner());
+        recent
+            .iter()
+            .any(|(k, at)| arrived <= *at && k.applies(service, ip))
+    }
+
+    /// Remembers `kicks`, applied now, for `kicked`; those applied longer
+    /// ago than any handshake lasts are forgotten.
+    fn applying(&self, kicks: &[crate::bans::Kick]) {
+        let now = Instant::now();
+        let mut recent = self.kicks.lock().unwrap_or_else(|p| p.into_inner());
+        recent.retain(|(_, at)| now.duration_since(*at) < KICKS_KEPT);
+        recent.extend(kicks.iter().map(|k| (k.clone(), now)));
     }
 
     /// `Err(Banned)` if a ban in force turns `ip` away from `service`.
@@ -127,20 +153,23 @@ impl Bans {
     }
 }
 
-/// Closes `player`, just seated, if a ban in force names it: one admitted
-/// at the door just before a new list was swapped in may have been seated
-/// after that list's sweep. True if it was closed.
+/// Closes `player`, just seated, if a ban in force names it, or a kick
+/// written since it connected: one admitted at the door just before a new
+/// list was swapped in may have been seated after that list's sweep, and a
+/// game door's player is seated only after its handshake. True if it was
+/// closed.
 pub(super) fn seated(shared: &Shared, player: &Arc<Player>) -> bool {
-    if shared
-        .bans
-        .check(player.service(), player.addr.ip())
-        .is_ok()
-    {
+    let (service, ip) = (player.service(), player.addr.ip());
+    let why = if shared.bans.check(service, ip).is_err() {
+        "banned"
+    } else if shared.bans.kicked(service, ip, player.started) {
+        "kicked"
+    } else {
         return false;
-    }
+    };
     shared
         .players
-        .end_where(|p| std::ptr::eq(p, &**player), "banned")
+        .end_where(|p| std::ptr::eq(p, &**player), why)
         > 0
 }
 
@@ -279,6 +308,7 @@ fn apply(shared: &Shared, file: BanFile, applied: &mut HashSet<String>) {
     applied.retain(|id| file.kicks.iter().any(|k| &k.id == id));
     applied.extend(kicks.iter().map(|k| k.id.clone()));
     let count = file.in_force(now).count();
+    shared.bans.applying(&kicks);
     // The list first, then the sweep: a player admitted in between is
     // caught when seated (`seated`), one seated before is swept.
     shared.bans.set(file);

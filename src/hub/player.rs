@@ -48,6 +48,7 @@ pub(super) fn on_accept(
             let mut tcp = tcp;
             let to = Player {
                 addr,
+                arrived: std::time::Instant::now(),
                 offset,
                 watch,
             };
@@ -69,9 +70,11 @@ pub(super) fn watch(door: &Door, admitted: &super::admission::Admitted) -> relay
     }
 }
 
-/// Who arrived, on which port of the range, and how they are relayed.
+/// Who arrived, when, on which port of the range, and how they are
+/// relayed.
 pub(super) struct Player {
     pub addr: SocketAddr,
+    pub arrived: std::time::Instant,
     pub offset: u16,
     pub watch: relay::Watch,
 }
@@ -108,13 +111,14 @@ pub(super) async fn serve(
 ) -> Option<Unanswered> {
     let Player {
         addr,
+        arrived,
         offset,
         mut watch,
     } = to;
     let tcp = &mut *tcp;
     tracing::info!("player connected");
     // Dropped at the end of this call, before the caller closes `tcp`.
-    let seat = seat(&shared, &svc, tcp, addr, &cut);
+    let seat = seat(&shared, &svc, tcp, (addr, arrived), &cut);
     watch.player = Some(seat.player.meter.clone());
     super::bans::seated(&shared, &seat.player);
     // Matched as a temporary: a named result would stay in the task's
@@ -242,7 +246,7 @@ fn seat(
     shared: &Shared,
     svc: &Arc<Service>,
     tcp: &TcpStream,
-    addr: SocketAddr,
+    (addr, arrived): (SocketAddr, std::time::Instant),
     cut: &tokio_util::sync::CancellationToken,
 ) -> super::players::PlayerGuard {
     let arrival = super::players::Arrival {
@@ -250,6 +254,7 @@ fn seat(
         addr,
         udp: false,
         fd: Some(std::os::fd::AsRawFd::as_raw_fd(tcp)),
+        arrived,
         cut,
     };
     shared.players.add(arrival, relay::Meter::default())

@@ -24,9 +24,10 @@ pub(crate) struct Player {
     svc: Arc<super::service::Service>,
     pub addr: SocketAddr,
     pub udp: bool,
-    /// Unix seconds at admission.
+    /// Unix seconds at its connection.
     pub since: u64,
-    /// For how long it has played (the wall clock may step).
+    /// Its connection, for how long it has played (the wall clock may
+    /// step).
     pub started: std::time::Instant,
     /// Bytes each way, added to by the relay.
     pub meter: Meter,
@@ -222,6 +223,8 @@ pub(crate) struct Arrival<'a> {
     pub addr: SocketAddr,
     pub udp: bool,
     pub fd: Option<RawFd>,
+    /// When it connected: a game door's handshake comes before its seat.
+    pub arrived: std::time::Instant,
     /// The service's token (removal, the hard stop).
     pub cut: &'a CancellationToken,
 }
@@ -237,8 +240,8 @@ impl Players {
             svc: a.svc.clone(),
             addr: a.addr,
             udp: a.udp,
-            since: crate::history::unix_now(),
-            started: std::time::Instant::now(),
+            since: crate::history::unix_now().saturating_sub(a.arrived.elapsed().as_secs()),
+            started: a.arrived,
             meter,
             session: AtomicU64::new(UNSET),
             ep: std::sync::OnceLock::new(),

@@ -54,6 +54,7 @@ pub(in crate::hub) fn on_accept(
         return;
     };
     net::tune_plain(&tcp);
+    let arrived = std::time::Instant::now();
     let span = tracing::info_span!("player", port = %port, player = %addr);
     let sh = shared.clone();
     shared.tracker.spawn(
@@ -65,7 +66,7 @@ pub(in crate::hub) fn on_accept(
             };
             let why = match read {
                 Ok(Ok((first, buf))) => {
-                    let at = (port.as_str(), offset);
+                    let at = (port.as_str(), offset, arrived);
                     return routed(sh, at, tcp, addr, first, buf, slots, early).await;
                 }
                 Ok(Err(j)) => j.0,
@@ -329,7 +330,7 @@ type Early = Option<(String, crate::hub::admission::Admitted)>;
 #[allow(clippy::too_many_arguments)]
 async fn routed(
     shared: Arc<Shared>,
-    (port, offset): (&str, u16),
+    (port, offset, arrived): (&str, u16, std::time::Instant),
     mut tcp: TcpStream,
     addr: SocketAddr,
     first: First,
@@ -396,6 +397,7 @@ async fn routed(
     tracing::Span::current().record("port", name.as_str());
     let to = player::Player {
         addr,
+        arrived,
         offset,
         watch: player::watch(&served.door, &admitted),
     };

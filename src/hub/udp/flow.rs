@@ -60,6 +60,7 @@ impl Run {
             addr: self.at.player,
             udp: true,
             fd: None,
+            arrived: std::time::Instant::now(),
             cut: &self.cut,
         };
         let seat = self.shared.players.add(arrival, self.flow.meter.clone());
