@@ -11,7 +11,7 @@
 
 mod common;
 
-use common::procs::run;
+use common::procs::{self, run};
 use common::udp::free_range;
 use common::*;
 use ferry::{
@@ -477,13 +477,16 @@ async fn a_join_reset_or_told_busy_before_the_answer_asks_again() {
 /// hub has used `id` (invites.json in `state` says so): then it resets
 /// the join's connection, so the hub's answer, the only copy of the
 /// token, is lost on the way. Later joins pass untouched.
-async fn losing_the_first_answer(to: String, state: PathBuf, id: String) -> String {
+async fn losing_the_first_answer(to: String, state: PathBuf, id: String, cut: Cut) -> String {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap().to_string();
     tokio::spawn(async move {
         let mut first = true;
         loop {
             let (ep, _) = listener.accept().await.unwrap();
+            if !first && cut.load(std::sync::atomic::Ordering::SeqCst) {
+                continue;
+            }
             let hub = TcpStream::connect(&to).await.unwrap();
             let (state, id) = (state.clone(), id.clone());
             if !std::mem::take(&mut first) {
@@ -524,6 +527,23 @@ async fn losing_the_first_answer(to: String, state: PathBuf, id: String) -> Stri
     addr
 }
 
+/// What a join wrote in `dir` is what the hub recorded for `ep` in
+/// `state`: the certificate's serial and the token's hash.
+fn written_is_recorded(dir: &Path, state: &Path, ep: &str) {
+    let enrolled: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(state.join("enrolled.json")).unwrap())
+            .unwrap();
+    let cert = ferry::tls::load_certs(&dir.join("certs/ep.pem")).unwrap();
+    let serial = ferry::tls::serial_hex(&cert[0]).unwrap();
+    assert_eq!(enrolled["eps"][ep]["serial"], serial.as_str());
+    let token = std::fs::read_to_string(dir.join("certs/token")).unwrap();
+    let hash = enrolled["eps"][ep]["token_hash"].as_str().unwrap();
+    assert!(ferry::token::verify(&Secret::new(token.trim()), hash));
+}
+
+/// While set, the relay closes every connection after the first at once.
+type Cut = std::sync::Arc<std::sync::atomic::AtomicBool>;
+
 /// The hub enrols the machine but its answer is lost on the way (the
 /// connection reset as it comes): the join asks again with the same key
 /// and secret, the hub enrols it anew, and what is written is what the
@@ -536,23 +556,98 @@ async fn an_answer_lost_on_the_way_is_asked_again_with_the_same_key() {
     let mut parsed = Line::parse(&line).unwrap();
     // The enrol state sits beside the CA unless `[enrol] state` moves it.
     let state = certs.path("ca.pem").parent().unwrap().to_path_buf();
-    parsed.door = losing_the_first_answer(parsed.door, state.clone(), parsed.id.clone()).await;
+    let cut = Cut::default();
+    parsed.door = losing_the_first_answer(parsed.door, state.clone(), parsed.id.clone(), cut).await;
     let home = tempfile::tempdir().unwrap();
     let dir = home.path().join("ep");
     let (ok, text) = join(&parsed.to_string(), &dir).await;
     assert!(ok, "{text}");
     assert!(text.contains("asking again with the same key"), "{text}");
     assert_eq!(hub.handle.enrolments(), 2, "enrolled, then enrolled anew");
-    let enrolled: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(state.join("enrolled.json")).unwrap())
-            .unwrap();
-    let cert = ferry::tls::load_certs(&dir.join("certs/ep.pem")).unwrap();
-    let serial = ferry::tls::serial_hex(&cert[0]).unwrap();
-    assert_eq!(enrolled["eps"]["cabin"]["serial"], serial.as_str());
-    let token = std::fs::read_to_string(dir.join("certs/token")).unwrap();
-    let hash = enrolled["eps"]["cabin"]["token_hash"].as_str().unwrap();
-    assert!(ferry::token::verify(&Secret::new(token.trim()), hash));
+    written_is_recorded(&dir, &state, "cabin");
     // Another machine with the line (another key) is refused meanwhile.
     let (ok, text) = join(&line, &home.path().join("other")).await;
     assert!(!ok && text.contains("already used"), "{text}");
+}
+
+/// As above, but the join is killed while it waits to ask again (the
+/// user's Ctrl-C, a laptop shut): the same command run again asks with the
+/// key the first left, and gets the enrolment the hub made for it. Before,
+/// the second run made a new key and found the invite used.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_join_killed_before_the_answer_is_run_again_with_its_key() {
+    let certs = Certs::new();
+    let (hub, file) = enrol_hub(&certs).await;
+    let mut parsed = Line::parse(&invite(&file, "cabin")).unwrap();
+    let state = certs.path("ca.pem").parent().unwrap().to_path_buf();
+    let cut = Cut::new(true.into());
+    parsed.door =
+        losing_the_first_answer(parsed.door, state.clone(), parsed.id.clone(), cut.clone()).await;
+    let line = parsed.to_string();
+    let home = tempfile::tempdir().unwrap();
+    let dir = home.path().join("ep");
+    let dir_arg = dir.to_str().unwrap();
+    let first = procs::Ferry::spawn_command(&["ep", "join", &line, "--dir", dir_arg]);
+    let said = tokio::task::spawn_blocking(move || {
+        let said = first.wait_line("asking again with the same key");
+        first.signal("KILL");
+        said
+    })
+    .await
+    .unwrap();
+    assert!(said.contains("lost its answer"), "{said}");
+    assert_eq!(hub.handle.enrolments(), 1);
+    assert_eq!(staging_in(&dir).len(), 1, "the killed join's folder stays");
+    cut.store(false, std::sync::atomic::Ordering::SeqCst);
+    let (ok, text) = join(&line, &dir).await;
+    assert!(ok, "{text}");
+    assert!(text.contains("asking with the key it left"), "{text}");
+    assert_eq!(hub.handle.enrolments(), 2, "enrolled, then enrolled anew");
+    written_is_recorded(&dir, &state, "cabin");
+    assert!(staging_in(&dir).is_empty(), "{:?}", staging_in(&dir));
+}
+
+/// A hub that refuses after the request went out (it used the invite,
+/// then could not record the enrolment): the join keeps its folder and
+/// says to run it again, and the run again asks with the same key and
+/// writes what the hub then gave. A grant that fails the checks keeps
+/// nothing (above).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refusal_after_the_request_keeps_the_key_for_a_run_again() {
+    let certs = Certs::new();
+    let door = FakeDoor::start(&certs).await;
+    let home = tempfile::tempdir().unwrap();
+    let dir = home.path().join("ep");
+    let first_csr = std::sync::Mutex::new(String::new());
+    let serve = door.answer(|req| {
+        *first_csr.lock().unwrap() = req.csr;
+        Reply::Refused {
+            reason: "cannot record the enrolment: No space left on device".into(),
+        }
+    });
+    let ((ok, text), ()) = tokio::join!(join(&door.line(), &dir), serve);
+    assert!(!ok, "{text}");
+    assert!(text.contains("run the same command again within"), "{text}");
+    assert_eq!(staging_in(&dir).len(), 1, "{text}");
+    let serve = door.answer(|req| {
+        let key = |csr: &str| {
+            use rcgen::PublicKeyData;
+            let parsed = rcgen::CertificateSigningRequestParams::from_pem(csr).unwrap();
+            parsed.public_key.der_bytes().to_vec()
+        };
+        assert_eq!(
+            key(&req.csr),
+            key(&first_csr.lock().unwrap()),
+            "another key"
+        );
+        granted(&certs, &req, "cabin")
+    });
+    let ((ok, text), ()) = tokio::join!(join(&door.line(), &dir), serve);
+    assert!(ok, "{text}");
+    assert!(
+        text.contains("sent its request without an answer"),
+        "{text}"
+    );
+    assert!(dir.join("certs/token").exists());
+    assert!(staging_in(&dir).is_empty(), "{:?}", staging_in(&dir));
 }

@@ -72,8 +72,9 @@ pub struct Use {
 /// with the same key and secret: the hub's answer (the only copy of the
 /// token) can be lost on the way, and the invite is spent by then. Only
 /// the holder of that key can ask, so no one else can take the name with
-/// the line meanwhile. `ferry ep join` keeps the key in memory and asks
-/// again until 30 s before this ends (`ep::join::door::ASKING`).
+/// the line meanwhile. `ferry ep join` asks again until 30 s before this
+/// ends (`ep::join::door::ASKING`), and a join run again after one stopped
+/// asks with the key it left (`ep::join::earlier`).
 pub const ASK_AGAIN: u64 = 180;
 /// Times it may ask again past the secret: each costs the hub a signature
 /// and an Argon2 hash (a join's asks the door turns away before, a hub

@@ -82,6 +82,13 @@ impl Ferry {
         Self::run(cmd, env)
     }
 
+    /// `ferry ARGS`, for a command a test stops on its own terms.
+    pub fn spawn_command(args: &[&str]) -> Ferry {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_ferry"));
+        cmd.args(args);
+        Self::run(cmd, &[])
+    }
+
     /// The same, with the open-file limit lowered to `fds` first.
     pub fn spawn_with_fd_limit(
         role: &str,

@@ -11,29 +11,43 @@ use crate::{
 };
 use anyhow::{Context, Result, bail};
 use rustls::pki_types::ServerName;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
     net::TcpStream,
 };
 
-const DEADLINE: Duration = Duration::from_secs(30);
+pub(super) const DEADLINE: Duration = Duration::from_secs(30);
 
 /// Asks the hub to certify `key`, each try within `DEADLINE`, asking again
 /// where that can help: the CA that matched the line's fingerprint (DER)
-/// and the hub's reply.
+/// and the hub's reply. `sent`: when a request with this key first went
+/// out (an earlier join's); `sending` is called as one first goes out.
 pub(super) async fn enrol(
     line: &Line,
     host: &str,
     key: &rcgen::KeyPair,
+    sent: Option<std::time::SystemTime>,
+    sending: &mut dyn FnMut(),
 ) -> Result<(Vec<u8>, Reply)> {
     let csr = rcgen::CertificateParams::new(Vec::<String>::new())?
         .serialize_request(key)?
         .pem()?;
-    let (mut sent, mut first_sent, mut wait) = (false, None, Duration::from_secs(1));
+    // Counted on this machine's steady clock from then.
+    let mut first_sent = sent.map(|at| {
+        let ago = at.elapsed().unwrap_or_default();
+        Instant::now().checked_sub(ago).unwrap_or_else(Instant::now)
+    });
+    let mut wait = Duration::from_secs(1);
     loop {
-        let began = std::time::Instant::now();
-        let tried = tokio::time::timeout(DEADLINE, exchange(line, host, &csr, &mut sent)).await;
+        let began = Instant::now();
+        let mut once = || {
+            if first_sent.is_none() {
+                first_sent = Some(began);
+                sending();
+            }
+        };
+        let tried = tokio::time::timeout(DEADLINE, exchange(line, host, &csr, &mut once)).await;
         let e = match tried {
             Ok(Ok(done)) => return Ok(done),
             Ok(Err(e)) => e,
@@ -46,16 +60,14 @@ pub(super) async fn enrol(
             Some(r) if !r.busy => return Err(e),
             refused => refused.is_some(),
         };
-        let again = if sent {
+        let again = if let Some(first) = first_sent {
             // A request went out and no answer came back: the hub may have
             // enrolled this machine and lost its answer on the way, or
             // stopped halfway. It takes the same key and secret again for
-            // a while (`invites::ASK_AGAIN`), and the key stays in memory
-            // only for this run, so from here any failure (a hub
-            // restarting, busy) is asked again, while an ask can still
+            // a while (`invites::ASK_AGAIN`), so from here any failure (a
+            // hub restarting, busy) is asked again, while an ask can still
             // reach the hub within that while. Counted from the try that
             // first sent it (its start: no later than the hub's use).
-            let first = *first_sent.get_or_insert(began);
             if first.elapsed() + wait > ASKING {
                 return Err(e.context(
                     "the hub did not answer the enrolment; if it enrolled this machine, the \
@@ -96,9 +108,14 @@ struct Refused {
     busy: bool,
 }
 
-/// One enrolment: `sent` turns true once the request (with the secret)
+/// One enrolment: `sending` is called as the request (with the secret)
 /// starts out.
-async fn exchange(line: &Line, host: &str, csr: &str, sent: &mut bool) -> Result<(Vec<u8>, Reply)> {
+async fn exchange(
+    line: &Line,
+    host: &str,
+    csr: &str,
+    sending: &mut dyn FnMut(),
+) -> Result<(Vec<u8>, Reply)> {
     let (tcp, answer, more) = ask(line).await?;
     let ca = match answer {
         // Not yet known to be the hub: its words, shown, cannot drive the
@@ -143,7 +160,7 @@ async fn exchange(line: &Line, host: &str, csr: &str, sent: &mut bool) -> Result
         secret: Secret::new(&line.secret),
         csr: csr.to_string(),
     };
-    *sent = true;
+    sending();
     proto::write_msg(&mut tls, &req).await?;
     let reply: Reply = proto::read_msg(&mut tls)
         .await

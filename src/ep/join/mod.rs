@@ -12,11 +12,12 @@
 
 mod answer;
 mod door;
+mod earlier;
 mod ep_toml;
 mod staging;
 
-use crate::enrol::Line;
-use anyhow::{Context, Result};
+use crate::enrol::{Line, Reply};
+use anyhow::Result;
 use staging::Staging;
 use std::path::{Path, PathBuf};
 
@@ -31,15 +32,34 @@ pub struct Joined {
 pub async fn join(line: &str, dir: &Path, force: bool) -> Result<Joined> {
     let line = Line::parse(line)?;
     let (host, _) = crate::config::split_host_port(&line.door).map_err(anyhow::Error::msg)?;
-    // The key is made, and written, before anything is sent: a folder that
-    // cannot take it stops the join while the invite is still unused, and
-    // a failure leaves no half-enrolled state on the hub.
-    let key = rcgen::KeyPair::generate().context("cannot generate the ep's key")?;
-    // Until the install, any error drops `staging`, which removes what it
-    // made.
-    let staging = Staging::prepare(dir, force, &key)?;
-    let (ca_der, reply) = door::enrol(&line, &host, &key).await?;
-    let enrolled = answer::check(reply, &key, &ca_der)?;
+    // Until the install, an error drops `staging`, which removes what it
+    // made, unless the hub may still take its key again.
+    let (mut staging, key) = Staging::prepare(dir, force, &line)?;
+    if let Some(earlier) = staging.resumed() {
+        let what = match staging.sent() {
+            Some(_) => "sent its request without an answer",
+            None => "stopped before sending its request",
+        };
+        eprintln!(
+            "an earlier join of this line {what}: asking with the key it left in {}",
+            earlier.display()
+        );
+    }
+    let sent = staging.sent();
+    let asked = door::enrol(&line, &host, &key, sent, &mut || staging.sending()).await;
+    let (ca_der, reply) = match asked {
+        Ok(done) => done,
+        Err(e) => return Err(staging.failed(e)),
+    };
+    let refused = matches!(reply, Reply::Refused { .. });
+    let enrolled = match answer::check(reply, &key, &ca_der) {
+        Ok(e) => e,
+        // A hub failing halfway (its disk full) after it used the invite
+        // refuses: the key may ask again. A grant that fails the checks is
+        // a hub not to ask again.
+        Err(e) if refused => return Err(staging.failed(e)),
+        Err(e) => return Err(e),
+    };
     let config = staging.config();
     let hubs: Vec<String> = std::iter::once(host)
         .chain(line.more.iter().cloned())

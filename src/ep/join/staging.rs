@@ -7,8 +7,11 @@
 //! folder is kept and the error says where, with the token: the hub keeps
 //! only its hash, and the invite is used.
 
-use super::answer::Enrolled;
-use crate::files::write_file;
+use super::{
+    answer::Enrolled,
+    earlier::{self, Mark},
+};
+use crate::{enrol::Line, files::write_file};
 use anyhow::{Context, Result, bail};
 use std::{
     fs,
@@ -27,6 +30,12 @@ pub(super) struct Staging {
     dir: PathBuf,
     path: PathBuf,
     force: bool,
+    /// Made by an earlier join of the same line, whose key this one asks
+    /// with.
+    resumed: bool,
+    /// The record of the line its key is for, locked while this join runs;
+    /// retired once the hub answered.
+    mark: Option<Mark>,
     /// The outermost folder this join created for DIR, removed again (if
     /// still empty) when the join fails before the hub answered.
     created: Option<PathBuf>,
@@ -61,60 +70,40 @@ fn not_a_hubs_folder(dir: &Path) -> Result<()> {
 }
 
 impl Staging {
-    /// Checks that DIR can take the join's files (none there unless
-    /// `force`) and writes the key into a new staging folder, all before
+    /// Checks that DIR can take the join's files (`ready`), then takes the
+    /// key an earlier join of `line` left there,
+    /// or makes one and writes it into a new staging folder, all before
     /// the hub is contacted.
-    pub fn prepare(dir: &Path, force: bool, key: &rcgen::KeyPair) -> Result<Staging> {
-        not_a_hubs_folder(dir)?;
-        for target in targets(dir) {
-            let Ok(meta) = fs::symlink_metadata(&target) else {
-                continue;
+    pub fn prepare(dir: &Path, force: bool, line: &Line) -> Result<(Staging, rcgen::KeyPair)> {
+        let created = ready(dir, force)?;
+        if let Some(found) = earlier::find(dir, line) {
+            let staging = Staging {
+                dir: dir.to_path_buf(),
+                path: found.path,
+                force,
+                resumed: true,
+                mark: Some(found.mark),
+                created,
+                after: AfterDrop::Everything,
             };
-            if !force {
-                bail!(
-                    "{} already exists; pass --force to replace it (nothing was sent to the hub)",
-                    target.display()
-                );
-            }
-            if meta.is_dir() {
-                bail!(
-                    "{} is a folder, where join writes a file; move it away (nothing was sent to the hub)",
-                    target.display()
-                );
-            }
+            return Ok((staging, found.key));
         }
-        let created = outermost_missing(dir);
-        fs::create_dir_all(dir).with_context(|| {
-            format!(
-                "cannot create the folder {} (nothing was sent to the hub)",
-                dir.display()
-            )
-        })?;
-        let certs = dir.join("certs");
-        match fs::metadata(&certs) {
-            Ok(m) if !m.is_dir() => bail!(
-                "{} is not a folder; move it away (nothing was sent to the hub)",
-                certs.display()
-            ),
-            // The files are moved into it one by one: it must take them.
-            Ok(_) => probe(&certs).with_context(|| {
-                format!(
-                    "cannot write in {} (nothing was sent to the hub)",
-                    certs.display()
-                )
-            })?,
-            Err(_) => {}
-        }
+        // The key is made, and written, before anything is sent: a folder
+        // that cannot take it stops the join while the invite is still
+        // unused, and a failure leaves no half-enrolled state on the hub.
+        let key = rcgen::KeyPair::generate().context("cannot generate the ep's key")?;
         let path = dir.join(format!(
             ".ferry-join.{}.{}",
             std::process::id(),
             crate::token::random_hex(4)
         ));
         let made = private_dir(&path);
-        let staging = Staging {
+        let mut staging = Staging {
             dir: dir.to_path_buf(),
             path,
             force,
+            resumed: false,
+            mark: None,
             created,
             after: AfterDrop::Everything,
         };
@@ -132,13 +121,57 @@ impl Staging {
             0o600,
             false,
         )
+        .and_then(|()| Ok(Mark::make(&staging.path, line)?))
+        .map(|mark| staging.mark = Some(mark))
         .with_context(|| {
             format!(
                 "cannot write the ep's key in {} (nothing was sent to the hub)",
                 staging.dir.display()
             )
         })?;
-        Ok(staging)
+        Ok((staging, key))
+    }
+
+    /// Whether the key is an earlier join's, and where it is.
+    pub fn resumed(&self) -> Option<&Path> {
+        self.resumed.then_some(self.path.as_path())
+    }
+
+    /// When a request with this key first went out, if one did.
+    pub fn sent(&self) -> Option<std::time::SystemTime> {
+        self.mark.as_ref().and_then(|m| m.sent)
+    }
+
+    /// Notes that a request with this key goes out now.
+    pub fn sending(&mut self) {
+        if let Some(m) = &mut self.mark {
+            m.sent_now();
+        }
+    }
+
+    /// The join failed with `e` before it had the hub's answer, or with a
+    /// refusal: the folder and its key are kept while the hub may still
+    /// take that key again (a request went out, and the hub's window has
+    /// time left for a join run again), and removed otherwise.
+    pub fn failed(mut self, e: anyhow::Error) -> anyhow::Error {
+        let window = std::time::Duration::from_secs(crate::enrol::invites::ASK_AGAIN);
+        let left = self.sent().and_then(|at| {
+            (at + window)
+                .duration_since(std::time::SystemTime::now())
+                .ok()
+        });
+        match left {
+            Some(left) if left > super::door::DEADLINE => {
+                self.after = AfterDrop::Nothing;
+                e.context(format!(
+                    "the hub may have used the invite for this join's key, kept in {}: run the \
+                     same command again within {}s to ask with it",
+                    self.path.display(),
+                    left.as_secs()
+                ))
+            }
+            _ => e,
+        }
     }
 
     /// Where `ep.toml` will be.
@@ -148,8 +181,12 @@ impl Staging {
 
     /// Writes what the hub gave and moves it all into place.
     pub fn install(mut self, e: &Enrolled, toml: &str) -> Result<()> {
-        // Whatever happens now, the hub's part must not be thrown away.
+        // Whatever happens now, the hub's part must not be thrown away, nor
+        // its key taken by a join run again.
         self.after = AfterDrop::Nothing;
+        if let Some(mark) = self.mark.take() {
+            mark.retire();
+        }
         if let Err(err) = self.write(e, toml) {
             return Err(anyhow::anyhow!(
                 "the hub enrolled this machine as ep {}, but its files could not be written: {err:#}.\n\
@@ -230,6 +267,52 @@ impl Drop for Staging {
             }
         }
     }
+}
+
+/// Checks that DIR can take the join's files (none there unless `force`)
+/// and makes it; the outermost folder made, if any.
+fn ready(dir: &Path, force: bool) -> Result<Option<PathBuf>> {
+    not_a_hubs_folder(dir)?;
+    for target in targets(dir) {
+        let Ok(meta) = fs::symlink_metadata(&target) else {
+            continue;
+        };
+        if !force {
+            bail!(
+                "{} already exists; pass --force to replace it (nothing was sent to the hub)",
+                target.display()
+            );
+        }
+        if meta.is_dir() {
+            bail!(
+                "{} is a folder, where join writes a file; move it away (nothing was sent to the hub)",
+                target.display()
+            );
+        }
+    }
+    let created = outermost_missing(dir);
+    fs::create_dir_all(dir).with_context(|| {
+        format!(
+            "cannot create the folder {} (nothing was sent to the hub)",
+            dir.display()
+        )
+    })?;
+    let certs = dir.join("certs");
+    match fs::metadata(&certs) {
+        Ok(m) if !m.is_dir() => bail!(
+            "{} is not a folder; move it away (nothing was sent to the hub)",
+            certs.display()
+        ),
+        // The files are moved into it one by one: it must take them.
+        Ok(_) => probe(&certs).with_context(|| {
+            format!(
+                "cannot write in {} (nothing was sent to the hub)",
+                certs.display()
+            )
+        })?,
+        Err(_) => {}
+    }
+    Ok(created)
 }
 
 /// The files a join writes in DIR.
