@@ -49,7 +49,40 @@ on_every_transport!(
     a_dual_stack_bind_lets_players_idle_out_and_come_back,
     one_shot_queries_from_one_address_are_all_answered,
     forged_floods_leave_every_real_player_served,
+    answers_leave_from_the_address_the_player_wrote_to,
 );
+
+/// A player whose socket is connected to one of the hub's addresses that
+/// is not the one the route answers from (127.0.0.3 on a wildcard bind;
+/// on a server, a failover IP or a second IPv6 address) hears the answers:
+/// they leave from the address it wrote to. Before, they left from
+/// 127.0.0.1 and the player's socket dropped them.
+async fn answers_leave_from_the_address_the_player_wrote_to(t: Transport) {
+    let certs = Certs::new();
+    let (home, _) = udp_echo().await;
+    for bind in ["0.0.0.0:0", "[::]:0"] {
+        let (hub, _ep, port) = udp_door(&certs, t, bind, "", home).await;
+        let p = player().await;
+        p.connect(at("127.0.0.3", port)).await.unwrap();
+        for i in 0..2 {
+            let msg = format!("hello {i}");
+            let mut buf = [0u8; 64];
+            let heard = tokio::time::timeout(Duration::from_secs(10), async {
+                loop {
+                    p.send(msg.as_bytes()).await.unwrap();
+                    let wait = tokio::time::timeout(Duration::from_millis(500), p.recv(&mut buf));
+                    if let Ok(Ok(n)) = wait.await {
+                        return n;
+                    }
+                }
+            })
+            .await
+            .unwrap_or_else(|_| panic!("{bind}: no answer within 10 s"));
+            assert_eq!(&buf[..heard], msg.as_bytes(), "{bind}");
+        }
+        hub.stop().await;
+    }
+}
 
 async fn a_dual_stack_bind_lets_players_idle_out_and_come_back(t: Transport) {
     let certs = Certs::new();

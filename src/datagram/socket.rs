@@ -1,11 +1,16 @@
 //! A player door's UDP socket that says, for each datagram, which of the
-//! hub's addresses it reached. A socket bound to `0.0.0.0` or `[::]`
-//! learns that only from the kernel's packet info, and a PROXY header
-//! must name the address the player reached, not the wildcard.
+//! hub's addresses it reached, and answers from that address. A socket
+//! bound to `0.0.0.0` or `[::]` learns it only from the kernel's packet
+//! info; a PROXY header must name the address the player reached, not the
+//! wildcard; and an answer sent without it leaves from whichever address
+//! the route picks, which a player's connected socket or NAT drops when
+//! the player wrote to another one (a failover IP, a second IPv6 address).
 
-use nix::sys::socket::{self, ControlMessageOwned, MsgFlags, SockaddrStorage, sockopt};
+use nix::sys::socket::{
+    self, ControlMessage, ControlMessageOwned, MsgFlags, SockaddrStorage, sockopt,
+};
 use std::{
-    io::{self, IoSliceMut},
+    io::{self, IoSlice, IoSliceMut},
     net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr},
     os::fd::AsRawFd,
 };
@@ -93,6 +98,87 @@ fn recv_once(socket: &UdpSocket, buf: &mut [u8], control: &mut [u8]) -> io::Resu
     })
 }
 
+/// Sends `buf` to `to` from the hub's address `from` (as the socket saw
+/// it, `Received::to`), or from the socket's own address when `from` is
+/// None (a socket bound to one address). Waits for room.
+pub async fn send_from(
+    socket: &UdpSocket,
+    buf: &[u8],
+    to: SocketAddr,
+    from: Option<IpAddr>,
+) -> io::Result<usize> {
+    match from {
+        None => socket.send_to(buf, to).await,
+        Some(from) => {
+            socket
+                .async_io(Interest::WRITABLE, || send_once(socket, buf, to, from))
+                .await
+        }
+    }
+}
+
+/// The same, without waiting: `WouldBlock` when the socket's buffer is
+/// full.
+pub fn try_send_from(
+    socket: &UdpSocket,
+    buf: &[u8],
+    to: SocketAddr,
+    from: Option<IpAddr>,
+) -> io::Result<usize> {
+    match from {
+        None => socket.try_send_to(buf, to),
+        Some(from) => socket.try_io(Interest::WRITABLE, || send_once(socket, buf, to, from)),
+    }
+}
+
+/// One `sendmsg` with the source in the packet info (an IPv4 player on a
+/// dual-stack socket: its v4-mapped form). If the kernel will not send
+/// from that address (a broadcast or multicast one the player wrote to,
+/// or an address since removed), it goes from the one the route picks, as
+/// before.
+fn send_once(socket: &UdpSocket, buf: &[u8], to: SocketAddr, from: IpAddr) -> io::Result<usize> {
+    let iov = [IoSlice::new(buf)];
+    let dest = SockaddrStorage::from(to);
+    let fd = socket.as_raw_fd();
+    let sent = match (to, from) {
+        (SocketAddr::V4(_), IpAddr::V4(from)) => {
+            let info = nix::libc::in_pktinfo {
+                ipi_ifindex: 0,
+                ipi_spec_dst: nix::libc::in_addr {
+                    s_addr: u32::from_ne_bytes(from.octets()),
+                },
+                ipi_addr: nix::libc::in_addr { s_addr: 0 },
+            };
+            let cmsg = [ControlMessage::Ipv4PacketInfo(&info)];
+            socket::sendmsg(fd, &iov, &cmsg, MsgFlags::empty(), Some(&dest))
+        }
+        (SocketAddr::V6(_), from) => {
+            let from = match from {
+                IpAddr::V4(v4) => v4.to_ipv6_mapped(),
+                IpAddr::V6(v6) => v6,
+            };
+            let info = nix::libc::in6_pktinfo {
+                ipi6_addr: nix::libc::in6_addr {
+                    s6_addr: from.octets(),
+                },
+                ipi6_ifindex: 0,
+            };
+            let cmsg = [ControlMessage::Ipv6PacketInfo(&info)];
+            socket::sendmsg(fd, &iov, &cmsg, MsgFlags::empty(), Some(&dest))
+        }
+        // An IPv6 source for an IPv4 socket's player: never reported.
+        (SocketAddr::V4(_), IpAddr::V6(_)) => return socket.try_send_to(buf, to),
+    };
+    match sent {
+        Ok(n) => Ok(n),
+        Err(nix::errno::Errno::EAGAIN) => Err(io::ErrorKind::WouldBlock.into()),
+        Err(nix::errno::Errno::EINVAL | nix::errno::Errno::EADDRNOTAVAIL) => {
+            socket.try_send_to(buf, to)
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
 fn std_addr(a: &SockaddrStorage) -> Option<SocketAddr> {
     if let Some(v4) = a.as_sockaddr_in() {
         return Some(SocketAddr::from(std::net::SocketAddrV4::from(*v4)));
@@ -132,5 +218,33 @@ mod tests {
         assert_eq!(canon(r), Some("127.0.0.4".parse().unwrap()));
         let r = reached("[::]:0", "::1", "::1").await;
         assert_eq!(r.to, Some("::1".parse().unwrap()));
+    }
+
+    /// A player whose socket is connected to the address it wrote to
+    /// (127.0.0.3, not the 127.0.0.1 the route would answer from) hears
+    /// the answer, on an IPv4 and a dual-stack wildcard bind.
+    #[tokio::test]
+    async fn an_answer_leaves_from_the_address_the_player_wrote_to() {
+        for bind in ["0.0.0.0:0", "[::]:0"] {
+            let s = UdpSocket::bind(bind).await.unwrap();
+            report_destinations(&s).unwrap();
+            let port = s.local_addr().unwrap().port();
+            let p = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+            p.connect(("127.0.0.3", port)).await.unwrap();
+            p.send(b"hi").await.unwrap();
+            let mut buf = [0u8; 16];
+            let r = Receiver::default().recv(&s, &mut buf).await.unwrap();
+            send_from(&s, b"back", r.from, r.to).await.unwrap();
+            let n = tokio::time::timeout(std::time::Duration::from_secs(5), p.recv(&mut buf))
+                .await
+                .unwrap_or_else(|_| panic!("no answer on {bind}"))
+                .unwrap();
+            assert_eq!(&buf[..n], b"back");
+            // Plain `send_to` leaves from 127.0.0.1: the player never hears it.
+            assert!(try_send_from(&s, b"lost", r.from, None).is_ok());
+            assert!(try_send_from(&s, b"kept", r.from, r.to).is_ok());
+            let n = p.recv(&mut buf).await.unwrap();
+            assert_eq!(&buf[..n], b"kept", "on {bind}");
+        }
     }
 }

@@ -164,7 +164,8 @@ impl Run {
         }
         // A full socket buffer or an unreachable player loses this
         // datagram only, as the network would.
-        if let Err(e) = self.socket.send_to(&d, self.at.reply_to).await {
+        let (to, from) = (self.at.reply_to, self.at.reply_from);
+        if let Err(e) = crate::datagram::socket::send_from(&self.socket, &d, to, from).await {
             tracing::debug!("udp send to player: {e}");
         }
     }
@@ -173,10 +174,10 @@ impl Run {
     /// or lost if the socket's buffer is full.
     fn sink(&self, down: &Arc<Down>) -> crate::quic::Sink {
         let (door, flow, socket) = (self.door.clone(), self.flow.clone(), self.socket.clone());
-        let (down, to) = (down.clone(), self.at.reply_to);
+        let (down, to, from) = (down.clone(), self.at.reply_to, self.at.reply_from);
         Arc::new(move |d: &[u8]| {
             if down.passes(&door, &flow, d.len())
-                && let Err(e) = socket.try_send_to(d, to)
+                && let Err(e) = crate::datagram::socket::try_send_from(&socket, d, to, from)
             {
                 tracing::debug!("udp send to player: {e}");
             }

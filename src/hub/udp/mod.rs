@@ -393,6 +393,7 @@ impl UdpPort {
         let mut buf = vec![0u8; crate::datagram::RECV_BUF];
         let mut rx = Receiver::default();
         let local = self.socket.local_addr().ok();
+        let wildcard = local.is_some_and(|l| l.ip().is_unspecified());
         let mut pongs =
             super::game::bedrock::Answerer::new(&self.svc.name, local.map_or(0, |l| l.port()));
         if let Err(e) = crate::datagram::socket::report_destinations(&self.socket) {
@@ -430,7 +431,11 @@ impl UdpPort {
                 continue;
             }
             let port = local.map_or(0, |l| l.port());
-            if self.answered(&shared, &mut pongs, port, &buf[..r.len], r.from) {
+            // Answers leave from the address the player wrote to (see
+            // `datagram::socket`); a socket bound to one has no other.
+            let reply_from = r.to.filter(|_| wildcard);
+            let from = (r.from, reply_from);
+            if self.answered(&shared, &mut pongs, port, &buf[..r.len], from) {
                 continue;
             }
             match self
@@ -446,6 +451,7 @@ impl UdpPort {
                     let at = Endpoints {
                         player,
                         reply_to: r.from,
+                        reply_from,
                         reached,
                     };
                     self.spawn(&shared, flow, at, &stop)
@@ -472,7 +478,7 @@ impl UdpPort {
         pongs: &mut super::game::bedrock::Answerer,
         port: u16,
         d: &[u8],
-        from: SocketAddr,
+        (from, reply_from): (SocketAddr, Option<std::net::IpAddr>),
     ) -> bool {
         use super::game::bedrock::Ping;
         let ping = matches!(d.first(), Some(0x01 | 0x02));
@@ -482,7 +488,8 @@ impl UdpPort {
         match pongs.answer(shared, &self.svc, port, d) {
             Ping::Pass => false,
             Ping::Pong(pong) => {
-                let _ = self.socket.try_send_to(&pong, from);
+                let _ =
+                    crate::datagram::socket::try_send_from(&self.socket, &pong, from, reply_from);
                 true
             }
             Ping::Drop => true,
@@ -521,6 +528,9 @@ pub(crate) struct Endpoints {
     pub player: SocketAddr,
     /// As the socket saw it, for answers.
     pub reply_to: SocketAddr,
+    /// The address answers leave from, as the socket saw the one the player
+    /// wrote to; None on a socket bound to one address.
+    pub reply_from: Option<std::net::IpAddr>,
     /// The hub address the player sent to.
     pub reached: Option<SocketAddr>,
 }
