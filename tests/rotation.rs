@@ -212,3 +212,170 @@ async fn a_new_ca_closes_the_sessions_of_certificates_it_did_not_issue(t: Transp
     }
     hub.wait_sessions(0).await;
 }
+
+on_every_transport!(a_login_whose_handshake_spans_a_new_ca_gets_no_session);
+
+/// Where a relay holds what its first client sends once the server has
+/// answered, until `release`: a handshake begun, not finished.
+struct Held {
+    addr: std::net::SocketAddr,
+    /// The server answered the first client.
+    spoke: tokio::sync::watch::Receiver<bool>,
+    release: tokio::sync::watch::Sender<bool>,
+}
+
+/// A TCP relay to `to` holding its first connection's client bytes once
+/// the server sent any.
+async fn held_tcp(to: std::net::SocketAddr) -> Held {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (spoke_tx, spoke) = tokio::sync::watch::channel(false);
+    let (release, released) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        let mut first = true;
+        loop {
+            let (client, _) = listener.accept().await.unwrap();
+            let server = tokio::net::TcpStream::connect(to).await.unwrap();
+            let (mut cr, mut cw) = client.into_split();
+            let (mut sr, mut sw) = server.into_split();
+            let hold = std::mem::take(&mut first);
+            let (tx, mut released) = (spoke_tx.clone(), released.clone());
+            let said = spoke_tx.subscribe();
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 65536];
+                while let Ok(n @ 1..) = sr.read(&mut buf).await {
+                    if hold {
+                        tx.send_replace(true);
+                    }
+                    if cw.write_all(&buf[..n]).await.is_err() {
+                        break;
+                    }
+                }
+            });
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 65536];
+                while let Ok(n @ 1..) = cr.read(&mut buf).await {
+                    if hold && *said.borrow() {
+                        let _ = released.wait_for(|r| *r).await;
+                    }
+                    if sw.write_all(&buf[..n]).await.is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+    });
+    Held {
+        addr,
+        spoke,
+        release,
+    }
+}
+
+/// A UDP relay to `to` for one client, holding the client's datagrams
+/// once the server sent `after` bytes (more than a stateless retry: its
+/// handshake flight).
+async fn held_udp(to: std::net::SocketAddr, after: usize) -> Held {
+    let outer = std::sync::Arc::new(tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap());
+    let inner = std::sync::Arc::new(tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap());
+    inner.connect(to).await.unwrap();
+    let addr = outer.local_addr().unwrap();
+    let (spoke_tx, spoke) = tokio::sync::watch::channel(false);
+    let (release, mut released) = tokio::sync::watch::channel(false);
+    let client = std::sync::Arc::new(std::sync::OnceLock::new());
+    let (o, i, c) = (outer.clone(), inner.clone(), client.clone());
+    tokio::spawn(async move {
+        let (mut buf, mut sent) = (vec![0u8; 65536], 0);
+        while let Ok(n) = i.recv(&mut buf).await {
+            sent += n;
+            if sent >= after {
+                spoke_tx.send_replace(true);
+            }
+            if let Some(c) = c.get() {
+                let _ = o.send_to(&buf[..n], c).await;
+            }
+        }
+    });
+    let spoke_seen = spoke.clone();
+    tokio::spawn(async move {
+        let mut buf = vec![0u8; 65536];
+        while let Ok((n, from)) = outer.recv_from(&mut buf).await {
+            let _ = client.set(from);
+            if *spoke_seen.borrow() {
+                let _ = released.wait_for(|r| *r).await;
+            }
+            let _ = inner.send(&buf[..n]).await;
+        }
+    });
+    Held {
+        addr,
+        spoke,
+        release,
+    }
+}
+
+/// A login whose TLS handshake began under the old CA and finished after
+/// the reload that replaced it (the reload's sweep ran before the session
+/// existed, and the handshake was verified by the old CA) gets no session:
+/// it is refused as it registers. Before, the hub took the CA in force
+/// after the handshake for the one that verified it and let it in.
+async fn a_login_whose_handshake_spans_a_new_ca_gets_no_session(t: Transport) {
+    let certs = Certs::new();
+    let hub = TestHub::start(&certs, &t.hub_opts(HubOpts::default())).await;
+    let mut eo = EpOpts::new(&certs, vec![("echo".into(), echo_server().await)]);
+    let (mut held, settings) = match t {
+        Transport::Tls => {
+            let held = held_tcp(hub.control).await;
+            eo.extra = t.ep_extra(None);
+            let s = ep_settings_for(&certs, held.addr, hub.channel, &eo);
+            (held, s)
+        }
+        Transport::Quic => {
+            let held = held_udp(hub.handle.quic_addr().unwrap(), 400).await;
+            eo.extra = t.ep_extra(Some(held.addr));
+            (held, ep_settings(&certs, &hub, &eo))
+        }
+    };
+    let (mut reloads, mut sessions) = (hub.handle.reloads(), hub.handle.sessions());
+    let reloaded = reloads.borrow().0;
+    let _ep = TestEp::start(settings);
+    tokio::time::timeout(Duration::from_secs(10), held.spoke.wait_for(|s| *s))
+        .await
+        .expect("the handshake began")
+        .unwrap();
+    let fresh = Certs::new();
+    for f in ["hub.key", "hub.pem", "ca.pem"] {
+        let tmp = certs.path(&format!("{f}.new"));
+        std::fs::copy(fresh.path(f), &tmp).unwrap();
+        std::fs::rename(&tmp, certs.path(f)).unwrap();
+    }
+    tokio::time::timeout(
+        Duration::from_secs(10),
+        reloads.wait_for(|(n, _)| *n > reloaded),
+    )
+    .await
+    .expect("the hub reloaded")
+    .unwrap();
+    let refused = |h: &TestHub| h.handle.refusals().values().sum::<u64>();
+    let before = refused(&hub);
+    held.release.send_replace(true);
+    tokio::time::timeout(Duration::from_secs(10), async {
+        while refused(&hub) == before && *sessions.borrow_and_update() == 0 {
+            let _ = tokio::time::timeout(Duration::from_millis(50), sessions.changed()).await;
+        }
+    })
+    .await
+    .expect("the login ended one way or the other");
+    assert_eq!(
+        *hub.handle.sessions().borrow(),
+        0,
+        "a session under the old CA"
+    );
+    assert_eq!(
+        *hub.handle.logins().borrow(),
+        0,
+        "{:?}",
+        hub.handle.refusals()
+    );
+}

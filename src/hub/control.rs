@@ -123,8 +123,7 @@ async fn handle_login(shared: &Arc<Shared>, tcp: TcpStream, addr: SocketAddr) ->
     let named = Named::default();
     let login = async {
         let tls = shared.trust.accept_tls(tcp).await.map_err(Refusal::Tls)?;
-        let mut peer = Peer::of(tls.get_ref().1.peer_certificates());
-        peer.verified_by = Some(shared.trust.loaded.get().material.clone());
+        let peer = Peer::of(tls.get_ref().1.peer_certificates());
         let resumed = shared.trust.check_resumed(&tls);
         let from = (addr, &named);
         authenticate(shared, Tunnel::Tls(tls), None, peer, resumed, from, ctrl_tx).await
@@ -212,16 +211,12 @@ pub(super) struct Peer {
     pub ep: String,
     pub serial: String,
     pub cert: Option<rustls::pki_types::CertificateDer<'static>>,
-    /// The TLS material in force when it was verified (a login's): a CA
-    /// replaced since is checked again before the session registers.
-    pub verified_by: Option<Arc<crate::tls::ServerMaterial>>,
 }
 
 impl Peer {
     pub fn of(certs: Option<&[rustls::pki_types::CertificateDer<'static>]>) -> Peer {
         let cert = certs.and_then(|c| c.first()).cloned();
         Peer {
-            verified_by: None,
             ep: cert
                 .as_ref()
                 .and_then(crate::tls::common_name)
@@ -521,18 +516,16 @@ fn still_valid(
     }
     drop(revoked);
     // A CA replaced during the login (the reload's sweep ran before this
-    // session existed); nothing to check (no work under the sessions'
-    // lock) when the material is the one that verified it.
+    // session existed). Checked for every login: which CA the handshake
+    // used cannot be known from here (a reload swaps the material before
+    // the doors' acceptors, and a handshake may span both swaps; QUIC's
+    // endpoint takes its configuration when the connection begins), and
+    // one chain check per login is small beside its Argon2.
     let trust = shared.trust.loaded.get();
-    let same = peer
-        .verified_by
+    if peer
+        .cert
         .as_ref()
-        .is_some_and(|m| Arc::ptr_eq(m, &trust.material));
-    if !same
-        && peer
-            .cert
-            .as_ref()
-            .is_some_and(|c| !trust.material.issued(c))
+        .is_some_and(|c| !trust.material.issued(c))
     {
         let why = "the hub's CA changed during the login and did not issue this certificate";
         return Err((RefusalKind::Other, why.into()));

@@ -182,8 +182,7 @@ fn on_incoming(shared: &Arc<Shared>, incoming: quinn::Incoming) {
                     a.downcast::<Vec<rustls::pki_types::CertificateDer<'static>>>()
                         .ok()
                 });
-                let mut peer = Peer::of(certs.as_deref().map(Vec::as_slice));
-                peer.verified_by = Some(sh.trust.loaded.get().material.clone());
+                let peer = Peer::of(certs.as_deref().map(Vec::as_slice));
                 // The handshake verified the certificate: a connection
                 // that never opens its control stream is charged to it.
                 named.set();
