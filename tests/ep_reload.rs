@@ -320,3 +320,41 @@ async fn an_ep_certificate_replaced_in_place_is_used_without_a_restart(t: Transp
     )
     .await;
 }
+
+/// The ep's admin token hash file replaced (a leaked token rotated, as
+/// SECURITY.md says to): from the ep's reload on the old token no longer
+/// opens its door and the new one does, with no edit to ep.toml and no
+/// signal. Before, the ep did not follow that file, and the old token
+/// kept working until something else reloaded the ep.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_ep_admin_token_hash_file_replaced_is_a_rotation() {
+    let certs = Certs::new();
+    let hub = TestHub::start(&certs, &opts()).await;
+    let (old, new) = ("ep-admin-before-0123", "ep-admin-after-4567");
+    let hash = |t: &str| ferry::token::hash(&ferry::secret::Secret::new(t)).unwrap();
+    let hash_file = certs.path("ep-admin.hash");
+    std::fs::write(&hash_file, hash(old)).unwrap();
+    let mut o = EpOpts::new(&certs, vec![("a".into(), echo_server().await)]);
+    o.extra = format!(
+        "[admin]\nbind = \"127.0.0.1:0\"\ntoken_hash_file = {}\n",
+        toml_path(&hash_file)
+    );
+    let file = write_ep_toml(&certs, hub.control, hub.channel, &o);
+    let settings = ferry::config::ep::EpConfig::load(&file, Default::default())
+        .unwrap()
+        .check(&file)
+        .unwrap();
+    let stop = tokio_util::sync::CancellationToken::new();
+    let bound = ferry::ep::bind(settings, stop.clone(), Default::default())
+        .await
+        .unwrap();
+    let (door, handle) = (bound.admin_addr().unwrap(), bound.handle());
+    tokio::spawn(bound.run());
+    assert_eq!(http_get(door, "/api/status", Some(old)).await.0, 200);
+    let fresh = certs.path("ep-admin.hash.new");
+    std::fs::write(&fresh, hash(new)).unwrap();
+    saved(&handle, fresh, &hash_file).await;
+    assert_eq!(http_get(door, "/api/status", Some(new)).await.0, 200);
+    assert_eq!(http_get(door, "/api/status", Some(old)).await.0, 401);
+    stop.cancel();
+}

@@ -38,7 +38,8 @@ pub(super) fn triggers(ep: &Arc<Ep>) -> mpsc::Receiver<Trigger> {
     // ep.toml and the files it names, as running now: a certificate
     // renewed, or replaced by `ferry ep join --force` while the ep runs
     // (its old one then revoked), or a rotated token_file, is used from
-    // the next login without a restart.
+    // the next login without a restart; an admin token hash file replaced
+    // (a leaked token rotated) stops the old token at once.
     let weak = Arc::downgrade(ep);
     let files: crate::reload::Files = Box::new(move || {
         let Some(ep) = weak.upgrade() else {
@@ -48,6 +49,8 @@ pub(super) fn triggers(ep: &Arc<Ep>) -> mpsc::Receiver<Trigger> {
         let t = &s.tls_files;
         let mut files = vec![s.file.clone(), t.ca.clone(), t.cert.clone(), t.key.clone()];
         files.extend(s.token_file.clone());
+        let admin = s.admin.as_ref().and_then(|a| a.token_hash_file.clone());
+        files.extend(admin);
         files
     });
     crate::reload::triggers(files, s.watch_config, ep.shutdown.clone())
