@@ -122,11 +122,13 @@ impl AsyncWrite for QuicStream {
     }
 }
 
-/// Keep-alives hold NAT mappings open; a silent path ends the connection
-/// within `idle` (the hub's heartbeat timeout), as heartbeats do on TLS.
+/// Keep-alives hold NAT mappings open (every third of `idle`, and at
+/// least every 5 s, as the default heartbeat timeout's third); a silent
+/// path ends the connection within `idle` (the hub's heartbeat timeout),
+/// as heartbeats do on TLS.
 fn transport(idle: Duration) -> quinn::TransportConfig {
     let mut t = quinn::TransportConfig::default();
-    t.keep_alive_interval(Some(idle / 3));
+    t.keep_alive_interval(Some((idle / 3).min(Duration::from_secs(5))));
     t.max_idle_timeout(quinn::IdleTimeout::try_from(idle).ok());
     t.datagram_receive_buffer_size(Some(4 << 20));
     t.datagram_send_buffer_size(4 << 20);
@@ -150,9 +152,12 @@ pub fn hub_transport(idle: Duration) -> std::sync::Arc<quinn::TransportConfig> {
     std::sync::Arc::new(t)
 }
 
-/// The ep's side: the hub opens a stream per player.
-pub fn ep_transport(idle: Duration) -> std::sync::Arc<quinn::TransportConfig> {
-    let mut t = transport(idle);
+/// The ep's side: the hub opens a stream per player. Its idle timeout is
+/// the longest a hub's `heartbeat_timeout` may be: the connection takes
+/// the smaller of the two sides', so the hub's decides (it is not known
+/// before the welcome).
+pub fn ep_transport() -> std::sync::Arc<quinn::TransportConfig> {
+    let mut t = transport(crate::config::hub::MAX_HEARTBEAT_TIMEOUT);
     t.max_concurrent_bidi_streams(quinn::VarInt::from_u32(65_536));
     std::sync::Arc::new(t)
 }

@@ -338,3 +338,96 @@ async fn a_player_no_ep_serves_in_time_is_reset_not_ended() {
         "{read:?}"
     );
 }
+
+on_every_transport!(a_silence_shorter_than_the_heartbeat_timeout_ends_nothing);
+
+/// A UDP relay to `to` for one client (an ep's QUIC endpoint) that loses
+/// every datagram both ways while `silent` is set.
+async fn udp_relay(
+    to: std::net::SocketAddr,
+) -> (
+    std::net::SocketAddr,
+    std::sync::Arc<std::sync::atomic::AtomicBool>,
+) {
+    use std::sync::{Arc, OnceLock, atomic::Ordering};
+    let outer = Arc::new(tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap());
+    let inner = Arc::new(tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap());
+    inner.connect(to).await.unwrap();
+    let addr = outer.local_addr().unwrap();
+    let silent = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let client = Arc::new(OnceLock::new());
+    let (o, i, c, s) = (outer.clone(), inner.clone(), client.clone(), silent.clone());
+    tokio::spawn(async move {
+        let mut buf = vec![0u8; 65536];
+        while let Ok(n) = i.recv(&mut buf).await {
+            if let (Some(c), false) = (c.get(), s.load(Ordering::SeqCst)) {
+                let _ = o.send_to(&buf[..n], c).await;
+            }
+        }
+    });
+    let s = silent.clone();
+    tokio::spawn(async move {
+        let mut buf = vec![0u8; 65536];
+        while let Ok((n, from)) = outer.recv_from(&mut buf).await {
+            let _ = client.set(from);
+            if !s.load(Ordering::SeqCst) {
+                let _ = inner.send(&buf[..n]).await;
+            }
+        }
+    });
+    (addr, silent)
+}
+
+/// The ep's path to the hub silent for 16 s, under a `heartbeat_timeout`
+/// of 60 s: nothing ends, and a player's connection goes on once the path
+/// is back. Before, over QUIC, the connection's idle timeout was the ep's
+/// fixed 15 s whatever the hub's heartbeat timeout (QUIC takes the smaller
+/// side's), so the session and its players ended.
+async fn a_silence_shorter_than_the_heartbeat_timeout_ends_nothing(t: Transport) {
+    use std::sync::atomic::Ordering;
+    let certs = Certs::new();
+    let o = HubOpts {
+        extra: "heartbeat_timeout = \"60s\"\n".into(),
+        ..Default::default()
+    };
+    let hub = TestHub::start(&certs, &t.hub_opts(o)).await;
+    let mut eo = EpOpts::new(&certs, vec![("echo".into(), echo_server().await)]);
+    let mut proxy = None;
+    let (silent, settings) = match t {
+        Transport::Tls => {
+            let p = FaultProxy::start(hub.control).await;
+            eo.extra = t.ep_extra(None);
+            let s = ep_settings_for(&certs, p.addr, hub.channel, &eo);
+            proxy = Some(p);
+            (None, s)
+        }
+        Transport::Quic => {
+            let (addr, silent) = udp_relay(hub.handle.quic_addr().unwrap()).await;
+            eo.extra = t.ep_extra(Some(addr));
+            (Some(silent), ep_settings(&certs, &hub, &eo))
+        }
+    };
+    let quiet = |on: bool| match (&proxy, &silent) {
+        (Some(p), _) => p.set(if on { Mode::Hold } else { Mode::Pass }),
+        (_, Some(s)) => s.store(on, Ordering::SeqCst),
+        _ => unreachable!(),
+    };
+    let _ep = TestEp::start(settings);
+    hub.wait_sessions(1).await;
+    let mut player = TcpStream::connect(hub.service("echo")).await.unwrap();
+    echo_rounds(&mut player, 1, 2).await.unwrap();
+    quiet(true);
+    // The silence itself: longer than the ep's old fixed QUIC idle timeout.
+    tokio::time::sleep(Duration::from_secs(16)).await;
+    quiet(false);
+    let back = Instant::now();
+    tokio::time::timeout(Duration::from_secs(40), echo_rounds(&mut player, 2, 2))
+        .await
+        .expect("the player's connection goes on")
+        .unwrap();
+    println!(
+        "figure ({t:?}): after a 16 s silence, the player's echo came back {:?} after the path",
+        back.elapsed()
+    );
+    assert_eq!(*hub.handle.logins().borrow(), 1, "the session ended");
+}

@@ -224,6 +224,10 @@ mod defaults {
 }
 
 /// Every key path `FERRY_…` / `FERRY_HUB_…` variables may set.
+/// The longest `heartbeat_timeout` a hub takes (an ep's QUIC idle timeout
+/// is this, so the hub's decides).
+pub const MAX_HEARTBEAT_TIMEOUT: Duration = Duration::from_secs(3600);
+
 const KEYS: &[&str] = &[
     "control",
     "channel",
@@ -636,7 +640,7 @@ impl HubConfig {
                 "heartbeat_timeout",
                 self.heartbeat_timeout,
                 ms(200),
-                secs(3600),
+                MAX_HEARTBEAT_TIMEOUT,
             ),
             ("idle_timeout", self.idle_timeout, secs(1), secs(86_400)),
             (

@@ -405,9 +405,7 @@ fn quic_client_config(
             why: e.to_string(),
         })?;
     let mut config = quinn::ClientConfig::new(std::sync::Arc::new(crypto));
-    // The hub's heartbeat timeout is not known before the welcome; its
-    // default, as the hub's own QUIC idle timeout normally is.
-    config.transport_config(crate::quic::ep_transport(Duration::from_secs(15)));
+    config.transport_config(crate::quic::ep_transport());
     Ok(config)
 }
 

@@ -141,6 +141,10 @@ async fn apply(
         }
         shared.set_tls(server);
         super::crl::apply_serials(shared, revoked.unwrap_or_default());
+    } else if old.timing.heartbeat_timeout != new.timing.heartbeat_timeout {
+        // QUIC's idle timeout is the heartbeat timeout, set in the QUIC
+        // door's configuration: new connections take the new one.
+        shared.set_tls(new_tls.server.clone());
     }
     services(shared, &new);
     for (from, to) in handed {

@@ -20,6 +20,9 @@ pub enum Mode {
     Pass,
     /// Forward nothing, close nothing: a silently dead path.
     BlackHole,
+    /// Forward nothing until the mode changes, then all of it: a path
+    /// silent for a while (TCP's retransmissions, once it is back).
+    Hold,
     /// Forward everything after this delay.
     Delay(Duration),
     /// Close each new connection at once, as a hub that refuses it would.
@@ -134,7 +137,7 @@ async fn pump(
     loop {
         // While black-holed, neither read nor write: data piles up unacked
         // in the peers' buffers, as on a dead path.
-        while *mode.borrow() == Mode::BlackHole {
+        while matches!(*mode.borrow(), Mode::BlackHole | Mode::Hold) {
             if mode.changed().await.is_err() {
                 return;
             }
@@ -152,6 +155,11 @@ async fn pump(
             Mode::BlackHole => {
                 // Swallow what arrived after the switch, like a lost packet.
                 continue;
+            }
+            Mode::Hold => {
+                if mode.wait_for(|m| *m != Mode::Hold).await.is_err() {
+                    return;
+                }
             }
             Mode::Delay(d) => tokio::time::sleep(d).await,
             Mode::Pass | Mode::Refuse => {}
