@@ -341,43 +341,6 @@ async fn a_player_no_ep_serves_in_time_is_reset_not_ended() {
 
 on_every_transport!(a_silence_shorter_than_the_heartbeat_timeout_ends_nothing);
 
-/// A UDP relay to `to` for one client (an ep's QUIC endpoint) that loses
-/// every datagram both ways while `silent` is set.
-async fn udp_relay(
-    to: std::net::SocketAddr,
-) -> (
-    std::net::SocketAddr,
-    std::sync::Arc<std::sync::atomic::AtomicBool>,
-) {
-    use std::sync::{Arc, OnceLock, atomic::Ordering};
-    let outer = Arc::new(tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap());
-    let inner = Arc::new(tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap());
-    inner.connect(to).await.unwrap();
-    let addr = outer.local_addr().unwrap();
-    let silent = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let client = Arc::new(OnceLock::new());
-    let (o, i, c, s) = (outer.clone(), inner.clone(), client.clone(), silent.clone());
-    tokio::spawn(async move {
-        let mut buf = vec![0u8; 65536];
-        while let Ok(n) = i.recv(&mut buf).await {
-            if let (Some(c), false) = (c.get(), s.load(Ordering::SeqCst)) {
-                let _ = o.send_to(&buf[..n], c).await;
-            }
-        }
-    });
-    let s = silent.clone();
-    tokio::spawn(async move {
-        let mut buf = vec![0u8; 65536];
-        while let Ok((n, from)) = outer.recv_from(&mut buf).await {
-            let _ = client.set(from);
-            if !s.load(Ordering::SeqCst) {
-                let _ = inner.send(&buf[..n]).await;
-            }
-        }
-    });
-    (addr, silent)
-}
-
 /// The ep's path to the hub silent for 16 s, under a `heartbeat_timeout`
 /// of 60 s: nothing ends, and a player's connection goes on once the path
 /// is back. Before, over QUIC, the connection's idle timeout was the ep's
@@ -402,9 +365,10 @@ async fn a_silence_shorter_than_the_heartbeat_timeout_ends_nothing(t: Transport)
             (None, s)
         }
         Transport::Quic => {
-            let (addr, silent) = udp_relay(hub.handle.quic_addr().unwrap()).await;
-            eo.extra = t.ep_extra(Some(addr));
-            (Some(silent), ep_settings(&certs, &hub, &eo))
+            let relay = common::udp_relay::UdpRelay::start(hub.handle.quic_addr().unwrap(), None);
+            let relay = relay.await;
+            eo.extra = t.ep_extra(Some(relay.addr));
+            (Some(relay.silent), ep_settings(&certs, &hub, &eo))
         }
     };
     let quiet = |on: bool| match (&proxy, &silent) {

@@ -273,48 +273,6 @@ async fn held_tcp(to: std::net::SocketAddr) -> Held {
     }
 }
 
-/// A UDP relay to `to` for one client, holding the client's datagrams
-/// once the server sent `after` bytes (more than a stateless retry: its
-/// handshake flight).
-async fn held_udp(to: std::net::SocketAddr, after: usize) -> Held {
-    let outer = std::sync::Arc::new(tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap());
-    let inner = std::sync::Arc::new(tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap());
-    inner.connect(to).await.unwrap();
-    let addr = outer.local_addr().unwrap();
-    let (spoke_tx, spoke) = tokio::sync::watch::channel(false);
-    let (release, mut released) = tokio::sync::watch::channel(false);
-    let client = std::sync::Arc::new(std::sync::OnceLock::new());
-    let (o, i, c) = (outer.clone(), inner.clone(), client.clone());
-    tokio::spawn(async move {
-        let (mut buf, mut sent) = (vec![0u8; 65536], 0);
-        while let Ok(n) = i.recv(&mut buf).await {
-            sent += n;
-            if sent >= after {
-                spoke_tx.send_replace(true);
-            }
-            if let Some(c) = c.get() {
-                let _ = o.send_to(&buf[..n], c).await;
-            }
-        }
-    });
-    let spoke_seen = spoke.clone();
-    tokio::spawn(async move {
-        let mut buf = vec![0u8; 65536];
-        while let Ok((n, from)) = outer.recv_from(&mut buf).await {
-            let _ = client.set(from);
-            if *spoke_seen.borrow() {
-                let _ = released.wait_for(|r| *r).await;
-            }
-            let _ = inner.send(&buf[..n]).await;
-        }
-    });
-    Held {
-        addr,
-        spoke,
-        release,
-    }
-}
-
 /// A login whose TLS handshake began under the old CA and finished after
 /// the reload that replaced it (the reload's sweep ran before the session
 /// existed, and the handshake was verified by the old CA) gets no session:
@@ -332,7 +290,13 @@ async fn a_login_whose_handshake_spans_a_new_ca_gets_no_session(t: Transport) {
             (held, s)
         }
         Transport::Quic => {
-            let held = held_udp(hub.handle.quic_addr().unwrap(), 400).await;
+            let quic = hub.handle.quic_addr().unwrap();
+            let relay = common::udp_relay::UdpRelay::start(quic, Some(400)).await;
+            let held = Held {
+                addr: relay.addr,
+                spoke: relay.spoke,
+                release: relay.release,
+            };
             eo.extra = t.ep_extra(Some(held.addr));
             (held, ep_settings(&certs, &hub, &eo))
         }

@@ -10,6 +10,7 @@ pub mod procs;
 pub mod programs;
 pub mod quic;
 pub mod udp;
+pub mod udp_relay;
 
 use ferry::{
     certgen::GenCert,
