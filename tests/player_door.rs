@@ -318,3 +318,53 @@ async fn a_player_silent_both_ways_is_closed_after_the_idle_timeout(t: Transport
     );
     assert!(chatter.await.unwrap(), "a talking player was closed");
 }
+
+on_every_transport!(one_network_cannot_fill_a_service);
+
+/// Players from many addresses of one network (an IPv4 /24 here; an IPv6
+/// /48 alike: a household's prefix holds thousands of /64s, each its own
+/// address) stop at `max_players_per_net`, before a channel is taken;
+/// another network is still served, and a place given back is taken
+/// again. Before, only each address was capped, so one IPv6 household
+/// could fill a service or the hub.
+async fn one_network_cannot_fill_a_service(t: Transport) {
+    let certs = Certs::new();
+    let (local, dials) = counting_greeter().await;
+    let o = HubOpts {
+        services: vec![],
+        extra: "[services.echo]\nbind = \"127.0.0.1:0\"\nmax_players_per_ip = 1\n\
+                max_players_per_net = 2\n"
+            .into(),
+        ..Default::default()
+    };
+    let (hub, _ep) = tunnel_over(&certs, t, o, local).await;
+    hub.wait_sessions(1).await;
+    let svc = hub.handle.service_addr("echo").unwrap();
+    let a = try_player("127.0.0.2", svc)
+        .await
+        .expect("first of the /24");
+    let _b = try_player("127.0.0.3", svc)
+        .await
+        .expect("second of the /24");
+    let before = dials.load(Ordering::Relaxed);
+    assert!(
+        try_player("127.0.0.4", svc).await.is_none(),
+        "a third of one /24 at once"
+    );
+    assert_eq!(dials.load(Ordering::Relaxed), before, "it reached home");
+    let refusals = hub.handle.refusals();
+    assert!(
+        refusals.get("too many players from one network").copied() >= Some(1),
+        "{refusals:?}"
+    );
+    assert!(try_player("127.0.1.2", svc).await.is_some(), "another /24");
+    drop(a);
+    let again = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            if let Some(p) = try_player("127.0.0.4", svc).await {
+                return p;
+            }
+        }
+    });
+    again.await.expect("the place given back is taken again");
+}

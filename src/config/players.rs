@@ -55,6 +55,7 @@ pub struct PlayersConfig {
     pub deny: Option<Allowlist>,
     pub max_players: Option<usize>,
     pub max_players_per_ip: Option<usize>,
+    pub max_players_per_net: Option<usize>,
     pub player_rate_per_ip: Option<Rate>,
     pub ban_for: Option<Seconds>,
     pub player_idle_timeout: Option<Seconds>,
@@ -88,6 +89,9 @@ pub const DEFAULT_UDP_IDLE: Duration = Duration::from_secs(60);
 /// flows: a forger who picks one victim's neighbourhood cannot fill the
 /// table, a campus or a carrier's NAT pool still has room.
 pub const DEFAULT_UDP_NETWORK_SHARE: usize = 4;
+/// The same share for TCP players: one IPv6 household (a /56 or /48 holds
+/// hundreds or thousands of /64s) cannot fill a service or the hub.
+pub const DEFAULT_NETWORK_SHARE: usize = 4;
 /// A flow that is not a conversation (a DNS query, a server-list ping) is
 /// over once the answer has had time to arrive.
 pub const DEFAULT_UDP_ONESHOT: Duration = Duration::from_secs(5);
@@ -120,6 +124,9 @@ pub struct PlayerLimits {
     pub max_players: Option<usize>,
     /// At once from one address (an IPv6 /64 counts as one).
     pub max_players_per_ip: usize,
+    /// At once from one network (an IPv4 /24, an IPv6 /48): a household's
+    /// IPv6 prefix holds thousands of /64s.
+    pub max_players_per_net: usize,
     pub rate: Rate,
     /// Zero: never ban.
     pub ban_for: Duration,
@@ -143,6 +150,16 @@ impl PlayerLimits {
         if max_players_per_ip == 0 {
             return Err(format!(
                 "{key}max_players_per_ip = 0 admits nobody; at least 1"
+            ));
+        }
+        let max_players_per_net = svc
+            .max_players_per_net
+            .or(hub.max_players_per_net)
+            .unwrap_or(max_players_per_ip.saturating_mul(DEFAULT_NETWORK_SHARE));
+        if max_players_per_net < max_players_per_ip {
+            return Err(format!(
+                "{key}max_players_per_net = {max_players_per_net} is below max_players_per_ip = \
+                 {max_players_per_ip}: one address could never have its share"
             ));
         }
         let max_players = svc.max_players.or(hub.max_players);
@@ -177,6 +194,7 @@ impl PlayerLimits {
             deny: svc.deny.or_else(|| hub.deny.clone()).unwrap_or_default(),
             max_players,
             max_players_per_ip,
+            max_players_per_net,
             rate: svc
                 .player_rate_per_ip
                 .or(hub.player_rate_per_ip)
@@ -268,8 +286,8 @@ impl fmt::Display for PlayerLimits {
         }
         write!(
             f,
-            "{} per address, {:?} per address",
-            self.max_players_per_ip, self.rate
+            "{} per address, {} per network, {:?} per address",
+            self.max_players_per_ip, self.max_players_per_net, self.rate
         )?;
         if !self.ban_for.is_zero() {
             write!(f, ", ban {:?}", Seconds(self.ban_for))?;

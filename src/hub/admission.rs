@@ -77,6 +77,8 @@ struct Source {
 struct State {
     players: usize,
     sources: HashMap<IpAddr, Source>,
+    /// Players per network (`sources::network_key`); no entry at zero.
+    nets: HashMap<IpAddr, usize>,
 }
 
 pub(crate) struct Door {
@@ -95,6 +97,7 @@ pub(crate) struct Door {
 pub(crate) struct Admitted {
     door: Arc<Door>,
     key: IpAddr,
+    net: IpAddr,
     /// The limits it was admitted under (read once per player).
     pub limits: Arc<PlayerLimits>,
 }
@@ -212,6 +215,10 @@ impl Door {
         if src.players >= l.max_players_per_ip {
             return Err(Reason::PlayerAddressFull);
         }
+        let net = crate::sources::network_key(ip);
+        if st.nets.get(&net).copied().unwrap_or(0) >= l.max_players_per_net {
+            return Err(Reason::PlayerNetworkFull);
+        }
         if l.max_players.is_some_and(|max| st.players >= max) {
             return Err(Reason::ServiceFull);
         }
@@ -222,11 +229,13 @@ impl Door {
         src.tokens -= 1.0;
         src.players += 1;
         st.players += 1;
+        *st.nets.entry(net).or_default() += 1;
         self.meters.players.inc();
         self.meters.admitted.inc();
         Ok(Admitted {
             door: self.clone(),
             key,
+            net,
             limits,
         })
     }
@@ -258,6 +267,12 @@ impl Drop for Admitted {
         if let Some(s) = st.sources.get_mut(&self.key) {
             s.players -= 1;
         }
+        if let Some(n) = st.nets.get_mut(&self.net) {
+            *n -= 1;
+            if *n == 0 {
+                st.nets.remove(&self.net);
+            }
+        }
     }
 }
 
@@ -273,6 +288,7 @@ mod tests {
             deny: Default::default(),
             max_players: None,
             max_players_per_ip: 2,
+            max_players_per_net: 3,
             rate: Rate {
                 count: 3,
                 per: Duration::from_secs(60),
@@ -311,6 +327,26 @@ mod tests {
         assert!(d.admit("203.0.113.2".parse().unwrap()).is_ok());
         tokio::time::advance(Duration::from_secs(601)).await;
         assert!(d.banned_for(a).is_none());
+    }
+
+    /// Many /64s of one /48 (one household's prefix) stop at the network's
+    /// cap; another /48 is admitted, and a place given back is taken.
+    #[tokio::test]
+    async fn an_ipv6_48_is_capped_as_one_network() {
+        let d = door(|_| {}, 100);
+        let ip = |s: &str| -> IpAddr { s.parse().unwrap() };
+        let held: Vec<_> = ["2001:db8:7:1::1", "2001:db8:7:2::1", "2001:db8:7:3::1"]
+            .iter()
+            .map(|a| d.admit(ip(a)).unwrap())
+            .collect();
+        assert_eq!(
+            d.admit(ip("2001:db8:7:4::1")).err(),
+            Some(Reason::PlayerNetworkFull)
+        );
+        assert!(d.admit(ip("2001:db8:8:1::1")).is_ok(), "another /48");
+        drop(held);
+        assert!(d.admit(ip("2001:db8:7:4::1")).is_ok());
+        assert!(d.lock().nets.len() <= 2, "no entry kept at zero");
     }
 
     #[tokio::test]
