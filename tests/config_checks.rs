@@ -64,6 +64,18 @@ fn timings_that_would_break_the_runtime_are_refused_with_the_key_and_range() {
             "penalty_base",
         ),
         ("ep", "connect_timeout = \"0s\"", "connect_timeout"),
+        // Counts past what a hub can start with (a semaphore's limit, an
+        // overflow of four times the logins pending).
+        (
+            "hub",
+            "argon2_concurrency = 9223372036854775807",
+            "argon2_concurrency",
+        ),
+        (
+            "hub",
+            "max_pending_auth = 4611686018427387904",
+            "max_pending_auth",
+        ),
     ];
     for (role, line, key) in cases {
         let file = with_line(root.path(), role, line);

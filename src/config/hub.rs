@@ -230,6 +230,11 @@ mod defaults {
 /// is this, so the hub's decides).
 pub const MAX_HEARTBEAT_TIMEOUT: Duration = Duration::from_secs(3600);
 
+/// The most logins a hub holds pending, hub-wide or from one source.
+const MAX_PENDING: usize = 65_536;
+/// The most Argon2 checks at once (each holds its memory cost).
+const MAX_ARGON2: usize = 1_024;
+
 const KEYS: &[&str] = &[
     "control",
     "channel",
@@ -684,6 +689,25 @@ impl HubConfig {
             return Err(err(
                 "max_pending_auth, max_pending_per_source and argon2_concurrency must be at least 1".into(),
             ));
+        }
+        // Beyond these a value is a typo, and past them the hub would fail
+        // at start (a semaphore's limit, four times the logins pending for
+        // the channel door): said here, by `ferry hub check` too.
+        let most = [
+            ("max_pending_auth", self.max_pending_auth, MAX_PENDING),
+            (
+                "max_pending_per_source",
+                self.max_pending_per_source,
+                MAX_PENDING,
+            ),
+            ("argon2_concurrency", self.argon2_concurrency, MAX_ARGON2),
+        ];
+        for (key, value, max) in most {
+            if value > max {
+                return Err(err(format!(
+                    "{key} = {value} is more than the {max} allowed"
+                )));
+            }
         }
         Ok(())
     }
