@@ -249,7 +249,9 @@ fn services(shared: &Arc<Shared>, new: &HubSettings) {
             served.insert(s.name.clone(), parts.build(s, new));
             continue;
         };
-        cur.svc.retune(s.pool_size, new.timing.idle_timeout);
+        let t = new.timing;
+        cur.svc
+            .retune(s.pool_size, t.idle_timeout, served::ticket_ttl(&t));
         cur.door.set_limits(s.limits.clone());
         let udp = match (&cur.udp, s.kind.udp()) {
             (Some(u), true) => {

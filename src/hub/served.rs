@@ -37,6 +37,12 @@ pub(crate) struct Parts<'a> {
     pub tracker: &'a tokio_util::task::TaskTracker,
 }
 
+/// How long a channel ticket lives: the channel's TLS handshake, with
+/// room (the channel door waits `handshake_timeout` for it).
+pub fn ticket_ttl(t: &crate::config::hub::HubTiming) -> std::time::Duration {
+    t.handshake_timeout * 2
+}
+
 impl Parts<'_> {
     pub fn build(&self, s: &ServiceSettings, hub: &HubSettings) -> Arc<Served> {
         let m = self.metrics;
@@ -45,7 +51,7 @@ impl Parts<'_> {
             s.name.clone(),
             s.pool_size,
             t.idle_timeout,
-            t.handshake_timeout * 2,
+            ticket_ttl(&t),
             self.shutdown.child_token(),
             self.tracker.clone(),
             m.pool_ready.get_or_create(&m.service(&s.name)).clone(),

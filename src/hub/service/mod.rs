@@ -173,12 +173,14 @@ impl Service {
         }
     }
 
-    /// A reload's new pool size and idle timeout; the pool follows at once.
-    pub fn retune(&self, pool_size: usize, idle_timeout: Duration) {
+    /// A reload's new pool size, idle timeout and ticket lifetime; the
+    /// pool follows at once, tickets issued from now on live the new time.
+    pub fn retune(&self, pool_size: usize, idle_timeout: Duration, ticket_ttl: Duration) {
         self.pool_size.store(pool_size, Ordering::Relaxed);
         self.idle_timeout_ms
             .store(idle_timeout.as_millis() as u64, Ordering::Relaxed);
         let mut st = self.lock();
+        st.tickets.set_ttl(ticket_ttl);
         // A smaller pool: the extra idle channels go (their park tasks
         // see the claim dropped and close them).
         while st.pool.ready() > pool_size && st.pool.pop().is_some() {}

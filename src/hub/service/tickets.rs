@@ -30,6 +30,11 @@ impl Tickets {
         }
     }
 
+    /// How long tickets issued from now on live.
+    pub fn set_ttl(&mut self, ttl: Duration) {
+        self.ttl = ttl;
+    }
+
     /// A fresh ticket for `session`.
     pub fn issue(&mut self, session: u64) -> String {
         let ticket = crate::token::random_hex(32);
@@ -78,5 +83,22 @@ impl Tickets {
 
     pub fn len(&self) -> usize {
         self.pending.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A reload's new lifetime applies to the tickets issued after it.
+    #[test]
+    fn a_new_lifetime_applies_to_tickets_issued_after_it() {
+        let mut t = Tickets::new(Duration::from_millis(1));
+        let short = t.issue(1);
+        t.set_ttl(Duration::from_secs(60));
+        let long = t.issue(1);
+        std::thread::sleep(Duration::from_millis(5));
+        assert_eq!(t.redeem(&short), Err("expired ticket"));
+        assert_eq!(t.redeem(&long), Ok(1));
     }
 }
