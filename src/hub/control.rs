@@ -765,7 +765,7 @@ pub(super) async fn session(shared: Arc<Shared>, s: LoggedIn) -> Ended {
     let mut rd = FrameReader::new(rd);
     let mut tick = tokio::time::interval(t.heartbeat_interval);
     let mut silence = Box::pin(tokio::time::sleep(t.heartbeat_timeout));
-    let mut pongs = Pongs::default();
+    let (mut pongs, mut said) = (Pongs::default(), Said::default());
     let (mut paced, mut reloads) = (super::pace::Paced::new(pace), shared.reloads.subscribe());
     let mut told = Told::default();
     // A write cut short by the session's end may have left half a frame:
@@ -787,7 +787,7 @@ pub(super) async fn session(shared: Arc<Shared>, s: LoggedIn) -> Ended {
                 if !pongs.answer(&msg, t.heartbeat_interval) {
                     continue;
                 }
-                match heard(&shared, &guard, msg) {
+                match heard(&shared, &guard, msg, &mut said) {
                     Ok(Some(answer)) => answer,
                     Ok(None) => continue,
                     Err(why) => break (why, None),
@@ -948,12 +948,39 @@ impl Pongs {
     }
 }
 
+/// An ep's re-announcements logged at most once a second (an honest ep
+/// re-announces at its reloads): one that loops them, each line naming
+/// every service it offered and why each was refused, cannot flood the
+/// hub's log and have journald throttle its real warnings.
+#[derive(Default)]
+struct Said {
+    last: Option<tokio::time::Instant>,
+    /// Re-announcements since the last one logged.
+    unsaid: u64,
+}
+
+impl Said {
+    /// Some(how many went unlogged since) if this one is logged.
+    fn now(&mut self) -> Option<u64> {
+        if self
+            .last
+            .is_some_and(|at| at.elapsed() < Duration::from_secs(1))
+        {
+            self.unsaid += 1;
+            return None;
+        }
+        self.last = Some(tokio::time::Instant::now());
+        Some(std::mem::take(&mut self.unsaid))
+    }
+}
+
 /// One message from the ep in a session: the answer to send, if any, or
 /// why the session ends (a message that has no place in one).
 fn heard(
     shared: &Shared,
     guard: &super::sessions::SessionGuard,
     msg: EpMsg,
+    said: &mut Said,
 ) -> Result<Option<HubMsg>, String> {
     match msg {
         EpMsg::Heartbeat => Ok(None),
@@ -992,7 +1019,7 @@ fn heard(
             Ok(None)
         }
         EpMsg::Services { services, shapes } => {
-            Ok(Some(reannounced(shared, guard, services, shapes)))
+            Ok(Some(reannounced(shared, guard, services, shapes, said)))
         }
         other => Err(format!("unexpected message {:?}", kind(&other))),
     }
@@ -1044,6 +1071,7 @@ fn reannounced(
     guard: &super::sessions::SessionGuard,
     names: Vec<String>,
     shapes: std::collections::BTreeMap<String, proto::Shape>,
+    said: &mut Said,
 ) -> HubMsg {
     let offer = Offer {
         names,
@@ -1068,7 +1096,14 @@ fn reannounced(
         matched.refused.insert(name, why);
     }
     let now: Vec<&String> = matched.shapes.keys().collect();
-    tracing::info!(ep = %guard.ep, session = guard.id, services = ?now, refused = ?matched.refused, "the ep re-announced its services");
+    match said.now() {
+        Some(unsaid) => {
+            tracing::info!(ep = %guard.ep, session = guard.id, services = ?now, refused = ?matched.refused, unsaid, "the ep re-announced its services")
+        }
+        None => {
+            tracing::debug!(ep = %guard.ep, session = guard.id, services = ?now, refused = ?matched.refused, "the ep re-announced its services")
+        }
+    }
     HubMsg::Services {
         services: matched.shapes,
         refused: matched.refused,
@@ -1086,5 +1121,23 @@ fn kind(m: &EpMsg) -> &'static str {
         EpMsg::Ping { .. } => "ping",
         EpMsg::Dialed { .. } => "dialed",
         EpMsg::Unknown => "unknown",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A flood of re-announcements is logged once a second, with how many
+    /// went unlogged.
+    #[tokio::test(start_paused = true)]
+    async fn reannouncements_are_logged_once_a_second() {
+        let mut said = Said::default();
+        assert_eq!(said.now(), Some(0));
+        for _ in 0..1000 {
+            assert_eq!(said.now(), None);
+        }
+        tokio::time::advance(Duration::from_secs(1)).await;
+        assert_eq!(said.now(), Some(1000));
     }
 }
