@@ -224,3 +224,52 @@ async fn an_ep_whose_grant_is_withdrawn_loses_its_players_after_the_drain(t: Tra
         "cut before the drain: {after:?}"
     );
 }
+
+on_every_transport!(an_ep_offering_many_services_it_is_not_granted_stays_logged_in);
+
+/// An ep that offers twenty services it is not granted, beside twenty it
+/// is (long names: each refusal tells the list of what it may serve):
+/// the answer telling it why is cut to fit a frame, and the session goes
+/// on. Before, the answer was over the frame limit, its write failed just
+/// after the welcome, and the ep logged in again and again.
+async fn an_ep_offering_many_services_it_is_not_granted_stays_logged_in(t: Transport) {
+    let certs = Certs::new();
+    let name = |kind: &str, i: usize| format!("{kind}-{}-{i:02}", "x".repeat(50));
+    let (granted, other): (Vec<String>, Vec<String>) = (
+        (0..20).map(|i| name("mine", i)).collect(),
+        (0..20).map(|i| name("not", i)).collect(),
+    );
+    let mut extra = format!(
+        "[eps.home]\ntoken_hash = {:?}\nservices = {granted:?}\n",
+        token_hash()
+    );
+    for s in granted.iter().chain(&other) {
+        extra += &format!("[services.{s}]\nbind = \"127.0.0.1:0\"\n");
+    }
+    let o = HubOpts {
+        services: vec![],
+        extra,
+        ..Default::default()
+    };
+    let hub = TestHub::start(&certs, &t.hub_opts(o)).await;
+    let home = echo_server().await;
+    let offered = granted
+        .iter()
+        .chain(&other)
+        .map(|s| (s.clone(), home))
+        .collect();
+    let _ep = TestEp::start(ep_settings(
+        &certs,
+        &hub,
+        &t.ep_opts(&hub, EpOpts::new(&certs, offered)),
+    ));
+    hub.wait_sessions(1).await;
+    let at = hub.handle.service_addr(&granted[0]).unwrap();
+    assert_eq!(echo_through(at, b"served").await, b"served");
+    assert_eq!(
+        *hub.handle.logins().borrow(),
+        1,
+        "logged in again and again"
+    );
+    assert_eq!(*hub.handle.sessions().borrow(), 1);
+}

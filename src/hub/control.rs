@@ -481,8 +481,48 @@ fn not_served(
         .collect();
     HubMsg::Services {
         services,
-        refused: skipped,
+        refused: told_refused(skipped),
     }
+}
+
+/// What an answer tells the ep of the services refused: as much as fits
+/// in half a frame (the rest of the answer is the hub's own services). An
+/// ep offering hundreds of names refused, each told the list of what it
+/// may serve, would otherwise make an answer over the frame limit, and the
+/// write's failure would end the session just welcomed, again at every
+/// login. The hub's log has them all.
+fn told_refused(
+    refused: std::collections::BTreeMap<String, String>,
+) -> std::collections::BTreeMap<String, String> {
+    const BUDGET: usize = proto::MAX_FRAME / 2;
+    const MOST_WHY: usize = 240;
+    let (mut told, mut used, mut left) = (std::collections::BTreeMap::new(), 0, 0);
+    for (name, mut why) in refused {
+        if why.len() > MOST_WHY {
+            let mut end = MOST_WHY;
+            while !why.is_char_boundary(end) {
+                end -= 1;
+            }
+            why.truncate(end);
+            why.push('…');
+        }
+        // Each entry's JSON: quotes, a colon, a comma and escapes (a name
+        // is plain; a reason's quotes are few).
+        let cost = name.len() + why.len() + 8;
+        if used + cost > BUDGET {
+            left += 1;
+            continue;
+        }
+        used += cost;
+        told.insert(name, why);
+    }
+    if left > 0 {
+        told.insert(
+            format!("(and {left} more)"),
+            "refused too; the hub's log says why".into(),
+        );
+    }
+    told
 }
 
 /// What the login proved, against the settings and revocation list as
@@ -1106,7 +1146,7 @@ fn reannounced(
     }
     HubMsg::Services {
         services: matched.shapes,
-        refused: matched.refused,
+        refused: told_refused(matched.refused),
     }
 }
 
@@ -1139,5 +1179,28 @@ mod tests {
         }
         tokio::time::advance(Duration::from_secs(1)).await;
         assert_eq!(said.now(), Some(1000));
+    }
+
+    /// However many services an ep offered that the hub refuses, and
+    /// however long each reason, the answer fits in a frame.
+    #[test]
+    fn the_refusals_told_fit_in_a_frame() {
+        let grants = "a-granted-service, ".repeat(200);
+        let refused = (0..2000)
+            .map(|i| {
+                (
+                    format!("offered-{i:04}"),
+                    format!("not granted (it may serve: {grants})"),
+                )
+            })
+            .collect();
+        let told = told_refused(refused);
+        assert!(told.keys().any(|k| k.starts_with("(and ")), "{told:?}");
+        let answer = HubMsg::Services {
+            services: Default::default(),
+            refused: told,
+        };
+        let body = serde_json::to_vec(&answer).unwrap();
+        assert!(body.len() <= proto::MAX_FRAME / 2 + 512, "{}", body.len());
     }
 }
