@@ -92,6 +92,10 @@ pub const DEFAULT_UDP_NETWORK_SHARE: usize = 4;
 /// The same share for TCP players: one IPv6 household (a /56 or /48 holds
 /// hundreds or thousands of /64s) cannot fill a service or the hub.
 pub const DEFAULT_NETWORK_SHARE: usize = 4;
+/// And at least this many, whatever `max_players_per_ip` is: an operator
+/// who set one player per address (one per household) still admits a
+/// campus, a carrier's NAT pool or a mobile network's /48 in numbers.
+pub const DEFAULT_PER_NET: usize = 256;
 /// A flow that is not a conversation (a DNS query, a server-list ping) is
 /// over once the answer has had time to arrive.
 pub const DEFAULT_UDP_ONESHOT: Duration = Duration::from_secs(5);
@@ -155,7 +159,11 @@ impl PlayerLimits {
         let max_players_per_net = svc
             .max_players_per_net
             .or(hub.max_players_per_net)
-            .unwrap_or(max_players_per_ip.saturating_mul(DEFAULT_NETWORK_SHARE));
+            .unwrap_or(
+                max_players_per_ip
+                    .saturating_mul(DEFAULT_NETWORK_SHARE)
+                    .max(DEFAULT_PER_NET),
+            );
         if max_players_per_net < max_players_per_ip {
             return Err(format!(
                 "{key}max_players_per_net = {max_players_per_net} is below max_players_per_ip = \

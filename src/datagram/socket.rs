@@ -27,6 +27,17 @@ pub fn report_destinations(socket: &UdpSocket) -> io::Result<()> {
     set.map_err(io::Error::from)
 }
 
+/// The address answers to a datagram sent to `to` leave from (`send_from`):
+/// `to` itself when it is one of this host's unicast addresses as far as
+/// can be told here, none for a multicast, broadcast or unspecified one
+/// (those are never a source; the route picks one).
+pub fn answer_from(to: Option<IpAddr>) -> Option<IpAddr> {
+    to.filter(|ip| match ip.to_canonical() {
+        IpAddr::V4(v4) => !(v4.is_multicast() || v4.is_broadcast() || v4.is_unspecified()),
+        IpAddr::V6(v6) => !(v6.is_multicast() || v6.is_unspecified()),
+    })
+}
+
 /// One received datagram's facts.
 #[derive(Debug, Clone, Copy)]
 pub struct Received {
@@ -172,9 +183,14 @@ fn send_once(socket: &UdpSocket, buf: &[u8], to: SocketAddr, from: IpAddr) -> io
     match sent {
         Ok(n) => Ok(n),
         Err(nix::errno::Errno::EAGAIN) => Err(io::ErrorKind::WouldBlock.into()),
-        Err(nix::errno::Errno::EINVAL | nix::errno::Errno::EADDRNOTAVAIL) => {
-            socket.try_send_to(buf, to)
-        }
+        // EINVAL: a multicast or limited-broadcast source, or an IPv6
+        // address not assigned here; ENETUNREACH: an IPv4 source not local
+        // (a subnet's broadcast, an address since removed).
+        Err(
+            nix::errno::Errno::EINVAL
+            | nix::errno::Errno::EADDRNOTAVAIL
+            | nix::errno::Errno::ENETUNREACH,
+        ) => socket.try_send_to(buf, to),
         Err(e) => Err(e.into()),
     }
 }
@@ -246,5 +262,37 @@ mod tests {
             let n = p.recv(&mut buf).await.unwrap();
             assert_eq!(&buf[..n], b"kept", "on {bind}");
         }
+    }
+
+    /// A source the kernel will not send from (not this host's, as a
+    /// subnet's broadcast or a removed address is) still gets the answer
+    /// out, from the route's address; multicast and broadcast sources are
+    /// never asked for.
+    #[tokio::test]
+    async fn a_source_the_kernel_refuses_falls_back_to_the_routes() {
+        for bind in ["0.0.0.0:0", "[::]:0"] {
+            let s = UdpSocket::bind(bind).await.unwrap();
+            let p = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+            let to = SocketAddr::new(
+                match bind {
+                    "[::]:0" => IpAddr::V6(Ipv4Addr::LOCALHOST.to_ipv6_mapped()),
+                    _ => IpAddr::V4(Ipv4Addr::LOCALHOST),
+                },
+                p.local_addr().unwrap().port(),
+            );
+            let gone: IpAddr = "192.0.2.1".parse().unwrap();
+            send_from(&s, b"out", to, Some(gone)).await.unwrap();
+            let mut buf = [0u8; 8];
+            let n = tokio::time::timeout(std::time::Duration::from_secs(5), p.recv(&mut buf))
+                .await
+                .unwrap_or_else(|_| panic!("nothing on {bind}"))
+                .unwrap();
+            assert_eq!(&buf[..n], b"out");
+        }
+        let ip = |s: &str| Some(s.parse::<IpAddr>().unwrap());
+        for never in ["255.255.255.255", "224.0.0.1", "0.0.0.0", "ff02::1", "::"] {
+            assert_eq!(answer_from(ip(never)), None, "{never}");
+        }
+        assert_eq!(answer_from(ip("127.0.0.3")), ip("127.0.0.3"));
     }
 }

@@ -73,6 +73,45 @@ struct Source {
     banned_until: Option<Instant>,
 }
 
+impl Source {
+    /// Whether this address may open a connection now: not banned, and a
+    /// token of its rate left (none taken). Twice its allowance in one
+    /// window bans it: a flood, not a reconnect.
+    fn may_connect(&mut self, l: &PlayerLimits, key: IpAddr, now: Instant) -> Result<(), Reason> {
+        if let Some(until) = self.banned_until {
+            if until > now {
+                return Err(Reason::PlayerBanned);
+            }
+            self.banned_until = None;
+            self.over = 0;
+        }
+        let rate = l.rate;
+        let per = rate.per.as_secs_f64();
+        let elapsed = now.duration_since(self.refilled).as_secs_f64();
+        self.tokens = (self.tokens + elapsed * rate.count as f64 / per).min(rate.count as f64);
+        self.refilled = now;
+        if self.tokens >= 1.0 {
+            return Ok(());
+        }
+        if now.duration_since(self.window) >= rate.per {
+            self.window = now;
+            self.over = 0;
+        }
+        self.over += 1;
+        if self.over >= rate.count && !l.ban_for.is_zero() {
+            self.banned_until = Some(now + l.ban_for);
+            tracing::warn!(
+                address = %key,
+                "banned for {:?}: kept opening connections faster than {:?}",
+                l.ban_for,
+                rate
+            );
+            return Err(Reason::PlayerBanned);
+        }
+        Err(Reason::PlayerRate)
+    }
+}
+
 #[derive(Default)]
 struct State {
     players: usize,
@@ -182,36 +221,7 @@ impl Door {
             window: now,
             banned_until: None,
         });
-        if let Some(until) = src.banned_until {
-            if until > now {
-                return Err(Reason::PlayerBanned);
-            }
-            src.banned_until = None;
-            src.over = 0;
-        }
-        let per = rate.per.as_secs_f64();
-        let elapsed = now.duration_since(src.refilled).as_secs_f64();
-        src.tokens = (src.tokens + elapsed * rate.count as f64 / per).min(rate.count as f64);
-        src.refilled = now;
-        if src.tokens < 1.0 {
-            if now.duration_since(src.window) >= rate.per {
-                src.window = now;
-                src.over = 0;
-            }
-            src.over += 1;
-            // Twice its allowance in one window: a flood, not a reconnect.
-            if src.over >= rate.count && !l.ban_for.is_zero() {
-                src.banned_until = Some(now + l.ban_for);
-                tracing::warn!(
-                    address = %key,
-                    "banned for {:?}: kept opening connections faster than {:?}",
-                    l.ban_for,
-                    rate
-                );
-                return Err(Reason::PlayerBanned);
-            }
-            return Err(Reason::PlayerRate);
-        }
+        src.may_connect(l, key, now)?;
         if src.players >= l.max_players_per_ip {
             return Err(Reason::PlayerAddressFull);
         }

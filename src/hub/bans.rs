@@ -113,14 +113,17 @@ impl Bans {
         })
     }
 
-    /// Whether a kick this hub applied after `arrived` names `ip` on
-    /// `service`: the sweep closed the players seated then, and this finds
-    /// one that was still in a game door's handshake.
-    fn kicked(&self, service: &str, ip: IpAddr, arrived: Instant) -> bool {
+    /// Whether a kick this hub applied after a player arrived (`since`,
+    /// Unix seconds, and `arrived`) names `ip` on `service`: the sweep
+    /// closed the players seated then, and this finds one that was still
+    /// in a game door's handshake. The same rule as the sweep's: connected
+    /// when the kick was written (a kick applied late, after the file was
+    /// out of reach for a while, spares who came back since).
+    fn kicked(&self, service: &str, ip: IpAddr, (since, arrived): (u64, Instant)) -> bool {
         let recent = self.kicks.lock().unwrap_or_else(|p| p.into_inner());
         recent
             .iter()
-            .any(|(k, at)| arrived <= *at && k.applies(service, ip))
+            .any(|(k, at)| since <= k.at && arrived <= *at && k.applies(service, ip))
     }
 
     /// Remembers `kicks`, applied now, for `kicked`; those applied longer
@@ -162,7 +165,10 @@ pub(super) fn seated(shared: &Shared, player: &Arc<Player>) -> bool {
     let (service, ip) = (player.service(), player.addr.ip());
     let why = if shared.bans.check(service, ip).is_err() {
         "banned"
-    } else if shared.bans.kicked(service, ip, player.started) {
+    } else if shared
+        .bans
+        .kicked(service, ip, (player.since, player.started))
+    {
         "kicked"
     } else {
         return false;

@@ -506,9 +506,10 @@ fn told_refused(
             why.truncate(end);
             why.push('…');
         }
-        // Each entry's JSON: quotes, a colon, a comma and escapes (a name
-        // is plain; a reason's quotes are few).
-        let cost = name.len() + why.len() + 8;
+        // Each entry as JSON writes it (names come from the ep: escapes
+        // can make one six times its length), a colon and a comma.
+        let json = |t: &str| serde_json::to_string(t).map_or(usize::MAX / 4, |j| j.len());
+        let cost = json(&name) + json(&why) + 2;
         if used + cost > BUDGET {
             left += 1;
             continue;
@@ -1186,10 +1187,13 @@ mod tests {
     #[test]
     fn the_refusals_told_fit_in_a_frame() {
         let grants = "a-granted-service, ".repeat(200);
+        // Names as a compromised ep may send them: control characters,
+        // each escaped to six bytes.
+        let junk = "\u{1}".repeat(60);
         let refused = (0..2000)
             .map(|i| {
                 (
-                    format!("offered-{i:04}"),
+                    format!("{junk}{i:04}"),
                     format!("not granted (it may serve: {grants})"),
                 )
             })

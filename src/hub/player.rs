@@ -39,6 +39,7 @@ pub(super) fn on_accept(
             return;
         }
     };
+    let arrived = std::time::Instant::now();
     net::tune_plain(&tcp);
     let watch = watch(door, &admitted);
     let span = tracing::info_span!("player", service = %svc.name, player = %addr);
@@ -48,7 +49,7 @@ pub(super) fn on_accept(
             let mut tcp = tcp;
             let to = Player {
                 addr,
-                arrived: std::time::Instant::now(),
+                arrived,
                 offset,
                 watch,
             };

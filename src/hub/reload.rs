@@ -98,6 +98,37 @@ fn keep_running(old: &HubSettings, mut new: HubSettings) -> HubSettings {
     new
 }
 
+/// The TLS material and the QUIC door after a reload: a new CA, CRL or
+/// certificate swapped in (the sessions a new CA did not issue closed),
+/// or a new heartbeat timeout in the QUIC door's configuration.
+fn tls_changed(
+    shared: &Arc<Shared>,
+    (old, old_tls): (&HubSettings, Arc<crate::tls::HubTls>),
+    (new, new_tls): (&HubSettings, crate::tls::HubTls),
+) {
+    if old_tls.digest != new_tls.digest {
+        let revoked = new_tls.crl.as_ref().map(|c| c.serials.clone());
+        if let (Some(_), None) = (&old_tls.crl, &new_tls.crl) {
+            let n = old_tls.crl.as_ref().map_or(0, |c| c.serials.len());
+            tracing::warn!(
+                "tls.crl removed: revocation is off, and the {n} certificate(s) it revoked are accepted again"
+            );
+        }
+        // Loaded first: the CRL watcher builds on the material it finds.
+        let (server, material) = (new_tls.server.clone(), new_tls.material.clone());
+        shared.trust.loaded.set(new_tls);
+        if !old_tls.material.same_ca(&material) {
+            shared.sessions.close_unissued(|c| material.issued(c));
+        }
+        shared.set_tls(server);
+        super::crl::apply_serials(shared, revoked.unwrap_or_default());
+    } else if old.timing.heartbeat_timeout != new.timing.heartbeat_timeout {
+        // QUIC's idle timeout is the heartbeat timeout, set in the QUIC
+        // door's configuration: new connections take the new one.
+        shared.set_tls(new_tls.server.clone());
+    }
+}
+
 /// Applies checked settings; the plan line, or why nothing changed.
 async fn apply(
     shared: &Arc<Shared>,
@@ -125,27 +156,7 @@ async fn apply(
         .map_err(|e| format!("{e:#}{}; nothing changed", held_by_us(&fresh, &bound_at)))?;
     shared.set_settings(new);
     let new = shared.settings();
-    if old_tls.digest != new_tls.digest {
-        let revoked = new_tls.crl.as_ref().map(|c| c.serials.clone());
-        if let (Some(_), None) = (&old_tls.crl, &new_tls.crl) {
-            let n = old_tls.crl.as_ref().map_or(0, |c| c.serials.len());
-            tracing::warn!(
-                "tls.crl removed: revocation is off, and the {n} certificate(s) it revoked are accepted again"
-            );
-        }
-        // Loaded first: the CRL watcher builds on the material it finds.
-        let (server, material) = (new_tls.server.clone(), new_tls.material.clone());
-        shared.trust.loaded.set(new_tls);
-        if !old_tls.material.same_ca(&material) {
-            shared.sessions.close_unissued(|c| material.issued(c));
-        }
-        shared.set_tls(server);
-        super::crl::apply_serials(shared, revoked.unwrap_or_default());
-    } else if old.timing.heartbeat_timeout != new.timing.heartbeat_timeout {
-        // QUIC's idle timeout is the heartbeat timeout, set in the QUIC
-        // door's configuration: new connections take the new one.
-        shared.set_tls(new_tls.server.clone());
-    }
+    tls_changed(shared, (&old, old_tls), (&new, new_tls));
     services(shared, &new);
     for (from, to) in handed {
         if let Some(one) = shared.served(&to.service) {

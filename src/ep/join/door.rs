@@ -33,17 +33,19 @@ pub(super) async fn enrol(
     let csr = rcgen::CertificateParams::new(Vec::<String>::new())?
         .serialize_request(key)?
         .pem()?;
-    // Counted on this machine's steady clock from then.
-    let mut first_sent = sent.map(|at| {
+    // Until when asking again can still reach the hub in its window, on
+    // this machine's steady clock (an earlier join's send may be older
+    // than the clock: a reboot since leaves no time).
+    let mut asking_until = sent.map(|at| {
         let ago = at.elapsed().unwrap_or_default();
-        Instant::now().checked_sub(ago).unwrap_or_else(Instant::now)
+        Instant::now() + ASKING.saturating_sub(ago)
     });
     let mut wait = Duration::from_secs(1);
     loop {
         let began = Instant::now();
         let mut once = || {
-            if first_sent.is_none() {
-                first_sent = Some(began);
+            if asking_until.is_none() {
+                asking_until = Some(began + ASKING);
                 sending();
             }
         };
@@ -60,7 +62,7 @@ pub(super) async fn enrol(
             Some(r) if !r.busy => return Err(e),
             refused => refused.is_some(),
         };
-        let again = if let Some(first) = first_sent {
+        let again = if let Some(until) = asking_until {
             // A request went out and no answer came back: the hub may have
             // enrolled this machine and lost its answer on the way, or
             // stopped halfway. It takes the same key and secret again for
@@ -68,7 +70,7 @@ pub(super) async fn enrol(
             // hub restarting, busy) is asked again, while an ask can still
             // reach the hub within that while. Counted from the try that
             // first sent it (its start: no later than the hub's use).
-            if first.elapsed() + wait > ASKING {
+            if Instant::now() + wait > until {
                 return Err(e.context(
                     "the hub did not answer the enrolment; if it enrolled this machine, the \
                      invite is now used: ask the hub's operator for a new one (`ferry hub \

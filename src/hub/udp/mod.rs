@@ -433,7 +433,7 @@ impl UdpPort {
             let port = local.map_or(0, |l| l.port());
             // Answers leave from the address the player wrote to (see
             // `datagram::socket`); a socket bound to one has no other.
-            let reply_from = r.to.filter(|_| wildcard);
+            let reply_from = crate::datagram::socket::answer_from(r.to.filter(|_| wildcard));
             let from = (r.from, reply_from);
             if self.answered(&shared, &mut pongs, port, &buf[..r.len], from) {
                 continue;
