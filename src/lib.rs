@@ -20,6 +20,7 @@ pub mod files;
 pub mod game;
 pub mod history;
 pub mod hub;
+pub mod log_rate;
 pub mod logging;
 pub mod metrics;
 pub mod net;

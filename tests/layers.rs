@@ -31,6 +31,7 @@ const FLOORS: &[&[&str]] = &[
         "shutdown",
         "proxy_header",
         "logging",
+        "log_rate",
         "penalties",
         "game",
         "files",

@@ -160,7 +160,13 @@ async fn open(ep: &Ep, service: &str, ticket: &str, target: &Target) -> Option<P
         Ok(Err(e)) => e.to_string(),
         Err(_) => "timed out".to_string(),
     };
-    tracing::warn!(service, "cannot open a channel: {why}");
+    // A hub asking for channels it then refuses, in a loop, cannot flood
+    // home's log: said once a second.
+    static SAID: crate::log_rate::Once = crate::log_rate::Once::new();
+    match SAID.now() {
+        Some(unsaid) => tracing::warn!(service, unsaid, "cannot open a channel: {why}"),
+        None => tracing::debug!(service, "cannot open a channel: {why}"),
+    }
     target.failed(service, ticket.to_string(), why);
     None
 }
@@ -180,7 +186,10 @@ async fn wait_for_player(
     match waited {
         Ok(Ok(msg @ HubMsg::Start { .. })) => Some(msg),
         Ok(Ok(_)) => {
-            tracing::warn!(service, "channel: unexpected message before start");
+            static SAID: crate::log_rate::Once = crate::log_rate::Once::new();
+            if let Some(unsaid) = SAID.now() {
+                tracing::warn!(service, unsaid, "channel: unexpected message before start");
+            }
             None
         }
         Ok(Err(e)) => {
@@ -456,14 +465,22 @@ impl Dial<'_> {
                 net::tune_plain(&tcp);
                 Some(tcp)
             }
+            // A hub sending players to a service that is down, in a loop,
+            // cannot flood home's log: said once a second.
             Ok(Err(e)) => {
                 failed(e.to_string());
-                tracing::warn!(service, %player, local = at, "cannot reach the local service: {e}; player closed");
+                static SAID: crate::log_rate::Once = crate::log_rate::Once::new();
+                if let Some(unsaid) = SAID.now() {
+                    tracing::warn!(service, %player, local = at, unsaid, "cannot reach the local service: {e}; player closed");
+                }
                 None
             }
             Err(_) => {
                 failed(format!("no answer within {:?}", s.timing.connect_timeout));
-                tracing::warn!(service, %player, local = at, "local service did not accept within {:?}; player closed", s.timing.connect_timeout);
+                static SAID: crate::log_rate::Once = crate::log_rate::Once::new();
+                if let Some(unsaid) = SAID.now() {
+                    tracing::warn!(service, %player, local = at, unsaid, "local service did not accept within {:?}; player closed", s.timing.connect_timeout);
+                }
                 None
             }
         }

@@ -357,11 +357,19 @@ impl Up {
                 None
             }
             Ok(HubMsg::Services { services, refused }) => {
+                // A hub looping these cannot flood home's log.
+                static SAID: crate::log_rate::Once = crate::log_rate::Once::new();
                 let now: Vec<&String> = services.keys().collect();
-                if refused.is_empty() {
-                    tracing::info!(services = ?now, "the hub serves these services through this ep");
-                } else {
-                    tracing::warn!(services = ?now, ?refused, "the hub serves these services through this ep, not the others");
+                match SAID.now() {
+                    Some(unsaid) if refused.is_empty() => {
+                        tracing::info!(services = ?now, unsaid, "the hub serves these services through this ep")
+                    }
+                    Some(unsaid) => {
+                        tracing::warn!(services = ?now, ?refused, unsaid, "the hub serves these services through this ep, not the others")
+                    }
+                    None => {
+                        tracing::debug!(services = ?now, ?refused, "the hub serves these services through this ep")
+                    }
                 }
                 None
             }

@@ -806,7 +806,8 @@ pub(super) async fn session(shared: Arc<Shared>, s: LoggedIn) -> Ended {
     let mut rd = FrameReader::new(rd);
     let mut tick = tokio::time::interval(t.heartbeat_interval);
     let mut silence = Box::pin(tokio::time::sleep(t.heartbeat_timeout));
-    let (mut pongs, mut said) = (Pongs::default(), Said::default());
+    // `said`: an ep's re-announcements, logged at most once a second.
+    let (mut pongs, said) = (Pongs::default(), crate::log_rate::Once::new());
     let (mut paced, mut reloads) = (super::pace::Paced::new(pace), shared.reloads.subscribe());
     let mut told = Told::default();
     // A write cut short by the session's end may have left half a frame:
@@ -828,7 +829,7 @@ pub(super) async fn session(shared: Arc<Shared>, s: LoggedIn) -> Ended {
                 if !pongs.answer(&msg, t.heartbeat_interval) {
                     continue;
                 }
-                match heard(&shared, &guard, msg, &mut said) {
+                match heard(&shared, &guard, msg, &said) {
                     Ok(Some(answer)) => answer,
                     Ok(None) => continue,
                     Err(why) => break (why, None),
@@ -989,39 +990,13 @@ impl Pongs {
     }
 }
 
-/// An ep's re-announcements logged at most once a second (an honest ep
-/// re-announces at its reloads): one that loops them, each line naming
-/// every service it offered and why each was refused, cannot flood the
-/// hub's log and have journald throttle its real warnings.
-#[derive(Default)]
-struct Said {
-    last: Option<tokio::time::Instant>,
-    /// Re-announcements since the last one logged.
-    unsaid: u64,
-}
-
-impl Said {
-    /// Some(how many went unlogged since) if this one is logged.
-    fn now(&mut self) -> Option<u64> {
-        if self
-            .last
-            .is_some_and(|at| at.elapsed() < Duration::from_secs(1))
-        {
-            self.unsaid += 1;
-            return None;
-        }
-        self.last = Some(tokio::time::Instant::now());
-        Some(std::mem::take(&mut self.unsaid))
-    }
-}
-
 /// One message from the ep in a session: the answer to send, if any, or
 /// why the session ends (a message that has no place in one).
 fn heard(
     shared: &Shared,
     guard: &super::sessions::SessionGuard,
     msg: EpMsg,
-    said: &mut Said,
+    said: &crate::log_rate::Once,
 ) -> Result<Option<HubMsg>, String> {
     match msg {
         EpMsg::Heartbeat => Ok(None),
@@ -1106,13 +1081,15 @@ fn ended(
 }
 
 /// The ep's services changed (its configuration was reloaded): serve what
-/// it offers now, and tell it what that is.
+/// it offers now, and tell it what that is. Logged at most once a second
+/// (`said`): an honest ep re-announces at its reloads, and each line names
+/// every service it offered and why each was refused.
 fn reannounced(
     shared: &Shared,
     guard: &super::sessions::SessionGuard,
     names: Vec<String>,
     shapes: std::collections::BTreeMap<String, proto::Shape>,
-    said: &mut Said,
+    said: &crate::log_rate::Once,
 ) -> HubMsg {
     let offer = Offer {
         names,
@@ -1168,19 +1145,6 @@ fn kind(m: &EpMsg) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// A flood of re-announcements is logged once a second, with how many
-    /// went unlogged.
-    #[tokio::test(start_paused = true)]
-    async fn reannouncements_are_logged_once_a_second() {
-        let mut said = Said::default();
-        assert_eq!(said.now(), Some(0));
-        for _ in 0..1000 {
-            assert_eq!(said.now(), None);
-        }
-        tokio::time::advance(Duration::from_secs(1)).await;
-        assert_eq!(said.now(), Some(1000));
-    }
 
     /// However many services an ep offered that the hub refuses, and
     /// however long each reason, the answer fits in a frame.
