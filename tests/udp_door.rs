@@ -389,3 +389,87 @@ async fn proxy_headers_name_the_address_the_player_reached(t: Transport) {
         hub.stop().await;
     }
 }
+
+on_every_transport!(a_proxy_header_lost_to_a_service_not_yet_up_is_sent_again);
+
+/// `proxy_protocol_udp = "first"` and a service not up when the flow's
+/// first datagram (the one with the header) reaches its port: refused and
+/// lost, so the next datagram carries the header again, and the service,
+/// once up, reads the header first. Before, the header was spent on the
+/// lost datagram and the service took the player's next datagram for the
+/// header: a player could name any address it liked.
+async fn a_proxy_header_lost_to_a_service_not_yet_up_is_sent_again(t: Transport) {
+    let certs = Certs::new();
+    let closed = UdpSocket::bind("127.0.0.1:0")
+        .await
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let opts = HubOpts {
+        services: vec![],
+        extra: "[services.echo]\nbind = \"127.0.0.1:0\"\ntype = \"udp\"\n".into(),
+        ..Default::default()
+    };
+    let hub = TestHub::start(&certs, &t.hub_opts(opts)).await;
+    let mut eo = EpOpts::new(&certs, vec![("echo".into(), closed)]);
+    eo.service_extra = "proxy_protocol = \"v2\"\nproxy_protocol_udp = \"first\"\n".into();
+    let settings = ep_settings(&certs, &hub, &t.ep_opts(&hub, eo));
+    let (_ep, handle) = TestEp::start_with_handle(settings).await;
+    hub.wait_sessions(1).await;
+    let to = at("127.0.0.1", hub.handle.service_addr("echo").unwrap().port());
+    let p = player().await;
+    p.send_to(b"lost", to).await.unwrap();
+    // The ep has heard the port refuse it (an ICMP port unreachable).
+    common::udp::eventually("the service seen down", Duration::from_secs(10), || {
+        handle.status()["services"][0]["home"] == "down"
+    })
+    .await;
+    let home = UdpSocket::bind(closed).await.unwrap();
+    p.send_to(b"next", to).await.unwrap();
+    let v4 = ppp::v2::Addresses::from((p.local_addr().unwrap(), to));
+    assert_eq!(headed(&home).await, (Some((0x12, v4)), b"next".to_vec()));
+}
+
+on_every_transport!(a_udp_game_does_not_sleep_under_its_players);
+
+/// A UDP game that is not Bedrock (Valheim, a voice server) with `sleep`:
+/// its players' flows count as players, so it does not sleep while they
+/// play, and it does once they have gone. Before, only a Bedrock join
+/// counted, so the sleep command ran under players.
+async fn a_udp_game_does_not_sleep_under_its_players(t: Transport) {
+    let certs = Certs::new();
+    let (home, _) = udp_echo().await;
+    let keys = "udp_idle_timeout = \"1s\"\n";
+    let opts = HubOpts {
+        services: vec![],
+        extra: format!("[services.echo]\nbind = \"127.0.0.1:0\"\ntype = \"udp\"\n{keys}"),
+        ..Default::default()
+    };
+    let hub = TestHub::start(&certs, &t.hub_opts(opts)).await;
+    let dir = tempfile::tempdir().unwrap();
+    let slept = dir.path().join("slept");
+    let mut eo = EpOpts::new(&certs, vec![("echo".into(), home)]);
+    eo.service_extra = format!(
+        "wake = [\"true\"]\nsleep = [\"touch\", {:?}]\nsleep_after = \"1s\"\n",
+        slept.to_str().unwrap()
+    );
+    let _ep = TestEp::start(ep_settings(&certs, &hub, &t.ep_opts(&hub, eo)));
+    hub.wait_sessions(1).await;
+    let to = at("127.0.0.1", hub.handle.service_addr("echo").unwrap().port());
+    // Three times `sleep_after` of play, a datagram each way every 100 ms.
+    let p = player().await;
+    for i in 0..30 {
+        let msg = format!("move {i}");
+        assert_eq!(
+            ask_until(&p, to, msg.as_bytes(), Duration::from_secs(10)).await,
+            msg.as_bytes()
+        );
+        assert!(!slept.exists(), "slept under a player after {i} moves");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // Gone: its flow ends after the idle timeout, and the game sleeps.
+    common::udp::eventually("the sleep command ran", Duration::from_secs(20), || {
+        slept.exists()
+    })
+    .await;
+}

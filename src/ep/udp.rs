@@ -74,6 +74,7 @@ impl Flow {
         let to_svc = Arc::new(ToService {
             max_payload: max_payload(&socket),
             socket,
+            first: header.clone(),
             header: std::sync::Mutex::new(header),
             meter: meter.up.clone(),
             n: Counts::default(),
@@ -151,7 +152,12 @@ struct ToService {
     socket: UdpSocket,
     /// The largest datagram the socket can send (IPv4 65,507, IPv6 65,527).
     max_payload: usize,
+    /// The header due in front of the next datagram (`first`: until one
+    /// carried it to the service).
     header: std::sync::Mutex<Option<(Vec<u8>, UdpHeaders)>>,
+    /// The flow's header as made, due again if the datagram that carried
+    /// it never reached the service (see `rearm`).
+    first: Option<(Vec<u8>, UdpHeaders)>,
     meter: prometheus_client::metrics::counter::Counter,
     n: Counts,
     found: Found,
@@ -167,9 +173,11 @@ struct Found {
     /// may wake the service; a list ping, a scanner's probe or a forged
     /// datagram never does.
     joined: AtomicBool,
+    /// Counted as a player (`playing` is set).
+    counted: AtomicBool,
     answered: AtomicBool,
     began: tokio::time::Instant,
-    /// Held once the flow joined: the service does not sleep under it.
+    /// Held once the flow plays: the service does not sleep under it.
     playing: std::sync::Mutex<Option<crate::sources::Counted<String>>>,
 }
 
@@ -190,6 +198,7 @@ impl Found {
             },
             wake: local.wake.clone(),
             joined: AtomicBool::new(false),
+            counted: AtomicBool::new(false),
             answered: AtomicBool::new(false),
             began: tokio::time::Instant::now(),
             playing: std::sync::Mutex::new(None),
@@ -197,10 +206,19 @@ impl Found {
     }
 
     fn sent(&self, d: &[u8]) {
-        if crate::game::bedrock::is_join(d) && !self.joined.swap(true, Relaxed) {
-            // From now until the flow ends, a player on the service.
+        if crate::game::bedrock::is_join(d) {
+            self.joined.store(true, Relaxed);
+        }
+        // From the first datagram that is not a server-list ping (RakNet's
+        // unconnected pings, 0x01 and 0x02: a Bedrock list) until the flow
+        // ends, a player on the service, which does not sleep under it:
+        // a Bedrock join, or any other UDP game's traffic.
+        if !self.counted.load(Relaxed) && !matches!(d.first(), Some(0x01 | 0x02)) {
             let mut p = self.playing.lock().unwrap_or_else(|p| p.into_inner());
-            *p = Some(self.ep.homes.player(&self.local.service));
+            if p.is_none() {
+                *p = Some(self.ep.homes.player(&self.local.service));
+                self.counted.store(true, Relaxed);
+            }
         }
     }
 
@@ -244,20 +262,46 @@ impl ToService {
         let mut header = self.lock_header();
         if header.is_none() {
             drop(header);
-            return self.try_send(d);
+            self.try_send(d);
+            return;
         }
         // The QUIC link's reader and the stream's task both send: while a
         // header is due, its lock is held through the sends, so the
         // service sees the header before any datagram.
         let (h, d) = with_header(&mut header, d, self.max_payload);
-        for out in h.as_deref().into_iter().chain(d.as_deref()) {
-            self.try_send(out);
+        // The first sent carries the header (alone, or in front of `d`).
+        for (i, out) in h.as_deref().into_iter().chain(d.as_deref()).enumerate() {
+            if !self.try_send(out) && i == 0 && header.is_none() {
+                // The header did not go: due again on the next datagram.
+                *header = self.first.clone();
+            }
         }
     }
 
-    fn try_send(&self, d: &[u8]) {
-        if let Err(e) = self.socket.try_send(d) {
-            tracing::debug!("cannot send to the local service: {e}");
+    /// Whether `d` went to the socket.
+    fn try_send(&self, d: &[u8]) -> bool {
+        match self.socket.try_send(d) {
+            Ok(_) => true,
+            Err(e) => {
+                tracing::debug!("cannot send to the local service: {e}");
+                false
+            }
+        }
+    }
+
+    /// The service refused a datagram (nothing listening: asleep, or
+    /// restarting) before it ever answered: the one that carried the
+    /// header may be the one lost, and in `first` mode a service takes the
+    /// first datagram it hears from a source for the header, so the next
+    /// one carries it again. Else a player's own datagram, shaped as a
+    /// header, would be that first one, and name any address it liked.
+    fn rearm(&self) {
+        if self.found.answered.load(Relaxed) {
+            return;
+        }
+        let mut header = self.lock_header();
+        if header.is_none() {
+            *header = self.first.clone();
         }
     }
 
@@ -338,6 +382,7 @@ async fn to_hub(
                 if let Ok(Some(e)) = socket.take_error()
                     && e.kind() == std::io::ErrorKind::ConnectionRefused
                 {
+                    home.rearm();
                     found.refused();
                 }
                 // Taken: clear the readiness too, or it would wake this
@@ -370,6 +415,7 @@ async fn to_hub(
                     // service is not up (yet); keep listening (a joining
                     // player's next datagram reaches it once woken).
                     Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
+                        home.rearm();
                         found.refused();
                         continue;
                     }
