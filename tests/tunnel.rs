@@ -230,6 +230,54 @@ async fn channels_leave_from_the_control_connections_address_and_say_so_when_the
     );
 }
 
+/// A certificate's holder (a compromised ep) opening channel handshakes
+/// with tickets the hub never gave: the first refused one penalises its
+/// address, so the rest are turned away before TLS (one a second gets a
+/// probation try) instead of each costing the hub a full handshake; the
+/// ep's players are still served, and its next channel taken clears the
+/// penalty. Before, a valid certificate cleared the penalty at once, and
+/// 1,024 handshakes could be in flight from one address. Over QUIC there
+/// is no channel door: a player is a stream the hub opens.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn channel_handshakes_with_tickets_never_given_are_turned_away_before_tls() {
+    let certs = Certs::new();
+    let hub = TestHub::start(&certs, &HubOpts::default()).await;
+    let settings = ep_settings(
+        &certs,
+        &hub,
+        &EpOpts::new(&certs, vec![("echo".into(), echo_server().await)]),
+    );
+    let _ep = TestEp::start(settings.clone());
+    hub.wait_sessions(1).await;
+    assert_eq!(
+        echo_through(hub.service("echo"), b"before").await,
+        b"before"
+    );
+    let ch = hub.channel.to_string();
+    let (mut handshakes, mut turned) = (0, 0);
+    for _ in 0..50 {
+        let Ok(mut tls) = ferry::ep::connect_channel_for_tests(&settings, &ch, None).await else {
+            turned += 1;
+            continue;
+        };
+        handshakes += 1;
+        let junk = ferry::proto::EpMsg::Channel {
+            service: "echo".into(),
+            ticket: "0".repeat(64),
+        };
+        let _ = ferry::proto::write_msg(&mut tls, &junk).await;
+        // Refused: the hub closes it.
+        let mut b = [0u8; 1];
+        let _ = tokio::time::timeout(Duration::from_secs(5), tls.read(&mut b)).await;
+    }
+    println!(
+        "figure: 50 channel dials with tickets never given: {handshakes} TLS handshakes, \
+         {turned} turned away before TLS"
+    );
+    assert!(handshakes <= 5, "{handshakes} handshakes of 50");
+    assert_eq!(echo_through(hub.service("echo"), b"after").await, b"after");
+}
+
 /// The kernel's timer for the TCP socket from `local` to `remote`
 /// (/proc/net/tcp's `tr`: 2 is the keepalive timer, 0 none).
 fn tcp_timer(local: std::net::SocketAddr, remote: std::net::SocketAddr) -> Option<u8> {

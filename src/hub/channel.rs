@@ -63,18 +63,14 @@ async fn handle(shared: Arc<Shared>, tcp: TcpStream, addr: SocketAddr) {
             .trust
             .accept_tls(tcp)
             .await
-            .map_err(|e| (true, format!("TLS handshake failed: {e}")))?;
+            .map_err(|e| format!("TLS handshake failed: {e}"))?;
         shared
             .trust
             .check_resumed(&tls)
-            .map_err(|why| (false, format!("resumed TLS session: {why}")))?;
-        shared.logins.channel_gate.vouch(addr.ip());
-        match proto::read_msg(&mut tls)
-            .await
-            .map_err(|e| (false, e.to_string()))?
-        {
+            .map_err(|why| format!("resumed TLS session: {why}"))?;
+        match proto::read_msg(&mut tls).await.map_err(|e| e.to_string())? {
             EpMsg::Channel { service, ticket } => Ok((tls, service, ticket)),
-            _ => Err((false, "first message was not a channel ticket".to_string())),
+            _ => Err("first message was not a channel ticket".to_string()),
         }
     };
     let result = tokio::select! {
@@ -82,7 +78,7 @@ async fn handle(shared: Arc<Shared>, tcp: TcpStream, addr: SocketAddr) {
         _ = shared.shutdown.cancelled() => return,
     };
     let outcome = match result {
-        Err(_) => Err((true, format!("not completed within {deadline:?}"))),
+        Err(_) => Err(format!("not completed within {deadline:?}")),
         Ok(Err(e)) => Err(e),
         Ok(Ok((tls, service, ticket))) => {
             tracing::debug!(handshake = ?tls.get_ref().1.handshake_kind(), "channel TLS established");
@@ -90,25 +86,35 @@ async fn handle(shared: Arc<Shared>, tcp: TcpStream, addr: SocketAddr) {
             match shared.service(&service) {
                 Some(svc) => svc
                     .offer(&ticket, &ep, addr.ip(), crate::quic::Tunnel::Tls(tls))
-                    .map_err(|e| (false, e.to_string())),
-                None => Err((false, format!("unknown service {service:?}"))),
+                    .map_err(|e| e.to_string()),
+                None => Err(format!("unknown service {service:?}")),
             }
         }
     };
-    if outcome.is_ok() {
-        shared
-            .metrics
-            .channel_handshake
-            .observe(began.elapsed().as_secs_f64());
-    }
-    if let Err((before_cert, why)) = outcome {
-        // Junk without a valid certificate costs its address a penalty
-        // (with the probation slot a live ep's address keeps, see `gate`).
-        if before_cert {
-            shared.logins.channel_gate.strike(addr.ip());
+    match outcome {
+        Ok(()) => {
+            // A channel taken into a pool: a real ep is behind the
+            // address, whatever junk came from there before.
+            shared.logins.channel_gate.vouch(addr.ip());
+            shared
+                .metrics
+                .channel_handshake
+                .observe(began.elapsed().as_secs_f64());
         }
-        shared
-            .refusals
-            .record(Reason::ChannelRefused, addr.ip(), &why);
+        Err(why) => {
+            // Any channel refused costs its address a penalty, with the
+            // probation slot a live ep's address keeps (one channel a
+            // second, see `gate`), until one is taken: junk without a
+            // certificate, and a certificate's holder opening handshakes
+            // with tickets it was never given (each costs the hub a full
+            // TLS handshake; before, a valid certificate cleared the
+            // penalty at once and 1,024 could be in flight). An honest
+            // ep's rare refused channel (its service removed by a reload)
+            // slows its next channels for a second at most.
+            shared.logins.channel_gate.strike(addr.ip());
+            shared
+                .refusals
+                .record(Reason::ChannelRefused, addr.ip(), &why);
+        }
     }
 }
