@@ -627,14 +627,7 @@ on_every_transport!(a_bedrock_join_that_gives_up_still_sees_the_server_woken);
 async fn a_bedrock_join_that_gives_up_still_sees_the_server_woken(t: Transport) {
     let certs = Certs::new();
     let (port, home) = (free_range(1), free_range(1));
-    let o = t.hub_opts(HubOpts {
-        services: vec![],
-        extra: format!(
-            "[services.be]\nbind = \"127.0.0.1:{port}\"\ntype = \"udp\"\ngame = \"bedrock\"\n"
-        ),
-        ..Default::default()
-    });
-    let hub = TestHub::start(&certs, &o).await;
+    let hub = bedrock_hub(&certs, t, port).await;
     let dir = tempfile::tempdir().unwrap();
     let pidfile = dir.path().join("pid");
     let _server = KillPidFile(pidfile.clone());
@@ -647,16 +640,64 @@ async fn a_bedrock_join_that_gives_up_still_sees_the_server_woken(t: Transport) 
     let ep = TestEp::start(ep_settings(&certs, &hub, &eo));
     hub.wait_sessions(1).await;
     // One Open Connection Request 1, then the client is gone.
-    let mut join = vec![0x05];
-    join.extend(MAGIC);
-    join.push(11);
-    join.resize(600, 0);
-    let p = common::udp::player().await;
-    p.send_to(&join, at(port)).await.unwrap();
+    bedrock_join(at(port)).await;
     home_is(&hub, "be", "waking").await;
     let woke = std::time::Instant::now();
     home_is(&hub, "be", "up").await;
     println!("figure ({t:?}): up {:?} after waking", woke.elapsed());
     ep.stop().await;
     hub.stop().await;
+}
+
+/// A Bedrock client's join (one Open Connection Request 1) sent to `to`.
+async fn bedrock_join(to: std::net::SocketAddr) {
+    let mut join = vec![0x05];
+    join.extend(MAGIC);
+    join.push(11);
+    join.resize(600, 0);
+    let p = common::udp::player().await;
+    p.send_to(&join, to).await.unwrap();
+}
+
+/// A hub whose UDP service `be` is a Bedrock server on `port`.
+async fn bedrock_hub(certs: &Certs, t: Transport, port: u16) -> TestHub {
+    let o = t.hub_opts(HubOpts {
+        services: vec![],
+        extra: format!(
+            "[services.be]\nbind = \"127.0.0.1:{port}\"\ntype = \"udp\"\ngame = \"bedrock\"\n"
+        ),
+        ..Default::default()
+    });
+    TestHub::start(certs, &o).await
+}
+
+on_every_transport!(a_bedrock_join_to_a_host_that_says_nothing_wakes_it);
+
+/// A Bedrock service whose host says nothing back (switched off: the
+/// `wakeonlan` case, or a firewall that drops): no ICMP "port unreachable"
+/// comes, so a join unanswered for a moment counts as the service not
+/// there, and the wake command runs. Before, only that ICMP started a
+/// wake over UDP, so the join waited for ever.
+async fn a_bedrock_join_to_a_host_that_says_nothing_wakes_it(t: Transport) {
+    let certs = Certs::new();
+    let port = free_range(1);
+    // Bound and never read: datagrams vanish without a word.
+    let silent = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let home = silent.local_addr().unwrap();
+    let hub = bedrock_hub(&certs, t, port).await;
+    let dir = tempfile::tempdir().unwrap();
+    let woken = dir.path().join("woken");
+    let mut eo = t.ep_opts(&hub, EpOpts::new(&certs, vec![("be".into(), home)]));
+    eo.service_extra = format!(
+        "wake = [\"touch\", {:?}]\nwake_timeout = \"30s\"\n",
+        woken.to_str().unwrap()
+    );
+    let _ep = TestEp::start(ep_settings(&certs, &hub, &eo));
+    hub.wait_sessions(1).await;
+    bedrock_join(at(port)).await;
+    common::udp::eventually("the wake command ran", Duration::from_secs(10), || {
+        woken.exists()
+    })
+    .await;
+    home_is(&hub, "be", "waking").await;
 }

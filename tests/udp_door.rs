@@ -418,16 +418,40 @@ async fn a_proxy_header_lost_to_a_service_not_yet_up_is_sent_again(t: Transport)
     hub.wait_sessions(1).await;
     let to = at("127.0.0.1", hub.handle.service_addr("echo").unwrap().port());
     let p = player().await;
+    // Two at once: the second's send may be the one that takes the
+    // refusal of the first (a connected UDP socket keeps one error).
     p.send_to(b"lost", to).await.unwrap();
+    p.send_to(b"lost too", to).await.unwrap();
     // The ep has heard the port refuse it (an ICMP port unreachable).
-    common::udp::eventually("the service seen down", Duration::from_secs(10), || {
-        handle.status()["services"][0]["home"] == "down"
-    })
-    .await;
+    let down = || handle.status()["services"][0]["home"] == "down";
+    common::udp::eventually("the service seen down", Duration::from_secs(10), down).await;
     let home = UdpSocket::bind(closed).await.unwrap();
     p.send_to(b"next", to).await.unwrap();
     let v4 = ppp::v2::Addresses::from((p.local_addr().unwrap(), to));
     assert_eq!(headed(&home).await, (Some((0x12, v4)), b"next".to_vec()));
+    // It answers; then it restarts under the flow: the new process hears
+    // the header first too.
+    p.send_to(b"where", to).await.unwrap();
+    let mut buf = [0u8; 64];
+    let (_, ep_side) = home.recv_from(&mut buf).await.unwrap();
+    home.send_to(b"hello", ep_side).await.unwrap();
+    let heard = tokio::time::timeout(Duration::from_secs(10), p.recv_from(&mut buf)).await;
+    assert!(heard.is_ok(), "the answer came back");
+    let up = || handle.status()["services"][0]["home"] == "up";
+    common::udp::eventually("the service seen up", Duration::from_secs(10), up).await;
+    drop(home);
+    // Sent home by the ep once counted; its refusal is then pending on the
+    // ep's socket, and whatever touches that socket next takes it.
+    let up_bytes = || handle.status()["services"][0]["bytes_up"].as_u64().unwrap();
+    let before = up_bytes();
+    p.send_to(b"lost again", to).await.unwrap();
+    common::udp::eventually("sent home", Duration::from_secs(10), || {
+        up_bytes() >= before + 10
+    })
+    .await;
+    let home = UdpSocket::bind(closed).await.unwrap();
+    p.send_to(b"after", to).await.unwrap();
+    assert_eq!(headed(&home).await, (Some((0x12, v4)), b"after".to_vec()));
 }
 
 on_every_transport!(a_udp_game_does_not_sleep_under_its_players);

@@ -60,6 +60,10 @@ pub(crate) struct HubLink {
     /// Channels asked for that the ep refused, for a log line that a hub
     /// asking without end cannot turn into a flood.
     odd_asks: std::sync::atomic::AtomicU64,
+    /// Its lists of the services it takes from this ep, logged at most
+    /// once a second (a hub looping them cannot flood the log, nor hide
+    /// another hub's).
+    pub services_said: crate::log_rate::Once,
     shown: Mutex<Shown>,
     connected: Gauge,
     logins: Counter,
@@ -95,6 +99,7 @@ impl HubLink {
             retry_now: Notify::new(),
             waiting: std::sync::Arc::new(Semaphore::new(MAX_WAITING_CHANNELS)),
             odd_asks: Default::default(),
+            services_said: crate::log_rate::Once::new(),
             shown: Mutex::new(Shown {
                 state: "connecting".into(),
                 transport: "-",

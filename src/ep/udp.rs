@@ -163,6 +163,17 @@ struct ToService {
     found: Found,
 }
 
+/// What became of a datagram sent without waiting.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Sent {
+    Yes,
+    /// The service refused an earlier one (nothing listening), and this
+    /// one is lost with it.
+    Refused,
+    /// A full socket buffer, or another error: lost.
+    Lost,
+}
+
 /// What a flow finds at home, told to the ep's `Homes` (and a join that
 /// finds the service away wakes it).
 struct Found {
@@ -173,6 +184,7 @@ struct Found {
     /// may wake the service; a list ping, a scanner's probe or a forged
     /// datagram never does.
     joined: AtomicBool,
+    join_sent: tokio::sync::Notify,
     /// Counted as a player (`playing` is set).
     counted: AtomicBool,
     answered: AtomicBool,
@@ -198,6 +210,7 @@ impl Found {
             },
             wake: local.wake.clone(),
             joined: AtomicBool::new(false),
+            join_sent: tokio::sync::Notify::new(),
             counted: AtomicBool::new(false),
             answered: AtomicBool::new(false),
             began: tokio::time::Instant::now(),
@@ -206,8 +219,8 @@ impl Found {
     }
 
     fn sent(&self, d: &[u8]) {
-        if crate::game::bedrock::is_join(d) {
-            self.joined.store(true, Relaxed);
+        if crate::game::bedrock::is_join(d) && !self.joined.swap(true, Relaxed) {
+            self.join_sent.notify_one();
         }
         // From the first datagram that is not a server-list ping (RakNet's
         // unconnected pings, 0x01 and 0x02: a Bedrock list) until the flow
@@ -219,6 +232,20 @@ impl Found {
                 *p = Some(self.ep.homes.player(&self.local.service));
                 self.counted.store(true, Relaxed);
             }
+        }
+    }
+
+    /// Returns once a join went unanswered for `JOIN_SILENCE`; never if
+    /// none did. A host switched off (the `wakeonlan` case) or a firewall
+    /// that drops says nothing: no ICMP "port unreachable" comes back to
+    /// tell the ep the service is not there.
+    async fn unanswered_join(&self) {
+        while !self.joined.load(Relaxed) {
+            self.join_sent.notified().await;
+        }
+        tokio::time::sleep(JOIN_SILENCE).await;
+        if self.answered.load(Relaxed) {
+            std::future::pending::<()>().await;
         }
     }
 
@@ -251,8 +278,10 @@ impl ToService {
         self.count(&d);
         // Refused (nothing listening yet): this datagram is lost, as it
         // would be on the network; the flow goes on.
-        if let Err(e) = self.socket.send(&d).await {
-            tracing::debug!("cannot send to the local service: {e}");
+        if let Err(e) = self.socket.send(&d).await
+            && self.send_failed(&e)
+        {
+            self.rearm();
         }
     }
 
@@ -262,43 +291,77 @@ impl ToService {
         let mut header = self.lock_header();
         if header.is_none() {
             drop(header);
-            self.try_send(d);
+            if self.try_send(d) == Sent::Refused {
+                self.rearm();
+            }
             return;
         }
         // The QUIC link's reader and the stream's task both send: while a
         // header is due, its lock is held through the sends, so the
         // service sees the header before any datagram.
         let (h, d) = with_header(&mut header, d, self.max_payload);
-        // The first sent carries the header (alone, or in front of `d`).
-        for (i, out) in h.as_deref().into_iter().chain(d.as_deref()).enumerate() {
-            if !self.try_send(out) && i == 0 && header.is_none() {
-                // The header did not go: due again on the next datagram.
-                *header = self.first.clone();
+        // The first sent carries the header (alone, or in front of `d`):
+        // if it does not go, due again on the next datagram, and `d` not
+        // sent without it.
+        for out in h.as_deref().into_iter().chain(d.as_deref()) {
+            if self.try_send(out) != Sent::Yes {
+                if header.is_none() {
+                    *header = self.first.clone();
+                }
+                break;
             }
         }
+    }
+
+    /// The socket's pending error, taken: a refusal (an ICMP "port
+    /// unreachable" for a datagram sent home) re-arms the header and tells
+    /// the ep the service is not there.
+    fn take_error(&self) {
+        if let Ok(Some(e)) = self.socket.take_error()
+            && e.kind() == std::io::ErrorKind::ConnectionRefused
+        {
+            self.rearm();
+            self.found.refused();
+        }
+        // Taken: clear the readiness too, or it would wake the loop that
+        // waits on it again at once.
+        let _ = self.socket.try_io(tokio::io::Interest::ERROR, || {
+            Err::<(), _>(std::io::ErrorKind::WouldBlock.into())
+        });
     }
 
     /// Whether `d` went to the socket.
-    fn try_send(&self, d: &[u8]) -> bool {
+    fn try_send(&self, d: &[u8]) -> Sent {
         match self.socket.try_send(d) {
-            Ok(_) => true,
-            Err(e) => {
-                tracing::debug!("cannot send to the local service: {e}");
-                false
-            }
+            Ok(_) => Sent::Yes,
+            Err(e) if self.send_failed(&e) => Sent::Refused,
+            Err(_) => Sent::Lost,
         }
     }
 
-    /// The service refused a datagram (nothing listening: asleep, or
-    /// restarting) before it ever answered: the one that carried the
-    /// header may be the one lost, and in `first` mode a service takes the
-    /// first datagram it hears from a source for the header, so the next
-    /// one carries it again. Else a player's own datagram, shaped as a
-    /// header, would be that first one, and name any address it liked.
-    fn rearm(&self) {
-        if self.found.answered.load(Relaxed) {
-            return;
+    /// A send failed; whether it was a refusal. A connected UDP socket
+    /// keeps one pending error, the ICMP "port unreachable" of an earlier
+    /// datagram, and the next call takes it, a send as well as a receive:
+    /// taken here, it says what it says in `to_hub` (the caller re-arms
+    /// the header, not holding its lock).
+    fn send_failed(&self, e: &std::io::Error) -> bool {
+        tracing::debug!("cannot send to the local service: {e}");
+        let refused = e.kind() == std::io::ErrorKind::ConnectionRefused;
+        if refused {
+            self.found.refused();
         }
+        refused
+    }
+
+    /// The service refused a datagram (nothing listening: asleep, or
+    /// restarting, even after it answered this flow): the one that carried
+    /// the header may be the one lost, or the process that read it gone,
+    /// and in `first` mode a service takes the first datagram it hears
+    /// from a source for the header, so the next one carries it again.
+    /// Else a player's own datagram, shaped as a header, would be that
+    /// first one, and name any address it liked. (At worst a service that
+    /// did read it gets the same header again.)
+    fn rearm(&self) {
         let mut header = self.lock_header();
         if header.is_none() {
             *header = self.first.clone();
@@ -359,6 +422,11 @@ fn with_header<'d>(
     }
 }
 
+/// How long a join may go unanswered before the service counts as not
+/// there (a Bedrock server answers a join at once; a RakNet client tries
+/// for about ten seconds).
+const JOIN_SILENCE: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// Datagrams from the service to the hub: QUIC datagrams when the flow has
 /// a link and they fit, else framed on the stream. Returns the error that
 /// ended it.
@@ -370,27 +438,24 @@ async fn to_hub(
 ) -> std::io::Error {
     let (socket, found) = (&home.socket, &home.found);
     let mut out = Vec::new();
+    let silence = found.unanswered_join();
+    tokio::pin!(silence);
+    let mut silent = false;
     loop {
         // ERROR too: an ICMP "port unreachable" for a datagram sent home
         // sets only the socket's error (no readable data), and it is how
-        // the ep learns the service is not there.
-        match socket
-            .ready(tokio::io::Interest::READABLE | tokio::io::Interest::ERROR)
-            .await
-        {
-            Ok(r) if r.is_error() => {
-                if let Ok(Some(e)) = socket.take_error()
-                    && e.kind() == std::io::ErrorKind::ConnectionRefused
-                {
-                    home.rearm();
-                    found.refused();
-                }
-                // Taken: clear the readiness too, or it would wake this
-                // loop again at once.
-                let _ = socket.try_io(tokio::io::Interest::ERROR, || {
-                    Err::<(), _>(std::io::ErrorKind::WouldBlock.into())
-                });
+        // the ep learns the service is not there; or a join unanswered.
+        let ready = tokio::select! {
+            r = socket.ready(tokio::io::Interest::READABLE | tokio::io::Interest::ERROR) => r,
+            () = &mut silence, if !silent => {
+                silent = true;
+                home.rearm();
+                found.refused();
+                continue;
             }
+        };
+        match ready {
+            Ok(r) if r.is_error() => home.take_error(),
             Ok(_) => {}
             Err(e) => return e,
         }

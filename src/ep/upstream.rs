@@ -357,10 +357,8 @@ impl Up {
                 None
             }
             Ok(HubMsg::Services { services, refused }) => {
-                // A hub looping these cannot flood home's log.
-                static SAID: crate::log_rate::Once = crate::log_rate::Once::new();
                 let now: Vec<&String> = services.keys().collect();
-                match SAID.now() {
+                match self.link.services_said.now() {
                     Some(unsaid) if refused.is_empty() => {
                         tracing::info!(services = ?now, unsaid, "the hub serves these services through this ep")
                     }
