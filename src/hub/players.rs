@@ -240,7 +240,12 @@ impl Players {
             svc: a.svc.clone(),
             addr: a.addr,
             udp: a.udp,
-            since: crate::history::unix_now().saturating_sub(a.arrived.elapsed().as_secs()),
+            // The second it arrived in (a kick written in that second
+            // names it), not now less whole seconds, which can be the next.
+            since: std::time::SystemTime::now()
+                .checked_sub(a.arrived.elapsed())
+                .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+                .map_or_else(crate::history::unix_now, |d| d.as_secs()),
             started: a.arrived,
             meter,
             session: AtomicU64::new(UNSET),
