@@ -806,7 +806,6 @@ pub(super) async fn session(shared: Arc<Shared>, s: LoggedIn) -> Ended {
     let mut rd = FrameReader::new(rd);
     let mut tick = tokio::time::interval(t.heartbeat_interval);
     let mut silence = Box::pin(tokio::time::sleep(t.heartbeat_timeout));
-    // `said`: an ep's re-announcements, logged at most once a second.
     let (mut pongs, said) = (Pongs::default(), crate::log_rate::Once::new());
     let (mut paced, mut reloads) = (super::pace::Paced::new(pace), shared.reloads.subscribe());
     let mut told = Told::default();
@@ -846,7 +845,9 @@ pub(super) async fn session(shared: Arc<Shared>, s: LoggedIn) -> Ended {
         };
         // An ep that stops reading must not hold the session (and its
         // services) past a revocation or a replacement, nor for ever.
+        // Biased: an end interrupts only a write that waits, not its goodbye.
         let wrote = tokio::select! {
+            biased;
             r = tokio::time::timeout(t.heartbeat_timeout, proto::write_msg(&mut wr, &out)) => r,
             (kind, why) = guard.ended() => {
                 cut = true;
