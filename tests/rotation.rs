@@ -213,6 +213,40 @@ async fn a_new_ca_closes_the_sessions_of_certificates_it_did_not_issue(t: Transp
     hub.wait_sessions(0).await;
 }
 
+on_every_transport!(an_ep_certificate_issued_through_an_intermediate_serves);
+
+/// A user's own PKI issues ep certificates through an intermediate CA and
+/// the ep presents both: it logs in, serves, and a CA bundle replacing
+/// `tls.ca` (a rollover) that still holds its root leaves it served.
+async fn an_ep_certificate_issued_through_an_intermediate_serves(t: Transport) {
+    let certs = Certs::new();
+    issue_ep_cert_via_intermediate(&certs, "home2");
+    let hub = TestHub::start(&certs, &t.hub_opts(HubOpts::default())).await;
+    let mut eo = t.ep_opts(
+        &hub,
+        EpOpts::new(&certs, vec![("echo".into(), echo_server().await)]),
+    );
+    eo.cert = "home2".into();
+    let _ep = TestEp::start(ep_settings(&certs, &hub, &eo));
+    hub.wait_sessions(1).await;
+    assert_eq!(echo_through(hub.service("echo"), b"hi").await, b"hi");
+    let bundle = format!(
+        "{}{}",
+        std::fs::read_to_string(certs.path("ca.pem")).unwrap(),
+        std::fs::read_to_string(Certs::new().path("ca.pem")).unwrap()
+    );
+    let outcome = hub
+        .reload_after(|| {
+            let tmp = certs.path("ca.pem.new");
+            std::fs::write(&tmp, bundle).unwrap();
+            std::fs::rename(&tmp, certs.path("ca.pem")).unwrap();
+        })
+        .await;
+    assert!(outcome.is_ok(), "{outcome:?}");
+    assert_eq!(*hub.handle.sessions().borrow(), 1, "the ep's session stays");
+    assert_eq!(echo_through(hub.service("echo"), b"hi").await, b"hi");
+}
+
 on_every_transport!(a_login_whose_handshake_spans_a_new_ca_gets_no_session);
 
 /// Where a relay holds what its first client sends once the server has

@@ -210,22 +210,21 @@ pub(super) async fn finish_login(
 pub(super) struct Peer {
     pub ep: String,
     pub serial: String,
-    pub cert: Option<rustls::pki_types::CertificateDer<'static>>,
+    /// What it presented, its own certificate first (any intermediates
+    /// after): every later check of the chain needs all of it.
+    pub chain: Vec<rustls::pki_types::CertificateDer<'static>>,
 }
 
 impl Peer {
     pub fn of(certs: Option<&[rustls::pki_types::CertificateDer<'static>]>) -> Peer {
-        let cert = certs.and_then(|c| c.first()).cloned();
+        let chain = certs.map(<[_]>::to_vec).unwrap_or_default();
+        let cert = chain.first();
         Peer {
             ep: cert
-                .as_ref()
                 .and_then(crate::tls::common_name)
                 .unwrap_or_else(|| "?".into()),
-            serial: cert
-                .as_ref()
-                .and_then(crate::tls::serial_hex)
-                .unwrap_or_default(),
-            cert,
+            serial: cert.and_then(crate::tls::serial_hex).unwrap_or_default(),
+            chain,
         }
     }
 }
@@ -429,7 +428,7 @@ async fn log_in(
     let login = super::sessions::Login {
         ep,
         serial: &peer.serial,
-        cert: peer.cert.as_ref(),
+        chain: &peer.chain,
         ip: addr.ip(),
         version: &software_label(software.as_deref()),
         modern,
@@ -563,11 +562,7 @@ fn still_valid(
     // endpoint takes its configuration when the connection begins), and
     // one chain check per login is small beside its Argon2.
     let trust = shared.trust.loaded.get();
-    if peer
-        .cert
-        .as_ref()
-        .is_some_and(|c| !trust.material.issued(c))
-    {
+    if !peer.chain.is_empty() && !trust.material.issued(&peer.chain) {
         let why = "the hub's CA changed during the login and did not issue this certificate";
         return Err((RefusalKind::Other, why.into()));
     }
@@ -739,7 +734,7 @@ fn software_label(software: Option<&str>) -> String {
 }
 
 fn warn_if_expiring(peer: &Peer) {
-    if let Some(days) = peer.cert.as_ref().and_then(crate::tls::days_left)
+    if let Some(days) = peer.chain.first().and_then(crate::tls::days_left)
         && days < 30
     {
         let ep = &peer.ep;

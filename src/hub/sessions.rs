@@ -23,7 +23,7 @@ struct Entry {
     /// Its ep's name, shared with the players it carries.
     name: Arc<str>,
     serial: Arc<str>,
-    cert: Option<rustls::pki_types::CertificateDer<'static>>,
+    chain: Vec<rustls::pki_types::CertificateDer<'static>>,
     ip: IpAddr,
     version: String,
     since: tokio::time::Instant,
@@ -53,8 +53,8 @@ fn rtt_of(rtt: &Rtt, link: Option<&crate::quic::Link>) -> Option<std::time::Dura
 pub(crate) struct Login<'a> {
     pub ep: &'a str,
     pub serial: &'a str,
-    /// The certificate it presented (for a later change of CA).
-    pub cert: Option<&'a rustls::pki_types::CertificateDer<'static>>,
+    /// The certificate chain it presented (for a later change of CA).
+    pub chain: &'a [rustls::pki_types::CertificateDer<'static>],
     pub ip: IpAddr,
     /// The ep's ferry version.
     pub version: &'a str,
@@ -198,7 +198,7 @@ impl Sessions {
         let Login {
             ep,
             serial,
-            cert,
+            chain,
             ip,
             version,
             modern,
@@ -220,7 +220,7 @@ impl Sessions {
             session: id,
             name: ep.into(),
             serial: serial.into(),
-            cert: cert.cloned(),
+            chain: chain.to_vec(),
             ip,
             version: version.to_string(),
             since: tokio::time::Instant::now(),
@@ -524,12 +524,12 @@ impl Sessions {
     /// would look served while every player waited in vain.
     pub fn close_unissued(
         &self,
-        issued: impl Fn(&rustls::pki_types::CertificateDer<'static>) -> bool,
+        issued: impl Fn(&[rustls::pki_types::CertificateDer<'static>]) -> bool,
     ) -> usize {
         let st = self.lock();
         let mut n = 0;
         for (ep, e) in &st.by_ep {
-            if e.cert.as_ref().is_some_and(|c| !issued(c)) {
+            if !e.chain.is_empty() && !issued(&e.chain) {
                 let reason = "its certificate is not from the hub's CA (tls.ca changed)";
                 tracing::warn!(ep, "closing the ep's session: {reason}");
                 e.end.end(CloseKind::Other, reason);

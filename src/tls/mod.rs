@@ -82,17 +82,21 @@ pub struct ServerMaterial {
 }
 
 impl ServerMaterial {
-    /// Whether `cert` is a client certificate this CA issued, valid now
-    /// (revocation aside): a session whose certificate is not, after the
-    /// CA was replaced, can open no channel any more.
-    pub fn issued(&self, cert: &CertificateDer<'_>) -> bool {
+    /// Whether `chain` (a client certificate, then the intermediates it
+    /// was presented with) is one this CA issued, valid now (revocation
+    /// aside): a session whose certificate is not, after the CA was
+    /// replaced, can open no channel any more.
+    pub fn issued(&self, chain: &[CertificateDer<'_>]) -> bool {
+        let Some((cert, intermediates)) = chain.split_first() else {
+            return false;
+        };
         // Against every CA `tls.ca` holds (a bundle during a rollover),
         // as the doors' verifier checks.
         WebPkiClientVerifier::builder_with_provider(self.roots.clone(), provider())
             .build()
             .is_ok_and(|v| {
-                v.verify_client_cert(cert, &[], rustls::pki_types::UnixTime::now())
-                    .is_ok()
+                let now = rustls::pki_types::UnixTime::now();
+                v.verify_client_cert(cert, intermediates, now).is_ok()
             })
     }
 

@@ -783,6 +783,47 @@ pub fn issue_ep_cert(certs: &Certs, name: &str, validity: Validity, server_auth:
     }
 }
 
+/// Issues an ep certificate `ep-NAME.pem`/`.key` through an intermediate
+/// CA the test CA signed, as a user's own PKI would: the file holds the
+/// ep's certificate, then the intermediate's.
+pub fn issue_ep_cert_via_intermediate(certs: &Certs, name: &str) {
+    use rcgen::{
+        BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer,
+        KeyPair, KeyUsagePurpose,
+    };
+    let ca_key =
+        KeyPair::from_pem(&std::fs::read_to_string(certs.path("ca.key")).unwrap()).unwrap();
+    let root = Issuer::from_ca_cert_pem(
+        &std::fs::read_to_string(certs.path("ca.pem")).unwrap(),
+        ca_key,
+    )
+    .unwrap();
+    let mid_key = KeyPair::generate().unwrap();
+    let mut mid = CertificateParams::default();
+    mid.distinguished_name = rcgen::DistinguishedName::new();
+    mid.distinguished_name
+        .push(DnType::CommonName, "intermediate CA");
+    mid.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
+    mid.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+    let mid_cert = mid.signed_by(&mid_key, &root).unwrap();
+    let mid = Issuer::new(mid, mid_key);
+    let key = KeyPair::generate().unwrap();
+    let mut p = CertificateParams::default();
+    p.distinguished_name = rcgen::DistinguishedName::new();
+    p.distinguished_name.push(DnType::CommonName, name);
+    p.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+    let cert = p.signed_by(&key, &mid).unwrap();
+    let chain = format!("{}{}", cert.pem(), mid_cert.pem());
+    std::fs::write(certs.path(&format!("ep-{name}.pem")), chain).unwrap();
+    let keyfile = certs.path(&format!("ep-{name}.key"));
+    std::fs::write(&keyfile, key.serialize_pem()).unwrap();
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&keyfile, std::fs::Permissions::from_mode(0o600)).unwrap();
+    }
+}
+
 /// A service that greets every connection with one byte and counts them:
 /// each count is a channel taken and a dial at home.
 pub async fn counting_greeter() -> (SocketAddr, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
