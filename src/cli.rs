@@ -664,6 +664,12 @@ fn invite(settings: &HubSettings, a: InviteArgs) -> Result<()> {
     }
     invite_notes(&store()?, &issued.line.id, ep)?;
     println!("at home, run:\n\n  ferry ep join {}\n", issued.line);
+    // The line is a secret until used: as an argument it shows in `ps`
+    // and stays in the shell's history.
+    println!(
+        "(or run `ferry ep join` alone and paste the line when it asks: it then stays out \
+         of `ps` and the shell's history)"
+    );
     Ok(())
 }
 
