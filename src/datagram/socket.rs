@@ -19,12 +19,17 @@ use tokio::{io::Interest, net::UdpSocket};
 /// Asks the kernel to report each datagram's destination. An IPv6
 /// socket reports IPv4 datagrams (dual-stack) as v4-mapped.
 pub fn report_destinations(socket: &UdpSocket) -> io::Result<()> {
-    let set = if socket.local_addr()?.is_ipv4() {
-        socket::setsockopt(socket, sockopt::Ipv4PacketInfo, &true)
-    } else {
-        socket::setsockopt(socket, sockopt::Ipv6RecvPacketInfo, &true)
-    };
-    set.map_err(io::Error::from)
+    if socket.local_addr()?.is_ipv4() {
+        return socket::setsockopt(socket, sockopt::Ipv4PacketInfo, &true).map_err(io::Error::from);
+    }
+    socket::setsockopt(socket, sockopt::Ipv6RecvPacketInfo, &true)?;
+    // An address routed here but on no interface (a whole /64 taken with
+    // `ip -6 route add local … dev lo`) is delivered, but IPv6 refuses it
+    // as an answer's source unless the socket may use addresses it does
+    // not hold; IPv4 takes such a local route's addresses as they are.
+    // Set after the bind, it changes nothing else: the only source asked
+    // for is the address a player's datagram just reached.
+    socket::setsockopt(socket, sockopt::IpFreebind, &true).map_err(io::Error::from)
 }
 
 /// The address answers to a datagram sent to `to` leave from (`send_from`):
@@ -262,6 +267,61 @@ mod tests {
             let n = p.recv(&mut buf).await.unwrap();
             assert_eq!(&buf[..n], b"kept", "on {bind}");
         }
+    }
+
+    /// A whole IPv6 network routed to the host (`local` route, on no
+    /// interface): a player writing to any of its addresses hears the
+    /// answer from that address. In a network namespace of its own, which
+    /// needs root; skipped (and said) otherwise.
+    #[test]
+    fn an_answer_leaves_from_an_address_routed_here_but_not_assigned() {
+        let run = std::thread::spawn(|| {
+            use nix::sched::{CloneFlags, unshare};
+            if let Err(e) = unshare(CloneFlags::CLONE_NEWNET) {
+                eprintln!("skipped: a network namespace of its own needs root ({e})");
+                return;
+            }
+            // Children of this thread start in its namespace.
+            for args in [
+                &["link", "set", "lo", "up"][..],
+                &[
+                    "-6",
+                    "route",
+                    "add",
+                    "local",
+                    "2001:db8:f::/64",
+                    "dev",
+                    "lo",
+                ],
+            ] {
+                let ok = std::process::Command::new("ip").args(args).status();
+                assert!(ok.is_ok_and(|s| s.success()), "ip {args:?}");
+            }
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap()
+                .block_on(async {
+                    let s = UdpSocket::bind("[::]:0").await.unwrap();
+                    report_destinations(&s).unwrap();
+                    let port = s.local_addr().unwrap().port();
+                    let p = UdpSocket::bind("[::1]:0").await.unwrap();
+                    p.connect(("2001:db8:f::77", port)).await.unwrap();
+                    p.send(b"hi").await.unwrap();
+                    let mut buf = [0u8; 16];
+                    let r = Receiver::default().recv(&s, &mut buf).await.unwrap();
+                    assert_eq!(r.to, Some("2001:db8:f::77".parse().unwrap()));
+                    send_from(&s, b"back", r.from, r.to).await.unwrap();
+                    let got =
+                        tokio::time::timeout(std::time::Duration::from_secs(5), p.recv(&mut buf))
+                            .await;
+                    assert!(
+                        matches!(got, Ok(Ok(4))),
+                        "the player heard nothing from 2001:db8:f::77"
+                    );
+                });
+        });
+        run.join().unwrap();
     }
 
     /// A source the kernel will not send from (not this host's, as a
