@@ -49,6 +49,52 @@ impl Once {
     }
 }
 
+/// A `Once` per key (a service's name), usable as a `static`: one
+/// service's flood does not hide another's line. Keys past `KEYS` share
+/// one place, so a peer naming ever new keys cannot grow it.
+pub struct PerKey {
+    places: std::sync::Mutex<std::collections::BTreeMap<String, std::sync::Arc<Once>>>,
+    rest: Once,
+}
+
+/// The most keys with a place of their own.
+const KEYS: usize = 256;
+
+impl PerKey {
+    pub const fn new() -> PerKey {
+        PerKey {
+            places: std::sync::Mutex::new(std::collections::BTreeMap::new()),
+            rest: Once::new(),
+        }
+    }
+
+    /// `Once::now` for `key`'s place.
+    pub fn now(&self, key: &str) -> Option<u64> {
+        let place = {
+            let mut places = self.places.lock().unwrap_or_else(|p| p.into_inner());
+            match places.get(key) {
+                Some(p) => Some(p.clone()),
+                None if places.len() < KEYS => {
+                    let p = std::sync::Arc::new(Once::new());
+                    places.insert(key.to_string(), p.clone());
+                    Some(p)
+                }
+                None => None,
+            }
+        };
+        match place {
+            Some(p) => p.now(),
+            None => self.rest.now(),
+        }
+    }
+}
+
+impl Default for PerKey {
+    fn default() -> Self {
+        PerKey::new()
+    }
+}
+
 fn base() -> Instant {
     static BASE: OnceLock<Instant> = OnceLock::new();
     *BASE.get_or_init(Instant::now)
@@ -68,5 +114,20 @@ mod tests {
         }
         std::thread::sleep(EVERY);
         assert_eq!(once.now(), Some(1000));
+    }
+
+    /// One key's flood leaves another key's first line said; keys past
+    /// the bound share a place.
+    #[test]
+    fn each_key_is_said_on_its_own() {
+        let per = PerKey::new();
+        assert_eq!(per.now("a"), Some(0));
+        assert_eq!(per.now("a"), None);
+        assert_eq!(per.now("b"), Some(0));
+        for k in 0..KEYS {
+            let _ = per.now(&k.to_string());
+        }
+        assert_eq!(per.now("new"), None, "past the bound: the shared place");
+        assert_eq!(per.places.lock().unwrap().len(), KEYS);
     }
 }

@@ -162,8 +162,8 @@ async fn open(ep: &Ep, service: &str, ticket: &str, target: &Target) -> Option<P
     };
     // A hub asking for channels it then refuses, in a loop, cannot flood
     // home's log: said once a second.
-    static SAID: crate::log_rate::Once = crate::log_rate::Once::new();
-    match SAID.now() {
+    static SAID: crate::log_rate::PerKey = crate::log_rate::PerKey::new();
+    match SAID.now(service) {
         Some(unsaid) => tracing::warn!(service, unsaid, "cannot open a channel: {why}"),
         None => tracing::debug!(service, "cannot open a channel: {why}"),
     }
@@ -186,8 +186,8 @@ async fn wait_for_player(
     match waited {
         Ok(Ok(msg @ HubMsg::Start { .. })) => Some(msg),
         Ok(Ok(_)) => {
-            static SAID: crate::log_rate::Once = crate::log_rate::Once::new();
-            if let Some(unsaid) = SAID.now() {
+            static SAID: crate::log_rate::PerKey = crate::log_rate::PerKey::new();
+            if let Some(unsaid) = SAID.now(service) {
                 tracing::warn!(service, unsaid, "channel: unexpected message before start");
             }
             None
@@ -469,16 +469,16 @@ impl Dial<'_> {
             // cannot flood home's log: said once a second.
             Ok(Err(e)) => {
                 failed(e.to_string());
-                static SAID: crate::log_rate::Once = crate::log_rate::Once::new();
-                if let Some(unsaid) = SAID.now() {
+                static SAID: crate::log_rate::PerKey = crate::log_rate::PerKey::new();
+                if let Some(unsaid) = SAID.now(service) {
                     tracing::warn!(service, %player, local = at, unsaid, "cannot reach the local service: {e}; player closed");
                 }
                 None
             }
             Err(_) => {
                 failed(format!("no answer within {:?}", s.timing.connect_timeout));
-                static SAID: crate::log_rate::Once = crate::log_rate::Once::new();
-                if let Some(unsaid) = SAID.now() {
+                static SAID: crate::log_rate::PerKey = crate::log_rate::PerKey::new();
+                if let Some(unsaid) = SAID.now(service) {
                     tracing::warn!(service, %player, local = at, unsaid, "local service did not accept within {:?}; player closed", s.timing.connect_timeout);
                 }
                 None
