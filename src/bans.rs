@@ -50,7 +50,7 @@ impl Net {
                      \"203.0.113.0/24\", \"2001:db8::/48\")"
                 )
             })?;
-        Ok(Net(canonical(net).trunc()))
+        Ok(Net(crate::config::netlist::canonical(net).trunc()))
     }
 
     pub fn contains(&self, ip: IpAddr) -> bool {
@@ -76,19 +76,6 @@ impl Net {
         };
         let len = self.0.prefix_len().min(widest);
         IpNet::new(self.0.addr(), len).map_or_else(|_| "?".into(), |n| n.trunc().to_string())
-    }
-}
-
-/// `::ffff:a.b.c.d/n` (n ≥ 96) as the IPv4 network it names.
-fn canonical(net: IpNet) -> IpNet {
-    match net {
-        IpNet::V6(v6) if v6.prefix_len() >= 96 => match v6.addr().to_ipv4_mapped() {
-            Some(v4) => ipnet::Ipv4Net::new(v4, v6.prefix_len() - 96)
-                .map(IpNet::V4)
-                .unwrap_or(net),
-            None => net,
-        },
-        other => other,
     }
 }
 

@@ -15,7 +15,7 @@ pub mod game;
 pub mod grants;
 mod hashes;
 pub mod hub;
-mod netlist;
+pub mod netlist;
 pub mod plan;
 pub mod players;
 pub mod ports;

@@ -36,12 +36,29 @@ impl Allowlist {
     }
 }
 
-/// Accepts CIDR notation or a bare address (meaning that one host).
+/// Accepts CIDR notation or a bare address (meaning that one host). An
+/// IPv4-mapped entry (`::ffff:203.0.113.7`, as a dual-stack socket's logs
+/// show an IPv4 player) is kept as the IPv4 network it names, since
+/// peers are matched in that form.
 fn parse_entry(s: &str) -> Result<IpNet, String> {
     let s = s.trim();
     s.parse::<IpNet>()
         .or_else(|_| s.parse::<IpAddr>().map(IpNet::from))
+        .map(canonical)
         .map_err(|_| format!("{s:?} is not an address or CIDR network (e.g. \"203.0.113.0/24\")"))
+}
+
+/// `::ffff:a.b.c.d/n` (n ≥ 96) as the IPv4 network it names.
+pub fn canonical(net: IpNet) -> IpNet {
+    match net {
+        IpNet::V6(v6) if v6.prefix_len() >= 96 => match v6.addr().to_ipv4_mapped() {
+            Some(v4) => ipnet::Ipv4Net::new(v4, v6.prefix_len() - 96)
+                .map(IpNet::V4)
+                .unwrap_or(net),
+            None => net,
+        },
+        other => other,
+    }
 }
 
 impl<'de> Deserialize<'de> for Allowlist {
@@ -77,5 +94,20 @@ mod tests {
         assert!(!list.contains("127.0.0.2".parse().unwrap()));
         assert!(!list.is_wide_open());
         assert!(parse_entry("nope").is_err());
+    }
+
+    /// An entry copied from a dual-stack socket's log, in the v4-mapped
+    /// form, names the IPv4 player it shows.
+    #[test]
+    fn a_v4_mapped_entry_matches_its_ipv4_peer() {
+        let list = Allowlist(vec![
+            parse_entry("::ffff:203.0.113.7").unwrap(),
+            parse_entry("::ffff:198.51.100.0/120").unwrap(),
+        ]);
+        assert!(list.contains("203.0.113.7".parse().unwrap()));
+        assert!(list.contains("::ffff:203.0.113.7".parse().unwrap()));
+        assert!(list.contains("198.51.100.9".parse().unwrap()));
+        assert!(!list.contains("203.0.113.8".parse().unwrap()));
+        assert_eq!(list.nets()[0].to_string(), "203.0.113.7/32");
     }
 }
