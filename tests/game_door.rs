@@ -137,6 +137,20 @@ async fn hostnames_route_players_on_one_port(t: Transport) {
     ] {
         assert_eq!(motd(&ping(at(port), host).await.unwrap()), want, "{host}");
     }
+    // A BungeeCord proxy in front (`ip_forward`) appends the player's
+    // address, UUID and skin to the name: over 1 KiB.
+    let forwarded = format!(
+        "b.test\x00203.0.113.7\x00{}\x00{}",
+        "0".repeat(32),
+        "p".repeat(1500)
+    );
+    assert_eq!(motd(&ping(at(port), &forwarded).await.unwrap()), "B");
+    // Handshakes whose length begins with the byte a legacy ping starts
+    // with (254 bytes: `FE 01`, as 1.4's ping) are handshakes.
+    for pad in 230..=262 {
+        let host = format!("c.test\x00{}", "x".repeat(pad));
+        assert_eq!(motd(&ping(at(port), &host).await.unwrap()), "C", "{pad}");
+    }
     let (_, body) = join(at(port), "b2.test").await.unwrap();
     assert_eq!(disconnect_text(&body), "B b2.test");
     // An unknown name: told which exist, and counted.

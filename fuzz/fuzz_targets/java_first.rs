@@ -5,7 +5,8 @@
 //! - the answer is decided by a prefix and never changes as more bytes
 //!   come (so the hub's read loop gives the same whatever the split), and
 //!   is always decided by `MAX_FIRST` bytes (the loop's own "longer than
-//!   1 KiB" refusal is unreachable);
+//!   8 KiB" refusal is unreachable), except the start of a legacy ping
+//!   (`legacy_prefix`), which the loop decides by the silence after it;
 //! - the bytes a handshake took are within the input and `MAX_FIRST`; the
 //!   handshake encoded again reads back equal, and no longer;
 //! - `read_varint`: bounded to 5 bytes, decided by a prefix, and
@@ -17,7 +18,7 @@
 #![no_main]
 
 use ferry::game::{
-    java::{First, Handshake, MAX_FIRST, Next, first, normalise_host},
+    java::{First, Handshake, MAX_FIRST, Next, first, legacy_prefix, normalise_host},
     read_varint, write_varint,
 };
 use libfuzzer_sys::fuzz_target;
@@ -88,6 +89,9 @@ fuzz_target!(|data: &[u8]| {
                 }
             }
         }
+    }
+    if legacy_prefix(data) {
+        assert_eq!(whole, Ok(None));
     }
     if data.len() >= MAX_FIRST {
         assert!(decided.is_some_and(|k| k <= MAX_FIRST), "{decided:?}");

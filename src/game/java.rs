@@ -11,13 +11,16 @@ use super::{read_varint, write_varint};
 #[error("{0}")]
 pub struct Junk(pub &'static str);
 
-/// The most the hub reads before it knows where a player goes: a real
-/// handshake is under 300 bytes (a 255-character name and a few numbers).
-pub const MAX_FIRST: usize = 1024;
+/// The most the hub reads before it knows where a player goes. A
+/// client's own handshake is under 300 bytes (a 255-character name and a
+/// few numbers), but a BungeeCord proxy in front (`ip_forward`) appends
+/// the player's address, UUID and signed skin properties to the name:
+/// about 1.1 KiB with a skin, more with a cape and other properties.
+pub const MAX_FIRST: usize = 8 * 1024;
 
 /// Longest server address a handshake may carry (the protocol's limit is
 /// 255 characters; Forge and BungeeCord append to it after a `\0`).
-const MAX_ADDRESS_BYTES: usize = 900;
+const MAX_ADDRESS_BYTES: usize = MAX_FIRST - 16;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum First {
@@ -90,8 +93,17 @@ pub fn packet(buf: &[u8], max: usize) -> Result<Option<Packet<'_>>, Junk> {
 
 /// What a client sent first, and the bytes it took (a legacy ping takes
 /// none: it is answered or passed on whole); `Ok(None)` if more is needed.
+///
+/// A legacy ping starts 0xFE, but so does a modern packet 254, 382, …
+/// bytes long (its length's first VarInt byte), and 254's is `FE 01`, as
+/// the 1.4–1.6 pings begin. The third byte tells them apart (0xFA after a
+/// 1.6 ping's `FE 01`, a packet id 0 after a handshake's length); before
+/// it comes, `legacy_prefix` says whether silence means a legacy ping.
 pub fn first(buf: &[u8]) -> Result<Option<(First, usize)>, Junk> {
-    if buf.first() == Some(&0xfe) {
+    if legacy_prefix(buf) {
+        return Ok(None);
+    }
+    if buf.starts_with(&[0xfe, 0x01, 0xfa]) {
         return Ok(Some((First::Legacy, 0)));
     }
     let Some((id, body, used)) = packet(buf, MAX_FIRST)? else {
@@ -101,6 +113,15 @@ pub fn first(buf: &[u8]) -> Result<Option<(First, usize)>, Junk> {
         return Err(Junk("a first packet that is not a handshake"));
     }
     Ok(Some((First::Handshake(handshake(body)?), used)))
+}
+
+/// Whether `buf` is all an older client's legacy ping sends before it
+/// waits for the answer (pre-1.4: `FE`; 1.4 and 1.5: `FE 01`) and may
+/// still be the start of a longer modern packet: with nothing more after
+/// a moment, it is a legacy ping (as the vanilla server decides on what
+/// has arrived).
+pub fn legacy_prefix(buf: &[u8]) -> bool {
+    buf == [0xfe] || buf == [0xfe, 0x01]
 }
 
 fn handshake(body: &[u8]) -> Result<Handshake, Junk> {
@@ -255,7 +276,8 @@ mod tests {
         assert!(first(&[0xff, 0xff, 0xff, 0xff, 0x0f]).is_err());
         assert!(first(&[0x00]).is_err());
         assert!(first(&handshake_bytes("a.test", 7)).is_err());
-        let mut long = vec![0xff, 0x0f];
+        // A length of 16,383: past what the hub reads before routing.
+        let mut long = vec![0xff, 0x7f];
         long.resize(2000, 0);
         assert!(first(&long).is_err());
         let mut bad_utf8 = handshake_bytes("abc", 1);
@@ -265,7 +287,16 @@ mod tests {
 
     #[test]
     fn legacy_ping_is_recognised() {
-        assert_eq!(first(&[0xfe, 0x01]).unwrap(), Some((First::Legacy, 0)));
+        // 1.6's ping is decided by its third byte; 1.4's and earlier
+        // ones by the silence after them (the read loop's part).
+        assert_eq!(
+            first(&[0xfe, 0x01, 0xfa, 0x00]).unwrap(),
+            Some((First::Legacy, 0))
+        );
+        for older in [&[0xfe][..], &[0xfe, 0x01]] {
+            assert_eq!(first(older).unwrap(), None);
+            assert!(legacy_prefix(older));
+        }
         let s = Status {
             motd: "Sleeping",
             version: "ferry",
@@ -276,6 +307,43 @@ mod tests {
         assert_eq!(l[0], 0xff);
         let n = u16::from_be_bytes([l[1], l[2]]) as usize;
         assert_eq!(l.len(), 3 + 2 * n);
+    }
+
+    /// Handshakes whose length's VarInt begins 0xFE (254 and 382 bytes,
+    /// a long name with Forge's suffix) and a BungeeCord-forwarded one of
+    /// ~1.6 KiB are handshakes, not legacy pings or junk.
+    #[test]
+    fn long_handshakes_are_handshakes() {
+        for len in [254usize, 382, 1600] {
+            let bytes = handshake_with_length(len);
+            assert_eq!(bytes[0], if len == 1600 { 0xc0 } else { 0xfe });
+            let (got, used) = first(&bytes).unwrap().unwrap();
+            assert_eq!(used, bytes.len());
+            let First::Handshake(h) = got else {
+                panic!("{len}: {got:?}")
+            };
+            assert_eq!(h.host(), "mc.example.com", "{len}");
+        }
+    }
+
+    /// A login handshake whose packet (after its length) is `len` bytes:
+    /// the name with a forwarding suffix padded to fit.
+    fn handshake_with_length(len: usize) -> Vec<u8> {
+        // id, protocol (2 bytes), address length (2 bytes), port, next.
+        let address_len = len - 1 - 2 - 2 - 2 - 1;
+        let mut address = String::from("mc.example.com\0");
+        address.extend(std::iter::repeat_n('x', address_len - address.len()));
+        let mut body = vec![0x00];
+        write_varint(&mut body, 763);
+        write_varint(&mut body, address.len() as i32);
+        body.extend_from_slice(address.as_bytes());
+        body.extend_from_slice(&25565u16.to_be_bytes());
+        body.push(2);
+        assert_eq!(body.len(), len);
+        let mut out = Vec::new();
+        write_varint(&mut out, len as i32);
+        out.extend_from_slice(&body);
+        out
     }
 
     #[test]

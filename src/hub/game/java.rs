@@ -243,6 +243,12 @@ impl Drop for HubSlot {
     }
 }
 
+/// How long the start of an older client's legacy ping (`FE`, `FE 01`)
+/// waits for bytes that would make it a modern packet instead: a client
+/// writes its handshake whole, so they come with it, and a legacy client
+/// waits for the answer, so none come.
+const LEGACY_SILENCE: std::time::Duration = std::time::Duration::from_millis(250);
+
 /// The first packet and every byte read so far.
 async fn read_first(tcp: &mut TcpStream) -> Result<(First, Vec<u8>), Junk> {
     let mut buf = Vec::with_capacity(512);
@@ -251,11 +257,20 @@ async fn read_first(tcp: &mut TcpStream) -> Result<(First, Vec<u8>), Junk> {
             return Ok((first, buf));
         }
         if buf.len() >= java::MAX_FIRST {
-            return Err(Junk("a first packet longer than 1 KiB"));
+            return Err(Junk("a first packet longer than 8 KiB"));
         }
         let mut chunk = [0u8; 512];
         let room = (java::MAX_FIRST - buf.len()).min(chunk.len());
-        match tcp.read(&mut chunk[..room]).await {
+        let read = tcp.read(&mut chunk[..room]);
+        let read = if java::legacy_prefix(&buf) {
+            match tokio::time::timeout(LEGACY_SILENCE, read).await {
+                Ok(r) => r,
+                Err(_) => return Ok((First::Legacy, buf)),
+            }
+        } else {
+            read.await
+        };
+        match read {
             Ok(0) | Err(_) => return Err(Junk("closed before a whole handshake")),
             Ok(n) => buf.extend_from_slice(&chunk[..n]),
         }
