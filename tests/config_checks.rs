@@ -256,6 +256,10 @@ fn game_keys_are_checked_and_ferry_hub_check_lists_which_names_go_where() {
             "is not a host name",
         ),
         (
+            mc("game = \"minecraft\"\nhosts = [\"mc.example.com:25565\"]"),
+            "names a port; a client sends the name alone, write \"mc.example.com\"",
+        ),
+        (
             mc("game = \"minecraft\"\noffline_icon = \"/nonexistent.png\""),
             "offline_icon",
         ),

@@ -121,6 +121,16 @@ impl GameConfig {
             if n.is_empty() || n.len() > 255 || n.contains(|c: char| c.is_whitespace()) {
                 return Err(format!("{prefix}hosts: {h:?} is not a host name"));
             }
+            // A client sends the name alone, never `name:port`: such an
+            // entry could never match.
+            if let Some((name, port)) = n.split_once(':')
+                && !port.contains(':')
+                && port.parse::<u16>().is_ok()
+            {
+                return Err(format!(
+                    "{prefix}hosts: {h:?} names a port; a client sends the name alone, write {name:?}"
+                ));
+            }
             if hosts.contains(&n) {
                 return Err(format!("{prefix}hosts names {n} twice"));
             }

@@ -319,9 +319,12 @@ fn names_for(
         .iter()
         .filter(|s| s.name == port || s.shares_port_of.as_deref() == Some(port))
         .filter(|s| {
-            shared
-                .served(&s.name)
-                .is_some_and(|x| x.door.turned_away(ip).is_none())
+            // A service that would turn the player away keeps its names
+            // private from it, a ban as well as allow/deny.
+            shared.bans.check(&s.name, ip).is_ok()
+                && shared
+                    .served(&s.name)
+                    .is_some_and(|x| x.door.turned_away(ip).is_none())
         })
         .filter_map(|s| s.game.as_ref())
         .flat_map(|g| g.hosts.clone())
