@@ -115,27 +115,7 @@ impl GameConfig {
                 ));
             }
         }
-        let mut hosts = Vec::new();
-        for h in self.hosts.unwrap_or_default() {
-            let n = crate::game::java::normalise_host(&h);
-            if n.is_empty() || n.len() > 255 || n.contains(|c: char| c.is_whitespace()) {
-                return Err(format!("{prefix}hosts: {h:?} is not a host name"));
-            }
-            // A client sends the name alone, never `name:port`: such an
-            // entry could never match.
-            if let Some((name, port)) = n.split_once(':')
-                && !port.contains(':')
-                && port.parse::<u16>().is_ok()
-            {
-                return Err(format!(
-                    "{prefix}hosts: {h:?} names a port; a client sends the name alone, write {name:?}"
-                ));
-            }
-            if hosts.contains(&n) {
-                return Err(format!("{prefix}hosts names {n} twice"));
-            }
-            hosts.push(n);
-        }
+        let hosts = checked_hosts(prefix, self.hosts.unwrap_or_default())?;
         Ok(Some(GameSettings {
             game,
             offline_motd: self.offline_motd,
@@ -147,4 +127,31 @@ impl GameConfig {
             default_host: self.default_host.unwrap_or(false),
         }))
     }
+}
+
+/// `hosts` as the hub compares them: normalised, each a host name without
+/// a port, none twice.
+fn checked_hosts(prefix: &str, given: Vec<String>) -> Result<Vec<String>, String> {
+    let mut hosts = Vec::new();
+    for h in given {
+        let n = crate::game::java::normalise_host(&h);
+        if n.is_empty() || n.len() > 255 || n.contains(|c: char| c.is_whitespace()) {
+            return Err(format!("{prefix}hosts: {h:?} is not a host name"));
+        }
+        // A client sends the name alone, never `name:port`: such an
+        // entry could never match.
+        if let Some((name, port)) = n.split_once(':')
+            && !port.contains(':')
+            && port.parse::<u16>().is_ok()
+        {
+            return Err(format!(
+                "{prefix}hosts: {h:?} names a port; a client sends the name alone, write {name:?}"
+            ));
+        }
+        if hosts.contains(&n) {
+            return Err(format!("{prefix}hosts names {n} twice"));
+        }
+        hosts.push(n);
+    }
+    Ok(hosts)
 }
