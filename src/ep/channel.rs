@@ -275,6 +275,9 @@ pub(super) async fn started(
         public,
         join: !no_wake,
     };
+    // A join keeps the service awake from its start, its dial too; a
+    // list ping passing through not.
+    let playing = at.join.then(|| ep.homes.player(&service));
     let began = tokio::time::Instant::now();
     let (mut svc, early) = Box::pin(at.dial(&ep, &mut tls)).await?;
     dialed(&ep, &via, &service, player, began.elapsed());
@@ -282,8 +285,6 @@ pub(super) async fn started(
         tls.abort();
         return None;
     }
-    // A join keeps the service awake; a list ping passing through not.
-    let playing = at.join.then(|| ep.homes.player(&service));
     let rate = pace.map(|began| via.link.pace.limits(&service, began));
     // The streams stay where this block holds them, lent to the relay:
     // moved into an `async fn` they would be stored once per level of
@@ -399,12 +400,11 @@ impl Dial<'_> {
             udp: false,
             proxy: self.local.proxy_protocol,
         };
-        let wake = self.local.wake.as_ref();
         if let Some(tcp) = first {
-            ep.homes.answered(&local, wake);
+            ep.homes.answered(&local);
             return Some((tcp, Vec::new()));
         }
-        let mut woken = ep.homes.refused(&local, wake, (self.join, dialled))?;
+        let mut woken = ep.homes.refused(&local, (self.join, dialled))?;
         tracing::info!(service = self.service, player = %self.player, "player waits while the service wakes");
         let mut early = Vec::new();
         // On the heap: a task holds its largest state for its whole life, and
@@ -434,7 +434,7 @@ impl Dial<'_> {
             return None;
         }
         let again = self.dial_once(ep).await?;
-        ep.homes.answered(&local, wake);
+        ep.homes.answered(&local);
         Some((again, early))
     }
 

@@ -177,6 +177,8 @@ pub async fn bind(
         .enumerate()
         .map(|(i, h)| Arc::new(hubs::HubLink::new(i, &h.hub, &metrics)))
         .collect();
+    let homes = Arc::new(wake::Homes::default());
+    homes.configure(None, &settings.services);
     let ep = Arc::new(Ep {
         settings: crate::swap::Swap::new(settings),
         tls: crate::swap::Swap::new(tls),
@@ -184,7 +186,7 @@ pub async fn bind(
         reloaded: tokio::sync::watch::Sender::new(0),
         hubs: links,
         players: Arc::default(),
-        homes: Arc::default(),
+        homes,
         tracker: TaskTracker::new(),
         shutdown,
         hard_stop: CancellationToken::new(),

@@ -108,14 +108,11 @@ fn apply(ep: &Ep, (mut new, new_tls): (EpSettings, crate::tls::EpTls)) -> String
     // not sit out the rest of a long backoff.
     let credentials = old.token.expose() != new.token.expose() || old_tls.digest != new_tls.digest;
     ep.tls.set(new_tls);
-    // Removed, or moved or given another wake: what was known of it at
-    // home (and the tasks minding it) no longer holds.
-    for (name, was) in &old.services {
-        if new.services.get(name) != Some(was) {
-            ep.homes.forget(name);
-        }
-    }
     ep.settings.set(new);
+    // After the swap: a dial begun from here on finds the new settings,
+    // and one begun before acts on the wake settings in force.
+    ep.homes
+        .configure(Some(&old.services), &ep.settings().services);
     for link in &ep.hubs {
         if credentials {
             link.retry_now.notify_one();

@@ -78,7 +78,7 @@ impl Flow {
             header: std::sync::Mutex::new(header),
             meter: meter.up.clone(),
             n: Counts::default(),
-            found: Found::new(ep, service, &target, local),
+            found: Found::new(ep, service, &target),
         });
         // Over QUIC the datagrams from the hub are sent home from the task
         // that reads them (see `quic::Sink`).
@@ -179,7 +179,6 @@ enum Sent {
 struct Found {
     ep: Arc<Ep>,
     local: super::wake::Local,
-    wake: Option<crate::config::ep::Wake>,
     /// A player began to join (RakNet's Open Connection Request 1): it
     /// may wake the service; a list ping, a scanner's probe or a forged
     /// datagram never does.
@@ -195,7 +194,7 @@ struct Found {
 
 impl Found {
     /// A flow to `service` at `target` at home, beginning now.
-    fn new(ep: &Arc<Ep>, service: &str, target: &str, local: &LocalService) -> Found {
+    fn new(ep: &Arc<Ep>, service: &str, target: &str) -> Found {
         Found {
             ep: ep.clone(),
             local: super::wake::Local {
@@ -208,7 +207,6 @@ impl Found {
                 // never tries a UDP port on its own.
                 proxy: None,
             },
-            wake: local.wake.clone(),
             joined: AtomicBool::new(false),
             join_sent: tokio::sync::Notify::new(),
             counted: AtomicBool::new(false),
@@ -251,7 +249,7 @@ impl Found {
 
     fn heard(&self) {
         if !self.answered.swap(true, Relaxed) {
-            self.ep.homes.answered(&self.local, self.wake.as_ref());
+            self.ep.homes.answered(&self.local);
         }
     }
 
@@ -260,10 +258,7 @@ impl Found {
             return;
         }
         let join = self.joined.load(Relaxed);
-        let _ = self
-            .ep
-            .homes
-            .refused(&self.local, self.wake.as_ref(), (join, self.began));
+        let _ = self.ep.homes.refused(&self.local, (join, self.began));
     }
 }
 

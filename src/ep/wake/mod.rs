@@ -1,33 +1,41 @@
 //! Services at home that sleep: how each was last found (told to the hub,
 //! which answers for a service that is away), the `wake` command run when
 //! a player finds it not answering, and the `sleep` command run after
-//! `sleep_after` with no player.
+//! `sleep_after` with no player (`sleeper`).
 //!
 //! A wake runs its command once, however many players arrive meanwhile
 //! (they all wait for the same outcome), and not again while that command
-//! still runs (a server slower than `wake_timeout`, a hung command). The
+//! still runs (a server slower than `wake_timeout`, a hung command), nor
+//! while the sleep command still runs (it waits for the stop to end). The
 //! command is not waited for (it may be the game server itself, or
 //! `systemctl start`, or `wakeonlan`): the ep polls the local port until
-//! it answers or `wake_timeout` passes, or the command fails. Each task (a wake, a recheck, a sleeper) holds
-//! an id; one a reload or a newer task replaced ends at its next look.
+//! it answers or `wake_timeout` passes, or the command fails. Each task
+//! (a wake, a recheck, a sleeper) holds an id; one a reload or a newer
+//! task replaced ends at its next look. The wake settings are the ones in
+//! force (`configure`), never a copy a dial or a flow took before a reload.
 
-use crate::{config::ep::Wake, proto::HomeState};
+mod local;
+mod sleeper;
+
+pub(super) use local::Local;
+use local::run;
+
+use crate::{
+    config::ep::{LocalService, Wake},
+    proto::HomeState,
+};
 use std::{
     collections::{BTreeMap, HashMap},
     sync::{
-        Arc, Mutex,
+        Arc, Mutex, MutexGuard,
         atomic::{AtomicU64, Ordering},
     },
     time::Duration,
 };
 use tokio::{
-    io::AsyncWriteExt,
-    net::TcpStream,
-    process::Command,
     sync::{oneshot, watch},
     time::Instant,
 };
-use tokio_util::sync::CancellationToken;
 
 /// Between two tries of a waking service's port.
 const POLL: Duration = Duration::from_millis(250);
@@ -64,6 +72,19 @@ pub(crate) struct Homes {
     /// the port again instead of starting a second server on one world.
     /// A reload that changes the command runs the new one.
     wake_running: Arc<Mutex<HashMap<String, Started>>>,
+    /// Each service's wake settings as configured now.
+    wakes: Mutex<HashMap<String, Wake>>,
+    /// Where each service last answered: the sleep timer a reload starts
+    /// watches it there.
+    found_at: Mutex<HashMap<String, Local>>,
+    /// Joins of each service so far: a visit between two looks of its
+    /// sleep timer still counts.
+    joins: Mutex<HashMap<String, u64>>,
+}
+
+/// `m`, locked; a panic elsewhere while it was held leaves plain data.
+fn locked<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 /// A wake command running: which one, since when, and its mark's id.
@@ -96,22 +117,10 @@ enum Busy {
     /// Up with a `sleep` command: watched for `sleep_after` without a
     /// player.
     Sleeper,
-}
-
-/// Where a service at home is, and what stops its tasks.
-#[derive(Clone)]
-pub(super) struct Local {
-    pub service: String,
-    pub at: String,
-    pub connect_timeout: Duration,
-    pub stop: CancellationToken,
-    /// A UDP service: it answers when a flow hears from it (a port cannot
-    /// be tried without speaking its protocol).
-    pub udp: bool,
-    /// The service's PROXY header, if it takes one: the ep's own tries of
-    /// the port send the header's "local" form, so a service that requires
-    /// it does not log an error for each.
-    pub proxy: Option<crate::proxy_header::Version>,
+    /// Its sleep command runs (the watch turns true when it ended): a
+    /// join waits for that before the wake command runs, never a start
+    /// beside a stop.
+    Stopping(watch::Receiver<bool>),
 }
 
 /// Between a failed wake and the next: `wake_timeout`, at most this.
@@ -163,73 +172,69 @@ impl Homes {
     }
 
     /// What is known of `service` is forgotten: it was removed, or a
-    /// reload changed where it is or how it wakes. Its tasks end at their
-    /// next look, and the hub hears nothing of it until the next dial.
-    pub fn forget(&self, service: &str) {
+    /// reload moved it. Its tasks end at their next look, and the hub
+    /// hears nothing of it until the next dial.
+    fn forget(&self, service: &str) {
         self.lock().remove(service);
         for m in [&self.up_at, &self.failed_at] {
-            m.lock().unwrap_or_else(|p| p.into_inner()).remove(service);
+            locked(m).remove(service);
         }
+        locked(&self.found_at).remove(service);
         self.states
             .send_if_modified(|m| m.remove(service).is_some());
     }
 
-    /// A dial of `service` answered.
+    /// The services' wake settings from now on: at start, and after a
+    /// reload (`old`: the services before it). What is known of a service
+    /// removed, moved or given another type is forgotten; any other
+    /// change keeps its tasks (a wake under way stays the one wake, a
+    /// sleep timer its count), and a changed wake command may run at
+    /// once, not after the last one's cooldown. A service up that gained
+    /// a `sleep` gets its timer now, not at its next player.
+    pub fn configure(
+        self: &Arc<Self>,
+        old: Option<&BTreeMap<String, LocalService>>,
+        new: &BTreeMap<String, LocalService>,
+    ) {
+        let command = |l: &LocalService| l.wake.as_ref().map(|w| w.command.clone());
+        for (name, was) in old.into_iter().flatten() {
+            match new.get(name) {
+                Some(now) if now.addr == was.addr && now.kind == was.kind => {
+                    if command(now) != command(was) {
+                        locked(&self.failed_at).remove(name);
+                    }
+                }
+                _ => self.forget(name),
+            }
+        }
+        *locked(&self.wakes) = new
+            .iter()
+            .filter_map(|(n, l)| Some((n.clone(), l.wake.clone()?)))
+            .collect();
+        for (name, l) in new {
+            if self.state_of(name) != Some(HomeState::Up) {
+                continue;
+            }
+            let found = locked(&self.found_at).get(name).cloned();
+            if let Some(mut found) = found {
+                if !found.udp {
+                    found.proxy = l.proxy_protocol;
+                }
+                self.start_sleeper(&found);
+            }
+        }
+    }
+
+    fn wake_of(&self, service: &str) -> Option<Wake> {
+        locked(&self.wakes).get(service).cloned()
+    }
+
     /// A player who joined `service`, counted until dropped.
     pub fn player(&self, service: &str) -> crate::sources::Counted<String> {
+        *locked(&self.joins).entry(service.to_string()).or_default() += 1;
         self.playing
             .enter(service.to_string(), usize::MAX)
             .expect("no limit")
-    }
-
-    pub fn answered(self: &Arc<Self>, l: &Local, wake: Option<&Wake>) {
-        self.set(&l.service, HomeState::Up);
-        let mut busy = self.lock();
-        if matches!(busy.get(&l.service), Some((_, Busy::Rechecking))) {
-            busy.remove(&l.service);
-        }
-        let Some((cmd, after)) = wake.and_then(|w| w.sleep.clone()) else {
-            return;
-        };
-        if busy.contains_key(&l.service) {
-            return;
-        }
-        let id = self.begin(&mut busy, &l.service, Busy::Sleeper);
-        drop(busy);
-        let (me, l) = (self.clone(), l.clone());
-        tokio::spawn(async move {
-            let service = &l.service;
-            let step = (after / 10).clamp(Duration::from_millis(200), Duration::from_secs(30));
-            let mut idle = Duration::ZERO;
-            loop {
-                tokio::select! {
-                    _ = tokio::time::sleep(step) => {}
-                    _ = l.stop.cancelled() => return,
-                }
-                if !me.current(service, id) {
-                    return;
-                }
-                idle = if me.playing.held(service) == 0 {
-                    idle + step
-                } else {
-                    Duration::ZERO
-                };
-                if idle >= after {
-                    break;
-                }
-            }
-            if !me.end(service, id) {
-                return;
-            }
-            tracing::info!(
-                service,
-                "no player for {after:?}: running its sleep command"
-            );
-            me.set(service, HomeState::Asleep);
-            // Its exit is logged; nothing waits on it.
-            drop(run(service, "sleep", &cmd, None));
-            me.recheck(&l);
-        });
     }
 
     /// A dial of `service`, begun at `dialled`, failed. With `wake` and a
@@ -238,34 +243,36 @@ impl Homes {
     pub fn refused(
         self: &Arc<Self>,
         l: &Local,
-        wake: Option<&Wake>,
         (join, dialled): (bool, Instant),
     ) -> Option<watch::Receiver<Woken>> {
+        let wake = self.wake_of(&l.service);
+        let mut busy = self.lock();
         // It answered someone since this dial began (a wake that just
-        // ended, a server started by hand): try again, do not wake.
-        let answered_since = {
-            let up = self.up_at.lock().unwrap_or_else(|p| p.into_inner());
-            up.get(&l.service).is_some_and(|t| *t > dialled)
-        };
-        if answered_since {
+        // ended, a server started by hand): try again, do not wake. Read
+        // under the tasks' lock: a wake marks the service up before it
+        // gives up its turn.
+        if locked(&self.up_at)
+            .get(&l.service)
+            .is_some_and(|t| *t > dialled)
+        {
             return join.then(|| watch::channel(Woken::Up).1);
         }
-        let mut busy = self.lock();
-        if let Some((_, Busy::Waking(rx))) = busy.get(&l.service) {
-            return join.then(|| rx.clone());
-        }
-        let cooling = wake.is_some_and(|w| {
-            let failed = self.failed_at.lock().unwrap_or_else(|p| p.into_inner());
-            failed
+        let stopping = match busy.get(&l.service) {
+            Some((_, Busy::Waking(rx))) => return join.then(|| rx.clone()),
+            Some((_, Busy::Stopping(done))) => Some(done.clone()),
+            _ => None,
+        };
+        let cooling = wake.as_ref().is_some_and(|w| {
+            locked(&self.failed_at)
                 .get(&l.service)
                 .is_some_and(|t| t.elapsed() < w.timeout.min(WAKE_COOLDOWN))
         });
+        let state = if wake.is_some() {
+            HomeState::Asleep
+        } else {
+            HomeState::Down
+        };
         let Some(w) = wake.filter(|_| join && !cooling) else {
-            let state = if wake.is_some() {
-                HomeState::Asleep
-            } else {
-                HomeState::Down
-            };
             drop(busy);
             self.set(&l.service, state);
             self.recheck(l);
@@ -275,9 +282,8 @@ impl Homes {
         let id = self.begin(&mut busy, &l.service, Busy::Waking(rx.clone()));
         drop(busy);
         self.set(&l.service, HomeState::Waking);
-        let exited = self.run_wake(&l.service, &w.command);
         let me = self.clone();
-        tokio::spawn(me.woken(l.clone(), w.clone(), id, tx, exited));
+        tokio::spawn(me.woken(l.clone(), w, id, tx, stopping));
         Some(rx)
     }
 
@@ -321,9 +327,26 @@ impl Homes {
         w: Wake,
         id: u64,
         tx: watch::Sender<Woken>,
-        exited: oneshot::Receiver<bool>,
+        stopping: Option<watch::Receiver<bool>>,
     ) {
         let (me, timeout) = (self, w.timeout);
+        if let Some(mut done) = stopping {
+            tracing::info!(
+                service = l.service,
+                "a player found the service stopping: waking it once its sleep command ends"
+            );
+            tokio::select! {
+                // Ended, or its sender gone (the stop's task ended).
+                _ = done.wait_for(|d| *d) => {}
+                _ = l.stop.cancelled() => return,
+            }
+        }
+        if !me.current(&l.service, id) {
+            // A reload forgot the service meanwhile.
+            let _ = tx.send(Woken::Failed);
+            return;
+        }
+        let exited = me.run_wake(&l.service, &w.command);
         let started = Instant::now();
         let failed = async {
             match exited.await {
@@ -339,11 +362,13 @@ impl Homes {
             _ = l.stop.cancelled() => false,
         };
         let service = &l.service;
+        // Up (and its time), or the failure's time, before the wake's
+        // turn ends: a dial begun meanwhile then tries again rather than
+        // waking it a second time, or sits out the cooldown.
         if up {
-            // Up (and its time) before the wake's turn ends: a dial
-            // begun meanwhile then tries again rather than waking it
-            // a second time.
             me.set(service, HomeState::Up);
+        } else {
+            locked(&me.failed_at).insert(service.clone(), Instant::now());
         }
         let mine = me.end(service, id);
         if up {
@@ -354,7 +379,7 @@ impl Homes {
             );
             if mine {
                 // Its sleep timer, if it has one.
-                me.answered(&l, Some(&w));
+                me.answered(&l);
             }
             let _ = tx.send(Woken::Up);
         } else {
@@ -366,10 +391,6 @@ impl Homes {
                 );
             }
             let _ = tx.send(Woken::Failed);
-            me.failed_at
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .insert(service.clone(), Instant::now());
             if mine {
                 me.set(service, HomeState::Asleep);
                 me.recheck(&l);
@@ -385,11 +406,12 @@ impl Homes {
             return;
         }
         let mut busy = self.lock();
-        // A wake or a recheck already minds it; a sleep timer gives way
-        // (the service it would stop is already down).
+        // A wake, a recheck or a stop (which looks when it ends) already
+        // minds it; a sleep timer gives way (the service it would stop is
+        // already down).
         if matches!(
             busy.get(&l.service),
-            Some((_, Busy::Waking(_) | Busy::Rechecking))
+            Some((_, Busy::Waking(_) | Busy::Rechecking | Busy::Stopping(_)))
         ) {
             return;
         }
@@ -409,7 +431,10 @@ impl Homes {
                 if l.answers().await {
                     if me.end(service, id) {
                         tracing::info!(service, "the service at home answers again");
-                        me.set(service, HomeState::Up);
+                        // Up, and with a `sleep` its timer: a server woken
+                        // after `wake_timeout`, or one a sleep command
+                        // left running, sleeps again.
+                        me.answered(&l);
                     }
                     return;
                 }
@@ -438,104 +463,4 @@ impl Homes {
             tokio::time::sleep(POLL).await;
         }
     }
-}
-
-impl Local {
-    /// Until the Bedrock server at `at` answers a list ping of the ep's
-    /// own (tried every `POLL`).
-    async fn pongs(&self) {
-        loop {
-            if self.pong_once().await.unwrap_or(false) {
-                return;
-            }
-            tokio::time::sleep(POLL).await;
-        }
-    }
-
-    async fn pong_once(&self) -> std::io::Result<bool> {
-        let to = tokio::net::lookup_host(&self.at)
-            .await?
-            .next()
-            .ok_or(std::io::ErrorKind::AddrNotAvailable)?;
-        let any: std::net::SocketAddr = if to.is_ipv4() {
-            ([0, 0, 0, 0], 0).into()
-        } else {
-            (std::net::Ipv6Addr::UNSPECIFIED, 0).into()
-        };
-        let socket = tokio::net::UdpSocket::bind(any).await?;
-        socket.connect(to).await?;
-        socket
-            .send(&crate::game::bedrock::ping(rand_guid()))
-            .await?;
-        let mut buf = [0u8; 1500];
-        Ok(
-            match tokio::time::timeout(POLL, socket.recv(&mut buf)).await {
-                Ok(Ok(n)) => crate::game::bedrock::is_pong(&buf[..n]),
-                _ => false,
-            },
-        )
-    }
-
-    /// One try of the port (with the PROXY header's local form if the
-    /// service takes one).
-    async fn answers(&self) -> bool {
-        let tried = async {
-            let mut tcp = TcpStream::connect(&self.at).await?;
-            if let Some(v) = self.proxy {
-                tcp.write_all(&crate::proxy_header::local_header(v)).await?;
-            }
-            Ok::<_, std::io::Error>(())
-        };
-        matches!(
-            tokio::time::timeout(self.connect_timeout, tried).await,
-            Ok(Ok(()))
-        )
-    }
-}
-
-/// Starts `argv` without a shell, its exit logged and told (true:
-/// success), not waited for. Its output goes where the ep's goes (the
-/// journal under systemd): not through a pipe, which would break the
-/// moment the ep restarts and take a server it started down with it.
-/// `mark` is held until the process exits.
-fn run(
-    service: &str,
-    what: &'static str,
-    argv: &[String],
-    mark: Option<Running>,
-) -> oneshot::Receiver<bool> {
-    let mut cmd = Command::new(&argv[0]);
-    cmd.args(&argv[1..])
-        .stdin(std::process::Stdio::null())
-        // It may be the game server itself: it outlives this task.
-        .kill_on_drop(false);
-    let mut child = match cmd.spawn() {
-        Ok(c) => c,
-        Err(e) => {
-            tracing::error!(service, command = ?argv, "cannot run the {what} command: {e}");
-            let (tx, rx) = oneshot::channel();
-            let _ = tx.send(false);
-            return rx;
-        }
-    };
-    let (tx, rx) = oneshot::channel();
-    let service = service.to_string();
-    tokio::spawn(async move {
-        let status = child.wait().await;
-        drop(mark);
-        let _ = tx.send(status.as_ref().is_ok_and(|s| s.success()));
-        match status {
-            Ok(s) if s.success() => tracing::info!(service, "{what} command finished"),
-            Ok(s) => tracing::warn!(service, "{what} command failed: {s}"),
-            Err(e) => tracing::warn!(service, "{what} command: {e}"),
-        }
-    });
-    rx
-}
-
-/// A client GUID for the ep's own pings (any value; not a secret).
-fn rand_guid() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos() as u64)
 }

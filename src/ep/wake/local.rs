@@ -1,0 +1,157 @@
+//! A service at home as its wake and sleep tasks see it: where it is, how
+//! its port is tried, and how its commands are started.
+
+use std::time::Duration;
+use tokio::{io::AsyncWriteExt, net::TcpStream, process::Command, sync::oneshot};
+use tokio_util::sync::CancellationToken;
+
+use super::{POLL, Running};
+
+/// Where a service at home is, and what stops its tasks.
+#[derive(Clone)]
+pub(in crate::ep) struct Local {
+    pub service: String,
+    pub at: String,
+    pub connect_timeout: Duration,
+    pub stop: CancellationToken,
+    /// A UDP service: it answers when a flow hears from it (a port cannot
+    /// be tried without speaking its protocol).
+    pub udp: bool,
+    /// The service's PROXY header, if it takes one: the ep's own tries of
+    /// the port send the header's "local" form, so a service that requires
+    /// it does not log an error for each.
+    pub proxy: Option<crate::proxy_header::Version>,
+}
+
+impl Local {
+    /// Until the Bedrock server at `at` answers a list ping of the ep's
+    /// own (tried every `POLL`).
+    pub(super) async fn pongs(&self) {
+        loop {
+            if self.pong_once().await.unwrap_or(false) {
+                return;
+            }
+            tokio::time::sleep(POLL).await;
+        }
+    }
+
+    async fn pong_once(&self) -> std::io::Result<bool> {
+        let to = tokio::net::lookup_host(&self.at)
+            .await?
+            .next()
+            .ok_or(std::io::ErrorKind::AddrNotAvailable)?;
+        let any: std::net::SocketAddr = if to.is_ipv4() {
+            ([0, 0, 0, 0], 0).into()
+        } else {
+            (std::net::Ipv6Addr::UNSPECIFIED, 0).into()
+        };
+        let socket = tokio::net::UdpSocket::bind(any).await?;
+        socket.connect(to).await?;
+        socket
+            .send(&crate::game::bedrock::ping(rand_guid()))
+            .await?;
+        let mut buf = [0u8; 1500];
+        Ok(
+            match tokio::time::timeout(POLL, socket.recv(&mut buf)).await {
+                Ok(Ok(n)) => crate::game::bedrock::is_pong(&buf[..n]),
+                _ => false,
+            },
+        )
+    }
+
+    /// One try of the port (with the PROXY header's local form if the
+    /// service takes one).
+    pub(super) async fn answers(&self) -> bool {
+        let tried = async {
+            let mut tcp = TcpStream::connect(&self.at).await?;
+            if let Some(v) = self.proxy {
+                tcp.write_all(&crate::proxy_header::local_header(v)).await?;
+            }
+            Ok::<_, std::io::Error>(())
+        };
+        matches!(
+            tokio::time::timeout(self.connect_timeout, tried).await,
+            Ok(Ok(()))
+        )
+    }
+}
+
+/// Starts `argv` without a shell, its exit logged and told (true:
+/// success), not waited for. Its output goes where the ep's goes (the
+/// journal under systemd): not through a pipe, which would break the
+/// moment the ep restarts and take a server it started down with it.
+/// `mark` is held until the process exits.
+pub(super) fn run(
+    service: &str,
+    what: &'static str,
+    argv: &[String],
+    mark: Option<Running>,
+) -> oneshot::Receiver<bool> {
+    let mut cmd = Command::new(&argv[0]);
+    cmd.args(&argv[1..])
+        .stdin(std::process::Stdio::null())
+        // It may be the game server itself: it outlives this task.
+        .kill_on_drop(false);
+    scrub(&mut cmd, std::env::vars_os().map(|(k, _)| k));
+    let mut child = match cmd.spawn() {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::error!(service, command = ?argv, "cannot run the {what} command: {e}");
+            let (tx, rx) = oneshot::channel();
+            let _ = tx.send(false);
+            return rx;
+        }
+    };
+    let (tx, rx) = oneshot::channel();
+    let service = service.to_string();
+    tokio::spawn(async move {
+        let status = child.wait().await;
+        drop(mark);
+        let _ = tx.send(status.as_ref().is_ok_and(|s| s.success()));
+        match status {
+            Ok(s) if s.success() => tracing::info!(service, "{what} command finished"),
+            Ok(s) => tracing::warn!(service, "{what} command failed: {s}"),
+            Err(e) => tracing::warn!(service, "{what} command: {e}"),
+        }
+    });
+    rx
+}
+
+/// The ep's own settings from the environment (`FERRY_EP_TOKEN` above
+/// all) are not a command's: a game server it starts runs plugins and
+/// mods that could read them.
+fn scrub(cmd: &mut Command, keys: impl IntoIterator<Item = std::ffi::OsString>) {
+    for key in keys {
+        if key.to_string_lossy().starts_with(crate::config::ENV_PREFIX) {
+            cmd.env_remove(key);
+        }
+    }
+}
+
+/// A client GUID for the ep's own pings (any value; not a secret).
+fn rand_guid() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_command_gets_none_of_the_eps_settings_from_the_environment() {
+        let mut cmd = Command::new("true");
+        scrub(
+            &mut cmd,
+            ["FERRY_EP_TOKEN", "PATH", "FERRY_ADMIN_TOKEN", "HOME"].map(Into::into),
+        );
+        let removed: Vec<_> = cmd
+            .as_std()
+            .get_envs()
+            .filter(|(_, v)| v.is_none())
+            .map(|(k, _)| k.to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(removed, ["FERRY_ADMIN_TOKEN", "FERRY_EP_TOKEN"]);
+    }
+}

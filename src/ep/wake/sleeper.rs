@@ -1,0 +1,117 @@
+//! A service found up, and its sleep timer: `sleep` runs after
+//! `sleep_after` without a player, and while it runs the service is
+//! stopping (a join waits for it to end before the wake command runs).
+
+use std::{sync::Arc, time::Duration};
+use tokio::{sync::watch, time::Instant};
+
+use super::{Busy, Homes, Local, locked, run};
+use crate::proto::HomeState;
+
+/// The longest a sleep command is waited for before the service counts
+/// as stopped anyway (a stop that hangs must not block wakes for good).
+const STOP_WAIT: Duration = Duration::from_secs(300);
+
+impl Homes {
+    /// A dial (or a flow) of `l`'s service reached it: it is up, and with
+    /// a `sleep` its timer starts. Not while its sleep command runs: the
+    /// server is going, whatever it still answers (the stop's end looks
+    /// again).
+    pub fn answered(self: &Arc<Self>, l: &Local) {
+        {
+            let mut busy = self.lock();
+            match busy.get(&l.service) {
+                Some((_, Busy::Stopping(_))) => return,
+                Some((_, Busy::Rechecking)) => {
+                    busy.remove(&l.service);
+                }
+                _ => {}
+            }
+        }
+        locked(&self.found_at).insert(l.service.clone(), l.clone());
+        self.set(&l.service, HomeState::Up);
+        self.start_sleeper(l);
+    }
+
+    /// The sleep timer of `l`'s service, if it has a `sleep` and nothing
+    /// else minds it.
+    pub(super) fn start_sleeper(self: &Arc<Self>, l: &Local) {
+        if self.sleep_of(&l.service).is_none() {
+            return;
+        }
+        let mut busy = self.lock();
+        if busy.contains_key(&l.service) {
+            return;
+        }
+        let id = self.begin(&mut busy, &l.service, Busy::Sleeper);
+        drop(busy);
+        tokio::spawn(self.clone().sleeper(l.clone(), id));
+    }
+
+    fn sleep_of(&self, service: &str) -> Option<(Vec<String>, Duration)> {
+        self.wake_of(service)?.sleep
+    }
+
+    /// Joins of `service` so far.
+    fn joins_of(&self, service: &str) -> u64 {
+        locked(&self.joins).get(service).copied().unwrap_or(0)
+    }
+
+    /// Watches for `sleep_after` without a player (the settings in force
+    /// at each look: a reload may change or remove them), then stops it.
+    async fn sleeper(self: Arc<Self>, l: Local, id: u64) {
+        let service = &l.service;
+        let (mut idle, mut joins) = (Duration::ZERO, self.joins_of(service));
+        let (cmd, after) = loop {
+            let Some((cmd, after)) = self.sleep_of(service) else {
+                self.end(service, id);
+                return;
+            };
+            if idle >= after {
+                break (cmd, after);
+            }
+            let step = (after / 10).clamp(Duration::from_millis(200), Duration::from_secs(30));
+            tokio::select! {
+                _ = tokio::time::sleep(step) => {}
+                _ = l.stop.cancelled() => return,
+            }
+            if !self.current(service, id) {
+                return;
+            }
+            // A player now, or one who came and went since the last look.
+            let now = self.joins_of(service);
+            let quiet = self.playing.held(service) == 0 && now == joins;
+            idle = if quiet { idle + step } else { Duration::ZERO };
+            joins = now;
+        };
+        let (stopped, stopping) = watch::channel(false);
+        {
+            let mut busy = self.lock();
+            if busy.get(service).is_none_or(|(i, _)| *i != id) {
+                return;
+            }
+            busy.insert(service.clone(), (id, Busy::Stopping(stopping)));
+        }
+        tracing::info!(
+            service,
+            "no player for {after:?}: running its sleep command"
+        );
+        self.set(service, HomeState::Asleep);
+        let began = Instant::now();
+        tokio::select! {
+            _ = run(service, "sleep", &cmd, None) => {}
+            _ = tokio::time::sleep(STOP_WAIT) => tracing::warn!(
+                service,
+                "its sleep command still runs after {STOP_WAIT:?}: the service counts as stopped"
+            ),
+            _ = l.stop.cancelled() => return,
+        }
+        tracing::debug!(service, secs = began.elapsed().as_secs_f64(), "stopped");
+        let _ = stopped.send(true);
+        // Still up (a sleep command that failed, a stop that left the
+        // port open): the look finds it, and its timer starts again.
+        if self.end(service, id) {
+            self.recheck(&l);
+        }
+    }
+}

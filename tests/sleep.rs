@@ -1,0 +1,201 @@
+//! A service at home that sleeps when idle (`sleep`, `sleep_after`) keeps
+//! doing so across what can happen to it: a reload of the ep that changes
+//! another of its keys, a sleep command that fails, a player who arrives
+//! while it stops.
+
+mod common;
+
+use common::*;
+use std::{path::Path, time::Duration};
+
+/// Appends `argv[2]` to the file `argv[1]`, then exits with `argv[3]`.
+const NOTE: &str =
+    "import sys; open(sys.argv[1], 'a').write(sys.argv[2] + '\\n'); sys.exit(int(sys.argv[3]))";
+
+/// A command that notes `what` in `log` and exits with `code`.
+fn note(log: &Path, what: &str, code: u8) -> String {
+    format!(
+        "[\"python3\", \"-c\", {NOTE:?}, {:?}, {what:?}, \"{code}\"]",
+        log.to_str().unwrap()
+    )
+}
+
+fn lines(log: &Path) -> Vec<String> {
+    std::fs::read_to_string(log)
+        .unwrap_or_default()
+        .lines()
+        .map(str::to_string)
+        .collect()
+}
+
+/// Waits (bounded) until `log` holds at least `n` lines; its lines.
+async fn noted(log: &Path, n: usize, within: Duration) -> Vec<String> {
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        let now = lines(log);
+        if now.len() >= n || tokio::time::Instant::now() > deadline {
+            return now;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// A player who sends `data` and waits for it back, the connection kept
+/// open meanwhile (a player who closes its side while the service wakes
+/// has left).
+async fn round_trip(to: std::net::SocketAddr, data: &[u8]) -> Vec<u8> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(to).await.unwrap();
+    s.write_all(data).await.unwrap();
+    let mut back = vec![0; data.len()];
+    tokio::time::timeout(Duration::from_secs(20), s.read_exact(&mut back))
+        .await
+        .expect("an answer within 20 s")
+        .unwrap();
+    back
+}
+
+fn hub_opts(t: Transport) -> HubOpts {
+    t.hub_opts(HubOpts {
+        services: vec!["a".into()],
+        ..Default::default()
+    })
+}
+
+on_every_transport!(a_reload_that_changes_another_key_keeps_the_sleep_timer);
+
+/// The server is up and its sleep timer runs; the ep's file is saved with
+/// another key of the service changed: the server still sleeps after
+/// `sleep_after`, though no player comes to start a new timer.
+async fn a_reload_that_changes_another_key_keeps_the_sleep_timer(t: Transport) {
+    let certs = Certs::new();
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("log");
+    let hub = TestHub::start(&certs, &hub_opts(t)).await;
+    let local = echo_server().await;
+    let mut eo = t.ep_opts(&hub, EpOpts::new(&certs, vec![("a".into(), local)]));
+    eo.service_extra = format!(
+        "wake = [\"true\"]\nsleep = {}\nsleep_after = \"2s\"\n",
+        note(&log, "slept", 0)
+    );
+    let file = write_ep_toml(&certs, hub.control, hub.channel, &eo);
+    let settings = ferry::config::ep::EpConfig::load(&file, Default::default())
+        .unwrap()
+        .check(&file)
+        .unwrap();
+    let (_ep, handle) = TestEp::start_with_handle(settings).await;
+    hub.wait_sessions(1).await;
+    assert_eq!(echo_through(hub.service("a"), b"hi").await, b"hi");
+    // Its timer runs now; another key of the service changes.
+    eo.service_extra += "max_players = 7\n";
+    let fresh = write_ep_toml(&certs, hub.control, hub.channel, &eo);
+    let mut reloads = handle.reloads();
+    let before = *reloads.borrow();
+    std::fs::rename(fresh, &file).unwrap();
+    tokio::time::timeout(Duration::from_secs(10), reloads.wait_for(|n| *n > before))
+        .await
+        .expect("the ep reloaded")
+        .unwrap();
+    let slept = noted(&log, 1, Duration::from_secs(20)).await;
+    assert_eq!(slept, ["slept"], "the server was never put to sleep");
+    hub.stop().await;
+}
+
+on_every_transport!(a_server_its_sleep_command_left_up_sleeps_again);
+
+/// A sleep command that fails (a wrong RCON password, say) leaves the
+/// server up: the ep finds it up at its next look and puts it to sleep
+/// again after `sleep_after`, rather than leaving it up for good.
+async fn a_server_its_sleep_command_left_up_sleeps_again(t: Transport) {
+    let certs = Certs::new();
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("log");
+    let hub = TestHub::start(&certs, &hub_opts(t)).await;
+    let local = echo_server().await;
+    let mut eo = t.ep_opts(&hub, EpOpts::new(&certs, vec![("a".into(), local)]));
+    eo.service_extra = format!(
+        "wake = [\"true\"]\nsleep = {}\nsleep_after = \"1s\"\n",
+        note(&log, "tried", 1)
+    );
+    let ep = TestEp::start(ep_settings(&certs, &hub, &eo));
+    hub.wait_sessions(1).await;
+    assert_eq!(echo_through(hub.service("a"), b"hi").await, b"hi");
+    // The first try, then the next after the ep's look (every 10 s).
+    let tried = noted(&log, 2, Duration::from_secs(30)).await;
+    assert_eq!(tried, ["tried", "tried"], "tried once, then left up");
+    ep.stop().await;
+    hub.stop().await;
+}
+
+/// A server the wake command runs: notes "woke", listens on `argv[1]`,
+/// writes its pid, echoes.
+const SERVER: &str = r#"
+import os, socket, sys, threading
+port, pidfile, log = int(sys.argv[1]), sys.argv[2], sys.argv[3]
+open(log, "a").write("woke\n")
+s = socket.socket()
+s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(("127.0.0.1", port))
+s.listen(16)
+open(pidfile, "w").write(str(os.getpid()))
+def echo(c):
+    while True:
+        d = c.recv(4096)
+        if not d:
+            break
+        c.sendall(d)
+    c.close()
+while True:
+    c, _ = s.accept()
+    threading.Thread(target=echo, args=(c,), daemon=True).start()
+"#;
+
+/// The sleep command: notes "stopping", kills the server (its port closes
+/// at once), takes a while (a world being saved), notes "stopped".
+const STOP: &str = r#"
+import os, signal, sys, time
+pidfile, log = sys.argv[1], sys.argv[2]
+open(log, "a").write("stopping\n")
+os.kill(int(open(pidfile).read()), signal.SIGKILL)
+time.sleep(2)
+open(log, "a").write("stopped\n")
+"#;
+
+on_every_transport!(a_player_who_arrives_while_the_server_stops_wakes_it_after_the_stop);
+
+/// A join while the sleep command still runs (the port already closed)
+/// waits for the stop to end, then wakes the server: never a start beside
+/// a stop, which would put two servers on one world or have the stop
+/// take the new one down.
+async fn a_player_who_arrives_while_the_server_stops_wakes_it_after_the_stop(t: Transport) {
+    let certs = Certs::new();
+    let dir = tempfile::tempdir().unwrap();
+    let (log, pidfile) = (dir.path().join("log"), dir.path().join("pid"));
+    let _server = KillPidFile(pidfile.clone());
+    let (_held, local) = held_port();
+    let hub = TestHub::start(&certs, &hub_opts(t)).await;
+    let mut eo = t.ep_opts(&hub, EpOpts::new(&certs, vec![("a".into(), local)]));
+    let (log_s, pid_s) = (log.to_str().unwrap(), pidfile.to_str().unwrap());
+    eo.service_extra = format!(
+        "wake = [\"python3\", \"-c\", {SERVER:?}, \"{}\", {pid_s:?}, {log_s:?}]\n\
+         wake_timeout = \"20s\"\n\
+         sleep = [\"python3\", \"-c\", {STOP:?}, {pid_s:?}, {log_s:?}]\nsleep_after = \"1s\"\n",
+        local.port()
+    );
+    let ep = TestEp::start(ep_settings(&certs, &hub, &eo));
+    hub.wait_sessions(1).await;
+    // Woken by the first player.
+    assert_eq!(round_trip(hub.service("a"), b"one").await, b"one");
+    // A second player while it stops.
+    let stopping = noted(&log, 2, Duration::from_secs(20)).await;
+    assert_eq!(stopping, ["woke", "stopping"]);
+    assert_eq!(round_trip(hub.service("a"), b"two").await, b"two");
+    let all = lines(&log);
+    assert_eq!(
+        all[..4],
+        ["woke", "stopping", "stopped", "woke"],
+        "woken beside the stop: {all:?}"
+    );
+    ep.stop().await;
+    hub.stop().await;
+}
