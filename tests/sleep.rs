@@ -199,3 +199,71 @@ async fn a_player_who_arrives_while_the_server_stops_wakes_it_after_the_stop(t: 
     ep.stop().await;
     hub.stop().await;
 }
+
+on_every_transport!(a_dial_where_the_service_never_listened_does_not_wake_it);
+
+/// A service over a range of two ports whose server listens on the first
+/// only: a player (or a hub) reaching the second finds nothing there, but
+/// the server is up, so its wake command is not run beside it, and the
+/// hub goes on seeing it up.
+async fn a_dial_where_the_service_never_listened_does_not_wake_it(t: Transport) {
+    use common::udp::free_range;
+    let certs = Certs::new();
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("log");
+    let (public, home) = (free_range(2), free_range(2));
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", home))
+        .await
+        .unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let (mut r, mut w) = s.split();
+                let _ = tokio::io::copy(&mut r, &mut w).await;
+            });
+        }
+    });
+    // Held, never listening: a dial there is refused.
+    let hold = tokio::net::TcpSocket::new_v4().unwrap();
+    hold.bind(([127, 0, 0, 1], home + 1).into()).unwrap();
+    let o = t.hub_opts(HubOpts {
+        services: vec![],
+        extra: format!(
+            "[services.a]\nbind = \"127.0.0.1:{public}-{}\"\n",
+            public + 1
+        ),
+        ..Default::default()
+    });
+    let hub = TestHub::start(&certs, &o).await;
+    let mut eo = t.ep_opts(
+        &hub,
+        EpOpts::new(&certs, vec![("a".into(), ([127, 0, 0, 1], home).into())]),
+    );
+    eo.service_extra = format!("wake = {}\n", note(&log, "woke", 0));
+    let file = write_ep_toml(&certs, hub.control, hub.channel, &eo);
+    let text = std::fs::read_to_string(&file).unwrap().replace(
+        &format!("local = \"127.0.0.1:{home}\""),
+        &format!("local = \"127.0.0.1:{home}-{}\"", home + 1),
+    );
+    std::fs::write(&file, text).unwrap();
+    let settings = ferry::config::ep::EpConfig::load(&file, Default::default())
+        .unwrap()
+        .check(&file)
+        .unwrap();
+    let ep = TestEp::start(settings);
+    hub.wait_sessions(1).await;
+    let first = std::net::SocketAddr::from(([127, 0, 0, 1], public));
+    assert_eq!(round_trip(first, b"up").await, b"up");
+    // The second port: nothing listens at home.
+    let second = std::net::SocketAddr::from(([127, 0, 0, 1], public + 1));
+    // Closed with a reset, which on loopback can come before the
+    // connect is seen to complete.
+    if let Ok(mut s) = tokio::net::TcpStream::connect(second).await {
+        assert!(closed_by_peer(&mut s, Duration::from_secs(20)).await);
+    }
+    assert_eq!(round_trip(first, b"still").await, b"still");
+    assert_eq!(hub.handle.home("a"), Some("up"));
+    assert!(lines(&log).is_empty(), "woken: {:?}", lines(&log));
+    ep.stop().await;
+    hub.stop().await;
+}

@@ -278,12 +278,12 @@ impl Homes {
             self.recheck(l);
             return None;
         };
+        let was_up = self.state_of(&l.service) == Some(HomeState::Up);
         let (tx, rx) = watch::channel(Woken::Starting);
         let id = self.begin(&mut busy, &l.service, Busy::Waking(rx.clone()));
         drop(busy);
-        self.set(&l.service, HomeState::Waking);
         let me = self.clone();
-        tokio::spawn(me.woken(l.clone(), w, id, tx, stopping));
+        tokio::spawn(me.woken(l.clone(), w, id, tx, (stopping, was_up)));
         Some(rx)
     }
 
@@ -327,7 +327,7 @@ impl Homes {
         w: Wake,
         id: u64,
         tx: watch::Sender<Woken>,
-        stopping: Option<watch::Receiver<bool>>,
+        (stopping, was_up): (Option<watch::Receiver<bool>>, bool),
     ) {
         let (me, timeout) = (self, w.timeout);
         if let Some(mut done) = stopping {
@@ -346,6 +346,14 @@ impl Homes {
             let _ = tx.send(Woken::Failed);
             return;
         }
+        if let Some(up) = me.still_up(&l, was_up).await {
+            if me.end(&l.service, id) {
+                me.answered(&up);
+            }
+            let _ = tx.send(Woken::Up);
+            return;
+        }
+        me.set(&l.service, HomeState::Waking);
         let exited = me.run_wake(&l.service, &w.command);
         let started = Instant::now();
         let failed = async {
@@ -396,6 +404,26 @@ impl Homes {
                 me.recheck(&l);
             }
         }
+    }
+
+    /// Where the service, up until this dial failed, still answers: the
+    /// TCP port it last answered at. A dial that failed elsewhere (another
+    /// port of its range, UDP to a service with no `type` in ep.toml: what
+    /// a hub picks) is no reason to run the wake command beside a running
+    /// server. Not tried for a service believed away (a host switched off
+    /// would cost the wake `connect_timeout`).
+    async fn still_up(&self, l: &Local, was_up: bool) -> Option<Local> {
+        let found = locked(&self.found_at).get(&l.service).cloned()?;
+        if !was_up || found.udp || !found.answers().await {
+            return None;
+        }
+        tracing::warn!(
+            service = l.service,
+            failed = l.at,
+            answers = found.at,
+            "a player's dial failed, but the service answers where it did before: not woken"
+        );
+        Some(found)
     }
 
     /// Tries a service that is down or asleep now and then, so one started
