@@ -330,27 +330,7 @@ impl Homes {
         (stopping, was_up): (Option<watch::Receiver<bool>>, bool),
     ) {
         let (me, timeout) = (self, w.timeout);
-        if let Some(mut done) = stopping {
-            tracing::info!(
-                service = l.service,
-                "a player found the service stopping: waking it once its sleep command ends"
-            );
-            tokio::select! {
-                // Ended, or its sender gone (the stop's task ended).
-                _ = done.wait_for(|d| *d) => {}
-                _ = l.stop.cancelled() => return,
-            }
-        }
-        if !me.current(&l.service, id) {
-            // A reload forgot the service meanwhile.
-            let _ = tx.send(Woken::Failed);
-            return;
-        }
-        if let Some(up) = me.still_up(&l, was_up).await {
-            if me.end(&l.service, id) {
-                me.answered(&up);
-            }
-            let _ = tx.send(Woken::Up);
+        if !me.wake_due(&l, id, &tx, (stopping, was_up)).await {
             return;
         }
         me.set(&l.service, HomeState::Waking);
@@ -404,6 +384,42 @@ impl Homes {
                 me.recheck(&l);
             }
         }
+    }
+
+    /// Whether wake `id` is to run its command: once a stop under way
+    /// ended, if no reload forgot the service meanwhile and it does not
+    /// answer where it did (else the players waiting are told, on `tx`).
+    async fn wake_due(
+        self: &Arc<Self>,
+        l: &Local,
+        id: u64,
+        tx: &watch::Sender<Woken>,
+        (stopping, was_up): (Option<watch::Receiver<bool>>, bool),
+    ) -> bool {
+        if let Some(mut done) = stopping {
+            tracing::info!(
+                service = l.service,
+                "a player found the service stopping: waking it once its sleep command ends"
+            );
+            tokio::select! {
+                // Ended, or its sender gone (the stop's task ended).
+                _ = done.wait_for(|d| *d) => {}
+                _ = l.stop.cancelled() => return false,
+            }
+        }
+        if !self.current(&l.service, id) {
+            // A reload forgot the service meanwhile.
+            let _ = tx.send(Woken::Failed);
+            return false;
+        }
+        if let Some(up) = self.still_up(l, was_up).await {
+            if self.end(&l.service, id) {
+                self.answered(&up);
+            }
+            let _ = tx.send(Woken::Up);
+            return false;
+        }
+        true
     }
 
     /// Where the service, up until this dial failed, still answers: the
