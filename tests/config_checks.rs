@@ -217,7 +217,7 @@ fn service_types_and_port_ranges_are_checked_and_printed() {
 fn game_keys_are_checked_and_ferry_hub_check_lists_which_names_go_where() {
     let root = shipped();
     let good = "[services.survival]\nbind = \"0.0.0.0:25565\"\ngame = \"minecraft\"\nhosts = [\"Survival.Example.com.\"]\n\
-                [services.creative]\nbind = \"0.0.0.0:25565\"\ngame = \"minecraft\"\nhosts = [\"creative.example.com\"]\ndefault_host = true\n\
+                [services.creative]\nbind = \"0.0.0.0:25565\"\ngame = \"minecraft\"\nhosts = [\"creative.example.com:25565\"]\ndefault_host = true\n\
                 [services.bedrock]\nbind = \"0.0.0.0:19132\"\ntype = \"udp\"\ngame = \"bedrock\"\noffline_motd = \"Asleep\"\n";
     let (ok, text) = output(ferry().args(["hub", "check", "-c"]).arg(with_table(
         root.path(),
@@ -254,10 +254,6 @@ fn game_keys_are_checked_and_ferry_hub_check_lists_which_names_go_where() {
         (
             mc("game = \"minecraft\"\nhosts = [\"a b\"]"),
             "is not a host name",
-        ),
-        (
-            mc("game = \"minecraft\"\nhosts = [\"mc.example.com:25565\"]"),
-            "names a port; a client sends the name alone, write \"mc.example.com\"",
         ),
         (
             mc("game = \"minecraft\"\noffline_icon = \"/nonexistent.png\""),

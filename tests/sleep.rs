@@ -267,3 +267,80 @@ async fn a_dial_where_the_service_never_listened_does_not_wake_it(t: Transport) 
     ep.stop().await;
     hub.stop().await;
 }
+
+/// A server the wake command runs, as Minecraft stops: on SIGTERM it
+/// closes its port at once, saves for a while, notes "exited", exits.
+const SAVING_SERVER: &str = r#"
+import os, signal, socket, sys, threading, time
+port, pidfile, log = int(sys.argv[1]), sys.argv[2], sys.argv[3]
+open(log, "a").write("woke\n")
+s = socket.socket()
+s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(("127.0.0.1", port))
+s.listen(16)
+def term(*_):
+    s.close()
+    time.sleep(2)
+    open(log, "a").write("exited\n")
+    os._exit(0)
+signal.signal(signal.SIGTERM, term)
+open(pidfile, "w").write(str(os.getpid()))
+def echo(c):
+    while True:
+        d = c.recv(4096)
+        if not d:
+            break
+        c.sendall(d)
+    c.close()
+while True:
+    try:
+        c, _ = s.accept()
+    except OSError:
+        time.sleep(10)
+    threading.Thread(target=echo, args=(c,), daemon=True).start()
+"#;
+
+/// A sleep command that asks the server to stop and returns at once
+/// (`rcon-cli stop`, `kill`).
+const ASK_STOP: &str = r#"
+import os, signal, sys
+pidfile, log = sys.argv[1], sys.argv[2]
+open(log, "a").write("stopping\n")
+os.kill(int(open(pidfile).read()), signal.SIGTERM)
+"#;
+
+on_every_transport!(a_sleep_command_that_returns_before_the_server_exits_still_holds_the_wake);
+
+/// The sleep command returns while the server still saves (its port
+/// already closed): a join then waits until the server exited before the
+/// wake command runs, and is served.
+async fn a_sleep_command_that_returns_before_the_server_exits_still_holds_the_wake(t: Transport) {
+    let certs = Certs::new();
+    let dir = tempfile::tempdir().unwrap();
+    let (log, pidfile) = (dir.path().join("log"), dir.path().join("pid"));
+    let _server = KillPidFile(pidfile.clone());
+    let (_held, local) = held_port();
+    let hub = TestHub::start(&certs, &hub_opts(t)).await;
+    let mut eo = t.ep_opts(&hub, EpOpts::new(&certs, vec![("a".into(), local)]));
+    let (log_s, pid_s) = (log.to_str().unwrap(), pidfile.to_str().unwrap());
+    eo.service_extra = format!(
+        "wake = [\"python3\", \"-c\", {SAVING_SERVER:?}, \"{}\", {pid_s:?}, {log_s:?}]\n\
+         wake_timeout = \"20s\"\n\
+         sleep = [\"python3\", \"-c\", {ASK_STOP:?}, {pid_s:?}, {log_s:?}]\nsleep_after = \"1s\"\n",
+        local.port()
+    );
+    let ep = TestEp::start(ep_settings(&certs, &hub, &eo));
+    hub.wait_sessions(1).await;
+    assert_eq!(round_trip(hub.service("a"), b"one").await, b"one");
+    let stopping = noted(&log, 2, Duration::from_secs(20)).await;
+    assert_eq!(stopping, ["woke", "stopping"]);
+    assert_eq!(round_trip(hub.service("a"), b"two").await, b"two");
+    let all = lines(&log);
+    assert_eq!(
+        all[..4],
+        ["woke", "stopping", "exited", "woke"],
+        "woken before the server exited: {all:?}"
+    );
+    ep.stop().await;
+    hub.stop().await;
+}

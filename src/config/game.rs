@@ -129,8 +129,8 @@ impl GameConfig {
     }
 }
 
-/// `hosts` as the hub compares them: normalised, each a host name without
-/// a port, none twice.
+/// `hosts` as the hub compares them: normalised, a port dropped, none
+/// twice.
 fn checked_hosts(prefix: &str, given: Vec<String>) -> Result<Vec<String>, String> {
     let mut hosts = Vec::new();
     for h in given {
@@ -139,15 +139,14 @@ fn checked_hosts(prefix: &str, given: Vec<String>) -> Result<Vec<String>, String
             return Err(format!("{prefix}hosts: {h:?} is not a host name"));
         }
         // A client sends the name alone, never `name:port`: such an
-        // entry could never match.
-        if let Some((name, port)) = n.split_once(':')
-            && !port.contains(':')
-            && port.parse::<u16>().is_ok()
-        {
-            return Err(format!(
-                "{prefix}hosts: {h:?} names a port; a client sends the name alone, write {name:?}"
-            ));
-        }
+        // entry is taken for its name (refusing it would stop a hub that
+        // ran with it before, every service with it).
+        let n = match n.split_once(':') {
+            Some((name, port)) if !port.contains(':') && port.parse::<u16>().is_ok() => {
+                name.to_string()
+            }
+            _ => n,
+        };
         if hosts.contains(&n) {
             return Err(format!("{prefix}hosts names {n} twice"));
         }

@@ -29,7 +29,14 @@ pub fn report_destinations(socket: &UdpSocket) -> io::Result<()> {
     // not hold; IPv4 takes such a local route's addresses as they are.
     // Set after the bind, it changes nothing else: the only source asked
     // for is the address a player's datagram just reached.
-    socket::setsockopt(socket, sockopt::IpFreebind, &true).map_err(io::Error::from)
+    // Not fatal where refused (a sandbox's kernel): only those answers
+    // fall back to the route's address.
+    if let Err(e) = socket::setsockopt(socket, sockopt::IpFreebind, &true) {
+        tracing::debug!(
+            "IP_FREEBIND refused ({e}): answers to a routed, unassigned IPv6 address leave from the route's"
+        );
+    }
+    Ok(())
 }
 
 /// The address answers to a datagram sent to `to` leave from (`send_from`):

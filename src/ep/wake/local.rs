@@ -122,7 +122,9 @@ pub(super) fn run(
 /// mods that could read them.
 fn scrub(cmd: &mut Command, keys: impl IntoIterator<Item = std::ffi::OsString>) {
     for key in keys {
-        if key.to_string_lossy().starts_with(crate::config::ENV_PREFIX) {
+        // figment matches the prefix in any case.
+        let key_upper = key.to_string_lossy().to_ascii_uppercase();
+        if key_upper.starts_with(crate::config::ENV_PREFIX) {
             cmd.env_remove(key);
         }
     }
@@ -144,7 +146,7 @@ mod tests {
         let mut cmd = Command::new("true");
         scrub(
             &mut cmd,
-            ["FERRY_EP_TOKEN", "PATH", "FERRY_ADMIN_TOKEN", "HOME"].map(Into::into),
+            ["FERRY_EP_TOKEN", "PATH", "ferry_admin_token", "HOME"].map(Into::into),
         );
         let removed: Vec<_> = cmd
             .as_std()
@@ -152,6 +154,6 @@ mod tests {
             .filter(|(_, v)| v.is_none())
             .map(|(k, _)| k.to_string_lossy().into_owned())
             .collect();
-        assert_eq!(removed, ["FERRY_ADMIN_TOKEN", "FERRY_EP_TOKEN"]);
+        assert_eq!(removed, ["FERRY_EP_TOKEN", "ferry_admin_token"]);
     }
 }

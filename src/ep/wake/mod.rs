@@ -80,6 +80,13 @@ pub(crate) struct Homes {
     /// Joins of each service so far: a visit between two looks of its
     /// sleep timer still counts.
     joins: Mutex<HashMap<String, u64>>,
+    /// Services being stopped: from their sleep command's start until
+    /// the server is gone (the watch turns true). A join waits for that
+    /// before the wake command runs, never a start beside a stop, and a
+    /// dial that still reaches the dying server does not count it up.
+    /// Apart from the tasks' map, so a reload that forgets the service
+    /// does not forget its stop.
+    stops: Mutex<HashMap<String, watch::Receiver<bool>>>,
 }
 
 /// `m`, locked; a panic elsewhere while it was held leaves plain data.
@@ -117,10 +124,8 @@ enum Busy {
     /// Up with a `sleep` command: watched for `sleep_after` without a
     /// player.
     Sleeper,
-    /// Its sleep command runs (the watch turns true when it ended): a
-    /// join waits for that before the wake command runs, never a start
-    /// beside a stop.
-    Stopping(watch::Receiver<bool>),
+    /// Its sleep timer stops it (`Homes::stops` says until when).
+    Stopping,
 }
 
 /// Between a failed wake and the next: `wake_timeout`, at most this.
@@ -257,11 +262,10 @@ impl Homes {
         {
             return join.then(|| watch::channel(Woken::Up).1);
         }
-        let stopping = match busy.get(&l.service) {
-            Some((_, Busy::Waking(rx))) => return join.then(|| rx.clone()),
-            Some((_, Busy::Stopping(done))) => Some(done.clone()),
-            _ => None,
-        };
+        if let Some((_, Busy::Waking(rx))) = busy.get(&l.service) {
+            return join.then(|| rx.clone());
+        }
+        let stopping = self.stopping(&l.service);
         let cooling = wake.as_ref().is_some_and(|w| {
             locked(&self.failed_at)
                 .get(&l.service)
@@ -285,6 +289,14 @@ impl Homes {
         let me = self.clone();
         tokio::spawn(me.woken(l.clone(), w, id, tx, (stopping, was_up)));
         Some(rx)
+    }
+
+    /// The stop under way of `service`, if one is.
+    fn stopping(&self, service: &str) -> Option<watch::Receiver<bool>> {
+        locked(&self.stops)
+            .get(service)
+            .filter(|done| !*done.borrow())
+            .cloned()
     }
 
     /// Runs `service`'s wake command, unless the one run before is still
@@ -329,10 +341,11 @@ impl Homes {
         tx: watch::Sender<Woken>,
         (stopping, was_up): (Option<watch::Receiver<bool>>, bool),
     ) {
-        let (me, timeout) = (self, w.timeout);
-        if !me.wake_due(&l, id, &tx, (stopping, was_up)).await {
+        let me = self;
+        let Some(w) = me.wake_due(&l, id, &tx, (stopping, was_up), w).await else {
             return;
-        }
+        };
+        let timeout = w.timeout;
         me.set(&l.service, HomeState::Waking);
         let exited = me.run_wake(&l.service, &w.command);
         let started = Instant::now();
@@ -386,16 +399,18 @@ impl Homes {
         }
     }
 
-    /// Whether wake `id` is to run its command: once a stop under way
-    /// ended, if no reload forgot the service meanwhile and it does not
-    /// answer where it did (else the players waiting are told, on `tx`).
+    /// The wake settings wake `id` is to run: once a stop under way
+    /// ended (then those in force, a reload meanwhile may have changed
+    /// them), if no reload forgot the service and it does not answer where
+    /// it did. None: the players waiting are told, on `tx`.
     async fn wake_due(
         self: &Arc<Self>,
         l: &Local,
         id: u64,
         tx: &watch::Sender<Woken>,
         (stopping, was_up): (Option<watch::Receiver<bool>>, bool),
-    ) -> bool {
+        mut w: Wake,
+    ) -> Option<Wake> {
         if let Some(mut done) = stopping {
             tracing::info!(
                 service = l.service,
@@ -404,22 +419,30 @@ impl Homes {
             tokio::select! {
                 // Ended, or its sender gone (the stop's task ended).
                 _ = done.wait_for(|d| *d) => {}
-                _ = l.stop.cancelled() => return false,
+                _ = l.stop.cancelled() => return None,
+            }
+            match self.wake_of(&l.service) {
+                Some(now) => w = now,
+                None => {
+                    self.end(&l.service, id);
+                    let _ = tx.send(Woken::Failed);
+                    return None;
+                }
             }
         }
         if !self.current(&l.service, id) {
             // A reload forgot the service meanwhile.
             let _ = tx.send(Woken::Failed);
-            return false;
+            return None;
         }
         if let Some(up) = self.still_up(l, was_up).await {
             if self.end(&l.service, id) {
                 self.answered(&up);
             }
             let _ = tx.send(Woken::Up);
-            return false;
+            return None;
         }
-        true
+        Some(w)
     }
 
     /// Where the service, up until this dial failed, still answers: the
@@ -455,7 +478,7 @@ impl Homes {
         // already down).
         if matches!(
             busy.get(&l.service),
-            Some((_, Busy::Waking(_) | Busy::Rechecking | Busy::Stopping(_)))
+            Some((_, Busy::Waking(_) | Busy::Rechecking | Busy::Stopping))
         ) {
             return;
         }

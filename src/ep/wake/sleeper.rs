@@ -5,7 +5,7 @@
 use std::{sync::Arc, time::Duration};
 use tokio::{sync::watch, time::Instant};
 
-use super::{Busy, Homes, Local, locked, run};
+use super::{Busy, Homes, Local, POLL, locked, run};
 use crate::proto::HomeState;
 
 /// The longest a sleep command is waited for before the service counts
@@ -19,17 +19,18 @@ impl Homes {
     /// again).
     pub fn answered(self: &Arc<Self>, l: &Local) {
         {
+            // Checked and set under the tasks' lock, which a stop's start
+            // takes too: never "up" just after "asleep" for a server going.
             let mut busy = self.lock();
-            match busy.get(&l.service) {
-                Some((_, Busy::Stopping(_))) => return,
-                Some((_, Busy::Rechecking)) => {
-                    busy.remove(&l.service);
-                }
-                _ => {}
+            if self.stopping(&l.service).is_some() {
+                return;
             }
+            if let Some((_, Busy::Rechecking)) = busy.get(&l.service) {
+                busy.remove(&l.service);
+            }
+            locked(&self.found_at).insert(l.service.clone(), l.clone());
+            self.set(&l.service, HomeState::Up);
         }
-        locked(&self.found_at).insert(l.service.clone(), l.clone());
-        self.set(&l.service, HomeState::Up);
         self.start_sleeper(l);
     }
 
@@ -50,6 +51,25 @@ impl Homes {
 
     fn sleep_of(&self, service: &str) -> Option<(Vec<String>, Duration)> {
         self.wake_of(service)?.sleep
+    }
+
+    /// Until `cmd` (the sleep command) ended and the server is gone: its
+    /// TCP port closed (a command such as `rcon-cli stop` or `kill` ends
+    /// while the server still saves), and a server the wake command ran
+    /// itself exited. A command that failed leaves the server up: then
+    /// its end is enough (the look after it finds the server).
+    async fn stopped(&self, l: &Local, cmd: &[String]) {
+        let ok = run(&l.service, "sleep", cmd, None).await.unwrap_or(false);
+        if !ok {
+            return;
+        }
+        loop {
+            let running = locked(&self.wake_running).contains_key(&l.service);
+            if !running && (l.udp || !l.answers().await) {
+                return;
+            }
+            tokio::time::sleep(POLL).await;
+        }
     }
 
     /// Joins of `service` so far.
@@ -90,27 +110,39 @@ impl Homes {
             if busy.get(service).is_none_or(|(i, _)| *i != id) {
                 return;
             }
-            busy.insert(service.clone(), (id, Busy::Stopping(stopping)));
+            busy.insert(service.clone(), (id, Busy::Stopping));
+            locked(&self.stops).insert(service.clone(), stopping.clone());
+            self.set(service, HomeState::Asleep);
         }
         tracing::info!(
             service,
             "no player for {after:?}: running its sleep command"
         );
-        self.set(service, HomeState::Asleep);
         let began = Instant::now();
         tokio::select! {
-            _ = run(service, "sleep", &cmd, None) => {}
+            _ = self.stopped(&l, &cmd) => {}
             _ = tokio::time::sleep(STOP_WAIT) => tracing::warn!(
                 service,
-                "its sleep command still runs after {STOP_WAIT:?}: the service counts as stopped"
+                "the service is not gone {STOP_WAIT:?} after its sleep command began: it counts as stopped"
             ),
             _ = l.stop.cancelled() => return,
         }
         tracing::debug!(service, secs = began.elapsed().as_secs_f64(), "stopped");
+        {
+            let mut stops = locked(&self.stops);
+            if stops
+                .get(service)
+                .is_some_and(|s| s.same_channel(&stopping))
+            {
+                stops.remove(service);
+            }
+        }
         let _ = stopped.send(true);
-        // Still up (a sleep command that failed, a stop that left the
-        // port open): the look finds it, and its timer starts again.
-        if self.end(service, id) {
+        // Still up (a sleep command that failed): the look finds it, and
+        // its timer starts again. Not for a service a reload forgot or
+        // moved meanwhile: its next dial finds it.
+        let known = locked(&self.found_at).contains_key(service);
+        if self.end(service, id) && known {
             self.recheck(&l);
         }
     }
