@@ -279,10 +279,13 @@ s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
 s.bind(("127.0.0.1", port))
 s.listen(16)
 def term(*_):
-    s.close()
-    time.sleep(2)
-    open(log, "a").write("exited\n")
-    os._exit(0)
+    # Exits whatever happens (the test's folder may be gone already).
+    try:
+        s.close()
+        time.sleep(2)
+        open(log, "a").write("exited\n")
+    finally:
+        os._exit(0)
 signal.signal(signal.SIGTERM, term)
 open(pidfile, "w").write(str(os.getpid()))
 def echo(c):
@@ -296,7 +299,9 @@ while True:
     try:
         c, _ = s.accept()
     except OSError:
+        # Closed by `term`, which exits in a moment.
         time.sleep(10)
+        continue
     threading.Thread(target=echo, args=(c,), daemon=True).start()
 "#;
 
