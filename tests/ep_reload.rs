@@ -15,18 +15,6 @@ fn opts() -> HubOpts {
     }
 }
 
-/// Saves `fresh` over the ep's `file` the way editors do, and waits for
-/// that ep's next reload.
-async fn saved(ep: &ferry::ep::Handle, fresh: std::path::PathBuf, file: &std::path::Path) {
-    let mut reloads = ep.reloads();
-    let before = *reloads.borrow();
-    std::fs::rename(fresh, file).unwrap();
-    tokio::time::timeout(Duration::from_secs(10), reloads.wait_for(|n| *n > before))
-        .await
-        .expect("the ep reloaded")
-        .unwrap();
-}
-
 /// Over TLS, waits until service `a` has a channel waiting in the pool,
 /// opened before the reload that follows (QUIC has no pool).
 async fn pooled(hub: &TestHub, t: Transport) {

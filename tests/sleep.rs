@@ -89,13 +89,7 @@ async fn a_reload_that_changes_another_key_keeps_the_sleep_timer(t: Transport) {
     // Its timer runs now; another key of the service changes.
     eo.service_extra += "max_players = 7\n";
     let fresh = write_ep_toml(&certs, hub.control, hub.channel, &eo);
-    let mut reloads = handle.reloads();
-    let before = *reloads.borrow();
-    std::fs::rename(fresh, &file).unwrap();
-    tokio::time::timeout(Duration::from_secs(10), reloads.wait_for(|n| *n > before))
-        .await
-        .expect("the ep reloaded")
-        .unwrap();
+    saved(&handle, fresh, &file).await;
     let slept = noted(&log, 1, Duration::from_secs(20)).await;
     assert_eq!(slept, ["slept"], "the server was never put to sleep");
     hub.stop().await;
@@ -168,6 +162,18 @@ on_every_transport!(a_player_who_arrives_while_the_server_stops_wakes_it_after_t
 /// a stop, which would put two servers on one world or have the stop
 /// take the new one down.
 async fn a_player_who_arrives_while_the_server_stops_wakes_it_after_the_stop(t: Transport) {
+    let all = woken_during_a_stop(t, SERVER, STOP).await;
+    assert_eq!(
+        all[..4],
+        ["woke", "stopping", "stopped", "woke"],
+        "woken beside the stop: {all:?}"
+    );
+}
+
+/// A server `server` woken by a first player, put to sleep by `stop`
+/// after 1 s without one, and a second player arriving once `stop`
+/// noted "stopping": both served; what the log noted.
+async fn woken_during_a_stop(t: Transport, server: &str, stop: &str) -> Vec<String> {
     let certs = Certs::new();
     let dir = tempfile::tempdir().unwrap();
     let (log, pidfile) = (dir.path().join("log"), dir.path().join("pid"));
@@ -177,9 +183,9 @@ async fn a_player_who_arrives_while_the_server_stops_wakes_it_after_the_stop(t: 
     let mut eo = t.ep_opts(&hub, EpOpts::new(&certs, vec![("a".into(), local)]));
     let (log_s, pid_s) = (log.to_str().unwrap(), pidfile.to_str().unwrap());
     eo.service_extra = format!(
-        "wake = [\"python3\", \"-c\", {SERVER:?}, \"{}\", {pid_s:?}, {log_s:?}]\n\
+        "wake = [\"python3\", \"-c\", {server:?}, \"{}\", {pid_s:?}, {log_s:?}]\n\
          wake_timeout = \"20s\"\n\
-         sleep = [\"python3\", \"-c\", {STOP:?}, {pid_s:?}, {log_s:?}]\nsleep_after = \"1s\"\n",
+         sleep = [\"python3\", \"-c\", {stop:?}, {pid_s:?}, {log_s:?}]\nsleep_after = \"1s\"\n",
         local.port()
     );
     let ep = TestEp::start(ep_settings(&certs, &hub, &eo));
@@ -191,13 +197,9 @@ async fn a_player_who_arrives_while_the_server_stops_wakes_it_after_the_stop(t: 
     assert_eq!(stopping, ["woke", "stopping"]);
     assert_eq!(round_trip(hub.service("a"), b"two").await, b"two");
     let all = lines(&log);
-    assert_eq!(
-        all[..4],
-        ["woke", "stopping", "stopped", "woke"],
-        "woken beside the stop: {all:?}"
-    );
     ep.stop().await;
     hub.stop().await;
+    all
 }
 
 on_every_transport!(a_dial_where_the_service_never_listened_does_not_wake_it);
@@ -320,32 +322,10 @@ on_every_transport!(a_sleep_command_that_returns_before_the_server_exits_still_h
 /// already closed): a join then waits until the server exited before the
 /// wake command runs, and is served.
 async fn a_sleep_command_that_returns_before_the_server_exits_still_holds_the_wake(t: Transport) {
-    let certs = Certs::new();
-    let dir = tempfile::tempdir().unwrap();
-    let (log, pidfile) = (dir.path().join("log"), dir.path().join("pid"));
-    let _server = KillPidFile(pidfile.clone());
-    let (_held, local) = held_port();
-    let hub = TestHub::start(&certs, &hub_opts(t)).await;
-    let mut eo = t.ep_opts(&hub, EpOpts::new(&certs, vec![("a".into(), local)]));
-    let (log_s, pid_s) = (log.to_str().unwrap(), pidfile.to_str().unwrap());
-    eo.service_extra = format!(
-        "wake = [\"python3\", \"-c\", {SAVING_SERVER:?}, \"{}\", {pid_s:?}, {log_s:?}]\n\
-         wake_timeout = \"20s\"\n\
-         sleep = [\"python3\", \"-c\", {ASK_STOP:?}, {pid_s:?}, {log_s:?}]\nsleep_after = \"1s\"\n",
-        local.port()
-    );
-    let ep = TestEp::start(ep_settings(&certs, &hub, &eo));
-    hub.wait_sessions(1).await;
-    assert_eq!(round_trip(hub.service("a"), b"one").await, b"one");
-    let stopping = noted(&log, 2, Duration::from_secs(20)).await;
-    assert_eq!(stopping, ["woke", "stopping"]);
-    assert_eq!(round_trip(hub.service("a"), b"two").await, b"two");
-    let all = lines(&log);
+    let all = woken_during_a_stop(t, SAVING_SERVER, ASK_STOP).await;
     assert_eq!(
         all[..4],
         ["woke", "stopping", "exited", "woke"],
         "woken before the server exited: {all:?}"
     );
-    ep.stop().await;
-    hub.stop().await;
 }

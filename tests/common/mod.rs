@@ -744,14 +744,8 @@ pub enum Validity {
 /// Issues an ep certificate `ep-NAME.pem`/`.key` from the test CA with a
 /// chosen validity and usage (server-auth usage is wrong for an ep).
 pub fn issue_ep_cert(certs: &Certs, name: &str, validity: Validity, server_auth: bool) {
-    use rcgen::{CertificateParams, DnType, ExtendedKeyUsagePurpose, Issuer, KeyPair};
-    let ca_key =
-        KeyPair::from_pem(&std::fs::read_to_string(certs.path("ca.key")).unwrap()).unwrap();
-    let issuer = Issuer::from_ca_cert_pem(
-        &std::fs::read_to_string(certs.path("ca.pem")).unwrap(),
-        ca_key,
-    )
-    .unwrap();
+    use rcgen::{CertificateParams, DnType, ExtendedKeyUsagePurpose, KeyPair};
+    let issuer = test_ca(certs);
     let key = KeyPair::generate().unwrap();
     let mut p = CertificateParams::default();
     p.distinguished_name = rcgen::DistinguishedName::new();
@@ -773,7 +767,19 @@ pub fn issue_ep_cert(certs: &Certs, name: &str, validity: Validity, server_auth:
         }
     }
     let cert = p.signed_by(&key, &issuer).unwrap();
-    std::fs::write(certs.path(&format!("ep-{name}.pem")), cert.pem()).unwrap();
+    save_ep_cert(certs, name, &cert.pem(), &key);
+}
+
+/// The test CA, as an issuer of certificates.
+fn test_ca(certs: &Certs) -> rcgen::Issuer<'static, rcgen::KeyPair> {
+    let read = |f: &str| std::fs::read_to_string(certs.path(f)).unwrap();
+    let key = rcgen::KeyPair::from_pem(&read("ca.key")).unwrap();
+    rcgen::Issuer::from_ca_cert_pem(&read("ca.pem"), key).unwrap()
+}
+
+/// Writes `ep-NAME.pem` (`pem`) and its private key `ep-NAME.key`.
+fn save_ep_cert(certs: &Certs, name: &str, pem: &str, key: &rcgen::KeyPair) {
+    std::fs::write(certs.path(&format!("ep-{name}.pem")), pem).unwrap();
     let keyfile = certs.path(&format!("ep-{name}.key"));
     std::fs::write(&keyfile, key.serialize_pem()).unwrap();
     #[cfg(unix)]
@@ -791,13 +797,7 @@ pub fn issue_ep_cert_via_intermediate(certs: &Certs, name: &str) {
         BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer,
         KeyPair, KeyUsagePurpose,
     };
-    let ca_key =
-        KeyPair::from_pem(&std::fs::read_to_string(certs.path("ca.key")).unwrap()).unwrap();
-    let root = Issuer::from_ca_cert_pem(
-        &std::fs::read_to_string(certs.path("ca.pem")).unwrap(),
-        ca_key,
-    )
-    .unwrap();
+    let root = test_ca(certs);
     let mid_key = KeyPair::generate().unwrap();
     let mut mid = CertificateParams::default();
     mid.distinguished_name = rcgen::DistinguishedName::new();
@@ -813,15 +813,12 @@ pub fn issue_ep_cert_via_intermediate(certs: &Certs, name: &str) {
     p.distinguished_name.push(DnType::CommonName, name);
     p.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
     let cert = p.signed_by(&key, &mid).unwrap();
-    let chain = format!("{}{}", cert.pem(), mid_cert.pem());
-    std::fs::write(certs.path(&format!("ep-{name}.pem")), chain).unwrap();
-    let keyfile = certs.path(&format!("ep-{name}.key"));
-    std::fs::write(&keyfile, key.serialize_pem()).unwrap();
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(&keyfile, std::fs::Permissions::from_mode(0o600)).unwrap();
-    }
+    save_ep_cert(
+        certs,
+        name,
+        &format!("{}{}", cert.pem(), mid_cert.pem()),
+        &key,
+    );
 }
 
 /// A service that greets every connection with one byte and counts them:
@@ -861,4 +858,19 @@ pub async fn http_get(addr: SocketAddr, path: &str, token: Option<&str>) -> (u16
         head.split(' ').nth(1).unwrap().parse().unwrap(),
         body.to_string(),
     )
+}
+
+/// Saves `fresh` over the ep's `file` the way editors do, and waits for
+/// that ep's next reload.
+pub async fn saved(ep: &ferry::ep::Handle, fresh: std::path::PathBuf, file: &std::path::Path) {
+    let mut reloads = ep.reloads();
+    let before = *reloads.borrow();
+    std::fs::rename(fresh, file).unwrap();
+    tokio::time::timeout(
+        std::time::Duration::from_secs(10),
+        reloads.wait_for(|n| *n > before),
+    )
+    .await
+    .expect("the ep reloaded")
+    .unwrap();
 }

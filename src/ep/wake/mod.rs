@@ -110,7 +110,7 @@ struct Running {
 
 impl Drop for Running {
     fn drop(&mut self) {
-        let mut map = self.map.lock().unwrap_or_else(|p| p.into_inner());
+        let mut map = locked(&self.map);
         if map.get(&self.service).is_some_and(|s| s.id == self.id) {
             map.remove(&self.service);
         }
@@ -141,14 +141,13 @@ impl Homes {
         self.states.subscribe()
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, (u64, Busy)>> {
-        self.busy.lock().unwrap_or_else(|p| p.into_inner())
+    fn lock(&self) -> MutexGuard<'_, HashMap<String, (u64, Busy)>> {
+        locked(&self.busy)
     }
 
     fn set(&self, service: &str, state: HomeState) {
         if state == HomeState::Up {
-            let mut up = self.up_at.lock().unwrap_or_else(|p| p.into_inner());
-            up.insert(service.to_string(), Instant::now());
+            locked(&self.up_at).insert(service.to_string(), Instant::now());
         }
         self.states
             .send_if_modified(|m| m.insert(service.to_string(), state) != Some(state));
@@ -236,7 +235,15 @@ impl Homes {
 
     /// A player who joined `service`, counted until dropped.
     pub fn player(&self, service: &str) -> crate::sources::Counted<String> {
-        *locked(&self.joins).entry(service.to_string()).or_default() += 1;
+        // Once per player: no new key unless the service's first.
+        let mut joins = locked(&self.joins);
+        match joins.get_mut(service) {
+            Some(n) => *n += 1,
+            None => {
+                joins.insert(service.to_string(), 1);
+            }
+        }
+        drop(joins);
         self.playing
             .enter(service.to_string(), usize::MAX)
             .expect("no limit")
@@ -302,7 +309,7 @@ impl Homes {
     /// Runs `service`'s wake command, unless the one run before is still
     /// running: then only the port decides (the sender is dropped).
     fn run_wake(&self, service: &str, argv: &[String]) -> oneshot::Receiver<bool> {
-        let mut running = self.wake_running.lock().unwrap_or_else(|p| p.into_inner());
+        let mut running = locked(&self.wake_running);
         if let Some(s) = running.get(service).filter(|s| s.argv == argv) {
             tracing::warn!(
                 service,
