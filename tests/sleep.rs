@@ -144,12 +144,14 @@ while True:
     threading.Thread(target=echo, args=(c,), daemon=True).start()
 "#;
 
-/// The sleep command: notes "stopping", kills the server (its port closes
-/// at once), takes a while (a world being saved), notes "stopped".
+/// The sleep command: notes "stopping", lets the server go on a moment
+/// (`rcon-cli stop` while it saves: a dial then still reaches it), kills
+/// it, takes a while (a world being saved), notes "stopped".
 const STOP: &str = r#"
 import os, signal, sys, time
 pidfile, log = sys.argv[1], sys.argv[2]
 open(log, "a").write("stopping\n")
+time.sleep(0.5)
 os.kill(int(open(pidfile).read()), signal.SIGKILL)
 time.sleep(2)
 open(log, "a").write("stopped\n")

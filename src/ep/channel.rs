@@ -390,7 +390,13 @@ impl Dial<'_> {
     /// wait, so a service that comes up is never dialled for nobody.
     async fn dial(&self, ep: &Arc<Ep>, tls: &mut Path) -> Option<(TcpStream, Vec<u8>)> {
         let dialled = tokio::time::Instant::now();
-        let first = self.dial_once(ep).await;
+        // A server its sleep command is stopping may still accept, and
+        // then drop the player with it: wait for the stop, then wake it.
+        let first = if ep.homes.is_stopping(self.service) {
+            None
+        } else {
+            self.dial_once(ep).await
+        };
         let s = ep.settings();
         let local = super::wake::Local {
             service: self.service.to_string(),

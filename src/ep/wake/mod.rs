@@ -298,6 +298,11 @@ impl Homes {
         Some(rx)
     }
 
+    /// Whether `service`'s sleep command is stopping it now.
+    pub fn is_stopping(&self, service: &str) -> bool {
+        self.stopping(service).is_some()
+    }
+
     /// The stop under way of `service`, if one is.
     fn stopping(&self, service: &str) -> Option<watch::Receiver<bool>> {
         locked(&self.stops)
