@@ -80,18 +80,25 @@ impl Local {
 /// success), not waited for. Its output goes where the ep's goes (the
 /// journal under systemd): not through a pipe, which would break the
 /// moment the ep restarts and take a server it started down with it.
-/// `mark` is held until the process exits.
+/// `mark` is held until the process exits. With a `limit` (a command
+/// that only stops something, never the server itself), the command runs
+/// in a process group of its own, killed whole once it has run that
+/// long: one that hangs is not left behind for the next stop to run
+/// beside.
 pub(super) fn run(
     service: &str,
     what: &'static str,
     argv: &[String],
-    mark: Option<Running>,
+    (mark, limit): (Option<Running>, Option<Duration>),
 ) -> oneshot::Receiver<bool> {
     let mut cmd = Command::new(&argv[0]);
     cmd.args(&argv[1..])
         .stdin(std::process::Stdio::null())
         // It may be the game server itself: it outlives this task.
         .kill_on_drop(false);
+    if limit.is_some() {
+        cmd.process_group(0);
+    }
     scrub(&mut cmd, std::env::vars_os().map(|(k, _)| k));
     let mut child = match cmd.spawn() {
         Ok(c) => c,
@@ -105,7 +112,20 @@ pub(super) fn run(
     let (tx, rx) = oneshot::channel();
     let service = service.to_string();
     tokio::spawn(async move {
-        let status = child.wait().await;
+        let status = match limit {
+            Some(limit) => match tokio::time::timeout(limit, child.wait()).await {
+                Ok(status) => status,
+                Err(_) => {
+                    tracing::warn!(
+                        service,
+                        "the {what} command still runs after {limit:?}: killed, with what it started"
+                    );
+                    kill_group(&child);
+                    child.wait().await
+                }
+            },
+            None => child.wait().await,
+        };
         drop(mark);
         let _ = tx.send(status.as_ref().is_ok_and(|s| s.success()));
         match status {
@@ -115,6 +135,18 @@ pub(super) fn run(
         }
     });
     rx
+}
+
+/// Kills the process group `child` leads (it was started as one), and
+/// so whatever it started that did not leave the group.
+fn kill_group(child: &tokio::process::Child) {
+    use nix::{sys::signal::Signal, unistd::Pid};
+    let Some(pid) = child.id().and_then(|p| i32::try_from(p).ok()) else {
+        return;
+    };
+    if let Err(e) = nix::sys::signal::killpg(Pid::from_raw(pid), Signal::SIGKILL) {
+        tracing::warn!("cannot kill the command's process group {pid}: {e}");
+    }
 }
 
 /// The ep's own settings from the environment (`FERRY_EP_TOKEN` above
@@ -140,6 +172,47 @@ fn rand_guid() -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Whether process `pid` is gone (or a zombie nobody reaped yet).
+    fn gone(pid: &str) -> bool {
+        std::fs::read_to_string(format!("/proc/{pid}/stat")).map_or(true, |s| {
+            s.rsplit(')')
+                .next()
+                .is_some_and(|r| r.trim_start().starts_with('Z'))
+        })
+    }
+
+    #[tokio::test]
+    async fn a_command_past_its_limit_is_killed_with_what_it_started() {
+        let dir = tempfile::tempdir().unwrap();
+        let pidfile = dir.path().join("pid");
+        // A script whose own child hangs, as `rcon-cli` under `sh -c` may.
+        let inner = format!("echo $$ > {}; exec sleep 60", pidfile.display());
+        let argv = ["sh", "-c", &format!("sh -c '{inner}' & wait")].map(String::from);
+        let ran = run("s", "sleep", &argv, (None, Some(Duration::from_secs(2))));
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        let pid = loop {
+            match std::fs::read_to_string(&pidfile) {
+                Ok(p) if p.ends_with('\n') => break p.trim().to_string(),
+                _ if std::time::Instant::now() > deadline => panic!("the command never ran"),
+                _ => tokio::time::sleep(Duration::from_millis(20)).await,
+            }
+        };
+        assert!(!gone(&pid), "its child runs until the limit");
+        let ok = tokio::time::timeout(Duration::from_secs(10), ran)
+            .await
+            .expect("ended within 10 s")
+            .unwrap();
+        assert!(!ok, "a command killed at its limit did not succeed");
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while !gone(&pid) {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "its child outlived it"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
 
     #[test]
     fn a_command_gets_none_of_the_eps_settings_from_the_environment() {

@@ -339,7 +339,7 @@ impl Homes {
             service: service.to_string(),
             id,
         };
-        run(service, "wake", argv, Some(mark))
+        run(service, "wake", argv, (Some(mark), None))
     }
 
     /// A wake's outcome, once `exited` says its command failed or the

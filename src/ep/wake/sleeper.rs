@@ -59,7 +59,8 @@ impl Homes {
     /// itself exited. A command that failed leaves the server up: then
     /// its end is enough (the look after it finds the server).
     async fn stopped(&self, l: &Local, cmd: &[String]) {
-        let ok = run(&l.service, "sleep", cmd, None).await.unwrap_or(false);
+        let ran = run(&l.service, "sleep", cmd, (None, Some(STOP_WAIT)));
+        let ok = ran.await.unwrap_or(false);
         if !ok {
             return;
         }
