@@ -300,8 +300,11 @@ fn services(shared: &Arc<Shared>, new: &HubSettings) {
     for one in removed {
         one.svc.retire();
         shared.sessions.forget(&one.svc);
-        let (cut, stop) = (one.cut.clone(), shared.hard_stop.clone());
-        shared.tracker.spawn(async move {
+        // Not on the tracker: a shutdown's drain (which waits for the
+        // tracker) must not wait out this timer; `cut` is a child of the
+        // hard stop, so the shutdown's own end cuts these players.
+        let (cut, stop) = (one.cut.clone(), shared.shutdown.clone());
+        tokio::spawn(async move {
             tokio::select! {
                 _ = tokio::time::sleep(drain) => cut.cancel(),
                 _ = stop.cancelled() => {}

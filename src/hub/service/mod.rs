@@ -114,6 +114,8 @@ struct State {
     home: Option<crate::proto::HomeState>,
     tickets: Tickets,
     pool: Pool,
+    /// Removed from the configuration (`retire`): no player waits for it.
+    retired: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -122,6 +124,8 @@ pub(crate) enum TakeError {
     NoEp(Duration),
     #[error("the ep sent no channel within {0:?}")]
     Timeout(Duration),
+    #[error("the service was removed from the configuration")]
+    Removed,
 }
 
 pub(crate) struct Service {
@@ -163,6 +167,7 @@ impl Service {
                 home: None,
                 tickets: Tickets::new(ticket_ttl),
                 pool: Pool::default(),
+                retired: false,
             }),
             refill_scheduled: AtomicBool::new(false),
             ready: watch::Sender::new(0),
@@ -192,14 +197,21 @@ impl Service {
     }
 
     /// The service is gone from the configuration: its pooled channels
-    /// close and no more are asked for. Players relaying are not touched.
+    /// close and no more are asked for, and players waiting for one are
+    /// told at once (none would come). Players relaying are not touched.
     pub fn retire(&self) {
         self.token.cancel();
         let mut st = self.lock();
+        st.retired = true;
         st.attached = None;
         st.tickets.clear();
         st.pool.retain_sessions(|_| false);
+        st.pool.clear_waiters();
         self.publish(&st);
+    }
+
+    fn retired(&self) -> bool {
+        self.lock().retired
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
@@ -449,6 +461,9 @@ impl Service {
             }
             let (next, mut attached) = {
                 let mut st = self.lock();
+                if st.retired {
+                    return Err(TakeError::Removed);
+                }
                 let next = match st.pool.pop() {
                     Some(idle) => Err(idle),
                     None => {
@@ -489,6 +504,7 @@ impl Service {
                     match got {
                         None => continue,
                         Some(Ok(Some(ch))) => return Ok(ch),
+                        Some(_) if self.retired() => return Err(TakeError::Removed),
                         Some(_) if self.served_by().is_none() => {
                             return Err(TakeError::NoEp(wait));
                         }

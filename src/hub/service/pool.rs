@@ -67,6 +67,11 @@ impl Pool {
         self.idle.retain(|i| keep(i.session));
     }
 
+    /// Players waiting are let go: their receivers see the sender gone.
+    pub fn clear_waiters(&mut self) {
+        self.waiters.clear();
+    }
+
     pub fn ready(&self) -> usize {
         self.idle.len()
     }

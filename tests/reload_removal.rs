@@ -1,0 +1,78 @@
+//! A service a reload removes: players still waiting for one of its
+//! channels are told at once (none will come), and a hub stopped after
+//! the reload does not wait out the removed service's drain.
+
+mod common;
+
+use common::udp::eventually;
+use common::*;
+use std::time::Duration;
+
+/// Keys that make either wait long enough to tell apart from "at once".
+const LONG_WAITS: &str = "drain_timeout = \"60s\"\nplayer_wait = \"30s\"\n";
+
+fn opts(t: Transport, services: &[&str]) -> HubOpts {
+    t.hub_opts(HubOpts {
+        services: services.iter().map(|s| s.to_string()).collect(),
+        extra: LONG_WAITS.into(),
+        ..Default::default()
+    })
+}
+
+/// A hub serving `a` (its ep there) and `b` (no ep serves it), and its file.
+async fn hub_with_a_and_b(t: Transport, certs: &Certs) -> (TestHub, TestEp, std::path::PathBuf) {
+    let o = opts(t, &["a", "b"]);
+    let settings = hub_settings(certs, &o);
+    let file = settings.file.clone();
+    let hub = TestHub::from_settings(settings, &o).await;
+    let eo = t.ep_opts(
+        &hub,
+        EpOpts::new(certs, vec![("a".into(), echo_server().await)]),
+    );
+    let ep = TestEp::start(ep_settings(certs, &hub, &eo));
+    hub.wait_sessions(1).await;
+    (hub, ep, file)
+}
+
+on_every_transport!(a_player_waiting_for_a_removed_service_is_closed_at_once);
+
+/// A player waiting for `b`'s ep when a reload removes `b` is closed
+/// within a couple of seconds, not after `player_wait` (30 s here).
+async fn a_player_waiting_for_a_removed_service_is_closed_at_once(t: Transport) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let certs = Certs::new();
+    let (hub, ep, file) = hub_with_a_and_b(t, &certs).await;
+    let mut player = tokio::net::TcpStream::connect(hub.service("b"))
+        .await
+        .unwrap();
+    player.write_all(b"hello").await.unwrap();
+    eventually("the player at b's door", Duration::from_secs(10), || {
+        hub.handle.players("b") == Some(1)
+    })
+    .await;
+    let plan = hub.reload_to(&certs, &opts(t, &["a"]), &file).await;
+    assert!(plan.is_ok(), "{plan:?}");
+    let mut buf = [0u8; 16];
+    let closed = tokio::time::timeout(Duration::from_secs(5), player.read(&mut buf)).await;
+    assert!(
+        matches!(closed, Ok(Ok(0) | Err(_))),
+        "the player still waits for a removed service: {closed:?}"
+    );
+    ep.stop().await;
+    hub.stop().await;
+}
+
+on_every_transport!(a_hub_stopped_after_a_reload_removed_a_service_stops_at_once);
+
+/// With nobody to drain, a hub stops at once, also after a reload that
+/// removed a service (its drain timer, 60 s here, holds nothing back).
+async fn a_hub_stopped_after_a_reload_removed_a_service_stops_at_once(t: Transport) {
+    let certs = Certs::new();
+    let (hub, ep, file) = hub_with_a_and_b(t, &certs).await;
+    let plan = hub.reload_to(&certs, &opts(t, &["a"]), &file).await;
+    assert!(plan.is_ok(), "{plan:?}");
+    ep.stop().await;
+    tokio::time::timeout(Duration::from_secs(10), hub.stop())
+        .await
+        .expect("the hub stopped within 10 s, with no player to drain");
+}
