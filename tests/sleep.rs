@@ -121,12 +121,13 @@ async fn a_server_its_sleep_command_left_up_sleeps_again(t: Transport) {
     hub.stop().await;
 }
 
-/// A server the wake command runs: notes "woke", listens on `argv[1]`,
-/// writes its pid, echoes.
+/// A server the wake command runs: notes "woke", takes `argv[4]` seconds
+/// to start if given, listens on `argv[1]`, writes its pid, echoes.
 const SERVER: &str = r#"
-import os, socket, sys, threading
+import os, socket, sys, threading, time
 port, pidfile, log = int(sys.argv[1]), sys.argv[2], sys.argv[3]
 open(log, "a").write("woke\n")
+time.sleep(float(sys.argv[4]) if len(sys.argv) > 4 else 0)
 s = socket.socket()
 s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
 s.bind(("127.0.0.1", port))
@@ -330,4 +331,54 @@ async fn a_sleep_command_that_returns_before_the_server_exits_still_holds_the_wa
         ["woke", "stopping", "exited", "woke"],
         "woken before the server exited: {all:?}"
     );
+}
+
+on_every_transport!(a_service_renamed_while_it_wakes_is_not_woken_twice);
+
+/// The ep's file renames a service while its server is still starting
+/// (same local port, same wake command): a player of the new name waits
+/// for that server rather than running the wake command a second time
+/// (two servers on one world).
+async fn a_service_renamed_while_it_wakes_is_not_woken_twice(t: Transport) {
+    let certs = Certs::new();
+    let dir = tempfile::tempdir().unwrap();
+    let (log, pidfile) = (dir.path().join("log"), dir.path().join("pid"));
+    let _server = KillPidFile(pidfile.clone());
+    let (_held, local) = held_port();
+    let hub = TestHub::start(
+        &certs,
+        &t.hub_opts(HubOpts {
+            services: vec!["a".into(), "b".into()],
+            ..Default::default()
+        }),
+    )
+    .await;
+    let mut eo = t.ep_opts(&hub, EpOpts::new(&certs, vec![("a".into(), local)]));
+    let (log_s, pid_s) = (log.to_str().unwrap(), pidfile.to_str().unwrap());
+    eo.service_extra = format!(
+        "wake = [\"python3\", \"-c\", {SERVER:?}, \"{}\", {pid_s:?}, {log_s:?}, \"4\"]\n\
+         wake_timeout = \"20s\"\n",
+        local.port()
+    );
+    let file = write_ep_toml(&certs, hub.control, hub.channel, &eo);
+    let settings = ferry::config::ep::EpConfig::load(&file, Default::default())
+        .unwrap()
+        .check(&file)
+        .unwrap();
+    let (_ep, handle) = TestEp::start_with_handle(settings).await;
+    hub.wait_sessions(1).await;
+    // The first player wakes it; the server takes 4 s to start.
+    let first = tokio::spawn(round_trip(hub.service("a"), b"one"));
+    assert_eq!(noted(&log, 1, Duration::from_secs(20)).await, ["woke"]);
+    eo.services = vec![("b".into(), local)];
+    let fresh = write_ep_toml(&certs, hub.control, hub.channel, &eo);
+    saved(&handle, fresh, &file).await;
+    assert_eq!(round_trip(hub.service("b"), b"two").await, b"two");
+    assert_eq!(
+        lines(&log),
+        ["woke"],
+        "woken a second time under its new name"
+    );
+    first.abort();
+    hub.stop().await;
 }

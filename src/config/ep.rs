@@ -154,6 +154,15 @@ pub struct LocalService {
     pub wake: Option<Wake>,
 }
 
+impl LocalService {
+    /// Whether `self` is the same service at home as `was`: the same
+    /// ports, spoken the same way. What was found of one (its last dial,
+    /// whether it sleeps) says nothing of another.
+    pub fn same_place(&self, was: &LocalService) -> bool {
+        self.addr == was.addr && self.kind == was.kind
+    }
+}
+
 /// `wake`, `wake_timeout`, `sleep` and `sleep_after` of a service.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Wake {

@@ -113,6 +113,7 @@ fn apply(ep: &Ep, (mut new, new_tls): (EpSettings, crate::tls::EpTls)) -> String
     // and one begun before acts on the wake settings in force.
     ep.homes
         .configure(Some(&old.services), &ep.settings().services);
+    ep.state.configure(&old.services, &ep.settings().services);
     for link in &ep.hubs {
         if credentials {
             link.retry_now.notify_one();

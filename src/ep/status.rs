@@ -3,10 +3,14 @@
 //! dial (the ep never dials just to check: a game would see a phantom).
 
 use super::Ep;
+use crate::config::ep::LocalService;
 use crate::metrics::{Direction, ServiceLabel};
 use crate::proto::HomeState;
 use serde_json::{Value, json};
-use std::{collections::HashMap, sync::Mutex};
+use std::{
+    collections::{BTreeMap, HashMap},
+    sync::Mutex,
+};
 use tokio::time::Instant;
 
 struct Inner {
@@ -31,6 +35,22 @@ impl State {
 
     pub fn dialled(&self, service: &str, outcome: Result<(), String>) {
         self.lock().dials.insert(service.to_string(), outcome);
+    }
+
+    /// After a reload from `old` to `new`: the last dial of a service
+    /// removed, moved or given another type is forgotten, so the page
+    /// does not show the old address's failure beside the new address.
+    pub fn configure(
+        &self,
+        old: &BTreeMap<String, LocalService>,
+        new: &BTreeMap<String, LocalService>,
+    ) {
+        self.lock()
+            .dials
+            .retain(|name, _| match (old.get(name), new.get(name)) {
+                (Some(was), Some(now)) => now.same_place(was),
+                _ => false,
+            });
     }
 }
 
@@ -121,5 +141,44 @@ impl crate::admin::Source for Ep {
             "hub": self.hubs.iter().map(|h| h.row()).collect::<Vec<_>>(),
             "services": services,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(addr: &str) -> LocalService {
+        LocalService {
+            addr: crate::config::ports::LocalRange::parse(addr).unwrap(),
+            kind: None,
+            proxy_protocol: None,
+            proxy_protocol_udp: crate::config::ep::UdpHeaders::First,
+            max_players: 1,
+            wake: None,
+        }
+    }
+
+    #[test]
+    fn a_reload_forgets_the_last_dial_of_a_service_moved_or_removed() {
+        let state = State::new();
+        for name in ["kept", "moved", "removed"] {
+            state.dialled(name, Err("Connection refused".into()));
+        }
+        let old = BTreeMap::from([
+            ("kept".into(), at("127.0.0.1:1000")),
+            ("moved".into(), at("127.0.0.1:2000")),
+            ("removed".into(), at("127.0.0.1:3000")),
+        ]);
+        let mut kept = at("127.0.0.1:1000");
+        kept.max_players = 7;
+        let new = BTreeMap::from([
+            ("kept".into(), kept),
+            ("moved".into(), at("127.0.0.1:2001")),
+        ]);
+        state.configure(&old, &new);
+        let mut left: Vec<_> = state.lock().dials.keys().cloned().collect();
+        left.sort();
+        assert_eq!(left, ["kept"]);
     }
 }

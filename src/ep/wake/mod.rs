@@ -95,6 +95,7 @@ fn locked<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 /// A wake command running: which one, since when, and its mark's id.
+#[derive(Clone)]
 struct Started {
     id: u64,
     argv: Vec<String>,
@@ -104,16 +105,13 @@ struct Started {
 /// One service's wake command, marked running until its process exits.
 struct Running {
     map: Arc<Mutex<HashMap<String, Started>>>,
-    service: String,
     id: u64,
 }
 
 impl Drop for Running {
     fn drop(&mut self) {
-        let mut map = locked(&self.map);
-        if map.get(&self.service).is_some_and(|s| s.id == self.id) {
-            map.remove(&self.service);
-        }
+        // Under each name it is known by (a rename carries it over).
+        locked(&self.map).retain(|_, s| s.id != self.id);
     }
 }
 
@@ -184,6 +182,7 @@ impl Homes {
             locked(m).remove(service);
         }
         locked(&self.found_at).remove(service);
+        locked(&self.joins).remove(service);
         self.states
             .send_if_modified(|m| m.remove(service).is_some());
     }
@@ -201,9 +200,12 @@ impl Homes {
         new: &BTreeMap<String, LocalService>,
     ) {
         let command = |l: &LocalService| l.wake.as_ref().map(|w| w.command.clone());
+        if let Some(old) = old {
+            self.carry_renamed(old, new);
+        }
         for (name, was) in old.into_iter().flatten() {
             match new.get(name) {
-                Some(now) if now.addr == was.addr && now.kind == was.kind => {
+                Some(now) if now.same_place(was) => {
                     if command(now) != command(was) {
                         locked(&self.failed_at).remove(name);
                     }
@@ -225,6 +227,33 @@ impl Homes {
                     found.proxy = l.proxy_protocol;
                 }
                 self.start_sleeper(&found);
+            }
+        }
+    }
+
+    /// A service renamed (removed, and one added at the same place): the
+    /// new name keeps what guards the server itself, its wake command
+    /// still running and its stop under way, so a join under the new name
+    /// neither starts a second server nor starts one beside a stop.
+    fn carry_renamed(
+        &self,
+        old: &BTreeMap<String, LocalService>,
+        new: &BTreeMap<String, LocalService>,
+    ) {
+        for (was_name, was) in old.iter().filter(|(n, _)| !new.contains_key(*n)) {
+            let heirs = new
+                .iter()
+                .filter(|(n, now)| !old.contains_key(*n) && now.same_place(was));
+            for (name, _) in heirs {
+                let mut running = locked(&self.wake_running);
+                if let Some(s) = running.get(was_name).cloned() {
+                    running.insert(name.clone(), s);
+                }
+                drop(running);
+                let mut stops = locked(&self.stops);
+                if let Some(s) = stops.get(was_name).cloned() {
+                    stops.insert(name.clone(), s);
+                }
             }
         }
     }
@@ -336,7 +365,6 @@ impl Homes {
         tracing::info!(service, command = ?argv, "a player found the service away: waking it");
         let mark = Running {
             map: self.wake_running.clone(),
-            service: service.to_string(),
             id,
         };
         run(service, "wake", argv, (Some(mark), None))
@@ -377,11 +405,15 @@ impl Homes {
         let service = &l.service;
         // Up (and its time), or the failure's time, before the wake's
         // turn ends: a dial begun meanwhile then tries again rather than
-        // waking it a second time, or sits out the cooldown.
-        if up {
-            me.set(service, HomeState::Up);
-        } else {
-            locked(&me.failed_at).insert(service.clone(), Instant::now());
+        // waking it a second time, or sits out the cooldown. Not for a
+        // service a reload forgot meanwhile: a service added later under
+        // its name would start out up, or cooling down.
+        if me.current(service, id) {
+            if up {
+                me.set(service, HomeState::Up);
+            } else {
+                locked(&me.failed_at).insert(service.clone(), Instant::now());
+            }
         }
         let mine = me.end(service, id);
         if up {
