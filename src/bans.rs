@@ -186,6 +186,24 @@ impl BanFile {
             .collect()
     }
 
+    /// `listed`, with each ban naming a service `has` does not know
+    /// marked `service_gone`: renamed or removed from hub.toml, it keeps
+    /// nobody out until a service of that name is added again.
+    pub fn listed_against(
+        &self,
+        now: u64,
+        hide: bool,
+        has: impl Fn(&str) -> bool,
+    ) -> serde_json::Value {
+        let mut listed = self.listed(now, hide);
+        for b in listed.as_array_mut().into_iter().flatten() {
+            if b["service"].as_str().is_some_and(|s| !has(s)) {
+                b["service_gone"] = true.into();
+            }
+        }
+        listed
+    }
+
     /// Expired bans and kicks older than `KICK_KEEP` dropped.
     fn prune(&mut self, now: u64) {
         self.bans.retain(|b| b.until.is_none_or(|u| u > now));

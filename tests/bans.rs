@@ -708,7 +708,38 @@ on_every_transport!(
     a_ban_during_the_drain_closes_its_players,
     a_ban_survives_a_restart_of_the_hub_process,
     status_bans_lists_them,
+    a_ban_of_a_service_renamed_says_it_keeps_nobody_out,
 );
+
+/// A ban of one service, then hub.toml renames the service: bans name
+/// services, so this one no longer keeps anybody out, and the reload, the
+/// page's status and `status --bans` say so rather than list it as if in
+/// force.
+async fn a_ban_of_a_service_renamed_says_it_keeps_nobody_out(t: Transport) {
+    let certs = Certs::new();
+    let o = |service: &str| HubOpts {
+        services: vec![service.into()],
+        extra: "[admin]\nbind = \"127.0.0.1:0\"\n".into(),
+        ..Default::default()
+    };
+    let (hub, _ep, file) = hub_and_ep(&certs, t, o("echo"), echo_server().await).await;
+    let admin = hub.admin.unwrap();
+    let before = reads(&hub);
+    ferry_hub(&file, &["ban", "127.0.0.2", "--service", "echo"]).await;
+    read_after(&hub, before).await;
+    let plan = hub.reload_to(&certs, &t.hub_opts(o("survival")), &file).await;
+    let plan = plan.expect("reloaded");
+    assert!(
+        plan.contains("bans name services hub.toml no longer has (echo)"),
+        "{plan}"
+    );
+    let (_, body) = http_get(admin, "/api/status", None).await;
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(v["bans"][0]["service"], "echo", "{body}");
+    assert_eq!(v["bans"][0]["service_gone"], true, "{body}");
+    let out = ferry_hub(&file, &["status", "--bans", "--admin", &admin.to_string()]).await;
+    assert!(out.contains("echo (not in hub.toml)"), "{out}");
+}
 
 #[test]
 fn a_damaged_file_stops_the_hub_at_start_naming_it() {

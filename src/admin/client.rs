@@ -153,7 +153,11 @@ pub fn render_bans(status: &Value) -> String {
         .map(|b| {
             serde_json::json!({
                 "address": b["address"],
-                "service": b["service"].as_str().unwrap_or("all"),
+                "service": match b["service"].as_str() {
+                    None => "all".to_string(),
+                    Some(s) if b["service_gone"] == true => format!("{s} (not in hub.toml)"),
+                    Some(s) => s.to_string(),
+                },
                 "until": time(&b["until"], "permanent"),
                 "since": time(&b["since"], "-"),
             })

@@ -77,6 +77,16 @@ fn player_rows(players: &[Value]) -> String {
     out
 }
 
+/// A ban's service: "all", or its name, said gone when hub.toml no
+/// longer has it (the ban keeps nobody out).
+fn ban_service(b: &Value) -> String {
+    match b["service"].as_str() {
+        None => "all".into(),
+        Some(s) if b["service_gone"] == true => format!("{} (not in hub.toml)", esc(s)),
+        Some(s) => esc(s),
+    }
+}
+
 fn ban_rows(bans: &[Value]) -> String {
     let mut out = String::new();
     for b in bans {
@@ -87,7 +97,7 @@ fn ban_rows(bans: &[Value]) -> String {
         out += &format!(
             "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>\n",
             cell(&b["address"]),
-            b["service"].as_str().map_or("all".into(), esc),
+            ban_service(b),
             when("until", "permanent"),
             when("since", "—"),
         );

@@ -255,7 +255,8 @@ fn followed_elsewhere(settings: &HubSettings, wrote: &std::path::Path) {
 /// its file holds them (a running hub follows the file within a second).
 pub(super) fn list(settings: &HubSettings, json: bool) -> Result<()> {
     let path = bans::path(settings);
-    let listed = bans::read(&path)?.listed(crate::history::unix_now(), false);
+    let now = crate::history::unix_now();
+    let listed = bans::read(&path)?.listed_against(now, false, |s| settings.service(s).is_some());
     match json {
         true => println!("{listed}"),
         false => {

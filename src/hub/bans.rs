@@ -323,6 +323,10 @@ fn apply(shared: &Shared, file: BanFile, applied: &mut HashSet<String>) {
         .players
         .end_where(|p| list.refuses(p.service(), p.addr.ip(), now), "banned");
     tracing::info!(bans = count, players_closed = closed, "ban list reloaded");
+    let gone = gone_services(shared);
+    if !gone.is_empty() {
+        tracing::warn!("{}", gone_note(&gone));
+    }
     for k in kicks {
         // Those connected when it was written: one who came back since
         // (a kick is not a ban) stays.
@@ -334,15 +338,40 @@ fn apply(shared: &Shared, file: BanFile, applied: &mut HashSet<String>) {
     }
 }
 
-/// The bans in force, for `/api/status`.
-pub(super) fn status(shared: &Shared) -> serde_json::Value {
-    let hide = shared
-        .settings()
-        .admin
-        .as_ref()
-        .is_some_and(|a| a.hide_addresses);
+/// The services bans in force name that hub.toml does not have (now).
+pub(super) fn gone_services(shared: &Shared) -> Vec<String> {
+    let settings = shared.settings();
     let list = shared.bans.list.get();
-    list.file.listed(crate::history::unix_now(), hide)
+    let mut gone: Vec<String> = list
+        .file
+        .in_force(crate::history::unix_now())
+        .filter_map(|b| b.service.clone())
+        .filter(|s| settings.service(s).is_none())
+        .collect();
+    gone.sort();
+    gone.dedup();
+    gone
+}
+
+/// What bans of services no longer in hub.toml mean, for a log line.
+pub(super) fn gone_note(gone: &[String]) -> String {
+    format!(
+        "bans name services hub.toml no longer has ({}): they keep nobody out (a renamed \
+         service's bans do not follow it: ban again with its new name, `ferry hub unban` the old)",
+        gone.join(", ")
+    )
+}
+
+/// The bans in force, for `/api/status`; one naming a service hub.toml
+/// no longer has (renamed, removed) is marked `service_gone`: it keeps
+/// nobody out until a service of that name is added again.
+pub(super) fn status(shared: &Shared) -> serde_json::Value {
+    let settings = shared.settings();
+    let hide = settings.admin.as_ref().is_some_and(|a| a.hide_addresses);
+    let list = shared.bans.list.get();
+    let now = crate::history::unix_now();
+    list.file
+        .listed_against(now, hide, |s| settings.service(s).is_some())
 }
 
 #[cfg(test)]

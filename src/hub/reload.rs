@@ -192,7 +192,12 @@ async fn apply(
         |_, ip| !new.allowlist.contains(ip),
         "the ep's address is no longer in ep_allowlist",
     );
-    Ok(plan.to_string())
+    let mut line = plan.to_string();
+    let gone = super::bans::gone_services(shared);
+    if !gone.is_empty() {
+        line += &format!("; {}", super::bans::gone_note(&gone));
+    }
+    Ok(line)
 }
 
 /// When a port to bind is one the hub itself holds on another address
