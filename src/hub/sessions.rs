@@ -288,10 +288,13 @@ impl Sessions {
         let grants = self.grants.get();
         let mut out = Vec::new();
         // Its own grants again, as they are now: a reload may have
-        // withdrawn one since the offer was matched.
+        // withdrawn one, or removed the service, since the offer was
+        // matched (a reload retires a service before it forgets it in
+        // the sessions, under this lock: one way or the other it is not
+        // left attached).
         for svc in services
             .into_iter()
-            .filter(|s| grants.may_serve(ep, &s.name))
+            .filter(|s| grants.may_serve(ep, &s.name) && !s.retired())
         {
             match svc.served_by() {
                 Some(holder) if holder != ep && grants.may_serve(&holder, &svc.name) => {

@@ -210,7 +210,8 @@ impl Service {
         self.publish(&st);
     }
 
-    fn retired(&self) -> bool {
+    /// Removed from the configuration by a reload.
+    pub fn retired(&self) -> bool {
         self.lock().retired
     }
 
