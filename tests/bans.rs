@@ -727,7 +727,9 @@ async fn a_ban_of_a_service_renamed_says_it_keeps_nobody_out(t: Transport) {
     let before = reads(&hub);
     ferry_hub(&file, &["ban", "127.0.0.2", "--service", "echo"]).await;
     read_after(&hub, before).await;
-    let plan = hub.reload_to(&certs, &t.hub_opts(o("survival")), &file).await;
+    let plan = hub
+        .reload_to(&certs, &t.hub_opts(o("survival")), &file)
+        .await;
     let plan = plan.expect("reloaded");
     assert!(
         plan.contains("bans name services hub.toml no longer has (echo)"),

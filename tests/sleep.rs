@@ -175,7 +175,8 @@ async fn a_player_who_arrives_while_the_server_stops_wakes_it_after_the_stop(t: 
 
 /// A server `server` woken by a first player, put to sleep by `stop`
 /// after 1 s without one, and a second player arriving once `stop`
-/// noted "stopping": both served; what the log noted.
+/// noted "stopping": both served; what the log noted, once it holds 4
+/// lines (or after 10 s).
 async fn woken_during_a_stop(t: Transport, server: &str, stop: &str) -> Vec<String> {
     let certs = Certs::new();
     let dir = tempfile::tempdir().unwrap();
@@ -199,7 +200,7 @@ async fn woken_during_a_stop(t: Transport, server: &str, stop: &str) -> Vec<Stri
     let stopping = noted(&log, 2, Duration::from_secs(20)).await;
     assert_eq!(stopping, ["woke", "stopping"]);
     assert_eq!(round_trip(hub.service("a"), b"two").await, b"two");
-    let all = lines(&log);
+    let all = noted(&log, 4, Duration::from_secs(10)).await;
     ep.stop().await;
     hub.stop().await;
     all
@@ -330,6 +331,41 @@ async fn a_sleep_command_that_returns_before_the_server_exits_still_holds_the_wa
         all[..4],
         ["woke", "stopping", "exited", "woke"],
         "woken before the server exited: {all:?}"
+    );
+}
+
+/// A sleep command that fails (a wrong RCON password) after a while,
+/// leaving the server up.
+const FAILING_STOP: &str = r#"
+import sys, time
+log = sys.argv[2]
+open(log, "a").write("stopping\n")
+time.sleep(1.5)
+open(log, "a").write("failed\n")
+sys.exit(1)
+"#;
+
+on_every_transport!(a_player_who_waited_for_a_stop_that_failed_finds_the_server_not_a_second_one);
+
+/// A join while the sleep command runs waits for it; the command fails
+/// and the server is still up: the player is served by it, and the wake
+/// command is not run beside it.
+async fn a_player_who_waited_for_a_stop_that_failed_finds_the_server_not_a_second_one(
+    t: Transport,
+) {
+    // Started as `systemctl start` does: the wake command ends at once,
+    // so no running command of its own keeps a second one from running.
+    let launcher = format!(
+        "import subprocess, sys\n\
+         subprocess.Popen([sys.executable, '-c', {SERVER:?}] + sys.argv[1:], start_new_session=True)\n"
+    );
+    let all = woken_during_a_stop(t, &launcher, FAILING_STOP).await;
+    // Next comes the next stop, a second after the player left; a second
+    // server would have noted "woke" well before.
+    assert_eq!(
+        all[..4],
+        ["woke", "stopping", "failed", "stopping"],
+        "woken beside the running server: {all:?}"
     );
 }
 

@@ -306,9 +306,10 @@ fn services(shared: &Arc<Shared>, new: &HubSettings) {
         one.svc.retire();
         shared.sessions.forget(&one.svc);
         // Not on the tracker: a shutdown's drain (which waits for the
-        // tracker) must not wait out this timer; `cut` is a child of the
-        // hard stop, so the shutdown's own end cuts these players.
-        let (cut, stop) = (one.cut.clone(), shared.shutdown.clone());
+        // tracker) must not wait out this timer, which still cuts these
+        // players at its time during that drain (`cut` is a child of the
+        // hard stop, which cuts them at the drain's end in any case).
+        let (cut, stop) = (one.cut.clone(), shared.hard_stop.clone());
         tokio::spawn(async move {
             tokio::select! {
                 _ = tokio::time::sleep(drain) => cut.cancel(),

@@ -240,7 +240,7 @@ impl Sessions {
             self.replaced(ep, version, old);
         }
         *st.ips.entry(ip).or_default() += 1;
-        for svc in &services {
+        let attached = |svc: &Arc<Service>| {
             svc.attach(Attached {
                 session: id,
                 ep: ep.to_string(),
@@ -248,8 +248,11 @@ impl Sessions {
                 ctrl: ctrl.clone(),
                 modern,
                 link: link.clone(),
-            });
-        }
+            })
+        };
+        // One a reload removed since it was claimed is not served; one
+        // removed from here on is forgotten (under this lock) after.
+        lock(&serving).retain(attached);
         // Logins first: whoever sees the session count sees its login too.
         self.logins.send_modify(|n| *n += 1);
         self.count.send_replace(st.by_ep.len());
@@ -289,9 +292,7 @@ impl Sessions {
         let mut out = Vec::new();
         // Its own grants again, as they are now: a reload may have
         // withdrawn one, or removed the service, since the offer was
-        // matched (a reload retires a service before it forgets it in
-        // the sessions, under this lock: one way or the other it is not
-        // left attached).
+        // matched (and `attach` refuses one retired after this look).
         for svc in services
             .into_iter()
             .filter(|s| grants.may_serve(ep, &s.name) && !s.retired())
@@ -563,7 +564,7 @@ fn lock(serving: &Serving) -> MutexGuard<'_, Vec<Arc<Service>>> {
 
 /// `svc` starts being served by entry `e` of `ep`.
 fn attach(svc: &Arc<Service>, e: &Entry, ep: &str) {
-    svc.attach(Attached {
+    let attached = svc.attach(Attached {
         session: e.session,
         ep: ep.to_string(),
         ip: e.ip,
@@ -571,7 +572,10 @@ fn attach(svc: &Arc<Service>, e: &Entry, ep: &str) {
         modern: e.modern,
         link: e.link.clone(),
     });
-    lock(&e.serving).push(svc.clone());
+    // Not a service a reload removed since it was found free.
+    if attached {
+        lock(&e.serving).push(svc.clone());
+    }
 }
 
 impl SessionGuard {

@@ -43,6 +43,29 @@ const POLL: Duration = Duration::from_millis(250);
 /// started by hand is seen (and the hub stops answering for it).
 const RECHECK: Duration = Duration::from_secs(10);
 
+/// How a stop under way ended, once it has.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum StopEnd {
+    Running,
+    /// Its command ended well and the server is gone.
+    Gone,
+    /// Its command failed, or the stop outlasted `STOP_WAIT`: the server
+    /// may still be up.
+    Unsure,
+}
+
+/// A stop under way: since when, and how it ended.
+#[derive(Clone)]
+pub(super) struct Stop {
+    began: Instant,
+    end: watch::Receiver<StopEnd>,
+}
+
+/// How long a join waits for a stop rather than dialling: a stop that
+/// takes longer may be a sleep command that hangs while the server still
+/// serves (a wrong RCON password), and players are not held for it.
+const STOP_HOLD: Duration = Duration::from_secs(30);
+
 /// How a wake ended, for the players waiting on it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Woken {
@@ -86,7 +109,7 @@ pub(crate) struct Homes {
     /// dial that still reaches the dying server does not count it up.
     /// Apart from the tasks' map, so a reload that forgets the service
     /// does not forget its stop.
-    stops: Mutex<HashMap<String, watch::Receiver<bool>>>,
+    stops: Mutex<HashMap<String, Stop>>,
 }
 
 /// `m`, locked; a panic elsewhere while it was held leaves plain data.
@@ -183,6 +206,9 @@ impl Homes {
         }
         locked(&self.found_at).remove(service);
         locked(&self.joins).remove(service);
+        // A stop of the old place holds no join of the new one (a rename
+        // carried it over before this).
+        locked(&self.stops).remove(service);
         self.states
             .send_if_modified(|m| m.remove(service).is_some());
     }
@@ -327,16 +353,18 @@ impl Homes {
         Some(rx)
     }
 
-    /// Whether `service`'s sleep command is stopping it now.
+    /// Whether a join of `service` should wait for its stop rather than
+    /// dial: its sleep command began less than `STOP_HOLD` ago.
     pub fn is_stopping(&self, service: &str) -> bool {
-        self.stopping(service).is_some()
+        self.stopping(service)
+            .is_some_and(|s| s.began.elapsed() < STOP_HOLD)
     }
 
     /// The stop under way of `service`, if one is.
-    fn stopping(&self, service: &str) -> Option<watch::Receiver<bool>> {
+    fn stopping(&self, service: &str) -> Option<Stop> {
         locked(&self.stops)
             .get(service)
-            .filter(|done| !*done.borrow())
+            .filter(|s| *s.end.borrow() == StopEnd::Running)
             .cloned()
     }
 
@@ -379,7 +407,7 @@ impl Homes {
         w: Wake,
         id: u64,
         tx: watch::Sender<Woken>,
-        (stopping, was_up): (Option<watch::Receiver<bool>>, bool),
+        (stopping, was_up): (Option<Stop>, bool),
     ) {
         let me = self;
         let Some(w) = me.wake_due(&l, id, &tx, (stopping, was_up), w).await else {
@@ -452,19 +480,22 @@ impl Homes {
         l: &Local,
         id: u64,
         tx: &watch::Sender<Woken>,
-        (stopping, was_up): (Option<watch::Receiver<bool>>, bool),
+        (stopping, mut was_up): (Option<Stop>, bool),
         mut w: Wake,
     ) -> Option<Wake> {
-        if let Some(mut done) = stopping {
+        if let Some(Stop { end: mut done, .. }) = stopping {
             tracing::info!(
                 service = l.service,
                 "a player found the service stopping: waking it once its sleep command ends"
             );
             tokio::select! {
                 // Ended, or its sender gone (the stop's task ended).
-                _ = done.wait_for(|d| *d) => {}
+                _ = done.wait_for(|d| *d != StopEnd::Running) => {}
                 _ = l.stop.cancelled() => return None,
             }
+            // A stop that failed or hung may have left it up: tried
+            // before the wake command runs beside it.
+            was_up = *done.borrow() != StopEnd::Gone;
             match self.wake_of(&l.service) {
                 Some(now) => w = now,
                 None => {
@@ -484,6 +515,11 @@ impl Homes {
                 self.answered(&up);
             }
             let _ = tx.send(Woken::Up);
+            return None;
+        }
+        if !self.current(&l.service, id) {
+            // A reload forgot it while its port was tried.
+            let _ = tx.send(Woken::Failed);
             return None;
         }
         Some(w)

@@ -5,7 +5,7 @@
 use std::{sync::Arc, time::Duration};
 use tokio::{sync::watch, time::Instant};
 
-use super::{Busy, Homes, Local, POLL, locked, run};
+use super::{Busy, Homes, Local, POLL, Stop, StopEnd, locked, run};
 use crate::proto::HomeState;
 
 /// The longest a sleep command is waited for before the service counts
@@ -57,17 +57,18 @@ impl Homes {
     /// TCP port closed (a command such as `rcon-cli stop` or `kill` ends
     /// while the server still saves), and a server the wake command ran
     /// itself exited. A command that failed leaves the server up: then
-    /// its end is enough (the look after it finds the server).
-    async fn stopped(&self, l: &Local, cmd: &[String]) {
+    /// its end is enough (the look after it finds the server). Whether
+    /// the server is known gone.
+    async fn stopped(&self, l: &Local, cmd: &[String]) -> bool {
         let ran = run(&l.service, "sleep", cmd, (None, Some(STOP_WAIT)));
         let ok = ran.await.unwrap_or(false);
         if !ok {
-            return;
+            return false;
         }
         loop {
             let running = locked(&self.wake_running).contains_key(&l.service);
             if !running && (l.udp || !l.answers().await) {
-                return;
+                return true;
             }
             tokio::time::sleep(POLL).await;
         }
@@ -105,7 +106,11 @@ impl Homes {
             idle = if quiet { idle + step } else { Duration::ZERO };
             joins = now;
         };
-        let (stopped, stopping) = watch::channel(false);
+        let (stopped, end) = watch::channel(StopEnd::Running);
+        let stopping = Stop {
+            began: Instant::now(),
+            end,
+        };
         {
             let mut busy = self.lock();
             if busy.get(service).is_none_or(|(i, _)| *i != id) {
@@ -119,26 +124,35 @@ impl Homes {
             service,
             "no player for {after:?}: running its sleep command"
         );
-        let began = Instant::now();
-        tokio::select! {
-            _ = self.stopped(&l, &cmd) => {}
-            _ = tokio::time::sleep(STOP_WAIT) => tracing::warn!(
-                service,
-                "the service is not gone {STOP_WAIT:?} after its sleep command began: it counts as stopped"
-            ),
+        // A little past STOP_WAIT: a command still running then is killed
+        // (`run`) before the stop ends, never left beside a wake.
+        let gone = tokio::select! {
+            gone = self.stopped(&l, &cmd) => gone,
+            _ = tokio::time::sleep(STOP_WAIT + Duration::from_secs(5)) => {
+                tracing::warn!(
+                    service,
+                    "the service is not gone {STOP_WAIT:?} after its sleep command began: it counts as stopped"
+                );
+                false
+            }
             _ = l.stop.cancelled() => return,
-        }
-        tracing::debug!(service, secs = began.elapsed().as_secs_f64(), "stopped");
+        };
+        tracing::debug!(
+            service,
+            secs = stopping.began.elapsed().as_secs_f64(),
+            gone,
+            "stopped"
+        );
         {
             let mut stops = locked(&self.stops);
             if stops
                 .get(service)
-                .is_some_and(|s| s.same_channel(&stopping))
+                .is_some_and(|s| s.end.same_channel(&stopping.end))
             {
                 stops.remove(service);
             }
         }
-        let _ = stopped.send(true);
+        let _ = stopped.send(if gone { StopEnd::Gone } else { StopEnd::Unsure });
         // Still up (a sleep command that failed): the look finds it, and
         // its timer starts again. Not for a service a reload forgot or
         // moved meanwhile: its next dial finds it.

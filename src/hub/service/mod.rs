@@ -256,8 +256,13 @@ impl Service {
     }
 
     /// Makes `att` the serving session; channels of any earlier session go.
-    pub fn attach(&self, att: Attached) {
+    /// `att`'s session serves the service from now on; not a service a
+    /// reload removed meanwhile (false).
+    pub fn attach(&self, att: Attached) -> bool {
         let mut st = self.lock();
+        if st.retired {
+            return false;
+        }
         let session = att.session;
         st.attached = Some(att);
         st.home = None;
@@ -265,6 +270,7 @@ impl Service {
         st.pool.retain_sessions(|s| s == session);
         self.refill(&mut st);
         self.attached_gen.send_modify(|g| *g += 1);
+        true
     }
 
     /// The serving session rides QUIC: players open streams, not wait in
@@ -453,6 +459,9 @@ impl Service {
         loop {
             // Over QUIC a stream is as cheap as a pooled channel: open one.
             match self.open_stream(deadline).await {
+                // Opened while a reload removed the service (a stream
+                // limit held it): not relayed, only to be cut at the drain.
+                Some(Ok(_)) if self.retired() => return Err(TakeError::Removed),
                 Some(Ok(ch)) => return Ok(ch),
                 Some(Err(())) if Instant::now() >= deadline => {
                     return Err(TakeError::Timeout(wait));
