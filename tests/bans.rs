@@ -170,7 +170,7 @@ async fn a_service_ban_spares_other_services_and_a_timed_one_expires(t: Transpor
     let mut on_echo = echoing("127.0.0.2", echo).await;
 
     ferry_hub(&file, &["ban", "127.0.0.2", "--service", "other"]).await;
-    assert!(closed_by_peer(&mut on_other, Duration::from_secs(1)).await);
+    assert!(closed_by_peer(&mut on_other, Duration::from_secs(5)).await);
     assert!(refused("127.0.0.2", other).await);
     on_echo.write_all(b"on").await.unwrap();
     let mut buf = [0u8; 2];
@@ -234,7 +234,7 @@ async fn a_kick_closes_players_once_and_they_may_come_back(t: Transport) {
     let out = ferry_hub(&file, &["kick", "127.0.0.2"]).await;
     let written = Instant::now();
     assert!(out.contains("kick of 127.0.0.2"), "{out}");
-    assert!(closed_by_peer(&mut kicked, Duration::from_secs(1)).await);
+    assert!(closed_by_peer(&mut kicked, Duration::from_secs(5)).await);
     println!(
         "figure ({t:?}): kicked player closed {:?} after `ferry hub kick`",
         written.elapsed()
@@ -270,7 +270,7 @@ async fn a_udp_flow_of_a_banned_address_ends_and_its_datagrams_are_refused(t: Tr
 
     ferry_hub(&file, &["ban", "127.0.0.2"]).await;
     let written = Instant::now();
-    eventually("the banned flow ended", Duration::from_secs(1), || {
+    eventually("the banned flow ended", Duration::from_secs(10), || {
         hub.handle.udp_flows("echo") == Some(1)
     })
     .await;
@@ -284,7 +284,10 @@ async fn a_udp_flow_of_a_banned_address_ends_and_its_datagrams_are_refused(t: Tr
         ask(&banned, at, b"a", Duration::from_millis(300)).await,
         None
     );
-    assert!(refusals() > before);
+    eventually("the refusal counted", Duration::from_secs(5), || {
+        refusals() > before
+    })
+    .await;
     assert_eq!(hub.handle.udp_flows("echo"), Some(1));
     assert_eq!(
         ask_until(&other, at, b"b", Duration::from_secs(5)).await,
@@ -451,7 +454,7 @@ async fn a_ban_survives_a_restart_of_the_hub_process(t: Transport) {
     let at = hub.services["echo"];
     let mut player = echoing("127.0.0.2", at).await;
     ferry_hub(&file, &["ban", "127.0.0.2"]).await;
-    assert!(closed_by_peer(&mut player, Duration::from_secs(1)).await);
+    assert!(closed_by_peer(&mut player, Duration::from_secs(5)).await);
     hub.proc.signal("TERM");
     let mut proc = hub.proc;
     proc.wait_within(Duration::from_secs(20))
@@ -601,16 +604,16 @@ async fn a_game_port_refuses_a_banned_address_by_service_and_before_reading(t: T
     assert_eq!(minecraft::disconnect_text(&body), "A a.test");
 
     // Banned from both: refused before a byte is read (not after the
-    // 5 s a silent player is given).
+    // 5 s a silent player is given; 3 s leaves a loaded machine room).
     let before = reads(&hub);
     ferry_hub(&file, &["ban", "127.0.0.2"]).await;
     read_after(&hub, before).await;
     let start = Instant::now();
     // The reset may come before the connect returns.
     if let Ok(mut silent) = connect_from("127.0.0.2", at).await {
-        assert!(closed_by_peer(&mut silent, Duration::from_secs(1)).await);
+        assert!(closed_by_peer(&mut silent, Duration::from_secs(5)).await);
     }
-    assert!(start.elapsed() < Duration::from_secs(1));
+    assert!(start.elapsed() < Duration::from_secs(3));
     assert!(hub.handle.refusals().get("banned").copied().unwrap_or(0) >= 2);
 }
 
@@ -654,8 +657,8 @@ async fn a_dual_stack_port_matches_ipv4_bans_and_ipv6_bans(t: Transport) {
     six.read_exact(&mut buf).await.unwrap();
     ferry_hub(&file, &["ban", "127.0.0.2"]).await;
     ferry_hub(&file, &["ban", "::1"]).await;
-    assert!(closed_by_peer(&mut mapped, Duration::from_secs(1)).await);
-    assert!(closed_by_peer(&mut six, Duration::from_secs(1)).await);
+    assert!(closed_by_peer(&mut mapped, Duration::from_secs(5)).await);
+    assert!(closed_by_peer(&mut six, Duration::from_secs(5)).await);
     assert!(refused("127.0.0.2", v4).await);
     let six_refused = match TcpStream::connect(v6).await {
         Err(_) => true,

@@ -18,7 +18,10 @@ async fn silent_connections_beyond_the_caps_are_bounded_and_closed_at_the_deadli
     let certs = Certs::new();
     let opts = HubOpts {
         allowlist: vec!["127.0.0.0/8".into()],
-        extra: "handshake_timeout = \"1s\"\nmax_pending_auth = 20\nmax_pending_per_source = 4\n"
+        // A deadline the 60 connections all arrive within, however loaded
+        // the machine: none of the first 20 gives its place back before
+        // the last comes.
+        extra: "handshake_timeout = \"3s\"\nmax_pending_auth = 20\nmax_pending_per_source = 4\n"
             .into(),
         ..Default::default()
     };
@@ -47,11 +50,11 @@ async fn silent_connections_beyond_the_caps_are_bounded_and_closed_at_the_deadli
     assert_eq!(closed, 60, "every silent connection was closed");
     assert!(peak <= 20, "pending logins {peak} exceeded the cap");
     assert!(
-        start.elapsed() < Duration::from_secs(5),
-        "closed at the 1 s deadline, not later"
+        start.elapsed() < Duration::from_secs(8),
+        "closed at the 3 s deadline, not later"
     );
     // The last slot is given back just after its connection is closed.
-    common::udp::eventually("no login pending", Duration::from_secs(2), || {
+    common::udp::eventually("no login pending", Duration::from_secs(10), || {
         hub.handle.pending_logins() == 0
     })
     .await;
@@ -80,7 +83,7 @@ async fn a_dribbled_client_hello_is_cut_at_the_overall_deadline() {
     let start = Instant::now();
     s.write_all(&[0x16, 0x03, 0x01, 0x02, 0x00]).await.unwrap();
     let mut alive = true;
-    while alive && start.elapsed() < Duration::from_secs(10) {
+    while alive && start.elapsed() < Duration::from_secs(20) {
         tokio::time::sleep(Duration::from_millis(100)).await;
         alive = s.write_all(&[0x01]).await.is_ok()
             && !closed_by_peer(&mut s, Duration::from_millis(1)).await;
@@ -90,7 +93,9 @@ async fn a_dribbled_client_hello_is_cut_at_the_overall_deadline() {
         start.elapsed()
     );
     assert!(!alive);
-    assert!(start.elapsed() < Duration::from_secs(3));
+    // Any bound under the loop's 20 s tells a deadline for the whole
+    // handshake from one per read (which the dribble would never meet).
+    assert!(start.elapsed() < Duration::from_secs(8));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

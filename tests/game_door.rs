@@ -184,15 +184,17 @@ async fn hostnames_route_players_on_one_port(t: Transport) {
     junk.write_all(&[0x7f; 2048]).await.unwrap_or(());
     let mut silent = tokio::net::TcpStream::connect(at(port)).await.unwrap();
     let started = std::time::Instant::now();
+    // Nothing but the door's 5 s would close either: bounds for a
+    // loaded machine.
     assert!(
-        closed_by_peer(&mut junk, Duration::from_secs(6)).await,
+        closed_by_peer(&mut junk, Duration::from_secs(20)).await,
         "junk closed"
     );
     assert!(
-        closed_by_peer(&mut silent, Duration::from_secs(7)).await,
+        closed_by_peer(&mut silent, Duration::from_secs(20)).await,
         "silence closed"
     );
-    assert!(started.elapsed() < Duration::from_secs(12));
+    assert!(started.elapsed() < Duration::from_secs(30));
     let after = hub
         .handle
         .refusals()
@@ -588,7 +590,7 @@ async fn a_wake_command_still_running_is_not_run_again(t: Transport) {
     let _wake = KillPidFile(pidfile.clone());
     let mut eo = t.ep_opts(&hub, EpOpts::new(&certs, vec![("mc".into(), at(local))]));
     eo.service_extra = format!(
-        "wake = [\"python3\", \"-c\", {:?}, {:?}, {:?}]\nwake_timeout = \"1s\"\n",
+        "wake = [\"python3\", \"-c\", {:?}, {:?}, {:?}]\nwake_timeout = \"2s\"\n",
         HUNG_WAKE,
         log.to_str().unwrap(),
         pidfile.to_str().unwrap()
@@ -603,7 +605,7 @@ async fn a_wake_command_still_running_is_not_run_again(t: Transport) {
         home_is(&hub, "mc", "sleeping").await;
         if round == 0 {
             // The cooldown after a failed wake: min(wake_timeout, 60 s).
-            tokio::time::sleep(Duration::from_millis(1200)).await;
+            tokio::time::sleep(Duration::from_millis(2400)).await;
         }
     }
     let runs = std::fs::read_to_string(&log).unwrap();

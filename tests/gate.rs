@@ -78,7 +78,7 @@ async fn junk_from_the_eps_own_address_does_not_lock_it_out() {
         back.is_ok(),
         "the real ep was locked out by its neighbours' junk"
     );
-    assert!(t.elapsed() < Duration::from_secs(5));
+    assert!(t.elapsed() < Duration::from_secs(9));
     assert_eq!(echo_through(hub.service("echo"), b"back").await, b"back");
     // Bounded cost: most junk never reached a TLS handshake.
     assert!(before_tls >= 2500, "junk reached TLS: {refusals:?}");
@@ -128,6 +128,6 @@ async fn quic_junk_from_the_eps_own_address_does_not_lock_it_out(t: Transport) {
         hub.handle.refusals()
     );
     assert!(back.is_ok(), "the real ep was locked out by QUIC junk");
-    assert!(took < Duration::from_secs(5), "{took:?}");
+    assert!(took < Duration::from_secs(9), "{took:?}");
     assert_eq!(echo_through(hub.service("echo"), b"back").await, b"back");
 }

@@ -186,7 +186,8 @@ async fn an_ep_whose_grant_is_withdrawn_loses_its_players_after_the_drain(t: Tra
     let certs = Certs::new();
     let grants = |list: &str| {
         t.hub_opts(HubOpts {
-            extra: format!("drain_timeout = \"2s\"\n[eps.home]\nservices = [{list}]\n"),
+            // A drain a loaded machine's round trip fits in.
+            extra: format!("drain_timeout = \"5s\"\n[eps.home]\nservices = [{list}]\n"),
             ..Default::default()
         })
     };
@@ -220,7 +221,7 @@ async fn an_ep_whose_grant_is_withdrawn_loses_its_players_after_the_drain(t: Tra
     let after = withdrawn.elapsed();
     println!("figure ({t:?}): the player was cut {after:?} after the grant was withdrawn");
     assert!(
-        after >= Duration::from_millis(1500),
+        after >= Duration::from_millis(4500),
         "cut before the drain: {after:?}"
     );
 }

@@ -11,8 +11,10 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// An echo service whose listen queue is full when the ep dials: the
 /// kernel drops the ep's SYN and its retry comes a second later, so the
-/// dial home takes about a second (a slow service, on purpose).
-async fn slow_to_answer_echo() -> SocketAddr {
+/// dial home takes about a second (a slow service, on purpose). The queue
+/// stays full until 400 ms after `start` is sent (just before the player
+/// comes), whatever the set-up before took.
+async fn slow_to_answer_echo() -> (SocketAddr, tokio::sync::oneshot::Sender<()>) {
     let sock = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
     sock.bind(&"127.0.0.1:0".parse::<SocketAddr>().unwrap().into())
         .unwrap();
@@ -22,7 +24,9 @@ async fn slow_to_answer_echo() -> SocketAddr {
     let filler = std::net::TcpStream::connect(addr).unwrap();
     sock.set_nonblocking(true).unwrap();
     let listener = tokio::net::TcpListener::from_std(sock.into()).unwrap();
+    let (start, started) = tokio::sync::oneshot::channel();
     tokio::spawn(async move {
+        let _ = started.await;
         // Long enough for the ep's first SYN to be dropped.
         tokio::time::sleep(Duration::from_millis(400)).await;
         drop(filler);
@@ -40,7 +44,7 @@ async fn slow_to_answer_echo() -> SocketAddr {
             });
         }
     });
-    addr
+    (addr, start)
 }
 
 async fn players(admin: SocketAddr) -> Vec<serde_json::Value> {
@@ -78,9 +82,11 @@ async fn the_players_table_shows_where_a_players_lag_comes_from(t: Transport) {
         extra: "[admin]\nbind = \"127.0.0.1:0\"\n".into(),
         ..Default::default()
     };
-    let (hub, _ep) = tunnel_over(&certs, t, opts, slow_to_answer_echo().await).await;
+    let (slow, start) = slow_to_answer_echo().await;
+    let (hub, _ep) = tunnel_over(&certs, t, opts, slow).await;
     hub.wait_sessions(1).await;
     let admin = hub.admin.unwrap();
+    let _ = start.send(());
     let mut player = connect_from("127.0.0.2", hub.service("echo"))
         .await
         .unwrap();
@@ -108,8 +114,10 @@ async fn the_players_table_shows_where_a_players_lag_comes_from(t: Transport) {
     // Loopback: the player and the ep are a few µs to a few ms away; the
     // service at home took a second (its SYN was dropped once).
     let ms = |k: &str| row[k].as_f64().unwrap_or_else(|| panic!("{k} in {row}"));
-    assert!(ms("player_hub_ms") < 200.0, "{row}");
-    assert!(ms("hub_ep_ms") < 200.0, "{row}");
+    // (Bounds a loaded machine meets; the point is which leg took the
+    // second.)
+    assert!(ms("player_hub_ms") < 500.0, "{row}");
+    assert!(ms("hub_ep_ms") < 500.0, "{row}");
     assert!(ms("ep_service_ms") > 800.0, "{row}");
     assert!(ms("ep_service_ms") < 5_000.0, "{row}");
     // The metrics carry the same, per service, never per player.

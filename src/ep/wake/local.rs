@@ -189,7 +189,7 @@ mod tests {
         // A script whose own child hangs, as `rcon-cli` under `sh -c` may.
         let inner = format!("echo $$ > {}; exec sleep 60", pidfile.display());
         let argv = ["sh", "-c", &format!("sh -c '{inner}' & wait")].map(String::from);
-        let ran = run("s", "sleep", &argv, (None, Some(Duration::from_secs(2))));
+        let ran = run("s", "sleep", &argv, (None, Some(Duration::from_secs(5))));
         let deadline = std::time::Instant::now() + Duration::from_secs(10);
         let pid = loop {
             match std::fs::read_to_string(&pidfile) {
