@@ -195,13 +195,30 @@ impl BanFile {
         hide: bool,
         has: impl Fn(&str) -> bool,
     ) -> serde_json::Value {
+        let gone = self.services_gone(now, has);
         let mut listed = self.listed(now, hide);
         for b in listed.as_array_mut().into_iter().flatten() {
-            if b["service"].as_str().is_some_and(|s| !has(s)) {
+            if b["service"]
+                .as_str()
+                .is_some_and(|s| gone.iter().any(|g| g == s))
+            {
                 b["service_gone"] = true.into();
             }
         }
         listed
+    }
+
+    /// The services that bans in force at `now` name and `has` does not
+    /// know, sorted, each once.
+    pub fn services_gone(&self, now: u64, has: impl Fn(&str) -> bool) -> Vec<String> {
+        let mut gone: Vec<String> = self
+            .in_force(now)
+            .filter_map(|b| b.service.clone())
+            .filter(|s| !has(s))
+            .collect();
+        gone.sort();
+        gone.dedup();
+        gone
     }
 
     /// Expired bans and kicks older than `KICK_KEEP` dropped.

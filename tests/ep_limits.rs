@@ -159,10 +159,7 @@ async fn a_fixed_token_ends_a_long_backoff_at_once() {
     // A wrong token waits the maximum: here an hour.
     eo.extra = "backoff_max = \"1h\"\n".into();
     let file = write_ep_toml(&certs, hub.control, hub.channel, &eo);
-    let settings = ferry::config::ep::EpConfig::load(&file, Default::default())
-        .unwrap()
-        .check(&file)
-        .unwrap();
+    let settings = load_ep_file(&file);
     let _ep = TestEp::start(settings);
     common::udp::eventually(
         "the hub refused the wrong token",

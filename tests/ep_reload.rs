@@ -39,10 +39,7 @@ async fn a_player_after_an_ep_reload_reaches_the_new_local_address(t: Transport)
     let hub = TestHub::start(&certs, &t.hub_opts(opts())).await;
     let eo = |at: SocketAddr| t.ep_opts(&hub, EpOpts::new(&certs, vec![("a".into(), at)]));
     let file = write_ep_toml(&certs, hub.control, hub.channel, &eo(home_a));
-    let settings = ferry::config::ep::EpConfig::load(&file, Default::default())
-        .unwrap()
-        .check(&file)
-        .unwrap();
+    let settings = load_ep_file(&file);
     let (_ep, handle) = TestEp::start_with_handle(settings).await;
     hub.wait_sessions(1).await;
     let first = |to: SocketAddr| async move {
@@ -191,10 +188,7 @@ async fn proxy_headers_turned_on_by_an_ep_reload_reach_the_very_next_player(t: T
         t.ep_opts(&hub, o)
     };
     let file = write_ep_toml(&certs, hub.control, hub.channel, &eo(false));
-    let settings = ferry::config::ep::EpConfig::load(&file, Default::default())
-        .unwrap()
-        .check(&file)
-        .unwrap();
+    let settings = load_ep_file(&file);
     let (_ep, handle) = TestEp::start_with_handle(settings).await;
     hub.wait_sessions(1).await;
     let tag = |to: SocketAddr| async move {
@@ -241,10 +235,7 @@ async fn an_ep_reloaded_with_another_certificate_logs_in_as_it(t: Transport) {
         t.ep_opts(&hub, o)
     };
     let file = write_ep_toml(&certs, hub.control, hub.channel, &eo("home"));
-    let settings = ferry::config::ep::EpConfig::load(&file, Default::default())
-        .unwrap()
-        .check(&file)
-        .unwrap();
+    let settings = load_ep_file(&file);
     let (_ep, handle) = TestEp::start_with_handle(settings).await;
     hub.wait_sessions(1).await;
     assert_eq!(hub.handle.served_by("a").as_deref(), Some("home"));
@@ -289,10 +280,7 @@ async fn an_ep_certificate_replaced_in_place_is_used_without_a_restart(t: Transp
     }
     o.cert = "mine".into();
     let file = write_ep_toml(&certs, hub.control, hub.channel, &t.ep_opts(&hub, o));
-    let settings = ferry::config::ep::EpConfig::load(&file, Default::default())
-        .unwrap()
-        .check(&file)
-        .unwrap();
+    let settings = load_ep_file(&file);
     let (_ep, _handle) = TestEp::start_with_handle(settings).await;
     hub.wait_sessions(1).await;
     assert_eq!(hub.handle.served_by("a").as_deref(), Some("home"));
@@ -328,10 +316,7 @@ async fn an_ep_admin_token_hash_file_replaced_is_a_rotation() {
         toml_path(&hash_file)
     );
     let file = write_ep_toml(&certs, hub.control, hub.channel, &o);
-    let settings = ferry::config::ep::EpConfig::load(&file, Default::default())
-        .unwrap()
-        .check(&file)
-        .unwrap();
+    let settings = load_ep_file(&file);
     let stop = tokio_util::sync::CancellationToken::new();
     let bound = ferry::ep::bind(settings, stop.clone(), Default::default())
         .await

@@ -219,10 +219,7 @@ async fn a_reload_during_the_login_is_announced_once_the_session_starts() {
         EpOpts::new(&certs, list)
     };
     let file = write_ep_toml(&certs, control, channel, &eo(&["a"]));
-    let settings = ferry::config::ep::EpConfig::load(&file, Default::default())
-        .unwrap()
-        .check(&file)
-        .unwrap();
+    let settings = load_ep_file(&file);
     let (_ep, handle) = TestEp::start_with_handle(settings).await;
     let (tcp, _) = fake.control.accept().await.unwrap();
     let mut tls = fake.acceptor.accept(tcp).await.unwrap();

@@ -210,10 +210,7 @@ async fn the_quic_door_refuses_what_the_tls_doors_refuse() {
                 &toml_path(&foreign.path("ep-home.key")),
             );
         std::fs::write(&file, text).unwrap();
-        ferry::config::ep::EpConfig::load(&file, Default::default())
-            .unwrap()
-            .check(&file)
-            .unwrap()
+        load_ep_file(&file)
     };
     let e = ferry::ep::login_quic_once(&s, quic)
         .await

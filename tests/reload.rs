@@ -316,10 +316,7 @@ async fn twenty_rewrites_of_the_ep_file_need_no_new_login() {
         EpOpts::new(&certs, v)
     };
     let file = write_ep_toml(&certs, hub.control, hub.channel, &eo(false, echo_a));
-    let settings = ferry::config::ep::EpConfig::load(&file, Default::default())
-        .unwrap()
-        .check(&file)
-        .unwrap();
+    let settings = load_ep_file(&file);
     let _ep = TestEp::start(settings);
     hub.wait_sessions(1).await;
     let logins = *hub.handle.logins().borrow();

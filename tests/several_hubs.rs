@@ -80,10 +80,7 @@ fn ep_config(
     );
     let file = certs.path("ep-several.toml");
     std::fs::write(&file, text).unwrap();
-    ferry::config::ep::EpConfig::load(&file, Default::default())
-        .unwrap()
-        .check(&file)
-        .unwrap()
+    load_ep_file(&file)
 }
 
 fn places() -> (Place, Place, Shared) {
@@ -623,10 +620,7 @@ async fn a_hub_that_parks_a_thousand_channels_costs_another_hubs_players_nothing
     );
     let file = certs.path("ep-parked.toml");
     std::fs::write(&file, text).unwrap();
-    let settings = ferry::config::ep::EpConfig::load(&file, Default::default())
-        .unwrap()
-        .check(&file)
-        .unwrap();
+    let settings = load_ep_file(&file);
     let _ep = TestEp::start(settings);
     // The hand-written hub logs the ep in, then asks for 1,100 channels.
     let (tcp, _) = fake.control.accept().await.unwrap();

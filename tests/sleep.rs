@@ -79,10 +79,7 @@ async fn a_reload_that_changes_another_key_keeps_the_sleep_timer(t: Transport) {
         note(&log, "slept", 0)
     );
     let file = write_ep_toml(&certs, hub.control, hub.channel, &eo);
-    let settings = ferry::config::ep::EpConfig::load(&file, Default::default())
-        .unwrap()
-        .check(&file)
-        .unwrap();
+    let settings = load_ep_file(&file);
     let (_ep, handle) = TestEp::start_with_handle(settings).await;
     hub.wait_sessions(1).await;
     assert_eq!(echo_through(hub.service("a"), b"hi").await, b"hi");
@@ -252,10 +249,7 @@ async fn a_dial_where_the_service_never_listened_does_not_wake_it(t: Transport) 
         &format!("local = \"127.0.0.1:{home}-{}\"", home + 1),
     );
     std::fs::write(&file, text).unwrap();
-    let settings = ferry::config::ep::EpConfig::load(&file, Default::default())
-        .unwrap()
-        .check(&file)
-        .unwrap();
+    let settings = load_ep_file(&file);
     let ep = TestEp::start(settings);
     hub.wait_sessions(1).await;
     let first = std::net::SocketAddr::from(([127, 0, 0, 1], public));
@@ -397,10 +391,7 @@ async fn a_service_renamed_while_it_wakes_is_not_woken_twice(t: Transport) {
         local.port()
     );
     let file = write_ep_toml(&certs, hub.control, hub.channel, &eo);
-    let settings = ferry::config::ep::EpConfig::load(&file, Default::default())
-        .unwrap()
-        .check(&file)
-        .unwrap();
+    let settings = load_ep_file(&file);
     let (_ep, handle) = TestEp::start_with_handle(settings).await;
     hub.wait_sessions(1).await;
     // The first player wakes it; the server takes 4 s to start.

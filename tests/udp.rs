@@ -176,10 +176,7 @@ async fn a_port_range_maps_onto_the_same_range_at_home_for_tcp_and_udp(door: Doo
         home_first + 2
     );
     std::fs::write(&file, text).unwrap();
-    let settings = ferry::config::ep::EpConfig::load(&file, Default::default())
-        .unwrap()
-        .check(&file)
-        .unwrap();
+    let settings = load_ep_file(&file);
     let _ep = TestEp::start(settings);
     hub.wait_sessions(1).await;
     for i in 0..3u16 {
@@ -226,10 +223,7 @@ async fn an_ep_that_disagrees_on_type_or_range_is_refused_with_the_reason() {
     let mut text = std::fs::read_to_string(&file).unwrap();
     text += "[services.echo]\nlocal = \"127.0.0.1:5000-5001\"\n";
     std::fs::write(&file, text).unwrap();
-    let settings = ferry::config::ep::EpConfig::load(&file, Default::default())
-        .unwrap()
-        .check(&file)
-        .unwrap();
+    let settings = load_ep_file(&file);
     let e = login_error(&settings).await.to_string();
     assert!(e.contains("binds 1 port(s), the ep's local maps 2"), "{e}");
 }

@@ -153,11 +153,7 @@ pub fn render_bans(status: &Value) -> String {
         .map(|b| {
             serde_json::json!({
                 "address": b["address"],
-                "service": match b["service"].as_str() {
-                    None => "all".to_string(),
-                    Some(s) if b["service_gone"] == true => format!("{s} (not in hub.toml)"),
-                    Some(s) => s.to_string(),
-                },
+                "service": super::page::ban_scope(b),
                 "until": time(&b["until"], "permanent"),
                 "since": time(&b["since"], "-"),
             })

@@ -77,13 +77,13 @@ fn player_rows(players: &[Value]) -> String {
     out
 }
 
-/// A ban's service: "all", or its name, said gone when hub.toml no
-/// longer has it (the ban keeps nobody out).
-fn ban_service(b: &Value) -> String {
+/// Whom a ban (a row of `"bans"`) applies to: "all", or its service,
+/// said gone when hub.toml no longer has it (the ban keeps nobody out).
+pub fn ban_scope(b: &Value) -> String {
     match b["service"].as_str() {
         None => "all".into(),
-        Some(s) if b["service_gone"] == true => format!("{} (not in hub.toml)", esc(s)),
-        Some(s) => esc(s),
+        Some(s) if b["service_gone"] == true => format!("{s} (not in hub.toml)"),
+        Some(s) => s.into(),
     }
 }
 
@@ -97,7 +97,7 @@ fn ban_rows(bans: &[Value]) -> String {
         out += &format!(
             "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>\n",
             cell(&b["address"]),
-            ban_service(b),
+            esc(&ban_scope(b)),
             when("until", "permanent"),
             when("since", "—"),
         );

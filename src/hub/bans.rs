@@ -342,15 +342,9 @@ fn apply(shared: &Shared, file: BanFile, applied: &mut HashSet<String>) {
 pub(super) fn gone_services(shared: &Shared) -> Vec<String> {
     let settings = shared.settings();
     let list = shared.bans.list.get();
-    let mut gone: Vec<String> = list
-        .file
-        .in_force(crate::history::unix_now())
-        .filter_map(|b| b.service.clone())
-        .filter(|s| settings.service(s).is_none())
-        .collect();
-    gone.sort();
-    gone.dedup();
-    gone
+    list.file.services_gone(crate::history::unix_now(), |s| {
+        settings.service(s).is_some()
+    })
 }
 
 /// What bans of services no longer in hub.toml mean, for a log line.

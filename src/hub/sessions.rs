@@ -291,11 +291,11 @@ impl Sessions {
         let grants = self.grants.get();
         let mut out = Vec::new();
         // Its own grants again, as they are now: a reload may have
-        // withdrawn one, or removed the service, since the offer was
-        // matched (and `attach` refuses one retired after this look).
+        // withdrawn one since the offer was matched (one it removed,
+        // `attach` refuses).
         for svc in services
             .into_iter()
-            .filter(|s| grants.may_serve(ep, &s.name) && !s.retired())
+            .filter(|s| grants.may_serve(ep, &s.name))
         {
             match svc.served_by() {
                 Some(holder) if holder != ep && grants.may_serve(&holder, &svc.name) => {

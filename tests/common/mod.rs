@@ -369,10 +369,14 @@ pub fn ep_settings_for(
     channel: SocketAddr,
     o: &EpOpts,
 ) -> EpSettings {
-    let file = write_ep_toml(certs, control, channel, o);
-    EpConfig::load(&file, EpFlags::default())
+    load_ep_file(&write_ep_toml(certs, control, channel, o))
+}
+
+/// The ep's settings from its file, as `ferry ep -c FILE` reads them.
+pub fn load_ep_file(file: &Path) -> EpSettings {
+    EpConfig::load(file, EpFlags::default())
         .unwrap()
-        .check(&file)
+        .check(file)
         .unwrap()
 }
 

@@ -256,8 +256,7 @@ impl Service {
     }
 
     /// Makes `att` the serving session; channels of any earlier session go.
-    /// `att`'s session serves the service from now on; not a service a
-    /// reload removed meanwhile (false).
+    /// False, and nothing changed, for a service a reload removed.
     pub fn attach(&self, att: Attached) -> bool {
         let mut st = self.lock();
         if st.retired {
