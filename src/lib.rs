@@ -38,5 +38,6 @@ pub mod shutdown;
 pub mod sources;
 pub mod swap;
 pub mod tcp_info;
+pub mod tcp_pacing;
 pub mod tls;
 pub mod token;

@@ -205,6 +205,20 @@ pub struct RelayLimits {
 }
 
 impl RelayLimits {
+    /// `dir`'s writes go to the TCP socket `fd`, which the kernel paces
+    /// while that direction's transfer is steady at its cap
+    /// (`crate::tcp_pacing`). `fd` must stay open while these limits
+    /// live: the relay that holds them borrows the stream it belongs to.
+    pub fn pace_socket(&mut self, dir: Dir, fd: std::os::fd::RawFd) {
+        let l = match dir {
+            Dir::Up => self.up.as_mut(),
+            Dir::Down => self.down.as_mut(),
+        };
+        if let Some(l) = l {
+            l.kernel = Some(KernelPace { fd, applied: 0 });
+        }
+    }
+
     /// The caps its limiters follow, as set now.
     pub fn rates(&self) -> Option<crate::proto::Rates> {
         let l = self.down.as_ref().or(self.up.as_ref())?;
@@ -219,6 +233,41 @@ pub struct Limiter {
     dir: Dir,
     own: Bucket,
     timer: Pin<Box<Sleep>>,
+    kernel: Option<KernelPace>,
+}
+
+/// The socket a limiter's bytes are written to, and the pacing rate last
+/// set on it (0: none).
+struct KernelPace {
+    fd: std::os::fd::RawFd,
+    applied: u64,
+}
+
+impl KernelPace {
+    fn set(&mut self, rate: u64) {
+        if rate != self.applied {
+            crate::tcp_pacing::set(self.fd, rate);
+            self.applied = rate;
+        }
+    }
+
+    /// Paced at `slowest` (the binding cap) while the transfer is steady;
+    /// lifted while the bucket holds half a burst saved, so a burst after
+    /// a pause still passes at once (within a round trip, see
+    /// `tcp_pacing::set`), and when no cap is left. Steady: the reader ran
+    /// dry (`dry`), or was already paced and is not bursting. Under a
+    /// shared `max_rate` each player's socket is paced at the whole rate
+    /// (its share is not known here): smoother than unpaced, less so the
+    /// more players share it.
+    fn follow(&mut self, slowest: Option<u64>, have: u64, dry: bool) {
+        let rate = match slowest {
+            Some(r) if dry || (self.applied != 0 && have < burst(r) / 2) => {
+                crate::tcp_pacing::paced(r)
+            }
+            _ => 0,
+        };
+        self.set(rate);
+    }
 }
 
 impl Limiter {
@@ -229,6 +278,7 @@ impl Limiter {
             dir,
             own,
             timer: Box::pin(tokio::time::sleep(Duration::ZERO)),
+            kernel: None,
         }
     }
 
@@ -245,6 +295,9 @@ impl Limiter {
                 .filter(|r| *r != 0)
                 .min();
             let Some(slowest) = slowest else {
+                if let Some(k) = &mut self.kernel {
+                    k.follow(None, have, false);
+                }
                 return Poll::Ready(max);
             };
             let want = step(slowest).min(max as u64);
@@ -252,7 +305,11 @@ impl Limiter {
             // is past a small floor: UDP datagrams spending the same shared
             // budget a few hundred bytes at a time would otherwise keep it
             // from ever holding a step.
-            if have >= want || have >= FLOOR.min(max as u64) {
+            let ready = have >= want || have >= FLOOR.min(max as u64);
+            if let Some(k) = &mut self.kernel {
+                k.follow(Some(slowest), have, !ready);
+            }
+            if ready {
                 return Poll::Ready(have.min(max as u64) as usize);
             }
             let wait = self.own.wait_for(want).max(shared.wait_for(want));
@@ -349,5 +406,46 @@ mod tests {
         assert!(up.poll_budget(&mut cx, 32 * 1024).is_ready());
         tokio::time::advance(Duration::from_millis(20)).await;
         assert_eq!(down.poll_budget(&mut cx, 32 * 1024), Poll::Ready(2000));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_steady_capped_transfer_is_paced_by_the_kernel_and_a_burst_is_not() {
+        use crate::tcp_pacing::get;
+        use std::os::fd::AsRawFd;
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let socket = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let fd = socket.as_raw_fd();
+        let caps = Caps::new(0, 1_000_000);
+        let mut limits = caps.relay_limits().unwrap();
+        limits.pace_socket(Dir::Down, fd);
+        let mut down = limits.down.take().unwrap();
+        let mut cx = Context::from_waker(std::task::Waker::noop());
+        let mut poll = || {
+            let p = down.poll_budget(&mut cx, 32 * 1024);
+            if let Poll::Ready(n) = p {
+                down.spend(n);
+            }
+            (p.is_ready(), get(fd).unwrap())
+        };
+        assert_eq!(
+            poll(),
+            (true, u64::MAX),
+            "a full bucket's burst passes at once"
+        );
+        while poll().0 {}
+        assert_eq!(
+            poll(),
+            (false, 1_125_000),
+            "dry: paced a little above the cap"
+        );
+        tokio::time::advance(Duration::from_millis(20)).await;
+        assert_eq!(poll(), (true, 1_125_000), "steady: still paced");
+        caps.set(0, 500_000);
+        assert_eq!(poll().1, 562_500, "a reload's new cap is followed");
+        tokio::time::advance(Duration::from_secs(10)).await;
+        assert_eq!(poll(), (true, u64::MAX), "a pause saved a burst: unpaced");
+        while poll().0 {}
+        caps.set(0, 0);
+        assert_eq!(poll(), (true, u64::MAX), "a lifted cap lifts the pacing");
     }
 }

@@ -36,6 +36,7 @@ const FLOORS: &[&[&str]] = &[
         "game",
         "files",
         "tcp_info",
+        "tcp_pacing",
         "dark_path",
         "history",
         "bans",

@@ -240,6 +240,70 @@ async fn a_capped_download_leaves_home_at_the_cap(t: Transport) {
     );
 }
 
+/// The pacing rates (`SO_MAX_PACING_RATE`, bytes/s) `ss` sees on TCP
+/// sockets matching `filter` (`ss`'s own filter syntax).
+fn kernel_pacing(filter: &[&str]) -> Vec<u64> {
+    let out = std::process::Command::new("ss")
+        .args(["-tinH"])
+        .args(filter)
+        .output()
+        .expect("ss (iproute2) runs");
+    let text = String::from_utf8_lossy(&out.stdout);
+    text.split_whitespace()
+        .filter_map(|w| w.strip_suffix("bps"))
+        .filter_map(|w| w.split_once('/'))
+        .filter_map(|(_, max)| max.parse::<u64>().ok())
+        .map(|bits| bits / 8)
+        .collect()
+}
+
+/// Over TLS each player has a channel of its own, and a capped one is
+/// paced by the kernel while its transfer is steady: on the ep's side for
+/// a download, on the hub's for an upload, an eighth above the cap; so a
+/// step of the cap leaves home a packet at a time, not back to back ahead
+/// of every other player's packets (BENCHMARKS.md, "on a thin uplink").
+/// QUIC carries every player on one socket, which quinn paces.
+#[tokio::test]
+async fn a_steady_capped_transfer_is_paced_by_the_kernel_over_tls() {
+    let certs = Certs::new();
+    let paced = RATE + RATE / 8;
+    let opts = capped(&format!("max_rate_per_player = {RATE}\n"));
+    let (hub, ep) = tunnel_over(&certs, Transport::Tls, opts, source().await).await;
+    hub.wait_sessions(1).await;
+    let to_hub = format!("dst = {}", hub.channel);
+    assert!(kernel_pacing(&[&to_hub]).is_empty(), "nothing paced before");
+    let got = Arc::new(AtomicU64::new(0));
+    count_reads(
+        TcpStream::connect(hub.service("echo")).await.unwrap(),
+        got.clone(),
+    );
+    at(&got, WARM).await;
+    assert_eq!(
+        kernel_pacing(&[&to_hub]),
+        [paced],
+        "the ep's side, downloading"
+    );
+    drop((hub, ep));
+
+    let got = Arc::new(AtomicU64::new(0));
+    let opts = capped(&format!("max_rate_per_player = {RATE}\n"));
+    let (hub, _ep) = tunnel_over(&certs, Transport::Tls, opts, sink(got.clone()).await).await;
+    hub.wait_sessions(1).await;
+    let mut player = TcpStream::connect(hub.service("echo")).await.unwrap();
+    let sending = tokio::spawn(async move {
+        let buf = vec![7u8; 64 * 1024];
+        while player.write_all(&buf).await.is_ok() {}
+    });
+    at(&got, WARM).await;
+    let from_hub = format!("src = {}", hub.channel);
+    assert_eq!(
+        kernel_pacing(&[&from_hub]),
+        [paced],
+        "the hub's side, uploading"
+    );
+    sending.abort();
+}
+
 on_every_transport!(
     a_capped_download_leaves_home_at_the_cap,
     a_download_holds_to_max_rate_per_player,

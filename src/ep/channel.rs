@@ -11,7 +11,7 @@ use crate::{
     proto::{self, EpMsg, HubMsg},
     proxy_header, relay,
 };
-use std::{sync::Arc, time::Duration};
+use std::{os::fd::AsRawFd, sync::Arc, time::Duration};
 use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
     net::TcpStream,
@@ -501,8 +501,14 @@ async fn relay_player(
     (service, player): (&str, std::net::SocketAddr),
     tls: &mut Path,
     svc: &mut TcpStream,
-    rate: Option<Box<crate::rate::RelayLimits>>,
+    mut rate: Option<Box<crate::rate::RelayLimits>>,
 ) {
+    // What home sends a capped player leaves paced by the kernel, not in
+    // bursts of the cap's steps (`crate::tcp_pacing`); over QUIC the one
+    // socket carries every player, and quinn paces it.
+    if let (Some(r), Path::Tls(t)) = (rate.as_mut(), &*tls) {
+        r.pace_socket(crate::rate::Dir::Down, t.get_ref().0.as_raw_fd());
+    }
     let label = crate::metrics::ServiceLabel {
         service: service.to_string(),
     };

@@ -295,9 +295,14 @@ async fn relay_home(
     shared: &Shared,
     tcp: &mut TcpStream,
     tunnel: &mut super::service::Tunnel,
-    watch: relay::Watch,
+    mut watch: relay::Watch,
     seat: &super::players::Player,
 ) {
+    // A capped player's upload leaves for home paced by the kernel, not
+    // in bursts of the cap's steps (`crate::tcp_pacing`).
+    if let (Some(r), Some(fd)) = (watch.rate.as_mut(), super::service::tcp_fd(tunnel)) {
+        r.pace_socket(crate::rate::Dir::Up, fd);
+    }
     let relayed = tokio::select! {
         r = relay::relay_watched(tcp, tunnel, watch) => Some(r),
         // The hub's hard stop, the service removed and drained, a kick or
