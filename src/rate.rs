@@ -29,10 +29,22 @@ pub fn burst(rate: u64) -> u64 {
 /// Bytes a reader that ran dry waits for before it reads again: about a
 /// hundredth of a second of rate, so a capped transfer wakes at most ~100
 /// times a second, in reads of 1 to 32 KiB. (Steps of a millisecond on
-/// the ep's side were measured: no lower delay for other players on a
-/// thin uplink, ten times the wake-ups.)
+/// the ep's side gave no lower delay for other players on a thin uplink
+/// while the ep's QUIC socket held 17 ms of queue; since it holds ~4 ms
+/// they do over QUIC: `short_step`. Over TLS the kernel paces instead.)
 fn step(rate: u64) -> u64 {
     (rate / 100).clamp(1024, 32 * 1024)
+}
+
+/// Steps for a direction whose writer sends what it is given at once, in
+/// bursts (a QUIC stream: quinn sends ten packets or more at a time):
+/// 8 KiB from 819 kB/s, a millisecond of the rate from 8.2 MB/s, the
+/// usual step below and from 32.8 MB/s. So what a step puts in a thin
+/// uplink's queue ahead of other players' packets drains in about a
+/// millisecond (tokio's timer adds up to one more), for at most 1,000
+/// wake-ups a second, at most four times the usual steps' (3.3–8.2 MB/s).
+fn short_step(rate: u64) -> u64 {
+    step(rate).min((rate / 1000).max(8 * 1024))
 }
 
 /// The least a woken reader reads rather than wait for a whole step.
@@ -205,17 +217,22 @@ pub struct RelayLimits {
 }
 
 impl RelayLimits {
-    /// `dir`'s writes go to the TCP socket `fd`, which the kernel paces
-    /// while that direction's transfer is steady at its cap
-    /// (`crate::tcp_pacing`). `fd` must stay open while these limits
-    /// live: the relay that holds them borrows the stream it belongs to.
-    pub fn pace_socket(&mut self, dir: Dir, fd: std::os::fd::RawFd) {
+    /// How `dir`'s steps leave, where they cross a thin link: a TCP
+    /// socket (`Some(fd)`, a TLS channel) is paced by the kernel while
+    /// the transfer is steady at its cap (`crate::tcp_pacing`); a writer
+    /// with no socket of its own (`None`, a QUIC stream) gets shorter
+    /// steps instead (`short_step`). The socket must stay open while
+    /// these limits live: the relay that holds them borrows its stream.
+    pub fn smooth(&mut self, dir: Dir, socket: Option<std::os::fd::RawFd>) {
         let l = match dir {
             Dir::Up => self.up.as_mut(),
             Dir::Down => self.down.as_mut(),
         };
         if let Some(l) = l {
-            l.kernel = Some(KernelPace { fd, applied: 0 });
+            l.smooth = match socket {
+                Some(fd) => Smooth::Kernel(KernelPace { fd, applied: 0 }),
+                None => Smooth::ShortSteps,
+            };
         }
     }
 
@@ -233,7 +250,20 @@ pub struct Limiter {
     dir: Dir,
     own: Bucket,
     timer: Pin<Box<Sleep>>,
-    kernel: Option<KernelPace>,
+    smooth: Smooth,
+}
+
+/// How a direction's steps are spread out (`RelayLimits::smooth`).
+enum Smooth {
+    /// Steps of a hundredth of a second of the rate, sent as the writer
+    /// takes them: the hub's downloads (read off the channel, sent to
+    /// the player) and its uploads over QUIC (home's downlink is rarely
+    /// the thin side, and the hub wakes for thousands of players).
+    No,
+    /// `short_step`s: the ep's capped players over QUIC.
+    ShortSteps,
+    /// The kernel paces the TLS channel the steps are written to.
+    Kernel(KernelPace),
 }
 
 /// The socket a limiter's bytes are written to, and the pacing rate last
@@ -278,7 +308,7 @@ impl Limiter {
             dir,
             own,
             timer: Box::pin(tokio::time::sleep(Duration::ZERO)),
-            kernel: None,
+            smooth: Smooth::No,
         }
     }
 
@@ -295,18 +325,22 @@ impl Limiter {
                 .filter(|r| *r != 0)
                 .min();
             let Some(slowest) = slowest else {
-                if let Some(k) = &mut self.kernel {
+                if let Smooth::Kernel(k) = &mut self.smooth {
                     k.follow(None, have, false);
                 }
                 return Poll::Ready(max);
             };
-            let want = step(slowest).min(max as u64);
+            let want = match self.smooth {
+                Smooth::ShortSteps => short_step(slowest),
+                _ => step(slowest),
+            };
+            let want = want.min(max as u64);
             // A reader woken with less than a step still reads what there
             // is past a small floor: UDP datagrams spending the same shared
             // budget a few hundred bytes at a time would otherwise keep it
             // from ever holding a step.
             let ready = have >= want || have >= FLOOR.min(max as u64);
-            if let Some(k) = &mut self.kernel {
+            if let Smooth::Kernel(k) = &mut self.smooth {
                 k.follow(Some(slowest), have, !ready);
             }
             if ready {
@@ -409,6 +443,43 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
+    async fn a_writer_without_a_socket_gets_steps_of_a_millisecond() {
+        let mut cx = Context::from_waker(std::task::Waker::noop());
+        let mut dry_wait = |rate: u64, short: bool| {
+            let caps = Caps::new(0, rate);
+            let mut limits = caps.relay_limits().unwrap();
+            if short {
+                limits.smooth(Dir::Down, None);
+            }
+            let mut down = limits.down.take().unwrap();
+            while let Poll::Ready(n) = down.poll_budget(&mut cx, 32 * 1024) {
+                down.spend(n);
+            }
+            (down.timer.deadline() - Instant::now()).as_secs_f64() * 1e6
+        };
+        let (usual, short) = (dry_wait(10_000_000, false), dry_wait(10_000_000, true));
+        assert!(
+            (usual - 3276.8).abs() < 1.0,
+            "32 KiB at 10 MB/s: {usual} µs"
+        );
+        assert!((short - 1000.0).abs() < 1.0, "10 kB at 10 MB/s: {short} µs");
+        let (usual, short) = (dry_wait(200_000, false), dry_wait(200_000, true));
+        assert!(
+            (short - 10_000.0).abs() < 1.0,
+            "2 kB at 200 kB/s: {short} µs"
+        );
+        assert!((usual - short).abs() < 1.0, "the same step either way");
+        let short = dry_wait(2_000_000, true);
+        assert!((short - 4096.0).abs() < 1.0, "8 KiB at 2 MB/s: {short} µs");
+        let (usual, short) = (dry_wait(100_000_000, false), dry_wait(100_000_000, true));
+        assert!(
+            (short - 327.68).abs() < 1.0,
+            "32 KiB at 100 MB/s: {short} µs"
+        );
+        assert!((usual - short).abs() < 1.0, "the same step at 100 MB/s");
+    }
+
+    #[tokio::test(start_paused = true)]
     async fn a_steady_capped_transfer_is_paced_by_the_kernel_and_a_burst_is_not() {
         use crate::tcp_pacing::get;
         use std::os::fd::AsRawFd;
@@ -417,7 +488,7 @@ mod tests {
         let fd = socket.as_raw_fd();
         let caps = Caps::new(0, 1_000_000);
         let mut limits = caps.relay_limits().unwrap();
-        limits.pace_socket(Dir::Down, fd);
+        limits.smooth(Dir::Down, Some(fd));
         let mut down = limits.down.take().unwrap();
         let mut cx = Context::from_waker(std::task::Waker::noop());
         let mut poll = || {

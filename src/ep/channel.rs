@@ -503,11 +503,15 @@ async fn relay_player(
     svc: &mut TcpStream,
     mut rate: Option<Box<crate::rate::RelayLimits>>,
 ) {
-    // What home sends a capped player leaves paced by the kernel, not in
-    // bursts of the cap's steps (`crate::tcp_pacing`); over QUIC the one
-    // socket carries every player, and quinn paces it.
-    if let (Some(r), Path::Tls(t)) = (rate.as_mut(), &*tls) {
-        r.pace_socket(crate::rate::Dir::Down, t.get_ref().0.as_raw_fd());
+    // What home sends a capped player crosses the uplink spread out, not
+    // in bursts of the cap's steps: paced by the kernel over TLS, in
+    // shorter steps over QUIC (one socket for every player).
+    if let Some(r) = rate.as_mut() {
+        let socket = match &*tls {
+            Path::Tls(t) => Some(t.get_ref().0.as_raw_fd()),
+            Path::Quic(_) => None,
+        };
+        r.smooth(crate::rate::Dir::Down, socket);
     }
     let label = crate::metrics::ServiceLabel {
         service: service.to_string(),

@@ -298,10 +298,11 @@ async fn relay_home(
     mut watch: relay::Watch,
     seat: &super::players::Player,
 ) {
-    // A capped player's upload leaves for home paced by the kernel, not
-    // in bursts of the cap's steps (`crate::tcp_pacing`).
+    // A capped player's upload crosses home's downlink paced by the
+    // kernel over TLS, not in bursts of the cap's steps (over QUIC the
+    // usual steps: see `rate::Smooth::No`).
     if let (Some(r), Some(fd)) = (watch.rate.as_mut(), super::service::tcp_fd(tunnel)) {
-        r.pace_socket(crate::rate::Dir::Up, fd);
+        r.smooth(crate::rate::Dir::Up, Some(fd));
     }
     let relayed = tokio::select! {
         r = relay::relay_watched(tcp, tunnel, watch) => Some(r),
