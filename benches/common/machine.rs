@@ -31,5 +31,13 @@ pub fn machine() -> String {
         .map(|n| n.get())
         .unwrap_or(0);
     let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
-    format!("{cores} cores, {cpu}, Linux {}", kernel.trim())
+    // TLS figures beside a download move with it (BENCHMARKS.md: BBR and
+    // CUBIC on the thin uplink), and a network namespace inherits it.
+    let cc = std::fs::read_to_string("/proc/sys/net/ipv4/tcp_congestion_control")
+        .unwrap_or_else(|_| "unknown".into());
+    format!(
+        "{cores} cores, {cpu}, Linux {}, TCP congestion control {}",
+        kernel.trim(),
+        cc.trim()
+    )
 }
