@@ -18,12 +18,12 @@ pub fn paced(cap: u64) -> u64 {
 }
 
 /// Spreads `fd`'s sends out at no more than `rate` bytes/s; 0 lifts it.
-/// False if the kernel refused (the socket is then sent from unpaced, as
-/// before). Once set, the kernel keeps pacing the socket at TCP's own
+/// A kernel that refuses leaves the socket sent from unpaced, as before
+/// (nothing to tell: the cap still holds, only less smoothly). Once set, the kernel keeps pacing the socket at TCP's own
 /// rate after a lift (under BBR it always does), and the lower rate lasts
 /// until the next acknowledgement: a burst after a lift leaves within a
 /// round trip, not at the cap.
-pub fn set(fd: RawFd, rate: u64) -> bool {
+pub fn set(fd: RawFd, rate: u64) {
     // The kernel reads an `unsigned long` where one is given (a 64-bit
     // rate on a 64-bit kernel, 32 bits elsewhere); all ones is no limit.
     let v: libc::c_ulong = match rate {
@@ -37,16 +37,15 @@ pub fn set(fd: RawFd, rate: u64) -> bool {
     // at 10 MB/s waited 286 µs at p99 instead of 2,446 (CUBIC), 1.6–1.9 ms
     // instead of 4.9–6.0 (BBR): BENCHMARKS.md, "The kernel paces a capped
     // TLS channel". Called once per change of pace, not per write.
-    let r = unsafe {
+    unsafe {
         libc::setsockopt(
             fd,
             libc::SOL_SOCKET,
             libc::SO_MAX_PACING_RATE,
             (&raw const v).cast(),
             std::mem::size_of::<libc::c_ulong>() as libc::socklen_t,
-        )
-    };
-    r == 0
+        );
+    }
 }
 
 /// The pacing rate set on `fd` now (`u64::MAX` when none).

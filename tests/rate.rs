@@ -261,8 +261,9 @@ fn kernel_pacing(filter: &[&str]) -> Vec<u64> {
 /// paced by the kernel while its transfer is steady: on the ep's side for
 /// a download, on the hub's for an upload, an eighth above the cap; so a
 /// step of the cap leaves home a packet at a time, not back to back ahead
-/// of every other player's packets (BENCHMARKS.md, "on a thin uplink").
-/// QUIC carries every player on one socket, which quinn paces.
+/// of every other player's packets (BENCHMARKS.md, "The kernel paces a
+/// capped TLS channel"). QUIC carries every player on one socket: there
+/// the ep takes shorter steps instead (a unit test in `rate`).
 #[tokio::test]
 async fn a_steady_capped_transfer_is_paced_by_the_kernel_over_tls() {
     let certs = Certs::new();
