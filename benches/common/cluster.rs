@@ -12,6 +12,10 @@ pub struct Cluster {
     /// The loopback address the hub's control, channel and QUIC doors
     /// bind (players' ports stay on 127.0.0.1).
     pub hub_ip: &'static str,
+    /// Where the ep dials those doors and where the hub sees it from,
+    /// when a router between them rewrites addresses (the fairness
+    /// bench's emulated home router); `None` on plain loopback.
+    pub routed: Option<(&'static str, &'static str)>,
 }
 
 impl Cluster {
@@ -29,6 +33,7 @@ impl Cluster {
             dir,
             token,
             hub_ip: "127.0.0.1",
+            routed: None,
         }
     }
 
@@ -42,10 +47,14 @@ impl Cluster {
     pub fn hub_named(&self, name: &str, top: &str, tables: &str, services: usize) -> HubProc {
         let hash = ferry::token::hash(&self.token).unwrap();
         let toml = format!(
-            "control = \"{ip}:0\"\nchannel = \"{ip}:0\"\n{top}ep_allowlist = [\"127.0.0.1\"]\n\
+            "control = \"{ip}:0\"\nchannel = \"{ip}:0\"\n{top}ep_allowlist = [\"127.0.0.1\"{also}]\n\
              token_hash = \"{hash}\"\nplayer_wait = \"60s\"\n\
              [tls]\nca = \"ca.pem\"\ncert = \"hub.pem\"\nkey = \"hub.key\"\n{tables}",
-            ip = self.hub_ip
+            ip = self.hub_ip,
+            also = match self.routed {
+                Some((_, seen)) => format!(", \"{seen}\""),
+                None => String::new(),
+            }
         );
         let file = self.dir.path().join(format!("{name}.toml"));
         std::fs::write(&file, toml).unwrap();
@@ -57,9 +66,18 @@ impl Cluster {
     pub fn ep(&self, hub: &HubProc, name: &str, top: &str, tables: &str) -> Ferry {
         let doors = format!(
             "hub = \"{}\"\nchannel = \"{}\"\nserver_name = \"localhost\"\n",
-            hub.control, hub.channel
+            self.dialed(hub.control),
+            self.dialed(hub.channel)
         );
         self.spawn_ep(&[hub], name, &format!("{doors}{top}"), "", tables)
+    }
+
+    /// The address the ep dials for the hub's door at `a`.
+    pub fn dialed(&self, a: std::net::SocketAddr) -> String {
+        match self.routed {
+            Some((dialed, _)) => format!("{dialed}:{}", a.port()),
+            None => a.to_string(),
+        }
     }
 
     /// The ep's `transport` keys for `hub`: QUIC to its QUIC door when

@@ -8,6 +8,7 @@
 //! own, so the bench's pinger does not queue behind them in this process.
 
 use super::common::{Json, cluster::Cluster, ferryproc::Ferry, measure::*, say, tcp};
+use super::router;
 use serde_json::json;
 use std::{
     net::SocketAddr,
@@ -26,8 +27,13 @@ pub struct Plan {
     pub rounds: usize,
     pub pings: usize,
     /// Where the hub's doors for the ep bind: 127.0.0.2 when the hub–ep
-    /// path is a shaped uplink (`thin_uplink`).
+    /// path is a shaped uplink (`on_thin_uplink`), the router's address
+    /// behind an emulated router (`on_router`).
     pub hub_ip: &'static str,
+    /// Behind the router: where the ep dials the hub, where the hub sees it.
+    pub routed: Option<(&'static str, &'static str)>,
+    /// What the path is, for the heading, and the JSON keys' infix.
+    pub path: Option<(String, &'static str)>,
 }
 
 /// The home uplink `--fairness` also measures through, as root, in a
@@ -46,9 +52,11 @@ struct Side {
     capped: SocketAddr,
 }
 
-fn side(quic: bool, echo: SocketAddr, source: SocketAddr, hub_ip: &'static str) -> Side {
+fn side(quic: bool, echo: SocketAddr, source: SocketAddr, p: &Plan) -> Side {
+    let hub_ip = p.hub_ip;
     let mut cluster = Cluster::new(&["bench"]);
     cluster.hub_ip = hub_ip;
+    cluster.routed = p.routed;
     let quic_door = format!("quic = \"{hub_ip}:0\"\n");
     let hub = cluster.hub(
         if quic { &quic_door } else { "" },
@@ -59,7 +67,10 @@ fn side(quic: bool, echo: SocketAddr, source: SocketAddr, hub_ip: &'static str) 
         ),
         3,
     );
-    let transport = Cluster::transport(&hub, quic);
+    let transport = match hub.quic {
+        Some(q) if quic => format!("transport = \"quic\"\nquic = \"{}\"\n", cluster.dialed(q)),
+        _ => Cluster::transport(&hub, false),
+    };
     let ep = cluster.ep(
         &hub,
         "bench",
@@ -199,15 +210,13 @@ async fn one_transport(s: &Side, p: &Plan) -> [[f64; 3]; 3] {
 
 pub async fn run(p: &Plan, out: &mut String, js: &mut Json) {
     let (echo, source) = (tcp::echo().await, source());
-    let thin = p.hub_ip != "127.0.0.1";
     say!(
         out,
         "fairness{}: 64 B round trips through one ep, alone and beside another player's download; \
          p50/p99 µs, medians of {} rounds of {} round trips",
-        if thin {
-            format!(" on a {UPLINK} uplink (own netns, MTU 1500, FIFO)")
-        } else {
-            String::new()
+        match &p.path {
+            Some((path, _)) => format!(" on {path} (own netns, MTU 1500)"),
+            None => String::new(),
         },
         p.rounds,
         p.pings
@@ -223,7 +232,7 @@ pub async fn run(p: &Plan, out: &mut String, js: &mut Json) {
         "p99 ratio"
     );
     for (name, quic) in [("TLS", false), ("QUIC", true)] {
-        let s = side(quic, echo, source, p.hub_ip);
+        let s = side(quic, echo, source, p);
         let [alone, bulk, capped] = one_transport(&s, p).await;
         let cell = |r: [f64; 3]| format!("{:.0}/{:.0} ({:.0} MB/s)", r[0], r[1], r[2]);
         say!(
@@ -238,7 +247,7 @@ pub async fn run(p: &Plan, out: &mut String, js: &mut Json) {
         js.insert(
             format!(
                 "fairness_{}{}",
-                if thin { "uplink_" } else { "" },
+                p.path.as_ref().map_or("", |(_, key)| key),
                 name.to_lowercase()
             ),
             json!({
@@ -252,8 +261,15 @@ pub async fn run(p: &Plan, out: &mut String, js: &mut Json) {
     }
 }
 
-/// The flag the bench re-executes itself with inside the namespace.
+/// The flags the bench re-executes itself with inside a namespace: the
+/// shaped uplink, and the emulated router.
 pub const INSIDE: &str = "--fairness-uplink";
+pub const INSIDE_ROUTER: &str = "--fairness-router";
+
+/// Loopback as the internet's packets are: MTU 1500, no segmentation
+/// offload.
+const MTU_1500: &str =
+    "ip link set lo mtu 1500 up && ip link set dev lo gso_max_size 1500 gso_max_segs 1";
 
 /// The figure again where the hub–ep path, not this machine's two cores,
 /// is what the download fills: in a fresh network namespace (as root;
@@ -262,27 +278,49 @@ pub const INSIDE: &str = "--fairness-uplink";
 /// 127.0.0.2) leave through an HTB class of `UPLINK` with a FIFO, as on a
 /// home connection's uplink; everything else is unshaped.
 pub fn on_thin_uplink(smoke: bool) -> Json {
+    let shape = format!(
+        "{MTU_1500} && \
+         tc qdisc add dev lo root handle 1: htb default 2 r2q 1000 && \
+         tc class add dev lo parent 1: classid 1:1 htb rate {UPLINK} quantum 1514 && \
+         tc qdisc add dev lo parent 1:1 pfifo limit 1000 && \
+         tc class add dev lo parent 1: classid 1:2 htb rate 40gbit quantum 60000 && \
+         tc filter add dev lo parent 1: protocol ip prio 1 u32 match ip dst 127.0.0.2/32 flowid 1:1"
+    );
+    in_namespace(smoke, &shape, INSIDE, &format!("a {UPLINK} uplink"))
+}
+
+/// The path `on_router` emulates: a home uplink of the same rate as
+/// `UPLINK`, a router FIFO of 100 ms at that rate (home routers often
+/// hold more), and a round trip to a nearby cloud region.
+pub const ROUTER: router::Path = router::Path {
+    uplink_bps: 100_000_000,
+    buffer: 1_250_000,
+    rtt: Duration::from_millis(20),
+};
+
+/// The figure once more behind an emulated home router (`router`): the
+/// queue a download fills is the router's, a hop away, where the host's
+/// small-queue limit does not reach, and the path has a round trip.
+pub fn on_router(smoke: bool) -> Json {
+    in_namespace(smoke, MTU_1500, INSIDE_ROUTER, "an emulated router")
+}
+
+/// Runs this bench again as `flag` in a fresh network namespace set up by
+/// the shell commands `shape`, and returns its figures.
+fn in_namespace(smoke: bool, shape: &str, flag: &str, what: &str) -> Json {
     let skipped = |why: &str| {
-        println!("fairness on a {UPLINK} uplink: skipped ({why})");
+        println!("fairness on {what}: skipped ({why})");
         Json::new()
     };
     if !rustix::process::geteuid().is_root() {
         return skipped("needs root for a network namespace and tc");
     }
     let json = std::env::temp_dir().join(format!("ferry-bench-uplink-{}.json", std::process::id()));
-    let shape = format!(
-        "ip link set lo mtu 1500 up && ip link set dev lo gso_max_size 1500 gso_max_segs 1 && \
-         tc qdisc add dev lo root handle 1: htb default 2 r2q 1000 && \
-         tc class add dev lo parent 1: classid 1:1 htb rate {UPLINK} quantum 1514 && \
-         tc qdisc add dev lo parent 1:1 pfifo limit 1000 && \
-         tc class add dev lo parent 1: classid 1:2 htb rate 40gbit quantum 60000 && \
-         tc filter add dev lo parent 1: protocol ip prio 1 u32 match ip dst 127.0.0.2/32 flowid 1:1 && \
-         exec \"$0\" \"$@\""
-    );
+    let shape = format!("{shape} && exec \"$0\" \"$@\"");
     let mut cmd = std::process::Command::new("unshare");
     cmd.args(["--net", "--", "sh", "-c", &shape])
         .arg(std::env::current_exe().unwrap())
-        .arg(INSIDE)
+        .arg(flag)
         .arg("--json")
         .arg(&json);
     if smoke {

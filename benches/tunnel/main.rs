@@ -1,6 +1,7 @@
-//! `cargo bench --bench tunnel [-- --smoke] [--json PATH] [--no-memory] [--memory-only] [--quic] [--second-hub] [--fairness [--no-uplink]]`
-//! (`--fairness-uplink` is internal: `--fairness` again, in the shaped
-//! namespace it makes as root)
+//! `cargo bench --bench tunnel [-- --smoke] [--json PATH] [--no-memory] [--memory-only] [--quic] [--second-hub] [--fairness [--no-uplink]] [--router-only]`
+//! (`--fairness-uplink` and `--fairness-router` are internal: `--fairness`
+//! again, in the shaped namespace it makes as root, and behind the router
+//! it emulates there; `--router-only` runs only the latter)
 //!
 //! Runs the release `ferry` as two processes (hub and ep) on loopback with
 //! certificates made here, plus this process's own sink and echo services
@@ -10,6 +11,7 @@
 #[path = "../common/mod.rs"]
 mod common;
 mod fairness;
+mod router;
 
 use common::{
     Args, Json, cluster::Cluster, ferryproc::Ferry as Proc, hop::Hop, machine, measure::*,
@@ -90,22 +92,41 @@ fn main() {
         return common::write_json(&args.json, &js);
     }
     // Small round trips beside a bulk download (`--fairness`), alone.
-    // (`--fairness-uplink`: the same inside the shaped namespace.)
+    // (`--fairness-uplink`, `--fairness-router`: the same inside the
+    // shaped namespace, behind the emulated router.)
     let uplink = args.has(fairness::INSIDE);
-    if args.has("--fairness") || uplink {
-        let p = fairness::Plan {
+    let routed = args.has(fairness::INSIDE_ROUTER);
+    if args.has("--router-only") {
+        return common::write_json(&args.json, &fairness::on_router(args.smoke));
+    }
+    if args.has("--fairness") || uplink || routed {
+        let mut p = fairness::Plan {
             rounds: if args.smoke { 1 } else { 5 },
             pings: if args.smoke { 100 } else { 2000 },
             hub_ip: if uplink { "127.0.0.2" } else { "127.0.0.1" },
+            routed: None,
+            path: uplink.then(|| (format!("a {} uplink, FIFO", fairness::UPLINK), "uplink_")),
         };
+        if routed {
+            if let Err(e) = router::start(fairness::ROUTER) {
+                println!("fairness behind an emulated router: skipped ({e})");
+                return common::write_json(&args.json, &Json::new());
+            }
+            // Every round trip takes the path's 20 ms: fewer of them.
+            (p.rounds, p.pings) = if args.smoke { (1, 20) } else { (3, 400) };
+            p.hub_ip = router::HUB_BIND;
+            p.routed = Some((router::HUB_DIALED, router::EP_SEEN));
+            p.path = Some((fairness::ROUTER.describe(), "router_"));
+        }
         let js = rt.block_on(async {
             let (mut out, mut js) = common::begin("fairness", fd_limit);
             fairness::run(&p, &mut out, &mut js).await;
             js
         });
         let mut js = js;
-        if !uplink && !args.has("--no-uplink") {
+        if !uplink && !routed && !args.has("--no-uplink") {
             js.extend(fairness::on_thin_uplink(args.smoke));
+            js.extend(fairness::on_router(args.smoke));
         }
         return common::write_json(&args.json, &js);
     }
