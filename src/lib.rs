@@ -41,3 +41,4 @@ pub mod tcp_info;
 pub mod tcp_pacing;
 pub mod tls;
 pub mod token;
+pub mod uplink_guard;

@@ -311,6 +311,9 @@ pub struct Link {
     next: std::sync::Arc<std::sync::atomic::AtomicU32>,
     /// Player streams (TCP players and UDP flows) open on the connection.
     streams: std::sync::Arc<tokio::sync::watch::Sender<usize>>,
+    /// The connection's least round trip lately (`note_rtt`), for the
+    /// uplink guard: quinn keeps no least it shows.
+    least_rtt: std::sync::Arc<std::sync::Mutex<crate::uplink_guard::WindowedMin>>,
 }
 
 /// One player stream counted on its connection while it lives.
@@ -341,6 +344,20 @@ impl Drop for Registration {
 }
 
 impl Link {
+    /// The connection's round trip now, noted towards its least; the ep
+    /// notes it at each heartbeat, so the least is known from before a
+    /// transfer fills the path.
+    pub fn note_rtt(&self) -> std::time::Duration {
+        let rtt = self.conn.rtt();
+        crate::uplink_guard::note(&self.least_rtt, rtt);
+        rtt
+    }
+
+    /// Where the uplink guard reads this connection's path.
+    pub fn guard_signal(&self) -> crate::uplink_guard::Signal {
+        crate::uplink_guard::Signal::Quic(self.conn.clone(), self.least_rtt.clone())
+    }
+
     /// A logged-in session's connection; its datagrams are read from now
     /// on (before the login, quinn's bounded buffer holds them).
     pub fn new(conn: quinn::Connection) -> Link {
@@ -349,6 +366,7 @@ impl Link {
             flows: Default::default(),
             next: Default::default(),
             streams: std::sync::Arc::new(tokio::sync::watch::Sender::new(0)),
+            least_rtt: Default::default(),
         };
         let l = link.clone();
         tokio::spawn(async move {

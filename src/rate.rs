@@ -7,6 +7,7 @@
 //! burst (a page, a chunk of a map) passes at once, a transfer settles at
 //! the rate.
 
+use crate::uplink_guard::{Guard, Signal};
 use std::{
     pin::Pin,
     sync::{
@@ -58,6 +59,10 @@ pub struct Bucket {
     rate: u64,
     tokens: f64,
     at: Instant,
+    /// Holds a hundredth of a second of its rate (at least 16 KiB), not a
+    /// quarter: the uplink guard's, which lets no burst into the queue
+    /// it keeps short.
+    short: bool,
 }
 
 impl Bucket {
@@ -67,6 +72,23 @@ impl Bucket {
             rate,
             tokens: burst(rate) as f64,
             at: Instant::now(),
+            short: false,
+        }
+    }
+
+    /// An uplink guard's bucket, no rate yet (see `short`).
+    fn short() -> Self {
+        Bucket {
+            short: true,
+            ..Bucket::new(0)
+        }
+    }
+
+    fn burst(&self, rate: u64) -> u64 {
+        if self.short {
+            (rate / 100).max(16 * 1024)
+        } else {
+            burst(rate)
         }
     }
 
@@ -81,15 +103,15 @@ impl Bucket {
         }
         self.refill(Instant::now());
         if self.rate == 0 {
-            self.tokens = burst(rate) as f64;
+            self.tokens = self.burst(rate) as f64;
         }
         self.rate = rate;
-        self.tokens = self.tokens.min(burst(rate) as f64);
+        self.tokens = self.tokens.min(self.burst(rate) as f64);
     }
 
     fn refill(&mut self, now: Instant) {
         let dt = now.saturating_duration_since(self.at).as_secs_f64();
-        self.tokens = (self.tokens + dt * self.rate as f64).min(burst(self.rate) as f64);
+        self.tokens = (self.tokens + dt * self.rate as f64).min(self.burst(self.rate) as f64);
         self.at = now;
     }
 
@@ -236,6 +258,32 @@ impl RelayLimits {
         }
     }
 
+    /// The uplink guard watches what home sends (`Dir::Down`) from now
+    /// on, for a player with no cap: it gets limits for it (none before,
+    /// so an idle or a game player's relay checks nothing), its steps
+    /// leaving as `smooth` says for the path. A capped player is left to
+    /// its cap: a guard holding it under the cap let the cap's bucket
+    /// fill, and the whole bucket left at once when the guard let go
+    /// (QUIC round trips beside a capped download on the thin uplink, p99
+    /// 6.9 ms with, 2.1 ms without).
+    pub fn guard(limits: &mut Option<Box<RelayLimits>>, signal: Signal) {
+        if limits.is_some() {
+            return;
+        }
+        let socket = match &signal {
+            Signal::Tcp(fd) => Some(*fd),
+            _ => None,
+        };
+        let mut down = Limiter::new(Caps::new(0, 0), Dir::Down);
+        down.guard = Some(Box::new((Guard::new(signal), Bucket::short())));
+        let mut r = Box::new(RelayLimits {
+            up: None,
+            down: Some(down),
+        });
+        r.smooth(Dir::Down, socket);
+        *limits = Some(r);
+    }
+
     /// The caps its limiters follow, as set now.
     pub fn rates(&self) -> Option<crate::proto::Rates> {
         let l = self.down.as_ref().or(self.up.as_ref())?;
@@ -251,6 +299,8 @@ pub struct Limiter {
     own: Bucket,
     timer: Pin<Box<Sleep>>,
     smooth: Smooth,
+    /// The uplink guard's rate and bucket, once it watches the player.
+    guard: Option<Box<(Guard, Bucket)>>,
 }
 
 /// How a direction's steps are spread out (`RelayLimits::smooth`).
@@ -309,6 +359,7 @@ impl Limiter {
             own,
             timer: Box::pin(tokio::time::sleep(Duration::ZERO)),
             smooth: Smooth::No,
+            guard: None,
         }
     }
 
@@ -318,12 +369,18 @@ impl Limiter {
         loop {
             let now = Instant::now();
             self.own.set_rate(self.caps.per_player());
+            let guarded = self.guard.as_deref_mut().map(|(g, b)| {
+                b.set_rate(g.rate(now));
+                b
+            });
             let mut shared = self.caps.shared(self.dir);
-            let have = self.own.available(now).min(shared.available(now));
-            let slowest = [self.own.rate(), shared.rate()]
-                .into_iter()
-                .filter(|r| *r != 0)
-                .min();
+            let mut have = self.own.available(now).min(shared.available(now));
+            let mut rates = [self.own.rate(), shared.rate(), 0];
+            if let Some(b) = guarded {
+                have = have.min(b.available(now));
+                rates[2] = b.rate();
+            }
+            let slowest = rates.into_iter().filter(|r| *r != 0).min();
             let Some(slowest) = slowest else {
                 if let Smooth::Kernel(k) = &mut self.smooth {
                     k.follow(None, have, false);
@@ -346,7 +403,10 @@ impl Limiter {
             if ready {
                 return Poll::Ready(have.min(max as u64) as usize);
             }
-            let wait = self.own.wait_for(want).max(shared.wait_for(want));
+            let mut wait = self.own.wait_for(want).max(shared.wait_for(want));
+            if let Some((_, b)) = self.guard.as_deref() {
+                wait = wait.max(b.wait_for(want));
+            }
             drop(shared);
             self.timer.as_mut().reset(now + wait);
             if self.timer.as_mut().poll(cx).is_pending() {
@@ -359,6 +419,10 @@ impl Limiter {
     pub fn spend(&mut self, n: usize) {
         self.own.spend(n as u64);
         self.caps.shared(self.dir).spend(n as u64);
+        if let Some((g, b)) = self.guard.as_deref_mut() {
+            g.spent(n as u64);
+            b.spend(n as u64);
+        }
     }
 }
 
@@ -518,5 +582,18 @@ mod tests {
         while poll().0 {}
         caps.set(0, 0);
         assert_eq!(poll(), (true, u64::MAX), "a lifted cap lifts the pacing");
+    }
+
+    #[tokio::test]
+    async fn the_uplink_guard_leaves_a_capped_player_to_its_cap() {
+        let path = Arc::new(Mutex::new((Duration::ZERO, Duration::ZERO)));
+        let mut capped = Some(Caps::new(0, 10_000).pacing_limits());
+        RelayLimits::guard(&mut capped, Signal::Fixed(path.clone()));
+        let down = capped.unwrap().down.unwrap();
+        assert!(down.guard.is_none(), "a capped player is not guarded");
+        let mut free = None;
+        RelayLimits::guard(&mut free, Signal::Fixed(path));
+        let r = free.expect("an uncapped player gets limits for the guard");
+        assert!(r.up.is_none() && r.down.unwrap().guard.is_some());
     }
 }

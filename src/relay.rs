@@ -193,6 +193,10 @@ pub struct Watch {
     /// Byte-rate caps, each direction (boxed: an uncapped player's relay
     /// carries one pointer's worth for them).
     pub rate: Option<Box<RelayLimits>>,
+    /// Where the uplink guard reads the path, for a relay whose second
+    /// stream is home (the ep's): it watches the player once home has
+    /// sent `uplink_guard::WATCH_AFTER` (`RelayLimits::guard`).
+    pub guard: Option<crate::uplink_guard::Signal>,
 }
 
 /// `relay`, with the extras of `watch`.
@@ -211,6 +215,7 @@ where
         mut first_down,
         player,
         mut rate,
+        mut guard,
     } = watch;
     let start = Instant::now();
     let (mut up, mut down) = (Pipe::default(), Pipe::default());
@@ -240,6 +245,11 @@ where
                 last_moved = tokio::time::Instant::now();
             }
             (counted_up, counted_down) = (up.total, down.total);
+            if down.total >= crate::uplink_guard::WATCH_AFTER
+                && let Some(signal) = guard.take()
+            {
+                RelayLimits::guard(&mut rate, signal);
+            }
         }
         let (u, d) = (u?, d?);
         if let (Poll::Ready(()), Poll::Ready(())) = (u, d) {
@@ -297,5 +307,59 @@ mod tests {
         let (stats, err) = relay.await.unwrap();
         assert!(err.is_none());
         assert_eq!((stats.up, stats.down), (200_000, 15));
+    }
+
+    /// Bytes a second `from` reads over `secs` seconds of (paused) time.
+    async fn rate_over(from: &mut tokio::io::DuplexStream, secs: f64) -> f64 {
+        let (start, mut n) = (tokio::time::Instant::now(), 0usize);
+        let mut buf = vec![0u8; 64 * 1024];
+        while start.elapsed().as_secs_f64() < secs {
+            n += from.read(&mut buf).await.unwrap();
+        }
+        n as f64 / start.elapsed().as_secs_f64()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_uplink_guard_slows_home_while_its_path_queues_and_gives_up_on_a_queue_not_its_own()
+    {
+        use crate::uplink_guard::Signal;
+        use std::sync::{Arc, Mutex};
+        const MS: Duration = Duration::from_millis(1);
+        // Home sends 10 MB/s to the relay, which passes it on to the hub.
+        let (mut hub, mut a) = duplex(64 * 1024);
+        let (mut b, mut home) = duplex(64 * 1024);
+        let path = Arc::new(Mutex::new((20 * MS, 20 * MS)));
+        let watch = Watch {
+            guard: Some(Signal::Fixed(path.clone())),
+            ..Default::default()
+        };
+        tokio::spawn(async move { relay_watched(&mut a, &mut b, watch).await });
+        tokio::spawn(async move {
+            // 20 kB each 2 ms (tokio's timer counts whole milliseconds).
+            let chunk = vec![7u8; 20_000];
+            while home.write_all(&chunk).await.is_ok() {
+                tokio::time::sleep(2 * MS).await;
+            }
+        });
+        let queue = |on: bool| *path.lock().unwrap() = (if on { 60 } else { 20 } * MS, 20 * MS);
+        let free = rate_over(&mut hub, 1.0).await;
+        assert!(free > 9e6, "no queue: the full 10 MB/s, got {free}");
+        queue(true);
+        rate_over(&mut hub, 0.5).await;
+        let queued = rate_over(&mut hub, 1.0).await;
+        assert!(
+            (2.4e6..6e6).contains(&queued),
+            "a queue of 40 ms: under half, not under a quarter, got {queued}"
+        );
+        queue(false);
+        rate_over(&mut hub, 2.0).await;
+        let after = rate_over(&mut hub, 1.0).await;
+        assert!(after > 9e6, "the queue gone: back to 10 MB/s, got {after}");
+        // A queue that holding the player at a quarter does not shorten
+        // is someone else's: given up on within seconds.
+        queue(true);
+        rate_over(&mut hub, 6.0).await;
+        let theirs = rate_over(&mut hub, 1.0).await;
+        assert!(theirs > 9e6, "given up: back to 10 MB/s, got {theirs}");
     }
 }

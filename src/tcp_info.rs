@@ -17,6 +17,16 @@ pub fn rtt(fd: RawFd) -> Option<Duration> {
     (info.tcpi_rtt > 0).then(|| Duration::from_micros(info.tcpi_rtt.into()))
 }
 
+/// The connection's smoothed RTT and the least the kernel saw over its
+/// window (`tcpi_min_rtt`, five minutes by default), for the uplink
+/// guard; None as for `rtt`, or from a kernel before 4.10.
+pub fn rtt_and_least(fd: RawFd) -> Option<(Duration, Duration)> {
+    let info = read(fd, std::mem::offset_of!(libc::tcp_info, tcpi_min_rtt) + 4)?;
+    let us = |v: u32| Duration::from_micros(v.into());
+    (info.tcpi_rtt > 0 && info.tcpi_min_rtt > 0 && info.tcpi_min_rtt != u32::MAX)
+        .then(|| (us(info.tcpi_rtt), us(info.tcpi_min_rtt)))
+}
+
 /// While something sent goes unanswered past a retransmission timeout
 /// (data in flight sent again at least once, or a probe, zero-window or
 /// keepalive, waiting for its answer): see `Unanswered`. None while the

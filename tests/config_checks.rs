@@ -442,3 +442,24 @@ fn byte_rate_caps_are_read_with_units_printed_and_junk_is_refused_naming_the_key
         assert!(!ok && text.contains(says), "{key}: {text}");
     }
 }
+
+#[test]
+fn the_uplink_guard_is_on_by_default_and_check_says_when_it_is_off() {
+    let root = shipped();
+    let shipped_file = root.path().join("config/ep.toml");
+    let (ok, text) = output(ferry().args(["ep", "check", "-c"]).arg(&shipped_file));
+    assert!(ok && !text.contains("uplink guard off"), "{text}");
+    let off = edited(root.path(), "ep", |t| format!("uplink_guard = false\n{t}"));
+    let (ok, text) = output(ferry().args(["ep", "check", "-c"]).arg(&off));
+    assert!(ok && text.contains("uplink guard off"), "{text}");
+    let (ok, text) = output(
+        ferry()
+            .args(["ep", "check", "-c"])
+            .arg(&shipped_file)
+            .env("FERRY_EP_UPLINK_GUARD", "false"),
+    );
+    assert!(ok && text.contains("uplink guard off"), "{text}");
+    let bad = edited(root.path(), "ep", |t| format!("uplink_guard = \"no\"\n{t}"));
+    let (ok, text) = output(ferry().args(["ep", "check", "-c"]).arg(&bad));
+    assert!(!ok && text.contains("uplink_guard"), "{text}");
+}

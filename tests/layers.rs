@@ -41,6 +41,7 @@ const FLOORS: &[&[&str]] = &[
         "history",
         "bans",
         "rate",
+        "uplink_guard",
     ],
     // Credentials and carriers.
     &["tls", "token", "certgen", "quic"],

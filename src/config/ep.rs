@@ -62,6 +62,11 @@ pub struct EpConfig {
     /// Reload when the file changes (SIGHUP always reloads).
     #[serde(default = "defaults::watch_config")]
     pub watch_config: bool,
+    /// Slow a player sending bulk from home while the path to the hub
+    /// queues, so other players' packets do not wait behind it in the
+    /// home router (`uplink_guard`); on unless set false.
+    #[serde(default = "defaults::uplink_guard")]
+    pub uplink_guard: bool,
     #[serde(skip)]
     pub flags: EpFlags,
 }
@@ -184,6 +189,9 @@ mod defaults {
     pub fn watch_config() -> bool {
         true
     }
+    pub fn uplink_guard() -> bool {
+        true
+    }
     pub fn connect_timeout() -> Seconds {
         Seconds::secs(10)
     }
@@ -229,6 +237,7 @@ const KEYS: &[&str] = &[
     "admin.token_hash_file",
     "log_format",
     "watch_config",
+    "uplink_guard",
 ];
 
 #[derive(Debug, Default, Clone, Serialize)]
@@ -267,6 +276,8 @@ pub struct EpSettings {
     pub admin: Option<super::admin::AdminSettings>,
     pub log_format: super::admin::LogFormat,
     pub watch_config: bool,
+    /// Read as each player starts: a reload reaches players to come.
+    pub uplink_guard: bool,
     /// The flags this was loaded with, re-applied on reload.
     pub flags: EpFlags,
 }
@@ -311,6 +322,7 @@ impl EpConfig {
             admin,
             log_format: self.log_format,
             watch_config: self.watch_config,
+            uplink_guard: self.uplink_guard,
             flags: self.flags,
         })
     }
@@ -553,6 +565,12 @@ impl std::fmt::Display for EpSettings {
             )?;
         }
         writeln!(f, "  token     {}", self.token)?;
+        if !self.uplink_guard {
+            writeln!(
+                f,
+                "  uplink guard off: a player's bulk transfer may fill the home router's queue"
+            )?;
+        }
         if let Some(a) = &self.admin {
             writeln!(f, "  admin     {a}")?;
         }

@@ -10,6 +10,7 @@ use crate::{
     net,
     proto::{self, EpMsg, HubMsg},
     proxy_header, relay,
+    uplink_guard::Signal,
 };
 use std::{os::fd::AsRawFd, sync::Arc, time::Duration};
 use tokio::{
@@ -495,7 +496,9 @@ impl Dial<'_> {
 
 /// Carries one player between `tls` (the hub) and `svc` (home) until both
 /// directions end; a break on either side is a break on both.
-/// `rate`: what home sends is paced to the hub's caps (`Start.pace`).
+/// `rate`: what home sends is paced to the hub's caps (`Start.pace`);
+/// and slowed while the path queues, if it turns out bulk (the uplink
+/// guard).
 async fn relay_player(
     ep: &Ep,
     (service, player): (&str, std::net::SocketAddr),
@@ -519,9 +522,15 @@ async fn relay_player(
     let players = ep.metrics.traffic.players.get_or_create(&label).clone();
     ep.metrics.traffic.players_total.get_or_create(&label).inc();
     players.inc();
+    // A capped player is left to its cap (`RelayLimits::guard`).
+    let guard = (rate.is_none() && ep.settings().uplink_guard).then(|| match &*tls {
+        Path::Tls(t) => Some(Signal::Tcp(t.get_ref().0.as_raw_fd())),
+        Path::Quic(q) => q.link.as_ref().map(crate::quic::Link::guard_signal),
+    });
     let watch = relay::Watch {
         meter: Some(ep.metrics.traffic.meter(service)),
         rate,
+        guard: guard.flatten(),
         ..Default::default()
     };
     tracing::info!(service, %player, "player connected");

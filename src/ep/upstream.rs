@@ -302,7 +302,7 @@ impl Up {
     fn heartbeat(&self, w: &Welcome, ping: &mut Ping) -> EpMsg {
         match &w.link {
             Some(quic) => {
-                self.link.set_rtt(quic.conn.rtt());
+                self.link.set_rtt(quic.note_rtt());
                 EpMsg::Heartbeat
             }
             None if w.hub_has(feature::PING) => {

@@ -68,6 +68,8 @@ pub(super) fn watch(door: &Door, admitted: &super::admission::Admitted) -> relay
         first_down: Some((std::time::Instant::now(), door.meters().first_byte.clone())),
         player: None,
         rate: door.caps().relay_limits(),
+        // The hub's uploads go down home's downlink, rarely the thin side.
+        guard: None,
     }
 }
 
