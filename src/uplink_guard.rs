@@ -11,7 +11,8 @@
 //! creeps up again, and is lifted once far above what the path took.
 //! The guard backs off for queues it did not make too (another machine
 //! at home uploading): it never holds a player under a quarter of the
-//! most it sent in the last `MEMORY`.
+//! most it sent over a second lately, and gives up on a queue that
+//! holding the player near there does not shorten (`Guard::give_up`).
 
 use std::{
     sync::{Arc, Mutex},
@@ -116,16 +117,24 @@ pub struct Guard {
     /// look, so a cut shows in the round trip before the next.
     next_look: Instant,
     sent: u64,
-    /// The most sent a second in an interval, and when; kept while the
+    /// What was sent since `.0`, for `best`: over a second or more, so a
+    /// burst into the buffers between here and the path (a socket's send
+    /// buffer, a QUIC stream's window) counts for what it is over that
+    /// second, not as a rate the path took.
+    window: (Instant, u64),
+    /// The most sent a second over a window, and when; kept while the
     /// guard holds the player, so its floor does not sink with its cuts.
     best: (u64, Instant),
-    /// Since when the player has been held at its floor with the queue
-    /// still there.
-    at_floor: Option<Instant>,
+    /// While the player is held well under its best: since when, looks,
+    /// and how many of them saw the queue.
+    low: Option<(Instant, u32, u32)>,
     /// Until when the guard cuts nothing (it gave up on a queue it did
     /// not make).
     resting: Option<Instant>,
 }
+
+/// The span `best` is measured over.
+const WINDOW_FOR_BEST: Duration = Duration::from_secs(1);
 
 impl Guard {
     pub fn new(signal: Signal) -> Self {
@@ -136,8 +145,9 @@ impl Guard {
             since: now,
             next_look: now + MIN_INTERVAL,
             sent: 0,
+            window: (now, 0),
             best: (0, now),
-            at_floor: None,
+            low: None,
             resting: None,
         }
     }
@@ -159,41 +169,68 @@ impl Guard {
         };
         let dt = now.saturating_duration_since(self.since).max(MIN_INTERVAL);
         let sending = (self.sent as f64 / dt.as_secs_f64()) as u64;
-        let forgotten = now.saturating_duration_since(self.best.1) > MEMORY;
-        if sending >= self.best.0 || (forgotten && self.rate == 0) {
-            self.best = (sending, now);
-        }
+        let best = self.note_best(now);
         let queued = rtts.now.saturating_sub(rtts.least);
         let target = (rtts.least / 4).max(TARGET_FLOOR);
-        let floor = (self.best.0 / 4).max(FLOOR);
+        let floor = (best / 4).max(FLOOR);
         let resting = self.resting.is_some_and(|until| now < until);
         let next = if resting {
             0
         } else {
-            let step = (self.best.0 / 64).max(8 * 1024);
-            next_rate(self.rate, sending, queued, target, floor, step)
+            let step = (best / 32).max(8 * 1024);
+            match next_rate(self.rate, sending, queued, target, floor, step) {
+                // Cut deep before `best` was known: up to the floor now.
+                r if r != 0 => r.max(floor),
+                r => r,
+            }
         };
-        self.rate = self.give_up(next, floor, queued > target, now);
+        self.rate = self.give_up(next, best, queued > target, now);
         self.since = now;
         self.sent = 0;
         self.next_look = now + (rtts.least * 2).clamp(MIN_INTERVAL, MAX_INTERVAL);
         self.rate
     }
 
-    /// `next`, or 0 when the player has been held at its `floor` for
-    /// `GIVE_UP` and the queue is still there: it is someone else's (a
-    /// backup at home, a path whose round trip grew), which holding this
-    /// player back does not shorten; the guard then rests for `REST`.
-    fn give_up(&mut self, next: u64, floor: u64, queue: bool, now: Instant) -> u64 {
-        if !(queue && next == floor && self.rate == floor) {
-            self.at_floor = None;
+    /// Counts this look's bytes towards the window, and the window's
+    /// rate towards `best` once it spans `WINDOW_FOR_BEST`. Returns the
+    /// best to go by: until a first window has passed, the rate since the
+    /// guard began (a burst into the buffers weighs less with each look,
+    /// so the floor falls under the path's rate within a fraction of a
+    /// second, and early cuts do not go deeper than a quarter of it).
+    fn note_best(&mut self, now: Instant) -> u64 {
+        self.window.1 += self.sent;
+        let span = now.saturating_duration_since(self.window.0);
+        let rate = (self.window.1 as f64 / span.as_secs_f64().max(1e-3)) as u64;
+        if span < WINDOW_FOR_BEST {
+            return if self.best.0 == 0 { rate } else { self.best.0 };
+        }
+        self.window = (now, 0);
+        let forgotten = now.saturating_duration_since(self.best.1) > MEMORY;
+        if rate >= self.best.0 || (forgotten && self.rate == 0) {
+            self.best = (rate, now);
+        }
+        self.best.0
+    }
+
+    /// `next`, or 0 when the player has been held well under its `best`
+    /// (at most five eighths of it) for `GIVE_UP` and at least half the
+    /// looks saw the queue: it is someone else's (a backup at home, a
+    /// path whose round trip grew, a jittery radio link), which holding
+    /// this player back does not shorten; the guard then rests for
+    /// `REST`. Its own queue it keeps short at about what the path takes,
+    /// which is `best`.
+    fn give_up(&mut self, next: u64, best: u64, queue: bool, now: Instant) -> u64 {
+        if next == 0 || next > best / 2 + best / 8 {
+            self.low = None;
             return next;
         }
-        let since = *self.at_floor.get_or_insert(now);
-        if now.saturating_duration_since(since) < GIVE_UP {
+        let (since, looks, queued) = self.low.get_or_insert((now, 0, 0));
+        *looks += 1;
+        *queued += u32::from(queue);
+        if now.saturating_duration_since(*since) < GIVE_UP || *queued * 2 < *looks {
             return next;
         }
-        self.at_floor = None;
+        self.low = None;
         self.resting = Some(now + REST);
         0
     }
@@ -237,15 +274,20 @@ fn next_rate(
             return rate;
         }
         // A standing queue (a transfer's start filled the router): drain
-        // it fast; a queue just over the target: ease off.
-        let under = if queued > target * 4 {
-            sending / 2
-        } else {
-            sending - sending / 8
+        // it fast; a queue over the target: ease off, the less the
+        // nearer it is.
+        let cut = |x: u64| {
+            if queued > target * 4 {
+                x / 2
+            } else if queued > target * 2 {
+                x - x / 8
+            } else {
+                x - x / 16
+            }
         };
         let under = match rate {
-            0 => under,
-            r => under.min(r - r / 8),
+            0 => cut(sending),
+            r => cut(sending.min(r)),
         };
         return under.max(floor);
     }
@@ -273,8 +315,13 @@ mod tests {
         assert_eq!(next_rate(0, 10_000_000, MS, t, FLOOR, 8192), 0, "no queue");
         assert_eq!(
             next_rate(0, 10_000_000, 8 * MS, t, FLOOR, 8192),
+            9_375_000,
+            "a queue just over the target: a sixteenth under"
+        );
+        assert_eq!(
+            next_rate(0, 10_000_000, 15 * MS, t, FLOOR, 8192),
             8_750_000,
-            "a queue just over the target: an eighth under"
+            "over twice the target: an eighth under"
         );
         assert_eq!(
             next_rate(0, 10_000_000, 80 * MS, t, FLOOR, 8192),
@@ -287,12 +334,12 @@ mod tests {
             "a game's sending is not slowed"
         );
         assert_eq!(
-            next_rate(4_000_000, 3_000_000, 8 * MS, t, FLOOR, 8192),
-            2_625_000,
+            next_rate(4_000_000, 3_200_000, 8 * MS, t, FLOOR, 8192),
+            3_000_000,
             "held under what it sent"
         );
         assert_eq!(
-            next_rate(4_000_000, 4_000_000, 8 * MS, t, FLOOR, 8192),
+            next_rate(4_000_000, 5_000_000, 15 * MS, t, FLOOR, 8192),
             3_500_000,
             "and under what it was held to"
         );
@@ -330,5 +377,52 @@ mod tests {
         assert_eq!(m.note(10 * MS, t0), 10 * MS);
         assert_eq!(m.note(30 * MS, t0 + WINDOW), 10 * MS, "the last window's");
         assert_eq!(m.note(30 * MS, t0 + WINDOW * 2), 30 * MS, "forgotten");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_burst_into_the_buffers_does_not_hold_the_floor_above_the_path() {
+        // A stream window's worth leaves at once, then the path takes
+        // 2.5 MB/s, queueing 40 ms above its least of 20.
+        let mut g = Guard::new(Signal::Fixed(Arc::new(Mutex::new((60 * MS, 20 * MS)))));
+        g.spent(1_250_000);
+        let mut rate = 0;
+        for _ in 0..50 {
+            tokio::time::advance(40 * MS).await;
+            rate = g.rate(Instant::now());
+            g.spent(100_000);
+        }
+        assert!(
+            (1..2_500_000).contains(&rate),
+            "held under the path's 2.5 MB/s, got {rate}"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_queue_on_every_other_look_that_holds_a_player_at_half_is_given_up_on() {
+        // A radio link's jitter: the round trip 8 ms above its least on
+        // every other look, whatever the player sends.
+        let path = Arc::new(Mutex::new((20 * MS, 20 * MS)));
+        let mut g = Guard::new(Signal::Fixed(path.clone()));
+        let mut rate = 0u64;
+        // (Held where a sixteenth cut on every other look meets the
+        // step up on the others: about half its best.)
+        for look in 0..400u32 {
+            let jitter = look >= 40 && look % 2 == 0;
+            *path.lock().unwrap() = (if jitter { 28 } else { 20 } * MS, 20 * MS);
+            // 10 MB/s, or what the guard allows.
+            let allowed = if rate == 0 {
+                10_000_000
+            } else {
+                rate.min(10_000_000)
+            };
+            g.spent(allowed / 25);
+            tokio::time::advance(40 * MS).await;
+            rate = g.rate(Instant::now());
+            if look > 40 && rate == 0 {
+                assert!(look > 100, "not at once: look {look}");
+                return;
+            }
+        }
+        panic!("never given up: held at {rate}");
     }
 }
