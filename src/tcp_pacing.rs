@@ -19,10 +19,11 @@ pub fn paced(cap: u64) -> u64 {
 
 /// Spreads `fd`'s sends out at no more than `rate` bytes/s; 0 lifts it.
 /// A kernel that refuses leaves the socket sent from unpaced, as before
-/// (nothing to tell: the cap still holds, only less smoothly). Once set, the kernel keeps pacing the socket at TCP's own
-/// rate after a lift (under BBR it always does), and the lower rate lasts
-/// until the next acknowledgement: a burst after a lift leaves within a
-/// round trip, not at the cap.
+/// (nothing to tell: the cap still holds, only less smoothly). Once set,
+/// the kernel keeps pacing the socket at TCP's own rate after a lift
+/// (under BBR it always does), and the lower rate lasts until the next
+/// acknowledgement: a burst after a lift leaves within a round trip, not
+/// at the cap.
 pub fn set(fd: RawFd, rate: u64) {
     // The kernel reads an `unsigned long` where one is given (a 64-bit
     // rate on a 64-bit kernel, 32 bits elsewhere); all ones is no limit.

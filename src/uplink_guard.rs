@@ -21,10 +21,10 @@ use std::{
 use tokio::time::Instant;
 
 /// The least queueing delay that counts as a queue: below it, RTT noise.
-pub const TARGET_FLOOR: Duration = Duration::from_millis(5);
+const TARGET_FLOOR: Duration = Duration::from_millis(5);
 /// A player sending less than this in an interval does not move its rate
 /// down (a game, not a transfer).
-pub const HEAVY: u64 = 128 * 1024;
+const HEAVY: u64 = 128 * 1024;
 /// Bytes a player sends before the guard watches it at all: an idle or
 /// a game player costs nothing.
 pub const WATCH_AFTER: u64 = 1 << 20;

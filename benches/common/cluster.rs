@@ -82,9 +82,9 @@ impl Cluster {
 
     /// The ep's `transport` keys for `hub`: QUIC to its QUIC door when
     /// `quic` and it has one, else TLS over TCP.
-    pub fn transport(hub: &HubProc, quic: bool) -> String {
+    pub fn transport(&self, hub: &HubProc, quic: bool) -> String {
         match hub.quic {
-            Some(q) if quic => format!("transport = \"quic\"\nquic = \"{q}\"\n"),
+            Some(q) if quic => format!("transport = \"quic\"\nquic = \"{}\"\n", self.dialed(q)),
             _ => "transport = \"tls\"\n".into(),
         }
     }

@@ -67,10 +67,7 @@ fn side(quic: bool, echo: SocketAddr, source: SocketAddr, p: &Plan) -> Side {
         ),
         3,
     );
-    let transport = match hub.quic {
-        Some(q) if quic => format!("transport = \"quic\"\nquic = \"{}\"\n", cluster.dialed(q)),
-        _ => Cluster::transport(&hub, false),
-    };
+    let transport = cluster.transport(&hub, quic);
     let ep = cluster.ep(
         &hub,
         "bench",

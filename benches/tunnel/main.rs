@@ -160,7 +160,7 @@ async fn setup(quic: bool) -> Setup {
          [players]\nmax_players_per_ip = 1000000\nplayer_rate_per_ip = \"1000000/s\"\n",
         3,
     );
-    let transport = Cluster::transport(&hub, quic);
+    let transport = cluster.transport(&hub, quic);
     let ep = cluster.ep(
         &hub,
         "bench",

@@ -509,11 +509,11 @@ async fn relay_player(
     // What home sends a capped player crosses the uplink spread out, not
     // in bursts of the cap's steps: paced by the kernel over TLS, in
     // shorter steps over QUIC (one socket for every player).
+    let socket = match &*tls {
+        Path::Tls(t) => Some(t.get_ref().0.as_raw_fd()),
+        Path::Quic(_) => None,
+    };
     if let Some(r) = rate.as_mut() {
-        let socket = match &*tls {
-            Path::Tls(t) => Some(t.get_ref().0.as_raw_fd()),
-            Path::Quic(_) => None,
-        };
         r.smooth(crate::rate::Dir::Down, socket);
     }
     let label = crate::metrics::ServiceLabel {
@@ -522,15 +522,15 @@ async fn relay_player(
     let players = ep.metrics.traffic.players.get_or_create(&label).clone();
     ep.metrics.traffic.players_total.get_or_create(&label).inc();
     players.inc();
-    // A capped player is left to its cap (`RelayLimits::guard`).
-    let guard = (rate.is_none() && ep.settings().uplink_guard).then(|| match &*tls {
-        Path::Tls(t) => Some(Signal::Tcp(t.get_ref().0.as_raw_fd())),
+    let guard = match &*tls {
+        _ if !ep.settings().uplink_guard => None,
+        Path::Tls(_) => socket.map(Signal::Tcp),
         Path::Quic(q) => q.link.as_ref().map(crate::quic::Link::guard_signal),
-    });
+    };
     let watch = relay::Watch {
         meter: Some(ep.metrics.traffic.meter(service)),
         rate,
-        guard: guard.flatten(),
+        guard,
         ..Default::default()
     };
     tracing::info!(service, %player, "player connected");
