@@ -17,14 +17,34 @@ pub fn rtt(fd: RawFd) -> Option<Duration> {
     (info.tcpi_rtt > 0).then(|| Duration::from_micros(info.tcpi_rtt.into()))
 }
 
-/// The connection's smoothed RTT and the least the kernel saw over its
-/// window (`tcpi_min_rtt`, five minutes by default), for the uplink
-/// guard; None as for `rtt`, or from a kernel before 4.10.
-pub fn rtt_and_least(fd: RawFd) -> Option<(Duration, Duration)> {
+/// What the uplink guard reads of a TLS channel (`path`).
+pub struct PathReading {
+    /// The smoothed RTT.
+    pub rtt: Duration,
+    /// The least the kernel saw over its window (`tcpi_min_rtt`, five
+    /// minutes by default).
+    pub least: Duration,
+    /// Bytes the peer has acknowledged so far (`tcpi_bytes_acked`): what
+    /// the path carried, where what was written includes what waits in
+    /// the socket's buffer.
+    pub acked: u64,
+    /// Bytes written and not yet sent (`tcpi_notsent_bytes`).
+    pub unsent: u32,
+}
+
+/// The channel's path as the uplink guard reads it; None as for `rtt`,
+/// or from a kernel before 4.10.
+pub fn path(fd: RawFd) -> Option<PathReading> {
     let info = read(fd, std::mem::offset_of!(libc::tcp_info, tcpi_min_rtt) + 4)?;
     let us = |v: u32| Duration::from_micros(v.into());
-    (info.tcpi_rtt > 0 && info.tcpi_min_rtt > 0 && info.tcpi_min_rtt != u32::MAX)
-        .then(|| (us(info.tcpi_rtt), us(info.tcpi_min_rtt)))
+    (info.tcpi_rtt > 0 && info.tcpi_min_rtt > 0 && info.tcpi_min_rtt != u32::MAX).then(|| {
+        PathReading {
+            rtt: us(info.tcpi_rtt),
+            least: us(info.tcpi_min_rtt),
+            acked: info.tcpi_bytes_acked,
+            unsent: info.tcpi_notsent_bytes,
+        }
+    })
 }
 
 /// While something sent goes unanswered past a retransmission timeout

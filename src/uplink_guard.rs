@@ -1,5 +1,6 @@
-//! The uplink guard: without any cap set, a player sending bulk from
-//! home is slowed while the path's round trip grows, so the queue in the
+//! The uplink guard: a player sending bulk from home (capped or not: a
+//! cap can be above what the uplink takes) is slowed while the path's
+//! round trip grows, so the queue in the
 //! home router (a FIFO of tens or hundreds of milliseconds) stays short
 //! and other players' game packets do not wait behind the transfer.
 //!
@@ -7,7 +8,8 @@
 //! sending faster than that rate builds: the round trip of the player's
 //! own path to the hub grows above its least. While it is more than a
 //! quarter of that least (at least `TARGET_FLOOR`), a heavy sender's
-//! rate is set under what it just managed; while it is not, the rate
+//! rate is set under what it just managed (over TLS, what the path
+//! carried, not what the socket's buffer took); while it is not, the rate
 //! creeps up again, and is lifted once far above what the path took.
 //! The guard backs off for queues it did not make too (another machine
 //! at home uploading): it never holds a player under a quarter of the
@@ -53,6 +55,9 @@ pub enum Signal {
     /// A path whose round trip and least a test sets.
     #[cfg(test)]
     Fixed(Arc<Mutex<(Duration, Duration)>>),
+    /// The same, and the bytes it has carried (as a TCP channel tells).
+    #[cfg(test)]
+    Carrying(Arc<Mutex<(Duration, Duration, u64)>>),
 }
 
 /// Notes `rtt` towards the least in `least`; returns the least.
@@ -64,10 +69,14 @@ pub fn note(least: &Mutex<WindowedMin>, rtt: Duration) -> Duration {
         .note(rtt, now)
 }
 
-/// Round trip now and its least, if the path has a sample.
+/// Round trip now and its least, if the path has a sample, and what the
+/// path has carried so far where the signal knows (a TCP channel: bytes
+/// acknowledged), and whether bytes written wait to be sent (ditto).
 struct Rtts {
     now: Duration,
     least: Duration,
+    carried: Option<u64>,
+    waiting: bool,
 }
 
 /// The least of a figure over a window of `WINDOW` to twice that: the
@@ -117,6 +126,9 @@ pub struct Guard {
     /// look, so a cut shows in the round trip before the next.
     next_look: Instant,
     sent: u64,
+    /// What the path had carried at the last look, where the signal
+    /// tells (`Rtts::carried`).
+    carried: Option<u64>,
     /// What was sent since `.0`, for `best`: over a second or more, so a
     /// burst into the buffers between here and the path (a socket's send
     /// buffer, a QUIC stream's window) counts for what it is over that
@@ -131,6 +143,14 @@ pub struct Guard {
     /// Until when the guard cuts nothing (it gave up on a queue it did
     /// not make).
     resting: Option<Instant>,
+    /// The most the player sent while the looks last saw the queue (an
+    /// unbroken run of them), and whether the last look saw it: the rate
+    /// a climb back after the cuts heads for quickly (see `rate`).
+    queued_at: (u64, bool),
+    /// Since a standing queue (over four times the target: a burst made
+    /// it, so what the player sent meanwhile says little of the path),
+    /// until a queue is seen afresh: the climb back is steep.
+    steep: bool,
 }
 
 /// The span `best` is measured over.
@@ -145,10 +165,13 @@ impl Guard {
             since: now,
             next_look: now + MIN_INTERVAL,
             sent: 0,
+            carried: None,
             window: (now, 0),
             best: (0, now),
             low: None,
             resting: None,
+            queued_at: (0, false),
+            steep: false,
         }
     }
 
@@ -167,18 +190,56 @@ impl Guard {
             self.next_look = now + MIN_INTERVAL;
             return self.rate;
         };
+        let Some(moved) = self.moved(rtts.carried) else {
+            // The first reading of what the path carried: a base.
+            self.since = now;
+            self.sent = 0;
+            self.window = (now, 0);
+            self.next_look = now + MIN_INTERVAL;
+            return self.rate;
+        };
         let dt = now.saturating_duration_since(self.since).max(MIN_INTERVAL);
-        let sending = (self.sent as f64 / dt.as_secs_f64()) as u64;
-        let best = self.note_best(now);
+        let sending = (moved as f64 / dt.as_secs_f64()) as u64;
+        let best = self.note_best(now, moved);
         let queued = rtts.now.saturating_sub(rtts.least);
         let target = (rtts.least / 4).max(TARGET_FLOOR);
         let floor = (best / 4).max(FLOOR);
         let resting = self.resting.is_some_and(|until| now < until);
+        let seen = queued > target;
+        if seen && sending >= HEAVY {
+            self.steep = queued > target * 4 || (self.steep && self.queued_at.1);
+        }
+        // What it sent counts up to what it was held to (a burst into a
+        // stream's window is not the path's), and only a heavy look's (a
+        // look in a loss's stall carried little; the run goes on).
+        let counted = match self.rate {
+            _ if sending < HEAVY => 0,
+            0 => sending,
+            r => sending.min(r),
+        };
+        self.queued_at = match self.queued_at {
+            (most, true) if seen => (most.max(counted), true),
+            _ if seen => (counted, true),
+            (most, _) => (most, false),
+        };
         let next = if resting {
             0
         } else {
-            let step = (best / 32).max(8 * 1024);
-            match next_rate(self.rate, sending, queued, target, floor, step) {
+            // Far under where the queue last appeared (a standing queue
+            // at a transfer's start, a cap's burst, cut the player to its
+            // floor): an eighth of the way back each look, so it is near
+            // there again within a second; after a standing queue, a
+            // sixteenth more each look until the queue shows again (what
+            // the player sent while it stood may be far under what the
+            // path takes); else the small step, so the queue comes back
+            // slowly.
+            let back = self.queued_at.0.saturating_sub(self.rate) / 8;
+            let steep = if self.steep { self.rate / 16 } else { 0 };
+            let step = (best / 32).max(back).max(steep).max(8 * 1024);
+            // Bytes waiting in the socket: not quiet, whatever a stalled
+            // look carried (a loss's recovery holds the acknowledgements).
+            let lift = !rtts.waiting;
+            match next_rate(self.rate, sending, queued, target, floor, step, lift) {
                 // Cut deep before `best` was known: up to the floor now.
                 r if r != 0 => r.max(floor),
                 r => r,
@@ -191,14 +252,27 @@ impl Guard {
         self.rate
     }
 
-    /// Counts this look's bytes towards the window, and the window's
+    /// What went since the last look: what the path carried, where the
+    /// signal tells (a TLS channel's send buffer takes megabytes at once
+    /// after a pause, or at a transfer's start, and would pass for a rate
+    /// the path took), else what was sent. None on the first reading of
+    /// what the path carried.
+    fn moved(&mut self, carried: Option<u64>) -> Option<u64> {
+        let Some(c) = carried else {
+            return Some(self.sent);
+        };
+        let last = self.carried.replace(c)?;
+        Some(c.saturating_sub(last))
+    }
+
+    /// Counts this look's bytes (`moved`) towards the window, and the window's
     /// rate towards `best` once it spans `WINDOW_FOR_BEST`. Returns the
     /// best to go by: until a first window has passed, the rate since the
     /// guard began (a burst into the buffers weighs less with each look,
     /// so the floor falls under the path's rate within a fraction of a
     /// second, and early cuts do not go deeper than a quarter of it).
-    fn note_best(&mut self, now: Instant) -> u64 {
-        self.window.1 += self.sent;
+    fn note_best(&mut self, now: Instant, moved: u64) -> u64 {
+        self.window.1 += moved;
         let span = now.saturating_duration_since(self.window.0);
         let rate = (self.window.1 as f64 / span.as_secs_f64().max(1e-3)) as u64;
         if span < WINDOW_FOR_BEST {
@@ -238,18 +312,43 @@ impl Guard {
     fn rtts(&self) -> Option<Rtts> {
         match &self.signal {
             Signal::Tcp(fd) => {
-                let (now, least) = crate::tcp_info::rtt_and_least(*fd)?;
-                Some(Rtts { now, least })
+                let p = crate::tcp_info::path(*fd)?;
+                Some(Rtts {
+                    now: p.rtt,
+                    least: p.least,
+                    carried: Some(p.acked),
+                    waiting: p.unsent > 0,
+                })
             }
             Signal::Quic(conn, least) => {
                 let rtt = conn.rtt();
                 let least = note(least, rtt);
-                Some(Rtts { now: rtt, least })
+                Some(Rtts {
+                    now: rtt,
+                    least,
+                    carried: None,
+                    waiting: false,
+                })
             }
             #[cfg(test)]
             Signal::Fixed(f) => {
                 let (now, least) = *f.lock().unwrap();
-                Some(Rtts { now, least })
+                Some(Rtts {
+                    now,
+                    least,
+                    carried: None,
+                    waiting: false,
+                })
+            }
+            #[cfg(test)]
+            Signal::Carrying(f) => {
+                let (now, least, carried) = *f.lock().unwrap();
+                Some(Rtts {
+                    now,
+                    least,
+                    carried: Some(carried),
+                    waiting: false,
+                })
             }
         }
     }
@@ -259,7 +358,8 @@ impl Guard {
 /// `sending`: what it sent a second over the last interval; `queued`:
 /// how far the round trip is above its least; `floor`: the least it may
 /// be held to; `step`: how much it may rise in a look without a queue
-/// (a constant, so two guarded transfers drift towards equal shares).
+/// (a constant, so two guarded transfers drift towards equal shares);
+/// `lift`: whether it may be lifted when it sends far less than allowed.
 fn next_rate(
     rate: u64,
     sending: u64,
@@ -267,6 +367,7 @@ fn next_rate(
     target: Duration,
     floor: u64,
     step: u64,
+    lift: bool,
 ) -> u64 {
     if queued > target {
         if sending < HEAVY {
@@ -297,7 +398,7 @@ fn next_rate(
     // No queue: creep up; lifted once far above what the player sends
     // (the path took more, or it went quiet).
     let up = rate + step;
-    if up > sending.saturating_mul(4).max(FLOOR * 4) && sending < rate / 2 {
+    if lift && up > sending.saturating_mul(4).max(FLOOR * 4) && sending < rate / 2 {
         return 0;
     }
     up
@@ -312,39 +413,43 @@ mod tests {
     #[test]
     fn a_queue_slows_a_heavy_sender_under_what_it_managed_and_not_a_game() {
         let t = 5 * MS;
-        assert_eq!(next_rate(0, 10_000_000, MS, t, FLOOR, 8192), 0, "no queue");
         assert_eq!(
-            next_rate(0, 10_000_000, 8 * MS, t, FLOOR, 8192),
+            next_rate(0, 10_000_000, MS, t, FLOOR, 8192, true),
+            0,
+            "no queue"
+        );
+        assert_eq!(
+            next_rate(0, 10_000_000, 8 * MS, t, FLOOR, 8192, true),
             9_375_000,
             "a queue just over the target: a sixteenth under"
         );
         assert_eq!(
-            next_rate(0, 10_000_000, 15 * MS, t, FLOOR, 8192),
+            next_rate(0, 10_000_000, 15 * MS, t, FLOOR, 8192, true),
             8_750_000,
             "over twice the target: an eighth under"
         );
         assert_eq!(
-            next_rate(0, 10_000_000, 80 * MS, t, FLOOR, 8192),
+            next_rate(0, 10_000_000, 80 * MS, t, FLOOR, 8192, true),
             5_000_000,
             "a standing queue: half"
         );
         assert_eq!(
-            next_rate(0, 100_000, 80 * MS, t, FLOOR, 8192),
+            next_rate(0, 100_000, 80 * MS, t, FLOOR, 8192, true),
             0,
             "a game's sending is not slowed"
         );
         assert_eq!(
-            next_rate(4_000_000, 3_200_000, 8 * MS, t, FLOOR, 8192),
+            next_rate(4_000_000, 3_200_000, 8 * MS, t, FLOOR, 8192, true),
             3_000_000,
             "held under what it sent"
         );
         assert_eq!(
-            next_rate(4_000_000, 5_000_000, 15 * MS, t, FLOOR, 8192),
+            next_rate(4_000_000, 5_000_000, 15 * MS, t, FLOOR, 8192, true),
             3_500_000,
             "and under what it was held to"
         );
         assert_eq!(
-            next_rate(4_000_000, 4_000_000, 80 * MS, t, 3_000_000, 8192),
+            next_rate(4_000_000, 4_000_000, 80 * MS, t, 3_000_000, 8192, true),
             3_000_000,
             "never under the floor"
         );
@@ -355,18 +460,23 @@ mod tests {
         let t = 5 * MS;
         let step = 100_000;
         assert_eq!(
-            next_rate(1_600_000, 1_600_000, MS, t, FLOOR, step),
+            next_rate(1_600_000, 1_600_000, MS, t, FLOOR, step, true),
             1_700_000
         );
         assert_eq!(
-            next_rate(1_600_000, 1_000_000, MS, t, FLOOR, step),
+            next_rate(1_600_000, 1_000_000, MS, t, FLOOR, step, true),
             1_700_000,
             "still used: kept"
         );
         assert_eq!(
-            next_rate(1_600_000, 100_000, MS, t, FLOOR, step),
+            next_rate(1_600_000, 100_000, MS, t, FLOOR, step, true),
             0,
             "quiet: lifted"
+        );
+        assert_eq!(
+            next_rate(1_600_000, 100_000, MS, t, FLOOR, step, false),
+            1_700_000,
+            "little carried while bytes wait in the socket (a loss's stall): kept"
         );
     }
 
@@ -395,6 +505,92 @@ mod tests {
             (1..2_500_000).contains(&rate),
             "held under the path's 2.5 MB/s, got {rate}"
         );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_full_send_buffer_does_not_pass_for_the_path_and_the_guard_keeps_the_queue_short() {
+        // A TLS channel on a 2.5 MB/s uplink: its send buffer (up to 4 MB)
+        // takes what home sends at once; the router queues while more
+        // than a look's worth waits behind the path. Home pauses for a
+        // second (the buffer drains), then sends again.
+        const PATH: u64 = 2_500_000;
+        const SNDBUF: u64 = 4_000_000;
+        let path = Arc::new(Mutex::new((20 * MS, 20 * MS, 0u64)));
+        let mut g = Guard::new(Signal::Carrying(path.clone()));
+        let (mut rate, mut buffered, mut carried) = (0u64, 0u64, 0u64);
+        let (mut queued_looks, mut looks) = (0, 0);
+        for look in 0..500 {
+            let allowed = match rate {
+                _ if (100..125).contains(&look) => 0,
+                0 => u64::MAX,
+                r => r / 25,
+            };
+            let sent = allowed.min(SNDBUF - buffered);
+            g.spent(sent);
+            buffered += sent;
+            let out = buffered.min(PATH / 25);
+            (buffered, carried) = (buffered - out, carried + out);
+            let queue = buffered > PATH / 25;
+            *path.lock().unwrap() = (if queue { 60 } else { 21 } * MS, 20 * MS, carried);
+            tokio::time::advance(40 * MS).await;
+            rate = g.rate(Instant::now());
+            if look >= 175 {
+                looks += 1;
+                queued_looks += u32::from(queue);
+            }
+        }
+        assert!(
+            queued_looks * 4 < looks,
+            "the queue on {queued_looks} of the last {looks} looks (held at {rate})"
+        );
+    }
+
+    /// Looks of 40 ms until a standing queue (80 ms over a least of 20)
+    /// has cut a player that sends up to 10 MB/s (`first` a second while
+    /// the queue stands) deep, then until the rate is back over 8 MB/s
+    /// once the queue drained; the looks that took.
+    async fn looks_to_climb_back(first: u64) -> u32 {
+        let path = Arc::new(Mutex::new((100 * MS, 20 * MS)));
+        let mut g = Guard::new(Signal::Fixed(path.clone()));
+        let mut rate = 0u64;
+        let sends = |rate: u64| {
+            if rate == 0 {
+                10_000_000
+            } else {
+                rate.min(10_000_000)
+            }
+        };
+        for _ in 0..100 {
+            g.spent(sends(rate).min(first) / 25);
+            tokio::time::advance(40 * MS).await;
+            rate = g.rate(Instant::now());
+            if (1..1_000_000).contains(&rate) {
+                break;
+            }
+        }
+        assert!((1..1_000_000).contains(&rate), "cut deep: {rate}");
+        *path.lock().unwrap() = (21 * MS, 20 * MS);
+        for look in 1..200 {
+            g.spent(sends(rate) / 25);
+            tokio::time::advance(40 * MS).await;
+            rate = g.rate(Instant::now());
+            if rate == 0 || rate >= 8_000_000 {
+                return look;
+            }
+        }
+        panic!("held at {rate}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn after_a_standing_queue_at_the_start_the_rate_is_soon_back() {
+        // Sending 10 MB/s as the queue stood: back there within a second.
+        let looks = looks_to_climb_back(10_000_000).await;
+        assert!(looks <= 25, "{looks} looks");
+        // The burst that filled the router left before the guard began,
+        // and the player sent 2 MB/s as the queue stood, which says
+        // nothing of the path: within two seconds.
+        let looks = looks_to_climb_back(2_000_000).await;
+        assert!(looks <= 50, "{looks} looks");
     }
 
     #[tokio::test(start_paused = true)]

@@ -283,28 +283,35 @@ pub fn on_thin_uplink(smoke: bool) -> Json {
          tc class add dev lo parent 1: classid 1:2 htb rate 40gbit quantum 60000 && \
          tc filter add dev lo parent 1: protocol ip prio 1 u32 match ip dst 127.0.0.2/32 flowid 1:1"
     );
-    in_namespace(smoke, &shape, INSIDE, &format!("a {UPLINK} uplink"))
+    in_namespace(smoke, &shape, INSIDE, &format!("a {UPLINK} uplink"), &[])
 }
 
-/// The path `on_router` emulates: a home uplink of the same rate as
-/// `UPLINK`, a router FIFO of 100 ms at that rate (home routers often
-/// hold more), and a round trip to a nearby cloud region.
-pub const ROUTER: router::Path = router::Path {
-    uplink_bps: 100_000_000,
-    buffer: 1_250_000,
-    rtt: Duration::from_millis(20),
-};
+/// The path `on_router` emulates: a home uplink of `mbit` Mbit/s (by
+/// default `UPLINK`'s rate; `--router-mbit N`), a router FIFO of 100 ms at
+/// that rate (home routers often hold more), and a round trip to a nearby
+/// cloud region.
+pub fn router_path(mbit: u64) -> router::Path {
+    router::Path {
+        uplink_bps: mbit * 1_000_000,
+        buffer: (mbit * 12_500) as usize,
+        rtt: Duration::from_millis(20),
+    }
+}
+
+/// The router's uplink when `--router-mbit` does not say.
+pub const ROUTER_MBIT: u64 = 100;
 
 /// The figure once more behind an emulated home router (`router`): the
 /// queue a download fills is the router's, a hop away, where the host's
 /// small-queue limit does not reach, and the path has a round trip.
-pub fn on_router(smoke: bool) -> Json {
-    in_namespace(smoke, MTU_1500, INSIDE_ROUTER, "an emulated router")
+pub fn on_router(smoke: bool, mbit: u64) -> Json {
+    let extra = ["--router-mbit".to_string(), mbit.to_string()];
+    in_namespace(smoke, MTU_1500, INSIDE_ROUTER, "an emulated router", &extra)
 }
 
 /// Runs this bench again as `flag` in a fresh network namespace set up by
 /// the shell commands `shape`, and returns its figures.
-fn in_namespace(smoke: bool, shape: &str, flag: &str, what: &str) -> Json {
+fn in_namespace(smoke: bool, shape: &str, flag: &str, what: &str, extra: &[String]) -> Json {
     let skipped = |why: &str| {
         println!("fairness on {what}: skipped ({why})");
         Json::new()
@@ -319,7 +326,8 @@ fn in_namespace(smoke: bool, shape: &str, flag: &str, what: &str) -> Json {
         .arg(std::env::current_exe().unwrap())
         .arg(flag)
         .arg("--json")
-        .arg(&json);
+        .arg(&json)
+        .args(extra);
     if smoke {
         cmd.arg("--smoke");
     }

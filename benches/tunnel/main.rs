@@ -1,4 +1,4 @@
-//! `cargo bench --bench tunnel [-- --smoke] [--json PATH] [--no-memory] [--memory-only] [--quic] [--second-hub] [--fairness [--no-uplink]] [--router-only]`
+//! `cargo bench --bench tunnel [-- --smoke] [--json PATH] [--no-memory] [--memory-only] [--quic] [--second-hub] [--fairness [--no-uplink]] [--router-only] [--router-mbit N]`
 //! (`--fairness-uplink` and `--fairness-router` are internal: `--fairness`
 //! again, in the shaped namespace it makes as root, and behind the router
 //! it emulates there; `--router-only` runs only the latter)
@@ -96,8 +96,13 @@ fn main() {
     // shaped namespace, behind the emulated router.)
     let uplink = args.has(fairness::INSIDE);
     let routed = args.has(fairness::INSIDE_ROUTER);
+    let mbit = args
+        .value("--router-mbit")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(fairness::ROUTER_MBIT)
+        .max(1);
     if args.has("--router-only") {
-        return common::write_json(&args.json, &fairness::on_router(args.smoke));
+        return common::write_json(&args.json, &fairness::on_router(args.smoke, mbit));
     }
     if args.has("--fairness") || uplink || routed {
         let mut p = fairness::Plan {
@@ -108,7 +113,8 @@ fn main() {
             path: uplink.then(|| (format!("a {} uplink, FIFO", fairness::UPLINK), "uplink_")),
         };
         if routed {
-            if let Err(e) = router::start(fairness::ROUTER) {
+            let path = fairness::router_path(mbit);
+            if let Err(e) = router::start(path) {
                 println!("fairness behind an emulated router: skipped ({e})");
                 return common::write_json(&args.json, &Json::new());
             }
@@ -116,7 +122,7 @@ fn main() {
             (p.rounds, p.pings) = if args.smoke { (1, 20) } else { (3, 400) };
             p.hub_ip = router::HUB_BIND;
             p.routed = Some((router::HUB_DIALED, router::EP_SEEN));
-            p.path = Some((fairness::ROUTER.describe(), "router_"));
+            p.path = Some((path.describe(), "router_"));
         }
         let js = rt.block_on(async {
             let (mut out, mut js) = common::begin("fairness", fd_limit);
@@ -126,7 +132,7 @@ fn main() {
         let mut js = js;
         if !uplink && !routed && !args.has("--no-uplink") {
             js.extend(fairness::on_thin_uplink(args.smoke));
-            js.extend(fairness::on_router(args.smoke));
+            js.extend(fairness::on_router(args.smoke, mbit));
         }
         return common::write_json(&args.json, &js);
     }
