@@ -19,7 +19,10 @@ pub fn rtt(fd: RawFd) -> Option<Duration> {
 
 /// What the uplink guard reads of a TLS channel (`path`).
 pub struct PathReading {
-    /// The smoothed RTT.
+    /// The smoothed RTT, less the gap between two paced segments: a
+    /// receiver may hold its acknowledgement until the next segment comes
+    /// (delayed ACK), which a paced sender spaces out (on loopback's 64 KiB
+    /// segments at 2 MB/s, 30 ms), and that is no queue.
     pub rtt: Duration,
     /// The least the kernel saw over its window (`tcpi_min_rtt`, five
     /// minutes by default).
@@ -30,21 +33,37 @@ pub struct PathReading {
     pub acked: u64,
     /// Bytes written and not yet sent (`tcpi_notsent_bytes`).
     pub unsent: u32,
+    /// How long, in all, the peer's receive window held the sender back
+    /// (`tcpi_rwnd_limited`, µs): a peer reading slowly, not the path.
+    pub window_bound: Duration,
 }
 
 /// The channel's path as the uplink guard reads it; None as for `rtt`,
 /// or from a kernel before 4.10.
 pub fn path(fd: RawFd) -> Option<PathReading> {
-    let info = read(fd, std::mem::offset_of!(libc::tcp_info, tcpi_min_rtt) + 4)?;
+    let info = read(
+        fd,
+        std::mem::offset_of!(libc::tcp_info, tcpi_rwnd_limited) + 8,
+    )?;
     let us = |v: u32| Duration::from_micros(v.into());
     (info.tcpi_rtt > 0 && info.tcpi_min_rtt > 0 && info.tcpi_min_rtt != u32::MAX).then(|| {
         PathReading {
-            rtt: us(info.tcpi_rtt),
+            rtt: us(info.tcpi_rtt).saturating_sub(paced_gap(&info)),
             least: us(info.tcpi_min_rtt),
             acked: info.tcpi_bytes_acked,
             unsent: info.tcpi_notsent_bytes,
+            window_bound: Duration::from_micros(info.tcpi_rwnd_limited),
         }
     })
+}
+
+/// How long a paced sender waits between two segments of `tcpi_snd_mss`
+/// at `tcpi_pacing_rate` (zero when not paced).
+fn paced_gap(info: &libc::tcp_info) -> Duration {
+    match info.tcpi_pacing_rate {
+        0 | u64::MAX => Duration::ZERO,
+        rate => Duration::from_secs_f64(f64::from(info.tcpi_snd_mss) / rate as f64),
+    }
 }
 
 /// While something sent goes unanswered past a retransmission timeout
