@@ -59,11 +59,12 @@ pub struct Bucket {
     rate: u64,
     tokens: f64,
     at: Instant,
-    /// Holds a hundredth of a second of its rate (at least 16 KiB), not a
-    /// quarter: the uplink guard's, which lets no burst into the queue
-    /// it keeps short; a tenth while it follows a cap (`Limiter::poll_budget`).
+    /// Holds two steps of its rate (at least 16 KiB; at most 64 KiB, 20
+    /// ms of the rate up to 1.6 MB/s), not a quarter second: the uplink
+    /// guard's, which lets no burst into the queue it keeps short.
     short: bool,
-    /// The guard's bucket follows a cap: a tenth of a second.
+    /// The guard's bucket follows a cap (the guard lets the player be):
+    /// four steps.
     at_cap: bool,
 }
 
@@ -88,9 +89,12 @@ impl Bucket {
     }
 
     fn burst(&self, rate: u64) -> u64 {
+        // Steps, not a share of the rate: a reader woken late (a loaded
+        // CPU) must still find more than the step it waited for, or the
+        // time it was late is lost for good.
         match (self.short, self.at_cap) {
-            (true, false) => (rate / 100).max(16 * 1024),
-            (true, true) => (rate / 10).max(16 * 1024),
+            (true, false) => (step(rate) * 2).max(16 * 1024),
+            (true, true) => (step(rate) * 4).max(16 * 1024),
             _ => burst(rate),
         }
     }
@@ -384,9 +388,9 @@ impl Limiter {
                 .unwrap_or(0);
             let guarded = self.guard.as_deref_mut().map(|(g, b)| {
                 // A capped player the guard watches keeps its short bucket
-                // at the cap when the guard lets go, holding a tenth of a
-                // second (less lost a late wake-up, under a loaded CPU,
-                // would cost the cap): what the caps' buckets saved while
+                // at the cap when the guard lets go, holding four steps
+                // (fewer, and a late wake-up under a loaded CPU cost the
+                // cap 10 %): what the caps' buckets saved while
                 // the guard held it under them (a quarter second of the
                 // cap) would otherwise leave at once, into the queue the
                 // guard kept short (QUIC round trips beside a capped
@@ -655,13 +659,13 @@ mod tests {
         );
         // Home pauses for two seconds; the queue drains. What passes at
         // once when it sends again (the guard lets go of a quiet player)
-        // is a tenth of a second of the cap, not what the caps saved.
+        // is four steps of the cap, not what the caps saved.
         *path.lock().unwrap() = (Duration::from_millis(20), Duration::from_millis(20));
         tokio::time::advance(Duration::from_secs(2)).await;
         let burst = drain(&mut down);
         assert!(
-            burst <= 1_000_000 / 10,
-            "{burst} B at once after the pause, over a tenth of a second of the cap"
+            burst <= 4 * 10_000,
+            "{burst} B at once after the pause, over four steps of the cap"
         );
     }
 }

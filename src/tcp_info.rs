@@ -19,10 +19,11 @@ pub fn rtt(fd: RawFd) -> Option<Duration> {
 
 /// What the uplink guard reads of a TLS channel (`path`).
 pub struct PathReading {
-    /// The smoothed RTT, less the gap between two paced segments: a
-    /// receiver may hold its acknowledgement until the next segment comes
-    /// (delayed ACK), which a paced sender spaces out (on loopback's 64 KiB
-    /// segments at 2 MB/s, 30 ms), and that is no queue.
+    /// The smoothed RTT, less the gap between two segments where ferry
+    /// paces the socket (`SO_MAX_PACING_RATE`): a receiver may hold its
+    /// acknowledgement until the next segment comes (delayed ACK), which
+    /// the pacing spaces out (loopback's 64 KiB segments at 2 MB/s: 30 ms
+    /// apart), and that is no queue.
     pub rtt: Duration,
     /// The least the kernel saw over its window (`tcpi_min_rtt`, five
     /// minutes by default).
@@ -33,18 +34,12 @@ pub struct PathReading {
     pub acked: u64,
     /// Bytes written and not yet sent (`tcpi_notsent_bytes`).
     pub unsent: u32,
-    /// How long, in all, the peer's receive window held the sender back
-    /// (`tcpi_rwnd_limited`, µs): a peer reading slowly, not the path.
-    pub window_bound: Duration,
 }
 
 /// The channel's path as the uplink guard reads it; None as for `rtt`,
 /// or from a kernel before 4.10.
 pub fn path(fd: RawFd) -> Option<PathReading> {
-    let info = read(
-        fd,
-        std::mem::offset_of!(libc::tcp_info, tcpi_rwnd_limited) + 8,
-    )?;
+    let info = read(fd, std::mem::offset_of!(libc::tcp_info, tcpi_min_rtt) + 4)?;
     let us = |v: u32| Duration::from_micros(v.into());
     (info.tcpi_rtt > 0 && info.tcpi_min_rtt > 0 && info.tcpi_min_rtt != u32::MAX).then(|| {
         PathReading {
@@ -52,16 +47,20 @@ pub fn path(fd: RawFd) -> Option<PathReading> {
             least: us(info.tcpi_min_rtt),
             acked: info.tcpi_bytes_acked,
             unsent: info.tcpi_notsent_bytes,
-            window_bound: Duration::from_micros(info.tcpi_rwnd_limited),
         }
     })
 }
 
-/// How long a paced sender waits between two segments of `tcpi_snd_mss`
-/// at `tcpi_pacing_rate` (zero when not paced).
+/// How long a sender ferry paces (`tcpi_max_pacing_rate` set) waits
+/// between two segments of `tcpi_snd_mss` at its pacing rate; zero when
+/// ferry does not pace it (the kernel's own pacing rate is a multiple of
+/// what the path carries, and its gaps are not measured here).
 fn paced_gap(info: &libc::tcp_info) -> Duration {
-    match info.tcpi_pacing_rate {
-        0 | u64::MAX => Duration::ZERO,
+    if info.tcpi_max_pacing_rate == u64::MAX || info.tcpi_max_pacing_rate == 0 {
+        return Duration::ZERO;
+    }
+    match info.tcpi_pacing_rate.min(info.tcpi_max_pacing_rate) {
+        0 => Duration::ZERO,
         rate => Duration::from_secs_f64(f64::from(info.tcpi_snd_mss) / rate as f64),
     }
 }
@@ -139,5 +138,29 @@ mod tests {
         // Nothing in flight: nothing unanswered.
         assert!(super::unanswered(c.as_raw_fd()).is_none());
         assert!(super::unanswered(u.as_raw_fd()).is_none());
+        let p = super::path(c.as_raw_fd()).expect("a connected socket has a path");
+        assert!(
+            p.acked <= 1 && p.unsent == 0,
+            "nothing sent yet: {} {}",
+            p.acked,
+            p.unsent
+        );
+    }
+
+    #[test]
+    fn a_paced_senders_gap_between_segments_is_not_counted_as_round_trip() {
+        // SAFETY: `tcp_info` is plain integers; all zeroes is a valid value.
+        let mut info: libc::tcp_info = unsafe { std::mem::zeroed() };
+        info.tcpi_snd_mss = 65_483;
+        info.tcpi_pacing_rate = 4_000_000;
+        info.tcpi_max_pacing_rate = 2_250_000;
+        let gap = super::paced_gap(&info).as_micros();
+        assert!((29_000..29_200).contains(&gap), "{gap} µs");
+        info.tcpi_max_pacing_rate = u64::MAX;
+        assert_eq!(
+            super::paced_gap(&info),
+            std::time::Duration::ZERO,
+            "not paced by ferry"
+        );
     }
 }

@@ -71,14 +71,12 @@ pub fn note(least: &Mutex<WindowedMin>, rtt: Duration) -> Duration {
 
 /// Round trip now and its least, if the path has a sample, and what the
 /// path has carried so far where the signal knows (a TCP channel: bytes
-/// acknowledged), whether bytes written wait to be sent, and how long
-/// in all the peer's receive window held the sender back (ditto).
+/// acknowledged), and whether bytes written wait to be sent (ditto).
 struct Rtts {
     now: Duration,
     least: Duration,
     carried: Option<u64>,
     waiting: bool,
-    window_bound: Option<Duration>,
 }
 
 /// The least of a figure over a window of `WINDOW` to twice that: the
@@ -131,8 +129,6 @@ pub struct Guard {
     /// What the path had carried at the last look, where the signal
     /// tells (`Rtts::carried`).
     carried: Option<u64>,
-    /// `Rtts::window_bound` at the last look.
-    window_bound: Duration,
     /// What was sent since `.0`, for `best`: over a second or more, so a
     /// burst into the buffers between here and the path (a socket's send
     /// buffer, a QUIC stream's window) counts for what it is over that
@@ -170,7 +166,6 @@ impl Guard {
             next_look: now + MIN_INTERVAL,
             sent: 0,
             carried: None,
-            window_bound: Duration::ZERO,
             window: (now, 0),
             best: (0, now),
             low: None,
@@ -206,13 +201,7 @@ impl Guard {
         let dt = now.saturating_duration_since(self.since).max(MIN_INTERVAL);
         let sending = (moved as f64 / dt.as_secs_f64()) as u64;
         let best = self.note_best(now, moved);
-        let queued = match self.receiver_bound(rtts.window_bound, dt) {
-            // The hub read slowly (a cap it holds the player to, a player
-            // on a slow line): the round trip grew with its delayed
-            // acknowledgements, not with a queue on the path.
-            true => Duration::ZERO,
-            false => rtts.now.saturating_sub(rtts.least),
-        };
+        let queued = rtts.now.saturating_sub(rtts.least);
         let target = (rtts.least / 4).max(TARGET_FLOOR);
         let floor = (best / 4).max(FLOOR);
         let resting = self.resting.is_some_and(|until| now < until);
@@ -261,16 +250,6 @@ impl Guard {
         self.sent = 0;
         self.next_look = now + (rtts.least * 2).clamp(MIN_INTERVAL, MAX_INTERVAL);
         self.rate
-    }
-
-    /// Whether the peer's receive window held the sender back for a
-    /// quarter or more of the `dt` since the last look.
-    fn receiver_bound(&mut self, window_bound: Option<Duration>, dt: Duration) -> bool {
-        let Some(w) = window_bound else {
-            return false;
-        };
-        let last = std::mem::replace(&mut self.window_bound, w);
-        w.saturating_sub(last) >= dt / 4
     }
 
     /// What went since the last look: what the path carried, where the
@@ -339,7 +318,6 @@ impl Guard {
                     least: p.least,
                     carried: Some(p.acked),
                     waiting: p.unsent > 0,
-                    window_bound: Some(p.window_bound),
                 })
             }
             Signal::Quic(conn, least) => {
@@ -350,7 +328,6 @@ impl Guard {
                     least,
                     carried: None,
                     waiting: false,
-                    window_bound: None,
                 })
             }
             #[cfg(test)]
@@ -361,7 +338,6 @@ impl Guard {
                     least,
                     carried: None,
                     waiting: false,
-                    window_bound: None,
                 })
             }
             #[cfg(test)]
@@ -372,7 +348,6 @@ impl Guard {
                     least,
                     carried: Some(carried),
                     waiting: false,
-                    window_bound: None,
                 })
             }
         }
