@@ -59,13 +59,11 @@ pub struct Bucket {
     rate: u64,
     tokens: f64,
     at: Instant,
-    /// Holds two steps of its rate (at least 16 KiB; at most 64 KiB, 20
-    /// ms of the rate up to 1.6 MB/s), not a quarter second: the uplink
-    /// guard's, which lets no burst into the queue it keeps short.
-    short: bool,
-    /// The guard's bucket follows a cap (the guard lets the player be):
-    /// four steps.
-    at_cap: bool,
+    /// 0: holds a quarter second of its rate (`burst`). Else this many
+    /// steps of it (at least 16 KiB): the uplink guard's, which lets no
+    /// burst into the queue it keeps short (two while it holds a player,
+    /// four while it follows a cap; see `Limiter::poll_budget`).
+    steps: u64,
 }
 
 impl Bucket {
@@ -75,15 +73,14 @@ impl Bucket {
             rate,
             tokens: burst(rate) as f64,
             at: Instant::now(),
-            short: false,
-            at_cap: false,
+            steps: 0,
         }
     }
 
-    /// An uplink guard's bucket, no rate yet (see `short`).
+    /// An uplink guard's bucket, no rate yet (see `steps`).
     fn short() -> Self {
         Bucket {
-            short: true,
+            steps: 2,
             ..Bucket::new(0)
         }
     }
@@ -92,10 +89,9 @@ impl Bucket {
         // Steps, not a share of the rate: a reader woken late (a loaded
         // CPU) must still find more than the step it waited for, or the
         // time it was late is lost for good.
-        match (self.short, self.at_cap) {
-            (true, false) => (step(rate) * 2).max(16 * 1024),
-            (true, true) => (step(rate) * 4).max(16 * 1024),
-            _ => burst(rate),
+        match self.steps {
+            0 => burst(rate),
+            n => (step(rate) * n).max(16 * 1024),
         }
     }
 
@@ -271,8 +267,9 @@ impl RelayLimits {
     /// as `smooth` says for the path; a capped one's limiter takes the
     /// guard beside its caps, which matter when a cap is above what the
     /// uplink takes (a service's `max_rate` set for a faster line, or
-    /// shared by few players). While the guard holds a player under its
-    /// caps they save no burst (`Limiter::poll_budget`).
+    /// shared by few players). What the caps save while the guard holds
+    /// a player under them leaves no faster than the guard's short
+    /// bucket lets it (`Limiter::poll_budget`).
     pub fn guard(limits: &mut Option<Box<RelayLimits>>, signal: Signal) {
         let socket = match &signal {
             Signal::Tcp(fd) => Some(*fd),
@@ -381,11 +378,8 @@ impl Limiter {
             let now = Instant::now();
             self.own.set_rate(self.caps.per_player());
             let mut shared = self.caps.shared(self.dir);
-            let cap = [self.own.rate(), shared.rate()]
-                .into_iter()
-                .filter(|r| *r != 0)
-                .min()
-                .unwrap_or(0);
+            let mut rates = [self.own.rate(), shared.rate(), 0];
+            let cap = rates[..2].iter().copied().filter(|r| *r != 0).min();
             let guarded = self.guard.as_deref_mut().map(|(g, b)| {
                 // A capped player the guard watches keeps its short bucket
                 // at the cap when the guard lets go, holding four steps
@@ -395,17 +389,16 @@ impl Limiter {
                 // cap) would otherwise leave at once, into the queue the
                 // guard kept short (QUIC round trips beside a capped
                 // download on the thin uplink, p99 6.9 ms against 2.1 ms).
-                let (rate, at_cap) = match (g.rate(now), cap) {
-                    (0, c) => (c, true),
-                    (r, 0) => (r, false),
-                    (r, c) => (r.min(c), r >= c),
+                let (rate, steps) = match (g.rate(now), cap) {
+                    (0, c) => (c.unwrap_or(0), 4),
+                    (r, Some(c)) if r >= c => (c, 4),
+                    (r, _) => (r, 2),
                 };
-                b.at_cap = at_cap;
+                b.steps = steps;
                 b.set_rate(rate);
                 b
             });
             let mut have = self.own.available(now).min(shared.available(now));
-            let mut rates = [self.own.rate(), shared.rate(), 0];
             if let Some(b) = guarded {
                 have = have.min(b.available(now));
                 rates[2] = b.rate();

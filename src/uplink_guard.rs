@@ -129,10 +129,10 @@ pub struct Guard {
     /// What the path had carried at the last look, where the signal
     /// tells (`Rtts::carried`).
     carried: Option<u64>,
-    /// What was sent since `.0`, for `best`: over a second or more, so a
-    /// burst into the buffers between here and the path (a socket's send
-    /// buffer, a QUIC stream's window) counts for what it is over that
-    /// second, not as a rate the path took.
+    /// What moved (`moved`) since `.0`, for `best`: over a second or
+    /// more, so a burst into the buffers between here and the path (a
+    /// socket's send buffer, a QUIC stream's window) counts for what it
+    /// is over that second, not as a rate the path took.
     window: (Instant, u64),
     /// The most sent a second over a window, and when; kept while the
     /// guard holds the player, so its floor does not sink with its cuts.
@@ -206,8 +206,38 @@ impl Guard {
         let floor = (best / 4).max(FLOOR);
         let resting = self.resting.is_some_and(|until| now < until);
         let seen = queued > target;
+        let step = self.climb_step(sending, seen, queued > target * 4, best);
+        let next = if resting {
+            0
+        } else {
+            // Bytes waiting in the socket: not quiet, whatever a stalled
+            // look carried (a loss's recovery holds the acknowledgements).
+            let lift = !rtts.waiting;
+            match next_rate(self.rate, sending, queued, target, floor, step, lift) {
+                // Cut deep before `best` was known: up to the floor now.
+                r if r != 0 => r.max(floor),
+                r => r,
+            }
+        };
+        self.rate = self.give_up(next, best, seen, now);
+        self.since = now;
+        self.sent = 0;
+        self.next_look = now + (rtts.least * 2).clamp(MIN_INTERVAL, MAX_INTERVAL);
+        self.rate
+    }
+
+    /// How much the rate may rise this look without a queue, noting what
+    /// this look saw (`seen`: a queue over the target; `standing`: over
+    /// four times it). Far under where the queue last appeared (a
+    /// standing queue at a transfer's start, a cap's burst, cut the
+    /// player to its floor): an eighth of the way back each look, so it
+    /// is near there again within a second; after a standing queue, a
+    /// sixteenth more each look until the queue shows again (what the
+    /// player sent while it stood may be far under what the path takes);
+    /// else the small step, so the queue comes back slowly.
+    fn climb_step(&mut self, sending: u64, seen: bool, standing: bool, best: u64) -> u64 {
         if seen && sending >= HEAVY {
-            self.steep = queued > target * 4 || (self.steep && self.queued_at.1);
+            self.steep = standing || (self.steep && self.queued_at.1);
         }
         // What it sent counts up to what it was held to (a burst into a
         // stream's window is not the path's), and only a heavy look's (a
@@ -222,34 +252,9 @@ impl Guard {
             _ if seen => (counted, true),
             (most, _) => (most, false),
         };
-        let next = if resting {
-            0
-        } else {
-            // Far under where the queue last appeared (a standing queue
-            // at a transfer's start, a cap's burst, cut the player to its
-            // floor): an eighth of the way back each look, so it is near
-            // there again within a second; after a standing queue, a
-            // sixteenth more each look until the queue shows again (what
-            // the player sent while it stood may be far under what the
-            // path takes); else the small step, so the queue comes back
-            // slowly.
-            let back = self.queued_at.0.saturating_sub(self.rate) / 8;
-            let steep = if self.steep { self.rate / 16 } else { 0 };
-            let step = (best / 32).max(back).max(steep).max(8 * 1024);
-            // Bytes waiting in the socket: not quiet, whatever a stalled
-            // look carried (a loss's recovery holds the acknowledgements).
-            let lift = !rtts.waiting;
-            match next_rate(self.rate, sending, queued, target, floor, step, lift) {
-                // Cut deep before `best` was known: up to the floor now.
-                r if r != 0 => r.max(floor),
-                r => r,
-            }
-        };
-        self.rate = self.give_up(next, best, queued > target, now);
-        self.since = now;
-        self.sent = 0;
-        self.next_look = now + (rtts.least * 2).clamp(MIN_INTERVAL, MAX_INTERVAL);
-        self.rate
+        let back = self.queued_at.0.saturating_sub(self.rate) / 8;
+        let steep = if self.steep { self.rate / 16 } else { 0 };
+        (best / 32).max(back).max(steep).max(8 * 1024)
     }
 
     /// What went since the last look: what the path carried, where the
