@@ -58,19 +58,30 @@ pub(super) fn on_accept(shared: Arc<Shared>, tcp: TcpStream, addr: SocketAddr) {
 async fn handle(shared: Arc<Shared>, tcp: TcpStream, addr: SocketAddr) {
     let began = std::time::Instant::now();
     let deadline = shared.settings().timing.handshake_timeout;
+    // A refused channel is held open (`held`) until its refusal is
+    // recorded: an ep, a test or an operator who sees it close then also
+    // sees why in the counts.
+    let mut held = None;
     let opened = async {
         let mut tls = shared
             .trust
             .accept_tls(tcp)
             .await
             .map_err(|e| format!("TLS handshake failed: {e}"))?;
-        shared
-            .trust
-            .check_resumed(&tls)
-            .map_err(|why| format!("resumed TLS session: {why}"))?;
-        match proto::read_msg(&mut tls).await.map_err(|e| e.to_string())? {
-            EpMsg::Channel { service, ticket } => Ok((tls, service, ticket)),
-            _ => Err("first message was not a channel ticket".to_string()),
+        let first = match shared.trust.check_resumed(&tls) {
+            Err(why) => Err(format!("resumed TLS session: {why}")),
+            Ok(()) => proto::read_msg(&mut tls).await.map_err(|e| e.to_string()),
+        };
+        match first {
+            Ok(EpMsg::Channel { service, ticket }) => Ok((tls, service, ticket)),
+            Ok(_) => {
+                held = Some(crate::quic::Tunnel::Tls(tls));
+                Err("first message was not a channel ticket".to_string())
+            }
+            Err(why) => {
+                held = Some(crate::quic::Tunnel::Tls(tls));
+                Err(why)
+            }
         }
     };
     let result = tokio::select! {
@@ -86,16 +97,33 @@ async fn handle(shared: Arc<Shared>, tcp: TcpStream, addr: SocketAddr) {
             match shared.service(&service) {
                 Some(svc) => svc
                     .offer(&ticket, &ep, addr.ip(), crate::quic::Tunnel::Tls(tls))
-                    .map_err(|e| e.to_string()),
-                None => Err(format!("unknown service {service:?}")),
+                    .map_err(|(why, tunnel)| {
+                        held = Some(*tunnel);
+                        why.to_string()
+                    }),
+                None => {
+                    held = Some(crate::quic::Tunnel::Tls(tls));
+                    Err(format!("unknown service {service:?}"))
+                }
             }
         }
     };
+    settle(&shared, addr.ip(), began, outcome);
+    drop(held);
+}
+
+/// Counts a channel taken into a pool, or records why it was refused.
+fn settle(
+    shared: &Shared,
+    ip: std::net::IpAddr,
+    began: std::time::Instant,
+    outcome: Result<(), String>,
+) {
     match outcome {
         Ok(()) => {
             // A channel taken into a pool: a real ep is behind the
             // address, whatever junk came from there before.
-            shared.logins.channel_gate.vouch(addr.ip());
+            shared.logins.channel_gate.vouch(ip);
             shared
                 .metrics
                 .channel_handshake
@@ -111,10 +139,8 @@ async fn handle(shared: Arc<Shared>, tcp: TcpStream, addr: SocketAddr) {
             // penalty at once and 1,024 could be in flight). An honest
             // ep's rare refused channel (its service removed by a reload)
             // slows its next channels for a second at most.
-            shared.logins.channel_gate.strike(addr.ip());
-            shared
-                .refusals
-                .record(Reason::ChannelRefused, addr.ip(), &why);
+            shared.logins.channel_gate.strike(ip);
+            shared.refusals.record(Reason::ChannelRefused, ip, &why);
         }
     }
 }

@@ -340,24 +340,32 @@ impl Service {
         }
     }
 
-    /// Accepts a channel presented with `ticket` by `ep` from `ip`.
+    /// Accepts a channel presented with `ticket` by `ep` from `ip`. A
+    /// refused channel comes back with the reason, so that the caller
+    /// records the refusal before the peer sees the connection close.
     pub fn offer(
         self: &Arc<Self>,
         ticket: &str,
         ep: &str,
         ip: IpAddr,
         tunnel: Tunnel,
-    ) -> Result<(), &'static str> {
+    ) -> Result<(), (&'static str, Box<Tunnel>)> {
         let mut st = self.lock();
-        let session = st.tickets.redeem(ticket)?;
+        let session = match st.tickets.redeem(ticket) {
+            Ok(session) => session,
+            Err(why) => return Err((why, Box::new(tunnel))),
+        };
         let modern = match &st.attached {
             Some(a) if a.session == session => {
                 if a.ep != ep || a.ip != ip.to_canonical() {
-                    return Err("ticket presented by a different ep or address");
+                    return Err((
+                        "ticket presented by a different ep or address",
+                        Box::new(tunnel),
+                    ));
                 }
                 a.modern
             }
-            _ => return Err("ticket of a session that has ended"),
+            _ => return Err(("ticket of a session that has ended", Box::new(tunnel))),
         };
         self.place(
             &mut st,
