@@ -266,12 +266,13 @@ fn admit(
         Ok(p) => p,
         Err(turned) => {
             // An allowlisted address (an ep's network) hears why, as on
-            // TCP: a refusal packet, no handshake, no state kept.
-            incoming.refuse();
+            // TCP: a refusal packet, no handshake, no state kept. Counted
+            // first, so whoever hears it finds it in the counts.
             let reason = super::control::turned_reason(turned);
             shared
                 .refusals
                 .record(reason, ip, "refused before the QUIC handshake");
+            incoming.refuse();
             return None;
         }
     };
