@@ -7,7 +7,7 @@
 //! burst (a page, a chunk of a map) passes at once, a transfer settles at
 //! the rate.
 
-use crate::uplink_guard::{Guard, Signal};
+use crate::uplink_guard::{Guard, Signal, Switch};
 use std::{
     pin::Pin,
     sync::{
@@ -270,12 +270,12 @@ impl RelayLimits {
     /// shared by few players). What the caps save while the guard holds
     /// a player under them leaves no faster than the guard's short
     /// bucket lets it (`Limiter::poll_budget`).
-    pub fn guard(limits: &mut Option<Box<RelayLimits>>, signal: Signal) {
+    pub fn guard(limits: &mut Option<Box<RelayLimits>>, signal: Signal, switch: Switch) {
         let socket = match &signal {
             Signal::Tcp(fd) => Some(*fd),
             _ => None,
         };
-        let guard = Some(Box::new((Guard::new(signal), Bucket::short())));
+        let guard = Some(Box::new((Guard::new(signal, switch), Bucket::short())));
         if let Some(r) = limits {
             if let Some(down) = r.down.as_mut() {
                 down.guard = guard;
@@ -618,7 +618,7 @@ mod tests {
         )));
         let caps = Caps::new(2_000_000, 1_000_000);
         let mut limits = Some(caps.pacing_limits());
-        RelayLimits::guard(&mut limits, Signal::Fixed(path.clone()));
+        RelayLimits::guard(&mut limits, Signal::Fixed(path.clone()), Switch::new(true));
         let mut down = limits.unwrap().down.take().unwrap();
         let mut other = caps.pacing_limits().down.take().unwrap();
         let mut cx = Context::from_waker(std::task::Waker::noop());

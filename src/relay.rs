@@ -194,9 +194,10 @@ pub struct Watch {
     /// carries one pointer's worth for them).
     pub rate: Option<Box<RelayLimits>>,
     /// Where the uplink guard reads the path, for a relay whose second
-    /// stream is home (the ep's): it watches the player once home has
-    /// sent `uplink_guard::WATCH_AFTER` (`RelayLimits::guard`).
-    pub guard: Option<crate::uplink_guard::Signal>,
+    /// stream is home (the ep's), and whether it is on: it watches the
+    /// player once home has sent `uplink_guard::WATCH_AFTER` with the
+    /// guard on (`RelayLimits::guard`).
+    pub guard: Option<(crate::uplink_guard::Signal, crate::uplink_guard::Switch)>,
 }
 
 /// `relay`, with the extras of `watch`.
@@ -246,9 +247,10 @@ where
             }
             (counted_up, counted_down) = (up.total, down.total);
             if down.total >= crate::uplink_guard::WATCH_AFTER
-                && let Some(signal) = guard.take()
+                && guard.as_ref().is_some_and(|(_, on)| on.is_on())
+                && let Some((signal, switch)) = guard.take()
             {
-                RelayLimits::guard(&mut rate, signal);
+                RelayLimits::guard(&mut rate, signal, switch);
             }
         }
         let (u, d) = (u?, d?);
@@ -319,18 +321,20 @@ mod tests {
         n as f64 / start.elapsed().as_secs_f64()
     }
 
-    #[tokio::test(start_paused = true)]
-    async fn the_uplink_guard_slows_home_while_its_path_queues_and_gives_up_on_a_queue_not_its_own()
-    {
-        use crate::uplink_guard::Signal;
-        use std::sync::{Arc, Mutex};
-        const MS: Duration = Duration::from_millis(1);
-        // Home sends 10 MB/s to the relay, which passes it on to the hub.
-        let (mut hub, mut a) = duplex(64 * 1024);
+    use crate::uplink_guard::{Signal, Switch};
+    use std::sync::{Arc, Mutex};
+    const MS: Duration = Duration::from_millis(1);
+
+    /// Home sending 10 MB/s through a relay the uplink guard watches
+    /// (reading `path`, on while `switch` is); the hub's end.
+    fn guarded_download(
+        path: &Arc<Mutex<(Duration, Duration)>>,
+        switch: Switch,
+    ) -> tokio::io::DuplexStream {
+        let (hub, mut a) = duplex(64 * 1024);
         let (mut b, mut home) = duplex(64 * 1024);
-        let path = Arc::new(Mutex::new((20 * MS, 20 * MS)));
         let watch = Watch {
-            guard: Some(Signal::Fixed(path.clone())),
+            guard: Some((Signal::Fixed(path.clone()), switch)),
             ..Default::default()
         };
         tokio::spawn(async move { relay_watched(&mut a, &mut b, watch).await });
@@ -341,6 +345,35 @@ mod tests {
                 tokio::time::sleep(2 * MS).await;
             }
         });
+        hub
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_reload_turning_the_uplink_guard_on_or_off_reaches_players_already_connected() {
+        // The path queues 40 ms above its least throughout.
+        let path = Arc::new(Mutex::new((60 * MS, 20 * MS)));
+        let switch = Switch::new(false);
+        let mut hub = guarded_download(&path, switch.clone());
+        let off = rate_over(&mut hub, 1.0).await;
+        assert!(off > 9e6, "the guard off: the full 10 MB/s, got {off}");
+        switch.set(true);
+        rate_over(&mut hub, 0.5).await;
+        let on = rate_over(&mut hub, 1.0).await;
+        assert!(on < 6e6, "turned on: held under half, got {on}");
+        switch.set(false);
+        rate_over(&mut hub, 1.0).await;
+        let off_again = rate_over(&mut hub, 1.0).await;
+        assert!(
+            off_again > 9e6,
+            "turned off again: the player goes free, got {off_again}"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_uplink_guard_slows_home_while_its_path_queues_and_gives_up_on_a_queue_not_its_own()
+    {
+        let path = Arc::new(Mutex::new((20 * MS, 20 * MS)));
+        let mut hub = guarded_download(&path, Switch::new(true));
         let queue = |on: bool| *path.lock().unwrap() = (if on { 60 } else { 20 } * MS, 20 * MS);
         let free = rate_over(&mut hub, 1.0).await;
         assert!(free > 9e6, "no queue: the full 10 MB/s, got {free}");

@@ -17,7 +17,10 @@
 //! holding the player near there does not shorten (`Guard::give_up`).
 
 use std::{
-    sync::{Arc, Mutex},
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicBool, Ordering},
+    },
     time::Duration,
 };
 use tokio::time::Instant;
@@ -58,6 +61,26 @@ pub enum Signal {
     /// The same, and the bytes it has carried (as a TCP channel tells).
     #[cfg(test)]
     Carrying(Arc<Mutex<(Duration, Duration, u64)>>),
+}
+
+/// Whether the guard is on (`uplink_guard`), shared by every player of an
+/// ep so that a reload turns it on or off for players already connected
+/// too: each guard reads it at its next look.
+#[derive(Clone)]
+pub struct Switch(Arc<AtomicBool>);
+
+impl Switch {
+    pub fn new(on: bool) -> Self {
+        Switch(Arc::new(AtomicBool::new(on)))
+    }
+
+    pub fn set(&self, on: bool) {
+        self.0.store(on, Ordering::Relaxed);
+    }
+
+    pub fn is_on(&self) -> bool {
+        self.0.load(Ordering::Relaxed)
+    }
 }
 
 /// Notes `rtt` towards the least in `least`; returns the least.
@@ -120,6 +143,7 @@ impl WindowedMin {
 /// what it measures between looks.
 pub struct Guard {
     signal: Signal,
+    switch: Switch,
     rate: u64,
     since: Instant,
     /// When to look at the path next: a round trip or two after the last
@@ -157,10 +181,11 @@ pub struct Guard {
 const WINDOW_FOR_BEST: Duration = Duration::from_secs(1);
 
 impl Guard {
-    pub fn new(signal: Signal) -> Self {
+    pub fn new(signal: Signal, switch: Switch) -> Self {
         let now = Instant::now();
         Guard {
             signal,
+            switch,
             rate: 0,
             since: now,
             next_look: now + MIN_INTERVAL,
@@ -185,6 +210,13 @@ impl Guard {
     pub fn rate(&mut self, now: Instant) -> u64 {
         if now < self.next_look {
             return self.rate;
+        }
+        if !self.switch.is_on() {
+            // Turned off by a reload: the player goes free now, and is
+            // watched afresh if the guard is turned on again.
+            *self = Guard::new(self.signal.clone(), self.switch.clone());
+            self.next_look = now + MAX_INTERVAL;
+            return 0;
         }
         let Some(rtts) = self.rtts() else {
             self.next_look = now + MIN_INTERVAL;
@@ -498,7 +530,10 @@ mod tests {
     async fn a_burst_into_the_buffers_does_not_hold_the_floor_above_the_path() {
         // A stream window's worth leaves at once, then the path takes
         // 2.5 MB/s, queueing 40 ms above its least of 20.
-        let mut g = Guard::new(Signal::Fixed(Arc::new(Mutex::new((60 * MS, 20 * MS)))));
+        let mut g = Guard::new(
+            Signal::Fixed(Arc::new(Mutex::new((60 * MS, 20 * MS)))),
+            Switch::new(true),
+        );
         g.spent(1_250_000);
         let mut rate = 0;
         for _ in 0..50 {
@@ -521,7 +556,7 @@ mod tests {
         const PATH: u64 = 2_500_000;
         const SNDBUF: u64 = 4_000_000;
         let path = Arc::new(Mutex::new((20 * MS, 20 * MS, 0u64)));
-        let mut g = Guard::new(Signal::Carrying(path.clone()));
+        let mut g = Guard::new(Signal::Carrying(path.clone()), Switch::new(true));
         let (mut rate, mut buffered, mut carried) = (0u64, 0u64, 0u64);
         let (mut queued_looks, mut looks) = (0, 0);
         for look in 0..500 {
@@ -556,7 +591,7 @@ mod tests {
     /// once the queue drained; the looks that took.
     async fn looks_to_climb_back(first: u64) -> u32 {
         let path = Arc::new(Mutex::new((100 * MS, 20 * MS)));
-        let mut g = Guard::new(Signal::Fixed(path.clone()));
+        let mut g = Guard::new(Signal::Fixed(path.clone()), Switch::new(true));
         let mut rate = 0u64;
         let sends = |rate: u64| {
             if rate == 0 {
@@ -603,7 +638,7 @@ mod tests {
         // A radio link's jitter: the round trip 8 ms above its least on
         // every other look, whatever the player sends.
         let path = Arc::new(Mutex::new((20 * MS, 20 * MS)));
-        let mut g = Guard::new(Signal::Fixed(path.clone()));
+        let mut g = Guard::new(Signal::Fixed(path.clone()), Switch::new(true));
         let mut rate = 0u64;
         // (Held where a sixteenth cut on every other look meets the
         // step up on the others: about half its best.)

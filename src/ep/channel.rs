@@ -522,11 +522,12 @@ async fn relay_player(
     let players = ep.metrics.traffic.players.get_or_create(&label).clone();
     ep.metrics.traffic.players_total.get_or_create(&label).inc();
     players.inc();
+    // Given even while the guard is off: a reload may turn it on.
     let guard = match &*tls {
-        _ if !ep.settings().uplink_guard => None,
         Path::Tls(_) => socket.map(Signal::Tcp),
         Path::Quic(q) => q.link.as_ref().map(crate::quic::Link::guard_signal),
     };
+    let guard = guard.map(|signal| (signal, ep.uplink_guard.clone()));
     let watch = relay::Watch {
         meter: Some(ep.metrics.traffic.meter(service)),
         rate,

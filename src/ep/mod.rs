@@ -61,6 +61,8 @@ pub(crate) struct Ep {
     reloaded: tokio::sync::watch::Sender<u64>,
     /// Each hub served, in `EpSettings::hubs` order (fixed until a restart).
     hubs: Vec<Arc<hubs::HubLink>>,
+    /// Whether the uplink guard is on (`uplink_guard`), for every player.
+    uplink_guard: crate::uplink_guard::Switch,
     /// Players at once per service (`max_players`).
     players: Arc<slots::Slots>,
     /// How each service at home was last found; wakes and sleeps.
@@ -180,6 +182,7 @@ pub async fn bind(
     let homes = Arc::new(wake::Homes::default());
     homes.configure(None, &settings.services);
     let ep = Arc::new(Ep {
+        uplink_guard: crate::uplink_guard::Switch::new(settings.uplink_guard),
         settings: crate::swap::Swap::new(settings),
         tls: crate::swap::Swap::new(tls),
         offered: tokio::sync::watch::Sender::new(0),

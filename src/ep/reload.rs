@@ -97,6 +97,12 @@ fn apply(ep: &Ep, (mut new, new_tls): (EpSettings, crate::tls::EpTls)) -> String
             new_tls.identity, old_tls.identity
         );
     }
+    if old.uplink_guard != new.uplink_guard {
+        line += match new.uplink_guard {
+            true => "; uplink guard on (for every player, connected or not)",
+            false => "; uplink guard off (every player it held goes free within a second)",
+        };
+    }
     if !restart.is_empty() {
         line += &format!(
             "; restart required for: {} (kept as running until then)",
@@ -107,6 +113,7 @@ fn apply(ep: &Ep, (mut new, new_tls): (EpSettings, crate::tls::EpTls)) -> String
     // A login refused for a token or certificate that is fixed now need
     // not sit out the rest of a long backoff.
     let credentials = old.token.expose() != new.token.expose() || old_tls.digest != new_tls.digest;
+    ep.uplink_guard.set(new.uplink_guard);
     ep.tls.set(new_tls);
     ep.settings.set(new);
     // After the swap: a dial begun from here on finds the new settings,
