@@ -288,24 +288,32 @@ pub fn on_thin_uplink(smoke: bool) -> Json {
 
 /// The path `on_router` emulates: a home uplink of `mbit` Mbit/s (by
 /// default `UPLINK`'s rate; `--router-mbit N`), a router FIFO of 100 ms at
-/// that rate (home routers often hold more), and a round trip to a nearby
-/// cloud region.
-pub fn router_path(mbit: u64) -> router::Path {
+/// that rate (home routers often hold more), and a round trip of
+/// `rtt_ms` (by default `ROUTER_RTT_MS`, a nearby cloud region;
+/// `--router-rtt-ms N`).
+pub fn router_path(mbit: u64, rtt_ms: u64) -> router::Path {
     router::Path {
         uplink_bps: mbit * 1_000_000,
         buffer: (mbit * 12_500) as usize,
-        rtt: Duration::from_millis(20),
+        rtt: Duration::from_millis(rtt_ms),
     }
 }
 
 /// The router's uplink when `--router-mbit` does not say.
 pub const ROUTER_MBIT: u64 = 100;
+/// The path's round trip when `--router-rtt-ms` does not say.
+pub const ROUTER_RTT_MS: u64 = 20;
 
 /// The figure once more behind an emulated home router (`router`): the
 /// queue a download fills is the router's, a hop away, where the host's
 /// small-queue limit does not reach, and the path has a round trip.
-pub fn on_router(smoke: bool, mbit: u64) -> Json {
-    let extra = ["--router-mbit".to_string(), mbit.to_string()];
+pub fn on_router(smoke: bool, mbit: u64, rtt_ms: u64) -> Json {
+    let extra = [
+        "--router-mbit".to_string(),
+        mbit.to_string(),
+        "--router-rtt-ms".to_string(),
+        rtt_ms.to_string(),
+    ];
     in_namespace(smoke, MTU_1500, INSIDE_ROUTER, "an emulated router", &extra)
 }
 

@@ -1,4 +1,4 @@
-//! `cargo bench --bench tunnel [-- --smoke] [--json PATH] [--no-memory] [--memory-only] [--quic] [--second-hub] [--fairness [--no-uplink]] [--router-only] [--router-mbit N]`
+//! `cargo bench --bench tunnel [-- --smoke] [--json PATH] [--no-memory] [--memory-only] [--quic] [--second-hub] [--fairness [--no-uplink]] [--router-only] [--router-mbit N] [--router-rtt-ms N]`
 //! (`--fairness-uplink` and `--fairness-router` are internal: `--fairness`
 //! again, in the shaped namespace it makes as root, and behind the router
 //! it emulates there; `--router-only` runs only the latter)
@@ -101,8 +101,13 @@ fn main() {
         .and_then(|v| v.parse().ok())
         .unwrap_or(fairness::ROUTER_MBIT)
         .max(1);
+    let rtt_ms = args
+        .value("--router-rtt-ms")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(fairness::ROUTER_RTT_MS)
+        .clamp(1, 1000);
     if args.has("--router-only") {
-        return common::write_json(&args.json, &fairness::on_router(args.smoke, mbit));
+        return common::write_json(&args.json, &fairness::on_router(args.smoke, mbit, rtt_ms));
     }
     if args.has("--fairness") || uplink || routed {
         let mut p = fairness::Plan {
@@ -113,7 +118,7 @@ fn main() {
             path: uplink.then(|| (format!("a {} uplink, FIFO", fairness::UPLINK), "uplink_")),
         };
         if routed {
-            let path = fairness::router_path(mbit);
+            let path = fairness::router_path(mbit, rtt_ms);
             if let Err(e) = router::start(path) {
                 println!("fairness behind an emulated router: skipped ({e})");
                 return common::write_json(&args.json, &Json::new());
@@ -132,7 +137,7 @@ fn main() {
         let mut js = js;
         if !uplink && !routed && !args.has("--no-uplink") {
             js.extend(fairness::on_thin_uplink(args.smoke));
-            js.extend(fairness::on_router(args.smoke, mbit));
+            js.extend(fairness::on_router(args.smoke, mbit, rtt_ms));
         }
         return common::write_json(&args.json, &js);
     }
