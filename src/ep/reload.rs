@@ -100,7 +100,9 @@ fn apply(ep: &Ep, (mut new, new_tls): (EpSettings, crate::tls::EpTls)) -> String
     if old.uplink_guard != new.uplink_guard {
         line += match new.uplink_guard {
             true => "; uplink guard on (for every player, connected or not)",
-            false => "; uplink guard off (every player it held goes free within a second)",
+            false => {
+                "; uplink guard off (a player it held is no longer slowed for the path within a second)"
+            }
         };
     }
     if !restart.is_empty() {
