@@ -171,6 +171,10 @@ pub struct Guard {
     /// unbroken run of them), and whether the last look saw it: the rate
     /// a climb back after the cuts heads for quickly (see `rate`).
     queued_at: (u64, bool),
+    /// When a look last saw the queue: the slow climb near `queued_at`
+    /// holds for `MEMORY` after it (a path with room for that long has
+    /// more than it had then).
+    queued_when: Instant,
     /// Since a standing queue (over four times the target: a burst made
     /// it, so what the player sent meanwhile says little of the path),
     /// until a queue is seen afresh: the climb back is steep.
@@ -196,6 +200,7 @@ impl Guard {
             low: None,
             resting: None,
             queued_at: (0, false),
+            queued_when: now,
             steep: false,
         }
     }
@@ -238,7 +243,7 @@ impl Guard {
         let floor = (best / 4).max(FLOOR);
         let resting = self.resting.is_some_and(|until| now < until);
         let seen = queued > target;
-        let step = self.climb_step(sending, seen, queued > target * 4, best);
+        let step = self.climb_step(now, sending, seen, queued > target * 4, best);
         let next = if resting {
             0
         } else {
@@ -268,7 +273,7 @@ impl Guard {
     /// more each look until the queue shows again (what the player sent
     /// while it stood may be far under what the path takes); else the
     /// small step, so the queue comes back slowly, and within an eighth
-    /// of where it last appeared a quarter of that.
+    /// of where it last appeared (in the last `MEMORY`) a quarter of that.
     ///
     /// Why not steep after the guard's own overshoot, and slow near the
     /// last queue: the round trip read answers a change a look or more
@@ -277,7 +282,14 @@ impl Guard {
     /// takes. Climbing back there at full speed, and steeply after the
     /// cut that followed, made the queue stand again every second or so
     /// (`on_a_path_whose_queue_answers_late_...`).
-    fn climb_step(&mut self, sending: u64, seen: bool, standing: bool, best: u64) -> u64 {
+    fn climb_step(
+        &mut self,
+        now: Instant,
+        sending: u64,
+        seen: bool,
+        standing: bool,
+        best: u64,
+    ) -> u64 {
         if seen && sending >= HEAVY {
             self.steep = (standing && self.rate == 0) || (self.steep && self.queued_at.1);
         }
@@ -296,8 +308,13 @@ impl Guard {
         };
         let back = self.queued_at.0.saturating_sub(self.rate) / 8;
         let steep = if self.steep { self.rate / 16 } else { 0 };
+        if seen {
+            self.queued_when = now;
+        }
+        let recent = now.saturating_duration_since(self.queued_when) <= MEMORY;
         let near = self.queued_at.0;
         let small = match near {
+            _ if !recent => best / 32,
             0 => best / 32,
             n if (n - n / 8..=n + n / 8).contains(&self.rate) => best / 128,
             _ => best / 32,
@@ -761,6 +778,29 @@ mod tests {
         }
         let used = out_after as f64 / (per_tick(path) * 10_000) as f64;
         (queues, used)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_slow_climb_near_the_last_queue_is_forgotten_after_a_while_without_one() {
+        let mut g = Guard::new(
+            Signal::Fixed(Arc::new(Mutex::new((20 * MS, 20 * MS)))),
+            Switch::new(true),
+        );
+        let best = 4_000_000;
+        let step = |g: &mut Guard| g.climb_step(Instant::now(), 3_800_000, false, false, best);
+        // The queue last stood at 4 MB/s; the player is held just under.
+        g.queued_at = (4_000_000, false);
+        g.queued_when = Instant::now();
+        g.rate = 3_800_000;
+        assert_eq!(step(&mut g), best / 128, "near the last queue: slow");
+        // Ten seconds and more without a queue (a satellite path's looks
+        // are a second apart: the band would take half a minute).
+        tokio::time::advance(MEMORY + MS).await;
+        assert_eq!(
+            step(&mut g),
+            best / 32,
+            "the path has had room: the usual step"
+        );
     }
 
     #[tokio::test(start_paused = true)]
