@@ -312,13 +312,9 @@ impl Guard {
             self.queued_when = now;
         }
         let recent = now.saturating_duration_since(self.queued_when) <= MEMORY;
-        let near = self.queued_at.0;
-        let small = match near {
-            _ if !recent => best / 32,
-            0 => best / 32,
-            n if (n - n / 8..=n + n / 8).contains(&self.rate) => best / 128,
-            _ => best / 32,
-        };
+        let n = self.queued_at.0;
+        let near = recent && n != 0 && (n - n / 8..=n + n / 8).contains(&self.rate);
+        let small = if near { best / 128 } else { best / 32 };
         small.max(back).max(steep).max(8 * 1024)
     }
 

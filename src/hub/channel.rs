@@ -72,17 +72,13 @@ async fn handle(shared: Arc<Shared>, tcp: TcpStream, addr: SocketAddr) {
             Err(why) => Err(format!("resumed TLS session: {why}")),
             Ok(()) => proto::read_msg(&mut tls).await.map_err(|e| e.to_string()),
         };
-        match first {
-            Ok(EpMsg::Channel { service, ticket }) => Ok((tls, service, ticket)),
-            Ok(_) => {
-                held = Some(crate::quic::Tunnel::Tls(tls));
-                Err("first message was not a channel ticket".to_string())
-            }
-            Err(why) => {
-                held = Some(crate::quic::Tunnel::Tls(tls));
-                Err(why)
-            }
-        }
+        let why = match first {
+            Ok(EpMsg::Channel { service, ticket }) => return Ok((tls, service, ticket)),
+            Ok(_) => "first message was not a channel ticket".to_string(),
+            Err(why) => why,
+        };
+        held = Some(crate::quic::Tunnel::Tls(tls));
+        Err(why)
     };
     let result = tokio::select! {
         r = tokio::time::timeout(deadline, opened) => r,
