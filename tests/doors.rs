@@ -8,6 +8,7 @@ use ferry::{
     proto::{self, EpMsg, HubMsg},
 };
 use std::{
+    net::SocketAddr,
     sync::Arc,
     time::{Duration, Instant},
 };
@@ -505,4 +506,81 @@ async fn a_certificate_without_its_token_that_goes_silent_is_penalised_by_name(t
     other.cert = "other".into();
     let other = ep_settings(&certs, &hub, &other);
     assert!(t.login_once(&other, &hub).await.is_ok());
+}
+
+on_every_transport!(a_refused_handshake_is_counted_before_its_peer_sees_the_close);
+
+/// A handshake refused (junk where TLS belongs, or silence past the
+/// deadline) is in the counts by the time its peer sees the connection
+/// close: an ep's operator, a test or a monitor reading them then sees
+/// why, at the control door and (over TLS) at the channel door. Junk
+/// still gets the TLS alert saying why, then a clean close. (Refusals
+/// after a verified certificate, told to the ep, are not covered here.)
+async fn a_refused_handshake_is_counted_before_its_peer_sees_the_close(t: Transport) {
+    let certs = Certs::new();
+    let opts = HubOpts {
+        allowlist: vec!["127.0.0.0/8".into()],
+        extra: "handshake_timeout = \"1s\"\n".into(),
+        ..Default::default()
+    };
+    let (hub, _ep) = tunnel_over(&certs, t, opts, echo_server().await).await;
+    hub.wait_sessions(1).await;
+    let count = |reason: &str| hub.handle.refusals().get(reason).copied().unwrap_or(0);
+    // An HTTP request with a body: more than the hub reads before it
+    // knows this is no TLS, so only a close that drains what is left
+    // lets the alert arrive (a socket dropped unread sends a reset).
+    let junk = [&b"POST / HTTP/1.1\r\n\r\n"[..], &[b'x'; 16 * 1024]].concat();
+    let probes: Vec<(&str, SocketAddr, &[u8], &str)> = match t {
+        // Each control probe from an address of its own, so none is
+        // turned away by the penalty the one before earned; channels
+        // come from where the ep is logged in (silence first: the junk
+        // then takes the penalised address's probation slot).
+        Transport::Tls => vec![
+            ("127.0.0.5", hub.control, b"", "login timeout"),
+            ("127.0.0.6", hub.control, &junk, "TLS handshake failed"),
+            ("127.0.0.1", hub.channel, b"", "channel refused"),
+            ("127.0.0.1", hub.channel, &junk, "channel refused"),
+        ],
+        Transport::Quic => vec![],
+    };
+    for (from, door, junk, reason) in probes {
+        let before = count(reason);
+        let mut s = connect_from(from, door).await.unwrap();
+        s.write_all(junk).await.unwrap();
+        let mut read = Vec::new();
+        let end = tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut read)).await;
+        assert!(end.is_ok(), "not closed within 10 s");
+        if !junk.is_empty() {
+            // A TLS alert record (type 21), and a close, not a reset.
+            assert!(end.unwrap().is_ok(), "reset instead of closed");
+            assert_eq!(read.first(), Some(&21), "no TLS alert: {read:?}");
+        }
+        let after = count(reason);
+        let what = if junk.is_empty() { "silence" } else { "junk" };
+        println!("figure ({t:?}): {what} to {door} from {from}: {reason:?} {before} -> {after}");
+        assert_eq!(
+            after,
+            before + 1,
+            "{reason:?} not counted when the peer saw the close"
+        );
+    }
+    if t == Transport::Quic {
+        // A certificate that completes the handshake and opens no stream.
+        let quic = hub.handle.quic_addr().unwrap();
+        let client = common::quic::ep_client(&certs, "other");
+        let before = count("login timeout");
+        let conn = client.connect(quic, "localhost").unwrap().await.unwrap();
+        let why = tokio::time::timeout(Duration::from_secs(10), conn.closed())
+            .await
+            .expect("closed at the 1 s deadline");
+        let after = count("login timeout");
+        println!(
+            "figure ({t:?}): a silent QUIC login closed ({why}): login timeout {before} -> {after}"
+        );
+        assert_eq!(
+            after,
+            before + 1,
+            "the timeout not counted when the peer saw the close"
+        );
+    }
 }

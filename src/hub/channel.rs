@@ -58,16 +58,20 @@ pub(super) fn on_accept(shared: Arc<Shared>, tcp: TcpStream, addr: SocketAddr) {
 async fn handle(shared: Arc<Shared>, tcp: TcpStream, addr: SocketAddr) {
     let began = std::time::Instant::now();
     let deadline = shared.settings().timing.handshake_timeout;
-    // A refused channel is held open (`held`) until its refusal is
-    // recorded: an ep, a test or an operator who sees it close then also
-    // sees why in the counts.
-    let mut held = None;
+    let until = tokio::time::Instant::now() + deadline;
+    // A refused channel is held open (`held`, `failed`) until its refusal
+    // is recorded: an ep, a test or an operator who sees it close then
+    // also sees why in the counts.
+    let (mut held, mut failed) = (None, None);
     let opened = async {
-        let mut tls = shared
-            .trust
-            .accept_tls(tcp)
-            .await
-            .map_err(|e| format!("TLS handshake failed: {e}"))?;
+        let mut tls = match shared.trust.accept_tls(tcp).await {
+            Ok(tls) => tls,
+            Err(f) => {
+                let why = format!("TLS handshake failed: {}", f.error);
+                failed = Some(f);
+                return Err(why);
+            }
+        };
         let first = match shared.trust.check_resumed(&tls) {
             Err(why) => Err(format!("resumed TLS session: {why}")),
             Ok(()) => proto::read_msg(&mut tls).await.map_err(|e| e.to_string()),
@@ -80,32 +84,41 @@ async fn handle(shared: Arc<Shared>, tcp: TcpStream, addr: SocketAddr) {
         held = Some(crate::quic::Tunnel::Tls(tls));
         Err(why)
     };
-    let result = tokio::select! {
-        r = tokio::time::timeout(deadline, opened) => r,
-        _ = shared.shutdown.cancelled() => return,
-    };
-    let outcome = match result {
-        Err(_) => Err(format!("not completed within {deadline:?}")),
-        Ok(Err(e)) => Err(e),
-        Ok(Ok((tls, service, ticket))) => {
-            tracing::debug!(handshake = ?tls.get_ref().1.handshake_kind(), "channel TLS established");
-            let ep = super::control::Peer::of(tls.get_ref().1.peer_certificates()).ep;
-            match shared.service(&service) {
-                Some(svc) => svc
-                    .offer(&ticket, &ep, addr.ip(), crate::quic::Tunnel::Tls(tls))
-                    .map_err(|(why, tunnel)| {
-                        held = Some(*tunnel);
-                        why.to_string()
-                    }),
-                None => {
-                    held = Some(crate::quic::Tunnel::Tls(tls));
-                    Err(format!("unknown service {service:?}"))
-                }
+    let result = {
+        let mut opened = std::pin::pin!(opened);
+        tokio::select! {
+            biased;
+            r = &mut opened => r,
+            _ = tokio::time::sleep_until(until) => {
+                // Counted while `opened` still holds the connection open.
+                let why = format!("not completed within {deadline:?}");
+                settle(&shared, addr.ip(), began, Err(why));
+                return;
             }
+            _ = shared.shutdown.cancelled() => return,
         }
     };
+    let outcome = result.and_then(|(tls, service, ticket)| {
+        tracing::debug!(handshake = ?tls.get_ref().1.handshake_kind(), "channel TLS established");
+        let ep = super::control::Peer::of(tls.get_ref().1.peer_certificates()).ep;
+        match shared.service(&service) {
+            Some(svc) => svc
+                .offer(&ticket, &ep, addr.ip(), crate::quic::Tunnel::Tls(tls))
+                .map_err(|(why, tunnel)| {
+                    held = Some(*tunnel);
+                    why.to_string()
+                }),
+            None => {
+                held = Some(crate::quic::Tunnel::Tls(tls));
+                Err(format!("unknown service {service:?}"))
+            }
+        }
+    });
     settle(&shared, addr.ip(), began, outcome);
     drop(held);
+    if let Some(failed) = failed {
+        failed.close(until, &shared.shutdown).await;
+    }
 }
 
 /// Counts a channel taken into a pool, or records why it was refused.

@@ -72,6 +72,9 @@ pub(super) fn turned_reason(turned: Turned) -> Reason {
 pub(super) enum Refusal {
     #[error("TLS handshake failed: {0}")]
     Tls(std::io::Error),
+    /// The same at the TCP door, the connection kept open until counted.
+    #[error("TLS handshake failed: {}", .0.error)]
+    TcpTls(super::trust::FailedTls),
     #[error("no hello: {0}")]
     Frame(#[from] FrameError),
     #[error("first message was not a hello")]
@@ -88,7 +91,7 @@ pub(super) enum Refusal {
 impl Refusal {
     fn reason(&self) -> Reason {
         match self {
-            Refusal::Tls(_) => Reason::TlsFailed,
+            Refusal::Tls(_) | Refusal::TcpTls(_) => Reason::TlsFailed,
             Refusal::Frame(_) | Refusal::NotHello => Reason::BadHello,
             Refusal::Told { kind, .. } => match kind {
                 RefusalKind::WrongToken => Reason::WrongToken,
@@ -122,7 +125,11 @@ async fn handle_login(shared: &Arc<Shared>, tcp: TcpStream, addr: SocketAddr) ->
     let (ctrl_tx, ctrl_rx) = mpsc::channel(CTRL_QUEUE);
     let named = Named::default();
     let login = async {
-        let tls = shared.trust.accept_tls(tcp).await.map_err(Refusal::Tls)?;
+        let tls = shared
+            .trust
+            .accept_tls(tcp)
+            .await
+            .map_err(Refusal::TcpTls)?;
         let peer = Peer::of(tls.get_ref().1.peer_certificates());
         let resumed = shared.trust.check_resumed(&tls);
         let from = (addr, &named);
@@ -159,11 +166,17 @@ pub(super) async fn finish_login(
     ctrl_rx: mpsc::Receiver<HubMsg>,
 ) -> Option<LoggedIn> {
     let deadline = shared.settings().timing.handshake_timeout;
+    let until = tokio::time::Instant::now() + deadline;
+    let ip = addr.ip();
+    let mut login = std::pin::pin!(login);
     let login = tokio::select! {
-        r = tokio::time::timeout(deadline, login) => r,
+        biased;
+        r = &mut login => Ok(r),
+        // `login`, which holds the connection, is dropped (and closes it)
+        // only after the refusal is counted.
+        _ = tokio::time::sleep_until(until) => Err(()),
         _ = shared.shutdown.cancelled() => return None,
     };
-    let ip = addr.ip();
     match login {
         Ok(Ok((tls, guard, features))) => {
             shared.logins.gate.proven(ip);
@@ -193,6 +206,9 @@ pub(super) async fn finish_login(
                 _ => shared.logins.gate.strike(ip),
             }
             shared.refusals.record(e.reason(), ip, &e.to_string());
+            if let Refusal::TcpTls(failed) = e {
+                failed.close(until, &shared.shutdown).await;
+            }
             None
         }
         Err(_) => {

@@ -10,6 +10,7 @@ use std::{
 };
 use tokio::net::TcpStream;
 use tokio_rustls::{TlsAcceptor, server::TlsStream};
+use tokio_util::sync::CancellationToken;
 
 pub(crate) struct Trust {
     acceptor: RwLock<TlsAcceptor>,
@@ -46,21 +47,20 @@ impl Trust {
         *self.acceptor.write().unwrap_or_else(|p| p.into_inner()) = TlsAcceptor::from(config);
     }
 
-    /// The TLS handshake of the control and channel doors. On failure the
-    /// connection is closed so that the peer reads the alert saying why.
-    pub async fn accept_tls(&self, tcp: TcpStream) -> std::io::Result<TlsStream<TcpStream>> {
+    /// The TLS handshake of the control and channel doors. A failure
+    /// hands the connection back (`FailedTls`): the door counts the
+    /// refusal, then closes it so that the peer reads the alert saying why.
+    pub async fn accept_tls(&self, tcp: TcpStream) -> Result<TlsStream<TcpStream>, FailedTls> {
         let acceptor = self
             .acceptor
             .read()
             .unwrap_or_else(|p| p.into_inner())
             .clone();
-        match acceptor.accept(tcp).into_fallible().await {
-            Ok(tls) => Ok(tls),
-            Err((e, tcp)) => {
-                crate::net::linger_close(tcp).await;
-                Err(e)
-            }
-        }
+        acceptor
+            .accept(tcp)
+            .into_fallible()
+            .await
+            .map_err(|(error, tcp)| FailedTls { error, tcp })
     }
 
     /// A resumed TLS session skips certificate verification (rustls
@@ -76,5 +76,25 @@ impl Trust {
         };
         let revoked = self.revoked.read().unwrap_or_else(|p| p.into_inner());
         crate::tls::check_resumed(cert, &revoked)
+    }
+}
+
+/// A TLS handshake that failed, its connection still open: a peer that
+/// sees it close then also finds the refusal in the counts.
+#[derive(Debug)]
+pub(crate) struct FailedTls {
+    pub error: std::io::Error,
+    tcp: TcpStream,
+}
+
+impl FailedTls {
+    /// Closes the connection the way that lets the peer read the alert,
+    /// by the handshake's deadline (`until`: the door's place is held till
+    /// then, as it was for the handshake) or the hub's shutdown.
+    pub async fn close(self, until: tokio::time::Instant, shutdown: &CancellationToken) {
+        tokio::select! {
+            _ = tokio::time::timeout_at(until, crate::net::linger_close(self.tcp)) => {}
+            _ = shutdown.cancelled() => {}
+        }
     }
 }
