@@ -58,7 +58,13 @@ pub async fn throughput_parallel(addr: SocketAddr, streams: usize, bytes: u64) -
 
 /// Round-trip times of `size`-byte messages on one echo connection.
 pub async fn ping_pong(addr: SocketAddr, size: usize, rounds: usize) -> Vec<Duration> {
-    let mut s = connect(addr).await;
+    ping_pong_on(connect(addr).await, size, rounds).await
+}
+
+/// `ping_pong` over a connection the caller made (one bound to a given
+/// address, say).
+pub async fn ping_pong_on(mut s: TcpStream, size: usize, rounds: usize) -> Vec<Duration> {
+    s.set_nodelay(true).unwrap();
     let msg = vec![7u8; size];
     let mut back = vec![0u8; size];
     // Warm-up: the first exchange also carries the channel's start.

@@ -9,7 +9,7 @@ use tokio::{
 
 /// Reads until EOF, then answers with the byte count (8 bytes, BE).
 pub async fn sink() -> SocketAddr {
-    serve(|mut s| async move {
+    serve("127.0.0.1", |mut s| async move {
         let mut buf = vec![0u8; 256 * 1024];
         let mut total = 0u64;
         loop {
@@ -26,7 +26,12 @@ pub async fn sink() -> SocketAddr {
 
 /// Echoes until EOF.
 pub async fn echo() -> SocketAddr {
-    serve(|mut s| async move {
+    echo_at("127.0.0.1").await
+}
+
+/// `echo` listening on `ip` (a namespace's other address).
+pub async fn echo_at(ip: &str) -> SocketAddr {
+    serve(ip, |mut s| async move {
         let (mut r, mut w) = s.split();
         let _ = tokio::io::copy(&mut r, &mut w).await;
         let _ = w.shutdown().await;
@@ -34,12 +39,12 @@ pub async fn echo() -> SocketAddr {
     .await
 }
 
-async fn serve<F, Fut>(handler: F) -> SocketAddr
+async fn serve<F, Fut>(ip: &str, handler: F) -> SocketAddr
 where
     F: Fn(tokio::net::TcpStream) -> Fut + Send + 'static,
     Fut: std::future::Future<Output = ()> + Send + 'static,
 {
-    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let l = TcpListener::bind((ip, 0)).await.unwrap();
     let addr = l.local_addr().unwrap();
     tokio::spawn(async move {
         loop {

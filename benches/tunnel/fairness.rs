@@ -6,12 +6,17 @@
 //!
 //! The download's source and its reader each run on a thread of their
 //! own, so the bench's pinger does not queue behind them in this process.
+//!
+//! A `direct` row does the same with no ferry between: the player dials
+//! home's services itself, from an address whose bytes from home cross
+//! the same uplink (the shaped class, the router), so each path's own
+//! share of the wait is on the page beside ferry's.
 
 use super::common::{Json, cluster::Cluster, ferryproc::Ferry, measure::*, say, tcp};
 use super::router;
 use serde_json::json;
 use std::{
-    net::SocketAddr,
+    net::{IpAddr, SocketAddr},
     sync::{
         Arc,
         atomic::{AtomicBool, AtomicU64, Ordering},
@@ -34,7 +39,27 @@ pub struct Plan {
     pub routed: Option<(&'static str, &'static str)>,
     /// What the path is, for the heading, and the JSON keys' infix.
     pub path: Option<(String, &'static str)>,
+    pub home: Home,
 }
+
+/// Where home's services listen, and how a player reaches them with no
+/// ferry between (the `direct` row).
+#[derive(Clone, Copy)]
+pub struct Home {
+    pub listen: &'static str,
+    /// The direct player's own address, bound before it dials, so what
+    /// home sends it takes the uplink (None: any).
+    pub player: Option<&'static str>,
+    /// Home's address as the direct player dials it.
+    pub seen: &'static str,
+}
+
+/// Home on this host's loopback, and the direct player beside it.
+pub const LOOPBACK_HOME: Home = Home {
+    listen: "127.0.0.1",
+    player: None,
+    seen: "127.0.0.1",
+};
 
 /// The home uplink `--fairness` also measures through, as root, in a
 /// network namespace of its own: what the ep sends to the hub goes out at
@@ -88,9 +113,9 @@ fn side(quic: bool, echo: SocketAddr, source: SocketAddr, p: &Plan) -> Side {
     }
 }
 
-/// A service at home that sends zeros to each connection until it goes,
-/// on a thread of its own.
-fn source() -> SocketAddr {
+/// A service at home on `ip` that sends zeros to each connection until
+/// it goes, on a thread of its own.
+fn source(ip: &'static str) -> SocketAddr {
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         let rt = tokio::runtime::Builder::new_current_thread()
@@ -98,7 +123,7 @@ fn source() -> SocketAddr {
             .build()
             .unwrap();
         rt.block_on(async move {
-            let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let l = tokio::net::TcpListener::bind((ip, 0)).await.unwrap();
             tx.send(l.local_addr().unwrap()).unwrap();
             while let Ok((mut s, _)) = l.accept().await {
                 tokio::spawn(async move {
@@ -111,6 +136,16 @@ fn source() -> SocketAddr {
     rx.recv().unwrap()
 }
 
+/// A player's connection to `addr`, from `from` if given.
+async fn dial(addr: SocketAddr, from: Option<&str>) -> tokio::net::TcpStream {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    if let Some(ip) = from {
+        let ip: IpAddr = ip.parse().unwrap();
+        socket.bind(SocketAddr::new(ip, 0)).unwrap();
+    }
+    socket.connect(addr).await.unwrap()
+}
+
 /// A player downloading from `addr` as fast as it can, on its own thread.
 struct Download {
     stop: Arc<AtomicBool>,
@@ -119,7 +154,7 @@ struct Download {
 }
 
 impl Download {
-    fn start(addr: SocketAddr) -> Download {
+    fn start(addr: SocketAddr, from: Option<&'static str>) -> Download {
         let (stop, bytes) = (
             Arc::new(AtomicBool::new(false)),
             Arc::new(AtomicU64::new(0)),
@@ -131,7 +166,7 @@ impl Download {
                 .build()
                 .unwrap();
             rt.block_on(async move {
-                let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+                let mut s = dial(addr, from).await;
                 let mut buf = vec![0u8; 256 * 1024];
                 while !st.load(Ordering::Relaxed) {
                     match s.read(&mut buf).await {
@@ -171,9 +206,14 @@ impl Drop for Download {
 }
 
 /// p50, p99 (µs) of `pings` round trips of 64 B, and the download's MB/s
-/// meanwhile (None: alone).
-async fn pings_beside(echo: SocketAddr, bulk: Option<SocketAddr>, pings: usize) -> [f64; 3] {
-    let download = bulk.map(Download::start);
+/// meanwhile (None: alone); the player's connections from `from`.
+async fn pings_beside(
+    echo: SocketAddr,
+    bulk: Option<SocketAddr>,
+    from: Option<&'static str>,
+    pings: usize,
+) -> [f64; 3] {
+    let download = bulk.map(|b| Download::start(b, from));
     if let Some(d) = &download {
         d.under_way().await;
     }
@@ -183,7 +223,12 @@ async fn pings_beside(echo: SocketAddr, bulk: Option<SocketAddr>, pings: usize) 
             .map_or(0, |d| d.bytes.load(Ordering::Relaxed))
     };
     let (t0, b0) = (Instant::now(), so_far());
-    let mut rtts = ping_pong(echo, 64, pings).await;
+    let mut rtts = ping_pong_on(dial(echo, from).await, 64, pings).await;
+    // A download's rate wants a window longer than a few fast round trips.
+    let window = Duration::from_millis(250);
+    if download.is_some() && t0.elapsed() < window {
+        tokio::time::sleep(window - t0.elapsed()).await;
+    }
     let mbps = (so_far() - b0) as f64 / t0.elapsed().as_secs_f64() / 1e6;
     [
         us(percentile(&mut rtts, 0.5)),
@@ -192,13 +237,26 @@ async fn pings_beside(echo: SocketAddr, bulk: Option<SocketAddr>, pings: usize) 
     ]
 }
 
-/// The three conditions, each a row of [p50, p99, MB/s] medians.
-async fn one_transport(s: &Side, p: &Plan) -> [[f64; 3]; 3] {
+/// What one row's player dials: the echo, the download, the capped one
+/// (none directly: the cap is ferry's), and from where.
+struct Targets {
+    echo: SocketAddr,
+    bulk: SocketAddr,
+    capped: Option<SocketAddr>,
+    from: Option<&'static str>,
+}
+
+/// The three conditions, each a row of [p50, p99, MB/s] medians (NaN where
+/// there is no capped download).
+async fn one_row(t: &Targets, p: &Plan) -> [[f64; 3]; 3] {
     let mut runs: [Vec<[f64; 3]>; 3] = Default::default();
     for _ in 0..p.rounds {
-        runs[0].push(pings_beside(s.echo, None, p.pings).await);
-        runs[1].push(pings_beside(s.echo, Some(s.bulk), p.pings).await);
-        runs[2].push(pings_beside(s.echo, Some(s.capped), p.pings).await);
+        runs[0].push(pings_beside(t.echo, None, t.from, p.pings).await);
+        runs[1].push(pings_beside(t.echo, Some(t.bulk), t.from, p.pings).await);
+        runs[2].push(match t.capped {
+            Some(c) => pings_beside(t.echo, Some(c), t.from, p.pings).await,
+            None => [f64::NAN; 3],
+        });
     }
     runs.map(|rows| {
         std::array::from_fn(|i| median(&mut rows.iter().map(|r| r[i]).collect::<Vec<_>>()))
@@ -206,11 +264,36 @@ async fn one_transport(s: &Side, p: &Plan) -> [[f64; 3]; 3] {
 }
 
 pub async fn run(p: &Plan, out: &mut String, js: &mut Json) {
-    let (echo, source) = (tcp::echo().await, source());
+    let h = p.home;
+    let (echo, source) = (tcp::echo_at(h.listen).await, source(h.listen));
+    heading(p, out);
+    let seen = |a: SocketAddr| SocketAddr::new(h.seen.parse().unwrap(), a.port());
+    let direct = Targets {
+        echo: seen(echo),
+        bulk: seen(source),
+        capped: None,
+        from: h.player,
+    };
+    let direct = one_row(&direct, p).await;
+    report(p, "direct", direct, out, js);
+    for (name, quic) in [("TLS", false), ("QUIC", true)] {
+        let s = side(quic, echo, source, p);
+        let t = Targets {
+            echo: s.echo,
+            bulk: s.bulk,
+            capped: Some(s.capped),
+            from: None,
+        };
+        let rows = one_row(&t, p).await;
+        report(p, name, rows, out, js);
+    }
+}
+
+fn heading(p: &Plan, out: &mut String) {
     say!(
         out,
         "fairness{}: 64 B round trips through one ep, alone and beside another player's download; \
-         p50/p99 µs, medians of {} rounds of {} round trips",
+         p50/p99 µs, medians of {} rounds of {} round trips; direct: no ferry between, the same path",
         match &p.path {
             Some((path, _)) => format!(" on {path} (own netns, MTU 1500)"),
             None => String::new(),
@@ -220,42 +303,53 @@ pub async fn run(p: &Plan, out: &mut String, js: &mut Json) {
     );
     say!(
         out,
-        "{:<6} {:>14} {:>24} {:>10} {:>32} {:>10}",
+        "{:<6} {:>14} {:>24} {:>10} {:>10} {:>32} {:>10}",
         "",
         "alone",
         "beside a download",
         "p99 ratio",
+        "p99 added",
         format!("beside one capped at {CAP}/s"),
         "p99 ratio"
     );
-    for (name, quic) in [("TLS", false), ("QUIC", true)] {
-        let s = side(quic, echo, source, p);
-        let [alone, bulk, capped] = one_transport(&s, p).await;
-        let cell = |r: [f64; 3]| format!("{:.0}/{:.0} ({:.0} MB/s)", r[0], r[1], r[2]);
-        say!(
-            out,
-            "{name:<6} {:>14} {:>24} {:>9.1}× {:>32} {:>9.1}×",
-            format!("{:.0}/{:.0}", alone[0], alone[1]),
-            cell(bulk),
-            bulk[1] / alone[1],
-            cell(capped),
-            capped[1] / alone[1]
-        );
-        js.insert(
-            format!(
-                "fairness_{}{}",
-                p.path.as_ref().map_or("", |(_, key)| key),
-                name.to_lowercase()
-            ),
-            json!({
-                "alone_us": [alone[0], alone[1]],
-                "download_us": [bulk[0], bulk[1]], "download_mbps": bulk[2],
-                "p99_ratio": bulk[1] / alone[1],
-                "capped_us": [capped[0], capped[1]], "capped_mbps": capped[2], "cap": CAP,
-                "capped_p99_ratio": capped[1] / alone[1],
-            }),
-        );
+}
+
+/// One row of the table and its JSON. "p99 added" is what a player
+/// notices beside the download (p99 beside it less p99 alone, µs), to read
+/// against the direct row's: the path's own share.
+fn report(p: &Plan, name: &str, rows: [[f64; 3]; 3], out: &mut String, js: &mut Json) {
+    let [alone, bulk, capped] = rows;
+    let (cell, ratio) = match capped[0].is_nan() {
+        true => ("-".to_string(), "-".to_string()),
+        false => (
+            format!("{:.0}/{:.0} ({:.2} MB/s)", capped[0], capped[1], capped[2]),
+            format!("{:.1}×", capped[1] / alone[1]),
+        ),
+    };
+    say!(
+        out,
+        "{name:<6} {:>14} {:>24} {:>9.1}× {:>10.0} {:>32} {:>10}",
+        format!("{:.0}/{:.0}", alone[0], alone[1]),
+        format!("{:.0}/{:.0} ({:.2} MB/s)", bulk[0], bulk[1], bulk[2]),
+        bulk[1] / alone[1],
+        bulk[1] - alone[1],
+        cell,
+        ratio
+    );
+    let mut row = json!({
+        "alone_us": [alone[0], alone[1]],
+        "download_us": [bulk[0], bulk[1]], "download_mbps": bulk[2],
+        "p99_ratio": bulk[1] / alone[1],
+        "p99_added_us": bulk[1] - alone[1],
+    });
+    if !capped[0].is_nan() {
+        row["capped_us"] = json!([capped[0], capped[1]]);
+        row["capped_mbps"] = json!(capped[2]);
+        row["cap"] = json!(CAP);
+        row["capped_p99_ratio"] = json!(capped[1] / alone[1]);
     }
+    let infix = p.path.as_ref().map_or("", |(_, key)| key);
+    js.insert(format!("fairness_{infix}{}", name.to_lowercase()), row);
 }
 
 /// The flags the bench re-executes itself with inside a namespace: the

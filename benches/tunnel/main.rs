@@ -116,6 +116,11 @@ fn main() {
             hub_ip: if uplink { "127.0.0.2" } else { "127.0.0.1" },
             routed: None,
             path: uplink.then(|| (format!("a {} uplink, FIFO", fairness::UPLINK), "uplink_")),
+            home: fairness::Home {
+                // On the shaped uplink, what is sent to 127.0.0.2 is shaped.
+                player: uplink.then_some("127.0.0.2"),
+                ..fairness::LOOPBACK_HOME
+            },
         };
         if routed {
             let path = fairness::router_path(mbit, rtt_ms);
@@ -128,6 +133,11 @@ fn main() {
             p.hub_ip = router::HUB_BIND;
             p.routed = Some((router::HUB_DIALED, router::EP_SEEN));
             p.path = Some((path.describe(), "router_"));
+            p.home = fairness::Home {
+                listen: router::HOME,
+                player: Some(router::HUB_BIND),
+                seen: router::EP_SEEN,
+            };
         }
         let js = rt.block_on(async {
             let (mut out, mut js) = common::begin("fairness", fd_limit);

@@ -27,6 +27,10 @@ pub const HUB_BIND: &str = "10.9.0.2";
 pub const HUB_DIALED: &str = "10.9.0.4";
 /// The ep's address as the hub sees it (for the allowlist).
 pub const EP_SEEN: &str = "10.9.0.3";
+/// Home's own address, where its services listen when a player on the
+/// hub's side (bound to `HUB_BIND`) is to reach them across the router
+/// (as `EP_SEEN`).
+pub const HOME: &str = "10.9.0.1";
 
 /// The path the router makes.
 #[derive(Clone, Copy)]
