@@ -122,6 +122,16 @@ impl AsyncWrite for QuicStream {
     }
 }
 
+/// A write failed because the peer put the stream down, as quinn does for
+/// a reading side dropped before its end (stop code 0), not broke it off
+/// (`RESET`, see `QuicStream::abort`).
+pub fn put_down(e: &io::Error) -> bool {
+    let stopped = e
+        .get_ref()
+        .and_then(|i| i.downcast_ref::<quinn::WriteError>());
+    matches!(stopped, Some(quinn::WriteError::Stopped(code)) if *code == quinn::VarInt::from_u32(0))
+}
+
 /// Keep-alives hold NAT mappings open (every third of `idle`, and at
 /// least every 5 s, as the default heartbeat timeout's third); a silent
 /// path ends the connection within `idle` (the hub's heartbeat timeout),

@@ -865,10 +865,9 @@ pub(super) async fn session(shared: Arc<Shared>, s: LoggedIn) -> Ended {
                 break (why, Some(kind));
             }
         };
-        match wrote {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => break (format!("control connection: {e}"), None),
-            Err(_) => break (unread(t.heartbeat_timeout), None),
+        if let Some((why, left)) = unsent(wrote, t.heartbeat_timeout) {
+            ep_left = left;
+            break (why, None);
         }
     };
     if let Some(kind) = told.filter(|_| !cut) {
@@ -879,6 +878,23 @@ pub(super) async fn session(shared: Arc<Shared>, s: LoggedIn) -> Ended {
         (Some(_), _) => Ended::Hub,
         (None, true) => Ended::Ep,
         (None, false) => Ended::Failed,
+    }
+}
+
+/// Why a write on the session failed, if it did, and whether that is the
+/// ep leaving: an ep that leaves puts its control stream down, and over
+/// QUIC a write can learn that before the read sees the stream's end.
+fn unsent(
+    wrote: Result<Result<(), proto::FrameError>, tokio::time::error::Elapsed>,
+    within: Duration,
+) -> Option<(String, bool)> {
+    match wrote {
+        Ok(Ok(())) => None,
+        Ok(Err(e)) => {
+            let left = matches!(&e, proto::FrameError::Io(io) if crate::quic::put_down(io));
+            Some((format!("control connection: {e}"), left))
+        }
+        Err(_) => Some((unread(within), false)),
     }
 }
 
