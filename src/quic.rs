@@ -495,3 +495,19 @@ impl Link {
         )
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// quinn's error as a write returns it: a stop with code 0 is a stream
+    /// put down; a break-off (`RESET`) or a closed stream is not.
+    #[test]
+    fn only_a_stop_with_code_zero_is_a_stream_put_down() {
+        let stop = |code: u32| io::Error::from(quinn::WriteError::Stopped(code.into()));
+        assert!(put_down(&stop(0)));
+        assert!(!put_down(&stop(1)));
+        assert!(!put_down(&io::Error::from(quinn::WriteError::ClosedStream)));
+        assert!(!put_down(&io::Error::from(io::ErrorKind::ConnectionReset)));
+    }
+}

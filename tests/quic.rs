@@ -486,7 +486,13 @@ fn the_ep_s_ipv6_quic_socket_is_dual_stack() {
 async fn an_ep_that_stops_reading_before_it_finishes_still_left_on_purpose() {
     use ferry::proto::{EpMsg, HubMsg, read_msg, write_msg};
     let certs = Certs::new();
-    let hub = quic_hub(&certs, "drain_timeout = \"1s\"\n").await;
+    // The scripted ep sends no heartbeats: only the failed write can end
+    // its session within the test.
+    let hub = quic_hub(
+        &certs,
+        "drain_timeout = \"1s\"\nheartbeat_timeout = \"20s\"\n",
+    )
+    .await;
     let client = common::quic::ep_client(&certs, "home");
     let to = hub.handle.quic_addr().unwrap();
     let conn = client.connect(to, "localhost").unwrap().await.unwrap();
@@ -520,7 +526,13 @@ async fn an_ep_that_stops_reading_before_it_finishes_still_left_on_purpose() {
     // Leaving as a dropped quinn reader does (stop code 0), the end of the
     // ep's own side held back until the hub's heartbeat has failed on it.
     recv.stop(0u32.into()).unwrap();
+    let stopped = std::time::Instant::now();
     hub.wait_sessions(0).await;
+    assert!(
+        stopped.elapsed() < Duration::from_secs(10),
+        "the session outlived its failed heartbeat: {:?}",
+        stopped.elapsed()
+    );
     let left = std::time::Instant::now();
     let _ = send.finish();
     // The hub's drain is 1 s; the ep's (unknown to the hub) is longer.
@@ -545,4 +557,57 @@ async fn an_ep_that_stops_reading_before_it_finishes_still_left_on_purpose() {
         "the player was cut off {:?} after the ep left ({end:?}): the hub took its leaving for a failure",
         left.elapsed()
     );
+}
+
+/// The hub ends a session on purpose (here: another ep took the name) and
+/// says why, then puts the control stream down; over QUIC the ep can meet
+/// the stop on its next heartbeat before it reads the words. It still
+/// hears them: its status shows the hub's reason, not "stopped by peer",
+/// and it waits for a person instead of logging in again at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_ep_hears_why_even_when_its_heartbeat_meets_the_stop_first() {
+    use ferry::proto::{CloseKind, HubMsg, write_msg};
+    let certs = Certs::new();
+    let fake = common::fake_hub::FakeQuicHub::start(&certs);
+    let mut eo = EpOpts::new(&certs, vec![("echo".into(), echo_server().await)]);
+    let at = fake.endpoint.local_addr().unwrap();
+    // A person is waited for at the longest backoff (15 to 30 s here).
+    eo.extra = format!("transport = \"quic\"\nquic = \"{at}\"\nbackoff_max = \"30s\"\n");
+    let (_ep, handle) = TestEp::start_with_handle(ep_settings_for(&certs, at, at, &eo)).await;
+    let (conn, mut send, mut recv) = fake.login().await;
+    // The ep heartbeats every 200 ms (the fake's welcome): the stop meets
+    // its next one; the words follow as a retransmission might, later.
+    let mut beat = [0u8; 4];
+    recv.read_exact(&mut beat).await.unwrap();
+    recv.stop(0u32.into()).unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let closing = HubMsg::Closing {
+        reason: "another ep logged in with this certificate".into(),
+        kind: Some(CloseKind::Replaced),
+    };
+    let _ = write_msg(&mut send, &closing).await;
+    let _ = send.finish();
+    let state = || {
+        handle.status()["hub"][0]["state"]
+            .as_str()
+            .unwrap_or("")
+            .to_string()
+    };
+    common::udp::eventually("the ep ended the session", Duration::from_secs(10), || {
+        state().starts_with("reconnecting")
+    })
+    .await;
+    println!(
+        "figure: the ep's status after the hub's stop and words: {}",
+        state()
+    );
+    assert!(
+        state().contains("another ep logged in"),
+        "the ep did not hear the hub's reason: {}",
+        state()
+    );
+    // Replaced waits for a person: no new login within a few seconds.
+    let again = tokio::time::timeout(Duration::from_secs(3), fake.endpoint.accept()).await;
+    assert!(again.is_err(), "the replaced ep logged in again at once");
+    conn.close(0u32.into(), b"done");
 }

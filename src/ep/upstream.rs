@@ -35,6 +35,9 @@ struct End {
     kind: Option<CloseKind>,
     /// Ended to log in again over QUIC at once (not a failure).
     switch: bool,
+    /// A write found the control stream put down by the hub (over QUIC):
+    /// the hub ended the session, and what it said last may still come.
+    put_down: bool,
 }
 
 /// One hub, as the loop and its session see it.
@@ -221,7 +224,7 @@ impl Up {
             };
             let within = w.heartbeat_timeout.min(MAX_WRITE);
             if let Some(end) = send(&mut wr, &out, within, &ep.shutdown).await {
-                return end;
+                return last_word(&mut rd, end).await;
             }
         }
     }
@@ -267,6 +270,7 @@ impl Up {
             reason: "the hub offers QUIC; logging in over it".into(),
             kind: None,
             switch: true,
+            put_down: false,
         })
     }
 
@@ -377,11 +381,7 @@ impl Up {
                 self.link.pace.set(services, serves);
                 None
             }
-            Ok(HubMsg::Closing { reason, kind }) => Some(End {
-                reason: format!("the hub closed the session: {}", proto::shown(&reason)),
-                kind,
-                switch: false,
-            }),
+            Ok(HubMsg::Closing { reason, kind }) => Some(closing(&reason, kind)),
             Ok(other) => Some(end(format!("unexpected message from the hub: {other:?}"))),
             Err(e) => Some(end(e.to_string())),
         }
@@ -645,8 +645,48 @@ async fn send<W: tokio::io::AsyncWrite + Unpin>(
     };
     match wrote {
         Ok(Ok(())) => None,
-        Ok(Err(e)) => Some(end(e.to_string())),
+        Ok(Err(e)) => Some(End {
+            put_down: matches!(&e, proto::FrameError::Io(io) if crate::quic::put_down(io)),
+            ..end(e.to_string())
+        }),
         Err(_) => Some(end(format!("the hub read nothing for {within:?}"))),
+    }
+}
+
+/// How long a session whose control stream the hub put down waits for the
+/// hub's last word (its `Closing`, sent before it put the stream down).
+const LAST_WORD: Duration = Duration::from_secs(1);
+
+/// The session `end`ed on a write that found the control stream put down:
+/// the hub ended it, and wrote why first (replaced, revoked), but over
+/// QUIC the stop can be seen before those bytes are read. Without them,
+/// the ep would log in again soon instead of waiting for a person.
+async fn last_word<R: tokio::io::AsyncRead + Unpin>(rd: &mut FrameReader<R>, end: End) -> End {
+    if !end.put_down {
+        return end;
+    }
+    let said = async {
+        loop {
+            match rd.read::<HubMsg>().await {
+                Ok(HubMsg::Closing { reason, kind }) => return Some(closing(&reason, kind)),
+                Ok(_) => continue,
+                Err(_) => return None,
+            }
+        }
+    };
+    match tokio::time::timeout(LAST_WORD, said).await {
+        Ok(Some(said)) => said,
+        _ => end,
+    }
+}
+
+fn closing(reason: &str, kind: Option<CloseKind>) -> End {
+    End {
+        kind,
+        ..end(format!(
+            "the hub closed the session: {}",
+            proto::shown(reason)
+        ))
     }
 }
 
@@ -655,5 +695,6 @@ fn end(reason: String) -> End {
         reason,
         kind: None,
         switch: false,
+        put_down: false,
     }
 }

@@ -891,8 +891,17 @@ fn unsent(
     match wrote {
         Ok(Ok(())) => None,
         Ok(Err(e)) => {
-            let left = matches!(&e, proto::FrameError::Io(io) if crate::quic::put_down(io));
-            Some((format!("control connection: {e}"), left))
+            // Logged as the read would have said it: one leaving, one line.
+            let e = match e {
+                proto::FrameError::Io(io) if crate::quic::put_down(&io) => {
+                    return Some((
+                        format!("control connection: {}", proto::FrameError::Closed),
+                        true,
+                    ));
+                }
+                e => e,
+            };
+            Some((format!("control connection: {e}"), false))
         }
         Err(_) => Some((unread(within), false)),
     }
