@@ -510,6 +510,8 @@ async fn a_certificate_without_its_token_that_goes_silent_is_penalised_by_name(t
 
 on_every_transport!(a_refused_handshake_is_counted_before_its_peer_sees_the_close);
 
+on_every_transport!(a_told_refusal_is_counted_before_the_ep_hears_it);
+
 /// A handshake refused (junk where TLS belongs, or silence past the
 /// deadline) is in the counts by the time its peer sees the connection
 /// close: an ep's operator, a test or a monitor reading them then sees
@@ -583,4 +585,55 @@ async fn a_refused_handshake_is_counted_before_its_peer_sees_the_close(t: Transp
             "the timeout not counted when the peer saw the close"
         );
     }
+}
+
+/// A login refused after the certificate was verified (here: a wrong
+/// token) is told to the ep only once the hub has counted it: an operator
+/// who reads the refusal in the ep's log and then looks at the hub finds
+/// it there. (Over QUIC the hub used to count only once the ep had let go
+/// of the stream, up to a second later.)
+async fn a_told_refusal_is_counted_before_the_ep_hears_it(t: Transport) {
+    let certs = Certs::new();
+    let hub = TestHub::start(&certs, &t.hub_opts(HubOpts::default())).await;
+    let count = || {
+        hub.handle
+            .refusals()
+            .get("wrong token")
+            .copied()
+            .unwrap_or(0)
+    };
+    let hello = EpMsg::Hello {
+        version: proto::PROTOCOL_VERSION,
+        token: ferry::secret::Secret::new("not-the-token-0123456789"),
+        services: vec!["echo".into()],
+        features: proto::features(),
+        software: None,
+        shapes: Default::default(),
+    };
+    let before = count();
+    // Counted while the connection is still held open by the ep.
+    let (said, after) = match t {
+        Transport::Tls => {
+            let mut tls = raw_control(&certs, &hub).await;
+            proto::write_msg(&mut tls, &hello).await.unwrap();
+            let said: HubMsg = proto::read_msg(&mut tls).await.unwrap();
+            (said, count())
+        }
+        Transport::Quic => {
+            let client = common::quic::ep_client(&certs, "home");
+            let at = hub.handle.quic_addr().unwrap();
+            let conn = client.connect(at, "localhost").unwrap().await.unwrap();
+            let (mut send, mut recv) = conn.open_bi().await.unwrap();
+            proto::write_msg(&mut send, &hello).await.unwrap();
+            let said: HubMsg = proto::read_msg(&mut recv).await.unwrap();
+            (said, count())
+        }
+    };
+    println!("figure ({t:?}): told {said:?}; wrong token {before} -> {after} when heard");
+    assert!(matches!(said, HubMsg::Refused { .. }), "{said:?}");
+    assert_eq!(
+        after,
+        before + 1,
+        "the refusal was heard before it was counted"
+    );
 }

@@ -79,13 +79,55 @@ pub(super) enum Refusal {
     Frame(#[from] FrameError),
     #[error("first message was not a hello")]
     NotHello,
-    /// Refused after the certificate was verified: told to the ep.
+    /// Refused after the certificate was verified: told to the ep once
+    /// counted (`finish_login`), so whoever hears it sees it counted.
     #[error("ep {ep}: {why}")]
     Told {
         ep: String,
         kind: RefusalKind,
         why: String,
+        tell: Box<Tell>,
     },
+}
+
+/// A refusal still to be said, on the connection it is said on.
+pub(super) struct Tell {
+    tls: Tunnel,
+    msg: HubMsg,
+}
+
+impl std::fmt::Debug for Tell {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Tell").field("msg", &self.msg).finish()
+    }
+}
+
+impl Tell {
+    /// Says it and closes, by `until` (the login's deadline) or shutdown;
+    /// whether the ep took it in time.
+    async fn say(
+        mut self,
+        until: tokio::time::Instant,
+        shutdown: &tokio_util::sync::CancellationToken,
+    ) -> bool {
+        let said = async {
+            let _ = proto::write_msg(&mut self.tls, &self.msg).await;
+            let _ = self.tls.shutdown().await;
+            // Over QUIC the connection closes once the login is over,
+            // which would discard the answer unless the ep has read it.
+            if let Tunnel::Quic(q) = &mut self.tls {
+                let _ = tokio::time::timeout(Duration::from_secs(1), q.send.stopped()).await;
+            }
+        };
+        // Biased: a refusal said at once is taken, even by a login whose
+        // verdict came as its deadline passed.
+        tokio::select! {
+            biased;
+            _ = said => true,
+            _ = tokio::time::sleep_until(until) => false,
+            _ = shutdown.cancelled() => true,
+        }
+    }
 }
 
 impl Refusal {
@@ -206,8 +248,22 @@ pub(super) async fn finish_login(
                 _ => shared.logins.gate.strike(ip),
             }
             shared.refusals.record(e.reason(), ip, &e.to_string());
-            if let Refusal::TcpTls(failed) = e {
-                failed.close(until, &shared.shutdown).await;
+            match e {
+                Refusal::TcpTls(failed) => failed.close(until, &shared.shutdown).await,
+                // An ep that will not take its refusal (a QUIC peer giving
+                // no stream credit) held its place to the deadline: charged
+                // as silence is, to its name once one is proven (a resumed
+                // session's is not), unless its verdict charged it already.
+                Refusal::Told { ep, kind, tell, .. } => {
+                    let took = tell.say(until, &shared.shutdown).await;
+                    if !took && kind != RefusalKind::WrongToken {
+                        match named.is_set() {
+                            true => shared.logins.identities().strike(&ep),
+                            false => shared.logins.gate.strike(ip),
+                        }
+                    }
+                }
+                _ => {}
             }
             None
         }
@@ -276,17 +332,16 @@ pub(super) async fn authenticate(
     let ep = peer.ep.clone();
     if let Err(why) = resumed {
         let why = format!("this ep's {why} (resumed TLS session)");
-        return Err(refuse(&mut tls, &ep, RefusalKind::Other, why, false, false).await);
+        return Err(refuse(tls, &ep, RefusalKind::Other, why, false, false));
     }
     named.set();
     // Armed until the login has its verdict: the deadline passing while
-    // the ep is silent, or while its token is checked or a refusal
-    // written (a QUIC peer giving no stream credit), is charged to its
-    // name.
+    // the ep is silent, or while its token is checked, is charged to its
+    // name (a refusal it will not take, by `finish_login`).
     let unproven = Unproven::new(shared, &ep);
-    if let Some(refused) = refused_if_penalised(shared, &mut tls, &ep).await {
+    if let Some(why) = penalised(shared, &ep) {
         unproven.heard();
-        return Err(refused);
+        return Err(refuse(tls, &ep, RefusalKind::Penalised, why, true, true));
     }
     // A certificate from our CA, not penalised: whatever junk came from
     // this address before, a real ep is behind it. (A penalised one
@@ -325,7 +380,7 @@ pub(super) async fn authenticate(
             done
         }
         Err(v) => {
-            let refused = refuse(&mut tls, &ep, v.kind, v.why, v.retry, modern).await;
+            let refused = refuse(tls, &ep, v.kind, v.why, v.retry, modern);
             // Its verdict charges it, or no one (`finish_login`).
             unproven.heard();
             return Err(refused);
@@ -343,19 +398,18 @@ pub(super) async fn authenticate(
     Ok((tls, guard, spoken))
 }
 
-/// The refusal told to `ep` if its certificate's name is penalised.
-async fn refused_if_penalised(shared: &Shared, tls: &mut Tunnel, ep: &str) -> Option<Refusal> {
+/// Why `ep` is refused, if its certificate's name is penalised.
+fn penalised(shared: &Shared, ep: &str) -> Option<String> {
     let left = shared.logins.identities().remaining(&ep.to_string())?;
-    let why = format!(
+    Some(format!(
         "too many failed logins with this ep's certificate; retry in {}s",
         left.as_secs() + 1
-    );
-    Some(refuse(tls, ep, RefusalKind::Penalised, why, true, true).await)
+    ))
 }
 
 /// A verified certificate whose login has no verdict yet. Dropped before
 /// `heard` (silence until the deadline, junk, a cut connection, a token
-/// check or refusal outlasting the deadline), the failure is charged to
+/// check outlasting the deadline), the failure is charged to
 /// the certificate's name: charged to the address,
 /// as before any certificate, the next good handshake from there would
 /// clear it, and a certificate without its token could then hold its
@@ -758,9 +812,9 @@ fn warn_if_expiring(peer: &Peer) {
     }
 }
 
-/// Tells the ep why (its operator needs the reason) and closes.
-async fn refuse(
-    tls: &mut Tunnel,
+/// The refusal to tell the ep (its operator needs the reason), then close.
+fn refuse(
+    tls: Tunnel,
     ep: &str,
     kind: RefusalKind,
     why: String,
@@ -772,17 +826,11 @@ async fn refuse(
         retry,
         kind: modern.then_some(kind),
     };
-    let _ = proto::write_msg(tls, &msg).await;
-    let _ = tls.shutdown().await;
-    // Over QUIC the connection closes when this task ends, which would
-    // discard the answer unless the ep has read it.
-    if let Tunnel::Quic(q) = tls {
-        let _ = tokio::time::timeout(Duration::from_secs(1), q.send.stopped()).await;
-    }
     Refusal::Told {
         ep: ep.to_string(),
         kind,
         why,
+        tell: Box::new(Tell { tls, msg }),
     }
 }
 
