@@ -569,11 +569,9 @@ async fn an_ep_hears_why_even_when_its_heartbeat_meets_the_stop_first() {
     use ferry::proto::{CloseKind, HubMsg, write_msg};
     let certs = Certs::new();
     let fake = common::fake_hub::FakeQuicHub::start(&certs);
-    let mut eo = EpOpts::new(&certs, vec![("echo".into(), echo_server().await)]);
-    let at = fake.endpoint.local_addr().unwrap();
     // A person is waited for at the longest backoff (15 to 30 s here).
-    eo.extra = format!("transport = \"quic\"\nquic = \"{at}\"\nbackoff_max = \"30s\"\n");
-    let (_ep, handle) = TestEp::start_with_handle(ep_settings_for(&certs, at, at, &eo)).await;
+    let settings = ep_of(&certs, &fake, "backoff_max = \"30s\"\n").await;
+    let (_ep, handle) = TestEp::start_with_handle(settings).await;
     let (conn, mut send, mut recv) = fake.login().await;
     // The ep heartbeats every 200 ms (the fake's welcome): the stop meets
     // its next one; the words follow as a retransmission might, later.
@@ -610,4 +608,39 @@ async fn an_ep_hears_why_even_when_its_heartbeat_meets_the_stop_first() {
     let again = tokio::time::timeout(Duration::from_secs(3), fake.endpoint.accept()).await;
     assert!(again.is_err(), "the replaced ep logged in again at once");
     conn.close(0u32.into(), b"done");
+}
+
+/// A hub that puts the control stream down and says nothing more (a
+/// stream stopped, never finished) holds the ep for a moment at most: the
+/// ep ends the session and logs in again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hub_that_stops_the_stream_and_says_nothing_does_not_hold_the_ep() {
+    let certs = Certs::new();
+    let fake = common::fake_hub::FakeQuicHub::start(&certs);
+    let _ep = TestEp::start(ep_of(&certs, &fake, "").await);
+    let (conn, _send, mut recv) = fake.login().await;
+    recv.stop(0u32.into()).unwrap();
+    let stopped = std::time::Instant::now();
+    let again = tokio::time::timeout(Duration::from_secs(10), fake.login()).await;
+    println!(
+        "figure: stopped and silent, the hub had the ep back after {:?}",
+        stopped.elapsed()
+    );
+    assert!(
+        again.is_ok(),
+        "the ep stayed in a session the hub had put down"
+    );
+    conn.close(0u32.into(), b"done");
+}
+
+/// An ep serving `echo` that logs in to `fake` over QUIC, with `extra`.
+async fn ep_of(
+    certs: &Certs,
+    fake: &common::fake_hub::FakeQuicHub,
+    extra: &str,
+) -> ferry::config::ep::EpSettings {
+    let mut eo = EpOpts::new(certs, vec![("echo".into(), echo_server().await)]);
+    let at = fake.endpoint.local_addr().unwrap();
+    eo.extra = format!("transport = \"quic\"\nquic = \"{at}\"\n{extra}");
+    ep_settings_for(certs, at, at, &eo)
 }

@@ -224,7 +224,7 @@ impl Up {
             };
             let within = w.heartbeat_timeout.min(MAX_WRITE);
             if let Some(end) = send(&mut wr, &out, within, &ep.shutdown).await {
-                return last_word(&mut rd, end).await;
+                return last_word(&mut rd, end, &ep.shutdown).await;
             }
         }
     }
@@ -661,8 +661,12 @@ const LAST_WORD: Duration = Duration::from_secs(1);
 /// the hub ended it, and wrote why first (replaced, revoked), but over
 /// QUIC the stop can be seen before those bytes are read. Without them,
 /// the ep would log in again soon instead of waiting for a person.
-async fn last_word<R: tokio::io::AsyncRead + Unpin>(rd: &mut FrameReader<R>, end: End) -> End {
-    if !end.put_down {
+async fn last_word<R: tokio::io::AsyncRead + Unpin>(
+    rd: &mut FrameReader<R>,
+    end: End,
+    shutdown: &tokio_util::sync::CancellationToken,
+) -> End {
+    if !end.put_down || shutdown.is_cancelled() {
         return end;
     }
     let said = async {
@@ -674,9 +678,12 @@ async fn last_word<R: tokio::io::AsyncRead + Unpin>(rd: &mut FrameReader<R>, end
             }
         }
     };
-    match tokio::time::timeout(LAST_WORD, said).await {
-        Ok(Some(said)) => said,
-        _ => end,
+    tokio::select! {
+        r = tokio::time::timeout(LAST_WORD, said) => match r {
+            Ok(Some(said)) => said,
+            _ => end,
+        },
+        _ = shutdown.cancelled() => end,
     }
 }
 
