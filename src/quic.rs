@@ -132,6 +132,15 @@ pub fn put_down(e: &io::Error) -> bool {
     matches!(stopped, Some(quinn::WriteError::Stopped(code)) if *code == quinn::VarInt::from_u32(0))
 }
 
+/// Why a stream's flow ended, from the error its write met: `ended` if the
+/// peer put the stream down (its end, met before it is read), else broken.
+pub fn ended_or_broken(e: io::Error, ended: &str) -> String {
+    match put_down(&e) {
+        true => ended.to_string(),
+        false => format!("channel broken: {e}"),
+    }
+}
+
 /// Keep-alives hold NAT mappings open (every third of `idle`, and at
 /// least every 5 s, as the default heartbeat timeout's third); a silent
 /// path ends the connection within `idle` (the hub's heartbeat timeout),

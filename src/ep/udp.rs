@@ -99,7 +99,10 @@ impl Flow {
                 Err(e) => format!("channel broken: {e}"),
             },
             _ = link_closed => "the QUIC connection ended".into(),
-            e = to_hub(wr, link.as_ref(), &to_svc, (&meter.down, &down)) => format!("channel broken: {e}"),
+            // Over QUIC a write can meet the hub's end before it is read.
+            e = to_hub(wr, link.as_ref(), &to_svc, (&meter.down, &down)) => {
+                crate::quic::ended_or_broken(e, "the hub ended it")
+            }
             _ = ep.hard_stop.cancelled() => "ep shutting down".into(),
         };
         players.dec();

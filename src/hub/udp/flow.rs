@@ -133,7 +133,8 @@ impl Run {
             }
         };
         let why = tokio::select! {
-            e = up => format!("channel broken: {e}"),
+            // Over QUIC a write can meet the ep's end before it is read.
+            e = up => crate::quic::ended_or_broken(e, "the ep ended it"),
             _ = link_closed => "the QUIC connection ended".into(),
             r = back => match r {
                 Ok(()) => "the ep ended it".into(),
