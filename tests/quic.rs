@@ -644,3 +644,50 @@ async fn ep_of(
     eo.extra = format!("transport = \"quic\"\nquic = \"{at}\"\n{extra}");
     ep_settings_for(certs, at, at, &eo)
 }
+
+/// A verified ep refused (here: a protocol version older than the hub
+/// speaks) that gives the hub no stream credit cannot take its refusal: it
+/// holds its login place to the deadline and is charged for it, as
+/// silence is. Its certificate's next login is told it is penalised.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refusal_the_ep_will_not_take_is_charged_to_its_name() {
+    use ferry::proto::{EpMsg, HubMsg, read_msg, write_msg};
+    let certs = Certs::new();
+    let hub = quic_hub(&certs, "handshake_timeout = \"1s\"\n").await;
+    let at = hub.handle.quic_addr().unwrap();
+    let hello = |version| EpMsg::Hello {
+        version,
+        token: ferry::secret::Secret::new(TOKEN),
+        services: vec!["echo".into()],
+        features: ferry::proto::features(),
+        software: None,
+        shapes: Default::default(),
+    };
+    let mut closed = quinn::TransportConfig::default();
+    closed.stream_receive_window(0u32.into());
+    let client = common::quic::ep_client_with(&certs, "home", closed);
+    let conn = client.connect(at, "localhost").unwrap().await.unwrap();
+    let (mut send, _recv) = conn.open_bi().await.unwrap();
+    write_msg(&mut send, &hello(0)).await.unwrap();
+    let began = std::time::Instant::now();
+    let why = tokio::time::timeout(Duration::from_secs(10), conn.closed()).await;
+    println!(
+        "figure: the stalled refusal's connection closed after {:?}: {why:?}; refusals {:?}",
+        began.elapsed(),
+        hub.handle.refusals()
+    );
+    assert!(why.is_ok(), "the login outlived its deadline");
+    // The same certificate again, taking what it is told.
+    let client = common::quic::ep_client(&certs, "home");
+    let conn = client.connect(at, "localhost").unwrap().await.unwrap();
+    let (mut send, mut recv) = conn.open_bi().await.unwrap();
+    write_msg(&mut send, &hello(ferry::proto::PROTOCOL_VERSION))
+        .await
+        .unwrap();
+    let said: HubMsg = read_msg(&mut recv).await.unwrap();
+    println!("figure: after a refusal it would not take, the certificate was told {said:?}");
+    assert!(
+        matches!(&said, HubMsg::Refused { reason, .. } if reason.contains("too many failed logins")),
+        "not charged: {said:?}"
+    );
+}

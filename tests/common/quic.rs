@@ -15,13 +15,27 @@ fn endpoint(tls: rustls::ClientConfig) -> quinn::Endpoint {
 
 /// A QUIC client with ep `name`'s certificate (ALPN and CA as ferry's ep).
 pub fn ep_client(certs: &Certs, name: &str) -> quinn::Endpoint {
+    ep_client_with(certs, name, quinn::TransportConfig::default())
+}
+
+/// The same with its own transport settings (windows, say).
+pub fn ep_client_with(
+    certs: &Certs,
+    name: &str,
+    transport: quinn::TransportConfig,
+) -> quinn::Endpoint {
     let tls = ferry::tls::client_config(
         &certs.path("ca.pem"),
         &certs.path(&format!("ep-{name}.pem")),
         &certs.path(&format!("ep-{name}.key")),
     )
     .unwrap();
-    endpoint((*tls).clone())
+    let mut endpoint = endpoint((*tls).clone());
+    let crypto = quinn::crypto::rustls::QuicClientConfig::try_from((*tls).clone()).unwrap();
+    let mut config = quinn::ClientConfig::new(Arc::new(crypto));
+    config.transport_config(Arc::new(transport));
+    endpoint.set_default_client_config(config);
+    endpoint
 }
 
 /// A QUIC client with no certificate at all.
