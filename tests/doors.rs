@@ -602,14 +602,7 @@ async fn a_told_refusal_is_counted_before_the_ep_hears_it(t: Transport) {
             .copied()
             .unwrap_or(0)
     };
-    let hello = EpMsg::Hello {
-        version: proto::PROTOCOL_VERSION,
-        token: ferry::secret::Secret::new("not-the-token-0123456789"),
-        services: vec!["echo".into()],
-        features: proto::features(),
-        software: None,
-        shapes: Default::default(),
-    };
+    let hello = hello("not-the-token-0123456789", proto::PROTOCOL_VERSION);
     let before = count();
     // Counted while the connection is still held open by the ep.
     let (said, after) = match t {

@@ -484,7 +484,7 @@ fn the_ep_s_ipv6_quic_socket_is_dual_stack() {
 /// once the hub has ended the session on the failed write.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_ep_that_stops_reading_before_it_finishes_still_left_on_purpose() {
-    use ferry::proto::{EpMsg, HubMsg, read_msg, write_msg};
+    use ferry::proto::{HubMsg, read_msg, write_msg};
     let certs = Certs::new();
     // The scripted ep sends no heartbeats: only the failed write can end
     // its session within the test.
@@ -497,14 +497,7 @@ async fn an_ep_that_stops_reading_before_it_finishes_still_left_on_purpose() {
     let to = hub.handle.quic_addr().unwrap();
     let conn = client.connect(to, "localhost").unwrap().await.unwrap();
     let (mut send, mut recv) = conn.open_bi().await.unwrap();
-    let hello = EpMsg::Hello {
-        version: ferry::proto::PROTOCOL_VERSION,
-        token: ferry::secret::Secret::new(TOKEN),
-        services: vec!["echo".into()],
-        features: ferry::proto::features(),
-        software: None,
-        shapes: Default::default(),
-    };
+    let hello = hello(TOKEN, ferry::proto::PROTOCOL_VERSION);
     write_msg(&mut send, &hello).await.unwrap();
     let welcome: HubMsg = read_msg(&mut recv).await.unwrap();
     assert!(matches!(welcome, HubMsg::Welcome { .. }), "{welcome:?}");
@@ -651,24 +644,16 @@ async fn ep_of(
 /// silence is. Its certificate's next login is told it is penalised.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_refusal_the_ep_will_not_take_is_charged_to_its_name() {
-    use ferry::proto::{EpMsg, HubMsg, read_msg, write_msg};
+    use ferry::proto::{HubMsg, read_msg, write_msg};
     let certs = Certs::new();
     let hub = quic_hub(&certs, "handshake_timeout = \"1s\"\n").await;
     let at = hub.handle.quic_addr().unwrap();
-    let hello = |version| EpMsg::Hello {
-        version,
-        token: ferry::secret::Secret::new(TOKEN),
-        services: vec!["echo".into()],
-        features: ferry::proto::features(),
-        software: None,
-        shapes: Default::default(),
-    };
     let mut closed = quinn::TransportConfig::default();
     closed.stream_receive_window(0u32.into());
     let client = common::quic::ep_client_with(&certs, "home", closed);
     let conn = client.connect(at, "localhost").unwrap().await.unwrap();
     let (mut send, _recv) = conn.open_bi().await.unwrap();
-    write_msg(&mut send, &hello(0)).await.unwrap();
+    write_msg(&mut send, &hello(TOKEN, 0)).await.unwrap();
     let began = std::time::Instant::now();
     let why = tokio::time::timeout(Duration::from_secs(10), conn.closed()).await;
     println!(
@@ -681,7 +666,7 @@ async fn a_refusal_the_ep_will_not_take_is_charged_to_its_name() {
     let client = common::quic::ep_client(&certs, "home");
     let conn = client.connect(at, "localhost").unwrap().await.unwrap();
     let (mut send, mut recv) = conn.open_bi().await.unwrap();
-    write_msg(&mut send, &hello(ferry::proto::PROTOCOL_VERSION))
+    write_msg(&mut send, &hello(TOKEN, ferry::proto::PROTOCOL_VERSION))
         .await
         .unwrap();
     let said: HubMsg = read_msg(&mut recv).await.unwrap();

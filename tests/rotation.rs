@@ -62,14 +62,7 @@ async fn rotated_during_a_login(change: Rotation) {
     let hub = TestHub::from_settings(settings, &o).await;
     // Whoever holds the leaked token (or key) logs in…
     let mut tls = raw_control(&certs, &hub).await;
-    let hello = ferry::proto::EpMsg::Hello {
-        version: ferry::proto::PROTOCOL_VERSION,
-        token: ferry::secret::Secret::new(TOKEN),
-        services: vec!["echo".into()],
-        features: ferry::proto::features(),
-        software: None,
-        shapes: Default::default(),
-    };
+    let hello = hello(TOKEN, ferry::proto::PROTOCOL_VERSION);
     ferry::proto::write_msg(&mut tls, &hello).await.unwrap();
     // …while the operator rotates it.
     let began = Instant::now();

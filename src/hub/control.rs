@@ -938,19 +938,12 @@ fn unsent(
 ) -> Option<(String, bool)> {
     match wrote {
         Ok(Ok(())) => None,
-        Ok(Err(e)) => {
-            // Logged as the read would have said it: one leaving, one line.
-            let e = match e {
-                proto::FrameError::Io(io) if crate::quic::put_down(&io) => {
-                    return Some((
-                        format!("control connection: {}", proto::FrameError::Closed),
-                        true,
-                    ));
-                }
-                e => e,
-            };
-            Some((format!("control connection: {e}"), false))
-        }
+        // Logged as the read would have said it: one leaving, one line.
+        Ok(Err(proto::FrameError::Io(io))) if crate::quic::put_down(&io) => Some((
+            format!("control connection: {}", proto::FrameError::Closed),
+            true,
+        )),
+        Ok(Err(e)) => Some((format!("control connection: {e}"), false)),
         Err(_) => Some((unread(within), false)),
     }
 }

@@ -654,6 +654,19 @@ pub fn ep_toml(
 
 /// A TLS connection to the hub's control port with the `home` ep's
 /// identity, for speaking the protocol by hand.
+/// The `Hello` of an ep of this build serving `echo`, with `token` and
+/// protocol `version`, as a test writes it by hand.
+pub fn hello(token: &str, version: u32) -> ferry::proto::EpMsg {
+    ferry::proto::EpMsg::Hello {
+        version,
+        token: Secret::new(token),
+        services: vec!["echo".into()],
+        features: ferry::proto::features(),
+        software: None,
+        shapes: Default::default(),
+    }
+}
+
 pub async fn raw_control(certs: &Certs, hub: &TestHub) -> ferry::ep::Tunnel {
     let settings = ep_settings(
         certs,
