@@ -89,6 +89,17 @@ impl PerKey {
     }
 }
 
+impl PerKey {
+    /// `now(key)`, or Some(0) (said, nothing counted) when `exempt`: a
+    /// line a flood would repeat, unless this one is known not to be.
+    pub fn now_unless(&self, key: &str, exempt: bool) -> Option<u64> {
+        match exempt {
+            true => Some(0),
+            false => self.now(key),
+        }
+    }
+}
+
 impl Default for PerKey {
     fn default() -> Self {
         PerKey::new()
@@ -129,5 +140,17 @@ mod tests {
         }
         assert_eq!(per.now("new"), None, "past the bound: the shared place");
         assert_eq!(per.places.lock().unwrap().len(), KEYS);
+    }
+
+    /// An exempt line is said and leaves the flood's count alone.
+    #[test]
+    fn an_exempt_line_is_said_beside_a_flood() {
+        let per = PerKey::new();
+        assert_eq!(per.now_unless("a", false), Some(0));
+        assert_eq!(per.now_unless("a", false), None);
+        assert_eq!(per.now_unless("a", true), Some(0));
+        assert_eq!(per.now_unless("a", false), None);
+        std::thread::sleep(EVERY);
+        assert_eq!(per.now_unless("a", false), Some(2));
     }
 }

@@ -40,6 +40,13 @@ impl Counts {
     }
 }
 
+/// A flow's first line, per service: each flow is a new source at the
+/// hub, which a stranger can forge at will, so at most once a second
+/// with how many went unsaid (as the hub says its own).
+static STARTED: crate::log_rate::PerKey = crate::log_rate::PerKey::new();
+/// The last line of flows that carried one datagram from the player.
+static ONE_SHOTS_ENDED: crate::log_rate::PerKey = crate::log_rate::PerKey::new();
+
 impl Flow {
     pub async fn run(self, ep: &Arc<Ep>, local: &LocalService, tls: &mut super::login::Path) {
         let target = local.addr.at(self.offset);
@@ -48,7 +55,11 @@ impl Flow {
             Ok(s) => s,
             Err(e) => {
                 ep.state.dialled(service, Err(e.to_string()));
-                return tracing::warn!(service, %player, local = target, "cannot open a UDP socket to the local service: {e}; flow closed");
+                static SAID: crate::log_rate::PerKey = crate::log_rate::PerKey::new();
+                if let Some(unsaid) = SAID.now(service) {
+                    tracing::warn!(service, %player, local = target, unsaid, "cannot open a UDP socket to the local service: {e}; flow closed");
+                }
+                return;
             }
         };
         ep.state.dialled(service, Ok(()));
@@ -59,7 +70,9 @@ impl Flow {
         ep.metrics.traffic.players_total.get_or_create(&label).inc();
         players.inc();
         let meter = ep.metrics.traffic.meter(service);
-        tracing::info!(service, %player, local = target, "udp flow started");
+        if let Some(unsaid) = STARTED.now(service) {
+            tracing::info!(service, %player, local = target, unsaid, "udp flow started");
+        }
         let header = local.proxy_protocol.map(|_| {
             (
                 proxy_header::udp_header(player, self.public),
@@ -107,13 +120,19 @@ impl Flow {
         };
         players.dec();
         let up = &to_svc.n;
+        let up_datagrams = up.datagrams.load(Relaxed);
+        // As on the hub: a conversation is always said.
+        let Some(unsaid) = ONE_SHOTS_ENDED.now_unless(service, up_datagrams > 1) else {
+            return;
+        };
         tracing::info!(
             service,
             %player,
-            up_datagrams = up.datagrams.load(Relaxed),
+            up_datagrams,
             up_bytes = up.bytes.load(Relaxed),
             down_datagrams = down.datagrams.load(Relaxed),
             down_bytes = down.bytes.load(Relaxed),
+            unsaid,
             "udp flow ended: {why}"
         );
     }

@@ -50,10 +50,23 @@ impl Down {
     }
 }
 
+/// A flow's first line, per service. Each new source starts a flow, and
+/// a source costs a stranger nothing to forge: a line per flow would let
+/// a flood of them fill the disk (or have journald throttle the real
+/// warnings). Said at most once a second per service, with how many went
+/// unsaid.
+static STARTED: crate::log_rate::PerKey = crate::log_rate::PerKey::new();
+/// The last line of flows in which the player sent one datagram, which
+/// forged sources are (a reply goes to the forged address, never back):
+/// as rare as `STARTED`.
+static ONE_SHOTS_ENDED: crate::log_rate::PerKey = crate::log_rate::PerKey::new();
+
 impl Run {
     pub async fn run(self) {
         let key = (self.offset, self.at.player);
-        tracing::info!("udp flow started");
+        if let Some(unsaid) = STARTED.now(&self.door.service) {
+            tracing::info!(unsaid, "udp flow started");
+        }
         let down = Arc::new(Down::default());
         let arrival = crate::hub::players::Arrival {
             svc: &self.svc,
@@ -69,11 +82,20 @@ impl Run {
         drop(seat);
         self.door.ended(key, &self.flow);
         let f = &self.flow;
+        let up_datagrams = f.up_datagrams.load(Ordering::Relaxed);
+        // A conversation (the player sent again, so it hears the answers:
+        // a real address, which the door's per-address caps bound) is
+        // always said.
+        let conversation = up_datagrams > 1;
+        let Some(unsaid) = ONE_SHOTS_ENDED.now_unless(&self.door.service, conversation) else {
+            return;
+        };
         tracing::info!(
-            up_datagrams = f.up_datagrams.load(Ordering::Relaxed),
+            up_datagrams,
             up_bytes = f.meter.up.get(),
             down_datagrams = down.datagrams.load(Ordering::Relaxed),
             down_bytes = down.bytes.load(Ordering::Relaxed),
+            unsaid,
             "udp flow ended: {why}"
         );
     }

@@ -1,0 +1,91 @@
+//! What a flood of forged UDP sources writes to the logs of the real hub
+//! and ep processes: a source costs nothing to forge, so a line per
+//! source would let a stranger fill the disk or have journald throttle
+//! the real warnings. A player who holds a conversation is still logged.
+
+mod common;
+
+use common::{procs::*, udp::*, *};
+use std::time::Duration;
+
+on_every_transport!(a_flood_of_forged_sources_is_logged_in_a_few_lines);
+
+/// How many of `lines` are about UDP flows.
+fn flow_lines(lines: &[String]) -> usize {
+    lines.iter().filter(|l| l.contains("udp flow")).count()
+}
+
+/// The lines of `p` until one containing both needles (30 s at most).
+fn lines_until(p: &Ferry, a: &str, b: &str) -> Vec<String> {
+    let mut lines = Vec::new();
+    while let Some(l) = p.next_line(Duration::from_secs(30)) {
+        let found = l.contains(a) && l.contains(b);
+        lines.push(l);
+        if found {
+            return lines;
+        }
+    }
+    panic!("never logged {a:?} with {b:?}; {} lines", lines.len());
+}
+
+async fn a_flood_of_forged_sources_is_logged_in_a_few_lines(t: Transport) {
+    let certs = Certs::new();
+    let (home, _) = udp_echo().await;
+    let o = HubOpts {
+        allowlist: vec!["127.0.0.0/8".into()],
+        extra: t.hub_extra().into(),
+        service_extra: "type = \"udp\"\n".into(),
+        ..Default::default()
+    };
+    let mut hub = HubProc::start(&write_hub_toml(&certs, &o, None), &[], 1);
+    let mut eo = EpOpts::new(&certs, vec![("echo".into(), home)]);
+    eo.extra = t.ep_extra(hub.quic);
+    let ep = Ferry::spawn(
+        "ep",
+        &write_ep_toml(&certs, hub.control, hub.channel, &eo),
+        &[],
+    );
+    hub.proc.wait_line("ep logged in");
+    let to = hub.services["echo"];
+
+    // 256 forged sources over four networks, one datagram each; home
+    // answers each, and no one is there to hear it.
+    let mut forged = Vec::new();
+    for net in 0..4 {
+        for _ in 0..64 {
+            let s = player_from(&format!("127.30.{net}.1")).await;
+            s.send_to(b"forged", to).await.unwrap();
+            forged.push(s);
+        }
+    }
+    // A real player holds a conversation.
+    let player = player_from("127.0.5.1").await;
+    let me = player.local_addr().unwrap().to_string();
+    for i in 0..3 {
+        let msg = format!("move {i}");
+        assert_eq!(
+            ask_until(&player, to, msg.as_bytes(), Duration::from_secs(30)).await,
+            msg.as_bytes()
+        );
+    }
+    // Every flow ends with the hub: a line each, before.
+    hub.proc.signal("TERM");
+    let hub_lines = lines_until(&hub.proc, "hub stopped", "");
+    assert!(hub.proc.wait_within(Duration::from_secs(30)).is_some());
+    let ep_lines = lines_until(&ep, "udp flow ended", &me);
+    let (on_hub, on_ep) = (flow_lines(&hub_lines), flow_lines(&ep_lines));
+    println!(
+        "figure ({t:?}): 256 forged sources and a player: {on_hub} flow lines on the hub, {on_ep} on the ep"
+    );
+    assert!(
+        hub_lines
+            .iter()
+            .any(|l| l.contains("udp flow ended") && l.contains(&me)),
+        "the player's flow was not logged on the hub"
+    );
+    // Once a second per service and kind of line, and the player's: the
+    // whole run takes seconds, not the hundreds of lines a line each is.
+    assert!(on_hub <= 40, "{on_hub} flow lines on the hub");
+    assert!(on_ep <= 40, "{on_ep} flow lines on the ep");
+    drop(forged);
+}
