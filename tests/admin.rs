@@ -472,6 +472,58 @@ async fn a_penalised_source_cannot_test_guesses_against_a_remembered_token() {
     assert_eq!(elsewhere, Some(200));
 }
 
+/// Strangers from ever new addresses (an IPv6 /48 holds 65,536 /64s, each
+/// a source of its own) keep the one Argon2 slot busy: the operator's
+/// token, not yet remembered (a restart, a rotation), waits its turn and
+/// gets in. Before, it was told "busy" at once, struck, and then held off
+/// as a guesser for as long as the strangers kept on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_operator_gets_in_while_strangers_keep_argon2_busy() {
+    use std::sync::{
+        Arc,
+        atomic::{AtomicUsize, Ordering},
+    };
+    let certs = Certs::new();
+    let token = "admin-secret-busy";
+    let (_hub, admin) = hub_with_admin_token(&certs, token).await;
+    let (stop, answered) = (
+        tokio_util::sync::CancellationToken::new(),
+        Arc::new(AtomicUsize::new(0)),
+    );
+    let mut strangers = tokio::task::JoinSet::new();
+    for i in 0..24u32 {
+        let (stop, answered) = (stop.clone(), answered.clone());
+        strangers.spawn(async move {
+            let mut n = 0u32;
+            while !stop.is_cancelled() {
+                n += 1;
+                let src = format!("127.{}.{}.{}", 40 + i, n / 250 % 250, n % 250 + 1);
+                get_from(&src, admin, "/metrics", Some("wrong")).await;
+                answered.fetch_add(1, Ordering::Relaxed);
+            }
+        });
+    }
+    common::udp::eventually(
+        "the strangers were answered",
+        Duration::from_secs(30),
+        || answered.load(Ordering::Relaxed) >= 48,
+    )
+    .await;
+    let t = std::time::Instant::now();
+    let first = get_from("127.0.0.1", admin, "/metrics", Some(token)).await;
+    let waited = t.elapsed();
+    let again = get_from("127.0.0.1", admin, "/metrics", Some(token)).await;
+    stop.cancel();
+    while strangers.join_next().await.is_some() {}
+    println!(
+        "figure: with 24 strangers keeping Argon2 busy the operator's first login got {first:?} \
+         after {waited:?}, the next {again:?}; strangers answered {}",
+        answered.load(Ordering::Relaxed)
+    );
+    assert_eq!(first, Some(200), "the operator was turned away");
+    assert_eq!(again, Some(200));
+}
+
 /// One source cannot hold the door with requests it never finishes:
 /// beyond a few waiting connections its newest takes the place of its
 /// oldest, which is reset, so its own next request and another source's

@@ -7,6 +7,15 @@
 //! penalty, during which that source's unknown tokens are refused before
 //! any Argon2 run: otherwise one stranger sending wrong tokens in a loop
 //! keeps the one Argon2 slot busy and the operator is told "busy" for ever.
+//!
+//! Strangers with many sources (an IPv6 /48 holds 65,536 /64s) can still
+//! keep the slot busy, one unknown token per source each penalty. So an
+//! unknown token waits its turn for the slot (in order, a while at most)
+//! rather than being told "busy" at once: the operator's first login after
+//! a restart waits behind the strangers' tokens already waiting, which the
+//! door's per-source and per-network caps on waiting connections bound,
+//! instead of being told "busy", struck, and then held off as a guesser.
+//! A source has one unknown token waiting or checked at a time.
 
 use crate::{
     penalties::{Penalties, PenaltyRange},
@@ -38,6 +47,11 @@ const PENALTY: PenaltyRange = PenaltyRange {
     max: Duration::from_secs(300),
 };
 
+/// The longest an unknown token waits for the Argon2 slot before it is
+/// told "busy" (the door's 256 waiting connections, at tens of
+/// milliseconds a check, take seconds).
+const ARGON2_WAIT: Duration = Duration::from_secs(15);
+
 /// Wrong tokens a penalised source may send in one penalty (each checked
 /// against the remembered ones only, no Argon2 run) before even a
 /// remembered one is refused until the penalty ends.
@@ -62,6 +76,39 @@ pub struct Auth {
     argon2: Arc<tokio::sync::Semaphore>,
     /// Sources whose last token was wrong, by `sources::source_key`.
     penalties: Mutex<Penalties<IpAddr>>,
+    /// Sources with an unknown token waiting for or in the Argon2 slot.
+    checking: Arc<Mutex<std::collections::HashSet<IpAddr>>>,
+}
+
+/// A source's one unknown token in line for the Argon2 slot; the place is
+/// given up when dropped (checked, refused, or the connection gone).
+struct InLine {
+    checking: Arc<Mutex<std::collections::HashSet<IpAddr>>>,
+    source: IpAddr,
+}
+
+impl InLine {
+    /// None if `source` has a token in line already.
+    fn take(
+        checking: &Arc<Mutex<std::collections::HashSet<IpAddr>>>,
+        source: IpAddr,
+    ) -> Option<InLine> {
+        let fresh = checking
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(source);
+        fresh.then(|| InLine {
+            checking: checking.clone(),
+            source,
+        })
+    }
+}
+
+impl Drop for InLine {
+    fn drop(&mut self) {
+        let mut checking = self.checking.lock().unwrap_or_else(|p| p.into_inner());
+        checking.remove(&self.source);
+    }
 }
 
 impl Auth {
@@ -71,6 +118,7 @@ impl Auth {
             verified: Mutex::new(Vec::new()),
             argon2: Arc::new(tokio::sync::Semaphore::new(1)),
             penalties: Mutex::new(Penalties::new(PENALTY)),
+            checking: Arc::default(),
         }
     }
 
@@ -139,10 +187,16 @@ impl Auth {
         if remembered {
             return Ok(());
         }
-        let Ok(permit) = self.argon2.clone().try_acquire_owned() else {
-            // A miss told "busy" counts as a wrong token: else a guesser
-            // whose other addresses keep Argon2 busy tests its guesses
-            // against the remembered tokens unchecked.
+        // A miss told "busy" counts as a wrong token: else a guesser whose
+        // other addresses keep Argon2 busy tests its guesses against the
+        // remembered tokens unchecked (or, with tokens in line at once,
+        // has many checked per penalty).
+        let Some(_in_line) = InLine::take(&self.checking, source) else {
+            self.penalties_lock().strike(&source);
+            return Err(Denied::Busy);
+        };
+        let waited = tokio::time::timeout(ARGON2_WAIT, self.argon2.clone().acquire_owned());
+        let Ok(Ok(permit)) = waited.await else {
             self.penalties_lock().strike(&source);
             return Err(Denied::Busy);
         };

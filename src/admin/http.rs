@@ -108,9 +108,9 @@ pub fn parse(buf: &[u8]) -> Result<Option<Request>, String> {
         };
         let name = name.trim();
         if name.eq_ignore_ascii_case("authorization")
-            && let Some(t) = value.trim().strip_prefix("Bearer ")
+            && let Some(t) = bearer(value)
         {
-            token = Some(t.trim().to_string());
+            token = Some(t.to_string());
         } else if name.eq_ignore_ascii_case("host") {
             host = Some(value.trim().to_string());
         }
@@ -121,6 +121,14 @@ pub fn parse(buf: &[u8]) -> Result<Option<Request>, String> {
         token,
         host,
     }))
+}
+
+/// The token of an `Authorization: Bearer TOKEN` value. The scheme's
+/// name is case-insensitive (RFC 9110 §11.1): a client that writes
+/// `bearer` must not be told it sent no token.
+fn bearer(value: &str) -> Option<&str> {
+    let (scheme, token) = value.trim().split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
 }
 
 fn reason(status: u16) -> &'static str {
@@ -338,6 +346,13 @@ mod tests {
             .unwrap()
             .unwrap();
         assert_eq!(r.token.as_deref(), Some("t2"));
+        for scheme in ["bearer", "BEARER"] {
+            let req = format!("GET / HTTP/1.1\r\nAuthorization: {scheme} t3\r\n\r\n");
+            let r = parse(req.as_bytes()).unwrap().unwrap();
+            assert_eq!(r.token.as_deref(), Some("t3"), "{scheme}");
+        }
+        let r = parse(b"GET / HTTP/1.1\r\nAuthorization: Basic dDo=\r\n\r\n");
+        assert_eq!(r.unwrap().unwrap().token, None);
         assert!(parse(b"GET\r\n\r\n").is_err());
         assert!(parse(b"GET /\xff HTTP/1.1\r\n\r\n").is_err());
     }

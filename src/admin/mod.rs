@@ -242,17 +242,23 @@ impl Door {
             let _ = http::respond(&mut tcp, 404, "text/plain", &[], b"not found\n").await;
             return;
         }
-        if let Some(auth) = &self.auth
-            && let Err(denied) = auth
-                .check(
-                    req.token.as_deref(),
-                    peer.ip(),
-                    self.source.admin_token_hash(),
-                )
-                .await
-        {
-            refuse(&mut tcp, denied).await;
-            return;
+        if let Some(auth) = &self.auth {
+            let hash = self.source.admin_token_hash();
+            // An unknown token may wait its turn for Argon2: a hub that
+            // stops, or a newer connection that takes this one's place,
+            // does not wait for it.
+            let checked = tokio::select! {
+                c = auth.check(req.token.as_deref(), peer.ip(), hash) => c,
+                _ = self.shutdown.cancelled() => return,
+                _ = ticket.evicted() => {
+                    crate::net::abort_on_close(&tcp);
+                    return;
+                }
+            };
+            if let Err(denied) = checked {
+                refuse(&mut tcp, denied).await;
+                return;
+            }
         }
         if self.auth.is_none() && !req.names_an_address() {
             // DNS rebinding: without a token, only a request that names
