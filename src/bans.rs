@@ -246,7 +246,19 @@ pub fn path(settings: &HubSettings) -> PathBuf {
 /// The file at `path`; none there is an empty list. Damage is an error
 /// naming the file.
 pub fn read(path: &Path) -> Result<BanFile> {
-    let bytes = match read_bounded(path) {
+    let file = read_any(path)?;
+    anyhow::ensure!(
+        file.bans.len() <= MAX_BANS,
+        "{} holds {} bans, more than the {MAX_BANS} a hub takes",
+        path.display(),
+        file.bans.len()
+    );
+    Ok(file)
+}
+
+/// `read`, however many bans the file holds.
+fn read_any(path: &Path) -> Result<BanFile> {
+    let bytes = match crate::files::read_regular(path, MAX_BYTES) {
         Ok(bytes) => bytes,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(BanFile::default()),
         Err(e) => return Err(e).with_context(|| format!("cannot read {}", path.display())),
@@ -257,12 +269,6 @@ pub fn read(path: &Path) -> Result<BanFile> {
             path.display()
         )
     })?;
-    anyhow::ensure!(
-        file.bans.len() <= MAX_BANS,
-        "{} holds {} bans, more than the {MAX_BANS} a hub takes",
-        path.display(),
-        file.bans.len()
-    );
     Ok(file)
 }
 
@@ -272,41 +278,20 @@ pub const MAX_BANS: usize = 10_000;
 /// Bytes a file may have (10,000 bans take about 1.3 MB).
 const MAX_BYTES: u64 = 4 << 20;
 
-/// The file's bytes, if it is a regular file of at most `MAX_BYTES`: a
-/// FIFO or a device in its place must not hang or flood the reader.
-fn read_bounded(path: &Path) -> std::io::Result<Vec<u8>> {
-    use std::io::Read;
-    let mut opts = std::fs::OpenOptions::new();
-    opts.read(true);
-    #[cfg(unix)]
-    std::os::unix::fs::OpenOptionsExt::custom_flags(&mut opts, libc::O_NONBLOCK);
-    let f = opts.open(path)?;
-    let meta = f.metadata()?;
-    if !meta.is_file() {
-        return Err(std::io::Error::other("not a regular file"));
-    }
-    if meta.len() > MAX_BYTES {
-        return Err(std::io::Error::other(format!(
-            "{} bytes, more than the {MAX_BYTES} allowed",
-            meta.len()
-        )));
-    }
-    let mut bytes = Vec::with_capacity(meta.len() as usize);
-    f.take(MAX_BYTES + 1).read_to_end(&mut bytes)?;
-    Ok(bytes)
-}
-
 /// Reads the file at `path`, lets `change` alter it (expired entries
 /// dropped first) and writes it back, all under the lock: what `change`
 /// returns.
 pub fn change<T>(path: &Path, now: u64, change: impl FnOnce(&mut BanFile) -> T) -> Result<T> {
     let lock = path.with_file_name("bans.lock");
     let _held = crate::files::lock(&lock)?;
-    let mut file = read(path)?;
+    // A file over the count a hub takes (edited by hand) can still be
+    // brought under it here: a change that does not add bans is written.
+    let mut file = read_any(path)?;
+    let before = file.bans.len();
     file.prune(now);
     let out = change(&mut file);
     anyhow::ensure!(
-        file.bans.len() <= MAX_BANS,
+        file.bans.len() <= MAX_BANS || file.bans.len() <= before,
         "{} would hold {} bans, more than the {MAX_BANS} a hub takes: ban a network, or unban some",
         path.display(),
         file.bans.len()
@@ -388,6 +373,31 @@ mod tests {
         std::fs::write(&path, vec![b' '; (MAX_BYTES + 1) as usize]).unwrap();
         let e = format!("{:#}", read(&path).unwrap_err());
         assert!(e.contains("more than"), "{e}");
+    }
+
+    /// A file over the count a hub takes (edited by hand) can be brought
+    /// under it with `unban`, which used to refuse to read it; a ban is
+    /// still refused.
+    #[test]
+    fn a_file_over_the_count_can_be_unbanned_back_under_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(FILE);
+        let ban = |i: usize| Ban {
+            address: Net::parse(&format!("10.{}.{}.1", i / 256, i % 256)).unwrap(),
+            service: None,
+            until: None,
+            since: 1,
+        };
+        let over = BanFile {
+            bans: (0..MAX_BANS + 2).map(ban).collect(),
+            ..Default::default()
+        };
+        std::fs::write(&path, serde_json::to_vec(&over).unwrap()).unwrap();
+        assert!(read(&path).is_err(), "a hub does not take it");
+        let more = change(&path, 10, |f| f.bans.push(ban(MAX_BANS + 5)));
+        assert!(format!("{:#}", more.unwrap_err()).contains("more than"));
+        change(&path, 10, |f| f.bans.truncate(MAX_BANS - 1)).unwrap();
+        assert_eq!(read(&path).unwrap().bans.len(), MAX_BANS - 1);
     }
 
     #[test]

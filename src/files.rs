@@ -184,3 +184,33 @@ fn random_hex(n: usize) -> String {
         .expect("the operating system's random source failed");
     buf.iter().map(|b| format!("{b:02x}")).collect()
 }
+
+/// The bytes of the regular file at `path`, at most `max` of them: a FIFO
+/// or a device put in a state file's place must not hang the reader (it
+/// is opened without blocking and refused), nor flood it.
+pub(crate) fn read_regular(path: &Path, max: u64) -> std::io::Result<Vec<u8>> {
+    use std::io::Read;
+    let mut opts = fs::OpenOptions::new();
+    opts.read(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::custom_flags(&mut opts, libc::O_NONBLOCK);
+    let f = opts.open(path)?;
+    let meta = f.metadata()?;
+    if !meta.is_file() {
+        return Err(std::io::Error::other("not a regular file"));
+    }
+    if meta.len() > max {
+        return Err(std::io::Error::other(format!(
+            "{} bytes, more than the {max} allowed",
+            meta.len()
+        )));
+    }
+    let mut bytes = Vec::with_capacity(meta.len() as usize);
+    f.take(max + 1).read_to_end(&mut bytes)?;
+    if bytes.len() as u64 > max {
+        return Err(std::io::Error::other(format!(
+            "more than the {max} bytes allowed"
+        )));
+    }
+    Ok(bytes)
+}

@@ -137,8 +137,15 @@ fn sha256_hex(s: &str) -> String {
     super::hex(ring::digest::digest(&ring::digest::SHA256, s.as_bytes()).as_ref())
 }
 
+/// Bytes an enrolment file may have: invites and enrolments are made by
+/// the operator, a few hundred bytes each.
+const MAX_BYTES: u64 = 16 << 20;
+
+/// The file at `path`; none there is the empty state. The enrol door
+/// reads the invites for each stranger's first line, so a FIFO or a
+/// device in the file's place is refused, not waited on.
 fn read_json<T: for<'de> Deserialize<'de> + Default>(path: &Path) -> Result<T> {
-    match std::fs::read(path) {
+    match crate::files::read_regular(path, MAX_BYTES) {
         Ok(bytes) => serde_json::from_slice(&bytes)
             .with_context(|| format!("{} is damaged (not the JSON ferry wrote)", path.display())),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(T::default()),

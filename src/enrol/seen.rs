@@ -63,11 +63,12 @@ impl Seen {
         // Written within the file system's time granularity, a second
         // write could leave the same stamp (an inode reused, the same
         // size): such a file is read every time.
-        let settled = meta
-            .modified()
-            .ok()
-            .and_then(|t| t.elapsed().ok())
-            .is_some_and(|age| age > SETTLED);
+        // A time ahead of the clock (the clock stepped back) is settled too:
+        // a new write is stamped with the clock's time, not that one.
+        let settled = meta.modified().ok().is_some_and(|t| match t.elapsed() {
+            Ok(age) => age > SETTLED,
+            Err(ahead) => ahead.duration() > SETTLED,
+        });
         let mut last = self.last.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(r) = last
             .as_ref()
@@ -96,6 +97,27 @@ mod tests {
     use super::*;
     use std::time::Duration;
 
+    /// A FIFO in the invites' place (a state folder someone else can
+    /// write) is refused at once: each stranger's first line reads the
+    /// file on one of the hub's few threads, and opening a FIFO waits
+    /// for a writer.
+    #[test]
+    fn a_fifo_in_the_invites_place_is_refused_not_waited_on() {
+        let dir = tempfile::tempdir().unwrap();
+        let (seen, store) = (Seen::default(), Store::new(dir.path()));
+        let made = std::process::Command::new("mkfifo")
+            .arg(store.invites_path())
+            .status();
+        assert!(made.is_ok_and(|s| s.success()), "mkfifo");
+        let ip: IpAddr = "203.0.113.9".parse().unwrap();
+        assert_eq!(
+            seen.usable(dir.path(), "x", ip).unwrap_err(),
+            Unusable::Unknown
+        );
+        let e = format!("{:#}", seen.invites(dir.path()).unwrap_err());
+        assert!(e.contains("not a regular file"), "{e}");
+    }
+
     /// A new invite, a revocation and a use are all seen at the next look;
     /// an unchanged file is not read again.
     #[test]
@@ -111,19 +133,22 @@ mod tests {
             .create("a", Duration::from_secs(60), None, vec![])
             .unwrap();
         assert!(seen.usable(dir.path(), &id, ip).is_ok());
-        // Fresh (here: a time ahead of now, whatever the test's pace), it
-        // is read each time; settled, only once.
+        // Fresh (here: a moment ahead of now, for the test's pace), it is
+        // read each time; settled, only once; far ahead (the clock
+        // stepped back since it was written), settled too.
         let f = std::fs::File::options()
             .write(true)
             .open(store.invites_path())
             .unwrap();
         let now = std::time::SystemTime::now();
-        f.set_modified(now + Duration::from_secs(60)).unwrap();
+        f.set_modified(now + Duration::from_millis(1500)).unwrap();
         let first = seen.invites(dir.path()).unwrap();
         assert!(!Arc::ptr_eq(&first, &seen.invites(dir.path()).unwrap()));
-        f.set_modified(now - Duration::from_secs(10)).unwrap();
-        let first = seen.invites(dir.path()).unwrap();
-        assert!(Arc::ptr_eq(&first, &seen.invites(dir.path()).unwrap()));
+        for settled in [now - Duration::from_secs(10), now + Duration::from_secs(60)] {
+            f.set_modified(settled).unwrap();
+            let first = seen.invites(dir.path()).unwrap();
+            assert!(Arc::ptr_eq(&first, &seen.invites(dir.path()).unwrap()));
+        }
         store.redeem(&id, &secret, ip, || Ok("k".into())).unwrap();
         let (other, _) = store
             .create("b", Duration::from_secs(60), None, vec![])
