@@ -446,12 +446,25 @@ pub fn shown(words: &str) -> String {
     let mut out: String = words
         .chars()
         .take(SHOWN)
-        .map(|c| if c.is_control() { '?' } else { c })
+        .map(|c| if unshowable(c) { '?' } else { c })
         .collect();
     if words.chars().nth(SHOWN).is_some() {
         out.push('…');
     }
     out
+}
+
+/// A character that must not reach a terminal or a log from another
+/// party: a control character, or an invisible one that reorders or hides
+/// what is shown around it (the bidirectional overrides and isolates, the
+/// zero-width ones), with which a typed name could make a line read as
+/// something else.
+pub fn unshowable(c: char) -> bool {
+    c.is_control()
+        || matches!(
+            c,
+            '\u{061C}' | '\u{200B}'..='\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2060}'..='\u{2069}' | '\u{FEFF}'
+        )
 }
 
 /// What `shown` keeps of longer words (a frame holds at most 16 KiB).
@@ -466,6 +479,7 @@ mod tests {
             super::shown("a\x1b]52;c;eA==\x07b\nc\u{9b}d"),
             "a?]52;c;eA==?b?c?d"
         );
+        assert_eq!(super::shown("admin\u{202E}nimda\u{200B}"), "admin?nimda?");
         assert_eq!(super::shown(&"é".repeat(1000)), "é".repeat(1000));
         assert_eq!(super::shown(&"é".repeat(5000)).chars().count(), 1001);
     }

@@ -52,7 +52,7 @@ fn text(v: &Value) -> String {
     match v {
         Value::String(s) => s
             .chars()
-            .map(|c| if c.is_control() { '?' } else { c })
+            .map(|c| if crate::proto::unshowable(c) { '?' } else { c })
             .collect(),
         Value::Null => "-".into(),
         other => other.to_string(),

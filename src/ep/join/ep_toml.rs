@@ -89,7 +89,7 @@ fn key(s: &str) -> String {
 /// Text for a comment line: a control character cannot end the line.
 fn comment(s: &str) -> String {
     s.chars()
-        .map(|c| if c.is_control() { '?' } else { c })
+        .map(|c| if crate::proto::unshowable(c) { '?' } else { c })
         .collect()
 }
 

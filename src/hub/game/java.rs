@@ -1,4 +1,4 @@
-//! Minecraft Java players: the first packet read (bounded: 5 s, 1 KiB),
+//! Minecraft Java players: the first packet read (bounded: 5 s, 8 KiB),
 //! routed by name, and passed home untouched; or answered here while home
 //! is away (status, Disconnect), or when home never answers.
 
