@@ -285,22 +285,31 @@ pub fn change<T>(path: &Path, now: u64, change: impl FnOnce(&mut BanFile) -> T) 
     let lock = path.with_file_name("bans.lock");
     let _held = crate::files::lock(&lock)?;
     // A file over the count a hub takes (edited by hand) can still be
-    // brought under it here: a change that does not add bans is written.
+    // brought towards it here: a change that removes bans is written.
     let mut file = read_any(path)?;
-    let before = file.bans.len();
     file.prune(now);
+    let before = file.bans.len();
     let out = change(&mut file);
+    let after = file.bans.len();
     anyhow::ensure!(
-        file.bans.len() <= MAX_BANS || file.bans.len() <= before,
-        "{} would hold {} bans, more than the {MAX_BANS} a hub takes: ban a network, or unban some",
+        after <= MAX_BANS || after < before,
+        "{} would hold {after} bans, more than the {MAX_BANS} a hub takes: ban a network, or unban some",
         path.display(),
-        file.bans.len()
     );
     let bytes = serde_json::to_vec_pretty(&file)?;
     // Not secret (addresses, times), and readable by a hub running as
     // another user than the one who banned; who may *write* it is the
     // folder's business.
     crate::files::write_file(path, &bytes, 0o644, true)?;
+    // Written, but a hub still will not take it: said as an error, since
+    // the hub goes on with the list it had (and the change is not in it).
+    anyhow::ensure!(
+        after <= MAX_BANS,
+        "wrote {}, but it still holds {after} bans, more than the {MAX_BANS} a hub takes: \
+         a running hub keeps the list it had until {} more are unbanned",
+        path.display(),
+        after - MAX_BANS
+    );
     Ok(out)
 }
 
@@ -396,6 +405,11 @@ mod tests {
         assert!(read(&path).is_err(), "a hub does not take it");
         let more = change(&path, 10, |f| f.bans.push(ban(MAX_BANS + 5)));
         assert!(format!("{:#}", more.unwrap_err()).contains("more than"));
+        let same = change(&path, 10, |f| f.bans[0].until = Some(99));
+        assert!(format!("{:#}", same.unwrap_err()).contains("more than"));
+        let still = change(&path, 10, |f| f.bans.truncate(MAX_BANS + 1));
+        let e = format!("{:#}", still.unwrap_err());
+        assert!(e.contains("keeps the list it had until 1 more"), "{e}");
         change(&path, 10, |f| f.bans.truncate(MAX_BANS - 1)).unwrap();
         assert_eq!(read(&path).unwrap().bans.len(), MAX_BANS - 1);
     }

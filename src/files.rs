@@ -190,6 +190,11 @@ fn random_hex(n: usize) -> String {
 /// is opened without blocking and refused), nor flood it.
 pub(crate) fn read_regular(path: &Path, max: u64) -> std::io::Result<Vec<u8>> {
     use std::io::Read;
+    // Looked at before it is opened too: opening a device runs its
+    // driver, whatever is done with it after.
+    if !fs::metadata(path)?.is_file() {
+        return Err(std::io::Error::other("not a regular file"));
+    }
     let mut opts = fs::OpenOptions::new();
     opts.read(true);
     #[cfg(unix)]

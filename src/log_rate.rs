@@ -17,8 +17,11 @@ const EVERY: Duration = Duration::from_secs(1);
 /// One place's rate, usable as a `static`.
 #[derive(Default)]
 pub struct Once {
-    /// When it last logged: ms since `base()`, plus one (0: never).
+    /// When its current second began: ms since `base()`, plus one (0:
+    /// never logged).
     last: AtomicU64,
+    /// Lines said in the current second.
+    said: AtomicU64,
     unsaid: AtomicU64,
 }
 
@@ -26,6 +29,7 @@ impl Once {
     pub const fn new() -> Once {
         Once {
             last: AtomicU64::new(0),
+            said: AtomicU64::new(0),
             unsaid: AtomicU64::new(0),
         }
     }
@@ -33,6 +37,11 @@ impl Once {
     /// Some(lines unsaid since the last one said) if this one is to be
     /// said; None (counted) if not.
     pub fn now(&self) -> Option<u64> {
+        self.now_within(1)
+    }
+
+    /// `now`, with up to `n` lines a second said.
+    pub fn now_within(&self, n: u64) -> Option<u64> {
         let now = base().elapsed().as_millis() as u64 + 1;
         let last = self.last.load(Ordering::Relaxed);
         let due = last == 0 || now.saturating_sub(last) >= EVERY.as_millis() as u64;
@@ -42,6 +51,10 @@ impl Once {
                 .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
                 .is_ok()
         {
+            self.said.store(1, Ordering::Relaxed);
+            return Some(self.unsaid.swap(0, Ordering::Relaxed));
+        }
+        if !due && self.said.fetch_add(1, Ordering::Relaxed) < n {
             return Some(self.unsaid.swap(0, Ordering::Relaxed));
         }
         self.unsaid.fetch_add(1, Ordering::Relaxed);
@@ -70,6 +83,11 @@ impl PerKey {
 
     /// `Once::now` for `key`'s place.
     pub fn now(&self, key: &str) -> Option<u64> {
+        self.now_within(key, 1)
+    }
+
+    /// `Once::now_within` for `key`'s place.
+    pub fn now_within(&self, key: &str, n: u64) -> Option<u64> {
         let place = {
             let mut places = self.places.lock().unwrap_or_else(|p| p.into_inner());
             match places.get(key) {
@@ -83,19 +101,8 @@ impl PerKey {
             }
         };
         match place {
-            Some(p) => p.now(),
-            None => self.rest.now(),
-        }
-    }
-}
-
-impl PerKey {
-    /// `now(key)`, or Some(0) (said, nothing counted) when `exempt`: a
-    /// line a flood would repeat, unless this one is known not to be.
-    pub fn now_unless(&self, key: &str, exempt: bool) -> Option<u64> {
-        match exempt {
-            true => Some(0),
-            false => self.now(key),
+            Some(p) => p.now_within(n),
+            None => self.rest.now_within(n),
         }
     }
 }
@@ -142,15 +149,18 @@ mod tests {
         assert_eq!(per.places.lock().unwrap().len(), KEYS);
     }
 
-    /// An exempt line is said and leaves the flood's count alone.
+    /// A place may say a few lines a second, then counts the rest.
     #[test]
-    fn an_exempt_line_is_said_beside_a_flood() {
-        let per = PerKey::new();
-        assert_eq!(per.now_unless("a", false), Some(0));
-        assert_eq!(per.now_unless("a", false), None);
-        assert_eq!(per.now_unless("a", true), Some(0));
-        assert_eq!(per.now_unless("a", false), None);
+    fn a_few_a_second_then_counted() {
+        let once = Once::new();
+        for _ in 0..3 {
+            assert_eq!(once.now_within(3), Some(0));
+        }
+        for _ in 0..10 {
+            assert_eq!(once.now_within(3), None);
+        }
         std::thread::sleep(EVERY);
-        assert_eq!(per.now_unless("a", false), Some(2));
+        assert_eq!(once.now_within(3), Some(10));
+        assert_eq!(once.now_within(3), Some(0));
     }
 }

@@ -457,13 +457,23 @@ pub fn shown(words: &str) -> String {
 /// A character that must not reach a terminal or a log from another
 /// party: a control character, or an invisible one that reorders or hides
 /// what is shown around it (the bidirectional overrides and isolates, the
-/// zero-width ones), with which a typed name could make a line read as
-/// something else.
+/// zero-width ones, the line separators, the invisible fillers and tags),
+/// with which a typed name could make a line read as something else.
 pub fn unshowable(c: char) -> bool {
     c.is_control()
         || matches!(
             c,
-            '\u{061C}' | '\u{200B}'..='\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2060}'..='\u{2069}' | '\u{FEFF}'
+            '\u{034F}'
+                | '\u{061C}'
+                | '\u{115F}'
+                | '\u{1160}'
+                | '\u{180E}'
+                | '\u{200B}'..='\u{200F}'
+                | '\u{2028}'..='\u{202E}'
+                | '\u{2060}'..='\u{206F}'
+                | '\u{3164}'
+                | '\u{FEFF}'
+                | '\u{E0000}'..='\u{E007F}'
         )
 }
 

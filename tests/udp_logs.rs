@@ -15,17 +15,18 @@ fn flow_lines(lines: &[String]) -> usize {
     lines.iter().filter(|l| l.contains("udp flow")).count()
 }
 
-/// The lines of `p` until one containing both needles (30 s at most).
-fn lines_until(p: &Ferry, a: &str, b: &str) -> Vec<String> {
+/// The lines of `p` from a TERM to its exit.
+fn lines_to_exit(p: &mut Ferry) -> Vec<String> {
+    p.signal("TERM");
     let mut lines = Vec::new();
     while let Some(l) = p.next_line(Duration::from_secs(30)) {
-        let found = l.contains(a) && l.contains(b);
         lines.push(l);
-        if found {
-            return lines;
-        }
     }
-    panic!("never logged {a:?} with {b:?}; {} lines", lines.len());
+    assert!(
+        p.wait_within(Duration::from_secs(5)).is_some(),
+        "still running"
+    );
+    lines
 }
 
 async fn a_flood_of_forged_sources_is_logged_in_a_few_lines(t: Transport) {
@@ -40,7 +41,7 @@ async fn a_flood_of_forged_sources_is_logged_in_a_few_lines(t: Transport) {
     let mut hub = HubProc::start(&write_hub_toml(&certs, &o, None), &[], 1);
     let mut eo = EpOpts::new(&certs, vec![("echo".into(), home)]);
     eo.extra = t.ep_extra(hub.quic);
-    let ep = Ferry::spawn(
+    let mut ep = Ferry::spawn(
         "ep",
         &write_ep_toml(&certs, hub.control, hub.channel, &eo),
         &[],
@@ -48,19 +49,21 @@ async fn a_flood_of_forged_sources_is_logged_in_a_few_lines(t: Transport) {
     hub.proc.wait_line("ep logged in");
     let to = hub.services["echo"];
 
-    // 256 forged sources over four networks, one datagram each; home
-    // answers each, and no one is there to hear it.
+    // 320 forged sources over five networks, one datagram each from 256
+    // of them and two from the rest (a forger can send twice without
+    // hearing the answer); home answers each, and no one hears it.
     let mut forged = Vec::new();
-    for net in 0..4 {
+    for net in 0..5 {
         for _ in 0..64 {
             let s = player_from(&format!("127.30.{net}.1")).await;
-            s.send_to(b"forged", to).await.unwrap();
+            for _ in 0..1 + usize::from(net == 4) {
+                s.send_to(b"forged", to).await.unwrap();
+            }
             forged.push(s);
         }
     }
-    // A real player holds a conversation.
+    // A real player holds a conversation meanwhile.
     let player = player_from("127.0.5.1").await;
-    let me = player.local_addr().unwrap().to_string();
     for i in 0..3 {
         let msg = format!("move {i}");
         assert_eq!(
@@ -68,23 +71,15 @@ async fn a_flood_of_forged_sources_is_logged_in_a_few_lines(t: Transport) {
             msg.as_bytes()
         );
     }
-    // Every flow ends with the hub: a line each, before.
-    hub.proc.signal("TERM");
-    let hub_lines = lines_until(&hub.proc, "hub stopped", "");
-    assert!(hub.proc.wait_within(Duration::from_secs(30)).is_some());
-    let ep_lines = lines_until(&ep, "udp flow ended", &me);
+    // Every flow ends with the hub and the ep: a line each, before.
+    let hub_lines = lines_to_exit(&mut hub.proc);
+    let ep_lines = lines_to_exit(&mut ep);
     let (on_hub, on_ep) = (flow_lines(&hub_lines), flow_lines(&ep_lines));
     println!(
-        "figure ({t:?}): 256 forged sources and a player: {on_hub} flow lines on the hub, {on_ep} on the ep"
+        "figure ({t:?}): 320 forged sources and a player: {on_hub} flow lines on the hub, {on_ep} on the ep"
     );
-    assert!(
-        hub_lines
-            .iter()
-            .any(|l| l.contains("udp flow ended") && l.contains(&me)),
-        "the player's flow was not logged on the hub"
-    );
-    // Once a second per service and kind of line, and the player's: the
-    // whole run takes seconds, not the hundreds of lines a line each is.
+    // A few a second per service and kind of line: the whole run takes
+    // seconds, not the hundreds of lines a line each is.
     assert!(on_hub <= 40, "{on_hub} flow lines on the hub");
     assert!(on_ep <= 40, "{on_ep} flow lines on the ep");
     drop(forged);

@@ -200,6 +200,12 @@ impl Auth {
             self.penalties_lock().strike(&source);
             return Err(Denied::Busy);
         };
+        // Charged before the run and cleared if the token is right: a
+        // check cut off (its place at the door taken by a newer connection,
+        // the hub stopping) runs to its end all the same, and must cost its
+        // source as a wrong token does, or one address evicting its own
+        // checks could keep Argon2 busy without a penalty.
+        self.penalties_lock().strike(&source);
         let checked = self.hash();
         let (secret, hash) = (Secret::new(token), checked.clone());
         let good = tokio::task::spawn_blocking(move || {
@@ -210,7 +216,6 @@ impl Auth {
         .await
         .unwrap_or(false);
         if !good {
-            self.penalties_lock().strike(&source);
             return Err(Denied::Unauthorized);
         }
         self.penalties_lock().clear(&source);
@@ -230,5 +235,45 @@ impl Auth {
 
     fn penalties_lock(&self) -> std::sync::MutexGuard<'_, Penalties<IpAddr>> {
         self.penalties.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A hash slow enough (seconds) that a check is cut off mid-run.
+    fn slow_hash(token: &str) -> String {
+        use argon2::{
+            Algorithm, Argon2, Params, PasswordHasher, Version, password_hash::SaltString,
+        };
+        let params = Params::new(64 * 1024, 40, 1, None).unwrap();
+        let salt = SaltString::encode_b64(b"ferry-admin-test").unwrap();
+        Argon2::new(Algorithm::Argon2id, Version::V0x13, params)
+            .hash_password(token.as_bytes(), &salt)
+            .unwrap()
+            .to_string()
+    }
+
+    /// A check cut off while Argon2 runs (its connection's place taken by
+    /// the source's own newer connections) costs its source as a wrong
+    /// token does: its next token is held off at once. Before, nothing was
+    /// charged, and one address evicting its own checks kept Argon2 busy.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_check_cut_off_mid_run_still_costs_its_source() {
+        let auth = Arc::new(Auth::new(slow_hash("right")));
+        let ip: IpAddr = "192.0.2.7".parse().unwrap();
+        let a = auth.clone();
+        let cut = tokio::spawn(async move { a.check(Some("wrong"), ip, None).await });
+        while auth.argon2.available_permits() > 0 {
+            tokio::task::yield_now().await;
+        }
+        cut.abort();
+        let next = tokio::time::timeout(
+            Duration::from_secs(1),
+            auth.check(Some("wrong again"), ip, None),
+        )
+        .await;
+        assert!(matches!(next, Ok(Err(Denied::Penalised(_)))), "{next:?}");
     }
 }

@@ -44,8 +44,11 @@ impl Counts {
 /// hub, which a stranger can forge at will, so at most once a second
 /// with how many went unsaid (as the hub says its own).
 static STARTED: crate::log_rate::PerKey = crate::log_rate::PerKey::new();
-/// The last line of flows that carried one datagram from the player.
+/// The last line of flows that carried one datagram from the player, and
+/// of the others (a few a second: see the hub's `udp::flow`).
 static ONE_SHOTS_ENDED: crate::log_rate::PerKey = crate::log_rate::PerKey::new();
+static ENDED: crate::log_rate::PerKey = crate::log_rate::PerKey::new();
+const ENDS_SAID: u64 = 5;
 
 impl Flow {
     pub async fn run(self, ep: &Arc<Ep>, local: &LocalService, tls: &mut super::login::Path) {
@@ -121,10 +124,11 @@ impl Flow {
         players.dec();
         let up = &to_svc.n;
         let up_datagrams = up.datagrams.load(Relaxed);
-        // As on the hub: a conversation is always said.
-        let Some(unsaid) = ONE_SHOTS_ENDED.now_unless(service, up_datagrams > 1) else {
-            return;
+        let said = match up_datagrams {
+            0 | 1 => ONE_SHOTS_ENDED.now(service),
+            _ => ENDED.now_within(service, ENDS_SAID),
         };
+        let Some(unsaid) = said else { return };
         tracing::info!(
             service,
             %player,

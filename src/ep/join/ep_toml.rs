@@ -69,7 +69,11 @@ fn string(s: &str) -> String {
             '\n' => out.push_str("\\n"),
             '\t' => out.push_str("\\t"),
             '\r' => out.push_str("\\r"),
-            c if c.is_control() => out.push_str(&format!("\\u{:04X}", u32::from(c))),
+            // Escaped, so the file reads as it is (no reordering).
+            c if crate::proto::unshowable(c) && u32::from(c) > 0xFFFF => {
+                out.push_str(&format!("\\U{:08X}", u32::from(c)))
+            }
+            c if crate::proto::unshowable(c) => out.push_str(&format!("\\u{:04X}", u32::from(c))),
             c => out.push(c),
         }
     }
@@ -108,9 +112,11 @@ mod tests {
             "x]\nlocal = \"10.0.0.9:22\"\n[services.y",
             "back\\slash\t\r\u{0}\u{7f}\u{1b}[31m",
             "é ünï",
+            "admin\u{202E}nimda\u{E0041}\u{200B}",
             "",
         ] {
             let text = format!("v = {}\n[t]\n{} = 1\n", string(s), key(s));
+            assert!(!text.contains('\u{202E}'), "written escaped: {text}");
             let f = Figment::from(figment::providers::Toml::string(&text));
             assert_eq!(f.extract_inner::<String>("v").unwrap(), s, "{text}");
             let t: std::collections::BTreeMap<String, u8> = f.extract_inner("t").unwrap();

@@ -56,14 +56,20 @@ impl Down {
 /// warnings). Said at most once a second per service, with how many went
 /// unsaid.
 static STARTED: crate::log_rate::PerKey = crate::log_rate::PerKey::new();
-/// The last line of flows in which the player sent one datagram, which
-/// forged sources are (a reply goes to the forged address, never back):
-/// as rare as `STARTED`.
+/// The last line of flows in which the player sent one datagram, as a
+/// forged source's usually is: as rare as `STARTED`.
 static ONE_SHOTS_ENDED: crate::log_rate::PerKey = crate::log_rate::PerKey::new();
+/// The last line of the other flows: a few a second per service, more
+/// than players come and go, and still bounded, since a forger can send
+/// twice without ever hearing an answer.
+static ENDED: crate::log_rate::PerKey = crate::log_rate::PerKey::new();
+/// Of those, said each second per service at most.
+const ENDS_SAID: u64 = 5;
 
 impl Run {
     pub async fn run(self) {
         let key = (self.offset, self.at.player);
+        let began = std::time::Instant::now();
         if let Some(unsaid) = STARTED.now(&self.door.service) {
             tracing::info!(unsaid, "udp flow started");
         }
@@ -83,14 +89,14 @@ impl Run {
         self.door.ended(key, &self.flow);
         let f = &self.flow;
         let up_datagrams = f.up_datagrams.load(Ordering::Relaxed);
-        // A conversation (the player sent again, so it hears the answers:
-        // a real address, which the door's per-address caps bound) is
-        // always said.
-        let conversation = up_datagrams > 1;
-        let Some(unsaid) = ONE_SHOTS_ENDED.now_unless(&self.door.service, conversation) else {
-            return;
+        let service = &self.door.service;
+        let said = match up_datagrams {
+            0 | 1 => ONE_SHOTS_ENDED.now(service),
+            _ => ENDED.now_within(service, ENDS_SAID),
         };
+        let Some(unsaid) = said else { return };
         tracing::info!(
+            secs = began.elapsed().as_secs(),
             up_datagrams,
             up_bytes = f.meter.up.get(),
             down_datagrams = down.datagrams.load(Ordering::Relaxed),
