@@ -25,6 +25,7 @@ pub mod logging;
 pub mod metrics;
 pub mod net;
 pub mod penalties;
+pub mod places;
 pub mod proto;
 pub mod proxy_header;
 pub mod quic;

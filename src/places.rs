@@ -235,7 +235,10 @@ mod tests {
         let mut b = door.enter(ip("198.51.100.1")).unwrap();
         b.served();
         let c = door.enter(ip("203.0.113.1")).unwrap();
-        assert!(a.evicted.token.is_cancelled(), "the oldest waiting gave way");
+        assert!(
+            a.evicted.token.is_cancelled(),
+            "the oldest waiting gave way"
+        );
         assert!(!b.evicted.token.is_cancelled(), "a served one never does");
         drop(a);
         assert_eq!(

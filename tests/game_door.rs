@@ -717,3 +717,39 @@ async fn a_bedrock_join_to_a_host_that_says_nothing_wakes_it(t: Transport) {
     .await;
     home_is(&hub, "be", "waking").await;
 }
+
+/// Silent connections that fill the game door's readers (here 20: a
+/// quarter of a hub capped at 80 players) do not keep a player out: the
+/// player's connection takes the oldest silent one's place, which is
+/// reset. Before, the player was the one reset, for as long as strangers
+/// from a few networks kept reconnecting.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn silent_connections_filling_the_readers_do_not_keep_a_player_out() {
+    let certs = Certs::new();
+    let port = free_range(1);
+    let o = HubOpts {
+        services: vec![],
+        extra: format!(
+            "max_players_total = 80\n[services.mc]\nbind = \"127.0.0.1:{port}\"\n\
+             game = \"minecraft\"\noffline_message = \"Gone fishing\"\n"
+        ),
+        ..Default::default()
+    };
+    let hub = TestHub::start(&certs, &o).await;
+    let mut silent = Vec::new();
+    for i in 0..20 {
+        let src = format!("127.0.7.{}", 1 + i / 8);
+        silent.push(connect_from(&src, at(port)).await.unwrap());
+    }
+    let (_, body) = join(at(port), "play.test")
+        .await
+        .expect("the player was reset");
+    assert_eq!(disconnect_text(&body), "Gone fishing");
+    assert!(
+        closed_by_peer(&mut silent[0], Duration::from_secs(10)).await,
+        "the oldest silent connection kept its place"
+    );
+    let refusals = hub.handle.refusals();
+    println!("figure: 20 silent readers and a player: the player answered; refusals {refusals:?}");
+    assert_eq!(refusals.get("too many game handshakes pending"), Some(&1));
+}

@@ -12,7 +12,6 @@
 //! its source a penalty (`auth`), so one stranger can hold neither every
 //! connection nor the Argon2 check.
 
-pub(crate) mod admission;
 mod auth;
 pub mod client;
 // Public for the fuzz target (`fuzz/`), which drives its reader without a socket.
@@ -21,7 +20,7 @@ pub(crate) mod page;
 
 pub use auth::{Auth, Denied, read_hash_file};
 
-use admission::{Admission, Ticket};
+use crate::places::{Admission, Ticket};
 use std::{sync::Arc, time::Duration};
 use tokio::{io::AsyncWriteExt, net::TcpListener, net::TcpStream, sync::Semaphore};
 use tokio_util::{

@@ -26,7 +26,7 @@ use tokio_rustls::TlsAcceptor;
 /// Connections the door holds in all. Until its first line names a usable
 /// invite a connection is waiting, and a newcomer takes the place of the
 /// oldest waiting one of its source, its network or the door
-/// (`admin::admission`): an ep sends its line within a round trip of its
+/// (`places`): an ep sends its line within a round trip of its
 /// connect, so strangers holding connections idle keep no one out.
 pub(super) const PLACES: usize = 64;
 /// The first line must come quickly, the TLS handshake and the request
@@ -98,7 +98,7 @@ async fn serve(
     shared: &Arc<Shared>,
     mut tcp: TcpStream,
     addr: SocketAddr,
-    ticket: &mut crate::admin::admission::Ticket,
+    ticket: &mut crate::places::Ticket,
 ) -> Result<String, String> {
     let settings = shared.settings();
     let Some(e) = settings.enrol.clone() else {

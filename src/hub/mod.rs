@@ -60,18 +60,15 @@ pub(crate) struct Shared {
     /// Every serving player port.
     ports: std::sync::Mutex<HashMap<served::PortKey, served::Listening>>,
     pub cap: Arc<admission::HubCap>,
-    /// Connections still sending their first packet to a game port, per
-    /// source address (`game::java`).
-    pub game_readers: crate::sources::PerSource<8>,
-    pub game_readers_total: Arc<crate::sources::Counts<()>>,
-    /// The same per network (IPv4 /24, IPv6 /48).
-    pub game_reader_nets: Arc<crate::sources::Counts<std::net::IpAddr>>,
+    /// Connections still sending their first packet to a game port
+    /// (`game::java::readers`).
+    pub game_readers: Arc<crate::places::Admission>,
     /// Enrolments in progress (the enrol door's cap).
     pub enrol_work: Arc<enrol_work::AtWork>,
     /// The invites as the enrol door last read them.
     pub enrol_seen: crate::enrol::seen::Seen,
     /// The enrol door's connections (see `enrol::PLACES`).
-    pub enrol_places: Arc<crate::admin::admission::Admission>,
+    pub enrol_places: Arc<crate::places::Admission>,
     /// The control, channel and admin addresses as bound.
     pub addrs: std::sync::OnceLock<ControlAddrs>,
     /// Rewritten with the bound addresses after each reload.
@@ -246,14 +243,12 @@ impl Hub {
             settings_update: tokio::sync::Mutex::new(()),
             served: std::sync::RwLock::new(served),
             ports: std::sync::Mutex::default(),
+            game_readers: game::java::readers(&cap),
             cap,
-            game_readers: Default::default(),
-            game_readers_total: Arc::default(),
-            game_reader_nets: Arc::default(),
             ready_file: std::sync::Mutex::default(),
             enrol_work: Arc::default(),
             enrol_seen: Default::default(),
-            enrol_places: crate::admin::admission::Admission::new(enrol::PLACES, true),
+            enrol_places: crate::places::Admission::new(enrol::PLACES, true),
             addrs: std::sync::OnceLock::new(),
             sessions: Arc::new(Sessions::new(shutdown.clone(), metrics.clone(), grants)),
             players: Arc::default(),

@@ -3,6 +3,7 @@
 //! is away (status, Disconnect), or when home never answers.
 
 use super::{super::Shared, Words};
+use crate::places::{Admission, Scope, Ticket};
 use crate::{
     config::game::{Game, GameSettings},
     game::java::{self, First, Junk},
@@ -33,8 +34,22 @@ const STATUS_HOLD: Duration = Duration::from_secs(5);
 /// `MIN_READERS`).
 const MAX_READERS: usize = 1024;
 const MIN_READERS: usize = 16;
+/// Of those, from one source (an IPv4 address, an IPv6 /64).
+const MAX_READERS_PER_SOURCE: usize = 8;
 /// Of those, from one IPv4 /24 or IPv6 /48.
 const MAX_READERS_PER_NET: usize = 64;
+
+/// The places of connections reading their first packet, for a hub whose
+/// player cap is `cap`. At a cap (the connection's source's, its
+/// network's, or all readers') a newcomer takes the place of the oldest
+/// reader there, which is reset: a client writes its handshake within a
+/// round trip of its connect, so strangers holding silent connections
+/// from many networks cannot keep every Java player of the hub out, as
+/// they could while a newcomer was the one turned away.
+pub(in crate::hub) fn readers(cap: &crate::hub::admission::HubCap) -> Arc<Admission> {
+    let most = MAX_READERS.min(cap.max() / 4).max(MIN_READERS);
+    Admission::with_limits(most, MAX_READERS_PER_SOURCE, MAX_READERS_PER_NET)
+}
 /// What the hub answers itself: one status request and one ping.
 const MAX_STATUS_PACKET: usize = 64;
 
@@ -60,9 +75,11 @@ pub(in crate::hub) fn on_accept(
     shared.tracker.spawn(
         async move {
             let mut tcp = tcp;
+            let evicted = slots.0.evicted();
             let read = tokio::select! {
                 r = tokio::time::timeout(READ_WITHIN, read_first(&mut tcp)) => r,
                 _ = sh.shutdown.cancelled() => return,
+                _ = evicted => return gave_way(&sh, &tcp, &port, addr, &slots.0),
             };
             let why = match read {
                 Ok(Ok((first, buf))) => {
@@ -131,40 +148,10 @@ fn reader_slots(
     addr: SocketAddr,
     admitted: bool,
 ) -> Option<Reading> {
-    let Some(reading) = shared.game_readers.enter(addr.ip()) else {
-        refuse(
-            shared,
-            tcp,
-            port,
-            Reason::GameHandshakesFromSource,
-            addr.ip(),
-            "player refused with a reset: too many connections from one address still sending their first packet",
-        );
-        return None;
-    };
-    // Readers together hold at most a quarter of the hub-wide cap (and one
-    // network a share of that), so silent strangers from many addresses
-    // cannot fill the cap every service shares.
-    let most = MAX_READERS.min(shared.cap.max() / 4).max(MIN_READERS);
-    let net = crate::sources::network_key(addr.ip());
-    let (Some(total), Some(in_net)) = (
-        shared.game_readers_total.enter((), most),
-        shared.game_reader_nets.enter(net, MAX_READERS_PER_NET),
-    ) else {
-        refuse(
-            shared,
-            tcp,
-            port,
-            Reason::GameHandshakesPending,
-            addr.ip(),
-            "player refused with a reset: too many connections (hub-wide, or from its network) still sending their first packet",
-        );
-        return None;
-    };
     // A reader holds a file like a player: the hub-wide cap counts it, so
     // strangers cannot take the files the control and channel doors are
-    // promised.
-    // (A player admitted already holds one.)
+    // promised. (A player admitted already holds one.) Asked first: a
+    // newcomer turned away here must not have taken a reader's place.
     let held = if admitted {
         None
     } else if let Some(h) = HubSlot::enter(&shared.cap) {
@@ -180,7 +167,35 @@ fn reader_slots(
         );
         return None;
     };
-    Some((reading, held, (total, in_net)))
+    // Readers together hold at most a quarter of the hub-wide cap (and one
+    // network or source a share of that), so silent strangers from many
+    // addresses cannot fill the cap every service shares. None only if
+    // no reader is waiting to give way, which cannot be: readers never
+    // stop waiting while they hold a place.
+    let Some(reading) = shared.game_readers.enter(addr.ip()) else {
+        refuse(
+            shared,
+            tcp,
+            port,
+            Reason::GameHandshakesPending,
+            addr.ip(),
+            "player refused with a reset: too many connections still sending their first packet",
+        );
+        return None;
+    };
+    Some((reading, held))
+}
+
+/// A reader whose place a newer connection took: reset, and counted
+/// against the cap that gave it away.
+fn gave_way(shared: &Shared, tcp: &TcpStream, port: &str, addr: SocketAddr, t: &Ticket) {
+    let reason = match t.evicted_by() {
+        Some(Scope::Source) => Reason::GameHandshakesFromSource,
+        _ => Reason::GameHandshakesPending,
+    };
+    let detail =
+        "player closed with a reset: a newer connection took its place before its first packet";
+    refuse(shared, tcp, port, reason, addr.ip(), detail);
 }
 
 /// The door of the one service on `port`, if it is not shared.
@@ -331,16 +346,10 @@ fn names_for(
         .collect()
 }
 
-/// A reader's places: per source, under the hub cap, among all readers.
-/// Held until the player is admitted at its service's door, or answered.
-type Reading = (
-    crate::sources::SourceSlot,
-    Option<HubSlot>,
-    (
-        crate::sources::Counted<()>,
-        crate::sources::Counted<std::net::IpAddr>,
-    ),
-);
+/// A reader's places: among the readers (see `readers`), and under the
+/// hub cap. Held until the player is admitted at its service's door, or
+/// answered.
+type Reading = (Ticket, Option<HubSlot>);
 
 /// A player admitted before the read, and at which service's door.
 type Early = Option<(String, crate::hub::admission::Admitted)>;
@@ -380,7 +389,12 @@ async fn routed(
                     names.join(", ")
                 )
             };
-            let _ = answer(&mut tcp, first, buf, &text, None).await;
+            // Answered while it holds its reader's place, which a newer
+            // connection may take.
+            tokio::select! {
+                _ = answer(&mut tcp, first, buf, &text, None) => {}
+                _ = reading.0.evicted() => {}
+            }
             drop(reading);
             return;
         }
