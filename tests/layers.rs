@@ -26,6 +26,7 @@ const FLOORS: &[&[&str]] = &[
         "secret_file",
         "swap",
         "sources",
+        "places",
         "fdlimit",
         "sdnotify",
         "shutdown",

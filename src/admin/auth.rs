@@ -145,7 +145,7 @@ impl Auth {
     /// operator's dashboard behind the same address as a stranger), unless
     /// that source sent a few wrong ones during the penalty.
     pub async fn check(
-        &self,
+        self: &Arc<Self>,
         token: Option<&str>,
         from: IpAddr,
         current: Option<String>,
@@ -187,11 +187,21 @@ impl Auth {
         if remembered {
             return Ok(());
         }
-        // A miss told "busy" counts as a wrong token: else a guesser whose
-        // other addresses keep Argon2 busy tests its guesses against the
-        // remembered tokens unchecked (or, with tokens in line at once,
-        // has many checked per penalty).
-        let Some(_in_line) = InLine::take(&self.checking, source) else {
+        self.verify(token, d, source).await
+    }
+
+    /// An unknown token from `source`, in line for the Argon2 slot, then
+    /// verified. A miss told "busy" counts as a wrong token: else a
+    /// guesser whose other addresses keep Argon2 busy tests its guesses
+    /// against the remembered tokens unchecked (or, with tokens in line at
+    /// once, has many checked per penalty).
+    async fn verify(
+        self: &Arc<Self>,
+        token: &str,
+        d: [u8; 32],
+        source: IpAddr,
+    ) -> Result<(), Denied> {
+        let Some(in_line) = InLine::take(&self.checking, source) else {
             self.penalties_lock().strike(&source);
             return Err(Denied::Busy);
         };
@@ -200,22 +210,34 @@ impl Auth {
             self.penalties_lock().strike(&source);
             return Err(Denied::Busy);
         };
-        // Charged before the run and cleared if the token is right: a
-        // check cut off (its place at the door taken by a newer connection,
-        // the hub stopping) runs to its end all the same, and must cost its
-        // source as a wrong token does, or one address evicting its own
-        // checks could keep Argon2 busy without a penalty.
-        self.penalties_lock().strike(&source);
-        let checked = self.hash();
-        let (secret, hash) = (Secret::new(token), checked.clone());
-        let good = tokio::task::spawn_blocking(move || {
-            let ok = crate::token::verify(&secret, &hash);
-            drop(permit);
-            ok
-        })
-        .await
-        .unwrap_or(false);
+        // Run, and its outcome kept (a strike, or the token remembered),
+        // on a task of its own: a request cut off meanwhile (its place at
+        // the door taken by a newer connection, the hub stopping) leaves
+        // Argon2 to finish all the same, and must neither cost nothing (or
+        // one address evicting its own checks keeps Argon2 busy without a
+        // penalty) nor cost an operator whose right token was cut off.
+        let (auth, secret) = (self.clone(), Secret::new(token));
+        let run = tokio::spawn(async move {
+            let _in_line = in_line;
+            let checked = auth.hash();
+            let hash = checked.clone();
+            let good = tokio::task::spawn_blocking(move || {
+                let ok = crate::token::verify(&secret, &hash);
+                drop(permit);
+                ok
+            })
+            .await
+            .unwrap_or(false);
+            auth.settle(good, d, source, &checked)
+        });
+        run.await.unwrap_or(Err(Denied::Unauthorized))
+    }
+
+    /// Keeps what a verification found: a wrong token struck, a right one
+    /// remembered (unless the hash was rotated while it was checked).
+    fn settle(&self, good: bool, d: [u8; 32], source: IpAddr, checked: &str) -> Result<(), Denied> {
         if !good {
+            self.penalties_lock().strike(&source);
             return Err(Denied::Unauthorized);
         }
         self.penalties_lock().clear(&source);
@@ -255,25 +277,37 @@ mod tests {
             .to_string()
     }
 
+    /// Waits until no Argon2 run holds the slot.
+    async fn runs_over(auth: &Auth) {
+        while auth.argon2.available_permits() == 0 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
     /// A check cut off while Argon2 runs (its connection's place taken by
-    /// the source's own newer connections) costs its source as a wrong
-    /// token does: its next token is held off at once. Before, nothing was
+    /// a newer connection) keeps its outcome: a wrong token costs its
+    /// source, a right one is remembered. Before, nothing was
     /// charged, and one address evicting its own checks kept Argon2 busy.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn a_check_cut_off_mid_run_still_costs_its_source() {
+    async fn a_check_cut_off_mid_run_keeps_its_outcome() {
         let auth = Arc::new(Auth::new(slow_hash("right")));
-        let ip: IpAddr = "192.0.2.7".parse().unwrap();
-        let a = auth.clone();
-        let cut = tokio::spawn(async move { a.check(Some("wrong"), ip, None).await });
-        while auth.argon2.available_permits() > 0 {
-            tokio::task::yield_now().await;
+        let quick = |t: &'static str, ip: IpAddr| {
+            let a = auth.clone();
+            async move { tokio::time::timeout(Duration::from_secs(1), a.check(Some(t), ip, None)).await }
+        };
+        for (token, ip) in [("wrong", "192.0.2.7"), ("right", "198.51.100.7")] {
+            let ip: IpAddr = ip.parse().unwrap();
+            let a = auth.clone();
+            let cut = tokio::spawn(async move { a.check(Some(token), ip, None).await });
+            while auth.argon2.available_permits() > 0 {
+                tokio::task::yield_now().await;
+            }
+            cut.abort();
+            runs_over(&auth).await;
         }
-        cut.abort();
-        let next = tokio::time::timeout(
-            Duration::from_secs(1),
-            auth.check(Some("wrong again"), ip, None),
-        )
-        .await;
-        assert!(matches!(next, Ok(Err(Denied::Penalised(_)))), "{next:?}");
+        let wrong = quick("wrong again", "192.0.2.7".parse().unwrap()).await;
+        assert!(matches!(wrong, Ok(Err(Denied::Penalised(_)))), "{wrong:?}");
+        let right = quick("right", "203.0.113.7".parse().unwrap()).await;
+        assert!(matches!(right, Ok(Ok(()))), "remembered: {right:?}");
     }
 }

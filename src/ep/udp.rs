@@ -122,7 +122,13 @@ impl Flow {
             _ = ep.hard_stop.cancelled() => "ep shutting down".into(),
         };
         players.dec();
-        let up = &to_svc.n;
+        self.ended(&to_svc.n, &down, &why);
+    }
+
+    /// The flow's last line, with what it carried each way (`up`: from
+    /// the player), if its kind of line may be said now.
+    fn ended(&self, up: &Counts, down: &Counts, why: &str) {
+        let (service, player) = (&self.service, self.player);
         let up_datagrams = up.datagrams.load(Relaxed);
         let said = match up_datagrams {
             0 | 1 => ONE_SHOTS_ENDED.now(service),

@@ -354,6 +354,40 @@ type Reading = (Ticket, Option<HubSlot>);
 /// A player admitted before the read, and at which service's door.
 type Early = Option<(String, crate::hub::admission::Admitted)>;
 
+/// A player who typed `host`, a name the port does not serve: told the
+/// names it does, while it holds its reader's place (which a newer
+/// connection may take: then reset and counted, as a silent reader is).
+async fn unknown_name(
+    shared: &Shared,
+    (port, addr): (&str, SocketAddr),
+    mut tcp: TcpStream,
+    host: Option<&str>,
+    (first, buf): (First, Vec<u8>),
+    reading: Reading,
+) {
+    let settings = shared.settings();
+    let names = names_for(shared, &settings, port, addr.ip());
+    let shown = host.unwrap_or("(none: a client before 1.7)");
+    shared.refusals.record_player(
+        port,
+        Reason::UnknownHost,
+        addr.ip(),
+        &format!("player told the names this port serves: they typed {shown}"),
+    );
+    let text = if names.is_empty() {
+        format!("No server is called {shown} here.")
+    } else {
+        format!(
+            "No server is called {shown} here. Try: {}",
+            names.join(", ")
+        )
+    };
+    tokio::select! {
+        _ = answer(&mut tcp, first, buf, &text, None) => {}
+        _ = reading.0.evicted() => gave_way(shared, &tcp, port, addr, &reading.0),
+    }
+}
+
 #[allow(clippy::too_many_arguments)]
 async fn routed(
     shared: Arc<Shared>,
@@ -373,30 +407,8 @@ async fn routed(
     let name = match route(&settings, port, host.as_deref()) {
         Ok(n) => n,
         Err(_) => {
-            let names = names_for(&shared, &settings, port, addr.ip());
-            let shown = host.as_deref().unwrap_or("(none: a client before 1.7)");
-            shared.refusals.record_player(
-                port,
-                Reason::UnknownHost,
-                addr.ip(),
-                &format!("player told the names this port serves: they typed {shown}"),
-            );
-            let text = if names.is_empty() {
-                format!("No server is called {shown} here.")
-            } else {
-                format!(
-                    "No server is called {shown} here. Try: {}",
-                    names.join(", ")
-                )
-            };
-            // Answered while it holds its reader's place, which a newer
-            // connection may take.
-            tokio::select! {
-                _ = answer(&mut tcp, first, buf, &text, None) => {}
-                _ = reading.0.evicted() => {}
-            }
-            drop(reading);
-            return;
+            let at = (port, addr);
+            return unknown_name(&shared, at, tcp, host.as_deref(), (first, buf), reading).await;
         }
     };
     let (Some(served), Some(game)) = (
