@@ -327,6 +327,15 @@ impl Homes {
         if let Some((_, Busy::Waking(rx))) = busy.get(&l.service) {
             return join.then(|| rx.clone());
         }
+        // A dial that failed where the service has not answered (another
+        // port of its range, UDP to a service with no `type` in ep.toml:
+        // what a player or a hub picks) says nothing of the service: its
+        // state, which every hub is told, stays, and it is woken only if
+        // it is found silent where it answered (`still_up`).
+        let elsewhere = self.elsewhere(l);
+        if elsewhere && (wake.is_none() || !join) {
+            return None;
+        }
         let stopping = self.stopping(&l.service);
         let cooling = wake.as_ref().is_some_and(|w| {
             locked(&self.failed_at)
@@ -344,7 +353,7 @@ impl Homes {
             self.recheck(l);
             return None;
         };
-        let was_up = self.state_of(&l.service) == Some(HomeState::Up);
+        let was_up = elsewhere || self.state_of(&l.service) == Some(HomeState::Up);
         let (tx, rx) = watch::channel(Woken::Starting);
         let id = self.begin(&mut busy, &l.service, Busy::Waking(rx.clone()));
         drop(busy);
@@ -523,6 +532,14 @@ impl Homes {
             return None;
         }
         Some(w)
+    }
+
+    /// Whether `l` is not where the service last answered (its TCP port),
+    /// when it has answered somewhere.
+    fn elsewhere(&self, l: &Local) -> bool {
+        locked(&self.found_at)
+            .get(&l.service)
+            .is_some_and(|f| !f.udp && (f.at != l.at || l.udp))
     }
 
     /// Where the service, up until this dial failed, still answers: the
