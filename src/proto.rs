@@ -329,10 +329,18 @@ pub enum FrameError {
     Closed,
     #[error("frame of {0} bytes exceeds the {MAX_FRAME}-byte limit")]
     TooLarge(usize),
+    /// Why, as it may be shown: serde's words echo what the peer sent (an
+    /// unknown variant's name), which must not forge a log line.
     #[error("malformed message: {0}")]
-    Malformed(#[from] serde_json::Error),
+    Malformed(String),
     #[error(transparent)]
     Io(std::io::Error),
+}
+
+impl From<serde_json::Error> for FrameError {
+    fn from(e: serde_json::Error) -> Self {
+        FrameError::Malformed(shown(&e.to_string()))
+    }
 }
 
 impl From<std::io::Error> for FrameError {
@@ -527,6 +535,24 @@ mod tests {
         a.write_all(b"{x}").await.unwrap();
         let err = read_msg::<_, EpMsg>(&mut b).await.unwrap_err();
         assert!(matches!(err, FrameError::Malformed(_)), "{err}");
+    }
+    /// A peer's words inside a decoding error (an unknown variant's name)
+    /// cannot break the log line it ends up in.
+    #[tokio::test]
+    async fn a_malformed_message_cannot_forge_a_log_line() {
+        let (mut a, mut b) = tokio::io::duplex(1024);
+        let body = br#"{"type":"open","service":"x\nERROR forged","ticket":7}"#;
+        let evil = br#"{"type":"services","services":{"a":{"type":"x\nERROR: forged","ports":1}}}"#;
+        for body in [&body[..], &evil[..]] {
+            a.write_all(&(body.len() as u32).to_be_bytes())
+                .await
+                .unwrap();
+            a.write_all(body).await.unwrap();
+            let err = read_msg::<_, HubMsg>(&mut b).await.unwrap_err();
+            let said = err.to_string();
+            assert!(matches!(err, FrameError::Malformed(_)), "{said}");
+            assert!(!said.contains('\n'), "{said}");
+        }
     }
 
     async fn raw_frame(w: &mut (impl AsyncWrite + Unpin), json: &str) {
