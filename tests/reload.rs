@@ -466,6 +466,43 @@ async fn a_new_hub_certificate_is_used_for_new_handshakes() {
     streaming.await.expect("the player saw no error");
 }
 
+/// A hub certificate no ep would accept (another CA's, as a renewal run
+/// against the wrong folder makes) is refused by the reload, which names
+/// the file and why; the hub goes on with the one it has, so new players
+/// are still carried. Before, it was taken ("also applied: tls") and every
+/// new channel then failed with nothing but TLS alerts in the hub's log.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hub_certificate_no_ep_would_accept_is_refused_by_a_reload() {
+    let certs = Certs::new();
+    let (hub, _ep, file) = hub_serving_a(&certs, &opts("")).await;
+    let foreign = Certs::new();
+    let text = std::fs::read_to_string(&file)
+        .unwrap()
+        .replace(
+            &toml_path(&certs.path("hub.pem")),
+            &toml_path(&foreign.path("hub.pem")),
+        )
+        .replace(
+            &toml_path(&certs.path("hub.key")),
+            &toml_path(&foreign.path("hub.key")),
+        );
+    let before = reloads(&hub);
+    let tmp = file.with_extension("tmp");
+    std::fs::write(&tmp, text).unwrap();
+    std::fs::rename(&tmp, &file).unwrap();
+    let refused = next_reload(&hub, before).await.unwrap_err();
+    println!("figure: the reload said: {refused}");
+    assert!(
+        refused.contains(&foreign.path("hub.pem").display().to_string())
+            && refused.contains("would refuse"),
+        "{refused}"
+    );
+    // New players still get channels: the pool's handshakes use the old one.
+    for i in 0..8u8 {
+        assert_eq!(echo_once(hub.service("a"), &[i]).await.unwrap(), [i]);
+    }
+}
+
 on_every_transport!(a_reload_that_drops_the_eps_address_ends_its_session);
 
 /// An ep's address taken out of `ep_allowlist` by a reload: its session

@@ -116,8 +116,16 @@ impl ServerMaterial {
             .first()
             .cloned()
             .with_context(|| format!("{} holds no certificate", paths.ca.display()))?;
+        let roots = roots(&paths.ca)?;
+        verify_own_server_cert(roots.clone(), &certs).with_context(|| {
+            format!(
+                "{} is not a certificate eps trusting {} accept",
+                paths.cert.display(),
+                paths.ca.display()
+            )
+        })?;
         Ok(ServerMaterial {
-            roots: roots(&paths.ca)?,
+            roots,
             ca,
             cas,
             certs,
@@ -202,6 +210,32 @@ pub fn verify_client_cert(
     verifier
         .verify_client_cert(cert, &[], at)
         .map_err(|e| anyhow::anyhow!("{e}"))?;
+    Ok(())
+}
+
+/// Checks the hub's own certificate `chain` (its certificate first) as an
+/// ep trusting `roots` will, for the first name it holds: issued by that
+/// CA, valid now, for a server. A hub started or reloaded with one an ep
+/// would refuse serves no one, and says so only in TLS alerts.
+pub fn verify_own_server_cert(
+    roots: Arc<RootCertStore>,
+    chain: &[CertificateDer<'static>],
+) -> Result<()> {
+    let Some((cert, rest)) = chain.split_first() else {
+        bail!("it holds no certificate");
+    };
+    let Some(name) = subject_names(cert).into_iter().next() else {
+        bail!("it names no host (no subjectAltName): no ep would accept it");
+    };
+    let name = rustls::pki_types::ServerName::try_from(name.clone())
+        .map_err(|_| anyhow::anyhow!("its name {name:?} is not a host name or address"))?;
+    let verifier = WebPkiServerVerifier::builder_with_provider(roots, provider())
+        .build()
+        .context("cannot build the server-certificate verifier")?;
+    use rustls::client::danger::ServerCertVerifier;
+    verifier
+        .verify_server_cert(cert, rest, &name, &[], rustls::pki_types::UnixTime::now())
+        .map_err(|e| anyhow::anyhow!("an ep trusting tls.ca would refuse it ({e})"))?;
     Ok(())
 }
 
