@@ -76,3 +76,57 @@ async fn a_hub_stopped_after_a_reload_removed_a_service_stops_at_once(t: Transpo
         .await
         .expect("the hub stopped within 10 s, with no player to drain");
 }
+
+on_every_transport!(a_service_removed_and_put_back_within_its_drain_keeps_its_players);
+
+/// A service taken out of the file and put back before its drain ends
+/// (a block cut and pasted over two saves, a tool that writes in two
+/// passes): its player carries on past the drain. Before, the removal's
+/// timer cut it all the same.
+async fn a_service_removed_and_put_back_within_its_drain_keeps_its_players(t: Transport) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let certs = Certs::new();
+    let short = |services: &[&str]| {
+        t.hub_opts(HubOpts {
+            services: services.iter().map(|s| s.to_string()).collect(),
+            extra: "drain_timeout = \"1s\"\n".into(),
+            ..Default::default()
+        })
+    };
+    let o = short(&["a", "b"]);
+    let settings = hub_settings(&certs, &o);
+    let file = settings.file.clone();
+    let hub = TestHub::from_settings(settings, &o).await;
+    let eo = t.ep_opts(
+        &hub,
+        EpOpts::new(&certs, vec![("a".into(), echo_server().await)]),
+    );
+    let ep = TestEp::start(ep_settings(&certs, &hub, &eo));
+    hub.wait_sessions(1).await;
+    let mut player = tokio::net::TcpStream::connect(hub.service("a"))
+        .await
+        .unwrap();
+    let mut buf = [0u8; 4];
+    player.write_all(b"ping").await.unwrap();
+    player.read_exact(&mut buf).await.unwrap();
+    let removed = std::time::Instant::now();
+    assert!(hub.reload_to(&certs, &short(&["b"]), &file).await.is_ok());
+    assert!(
+        hub.reload_to(&certs, &short(&["a", "b"]), &file)
+            .await
+            .is_ok()
+    );
+    // Past the 1 s drain, twice over.
+    while removed.elapsed() < Duration::from_secs(3) {
+        player.write_all(b"ping").await.unwrap();
+        let read = tokio::time::timeout(Duration::from_secs(5), player.read_exact(&mut buf)).await;
+        assert!(
+            matches!(read, Ok(Ok(_))),
+            "the player was cut {:?} after the removal: {read:?}",
+            removed.elapsed()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    ep.stop().await;
+    hub.stop().await;
+}

@@ -60,6 +60,10 @@ pub(crate) struct Shared {
     /// Every serving player port.
     ports: std::sync::Mutex<HashMap<served::PortKey, served::Listening>>,
     pub cap: Arc<admission::HubCap>,
+    /// Services a reload removed whose players are still draining: each
+    /// one's `cut`, and what calls off the timer that cancels it (a later
+    /// reload that puts the service back keeps its players).
+    pub draining: std::sync::Mutex<HashMap<String, (CancellationToken, CancellationToken)>>,
     /// Connections still sending their first packet to a game port
     /// (`game::java::readers`).
     pub game_readers: Arc<crate::places::Admission>,
@@ -244,6 +248,7 @@ impl Hub {
             served: std::sync::RwLock::new(served),
             ports: std::sync::Mutex::default(),
             game_readers: game::java::readers(&cap),
+            draining: std::sync::Mutex::default(),
             cap,
             ready_file: std::sync::Mutex::default(),
             enrol_work: Arc::default(),

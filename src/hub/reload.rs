@@ -16,6 +16,7 @@ use crate::{
 };
 use std::{collections::HashSet, net::SocketAddr, sync::Arc};
 use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
 
 /// What asks for a reload; called before the doors open, so that a save
 /// in the first moments is seen.
@@ -262,7 +263,15 @@ fn services(shared: &Arc<Shared>, new: &HubSettings) {
     let mut served = shared.served.write().unwrap_or_else(|p| p.into_inner());
     for s in &new.services {
         let Some(cur) = served.get(&s.name).cloned() else {
-            served.insert(s.name.clone(), parts.build(s, new));
+            let mut one = parts.build(s, new);
+            if let Some(cut) = reprieve(shared, &s.name) {
+                // Its players from before it was removed carry on under
+                // the service again, cut with it if it goes again.
+                if let Some(fresh) = Arc::get_mut(&mut one) {
+                    fresh.cut = cut;
+                }
+            }
+            served.insert(s.name.clone(), one);
             continue;
         };
         let t = new.timing;
@@ -301,7 +310,16 @@ fn services(shared: &Arc<Shared>, new: &HubSettings) {
     }
     drop(served);
     reassign(shared, new);
-    let drain = new.timing.drain_timeout;
+    drain_removed(shared, removed, new.timing.drain_timeout);
+}
+
+/// Removed services' players finish, cut after `drain` unless a later
+/// reload puts the service back (`reprieve`).
+fn drain_removed(
+    shared: &Arc<Shared>,
+    removed: Vec<Arc<super::served::Served>>,
+    drain: std::time::Duration,
+) {
     for one in removed {
         one.svc.retire();
         shared.sessions.forget(&one.svc);
@@ -310,13 +328,40 @@ fn services(shared: &Arc<Shared>, new: &HubSettings) {
         // players at its time during that drain (`cut` is a child of the
         // hard stop, which cuts them at the drain's end in any case).
         let (cut, stop) = (one.cut.clone(), shared.hard_stop.clone());
+        let off = CancellationToken::new();
+        let name = one.svc.name.clone();
+        draining(shared).insert(name.clone(), (cut.clone(), off.clone()));
+        let sh = shared.clone();
         tokio::spawn(async move {
             tokio::select! {
                 _ = tokio::time::sleep(drain) => cut.cancel(),
                 _ = stop.cancelled() => {}
+                _ = off.cancelled() => return,
+            }
+            // Its players are gone: nothing left to keep.
+            let mut d = draining(&sh);
+            if d.get(&name).is_some_and(|(c, _)| c.is_cancelled()) {
+                d.remove(&name);
             }
         });
     }
+}
+
+fn draining(
+    shared: &Shared,
+) -> std::sync::MutexGuard<
+    '_,
+    std::collections::HashMap<String, (CancellationToken, CancellationToken)>,
+> {
+    shared.draining.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// The `cut` of the players of `name`, removed by an earlier reload and
+/// still draining, with the timer that would cut them called off.
+fn reprieve(shared: &Shared, name: &str) -> Option<CancellationToken> {
+    let (cut, off) = draining(shared).remove(name)?;
+    off.cancel();
+    (!cut.is_cancelled()).then_some(cut)
 }
 
 /// Each service's ep checked against the new shape and grants (an ep no
