@@ -391,6 +391,19 @@ impl Homes {
             );
             return oneshot::channel().1;
         }
+        if let Some(s) = running.get(service) {
+            // The way out of a command that hangs is to change it; but one
+            // that is a slow server still starting would now have a second
+            // beside it: said, so the person who changed it can look.
+            tracing::warn!(
+                service,
+                running_for = ?s.at.elapsed(),
+                before = ?s.argv,
+                "a player found the service away; its wake command was changed while the one \
+                 from before still runs: running the new one beside it (if the old one starts \
+                 the server, stop it, or two may run on one world)"
+            );
+        }
         let id = self.ids.fetch_add(1, Ordering::Relaxed);
         let started = Started {
             id,
