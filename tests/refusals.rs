@@ -223,3 +223,50 @@ fn a_world_readable_key_is_refused_with_the_fix() {
     let err = ferry::tls::load_key(&key).unwrap_err().to_string();
     assert!(err.contains("chmod 600"), "{err}");
 }
+
+/// A hub's own certificate is checked as an ep would check it: another
+/// CA's is refused, a wildcard name passes, and one only out of its dates
+/// is let through for a warning (a clock set wrong must not stop the hub).
+#[test]
+fn the_hubs_own_certificate_is_checked_as_an_ep_would() {
+    use ferry::tls::{load_certs, verify_own_server_cert};
+    let hub_files = |names: &[&str]| {
+        let dir = tempfile::tempdir().unwrap();
+        ferry::certgen::GenCert {
+            dir: dir.path().to_path_buf(),
+            hub_names: names.iter().map(|n| n.to_string()).collect(),
+            ..Default::default()
+        }
+        .run()
+        .unwrap();
+        dir
+    };
+    let roots_of = |d: &std::path::Path| {
+        let mut store = rustls::RootCertStore::empty();
+        for c in load_certs(&d.join("ca.pem")).unwrap() {
+            store.add(c).unwrap();
+        }
+        std::sync::Arc::new(store)
+    };
+    let dir = hub_files(&["*.example.com"]);
+    let chain = load_certs(&dir.path().join("hub.pem")).unwrap();
+    let own = verify_own_server_cert(roots_of(dir.path()), &chain);
+    assert!(matches!(own, Ok(None)), "{own:?}");
+    let other = hub_files(&["hub.example"]);
+    let e = verify_own_server_cert(roots_of(other.path()), &chain).unwrap_err();
+    assert!(e.to_string().contains("would refuse"), "{e}");
+    let read = |f: &str| std::fs::read_to_string(dir.path().join(f)).unwrap();
+    let ca_key = rcgen::KeyPair::from_pem(&read("ca.key")).unwrap();
+    let issuer = rcgen::Issuer::from_ca_cert_pem(&read("ca.pem"), ca_key).unwrap();
+    let mut params = rcgen::CertificateParams::new(vec!["hub.example".into()]).unwrap();
+    params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ServerAuth];
+    params.not_before = rcgen::date_time_ymd(2020, 1, 1);
+    params.not_after = rcgen::date_time_ymd(2021, 1, 1);
+    let key = rcgen::KeyPair::generate().unwrap();
+    let expired = params.signed_by(&key, &issuer).unwrap();
+    let dated = verify_own_server_cert(roots_of(dir.path()), &[expired.der().clone()]);
+    assert!(
+        matches!(&dated, Ok(Some(w)) if w.contains("dates")),
+        "{dated:?}"
+    );
+}

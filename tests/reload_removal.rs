@@ -84,16 +84,35 @@ on_every_transport!(a_service_removed_and_put_back_within_its_drain_keeps_its_pl
 /// passes): its player carries on past the drain. Before, the removal's
 /// timer cut it all the same.
 async fn a_service_removed_and_put_back_within_its_drain_keeps_its_players(t: Transport) {
+    let cut = removed_and_put_back(t, "").await;
+    assert_eq!(cut, None, "the player was cut after the removal");
+}
+
+on_every_transport!(a_service_put_back_for_another_ep_still_cuts_the_old_eps_players);
+
+/// The same, but put back granted to another ep only (`[eps.home]` no
+/// longer lists it): the players home carried go at the drain's end, as a
+/// grant withdrawn cuts them.
+async fn a_service_put_back_for_another_ep_still_cuts_the_old_eps_players(t: Transport) {
+    let cut = removed_and_put_back(t, "[eps.home]\nservices = [\"b\"]\n").await;
+    let cut = cut.expect("home's player outlived its grant");
+    assert!(cut < Duration::from_secs(3), "cut after {cut:?}");
+}
+
+/// A player on `a`; `a` removed, then put back with `grants` (tables);
+/// when the player was cut, counted from the removal (None: it carried on
+/// past twice the 1 s drain).
+async fn removed_and_put_back(t: Transport, grants: &str) -> Option<Duration> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let certs = Certs::new();
-    let short = |services: &[&str]| {
+    let short = |services: &[&str], tables: &str| {
         t.hub_opts(HubOpts {
             services: services.iter().map(|s| s.to_string()).collect(),
-            extra: "drain_timeout = \"1s\"\n".into(),
+            extra: format!("drain_timeout = \"1s\"\n{tables}"),
             ..Default::default()
         })
     };
-    let o = short(&["a", "b"]);
+    let o = short(&["a", "b"], "");
     let settings = hub_settings(&certs, &o);
     let file = settings.file.clone();
     let hub = TestHub::from_settings(settings, &o).await;
@@ -110,23 +129,25 @@ async fn a_service_removed_and_put_back_within_its_drain_keeps_its_players(t: Tr
     player.write_all(b"ping").await.unwrap();
     player.read_exact(&mut buf).await.unwrap();
     let removed = std::time::Instant::now();
-    assert!(hub.reload_to(&certs, &short(&["b"]), &file).await.is_ok());
     assert!(
-        hub.reload_to(&certs, &short(&["a", "b"]), &file)
+        hub.reload_to(&certs, &short(&["b"], ""), &file)
             .await
             .is_ok()
     );
+    let back = short(&["a", "b"], grants);
+    assert!(hub.reload_to(&certs, &back, &file).await.is_ok());
     // Past the 1 s drain, twice over.
+    let mut cut = None;
     while removed.elapsed() < Duration::from_secs(3) {
-        player.write_all(b"ping").await.unwrap();
+        let _ = player.write_all(b"ping").await;
         let read = tokio::time::timeout(Duration::from_secs(5), player.read_exact(&mut buf)).await;
-        assert!(
-            matches!(read, Ok(Ok(_))),
-            "the player was cut {:?} after the removal: {read:?}",
-            removed.elapsed()
-        );
+        if !matches!(read, Ok(Ok(_))) {
+            cut = Some(removed.elapsed());
+            break;
+        }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     ep.stop().await;
     hub.stop().await;
+    cut
 }

@@ -63,7 +63,7 @@ pub(crate) struct Shared {
     /// Services a reload removed whose players are still draining: each
     /// one's `cut`, and what calls off the timer that cancels it (a later
     /// reload that puts the service back keeps its players).
-    pub draining: std::sync::Mutex<HashMap<String, (CancellationToken, CancellationToken)>>,
+    pub draining: std::sync::Mutex<HashMap<String, reload::Draining>>,
     /// Connections still sending their first packet to a game port
     /// (`game::java::readers`).
     pub game_readers: Arc<crate::places::Admission>,

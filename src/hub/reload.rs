@@ -264,7 +264,7 @@ fn services(shared: &Arc<Shared>, new: &HubSettings) {
     for s in &new.services {
         let Some(cur) = served.get(&s.name).cloned() else {
             let mut one = parts.build(s, new);
-            if let Some(cut) = reprieve(shared, &s.name) {
+            if let Some(cut) = reprieve(shared, &s.name, new) {
                 // Its players from before it was removed carry on under
                 // the service again, cut with it if it goes again.
                 if let Some(fresh) = Arc::get_mut(&mut one) {
@@ -313,6 +313,15 @@ fn services(shared: &Arc<Shared>, new: &HubSettings) {
     drain_removed(shared, removed, new.timing.drain_timeout);
 }
 
+/// A removed service whose players still drain.
+pub(crate) struct Draining {
+    cut: CancellationToken,
+    /// Calls off the timer that would cancel `cut`.
+    off: CancellationToken,
+    /// The eps that carried its players.
+    eps: Vec<String>,
+}
+
 /// Removed services' players finish, cut after `drain` unless a later
 /// reload puts the service back (`reprieve`).
 fn drain_removed(
@@ -322,6 +331,7 @@ fn drain_removed(
 ) {
     for one in removed {
         one.svc.retire();
+        let eps = shared.sessions.serving_eps(&one.svc);
         shared.sessions.forget(&one.svc);
         // Not on the tracker: a shutdown's drain (which waits for the
         // tracker) must not wait out this timer, which still cuts these
@@ -330,17 +340,24 @@ fn drain_removed(
         let (cut, stop) = (one.cut.clone(), shared.hard_stop.clone());
         let off = CancellationToken::new();
         let name = one.svc.name.clone();
-        draining(shared).insert(name.clone(), (cut.clone(), off.clone()));
+        let entry = Draining {
+            cut: cut.clone(),
+            off: off.clone(),
+            eps,
+        };
+        draining(shared).insert(name.clone(), entry);
         let sh = shared.clone();
         tokio::spawn(async move {
             tokio::select! {
-                _ = tokio::time::sleep(drain) => cut.cancel(),
-                _ = stop.cancelled() => {}
+                _ = tokio::time::sleep(drain) => {}
+                _ = stop.cancelled() => return,
                 _ = off.cancelled() => return,
             }
-            // Its players are gone: nothing left to keep.
+            // Under the lock a reprieve takes: it called this timer off
+            // first, or it finds no entry and builds the service afresh.
             let mut d = draining(&sh);
-            if d.get(&name).is_some_and(|(c, _)| c.is_cancelled()) {
+            if !off.is_cancelled() {
+                cut.cancel();
                 d.remove(&name);
             }
         });
@@ -349,19 +366,23 @@ fn drain_removed(
 
 fn draining(
     shared: &Shared,
-) -> std::sync::MutexGuard<
-    '_,
-    std::collections::HashMap<String, (CancellationToken, CancellationToken)>,
-> {
+) -> std::sync::MutexGuard<'_, std::collections::HashMap<String, Draining>> {
     shared.draining.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 /// The `cut` of the players of `name`, removed by an earlier reload and
-/// still draining, with the timer that would cut them called off.
-fn reprieve(shared: &Shared, name: &str) -> Option<CancellationToken> {
-    let (cut, off) = draining(shared).remove(name)?;
-    off.cancel();
-    (!cut.is_cancelled()).then_some(cut)
+/// still draining, with the timer that would cut them called off; unless
+/// an ep that carried them is no longer granted the service in `new`
+/// (then they go at the drain's end, as a grant withdrawn cuts them).
+fn reprieve(shared: &Shared, name: &str, new: &HubSettings) -> Option<CancellationToken> {
+    let mut d = draining(shared);
+    let e = d.get(name)?;
+    if !e.eps.iter().all(|ep| new.grants.may_serve(ep, name)) {
+        return None;
+    }
+    let e = d.remove(name)?;
+    e.off.cancel();
+    Some(e.cut)
 }
 
 /// Each service's ep checked against the new shape and grants (an ep no

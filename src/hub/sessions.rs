@@ -452,6 +452,16 @@ impl Sessions {
     }
 
     /// A service the hub removed: no session serves it any more.
+    /// The eps that serve `svc`.
+    pub fn serving_eps(&self, svc: &Arc<Service>) -> Vec<String> {
+        let st = self.lock();
+        st.by_ep
+            .iter()
+            .filter(|(_, e)| lock(&e.serving).iter().any(|s| Arc::ptr_eq(s, svc)))
+            .map(|(ep, _)| ep.clone())
+            .collect()
+    }
+
     pub fn forget(&self, svc: &Arc<Service>) {
         let st = self.lock();
         for e in st.by_ep.values() {

@@ -117,13 +117,20 @@ impl ServerMaterial {
             .cloned()
             .with_context(|| format!("{} holds no certificate", paths.ca.display()))?;
         let roots = roots(&paths.ca)?;
-        verify_own_server_cert(roots.clone(), &certs).with_context(|| {
+        let dated = verify_own_server_cert(roots.clone(), &certs).with_context(|| {
             format!(
                 "{} is not a certificate eps trusting {} accept",
                 paths.cert.display(),
                 paths.ca.display()
             )
         })?;
+        if let Some(why) = dated {
+            tracing::warn!(
+                "{}: {why}: eps refuse it until it is renewed (ferry hub gen-cert) or this \
+                 machine's clock is set right",
+                paths.cert.display()
+            );
+        }
         Ok(ServerMaterial {
             roots,
             ca,
@@ -214,29 +221,51 @@ pub fn verify_client_cert(
 }
 
 /// Checks the hub's own certificate `chain` (its certificate first) as an
-/// ep trusting `roots` will, for the first name it holds: issued by that
-/// CA, valid now, for a server. A hub started or reloaded with one an ep
-/// would refuse serves no one, and says so only in TLS alerts.
+/// ep trusting `roots` will: issued by that CA, for a server, for one of
+/// the names it holds (a wildcard for one name it covers; the hub cannot
+/// know which name eps dial). A hub started or reloaded with one no ep
+/// would accept serves no one, and says so only in TLS alerts. Only being
+/// out of its dates is not refused (a clock set wrong, or a certificate
+/// that expired while the hub ran, must not stop the hub or every other
+/// change a reload brings): Ok(Some(why)), for a warning.
 pub fn verify_own_server_cert(
     roots: Arc<RootCertStore>,
     chain: &[CertificateDer<'static>],
-) -> Result<()> {
+) -> Result<Option<String>> {
+    use rustls::{CertificateError, client::danger::ServerCertVerifier};
     let Some((cert, rest)) = chain.split_first() else {
         bail!("it holds no certificate");
     };
-    let Some(name) = subject_names(cert).into_iter().next() else {
-        bail!("it names no host (no subjectAltName): no ep would accept it");
-    };
-    let name = rustls::pki_types::ServerName::try_from(name.clone())
-        .map_err(|_| anyhow::anyhow!("its name {name:?} is not a host name or address"))?;
     let verifier = WebPkiServerVerifier::builder_with_provider(roots, provider())
         .build()
         .context("cannot build the server-certificate verifier")?;
-    use rustls::client::danger::ServerCertVerifier;
-    verifier
-        .verify_server_cert(cert, rest, &name, &[], rustls::pki_types::UnixTime::now())
-        .map_err(|e| anyhow::anyhow!("an ep trusting tls.ca would refuse it ({e})"))?;
-    Ok(())
+    let now = rustls::pki_types::UnixTime::now();
+    let mut refused = None;
+    for name in subject_names(cert) {
+        let host = match name.strip_prefix("*.") {
+            Some(parent) => format!("ferry-check.{parent}"),
+            None => name,
+        };
+        let Ok(host) = rustls::pki_types::ServerName::try_from(host) else {
+            continue;
+        };
+        match verifier.verify_server_cert(cert, rest, &host, &[], now) {
+            Ok(_) => return Ok(None),
+            Err(rustls::Error::InvalidCertificate(
+                e @ (CertificateError::Expired
+                | CertificateError::ExpiredContext { .. }
+                | CertificateError::NotValidYet
+                | CertificateError::NotValidYetContext { .. }),
+            )) => return Ok(Some(format!("it is out of its dates ({e})"))),
+            Err(e) => {
+                refused.get_or_insert(e);
+            }
+        }
+    }
+    match refused {
+        Some(e) => bail!("an ep trusting tls.ca would refuse it ({e})"),
+        None => bail!("it names no host or address an ep could dial (subjectAltName)"),
+    }
 }
 
 /// A resumed TLS session skips certificate verification: rustls restores

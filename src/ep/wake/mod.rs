@@ -332,16 +332,16 @@ impl Homes {
         // what a player or a hub picks) says nothing of the service: its
         // state, which every hub is told, stays, and it is woken only if
         // it is found silent where it answered (`still_up`).
-        let elsewhere = self.elsewhere(l);
-        if elsewhere && (wake.is_none() || !join) {
-            return None;
-        }
         let stopping = self.stopping(&l.service);
         let cooling = wake.as_ref().is_some_and(|w| {
             locked(&self.failed_at)
                 .get(&l.service)
                 .is_some_and(|t| t.elapsed() < w.timeout.min(WAKE_COOLDOWN))
         });
+        let elsewhere = self.elsewhere(l);
+        if elsewhere && (wake.is_none() || !join || cooling) {
+            return None;
+        }
         let state = if wake.is_some() {
             HomeState::Asleep
         } else {
