@@ -716,9 +716,15 @@ fn match_offer(
     if let Some((_, why)) = std::mem::take(&mut matched.mismatch).into_iter().next() {
         return Err(Verdict::no(RefusalKind::ServiceMismatch, why));
     }
-    // Skipped, never refusing what else it offers.
-    for (name, why) in &matched.unauthorised {
-        tracing::warn!(%ep, service = ?name, "the ep offers a service it is not granted; skipped: {why}");
+    // Skipped, never refusing what else it offers; a few lines a second
+    // per ep (a verified ep logs in again without an Argon2 run).
+    static UNGRANTED: crate::log_rate::PerKey = crate::log_rate::PerKey::new();
+    if !matched.unauthorised.is_empty()
+        && let Some(unsaid) = UNGRANTED.now_within(ep, 3)
+    {
+        for (name, why) in matched.unauthorised.iter().take(8) {
+            tracing::warn!(%ep, service = ?name, unsaid, "the ep offers a service it is not granted; skipped: {why}");
+        }
     }
     // Granted nothing (yet), or offering nothing (enrolled with an invite
     // that granted nothing): logged in all the same, serving nothing, so a
@@ -1099,8 +1105,13 @@ fn heard(
             if let Some(svc) = guard.services().iter().find(|s| s.name == service)
                 && svc.channel_failed(&ticket, guard.id)
             {
-                let reason = crate::proto::shown(&reason);
-                tracing::warn!(ep = %guard.ep, service, "the ep could not open a channel: {reason}");
+                // An ep can fail every ticket, and have new ones at once by
+                // offering the service again: a few lines a second.
+                static SAID: crate::log_rate::PerKey = crate::log_rate::PerKey::new();
+                if let Some(unsaid) = SAID.now_within(&service, 3) {
+                    let reason = crate::proto::shown(&reason);
+                    tracing::warn!(ep = %guard.ep, service, unsaid, "the ep could not open a channel: {reason}");
+                }
             }
             Ok(None)
         }

@@ -299,11 +299,16 @@ impl Sessions {
         {
             match svc.served_by() {
                 Some(holder) if holder != ep && grants.may_serve(&holder, &svc.name) => {
-                    tracing::warn!(
-                        ep,
-                        service = %svc.name,
-                        "already served by ep {holder}; this ep takes it over when {holder} lets go"
-                    );
+                    // At each login of the standby ep: a few a second.
+                    static SAID: crate::log_rate::PerKey = crate::log_rate::PerKey::new();
+                    if let Some(unsaid) = SAID.now_within(&svc.name, 3) {
+                        tracing::warn!(
+                            ep,
+                            service = %svc.name,
+                            unsaid,
+                            "already served by ep {holder}; this ep takes it over when {holder} lets go"
+                        );
+                    }
                 }
                 Some(holder) if holder != ep => {
                     if let Some(e) = st.by_ep.get(&holder) {
@@ -391,13 +396,20 @@ impl Sessions {
             {
                 continue;
             }
+            // An ep can offer again as fast as it sends: a few lines a
+            // second per service.
+            static SAID: crate::log_rate::PerKey = crate::log_rate::PerKey::new();
             if let Err(why) = fits(&e.offer) {
-                tracing::warn!(ep, service = %svc.name, "the ep cannot serve the service it offered: {why}");
+                if let Some(unsaid) = SAID.now_within(&svc.name, 3) {
+                    tracing::warn!(ep, service = %svc.name, unsaid, "the ep cannot serve the service it offered: {why}");
+                }
                 continue;
             }
             // Two eps offering it: the first keeps it, as at login.
             if let Some(holder) = svc.served_by() {
-                tracing::warn!(ep, service = %svc.name, "the service it offered is already served by ep {holder}");
+                if let Some(unsaid) = SAID.now_within(&svc.name, 3) {
+                    tracing::warn!(ep, service = %svc.name, unsaid, "the service it offered is already served by ep {holder}");
+                }
                 continue;
             }
             attach(svc, e, ep);
