@@ -9,20 +9,6 @@ use common::{procs::*, *};
 use ferry::proto::{self, EpMsg, FrameReader, HubMsg};
 use std::time::{Duration, Instant};
 
-/// The lines of `p` from a TERM to its exit.
-fn lines_to_exit(p: &mut Ferry) -> Vec<String> {
-    p.signal("TERM");
-    let mut lines = Vec::new();
-    while let Some(l) = p.next_line(Duration::from_secs(30)) {
-        lines.push(l);
-    }
-    assert!(
-        p.wait_within(Duration::from_secs(5)).is_some(),
-        "still running"
-    );
-    lines
-}
-
 /// An ep that says it failed every channel the hub asks for, each with a
 /// long reason: the hub's log says so a few times a second, not once a
 /// ticket (the hub asks again a quarter of a second later, a pool's worth).
@@ -56,7 +42,7 @@ async fn an_ep_failing_every_channel_is_logged_in_a_few_lines() {
         proto::write_msg(&mut wr, &EpMsg::Heartbeat).await.unwrap();
     }
     let took = began.elapsed();
-    let lines = lines_to_exit(&mut hub.proc);
+    let lines = hub.proc.lines_to_exit();
     let said = lines
         .iter()
         .filter(|l| l.contains("could not open a channel"))

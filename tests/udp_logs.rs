@@ -15,20 +15,6 @@ fn flow_lines(lines: &[String]) -> usize {
     lines.iter().filter(|l| l.contains("udp flow")).count()
 }
 
-/// The lines of `p` from a TERM to its exit.
-fn lines_to_exit(p: &mut Ferry) -> Vec<String> {
-    p.signal("TERM");
-    let mut lines = Vec::new();
-    while let Some(l) = p.next_line(Duration::from_secs(30)) {
-        lines.push(l);
-    }
-    assert!(
-        p.wait_within(Duration::from_secs(5)).is_some(),
-        "still running"
-    );
-    lines
-}
-
 async fn a_flood_of_forged_sources_is_logged_in_a_few_lines(t: Transport) {
     let certs = Certs::new();
     let (home, _) = udp_echo().await;
@@ -72,8 +58,8 @@ async fn a_flood_of_forged_sources_is_logged_in_a_few_lines(t: Transport) {
         );
     }
     // Every flow ends with the hub and the ep: a line each, before.
-    let hub_lines = lines_to_exit(&mut hub.proc);
-    let ep_lines = lines_to_exit(&mut ep);
+    let hub_lines = hub.proc.lines_to_exit();
+    let ep_lines = ep.lines_to_exit();
     let (on_hub, on_ep) = (flow_lines(&hub_lines), flow_lines(&ep_lines));
     println!(
         "figure ({t:?}): 320 forged sources and a player: {on_hub} flow lines on the hub, {on_ep} on the ep"

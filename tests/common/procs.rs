@@ -190,6 +190,20 @@ impl Ferry {
         }
     }
 
+    /// Its log lines from a TERM to its exit.
+    pub fn lines_to_exit(&mut self) -> Vec<String> {
+        self.signal("TERM");
+        let mut lines = Vec::new();
+        while let Some(l) = self.next_line(Duration::from_secs(30)) {
+            lines.push(l);
+        }
+        assert!(
+            self.wait_within(Duration::from_secs(5)).is_some(),
+            "still running"
+        );
+        lines
+    }
+
     /// User + system CPU seconds so far.
     pub fn cpu_secs(&self) -> f64 {
         let stat =
