@@ -125,23 +125,25 @@ impl Admission {
     /// A door of `max` places, with `PER_SOURCE` and `PER_NETWORK` waiting
     /// from one source and network if `by_source`.
     pub fn new(max: usize, by_source: bool) -> Arc<Admission> {
-        Arc::new(Admission {
-            max,
-            per_source: PER_SOURCE,
-            per_network: PER_NETWORK,
-            by_source,
-            state: Mutex::default(),
-        })
+        Admission::build(max, (PER_SOURCE, PER_NETWORK), by_source)
     }
 
     /// A door of `max` places, with `per_source` and `per_network` waiting
     /// from one source and network.
     pub fn with_limits(max: usize, per_source: usize, per_network: usize) -> Arc<Admission> {
+        Admission::build(max, (per_source, per_network), true)
+    }
+
+    fn build(
+        max: usize,
+        (per_source, per_network): (usize, usize),
+        by_source: bool,
+    ) -> Arc<Admission> {
         Arc::new(Admission {
             max,
             per_source,
             per_network,
-            by_source: true,
+            by_source,
             state: Mutex::default(),
         })
     }

@@ -203,6 +203,25 @@ async fn woken_during_a_stop(t: Transport, server: &str, stop: &str) -> Vec<Stri
     all
 }
 
+/// An echo server on `home`, and `home + 1` held, never listening (a dial
+/// there is refused): keep the socket returned while that matters.
+async fn echo_then_dead(home: u16) -> tokio::net::TcpSocket {
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", home))
+        .await
+        .unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let (mut r, mut w) = s.split();
+                let _ = tokio::io::copy(&mut r, &mut w).await;
+            });
+        }
+    });
+    let hold = tokio::net::TcpSocket::new_v4().unwrap();
+    hold.bind(([127, 0, 0, 1], home + 1).into()).unwrap();
+    hold
+}
+
 on_every_transport!(a_dial_where_the_service_never_listened_does_not_wake_it);
 
 /// A service over a range of two ports whose server listens on the first
@@ -215,20 +234,7 @@ async fn a_dial_where_the_service_never_listened_does_not_wake_it(t: Transport) 
     let dir = tempfile::tempdir().unwrap();
     let log = dir.path().join("log");
     let (public, home) = (free_range(2), free_range(2));
-    let listener = tokio::net::TcpListener::bind(("127.0.0.1", home))
-        .await
-        .unwrap();
-    tokio::spawn(async move {
-        while let Ok((mut s, _)) = listener.accept().await {
-            tokio::spawn(async move {
-                let (mut r, mut w) = s.split();
-                let _ = tokio::io::copy(&mut r, &mut w).await;
-            });
-        }
-    });
-    // Held, never listening: a dial there is refused.
-    let hold = tokio::net::TcpSocket::new_v4().unwrap();
-    hold.bind(([127, 0, 0, 1], home + 1).into()).unwrap();
+    let _hold = echo_then_dead(home).await;
     let o = t.hub_opts(HubOpts {
         services: vec![],
         extra: format!(
@@ -284,18 +290,7 @@ async fn a_hub_that_dials_a_dead_port_without_waking_first_still_wakes_nothing()
     let log = dir.path().join("log");
     let home = free_range(2);
     let local: std::net::SocketAddr = ([127, 0, 0, 1], home).into();
-    let listener = tokio::net::TcpListener::bind(local).await.unwrap();
-    tokio::spawn(async move {
-        while let Ok((mut s, _)) = listener.accept().await {
-            tokio::spawn(async move {
-                let (mut r, mut w) = s.split();
-                let _ = tokio::io::copy(&mut r, &mut w).await;
-            });
-        }
-    });
-    // Held, never listening: a dial there is refused.
-    let hold = tokio::net::TcpSocket::new_v4().unwrap();
-    hold.bind(([127, 0, 0, 1], home + 1).into()).unwrap();
+    let _hold = echo_then_dead(home).await;
     let common::fake_hub::FakeHub {
         control,
         channel,
