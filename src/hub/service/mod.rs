@@ -464,6 +464,11 @@ impl Service {
     pub async fn take(self: &Arc<Self>, wait: Duration) -> Result<Channel, TakeError> {
         let deadline = Instant::now() + wait;
         loop {
+            // Before the look at the attached session below: an ep that
+            // attaches over QUIC after that look (and before this player
+            // waits in the pool, which nothing fills over QUIC) is seen as
+            // a change, not missed until `player_wait` runs out.
+            let mut attached = self.attached_gen.subscribe();
             // Over QUIC a stream is as cheap as a pooled channel: open one.
             match self.open_stream(deadline).await {
                 // Opened while a reload removed the service (a stream
@@ -476,7 +481,7 @@ impl Service {
                 Some(Err(())) => continue,
                 None => {}
             }
-            let (next, mut attached) = {
+            let next = {
                 let mut st = self.lock();
                 if st.retired {
                     return Err(TakeError::Removed);
@@ -490,9 +495,7 @@ impl Service {
                     }
                 };
                 self.publish(&st);
-                // Subscribed under the lock `attach` takes: no attachment
-                // can slip between the check above and the wait below.
-                (next, self.attached_gen.subscribe())
+                next
             };
             match next {
                 Err(idle) => {
