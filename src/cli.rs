@@ -472,6 +472,12 @@ fn join(j: &JoinArgs) -> Result<()> {
         joined.ep,
         joined.config.display()
     );
+    if !joined.services.is_empty() {
+        println!("once it runs, it serves (the hub chose these; edit `local` where one is wrong):");
+        for s in &joined.services {
+            println!("  {s}");
+        }
+    }
     println!(
         "check the services' local addresses in it, then run: ferry ep -c {}",
         joined.config.display()

@@ -102,6 +102,13 @@ async fn an_invite_line_enrols_an_ep_that_then_just_works() {
     let (ok, text) = join(&line, home.path()).await;
     assert!(ok, "{text}");
     assert!(text.contains("enrolled as ep cabin"), "{text}");
+    // What it will serve, said where the person reads: the hub chose it.
+    assert!(
+        text.contains(&format!(
+            "game (tcp): players reach 127.0.0.1:{game} at home"
+        )),
+        "{text}"
+    );
     let config = home.path().join("ep.toml");
     for (f, m) in [
         ("certs/ep.key", 0o600),

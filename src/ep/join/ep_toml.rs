@@ -8,6 +8,7 @@
 
 use super::answer::Enrolled;
 use crate::config::join_host_port;
+use crate::enrol::Offered;
 use std::path::Path;
 
 pub(super) fn render(e: &Enrolled, config: &Path, hosts: &[String]) -> String {
@@ -35,20 +36,11 @@ pub(super) fn render(e: &Enrolled, config: &Path, hosts: &[String]) -> String {
     }
     toml += "\n[tls]\nca = \"certs/ca.pem\"\ncert = \"certs/ep.pem\"\nkey = \"certs/ep.key\"\n";
     for s in &e.services {
-        // In u32: a range the hub claims runs past 65535 is written as
-        // claimed, for the config check to name, not a panic here.
-        let first = u32::from(s.first_port);
-        let last = first + u32::from(s.ports.saturating_sub(1));
-        let ports = if s.ports > 1 {
-            format!("{first}-{last}")
-        } else {
-            first.to_string()
-        };
         toml += &format!(
             "\n[services.{}]                 # {} on the hub\nlocal = {}   # where it listens at home: change if it differs\n",
             key(&s.name),
             s.kind,
-            string(&format!("127.0.0.1:{ports}")),
+            string(&local(s)),
         );
     }
     if e.services.is_empty() {
@@ -56,6 +48,36 @@ pub(super) fn render(e: &Enrolled, config: &Path, hosts: &[String]) -> String {
              # add [services.NAME] with local = \"host:port\" here.\n";
     }
     toml
+}
+
+/// Where `s` is written to listen at home: loopback, on the ports the hub
+/// serves it on.
+fn local(s: &Offered) -> String {
+    // In u32: a range the hub claims runs past 65535 is written as
+    // claimed, for the config check to name, not a panic here.
+    let first = u32::from(s.first_port);
+    let last = first + u32::from(s.ports.saturating_sub(1));
+    match s.ports > 1 {
+        true => format!("127.0.0.1:{first}-{last}"),
+        false => format!("127.0.0.1:{first}"),
+    }
+}
+
+/// One line per service written, for the person who joined to check:
+/// the hub chose each name and port, and a port of another program at
+/// home (an ssh server's 22) would put that program on the internet.
+pub(super) fn summary(e: &Enrolled) -> Vec<String> {
+    e.services
+        .iter()
+        .map(|s| {
+            format!(
+                "{} ({}): players reach {} at home",
+                crate::proto::shown(&s.name),
+                s.kind,
+                local(s)
+            )
+        })
+        .collect()
 }
 
 /// A TOML basic string: `"`, `\` and control characters escaped.

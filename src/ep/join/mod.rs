@@ -25,6 +25,8 @@ use std::path::{Path, PathBuf};
 pub struct Joined {
     pub ep: String,
     pub config: PathBuf,
+    /// Each service written and where at home it sends players.
+    pub services: Vec<String>,
 }
 
 /// Enrols with the hub in `line`, writing `dir/ep.toml` and `dir/certs/`.
@@ -67,6 +69,7 @@ pub async fn join(line: &str, dir: &Path, force: bool) -> Result<Joined> {
     let toml = ep_toml::render(&enrolled, &config, &hubs);
     staging.install(&enrolled, &toml)?;
     Ok(Joined {
+        services: ep_toml::summary(&enrolled),
         ep: enrolled.ep,
         config,
     })
