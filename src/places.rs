@@ -69,6 +69,9 @@ pub enum Scope {
     Network,
     /// The door's, in all.
     Door,
+    /// A cap outside the door, which the newcomer could only pass with
+    /// what this one held there (`Admission::displace`).
+    Elsewhere,
 }
 
 /// A waiting connection told that its place was given away, and by whom.
@@ -102,6 +105,31 @@ impl State {
         let _ = gone.evicted.by.set(scope);
         gone.evicted.token.cancel();
         Some(())
+    }
+
+    /// For a newcomer from `keys` that may only displace: its own source's
+    /// oldest waiting, else its network's, else the oldest of the source
+    /// with the most waiting. So one address cannot reset every other
+    /// source's connections: while it has one waiting, it displaces that.
+    fn displace(&mut self, keys: Option<(IpAddr, IpAddr)>) -> Option<()> {
+        if let Some((s, n)) = keys {
+            if self.count((false, s)) > 0 {
+                return self.evict(Scope::Elsewhere, |w| w.keys.is_some_and(|k| k.0 == s));
+            }
+            if self.count((true, n)) > 0 {
+                return self.evict(Scope::Elsewhere, |w| w.keys.is_some_and(|k| k.1 == n));
+            }
+        }
+        let heaviest = self
+            .counts
+            .iter()
+            .filter(|((net, _), _)| !net)
+            .max_by_key(|(_, n)| **n)
+            .map(|((_, key), _)| *key);
+        match heaviest {
+            Some(h) => self.evict(Scope::Elsewhere, |w| w.keys.is_some_and(|k| k.0 == h)),
+            None => self.evict(Scope::Elsewhere, |_| true),
+        }
     }
 
     /// No longer waiting (served, or closed): out of the queue and counts.
@@ -157,10 +185,24 @@ impl Admission {
     /// the door if the door is full; None only when every place is served
     /// (none waiting to give way).
     pub fn enter(self: &Arc<Self>, ip: IpAddr) -> Option<Ticket> {
+        self.enter_as(ip, false)
+    }
+
+    /// `enter` for a newcomer that may only take a waiting connection's
+    /// place, at any count (what a place also stands for is full
+    /// elsewhere, such as a file under the hub's cap): see
+    /// `State::displace` for whose; told `Scope::Elsewhere`. None if none
+    /// is waiting.
+    pub fn displace(self: &Arc<Self>, ip: IpAddr) -> Option<Ticket> {
+        self.enter_as(ip, true)
+    }
+
+    fn enter_as(self: &Arc<Self>, ip: IpAddr, displace: bool) -> Option<Ticket> {
         let keys = self.by_source.then(|| (source_key(ip), network_key(ip)));
         let mut st = self.lock();
         // An evicted connection's place passes to the newcomer.
         let took = match keys {
+            _ if displace => Some(st.displace(keys)?),
             Some((s, _)) if st.count((false, s)) >= self.per_source => {
                 st.evict(Scope::Source, |w| w.keys.is_some_and(|k| k.0 == s))
             }
@@ -256,6 +298,28 @@ mod tests {
         let st = door.lock();
         assert_eq!(st.held, 0);
         assert!(st.waiting.is_empty() && st.counts.is_empty());
+    }
+
+    #[test]
+    fn a_displacing_newcomer_takes_from_itself_else_the_heaviest_source() {
+        let door = Admission::new(10, true);
+        let mut served = door.enter(ip("192.0.2.1")).unwrap();
+        served.served();
+        assert!(door.displace(ip("192.0.2.9")).is_none(), "none waiting");
+        let a1 = door.enter(ip("198.51.100.1")).unwrap();
+        let b = door.enter(ip("203.0.113.1")).unwrap();
+        let a2 = door.enter(ip("198.51.100.1")).unwrap();
+        // From elsewhere: the oldest of the source with the most waiting.
+        let c = door.displace(ip("192.0.2.9")).unwrap();
+        assert_eq!(a1.evicted_by(), Some(Scope::Elsewhere));
+        assert_eq!((b.evicted_by(), a2.evicted_by()), (None, None));
+        assert_eq!(door.lock().held, 4, "the newcomer holds a1's place");
+        // With one of its own waiting: that one.
+        let d = door.displace(ip("192.0.2.9")).unwrap();
+        assert_eq!(c.evicted_by(), Some(Scope::Elsewhere));
+        assert_eq!((b.evicted_by(), a2.evicted_by()), (None, None));
+        drop((served, a1, b, a2, c, d));
+        assert_eq!(door.lock().held, 0);
     }
 
     #[test]

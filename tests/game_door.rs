@@ -753,3 +753,75 @@ async fn silent_connections_filling_the_readers_do_not_keep_a_player_out() {
     println!("figure: 20 silent readers and a player: the player answered; refusals {refusals:?}");
     assert_eq!(refusals.get("too many game handshakes pending"), Some(&1));
 }
+
+/// Waits (bounded) until `n` places are taken under `hub`'s player cap.
+async fn cap_taken(hub: &TestHub, n: usize, what: &str) {
+    let h = &hub.handle;
+    common::udp::eventually(what, Duration::from_secs(5), || h.cap_taken() == n).await;
+}
+
+/// Silent connections on a small hub do not keep a player out:
+/// - a port of one service of ten players, and sixteen silent connections
+///   from two addresses (eight each, as many as one source may have read
+///   at once): they hold none of the ten places while they are read;
+/// - a hub of twenty players in all, twelve of them on another service,
+///   and eight silent connections (under the ten the readers may hold):
+///   the hub is full, and the oldest silent one gives its place under the
+///   hub's cap to the player.
+///
+/// Every place under the cap is given back once everyone has gone.
+/// Before, each silent connection took its place at the service's door as
+/// it connected, and the player was reset ("service full"); and a full
+/// hub reset the player, however many of its places silent connections
+/// held.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn silent_connections_do_not_fill_a_small_hub() {
+    let cases = [
+        ("", "max_players = 10\n", 0, 16),
+        ("max_players_total = 20\n", "", 12, 8),
+    ];
+    for (hub_key, service_key, online, silent) in cases {
+        let certs = Certs::new();
+        let port = free_range(1);
+        let o = HubOpts {
+            services: vec!["a".into()],
+            extra: format!(
+                "{hub_key}[services.mc]\nbind = \"127.0.0.1:{port}\"\n\
+                 game = \"minecraft\"\noffline_message = \"Gone fishing\"\n{service_key}"
+            ),
+            ..Default::default()
+        };
+        let hub = TestHub::start(&certs, &o).await;
+        let case = (hub_key.to_string() + service_key).trim().to_string();
+        // Players of the other service: no ep, so each waits for one,
+        // holding its place.
+        let mut players = Vec::new();
+        for _ in 0..online {
+            // Silent, so the hub sees them leave while they wait.
+            let p = tokio::net::TcpStream::connect(hub.service("a"));
+            players.push(p.await.unwrap());
+        }
+        cap_taken(&hub, online, "the other service's players seated").await;
+        let mut held = Vec::new();
+        for i in 0..silent {
+            let src = format!("127.0.7.{}", 1 + i / 8);
+            // Before, the ones past the door's limits were reset at once.
+            held.push(connect_from(&src, at(port)).await);
+        }
+        cap_taken(&hub, online + silent, "the silent connections read").await;
+        let joined = join(at(port), "play.test").await;
+        let refusals = hub.handle.refusals();
+        println!(
+            "figure: {case}, {online} online, {silent} silent, then a player; refusals {refusals:?}"
+        );
+        let (_, body) = joined.expect("the player was reset");
+        assert_eq!(disconnect_text(&body), "Gone fishing");
+        assert_eq!(refusals.get("service full"), None, "{case}");
+        // On the full hub, the one silent connection that gave way.
+        let displaced = (online > 0).then_some(&1);
+        assert_eq!(refusals.get("hub player cap reached"), displaced, "{case}");
+        drop((players, held));
+        cap_taken(&hub, 0, "every place given back").await;
+        hub.stop().await;
+    }
+}

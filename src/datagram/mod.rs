@@ -7,7 +7,7 @@
 mod queue;
 pub mod socket;
 
-pub use queue::{MAX_BYTES as QUEUE_BYTES, MAX_ITEMS as QUEUE_ITEMS, Queue};
+pub use queue::{Budget, Held, MAX_BYTES as QUEUE_BYTES, MAX_ITEMS as QUEUE_ITEMS, Queue};
 
 use tokio::io::{AsyncRead, AsyncReadExt};
 

@@ -43,6 +43,11 @@ impl HubCap {
         self.max
     }
 
+    /// Places taken now.
+    pub fn taken(&self) -> usize {
+        self.now.load(Ordering::Acquire)
+    }
+
     pub(super) fn enter(&self) -> bool {
         self.now
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
@@ -53,6 +58,36 @@ impl HubCap {
 
     pub(super) fn leave(&self) {
         self.now.fetch_sub(1, Ordering::AcqRel);
+    }
+
+    /// A place under the cap, held until dropped or handed to a player.
+    pub(super) fn slot(self: &Arc<Self>) -> Option<CapSlot> {
+        self.enter().then(|| CapSlot(Some(self.clone())))
+    }
+}
+
+/// One place under the hub's cap: a connection's file before it is a
+/// player (a game port's reader), given back on drop.
+pub(crate) struct CapSlot(Option<Arc<HubCap>>);
+
+impl CapSlot {
+    /// The place another holder gave up to this one without leaving it (a
+    /// reader evicted by `places::Admission::displace`): not counted again.
+    pub(super) fn handed(cap: &Arc<HubCap>) -> CapSlot {
+        CapSlot(Some(cap.clone()))
+    }
+
+    /// Given to another holder, which leaves it in its turn.
+    pub(super) fn hand_over(mut self) {
+        self.0 = None;
+    }
+}
+
+impl Drop for CapSlot {
+    fn drop(&mut self) {
+        if let Some(cap) = &self.0 {
+            cap.leave();
+        }
     }
 }
 
@@ -112,6 +147,41 @@ impl Source {
     }
 }
 
+/// Whether `key` (of `ip`) has room for one more player: its address's,
+/// its network's and the service's; its network's key if so.
+fn room(st: &State, l: &PlayerLimits, key: IpAddr, ip: IpAddr) -> Result<IpAddr, Reason> {
+    if st.sources.get(&key).map_or(0, |s| s.players) >= l.max_players_per_ip {
+        return Err(Reason::PlayerAddressFull);
+    }
+    let net = crate::sources::network_key(ip);
+    if st.nets.get(&net).copied().unwrap_or(0) >= l.max_players_per_net {
+        return Err(Reason::PlayerNetworkFull);
+    }
+    if l.max_players.is_some_and(|max| st.players >= max) {
+        return Err(Reason::ServiceFull);
+    }
+    Ok(net)
+}
+
+/// `Door::enter`'s part: all of `admit`, or its first or second half.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Step {
+    Admit,
+    Knock,
+    Seat,
+}
+
+/// Whether `l`'s allow and deny lists let `ip` in.
+fn listed(l: &PlayerLimits, ip: IpAddr) -> Result<(), Reason> {
+    if l.deny.contains(ip) {
+        return Err(Reason::PlayerDenied);
+    }
+    if !l.allow.is_empty() && !l.allow.contains(ip) {
+        return Err(Reason::PlayerNotAllowed);
+    }
+    Ok(())
+}
+
 #[derive(Default)]
 struct State {
     players: usize,
@@ -130,6 +200,50 @@ pub(crate) struct Door {
     /// Its byte-rate caps, changed in place on reload (players already
     /// capped follow the new values); its UDP door shares them.
     caps: Arc<crate::rate::Caps>,
+}
+
+impl State {
+    /// `key`'s record, made if new (the oldest idle ones go when too many
+    /// are kept).
+    fn source(&mut self, key: IpAddr, l: &PlayerLimits, now: Instant) -> &mut Source {
+        if !self.sources.contains_key(&key) && self.sources.len() >= MAX_TRACKED {
+            self.sources
+                .retain(|_, s| s.players > 0 || s.banned_until.is_some_and(|b| b > now));
+        }
+        self.sources.entry(key).or_insert(Source {
+            players: 0,
+            tokens: l.rate.count as f64,
+            refilled: now,
+            over: 0,
+            window: now,
+            banned_until: None,
+        })
+    }
+}
+
+/// A connection counted at a door, not yet given a place.
+pub(crate) struct Knocked {
+    door: Arc<Door>,
+    ip: IpAddr,
+}
+
+impl Knocked {
+    /// Its place, its rate already paid (given back if there is no
+    /// room); with `slot`, its place under the hub's cap is that one.
+    pub fn seat(self, slot: Option<CapSlot>) -> Result<Admitted, Reason> {
+        let Knocked { door, ip } = self;
+        door.enter(ip, Step::Seat, slot).map(|a| a.expect("seated"))
+    }
+
+    /// Turned away for want of room before it was read (the hub full):
+    /// its rate's token back.
+    pub fn refund(self) {
+        let l = self.door.limits();
+        let mut st = self.door.lock();
+        if let Some(src) = st.sources.get_mut(&key(self.ip.to_canonical())) {
+            src.tokens = (src.tokens + 1.0).min(l.rate.count as f64);
+        }
+    }
 }
 
 /// An admitted player's place; given back on drop.
@@ -179,11 +293,8 @@ impl Door {
     pub fn turned_away(&self, ip: IpAddr) -> Option<Reason> {
         let l = self.limits();
         let ip = ip.to_canonical();
-        if l.deny.contains(ip) {
-            return Some(Reason::PlayerDenied);
-        }
-        if !l.allow.is_empty() && !l.allow.contains(ip) {
-            return Some(Reason::PlayerNotAllowed);
+        if let Err(r) = listed(&l, ip) {
+            return Some(r);
         }
         let st = self.lock();
         let banned = st
@@ -196,58 +307,94 @@ impl Door {
 
     /// Admits a player from `ip`, or says why not. Cheap: no I/O.
     pub fn admit(self: &Arc<Self>, ip: IpAddr) -> Result<Admitted, Reason> {
+        self.enter(ip, Step::Admit, None)
+            .map(|a| a.expect("admitted"))
+    }
+
+    /// `admit` for a connection that already holds its place under the
+    /// hub's cap (a game port's reader): no gap between the two in which
+    /// another connection takes it.
+    pub fn admit_holding(self: &Arc<Self>, ip: IpAddr, slot: CapSlot) -> Result<Admitted, Reason> {
+        self.enter(ip, Step::Admit, Some(slot))
+            .map(|a| a.expect("admitted"))
+    }
+
+    /// Counts a connection from `ip` against its rate (and a flood's ban)
+    /// before it takes a place: a game port's, whose first packet is read
+    /// first. Silent connections then hold no player's place while they
+    /// are read; `Knocked::seat` gives the place once the packet is in. An
+    /// address whose places are already taken by players is refused here,
+    /// as `admit` would (its rate not spent).
+    pub fn knock(self: &Arc<Self>, ip: IpAddr) -> Result<Knocked, Reason> {
+        self.enter(ip, Step::Knock, None)?;
+        Ok(Knocked {
+            door: self.clone(),
+            ip,
+        })
+    }
+
+    /// What `admit` does, or one of its halves (`Step`); with `slot`, the
+    /// place under the hub's cap is that one.
+    fn enter(
+        self: &Arc<Self>,
+        ip: IpAddr,
+        step: Step,
+        slot: Option<CapSlot>,
+    ) -> Result<Option<Admitted>, Reason> {
         let limits = self.limits();
         let l = &*limits;
         let ip = ip.to_canonical();
-        if l.deny.contains(ip) {
-            return Err(Reason::PlayerDenied);
-        }
-        if !l.allow.is_empty() && !l.allow.contains(ip) {
-            return Err(Reason::PlayerNotAllowed);
-        }
+        listed(l, ip)?;
         let key = key(ip);
         let now = Instant::now();
         let mut st = self.lock();
-        if !st.sources.contains_key(&key) && st.sources.len() >= MAX_TRACKED {
-            st.sources
-                .retain(|_, s| s.players > 0 || s.banned_until.is_some_and(|b| b > now));
+        let src = st.source(key, l, now);
+        match step {
+            Step::Admit | Step::Knock => src.may_connect(l, key, now)?,
+            // Its rate paid at the knock; a flood's ban since still holds.
+            Step::Seat if src.banned_until.is_some_and(|b| b > now) => {
+                return Err(Reason::PlayerBanned);
+            }
+            Step::Seat => {}
         }
-        let rate = l.rate;
-        let src = st.sources.entry(key).or_insert(Source {
-            players: 0,
-            tokens: rate.count as f64,
-            refilled: now,
-            over: 0,
-            window: now,
-            banned_until: None,
+        let room = room(&st, l, key, ip).and_then(|net| {
+            if step != Step::Knock {
+                match slot.or_else(|| self.cap.slot()) {
+                    Some(s) => s.hand_over(),
+                    None => return Err(Reason::HubFull),
+                }
+            }
+            Ok(net)
         });
-        src.may_connect(l, key, now)?;
-        if src.players >= l.max_players_per_ip {
-            return Err(Reason::PlayerAddressFull);
-        }
-        let net = crate::sources::network_key(ip);
-        if st.nets.get(&net).copied().unwrap_or(0) >= l.max_players_per_net {
-            return Err(Reason::PlayerNetworkFull);
-        }
-        if l.max_players.is_some_and(|max| st.players >= max) {
-            return Err(Reason::ServiceFull);
-        }
-        if !self.cap.enter() {
-            return Err(Reason::HubFull);
-        }
         let src = st.sources.get_mut(&key).expect("entry made above");
-        src.tokens -= 1.0;
+        let net = match room {
+            Ok(net) => net,
+            Err(r) => {
+                // Turned away for want of room, not for its rate: a knock's
+                // token is given back, as `admit` takes none then.
+                if step == Step::Seat {
+                    src.tokens = (src.tokens + 1.0).min(l.rate.count as f64);
+                }
+                return Err(r);
+            }
+        };
+        if step != Step::Seat {
+            src.tokens -= 1.0;
+        }
+        if step == Step::Knock {
+            return Ok(None);
+        }
         src.players += 1;
         st.players += 1;
         *st.nets.entry(net).or_default() += 1;
         self.meters.players.inc();
         self.meters.admitted.inc();
-        Ok(Admitted {
+        Ok(Some(Admitted {
             door: self.clone(),
             key,
             net,
             limits,
-        })
+        }))
     }
 
     /// Players on this service now.
@@ -317,6 +464,48 @@ mod tests {
         };
         limits(&mut l);
         Door::new(l, HubCap::new(cap), ServiceMeters::default())
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_knock_pays_the_rate_and_holds_no_place_until_seated() {
+        let d = door(|l| l.max_players = Some(1), 100);
+        let a: IpAddr = "203.0.113.1".parse().unwrap();
+        // Three knocks, the rate's three a minute: no place taken yet.
+        let knocks: Vec<_> = (0..3).map(|_| d.knock(a).unwrap()).collect();
+        assert_eq!(d.players(), 0);
+        assert_eq!(d.knock(a).err(), Some(Reason::PlayerRate));
+        let mut knocks = knocks.into_iter();
+        // Seated; the service's one place then full, and the knock that
+        // finds it so gets its token back.
+        let seated = knocks.next().unwrap().seat(None).unwrap();
+        assert_eq!(d.players(), 1);
+        assert_eq!(
+            knocks.next().unwrap().seat(None).err(),
+            Some(Reason::ServiceFull)
+        );
+        drop(seated);
+        // That token, and no other: the seat took none.
+        let last = d.knock(a).unwrap();
+        assert_eq!(d.knock(a).err(), Some(Reason::PlayerRate));
+        // Banned for flooding since its knock (twice the rate's three
+        // refused): not seated.
+        assert_eq!(d.knock(a).err(), Some(Reason::PlayerBanned));
+        assert_eq!(
+            knocks.next().unwrap().seat(None).err(),
+            Some(Reason::PlayerBanned)
+        );
+        drop(last);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_full_service_refuses_the_knock_without_spending_its_rate() {
+        let d = door(|l| l.max_players_per_ip = 1, 100);
+        let a: IpAddr = "203.0.113.1".parse().unwrap();
+        let _playing = d.admit(a).unwrap();
+        for _ in 0..10 {
+            assert_eq!(d.knock(a).err(), Some(Reason::PlayerAddressFull));
+        }
+        assert!(d.banned_for(a).is_none());
     }
 
     #[tokio::test(start_paused = true)]

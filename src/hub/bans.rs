@@ -191,6 +191,30 @@ pub(super) fn admit(
     door.admit(ip)
 }
 
+/// `admit`'s first half, for a connection read before it takes a place
+/// (`Door::knock`).
+pub(super) fn knock(
+    shared: &Shared,
+    service: &str,
+    door: &Arc<super::admission::Door>,
+    ip: IpAddr,
+) -> Result<super::admission::Knocked, Reason> {
+    shared.bans.check(service, ip)?;
+    door.knock(ip)
+}
+
+/// `admit`'s second half: a ban written while the connection was read
+/// still turns it away.
+pub(super) fn seat(
+    shared: &Shared,
+    service: &str,
+    (ip, knocked): (IpAddr, super::admission::Knocked),
+    slot: Option<super::admission::CapSlot>,
+) -> Result<super::admission::Admitted, Reason> {
+    shared.bans.check(service, ip)?;
+    knocked.seat(slot)
+}
+
 /// What tells one version of the file from the next. Every write is a new
 /// file renamed in, and the kernel's clock for file times is coarse (a
 /// few ms): two quick writes of one length differ by their inode.

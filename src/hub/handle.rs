@@ -35,6 +35,12 @@ impl HubHandle {
         self.shared.refusals.totals()
     }
 
+    /// Places taken under the hub's player cap: players, and connections
+    /// still sending a game port their first packet.
+    pub fn cap_taken(&self) -> usize {
+        self.shared.cap.taken()
+    }
+
     /// Ready channels of `service`, updated as they come and go.
     pub fn pool_ready(&self, service: &str) -> Option<watch::Receiver<usize>> {
         self.shared.service(service).map(|s| s.watch_ready())

@@ -60,12 +60,14 @@ pub(crate) struct Shared {
     /// Every serving player port.
     ports: std::sync::Mutex<HashMap<served::PortKey, served::Listening>>,
     pub cap: Arc<admission::HubCap>,
+    /// What every UDP flow's queue draws on (`datagram::Budget`).
+    pub udp_queued: Arc<crate::datagram::Budget>,
     /// Services a reload removed whose players are still draining: each
     /// one's `cut`, and what calls off the timer that cancels it (a later
     /// reload that puts the service back keeps its players).
     pub draining: std::sync::Mutex<HashMap<String, reload::Draining>>,
     /// Connections still sending their first packet to a game port
-    /// (`game::java::readers`).
+    /// (`game::readers_places`).
     pub game_readers: Arc<crate::places::Admission>,
     /// Enrolments in progress (the enrol door's cap).
     pub enrol_work: Arc<enrol_work::AtWork>,
@@ -219,10 +221,11 @@ impl Hub {
         let quic = quic::QuicDoor::bind(&loaded_tls.server, &settings, refusals.clone())?;
         let (shutdown, hard_stop) = (CancellationToken::new(), CancellationToken::new());
         let tracker = TaskTracker::new();
-        let cap = player_cap(&settings);
+        let (cap, udp_queued) = (player_cap(&settings), crate::datagram::Budget::for_hub());
         let parts = served::Parts {
             metrics: &metrics,
             cap: &cap,
+            queued: &udp_queued,
             shutdown: &shutdown,
             hard_stop: &hard_stop,
             tracker: &tracker,
@@ -247,9 +250,10 @@ impl Hub {
             settings_update: tokio::sync::Mutex::new(()),
             served: std::sync::RwLock::new(served),
             ports: std::sync::Mutex::default(),
-            game_readers: game::java::readers(&cap),
+            game_readers: game::readers_places(&cap),
             draining: std::sync::Mutex::default(),
             cap,
+            udp_queued,
             ready_file: std::sync::Mutex::default(),
             enrol_work: Arc::default(),
             enrol_seen: Default::default(),

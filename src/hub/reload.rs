@@ -256,6 +256,7 @@ fn services(shared: &Arc<Shared>, new: &HubSettings) {
     let parts = Parts {
         metrics: &shared.metrics,
         cap: &shared.cap,
+        queued: &shared.udp_queued,
         shutdown: &shared.shutdown,
         hard_stop: &shared.hard_stop,
         tracker: &shared.tracker,

@@ -32,6 +32,7 @@ pub(crate) struct Served {
 pub(crate) struct Parts<'a> {
     pub metrics: &'a crate::metrics::HubMetrics,
     pub cap: &'a Arc<super::admission::HubCap>,
+    pub queued: &'a Arc<crate::datagram::Budget>,
     pub shutdown: &'a CancellationToken,
     pub hard_stop: &'a CancellationToken,
     pub tracker: &'a tokio_util::task::TaskTracker,
@@ -81,6 +82,7 @@ impl Parts<'_> {
             self.metrics.udp.for_service(&s.name),
             meters,
             door.caps().clone(),
+            self.queued.clone(),
         )
     }
 }

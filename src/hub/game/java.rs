@@ -2,8 +2,9 @@
 //! routed by name, and passed home untouched; or answered here while home
 //! is away (status, Disconnect), or when home never answers.
 
+use super::readers::{self, Reading};
 use super::{super::Shared, Words};
-use crate::places::{Admission, Scope, Ticket};
+use crate::places::Scope;
 use crate::{
     config::game::{Game, GameSettings},
     game::java::{self, First, Junk},
@@ -29,27 +30,6 @@ const READ_WITHIN: Duration = Duration::from_secs(5);
 const LOGIN_HOLD: Duration = Duration::from_secs(25);
 /// A server-list ping home has this long to be answered.
 const STATUS_HOLD: Duration = Duration::from_secs(5);
-/// Connections reading their first packet across the hub, at most (and
-/// never more than a quarter of the hub's player cap, nor fewer than
-/// `MIN_READERS`).
-const MAX_READERS: usize = 1024;
-const MIN_READERS: usize = 16;
-/// Of those, from one source (an IPv4 address, an IPv6 /64).
-const MAX_READERS_PER_SOURCE: usize = 8;
-/// Of those, from one IPv4 /24 or IPv6 /48.
-const MAX_READERS_PER_NET: usize = 64;
-
-/// The places of connections reading their first packet, for a hub whose
-/// player cap is `cap`. At a cap (the connection's source's, its
-/// network's, or all readers') a newcomer takes the place of the oldest
-/// reader there, which is reset: a client writes its handshake within a
-/// round trip of its connect, so strangers holding silent connections
-/// from many networks cannot keep every Java player of the hub out, as
-/// they could while a newcomer was the one turned away.
-pub(in crate::hub) fn readers(cap: &crate::hub::admission::HubCap) -> Arc<Admission> {
-    let most = MAX_READERS.min(cap.max() / 4).max(MIN_READERS);
-    Admission::with_limits(most, MAX_READERS_PER_SOURCE, MAX_READERS_PER_NET)
-}
 /// What the hub answers itself: one status request and one ping.
 const MAX_STATUS_PACKET: usize = 64;
 
@@ -62,10 +42,10 @@ pub(in crate::hub) fn on_accept(
     tcp: TcpStream,
     addr: SocketAddr,
 ) {
-    let Some(early) = admit_early(&shared, &port, &tcp, addr) else {
+    let Some(mut early) = admit_early(&shared, &port, &tcp, addr) else {
         return;
     };
-    let Some(slots) = reader_slots(&shared, &port, &tcp, addr, early.is_some()) else {
+    let Some(slots) = reader_slots(&shared, &port, &tcp, addr, &mut early) else {
         return;
     };
     net::tune_plain(&tcp);
@@ -75,11 +55,11 @@ pub(in crate::hub) fn on_accept(
     shared.tracker.spawn(
         async move {
             let mut tcp = tcp;
-            let evicted = slots.0.evicted();
+            let evicted = slots.evicted();
             let read = tokio::select! {
                 r = tokio::time::timeout(READ_WITHIN, read_first(&mut tcp)) => r,
                 _ = sh.shutdown.cancelled() => return,
-                _ = evicted => return gave_way(&sh, &tcp, &port, addr, &slots.0),
+                _ = evicted => return gave_way(&sh, &tcp, &port, addr, &slots),
             };
             let why = match read {
                 Ok(Ok((first, buf))) => {
@@ -102,13 +82,15 @@ pub(in crate::hub) fn on_accept(
     );
 }
 
-/// The door a port of one service admits at before a byte is read, as any
-/// other port does (rates and bans count junk too); a shared port turns
-/// away, before reading, an address every service there refuses. None:
-/// refused, with a reset.
+/// The door a port of one service counts a connection at before a byte is
+/// read, as any other port does (rates and bans count junk too), though
+/// its place there waits for the first packet: silent connections from
+/// two addresses would otherwise fill a service of ten players. A shared
+/// port turns away, before reading, an address every service there
+/// refuses. None: refused, with a reset.
 fn admit_early(shared: &Shared, port: &str, tcp: &TcpStream, addr: SocketAddr) -> Option<Early> {
     let early = match sole_service(shared, port) {
-        Some(door) => match crate::hub::bans::admit(shared, port, &door, addr.ip()) {
+        Some(door) => match crate::hub::bans::knock(shared, port, &door, addr.ip()) {
             Ok(a) => Some((port.to_string(), a)),
             Err(reason) => {
                 refuse(
@@ -140,57 +122,37 @@ fn admit_early(shared: &Shared, port: &str, tcp: &TcpStream, addr: SocketAddr) -
     Some(early)
 }
 
-/// A reader's places, or None if one is full (refused, with a reset).
+/// A reader's places (`readers`), or None if the hub is full (refused,
+/// with a reset; a knock at the door given its token back).
 fn reader_slots(
     shared: &Shared,
     port: &str,
     tcp: &TcpStream,
     addr: SocketAddr,
-    admitted: bool,
+    early: &mut Early,
 ) -> Option<Reading> {
-    // A reader holds a file like a player: the hub-wide cap counts it, so
-    // strangers cannot take the files the control and channel doors are
-    // promised. (A player admitted already holds one.) Asked first: a
-    // newcomer turned away here must not have taken a reader's place.
-    let held = if admitted {
-        None
-    } else if let Some(h) = HubSlot::enter(&shared.cap) {
-        Some(h)
-    } else {
-        refuse(
-            shared,
-            tcp,
-            port,
-            Reason::HubFull,
-            addr.ip(),
-            "player refused with a reset: the hub's player cap is reached",
-        );
-        return None;
+    let why = match readers::enter(shared, addr.ip()) {
+        Ok(reading) => return Some(reading),
+        Err(why) => why,
     };
-    // Readers together hold at most a quarter of the hub-wide cap (and one
-    // network or source a share of that), so silent strangers from many
-    // addresses cannot fill the cap every service shares. None only if
-    // no reader is waiting to give way, which cannot be: readers never
-    // stop waiting while they hold a place.
-    let Some(reading) = shared.game_readers.enter(addr.ip()) else {
-        refuse(
-            shared,
-            tcp,
-            port,
-            Reason::GameHandshakesPending,
-            addr.ip(),
-            "player refused with a reset: too many connections still sending their first packet",
-        );
-        return None;
+    if let Some((_, k)) = early.take() {
+        k.refund();
+    }
+    let detail = match why {
+        Reason::HubFull => "player refused with a reset: the hub's player cap is reached",
+        _ => "player refused with a reset: too many connections still sending their first packet",
     };
-    Some((reading, held))
+    refuse(shared, tcp, port, why, addr.ip(), detail);
+    None
 }
 
 /// A reader whose place a newer connection took: reset, and counted
 /// against the cap that gave it away.
-fn gave_way(shared: &Shared, tcp: &TcpStream, port: &str, addr: SocketAddr, t: &Ticket) {
+fn gave_way(shared: &Shared, tcp: &TcpStream, port: &str, addr: SocketAddr, t: &Reading) {
     let reason = match t.evicted_by() {
         Some(Scope::Source) => Reason::GameHandshakesFromSource,
+        // The hub full: a newcomer took its place under the cap.
+        Some(Scope::Elsewhere) => Reason::HubFull,
         _ => Reason::GameHandshakesPending,
     };
     let detail =
@@ -241,21 +203,6 @@ fn turned_away(shared: &Shared, port: &str, ip: std::net::IpAddr) -> Option<Reas
         }
     }
     why
-}
-
-/// A place under the hub-wide cap while the first packet is read.
-struct HubSlot(Arc<crate::hub::admission::HubCap>);
-
-impl HubSlot {
-    fn enter(cap: &Arc<crate::hub::admission::HubCap>) -> Option<Self> {
-        cap.enter().then(|| HubSlot(cap.clone()))
-    }
-}
-
-impl Drop for HubSlot {
-    fn drop(&mut self) {
-        self.0.leave();
-    }
 }
 
 /// How long the start of an older client's legacy ping (`FE`, `FE 01`)
@@ -346,13 +293,8 @@ fn names_for(
         .collect()
 }
 
-/// A reader's places: among the readers (see `readers`), and under the
-/// hub cap. Held until the player is admitted at its service's door, or
-/// answered.
-type Reading = (Ticket, Option<HubSlot>);
-
-/// A player admitted before the read, and at which service's door.
-type Early = Option<(String, crate::hub::admission::Admitted)>;
+/// A connection counted before the read, and at which service's door.
+type Early = Option<(String, crate::hub::admission::Knocked)>;
 
 /// A player who typed `host`, a name the port does not serve: told the
 /// names it does, while it holds its reader's place (which a newer
@@ -384,7 +326,7 @@ async fn unknown_name(
     };
     tokio::select! {
         _ = answer(&mut tcp, first, buf, &text, None) => {}
-        _ = reading.0.evicted() => gave_way(shared, &tcp, port, addr, &reading.0),
+        _ = reading.evicted() => gave_way(shared, &tcp, port, addr, &reading),
     }
 }
 
@@ -420,11 +362,18 @@ async fn routed(
     if game.game != Game::Minecraft {
         return;
     }
-    drop(reading);
+    // Its place under the hub's cap becomes the player's.
+    let slot = reading.into_slot();
     // (A reload since the accept may have moved the name elsewhere.)
-    let early = early.and_then(|(at, a)| (at == name).then_some(a));
-    let admit = || crate::hub::bans::admit(&shared, &name, &served.door, addr.ip());
-    let admitted = match early.map_or_else(admit, Ok) {
+    let admitted = match (early.filter(|(at, _)| *at == name), slot) {
+        (Some((_, k)), slot) => crate::hub::bans::seat(&shared, &name, (addr.ip(), k), slot),
+        (None, Some(slot)) => shared
+            .bans
+            .check(&name, addr.ip())
+            .and_then(|()| served.door.admit_holding(addr.ip(), slot)),
+        (None, None) => crate::hub::bans::admit(&shared, &name, &served.door, addr.ip()),
+    };
+    let admitted = match admitted {
         Ok(a) => a,
         Err(reason) => {
             refuse(

@@ -6,6 +6,9 @@
 
 pub(super) mod bedrock;
 pub(super) mod java;
+mod readers;
+
+pub(super) use readers::places as readers_places;
 
 use super::service::Home;
 use crate::{

@@ -126,25 +126,27 @@ impl Run {
             let mut out = Vec::new();
             loop {
                 datagram::written(&mut out);
-                match (&link, id) {
+                // Counted in the hub's budget until written.
+                let held = match (&link, id) {
                     (Some(link), Some(id)) => {
                         // What does not fit a QUIC datagram goes on the
                         // stream, whole.
                         let send = |d: &[u8]| link.send(id, d);
-                        for d in self.flow.queue.drain_sending(send).await {
+                        let (left, held) = self.flow.queue.drain_sending(send).await;
+                        for d in left {
                             datagram::encode(&mut out, &d);
                         }
                         if out.is_empty() {
                             continue;
                         }
+                        held
                     }
-                    _ => {
-                        self.flow.queue.drain_into(&mut out).await;
-                    }
-                }
+                    _ => self.flow.queue.drain_into(&mut out).await.1,
+                };
                 if let Err(e) = write_flush(&mut wr, &out).await {
                     return e;
                 }
+                drop(held);
             }
         };
         let to_player = async |d: Vec<u8>| self.to_player(down, d).await;

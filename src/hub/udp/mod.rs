@@ -19,7 +19,7 @@ mod table;
 use super::{Shared, admission::HubCap, refusals::Reason, service::Service};
 use crate::{
     config::players::PlayerLimits,
-    datagram::{Queue, socket::Receiver},
+    datagram::{Budget, Queue, socket::Receiver},
     metrics::{ServiceMeters, udp::UdpMeters},
 };
 use std::{
@@ -104,6 +104,8 @@ pub(crate) struct UdpDoor {
     epoch: Instant,
     /// The service's byte-rate caps, shared with its TCP door.
     caps: Arc<crate::rate::Caps>,
+    /// The bytes every flow of the hub may hold queued together.
+    queued: Arc<Budget>,
 }
 
 /// What happened to a datagram.
@@ -124,9 +126,11 @@ impl UdpDoor {
         meters: UdpMeters,
         traffic: ServiceMeters,
         caps: Arc<crate::rate::Caps>,
+        queued: Arc<Budget>,
     ) -> Arc<Self> {
         Arc::new(UdpDoor {
             caps,
+            queued,
             service,
             limits: crate::swap::Swap::new(limits),
             cap,
@@ -229,7 +233,7 @@ impl UdpDoor {
         t.next_id += 1;
         let flow = Arc::new(Flow {
             id: t.next_id,
-            queue: Queue::default(),
+            queue: Queue::new(self.queued.clone()),
             last: AtomicU64::new(now),
             last_up: AtomicU64::new(now),
             last_down: AtomicU64::new(0),
@@ -249,7 +253,7 @@ impl UdpDoor {
         self.traffic.players.inc();
         self.traffic.admitted.inc();
         self.count_up(&flow, len, now);
-        flow.queue.push(d);
+        self.meters.queue_full.inc_by(flow.queue.push(d));
         Delivered::New(flow)
     }
 
@@ -550,6 +554,7 @@ mod tests {
             UdpMeters::default(),
             ServiceMeters::default(),
             crate::rate::Caps::new(0, 0),
+            Budget::new(usize::MAX),
         )
     }
 
@@ -673,6 +678,7 @@ mod tests {
             UdpMeters::default(),
             ServiceMeters::default(),
             crate::rate::Caps::new(0, 0),
+            Budget::new(usize::MAX),
         );
         let (a, b) = (new_flow(&d, from(1)), new_flow(&d, from(2)));
         converse(&d, from(1), &a);
