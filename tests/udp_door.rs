@@ -499,3 +499,42 @@ async fn a_udp_game_does_not_sleep_under_its_players(t: Transport) {
     })
     .await;
 }
+
+on_every_transport!(server_list_pings_do_not_hold_the_flows_a_player_needs);
+
+/// A flow table full of Bedrock server-list pings, every one answered by
+/// home and asked again at once (players behind one address with the
+/// server list open): a player still gets a flow, taking a pinger's
+/// place. Before, each answered ping made its flow a conversation, which
+/// never gives way while it exchanges within the second, and the player
+/// was refused.
+async fn server_list_pings_do_not_hold_the_flows_a_player_needs(t: Transport) {
+    let certs = Certs::new();
+    let (home, _) = udp_echo().await;
+    let keys = "max_udp_flows = 4\n";
+    let (hub, _ep, port) = udp_door(&certs, t, "127.0.0.1:0", keys, home).await;
+    let to = at("127.0.0.1", port);
+    let stop = tokio_util::sync::CancellationToken::new();
+    let mut pinging = tokio::task::JoinSet::new();
+    for i in 0..4u64 {
+        let p = player_from(&format!("127.0.5.{}", i + 1)).await;
+        let ping = ferry::game::bedrock::ping(i);
+        // Answered twice before the next pinger starts: each flow has
+        // "spoken after an answer" before the player comes.
+        for _ in 0..2 {
+            ask_until(&p, to, &ping, Duration::from_secs(10)).await;
+        }
+        let stop = stop.clone();
+        pinging.spawn(async move {
+            while !stop.is_cancelled() {
+                let _ = ask(&p, to, &ping, Duration::from_millis(200)).await;
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        });
+    }
+    assert_eq!(hub.handle.udp_flows("echo"), Some(4));
+    newcomer("127.0.3.1", to, Duration::from_secs(5)).await;
+    stop.cancel();
+    while pinging.join_next().await.is_some() {}
+    println!("figure: refusals {:?}", hub.handle.refusals());
+}

@@ -198,7 +198,13 @@ impl UdpDoor {
                 return Delivered::Queued;
             }
             self.count_up(&flow, len, now);
-            if flow.last_down.load(Ordering::Relaxed) > 0 {
+            // A server-list ping, however often answered, is a question,
+            // not a player: a few real addresses pinging a Bedrock port
+            // would otherwise hold every flow as a conversation, which
+            // never gives way.
+            if flow.last_down.load(Ordering::Relaxed) > 0
+                && crate::game::bedrock::ping_time(&d).is_none()
+            {
                 t.became_conversation(k, &flow);
             }
             drop(t);
