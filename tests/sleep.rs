@@ -274,31 +274,32 @@ async fn a_dial_where_the_service_never_listened_does_not_wake_it(t: Transport) 
     hub.stop().await;
 }
 
+on_every_transport!(a_hub_that_dials_a_dead_port_without_waking_first_still_wakes_nothing);
+
 /// A hub (compromised, here written by hand) asks for a port of the
 /// range where nothing listens, first as a server-list ping (no wake),
-/// then as a join. The server is up on the first port: the ping's failed
-/// dial must not mark it asleep (every hub is told), and the join must not
-/// run the wake command beside the running server. Before, the ping made
-/// it asleep and the join then woke it: on a real host, a second server
-/// on the same world.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_hub_that_dials_a_dead_port_without_waking_first_still_wakes_nothing() {
+/// then as a join: at once after the ep starts (the service not yet found
+/// anywhere), and again once a player reached the first port. The server
+/// is up on the first port: the ping's failed dial must not mark it
+/// asleep (every hub is told), and the join must not run the wake command
+/// beside the running server. Before, the ping made it asleep and the
+/// join then woke it, and before any player had reached it the join woke
+/// it anyway: on a real host, a second server on the same world.
+async fn a_hub_that_dials_a_dead_port_without_waking_first_still_wakes_nothing(t: Transport) {
     use common::udp::free_range;
-    use ferry::proto::{self, EpMsg, HubMsg};
+    use ferry::proto::HubMsg;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let certs = Certs::new();
     let dir = tempfile::tempdir().unwrap();
     let log = dir.path().join("log");
     let home = free_range(2);
     let local: std::net::SocketAddr = ([127, 0, 0, 1], home).into();
     let _hold = echo_then_dead(home).await;
-    let common::fake_hub::FakeHub {
-        control,
-        channel,
-        acceptor,
-    } = common::fake_hub::FakeHub::start(&certs).await;
+    let fake = common::fake_hub::AnyFakeHub::start(t, &certs).await;
+    let (c, ch, extra) = fake.doors();
     let mut eo = EpOpts::new(&certs, vec![("a".into(), local)]);
     eo.service_extra = format!("wake = {}\n", note(&log, "woke", 0));
-    let (c, ch) = (control.local_addr().unwrap(), channel.local_addr().unwrap());
+    eo.extra = extra;
     let file = write_ep_toml(&certs, c, ch, &eo);
     let text = std::fs::read_to_string(&file).unwrap().replace(
         &format!("local = \"127.0.0.1:{home}\""),
@@ -306,25 +307,10 @@ async fn a_hub_that_dials_a_dead_port_without_waking_first_still_wakes_nothing()
     );
     std::fs::write(&file, text).unwrap();
     let _ep = TestEp::start(load_ep_file(&file));
-    let (tcp, _) = control.accept().await.unwrap();
-    let mut tls = acceptor.accept(tcp).await.unwrap();
-    let _hello: EpMsg = proto::read_msg(&mut tls).await.unwrap();
-    proto::write_msg(&mut tls, &common::fake_hub::welcome())
-        .await
-        .unwrap();
+    let mut session = fake.login().await;
     // A player on each: (offset, no_wake); each channel's end awaited.
-    for (n, (offset, no_wake)) in [(0, false), (1, true), (1, false)].into_iter().enumerate() {
-        let open = HubMsg::Open {
-            service: "a".into(),
-            ticket: format!("t-{n}"),
-        };
-        proto::write_msg(&mut tls, &open).await.unwrap();
-        let (tcp, _) = tokio::time::timeout(Duration::from_secs(10), channel.accept())
-            .await
-            .expect("the ep opened the channel")
-            .unwrap();
-        let mut chan = acceptor.accept(tcp).await.unwrap();
-        let _: EpMsg = proto::read_msg(&mut chan).await.unwrap();
+    let dials = [(1, true), (1, false), (0, false), (1, true), (1, false)];
+    for (n, (offset, no_wake)) in dials.into_iter().enumerate() {
         let start = HubMsg::Start {
             player: "198.51.100.7:40000".parse().unwrap(),
             service: None,
@@ -335,24 +321,16 @@ async fn a_hub_that_dials_a_dead_port_without_waking_first_still_wakes_nothing()
             no_wake,
             pace: None,
         };
-        proto::write_msg(&mut chan, &start).await.unwrap();
+        let mut chan = session.player("a", start).await;
         if offset == 0 {
             // Served: the echo answers.
-            tokio::io::AsyncWriteExt::write_all(&mut chan, b"up")
-                .await
-                .unwrap();
+            chan.write_all(b"up").await.unwrap();
             let mut buf = [0u8; 2];
-            tokio::io::AsyncReadExt::read_exact(&mut chan, &mut buf)
-                .await
-                .unwrap();
+            chan.read_exact(&mut buf).await.unwrap();
             continue;
         }
         let mut buf = [0u8; 64];
-        let ended = tokio::time::timeout(
-            Duration::from_secs(15),
-            tokio::io::AsyncReadExt::read(&mut chan, &mut buf),
-        )
-        .await;
+        let ended = tokio::time::timeout(Duration::from_secs(15), chan.read(&mut buf)).await;
         assert!(
             matches!(ended, Ok(Ok(0)) | Ok(Err(_))),
             "start {n}: the channel was held (a wake?): {ended:?}; log {:?}",

@@ -100,6 +100,11 @@ pub(crate) struct Homes {
     /// Where each service last answered: the sleep timer a reload starts
     /// watches it there.
     found_at: Mutex<HashMap<String, Local>>,
+    /// Each service's first port as configured (not for one ep.toml says
+    /// is UDP): where it is taken to answer until it has been found
+    /// somewhere, so a dial that fails on another port of its range just
+    /// after the ep starts still does not wake it beside a running server.
+    first_port: Mutex<HashMap<String, String>>,
     /// Joins of each service so far: a visit between two looks of its
     /// sleep timer still counts.
     joins: Mutex<HashMap<String, u64>>,
@@ -242,6 +247,11 @@ impl Homes {
         *locked(&self.wakes) = new
             .iter()
             .filter_map(|(n, l)| Some((n.clone(), l.wake.clone()?)))
+            .collect();
+        *locked(&self.first_port) = new
+            .iter()
+            .filter(|(_, l)| l.kind != Some(crate::config::ports::ServiceKind::Udp))
+            .map(|(n, l)| (n.clone(), l.addr.at(0)))
             .collect();
         for (name, l) in new {
             if self.state_of(name) != Some(HomeState::Up) {
@@ -548,11 +558,32 @@ impl Homes {
     }
 
     /// Whether `l` is not where the service last answered (its TCP port),
-    /// when it has answered somewhere.
+    /// or, before it has answered anywhere, not its first port.
     fn elsewhere(&self, l: &Local) -> bool {
-        locked(&self.found_at)
-            .get(&l.service)
-            .is_some_and(|f| !f.udp && (f.at != l.at || l.udp))
+        match self.found(l) {
+            Some(f) => !f.udp && (f.at != l.at || l.udp),
+            None => false,
+        }
+    }
+
+    /// Where `l`'s service last answered; before it has, for a TCP dial,
+    /// its first port, as `l` would reach it there. (Not for a UDP one: a
+    /// service with no `type` in ep.toml may have no TCP port to try, and
+    /// a home host that drops the try would hold its wake up for
+    /// `connect_timeout`.)
+    fn found(&self, l: &Local) -> Option<Local> {
+        if let Some(f) = locked(&self.found_at).get(&l.service) {
+            return Some(f.clone());
+        }
+        if l.udp {
+            return None;
+        }
+        let at = locked(&self.first_port).get(&l.service).cloned()?;
+        Some(Local {
+            at,
+            udp: false,
+            ..l.clone()
+        })
     }
 
     /// Where the service, up until this dial failed, still answers: the
@@ -562,7 +593,7 @@ impl Homes {
     /// server. Not tried for a service believed away (a host switched off
     /// would cost the wake `connect_timeout`).
     async fn still_up(&self, l: &Local, was_up: bool) -> Option<Local> {
-        let found = locked(&self.found_at).get(&l.service).cloned()?;
+        let found = self.found(l)?;
         if !was_up || found.udp || !found.answers().await {
             return None;
         }
