@@ -394,7 +394,7 @@ impl Dial<'_> {
         // A server its sleep command is stopping may still accept, and
         // then drop the player with it: wait for the stop, then wake it.
         let first = if ep.homes.is_stopping(self.service) {
-            None
+            Err(false)
         } else {
             self.dial_once(ep).await
         };
@@ -407,11 +407,14 @@ impl Dial<'_> {
             udp: false,
             proxy: self.local.proxy_protocol,
         };
-        if let Some(tcp) = first {
-            ep.homes.answered(&local);
-            return Some((tcp, Vec::new()));
-        }
-        let mut woken = ep.homes.refused(&local, (self.join, dialled))?;
+        let plain_no = match first {
+            Ok(tcp) => {
+                ep.homes.answered(&local);
+                return Some((tcp, Vec::new()));
+            }
+            Err(plain_no) => plain_no,
+        };
+        let mut woken = ep.homes.refused(&local, (self.join, dialled, plain_no))?;
         tracing::info!(service = self.service, player = %self.player, "player waits while the service wakes");
         let mut early = Vec::new();
         // On the heap: a task holds its largest state for its whole life, and
@@ -440,13 +443,14 @@ impl Dial<'_> {
             tracing::warn!(service = self.service, player = %self.player, "the service did not wake; player closed");
             return None;
         }
-        let again = self.dial_once(ep).await?;
+        let again = self.dial_once(ep).await.ok()?;
         ep.homes.answered(&local);
         Some((again, early))
     }
 
-    /// One try at the local service.
-    async fn dial_once(&self, ep: &Ep) -> Option<TcpStream> {
+    /// One try at the local service; failed, whether its host said no at
+    /// once (a reset: the host is up, only the port is not).
+    async fn dial_once(&self, ep: &Ep) -> Result<TcpStream, bool> {
         let s = ep.settings();
         let (service, player) = (self.service, self.player);
         let at = self.local.addr.at(self.offset);
@@ -470,7 +474,7 @@ impl Dial<'_> {
             Ok(Ok(tcp)) => {
                 ep.state.dialled(service, Ok(()));
                 net::tune_plain(&tcp);
-                Some(tcp)
+                Ok(tcp)
             }
             // A hub sending players to a service that is down, in a loop,
             // cannot flood home's log: said once a second.
@@ -480,7 +484,7 @@ impl Dial<'_> {
                 if let Some(unsaid) = SAID.now(service) {
                     tracing::warn!(service, %player, local = at, unsaid, "cannot reach the local service: {e}; player closed");
                 }
-                None
+                Err(e.kind() == std::io::ErrorKind::ConnectionRefused)
             }
             Err(_) => {
                 failed(format!("no answer within {:?}", s.timing.connect_timeout));
@@ -488,7 +492,7 @@ impl Dial<'_> {
                 if let Some(unsaid) = SAID.now(service) {
                     tracing::warn!(service, %player, local = at, unsaid, "local service did not accept within {:?}; player closed", s.timing.connect_timeout);
                 }
-                None
+                Err(false)
             }
         }
     }

@@ -285,12 +285,17 @@ impl Found {
         }
     }
 
-    fn refused(&self) {
+    /// Home did not answer: `plain_no`, its host said so (an ICMP "port
+    /// unreachable"), or a join went unanswered.
+    fn refused(&self, plain_no: bool) {
         if self.answered.load(Relaxed) {
             return;
         }
         let join = self.joined.load(Relaxed);
-        let _ = self.ep.homes.refused(&self.local, (join, self.began));
+        let _ = self
+            .ep
+            .homes
+            .refused(&self.local, (join, self.began, plain_no));
     }
 }
 
@@ -348,7 +353,7 @@ impl ToService {
             && e.kind() == std::io::ErrorKind::ConnectionRefused
         {
             self.rearm();
-            self.found.refused();
+            self.found.refused(true);
         }
         // Taken: clear the readiness too, or it would wake the loop that
         // waits on it again at once.
@@ -375,7 +380,7 @@ impl ToService {
         tracing::debug!("cannot send to the local service: {e}");
         let refused = e.kind() == std::io::ErrorKind::ConnectionRefused;
         if refused {
-            self.found.refused();
+            self.found.refused(true);
         }
         refused
     }
@@ -477,7 +482,7 @@ async fn to_hub(
             () = &mut silence, if !silent => {
                 silent = true;
                 home.rearm();
-                found.refused();
+                found.refused(false);
                 continue;
             }
         };
@@ -508,7 +513,7 @@ async fn to_hub(
                     // player's next datagram reaches it once woken).
                     Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
                         home.rearm();
-                        found.refused();
+                        found.refused(true);
                         continue;
                     }
                     Err(e) => return Err(e),

@@ -16,6 +16,8 @@
 
 mod local;
 mod sleeper;
+#[cfg(test)]
+mod tests;
 
 pub(super) use local::Local;
 use local::run;
@@ -314,13 +316,15 @@ impl Homes {
             .expect("no limit")
     }
 
-    /// A dial of `service`, begun at `dialled`, failed. With `wake` and a
-    /// player who joins (not a server-list ping), the service is started
-    /// and the returned watch says when it answers.
+    /// A dial of `service`, begun at `dialled`, failed; `plain_no`: the
+    /// host itself said no at once (a TCP reset, an ICMP "port
+    /// unreachable"), so it is up. With `wake` and a player who joins (not
+    /// a server-list ping), the service is started and the returned watch
+    /// says when it answers.
     pub fn refused(
         self: &Arc<Self>,
         l: &Local,
-        (join, dialled): (bool, Instant),
+        (join, dialled, plain_no): (bool, Instant, bool),
     ) -> Option<watch::Receiver<Woken>> {
         let wake = self.wake_of(&l.service);
         let mut busy = self.lock();
@@ -348,7 +352,14 @@ impl Homes {
                 .get(&l.service)
                 .is_some_and(|t| t.elapsed() < w.timeout.min(WAKE_COOLDOWN))
         });
-        let elsewhere = self.elsewhere(l);
+        // For a UDP dial the first port stands in for where it answered
+        // only to decide a wake: a ping, or a service without one, reports
+        // what it found as it always did (a Bedrock port with nothing
+        // there is down, whatever TCP port the service may have).
+        let plain_no = plain_no && (!l.udp || (join && wake.is_some()));
+        let elsewhere = self
+            .found(l, plain_no)
+            .is_some_and(|f| !f.udp && (f.at != l.at || l.udp));
         if elsewhere && (wake.is_none() || !join || cooling) {
             return None;
         }
@@ -368,7 +379,8 @@ impl Homes {
         let id = self.begin(&mut busy, &l.service, Busy::Waking(rx.clone()));
         drop(busy);
         let me = self.clone();
-        tokio::spawn(me.woken(l.clone(), w, id, tx, (stopping, was_up)));
+        let looks = (stopping, was_up, plain_no);
+        tokio::spawn(me.woken(l.clone(), w, id, tx, looks));
         Some(rx)
     }
 
@@ -439,10 +451,10 @@ impl Homes {
         w: Wake,
         id: u64,
         tx: watch::Sender<Woken>,
-        (stopping, was_up): (Option<Stop>, bool),
+        looks: (Option<Stop>, bool, bool),
     ) {
         let me = self;
-        let Some(w) = me.wake_due(&l, id, &tx, (stopping, was_up), w).await else {
+        let Some(w) = me.wake_due(&l, id, &tx, looks, w).await else {
             return;
         };
         let timeout = w.timeout;
@@ -512,7 +524,7 @@ impl Homes {
         l: &Local,
         id: u64,
         tx: &watch::Sender<Woken>,
-        (stopping, mut was_up): (Option<Stop>, bool),
+        (stopping, mut was_up, plain_no): (Option<Stop>, bool, bool),
         mut w: Wake,
     ) -> Option<Wake> {
         if let Some(Stop { end: mut done, .. }) = stopping {
@@ -542,7 +554,7 @@ impl Homes {
             let _ = tx.send(Woken::Failed);
             return None;
         }
-        if let Some(up) = self.still_up(l, was_up).await {
+        if let Some(up) = self.still_up(l, was_up, plain_no).await {
             if self.end(&l.service, id) {
                 self.answered(&up);
             }
@@ -557,33 +569,25 @@ impl Homes {
         Some(w)
     }
 
-    /// Whether `l` is not where the service last answered (its TCP port),
-    /// or, before it has answered anywhere, not its first port.
-    fn elsewhere(&self, l: &Local) -> bool {
-        match self.found(l) {
-            Some(f) => !f.udp && (f.at != l.at || l.udp),
-            None => false,
+    /// Where `l`'s service answers, as `l` would reach it: where it last
+    /// did (for a TCP dial, a TCP port). Not found yet since the ep
+    /// started, or (for a TCP dial) only by a UDP flow: with `plain_no`,
+    /// its first port. Only then: a home host that is off (`wakeonlan`)
+    /// says nothing, and a try of it would hold the wake up for
+    /// `connect_timeout`.
+    fn found(&self, l: &Local, plain_no: bool) -> Option<Local> {
+        let known = locked(&self.found_at).get(&l.service).cloned();
+        if !plain_no || known.as_ref().is_some_and(|f| !f.udp || l.udp) {
+            return known;
         }
-    }
-
-    /// Where `l`'s service last answered; before it has, for a TCP dial,
-    /// its first port, as `l` would reach it there. (Not for a UDP one: a
-    /// service with no `type` in ep.toml may have no TCP port to try, and
-    /// a home host that drops the try would hold its wake up for
-    /// `connect_timeout`.)
-    fn found(&self, l: &Local) -> Option<Local> {
-        if let Some(f) = locked(&self.found_at).get(&l.service) {
-            return Some(f.clone());
+        match locked(&self.first_port).get(&l.service).cloned() {
+            Some(at) => Some(Local {
+                at,
+                udp: false,
+                ..l.clone()
+            }),
+            None => known,
         }
-        if l.udp {
-            return None;
-        }
-        let at = locked(&self.first_port).get(&l.service).cloned()?;
-        Some(Local {
-            at,
-            udp: false,
-            ..l.clone()
-        })
     }
 
     /// Where the service, up until this dial failed, still answers: the
@@ -592,8 +596,8 @@ impl Homes {
     /// a hub picks) is no reason to run the wake command beside a running
     /// server. Not tried for a service believed away (a host switched off
     /// would cost the wake `connect_timeout`).
-    async fn still_up(&self, l: &Local, was_up: bool) -> Option<Local> {
-        let found = self.found(l)?;
+    async fn still_up(&self, l: &Local, was_up: bool, plain_no: bool) -> Option<Local> {
+        let found = self.found(l, plain_no)?;
         if !was_up || found.udp || !found.answers().await {
             return None;
         }
