@@ -274,3 +274,62 @@ async fn an_ep_offering_many_services_it_is_not_granted_stays_logged_in(t: Trans
     );
     assert_eq!(*hub.handle.sessions().borrow(), 1);
 }
+
+/// A player still on a channel of an earlier session of the ep (its
+/// control connection was reset and it logged in again; the channel lives
+/// on, as it should): when the ep's grant is withdrawn, or its address
+/// taken out of `ep_allowlist` (its session closed on purpose), that
+/// player too is cut after the drain. Before, only the players of the
+/// session open at the reload were, and this one played on for as long
+/// as it liked. Over TLS, where a channel is a connection of its own; the
+/// fault proxy that resets the control connection is TCP.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_grant_withdrawn_reaches_players_of_the_ep_s_earlier_sessions() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let opts = |list: &str, allowed: &str| HubOpts {
+        allowlist: vec![allowed.into()],
+        extra: format!("drain_timeout = \"2s\"\n[eps.home]\nservices = [{list}]\n"),
+        ..Default::default()
+    };
+    for (what, after) in [
+        ("grant withdrawn", opts("", "127.0.0.1/32")),
+        (
+            "address no longer allowed",
+            opts("\"echo\"", "127.0.0.2/32"),
+        ),
+    ] {
+        let certs = Certs::new();
+        let o = opts("\"echo\"", "127.0.0.1/32");
+        let settings = hub_settings(&certs, &o);
+        let file = settings.file.clone();
+        let hub = TestHub::from_settings(settings, &o).await;
+        let proxy = common::faultproxy::FaultProxy::start(hub.control).await;
+        let eo = EpOpts::new(&certs, vec![("echo".into(), echo_server().await)]);
+        let _ep = TestEp::start(ep_settings_for(&certs, proxy.addr, hub.channel, &eo));
+        hub.wait_sessions(1).await;
+        let mut p = tokio::net::TcpStream::connect(hub.service("echo"))
+            .await
+            .unwrap();
+        let mut got = [0u8; 2];
+        p.write_all(b"hi").await.unwrap();
+        p.read_exact(&mut got).await.unwrap();
+        let logins = *hub.handle.logins().borrow();
+        proxy.reset_all();
+        let mut rx = hub.handle.logins();
+        tokio::time::timeout(Duration::from_secs(20), rx.wait_for(|n| *n > logins))
+            .await
+            .expect("the ep logged in again")
+            .unwrap();
+        // Still playing on the earlier session's channel.
+        p.write_all(b"hi").await.unwrap();
+        p.read_exact(&mut got).await.unwrap();
+        reload(&hub, &certs, &after, &file).await;
+        let mut buf = [0u8; 16];
+        let read = tokio::time::timeout(Duration::from_secs(15), p.read(&mut buf)).await;
+        assert!(
+            matches!(read, Ok(Ok(0) | Err(_))),
+            "{what}: a player of the ep's earlier session kept playing: {read:?}"
+        );
+        hub.stop().await;
+    }
+}

@@ -1160,7 +1160,13 @@ fn ended(
     if told == Some(CloseKind::Other) {
         let drain = shared.settings().timing.drain_timeout;
         let why = "the hub closed the ep's session";
-        shared.end_players_after(drain, move |p| p.session() == Some(id), why);
+        // Its earlier sessions' players too: a TLS channel outlives the
+        // control connection it was opened for (a reconnect after a blip).
+        let whose = ep.clone();
+        let doomed = move |p: &super::players::Player| {
+            p.ep() == Some(&*whose) && p.session().is_some_and(|s| s <= id)
+        };
+        shared.end_players_after(drain, doomed, why);
     }
     if told == Some(CloseKind::ShuttingDown) {
         tracing::debug!(ep = %ep, session = id, "ep session ended: {reason}");

@@ -397,10 +397,15 @@ fn reassign(shared: &Arc<Shared>, new: &HubSettings) {
             // Reshaped, or its grant withdrawn, out of its ep's reach; an
             // ep no longer granted it loses its players too (within the
             // drain, as for a removed service).
-            for session in shared.sessions.recheck(&one.svc, fits) {
-                let svc = one.svc.clone();
+            if !shared.sessions.recheck(&one.svc, fits).is_empty() {
+                // Every player its ep carried, on a channel of this session
+                // or of an earlier one (a TLS channel outlives its control
+                // connection), unless a later reload gave the grant back
+                // within the drain.
+                let (svc, sessions) = (one.svc.clone(), shared.sessions.clone());
                 let doomed = move |p: &super::players::Player| {
-                    p.session() == Some(session) && p.service() == svc.name
+                    p.service() == svc.name
+                        && p.ep().is_some_and(|ep| !sessions.may_serve(ep, &svc.name))
                 };
                 let why = "the ep is no longer granted this service";
                 shared.end_players_after(drain, doomed, why);

@@ -167,6 +167,11 @@ impl Sessions {
         self.grants.set(grants);
     }
 
+    /// Whether `ep` may serve `service` under the grants in force now.
+    pub fn may_serve(&self, ep: &str, service: &str) -> bool {
+        self.grants.get().may_serve(ep, service)
+    }
+
     pub fn has_ip(&self, ip: IpAddr) -> bool {
         self.lock().ips.contains_key(&ip.to_canonical())
     }
