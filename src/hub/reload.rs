@@ -321,6 +321,9 @@ pub(crate) struct Draining {
     off: CancellationToken,
     /// The eps that carried its players.
     eps: Vec<String>,
+    /// Which removal it is: a later removal of the same name replaces the
+    /// entry, and this one's timer must not take that one away.
+    id: u64,
 }
 
 /// Removed services' players finish, cut after `drain` unless a later
@@ -341,10 +344,13 @@ fn drain_removed(
         let (cut, stop) = (one.cut.clone(), shared.hard_stop.clone());
         let off = CancellationToken::new();
         let name = one.svc.name.clone();
+        static REMOVALS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let id = REMOVALS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let entry = Draining {
             cut: cut.clone(),
             off: off.clone(),
             eps,
+            id,
         };
         draining(shared).insert(name.clone(), entry);
         let sh = shared.clone();
@@ -359,7 +365,13 @@ fn drain_removed(
             let mut d = draining(&sh);
             if !off.is_cancelled() {
                 cut.cancel();
-                d.remove(&name);
+                // Its own entry only: removed, put back while an ep that
+                // carried these players was no longer granted it (no
+                // reprieve), and removed again, the name's entry is the
+                // later removal's, which a put-back may still reprieve.
+                if d.get(&name).is_some_and(|e| e.id == id) {
+                    d.remove(&name);
+                }
             }
         });
     }
