@@ -67,6 +67,14 @@ fn server_config(
     // A home router re-mapping its NAT port must not drop players; the
     // socket's filter keeps a move to an address not allowed from happening.
     config.migration(true);
+    // Attempts not yet handled: quinn's defaults (65,536 of them, 10 MiB
+    // buffered for each, 100 MiB in all) suit a busy server, not a small
+    // VPS whose accept loop retries, refuses or takes each one at once;
+    // forged Initials from allowlisted addresses could hold that much.
+    config
+        .max_incoming(4096)
+        .incoming_buffer_size(64 << 10)
+        .incoming_buffer_size_total(8 << 20);
     Ok(config)
 }
 
