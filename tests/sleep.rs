@@ -203,6 +203,47 @@ async fn woken_during_a_stop(t: Transport, server: &str, stop: &str) -> Vec<Stri
     all
 }
 
+on_every_transport!(a_type_written_into_ep_toml_during_a_stop_still_holds_the_join);
+
+/// The ep's file gains `type = "tcp"` for the service (the same ports)
+/// while its sleep command runs: a player arriving then still waits for
+/// the stop to end before the wake command runs. Before, the reload
+/// forgot the stop under way and the wake ran beside it (two servers on
+/// one world, or the stop taking the new one down).
+async fn a_type_written_into_ep_toml_during_a_stop_still_holds_the_join(t: Transport) {
+    let certs = Certs::new();
+    let dir = tempfile::tempdir().unwrap();
+    let (log, pidfile) = (dir.path().join("log"), dir.path().join("pid"));
+    let _server = KillPidFile(pidfile.clone());
+    let (_held, local) = held_port();
+    let hub = TestHub::start(&certs, &hub_opts(t)).await;
+    let mut eo = t.ep_opts(&hub, EpOpts::new(&certs, vec![("a".into(), local)]));
+    let (log_s, pid_s) = (log.to_str().unwrap(), pidfile.to_str().unwrap());
+    eo.service_extra = format!(
+        "wake = [\"python3\", \"-c\", {SERVER:?}, \"{}\", {pid_s:?}, {log_s:?}]\n\
+         wake_timeout = \"20s\"\n\
+         sleep = [\"python3\", \"-c\", {STOP:?}, {pid_s:?}, {log_s:?}]\nsleep_after = \"1s\"\n",
+        local.port()
+    );
+    let file = write_ep_toml(&certs, hub.control, hub.channel, &eo);
+    let (_ep, handle) = TestEp::start_with_handle(load_ep_file(&file)).await;
+    hub.wait_sessions(1).await;
+    assert_eq!(round_trip(hub.service("a"), b"one").await, b"one");
+    let stopping = noted(&log, 2, Duration::from_secs(20)).await;
+    assert_eq!(stopping, ["woke", "stopping"]);
+    eo.service_extra += "type = \"tcp\"\n";
+    let fresh = write_ep_toml(&certs, hub.control, hub.channel, &eo);
+    saved(&handle, fresh, &file).await;
+    assert_eq!(round_trip(hub.service("a"), b"two").await, b"two");
+    let all = noted(&log, 4, Duration::from_secs(10)).await;
+    assert_eq!(
+        all[..4],
+        ["woke", "stopping", "stopped", "woke"],
+        "woken beside the stop: {all:?}"
+    );
+    hub.stop().await;
+}
+
 /// An echo server on `home`, and `home + 1` held, never listening (a dial
 /// there is refused): keep the socket returned while that matters.
 async fn echo_then_dead(home: u16) -> tokio::net::TcpSocket {

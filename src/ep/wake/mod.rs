@@ -243,6 +243,16 @@ impl Homes {
                         locked(&self.failed_at).remove(name);
                     }
                 }
+                // Another `type` on the same ports is the same server: a
+                // stop under way still holds its joins (never a start
+                // beside a stop).
+                Some(now) if now.addr == was.addr => {
+                    let stop = locked(&self.stops).get(name).cloned();
+                    self.forget(name);
+                    if let Some(s) = stop {
+                        locked(&self.stops).insert(name.clone(), s);
+                    }
+                }
                 _ => self.forget(name),
             }
         }
