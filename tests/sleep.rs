@@ -162,7 +162,7 @@ on_every_transport!(a_player_who_arrives_while_the_server_stops_wakes_it_after_t
 /// a stop, which would put two servers on one world or have the stop
 /// take the new one down.
 async fn a_player_who_arrives_while_the_server_stops_wakes_it_after_the_stop(t: Transport) {
-    let all = woken_during_a_stop(t, SERVER, STOP).await;
+    let all = woken_during_a_stop(t, SERVER, STOP, None).await;
     assert_eq!(
         all[..4],
         ["woke", "stopping", "stopped", "woke"],
@@ -172,9 +172,15 @@ async fn a_player_who_arrives_while_the_server_stops_wakes_it_after_the_stop(t: 
 
 /// A server `server` woken by a first player, put to sleep by `stop`
 /// after 1 s without one, and a second player arriving once `stop`
-/// noted "stopping": both served; what the log noted, once it holds 4
-/// lines (or after 10 s).
-async fn woken_during_a_stop(t: Transport, server: &str, stop: &str) -> Vec<String> {
+/// noted "stopping" (and, with an `edit`, once the ep's file gained those
+/// lines for the service and was reloaded): both served; what the log
+/// noted, once it holds 4 lines (or after 10 s).
+async fn woken_during_a_stop(
+    t: Transport,
+    server: &str,
+    stop: &str,
+    edit: Option<&str>,
+) -> Vec<String> {
     let certs = Certs::new();
     let dir = tempfile::tempdir().unwrap();
     let (log, pidfile) = (dir.path().join("log"), dir.path().join("pid"));
@@ -189,13 +195,19 @@ async fn woken_during_a_stop(t: Transport, server: &str, stop: &str) -> Vec<Stri
          sleep = [\"python3\", \"-c\", {stop:?}, {pid_s:?}, {log_s:?}]\nsleep_after = \"1s\"\n",
         local.port()
     );
-    let ep = TestEp::start(ep_settings(&certs, &hub, &eo));
+    let file = write_ep_toml(&certs, hub.control, hub.channel, &eo);
+    let (ep, handle) = TestEp::start_with_handle(load_ep_file(&file)).await;
     hub.wait_sessions(1).await;
     // Woken by the first player.
     assert_eq!(round_trip(hub.service("a"), b"one").await, b"one");
     // A second player while it stops.
     let stopping = noted(&log, 2, Duration::from_secs(20)).await;
     assert_eq!(stopping, ["woke", "stopping"]);
+    if let Some(lines) = edit {
+        eo.service_extra += lines;
+        let fresh = write_ep_toml(&certs, hub.control, hub.channel, &eo);
+        saved(&handle, fresh, &file).await;
+    }
     assert_eq!(round_trip(hub.service("a"), b"two").await, b"two");
     let all = noted(&log, 4, Duration::from_secs(10)).await;
     ep.stop().await;
@@ -211,37 +223,12 @@ on_every_transport!(a_type_written_into_ep_toml_during_a_stop_still_holds_the_jo
 /// forgot the stop under way and the wake ran beside it (two servers on
 /// one world, or the stop taking the new one down).
 async fn a_type_written_into_ep_toml_during_a_stop_still_holds_the_join(t: Transport) {
-    let certs = Certs::new();
-    let dir = tempfile::tempdir().unwrap();
-    let (log, pidfile) = (dir.path().join("log"), dir.path().join("pid"));
-    let _server = KillPidFile(pidfile.clone());
-    let (_held, local) = held_port();
-    let hub = TestHub::start(&certs, &hub_opts(t)).await;
-    let mut eo = t.ep_opts(&hub, EpOpts::new(&certs, vec![("a".into(), local)]));
-    let (log_s, pid_s) = (log.to_str().unwrap(), pidfile.to_str().unwrap());
-    eo.service_extra = format!(
-        "wake = [\"python3\", \"-c\", {SERVER:?}, \"{}\", {pid_s:?}, {log_s:?}]\n\
-         wake_timeout = \"20s\"\n\
-         sleep = [\"python3\", \"-c\", {STOP:?}, {pid_s:?}, {log_s:?}]\nsleep_after = \"1s\"\n",
-        local.port()
-    );
-    let file = write_ep_toml(&certs, hub.control, hub.channel, &eo);
-    let (_ep, handle) = TestEp::start_with_handle(load_ep_file(&file)).await;
-    hub.wait_sessions(1).await;
-    assert_eq!(round_trip(hub.service("a"), b"one").await, b"one");
-    let stopping = noted(&log, 2, Duration::from_secs(20)).await;
-    assert_eq!(stopping, ["woke", "stopping"]);
-    eo.service_extra += "type = \"tcp\"\n";
-    let fresh = write_ep_toml(&certs, hub.control, hub.channel, &eo);
-    saved(&handle, fresh, &file).await;
-    assert_eq!(round_trip(hub.service("a"), b"two").await, b"two");
-    let all = noted(&log, 4, Duration::from_secs(10)).await;
+    let all = woken_during_a_stop(t, SERVER, STOP, Some("type = \"tcp\"\n")).await;
     assert_eq!(
         all[..4],
         ["woke", "stopping", "stopped", "woke"],
         "woken beside the stop: {all:?}"
     );
-    hub.stop().await;
 }
 
 /// An echo server on `home`, and `home + 1` held, never listening (a dial
@@ -433,7 +420,7 @@ on_every_transport!(a_sleep_command_that_returns_before_the_server_exits_still_h
 /// already closed): a join then waits until the server exited before the
 /// wake command runs, and is served.
 async fn a_sleep_command_that_returns_before_the_server_exits_still_holds_the_wake(t: Transport) {
-    let all = woken_during_a_stop(t, SAVING_SERVER, ASK_STOP).await;
+    let all = woken_during_a_stop(t, SAVING_SERVER, ASK_STOP, None).await;
     assert_eq!(
         all[..4],
         ["woke", "stopping", "exited", "woke"],
@@ -466,7 +453,7 @@ async fn a_player_who_waited_for_a_stop_that_failed_finds_the_server_not_a_secon
         "import subprocess, sys\n\
          subprocess.Popen([sys.executable, '-c', {SERVER:?}] + sys.argv[1:], start_new_session=True)\n"
     );
-    let all = woken_during_a_stop(t, &launcher, FAILING_STOP).await;
+    let all = woken_during_a_stop(t, &launcher, FAILING_STOP, None).await;
     // Next comes the next stop, a second after the player left; a second
     // server would have noted "woke" well before.
     assert_eq!(
