@@ -374,6 +374,12 @@ async fn flows_come_back_after_the_hub_restarts(door: Door) {
             .is_some()
     );
     hub.stop().await;
+    // quinn's endpoint task lets the old QUIC socket go a moment after the
+    // hub stopped (a restart is a new process, where this never shows).
+    eventually("the QUIC port released", Duration::from_secs(5), || {
+        std::net::UdpSocket::bind(("127.0.0.1", quic)).is_ok()
+    })
+    .await;
     // The same hub comes back on the same ports; the ep reconnects by
     // itself and the player, still sending, gets answers again.
     let hub = TestHub::start(&certs, &opts).await;
