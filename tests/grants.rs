@@ -277,9 +277,10 @@ async fn an_ep_offering_many_services_it_is_not_granted_stays_logged_in(t: Trans
 
 /// A player still on a channel of an earlier session of the ep (its
 /// control connection was reset and it logged in again; the channel lives
-/// on, as it should): when the ep's grant is withdrawn, or its address
-/// taken out of `ep_allowlist` (its session closed on purpose), that
-/// player too is cut after the drain. Before, only the players of the
+/// on, as it should): when the ep's grant is withdrawn (also while the ep
+/// is away, not logged in at all), or its address taken out of
+/// `ep_allowlist` (its session closed on purpose), that player too is cut
+/// after the drain. Before, only the players of the
 /// session open at the reload were, and this one played on for as long
 /// as it liked. Over TLS, where a channel is a connection of its own; the
 /// fault proxy that resets the control connection is TCP.
@@ -291,11 +292,17 @@ async fn a_grant_withdrawn_reaches_players_of_the_ep_s_earlier_sessions() {
         extra: format!("drain_timeout = \"2s\"\n[eps.home]\nservices = [{list}]\n"),
         ..Default::default()
     };
-    for (what, after) in [
-        ("grant withdrawn", opts("", "127.0.0.1/32")),
+    for (what, after, away) in [
+        ("grant withdrawn", opts("", "127.0.0.1/32"), false),
         (
             "address no longer allowed",
             opts("\"echo\"", "127.0.0.2/32"),
+            false,
+        ),
+        (
+            "grant withdrawn while the ep is away",
+            opts("", "127.0.0.1/32"),
+            true,
         ),
     ] {
         let certs = Certs::new();
@@ -314,12 +321,19 @@ async fn a_grant_withdrawn_reaches_players_of_the_ep_s_earlier_sessions() {
         p.write_all(b"hi").await.unwrap();
         p.read_exact(&mut got).await.unwrap();
         let logins = *hub.handle.logins().borrow();
-        proxy.reset_all();
-        let mut rx = hub.handle.logins();
-        tokio::time::timeout(Duration::from_secs(20), rx.wait_for(|n| *n > logins))
-            .await
-            .expect("the ep logged in again")
-            .unwrap();
+        if away {
+            // Its control connection cut and kept from coming back.
+            proxy.set(common::faultproxy::Mode::Refuse);
+            proxy.reset_all();
+            hub.wait_sessions(0).await;
+        } else {
+            proxy.reset_all();
+            let mut rx = hub.handle.logins();
+            tokio::time::timeout(Duration::from_secs(20), rx.wait_for(|n| *n > logins))
+                .await
+                .expect("the ep logged in again")
+                .unwrap();
+        }
         // Still playing on the earlier session's channel.
         p.write_all(b"hi").await.unwrap();
         p.read_exact(&mut got).await.unwrap();

@@ -1163,8 +1163,10 @@ fn ended(
         // Its earlier sessions' players too: a TLS channel outlives the
         // control connection it was opened for (a reconnect after a blip).
         let whose = ep.clone();
-        let doomed = move |p: &super::players::Player| {
-            p.ep() == Some(&*whose) && p.session().is_some_and(|s| s <= id)
+        let doomed = move |p: &super::players::Player| match p.ep() {
+            Some(ep) => ep == &*whose && p.session().is_some_and(|s| s <= id),
+            // Its channel taken just as the session left: by the session.
+            None => p.session() == Some(id),
         };
         shared.end_players_after(drain, doomed, why);
     }

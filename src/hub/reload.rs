@@ -185,6 +185,7 @@ async fn apply(
     }
     drop(ports);
     let creds = (&old.credentials, &new.credentials);
+    rotated_players_go(shared, creds, new.timing.drain_timeout);
     shared.sessions.close_where(
         |ep, _| creds.0.for_ep(ep) != creds.1.for_ep(ep),
         "this ep's token changed on the hub; it logs in again with its token",
@@ -199,6 +200,35 @@ async fn apply(
         line += &format!("; {}", super::bans::gone_note(&gone));
     }
     Ok(line)
+}
+
+/// The players of an ep whose token changed go at the drain's end, also
+/// those on channels of its sessions already gone (a TLS channel outlives
+/// its control connection; closing the session open now reaches only
+/// that one's).
+fn rotated_players_go(
+    shared: &Arc<Shared>,
+    (old, new): (
+        &crate::config::hub::Credentials,
+        &crate::config::hub::Credentials,
+    ),
+    drain: std::time::Duration,
+) {
+    let changed: HashSet<String> = shared
+        .players
+        .list()
+        .iter()
+        .filter_map(|p| p.ep().map(str::to_string))
+        .filter(|ep| old.for_ep(ep) != new.for_ep(ep))
+        .collect();
+    if changed.is_empty() {
+        return;
+    }
+    let now = std::time::Instant::now();
+    let doomed = move |p: &super::players::Player| {
+        p.started <= now && p.ep().is_some_and(|ep| changed.contains(ep))
+    };
+    shared.end_players_after(drain, doomed, "the ep's token changed on the hub");
 }
 
 /// When a port to bind is one the hub itself holds on another address
@@ -398,6 +428,32 @@ fn reprieve(shared: &Shared, name: &str, new: &HubSettings) -> Option<Cancellati
     Some(e.cut)
 }
 
+/// The players of `svc` carried by an ep it is not granted to now go at
+/// the drain's end: whichever session or connection carries them, and
+/// whether or not that ep is logged in or serving it now (a TLS channel
+/// outlives its control connection; an ep may stop offering the service
+/// and keep its players). Not those that arrive after this reload (a later
+/// one has its own drain), nor any whose ep is granted it again by then.
+fn ungranted_players_go(
+    shared: &Arc<Shared>,
+    svc: &Arc<super::service::Service>,
+    drain: std::time::Duration,
+) {
+    let (now, sessions, name) = (
+        std::time::Instant::now(),
+        shared.sessions.clone(),
+        svc.name.clone(),
+    );
+    let doomed = move |p: &super::players::Player| {
+        p.service() == name
+            && p.started <= now
+            && p.ep().is_some_and(|ep| !sessions.may_serve(ep, &name))
+    };
+    if shared.players.list().iter().any(|p| doomed(p)) {
+        shared.end_players_after(drain, doomed, "the ep is no longer granted this service");
+    }
+}
+
 /// Each service's ep checked against the new shape and grants (an ep no
 /// longer granted one loses its players too, within the drain, as for a
 /// removed service); an unserved one handed to an ep that offers it.
@@ -409,19 +465,8 @@ fn reassign(shared: &Arc<Shared>, new: &HubSettings) {
             // Reshaped, or its grant withdrawn, out of its ep's reach; an
             // ep no longer granted it loses its players too (within the
             // drain, as for a removed service).
-            if !shared.sessions.recheck(&one.svc, fits).is_empty() {
-                // Every player its ep carried, on a channel of this session
-                // or of an earlier one (a TLS channel outlives its control
-                // connection), unless a later reload gave the grant back
-                // within the drain.
-                let (svc, sessions) = (one.svc.clone(), shared.sessions.clone());
-                let doomed = move |p: &super::players::Player| {
-                    p.service() == svc.name
-                        && p.ep().is_some_and(|ep| !sessions.may_serve(ep, &svc.name))
-                };
-                let why = "the ep is no longer granted this service";
-                shared.end_players_after(drain, doomed, why);
-            }
+            shared.sessions.recheck(&one.svc, fits);
+            ungranted_players_go(shared, &one.svc, drain);
             // Unserved (new, let go, or newly granted): an ep already
             // logged in and offering it takes it now, not at its next login.
             if one.svc.served_by().is_none() {

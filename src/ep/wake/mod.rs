@@ -106,7 +106,8 @@ pub(crate) struct Homes {
     /// is UDP): where it is taken to answer until it has been found
     /// somewhere, so a dial that fails on another port of its range just
     /// after the ep starts still does not wake it beside a running server.
-    first_port: Mutex<HashMap<String, String>>,
+    /// With it, whether ep.toml says the service is `tcp+udp`.
+    first_port: Mutex<HashMap<String, (String, bool)>>,
     /// Joins of each service so far: a visit between two looks of its
     /// sleep timer still counts.
     joins: Mutex<HashMap<String, u64>>,
@@ -263,7 +264,10 @@ impl Homes {
         *locked(&self.first_port) = new
             .iter()
             .filter(|(_, l)| l.kind != Some(crate::config::ports::ServiceKind::Udp))
-            .map(|(n, l)| (n.clone(), l.addr.at(0)))
+            .map(|(n, l)| {
+                let both = l.kind == Some(crate::config::ports::ServiceKind::TcpUdp);
+                (n.clone(), (l.addr.at(0), both))
+            })
             .collect();
         for (name, l) in new {
             if self.state_of(name) != Some(HomeState::Up) {
@@ -591,12 +595,16 @@ impl Homes {
             return known;
         }
         match locked(&self.first_port).get(&l.service).cloned() {
-            Some(at) => Some(Local {
+            // For a UDP dial only a service ep.toml says is `tcp+udp`: one
+            // with no `type` (a Bedrock server, as the README writes it)
+            // may have no TCP port, and a host whose firewall drops the try
+            // would hold its wake up for `connect_timeout`.
+            Some((at, both)) if !l.udp || both => Some(Local {
                 at,
                 udp: false,
                 ..l.clone()
             }),
-            None => known,
+            _ => known,
         }
     }
 

@@ -36,13 +36,14 @@ fn local(first: u16, offset: u16, udp: bool) -> Local {
     }
 }
 
-/// The first port answering, counted; the second one free (nothing
-/// listens there, so a dial of it is refused).
-async fn first_port_up() -> (u16, Arc<AtomicUsize>) {
+/// The first port answering, counted; the second one held, never
+/// listening (a dial of it is refused), while the socket returned lives.
+async fn first_port_up() -> (u16, Arc<AtomicUsize>, tokio::net::TcpSocket) {
     loop {
         let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let first = l.local_addr().unwrap().port();
-        if first == u16::MAX || std::net::TcpListener::bind(("127.0.0.1", first + 1)).is_err() {
+        let held = tokio::net::TcpSocket::new_v4().unwrap();
+        if first == u16::MAX || held.bind(([127, 0, 0, 1], first + 1).into()).is_err() {
             continue;
         }
         let tries = Arc::new(AtomicUsize::new(0));
@@ -52,7 +53,7 @@ async fn first_port_up() -> (u16, Arc<AtomicUsize>) {
                 counted.fetch_add(1, Ordering::Relaxed);
             }
         });
-        return (first, tries);
+        return (first, tries, held);
     }
 }
 
@@ -69,7 +70,7 @@ async fn outcome(rx: Option<watch::Receiver<Woken>>) -> Woken {
 async fn a_join_refused_off_the_first_port_before_any_answer_finds_it_up_there() {
     let dir = tempfile::tempdir().unwrap();
     let woke = dir.path().join("woke");
-    let (first, tries) = first_port_up().await;
+    let (first, tries, _held) = first_port_up().await;
     let homes = Arc::new(Homes::default());
     homes.configure(None, &services(first, &woke));
     let refused = homes.refused(&local(first, 1, false), (true, Instant::now(), true));
@@ -82,7 +83,7 @@ async fn a_join_refused_off_the_first_port_before_any_answer_finds_it_up_there()
 async fn a_tcp_join_refused_after_only_a_udp_flow_found_it_finds_it_up_on_its_first_port() {
     let dir = tempfile::tempdir().unwrap();
     let woke = dir.path().join("woke");
-    let (first, _) = first_port_up().await;
+    let (first, _, _held) = first_port_up().await;
     let homes = Arc::new(Homes::default());
     homes.configure(None, &services(first, &woke));
     homes.answered(&local(first, 0, true));
@@ -95,7 +96,7 @@ async fn a_tcp_join_refused_after_only_a_udp_flow_found_it_finds_it_up_on_its_fi
 async fn a_join_the_host_said_nothing_to_wakes_at_once_without_a_try() {
     let dir = tempfile::tempdir().unwrap();
     let woke = dir.path().join("woke");
-    let (first, tries) = first_port_up().await;
+    let (first, tries, _held) = first_port_up().await;
     let homes = Arc::new(Homes::default());
     homes.configure(None, &services(first, &woke));
     // No answer within `connect_timeout`: a host switched off, whose
