@@ -328,11 +328,7 @@ async fn a_grant_withdrawn_reaches_players_of_the_ep_s_earlier_sessions() {
             hub.wait_sessions(0).await;
         } else {
             proxy.reset_all();
-            let mut rx = hub.handle.logins();
-            tokio::time::timeout(Duration::from_secs(20), rx.wait_for(|n| *n > logins))
-                .await
-                .expect("the ep logged in again")
-                .unwrap();
+            hub.wait_logins_over(logins).await;
         }
         // Still playing on the earlier session's channel.
         p.write_all(b"hi").await.unwrap();

@@ -352,11 +352,7 @@ async fn a_revocation_reaches_players_of_the_ep_s_earlier_sessions() {
     let mut player = connected_player(hub.service("echo")).await;
     let logins = *hub.handle.logins().borrow();
     proxy.reset_all();
-    let mut rx = hub.handle.logins();
-    tokio::time::timeout(Duration::from_secs(20), rx.wait_for(|n| *n > logins))
-        .await
-        .expect("the ep logged in again")
-        .unwrap();
+    hub.wait_logins_over(logins).await;
     // Still playing on the earlier session's channel.
     {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};

@@ -293,6 +293,15 @@ impl TestHub {
             .unwrap();
     }
 
+    /// Waits (bounded, 20 s) until the hub has seen more than `n` logins.
+    pub async fn wait_logins_over(&self, n: u64) {
+        let mut rx = self.handle.logins();
+        tokio::time::timeout(Duration::from_secs(20), rx.wait_for(|c| *c > n))
+            .await
+            .expect("the ep logged in again")
+            .unwrap();
+    }
+
     /// Stops the hub and waits until its ports are closed.
     pub async fn stop(mut self) {
         self.stop.cancel();
