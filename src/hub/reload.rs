@@ -224,9 +224,11 @@ fn rotated_players_go(
     if changed.is_empty() {
         return;
     }
-    let now = std::time::Instant::now();
+    // Carried by its sessions up to now, which logged in with the old
+    // token: not by one that logs in with the new token after this.
+    let mark = shared.sessions.last_id();
     let doomed = move |p: &super::players::Player| {
-        p.started <= now && p.ep().is_some_and(|ep| changed.contains(ep))
+        p.session().is_some_and(|s| s <= mark) && p.ep().is_some_and(|ep| changed.contains(ep))
     };
     shared.end_players_after(drain, doomed, "the ep's token changed on the hub");
 }
@@ -436,7 +438,10 @@ fn reprieve(shared: &Shared, name: &str, new: &HubSettings) -> Option<Cancellati
 /// one has its own drain), nor any whose ep is granted it again by then.
 fn ungranted_players_go(
     shared: &Arc<Shared>,
-    svc: &Arc<super::service::Service>,
+    (svc, players): (
+        &Arc<super::service::Service>,
+        &[Arc<super::players::Player>],
+    ),
     drain: std::time::Duration,
 ) {
     let (now, sessions, name) = (
@@ -449,7 +454,7 @@ fn ungranted_players_go(
             && p.started <= now
             && p.ep().is_some_and(|ep| !sessions.may_serve(ep, &name))
     };
-    if shared.players.list().iter().any(|p| doomed(p)) {
+    if players.iter().any(|p| doomed(p)) {
         shared.end_players_after(drain, doomed, "the ep is no longer granted this service");
     }
 }
@@ -458,6 +463,8 @@ fn ungranted_players_go(
 /// longer granted one loses its players too, within the drain, as for a
 /// removed service); an unserved one handed to an ep that offers it.
 fn reassign(shared: &Arc<Shared>, new: &HubSettings) {
+    // One look at the players for every service.
+    let players = shared.players.list();
     let drain = new.timing.drain_timeout;
     for s in &new.services {
         if let Some(one) = shared.served(&s.name) {
@@ -466,7 +473,7 @@ fn reassign(shared: &Arc<Shared>, new: &HubSettings) {
             // ep no longer granted it loses its players too (within the
             // drain, as for a removed service).
             shared.sessions.recheck(&one.svc, fits);
-            ungranted_players_go(shared, &one.svc, drain);
+            ungranted_players_go(shared, (&one.svc, &players), drain);
             // Unserved (new, let go, or newly granted): an ep already
             // logged in and offering it takes it now, not at its next login.
             if one.svc.served_by().is_none() {

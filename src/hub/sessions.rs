@@ -167,6 +167,12 @@ impl Sessions {
         self.grants.set(grants);
     }
 
+    /// The id of the latest session to log in (0: none yet); every later
+    /// one has a larger id.
+    pub fn last_id(&self) -> u64 {
+        self.lock().next_id
+    }
+
     /// Whether `ep` may serve `service` under the grants in force now.
     pub fn may_serve(&self, ep: &str, service: &str) -> bool {
         self.grants.get().may_serve(ep, service)
