@@ -201,12 +201,8 @@ async fn an_ep_whose_grant_is_withdrawn_loses_its_players_after_the_drain(t: Tra
     );
     let _ep = TestEp::start(ep_settings(&certs, &hub, &eo));
     hub.wait_sessions(1).await;
-    let mut p = tokio::net::TcpStream::connect(hub.service("echo"))
-        .await
-        .unwrap();
+    let mut p = connected_player(hub.service("echo")).await;
     let mut got = [0u8; 2];
-    p.write_all(b"hi").await.unwrap();
-    p.read_exact(&mut got).await.unwrap();
     reload(&hub, &certs, &grants(""), &file).await;
     let withdrawn = std::time::Instant::now();
     // Within the drain the player still plays.
@@ -314,12 +310,8 @@ async fn a_grant_withdrawn_reaches_players_of_the_ep_s_earlier_sessions() {
         let eo = EpOpts::new(&certs, vec![("echo".into(), echo_server().await)]);
         let _ep = TestEp::start(ep_settings_for(&certs, proxy.addr, hub.channel, &eo));
         hub.wait_sessions(1).await;
-        let mut p = tokio::net::TcpStream::connect(hub.service("echo"))
-            .await
-            .unwrap();
+        let mut p = connected_player(hub.service("echo")).await;
         let mut got = [0u8; 2];
-        p.write_all(b"hi").await.unwrap();
-        p.read_exact(&mut got).await.unwrap();
         let logins = *hub.handle.logins().borrow();
         if away {
             // Its control connection cut and kept from coming back.

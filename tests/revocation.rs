@@ -262,19 +262,6 @@ async fn assert_cut(player: &mut tokio::net::TcpStream, who: &str) {
     );
 }
 
-/// A player through `addr` that has had one echo: relaying now.
-async fn connected_player(addr: std::net::SocketAddr) -> tokio::net::TcpStream {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut p = tokio::net::TcpStream::connect(addr).await.unwrap();
-    p.write_all(b"hi").await.unwrap();
-    let mut got = [0u8; 2];
-    tokio::time::timeout(Duration::from_secs(10), p.read_exact(&mut got))
-        .await
-        .expect("an echo")
-        .unwrap();
-    p
-}
-
 /// `sudo ferry hub revoke` (root) in a certificate folder the hub's user
 /// owns: the list and its lock it writes belong to that user, so the hub
 /// can still read the list and a later `sudo -u ferry ferry hub revoke`

@@ -471,6 +471,19 @@ pub fn random_bytes(n: usize, seed: u64) -> Vec<u8> {
         .collect()
 }
 
+/// A player through `addr` (an echo behind it) that has had one echo:
+/// relaying now.
+pub async fn connected_player(addr: SocketAddr) -> TcpStream {
+    let mut p = TcpStream::connect(addr).await.unwrap();
+    p.write_all(b"hi").await.unwrap();
+    let mut got = [0u8; 2];
+    tokio::time::timeout(Duration::from_secs(10), p.read_exact(&mut got))
+        .await
+        .expect("an echo")
+        .unwrap();
+    p
+}
+
 /// Sends `data` through `addr`, half-closes, and returns all that came back.
 pub async fn echo_through(addr: SocketAddr, data: &[u8]) -> Vec<u8> {
     let s = TcpStream::connect(addr).await.unwrap();

@@ -57,6 +57,33 @@ async fn first_port_up() -> (u16, Arc<AtomicUsize>, tokio::net::TcpSocket) {
     }
 }
 
+/// The ep's view of service `a` (`services`), its server up on the first
+/// port; what its wake command would touch, and the sockets held.
+struct Home {
+    homes: Arc<Homes>,
+    woke: std::path::PathBuf,
+    _dir: tempfile::TempDir,
+    _held: tokio::net::TcpSocket,
+}
+
+impl Home {
+    /// With the first port, and its tries counted.
+    async fn up() -> (Home, u16, Arc<AtomicUsize>) {
+        let dir = tempfile::tempdir().unwrap();
+        let woke = dir.path().join("woke");
+        let (first, tries, held) = first_port_up().await;
+        let homes = Arc::new(Homes::default());
+        homes.configure(None, &services(first, &woke));
+        let home = Home {
+            homes,
+            woke,
+            _dir: dir,
+            _held: held,
+        };
+        (home, first, tries)
+    }
+}
+
 async fn outcome(rx: Option<watch::Receiver<Woken>>) -> Woken {
     let mut rx = rx.expect("a join waits for the wake's outcome");
     let r = tokio::time::timeout(
@@ -68,11 +95,8 @@ async fn outcome(rx: Option<watch::Receiver<Woken>>) -> Woken {
 
 #[tokio::test]
 async fn a_join_refused_off_the_first_port_before_any_answer_finds_it_up_there() {
-    let dir = tempfile::tempdir().unwrap();
-    let woke = dir.path().join("woke");
-    let (first, tries, _held) = first_port_up().await;
-    let homes = Arc::new(Homes::default());
-    homes.configure(None, &services(first, &woke));
+    let (home, first, tries) = Home::up().await;
+    let (homes, woke) = (&home.homes, &home.woke);
     let refused = homes.refused(&local(first, 1, false), (true, Instant::now(), true));
     assert_eq!(outcome(refused).await, Woken::Up);
     assert_eq!(tries.load(Ordering::Relaxed), 1, "the first port tried");
@@ -81,11 +105,8 @@ async fn a_join_refused_off_the_first_port_before_any_answer_finds_it_up_there()
 
 #[tokio::test]
 async fn a_tcp_join_refused_after_only_a_udp_flow_found_it_finds_it_up_on_its_first_port() {
-    let dir = tempfile::tempdir().unwrap();
-    let woke = dir.path().join("woke");
-    let (first, _, _held) = first_port_up().await;
-    let homes = Arc::new(Homes::default());
-    homes.configure(None, &services(first, &woke));
+    let (home, first, _) = Home::up().await;
+    let (homes, woke) = (&home.homes, &home.woke);
     homes.answered(&local(first, 0, true));
     let refused = homes.refused(&local(first, 1, false), (true, Instant::now(), true));
     assert_eq!(outcome(refused).await, Woken::Up);
@@ -94,11 +115,8 @@ async fn a_tcp_join_refused_after_only_a_udp_flow_found_it_finds_it_up_on_its_fi
 
 #[tokio::test]
 async fn a_join_the_host_said_nothing_to_wakes_at_once_without_a_try() {
-    let dir = tempfile::tempdir().unwrap();
-    let woke = dir.path().join("woke");
-    let (first, tries, _held) = first_port_up().await;
-    let homes = Arc::new(Homes::default());
-    homes.configure(None, &services(first, &woke));
+    let (home, first, tries) = Home::up().await;
+    let (homes, woke) = (&home.homes, &home.woke);
     // No answer within `connect_timeout`: a host switched off, whose
     // `wakeonlan` must not wait for a try of another of its ports.
     let _ = homes.refused(&local(first, 1, false), (true, Instant::now(), false));

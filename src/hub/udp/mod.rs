@@ -202,7 +202,8 @@ impl UdpDoor {
             // not a player: a few real addresses pinging a Bedrock port
             // would otherwise hold every flow as a conversation, which
             // never gives way.
-            if flow.last_down.load(Ordering::Relaxed) > 0
+            if !flow.is_conversation()
+                && flow.last_down.load(Ordering::Relaxed) > 0
                 && crate::game::bedrock::ping_time(&d).is_none()
             {
                 t.became_conversation(k, &flow);
