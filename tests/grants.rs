@@ -273,10 +273,10 @@ async fn an_ep_offering_many_services_it_is_not_granted_stays_logged_in(t: Trans
 
 /// A player still on a channel of an earlier session of the ep (its
 /// control connection was reset and it logged in again; the channel lives
-/// on, as it should): when the ep's grant is withdrawn (also while the ep
-/// is away, not logged in at all), or its address taken out of
-/// `ep_allowlist` (its session closed on purpose), that player too is cut
-/// after the drain. Before, only the players of the
+/// on, as it should): when the ep's grant is withdrawn or its address
+/// taken out of `ep_allowlist` (its session closed on purpose), also while
+/// the ep is away, not logged in at all, that player too is cut after the
+/// drain. Before, only the players of the
 /// session open at the reload were, and this one played on for as long
 /// as it liked. Over TLS, where a channel is a connection of its own; the
 /// fault proxy that resets the control connection is TCP.
@@ -298,6 +298,11 @@ async fn a_grant_withdrawn_reaches_players_of_the_ep_s_earlier_sessions() {
         (
             "grant withdrawn while the ep is away",
             opts("", "127.0.0.1/32"),
+            true,
+        ),
+        (
+            "address no longer allowed while the ep is away",
+            opts("\"echo\"", "127.0.0.2/32"),
             true,
         ),
     ] {
@@ -334,4 +339,66 @@ async fn a_grant_withdrawn_reaches_players_of_the_ep_s_earlier_sessions() {
         );
         hub.stop().await;
     }
+}
+
+/// An address taken out of `ep_allowlist`, put back, and taken out again
+/// (an edit, undone, redone): the players on its channels get the last
+/// removal's whole drain, not what is left of the first one's. The ep is
+/// away (its control connection kept from coming back), so only the
+/// players' own channels from the address are left to cut.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_address_taken_out_again_gives_its_players_the_whole_drain() {
+    use tokio::io::AsyncWriteExt;
+    let drain = Duration::from_secs(4);
+    let opts = |allowed: &str| HubOpts {
+        allowlist: vec![allowed.into()],
+        extra: format!(
+            "drain_timeout = \"{}s\"\n[eps.home]\nservices = [\"echo\"]\n",
+            drain.as_secs()
+        ),
+        ..Default::default()
+    };
+    let (ours, other) = (opts("127.0.0.1/32"), opts("127.0.0.2/32"));
+    let certs = Certs::new();
+    let settings = hub_settings(&certs, &ours);
+    let file = settings.file.clone();
+    let hub = TestHub::from_settings(settings, &ours).await;
+    let proxy = common::faultproxy::FaultProxy::start(hub.control).await;
+    let eo = EpOpts::new(&certs, vec![("echo".into(), echo_server().await)]);
+    let _ep = TestEp::start(ep_settings_for(&certs, proxy.addr, hub.channel, &eo));
+    hub.wait_sessions(1).await;
+    let mut p = connected_player(hub.service("echo")).await;
+    proxy.set(common::faultproxy::Mode::Refuse);
+    proxy.reset_all();
+    hub.wait_sessions(0).await;
+    // The first removal applied by `first`, the last one after `last`.
+    reload(&hub, &certs, &other, &file).await;
+    let first = tokio::time::Instant::now();
+    reload(&hub, &certs, &ours, &file).await;
+    // Far enough into the first drain that its end comes well before the
+    // last one's.
+    tokio::time::sleep(drain / 2).await;
+    let last = tokio::time::Instant::now();
+    reload(&hub, &certs, &other, &file).await;
+    tokio::time::sleep_until(first + drain + Duration::from_millis(500)).await;
+    // Unless this machine was too slow to leave a second of the last
+    // drain to look in.
+    if tokio::time::Instant::now() + Duration::from_secs(1) < last + drain {
+        let mut got = [0u8; 2];
+        let echoed = match p.write_all(b"hi").await {
+            Ok(()) => tokio::time::timeout(Duration::from_secs(1), p.read_exact(&mut got)).await,
+            Err(e) => Ok(Err(e)),
+        };
+        assert!(
+            matches!(echoed, Ok(Ok(_))),
+            "cut at the first removal's drain's end: {echoed:?}"
+        );
+    }
+    let mut buf = [0u8; 16];
+    let read = tokio::time::timeout(drain * 3, p.read(&mut buf)).await;
+    assert!(
+        matches!(read, Ok(Ok(0) | Err(_))),
+        "kept playing after the last removal's drain: {read:?}"
+    );
+    hub.stop().await;
 }

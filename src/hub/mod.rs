@@ -93,6 +93,9 @@ pub(crate) struct Shared {
     pub hard_stop: CancellationToken,
     pub metrics: Arc<crate::metrics::HubMetrics>,
     pub started: tokio::time::Instant,
+    /// Reloads that changed `ep_allowlist`: the cut a drain's end makes
+    /// for an address taken out gives way to a later change's own.
+    pub allowlist_changes: std::sync::atomic::AtomicU64,
     /// Reloads done, with the last one's outcome.
     pub reloads: watch::Sender<(u64, Result<String, String>)>,
 }
@@ -268,6 +271,7 @@ impl Hub {
             hard_stop,
             metrics,
             started: tokio::time::Instant::now(),
+            allowlist_changes: Default::default(),
             reloads: watch::Sender::new((0, Ok(String::new()))),
         };
         Ok(Hub {
@@ -496,11 +500,11 @@ impl Shared {
     /// every player noted before it.
     /// Whether it may go on (false: cut, nothing more is sent on its
     /// channel).
-    pub(crate) fn carried(&self, seat: &players::Player, session: u64, over_quic: bool) -> bool {
-        let carrier = self.sessions.carrier(session);
+    pub(crate) fn carried(&self, seat: &players::Player, ch: &service::Channel) -> bool {
+        let carrier = (self.sessions.carrier(ch.session), ch.peer_ip());
         // Noted first, then the list read: a revocation written after the
         // read sweeps this player (its serial is there to find).
-        seat.carried_by(session, carrier, over_quic);
+        seat.carried_by(ch.session, carrier, ch.opened_by_hub());
         let revoked = seat.serial().is_some_and(|s| {
             self.trust
                 .revoked

@@ -228,7 +228,7 @@ async fn take_channel(
     };
     match taken {
         Ok(ch) => {
-            if !shared.carried(seat, ch.session, ch.opened_by_hub()) {
+            if !shared.carried(seat, &ch) {
                 let mut tunnel = ch.tunnel;
                 tunnel.abort();
                 net::abort_on_close(tcp);

@@ -3,10 +3,11 @@
 //! what the table shows and a token to end the player; its bytes are
 //! counted by the relay as it goes.
 
+use super::sessions::Carrier;
 use crate::relay::Meter;
 use std::{
     collections::HashMap,
-    net::SocketAddr,
+    net::{IpAddr, SocketAddr},
     os::fd::RawFd,
     sync::{
         Arc, Mutex,
@@ -39,6 +40,8 @@ pub(crate) struct Player {
     /// player it carries, on this session or an earlier one.
     serial: std::sync::OnceLock<Arc<str>>,
     over_quic: AtomicBool,
+    /// See `from`.
+    from: Mutex<Option<IpAddr>>,
     /// The ep's dial of the service at home, in µs, as the ep reported.
     dial_us: AtomicU64,
     /// Bytes/s both ways over the last tick, and the totals it came from.
@@ -87,21 +90,32 @@ impl Player {
         self.why.get().copied()
     }
 
-    /// Carried by `session` of `ep` from now.
+    /// Carried by `session` from now, over a TLS channel from `from`, if
+    /// it is one.
     pub fn carried_by(
         &self,
         session: u64,
-        (ep, serial): (Option<Arc<str>>, Option<Arc<str>>),
+        (carrier, from): (Carrier, Option<IpAddr>),
         over_quic: bool,
     ) {
         self.over_quic.store(over_quic, Ordering::Relaxed);
-        if let Some(ep) = ep {
+        if let Some(ep) = carrier.ep {
             let _ = self.ep.set(ep);
         }
-        if let Some(serial) = serial {
+        if let Some(serial) = carrier.serial {
             let _ = self.serial.set(serial);
         }
+        *lock(&self.from) = from;
         self.session.store(session, Ordering::Relaxed);
+    }
+
+    /// The address its TLS channel comes from, so a reload that takes that
+    /// address out of `ep_allowlist` finds it though the channel outlived
+    /// its session. None over QUIC: a stream lives and dies with its
+    /// connection, which the reload closes if its address (as it is now,
+    /// after any migration) is taken out.
+    pub fn from(&self) -> Option<IpAddr> {
+        *lock(&self.from)
     }
 
     /// The serial of the certificate of the ep that carries it.
@@ -257,6 +271,7 @@ impl Players {
             counted: AtomicU64::new(0),
             fd: Mutex::new(a.fd),
             channel: Mutex::new(None),
+            from: Mutex::new(None),
             dark: Default::default(),
             cut: a.cut.clone(),
             why: std::sync::OnceLock::new(),

@@ -5,6 +5,7 @@
 
 use super::{
     ControlAddrs, Shared,
+    players::Player,
     served::{self, Parts, PortKey},
 };
 use crate::{
@@ -185,7 +186,11 @@ async fn apply(
     }
     drop(ports);
     let creds = (&old.credentials, &new.credentials);
-    rotated_players_go(shared, creds, new.timing.drain_timeout);
+    let players = shared.players.list();
+    rotated_players_go(shared, (&players, creds), new.timing.drain_timeout);
+    if old.allowlist != new.allowlist {
+        denied_players_go(shared, new.timing.drain_timeout);
+    }
     shared.sessions.close_where(
         |ep, _| creds.0.for_ep(ep) != creds.1.for_ep(ep),
         "this ep's token changed on the hub; it logs in again with its token",
@@ -208,15 +213,16 @@ async fn apply(
 /// that one's).
 fn rotated_players_go(
     shared: &Arc<Shared>,
-    (old, new): (
-        &crate::config::hub::Credentials,
-        &crate::config::hub::Credentials,
+    (players, (old, new)): (
+        &[Arc<Player>],
+        (
+            &crate::config::hub::Credentials,
+            &crate::config::hub::Credentials,
+        ),
     ),
     drain: std::time::Duration,
 ) {
-    let changed: HashSet<String> = shared
-        .players
-        .list()
+    let changed: HashSet<String> = players
         .iter()
         .filter_map(|p| p.ep().map(str::to_string))
         .filter(|ep| old.for_ep(ep) != new.for_ep(ep))
@@ -227,10 +233,37 @@ fn rotated_players_go(
     // Carried by its sessions up to now, which logged in with the old
     // token: not by one that logs in with the new token after this.
     let mark = shared.sessions.last_id();
-    let doomed = move |p: &super::players::Player| {
+    let doomed = move |p: &Player| {
         p.session().is_some_and(|s| s <= mark) && p.ep().is_some_and(|ep| changed.contains(ep))
     };
     shared.end_players_after(drain, doomed, "the ep's token changed on the hub");
+}
+
+/// The players on TLS channels from an address taken out of
+/// `ep_allowlist` go at the drain's end, whether or not their ep is logged
+/// in now (closing the sessions from there reaches only those logged in,
+/// and a TLS channel outlives its control connection). Not those whose
+/// address is allowed again by then, unless their ep was logged in from
+/// it at this reload: that session is closed on purpose now, and its
+/// players go with it (`control::ended`). A later change of the allowlist
+/// makes its own cut, at its own drain's end, and this one gives way.
+/// Players over QUIC are cut with their connection (`close_where`).
+fn denied_players_go(shared: &Arc<Shared>, drain: std::time::Duration) {
+    use std::sync::atomic::Ordering::Relaxed;
+    let this = shared.allowlist_changes.fetch_add(1, Relaxed) + 1;
+    let (now, sh) = (std::time::Instant::now(), Arc::downgrade(shared));
+    let doomed = move |p: &Player| {
+        let Some(sh) = sh.upgrade() else { return false };
+        p.started <= now
+            && sh.allowlist_changes.load(Relaxed) == this
+            && p.from()
+                .is_some_and(|ip| !sh.settings().allowlist.contains(ip))
+    };
+    shared.end_players_after(
+        drain,
+        doomed,
+        "the ep's address is no longer in ep_allowlist",
+    );
 }
 
 /// When a port to bind is one the hub itself holds on another address

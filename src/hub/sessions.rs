@@ -94,28 +94,40 @@ struct State {
     by_ep: HashMap<String, Entry>,
     ips: HashMap<IpAddr, usize>,
     next_id: u64,
-    /// The certificate serials of sessions that ended lately: a player
-    /// whose channel was taken just before its session ended still learns
-    /// whose certificate carries it (a revocation then reaches it).
-    gone: HashMap<u64, Arc<str>>,
+    /// Who carried the sessions that ended lately: a player whose channel
+    /// was taken just before its session ended still learns whose
+    /// certificate carries it (a revocation, a reload's cut then reach it).
+    gone: HashMap<u64, Carrier>,
     /// Their order, oldest first, so the oldest is forgotten first.
     gone_order: std::collections::VecDeque<u64>,
 }
 
 impl State {
-    fn remember_gone(&mut self, session: u64, serial: Arc<str>) {
+    fn remember_gone(&mut self, session: u64, e: &Entry) {
+        let carrier = Carrier {
+            ep: Some(e.name.clone()),
+            serial: Some(e.serial.clone()),
+        };
         if self.gone.len() >= GONE_KEPT
             && let Some(oldest) = self.gone_order.pop_front()
         {
             self.gone.remove(&oldest);
         }
-        if self.gone.insert(session, serial).is_none() {
+        if self.gone.insert(session, carrier).is_none() {
             self.gone_order.push_back(session);
         }
     }
 }
 
-/// Ended sessions' serials remembered (the window is a channel's hand-over,
+/// Who carries a session's players: its ep and its certificate's serial
+/// (neither known for a session ended too long ago).
+#[derive(Clone, Default)]
+pub(crate) struct Carrier {
+    pub ep: Option<Arc<str>>,
+    pub serial: Option<Arc<str>>,
+}
+
+/// Ended sessions' carriers remembered (the window is a channel's hand-over,
 /// milliseconds); past this many the oldest is forgotten.
 const GONE_KEPT: usize = 4096;
 
@@ -247,7 +259,7 @@ impl Sessions {
         if let Some(old) = st.by_ep.insert(ep.to_string(), entry) {
             // Its guard will find the new session in its place: the old
             // one's serial is remembered here.
-            st.remember_gone(old.session, old.serial.clone());
+            st.remember_gone(old.session, &old);
             self.replaced(ep, version, old);
         }
         *st.ips.entry(ip).or_default() += 1;
@@ -357,14 +369,16 @@ impl Sessions {
         self.lock().by_ep.get(ep).map(|e| e.link.is_some())
     }
 
-    /// Who carries `session`: its ep, if it is logged in (the name
-    /// shared), and its certificate's serial, live or lately ended. One
-    /// look under the lock, per player handed a channel.
-    pub fn carrier(&self, session: u64) -> (Option<Arc<str>>, Option<Arc<str>>) {
+    /// Who carries `session`, live or lately ended (its ep's name shared).
+    /// One look under the lock, per player handed a channel.
+    pub fn carrier(&self, session: u64) -> Carrier {
         let st = self.lock();
         match st.by_ep.values().find(|e| e.session == session) {
-            Some(e) => (Some(e.name.clone()), Some(e.serial.clone())),
-            None => (None, st.gone.get(&session).cloned()),
+            Some(e) => Carrier {
+                ep: Some(e.name.clone()),
+                serial: Some(e.serial.clone()),
+            },
+            None => st.gone.get(&session).cloned().unwrap_or_default(),
         }
     }
 
@@ -637,7 +651,7 @@ impl Drop for SessionGuard {
             && let Some(e) = st.by_ep.remove(&self.ep)
         {
             self.sessions.mark_gone(&self.ep, &e.version);
-            st.remember_gone(self.id, e.serial.clone());
+            st.remember_gone(self.id, &e);
         }
         if let Some(n) = st.ips.get_mut(&self.ip) {
             *n -= 1;

@@ -57,6 +57,20 @@ impl Channel {
     pub fn opened_by_hub(&self) -> bool {
         matches!(self.tunnel, Tunnel::Quic(_))
     }
+
+    /// The address a TLS channel comes from (none over QUIC: a stream
+    /// comes from its session's connection).
+    pub fn peer_ip(&self) -> Option<IpAddr> {
+        match &self.tunnel {
+            Tunnel::Tls(t) => t
+                .get_ref()
+                .0
+                .peer_addr()
+                .ok()
+                .map(|a| a.ip().to_canonical()),
+            Tunnel::Quic(_) => None,
+        }
+    }
 }
 
 /// Whether home is there for a service.

@@ -243,7 +243,7 @@ impl Run {
             };
             match taken {
                 Ok(ch) => {
-                    if !self.shared.carried(seat, ch.session, ch.opened_by_hub()) {
+                    if !self.shared.carried(seat, &ch) {
                         let mut tunnel = ch.tunnel;
                         tunnel.abort();
                         return Err(crate::hub::REVOKED.into());
