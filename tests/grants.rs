@@ -341,28 +341,37 @@ async fn a_grant_withdrawn_reaches_players_of_the_ep_s_earlier_sessions() {
     }
 }
 
-/// An address taken out of `ep_allowlist`, put back, and taken out again
-/// (an edit, undone, redone): the players on its channels get the last
-/// removal's whole drain, not what is left of the first one's. The ep is
-/// away (its control connection kept from coming back), so only the
-/// players' own channels from the address are left to cut.
+/// An address taken out of `ep_allowlist`, or a grant withdrawn, then
+/// undone and redone (an edit undone, redone): the players on the ep's
+/// channels get the last change's whole drain, not what is left of the
+/// first one's. The ep is away (its control connection kept from coming
+/// back), so only the players' own channels are left to cut.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_address_taken_out_again_gives_its_players_the_whole_drain() {
-    use tokio::io::AsyncWriteExt;
+async fn a_change_undone_and_redone_gives_its_players_the_whole_drain() {
     let drain = Duration::from_secs(4);
-    let opts = |allowed: &str| HubOpts {
+    let opts = |list: &str, allowed: &str| HubOpts {
         allowlist: vec![allowed.into()],
         extra: format!(
-            "drain_timeout = \"{}s\"\n[eps.home]\nservices = [\"echo\"]\n",
+            "drain_timeout = \"{}s\"\n[eps.home]\nservices = [{list}]\n",
             drain.as_secs()
         ),
         ..Default::default()
     };
-    let (ours, other) = (opts("127.0.0.1/32"), opts("127.0.0.2/32"));
+    let ours = opts("\"echo\"", "127.0.0.1/32");
+    for (what, other) in [
+        ("address taken out", opts("\"echo\"", "127.0.0.2/32")),
+        ("grant withdrawn", opts("", "127.0.0.1/32")),
+    ] {
+        undone_and_redone(what, drain, (&ours, &other)).await;
+    }
+}
+
+async fn undone_and_redone(what: &str, drain: Duration, (ours, other): (&HubOpts, &HubOpts)) {
+    use tokio::io::AsyncWriteExt;
     let certs = Certs::new();
-    let settings = hub_settings(&certs, &ours);
+    let settings = hub_settings(&certs, ours);
     let file = settings.file.clone();
-    let hub = TestHub::from_settings(settings, &ours).await;
+    let hub = TestHub::from_settings(settings, ours).await;
     let proxy = common::faultproxy::FaultProxy::start(hub.control).await;
     let eo = EpOpts::new(&certs, vec![("echo".into(), echo_server().await)]);
     let _ep = TestEp::start(ep_settings_for(&certs, proxy.addr, hub.channel, &eo));
@@ -371,15 +380,15 @@ async fn an_address_taken_out_again_gives_its_players_the_whole_drain() {
     proxy.set(common::faultproxy::Mode::Refuse);
     proxy.reset_all();
     hub.wait_sessions(0).await;
-    // The first removal applied by `first`, the last one after `last`.
-    reload(&hub, &certs, &other, &file).await;
+    // The first change applied by `first`, the last one after `last`.
+    reload(&hub, &certs, other, &file).await;
     let first = tokio::time::Instant::now();
-    reload(&hub, &certs, &ours, &file).await;
+    reload(&hub, &certs, ours, &file).await;
     // Far enough into the first drain that its end comes well before the
     // last one's.
     tokio::time::sleep(drain / 2).await;
     let last = tokio::time::Instant::now();
-    reload(&hub, &certs, &other, &file).await;
+    reload(&hub, &certs, other, &file).await;
     tokio::time::sleep_until(first + drain + Duration::from_millis(500)).await;
     // Unless this machine was too slow to leave a second of the last
     // drain to look in.
@@ -391,14 +400,14 @@ async fn an_address_taken_out_again_gives_its_players_the_whole_drain() {
         };
         assert!(
             matches!(echoed, Ok(Ok(_))),
-            "cut at the first removal's drain's end: {echoed:?}"
+            "{what}: cut at the first change's drain's end: {echoed:?}"
         );
     }
     let mut buf = [0u8; 16];
     let read = tokio::time::timeout(drain * 3, p.read(&mut buf)).await;
     assert!(
         matches!(read, Ok(Ok(0) | Err(_))),
-        "kept playing after the last removal's drain: {read:?}"
+        "{what}: kept playing after the last change's drain: {read:?}"
     );
     hub.stop().await;
 }

@@ -93,9 +93,8 @@ pub(crate) struct Shared {
     pub hard_stop: CancellationToken,
     pub metrics: Arc<crate::metrics::HubMetrics>,
     pub started: tokio::time::Instant,
-    /// Reloads that changed `ep_allowlist`: the cut a drain's end makes
-    /// for an address taken out gives way to a later change's own.
-    pub allowlist_changes: std::sync::atomic::AtomicU64,
+    /// Reloads that changed `ep_allowlist` or the grants (`reload::Changes`).
+    pub changes: reload::Changes,
     /// Reloads done, with the last one's outcome.
     pub reloads: watch::Sender<(u64, Result<String, String>)>,
 }
@@ -233,8 +232,7 @@ impl Hub {
             hard_stop: &hard_stop,
             tracker: &tracker,
         };
-        let mut served = HashMap::new();
-        let mut wanted = Vec::new();
+        let (mut served, mut wanted) = (HashMap::new(), Vec::new());
         for s in &settings.services {
             served.insert(s.name.clone(), parts.build(s, &settings));
             wanted.extend(served::keys(s));
@@ -271,7 +269,7 @@ impl Hub {
             hard_stop,
             metrics,
             started: tokio::time::Instant::now(),
-            allowlist_changes: Default::default(),
+            changes: Default::default(),
             reloads: watch::Sender::new((0, Ok(String::new()))),
         };
         Ok(Hub {

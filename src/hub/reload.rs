@@ -86,6 +86,15 @@ async fn reload(shared: &Arc<Shared>, _why: Trigger) -> Result<String, String> {
     apply(shared, new).await
 }
 
+/// Reloads that changed what a drain's end cuts by: a cut made for an
+/// earlier change gives way to a later change's own, so a change undone
+/// and redone gives its players the last one's whole drain.
+#[derive(Default)]
+pub(crate) struct Changes {
+    pub allowlist: std::sync::atomic::AtomicU64,
+    pub grants: std::sync::atomic::AtomicU64,
+}
+
 /// Keys a running hub cannot change keep their running values.
 fn keep_running(old: &HubSettings, mut new: HubSettings) -> HubSettings {
     new.control = old.control;
@@ -159,6 +168,10 @@ async fn apply(
     shared.set_settings(new);
     let new = shared.settings();
     tls_changed(shared, (&old, old_tls), (&new, new_tls));
+    if old.grants != new.grants {
+        let grants = &shared.changes.grants;
+        grants.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
     services(shared, &new);
     for (from, to) in handed {
         if let Some(one) = shared.served(&to.service) {
@@ -250,12 +263,12 @@ fn rotated_players_go(
 /// Players over QUIC are cut with their connection (`close_where`).
 fn denied_players_go(shared: &Arc<Shared>, drain: std::time::Duration) {
     use std::sync::atomic::Ordering::Relaxed;
-    let this = shared.allowlist_changes.fetch_add(1, Relaxed) + 1;
+    let this = shared.changes.allowlist.fetch_add(1, Relaxed) + 1;
     let (now, sh) = (std::time::Instant::now(), Arc::downgrade(shared));
     let doomed = move |p: &Player| {
         let Some(sh) = sh.upgrade() else { return false };
         p.started <= now
-            && sh.allowlist_changes.load(Relaxed) == this
+            && sh.changes.allowlist.load(Relaxed) == this
             && p.from()
                 .is_some_and(|ip| !sh.settings().allowlist.contains(ip))
     };
@@ -468,7 +481,9 @@ fn reprieve(shared: &Shared, name: &str, new: &HubSettings) -> Option<Cancellati
 /// whether or not that ep is logged in or serving it now (a TLS channel
 /// outlives its control connection; an ep may stop offering the service
 /// and keep its players). Not those that arrive after this reload (a later
-/// one has its own drain), nor any whose ep is granted it again by then.
+/// one has its own drain), nor any whose ep is granted it again by then;
+/// and not at all once a later reload changes the grants (it makes its
+/// own cut of those still not granted, at its own drain's end).
 fn ungranted_players_go(
     shared: &Arc<Shared>,
     (svc, players): (
@@ -477,15 +492,20 @@ fn ungranted_players_go(
     ),
     drain: std::time::Duration,
 ) {
+    use std::sync::atomic::Ordering::Relaxed;
     let (now, sessions, name) = (
         std::time::Instant::now(),
         shared.sessions.clone(),
         svc.name.clone(),
     );
+    let (this, sh) = (shared.changes.grants.load(Relaxed), Arc::downgrade(shared));
     let doomed = move |p: &super::players::Player| {
         p.service() == name
             && p.started <= now
             && p.ep().is_some_and(|ep| !sessions.may_serve(ep, &name))
+            && sh
+                .upgrade()
+                .is_some_and(|sh| sh.changes.grants.load(Relaxed) == this)
     };
     if players.iter().any(|p| doomed(p)) {
         shared.end_players_after(drain, doomed, "the ep is no longer granted this service");
