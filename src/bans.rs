@@ -29,6 +29,9 @@ use std::{
 /// How long a written kick is kept for the hub to see: it applies it
 /// within a second; the rest covers a hub busy or briefly stopped.
 pub const KICK_KEEP: u64 = 60;
+/// Kicks a file keeps: a script kicking an address after another cannot
+/// grow it past what a hub reads (`MAX_BYTES`).
+const MAX_KICKS: usize = 1_000;
 
 /// The file's name in the state folder.
 pub const FILE: &str = "bans.json";
@@ -221,10 +224,14 @@ impl BanFile {
         gone
     }
 
-    /// Expired bans and kicks older than `KICK_KEEP` dropped.
+    /// Expired bans and kicks older than `KICK_KEEP` dropped, and past
+    /// `MAX_KICKS` the oldest kicks (a running hub applied them within a
+    /// second of their writing).
     fn prune(&mut self, now: u64) {
         self.bans.retain(|b| b.until.is_none_or(|u| u > now));
         self.kicks.retain(|k| k.at.saturating_add(KICK_KEEP) > now);
+        let over = self.kicks.len().saturating_sub(MAX_KICKS);
+        self.kicks.drain(..over);
     }
 }
 

@@ -232,10 +232,9 @@ fn stamp(path: &Path) -> Option<Stamp> {
 /// between looks: a stopped hub frees its sockets at once.
 pub(super) async fn watch(shared: Arc<Shared>) {
     let path: PathBuf = shared.bans.path.clone();
-    let folder = folder_of(&path);
     // The folder as it was at start: the same path holding another folder
     // (a volume unmounted leaves its empty mount point) is not "no bans".
-    let at_start = folder_id(folder);
+    let at_start = folder_id(folder_of(&path));
     // Read at start (`Bans::load`); kicks already there were written
     // before any of this hub's players arrived.
     let mut seen = shared.bans.first;
@@ -253,6 +252,8 @@ pub(super) async fn watch(shared: Arc<Shared>) {
     drop(shared);
     // The last read's failure, logged once.
     let mut failed: Option<String> = None;
+    // The file was missing at the last look.
+    let mut missing = false;
     loop {
         tokio::select! {
             _ = tokio::time::sleep(POLL) => {}
@@ -263,19 +264,18 @@ pub(super) async fn watch(shared: Arc<Shared>) {
         let Some(shared) = weak.upgrade() else { return };
         let now = stamp(&path);
         if now == seen {
+            missing = false;
             continue;
         }
-        let read = match now.is_none() && at_start.is_some() && folder_id(folder) != at_start {
-            // The state folder itself is gone or replaced (a volume
-            // unmounted, a folder moved): that is not "no bans". Looked at
-            // again at each poll, as a failed read is.
-            true => Err(anyhow::anyhow!(std::io::Error::other(format!(
-                "{} is not the folder the hub started with (gone, moved or unmounted)",
-                folder.display()
-            )))),
-            false => crate::bans::read(&path),
-        };
-        match read {
+        // Missing at one look is not yet removed: an editor's save (vim's,
+        // emacs's) moves the file aside before it writes the new one, and
+        // every ban would be lifted until the next look.
+        if now.is_none() && !std::mem::replace(&mut missing, true) {
+            shared.bans.reads.send_modify(|n| *n += 1);
+            continue;
+        }
+        missing = false;
+        match read(&path, now.is_none(), at_start) {
             Ok(file) => {
                 // Read as empty with no stamp: the file is gone (one that
                 // cannot be looked at fails to read instead).
@@ -299,6 +299,20 @@ pub(super) async fn watch(shared: Arc<Shared>) {
         }
         shared.bans.reads.send_modify(|n| *n += 1);
     }
+}
+
+/// The list at `path`, which may be `missing`. The state folder itself
+/// gone or replaced (a volume unmounted, a folder moved) is not "no bans":
+/// an error, looked at again at each poll, as a failed read is.
+fn read(path: &Path, missing: bool, at_start: Option<(u64, u64)>) -> Result<BanFile> {
+    let folder = folder_of(path);
+    if missing && at_start.is_some() && folder_id(folder) != at_start {
+        return Err(anyhow::anyhow!(std::io::Error::other(format!(
+            "{} is not the folder the hub started with (gone, moved or unmounted)",
+            folder.display()
+        ))));
+    }
+    crate::bans::read(path)
 }
 
 /// The folder `path` is in (`.` for a bare file name).
@@ -335,7 +349,8 @@ fn apply(shared: &Shared, file: BanFile, applied: &mut HashSet<String>) {
         .filter(|k| !applied.contains(&k.id))
         .cloned()
         .collect();
-    applied.retain(|id| file.kicks.iter().any(|k| &k.id == id));
+    let listed: HashSet<&str> = file.kicks.iter().map(|k| k.id.as_str()).collect();
+    applied.retain(|id| listed.contains(id.as_str()));
     applied.extend(kicks.iter().map(|k| k.id.clone()));
     let count = file.in_force(now).count();
     shared.bans.applying(&kicks);
