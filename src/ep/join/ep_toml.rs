@@ -36,12 +36,23 @@ pub(super) fn render(e: &Enrolled, config: &Path, hosts: &[String]) -> String {
     }
     toml += "\n[tls]\nca = \"certs/ca.pem\"\ncert = \"certs/ep.pem\"\nkey = \"certs/ep.key\"\n";
     for s in &e.services {
-        toml += &format!(
-            "\n[services.{}]                 # {} on the hub\nlocal = {}   # where it listens at home: change if it differs\n",
+        let block = format!(
+            "[services.{}]                 # {} on the hub\nlocal = {}   # where it listens at home: change if it differs\n",
             key(&s.name),
             s.kind,
             string(&local(s)),
         );
+        toml += &match left_out(s) {
+            None => format!("\n{block}"),
+            Some(why) => format!(
+                "\n# Left out by `ferry ep join`: the hub named {why}. Uncomment it if\n\
+                 # that is what you serve to players.\n{}",
+                block
+                    .lines()
+                    .map(|l| format!("# {l}\n"))
+                    .collect::<String>()
+            ),
+        };
     }
     if e.services.is_empty() {
         toml += "\n# The invite granted no service: once hub.toml grants one ([eps.NAME] services),\n\
@@ -63,19 +74,39 @@ fn local(s: &Offered) -> String {
     }
 }
 
-/// One line per service written, for the person who joined to check:
-/// the hub chose each name and port, and a port of another program at
-/// home (an ssh server's 22) would put that program on the internet.
+/// Ports under this are the host's own services (ssh's 22, a printer's
+/// 631, file sharing's 445), not a game's.
+const SYSTEM_PORTS: u32 = 1024;
+/// Wider ranges reach whatever else listens at home among them.
+const WIDEST_RANGE: u16 = 100;
+
+/// Why `s` is written commented out, if it is: the hub chose its ports,
+/// and a compromised hub (or a grant mistyped) naming a system port or a
+/// wide range would put other programs at home on the internet once the
+/// ep runs. A person uncomments it on purpose.
+fn left_out(s: &Offered) -> Option<String> {
+    if u32::from(s.first_port) < SYSTEM_PORTS {
+        return Some(format!("{} at home, a system port", local(s)));
+    }
+    (s.ports > WIDEST_RANGE).then(|| format!("{} at home, {} ports", local(s), s.ports))
+}
+
+/// One line per service, for the person who joined to check: the hub
+/// chose each name and port, and a port of another program at home would
+/// put that program on the internet.
 pub(super) fn summary(e: &Enrolled) -> Vec<String> {
     e.services
         .iter()
         .map(|s| {
-            format!(
-                "{} ({}): players reach {} at home",
-                crate::proto::shown(&s.name),
-                s.kind,
-                local(s)
-            )
+            let name = crate::proto::shown(&s.name);
+            match left_out(s) {
+                None => format!("{name} ({}): players reach {} at home", s.kind, local(s)),
+                Some(why) => format!(
+                    "{name} ({}): left out of ep.toml, commented out: the hub named {why}; \
+                     uncomment it there if that is what you serve",
+                    s.kind
+                ),
+            }
         })
         .collect()
 }
@@ -123,6 +154,57 @@ fn comment(s: &str) -> String {
 mod tests {
     use super::*;
     use figment::{Figment, providers::Format};
+
+    /// A service the hub puts on a system port or a wide range is written
+    /// commented out, and said so: the ep does not serve it until a person
+    /// uncomments it. The others are written to serve.
+    #[test]
+    fn system_ports_and_wide_ranges_are_left_commented_out() {
+        use crate::config::ports::ServiceKind;
+        let offered = |name: &str, first_port, ports| Offered {
+            name: name.into(),
+            kind: ServiceKind::Tcp,
+            first_port,
+            ports,
+        };
+        let e = Enrolled {
+            ep: "home".into(),
+            cert: String::new(),
+            ca: String::new(),
+            token: crate::secret::Secret::new("x"),
+            control: 7000,
+            channel: 7001,
+            services: vec![
+                offered("game", 25565, 1),
+                offered("valheim", 2456, 3),
+                offered("ssh", 22, 1),
+                offered("web", 1000, 30),
+                offered("wide", 30000, 101),
+            ],
+        };
+        let text = render(&e, Path::new("ep.toml"), &["hub.example".into()]);
+        let f = Figment::from(figment::providers::Toml::string(&text));
+        let served: std::collections::BTreeMap<String, figment::value::Value> =
+            f.extract_inner("services").unwrap();
+        assert_eq!(
+            served.keys().collect::<Vec<_>>(),
+            ["game", "valheim"],
+            "{text}"
+        );
+        for gone in ["ssh", "web", "wide"] {
+            assert!(text.contains(&format!("# [services.{gone}]")), "{text}");
+        }
+        let said = summary(&e);
+        assert!(
+            said[0].contains("players reach 127.0.0.1:25565"),
+            "{said:?}"
+        );
+        assert!(
+            said[2].contains("left out") && said[2].contains(":22"),
+            "{said:?}"
+        );
+        assert!(said[4].contains("101 ports"), "{said:?}");
+    }
 
     /// Whatever a name holds, it reads back whole as the one key or string
     /// it was written as.
