@@ -11,7 +11,13 @@ use crate::{
 };
 use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand};
-use std::{io::Read, net::IpAddr, net::SocketAddr, path::PathBuf, process::ExitCode};
+use std::{
+    io::Read,
+    net::IpAddr,
+    net::SocketAddr,
+    path::{Path, PathBuf},
+    process::ExitCode,
+};
 use tokio_util::sync::CancellationToken;
 
 mod bans;
@@ -300,7 +306,7 @@ fn hub_cmd(args: HubArgs) -> Result<()> {
     match args.cmd {
         Some(HubCmd::Check) => hub_check(&args.run),
         Some(HubCmd::GenCert(g)) => gen_cert(g),
-        Some(HubCmd::Revoke(r)) => revoke(r),
+        Some(HubCmd::Revoke(r)) => revoke(r, &args.run),
         Some(HubCmd::Status(st)) => {
             // Only the admin door's address is needed: not even the config
             // when `--admin` names it, never the secret files it names
@@ -362,7 +368,7 @@ fn hub_check(run: &HubRun) -> Result<()> {
     Ok(())
 }
 
-fn revoke(r: RevokeArgs) -> Result<()> {
+fn revoke(r: RevokeArgs, run: &HubRun) -> Result<()> {
     anyhow::ensure!(
         !r.eps.is_empty() || !r.serials.is_empty(),
         "name --ep NAME or --serial HEX to revoke"
@@ -414,7 +420,32 @@ fn revoke(r: RevokeArgs) -> Result<()> {
         path.display(),
         path.display()
     );
+    crl_unfollowed(run, &path);
     Ok(())
+}
+
+/// Warns when the hub configuration here has no `tls.crl` naming the file
+/// `revoke` wrote: that hub never sees the revocation, and the ep logs in
+/// as before (an enrolled one's token stays valid too). Silent where no
+/// hub configuration is (a CA kept on another machine).
+fn crl_unfollowed(run: &HubRun, wrote: &Path) {
+    if !run.config.is_file() {
+        return;
+    }
+    let Ok(settings) = check_hub(run) else { return };
+    let same = |p: &Path| {
+        let real = |p: &Path| std::fs::canonicalize(p).ok();
+        real(p).is_some() && real(p) == real(wrote)
+    };
+    if !settings.crl.as_deref().is_some_and(same) {
+        eprintln!(
+            "warning: {} has no tls.crl = \"{}\": the hub it configures does not see \
+             this revocation, and the ep logs in as before. Add it under [tls] (a reload \
+             applies it, and the hub follows the file from then on)",
+            run.config.display(),
+            wrote.display()
+        );
+    }
 }
 
 fn new_token() -> Result<()> {

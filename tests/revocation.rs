@@ -350,3 +350,28 @@ async fn a_revocation_reaches_players_of_the_ep_s_earlier_sessions() {
     revoke_home(&certs);
     assert_cut(&mut player, "a player of the revoked ep's earlier session").await;
 }
+
+/// `ferry hub -c FILE revoke` where FILE has no `tls.crl` naming the list
+/// it writes: that hub never sees the revocation, so the command says so
+/// (before, it said only what a hub "with tls.crl" would do, and the ep
+/// kept logging in). Where FILE follows the list, nothing is said.
+#[test]
+fn revoke_warns_when_the_hub_s_configuration_does_not_follow_its_list() {
+    let certs = Certs::new();
+    let crl = certs.path("crl.pem");
+    let o = HubOpts::default();
+    for followed in [None, Some(crl.as_path())] {
+        let file = write_hub_toml(&certs, &o, followed);
+        let out = procs::ferry_cmd()
+            .arg("hub")
+            .arg("-c")
+            .arg(&file)
+            .args(["revoke", "--ep", "home", "--dir"])
+            .arg(certs.dir.path())
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{err}");
+        assert_eq!(err.contains("has no tls.crl"), followed.is_none(), "{err}");
+    }
+}
