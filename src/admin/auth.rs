@@ -221,14 +221,15 @@ impl Auth {
             let _in_line = in_line;
             let checked = auth.hash();
             let hash = checked.clone();
-            let good = tokio::task::spawn_blocking(move || {
-                let ok = crate::token::verify(&secret, &hash);
-                drop(permit);
-                ok
-            })
-            .await
-            .unwrap_or(false);
-            auth.settle(good, d, source, &checked)
+            let good = tokio::task::spawn_blocking(move || crate::token::verify(&secret, &hash))
+                .await
+                .unwrap_or(false);
+            // Argon2's slot is given back once the outcome is kept: a
+            // request that waited for it then finds the token remembered
+            // rather than running Argon2 on it again.
+            let settled = auth.settle(good, d, source, &checked);
+            drop(permit);
+            settled
         });
         run.await.unwrap_or(Err(Denied::Unauthorized))
     }
