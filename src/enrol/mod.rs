@@ -137,11 +137,11 @@ pub fn line_host(h: &str) -> Option<String> {
     }
     // Names as the hub's certificate is checked against them (the ep's
     // `server_name` defaults to the host), lowercase so one hub is one
-    // string.
+    // string; an underscore as that check allows it (`home_hub.lan`).
     let name = !h.is_empty()
         && h.len() <= 253
         && h.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-')
+            .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
         && rustls::pki_types::ServerName::try_from(h).is_ok();
     name.then(|| h.to_ascii_lowercase())
 }
@@ -193,7 +193,12 @@ impl Line {
             return Err(bad(&format!("more than {MAX_LINE_HUBS} hubs")));
         }
         let (door_host, _) = crate::config::split_host_port(door).map_err(|e| bad(&e))?;
-        let all: Vec<String> = std::iter::once(door_host.to_ascii_lowercase())
+        // As a further hub's: a control character or a terminal escape in
+        // it would be printed as it is in join's messages.
+        let Some(door_host) = line_host(&door_host) else {
+            return Err(bad(&format!("{door_host:?} is not a host name or address")));
+        };
+        let all: Vec<String> = std::iter::once(door_host)
             .chain(more.iter().cloned())
             .collect();
         if let Some(h) = twice(&all) {
@@ -423,6 +428,13 @@ mod tests {
                 .contains("damaged")
         );
         assert!(Line::parse("https://example.com").is_err());
+        // The door's host is a host name or address as a further hub's.
+        for bad in ["play\u{1b}[31m.example.com", "a b", "x\"y", "a..b"] {
+            let t = text.replacen("play.example.com", bad, 1);
+            assert!(Line::parse(&t).is_err(), "{t:?}");
+        }
+        let t = text.replacen("play.example.com", "home_hub.lan", 1);
+        assert_eq!(Line::parse(&t).unwrap().door, "home_hub.lan:7003");
         assert_eq!(unhex(&hex(b"\x00\xff")).unwrap(), b"\x00\xff");
     }
 
