@@ -35,14 +35,14 @@ pub(super) fn render(e: &Enrolled, config: &Path, hosts: &[String]) -> String {
         }
     }
     toml += "\n[tls]\nca = \"certs/ca.pem\"\ncert = \"certs/ep.pem\"\nkey = \"certs/ep.key\"\n";
-    for s in &e.services {
+    for (s, left_out) in e.services.iter().zip(left_out(&e.services)) {
         let block = format!(
             "[services.{}]                 # {} on the hub\nlocal = {}   # where it listens at home: change if it differs\n",
             key(&s.name),
             s.kind,
             string(&local(s)),
         );
-        toml += &match left_out(s) {
+        toml += &match left_out {
             None => format!("\n{block}"),
             Some(why) => format!(
                 "\n# Left out by `ferry ep join`: the hub named {why}. Uncomment it if\n\
@@ -79,16 +79,44 @@ fn local(s: &Offered) -> String {
 const SYSTEM_PORTS: u32 = 1024;
 /// Wider ranges reach whatever else listens at home among them.
 const WIDEST_RANGE: u16 = 100;
+/// Ports written to serve across all the services of one join: many
+/// ranges of 100 would reach as far as one wide one.
+const MOST_PORTS: u32 = 200;
+/// Ports of programs a home machine runs that no game uses: Docker's API
+/// (2375, 2376: the machine's root), MySQL, remote desktop, PostgreSQL,
+/// VNC, Redis, Elasticsearch, memcached, MongoDB.
+const HOME_PROGRAMS: &[u32] = &[2375, 2376, 3306, 3389, 5432, 5900, 6379, 9200, 11211, 27017];
 
-/// Why `s` is written commented out, if it is: the hub chose its ports,
-/// and a compromised hub (or a grant mistyped) naming a system port or a
-/// wide range would put other programs at home on the internet once the
-/// ep runs. A person uncomments it on purpose.
-fn left_out(s: &Offered) -> Option<String> {
-    if u32::from(s.first_port) < SYSTEM_PORTS {
-        return Some(format!("{} at home, a system port", local(s)));
-    }
-    (s.ports > WIDEST_RANGE).then(|| format!("{} at home, {} ports", local(s), s.ports))
+/// Why each service is written commented out, if it is: the hub chose its
+/// ports, and a compromised hub (or a grant mistyped) naming a system
+/// port, a port of another program at home or many ports would put other
+/// programs at home on the internet once the ep runs. A person uncomments
+/// it on purpose.
+fn left_out(services: &[Offered]) -> Vec<Option<String>> {
+    let mut live = 0u32;
+    let mut why = |s: &Offered| {
+        let (first, ports) = (u32::from(s.first_port), u32::from(s.ports.max(1)));
+        let at = local(s);
+        if first < SYSTEM_PORTS {
+            return Some(format!("{at} at home, a system port"));
+        }
+        if let Some(p) = HOME_PROGRAMS
+            .iter()
+            .find(|p| (first..first + ports).contains(p))
+        {
+            return Some(format!(
+                "{at} at home, which takes in {p}, a port of a database, remote desktop or Docker"
+            ));
+        }
+        if s.ports > WIDEST_RANGE || live + ports > MOST_PORTS {
+            return Some(format!(
+                "{at} at home, past the {MOST_PORTS} ports one join writes"
+            ));
+        }
+        live += ports;
+        None
+    };
+    services.iter().map(&mut why).collect()
 }
 
 /// One line per service, for the person who joined to check: the hub
@@ -97,9 +125,10 @@ fn left_out(s: &Offered) -> Option<String> {
 pub(super) fn summary(e: &Enrolled) -> Vec<String> {
     e.services
         .iter()
-        .map(|s| {
+        .zip(left_out(&e.services))
+        .map(|(s, left_out)| {
             let name = crate::proto::shown(&s.name);
-            match left_out(s) {
+            match left_out {
                 None => format!("{name} ({}): players reach {} at home", s.kind, local(s)),
                 Some(why) => format!(
                     "{name} ({}): left out of ep.toml, commented out: the hub named {why}; \
@@ -180,6 +209,10 @@ mod tests {
                 offered("ssh", 22, 1),
                 offered("web", 1000, 30),
                 offered("wide", 30000, 101),
+                offered("redis", 6379, 1),
+                offered("near_docker", 2370, 10),
+                offered("a", 40000, 100),
+                offered("b", 40100, 100),
             ],
         };
         let text = render(&e, Path::new("ep.toml"), &["hub.example".into()]);
@@ -188,10 +221,10 @@ mod tests {
             f.extract_inner("services").unwrap();
         assert_eq!(
             served.keys().collect::<Vec<_>>(),
-            ["game", "valheim"],
+            ["a", "game", "valheim"],
             "{text}"
         );
-        for gone in ["ssh", "web", "wide"] {
+        for gone in ["ssh", "web", "wide", "redis", "near_docker", "b"] {
             assert!(text.contains(&format!("# [services.{gone}]")), "{text}");
         }
         let said = summary(&e);
@@ -203,7 +236,9 @@ mod tests {
             said[2].contains("left out") && said[2].contains(":22"),
             "{said:?}"
         );
-        assert!(said[4].contains("101 ports"), "{said:?}");
+        assert!(said[4].contains("past the 200 ports"), "{said:?}");
+        assert!(said[6].contains("2375"), "{said:?}");
+        assert!(said[8].contains("past the 200 ports"), "{said:?}");
     }
 
     /// Whatever a name holds, it reads back whole as the one key or string
