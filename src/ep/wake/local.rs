@@ -35,7 +35,9 @@ impl Local {
         }
     }
 
-    async fn pong_once(&self) -> std::io::Result<bool> {
+    /// Whether the Bedrock server at `at` answers one list ping of the
+    /// ep's own within `POLL`.
+    pub(super) async fn pong_once(&self) -> std::io::Result<bool> {
         let to = tokio::net::lookup_host(&self.at)
             .await?
             .next()

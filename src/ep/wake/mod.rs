@@ -371,9 +371,14 @@ impl Homes {
         // what it found as it always did (a Bedrock port with nothing
         // there is down, whatever TCP port the service may have).
         let plain_no = plain_no && (!l.udp || (join && wake.is_some()));
-        let elsewhere = self
-            .found(l, plain_no)
-            .is_some_and(|f| !f.udp && (f.at != l.at || l.udp));
+        // Where a flow heard it counts for a flow: a hub that starts one on
+        // a port of the range with nothing there (its choice) learns
+        // nothing of the service, and must not have every hub told it is
+        // down.
+        let elsewhere = self.found(l, plain_no).is_some_and(|f| match f.udp {
+            true => l.udp && f.at != l.at,
+            false => f.at != l.at || l.udp,
+        });
         if elsewhere && (wake.is_none() || !join || cooling) {
             return None;
         }
@@ -384,6 +389,10 @@ impl Homes {
         };
         let Some(w) = wake.filter(|_| join && !cooling) else {
             drop(busy);
+            if l.udp && !plain_no && self.state_of(&l.service) == Some(HomeState::Up) {
+                self.silent_join(l, state, dialled);
+                return None;
+            }
             self.set(&l.service, state);
             self.recheck(l);
             return None;
@@ -396,6 +405,26 @@ impl Homes {
         let looks = (stopping, was_up, plain_no);
         tokio::spawn(me.woken(l.clone(), w, id, tx, looks));
         Some(rx)
+    }
+
+    /// A Bedrock join met silence where the service was up: a host
+    /// switched off says nothing, but so does a server that ignores a join
+    /// it finds malformed, which a hub can send at will. A list ping of the
+    /// ep's own decides before every hub is told `state`; not if the
+    /// service answered someone since the join was sent.
+    fn silent_join(self: &Arc<Self>, l: &Local, state: HomeState, dialled: Instant) {
+        let (me, l) = (self.clone(), l.clone());
+        tokio::spawn(async move {
+            if l.pong_once().await.unwrap_or(false) {
+                return;
+            }
+            let answered = locked(&me.up_at)
+                .get(&l.service)
+                .is_some_and(|t| *t > dialled);
+            if !answered {
+                me.set(&l.service, state);
+            }
+        });
     }
 
     /// Whether a join of `service` should wait for its stop rather than
@@ -609,14 +638,20 @@ impl Homes {
     }
 
     /// Where the service, up until this dial failed, still answers: the
-    /// TCP port it last answered at. A dial that failed elsewhere (another
-    /// port of its range, UDP to a service with no `type` in ep.toml: what
-    /// a hub picks) is no reason to run the wake command beside a running
-    /// server. Not tried for a service believed away (a host switched off
-    /// would cost the wake `connect_timeout`).
+    /// port it last answered at (a UDP one: if a list ping of the ep's own
+    /// is answered there, as a Bedrock server's is). A dial that failed
+    /// elsewhere (another port of its range, UDP to a service with no
+    /// `type` in ep.toml, a join the server ignored: what a hub picks) is
+    /// no reason to run the wake command beside a running server. Not
+    /// tried for a service believed away (a host switched off would cost
+    /// the wake `connect_timeout`).
     async fn still_up(&self, l: &Local, was_up: bool, plain_no: bool) -> Option<Local> {
-        let found = self.found(l, plain_no)?;
-        if !was_up || found.udp || !found.answers().await {
+        let found = self.found(l, plain_no).filter(|_| was_up)?;
+        let answers = match found.udp {
+            true => found.pong_once().await.unwrap_or(false),
+            false => found.answers().await,
+        };
+        if !answers {
             return None;
         }
         tracing::warn!(
