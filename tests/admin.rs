@@ -403,6 +403,53 @@ async fn get_from(src: &str, addr: SocketAddr, path: &str, token: Option<&str>) 
     reply.split(' ').nth(1)?.parse().ok()
 }
 
+/// GET as a browser sends it for a page of another site: the status.
+async fn get_for_a_page(addr: SocketAddr, token: &str, (mode, dest): (&str, &str)) -> Option<u16> {
+    let mut s = tokio::net::TcpStream::connect(addr).await.ok()?;
+    let req = format!(
+        "GET /?token={token} HTTP/1.1\r\nHost: 127.0.0.1\r\nSec-Fetch-Site: cross-site\r\n\
+         Sec-Fetch-Mode: {mode}\r\nSec-Fetch-Dest: {dest}\r\n\r\n"
+    );
+    s.write_all(req.as_bytes()).await.ok()?;
+    let mut reply = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(20), s.read_to_end(&mut reply)).await;
+    String::from_utf8_lossy(&reply)
+        .split(' ')
+        .nth(1)?
+        .parse()
+        .ok()
+}
+
+/// Any page the operator visits can make their browser ask the door with
+/// a wrong token (an image, a frame, a script's fetch). Before, each one
+/// earned the operator's own address a penalty, and five locked the
+/// operator out of the door for as long as the page kept at it. Now such
+/// requests are refused before the token is looked at; a link followed
+/// from another site (a top-level page) is still answered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn another_site_s_page_cannot_cost_the_operator_a_penalty() {
+    let certs = Certs::new();
+    let token = "admin-secret-cross-site";
+    let (_hub, admin) = hub_with_admin_token(&certs, token).await;
+    for (mode, dest) in [
+        ("no-cors", "image"),
+        ("navigate", "iframe"),
+        ("cors", "empty"),
+    ] {
+        for n in 0..6 {
+            let got = get_for_a_page(admin, &format!("wrong-{n}"), (mode, dest)).await;
+            assert_eq!(got, Some(403), "{mode} {dest}");
+        }
+    }
+    assert_eq!(
+        get_from("127.0.0.1", admin, "/metrics", Some(token)).await,
+        Some(200),
+        "the operator was penalised by another site's page"
+    );
+    let link = get_for_a_page(admin, token, ("navigate", "document")).await;
+    assert_eq!(link, Some(200));
+}
+
 /// A wrong token earns its source a penalty: until it is over, that source
 /// is told 429 before any Argon2 run (so a stranger cannot keep the one
 /// Argon2 slot busy), while a token already verified still works and other

@@ -21,6 +21,12 @@ pub struct Request {
     pub token: Option<String>,
     /// The `Host` header, if any.
     pub host: Option<String>,
+    /// Sent by a browser for another site's page (`Sec-Fetch-Site`), and
+    /// not as the top-level page a person opened from there: an image, a
+    /// frame or a script's fetch, which any page the operator visits can
+    /// make with a wrong token to have the operator's own address
+    /// penalised.
+    pub cross_site: bool,
 }
 
 impl Request {
@@ -102,12 +108,20 @@ pub fn parse(buf: &[u8]) -> Result<Option<Request>, String> {
         .find_map(|kv| kv.strip_prefix("token="))
         .and_then(form_decode);
     let mut host = None;
+    let (mut site, mut mode, mut dest) = ("", "", "");
     for line in lines {
         let Some((name, value)) = line.split_once(':') else {
             continue;
         };
         let name = name.trim();
-        if name.eq_ignore_ascii_case("authorization")
+        let fetch = |what: &str| name.eq_ignore_ascii_case(&format!("sec-fetch-{what}"));
+        if fetch("site") {
+            site = value.trim();
+        } else if fetch("mode") {
+            mode = value.trim();
+        } else if fetch("dest") {
+            dest = value.trim();
+        } else if name.eq_ignore_ascii_case("authorization")
             && let Some(t) = bearer(value)
         {
             token = Some(t.to_string());
@@ -120,6 +134,8 @@ pub fn parse(buf: &[u8]) -> Result<Option<Request>, String> {
         path: path.to_string(),
         token,
         host,
+        cross_site: matches!(site, "cross-site" | "same-site")
+            && !(mode == "navigate" && dest == "document"),
     }))
 }
 

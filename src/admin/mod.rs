@@ -241,6 +241,13 @@ impl Door {
             let _ = http::respond(&mut tcp, 404, "text/plain", &[], b"not found\n").await;
             return;
         }
+        if req.cross_site {
+            // Before the token is looked at: no strike for the operator's
+            // address, and nothing read for the page.
+            let why = b"this door does not answer requests from other sites' pages\n";
+            let _ = http::respond(&mut tcp, 403, "text/plain", &[], why).await;
+            return;
+        }
         if let Some(auth) = &self.auth {
             let hash = self.source.admin_token_hash();
             // An unknown token may wait its turn for Argon2: a hub that
