@@ -27,6 +27,13 @@ const MAX_EARLY: usize = 16 * 1024;
 /// parked channel itself (the hub normally closes it first).
 const IDLE_GRACE: Duration = Duration::from_secs(30);
 
+/// Players' first lines said each second for each service (the rest
+/// counted as `unsaid` in the next one said): players come from the hub,
+/// which may send them at will.
+const PLAYERS_SAID: u64 = 5;
+static CONNECTED: crate::log_rate::PerKey = crate::log_rate::PerKey::new();
+static WAITS: crate::log_rate::PerKey = crate::log_rate::PerKey::new();
+
 /// Where and how this session's channels are opened.
 #[derive(Clone)]
 pub(super) struct Target {
@@ -162,11 +169,13 @@ async fn open(ep: &Ep, service: &str, ticket: &str, target: &Target) -> Option<P
         Err(_) => "timed out".to_string(),
     };
     // A hub asking for channels it then refuses, in a loop, cannot flood
-    // home's log: said once a second.
+    // home's log: said once a second, for each hub (one hub's loop does
+    // not hide why another's channels fail).
     static SAID: crate::log_rate::PerKey = crate::log_rate::PerKey::new();
-    match SAID.now(service) {
-        Some(unsaid) => tracing::warn!(service, unsaid, "cannot open a channel: {why}"),
-        None => tracing::debug!(service, "cannot open a channel: {why}"),
+    let hub = &target.addr;
+    match SAID.now(&format!("{hub} {service}")) {
+        Some(unsaid) => tracing::warn!(service, %hub, unsaid, "cannot open a channel: {why}"),
+        None => tracing::debug!(service, %hub, "cannot open a channel: {why}"),
     }
     target.failed(service, ticket.to_string(), why);
     None
@@ -415,7 +424,10 @@ impl Dial<'_> {
             Err(plain_no) => plain_no,
         };
         let mut woken = ep.homes.refused(&local, (self.join, dialled, plain_no))?;
-        tracing::info!(service = self.service, player = %self.player, "player waits while the service wakes");
+        let said = WAITS.now_within(self.service, PLAYERS_SAID);
+        if let Some(unsaid) = said {
+            tracing::info!(service = self.service, player = %self.player, unsaid, "player waits while the service wakes");
+        }
         let mut early = Vec::new();
         // On the heap: a task holds its largest state for its whole life, and
         // this one is only for the rare wait, not for every relaying player.
@@ -425,13 +437,17 @@ impl Dial<'_> {
                 r = woken.wait_for(|w| *w != super::wake::Woken::Starting) => break r.map(|w| *w).ok(),
                 r = tls.read(&mut chunk) => match r {
                     Ok(0) | Err(_) => {
-                        tracing::info!(service = self.service, player = %self.player, "player left while the service woke");
+                        if said.is_some() {
+                            tracing::info!(service = self.service, player = %self.player, "player left while the service woke");
+                        }
                         return None;
                     }
                     // A game's first packets are small: this much is not
                     // a player waiting to join.
                     Ok(n) if early.len() + n > MAX_EARLY => {
-                        tracing::warn!(service = self.service, player = %self.player, "player sent over {MAX_EARLY} bytes while the service woke; closed");
+                        if said.is_some() {
+                            tracing::warn!(service = self.service, player = %self.player, "player sent over {MAX_EARLY} bytes while the service woke; closed");
+                        }
                         return None;
                     }
                     Ok(n) => early.extend_from_slice(&chunk[..n]),
@@ -538,27 +554,38 @@ async fn relay_player(
         guard,
         ..Default::default()
     };
-    tracing::info!(service, %player, "player connected");
+    // A hub can start players at will (a stream costs it next to nothing
+    // over QUIC): a few a second are said for each service, with how many
+    // went unsaid, and a player's last line only if its first was.
+    let said = CONNECTED.now_within(service, PLAYERS_SAID);
+    if let Some(unsaid) = said {
+        tracing::info!(service, %player, unsaid, "player connected");
+    }
     let relayed = tokio::select! {
         r = relay::relay_watched(tls, svc, watch) => Some(r),
         _ = ep.hard_stop.cancelled() => None,
     };
     players.dec();
     match relayed {
-        Some((st, None)) => {
+        Some((st, None)) if said.is_some() => {
             tracing::info!(service, %player, up = st.up, down = st.down, secs = st.elapsed.as_secs_f64(), "player disconnected")
         }
+        Some((_, None)) => {}
         Some((st, Some(e))) => {
             // A break on either side is a break on both (see the hub's
             // player door).
             net::abort_on_close(svc);
             tls.abort();
-            tracing::info!(service, %player, up = st.up, down = st.down, secs = st.elapsed.as_secs_f64(), "player connection broken: {e}");
+            if said.is_some() {
+                tracing::info!(service, %player, up = st.up, down = st.down, secs = st.elapsed.as_secs_f64(), "player connection broken: {e}");
+            }
         }
         None => {
             net::abort_on_close(svc);
             tls.abort();
-            tracing::info!(service, %player, "player cut off: ep shutting down")
+            if said.is_some() {
+                tracing::info!(service, %player, "player cut off: ep shutting down")
+            }
         }
     }
 }

@@ -5,7 +5,7 @@
 
 use super::Ep;
 use crate::{
-    config::ep::{EpConfig, EpSettings},
+    config::ep::{EpConfig, EpSettings, HubTarget},
     proto::{EpMsg, Shape},
     reload::Trigger,
 };
@@ -165,7 +165,21 @@ fn keep_running(old: &EpSettings, new: &mut EpSettings) -> Vec<&'static str> {
     keep("log_format", old.log_format == new.log_format);
     keep("watch_config", old.watch_config == new.watch_config);
     if !same_hubs {
-        new.hubs = old.hubs.clone();
+        // The hubs and their doors as running; each one's transport as the
+        // file says now, matched by its `hub` (its name), so a transport
+        // changed in the same save as another hub's door still applies.
+        new.hubs = old
+            .hubs
+            .iter()
+            .map(|o| match new.hubs.iter().find(|n| n.hub == o.hub) {
+                Some(n) => HubTarget {
+                    transport: n.transport,
+                    quic: n.quic.clone(),
+                    ..o.clone()
+                },
+                None => o.clone(),
+            })
+            .collect();
     }
     new.admin = crate::config::admin::keep_running(old.admin.as_ref(), new.admin.take());
     new.log_format = old.log_format;
@@ -213,5 +227,42 @@ fn names(v: &[&String]) -> String {
         "none".into()
     } else {
         v.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", ")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::ep::Transport;
+
+    fn settings(text: &str) -> EpSettings {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("ep.toml");
+        std::fs::write(&file, text).unwrap();
+        EpConfig::load(&file, Default::default())
+            .unwrap()
+            .check(&file)
+            .unwrap()
+    }
+
+    /// One save that moves one hub's door (which waits for a restart) and
+    /// changes another's transport (which applies at its next login): the
+    /// transport is kept. Before, every hub was put back as it ran.
+    #[test]
+    fn a_transport_changed_beside_another_hub_s_door_still_applies() {
+        let file = |door_b: u16, transport_a: &str| {
+            format!(
+                "token = \"t\"\n[tls]\nca = \"ca.pem\"\ncert = \"ep.pem\"\nkey = \"ep.key\"\n\
+                 [[hubs]]\nhub = \"a.example:7000\"\nchannel = \"a.example:7001\"\n\
+                 transport = \"{transport_a}\"\n\
+                 [[hubs]]\nhub = \"b.example:{door_b}\"\nchannel = \"b.example:7001\"\n\
+                 [services.game]\nlocal = \"127.0.0.1:25565\"\n"
+            )
+        };
+        let old = settings(&file(7000, "tls"));
+        let mut new = settings(&file(7100, "quic"));
+        assert_eq!(keep_running(&old, &mut new), ["hub"]);
+        assert_eq!(new.hubs[1].hub, "b.example:7000");
+        assert_eq!(new.hubs[0].transport, Transport::Quic);
     }
 }

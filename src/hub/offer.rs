@@ -40,7 +40,7 @@ impl Offer {
             }
             let (Some(svc), Some(s)) = (shared.service(name), settings.service(name)) else {
                 m.refused
-                    .insert(name.clone(), format!("the hub has no [services.{name}]"));
+                    .insert(name.clone(), format!("the hub has no [services.{name:?}]"));
                 continue;
             };
             if !settings.grants.may_serve(ep, name) {
