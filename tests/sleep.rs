@@ -521,11 +521,14 @@ fn ep_over_two_ports(
     load_ep_file(&file)
 }
 
-/// A Bedrock server at `port`, as far as the ep can tell: it answers
-/// list pings with a pong (counting them in `pings`), echoes other
-/// datagrams, and ignores joins (RakNet's Open Connection Request 1), as
-/// a server does with one it finds malformed.
-async fn bedrock_ignoring_joins(port: u16) -> std::sync::Arc<std::sync::atomic::AtomicUsize> {
+/// A UDP game at `port` that echoes datagrams and ignores joins (RakNet's
+/// Open Connection Request 1), as a Bedrock server does with one it finds
+/// malformed and any other UDP game with all of them; `bedrock`: it
+/// answers list pings with a pong. The pings are counted in `pings`.
+async fn ignoring_joins(
+    port: u16,
+    bedrock: bool,
+) -> std::sync::Arc<std::sync::atomic::AtomicUsize> {
     use ferry::game::bedrock::MAGIC;
     let socket = tokio::net::UdpSocket::bind(("127.0.0.1", port))
         .await
@@ -538,6 +541,9 @@ async fn bedrock_ignoring_joins(port: u16) -> std::sync::Arc<std::sync::atomic::
             let answer = match buf[0] {
                 0x01 => {
                     seen.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                    if !bedrock {
+                        continue;
+                    }
                     let mut pong = vec![0x1c];
                     pong.extend_from_slice(&buf[1..9]);
                     pong.extend_from_slice(&[7; 8]);
@@ -554,90 +560,107 @@ async fn bedrock_ignoring_joins(port: u16) -> std::sync::Arc<std::sync::atomic::
     pings
 }
 
-on_every_transport!(a_hub_cannot_have_every_hub_told_a_playing_bedrock_server_is_down);
+on_every_transport!(a_hub_cannot_have_every_hub_told_a_playing_udp_game_is_down);
 
-/// A Bedrock server up and answering, and one hub (compromised) that
-/// starts a flow on a port of the range with nothing there, and a join
-/// the server ignores: the state every hub is told stays "up", and the
-/// wake command does not run beside the server. Before, either made the
-/// ep report it down (or asleep) to every hub, so the honest hubs' health
-/// checks and server lists said offline, and with `wake` the join ran the
-/// wake command beside the running server.
-async fn a_hub_cannot_have_every_hub_told_a_playing_bedrock_server_is_down(t: Transport) {
+/// A UDP game up and answering (a Bedrock server, or another game that
+/// ignores RakNet), and one hub (compromised) that starts a flow on a
+/// port of the range with nothing there, and a join the server ignores:
+/// the state every hub is told stays "up", and the wake command does not
+/// run beside the server. Before, either made the ep report it down (or
+/// asleep) to every hub, so the honest hubs' health checks and server
+/// lists said offline, and with `wake` the join ran the wake command
+/// beside the running server.
+async fn a_hub_cannot_have_every_hub_told_a_playing_udp_game_is_down(t: Transport) {
+    for bedrock in [true, false] {
+        for wake in [false, true] {
+            playing_game_told_down(t, bedrock, wake).await;
+        }
+    }
+}
+
+async fn playing_game_told_down(t: Transport, bedrock: bool, wake: bool) {
     use common::udp::{eventually, free_range};
     use ferry::proto::HubMsg;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    for wake in [false, true] {
-        let certs = Certs::new();
-        let dir = tempfile::tempdir().unwrap();
-        let log = dir.path().join("log");
-        let home = free_range(2);
-        let pings = bedrock_ignoring_joins(home).await;
-        let fake = common::fake_hub::AnyFakeHub::start(t, &certs).await;
-        let (c, ch, extra) = fake.doors();
-        let local: std::net::SocketAddr = ([127, 0, 0, 1], home).into();
-        let mut eo = EpOpts::new(&certs, vec![("bed".into(), local)]);
-        eo.service_extra = "type = \"udp\"\n".into();
-        if wake {
-            eo.service_extra += &format!("wake = {}\n", note(&log, "woke", 0));
-        }
-        eo.extra = extra;
-        let settings = ep_over_two_ports(&certs, (c, ch), &eo, home);
-        let (_ep, handle) = TestEp::start_with_handle(settings).await;
-        let mut session = fake.login().await;
-        let flow = |offset| HubMsg::Start {
-            player: "198.51.100.7:40000".parse().unwrap(),
-            service: None,
-            udp: true,
-            offset,
-            flow: None,
-            name: None,
-            no_wake: false,
-            pace: None,
-        };
-        let framed = |d: &[u8]| {
-            let mut out = Vec::new();
-            ferry::datagram::encode(&mut out, d);
-            out
-        };
-        // A player that plays: the server answers, so it is up.
-        let mut playing = session.player("bed", flow(0)).await;
-        playing.write_all(&framed(b"move")).await.unwrap();
-        let mut buf = [0u8; 64];
-        let n = tokio::time::timeout(Duration::from_secs(10), playing.read(&mut buf)).await;
-        assert!(
-            matches!(n, Ok(Ok(n)) if n > 0),
-            "the server answered: {n:?}"
-        );
-        let home_is = || {
-            handle.status()["services"][0]["home"]
-                .as_str()
-                .map(str::to_string)
-        };
-        eventually("up", Duration::from_secs(10), || {
-            home_is().as_deref() == Some("up")
-        })
-        .await;
-        // A flow on the range's other port, where nothing listens.
-        let mut nowhere = session.player("bed", flow(1)).await;
-        nowhere.write_all(&framed(b"\x01probe")).await.unwrap();
-        nowhere.write_all(&framed(b"\x01again")).await.unwrap();
-        // A join the server ignores, where it plays.
-        let mut ignored = session.player("bed", flow(0)).await;
-        let mut join = vec![0x05];
-        join.extend_from_slice(&ferry::game::bedrock::MAGIC);
-        ignored.write_all(&framed(&join)).await.unwrap();
-        // The ep's own look after the join's silence (2 s), unless the
-        // state changed first (as it did before).
-        eventually("a look, or a change", Duration::from_secs(15), || {
-            pings.load(std::sync::atomic::Ordering::SeqCst) > 0
-                || home_is().as_deref() != Some("up")
-        })
-        .await;
-        // Whatever a slower path might still do.
-        tokio::time::sleep(Duration::from_millis(500)).await;
-        assert_eq!(home_is().as_deref(), Some("up"), "wake = {wake}");
-        assert!(lines(&log).is_empty(), "woken: {:?}", lines(&log));
-        drop((playing, nowhere, ignored));
+    let certs = Certs::new();
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("log");
+    let home = free_range(2);
+    let pings = ignoring_joins(home, bedrock).await;
+    let fake = common::fake_hub::AnyFakeHub::start(t, &certs).await;
+    let (c, ch, extra) = fake.doors();
+    let local: std::net::SocketAddr = ([127, 0, 0, 1], home).into();
+    let mut eo = EpOpts::new(&certs, vec![("bed".into(), local)]);
+    eo.service_extra = "type = \"udp\"\n".into();
+    if wake {
+        eo.service_extra += &format!("wake = {}\n", note(&log, "woke", 0));
     }
+    eo.extra = extra;
+    let settings = ep_over_two_ports(&certs, (c, ch), &eo, home);
+    let (_ep, handle) = TestEp::start_with_handle(settings).await;
+    let mut session = fake.login().await;
+    let flow = |offset| HubMsg::Start {
+        player: "198.51.100.7:40000".parse().unwrap(),
+        service: None,
+        udp: true,
+        offset,
+        flow: None,
+        name: None,
+        no_wake: false,
+        pace: None,
+    };
+    let framed = |d: &[u8]| {
+        let mut out = Vec::new();
+        ferry::datagram::encode(&mut out, d);
+        out
+    };
+    // A player that plays: the server answers, so it is up.
+    let mut playing = session.player("bed", flow(0)).await;
+    playing.write_all(&framed(b"move")).await.unwrap();
+    let mut buf = [0u8; 64];
+    let n = tokio::time::timeout(Duration::from_secs(10), playing.read(&mut buf)).await;
+    assert!(
+        matches!(n, Ok(Ok(n)) if n > 0),
+        "the server answered: {n:?}"
+    );
+    let home_is = || {
+        handle.status()["services"][0]["home"]
+            .as_str()
+            .map(str::to_string)
+    };
+    eventually("up", Duration::from_secs(10), || {
+        home_is().as_deref() == Some("up")
+    })
+    .await;
+    let pinged = || pings.load(std::sync::atomic::Ordering::SeqCst);
+    // The ep's own look where the service played, after each (unless the
+    // state changed first, as it did before), and whatever a slower path
+    // might still do: still up.
+    let still_up = async |looks: usize, what: &str| {
+        eventually(what, Duration::from_secs(15), || {
+            pinged() >= looks || home_is().as_deref() != Some("up")
+        })
+        .await;
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let now = home_is();
+        assert_eq!(
+            now.as_deref(),
+            Some("up"),
+            "{what}: bedrock {bedrock}, wake {wake}"
+        );
+        assert!(lines(&log).is_empty(), "{what}: woken: {:?}", lines(&log));
+    };
+    // A flow on the range's other port, where nothing listens.
+    let mut nowhere = session.player("bed", flow(1)).await;
+    nowhere.write_all(&framed(b"\x01probe")).await.unwrap();
+    nowhere.write_all(&framed(b"\x01again")).await.unwrap();
+    still_up(1, "a flow where nothing listens").await;
+    // A join the server ignores, where it plays: looked into after its
+    // silence (2 s).
+    let mut ignored = session.player("bed", flow(0)).await;
+    let mut join = vec![0x05];
+    join.extend_from_slice(&ferry::game::bedrock::MAGIC);
+    ignored.write_all(&framed(&join)).await.unwrap();
+    still_up(2, "a join the server ignores").await;
+    drop((playing, nowhere, ignored));
 }

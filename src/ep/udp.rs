@@ -279,9 +279,14 @@ impl Found {
         }
     }
 
-    fn heard(&self) {
+    /// `d` came from the service: the flow's first such datagram says it
+    /// is up, and whether it speaks RakNet (a Bedrock server).
+    fn heard(&self, d: &[u8]) {
         if !self.answered.swap(true, Relaxed) {
             self.ep.homes.answered(&self.local);
+            if crate::game::bedrock::is_raknet_answer(d) {
+                self.ep.homes.spoke_raknet(&self.local.service);
+            }
         }
     }
 
@@ -504,7 +509,7 @@ async fn to_hub(
             while out.len() < 256 * 1024 {
                 match socket.try_recv(buf) {
                     Ok(len) => {
-                        found.heard();
+                        found.heard(&buf[..len]);
                         take(&buf[..len], &mut out)
                     }
                     Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,

@@ -35,6 +35,14 @@ pub fn is_pong(datagram: &[u8]) -> bool {
     matches!(datagram, [0x1c, rest @ ..] if rest.len() >= 32 && rest[16..32] == MAGIC)
 }
 
+/// A RakNet server's answer to a client that is not connected yet: a
+/// pong, or an Open Connection Reply (1 or 2). What a Bedrock server
+/// sends, and a UDP game of another kind does not.
+pub fn is_raknet_answer(datagram: &[u8]) -> bool {
+    is_pong(datagram)
+        || matches!(datagram, [0x06 | 0x08, rest @ ..] if rest.len() >= 16 && rest[..16] == MAGIC)
+}
+
 /// RakNet's Open Connection Request 1: a client starting to join (what
 /// wakes a sleeping server; a list ping or stray datagram does not).
 pub fn is_join(datagram: &[u8]) -> bool {

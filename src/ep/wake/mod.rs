@@ -118,6 +118,11 @@ pub(crate) struct Homes {
     /// Apart from the tasks' map, so a reload that forgets the service
     /// does not forget its stop.
     stops: Mutex<HashMap<String, Stop>>,
+    /// Services heard speaking RakNet (a Bedrock server's answer to a
+    /// ping or a join): only for them does a join met by silence, where
+    /// they answered before, say they are away. A datagram shaped like a
+    /// join means nothing to a UDP game of another kind, which ignores it.
+    raknet: Mutex<std::collections::HashSet<String>>,
 }
 
 /// `m`, locked; a panic elsewhere while it was held leaves plain data.
@@ -214,6 +219,7 @@ impl Homes {
         }
         locked(&self.found_at).remove(service);
         locked(&self.joins).remove(service);
+        locked(&self.raknet).remove(service);
         // A stop of the old place holds no join of the new one (a rename
         // carried it over before this).
         locked(&self.stops).remove(service);
@@ -361,11 +367,7 @@ impl Homes {
         // state, which every hub is told, stays, and it is woken only if
         // it is found silent where it answered (`still_up`).
         let stopping = self.stopping(&l.service);
-        let cooling = wake.as_ref().is_some_and(|w| {
-            locked(&self.failed_at)
-                .get(&l.service)
-                .is_some_and(|t| t.elapsed() < w.timeout.min(WAKE_COOLDOWN))
-        });
+        let cooling = self.cooling(&l.service, wake.as_ref());
         // For a UDP dial the first port stands in for where it answered
         // only to decide a wake: a ping, or a service without one, reports
         // what it found as it always did (a Bedrock port with nothing
@@ -375,22 +377,33 @@ impl Homes {
         // a port of the range with nothing there (its choice) learns
         // nothing of the service, and must not have every hub told it is
         // down.
-        let elsewhere = self.found(l, plain_no).is_some_and(|f| match f.udp {
+        let found = self.found(l, plain_no);
+        let elsewhere = found.as_ref().is_some_and(|f| match f.udp {
             true => l.udp && f.at != l.at,
             false => f.at != l.at || l.udp,
         });
-        if elsewhere && (wake.is_none() || !join || cooling) {
-            return None;
-        }
         let state = if wake.is_some() {
             HomeState::Asleep
         } else {
             HomeState::Down
         };
+        // A join met by silence (no ICMP came back) where the service was
+        // up, or on another port of its range: looked into where it was
+        // heard, with a list ping of the ep's own, before every hub is told.
+        let silent = found
+            .as_ref()
+            .filter(|f| f.udp && l.udp && !plain_no)
+            .filter(|_| self.state_of(&l.service) == Some(HomeState::Up));
+        if elsewhere && (wake.is_none() || !join || cooling) {
+            if let Some(f) = silent {
+                self.silent_join(f, state, dialled);
+            }
+            return None;
+        }
         let Some(w) = wake.filter(|_| join && !cooling) else {
             drop(busy);
-            if l.udp && !plain_no && self.state_of(&l.service) == Some(HomeState::Up) {
-                self.silent_join(l, state, dialled);
+            if let Some(f) = silent {
+                self.silent_join(f, state, dialled);
                 return None;
             }
             self.set(&l.service, state);
@@ -407,24 +420,44 @@ impl Homes {
         Some(rx)
     }
 
-    /// A Bedrock join met silence where the service was up: a host
-    /// switched off says nothing, but so does a server that ignores a join
-    /// it finds malformed, which a hub can send at will. A list ping of the
-    /// ep's own decides before every hub is told `state`; not if the
-    /// service answered someone since the join was sent.
-    fn silent_join(self: &Arc<Self>, l: &Local, state: HomeState, dialled: Instant) {
-        let (me, l) = (self.clone(), l.clone());
+    /// Whether `service`'s last wake failed too lately for another.
+    fn cooling(&self, service: &str, wake: Option<&Wake>) -> bool {
+        wake.is_some_and(|w| {
+            locked(&self.failed_at)
+                .get(service)
+                .is_some_and(|t| t.elapsed() < w.timeout.min(WAKE_COOLDOWN))
+        })
+    }
+
+    /// A Bedrock join met silence where the service was up (`at`: where
+    /// a flow last heard it): a host switched off says nothing, but so
+    /// does a server that ignores a join it finds malformed, which a hub
+    /// can send at will, and a UDP game that is not Bedrock. A list ping
+    /// of the ep's own decides before every hub is told `state`: only for
+    /// a service heard speaking RakNet, still up as far as the ep knows,
+    /// and not heard since the join was sent.
+    fn silent_join(self: &Arc<Self>, at: &Local, state: HomeState, dialled: Instant) {
+        let (me, at) = (self.clone(), at.clone());
         tokio::spawn(async move {
-            if l.pong_once().await.unwrap_or(false) {
+            if at.pong_once().await.unwrap_or(false) {
+                me.spoke_raknet(&at.service);
                 return;
             }
-            let answered = locked(&me.up_at)
-                .get(&l.service)
-                .is_some_and(|t| *t > dialled);
-            if !answered {
-                me.set(&l.service, state);
+            let service = &at.service;
+            let raknet = locked(&me.raknet).contains(service);
+            let answered = locked(&me.up_at).get(service).is_some_and(|t| *t > dialled);
+            if raknet && !answered && me.state_of(service) == Some(HomeState::Up) {
+                me.set(service, state);
             }
         });
+    }
+
+    /// A flow heard `service` speak RakNet (see `raknet`).
+    pub fn spoke_raknet(&self, service: &str) {
+        let mut known = locked(&self.raknet);
+        if !known.contains(service) {
+            known.insert(service.to_string());
+        }
     }
 
     /// Whether a join of `service` should wait for its stop rather than
@@ -648,7 +681,12 @@ impl Homes {
     async fn still_up(&self, l: &Local, was_up: bool, plain_no: bool) -> Option<Local> {
         let found = self.found(l, plain_no).filter(|_| was_up)?;
         let answers = match found.udp {
-            true => found.pong_once().await.unwrap_or(false),
+            // A join met silence where a UDP game that is not Bedrock
+            // played: it says nothing of that game, which ignores joins.
+            true => {
+                let pong = found.pong_once().await.unwrap_or(false);
+                pong || !locked(&self.raknet).contains(&found.service)
+            }
             false => found.answers().await,
         };
         if !answers {
