@@ -57,7 +57,7 @@ fn stamp(path: &Path) -> Option<Stamp> {
 }
 
 fn digest(path: &Path) -> Option<Vec<u8>> {
-    let bytes = std::fs::read(path).ok()?;
+    let bytes = crate::files::read_regular(path, crate::files::MAX_NAMED).ok()?;
     Some(
         ring::digest::digest(&ring::digest::SHA256, &bytes)
             .as_ref()

@@ -51,10 +51,19 @@ pub fn denied_hint(e: &std::io::Error) -> &'static str {
 }
 
 fn open(path: &Path, what: &str) -> Result<File> {
-    let file = File::open(path).map_err(|e| {
+    let cannot = |e: std::io::Error| {
         let hint = denied_hint(&e);
         anyhow::Error::new(e).context(format!("cannot read {what} {}{hint}", path.display()))
-    })?;
+    };
+    // Looked at before it is opened, and opened without waiting: a pipe
+    // or a device named by mistake is refused, not waited on.
+    if !std::fs::metadata(path).map_err(cannot)?.is_file() {
+        bail!("{what} {} is not a regular file", path.display());
+    }
+    let mut opts = std::fs::OpenOptions::new();
+    opts.read(true);
+    std::os::unix::fs::OpenOptionsExt::custom_flags(&mut opts, libc::O_NONBLOCK);
+    let file: File = opts.open(path).map_err(cannot)?;
     let meta = file
         .metadata()
         .with_context(|| format!("cannot read {what} {}", path.display()))?;

@@ -41,8 +41,12 @@ pub use crate::config::check_hash;
 /// The token hash in the file `path` (`key`_file in the config, `key`
 /// naming it in errors), held to the same form as one written inline.
 pub fn read_hash_file(key: &str, path: &std::path::Path) -> Result<String, String> {
-    let hash = std::fs::read_to_string(path)
-        .map_err(|e| format!("cannot read {key}_file {}: {e}", path.display()))?
+    let cannot =
+        |e: &dyn std::fmt::Display| format!("cannot read {key}_file {}: {e}", path.display());
+    let bytes =
+        crate::files::read_regular(path, crate::files::MAX_NAMED).map_err(|e| cannot(&e))?;
+    let hash = String::from_utf8(bytes)
+        .map_err(|e| cannot(&e))?
         .trim()
         .to_string();
     check_hash(&hash).map_err(|e| format!("{key}: {e}"))?;

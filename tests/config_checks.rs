@@ -463,3 +463,64 @@ fn the_uplink_guard_is_on_by_default_and_check_says_when_it_is_off() {
     let (ok, text) = output(ferry().args(["ep", "check", "-c"]).arg(&bad));
     assert!(!ok && text.contains("uplink_guard"), "{text}");
 }
+
+/// A file the configuration names that is a pipe or a device (a typo, a
+/// path pasted from elsewhere): `check` says it is not a regular file,
+/// at once. Before, a pipe made it wait for ever and `/dev/zero` read
+/// until memory ran out.
+#[test]
+fn a_pipe_or_a_device_named_as_a_file_is_refused_at_once() {
+    let root = shipped();
+    let pipe = root.path().join("pipe");
+    let made = std::process::Command::new("mkfifo")
+        .arg(&pipe)
+        .status()
+        .unwrap();
+    assert!(made.success());
+    let pipe = pipe.to_str().unwrap().to_string();
+    let cases = [
+        ("hub", "ca = \"../certs/ca.pem\"", "ca"),
+        ("hub", "cert = \"../certs/hub.pem\"", "cert"),
+        ("hub", "key = \"../certs/hub.key\"", "key"),
+        ("hub", "crl = \"../certs/crl.pem\"", "crl"),
+        (
+            "hub",
+            "token_hash_file = \"../certs/token.hash\"",
+            "token_hash_file",
+        ),
+        ("ep", "ca = \"../certs/ca.pem\"", "ca"),
+        ("ep", "token_file = \"../certs/ep-token\"", "token_file"),
+    ];
+    for (role, line, key) in cases {
+        for bad in [pipe.as_str(), "/dev/zero"] {
+            let file = edited(root.path(), role, |t| {
+                t.replacen(line, &format!("{key} = {bad:?}"), 1)
+            });
+            let child = ferry()
+                .args([role, "check", "-c"])
+                .arg(&file)
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap();
+            let pid = child.id().to_string();
+            let (tx, rx) = std::sync::mpsc::channel();
+            std::thread::spawn(move || tx.send(child.wait_with_output()));
+            let Ok(out) = rx.recv_timeout(std::time::Duration::from_secs(30)) else {
+                let _ = std::process::Command::new("kill")
+                    .args(["-9", &pid])
+                    .status();
+                panic!("{role} {key} = {bad}: check hung");
+            };
+            let out = out.unwrap();
+            let ok = out.status.success();
+            let text = String::from_utf8_lossy(&out.stderr).into_owned()
+                + &String::from_utf8_lossy(&out.stdout);
+            assert!(!ok, "{role} {key} = {bad}: accepted");
+            assert!(
+                text.contains("not a regular file"),
+                "{role} {key} = {bad}: {text}"
+            );
+        }
+    }
+}

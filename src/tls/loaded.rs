@@ -30,7 +30,8 @@ impl HubTls {
         let context = || format!("{}: [tls]", s.file.display());
         let mut bytes = Vec::new();
         for f in [&p.ca, &p.cert, &p.key] {
-            bytes.extend(std::fs::read(f).unwrap_or_default());
+            bytes
+                .extend(crate::files::read_regular(f, crate::files::MAX_NAMED).unwrap_or_default());
         }
         bytes.extend(format!("{:?}", s.crl).into_bytes());
         let material = Arc::new(ServerMaterial::load(p).with_context(context)?);
@@ -103,7 +104,8 @@ impl EpTls {
             .unwrap_or_else(|| "?".into());
         let mut bytes = Vec::new();
         for f in [&p.ca, &p.cert, &p.key] {
-            bytes.extend(std::fs::read(f).unwrap_or_default());
+            bytes
+                .extend(crate::files::read_regular(f, crate::files::MAX_NAMED).unwrap_or_default());
         }
         Ok(EpTls {
             client,

@@ -34,9 +34,13 @@ fn provider() -> Arc<CryptoProvider> {
 }
 
 pub fn load_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>> {
-    let certs = CertificateDer::pem_file_iter(path)
-        .and_then(|it| it.collect::<Result<Vec<_>, _>>())
-        .map_err(|e| anyhow::anyhow!("cannot read certificate file {}: {e}", path.display()))?;
+    let cannot = |e: &dyn std::fmt::Display| {
+        anyhow::anyhow!("cannot read certificate file {}: {e}", path.display())
+    };
+    let pem = crate::files::read_regular(path, crate::files::MAX_NAMED).map_err(|e| cannot(&e))?;
+    let certs = CertificateDer::pem_slice_iter(&pem)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| cannot(&e))?;
     if certs.is_empty() {
         bail!("{} holds no PEM certificate", path.display());
     }
@@ -63,9 +67,13 @@ fn roots(ca: &Path) -> Result<Arc<RootCertStore>> {
 
 /// Reads a PEM certificate revocation list.
 pub fn load_crls(path: &Path) -> Result<Vec<CertificateRevocationListDer<'static>>> {
-    CertificateRevocationListDer::pem_file_iter(path)
-        .and_then(|it| it.collect::<Result<Vec<_>, _>>())
-        .map_err(|e| anyhow::anyhow!("cannot read revocation list {}: {e}", path.display()))
+    let cannot = |e: &dyn std::fmt::Display| {
+        anyhow::anyhow!("cannot read revocation list {}: {e}", path.display())
+    };
+    let pem = crate::files::read_regular(path, crate::files::MAX_NAMED).map_err(|e| cannot(&e))?;
+    CertificateRevocationListDer::pem_slice_iter(&pem)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| cannot(&e))
 }
 
 /// The hub's CA, certificate and key as loaded at start, so that a new

@@ -126,7 +126,7 @@ pub(super) fn find(dir: &Path, line: &Line) -> Option<Found> {
         }
         let sent = lines
             .find_map(|l| l.strip_prefix("sent ")?.parse().ok())
-            .map(|s| SystemTime::UNIX_EPOCH + Duration::from_secs(s));
+            .and_then(|s| SystemTime::UNIX_EPOCH.checked_add(Duration::from_secs(s)));
         let (_, key) = open_private(&path.join("certs/ep.key"), false)?;
         let key = rcgen::KeyPair::from_pem(&key).ok()?;
         let mark = Mark {

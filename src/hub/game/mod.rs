@@ -90,7 +90,8 @@ fn icon(path: &Path) -> Result<Arc<str>, String> {
             meta.len()
         ));
     }
-    let data = std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let data = crate::files::read_regular(path, MAX_ICON)
+        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
     if !data.starts_with(b"\x89PNG\r\n\x1a\n") {
         return Err(format!("{} is not a PNG file", path.display()));
     }
