@@ -456,7 +456,9 @@ impl Dial<'_> {
             }
         };
         if outcome != Some(super::wake::Woken::Up) {
-            tracing::warn!(service = self.service, player = %self.player, "the service did not wake; player closed");
+            if said.is_some() && !ep.shutdown.is_cancelled() {
+                tracing::warn!(service = self.service, player = %self.player, "the service did not wake; player closed");
+            }
             return None;
         }
         let again = self.dial_once(ep).await.ok()?;
