@@ -687,19 +687,47 @@ async fn bedrock_hub(certs: &Certs, t: Transport, port: u16) -> TestHub {
     TestHub::start(certs, &o).await
 }
 
+/// A port at home where nothing answers at all, as on a host switched
+/// off: UDP bound and never read (datagrams vanish without a word), and
+/// TCP listening with a full queue that is never accepted (a try of the
+/// port, which the ep makes to tell a host that is on, gets no answer).
+async fn a_host_that_says_nothing() -> (std::net::SocketAddr, Vec<Box<dyn std::any::Any + Send>>) {
+    loop {
+        let udp = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let home = udp.local_addr().unwrap();
+        let tcp = tokio::net::TcpSocket::new_v4().unwrap();
+        if tcp.bind(home).is_err() {
+            continue;
+        }
+        let listener = tcp.listen(1).unwrap();
+        let mut held: Vec<Box<dyn std::any::Any + Send>> = vec![Box::new(udp), Box::new(listener)];
+        // Filled: the kernel completes what the queue holds, then drops
+        // further tries without a word.
+        for _ in 0..4 {
+            let tried = tokio::time::timeout(
+                Duration::from_millis(300),
+                tokio::net::TcpStream::connect(home),
+            );
+            if let Ok(Ok(s)) = tried.await {
+                held.push(Box::new(s));
+            }
+        }
+        return (home, held);
+    }
+}
+
 on_every_transport!(a_bedrock_join_to_a_host_that_says_nothing_wakes_it);
 
 /// A Bedrock service whose host says nothing back (switched off: the
 /// `wakeonlan` case, or a firewall that drops): no ICMP "port unreachable"
-/// comes, so a join unanswered for a moment counts as the service not
+/// comes, and nothing answers the ep's own looks (a list ping, a try of
+/// the host), so a join unanswered for a moment counts as the service not
 /// there, and the wake command runs. Before, only that ICMP started a
 /// wake over UDP, so the join waited for ever.
 async fn a_bedrock_join_to_a_host_that_says_nothing_wakes_it(t: Transport) {
     let certs = Certs::new();
     let port = free_range(1);
-    // Bound and never read: datagrams vanish without a word.
-    let silent = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
-    let home = silent.local_addr().unwrap();
+    let (home, _silent) = a_host_that_says_nothing().await;
     let hub = bedrock_hub(&certs, t, port).await;
     let dir = tempfile::tempdir().unwrap();
     let woken = dir.path().join("woken");

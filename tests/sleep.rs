@@ -570,15 +570,21 @@ on_every_transport!(a_hub_cannot_have_every_hub_told_a_playing_udp_game_is_down)
 /// asleep) to every hub, so the honest hubs' health checks and server
 /// lists said offline, and with `wake` the join ran the wake command
 /// beside the running server.
+/// Also right after the ep starts, before any flow heard the game: the
+/// ep's own look finds it there (a list ping, or for a game that is not
+/// Bedrock its host answering), where before the join's silence ran the
+/// wake command beside it.
 async fn a_hub_cannot_have_every_hub_told_a_playing_udp_game_is_down(t: Transport) {
     for bedrock in [true, false] {
         for wake in [false, true] {
-            playing_game_told_down(t, bedrock, wake).await;
+            for heard in [true, false] {
+                playing_game_told_down(t, (bedrock, wake, heard)).await;
+            }
         }
     }
 }
 
-async fn playing_game_told_down(t: Transport, bedrock: bool, wake: bool) {
+async fn playing_game_told_down(t: Transport, (bedrock, wake, heard): (bool, bool, bool)) {
     use common::udp::{eventually, free_range};
     use ferry::proto::HubMsg;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -614,53 +620,59 @@ async fn playing_game_told_down(t: Transport, bedrock: bool, wake: bool) {
         ferry::datagram::encode(&mut out, d);
         out
     };
-    // A player that plays: the server answers, so it is up.
-    let mut playing = session.player("bed", flow(0)).await;
-    playing.write_all(&framed(b"move")).await.unwrap();
-    let mut buf = [0u8; 64];
-    let n = tokio::time::timeout(Duration::from_secs(10), playing.read(&mut buf)).await;
-    assert!(
-        matches!(n, Ok(Ok(n)) if n > 0),
-        "the server answered: {n:?}"
-    );
     let home_is = || {
         handle.status()["services"][0]["home"]
             .as_str()
             .map(str::to_string)
     };
-    eventually("up", Duration::from_secs(10), || {
-        home_is().as_deref() == Some("up")
-    })
-    .await;
-    let pinged = || pings.load(std::sync::atomic::Ordering::SeqCst);
-    // The ep's own look where the service played, after each (unless the
-    // state changed first, as it did before), and whatever a slower path
-    // might still do: still up.
-    let still_up = async |looks: usize, what: &str| {
-        eventually(what, Duration::from_secs(15), || {
-            pinged() >= looks || home_is().as_deref() != Some("up")
+    let away = || matches!(home_is().as_deref(), Some("down" | "asleep" | "waking"));
+    let case = format!("bedrock {bedrock}, wake {wake}, heard first {heard}");
+    let mut held = Vec::new();
+    if heard {
+        // A player that plays: the server answers, so it is up.
+        let mut playing = session.player("bed", flow(0)).await;
+        playing.write_all(&framed(b"move")).await.unwrap();
+        let mut buf = [0u8; 64];
+        let n = tokio::time::timeout(Duration::from_secs(10), playing.read(&mut buf)).await;
+        assert!(
+            matches!(n, Ok(Ok(n)) if n > 0),
+            "the server answered: {n:?}"
+        );
+        eventually("up", Duration::from_secs(10), || {
+            home_is().as_deref() == Some("up")
         })
         .await;
-        tokio::time::sleep(Duration::from_millis(500)).await;
-        let now = home_is();
+        // A flow on the range's other port, where nothing listens: its
+        // host says so at once (an ICMP), which says nothing of the game.
+        let mut nowhere = session.player("bed", flow(1)).await;
+        nowhere.write_all(&framed(b"\x01probe")).await.unwrap();
+        nowhere.write_all(&framed(b"\x01again")).await.unwrap();
+        tokio::time::sleep(Duration::from_secs(1)).await;
         assert_eq!(
-            now.as_deref(),
+            home_is().as_deref(),
             Some("up"),
-            "{what}: bedrock {bedrock}, wake {wake}"
+            "a flow where nothing listens: {case}"
         );
-        assert!(lines(&log).is_empty(), "{what}: woken: {:?}", lines(&log));
-    };
-    // A flow on the range's other port, where nothing listens.
-    let mut nowhere = session.player("bed", flow(1)).await;
-    nowhere.write_all(&framed(b"\x01probe")).await.unwrap();
-    nowhere.write_all(&framed(b"\x01again")).await.unwrap();
-    still_up(1, "a flow where nothing listens").await;
-    // A join the server ignores, where it plays: looked into after its
-    // silence (2 s).
+        held.extend([playing, nowhere]);
+    }
+    // A join the server ignores, where it plays: after its silence (2 s)
+    // the ep's own look (a list ping first), unless the state changed
+    // first, as it did before; then whatever a slower path might still do.
     let mut ignored = session.player("bed", flow(0)).await;
     let mut join = vec![0x05];
     join.extend_from_slice(&ferry::game::bedrock::MAGIC);
     ignored.write_all(&framed(&join)).await.unwrap();
-    still_up(2, "a join the server ignores").await;
-    drop((playing, nowhere, ignored));
+    let pinged = || pings.load(std::sync::atomic::Ordering::SeqCst);
+    eventually("a look, or a change", Duration::from_secs(15), || {
+        pinged() >= 1 || away()
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert!(
+        !away(),
+        "a join the server ignores: {:?}: {case}",
+        home_is()
+    );
+    assert!(lines(&log).is_empty(), "woken: {:?}: {case}", lines(&log));
+    drop((held, ignored));
 }

@@ -7,6 +7,10 @@ use tokio_util::sync::CancellationToken;
 
 use super::{POLL, Running};
 
+/// How long a host at home has to answer a try of a port: one on the home
+/// network answers within milliseconds, one switched off never.
+const HOST_TRY: Duration = Duration::from_secs(1);
+
 /// Where a service at home is, and what stops its tasks.
 #[derive(Clone)]
 pub(in crate::ep) struct Local {
@@ -59,6 +63,18 @@ impl Local {
                 _ => false,
             },
         )
+    }
+
+    /// Whether the host at `at` answers a TCP try of the port within
+    /// `HOST_TRY`, be it with a connection or a refusal: it is on. A host
+    /// switched off (or unreachable) answers nothing.
+    pub(super) async fn host_answers(&self) -> bool {
+        let tried = tokio::time::timeout(HOST_TRY, TcpStream::connect(&self.at)).await;
+        match tried {
+            Ok(Ok(_)) => true,
+            Ok(Err(e)) => e.kind() == std::io::ErrorKind::ConnectionRefused,
+            Err(_) => false,
+        }
     }
 
     /// One try of the port (with the PROXY header's local form if the

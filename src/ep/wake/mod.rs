@@ -15,6 +15,7 @@
 //! force (`configure`), never a copy a dial or a flow took before a reload.
 
 mod local;
+mod silence;
 mod sleeper;
 #[cfg(test)]
 mod tests;
@@ -123,6 +124,12 @@ pub(crate) struct Homes {
     /// they answered before, say they are away. A datagram shaped like a
     /// join means nothing to a UDP game of another kind, which ignores it.
     raknet: Mutex<std::collections::HashSet<String>>,
+    /// Services a look after a join met by silence is under way for: one
+    /// at a time (`silence`).
+    looking: Mutex<std::collections::HashSet<String>>,
+    /// Services forgotten so far: a look under way when one is says
+    /// nothing of it.
+    forgets: AtomicU64,
 }
 
 /// `m`, locked; a panic elsewhere while it was held leaves plain data.
@@ -220,6 +227,8 @@ impl Homes {
         locked(&self.found_at).remove(service);
         locked(&self.joins).remove(service);
         locked(&self.raknet).remove(service);
+        self.forgets
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         // A stop of the old place holds no join of the new one (a rename
         // carried it over before this).
         locked(&self.stops).remove(service);
@@ -372,6 +381,7 @@ impl Homes {
         // only to decide a wake: a ping, or a service without one, reports
         // what it found as it always did (a Bedrock port with nothing
         // there is down, whatever TCP port the service may have).
+        let icmp = plain_no;
         let plain_no = plain_no && (!l.udp || (join && wake.is_some()));
         // Where a flow heard it counts for a flow: a hub that starts one on
         // a port of the range with nothing there (its choice) learns
@@ -387,23 +397,21 @@ impl Homes {
         } else {
             HomeState::Down
         };
-        // A join met by silence (no ICMP came back) where the service was
-        // up, or on another port of its range: looked into where it was
-        // heard, with a list ping of the ep's own, before every hub is told.
-        let silent = found
-            .as_ref()
-            .filter(|f| f.udp && l.udp && !plain_no)
-            .filter(|_| self.state_of(&l.service) == Some(HomeState::Up));
+        // A UDP dial met by silence (no ICMP came back: the host said
+        // nothing) is looked into where a flow heard the service, or where
+        // it was dialled, before every hub is told (`silence`).
+        let silent =
+            (l.udp && !icmp).then(|| found.clone().filter(|f| f.udp).unwrap_or_else(|| l.clone()));
         if elsewhere && (wake.is_none() || !join || cooling) {
-            if let Some(f) = silent {
-                self.silent_join(f, state, dialled);
+            if let Some(at) = silent {
+                self.look(at, state, dialled);
             }
             return None;
         }
         let Some(w) = wake.filter(|_| join && !cooling) else {
             drop(busy);
-            if let Some(f) = silent {
-                self.silent_join(f, state, dialled);
+            if let Some(at) = silent {
+                self.look(at, state, dialled);
                 return None;
             }
             self.set(&l.service, state);
@@ -427,37 +435,6 @@ impl Homes {
                 .get(service)
                 .is_some_and(|t| t.elapsed() < w.timeout.min(WAKE_COOLDOWN))
         })
-    }
-
-    /// A Bedrock join met silence where the service was up (`at`: where
-    /// a flow last heard it): a host switched off says nothing, but so
-    /// does a server that ignores a join it finds malformed, which a hub
-    /// can send at will, and a UDP game that is not Bedrock. A list ping
-    /// of the ep's own decides before every hub is told `state`: only for
-    /// a service heard speaking RakNet, still up as far as the ep knows,
-    /// and not heard since the join was sent.
-    fn silent_join(self: &Arc<Self>, at: &Local, state: HomeState, dialled: Instant) {
-        let (me, at) = (self.clone(), at.clone());
-        tokio::spawn(async move {
-            if at.pong_once().await.unwrap_or(false) {
-                me.spoke_raknet(&at.service);
-                return;
-            }
-            let service = &at.service;
-            let raknet = locked(&me.raknet).contains(service);
-            let answered = locked(&me.up_at).get(service).is_some_and(|t| *t > dialled);
-            if raknet && !answered && me.state_of(service) == Some(HomeState::Up) {
-                me.set(service, state);
-            }
-        });
-    }
-
-    /// A flow heard `service` speak RakNet (see `raknet`).
-    pub fn spoke_raknet(&self, service: &str) {
-        let mut known = locked(&self.raknet);
-        if !known.contains(service) {
-            known.insert(service.to_string());
-        }
     }
 
     /// Whether a join of `service` should wait for its stop rather than
@@ -679,14 +656,15 @@ impl Homes {
     /// tried for a service believed away (a host switched off would cost
     /// the wake `connect_timeout`).
     async fn still_up(&self, l: &Local, was_up: bool, plain_no: bool) -> Option<Local> {
-        let found = self.found(l, plain_no).filter(|_| was_up)?;
+        // A UDP join met by silence where nothing was heard yet (the ep
+        // just started) is looked into where it was dialled.
+        let unheard = (l.udp && !plain_no).then(|| l.clone());
+        let found = match self.found(l, plain_no).filter(|_| was_up) {
+            Some(f) => f,
+            None => unheard?,
+        };
         let answers = match found.udp {
-            // A join met silence where a UDP game that is not Bedrock
-            // played: it says nothing of that game, which ignores joins.
-            true => {
-                let pong = found.pong_once().await.unwrap_or(false);
-                pong || !locked(&self.raknet).contains(&found.service)
-            }
+            true => self.udp_there(&found).await,
             false => found.answers().await,
         };
         if !answers {
