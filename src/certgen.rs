@@ -274,8 +274,10 @@ pub(crate) fn load_ca(pem: &Path, key: &Path) -> Result<Issuer<'static, KeyPair>
         .map_err(|_| anyhow::anyhow!("{} is not a PEM private key", key.display()))?;
     let keypair = KeyPair::from_pem(&key_pem)
         .with_context(|| format!("{} is not a PEM private key", key.display()))?;
-    let cert_pem =
-        fs::read_to_string(pem).with_context(|| format!("cannot read {}", pem.display()))?;
+    let cert_pem = crate::files::read_regular(pem, crate::files::MAX_NAMED)
+        .map_err(anyhow::Error::from)
+        .and_then(|b| String::from_utf8(b).map_err(anyhow::Error::from))
+        .with_context(|| format!("cannot read {}", pem.display()))?;
     Issuer::from_ca_cert_pem(&cert_pem, keypair)
         .with_context(|| format!("{} is not a PEM CA certificate", pem.display()))
 }

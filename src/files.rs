@@ -185,14 +185,14 @@ fn random_hex(n: usize) -> String {
     buf.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// The bytes of the regular file at `path`, at most `max` of them: a FIFO
-/// or a device put in a state file's place must not hang the reader (it
-/// is opened without blocking and refused), nor flood it.
 /// What a file a configuration names may hold (a certificate, a CA, a
 /// revocation list, a token hash): far more than any does. A device or a
 /// pipe named by mistake is refused at once, not read for ever.
 pub(crate) const MAX_NAMED: u64 = 16 << 20;
 
+/// The bytes of the regular file at `path`, at most `max` of them: a FIFO
+/// or a device put in a state file's place must not hang the reader (it
+/// is opened without blocking and refused), nor flood it.
 pub(crate) fn read_regular(path: &Path, max: u64) -> std::io::Result<Vec<u8>> {
     use std::io::Read;
     // Looked at before it is opened too: opening a device runs its

@@ -405,7 +405,10 @@ fn reply(
 ) -> Reply {
     let s = shared.settings();
     let name = ep.clone();
-    let ca_pem = std::fs::read_to_string(&e.ca).unwrap_or_default();
+    let ca_pem = crate::files::read_regular(&e.ca, crate::files::MAX_NAMED)
+        .ok()
+        .and_then(|b| String::from_utf8(b).ok())
+        .unwrap_or_default();
     let addrs = shared.addrs.get().copied();
     Reply::Enrolled {
         ep,
