@@ -689,30 +689,15 @@ async fn bedrock_hub(certs: &Certs, t: Transport, port: u16) -> TestHub {
 
 /// A port at home where nothing answers at all, as on a host switched
 /// off: UDP bound and never read (datagrams vanish without a word), and
-/// TCP listening with a full queue that is never accepted (a try of the
-/// port, which the ep makes to tell a host that is on, gets no answer).
+/// TCP answering nothing (`tcp_that_says_nothing`).
 async fn a_host_that_says_nothing() -> (std::net::SocketAddr, Vec<Box<dyn std::any::Any + Send>>) {
     loop {
         let udp = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
         let home = udp.local_addr().unwrap();
-        let tcp = tokio::net::TcpSocket::new_v4().unwrap();
-        if tcp.bind(home).is_err() {
-            continue;
+        if let Some(mut held) = common::udp::tcp_that_says_nothing(home).await {
+            held.push(Box::new(udp));
+            return (home, held);
         }
-        let listener = tcp.listen(1).unwrap();
-        let mut held: Vec<Box<dyn std::any::Any + Send>> = vec![Box::new(udp), Box::new(listener)];
-        // Filled: the kernel completes what the queue holds, then drops
-        // further tries without a word.
-        for _ in 0..4 {
-            let tried = tokio::time::timeout(
-                Duration::from_millis(300),
-                tokio::net::TcpStream::connect(home),
-            );
-            if let Ok(Ok(s)) = tried.await {
-                held.push(Box::new(s));
-            }
-        }
-        return (home, held);
     }
 }
 

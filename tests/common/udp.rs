@@ -211,3 +211,24 @@ pub async fn service_tunnel(
     hub.wait_sessions(1).await;
     (hub, ep)
 }
+
+/// TCP on `at` answering nothing, as a host switched off or a firewall
+/// that drops: a listen queue filled and never accepted, so the kernel
+/// drops further tries without a word. What holds it, or None if the
+/// port is taken.
+pub async fn tcp_that_says_nothing(at: SocketAddr) -> Option<Vec<Box<dyn std::any::Any + Send>>> {
+    let tcp = tokio::net::TcpSocket::new_v4().unwrap();
+    tcp.bind(at).ok()?;
+    let listener = tcp.listen(1).unwrap();
+    let mut held: Vec<Box<dyn std::any::Any + Send>> = vec![Box::new(listener)];
+    for _ in 0..4 {
+        let tried = tokio::time::timeout(
+            Duration::from_millis(300),
+            tokio::net::TcpStream::connect(at),
+        );
+        if let Ok(Ok(s)) = tried.await {
+            held.push(Box::new(s));
+        }
+    }
+    Some(held)
+}

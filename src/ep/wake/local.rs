@@ -66,13 +66,28 @@ impl Local {
     }
 
     /// Whether the host at `at` answers a TCP try of the port within
-    /// `HOST_TRY`, be it with a connection or a refusal: it is on. A host
-    /// switched off (or unreachable) answers nothing.
+    /// `HOST_TRY` in any way (a connection, a refusal, a firewall's
+    /// rejection): it is on. A host switched off answers nothing (on a
+    /// home network its address then fails to resolve to a machine after
+    /// seconds). The name is looked up first, outside that second. A
+    /// connection gets the PROXY header's local form, as `answers` sends
+    /// it, so a service that requires one logs no error for it.
     pub(super) async fn host_answers(&self) -> bool {
-        let tried = tokio::time::timeout(HOST_TRY, TcpStream::connect(&self.at)).await;
-        match tried {
-            Ok(Ok(_)) => true,
-            Ok(Err(e)) => e.kind() == std::io::ErrorKind::ConnectionRefused,
+        let Some(to) = tokio::net::lookup_host(&self.at)
+            .await
+            .ok()
+            .and_then(|mut a| a.next())
+        else {
+            return false;
+        };
+        match tokio::time::timeout(HOST_TRY, TcpStream::connect(to)).await {
+            Ok(Ok(mut tcp)) => {
+                if let Some(v) = self.proxy {
+                    let _ = tcp.write_all(&crate::proxy_header::local_header(v)).await;
+                }
+                true
+            }
+            Ok(Err(_)) => true,
             Err(_) => false,
         }
     }

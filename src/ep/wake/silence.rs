@@ -36,16 +36,22 @@ impl Homes {
     }
 
     /// Whether the UDP service at `at` is there: it answers a list ping
-    /// of the ep's own (a Bedrock server), or it was never heard speaking
-    /// RakNet and its host answers a try of the port (a game that is not
-    /// Bedrock ignores both the join and the ping; a host switched off
-    /// answers nothing at all).
+    /// of the ep's own (a Bedrock server); or it was heard, but never
+    /// speaking RakNet (a game that is not Bedrock ignores both the join
+    /// and the ping); or nothing was heard of it yet and its host answers
+    /// a try of the port (a host switched off answers nothing at all; a
+    /// host's firewall may drop the try of a port it serves over UDP only,
+    /// so that try decides only where nothing else can).
     pub(super) async fn udp_there(&self, at: &Local) -> bool {
         if at.pong_once().await.unwrap_or(false) {
             self.spoke_raknet(&at.service);
             return true;
         }
-        !locked(&self.raknet).contains(&at.service) && at.host_answers().await
+        if locked(&self.raknet).contains(&at.service) {
+            return false;
+        }
+        let heard = locked(&self.found_at).contains_key(&at.service);
+        heard || at.host_answers().await
     }
 
     /// A flow heard `service` speak RakNet (see `raknet`).
