@@ -376,6 +376,8 @@ fn revoke(r: RevokeArgs, run: &HubRun) -> Result<()> {
     // An enrolled ep's certificate never came to the hub: its serial is in
     // the enrolment record.
     let (mut eps, mut serials) = (Vec::new(), r.serials.clone());
+    // Enrolled eps whose records go once the list is written: (name, serial).
+    let mut records = Vec::new();
     let store = crate::enrol::invites::Store::new(&r.dir);
     for name in &r.eps {
         let made_here = r.dir.join(format!("ep-{name}.pem")).exists();
@@ -387,6 +389,7 @@ fn revoke(r: RevokeArgs, run: &HubRun) -> Result<()> {
         match store.revoking(name)? {
             Some(serial) => {
                 println!("ep {name} is enrolled: revoking its serial {serial}");
+                records.push((name.clone(), serial.clone()));
                 serials.push(serial);
             }
             None if made_here => {}
@@ -402,7 +405,10 @@ fn revoke(r: RevokeArgs, run: &HubRun) -> Result<()> {
         // The revocation is written whatever happens here: a hub that
         // records an ask again reads the list itself.
         match store.revoking_serial(serial) {
-            Ok(Some(ep)) => println!("serial {serial} is enrolled ep {ep}'s certificate"),
+            Ok(Some(ep)) => {
+                println!("serial {serial} is enrolled ep {ep}'s certificate");
+                records.push((ep, serial.clone()));
+            }
             Ok(None) => {}
             Err(err) => eprintln!(
                 "warning: could not end asking again for the ep of serial {serial} \
@@ -415,6 +421,7 @@ fn revoke(r: RevokeArgs, run: &HubRun) -> Result<()> {
     for a in added {
         println!("revoked {a}");
     }
+    forget_enrolled(&store, &records);
     println!(
         "wrote {}; a hub with tls.crl = \"{}\" applies it within seconds",
         path.display(),
@@ -424,9 +431,29 @@ fn revoke(r: RevokeArgs, run: &HubRun) -> Result<()> {
     Ok(())
 }
 
+/// Takes the revoked enrolled eps' records out of enrolled.json, after the
+/// list is written (the serial stays on record until then, for a second
+/// try): a running hub drops their tokens, addresses and grants at once.
+fn forget_enrolled(store: &crate::enrol::invites::Store, records: &[(String, String)]) {
+    for (ep, serial) in records {
+        match store.forget(ep, serial) {
+            Ok(true) => println!(
+                "took ep {ep}'s token, address and services out of {}",
+                store.enrolled_path().display()
+            ),
+            Ok(false) => {}
+            Err(err) => eprintln!(
+                "warning: ep {ep} stays in {} (its certificate is revoked): {err:#}",
+                store.enrolled_path().display()
+            ),
+        }
+    }
+}
+
 /// Warns when the hub configuration here has no `tls.crl` naming the file
-/// `revoke` wrote: that hub never sees the revocation, and the ep logs in
-/// as before (an enrolled one's token stays valid too). Silent where no
+/// `revoke` wrote: that hub never sees the revocation, and an ep made by
+/// `gen-cert` logs in as before (an enrolled one is shut out by its record
+/// taken out of enrolled.json). Silent where no
 /// hub configuration is (a CA kept on another machine).
 fn crl_unfollowed(run: &HubRun, wrote: &Path) {
     if !run.config.is_file() {
@@ -440,8 +467,9 @@ fn crl_unfollowed(run: &HubRun, wrote: &Path) {
     if !settings.crl.as_deref().is_some_and(same) {
         eprintln!(
             "warning: {} has no tls.crl = \"{}\": the hub it configures does not see \
-             this revocation, and the ep logs in as before. Add it under [tls] (a reload \
-             applies it, and the hub follows the file from then on)",
+             this revocation, and an ep made by gen-cert logs in as before (an enrolled \
+             one is shut out as its record leaves enrolled.json). Add it under [tls] (a \
+             reload applies it, and the hub follows the file from then on)",
             run.config.display(),
             wrote.display()
         );

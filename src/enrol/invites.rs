@@ -401,6 +401,26 @@ impl Store {
         read_json(&self.enrolled_path())
     }
 
+    /// Takes `ep`'s record out once its certificate `serial` is revoked:
+    /// its token, address and grants go with it, so a hub that follows no
+    /// revocation list (or a list that fails to load) still shuts it out,
+    /// as it reloads on the change. Not a newer enrolment's record of the
+    /// name (asked between the revocation and this): whether one was
+    /// taken out.
+    pub fn forget(&self, ep: &str, serial: &str) -> Result<bool> {
+        let want = crate::certgen::normal_serial(serial)?;
+        let _lock = self.lock()?;
+        let mut file = self.enrolled()?;
+        let its =
+            |e: &Enrolled| crate::certgen::normal_serial(&e.serial).ok() == Some(want.clone());
+        if !file.eps.get(ep).is_some_and(its) {
+            return Ok(false);
+        }
+        file.eps.remove(ep);
+        write_json(&self.enrolled_path(), &file)?;
+        Ok(true)
+    }
+
     /// Records `ep`'s credential; the serial it replaces, if any. An
     /// enrolment asked again is checked here, under the lock, against
     /// what happened since its invite's use (`AskedAgain::check`).

@@ -470,20 +470,38 @@ fn quic_error(hub: SocketAddr, e: quinn::ConnectionError) -> LoginError {
     match e {
         // The hub closed the handshake with a TLS alert about our certificate.
         C::ConnectionClosed(ref c) if crypto(c.error_code).is_some() => {
-            LoginError::OwnCertificate(format!("TLS alert {:?}", crypto(c.error_code).unwrap_or(rustls::AlertDescription::Unknown(0))))
+            LoginError::OwnCertificate(format!(
+                "TLS alert {:?}",
+                crypto(c.error_code).unwrap_or(rustls::AlertDescription::Unknown(0))
+            ))
         }
         // Our side refused the hub's certificate.
-        C::TransportError(ref t) if crypto(t.code).is_some() => LoginError::HubCertificate(t.to_string()),
-        C::ConnectionClosed(ref c) if c.error_code == quinn::TransportErrorCode::CONNECTION_REFUSED => {
+        C::TransportError(ref t) if crypto(t.code).is_some() => {
+            LoginError::HubCertificate(t.to_string())
+        }
+        C::ConnectionClosed(ref c)
+            if c.error_code == quinn::TransportErrorCode::CONNECTION_REFUSED =>
+        {
             LoginError::ClosedEarly
         }
-        C::TimedOut => LoginError::Quic {
-            addr: hub.to_string(),
-            why: "no answer (UDP blocked on the way, the hub's quic port closed, or this address not in its ep_allowlist)".into(),
-        },
+        C::TimedOut => quic_unanswered(hub, None),
         other => LoginError::Quic {
             addr: hub.to_string(),
             why: other.to_string(),
         },
+    }
+}
+
+/// A QUIC login that heard nothing: a hub's QUIC door says nothing to an
+/// address it does not admit (as it says nothing to a stranger), so the
+/// likely causes are named rather than a bare timeout.
+pub(crate) fn quic_unanswered(hub: impl std::fmt::Display, within: Option<Duration>) -> LoginError {
+    let within = within.map(|d| format!(" within {d:?}")).unwrap_or_default();
+    LoginError::Quic {
+        addr: hub.to_string(),
+        why: format!(
+            "no answer{within} (UDP blocked on the way, the hub's quic port closed, or this \
+             address not in its ep_allowlist or refused for a while after failed logins)"
+        ),
     }
 }

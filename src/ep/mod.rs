@@ -262,10 +262,7 @@ pub async fn login_quic_once(
     let login = login::login_quic(settings, h, &client, &endpoint, hub);
     match tokio::time::timeout(deadline, login).await {
         Ok(r) => r.map(|_| ()),
-        Err(_) => Err(LoginError::Timeout {
-            addr: hub.to_string(),
-            after: deadline,
-        }),
+        Err(_) => Err(login::quic_unanswered(hub, Some(deadline))),
     }
 }
 
