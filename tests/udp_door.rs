@@ -500,6 +500,63 @@ async fn a_udp_game_does_not_sleep_under_its_players(t: Transport) {
     .await;
 }
 
+on_every_transport!(datagrams_the_game_never_answers_do_not_keep_it_awake);
+
+/// Datagrams a UDP game ignores (a scanner's probe, or a stranger's junk
+/// every few minutes from forged sources, which no ban reaches) are no
+/// player: the game sleeps after `sleep_after` while they go on arriving.
+/// Before, any datagram but a server-list ping counted, so one every
+/// `sleep_after` kept the server up for ever.
+async fn datagrams_the_game_never_answers_do_not_keep_it_awake(t: Transport) {
+    let certs = Certs::new();
+    // A game that answers a move and ignores anything else.
+    let game = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let home = game.local_addr().unwrap();
+    tokio::spawn(async move {
+        let mut buf = [0u8; 1500];
+        while let Ok((n, from)) = game.recv_from(&mut buf).await {
+            if buf[..n].starts_with(b"move") {
+                let _ = game.send_to(&buf[..n], from).await;
+            }
+        }
+    });
+    let opts = HubOpts {
+        services: vec![],
+        extra: "[services.echo]\nbind = \"127.0.0.1:0\"\ntype = \"udp\"\n\
+                udp_idle_timeout = \"1s\"\n"
+            .into(),
+        ..Default::default()
+    };
+    let hub = TestHub::start(&certs, &t.hub_opts(opts)).await;
+    let dir = tempfile::tempdir().unwrap();
+    let slept = dir.path().join("slept");
+    let mut eo = EpOpts::new(&certs, vec![("echo".into(), home)]);
+    eo.service_extra = format!(
+        "wake = [\"true\"]\nsleep = [\"touch\", {:?}]\nsleep_after = \"1s\"\n",
+        slept.to_str().unwrap()
+    );
+    let _ep = TestEp::start(ep_settings(&certs, &hub, &t.ep_opts(&hub, eo)));
+    hub.wait_sessions(1).await;
+    let to = at("127.0.0.1", hub.handle.service_addr("echo").unwrap().port());
+    // A player's move, answered: the ep knows the game is up.
+    let p = player().await;
+    assert_eq!(
+        ask_until(&p, to, b"move", Duration::from_secs(10)).await,
+        b"move"
+    );
+    // Junk from elsewhere every 100 ms, until the game sleeps under it.
+    let junk = player().await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while !slept.exists() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "junk the game never answered kept it awake"
+        );
+        junk.send_to(b"junk", to).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 on_every_transport!(server_list_pings_do_not_hold_the_flows_a_player_needs);
 
 /// A flow table full of Bedrock server-list pings, every one answered by

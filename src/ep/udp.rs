@@ -216,6 +216,8 @@ struct Found {
     /// datagram never does.
     joined: AtomicBool,
     join_sent: tokio::sync::Notify,
+    /// Sent something other than a server-list ping.
+    played: AtomicBool,
     /// Counted as a player (`playing` is set).
     counted: AtomicBool,
     answered: AtomicBool,
@@ -241,6 +243,7 @@ impl Found {
             },
             joined: AtomicBool::new(false),
             join_sent: tokio::sync::Notify::new(),
+            played: AtomicBool::new(false),
             counted: AtomicBool::new(false),
             answered: AtomicBool::new(false),
             began: tokio::time::Instant::now(),
@@ -252,16 +255,26 @@ impl Found {
         if crate::game::bedrock::is_join(d) && !self.joined.swap(true, Relaxed) {
             self.join_sent.notify_one();
         }
-        // From the first datagram that is not a server-list ping (RakNet's
-        // unconnected pings, 0x01 and 0x02: a Bedrock list) until the flow
-        // ends, a player on the service, which does not sleep under it:
-        // a Bedrock join, or any other UDP game's traffic.
         if !self.counted.load(Relaxed) && !matches!(d.first(), Some(0x01 | 0x02)) {
-            let mut p = self.playing.lock().unwrap_or_else(|p| p.into_inner());
-            if p.is_none() {
-                *p = Some(self.ep.homes.player(&self.local.service));
-                self.counted.store(true, Relaxed);
-            }
+            self.played.store(true, Relaxed);
+            self.count();
+        }
+    }
+
+    /// From the first datagram that is not a server-list ping (RakNet's
+    /// unconnected pings, 0x01 and 0x02: a Bedrock list) and the
+    /// service's first answer until the flow ends, a player on the
+    /// service, which does not sleep under it: a Bedrock join, or any
+    /// other UDP game's traffic. Not before the answer: a datagram the
+    /// service ignores (junk, which a stranger can send from a forged
+    /// source that no ban reaches) would keep it awake for ever.
+    fn count(&self) {
+        // Both marks are set before the lock: whichever comes second
+        // finds the other.
+        let mut p = self.playing.lock().unwrap_or_else(|p| p.into_inner());
+        if p.is_none() && self.played.load(Relaxed) && self.answered.load(Relaxed) {
+            *p = Some(self.ep.homes.player(&self.local.service));
+            self.counted.store(true, Relaxed);
         }
     }
 
@@ -287,6 +300,7 @@ impl Found {
             if crate::game::bedrock::is_raknet_answer(d) {
                 self.ep.homes.spoke_raknet(&self.local.service);
             }
+            self.count();
         }
     }
 
