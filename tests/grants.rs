@@ -42,17 +42,10 @@ async fn reload(hub: &TestHub, certs: &Certs, o: &HubOpts, file: &Path) {
     assert!(outcome.is_ok(), "{outcome:?}");
 }
 
-on_every_transport!(an_invitee_serves_what_it_was_granted_and_never_the_owners_service);
-
-async fn an_invitee_serves_what_it_was_granted_and_never_the_owners_service(t: Transport) {
-    let certs = Certs::new();
-    let (door, mc, vh) = (free_range(1), free_range(1), free_range(1));
-    let hub_toml = |grants: &str| t.hub_opts(hub_toml(door, mc, vh, grants));
-    let o = hub_toml("");
-    let settings = hub_settings(&certs, &o);
-    let file = settings.file.clone();
-    let hub = TestHub::from_settings(settings, &o).await;
-    // The host invites a friend's machine for Valheim only.
+/// `ferry hub invite --ep cabin --service SERVICE` on the hub `file`
+/// configures, and `ferry ep join` of its line: the ep's folder and the
+/// ep.toml written there.
+async fn cabin_joins(file: &Path, service: &str) -> (tempfile::TempDir, String) {
     let (ok, text) = run(&[
         "hub",
         "invite",
@@ -61,10 +54,10 @@ async fn an_invitee_serves_what_it_was_granted_and_never_the_owners_service(t: T
         "--ep",
         "cabin",
         "--service",
-        "valheim",
+        service,
     ]);
     assert!(ok, "{text}");
-    assert!(text.contains("it grants: valheim"), "{text}");
+    assert!(text.contains(&format!("it grants: {service}")), "{text}");
     let line = text
         .lines()
         .find_map(|l| l.trim().strip_prefix("ferry ep join "))
@@ -76,8 +69,23 @@ async fn an_invitee_serves_what_it_was_granted_and_never_the_owners_service(t: T
         .await
         .unwrap();
     assert!(ok, "{text}");
+    let written = std::fs::read_to_string(dir.path().join("ep.toml")).unwrap();
+    (dir, written)
+}
+
+on_every_transport!(an_invitee_serves_what_it_was_granted_and_never_the_owners_service);
+
+async fn an_invitee_serves_what_it_was_granted_and_never_the_owners_service(t: Transport) {
+    let certs = Certs::new();
+    let (door, mc, vh) = (free_range(1), free_range(1), free_range(1));
+    let hub_toml = |grants: &str| t.hub_opts(hub_toml(door, mc, vh, grants));
+    let o = hub_toml("");
+    let settings = hub_settings(&certs, &o);
+    let file = settings.file.clone();
+    let hub = TestHub::from_settings(settings, &o).await;
+    // The host invites a friend's machine for Valheim only.
+    let (dir, written) = cabin_joins(&file, "valheim").await;
     let config = dir.path().join("ep.toml");
-    let written = std::fs::read_to_string(&config).unwrap();
     assert!(
         !written.contains("[services.minecraft]"),
         "the join offers only what was granted:\n{written}"
@@ -174,6 +182,88 @@ fn an_enrolment_from_before_grants_serves_nothing_until_granted() {
     println!("figure: check with a legacy enrolment:\n{text}");
     assert!(ok, "{text}");
     assert!(text.contains("grants   cabin: none"), "{text}");
+}
+
+/// An enrolled ep given a token of its own in hub.toml (`[eps.cabin]
+/// token_hash`, to rotate it alone, as README says) keeps its invite's
+/// grants: hub.toml's token wins, not an empty list. Before, the ep had
+/// no list at all and could serve any service no list names, the host's
+/// Minecraft included.
+#[test]
+fn a_token_written_for_an_enrolled_ep_keeps_its_invite_s_grants() {
+    let certs = Certs::new();
+    let o = HubOpts {
+        extra: format!(
+            "[enrol]\nbind = \"127.0.0.1:0\"\n[eps.cabin]\ntoken_hash = \"{}\"\n",
+            token_hash()
+        ),
+        ..Default::default()
+    };
+    let file = write_hub_toml(&certs, &o, None);
+    let enrolled = serde_json::json!({"eps": {"cabin": {
+        "token_hash": token_hash(), "serial": "01", "address": "127.0.0.9", "enrolled": 1,
+        "services": ["valheim"]
+    }}});
+    std::fs::write(certs.path("enrolled.json"), enrolled.to_string()).unwrap();
+    let (ok, text) = run(&["hub", "check", "-c", file.to_str().unwrap()]);
+    println!("figure: check with a token written for an enrolled ep:\n{text}");
+    assert!(ok, "{text}");
+    assert!(text.contains("grants   cabin: valheim"), "{text}");
+}
+
+on_every_transport!(an_invite_granting_a_served_service_takes_it_at_once);
+
+/// An invite granting a service that an ep without a list of its own
+/// serves (home, on the shared token): once the friend's machine enrols,
+/// home lets the service go and its players finish within the drain, as
+/// after a reload granting it. Before, home went on serving it, new
+/// players included, until some later reload.
+async fn an_invite_granting_a_served_service_takes_it_at_once(t: Transport) {
+    use tokio::io::AsyncWriteExt;
+    let certs = Certs::new();
+    let (door, mc, vh) = (free_range(1), free_range(1), free_range(1));
+    let mut o = t.hub_opts(hub_toml(door, mc, vh, ""));
+    o.extra = format!("drain_timeout = \"3s\"\n{}", o.extra);
+    let settings = hub_settings(&certs, &o);
+    let file = settings.file.clone();
+    let hub = TestHub::from_settings(settings, &o).await;
+    let home = tagged_echo(b"HOME").await;
+    let eo = t.ep_opts(&hub, EpOpts::new(&certs, vec![("minecraft".into(), home)]));
+    let _home = TestEp::start(ep_settings(&certs, &hub, &eo));
+    hub.wait_sessions(1).await;
+    let mut p = tokio::net::TcpStream::connect(("127.0.0.1", mc))
+        .await
+        .unwrap();
+    let mut tag = [0u8; 4];
+    p.read_exact(&mut tag).await.unwrap();
+    assert_eq!(&tag, b"HOME");
+
+    let (dir, written) = cabin_joins(&file, "minecraft").await;
+    let granted = std::time::Instant::now();
+    assert_eq!(
+        hub.handle.served_by("minecraft"),
+        None,
+        "home still serves a service granted to the cabin alone"
+    );
+    // Within the drain home's player still plays; then it is cut.
+    p.write_all(b"hi").await.unwrap();
+    let mut got = [0u8; 2];
+    p.read_exact(&mut got).await.unwrap();
+    let mut buf = [0u8; 16];
+    let read = tokio::time::timeout(Duration::from_secs(15), p.read(&mut buf)).await;
+    assert!(matches!(read, Ok(Ok(0) | Err(_))), "{read:?}");
+    let after = granted.elapsed();
+    println!("figure ({t:?}): home's player was cut {after:?} after the enrolment");
+    assert!(after >= Duration::from_millis(2500), "cut before the drain");
+    // The cabin logs in and serves it.
+    let cabin = tagged_echo(b"CABN").await;
+    let config = dir.path().join("ep.toml");
+    let text = t.ep_extra(hub.handle.quic_addr())
+        + &written.replace(&format!("127.0.0.1:{mc}\""), &format!("{cabin}\""));
+    std::fs::write(&config, text).unwrap();
+    let _cabin = TestEp::start(load_ep_file(&config));
+    hub.wait_sessions(2).await;
+    assert_eq!(who_serves(mc).await, "CABN");
 }
 
 on_every_transport!(an_ep_whose_grant_is_withdrawn_loses_its_players_after_the_drain);

@@ -40,7 +40,11 @@ pub fn merge_enrolled(
     for (name, ep) in store.enrolled()?.eps {
         s.allowlist.add(ep.address);
         if s.credentials.per_ep.contains_key(&name) {
-            tracing::warn!(ep = %name, "[eps.{name}] in the config wins over its enrolment");
+            tracing::warn!(ep = %name, "[eps.{name}] in the config wins over its enrolment's token");
+            // Its token only: the invite's grants hold unless hub.toml
+            // lists its services, or it would have no list at all and
+            // reach every service no list names.
+            grant_enrolled(&mut s, &name, ep.services);
             continue;
         }
         // The file may have been edited: its hashes are held to what a

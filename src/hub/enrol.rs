@@ -339,7 +339,14 @@ async fn record_and_apply(
     s.allowlist.add(ip);
     crate::enrol::grant_enrolled(&mut s, &ep, services);
     s.enrolled.push(ep.clone());
+    let regranted = s.grants != shared.settings().grants;
     shared.set_settings(s);
+    if regranted {
+        // A service the invite granted is out of reach of eps without a
+        // list of their own now, as after a reload granting it: the one
+        // serving it lets it go and its players finish within the drain.
+        super::reload::grants_changed(&shared);
+    }
     if again {
         // The machine the earlier certificate and token are on is cut off
         // now, not when the new one first logs in (which may be hours).

@@ -512,6 +512,14 @@ fn ungranted_players_go(
     }
 }
 
+/// Grants changed outside a reload (an enrolment): counted as a reload
+/// counts them, and each service's ep checked against them.
+pub(super) fn grants_changed(shared: &Arc<Shared>) {
+    let grants = &shared.changes.grants;
+    grants.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    reassign(shared, &shared.settings());
+}
+
 /// Each service's ep checked against the new shape and grants (an ep no
 /// longer granted one loses its players too, within the drain, as for a
 /// removed service); an unserved one handed to an ep that offers it.
