@@ -377,8 +377,9 @@ impl Link {
         crate::uplink_guard::Signal::Quic(self.conn.clone(), self.least_rtt.clone())
     }
 
-    /// A logged-in session's connection; its datagrams are read from now
-    /// on (before the login, quinn's bounded buffer holds them).
+    /// A connection whose handshake is done; its datagrams are read from
+    /// now on (those of flows not yet open wait in `Flows`' bounded early
+    /// buffer, which is all a client that never logs in can fill).
     pub fn new(conn: quinn::Connection) -> Link {
         let link = Link {
             conn,

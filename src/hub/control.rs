@@ -323,7 +323,7 @@ impl Verdict {
 pub(super) async fn authenticate(
     shared: &Arc<Shared>,
     mut tls: Tunnel,
-    quic: Option<quinn::Connection>,
+    quic: Option<crate::quic::Link>,
     peer: Peer,
     resumed: Result<(), &'static str>,
     (addr, named): (SocketAddr, &Named),
@@ -454,7 +454,7 @@ struct Hello {
 struct Arrival<'a> {
     peer: &'a Peer,
     addr: SocketAddr,
-    quic: Option<quinn::Connection>,
+    quic: Option<crate::quic::Link>,
     ctrl: mpsc::Sender<HubMsg>,
 }
 
@@ -502,8 +502,7 @@ async fn log_in(
         ip: addr.ip(),
         version: &software_label(software.as_deref()),
         modern,
-        // Its datagrams are read from a session on, not before.
-        link: quic.map(crate::quic::Link::new),
+        link: quic,
     };
     let still_valid = || still_valid(shared, ep, &hash, addr.ip(), peer);
     let mut skipped = std::mem::take(&mut matched.unauthorised);

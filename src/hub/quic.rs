@@ -186,6 +186,11 @@ fn on_incoming(shared: &Arc<Shared>, incoming: quinn::Incoming) {
                     .await
                     .map_err(|e| Refusal::Tls(std::io::Error::other(e)))?;
                 conn = Some(c.clone());
+                // Its datagrams are read from the handshake on: held by
+                // quinn, each would pin the whole packet it came in (a
+                // 1,452-byte packet for a 32-byte charge), while the link
+                // copies those of flows not yet open into a bounded buffer.
+                let link = crate::quic::Link::new(c.clone());
                 let certs = c.peer_identity().and_then(|a| {
                     a.downcast::<Vec<rustls::pki_types::CertificateDer<'static>>>()
                         .ok()
@@ -206,7 +211,7 @@ fn on_incoming(shared: &Arc<Shared>, incoming: quinn::Incoming) {
                 unproven.heard();
                 let control = Tunnel::Quic(QuicStream::control(send, recv));
                 let from = (addr, &named);
-                authenticate(&sh, control, Some(c), peer, Ok(()), from, ctrl_tx).await
+                authenticate(&sh, control, Some(link), peer, Ok(()), from, ctrl_tx).await
             };
             let logged_in = finish_login(&sh, addr, &named, login, ctrl_rx).await;
             drop(permit);
