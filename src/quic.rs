@@ -405,6 +405,19 @@ impl Link {
         self.flows.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// The hub's side of the control stream: counted on the connection
+    /// as a player's is, so the connection closed for being over
+    /// (`close_when_idle`) waits for its last frame (the hub's `Closing`,
+    /// why the session ended) to be acknowledged, or `ACK_WAIT`. Closed
+    /// at once, quinn would discard it unsent and the ep would not know
+    /// it was replaced.
+    pub fn control(&self, send: quinn::SendStream, recv: quinn::RecvStream) -> QuicStream {
+        self.streams.send_modify(|n| *n += 1);
+        let mut c = QuicStream::control(send, recv);
+        c._hold = Some(Hold(self.streams.clone()));
+        c
+    }
+
     /// A player's stream on this connection, counted while it lives.
     pub fn stream(&self, send: quinn::SendStream, recv: quinn::RecvStream) -> QuicStream {
         self.streams.send_modify(|n| *n += 1);

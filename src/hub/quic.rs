@@ -24,7 +24,7 @@ use super::{
 };
 use crate::{
     config::hub::HubSettings,
-    quic::{LOGIN_FAILED, QuicStream, SHUTTING_DOWN},
+    quic::{LOGIN_FAILED, SHUTTING_DOWN},
 };
 use anyhow::{Context, Result};
 use std::{net::SocketAddr, sync::Arc};
@@ -209,7 +209,7 @@ fn on_incoming(shared: &Arc<Shared>, incoming: quinn::Incoming) {
                 // and a stranger could open another before the close.
                 c.set_max_concurrent_bi_streams(quinn::VarInt::from_u32(0));
                 unproven.heard();
-                let control = Tunnel::Quic(QuicStream::control(send, recv));
+                let control = Tunnel::Quic(link.control(send, recv));
                 let from = (addr, &named);
                 authenticate(&sh, control, Some(link), peer, Ok(()), from, ctrl_tx).await
             };
