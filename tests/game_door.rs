@@ -215,6 +215,12 @@ async fn hostnames_route_players_on_one_port(t: Transport) {
     assert!(reloaded.is_ok(), "{reloaded:?}");
     assert_eq!(motd(&ping(at(port), "nope.test").await.unwrap()), "C");
     assert_eq!(motd(&ping(at(port), "a.test").await.unwrap()), "A");
+    // A name beyond ASCII, which Java's case-insensitive compare (a
+    // proxy at home choosing by name) takes for `b2.test` (a long s for
+    // the s): told the names, never sent home as the default's.
+    let (_, body) = join(at(port), "b2.te\u{17f}t").await.unwrap();
+    let told = disconnect_text(&body);
+    assert!(told.contains("a.test") && !told.starts_with("C "), "{told}");
     drop(playing);
     let _ = junk.read(&mut [0u8; 1]).await;
     ep.stop().await;

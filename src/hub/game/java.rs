@@ -262,7 +262,13 @@ fn route(
     {
         return Ok(s.name.clone());
     }
-    if let Some((s, _)) = group.iter().find(|(_, g)| g.default_host) {
+    // Not a name with letters beyond ASCII: Java's case-insensitive
+    // compare (a BungeeCord or Velocity at home choosing its backend by
+    // name) takes the Kelvin sign for `k` and a long s for `s`, so such a
+    // name could reach at home the server of a name whose `allow` the hub
+    // never applied.
+    let plain = host.is_none_or(|h| h.is_ascii());
+    if let Some((s, _)) = group.iter().find(|(_, g)| g.default_host && plain) {
         return Ok(s.name.clone());
     }
     Err(group.iter().flat_map(|(_, g)| g.hosts.clone()).collect())
