@@ -95,6 +95,45 @@ async fn a_crl_change_reloads_only_the_verifier() {
     );
 }
 
+/// A new CA copied in file by file (a sync, scp one at a time): the CA
+/// and the hub's certificate first, which a reload refuses while the old
+/// list (another CA's) is still there; then the new CA's list. Before,
+/// the list's watcher checked it against the CA running and refused it,
+/// and nothing tried the whole again: the hub kept trusting the old CA
+/// (and refused eps of the new one) until a restart or another save.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_ca_replaced_file_by_file_is_taken_once_its_list_arrives() {
+    let certs = Certs::new();
+    let hub = TestHub::start_with_crl(&certs, &HubOpts::default(), &certs.path("crl.pem")).await;
+    let _ep = TestEp::start(ep_settings(
+        &certs,
+        &hub,
+        &EpOpts::new(&certs, vec![("echo".into(), echo_server().await)]),
+    ));
+    hub.wait_sessions(1).await;
+    let new = Certs::new();
+    let copy = |f: &str| std::fs::copy(new.path(f), certs.path(f)).unwrap();
+    let first = hub
+        .reload_after(|| {
+            for f in ["hub.pem", "hub.key", "ca.pem"] {
+                copy(f);
+            }
+        })
+        .await;
+    println!("figure: the new CA before its list: {first:?}");
+    let mut rx = hub.handle.reloads();
+    rx.mark_unchanged();
+    copy("crl.pem");
+    let taken = tokio::time::timeout(
+        Duration::from_secs(10),
+        rx.wait_for(|(_, outcome)| outcome.is_ok()),
+    )
+    .await;
+    assert!(taken.is_ok(), "the new CA was never taken");
+    // The old CA's ep is let go, as for any new CA.
+    hub.wait_sessions(0).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_expired_certificate_cannot_ride_a_resumed_session() {
     let certs = Certs::new();

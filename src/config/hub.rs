@@ -556,6 +556,10 @@ impl HubConfig {
     fn follows(&self) -> Vec<PathBuf> {
         let t = self.tls.paths();
         let mut files = vec![t.ca.clone(), t.cert, t.key];
+        // Followed by a watcher of its own too, which checks it against
+        // the CA running; a new CA whose list arrives after it (files
+        // copied one by one) is taken only by a reload of the whole.
+        files.extend(self.tls.crl.as_ref().map(|c| c.relative()));
         let hash_files = self
             .token_hash_file
             .iter()
