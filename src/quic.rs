@@ -5,6 +5,7 @@
 
 #[doc(hidden)]
 pub mod flows;
+pub mod heard;
 
 use flows::Flows;
 pub use flows::Sink;
@@ -333,6 +334,7 @@ pub struct Link {
     /// The connection's least round trip lately (`note_rtt`), for the
     /// uplink guard: quinn keeps no least it shows.
     least_rtt: std::sync::Arc<std::sync::Mutex<crate::uplink_guard::WindowedMin>>,
+    heard: std::sync::Arc<heard::Heard>,
 }
 
 /// One player stream counted on its connection while it lives.
@@ -387,6 +389,7 @@ impl Link {
             next: Default::default(),
             streams: std::sync::Arc::new(tokio::sync::watch::Sender::new(0)),
             least_rtt: Default::default(),
+            heard: Default::default(),
         };
         let l = link.clone();
         tokio::spawn(async move {
@@ -454,6 +457,42 @@ impl Link {
             _ = self.conn.closed() => return,
         }
         self.conn.close(SESSION_OVER, why.as_bytes());
+    }
+
+    /// How long the peer has said nothing on the connection, as far as
+    /// the looks at it tell (`heard`).
+    pub fn silent_for(&self) -> Duration {
+        let received = self.conn.stats().udp_rx.datagrams;
+        self.heard.silent_for(received, std::time::Instant::now())
+    }
+
+    /// Probes a connection gone quiet (`heard`) until it closes or `stop`,
+    /// telling `said` when it turns silent and when it is heard again.
+    pub async fn watch_silence(
+        &self,
+        stop: tokio_util::sync::CancellationToken,
+        said: impl Fn(Option<Duration>),
+    ) {
+        let mut silent = false;
+        let mut tick = tokio::time::interval(heard::PROBE_AFTER / 4);
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {}
+                _ = stop.cancelled() => return,
+                _ = self.conn.closed() => return,
+            }
+            let quiet = self.silent_for();
+            if quiet >= heard::PROBE_AFTER {
+                // An empty datagram: ack-eliciting, and no flow's (a flow
+                // id takes four bytes), so the peer drops it unread.
+                let _ = self.conn.send_datagram(Vec::new().into());
+            }
+            let now = quiet >= heard::SILENT;
+            if now != silent {
+                silent = now;
+                said(now.then_some(quiet));
+            }
+        }
     }
 
     /// A fresh flow id (the hub numbers the flows of its connections):

@@ -161,6 +161,10 @@ impl LoggedIn {
     pub fn link(&self) -> Option<crate::quic::Link> {
         self.guard.link.clone()
     }
+
+    pub fn ep(&self) -> &str {
+        &self.guard.ep
+    }
 }
 
 async fn handle_login(shared: &Arc<Shared>, tcp: TcpStream, addr: SocketAddr) -> Option<LoggedIn> {

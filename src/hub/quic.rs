@@ -224,7 +224,12 @@ fn on_incoming(shared: &Arc<Shared>, incoming: quinn::Incoming) {
                 return;
             };
             let link = s.link();
+            let over = CancellationToken::new();
+            if let Some(l) = link.clone() {
+                tokio::spawn(watch_silence(l, s.ep().to_string(), over.clone()).in_current_span());
+            }
             let ended = session(sh.clone(), s).await;
+            over.cancel();
             // Its players keep the connection until they are done; then
             // nothing holds it open. Ended by the hub, or found failing,
             // they have the hub's drain; ended by the ep (its own drain on
@@ -243,6 +248,20 @@ fn on_incoming(shared: &Arc<Shared>, incoming: quinn::Incoming) {
         }
         .instrument(span),
     );
+}
+
+/// Probes the session's connection when it goes quiet and says when it
+/// turns silent (its players' new streams wait: `Service::open_stream`)
+/// and when it is heard again, until the session is `over`.
+async fn watch_silence(link: crate::quic::Link, ep: String, over: CancellationToken) {
+    link.watch_silence(over, |silent| match silent {
+        Some(d) => tracing::warn!(
+            ep,
+            "ep not heard on its QUIC connection for {d:?}: new players wait for it or its next login"
+        ),
+        None => tracing::info!(ep, "ep heard again on its QUIC connection"),
+    })
+    .await;
 }
 
 /// The longest `drain_timeout` an ep may have: how long the hub keeps the

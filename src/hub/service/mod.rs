@@ -562,6 +562,14 @@ impl Service {
                 .as_ref()
                 .and_then(|a| Some((a.session, a.modern, a.link.clone()?)))
         }?;
+        if link.silent_for() >= crate::quic::heard::SILENT {
+            // Gone without a word, perhaps (killed, its power cut): a
+            // stream now would go nowhere. The player waits, as over TLS
+            // for a session that ended, for it to be heard again or for
+            // the ep's next login.
+            tokio::time::sleep(RETRY_DELAY.min(deadline - Instant::now())).await;
+            return Some(Err(()));
+        }
         Some(
             match tokio::time::timeout_at(deadline, link.conn.open_bi()).await {
                 Ok(Ok((send, recv))) => Ok(Channel {
