@@ -421,7 +421,7 @@ fn revoke(r: RevokeArgs, run: &HubRun) -> Result<()> {
     for a in added {
         println!("revoked {a}");
     }
-    forget_enrolled(&store, &records);
+    mark_enrolled(run, &store, &records);
     println!(
         "wrote {}; a hub with tls.crl = \"{}\" applies it within seconds",
         path.display(),
@@ -431,21 +431,37 @@ fn revoke(r: RevokeArgs, run: &HubRun) -> Result<()> {
     Ok(())
 }
 
-/// Takes the revoked enrolled eps' records out of enrolled.json, after the
-/// list is written (the serial stays on record until then, for a second
-/// try): a running hub drops their tokens, addresses and grants at once.
-fn forget_enrolled(store: &crate::enrol::invites::Store, records: &[(String, String)]) {
+/// Marks the revoked enrolled eps' records in enrolled.json, after the
+/// list is written: a running hub that follows the file drops their
+/// tokens, addresses and grants at once, with or without `tls.crl`.
+fn mark_enrolled(run: &HubRun, store: &crate::enrol::invites::Store, records: &[(String, String)]) {
+    let settings = run.config.is_file().then(|| check_hub(run).ok()).flatten();
     for (ep, serial) in records {
-        match store.forget(ep, serial) {
+        match store.mark_revoked(ep, serial) {
             Ok(true) => println!(
-                "took ep {ep}'s token, address and services out of {}",
+                "ep {ep}'s token, address and services no longer count ({} marks it revoked)",
                 store.enrolled_path().display()
             ),
             Ok(false) => {}
             Err(err) => eprintln!(
-                "warning: ep {ep} stays in {} (its certificate is revoked): {err:#}",
+                "warning: ep {ep} is not marked revoked in {} (its certificate is): {err:#}",
                 store.enrolled_path().display()
             ),
+        }
+        let Some(s) = &settings else { continue };
+        if s.credentials.per_ep.contains_key(ep.as_str()) {
+            eprintln!(
+                "warning: [eps.{ep}] in {} gives ep {ep} a token of its own, which still logs \
+                 it in where the hub does not follow the revocation list: remove it",
+                run.config.display()
+            );
+        }
+        if !s.watch_config {
+            println!(
+                "{} has watch_config = false: reload the hub (systemctl reload ferry-hub, \
+                 or kill -HUP) to apply it",
+                run.config.display()
+            );
         }
     }
 }

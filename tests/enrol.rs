@@ -529,8 +529,9 @@ async fn enrolling_again_cuts_the_earlier_machine_off_at_once() {
 /// `ferry hub revoke --ep` of an enrolled ep where the hub follows no
 /// revocation list (hub.toml without `tls.crl`): before, the command
 /// warned and the ep stayed logged in, its token and address valid; now
-/// its record leaves enrolled.json, the running hub closes its session and
-/// its next login is refused.
+/// its record in enrolled.json is marked revoked, the running hub closes
+/// its session and its next login is refused, and the name can still be
+/// invited for a new machine (hub.toml granting it services, too).
 async fn revoking_an_enrolled_ep_shuts_it_out_where_the_hub_follows_no_list(t: Transport) {
     let certs = Certs::new();
     let (door, game) = (free_range(1), free_range(1));
@@ -554,6 +555,14 @@ async fn revoking_an_enrolled_ep_shuts_it_out_where_the_hub_follows_no_list(t: T
     let settings = joined_settings(home.path(), game, echo_server().await);
     let _ep = TestEp::start(settings.clone());
     hub.wait_sessions(1).await;
+    // Its grant written in hub.toml, as README says to change one.
+    let granted = hub
+        .reload_after(|| {
+            let toml = std::fs::read_to_string(&file).unwrap();
+            std::fs::write(&file, toml + "[eps.cabin]\nservices = [\"game\"]\n").unwrap();
+        })
+        .await;
+    assert!(granted.is_ok(), "{granted:?}");
     let dir = certs.path("ca.pem").parent().unwrap().to_owned();
     let (ok, text) = run(&[
         "hub",
@@ -565,9 +574,10 @@ async fn revoking_an_enrolled_ep_shuts_it_out_where_the_hub_follows_no_list(t: T
         "--ep",
         "cabin",
     ]);
-    assert!(ok && text.contains("took ep cabin's token"), "{text}");
+    assert!(ok && text.contains("no longer count"), "{text}");
     let state = std::fs::read_to_string(dir.join("enrolled.json")).unwrap();
-    assert!(!state.contains("cabin"), "{state}");
+    let json: serde_json::Value = serde_json::from_str(&state).unwrap();
+    assert_eq!(json["eps"]["cabin"]["revoked"], true, "{state}");
     tokio::time::timeout(Duration::from_secs(15), hub.wait_sessions(0))
         .await
         .expect("the revoked ep is still logged in");
@@ -578,6 +588,8 @@ async fn revoking_an_enrolled_ep_shuts_it_out_where_the_hub_follows_no_list(t: T
     let err = t.login_once(&once, &hub).await.unwrap_err();
     println!("figure: the revoked ep's next login over {t:?}: {err}");
     assert!(err.contains("ep_allowlist"), "{err}");
+    // The name is still an enrolled ep's: a new machine may be invited.
+    invite(&file, "cabin", &[]);
 }
 
 on_every_transport!(revoking_an_enrolled_ep_shuts_it_out_where_the_hub_follows_no_list);

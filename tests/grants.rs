@@ -209,6 +209,20 @@ fn a_token_written_for_an_enrolled_ep_keeps_its_invite_s_grants() {
     println!("figure: check with a token written for an enrolled ep:\n{text}");
     assert!(ok, "{text}");
     assert!(text.contains("grants   cabin: valheim"), "{text}");
+    // Revoked (`ferry hub revoke` marks the record): nothing, and never
+    // the reach of an ep without a list.
+    let revoked = serde_json::json!({"eps": {"cabin": {
+        "token_hash": token_hash(), "serial": "01", "address": "127.0.0.9", "enrolled": 1,
+        "services": ["valheim"], "revoked": true
+    }}});
+    std::fs::write(certs.path("enrolled.json"), revoked.to_string()).unwrap();
+    let (ok, text) = run(&["hub", "check", "-c", file.to_str().unwrap()]);
+    assert!(ok, "{text}");
+    assert!(text.contains("grants   cabin: none"), "{text}");
+    assert!(
+        !text.contains("127.0.0.9"),
+        "a revoked ep's address admitted: {text}"
+    );
 }
 
 on_every_transport!(an_invite_granting_a_served_service_takes_it_at_once);

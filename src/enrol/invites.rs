@@ -119,6 +119,12 @@ pub struct Enrolled {
     /// hub kept it): a machine asking again takes back only its own.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub invite: Option<String>,
+    /// Its certificate revoked by `ferry hub revoke`: its token, address
+    /// and grants count no more (`merge_enrolled`). The record stays, so
+    /// the name is still an enrolled ep's: invited again, not taken for
+    /// one hub.toml names.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub revoked: bool,
 }
 
 #[derive(Debug, Default, Serialize, Deserialize)]
@@ -401,22 +407,23 @@ impl Store {
         read_json(&self.enrolled_path())
     }
 
-    /// Takes `ep`'s record out once its certificate `serial` is revoked:
-    /// its token, address and grants go with it, so a hub that follows no
+    /// Marks `ep`'s record revoked once its certificate `serial` is: its
+    /// token, address and grants count no more, so a hub that follows no
     /// revocation list (or a list that fails to load) still shuts it out,
     /// as it reloads on the change. Not a newer enrolment's record of the
-    /// name (asked between the revocation and this): whether one was
-    /// taken out.
-    pub fn forget(&self, ep: &str, serial: &str) -> Result<bool> {
+    /// name (asked between the revocation and this): whether it was
+    /// marked now.
+    pub fn mark_revoked(&self, ep: &str, serial: &str) -> Result<bool> {
         let want = crate::certgen::normal_serial(serial)?;
         let _lock = self.lock()?;
         let mut file = self.enrolled()?;
-        let its =
-            |e: &Enrolled| crate::certgen::normal_serial(&e.serial).ok() == Some(want.clone());
-        if !file.eps.get(ep).is_some_and(its) {
+        let Some(e) = file.eps.get_mut(ep) else {
+            return Ok(false);
+        };
+        if e.revoked || crate::certgen::normal_serial(&e.serial).ok() != Some(want) {
             return Ok(false);
         }
-        file.eps.remove(ep);
+        e.revoked = true;
         write_json(&self.enrolled_path(), &file)?;
         Ok(true)
     }
@@ -628,6 +635,7 @@ mod tests {
             enrolled,
             services: None,
             invite: Some(invite.into()),
+            revoked: false,
         };
         let used = |ended: bool| Invite {
             id: "a".into(),

@@ -38,6 +38,14 @@ pub fn merge_enrolled(
     let Some(e) = &s.enrol else { return Ok(s) };
     let store = invites::Store::new(&e.state);
     for (name, ep) in store.enrolled()?.eps {
+        if ep.revoked {
+            // `ferry hub revoke`: no address, no token of its own, and
+            // no service but what hub.toml lists for it. Still an
+            // enrolled name (invited again, never one hub.toml names).
+            grant_enrolled(&mut s, &name, Some(Vec::new()));
+            s.enrolled.push(name);
+            continue;
+        }
         s.allowlist.add(ep.address);
         if s.credentials.per_ep.contains_key(&name) {
             tracing::warn!(ep = %name, "[eps.{name}] in the config wins over its enrolment's token");

@@ -450,7 +450,15 @@ pub async fn login_quic(
             addr: hub.to_string(),
             why: e.to_string(),
         })?;
-    let conn = connecting.await.map_err(|e| quic_error(hub, e))?;
+    // A handshake that hears nothing is told as silence (what the QUIC
+    // door gives an address it does not admit), a little before the
+    // caller's deadline for the whole login: one that answered and then
+    // took long (its Argon2 queue after a restart) is not.
+    let within = s.timing.connect_timeout * 9 / 10;
+    let conn = tokio::time::timeout(within, connecting)
+        .await
+        .map_err(|_| quic_unanswered(hub, Some(within)))?
+        .map_err(|e| quic_error(hub, e))?;
     let (send, recv) = conn.open_bi().await.map_err(|e| quic_error(hub, e))?;
     let mut path = Path::Quic(crate::quic::QuicStream::control(send, recv));
     let mut welcome = greet(s, h, &mut path, Some(hub.ip()), None).await?;
@@ -495,7 +503,7 @@ fn quic_error(hub: SocketAddr, e: quinn::ConnectionError) -> LoginError {
 /// A QUIC login that heard nothing: a hub's QUIC door says nothing to an
 /// address it does not admit (as it says nothing to a stranger), so the
 /// likely causes are named rather than a bare timeout.
-pub(crate) fn quic_unanswered(hub: impl std::fmt::Display, within: Option<Duration>) -> LoginError {
+fn quic_unanswered(hub: impl std::fmt::Display, within: Option<Duration>) -> LoginError {
     let within = within.map(|d| format!(" within {d:?}")).unwrap_or_default();
     LoginError::Quic {
         addr: hub.to_string(),

@@ -262,7 +262,10 @@ pub async fn login_quic_once(
     let login = login::login_quic(settings, h, &client, &endpoint, hub);
     match tokio::time::timeout(deadline, login).await {
         Ok(r) => r.map(|_| ()),
-        Err(_) => Err(login::quic_unanswered(hub, Some(deadline))),
+        Err(_) => Err(LoginError::Timeout {
+            addr: hub.to_string(),
+            after: deadline,
+        }),
     }
 }
 

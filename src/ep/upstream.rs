@@ -455,7 +455,12 @@ impl Up {
                 let deadline = s.timing.connect_timeout;
                 tokio::time::timeout(deadline, self.login_quic(s, h, client, hub))
                     .await
-                    .unwrap_or_else(|_| Err(login::quic_unanswered(hub, Some(deadline))))
+                    .unwrap_or_else(|_| {
+                        Err(LoginError::Timeout {
+                            addr: hub.to_string(),
+                            after: deadline,
+                        })
+                    })
             }
             Transport::Auto => {
                 let hub = match self.quic_allowed() {

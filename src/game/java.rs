@@ -59,9 +59,12 @@ impl Handshake {
 
 /// A server address as configured or as sent, compared case-insensitively,
 /// without Forge's (or a proxy's) `\0…` suffix or DNS's trailing dot.
+/// One dot, as BungeeCord and Velocity take one off: `name..` must not
+/// pass a service's `allow` here and reach another server behind a proxy
+/// at home.
 pub fn normalise_host(address: &str) -> String {
     let name = address.split('\0').next().unwrap_or_default();
-    name.trim_end_matches('.').to_ascii_lowercase()
+    name.strip_suffix('.').unwrap_or(name).to_ascii_lowercase()
 }
 
 /// A packet's id, its body, and the bytes it took with its length.
@@ -256,6 +259,13 @@ mod tests {
         assert_eq!(h.host(), "survival.example.com");
         assert_eq!((h.protocol, h.port, h.next), (763, 25565, Next::Login));
         assert!(h.is_login());
+    }
+
+    #[test]
+    fn one_trailing_dot_is_taken_off_as_a_proxy_at_home_does() {
+        assert_eq!(normalise_host("A.test."), "a.test");
+        // Not the name `a.test` for a proxy trimming one dot either.
+        assert_eq!(normalise_host("a.test.."), "a.test.");
     }
 
     #[test]

@@ -200,6 +200,7 @@ async fn enrol(
         enrolled: now(),
         services: invite.services.clone(),
         invite: Some(id.to_string()),
+        revoked: false,
     };
     // Its own task: recorded and applied together even if this enrolment
     // is cut off (deadline, shutdown) halfway through.

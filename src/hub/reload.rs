@@ -512,11 +512,11 @@ fn ungranted_players_go(
     }
 }
 
-/// Grants changed outside a reload (an enrolment): counted as a reload
-/// counts them, and each service's ep checked against them.
+/// Grants changed outside a reload (an enrolment): each service's ep
+/// checked against them. Not counted as a reload's change: an earlier
+/// reload's cut (a grant withdrawn) keeps its own drain's end beside the
+/// one this makes, rather than giving way to it.
 pub(super) fn grants_changed(shared: &Arc<Shared>) {
-    let grants = &shared.changes.grants;
-    grants.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     reassign(shared, &shared.settings());
 }
 
