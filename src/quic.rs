@@ -462,8 +462,16 @@ impl Link {
     /// How long the peer has said nothing on the connection, as far as
     /// the looks at it tell (`heard`).
     pub fn silent_for(&self) -> Duration {
-        let received = self.conn.stats().udp_rx.datagrams;
+        let f = self.conn.stats().frame_rx;
+        // Frames a living peer sends on its own or in answer to a probe.
+        let received = f.acks + f.ping + f.stream + f.datagram + f.max_data + f.max_stream_data;
         self.heard.silent_for(received, std::time::Instant::now())
+    }
+
+    /// Whether the peer has been silent too long for a new stream
+    /// (`heard::silent_after` its round trip).
+    pub fn is_silent(&self) -> bool {
+        self.silent_for() >= heard::silent_after(self.conn.rtt())
     }
 
     /// Probes a connection gone quiet (`heard`) until it closes or `stop`,
@@ -474,7 +482,7 @@ impl Link {
         said: impl Fn(Option<Duration>),
     ) {
         let mut silent = false;
-        let mut tick = tokio::time::interval(heard::PROBE_AFTER / 4);
+        let mut tick = tokio::time::interval(heard::LOOK_EVERY);
         loop {
             tokio::select! {
                 _ = tick.tick() => {}
@@ -487,7 +495,7 @@ impl Link {
                 // id takes four bytes), so the peer drops it unread.
                 let _ = self.conn.send_datagram(Vec::new().into());
             }
-            let now = quiet >= heard::SILENT;
+            let now = quiet >= heard::silent_after(self.conn.rtt());
             if now != silent {
                 silent = now;
                 said(now.then_some(quiet));

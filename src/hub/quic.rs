@@ -223,31 +223,37 @@ fn on_incoming(shared: &Arc<Shared>, incoming: quinn::Incoming) {
                 }
                 return;
             };
-            let link = s.link();
-            let over = CancellationToken::new();
-            if let Some(l) = link.clone() {
-                tokio::spawn(watch_silence(l, s.ep().to_string(), over.clone()).in_current_span());
-            }
-            let ended = session(sh.clone(), s).await;
-            over.cancel();
-            // Its players keep the connection until they are done; then
-            // nothing holds it open. Ended by the hub, or found failing,
-            // they have the hub's drain; ended by the ep (its own drain on
-            // SIGTERM), the ep decides when, as its TLS channels would
-            // outlive the control connection: it closes the connection at
-            // the end of its drain (at most the longest drain there is),
-            // or the idle timeout does if it is gone.
-            if let Some(link) = link {
-                let drain = match ended {
-                    super::control::Ended::Ep => MAX_EP_DRAIN,
-                    _ => sh.settings().timing.drain_timeout,
-                };
-                link.close_when_idle(Some(drain), &sh.hard_stop, "session over")
-                    .await;
-            }
+            served(sh, s).await;
         }
         .instrument(span),
     );
+}
+
+/// A logged-in session over QUIC, to its end, and its connection until
+/// its players are done with it: then nothing holds it open. Ended by the
+/// hub, or found failing, they have the hub's drain; ended by the ep (its
+/// own drain on SIGTERM), the ep decides when, as its TLS channels would
+/// outlive the control connection: it closes the connection at the end of
+/// its drain (at most the longest drain there is), or the idle timeout
+/// does if it is gone.
+async fn served(sh: Arc<Shared>, s: super::control::LoggedIn) {
+    let link = s.link();
+    let over = CancellationToken::new();
+    if let Some(l) = link.clone() {
+        tokio::spawn(watch_silence(l, s.ep().to_string(), over.clone()).in_current_span());
+    }
+    // Also if the session's task panics.
+    let watching = over.drop_guard();
+    let ended = session(sh.clone(), s).await;
+    drop(watching);
+    if let Some(link) = link {
+        let drain = match ended {
+            super::control::Ended::Ep => MAX_EP_DRAIN,
+            _ => sh.settings().timing.drain_timeout,
+        };
+        link.close_when_idle(Some(drain), &sh.hard_stop, "session over")
+            .await;
+    }
 }
 
 /// Probes the session's connection when it goes quiet and says when it

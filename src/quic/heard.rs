@@ -1,5 +1,5 @@
-//! When a QUIC connection's peer was last heard: any packet it sent, as
-//! quinn counts them. A peer that vanished without a word (an ep killed,
+//! When a QUIC connection's peer was last heard: any frame it sent, as
+//! quinn counts them once decrypted (a forged packet counts for nothing). A peer that vanished without a word (an ep killed,
 //! its host's power cut) leaves a QUIC connection looking open until its
 //! idle timeout, where a TCP connection gets a reset from the peer's
 //! kernel at once: the hub probes a connection gone quiet, and one that
@@ -9,12 +9,22 @@
 use std::time::{Duration, Instant};
 
 /// A connection quiet this long is probed: an ack-eliciting frame, which
-/// a living peer acknowledges within its ACK delay (25 ms).
-pub const PROBE_AFTER: Duration = Duration::from_secs(1);
+/// a living peer acknowledges within its ACK delay (25 ms). An idle ep
+/// is otherwise heard every 5 s (its heartbeat, QUIC's keep-alive): the
+/// probes add a small packet each way about every 1.5 s while it idles.
+pub const PROBE_AFTER: Duration = Duration::from_millis(1500);
 
-/// A connection silent this long (probed twice or more, unanswered) gets
-/// no new stream until it is heard again.
-pub const SILENT: Duration = Duration::from_secs(2);
+/// How often the hub looks: silences are known within this.
+pub const LOOK_EVERY: Duration = Duration::from_millis(500);
+
+/// A connection silent this long, with a round trip of `rtt`, gets no new
+/// stream until it is heard again: probed and unanswered for three round
+/// trips and the peer's ACK delay, and a second at least (a path slower
+/// than that, a satellite hop or a home link filled by another upload,
+/// must not look dead between an idle ep's probes).
+pub fn silent_after(rtt: Duration) -> Duration {
+    PROBE_AFTER + (rtt * 3 + Duration::from_millis(25)).max(Duration::from_secs(1))
+}
 
 /// The count of datagrams received at the last look that saw it change.
 pub struct Heard {
@@ -30,9 +40,9 @@ impl Default for Heard {
 }
 
 impl Heard {
-    /// How long the peer has been silent, given the count of datagrams
+    /// How long the peer has been silent, given the count of frames
     /// received now: from the last look that saw the count change (so
-    /// looks at least every `PROBE_AFTER / 4` keep it within that).
+    /// looks every `LOOK_EVERY` keep it within that).
     pub fn silent_for(&self, received: u64, now: Instant) -> Duration {
         let mut last = self.last.lock().unwrap_or_else(|p| p.into_inner());
         if received != last.0 {
@@ -45,6 +55,18 @@ impl Heard {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_slow_path_is_given_three_round_trips() {
+        assert_eq!(
+            silent_after(Duration::from_millis(20)),
+            Duration::from_millis(2500)
+        );
+        assert_eq!(
+            silent_after(Duration::from_secs(1)),
+            Duration::from_millis(4525)
+        );
+    }
 
     #[test]
     fn silence_counts_from_the_last_look_that_saw_a_change() {

@@ -489,6 +489,7 @@ impl Service {
                 // limit held it): not relayed, only to be cut at the drain.
                 Some(Ok(_)) if self.retired() => return Err(TakeError::Removed),
                 Some(Ok(ch)) => return Ok(ch),
+                Some(Err(())) if self.retired() => return Err(TakeError::Removed),
                 Some(Err(())) if Instant::now() >= deadline => {
                     return Err(TakeError::Timeout(wait));
                 }
@@ -562,7 +563,7 @@ impl Service {
                 .as_ref()
                 .and_then(|a| Some((a.session, a.modern, a.link.clone()?)))
         }?;
-        if link.silent_for() >= crate::quic::heard::SILENT {
+        if link.is_silent() {
             // Gone without a word, perhaps (killed, its power cut): a
             // stream now would go nowhere. The player waits, as over TLS
             // for a session that ended, for it to be heard again or for
