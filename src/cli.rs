@@ -449,7 +449,9 @@ fn mark_enrolled(run: &HubRun, store: &crate::enrol::invites::Store, records: &[
             ),
         }
         let Some(s) = &settings else { continue };
-        if s.credentials.per_ep.contains_key(ep.as_str()) {
+        let own = s.credentials.per_ep.contains_key(ep.as_str())
+            || (s.credentials.files.iter()).any(|(n, _)| n.as_deref() == Some(ep.as_str()));
+        if own {
             eprintln!(
                 "warning: [eps.{ep}] in {} gives ep {ep} a token of its own, which still logs \
                  it in where the hub does not follow the revocation list: remove it",
@@ -772,11 +774,15 @@ fn invite_notes(store: &crate::enrol::invites::Store, id: &str, ep: &str) -> Res
             open.join(", ")
         );
     }
-    if store.enrolled()?.eps.contains_key(ep) {
-        println!(
+    match store.enrolled()?.eps.get(ep).map(|e| e.revoked) {
+        Some(false) => println!(
             "note: ep {ep} is enrolled; a machine joining with this invite replaces it \
              (its certificate is revoked)"
-        );
+        ),
+        Some(true) => {
+            println!("note: ep {ep} was revoked; a machine joining with this invite takes the name")
+        }
+        None => {}
     }
     Ok(())
 }

@@ -594,6 +594,44 @@ async fn revoking_an_enrolled_ep_shuts_it_out_where_the_hub_follows_no_list(t: T
 
 on_every_transport!(revoking_an_enrolled_ep_shuts_it_out_where_the_hub_follows_no_list);
 
+/// A machine enrolled under a name revoked before (a stolen laptop
+/// replaced), on a hub that reloads only when told (`watch_config =
+/// false`): its invite's services are its at once. Before, the revoked
+/// record's empty list stood and the new ep served nothing until a reload.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_ep_enrolled_again_after_a_revocation_serves_its_invite_s_services() {
+    let certs = Certs::new();
+    let revoked = serde_json::json!({"eps": {"cabin": {
+        "token_hash": "revoked by ferry hub revoke", "serial": "01", "address": "127.0.0.9",
+        "enrolled": 1, "services": ["game"], "revoked": true
+    }}});
+    std::fs::write(certs.path("enrolled.json"), revoked.to_string()).unwrap();
+    let (door, game) = (free_range(1), free_range(1));
+    let o = HubOpts {
+        services: vec![],
+        allowlist: vec!["127.0.0.2/32".into()],
+        extra: format!(
+            "watch_config = false\n[enrol]\nbind = \"127.0.0.1:{door}\"\n\
+             [services.game]\nbind = \"127.0.0.1:{game}\"\n"
+        ),
+        ..Default::default()
+    };
+    let settings = hub_settings(&certs, &o);
+    let file = settings.file.clone();
+    let hub = TestHub::from_settings(settings, &o).await;
+    let home = tempfile::tempdir().unwrap();
+    let (ok, text) = join(&invite(&file, "cabin", &[]), home.path()).await;
+    assert!(ok, "{text}");
+    let _ep = TestEp::start(joined_settings(home.path(), game, echo_server().await));
+    hub.wait_sessions(1).await;
+    common::udp::eventually(
+        "the new machine serves game",
+        Duration::from_secs(10),
+        || hub.handle.served_by("game").as_deref() == Some("cabin"),
+    )
+    .await;
+}
+
 /// A name hub.toml gives an ep on the shared token (`[eps.home]` with
 /// only its services): `ferry hub invite` refuses it, as an enrolment
 /// would give the name a token of its own, lock that ep out and hand its

@@ -132,6 +132,9 @@ pub struct EnrolledFile {
     pub eps: BTreeMap<String, Enrolled>,
 }
 
+/// What a revoked record keeps for its token hash.
+const REVOKED_HASH: &str = "revoked by ferry hub revoke";
+
 pub fn now() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -424,6 +427,9 @@ impl Store {
             return Ok(false);
         }
         e.revoked = true;
+        // Not a hash: an older ferry, which knows no `revoked`, refuses
+        // the file rather than let the token log in again.
+        e.token_hash = REVOKED_HASH.to_string();
         write_json(&self.enrolled_path(), &file)?;
         Ok(true)
     }

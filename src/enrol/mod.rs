@@ -39,10 +39,15 @@ pub fn merge_enrolled(
     let store = invites::Store::new(&e.state);
     for (name, ep) in store.enrolled()?.eps {
         if ep.revoked {
-            // `ferry hub revoke`: no address, no token of its own, and
-            // no service but what hub.toml lists for it. Still an
-            // enrolled name (invited again, never one hub.toml names).
-            grant_enrolled(&mut s, &name, Some(Vec::new()));
+            // `ferry hub revoke`: no address, no token of its own. A token
+            // hub.toml gives the name still logs it in (revoke warns):
+            // then no service but what hub.toml lists, never the reach of
+            // an ep without a list. Still an enrolled name: invited again,
+            // its new enrolment's grants apply, never taken for one
+            // hub.toml names.
+            if s.credentials.per_ep.contains_key(&name) {
+                grant_enrolled(&mut s, &name, Some(Vec::new()));
+            }
             s.enrolled.push(name);
             continue;
         }

@@ -335,19 +335,7 @@ async fn record_and_apply(
         Err(err) => return Err(err.to_string()),
     };
     shared.metrics.enrolments.inc();
-    let mut s = (*shared.settings()).clone();
-    s.credentials.per_ep.insert(ep.clone(), hash);
-    s.allowlist.add(ip);
-    crate::enrol::grant_enrolled(&mut s, &ep, services);
-    s.enrolled.push(ep.clone());
-    let regranted = s.grants != shared.settings().grants;
-    shared.set_settings(s);
-    if regranted {
-        // A service the invite granted is out of reach of eps without a
-        // list of their own now, as after a reload granting it: the one
-        // serving it lets it go and its players finish within the drain.
-        super::reload::grants_changed(&shared);
-    }
+    apply(&shared, &ep, (hash, ip, services));
     if again {
         // The machine the earlier certificate and token are on is cut off
         // now, not when the new one first logs in (which may be hours).
@@ -358,6 +346,28 @@ async fn record_and_apply(
     }
     drop(update);
     Ok(())
+}
+
+/// The enrolled `ep`'s token hash, address and granted services in the
+/// running settings.
+fn apply(
+    shared: &Arc<Shared>,
+    ep: &str,
+    (hash, ip, services): (String, std::net::IpAddr, Option<Vec<String>>),
+) {
+    let mut s = (*shared.settings()).clone();
+    s.credentials.per_ep.insert(ep.to_string(), hash);
+    s.allowlist.add(ip);
+    crate::enrol::grant_enrolled(&mut s, ep, services);
+    s.enrolled.push(ep.to_string());
+    let regranted = s.grants != shared.settings().grants;
+    shared.set_settings(s);
+    if regranted {
+        // A service the invite granted is out of reach of eps without a
+        // list of their own now, as after a reload granting it: the one
+        // serving it lets it go and its players finish within the drain.
+        super::reload::grants_changed(shared);
+    }
 }
 
 /// The serials the revocation list at `path` holds; a file with no list
