@@ -19,6 +19,12 @@ pub enum Version {
 /// v2's twelve-byte signature.
 const V2_SIGNATURE: [u8; 12] = *b"\r\n\r\n\0\r\nQUIT\n";
 
+/// Whether `d` begins as a v2 header does: a player's datagram shaped so
+/// would be taken for one by a service that forgot the real header.
+pub fn looks_like_v2(d: &[u8]) -> bool {
+    d.starts_with(&V2_SIGNATURE)
+}
+
 /// Both addresses in one family: a v4 address beside a v6 one is written
 /// v4-mapped, as receivers expect one family per header.
 fn same_family(src: SocketAddr, dst: SocketAddr) -> (SocketAddr, SocketAddr) {

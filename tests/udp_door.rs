@@ -378,6 +378,13 @@ async fn proxy_headers_name_the_address_the_player_reached(t: Transport) {
             );
             q.send_to(b"after", reached).await.unwrap();
             assert_eq!(headed(&home).await, (None, b"after".to_vec()));
+            // The player's own header, naming another address: not passed
+            // on (a service that lost the real one would believe it).
+            let mut forged = b"\r\n\r\n\0\r\nQUIT\n\x21\x12\x00\x0c".to_vec();
+            forged.extend_from_slice(&[203, 0, 113, 1, 127, 0, 0, 7, 0x30, 0x39, 0, 80]);
+            q.send_to(&forged, reached).await.unwrap();
+            q.send_to(b"last", reached).await.unwrap();
+            assert_eq!(headed(&home).await, (None, b"last".to_vec()), "{bind}");
         } else {
             q.send_to(b"after", reached).await.unwrap();
             assert_eq!(headed(&home).await, (Some((0x12, qv4)), b"after".to_vec()));
@@ -555,6 +562,43 @@ async fn datagrams_the_game_never_answers_do_not_keep_it_awake(t: Transport) {
         junk.send_to(b"junk", to).await.unwrap();
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+}
+
+on_every_transport!(a_udp_flood_leaves_tcp_players_a_quarter_of_the_hub);
+
+/// Forged sources (free to a forger) flooding one UDP service of a hub
+/// with a small `max_players_total`: its flows take three quarters of the
+/// hub at most, and a TCP player of another service still gets in.
+/// Before, the flood's flows filled the hub and every TCP player was
+/// refused ("hub player cap reached").
+async fn a_udp_flood_leaves_tcp_players_a_quarter_of_the_hub(t: Transport) {
+    let certs = Certs::new();
+    let (home, _) = udp_echo().await;
+    let opts = HubOpts {
+        services: vec!["web".into()],
+        extra: "max_players_total = 8\n[services.echo]\nbind = \"127.0.0.1:0\"\ntype = \"udp\"\n"
+            .into(),
+        ..Default::default()
+    };
+    let hub = TestHub::start(&certs, &t.hub_opts(opts)).await;
+    let eo = EpOpts::new(
+        &certs,
+        vec![("echo".into(), home), ("web".into(), echo_server().await)],
+    );
+    let _ep = TestEp::start(ep_settings(&certs, &hub, &t.ep_opts(&hub, eo)));
+    hub.wait_sessions(1).await;
+    let to = at("127.0.0.1", hub.handle.service_addr("echo").unwrap().port());
+    let mut flood = Vec::new();
+    for i in 0..8 {
+        let p = player_from(&format!("127.0.{}.1", 10 + i)).await;
+        p.send_to(b"flood", to).await.unwrap();
+        flood.push(p);
+    }
+    common::udp::eventually("the flood's flows", Duration::from_secs(10), || {
+        hub.handle.udp_flows("echo") == Some(6)
+    })
+    .await;
+    assert_eq!(echo_through(hub.service("web"), b"tcp").await, b"tcp");
 }
 
 on_every_transport!(server_list_pings_do_not_hold_the_flows_a_player_needs);

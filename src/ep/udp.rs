@@ -323,6 +323,9 @@ impl ToService {
     /// socket's buffer, but while a PROXY header is due is sent as
     /// `send_now` sends (the header first, whichever path is quicker).
     async fn send(&self, d: Vec<u8>) {
+        if self.forged_header(&d) {
+            return;
+        }
         if self.lock_header().is_some() {
             return self.send_now(&d);
         }
@@ -338,6 +341,9 @@ impl ToService {
 
     /// A datagram sent without waiting: a full socket buffer loses it.
     fn send_now(&self, d: &[u8]) {
+        if self.forged_header(d) {
+            return;
+        }
         self.count(d);
         let mut header = self.lock_header();
         if header.is_none() {
@@ -417,6 +423,19 @@ impl ToService {
         if header.is_none() {
             *header = self.first.clone();
         }
+    }
+
+    /// A player's datagram shaped as a PROXY v2 header, for a service
+    /// that reads one: dropped. A service that lost the flow's header
+    /// without a word (restarted, or forgot the source) would take it for
+    /// the header and believe whatever address it names. No game's
+    /// datagram begins with the signature.
+    fn forged_header(&self, d: &[u8]) -> bool {
+        let forged = self.first.is_some() && crate::proxy_header::looks_like_v2(d);
+        if forged {
+            tracing::debug!("a player's datagram shaped as a PROXY header was not sent");
+        }
+        forged
     }
 
     fn count(&self, d: &[u8]) {

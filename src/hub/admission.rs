@@ -22,13 +22,16 @@ use std::{
 };
 use tokio::time::Instant;
 
-/// Addresses tracked per service; beyond this, the oldest idle ones go.
+/// Addresses tracked per service before the idle ones (no player, no ban
+/// in force) are let go.
 const MAX_TRACKED: usize = 65_536;
 
 /// Players at once across the hub.
 pub(crate) struct HubCap {
     max: usize,
     now: AtomicUsize,
+    /// Of those, UDP flows (`enter_udp`).
+    udp: AtomicUsize,
 }
 
 impl HubCap {
@@ -36,7 +39,32 @@ impl HubCap {
         Arc::new(HubCap {
             max,
             now: AtomicUsize::new(0),
+            udp: AtomicUsize::new(0),
         })
+    }
+
+    /// A place for a UDP flow: three quarters of the cap at most. A UDP
+    /// source costs a forger nothing, so a flood on one UDP service must
+    /// leave the hub's TCP players (real addresses, under the doors'
+    /// rates and bans) a quarter of the hub.
+    pub(super) fn enter_udp(&self) -> bool {
+        let share = self.max - self.max / 4;
+        let took = self
+            .udp
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < share).then_some(n + 1)
+            })
+            .is_ok();
+        if took && !self.enter() {
+            self.udp.fetch_sub(1, Ordering::AcqRel);
+            return false;
+        }
+        took
+    }
+
+    pub(super) fn leave_udp(&self) {
+        self.udp.fetch_sub(1, Ordering::AcqRel);
+        self.leave();
     }
 
     pub fn max(&self) -> usize {
@@ -186,6 +214,8 @@ fn listed(l: &PlayerLimits, ip: IpAddr) -> Result<(), Reason> {
 struct State {
     players: usize,
     sources: HashMap<IpAddr, Source>,
+    /// The size of `sources` at which the idle go next (`prune_at`).
+    prune_at: usize,
     /// Players per network (`sources::network_key`); no entry at zero.
     nets: HashMap<IpAddr, usize>,
 }
@@ -203,12 +233,14 @@ pub(crate) struct Door {
 }
 
 impl State {
-    /// `key`'s record, made if new (the oldest idle ones go when too many
-    /// are kept).
+    /// `key`'s record, made if new (the idle ones go when too many are
+    /// kept).
     fn source(&mut self, key: IpAddr, l: &PlayerLimits, now: Instant) -> &mut Source {
-        if !self.sources.contains_key(&key) && self.sources.len() >= MAX_TRACKED {
+        if !self.sources.contains_key(&key) && self.sources.len() >= self.prune_at.max(MAX_TRACKED)
+        {
             self.sources
                 .retain(|_, s| s.players > 0 || s.banned_until.is_some_and(|b| b > now));
+            self.prune_at = prune_at(self.sources.len());
         }
         self.sources.entry(key).or_insert(Source {
             players: 0,
@@ -219,6 +251,15 @@ impl State {
             banned_until: None,
         })
     }
+}
+
+/// When the table, `kept` records after letting the idle go, is looked
+/// through next: once it has doubled. Records with players or a ban in
+/// force cannot go, and thousands of banned /64s (one /48 holds 65,536)
+/// would otherwise have every new address look through them all, in the
+/// port's accept loop.
+fn prune_at(kept: usize) -> usize {
+    kept.saturating_mul(2).max(MAX_TRACKED)
 }
 
 /// A connection counted at a door, not yet given a place.
@@ -464,6 +505,47 @@ mod tests {
         };
         limits(&mut l);
         Door::new(l, HubCap::new(cap), ServiceMeters::default())
+    }
+
+    #[test]
+    fn udp_flows_leave_tcp_players_a_quarter_of_the_hub() {
+        let cap = HubCap::new(8);
+        assert_eq!((0..8).filter(|_| cap.enter_udp()).count(), 6);
+        assert!(cap.enter() && cap.enter(), "TCP players get the rest");
+        assert!(!cap.enter() && !cap.enter_udp());
+        cap.leave_udp();
+        assert!(cap.enter_udp());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_table_full_of_bans_is_looked_through_once_per_doubling() {
+        let l = door(|_| {}, 1_000_000).limits.get();
+        let mut st = State::default();
+        let now = Instant::now();
+        let v6 = |i: u64| {
+            IpAddr::from(std::net::Ipv6Addr::from(
+                (0x2001_0db8_u128 << 96) | (u128::from(i) << 64),
+            ))
+        };
+        // Every /64 of a prefix banned: none can go.
+        for i in 0..MAX_TRACKED as u64 {
+            st.source(v6(i), &l, now).banned_until = Some(now + Duration::from_secs(600));
+        }
+        // The next looks through them once, and keeps them all.
+        st.source(v6(1 << 20), &l, now);
+        assert_eq!(st.sources.len(), MAX_TRACKED + 1);
+        assert_eq!(st.prune_at, 2 * MAX_TRACKED);
+        // Those after it do not, until the table doubles.
+        for i in 1..1000 {
+            st.source(v6((1 << 20) + i), &l, now);
+        }
+        assert_eq!(st.prune_at, 2 * MAX_TRACKED);
+        // Once the bans are over, the idle go at the next look.
+        let later = now + Duration::from_secs(601);
+        st.prune_at = 0;
+        st.source(v6(1 << 30), &l, later);
+        assert_eq!(st.sources.len(), 1);
+        assert_eq!(st.prune_at, MAX_TRACKED);
     }
 
     #[tokio::test(start_paused = true)]

@@ -343,7 +343,7 @@ impl UdpDoor {
         for (k, flow) in victims {
             self.evict(t, k, &flow);
         }
-        if self.cap.enter() {
+        if self.cap.enter_udp() {
             return Ok(());
         }
         // The hub is full: this service's own flow that has proven least
@@ -351,7 +351,7 @@ impl UdpDoor {
         match t.victim(Scope::Service, ip, stale) {
             Some((k, flow)) => {
                 self.evict(t, k, &flow);
-                self.cap.enter().then_some(()).ok_or(Reason::HubFull)
+                self.cap.enter_udp().then_some(()).ok_or(Reason::HubFull)
             }
             None => Err(Reason::HubFull),
         }
@@ -366,7 +366,7 @@ impl UdpDoor {
     /// Takes `flow` out of the table if it is still there; idempotent.
     fn remove(&self, t: &mut Table, k: FlowKey, flow: &Flow) {
         if t.remove(k, flow) {
-            self.cap.leave();
+            self.cap.leave_udp();
             self.meters.flows.dec();
             self.traffic.players.dec();
         }
