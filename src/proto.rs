@@ -414,7 +414,7 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
                 if msg.is_unknown() {
                     tracing::debug!(
                         "skipping a message type this build does not know: {}",
-                        String::from_utf8_lossy(&body[..body.len().min(64)])
+                        shown(&String::from_utf8_lossy(&body[..body.len().min(64)]))
                     );
                     continue;
                 }

@@ -41,6 +41,10 @@ pub fn encode(out: &mut Vec<u8>, d: &[u8]) {
     out.extend_from_slice(d);
 }
 
+/// What a datagram's buffer starts with: a game's datagram fits, a
+/// larger one grows as it arrives.
+const FIRST_ALLOC: usize = 2048;
+
 /// The next datagram; `None` when the stream ends between frames.
 pub async fn read<R: AsyncRead + Unpin>(r: &mut R) -> std::io::Result<Option<Vec<u8>>> {
     let mut len = [0u8; 2];
@@ -49,9 +53,15 @@ pub async fn read<R: AsyncRead + Unpin>(r: &mut R) -> std::io::Result<Option<Vec
         Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(None),
         Err(e) => return Err(e),
     }
-    // Allocated per datagram at its size: an idle flow holds no buffer.
-    let mut d = vec![0u8; u16::from_be_bytes(len) as usize];
-    r.read_exact(&mut d).await?;
+    // Allocated per datagram (an idle flow holds no buffer), and grown as
+    // its bytes come, not at the length the peer declares: a peer that
+    // sends lengths alone would have each flow hold 64 KiB.
+    let len = u16::from_be_bytes(len) as usize;
+    let mut d = Vec::with_capacity(len.min(FIRST_ALLOC));
+    (&mut *r).take(len as u64).read_to_end(&mut d).await?;
+    if d.len() < len {
+        return Err(std::io::ErrorKind::UnexpectedEof.into());
+    }
     Ok(Some(d))
 }
 

@@ -382,7 +382,10 @@ impl Up {
                 None
             }
             Ok(HubMsg::Closing { reason, kind }) => Some(closing(&reason, kind)),
-            Ok(other) => Some(end(format!("unexpected message from the hub: {other:?}"))),
+            Ok(other) => Some(end(format!(
+                "unexpected message from the hub: {}",
+                proto::shown(&format!("{other:?}"))
+            ))),
             Err(e) => Some(end(e.to_string())),
         }
     }

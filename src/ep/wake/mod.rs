@@ -670,12 +670,17 @@ impl Homes {
         if !answers {
             return None;
         }
-        tracing::warn!(
-            service = l.service,
-            failed = l.at,
-            answers = found.at,
-            "a player's dial failed, but the service answers where it did before: not woken"
-        );
+        // A hub can send such dials in a loop: said once a second a service.
+        static SAID: crate::log_rate::PerKey = crate::log_rate::PerKey::new();
+        if let Some(unsaid) = SAID.now(&l.service) {
+            tracing::warn!(
+                service = l.service,
+                failed = l.at,
+                answers = found.at,
+                unsaid,
+                "a player's dial failed, but the service answers where it did before: not woken"
+            );
+        }
         Some(found)
     }
 
