@@ -560,6 +560,40 @@ async fn ignoring_joins(
     pings
 }
 
+on_every_transport!(a_udp_dial_to_a_tcp_service_just_started_tells_no_hub_it_is_down);
+
+/// A TCP service with no `type` in ep.toml (a Java server, as README
+/// writes it), right after the ep starts, before any player has found it:
+/// a hub sends it a UDP flow (here a hub whose service is `tcp+udp`; a
+/// compromised hub can at will), refused at home. Before, the ep took the
+/// refusal for the service's and told every hub it was down: their server
+/// lists answered "offline", `/health/SERVICE` said 503. Now it tries the
+/// service's first port, finds it up, and changes nothing.
+async fn a_udp_dial_to_a_tcp_service_just_started_tells_no_hub_it_is_down(t: Transport) {
+    use common::udp::free_range;
+    let certs = Certs::new();
+    let (home, tries) = counting_greeter().await;
+    let port = free_range(1);
+    let o = t.hub_opts(HubOpts {
+        services: vec![],
+        extra: format!("[services.mc]\nbind = \"127.0.0.1:{port}\"\ntype = \"tcp+udp\"\n"),
+        ..Default::default()
+    });
+    let hub = TestHub::start(&certs, &o).await;
+    let eo = t.ep_opts(&hub, EpOpts::new(&certs, vec![("mc".into(), home)]));
+    let _ep = TestEp::start(ep_settings(&certs, &hub, &eo));
+    hub.wait_sessions(1).await;
+    let p = common::udp::player().await;
+    p.send_to(b"hello", ("127.0.0.1", port)).await.unwrap();
+    // The ep looks at the service's TCP port...
+    common::udp::eventually("a try of the first port", Duration::from_secs(10), || {
+        tries.load(std::sync::atomic::Ordering::Relaxed) >= 1
+    })
+    .await;
+    // ...finds it up, and no hub is told it is down.
+    assert_ne!(hub.handle.home("mc"), Some("down"));
+}
+
 on_every_transport!(a_hub_cannot_have_every_hub_told_a_playing_udp_game_is_down);
 
 /// A UDP game up and answering (a Bedrock server, or another game that

@@ -410,7 +410,7 @@ impl Homes {
         }
         let Some(w) = wake.filter(|_| join && !cooling) else {
             drop(busy);
-            if let Some(at) = silent {
+            if let Some(at) = silent.or_else(|| self.untyped(l, icmp, &found)) {
                 self.look(at, state, dialled);
                 return None;
             }
@@ -644,6 +644,26 @@ impl Homes {
                 ..l.clone()
             }),
             _ => known,
+        }
+    }
+
+    /// A UDP dial refused (`icmp`) at a service ep.toml names no kind for
+    /// and that no player has found yet (the ep just started): it may be
+    /// a TCP service that a hub, not a player, chose to reach over UDP,
+    /// so before every hub is told it is away, its first port is looked
+    /// at (a TCP try: the host is on, it said so). A Bedrock server, with
+    /// no TCP port, is found away there as it was before.
+    fn untyped(&self, l: &Local, icmp: bool, found: &Option<Local>) -> Option<Local> {
+        if !(l.udp && icmp && found.is_none()) {
+            return None;
+        }
+        match locked(&self.first_port).get(&l.service).cloned() {
+            Some((at, false)) => Some(Local {
+                at,
+                udp: false,
+                ..l.clone()
+            }),
+            _ => None,
         }
     }
 

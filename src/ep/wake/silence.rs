@@ -12,7 +12,8 @@ use tokio::time::Instant;
 
 impl Homes {
     /// Looks into a dial met by silence where `at` (where a flow heard
-    /// the service, or where it was dialled) and tells every hub `state`
+    /// the service, or where it was dialled; or a TCP port, for a UDP
+    /// dial refused where ep.toml names no kind) and tells every hub `state`
     /// if it is away: not if it answered since the dial began, nor over
     /// a state set meanwhile (a wake), nor for a service forgotten
     /// meanwhile. One look at a time for each service: a hub sending
@@ -24,7 +25,11 @@ impl Homes {
         let (me, forgets) = (self.clone(), self.forgets.load(Relaxed));
         let was = self.state_of(&at.service);
         tokio::spawn(async move {
-            let there = me.udp_there(&at).await;
+            // A TCP port (`Homes::untyped`): there if it takes a connection.
+            let there = match at.udp {
+                true => me.udp_there(&at).await,
+                false => at.answers().await,
+            };
             let service = &at.service;
             locked(&me.looking).remove(service);
             let answered = locked(&me.up_at).get(service).is_some_and(|t| *t > dialled);
