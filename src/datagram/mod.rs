@@ -57,10 +57,14 @@ pub async fn read<R: AsyncRead + Unpin>(r: &mut R) -> std::io::Result<Option<Vec
     // its bytes come, not at the length the peer declares: a peer that
     // sends lengths alone would have each flow hold 64 KiB.
     let len = u16::from_be_bytes(len) as usize;
-    let mut d = Vec::with_capacity(len.min(FIRST_ALLOC));
-    (&mut *r).take(len as u64).read_to_end(&mut d).await?;
-    if d.len() < len {
-        return Err(std::io::ErrorKind::UnexpectedEof.into());
+    let mut d = vec![0u8; len.min(FIRST_ALLOC)];
+    r.read_exact(&mut d).await?;
+    // One allocation for a game's datagram; a larger one doubles, to its
+    // length at most, as its bytes come.
+    while d.len() < len {
+        let at = d.len();
+        d.resize((at * 2).min(len), 0);
+        r.read_exact(&mut d[at..]).await?;
     }
     Ok(Some(d))
 }

@@ -32,6 +32,8 @@ pub(crate) struct HubCap {
     now: AtomicUsize,
     /// Of those, UDP flows (`enter_udp`).
     udp: AtomicUsize,
+    /// Some service takes TCP players: a quarter of the cap is theirs.
+    tcp_served: std::sync::atomic::AtomicBool,
 }
 
 impl HubCap {
@@ -40,7 +42,23 @@ impl HubCap {
             max,
             now: AtomicUsize::new(0),
             udp: AtomicUsize::new(0),
+            tcp_served: std::sync::atomic::AtomicBool::new(true),
         })
+    }
+
+    /// Whether a service takes TCP players (at start and on reload): on a
+    /// hub with none, UDP flows may take the whole cap.
+    pub fn serve_tcp(&self, on: bool) {
+        self.tcp_served.store(on, Ordering::Relaxed);
+    }
+
+    /// The places UDP flows may hold: all but a quarter (one at least)
+    /// while TCP players are served.
+    fn udp_share(&self) -> usize {
+        if !self.tcp_served.load(Ordering::Relaxed) {
+            return self.max;
+        }
+        self.max - (self.max / 4).max(usize::from(self.max >= 2))
     }
 
     /// A place for a UDP flow: three quarters of the cap at most. A UDP
@@ -48,7 +66,7 @@ impl HubCap {
     /// leave the hub's TCP players (real addresses, under the doors'
     /// rates and bans) a quarter of the hub.
     pub(super) fn enter_udp(&self) -> bool {
-        let share = self.max - self.max / 4;
+        let share = self.udp_share();
         let took = self
             .udp
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
@@ -515,6 +533,13 @@ mod tests {
         assert!(!cap.enter() && !cap.enter_udp());
         cap.leave_udp();
         assert!(cap.enter_udp());
+        // A hub with no TCP service: the whole cap.
+        let udp_only = HubCap::new(8);
+        udp_only.serve_tcp(false);
+        assert_eq!((0..9).filter(|_| udp_only.enter_udp()).count(), 8);
+        // A tiny cap still keeps one place.
+        let tiny = HubCap::new(2);
+        assert_eq!((0..2).filter(|_| tiny.enter_udp()).count(), 1);
     }
 
     #[tokio::test(start_paused = true)]

@@ -155,10 +155,17 @@ pub fn read_files(mut settings: HubSettings) -> Result<HubSettings> {
 fn player_cap(settings: &HubSettings) -> Arc<admission::HubCap> {
     let l = settings.limits;
     let reserve = 5 * l.max_pending_auth as u64 + 64 * settings.services.len() as u64 + 64;
-    admission::HubCap::new(
+    let cap = admission::HubCap::new(
         l.max_players_total
             .unwrap_or_else(|| crate::fdlimit::player_cap(crate::fdlimit::raise(), reserve)),
-    )
+    );
+    cap.serve_tcp(serves_tcp(settings));
+    cap
+}
+
+/// Whether some service takes TCP players.
+pub(crate) fn serves_tcp(settings: &HubSettings) -> bool {
+    (settings.services.iter()).any(|s| s.kind != crate::config::ports::ServiceKind::Udp)
 }
 
 /// The TCP doors every hub has (control, channel) and may have (admin,

@@ -167,6 +167,7 @@ async fn apply(
         .map_err(|e| format!("{e:#}{}; nothing changed", held_by_us(&fresh, &bound_at)))?;
     shared.set_settings(new);
     let new = shared.settings();
+    shared.cap.serve_tcp(super::serves_tcp(&new));
     tls_changed(shared, (&old, old_tls), (&new, new_tls));
     if old.grants != new.grants {
         let grants = &shared.changes.grants;

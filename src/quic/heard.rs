@@ -23,7 +23,10 @@ pub const LOOK_EVERY: Duration = Duration::from_millis(500);
 /// than that, a satellite hop or a home link filled by another upload,
 /// must not look dead between an idle ep's probes).
 pub fn silent_after(rtt: Duration) -> Duration {
-    PROBE_AFTER + (rtt * 3 + Duration::from_millis(25)).max(Duration::from_secs(1))
+    // At most 10 s: a peer can make its round trip look long (its ACK
+    // delay is its to say).
+    let answer = rtt.saturating_mul(3) + Duration::from_millis(25);
+    PROBE_AFTER + answer.clamp(Duration::from_secs(1), Duration::from_secs(10))
 }
 
 /// The count of datagrams received at the last look that saw it change.
@@ -65,6 +68,10 @@ mod tests {
         assert_eq!(
             silent_after(Duration::from_secs(1)),
             Duration::from_millis(4525)
+        );
+        assert_eq!(
+            silent_after(Duration::from_secs(60)),
+            Duration::from_millis(11_500)
         );
     }
 

@@ -678,6 +678,8 @@ mod tests {
         let limits =
             PlayerLimits::merge(PlayersConfig::default(), &PlayersConfig::default(), "").unwrap();
         let cap = HubCap::new(2);
+        // No TCP service: the whole cap is UDP's.
+        cap.serve_tcp(false);
         let d = UdpDoor::new(
             "game".into(),
             limits,
