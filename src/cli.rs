@@ -376,7 +376,8 @@ fn revoke(r: RevokeArgs, run: &HubRun) -> Result<()> {
     // An enrolled ep's certificate never came to the hub: its serial is in
     // the enrolment record.
     let (mut eps, mut serials) = (Vec::new(), r.serials.clone());
-    // Enrolled eps whose records go once the list is written: (name, serial).
+    // Enrolled eps whose records are marked revoked once the list is
+    // written: (name, serial).
     let mut records = Vec::new();
     let store = crate::enrol::invites::Store::new(&r.dir);
     for name in &r.eps {
@@ -436,12 +437,18 @@ fn revoke(r: RevokeArgs, run: &HubRun) -> Result<()> {
 /// tokens, addresses and grants at once, with or without `tls.crl`.
 fn mark_enrolled(run: &HubRun, store: &crate::enrol::invites::Store, records: &[(String, String)]) {
     let settings = run.config.is_file().then(|| check_hub(run).ok()).flatten();
-    for (ep, serial) in records {
+    let mut marked = false;
+    // `--ep NAME --serial` of its own serial names one record twice.
+    let mut seen = std::collections::HashSet::new();
+    for (ep, serial) in records.iter().filter(|r| seen.insert((*r).clone())) {
         match store.mark_revoked(ep, serial) {
-            Ok(true) => println!(
-                "ep {ep}'s token, address and services no longer count ({} marks it revoked)",
-                store.enrolled_path().display()
-            ),
+            Ok(true) => {
+                marked = true;
+                println!(
+                    "ep {ep}'s token, address and services no longer count ({} marks it revoked)",
+                    store.enrolled_path().display()
+                )
+            }
             Ok(false) => {}
             Err(err) => eprintln!(
                 "warning: ep {ep} is not marked revoked in {} (its certificate is): {err:#}",
@@ -458,20 +465,20 @@ fn mark_enrolled(run: &HubRun, store: &crate::enrol::invites::Store, records: &[
                 run.config.display()
             );
         }
-        if !s.watch_config {
-            println!(
-                "{} has watch_config = false: reload the hub (systemctl reload ferry-hub, \
-                 or kill -HUP) to apply it",
-                run.config.display()
-            );
-        }
+    }
+    if let Some(s) = settings.filter(|s| marked && !s.watch_config) {
+        println!(
+            "{} has watch_config = false: reload the hub (systemctl reload ferry-hub, \
+             or kill -HUP) to apply it",
+            s.file.display()
+        );
     }
 }
 
 /// Warns when the hub configuration here has no `tls.crl` naming the file
 /// `revoke` wrote: that hub never sees the revocation, and an ep made by
-/// `gen-cert` logs in as before (an enrolled one is shut out by its record
-/// taken out of enrolled.json). Silent where no
+/// `gen-cert` logs in as before (an enrolled one is shut out by its record,
+/// marked revoked in enrolled.json). Silent where no
 /// hub configuration is (a CA kept on another machine).
 fn crl_unfollowed(run: &HubRun, wrote: &Path) {
     if !run.config.is_file() {
@@ -484,10 +491,10 @@ fn crl_unfollowed(run: &HubRun, wrote: &Path) {
     };
     if !settings.crl.as_deref().is_some_and(same) {
         eprintln!(
-            "warning: {} has no tls.crl = \"{}\": the hub it configures does not see \
-             this revocation, and an ep made by gen-cert logs in as before (an enrolled \
-             one is shut out as its record leaves enrolled.json). Add it under [tls] (a \
-             reload applies it, and the hub follows the file from then on)",
+            "warning: {} has no tls.crl = \"{}\": the hub it configures does not read \
+             this list, so an ep made by gen-cert logs in as before (an enrolled one is \
+             shut out by its record, marked revoked in enrolled.json). Add it under [tls] \
+             (a reload applies it, and the hub follows the file from then on)",
             run.config.display(),
             wrote.display()
         );

@@ -434,7 +434,8 @@ impl Link {
     }
 
     /// Closes the connection once its session is over: when its last
-    /// player stream has ended (and its tail was acknowledged), after
+    /// stream (a player's, or the hub's control stream with its last
+    /// word) has ended and its tail was acknowledged, after
     /// `within` at the latest if given, or at once when `now` fires.
     /// Keep-alives would otherwise hold it open for ever.
     pub async fn close_when_idle(

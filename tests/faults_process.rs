@@ -76,6 +76,10 @@ async fn ep_killed_while_a_player_waits_serves_it_when_back(t: Transport) {
         Transport::Quic => "ep not heard on its QUIC connection",
     });
     let known = killed.elapsed();
+    assert!(
+        known < Duration::from_secs(10),
+        "the hub knew only after {known:?} (its heartbeat timeout is 15 s)"
+    );
     let player = tokio::spawn(echo_through(hub.services["echo"], b"waiting"));
     let start = Instant::now();
     let _ep = Ferry::spawn("ep", &ep_config, &[]);

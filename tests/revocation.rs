@@ -75,7 +75,7 @@ async fn gen_cert_force_revokes_the_certificate_it_replaces() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_crl_change_reloads_only_the_verifier() {
+async fn a_crl_change_applies_even_when_the_rest_cannot_reload() {
     let certs = Certs::new();
     let hub = TestHub::start_with_crl(&certs, &HubOpts::default(), &certs.path("crl.pem")).await;
     let _ep = TestEp::start(ep_settings(

@@ -12,8 +12,8 @@
 //! - `read_varint`: bounded to 5 bytes, decided by a prefix, and
 //!   `write_varint` of its value reads back equal (byte for byte when the
 //!   input's encoding was the shortest);
-//! - `normalise_host` is idempotent and yields a lowercase name without
-//!   a `\0` suffix or a trailing dot.
+//! - `normalise_host` yields a lowercase prefix of the name without its
+//!   `\0` suffix, one trailing dot dropped at most (as proxies drop one).
 
 #![no_main]
 

@@ -48,7 +48,8 @@ pub struct GameSettings {
     pub icon: Option<Arc<str>>,
     /// `offline_icon`: a PNG file.
     pub icon_file: Option<PathBuf>,
-    /// Lower case, without a trailing dot.
+    /// Lower case, one trailing dot taken off (and none left: a name
+    /// ending in two is refused).
     pub hosts: Vec<String>,
     pub default_host: bool,
 }
@@ -135,7 +136,8 @@ fn checked_hosts(prefix: &str, given: Vec<String>) -> Result<Vec<String>, String
     let mut hosts = Vec::new();
     for h in given {
         let n = crate::game::java::normalise_host(&h);
-        if n.is_empty() || n.len() > 255 || n.contains(|c: char| c.is_whitespace()) {
+        let bad = n.is_empty() || n.len() > 255 || n.ends_with('.');
+        if bad || n.contains(|c: char| c.is_whitespace()) {
             return Err(format!("{prefix}hosts: {h:?} is not a host name"));
         }
         // A client sends the name alone, never `name:port`: such an

@@ -412,8 +412,9 @@ pub struct HubSettings {
     /// token hash files, enrolled.json): a change to any reloads, so
     /// syncing one across hubs (rsync, Ansible) is enough.
     pub follows: Vec<PathBuf>,
-    /// Eps enrolled with `ferry ep join` whose credentials were merged in
-    /// (none until `enrol::merge_enrolled`).
+    /// Eps enrolled with `ferry ep join` (none until
+    /// `enrol::merge_enrolled`): their credentials merged in, or, for one
+    /// `ferry hub revoke` marked, none (the name stays an enrolled ep's).
     pub enrolled: Vec<String>,
     pub log_format: super::admin::LogFormat,
     pub watch_config: bool,

@@ -30,8 +30,10 @@ pub const HELLO: &str = "ferry-enrol/1";
 const SCHEME: &str = "ferry1:";
 
 /// `s` with the eps enrolled through `ferry ep join` merged in: each one's
-/// token hash and its enrolling address (which joins `ep_allowlist`). An
-/// `[eps.NAME]` written in the config wins over an enrolment of NAME.
+/// token hash, its enrolling address (which joins `ep_allowlist`) and its
+/// invite's grants. A token in the config's `[eps.NAME]` wins over the
+/// enrolment's, a `services` list there over its invite's; a record
+/// `ferry hub revoke` marked brings nothing.
 pub fn merge_enrolled(
     mut s: crate::config::hub::HubSettings,
 ) -> Result<crate::config::hub::HubSettings> {

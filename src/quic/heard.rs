@@ -1,5 +1,6 @@
-//! When a QUIC connection's peer was last heard: any frame it sent, as
-//! quinn counts them once decrypted (a forged packet counts for nothing). A peer that vanished without a word (an ep killed,
+//! When a QUIC connection's peer was last heard: the frames a living peer
+//! sends (ACK, PING, STREAM, DATAGRAM, flow credit), as quinn counts them
+//! once decrypted (a forged packet counts for nothing). A peer that vanished without a word (an ep killed,
 //! its host's power cut) leaves a QUIC connection looking open until its
 //! idle timeout, where a TCP connection gets a reset from the peer's
 //! kernel at once: the hub probes a connection gone quiet, and one that
@@ -25,11 +26,13 @@ pub const LOOK_EVERY: Duration = Duration::from_millis(500);
 pub fn silent_after(rtt: Duration) -> Duration {
     // At most 10 s: a peer can make its round trip look long (its ACK
     // delay is its to say).
-    let answer = rtt.saturating_mul(3) + Duration::from_millis(25);
+    let answer = rtt
+        .saturating_mul(3)
+        .saturating_add(Duration::from_millis(25));
     PROBE_AFTER + answer.clamp(Duration::from_secs(1), Duration::from_secs(10))
 }
 
-/// The count of datagrams received at the last look that saw it change.
+/// The count of frames received at the last look that saw it change.
 pub struct Heard {
     last: std::sync::Mutex<(u64, Instant)>,
 }

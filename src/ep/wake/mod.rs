@@ -633,38 +633,36 @@ impl Homes {
         if !plain_no || known.as_ref().is_some_and(|f| !f.udp || l.udp) {
             return known;
         }
-        match locked(&self.first_port).get(&l.service).cloned() {
-            // For a UDP dial only a service ep.toml says is `tcp+udp`: one
-            // with no `type` (a Bedrock server, as the README writes it)
-            // may have no TCP port, and a host whose firewall drops the try
-            // would hold its wake up for `connect_timeout`.
-            Some((at, both)) if !l.udp || both => Some(Local {
-                at,
-                udp: false,
-                ..l.clone()
-            }),
-            _ => known,
-        }
+        // For a UDP dial only a service ep.toml says is `tcp+udp`: one
+        // with no `type` (a Bedrock server, as the README writes it) may
+        // have no TCP port, and a host whose firewall drops the try would
+        // hold its wake up for `connect_timeout`.
+        self.at_first_port(l, |both| !l.udp || both).or(known)
+    }
+
+    /// `l`'s service at its first port, over TCP, if ep.toml does not say
+    /// it is UDP and `fits` whether it says `tcp+udp`.
+    fn at_first_port(&self, l: &Local, fits: impl Fn(bool) -> bool) -> Option<Local> {
+        let (at, both) = locked(&self.first_port).get(&l.service).cloned()?;
+        fits(both).then(|| Local {
+            at,
+            udp: false,
+            ..l.clone()
+        })
     }
 
     /// A UDP dial refused (`icmp`) at a service ep.toml names no kind for
-    /// and that no player has found yet (the ep just started): it may be
-    /// a TCP service that a hub, not a player, chose to reach over UDP,
-    /// so before every hub is told it is away, its first port is looked
-    /// at (a TCP try: the host is on, it said so). A Bedrock server, with
-    /// no TCP port, is found away there as it was before.
+    /// (a UDP dial reaches a `type = "tcp"` one never) and that no player
+    /// has found yet (the ep just started): it may be a TCP service that
+    /// a hub, not a player, chose to reach over UDP, so before every hub
+    /// is told it is away, its first port is looked at (a TCP try: the
+    /// host is on, it said so). A Bedrock server, with no TCP port, is
+    /// found away there as it was before.
     fn untyped(&self, l: &Local, icmp: bool, found: &Option<Local>) -> Option<Local> {
         if !(l.udp && icmp && found.is_none()) {
             return None;
         }
-        match locked(&self.first_port).get(&l.service).cloned() {
-            Some((at, false)) => Some(Local {
-                at,
-                udp: false,
-                ..l.clone()
-            }),
-            _ => None,
-        }
+        self.at_first_port(l, |both| !both)
     }
 
     /// Where the service, up until this dial failed, still answers: the
