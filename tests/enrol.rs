@@ -16,13 +16,21 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 /// 127.0.0.2 is in its allowlist, so an ep on 127.0.0.1 gets in only by
 /// enrolling.
 async fn enrol_hub(certs: &Certs) -> (TestHub, std::path::PathBuf, u16, SocketAddr) {
+    enrol_hub_with(certs, "").await
+}
+
+/// `enrol_hub` with top-level `keys` in its hub.toml.
+async fn enrol_hub_with(
+    certs: &Certs,
+    keys: &str,
+) -> (TestHub, std::path::PathBuf, u16, SocketAddr) {
     let door = free_range(1);
     let game = free_range(1);
     let o = HubOpts {
         services: vec![],
         allowlist: vec!["127.0.0.2/32".into()],
         extra: format!(
-            "[enrol]\nbind = \"127.0.0.1:{door}\"\n[services.game]\nbind = \"127.0.0.1:{game}\"\n"
+            "{keys}[enrol]\nbind = \"127.0.0.1:{door}\"\n[services.game]\nbind = \"127.0.0.1:{game}\"\n"
         ),
         ..Default::default()
     };
@@ -534,18 +542,7 @@ async fn enrolling_again_cuts_the_earlier_machine_off_at_once() {
 /// invited for a new machine (hub.toml granting it services, too).
 async fn revoking_an_enrolled_ep_shuts_it_out_where_the_hub_follows_no_list(t: Transport) {
     let certs = Certs::new();
-    let (door, game) = (free_range(1), free_range(1));
-    let o = t.hub_opts(HubOpts {
-        services: vec![],
-        allowlist: vec!["127.0.0.2/32".into()],
-        extra: format!(
-            "[enrol]\nbind = \"127.0.0.1:{door}\"\n[services.game]\nbind = \"127.0.0.1:{game}\"\n"
-        ),
-        ..Default::default()
-    });
-    let settings = hub_settings(&certs, &o);
-    let file = settings.file.clone();
-    let hub = TestHub::from_settings(settings, &o).await;
+    let (hub, file, game, _) = enrol_hub_with(&certs, t.hub_extra()).await;
     let home = tempfile::tempdir().unwrap();
     let (ok, text) = join(&invite(&file, "cabin", &[]), home.path()).await;
     assert!(ok, "{text}");
@@ -606,19 +603,7 @@ async fn an_ep_enrolled_again_after_a_revocation_serves_its_invite_s_services() 
         "enrolled": 1, "services": ["game"], "revoked": true
     }}});
     std::fs::write(certs.path("enrolled.json"), revoked.to_string()).unwrap();
-    let (door, game) = (free_range(1), free_range(1));
-    let o = HubOpts {
-        services: vec![],
-        allowlist: vec!["127.0.0.2/32".into()],
-        extra: format!(
-            "watch_config = false\n[enrol]\nbind = \"127.0.0.1:{door}\"\n\
-             [services.game]\nbind = \"127.0.0.1:{game}\"\n"
-        ),
-        ..Default::default()
-    };
-    let settings = hub_settings(&certs, &o);
-    let file = settings.file.clone();
-    let hub = TestHub::from_settings(settings, &o).await;
+    let (hub, file, game, _) = enrol_hub_with(&certs, "watch_config = false\n").await;
     let home = tempfile::tempdir().unwrap();
     let (ok, text) = join(&invite(&file, "cabin", &[]), home.path()).await;
     assert!(ok, "{text}");

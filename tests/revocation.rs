@@ -74,16 +74,22 @@ async fn gen_cert_force_revokes_the_certificate_it_replaces() {
     );
 }
 
+/// A hub following `crl.pem` beside its CA, and the ep `home` logged in.
+async fn following_its_list(certs: &Certs) -> (TestHub, TestEp) {
+    let hub = TestHub::start_with_crl(certs, &HubOpts::default(), &certs.path("crl.pem")).await;
+    let ep = TestEp::start(ep_settings(
+        certs,
+        &hub,
+        &EpOpts::new(certs, vec![("echo".into(), echo_server().await)]),
+    ));
+    hub.wait_sessions(1).await;
+    (hub, ep)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_crl_change_applies_even_when_the_rest_cannot_reload() {
     let certs = Certs::new();
-    let hub = TestHub::start_with_crl(&certs, &HubOpts::default(), &certs.path("crl.pem")).await;
-    let _ep = TestEp::start(ep_settings(
-        &certs,
-        &hub,
-        &EpOpts::new(&certs, vec![("echo".into(), echo_server().await)]),
-    ));
-    hub.wait_sessions(1).await;
+    let (hub, _ep) = following_its_list(&certs).await;
     // The key file breaks while the hub runs (a botched copy, a full disk).
     std::fs::write(certs.path("hub.key"), "not a key\n").unwrap();
     ferry::certgen::revoke(certs.dir.path(), &["home".into()], &[]).unwrap();
@@ -104,13 +110,7 @@ async fn a_crl_change_applies_even_when_the_rest_cannot_reload() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_ca_replaced_file_by_file_is_taken_once_its_list_arrives() {
     let certs = Certs::new();
-    let hub = TestHub::start_with_crl(&certs, &HubOpts::default(), &certs.path("crl.pem")).await;
-    let _ep = TestEp::start(ep_settings(
-        &certs,
-        &hub,
-        &EpOpts::new(&certs, vec![("echo".into(), echo_server().await)]),
-    ));
-    hub.wait_sessions(1).await;
+    let (hub, _ep) = following_its_list(&certs).await;
     let new = Certs::new();
     let copy = |f: &str| std::fs::copy(new.path(f), certs.path(f)).unwrap();
     let first = hub

@@ -463,6 +463,47 @@ async fn a_proxy_header_lost_to_a_service_not_yet_up_is_sent_again(t: Transport)
     assert_eq!(headed(&home).await, (Some((0x12, v4)), b"after".to_vec()));
 }
 
+/// A UDP service `echo` served from `home` by an ep over `t`, which runs
+/// its `sleep` command (touching `slept`) after 1 s with no player; flows
+/// end after 1 s idle.
+struct SleepyGame {
+    _hub: TestHub,
+    _ep: TestEp,
+    _dir: tempfile::TempDir,
+    /// Where players send.
+    to: SocketAddr,
+    slept: std::path::PathBuf,
+}
+
+impl SleepyGame {
+    async fn start(certs: &Certs, t: Transport, home: SocketAddr) -> SleepyGame {
+        let keys = "udp_idle_timeout = \"1s\"\n";
+        let opts = HubOpts {
+            services: vec![],
+            extra: format!("[services.echo]\nbind = \"127.0.0.1:0\"\ntype = \"udp\"\n{keys}"),
+            ..Default::default()
+        };
+        let hub = TestHub::start(certs, &t.hub_opts(opts)).await;
+        let dir = tempfile::tempdir().unwrap();
+        let slept = dir.path().join("slept");
+        let mut eo = EpOpts::new(certs, vec![("echo".into(), home)]);
+        eo.service_extra = format!(
+            "wake = [\"true\"]\nsleep = [\"touch\", {:?}]\nsleep_after = \"1s\"\n",
+            slept.to_str().unwrap()
+        );
+        let ep = TestEp::start(ep_settings(certs, &hub, &t.ep_opts(&hub, eo)));
+        hub.wait_sessions(1).await;
+        let to = at("127.0.0.1", hub.handle.service_addr("echo").unwrap().port());
+        SleepyGame {
+            _hub: hub,
+            _ep: ep,
+            _dir: dir,
+            to,
+            slept,
+        }
+    }
+}
+
 on_every_transport!(a_udp_game_does_not_sleep_under_its_players);
 
 /// A UDP game that is not Bedrock (Valheim, a voice server) with `sleep`:
@@ -472,23 +513,8 @@ on_every_transport!(a_udp_game_does_not_sleep_under_its_players);
 async fn a_udp_game_does_not_sleep_under_its_players(t: Transport) {
     let certs = Certs::new();
     let (home, _) = udp_echo().await;
-    let keys = "udp_idle_timeout = \"1s\"\n";
-    let opts = HubOpts {
-        services: vec![],
-        extra: format!("[services.echo]\nbind = \"127.0.0.1:0\"\ntype = \"udp\"\n{keys}"),
-        ..Default::default()
-    };
-    let hub = TestHub::start(&certs, &t.hub_opts(opts)).await;
-    let dir = tempfile::tempdir().unwrap();
-    let slept = dir.path().join("slept");
-    let mut eo = EpOpts::new(&certs, vec![("echo".into(), home)]);
-    eo.service_extra = format!(
-        "wake = [\"true\"]\nsleep = [\"touch\", {:?}]\nsleep_after = \"1s\"\n",
-        slept.to_str().unwrap()
-    );
-    let _ep = TestEp::start(ep_settings(&certs, &hub, &t.ep_opts(&hub, eo)));
-    hub.wait_sessions(1).await;
-    let to = at("127.0.0.1", hub.handle.service_addr("echo").unwrap().port());
+    let g = SleepyGame::start(&certs, t, home).await;
+    let (to, slept) = (g.to, &g.slept);
     // Three times `sleep_after` of play, a datagram each way every 100 ms.
     let p = player().await;
     for i in 0..30 {
@@ -527,24 +553,8 @@ async fn datagrams_the_game_never_answers_do_not_keep_it_awake(t: Transport) {
             }
         }
     });
-    let opts = HubOpts {
-        services: vec![],
-        extra: "[services.echo]\nbind = \"127.0.0.1:0\"\ntype = \"udp\"\n\
-                udp_idle_timeout = \"1s\"\n"
-            .into(),
-        ..Default::default()
-    };
-    let hub = TestHub::start(&certs, &t.hub_opts(opts)).await;
-    let dir = tempfile::tempdir().unwrap();
-    let slept = dir.path().join("slept");
-    let mut eo = EpOpts::new(&certs, vec![("echo".into(), home)]);
-    eo.service_extra = format!(
-        "wake = [\"true\"]\nsleep = [\"touch\", {:?}]\nsleep_after = \"1s\"\n",
-        slept.to_str().unwrap()
-    );
-    let _ep = TestEp::start(ep_settings(&certs, &hub, &t.ep_opts(&hub, eo)));
-    hub.wait_sessions(1).await;
-    let to = at("127.0.0.1", hub.handle.service_addr("echo").unwrap().port());
+    let g = SleepyGame::start(&certs, t, home).await;
+    let (to, slept) = (g.to, &g.slept);
     // A player's move, answered: the ep knows the game is up.
     let p = player().await;
     assert_eq!(
