@@ -575,6 +575,12 @@ async fn revoking_an_enrolled_ep_shuts_it_out_where_the_hub_follows_no_list(t: T
     let state = std::fs::read_to_string(dir.join("enrolled.json")).unwrap();
     let json: serde_json::Value = serde_json::from_str(&state).unwrap();
     assert_eq!(json["eps"]["cabin"]["revoked"], true, "{state}");
+    // `hub check` says so, rather than list it among live eps.
+    let (ok, text) = run(&["hub", "check", "-c", file.to_str().unwrap()]);
+    assert!(
+        ok && text.contains("enrolled eps: cabin (revoked)"),
+        "{text}"
+    );
     tokio::time::timeout(Duration::from_secs(15), hub.wait_sessions(0))
         .await
         .expect("the revoked ep is still logged in");

@@ -416,6 +416,9 @@ pub struct HubSettings {
     /// `enrol::merge_enrolled`): their credentials merged in, or, for one
     /// `ferry hub revoke` marked, none (the name stays an enrolled ep's).
     pub enrolled: Vec<String>,
+    /// Those of `enrolled` whose records `ferry hub revoke` marked: shown
+    /// as such, so `hub check` never lists a shut-out ep as a live one.
+    pub revoked: Vec<String>,
     pub log_format: super::admin::LogFormat,
     pub watch_config: bool,
     /// The flags this was loaded with, re-applied on reload.
@@ -547,6 +550,7 @@ impl HubConfig {
             health: self.health.as_ref().map(|h| h.bind),
             follows,
             enrolled: Vec::new(),
+            revoked: Vec::new(),
             log_format: self.log_format,
             watch_config: self.watch_config,
             flags: self.flags,
@@ -974,7 +978,14 @@ impl HubSettings {
                 if self.enrolled.is_empty() {
                     "none".into()
                 } else {
-                    self.enrolled.join(", ")
+                    self.enrolled
+                        .iter()
+                        .map(|n| match self.revoked.contains(n) {
+                            true => format!("{n} (revoked)"),
+                            false => n.clone(),
+                        })
+                        .collect::<Vec<_>>()
+                        .join(", ")
                 }
             )?;
         }

@@ -50,6 +50,7 @@ pub fn merge_enrolled(
             if s.credentials.per_ep.contains_key(&name) {
                 grant_enrolled(&mut s, &name, Some(Vec::new()));
             }
+            s.revoked.push(name.clone());
             s.enrolled.push(name);
             continue;
         }

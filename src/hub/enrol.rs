@@ -359,7 +359,10 @@ fn apply(
     s.credentials.per_ep.insert(ep.to_string(), hash);
     s.allowlist.add(ip);
     crate::enrol::grant_enrolled(&mut s, ep, services);
-    s.enrolled.push(ep.to_string());
+    s.revoked.retain(|n| n != ep);
+    if !s.enrolled.iter().any(|n| n == ep) {
+        s.enrolled.push(ep.to_string());
+    }
     let regranted = s.grants != shared.settings().grants;
     shared.set_settings(s);
     if regranted {
