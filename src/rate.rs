@@ -460,6 +460,18 @@ impl Datagrams {
     /// Whether a datagram of `len` bytes fits both budgets now; if it
     /// does, it is paid for. One that does not is for the caller to drop.
     pub fn pass(&self, dir: Dir, len: usize) -> bool {
+        self.check(dir, len, true)
+    }
+
+    /// Whether a datagram of `len` bytes would pass now, paying nothing:
+    /// a new flow's first datagram is weighed before the door's caps and
+    /// paid for only once they admit it, so datagrams the door refuses
+    /// spend none of the budget the service's players share.
+    pub fn fits(&self, dir: Dir, len: usize) -> bool {
+        self.check(dir, len, false)
+    }
+
+    fn check(&self, dir: Dir, len: usize, pay: bool) -> bool {
         let own = match dir {
             Dir::Up => &self.up,
             Dir::Down => &self.down,
@@ -472,8 +484,10 @@ impl Datagrams {
         if own.available(now) < n || shared.available(now) < n {
             return false;
         }
-        own.spend(n);
-        shared.spend(n);
+        if pay {
+            own.spend(n);
+            shared.spend(n);
+        }
         true
     }
 }

@@ -397,3 +397,46 @@ async fn a_denied_flood_spends_none_of_the_shared_budget(door: Door) {
 }
 
 on_every_udp_door!(a_denied_flood_spends_none_of_the_shared_budget);
+
+/// Datagrams from new sources the door's flow caps refuse (the service
+/// full of players in conversation: forged sources, say) spend none of its
+/// shared `max_rate`. Before, each paid before the caps refused it.
+async fn a_flood_the_caps_refuse_spends_none_of_the_shared_budget(door: Door) {
+    let certs = Certs::new();
+    let (echo, _) = udp_echo().await;
+    let keys = "type = \"udp\"\nmax_rate = \"1024 B\"\nmax_udp_flows = 1\n";
+    let (hub, _ep) = door_tunnel(&certs, door, keys, echo).await;
+    let to = hub.service("echo");
+    // The one place, held by a player in conversation.
+    let p = player().await;
+    for i in 0..2u8 {
+        ask_until(&p, to, &[i; 8], Duration::from_secs(10)).await;
+    }
+    // 80 KB from 80 new sources: more than the 64 KiB burst. The player
+    // answers between them, so its place stays its own however slow the
+    // machine (a conversation quiet for a second gives way).
+    let mut flood = Vec::new();
+    for i in 0..80 {
+        let s = player_from("127.0.0.2").await;
+        s.send_to(&[0u8; 1000], to).await.unwrap();
+        flood.push(s);
+        if i % 10 == 9 {
+            ask_until(&p, to, &[i; 8], Duration::from_secs(10)).await;
+        }
+    }
+    for i in 0..8u8 {
+        p.send_to(&[i; 1000], to).await.unwrap();
+    }
+    let mut buf = [0u8; 2048];
+    let mut answered = 0;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while answered < 8
+        && let Ok(Ok(_)) = tokio::time::timeout_at(deadline, p.recv_from(&mut buf)).await
+    {
+        answered += 1;
+    }
+    println!("figure: refusals {:?}", hub.handle.refusals());
+    assert_eq!(answered, 8, "the refused flood spent the player's budget");
+}
+
+on_every_udp_door!(a_flood_the_caps_refuse_spends_none_of_the_shared_budget);

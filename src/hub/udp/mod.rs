@@ -226,16 +226,27 @@ impl UdpDoor {
             return Delivered::Refused(reason);
         }
         let rate = self.caps.datagram_limits().map(Box::new);
-        if let Some(r) = &rate
-            && !r.pass(crate::rate::Dir::Up, d.len())
-        {
+        let over = |pay: bool| {
+            rate.as_ref().is_some_and(|r| match pay {
+                true => !r.pass(crate::rate::Dir::Up, d.len()),
+                false => !r.fits(crate::rate::Dir::Up, d.len()),
+            })
+        };
+        if over(false) {
             // Over the service's shared budget: no flow for it either.
             self.meters.over_rate.inc();
             return Delivered::Queued;
         }
         if let Err(reason) = self.admit(&mut t, k) {
+            // Refused: it spent none of the budget the players share.
             self.meters.refused.inc();
             return Delivered::Refused(reason);
+        }
+        if over(true) {
+            // A TCP player of the service spent the budget in between.
+            self.cap.leave_udp();
+            self.meters.over_rate.inc();
+            return Delivered::Queued;
         }
         t.next_id += 1;
         let flow = Arc::new(Flow {
