@@ -327,7 +327,7 @@ impl ToService {
             return;
         }
         if self.lock_header().is_some() {
-            return self.send_now(&d);
+            return self.send_checked(&d);
         }
         self.count(&d);
         // Refused (nothing listening yet): this datagram is lost, as it
@@ -341,9 +341,13 @@ impl ToService {
 
     /// A datagram sent without waiting: a full socket buffer loses it.
     fn send_now(&self, d: &[u8]) {
-        if self.forged_header(d) {
-            return;
+        if !self.forged_header(d) {
+            self.send_checked(d);
         }
+    }
+
+    /// `send_now` for a datagram `forged_header` has passed.
+    fn send_checked(&self, d: &[u8]) {
         self.count(d);
         let mut header = self.lock_header();
         if header.is_none() {
