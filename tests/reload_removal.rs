@@ -151,3 +151,92 @@ async fn removed_and_put_back(t: Transport, grants: &str) -> Option<Duration> {
     hub.stop().await;
     cut
 }
+
+on_every_transport!(a_second_removal_keeps_its_reprieve_past_the_first_removal_s_timer);
+
+/// `a` removed (home's player draining), put back granted to cabin only
+/// (home's player still goes at the first drain's end), served by cabin,
+/// and removed again; once the first drain has cut home's player, `a` is
+/// put back: cabin's player carries on past the second drain. Before
+/// 6c041e0, the first removal's timer took the second removal's entry
+/// away by name, and cabin's player was cut at the second drain's end.
+async fn a_second_removal_keeps_its_reprieve_past_the_first_removal_s_timer(t: Transport) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    const DRAIN: Duration = Duration::from_secs(3);
+    let certs = Certs::new();
+    issue_ep_cert(&certs, "cabin", Validity::Now, false);
+    let hub_opts = |services: &[&str], a_to: &str| {
+        t.hub_opts(HubOpts {
+            services: services.iter().map(|s| s.to_string()).collect(),
+            extra: format!(
+                "drain_timeout = \"{}s\"\n[eps.{a_to}]\nservices = {services:?}\n",
+                DRAIN.as_secs()
+            ),
+            ..Default::default()
+        })
+    };
+    let o = hub_opts(&["a", "b"], "home");
+    let settings = hub_settings(&certs, &o);
+    let file = settings.file.clone();
+    let hub = TestHub::from_settings(settings, &o).await;
+    let mut eps = Vec::new();
+    for name in ["home", "cabin"] {
+        let mut eo = EpOpts::new(&certs, vec![("a".into(), echo_server().await)]);
+        eo.cert = name.into();
+        eps.push(TestEp::start(ep_settings(
+            &certs,
+            &hub,
+            &t.ep_opts(&hub, eo),
+        )));
+    }
+    hub.wait_sessions(2).await;
+    let served_by = |who: &'static str| {
+        eventually(who, Duration::from_secs(10), || {
+            hub.handle.served_by("a").as_deref() == Some(who)
+        })
+    };
+    served_by("home").await;
+    let mut buf = [0u8; 4];
+    let mut homes = tokio::net::TcpStream::connect(hub.service("a"))
+        .await
+        .unwrap();
+    homes.write_all(b"ping").await.unwrap();
+    homes.read_exact(&mut buf).await.unwrap();
+    let reload = async |o: HubOpts| {
+        let outcome = hub.reload_to(&certs, &o, &file).await;
+        assert!(outcome.is_ok(), "{outcome:?}");
+    };
+    reload(hub_opts(&["b"], "home")).await;
+    reload(hub_opts(&["a", "b"], "cabin")).await;
+    served_by("cabin").await;
+    // Put back on a port of its own (`:0`).
+    let a = hub.handle.service_addr("a").unwrap();
+    let mut cabins = tokio::net::TcpStream::connect(a).await.unwrap();
+    cabins.write_all(b"ping").await.unwrap();
+    cabins.read_exact(&mut buf).await.unwrap();
+    reload(hub_opts(&["b"], "cabin")).await;
+    let second = std::time::Instant::now();
+    // The first drain ends: home's player is cut.
+    let read = tokio::time::timeout(DRAIN * 3, homes.read(&mut buf)).await;
+    assert!(matches!(read, Ok(Ok(0) | Err(_))), "{read:?}");
+    reload(hub_opts(&["a", "b"], "cabin")).await;
+    if second.elapsed() >= DRAIN {
+        // Put back after the second drain's end: its cut was right.
+        println!(
+            "figure: too slow a machine to tell ({:?})",
+            second.elapsed()
+        );
+        return;
+    }
+    // Past the second drain, by a second.
+    while second.elapsed() < DRAIN + Duration::from_secs(1) {
+        let _ = cabins.write_all(b"ping").await;
+        let read = tokio::time::timeout(Duration::from_secs(5), cabins.read_exact(&mut buf)).await;
+        assert!(
+            matches!(read, Ok(Ok(_))),
+            "cabin's player was cut {:?} after the second removal: {read:?}",
+            second.elapsed()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
