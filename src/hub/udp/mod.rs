@@ -220,6 +220,19 @@ impl UdpDoor {
             self.meters.queue_full.inc_by(dropped);
             return Delivered::Queued;
         }
+        self.open_flow(t, k, d, now)
+    }
+
+    /// A datagram from a source with no flow: a new flow for it, if the
+    /// door admits it.
+    fn open_flow(
+        &self,
+        mut t: MutexGuard<'_, Table>,
+        k: FlowKey,
+        d: Vec<u8>,
+        now: u64,
+    ) -> Delivered {
+        let (src, len) = (k.1, d.len() as u64);
         // A source the lists refuse spends none of the shared budget.
         if let Err(reason) = self.listed(src.ip()) {
             self.meters.refused.inc();
