@@ -335,6 +335,8 @@ pub struct Link {
     /// uplink guard: quinn keeps no least it shows.
     least_rtt: std::sync::Arc<std::sync::Mutex<crate::uplink_guard::WindowedMin>>,
     heard: std::sync::Arc<heard::Heard>,
+    /// The session on this connection is over (`retire`).
+    over: tokio_util::sync::CancellationToken,
 }
 
 /// One player stream counted on its connection while it lives.
@@ -390,6 +392,7 @@ impl Link {
             streams: std::sync::Arc::new(tokio::sync::watch::Sender::new(0)),
             least_rtt: Default::default(),
             heard: Default::default(),
+            over: Default::default(),
         };
         let l = link.clone();
         tokio::spawn(async move {
@@ -406,6 +409,20 @@ impl Link {
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Flows> {
         self.flows.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The session on this connection is over: its players carry on, but
+    /// no new one comes (`retired` fires) and no datagram is kept for a
+    /// flow not yet open. A peer keeping one player on the connection
+    /// cannot make it hold more.
+    pub fn retire(&self) {
+        self.lock().retire();
+        self.over.cancel();
+    }
+
+    /// Fires once `retire` was called.
+    pub fn retired(&self) -> tokio_util::sync::WaitForCancellationFuture<'_> {
+        self.over.cancelled()
     }
 
     /// The hub's side of the control stream: counted on the connection

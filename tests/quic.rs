@@ -120,6 +120,102 @@ async fn auto_moves_to_quic_and_falls_back_to_tls_when_udp_is_black_holed() {
     assert_eq!(echo_through(hub.service("echo"), b"tls").await, b"tls");
 }
 
+/// `auto` serving over TLS because QUIC's path was silent moves to QUIC
+/// once it answers again, `quic_retry` after it failed, with one login
+/// beside the session; a player on a TLS channel carries on across the
+/// move. Before, the session stayed on TLS for its life (days, after a
+/// hub restart), whatever README said of trying QUIC again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn auto_moves_back_to_quic_once_it_answers_again() {
+    use std::sync::atomic::Ordering;
+    let certs = Certs::new();
+    let hub = quic_hub(&certs, "").await;
+    let relay = common::udp_relay::UdpRelay::start(hub.handle.quic_addr().unwrap(), None).await;
+    relay.silent.store(true, Ordering::SeqCst);
+    let mut eo = EpOpts::new(&certs, vec![("echo".into(), echo_server().await)]);
+    eo.extra = format!(
+        "transport = \"auto\"\nquic = \"{}\"\nquic_retry = \"2s\"\n",
+        relay.addr
+    );
+    let _ep = TestEp::start(ep_settings(&certs, &hub, &eo));
+    hub.wait_sessions(1).await;
+    assert_eq!(hub.handle.over_quic("home"), Some(false));
+    let mut player = tokio::net::TcpStream::connect(hub.service("echo"))
+        .await
+        .unwrap();
+    let mut buf = [0u8; 4];
+    player.write_all(b"tls1").await.unwrap();
+    player.read_exact(&mut buf).await.unwrap();
+    let logins = *hub.handle.logins().borrow();
+    relay.silent.store(false, Ordering::SeqCst);
+    eventually("the session over QUIC", Duration::from_secs(20), || {
+        hub.handle.over_quic("home") == Some(true)
+    })
+    .await;
+    let moved = *hub.handle.logins().borrow() - logins;
+    println!("figure: logins to move to QUIC: {moved}");
+    assert_eq!(moved, 1, "one login beside the TLS session");
+    player.write_all(b"tls2").await.unwrap();
+    player.read_exact(&mut buf).await.unwrap();
+    assert_eq!(&buf, b"tls2");
+    assert_eq!(echo_through(hub.service("echo"), b"quic").await, b"quic");
+    assert_eq!(*hub.handle.sessions().borrow(), 1);
+}
+
+/// A hub restarted while an `auto` ep served over QUIC: the ep's tries
+/// while it is down fail over QUIC and over TLS alike, and once it is back
+/// the ep is on QUIC again. Before, a QUIC try that failed while the hub
+/// was down was marked a QUIC failure, and the ep came back over TLS and
+/// stayed there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_auto_ep_is_back_on_quic_after_a_hub_restart() {
+    let certs = Certs::new();
+    let hub = quic_hub(&certs, "").await;
+    let (control, channel) = (hub.control, hub.channel);
+    let quic = hub.handle.quic_addr().unwrap();
+    let mut eo = EpOpts::new(&certs, vec![("echo".into(), echo_server().await)]);
+    eo.extra = "transport = \"auto\"\n".into();
+    let _ep = TestEp::start(ep_settings(&certs, &hub, &eo));
+    eventually("the session over QUIC", Duration::from_secs(20), || {
+        hub.handle.over_quic("home") == Some(true)
+    })
+    .await;
+    hub.stop().await;
+    // The hub is down: its QUIC port says nothing, its control port
+    // closes what it accepts. One whole try of the ep's, QUIC then TLS.
+    // (The in-process hub's QUIC socket closes as quinn's driver ends,
+    // a moment after its stop.)
+    let began = std::time::Instant::now();
+    let udp = loop {
+        match tokio::net::UdpSocket::bind(quic).await {
+            Ok(udp) => break udp,
+            Err(e) if began.elapsed() > Duration::from_secs(10) => panic!("{quic}: {e}"),
+            Err(_) => tokio::time::sleep(Duration::from_millis(10)).await,
+        }
+    };
+    let tcp = tokio::net::TcpListener::bind(control).await.unwrap();
+    let mut buf = [0u8; 2048];
+    udp.recv_from(&mut buf).await.unwrap();
+    drop(tcp.accept().await.unwrap());
+    drop((udp, tcp));
+    let o = HubOpts {
+        control: control.to_string(),
+        channel: channel.to_string(),
+        services: vec!["echo".into()],
+        extra: format!(
+            "quic = \"{quic}\"\n[services.dns]\nbind = \"127.0.0.1:0\"\ntype = \"udp\"\n"
+        ),
+        ..Default::default()
+    };
+    let hub = TestHub::start(&certs, &o).await;
+    hub.wait_sessions(1).await;
+    eventually("the session over QUIC", Duration::from_secs(15), || {
+        hub.handle.over_quic("home") == Some(true)
+    })
+    .await;
+    assert_eq!(echo_through(hub.service("echo"), b"quic").await, b"quic");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_player_keeps_its_stream_when_the_ep_moves_to_another_port() {
     let certs = Certs::new();

@@ -52,6 +52,10 @@ pub struct EpConfig {
     pub backoff_min: Seconds,
     #[serde(default = "defaults::backoff_max")]
     pub backoff_max: Seconds,
+    /// With `transport = "auto"`, how long after QUIC failed the ep tries
+    /// it again (a session over TLS moves to QUIC once it answers).
+    #[serde(default = "defaults::quic_retry")]
+    pub quic_retry: Seconds,
     /// On shutdown, active players get this long to finish.
     #[serde(default = "defaults::drain_timeout")]
     pub drain_timeout: Seconds,
@@ -201,6 +205,9 @@ mod defaults {
     pub fn backoff_max() -> Seconds {
         Seconds::secs(30)
     }
+    pub fn quic_retry() -> Seconds {
+        Seconds::secs(300)
+    }
     pub fn drain_timeout() -> Seconds {
         Seconds::secs(10)
     }
@@ -231,6 +238,7 @@ const KEYS: &[&str] = &[
     "connect_timeout",
     "backoff_min",
     "backoff_max",
+    "quic_retry",
     "drain_timeout",
     "admin.bind",
     "admin.token_hash",
@@ -253,6 +261,7 @@ pub struct EpTiming {
     pub connect_timeout: Duration,
     pub backoff_min: Duration,
     pub backoff_max: Duration,
+    pub quic_retry: Duration,
     pub drain_timeout: Duration,
 }
 
@@ -448,6 +457,7 @@ impl EpConfig {
             ("connect_timeout", self.connect_timeout, ms(100), secs(300)),
             ("backoff_min", self.backoff_min, ms(10), secs(3600)),
             ("backoff_max", self.backoff_max, ms(10), secs(3600)),
+            ("quic_retry", self.quic_retry, secs(1), secs(86400)),
             ("drain_timeout", self.drain_timeout, ms(0), secs(3600)),
         ];
         for (key, value, min, max) in ranges {
@@ -467,6 +477,7 @@ impl EpConfig {
             connect_timeout: self.connect_timeout.get(),
             backoff_min: self.backoff_min.get(),
             backoff_max: self.backoff_max.get(),
+            quic_retry: self.quic_retry.get(),
             drain_timeout: self.drain_timeout.get(),
         }
     }

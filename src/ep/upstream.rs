@@ -13,6 +13,8 @@ use std::{sync::Arc, time::Duration};
 use tokio::sync::mpsc;
 use tracing::Instrument;
 
+mod auto;
+
 /// A session that lasted this long was a real one: the next reconnect
 /// starts from the shortest delay again. A session that dies sooner (two
 /// eps with one certificate replacing each other, a hub that closes it at
@@ -25,9 +27,8 @@ const STABLE_SESSION: Duration = Duration::from_secs(10);
 const MAX_WRITE: Duration = Duration::from_secs(60);
 
 /// In `transport = "auto"`, how long a QUIC attempt may take before the ep
-/// serves over TLS instead, and how long before it tries QUIC again.
+/// serves over TLS instead (`quic_retry` says when it tries QUIC again).
 const QUIC_TRY: Duration = Duration::from_secs(3);
-const QUIC_RETRY: Duration = Duration::from_secs(300);
 
 /// How a session ended.
 struct End {
@@ -38,6 +39,8 @@ struct End {
     /// A write found the control stream put down by the hub (over QUIC):
     /// the hub ended the session, and what it said last may still come.
     put_down: bool,
+    /// With `switch`: the QUIC login made beside the session, to go on with.
+    next: Option<Box<auto::Ready>>,
 }
 
 /// One hub, as the loop and its session see it.
@@ -65,24 +68,32 @@ impl Up {
         let shutdown = ep.shutdown.clone();
         let t = ep.settings().timing;
         let mut backoff = Backoff::new(t.backoff_min, t.backoff_max);
+        // A QUIC login made beside a TLS session, to serve next.
+        let mut ready: Option<Box<auto::Ready>> = None;
         while !shutdown.is_cancelled() {
             let t = ep.settings().timing;
             backoff.bound(t.backoff_min, t.backoff_max);
-            // Each attempt with the settings as they are now (a reload may
-            // have changed the token, the certificate or the backoff). The services
-            // offered are read before them: a reload that lands during the
-            // login is then seen as one the session must announce.
-            let offered = *ep.offered.borrow();
-            // One look at the TLS material: the identity the session
-            // remembers is the one its login presented.
-            let material = ep.tls.get();
-            let identity = material.identity.clone();
             let s = ep.settings();
             let h = self.target(&s);
-            tracing::info!("connecting to hub");
-            let attempt = tokio::select! {
-                r = self.connect(&s, &h, &material.client) => r,
-                _ = shutdown.cancelled() => break,
+            let (attempt, offered, identity) = match ready.take().map(|r| *r) {
+                Some(r) => (Ok((r.tls, r.welcome)), r.offered, r.identity),
+                None => {
+                    // Each attempt with the settings as they are now (a
+                    // reload may have changed the token, the certificate
+                    // or the backoff). The services offered are read
+                    // before them: a reload that lands during the login
+                    // is then seen as one the session must announce.
+                    let offered = *ep.offered.borrow();
+                    // One look at the TLS material: the identity the
+                    // session remembers is the one its login presented.
+                    let material = ep.tls.get();
+                    tracing::info!("connecting to hub");
+                    let attempt = tokio::select! {
+                        r = self.connect(&s, &h, &material.client) => r,
+                        _ = shutdown.cancelled() => break,
+                    };
+                    (attempt, offered, material.identity.clone())
+                }
             };
             let delay = match attempt {
                 Ok((tls, welcome)) => {
@@ -99,6 +110,7 @@ impl Up {
                     }
                     if end.switch {
                         tracing::info!("{}", end.reason);
+                        ready = end.next;
                         continue;
                     }
                     if began.elapsed() >= STABLE_SESSION {
@@ -133,6 +145,7 @@ impl Up {
 
     /// Lets an ended session's QUIC connection go once its players are done.
     fn close_when_idle(&self, quic: crate::quic::Link) {
+        quic.retire();
         // Its players keep the connection until they are done; then nothing
         // holds it open. No deadline of the ep's own: a hub that ended the
         // session bounds it with its `drain_timeout`, and this ep's shutdown
@@ -166,22 +179,40 @@ impl Up {
         // The services offered and the identity as the login had them.
         (offered_at_hello, identity): (u64, String),
     ) -> End {
-        let (ep, link) = (&self.ep, &self.link);
+        let link = &self.link;
         if let Some(port) = w.quic_port {
             link.quic_lock().port = Some(port);
         }
         if let Some(switch) = self.quic_instead(h, &w) {
             return switch;
         }
+        let mut upgrade = self.upgrade(h, &w);
+        let end = self
+            .serve(h, (tls, &w), (offered_at_hello, identity), &mut upgrade)
+            .await;
+        upgrade.settle(self, end).await
+    }
+
+    /// The session's loop: the hub's messages, heartbeats and the ep's
+    /// news, until it ends (over TLS under `auto`, also when a QUIC login
+    /// beside it succeeds).
+    async fn serve<'a>(
+        &'a self,
+        h: &'a HubTarget,
+        (tls, w): (login::Path, &Welcome),
+        (offered_at_hello, identity): (u64, String),
+        upgrade: &mut auto::Upgrade<'a>,
+    ) -> End {
+        let (ep, link) = (&self.ep, &self.link);
         let (rd, mut wr) = tokio::io::split(tls);
         let mut rd = FrameReader::new(rd);
-        let (target, mut failed_rx) = self.begin(h, &w);
+        let (target, mut failed_rx) = self.begin(h, w);
         let mut tick = tokio::time::interval(w.heartbeat);
         // After a stall, one heartbeat (or ping), not a burst of them.
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut silence = Box::pin(tokio::time::sleep(w.heartbeat_timeout));
         let mut ping = Ping::default();
-        let (mut homes, mut offered) = self.news(&w, offered_at_hello);
+        let (mut homes, mut offered) = self.news(w, offered_at_hello);
         loop {
             let out = tokio::select! {
                 msg = rd.read::<HubMsg>() => {
@@ -200,7 +231,11 @@ impl Up {
                 _ = silence.as_mut() => {
                     return end(format!("no heartbeat from the hub for {:?}", w.heartbeat_timeout));
                 }
-                _ = tick.tick() => self.heartbeat(&w, &mut ping),
+                _ = tick.tick() => self.heartbeat(w, &mut ping),
+                ready = upgrade.next(self, h) => match ready {
+                    Some(ready) => return auto::switched(ready),
+                    None => continue,
+                },
                 _ = link.relogin.notified() => {
                     // A reload's "log in again" is for a session of
                     // another identity (it may be stale, stored while this
@@ -257,21 +292,6 @@ impl Up {
             }
         }
         (target, failed_rx)
-    }
-
-    /// Over TLS with a hub that offers QUIC: the session ends to log in
-    /// over QUIC now (players already on TLS channels keep them).
-    fn quic_instead(&self, h: &HubTarget, w: &Welcome) -> Option<End> {
-        (h.transport == Transport::Auto
-            && w.link.is_none()
-            && w.quic_port.is_some()
-            && self.quic_allowed())
-        .then(|| End {
-            reason: "the hub offers QUIC; logging in over it".into(),
-            kind: None,
-            switch: true,
-            put_down: false,
-        })
     }
 
     /// What the session tells the hub of as it changes: how the services
@@ -390,14 +410,6 @@ impl Up {
         }
     }
 
-    /// QUIC has not failed lately at this hub.
-    fn quic_allowed(&self) -> bool {
-        self.link
-            .quic_lock()
-            .failed
-            .is_none_or(|t| t.elapsed() >= QUIC_RETRY)
-    }
-
     /// Where the hub's QUIC door is: `quic` if set, else the port its
     /// welcome named, else (`transport = "quic"` only) the control port + 2.
     async fn quic_target(&self, h: &HubTarget, guess: bool) -> Option<std::net::SocketAddr> {
@@ -465,29 +477,7 @@ impl Up {
                         })
                     })
             }
-            Transport::Auto => {
-                let hub = match self.quic_allowed() {
-                    true => self.quic_target(h, false).await,
-                    false => None,
-                };
-                let Some(hub) = hub else {
-                    return login::login_with(s, h, client).await;
-                };
-                let quic = self.login_quic(s, h, client, hub);
-                let why = match tokio::time::timeout(QUIC_TRY, quic).await {
-                    Ok(Ok(x)) => return Ok(x),
-                    // Refused for who we are, not for how we came: TLS
-                    // would be refused alike.
-                    Ok(Err(e)) if e.is_permanent() => return Err(e),
-                    Ok(Err(e)) => e.to_string(),
-                    Err(_) => format!("no QUIC login within {QUIC_TRY:?}"),
-                };
-                self.link.quic_lock().failed = Some(tokio::time::Instant::now());
-                tracing::warn!(
-                    "QUIC to {hub}: {why}; serving over TLS over TCP, trying QUIC again in {QUIC_RETRY:?}"
-                );
-                login::login_with(s, h, client).await
-            }
+            Transport::Auto => self.connect_auto(s, h, client).await,
         }
     }
 }
@@ -560,6 +550,9 @@ async fn hub_streams(ep: Arc<Ep>, quic: crate::quic::Link, to: channel::Via) {
     loop {
         let stream = tokio::select! {
             s = quic.conn.accept_bi() => s,
+            // A hub opens a session's players on its own connection: one
+            // that ended takes none (its players carry on).
+            _ = quic.retired() => return,
             _ = ep.shutdown.cancelled() => return,
         };
         let Ok((send, recv)) = stream else { return };
@@ -706,5 +699,6 @@ fn end(reason: String) -> End {
         kind: None,
         switch: false,
         put_down: false,
+        next: None,
     }
 }

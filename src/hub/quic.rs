@@ -251,6 +251,7 @@ async fn served(sh: Arc<Shared>, s: super::control::LoggedIn) {
             super::control::Ended::Ep => MAX_EP_DRAIN,
             _ => sh.settings().timing.drain_timeout,
         };
+        link.retire();
         link.close_when_idle(Some(drain), &sh.hard_stop, "session over")
             .await;
     }

@@ -30,6 +30,8 @@ pub struct Flows {
     early: HashMap<u32, Early>,
     /// Bytes held in `early`, all flows.
     early_bytes: usize,
+    /// The connection's session is over: no flow will open, none is kept.
+    retired: bool,
 }
 
 #[derive(Default)]
@@ -64,6 +66,9 @@ impl Flows {
     }
 
     fn early(&mut self, id: u32, d: &[u8], now: Instant) {
+        if self.retired {
+            return;
+        }
         if !self.early.contains_key(&id) {
             let mut expired = 0;
             self.early.retain(|_, e| {
@@ -86,6 +91,15 @@ impl Flows {
             self.early_bytes += d.len();
             e.datagrams.push(d.to_vec());
         }
+    }
+
+    /// The session is over: what waited for a flow goes, and nothing more
+    /// is kept (on a connection its players hold open, early datagrams
+    /// would otherwise expire only as datagrams of new flows arrive).
+    pub fn retire(&mut self) {
+        self.retired = true;
+        self.early.clear();
+        self.early_bytes = 0;
     }
 
     /// The early datagrams of flow `id`, taken.
@@ -123,5 +137,28 @@ impl Flows {
                 e.datagrams.iter().map(Vec::len).sum(),
             )
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A retired connection keeps nothing for flows not yet open: a peer
+    /// holding it open with one player cannot fill it.
+    #[test]
+    fn a_retired_connection_keeps_no_early_datagrams() {
+        let mut f = Flows::default();
+        let now = Instant::now();
+        let d = |id: u32| [&id.to_be_bytes()[..], &[0u8; 1000]].concat();
+        assert!(f.arrived(&d(1), || now).is_none());
+        assert_eq!(f.early_bytes(), 1000);
+        f.retire();
+        assert_eq!(f.early_bytes(), 0);
+        for id in 2..100 {
+            f.arrived(&d(id), || now);
+        }
+        assert_eq!(f.early_bytes(), 0);
+        assert_eq!(f.early_held().count(), 0);
     }
 }
