@@ -116,11 +116,14 @@ async fn poll(files: Files, mut seen: Looks, tx: mpsc::Sender<Trigger>, stop: Ca
             _ = stop.cancelled() => return,
         }
         let now = files();
-        // A file named since the last look starts from what it is now.
+        // A file named since the last look counts as new if it is there:
+        // one a refused reload named (not there yet: a `tls.crl` before
+        // `ferry hub revoke` writes it) may have been written since, and
+        // one a reload read may have changed since it read it. At worst a
+        // reload that finds nothing changed.
         seen.retain(|p, _| now.contains(p));
         for p in &now {
-            seen.entry(p.clone())
-                .or_insert_with(|| (stamp(p), digest(p)));
+            seen.entry(p.clone()).or_insert((None, None));
         }
         let mut changed = false;
         for p in &now {

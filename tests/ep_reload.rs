@@ -331,3 +331,50 @@ async fn an_ep_admin_token_hash_file_replaced_is_a_rotation() {
     assert_eq!(http_get(door, "/api/status", Some(old)).await.0, 401);
     stop.cancel();
 }
+
+/// ep.toml saved naming a `token_file` that is not there yet (a config
+/// deployed before its secret): that reload is refused, and once the file
+/// is written the reload is tried again and applies. Before, nothing
+/// followed the missing file: the new configuration waited for another
+/// save or a SIGHUP.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_refused_for_a_missing_file_applies_once_it_is_written() {
+    use std::os::unix::fs::PermissionsExt;
+    let certs = Certs::new();
+    let (home_a, home_b) = (tagged_echo(b"A").await, tagged_echo(b"B").await);
+    let hub = TestHub::start(&certs, &opts()).await;
+    let eo = |at: SocketAddr| EpOpts::new(&certs, vec![("a".into(), at)]);
+    let file = write_ep_toml(&certs, hub.control, hub.channel, &eo(home_a));
+    let (_ep, handle) = TestEp::start_with_handle(load_ep_file(&file)).await;
+    hub.wait_sessions(1).await;
+    let token = certs.path("ep-token");
+    let fresh = write_ep_toml(&certs, hub.control, hub.channel, &eo(home_b));
+    let text = std::fs::read_to_string(&fresh).unwrap().replace(
+        &format!("token = {TOKEN:?}\n"),
+        &format!("token_file = {}\n", toml_path(&token)),
+    );
+    std::fs::write(&fresh, text).unwrap();
+    let mut reloads = handle.reloads();
+    let before = *reloads.borrow();
+    let mut refused = handle.refused_reloads();
+    std::fs::rename(fresh, &file).unwrap();
+    tokio::time::timeout(Duration::from_secs(10), refused.wait_for(|n| *n > 0))
+        .await
+        .expect("the reload naming a missing token file was refused")
+        .unwrap();
+    // The token file then written (0600, as the ep asks) applies it.
+    let tmp = certs.path("ep-token.new");
+    std::fs::write(&tmp, format!("{TOKEN}\n")).unwrap();
+    std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o600)).unwrap();
+    std::fs::rename(&tmp, &token).unwrap();
+    tokio::time::timeout(Duration::from_secs(10), reloads.wait_for(|n| *n > before))
+        .await
+        .expect("the ep reloaded once its token file was written")
+        .unwrap();
+    let mut s = tokio::net::TcpStream::connect(hub.service("a"))
+        .await
+        .unwrap();
+    let mut tag = [0u8; 1];
+    s.read_exact(&mut tag).await.unwrap();
+    assert_eq!(tag[0], b'B');
+}

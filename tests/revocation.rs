@@ -414,3 +414,38 @@ fn revoke_warns_when_the_hub_s_configuration_does_not_follow_its_list() {
         assert_eq!(err.contains("has no tls.crl"), followed.is_none(), "{err}");
     }
 }
+
+on_every_transport!(a_list_named_before_it_exists_applies_once_written);
+
+/// `tls.crl` added to hub.toml before the file exists: that reload is
+/// refused (the hub runs on with no list), and once `ferry hub revoke`
+/// writes the list the reload is tried again, so the revoked ep is shut
+/// out. Before, nothing followed the missing file: the revocation did not
+/// apply until hub.toml was saved again or the hub got a SIGHUP.
+async fn a_list_named_before_it_exists_applies_once_written(t: Transport) {
+    let certs = Certs::new();
+    let crl = certs.path("crl.pem");
+    std::fs::remove_file(&crl).unwrap();
+    let o = t.hub_opts(HubOpts::default());
+    let settings = hub_settings(&certs, &o);
+    let file = settings.file.clone();
+    let hub = TestHub::from_settings(settings, &o).await;
+    let eo = t.ep_opts(
+        &hub,
+        EpOpts::new(&certs, vec![("echo".into(), echo_server().await)]),
+    );
+    let _ep = TestEp::start(ep_settings(&certs, &hub, &eo));
+    hub.wait_sessions(1).await;
+    let refused = hub
+        .reload_after(|| {
+            let named = write_hub_toml(&certs, &o, Some(&crl));
+            std::fs::rename(named, &file).unwrap();
+        })
+        .await;
+    assert!(refused.is_err(), "{refused:?}");
+    let applied = hub.reload_after(|| revoke_home(&certs)).await;
+    assert!(applied.is_ok(), "{applied:?}");
+    tokio::time::timeout(Duration::from_secs(10), hub.wait_sessions(0))
+        .await
+        .expect("the revoked ep is still logged in");
+}

@@ -298,9 +298,25 @@ impl EpConfig {
         Ok(c)
     }
 
-    /// Loads and checks `s.file` again with the flags `s` was loaded with.
-    pub fn reload(s: &EpSettings) -> Result<EpSettings> {
-        EpConfig::load(&s.file, s.flags.clone())?.check(&s.file)
+    /// Loads and checks `s.file` again with the flags `s` was loaded with;
+    /// and the files the new configuration names besides itself (none if
+    /// it does not parse): a reload refused for one of them (not there
+    /// yet) is tried again when it changes.
+    pub fn reload_naming(s: &EpSettings) -> (Vec<PathBuf>, Result<EpSettings>) {
+        match EpConfig::load(&s.file, s.flags.clone()) {
+            Ok(c) => (c.named(), c.check(&s.file)),
+            Err(e) => (Vec::new(), Err(e.into())),
+        }
+    }
+
+    /// The files this configuration names.
+    fn named(&self) -> Vec<PathBuf> {
+        let t = self.tls.paths();
+        let mut files = vec![t.ca, t.cert, t.key];
+        files.extend(self.token_file.as_ref().map(|f| f.relative()));
+        let admin = self.admin.as_ref().and_then(|a| a.token_hash_file.as_ref());
+        files.extend(admin.map(|f| f.relative()));
+        files
     }
 
     pub fn check(mut self, file: &Path) -> Result<EpSettings> {

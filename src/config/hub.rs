@@ -890,9 +890,15 @@ impl HubConfig {
         }
     }
 
-    /// Loads and checks `file` again with the flags `s` was loaded with.
-    pub fn reload(s: &HubSettings) -> Result<HubSettings> {
-        HubConfig::load(&s.file, s.flags.clone())?.check(&s.file)
+    /// Loads and checks `file` again with the flags `s` was loaded with;
+    /// and the files the new configuration names besides itself (none if
+    /// it does not parse): a reload refused for one of them (not there
+    /// yet) is tried again when it changes.
+    pub fn reload_naming(s: &HubSettings) -> (Vec<PathBuf>, Result<HubSettings>) {
+        match HubConfig::load(&s.file, s.flags.clone()) {
+            Ok(c) => (c.follows(), c.check(&s.file)),
+            Err(e) => (Vec::new(), Err(e.into())),
+        }
     }
 }
 

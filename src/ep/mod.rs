@@ -59,6 +59,11 @@ pub(crate) struct Ep {
     offered: tokio::sync::watch::Sender<u64>,
     /// Reloads applied since start.
     reloaded: tokio::sync::watch::Sender<u64>,
+    /// Reloads refused since start.
+    refused: tokio::sync::watch::Sender<u64>,
+    /// The files the last reload named but could not use: followed too,
+    /// so the reload is tried again once they change (`reload::triggers`).
+    refused_follows: std::sync::Mutex<Vec<std::path::PathBuf>>,
     /// Each hub served, in `EpSettings::hubs` order (fixed until a restart).
     hubs: Vec<Arc<hubs::HubLink>>,
     /// Whether the uplink guard is on (`uplink_guard`), for every player.
@@ -187,6 +192,8 @@ pub async fn bind(
         tls: crate::swap::Swap::new(tls),
         offered: tokio::sync::watch::Sender::new(0),
         reloaded: tokio::sync::watch::Sender::new(0),
+        refused: tokio::sync::watch::Sender::new(0),
+        refused_follows: Default::default(),
         hubs: links,
         players: Arc::default(),
         homes,
@@ -221,6 +228,11 @@ impl Handle {
     /// Reloads applied since start, updated as they land.
     pub fn reloads(&self) -> tokio::sync::watch::Receiver<u64> {
         self.0.reloaded.subscribe()
+    }
+
+    /// Reloads refused since start, updated as they are.
+    pub fn refused_reloads(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.0.refused.subscribe()
     }
 
     /// What the status page shows (`/api/status`).

@@ -51,6 +51,14 @@ pub(super) fn triggers(ep: &Arc<Ep>) -> mpsc::Receiver<Trigger> {
         files.extend(s.token_file.clone());
         let admin = s.admin.as_ref().and_then(|a| a.token_hash_file.clone());
         files.extend(admin);
+        let refused = ep.refused_follows.lock().unwrap_or_else(|p| p.into_inner());
+        files.extend(
+            refused
+                .iter()
+                .filter(|f| !files.contains(f))
+                .cloned()
+                .collect::<Vec<_>>(),
+        );
         files
     });
     crate::reload::triggers(files, s.watch_config, ep.shutdown.clone())
@@ -61,18 +69,31 @@ pub(super) async fn watch(ep: Arc<Ep>, mut triggers: mpsc::Receiver<Trigger>) {
     while let Some(why) = triggers.recv().await {
         crate::sdnotify::reloading();
         let old = ep.settings();
-        let loaded =
-            tokio::task::spawn_blocking(move || super::load(EpConfig::reload(&old)?)).await;
-        match loaded {
+        let loaded = tokio::task::spawn_blocking(move || {
+            let (named, read) = EpConfig::reload_naming(&old);
+            (named, read.and_then(super::load))
+        })
+        .await;
+        // A file the new configuration names that could not be used (not
+        // there yet) tries the reload again when it changes.
+        let refused = match &loaded {
+            Ok((named, Err(_))) => named.clone(),
+            _ => Vec::new(),
+        };
+        *ep.refused_follows.lock().unwrap_or_else(|p| p.into_inner()) = refused;
+        match loaded.map(|(_, r)| r) {
             Ok(Ok(new)) => {
                 let plan = apply(&ep, new);
                 tracing::info!("configuration reloaded ({}): {plan}", why.as_str());
                 ep.reloaded.send_modify(|n| *n += 1);
             }
-            Ok(Err(e)) => tracing::warn!(
-                "configuration reload ({}) refused, the running configuration stays: {e:#}",
-                why.as_str()
-            ),
+            Ok(Err(e)) => {
+                tracing::warn!(
+                    "configuration reload ({}) refused, the running configuration stays: {e:#}",
+                    why.as_str()
+                );
+                ep.refused.send_modify(|n| *n += 1);
+            }
             Err(e) => tracing::warn!("configuration reload failed: {e}"),
         }
         crate::sdnotify::ready();

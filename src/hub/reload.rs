@@ -31,9 +31,18 @@ pub(super) fn triggers(shared: &Arc<Shared>) -> mpsc::Receiver<Trigger> {
             return Vec::new();
         };
         let s = sh.settings();
-        std::iter::once(s.file.clone())
+        let refused = sh.refused_follows.lock().unwrap_or_else(|p| p.into_inner());
+        let mut files: Vec<_> = std::iter::once(s.file.clone())
             .chain(s.follows.iter().cloned())
-            .collect()
+            .collect();
+        files.extend(
+            refused
+                .iter()
+                .filter(|f| !files.contains(f))
+                .cloned()
+                .collect::<Vec<_>>(),
+        );
+        files
     });
     crate::reload::triggers(files, s.watch_config, shared.shutdown.clone())
 }
@@ -69,20 +78,37 @@ async fn reload(shared: &Arc<Shared>, _why: Trigger) -> Result<String, String> {
     let _update = shared.settings_update.lock().await;
     let old = shared.settings();
     // Reading files and parsing certificates: off the async threads.
-    let new = tokio::task::spawn_blocking(move || {
+    let (named, loaded) = tokio::task::spawn_blocking(move || {
         // The enrolled eps are read from the state folder the running
         // enrol door writes to: a moved `enrol.state` (or `tls.ca`, its
         // default) waits for a restart, as the door does, rather than
         // dropping every enrolled ep's credential now.
-        let mut read = HubConfig::reload(&old)?;
+        let (named, read) = HubConfig::reload_naming(&old);
+        let mut read = match read {
+            Ok(read) => read,
+            Err(e) => return (named, Err(e)),
+        };
         let wanted = std::mem::replace(&mut read.enrol, old.enrol.clone());
-        let (mut new, tls) = super::load(read)?;
-        new.enrol = wanted;
-        anyhow::Ok((new, tls))
+        let loaded = super::load(read).map(|(mut new, tls)| {
+            new.enrol = wanted;
+            (new, tls)
+        });
+        (named, loaded)
     })
     .await
-    .map_err(|e| e.to_string())?
-    .map_err(|e| format!("{e:#}"))?;
+    .map_err(|e| e.to_string())?;
+    // A file the new configuration names that could not be used (not
+    // there yet: a `tls.crl` named before `ferry hub revoke` writes it, a
+    // token file deployed after the config) tries the reload again when it
+    // changes; nothing else would.
+    *shared
+        .refused_follows
+        .lock()
+        .unwrap_or_else(|p| p.into_inner()) = match loaded {
+        Ok(_) => Vec::new(),
+        Err(_) => named,
+    };
+    let new = loaded.map_err(|e| format!("{e:#}"))?;
     apply(shared, new).await
 }
 
