@@ -224,13 +224,7 @@ impl Hub {
         .await
         .context("loading the TLS files")??;
         let doors = Doors::bind(&settings).await?;
-        let metrics = Arc::new(crate::metrics::HubMetrics::new(
-            settings.services.iter().map(|s| s.name.as_str()),
-        ));
-        let refusals = Arc::new(refusals::Refusals::new(
-            metrics.refusals.clone(),
-            metrics.player_refusals.clone(),
-        ));
+        let (metrics, refusals) = counters(&settings);
         let quic = quic::QuicDoor::bind(&loaded_tls.server, &settings, refusals.clone())?;
         let (shutdown, hard_stop) = (CancellationToken::new(), CancellationToken::new());
         let tracker = TaskTracker::new();
@@ -654,4 +648,16 @@ impl Shared {
         }
         self.trust.set_acceptor(config);
     }
+}
+
+/// The hub's metrics, and its refusals counted in them.
+fn counters(settings: &HubSettings) -> (Arc<crate::metrics::HubMetrics>, Arc<refusals::Refusals>) {
+    let metrics = Arc::new(crate::metrics::HubMetrics::new(
+        settings.services.iter().map(|s| s.name.as_str()),
+    ));
+    let refusals = Arc::new(refusals::Refusals::new(
+        metrics.refusals.clone(),
+        metrics.player_refusals.clone(),
+    ));
+    (metrics, refusals)
 }
