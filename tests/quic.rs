@@ -819,3 +819,51 @@ async fn datagrams_before_the_login_hold_no_memory() {
     );
     assert!(grew < 6 << 10, "the hub held {grew} KiB for them");
 }
+
+/// A stream the hub opens on a connection whose session the ep ended (a
+/// player there holding it open) is reset at once: its player learns, and
+/// a hub that goes on opening streams there cannot make the ep hold them.
+/// Without the reset the stream waited, unread, until the connection's end.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_on_a_connection_whose_session_ended_is_reset() {
+    use ferry::proto::{CloseKind, HubMsg, write_msg};
+    let certs = Certs::new();
+    let fake = common::fake_hub::FakeQuicHub::start(&certs);
+    let _ep = TestEp::start(ep_of(&certs, &fake, "").await);
+    let (conn, mut send, _recv) = fake.login().await;
+    let start = |port: u16| HubMsg::Start {
+        player: format!("198.51.100.7:{port}").parse().unwrap(),
+        service: None,
+        udp: false,
+        offset: 0,
+        flow: None,
+        name: Some("echo".into()),
+        no_wake: false,
+        pace: None,
+    };
+    // A player on the connection, which holds it open.
+    let (mut held_send, mut held_recv) = conn.open_bi().await.unwrap();
+    write_msg(&mut held_send, &start(40000)).await.unwrap();
+    held_send.write_all(b"ping").await.unwrap();
+    let mut buf = [0u8; 4];
+    held_recv.read_exact(&mut buf).await.unwrap();
+    let closing = HubMsg::Closing {
+        reason: "hub shutting down".into(),
+        kind: Some(CloseKind::ShuttingDown),
+    };
+    write_msg(&mut send, &closing).await.unwrap();
+    let _ = send.finish();
+    // The ep logs in anew: its session on `conn` is over.
+    let _again = tokio::time::timeout(Duration::from_secs(10), fake.login())
+        .await
+        .expect("the ep logged in again");
+    let (mut late_send, mut late_recv) = conn.open_bi().await.unwrap();
+    let _ = write_msg(&mut late_send, &start(40001)).await;
+    let read = tokio::time::timeout(Duration::from_secs(5), late_recv.read(&mut buf)).await;
+    println!("figure: a stream on the ended session's connection: {read:?}");
+    assert!(matches!(read, Ok(Err(_))), "not reset: {read:?}");
+    // The player there carries on.
+    held_send.write_all(b"pong").await.unwrap();
+    held_recv.read_exact(&mut buf).await.unwrap();
+    assert_eq!(&buf, b"pong");
+}

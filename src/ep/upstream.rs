@@ -552,8 +552,8 @@ async fn hub_streams(ep: Arc<Ep>, quic: crate::quic::Link, to: channel::Via) {
             s = quic.conn.accept_bi() => s,
             // A hub opens a session's players on its own connection: one
             // that ended takes none (its players carry on).
-            _ = quic.retired() => return,
-            _ = ep.shutdown.cancelled() => return,
+            _ = quic.retired() => return refuse_streams(&quic).await,
+            _ = ep.shutdown.cancelled() => return refuse_streams(&quic).await,
         };
         let Ok((send, recv)) = stream else { return };
         let mut path = login::Path::Quic(quic.stream(send, recv));
@@ -623,6 +623,16 @@ async fn hub_streams(ep: Arc<Ep>, quic: crate::quic::Link, to: channel::Via) {
                 job.instrument(span).await;
             }
         });
+    }
+}
+
+/// Streams the hub opens on a connection whose session is over, or on a
+/// stopping ep: reset at once, until the connection closes. Unread, each
+/// would wait for the connection's end, its player with it, and the ep
+/// would hold what the hub sent on it.
+async fn refuse_streams(quic: &crate::quic::Link) {
+    while let Ok((send, recv)) = quic.conn.accept_bi().await {
+        login::Path::Quic(quic.stream(send, recv)).abort();
     }
 }
 
