@@ -844,3 +844,30 @@ async fn silent_connections_do_not_fill_a_small_hub() {
         hub.stop().await;
     }
 }
+
+on_every_transport!(a_server_list_ping_that_shuts_its_side_gets_the_status);
+
+/// A status ping that sends its handshake and request and then shuts its
+/// sending side (a script, `nc -N`) gets the server's status from home.
+/// Before, the hub took the end for a player who left and reset it.
+async fn a_server_list_ping_that_shuts_its_side_gets_the_status(t: Transport) {
+    let certs = Certs::new();
+    let port = free_range(1);
+    let hub = TestHub::start(&certs, &mc_hub(t, port, "")).await;
+    let server = fake_server("REAL").await;
+    let eo = t.ep_opts(&hub, EpOpts::new(&certs, vec![("mc".into(), server)]));
+    let _ep = TestEp::start(ep_settings(&certs, &hub, &eo));
+    hub.wait_sessions(1).await;
+    let mut s = tokio::net::TcpStream::connect(at(port)).await.unwrap();
+    let mut out = minecraft::handshake("play.test", 1);
+    out.extend(minecraft::packet(0, &[]));
+    s.write_all(&out).await.unwrap();
+    s.shutdown().await.unwrap();
+    let (id, body) = tokio::time::timeout(Duration::from_secs(20), minecraft::read_packet(&mut s))
+        .await
+        .expect("an answer within 20 s")
+        .unwrap();
+    assert_eq!(id, 0, "a status response");
+    let json: serde_json::Value = serde_json::from_str(&minecraft::read_string(&body)).unwrap();
+    assert_eq!(motd(&json), "REAL");
+}

@@ -721,3 +721,38 @@ async fn playing_game_told_down(t: Transport, (bedrock, wake, heard): (bool, boo
     assert!(lines(&log).is_empty(), "woken: {:?}: {case}", lines(&log));
     drop((held, ignored));
 }
+
+on_every_transport!(a_player_that_shuts_its_side_while_the_server_wakes_gets_the_answer);
+
+/// A player that sends its request and shuts its sending side at once (`nc
+/// -N`, an HTTP/1.0 client, a script) while the server is woken (a second
+/// to start here): it gets the whole answer and a clean end. Before, the
+/// ep took the end for a player who left, and the player was reset.
+async fn a_player_that_shuts_its_side_while_the_server_wakes_gets_the_answer(t: Transport) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let certs = Certs::new();
+    let dir = tempfile::tempdir().unwrap();
+    let (log, pidfile) = (dir.path().join("log"), dir.path().join("pid"));
+    let _server = KillPidFile(pidfile.clone());
+    let (_held, local) = held_port();
+    let hub = TestHub::start(&certs, &hub_opts(t)).await;
+    let mut eo = t.ep_opts(&hub, EpOpts::new(&certs, vec![("a".into(), local)]));
+    let (log_s, pid_s) = (log.to_str().unwrap(), pidfile.to_str().unwrap());
+    eo.service_extra = format!(
+        "wake = [\"python3\", \"-c\", {SERVER:?}, \"{}\", {pid_s:?}, {log_s:?}, \"1\"]\n\
+         wake_timeout = \"20s\"\n",
+        local.port()
+    );
+    let _ep = TestEp::start(ep_settings(&certs, &hub, &eo));
+    hub.wait_sessions(1).await;
+    let mut s = tokio::net::TcpStream::connect(hub.service("a"))
+        .await
+        .unwrap();
+    s.write_all(b"GET / HTTP/1.0\r\n\r\n").await.unwrap();
+    s.shutdown().await.unwrap();
+    let mut back = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(20), s.read_to_end(&mut back)).await;
+    assert!(matches!(read, Ok(Ok(_))), "{read:?}, after {back:?}");
+    assert_eq!(back, b"GET / HTTP/1.0\r\n\r\n");
+    assert_eq!(lines(&log), ["woke"]);
+}

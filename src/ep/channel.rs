@@ -432,10 +432,15 @@ impl Dial<'_> {
         // On the heap: a task holds its largest state for its whole life, and
         // this one is only for the rare wait, not for every relaying player.
         let mut chunk = vec![0u8; 4096];
+        // A player that sent its request and shut its side (`nc -N`, an
+        // HTTP/1.0 client) waits for the answer: the relay passes its end
+        // on once the service is up.
+        let mut sent_all = false;
         let outcome = loop {
             tokio::select! {
                 r = woken.wait_for(|w| *w != super::wake::Woken::Starting) => break r.map(|w| *w).ok(),
-                r = tls.read(&mut chunk) => match r {
+                r = tls.read(&mut chunk), if !sent_all => match r {
+                    Ok(0) if !early.is_empty() => sent_all = true,
                     Ok(0) | Err(_) => {
                         if said.is_some() {
                             tracing::info!(service = self.service, player = %self.player, "player left while the service woke");

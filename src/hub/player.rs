@@ -130,7 +130,9 @@ pub(super) async fn serve(
     // included: the client's own timeout (a Java login's 30 s) does not
     // wait for the hub's steps one after another.
     let began = std::time::Instant::now();
-    let hold = opening.as_ref().map(|o| o.hold);
+    // A server-list ping may shut its side once it asked; a join that does
+    // has left.
+    let hold = opening.as_ref().map(|o| (o.hold, o.no_wake));
     let (named, modern, mut tunnel) =
         match take_channel(&shared, &svc, tcp, &seat.player, hold).await {
             Ok(taken) => taken,
@@ -160,7 +162,7 @@ pub(super) async fn serve(
     }
     if let Some(o) = &opening {
         let left = o.hold.saturating_sub(began.elapsed());
-        match first_answer(tcp, &mut tunnel, left, &seat.player).await {
+        match first_answer(tcp, &mut tunnel, (left, o.no_wake), &seat.player).await {
             Ok(()) => {}
             Err(FirstAnswer::Home(why)) => {
                 tunnel.abort();
@@ -205,11 +207,14 @@ async fn take_channel(
     svc: &Arc<Service>,
     tcp: &mut TcpStream,
     seat: &super::players::Player,
-    hold: Option<std::time::Duration>,
+    // A game door's `hold`, and whether the player asked for the server
+    // list (whose end once it asked is no leaving).
+    hold: Option<(std::time::Duration, bool)>,
 ) -> Result<(bool, bool, super::service::Tunnel), Option<Unanswered>> {
     let opening = hold.is_some();
     let wait = shared.settings().timing.player_wait;
-    let wait = hold.map_or(wait, |h| wait.min(h));
+    let wait = hold.map_or(wait, |(h, _)| wait.min(h));
+    let asked = hold.is_some_and(|(_, ping)| ping);
     let taken = tokio::select! {
         // A player banned as they arrived takes no channel, even one ready
         // at once (a game door's first packet would go home on it).
@@ -220,7 +225,7 @@ async fn take_channel(
             return Err(None);
         }
         _ = shared.shutdown.cancelled() => return Err(None),
-        _ = gone(tcp) => {
+        _ = gone(tcp, asked) => {
             tracing::info!("player left before a channel was ready");
             return Err(None);
         }
@@ -357,12 +362,17 @@ enum FirstAnswer {
 async fn first_answer(
     tcp: &mut TcpStream,
     tunnel: &mut super::service::Tunnel,
-    hold: std::time::Duration,
+    // How long home may take, and whether the player asked for the server
+    // list (whose end once it asked is no leaving).
+    (hold, asked): (std::time::Duration, bool),
     seat: &super::players::Player,
 ) -> Result<(), FirstAnswer> {
     let (mut down, mut up) = (vec![0u8; 8 * 1024], vec![0u8; 4 * 1024]);
     let deadline = tokio::time::sleep(hold);
     tokio::pin!(deadline);
+    // A server-list ping that shut its side waits for the answer (the
+    // relay passes its end on after it); a join that did has left.
+    let mut sent_all = false;
     loop {
         tokio::select! {
             r = tunnel.read(&mut down) => match r {
@@ -371,7 +381,8 @@ async fn first_answer(
                     return tcp.write_all(&down[..n]).await.map_err(|_| FirstAnswer::PlayerGone);
                 }
             },
-            r = tcp.read(&mut up) => match r {
+            r = tcp.read(&mut up), if !sent_all => match r {
+                Ok(0) if asked => sent_all = true,
                 Ok(0) | Err(_) => return Err(FirstAnswer::PlayerGone),
                 Ok(n) => {
                     // Home may not read while it wakes: the deadline and
@@ -393,10 +404,13 @@ async fn first_answer(
 
 /// Resolves if the player hangs up while waiting for a channel, so the ep is
 /// never told to dial the service for a player who already left (a phantom
-/// player in a game). A player who sends data is real: stop watching.
-async fn gone(tcp: &TcpStream) {
+/// player in a game). A player who sends data is real: stop watching. A
+/// server-list ping the game door read (`asked`) that then shut its side
+/// waits for the answer (a script, `nc -N`); a join that did has left.
+async fn gone(tcp: &TcpStream, asked: bool) {
     let mut b = [0u8; 1];
     match tcp.peek(&mut b).await {
+        Ok(0) if asked => std::future::pending().await,
         Ok(0) | Err(_) => {}
         Ok(_) => std::future::pending().await,
     }
