@@ -65,10 +65,6 @@ impl QuicStream {
     }
 }
 
-/// How long a finished player stream still counts on its connection while
-/// the peer acknowledges its last bytes.
-const ACK_WAIT: Duration = Duration::from_secs(10);
-
 impl Drop for QuicStream {
     fn drop(&mut self) {
         if !self.finished {
@@ -78,11 +74,14 @@ impl Drop for QuicStream {
         }
         // Finished cleanly: the stream counts until its tail is
         // acknowledged, so closing the connection for being idle
-        // (`close_when_idle`) cannot discard bytes still in flight.
+        // (`close_when_idle`) cannot discard bytes still in flight: a
+        // window's worth to a slow player can take longer than any fixed
+        // wait. The drain bounds it (`close_when_idle`'s deadline, the hard
+        // stop), and a peer gone ends it with the connection.
         if let (Some(hold), Ok(rt)) = (self._hold.take(), tokio::runtime::Handle::try_current()) {
             let acked = self.send.stopped();
             rt.spawn(async move {
-                let _ = tokio::time::timeout(ACK_WAIT, acked).await;
+                let _ = acked.await;
                 drop(hold);
             });
         }
@@ -428,7 +427,8 @@ impl Link {
     /// The hub's side of the control stream: counted on the connection
     /// as a player's is, so the connection closed for being over
     /// (`close_when_idle`) waits for its last frame (the hub's `Closing`,
-    /// why the session ended) to be acknowledged, or `ACK_WAIT`. Closed
+    /// why the session ended) to be acknowledged (or the connection to
+    /// end: a peer gone says nothing for the idle timeout). Closed
     /// at once, quinn would discard it unsent and the ep would not know
     /// it was replaced.
     pub fn control(&self, send: quinn::SendStream, recv: quinn::RecvStream) -> QuicStream {

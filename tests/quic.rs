@@ -162,6 +162,48 @@ async fn auto_moves_back_to_quic_once_it_answers_again() {
     assert_eq!(*hub.handle.sessions().borrow(), 1);
 }
 
+/// An ep on TLS under `auto` whose file is reloaded with `transport =
+/// "tls"`: the QUIC login it had scheduled is not made, though QUIC
+/// answers again. Before, the session's first settings held.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_to_tls_ends_the_tries_of_quic() {
+    use std::sync::atomic::Ordering;
+    let certs = Certs::new();
+    let hub = quic_hub(&certs, "").await;
+    let relay = common::udp_relay::UdpRelay::start(hub.handle.quic_addr().unwrap(), None).await;
+    relay.silent.store(true, Ordering::SeqCst);
+    let mut eo = EpOpts::new(&certs, vec![("echo".into(), echo_server().await)]);
+    let keys = |transport: &str| {
+        format!(
+            "transport = \"{transport}\"\nquic = \"{}\"\nquic_retry = \"4s\"\n",
+            relay.addr
+        )
+    };
+    eo.extra = keys("auto");
+    let file = write_ep_toml(&certs, hub.control, hub.channel, &eo);
+    let (_ep, handle) = TestEp::start_with_handle(load_ep_file(&file)).await;
+    hub.wait_sessions(1).await;
+    assert_eq!(hub.handle.over_quic("home"), Some(false));
+    eo.extra = keys("tls");
+    saved(
+        &handle,
+        write_ep_toml(&certs, hub.control, hub.channel, &eo),
+        &file,
+    )
+    .await;
+    let logins = *hub.handle.logins().borrow();
+    relay.silent.store(false, Ordering::SeqCst);
+    // Past the try it had scheduled (4 s after QUIC failed, before the
+    // session began), which would log in now.
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    assert_eq!(hub.handle.over_quic("home"), Some(false));
+    assert_eq!(
+        *hub.handle.logins().borrow(),
+        logins,
+        "a login after the reload"
+    );
+}
+
 /// A hub restarted while an `auto` ep served over QUIC: the ep's tries
 /// while it is down fail over QUIC and over TLS alike, and once it is back
 /// the ep is on QUIC again. Before, a QUIC try that failed while the hub

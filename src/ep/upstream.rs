@@ -75,7 +75,10 @@ impl Up {
             backoff.bound(t.backoff_min, t.backoff_max);
             let s = ep.settings();
             let h = self.target(&s);
-            let (attempt, offered, identity) = match ready.take().map(|r| *r) {
+            // A login made beside the last session, unless a reload gave
+            // the ep another certificate since (it logged in as the old).
+            let adopted = ready.take().filter(|r| r.identity == ep.tls.get().identity);
+            let (attempt, offered, identity) = match adopted.map(|r| *r) {
                 Some(r) => (Ok((r.tls, r.welcome)), r.offered, r.identity),
                 None => {
                     // Each attempt with the settings as they are now (a
@@ -110,6 +113,9 @@ impl Up {
                     }
                     if end.switch {
                         tracing::info!("{}", end.reason);
+                        if began.elapsed() >= STABLE_SESSION {
+                            backoff.reset();
+                        }
                         ready = end.next;
                         continue;
                     }
@@ -198,7 +204,7 @@ impl Up {
     /// beside it succeeds).
     async fn serve<'a>(
         &'a self,
-        h: &'a HubTarget,
+        h: &HubTarget,
         (tls, w): (login::Path, &Welcome),
         (offered_at_hello, identity): (u64, String),
         upgrade: &mut auto::Upgrade<'a>,
@@ -232,7 +238,7 @@ impl Up {
                     return end(format!("no heartbeat from the hub for {:?}", w.heartbeat_timeout));
                 }
                 _ = tick.tick() => self.heartbeat(w, &mut ping),
-                ready = upgrade.next(self, h) => match ready {
+                ready = upgrade.next(self) => match ready {
                     Some(ready) => return auto::switched(ready),
                     None => continue,
                 },

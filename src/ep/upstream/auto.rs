@@ -12,6 +12,7 @@ use super::{End, QUIC_TRY, Up, login};
 use crate::{
     config::ep::{EpSettings, HubTarget, Transport},
     ep::{LoginError, Welcome},
+    proto::CloseKind,
 };
 use std::{future::Future, pin::Pin, sync::Arc};
 use tokio::time::Instant;
@@ -39,26 +40,42 @@ type Login<'a> = Pin<Box<dyn Future<Output = Result<Ready, String>> + Send + 'a>
 pub(super) struct Upgrade<'a> {
     at: Option<Instant>,
     trying: Option<Login<'a>>,
+    /// When the last login tried ended, if one did.
+    tried: Option<Instant>,
 }
+
+/// A session the hub closed as replaced this soon after a login tried
+/// beside it was replaced by that login (which then failed: its welcome
+/// lost, say), not by another ep with this certificate.
+const OWN_LOGIN: std::time::Duration = std::time::Duration::from_secs(60);
 
 impl<'a> Upgrade<'a> {
     /// The next QUIC login; `None` after one that failed (marked, and the
     /// next due a `quic_retry` later). Cancel-safe: a login under way
-    /// carries on at the next call.
-    pub async fn next(&mut self, up: &'a Up, h: &'a HubTarget) -> Option<Box<Ready>> {
+    /// carries on at the next call. A reload that made this hub's
+    /// `transport` another than auto ends the tries.
+    pub async fn next(&mut self, up: &'a Up) -> Option<Box<Ready>> {
         if self.trying.is_none() {
             match self.at {
                 Some(at) => tokio::time::sleep_until(at).await,
                 None => std::future::pending().await,
             }
-            self.trying = Some(Box::pin(up.upgrade_login(h)));
+            let h = up.target(&up.ep.settings());
+            if h.transport != Transport::Auto {
+                self.at = None;
+                return None;
+            }
+            self.trying = Some(Box::pin(async move { up.upgrade_login(&h).await }));
         }
         let tried = self.trying.as_mut()?.await;
         self.trying = None;
+        self.tried = Some(Instant::now());
         match tried {
             Ok(ready) => Some(Box::new(ready)),
             Err(why) => {
-                up.quic_failed(&why);
+                // Said once when QUIC first failed; again only in detail.
+                up.link.quic_lock().failed = Some(Instant::now());
+                tracing::debug!("{why}; still over TLS");
                 self.at = Some(Instant::now() + up.ep.settings().timing.quic_retry);
                 None
             }
@@ -67,22 +84,33 @@ impl<'a> Upgrade<'a> {
 
     /// The TLS session `end`ed with a QUIC login under way: the hub ends
     /// the session a new login replaces, so that end is the login's
-    /// success, not another ep with this certificate. Waits for it (within
-    /// `QUIC_TRY`).
+    /// success, not another ep with this certificate. Waits for it. One
+    /// that fails then marks nothing (the TLS session is gone too: the hub
+    /// may be down); a session replaced by the ep's own login that failed
+    /// logs in again at once.
     pub async fn settle(mut self, up: &Up, end: End) -> End {
-        let Some(trying) = self.trying.take() else {
-            return end;
-        };
-        if end.switch || up.ep.shutdown.is_cancelled() {
-            return end;
-        }
-        match trying.await {
-            Ok(ready) => switched(Box::new(ready)),
-            Err(why) => {
-                up.quic_failed(&why);
-                end
+        let mut end = end;
+        if let Some(trying) = self.trying.take()
+            && !end.switch
+        {
+            let tried = tokio::select! {
+                r = trying => Some(r),
+                _ = up.ep.shutdown.cancelled() => None,
+            };
+            self.tried = Some(Instant::now());
+            match tried {
+                Some(Ok(ready)) => return switched(Box::new(ready)),
+                Some(Err(why)) => tracing::debug!("{why}"),
+                None => return end,
             }
         }
+        let own = self.tried.is_some_and(|t| t.elapsed() < OWN_LOGIN);
+        if own && end.kind == Some(CloseKind::Replaced) {
+            end.kind = None;
+            end.reason =
+                "the hub moved the session to a QUIC login of this ep that then failed".into();
+        }
+        end
     }
 }
 
@@ -111,7 +139,7 @@ impl Up {
         if !known || !self.quic_allowed() {
             return login::login_with(s, h, client).await;
         }
-        let why = match self.try_quic(s, h, client).await {
+        let why = match self.try_quic(s, h, client, QUIC_TRY).await {
             Ok(x) => return Ok(x),
             Err(Tried::Permanent(e)) => return Err(e),
             Err(Tried::Failed(why)) => why,
@@ -124,12 +152,13 @@ impl Up {
         tls
     }
 
-    /// One QUIC login, within `QUIC_TRY`.
+    /// One QUIC login, `within` (and the address looked up first).
     async fn try_quic(
         &self,
         s: &EpSettings,
         h: &HubTarget,
         client: &Arc<rustls::ClientConfig>,
+        within: std::time::Duration,
     ) -> Result<(login::Path, Welcome), Tried> {
         let Some(hub) = self.quic_target(h, false).await else {
             let at = h.quic.as_deref().unwrap_or(&h.hub);
@@ -137,24 +166,27 @@ impl Up {
                 "QUIC to {at}: cannot resolve the hub's QUIC address"
             )));
         };
-        match tokio::time::timeout(QUIC_TRY, self.login_quic(s, h, client, hub)).await {
+        match tokio::time::timeout(within, self.login_quic(s, h, client, hub)).await {
             Ok(Ok(x)) => Ok(x),
             Ok(Err(e)) if e.is_permanent() => Err(Tried::Permanent(e)),
             Ok(Err(e)) => Err(Tried::Failed(format!("QUIC to {hub}: {e}"))),
             Err(_) => Err(Tried::Failed(format!(
-                "QUIC to {hub}: no QUIC login within {QUIC_TRY:?}"
+                "QUIC to {hub}: no QUIC login within {within:?}"
             ))),
         }
     }
 
     /// A QUIC login beside the TLS session, with the settings and TLS
-    /// material as they are now.
+    /// material as they are now. Nothing waits for it: it has the whole
+    /// `connect_timeout` (a welcome lost and sent again on a lossy path
+    /// would miss `QUIC_TRY`, after the hub had moved the session to it).
     async fn upgrade_login(&self, h: &HubTarget) -> Result<Ready, String> {
         let ep = &self.ep;
         let offered = *ep.offered.borrow();
         let material = ep.tls.get();
         let s = ep.settings();
-        match self.try_quic(&s, h, &material.client).await {
+        let within = s.timing.connect_timeout.max(QUIC_TRY);
+        match self.try_quic(&s, h, &material.client, within).await {
             Ok((tls, welcome)) => Ok(Ready {
                 tls,
                 welcome,
@@ -204,6 +236,7 @@ impl Up {
         Upgrade {
             at: due.then(|| failed.map_or_else(Instant::now, |t| t + retry)),
             trying: None,
+            tried: None,
         }
     }
 }
