@@ -871,3 +871,38 @@ async fn a_server_list_ping_that_shuts_its_side_gets_the_status(t: Transport) {
     let json: serde_json::Value = serde_json::from_str(&minecraft::read_string(&body)).unwrap();
     assert_eq!(motd(&json), "REAL");
 }
+
+on_every_transport!(a_sleeping_server_removed_and_put_back_is_still_sleeping);
+
+/// A Minecraft service asleep at home, taken out of hub.toml and put back
+/// within its drain: the server list still says it sleeps (join to wake
+/// it). Before, putting it back forgot what the ep had said of it, and the
+/// hub answered "Offline" until the ep's next word (its next change).
+async fn a_sleeping_server_removed_and_put_back_is_still_sleeping(t: Transport) {
+    let certs = Certs::new();
+    let (port, (_held, local)) = (free_range(1), held_port());
+    let o = mc_hub(t, port, "");
+    let settings = hub_settings(&certs, &o);
+    let file = settings.file.clone();
+    let hub = TestHub::from_settings(settings, &o).await;
+    let mut eo = t.ep_opts(&hub, EpOpts::new(&certs, vec![("mc".into(), local)]));
+    eo.service_extra = "wake = [\"true\"]\nsleep = [\"true\"]\nsleep_after = \"1h\"\n".into();
+    let _ep = TestEp::start(ep_settings(&certs, &hub, &eo));
+    hub.wait_sessions(1).await;
+    ping(at(port), "play.test").await.unwrap();
+    home_is(&hub, "mc", "sleeping").await;
+    let without = t.hub_opts(HubOpts {
+        services: vec!["other".into()],
+        extra: "drain_timeout = \"30s\"\n".into(),
+        ..Default::default()
+    });
+    let removed = hub.reload_to(&certs, &without, &file).await;
+    assert!(removed.is_ok(), "{removed:?}");
+    let back = hub.reload_to(&certs, &o, &file).await;
+    assert!(back.is_ok(), "{back:?}");
+    home_is(&hub, "mc", "sleeping").await;
+    assert_eq!(
+        motd(&ping(at(port), "play.test").await.unwrap()),
+        "Sleeping \u{2014} join to wake it"
+    );
+}

@@ -4,10 +4,27 @@ use ipnet::IpNet;
 use serde::{Deserialize, Deserializer, Serialize, Serializer, de};
 use std::net::IpAddr;
 
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default)]
 pub struct Allowlist(Vec<IpNet>);
 
+/// The same networks, in whatever order: an enrolment adds its address at
+/// the end, a reload in the order of the names, and the two must not
+/// look like a change (which would restart an allowlist cut's drain).
+impl PartialEq for Allowlist {
+    fn eq(&self, other: &Self) -> bool {
+        self.sorted() == other.sorted()
+    }
+}
+
+impl Eq for Allowlist {}
+
 impl Allowlist {
+    /// The networks in order, each once.
+    pub fn sorted(&self) -> Vec<IpNet> {
+        let set: std::collections::BTreeSet<IpNet> = self.0.iter().copied().collect();
+        set.into_iter().collect()
+    }
+
     /// IPv4 peers reach a dual-stack listener as `::ffff:a.b.c.d`; they are
     /// matched as the IPv4 address the operator wrote.
     pub fn contains(&self, ip: IpAddr) -> bool {
@@ -81,6 +98,24 @@ impl Serialize for Allowlist {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// An enrolment appends its address; a reload adds the enrolled
+    /// addresses in the order of the names: the same list either way.
+    #[test]
+    fn the_same_networks_in_another_order_are_the_same_list() {
+        let (a, b): (IpAddr, IpAddr) = (
+            "203.0.113.7".parse().unwrap(),
+            "198.51.100.9".parse().unwrap(),
+        );
+        let (mut one, mut two) = (Allowlist::default(), Allowlist::default());
+        one.add(a);
+        one.add(b);
+        two.add(b);
+        two.add(a);
+        assert_eq!(one, two);
+        two.add("192.0.2.1".parse().unwrap());
+        assert_ne!(one, two);
+    }
 
     #[test]
     fn matches_cidrs_hosts_and_mapped_v4() {

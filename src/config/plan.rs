@@ -96,7 +96,7 @@ impl Summary {
         let restart = restart_keys(s);
         Summary {
             services,
-            ep_allowlist: format!("{:?}", s.allowlist.nets()),
+            ep_allowlist: format!("{:?}", s.allowlist.sorted()),
             credentials,
             tls: tls_digest.to_string(),
             live,

@@ -1121,9 +1121,7 @@ fn heard(
         EpMsg::Home { services } => {
             // The whole picture: a service left out is one the ep knows
             // nothing of (any more).
-            for svc in guard.services().iter() {
-                svc.set_home(guard.id, services.get(&svc.name).copied());
-            }
+            guard.homes_said(services);
             Ok(None)
         }
         EpMsg::Services { services, shapes } => {

@@ -36,7 +36,14 @@ struct Entry {
     /// The session's QUIC connection, if it rides QUIC.
     link: Option<crate::quic::Link>,
     rtt: Rtt,
+    homes: Homes,
 }
+
+/// What a session's ep last said of its services at home (`EpMsg::Home`,
+/// the whole picture each time): a service it starts serving later (a
+/// reload adding it back, a grant given) begins from it, not from nothing
+/// (the ep says it again only when it changes).
+pub(crate) type Homes = Arc<Mutex<std::collections::BTreeMap<String, crate::proto::HomeState>>>;
 
 /// A session's round trip in µs as last measured (0: not yet).
 pub(crate) type Rtt = Arc<std::sync::atomic::AtomicU64>;
@@ -83,6 +90,14 @@ pub(crate) struct EndSignal {
 }
 
 impl EndSignal {
+    /// Ends with `stop` (the hub's shutdown) or its own `end`.
+    fn under(stop: &CancellationToken) -> Arc<Self> {
+        Arc::new(EndSignal {
+            token: stop.child_token(),
+            reason: Mutex::new(None),
+        })
+    }
+
     fn end(&self, kind: CloseKind, reason: &str) {
         *self.reason.lock().unwrap_or_else(|p| p.into_inner()) = Some((kind, reason.to_string()));
         self.token.cancel();
@@ -153,6 +168,7 @@ pub(crate) struct SessionGuard {
     pub rtt: Rtt,
     serving: Serving,
     end: Arc<EndSignal>,
+    homes: Homes,
 }
 
 impl Sessions {
@@ -233,11 +249,9 @@ impl Sessions {
         let services = self.claim(&mut st, services, ep);
         st.next_id += 1;
         let id = st.next_id;
-        let end = Arc::new(EndSignal {
-            token: self.shutdown.child_token(),
-            reason: Mutex::new(None),
-        });
+        let end = EndSignal::under(&self.shutdown);
         let serving: Serving = Arc::new(Mutex::new(services.clone()));
+        let homes = Homes::default();
         let rtt = Rtt::default();
         let entry = Entry {
             session: id,
@@ -254,6 +268,7 @@ impl Sessions {
             modern,
             link: link.clone(),
             rtt: rtt.clone(),
+            homes: homes.clone(),
         };
         self.mark_connected(ep, version);
         if let Some(old) = st.by_ep.insert(ep.to_string(), entry) {
@@ -288,6 +303,7 @@ impl Sessions {
             rtt,
             serving,
             end,
+            homes,
         })
     }
 
@@ -621,11 +637,23 @@ fn attach(svc: &Arc<Service>, e: &Entry, ep: &str) {
     });
     // Not a service a reload removed since it was found free.
     if attached {
+        let home = e.homes.lock().unwrap_or_else(|p| p.into_inner());
+        svc.set_home(e.session, home.get(&svc.name).copied());
+        drop(home);
         lock(&e.serving).push(svc.clone());
     }
 }
 
 impl SessionGuard {
+    /// What the ep says of its services at home now: set on those it
+    /// serves, kept for those it comes to serve.
+    pub fn homes_said(&self, said: std::collections::BTreeMap<String, crate::proto::HomeState>) {
+        for svc in self.services().iter() {
+            svc.set_home(self.id, said.get(&svc.name).copied());
+        }
+        *self.homes.lock().unwrap_or_else(|p| p.into_inner()) = said;
+    }
+
     /// The services this session serves now.
     pub fn services(&self) -> Vec<Arc<Service>> {
         lock(&self.serving).clone()
