@@ -89,17 +89,29 @@ impl GenCert {
     fn hub_cert(&self, issuer: &Issuer<'_, KeyPair>, written: &mut Vec<PathBuf>) -> Result<()> {
         let hub_pem = self.dir.join("hub.pem");
         let asked_for_hub = !self.hub_names.is_empty() || !self.hub_ips.is_empty();
-        if !asked_for_hub && hub_pem.exists() {
-            return Ok(());
-        }
         let mut sans: Vec<SanType> = Vec::new();
         let mut names = self.hub_names.clone();
         let mut ips = self.hub_ips.clone();
         if !asked_for_hub {
-            names.push("localhost".into());
-            ips.extend(["127.0.0.1".parse::<IpAddr>()?, "::1".parse()?]);
+            match hub_pem.exists() {
+                // `--force` alone renews it (the hub's advice as it nears
+                // its end), for the names and addresses it has; with
+                // `--ep`, only the eps' are replaced.
+                true if !self.force || !self.eps.is_empty() => return Ok(()),
+                true => (names, ips) = names_of(&hub_pem)?,
+                false => {
+                    names.push("localhost".into());
+                    ips.extend(["127.0.0.1".parse::<IpAddr>()?, "::1".parse()?]);
+                }
+            }
         }
         for n in &names {
+            // An address as a name: eps dialling the address refuse it.
+            anyhow::ensure!(
+                n.parse::<IpAddr>().is_err() && !n.contains(':'),
+                "--hub-name {n:?} is an address, not a name: give it with --hub-ip (a port \
+                 goes in the ep's `hub`, not in the certificate)"
+            );
             sans.push(SanType::DnsName(
                 n.clone()
                     .try_into()
@@ -278,8 +290,52 @@ pub(crate) fn load_ca(pem: &Path, key: &Path) -> Result<Issuer<'static, KeyPair>
         .map_err(anyhow::Error::from)
         .and_then(|b| String::from_utf8(b).map_err(anyhow::Error::from))
         .with_context(|| format!("cannot read {}", pem.display()))?;
+    ca_holds_key(&cert_pem, &keypair).map_err(|why| anyhow::anyhow!("{}: {why}", pem.display()))?;
     Issuer::from_ca_cert_pem(&cert_pem, keypair)
         .with_context(|| format!("{} is not a PEM CA certificate", pem.display()))
+}
+
+/// Whether `cert_pem` is a CA certificate for `key`: rcgen checks neither,
+/// and a certificate signed with another CA's key (ca.key copied from
+/// another hub, a CA replaced file by file) is refused by every hub and
+/// ep, so a revocation list or an ep certificate made with it would be
+/// written, announced, and never count.
+fn ca_holds_key(cert_pem: &str, key: &KeyPair) -> Result<(), String> {
+    let der = ::pem::parse(cert_pem).map_err(|_| "not a PEM certificate".to_string())?;
+    let (_, cert) = x509_parser::parse_x509_certificate(der.contents())
+        .map_err(|_| "not a readable certificate".to_string())?;
+    if !cert.is_ca() {
+        return Err("not a CA certificate".into());
+    }
+    if cert.public_key().subject_public_key.data.as_ref() != key.public_key_raw() {
+        return Err(
+            "the CA key does not belong to this certificate (ca.pem and ca.key are of two \
+             different CAs)"
+                .into(),
+        );
+    }
+    Ok(())
+}
+
+/// The names and addresses the certificate at `pem` is for.
+fn names_of(pem: &Path) -> Result<(Vec<String>, Vec<IpAddr>)> {
+    let certs = crate::tls::load_certs(pem)?;
+    let first = certs
+        .first()
+        .with_context(|| format!("{} holds no certificate", pem.display()))?;
+    let (mut names, mut ips) = (Vec::new(), Vec::new());
+    for n in crate::tls::subject_names(first) {
+        match n.parse::<IpAddr>() {
+            Ok(ip) => ips.push(ip),
+            Err(_) => names.push(n),
+        }
+    }
+    anyhow::ensure!(
+        !names.is_empty() || !ips.is_empty(),
+        "{} names no host; give --hub-name or --hub-ip",
+        pem.display()
+    );
+    Ok((names, ips))
 }
 
 fn leaf(

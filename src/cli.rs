@@ -21,6 +21,7 @@ use std::{
 use tokio_util::sync::CancellationToken;
 
 mod bans;
+mod reload;
 
 /// `ferry --version`: the release and the commit it was built from.
 const VERSION: &str = concat!(
@@ -107,6 +108,10 @@ enum HubCmd {
     /// Make a one-line invite for an ep (`ferry ep join LINE` at home);
     /// also list and revoke open invites.
     Invite(InviteArgs),
+    /// Reload the running hub (SIGHUP) and wait until it has: fails with
+    /// the reason when the new configuration is refused (systemd's
+    /// ExecReload).
+    Reload(reload::ReloadArgs),
 }
 
 #[derive(Args)]
@@ -140,9 +145,10 @@ struct InviteArgs {
 
 #[derive(Args)]
 struct RevokeArgs {
-    /// Folder with the CA (and the ep certificates).
-    #[arg(long, default_value = "certs")]
-    dir: PathBuf,
+    /// Folder with the CA (and the ep certificates); default: the folder
+    /// of the config's `tls.ca` (`-c`), else `certs`.
+    #[arg(long)]
+    dir: Option<PathBuf>,
     /// Ep whose certificate to revoke (repeatable): DIR/ep-NAME.pem, or
     /// for an enrolled ep the serial in DIR/enrolled.json.
     #[arg(long = "ep")]
@@ -154,9 +160,10 @@ struct RevokeArgs {
 
 #[derive(Args)]
 struct GenCertArgs {
-    /// Output folder.
-    #[arg(long, default_value = "certs")]
-    dir: PathBuf,
+    /// Output folder; default: the folder of the config's `tls.ca` (`-c`),
+    /// else `certs`.
+    #[arg(long)]
+    dir: Option<PathBuf>,
     /// DNS name eps use to reach the hub (repeatable).
     #[arg(long = "hub-name")]
     hub_names: Vec<String>,
@@ -198,6 +205,9 @@ enum EpCmd {
     /// Enrol this machine with an invite line from `ferry hub invite`:
     /// writes DIR/ep.toml and DIR/certs/ (the key is made here).
     Join(JoinArgs),
+    /// Reload the running ep (SIGHUP) and wait until it has, as `ferry
+    /// hub reload` does.
+    Reload(reload::ReloadArgs),
 }
 
 #[derive(Args)]
@@ -255,13 +265,17 @@ fn runtime() -> Result<tokio::runtime::Runtime> {
 }
 
 /// The hub's config checked; the files it names are read by `hub::load`
-/// (`Hub::bind` at start, `check`) or `hub::read_files`.
+/// (`Hub::bind` at start, `check`) or `hub::read_files`. Logging starts
+/// in the file's format before the check, whose warnings (and those of
+/// reading the files) would otherwise go nowhere.
 fn check_hub(run: &HubRun) -> Result<HubSettings> {
     let flags = HubFlags {
         control: run.control,
         channel: run.channel,
     };
-    HubConfig::load(&run.config, flags)?.check(&run.config)
+    let config = HubConfig::load(&run.config, flags)?;
+    crate::logging::init(config.log_format);
+    config.check(&run.config)
 }
 
 /// The hub's config checked and the files it names read, but for TLS: for
@@ -271,13 +285,16 @@ fn load_hub(run: &HubRun) -> Result<HubSettings> {
 }
 
 /// The ep's config checked; the files it names are read by `ep::load`
-/// (`ep::bind` at start, `check`) or `ep::read_files`.
+/// (`ep::bind` at start, `check`) or `ep::read_files`. Logging starts as
+/// for `check_hub`.
 fn check_ep(args: &EpArgs) -> Result<EpSettings> {
     let flags = EpFlags {
         hub: args.hub.clone(),
         channel: args.channel.clone(),
     };
-    EpConfig::load(&args.config, flags)?.check(&args.config)
+    let config = EpConfig::load(&args.config, flags)?;
+    crate::logging::init(config.log_format);
+    config.check(&args.config)
 }
 
 fn dispatch(cli: Cli) -> Result<()> {
@@ -305,7 +322,7 @@ fn dispatch(cli: Cli) -> Result<()> {
 fn hub_cmd(args: HubArgs) -> Result<()> {
     match args.cmd {
         Some(HubCmd::Check) => hub_check(&args.run),
-        Some(HubCmd::GenCert(g)) => gen_cert(g),
+        Some(HubCmd::GenCert(g)) => gen_cert(g, &args.run),
         Some(HubCmd::Revoke(r)) => revoke(r, &args.run),
         Some(HubCmd::Status(st)) => {
             // Only the admin door's address is needed: not even the config
@@ -330,6 +347,7 @@ fn hub_cmd(args: HubArgs) -> Result<()> {
         Some(HubCmd::Invite(inv)) => invite(&load_hub(&args.run)?, inv),
         Some(HubCmd::Token) => new_token(),
         Some(HubCmd::HashToken) => hash_token(),
+        Some(HubCmd::Reload(r)) => reload::run(&r, "hub"),
         None => run_hub(&args.run),
     }
 }
@@ -338,6 +356,7 @@ fn ep_cmd(args: EpArgs) -> Result<()> {
     match &args.cmd {
         Some(EpCmd::Check) => ep_check(&args),
         Some(EpCmd::Join(j)) => join(j),
+        Some(EpCmd::Reload(r)) => reload::run(r, "ep"),
         Some(EpCmd::Status(st)) => {
             // As for the hub's: the door's address, nothing secret.
             let bind = match st.admin {
@@ -368,20 +387,47 @@ fn hub_check(run: &HubRun) -> Result<()> {
     Ok(())
 }
 
-fn revoke(r: RevokeArgs, run: &HubRun) -> Result<()> {
+/// The CA's folder: `--dir`, else the folder of the `tls.ca` the hub's
+/// config at `-c` names (when that file exists), else `certs`. Made in
+/// the folder the shell is in, a certificate from a CA of its own would
+/// be one no hub accepts, and a list one no hub reads.
+fn ca_dir(given: Option<PathBuf>, run: &HubRun) -> Result<PathBuf> {
+    if let Some(dir) = given {
+        return Ok(dir);
+    }
+    if !run.config.exists() {
+        return Ok(PathBuf::from("certs"));
+    }
+    let config = HubConfig::load(&run.config, HubFlags::default()).with_context(|| {
+        format!(
+            "reading {} for its CA's folder (or name the folder with --dir)",
+            run.config.display()
+        )
+    })?;
+    Ok(config
+        .tls
+        .paths()
+        .ca
+        .parent()
+        .map(PathBuf::from)
+        .unwrap_or_default())
+}
+
+fn revoke(mut r: RevokeArgs, run: &HubRun) -> Result<()> {
     anyhow::ensure!(
         !r.eps.is_empty() || !r.serials.is_empty(),
         "name --ep NAME or --serial HEX to revoke"
     );
+    let dir = ca_dir(r.dir.take(), run)?;
     // An enrolled ep's certificate never came to the hub: its serial is in
     // the enrolment record.
     let (mut eps, mut serials) = (Vec::new(), r.serials.clone());
     // Enrolled eps whose records are marked revoked once the list is
     // written: (name, serial).
     let mut records = Vec::new();
-    let store = crate::enrol::invites::Store::new(&r.dir);
+    let store = crate::enrol::invites::Store::new(&dir);
     for name in &r.eps {
-        let made_here = r.dir.join(format!("ep-{name}.pem")).exists();
+        let made_here = dir.join(format!("ep-{name}.pem")).exists();
         if made_here {
             eps.push(name.clone());
         }
@@ -397,8 +443,8 @@ fn revoke(r: RevokeArgs, run: &HubRun) -> Result<()> {
             None => anyhow::bail!(
                 "no {} and no enrolled ep {name:?} in {}; if enrol.state is elsewhere, \
                  pass --dir that folder, or --serial HEX",
-                r.dir.join(format!("ep-{name}.pem")).display(),
-                r.dir.join("enrolled.json").display()
+                dir.join(format!("ep-{name}.pem")).display(),
+                dir.join("enrolled.json").display()
             ),
         }
     }
@@ -414,11 +460,11 @@ fn revoke(r: RevokeArgs, run: &HubRun) -> Result<()> {
             Err(err) => eprintln!(
                 "warning: could not end asking again for the ep of serial {serial} \
                  (enrolment state in {}): {err:#}",
-                r.dir.display()
+                dir.display()
             ),
         }
     }
-    let (path, added) = crate::certgen::revoke(&r.dir, &eps, &serials)?;
+    let (path, added) = crate::certgen::revoke(&dir, &eps, &serials)?;
     for a in added {
         println!("revoked {a}");
     }
@@ -599,9 +645,7 @@ fn run_ep(args: &EpArgs) -> Result<()> {
         crate::shutdown::on_signal(shutdown.clone(), immediate.clone());
         let ep = crate::ep::bind(settings, shutdown, immediate).await?;
         if let Some(path) = &args.ready_file {
-            let json = serde_json::json!({ "admin": ep.admin_addr().map(|a| a.to_string()) });
-            crate::files::write_file(path, json.to_string().as_bytes(), 0o644, true)
-                .with_context(|| format!("--ready-file {}", path.display()))?;
+            ep.set_ready_file(path.clone())?;
         }
         ep.run().await
     })
@@ -794,9 +838,9 @@ fn invite_notes(store: &crate::enrol::invites::Store, id: &str, ep: &str) -> Res
     Ok(())
 }
 
-fn gen_cert(g: GenCertArgs) -> Result<()> {
+fn gen_cert(g: GenCertArgs, run: &HubRun) -> Result<()> {
     let report = GenCert {
-        dir: g.dir,
+        dir: ca_dir(g.dir, run)?,
         hub_names: g.hub_names,
         hub_ips: g.hub_ips,
         eps: g.eps,

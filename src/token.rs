@@ -7,9 +7,7 @@ use argon2::{
 };
 use ring::rand::{SecureRandom, SystemRandom};
 
-/// Longest token the hub will hash; a longer one is refused unhashed so a
-/// stranger cannot make Argon2 chew on megabytes.
-pub const MAX_TOKEN_LEN: usize = 256;
+pub use crate::config::{MAX_TOKEN_LEN, token_too_long as too_long};
 
 /// `n` random bytes from the operating system, hex-encoded.
 pub fn random_hex(n: usize) -> String {
@@ -27,6 +25,7 @@ pub fn generate() -> Secret {
 
 /// The Argon2id PHC string for `token`, with default (OWASP-level) costs.
 pub fn hash(token: &Secret) -> Result<String, String> {
+    too_long(token)?;
     let salt = SaltString::generate(&mut OsRng);
     Argon2::default()
         .hash_password(token.expose().as_bytes(), &salt)

@@ -237,3 +237,161 @@ fn hub_and_ep_binaries_carry_a_player() {
         "{disconnected}"
     );
 }
+
+/// `gen-cert` and `revoke` with a CA folder whose `ca.key` is another
+/// CA's (copied from another hub, a CA replaced file by file): refused,
+/// naming both files. Before, a list or certificate signed with the wrong
+/// key was written and announced, and no hub ever took it.
+#[test]
+fn a_ca_key_of_another_ca_is_refused_naming_both() {
+    let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    for d in [&a, &b] {
+        run_ok(
+            ferry()
+                .args(["hub", "gen-cert", "--ep", "home", "--dir"])
+                .arg(d.path()),
+        );
+    }
+    std::fs::copy(b.path().join("ca.key"), a.path().join("ca.key")).unwrap();
+    let err = run_err(
+        ferry()
+            .args(["hub", "gen-cert", "--ep", "cabin", "--dir"])
+            .arg(a.path()),
+    );
+    assert!(
+        err.contains("ca.pem") && err.contains("two different CAs"),
+        "{err}"
+    );
+    let err = run_err(
+        ferry()
+            .args(["hub", "revoke", "--ep", "home", "--dir"])
+            .arg(a.path()),
+    );
+    assert!(err.contains("two different CAs"), "{err}");
+}
+
+/// A token over the 256 bytes a hub takes is refused where it is made or
+/// configured; before, `hash-token` hashed it and every login then failed
+/// as "wrong token", each earning the ep a penalty.
+#[test]
+fn a_token_longer_than_a_hub_takes_is_refused_where_it_is_set() {
+    let long = "x".repeat(300);
+    let (ok, said) = common::procs::run_with_input(&["hub", "hash-token"], &long);
+    assert!(!ok && said.contains("256"), "{said}");
+    let root = shipped_layout();
+    // Written in place: the file keeps its mode 0600.
+    std::fs::write(root.path().join("certs/ep-token"), &long).unwrap();
+    let file = root.path().join("config/ep.toml");
+    let err = run_err(ferry().args(["ep", "check", "-c"]).arg(&file));
+    assert!(err.contains("256"), "{err}");
+}
+
+/// `gen-cert --force` alone renews the hub certificate for the names and
+/// addresses it has (the hub's advice 30 days before it ends); before, it
+/// said "nothing to do" and the certificate expired anyway. `--ep NAME
+/// --force` leaves it alone; an address given as `--hub-name` is refused.
+#[test]
+fn gen_cert_force_renews_the_hub_certificate_for_its_names() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    run_ok(
+        ferry()
+            .args([
+                "hub",
+                "gen-cert",
+                "--hub-name",
+                "play.example.com",
+                "--hub-ip",
+                "203.0.113.5",
+                "--dir",
+            ])
+            .arg(d),
+    );
+    let cert = |d: &std::path::Path| ferry::tls::load_certs(&d.join("hub.pem")).unwrap()[0].clone();
+    let first = cert(d);
+    run_ok(
+        ferry()
+            .args(["hub", "gen-cert", "--ep", "cabin", "--force", "--dir"])
+            .arg(d),
+    );
+    assert_eq!(cert(d), first, "--ep --force replaced the hub certificate");
+    let out = run_ok(ferry().args(["hub", "gen-cert", "--force", "--dir"]).arg(d));
+    assert!(out.contains("hub.pem"), "{out}");
+    let renewed = cert(d);
+    assert_ne!(renewed, first);
+    assert_eq!(
+        ferry::tls::subject_names(&renewed),
+        ferry::tls::subject_names(&first)
+    );
+    let err = run_err(
+        ferry()
+            .args(["hub", "gen-cert", "--hub-name", "203.0.113.9", "--dir"])
+            .arg(d),
+    );
+    assert!(err.contains("--hub-ip"), "{err}");
+}
+
+/// `gen-cert` with `-c` and no `--dir` works in the folder of the CA the
+/// hub's config names, wherever the shell is; before, it made a new CA in
+/// ./certs, whose ep certificates no hub accepted.
+#[test]
+fn gen_cert_without_dir_works_in_the_folder_of_the_config_s_ca() {
+    let root = shipped_layout();
+    let elsewhere = tempfile::tempdir().unwrap();
+    run_ok(
+        ferry()
+            .current_dir(elsewhere.path())
+            .args(["hub", "-c"])
+            .arg(root.path().join("config/hub.toml"))
+            .args(["gen-cert", "--ep", "cabin"]),
+    );
+    assert!(root.path().join("certs/ep-cabin.pem").exists());
+    assert!(
+        !elsewhere.path().join("certs").exists(),
+        "a CA made where the shell was"
+    );
+}
+
+/// `admin.hide_addresses` from the environment, as every other key; and
+/// the check's warnings reach the terminal (logging starts before it).
+#[test]
+fn hide_addresses_from_the_environment_and_check_warnings_are_shown() {
+    let root = shipped_layout();
+    let out = run_ok(
+        ferry()
+            .env("FERRY_HUB_ADMIN__HIDE_ADDRESSES", "true")
+            .args(["hub", "check", "-c"])
+            .arg(root.path().join("config/hub.toml")),
+    );
+    assert!(out.contains("addresses masked"), "{out}");
+    let file = root.path().join("config/ep.toml");
+    let text = std::fs::read_to_string(&file).unwrap();
+    let cut = text.find("[services").map_or(text.len(), |i| i);
+    std::fs::write(&file, &text[..cut]).unwrap();
+    let out = run_ok(ferry().args(["ep", "check", "-c"]).arg(&file));
+    assert!(out.contains("no [services.NAME]"), "{out}");
+}
+
+/// `ep check` says when the ep's certificate is one a hub trusting its
+/// `tls.ca` would refuse (another CA's here): before, it said "ok" and the
+/// cause showed only as the hub's TLS alert at each login.
+#[test]
+fn ep_check_warns_of_a_certificate_of_another_ca() {
+    let root = shipped_layout();
+    let other = tempfile::tempdir().unwrap();
+    run_ok(
+        ferry()
+            .args(["hub", "gen-cert", "--ep", "home", "--dir"])
+            .arg(other.path()),
+    );
+    let certs = root.path().join("certs");
+    for f in ["ep-home.pem", "ep-home.key"] {
+        std::fs::copy(other.path().join(f), certs.join(f)).unwrap();
+    }
+    let out = run_ok(
+        ferry()
+            .args(["ep", "check", "-c"])
+            .arg(root.path().join("config/ep.toml")),
+    );
+    assert!(out.contains("would refuse it"), "{out}");
+}

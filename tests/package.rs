@@ -50,7 +50,7 @@ fn the_systemd_units_verify_and_are_hardened() {
         let text = std::fs::read_to_string(unit).unwrap();
         for line in [
             "Type=notify",
-            "ExecReload=/bin/kill -HUP $MAINPID",
+            "reload --pid $MAINPID --ready-file /run/ferry-",
             "User=ferry",
             "StateDirectory=ferry",
             "ProtectSystem=strict",

@@ -92,3 +92,84 @@ fn sighup_reloads_between_reloading_and_ready_and_check_prints_the_plan() {
     hub.proc.signal("TERM");
     assert_eq!(notified(&sock), "STOPPING=1");
 }
+
+/// `ferry ROLE reload --pid … --ready-file …`, as systemd's ExecReload
+/// runs it: whether it succeeded, and what it said.
+fn reload_cmd(role: &str, pid: u32, ready: &std::path::Path) -> (bool, String) {
+    let ready = ready.to_str().unwrap();
+    common::procs::run(&[
+        role,
+        "reload",
+        "--pid",
+        &pid.to_string(),
+        "--ready-file",
+        ready,
+    ])
+}
+
+/// `ferry hub reload` (the units' ExecReload) returns once the change is
+/// live, a new service's port answering at once, and fails with the
+/// reason when the new configuration is refused. Before, ExecReload was
+/// `kill -HUP`: `systemctl reload` returned at once and succeeded whatever
+/// the reload did.
+#[test]
+fn ferry_hub_reload_returns_once_the_change_is_live_and_fails_when_refused() {
+    let certs = Certs::new();
+    let o = HubOpts {
+        extra: "watch_config = false\n".into(),
+        ..Default::default()
+    };
+    let file = write_hub_toml(&certs, &o, None);
+    let hub = HubProc::start(&file, &[], 1);
+    let ready = ready_path(&file);
+    let mut o2 = HubOpts {
+        extra: o.extra.clone(),
+        ..Default::default()
+    };
+    let port = free_range(1);
+    o2.extra += &format!("[services.b]\nbind = \"127.0.0.1:{port}\"\n");
+    std::fs::rename(write_hub_toml(&certs, &o2, None), &file).unwrap();
+    let (ok, said) = reload_cmd("hub", hub.proc.pid(), &ready);
+    assert!(ok && said.contains("services added: b"), "{said}");
+    std::net::TcpStream::connect(("127.0.0.1", port))
+        .expect("b's port listens once reload returns");
+    // A port in use: refused, and said.
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let busy = taken.local_addr().unwrap().port();
+    let text = std::fs::read_to_string(&file).unwrap();
+    std::fs::write(
+        &file,
+        format!("{text}[services.c]\nbind = \"127.0.0.1:{busy}\"\n"),
+    )
+    .unwrap();
+    let (ok, said) = reload_cmd("hub", hub.proc.pid(), &ready);
+    assert!(
+        !ok && said.contains("refused") && said.contains(&busy.to_string()),
+        "{said}"
+    );
+}
+
+/// `ferry ep reload` does the same for an ep started with `--ready-file`.
+#[test]
+fn ferry_ep_reload_returns_once_done_and_fails_when_refused() {
+    let certs = Certs::new();
+    let hub = HubProc::start(&write_hub_toml(&certs, &HubOpts::default(), None), &[], 1);
+    let mut eo = EpOpts::new(
+        &certs,
+        vec![("echo".into(), "127.0.0.1:9".parse().unwrap())],
+    );
+    eo.extra = "watch_config = false\n".into();
+    let file = write_ep_toml(&certs, hub.control, hub.channel, &eo);
+    let ready = file.with_extension("ready.json");
+    let args = [std::ffi::OsStr::new("--ready-file"), ready.as_os_str()];
+    let ep = common::procs::Ferry::spawn_args("ep", &file, &args, &[]);
+    ep.wait_line("connected to hub");
+    assert!(ready.exists());
+    eo.service_extra = "max_players = 7\n".into();
+    std::fs::rename(write_ep_toml(&certs, hub.control, hub.channel, &eo), &file).unwrap();
+    let (ok, said) = reload_cmd("ep", ep.pid(), &ready);
+    assert!(ok && said.contains("configuration reloaded"), "{said}");
+    std::fs::write(&file, "this is not toml [").unwrap();
+    let (ok, said) = reload_cmd("ep", ep.pid(), &ready);
+    assert!(!ok && said.contains("refused"), "{said}");
+}

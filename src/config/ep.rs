@@ -243,6 +243,7 @@ const KEYS: &[&str] = &[
     "admin.bind",
     "admin.token_hash",
     "admin.token_hash_file",
+    "admin.hide_addresses",
     "log_format",
     "watch_config",
     "uplink_guard",
@@ -423,6 +424,7 @@ impl EpConfig {
         if token.is_empty() {
             return Err(err("the token is empty".into()));
         }
+        super::token_too_long(&token).map_err(|e| err(format!("token: {e}")))?;
         Ok((token, None))
     }
 

@@ -293,6 +293,7 @@ const KEYS: &[&str] = &[
     "admin.bind",
     "admin.token_hash",
     "admin.token_hash_file",
+    "admin.hide_addresses",
     "enrol.bind",
     "health.bind",
     "enrol.ca_key",
@@ -572,12 +573,13 @@ impl HubConfig {
             .chain(self.admin.as_ref().and_then(|a| a.token_hash_file.as_ref()));
         files.extend(hash_files.map(|p| p.relative()));
         if let Some(e) = &self.enrol {
-            let dir = e
-                .state
-                .as_ref()
-                .map(|p| p.relative())
-                .unwrap_or_else(|| t.ca.parent().map(PathBuf::from).unwrap_or_default());
-            files.push(dir.join("enrolled.json"));
+            let ca_dir = t.ca.parent().map(PathBuf::from).unwrap_or_default();
+            let dir = e.state.as_ref().map(|p| p.relative());
+            files.push(dir.unwrap_or_else(|| ca_dir.clone()).join("enrolled.json"));
+            // Held to tls.ca at each reload: a CA replaced file by file
+            // is taken once its key arrives too.
+            let key = e.ca_key.as_ref().map(|p| p.relative());
+            files.push(key.unwrap_or_else(|| ca_dir.join("ca.key")));
         }
         files
     }

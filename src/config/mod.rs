@@ -125,6 +125,22 @@ pub(crate) fn check_err(file: &Path, msg: impl Into<String>) -> ConfigError {
     }
 }
 
+/// Longest token the hub will hash; a longer one is refused unhashed so a
+/// stranger cannot make Argon2 chew on megabytes.
+pub const MAX_TOKEN_LEN: usize = 256;
+
+/// A token the hub would refuse unhashed, said where it is made or
+/// configured rather than as "wrong token" at every login.
+pub fn token_too_long(token: &crate::secret::Secret) -> Result<(), String> {
+    let n = token.expose().len();
+    match n > MAX_TOKEN_LEN {
+        true => Err(format!(
+            "the token is {n} bytes; a hub takes at most {MAX_TOKEN_LEN} (`ferry hub token` makes one)"
+        )),
+        false => Ok(()),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

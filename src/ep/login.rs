@@ -88,6 +88,7 @@ pub(crate) fn read_token_file(path: &std::path::Path) -> Result<crate::secret::S
     if token.is_empty() {
         return Err("the token is empty".into());
     }
+    crate::token::too_long(&token).map_err(|e| format!("token_file {}: {e}", path.display()))?;
     Ok(token)
 }
 

@@ -9,6 +9,7 @@ mod hubs;
 pub mod join;
 mod login;
 mod pace;
+mod ready;
 mod reload;
 mod send_probe;
 mod send_queue;
@@ -61,6 +62,8 @@ pub(crate) struct Ep {
     reloaded: tokio::sync::watch::Sender<u64>,
     /// Reloads refused since start.
     refused: tokio::sync::watch::Sender<u64>,
+    /// `--ready-file`, rewritten after each reload (`ready::Ready`).
+    ready: std::sync::Mutex<Option<ready::Ready>>,
     /// The files the last reload named but could not use: followed too,
     /// so the reload is tried again once they change (`reload::triggers`).
     refused_follows: std::sync::Mutex<Vec<std::path::PathBuf>>,
@@ -193,6 +196,7 @@ pub async fn bind(
         offered: tokio::sync::watch::Sender::new(0),
         reloaded: tokio::sync::watch::Sender::new(0),
         refused: tokio::sync::watch::Sender::new(0),
+        ready: Default::default(),
         refused_follows: Default::default(),
         hubs: links,
         players: Arc::default(),
@@ -289,6 +293,12 @@ impl Bound {
     /// Where the admin door listens, if it is on.
     pub fn admin_addr(&self) -> Option<std::net::SocketAddr> {
         self.admin.as_ref().and_then(|l| l.local_addr().ok())
+    }
+
+    /// Writes the admin door's address to `path` as JSON now, and again
+    /// after each reload with how it went (`ferry ep reload` waits on it).
+    pub fn set_ready_file(&self, path: std::path::PathBuf) -> Result<()> {
+        ready::Ready::start(&self.ep, path, self.admin_addr())
     }
 
     pub async fn run(self) -> Result<()> {

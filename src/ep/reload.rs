@@ -81,11 +81,12 @@ pub(super) async fn watch(ep: Arc<Ep>, mut triggers: mpsc::Receiver<Trigger>) {
             _ => Vec::new(),
         };
         *ep.refused_follows.lock().unwrap_or_else(|p| p.into_inner()) = refused;
-        match loaded.map(|(_, r)| r) {
+        let outcome = match loaded.map(|(_, r)| r) {
             Ok(Ok(new)) => {
                 let plan = apply(&ep, new);
                 tracing::info!("configuration reloaded ({}): {plan}", why.as_str());
                 ep.reloaded.send_modify(|n| *n += 1);
+                Ok(plan)
             }
             Ok(Err(e)) => {
                 tracing::warn!(
@@ -93,9 +94,14 @@ pub(super) async fn watch(ep: Arc<Ep>, mut triggers: mpsc::Receiver<Trigger>) {
                     why.as_str()
                 );
                 ep.refused.send_modify(|n| *n += 1);
+                Err(format!("{e:#}"))
             }
-            Err(e) => tracing::warn!("configuration reload failed: {e}"),
-        }
+            Err(e) => {
+                tracing::warn!("configuration reload failed: {e}");
+                Err(e.to_string())
+            }
+        };
+        super::ready::Ready::reloaded(&ep, why, outcome);
         crate::sdnotify::ready();
     }
 }

@@ -46,7 +46,11 @@ pub(super) fn check_ca_key(e: &crate::config::enrol::EnrolSettings) -> Result<()
             e.ca_key.display()
         ));
     }
-    crate::secret_file::check(&e.ca_key, "CA key").map_err(|e| format!("enrol.ca_key: {e:#}"))
+    // Read and held to the CA certificate: a key of another CA would sign
+    // certificates no hub accepts, each enrolment using up its invite.
+    crate::certgen::load_ca(&e.ca, &e.ca_key)
+        .map(drop)
+        .map_err(|e| format!("enrol.ca_key: {e:#}"))
 }
 
 pub(super) fn on_accept(shared: Arc<Shared>, tcp: TcpStream, addr: SocketAddr) {

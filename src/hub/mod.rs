@@ -101,6 +101,9 @@ pub(crate) struct Shared {
     pub changes: reload::Changes,
     /// Reloads done, with the last one's outcome.
     pub reloads: watch::Sender<(u64, Result<String, String>)>,
+    /// Of those, the ones a SIGHUP asked for (`ferry hub reload` waits on
+    /// the count in `--ready-file`).
+    pub signalled: std::sync::atomic::AtomicU64,
 }
 
 /// A hub with all its ports bound, ready to `run`.
@@ -277,6 +280,7 @@ impl Hub {
             started: tokio::time::Instant::now(),
             changes: Default::default(),
             reloads: watch::Sender::new((0, Ok(String::new()))),
+            signalled: Default::default(),
         };
         Ok(Hub {
             shared: Arc::new(shared),
@@ -335,7 +339,7 @@ impl Hub {
                 .as_ref()
                 .and_then(|e| e.local_addr().ok()),
         };
-        ready::ready_json(fixed, services)
+        ready::ready_json(fixed, services, self.shared.reloads_json())
     }
 
     /// Writes `ready_json` to `path` now and again after every reload.
@@ -592,7 +596,7 @@ impl Shared {
             && days < 30
         {
             tracing::warn!(
-                "the hub certificate or its CA expires in {days} days; re-issue with `ferry hub gen-cert --force`"
+                "the hub certificate or its CA expires in {days} days; renew the hub's with `ferry hub gen-cert --force` (the same names), a CA by starting a new one (eps need new certificates)"
             );
         }
     }
@@ -647,6 +651,14 @@ impl Shared {
             self.quic.set_tls(&config, &self.settings());
         }
         self.trust.set_acceptor(config);
+    }
+}
+
+impl Shared {
+    /// For `--ready-file`: see `ready::reloads_json`.
+    fn reloads_json(&self) -> serde_json::Value {
+        let signalled = self.signalled.load(std::sync::atomic::Ordering::Relaxed);
+        ready::reloads_json(signalled, &self.reloads.borrow())
     }
 }
 

@@ -22,6 +22,7 @@ pub(super) fn services_json(
 pub(super) fn ready_json(
     a: ControlAddrs,
     services: serde_json::Map<String, serde_json::Value>,
+    reloads: serde_json::Value,
 ) -> String {
     serde_json::json!({
         "control": a.control.to_string(),
@@ -30,8 +31,19 @@ pub(super) fn ready_json(
         "admin": a.admin.map(|a| a.to_string()),
         "enrol": a.enrol.map(|a| a.to_string()),
         "quic": a.quic.map(|a| a.to_string()),
+        "reloads": reloads,
     })
     .to_string()
+}
+
+/// The reloads a SIGHUP asked for that are done, and how the last reload
+/// went: what `ferry hub reload` waits on and reports.
+pub fn reloads_json(signalled: u64, last: &(u64, Result<String, String>)) -> serde_json::Value {
+    let (ok, said) = match &last.1 {
+        Ok(line) => (true, line.as_str()),
+        Err(e) => (false, e.as_str()),
+    };
+    serde_json::json!({ "signalled": signalled, "done": last.0, "ok": ok, "said": said })
 }
 
 pub(super) fn write_ready(path: &std::path::Path, json: &str) -> Result<()> {

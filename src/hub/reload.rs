@@ -63,11 +63,17 @@ pub(super) async fn watch(
                 why.as_str()
             ),
         }
-        write_ready(&shared, fixed);
+        if why == Trigger::Signal {
+            shared
+                .signalled
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
         shared.reloads.send_modify(|(n, last)| {
             *n += 1;
             *last = outcome;
         });
+        // After the counts: `ferry hub reload` reads this one's there.
+        write_ready(&shared, fixed);
         crate::sdnotify::ready();
     }
 }
@@ -579,7 +585,7 @@ fn write_ready(shared: &Shared, fixed: ControlAddrs) {
         .clone();
     let Some(path) = path else { return };
     let services = super::ready::services_json(&shared.settings(), |n| shared.service_addr(n));
-    let json = super::ready::ready_json(fixed, services);
+    let json = super::ready::ready_json(fixed, services, shared.reloads_json());
     if let Err(e) = super::ready::write_ready(&path, &json) {
         tracing::warn!("{e:#}");
     }

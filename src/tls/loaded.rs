@@ -98,6 +98,11 @@ impl EpTls {
         let p = &s.tls_files;
         let client = client_config(&p.ca, &p.cert, &p.key)
             .with_context(|| format!("{}: [tls]", s.file.display()))?;
+        // A warning, not a refusal: the clock may be wrong, and the ep
+        // still serves any hub that does accept it.
+        if let Some(why) = super::own_client_cert_refused(&p.ca, &p.cert) {
+            tracing::warn!("tls.cert {why}");
+        }
         let identity = load_certs(&p.cert)?
             .first()
             .and_then(common_name)

@@ -308,6 +308,32 @@ pub fn client_config(ca: &Path, cert: &Path, key: &Path) -> Result<Arc<ClientCon
     Ok(Arc::new(config))
 }
 
+/// Why a hub trusting `ca` (ferry's one CA issues hub and eps alike)
+/// would refuse the ep certificate `cert` now, if it would: another CA's,
+/// out of its dates, not for a client. Said at the ep's check and start,
+/// rather than only as the hub's TLS alert at each login.
+pub fn own_client_cert_refused(ca: &Path, cert: &Path) -> Option<String> {
+    let verify = || -> Result<()> {
+        let chain = load_certs(cert)?;
+        let Some((first, rest)) = chain.split_first() else {
+            bail!("it holds no certificate");
+        };
+        let verifier = WebPkiClientVerifier::builder_with_provider(roots(ca)?, provider())
+            .build()
+            .context("cannot build the client-certificate verifier")?;
+        let now = rustls::pki_types::UnixTime::now();
+        verifier.verify_client_cert(first, rest, now)?;
+        Ok(())
+    };
+    verify().err().map(|e| {
+        format!(
+            "{}: a hub trusting {} would refuse it ({e:#})",
+            cert.display(),
+            ca.display()
+        )
+    })
+}
+
 /// The common name of a certificate: an ep's name as `gen-cert` wrote it.
 pub fn common_name(cert: &CertificateDer<'_>) -> Option<String> {
     let (_, parsed) = x509_parser::parse_x509_certificate(cert.as_ref()).ok()?;
