@@ -295,7 +295,7 @@ pub(crate) fn load_ca(pem: &Path, key: &Path) -> Result<Issuer<'static, KeyPair>
         .with_context(|| format!("{} is not a PEM CA certificate", pem.display()))
 }
 
-/// Whether `cert_pem` is a CA certificate for `key`: rcgen checks neither,
+/// Whether `cert_pem` is the certificate of `key`: rcgen does not check,
 /// and a certificate signed with another CA's key (ca.key copied from
 /// another hub, a CA replaced file by file) is refused by every hub and
 /// ep, so a revocation list or an ep certificate made with it would be
@@ -304,9 +304,6 @@ fn ca_holds_key(cert_pem: &str, key: &KeyPair) -> Result<(), String> {
     let der = ::pem::parse(cert_pem).map_err(|_| "not a PEM certificate".to_string())?;
     let (_, cert) = x509_parser::parse_x509_certificate(der.contents())
         .map_err(|_| "not a readable certificate".to_string())?;
-    if !cert.is_ca() {
-        return Err("not a CA certificate".into());
-    }
     if cert.public_key().subject_public_key.data.as_ref() != key.public_key_raw() {
         return Err(
             "the CA key does not belong to this certificate (ca.pem and ca.key are of two \

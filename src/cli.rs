@@ -370,7 +370,7 @@ fn ep_cmd(args: EpArgs) -> Result<()> {
 }
 
 fn hub_check(run: &HubRun) -> Result<()> {
-    let (settings, tls) = crate::hub::load(check_hub(run)?)?;
+    let (settings, tls) = crate::hub::load_to_start(check_hub(run)?)?;
     print!("{settings}");
     let certs = tls.describe();
     if !certs.is_empty() {
@@ -404,13 +404,16 @@ fn ca_dir(given: Option<PathBuf>, run: &HubRun) -> Result<PathBuf> {
             run.config.display()
         )
     })?;
-    Ok(config
-        .tls
-        .paths()
-        .ca
-        .parent()
-        .map(PathBuf::from)
-        .unwrap_or_default())
+    let ca = config.tls.paths().ca;
+    // gen-cert's CA is DIR/ca.pem beside DIR/ca.key: a tls.ca of another
+    // name (another tool's CA) has no key here, and a new CA would be made.
+    anyhow::ensure!(
+        ca.file_name().is_some_and(|n| n == "ca.pem"),
+        "{} names tls.ca {}, not a ca.pem made by gen-cert: name the CA's folder with --dir",
+        run.config.display(),
+        ca.display()
+    );
+    Ok(ca.parent().map(PathBuf::from).unwrap_or_default())
 }
 
 fn revoke(mut r: RevokeArgs, run: &HubRun) -> Result<()> {

@@ -31,11 +31,16 @@ pub fn ready() {
     send("READY=1");
 }
 
+/// The system's monotonic clock in µs: one clock for every process on
+/// the machine (systemd's, and `ferry hub reload`'s against the hub's).
+pub fn monotonic_us() -> u64 {
+    let now = rustix::time::clock_gettime(rustix::time::ClockId::Monotonic);
+    now.tv_sec as u64 * 1_000_000 + now.tv_nsec as u64 / 1000
+}
+
 /// A reload starts; `ready` ends it.
 pub fn reloading() {
-    let now = rustix::time::clock_gettime(rustix::time::ClockId::Monotonic);
-    let usec = now.tv_sec as u64 * 1_000_000 + now.tv_nsec as u64 / 1000;
-    send(&format!("RELOADING=1\nMONOTONIC_USEC={usec}"));
+    send(&format!("RELOADING=1\nMONOTONIC_USEC={}", monotonic_us()));
 }
 
 pub fn stopping() {

@@ -1,7 +1,7 @@
 //! `/health/SERVICE` for a DNS server's health checks: 200 while an ep
-//! serves the service and home last answered, 503 otherwise (no ep, the
-//! service at home down, a name the hub does not have); no token, and the
-//! health door answers nothing else.
+//! serves the service and home last answered or sleeps (a join wakes it),
+//! 503 otherwise (no ep, the service at home down, a name the hub does not
+//! have); no token, and the health door answers nothing else.
 
 mod common;
 
@@ -67,6 +67,21 @@ async fn health_says_whether_players_can_be_served(t: Transport) {
     }
     becomes(health, "/health/echo", 503).await;
     ep.stop().await;
+
+    // A server with a wake command, not answering: a join wakes it (the
+    // command here starts nothing, so it stays waking). Up while it wakes
+    // or sleeps, since a join through this hub wakes it: every hub 503
+    // while it sleeps would take a failover address from all of them.
+    let mut eo = t.ep_opts(&hub, EpOpts::new(&certs, vec![("echo".into(), dead)]));
+    eo.service_extra = "wake = [\"true\"]\nsleep = [\"true\"]\nsleep_after = \"1h\"\n".into();
+    let _ep = TestEp::start(ep_settings(&certs, &hub, &eo));
+    becomes(health, "/health/echo", 200).await;
+    let _joining = TcpStream::connect(hub.service("echo")).await.unwrap();
+    common::udp::eventually("echo waking", Duration::from_secs(20), || {
+        hub.handle.home("echo") == Some("waking")
+    })
+    .await;
+    assert_eq!(get(health, "/health/echo").await.0, 200);
     hub.stop().await;
 }
 

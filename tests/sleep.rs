@@ -98,18 +98,9 @@ on_every_transport!(a_server_its_sleep_command_left_up_sleeps_again);
 /// server up: the ep finds it up at its next look and puts it to sleep
 /// again after `sleep_after`, rather than leaving it up for good.
 async fn a_server_its_sleep_command_left_up_sleeps_again(t: Transport) {
-    let certs = Certs::new();
     let dir = tempfile::tempdir().unwrap();
     let log = dir.path().join("log");
-    let hub = TestHub::start(&certs, &hub_opts(t)).await;
-    let local = echo_server().await;
-    let mut eo = t.ep_opts(&hub, EpOpts::new(&certs, vec![("a".into(), local)]));
-    eo.service_extra = format!(
-        "wake = [\"true\"]\nsleep = {}\nsleep_after = \"1s\"\n",
-        note(&log, "tried", 1)
-    );
-    let ep = TestEp::start(ep_settings(&certs, &hub, &eo));
-    hub.wait_sessions(1).await;
+    let (hub, ep) = echo_that_sleeps(t, &note(&log, "tried", 1)).await;
     assert_eq!(echo_through(hub.service("a"), b"hi").await, b"hi");
     // The first try, then the next after the ep's look (every 10 s).
     let tried = noted(&log, 2, Duration::from_secs(30)).await;
@@ -755,4 +746,29 @@ async fn a_player_that_shuts_its_side_while_the_server_wakes_gets_the_answer(t: 
     assert!(matches!(read, Ok(Ok(_))), "{read:?}, after {back:?}");
     assert_eq!(back, b"GET / HTTP/1.0\r\n\r\n");
     assert_eq!(lines(&log), ["woke"]);
+}
+
+on_every_transport!(a_server_running_when_the_ep_starts_sleeps_with_no_player);
+
+/// A server already running when the ep starts (its own unit started it
+/// at boot) and no player ever: it sleeps after `sleep_after`. Before, the
+/// timer started only at a first player or server-list ping, so it ran on.
+async fn a_server_running_when_the_ep_starts_sleeps_with_no_player(t: Transport) {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("log");
+    let (_hub, _ep) = echo_that_sleeps(t, &note(&log, "slept", 0)).await;
+    assert_eq!(noted(&log, 1, Duration::from_secs(15)).await, ["slept"]);
+}
+
+/// A hub and an ep over `t` serving `a`, an echo server already up, with
+/// `sleep` (argv as TOML) after 1 s without a player; the ep logged in.
+async fn echo_that_sleeps(t: Transport, sleep: &str) -> (TestHub, TestEp) {
+    let certs = Certs::new();
+    let hub = TestHub::start(&certs, &hub_opts(t)).await;
+    let local = echo_server().await;
+    let mut eo = t.ep_opts(&hub, EpOpts::new(&certs, vec![("a".into(), local)]));
+    eo.service_extra = format!("wake = [\"true\"]\nsleep = {sleep}\nsleep_after = \"1s\"\n");
+    let ep = TestEp::start(ep_settings(&certs, &hub, &eo));
+    hub.wait_sessions(1).await;
+    (hub, ep)
 }

@@ -26,33 +26,44 @@ const WITHIN: Duration = Duration::from_secs(80);
 const LOOK_EVERY: Duration = Duration::from_millis(50);
 
 pub(super) fn run(a: &ReloadArgs, role: &str) -> Result<()> {
-    let before = read(&a.ready_file)
-        .with_context(|| {
-            format!(
-                "was the {role} started with --ready-file {}?",
-                a.ready_file.display()
-            )
-        })?
-        .0;
+    // A process started without the file (an older ferry still running
+    // after an upgrade, an ExecStart of one's own) is still reloaded, as a
+    // bare SIGHUP would: only the wait is lost.
+    let before = read(&a.ready_file).ok();
+    let sent_at = crate::sdnotify::monotonic_us();
     let pid = nix::unistd::Pid::from_raw(a.pid);
     nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGHUP)
         .with_context(|| format!("cannot signal process {}", a.pid))?;
+    let Some(before) = before else {
+        println!(
+            "sent SIGHUP to {role} {}; {} says nothing of its reloads (started without \
+             --ready-file, or by a ferry before `reload`): see its log for how it went",
+            a.pid,
+            a.ready_file.display()
+        );
+        return Ok(());
+    };
     let deadline = std::time::Instant::now() + WITHIN;
     while std::time::Instant::now() < deadline {
         std::thread::sleep(LOOK_EVERY);
         // Written whole (renamed into place); unreadable for a moment at
         // most.
-        let Ok((done, ok, said)) = read(&a.ready_file) else {
+        let Ok(now) = read(&a.ready_file) else {
             continue;
         };
-        if done <= before {
+        // Done, and begun after this signal: a reload under way when it
+        // was sent may have read the file before the change.
+        if now.signalled <= before.signalled || now.began_us < sent_at {
             continue;
         }
-        if ok {
-            println!("configuration reloaded: {said}");
+        if now.ok {
+            println!("configuration reloaded: {}", now.said);
             return Ok(());
         }
-        bail!("configuration reload refused, the running configuration stays: {said}");
+        bail!(
+            "configuration reload refused, the running configuration stays: {}",
+            now.said
+        );
     }
     bail!(
         "the {role} (pid {}) did not report the reload in {} within {WITHIN:?}",
@@ -61,19 +72,26 @@ pub(super) fn run(a: &ReloadArgs, role: &str) -> Result<()> {
     )
 }
 
-/// The reloads a signal asked for that are done, and how the last went.
-fn read(path: &Path) -> Result<(u64, bool, String)> {
+/// What the ready file says of the reloads a signal asked for.
+struct Seen {
+    signalled: u64,
+    began_us: u64,
+    ok: bool,
+    said: String,
+}
+
+fn read(path: &Path) -> Result<Seen> {
     let bytes = crate::files::read_regular(path, 1 << 20)
         .with_context(|| format!("cannot read {}", path.display()))?;
     let json: serde_json::Value = serde_json::from_slice(&bytes)
         .with_context(|| format!("{} is not JSON", path.display()))?;
     let r = &json["reloads"];
-    let done = r["signalled"].as_u64().with_context(|| {
-        format!(
-            "{} counts no reloads (a ferry from before `reload`?)",
-            path.display()
-        )
-    })?;
-    let said = r["said"].as_str().unwrap_or_default().to_string();
-    Ok((done, r["ok"].as_bool().unwrap_or(false), said))
+    Ok(Seen {
+        signalled: r["signalled"]
+            .as_u64()
+            .with_context(|| format!("{} counts no reloads", path.display()))?,
+        began_us: r["began_us"].as_u64().unwrap_or_default(),
+        ok: r["ok"].as_bool().unwrap_or(false),
+        said: r["said"].as_str().unwrap_or_default().to_string(),
+    })
 }

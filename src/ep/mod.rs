@@ -189,6 +189,10 @@ pub async fn bind(
         .collect();
     let homes = Arc::new(wake::Homes::default());
     homes.configure(None, &settings.services);
+    homes.first_look(
+        &settings.services,
+        (settings.timing.connect_timeout, &shutdown),
+    );
     let ep = Arc::new(Ep {
         uplink_guard: crate::uplink_guard::Switch::new(settings.uplink_guard),
         settings: crate::swap::Swap::new(settings),

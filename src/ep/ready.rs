@@ -10,6 +10,8 @@ pub(crate) struct Ready {
     path: std::path::PathBuf,
     admin: Option<std::net::SocketAddr>,
     signalled: u64,
+    /// When the last reload a SIGHUP asked for began (monotonic µs).
+    began_us: u64,
     done: u64,
     last: Result<String, String>,
 }
@@ -25,6 +27,7 @@ impl Ready {
             path,
             admin,
             signalled: 0,
+            began_us: 0,
             done: 0,
             last: Ok(String::new()),
         };
@@ -33,11 +36,18 @@ impl Ready {
         Ok(())
     }
 
-    pub(super) fn reloaded(ep: &Ep, why: Trigger, outcome: Result<String, String>) {
+    pub(super) fn reloaded(
+        ep: &Ep,
+        (why, began_us): (Trigger, u64),
+        outcome: Result<String, String>,
+    ) {
         let mut ready = ep.ready.lock().unwrap_or_else(|p| p.into_inner());
         let Some(r) = ready.as_mut() else { return };
         r.done += 1;
-        r.signalled += u64::from(why == Trigger::Signal);
+        if why == Trigger::Signal {
+            r.signalled += 1;
+            r.began_us = began_us;
+        }
         r.last = outcome;
         if let Err(e) = r.write() {
             tracing::warn!("{e:#}");
@@ -51,9 +61,14 @@ impl Ready {
         };
         let json = serde_json::json!({
             "admin": self.admin.map(|a| a.to_string()),
-            "reloads": { "signalled": self.signalled, "done": self.done, "ok": ok, "said": said },
+            "reloads": {
+                "signalled": self.signalled, "began_us": self.began_us,
+                "done": self.done, "ok": ok, "said": said,
+            },
         });
-        crate::files::write_file(&self.path, json.to_string().as_bytes(), 0o644, true)
+        // The owner's only: a refused reload's reason may quote the file,
+        // a token in it too.
+        crate::files::write_file(&self.path, json.to_string().as_bytes(), 0o600, true)
             .map_err(|e| anyhow::anyhow!("--ready-file {}: {e}", self.path.display()))
     }
 }

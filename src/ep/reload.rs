@@ -67,6 +67,7 @@ pub(super) fn triggers(ep: &Arc<Ep>) -> mpsc::Receiver<Trigger> {
 /// Reloads on every trigger until shutdown.
 pub(super) async fn watch(ep: Arc<Ep>, mut triggers: mpsc::Receiver<Trigger>) {
     while let Some(why) = triggers.recv().await {
+        let began = crate::sdnotify::monotonic_us();
         crate::sdnotify::reloading();
         let old = ep.settings();
         let loaded = tokio::task::spawn_blocking(move || {
@@ -101,7 +102,7 @@ pub(super) async fn watch(ep: Arc<Ep>, mut triggers: mpsc::Receiver<Trigger>) {
                 Err(e.to_string())
             }
         };
-        super::ready::Ready::reloaded(&ep, why, outcome);
+        super::ready::Ready::reloaded(&ep, (why, began), outcome);
         crate::sdnotify::ready();
     }
 }
@@ -149,6 +150,8 @@ fn apply(ep: &Ep, (mut new, new_tls): (EpSettings, crate::tls::EpTls)) -> String
     // and one begun before acts on the wake settings in force.
     ep.homes
         .configure(Some(&old.services), &ep.settings().services);
+    let look = (ep.settings().timing.connect_timeout, &ep.shutdown);
+    ep.homes.first_look(&ep.settings().services, look);
     ep.state.configure(&old.services, &ep.settings().services);
     for link in &ep.hubs {
         if credentials {

@@ -46,8 +46,15 @@ pub(super) fn check_ca_key(e: &crate::config::enrol::EnrolSettings) -> Result<()
             e.ca_key.display()
         ));
     }
-    // Read and held to the CA certificate: a key of another CA would sign
-    // certificates no hub accepts, each enrolment using up its invite.
+    crate::secret_file::check(&e.ca_key, "CA key").map_err(|e| format!("enrol.ca_key: {e:#}"))
+}
+
+/// The CA key held to the CA certificate: a key of another CA would sign
+/// certificates no hub accepts, each enrolment using up its invite. At
+/// start and `check` a mismatch stops the hub; a reload only warns (the
+/// door's files wait for a restart, and the rest of the reload, a token
+/// rotated or an ep cut off, must not wait for the CA's key).
+pub(crate) fn ca_key_matches(e: &crate::config::enrol::EnrolSettings) -> Result<(), String> {
     crate::certgen::load_ca(&e.ca, &e.ca_key)
         .map(drop)
         .map_err(|e| format!("enrol.ca_key: {e:#}"))

@@ -101,9 +101,9 @@ pub(crate) struct Shared {
     pub changes: reload::Changes,
     /// Reloads done, with the last one's outcome.
     pub reloads: watch::Sender<(u64, Result<String, String>)>,
-    /// Of those, the ones a SIGHUP asked for (`ferry hub reload` waits on
-    /// the count in `--ready-file`).
-    pub signalled: std::sync::atomic::AtomicU64,
+    /// Of those, the ones a SIGHUP asked for, and when the last began
+    /// (`ferry hub reload` waits on them in `--ready-file`).
+    pub signalled: std::sync::Mutex<(u64, u64)>,
 }
 
 /// A hub with all its ports bound, ready to `run`.
@@ -155,6 +155,25 @@ pub fn read_files(mut settings: HubSettings) -> Result<HubSettings> {
         enrol::check_ca_key(e).map_err(err)?;
     }
     Ok(settings)
+}
+
+/// `load`, and what stops a start (and `check`) but not a reload: the
+/// enrol door's CA key held to its CA (see `enrol::ca_key_matches`).
+pub fn load_to_start(settings: HubSettings) -> Result<(HubSettings, crate::tls::HubTls)> {
+    let (settings, tls) = load(settings)?;
+    if let Some(e) = &settings.enrol {
+        enrol::ca_key_matches(e)
+            .map_err(|m| anyhow::Error::new(crate::config::check_err(&settings.file, m)))?;
+    }
+    Ok((settings, tls))
+}
+
+/// On reload, the enrol door's CA key that does not match its CA is said,
+/// not refused: the rest of the reload goes ahead.
+fn warn_ca_key(e: Option<&crate::config::enrol::EnrolSettings>) {
+    if let Some(Err(w)) = e.map(enrol::ca_key_matches) {
+        tracing::warn!("{w}; the enrol door cannot sign certificates until it matches");
+    }
 }
 
 /// The players the hub holds at most: the configured cap, or what the
@@ -220,7 +239,7 @@ impl Hub {
         let (settings, loaded_tls, bans, crl_first) = tokio::task::spawn_blocking(move || {
             // Before the read: a list replaced during it is read again.
             let crl_first = settings.crl.as_deref().and_then(crl::stamp);
-            let (settings, tls) = load(settings)?;
+            let (settings, tls) = load_to_start(settings)?;
             let bans = bans::Bans::load(&settings)?;
             anyhow::Ok((settings, tls, bans, crl_first))
         })
@@ -657,7 +676,7 @@ impl Shared {
 impl Shared {
     /// For `--ready-file`: see `ready::reloads_json`.
     fn reloads_json(&self) -> serde_json::Value {
-        let signalled = self.signalled.load(std::sync::atomic::Ordering::Relaxed);
+        let signalled = *self.signalled.lock().unwrap_or_else(|p| p.into_inner());
         ready::reloads_json(signalled, &self.reloads.borrow())
     }
 }

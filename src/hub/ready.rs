@@ -36,17 +36,24 @@ pub(super) fn ready_json(
     .to_string()
 }
 
-/// The reloads a SIGHUP asked for that are done, and how the last reload
-/// went: what `ferry hub reload` waits on and reports.
-pub fn reloads_json(signalled: u64, last: &(u64, Result<String, String>)) -> serde_json::Value {
+/// The reloads a SIGHUP asked for that are done (`signalled`, the last of
+/// them begun at `began_us` on the system's monotonic clock), and how the
+/// last reload went: what `ferry hub reload` waits on and reports.
+pub fn reloads_json(
+    (signalled, began_us): (u64, u64),
+    last: &(u64, Result<String, String>),
+) -> serde_json::Value {
     let (ok, said) = match &last.1 {
         Ok(line) => (true, line.as_str()),
         Err(e) => (false, e.as_str()),
     };
-    serde_json::json!({ "signalled": signalled, "done": last.0, "ok": ok, "said": said })
+    serde_json::json!({
+        "signalled": signalled, "began_us": began_us, "done": last.0, "ok": ok, "said": said,
+    })
 }
 
 pub(super) fn write_ready(path: &std::path::Path, json: &str) -> Result<()> {
-    crate::files::write_file(path, json.as_bytes(), 0o644, true)
+    // The owner's only: a refused reload's reason may quote the file.
+    crate::files::write_file(path, json.as_bytes(), 0o600, true)
         .with_context(|| format!("--ready-file {}", path.display()))
 }

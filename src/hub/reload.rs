@@ -54,6 +54,7 @@ pub(super) async fn watch(
     mut triggers: mpsc::Receiver<Trigger>,
 ) {
     while let Some(why) = triggers.recv().await {
+        let began = crate::sdnotify::monotonic_us();
         crate::sdnotify::reloading();
         let outcome = reload(&shared, why).await;
         match &outcome {
@@ -64,9 +65,8 @@ pub(super) async fn watch(
             ),
         }
         if why == Trigger::Signal {
-            shared
-                .signalled
-                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let mut s = shared.signalled.lock().unwrap_or_else(|p| p.into_inner());
+            *s = (s.0 + 1, began);
         }
         shared.reloads.send_modify(|(n, last)| {
             *n += 1;
@@ -95,6 +95,7 @@ async fn reload(shared: &Arc<Shared>, _why: Trigger) -> Result<String, String> {
             Err(e) => return (named, Err(e)),
         };
         let wanted = std::mem::replace(&mut read.enrol, old.enrol.clone());
+        super::warn_ca_key(old.enrol.as_ref());
         let loaded = super::load(read).map(|(mut new, tls)| {
             new.enrol = wanted;
             (new, tls)

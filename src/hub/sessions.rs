@@ -637,9 +637,10 @@ fn attach(svc: &Arc<Service>, e: &Entry, ep: &str) {
     });
     // Not a service a reload removed since it was found free.
     if attached {
+        // Under the picture's lock, as `homes_said` sets it: a picture
+        // that comes meanwhile reaches this service too.
         let home = e.homes.lock().unwrap_or_else(|p| p.into_inner());
         svc.set_home(e.session, home.get(&svc.name).copied());
-        drop(home);
         lock(&e.serving).push(svc.clone());
     }
 }
@@ -648,10 +649,11 @@ impl SessionGuard {
     /// What the ep says of its services at home now: set on those it
     /// serves, kept for those it comes to serve.
     pub fn homes_said(&self, said: std::collections::BTreeMap<String, crate::proto::HomeState>) {
+        let mut homes = self.homes.lock().unwrap_or_else(|p| p.into_inner());
+        *homes = said;
         for svc in self.services().iter() {
-            svc.set_home(self.id, said.get(&svc.name).copied());
+            svc.set_home(self.id, homes.get(&svc.name).copied());
         }
-        *self.homes.lock().unwrap_or_else(|p| p.into_inner()) = said;
     }
 
     /// The services this session serves now.

@@ -29,12 +29,16 @@ impl crate::admin::Source for Shared {
             return !self.shutdown.is_cancelled();
         };
         // Up while an ep serves it and home last answered (or has not been
-        // tried yet); an unknown name is simply down.
+        // tried yet), or sleeps there, or wakes: a join through this hub
+        // wakes it, so a failover that takes the address from every hub
+        // while the server sleeps would leave nobody to wake it. Down at
+        // home (no wake to run), no ep, or an unknown name: down.
         self.service(name).is_some_and(|svc| {
+            use crate::proto::HomeState::{Asleep, Up, Waking};
             matches!(
                 svc.home(),
                 super::service::Home::Unknown
-                    | super::service::Home::Reported(crate::proto::HomeState::Up)
+                    | super::service::Home::Reported(Up | Asleep | Waking)
             )
         })
     }

@@ -156,6 +156,54 @@ fn bytes_label(service: &str, d: Direction) -> BytesLabel {
 fn encode(registry: &Registry) -> String {
     let mut out = String::new();
     let _ = prometheus_client::encoding::text::encode(&mut out, registry);
+    as_text_format(&out)
+}
+
+/// OpenMetrics text (what the encoder writes) as Prometheus' text format
+/// 0.0.4 (what `/metrics` says it serves): a counter's HELP and TYPE name
+/// its samples' name (`ferry_players_total`), not the family's
+/// (`ferry_players`), which the gauge of the same service already has:
+/// two TYPE lines for one name are an error to strict parsers (promtool,
+/// Go's expfmt). No `# EOF`. The samples are the same.
+fn as_text_format(open_metrics: &str) -> String {
+    let mut out = String::with_capacity(open_metrics.len() + 256);
+    let mut help: Option<&str> = None;
+    for line in open_metrics.lines() {
+        if line == "# EOF" {
+            continue;
+        }
+        if line.starts_with("# HELP ") {
+            if let Some(h) = help.replace(line) {
+                out.push_str(h);
+                out.push('\n');
+            }
+            continue;
+        }
+        let counter = line
+            .strip_prefix("# TYPE ")
+            .and_then(|t| t.strip_suffix(" counter"));
+        match (counter, help.take()) {
+            (Some(name), h) => {
+                if let Some(h) = h {
+                    let text = h.strip_prefix(&format!("# HELP {name} ")).unwrap_or("");
+                    out.push_str(&format!("# HELP {name}_total {text}\n"));
+                }
+                out.push_str(&format!("# TYPE {name}_total counter\n"));
+            }
+            (None, h) => {
+                if let Some(h) = h {
+                    out.push_str(h);
+                    out.push('\n');
+                }
+                out.push_str(line);
+                out.push('\n');
+            }
+        }
+    }
+    if let Some(h) = help {
+        out.push_str(h);
+        out.push('\n');
+    }
     out
 }
 
@@ -338,3 +386,39 @@ impl Default for ServiceMeters {
 }
 
 pub use crate::relay::Meter;
+
+#[cfg(test)]
+mod tests {
+    /// Each name has one TYPE line, and each sample is of the family its
+    /// name says (a counter's `_total`, a histogram's `_bucket`, `_sum`,
+    /// `_count`): what strict parsers of the text format ask.
+    #[test]
+    fn the_text_has_one_type_per_name() {
+        let m = super::HubMetrics::new(["mc"]);
+        let label = m.service("mc");
+        m.traffic.players.get_or_create(&label).inc();
+        m.traffic.players_total.get_or_create(&label).inc();
+        let text = m.encode();
+        assert!(!text.contains("# EOF"), "{text}");
+        let mut types = std::collections::HashMap::new();
+        for line in text.lines().filter_map(|l| l.strip_prefix("# TYPE ")) {
+            let (name, kind) = line.split_once(' ').unwrap();
+            assert!(
+                types.insert(name.to_string(), kind.to_string()).is_none(),
+                "{name} twice:\n{text}"
+            );
+        }
+        for sample in text
+            .lines()
+            .filter(|l| !l.starts_with('#') && !l.is_empty())
+        {
+            let name = sample.split(['{', ' ']).next().unwrap();
+            let family = ["_bucket", "_sum", "_count", ""]
+                .iter()
+                .find_map(|s| types.get(name.strip_suffix(s)?));
+            assert!(family.is_some(), "{name} has no TYPE:\n{text}");
+        }
+        assert_eq!(types["ferry_players"], "gauge");
+        assert_eq!(types["ferry_players_total"], "counter");
+    }
+}

@@ -40,14 +40,7 @@ type Login<'a> = Pin<Box<dyn Future<Output = Result<Ready, String>> + Send + 'a>
 pub(super) struct Upgrade<'a> {
     at: Option<Instant>,
     trying: Option<Login<'a>>,
-    /// When the last login tried ended, if one did.
-    tried: Option<Instant>,
 }
-
-/// A session the hub closed as replaced this soon after a login tried
-/// beside it was replaced by that login (which then failed: its welcome
-/// lost, say), not by another ep with this certificate.
-const OWN_LOGIN: std::time::Duration = std::time::Duration::from_secs(60);
 
 impl<'a> Upgrade<'a> {
     /// The next QUIC login; `None` after one that failed (marked, and the
@@ -69,7 +62,6 @@ impl<'a> Upgrade<'a> {
         }
         let tried = self.trying.as_mut()?.await;
         self.trying = None;
-        self.tried = Some(Instant::now());
         match tried {
             Ok(ready) => Some(Box::new(ready)),
             Err(why) => {
@@ -86,26 +78,25 @@ impl<'a> Upgrade<'a> {
     /// the session a new login replaces, so that end is the login's
     /// success, not another ep with this certificate. Waits for it. One
     /// that fails then marks nothing (the TLS session is gone too: the hub
-    /// may be down); a session replaced by the ep's own login that failed
-    /// logs in again at once.
-    pub async fn settle(mut self, up: &Up, end: End) -> End {
-        let mut end = end;
-        if let Some(trying) = self.trying.take()
-            && !end.switch
-        {
-            let tried = tokio::select! {
-                r = trying => Some(r),
-                _ = up.ep.shutdown.cancelled() => None,
-            };
-            self.tried = Some(Instant::now());
-            match tried {
-                Some(Ok(ready)) => return switched(Box::new(ready)),
-                Some(Err(why)) => tracing::debug!("{why}"),
-                None => return end,
-            }
+    /// may be down); the session it replaced (the hub had it, its welcome
+    /// was lost) logs in again at once, not at the longest wait a second
+    /// ep with this certificate gets.
+    pub async fn settle(mut self, up: &Up, mut end: End) -> End {
+        let Some(trying) = self.trying.take() else {
+            return end;
+        };
+        if end.switch {
+            return end;
         }
-        let own = self.tried.is_some_and(|t| t.elapsed() < OWN_LOGIN);
-        if own && end.kind == Some(CloseKind::Replaced) {
+        let tried = tokio::select! {
+            r = trying => r,
+            _ = up.ep.shutdown.cancelled() => return end,
+        };
+        match tried {
+            Ok(ready) => return switched(Box::new(ready)),
+            Err(why) => tracing::debug!("{why}"),
+        }
+        if end.kind == Some(CloseKind::Replaced) {
             end.kind = None;
             end.reason =
                 "the hub moved the session to a QUIC login of this ep that then failed".into();
@@ -236,7 +227,6 @@ impl Up {
         Upgrade {
             at: due.then(|| failed.map_or_else(Instant::now, |t| t + retry)),
             trying: None,
-            tried: None,
         }
     }
 }

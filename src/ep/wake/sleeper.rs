@@ -13,6 +13,42 @@ use crate::proto::HomeState;
 const STOP_WAIT: Duration = Duration::from_secs(300);
 
 impl Homes {
+    /// Each service with a `sleep` not known yet (the ep just started, or
+    /// a reload added it) is looked at once, as a dial would: one already
+    /// running (its own unit started it at boot) gets its sleep timer
+    /// without waiting for a first player, who may never come. One that
+    /// does not answer is left as it is: a wake runs only for a join.
+    pub fn first_look(
+        self: &Arc<Self>,
+        services: &std::collections::BTreeMap<String, crate::config::ep::LocalService>,
+        (connect_timeout, stop): (Duration, &tokio_util::sync::CancellationToken),
+    ) {
+        for (name, l) in services {
+            if self.sleep_of(name).is_none() || self.state_of(name).is_some() {
+                continue;
+            }
+            let udp = l.kind == Some(crate::config::ports::ServiceKind::Udp);
+            let local = Local {
+                service: name.clone(),
+                at: l.addr.at(0),
+                connect_timeout,
+                stop: stop.clone(),
+                udp,
+                proxy: l.proxy_protocol.filter(|_| !udp),
+            };
+            let homes = self.clone();
+            tokio::spawn(async move {
+                let up = match local.udp {
+                    true => local.pong_once().await.unwrap_or(false),
+                    false => local.answers().await,
+                };
+                if up && homes.state_of(&local.service).is_none() {
+                    homes.answered(&local);
+                }
+            });
+        }
+    }
+
     /// A dial (or a flow) of `l`'s service reached it: it is up, and with
     /// a `sleep` its timer starts. Not while its sleep command runs: the
     /// server is going, whatever it still answers (the stop's end looks
