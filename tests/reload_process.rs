@@ -173,3 +173,17 @@ fn ferry_ep_reload_returns_once_done_and_fails_when_refused() {
     let (ok, said) = reload_cmd("ep", ep.pid(), &ready);
     assert!(!ok && said.contains("refused"), "{said}");
 }
+
+/// A process started without `--ready-file` (by an older unit, before a
+/// package upgrade, or an ExecStart of one's own): `ferry hub reload`
+/// still reloads it, saying it cannot wait. Before, it refused to send
+/// the signal, and `systemctl reload` failed and reloaded nothing.
+#[test]
+fn ferry_hub_reload_signals_a_hub_without_a_ready_file() {
+    let certs = Certs::new();
+    let file = write_hub_toml(&certs, &HubOpts::default(), None);
+    let hub = HubProc::start(&file, &[], 1);
+    let (ok, said) = reload_cmd("hub", hub.proc.pid(), &certs.path("no-such.json"));
+    assert!(ok && said.contains("says nothing of its reloads"), "{said}");
+    hub.proc.wait_line("configuration reloaded (SIGHUP)");
+}
