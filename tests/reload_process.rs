@@ -187,3 +187,22 @@ fn ferry_hub_reload_signals_a_hub_without_a_ready_file() {
     assert!(ok && said.contains("says nothing of its reloads"), "{said}");
     hub.proc.wait_line("configuration reloaded (SIGHUP)");
 }
+
+/// A pid that is not a ferry (a number typed wrong) is not signalled: a
+/// SIGHUP ends most programs.
+#[test]
+fn ferry_hub_reload_signals_no_other_program() {
+    let mut other = std::process::Command::new("sleep")
+        .arg("30")
+        .spawn()
+        .unwrap();
+    let certs = Certs::new();
+    let (ok, said) = reload_cmd("hub", other.id(), &certs.path("no-such.json"));
+    assert!(!ok && said.contains("not ferry"), "{said}");
+    assert!(
+        other.try_wait().unwrap().is_none(),
+        "the other program was stopped"
+    );
+    other.kill().unwrap();
+    other.wait().unwrap();
+}

@@ -772,3 +772,27 @@ async fn echo_that_sleeps(t: Transport, sleep: &str) -> (TestHub, TestEp) {
     hub.wait_sessions(1).await;
     (hub, ep)
 }
+
+on_every_transport!(a_server_that_opens_its_port_after_the_ep_starts_sleeps_with_no_player);
+
+/// A server that opens its port a while after the ep starts (both started
+/// at boot; a Java server takes seconds): it sleeps after `sleep_after`
+/// with no player ever. Before, the ep's one look at start found it
+/// closed and nothing looked again until a player came.
+async fn a_server_that_opens_its_port_after_the_ep_starts_sleeps_with_no_player(t: Transport) {
+    let certs = Certs::new();
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("log");
+    let hub = TestHub::start(&certs, &hub_opts(t)).await;
+    let (held, local) = held_port();
+    let mut eo = t.ep_opts(&hub, EpOpts::new(&certs, vec![("a".into(), local)]));
+    eo.service_extra = format!(
+        "wake = [\"true\"]\nsleep = {}\nsleep_after = \"1s\"\n",
+        note(&log, "slept", 0)
+    );
+    let _ep = TestEp::start(ep_settings(&certs, &hub, &eo));
+    hub.wait_sessions(1).await;
+    // The server comes up once the ep has looked and found nothing.
+    let _server = held.listen(16).unwrap();
+    assert_eq!(noted(&log, 1, Duration::from_secs(30)).await, ["slept"]);
+}

@@ -30,6 +30,7 @@ pub(super) fn run(a: &ReloadArgs, role: &str) -> Result<()> {
     // after an upgrade, an ExecStart of one's own) is still reloaded, as a
     // bare SIGHUP would: only the wait is lost.
     let before = read(&a.ready_file).ok();
+    is_ferry(a.pid)?;
     let sent_at = crate::sdnotify::monotonic_us();
     let pid = nix::unistd::Pid::from_raw(a.pid);
     nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGHUP)
@@ -52,8 +53,9 @@ pub(super) fn run(a: &ReloadArgs, role: &str) -> Result<()> {
             continue;
         };
         // Done, and begun after this signal: a reload under way when it
-        // was sent may have read the file before the change.
-        if now.signalled <= before.signalled || now.began_us < sent_at {
+        // was sent may have read the file before the change. (A ferry
+        // whose file says no start is trusted on its count.)
+        if now.signalled <= before.signalled || now.began_us.is_some_and(|b| b < sent_at) {
             continue;
         }
         if now.ok {
@@ -72,10 +74,27 @@ pub(super) fn run(a: &ReloadArgs, role: &str) -> Result<()> {
     )
 }
 
+/// A SIGHUP ends most programs: `pid` must be a ferry (its name in
+/// /proc), so a wrong number typed by hand reloads nothing rather than
+/// stopping something else. Where /proc cannot say, it is sent.
+fn is_ferry(pid: i32) -> Result<()> {
+    match std::fs::read_to_string(format!("/proc/{pid}/comm")) {
+        Ok(name) if name.trim() != "ferry" => bail!(
+            "process {pid} is {:?}, not ferry: not signalled",
+            name.trim()
+        ),
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            bail!("no process {pid}")
+        }
+        Err(_) => Ok(()),
+    }
+}
+
 /// What the ready file says of the reloads a signal asked for.
 struct Seen {
     signalled: u64,
-    began_us: u64,
+    began_us: Option<u64>,
     ok: bool,
     said: String,
 }
@@ -90,7 +109,7 @@ fn read(path: &Path) -> Result<Seen> {
         signalled: r["signalled"]
             .as_u64()
             .with_context(|| format!("{} counts no reloads", path.display()))?,
-        began_us: r["began_us"].as_u64().unwrap_or_default(),
+        began_us: r["began_us"].as_u64(),
         ok: r["ok"].as_bool().unwrap_or(false),
         said: r["said"].as_str().unwrap_or_default().to_string(),
     })

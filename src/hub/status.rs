@@ -29,17 +29,24 @@ impl crate::admin::Source for Shared {
             return !self.shutdown.is_cancelled();
         };
         // Up while an ep serves it and home last answered (or has not been
-        // tried yet), or sleeps there, or wakes: a join through this hub
-        // wakes it, so a failover that takes the address from every hub
-        // while the server sleeps would leave nobody to wake it. Down at
-        // home (no wake to run), no ep, or an unknown name: down.
+        // tried yet), or, where a join wakes it (a TCP service, or
+        // Bedrock's join over UDP), sleeps there or wakes: a failover that
+        // took the address from every hub while the server slept would
+        // leave nobody to wake it. Down at home with nothing to wake it,
+        // no ep, or an unknown name: down.
+        let settings = self.settings();
+        let wakes = settings.services.iter().any(|s| {
+            s.name == name
+                && (s.kind.tcp()
+                    || s.game.as_ref().map(|g| g.game) == Some(crate::config::game::Game::Bedrock))
+        });
         self.service(name).is_some_and(|svc| {
             use crate::proto::HomeState::{Asleep, Up, Waking};
-            matches!(
-                svc.home(),
-                super::service::Home::Unknown
-                    | super::service::Home::Reported(Up | Asleep | Waking)
-            )
+            match svc.home() {
+                super::service::Home::Unknown | super::service::Home::Reported(Up) => true,
+                super::service::Home::Reported(Asleep | Waking) => wakes,
+                _ => false,
+            }
         })
     }
 

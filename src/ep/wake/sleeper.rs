@@ -14,10 +14,12 @@ const STOP_WAIT: Duration = Duration::from_secs(300);
 
 impl Homes {
     /// Each service with a `sleep` not known yet (the ep just started, or
-    /// a reload added it) is looked at once, as a dial would: one already
-    /// running (its own unit started it at boot) gets its sleep timer
-    /// without waiting for a first player, who may never come. One that
-    /// does not answer is left as it is: a wake runs only for a join.
+    /// a reload added it) is looked at, as a dial would: one running (its
+    /// own unit started it at boot) gets its sleep timer without waiting
+    /// for a first player, who may never come; a TCP one not answering yet
+    /// is looked at again every 10 s until it does. A wake runs only for a
+    /// join. (A UDP server is asked as Bedrock's server list would: other
+    /// UDP games start their timer at their first flow.)
     pub fn first_look(
         self: &Arc<Self>,
         services: &std::collections::BTreeMap<String, crate::config::ep::LocalService>,
@@ -42,8 +44,15 @@ impl Homes {
                     true => local.pong_once().await.unwrap_or(false),
                     false => local.answers().await,
                 };
-                if up && homes.state_of(&local.service).is_none() {
-                    homes.answered(&local);
+                if homes.state_of(&local.service).is_some() {
+                    return;
+                }
+                match up {
+                    true => homes.answered(&local),
+                    // Starting with the machine (a Java server takes
+                    // seconds to open its port): looked at again now and
+                    // then, as a server found down is, until it answers.
+                    false => homes.recheck(&local),
                 }
             });
         }
