@@ -437,7 +437,16 @@ async fn a_proxy_header_lost_to_a_service_not_yet_up_is_sent_again(t: Transport)
     let home = UdpSocket::bind(closed).await.unwrap();
     p.send_to(b"next", to).await.unwrap();
     let v4 = ppp::v2::Addresses::from((p.local_addr().unwrap(), to));
-    assert_eq!(headed(&home).await, (Some((0x12, v4)), b"next".to_vec()));
+    // The service reads the header first. (On a loaded machine "lost too"
+    // may still be on its way when the refusal of "lost" is seen, and
+    // reach the service, with the header, before "next".)
+    let (header, first) = headed(&home).await;
+    assert_eq!(header, Some((0x12, v4)), "{first:?}");
+    if first == b"lost too" {
+        assert_eq!(headed(&home).await, (None, b"next".to_vec()));
+    } else {
+        assert_eq!(first, b"next");
+    }
     // It answers; then it restarts under the flow: the new process hears
     // the header first too.
     p.send_to(b"where", to).await.unwrap();
