@@ -68,6 +68,38 @@ fn digest(path: &Path) -> Option<Vec<u8>> {
 /// The files to watch, asked each round (a reload may name others).
 pub type Files = Box<dyn Fn() -> Vec<PathBuf> + Send + Sync>;
 
+/// The files the last reload named but could not use (one not there yet:
+/// a `tls.crl` named before `ferry hub revoke` writes it, a token file
+/// deployed after the config). They are followed too, so the reload is
+/// tried again once they change; nothing else would. Empty after a reload
+/// that took.
+#[derive(Default)]
+pub struct RefusedFollows(std::sync::Mutex<Vec<PathBuf>>);
+
+impl RefusedFollows {
+    /// Remembers what the last reload named: kept only if it was refused.
+    pub fn set<T, E>(&self, named: Vec<PathBuf>, outcome: &Result<T, E>) {
+        let refused = if outcome.is_err() { named } else { Vec::new() };
+        *self.0.lock().unwrap_or_else(|p| p.into_inner()) = refused;
+    }
+
+    /// Forgets them (the reload did not get as far as reading).
+    pub fn clear(&self) {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).clear();
+    }
+
+    /// `running` (the files of the settings in use) and the refused ones.
+    pub fn with(&self, mut running: Vec<PathBuf>) -> Vec<PathBuf> {
+        let refused = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        for f in refused.iter() {
+            if !running.contains(f) {
+                running.push(f.clone());
+            }
+        }
+        running
+    }
+}
+
 /// Reload requests until `stop`: SIGHUP always, changes to `files` if
 /// `watch`.
 pub fn triggers(files: Files, watch: bool, stop: CancellationToken) -> mpsc::Receiver<Trigger> {

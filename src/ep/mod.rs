@@ -64,9 +64,8 @@ pub(crate) struct Ep {
     refused: tokio::sync::watch::Sender<u64>,
     /// `--ready-file`, rewritten after each reload (`ready::Ready`).
     ready: std::sync::Mutex<Option<ready::Ready>>,
-    /// The files the last reload named but could not use: followed too,
-    /// so the reload is tried again once they change (`reload::triggers`).
-    refused_follows: std::sync::Mutex<Vec<std::path::PathBuf>>,
+    /// Followed too, so a refused reload is tried again once they change.
+    refused_follows: crate::reload::RefusedFollows,
     /// Each hub served, in `EpSettings::hubs` order (fixed until a restart).
     hubs: Vec<Arc<hubs::HubLink>>,
     /// Whether the uplink guard is on (`uplink_guard`), for every player.

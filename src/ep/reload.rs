@@ -51,15 +51,7 @@ pub(super) fn triggers(ep: &Arc<Ep>) -> mpsc::Receiver<Trigger> {
         files.extend(s.token_file.clone());
         let admin = s.admin.as_ref().and_then(|a| a.token_hash_file.clone());
         files.extend(admin);
-        let refused = ep.refused_follows.lock().unwrap_or_else(|p| p.into_inner());
-        files.extend(
-            refused
-                .iter()
-                .filter(|f| !files.contains(f))
-                .cloned()
-                .collect::<Vec<_>>(),
-        );
-        files
+        ep.refused_follows.with(files)
     });
     crate::reload::triggers(files, s.watch_config, ep.shutdown.clone())
 }
@@ -75,13 +67,10 @@ pub(super) async fn watch(ep: Arc<Ep>, mut triggers: mpsc::Receiver<Trigger>) {
             (named, read.and_then(super::load))
         })
         .await;
-        // A file the new configuration names that could not be used (not
-        // there yet) tries the reload again when it changes.
-        let refused = match &loaded {
-            Ok((named, Err(_))) => named.clone(),
-            _ => Vec::new(),
-        };
-        *ep.refused_follows.lock().unwrap_or_else(|p| p.into_inner()) = refused;
+        match &loaded {
+            Ok((named, read)) => ep.refused_follows.set(named.clone(), read),
+            Err(_) => ep.refused_follows.clear(),
+        }
         let outcome = match loaded.map(|(_, r)| r) {
             Ok(Ok(new)) => {
                 let plan = apply(&ep, new);

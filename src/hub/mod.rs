@@ -66,10 +66,8 @@ pub(crate) struct Shared {
     /// one's `cut`, and what calls off the timer that cancels it (a later
     /// reload that puts the service back keeps its players).
     pub draining: std::sync::Mutex<HashMap<String, reload::Draining>>,
-    /// The files the last reload named but could not use (one missing,
-    /// unreadable): followed too, so the reload is tried again once they
-    /// change; empty after a reload that took.
-    pub refused_follows: std::sync::Mutex<Vec<std::path::PathBuf>>,
+    /// Followed too, so a refused reload is tried again once they change.
+    pub refused_follows: crate::reload::RefusedFollows,
     /// Connections still sending their first packet to a game port
     /// (`game::readers_places`).
     pub game_readers: Arc<crate::places::Admission>,
@@ -280,7 +278,7 @@ impl Hub {
             ports: std::sync::Mutex::default(),
             game_readers: game::readers_places(&cap),
             draining: std::sync::Mutex::default(),
-            refused_follows: std::sync::Mutex::default(),
+            refused_follows: Default::default(),
             cap,
             udp_queued,
             ready_file: std::sync::Mutex::default(),

@@ -31,18 +31,8 @@ pub(super) fn triggers(shared: &Arc<Shared>) -> mpsc::Receiver<Trigger> {
             return Vec::new();
         };
         let s = sh.settings();
-        let refused = sh.refused_follows.lock().unwrap_or_else(|p| p.into_inner());
-        let mut files: Vec<_> = std::iter::once(s.file.clone())
-            .chain(s.follows.iter().cloned())
-            .collect();
-        files.extend(
-            refused
-                .iter()
-                .filter(|f| !files.contains(f))
-                .cloned()
-                .collect::<Vec<_>>(),
-        );
-        files
+        let running = std::iter::once(s.file.clone()).chain(s.follows.iter().cloned());
+        sh.refused_follows.with(running.collect())
     });
     crate::reload::triggers(files, s.watch_config, shared.shutdown.clone())
 }
@@ -104,17 +94,7 @@ async fn reload(shared: &Arc<Shared>, _why: Trigger) -> Result<String, String> {
     })
     .await
     .map_err(|e| e.to_string())?;
-    // A file the new configuration names that could not be used (not
-    // there yet: a `tls.crl` named before `ferry hub revoke` writes it, a
-    // token file deployed after the config) tries the reload again when it
-    // changes; nothing else would.
-    *shared
-        .refused_follows
-        .lock()
-        .unwrap_or_else(|p| p.into_inner()) = match loaded {
-        Ok(_) => Vec::new(),
-        Err(_) => named,
-    };
+    shared.refused_follows.set(named, &loaded);
     let new = loaded.map_err(|e| format!("{e:#}"))?;
     apply(shared, new).await
 }
