@@ -206,3 +206,39 @@ fn ferry_hub_reload_signals_no_other_program() {
     other.kill().unwrap();
     other.wait().unwrap();
 }
+
+/// A process that ends while `ferry hub reload` waits (killed, crashed)
+/// is said at once. Before, the command waited out its 80 s.
+#[test]
+fn ferry_hub_reload_says_at_once_when_the_hub_ends_while_it_waits() {
+    let certs = Certs::new();
+    let file = write_hub_toml(&certs, &HubOpts::default(), None);
+    let mut hub = HubProc::start(&file, &[], 1);
+    let ready = ready_path(&file);
+    // Stopped, it cannot take the SIGHUP: the command waits.
+    hub.proc.signal("STOP");
+    let pid = hub.proc.pid();
+    let waiting = std::thread::spawn(move || reload_cmd("hub", pid, &ready));
+    // The SIGHUP pending on the stopped hub says the command now waits.
+    let pending = || {
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+        status
+            .lines()
+            .filter_map(|l| l.strip_prefix("ShdPnd:").or(l.strip_prefix("SigPnd:")))
+            .any(|m| u64::from_str_radix(m.trim(), 16).unwrap() & 1 != 0)
+    };
+    let began = std::time::Instant::now();
+    while !pending() {
+        assert!(began.elapsed() < std::time::Duration::from_secs(20));
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    hub.proc.signal("KILL");
+    hub.proc.wait();
+    let began = std::time::Instant::now();
+    let (ok, said) = waiting.join().unwrap();
+    assert!(!ok && said.contains("ended before reporting"), "{said}");
+    assert!(
+        began.elapsed() < std::time::Duration::from_secs(30),
+        "{said}"
+    );
+}

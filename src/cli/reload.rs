@@ -47,6 +47,14 @@ pub(super) fn run(a: &ReloadArgs, role: &str) -> Result<()> {
     let deadline = std::time::Instant::now() + WITHIN;
     while std::time::Instant::now() < deadline {
         std::thread::sleep(LOOK_EVERY);
+        // A process that ended (killed, crashed) reports nothing: said at
+        // once rather than after the whole wait.
+        if let Err(nix::errno::Errno::ESRCH) = nix::sys::signal::kill(pid, None) {
+            bail!(
+                "the {role} (pid {}) ended before reporting the reload: see its log",
+                a.pid
+            );
+        }
         // Written whole (renamed into place); unreadable for a moment at
         // most.
         let Ok(now) = read(&a.ready_file) else {
