@@ -84,6 +84,12 @@ pub fn abort_on_close(tcp: &TcpStream) {
     let _ = SockRef::from(tcp).set_linger(Some(Duration::ZERO));
 }
 
+/// Undoes `abort_on_close`: a relay that ended cleanly closes with a FIN,
+/// after what it wrote is delivered.
+pub fn close_cleanly(tcp: &TcpStream) {
+    let _ = SockRef::from(tcp).set_linger(None);
+}
+
 /// Closes a connection whose TLS handshake failed so that the peer reads
 /// the alert saying why: close our write side, then drain what the peer
 /// already sent (briefly, boundedly). Closing with unread data would send

@@ -300,3 +300,82 @@ async fn an_ep_facing_a_dead_hub_idles() {
     // Backoff 50 ms doubling to 2 s, jittered down to half: at most ~12.
     assert!(attempts <= 20, "ep hammering: {attempts} attempts");
 }
+
+/// How a socket's reading ended: after how many bytes, and whether by a
+/// clean end (FIN) or a break.
+async fn read_to_end_or_break(s: &mut TcpStream) -> (u64, std::io::Result<()>) {
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut n = 0u64;
+    loop {
+        match s.read(&mut buf).await {
+            Ok(0) => return (n, Ok(())),
+            Ok(k) => n += k as u64,
+            Err(e) => return (n, Err(e)),
+        }
+    }
+}
+
+on_every_transport!(
+    a_killed_hub_resets_a_player_mid_download,
+    a_killed_ep_resets_home_mid_upload
+);
+
+/// The hub killed (SIGKILL, the OOM killer) while a player downloads: the
+/// player sees a break, not the end of the file. Before, the kernel closed
+/// the player's socket with a FIN, and a download with no length of its
+/// own (HTTP/1.0, `nc > file`) looked complete.
+async fn a_killed_hub_resets_a_player_mid_download(t: Transport) {
+    let certs = Certs::new();
+    let home = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let local = home.local_addr().unwrap();
+    tokio::spawn(async move {
+        let (mut s, _) = home.accept().await.unwrap();
+        let chunk = vec![7u8; 64 * 1024];
+        while s.write_all(&chunk).await.is_ok() {}
+    });
+    let (hub, _ep) = proc_tunnel_over(&certs, t, "", "echo", local);
+    let mut p = TcpStream::connect(hub.services["echo"]).await.unwrap();
+    let mut first = vec![0u8; 256 * 1024];
+    p.read_exact(&mut first).await.unwrap();
+    hub.proc.signal("KILL");
+    let (n, ended) = read_to_end_or_break(&mut p).await;
+    assert!(
+        ended.is_err(),
+        "the player read a clean end after {n} more bytes: the cut download looks complete"
+    );
+}
+
+/// The ep killed while a player uploads: the service at home sees a
+/// break, not the end of the upload (a backup receiver would keep a
+/// truncated file as whole).
+async fn a_killed_ep_resets_home_mid_upload(t: Transport) {
+    let certs = Certs::new();
+    let home = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let local = home.local_addr().unwrap();
+    let (got, at_home) = tokio::sync::oneshot::channel();
+    let (started_tx, started) = tokio::sync::oneshot::channel();
+    tokio::spawn(async move {
+        let (mut s, _) = home.accept().await.unwrap();
+        let mut first = vec![0u8; 256 * 1024];
+        s.read_exact(&mut first).await.unwrap();
+        let _ = started_tx.send(());
+        let _ = got.send(read_to_end_or_break(&mut s).await);
+    });
+    let (_hub, ep) = proc_tunnel_over(&certs, t, "", "echo", local);
+    let mut p = TcpStream::connect(_hub.services["echo"]).await.unwrap();
+    let upload = tokio::spawn(async move {
+        let chunk = vec![7u8; 64 * 1024];
+        while p.write_all(&chunk).await.is_ok() {}
+    });
+    started.await.unwrap();
+    ep.signal("KILL");
+    let (n, ended) = tokio::time::timeout(Duration::from_secs(30), at_home)
+        .await
+        .expect("home's socket ended")
+        .unwrap();
+    upload.abort();
+    assert!(
+        ended.is_err(),
+        "home read a clean end after {n} more bytes: the cut upload looks complete"
+    );
+}

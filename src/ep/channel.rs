@@ -568,11 +568,18 @@ async fn relay_player(
     if let Some(unsaid) = said {
         tracing::info!(service, %player, unsaid, "player connected");
     }
+    // Until the relay ends cleanly, any close of home's socket is a reset
+    // (see the hub's player door): the ep killed must not end an upload
+    // at home as if it were complete.
+    net::abort_on_close(svc);
     let relayed = tokio::select! {
         r = relay::relay_watched(tls, svc, watch) => Some(r),
         _ = ep.hard_stop.cancelled() => None,
     };
     players.dec();
+    if let Some((_, None)) = relayed {
+        net::close_cleanly(svc);
+    }
     match relayed {
         Some((st, None)) if said.is_some() => {
             tracing::info!(service, %player, up = st.up, down = st.down, secs = st.elapsed.as_secs_f64(), "player disconnected")

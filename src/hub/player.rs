@@ -311,6 +311,11 @@ async fn relay_home(
     if let (Some(r), Some(fd)) = (watch.rate.as_mut(), super::service::tcp_fd(tunnel)) {
         r.smooth(crate::rate::Dir::Up, Some(fd));
     }
+    // Until the relay ends cleanly, any close of the player's socket is a
+    // reset: the hub killed (SIGKILL, the OOM killer) or its task
+    // panicking would otherwise close it with a FIN, and a download cut
+    // short would look complete to the player.
+    net::abort_on_close(tcp);
     let relayed = tokio::select! {
         r = relay::relay_watched(tcp, tunnel, watch) => Some(r),
         // The hub's hard stop, the service removed and drained, a kick or
@@ -318,12 +323,15 @@ async fn relay_home(
         _ = seat.ended() => None,
     };
     match relayed {
-        Some((s, None)) => tracing::info!(
-            up = s.up,
-            down = s.down,
-            secs = s.elapsed.as_secs_f64(),
-            "player disconnected"
-        ),
+        Some((s, None)) => {
+            net::close_cleanly(tcp);
+            tracing::info!(
+                up = s.up,
+                down = s.down,
+                secs = s.elapsed.as_secs_f64(),
+                "player disconnected"
+            )
+        }
         Some((s, Some(e))) => {
             // A break on either side is a break on both: a reset, never a
             // clean end, so a cut transfer cannot look complete.
