@@ -179,8 +179,12 @@ impl Run {
             },
             _ = self.closed.cancelled() => "its port was closed or handed to another service".into(),
         };
-        // Nothing more either way while the tunnel closes.
+        // Nothing more either way while the tunnel closes; the player's
+        // next datagram makes a new flow at once, not after the close
+        // (up to a second on a channel that no longer moves), which it
+        // would have waited out in this flow's queue, lost.
         self.flow.ending.store(true, Ordering::Relaxed);
+        self.door.ended((self.offset, self.at.player), &self.flow);
         drop(registered);
         let mut tunnel = rd.unsplit(wr);
         // close_notify tells the ep the flow is over, so it closes its socket.
