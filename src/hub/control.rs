@@ -496,9 +496,11 @@ async fn log_in(
     let modern = !features.is_empty();
     check_version(version)?;
     let hash = verify_token(shared, ep, token).await?;
+    warn_if_expiring(peer);
+    // Matched and registered as one step against a reload (`offers`).
+    let offers = shared.offers();
     let (offer, mut matched) = match_offer(shared, ep, services, shapes, &features)?;
     let welcome = welcome(shared, modern, version, &features, &offer, &matched);
-    warn_if_expiring(peer);
     let login = super::sessions::Login {
         ep,
         serial: &peer.serial,
@@ -523,6 +525,7 @@ async fn log_in(
             kind,
             why,
         })?;
+    drop(offers);
     let serving = guard.services();
     for svc in offered
         .iter()
@@ -1149,6 +1152,7 @@ fn ended(
         let label = crate::metrics::EpNameLabel { ep: ep.clone() };
         shared.metrics.ep_rtt.remove(&label);
     }
+    let _offers = shared.offers();
     for svc in served {
         shared.hand_to_offering(&svc);
     }
@@ -1194,6 +1198,7 @@ fn reannounced(
         shapes,
         udp: true,
     };
+    let offers = shared.offers();
     let mut matched = offer.resolve(shared, &guard.ep);
     // A contradicted shape refuses that service, not the session; so does
     // one this ep is not granted.
@@ -1207,6 +1212,7 @@ fn reannounced(
     for svc in released {
         shared.hand_to_offering(&svc);
     }
+    drop(offers);
     for (name, why) in taken {
         matched.shapes.remove(&name);
         matched.refused.insert(name, why);

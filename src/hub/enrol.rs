@@ -375,6 +375,7 @@ fn apply(
         s.enrolled.push(ep.to_string());
     }
     let regranted = s.grants != shared.settings().grants;
+    let _offers = shared.offers();
     shared.set_settings(s);
     if regranted {
         // A service the invite granted is out of reach of eps without a

@@ -48,6 +48,15 @@ pub(crate) struct Shared {
     /// Held by whoever makes new settings from the running ones and swaps
     /// them in (a reload, an enrolment), so neither undoes the other's.
     pub settings_update: tokio::sync::Mutex<()>,
+    /// Held while an ep's offer is matched against the services and its
+    /// session records what it serves (a login, a re-announce, a
+    /// session's services handed on), and while a reload or an enrolment
+    /// changes the services, their shapes or the grants and hands them
+    /// out: each sees the other whole. Without it a login that looked at
+    /// the services before a reload added one, and registered after the
+    /// reload handed it to the eps offering it, never got it (until the
+    /// next reload or login): its port answered and every player waited.
+    pub offers: std::sync::Mutex<()>,
     /// The TLS the doors present and check against.
     pub trust: trust::Trust,
     /// The QUIC door, whose configuration follows the TLS one.
@@ -274,6 +283,7 @@ impl Hub {
             refusals,
             settings: crate::swap::Swap::new(settings),
             settings_update: tokio::sync::Mutex::new(()),
+            offers: std::sync::Mutex::new(()),
             served: std::sync::RwLock::new(served),
             ports: std::sync::Mutex::default(),
             game_readers: game::readers_places(&cap),
@@ -546,6 +556,12 @@ impl Shared {
     /// `svc` lost its ep (it let go, its session ended, a reload took it
     /// away): another logged-in ep that offers it, may serve it and fits
     /// its shape takes it. Not a service a reload removed meanwhile.
+    /// Held while offers and services meet (see the field).
+    pub(crate) fn offers(&self) -> std::sync::MutexGuard<'_, ()> {
+        self.offers.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The caller holds `offers`.
     pub(crate) fn hand_to_offering(&self, svc: &Arc<service::Service>) {
         let current = self
             .service(&svc.name)

@@ -178,6 +178,7 @@ async fn apply(
     let bound = served::bind_all(&fresh)
         .await
         .map_err(|e| format!("{e:#}{}; nothing changed", held_by_us(&fresh, &bound_at)))?;
+    let offers = shared.offers();
     shared.set_settings(new);
     let new = shared.settings();
     shared.cap.serve_tcp(super::serves_tcp(&new));
@@ -187,6 +188,7 @@ async fn apply(
         grants.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     }
     services(shared, &new);
+    drop(offers);
     for (from, to) in handed {
         if let Some(one) = shared.served(&to.service) {
             shared.hand_over(&from, to, &one);
