@@ -200,6 +200,23 @@ pub struct Watch {
     pub guard: Option<(crate::uplink_guard::Signal, crate::uplink_guard::Switch)>,
 }
 
+impl Watch {
+    /// Bytes moved before the relay (a game door's opening, home's first
+    /// answer), counted as the relay counts its own: the service's and
+    /// the player's figures, and the first byte home sent.
+    pub fn count(&mut self, up: u64, down: u64) {
+        for m in [&self.meter, &self.player].into_iter().flatten() {
+            m.up.inc_by(up);
+            m.down.inc_by(down);
+        }
+        if down > 0
+            && let Some((since, h)) = self.first_down.take()
+        {
+            h.observe(since.elapsed().as_secs_f64());
+        }
+    }
+}
+
 /// `relay`, with the extras of `watch`.
 pub async fn relay_watched<A, B>(
     a: &mut A,

@@ -845,7 +845,10 @@ async fn silent_connections_do_not_fill_a_small_hub() {
     }
 }
 
-on_every_transport!(a_server_list_ping_that_shuts_its_side_gets_the_status);
+on_every_transport!(
+    a_server_list_ping_that_shuts_its_side_gets_the_status,
+    a_server_list_ping_through_the_game_door_counts_every_byte,
+);
 
 /// A status ping that sends its handshake and request and then shuts its
 /// sending side (a script, `nc -N`) gets the server's status from home.
@@ -905,4 +908,50 @@ async fn a_sleeping_server_removed_and_put_back_is_still_sleeping(t: Transport) 
         motd(&ping(at(port), "play.test").await.unwrap()),
         "Sleeping \u{2014} join to wake it"
     );
+}
+
+/// A number from the hub's `/metrics` text.
+fn sample(text: &str, name_and_labels: &str) -> f64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(name_and_labels)?.strip_prefix(' '))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0.0)
+}
+
+/// The bytes of a player the game door read first (the handshake, the
+/// status request) and home's first answer (the status) count in the
+/// service's bytes, and the first byte's time is that answer's. Before,
+/// they moved outside the relay and were never counted: a status of
+/// several KB showed as the 10-byte pong, and the first byte was timed
+/// at the pong, a client's round trip later.
+async fn a_server_list_ping_through_the_game_door_counts_every_byte(t: Transport) {
+    let certs = Certs::new();
+    let port = free_range(1);
+    let hub = TestHub::start(&certs, &mc_hub(t, port, "")).await;
+    let server = fake_server("REAL").await;
+    let eo = t.ep_opts(&hub, EpOpts::new(&certs, vec![("mc".into(), server)]));
+    let _ep = TestEp::start(ep_settings(&certs, &hub, &eo));
+    hub.wait_sessions(1).await;
+    let status = ping(at(port), "play.test").await.unwrap();
+    // The status packet (its JSON, a length and an id), then the pong.
+    let least_down = (status.to_string().len() + 10) as f64;
+    let least_up = (minecraft::handshake("play.test", 1).len() + 2 + 10) as f64;
+    let down = "ferry_bytes_total{service=\"mc\",direction=\"down\"}";
+    let up = "ferry_bytes_total{service=\"mc\",direction=\"up\"}";
+    let mut text = String::new();
+    // The relay counts a chunk just after writing it.
+    for _ in 0..200 {
+        text = hub.handle.metrics();
+        if sample(&text, down) >= least_down && sample(&text, up) >= least_up {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(
+        sample(&text, down) >= least_down,
+        "{least_down} down: {text}"
+    );
+    assert!(sample(&text, up) >= least_up, "{least_up} up: {text}");
+    let first = "ferry_player_first_byte_seconds_count{service=\"mc\"}";
+    assert_eq!(sample(&text, first), 1.0, "{text}");
 }

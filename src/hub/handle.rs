@@ -137,4 +137,9 @@ impl HubHandle {
     pub fn logins(&self) -> watch::Receiver<u64> {
         self.shared.sessions.watch_logins()
     }
+
+    /// What `/metrics` would say now.
+    pub fn metrics(&self) -> String {
+        self.shared.metrics.encode()
+    }
 }

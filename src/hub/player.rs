@@ -160,9 +160,11 @@ pub(super) async fn serve(
         let back = opening.as_ref().map(|_| Unanswered::Silent);
         return ended_unserved(tcp, &opening, back);
     }
+    watch.count(sent.len() as u64, 0);
     if let Some(o) = &opening {
         let left = o.hold.saturating_sub(began.elapsed());
-        match first_answer(tcp, &mut tunnel, (left, o.no_wake), &seat.player).await {
+        let hold = (left, o.no_wake);
+        match first_answer(tcp, &mut tunnel, hold, &seat.player, &mut watch).await {
             Ok(()) => {}
             Err(FirstAnswer::Home(why)) => {
                 tunnel.abort();
@@ -374,6 +376,8 @@ async fn first_answer(
     // list (whose end once it asked is no leaving).
     (hold, asked): (std::time::Duration, bool),
     seat: &super::players::Player,
+    // Counts what moves here, as the relay after it counts the rest.
+    watch: &mut relay::Watch,
 ) -> Result<(), FirstAnswer> {
     let (mut down, mut up) = (vec![0u8; 8 * 1024], vec![0u8; 4 * 1024]);
     let deadline = tokio::time::sleep(hold);
@@ -386,6 +390,7 @@ async fn first_answer(
             r = tunnel.read(&mut down) => match r {
                 Ok(0) | Err(_) => return Err(FirstAnswer::Home(Unanswered::Silent)),
                 Ok(n) => {
+                    watch.count(0, n as u64);
                     return tcp.write_all(&down[..n]).await.map_err(|_| FirstAnswer::PlayerGone);
                 }
             },
@@ -396,8 +401,9 @@ async fn first_answer(
                     // Home may not read while it wakes: the deadline and
                     // the cut still hold while this write waits.
                     tokio::select! {
-                        r = tunnel.write_all(&up[..n]) => if r.is_err() {
-                            return Err(FirstAnswer::Home(Unanswered::Silent));
+                        r = tunnel.write_all(&up[..n]) => match r {
+                            Ok(()) => watch.count(n as u64, 0),
+                            Err(_) => return Err(FirstAnswer::Home(Unanswered::Silent)),
                         },
                         _ = &mut deadline => return Err(FirstAnswer::Home(Unanswered::Held)),
                         _ = seat.ended() => return Err(FirstAnswer::PlayerGone),
