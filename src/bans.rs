@@ -71,14 +71,27 @@ impl Net {
     }
 
     /// As a page with addresses hidden shows it: no narrower than an
-    /// IPv4 /24 or an IPv6 /48 (a /40 of 6to4's, which holds an IPv4).
+    /// IPv4 /24 or an IPv6 /48 (a /40 of 6to4's, which holds an IPv4). A
+    /// narrower ban says it is masked (`198.51.100.x`, as the players
+    /// table shows an address), so it does not read as a ban of the whole
+    /// network, which `unban` would not find.
     pub fn masked(&self) -> String {
         let widest = match self.0 {
             IpNet::V4(_) => 24,
             IpNet::V6(n) => crate::config::admin::shown_v6_prefix(n.addr()),
         };
-        let len = self.0.prefix_len().min(widest);
-        IpNet::new(self.0.addr(), len).map_or_else(|_| "?".into(), |n| n.trunc().to_string())
+        if self.0.prefix_len() <= widest {
+            return self.0.trunc().to_string();
+        }
+        let shown = IpNet::new(self.0.addr(), widest).map(|n| n.trunc());
+        match shown {
+            Ok(IpNet::V4(n)) => {
+                let [a, b, c, _] = n.addr().octets();
+                format!("{a}.{b}.{c}.x")
+            }
+            Ok(n) => format!("{n} (narrower, masked)"),
+            Err(_) => "?".into(),
+        }
     }
 }
 
@@ -424,9 +437,14 @@ mod tests {
     #[test]
     fn masked_networks_are_no_narrower_than_a_24_or_a_48() {
         let m = |s: &str| Net::parse(s).unwrap().masked();
-        assert_eq!(m("203.0.113.7"), "203.0.113.0/24");
+        // Narrower than shown: said masked, not shown as a ban of the
+        // network (`unban 203.0.113.0/24` would find nothing).
+        assert_eq!(m("203.0.113.7"), "203.0.113.x");
+        assert_eq!(m("203.0.113.0/28"), "203.0.113.x");
+        assert_eq!(m("203.0.113.0/24"), "203.0.113.0/24");
         assert_eq!(m("10.0.0.0/8"), "10.0.0.0/8");
-        assert_eq!(m("2001:db8:1:2::9"), "2001:db8:1::/48");
+        assert_eq!(m("2001:db8:1:2::9"), "2001:db8:1::/48 (narrower, masked)");
+        assert_eq!(m("2001:db8::/32"), "2001:db8::/32");
     }
 
     #[test]

@@ -336,8 +336,15 @@ fn hub_cmd(args: HubArgs) -> Result<()> {
                 .as_ref()
                 .and_then(|s| s.admin.as_ref().map(|a| a.bind));
             match settings {
-                // No admin door to ask: the list is the file's.
-                Some(s) if st.bans && bind.is_none() => bans::list(&s, st.json),
+                // No admin door to ask, or one that masks addresses (which
+                // `unban` would not match): the list is the file's.
+                Some(s) if st.bans && bind.is_none() => {
+                    bans::list(&s, st.json, "no admin door to ask")
+                }
+                Some(s) if st.bans && s.admin.as_ref().is_some_and(|a| a.hide_addresses) => {
+                    bans::list(&s, st.json, "the admin door hides addresses")
+                        .or_else(|_| status(bind, &st, "hub"))
+                }
                 _ => status(bind, &st, "hub"),
             }
         }

@@ -849,3 +849,26 @@ fn status_bans_without_an_admin_door_reads_the_file() {
         "{out}"
     );
 }
+
+/// With `hide_addresses`, `status --bans` on the hub's machine reads the
+/// file, whole: the door's masked list showed a ban of 127.0.0.2 as
+/// `127.0.0.0/24`, which reads as a ban of the network and which `unban`
+/// does not find. The door itself still masks, now saying so.
+#[tokio::test]
+async fn status_bans_of_a_hub_that_hides_addresses_lists_them_whole() {
+    let certs = Certs::new();
+    // No hub runs, and nothing listens at the door's address.
+    let (_held, door) = dead_port();
+    let extra = format!("[admin]\nbind = \"{door}\"\nhide_addresses = true\n");
+    let file = hub_toml(&certs, &["echo"], &extra);
+    let file = file.to_str().unwrap();
+    let (ok, out) = run(&["hub", "-c", file, "ban", "127.0.0.2", "--for", "1h"]);
+    assert!(ok, "{out}");
+    let (ok, out) = run(&["hub", "-c", file, "status", "--bans"]);
+    assert!(
+        ok && out.contains("127.0.0.2") && out.contains("hides addresses"),
+        "{out}"
+    );
+    let (ok, out) = run(&["hub", "-c", file, "unban", "127.0.0.2"]);
+    assert!(ok, "{out}");
+}

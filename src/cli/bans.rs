@@ -251,16 +251,17 @@ fn followed_elsewhere(settings: &HubSettings, wrote: &std::path::Path) {
     }
 }
 
-/// `status --bans` of a hub without an admin door: the bans in force as
-/// its file holds them (a running hub follows the file within a second).
-pub(super) fn list(settings: &HubSettings, json: bool) -> Result<()> {
+/// `status --bans` of a hub without an admin door (or one that hides
+/// addresses): the bans in force as its file holds them (a running hub
+/// follows the file within a second).
+pub(super) fn list(settings: &HubSettings, json: bool, why: &str) -> Result<()> {
     let path = bans::path(settings);
     let now = crate::history::unix_now();
     let listed = bans::read(&path)?.listed_against(now, false, |s| settings.service(s).is_some());
     match json {
         true => println!("{listed}"),
         false => {
-            println!("from {} (no admin door to ask)", path.display());
+            println!("from {} ({why})", path.display());
             let status = serde_json::json!({ "bans": listed });
             print!("{}", crate::admin::client::render_bans(&status));
         }
