@@ -255,11 +255,12 @@ impl UdpDoor {
             self.meters.refused.inc();
             return Delivered::Refused(reason);
         }
-        if over(true) {
-            // A TCP player of the service spent the budget in between.
-            self.cap.leave_udp();
+        // A TCP player of the service may have spent the budget in
+        // between: this datagram is dropped, as for a flow over the rate,
+        // but the flow stays (a flow may have made room for it).
+        let paid = !over(true);
+        if !paid {
             self.meters.over_rate.inc();
-            return Delivered::Queued;
         }
         t.next_id += 1;
         let flow = Arc::new(Flow {
@@ -283,8 +284,10 @@ impl UdpDoor {
         self.meters.started.inc();
         self.traffic.players.inc();
         self.traffic.admitted.inc();
-        self.count_up(&flow, len, now);
-        self.meters.queue_full.inc_by(flow.queue.push(d));
+        if paid {
+            self.count_up(&flow, len, now);
+            self.meters.queue_full.inc_by(flow.queue.push(d));
+        }
         Delivered::New(flow)
     }
 
