@@ -1152,10 +1152,11 @@ fn ended(
         let label = crate::metrics::EpNameLabel { ep: ep.clone() };
         shared.metrics.ep_rtt.remove(&label);
     }
-    let _offers = shared.offers();
+    let offers = shared.offers();
     for svc in served {
         shared.hand_to_offering(&svc);
     }
+    drop(offers);
     // Closed by the hub on purpose (a token or an address no longer
     // valid, a re-enrolment): its players finish as a removed service's
     // do, within the drain. A revoked certificate's players are cut by

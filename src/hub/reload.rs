@@ -153,6 +153,26 @@ fn tls_changed(
     }
 }
 
+/// The new settings in place, their services built and handed to the eps
+/// offering them: as one step against logins (`Shared::offers`).
+fn swap_in(
+    shared: &Arc<Shared>,
+    (old, old_tls): (&HubSettings, Arc<crate::tls::HubTls>),
+    (new, new_tls): (HubSettings, crate::tls::HubTls),
+) -> Arc<HubSettings> {
+    let _offers = shared.offers();
+    shared.set_settings(new);
+    let new = shared.settings();
+    shared.cap.serve_tcp(super::serves_tcp(&new));
+    tls_changed(shared, (old, old_tls), (&new, new_tls));
+    if old.grants != new.grants {
+        let grants = &shared.changes.grants;
+        grants.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+    services(shared, &new);
+    new
+}
+
 /// Applies checked settings; the plan line, or why nothing changed.
 async fn apply(
     shared: &Arc<Shared>,
@@ -178,17 +198,7 @@ async fn apply(
     let bound = served::bind_all(&fresh)
         .await
         .map_err(|e| format!("{e:#}{}; nothing changed", held_by_us(&fresh, &bound_at)))?;
-    let offers = shared.offers();
-    shared.set_settings(new);
-    let new = shared.settings();
-    shared.cap.serve_tcp(super::serves_tcp(&new));
-    tls_changed(shared, (&old, old_tls), (&new, new_tls));
-    if old.grants != new.grants {
-        let grants = &shared.changes.grants;
-        grants.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    }
-    services(shared, &new);
-    drop(offers);
+    let new = swap_in(shared, (&old, old_tls), (new, new_tls));
     for (from, to) in handed {
         if let Some(one) = shared.served(&to.service) {
             shared.hand_over(&from, to, &one);

@@ -179,17 +179,21 @@ impl Run {
             },
             _ = self.closed.cancelled() => "its port was closed or handed to another service".into(),
         };
-        // Nothing more either way while the tunnel closes; the player's
-        // next datagram makes a new flow at once, not after the close
-        // (up to a second on a channel that no longer moves), which it
-        // would have waited out in this flow's queue, lost.
-        self.flow.ending.store(true, Ordering::Relaxed);
-        self.door.ended((self.offset, self.at.player), &self.flow);
+        self.leave_table();
         drop(registered);
         let mut tunnel = rd.unsplit(wr);
         // close_notify tells the ep the flow is over, so it closes its socket.
         let _ = tokio::time::timeout(Duration::from_secs(1), tunnel.shutdown()).await;
         why
+    }
+
+    /// Nothing more either way while the tunnel closes; the player's next
+    /// datagram makes a new flow at once, not after the close (up to a
+    /// second on a channel that no longer moves), which it would have
+    /// waited out in this flow's queue, lost.
+    fn leave_table(&self) {
+        self.flow.ending.store(true, Ordering::Relaxed);
+        self.door.ended((self.offset, self.at.player), &self.flow);
     }
 
     /// One datagram from home to the player, from the channel's stream.
