@@ -217,6 +217,37 @@ impl Watch {
     }
 }
 
+/// The idle limit and its timer.
+type Quiet = Option<(Duration, Pin<Box<tokio::time::Sleep>>)>;
+
+/// `Some` once no byte has moved for the idle limit since `last_moved`:
+/// `TimedOut`, or a clean end when the second stream's side (home's)
+/// already ended and was passed on, since what the kernel still holds for
+/// a slow reader then goes out before the FIN, and a reset would throw
+/// that tail away.
+fn idle_over(
+    quiet: &mut Quiet,
+    last_moved: tokio::time::Instant,
+    home_done: bool,
+    cx: &mut Context<'_>,
+) -> Option<io::Result<()>> {
+    let (limit, sleep) = quiet.as_mut()?;
+    while sleep.as_mut().poll(cx).is_ready() {
+        let due = last_moved + *limit;
+        if due <= tokio::time::Instant::now() {
+            return Some(match home_done {
+                true => Ok(()),
+                false => Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    format!("no traffic either way for {limit:?} (player_idle_timeout)"),
+                )),
+            });
+        }
+        sleep.as_mut().reset(due);
+    }
+    None
+}
+
 /// `relay`, with the extras of `watch`.
 pub async fn relay_watched<A, B>(
     a: &mut A,
@@ -240,7 +271,7 @@ where
     let (mut counted_up, mut counted_down) = (0u64, 0u64);
     // The idle deadline is re-armed lazily, when it fires, from the time
     // bytes last moved: no timer work per chunk on the forwarding path.
-    let mut quiet = idle.map(|d| (d, Box::pin(tokio::time::sleep(d))));
+    let mut quiet: Quiet = idle.map(|d| (d, Box::pin(tokio::time::sleep(d))));
     let mut last_moved = tokio::time::Instant::now();
     let result = poll_fn(|cx| {
         let (lu, ld) = match rate.as_deref_mut() {
@@ -274,19 +305,10 @@ where
         if let (Poll::Ready(()), Poll::Ready(())) = (u, d) {
             return Poll::Ready(Ok(()));
         }
-        if let Some((limit, sleep)) = quiet.as_mut() {
-            while sleep.as_mut().poll(cx).is_ready() {
-                let due = last_moved + *limit;
-                if due <= tokio::time::Instant::now() {
-                    return Poll::Ready(Err(io::Error::new(
-                        io::ErrorKind::TimedOut,
-                        format!("no traffic either way for {limit:?} (player_idle_timeout)"),
-                    )));
-                }
-                sleep.as_mut().reset(due);
-            }
+        match idle_over(&mut quiet, last_moved, down.done, cx) {
+            Some(end) => Poll::Ready(end),
+            None => Poll::Pending,
         }
-        Poll::Pending
     })
     .await;
     let stats = RelayStats {

@@ -286,7 +286,10 @@ async fn the_hub_wide_cap_keeps_the_doors_working() {
     drop(held);
 }
 
-on_every_transport!(a_player_silent_both_ways_is_closed_after_the_idle_timeout);
+on_every_transport!(
+    a_player_silent_both_ways_is_closed_after_the_idle_timeout,
+    an_idle_timeout_after_home_ended_keeps_the_reply_whole,
+);
 
 async fn a_player_silent_both_ways_is_closed_after_the_idle_timeout(t: Transport) {
     let certs = Certs::new();
@@ -319,6 +322,43 @@ async fn a_player_silent_both_ways_is_closed_after_the_idle_timeout(t: Transport
         "closed too early: {after:?}"
     );
     assert!(chatter.await.unwrap(), "a talking player was closed");
+}
+
+/// Home sent its whole reply and closed; a player that reads it only
+/// after `player_idle_timeout` gets it all and a clean end. Before, the
+/// timeout reset the player, and the kernel threw away what it still held
+/// for the player (a slow reader's tail): the reply came cut, and broken.
+async fn an_idle_timeout_after_home_ended_keeps_the_reply_whole(t: Transport) {
+    const REPLY: usize = 256 * 1024;
+    let certs = Certs::new();
+    let home = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let local = home.local_addr().unwrap();
+    tokio::spawn(async move {
+        let (mut s, _) = home.accept().await.unwrap();
+        s.write_all(&[5u8; REPLY]).await.unwrap();
+        s.shutdown().await.unwrap();
+        // Still reading: only its sending side ended.
+        let mut sink = Vec::new();
+        let _ = s.read_to_end(&mut sink).await;
+    });
+    let opts = HubOpts {
+        extra: "[players]\nplayer_idle_timeout = \"1s\"\n".into(),
+        ..Default::default()
+    };
+    let (hub, _ep) = tunnel_over(&certs, t, opts, local).await;
+    // A small receive buffer: most of the reply waits in the hub's
+    // kernel, for the player to read.
+    let p = tokio::net::TcpSocket::new_v4().unwrap();
+    p.set_recv_buffer_size(16 * 1024).unwrap();
+    let mut p = p.connect(hub.service("echo")).await.unwrap();
+    // Silent both ways past the timeout, as a paused reader is.
+    tokio::time::sleep(Duration::from_millis(2_500)).await;
+    let mut got = Vec::new();
+    let end = tokio::time::timeout(Duration::from_secs(10), p.read_to_end(&mut got))
+        .await
+        .expect("the reply within 10 s");
+    assert!(end.is_ok(), "a break after {} bytes: {end:?}", got.len());
+    assert_eq!(got.len(), REPLY);
 }
 
 on_every_transport!(one_network_cannot_fill_a_service);
