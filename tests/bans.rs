@@ -872,3 +872,76 @@ async fn status_bans_of_a_hub_that_hides_addresses_lists_them_whole() {
     let (ok, out) = run(&["hub", "-c", file, "unban", "127.0.0.2"]);
     assert!(ok, "{out}");
 }
+
+/// A long list (up to 10,000 bans) reaches the page and each of its live
+/// updates cut to 200, saying how many there are and where to see them
+/// all: sent whole each second, it cost the hub and the browser about a
+/// megabyte a second. `/api/status` still lists them all.
+#[tokio::test]
+async fn a_long_ban_list_reaches_the_page_cut_and_said_so() {
+    let certs = Certs::new();
+    let o = HubOpts {
+        extra: "[admin]\nbind = \"127.0.0.1:0\"\n".into(),
+        ..Default::default()
+    };
+    let file = write_hub_toml(&certs, &o, None);
+    let settings = HubConfig::load(&file, HubFlags::default())
+        .unwrap()
+        .check(&file)
+        .unwrap();
+    let path = ferry::bans::path(&settings);
+    let hub = TestHub::from_settings(settings, &o).await;
+    let admin = hub.admin.unwrap();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    ferry::bans::change(&path, now, |f| {
+        for i in 0..300u32 {
+            let at = format!("10.{}.{}.1", i / 256, i % 256);
+            f.bans.push(ferry::bans::Ban {
+                address: ferry::bans::Net::parse(&at).unwrap(),
+                service: None,
+                until: None,
+                since: now,
+            });
+        }
+    })
+    .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (_, body) = http_get(admin, "/api/status", None).await;
+        let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+        if v["bans"].as_array().is_some_and(|b| b.len() == 300) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the hub never listed 300 bans");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let (_, page) = http_get(admin, "/", None).await;
+    assert!(page.contains("the first 200 of 300"), "{page}");
+    assert_eq!(page.matches("<tr><td>10.").count(), 200);
+    let mut s = TcpStream::connect(admin).await.unwrap();
+    s.write_all(b"GET /events HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+        .await
+        .unwrap();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 64 * 1024];
+    let event = loop {
+        let n = tokio::time::timeout(Duration::from_secs(10), s.read(&mut buf))
+            .await
+            .expect("an event within 10 s")
+            .unwrap();
+        assert!(n > 0, "the stream ended");
+        got.extend_from_slice(&buf[..n]);
+        let text = String::from_utf8_lossy(&got);
+        if let Some(at) = text.find("data: ")
+            && let Some(end) = text[at..].find("\n\n")
+        {
+            break text[at + 6..at + end].to_string();
+        }
+    };
+    let v: serde_json::Value = serde_json::from_str(&event).unwrap();
+    assert_eq!(v["bans"].as_array().unwrap().len(), 200);
+    assert_eq!(v["bans_total"], 300);
+}

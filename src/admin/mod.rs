@@ -135,6 +135,10 @@ struct Door {
     /// The health door: `/health` and `/health/SERVICE`, nothing else.
     health_only: bool,
     streams: Arc<Semaphore>,
+    /// The last event's data and when it was made: one made each second
+    /// serves every open stream (each would otherwise sort every player
+    /// and read 500 sockets' TCP_INFO for itself, each second).
+    last_event: std::sync::Mutex<Option<(tokio::time::Instant, Arc<str>)>>,
     shutdown: CancellationToken,
 }
 
@@ -207,6 +211,7 @@ async fn run(
         auth,
         health_only,
         streams: Arc::new(Semaphore::new(MAX_STREAMS)),
+        last_event: Default::default(),
         shutdown: shutdown.clone(),
     });
     crate::net::accept_loop(listener, shutdown, move |tcp, peer| {
@@ -343,7 +348,8 @@ impl Door {
             "/" | "/index.html" => {
                 let players = s.players(page::MAX_PLAYER_ROWS).map(|(_, v)| v);
                 let history = s.history();
-                let body = page::render(s.role(), &s.status(), players.as_ref(), history.as_ref());
+                let status = page::for_page(s.status());
+                let body = page::render(s.role(), &status, players.as_ref(), history.as_ref());
                 let ct = "text/html; charset=utf-8";
                 let _ = http::respond(&mut tcp, 200, ct, &[], body.as_bytes()).await;
             }
@@ -360,12 +366,29 @@ impl Door {
 
     /// The status with the first players (the page's table), for `/events`.
     fn snapshot(&self) -> serde_json::Value {
-        let mut v = self.source.status();
+        let mut v = page::for_page(self.source.status());
         if let Some((total, players)) = self.source.players(page::MAX_PLAYER_ROWS) {
             v["players_total"] = total.into();
             v["players"] = players;
         }
         v
+    }
+
+    /// An event's data: the last one made, if it is fresh enough for a
+    /// stream that sends each `EVENT_EVERY`, else a new one.
+    fn event(&self) -> Arc<str> {
+        let fresh = EVENT_EVERY.mul_f32(0.9);
+        let last = self.last_event.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((at, data)) = &*last
+            && at.elapsed() < fresh
+        {
+            return data.clone();
+        }
+        drop(last);
+        let data: Arc<str> = format!("data: {}\n\n", self.snapshot()).into();
+        let now = tokio::time::Instant::now();
+        *self.last_event.lock().unwrap_or_else(|p| p.into_inner()) = Some((now, data.clone()));
+        data
     }
 
     async fn events(&self, mut tcp: TcpStream) {
@@ -396,7 +419,7 @@ impl Door {
             if self.auth.is_some() && self.source.admin_token_hash() != opened_with {
                 return;
             }
-            let event = format!("data: {}\n\n", self.snapshot());
+            let event = self.event();
             // A reader that stops reading is dropped rather than buffered for.
             match tokio::time::timeout(REQUEST_TIMEOUT, tcp.write_all(event.as_bytes())).await {
                 Ok(Ok(())) => {}

@@ -87,8 +87,30 @@ pub fn ban_scope(b: &Value) -> String {
     }
 }
 
-fn ban_rows(bans: &[Value]) -> String {
+/// Bans a page (and each of its live updates) lists: a list can hold
+/// 10,000, and a page sent whole each second would cost the hub and the
+/// browser a megabyte a second. `ferry hub status --bans` lists them all.
+pub const MAX_BAN_ROWS: usize = 200;
+
+/// `status` for a page: its bans cut to `MAX_BAN_ROWS`, with how many
+/// there are in `bans_total`.
+pub fn for_page(mut status: Value) -> Value {
+    if let Some(bans) = status["bans"].as_array_mut() {
+        let total = bans.len();
+        bans.truncate(MAX_BAN_ROWS);
+        status["bans_total"] = total.into();
+    }
+    status
+}
+
+fn ban_rows(bans: &[Value], total: usize) -> String {
     let mut out = String::new();
+    if total > bans.len() {
+        out += &format!(
+            "<tr><td colspan=\"4\">the first {} of {total}: <code>ferry hub status --bans</code> lists them all</td></tr>\n",
+            bans.len()
+        );
+    }
     for b in bans {
         let when = |k: &str, none: &str| match b[k].as_u64() {
             Some(t) => format!("{t} (unix)"),
@@ -132,13 +154,17 @@ pub fn render(
         .collect();
     let cols: Vec<&str> = PLAYER_COLUMNS.iter().map(|(k, _)| *k).collect();
     let script = |v: &Value| v.to_string().replace('<', "\\u003c");
+    let bans = list("bans");
+    let bans_total = status["bans_total"]
+        .as_u64()
+        .map_or(bans.len(), |n| n as usize);
     page.replace("{{ROLE}}", role)
         .replace("{{VERSION}}", &cell(&status["version"]))
         .replace("{{FIRST}}", &first)
         .replace("{{SECOND}}", &second)
         .replace("{{PLAYER_HEADS}}", &player_heads)
         .replace("{{PLAYERS}}", &player_rows(players))
-        .replace("{{BANS}}", &ban_rows(&list("bans")))
+        .replace("{{BANS}}", &ban_rows(&bans, bans_total))
         .replace("{{HEADS}}", &heads.to_string())
         .replace("{{PLAYER_COLS}}", &serde_json::json!(cols).to_string())
         // JSON inside <script> is not HTML-decoded; only `<` could end it.
