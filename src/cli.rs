@@ -342,8 +342,7 @@ fn hub_cmd(args: HubArgs) -> Result<()> {
                     bans::list(&s, st.json, "no admin door to ask")
                 }
                 Some(s) if st.bans && s.admin.as_ref().is_some_and(|a| a.hide_addresses) => {
-                    bans::list(&s, st.json, "the admin door hides addresses")
-                        .or_else(|_| status(bind, &st, "hub"))
+                    bans::list_whole(&s, st.json).or_else(|_| status(bind, &st, "hub"))
                 }
                 _ => status(bind, &st, "hub"),
             }

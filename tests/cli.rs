@@ -215,6 +215,9 @@ fn hub_and_ep_binaries_carry_a_player() {
             any("FERRY_CONTROL"),
             any("FERRY_CHANNEL"),
             any("FERRY_SERVICES__WEB__BIND"),
+            // The shipped admin doors' 7080 and 7081 may be taken (a
+            // `ferry demo` running on this machine).
+            any("FERRY_ADMIN__BIND"),
         ],
         1,
     );
@@ -222,6 +225,7 @@ fn hub_and_ep_binaries_carry_a_player() {
         "ep",
         &root.path().join("config/ep.toml"),
         &[
+            any("FERRY_ADMIN__BIND"),
             ("FERRY_HUB", hub.control.to_string()),
             ("FERRY_CHANNEL", hub.channel.to_string()),
             ("FERRY_SERVICES__WEB__LOCAL", echo.to_string()),

@@ -251,6 +251,23 @@ fn followed_elsewhere(settings: &HubSettings, wrote: &std::path::Path) {
     }
 }
 
+/// `status --bans` of a hub whose admin door hides addresses: the file's
+/// list, whole, as `unban` takes it. An error (the file not here: this is
+/// not the hub's machine; or damaged) is said, and the door asked.
+pub(super) fn list_whole(settings: &HubSettings, json: bool) -> Result<()> {
+    let path = bans::path(settings);
+    if !path.exists() {
+        eprintln!(
+            "no {} here: asking the admin door, whose list hides addresses",
+            path.display()
+        );
+        anyhow::bail!("no bans file");
+    }
+    list(settings, json, "the admin door hides addresses").inspect_err(|e| {
+        eprintln!("{e:#}: asking the admin door, whose list hides addresses");
+    })
+}
+
 /// `status --bans` of a hub without an admin door (or one that hides
 /// addresses): the bans in force as its file holds them (a running hub
 /// follows the file within a second).

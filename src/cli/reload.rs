@@ -49,21 +49,30 @@ pub(super) fn run(a: &ReloadArgs, role: &str) -> Result<()> {
         std::thread::sleep(LOOK_EVERY);
         // A process that ended (killed, crashed) reports nothing: said at
         // once rather than after the whole wait.
-        if let Err(nix::errno::Errno::ESRCH) = nix::sys::signal::kill(pid, None) {
-            bail!(
-                "the {role} (pid {}) ended before reporting the reload: see its log",
-                a.pid
-            );
-        }
+        // (Looked at before the file: one that reported the reload and
+        // then stopped has the report read below.)
+        let ended = nix::sys::signal::kill(pid, None) == Err(nix::errno::Errno::ESRCH);
         // Written whole (renamed into place); unreadable for a moment at
         // most.
         let Ok(now) = read(&a.ready_file) else {
+            if ended {
+                bail!(
+                    "the {role} (pid {}) ended before reporting the reload: see its log",
+                    a.pid
+                );
+            }
             continue;
         };
         // Done, and begun after this signal: a reload under way when it
         // was sent may have read the file before the change. (A ferry
         // whose file says no start is trusted on its count.)
         if now.signalled <= before.signalled || now.began_us.is_some_and(|b| b < sent_at) {
+            if ended {
+                bail!(
+                    "the {role} (pid {}) ended before reporting the reload: see its log",
+                    a.pid
+                );
+            }
             continue;
         }
         if now.ok {

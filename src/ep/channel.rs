@@ -479,6 +479,10 @@ impl Dial<'_> {
         let at = self.local.addr.at(self.offset);
         let dial = async {
             let mut tcp = TcpStream::connect(&at).await?;
+            // A reset from here until the relay ends cleanly (see
+            // `relay_player`): the ep killed while it writes the header or
+            // what a player sent during a wake must not end it cleanly.
+            net::abort_on_close(&tcp);
             if let Some(version) = self.local.proxy_protocol {
                 tcp.write_all(&proxy_header::tcp_header(version, player, self.public))
                     .await?;

@@ -390,8 +390,9 @@ async fn first_answer(
             r = tunnel.read(&mut down) => match r {
                 Ok(0) | Err(_) => return Err(FirstAnswer::Home(Unanswered::Silent)),
                 Ok(n) => {
+                    tcp.write_all(&down[..n]).await.map_err(|_| FirstAnswer::PlayerGone)?;
                     watch.count(0, n as u64);
-                    return tcp.write_all(&down[..n]).await.map_err(|_| FirstAnswer::PlayerGone);
+                    return Ok(());
                 }
             },
             r = tcp.read(&mut up), if !sent_all => match r {
