@@ -129,6 +129,10 @@ pub trait Source: Send + Sync + 'static {
     }
 }
 
+/// An event's data, when it was made, and whether addresses were hidden
+/// then (a reload turning `hide_addresses` on must not see it sent).
+type LastEvent = (tokio::time::Instant, bool, Arc<str>);
+
 struct Door {
     source: Arc<dyn Source>,
     auth: Option<Arc<Auth>>,
@@ -138,7 +142,7 @@ struct Door {
     /// The last event's data and when it was made: one made each second
     /// serves every open stream (each would otherwise sort every player
     /// and read 500 sockets' TCP_INFO for itself, each second).
-    last_event: std::sync::Mutex<Option<(tokio::time::Instant, Arc<str>)>>,
+    last_event: std::sync::Mutex<Option<LastEvent>>,
     shutdown: CancellationToken,
 }
 
@@ -378,16 +382,19 @@ impl Door {
     /// stream that sends each `EVENT_EVERY`, else a new one.
     fn event(&self) -> Arc<str> {
         let fresh = EVENT_EVERY.mul_f32(0.9);
+        let hide = self.source.hides_addresses();
         let last = self.last_event.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some((at, data)) = &*last
+        if let Some((at, hid, data)) = &*last
             && at.elapsed() < fresh
+            && *hid == hide
         {
             return data.clone();
         }
         drop(last);
         let data: Arc<str> = format!("data: {}\n\n", self.snapshot()).into();
         let now = tokio::time::Instant::now();
-        *self.last_event.lock().unwrap_or_else(|p| p.into_inner()) = Some((now, data.clone()));
+        let made = Some((now, hide, data.clone()));
+        *self.last_event.lock().unwrap_or_else(|p| p.into_inner()) = made;
         data
     }
 

@@ -92,13 +92,17 @@ pub fn ban_scope(b: &Value) -> String {
 /// browser a megabyte a second. `ferry hub status --bans` lists them all.
 pub const MAX_BAN_ROWS: usize = 200;
 
-/// `status` for a page: its bans cut to `MAX_BAN_ROWS`, with how many
-/// there are in `bans_total`.
+/// `status` for a page: its bans cut to the last `MAX_BAN_ROWS` (the
+/// newest: a ban is added at the end), with how many there are in
+/// `bans_total`.
 pub fn for_page(mut status: Value) -> Value {
-    if let Some(bans) = status["bans"].as_array_mut() {
+    let Some(o) = status.as_object_mut() else {
+        return status;
+    };
+    if let Some(bans) = o.get_mut("bans").and_then(Value::as_array_mut) {
         let total = bans.len();
-        bans.truncate(MAX_BAN_ROWS);
-        status["bans_total"] = total.into();
+        bans.drain(..total.saturating_sub(MAX_BAN_ROWS));
+        o.insert("bans_total".into(), total.into());
     }
     status
 }
@@ -107,7 +111,7 @@ fn ban_rows(bans: &[Value], total: usize) -> String {
     let mut out = String::new();
     if total > bans.len() {
         out += &format!(
-            "<tr><td colspan=\"4\">the first {} of {total}: <code>ferry hub status --bans</code> lists them all</td></tr>\n",
+            "<tr><td colspan=\"4\">the last {} of {total}: <code>ferry hub status --bans</code> lists them all</td></tr>\n",
             bans.len()
         );
     }

@@ -256,7 +256,10 @@ fn followed_elsewhere(settings: &HubSettings, wrote: &std::path::Path) {
 /// not the hub's machine; or damaged) is said, and the door asked.
 pub(super) fn list_whole(settings: &HubSettings, json: bool) -> Result<()> {
     let path = bans::path(settings);
-    if !path.exists() {
+    // No file in a state folder that is there: no ban yet (the hub
+    // writes none until the first). No folder: not the hub's machine.
+    let folder = path.parent().map(std::fs::metadata);
+    if !path.exists() && !matches!(folder, Some(Ok(m)) if m.is_dir()) {
         eprintln!(
             "no {} here: asking the admin door, whose list hides addresses",
             path.display()
