@@ -252,8 +252,10 @@ async fn an_invite_granting_a_served_service_takes_it_at_once(t: Transport) {
     p.read_exact(&mut tag).await.unwrap();
     assert_eq!(&tag, b"HOME");
 
-    let (dir, written) = cabin_joins(&file, "minecraft").await;
+    // Taken before the join: its process may return well after the hub
+    // applied the grant and began the drain.
     let granted = std::time::Instant::now();
+    let (dir, written) = cabin_joins(&file, "minecraft").await;
     assert_eq!(
         hub.handle.served_by("minecraft"),
         None,
@@ -307,8 +309,9 @@ async fn an_ep_whose_grant_is_withdrawn_loses_its_players_after_the_drain(t: Tra
     hub.wait_sessions(1).await;
     let mut p = connected_player(hub.service("echo")).await;
     let mut got = [0u8; 2];
-    reload(&hub, &certs, &grants(""), &file).await;
+    // Taken before the reload: it may return well after the drain began.
     let withdrawn = std::time::Instant::now();
+    reload(&hub, &certs, &grants(""), &file).await;
     // Within the drain the player still plays.
     p.write_all(b"hi").await.unwrap();
     p.read_exact(&mut got).await.unwrap();

@@ -137,7 +137,8 @@ async fn a_ca_replaced_file_by_file_is_taken_once_its_list_arrives() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_expired_certificate_cannot_ride_a_resumed_session() {
     let certs = Certs::new();
-    let until = time::OffsetDateTime::now_utc() + time::Duration::seconds(3);
+    // Long enough for a hub's start and a first login on a loaded machine.
+    let until = time::OffsetDateTime::now_utc() + time::Duration::seconds(8);
     issue_ep_cert(&certs, "brief", Validity::Until(until), false);
     let hub = TestHub::start(&certs, &HubOpts::default()).await;
     let mut o = EpOpts::new(&certs, vec![("echo".into(), hub.control)]);
@@ -147,7 +148,8 @@ async fn an_expired_certificate_cannot_ride_a_resumed_session() {
     let (first, _) = ferry::ep::login(&settings).await.expect("valid at first");
     drop(first);
     // The certificate's validity ends (time passing is the scenario).
-    tokio::time::sleep(Duration::from_secs(5)).await;
+    let left = until - time::OffsetDateTime::now_utc() + time::Duration::seconds(2);
+    tokio::time::sleep(Duration::from_secs_f64(left.as_seconds_f64().max(0.0))).await;
     let again = ferry::ep::login(&settings).await;
     println!(
         "figure: expired certificate, second login → {:?}",
