@@ -252,8 +252,9 @@ fn followed_elsewhere(settings: &HubSettings, wrote: &std::path::Path) {
 }
 
 /// `status --bans` of a hub whose admin door hides addresses: the file's
-/// list, whole, as `unban` takes it. An error (the file not here: this is
-/// not the hub's machine; or damaged) is said, and the door asked.
+/// list, whole, as `unban` takes it. An error (the state folder not here:
+/// not the hub's machine; the file unreadable or damaged) is said, and
+/// the door asked.
 pub(super) fn list_whole(settings: &HubSettings, json: bool) -> Result<()> {
     let path = bans::path(settings);
     // No file in a state folder that is there: no ban yet (the hub

@@ -572,10 +572,9 @@ async fn relay_player(
     if let Some(unsaid) = said {
         tracing::info!(service, %player, unsaid, "player connected");
     }
-    // Until the relay ends cleanly, any close of home's socket is a reset
-    // (see the hub's player door): the ep killed must not end an upload
-    // at home as if it were complete.
-    net::abort_on_close(svc);
+    // Home's socket resets on any close from its dial (`dial_once`) until
+    // the relay ends cleanly: the ep killed must not end an upload at home
+    // as if it were complete.
     let relayed = tokio::select! {
         r = relay::relay_watched(tls, svc, watch) => Some(r),
         _ = ep.hard_stop.cancelled() => None,
