@@ -13,15 +13,6 @@ use tokio::{
     net::TcpStream,
 };
 
-/// The value of the sample `name{labels}` in Prometheus text.
-fn sample(text: &str, name_and_labels: &str) -> f64 {
-    text.lines()
-        .find(|l| l.starts_with(name_and_labels) && l[name_and_labels.len()..].starts_with(' '))
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|v| v.parse().ok())
-        .unwrap_or_else(|| panic!("no {name_and_labels} in:\n{text}"))
-}
-
 /// Checks `text` with the Prometheus project's own Python parser; false
 /// where it is not installed (`.ci/run` installs it; there it is required).
 fn parses_with_prometheus_client(text: &str) -> bool {

@@ -850,17 +850,25 @@ on_every_transport!(
     a_server_list_ping_through_the_game_door_counts_every_byte,
 );
 
-/// A status ping that sends its handshake and request and then shuts its
-/// sending side (a script, `nc -N`) gets the server's status from home.
-/// Before, the hub took the end for a player who left and reset it.
-async fn a_server_list_ping_that_shuts_its_side_gets_the_status(t: Transport) {
+/// A hub with a Minecraft service on its game door, and an ep serving it
+/// from a fake server whose message of the day is "REAL"; and the door's
+/// port. The certificates' folder lives as long as they do.
+async fn mc_through_the_door(t: Transport) -> (Certs, TestHub, TestEp, u16) {
     let certs = Certs::new();
     let port = free_range(1);
     let hub = TestHub::start(&certs, &mc_hub(t, port, "")).await;
     let server = fake_server("REAL").await;
     let eo = t.ep_opts(&hub, EpOpts::new(&certs, vec![("mc".into(), server)]));
-    let _ep = TestEp::start(ep_settings(&certs, &hub, &eo));
+    let ep = TestEp::start(ep_settings(&certs, &hub, &eo));
     hub.wait_sessions(1).await;
+    (certs, hub, ep, port)
+}
+
+/// A status ping that sends its handshake and request and then shuts its
+/// sending side (a script, `nc -N`) gets the server's status from home.
+/// Before, the hub took the end for a player who left and reset it.
+async fn a_server_list_ping_that_shuts_its_side_gets_the_status(t: Transport) {
+    let (_certs, _hub, _ep, port) = mc_through_the_door(t).await;
     let mut s = tokio::net::TcpStream::connect(at(port)).await.unwrap();
     let mut out = minecraft::handshake("play.test", 1);
     out.extend(minecraft::packet(0, &[]));
@@ -910,14 +918,6 @@ async fn a_sleeping_server_removed_and_put_back_is_still_sleeping(t: Transport) 
     );
 }
 
-/// A number from the hub's `/metrics` text.
-fn sample(text: &str, name_and_labels: &str) -> f64 {
-    text.lines()
-        .find_map(|l| l.strip_prefix(name_and_labels)?.strip_prefix(' '))
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or(0.0)
-}
-
 /// The bytes of a player the game door read first (the handshake, the
 /// status request) and home's first answer (the status) count in the
 /// service's bytes, and the first byte's time is that answer's. Before,
@@ -925,13 +925,7 @@ fn sample(text: &str, name_and_labels: &str) -> f64 {
 /// several KB showed as the 10-byte pong, and the first byte was timed
 /// at the pong, a client's round trip later.
 async fn a_server_list_ping_through_the_game_door_counts_every_byte(t: Transport) {
-    let certs = Certs::new();
-    let port = free_range(1);
-    let hub = TestHub::start(&certs, &mc_hub(t, port, "")).await;
-    let server = fake_server("REAL").await;
-    let eo = t.ep_opts(&hub, EpOpts::new(&certs, vec![("mc".into(), server)]));
-    let _ep = TestEp::start(ep_settings(&certs, &hub, &eo));
-    hub.wait_sessions(1).await;
+    let (_certs, hub, _ep, port) = mc_through_the_door(t).await;
     let status = ping(at(port), "play.test").await.unwrap();
     // The status packet (its JSON, a length and an id), then the pong.
     let least_down = (status.to_string().len() + 10) as f64;
@@ -942,7 +936,8 @@ async fn a_server_list_ping_through_the_game_door_counts_every_byte(t: Transport
     // The relay counts a chunk just after writing it.
     for _ in 0..200 {
         text = hub.handle.metrics();
-        if sample(&text, down) >= least_down && sample(&text, up) >= least_up {
+        let at_least = |name, least| metric(&text, name).is_some_and(|v| v >= least);
+        if at_least(down, least_down) && at_least(up, least_up) {
             break;
         }
         tokio::time::sleep(Duration::from_millis(10)).await;

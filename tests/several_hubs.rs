@@ -159,14 +159,6 @@ impl Steady {
     }
 }
 
-/// The value of the sample `name{labels}` in Prometheus text.
-fn sample(text: &str, name_and_labels: &str) -> Option<f64> {
-    text.lines()
-        .find(|l| l.starts_with(name_and_labels) && l[name_and_labels.len()..].starts_with(' '))
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|v| v.parse().ok())
-}
-
 /// Waits (up to 20 s) until `check` holds for the ep's status.
 async fn status_until(
     ep: &ferry::ep::Handle,
@@ -251,16 +243,16 @@ async fn one_ep_serves_two_hubs_and_a_dead_one_costs_the_other_nothing(t: Transp
     assert_ne!(hub_row(&ep.status(), &silent_name)["state"], "connected");
     let m = ep.metrics();
     for h in [&a_name, &b_name] {
-        let connected = sample(&m, &format!("ferry_hub_connected{{hub=\"{h}\"}}"));
+        let connected = metric(&m, &format!("ferry_hub_connected{{hub=\"{h}\"}}"));
         assert_eq!(connected, Some(1.0), "{m}");
-        let rtt = sample(&m, &format!("ferry_hub_rtt_seconds{{hub=\"{h}\"}}")).unwrap();
+        let rtt = metric(&m, &format!("ferry_hub_rtt_seconds{{hub=\"{h}\"}}")).unwrap();
         assert!(rtt > 0.0 && rtt < 1.0, "{m}");
     }
     // Players carried for B: the steady one (an earlier player's relay
     // at home may still be ending).
     let players_b = format!("ferry_hub_players{{hub=\"{b_name}\"}}");
     status_until(&ep, "one player carried for B in the metrics", |_| {
-        sample(&ep.metrics(), &players_b) == Some(1.0)
+        metric(&ep.metrics(), &players_b) == Some(1.0)
     })
     .await;
 

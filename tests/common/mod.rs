@@ -913,3 +913,15 @@ pub async fn saved(ep: &ferry::ep::Handle, fresh: std::path::PathBuf, file: &std
     .expect("the ep reloaded")
     .unwrap();
 }
+
+/// The value of the sample `name{labels}` in Prometheus text, if there.
+pub fn metric(text: &str, name_and_labels: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(name_and_labels)?.strip_prefix(' '))
+        .and_then(|v| v.trim().parse().ok())
+}
+
+/// The value of the sample `name{labels}` in Prometheus text; it must be there.
+pub fn sample(text: &str, name_and_labels: &str) -> f64 {
+    metric(text, name_and_labels).unwrap_or_else(|| panic!("no {name_and_labels} in:\n{text}"))
+}
