@@ -28,6 +28,9 @@ pub struct RelayStats {
     /// Bytes from the second stream to the first.
     pub down: u64,
     pub elapsed: Duration,
+    /// Ended by the idle limit after the second stream's side had ended
+    /// (see `idle_over`): a clean end the first stream did not make.
+    pub idle_after_end: bool,
 }
 
 /// One direction of the relay.
@@ -273,6 +276,7 @@ where
     // bytes last moved: no timer work per chunk on the forwarding path.
     let mut quiet: Quiet = idle.map(|d| (d, Box::pin(tokio::time::sleep(d))));
     let mut last_moved = tokio::time::Instant::now();
+    let mut idle_after_end = false;
     let result = poll_fn(|cx| {
         let (lu, ld) = match rate.as_deref_mut() {
             Some(r) => (r.up.as_mut(), r.down.as_mut()),
@@ -306,7 +310,10 @@ where
             return Poll::Ready(Ok(()));
         }
         match idle_over(&mut quiet, last_moved, down.done, cx) {
-            Some(end) => Poll::Ready(end),
+            Some(end) => {
+                idle_after_end = end.is_ok();
+                Poll::Ready(end)
+            }
             None => Poll::Pending,
         }
     })
@@ -315,6 +322,7 @@ where
         up: up.total,
         down: down.total,
         elapsed: start.elapsed(),
+        idle_after_end,
     };
     (stats, result.err())
 }
@@ -433,5 +441,26 @@ mod tests {
         rate_over(&mut hub, 6.0).await;
         let theirs = rate_over(&mut hub, 1.0).await;
         assert!(theirs > 9e6, "given up: back to 10 MB/s, got {theirs}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_idle_end_after_home_ended_is_a_clean_end_said_as_such() {
+        let idle = || Watch {
+            idle: Some(Duration::from_secs(1)),
+            ..Default::default()
+        };
+        let (_player, mut a) = duplex(1024);
+        let (mut home, mut b) = duplex(1024);
+        home.write_all(b"reply").await.unwrap();
+        home.shutdown().await.unwrap();
+        let (stats, err) = relay_watched(&mut a, &mut b, idle()).await;
+        assert!(err.is_none(), "{err:?}");
+        assert!(stats.idle_after_end);
+        // Silent while home is still there: a timeout, not a clean end.
+        let (_player, mut a) = duplex(1024);
+        let (_home, mut b) = duplex(1024);
+        let (stats, err) = relay_watched(&mut a, &mut b, idle()).await;
+        assert_eq!(err.map(|e| e.kind()), Some(io::ErrorKind::TimedOut));
+        assert!(!stats.idle_after_end);
     }
 }

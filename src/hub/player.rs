@@ -327,11 +327,15 @@ async fn relay_home(
     match relayed {
         Some((s, None)) => {
             net::close_cleanly(tcp);
+            let how = match s.idle_after_end {
+                true => "player closed: idle after home's end (player_idle_timeout)",
+                false => "player disconnected",
+            };
             tracing::info!(
                 up = s.up,
                 down = s.down,
                 secs = s.elapsed.as_secs_f64(),
-                "player disconnected"
+                "{how}"
             )
         }
         Some((s, Some(e))) => {
