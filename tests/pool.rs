@@ -79,3 +79,42 @@ async fn a_channel_the_ep_could_not_open_is_replaced_promptly() {
         b"served"
     );
 }
+
+/// `pool_size = 0`: players who leave before their channels come (a port
+/// scan, impatient clients) leave no channel parked. Before, each came and
+/// was parked for `idle_timeout` (60 s), holding a socket and TLS state at
+/// the hub and the ep: under a low open-file limit the hub could accept no
+/// player for that minute. Over QUIC a player's stream is opened for it,
+/// and nothing is parked (no pool).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn channels_for_players_who_left_are_not_parked_beyond_the_pool() {
+    let certs = Certs::new();
+    let opts = HubOpts {
+        extra: "pool_size = 0\n".into(),
+        ..Default::default()
+    };
+    let hub = TestHub::start(&certs, &opts).await;
+    let proxy = FaultProxy::start(hub.channel).await;
+    let _ep = TestEp::start(ep_settings_for(
+        &certs,
+        hub.control,
+        proxy.addr,
+        &EpOpts::new(&certs, vec![("echo".into(), echo_server().await)]),
+    ));
+    hub.wait_sessions(1).await;
+    // The channels asked for these players come only after they left.
+    proxy.set(Mode::Hold);
+    let mut gone = Vec::new();
+    for _ in 0..10 {
+        let mut s = TcpStream::connect(hub.service("echo")).await.unwrap();
+        s.shutdown().await.unwrap();
+        gone.push(s);
+    }
+    for mut s in gone {
+        assert!(closed_by_peer(&mut s, Duration::from_secs(5)).await);
+    }
+    proxy.set(Mode::Pass);
+    assert_eq!(echo_through(hub.service("echo"), b"after").await, b"after");
+    let parked = pool_reaches(&hub, "echo", 1, Duration::from_secs(3)).await;
+    assert!(!parked, "a channel for a player who left was parked");
+}

@@ -4,7 +4,8 @@
 //! A ready channel is a TLS connection from the ep waiting for a player. Each
 //! waits in its own small task that notices the ep closing it, closes it
 //! after `idle_timeout`, or hands it over when a player claims it. The pool
-//! keeps `pool_size` channels ready or requested, plus one per waiting player.
+//! keeps `pool_size` channels ready or requested, plus one per waiting player;
+//! one that comes for a player who left while the pool is full is closed.
 //! A handover is cancel-safe: a channel claimed by a player who left in the
 //! same instant goes back to the pool rather than being lost.
 
@@ -401,11 +402,19 @@ impl Service {
         cancelled
     }
 
-    /// A channel ready for a player: to the longest waiter, else parked.
+    /// A channel ready for a player: to the longest waiter, else parked,
+    /// else (the pool already full) closed.
     fn place(self: &Arc<Self>, st: &mut State, ch: Channel) {
         let Some(ch) = st.pool.serve_waiter(ch) else {
             return self.refill(st);
         };
+        // A channel asked for a player who left before it came: parked, it
+        // would hold a socket and TLS state at both ends for `idle_timeout`
+        // beyond `pool_size` (a burst of connections that leave at once,
+        // a port scan, left up to 64 such per service).
+        if st.pool.ready() >= self.pool_size.load(Ordering::Relaxed) {
+            return self.close(ch.tunnel);
+        }
         let (claim, claimed) = oneshot::channel();
         st.pool.push(Idle {
             session: ch.session,
