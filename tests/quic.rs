@@ -776,6 +776,31 @@ async fn ep_of(
     ep_settings_for(certs, at, at, &eo)
 }
 
+/// A login as `home` with the protocol `version` over QUIC by a client
+/// that gives the hub no stream credit: nothing the hub says reaches it.
+async fn stalled_login(
+    certs: &Certs,
+    hub: &TestHub,
+    version: u32,
+) -> (
+    quinn::Endpoint,
+    quinn::Connection,
+    (quinn::SendStream, quinn::RecvStream),
+) {
+    let at = hub.handle.quic_addr().unwrap();
+    let mut closed = quinn::TransportConfig::default();
+    closed.stream_receive_window(0u32.into());
+    let client = common::quic::ep_client_with(certs, "home", closed);
+    let conn = client.connect(at, "localhost").unwrap().await.unwrap();
+    // Both halves kept: a receiving side dropped would tell the hub to
+    // stop sending, and its writes would fail at once rather than wait.
+    let (mut send, recv) = conn.open_bi().await.unwrap();
+    ferry::proto::write_msg(&mut send, &hello(TOKEN, version))
+        .await
+        .unwrap();
+    (client, conn, (send, recv))
+}
+
 /// A verified ep refused (here: a protocol version older than the hub
 /// speaks) that gives the hub no stream credit cannot take its refusal: it
 /// holds its login place to the deadline and is charged for it, as
@@ -786,12 +811,7 @@ async fn a_refusal_the_ep_will_not_take_is_charged_to_its_name() {
     let certs = Certs::new();
     let hub = quic_hub(&certs, "handshake_timeout = \"1s\"\n").await;
     let at = hub.handle.quic_addr().unwrap();
-    let mut closed = quinn::TransportConfig::default();
-    closed.stream_receive_window(0u32.into());
-    let client = common::quic::ep_client_with(&certs, "home", closed);
-    let conn = client.connect(at, "localhost").unwrap().await.unwrap();
-    let (mut send, _recv) = conn.open_bi().await.unwrap();
-    write_msg(&mut send, &hello(TOKEN, 0)).await.unwrap();
+    let (_client, conn, _send) = stalled_login(&certs, &hub, 0).await;
     let began = std::time::Instant::now();
     let why = tokio::time::timeout(Duration::from_secs(10), conn.closed()).await;
     println!(
@@ -908,4 +928,39 @@ async fn a_stream_on_a_connection_whose_session_ended_is_reset() {
     held_send.write_all(b"pong").await.unwrap();
     held_recv.read_exact(&mut buf).await.unwrap();
     assert_eq!(&buf, b"pong");
+}
+
+/// An ep whose login registered but which never takes its welcome (no
+/// stream credit: a hub's write waits until the login's deadline) ends
+/// that session; the service goes on to another ep standing by for it.
+/// Before, only a session's loop handed its services on as it ended, so
+/// a login dropped after it registered left the service with no ep until
+/// the standby's next login. (The hand-off is the same code over TLS.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_login_that_never_takes_its_welcome_hands_its_service_on() {
+    let certs = Certs::new();
+    let hub = quic_hub(&certs, "handshake_timeout = \"5s\"\n").await;
+    let (_client, conn, _send) = stalled_login(&certs, &hub, ferry::proto::PROTOCOL_VERSION).await;
+    hub.wait_logins_over(0).await;
+    assert_eq!(hub.handle.served_by("echo").as_deref(), Some("home"));
+    let mut o = EpOpts::new(&certs, vec![("echo".into(), echo_server().await)]);
+    o.cert = "other".into();
+    let o = Transport::Quic.ep_opts(&hub, o);
+    let _standby = TestEp::start(ep_settings(&certs, &hub, &o));
+    hub.wait_logins_over(1).await;
+    assert_eq!(
+        hub.handle.served_by("echo").as_deref(),
+        Some("home"),
+        "the stalled login still holds it as the standby logs in"
+    );
+    // The stalled login's deadline (5 s) ends it.
+    common::udp::eventually("the standby serves", Duration::from_secs(20), || {
+        hub.handle.served_by("echo").as_deref() == Some("other")
+    })
+    .await;
+    assert_eq!(
+        echo_through(hub.service("echo"), b"handed on").await,
+        b"handed on"
+    );
+    drop(conn);
 }

@@ -526,6 +526,17 @@ async fn log_in(
             why,
         })?;
     drop(offers);
+    // What it serves goes to another ep that offers it as the session
+    // ends, however it ends: a welcome it never takes ends it too.
+    let sh = Arc::downgrade(shared);
+    guard.on_end(move |served| {
+        if let Some(sh) = sh.upgrade() {
+            let _offers = sh.offers();
+            for svc in &served {
+                sh.hand_to_offering(svc);
+            }
+        }
+    });
     let serving = guard.services();
     for svc in offered
         .iter()
@@ -1135,7 +1146,7 @@ fn heard(
 }
 
 /// After a session: the address proven from now, what it served handed to
-/// another ep that offers it, and the end logged.
+/// another ep that offers it (as the guard drops), and the end logged.
 fn ended(
     shared: &Shared,
     guard: super::sessions::SessionGuard,
@@ -1144,19 +1155,14 @@ fn ended(
 ) {
     // Proven for a day after the session ends, not after it began.
     shared.logins.gate.session_ended(guard.ip);
-    // What it served goes to another ep that offers it, if one does.
-    let served = guard.services();
+    // What it served goes to another ep that offers it, if one does, as
+    // the guard drops (`SessionGuard::on_end`).
     let (ep, id) = (guard.ep.clone(), guard.id);
     drop(guard);
     if shared.sessions.over_quic(&ep).is_none() {
         let label = crate::metrics::EpNameLabel { ep: ep.clone() };
         shared.metrics.ep_rtt.remove(&label);
     }
-    let offers = shared.offers();
-    for svc in served {
-        shared.hand_to_offering(&svc);
-    }
-    drop(offers);
     // Closed by the hub on purpose (a token or an address no longer
     // valid, a re-enrolment): its players finish as a removed service's
     // do, within the drain. A revoked certificate's players are cut by

@@ -169,7 +169,13 @@ pub(crate) struct SessionGuard {
     serving: Serving,
     end: Arc<EndSignal>,
     homes: Homes,
+    /// What the session served goes on to another ep as it ends, however
+    /// it ends (`on_end`).
+    hand_off: Mutex<Option<HandOff>>,
 }
+
+/// Given the services a session served as it ended.
+type HandOff = Box<dyn FnOnce(Vec<Arc<Service>>) + Send>;
 
 impl Sessions {
     pub fn new(
@@ -251,8 +257,7 @@ impl Sessions {
         let id = st.next_id;
         let end = EndSignal::under(&self.shutdown);
         let serving: Serving = Arc::new(Mutex::new(services.clone()));
-        let homes = Homes::default();
-        let rtt = Rtt::default();
+        let (homes, rtt) = (Homes::default(), Rtt::default());
         let entry = Entry {
             session: id,
             name: ep.into(),
@@ -304,6 +309,7 @@ impl Sessions {
             serving,
             end,
             homes,
+            hand_off: Mutex::default(),
         })
     }
 
@@ -656,6 +662,15 @@ impl SessionGuard {
         }
     }
 
+    /// `f` is given what the session served when it ends: at its
+    /// session loop's end, or a login dropped after it registered (a
+    /// welcome the ep never took, the login's deadline). Run after the
+    /// sessions' lock is let go; never while `Shared::offers` is held
+    /// (no guard is dropped under it).
+    pub fn on_end(&self, f: impl FnOnce(Vec<Arc<Service>>) + Send + 'static) {
+        *self.hand_off.lock().unwrap_or_else(|p| p.into_inner()) = Some(Box::new(f));
+    }
+
     /// The services this session serves now.
     pub fn services(&self) -> Vec<Arc<Service>> {
         lock(&self.serving).clone()
@@ -689,9 +704,15 @@ impl Drop for SessionGuard {
                 st.ips.remove(&self.ip);
             }
         }
-        for svc in lock(&self.serving).iter() {
+        let served = lock(&self.serving).clone();
+        for svc in &served {
             svc.detach(self.id);
         }
         self.sessions.count.send_replace(st.by_ep.len());
+        drop(st);
+        let hand_off = self.hand_off.get_mut().unwrap_or_else(|p| p.into_inner());
+        if let Some(f) = hand_off.take() {
+            f(served);
+        }
     }
 }
