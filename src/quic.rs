@@ -57,9 +57,14 @@ impl QuicStream {
         }
     }
 
-    /// Ends both directions abruptly, the QUIC form of a TCP reset.
+    /// Ends both directions abruptly, the QUIC form of a TCP reset. It
+    /// stops counting on its connection at once: nothing it sent is owed
+    /// any more, and quinn says nothing when a reset is acknowledged (a
+    /// wait for it, as `Drop` does for a clean end, lasted as long as the
+    /// connection, with a task per aborted stream).
     pub fn abort(&mut self) {
         self.finished = true;
+        self._hold = None;
         let _ = self.send.reset(RESET);
         let _ = self.recv.stop(RESET);
     }
