@@ -379,7 +379,7 @@ impl ToService {
     /// the ep the service is not there.
     fn take_error(&self) {
         if let Ok(Some(e)) = self.socket.take_error()
-            && e.kind() == std::io::ErrorKind::ConnectionRefused
+            && said_no(&e)
         {
             self.rearm();
             self.found.refused(true);
@@ -407,7 +407,7 @@ impl ToService {
     /// the header, not holding its lock).
     fn send_failed(&self, e: &std::io::Error) -> bool {
         tracing::debug!("cannot send to the local service: {e}");
-        let refused = e.kind() == std::io::ErrorKind::ConnectionRefused;
+        let refused = said_no(e);
         if refused {
             self.found.refused(true);
         }
@@ -540,30 +540,7 @@ async fn to_hub(
                 datagram::encode(out, d);
             }
         };
-        // Everything that has arrived goes in one write, read through this
-        // thread's buffer: an idle flow holds none of its own.
-        let got = RECV.with_borrow_mut(|buf| {
-            while out.len() < 256 * 1024 {
-                match socket.try_recv(buf) {
-                    Ok(len) => {
-                        found.heard(&buf[..len]);
-                        take(&buf[..len], &mut out)
-                    }
-                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
-                    // An ICMP "port unreachable" for an earlier send: the
-                    // service is not up (yet); keep listening (a joining
-                    // player's next datagram reaches it once woken).
-                    Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
-                        home.rearm();
-                        found.refused(true);
-                        continue;
-                    }
-                    Err(e) => return Err(e),
-                }
-            }
-            Ok(())
-        });
-        if let Err(e) = got {
+        if let Err(e) = read_arrived(home, &mut out, take) {
             return e;
         }
         if out.is_empty() {
@@ -580,7 +557,84 @@ async fn to_hub(
     }
 }
 
+/// Everything that has arrived from home, read through this thread's
+/// buffer (an idle flow holds none of its own) and given to `take`. At
+/// most `PER_TURN` datagrams: over QUIC `out` stays empty, and a service
+/// sending faster than they leave would keep this loop (and a runtime
+/// thread) to itself; `to_hub`'s wait for readiness gives way in turn.
+fn read_arrived(
+    home: &ToService,
+    out: &mut Vec<u8>,
+    take: impl Fn(&[u8], &mut Vec<u8>),
+) -> std::io::Result<()> {
+    let (socket, found) = (&home.socket, &home.found);
+    RECV.with_borrow_mut(|buf| {
+        for _ in 0..PER_TURN {
+            if out.len() >= 256 * 1024 {
+                break;
+            }
+            match socket.try_recv(buf) {
+                Ok(len) => {
+                    found.heard(&buf[..len]);
+                    take(&buf[..len], out)
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                // An ICMP "port unreachable" (or a firewall's "host
+                // prohibited") for an earlier send: the service is not
+                // there (yet); keep listening (a joining player's next
+                // datagram reaches it once woken).
+                Err(e) if said_no(&e) => {
+                    home.rearm();
+                    found.refused(true);
+                    continue;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    })
+}
+
+/// Datagrams read from home in one turn of `to_hub`.
+const PER_TURN: usize = 64;
+
+/// An error a connected UDP socket reports for an ICMP answer to an
+/// earlier datagram: nothing listens there (port unreachable), or the
+/// host or a firewall on the way refused it (host or network unreachable
+/// or prohibited: `firewalld`'s reject). Each is about one datagram, and
+/// the flow goes on; any other error is the socket's own.
+fn said_no(e: &std::io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(
+            libc::ECONNREFUSED
+                | libc::EHOSTUNREACH
+                | libc::ENETUNREACH
+                | libc::EHOSTDOWN
+                | libc::ENONET
+                | libc::ENOPROTOOPT
+        )
+    ) || e.kind() == std::io::ErrorKind::ConnectionRefused
+}
+
 thread_local! {
     /// One receive buffer per runtime thread, for a datagram of any size.
     static RECV: std::cell::RefCell<Vec<u8>> = std::cell::RefCell::new(vec![0; datagram::RECV_BUF]);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::said_no;
+
+    #[test]
+    fn an_icmp_answer_is_about_one_datagram_and_the_socket_s_own_errors_are_not() {
+        let os = std::io::Error::from_raw_os_error;
+        for no in [libc::ECONNREFUSED, libc::EHOSTUNREACH, libc::ENETUNREACH] {
+            assert!(said_no(&os(no)), "{no}");
+        }
+        assert!(said_no(&std::io::ErrorKind::ConnectionRefused.into()));
+        for own in [libc::EBADF, libc::ENOMEM, libc::ENOTCONN] {
+            assert!(!said_no(&os(own)), "{own}");
+        }
+    }
 }
