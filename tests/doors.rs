@@ -276,11 +276,7 @@ async fn wrong_token_attempt(
 async fn non_allowlisted_source_with_valid_credentials_costs_no_argon2() {
     let certs = Certs::new();
     let hub = TestHub::start(&certs, &HubOpts::default()).await; // allows 127.0.0.1 only
-    let good = ep_settings(
-        &certs,
-        &hub,
-        &EpOpts::new(&certs, vec![("echo".into(), hub.control)]),
-    );
+    let good = by_hand(&certs, &hub);
     for _ in 0..20 {
         let r = wrong_token_attempt(&good, hub.control).await; // from 127.0.0.9
         assert_eq!(r, "closed before TLS");
@@ -300,11 +296,7 @@ async fn channel_tickets_replayed_foreign_or_from_elsewhere_are_refused() {
         ..Default::default()
     };
     let hub = TestHub::start(&certs, &opts).await;
-    let settings = ep_settings(
-        &certs,
-        &hub,
-        &EpOpts::new(&certs, vec![("echo".into(), hub.control)]),
-    );
+    let settings = by_hand(&certs, &hub);
     // Log in by hand to see the tickets the hub issues.
     let (ctrl, _) = ferry::ep::login(&settings).await.unwrap();
     let (mut rd, _wr) = tokio::io::split(ctrl);

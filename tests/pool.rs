@@ -118,3 +118,42 @@ async fn channels_for_players_who_left_are_not_parked_beyond_the_pool() {
     let parked = pool_reaches(&hub, "echo", 1, Duration::from_secs(3)).await;
     assert!(!parked, "a channel for a player who left was parked");
 }
+
+/// An ep (compromised, or broken) that closes each pooled channel as soon
+/// as it is taken: the hub replaces them after a pause, not a round trip
+/// later, so it is not made to do TLS handshakes in a loop. TLS only: over
+/// QUIC the hub opens a stream per player and keeps no pool.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_ep_closing_its_pooled_channels_at_once_is_not_asked_in_a_loop() {
+    use ferry::proto::{self, EpMsg, HubMsg};
+    let certs = Certs::new();
+    let hub = TestHub::start(&certs, &HubOpts::default()).await;
+    let settings = by_hand(&certs, &hub);
+    let (ctrl, _) = ferry::ep::login(&settings).await.unwrap();
+    let (rd, mut wr) = tokio::io::split(ctrl);
+    let mut rd = proto::FrameReader::new(rd);
+    // Its heartbeats, so the session lives.
+    tokio::spawn(async move {
+        while proto::write_msg(&mut wr, &EpMsg::Heartbeat).await.is_ok() {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    });
+    let channel = hub.channel.to_string();
+    let began = std::time::Instant::now();
+    let mut asked = 0;
+    while began.elapsed() < Duration::from_secs(2) {
+        let next = tokio::time::timeout(Duration::from_millis(200), rd.read::<HubMsg>());
+        let Ok(msg) = next.await else { continue };
+        if let HubMsg::Open { service, ticket } = msg.expect("the session lives") {
+            asked += 1;
+            let mut tls = ferry::ep::connect_for_tests(&settings, &channel).await;
+            let msg = EpMsg::Channel { service, ticket };
+            proto::write_msg(&mut tls, &msg).await.unwrap();
+            tls.shutdown().await.unwrap();
+        }
+    }
+    println!("figure: an ep closing each pooled channel at once was asked for {asked} in 2 s");
+    // A pool of 4 replaced at each heartbeat tick (200 ms in tests) and
+    // after each pause: tens. Before, a round trip apart: thousands.
+    assert!(asked <= 200, "asked for {asked} channels in 2 s");
+}

@@ -366,11 +366,7 @@ async fn a_player_mid_game_survives_a_replaced_control_session() {
     let mut buf = [0u8; 3];
     player.read_exact(&mut buf).await.unwrap();
     // The same ep identity logs in again: the old control session ends.
-    let settings = ep_settings(
-        &certs,
-        &hub,
-        &EpOpts::new(&certs, vec![("echo".into(), hub.control)]),
-    );
+    let settings = by_hand(&certs, &hub);
     let (_tls, _welcome) = ferry::ep::login(&settings).await.unwrap();
     player.write_all(b"two").await.unwrap();
     player.read_exact(&mut buf).await.unwrap();
@@ -409,11 +405,7 @@ async fn a_player_who_leaves_while_waiting_never_reaches_the_service() {
 async fn a_replaced_session_is_told_why() {
     let certs = Certs::new();
     let hub = TestHub::start(&certs, &HubOpts::default()).await;
-    let settings = ep_settings(
-        &certs,
-        &hub,
-        &EpOpts::new(&certs, vec![("echo".into(), hub.control)]),
-    );
+    let settings = by_hand(&certs, &hub);
     let (first, _) = ferry::ep::login(&settings).await.unwrap();
     let (_second, _) = ferry::ep::login(&settings).await.unwrap();
     let (mut rd, _wr) = tokio::io::split(first);

@@ -689,12 +689,18 @@ pub fn hello(token: &str, version: u32) -> ferry::proto::EpMsg {
     }
 }
 
-pub async fn raw_control(certs: &Certs, hub: &TestHub) -> ferry::ep::Tunnel {
-    let settings = ep_settings(
+/// Settings of an ep `home` offering `echo`, for tests that log in and
+/// speak for it by hand (the service's local address is never dialled).
+pub fn by_hand(certs: &Certs, hub: &TestHub) -> EpSettings {
+    ep_settings(
         certs,
         hub,
         &EpOpts::new(certs, vec![("echo".into(), hub.control)]),
-    );
+    )
+}
+
+pub async fn raw_control(certs: &Certs, hub: &TestHub) -> ferry::ep::Tunnel {
+    let settings = by_hand(certs, hub);
     ferry::ep::connect_for_tests(&settings, &hub.control.to_string()).await
 }
 

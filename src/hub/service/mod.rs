@@ -455,11 +455,13 @@ impl Service {
         claimed: oneshot::Receiver<oneshot::Sender<Channel>>,
     ) {
         let mut probe = [0u8; 1];
+        let mut by_the_ep = false;
         let reply = tokio::select! {
             biased;
             r = claimed => r.ok(),
             r = ch.tunnel.read(&mut probe) => {
                 tracing::debug!(?r, "pooled channel closed by the ep");
+                by_the_ep = true;
                 None
             }
             _ = tokio::time::sleep(self.idle_timeout()) => {
@@ -476,7 +478,14 @@ impl Service {
             }
             None => {
                 let _ = tokio::time::timeout(Duration::from_secs(1), ch.tunnel.shutdown()).await;
-                self.top_up();
+                // Replaced after a pause when the ep closed it: an honest
+                // ep does so only at its own idle timeout, and an ep that
+                // closed each at once would otherwise have the hub make
+                // TLS handshakes in a loop, a round trip apart.
+                match by_the_ep {
+                    true => self.top_up_after(RETRY_DELAY),
+                    false => self.top_up(),
+                }
             }
         }
     }
