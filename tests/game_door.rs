@@ -950,3 +950,45 @@ async fn a_server_list_ping_through_the_game_door_counts_every_byte(t: Transport
     let first = "ferry_player_first_byte_seconds_count{service=\"mc\"}";
     assert_eq!(sample(&text, first), 1.0, "{text}");
 }
+
+on_every_transport!(a_login_handshake_alone_does_not_wake_a_sleeping_server);
+
+/// A connection that sends a login handshake and nothing more (what a
+/// scanner sends) is closed by the door and wakes nothing; a join, which
+/// sends its Login Start with the handshake, wakes the server. Before, a
+/// handshake alone went home and ran the wake command (`wakeonlan`
+/// powering a PC on), and one every `sleep_after` kept it up.
+async fn a_login_handshake_alone_does_not_wake_a_sleeping_server(t: Transport) {
+    let certs = Certs::new();
+    let (port, (_held, local)) = (free_range(1), held_port());
+    let hub = TestHub::start(&certs, &mc_hub(t, port, "")).await;
+    let dir = tempfile::tempdir().unwrap();
+    let woken = dir.path().join("woken");
+    let mut eo = t.ep_opts(&hub, EpOpts::new(&certs, vec![("mc".into(), local)]));
+    eo.service_extra = format!(
+        "wake = [\"touch\", {:?}]\nsleep = [\"true\"]\nsleep_after = \"1h\"\nwake_timeout = \"30s\"\n",
+        woken.to_str().unwrap()
+    );
+    let _ep = TestEp::start(ep_settings(&certs, &hub, &eo));
+    hub.wait_sessions(1).await;
+    ping(at(port), "play.test").await.unwrap();
+    home_is(&hub, "mc", "sleeping").await;
+    let mut scan = tokio::net::TcpStream::connect(at(port)).await.unwrap();
+    scan.write_all(&minecraft::handshake("play.test", 2))
+        .await
+        .unwrap();
+    // It waits for an answer; the door gives it 5 s to send the rest.
+    assert!(
+        closed_by_peer(&mut scan, Duration::from_secs(15)).await,
+        "the door held a handshake alone"
+    );
+    assert!(!woken.exists(), "a handshake alone woke the server");
+    assert_eq!(hub.handle.home("mc"), Some("sleeping"));
+    // A join wakes it.
+    let join = tokio::spawn(join(at(port), "play.test"));
+    common::udp::eventually("the wake command ran", Duration::from_secs(10), || {
+        woken.exists()
+    })
+    .await;
+    join.abort();
+}

@@ -32,6 +32,9 @@ const LOGIN_HOLD: Duration = Duration::from_secs(25);
 const STATUS_HOLD: Duration = Duration::from_secs(5);
 /// What the hub answers itself: one status request and one ping.
 const MAX_STATUS_PACKET: usize = 64;
+/// A Login Start: a name and a UUID, and from 1.19 to 1.19.2 a chat
+/// signing key (a few hundred bytes) and its signature (up to 4 KiB).
+const MAX_LOGIN_START: usize = 8 * 1024;
 
 /// A connection on the TCP port `port` (the service that listens for
 /// the name-routed group, or the only one).
@@ -431,6 +434,9 @@ async fn serve(
         let _ = answer(tcp, first, buf, &words.offline_message(), icon).await;
         return;
     }
+    if login && with_login_start(tcp, &mut buf).await.is_err() {
+        return;
+    }
     if !login {
         if let Some(motd) = words.motd_for(home) {
             let _ = answer(tcp, first, buf, &motd, icon).await;
@@ -489,22 +495,51 @@ async fn settled_home(svc: &crate::hub::service::Service) -> Home {
 
 /// Reads the status request that follows a status handshake into `buf`.
 async fn with_status_request(tcp: &mut TcpStream, buf: &mut Vec<u8>) -> Result<(), Junk> {
+    let what = [
+        "closed before the status request",
+        "no status request within 5 s",
+    ];
+    with_next_packet(tcp, buf, MAX_STATUS_PACKET, what).await?;
+    Ok(())
+}
+
+/// Reads the Login Start that follows a login handshake into `buf`: a
+/// join goes home (and wakes a sleeping server) only once a client has
+/// sent what every client sends with its handshake, not on a handshake
+/// alone, which any scanner sends.
+async fn with_login_start(tcp: &mut TcpStream, buf: &mut Vec<u8>) -> Result<(), Junk> {
+    let what = ["closed before the Login Start", "no Login Start within 5 s"];
+    match with_next_packet(tcp, buf, MAX_LOGIN_START, what).await? {
+        0 => Ok(()),
+        _ => Err(Junk("a login handshake followed by something else")),
+    }
+}
+
+/// Reads into `buf` until the packet after the handshake is whole (at most
+/// `max` bytes, within `READ_WITHIN`); its id. `what`: what is said when
+/// the client closes first, and when the packet does not come in time.
+async fn with_next_packet(
+    tcp: &mut TcpStream,
+    buf: &mut Vec<u8>,
+    max: usize,
+    [closed, late]: [&'static str; 2],
+) -> Result<i32, Junk> {
     let (_, used) = java::first(buf)?.ok_or(Junk("no handshake"))?;
     let read = async {
         loop {
-            if java::packet(&buf[used..], MAX_STATUS_PACKET)?.is_some() {
-                return Ok(());
+            if let Some((id, _, _)) = java::packet(&buf[used..], max)? {
+                return Ok(id);
             }
-            let mut chunk = [0u8; 64];
+            let mut chunk = [0u8; 512];
             match tcp.read(&mut chunk).await {
-                Ok(0) | Err(_) => return Err(Junk("closed before the status request")),
+                Ok(0) | Err(_) => return Err(Junk(closed)),
                 Ok(n) => buf.extend_from_slice(&chunk[..n]),
             }
         }
     };
     tokio::time::timeout(READ_WITHIN, read)
         .await
-        .map_err(|_| Junk("no status request within 5 s"))?
+        .map_err(|_| Junk(late))?
 }
 
 /// Answers a player whose first packet the hub read: `text` as the
