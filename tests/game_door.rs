@@ -983,6 +983,8 @@ async fn a_login_handshake_alone_does_not_wake_a_sleeping_server(t: Transport) {
         "the door held a handshake alone"
     );
     assert!(!woken.exists(), "a handshake alone woke the server");
+    let refusals = hub.handle.refusals();
+    assert_eq!(refusals.get("no game handshake"), Some(&1), "{refusals:?}");
     assert_eq!(hub.handle.home("mc"), Some("sleeping"));
     // A join wakes it.
     let join = tokio::spawn(join(at(port), "play.test"));

@@ -939,7 +939,7 @@ async fn a_stream_on_a_connection_whose_session_ended_is_reset() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_login_that_never_takes_its_welcome_hands_its_service_on() {
     let certs = Certs::new();
-    let hub = quic_hub(&certs, "handshake_timeout = \"5s\"\n").await;
+    let hub = quic_hub(&certs, "handshake_timeout = \"10s\"\n").await;
     let (_client, conn, _send) = stalled_login(&certs, &hub, ferry::proto::PROTOCOL_VERSION).await;
     hub.wait_logins_over(0).await;
     assert_eq!(hub.handle.served_by("echo").as_deref(), Some("home"));
@@ -953,7 +953,7 @@ async fn a_login_that_never_takes_its_welcome_hands_its_service_on() {
         Some("home"),
         "the stalled login still holds it as the standby logs in"
     );
-    // The stalled login's deadline (5 s) ends it.
+    // The stalled login's deadline (10 s) ends it.
     common::udp::eventually("the standby serves", Duration::from_secs(20), || {
         hub.handle.served_by("echo").as_deref() == Some("other")
     })

@@ -540,8 +540,12 @@ async fn to_hub(
                 datagram::encode(out, d);
             }
         };
-        if let Err(e) = read_arrived(home, &mut out, take) {
-            return e;
+        match read_arrived(home, &mut out, take) {
+            Err(e) => return e,
+            // More may wait: the wait for readiness would not give way
+            // (tokio answers it at once, from what it knows), so this does.
+            Ok(true) => tokio::task::yield_now().await,
+            Ok(false) => {}
         }
         if out.is_empty() {
             continue;
@@ -561,24 +565,24 @@ async fn to_hub(
 /// buffer (an idle flow holds none of its own) and given to `take`. At
 /// most `PER_TURN` datagrams: over QUIC `out` stays empty, and a service
 /// sending faster than they leave would keep this loop (and a runtime
-/// thread) to itself; `to_hub`'s wait for readiness gives way in turn.
+/// thread) to itself. True: it stopped there, and more may wait.
 fn read_arrived(
     home: &ToService,
     out: &mut Vec<u8>,
     take: impl Fn(&[u8], &mut Vec<u8>),
-) -> std::io::Result<()> {
+) -> std::io::Result<bool> {
     let (socket, found) = (&home.socket, &home.found);
     RECV.with_borrow_mut(|buf| {
         for _ in 0..PER_TURN {
             if out.len() >= 256 * 1024 {
-                break;
+                return Ok(false);
             }
             match socket.try_recv(buf) {
                 Ok(len) => {
                     found.heard(&buf[..len]);
                     take(&buf[..len], out)
                 }
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return Ok(false),
                 // An ICMP "port unreachable" (or a firewall's "host
                 // prohibited") for an earlier send: the service is not
                 // there (yet); keep listening (a joining player's next
@@ -591,7 +595,7 @@ fn read_arrived(
                 Err(e) => return Err(e),
             }
         }
-        Ok(())
+        Ok(true)
     })
 }
 
@@ -600,9 +604,10 @@ const PER_TURN: usize = 64;
 
 /// An error a connected UDP socket reports for an ICMP answer to an
 /// earlier datagram: nothing listens there (port unreachable), or the
-/// host or a firewall on the way refused it (host or network unreachable
-/// or prohibited: `firewalld`'s reject). Each is about one datagram, and
-/// the flow goes on; any other error is the socket's own.
+/// host or a firewall on the way refused it (IPv4: host or network
+/// unreachable or prohibited, `firewalld`'s reject; IPv6: prohibited,
+/// `EACCES`, or a parameter problem, `EPROTO`). Each is about one
+/// datagram, and the flow goes on; any other error is the socket's own.
 fn said_no(e: &std::io::Error) -> bool {
     matches!(
         e.raw_os_error(),
@@ -613,6 +618,8 @@ fn said_no(e: &std::io::Error) -> bool {
                 | libc::EHOSTDOWN
                 | libc::ENONET
                 | libc::ENOPROTOOPT
+                | libc::EACCES
+                | libc::EPROTO
         )
     ) || e.kind() == std::io::ErrorKind::ConnectionRefused
 }
@@ -629,7 +636,12 @@ mod tests {
     #[test]
     fn an_icmp_answer_is_about_one_datagram_and_the_socket_s_own_errors_are_not() {
         let os = std::io::Error::from_raw_os_error;
-        for no in [libc::ECONNREFUSED, libc::EHOSTUNREACH, libc::ENETUNREACH] {
+        for no in [
+            libc::ECONNREFUSED,
+            libc::EHOSTUNREACH,
+            libc::ENETUNREACH,
+            libc::EACCES,
+        ] {
             assert!(said_no(&os(no)), "{no}");
         }
         assert!(said_no(&std::io::ErrorKind::ConnectionRefused.into()));

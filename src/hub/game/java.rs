@@ -434,8 +434,16 @@ async fn serve(
         let _ = answer(tcp, first, buf, &words.offline_message(), icon).await;
         return;
     }
-    if login && with_login_start(tcp, &mut buf).await.is_err() {
-        return;
+    if login && let Err(Junk(why)) = with_login_start(tcp, &mut buf).await {
+        let detail = format!("player closed: {why}");
+        return refuse(
+            shared,
+            tcp,
+            &svc.name,
+            Reason::GameHandshake,
+            to.addr.ip(),
+            &detail,
+        );
     }
     if !login {
         if let Some(motd) = words.motd_for(home) {

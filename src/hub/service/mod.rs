@@ -412,6 +412,7 @@ impl Service {
         // would hold a socket and TLS state at both ends for `idle_timeout`
         // beyond `pool_size` (a burst of connections that leave at once,
         // a port scan, left up to 64 such per service).
+        st.pool.prune();
         if st.pool.ready() >= self.pool_size.load(Ordering::Relaxed) {
             return self.close(ch.tunnel);
         }
