@@ -408,7 +408,7 @@ impl Homes {
             }
             return None;
         }
-        let Some(w) = wake.filter(|_| join && !cooling) else {
+        if wake.is_none() || !join || cooling {
             drop(busy);
             if let Some(at) = silent.or_else(|| self.untyped(l, icmp, &found)) {
                 self.look(at, state, dialled);
@@ -417,14 +417,14 @@ impl Homes {
             self.set(&l.service, state);
             self.recheck(l);
             return None;
-        };
+        }
         let was_up = elsewhere || self.state_of(&l.service) == Some(HomeState::Up);
         let (tx, rx) = watch::channel(Woken::Starting);
         let id = self.begin(&mut busy, &l.service, Busy::Waking(rx.clone()));
         drop(busy);
         let me = self.clone();
         let looks = (stopping, was_up, plain_no);
-        tokio::spawn(me.woken(l.clone(), w, id, tx, looks));
+        tokio::spawn(me.woken(l.clone(), id, tx, looks));
         Some(rx)
     }
 
@@ -501,13 +501,12 @@ impl Homes {
     async fn woken(
         self: Arc<Self>,
         l: Local,
-        w: Wake,
         id: u64,
         tx: watch::Sender<Woken>,
         looks: (Option<Stop>, bool, bool),
     ) {
         let me = self;
-        let Some(w) = me.wake_due(&l, id, &tx, looks, w).await else {
+        let Some(w) = me.wake_due(&l, id, &tx, looks).await else {
             return;
         };
         let timeout = w.timeout;
@@ -568,17 +567,16 @@ impl Homes {
         }
     }
 
-    /// The wake settings wake `id` is to run: once a stop under way
-    /// ended (then those in force, a reload meanwhile may have changed
-    /// them), if no reload forgot the service and it does not answer where
-    /// it did. None: the players waiting are told, on `tx`.
+    /// The wake settings wake `id` is to run, those in force once a stop
+    /// under way ended, if no reload forgot the service or its `wake`, and
+    /// it does not answer where it did. None: the players waiting are
+    /// told, on `tx`.
     async fn wake_due(
         self: &Arc<Self>,
         l: &Local,
         id: u64,
         tx: &watch::Sender<Woken>,
         (stopping, mut was_up, plain_no): (Option<Stop>, bool, bool),
-        mut w: Wake,
     ) -> Option<Wake> {
         if let Some(Stop { end: mut done, .. }) = stopping {
             tracing::info!(
@@ -593,14 +591,6 @@ impl Homes {
             // A stop that failed or hung may have left it up: tried
             // before the wake command runs beside it.
             was_up = *done.borrow() != StopEnd::Gone;
-            match self.wake_of(&l.service) {
-                Some(now) => w = now,
-                None => {
-                    self.end(&l.service, id);
-                    let _ = tx.send(Woken::Failed);
-                    return None;
-                }
-            }
         }
         if !self.current(&l.service, id) {
             // A reload forgot the service meanwhile.
@@ -619,7 +609,14 @@ impl Homes {
             let _ = tx.send(Woken::Failed);
             return None;
         }
-        Some(w)
+        // Those in force now: a reload during the stop or the port's try
+        // (up to `connect_timeout`) may have changed or removed them.
+        let now = self.wake_of(&l.service);
+        if now.is_none() {
+            self.end(&l.service, id);
+            let _ = tx.send(Woken::Failed);
+        }
+        now
     }
 
     /// Where `l`'s service answers, as `l` would reach it: where it last
