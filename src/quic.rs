@@ -358,15 +358,17 @@ impl std::fmt::Debug for Link {
     }
 }
 
-/// Removes a flow from its link when dropped.
+/// Removes a flow from its link when dropped (its own: not a later flow
+/// the peer gave the same id).
 pub struct Registration {
     link: Link,
     id: u32,
+    sink: Sink,
 }
 
 impl Drop for Registration {
     fn drop(&mut self) {
-        self.link.lock().close(self.id);
+        self.link.lock().close_if(self.id, &self.sink);
     }
 }
 
@@ -537,6 +539,12 @@ impl Link {
         }
     }
 
+    /// Flow `id`'s `Start` was read: what comes early for it is kept even
+    /// if the connection retires meanwhile (`Flows::expect`).
+    pub fn expect(&self, id: u32) {
+        self.lock().expect(id, std::time::Instant::now());
+    }
+
     /// Datagrams for flow `id` go to `sink` until the registration is
     /// dropped, those that came early first, in order.
     pub fn register(&self, id: u32, sink: Sink) -> Registration {
@@ -562,6 +570,7 @@ impl Link {
         Registration {
             link: self.clone(),
             id,
+            sink,
         }
     }
 

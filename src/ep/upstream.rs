@@ -577,58 +577,73 @@ async fn hub_streams(ep: Arc<Ep>, quic: crate::quic::Link, to: channel::Via) {
             }
             continue;
         };
-        let (ep2, via) = (ep.clone(), to.clone());
-        ep.tracker.spawn(async move {
-            let deadline = Duration::from_secs(10);
-            let msg = match tokio::time::timeout(deadline, proto::read_msg::<_, HubMsg>(&mut path))
-                .await
-            {
-                Ok(Ok(msg @ HubMsg::Start { .. })) => msg,
-                Ok(Ok(_)) => {
-                    if let Some(n) = via.link.odd_ask() {
-                        tracing::warn!(
-                            asks = n,
-                            "a hub stream began with something other than a start"
-                        );
-                    }
-                    return;
-                }
-                Ok(Err(e)) => return tracing::debug!("hub stream: {e}"),
-                Err(_) => return tracing::debug!("hub stream: no start within {deadline:?}"),
-            };
-            let HubMsg::Start {
-                name: Some(service),
-                ..
-            } = &msg
-            else {
-                if let Some(n) = via.link.odd_ask() {
-                    tracing::warn!(asks = n, "a hub stream's start names no service");
-                }
-                return;
-            };
-            drop(waiting);
-            let service = service.clone();
-            let Some(local) = ep2.settings().services.get(&service).cloned() else {
-                path.abort();
-                // Counted, and logged at the 1st, 2nd, 4th...: a hub sending
-                // such streams without end cannot flood the log.
-                if let Some(n) = via.link.odd_ask() {
-                    tracing::warn!(
-                        service,
-                        asks = n,
-                        "the hub sent a player of a service this ep does not serve"
-                    );
-                }
-                return;
-            };
-            let span = tracing::info_span!("channel", service = %service);
-            let started = channel::started(ep2, service, local, path, msg, via);
-            // The steps before the player on their own allocation (see
-            // `channel::Job`).
-            if let Some(job) = Box::pin(started.instrument(span.clone())).await {
-                job.instrument(span).await;
+        let (ep2, via, link) = (ep.clone(), to.clone(), quic.clone());
+        ep.tracker
+            .spawn(serve_stream(ep2, via, link, path, waiting));
+    }
+}
+
+/// A stream the hub opened: its `Start` read (within 10 s), then the
+/// player or flow it names served. `waiting` holds a place until then.
+async fn serve_stream(
+    ep: Arc<Ep>,
+    via: channel::Via,
+    link: crate::quic::Link,
+    mut path: login::Path,
+    waiting: tokio::sync::OwnedSemaphorePermit,
+) {
+    let deadline = Duration::from_secs(10);
+    let msg = match tokio::time::timeout(deadline, proto::read_msg::<_, HubMsg>(&mut path)).await {
+        Ok(Ok(msg @ HubMsg::Start { .. })) => {
+            // Its early datagrams outlive a retirement from now.
+            if let HubMsg::Start { flow: Some(id), .. } = &msg {
+                link.expect(*id);
             }
-        });
+            msg
+        }
+        Ok(Ok(_)) => {
+            if let Some(n) = via.link.odd_ask() {
+                tracing::warn!(
+                    asks = n,
+                    "a hub stream began with something other than a start"
+                );
+            }
+            return;
+        }
+        Ok(Err(e)) => return tracing::debug!("hub stream: {e}"),
+        Err(_) => return tracing::debug!("hub stream: no start within {deadline:?}"),
+    };
+    let HubMsg::Start {
+        name: Some(service),
+        ..
+    } = &msg
+    else {
+        if let Some(n) = via.link.odd_ask() {
+            tracing::warn!(asks = n, "a hub stream's start names no service");
+        }
+        return;
+    };
+    drop(waiting);
+    let service = service.clone();
+    let Some(local) = ep.settings().services.get(&service).cloned() else {
+        path.abort();
+        // Counted, and logged at the 1st, 2nd, 4th...: a hub sending
+        // such streams without end cannot flood the log.
+        if let Some(n) = via.link.odd_ask() {
+            tracing::warn!(
+                service,
+                asks = n,
+                "the hub sent a player of a service this ep does not serve"
+            );
+        }
+        return;
+    };
+    let span = tracing::info_span!("channel", service = %service);
+    let started = channel::started(ep, service, local, path, msg, via);
+    // The steps before the player on their own allocation (see
+    // `channel::Job`).
+    if let Some(job) = Box::pin(started.instrument(span.clone())).await {
+        job.instrument(span).await;
     }
 }
 

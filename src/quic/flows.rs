@@ -39,6 +39,8 @@ struct Early {
     since: Option<Instant>,
     datagrams: Vec<Vec<u8>>,
     bytes: usize,
+    /// Its `Start` was read (`expect`): the flow is opening.
+    expected: bool,
 }
 
 /// A datagram's flow id, if it is long enough to carry one.
@@ -66,7 +68,7 @@ impl Flows {
     }
 
     fn early(&mut self, id: u32, d: &[u8], now: Instant) {
-        if self.retired {
+        if self.retired && !self.early.get(&id).is_some_and(|e| e.expected) {
             return;
         }
         if !self.early.contains_key(&id) {
@@ -77,7 +79,9 @@ impl Flows {
                 keep
             });
             self.early_bytes -= expired;
-            if self.early.len() >= EARLY_FLOWS {
+            // Flows opening (their `Start` read) do not count: they are
+            // bounded by the streams the hub may start.
+            if self.early.values().filter(|e| !e.expected).count() >= EARLY_FLOWS {
                 return;
             }
         }
@@ -93,13 +97,24 @@ impl Flows {
         }
     }
 
-    /// The session is over: what waited for a flow goes, and nothing more
-    /// is kept (on a connection its players hold open, early datagrams
-    /// would otherwise expire only as datagrams of new flows arrive).
+    /// Flow `id`'s `Start` was read: it is opening (a local socket to
+    /// dial, a seat to take). What came or comes early for it is kept
+    /// through the connection's retirement, until it registers or the
+    /// datagrams expire.
+    pub fn expect(&mut self, id: u32, now: Instant) {
+        let e = self.early.entry(id).or_default();
+        e.since.get_or_insert(now);
+        e.expected = true;
+    }
+
+    /// The session is over: what waited for a flow goes, but for flows
+    /// opening (`expect`), and nothing more is kept for others (on a
+    /// connection its players hold open, early datagrams would otherwise
+    /// expire only as datagrams of new flows arrive).
     pub fn retire(&mut self) {
         self.retired = true;
-        self.early.clear();
-        self.early_bytes = 0;
+        self.early.retain(|_, e| e.expected);
+        self.early_bytes = self.early.values().map(|e| e.bytes).sum();
     }
 
     /// The early datagrams of flow `id`, taken.
@@ -116,6 +131,15 @@ impl Flows {
 
     pub fn close(&mut self, id: u32) {
         self.open.remove(&id);
+    }
+
+    /// Closes flow `id` if `sink` is still its sink: a flow that ends does
+    /// not take with it a later flow given the same id (a hub that sent a
+    /// second `Start` for an id still open).
+    pub fn close_if(&mut self, id: u32, sink: &Sink) {
+        if self.open.get(&id).is_some_and(|s| Arc::ptr_eq(s, sink)) {
+            self.open.remove(&id);
+        }
     }
 
     pub fn is_open(&self, id: u32) -> bool {
@@ -160,5 +184,41 @@ mod tests {
         }
         assert_eq!(f.early_bytes(), 0);
         assert_eq!(f.early_held().count(), 0);
+    }
+
+    /// A flow that ends leaves a later flow of the same id open (a hub
+    /// sent a second `Start` for it): before, the first's end closed the
+    /// second's sink, and its datagrams went early and were lost.
+    #[test]
+    fn a_flow_ending_leaves_a_later_flow_of_its_id_open() {
+        let mut f = Flows::default();
+        let (first, second): (Sink, Sink) = (Arc::new(|_: &[u8]| {}), Arc::new(|_: &[u8]| {}));
+        f.open(7, first.clone());
+        f.open(7, second.clone());
+        f.close_if(7, &first);
+        assert!(f.is_open(7));
+        f.close_if(7, &second);
+        assert!(!f.is_open(7));
+    }
+
+    /// A flow whose `Start` was read just before its session ended (its
+    /// local socket still opening) keeps what came early for it, and what
+    /// comes after; others' go. Before, the retirement cleared them all,
+    /// and that flow lost its first datagrams (a ping with no retry).
+    #[test]
+    fn a_flow_opening_as_its_connection_retires_keeps_its_early_datagrams() {
+        let mut f = Flows::default();
+        let now = Instant::now();
+        let d = |id: u32, b: u8| [&id.to_be_bytes()[..], &[b; 10]].concat();
+        f.arrived(&d(1, 1), || now);
+        f.arrived(&d(2, 1), || now);
+        f.expect(1, now);
+        f.retire();
+        f.arrived(&d(1, 2), || now);
+        f.arrived(&d(2, 2), || now);
+        assert_eq!(f.early_bytes(), 20);
+        assert_eq!(f.take_early(1), vec![vec![1u8; 10], vec![2u8; 10]]);
+        assert!(f.take_early(2).is_empty());
+        assert_eq!(f.early_bytes(), 0);
     }
 }
