@@ -371,16 +371,19 @@ impl Service {
             Err(why) => return Err((why, Box::new(tunnel))),
         };
         let modern = match &st.attached {
-            Some(a) if a.session == session => {
-                if a.ep != ep || a.ip != ip.to_canonical() {
-                    return Err((
-                        "ticket presented by a different ep or address",
-                        Box::new(tunnel),
-                    ));
-                }
-                a.modern
+            Some(a) if a.session == session && a.ep == ep && a.ip == ip.to_canonical() => a.modern,
+            attached => {
+                let why = match attached {
+                    Some(a) if a.session == session => {
+                        "ticket presented by a different ep or address"
+                    }
+                    _ => "ticket of a session that has ended",
+                };
+                // The ticket is spent: a player waiting for its channel
+                // is asked one anew now, not at the next heartbeat tick.
+                self.refill(&mut st);
+                return Err((why, Box::new(tunnel)));
             }
-            _ => return Err(("ticket of a session that has ended", Box::new(tunnel))),
         };
         self.place(
             &mut st,
