@@ -16,6 +16,7 @@ mod send_queue;
 mod slots;
 mod status;
 mod udp;
+mod udp_listener;
 mod upstream;
 mod wake;
 

@@ -159,9 +159,10 @@ fn max_payload(socket: &UdpSocket) -> usize {
 /// A socket of the local service's family, connected to it: only its
 /// answers come back, and each flow has its own source port.
 async fn connect(target: &str) -> std::io::Result<UdpSocket> {
-    let addr = tokio::net::lookup_host(target)
-        .await?
-        .next()
+    // A host name's addresses are tried in turn by a TCP dial; here, the
+    // one a server on this machine listens on (`udp_listener`).
+    let addrs: Vec<SocketAddr> = tokio::net::lookup_host(target).await?.collect();
+    let addr = super::udp_listener::pick(&addrs)
         .ok_or_else(|| std::io::Error::other(format!("{target} resolves to no address")))?;
     let any: SocketAddr = if addr.is_ipv4() {
         "0.0.0.0:0".parse().expect("literal")
