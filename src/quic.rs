@@ -358,6 +358,19 @@ impl std::fmt::Debug for Link {
     }
 }
 
+/// A flow opening (`Link::expect`); what was kept early for it goes as
+/// it drops (taken already if the flow registered).
+pub struct Expected {
+    link: Link,
+    id: u32,
+}
+
+impl Drop for Expected {
+    fn drop(&mut self) {
+        self.link.lock().take_early(self.id);
+    }
+}
+
 /// Removes a flow from its link when dropped (its own: not a later flow
 /// the peer gave the same id).
 pub struct Registration {
@@ -539,10 +552,17 @@ impl Link {
         }
     }
 
-    /// Flow `id`'s `Start` was read: what comes early for it is kept even
-    /// if the connection retires meanwhile (`Flows::expect`).
-    pub fn expect(&self, id: u32) {
-        self.lock().expect(id, std::time::Instant::now());
+    /// Flow `id` is opening (its seat taken, its local socket next): what
+    /// comes early for it is kept even if the connection retires
+    /// meanwhile (`Flows::expect`), until it registers; dropped before,
+    /// what was kept for it goes.
+    pub fn expect(&self, id: u32) -> Expected {
+        let now = tokio::time::Instant::now().into_std();
+        self.lock().expect(id, now);
+        Expected {
+            link: self.clone(),
+            id,
+        }
     }
 
     /// Datagrams for flow `id` go to `sink` until the registration is

@@ -52,6 +52,13 @@ const ENDS_SAID: u64 = 5;
 
 impl Flow {
     pub async fn run(self, ep: &Arc<Ep>, local: &LocalService, tls: &mut super::login::Path) {
+        // Its datagrams that come before it registers are kept through a
+        // retirement of the connection meanwhile; dropped after the
+        // registration, the guard lets go of any kept since.
+        let _expected = match (&*tls, self.id) {
+            (crate::quic::Tunnel::Quic(q), Some(id)) => q.link.as_ref().map(|l| l.expect(id)),
+            _ => None,
+        };
         let target = local.addr.at(self.offset);
         let (service, player) = (&self.service, self.player);
         let socket = match connect(&target).await {
@@ -408,7 +415,10 @@ impl ToService {
     /// the header, not holding its lock).
     fn send_failed(&self, e: &std::io::Error) -> bool {
         tracing::debug!("cannot send to the local service: {e}");
-        let refused = said_no(e);
+        // Not EACCES here: on a send it is as often a lasting refusal of
+        // this host's own (a security module, a broadcast address), which
+        // would have every datagram say the service is not there.
+        let refused = said_no(e) && e.raw_os_error() != Some(libc::EACCES);
         if refused {
             self.found.refused(true);
         }
@@ -573,6 +583,10 @@ fn read_arrived(
     take: impl Fn(&[u8], &mut Vec<u8>),
 ) -> std::io::Result<bool> {
     let (socket, found) = (&home.socket, &home.found);
+    // An ICMP answer is read once; the same error again at once, with no
+    // datagram between, is the socket's own (a security module refusing
+    // the read) and ends the flow, as before, rather than spin on it.
+    let mut icmp_read = false;
     RECV.with_borrow_mut(|buf| {
         for _ in 0..PER_TURN {
             if out.len() >= 256 * 1024 {
@@ -580,6 +594,7 @@ fn read_arrived(
             }
             match socket.try_recv(buf) {
                 Ok(len) => {
+                    icmp_read = false;
                     found.heard(&buf[..len]);
                     take(&buf[..len], out)
                 }
@@ -588,7 +603,8 @@ fn read_arrived(
                 // prohibited") for an earlier send: the service is not
                 // there (yet); keep listening (a joining player's next
                 // datagram reaches it once woken).
-                Err(e) if said_no(&e) => {
+                Err(e) if said_no(&e) && !icmp_read => {
+                    icmp_read = true;
                     home.rearm();
                     found.refused(true);
                     continue;

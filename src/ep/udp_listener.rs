@@ -7,23 +7,49 @@
 //! where something is bound, without sending anything or binding a port
 //! a server starting at that moment would then find taken.
 
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::{
+    collections::HashMap,
+    net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr},
+    sync::{LazyLock, Mutex},
+    time::{Duration, Instant},
+};
 
-/// The first of `addrs` a UDP socket on this machine listens on; the first
-/// of them when none does (another machine's, or nothing there yet).
-pub(super) fn pick(addrs: &[SocketAddr]) -> Option<SocketAddr> {
+/// The first of `addrs` on this machine's loopback that a UDP socket here
+/// listens on; else the first of them (another machine's: a wildcard
+/// bound here says nothing of it; or nothing there yet). The answer is
+/// kept a few seconds: every live flow is a line of the kernel's table,
+/// so reading it for each new flow would cost in proportion to them.
+pub(crate) fn pick(addrs: &[SocketAddr]) -> Option<SocketAddr> {
     let first = *addrs.first()?;
-    if addrs.len() == 1 {
+    if addrs.len() == 1 || !addrs.iter().any(|a| a.ip().is_loopback()) {
         return Some(first);
+    }
+    let mut kept = KEPT.lock().unwrap_or_else(|p| p.into_inner());
+    let now = Instant::now();
+    if let Some((at, picked)) = kept.get(addrs)
+        && now.duration_since(*at) < KEEP_FOR
+    {
+        return Some(*picked);
     }
     let bound: Vec<SocketAddr> = ["/proc/net/udp", "/proc/net/udp6"]
         .iter()
         .filter_map(|p| std::fs::read_to_string(p).ok())
         .flat_map(|t| t.lines().skip(1).filter_map(listening).collect::<Vec<_>>())
         .collect();
-    let served = |a: &SocketAddr| bound.iter().any(|b| covers(*b, *a));
-    Some(addrs.iter().copied().find(served).unwrap_or(first))
+    let served = |a: &SocketAddr| a.ip().is_loopback() && bound.iter().any(|b| covers(*b, *a));
+    let picked = addrs.iter().copied().find(served).unwrap_or(first);
+    if kept.len() >= 64 {
+        kept.clear();
+    }
+    kept.insert(addrs.to_vec(), (now, picked));
+    Some(picked)
 }
+
+/// How long a pick is kept: a server started since is found within it.
+const KEEP_FOR: Duration = Duration::from_secs(5);
+
+type Picks = HashMap<Vec<SocketAddr>, (Instant, SocketAddr)>;
+static KEPT: LazyLock<Mutex<Picks>> = LazyLock::new(Mutex::default);
 
 /// Whether a socket bound to `b` receives datagrams sent to `a`: the same
 /// port, and the same address or a wildcard of its family (an IPv6
@@ -109,7 +135,18 @@ mod tests {
         let v4: SocketAddr = (Ipv4Addr::LOCALHOST, port).into();
         assert_eq!(pick(&[v6, v4]), Some(v4));
         drop(server);
-        assert_eq!(pick(&[v6, v4]), Some(v6));
+        // Nothing there: the first (the pick above is kept for its order).
+        let other = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let none: SocketAddr = (Ipv6Addr::LOCALHOST, other.local_addr().unwrap().port()).into();
+        drop(other);
+        let v4_none: SocketAddr = (Ipv4Addr::LOCALHOST, none.port()).into();
+        assert_eq!(pick(&[none, v4_none]), Some(none));
+        // Another machine's addresses: as given.
+        let far: [SocketAddr; 2] = [
+            "[2001:db8::5]:19132".parse().unwrap(),
+            "192.0.2.5:19132".parse().unwrap(),
+        ];
+        assert_eq!(pick(&far), Some(far[0]));
         assert_eq!(pick(&[]), None);
     }
 }

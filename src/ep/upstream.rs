@@ -577,9 +577,8 @@ async fn hub_streams(ep: Arc<Ep>, quic: crate::quic::Link, to: channel::Via) {
             }
             continue;
         };
-        let (ep2, via, link) = (ep.clone(), to.clone(), quic.clone());
-        ep.tracker
-            .spawn(serve_stream(ep2, via, link, path, waiting));
+        let (ep2, via) = (ep.clone(), to.clone());
+        ep.tracker.spawn(serve_stream(ep2, via, path, waiting));
     }
 }
 
@@ -588,19 +587,12 @@ async fn hub_streams(ep: Arc<Ep>, quic: crate::quic::Link, to: channel::Via) {
 async fn serve_stream(
     ep: Arc<Ep>,
     via: channel::Via,
-    link: crate::quic::Link,
     mut path: login::Path,
     waiting: tokio::sync::OwnedSemaphorePermit,
 ) {
     let deadline = Duration::from_secs(10);
     let msg = match tokio::time::timeout(deadline, proto::read_msg::<_, HubMsg>(&mut path)).await {
-        Ok(Ok(msg @ HubMsg::Start { .. })) => {
-            // Its early datagrams outlive a retirement from now.
-            if let HubMsg::Start { flow: Some(id), .. } = &msg {
-                link.expect(*id);
-            }
-            msg
-        }
+        Ok(Ok(msg @ HubMsg::Start { .. })) => msg,
         Ok(Ok(_)) => {
             if let Some(n) = via.link.odd_ask() {
                 tracing::warn!(

@@ -39,7 +39,7 @@ struct Early {
     since: Option<Instant>,
     datagrams: Vec<Vec<u8>>,
     bytes: usize,
-    /// Its `Start` was read (`expect`): the flow is opening.
+    /// The flow is opening (`expect`).
     expected: bool,
 }
 
@@ -97,10 +97,10 @@ impl Flows {
         }
     }
 
-    /// Flow `id`'s `Start` was read: it is opening (a local socket to
-    /// dial, a seat to take). What came or comes early for it is kept
-    /// through the connection's retirement, until it registers or the
-    /// datagrams expire.
+    /// Flow `id` is opening (its seat taken: bounded by `max_players`;
+    /// its local socket next). What came or comes early for it is kept
+    /// through the connection's retirement, until it registers or its
+    /// opening gives up (`take_early`).
     pub fn expect(&mut self, id: u32, now: Instant) {
         let e = self.early.entry(id).or_default();
         e.since.get_or_insert(now);

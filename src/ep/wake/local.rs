@@ -42,10 +42,10 @@ impl Local {
     /// Whether the Bedrock server at `at` answers one list ping of the
     /// ep's own within `POLL`.
     pub(super) async fn pong_once(&self) -> std::io::Result<bool> {
-        let to = tokio::net::lookup_host(&self.at)
-            .await?
-            .next()
-            .ok_or(std::io::ErrorKind::AddrNotAvailable)?;
+        // The address a flow would use (`udp_listener`).
+        let addrs: Vec<std::net::SocketAddr> = tokio::net::lookup_host(&self.at).await?.collect();
+        let to =
+            crate::ep::udp_listener::pick(&addrs).ok_or(std::io::ErrorKind::AddrNotAvailable)?;
         let any: std::net::SocketAddr = if to.is_ipv4() {
             ([0, 0, 0, 0], 0).into()
         } else {
@@ -113,12 +113,13 @@ impl Local {
 /// success), not waited for. Its output goes where the ep's goes (the
 /// journal under systemd): not through a pipe, which would break the
 /// moment the ep restarts and take a server it started down with it.
-/// `mark` is held until the process exits. Each runs in a process group
-/// of its own: a server `wake` started itself is not sent the Ctrl-C
-/// meant for an ep run in a terminal. With a `limit` (a command that only
-/// stops something, never the server itself), that group is killed whole
-/// once it has run that long: one that hangs is not left behind for the
-/// next stop to run beside.
+/// `mark` is held until the process exits. With a `limit` (a command
+/// that only stops something, never the server itself), the command runs
+/// in a process group of its own, killed whole once it has run that
+/// long: one that hangs is not left behind for the next stop to run
+/// beside. A `wake` stays in the ep's group: in a background group of the
+/// ep's terminal, a command that asks there (`sudo`) would be stopped
+/// for ever, and it has no limit.
 pub(super) fn run(
     service: &str,
     what: &'static str,
@@ -129,8 +130,10 @@ pub(super) fn run(
     cmd.args(&argv[1..])
         .stdin(std::process::Stdio::null())
         // It may be the game server itself: it outlives this task.
-        .kill_on_drop(false)
-        .process_group(0);
+        .kill_on_drop(false);
+    if limit.is_some() {
+        cmd.process_group(0);
+    }
     scrub(&mut cmd, std::env::vars_os().map(|(k, _)| k));
     let mut child = match cmd.spawn() {
         Ok(c) => c,

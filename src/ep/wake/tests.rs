@@ -127,34 +127,3 @@ async fn a_join_the_host_said_nothing_to_wakes_at_once_without_a_try() {
     }
     assert_eq!(tries.load(Ordering::Relaxed), 0, "a port tried first");
 }
-
-/// A server `wake` starts itself is in a process group of its own: the
-/// Ctrl-C meant for an ep in a terminal (sent to the terminal's group)
-/// does not reach it. Before, only `sleep` had one.
-#[tokio::test]
-async fn a_wake_command_runs_in_a_process_group_of_its_own() {
-    let dir = tempfile::tempdir().unwrap();
-    let out = dir.path().join("pgrp");
-    // Field 5 of /proc/PID/stat: the process group.
-    let script = format!("cut -d' ' -f5 /proc/$$/stat > {}", out.display());
-    let argv = ["sh".to_string(), "-c".into(), script];
-    let exited = run("a", "wake", &argv, (None, None));
-    assert!(exited.await.unwrap(), "the command failed");
-    let theirs: i32 = std::fs::read_to_string(&out)
-        .unwrap()
-        .trim()
-        .parse()
-        .unwrap();
-    // After the command's name (in parentheses): state, parent, group.
-    let stat = std::fs::read_to_string("/proc/self/stat").unwrap();
-    let ours: i32 = stat
-        .rsplit(')')
-        .next()
-        .unwrap()
-        .split_whitespace()
-        .nth(2)
-        .unwrap()
-        .parse()
-        .unwrap();
-    assert_ne!(theirs, ours);
-}
