@@ -53,12 +53,13 @@ const ENDS_SAID: u64 = 5;
 impl Flow {
     pub async fn run(self, ep: &Arc<Ep>, local: &LocalService, tls: &mut super::login::Path) {
         // Its datagrams that come before it registers are kept through a
-        // retirement of the connection meanwhile; dropped after the
-        // registration, the guard lets go of any kept since.
-        let _expected = match (&*tls, self.id) {
-            (crate::quic::Tunnel::Quic(q), Some(id)) => q.link.as_ref().map(|l| l.expect(id)),
+        // retirement of the connection meanwhile; dropped before it
+        // registers (its socket not opened), the guard lets go of them.
+        let link = match (&*tls, self.id) {
+            (crate::quic::Tunnel::Quic(q), Some(id)) => q.link.clone().map(|l| (l, id)),
             _ => None,
         };
+        let expected = link.as_ref().map(|(l, id)| l.expect(*id));
         let target = local.addr.at(self.offset);
         let (service, player) = (&self.service, self.player);
         let socket = match connect(&target).await {
@@ -90,10 +91,6 @@ impl Flow {
             )
         });
         let down = Counts::default();
-        let link = match (&*tls, self.id) {
-            (crate::quic::Tunnel::Quic(q), Some(id)) => q.link.clone().map(|l| (l, id)),
-            _ => None,
-        };
         let to_svc = Arc::new(ToService {
             max_payload: max_payload(&socket),
             socket,
@@ -109,6 +106,9 @@ impl Flow {
             let to = to_svc.clone();
             l.register(*id, Arc::new(move |d: &[u8]| to.send_now(d)))
         });
+        // Registered: what was kept is taken. Let go now, not at the end,
+        // where it could take what a later flow of the same id keeps.
+        drop(expected);
         let link_closed = async {
             match &link {
                 Some((l, _)) => l.conn.closed().await,
@@ -418,7 +418,7 @@ impl ToService {
         // Not EACCES here: on a send it is as often a lasting refusal of
         // this host's own (a security module, a broadcast address), which
         // would have every datagram say the service is not there.
-        let refused = said_no(e) && e.raw_os_error() != Some(libc::EACCES);
+        let refused = said_no(e) && !lasting(e);
         if refused {
             self.found.refused(true);
         }
@@ -583,9 +583,10 @@ fn read_arrived(
     take: impl Fn(&[u8], &mut Vec<u8>),
 ) -> std::io::Result<bool> {
     let (socket, found) = (&home.socket, &home.found);
-    // An ICMP answer is read once; the same error again at once, with no
+    // An ICMP answer is read once, though another may follow at once (a
+    // burst sent to a server not up yet). EACCES again at once, with no
     // datagram between, is the socket's own (a security module refusing
-    // the read) and ends the flow, as before, rather than spin on it.
+    // the read): it ends the flow, as before, rather than spin on it.
     let mut icmp_read = false;
     RECV.with_borrow_mut(|buf| {
         for _ in 0..PER_TURN {
@@ -603,7 +604,7 @@ fn read_arrived(
                 // prohibited") for an earlier send: the service is not
                 // there (yet); keep listening (a joining player's next
                 // datagram reaches it once woken).
-                Err(e) if said_no(&e) && !icmp_read => {
+                Err(e) if said_no(&e) && !(icmp_read && lasting(&e)) => {
                     icmp_read = true;
                     home.rearm();
                     found.refused(true);
@@ -614,6 +615,11 @@ fn read_arrived(
         }
         Ok(true)
     })
+}
+
+/// An error that may be this host's own and lasting, not an ICMP answer.
+fn lasting(e: &std::io::Error) -> bool {
+    e.raw_os_error() == Some(libc::EACCES)
 }
 
 /// Datagrams read from home in one turn of `to_hub`.
@@ -648,7 +654,7 @@ thread_local! {
 
 #[cfg(test)]
 mod tests {
-    use super::said_no;
+    use super::{lasting, said_no};
 
     #[test]
     fn an_icmp_answer_is_about_one_datagram_and_the_socket_s_own_errors_are_not() {
@@ -665,5 +671,9 @@ mod tests {
         for own in [libc::EBADF, libc::ENOMEM, libc::ENOTCONN] {
             assert!(!said_no(&os(own)), "{own}");
         }
+        // Read twice in a row, only EACCES ends the flow: a security
+        // module's refusal lasts, a "port unreachable" burst does not.
+        assert!(lasting(&os(libc::EACCES)));
+        assert!(!lasting(&os(libc::ECONNREFUSED)) && !lasting(&os(libc::EHOSTUNREACH)));
     }
 }

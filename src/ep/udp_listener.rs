@@ -17,27 +17,37 @@ use std::{
 /// The first of `addrs` on this machine's loopback that a UDP socket here
 /// listens on; else the first of them (another machine's: a wildcard
 /// bound here says nothing of it; or nothing there yet). The answer is
-/// kept a few seconds: every live flow is a line of the kernel's table,
-/// so reading it for each new flow would cost in proportion to them.
+/// kept a few seconds when a listener was found: every live flow is a
+/// line of the kernel's table, so reading it for each new flow would
+/// cost in proportion to them.
 pub(crate) fn pick(addrs: &[SocketAddr]) -> Option<SocketAddr> {
     let first = *addrs.first()?;
     if addrs.len() == 1 || !addrs.iter().any(|a| a.ip().is_loopback()) {
         return Some(first);
     }
-    let mut kept = KEPT.lock().unwrap_or_else(|p| p.into_inner());
     let now = Instant::now();
-    if let Some((at, picked)) = kept.get(addrs)
-        && now.duration_since(*at) < KEEP_FOR
-    {
-        return Some(*picked);
+    let kept = |addrs: &[SocketAddr]| {
+        let kept = KEPT.lock().unwrap_or_else(|p| p.into_inner());
+        kept.get(addrs)
+            .filter(|(at, _)| now.duration_since(*at) < KEEP_FOR)
+            .map(|(_, picked)| *picked)
+    };
+    if let Some(picked) = kept(addrs) {
+        return Some(picked);
     }
+    // Read with no lock held: other flows' picks do not wait on it.
     let bound: Vec<SocketAddr> = ["/proc/net/udp", "/proc/net/udp6"]
         .iter()
         .filter_map(|p| std::fs::read_to_string(p).ok())
         .flat_map(|t| t.lines().skip(1).filter_map(listening).collect::<Vec<_>>())
         .collect();
     let served = |a: &SocketAddr| a.ip().is_loopback() && bound.iter().any(|b| covers(*b, *a));
-    let picked = addrs.iter().copied().find(served).unwrap_or(first);
+    let Some(picked) = addrs.iter().copied().find(served) else {
+        // Nothing listening yet (a server asleep): not kept, so the first
+        // flow after it starts finds it.
+        return Some(first);
+    };
+    let mut kept = KEPT.lock().unwrap_or_else(|p| p.into_inner());
     if kept.len() >= 64 {
         kept.clear();
     }
@@ -135,7 +145,7 @@ mod tests {
         let v4: SocketAddr = (Ipv4Addr::LOCALHOST, port).into();
         assert_eq!(pick(&[v6, v4]), Some(v4));
         drop(server);
-        // Nothing there: the first (the pick above is kept for its order).
+        // Nothing there: the first.
         let other = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
         let none: SocketAddr = (Ipv6Addr::LOCALHOST, other.local_addr().unwrap().port()).into();
         drop(other);
