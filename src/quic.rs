@@ -432,8 +432,8 @@ impl Link {
 
     /// The session on this connection is over: its players carry on, but
     /// no new one comes (`retired` fires) and no datagram is kept for a
-    /// flow not yet open. A peer keeping one player on the connection
-    /// cannot make it hold more.
+    /// flow not yet open, but one already opening (`Link::expect`). A peer
+    /// keeping one player on the connection cannot make it hold more.
     pub fn retire(&self) {
         self.lock().retire();
         self.over.cancel();

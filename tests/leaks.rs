@@ -1,8 +1,8 @@
 //! A service at home that is down, and players who break off: each player
 //! is closed, and nothing is left behind in the hub or the ep (file
-//! descriptors, tasks). Alone in
-//! its own test binary, the transports one after the other: the process's
-//! descriptors are counted, and a test running beside it would move them.
+//! descriptors, tasks). One test alone in its own test binary, the
+//! transports one after the other: the process's descriptors are
+//! counted, and a test running beside it would move them.
 
 mod common;
 

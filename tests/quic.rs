@@ -935,7 +935,9 @@ async fn a_stream_on_a_connection_whose_session_ended_is_reset() {
 /// that session; the service goes on to another ep standing by for it.
 /// Before, only a session's loop handed its services on as it ended, so
 /// a login dropped after it registered left the service with no ep until
-/// the standby's next login. (The hand-off is the same code over TLS.)
+/// the standby's next login. QUIC only: over TLS the welcome fits the
+/// socket's buffer, so a login cannot stall on it; the hand-off is the
+/// same code.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_login_that_never_takes_its_welcome_hands_its_service_on() {
     let certs = Certs::new();

@@ -55,10 +55,7 @@ impl Flow {
         // Its datagrams that come before it registers are kept through a
         // retirement of the connection meanwhile; dropped before it
         // registers (its socket not opened), the guard lets go of them.
-        let link = match (&*tls, self.id) {
-            (crate::quic::Tunnel::Quic(q), Some(id)) => q.link.clone().map(|l| (l, id)),
-            _ => None,
-        };
+        let link = quic_link(tls, self.id);
         let expected = link.as_ref().map(|(l, id)| l.expect(*id));
         let target = local.addr.at(self.offset);
         let (service, player) = (&self.service, self.player);
@@ -155,6 +152,15 @@ impl Flow {
     }
 }
 
+/// The flow's QUIC connection and the id its datagrams carry, if they
+/// ride QUIC datagrams.
+fn quic_link(tls: &super::login::Path, id: Option<u32>) -> Option<(crate::quic::Link, u32)> {
+    match (tls, id) {
+        (crate::quic::Tunnel::Quic(q), Some(id)) => q.link.clone().map(|l| (l, id)),
+        _ => None,
+    }
+}
+
 /// The largest UDP payload `socket`'s family can send.
 fn max_payload(socket: &UdpSocket) -> usize {
     match socket.peer_addr() {
@@ -168,9 +174,7 @@ fn max_payload(socket: &UdpSocket) -> usize {
 async fn connect(target: &str) -> std::io::Result<UdpSocket> {
     // A host name's addresses are tried in turn by a TCP dial; here, the
     // one a server on this machine listens on (`udp_listener`).
-    let addrs: Vec<SocketAddr> = tokio::net::lookup_host(target).await?.collect();
-    let addr = super::udp_listener::pick(&addrs)
-        .ok_or_else(|| std::io::Error::other(format!("{target} resolves to no address")))?;
+    let addr = super::udp_listener::resolve(target).await?;
     let any: SocketAddr = if addr.is_ipv4() {
         "0.0.0.0:0".parse().expect("literal")
     } else {
@@ -382,9 +386,9 @@ impl ToService {
         }
     }
 
-    /// The socket's pending error, taken: a refusal (an ICMP "port
-    /// unreachable" for a datagram sent home) re-arms the header and tells
-    /// the ep the service is not there.
+    /// The socket's pending error, taken: an ICMP answer refusing a
+    /// datagram sent home (`said_no`) re-arms the header and tells the ep
+    /// the service is not there.
     fn take_error(&self) {
         if let Ok(Some(e)) = self.socket.take_error()
             && said_no(&e)
@@ -409,8 +413,8 @@ impl ToService {
     }
 
     /// A send failed; whether it was a refusal. A connected UDP socket
-    /// keeps one pending error, the ICMP "port unreachable" of an earlier
-    /// datagram, and the next call takes it, a send as well as a receive:
+    /// keeps one pending error, an ICMP answer refusing an earlier datagram
+    /// (`said_no`), and the next call takes it, a send as well as a receive:
     /// taken here, it says what it says in `to_hub` (the caller re-arms
     /// the header, not holding its lock).
     fn send_failed(&self, e: &std::io::Error) -> bool {
@@ -586,7 +590,7 @@ fn read_arrived(
     // An ICMP answer is read once, though another may follow at once (a
     // burst sent to a server not up yet). EACCES again at once, with no
     // datagram between, is the socket's own (a security module refusing
-    // the read): it ends the flow, as before, rather than spin on it.
+    // the read): it ends the flow rather than spin on it.
     let mut icmp_read = false;
     RECV.with_borrow_mut(|buf| {
         for _ in 0..PER_TURN {
@@ -626,11 +630,12 @@ fn lasting(e: &std::io::Error) -> bool {
 const PER_TURN: usize = 64;
 
 /// An error a connected UDP socket reports for an ICMP answer to an
-/// earlier datagram: nothing listens there (port unreachable), or the
-/// host or a firewall on the way refused it (IPv4: host or network
-/// unreachable or prohibited, `firewalld`'s reject; IPv6: prohibited,
-/// `EACCES`, or a parameter problem, `EPROTO`). Each is about one
-/// datagram, and the flow goes on; any other error is the socket's own.
+/// earlier datagram: nothing listens there (port unreachable); or, IPv4,
+/// a network or host unreachable, unknown or isolated (`ENETUNREACH`,
+/// `EHOSTUNREACH`, `EHOSTDOWN`, `ENONET`), a protocol unreachable
+/// (`ENOPROTOOPT`), or prohibited (firewalld's reject); or, IPv6,
+/// prohibited (`EACCES`) or a parameter problem (`EPROTO`). Each is about
+/// one datagram, and the flow goes on; any other error is the socket's own.
 fn said_no(e: &std::io::Error) -> bool {
     matches!(
         e.raw_os_error(),

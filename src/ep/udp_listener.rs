@@ -55,6 +55,12 @@ pub(crate) fn pick(addrs: &[SocketAddr]) -> Option<SocketAddr> {
     Some(picked)
 }
 
+/// `at` (`host:port`) resolved, and its address picked as above.
+pub(crate) async fn resolve(at: &str) -> std::io::Result<SocketAddr> {
+    let addrs: Vec<SocketAddr> = tokio::net::lookup_host(at).await?.collect();
+    pick(&addrs).ok_or_else(|| std::io::Error::other(format!("{at} resolves to no address")))
+}
+
 /// How long a pick is kept: a server started since is found within it.
 const KEEP_FOR: Duration = Duration::from_secs(5);
 
@@ -65,14 +71,7 @@ static KEPT: LazyLock<Mutex<Picks>> = LazyLock::new(Mutex::default);
 /// port, and the same address or a wildcard of its family (an IPv6
 /// wildcard also takes IPv4, as Linux binds it by default).
 fn covers(b: SocketAddr, a: SocketAddr) -> bool {
-    let to = match a.ip() {
-        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(a.ip(), IpAddr::V4),
-        v4 => v4,
-    };
-    let from = match b.ip() {
-        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(b.ip(), IpAddr::V4),
-        v4 => v4,
-    };
+    let (to, from) = (a.ip().to_canonical(), b.ip().to_canonical());
     b.port() == a.port()
         && (from == to
             || from == IpAddr::V6(Ipv6Addr::UNSPECIFIED)

@@ -30,7 +30,8 @@ pub struct Flows {
     early: HashMap<u32, Early>,
     /// Bytes held in `early`, all flows.
     early_bytes: usize,
-    /// The connection's session is over: no flow will open, none is kept.
+    /// The connection's session is over: no new flow will open, and only
+    /// flows opening (`expect`) keep what comes early.
     retired: bool,
 }
 
@@ -79,8 +80,8 @@ impl Flows {
                 keep
             });
             self.early_bytes -= expired;
-            // Flows opening (their `Start` read) do not count: they are
-            // bounded by the streams the hub may start.
+            // Flows opening (`expect`: their seat taken) do not count:
+            // `max_players` bounds them.
             if self.early.values().filter(|e| !e.expected).count() >= EARLY_FLOWS {
                 return;
             }

@@ -43,9 +43,7 @@ impl Local {
     /// ep's own within `POLL`.
     pub(super) async fn pong_once(&self) -> std::io::Result<bool> {
         // The address a flow would use (`udp_listener`).
-        let addrs: Vec<std::net::SocketAddr> = tokio::net::lookup_host(&self.at).await?.collect();
-        let to =
-            crate::ep::udp_listener::pick(&addrs).ok_or(std::io::ErrorKind::AddrNotAvailable)?;
+        let to = crate::ep::udp_listener::resolve(&self.at).await?;
         let any: std::net::SocketAddr = if to.is_ipv4() {
             ([0, 0, 0, 0], 0).into()
         } else {

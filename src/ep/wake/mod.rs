@@ -402,13 +402,14 @@ impl Homes {
         // it was dialled, before every hub is told (`silence`).
         let silent =
             (l.udp && !icmp).then(|| found.clone().filter(|f| f.udp).unwrap_or_else(|| l.clone()));
-        if elsewhere && (wake.is_none() || !join || cooling) {
+        let no_wake = wake.is_none() || !join || cooling;
+        if elsewhere && no_wake {
             if let Some(at) = silent {
                 self.look(at, state, dialled);
             }
             return None;
         }
-        if wake.is_none() || !join || cooling {
+        if no_wake {
             drop(busy);
             if let Some(at) = silent.or_else(|| self.untyped(l, icmp, &found)) {
                 self.look(at, state, dialled);
@@ -567,10 +568,10 @@ impl Homes {
         }
     }
 
-    /// The wake settings wake `id` is to run, those in force once a stop
-    /// under way ended, if no reload forgot the service or its `wake`, and
-    /// it does not answer where it did. None: the players waiting are
-    /// told, on `tx`.
+    /// The wake settings in force when wake `id` runs (after any stop
+    /// under way and the port's try), if no reload forgot the service or
+    /// its `wake` and it does not answer where it did. None: the players
+    /// waiting are told, on `tx`.
     async fn wake_due(
         self: &Arc<Self>,
         l: &Local,

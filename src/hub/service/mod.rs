@@ -414,7 +414,7 @@ impl Service {
         // A channel asked for a player who left before it came: parked, it
         // would hold a socket and TLS state at both ends for `idle_timeout`
         // beyond `pool_size` (a burst of connections that leave at once,
-        // a port scan, left up to 64 such per service).
+        // a port scan, left up to `MAX_EXTRA_PENDING` such per service).
         st.pool.prune();
         if st.pool.ready() >= self.pool_size.load(Ordering::Relaxed) {
             return self.close(ch.tunnel);
