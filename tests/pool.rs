@@ -16,6 +16,26 @@ async fn pool_reaches(hub: &TestHub, service: &str, n: usize, within: Duration) 
         .is_ok()
 }
 
+/// A hub and an ep serving `echo` whose channels pass a fault proxy set
+/// to `mode` from the start; once the ep is logged in.
+async fn channels_through_a_proxy(
+    certs: &Certs,
+    opts: &HubOpts,
+    mode: Mode,
+) -> (TestHub, FaultProxy, TestEp) {
+    let hub = TestHub::start(certs, opts).await;
+    let proxy = FaultProxy::start(hub.channel).await;
+    proxy.set(mode);
+    let ep = TestEp::start(ep_settings_for(
+        certs,
+        hub.control,
+        proxy.addr,
+        &EpOpts::new(certs, vec![("echo".into(), echo_server().await)]),
+    ));
+    hub.wait_sessions(1).await;
+    (hub, proxy, ep)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn players_who_leave_at_the_handover_lose_no_channel() {
     let certs = Certs::new();
@@ -52,16 +72,7 @@ async fn a_channel_the_ep_could_not_open_is_replaced_promptly() {
         extra: "pool_size = 1\nhandshake_timeout = \"10s\"\n".into(),
         ..Default::default()
     };
-    let hub = TestHub::start(&certs, &opts).await;
-    let proxy = FaultProxy::start(hub.channel).await;
-    proxy.set(Mode::Refuse);
-    let _ep = TestEp::start(ep_settings_for(
-        &certs,
-        hub.control,
-        proxy.addr,
-        &EpOpts::new(&certs, vec![("echo".into(), echo_server().await)]),
-    ));
-    hub.wait_sessions(1).await;
+    let (hub, proxy, _ep) = channels_through_a_proxy(&certs, &opts, Mode::Refuse).await;
     proxy.wait_accepted_over(0).await; // the first channel failed
     proxy.set(Mode::Pass);
     let t = std::time::Instant::now();
@@ -93,15 +104,7 @@ async fn channels_for_players_who_left_are_not_parked_beyond_the_pool() {
         extra: "pool_size = 0\n".into(),
         ..Default::default()
     };
-    let hub = TestHub::start(&certs, &opts).await;
-    let proxy = FaultProxy::start(hub.channel).await;
-    let _ep = TestEp::start(ep_settings_for(
-        &certs,
-        hub.control,
-        proxy.addr,
-        &EpOpts::new(&certs, vec![("echo".into(), echo_server().await)]),
-    ));
-    hub.wait_sessions(1).await;
+    let (hub, proxy, _ep) = channels_through_a_proxy(&certs, &opts, Mode::Pass).await;
     // The channels asked for these players come only after they left.
     proxy.set(Mode::Hold);
     let mut gone = Vec::new();

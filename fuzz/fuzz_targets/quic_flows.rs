@@ -69,6 +69,8 @@ fn check(f: &Flows) {
 fuzz_target!(|data: &[u8]| {
     Largest::reset();
     let (mut f, seen): (Flows, Seen) = Default::default();
+    // Each open flow's sink, to close it as its registration does.
+    let mut opened: HashMap<u32, Sink> = HashMap::new();
     let start = Instant::now();
     let (mut now, mut seq) = (start, 0u64);
     let mut bytes = data.iter().copied();
@@ -94,12 +96,16 @@ fuzz_target!(|data: &[u8]| {
                 let taken: usize = early.iter().map(Vec::len).sum();
                 assert_eq!(f.early_bytes(), held - taken, "taken, not counted");
                 f.open(id, s.clone());
+                opened.insert(id, s.clone());
                 early.iter().for_each(|d| s(d));
                 check(&f);
                 continue;
             }
             3 => {
-                f.close(u32::from(b % 8));
+                let id = u32::from(b % 8);
+                if let Some(s) = opened.remove(&id) {
+                    f.close_if(id, &s);
+                }
                 continue;
             }
             4 => {

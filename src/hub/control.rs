@@ -402,6 +402,20 @@ pub(super) async fn authenticate(
     Ok((tls, guard, spoken))
 }
 
+/// What a session serves goes to another ep that offers it as the session
+/// ends, however it ends: a welcome it never takes ends it too.
+fn hand_off(shared: &Arc<Shared>) -> super::sessions::HandOff {
+    let sh = Arc::downgrade(shared);
+    Box::new(move |served| {
+        if let Some(sh) = sh.upgrade() {
+            let _offers = sh.offers();
+            for svc in &served {
+                sh.hand_to_offering(svc);
+            }
+        }
+    })
+}
+
 /// Why `ep` is refused, if its certificate's name is penalised.
 fn penalised(shared: &Shared, ep: &str) -> Option<String> {
     let left = shared.logins.identities().remaining(&ep.to_string())?;
@@ -509,6 +523,7 @@ async fn log_in(
         version: &software_label(software.as_deref()),
         modern,
         link: quic,
+        hand_off: hand_off(shared),
     };
     let still_valid = || still_valid(shared, ep, &hash, addr.ip(), peer);
     let mut skipped = std::mem::take(&mut matched.unauthorised);
@@ -526,17 +541,6 @@ async fn log_in(
             why,
         })?;
     drop(offers);
-    // What it serves goes to another ep that offers it as the session
-    // ends, however it ends: a welcome it never takes ends it too.
-    let sh = Arc::downgrade(shared);
-    guard.on_end(move |served| {
-        if let Some(sh) = sh.upgrade() {
-            let _offers = sh.offers();
-            for svc in &served {
-                sh.hand_to_offering(svc);
-            }
-        }
-    });
     let serving = guard.services();
     for svc in offered
         .iter()
@@ -1156,7 +1160,7 @@ fn ended(
     // Proven for a day after the session ends, not after it began.
     shared.logins.gate.session_ended(guard.ip);
     // What it served goes to another ep that offers it, if one does, as
-    // the guard drops (`SessionGuard::on_end`).
+    // the guard drops (`Login::hand_off`).
     let (ep, id) = (guard.ep.clone(), guard.id);
     drop(guard);
     if shared.sessions.over_quic(&ep).is_none() {

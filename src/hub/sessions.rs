@@ -69,6 +69,12 @@ pub(crate) struct Login<'a> {
     pub modern: bool,
     /// Its QUIC connection, if it came through the QUIC door.
     pub link: Option<crate::quic::Link>,
+    /// Given what the session served as its guard drops, however it ends:
+    /// at its loop's end, or a login dropped after it registered (a
+    /// welcome the ep never took, the login's deadline). Run after the
+    /// sessions' lock is let go; never while `Shared::offers` is held (no
+    /// guard is dropped under it).
+    pub hand_off: HandOff,
 }
 
 /// A logged-in ep, for the status page.
@@ -169,13 +175,12 @@ pub(crate) struct SessionGuard {
     serving: Serving,
     end: Arc<EndSignal>,
     homes: Homes,
-    /// What the session served goes on to another ep as it ends, however
-    /// it ends (`on_end`).
-    hand_off: Mutex<Option<HandOff>>,
+    /// `Login::hand_off`, taken as the guard drops.
+    hand_off: Option<HandOff>,
 }
 
 /// Given the services a session served as it ended.
-type HandOff = Box<dyn FnOnce(Vec<Arc<Service>>) + Send>;
+pub(crate) type HandOff = Box<dyn FnOnce(Vec<Arc<Service>>) + Send + Sync>;
 
 impl Sessions {
     pub fn new(
@@ -248,9 +253,9 @@ impl Sessions {
             version,
             modern,
             link,
+            hand_off,
         } = login;
-        let ip = ip.to_canonical();
-        let mut st = self.lock();
+        let (ip, mut st) = (ip.to_canonical(), self.lock());
         still_valid()?;
         let services = self.claim(&mut st, services, ep);
         st.next_id += 1;
@@ -309,7 +314,7 @@ impl Sessions {
             serving,
             end,
             homes,
-            hand_off: Mutex::default(),
+            hand_off: Some(hand_off),
         })
     }
 
@@ -662,15 +667,6 @@ impl SessionGuard {
         }
     }
 
-    /// `f` is given what the session served when it ends: at its
-    /// session loop's end, or a login dropped after it registered (a
-    /// welcome the ep never took, the login's deadline). Run after the
-    /// sessions' lock is let go; never while `Shared::offers` is held
-    /// (no guard is dropped under it).
-    pub fn on_end(&self, f: impl FnOnce(Vec<Arc<Service>>) + Send + 'static) {
-        *self.hand_off.lock().unwrap_or_else(|p| p.into_inner()) = Some(Box::new(f));
-    }
-
     /// The services this session serves now.
     pub fn services(&self) -> Vec<Arc<Service>> {
         lock(&self.serving).clone()
@@ -710,8 +706,7 @@ impl Drop for SessionGuard {
         }
         self.sessions.count.send_replace(st.by_ep.len());
         drop(st);
-        let hand_off = self.hand_off.get_mut().unwrap_or_else(|p| p.into_inner());
-        if let Some(f) = hand_off.take() {
+        if let Some(f) = self.hand_off.take() {
             f(served);
         }
     }

@@ -130,10 +130,6 @@ impl Flows {
         self.open.insert(id, sink);
     }
 
-    pub fn close(&mut self, id: u32) {
-        self.open.remove(&id);
-    }
-
     /// Closes flow `id` if `sink` is still its sink: a flow that ends does
     /// not take with it a later flow given the same id (a hub that sent a
     /// second `Start` for an id still open).

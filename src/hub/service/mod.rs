@@ -370,30 +370,25 @@ impl Service {
             Ok(session) => session,
             Err(why) => return Err((why, Box::new(tunnel))),
         };
-        let modern = match &st.attached {
-            Some(a) if a.session == session && a.ep == ep && a.ip == ip.to_canonical() => a.modern,
-            attached => {
-                let why = match attached {
-                    Some(a) if a.session == session => {
-                        "ticket presented by a different ep or address"
-                    }
-                    _ => "ticket of a session that has ended",
+        let why = match st.attached.as_ref().filter(|a| a.session == session) {
+            None => "ticket of a session that has ended",
+            Some(a) if a.ep != ep || a.ip != ip.to_canonical() => {
+                "ticket presented by a different ep or address"
+            }
+            Some(a) => {
+                let ch = Channel {
+                    session,
+                    modern: a.modern,
+                    tunnel,
                 };
-                // The ticket is spent: a player waiting for its channel
-                // is asked one anew now, not at the next heartbeat tick.
-                self.refill(&mut st);
-                return Err((why, Box::new(tunnel)));
+                self.place(&mut st, ch);
+                return Ok(());
             }
         };
-        self.place(
-            &mut st,
-            Channel {
-                session,
-                modern,
-                tunnel,
-            },
-        );
-        Ok(())
+        // The ticket is spent: a player waiting for its channel is asked
+        // one anew now, not at the next heartbeat tick.
+        self.refill(&mut st);
+        Err((why, Box::new(tunnel)))
     }
 
     /// The ep of `session` could not open the channel for `ticket`.
